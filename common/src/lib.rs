@@ -1,0 +1,28 @@
+//! Telltale's shared pieces: what the agent and the aggregator must agree on.
+//!
+//! # Layout
+//! - [`model`]: series, labels and samples — the data model both sides speak.
+//! - [`wire`]: the messages exchanged over QUIC (handshake, batches, acknowledgements).
+//! - [`codec`]: the sans-IO frame codec (length prefix, version, checksum, MessagePack);
+//!   its byte layout is written down in its module doc.
+//! - [`tls`]: certificate authority, issuing, and the rustls/quinn configurations for mutual TLS.
+//! - [`config`]: primitives for strict TOML configuration (humantime durations, errors that name
+//!   the key and the file).
+//! - [`names`]: the metric names Telltale itself exports, in one place.
+#![forbid(unsafe_code)]
+
+pub mod codec;
+pub mod config;
+pub mod model;
+pub mod names;
+pub mod tls;
+pub mod wire;
+
+/// The ALPN protocol identifier both ends of the QUIC connection require.
+pub const ALPN: &[u8] = b"telltale/1";
+
+/// The version of the wire protocol this build speaks; carried in the handshake.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The version of Telltale itself (from the workspace).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,153 @@
+//! The data model: a series is a metric name plus labels, a sample is `(ms timestamp, f64)`.
+//!
+//! Labels are kept as a vector of `(name, value)` pairs sorted by name, with the metric name
+//! stored under `__name__` like Prometheus does; sorting makes equal label sets compare and hash
+//! equal whatever order they were built in.
+
+use serde::{Deserialize, Serialize};
+
+/// The label that holds the metric name.
+pub const METRIC_NAME: &str = "__name__";
+
+/// The bit pattern Prometheus uses for a stale marker: a NaN that is not the default NaN.
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+/// Whether `v` is a Prometheus stale marker (compared bitwise: every other NaN is a value).
+pub fn is_stale_marker(v: f64) -> bool {
+    v.to_bits() == STALE_NAN_BITS
+}
+
+/// A sorted set of labels, the metric name included as `__name__`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Labels(Vec<(String, String)>);
+
+impl Labels {
+    /// Builds a label set from pairs in any order; a later duplicate name wins; empty values
+    /// are dropped, as Prometheus treats an empty label as an absent one.
+    pub fn from_pairs<I, K, V>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let mut v: Vec<(String, String)> = Vec::new();
+        for (k, val) in pairs {
+            let (k, val) = (k.into(), val.into());
+            if let Some(slot) = v.iter_mut().find(|(n, _)| *n == k) {
+                slot.1 = val;
+            } else {
+                v.push((k, val));
+            }
+        }
+        v.retain(|(_, val)| !val.is_empty());
+        v.sort();
+        Labels(v)
+    }
+
+    /// The value of label `name`, if present.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|(n, _)| n.as_str().cmp(name))
+            .ok()
+            .map(|i| self.0[i].1.as_str())
+    }
+
+    /// The metric name (`__name__`), if present.
+    pub fn metric_name(&self) -> Option<&str> {
+        self.get(METRIC_NAME)
+    }
+
+    /// Sets `name` to `value`, keeping the order sorted.
+    pub fn set(&mut self, name: &str, value: &str) {
+        match self.0.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
+            Ok(i) => self.0[i].1 = value.to_string(),
+            Err(i) => self.0.insert(i, (name.to_string(), value.to_string())),
+        }
+    }
+
+    /// The pairs, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Number of labels, `__name__` included.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are no labels at all.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Restores the sorted, de-duplicated invariant on a label set that came from outside
+    /// (the wire or the disk) and reports whether it was already valid.
+    pub fn normalize(&mut self) -> bool {
+        let sorted = self.0.windows(2).all(|w| w[0].0 < w[1].0);
+        if !sorted {
+            self.0.sort();
+            self.0.dedup_by(|a, b| a.0 == b.0);
+        }
+        sorted
+    }
+}
+
+/// One sample: a millisecond Unix timestamp and a value. Encoded as a two-element array.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Sample(pub i64, pub f64);
+
+impl Sample {
+    /// The timestamp in milliseconds since the Unix epoch.
+    pub fn t(&self) -> i64 {
+        self.0
+    }
+    /// The value.
+    pub fn v(&self) -> f64 {
+        self.1
+    }
+}
+
+/// A series with the samples a batch carries for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeriesSamples {
+    /// The series' labels, metric name included.
+    pub labels: Labels,
+    /// Samples in the order they were taken.
+    pub samples: Vec<Sample>,
+}
+
+/// The current time in milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_sorted_and_deduplicated() {
+        let l = Labels::from_pairs([("b", "2"), ("a", "1"), ("b", "3"), ("c", "")]);
+        assert_eq!(l.iter().collect::<Vec<_>>(), vec![("a", "1"), ("b", "3")]);
+        assert_eq!(l.get("b"), Some("3"));
+        assert_eq!(l.get("c"), None);
+    }
+
+    #[test]
+    fn normalize_repairs_unsorted_input() {
+        let mut l = Labels(vec![("z".into(), "1".into()), ("a".into(), "2".into())]);
+        assert!(!l.normalize());
+        assert_eq!(l.get("a"), Some("2"));
+        assert!(l.normalize());
+    }
+
+    #[test]
+    fn stale_marker_is_a_specific_nan() {
+        assert!(is_stale_marker(f64::from_bits(STALE_NAN_BITS)));
+        assert!(!is_stale_marker(f64::NAN));
+    }
+}

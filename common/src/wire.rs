@@ -1,0 +1,88 @@
+//! The messages of the agent ↔ aggregator protocol.
+//!
+//! One bidirectional QUIC stream per connection carries the conversation, opened by the agent:
+//!
+//! 1. agent → [`ClientMessage::Hello`] with its protocol version;
+//! 2. aggregator → [`ServerMessage::Welcome`] (or [`ServerMessage::Refused`] and a close);
+//! 3. agent → any number of [`ClientMessage::Batch`], several in flight;
+//! 4. aggregator → [`ServerMessage::Ack`] for each batch once it is durable, in any order, or
+//!    [`ServerMessage::Rejected`] for a batch it will never accept (the agent drops it).
+//!
+//! The agent's name is never in a message: the aggregator takes it from the client certificate.
+//! Messages are MessagePack maps with named fields (`rmp_serde::to_vec_named`), so a field added
+//! later is ignored by an older peer instead of breaking it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::SeriesSamples;
+
+/// What the agent sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ClientMessage {
+    /// The first message on a connection.
+    Hello(Hello),
+    /// A batch of samples.
+    Batch(Batch),
+}
+
+/// What the aggregator sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ServerMessage {
+    /// The handshake was accepted.
+    Welcome(Welcome),
+    /// The handshake was refused; the connection closes after this.
+    Refused {
+        /// Why, in words an operator can act on.
+        reason: String,
+    },
+    /// Batch `sequence` is durable (or was already stored before): the agent may forget it.
+    Ack {
+        /// The acknowledged batch.
+        sequence: u64,
+    },
+    /// Batch `sequence` can never be stored (for example it is invalid); the agent drops it.
+    Rejected {
+        /// The refused batch.
+        sequence: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The agent's handshake.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The wire protocol version the agent speaks.
+    pub protocol_version: u16,
+    /// The agent's software version, for `/api/v1/agents`.
+    pub agent_version: String,
+}
+
+/// The aggregator's answer to a hello.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The protocol version the aggregator speaks.
+    pub protocol_version: u16,
+    /// The agent name the aggregator read from the client certificate.
+    pub agent: String,
+    /// Highest batch size in bytes the aggregator accepts.
+    pub max_frame_bytes: u32,
+}
+
+/// A batch of samples, identified by the agent's sequence number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Batch {
+    /// Monotonic per agent, never reused, even across restarts.
+    pub sequence: u64,
+    /// When the agent made the batch (ms since the epoch).
+    pub created_ms: i64,
+    /// The series and their samples.
+    pub series: Vec<SeriesSamples>,
+}
+
+impl Batch {
+    /// Number of samples in the batch.
+    pub fn sample_count(&self) -> usize {
+        self.series.iter().map(|s| s.samples.len()).sum()
+    }
+}
