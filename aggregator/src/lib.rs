@@ -1,1 +1,24 @@
-//! stub
+//! The Telltale aggregator: receives agents' batches over QUIC with mutual TLS, stores them
+//! durably, and answers Prometheus-compatible queries over HTTP.
+//!
+//! # Layout (in the order data flows)
+//! - [`ingest`]: QUIC server, handshake, frames, acknowledgement after durability.
+//! - [`storage`]: the interface ingest writes to and queries read from.
+//! - [`logstore`]: the first storage engine (append-only log with group commit, in memory).
+//! - [`promql`]: query evaluation over the storage trait.
+//! - [`api`]: the HTTP API (Prometheus' envelope), `/metrics`, health.
+//! - [`agents`]: connection state per agent (`up`, `/api/v1/agents`).
+//! - [`config`]: the TOML file and its validation into runtime settings.
+//! - [`serve`]: wiring of the above into the running service.
+//! - [`selfmetrics`]: the aggregator's own counters.
+#![forbid(unsafe_code)]
+
+pub mod agents;
+pub mod api;
+pub mod config;
+pub mod ingest;
+pub mod logstore;
+pub mod promql;
+pub mod selfmetrics;
+pub mod serve;
+pub mod storage;

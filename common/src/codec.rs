@@ -345,7 +345,8 @@ mod tests {
             got,
             ClientMessage::Hello(Hello {
                 protocol_version: 2,
-                agent_version: "9.9".into()
+                agent_version: "9.9".into(),
+                epoch: 0,
             })
         );
     }

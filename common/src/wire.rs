@@ -56,6 +56,11 @@ pub struct Hello {
     pub protocol_version: u16,
     /// The agent's software version, for `/api/v1/agents`.
     pub agent_version: String,
+    /// Random identity of the agent's buffer, made when the buffer is created. Sequences are
+    /// unique within one epoch: an agent whose data directory was wiped starts a new epoch, so
+    /// its restarted sequence numbers are not mistaken for replays.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// The aggregator's answer to a hello.

@@ -1,0 +1,127 @@
+//! What the aggregator knows about each agent: connection state, last batch, counters.
+//! Served at `/api/v1/agents`; the source of the `up` series.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+/// One agent's state.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AgentInfo {
+    /// The name from its certificate.
+    pub name: String,
+    /// The address of its last connection.
+    pub address: Option<String>,
+    /// Whether it is connected now.
+    pub connected: bool,
+    /// Agent software version from its hello.
+    pub version: Option<String>,
+    /// When it last connected (ms since the epoch).
+    pub connected_since_ms: Option<i64>,
+    /// When its last batch was stored (ms since the epoch).
+    pub last_batch_ms: Option<i64>,
+    /// Sequence number of its last stored batch.
+    pub last_sequence: Option<u64>,
+    /// Batches stored since the aggregator started.
+    pub batches: u64,
+    /// Samples stored since the aggregator started.
+    pub samples: u64,
+}
+
+/// The registry of agents. Connection counts handle an agent that reconnects before its old
+/// connection has timed out: it is connected while any of its connections is open.
+#[derive(Debug, Default)]
+pub struct Registry {
+    inner: Mutex<BTreeMap<String, (AgentInfo, u32)>>,
+}
+
+impl Registry {
+    fn with<R>(&self, name: &str, f: impl FnOnce(&mut AgentInfo, &mut u32) -> R) -> R {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (info, conns) = g.entry(name.to_string()).or_insert_with(|| {
+            (
+                AgentInfo {
+                    name: name.to_string(),
+                    address: None,
+                    connected: false,
+                    version: None,
+                    connected_since_ms: None,
+                    last_batch_ms: None,
+                    last_sequence: None,
+                    batches: 0,
+                    samples: 0,
+                },
+                0,
+            )
+        });
+        f(info, conns)
+    }
+
+    /// Records a known agent (from stored data) without connecting it.
+    pub fn know(&self, name: &str) {
+        self.with(name, |_, _| ());
+    }
+
+    /// Records a new connection.
+    pub fn connected(&self, name: &str, addr: SocketAddr, version: &str, now_ms: i64) {
+        self.with(name, |i, c| {
+            *c += 1;
+            i.connected = true;
+            i.address = Some(addr.to_string());
+            i.version = Some(version.to_string());
+            i.connected_since_ms = Some(now_ms);
+        });
+    }
+
+    /// Records a closed connection; returns whether the agent is now disconnected.
+    pub fn disconnected(&self, name: &str) -> bool {
+        self.with(name, |i, c| {
+            *c = c.saturating_sub(1);
+            i.connected = *c > 0;
+            !i.connected
+        })
+    }
+
+    /// Records a stored batch.
+    pub fn batch(&self, name: &str, seq: u64, samples: usize, now_ms: i64) {
+        self.with(name, |i, _| {
+            i.last_batch_ms = Some(now_ms);
+            i.last_sequence = Some(i.last_sequence.map_or(seq, |s| s.max(seq)));
+            i.batches += 1;
+            i.samples += samples as u64;
+        });
+    }
+
+    /// All agents, by name.
+    pub fn list(&self) -> Vec<AgentInfo> {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.values().map(|(i, _)| i.clone()).collect()
+    }
+
+    /// Number of connected agents.
+    pub fn connected_count(&self) -> usize {
+        self.list().iter().filter(|a| a.connected).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agent_is_connected_while_any_connection_is_open() {
+        let r = Registry::default();
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        r.connected("x", a, "1", 1);
+        r.connected("x", a, "1", 2);
+        assert!(!r.disconnected("x"));
+        assert!(r.list()[0].connected);
+        assert!(r.disconnected("x"));
+        r.batch("x", 5, 10, 3);
+        r.batch("x", 4, 10, 4);
+        let i = &r.list()[0];
+        assert_eq!((i.connected, i.last_sequence, i.samples), (false, Some(5), 20));
+    }
+}

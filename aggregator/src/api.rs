@@ -1,0 +1,324 @@
+//! The HTTP API: Prometheus' query API with its JSON envelope and error types, Telltale's own
+//! resources, `/metrics` and the health endpoints. Errors map to HTTP status in one place
+//! ([`ApiError`]).
+
+mod params;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value as Json, json};
+use telltale_common::model::{Labels, Sample, now_ms};
+
+use crate::agents::Registry;
+use crate::promql::{Engine, QueryError, Value};
+use crate::selfmetrics::{Gauges, SelfMetrics};
+use crate::storage::{Matcher, SeriesData, Storage};
+pub use params::{Params, parse_step, parse_time};
+
+/// Prometheus refuses range queries with more points than this per series.
+const MAX_POINTS: i64 = 11_000;
+
+/// Shared state of the HTTP handlers.
+pub struct ApiState {
+    /// Storage, for series and label queries.
+    pub storage: Arc<dyn Storage>,
+    /// The query engine.
+    pub engine: Engine,
+    /// Agents.
+    pub registry: Arc<Registry>,
+    /// Counters.
+    pub metrics: Arc<SelfMetrics>,
+    /// Corrupt records found at start-up.
+    pub corrupt_records: u64,
+    /// Set once start-up recovery is done.
+    pub ready: AtomicBool,
+}
+
+/// An API error in Prometheus' envelope.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    error_type: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    /// `bad_data`, HTTP 400.
+    pub fn bad_data(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            error_type: "bad_data",
+            message: message.into(),
+        }
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        match e {
+            QueryError::BadData(m) => ApiError::bad_data(m),
+            QueryError::Execution(m) => ApiError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                error_type: "execution",
+                message: m,
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"status": "error", "errorType": self.error_type, "error": self.message});
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+fn success(data: Json) -> Response {
+    axum::Json(json!({"status": "success", "data": data})).into_response()
+}
+
+/// Formats a value as Prometheus does (`NaN`, `+Inf`, `-Inf`, shortest decimal otherwise).
+pub fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+fn point(s: &Sample) -> Json {
+    json!([s.0 as f64 / 1000.0, format_value(s.1)])
+}
+
+fn labels_json(l: &Labels) -> Json {
+    Json::Object(
+        l.iter()
+            .map(|(k, v)| (k.to_string(), Json::String(v.to_string())))
+            .collect(),
+    )
+}
+
+fn matrix_json(m: &[SeriesData]) -> Json {
+    Json::Array(
+        m.iter()
+            .map(|s| {
+                json!({"metric": labels_json(&s.labels),
+                       "values": s.samples.iter().map(point).collect::<Vec<_>>()})
+            })
+            .collect(),
+    )
+}
+
+fn value_json(v: &Value) -> Json {
+    match v {
+        Value::Vector(v) => json!({"resultType": "vector", "result": v.iter().map(|(l, s)| {
+            json!({"metric": labels_json(l), "value": point(s)})
+        }).collect::<Vec<_>>()}),
+        Value::Matrix(m) => json!({"resultType": "matrix", "result": matrix_json(m)}),
+        Value::Scalar(s) => json!({"resultType": "scalar", "result": point(s)}),
+        Value::String(t, s) => {
+            json!({"resultType": "string", "result": [*t as f64 / 1000.0, s]})
+        }
+    }
+}
+
+type St = State<Arc<ApiState>>;
+
+fn params(q: &RawQuery, body: &Bytes) -> Params {
+    Params::parse(q.0.as_deref(), body)
+}
+
+fn count(st: &ApiState) {
+    SelfMetrics::inc(&st.metrics.http_requests, 1);
+}
+
+async fn query(State(st): St, q: RawQuery, body: Bytes) -> Result<Response, ApiError> {
+    count(&st);
+    let p = params(&q, &body);
+    let expr = p.required("query")?.to_string();
+    let t = p.time_or("time", now_ms())?;
+    let engine = st.engine.clone();
+    let v = tokio::task::spawn_blocking(move || engine.instant(&expr, t))
+        .await
+        .map_err(|e| QueryError::Execution(e.to_string()))??;
+    Ok(success(value_json(&v)))
+}
+
+async fn query_range(State(st): St, q: RawQuery, body: Bytes) -> Result<Response, ApiError> {
+    count(&st);
+    let p = params(&q, &body);
+    let expr = p.required("query")?.to_string();
+    let start = p.time_or("start", i64::MIN)?;
+    let end = p.time_or("end", i64::MIN)?;
+    if start == i64::MIN {
+        return Err(ApiError::bad_data("invalid parameter \"start\": missing"));
+    }
+    if end == i64::MIN {
+        return Err(ApiError::bad_data("invalid parameter \"end\": missing"));
+    }
+    if end < start {
+        return Err(ApiError::bad_data(
+            "invalid parameter \"end\": end timestamp must not be before start time",
+        ));
+    }
+    let step = parse_step(p.required("step")?)
+        .map_err(|e| ApiError::bad_data(format!("invalid parameter \"step\": {e}")))?;
+    if step <= 0 {
+        return Err(ApiError::bad_data(
+            "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
+        ));
+    }
+    if (end - start) / step > MAX_POINTS {
+        return Err(ApiError::bad_data(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
+        ));
+    }
+    let engine = st.engine.clone();
+    let m = tokio::task::spawn_blocking(move || engine.range(&expr, start, end, step))
+        .await
+        .map_err(|e| QueryError::Execution(e.to_string()))??;
+    Ok(success(json!({"resultType": "matrix", "result": matrix_json(&m)})))
+}
+
+/// Parses `match[]` selectors into matcher sets.
+fn selectors(p: &Params, required: bool) -> Result<Vec<Vec<Matcher>>, ApiError> {
+    let raw = p.all("match[]");
+    if raw.is_empty() && required {
+        return Err(ApiError::bad_data("no match[] parameter provided"));
+    }
+    raw.into_iter()
+        .map(|s| crate::promql::selector_matchers(s).map_err(ApiError::from))
+        .collect()
+}
+
+fn range_params(p: &Params) -> Result<(i64, i64), ApiError> {
+    Ok((p.time_or("start", i64::MIN)?, p.time_or("end", i64::MAX)?))
+}
+
+fn matching_series(st: &ApiState, p: &Params, required: bool) -> Result<Vec<Labels>, ApiError> {
+    let (start, end) = range_params(p)?;
+    let sets = selectors(p, required)?;
+    let mut out: Vec<Labels> = if sets.is_empty() {
+        st.storage.series(&[], start, end)
+    } else {
+        sets.iter()
+            .flat_map(|m| st.storage.series(m, start, end))
+            .collect()
+    };
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+async fn series(State(st): St, q: RawQuery, body: Bytes) -> Result<Response, ApiError> {
+    count(&st);
+    let p = params(&q, &body);
+    let s = matching_series(&st, &p, true)?;
+    Ok(success(Json::Array(s.iter().map(labels_json).collect())))
+}
+
+async fn labels(State(st): St, q: RawQuery, body: Bytes) -> Result<Response, ApiError> {
+    count(&st);
+    let p = params(&q, &body);
+    let mut names: Vec<String> = matching_series(&st, &p, false)?
+        .iter()
+        .flat_map(|l| l.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>())
+        .collect();
+    names.sort();
+    names.dedup();
+    Ok(success(json!(names)))
+}
+
+async fn label_values(
+    State(st): St,
+    Path(name): Path<String>,
+    q: RawQuery,
+) -> Result<Response, ApiError> {
+    count(&st);
+    let p = params(&q, &Bytes::new());
+    let mut values: Vec<String> = matching_series(&st, &p, false)?
+        .iter()
+        .filter_map(|l| l.get(&name).map(str::to_string))
+        .collect();
+    values.sort();
+    values.dedup();
+    Ok(success(json!(values)))
+}
+
+async fn buildinfo() -> Response {
+    success(json!({
+        "version": telltale_common::VERSION,
+        "revision": "unknown",
+        "branch": "main",
+        "buildUser": "telltale",
+        "buildDate": "unknown",
+        "goVersion": "none (Rust)",
+        "application": "telltale-aggregator",
+    }))
+}
+
+async fn agents(State(st): St) -> Response {
+    count(&st);
+    success(serde_json::to_value(st.registry.list()).unwrap_or(Json::Null))
+}
+
+async fn metrics(State(st): St) -> Response {
+    let text = st.metrics.render(&Gauges {
+        connected_agents: st.registry.connected_count(),
+        series: st.storage.series_count(),
+        corrupt_records: st.corrupt_records,
+    });
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+async fn healthy() -> &'static str {
+    "Telltale is Healthy.\n"
+}
+
+async fn ready(State(st): St) -> Response {
+    if st.ready.load(Ordering::Relaxed) {
+        "Telltale is Ready.\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "Telltale is not ready.\n").into_response()
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        error_type: "not_found",
+        message: "no such endpoint".into(),
+    }
+}
+
+/// The router with every endpoint.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/api/v1/query", get(query).post(query))
+        .route("/api/v1/query_range", get(query_range).post(query_range))
+        .route("/api/v1/series", get(series).post(series))
+        .route("/api/v1/labels", get(labels).post(labels))
+        .route("/api/v1/label/{name}/values", get(label_values))
+        .route("/api/v1/status/buildinfo", get(buildinfo))
+        .route("/api/v1/agents", get(agents))
+        .route("/metrics", get(metrics))
+        .route("/-/healthy", get(healthy))
+        .route("/-/ready", get(ready))
+        .fallback(not_found)
+        .with_state(state)
+}

@@ -1,0 +1,151 @@
+//! The aggregator's configuration file (`aggregator.toml`) and its validation into [`Config`].
+//! Every command-line flag overrides the matching key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use telltale_common::config::{ConfigError, byte_size, humantime_duration_opt, load_toml};
+
+/// `aggregator.toml` as written by the operator; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Where the aggregator keeps its data (default `/var/lib/telltale/aggregator`).
+    pub data_dir: Option<PathBuf>,
+    /// Directory holding `ca.crt`, `server.crt` and `server.key` (default `/etc/telltale/tls`).
+    pub tls_dir: Option<PathBuf>,
+    /// HTTP API address (default `127.0.0.1:9470`).
+    pub http_listen: Option<SocketAddr>,
+    /// QUIC ingest address (default `0.0.0.0:9471`, UDP).
+    pub quic_listen: Option<SocketAddr>,
+    /// Largest frame an agent may send (default `16MiB`); bigger frames close the connection.
+    #[serde(default, deserialize_with = "opt_bytes")]
+    pub max_frame_bytes: Option<u64>,
+    /// How far back an instant query looks for a sample (default `5m`, like Prometheus).
+    #[serde(default, deserialize_with = "humantime_duration_opt")]
+    pub lookback_delta: Option<Duration>,
+    /// Most samples one query may load (default 50 000 000, like Prometheus).
+    pub query_max_samples: Option<usize>,
+    /// How often `up` is written for every known agent (default `15s`).
+    #[serde(default, deserialize_with = "humantime_duration_opt")]
+    pub up_interval: Option<Duration>,
+}
+
+fn opt_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    byte_size(d).map(Some)
+}
+
+/// Validated runtime settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// TLS directory.
+    pub tls_dir: PathBuf,
+    /// HTTP address.
+    pub http_listen: SocketAddr,
+    /// QUIC address.
+    pub quic_listen: SocketAddr,
+    /// Largest frame payload.
+    pub max_frame_bytes: u32,
+    /// Query lookback.
+    pub lookback_delta: Duration,
+    /// Per-query sample limit.
+    pub query_max_samples: usize,
+    /// `up` write interval.
+    pub up_interval: Duration,
+}
+
+/// Command-line overrides.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--data-dir`
+    pub data_dir: Option<PathBuf>,
+    /// `--tls-dir`
+    pub tls_dir: Option<PathBuf>,
+    /// `--http-listen`
+    pub http_listen: Option<SocketAddr>,
+    /// `--quic-listen`
+    pub quic_listen: Option<SocketAddr>,
+}
+
+impl Config {
+    /// Loads `path` (if given), applies the overrides and validates.
+    pub fn load(path: Option<&Path>, o: &Overrides) -> Result<Config, ConfigError> {
+        let file: FileConfig = match path {
+            Some(p) => load_toml(p)?,
+            None => FileConfig::default(),
+        };
+        let where_ = path.unwrap_or(Path::new("(defaults)"));
+        let max_frame = file.max_frame_bytes.unwrap_or(16 << 20);
+        if !(1024..=(1u64 << 30)).contains(&max_frame) {
+            return Err(ConfigError::invalid(
+                where_,
+                "max_frame_bytes",
+                format!("{max_frame} is out of range: use 1KiB to 1GiB"),
+            ));
+        }
+        let up_interval = file.up_interval.unwrap_or(Duration::from_secs(15));
+        if up_interval < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(where_, "up_interval", "must be at least 1s"));
+        }
+        Ok(Config {
+            data_dir: o
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| "/var/lib/telltale/aggregator".into()),
+            tls_dir: o
+                .tls_dir
+                .clone()
+                .or(file.tls_dir)
+                .unwrap_or_else(|| "/etc/telltale/tls".into()),
+            http_listen: o
+                .http_listen
+                .or(file.http_listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9470))),
+            quic_listen: o
+                .quic_listen
+                .or(file.quic_listen)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 9471))),
+            max_frame_bytes: max_frame as u32,
+            lookback_delta: file.lookback_delta.unwrap_or(Duration::from_secs(300)),
+            query_max_samples: file.query_max_samples.unwrap_or(50_000_000),
+            up_interval,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/aggregator.toml");
+        let c = Config::load(Some(&p), &Overrides::default()).unwrap();
+        assert_eq!(c.http_listen.port(), 9470);
+    }
+
+    #[test]
+    fn flags_override_the_file_and_bad_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.toml");
+        std::fs::write(&p, "data_dir = \"/x\"\nhttp_listen = \"127.0.0.1:1\"\n").unwrap();
+        let o = Overrides {
+            data_dir: Some("/y".into()),
+            ..Default::default()
+        };
+        let c = Config::load(Some(&p), &o).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/y"));
+        assert_eq!(c.http_listen.port(), 1);
+        std::fs::write(&p, "http_listen = \"nowhere\"\n").unwrap();
+        let e = Config::load(Some(&p), &o).unwrap_err().to_string();
+        assert!(e.contains("a.toml: http_listen:"), "{e}");
+        std::fs::write(&p, "max_frame_bytes = \"1B\"\n").unwrap();
+        let e = Config::load(Some(&p), &o).unwrap_err().to_string();
+        assert!(e.contains("max_frame_bytes"), "{e}");
+    }
+}

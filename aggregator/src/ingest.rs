@@ -1,0 +1,367 @@
+//! QUIC ingest: accepts agents over mutual TLS, reads their frames, stores batches and
+//! acknowledges each one only once storage says it is durable.
+//!
+//! Every connection is independent: a bad frame, an oversized frame or a broken handshake
+//! closes that connection with a logged error and a counted metric; the others keep going.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use telltale_common::codec::{self, CodecError, FrameDecoder};
+use telltale_common::model::{Labels, Sample, SeriesSamples, now_ms};
+use telltale_common::tls::peer_agent_name;
+use telltale_common::wire::{Batch, ClientMessage, ServerMessage, Welcome};
+use telltale_common::{PROTOCOL_VERSION, VERSION};
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::agents::Registry;
+use crate::selfmetrics::SelfMetrics;
+use crate::storage::{
+    AGENT_JOB, AppendOutcome, AppendRequest, Origin, Storage, stamp_agent_series,
+};
+
+/// QUIC application error codes used when the aggregator closes a connection.
+pub mod close_code {
+    /// Normal shutdown.
+    pub const SHUTDOWN: u32 = 0;
+    /// The certificate did not name a valid agent.
+    pub const BAD_IDENTITY: u32 = 1;
+    /// A frame was oversized, corrupt or not a valid message.
+    pub const BAD_FRAME: u32 = 2;
+    /// The handshake failed (wrong version, missing hello).
+    pub const HANDSHAKE: u32 = 3;
+}
+
+/// How long an agent may take to open its stream and say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Batches of one connection being stored at the same time.
+const IN_FLIGHT_PER_CONNECTION: usize = 256;
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("{0}")]
+    Frame(#[from] CodecError),
+    #[error("handshake: {0}")]
+    Handshake(String),
+    #[error("connection lost: {0}")]
+    Lost(String),
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+/// The ingest service.
+pub struct Ingest {
+    /// Where batches go.
+    pub storage: Arc<dyn Storage>,
+    /// Agent state.
+    pub registry: Arc<Registry>,
+    /// Counters.
+    pub metrics: Arc<SelfMetrics>,
+    /// Largest accepted frame payload.
+    pub max_frame: u32,
+}
+
+/// The `up` series of an agent.
+pub fn up_series(agent: &str, t_ms: i64, value: f64) -> SeriesSamples {
+    SeriesSamples {
+        labels: Labels::from_pairs([("__name__", "up"), ("instance", agent), ("job", AGENT_JOB)]),
+        samples: vec![Sample(t_ms, value)],
+    }
+}
+
+impl Ingest {
+    /// Accepts connections until the endpoint closes.
+    pub async fn run(self: Arc<Self>, endpoint: quinn::Endpoint) {
+        while let Some(incoming) = endpoint.accept().await {
+            let me = self.clone();
+            tokio::spawn(async move { me.handle(incoming).await });
+        }
+    }
+
+    /// Writes `up` samples for the given agents.
+    pub async fn write_up(&self, agents: &[(String, bool)]) {
+        if agents.is_empty() {
+            return;
+        }
+        let t = now_ms();
+        let series = agents
+            .iter()
+            .map(|(a, up)| up_series(a, t, if *up { 1.0 } else { 0.0 }))
+            .collect();
+        let req = AppendRequest {
+            origin: None,
+            series,
+            encoded: None,
+        };
+        if let Err(e) = self.storage.append(req).await {
+            tracing::warn!(error = %e, "cannot store up series");
+        }
+    }
+
+    async fn handle(self: Arc<Self>, incoming: quinn::Incoming) {
+        let addr = incoming.remote_address();
+        let conn = match incoming.await {
+            Ok(c) => c,
+            Err(e) => {
+                SelfMetrics::inc(&self.metrics.handshake_errors, 1);
+                tracing::warn!(%addr, error = %e, "QUIC/TLS handshake refused");
+                return;
+            }
+        };
+        let name = match peer_agent_name(&conn) {
+            Ok(n) => n,
+            Err(e) => {
+                SelfMetrics::inc(&self.metrics.handshake_errors, 1);
+                tracing::warn!(%addr, error = %e, "refusing connection");
+                conn.close(close_code::BAD_IDENTITY.into(), e.to_string().as_bytes());
+                return;
+            }
+        };
+        let result = self.session(&conn, &name, addr).await;
+        let (code, reason) = match &result {
+            Ok(()) => (close_code::SHUTDOWN, String::new()),
+            Err(SessionError::Frame(e)) => {
+                SelfMetrics::inc(&self.metrics.frame_errors, 1);
+                tracing::error!(agent = %name, %addr, error = %e, "closing agent connection: bad frame");
+                (close_code::BAD_FRAME, e.to_string())
+            }
+            Err(SessionError::Handshake(e)) => {
+                SelfMetrics::inc(&self.metrics.handshake_errors, 1);
+                tracing::warn!(agent = %name, %addr, error = %e, "closing agent connection: handshake failed");
+                (close_code::HANDSHAKE, e.clone())
+            }
+            Err(e @ SessionError::Lost(_)) => {
+                tracing::info!(agent = %name, %addr, reason = %e, "agent disconnected");
+                (close_code::SHUTDOWN, String::new())
+            }
+            Err(e @ SessionError::Storage(_)) => {
+                tracing::error!(agent = %name, %addr, error = %e, "closing agent connection: storage failed");
+                (close_code::SHUTDOWN, e.to_string())
+            }
+        };
+        conn.close(code.into(), reason.as_bytes());
+    }
+
+    async fn session(
+        &self,
+        conn: &quinn::Connection,
+        name: &str,
+        addr: SocketAddr,
+    ) -> Result<(), SessionError> {
+        let (mut send, mut recv) = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi())
+            .await
+            .map_err(|_| SessionError::Handshake("no stream opened within 10s".into()))?
+            .map_err(|e| SessionError::Lost(e.to_string()))?;
+        let mut dec = FrameDecoder::new(self.max_frame);
+        let hello = tokio::time::timeout(HELLO_TIMEOUT, next_message(&mut recv, &mut dec))
+            .await
+            .map_err(|_| SessionError::Handshake("no hello within 10s".into()))??;
+        let hello = match hello {
+            Some(ClientMessage::Hello(h)) => h,
+            Some(other) => {
+                return Err(SessionError::Handshake(format!(
+                    "expected a hello first, got {}",
+                    kind(&other)
+                )));
+            }
+            None => return Err(SessionError::Lost("stream closed before hello".into())),
+        };
+        if hello.protocol_version != PROTOCOL_VERSION {
+            let reason = format!(
+                "protocol version {} is not supported; aggregator {VERSION} speaks version {PROTOCOL_VERSION}",
+                hello.protocol_version
+            );
+            let _ = write_message(&mut send, &ServerMessage::Refused { reason: reason.clone() }).await;
+            let _ = send.finish();
+            return Err(SessionError::Handshake(reason));
+        }
+        write_message(
+            &mut send,
+            &ServerMessage::Welcome(Welcome {
+                protocol_version: PROTOCOL_VERSION,
+                agent: name.to_string(),
+                max_frame_bytes: self.max_frame,
+            }),
+        )
+        .await?;
+        self.registry
+            .connected(name, addr, &hello.agent_version, now_ms());
+        tracing::info!(agent = %name, %addr, version = %hello.agent_version, epoch = hello.epoch, "agent connected");
+        self.write_up(&[(name.to_string(), true)]).await;
+
+        let result = self.batches(name, hello.epoch, send, recv, dec).await;
+        if self.registry.disconnected(name) {
+            self.write_up(&[(name.to_string(), false)]).await;
+        }
+        result
+    }
+
+    async fn batches(
+        &self,
+        name: &str,
+        epoch: u64,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+        mut dec: FrameDecoder,
+    ) -> Result<(), SessionError> {
+        let (ack_tx, mut ack_rx) = mpsc::channel::<ServerMessage>(IN_FLIGHT_PER_CONNECTION);
+        let writer = tokio::spawn(async move {
+            while let Some(m) = ack_rx.recv().await {
+                write_message(&mut send, &m).await?;
+            }
+            Ok::<_, SessionError>(())
+        });
+        let permits = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONNECTION));
+        let (fail_tx, mut fail_rx) = mpsc::channel::<SessionError>(1);
+        let result = loop {
+            let chunk = tokio::select! {
+                c = recv.read_chunk(256 * 1024, true) => c,
+                Some(e) = fail_rx.recv() => break Err(e),
+            };
+            let chunk = match chunk {
+                Ok(Some(c)) => c,
+                Ok(None) => break dec.finish().map_err(SessionError::from),
+                Err(e) => break Err(SessionError::Lost(e.to_string())),
+            };
+            if let Err(e) = dec.push(&chunk.bytes) {
+                break Err(e.into());
+            }
+            let mut failed = None;
+            loop {
+                let payload = match dec.poll_frame() {
+                    Ok(Some(p)) => p,
+                    Ok(None) => break,
+                    Err(e) => {
+                        failed = Some(e.into());
+                        break;
+                    }
+                };
+                let batch = match codec::decode_payload::<ClientMessage>(&payload) {
+                    Ok(ClientMessage::Batch(b)) => b,
+                    Ok(other) => {
+                        failed = Some(SessionError::Frame(CodecError::Malformed(format!(
+                            "unexpected {} after the handshake",
+                            kind(&other)
+                        ))));
+                        break;
+                    }
+                    Err(e) => {
+                        failed = Some(e.into());
+                        break;
+                    }
+                };
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break;
+                };
+                let job = StoreJob {
+                    storage: self.storage.clone(),
+                    registry: self.registry.clone(),
+                    metrics: self.metrics.clone(),
+                    agent: name.to_string(),
+                    epoch,
+                };
+                let (acks, fails) = (ack_tx.clone(), fail_tx.clone());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    match job.store(batch, payload).await {
+                        Ok(m) => {
+                            let _ = acks.send(m).await;
+                        }
+                        Err(e) => {
+                            let _ = fails.try_send(e);
+                        }
+                    }
+                });
+            }
+            if let Some(e) = failed {
+                break Err(e);
+            }
+        };
+        // Let stores in progress finish and their acks go out before closing.
+        let _ = permits
+            .acquire_many(IN_FLIGHT_PER_CONNECTION as u32)
+            .await;
+        drop(ack_tx);
+        if result.is_ok()
+            && let Ok(Err(e)) = writer.await
+        {
+            return Err(e);
+        }
+        result
+    }
+}
+
+struct StoreJob {
+    storage: Arc<dyn Storage>,
+    registry: Arc<Registry>,
+    metrics: Arc<SelfMetrics>,
+    agent: String,
+    epoch: u64,
+}
+
+impl StoreJob {
+    async fn store(self, mut batch: Batch, payload: Vec<u8>) -> Result<ServerMessage, SessionError> {
+        let sequence = batch.sequence;
+        let dropped = stamp_agent_series(&mut batch.series, &self.agent);
+        if dropped > 0 {
+            tracing::warn!(agent = %self.agent, sequence, dropped, "series without a metric name dropped");
+        }
+        let req = AppendRequest {
+            origin: Some(Origin {
+                agent: self.agent.clone(),
+                epoch: self.epoch,
+                sequence,
+            }),
+            series: batch.series,
+            encoded: Some(payload),
+        };
+        match self.storage.append(req).await {
+            Ok(AppendOutcome::Stored { samples }) => {
+                SelfMetrics::inc(&self.metrics.batches, 1);
+                SelfMetrics::inc(&self.metrics.samples, samples as u64);
+                self.registry.batch(&self.agent, sequence, samples, now_ms());
+            }
+            Ok(AppendOutcome::Duplicate) => {
+                SelfMetrics::inc(&self.metrics.duplicate_batches, 1);
+                tracing::debug!(agent = %self.agent, sequence, "replayed batch acknowledged, not stored twice");
+            }
+            Err(e) => return Err(SessionError::Storage(e.to_string())),
+        }
+        Ok(ServerMessage::Ack { sequence })
+    }
+}
+
+fn kind(m: &ClientMessage) -> &'static str {
+    match m {
+        ClientMessage::Hello(_) => "hello",
+        ClientMessage::Batch(_) => "batch",
+    }
+}
+
+async fn next_message(
+    recv: &mut quinn::RecvStream,
+    dec: &mut FrameDecoder,
+) -> Result<Option<ClientMessage>, SessionError> {
+    loop {
+        if let Some(p) = dec.poll_frame()? {
+            return Ok(Some(codec::decode_payload(&p)?));
+        }
+        match recv.read_chunk(64 * 1024, true).await {
+            Ok(Some(c)) => dec.push(&c.bytes)?,
+            Ok(None) => {
+                dec.finish()?;
+                return Ok(None);
+            }
+            Err(e) => return Err(SessionError::Lost(e.to_string())),
+        }
+    }
+}
+
+async fn write_message(send: &mut quinn::SendStream, m: &ServerMessage) -> Result<(), SessionError> {
+    let frame = codec::encode_frame(m)?;
+    send.write_all(&frame)
+        .await
+        .map_err(|e| SessionError::Lost(e.to_string()))
+}

@@ -1,0 +1,213 @@
+//! The in-memory side of the log store: every series with its samples, an index from label
+//! sets to series, and postings from `(label, value)` to series for selective matchers.
+
+use std::collections::HashMap;
+
+use telltale_common::model::{Labels, Sample, SeriesSamples, is_stale_marker};
+
+use crate::storage::{MatchOp, Matcher, SeriesData, StorageError};
+
+#[derive(Debug)]
+struct MemSeries {
+    labels: Labels,
+    /// Ordered by timestamp, one sample per timestamp.
+    samples: Vec<Sample>,
+}
+
+impl MemSeries {
+    fn push(&mut self, s: Sample) {
+        match self.samples.last() {
+            Some(last) if last.0 >= s.0 => {
+                match self.samples.binary_search_by_key(&s.0, |x| x.0) {
+                    // Same timestamp: the later write wins, except that a stale marker never
+                    // replaces a real value.
+                    Ok(i) => {
+                        if !is_stale_marker(s.1) {
+                            self.samples[i] = s;
+                        }
+                    }
+                    Err(i) => self.samples.insert(i, s),
+                }
+            }
+            _ => self.samples.push(s),
+        }
+    }
+
+    fn range(&self, start: i64, end: i64) -> &[Sample] {
+        let lo = self.samples.partition_point(|s| s.0 < start);
+        let hi = self.samples.partition_point(|s| s.0 <= end);
+        &self.samples[lo..hi.max(lo)]
+    }
+}
+
+/// All series and samples held in memory.
+#[derive(Debug, Default)]
+pub struct Head {
+    series: Vec<MemSeries>,
+    index: HashMap<Labels, u32>,
+    postings: HashMap<String, HashMap<String, Vec<u32>>>,
+    samples: u64,
+}
+
+impl Head {
+    /// Adds samples; returns how many were added.
+    pub fn apply(&mut self, batch: Vec<SeriesSamples>) -> usize {
+        let mut n = 0;
+        for s in batch {
+            let id = match self.index.get(&s.labels) {
+                Some(&id) => id,
+                None => self.create(s.labels),
+            };
+            let ms = &mut self.series[id as usize];
+            for sample in s.samples {
+                ms.push(sample);
+                n += 1;
+            }
+        }
+        self.samples += n as u64;
+        n
+    }
+
+    fn create(&mut self, labels: Labels) -> u32 {
+        let id = self.series.len() as u32;
+        for (k, v) in labels.iter() {
+            self.postings
+                .entry(k.to_string())
+                .or_default()
+                .entry(v.to_string())
+                .or_default()
+                .push(id);
+        }
+        self.index.insert(labels.clone(), id);
+        self.series.push(MemSeries {
+            labels,
+            samples: Vec::new(),
+        });
+        id
+    }
+
+    /// Candidate series for the matchers: the smallest postings list of an equality matcher
+    /// with a non-empty value, or every series.
+    fn candidates(&self, matchers: &[Matcher]) -> Vec<u32> {
+        let mut best: Option<&Vec<u32>> = None;
+        for m in matchers {
+            if let MatchOp::Equal(v) = &m.op
+                && !v.is_empty()
+            {
+                match self.postings.get(&m.name).and_then(|p| p.get(v)) {
+                    None => return Vec::new(),
+                    Some(list) => {
+                        if best.is_none_or(|b| list.len() < b.len()) {
+                            best = Some(list);
+                        }
+                    }
+                }
+            }
+        }
+        match best {
+            Some(list) => list.clone(),
+            None => (0..self.series.len() as u32).collect(),
+        }
+    }
+
+    fn matching(&self, matchers: &[Matcher]) -> impl Iterator<Item = &MemSeries> {
+        self.candidates(matchers)
+            .into_iter()
+            .map(|id| &self.series[id as usize])
+            .filter(|s| matchers.iter().all(|m| m.matches_labels(&s.labels)))
+    }
+
+    /// See [`crate::storage::Storage::select`].
+    pub fn select(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+        max_samples: usize,
+    ) -> Result<Vec<SeriesData>, StorageError> {
+        let mut out = Vec::new();
+        let mut total = 0usize;
+        for s in self.matching(matchers) {
+            let r = s.range(start, end);
+            if r.is_empty() {
+                continue;
+            }
+            total += r.len();
+            if total > max_samples {
+                return Err(StorageError::TooManySamples { limit: max_samples });
+            }
+            out.push(SeriesData {
+                labels: s.labels.clone(),
+                samples: r.to_vec(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// See [`crate::storage::Storage::series`].
+    pub fn series_labels(&self, matchers: &[Matcher], start: i64, end: i64) -> Vec<Labels> {
+        self.matching(matchers)
+            .filter(|s| !s.range(start, end).is_empty())
+            .map(|s| s.labels.clone())
+            .collect()
+    }
+
+    /// Number of series.
+    pub fn series_count(&self) -> usize {
+        self.series.len()
+    }
+
+    /// Number of samples.
+    pub fn sample_count(&self) -> u64 {
+        self.samples
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use telltale_common::model::STALE_NAN_BITS;
+
+    fn ss(pairs: &[(&str, &str)], samples: &[(i64, f64)]) -> SeriesSamples {
+        SeriesSamples {
+            labels: Labels::from_pairs(pairs.iter().copied()),
+            samples: samples.iter().map(|&(t, v)| Sample(t, v)).collect(),
+        }
+    }
+
+    #[test]
+    fn out_of_order_samples_are_merged_in_order() {
+        let mut h = Head::default();
+        h.apply(vec![ss(&[("__name__", "m")], &[(10, 1.0), (30, 3.0)])]);
+        h.apply(vec![ss(&[("__name__", "m")], &[(20, 2.0), (30, 4.0)])]);
+        h.apply(vec![ss(
+            &[("__name__", "m")],
+            &[(30, f64::from_bits(STALE_NAN_BITS))],
+        )]);
+        let got = h.select(&[Matcher::equal("__name__", "m")], 0, 100, 100).unwrap();
+        let ts: Vec<_> = got[0].samples.iter().map(|s| (s.0, s.1)).collect();
+        assert_eq!(ts, vec![(10, 1.0), (20, 2.0), (30, 4.0)]);
+    }
+
+    #[test]
+    fn matchers_and_limits() {
+        let mut h = Head::default();
+        for i in 0..10 {
+            h.apply(vec![ss(
+                &[("__name__", "m"), ("i", &i.to_string())],
+                &[(1, i as f64)],
+            )]);
+        }
+        let re = Matcher {
+            name: "i".into(),
+            op: MatchOp::Regex(regex::Regex::new("^(?:[0-4])$").unwrap()),
+        };
+        assert_eq!(h.select(&[re.clone()], 0, 10, 100).unwrap().len(), 5);
+        assert!(h.select(&[Matcher::equal("__name__", "nope")], 0, 10, 100).unwrap().is_empty());
+        assert!(matches!(
+            h.select(&[Matcher::equal("__name__", "m")], 0, 10, 3),
+            Err(StorageError::TooManySamples { limit: 3 })
+        ));
+        assert_eq!(h.series_labels(&[re], 2, 10).len(), 0);
+    }
+}

@@ -1,0 +1,167 @@
+//! The `telltale-aggregator` command line.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use telltale_aggregator::config::{Config, Overrides};
+
+/// Telltale aggregator: QUIC ingest from agents, durable storage, Prometheus-compatible API.
+#[derive(Parser)]
+#[command(name = "telltale-aggregator", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Make and issue the certificates of the agent ↔ aggregator link.
+    Certs {
+        #[command(subcommand)]
+        cmd: CertsCmd,
+    },
+    /// Run the aggregator.
+    Serve(ServeArgs),
+    /// Validate a configuration file and the TLS files it names, then exit.
+    CheckConfig(ServeArgs),
+}
+
+#[derive(Subcommand)]
+enum CertsCmd {
+    /// Create a CA and the server certificate: DIR/{ca.crt,ca.key,server.crt,server.key}.
+    Init {
+        /// Directory to write into (created if missing).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Extra DNS name or IP address for the server certificate (repeatable);
+        /// localhost, 127.0.0.1 and ::1 are always included.
+        #[arg(long = "san")]
+        sans: Vec<String>,
+    },
+    /// Issue an agent's client certificate: DIR/agents/NAME.{crt,key}.
+    Issue {
+        /// Directory holding the CA (from `certs init`).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The agent's name; it becomes the `instance` label of everything the agent sends.
+        #[arg(long)]
+        agent: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Configuration file (TOML); flags override its keys.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Directory with ca.crt, server.crt, server.key.
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
+    /// HTTP listen address (default 127.0.0.1:9470).
+    #[arg(long)]
+    http_listen: Option<SocketAddr>,
+    /// QUIC listen address (default 0.0.0.0:9471).
+    #[arg(long)]
+    quic_listen: Option<SocketAddr>,
+}
+
+impl ServeArgs {
+    fn config(&self) -> Result<Config, telltale_common::config::ConfigError> {
+        Config::load(
+            self.config.as_deref(),
+            &Overrides {
+                data_dir: self.data_dir.clone(),
+                tls_dir: self.tls_dir.clone(),
+                http_listen: self.http_listen,
+                quic_listen: self.quic_listen,
+            },
+        )
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TELLTALE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Certs { cmd } => {
+            let r = match cmd {
+                CertsCmd::Init { dir, sans } => telltale_common::tls::init_ca(&dir, &sans)
+                    .map(|()| format!("wrote {0}/ca.crt {0}/ca.key {0}/server.crt {0}/server.key", dir.display())),
+                CertsCmd::Issue { dir, agent } => telltale_common::tls::issue_agent(&dir, &agent)
+                    .map(|(c, k)| format!("wrote {} {}", c.display(), k.display())),
+            };
+            match r {
+                Ok(msg) => {
+                    println!("{msg}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("telltale-aggregator: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Cmd::CheckConfig(args) => {
+            let cfg = match args.config() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("telltale-aggregator: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let tls = telltale_common::tls::TlsPaths {
+                ca: cfg.tls_dir.join("ca.crt"),
+                cert: cfg.tls_dir.join("server.crt"),
+                key: cfg.tls_dir.join("server.key"),
+            };
+            match tls.load().and_then(|m| m.server_config()) {
+                Ok(_) => {
+                    println!("configuration OK");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("telltale-aggregator: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Cmd::Serve(args) => {
+            let cfg = match args.config() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("telltale-aggregator: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_tracing();
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("telltale-aggregator: cannot start runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match rt.block_on(telltale_aggregator::serve::serve(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("telltale-aggregator: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Wiring: opens storage, starts QUIC ingest, the `up` ticker and the HTTP API, and shuts
+//! them down on SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use telltale_common::tls::{CaFiles, TlsPaths};
+
+use crate::agents::Registry;
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::ingest::Ingest;
+use crate::logstore::LogStore;
+use crate::promql::Engine;
+use crate::selfmetrics::SelfMetrics;
+use crate::storage::{AGENT_JOB, Matcher, Storage};
+
+/// A running aggregator, as tests and the demo need it.
+pub struct Running {
+    /// The bound HTTP address.
+    pub http: SocketAddr,
+    /// The bound QUIC address.
+    pub quic: SocketAddr,
+}
+
+/// Runs the aggregator until a shutdown signal.
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let tls = TlsPaths {
+        ca: cfg.tls_dir.join(CaFiles::CA_CERT),
+        cert: cfg.tls_dir.join(CaFiles::SERVER_CERT),
+        key: cfg.tls_dir.join(CaFiles::SERVER_KEY),
+    };
+    let server_cfg = tls.load()?.server_config()?;
+    let listener = tokio::net::TcpListener::bind(cfg.http_listen)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", cfg.http_listen))?;
+    let endpoint = quinn::Endpoint::server(server_cfg, cfg.quic_listen)
+        .with_context(|| format!("cannot listen for QUIC on {}", cfg.quic_listen))?;
+
+    let started = std::time::Instant::now();
+    let data_dir = cfg.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || LogStore::open(&data_dir))
+        .await
+        .context("storage recovery panicked")??;
+    let r = &store.recovery;
+    tracing::info!(
+        segments = r.segments, records = r.records, corrupt = r.corrupt,
+        truncated_bytes = r.truncated_bytes, samples = store.sample_count(),
+        elapsed = ?started.elapsed(), "storage recovered"
+    );
+    let corrupt_records = r.corrupt;
+    let storage: Arc<dyn Storage> = Arc::new(store);
+    let registry = Arc::new(Registry::default());
+    for l in storage.series(
+        &[Matcher::equal("__name__", "up"), Matcher::equal("job", AGENT_JOB)],
+        i64::MIN,
+        i64::MAX,
+    ) {
+        if let Some(i) = l.get("instance") {
+            registry.know(i);
+        }
+    }
+    let metrics = Arc::new(SelfMetrics::default());
+    let ingest = Arc::new(Ingest {
+        storage: storage.clone(),
+        registry: registry.clone(),
+        metrics: metrics.clone(),
+        max_frame: cfg.max_frame_bytes,
+    });
+    let state = Arc::new(ApiState {
+        storage: storage.clone(),
+        engine: Engine::new(storage.clone(), cfg.lookback_delta, cfg.query_max_samples),
+        registry: registry.clone(),
+        metrics,
+        corrupt_records,
+        ready: AtomicBool::new(false),
+    });
+
+    let http = listener.local_addr()?;
+    let quic = endpoint.local_addr()?;
+    tokio::spawn(ingest.clone().run(endpoint.clone()));
+    let ticker_ingest = ingest.clone();
+    let up_interval = cfg.up_interval;
+    tokio::spawn(async move {
+        let mut t = tokio::time::interval(up_interval);
+        loop {
+            t.tick().await;
+            let agents: Vec<(String, bool)> = ticker_ingest
+                .registry
+                .list()
+                .into_iter()
+                .map(|a| (a.name, a.connected))
+                .collect();
+            ticker_ingest.write_up(&agents).await;
+        }
+    });
+    state.ready.store(true, Ordering::Relaxed);
+    // The demo and the tests read this line to find the bound ports.
+    tracing::info!(%http, %quic, "telltale-aggregator listening");
+    let running = Running { http, quic };
+    println!("listening http={} quic={}", running.http, running.quic);
+
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server failed")?;
+    tracing::info!("shutting down");
+    endpoint.close(0u32.into(), b"aggregator shutting down");
+    endpoint.wait_idle().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
