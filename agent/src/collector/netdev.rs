@@ -1,0 +1,40 @@
+//! `/proc/net/dev`: per-interface traffic, errors and drops.
+
+use super::{Out, Root, num, read};
+
+const RECEIVE: [&str; 8] = [
+    "bytes", "packets", "errs", "drop", "fifo", "frame", "compressed", "multicast",
+];
+const TRANSMIT: [&str; 8] = [
+    "bytes", "packets", "errs", "drop", "fifo", "colls", "carrier", "compressed",
+];
+
+/// `node_network_{receive,transmit}_<field>_total{device}`.
+pub fn collect(root: &Root, out: &mut Out) -> Result<(), String> {
+    let text = read(root, "net/dev")?;
+    for line in text.lines().skip(2) {
+        let Some((dev, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let dev = dev.trim();
+        let vals: Vec<&str> = rest.split_ascii_whitespace().collect();
+        if vals.len() < 16 {
+            return Err(format!("/proc/net/dev: short line for {dev}"));
+        }
+        for (i, f) in RECEIVE.iter().enumerate() {
+            out.add(
+                &format!("node_network_receive_{f}_total"),
+                &[("device", dev)],
+                num(vals[i], "net/dev")?,
+            );
+        }
+        for (i, f) in TRANSMIT.iter().enumerate() {
+            out.add(
+                &format!("node_network_transmit_{f}_total"),
+                &[("device", dev)],
+                num(vals[8 + i], "net/dev")?,
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! The agent's configuration file (`agent.toml`) and its validation into [`Config`].
+//! Every command-line flag overrides the matching key.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use telltale_common::config::{ConfigError, byte_size, humantime_duration_opt, load_toml};
+use telltale_common::tls::{TlsPaths, valid_agent_name};
+
+/// `agent.toml` as written by the operator.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// The agent's name; must match the common name of its certificate (the aggregator takes
+    /// the name from the certificate). Default: the host name.
+    pub name: Option<String>,
+    /// The aggregator's QUIC address, `HOST:PORT` (default `127.0.0.1:9471`).
+    pub aggregator: Option<String>,
+    /// The name to verify in the aggregator's certificate (default: HOST of `aggregator`).
+    pub server_name: Option<String>,
+    /// Where the agent keeps its buffer (default `/var/lib/telltale/agent`).
+    pub data_dir: Option<PathBuf>,
+    /// Collection interval (default `10s`; `1s` works).
+    #[serde(default, deserialize_with = "humantime_duration_opt")]
+    pub interval: Option<Duration>,
+    /// TLS files.
+    pub tls: Option<TlsSection>,
+    /// Buffer settings.
+    pub buffer: Option<BufferSection>,
+    /// Shipping settings.
+    pub shipper: Option<ShipperSection>,
+}
+
+/// `[tls]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The CA certificate that signed the aggregator (default `/etc/telltale/tls/ca.crt`).
+    pub ca: Option<PathBuf>,
+    /// This agent's certificate (default `/etc/telltale/tls/agent.crt`).
+    pub cert: Option<PathBuf>,
+    /// This agent's private key (default `/etc/telltale/tls/agent.key`).
+    pub key: Option<PathBuf>,
+}
+
+/// `[buffer]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferSection {
+    /// Byte cap of the on-disk buffer (default `512MiB`); the oldest batches go first.
+    #[serde(default, deserialize_with = "opt_bytes")]
+    pub max_bytes: Option<u64>,
+}
+
+/// `[shipper]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShipperSection {
+    /// Most batches sent and not yet acknowledged (default 32).
+    pub max_in_flight: Option<usize>,
+}
+
+fn opt_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    byte_size(d).map(Some)
+}
+
+/// Validated runtime settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Agent name.
+    pub name: String,
+    /// Aggregator address.
+    pub aggregator: String,
+    /// Name verified in the server certificate.
+    pub server_name: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Collection interval.
+    pub interval: Duration,
+    /// TLS files.
+    pub tls: TlsPaths,
+    /// Buffer cap.
+    pub buffer_max_bytes: u64,
+    /// In-flight limit.
+    pub max_in_flight: usize,
+}
+
+/// Command-line overrides.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--name`
+    pub name: Option<String>,
+    /// `--aggregator`
+    pub aggregator: Option<String>,
+    /// `--data-dir`
+    pub data_dir: Option<PathBuf>,
+    /// `--ca`
+    pub ca: Option<PathBuf>,
+    /// `--cert`
+    pub cert: Option<PathBuf>,
+    /// `--key`
+    pub key: Option<PathBuf>,
+    /// `--interval`
+    pub interval: Option<Duration>,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+impl Config {
+    /// Loads `path` (if given), applies the overrides and validates.
+    pub fn load(path: Option<&Path>, o: &Overrides) -> Result<Config, ConfigError> {
+        let file: FileConfig = match path {
+            Some(p) => load_toml(p)?,
+            None => FileConfig::default(),
+        };
+        let src = path.unwrap_or(Path::new("(command line)"));
+        let name = o.name.clone().or(file.name).unwrap_or_else(hostname);
+        if !valid_agent_name(&name) {
+            return Err(ConfigError::invalid(
+                src,
+                "name",
+                format!("{name:?} is not a valid agent name: use 1-64 of A-Z a-z 0-9 . _ -"),
+            ));
+        }
+        let aggregator = o
+            .aggregator
+            .clone()
+            .or(file.aggregator)
+            .unwrap_or_else(|| "127.0.0.1:9471".into());
+        let Some((host, port)) = aggregator.rsplit_once(':') else {
+            return Err(ConfigError::invalid(
+                src,
+                "aggregator",
+                format!("{aggregator:?} is not HOST:PORT"),
+            ));
+        };
+        if port.parse::<u16>().is_err() || host.is_empty() {
+            return Err(ConfigError::invalid(
+                src,
+                "aggregator",
+                format!("{aggregator:?} is not HOST:PORT"),
+            ));
+        }
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let interval = o
+            .interval
+            .or(file.interval)
+            .unwrap_or(Duration::from_secs(10));
+        if interval < Duration::from_millis(100) || interval > Duration::from_secs(3600) {
+            return Err(ConfigError::invalid(
+                src,
+                "interval",
+                format!("{} is out of range: use 100ms to 1h", humantime::format_duration(interval)),
+            ));
+        }
+        let tls = file.tls.unwrap_or_default();
+        let dir = Path::new("/etc/telltale/tls");
+        let max_bytes = file.buffer.and_then(|b| b.max_bytes).unwrap_or(512 << 20);
+        if max_bytes < 1 << 20 {
+            return Err(ConfigError::invalid(src, "buffer.max_bytes", "must be at least 1MiB"));
+        }
+        let max_in_flight = file
+            .shipper
+            .and_then(|s| s.max_in_flight)
+            .unwrap_or(32);
+        if !(1..=1024).contains(&max_in_flight) {
+            return Err(ConfigError::invalid(src, "shipper.max_in_flight", "use 1 to 1024"));
+        }
+        Ok(Config {
+            name,
+            server_name: file.server_name.unwrap_or(host),
+            aggregator,
+            data_dir: o
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| "/var/lib/telltale/agent".into()),
+            interval,
+            tls: TlsPaths {
+                ca: o.ca.clone().or(tls.ca).unwrap_or_else(|| dir.join("ca.crt")),
+                cert: o.cert.clone().or(tls.cert).unwrap_or_else(|| dir.join("agent.crt")),
+                key: o.key.clone().or(tls.key).unwrap_or_else(|| dir.join("agent.key")),
+            },
+            buffer_max_bytes: max_bytes,
+            max_in_flight,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/agent.toml");
+        let c = Config::load(Some(&p), &Overrides::default()).unwrap();
+        assert_eq!(c.interval, Duration::from_secs(10));
+        assert_eq!(c.server_name, "localhost");
+        assert_eq!(c.buffer_max_bytes, 512 << 20);
+    }
+
+    #[test]
+    fn flags_override_and_errors_name_the_key() {
+        let o = Overrides {
+            name: Some("web-1".into()),
+            aggregator: Some("[::1]:9471".into()),
+            interval: Some(Duration::from_secs(1)),
+            ..Default::default()
+        };
+        let c = Config::load(None, &o).unwrap();
+        assert_eq!((c.name.as_str(), c.server_name.as_str()), ("web-1", "::1"));
+        assert_eq!(c.interval, Duration::from_secs(1));
+        let bad = Overrides {
+            name: Some("a b".into()),
+            ..Default::default()
+        };
+        let e = Config::load(None, &bad).unwrap_err().to_string();
+        assert!(e.contains(": name: "), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("agent.toml");
+        std::fs::write(&p, "name = \"x\"\n[buffer]\nmax_bytes = \"lots\"\n").unwrap();
+        let e = Config::load(Some(&p), &Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("agent.toml: buffer.max_bytes: "), "{e}");
+    }
+}

@@ -1,0 +1,122 @@
+//! The `telltale-agent` command line.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use telltale_agent::config::{Config, Overrides};
+
+/// Telltale host agent: collects host metrics and ships them to the aggregator over QUIC.
+#[derive(Parser)]
+#[command(name = "telltale-agent", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the agent.
+    Run(RunArgs),
+    /// Validate the configuration and the TLS files it names, then exit.
+    CheckConfig(RunArgs),
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Configuration file (TOML); flags override its keys.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Agent name (must match the certificate's common name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Aggregator address, HOST:PORT.
+    #[arg(long)]
+    aggregator: Option<String>,
+    /// Data directory (the buffer lives here).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// CA certificate file.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Agent certificate file.
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// Agent key file.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Collection interval (humantime: 10s, 1s).
+    #[arg(long, value_parser = duration)]
+    interval: Option<Duration>,
+}
+
+impl RunArgs {
+    fn config(&self) -> Result<Config, telltale_common::config::ConfigError> {
+        Config::load(
+            self.config.as_deref(),
+            &Overrides {
+                name: self.name.clone(),
+                aggregator: self.aggregator.clone(),
+                data_dir: self.data_dir.clone(),
+                ca: self.ca.clone(),
+                cert: self.cert.clone(),
+                key: self.key.clone(),
+                interval: self.interval,
+            },
+        )
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (args, check_only) = match cli.cmd {
+        Cmd::Run(a) => (a, false),
+        Cmd::CheckConfig(a) => (a, true),
+    };
+    let cfg = match args.config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("telltale-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if check_only {
+        return match cfg.tls.load().and_then(|m| m.client_config()) {
+            Ok(_) => {
+                println!("configuration OK");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("telltale-agent: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TELLTALE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    // One thread is plenty for an agent and keeps its footprint small.
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("telltale-agent: cannot start runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(telltale_agent::run::run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("telltale-agent: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

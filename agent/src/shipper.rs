@@ -1,0 +1,329 @@
+//! Ships buffered batches to the aggregator over QUIC with mutual TLS.
+//!
+//! One connection, one bidirectional stream: hello, welcome, then batches out and
+//! acknowledgements back. Up to `max_in_flight` batches are unacknowledged at once. After an
+//! outage the backlog drains oldest-first, but every other send slot goes to the newest batch,
+//! so fresh data keeps flowing while the backlog drains. A batch leaves the buffer only when
+//! its acknowledgement arrives. Reconnects back off exponentially (0.5 s doubling to 10 s) with
+//! full jitter, so a fleet does not reconnect in lockstep after an aggregator restart.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use telltale_common::codec::{self, FrameDecoder};
+use telltale_common::wire::{ClientMessage, Hello, ServerMessage};
+use telltale_common::{PROTOCOL_VERSION, VERSION};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::time::Instant;
+
+use crate::buffer::{Buffer, Stored};
+
+/// The shipper's counters, shipped as `telltale_agent_*` series.
+#[derive(Debug, Default)]
+pub struct ShipStats {
+    /// Batches acknowledged.
+    pub batches: AtomicU64,
+    /// Samples acknowledged.
+    pub samples: AtomicU64,
+    /// Last acknowledgement latency in microseconds.
+    pub ack_latency_us: AtomicU64,
+    /// Connections established.
+    pub connects: AtomicU64,
+    /// 1 while connected.
+    pub connected: AtomicU64,
+}
+
+/// Where and how to connect.
+pub struct Target {
+    /// `HOST:PORT` of the aggregator.
+    pub address: String,
+    /// Name to verify in the aggregator's certificate.
+    pub server_name: String,
+    /// TLS client configuration.
+    pub client: quinn::ClientConfig,
+    /// Most unacknowledged batches at once.
+    pub max_in_flight: usize,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A batch unacknowledged this long means the connection is stuck: reconnect.
+const ACK_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+enum ShipError {
+    #[error("cannot resolve {0}")]
+    Resolve(String),
+    #[error("connect: {0}")]
+    Connect(String),
+    #[error("refused by the aggregator: {0}")]
+    Refused(String),
+    #[error("connection lost: {0}")]
+    Lost(String),
+    #[error("protocol: {0}")]
+    Protocol(String),
+    #[error("buffer: {0}")]
+    Buffer(#[from] crate::buffer::BufferError),
+}
+
+/// The shipper.
+pub struct Shipper {
+    /// The durable queue.
+    pub buffer: Arc<Buffer>,
+    /// Where to.
+    pub target: Target,
+    /// Counters.
+    pub stats: Arc<ShipStats>,
+    /// Signalled when a batch is added to the buffer.
+    pub notify: Arc<Notify>,
+}
+
+fn jitter(max: Duration) -> Duration {
+    max.mul_f64(rand::random::<f64>())
+}
+
+impl Shipper {
+    /// Runs until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut endpoint = match quinn::Endpoint::client((std::net::Ipv6Addr::UNSPECIFIED, 0).into())
+            .or_else(|_| quinn::Endpoint::client((std::net::Ipv4Addr::UNSPECIFIED, 0).into()))
+        {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open a UDP socket: nothing will be shipped");
+                return;
+            }
+        };
+        endpoint.set_default_client_config(self.target.client.clone());
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            match self.connect(&endpoint).await {
+                Ok((conn, send, recv)) => {
+                    backoff = BACKOFF_MIN;
+                    self.stats.connects.fetch_add(1, Ordering::Relaxed);
+                    self.stats.connected.store(1, Ordering::Relaxed);
+                    tracing::info!(aggregator = %self.target.address, backlog = self.buffer.len(), "connected");
+                    let r = self.session(&conn, send, recv, &mut shutdown).await;
+                    self.stats.connected.store(0, Ordering::Relaxed);
+                    match r {
+                        Ok(()) => {
+                            conn.close(0u32.into(), b"agent shutting down");
+                            endpoint.wait_idle().await;
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(aggregator = %self.target.address, error = %e, "disconnected");
+                            conn.close(0u32.into(), b"reconnecting");
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(aggregator = %self.target.address, error = %e, retry_in = ?backoff, "cannot connect")
+                }
+            }
+            let wait = jitter(backoff).max(Duration::from_millis(100));
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    async fn connect(
+        &self,
+        endpoint: &quinn::Endpoint,
+    ) -> Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream), ShipError> {
+        let addr = tokio::net::lookup_host(&self.target.address)
+            .await
+            .map_err(|e| ShipError::Resolve(format!("{}: {e}", self.target.address)))?
+            .next()
+            .ok_or_else(|| ShipError::Resolve(self.target.address.clone()))?;
+        let conn = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+            endpoint
+                .connect(addr, &self.target.server_name)
+                .map_err(|e| ShipError::Connect(e.to_string()))?
+                .await
+                .map_err(|e| ShipError::Connect(e.to_string()))
+        })
+        .await
+        .map_err(|_| ShipError::Connect("timed out".into()))??;
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| ShipError::Connect(e.to_string()))?;
+        let hello = codec::encode_frame(&ClientMessage::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            agent_version: VERSION.to_string(),
+            epoch: self.buffer.epoch(),
+        }))
+        .map_err(|e| ShipError::Protocol(e.to_string()))?;
+        send.write_all(&hello)
+            .await
+            .map_err(|e| ShipError::Connect(e.to_string()))?;
+        let mut dec = FrameDecoder::new(codec::DEFAULT_MAX_FRAME);
+        let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_message(&mut recv, &mut dec))
+            .await
+            .map_err(|_| ShipError::Connect("no welcome within 10s".into()))?;
+        match first {
+            Ok(Some(ServerMessage::Welcome(w))) => {
+                tracing::debug!(agent = %w.agent, "welcome");
+                Ok((conn, send, recv))
+            }
+            Ok(Some(ServerMessage::Refused { reason })) => Err(ShipError::Refused(reason)),
+            Ok(other) => Err(ShipError::Protocol(format!("expected welcome, got {other:?}"))),
+            // With TLS 1.3 a refused client certificate shows here, as the connection's close.
+            Err(e) => Err(ShipError::Refused(e.to_string())),
+        }
+    }
+
+    fn pick(
+        &self,
+        inflight: &BTreeMap<u64, (Instant, u32)>,
+        low: &mut u64,
+        fresh_turn: &mut bool,
+    ) -> Result<Option<Stored>, ShipError> {
+        loop {
+            *fresh_turn = !*fresh_turn;
+            let mut candidate = None;
+            if *fresh_turn
+                && let Some(last) = self.buffer.last()?
+                && last >= *low
+                && !inflight.contains_key(&last)
+            {
+                candidate = Some(last);
+            }
+            if candidate.is_none() {
+                candidate = self.buffer.next_from(*low, |s| inflight.contains_key(&s))?;
+                if let Some(c) = candidate {
+                    *low = c + 1;
+                }
+            }
+            let Some(seq) = candidate else {
+                return Ok(None);
+            };
+            // A corrupt record reads as absent (and is dropped): try the next one.
+            if let Some(s) = self.buffer.get(seq)? {
+                return Ok(Some(s));
+            }
+        }
+    }
+
+    async fn session(
+        &self,
+        conn: &quinn::Connection,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), ShipError> {
+        let (tx, mut rx) = mpsc::channel::<Result<ServerMessage, ShipError>>(1024);
+        let reader = tokio::spawn(async move {
+            let mut dec = FrameDecoder::new(codec::DEFAULT_MAX_FRAME);
+            loop {
+                let m = read_message(&mut recv, &mut dec).await;
+                let end = !matches!(m, Ok(Some(_)));
+                let item = match m {
+                    Ok(Some(m)) => Ok(m),
+                    Ok(None) => Err(ShipError::Lost("aggregator closed the stream".into())),
+                    Err(e) => Err(e),
+                };
+                if tx.send(item).await.is_err() || end {
+                    break;
+                }
+            }
+        });
+        let _reader = AbortOnDrop(reader);
+        let mut inflight: BTreeMap<u64, (Instant, u32)> = BTreeMap::new();
+        let (mut low, mut fresh_turn) = (0u64, false);
+        loop {
+            while inflight.len() < self.target.max_in_flight {
+                let Some(b) = self.pick(&inflight, &mut low, &mut fresh_turn)? else {
+                    break;
+                };
+                send.write_all(&b.frame)
+                    .await
+                    .map_err(|e| ShipError::Lost(e.to_string()))?;
+                inflight.insert(b.seq, (Instant::now(), b.samples));
+            }
+            tokio::select! {
+                m = rx.recv() => match m {
+                    Some(Ok(ServerMessage::Ack { sequence })) => {
+                        self.buffer.remove(sequence)?;
+                        if let Some((sent, samples)) = inflight.remove(&sequence) {
+                            self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                            self.stats.samples.fetch_add(samples as u64, Ordering::Relaxed);
+                            self.stats.ack_latency_us.store(sent.elapsed().as_micros() as u64, Ordering::Relaxed);
+                        }
+                    }
+                    Some(Ok(ServerMessage::Rejected { sequence, reason })) => {
+                        tracing::error!(sequence, %reason, "aggregator rejected a batch: dropped");
+                        self.buffer.remove(sequence)?;
+                        self.buffer.note_dropped();
+                        inflight.remove(&sequence);
+                    }
+                    Some(Ok(other)) => return Err(ShipError::Protocol(format!("unexpected {other:?}"))),
+                    Some(Err(e)) => return Err(e),
+                    None => return Err(ShipError::Lost("reader stopped".into())),
+                },
+                _ = self.notify.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {
+                    if let Some((t, _)) = inflight.values().min_by_key(|(t, _)| *t)
+                        && t.elapsed() > ACK_TIMEOUT
+                    {
+                        return Err(ShipError::Lost("no acknowledgement for 60s".into()));
+                    }
+                }
+                r = conn.closed() => return Err(ShipError::Lost(r.to_string())),
+                _ = shutdown.changed() => {
+                    // Give acknowledgements in flight a moment, then leave: the rest is resent.
+                    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                        while !inflight.is_empty() {
+                            match rx.recv().await {
+                                Some(Ok(ServerMessage::Ack { sequence })) => {
+                                    let _ = self.buffer.remove(sequence);
+                                    inflight.remove(&sequence);
+                                }
+                                _ => break,
+                            }
+                        }
+                    }).await;
+                    let _ = send.finish();
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn read_message(
+    recv: &mut quinn::RecvStream,
+    dec: &mut FrameDecoder,
+) -> Result<Option<ServerMessage>, ShipError> {
+    loop {
+        if let Some(p) = dec.poll_frame().map_err(|e| ShipError::Protocol(e.to_string()))? {
+            return codec::decode_payload(&p)
+                .map(Some)
+                .map_err(|e| ShipError::Protocol(e.to_string()));
+        }
+        match recv.read_chunk(64 * 1024, true).await {
+            Ok(Some(c)) => dec
+                .push(&c.bytes)
+                .map_err(|e| ShipError::Protocol(e.to_string()))?,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(ShipError::Lost(e.to_string())),
+        }
+    }
+}
