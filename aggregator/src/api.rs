@@ -276,7 +276,7 @@ async fn agents(State(st): St) -> Response {
 async fn metrics(State(st): St) -> Response {
     let text = st.metrics.render(&Gauges {
         connected_agents: st.registry.connected_count(),
-        series: st.storage.series_count(),
+        storage: st.storage.stats(),
         corrupt_records: st.corrupt_records,
     });
     (

@@ -216,18 +216,7 @@ impl Ingest {
         let permits = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONNECTION));
         let (fail_tx, mut fail_rx) = mpsc::channel::<SessionError>(1);
         let result = loop {
-            let chunk = tokio::select! {
-                c = recv.read_chunk(256 * 1024, true) => c,
-                Some(e) = fail_rx.recv() => break Err(e),
-            };
-            let chunk = match chunk {
-                Ok(Some(c)) => c,
-                Ok(None) => break dec.finish().map_err(SessionError::from),
-                Err(e) => break Err(SessionError::Lost(e.to_string())),
-            };
-            if let Err(e) = dec.push(&chunk.bytes) {
-                break Err(e.into());
-            }
+            // Frames already buffered first: the chunk that carried the hello may hold more.
             let mut failed = None;
             loop {
                 let payload = match dec.poll_frame() {
@@ -277,6 +266,19 @@ impl Ingest {
             }
             if let Some(e) = failed {
                 break Err(e);
+            }
+            let chunk = tokio::select! {
+                c = recv.read_chunk(256 * 1024, true) => c,
+                Some(e) = fail_rx.recv() => break Err(e),
+            };
+            match chunk {
+                Ok(Some(c)) => {
+                    if let Err(e) = dec.push(&c.bytes) {
+                        break Err(e.into());
+                    }
+                }
+                Ok(None) => break dec.finish().map_err(SessionError::from),
+                Err(e) => break Err(SessionError::Lost(e.to_string())),
             }
         };
         // Let stores in progress finish and their acks go out before closing.

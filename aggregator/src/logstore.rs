@@ -40,6 +40,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::storage::{
     AppendOutcome, AppendRequest, BoxFuture, Matcher, SeriesData, Storage, StorageError,
+    StorageStats,
 };
 use dedup::Dedup;
 use head::Head;
@@ -174,11 +175,6 @@ impl LogStore {
         })
     }
 
-    /// Number of samples held.
-    pub fn sample_count(&self) -> u64 {
-        self.read_head().sample_count()
-    }
-
     /// Bytes written to the log since start.
     pub fn bytes_written(&self) -> u64 {
         self.bytes_written.load(Ordering::Relaxed)
@@ -273,8 +269,8 @@ impl Storage for LogStore {
         self.read_head().series_labels(matchers, start_ms, end_ms)
     }
 
-    fn series_count(&self) -> usize {
-        self.read_head().series_count()
+    fn stats(&self) -> StorageStats {
+        self.read_head().stats()
     }
 }
 

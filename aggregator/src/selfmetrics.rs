@@ -26,8 +26,8 @@ pub struct SelfMetrics {
 pub struct Gauges {
     /// Connected agents.
     pub connected_agents: usize,
-    /// Series held.
-    pub series: usize,
+    /// What storage holds.
+    pub storage: crate::storage::StorageStats,
     /// Corrupt records found at start-up.
     pub corrupt_records: u64,
 }
@@ -72,7 +72,14 @@ impl SelfMetrics {
         );
         counter(&mut out, names::AGG_HTTP_REQUESTS, "HTTP API requests.", l(&self.http_requests));
         gauge(&mut out, names::AGG_CONNECTED_AGENTS, "Agents connected now.", g.connected_agents as u64);
-        gauge(&mut out, names::AGG_SERIES, "Series held by storage.", g.series as u64);
+        gauge(&mut out, names::AGG_SERIES, "Series held by storage.", g.storage.series);
+        gauge(&mut out, names::AGG_STORED_SAMPLES, "Samples held by storage.", g.storage.samples);
+        counter(
+            &mut out,
+            names::AGG_OVERWRITTEN_SAMPLES,
+            "Samples that replaced one with the same series and timestamp (since start-up, replay included).",
+            g.storage.overwritten,
+        );
         counter(
             &mut out,
             names::AGG_CORRUPT_RECORDS,

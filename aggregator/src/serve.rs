@@ -47,7 +47,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let r = &store.recovery;
     tracing::info!(
         segments = r.segments, records = r.records, corrupt = r.corrupt,
-        truncated_bytes = r.truncated_bytes, samples = store.sample_count(),
+        truncated_bytes = r.truncated_bytes, samples = store.stats().samples,
         elapsed = ?started.elapsed(), "storage recovered"
     );
     let corrupt_records = r.corrupt;

@@ -146,8 +146,20 @@ pub trait Storage: Send + Sync + 'static {
     /// Label sets of the series matching `matchers` that have samples in the range.
     fn series(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Vec<Labels>;
 
-    /// Number of series held.
-    fn series_count(&self) -> usize;
+    /// Counts describing what is held.
+    fn stats(&self) -> StorageStats;
+}
+
+/// What a storage engine holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StorageStats {
+    /// Series.
+    pub series: u64,
+    /// Samples.
+    pub samples: u64,
+    /// Samples that arrived for a timestamp the series already had (and replaced it). A batch
+    /// stored twice would show here, so the end-to-end tests assert it stays 0.
+    pub overwritten: u64,
 }
 
 /// The job label given to agent series that carry none.

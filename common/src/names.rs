@@ -33,6 +33,10 @@ pub const AGG_HANDSHAKE_ERRORS: &str = "telltale_aggregator_handshake_errors_tot
 pub const AGG_CONNECTED_AGENTS: &str = "telltale_aggregator_connected_agents";
 /// Series held by the storage engine.
 pub const AGG_SERIES: &str = "telltale_aggregator_series";
+/// Samples held by the storage engine.
+pub const AGG_STORED_SAMPLES: &str = "telltale_aggregator_stored_samples";
+/// Samples that replaced an existing sample with the same timestamp.
+pub const AGG_OVERWRITTEN_SAMPLES: &str = "telltale_aggregator_samples_overwritten_total";
 /// Records skipped as corrupt when the log was replayed.
 pub const AGG_CORRUPT_RECORDS: &str = "telltale_aggregator_corrupt_records_total";
 /// HTTP queries answered, by endpoint.

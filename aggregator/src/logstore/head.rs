@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use telltale_common::model::{Labels, Sample, SeriesSamples, is_stale_marker};
 
-use crate::storage::{MatchOp, Matcher, SeriesData, StorageError};
+use crate::storage::{MatchOp, Matcher, SeriesData, StorageError, StorageStats};
 
 #[derive(Debug)]
 struct MemSeries {
@@ -15,7 +15,8 @@ struct MemSeries {
 }
 
 impl MemSeries {
-    fn push(&mut self, s: Sample) {
+    /// Adds a sample; returns true if it replaced one with the same timestamp.
+    fn push(&mut self, s: Sample) -> bool {
         match self.samples.last() {
             Some(last) if last.0 >= s.0 => {
                 match self.samples.binary_search_by_key(&s.0, |x| x.0) {
@@ -25,11 +26,18 @@ impl MemSeries {
                         if !is_stale_marker(s.1) {
                             self.samples[i] = s;
                         }
+                        true
                     }
-                    Err(i) => self.samples.insert(i, s),
+                    Err(i) => {
+                        self.samples.insert(i, s);
+                        false
+                    }
                 }
             }
-            _ => self.samples.push(s),
+            _ => {
+                self.samples.push(s);
+                false
+            }
         }
     }
 
@@ -47,6 +55,7 @@ pub struct Head {
     index: HashMap<Labels, u32>,
     postings: HashMap<String, HashMap<String, Vec<u32>>>,
     samples: u64,
+    overwritten: u64,
 }
 
 impl Head {
@@ -60,8 +69,11 @@ impl Head {
             };
             let ms = &mut self.series[id as usize];
             for sample in s.samples {
-                ms.push(sample);
-                n += 1;
+                if ms.push(sample) {
+                    self.overwritten += 1;
+                } else {
+                    n += 1;
+                }
             }
         }
         self.samples += n as u64;
@@ -152,14 +164,13 @@ impl Head {
             .collect()
     }
 
-    /// Number of series.
-    pub fn series_count(&self) -> usize {
-        self.series.len()
-    }
-
-    /// Number of samples.
-    pub fn sample_count(&self) -> u64 {
-        self.samples
+    /// What is held.
+    pub fn stats(&self) -> StorageStats {
+        StorageStats {
+            series: self.series.len() as u64,
+            samples: self.samples,
+            overwritten: self.overwritten,
+        }
     }
 }
 
@@ -187,6 +198,8 @@ mod tests {
         let got = h.select(&[Matcher::equal("__name__", "m")], 0, 100, 100).unwrap();
         let ts: Vec<_> = got[0].samples.iter().map(|s| (s.0, s.1)).collect();
         assert_eq!(ts, vec![(10, 1.0), (20, 2.0), (30, 4.0)]);
+        assert_eq!(h.stats().overwritten, 2);
+        assert_eq!(h.stats().samples, 3);
     }
 
     #[test]
