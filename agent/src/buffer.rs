@@ -104,7 +104,8 @@ impl Buffer {
         let db = match Self::open_db(dir) {
             Ok(db) => db,
             Err(e) => {
-                let aside = dir.with_extension(format!("corrupt-{}", telltale_common::model::now_ms()));
+                let aside =
+                    dir.with_extension(format!("corrupt-{}", telltale_common::model::now_ms()));
                 tracing::error!(dir = %dir.display(), error = %e, aside = %aside.display(),
                     "buffer cannot be opened: moving it aside and starting a new one");
                 std::fs::rename(dir, &aside).map_err(|io| BufferError::Sled {
@@ -129,7 +130,11 @@ impl Buffer {
                 e
             }
         };
-        let dropped = meta.get("dropped").map_err(err)?.and_then(|v| be(&v)).unwrap_or(0);
+        let dropped = meta
+            .get("dropped")
+            .map_err(err)?
+            .and_then(|v| be(&v))
+            .unwrap_or(0);
         let b = Buffer {
             dir: dir.to_path_buf(),
             db,
@@ -233,7 +238,10 @@ impl Buffer {
                     self.bytes.fetch_sub(v.len() as u64, Ordering::Relaxed);
                     self.count.fetch_sub(1, Ordering::Relaxed);
                     self.count_drop(false);
-                    tracing::warn!(sequence = be(&k).unwrap_or(0), "buffer full: oldest batch dropped");
+                    tracing::warn!(
+                        sequence = be(&k).unwrap_or(0),
+                        "buffer full: oldest batch dropped"
+                    );
                 }
                 None => break,
             }
@@ -249,7 +257,11 @@ impl Buffer {
 
     /// Reads batch `seq`; a corrupt one is removed, counted and reported as absent.
     pub fn get(&self, seq: u64) -> Result<Option<Stored>, BufferError> {
-        let Some(v) = self.batches.get(seq.to_be_bytes()).map_err(|e| self.err(e))? else {
+        let Some(v) = self
+            .batches
+            .get(seq.to_be_bytes())
+            .map_err(|e| self.err(e))?
+        else {
             return Ok(None);
         };
         match check(&v) {
@@ -268,7 +280,11 @@ impl Buffer {
     }
 
     /// The smallest buffered sequence `>= from` not in `skip`.
-    pub fn next_from(&self, from: u64, skip: impl Fn(u64) -> bool) -> Result<Option<u64>, BufferError> {
+    pub fn next_from(
+        &self,
+        from: u64,
+        skip: impl Fn(u64) -> bool,
+    ) -> Result<Option<u64>, BufferError> {
         for k in self.batches.range(from.to_be_bytes()..) {
             let (k, _) = k.map_err(|e| self.err(e))?;
             if let Some(s) = be(&k)
@@ -395,7 +411,10 @@ mod tests {
         let first = b.next_from(0, |_| false).unwrap().unwrap();
         assert_eq!(first, b.dropped() + 1, "the oldest were dropped");
         assert_eq!(b.last().unwrap(), Some(20));
-        assert!(matches!(b.push(batch(500)).await, Err(BufferError::TooLarge { .. })));
+        assert!(matches!(
+            b.push(batch(500)).await,
+            Err(BufferError::TooLarge { .. })
+        ));
     }
 
     #[tokio::test]

@@ -146,7 +146,10 @@ impl Config {
                 format!("{aggregator:?} is not HOST:PORT"),
             ));
         }
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let interval = o
             .interval
             .or(file.interval)
@@ -155,21 +158,29 @@ impl Config {
             return Err(ConfigError::invalid(
                 src,
                 "interval",
-                format!("{} is out of range: use 100ms to 1h", humantime::format_duration(interval)),
+                format!(
+                    "{} is out of range: use 100ms to 1h",
+                    humantime::format_duration(interval)
+                ),
             ));
         }
         let tls = file.tls.unwrap_or_default();
         let dir = Path::new("/etc/telltale/tls");
         let max_bytes = file.buffer.and_then(|b| b.max_bytes).unwrap_or(512 << 20);
         if max_bytes < 1 << 20 {
-            return Err(ConfigError::invalid(src, "buffer.max_bytes", "must be at least 1MiB"));
+            return Err(ConfigError::invalid(
+                src,
+                "buffer.max_bytes",
+                "must be at least 1MiB",
+            ));
         }
-        let max_in_flight = file
-            .shipper
-            .and_then(|s| s.max_in_flight)
-            .unwrap_or(32);
+        let max_in_flight = file.shipper.and_then(|s| s.max_in_flight).unwrap_or(32);
         if !(1..=1024).contains(&max_in_flight) {
-            return Err(ConfigError::invalid(src, "shipper.max_in_flight", "use 1 to 1024"));
+            return Err(ConfigError::invalid(
+                src,
+                "shipper.max_in_flight",
+                "use 1 to 1024",
+            ));
         }
         Ok(Config {
             name,
@@ -182,9 +193,21 @@ impl Config {
                 .unwrap_or_else(|| "/var/lib/telltale/agent".into()),
             interval,
             tls: TlsPaths {
-                ca: o.ca.clone().or(tls.ca).unwrap_or_else(|| dir.join("ca.crt")),
-                cert: o.cert.clone().or(tls.cert).unwrap_or_else(|| dir.join("agent.crt")),
-                key: o.key.clone().or(tls.key).unwrap_or_else(|| dir.join("agent.key")),
+                ca: o
+                    .ca
+                    .clone()
+                    .or(tls.ca)
+                    .unwrap_or_else(|| dir.join("ca.crt")),
+                cert: o
+                    .cert
+                    .clone()
+                    .or(tls.cert)
+                    .unwrap_or_else(|| dir.join("agent.crt")),
+                key: o
+                    .key
+                    .clone()
+                    .or(tls.key)
+                    .unwrap_or_else(|| dir.join("agent.key")),
             },
             buffer_max_bytes: max_bytes,
             max_in_flight,
@@ -225,7 +248,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("agent.toml");
         std::fs::write(&p, "name = \"x\"\n[buffer]\nmax_bytes = \"lots\"\n").unwrap();
-        let e = Config::load(Some(&p), &Overrides::default()).unwrap_err().to_string();
+        let e = Config::load(Some(&p), &Overrides::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("agent.toml: buffer.max_bytes: "), "{e}");
     }
 }

@@ -40,7 +40,9 @@ impl SelfProcess {
         sys.refresh_processes_specifics(
             sysinfo::ProcessesToUpdate::Some(&[pid]),
             false,
-            sysinfo::ProcessRefreshKind::nothing().with_memory().with_cpu(),
+            sysinfo::ProcessRefreshKind::nothing()
+                .with_memory()
+                .with_cpu(),
         );
         let p = sys.process(pid)?;
         Some((p.accumulated_cpu_time() as f64 / 1000.0, p.memory() as f64))
@@ -56,7 +58,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let client = cfg.tls.load()?.client_config()?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
-    let buffer = Arc::new(Buffer::open(&cfg.data_dir.join("buffer"), cfg.buffer_max_bytes)?);
+    let buffer = Arc::new(Buffer::open(
+        &cfg.data_dir.join("buffer"),
+        cfg.buffer_max_bytes,
+    )?);
     tracing::info!(
         name = %cfg.name, aggregator = %cfg.aggregator, interval = ?cfg.interval,
         backlog = buffer.len(), corrupt = buffer.corrupt(), "telltale-agent starting"
@@ -97,17 +102,33 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
         own(&mut out, names::AGENT_BUFFER_BATCHES, buffer.len() as f64);
         own(&mut out, names::AGENT_BUFFER_BYTES, buffer.bytes() as f64);
-        own(&mut out, names::AGENT_DROPPED_BATCHES, buffer.dropped() as f64);
+        own(
+            &mut out,
+            names::AGENT_DROPPED_BATCHES,
+            buffer.dropped() as f64,
+        );
         let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
         own(&mut out, names::AGENT_SHIPPED_BATCHES, l(&stats.batches));
         own(&mut out, names::AGENT_SHIPPED_SAMPLES, l(&stats.samples));
-        own(&mut out, names::AGENT_ACK_LATENCY, l(&stats.ack_latency_us) / 1e6);
+        own(
+            &mut out,
+            names::AGENT_ACK_LATENCY,
+            l(&stats.ack_latency_us) / 1e6,
+        );
         own(&mut out, names::AGENT_CONNECTS, l(&stats.connects));
         own(&mut out, names::AGENT_CONNECTED, l(&stats.connected));
-        own(&mut out, names::AGENT_COLLECT_DURATION, last_collect.as_secs_f64());
+        own(
+            &mut out,
+            names::AGENT_COLLECT_DURATION,
+            last_collect.as_secs_f64(),
+        );
         if let Some((cpu, rss)) = me.sample() {
             own(&mut out, "telltale_agent_process_cpu_seconds_total", cpu);
-            own(&mut out, "telltale_agent_process_resident_memory_bytes", rss);
+            own(
+                &mut out,
+                "telltale_agent_process_resident_memory_bytes",
+                rss,
+            );
         }
         let batch = Batch {
             sequence: 0,
@@ -138,7 +159,6 @@ pub fn stamp(series: Vec<SeriesSamples>, name: &str) -> Vec<SeriesSamples> {
         })
         .collect()
 }
-
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};

@@ -88,8 +88,10 @@ fn jitter(max: Duration) -> Duration {
 impl Shipper {
     /// Runs until `shutdown` turns true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut endpoint = match quinn::Endpoint::client((std::net::Ipv6Addr::UNSPECIFIED, 0).into())
-            .or_else(|_| quinn::Endpoint::client((std::net::Ipv4Addr::UNSPECIFIED, 0).into()))
+        let mut endpoint = match quinn::Endpoint::client(
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+        )
+        .or_else(|_| quinn::Endpoint::client((std::net::Ipv4Addr::UNSPECIFIED, 0).into()))
         {
             Ok(e) => e,
             Err(e) => {
@@ -177,7 +179,9 @@ impl Shipper {
                 Ok((conn, send, recv))
             }
             Ok(Some(ServerMessage::Refused { reason })) => Err(ShipError::Refused(reason)),
-            Ok(other) => Err(ShipError::Protocol(format!("expected welcome, got {other:?}"))),
+            Ok(other) => Err(ShipError::Protocol(format!(
+                "expected welcome, got {other:?}"
+            ))),
             // With TLS 1.3 a refused client certificate shows here, as the connection's close.
             Err(e) => Err(ShipError::Refused(e.to_string())),
         }
@@ -313,7 +317,10 @@ async fn read_message(
     dec: &mut FrameDecoder,
 ) -> Result<Option<ServerMessage>, ShipError> {
     loop {
-        if let Some(p) = dec.poll_frame().map_err(|e| ShipError::Protocol(e.to_string()))? {
+        if let Some(p) = dec
+            .poll_frame()
+            .map_err(|e| ShipError::Protocol(e.to_string()))?
+        {
             return codec::decode_payload(&p)
                 .map(Some)
                 .map_err(|e| ShipError::Protocol(e.to_string()));

@@ -1,5 +1,7 @@
 //! The agent's command line: bad flags and config give one clear line and exit code 2.
 
+#![allow(clippy::unwrap_used)]
+
 use std::process::Command;
 
 fn agent() -> Command {
@@ -15,14 +17,20 @@ fn a_bad_config_key_is_named_with_the_file_and_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("agent.toml: interval: invalid duration"), "{err}");
+    assert!(
+        err.contains("agent.toml: interval: invalid duration"),
+        "{err}"
+    );
 }
 
 #[test]
 fn an_unknown_flag_or_bad_interval_exits_2() {
     let out = agent().args(["run", "--bogus"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = agent().args(["run", "--interval", "fast"]).output().unwrap();
+    let out = agent()
+        .args(["run", "--interval", "fast"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--interval"));
 }

@@ -122,6 +122,9 @@ mod tests {
         r.batch("x", 5, 10, 3);
         r.batch("x", 4, 10, 4);
         let i = &r.list()[0];
-        assert_eq!((i.connected, i.last_sequence, i.samples), (false, Some(5), 20));
+        assert_eq!(
+            (i.connected, i.last_sequence, i.samples),
+            (false, Some(5), 20)
+        );
     }
 }

@@ -188,7 +188,9 @@ async fn query_range(State(st): St, q: RawQuery, body: Bytes) -> Result<Response
     let m = tokio::task::spawn_blocking(move || engine.range(&expr, start, end, step))
         .await
         .map_err(|e| QueryError::Execution(e.to_string()))??;
-    Ok(success(json!({"resultType": "matrix", "result": matrix_json(&m)})))
+    Ok(success(
+        json!({"resultType": "matrix", "result": matrix_json(&m)}),
+    ))
 }
 
 /// Parses `match[]` selectors into matcher sets.
@@ -280,7 +282,10 @@ async fn metrics(State(st): St) -> Response {
         corrupt_records: st.corrupt_records,
     });
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         text,
     )
         .into_response()

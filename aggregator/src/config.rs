@@ -89,7 +89,11 @@ impl Config {
         }
         let up_interval = file.up_interval.unwrap_or(Duration::from_secs(15));
         if up_interval < Duration::from_secs(1) {
-            return Err(ConfigError::invalid(where_, "up_interval", "must be at least 1s"));
+            return Err(ConfigError::invalid(
+                where_,
+                "up_interval",
+                "must be at least 1s",
+            ));
         }
         Ok(Config {
             data_dir: o

@@ -173,7 +173,13 @@ impl Ingest {
                 "protocol version {} is not supported; aggregator {VERSION} speaks version {PROTOCOL_VERSION}",
                 hello.protocol_version
             );
-            let _ = write_message(&mut send, &ServerMessage::Refused { reason: reason.clone() }).await;
+            let _ = write_message(
+                &mut send,
+                &ServerMessage::Refused {
+                    reason: reason.clone(),
+                },
+            )
+            .await;
             let _ = send.finish();
             return Err(SessionError::Handshake(reason));
         }
@@ -282,9 +288,7 @@ impl Ingest {
             }
         };
         // Let stores in progress finish and their acks go out before closing.
-        let _ = permits
-            .acquire_many(IN_FLIGHT_PER_CONNECTION as u32)
-            .await;
+        let _ = permits.acquire_many(IN_FLIGHT_PER_CONNECTION as u32).await;
         drop(ack_tx);
         if result.is_ok()
             && let Ok(Err(e)) = writer.await
@@ -304,7 +308,11 @@ struct StoreJob {
 }
 
 impl StoreJob {
-    async fn store(self, mut batch: Batch, payload: Vec<u8>) -> Result<ServerMessage, SessionError> {
+    async fn store(
+        self,
+        mut batch: Batch,
+        payload: Vec<u8>,
+    ) -> Result<ServerMessage, SessionError> {
         let sequence = batch.sequence;
         let dropped = stamp_agent_series(&mut batch.series, &self.agent);
         if dropped > 0 {
@@ -323,7 +331,8 @@ impl StoreJob {
             Ok(AppendOutcome::Stored { samples }) => {
                 SelfMetrics::inc(&self.metrics.batches, 1);
                 SelfMetrics::inc(&self.metrics.samples, samples as u64);
-                self.registry.batch(&self.agent, sequence, samples, now_ms());
+                self.registry
+                    .batch(&self.agent, sequence, samples, now_ms());
             }
             Ok(AppendOutcome::Duplicate) => {
                 SelfMetrics::inc(&self.metrics.duplicate_batches, 1);
@@ -361,7 +370,10 @@ async fn next_message(
     }
 }
 
-async fn write_message(send: &mut quinn::SendStream, m: &ServerMessage) -> Result<(), SessionError> {
+async fn write_message(
+    send: &mut quinn::SendStream,
+    m: &ServerMessage,
+) -> Result<(), SessionError> {
     let frame = codec::encode_frame(m)?;
     send.write_all(&frame)
         .await

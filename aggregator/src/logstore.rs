@@ -374,10 +374,7 @@ impl Writer {
         if self.len > SEGMENT_BYTES {
             self.roll()?;
         }
-        let res = self
-            .file
-            .write_all(buf)
-            .and_then(|_| self.file.sync_data());
+        let res = self.file.write_all(buf).and_then(|_| self.file.sync_data());
         match res {
             Ok(()) => {
                 self.len += buf.len() as u64;
@@ -499,7 +496,12 @@ mod tests {
 
     fn all(store: &LogStore) -> Vec<Sample> {
         store
-            .select(&[Matcher::equal("__name__", "m")], i64::MIN, i64::MAX, 1 << 20)
+            .select(
+                &[Matcher::equal("__name__", "m")],
+                i64::MIN,
+                i64::MAX,
+                1 << 20,
+            )
             .unwrap()
             .into_iter()
             .flat_map(|s| s.samples)
@@ -544,7 +546,10 @@ mod tests {
         {
             let store = LogStore::open(dir.path()).unwrap();
             for seq in 1..=3 {
-                store.append(agent_req(seq, seq as i64 * 1000)).await.unwrap();
+                store
+                    .append(agent_req(seq, seq as i64 * 1000))
+                    .await
+                    .unwrap();
             }
         }
         let seg = segment_path(&dir.path().join("log"), 1);

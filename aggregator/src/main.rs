@@ -100,8 +100,14 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Certs { cmd } => {
             let r = match cmd {
-                CertsCmd::Init { dir, sans } => telltale_common::tls::init_ca(&dir, &sans)
-                    .map(|()| format!("wrote {0}/ca.crt {0}/ca.key {0}/server.crt {0}/server.key", dir.display())),
+                CertsCmd::Init { dir, sans } => {
+                    telltale_common::tls::init_ca(&dir, &sans).map(|()| {
+                        format!(
+                            "wrote {0}/ca.crt {0}/ca.key {0}/server.crt {0}/server.key",
+                            dir.display()
+                        )
+                    })
+                }
                 CertsCmd::Issue { dir, agent } => telltale_common::tls::issue_agent(&dir, &agent)
                     .map(|(c, k)| format!("wrote {} {}", c.display(), k.display())),
             };

@@ -166,7 +166,8 @@ impl Engine {
 
     /// Parses a query, with Prometheus-like messages.
     pub fn parse(q: &str) -> Result<Expr, QueryError> {
-        parser::parse(q).map_err(|e| QueryError::BadData(format!("invalid parameter \"query\": {e}")))
+        parser::parse(q)
+            .map_err(|e| QueryError::BadData(format!("invalid parameter \"query\": {e}")))
     }
 
     /// Evaluates `q` at `t_ms`.
@@ -223,7 +224,11 @@ impl Engine {
         step: i64,
     ) -> Result<Vec<SeriesData>, QueryError> {
         let expr = Self::parse(q)?;
-        let steps = || (0..).map(move |i| start + i * step).take_while(move |&t| t <= end);
+        let steps = || {
+            (0..)
+                .map(move |i| start + i * step)
+                .take_while(move |&t| t <= end)
+        };
         match unwrap_parens(&expr) {
             Expr::NumberLiteral(n) => Ok(vec![SeriesData {
                 labels: Labels::default(),
@@ -307,8 +312,14 @@ mod tests {
     async fn selectors_respect_lookback_staleness_offset_and_matchers() {
         let stale = f64::from_bits(STALE_NAN_BITS);
         let (e, _d) = engine(vec![
-            ss(&[("__name__", "m"), ("job", "a")], &[(0, 1.0), (60_000, 2.0)]),
-            ss(&[("__name__", "m"), ("job", "b")], &[(0, 5.0), (30_000, stale)]),
+            ss(
+                &[("__name__", "m"), ("job", "a")],
+                &[(0, 1.0), (60_000, 2.0)],
+            ),
+            ss(
+                &[("__name__", "m"), ("job", "b")],
+                &[(0, 5.0), (30_000, stale)],
+            ),
         ])
         .await;
         let v = |q: &str, t: i64| match e.instant(q, t).unwrap() {
@@ -327,21 +338,40 @@ mod tests {
         assert_eq!(v("m @ 10", 999_999).len(), 2);
         match e.instant("m[1m]", 60_000).unwrap() {
             Value::Matrix(m) => {
-                assert_eq!(m.len(), 1, "the stale marker and the sample at t-1m are excluded");
+                assert_eq!(
+                    m.len(),
+                    1,
+                    "the stale marker and the sample at t-1m are excluded"
+                );
                 assert_eq!(m[0].samples, vec![Sample(60_000, 2.0)]);
             }
             other => panic!("{other:?}"),
         }
         let r = e.range("m{job=\"a\"}", 0, 120_000, 30_000).unwrap();
         let got: Vec<_> = r[0].samples.iter().map(|s| (s.0, s.1)).collect();
-        assert_eq!(got, vec![(0, 1.0), (30_000, 1.0), (60_000, 2.0), (90_000, 2.0), (120_000, 2.0)]);
+        assert_eq!(
+            got,
+            vec![
+                (0, 1.0),
+                (30_000, 1.0),
+                (60_000, 2.0),
+                (90_000, 2.0),
+                (120_000, 2.0)
+            ]
+        );
     }
 
     #[tokio::test]
     async fn unsupported_and_invalid_queries_are_bad_data() {
         let (e, _d) = engine(vec![]).await;
-        assert!(matches!(e.instant("sum(m)", 0), Err(QueryError::BadData(_))));
+        assert!(matches!(
+            e.instant("sum(m)", 0),
+            Err(QueryError::BadData(_))
+        ));
         assert!(matches!(e.instant("m{", 0), Err(QueryError::BadData(_))));
-        assert!(matches!(e.range("m[5m]", 0, 10, 1), Err(QueryError::BadData(_))));
+        assert!(matches!(
+            e.range("m[5m]", 0, 10, 1),
+            Err(QueryError::BadData(_))
+        ));
     }
 }

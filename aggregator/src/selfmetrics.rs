@@ -33,7 +33,10 @@ pub struct Gauges {
 }
 
 fn counter(out: &mut String, name: &str, help: &str, v: u64) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+    );
 }
 
 fn gauge(out: &mut String, name: &str, help: &str, v: u64) {
@@ -50,14 +53,24 @@ impl SelfMetrics {
     pub fn render(&self, g: &Gauges) -> String {
         let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::new();
-        counter(&mut out, names::AGG_BATCHES, "Agent batches stored.", l(&self.batches));
+        counter(
+            &mut out,
+            names::AGG_BATCHES,
+            "Agent batches stored.",
+            l(&self.batches),
+        );
         counter(
             &mut out,
             names::AGG_DUPLICATE_BATCHES,
             "Replayed agent batches acknowledged without storing them twice.",
             l(&self.duplicate_batches),
         );
-        counter(&mut out, names::AGG_SAMPLES, "Samples stored.", l(&self.samples));
+        counter(
+            &mut out,
+            names::AGG_SAMPLES,
+            "Samples stored.",
+            l(&self.samples),
+        );
         counter(
             &mut out,
             names::AGG_FRAME_ERRORS,
@@ -70,10 +83,30 @@ impl SelfMetrics {
             "Agent connections refused during the handshake.",
             l(&self.handshake_errors),
         );
-        counter(&mut out, names::AGG_HTTP_REQUESTS, "HTTP API requests.", l(&self.http_requests));
-        gauge(&mut out, names::AGG_CONNECTED_AGENTS, "Agents connected now.", g.connected_agents as u64);
-        gauge(&mut out, names::AGG_SERIES, "Series held by storage.", g.storage.series);
-        gauge(&mut out, names::AGG_STORED_SAMPLES, "Samples held by storage.", g.storage.samples);
+        counter(
+            &mut out,
+            names::AGG_HTTP_REQUESTS,
+            "HTTP API requests.",
+            l(&self.http_requests),
+        );
+        gauge(
+            &mut out,
+            names::AGG_CONNECTED_AGENTS,
+            "Agents connected now.",
+            g.connected_agents as u64,
+        );
+        gauge(
+            &mut out,
+            names::AGG_SERIES,
+            "Series held by storage.",
+            g.storage.series,
+        );
+        gauge(
+            &mut out,
+            names::AGG_STORED_SAMPLES,
+            "Samples held by storage.",
+            g.storage.samples,
+        );
         counter(
             &mut out,
             names::AGG_OVERWRITTEN_SAMPLES,

@@ -54,7 +54,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let storage: Arc<dyn Storage> = Arc::new(store);
     let registry = Arc::new(Registry::default());
     for l in storage.series(
-        &[Matcher::equal("__name__", "up"), Matcher::equal("job", AGENT_JOB)],
+        &[
+            Matcher::equal("__name__", "up"),
+            Matcher::equal("job", AGENT_JOB),
+        ],
         i64::MIN,
         i64::MAX,
     ) {

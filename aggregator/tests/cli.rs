@@ -1,5 +1,7 @@
 //! The aggregator's command line: certificates, bad config, bad flags.
 
+#![allow(clippy::unwrap_used)]
+
 use std::process::Command;
 
 fn agg() -> Command {
@@ -9,7 +11,11 @@ fn agg() -> Command {
 #[test]
 fn certs_init_and_issue_write_the_documented_files() {
     let dir = tempfile::tempdir().unwrap();
-    let st = agg().args(["certs", "init", "--dir"]).arg(dir.path()).output().unwrap();
+    let st = agg()
+        .args(["certs", "init", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert!(st.status.success());
     for f in ["ca.crt", "ca.key", "server.crt", "server.key"] {
         assert!(dir.path().join(f).exists(), "{f}");
@@ -24,7 +30,11 @@ fn certs_init_and_issue_write_the_documented_files() {
     assert!(dir.path().join("agents/web-1.crt").exists());
     assert!(dir.path().join("agents/web-1.key").exists());
     // A second init must not replace the CA every agent trusts.
-    let st = agg().args(["certs", "init", "--dir"]).arg(dir.path()).output().unwrap();
+    let st = agg()
+        .args(["certs", "init", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert!(!st.status.success());
     assert!(String::from_utf8_lossy(&st.stderr).contains("refusing to overwrite"));
 }
@@ -38,11 +48,17 @@ fn a_bad_config_key_is_named_with_the_file_and_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("aggregator.toml") && err.contains("retention"), "{err}");
+    assert!(
+        err.contains("aggregator.toml") && err.contains("retention"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_bad_listen_flag_exits_2() {
-    let out = agg().args(["serve", "--http-listen", "nowhere"]).output().unwrap();
+    let out = agg()
+        .args(["serve", "--http-listen", "nowhere"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }

@@ -224,13 +224,16 @@ mod tests {
                 labels: Labels::from_pairs(l),
                 samples: s.into_iter().map(|(t, v)| Sample(t, v)).collect(),
             });
-        (any::<u64>(), any::<i64>(), proptest::collection::vec(series, 0..6)).prop_map(
-            |(sequence, created_ms, series)| Batch {
+        (
+            any::<u64>(),
+            any::<i64>(),
+            proptest::collection::vec(series, 0..6),
+        )
+            .prop_map(|(sequence, created_ms, series)| Batch {
                 sequence,
                 created_ms,
                 series,
-            },
-        )
+            })
     }
 
     fn same_bits(a: &Batch, b: &Batch) -> bool {

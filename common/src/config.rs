@@ -43,9 +43,8 @@ impl ConfigError {
 
 /// Parses TOML text into `T`, naming the key at fault in the error.
 pub fn parse_toml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
-    let de = toml::Deserializer::parse(text).map_err(|e| {
-        ConfigError::invalid(path, "(document)", one_line(&e.message().to_string()))
-    })?;
+    let de = toml::Deserializer::parse(text)
+        .map_err(|e| ConfigError::invalid(path, "(document)", one_line(e.message())))?;
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
         let key = if key == "." || key.is_empty() {
@@ -53,7 +52,7 @@ pub fn parse_toml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, Con
         } else {
             key
         };
-        ConfigError::invalid(path, &key, one_line(&e.inner().message().to_string()))
+        ConfigError::invalid(path, &key, one_line(e.inner().message()))
     })
 }
 
@@ -149,16 +148,22 @@ mod tests {
     #[test]
     fn errors_name_the_file_and_the_key() {
         let p = Path::new("x.toml");
-        let e = parse_toml::<Sample>(p, "interval = \"ten\"").unwrap_err().to_string();
+        let e = parse_toml::<Sample>(p, "interval = \"ten\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("x.toml: interval: invalid duration"), "{e}");
         let e = parse_toml::<Sample>(p, "interval = \"1s\"\n[inner]\nsize = \"12 parsecs\"")
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("x.toml: inner.size: "), "{e}");
-        let e = parse_toml::<Sample>(p, "interval = \"1s\"\nbogus = 1").unwrap_err().to_string();
+        let e = parse_toml::<Sample>(p, "interval = \"1s\"\nbogus = 1")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bogus"), "{e}");
         assert!(!e.contains('\n'));
-        let e = parse_toml::<Sample>(p, "interval = [").unwrap_err().to_string();
+        let e = parse_toml::<Sample>(p, "interval = [")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("x.toml: (document): "), "{e}");
     }
 

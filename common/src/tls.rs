@@ -46,7 +46,9 @@ pub enum TlsError {
     #[error("invalid TLS configuration: {0}")]
     Config(String),
     /// The agent name is not usable in a certificate and as a label value.
-    #[error("invalid agent name {0:?}: use 1-64 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit")]
+    #[error(
+        "invalid agent name {0:?}: use 1-64 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit"
+    )]
     BadName(String),
     /// Refusing to overwrite an existing CA.
     #[error("{0} already exists: refusing to overwrite an existing certificate authority")]
@@ -66,10 +68,7 @@ pub fn valid_agent_name(name: &str) -> bool {
     let ok_chars = name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
-    !name.is_empty()
-        && name.len() <= 64
-        && ok_chars
-        && name.as_bytes()[0].is_ascii_alphanumeric()
+    !name.is_empty() && name.len() <= 64 && ok_chars && name.as_bytes()[0].is_ascii_alphanumeric()
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
@@ -173,11 +172,12 @@ pub fn issue_agent(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), TlsErro
         what: e.to_string(),
     })?;
     let ca_cert_path = dir.join(CaFiles::CA_CERT);
-    let issuer =
-        Issuer::from_ca_cert_pem(&read_file(&ca_cert_path)?, ca_key).map_err(|e| TlsError::Pem {
+    let issuer = Issuer::from_ca_cert_pem(&read_file(&ca_cert_path)?, ca_key).map_err(|e| {
+        TlsError::Pem {
             path: ca_cert_path.clone(),
             what: e.to_string(),
-        })?;
+        }
+    })?;
     let key = KeyPair::generate()?;
     let mut p = CertificateParams::new(Vec::<String>::new())?;
     p.distinguished_name.push(DnType::CommonName, name);
@@ -222,9 +222,7 @@ impl TlsPaths {
         let mut roots = rustls::RootCertStore::empty();
         for c in CertificateDer::pem_slice_iter(&ca_bytes) {
             let c = c.map_err(|e| pem_err(&self.ca, e.to_string()))?;
-            roots
-                .add(c)
-                .map_err(|e| pem_err(&self.ca, e.to_string()))?;
+            roots.add(c).map_err(|e| pem_err(&self.ca, e.to_string()))?;
         }
         if roots.is_empty() {
             return Err(pem_err(&self.ca, "no CA certificate found".into()));
@@ -333,10 +331,7 @@ mod tests {
     fn init_and_issue_make_loadable_configs() {
         let dir = tempfile::tempdir().unwrap();
         init_ca(dir.path(), &["agg.example".into()]).unwrap();
-        assert!(matches!(
-            init_ca(dir.path(), &[]),
-            Err(TlsError::Exists(_))
-        ));
+        assert!(matches!(init_ca(dir.path(), &[]), Err(TlsError::Exists(_))));
         let (crt, key) = issue_agent(dir.path(), "web-1").unwrap();
         let server = TlsPaths {
             ca: dir.path().join("ca.crt"),

@@ -268,7 +268,11 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
 }
 
 /// The raw samples `(ms, value)` of `metric{instance=...}` over the last `range`.
-pub fn raw_samples(http: SocketAddr, selector: &str, range: &str) -> anyhow::Result<Vec<(i64, f64)>> {
+pub fn raw_samples(
+    http: SocketAddr,
+    selector: &str,
+    range: &str,
+) -> anyhow::Result<Vec<(i64, f64)>> {
     let r = query(http, &format!("{selector}[{range}]"))?;
     let mut out = Vec::new();
     for s in r {

@@ -1,6 +1,8 @@
 //! End-to-end tests of the core pipeline: the real `telltale-agent` and `telltale-aggregator`
 //! binaries over real QUIC on loopback, certificates from `certs init`, real sled and log files.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::{Duration, Instant};
 
 use telltale_common::codec;
@@ -19,14 +21,30 @@ fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
 fn agent_cpu_metrics_are_queryable_within_three_intervals() {
     let (dir, tls) = setup();
     certs_issue(&tls, "web-1").unwrap();
-    let agg = start_aggregator(&tls, &dir.path().join("agg"), "127.0.0.1:0", "127.0.0.1:0", &[]).unwrap();
+    let agg = start_aggregator(
+        &tls,
+        &dir.path().join("agg"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &[],
+    )
+    .unwrap();
     let started = Instant::now();
     let _agent = start_agent(&tls, "web-1", agg.quic, &dir.path().join("agent"), "2s").unwrap();
     let found = wait_for(Duration::from_secs(6), || {
-        let r = query(agg.http, "node_cpu_seconds_total{instance=\"web-1\",mode=\"idle\"}").ok()?;
+        let r = query(
+            agg.http,
+            "node_cpu_seconds_total{instance=\"web-1\",mode=\"idle\"}",
+        )
+        .ok()?;
         (!r.is_empty()).then_some(r)
     });
-    let r = found.unwrap_or_else(|| panic!("no CPU metrics within 3 intervals; aggregator log:\n{}", agg.proc.log()));
+    let r = found.unwrap_or_else(|| {
+        panic!(
+            "no CPU metrics within 3 intervals; aggregator log:\n{}",
+            agg.proc.log()
+        )
+    });
     assert!(started.elapsed() <= Duration::from_secs(7));
     assert_eq!(r[0]["metric"]["job"], "telltale-agent");
     assert!(r[0]["metric"]["cpu"].is_string());
@@ -48,29 +66,66 @@ fn an_agent_from_another_ca_is_refused_and_nothing_of_it_is_stored() {
     // Same name as a legitimate agent would have: the certificate, not the name, decides.
     certs_issue(&other, "intruder").unwrap();
     certs_issue(&tls, "good").unwrap();
-    let agg = start_aggregator(&tls, &dir.path().join("agg"), "127.0.0.1:0", "127.0.0.1:0", &[]).unwrap();
+    let agg = start_aggregator(
+        &tls,
+        &dir.path().join("agg"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &[],
+    )
+    .unwrap();
     // The intruder trusts our CA for the server (so it gets as far as the handshake) but
     // presents a client certificate from its own CA.
     std::fs::copy(tls.join("ca.crt"), other.join("ca.crt")).unwrap();
-    let intruder = start_agent(&other, "intruder", agg.quic, &dir.path().join("intruder"), "500ms").unwrap();
+    let intruder = start_agent(
+        &other,
+        "intruder",
+        agg.quic,
+        &dir.path().join("intruder"),
+        "500ms",
+    )
+    .unwrap();
     let _good = start_agent(&tls, "good", agg.quic, &dir.path().join("good"), "500ms").unwrap();
-    agg.proc.wait_log("QUIC/TLS handshake refused", Duration::from_secs(10)).unwrap();
-    intruder.wait_log("refused", Duration::from_secs(10)).unwrap();
+    agg.proc
+        .wait_log("QUIC/TLS handshake refused", Duration::from_secs(10))
+        .unwrap();
+    intruder
+        .wait_log("refused", Duration::from_secs(10))
+        .unwrap();
     wait_for(Duration::from_secs(10), || {
-        (!query(agg.http, "node_time_seconds{instance=\"good\"}").ok()?.is_empty()).then_some(())
+        (!query(agg.http, "node_time_seconds{instance=\"good\"}")
+            .ok()?
+            .is_empty())
+        .then_some(())
     })
     .expect("the legitimate agent is served");
-    assert!(query(agg.http, "{instance=\"intruder\"}").unwrap().is_empty());
-    let (_, series) = http_get(agg.http, "/api/v1/series?match[]=%7Binstance%3D%22intruder%22%7D").unwrap();
+    assert!(
+        query(agg.http, "{instance=\"intruder\"}")
+            .unwrap()
+            .is_empty()
+    );
+    let (_, series) = http_get(
+        agg.http,
+        "/api/v1/series?match[]=%7Binstance%3D%22intruder%22%7D",
+    )
+    .unwrap();
     assert!(series.contains("\"data\":[]"), "{series}");
     assert!(metric(agg.http, "telltale_aggregator_handshake_errors_total").unwrap() >= 1.0);
 }
 
 /// Samples of `node_time_seconds` for `instance`, asserting none is stored twice.
 fn time_samples(agg: &Aggregator, instance: &str) -> Vec<i64> {
-    let s = raw_samples(agg.http, &format!("node_time_seconds{{instance=\"{instance}\"}}"), "10m").unwrap();
+    let s = raw_samples(
+        agg.http,
+        &format!("node_time_seconds{{instance=\"{instance}\"}}"),
+        "10m",
+    )
+    .unwrap();
     for (t, v) in &s {
-        assert!(((*t as f64) / 1000.0 - v).abs() < 1e-6, "node_time_seconds is its own timestamp");
+        assert!(
+            ((*t as f64) / 1000.0 - v).abs() < 1e-6,
+            "node_time_seconds is its own timestamp"
+        );
     }
     s.into_iter().map(|(t, _)| t).collect()
 }
@@ -82,8 +137,10 @@ fn an_aggregator_killed_for_30s_loses_no_interval_and_stores_none_twice() {
     let data = dir.path().join("agg");
     let mut agg = start_aggregator(&tls, &data, "127.0.0.1:0", "127.0.0.1:0", &[]).unwrap();
     let agent = start_agent(&tls, "steady", agg.quic, &dir.path().join("agent"), "1s").unwrap();
-    wait_for(Duration::from_secs(10), || (time_samples(&agg, "steady").len() >= 3).then_some(()))
-        .expect("samples before the outage");
+    wait_for(Duration::from_secs(10), || {
+        (time_samples(&agg, "steady").len() >= 3).then_some(())
+    })
+    .expect("samples before the outage");
     let (http, quic) = (agg.http.to_string(), agg.quic.to_string());
     agg.proc.kill();
     let killed_at = telltale_common::model::now_ms();
@@ -104,15 +161,27 @@ fn an_aggregator_killed_for_30s_loses_no_interval_and_stores_none_twice() {
         panic!(
             "outage not filled: {} samples, gaps {:?}\nagent log:\n{}",
             ts.len(),
-            ts.windows(2).filter(|w| w[1] - w[0] > 1500).collect::<Vec<_>>(),
+            ts.windows(2)
+                .filter(|w| w[1] - w[0] > 1500)
+                .collect::<Vec<_>>(),
             agent.log()
         )
     });
-    let outage: Vec<_> = ts.iter().filter(|&&t| t > killed_at && t < restarted_at).collect();
-    assert!(outage.len() >= 28, "only {} samples inside the 30 s outage", outage.len());
+    let outage: Vec<_> = ts
+        .iter()
+        .filter(|&&t| t > killed_at && t < restarted_at)
+        .collect();
+    assert!(
+        outage.len() >= 28,
+        "only {} samples inside the 30 s outage",
+        outage.len()
+    );
     // A batch stored twice would replace samples with equal timestamps: none did, neither
     // while replaying the log at restart nor during the backlog drain.
-    assert_eq!(metric(agg.http, "telltale_aggregator_samples_overwritten_total").unwrap(), 0.0);
+    assert_eq!(
+        metric(agg.http, "telltale_aggregator_samples_overwritten_total").unwrap(),
+        0.0
+    );
     assert!(metric(agg.http, "telltale_aggregator_batches_total").unwrap() >= 28.0);
 }
 
@@ -122,7 +191,14 @@ fn a_killed_agent_delivers_what_was_not_acknowledged_after_restart() {
     certs_issue(&tls, "flaky").unwrap();
     let data = dir.path().join("agent");
     // Reserve ports, then stop: the agent buffers while nothing listens.
-    let agg = start_aggregator(&tls, &dir.path().join("agg"), "127.0.0.1:0", "127.0.0.1:0", &[]).unwrap();
+    let agg = start_aggregator(
+        &tls,
+        &dir.path().join("agg"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &[],
+    )
+    .unwrap();
     let (http, quic) = (agg.http.to_string(), agg.quic.to_string());
     let quic_addr = agg.quic;
     drop(agg);
@@ -135,7 +211,10 @@ fn a_killed_agent_delivers_what_was_not_acknowledged_after_restart() {
     let _agent = start_agent(&tls, "flaky", quic_addr, &data, "500ms").unwrap();
     let before_kill = wait_for(Duration::from_secs(20), || {
         let ts = time_samples(&agg, "flaky");
-        let n = ts.iter().filter(|&&t| t >= first_start && t <= killed_at).count();
+        let n = ts
+            .iter()
+            .filter(|&&t| t >= first_start && t <= killed_at)
+            .count();
         (n >= 6).then_some(n)
     });
     assert!(
@@ -146,7 +225,11 @@ fn a_killed_agent_delivers_what_was_not_acknowledged_after_restart() {
 }
 
 /// Opens an authenticated connection as agent `name`, says hello, and returns the stream.
-async fn rogue(tls: &std::path::Path, name: &str, addr: std::net::SocketAddr) -> (quinn::Connection, quinn::SendStream, quinn::RecvStream) {
+async fn rogue(
+    tls: &std::path::Path,
+    name: &str,
+    addr: std::net::SocketAddr,
+) -> (quinn::Connection, quinn::SendStream, quinn::RecvStream) {
     let paths = TlsPaths {
         ca: tls.join("ca.crt"),
         cert: tls.join(format!("agents/{name}.crt")),
@@ -172,10 +255,26 @@ fn oversized_and_garbage_frames_close_only_that_connection() {
     for n in ["bystander", "big", "garbage"] {
         certs_issue(&tls, n).unwrap();
     }
-    let agg = start_aggregator(&tls, &dir.path().join("agg"), "127.0.0.1:0", "127.0.0.1:0", &[]).unwrap();
-    let _agent = start_agent(&tls, "bystander", agg.quic, &dir.path().join("agent"), "500ms").unwrap();
-    wait_for(Duration::from_secs(10), || (!time_samples(&agg, "bystander").is_empty()).then_some(()))
-        .expect("bystander served");
+    let agg = start_aggregator(
+        &tls,
+        &dir.path().join("agg"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &[],
+    )
+    .unwrap();
+    let _agent = start_agent(
+        &tls,
+        "bystander",
+        agg.quic,
+        &dir.path().join("agent"),
+        "500ms",
+    )
+    .unwrap();
+    wait_for(Duration::from_secs(10), || {
+        (!time_samples(&agg, "bystander").is_empty()).then_some(())
+    })
+    .expect("bystander served");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         // A header announcing 1 GiB: refused before the payload is read or allocated.
@@ -185,20 +284,43 @@ fn oversized_and_garbage_frames_close_only_that_connection() {
         header.push(codec::FRAME_VERSION);
         header.extend_from_slice(&0u32.to_be_bytes());
         send.write_all(&header).await.unwrap();
-        let reason = tokio::time::timeout(Duration::from_secs(10), conn.closed()).await.unwrap();
-        assert!(reason.to_string().contains("exceeds the maximum"), "{reason}");
+        let reason = tokio::time::timeout(Duration::from_secs(10), conn.closed())
+            .await
+            .unwrap();
+        assert!(
+            reason.to_string().contains("exceeds the maximum"),
+            "{reason}"
+        );
 
         // Bytes that are not a frame at all.
         let (conn, mut send, _recv) = rogue(&tls, "garbage", agg.quic).await;
-        send.write_all(b"\x00\x00\x00\x10\x01garbage-garbage-garbage!").await.unwrap();
-        let reason = tokio::time::timeout(Duration::from_secs(10), conn.closed()).await.unwrap();
+        send.write_all(b"\x00\x00\x00\x10\x01garbage-garbage-garbage!")
+            .await
+            .unwrap();
+        let reason = tokio::time::timeout(Duration::from_secs(10), conn.closed())
+            .await
+            .unwrap();
         assert!(reason.to_string().contains("checksum"), "{reason}");
     });
-    agg.proc.wait_log("closing agent connection: bad frame", Duration::from_secs(5)).unwrap();
-    assert_eq!(metric(agg.http, "telltale_aggregator_frame_errors_total").unwrap(), 2.0);
+    agg.proc
+        .wait_log(
+            "closing agent connection: bad frame",
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    assert_eq!(
+        metric(agg.http, "telltale_aggregator_frame_errors_total").unwrap(),
+        2.0
+    );
     // The other agent keeps being served.
     let last = *time_samples(&agg, "bystander").last().unwrap();
-    wait_for(Duration::from_secs(10), || (*time_samples(&agg, "bystander").last()? > last + 1000).then_some(()))
-        .expect("bystander keeps flowing after the bad connections");
-    assert!(query(agg.http, "{instance=~\"big|garbage\", __name__!=\"up\"}").unwrap().is_empty());
+    wait_for(Duration::from_secs(10), || {
+        (*time_samples(&agg, "bystander").last()? > last + 1000).then_some(())
+    })
+    .expect("bystander keeps flowing after the bad connections");
+    assert!(
+        query(agg.http, "{instance=~\"big|garbage\", __name__!=\"up\"}")
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -84,13 +84,28 @@ mod tests {
                 })
                 .map(|s| s.samples[0].1)
         };
-        assert_eq!(find("node_cpu_seconds_total", &[("cpu", "1"), ("mode", "idle")]), Some(2000.0));
-        assert_eq!(find("node_cpu_seconds_total", &[("cpu", "0"), ("mode", "steal")]), Some(0.08));
-        assert_eq!(find("node_cpu_guest_seconds_total", &[("cpu", "0"), ("mode", "user")]), Some(0.0));
+        assert_eq!(
+            find("node_cpu_seconds_total", &[("cpu", "1"), ("mode", "idle")]),
+            Some(2000.0)
+        );
+        assert_eq!(
+            find("node_cpu_seconds_total", &[("cpu", "0"), ("mode", "steal")]),
+            Some(0.08)
+        );
+        assert_eq!(
+            find(
+                "node_cpu_guest_seconds_total",
+                &[("cpu", "0"), ("mode", "user")]
+            ),
+            Some(0.0)
+        );
         assert_eq!(find("node_boot_time_seconds", &[]), Some(1_764_000_000.0));
         assert_eq!(find("node_procs_running", &[]), Some(3.0));
         assert_eq!(
-            out.series.iter().filter(|s| s.labels.metric_name() == Some("node_cpu_seconds_total")).count(),
+            out.series
+                .iter()
+                .filter(|s| s.labels.metric_name() == Some("node_cpu_seconds_total"))
+                .count(),
             16
         );
     }

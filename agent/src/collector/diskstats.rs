@@ -21,13 +21,15 @@ fn ignored(dev: &str) -> bool {
             .strip_prefix(p)
             .is_some_and(|rest| rest.len() == 1 && rest.as_bytes()[0].is_ascii_lowercase())
     };
-    if has_number && ["h", "s", "v", "xv"].iter().any(|p| whole_disk(&format!("{p}d"))) {
+    if has_number
+        && ["h", "s", "v", "xv"]
+            .iter()
+            .any(|p| whole_disk(&format!("{p}d")))
+    {
         return true;
     }
     // nvme0n1p1
-    if has_number
-        && let Some(rest) = digits.strip_prefix("nvme")
-    {
+    if has_number && let Some(rest) = digits.strip_prefix("nvme") {
         return rest.ends_with('p') && rest.contains('n');
     }
     false
@@ -81,7 +83,15 @@ mod tests {
 
     #[test]
     fn partitions_and_virtual_devices_are_ignored_like_node_exporter() {
-        for d in ["sda1", "vda2", "xvda1", "nvme0n1p1", "loop0", "ram1", "zram0"] {
+        for d in [
+            "sda1",
+            "vda2",
+            "xvda1",
+            "nvme0n1p1",
+            "loop0",
+            "ram1",
+            "zram0",
+        ] {
             assert!(ignored(d), "{d}");
         }
         for d in ["sda", "vda", "nvme0n1", "dm-0", "md0", "sr0"] {

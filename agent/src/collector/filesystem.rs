@@ -5,9 +5,31 @@ use super::{Out, Root, read};
 
 /// Filesystem types node_exporter ignores by default.
 const IGNORED_FSTYPES: &[&str] = &[
-    "autofs", "binfmt_misc", "bpf", "cgroup", "cgroup2", "configfs", "debugfs", "devpts",
-    "devtmpfs", "fusectl", "hugetlbfs", "iso9660", "mqueue", "nsfs", "overlay", "proc", "procfs",
-    "pstore", "rpc_pipefs", "securityfs", "selinuxfs", "squashfs", "erofs", "sysfs", "tracefs",
+    "autofs",
+    "binfmt_misc",
+    "bpf",
+    "cgroup",
+    "cgroup2",
+    "configfs",
+    "debugfs",
+    "devpts",
+    "devtmpfs",
+    "fusectl",
+    "hugetlbfs",
+    "iso9660",
+    "mqueue",
+    "nsfs",
+    "overlay",
+    "proc",
+    "procfs",
+    "pstore",
+    "rpc_pipefs",
+    "securityfs",
+    "selinuxfs",
+    "squashfs",
+    "erofs",
+    "sysfs",
+    "tracefs",
 ];
 
 /// Mount points node_exporter ignores by default (and everything under them).
@@ -91,12 +113,24 @@ pub fn collect(root: &Root, out: &mut Out) -> Result<(), String> {
         match rustix::fs::statvfs(m.mountpoint.as_str()) {
             Ok(s) => {
                 let bs = s.f_frsize as f64;
-                out.add("node_filesystem_size_bytes", &labels, s.f_blocks as f64 * bs);
+                out.add(
+                    "node_filesystem_size_bytes",
+                    &labels,
+                    s.f_blocks as f64 * bs,
+                );
                 out.add("node_filesystem_free_bytes", &labels, s.f_bfree as f64 * bs);
-                out.add("node_filesystem_avail_bytes", &labels, s.f_bavail as f64 * bs);
+                out.add(
+                    "node_filesystem_avail_bytes",
+                    &labels,
+                    s.f_bavail as f64 * bs,
+                );
                 out.add("node_filesystem_files", &labels, s.f_files as f64);
                 out.add("node_filesystem_files_free", &labels, s.f_ffree as f64);
-                out.add("node_filesystem_readonly", &labels, f64::from(u8::from(m.readonly)));
+                out.add(
+                    "node_filesystem_readonly",
+                    &labels,
+                    f64::from(u8::from(m.readonly)),
+                );
                 out.add("node_filesystem_device_error", &labels, 0.0);
             }
             Err(_) => out.add("node_filesystem_device_error", &labels, 1.0),

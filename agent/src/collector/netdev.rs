@@ -3,10 +3,24 @@
 use super::{Out, Root, num, read};
 
 const RECEIVE: [&str; 8] = [
-    "bytes", "packets", "errs", "drop", "fifo", "frame", "compressed", "multicast",
+    "bytes",
+    "packets",
+    "errs",
+    "drop",
+    "fifo",
+    "frame",
+    "compressed",
+    "multicast",
 ];
 const TRANSMIT: [&str; 8] = [
-    "bytes", "packets", "errs", "drop", "fifo", "colls", "carrier", "compressed",
+    "bytes",
+    "packets",
+    "errs",
+    "drop",
+    "fifo",
+    "colls",
+    "carrier",
+    "compressed",
 ];
 
 /// `node_network_{receive,transmit}_<field>_total{device}`.

@@ -15,11 +15,20 @@ fn wanted(proto: &str, field: &str) -> bool {
         "TcpExt" => {
             field.starts_with("Listen")
                 || field.starts_with("Syncookies")
-                || matches!(field, "TCPSynRetrans" | "TCPTimeouts" | "TCPOFOQueue" | "TCPRcvQDrop")
+                || matches!(
+                    field,
+                    "TCPSynRetrans" | "TCPTimeouts" | "TCPOFOQueue" | "TCPRcvQDrop"
+                )
         }
         "Tcp" => matches!(
             field,
-            "ActiveOpens" | "InSegs" | "OutSegs" | "OutRsts" | "PassiveOpens" | "RetransSegs" | "CurrEstab"
+            "ActiveOpens"
+                | "InSegs"
+                | "OutSegs"
+                | "OutRsts"
+                | "PassiveOpens"
+                | "RetransSegs"
+                | "CurrEstab"
         ),
         "Udp" | "Udp6" => matches!(
             field,
@@ -40,7 +49,10 @@ fn paired(text: &str, out: &mut Out, file: &str) -> Result<(), String> {
         if proto != proto2 {
             return Err(format!("{file}: header {proto} followed by {proto2}"));
         }
-        for (n, val) in names.split_ascii_whitespace().zip(vals.split_ascii_whitespace()) {
+        for (n, val) in names
+            .split_ascii_whitespace()
+            .zip(vals.split_ascii_whitespace())
+        {
             if wanted(proto, n) {
                 out.add(&format!("node_netstat_{proto}_{n}"), &[], num(val, n)?);
             }

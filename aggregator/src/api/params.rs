@@ -45,9 +45,8 @@ impl Params {
     pub fn time_or(&self, key: &str, default: i64) -> Result<i64, ApiError> {
         match self.get(key).filter(|v| !v.is_empty()) {
             None => Ok(default),
-            Some(v) => parse_time(v).map_err(|e| {
-                ApiError::bad_data(format!("invalid parameter \"{key}\": {e}"))
-            }),
+            Some(v) => parse_time(v)
+                .map_err(|e| ApiError::bad_data(format!("invalid parameter \"{key}\": {e}"))),
         }
     }
 }
@@ -89,7 +88,10 @@ mod tests {
     #[test]
     fn times_and_steps_parse_like_prometheus() {
         assert_eq!(parse_time("1435781451.781"), Ok(1_435_781_451_781));
-        assert_eq!(parse_time("2015-07-01T20:10:51.781Z"), Ok(1_435_781_451_781));
+        assert_eq!(
+            parse_time("2015-07-01T20:10:51.781Z"),
+            Ok(1_435_781_451_781)
+        );
         assert!(parse_time("yesterday").is_err());
         assert!(parse_time("NaN").is_err());
         assert_eq!(parse_step("15"), Ok(15_000));

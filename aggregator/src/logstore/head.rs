@@ -195,7 +195,9 @@ mod tests {
             &[("__name__", "m")],
             &[(30, f64::from_bits(STALE_NAN_BITS))],
         )]);
-        let got = h.select(&[Matcher::equal("__name__", "m")], 0, 100, 100).unwrap();
+        let got = h
+            .select(&[Matcher::equal("__name__", "m")], 0, 100, 100)
+            .unwrap();
         let ts: Vec<_> = got[0].samples.iter().map(|s| (s.0, s.1)).collect();
         assert_eq!(ts, vec![(10, 1.0), (20, 2.0), (30, 4.0)]);
         assert_eq!(h.stats().overwritten, 2);
@@ -215,8 +217,17 @@ mod tests {
             name: "i".into(),
             op: MatchOp::Regex(regex::Regex::new("^(?:[0-4])$").unwrap()),
         };
-        assert_eq!(h.select(&[re.clone()], 0, 10, 100).unwrap().len(), 5);
-        assert!(h.select(&[Matcher::equal("__name__", "nope")], 0, 10, 100).unwrap().is_empty());
+        assert_eq!(
+            h.select(std::slice::from_ref(&re), 0, 10, 100)
+                .unwrap()
+                .len(),
+            5
+        );
+        assert!(
+            h.select(&[Matcher::equal("__name__", "nope")], 0, 10, 100)
+                .unwrap()
+                .is_empty()
+        );
         assert!(matches!(
             h.select(&[Matcher::equal("__name__", "m")], 0, 10, 3),
             Err(StorageError::TooManySamples { limit: 3 })
