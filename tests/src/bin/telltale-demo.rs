@@ -1,0 +1,129 @@
+//! The one-command demo: builds the binaries, makes certificates in a scratch directory,
+//! starts a real aggregator and a real agent on this host over QUIC with mutual TLS, waits for
+//! the first samples and prints the URL and example queries. Runs until Ctrl-C
+//! (or for `--for DURATION`).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use telltale_tests::*;
+
+struct Args {
+    run_for: Option<Duration>,
+    build: bool,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        run_for: None,
+        build: true,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--for" => {
+                let v = it.next().context("--for needs a duration such as 30s")?;
+                a.run_for = Some(humantime::parse_duration(&v).with_context(|| format!("--for {v}"))?);
+            }
+            "--no-build" => a.build = false,
+            "-h" | "--help" => {
+                println!("telltale-demo [--for DURATION] [--no-build]\n\nStarts an aggregator and an agent on this host and prints how to query them.");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?} (try --help)"),
+        }
+    }
+    Ok(a)
+}
+
+fn build() -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--locked", "--bins", "-p", "telltale-agent", "-p", "telltale-aggregator"]);
+    if bin_dir().ends_with("release") {
+        cmd.arg("--release");
+    }
+    let st = cmd.status().context("cannot run cargo")?;
+    anyhow::ensure!(st.success(), "building the binaries failed");
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = args()?;
+    if a.build {
+        build()?;
+    }
+    let scratch: PathBuf = std::env::temp_dir().join(format!("telltale-demo-{}", std::process::id()));
+    let tls = scratch.join("tls");
+    certs_init(&tls)?;
+    let name = "demo-agent";
+    certs_issue(&tls, name)?;
+    let agg = start_aggregator(&tls, &scratch.join("aggregator"), "127.0.0.1:9470", "127.0.0.1:9471", &[])
+        .or_else(|e| {
+            eprintln!("(default ports busy: {e:#}; using free ports instead)");
+            start_aggregator(&tls, &scratch.join("aggregator"), "127.0.0.1:0", "127.0.0.1:0", &[])
+        })?;
+    let agent = start_agent(&tls, name, agg.quic, &scratch.join("agent"), "1s")?;
+    let first = wait_for(Duration::from_secs(30), || {
+        let r = query(agg.http, "node_cpu_seconds_total").ok()?;
+        (!r.is_empty()).then_some(r.len())
+    })
+    .with_context(|| format!("no data arrived within 30s\naggregator:\n{}\nagent:\n{}", agg.proc.log(), agent.log()))?;
+
+    let url = format!("http://{}", agg.http);
+    println!("\nTelltale demo is running.");
+    println!("  aggregator: {url} (QUIC ingest on {}/udp)", agg.quic);
+    println!("  agent:      {name}, collecting every 1s, {first} CPU series so far");
+    println!("  scratch:    {} (certificates, data)\n", scratch.display());
+    println!("Try:");
+    for q in [
+        "node_load1",
+        "node_memory_MemAvailable_bytes",
+        "up",
+        "node_network_receive_bytes_total{device=\"lo\"}[30s]",
+    ] {
+        let sample = query(agg.http, q)
+            .ok()
+            .and_then(|r| r.first().cloned())
+            .map(|s| {
+                if s["values"].is_array() {
+                    format!("{} samples", s["values"].as_array().map_or(0, Vec::len))
+                } else {
+                    s["value"][1].as_str().unwrap_or("").to_string()
+                }
+            })
+            .unwrap_or_default();
+        println!("  curl -s '{url}/api/v1/query?query={}'    # {q} = {sample}", enc(q));
+    }
+    println!("  curl -s '{url}/api/v1/agents'");
+    println!("  curl -s '{url}/metrics'");
+    println!("\nGrafana: add a Prometheus data source with URL {url}. Ctrl-C stops the demo.\n");
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let started = Instant::now();
+    rt.block_on(async {
+        let mut tick = tokio::time::interval(Duration::from_secs(if a.run_for.is_some() { 1 } else { 10 }));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = tick.tick() => {
+                    let samples = metric(agg.http, "telltale_aggregator_samples_ingested_total").unwrap_or(0.0);
+                    let series = metric(agg.http, "telltale_aggregator_series").unwrap_or(0.0);
+                    println!("  {:>4}s: {samples} samples stored, {series} series", started.elapsed().as_secs());
+                    if a.run_for.is_some_and(|d| started.elapsed() >= d) {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let (mut agent, mut agg) = (agent, agg);
+    agent.terminate(Duration::from_secs(10));
+    agg.proc.terminate(Duration::from_secs(10));
+    let _ = std::fs::remove_dir_all(&scratch);
+    println!("stopped; scratch directory removed");
+    Ok(())
+}

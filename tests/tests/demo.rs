@@ -1,0 +1,17 @@
+//! The README's first command runs this demo; CI runs it briefly to prove it works.
+
+use std::process::Command;
+
+#[test]
+fn the_demo_starts_an_aggregator_and_an_agent_and_shows_data() {
+    let out = Command::new(env!("CARGO_BIN_EXE_telltale-demo"))
+        .args(["--no-build", "--for", "3s"])
+        .output()
+        .expect("run the demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("Telltale demo is running."), "{stdout}");
+    assert!(stdout.contains("node_load1 = "), "{stdout}");
+    assert!(stdout.contains("up = 1"), "{stdout}");
+    assert!(stdout.contains("scratch directory removed"), "{stdout}");
+}
