@@ -1,0 +1,300 @@
+//! Benchmarks whose figures go in the README. Measurements, not tests: each prints what it
+//! measured, side by side with the peer where there is one.
+//!
+//! - `telltale-bench agent [--duration 5m]`: CPU seconds and peak RSS of `telltale-agent` at
+//!   10s and 1s intervals, next to `prometheus-node-exporter` scraped at the same intervals,
+//!   all four running at once (ratios, since the machine is shared).
+//! - `telltale-bench ingest [--agents 20] [--series 1000] [--seconds 20]`: samples per second the
+//!   aggregator stores and acknowledges from simulated agents over QUIC on loopback.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use telltale_common::codec::{self, FrameDecoder};
+use telltale_common::model::{Labels, Sample, SeriesSamples};
+use telltale_common::tls::TlsPaths;
+use telltale_common::wire::{Batch, ClientMessage, Hello, ServerMessage};
+use telltale_tests::*;
+
+const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
+
+/// `(utime + stime)` in seconds, and `(VmHWM, VmRSS)` in bytes, of a process.
+fn proc_usage(pid: u32) -> anyhow::Result<(f64, u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').context("bad stat")?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb = |key: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    Ok((ticks / 100.0, kb("VmHWM:"), kb("VmRSS:")))
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.windows(2)
+        .find(|w| w[0] == name)
+        .and_then(|w| w[1].parse().ok())
+        .unwrap_or(default)
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}
+
+fn bench_agent(args: &[String]) -> anyhow::Result<()> {
+    let duration = humantime::parse_duration(&arg(args, "--duration", "5m".to_string()))?;
+    if !Path::new(NODE_EXPORTER).exists() {
+        bail!("{NODE_EXPORTER} is missing: apt-get install prometheus-node-exporter");
+    }
+    let dir = tempfile::tempdir()?;
+    let tls = dir.path().join("tls");
+    certs_init(&tls)?;
+    let agg = start_aggregator(&tls, &dir.path().join("agg"), "127.0.0.1:0", "127.0.0.1:0", &[])?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut rows = Vec::new();
+    let mut keep = Vec::new();
+    for (interval, secs) in [("10s", 10u64), ("1s", 1)] {
+        let name = format!("bench-{interval}");
+        certs_issue(&tls, &name)?;
+        let agent = start_agent(&tls, &name, agg.quic, &dir.path().join(&name), interval)?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let ne = Command::new(NODE_EXPORTER)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let scraped = Arc::new(AtomicU64::new(0));
+        let (stop2, scraped2) = (stop.clone(), scraped.clone());
+        // The scraper: what a Prometheus server does to node_exporter every interval.
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            while !stop2.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                if let Ok((_, body)) = http_get(addr, "/metrics") {
+                    let series = body.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count();
+                    scraped2.store(series as u64, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_secs(secs).saturating_sub(t.elapsed()));
+            }
+        });
+        keep.push((interval, name, agent, ne, scraped));
+    }
+    // Let both sides start up and run one 10 s interval before measuring.
+    std::thread::sleep(Duration::from_secs(12));
+    let start: Vec<_> = keep
+        .iter()
+        .map(|(_, _, a, n, _)| Ok((proc_usage(a.child.id())?, proc_usage(n.id())?)))
+        .collect::<anyhow::Result<_>>()?;
+    eprintln!("measuring for {}...", humantime::format_duration(duration));
+    std::thread::sleep(duration);
+    for ((interval, name, agent, ne, scraped), (a0, n0)) in keep.iter().zip(start) {
+        let a1 = proc_usage(agent.child.id())?;
+        let n1 = proc_usage(ne.id())?;
+        let ours = query(agg.http, &format!("{{instance=\"{name}\"}}"))?.len();
+        rows.push(format!(
+            "| {interval} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {ours} | {} |",
+            a1.0 - a0.0,
+            n1.0 - n0.0,
+            (a1.0 - a0.0) / (n1.0 - n0.0).max(0.001),
+            mib(a1.1),
+            mib(n1.1),
+            scraped.load(Ordering::Relaxed),
+        ));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for (_, _, _, mut ne, _) in keep {
+        let _ = ne.kill();
+        let _ = ne.wait();
+    }
+    println!("\nAgent overhead over {} (CPU seconds used in that window; peak RSS = VmHWM):\n", humantime::format_duration(duration));
+    println!("| interval | telltale-agent CPU s | node_exporter CPU s | CPU ratio | telltale-agent peak RSS MiB | node_exporter peak RSS MiB | series (telltale) | series (node_exporter) |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+    Ok(())
+}
+
+/// A batch encoded once, with the byte offsets of its timestamps and sequence, so sending
+/// costs a copy and a checksum instead of an encode.
+struct Template {
+    payload: Vec<u8>,
+    ts: Vec<usize>,
+    seq: usize,
+    samples: u64,
+}
+
+const T0: i64 = 1_600_000_000_000;
+const SEQ0: u64 = 1 << 40;
+
+fn offsets(hay: &[u8], value: u64) -> Vec<usize> {
+    let needle = value.to_be_bytes();
+    (1..hay.len().saturating_sub(8))
+        .filter(|&i| matches!(hay[i - 1], 0xcf | 0xd3) && hay[i..i + 8] == needle)
+        .collect()
+}
+
+impl Template {
+    fn new(agent: usize, series: usize) -> anyhow::Result<Template> {
+        let b = Batch {
+            sequence: SEQ0,
+            created_ms: T0,
+            series: (0..series)
+                .map(|j| SeriesSamples {
+                    labels: Labels::from_pairs([
+                        ("__name__", format!("bench_metric_{}", j % 25)),
+                        ("series", j.to_string()),
+                        ("device", format!("dev{}", j % 7)),
+                        ("mode", "user".to_string()),
+                        ("host", format!("bench-{agent}")),
+                    ]),
+                    samples: vec![Sample(T0, j as f64 * 1.5)],
+                })
+                .collect(),
+        };
+        let payload = codec::encode_payload(&ClientMessage::Batch(b))?;
+        let ts = offsets(&payload, T0 as u64);
+        let seq = *offsets(&payload, SEQ0).first().context("sequence not found in template")?;
+        anyhow::ensure!(ts.len() == series + 1, "found {} timestamps", ts.len());
+        Ok(Template { payload, ts, seq, samples: series as u64 })
+    }
+
+    fn frame(&self, k: u64) -> Vec<u8> {
+        let mut p = self.payload.clone();
+        let t = (T0 as u64 + k * 1000).to_be_bytes();
+        for &o in &self.ts {
+            p[o..o + 8].copy_from_slice(&t);
+        }
+        p[self.seq..self.seq + 8].copy_from_slice(&(SEQ0 + k).to_be_bytes());
+        let mut out = Vec::with_capacity(p.len() + codec::HEADER_LEN);
+        codec::frame_into(&p, &mut out);
+        out
+    }
+}
+
+async fn sim_agent(
+    tls: std::path::PathBuf,
+    name: String,
+    addr: SocketAddr,
+    tpl: Template,
+    acked: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let paths = TlsPaths {
+        ca: tls.join("ca.crt"),
+        cert: tls.join(format!("agents/{name}.crt")),
+        key: tls.join(format!("agents/{name}.key")),
+    };
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    ep.set_default_client_config(paths.load()?.client_config()?);
+    let conn = ep.connect(addr, "localhost")?.await?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    send.write_all(&codec::encode_frame(&ClientMessage::Hello(Hello {
+        protocol_version: telltale_common::PROTOCOL_VERSION,
+        agent_version: "bench".into(),
+        epoch: rand_epoch(),
+    }))?)
+    .await?;
+    let window = Arc::new(tokio::sync::Semaphore::new(64));
+    let w2 = window.clone();
+    let samples = tpl.samples;
+    let reader = tokio::spawn(async move {
+        let mut dec = FrameDecoder::new(codec::DEFAULT_MAX_FRAME);
+        while let Ok(Some(c)) = recv.read_chunk(1 << 16, true).await {
+            if dec.push(&c.bytes).is_err() {
+                break;
+            }
+            while let Ok(Some(p)) = dec.poll_frame() {
+                if let Ok(ServerMessage::Ack { .. }) = codec::decode_payload(&p) {
+                    acked.fetch_add(samples, Ordering::Relaxed);
+                    w2.add_permits(1);
+                }
+            }
+        }
+    });
+    let mut k = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        window.acquire().await?.forget();
+        send.write_all(&tpl.frame(k)).await?;
+        k += 1;
+    }
+    reader.abort();
+    conn.close(0u32.into(), b"done");
+    Ok(())
+}
+
+fn rand_epoch() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    t ^ (std::process::id() as u64) << 32
+}
+
+fn bench_ingest(args: &[String]) -> anyhow::Result<()> {
+    let agents: usize = arg(args, "--agents", 20);
+    let series: usize = arg(args, "--series", 1000);
+    let seconds: u64 = arg(args, "--seconds", 20);
+    let dir = tempfile::tempdir()?;
+    let tls = dir.path().join("tls");
+    certs_init(&tls)?;
+    for i in 0..agents {
+        certs_issue(&tls, &format!("bench-{i}"))?;
+    }
+    let agg = start_aggregator(&tls, &dir.path().join("agg"), "127.0.0.1:0", "127.0.0.1:0", &[])?;
+    let acked = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let rt = tokio::runtime::Runtime::new()?;
+    let mut tasks = Vec::new();
+    for i in 0..agents {
+        let tpl = Template::new(i, series)?;
+        tasks.push(rt.spawn(sim_agent(tls.clone(), format!("bench-{i}"), agg.quic, tpl, acked.clone(), stop.clone())));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let (a0, c0) = (acked.load(Ordering::Relaxed), proc_usage(agg.proc.child.id())?.0);
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(seconds));
+    let (a1, c1) = (acked.load(Ordering::Relaxed), proc_usage(agg.proc.child.id())?.0);
+    let el = t0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    rt.block_on(async {
+        for t in tasks {
+            match tokio::time::timeout(Duration::from_secs(10), t).await {
+                Ok(Ok(Err(e))) => eprintln!("simulated agent failed: {e:#}"),
+                Ok(Err(e)) => eprintln!("simulated agent panicked: {e}"),
+                _ => {}
+            }
+        }
+    });
+    let rate = (a1 - a0) as f64 / el;
+    let cpu = c1 - c0;
+    let stored = metric(agg.http, "telltale_aggregator_samples_ingested_total")?;
+    let overwritten = metric(agg.http, "telltale_aggregator_samples_overwritten_total")?;
+    println!("\nAggregator ingest: {agents} simulated agents × {series} series per batch, {seconds} s, QUIC + mTLS on loopback, ack after fdatasync\n");
+    println!("| acknowledged samples/s | aggregator CPU s in window | samples per aggregator CPU second | samples stored | overwritten |");
+    println!("|---|---|---|---|---|");
+    println!("| {rate:.0} | {cpu:.2} | {:.0} | {stored} | {overwritten} |", (a1 - a0) as f64 / cpu.max(0.001));
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("agent") => bench_agent(&args),
+        Some("ingest") => bench_ingest(&args),
+        _ => bail!("usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N]"),
+    }
+}
