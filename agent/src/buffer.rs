@@ -156,7 +156,9 @@ impl Buffer {
             .path(dir)
             .cache_capacity(1 << 20)
             .mode(sled::Mode::LowSpace)
-            .flush_every_ms(Some(1000))
+            // The agent flushes after every push itself; sled's background flusher would only
+            // add a thread and wake-ups.
+            .flush_every_ms(None)
             .open()
             .map_err(|source| BufferError::Sled {
                 dir: dir.to_path_buf(),
@@ -251,7 +253,10 @@ impl Buffer {
             .map_err(|e| self.err(e))?;
         self.bytes.fetch_add(size, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.db.flush_async().await.map_err(|e| self.err(e))?;
+        // A synchronous flush on purpose: `flush_async` hands the work to sled's I/O thread
+        // pool, which costs a thread per flush in flight and memory in each; the agent's one
+        // runtime thread can afford the wait (sync_file_range, about a millisecond).
+        self.db.flush().map_err(|e| self.err(e))?;
         Ok(seq)
     }
 

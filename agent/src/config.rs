@@ -30,6 +30,17 @@ pub struct FileConfig {
     pub buffer: Option<BufferSection>,
     /// Shipping settings.
     pub shipper: Option<ShipperSection>,
+    /// Optional collectors.
+    pub collectors: Option<CollectorsSection>,
+}
+
+/// `[collectors]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorsSection {
+    /// `node_tcp_connection_states{state}` from /proc/net/tcp (default false: costly on hosts
+    /// with much memory, as node_exporter's tcpstat collector, which is also off by default).
+    pub tcpstat: Option<bool>,
 }
 
 /// `[tls]`
@@ -84,6 +95,8 @@ pub struct Config {
     pub buffer_max_bytes: u64,
     /// In-flight limit.
     pub max_in_flight: usize,
+    /// Optional collectors switched on.
+    pub optional: crate::collector::Optional,
 }
 
 /// Command-line overrides.
@@ -211,6 +224,9 @@ impl Config {
             },
             buffer_max_bytes: max_bytes,
             max_in_flight,
+            optional: crate::collector::Optional {
+                tcpstat: file.collectors.and_then(|c| c.tcpstat).unwrap_or(false),
+            },
         })
     }
 }

@@ -98,13 +98,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TELLTALE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    telltale_common::logging::init();
     // One thread is plenty for an agent and keeps its footprint small.
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

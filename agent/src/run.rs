@@ -96,7 +96,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
         let started = tokio::time::Instant::now();
         let mut out = Out::new(now_ms());
-        collector::collect_all(&root, &mut out);
+        collector::collect_all(&root, cfg.optional, &mut out);
         for (c, e) in &out.errors {
             tracing::debug!(collector = c, error = %e, "collector failed");
         }

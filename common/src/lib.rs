@@ -8,11 +8,13 @@
 //! - [`tls`]: certificate authority, issuing, and the rustls/quinn configurations for mutual TLS.
 //! - [`config`]: primitives for strict TOML configuration (humantime durations, errors that name
 //!   the key and the file).
+//! - [`logging`]: the tracing set-up both binaries use.
 //! - [`names`]: the metric names Telltale itself exports, in one place.
 #![forbid(unsafe_code)]
 
 pub mod codec;
 pub mod config;
+pub mod logging;
 pub mod model;
 pub mod names;
 pub mod tls;

@@ -61,7 +61,11 @@ impl Labels {
     /// Sets `name` to `value`, keeping the order sorted.
     pub fn set(&mut self, name: &str, value: &str) {
         match self.0.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
-            Ok(i) => self.0[i].1 = value.to_string(),
+            Ok(i) => {
+                if self.0[i].1 != value {
+                    self.0[i].1 = value.to_string();
+                }
+            }
             Err(i) => self.0.insert(i, (name.to_string(), value.to_string())),
         }
     }

@@ -183,6 +183,11 @@ pub fn start_aggregator(
     Ok(Aggregator { proc, http, quic })
 }
 
+/// Starts an aggregator on free loopback ports with its data in `dir/agg`.
+pub fn start_fresh_aggregator(tls_dir: &Path, dir: &Path) -> anyhow::Result<Aggregator> {
+    start_aggregator(tls_dir, &dir.join("agg"), "127.0.0.1:0", "127.0.0.1:0", &[])
+}
+
 /// Starts `telltale-agent run` with a certificate issued from `tls_dir` for `name`.
 pub fn start_agent(
     tls_dir: &Path,

@@ -9,7 +9,11 @@ fn the_demo_starts_an_aggregator_and_an_agent_and_shows_data() {
         .output()
         .expect("run the demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("Telltale demo is running."), "{stdout}");
     assert!(stdout.contains("node_load1 = "), "{stdout}");
     assert!(stdout.contains("up = 1"), "{stdout}");

@@ -21,14 +21,7 @@ fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
 fn agent_cpu_metrics_are_queryable_within_three_intervals() {
     let (dir, tls) = setup();
     certs_issue(&tls, "web-1").unwrap();
-    let agg = start_aggregator(
-        &tls,
-        &dir.path().join("agg"),
-        "127.0.0.1:0",
-        "127.0.0.1:0",
-        &[],
-    )
-    .unwrap();
+    let agg = start_fresh_aggregator(&tls, dir.path()).unwrap();
     let started = Instant::now();
     let _agent = start_agent(&tls, "web-1", agg.quic, &dir.path().join("agent"), "2s").unwrap();
     let found = wait_for(Duration::from_secs(6), || {
@@ -66,14 +59,7 @@ fn an_agent_from_another_ca_is_refused_and_nothing_of_it_is_stored() {
     // Same name as a legitimate agent would have: the certificate, not the name, decides.
     certs_issue(&other, "intruder").unwrap();
     certs_issue(&tls, "good").unwrap();
-    let agg = start_aggregator(
-        &tls,
-        &dir.path().join("agg"),
-        "127.0.0.1:0",
-        "127.0.0.1:0",
-        &[],
-    )
-    .unwrap();
+    let agg = start_fresh_aggregator(&tls, dir.path()).unwrap();
     // The intruder trusts our CA for the server (so it gets as far as the handshake) but
     // presents a client certificate from its own CA.
     std::fs::copy(tls.join("ca.crt"), other.join("ca.crt")).unwrap();
@@ -191,14 +177,7 @@ fn a_killed_agent_delivers_what_was_not_acknowledged_after_restart() {
     certs_issue(&tls, "flaky").unwrap();
     let data = dir.path().join("agent");
     // Reserve ports, then stop: the agent buffers while nothing listens.
-    let agg = start_aggregator(
-        &tls,
-        &dir.path().join("agg"),
-        "127.0.0.1:0",
-        "127.0.0.1:0",
-        &[],
-    )
-    .unwrap();
+    let agg = start_fresh_aggregator(&tls, dir.path()).unwrap();
     let (http, quic) = (agg.http.to_string(), agg.quic.to_string());
     let quic_addr = agg.quic;
     drop(agg);
@@ -255,14 +234,7 @@ fn oversized_and_garbage_frames_close_only_that_connection() {
     for n in ["bystander", "big", "garbage"] {
         certs_issue(&tls, n).unwrap();
     }
-    let agg = start_aggregator(
-        &tls,
-        &dir.path().join("agg"),
-        "127.0.0.1:0",
-        "127.0.0.1:0",
-        &[],
-    )
-    .unwrap();
+    let agg = start_fresh_aggregator(&tls, dir.path()).unwrap();
     let _agent = start_agent(
         &tls,
         "bystander",

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use rustc_hash::FxHashMap;
+
 use telltale_common::model::{Labels, Sample, SeriesSamples, is_stale_marker};
 
 use crate::storage::{MatchOp, Matcher, SeriesData, StorageError, StorageStats};
@@ -52,7 +54,8 @@ impl MemSeries {
 #[derive(Debug, Default)]
 pub struct Head {
     series: Vec<MemSeries>,
-    index: HashMap<Labels, u32>,
+    /// FxHash: label sets are hashed for every incoming sample, SipHash is measurably slower.
+    index: FxHashMap<Labels, u32>,
     postings: HashMap<String, HashMap<String, Vec<u32>>>,
     samples: u64,
     overwritten: u64,

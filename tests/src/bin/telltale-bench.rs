@@ -61,7 +61,7 @@ fn bench_agent(args: &[String]) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let tls = dir.path().join("tls");
     certs_init(&tls)?;
-    let agg = start_aggregator(&tls, &dir.path().join("agg"), "127.0.0.1:0", "127.0.0.1:0", &[])?;
+    let agg = start_fresh_aggregator(&tls, dir.path())?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut rows = Vec::new();
     let mut keep = Vec::new();
@@ -69,7 +69,9 @@ fn bench_agent(args: &[String]) -> anyhow::Result<()> {
         let name = format!("bench-{interval}");
         certs_issue(&tls, &name)?;
         let agent = start_agent(&tls, &name, agg.quic, &dir.path().join(&name), interval)?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let ne = Command::new(NODE_EXPORTER)
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
@@ -84,7 +86,10 @@ fn bench_agent(args: &[String]) -> anyhow::Result<()> {
             while !stop2.load(Ordering::Relaxed) {
                 let t = Instant::now();
                 if let Ok((_, body)) = http_get(addr, "/metrics") {
-                    let series = body.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count();
+                    let series = body
+                        .lines()
+                        .filter(|l| !l.starts_with('#') && !l.is_empty())
+                        .count();
                     scraped2.store(series as u64, Ordering::Relaxed);
                 }
                 std::thread::sleep(Duration::from_secs(secs).saturating_sub(t.elapsed()));
@@ -119,8 +124,13 @@ fn bench_agent(args: &[String]) -> anyhow::Result<()> {
         let _ = ne.kill();
         let _ = ne.wait();
     }
-    println!("\nAgent overhead over {} (CPU seconds used in that window; peak RSS = VmHWM):\n", humantime::format_duration(duration));
-    println!("| interval | telltale-agent CPU s | node_exporter CPU s | CPU ratio | telltale-agent peak RSS MiB | node_exporter peak RSS MiB | series (telltale) | series (node_exporter) |");
+    println!(
+        "\nAgent overhead over {} (CPU seconds used in that window; peak RSS = VmHWM):\n",
+        humantime::format_duration(duration)
+    );
+    println!(
+        "| interval | telltale-agent CPU s | node_exporter CPU s | CPU ratio | telltale-agent peak RSS MiB | node_exporter peak RSS MiB | series (telltale) | series (node_exporter) |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
@@ -167,9 +177,16 @@ impl Template {
         };
         let payload = codec::encode_payload(&ClientMessage::Batch(b))?;
         let ts = offsets(&payload, T0 as u64);
-        let seq = *offsets(&payload, SEQ0).first().context("sequence not found in template")?;
+        let seq = *offsets(&payload, SEQ0)
+            .first()
+            .context("sequence not found in template")?;
         anyhow::ensure!(ts.len() == series + 1, "found {} timestamps", ts.len());
-        Ok(Template { payload, ts, seq, samples: series as u64 })
+        Ok(Template {
+            payload,
+            ts,
+            seq,
+            samples: series as u64,
+        })
     }
 
     fn frame(&self, k: u64) -> Vec<u8> {
@@ -254,20 +271,33 @@ fn bench_ingest(args: &[String]) -> anyhow::Result<()> {
     for i in 0..agents {
         certs_issue(&tls, &format!("bench-{i}"))?;
     }
-    let agg = start_aggregator(&tls, &dir.path().join("agg"), "127.0.0.1:0", "127.0.0.1:0", &[])?;
+    let agg = start_fresh_aggregator(&tls, dir.path())?;
     let acked = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let rt = tokio::runtime::Runtime::new()?;
     let mut tasks = Vec::new();
     for i in 0..agents {
         let tpl = Template::new(i, series)?;
-        tasks.push(rt.spawn(sim_agent(tls.clone(), format!("bench-{i}"), agg.quic, tpl, acked.clone(), stop.clone())));
+        tasks.push(rt.spawn(sim_agent(
+            tls.clone(),
+            format!("bench-{i}"),
+            agg.quic,
+            tpl,
+            acked.clone(),
+            stop.clone(),
+        )));
     }
     std::thread::sleep(Duration::from_secs(3));
-    let (a0, c0) = (acked.load(Ordering::Relaxed), proc_usage(agg.proc.child.id())?.0);
+    let (a0, c0) = (
+        acked.load(Ordering::Relaxed),
+        proc_usage(agg.proc.child.id())?.0,
+    );
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(seconds));
-    let (a1, c1) = (acked.load(Ordering::Relaxed), proc_usage(agg.proc.child.id())?.0);
+    let (a1, c1) = (
+        acked.load(Ordering::Relaxed),
+        proc_usage(agg.proc.child.id())?.0,
+    );
     let el = t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     rt.block_on(async {
@@ -283,10 +313,17 @@ fn bench_ingest(args: &[String]) -> anyhow::Result<()> {
     let cpu = c1 - c0;
     let stored = metric(agg.http, "telltale_aggregator_samples_ingested_total")?;
     let overwritten = metric(agg.http, "telltale_aggregator_samples_overwritten_total")?;
-    println!("\nAggregator ingest: {agents} simulated agents × {series} series per batch, {seconds} s, QUIC + mTLS on loopback, ack after fdatasync\n");
-    println!("| acknowledged samples/s | aggregator CPU s in window | samples per aggregator CPU second | samples stored | overwritten |");
+    println!(
+        "\nAggregator ingest: {agents} simulated agents × {series} series per batch, {seconds} s, QUIC + mTLS on loopback, ack after fdatasync\n"
+    );
+    println!(
+        "| acknowledged samples/s | aggregator CPU s in window | samples per aggregator CPU second | samples stored | overwritten |"
+    );
     println!("|---|---|---|---|---|");
-    println!("| {rate:.0} | {cpu:.2} | {:.0} | {stored} | {overwritten} |", (a1 - a0) as f64 / cpu.max(0.001));
+    println!(
+        "| {rate:.0} | {cpu:.2} | {:.0} | {stored} | {overwritten} |",
+        (a1 - a0) as f64 / cpu.max(0.001)
+    );
     Ok(())
 }
 
@@ -295,6 +332,8 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("agent") => bench_agent(&args),
         Some("ingest") => bench_ingest(&args),
-        _ => bail!("usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N]"),
+        _ => bail!(
+            "usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N]"
+        ),
     }
 }

@@ -25,11 +25,14 @@ fn args() -> anyhow::Result<Args> {
         match arg.as_str() {
             "--for" => {
                 let v = it.next().context("--for needs a duration such as 30s")?;
-                a.run_for = Some(humantime::parse_duration(&v).with_context(|| format!("--for {v}"))?);
+                a.run_for =
+                    Some(humantime::parse_duration(&v).with_context(|| format!("--for {v}"))?);
             }
             "--no-build" => a.build = false,
             "-h" | "--help" => {
-                println!("telltale-demo [--for DURATION] [--no-build]\n\nStarts an aggregator and an agent on this host and prints how to query them.");
+                println!(
+                    "telltale-demo [--for DURATION] [--no-build]\n\nStarts an aggregator and an agent on this host and prints how to query them."
+                );
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (try --help)"),
@@ -41,7 +44,15 @@ fn args() -> anyhow::Result<Args> {
 fn build() -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--locked", "--bins", "-p", "telltale-agent", "-p", "telltale-aggregator"]);
+    cmd.args([
+        "build",
+        "--locked",
+        "--bins",
+        "-p",
+        "telltale-agent",
+        "-p",
+        "telltale-aggregator",
+    ]);
     if bin_dir().ends_with("release") {
         cmd.arg("--release");
     }
@@ -55,22 +66,41 @@ fn main() -> anyhow::Result<()> {
     if a.build {
         build()?;
     }
-    let scratch: PathBuf = std::env::temp_dir().join(format!("telltale-demo-{}", std::process::id()));
+    let scratch: PathBuf =
+        std::env::temp_dir().join(format!("telltale-demo-{}", std::process::id()));
     let tls = scratch.join("tls");
     certs_init(&tls)?;
     let name = "demo-agent";
     certs_issue(&tls, name)?;
-    let agg = start_aggregator(&tls, &scratch.join("aggregator"), "127.0.0.1:9470", "127.0.0.1:9471", &[])
-        .or_else(|e| {
-            eprintln!("(default ports busy: {e:#}; using free ports instead)");
-            start_aggregator(&tls, &scratch.join("aggregator"), "127.0.0.1:0", "127.0.0.1:0", &[])
-        })?;
+    let agg = start_aggregator(
+        &tls,
+        &scratch.join("aggregator"),
+        "127.0.0.1:9470",
+        "127.0.0.1:9471",
+        &[],
+    )
+    .or_else(|e| {
+        eprintln!("(default ports busy: {e:#}; using free ports instead)");
+        start_aggregator(
+            &tls,
+            &scratch.join("aggregator"),
+            "127.0.0.1:0",
+            "127.0.0.1:0",
+            &[],
+        )
+    })?;
     let agent = start_agent(&tls, name, agg.quic, &scratch.join("agent"), "1s")?;
     let first = wait_for(Duration::from_secs(30), || {
         let r = query(agg.http, "node_cpu_seconds_total").ok()?;
         (!r.is_empty()).then_some(r.len())
     })
-    .with_context(|| format!("no data arrived within 30s\naggregator:\n{}\nagent:\n{}", agg.proc.log(), agent.log()))?;
+    .with_context(|| {
+        format!(
+            "no data arrived within 30s\naggregator:\n{}\nagent:\n{}",
+            agg.proc.log(),
+            agent.log()
+        )
+    })?;
 
     let url = format!("http://{}", agg.http);
     println!("\nTelltale demo is running.");
@@ -95,13 +125,18 @@ fn main() -> anyhow::Result<()> {
                 }
             })
             .unwrap_or_default();
-        println!("  curl -s '{url}/api/v1/query?query={}'    # {q} = {sample}", enc(q));
+        println!(
+            "  curl -s '{url}/api/v1/query?query={}'    # {q} = {sample}",
+            enc(q)
+        );
     }
     println!("  curl -s '{url}/api/v1/agents'");
     println!("  curl -s '{url}/metrics'");
     println!("\nGrafana: add a Prometheus data source with URL {url}. Ctrl-C stops the demo.\n");
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let started = Instant::now();
     rt.block_on(async {
         let mut tick = tokio::time::interval(Duration::from_secs(if a.run_for.is_some() { 1 } else { 10 }));
