@@ -152,6 +152,29 @@ impl Buffer {
     }
 
     fn open_db(dir: &Path) -> Result<sled::Db, BufferError> {
+        // sled starts seven I/O threads on first use that poll every second for the life of
+        // the process; on an idle agent their wake-ups were most of its CPU. Threads inherit
+        // the timer slack of the thread that creates them, so they are created (by opening
+        // and flushing) under a 60 s slack: their idle timeouts then fire late and together.
+        // Work handed to them is signalled, not timed, so it is not delayed. The calling
+        // thread gets its own slack back afterwards.
+        let previous = rustix::thread::current_timer_slack().ok();
+        let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(60_000_000_000));
+        let db = Self::open_db_inner(dir).and_then(|db| {
+            db.insert("opened", &telltale_common::model::now_ms().to_be_bytes())
+                .and_then(|_| db.flush())
+                .map(|_| db)
+                .map_err(|source| BufferError::Sled {
+                    dir: dir.to_path_buf(),
+                    source,
+                })
+        });
+        let _ =
+            rustix::thread::set_current_timer_slack(previous.and_then(std::num::NonZeroU64::new));
+        db
+    }
+
+    fn open_db_inner(dir: &Path) -> Result<sled::Db, BufferError> {
         sled::Config::new()
             .path(dir)
             .cache_capacity(1 << 20)

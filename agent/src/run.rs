@@ -42,7 +42,8 @@ impl SelfProcess {
             false,
             sysinfo::ProcessRefreshKind::nothing()
                 .with_memory()
-                .with_cpu(),
+                .with_cpu()
+                .without_tasks(),
         );
         let p = sys.process(pid)?;
         Some((p.accumulated_cpu_time() as f64 / 1000.0, p.memory() as f64))

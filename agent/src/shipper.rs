@@ -187,38 +187,6 @@ impl Shipper {
         }
     }
 
-    fn pick(
-        &self,
-        inflight: &BTreeMap<u64, (Instant, u32)>,
-        low: &mut u64,
-        fresh_turn: &mut bool,
-    ) -> Result<Option<Stored>, ShipError> {
-        loop {
-            *fresh_turn = !*fresh_turn;
-            let mut candidate = None;
-            if *fresh_turn
-                && let Some(last) = self.buffer.last()?
-                && last >= *low
-                && !inflight.contains_key(&last)
-            {
-                candidate = Some(last);
-            }
-            if candidate.is_none() {
-                candidate = self.buffer.next_from(*low, |s| inflight.contains_key(&s))?;
-                if let Some(c) = candidate {
-                    *low = c + 1;
-                }
-            }
-            let Some(seq) = candidate else {
-                return Ok(None);
-            };
-            // A corrupt record reads as absent (and is dropped): try the next one.
-            if let Some(s) = self.buffer.get(seq)? {
-                return Ok(Some(s));
-            }
-        }
-    }
-
     async fn session(
         &self,
         conn: &quinn::Connection,
@@ -247,7 +215,7 @@ impl Shipper {
         let (mut low, mut fresh_turn) = (0u64, false);
         loop {
             while inflight.len() < self.target.max_in_flight {
-                let Some(b) = self.pick(&inflight, &mut low, &mut fresh_turn)? else {
+                let Some(b) = pick(&self.buffer, &inflight, &mut low, &mut fresh_turn)? else {
                     break;
                 };
                 send.write_all(&b.frame)
@@ -276,12 +244,9 @@ impl Shipper {
                     None => return Err(ShipError::Lost("reader stopped".into())),
                 },
                 _ = self.notify.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {
-                    if let Some((t, _)) = inflight.values().min_by_key(|(t, _)| *t)
-                        && t.elapsed() > ACK_TIMEOUT
-                    {
-                        return Err(ShipError::Lost("no acknowledgement for 60s".into()));
-                    }
+                // Only armed while something is in flight, so an idle agent has no timer.
+                _ = sleep_until_opt(inflight.values().map(|(t, _)| *t).min().map(|t| t + ACK_TIMEOUT)) => {
+                    return Err(ShipError::Lost("no acknowledgement for 60s".into()));
                 }
                 r = conn.closed() => return Err(ShipError::Lost(r.to_string())),
                 _ = shutdown.changed() => {
@@ -302,6 +267,49 @@ impl Shipper {
                 }
             }
         }
+    }
+}
+
+/// Chooses the next batch to send: alternately the newest unsent batch (so fresh data flows
+/// during a backlog) and the oldest unsent one at or after `low` (so the backlog drains in
+/// order). `low` and `fresh_turn` are the caller's cursor state for this connection.
+fn pick(
+    buffer: &Buffer,
+    inflight: &BTreeMap<u64, (Instant, u32)>,
+    low: &mut u64,
+    fresh_turn: &mut bool,
+) -> Result<Option<Stored>, crate::buffer::BufferError> {
+    loop {
+        *fresh_turn = !*fresh_turn;
+        let mut candidate = None;
+        if *fresh_turn
+            && let Some(last) = buffer.last()?
+            && last >= *low
+            && !inflight.contains_key(&last)
+        {
+            candidate = Some(last);
+        }
+        if candidate.is_none() {
+            candidate = buffer.next_from(*low, |s| inflight.contains_key(&s))?;
+            if let Some(c) = candidate {
+                *low = c + 1;
+            }
+        }
+        let Some(seq) = candidate else {
+            return Ok(None);
+        };
+        // A corrupt record reads as absent (and is dropped): try the next one.
+        if let Some(s) = buffer.get(seq)? {
+            return Ok(Some(s));
+        }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -332,5 +340,61 @@ async fn read_message(
             Ok(None) => return Ok(None),
             Err(e) => return Err(ShipError::Lost(e.to_string())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use telltale_common::wire::Batch;
+
+    fn empty() -> Batch {
+        Batch {
+            sequence: 0,
+            created_ms: 0,
+            series: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_backlog_drains_oldest_first_while_fresh_batches_go_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let buffer = Buffer::open(dir.path(), 1 << 20).unwrap();
+        for _ in 0..50 {
+            buffer.push(empty()).await.unwrap();
+        }
+        let mut inflight = BTreeMap::new();
+        let (mut low, mut fresh) = (0, false);
+        let mut sent = Vec::new();
+        let send =
+            |inflight: &mut BTreeMap<u64, (Instant, u32)>, low: &mut u64, fresh: &mut bool| {
+                let b = pick(&buffer, inflight, low, fresh).unwrap().unwrap();
+                inflight.insert(b.seq, (Instant::now(), 0));
+                b.seq
+            };
+        for _ in 0..6 {
+            sent.push(send(&mut inflight, &mut low, &mut fresh));
+        }
+        assert_eq!(
+            sent,
+            vec![50, 1, 2, 3, 4, 5],
+            "newest first, then the backlog in order"
+        );
+        // A batch collected during the drain goes out within two sends, not after the backlog.
+        buffer.push(empty()).await.unwrap();
+        let next_two = [
+            send(&mut inflight, &mut low, &mut fresh),
+            send(&mut inflight, &mut low, &mut fresh),
+        ];
+        assert!(next_two.contains(&51), "{next_two:?}");
+        // Everything is sent exactly once.
+        while let Some(b) = pick(&buffer, &inflight, &mut low, &mut fresh).unwrap() {
+            assert!(
+                inflight.insert(b.seq, (Instant::now(), 0)).is_none(),
+                "{} sent twice",
+                b.seq
+            );
+        }
+        assert_eq!(inflight.len(), 51);
     }
 }

@@ -11,15 +11,13 @@ use std::time::Duration;
 use telltale_common::codec::{self, CodecError, FrameDecoder};
 use telltale_common::model::{Labels, Sample, SeriesSamples, now_ms};
 use telltale_common::tls::peer_agent_name;
-use telltale_common::wire::{Batch, ClientMessage, ServerMessage, Welcome};
+use telltale_common::wire::{ClientMessage, ClientMessageHead, ServerMessage, Welcome};
 use telltale_common::{PROTOCOL_VERSION, VERSION};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::agents::Registry;
 use crate::selfmetrics::SelfMetrics;
-use crate::storage::{
-    AGENT_JOB, AppendOutcome, AppendRequest, Origin, Storage, stamp_agent_series,
-};
+use crate::storage::{AGENT_JOB, AppendData, AppendOutcome, AppendRequest, Origin, Storage};
 
 /// QUIC application error codes used when the aggregator closes a connection.
 pub mod close_code {
@@ -92,8 +90,7 @@ impl Ingest {
             .collect();
         let req = AppendRequest {
             origin: None,
-            series,
-            encoded: None,
+            data: AppendData::Series(series),
         };
         if let Err(e) = self.storage.append(req).await {
             tracing::warn!(error = %e, "cannot store up series");
@@ -233,13 +230,13 @@ impl Ingest {
                         break;
                     }
                 };
-                let batch = match codec::decode_payload::<ClientMessage>(&payload) {
-                    Ok(ClientMessage::Batch(b)) => b,
-                    Ok(other) => {
-                        failed = Some(SessionError::Frame(CodecError::Malformed(format!(
-                            "unexpected {} after the handshake",
-                            kind(&other)
-                        ))));
+                // Only the sequence here; storage decodes the rest without copying strings.
+                let sequence = match codec::decode_payload::<ClientMessageHead>(&payload) {
+                    Ok(ClientMessageHead::Batch(b)) => b.sequence,
+                    Ok(ClientMessageHead::Hello(_)) => {
+                        failed = Some(SessionError::Frame(CodecError::Malformed(
+                            "unexpected hello after the handshake".into(),
+                        )));
                         break;
                     }
                     Err(e) => {
@@ -260,7 +257,7 @@ impl Ingest {
                 let (acks, fails) = (ack_tx.clone(), fail_tx.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
-                    match job.store(batch, payload).await {
+                    match job.store(sequence, payload).await {
                         Ok(m) => {
                             let _ = acks.send(m).await;
                         }
@@ -308,24 +305,14 @@ struct StoreJob {
 }
 
 impl StoreJob {
-    async fn store(
-        self,
-        mut batch: Batch,
-        payload: Vec<u8>,
-    ) -> Result<ServerMessage, SessionError> {
-        let sequence = batch.sequence;
-        let dropped = stamp_agent_series(&mut batch.series, &self.agent);
-        if dropped > 0 {
-            tracing::warn!(agent = %self.agent, sequence, dropped, "series without a metric name dropped");
-        }
+    async fn store(self, sequence: u64, payload: Vec<u8>) -> Result<ServerMessage, SessionError> {
         let req = AppendRequest {
             origin: Some(Origin {
                 agent: self.agent.clone(),
                 epoch: self.epoch,
                 sequence,
             }),
-            series: batch.series,
-            encoded: Some(payload),
+            data: AppendData::Encoded(payload),
         };
         match self.storage.append(req).await {
             Ok(AppendOutcome::Stored { samples }) => {
@@ -333,6 +320,11 @@ impl StoreJob {
                 SelfMetrics::inc(&self.metrics.samples, samples as u64);
                 self.registry
                     .batch(&self.agent, sequence, samples, now_ms());
+            }
+            Ok(AppendOutcome::Invalid { reason }) => {
+                SelfMetrics::inc(&self.metrics.rejected_batches, 1);
+                tracing::error!(agent = %self.agent, sequence, %reason, "batch rejected");
+                return Ok(ServerMessage::Rejected { sequence, reason });
             }
             Ok(AppendOutcome::Duplicate) => {
                 SelfMetrics::inc(&self.metrics.duplicate_batches, 1);

@@ -34,38 +34,106 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 use telltale_common::codec::{self, HEADER_LEN, Header};
-use telltale_common::model::{Labels, SeriesSamples};
-use telltale_common::wire::ClientMessage;
+use telltale_common::model::{Labels, Sample, SeriesSamples};
+use telltale_common::wire::ClientMessageRef;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::storage::{
-    AppendOutcome, AppendRequest, BoxFuture, Matcher, SeriesData, Storage, StorageError,
-    StorageStats,
+    AppendData, AppendOutcome, AppendRequest, BoxFuture, Matcher, Origin, SeriesData, Storage,
+    StorageError, StorageStats, stamp_agent_labels,
 };
 use dedup::Dedup;
-use head::Head;
+use head::{Head, hash_labels};
 
 const SEGMENT_BYTES: u64 = 128 * 1024 * 1024;
 const MAX_RECORD: u32 = 256 * 1024 * 1024;
 
-/// The payload of one log record.
+/// The payload of one log record, borrowing from the bytes it was decoded from (or is
+/// encoded from).
 #[derive(Debug, Serialize, Deserialize)]
-struct Record {
-    agent: Option<String>,
+struct Record<'a> {
+    #[serde(borrow)]
+    agent: Option<&'a str>,
     #[serde(default)]
     epoch: u64,
     sequence: Option<u64>,
-    #[serde(with = "serde_bytes", default)]
-    wire: Option<Vec<u8>>,
+    #[serde(borrow, default)]
+    wire: Option<&'a serde_bytes::Bytes>,
     #[serde(default)]
     series: Vec<SeriesSamples>,
+}
+
+/// A series to store: sorted label pairs borrowed from a payload or a record, and samples.
+type Prepared<'a> = (Vec<(&'a str, &'a str)>, Vec<Sample>);
+
+/// Decodes what a record or an append carries into label pairs and samples, stamping agent
+/// series with their origin. Series without a metric name are dropped.
+fn prepare<'a>(
+    agent: Option<&'a str>,
+    wire: Option<&'a [u8]>,
+    series: &'a [SeriesSamples],
+) -> Result<Vec<Prepared<'a>>, String> {
+    let mut out: Vec<Prepared<'a>> = Vec::new();
+    if let Some(w) = wire {
+        match codec::decode_borrowed::<ClientMessageRef>(w).map_err(|e| e.to_string())? {
+            ClientMessageRef::Batch(b) => {
+                out.extend(b.series.into_iter().map(|s| (s.labels, s.samples)))
+            }
+            ClientMessageRef::Hello(_) => return Err("a hello where a batch belongs".into()),
+        }
+    }
+    out.extend(
+        series
+            .iter()
+            .map(|s| (s.labels.iter().collect::<Vec<_>>(), s.samples.clone())),
+    );
+    out.retain_mut(|(pairs, _)| match agent {
+        Some(a) => stamp_agent_labels(pairs, a),
+        None => {
+            pairs.sort_by(|a, b| a.0.cmp(b.0));
+            true
+        }
+    });
+    Ok(out)
+}
+
+/// Flattens prepared series into `(series id, sample)` points, creating series as needed:
+/// lookups under the read lock, only the misses under the write lock.
+fn resolve(head: &RwLock<Head>, prepared: Vec<Prepared<'_>>) -> Vec<(u32, Sample)> {
+    let hashes: Vec<u64> = prepared
+        .iter()
+        .map(|(p, _)| hash_labels(p.iter().copied()))
+        .collect();
+    let mut ids: Vec<Option<u32>> = {
+        let h = head.read().unwrap_or_else(|e| e.into_inner());
+        prepared
+            .iter()
+            .zip(&hashes)
+            .map(|((p, _), &hash)| h.lookup(p, hash))
+            .collect()
+    };
+    if ids.iter().any(Option::is_none) {
+        let mut h = head.write().unwrap_or_else(|e| e.into_inner());
+        for (i, id) in ids.iter_mut().enumerate() {
+            if id.is_none() {
+                *id = Some(h.get_or_create(&prepared[i].0, hashes[i]));
+            }
+        }
+    }
+    let mut points = Vec::with_capacity(prepared.iter().map(|(_, s)| s.len()).sum());
+    for (id, (_, samples)) in ids.into_iter().zip(prepared) {
+        if let Some(id) = id {
+            points.extend(samples.into_iter().map(|s| (id, s)));
+        }
+    }
+    points
 }
 
 enum Job {
     Write {
         framed: Vec<u8>,
-        series: Vec<SeriesSamples>,
-        origin: Option<crate::storage::Origin>,
+        points: Vec<(u32, Sample)>,
+        origin: Option<Origin>,
         done: oneshot::Sender<Result<usize, StorageError>>,
     },
     Barrier {
@@ -122,24 +190,6 @@ fn list_segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     }
     segs.sort();
     Ok(segs)
-}
-
-/// Decodes a record into its origin and series.
-fn decode_record(payload: &[u8]) -> Result<(Record, Vec<SeriesSamples>), String> {
-    let mut rec: Record = codec::decode_payload(payload).map_err(|e| e.to_string())?;
-    let mut series = std::mem::take(&mut rec.series);
-    if let Some(w) = rec.wire.take() {
-        match codec::decode_payload::<ClientMessage>(&w).map_err(|e| e.to_string())? {
-            ClientMessage::Batch(mut b) => {
-                if let Some(agent) = &rec.agent {
-                    crate::storage::stamp_agent_series(&mut b.series, agent);
-                }
-                series.extend(b.series)
-            }
-            other => return Err(format!("unexpected message in log: {other:?}")),
-        }
-    }
-    Ok((rec, series))
 }
 
 impl LogStore {
@@ -208,21 +258,29 @@ impl LogStore {
                 };
             }
         }
-        let rec = Record {
-            agent: req.origin.as_ref().map(|o| o.agent.clone()),
-            epoch: req.origin.as_ref().map(|o| o.epoch).unwrap_or(0),
-            sequence: req.origin.as_ref().map(|o| o.sequence),
-            series: if req.encoded.is_some() {
-                Vec::new()
-            } else {
-                req.series.clone()
-            },
-            wire: req.encoded,
-        };
         let unmark = |this: &Self| {
             if let Some(o) = &req.origin {
                 this.lock_dedup().unmark(&o.agent, o.epoch, o.sequence);
             }
+        };
+        let (wire, series): (Option<&[u8]>, &[SeriesSamples]) = match &req.data {
+            AppendData::Encoded(w) => (Some(w), &[]),
+            AppendData::Series(s) => (None, s),
+        };
+        let agent = req.origin.as_ref().map(|o| o.agent.as_str());
+        let prepared = match prepare(agent, wire, series) {
+            Ok(p) => p,
+            Err(reason) => {
+                unmark(self);
+                return Ok(AppendOutcome::Invalid { reason });
+            }
+        };
+        let rec = Record {
+            agent,
+            epoch: req.origin.as_ref().map(|o| o.epoch).unwrap_or(0),
+            sequence: req.origin.as_ref().map(|o| o.sequence),
+            wire: wire.map(serde_bytes::Bytes::new),
+            series: series.to_vec(),
         };
         let payload = match codec::encode_payload(&rec) {
             Ok(p) => p,
@@ -231,12 +289,13 @@ impl LogStore {
                 return Err(StorageError::Write(e.to_string()));
             }
         };
-        let mut framed = Vec::new();
+        let mut framed = Vec::with_capacity(HEADER_LEN + payload.len());
         codec::frame_into(&payload, &mut framed);
+        let points = resolve(&self.head, prepared);
         let (done, rx) = oneshot::channel();
         let job = Job::Write {
             framed,
-            series: req.series,
+            points,
             origin: req.origin.clone(),
             done,
         };
@@ -312,12 +371,25 @@ fn replay_segment(
             report.corrupt += 1;
             continue;
         }
-        match decode_record(payload) {
-            Ok((rec, series)) => {
-                if let (Some(agent), Some(seq)) = (&rec.agent, rec.sequence) {
-                    dedup.mark(agent, rec.epoch, seq);
+        let decoded = codec::decode_borrowed::<Record>(payload)
+            .map_err(|e| e.to_string())
+            .and_then(|rec| {
+                let p = prepare(rec.agent, rec.wire.map(|w| &w[..]), &rec.series)?;
+                let points: Vec<(u32, Sample)> = p
+                    .into_iter()
+                    .flat_map(|(pairs, samples)| {
+                        let id = head.get_or_create(&pairs, hash_labels(pairs.iter().copied()));
+                        samples.into_iter().map(move |s| (id, s))
+                    })
+                    .collect();
+                Ok((rec.agent, rec.epoch, rec.sequence, points))
+            });
+        match decoded {
+            Ok((agent, epoch, sequence, points)) => {
+                if let (Some(agent), Some(seq)) = (agent, sequence) {
+                    dedup.mark(agent, epoch, seq);
                 }
-                head.apply(series);
+                head.apply(&points);
                 report.records += 1;
             }
             Err(e) => {
@@ -429,8 +501,8 @@ impl Writer {
                     let mut answers = Vec::with_capacity(jobs.len());
                     for j in jobs {
                         match j {
-                            Job::Write { series, done, .. } => {
-                                answers.push((done, Ok(h.apply(series))))
+                            Job::Write { points, done, .. } => {
+                                answers.push((done, Ok(h.apply(&points))))
                             }
                             Job::Barrier { done } => answers.push((done, Ok(0))),
                         }
@@ -464,9 +536,8 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::Origin;
-    use telltale_common::model::Sample;
-    use telltale_common::wire::Batch;
+    use telltale_common::model::Labels;
+    use telltale_common::wire::{Batch, ClientMessage};
 
     fn series(name: &str, t: i64, v: f64) -> Vec<SeriesSamples> {
         vec![SeriesSamples {
@@ -476,11 +547,10 @@ mod tests {
     }
 
     fn agent_req(seq: u64, t: i64) -> AppendRequest {
-        let s = series("m", t, seq as f64);
         let encoded = codec::encode_payload(&ClientMessage::Batch(Batch {
             sequence: seq,
             created_ms: t,
-            series: s.clone(),
+            series: series("m", t, seq as f64),
         }))
         .unwrap();
         AppendRequest {
@@ -489,8 +559,7 @@ mod tests {
                 epoch: 7,
                 sequence: seq,
             }),
-            series: s,
-            encoded: Some(encoded),
+            data: AppendData::Encoded(encoded),
         }
     }
 
@@ -524,8 +593,7 @@ mod tests {
             store
                 .append(AppendRequest {
                     origin: None,
-                    series: series("m", 2000, 9.0),
-                    encoded: None,
+                    data: AppendData::Series(series("m", 2000, 9.0)),
                 })
                 .await
                 .unwrap();
@@ -538,6 +606,62 @@ mod tests {
             AppendOutcome::Duplicate
         );
         assert_eq!(store.recovery.records, 2);
+    }
+
+    #[tokio::test]
+    async fn agent_series_carry_the_certificate_name_and_bad_batches_are_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::open(dir.path()).unwrap();
+        let spoofed = codec::encode_payload(&ClientMessage::Batch(Batch {
+            sequence: 1,
+            created_ms: 1,
+            series: vec![
+                SeriesSamples {
+                    labels: Labels::from_pairs([("__name__", "m"), ("instance", "someone-else")]),
+                    samples: vec![Sample(1, 1.0)],
+                },
+                SeriesSamples {
+                    labels: Labels::from_pairs([("no_name", "x")]),
+                    samples: vec![Sample(1, 1.0)],
+                },
+            ],
+        }))
+        .unwrap();
+        let origin = |sequence| Origin {
+            agent: "a".into(),
+            epoch: 1,
+            sequence,
+        };
+        let r = store
+            .append(AppendRequest {
+                origin: Some(origin(1)),
+                data: AppendData::Encoded(spoofed),
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            r,
+            AppendOutcome::Stored { samples: 1 },
+            "the nameless series is dropped"
+        );
+        let got = store.series(&[], i64::MIN, i64::MAX);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].get("instance"), Some("a"));
+        assert_eq!(got[0].get("job"), Some("telltale-agent"));
+        let r = store
+            .append(AppendRequest {
+                origin: Some(origin(2)),
+                data: AppendData::Encoded(b"\x93\x01\x02".to_vec()),
+            })
+            .await
+            .unwrap();
+        assert!(matches!(r, AppendOutcome::Invalid { .. }), "{r:?}");
+        drop(store);
+        // Replay applies the same stamping to the logged bytes.
+        let store = LogStore::open(dir.path()).unwrap();
+        let got = store.series(&[], i64::MIN, i64::MAX);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].get("instance"), Some("a"));
     }
 
     #[tokio::test]

@@ -281,7 +281,7 @@ pub fn selector_matchers(s: &str) -> Result<Vec<Matcher>, QueryError> {
 mod tests {
     use super::*;
     use crate::logstore::LogStore;
-    use crate::storage::AppendRequest;
+    use crate::storage::{AppendData, AppendRequest};
     use telltale_common::model::{STALE_NAN_BITS, SeriesSamples};
 
     async fn engine(series: Vec<SeriesSamples>) -> (Engine, tempfile::TempDir) {
@@ -290,8 +290,7 @@ mod tests {
         store
             .append(AppendRequest {
                 origin: None,
-                series,
-                encoded: None,
+                data: AppendData::Series(series),
             })
             .await
             .unwrap();

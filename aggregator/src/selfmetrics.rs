@@ -14,6 +14,8 @@ pub struct SelfMetrics {
     pub duplicate_batches: AtomicU64,
     /// Samples stored.
     pub samples: AtomicU64,
+    /// Batches refused because they do not decode.
+    pub rejected_batches: AtomicU64,
     /// Connections closed for a bad frame.
     pub frame_errors: AtomicU64,
     /// Handshakes refused.

@@ -19,21 +19,29 @@ pub struct Origin {
     pub sequence: u64,
 }
 
+/// The samples of an append.
+#[derive(Debug, Clone)]
+pub enum AppendData {
+    /// A wire `ClientMessage::Batch` payload (MessagePack) exactly as an agent sent it. The
+    /// engine logs these bytes verbatim and decodes them without copying label strings.
+    Encoded(Vec<u8>),
+    /// Series built in the aggregator (for example `up`).
+    Series(Vec<SeriesSamples>),
+}
+
 /// A batch of samples to store.
 #[derive(Debug, Clone)]
 pub struct AppendRequest {
-    /// Set for agent batches, which are de-duplicated; `None` for the aggregator's own series.
+    /// Set for agent batches: they are de-duplicated by origin, and every series gets
+    /// `instance` = the origin's agent (see [`stamp_agent_labels`]). `None` for the
+    /// aggregator's own series.
     pub origin: Option<Origin>,
     /// The samples.
-    pub series: Vec<SeriesSamples>,
-    /// The same series as MessagePack (a wire `ClientMessage::Batch` payload), when the caller
-    /// has it: the engine then logs these bytes as they are instead of encoding again; on
-    /// replay it decodes them and applies [`stamp_agent_series`] with the origin's agent.
-    pub encoded: Option<Vec<u8>>,
+    pub data: AppendData,
 }
 
 /// What happened to an append.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AppendOutcome {
     /// The samples are durable.
     Stored {
@@ -42,6 +50,11 @@ pub enum AppendOutcome {
     },
     /// This origin was stored before; nothing was written again (it is durable).
     Duplicate,
+    /// The batch can never be stored (it does not decode); nothing was written.
+    Invalid {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Storage errors.
@@ -165,19 +178,56 @@ pub struct StorageStats {
 /// The job label given to agent series that carry none.
 pub const AGENT_JOB: &str = "telltale-agent";
 
-/// Stamps an agent batch with its origin: `instance` is always the agent's certificate name
-/// (whatever the payload said), `job` defaults to [`AGENT_JOB`]. Label sets are normalized
-/// (sorted, de-duplicated). Series without a metric name are removed; returns how many.
-/// Ingest and log replay both call this, so stored data never depends on payload claims.
-pub fn stamp_agent_series(series: &mut Vec<SeriesSamples>, agent: &str) -> usize {
-    let before = series.len();
-    series.retain(|s| s.labels.metric_name().is_some_and(|n| !n.is_empty()));
-    for s in series.iter_mut() {
-        s.labels.normalize();
-        s.labels.set("instance", agent);
-        if s.labels.get("job").is_none() {
-            s.labels.set("job", AGENT_JOB);
-        }
+/// Stamps an agent's label set with its origin: `instance` is always the agent's certificate
+/// name (whatever the payload said), `job` defaults to [`AGENT_JOB`], empty values are
+/// dropped (Prometheus treats them as absent), names are sorted and a repeated name keeps its
+/// first value. Returns false when no metric name is left: such a series is not stored.
+/// Ingest and log replay both go through this, so stored data never depends on payload claims.
+pub fn stamp_agent_labels<'a>(pairs: &mut Vec<(&'a str, &'a str)>, agent: &'a str) -> bool {
+    pairs.retain(|(_, v)| !v.is_empty());
+    match pairs.iter_mut().find(|(k, _)| *k == "instance") {
+        Some(p) => p.1 = agent,
+        None => pairs.push(("instance", agent)),
     }
-    before - series.len()
+    if !pairs.iter().any(|(k, _)| *k == "job") {
+        pairs.push(("job", AGENT_JOB));
+    }
+    pairs.sort_by(|a, b| a.0.cmp(b.0));
+    pairs.dedup_by(|later, earlier| later.0 == earlier.0);
+    pairs
+        .iter()
+        .any(|(k, _)| *k == telltale_common::model::METRIC_NAME)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamping_overrides_instance_and_defaults_job() {
+        let mut p = vec![
+            ("job", "node"),
+            ("__name__", "m"),
+            ("instance", "liar"),
+            ("x", ""),
+        ];
+        assert!(stamp_agent_labels(&mut p, "web-1"));
+        assert_eq!(
+            p,
+            vec![("__name__", "m"), ("instance", "web-1"), ("job", "node")]
+        );
+        let mut p = vec![("a", "1")];
+        assert!(!stamp_agent_labels(&mut p, "web-1"));
+        let mut p = vec![("__name__", "m"), ("a", "1"), ("a", "2")];
+        assert!(stamp_agent_labels(&mut p, "w"));
+        assert_eq!(
+            p,
+            vec![
+                ("__name__", "m"),
+                ("a", "1"),
+                ("instance", "w"),
+                ("job", AGENT_JOB)
+            ]
+        );
+    }
 }

@@ -126,6 +126,11 @@ pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, CodecErr
     rmp_serde::from_slice(payload).map_err(|e| CodecError::Malformed(e.to_string()))
 }
 
+/// Decodes a MessagePack payload into a type that borrows from it.
+pub fn decode_borrowed<'a, T: serde::Deserialize<'a>>(payload: &'a [u8]) -> Result<T, CodecError> {
+    rmp_serde::from_slice(payload).map_err(|e| CodecError::Malformed(e.to_string()))
+}
+
 /// An incremental frame decoder: push bytes as they arrive, poll complete payloads.
 ///
 /// It never holds more than one maximum-size frame plus the last pushed chunk, and it fails as
@@ -289,6 +294,35 @@ mod tests {
             d.push(&bytes).unwrap();
             let checksum_failed = matches!(d.poll_frame(), Err(CodecError::Checksum { .. }));
             prop_assert!(checksum_failed);
+        }
+    }
+
+    #[test]
+    fn borrowed_and_head_decoding_agree_with_owned() {
+        use crate::wire::{ClientMessageHead, ClientMessageRef};
+        let b = Batch {
+            sequence: 42,
+            created_ms: 7,
+            series: vec![SeriesSamples {
+                labels: Labels::from_pairs([("__name__", "m"), ("a", "x\u{e9}")]),
+                samples: vec![Sample(1, 2.5)],
+            }],
+        };
+        let p = encode_payload(&ClientMessage::Batch(b)).unwrap();
+        match decode_borrowed::<ClientMessageRef>(&p).unwrap() {
+            ClientMessageRef::Batch(r) => {
+                assert_eq!(r.sequence, 42);
+                assert_eq!(
+                    r.series[0].labels,
+                    vec![("__name__", "m"), ("a", "x\u{e9}")]
+                );
+                assert_eq!(r.series[0].samples, vec![Sample(1, 2.5)]);
+            }
+            other => panic!("{other:?}"),
+        }
+        match decode_payload::<ClientMessageHead>(&p).unwrap() {
+            ClientMessageHead::Batch(h) => assert_eq!(h.sequence, 42),
+            other => panic!("{other:?}"),
         }
     }
 

@@ -2,10 +2,10 @@
 //! sets to series, and postings from `(label, value)` to series for selective matchers.
 
 use std::collections::HashMap;
+use std::hash::Hasher;
 
-use rustc_hash::FxHashMap;
-
-use telltale_common::model::{Labels, Sample, SeriesSamples, is_stale_marker};
+use rustc_hash::{FxHashMap, FxHasher};
+use telltale_common::model::{Labels, Sample, is_stale_marker};
 
 use crate::storage::{MatchOp, Matcher, SeriesData, StorageError, StorageStats};
 
@@ -54,36 +54,44 @@ impl MemSeries {
 #[derive(Debug, Default)]
 pub struct Head {
     series: Vec<MemSeries>,
-    /// FxHash: label sets are hashed for every incoming sample, SipHash is measurably slower.
-    index: FxHashMap<Labels, u32>,
+    /// Hash of the label pairs ([`hash_labels`]) → series with that hash (almost always one).
+    /// Keyed by hash so that borrowed label pairs from a batch can be looked up without
+    /// building an owned `Labels`; FxHash because it runs for every incoming sample.
+    index: FxHashMap<u64, Vec<u32>>,
     postings: HashMap<String, HashMap<String, Vec<u32>>>,
     samples: u64,
     overwritten: u64,
 }
 
+/// Hashes sorted label pairs; equal for a `Labels` and its borrowed pairs.
+pub fn hash_labels<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
+    let mut h = FxHasher::default();
+    for (k, v) in pairs {
+        h.write(k.as_bytes());
+        h.write_u8(0xff);
+        h.write(v.as_bytes());
+        h.write_u8(0xff);
+    }
+    h.finish()
+}
+
 impl Head {
-    /// Adds samples; returns how many were added.
-    pub fn apply(&mut self, batch: Vec<SeriesSamples>) -> usize {
-        let mut n = 0;
-        for s in batch {
-            let id = match self.index.get(&s.labels) {
-                Some(&id) => id,
-                None => self.create(s.labels),
-            };
-            let ms = &mut self.series[id as usize];
-            for sample in s.samples {
-                if ms.push(sample) {
-                    self.overwritten += 1;
-                } else {
-                    n += 1;
-                }
-            }
-        }
-        self.samples += n as u64;
-        n
+    /// The id of the series with these sorted label pairs, if it exists.
+    pub fn lookup(&self, pairs: &[(&str, &str)], hash: u64) -> Option<u32> {
+        self.index.get(&hash)?.iter().copied().find(|&id| {
+            self.series[id as usize]
+                .labels
+                .iter()
+                .eq(pairs.iter().copied())
+        })
     }
 
-    fn create(&mut self, labels: Labels) -> u32 {
+    /// The id of the series with these sorted label pairs, created if needed.
+    pub fn get_or_create(&mut self, pairs: &[(&str, &str)], hash: u64) -> u32 {
+        if let Some(id) = self.lookup(pairs, hash) {
+            return id;
+        }
+        let labels = Labels::from_pairs(pairs.iter().copied());
         let id = self.series.len() as u32;
         for (k, v) in labels.iter() {
             self.postings
@@ -93,12 +101,30 @@ impl Head {
                 .or_default()
                 .push(id);
         }
-        self.index.insert(labels.clone(), id);
+        self.index.entry(hash).or_default().push(id);
         self.series.push(MemSeries {
             labels,
             samples: Vec::new(),
         });
         id
+    }
+
+    /// Adds samples to series by id; returns how many were new (not replacing a sample with
+    /// the same timestamp).
+    pub fn apply(&mut self, points: &[(u32, Sample)]) -> usize {
+        let mut n = 0;
+        for &(id, sample) in points {
+            let Some(ms) = self.series.get_mut(id as usize) else {
+                continue;
+            };
+            if ms.push(sample) {
+                self.overwritten += 1;
+            } else {
+                n += 1;
+            }
+        }
+        self.samples += n as u64;
+        n
     }
 
     /// Candidate series for the matchers: the smallest postings list of an equality matcher
@@ -182,22 +208,57 @@ mod tests {
     use super::*;
     use telltale_common::model::STALE_NAN_BITS;
 
-    fn ss(pairs: &[(&str, &str)], samples: &[(i64, f64)]) -> SeriesSamples {
-        SeriesSamples {
-            labels: Labels::from_pairs(pairs.iter().copied()),
-            samples: samples.iter().map(|&(t, v)| Sample(t, v)).collect(),
+    type TestBatch = Vec<(Vec<(String, String)>, Vec<Sample>)>;
+
+    fn ss(pairs: &[(&str, &str)], samples: &[(i64, f64)]) -> TestBatch {
+        let mut p: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        p.sort();
+        vec![(p, samples.iter().map(|&(t, v)| Sample(t, v)).collect())]
+    }
+
+    impl Head {
+        fn add(&mut self, batch: TestBatch) {
+            for (pairs, samples) in batch {
+                let pairs: Vec<(&str, &str)> = pairs
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                let id = self.get_or_create(&pairs, hash_labels(pairs.iter().copied()));
+                let points: Vec<_> = samples.into_iter().map(|s| (id, s)).collect();
+                self.apply(&points);
+            }
         }
+    }
+
+    #[test]
+    fn borrowed_pairs_find_the_series_they_created() {
+        let mut h = Head::default();
+        let pairs = [("__name__", "m"), ("a", "1")];
+        let hash = hash_labels(pairs.iter().copied());
+        let id = h.get_or_create(&pairs, hash);
+        assert_eq!(h.lookup(&pairs, hash), Some(id));
+        assert_eq!(h.get_or_create(&pairs, hash), id);
+        let owned = Labels::from_pairs(pairs);
+        assert_eq!(hash_labels(owned.iter()), hash);
+        assert_eq!(
+            h.lookup(&[("__name__", "m")], hash),
+            None,
+            "equal hashes are checked"
+        );
     }
 
     #[test]
     fn out_of_order_samples_are_merged_in_order() {
         let mut h = Head::default();
-        h.apply(vec![ss(&[("__name__", "m")], &[(10, 1.0), (30, 3.0)])]);
-        h.apply(vec![ss(&[("__name__", "m")], &[(20, 2.0), (30, 4.0)])]);
-        h.apply(vec![ss(
+        h.add(ss(&[("__name__", "m")], &[(10, 1.0), (30, 3.0)]));
+        h.add(ss(&[("__name__", "m")], &[(20, 2.0), (30, 4.0)]));
+        h.add(ss(
             &[("__name__", "m")],
             &[(30, f64::from_bits(STALE_NAN_BITS))],
-        )]);
+        ));
         let got = h
             .select(&[Matcher::equal("__name__", "m")], 0, 100, 100)
             .unwrap();
@@ -211,10 +272,10 @@ mod tests {
     fn matchers_and_limits() {
         let mut h = Head::default();
         for i in 0..10 {
-            h.apply(vec![ss(
+            h.add(ss(
                 &[("__name__", "m"), ("i", &i.to_string())],
                 &[(1, i as f64)],
-            )]);
+            ));
         }
         let re = Matcher {
             name: "i".into(),
