@@ -1,0 +1,229 @@
+//! Binary operators: arithmetic, comparison (filtering or `bool`), set operators, and vector
+//! matching with `on`/`ignoring` and `group_left`/`group_right`, as Prometheus does them.
+
+use std::collections::HashMap;
+
+use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
+use telltale_common::model::{Labels, METRIC_NAME};
+
+use super::QueryError;
+use super::eval::{Elem, Evaluator, Val, drop_name};
+
+fn arith(op: &str, a: f64, b: f64) -> Option<f64> {
+    Some(match op {
+        "+" => a + b,
+        "-" => a - b,
+        "*" => a * b,
+        "/" => a / b,
+        "%" => a % b,
+        "^" => a.powf(b),
+        "atan2" => a.atan2(b),
+        _ => return None,
+    })
+}
+
+fn compare(op: &str, a: f64, b: f64) -> Option<bool> {
+    Some(match op {
+        "==" => a == b,
+        "!=" => a != b,
+        ">" => a > b,
+        "<" => a < b,
+        ">=" => a >= b,
+        "<=" => a <= b,
+        _ => return None,
+    })
+}
+
+/// The labels two series are matched on.
+fn signature(l: &Labels, matching: Option<&LabelModifier>) -> Labels {
+    match matching {
+        Some(LabelModifier::Include(on)) => {
+            Labels::from_pairs(l.iter().filter(|(k, _)| on.labels.iter().any(|n| n == k)))
+        }
+        Some(LabelModifier::Exclude(ign)) => Labels::from_pairs(
+            l.iter()
+                .filter(|(k, _)| *k != METRIC_NAME && !ign.labels.iter().any(|n| n == k)),
+        ),
+        None => drop_name(l),
+    }
+}
+
+impl Evaluator<'_> {
+    pub(super) fn binary(&mut self, b: &BinaryExpr, t: i64) -> Result<Val, QueryError> {
+        let op = b.op.to_string();
+        let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
+        let is_cmp = b.op.is_comparison_operator();
+        let lhs = self.eval(&b.lhs, t)?;
+        let rhs = self.eval(&b.rhs, t)?;
+        // Applies the operator to two values; `None` drops the element (a false comparison).
+        let apply = |a: f64, c: f64| -> Option<f64> {
+            if is_cmp {
+                let r = compare(&op, a, c)?;
+                if return_bool {
+                    Some(if r { 1.0 } else { 0.0 })
+                } else {
+                    r.then_some(a)
+                }
+            } else {
+                arith(&op, a, c)
+            }
+        };
+        let drops_name = !is_cmp || return_bool;
+        match (lhs, rhs) {
+            (Val::Scalar(a), Val::Scalar(c)) => {
+                if is_cmp && !return_bool {
+                    return Err(QueryError::BadData(
+                        "comparisons between scalars must use BOOL modifier".into(),
+                    ));
+                }
+                Ok(Val::Scalar(apply(a, c).unwrap_or(f64::NAN)))
+            }
+            (Val::Vector(v), Val::Scalar(s)) => Ok(Val::Vector(
+                v.into_iter()
+                    .filter_map(|x| {
+                        let r = apply(x.v, s)?;
+                        Some(Elem {
+                            labels: if drops_name {
+                                drop_name(&x.labels)
+                            } else {
+                                x.labels
+                            },
+                            t,
+                            v: r,
+                        })
+                    })
+                    .collect(),
+            )),
+            (Val::Scalar(s), Val::Vector(v)) => Ok(Val::Vector(
+                v.into_iter()
+                    .filter_map(|x| {
+                        let r = apply(s, x.v)?;
+                        // A filtering comparison keeps the vector's value.
+                        let v = if is_cmp && !return_bool { x.v } else { r };
+                        Some(Elem {
+                            labels: if drops_name {
+                                drop_name(&x.labels)
+                            } else {
+                                x.labels
+                            },
+                            t,
+                            v,
+                        })
+                    })
+                    .collect(),
+            )),
+            (Val::Vector(l), Val::Vector(r)) => {
+                self.vector_vector(b, &op, l, r, t, apply, drops_name)
+            }
+            _ => Err(QueryError::BadData(format!(
+                "operator {op} needs scalars or instant vectors"
+            ))),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn vector_vector(
+        &mut self,
+        b: &BinaryExpr,
+        op: &str,
+        lhs: Vec<Elem>,
+        rhs: Vec<Elem>,
+        t: i64,
+        apply: impl Fn(f64, f64) -> Option<f64>,
+        drops_name: bool,
+    ) -> Result<Val, QueryError> {
+        let matching = b.modifier.as_ref().and_then(|m| m.matching.as_ref());
+        let card = b
+            .modifier
+            .as_ref()
+            .map(|m| m.card.clone())
+            .unwrap_or(VectorMatchCardinality::OneToOne);
+        if b.op.is_set_operator() {
+            let rsigs: std::collections::HashSet<Labels> =
+                rhs.iter().map(|x| signature(&x.labels, matching)).collect();
+            return Ok(Val::Vector(match op {
+                "and" => lhs
+                    .into_iter()
+                    .filter(|x| rsigs.contains(&signature(&x.labels, matching)))
+                    .collect(),
+                "unless" => lhs
+                    .into_iter()
+                    .filter(|x| !rsigs.contains(&signature(&x.labels, matching)))
+                    .collect(),
+                _ => {
+                    let lsigs: std::collections::HashSet<Labels> =
+                        lhs.iter().map(|x| signature(&x.labels, matching)).collect();
+                    let mut out = lhs;
+                    out.extend(
+                        rhs.into_iter()
+                            .filter(|x| !lsigs.contains(&signature(&x.labels, matching))),
+                    );
+                    out
+                }
+            }));
+        }
+        // The "one" side is indexed by signature; group_right swaps the roles.
+        let (many, one, swapped, include) = match &card {
+            VectorMatchCardinality::OneToMany(inc) => (rhs, lhs, true, inc.labels.clone()),
+            VectorMatchCardinality::ManyToOne(inc) => (lhs, rhs, false, inc.labels.clone()),
+            _ => (lhs, rhs, false, Vec::new()),
+        };
+        let mut index: HashMap<Labels, Elem> = HashMap::new();
+        for x in one {
+            let sig = signature(&x.labels, matching);
+            if index.insert(sig.clone(), x).is_some() {
+                return Err(QueryError::Execution(format!(
+                    "found duplicate series for the match group {sig:?} on the {} hand-side of the operation: many-to-many matching not allowed: matching labels must be unique on one side",
+                    if swapped { "left" } else { "right" }
+                )));
+            }
+        }
+        let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
+        let mut seen: HashMap<Labels, ()> = HashMap::new();
+        let mut out = Vec::new();
+        for x in many {
+            let sig = signature(&x.labels, matching);
+            let Some(o) = index.get(&sig) else { continue };
+            if one_to_one && seen.insert(sig.clone(), ()).is_some() {
+                return Err(QueryError::Execution(format!(
+                    "found duplicate series for the match group {sig:?} on the left hand-side of the operation: multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
+                )));
+            }
+            let (a, c) = if swapped { (o.v, x.v) } else { (x.v, o.v) };
+            let Some(v) = apply(a, c) else { continue };
+            let mut labels = if drops_name {
+                drop_name(&x.labels)
+            } else {
+                x.labels.clone()
+            };
+            if one_to_one {
+                labels = match matching {
+                    Some(LabelModifier::Include(_)) => sig.clone(),
+                    Some(LabelModifier::Exclude(ign)) => Labels::from_pairs(
+                        labels
+                            .iter()
+                            .filter(|(k, _)| !ign.labels.iter().any(|n| n == k)),
+                    ),
+                    None => labels,
+                };
+            } else {
+                for name in &include {
+                    match o.labels.get(name) {
+                        Some(val) => labels.set(name, val),
+                        None => {
+                            labels = Labels::from_pairs(labels.iter().filter(|(k, _)| k != name))
+                        }
+                    }
+                }
+            }
+            // A filtering comparison keeps the left-hand value.
+            let v = if b.op.is_comparison_operator() && !drops_name {
+                a
+            } else {
+                v
+            };
+            out.push(Elem { labels, t, v });
+        }
+        Ok(Val::Vector(out))
+    }
+}

@@ -1,0 +1,452 @@
+//! Function calls.
+
+use promql_parser::parser::{Call, Expr};
+use telltale_common::model::{Labels, METRIC_NAME, Sample};
+
+use super::QueryError;
+use super::eval::{Elem, Evaluator, Val, drop_name, matchers};
+use super::functions as f;
+use crate::storage::MatchOp;
+
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `(year, month, day, hour, minute, weekday, day of year)` of Unix seconds, UTC.
+fn civil(secs: f64) -> (i64, i64, i64, i64, i64, i64, i64) {
+    let s = secs.floor() as i64;
+    let days = s.div_euclid(86_400);
+    let rem = s.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy_mar = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy_mar + 2) / 153;
+    let d = doy_mar - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let doy = days - days_from_civil(y, 1, 1) + 1;
+    (
+        y,
+        m,
+        d,
+        rem / 3600,
+        (rem % 3600) / 60,
+        (days + 4).rem_euclid(7),
+        doy,
+    )
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    let next = if m == 12 {
+        days_from_civil(y + 1, 1, 1)
+    } else {
+        days_from_civil(y, m + 1, 1)
+    };
+    next - days_from_civil(y, m, 1)
+}
+
+fn map_values(v: Vec<Elem>, t: i64, keep_name: bool, f: impl Fn(f64) -> f64) -> Val {
+    Val::Vector(
+        v.into_iter()
+            .map(|x| Elem {
+                labels: if keep_name {
+                    x.labels
+                } else {
+                    drop_name(&x.labels)
+                },
+                t,
+                v: f(x.v),
+            })
+            .collect(),
+    )
+}
+
+/// Labels for `absent`: the equality matchers of a selector argument.
+fn absent_labels(e: &Expr) -> Labels {
+    let vs = match e {
+        Expr::VectorSelector(vs) => vs,
+        Expr::MatrixSelector(ms) => &ms.vs,
+        _ => return Labels::default(),
+    };
+    let Ok(ms) = matchers(vs) else {
+        return Labels::default();
+    };
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for m in ms {
+        if m.name == METRIC_NAME {
+            continue;
+        }
+        if let MatchOp::Equal(v) = m.op {
+            if pairs.iter().any(|(k, _)| *k == m.name) {
+                pairs.retain(|(k, _)| *k != m.name);
+            } else {
+                pairs.push((m.name, v));
+            }
+        }
+    }
+    Labels::from_pairs(pairs)
+}
+
+impl Evaluator<'_> {
+    fn over_time(
+        &mut self,
+        c: &Call,
+        t: i64,
+        arg: usize,
+        keep_name: bool,
+        f: impl Fn(&[Sample]) -> Option<f64>,
+    ) -> Result<Val, QueryError> {
+        let m = self.matrix(&c.args.args[arg], t)?;
+        Ok(Val::Vector(
+            m.into_iter()
+                .filter_map(|s| {
+                    let v = f(&s.samples)?;
+                    Some(Elem {
+                        labels: if keep_name {
+                            s.labels
+                        } else {
+                            drop_name(&s.labels)
+                        },
+                        t,
+                        v,
+                    })
+                })
+                .collect(),
+        ))
+    }
+
+    fn range_of(c: &Call, i: usize) -> i64 {
+        match c.args.args.get(i).map(|a| a.as_ref()) {
+            Some(Expr::MatrixSelector(m)) => m.range.as_millis() as i64,
+            Some(Expr::Subquery(s)) => s.range.as_millis() as i64,
+            _ => 0,
+        }
+    }
+
+    pub(super) fn call(&mut self, c: &Call, t: i64) -> Result<Val, QueryError> {
+        let name = c.func.name;
+        let args = &c.args.args;
+        let arg_vec = |me: &mut Self, i: usize| -> Result<Vec<Elem>, QueryError> {
+            match args.get(i) {
+                Some(a) => me.vector(a, t),
+                None => Ok(vec![Elem {
+                    labels: Labels::default(),
+                    t,
+                    v: t as f64 / 1000.0,
+                }]),
+            }
+        };
+        let math = |f: fn(f64) -> f64| f;
+        let unary: Option<fn(f64) -> f64> = match name {
+            "abs" => Some(math(f64::abs)),
+            "ceil" => Some(math(f64::ceil)),
+            "floor" => Some(math(f64::floor)),
+            "exp" => Some(math(f64::exp)),
+            "ln" => Some(math(f64::ln)),
+            "log2" => Some(math(f64::log2)),
+            "log10" => Some(math(f64::log10)),
+            "sqrt" => Some(math(f64::sqrt)),
+            "sgn" => Some(|v: f64| {
+                if v > 0.0 {
+                    1.0
+                } else if v < 0.0 {
+                    -1.0
+                } else {
+                    v
+                }
+            }),
+            "sin" => Some(math(f64::sin)),
+            "cos" => Some(math(f64::cos)),
+            "tan" => Some(math(f64::tan)),
+            "asin" => Some(math(f64::asin)),
+            "acos" => Some(math(f64::acos)),
+            "atan" => Some(math(f64::atan)),
+            "sinh" => Some(math(f64::sinh)),
+            "cosh" => Some(math(f64::cosh)),
+            "tanh" => Some(math(f64::tanh)),
+            "asinh" => Some(math(f64::asinh)),
+            "acosh" => Some(math(f64::acosh)),
+            "atanh" => Some(math(f64::atanh)),
+            "deg" => Some(math(f64::to_degrees)),
+            "rad" => Some(math(f64::to_radians)),
+            _ => None,
+        };
+        if let Some(u) = unary {
+            let v = self.vector(&args[0], t)?;
+            return Ok(map_values(v, t, false, u));
+        }
+        let date: Option<fn(f64) -> f64> = match name {
+            "year" => Some(|s| civil(s).0 as f64),
+            "month" => Some(|s| civil(s).1 as f64),
+            "day_of_month" => Some(|s| civil(s).2 as f64),
+            "hour" => Some(|s| civil(s).3 as f64),
+            "minute" => Some(|s| civil(s).4 as f64),
+            "day_of_week" => Some(|s| civil(s).5 as f64),
+            "day_of_year" => Some(|s| civil(s).6 as f64),
+            "days_in_month" => Some(|s| {
+                let c = civil(s);
+                days_in_month(c.0, c.1) as f64
+            }),
+            _ => None,
+        };
+        if let Some(d) = date {
+            let v = arg_vec(self, 0)?;
+            return Ok(map_values(v, t, false, d));
+        }
+        let range = Self::range_of(c, 0);
+        match name {
+            "rate" | "increase" | "delta" => {
+                let (counter, rate) = (name != "delta", name == "rate");
+                self.over_time(c, t, 0, false, |p| {
+                    f::extrapolated(p, t, range, counter, rate)
+                })
+            }
+            "irate" => self.over_time(c, t, 0, false, |p| f::instant_delta(p, true)),
+            "idelta" => self.over_time(c, t, 0, false, |p| f::instant_delta(p, false)),
+            "deriv" => self.over_time(c, t, 0, false, |p| {
+                f::linear_regression(p, p[0].0 as f64 / 1000.0).map(|r| r.0)
+            }),
+            "predict_linear" => {
+                let secs = self.scalar(&args[1], t)?;
+                self.over_time(c, t, 0, false, |p| {
+                    f::linear_regression(p, t as f64 / 1000.0)
+                        .map(|(slope, icpt)| slope * secs + icpt)
+                })
+            }
+            "changes" => self.over_time(c, t, 0, false, |p| {
+                Some(
+                    p.windows(2)
+                        .filter(|w| w[1].1 != w[0].1 && !(w[1].1.is_nan() && w[0].1.is_nan()))
+                        .count() as f64,
+                )
+            }),
+            "resets" => self.over_time(c, t, 0, false, |p| {
+                Some(p.windows(2).filter(|w| w[1].1 < w[0].1).count() as f64)
+            }),
+            "avg_over_time" => self.over_time(c, t, 0, false, |p| {
+                Some(p.iter().map(|s| s.1).sum::<f64>() / p.len() as f64)
+            }),
+            "sum_over_time" => {
+                self.over_time(c, t, 0, false, |p| Some(p.iter().map(|s| s.1).sum()))
+            }
+            "count_over_time" => self.over_time(c, t, 0, false, |p| Some(p.len() as f64)),
+            "min_over_time" => self.over_time(c, t, 0, false, |p| {
+                p.iter()
+                    .map(|s| s.1)
+                    .reduce(|a, b| if b < a || a.is_nan() { b } else { a })
+            }),
+            "max_over_time" => self.over_time(c, t, 0, false, |p| {
+                p.iter()
+                    .map(|s| s.1)
+                    .reduce(|a, b| if b > a || a.is_nan() { b } else { a })
+            }),
+            "last_over_time" => self.over_time(c, t, 0, true, |p| p.last().map(|s| s.1)),
+            "present_over_time" => self.over_time(c, t, 0, false, |_| Some(1.0)),
+            "stdvar_over_time" => self.over_time(c, t, 0, false, |p| {
+                Some(f::variance(&p.iter().map(|s| s.1).collect::<Vec<_>>()))
+            }),
+            "stddev_over_time" => self.over_time(c, t, 0, false, |p| {
+                Some(f::variance(&p.iter().map(|s| s.1).collect::<Vec<_>>()).sqrt())
+            }),
+            "quantile_over_time" => {
+                let q = self.scalar(&args[0], t)?;
+                self.over_time(c, t, 1, false, |p| {
+                    Some(f::quantile(
+                        q,
+                        &mut p.iter().map(|s| s.1).collect::<Vec<_>>(),
+                    ))
+                })
+            }
+            "absent_over_time" => {
+                let m = self.matrix(&args[0], t)?;
+                Ok(Val::Vector(if m.is_empty() {
+                    vec![Elem {
+                        labels: absent_labels(&args[0]),
+                        t,
+                        v: 1.0,
+                    }]
+                } else {
+                    Vec::new()
+                }))
+            }
+            "absent" => {
+                let v = self.vector(&args[0], t)?;
+                Ok(Val::Vector(if v.is_empty() {
+                    vec![Elem {
+                        labels: absent_labels(&args[0]),
+                        t,
+                        v: 1.0,
+                    }]
+                } else {
+                    Vec::new()
+                }))
+            }
+            "time" => Ok(Val::Scalar(t as f64 / 1000.0)),
+            "pi" => Ok(Val::Scalar(std::f64::consts::PI)),
+            "vector" => Ok(Val::Vector(vec![Elem {
+                labels: Labels::default(),
+                t,
+                v: self.scalar(&args[0], t)?,
+            }])),
+            "scalar" => {
+                let v = self.vector(&args[0], t)?;
+                Ok(Val::Scalar(if v.len() == 1 { v[0].v } else { f64::NAN }))
+            }
+            "timestamp" => {
+                let v = self.vector(&args[0], t)?;
+                Ok(Val::Vector(
+                    v.into_iter()
+                        .map(|x| Elem {
+                            labels: drop_name(&x.labels),
+                            t,
+                            v: x.t as f64 / 1000.0,
+                        })
+                        .collect(),
+                ))
+            }
+            "clamp" | "clamp_min" | "clamp_max" => {
+                let v = self.vector(&args[0], t)?;
+                let (lo, hi) = match name {
+                    "clamp" => (self.scalar(&args[1], t)?, self.scalar(&args[2], t)?),
+                    "clamp_min" => (self.scalar(&args[1], t)?, f64::INFINITY),
+                    _ => (f64::NEG_INFINITY, self.scalar(&args[1], t)?),
+                };
+                if lo > hi {
+                    return Ok(Val::Vector(Vec::new()));
+                }
+                Ok(map_values(v, t, false, |x| x.max(lo).min(hi)))
+            }
+            "round" => {
+                let v = self.vector(&args[0], t)?;
+                let to = match args.get(1) {
+                    Some(a) => self.scalar(a, t)?,
+                    None => 1.0,
+                };
+                let inv = 1.0 / to;
+                Ok(map_values(v, t, false, |x| (x * inv + 0.5).floor() / inv))
+            }
+            "sort" | "sort_desc" => {
+                let mut v = self.vector(&args[0], t)?;
+                v.sort_by(|a, b| {
+                    if name == "sort" {
+                        a.v.total_cmp(&b.v)
+                    } else {
+                        b.v.total_cmp(&a.v)
+                    }
+                });
+                Ok(Val::Vector(v))
+            }
+            "label_replace" => {
+                let v = self.vector(&args[0], t)?;
+                let (dst, repl, src, re) = (
+                    self.string(&args[1], t)?,
+                    self.string(&args[2], t)?,
+                    self.string(&args[3], t)?,
+                    self.string(&args[4], t)?,
+                );
+                let re = regex::Regex::new(&format!("^(?s:{re})$")).map_err(|e| {
+                    QueryError::BadData(format!(
+                        "invalid regular expression in label_replace(): {re}: {e}"
+                    ))
+                })?;
+                Ok(Val::Vector(
+                    v.into_iter()
+                        .map(|mut x| {
+                            let value = x.labels.get(&src).unwrap_or("").to_string();
+                            if let Some(caps) = re.captures(&value) {
+                                let mut out = String::new();
+                                caps.expand(&repl, &mut out);
+                                x.labels = Labels::from_pairs(
+                                    x.labels
+                                        .iter()
+                                        .filter(|(k, _)| *k != dst)
+                                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                                        .chain(std::iter::once((dst.clone(), out))),
+                                );
+                            }
+                            x
+                        })
+                        .collect(),
+                ))
+            }
+            "label_join" => {
+                let v = self.vector(&args[0], t)?;
+                let (dst, sep) = (self.string(&args[1], t)?, self.string(&args[2], t)?);
+                let mut srcs = Vec::new();
+                for a in &args[3..] {
+                    srcs.push(self.string(a, t)?);
+                }
+                Ok(Val::Vector(
+                    v.into_iter()
+                        .map(|mut x| {
+                            let joined = srcs
+                                .iter()
+                                .map(|s| x.labels.get(s).unwrap_or(""))
+                                .collect::<Vec<_>>()
+                                .join(&sep);
+                            x.labels = Labels::from_pairs(
+                                x.labels
+                                    .iter()
+                                    .filter(|(k, _)| *k != dst)
+                                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                                    .chain(std::iter::once((dst.clone(), joined))),
+                            );
+                            x
+                        })
+                        .collect(),
+                ))
+            }
+            "histogram_quantile" => {
+                let q = self.scalar(&args[0], t)?;
+                let v = self.vector(&args[1], t)?;
+                let mut groups: std::collections::BTreeMap<Labels, Vec<(f64, f64)>> =
+                    Default::default();
+                for x in v {
+                    let Some(le) = x.labels.get("le").and_then(|s| s.parse::<f64>().ok()) else {
+                        continue;
+                    };
+                    let key = Labels::from_pairs(
+                        x.labels
+                            .iter()
+                            .filter(|(k, _)| *k != "le" && *k != METRIC_NAME),
+                    );
+                    groups.entry(key).or_default().push((le, x.v));
+                }
+                Ok(Val::Vector(
+                    groups
+                        .into_iter()
+                        .map(|(labels, mut b)| Elem {
+                            labels,
+                            t,
+                            v: f::bucket_quantile(q, &mut b),
+                        })
+                        .collect(),
+                ))
+            }
+            other => Err(QueryError::BadData(format!(
+                "function {other}() is not supported yet"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates_are_right() {
+        // 2026-11-25 15:39:57 UTC is a Wednesday, day 329 of the year.
+        assert_eq!(civil(1_795_621_197.0), (2026, 11, 25, 15, 39, 3, 329));
+        assert_eq!(civil(0.0), (1970, 1, 1, 0, 0, 4, 1));
+        assert_eq!(days_in_month(2024, 2), 29);
+        assert_eq!(days_in_month(2023, 2), 28);
+    }
+}

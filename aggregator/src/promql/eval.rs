@@ -1,0 +1,398 @@
+//! The evaluator: one expression at one instant, with selector data loaded once per query and
+//! shared by every step of a range query.
+
+use std::collections::{BTreeMap, HashMap};
+
+use promql_parser::label::MatchOp as PMatchOp;
+use promql_parser::parser::{
+    AggregateExpr, AtModifier, Expr, LabelModifier, Offset, SubqueryExpr, VectorSelector,
+};
+use telltale_common::model::{Labels, METRIC_NAME, Sample, is_stale_marker};
+
+use super::QueryError;
+use super::functions as f;
+use crate::storage::{MatchOp, Matcher, SeriesData, Storage};
+
+/// One element of an instant vector: labels, the sample's timestamp and its value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Elem {
+    /// Labels (the metric name included unless an operation dropped it).
+    pub labels: Labels,
+    /// Timestamp of the sample (the evaluation time for computed values).
+    pub t: i64,
+    /// Value.
+    pub v: f64,
+}
+
+/// A value during evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val {
+    /// A number.
+    Scalar(f64),
+    /// A string.
+    Str(String),
+    /// An instant vector.
+    Vector(Vec<Elem>),
+    /// A range vector.
+    Matrix(Vec<SeriesData>),
+}
+
+fn dur_ms(d: std::time::Duration) -> i64 {
+    d.as_millis() as i64
+}
+
+fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        Some(Offset::Pos(d)) => dur_ms(*d),
+        Some(Offset::Neg(d)) => -dur_ms(*d),
+        None => 0,
+    }
+}
+
+fn exec(msg: impl Into<String>) -> QueryError {
+    QueryError::Execution(msg.into())
+}
+
+/// Translates a parsed selector into storage matchers.
+pub fn matchers(vs: &VectorSelector) -> Result<Vec<Matcher>, QueryError> {
+    if !vs.matchers.or_matchers.is_empty() {
+        return Err(QueryError::BadData(
+            "`or` inside a selector is not supported yet".into(),
+        ));
+    }
+    let mut out = Vec::new();
+    if let Some(name) = &vs.name {
+        out.push(Matcher::equal(METRIC_NAME, name));
+    }
+    for m in &vs.matchers.matchers {
+        let op = match &m.op {
+            PMatchOp::Equal => MatchOp::Equal(m.value.clone()),
+            PMatchOp::NotEqual => MatchOp::NotEqual(m.value.clone()),
+            PMatchOp::Re(r) => MatchOp::Regex(r.clone()),
+            PMatchOp::NotRe(r) => MatchOp::NotRegex(r.clone()),
+        };
+        out.push(Matcher {
+            name: m.name.clone(),
+            op,
+        });
+    }
+    Ok(out)
+}
+
+/// How far back of an evaluation time an expression reads (ranges and offsets nested in it).
+fn reach(e: &Expr) -> i64 {
+    match e {
+        Expr::MatrixSelector(m) => dur_ms(m.range),
+        Expr::Subquery(s) => dur_ms(s.range) + offset_ms(&s.offset).max(0) + reach(&s.expr),
+        Expr::Paren(p) => reach(&p.expr),
+        Expr::Unary(u) => reach(&u.expr),
+        Expr::Binary(b) => reach(&b.lhs).max(reach(&b.rhs)),
+        Expr::Aggregate(a) => reach(&a.expr).max(a.param.as_ref().map_or(0, |p| reach(p))),
+        Expr::Call(c) => c.args.args.iter().map(|a| reach(a)).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Evaluates expressions for one query.
+pub struct Evaluator<'a> {
+    storage: &'a dyn Storage,
+    lookback: i64,
+    max_samples: usize,
+    start: i64,
+    end: i64,
+    extra: i64,
+    cache: HashMap<String, Vec<SeriesData>>,
+    loaded: usize,
+}
+
+impl<'a> Evaluator<'a> {
+    /// An evaluator for a query over `[start, end]` (equal for instant queries).
+    pub fn new(
+        storage: &'a dyn Storage,
+        lookback: i64,
+        max_samples: usize,
+        start: i64,
+        end: i64,
+        root: &Expr,
+    ) -> Self {
+        Evaluator {
+            storage,
+            lookback,
+            max_samples,
+            start,
+            end,
+            extra: lookback + reach(root),
+            cache: HashMap::new(),
+            loaded: 0,
+        }
+    }
+
+    fn at_time(&self, at: &Option<AtModifier>) -> Option<i64> {
+        match at {
+            Some(AtModifier::Start) => Some(self.start),
+            Some(AtModifier::End) => Some(self.end),
+            Some(AtModifier::At(t)) => Some(match t.duration_since(std::time::UNIX_EPOCH) {
+                Ok(d) => d.as_millis() as i64,
+                Err(e) => -(e.duration().as_millis() as i64),
+            }),
+            None => None,
+        }
+    }
+
+    /// The series of a selector over everything this query can read, loaded once.
+    fn data(&mut self, vs: &VectorSelector) -> Result<Vec<SeriesData>, QueryError> {
+        let key = format!("{vs}");
+        if let Some(d) = self.cache.get(&key) {
+            return Ok(d.clone());
+        }
+        let off = offset_ms(&vs.offset);
+        let (lo, hi) = match self.at_time(&vs.at) {
+            Some(at) => (at - off - self.extra, at - off),
+            None => (self.start - off - self.extra, self.end - off),
+        };
+        let budget = self.max_samples.saturating_sub(self.loaded);
+        let d = self.storage.select(&matchers(vs)?, lo, hi, budget)?;
+        self.loaded += d.iter().map(|s| s.samples.len()).sum::<usize>();
+        self.cache.insert(key, d.clone());
+        Ok(d)
+    }
+
+    /// Evaluates `e` at `t` (ms).
+    pub fn eval(&mut self, e: &Expr, t: i64) -> Result<Val, QueryError> {
+        match e {
+            Expr::NumberLiteral(n) => Ok(Val::Scalar(n.val)),
+            Expr::StringLiteral(s) => Ok(Val::Str(s.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr, t),
+            Expr::Unary(u) => match self.eval(&u.expr, t)? {
+                Val::Scalar(v) => Ok(Val::Scalar(-v)),
+                Val::Vector(v) => Ok(Val::Vector(
+                    v.into_iter()
+                        .map(|mut x| {
+                            x.v = -x.v;
+                            x.labels = drop_name(&x.labels);
+                            x
+                        })
+                        .collect(),
+                )),
+                _ => Err(exec("unary minus needs a scalar or an instant vector")),
+            },
+            Expr::VectorSelector(vs) => {
+                let te = self.at_time(&vs.at).unwrap_or(t) - offset_ms(&vs.offset);
+                let lookback = self.lookback;
+                Ok(Val::Vector(
+                    self.data(vs)?
+                        .into_iter()
+                        .filter_map(|s| {
+                            let idx = s.samples.partition_point(|x| x.0 <= te);
+                            let x = *s.samples.get(idx.checked_sub(1)?)?;
+                            (x.0 > te - lookback && !is_stale_marker(x.1)).then_some(Elem {
+                                labels: s.labels,
+                                t: x.0,
+                                v: x.1,
+                            })
+                        })
+                        .collect(),
+                ))
+            }
+            Expr::MatrixSelector(ms) => {
+                let te = self.at_time(&ms.vs.at).unwrap_or(t) - offset_ms(&ms.vs.offset);
+                let range = dur_ms(ms.range);
+                Ok(Val::Matrix(
+                    self.data(&ms.vs)?
+                        .into_iter()
+                        .filter_map(|s| {
+                            let lo = s.samples.partition_point(|x| x.0 <= te - range);
+                            let hi = s.samples.partition_point(|x| x.0 <= te);
+                            let samples: Vec<Sample> = s.samples[lo..hi.max(lo)]
+                                .iter()
+                                .copied()
+                                .filter(|x| !is_stale_marker(x.1))
+                                .collect();
+                            (!samples.is_empty()).then_some(SeriesData {
+                                labels: s.labels,
+                                samples,
+                            })
+                        })
+                        .collect(),
+                ))
+            }
+            Expr::Subquery(sq) => self.subquery(sq, t),
+            Expr::Call(c) => self.call(c, t),
+            Expr::Aggregate(a) => self.aggregate(a, t),
+            Expr::Binary(b) => self.binary(b, t),
+            Expr::Extension(_) => Err(QueryError::BadData(
+                "extension expressions are not supported".into(),
+            )),
+        }
+    }
+
+    fn subquery(&mut self, sq: &SubqueryExpr, t: i64) -> Result<Val, QueryError> {
+        let te = self.at_time(&sq.at).unwrap_or(t) - offset_ms(&sq.offset);
+        let range = dur_ms(sq.range);
+        let step = sq.step.map(dur_ms).filter(|s| *s > 0).unwrap_or(60_000);
+        // Steps are aligned to multiples of the step, in (te - range, te].
+        let mut ts = (te - range).div_euclid(step) * step;
+        if ts <= te - range {
+            ts += step;
+        }
+        let mut series: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
+        while ts <= te {
+            match self.eval(&sq.expr, ts)? {
+                Val::Vector(v) => {
+                    for x in v {
+                        series.entry(x.labels).or_default().push(Sample(ts, x.v));
+                    }
+                }
+                Val::Scalar(v) => series
+                    .entry(Labels::default())
+                    .or_default()
+                    .push(Sample(ts, v)),
+                _ => return Err(exec("subquery needs an instant vector or a scalar")),
+            }
+            ts += step;
+        }
+        Ok(Val::Matrix(
+            series
+                .into_iter()
+                .map(|(labels, samples)| SeriesData { labels, samples })
+                .collect(),
+        ))
+    }
+
+    pub(super) fn vector(&mut self, e: &Expr, t: i64) -> Result<Vec<Elem>, QueryError> {
+        match self.eval(e, t)? {
+            Val::Vector(v) => Ok(v),
+            _ => Err(exec("expected an instant vector")),
+        }
+    }
+
+    pub(super) fn matrix(&mut self, e: &Expr, t: i64) -> Result<Vec<SeriesData>, QueryError> {
+        match self.eval(e, t)? {
+            Val::Matrix(m) => Ok(m),
+            _ => Err(exec("expected a range vector")),
+        }
+    }
+
+    pub(super) fn scalar(&mut self, e: &Expr, t: i64) -> Result<f64, QueryError> {
+        match self.eval(e, t)? {
+            Val::Scalar(s) => Ok(s),
+            _ => Err(exec("expected a scalar")),
+        }
+    }
+
+    pub(super) fn string(&mut self, e: &Expr, t: i64) -> Result<String, QueryError> {
+        match self.eval(e, t)? {
+            Val::Str(s) => Ok(s),
+            _ => Err(exec("expected a string")),
+        }
+    }
+}
+
+/// The labels without the metric name.
+pub fn drop_name(l: &Labels) -> Labels {
+    Labels::from_pairs(l.iter().filter(|(k, _)| *k != METRIC_NAME))
+}
+
+fn grouping(l: &Labels, modifier: &Option<LabelModifier>) -> Labels {
+    match modifier {
+        None => Labels::default(),
+        Some(LabelModifier::Include(names)) => Labels::from_pairs(
+            l.iter()
+                .filter(|(k, _)| names.labels.iter().any(|n| n == k)),
+        ),
+        Some(LabelModifier::Exclude(names)) => Labels::from_pairs(
+            l.iter()
+                .filter(|(k, _)| *k != METRIC_NAME && !names.labels.iter().any(|n| n == k)),
+        ),
+    }
+}
+
+impl Evaluator<'_> {
+    fn aggregate(&mut self, a: &AggregateExpr, t: i64) -> Result<Val, QueryError> {
+        let op = a.op.to_string();
+        let input = self.vector(&a.expr, t)?;
+        let param = match &a.param {
+            Some(p) if op == "count_values" => Some(Val::Str(self.string(p, t)?)),
+            Some(p) => Some(Val::Scalar(self.scalar(p, t)?)),
+            None => None,
+        };
+        let mut groups: BTreeMap<Labels, Vec<Elem>> = BTreeMap::new();
+        for x in input {
+            groups
+                .entry(grouping(&x.labels, &a.modifier))
+                .or_default()
+                .push(x);
+        }
+        let mut out = Vec::new();
+        for (key, elems) in groups {
+            let vals: Vec<f64> = elems.iter().map(|x| x.v).collect();
+            let one = |v: f64| Elem {
+                labels: key.clone(),
+                t,
+                v,
+            };
+            match op.as_str() {
+                "sum" => out.push(one(vals.iter().sum())),
+                "avg" => out.push(one(vals.iter().sum::<f64>() / vals.len() as f64)),
+                "min" => out
+                    .push(one(vals.iter().copied().fold(f64::NAN, |m, v| {
+                        if m.is_nan() || v < m { v } else { m }
+                    }))),
+                "max" => out
+                    .push(one(vals.iter().copied().fold(f64::NAN, |m, v| {
+                        if m.is_nan() || v > m { v } else { m }
+                    }))),
+                "count" => out.push(one(vals.len() as f64)),
+                "group" => out.push(one(1.0)),
+                "stdvar" => out.push(one(f::variance(&vals))),
+                "stddev" => out.push(one(f::variance(&vals).sqrt())),
+                "quantile" => {
+                    let q = match param {
+                        Some(Val::Scalar(q)) => q,
+                        _ => f64::NAN,
+                    };
+                    let mut v = vals.clone();
+                    out.push(one(f::quantile(q, &mut v)));
+                }
+                "topk" | "bottomk" => {
+                    let k = match param {
+                        Some(Val::Scalar(k)) => k,
+                        _ => 0.0,
+                    };
+                    let k = if k.is_nan() || k < 1.0 { 0 } else { k as usize };
+                    let mut e = elems;
+                    e.sort_by(|x, y| {
+                        let o = x.v.total_cmp(&y.v);
+                        if op == "topk" { o.reverse() } else { o }
+                    });
+                    e.truncate(k);
+                    out.extend(e.into_iter().map(|mut x| {
+                        x.t = t;
+                        x
+                    }));
+                }
+                "count_values" => {
+                    let name = match &param {
+                        Some(Val::Str(s)) => s.clone(),
+                        _ => String::new(),
+                    };
+                    let mut counts: BTreeMap<String, f64> = BTreeMap::new();
+                    for v in &vals {
+                        *counts.entry(crate::api::format_value(*v)).or_default() += 1.0;
+                    }
+                    for (value, n) in counts {
+                        let mut l = key.clone();
+                        l.set(&name, &value);
+                        out.push(Elem { labels: l, t, v: n });
+                    }
+                }
+                other => {
+                    return Err(QueryError::BadData(format!(
+                        "aggregation {other} is not supported yet"
+                    )));
+                }
+            }
+        }
+        Ok(Val::Vector(out))
+    }
+}

@@ -1,0 +1,211 @@
+//! PromQL functions over range vectors and instant vectors, as Prometheus computes them.
+
+use telltale_common::model::Sample;
+
+/// `rate`, `increase`, `delta` with Prometheus' extrapolation: the result is extrapolated to
+/// the window edges unless the first or last sample is further than 1.1 average intervals from
+/// them, and a counter is never extrapolated below zero.
+pub fn extrapolated(
+    points: &[Sample],
+    t: i64,
+    range_ms: i64,
+    counter: bool,
+    rate: bool,
+) -> Option<f64> {
+    if points.len() < 2 {
+        return None;
+    }
+    let (first, last) = (points[0], points[points.len() - 1]);
+    let mut result = last.1 - first.1;
+    if counter {
+        let mut prev = first.1;
+        for p in &points[1..] {
+            if p.1 < prev {
+                result += prev;
+            }
+            prev = p.1;
+        }
+    }
+    let range_start = (t - range_ms) as f64 / 1000.0;
+    let range_end = t as f64 / 1000.0;
+    let (ft, lt) = (first.0 as f64 / 1000.0, last.0 as f64 / 1000.0);
+    let mut to_start = ft - range_start;
+    let mut to_end = range_end - lt;
+    let sampled = lt - ft;
+    let avg = sampled / (points.len() - 1) as f64;
+    let threshold = avg * 1.1;
+    if to_start >= threshold {
+        to_start = avg / 2.0;
+    }
+    if counter && result > 0.0 && first.1 >= 0.0 {
+        let to_zero = sampled * (first.1 / result);
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    if to_end >= threshold {
+        to_end = avg / 2.0;
+    }
+    let mut factor = (sampled + to_start + to_end) / sampled;
+    if rate {
+        factor /= range_ms as f64 / 1000.0;
+    }
+    Some(result * factor)
+}
+
+/// `irate` (per second) and `idelta` from the last two samples.
+pub fn instant_delta(points: &[Sample], rate: bool) -> Option<f64> {
+    if points.len() < 2 {
+        return None;
+    }
+    let (prev, last) = (points[points.len() - 2], points[points.len() - 1]);
+    let mut d = last.1 - prev.1;
+    if rate && last.1 < prev.1 {
+        d = last.1;
+    }
+    if rate {
+        let dt = (last.0 - prev.0) as f64 / 1000.0;
+        if dt == 0.0 {
+            return None;
+        }
+        d /= dt;
+    }
+    Some(d)
+}
+
+/// Least-squares slope and intercept at `at_s` (seconds), as `deriv` and `predict_linear` use.
+pub fn linear_regression(points: &[Sample], at_s: f64) -> Option<(f64, f64)> {
+    if points.len() < 2 {
+        return None;
+    }
+    let n = points.len() as f64;
+    let (mut sx, mut sy, mut sxy, mut sx2) = (0.0, 0.0, 0.0, 0.0);
+    let mut constant_y = true;
+    for p in points {
+        let x = p.0 as f64 / 1000.0 - at_s;
+        constant_y &= p.1 == points[0].1;
+        sx += x;
+        sy += p.1;
+        sxy += x * p.1;
+        sx2 += x * x;
+    }
+    if constant_y {
+        return Some((0.0, points[0].1));
+    }
+    let cov = sxy - sx * sy / n;
+    let var = sx2 - sx * sx / n;
+    let slope = cov / var;
+    Some((slope, sy / n - slope * sx / n))
+}
+
+/// Population variance, with Kahan-free two-pass arithmetic.
+pub fn variance(values: &[f64]) -> f64 {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n
+}
+
+/// The φ-quantile of `values` (sorted in place), interpolating like Prometheus.
+pub fn quantile(q: f64, values: &mut [f64]) -> f64 {
+    if values.is_empty() || q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    let n = values.len() as f64;
+    let rank = q * (n - 1.0);
+    let lower = rank.floor().max(0.0) as usize;
+    let upper = (rank.floor() as usize + 1).min(values.len() - 1);
+    let weight = rank - rank.floor();
+    values[lower] * (1.0 - weight) + values[upper] * weight
+}
+
+/// `histogram_quantile` over classic buckets `(le, cumulative count)`.
+pub fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> f64 {
+    if q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if buckets.len() < 2 || buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
+        return f64::NAN;
+    }
+    // Counts must not decrease; Prometheus repairs small non-monotonicity the same way.
+    for i in 1..buckets.len() {
+        if buckets[i].1 < buckets[i - 1].1 {
+            buckets[i].1 = buckets[i - 1].1;
+        }
+    }
+    let total = buckets[buckets.len() - 1].1;
+    if total == 0.0 {
+        return f64::NAN;
+    }
+    let rank = q * total;
+    let b = buckets.partition_point(|x| x.1 < rank);
+    if b == buckets.len() - 1 {
+        return buckets[buckets.len() - 2].0;
+    }
+    if b == 0 && buckets[0].0 <= 0.0 {
+        return buckets[0].0;
+    }
+    let (start, count_before) = if b == 0 {
+        (0.0, 0.0)
+    } else {
+        (buckets[b - 1].0, buckets[b - 1].1)
+    };
+    let (end, count) = (buckets[b].0, buckets[b].1 - count_before);
+    start + (end - start) * ((rank - count_before) / count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pts(v: &[(i64, f64)]) -> Vec<Sample> {
+        v.iter().map(|&(t, v)| Sample(t, v)).collect()
+    }
+
+    #[test]
+    fn rate_extrapolates_like_prometheus() {
+        // A counter growing 1/s sampled every 10 s over a 60 s window ending on a sample.
+        let p = pts(&[
+            (10_000, 10.0),
+            (20_000, 20.0),
+            (30_000, 30.0),
+            (40_000, 40.0),
+            (50_000, 50.0),
+            (60_000, 60.0),
+        ]);
+        let r = extrapolated(&p, 60_000, 60_000, true, true).unwrap();
+        assert!((r - 1.0).abs() < 1e-9, "{r}");
+        let inc = extrapolated(&p, 60_000, 60_000, true, false).unwrap();
+        assert!((inc - 60.0).abs() < 1e-9, "{inc}");
+        // A reset adds the value before it.
+        let p = pts(&[(0, 5.0), (10_000, 10.0), (20_000, 2.0)]);
+        let inc = extrapolated(&p, 20_000, 20_000, true, false).unwrap();
+        assert!((inc - 7.0).abs() < 1e-9, "{inc}");
+    }
+
+    #[test]
+    fn quantiles_interpolate() {
+        assert_eq!(quantile(0.5, &mut [1.0, 3.0, 2.0]), 2.0);
+        assert_eq!(quantile(0.25, &mut [1.0, 2.0, 3.0, 4.0, 5.0]), 2.0);
+        let mut b = vec![
+            (0.1, 10.0),
+            (0.5, 50.0),
+            (1.0, 100.0),
+            (f64::INFINITY, 100.0),
+        ];
+        assert!((bucket_quantile(0.5, &mut b) - 0.5).abs() < 1e-9);
+    }
+}
