@@ -3,14 +3,15 @@
 //! ([`ApiError`]).
 
 mod params;
+pub mod remote_write;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value as Json, json};
@@ -19,7 +20,7 @@ use telltale_common::model::{Labels, Sample, now_ms};
 use crate::agents::Registry;
 use crate::promql::{Engine, QueryError, Value};
 use crate::selfmetrics::{Gauges, SelfMetrics};
-use crate::storage::{Matcher, SeriesData, Storage};
+use crate::storage::{AppendData, AppendOutcome, AppendRequest, Matcher, SeriesData, Storage};
 pub use params::{Params, parse_step, parse_time};
 
 /// Prometheus refuses range queries with more points than this per series.
@@ -39,6 +40,8 @@ pub struct ApiState {
     pub corrupt_records: u64,
     /// Set once start-up recovery is done.
     pub ready: AtomicBool,
+    /// Bearer token for state-changing calls; `None`: accepted from loopback only.
+    pub api_token: Option<String>,
 }
 
 /// An API error in Prometheus' envelope.
@@ -258,6 +261,62 @@ async fn label_values(
     Ok(success(json!(values)))
 }
 
+/// Checks that a state-changing call may proceed: the configured bearer token, or, with none
+/// configured, a loopback peer.
+fn authorize(
+    st: &ApiState,
+    peer: std::net::SocketAddr,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    let unauthorized = |m: &str| ApiError {
+        status: StatusCode::UNAUTHORIZED,
+        error_type: "unauthorized",
+        message: m.to_string(),
+    };
+    match &st.api_token {
+        Some(token) => {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if given == Some(token.as_str()) {
+                Ok(())
+            } else {
+                Err(unauthorized("missing or wrong bearer token"))
+            }
+        }
+        None if peer.ip().is_loopback() => Ok(()),
+        None => Err(unauthorized(
+            "no API token is configured: state-changing calls are accepted from loopback only (set api_token)",
+        )),
+    }
+}
+
+async fn write(
+    State(st): St,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    count(&st);
+    authorize(&st, peer, &headers)?;
+    let series = remote_write::decode(&body)
+        .map_err(|e| ApiError::bad_data(format!("malformed remote_write body: {e}")))?;
+    let req = AppendRequest {
+        origin: None,
+        data: AppendData::Series(series),
+    };
+    match st.storage.append(req).await {
+        Ok(AppendOutcome::Invalid { reason }) => Err(ApiError::bad_data(reason)),
+        Ok(_) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Err(e) => Err(ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            error_type: "internal",
+            message: e.to_string(),
+        }),
+    }
+}
+
 async fn buildinfo() -> Response {
     success(json!({
         "version": telltale_common::VERSION,
@@ -321,6 +380,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/label/{name}/values", get(label_values))
         .route("/api/v1/status/buildinfo", get(buildinfo))
         .route("/api/v1/agents", get(agents))
+        .route(
+            "/api/v1/write",
+            axum::routing::post(write).layer(DefaultBodyLimit::max(remote_write::MAX_BODY)),
+        )
         .route("/metrics", get(metrics))
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))

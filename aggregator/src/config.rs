@@ -31,6 +31,9 @@ pub struct FileConfig {
     /// How often `up` is written for every known agent (default `15s`).
     #[serde(default, deserialize_with = "humantime_duration_opt")]
     pub up_interval: Option<Duration>,
+    /// Bearer token required by state-changing HTTP calls (remote_write, ...). Unset: they are
+    /// accepted from loopback only. `--api-token` and `TELLTALE_API_TOKEN` override it.
+    pub api_token: Option<String>,
 }
 
 fn opt_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -56,6 +59,8 @@ pub struct Config {
     pub query_max_samples: usize,
     /// `up` write interval.
     pub up_interval: Duration,
+    /// Bearer token for state-changing calls.
+    pub api_token: Option<String>,
 }
 
 /// Command-line overrides.
@@ -69,6 +74,8 @@ pub struct Overrides {
     pub http_listen: Option<SocketAddr>,
     /// `--quic-listen`
     pub quic_listen: Option<SocketAddr>,
+    /// `--api-token` / `TELLTALE_API_TOKEN`
+    pub api_token: Option<String>,
 }
 
 impl Config {
@@ -118,6 +125,11 @@ impl Config {
             lookback_delta: file.lookback_delta.unwrap_or(Duration::from_secs(300)),
             query_max_samples: file.query_max_samples.unwrap_or(50_000_000),
             up_interval,
+            api_token: o
+                .api_token
+                .clone()
+                .or(file.api_token)
+                .filter(|t| !t.is_empty()),
         })
     }
 }

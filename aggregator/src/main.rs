@@ -69,6 +69,9 @@ struct ServeArgs {
     /// QUIC listen address (default 0.0.0.0:9471).
     #[arg(long)]
     quic_listen: Option<SocketAddr>,
+    /// Bearer token for state-changing HTTP calls (unset: loopback only).
+    #[arg(long, env = "TELLTALE_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
 }
 
 impl ServeArgs {
@@ -80,6 +83,7 @@ impl ServeArgs {
                 tls_dir: self.tls_dir.clone(),
                 http_listen: self.http_listen,
                 quic_listen: self.quic_listen,
+                api_token: self.api_token.clone(),
             },
         )
     }

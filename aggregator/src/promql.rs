@@ -221,9 +221,9 @@ mod tests {
                 assert_eq!(
                     m.len(),
                     1,
-                    "the stale marker and the sample at t-1m are excluded"
+                    "the series ending in a stale marker has no other sample"
                 );
-                assert_eq!(m[0].samples, vec![Sample(60_000, 2.0)]);
+                assert_eq!(m[0].samples, vec![Sample(0, 1.0), Sample(60_000, 2.0)]);
             }
             other => panic!("{other:?}"),
         }

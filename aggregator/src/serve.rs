@@ -79,6 +79,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         metrics,
         corrupt_records,
         ready: AtomicBool::new(false),
+        api_token: cfg.api_token.clone(),
     });
 
     let http = listener.local_addr()?;
@@ -105,10 +106,13 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let running = Running { http, quic };
     println!("listening http={} quic={}", running.http, running.quic);
 
-    axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("HTTP server failed")?;
+    axum::serve(
+        listener,
+        api::router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("HTTP server failed")?;
     tracing::info!("shutting down");
     endpoint.close(0u32.into(), b"aggregator shutting down");
     endpoint.wait_idle().await;

@@ -198,6 +198,7 @@ impl Evaluator<'_> {
             };
             if one_to_one {
                 labels = match matching {
+                    Some(LabelModifier::Include(_)) if drops_name => drop_name(&sig),
                     Some(LabelModifier::Include(_)) => sig.clone(),
                     Some(LabelModifier::Exclude(ign)) => Labels::from_pairs(
                         labels

@@ -94,6 +94,15 @@ fn absent_labels(e: &Expr) -> Labels {
     Labels::from_pairs(pairs)
 }
 
+/// Whether `name` is a valid label name (`[a-zA-Z_][a-zA-Z0-9_]*`).
+fn valid_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 impl Evaluator<'_> {
     fn over_time(
         &mut self,
@@ -351,6 +360,11 @@ impl Evaluator<'_> {
                     self.string(&args[3], t)?,
                     self.string(&args[4], t)?,
                 );
+                if !valid_label_name(&dst) {
+                    return Err(QueryError::Execution(format!(
+                        "invalid destination label name in label_replace(): {dst}"
+                    )));
+                }
                 let re = regex::Regex::new(&format!("^(?s:{re})$")).map_err(|e| {
                     QueryError::BadData(format!(
                         "invalid regular expression in label_replace(): {re}: {e}"
@@ -379,6 +393,11 @@ impl Evaluator<'_> {
             "label_join" => {
                 let v = self.vector(&args[0], t)?;
                 let (dst, sep) = (self.string(&args[1], t)?, self.string(&args[2], t)?);
+                if !valid_label_name(&dst) {
+                    return Err(QueryError::Execution(format!(
+                        "invalid destination label name in label_join(): {dst}"
+                    )));
+                }
                 let mut srcs = Vec::new();
                 for a in &args[3..] {
                     srcs.push(self.string(a, t)?);

@@ -185,7 +185,9 @@ impl<'a> Evaluator<'a> {
                         .filter_map(|s| {
                             let idx = s.samples.partition_point(|x| x.0 <= te);
                             let x = *s.samples.get(idx.checked_sub(1)?)?;
-                            (x.0 > te - lookback && !is_stale_marker(x.1)).then_some(Elem {
+                            // [te - lookback, te], closed on the left as in Prometheus 2.x, the
+                            // compliance reference (3.x opened it).
+                            (x.0 >= te - lookback && !is_stale_marker(x.1)).then_some(Elem {
                                 labels: s.labels,
                                 t: x.0,
                                 v: x.1,
@@ -201,7 +203,8 @@ impl<'a> Evaluator<'a> {
                     self.data(&ms.vs)?
                         .into_iter()
                         .filter_map(|s| {
-                            let lo = s.samples.partition_point(|x| x.0 <= te - range);
+                            // [te - range, te], closed on the left as in Prometheus 2.x.
+                            let lo = s.samples.partition_point(|x| x.0 < te - range);
                             let hi = s.samples.partition_point(|x| x.0 <= te);
                             let samples: Vec<Sample> = s.samples[lo..hi.max(lo)]
                                 .iter()
@@ -217,7 +220,16 @@ impl<'a> Evaluator<'a> {
                 ))
             }
             Expr::Subquery(sq) => self.subquery(sq, t),
-            Expr::Call(c) => self.call(c, t),
+            Expr::Call(c) => {
+                let v = self.call(c, t)?;
+                if let Val::Vector(elems) = &v {
+                    let mut seen = std::collections::HashSet::new();
+                    if !elems.iter().all(|e| seen.insert(&e.labels)) {
+                        return Err(exec("vector cannot contain metrics with the same labelset"));
+                    }
+                }
+                Ok(v)
+            }
             Expr::Aggregate(a) => self.aggregate(a, t),
             Expr::Binary(b) => self.binary(b, t),
             Expr::Extension(_) => Err(QueryError::BadData(
@@ -230,9 +242,10 @@ impl<'a> Evaluator<'a> {
         let te = self.at_time(&sq.at).unwrap_or(t) - offset_ms(&sq.offset);
         let range = dur_ms(sq.range);
         let step = sq.step.map(dur_ms).filter(|s| *s > 0).unwrap_or(60_000);
-        // Steps are aligned to multiples of the step, in (te - range, te].
+        // Steps are aligned to multiples of the step, in [te - range, te] (closed on the left
+        // as in Prometheus 2.x).
         let mut ts = (te - range).div_euclid(step) * step;
-        if ts <= te - range {
+        if ts < te - range {
             ts += step;
         }
         let mut series: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();

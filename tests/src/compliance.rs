@@ -1,0 +1,351 @@
+//! The PromQL compliance harness: the compliance tester's query set, the demo service's data
+//! generated deterministically, loaded into a real Prometheus (backfilled with promtool) and into
+//! Telltale (remote_write), every case run against both and compared as the tester does.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+use telltale_common::model::{Labels, Sample, SeriesSamples};
+
+/// One expanded case.
+#[derive(Debug, Clone)]
+pub struct Case {
+    /// The query.
+    pub query: String,
+    /// Whether both must fail.
+    pub should_fail: bool,
+}
+
+fn unquote(s: &str) -> String {
+    let s = s.trim();
+    if let Some(inner) = s.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')) {
+        inner.replace("''", "'")
+    } else if let Some(inner) = s.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        inner.replace("\\\"", "\"").replace("\\\\", "\\")
+    } else {
+        s.to_string()
+    }
+}
+
+fn list(s: &str) -> Vec<String> {
+    let s = s.trim().trim_start_matches('[').trim_end_matches(']');
+    // Values are quoted and contain no commas.
+    s.split(',')
+        .map(unquote)
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+/// Expands the query file with the variant arguments into cases.
+pub fn expand(queries_yml: &str, variants_yml: &str) -> Vec<Case> {
+    let mut variants: Vec<(String, Vec<String>)> = Vec::new();
+    for line in variants_yml.lines() {
+        if line.starts_with('#') || !line.contains(':') {
+            continue;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            variants.push((k.trim().to_string(), list(v)));
+        }
+    }
+    let mut templates: Vec<(String, Vec<String>, bool)> = Vec::new();
+    for line in queries_yml.lines() {
+        let t = line.trim();
+        if let Some(q) = t.strip_prefix("- query:") {
+            templates.push((unquote(q), Vec::new(), false));
+        } else if let Some(v) = t.strip_prefix("variant_args:") {
+            if let Some(last) = templates.last_mut() {
+                last.1 = list(v);
+            }
+        } else if t.starts_with("should_fail:") && t.ends_with("true") {
+            if let Some(last) = templates.last_mut() {
+                last.2 = true;
+            }
+        }
+    }
+    let mut cases = Vec::new();
+    for (q, args, fail) in templates {
+        let mut expanded = vec![q];
+        for a in &args {
+            let values = variants
+                .iter()
+                .find(|(k, _)| k == a)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            expanded = expanded
+                .into_iter()
+                .flat_map(|q| {
+                    values
+                        .iter()
+                        .map(move |v| q.replace(&format!("{{{{.{a}}}}}"), v))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+        }
+        cases.extend(expanded.into_iter().map(|query| Case {
+            query,
+            should_fail: fail,
+        }));
+    }
+    cases
+}
+
+/// A small deterministic pseudo-random source (xorshift), so both systems see the same data.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The demo service's series, scraped every 5 s from three instances over `[start, end]` (ms).
+pub fn demo_data(start: i64, end: i64) -> Vec<SeriesSamples> {
+    let mut out = Vec::new();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let times: Vec<i64> = (0..)
+        .map(|k| start + k * 5000)
+        .take_while(|t| *t <= end)
+        .collect();
+    for i in 0..3 {
+        let instance = format!("demo.promlabs.com:1000{i}");
+        let base = |name: &str, extra: &[(&str, &str)]| {
+            let mut pairs = vec![
+                ("__name__", name.to_string()),
+                ("job", "demo".to_string()),
+                ("instance", instance.clone()),
+            ];
+            pairs.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+            Labels::from_pairs(pairs)
+        };
+        let mut push = |labels: Labels, f: &mut dyn FnMut(usize, i64) -> Option<f64>| {
+            let samples: Vec<Sample> = times
+                .iter()
+                .enumerate()
+                .filter_map(|(k, &t)| f(k, t).map(|v| Sample(t, v)))
+                .collect();
+            out.push(SeriesSamples { labels, samples });
+        };
+        for (j, ty) in ["free", "used", "buffers", "cached"].iter().enumerate() {
+            let amp = 1e8 * (j + 1) as f64;
+            push(
+                base("demo_memory_usage_bytes", &[("type", ty)]),
+                &mut |k, _| Some(2e9 + amp * ((k as f64) / 40.0 + i as f64).sin().abs()),
+            );
+        }
+        push(base("demo_num_cpus", &[]), &mut |_, _| {
+            Some([4.0, 8.0, 2.0][i])
+        });
+        for (j, mode) in ["idle", "user", "system"].iter().enumerate() {
+            let mut total = 0.0;
+            let reset_at = 300 + 100 * i + 50 * j;
+            let mut r = Rng(0x1234_5678 + (i * 10 + j) as u64);
+            push(
+                base("demo_cpu_usage_seconds_total", &[("mode", mode)]),
+                &mut |k, _| {
+                    if k == reset_at {
+                        total = 0.0;
+                    }
+                    total += 5.0 * (0.2 + r.next()) * (j + 1) as f64;
+                    Some((total * 1000.0).round() / 1000.0)
+                },
+            );
+        }
+        let mut disk = 1e10;
+        push(base("demo_disk_usage_bytes", &[]), &mut |k, _| {
+            disk += 1000.0 * (k % 7) as f64;
+            Some(disk)
+        });
+        let les = ["0.0002", "0.001", "0.01", "0.1", "0.5", "1", "+Inf"];
+        for method in ["GET", "POST"] {
+            let mut counts = [0.0f64; 7];
+            let mut sum = 0.0;
+            let mut per_k: Vec<([f64; 7], f64)> = Vec::new();
+            for _ in &times {
+                for _ in 0..(3 + (rng.next() * 5.0) as usize) {
+                    let latency = rng.next().powi(3) * 1.2;
+                    sum += latency;
+                    for (b, le) in les.iter().enumerate() {
+                        if *le == "+Inf" || latency <= le.parse::<f64>().unwrap_or(f64::INFINITY) {
+                            counts[b] += 1.0;
+                        }
+                    }
+                }
+                per_k.push((counts, (sum * 1e6).round() / 1e6));
+            }
+            let extra = [("method", method), ("path", "/api/foo"), ("status", "200")];
+            for (b, le) in les.iter().enumerate() {
+                let mut e = extra.to_vec();
+                e.push(("le", le));
+                push(
+                    base("demo_api_request_duration_seconds_bucket", &e),
+                    &mut |k, _| Some(per_k[k].0[b]),
+                );
+            }
+            push(
+                base("demo_api_request_duration_seconds_sum", &extra),
+                &mut |k, _| Some(per_k[k].1),
+            );
+            push(
+                base("demo_api_request_duration_seconds_count", &extra),
+                &mut |k, _| Some(per_k[k].0[6]),
+            );
+        }
+        let mut last = 0.0;
+        push(
+            base("demo_batch_last_success_timestamp_seconds", &[]),
+            &mut |k, t| {
+                if k % 37 == 0 {
+                    last = (t / 1000) as f64;
+                }
+                Some(last)
+            },
+        );
+        // Present for 5 minutes, absent for 5 minutes, and so on.
+        push(base("demo_intermittent_metric", &[]), &mut |k, _| {
+            ((k / 60) % 2 == 0).then_some(k as f64)
+        });
+    }
+    out
+}
+
+fn fmt_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// The series as OpenMetrics text for `promtool tsdb create-blocks-from openmetrics`.
+pub fn openmetrics(series: &[SeriesSamples]) -> String {
+    let mut by_name: std::collections::BTreeMap<&str, Vec<&SeriesSamples>> = Default::default();
+    for s in series {
+        by_name
+            .entry(s.labels.metric_name().unwrap_or(""))
+            .or_default()
+            .push(s);
+    }
+    let mut out = String::new();
+    for (name, list) in by_name {
+        let _ = writeln!(out, "# TYPE {name} unknown");
+        for s in list {
+            let labels: Vec<String> = s
+                .labels
+                .iter()
+                .filter(|(k, _)| *k != "__name__")
+                .map(|(k, v)| format!("{k}=\"{v}\""))
+                .collect();
+            for x in &s.samples {
+                let _ = writeln!(
+                    out,
+                    "{name}{{{}}} {} {}.{:03}",
+                    labels.join(","),
+                    fmt_value(x.1),
+                    x.0 / 1000,
+                    x.0 % 1000
+                );
+            }
+        }
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
+/// Compares two Prometheus API responses as the compliance tester does.
+pub fn compare(a: &Value, b: &Value) -> Result<(), String> {
+    let status = |v: &Value| v["status"].as_str().unwrap_or("").to_string();
+    if status(a) != status(b) {
+        return Err(format!(
+            "status {} vs {}: {} / {}",
+            status(a),
+            status(b),
+            a["error"],
+            b["error"]
+        ));
+    }
+    if status(a) != "success" {
+        return Ok(());
+    }
+    let (ra, rb) = (&a["data"]["result"], &b["data"]["result"]);
+    if a["data"]["resultType"] != b["data"]["resultType"] {
+        return Err(format!(
+            "result type {} vs {}",
+            a["data"]["resultType"], b["data"]["resultType"]
+        ));
+    }
+    let norm = |r: &Value| -> std::collections::BTreeMap<String, Vec<(f64, String)>> {
+        let mut m = std::collections::BTreeMap::new();
+        let items: Vec<Value> = match r {
+            Value::Array(v) => v.clone(),
+            other => vec![serde_json::json!({"metric": {}, "value": other})],
+        };
+        for s in items {
+            let key = s["metric"].to_string();
+            let points: Vec<(f64, String)> = if let Some(vs) = s["values"].as_array() {
+                vs.iter()
+                    .map(|p| {
+                        (
+                            p[0].as_f64().unwrap_or(0.0),
+                            p[1].as_str().unwrap_or("").to_string(),
+                        )
+                    })
+                    .collect()
+            } else {
+                vec![(
+                    s["value"][0].as_f64().unwrap_or(0.0),
+                    s["value"][1].as_str().unwrap_or("").to_string(),
+                )]
+            };
+            m.insert(key, points);
+        }
+        m
+    };
+    let (na, nb) = (norm(ra), norm(rb));
+    let ka: Vec<_> = na.keys().collect();
+    let kb: Vec<_> = nb.keys().collect();
+    if ka != kb {
+        let only_a: Vec<_> = ka
+            .iter()
+            .filter(|k| !nb.contains_key(**k))
+            .take(2)
+            .collect();
+        let only_b: Vec<_> = kb
+            .iter()
+            .filter(|k| !na.contains_key(**k))
+            .take(2)
+            .collect();
+        return Err(format!(
+            "series differ: {} vs {} (only reference: {only_a:?}; only telltale: {only_b:?})",
+            ka.len(),
+            kb.len()
+        ));
+    }
+    for (k, pa) in &na {
+        let pb = &nb[k];
+        if pa.len() != pb.len() {
+            return Err(format!("{k}: {} points vs {}", pa.len(), pb.len()));
+        }
+        for (x, y) in pa.iter().zip(pb) {
+            if (x.0 - y.0).abs() > 1e-9 {
+                return Err(format!("{k}: timestamp {} vs {}", x.0, y.0));
+            }
+            let (u, v): (f64, f64) = (
+                x.1.parse().unwrap_or(f64::NAN),
+                y.1.parse().unwrap_or(f64::NAN),
+            );
+            let equal = (u.is_nan() && v.is_nan())
+                || u == v
+                || (u - v).abs() <= 1e-6 * u.abs().max(v.abs());
+            if !equal {
+                return Err(format!("{k} at {}: {} vs {}", x.0, x.1, y.1));
+            }
+        }
+    }
+    Ok(())
+}
