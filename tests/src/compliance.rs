@@ -56,10 +56,11 @@ pub fn expand(queries_yml: &str, variants_yml: &str) -> Vec<Case> {
             if let Some(last) = templates.last_mut() {
                 last.1 = list(v);
             }
-        } else if t.starts_with("should_fail:") && t.ends_with("true") {
-            if let Some(last) = templates.last_mut() {
-                last.2 = true;
-            }
+        } else if t.starts_with("should_fail:")
+            && t.ends_with("true")
+            && let Some(last) = templates.last_mut()
+        {
+            last.2 = true;
         }
     }
     let mut cases = Vec::new();
