@@ -72,6 +72,11 @@ impl From<QueryError> for ApiError {
                 error_type: "execution",
                 message: m,
             },
+            e @ QueryError::Timeout(_) => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                error_type: "timeout",
+                message: e.to_string(),
+            },
         }
     }
 }
@@ -138,6 +143,16 @@ fn value_json(v: &Value) -> Json {
 
 type St = State<Arc<ApiState>>;
 
+/// The optional `timeout` parameter (Prometheus duration or seconds).
+fn timeout_param(p: &Params) -> Result<Option<std::time::Duration>, ApiError> {
+    match p.get("timeout").filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => parse_step(v)
+            .map(|ms| Some(std::time::Duration::from_millis(ms.max(0) as u64)))
+            .map_err(|e| ApiError::bad_data(format!("invalid parameter \"timeout\": {e}"))),
+    }
+}
+
 fn params(q: &RawQuery, body: &Bytes) -> Params {
     Params::parse(q.0.as_deref(), body)
 }
@@ -151,8 +166,9 @@ async fn query(State(st): St, q: RawQuery, body: Bytes) -> Result<Response, ApiE
     let p = params(&q, &body);
     let expr = p.required("query")?.to_string();
     let t = p.time_or("time", now_ms())?;
+    let timeout = timeout_param(&p)?;
     let engine = st.engine.clone();
-    let v = tokio::task::spawn_blocking(move || engine.instant(&expr, t))
+    let v = tokio::task::spawn_blocking(move || engine.instant_with_timeout(&expr, t, timeout))
         .await
         .map_err(|e| QueryError::Execution(e.to_string()))??;
     Ok(success(value_json(&v)))
@@ -187,10 +203,13 @@ async fn query_range(State(st): St, q: RawQuery, body: Bytes) -> Result<Response
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));
     }
+    let timeout = timeout_param(&p)?;
     let engine = st.engine.clone();
-    let m = tokio::task::spawn_blocking(move || engine.range(&expr, start, end, step))
-        .await
-        .map_err(|e| QueryError::Execution(e.to_string()))??;
+    let m = tokio::task::spawn_blocking(move || {
+        engine.range_with_timeout(&expr, start, end, step, timeout)
+    })
+    .await
+    .map_err(|e| QueryError::Execution(e.to_string()))??;
     Ok(success(
         json!({"resultType": "matrix", "result": matrix_json(&m)}),
     ))
@@ -329,6 +348,20 @@ async fn buildinfo() -> Response {
     }))
 }
 
+async fn metadata() -> Response {
+    // Agents send no metric metadata yet: an empty map, as Prometheus answers without any.
+    success(json!({}))
+}
+
+async fn rules() -> Response {
+    // Rule evaluation arrives with the alerting issue: no groups yet.
+    success(json!({"groups": []}))
+}
+
+async fn alerts() -> Response {
+    success(json!({"alerts": []}))
+}
+
 async fn agents(State(st): St) -> Response {
     count(&st);
     success(serde_json::to_value(st.registry.list()).unwrap_or(Json::Null))
@@ -379,6 +412,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/labels", get(labels).post(labels))
         .route("/api/v1/label/{name}/values", get(label_values))
         .route("/api/v1/status/buildinfo", get(buildinfo))
+        .route("/api/v1/metadata", get(metadata))
+        .route("/api/v1/rules", get(rules))
+        .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/agents", get(agents))
         .route(
             "/api/v1/write",

@@ -28,6 +28,9 @@ pub struct FileConfig {
     pub lookback_delta: Option<Duration>,
     /// Most samples one query may load (default 50 000 000, like Prometheus).
     pub query_max_samples: Option<usize>,
+    /// Longest a query may run before it fails with a `timeout` error (default `2m`).
+    #[serde(default, deserialize_with = "humantime_duration_opt")]
+    pub query_timeout: Option<Duration>,
     /// How often `up` is written for every known agent (default `15s`).
     #[serde(default, deserialize_with = "humantime_duration_opt")]
     pub up_interval: Option<Duration>,
@@ -57,6 +60,8 @@ pub struct Config {
     pub lookback_delta: Duration,
     /// Per-query sample limit.
     pub query_max_samples: usize,
+    /// Per-query time limit.
+    pub query_timeout: Duration,
     /// `up` write interval.
     pub up_interval: Duration,
     /// Bearer token for state-changing calls.
@@ -124,6 +129,7 @@ impl Config {
             max_frame_bytes: max_frame as u32,
             lookback_delta: file.lookback_delta.unwrap_or(Duration::from_secs(300)),
             query_max_samples: file.query_max_samples.unwrap_or(50_000_000),
+            query_timeout: file.query_timeout.unwrap_or(Duration::from_secs(120)),
             up_interval,
             api_token: o
                 .api_token

@@ -32,6 +32,9 @@ pub enum QueryError {
     /// The query failed while running (`execution`, HTTP 422).
     #[error("{0}")]
     Execution(String),
+    /// The query ran past its deadline (`timeout`, HTTP 503).
+    #[error("query timed out in {0}")]
+    Timeout(&'static str),
 }
 
 impl From<StorageError> for QueryError {
@@ -65,6 +68,7 @@ pub struct Engine {
     storage: Arc<dyn Storage>,
     lookback_ms: i64,
     max_samples: usize,
+    timeout: Option<Duration>,
 }
 
 impl Engine {
@@ -74,7 +78,44 @@ impl Engine {
             storage,
             lookback_ms: lookback.as_millis() as i64,
             max_samples,
+            timeout: None,
         }
+    }
+
+    /// The same engine with a per-query time limit.
+    pub fn with_timeout(mut self, timeout: Duration) -> Engine {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The engine's per-query time limit, if any.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    fn evaluator<'a>(
+        &'a self,
+        start: i64,
+        end: i64,
+        expr: &Expr,
+        timeout: Option<Duration>,
+    ) -> Evaluator<'a> {
+        let limit = match (self.timeout, timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let mut ev = Evaluator::new(
+            self.storage.as_ref(),
+            self.lookback_ms,
+            self.max_samples,
+            start,
+            end,
+            expr,
+        );
+        if let Some(l) = limit {
+            ev.set_deadline(std::time::Instant::now() + l);
+        }
+        ev
     }
 
     /// Parses a query, with Prometheus-like messages.
@@ -85,15 +126,18 @@ impl Engine {
 
     /// Evaluates `q` at `t_ms`.
     pub fn instant(&self, q: &str, t_ms: i64) -> Result<Value, QueryError> {
+        self.instant_with_timeout(q, t_ms, None)
+    }
+
+    /// Evaluates `q` at `t_ms`, within `timeout` if it is shorter than the engine's.
+    pub fn instant_with_timeout(
+        &self,
+        q: &str,
+        t_ms: i64,
+        timeout: Option<Duration>,
+    ) -> Result<Value, QueryError> {
         let expr = Self::parse(q)?;
-        let mut ev = Evaluator::new(
-            self.storage.as_ref(),
-            self.lookback_ms,
-            self.max_samples,
-            t_ms,
-            t_ms,
-            &expr,
-        );
+        let mut ev = self.evaluator(t_ms, t_ms, &expr, timeout);
         Ok(match ev.eval(&expr, t_ms)? {
             Val::Scalar(v) => Value::Scalar(Sample(t_ms, v)),
             Val::Str(s) => Value::String(t_ms, s),
@@ -114,15 +158,20 @@ impl Engine {
         end: i64,
         step: i64,
     ) -> Result<Vec<SeriesData>, QueryError> {
+        self.range_with_timeout(q, start, end, step, None)
+    }
+
+    /// [`Engine::range`] within `timeout` if it is shorter than the engine's.
+    pub fn range_with_timeout(
+        &self,
+        q: &str,
+        start: i64,
+        end: i64,
+        step: i64,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<SeriesData>, QueryError> {
         let expr = Self::parse(q)?;
-        let mut ev = Evaluator::new(
-            self.storage.as_ref(),
-            self.lookback_ms,
-            self.max_samples,
-            start,
-            end,
-            &expr,
-        );
+        let mut ev = self.evaluator(start, end, &expr, timeout);
         let mut out: std::collections::BTreeMap<Labels, Vec<Sample>> = Default::default();
         let mut t = start;
         while t <= end {
@@ -216,14 +265,18 @@ mod tests {
         assert_eq!(v("m", 360_001), vec![]);
         assert_eq!(v("m offset 1m", 120_000), vec![("a".into(), 2.0)]);
         assert_eq!(v("m @ 10", 999_999).len(), 2);
+        // Range windows are [t - range, t] (closed on the left, as in Prometheus 2.x); stale
+        // markers are not samples.
         match e.instant("m[1m]", 60_000).unwrap() {
-            Value::Matrix(m) => {
-                assert_eq!(
-                    m.len(),
-                    1,
-                    "the series ending in a stale marker has no other sample"
-                );
+            Value::Matrix(mut m) => {
+                m.sort_by(|x, y| x.labels.cmp(&y.labels));
+                assert_eq!(m.len(), 2);
                 assert_eq!(m[0].samples, vec![Sample(0, 1.0), Sample(60_000, 2.0)]);
+                assert_eq!(
+                    m[1].samples,
+                    vec![Sample(0, 5.0)],
+                    "the stale marker is dropped"
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -239,6 +292,16 @@ mod tests {
                 (120_000, 2.0)
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_query_past_its_deadline_times_out() {
+        let (e, _d) = counters().await;
+        let e = e.with_timeout(Duration::ZERO);
+        assert!(matches!(
+            e.instant("sum(rate(reqs_total[1m]))", 600_000),
+            Err(QueryError::Timeout(_))
+        ));
     }
 
     #[tokio::test]

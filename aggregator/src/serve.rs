@@ -74,7 +74,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     });
     let state = Arc::new(ApiState {
         storage: storage.clone(),
-        engine: Engine::new(storage.clone(), cfg.lookback_delta, cfg.query_max_samples),
+        engine: Engine::new(storage.clone(), cfg.lookback_delta, cfg.query_max_samples)
+            .with_timeout(cfg.query_timeout),
         registry: registry.clone(),
         metrics,
         corrupt_records,

@@ -103,6 +103,7 @@ pub struct Evaluator<'a> {
     extra: i64,
     cache: HashMap<String, Vec<SeriesData>>,
     loaded: usize,
+    deadline: Option<std::time::Instant>,
 }
 
 impl<'a> Evaluator<'a> {
@@ -124,7 +125,13 @@ impl<'a> Evaluator<'a> {
             extra: lookback + reach(root),
             cache: HashMap::new(),
             loaded: 0,
+            deadline: None,
         }
+    }
+
+    /// Makes evaluation fail with [`QueryError::Timeout`] after `deadline`.
+    pub fn set_deadline(&mut self, deadline: std::time::Instant) {
+        self.deadline = Some(deadline);
     }
 
     fn at_time(&self, at: &Option<AtModifier>) -> Option<i64> {
@@ -159,6 +166,12 @@ impl<'a> Evaluator<'a> {
 
     /// Evaluates `e` at `t` (ms).
     pub fn eval(&mut self, e: &Expr, t: i64) -> Result<Val, QueryError> {
+        if self
+            .deadline
+            .is_some_and(|d| std::time::Instant::now() >= d)
+        {
+            return Err(QueryError::Timeout("expression evaluation"));
+        }
         match e {
             Expr::NumberLiteral(n) => Ok(Val::Scalar(n.val)),
             Expr::StringLiteral(s) => Ok(Val::Str(s.val.clone())),
