@@ -3,9 +3,117 @@
 //! Telltale (remote_write), every case run against both and compared as the tester does.
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
+use anyhow::Context;
 use serde_json::Value;
 use telltale_common::model::{Labels, Sample, SeriesSamples};
+
+use crate::{Aggregator, certs_init, http_get, http_post, start_fresh_aggregator, wait_for};
+
+/// Debian's Prometheus, the reference.
+pub const PROMETHEUS: &str = "/usr/bin/prometheus";
+/// Debian's promtool.
+pub const PROMTOOL: &str = "/usr/bin/promtool";
+
+/// A reference Prometheus and a Telltale aggregator holding the same demo data.
+pub struct Peers {
+    /// The reference (killed on drop).
+    pub prometheus: Child,
+    /// Its HTTP address.
+    pub prometheus_addr: SocketAddr,
+    /// Telltale.
+    pub telltale: Aggregator,
+    /// First sample time (ms).
+    pub start: i64,
+    /// Last sample time (ms).
+    pub end: i64,
+    /// The scratch directory.
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Peers {
+    fn drop(&mut self) {
+        let _ = self.prometheus.kill();
+        let _ = self.prometheus.wait();
+    }
+}
+
+/// The compliance query set, expanded (539 cases).
+pub fn cases() -> anyhow::Result<Vec<Case>> {
+    let shared: PathBuf =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/promql-compliance");
+    let queries = std::fs::read_to_string(shared.join("promql-test-queries.yml"))
+        .with_context(|| format!("{}", shared.display()))?;
+    let variants = std::fs::read_to_string(shared.join("variant-args.yml"))?;
+    Ok(expand(&queries, &variants))
+}
+
+impl Peers {
+    /// Generates 65 minutes of demo data ending now, backfills it into a new Prometheus with
+    /// promtool, sends it to a new Telltale over remote_write, and waits for both.
+    pub fn start() -> anyhow::Result<Peers> {
+        let dir = tempfile::tempdir()?;
+        let now = telltale_common::model::now_ms() / 10_000 * 10_000;
+        let (start, end) = (now - 65 * 60_000, now);
+        let data = demo_data(start, end);
+        let om = dir.path().join("data.om");
+        std::fs::write(&om, openmetrics(&data))?;
+        let blocks = dir.path().join("prom");
+        let st = Command::new(PROMTOOL)
+            .args(["tsdb", "create-blocks-from", "openmetrics"])
+            .arg(&om)
+            .arg(&blocks)
+            .stdout(Stdio::null())
+            .status()?;
+        anyhow::ensure!(st.success(), "promtool backfill failed");
+        let cfg = dir.path().join("prometheus.yml");
+        std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n")?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let prometheus = Command::new(PROMETHEUS)
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.tsdb.path={}", blocks.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--storage.tsdb.retention.time=30d")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let prometheus_addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let tls = dir.path().join("tls");
+        certs_init(&tls)?;
+        let telltale = start_fresh_aggregator(&tls, dir.path())?;
+        let peers = Peers {
+            prometheus,
+            prometheus_addr,
+            telltale,
+            start,
+            end,
+            dir,
+        };
+        for chunk in data.chunks(20) {
+            let body = telltale_aggregator::api::remote_write::encode(chunk);
+            let (status, resp) = http_post(
+                peers.telltale.http,
+                "/api/v1/write",
+                "application/x-protobuf",
+                &body,
+            )?;
+            anyhow::ensure!(status == 204, "remote_write: {status} {resp}");
+        }
+        wait_for(Duration::from_secs(60), || {
+            http_get(peers.prometheus_addr, "/-/ready")
+                .ok()
+                .filter(|r| r.0 == 200)
+        })
+        .context("prometheus did not become ready")?;
+        Ok(peers)
+    }
+}
 
 /// One expanded case.
 #[derive(Debug, Clone)]

@@ -237,11 +237,25 @@ pub fn http_post(
     content_type: &str,
     body: &[u8],
 ) -> anyhow::Result<(u16, String)> {
+    http_post_auth(addr, path, content_type, body, None)
+}
+
+/// [`http_post`] with an optional bearer token.
+pub fn http_post_auth(
+    addr: SocketAddr,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+    token: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: {content_type}\r\n{auth}Content-Length: {}\r\n\r\n",
         body.len()
     )?;
     s.write_all(body)?;

@@ -1,96 +1,40 @@
 //! PromQL compliance: the compliance tester's 539 cases against a real Prometheus (Debian's
-//! `prometheus` 2.42) and Telltale holding the very same samples, compared as the tester does.
+//! `prometheus` 2.42) and Telltale holding the very same samples, compared as the tester does;
+//! then promtool and a Grafana-style datasource check against both.
 //! CI fails when fewer cases pass than the count recorded here and in the README.
 
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-use telltale_tests::compliance::{compare, demo_data, expand, openmetrics};
+use telltale_tests::compliance::{PROMETHEUS, PROMTOOL, Peers, cases, compare};
 use telltale_tests::*;
 
 /// Cases that passed when last measured (README, "PromQL compliance"); CI fails below it.
 const RECORDED_PASSES: usize = 539;
 
-fn tool(name: &str) -> Option<std::path::PathBuf> {
-    let p = Path::new("/usr/bin").join(name);
-    p.exists().then_some(p)
+fn have_peers() -> bool {
+    if Path::new(PROMETHEUS).exists() && Path::new(PROMTOOL).exists() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "prometheus is missing in CI: .ci/run must install it"
+    );
+    eprintln!("skipped: prometheus and promtool are not installed (apt-get install prometheus)");
+    false
 }
 
 #[test]
 fn promql_matches_prometheus_on_the_compliance_suite() {
-    let (Some(prometheus), Some(promtool)) = (tool("prometheus"), tool("promtool")) else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "prometheus is missing in CI: .ci/run must install it"
-        );
-        eprintln!(
-            "skipped: prometheus and promtool are not installed (apt-get install prometheus)"
-        );
+    if !have_peers() {
         return;
-    };
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/promql-compliance");
-    let queries = std::fs::read_to_string(shared.join("promql-test-queries.yml")).unwrap();
-    let variants = std::fs::read_to_string(shared.join("variant-args.yml")).unwrap();
-    let cases = expand(&queries, &variants);
+    }
+    let cases = cases().unwrap();
     assert_eq!(cases.len(), 539, "the suite expands to 539 cases");
-
-    let dir = tempfile::tempdir().unwrap();
-    let now = telltale_common::model::now_ms() / 10_000 * 10_000;
-    let (start, end) = (now - 65 * 60_000, now);
-    let data = demo_data(start, end);
-
-    // Reference: backfilled blocks, then a Prometheus serving them.
-    let om = dir.path().join("data.om");
-    std::fs::write(&om, openmetrics(&data)).unwrap();
-    let blocks = dir.path().join("prom");
-    let st = Command::new(&promtool)
-        .args(["tsdb", "create-blocks-from", "openmetrics"])
-        .arg(&om)
-        .arg(&blocks)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success(), "promtool backfill failed");
-    let cfg = dir.path().join("prometheus.yml");
-    std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut prom = Command::new(&prometheus)
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!("--storage.tsdb.path={}", blocks.display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--storage.tsdb.retention.time=30d")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let prom_addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let ready = wait_for(Duration::from_secs(60), || {
-        http_get(prom_addr, "/-/ready").ok().filter(|r| r.0 == 200)
-    });
-
-    // Telltale: the same samples over remote_write.
-    let tls = dir.path().join("tls");
-    certs_init(&tls).unwrap();
-    let agg = start_fresh_aggregator(&tls, dir.path()).unwrap();
-    for chunk in data.chunks(20) {
-        let body = telltale_aggregator::api::remote_write::encode(chunk);
-        let (status, resp) =
-            http_post(agg.http, "/api/v1/write", "application/x-protobuf", &body).unwrap();
-        assert_eq!(status, 204, "remote_write: {resp}");
-    }
-    if ready.is_none() {
-        let _ = prom.kill();
-        panic!("prometheus did not become ready");
-    }
-
-    let (qs, qe) = (end - 60 * 60_000, end);
+    let peers = Peers::start().unwrap();
+    let (qs, qe) = (peers.end - 60 * 60_000, peers.end);
     let mut passed = 0;
     let mut failures = Vec::new();
     for c in &cases {
@@ -117,7 +61,7 @@ fn promql_matches_prometheus_on_the_compliance_suite() {
                     .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok())
                     .unwrap_or(serde_json::Value::Null)
             };
-            let (reference, ours) = (get(prom_addr), get(agg.http));
+            let (reference, ours) = (get(peers.prometheus_addr), get(peers.telltale.http));
             if reference.is_null() || ours.is_null() {
                 verdict = Err(format!(
                     "no JSON answer (reference {}, telltale {})",
@@ -136,8 +80,6 @@ fn promql_matches_prometheus_on_the_compliance_suite() {
             Err(e) => failures.push(format!("{}: {e}", c.query)),
         }
     }
-    let _ = prom.kill();
-    let _ = prom.wait();
     println!("PromQL compliance: {passed} of {} cases pass", cases.len());
     for f in failures.iter().take(60) {
         println!("  FAIL {}", f.chars().take(300).collect::<String>());
@@ -145,5 +87,73 @@ fn promql_matches_prometheus_on_the_compliance_suite() {
     assert!(
         passed >= RECORDED_PASSES,
         "{passed} cases pass, fewer than the recorded {RECORDED_PASSES}"
+    );
+
+    // promtool, a real client, prints the same for both servers.
+    let t = (qe / 1000).to_string();
+    let promtool = |addr: std::net::SocketAddr, args: &[&str]| {
+        let out = Command::new(PROMTOOL)
+            .args(["query"])
+            .args(args.iter().take(1))
+            .arg(format!("http://{addr}"))
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        lines
+    };
+    for q in [
+        "sum by (mode) (rate(demo_cpu_usage_seconds_total[5m]))",
+        "demo_num_cpus",
+        "histogram_quantile(0.9, sum by (le) (rate(demo_api_request_duration_seconds_bucket[5m])))",
+    ] {
+        let instant = ["instant", q, "--time", t.as_str()];
+        let a = promtool(peers.prometheus_addr, &instant);
+        let b = promtool(peers.telltale.http, &instant);
+        assert!(!a.is_empty());
+        assert_eq!(a, b, "promtool query instant {q}");
+        let start = ((qe - 10 * 60_000) / 1000).to_string();
+        let range = [
+            "range",
+            q,
+            "--start",
+            start.as_str(),
+            "--end",
+            t.as_str(),
+            "--step",
+            "30s",
+        ];
+        assert_eq!(
+            promtool(peers.prometheus_addr, &range),
+            promtool(peers.telltale.http, &range),
+            "promtool query range {q}"
+        );
+    }
+
+    // What Grafana's Prometheus datasource checks: buildinfo, labels, a query.
+    let (status, body) = http_get(peers.telltale.http, "/api/v1/status/buildinfo").unwrap();
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v["data"]["version"].is_string());
+    let (_, body) = http_get(peers.telltale.http, "/api/v1/labels").unwrap();
+    assert!(
+        body.contains("\"job\"") && body.contains("\"__name__\""),
+        "{body}"
+    );
+    let (_, body) = http_get(peers.telltale.http, "/api/v1/label/__name__/values").unwrap();
+    assert!(body.contains("demo_num_cpus"), "{body}");
+    assert_eq!(
+        query(peers.telltale.http, "1+1").unwrap().len(),
+        2,
+        "a scalar is [time, value]"
     );
 }

@@ -296,3 +296,39 @@ fn oversized_and_garbage_frames_close_only_that_connection() {
             .is_empty()
     );
 }
+
+#[test]
+fn remote_write_needs_the_token_and_refuses_malformed_bodies() {
+    use telltale_common::model::{Labels, Sample, SeriesSamples};
+    let (dir, tls) = setup();
+    let agg = start_aggregator(
+        &tls,
+        &dir.path().join("agg"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &["--api-token", "s3cret"],
+    )
+    .unwrap();
+    let now = telltale_common::model::now_ms();
+    let body = telltale_aggregator::api::remote_write::encode(&[SeriesSamples {
+        labels: Labels::from_pairs([("__name__", "pushed"), ("job", "prom")]),
+        samples: vec![Sample(now - 1000, 1.0), Sample(now, 2.0)],
+    }]);
+    let ct = "application/x-protobuf";
+    let (status, resp) = http_post_auth(agg.http, "/api/v1/write", ct, &body, None).unwrap();
+    assert_eq!(status, 401, "{resp}");
+    assert!(resp.contains("unauthorized"), "{resp}");
+    let (status, _) = http_post_auth(agg.http, "/api/v1/write", ct, &body, Some("wrong")).unwrap();
+    assert_eq!(status, 401);
+    let (status, resp) =
+        http_post_auth(agg.http, "/api/v1/write", ct, b"garbage", Some("s3cret")).unwrap();
+    assert_eq!(status, 400, "{resp}");
+    assert!(resp.contains("bad_data"), "{resp}");
+    assert!(query(agg.http, "pushed").unwrap().is_empty());
+    let (status, resp) =
+        http_post_auth(agg.http, "/api/v1/write", ct, &body, Some("s3cret")).unwrap();
+    assert_eq!(status, 204, "{resp}");
+    // Durable before the response: the samples answer queries at once.
+    let r = query(agg.http, "pushed").unwrap();
+    assert_eq!(r[0]["value"][1], "2");
+}
