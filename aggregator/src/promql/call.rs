@@ -4,7 +4,7 @@ use promql_parser::parser::{Call, Expr};
 use telltale_common::model::{Labels, METRIC_NAME, Sample};
 
 use super::QueryError;
-use super::eval::{Elem, Evaluator, Val, drop_name, matchers};
+use super::eval::{Elem, Evaluator, Val, drop_name, matchers, offset_ms};
 use super::functions as f;
 use crate::storage::MatchOp;
 
@@ -112,21 +112,53 @@ impl Evaluator<'_> {
         keep_name: bool,
         f: impl Fn(&[Sample]) -> Option<f64>,
     ) -> Result<Val, QueryError> {
+        let elem = |labels: &Labels, v: f64| Elem {
+            labels: if keep_name {
+                labels.clone()
+            } else {
+                drop_name(labels)
+            },
+            t,
+            v,
+        };
+        // A plain range selector: compute on the cached samples in place instead of copying
+        // every window at every step.
+        if let Expr::MatrixSelector(ms) = c.args.args[arg].as_ref() {
+            let te = self.at_time(&ms.vs.at).unwrap_or(t) - offset_ms(&ms.vs.offset);
+            let range = ms.range.as_millis() as i64;
+            let data = self.data(&ms.vs)?;
+            let mut out = Vec::new();
+            let mut scratch = Vec::new();
+            for s in data.iter() {
+                let lo = s.samples.partition_point(|x| x.0 < te - range);
+                let hi = s.samples.partition_point(|x| x.0 <= te).max(lo);
+                let mut window = &s.samples[lo..hi];
+                if window
+                    .iter()
+                    .any(|x| telltale_common::model::is_stale_marker(x.1))
+                {
+                    scratch.clear();
+                    scratch.extend(
+                        window
+                            .iter()
+                            .copied()
+                            .filter(|x| !telltale_common::model::is_stale_marker(x.1)),
+                    );
+                    window = &scratch;
+                }
+                if window.is_empty() {
+                    continue;
+                }
+                if let Some(v) = f(window) {
+                    out.push(elem(&s.labels, v));
+                }
+            }
+            return Ok(Val::Vector(out));
+        }
         let m = self.matrix(&c.args.args[arg], t)?;
         Ok(Val::Vector(
-            m.into_iter()
-                .filter_map(|s| {
-                    let v = f(&s.samples)?;
-                    Some(Elem {
-                        labels: if keep_name {
-                            s.labels
-                        } else {
-                            drop_name(&s.labels)
-                        },
-                        t,
-                        v,
-                    })
-                })
+            m.iter()
+                .filter_map(|s| f(&s.samples).map(|v| elem(&s.labels, v)))
                 .collect(),
         ))
     }

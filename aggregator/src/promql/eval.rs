@@ -2,6 +2,7 @@
 //! shared by every step of a range query.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::{
@@ -41,7 +42,7 @@ fn dur_ms(d: std::time::Duration) -> i64 {
     d.as_millis() as i64
 }
 
-fn offset_ms(o: &Option<Offset>) -> i64 {
+pub(super) fn offset_ms(o: &Option<Offset>) -> i64 {
     match o {
         Some(Offset::Pos(d)) => dur_ms(*d),
         Some(Offset::Neg(d)) => -dur_ms(*d),
@@ -101,7 +102,9 @@ pub struct Evaluator<'a> {
     start: i64,
     end: i64,
     extra: i64,
-    cache: HashMap<String, Vec<SeriesData>>,
+    /// Selector data by the selector node's address (the AST outlives the evaluator), shared
+    /// by every step instead of copied.
+    cache: HashMap<usize, Arc<Vec<SeriesData>>>,
     loaded: usize,
     deadline: Option<std::time::Instant>,
 }
@@ -134,7 +137,7 @@ impl<'a> Evaluator<'a> {
         self.deadline = Some(deadline);
     }
 
-    fn at_time(&self, at: &Option<AtModifier>) -> Option<i64> {
+    pub(super) fn at_time(&self, at: &Option<AtModifier>) -> Option<i64> {
         match at {
             Some(AtModifier::Start) => Some(self.start),
             Some(AtModifier::End) => Some(self.end),
@@ -147,8 +150,8 @@ impl<'a> Evaluator<'a> {
     }
 
     /// The series of a selector over everything this query can read, loaded once.
-    fn data(&mut self, vs: &VectorSelector) -> Result<Vec<SeriesData>, QueryError> {
-        let key = format!("{vs}");
+    pub(super) fn data(&mut self, vs: &VectorSelector) -> Result<Arc<Vec<SeriesData>>, QueryError> {
+        let key = vs as *const VectorSelector as usize;
         if let Some(d) = self.cache.get(&key) {
             return Ok(d.clone());
         }
@@ -160,6 +163,7 @@ impl<'a> Evaluator<'a> {
         let budget = self.max_samples.saturating_sub(self.loaded);
         let d = self.storage.select(&matchers(vs)?, lo, hi, budget)?;
         self.loaded += d.iter().map(|s| s.samples.len()).sum::<usize>();
+        let d = Arc::new(d);
         self.cache.insert(key, d.clone());
         Ok(d)
     }
@@ -194,14 +198,14 @@ impl<'a> Evaluator<'a> {
                 let lookback = self.lookback;
                 Ok(Val::Vector(
                     self.data(vs)?
-                        .into_iter()
+                        .iter()
                         .filter_map(|s| {
                             let idx = s.samples.partition_point(|x| x.0 <= te);
                             let x = *s.samples.get(idx.checked_sub(1)?)?;
                             // [te - lookback, te], closed on the left as in Prometheus 2.x, the
                             // compliance reference (3.x opened it).
-                            (x.0 >= te - lookback && !is_stale_marker(x.1)).then_some(Elem {
-                                labels: s.labels,
+                            (x.0 >= te - lookback && !is_stale_marker(x.1)).then(|| Elem {
+                                labels: s.labels.clone(),
                                 t: x.0,
                                 v: x.1,
                             })
@@ -214,7 +218,7 @@ impl<'a> Evaluator<'a> {
                 let range = dur_ms(ms.range);
                 Ok(Val::Matrix(
                     self.data(&ms.vs)?
-                        .into_iter()
+                        .iter()
                         .filter_map(|s| {
                             // [te - range, te], closed on the left as in Prometheus 2.x.
                             let lo = s.samples.partition_point(|x| x.0 < te - range);
@@ -224,8 +228,8 @@ impl<'a> Evaluator<'a> {
                                 .copied()
                                 .filter(|x| !is_stale_marker(x.1))
                                 .collect();
-                            (!samples.is_empty()).then_some(SeriesData {
-                                labels: s.labels,
+                            (!samples.is_empty()).then(|| SeriesData {
+                                labels: s.labels.clone(),
                                 samples,
                             })
                         })

@@ -327,13 +327,69 @@ fn bench_ingest(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Median and 90th percentile.
+fn med_p90(v: &mut [f64]) -> (f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.9))
+}
+
+fn bench_promql(args: &[String]) -> anyhow::Result<()> {
+    let rounds: usize = arg(args, "--rounds", 3);
+    let cases = telltale_tests::compliance::cases()?;
+    let peers = telltale_tests::compliance::Peers::start()?;
+    let (qs, qe) = (peers.end - 60 * 60_000, peers.end);
+    let (mut ours, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let time = |addr: SocketAddr, path: &str| -> f64 {
+        let t = Instant::now();
+        let _ = http_get(addr, path);
+        t.elapsed().as_secs_f64() * 1000.0
+    };
+    for c in cases.iter().filter(|c| !c.should_fail) {
+        let path = format!(
+            "/api/v1/query_range?query={}&start={}&end={}&step=10",
+            enc(&c.query),
+            qs / 1000,
+            qe / 1000
+        );
+        // Best of `rounds`, alternating which server goes first.
+        let (mut a, mut b) = (f64::MAX, f64::MAX);
+        for r in 0..rounds {
+            if r % 2 == 0 {
+                a = a.min(time(peers.telltale.http, &path));
+                b = b.min(time(peers.prometheus_addr, &path));
+            } else {
+                b = b.min(time(peers.prometheus_addr, &path));
+                a = a.min(time(peers.telltale.http, &path));
+            }
+        }
+        ours.push(a);
+        theirs.push(b);
+        ratios.push(a / b);
+    }
+    let n = ours.len();
+    let (om, op) = med_p90(&mut ours);
+    let (pm, pp) = med_p90(&mut theirs);
+    let (rm, rp) = med_p90(&mut ratios);
+    println!(
+        "\nPromQL range-query latency, {n} compliance cases (1 h at 10 s, 361 steps), best of {rounds}, HTTP on loopback:\n"
+    );
+    println!("| | median ms | p90 ms |");
+    println!("|---|---|---|");
+    println!("| Telltale | {om:.2} | {op:.2} |");
+    println!("| Prometheus 2.42 | {pm:.2} | {pp:.2} |");
+    println!("| per-query ratio Telltale / Prometheus | {rm:.2} | {rp:.2} |");
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("agent") => bench_agent(&args),
         Some("ingest") => bench_ingest(&args),
+        Some("promql") => bench_promql(&args),
         _ => bail!(
-            "usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N]"
+            "usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N] | promql [--rounds N]"
         ),
     }
 }
