@@ -4,6 +4,8 @@
 //! stored under `__name__` like Prometheus does; sorting makes equal label sets compare and hash
 //! equal whatever order they were built in.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// The label that holds the metric name.
@@ -18,9 +20,12 @@ pub fn is_stale_marker(v: f64) -> bool {
 }
 
 /// A sorted set of labels, the metric name included as `__name__`.
+///
+/// Shared behind an `Arc`: query evaluation hands the same label set to every step of a range
+/// query, so a clone is a reference count, not a copy of every string.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Labels(Vec<(String, String)>);
+pub struct Labels(Arc<Vec<(String, String)>>);
 
 impl Labels {
     /// Builds a label set from pairs in any order; a later duplicate name wins; empty values
@@ -42,7 +47,7 @@ impl Labels {
         }
         v.retain(|(_, val)| !val.is_empty());
         v.sort();
-        Labels(v)
+        Labels(Arc::new(v))
     }
 
     /// The value of label `name`, if present.
@@ -63,16 +68,21 @@ impl Labels {
         match self.0.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
             Ok(i) => {
                 if self.0[i].1 != value {
-                    self.0[i].1 = value.to_string();
+                    Arc::make_mut(&mut self.0)[i].1 = value.to_string();
                 }
             }
-            Err(i) => self.0.insert(i, (name.to_string(), value.to_string())),
+            Err(i) => Arc::make_mut(&mut self.0).insert(i, (name.to_string(), value.to_string())),
         }
     }
 
     /// The pairs, sorted by name.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// An identity for this shared label set (equal for clones of it), for memoizing.
+    pub fn share_id(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
     }
 
     /// Number of labels, `__name__` included.
@@ -90,8 +100,9 @@ impl Labels {
     pub fn normalize(&mut self) -> bool {
         let sorted = self.0.windows(2).all(|w| w[0].0 < w[1].0);
         if !sorted {
-            self.0.sort();
-            self.0.dedup_by(|a, b| a.0 == b.0);
+            let v = Arc::make_mut(&mut self.0);
+            v.sort();
+            v.dedup_by(|a, b| a.0 == b.0);
         }
         sorted
     }
@@ -143,7 +154,10 @@ mod tests {
 
     #[test]
     fn normalize_repairs_unsorted_input() {
-        let mut l = Labels(vec![("z".into(), "1".into()), ("a".into(), "2".into())]);
+        let mut l = Labels(Arc::new(vec![
+            ("z".into(), "1".into()),
+            ("a".into(), "2".into()),
+        ]));
         assert!(!l.normalize());
         assert_eq!(l.get("a"), Some("2"));
         assert!(l.normalize());

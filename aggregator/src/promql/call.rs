@@ -112,11 +112,11 @@ impl Evaluator<'_> {
         keep_name: bool,
         f: impl Fn(&[Sample]) -> Option<f64>,
     ) -> Result<Val, QueryError> {
-        let elem = |labels: &Labels, v: f64| Elem {
+        let elem = |me: &mut Self, labels: &Labels, v: f64| Elem {
             labels: if keep_name {
                 labels.clone()
             } else {
-                drop_name(labels)
+                me.unnamed(labels)
             },
             t,
             v,
@@ -150,17 +150,19 @@ impl Evaluator<'_> {
                     continue;
                 }
                 if let Some(v) = f(window) {
-                    out.push(elem(&s.labels, v));
+                    out.push(elem(self, &s.labels, v));
                 }
             }
             return Ok(Val::Vector(out));
         }
         let m = self.matrix(&c.args.args[arg], t)?;
-        Ok(Val::Vector(
-            m.iter()
-                .filter_map(|s| f(&s.samples).map(|v| elem(&s.labels, v)))
-                .collect(),
-        ))
+        let mut out = Vec::new();
+        for s in &m {
+            if let Some(v) = f(&s.samples) {
+                out.push(elem(self, &s.labels, v));
+            }
+        }
+        Ok(Val::Vector(out))
     }
 
     fn range_of(c: &Call, i: usize) -> i64 {

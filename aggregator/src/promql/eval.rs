@@ -107,6 +107,9 @@ pub struct Evaluator<'a> {
     cache: HashMap<usize, Arc<Vec<SeriesData>>>,
     loaded: usize,
     deadline: Option<std::time::Instant>,
+    /// `drop_name` results by label set identity (the key's label set is kept alive in the
+    /// value, so an identity is never reused while cached).
+    unnamed: HashMap<usize, (Labels, Labels)>,
 }
 
 impl<'a> Evaluator<'a> {
@@ -129,7 +132,18 @@ impl<'a> Evaluator<'a> {
             cache: HashMap::new(),
             loaded: 0,
             deadline: None,
+            unnamed: HashMap::new(),
         }
+    }
+
+    /// [`drop_name`], memoized per label set for the query: a range query asks for the same
+    /// series' unnamed labels at every step.
+    pub(super) fn unnamed(&mut self, l: &Labels) -> Labels {
+        self.unnamed
+            .entry(l.share_id())
+            .or_insert_with(|| (l.clone(), drop_name(l)))
+            .1
+            .clone()
     }
 
     /// Makes evaluation fail with [`QueryError::Timeout`] after `deadline`.
