@@ -319,18 +319,6 @@ pub fn demo_data(start: i64, end: i64) -> Vec<SeriesSamples> {
     out
 }
 
-fn fmt_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
-    }
-}
-
 /// The series as OpenMetrics text for `promtool tsdb create-blocks-from openmetrics`.
 pub fn openmetrics(series: &[SeriesSamples]) -> String {
     let mut by_name: std::collections::BTreeMap<&str, Vec<&SeriesSamples>> = Default::default();
@@ -355,7 +343,7 @@ pub fn openmetrics(series: &[SeriesSamples]) -> String {
                     out,
                     "{name}{{{}}} {} {}.{:03}",
                     labels.join(","),
-                    fmt_value(x.1),
+                    telltale_aggregator::api::format_value(x.1),
                     x.0 / 1000,
                     x.0 % 1000
                 );

@@ -94,6 +94,17 @@ fn absent_labels(e: &Expr) -> Labels {
     Labels::from_pairs(pairs)
 }
 
+/// `l` with label `name` set to `value`, or without it when `value` is empty (as Prometheus
+/// treats an empty label).
+fn with_label(l: &Labels, name: &str, value: String) -> Labels {
+    Labels::from_pairs(
+        l.iter()
+            .filter(|(k, _)| *k != name)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .chain(std::iter::once((name.to_string(), value))),
+    )
+}
+
 /// Whether `name` is a valid label name (`[a-zA-Z_][a-zA-Z0-9_]*`).
 fn valid_label_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -411,13 +422,7 @@ impl Evaluator<'_> {
                             if let Some(caps) = re.captures(&value) {
                                 let mut out = String::new();
                                 caps.expand(&repl, &mut out);
-                                x.labels = Labels::from_pairs(
-                                    x.labels
-                                        .iter()
-                                        .filter(|(k, _)| *k != dst)
-                                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                                        .chain(std::iter::once((dst.clone(), out))),
-                                );
+                                x.labels = with_label(&x.labels, &dst, out);
                             }
                             x
                         })
@@ -444,13 +449,7 @@ impl Evaluator<'_> {
                                 .map(|s| x.labels.get(s).unwrap_or(""))
                                 .collect::<Vec<_>>()
                                 .join(&sep);
-                            x.labels = Labels::from_pairs(
-                                x.labels
-                                    .iter()
-                                    .filter(|(k, _)| *k != dst)
-                                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                                    .chain(std::iter::once((dst.clone(), joined))),
-                            );
+                            x.labels = with_label(&x.labels, &dst, joined);
                             x
                         })
                         .collect(),
