@@ -49,6 +49,37 @@ fn agent_cpu_metrics_are_queryable_within_three_intervals() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["data"][0]["name"], "web-1");
     assert_eq!(v["data"][0]["connected"], true);
+    assert!(
+        v["data"][0]["last_sequence"]
+            .as_u64()
+            .is_some_and(|s| s >= 1)
+    );
+    assert!(v["data"][0]["last_batch_ms"].as_i64().is_some());
+    for path in [
+        "/-/healthy",
+        "/-/ready",
+        "/api/v1/status/buildinfo",
+        "/metrics",
+    ] {
+        assert_eq!(http_get(agg.http, path).unwrap().0, 200, "{path}");
+    }
+    assert_eq!(http_get(agg.http, "/api/v1/nope").unwrap().0, 404);
+    // The agent ships its own state beside the host's.
+    for own in [
+        "telltale_agent_buffer_batches",
+        "telltale_agent_shipped_batches_total",
+        "telltale_agent_ack_latency_seconds",
+    ] {
+        assert!(
+            !query(agg.http, &format!("{own}{{instance=\"web-1\"}}"))
+                .unwrap()
+                .is_empty(),
+            "{own}"
+        );
+    }
+    let (status, body) = http_get(agg.http, "/api/v1/query?query=rate(").unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("bad_data"), "{body}");
 }
 
 #[test]
