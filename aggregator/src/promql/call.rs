@@ -410,11 +410,18 @@ impl Evaluator<'_> {
                         "invalid destination label name in label_replace(): {dst}"
                     )));
                 }
-                let re = regex::Regex::new(&format!("^(?s:{re})$")).map_err(|e| {
-                    QueryError::BadData(format!(
-                        "invalid regular expression in label_replace(): {re}: {e}"
-                    ))
-                })?;
+                let re = match self.regexes.get(&re) {
+                    Some(r) => r.clone(),
+                    None => {
+                        let compiled = regex::Regex::new(&format!("^(?s:{re})$")).map_err(|e| {
+                            QueryError::BadData(format!(
+                                "invalid regular expression in label_replace(): {re}: {e}"
+                            ))
+                        })?;
+                        self.regexes.insert(re.clone(), compiled.clone());
+                        compiled
+                    }
+                };
                 Ok(Val::Vector(
                     v.into_iter()
                         .map(|mut x| {

@@ -110,6 +110,11 @@ pub struct Evaluator<'a> {
     /// `drop_name` results by label set identity (the key's label set is kept alive in the
     /// value, so an identity is never reused while cached).
     unnamed: HashMap<usize, (Labels, Labels)>,
+    /// Compiled regular expressions of `label_replace`, by pattern.
+    pub(super) regexes: HashMap<String, regex::Regex>,
+    /// Subquery inner results by (subquery node, evaluation time): the windows of consecutive
+    /// steps overlap, so each inner step is evaluated once per query.
+    subquery_steps: HashMap<(usize, i64), Val>,
 }
 
 impl<'a> Evaluator<'a> {
@@ -133,6 +138,8 @@ impl<'a> Evaluator<'a> {
             loaded: 0,
             deadline: None,
             unnamed: HashMap::new(),
+            regexes: HashMap::new(),
+            subquery_steps: HashMap::new(),
         }
     }
 
@@ -280,8 +287,17 @@ impl<'a> Evaluator<'a> {
             ts += step;
         }
         let mut series: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
+        let key = sq as *const SubqueryExpr as usize;
         while ts <= te {
-            match self.eval(&sq.expr, ts)? {
+            let v = match self.subquery_steps.get(&(key, ts)) {
+                Some(v) => v.clone(),
+                None => {
+                    let v = self.eval(&sq.expr, ts)?;
+                    self.subquery_steps.insert((key, ts), v.clone());
+                    v
+                }
+            };
+            match v {
                 Val::Vector(v) => {
                     for x in v {
                         series.entry(x.labels).or_default().push(Sample(ts, x.v));

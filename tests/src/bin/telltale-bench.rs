@@ -340,6 +340,7 @@ fn bench_promql(args: &[String]) -> anyhow::Result<()> {
     let peers = telltale_tests::compliance::Peers::start()?;
     let (qs, qe) = (peers.end - 60 * 60_000, peers.end);
     let (mut ours, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let mut per_query: Vec<(f64, f64, f64, String)> = Vec::new();
     let time = |addr: SocketAddr, path: &str| -> f64 {
         let t = Instant::now();
         let _ = http_get(addr, path);
@@ -366,6 +367,7 @@ fn bench_promql(args: &[String]) -> anyhow::Result<()> {
         ours.push(a);
         theirs.push(b);
         ratios.push(a / b);
+        per_query.push((a / b, a, b, c.query.clone()));
     }
     let n = ours.len();
     let (om, op) = med_p90(&mut ours);
@@ -379,6 +381,11 @@ fn bench_promql(args: &[String]) -> anyhow::Result<()> {
     println!("| Telltale | {om:.2} | {op:.2} |");
     println!("| Prometheus 2.42 | {pm:.2} | {pp:.2} |");
     println!("| per-query ratio Telltale / Prometheus | {rm:.2} | {rp:.2} |");
+    per_query.sort_by(|x, y| y.0.total_cmp(&x.0));
+    println!("\nSlowest relative to Prometheus (ratio, Telltale ms, Prometheus ms, query):");
+    for (r, a, b, q) in per_query.iter().take(12) {
+        println!("  {r:5.2}  {a:7.2}  {b:7.2}  {q}");
+    }
     Ok(())
 }
 
