@@ -135,82 +135,88 @@ fn push_labels(out: &mut String, l: &Labels) {
     out.push('}');
 }
 
-fn push_point(out: &mut String, s: &Sample) {
+fn push_timestamp(out: &mut String, t_ms: i64) {
     use std::fmt::Write;
-    // Timestamps are whole milliseconds: print them as seconds with up to 3 decimals.
-    let (secs, ms) = (s.0.div_euclid(1000), s.0.rem_euclid(1000));
+    // Whole milliseconds, printed as seconds with up to 3 decimals.
+    let (secs, ms) = (t_ms.div_euclid(1000), t_ms.rem_euclid(1000));
     if ms == 0 {
-        let _ = write!(out, "[{secs},\"{}\"]", format_value(s.1));
+        let _ = write!(out, "{secs}");
     } else {
         let frac = format!("{ms:03}");
-        let _ = write!(
-            out,
-            "[{secs}.{},\"{}\"]",
-            frac.trim_end_matches('0'),
-            format_value(s.1)
-        );
+        let _ = write!(out, "{secs}.{}", frac.trim_end_matches('0'));
     }
 }
 
-/// A success envelope around a matrix, written directly: large range results are most of a
-/// query's cost when built as a JSON tree first.
-fn matrix_response(m: &[SeriesData]) -> Response {
-    let points: usize = m.iter().map(|s| s.samples.len()).sum();
-    let mut out = String::with_capacity(64 + m.len() * 128 + points * 24);
-    out.push_str("{\"status\":\"success\",\"data\":{\"resultType\":\"matrix\",\"result\":[");
+fn push_point(out: &mut String, s: &Sample) {
+    out.push('[');
+    push_timestamp(out, s.0);
+    out.push(',');
+    push_json_str(out, &format_value(s.1));
+    out.push(']');
+}
+
+fn push_matrix(out: &mut String, m: &[SeriesData]) {
+    out.push('[');
     for (i, s) in m.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
         out.push_str("{\"metric\":");
-        push_labels(&mut out, &s.labels);
+        push_labels(out, &s.labels);
         out.push_str(",\"values\":[");
         for (j, p) in s.samples.iter().enumerate() {
             if j > 0 {
                 out.push(',');
             }
-            push_point(&mut out, p);
+            push_point(out, p);
         }
         out.push_str("]}");
     }
-    out.push_str("]}}");
-    ([(header::CONTENT_TYPE, "application/json")], out).into_response()
+    out.push(']');
 }
 
-fn point(s: &Sample) -> Json {
-    json!([s.0 as f64 / 1000.0, format_value(s.1)])
+fn json_response(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn labels_json(l: &Labels) -> Json {
-    Json::Object(
-        l.iter()
-            .map(|(k, v)| (k.to_string(), Json::String(v.to_string())))
-            .collect(),
-    )
-}
-
-fn matrix_json(m: &[SeriesData]) -> Json {
-    Json::Array(
-        m.iter()
-            .map(|s| {
-                json!({"metric": labels_json(&s.labels),
-                       "values": s.samples.iter().map(point).collect::<Vec<_>>()})
-            })
-            .collect(),
-    )
-}
-
-fn value_json(v: &Value) -> Json {
+/// A query result in the success envelope, written directly: large results are most of a
+/// query's cost when built as a JSON tree first.
+fn value_response(v: &Value) -> Response {
+    let mut out = String::with_capacity(256);
+    out.push_str("{\"status\":\"success\",\"data\":{\"resultType\":");
     match v {
-        Value::Vector(v) => json!({"resultType": "vector", "result": v.iter().map(|(l, s)| {
-            json!({"metric": labels_json(l), "value": point(s)})
-        }).collect::<Vec<_>>()}),
-        Value::Matrix(m) => json!({"resultType": "matrix", "result": matrix_json(m)}),
-        Value::Scalar(s) => json!({"resultType": "scalar", "result": point(s)}),
+        Value::Vector(v) => {
+            out.push_str("\"vector\",\"result\":[");
+            for (i, (l, s)) in v.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"metric\":");
+                push_labels(&mut out, l);
+                out.push_str(",\"value\":");
+                push_point(&mut out, s);
+                out.push('}');
+            }
+            out.push(']');
+        }
+        Value::Matrix(m) => {
+            out.push_str("\"matrix\",\"result\":");
+            push_matrix(&mut out, m);
+        }
+        Value::Scalar(s) => {
+            out.push_str("\"scalar\",\"result\":");
+            push_point(&mut out, s);
+        }
         Value::String(t, s) => {
-            json!({"resultType": "string", "result": [*t as f64 / 1000.0, s]})
+            out.push_str("\"string\",\"result\":[");
+            push_timestamp(&mut out, *t);
+            out.push(',');
+            push_json_str(&mut out, s);
+            out.push(']');
         }
     }
+    out.push_str("}}");
+    json_response(out)
 }
 
 type St = State<Arc<ApiState>>;
@@ -243,7 +249,7 @@ async fn query(State(st): St, q: RawQuery, body: Bytes) -> Result<Response, ApiE
     let v = tokio::task::spawn_blocking(move || engine.instant_with_timeout(&expr, t, timeout))
         .await
         .map_err(|e| QueryError::Execution(e.to_string()))??;
-    Ok(success(value_json(&v)))
+    Ok(value_response(&v))
 }
 
 async fn query_range(State(st): St, q: RawQuery, body: Bytes) -> Result<Response, ApiError> {
@@ -282,7 +288,7 @@ async fn query_range(State(st): St, q: RawQuery, body: Bytes) -> Result<Response
     })
     .await
     .map_err(|e| QueryError::Execution(e.to_string()))??;
-    Ok(matrix_response(&m))
+    Ok(value_response(&Value::Matrix(m)))
 }
 
 /// Parses `match[]` selectors into matcher sets.
@@ -319,7 +325,15 @@ async fn series(State(st): St, q: RawQuery, body: Bytes) -> Result<Response, Api
     count(&st);
     let p = params(&q, &body);
     let s = matching_series(&st, &p, true)?;
-    Ok(success(Json::Array(s.iter().map(labels_json).collect())))
+    let mut out = String::from("{\"status\":\"success\",\"data\":[");
+    for (i, l) in s.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_labels(&mut out, l);
+    }
+    out.push_str("]}");
+    Ok(json_response(out))
 }
 
 async fn labels(State(st): St, q: RawQuery, body: Bytes) -> Result<Response, ApiError> {

@@ -59,8 +59,9 @@ struct Record<'a> {
     sequence: Option<u64>,
     #[serde(borrow, default)]
     wire: Option<&'a serde_bytes::Bytes>,
+    /// Borrowed when writing (no copy of the caller's series), owned when replaying.
     #[serde(default)]
-    series: Vec<SeriesSamples>,
+    series: std::borrow::Cow<'a, [SeriesSamples]>,
 }
 
 /// A series to store: sorted label pairs borrowed from a payload or a record, and samples.
@@ -280,7 +281,7 @@ impl LogStore {
             epoch: req.origin.as_ref().map(|o| o.epoch).unwrap_or(0),
             sequence: req.origin.as_ref().map(|o| o.sequence),
             wire: wire.map(serde_bytes::Bytes::new),
-            series: series.to_vec(),
+            series: std::borrow::Cow::Borrowed(series),
         };
         let payload = match codec::encode_payload(&rec) {
             Ok(p) => p,

@@ -219,6 +219,11 @@ pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    read_response(s)
+}
+
+/// Reads an HTTP/1.0 response to the end: status and body.
+fn read_response(mut s: TcpStream) -> anyhow::Result<(u16, String)> {
     let mut raw = String::new();
     s.read_to_string(&mut raw)?;
     let (head, body) = raw.split_once("\r\n\r\n").context("malformed response")?;
@@ -259,15 +264,7 @@ pub fn http_post_auth(
         body.len()
     )?;
     s.write_all(body)?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    let (head, rest) = raw.split_once("\r\n\r\n").context("malformed response")?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("no status")?;
-    Ok((status, rest.to_string()))
+    read_response(s)
 }
 
 /// Percent-encodes a query parameter.
