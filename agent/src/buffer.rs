@@ -391,6 +391,7 @@ mod tests {
         Batch {
             sequence: 0,
             created_ms: 1,
+            events: Vec::new(),
             series: (0..n)
                 .map(|i| SeriesSamples {
                     labels: Labels::from_pairs([("__name__", format!("m{i}"))]),

@@ -1,6 +1,9 @@
 //! The agent's configuration file (`agent.toml`) and its validation into [`Config`].
 //! Every command-line flag overrides the matching key.
 
+pub mod sources;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -32,6 +35,27 @@ pub struct FileConfig {
     pub shipper: Option<ShipperSection>,
     /// Optional collectors.
     pub collectors: Option<CollectorsSection>,
+    /// Static labels added to every series that lacks them.
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Host metadata as labels.
+    pub enrich: Option<sources::EnrichSection>,
+    /// Series caps.
+    pub limits: Option<sources::LimitsSection>,
+    /// Prometheus endpoints to scrape.
+    #[serde(default)]
+    pub scrape: Vec<sources::ScrapeSection>,
+    /// The StatsD listener.
+    pub statsd: Option<sources::StatsdSection>,
+    /// The textfile collector.
+    pub textfile: Option<sources::TextfileSection>,
+    /// Health checks.
+    #[serde(default)]
+    pub check: Vec<sources::CheckSection>,
+    /// Sampling rules, first match wins.
+    #[serde(default)]
+    pub sampling: Vec<sources::SamplingSection>,
+    /// Adaptive sampling.
+    pub adaptive: Option<sources::AdaptiveSection>,
 }
 
 /// `[collectors]`
@@ -41,6 +65,9 @@ pub struct CollectorsSection {
     /// `node_tcp_connection_states{state}` from /proc/net/tcp (default false: costly on hosts
     /// with much memory, as node_exporter's tcpstat collector, which is also off by default).
     pub tcpstat: Option<bool>,
+    /// Relabel rules for the host collectors' series.
+    #[serde(default)]
+    pub relabel: Vec<crate::relabel::RuleConfig>,
 }
 
 /// `[tls]`
@@ -72,7 +99,7 @@ pub struct ShipperSection {
     pub max_in_flight: Option<usize>,
 }
 
-fn opt_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+pub(crate) fn opt_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     byte_size(d).map(Some)
 }
 
@@ -97,6 +124,10 @@ pub struct Config {
     pub max_in_flight: usize,
     /// Optional collectors switched on.
     pub optional: crate::collector::Optional,
+    /// What happens to every series on its way to the buffer.
+    pub pipeline: crate::pipeline::PipelineConfig,
+    /// Sources besides the host collectors.
+    pub sources: sources::Sources,
 }
 
 /// Command-line overrides.
@@ -195,7 +226,28 @@ impl Config {
                 "use 1 to 1024",
             ));
         }
+        let collectors = file.collectors.unwrap_or_default();
+        let pipeline = sources::pipeline(
+            src,
+            &name,
+            file.labels,
+            file.enrich,
+            file.limits,
+            file.sampling,
+            file.adaptive,
+        )?;
+        let sources = sources::sources(
+            src,
+            interval,
+            &collectors.relabel,
+            file.scrape,
+            file.statsd,
+            file.textfile,
+            file.check,
+        )?;
         Ok(Config {
+            pipeline,
+            sources,
             name,
             server_name: file.server_name.unwrap_or(host),
             aggregator,
@@ -225,7 +277,7 @@ impl Config {
             buffer_max_bytes: max_bytes,
             max_in_flight,
             optional: crate::collector::Optional {
-                tcpstat: file.collectors.and_then(|c| c.tcpstat).unwrap_or(false),
+                tcpstat: collectors.tcpstat.unwrap_or(false),
             },
         })
     }

@@ -1,23 +1,26 @@
-//! The agent's main loop: collect every interval, stamp the series, add the agent's own
-//! metrics, store the batch durably, wake the shipper.
+//! The agent's tasks: one per source (host collectors and the agent's own metrics every
+//! interval, each scrape target, each health check, the textfile directory, the StatsD flush),
+//! all feeding one channel; one task runs the [`crate::pipeline`] over what arrives, merges it
+//! into a batch, stores it durably and wakes the shipper.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use telltale_common::model::{SeriesSamples, now_ms};
+use telltale_common::model::now_ms;
 use telltale_common::names;
 use telltale_common::wire::Batch;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::buffer::Buffer;
 use crate::collector::{self, Out, Root};
 use crate::config::Config;
+use crate::hostinfo::HostInfo;
+use crate::pipeline::{Processor, SourceBatch};
+use crate::relabel::Rule;
 use crate::shipper::{ShipStats, Shipper, Target};
-
-/// The job label of everything an agent sends.
-pub const JOB: &str = "telltale-agent";
+use crate::statsd::StatsdStats;
 
 /// The agent's own process, measured with sysinfo.
 struct SelfProcess {
@@ -54,6 +57,229 @@ fn own(out: &mut Out, name: &str, v: f64) {
     out.add(name, &[], v);
 }
 
+/// What the host loop reports about the agent itself.
+struct Own {
+    buffer: Arc<Buffer>,
+    stats: Arc<ShipStats>,
+    statsd: Option<Arc<StatsdStats>>,
+    host: HostInfo,
+}
+
+impl Own {
+    fn add(&self, out: &mut Out, last_collect: Duration, me: &mut SelfProcess) {
+        let b = &self.buffer;
+        own(out, names::AGENT_BUFFER_BATCHES, b.len() as f64);
+        own(out, names::AGENT_BUFFER_BYTES, b.bytes() as f64);
+        own(out, names::AGENT_DROPPED_BATCHES, b.dropped() as f64);
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        let s = &self.stats;
+        own(out, names::AGENT_SHIPPED_BATCHES, l(&s.batches));
+        own(out, names::AGENT_SHIPPED_SAMPLES, l(&s.samples));
+        own(out, names::AGENT_ACK_LATENCY, l(&s.ack_latency_us) / 1e6);
+        own(out, names::AGENT_CONNECTS, l(&s.connects));
+        own(out, names::AGENT_CONNECTED, l(&s.connected));
+        own(
+            out,
+            names::AGENT_COLLECT_DURATION,
+            last_collect.as_secs_f64(),
+        );
+        if let Some(st) = &self.statsd {
+            own(out, "telltale_agent_statsd_packets_total", l(&st.packets));
+            own(out, "telltale_agent_statsd_lines_total", l(&st.lines));
+            own(
+                out,
+                "telltale_agent_statsd_malformed_total",
+                l(&st.malformed),
+            );
+            own(out, "telltale_agent_statsd_dropped_total", l(&st.dropped));
+        }
+        if let Some((cpu, rss)) = me.sample() {
+            own(out, "telltale_agent_process_cpu_seconds_total", cpu);
+            own(out, "telltale_agent_process_resident_memory_bytes", rss);
+        }
+        let h = &self.host;
+        out.add(
+            "telltale_host_info",
+            &[
+                ("os", &h.os),
+                ("os_version", &h.os_version),
+                ("kernel", &h.kernel),
+                ("arch", &h.arch),
+                ("container", &h.container),
+                ("cloud", &h.cloud),
+            ],
+            1.0,
+        );
+    }
+}
+
+fn no_rules() -> Arc<[Rule]> {
+    Arc::from(Vec::new())
+}
+
+/// Sends one source batch; false when the pipeline is gone (shutting down).
+async fn send(
+    tx: &mpsc::Sender<SourceBatch>,
+    source: &Arc<str>,
+    relabel: &Arc<[Rule]>,
+    series: Vec<telltale_common::model::SeriesSamples>,
+) -> bool {
+    tx.send(SourceBatch {
+        source: source.clone(),
+        relabel: relabel.clone(),
+        series,
+        events: Vec::new(),
+    })
+    .await
+    .is_ok()
+}
+
+/// The host collectors and the agent's own metrics, every interval.
+async fn host_loop(
+    interval: Duration,
+    optional: collector::Optional,
+    relabel: Arc<[Rule]>,
+    own: Own,
+    tx: mpsc::Sender<SourceBatch>,
+) {
+    let root = Root::default();
+    let mut me = SelfProcess::new();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last_collect = Duration::ZERO;
+    let (host, agent): (Arc<str>, Arc<str>) = (Arc::from("host"), Arc::from("agent"));
+    loop {
+        tick.tick().await;
+        let started = tokio::time::Instant::now();
+        let mut out = Out::new(now_ms());
+        collector::collect_all(&root, optional, &mut out);
+        for (c, e) in &out.errors {
+            tracing::debug!(collector = c, error = %e, "collector failed");
+        }
+        let mut mine = Out::new(out.t_ms());
+        own.add(&mut mine, last_collect, &mut me);
+        last_collect = started.elapsed();
+        // The agent's own series skip the host relabel rules: they are how an operator sees
+        // the agent itself.
+        if !send(&tx, &host, &relabel, out.series).await
+            || !send(&tx, &agent, &no_rules(), mine.series).await
+        {
+            return;
+        }
+    }
+}
+
+async fn textfile_loop(
+    dir: std::path::PathBuf,
+    interval: Duration,
+    relabel: Arc<[Rule]>,
+    tx: mpsc::Sender<SourceBatch>,
+) {
+    let source: Arc<str> = Arc::from("textfile");
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last_errors = Vec::new();
+    loop {
+        tick.tick().await;
+        let d = dir.clone();
+        let t = now_ms();
+        let Ok((series, errors)) =
+            tokio::task::spawn_blocking(move || crate::textfile::collect(&d, t)).await
+        else {
+            return;
+        };
+        if errors != last_errors {
+            for e in &errors {
+                tracing::warn!(directory = %dir.display(), error = %e, "textfile skipped");
+            }
+            last_errors = errors;
+        }
+        if !send(&tx, &source, &relabel, series).await {
+            return;
+        }
+    }
+}
+
+async fn statsd_loop(
+    listener: Arc<crate::statsd::Listener>,
+    cfg: crate::statsd::StatsdConfig,
+    relabel: Arc<[Rule]>,
+    tx: mpsc::Sender<SourceBatch>,
+) {
+    let source: Arc<str> = Arc::from("statsd");
+    let expire_flushes =
+        (cfg.expire.as_secs_f64() / cfg.flush_interval.as_secs_f64()).ceil() as u32;
+    let mut tick = tokio::time::interval(cfg.flush_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let series = match listener.agg.lock() {
+            Ok(mut a) => a.flush(now_ms(), &cfg.percentiles, expire_flushes.max(1)),
+            Err(_) => return,
+        };
+        if !series.is_empty() && !send(&tx, &source, &relabel, series).await {
+            return;
+        }
+    }
+}
+
+/// Most series merged into one buffered batch; a burst beyond this becomes several batches.
+const MAX_BATCH_SERIES: usize = 50_000;
+
+/// Runs every source batch through the pipeline and buffers the result, merging whatever
+/// arrived together into one batch.
+async fn sink(
+    mut rx: mpsc::Receiver<SourceBatch>,
+    mut processor: Processor,
+    buffer: Arc<Buffer>,
+    notify: Arc<Notify>,
+) {
+    let agent: Arc<str> = Arc::from("agent");
+    while let Some(first) = rx.recv().await {
+        let now = now_ms();
+        let backlog = buffer.len();
+        let mut series = Vec::new();
+        let mut events = Vec::new();
+        let mut with_own = first.source == agent;
+        processor.process(first, backlog, now, &mut series, &mut events);
+        while series.len() < MAX_BATCH_SERIES {
+            match rx.try_recv() {
+                Ok(b) => {
+                    with_own |= b.source == agent;
+                    processor.process(b, backlog, now, &mut series, &mut events)
+                }
+                Err(_) => break,
+            }
+        }
+        // The pipeline's own counters ride along with the agent's other self metrics.
+        if with_own {
+            let mut own = Out::new(now);
+            processor.own_series(&mut own);
+            let b = SourceBatch {
+                source: agent.clone(),
+                relabel: no_rules(),
+                series: own.series,
+                events: Vec::new(),
+            };
+            processor.process(b, backlog, now, &mut series, &mut events);
+        }
+        if series.is_empty() && events.is_empty() {
+            continue;
+        }
+        let batch = Batch {
+            sequence: 0,
+            created_ms: now,
+            series,
+            events,
+        };
+        match buffer.push(batch).await {
+            Ok(_) => notify.notify_one(),
+            Err(e) => tracing::error!(error = %e, "cannot buffer batch: these samples are lost"),
+        }
+    }
+}
+
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let client = cfg.tls.load()?.client_config()?;
@@ -83,82 +309,73 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     let ship = tokio::spawn(shipper.run(stop_rx));
 
-    let root = Root::default();
-    let mut me = SelfProcess::new();
-    let mut tick = tokio::time::interval(cfg.interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut last_collect = Duration::ZERO;
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = &mut shutdown => break,
+    let host = HostInfo::read(std::path::Path::new("/"));
+    let (tx, rx) = mpsc::channel::<SourceBatch>(1024);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut statsd_stats = None;
+    let mut _listener = None;
+    if let Some((sc, rules)) = &cfg.sources.statsd {
+        // A port already taken must not stop the other sources: the error is logged and the
+        // agent runs without StatsD.
+        match crate::statsd::Listener::start(sc) {
+            Ok(l) => {
+                tracing::info!(listen = %l.local, "statsd listener started");
+                let l = Arc::new(l);
+                statsd_stats = l.agg.lock().ok().map(|a| a.stats.clone());
+                tasks.spawn(statsd_loop(
+                    l.clone(),
+                    sc.clone(),
+                    rules.clone(),
+                    tx.clone(),
+                ));
+                _listener = Some(l);
+            }
+            Err(e) => {
+                tracing::error!(listen = %sc.listen, error = %e, "cannot start the statsd listener; running without it")
+            }
         }
-        let started = tokio::time::Instant::now();
-        let mut out = Out::new(now_ms());
-        collector::collect_all(&root, cfg.optional, &mut out);
-        for (c, e) in &out.errors {
-            tracing::debug!(collector = c, error = %e, "collector failed");
-        }
-        own(&mut out, names::AGENT_BUFFER_BATCHES, buffer.len() as f64);
-        own(&mut out, names::AGENT_BUFFER_BYTES, buffer.bytes() as f64);
-        own(
-            &mut out,
-            names::AGENT_DROPPED_BATCHES,
-            buffer.dropped() as f64,
-        );
-        let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
-        own(&mut out, names::AGENT_SHIPPED_BATCHES, l(&stats.batches));
-        own(&mut out, names::AGENT_SHIPPED_SAMPLES, l(&stats.samples));
-        own(
-            &mut out,
-            names::AGENT_ACK_LATENCY,
-            l(&stats.ack_latency_us) / 1e6,
-        );
-        own(&mut out, names::AGENT_CONNECTS, l(&stats.connects));
-        own(&mut out, names::AGENT_CONNECTED, l(&stats.connected));
-        own(
-            &mut out,
-            names::AGENT_COLLECT_DURATION,
-            last_collect.as_secs_f64(),
-        );
-        if let Some((cpu, rss)) = me.sample() {
-            own(&mut out, "telltale_agent_process_cpu_seconds_total", cpu);
-            own(
-                &mut out,
-                "telltale_agent_process_resident_memory_bytes",
-                rss,
-            );
-        }
-        let batch = Batch {
-            sequence: 0,
-            created_ms: out.t_ms(),
-            series: stamp(out.series, &cfg.name),
-        };
-        match buffer.push(batch).await {
-            Ok(_) => notify.notify_one(),
-            Err(e) => tracing::error!(error = %e, "cannot buffer batch: this interval is lost"),
-        }
-        last_collect = started.elapsed();
     }
+    let own = Own {
+        buffer: buffer.clone(),
+        stats: stats.clone(),
+        statsd: statsd_stats,
+        host: host.clone(),
+    };
+    tasks.spawn(host_loop(
+        cfg.interval,
+        cfg.optional,
+        cfg.sources.host_relabel.clone(),
+        own,
+        tx.clone(),
+    ));
+    for job in &cfg.sources.scrape {
+        for i in 0..job.targets.len() {
+            tasks.spawn(crate::scrape::run_target(job.clone(), i, tx.clone()));
+        }
+    }
+    for c in &cfg.sources.checks {
+        tasks.spawn(crate::checks::run(c.clone(), tx.clone()));
+    }
+    if let Some((dir, rules)) = &cfg.sources.textfile {
+        tasks.spawn(textfile_loop(
+            dir.clone(),
+            cfg.interval,
+            rules.clone(),
+            tx.clone(),
+        ));
+    }
+    drop(tx);
+    let processor = Processor::new(cfg.pipeline.clone(), &host);
+    let sink = tokio::spawn(sink(rx, processor, buffer.clone(), notify.clone()));
+    shutdown_signal().await;
+    // Stopping the sources closes the channel; the sink buffers what is left and ends.
+    tasks.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), sink).await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), ship).await;
     buffer.flush()?;
     Ok(())
-}
-
-/// Adds `instance` and `job` to every series.
-pub fn stamp(series: Vec<SeriesSamples>, name: &str) -> Vec<SeriesSamples> {
-    series
-        .into_iter()
-        .map(|mut s| {
-            s.labels.set("instance", name);
-            s.labels.set("job", JOB);
-            s
-        })
-        .collect()
 }
 
 async fn shutdown_signal() {

@@ -353,6 +353,7 @@ mod tests {
             sequence: 0,
             created_ms: 0,
             series: Vec::new(),
+            events: Vec::new(),
         }
     }
 

@@ -15,6 +15,7 @@ fn main() {
     let batch = |k: u64| Batch {
         sequence: k,
         created_ms: k as i64,
+        events: Vec::new(),
         series: (0..1000)
             .map(|j| SeriesSamples {
                 labels: Labels::from_pairs([

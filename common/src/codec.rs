@@ -229,21 +229,33 @@ mod tests {
                 labels: Labels::from_pairs(l),
                 samples: s.into_iter().map(|(t, v)| Sample(t, v)).collect(),
             });
+        let event =
+            (any::<i64>(), "[a-z_]{1,10}", "\\PC{0,20}").prop_map(|(t_ms, kind, message)| {
+                crate::wire::Event {
+                    t_ms,
+                    labels: vec![("check".into(), kind.clone())],
+                    kind,
+                    message,
+                }
+            });
         (
             any::<u64>(),
             any::<i64>(),
             proptest::collection::vec(series, 0..6),
+            proptest::collection::vec(event, 0..3),
         )
-            .prop_map(|(sequence, created_ms, series)| Batch {
+            .prop_map(|(sequence, created_ms, series, events)| Batch {
                 sequence,
                 created_ms,
                 series,
+                events,
             })
     }
 
     fn same_bits(a: &Batch, b: &Batch) -> bool {
         a.sequence == b.sequence
             && a.created_ms == b.created_ms
+            && a.events == b.events
             && a.series.len() == b.series.len()
             && a.series.iter().zip(&b.series).all(|(x, y)| {
                 x.labels == y.labels
@@ -307,6 +319,12 @@ mod tests {
                 labels: Labels::from_pairs([("__name__", "m"), ("a", "x\u{e9}")]),
                 samples: vec![Sample(1, 2.5)],
             }],
+            events: vec![crate::wire::Event {
+                t_ms: 3,
+                kind: "check_state".into(),
+                labels: vec![("check".into(), "web".into())],
+                message: "web is CRITICAL".into(),
+            }],
         };
         let p = encode_payload(&ClientMessage::Batch(b)).unwrap();
         match decode_borrowed::<ClientMessageRef>(&p).unwrap() {
@@ -317,6 +335,7 @@ mod tests {
                     vec![("__name__", "m"), ("a", "x\u{e9}")]
                 );
                 assert_eq!(r.series[0].samples, vec![Sample(1, 2.5)]);
+                assert_eq!(r.events[0].message, "web is CRITICAL");
             }
             other => panic!("{other:?}"),
         }

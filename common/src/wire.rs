@@ -83,6 +83,25 @@ pub struct Batch {
     pub created_ms: i64,
     /// The series and their samples.
     pub series: Vec<SeriesSamples>,
+    /// Events that happened on the host (a health check changing state, for example). Absent
+    /// on the wire when empty, so batches without events are byte-for-byte what they were.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<Event>,
+}
+
+/// Something that happened on the host at one moment, with words for a person: a health check
+/// changing state, for example. Labels say what it is about (`check`, `state`, ...); the
+/// aggregator adds `instance` from the agent's certificate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// When it happened (ms since the epoch).
+    pub t_ms: i64,
+    /// What kind of event: `check_state` for a health check changing state.
+    pub kind: String,
+    /// What it is about, sorted by name.
+    pub labels: Vec<(String, String)>,
+    /// A sentence for a person.
+    pub message: String,
 }
 
 impl Batch {
@@ -105,6 +124,9 @@ pub struct BatchRef<'a> {
     /// The series, borrowing from the payload.
     #[serde(borrow)]
     pub series: Vec<SeriesRef<'a>>,
+    /// See [`Batch::events`].
+    #[serde(default)]
+    pub events: Vec<Event>,
 }
 
 /// One series of a [`BatchRef`].

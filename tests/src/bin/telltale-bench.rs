@@ -162,6 +162,7 @@ impl Template {
         let b = Batch {
             sequence: SEQ0,
             created_ms: T0,
+            events: Vec::new(),
             series: (0..series)
                 .map(|j| SeriesSamples {
                     labels: Labels::from_pairs([

@@ -1,0 +1,260 @@
+//! The Prometheus text exposition format (0.0.4) and OpenMetrics text, as scrape targets serve
+//! them and as node_exporter's textfile collector reads `*.prom` files.
+//!
+//! The parser is line-oriented and never panics: a line that does not parse is reported with
+//! its line number and the caller decides (a scrape fails as a whole like Prometheus does; a
+//! textfile is skipped and counted, like node_exporter). `# TYPE` lines are kept so callers can
+//! tell counters from gauges; exemplars (after ` # ` in OpenMetrics) are ignored.
+
+/// Label pairs in the order written.
+pub type Pairs = Vec<(String, String)>;
+
+/// What [`parse`] returns: the samples and `(family, type)` for each `# TYPE` line.
+pub type Parsed = (Vec<Line>, Pairs);
+
+/// One parsed sample line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    /// Metric name.
+    pub name: String,
+    /// Labels in the order written.
+    pub labels: Vec<(String, String)>,
+    /// The value.
+    pub value: f64,
+    /// The timestamp in milliseconds, when the line had one.
+    pub t_ms: Option<i64>,
+}
+
+/// A parse error: the 1-based line and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct ParseError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Which dialect: OpenMetrics writes timestamps in seconds and ends with `# EOF`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// Prometheus text format 0.0.4 (timestamps in ms).
+    Text,
+    /// OpenMetrics 1.0 text (timestamps in seconds).
+    OpenMetrics,
+}
+
+impl Dialect {
+    /// The dialect a `Content-Type` header names.
+    pub fn from_content_type(ct: &str) -> Dialect {
+        if ct.contains("application/openmetrics-text") {
+            Dialect::OpenMetrics
+        } else {
+            Dialect::Text
+        }
+    }
+}
+
+/// Parses a whole exposition. Returns the samples and the `# TYPE` of each family.
+pub fn parse(
+    text: &str,
+    dialect: Dialect,
+) -> Result<Parsed, ParseError> {
+    let mut out = Vec::new();
+    let mut types = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let err = |m: String| ParseError {
+            line: i + 1,
+            message: m,
+        };
+        let line = raw.trim_start();
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix('#') {
+            let mut f = rest.split_whitespace();
+            match f.next() {
+                Some("TYPE") => {
+                    let (Some(n), Some(t)) = (f.next(), f.next()) else {
+                        return Err(err("TYPE needs a metric name and a type".into()));
+                    };
+                    types.push((n.to_string(), t.to_string()));
+                }
+                Some("EOF") => break,
+                _ => {}
+            }
+            continue;
+        }
+        out.push(parse_line(line, dialect).map_err(err)?);
+    }
+    Ok((out, types))
+}
+
+fn valid_name(n: &str) -> bool {
+    let mut c = n.chars();
+    matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_' || ch == ':')
+        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == ':')
+}
+
+/// Whether `n` is a valid label name.
+pub fn valid_label_name(n: &str) -> bool {
+    let mut c = n.chars();
+    matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_')
+        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+}
+
+/// Parses a value as the exposition formats write it (`NaN`, `+Inf`, `-Inf`, floats).
+pub fn parse_value(s: &str) -> Option<f64> {
+    match s {
+        "NaN" | "nan" => Some(f64::NAN),
+        "+Inf" | "Inf" | "+inf" | "inf" => Some(f64::INFINITY),
+        "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
+        _ => s.parse::<f64>().ok().filter(|v| !v.is_nan()),
+    }
+}
+
+fn parse_line(line: &str, dialect: Dialect) -> Result<Line, String> {
+    let name_end = line
+        .find(|c: char| c == '{' || c.is_ascii_whitespace())
+        .ok_or_else(|| format!("{line:?} has no value"))?;
+    let name = &line[..name_end];
+    if !valid_name(name) {
+        return Err(format!("invalid metric name {name:?}"));
+    }
+    let mut rest = &line[name_end..];
+    let mut labels = Vec::new();
+    if let Some(after) = rest.strip_prefix('{') {
+        let (l, r) = parse_labels(after)?;
+        labels = l;
+        rest = r;
+    }
+    // Exemplars follow " # " in OpenMetrics.
+    let rest = rest.split(" # ").next().unwrap_or("");
+    let mut f = rest.split_ascii_whitespace();
+    let v = f.next().ok_or_else(|| format!("{name}: missing value"))?;
+    let value = parse_value(v).ok_or_else(|| format!("{name}: invalid value {v:?}"))?;
+    let t_ms = match f.next() {
+        None => None,
+        Some(t) => Some(match dialect {
+            Dialect::Text => t
+                .parse::<i64>()
+                .map_err(|_| format!("{name}: invalid timestamp {t:?}"))?,
+            Dialect::OpenMetrics => {
+                let s = t
+                    .parse::<f64>()
+                    .map_err(|_| format!("{name}: invalid timestamp {t:?}"))?;
+                (s * 1000.0).round() as i64
+            }
+        }),
+    };
+    if let Some(extra) = f.next() {
+        return Err(format!("{name}: unexpected {extra:?} after the timestamp"));
+    }
+    Ok(Line {
+        name: name.to_string(),
+        labels,
+        value,
+        t_ms,
+    })
+}
+
+/// Parses `name="value",...}` and returns the labels and what follows the `}`.
+fn parse_labels(mut s: &str) -> Result<(Pairs, &str), String> {
+    let mut labels: Vec<(String, String)> = Vec::new();
+    loop {
+        s = s.trim_start();
+        if let Some(r) = s.strip_prefix('}') {
+            return Ok((labels, r));
+        }
+        let eq = s.find('=').ok_or("label without '='")?;
+        let lname = s[..eq].trim();
+        if !valid_label_name(lname) {
+            return Err(format!("invalid label name {lname:?}"));
+        }
+        s = s[eq + 1..].trim_start();
+        s = s
+            .strip_prefix('"')
+            .ok_or_else(|| format!("label {lname}: value must be quoted"))?;
+        let mut value = String::new();
+        let mut chars = s.char_indices();
+        let end = loop {
+            match chars.next() {
+                None => return Err(format!("label {lname}: unterminated value")),
+                Some((i, '"')) => break i,
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, '\\')) => value.push('\\'),
+                    Some((_, '"')) => value.push('"'),
+                    Some((_, c)) => {
+                        value.push('\\');
+                        value.push(c);
+                    }
+                    None => return Err(format!("label {lname}: unterminated value")),
+                },
+                Some((_, c)) => value.push(c),
+            }
+        };
+        if labels.iter().any(|(n, _)| n == lname) {
+            return Err(format!("label {lname} appears twice"));
+        }
+        labels.push((lname.to_string(), value));
+        s = s[end + 1..].trim_start();
+        if let Some(r) = s.strip_prefix(',') {
+            s = r;
+        } else if !s.starts_with('}') {
+            return Err(format!("expected ',' or '}}' after label {lname}"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_what_node_exporter_writes() {
+        let text = "# HELP node_load1 1m load average.\n# TYPE node_load1 gauge\nnode_load1 0.21\n\
+            node_cpu_seconds_total{cpu=\"0\",mode=\"idle\"} 12345.67\n\
+            weird{path=\"C:\\\\x\",q=\"a\\\"b\",n=\"l1\\nl2\",} +Inf 1700000000000\n\
+            nan_metric NaN\n";
+        let (lines, types) = parse(text, Dialect::Text).unwrap();
+        assert_eq!(types, vec![("node_load1".into(), "gauge".into())]);
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[1].labels[1], ("mode".into(), "idle".into()));
+        assert_eq!(
+            lines[2].labels,
+            vec![
+                ("path".into(), "C:\\x".into()),
+                ("q".into(), "a\"b".into()),
+                ("n".into(), "l1\nl2".into())
+            ]
+        );
+        assert_eq!(lines[2].value, f64::INFINITY);
+        assert_eq!(lines[2].t_ms, Some(1_700_000_000_000));
+        assert!(lines[3].value.is_nan());
+    }
+
+    #[test]
+    fn openmetrics_seconds_exemplars_and_eof() {
+        let text = "# TYPE a counter\na_total{x=\"1\"} 3 1700000000.5 # {trace_id=\"x\"} 1\n# EOF\nignored 1\n";
+        let (lines, _) = parse(text, Dialect::OpenMetrics).unwrap();
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].t_ms, Some(1_700_000_000_500));
+    }
+
+    #[test]
+    fn bad_lines_name_their_line_number() {
+        for (text, want) in [
+            ("ok 1\n9bad 1\n", "line 2: invalid metric name"),
+            ("m{a=1} 2\n", "line 1: label a: value must be quoted"),
+            ("m{a=\"1} 2\n", "line 1: label a: unterminated value"),
+            ("m 1 2 3\n", "unexpected"),
+            ("m abc\n", "invalid value"),
+            ("m{a=\"1\",a=\"2\"} 1\n", "appears twice"),
+            ("m\n", "has no value"),
+        ] {
+            let e = parse(text, Dialect::Text).unwrap_err().to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+    }
+}
