@@ -56,10 +56,7 @@ impl Dialect {
 }
 
 /// Parses a whole exposition. Returns the samples and the `# TYPE` of each family.
-pub fn parse(
-    text: &str,
-    dialect: Dialect,
-) -> Result<Parsed, ParseError> {
+pub fn parse(text: &str, dialect: Dialect) -> Result<Parsed, ParseError> {
     let mut out = Vec::new();
     let mut types = Vec::new();
     for (i, raw) in text.lines().enumerate() {

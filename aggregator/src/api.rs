@@ -451,6 +451,45 @@ async fn agents(State(st): St) -> Response {
     success(serde_json::to_value(st.registry.list()).unwrap_or(Json::Null))
 }
 
+/// `GET /api/v1/events?match=<selector>&since=<time>&limit=<n>`: host events (health checks
+/// changing state...), oldest first; `kind` matches as a label. Default: the newest 1000.
+async fn events(State(st): St, q: RawQuery) -> Result<Response, ApiError> {
+    count(&st);
+    let p = params(&q, &Bytes::new());
+    let matchers = match p.get("match") {
+        Some(m) => crate::promql::selector_matchers(m).map_err(ApiError::from)?,
+        None => Vec::new(),
+    };
+    let since = p.time_or("since", i64::MIN)?;
+    let limit = match p.get("limit") {
+        None => 1000,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=100_000).contains(n))
+            .ok_or_else(|| ApiError::bad_data(format!("invalid limit {l:?}: use 1 to 100000")))?,
+    };
+    let list: Vec<Json> = st
+        .storage
+        .events(&matchers, since, limit)
+        .into_iter()
+        .map(|e| {
+            let labels: serde_json::Map<String, Json> = e
+                .labels
+                .into_iter()
+                .map(|(k, v)| (k, Json::String(v)))
+                .collect();
+            json!({
+                "time": e.t_ms as f64 / 1000.0,
+                "kind": e.kind,
+                "labels": labels,
+                "message": e.message,
+            })
+        })
+        .collect();
+    Ok(success(Json::Array(list)))
+}
+
 async fn metrics(State(st): St) -> Response {
     let text = st.metrics.render(&Gauges {
         connected_agents: st.registry.connected_count(),
@@ -500,6 +539,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/rules", get(rules))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/agents", get(agents))
+        .route("/api/v1/events", get(events))
         .route(
             "/api/v1/write",
             axum::routing::post(write).layer(DefaultBodyLimit::max(remote_write::MAX_BODY)),

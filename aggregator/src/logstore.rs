@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use telltale_common::codec::{self, HEADER_LEN, Header};
 use telltale_common::model::{Labels, Sample, SeriesSamples};
-use telltale_common::wire::ClientMessageRef;
+use telltale_common::wire::{ClientMessageRef, Event};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::storage::{
@@ -73,12 +73,14 @@ fn prepare<'a>(
     agent: Option<&'a str>,
     wire: Option<&'a [u8]>,
     series: &'a [SeriesSamples],
-) -> Result<Vec<Prepared<'a>>, String> {
+) -> Result<(Vec<Prepared<'a>>, Vec<Event>), String> {
     let mut out: Vec<Prepared<'a>> = Vec::new();
+    let mut events = Vec::new();
     if let Some(w) = wire {
         match codec::decode_borrowed::<ClientMessageRef>(w).map_err(|e| e.to_string())? {
             ClientMessageRef::Batch(b) => {
-                out.extend(b.series.into_iter().map(|s| (s.labels, s.samples)))
+                out.extend(b.series.into_iter().map(|s| (s.labels, s.samples)));
+                events = b.events;
             }
             ClientMessageRef::Hello(_) => return Err("a hello where a batch belongs".into()),
         }
@@ -95,7 +97,15 @@ fn prepare<'a>(
             true
         }
     });
-    Ok(out)
+    // Events speak for the agent that sent them, like its series.
+    for e in &mut events {
+        e.labels.retain(|(k, _)| k != "instance");
+        if let Some(a) = agent {
+            e.labels.push(("instance".into(), a.into()));
+        }
+        e.labels.sort();
+    }
+    Ok((out, events))
 }
 
 /// Flattens prepared series into `(series id, sample)` points, creating series as needed:
@@ -134,6 +144,8 @@ enum Job {
     Write {
         framed: Vec<u8>,
         points: Vec<(u32, Sample)>,
+        /// Events of the batch, kept once the record is durable.
+        events: Vec<Event>,
         origin: Option<Origin>,
         done: oneshot::Sender<Result<usize, StorageError>>,
     },
@@ -269,7 +281,7 @@ impl LogStore {
             AppendData::Series(s) => (None, s),
         };
         let agent = req.origin.as_ref().map(|o| o.agent.as_str());
-        let prepared = match prepare(agent, wire, series) {
+        let (prepared, events) = match prepare(agent, wire, series) {
             Ok(p) => p,
             Err(reason) => {
                 unmark(self);
@@ -297,6 +309,7 @@ impl LogStore {
         let job = Job::Write {
             framed,
             points,
+            events,
             origin: req.origin.clone(),
             done,
         };
@@ -331,6 +344,10 @@ impl Storage for LogStore {
 
     fn stats(&self) -> StorageStats {
         self.read_head().stats()
+    }
+
+    fn events(&self, matchers: &[Matcher], since_ms: i64, limit: usize) -> Vec<Event> {
+        self.read_head().events(matchers, since_ms, limit)
     }
 }
 
@@ -375,7 +392,7 @@ fn replay_segment(
         let decoded = codec::decode_borrowed::<Record>(payload)
             .map_err(|e| e.to_string())
             .and_then(|rec| {
-                let p = prepare(rec.agent, rec.wire.map(|w| &w[..]), &rec.series)?;
+                let (p, events) = prepare(rec.agent, rec.wire.map(|w| &w[..]), &rec.series)?;
                 let points: Vec<(u32, Sample)> = p
                     .into_iter()
                     .flat_map(|(pairs, samples)| {
@@ -383,14 +400,15 @@ fn replay_segment(
                         samples.into_iter().map(move |s| (id, s))
                     })
                     .collect();
-                Ok((rec.agent, rec.epoch, rec.sequence, points))
+                Ok((rec.agent, rec.epoch, rec.sequence, points, events))
             });
         match decoded {
-            Ok((agent, epoch, sequence, points)) => {
+            Ok((agent, epoch, sequence, points, events)) => {
                 if let (Some(agent), Some(seq)) = (agent, sequence) {
                     dedup.mark(agent, epoch, seq);
                 }
                 head.apply(&points);
+                head.push_events(events);
                 report.records += 1;
             }
             Err(e) => {
@@ -502,7 +520,13 @@ impl Writer {
                     let mut answers = Vec::with_capacity(jobs.len());
                     for j in jobs {
                         match j {
-                            Job::Write { points, done, .. } => {
+                            Job::Write {
+                                points,
+                                events,
+                                done,
+                                ..
+                            } => {
+                                h.push_events(events);
                                 answers.push((done, Ok(h.apply(&points))))
                             }
                             Job::Barrier { done } => answers.push((done, Ok(0))),
@@ -552,6 +576,15 @@ mod tests {
             sequence: seq,
             created_ms: t,
             series: series("m", t, seq as f64),
+            events: vec![Event {
+                t_ms: t,
+                kind: "check_state".into(),
+                labels: vec![
+                    ("check".into(), "web".into()),
+                    ("instance".into(), "liar".into()),
+                ],
+                message: format!("batch {seq}"),
+            }],
         }))
         .unwrap();
         AppendRequest {
@@ -607,6 +640,26 @@ mod tests {
             AppendOutcome::Duplicate
         );
         assert_eq!(store.recovery.records, 2);
+        // The batch's event was kept once, replayed from the log, and speaks for the agent
+        // of the certificate, not the one the payload named.
+        store.append(agent_req(2, 3000)).await.unwrap();
+        let ev = store.events(&[], 0, 10);
+        assert_eq!(ev.len(), 2, "{ev:?}");
+        assert_eq!(ev[0].message, "batch 1");
+        assert_eq!(
+            ev[0].labels,
+            vec![
+                ("check".into(), "web".into()),
+                ("instance".into(), "a".into())
+            ]
+        );
+        assert_eq!(store.events(&[], 2000, 10).len(), 1);
+        assert_eq!(store.events(&[], 0, 1)[0].message, "batch 2");
+        assert!(
+            store
+                .events(&[Matcher::equal("kind", "other")], 0, 10)
+                .is_empty()
+        );
     }
 
     #[tokio::test]
@@ -616,6 +669,7 @@ mod tests {
         let spoofed = codec::encode_payload(&ClientMessage::Batch(Batch {
             sequence: 1,
             created_ms: 1,
+            events: Vec::new(),
             series: vec![
                 SeriesSamples {
                     labels: Labels::from_pairs([("__name__", "m"), ("instance", "someone-else")]),

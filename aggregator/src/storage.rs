@@ -7,6 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use telltale_common::model::{Labels, Sample, SeriesSamples};
+pub use telltale_common::wire::Event;
 
 /// Where a batch came from: a repeated origin is stored once.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -161,6 +162,14 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Counts describing what is held.
     fn stats(&self) -> StorageStats;
+
+    /// Host events (health checks changing state...) with `t_ms >= since_ms` whose labels
+    /// satisfy `matchers` (the event's `kind` matches as label `kind`), oldest first, at most
+    /// `limit` (the newest ones when more match).
+    fn events(&self, matchers: &[Matcher], since_ms: i64, limit: usize) -> Vec<Event> {
+        let _ = (matchers, since_ms, limit);
+        Vec::new()
+    }
 }
 
 /// What a storage engine holds.

@@ -198,9 +198,24 @@ pub fn start_agent(
     data_dir: &Path,
     interval: &str,
 ) -> anyhow::Result<Proc> {
+    start_agent_with_config(tls_dir, name, aggregator, data_dir, interval, None)
+}
+
+/// Like [`start_agent`], reading `config` (an `agent.toml`) too; the flags still override.
+pub fn start_agent_with_config(
+    tls_dir: &Path,
+    name: &str,
+    aggregator: SocketAddr,
+    data_dir: &Path,
+    interval: &str,
+    config: Option<&Path>,
+) -> anyhow::Result<Proc> {
     let mut cmd = Command::new(bin("telltale-agent")?);
-    cmd.arg("run")
-        .args(["--name", name])
+    cmd.arg("run");
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    cmd.args(["--name", name])
         .args(["--aggregator", &format!("localhost:{}", aggregator.port())])
         .arg("--data-dir")
         .arg(data_dir)

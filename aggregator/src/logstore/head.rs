@@ -8,6 +8,7 @@ use rustc_hash::{FxHashMap, FxHasher};
 use telltale_common::model::{Labels, Sample, is_stale_marker};
 
 use crate::storage::{MatchOp, Matcher, SeriesData, StorageError, StorageStats};
+use telltale_common::wire::Event;
 
 #[derive(Debug)]
 struct MemSeries {
@@ -61,7 +62,13 @@ pub struct Head {
     postings: HashMap<String, HashMap<String, Vec<u32>>>,
     samples: u64,
     overwritten: u64,
+    /// The newest host events, oldest first (see [`MAX_EVENTS`]).
+    events: std::collections::VecDeque<Event>,
 }
+
+/// Host events held in memory (they are also in the log, so a restart replays them). A
+/// bounded window: events are for "what changed lately", the series keep the history.
+pub const MAX_EVENTS: usize = 100_000;
 
 /// Hashes sorted label pairs; equal for a `Labels` and its borrowed pairs.
 pub fn hash_labels<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
@@ -191,6 +198,42 @@ impl Head {
             .filter(|s| !s.range(start, end).is_empty())
             .map(|s| s.labels.clone())
             .collect()
+    }
+
+    /// Keeps `events`, dropping the oldest beyond [`MAX_EVENTS`].
+    pub fn push_events(&mut self, events: Vec<Event>) {
+        for e in events {
+            if self.events.len() == MAX_EVENTS {
+                self.events.pop_front();
+            }
+            self.events.push_back(e);
+        }
+    }
+
+    /// Events since `since_ms` matching `matchers` (`kind` matches as a label), oldest first,
+    /// the newest `limit` of them.
+    pub fn events(&self, matchers: &[Matcher], since_ms: i64, limit: usize) -> Vec<Event> {
+        let label = |e: &'_ Event, name: &str| -> String {
+            if name == "kind" {
+                return e.kind.clone();
+            }
+            e.labels
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let mut out: Vec<Event> = self
+            .events
+            .iter()
+            .rev()
+            .filter(|e| e.t_ms >= since_ms)
+            .filter(|e| matchers.iter().all(|m| m.matches(&label(e, &m.name))))
+            .take(limit)
+            .cloned()
+            .collect();
+        out.reverse();
+        out
     }
 
     /// What is held.
