@@ -301,6 +301,148 @@ mod tests {
         assert_eq!(c.buffer_max_bytes, 512 << 20);
     }
 
+    /// Every section of the file, as the commented examples in config/agent.toml show them.
+    const FULL: &str = r#"
+name = "web-1"
+[collectors]
+tcpstat = true
+[[collectors.relabel]]
+source_labels = ["__name__"]
+regex = "node_netstat_.*"
+action = "drop"
+[labels]
+datacenter = "eu-1"
+[enrich]
+host_labels = ["os", "arch"]
+[limits]
+max_series_per_source = 100
+max_series = 1000
+[[sampling]]
+metrics = "node_network_.*"
+strategy = "downsample"
+window = "1m"
+aggregate = "avg"
+[[sampling]]
+metrics = "temp"
+strategy = "deadband"
+threshold = 0.5
+[[sampling]]
+metrics = "orders"
+critical = true
+[adaptive]
+backlog_batches = 10
+window = "30s"
+[statsd]
+listen = "127.0.0.1:9125"
+percentiles = [0.5]
+[textfile]
+directory = "/tmp/tf"
+[[scrape]]
+job = "node"
+targets = ["127.0.0.1:9100", "[::1]:9100"]
+interval = "15s"
+[[scrape.relabel]]
+source_labels = ["__name__"]
+regex = "go_.*"
+action = "drop"
+[[check]]
+name = "web"
+type = "http"
+url = "https://localhost:8443/health"
+body_pattern = "ok"
+[[check]]
+name = "pg"
+type = "tcp"
+address = "127.0.0.1:5432"
+[[check]]
+name = "dns"
+type = "dns"
+host = "localhost"
+expect_address = "127.0.0.1"
+[[check]]
+name = "disk"
+type = "exec"
+command = ["/bin/true"]
+"#;
+
+    fn load_text(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("agent.toml");
+        std::fs::write(&p, text).unwrap();
+        Config::load(Some(&p), &Overrides::default())
+    }
+
+    #[test]
+    fn every_source_and_pipeline_section_parses() {
+        let c = load_text(FULL).unwrap();
+        let s = &c.sources;
+        assert_eq!(s.scrape[0].targets.len(), 2);
+        assert_eq!(s.scrape[0].timeout, Duration::from_secs(10));
+        assert_eq!(s.checks.len(), 4);
+        assert_eq!(s.statsd.as_ref().unwrap().0.listen.port(), 9125);
+        assert!(s.textfile.is_some());
+        assert_eq!(c.pipeline.sampling.len(), 3);
+        assert_eq!(c.pipeline.max_series, 1000);
+        assert_eq!(c.pipeline.adaptive.as_ref().unwrap().window_ms, 30_000);
+        assert_eq!(
+            c.pipeline.static_labels,
+            vec![("datacenter".into(), "eu-1".into())]
+        );
+    }
+
+    #[test]
+    fn source_errors_name_the_key() {
+        for (edit, want) in [
+            (
+                "[[check]]\nname = \"x\"\ntype = \"ping\"\n",
+                "check[0].type: \"ping\" is not one of",
+            ),
+            (
+                "[[check]]\nname = \"x\"\ntype = \"http\"\n",
+                "check[0].url: a http check needs url",
+            ),
+            (
+                "[[check]]\nname = \"x\"\ntype = \"exec\"\ncommand = []\n",
+                "check[0].command: an exec check needs",
+            ),
+            (
+                "[[scrape]]\njob = \"a\"\ntargets = [\"bad host:x\"]\n",
+                "scrape[0].targets[0]: invalid URL",
+            ),
+            (
+                "[[scrape]]\njob = \"a\"\ntargets = []\ninterval = \"5s\"\ntimeout = \"10s\"\n",
+                "scrape[0].timeout",
+            ),
+            (
+                "[[scrape]]\njob = \"a\"\ntargets = []\n[[scrape.relabel]]\naction = \"keep\"\n",
+                "scrape[0].relabel: rule 0",
+            ),
+            (
+                "[[sampling]]\nmetrics = \"(\"\n",
+                "sampling[0].metrics: invalid regex",
+            ),
+            (
+                "[[sampling]]\nmetrics = \"x\"\nstrategy = \"downsample\"\n",
+                "sampling[0].window",
+            ),
+            (
+                "[[sampling]]\nmetrics = \"x\"\nstrategy = \"deadband\"\ncritical = true\nthreshold = 1.0\n",
+                "sampling[0].critical",
+            ),
+            ("[labels]\ninstance = \"x\"\n", "labels.instance"),
+            (
+                "[enrich]\nhost_labels = [\"color\"]\n",
+                "enrich.host_labels",
+            ),
+            ("[statsd]\nlisten = \"nowhere\"\n", "statsd.listen"),
+        ] {
+            let e = load_text(&format!("name = \"a\"\n{edit}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{edit}: {e}");
+        }
+    }
+
     #[test]
     fn flags_override_and_errors_name_the_key() {
         let o = Overrides {

@@ -445,7 +445,7 @@ impl Listener {
     /// less per packet than an async one).
     pub fn start(cfg: &StatsdConfig) -> std::io::Result<Listener> {
         let sock = UdpSocket::bind(cfg.listen)?;
-        sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+        sock.set_read_timeout(Some(Duration::from_millis(500)))?;
         let local = sock.local_addr()?;
         let agg = Arc::new(Mutex::new(Aggregator::new(cfg.max_series)));
         let stop = Arc::new(AtomicBool::new(false));

@@ -6,6 +6,10 @@
 //!   all four running at once (ratios, since the machine is shared).
 //! - `telltale-bench ingest [--agents 20] [--series 1000] [--seconds 20]`: samples per second the
 //!   aggregator stores and acknowledges from simulated agents over QUIC on loopback.
+//! - `telltale-bench statsd [--step 5s]` and `telltale-bench sources [--duration 2m]`: see
+//!   [`sources`].
+
+mod sources;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -396,8 +400,10 @@ fn main() -> anyhow::Result<()> {
         Some("agent") => bench_agent(&args),
         Some("ingest") => bench_ingest(&args),
         Some("promql") => bench_promql(&args),
+        Some("statsd") => sources::bench_statsd(&args),
+        Some("sources") => sources::bench_sources(&args),
         _ => bail!(
-            "usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N] | promql [--rounds N]"
+            "usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N] | promql [--rounds N] | statsd [--step 5s] | sources [--duration 2m] [--interval 10s]"
         ),
     }
 }
