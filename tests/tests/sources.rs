@@ -335,3 +335,139 @@ interval = "1s"
     let (code, body) = http_get(agg.http, "/api/v1/events?limit=0").unwrap();
     assert_eq!(code, 400, "{body}");
 }
+
+/// The agent degrades gracefully: with the aggregator unreachable its backlog grows, adaptive
+/// sampling thins the non-critical metrics while the critical ones keep full resolution, and a
+/// flood of new StatsD series is capped, counted and blamed on the right label. Everything
+/// buffered arrives once the aggregator appears.
+#[test]
+fn backlog_turns_on_adaptive_sampling_and_the_series_cap_names_the_culprit() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    certs_init(&tls).unwrap();
+    certs_issue(&tls, "busy-1").unwrap();
+    // A QUIC port nobody listens on yet.
+    let quic = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let statsd_port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[statsd]\nlisten = \"127.0.0.1:{statsd_port}\"\nflush_interval = \"1s\"\n\
+             [limits]\nmax_series_per_source = 5000\n\
+             [adaptive]\nbacklog_batches = 3\nwindow = \"10s\"\n"
+        ),
+    )
+    .unwrap();
+    let agent = start_agent_with_config(
+        &tls,
+        "busy-1",
+        quic,
+        &dir.path().join("agent"),
+        "1s",
+        Some(&config),
+    )
+    .unwrap();
+    // 6000 users, one series each: 1000 more than the cap.
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    agent
+        .wait_log("statsd listener started", Duration::from_secs(10))
+        .unwrap();
+    for chunk in (0..6000).collect::<Vec<_>>().chunks(50) {
+        let packet: Vec<String> = chunk
+            .iter()
+            .map(|u| format!("logins:1|c|#user:u{u}"))
+            .collect();
+        udp.send_to(packet.join("\n").as_bytes(), ("127.0.0.1", statsd_port))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    agent
+        .wait_log("series cap reached", Duration::from_secs(10))
+        .unwrap();
+    let log = agent.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("series cap reached"))
+        .unwrap();
+    assert!(
+        line.contains("source=statsd") && line.contains("label \"user\""),
+        "{line}"
+    );
+    agent
+        .wait_log("downsampling non-critical metrics", Duration::from_secs(20))
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(12));
+    let agg = start_aggregator(
+        &tls,
+        &dir.path().join("agg"),
+        "127.0.0.1:0",
+        &quic.to_string(),
+        &[],
+    )
+    .unwrap();
+    agent
+        .wait_log(
+            "backlog drained: full resolution again",
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    let active = wait_query(
+        agg.http,
+        "max_over_time(telltale_agent_adaptive_sampling_active[5m])",
+        20,
+    );
+    assert_eq!(value(&active[0]), 1.0);
+    // During the outage: the critical self metric every second, node_load1 about once per
+    // 10 s window.
+    let outage_end = wait_for(Duration::from_secs(20), || {
+        raw_samples(
+            agg.http,
+            "telltale_agent_connected{instance=\"busy-1\"}",
+            "5m",
+        )
+        .ok()?
+        .into_iter()
+        .find(|(_, v)| *v == 1.0)
+        .map(|(t, _)| t)
+    })
+    .expect("connected at some point");
+    let count_before = |sel: &str| {
+        raw_samples(agg.http, sel, "5m")
+            .unwrap()
+            .into_iter()
+            .filter(|(t, _)| *t < outage_end - 2000)
+            .count()
+    };
+    let critical = count_before("telltale_agent_connected{instance=\"busy-1\"}");
+    let thinned = count_before("node_load1{instance=\"busy-1\"}");
+    assert!(
+        critical >= 10,
+        "critical metric kept every interval: {critical}"
+    );
+    assert!(
+        thinned * 3 < critical,
+        "non-critical thinned during the backlog: {thinned} vs {critical}"
+    );
+    let sampled = wait_query(
+        agg.http,
+        "telltale_agent_sampling_input_samples_total{strategy=\"adaptive\"} - telltale_agent_sampling_output_samples_total{strategy=\"adaptive\"}",
+        10,
+    );
+    assert!(value(&sampled[0]) > 0.0, "{sampled:?}");
+    let dropped = wait_query(
+        agg.http,
+        "telltale_agent_series_dropped_total{source=\"statsd\"}",
+        10,
+    );
+    assert!(value(&dropped[0]) >= 1000.0, "{dropped:?}");
+    let kept = wait_query(agg.http, "count(logins)", 10);
+    assert_eq!(value(&kept[0]), 5000.0, "the first 5000 users keep flowing");
+}
