@@ -17,5 +17,14 @@ fn the_demo_starts_an_aggregator_and_an_agent_and_shows_data() {
     assert!(stdout.contains("Telltale demo is running."), "{stdout}");
     assert!(stdout.contains("node_load1 = "), "{stdout}");
     assert!(stdout.contains("up = 1"), "{stdout}");
+    assert!(
+        stdout.contains("probe_success{check=\"aggregator-http\"} = 1"),
+        "{stdout}"
+    );
+    let orders = stdout
+        .lines()
+        .find_map(|l| l.split_once("sum by (plan) (shop_orders) = ").map(|x| x.1))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(orders.is_some_and(|n| n >= 1.0), "{stdout}");
     assert!(stdout.contains("scratch directory removed"), "{stdout}");
 }

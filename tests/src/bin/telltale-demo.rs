@@ -89,7 +89,43 @@ fn main() -> anyhow::Result<()> {
             &[],
         )
     })?;
-    let agent = start_agent(&tls, name, agg.quic, &scratch.join("agent"), "1s")?;
+    // Beyond host metrics: a StatsD listener the demo feeds a business metric through, and an
+    // HTTP health check of the aggregator itself.
+    let statsd = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let statsd_port = statsd.local_addr()?.port();
+    drop(statsd);
+    let agent_toml = scratch.join("agent.toml");
+    std::fs::write(
+        &agent_toml,
+        format!(
+            "[statsd]\nlisten = \"127.0.0.1:{statsd_port}\"\nflush_interval = \"1s\"\n\
+             [[check]]\nname = \"aggregator-http\"\ntype = \"http\"\nurl = \"http://{}/-/healthy\"\ninterval = \"1s\"\n",
+            agg.http
+        ),
+    )?;
+    let agent = start_agent_with_config(
+        &tls,
+        name,
+        agg.quic,
+        &scratch.join("agent"),
+        "1s",
+        Some(&agent_toml),
+    )?;
+    let app = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let order = |n: u64| {
+        for i in 0..n {
+            let plan = if i % 3 == 0 { "pro" } else { "free" };
+            let _ = app.send_to(
+                format!(
+                    "shop.orders:1|c|#plan:{plan}\nshop.revenue:{}|c|#currency:eur",
+                    10 + i % 40
+                )
+                .as_bytes(),
+                ("127.0.0.1", statsd_port),
+            );
+        }
+    };
+    order(5);
     let first = wait_for(Duration::from_secs(30), || {
         let r = query(agg.http, "node_cpu_seconds_total").ok()?;
         (!r.is_empty()).then_some(r.len())
@@ -108,11 +144,20 @@ fn main() -> anyhow::Result<()> {
     println!("  agent:      {name}, collecting every 1s, {first} CPU series so far");
     println!("  scratch:    {} (certificates, data)\n", scratch.display());
     println!("Try:");
+    // Let the first StatsD flush and health check arrive.
+    wait_for(Duration::from_secs(10), || {
+        order(1);
+        query(agg.http, "shop_orders")
+            .ok()
+            .filter(|r| !r.is_empty())
+    });
     for q in [
         "node_load1",
         "node_memory_MemAvailable_bytes",
         "up",
         "node_network_receive_bytes_total{device=\"lo\"}[30s]",
+        "sum by (plan) (shop_orders)",
+        "probe_success{check=\"aggregator-http\"}",
     ] {
         let sample = query(agg.http, q)
             .ok()
@@ -131,6 +176,10 @@ fn main() -> anyhow::Result<()> {
         );
     }
     println!("  curl -s '{url}/api/v1/agents'");
+    println!("  curl -s '{url}/api/v1/events'     # health checks changing state");
+    println!(
+        "  echo 'shop.orders:1|c|#plan:pro' > /dev/udp/127.0.0.1/{statsd_port}   # a business metric (bash)"
+    );
     println!("  curl -s '{url}/metrics'");
     println!("\nGrafana: add a Prometheus data source with URL {url}. Ctrl-C stops the demo.\n");
 
@@ -145,6 +194,7 @@ fn main() -> anyhow::Result<()> {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
                 _ = tick.tick() => {
+                    order(3);
                     let samples = metric(agg.http, "telltale_aggregator_samples_ingested_total").unwrap_or(0.0);
                     let series = metric(agg.http, "telltale_aggregator_series").unwrap_or(0.0);
                     println!("  {:>4}s: {samples} samples stored, {series} series", started.elapsed().as_secs());
