@@ -190,6 +190,26 @@ struct Window {
 }
 
 impl Window {
+    fn new(
+        window_ms: i64,
+        idx: i64,
+        first: Sample,
+        aggregate: Aggregate,
+        strategy: &'static str,
+    ) -> Window {
+        Window {
+            window_ms,
+            idx,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            sum: 0.0,
+            count: 0,
+            last: first,
+            aggregate,
+            strategy,
+        }
+    }
+
     fn value(&self) -> f64 {
         match self.aggregate {
             Aggregate::Min => self.min,
@@ -430,32 +450,13 @@ impl Processor {
                         continue;
                     }
                     let idx = s.0.div_euclid(window_ms);
-                    let w = self.windows.entry(labels.clone()).or_insert(Window {
-                        window_ms,
-                        idx,
-                        min: f64::INFINITY,
-                        max: f64::NEG_INFINITY,
-                        sum: 0.0,
-                        count: 0,
-                        last: s,
-                        aggregate,
-                        strategy: tag,
-                    });
+                    let fresh = Window::new(window_ms, idx, s, aggregate, tag);
+                    let w = self.windows.entry(labels.clone()).or_insert(fresh);
                     if w.idx != idx || w.window_ms != window_ms {
                         if w.count > 0 {
                             emitted.push(Sample(w.last.0, w.value()));
                         }
-                        *w = Window {
-                            window_ms,
-                            idx,
-                            min: f64::INFINITY,
-                            max: f64::NEG_INFINITY,
-                            sum: 0.0,
-                            count: 0,
-                            last: s,
-                            aggregate,
-                            strategy: tag,
-                        };
+                        *w = Window::new(window_ms, idx, s, aggregate, tag);
                     }
                     w.min = w.min.min(s.1);
                     w.max = w.max.max(s.1);

@@ -124,11 +124,7 @@ fn scrape_statsd_textfile_and_checks_arrive_enriched_at_the_aggregator() {
     )
     .unwrap();
     std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let statsd_port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let statsd_port = free_udp_port();
 
     let config = dir.path().join("agent.toml");
     std::fs::write(
@@ -347,15 +343,8 @@ fn backlog_turns_on_adaptive_sampling_and_the_series_cap_names_the_culprit() {
     certs_init(&tls).unwrap();
     certs_issue(&tls, "busy-1").unwrap();
     // A QUIC port nobody listens on yet.
-    let quic = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let statsd_port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let quic: std::net::SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+    let statsd_port = free_udp_port();
     let config = dir.path().join("agent.toml");
     std::fs::write(
         &config,

@@ -91,9 +91,7 @@ fn main() -> anyhow::Result<()> {
     })?;
     // Beyond host metrics: a StatsD listener the demo feeds a business metric through, and an
     // HTTP health check of the aggregator itself.
-    let statsd = std::net::UdpSocket::bind("127.0.0.1:0")?;
-    let statsd_port = statsd.local_addr()?.port();
-    drop(statsd);
+    let statsd_port = free_udp_port();
     let agent_toml = scratch.join("agent.toml");
     std::fs::write(
         &agent_toml,

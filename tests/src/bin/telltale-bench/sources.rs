@@ -63,7 +63,7 @@ pub fn bench_statsd(args: &[String]) -> anyhow::Result<()> {
     certs_init(&tls)?;
     certs_issue(&tls, "statsd-bench")?;
     let agg = start_fresh_aggregator(&tls, dir.path())?;
-    let port = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = free_udp_port();
     let cfg = dir.path().join("agent.toml");
     std::fs::write(
         &cfg,
