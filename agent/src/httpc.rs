@@ -80,11 +80,73 @@ pub fn parse_url(url: &str) -> Result<Uri, String> {
 }
 
 fn earliest_not_after(certs: &[CertificateDer<'_>]) -> Option<i64> {
-    certs
-        .iter()
-        .filter_map(|c| x509_parser::parse_x509_certificate(c).ok())
-        .map(|(_, c)| c.validity().not_after.timestamp())
-        .min()
+    certs.iter().filter_map(|c| not_after(c)).min()
+}
+
+/// Reads one DER element: `(tag, content, rest)`.
+fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, mut rest) = rest.split_first()?;
+    let len = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let (bytes, r) = rest.split_at(n);
+        rest = r;
+        bytes.iter().fold(0usize, |a, b| (a << 8) | usize::from(*b))
+    };
+    if rest.len() < len {
+        return None;
+    }
+    let (content, rest) = rest.split_at(len);
+    Some((tag, content, rest))
+}
+
+/// The `notAfter` of an X.509 certificate (Unix seconds), read straight from the DER:
+/// Certificate → tbsCertificate → [version], serial, signature, issuer, validity → notAfter.
+/// A few lines instead of a full X.509 parser, which would grow the agent's resident code.
+pub fn not_after(cert: &[u8]) -> Option<i64> {
+    let (_, cert, _) = der(cert)?;
+    let (_, tbs, _) = der(cert)?;
+    let (tag, _, mut rest) = der(tbs)?;
+    if tag != 0xa0 {
+        // No explicit version: what was read was the serial number.
+        rest = der(tbs)?.2;
+    } else {
+        rest = der(rest)?.2; // serial
+    }
+    let rest = der(rest)?.2; // signature algorithm
+    let rest = der(rest)?.2; // issuer
+    let (_, validity, _) = der(rest)?;
+    let after_not_before = der(validity)?.2;
+    let (tag, time, _) = der(after_not_before)?;
+    let text = std::str::from_utf8(time).ok()?;
+    let (year, rest) = match tag {
+        0x17 => {
+            // UTCTime, YYMMDDHHMMSSZ: 50-99 are 1950-1999.
+            let yy: i64 = text.get(0..2)?.parse().ok()?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, text.get(2..)?)
+        }
+        0x18 => (text.get(0..4)?.parse().ok()?, text.get(4..)?),
+        _ => return None,
+    };
+    let field = |i: usize| -> Option<i64> { rest.get(i..i + 2)?.parse().ok() };
+    let (month, day, h, m, s) = (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
+    Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// GETs `uri`. `tls` is needed for https. The caller bounds the time with a timeout.
@@ -179,4 +241,25 @@ where
         cert_not_after: None,
         elapsed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_after_matches_the_certificate() {
+        for (y, m, d) in [(2049, 12, 31), (2051, 3, 4), (2030, 1, 1), (1999, 6, 15)] {
+            let mut p = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+            p.not_after = rcgen::date_time_ymd(y, m, d);
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = p.self_signed(&key).unwrap();
+            let want = days_from_civil(i64::from(y), i64::from(m), i64::from(d)) * 86_400;
+            assert_eq!(not_after(cert.der()), Some(want), "{y}-{m}-{d}");
+        }
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(not_after(b"\x30\x03\x02\x01"), None);
+        assert_eq!(not_after(&[]), None);
+    }
 }

@@ -135,8 +135,6 @@ pub struct PipelineConfig {
     pub sampling: Vec<SamplingRule>,
     /// Adaptive sampling; `None` turns it off.
     pub adaptive: Option<Adaptive>,
-    /// Metric names that adaptive sampling never touches, besides rules marked critical.
-    pub critical: Regex,
 }
 
 impl PipelineConfig {
@@ -150,16 +148,16 @@ impl PipelineConfig {
             max_series: 200_000,
             sampling: Vec::new(),
             adaptive: None,
-            critical: default_critical(),
         }
     }
 }
 
-/// `up`, probe results, check states and the agent's own metrics are critical by default:
-/// they are what tells an operator that something is wrong.
-pub fn default_critical() -> Regex {
-    #[allow(clippy::unwrap_used)] // a constant pattern, covered by tests
-    Regex::new("^(?:up|probe_success|telltale_check_status|telltale_agent_.*)$").unwrap()
+/// `up`, probe results, check states and the agent's own metrics are always critical: they are
+/// what tells an operator that something is wrong. (A plain function, not a regex: compiling
+/// one at start-up would page in the regex compiler on agents that configure no rule.)
+pub fn always_critical(name: &str) -> bool {
+    matches!(name, "up" | "probe_success" | "telltale_check_status")
+        || name.starts_with("telltale_agent_")
 }
 
 fn series_hash(l: &Labels) -> u64 {
@@ -378,10 +376,10 @@ impl Processor {
     fn strategy(&self, name: &str) -> (Strategy, bool) {
         for r in &self.cfg.sampling {
             if r.metrics.is_match(name) {
-                return (r.strategy, r.critical);
+                return (r.strategy, r.critical || always_critical(name));
             }
         }
-        (Strategy::All, self.cfg.critical.is_match(name))
+        (Strategy::All, always_critical(name))
     }
 
     fn count(&mut self, strategy: &'static str, input: u64, output: u64) {
