@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use regex::Regex;
+use regex_lite::Regex;
 use telltale_common::model::{Labels, Sample, SeriesSamples, now_ms};
 use telltale_common::wire::Event;
 use tokio::io::AsyncReadExt;

@@ -24,7 +24,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use regex::Regex;
+use regex_lite::Regex;
 use telltale_common::model::{Labels, Sample, SeriesSamples, is_stale_marker};
 use telltale_common::wire::Event;
 

@@ -6,7 +6,7 @@
 //! agent needs no MD5 code; shard numbers are stable across agents and restarts but differ
 //! from the ones Prometheus computes for the same values.
 
-use regex::Regex;
+use regex_lite::Regex;
 use serde::Deserialize;
 use telltale_common::model::Labels;
 

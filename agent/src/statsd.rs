@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 use std::net::UdpSocket;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -436,59 +436,51 @@ pub struct Listener {
     pub agg: Arc<Mutex<Aggregator>>,
     /// The bound address.
     pub local: std::net::SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Listener {
-    /// Binds `cfg.listen` and reads packets on a dedicated thread (a blocking `recv` loop costs
-    /// less per packet than an async one).
+    /// Binds `cfg.listen` and reads packets on the runtime: each wake-up drains every queued
+    /// packet with non-blocking reads under one lock. (A dedicated thread with a blocking
+    /// `recv` measured about as fast, and cost the agent a thread and a malloc arena, about
+    /// 0.3 MiB of resident memory, whether StatsD is used or not.)
     pub fn start(cfg: &StatsdConfig) -> std::io::Result<Listener> {
-        let sock = UdpSocket::bind(cfg.listen)?;
-        sock.set_read_timeout(Some(Duration::from_millis(500)))?;
+        let std_sock = UdpSocket::bind(cfg.listen)?;
+        std_sock.set_nonblocking(true)?;
+        let sock = tokio::net::UdpSocket::from_std(std_sock)?;
         let local = sock.local_addr()?;
         let agg = Arc::new(Mutex::new(Aggregator::new(cfg.max_series)));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (a, s) = (agg.clone(), stop.clone());
-        let thread = std::thread::Builder::new()
-            .name("statsd".into())
-            .spawn(move || {
-                let mut buf = vec![0u8; 65_536];
-                while !s.load(Ordering::Relaxed) {
-                    match sock.recv(&mut buf) {
-                        Ok(n) => {
-                            let Ok(mut g) = a.lock() else { return };
-                            g.ingest_packet(&buf[..n]);
-                        }
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                std::io::ErrorKind::WouldBlock
-                                    | std::io::ErrorKind::TimedOut
-                                    | std::io::ErrorKind::Interrupted
-                            ) => {}
+        let a = agg.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_536];
+            loop {
+                if let Err(e) = sock.readable().await {
+                    tracing::warn!(error = %e, "statsd socket failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                let Ok(mut g) = a.lock() else { return };
+                // At most 1024 packets per lock, so a flood never starves the flush.
+                for _ in 0..1024 {
+                    match sock.try_recv(&mut buf) {
+                        Ok(n) => g.ingest_packet(&buf[..n]),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                         Err(e) => {
                             tracing::warn!(error = %e, "statsd receive failed");
-                            std::thread::sleep(Duration::from_millis(100));
+                            break;
                         }
                     }
                 }
-            })?;
-        Ok(Listener {
-            agg,
-            local,
-            stop,
-            thread: Some(thread),
-        })
+            }
+        });
+        Ok(Listener { agg, local, task })
     }
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.task.abort();
     }
 }
 
@@ -580,8 +572,8 @@ mod tests {
         assert!(b.is_empty());
     }
 
-    #[test]
-    fn the_listener_reads_real_udp_packets() {
+    #[tokio::test]
+    async fn the_listener_reads_real_udp_packets() {
         let l = Listener::start(&StatsdConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             flush_interval: Duration::from_secs(1),
@@ -601,7 +593,7 @@ mod tests {
                 assert_eq!(n, 50);
                 break;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let got = flush(&mut l.agg.lock().unwrap());
         assert_eq!(got, vec![("__name__=signups,plan=pro".into(), 50.0)]);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use regex::Regex;
+use regex_lite::Regex;
 use serde::Deserialize;
 use telltale_common::config::{ConfigError, humantime_duration_opt};
 
