@@ -271,6 +271,7 @@ mod tests {
                 "modulus",
             ),
             ("action=\"keep\"", "source_labels"),
+            ("regex=\"\\\\p{L}+\"\ntarget_label=\"x\"", "regex"),
             ("action=\"replace\"", "target_label"),
         ] {
             let c: RuleConfig = toml::from_str(t).unwrap();

@@ -442,8 +442,8 @@ pub struct Listener {
 impl Listener {
     /// Binds `cfg.listen` and reads packets on the runtime: each wake-up drains every queued
     /// packet with non-blocking reads under one lock. (A dedicated thread with a blocking
-    /// `recv` measured about as fast, and cost the agent a thread and a malloc arena, about
-    /// 0.3 MiB of resident memory, whether StatsD is used or not.)
+    /// `recv` measured 854k packets/s at 67 % of a core against 737k at 96 % here: faster,
+    /// but the target is 200k, and the runtime saves the agent a thread.)
     pub fn start(cfg: &StatsdConfig) -> std::io::Result<Listener> {
         let std_sock = UdpSocket::bind(cfg.listen)?;
         std_sock.set_nonblocking(true)?;
