@@ -69,8 +69,9 @@ for _ in $(seq 1 40); do
 done
 [ -n "$ok" ] || { cat /tmp/tt-pkg-agg.log /tmp/tt-pkg-agent.log; fail "the installed agent never reached the installed aggregator"; }
 echo "ok: the installed agent ships to the installed aggregator"
-check "aggregator runs as telltale" test "$(ps -o user= -C telltale-aggregator | head -1)" = telltale
-check "agent runs as telltale" test "$(ps -o user= -C telltale-agent | head -1)" = telltale
+# By user, not "the first process of that name": another copy may run on a shared machine.
+check "aggregator runs as telltale" sh -c 'pgrep -u telltale -f "^/usr/bin/telltale-aggregator " >/dev/null'
+check "agent runs as telltale" sh -c 'pgrep -u telltale -f "^/usr/bin/telltale-agent " >/dev/null'
 check "agent state is owned by telltale" test "$(stat -c %U /var/lib/telltale/agent)" = telltale
 check "aggregator state is owned by telltale" test "$(stat -c %U /var/lib/telltale/aggregator)" = telltale
 cleanup
