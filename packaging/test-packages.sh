@@ -13,6 +13,18 @@ http_get() { python3 -c 'import sys,urllib.request; print(urllib.request.urlopen
 [ "$(id -u)" = 0 ] || fail "must run as root"
 dpkg -P telltale-agent telltale-aggregator >/dev/null 2>&1 || true
 
+# Whatever happens, leave the machine as it was: stop the daemons this run started, purge the
+# packages and remove the certificates it placed (a failed run must not fail the next one).
+placed_tls=""
+cleanup() { pkill -u telltale telltale- 2>/dev/null || true; }
+leave_clean() {
+    cleanup
+    dpkg -P telltale-agent telltale-aggregator >/dev/null 2>&1 || true
+    if [ -n "$placed_tls" ]; then rm -rf /etc/telltale/tls; fi
+    rmdir /etc/telltale /var/lib/telltale 2>/dev/null || true
+}
+trap leave_clean EXIT
+
 packaging/build.sh
 agent_deb=$(ls $out/telltale-agent_*_amd64.deb | grep -v '+' | head -1)
 agg_deb=$(ls $out/telltale-aggregator_*_amd64.deb | grep -v '+' | head -1)
@@ -46,6 +58,7 @@ check "and names the missing file" sh -c "echo '$msg' | grep -q /etc/telltale/tl
 echo "== enroll: CA and server certificate, the agent's certificate as its three files"
 host=$(hostname)
 /usr/bin/telltale-aggregator certs init --dir /etc/telltale/tls
+placed_tls=1
 /usr/bin/telltale-aggregator certs issue --dir /etc/telltale/tls --agent "$host"
 install -o root -g telltale -m 0640 "/etc/telltale/tls/agents/$host.crt" /etc/telltale/tls/agent.crt
 install -o root -g telltale -m 0640 "/etc/telltale/tls/agents/$host.key" /etc/telltale/tls/agent.key
@@ -60,8 +73,6 @@ agg_pid=$!
 sleep 1
 runuser -u telltale -- /usr/bin/telltale-agent run --config /etc/telltale/agent.toml >/tmp/tt-pkg-agent.log 2>&1 &
 agent_pid=$!
-cleanup() { pkill -u telltale telltale- 2>/dev/null || true; }
-trap cleanup EXIT
 ok=""
 for _ in $(seq 1 40); do
     if http_get "http://127.0.0.1:9470/api/v1/query?query=up%7Binstance%3D%22$host%22%7D" 2>/dev/null | grep -q '"1"\]'; then ok=1; break; fi

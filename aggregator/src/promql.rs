@@ -14,6 +14,7 @@ mod call;
 pub mod eval;
 pub mod functions;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -172,14 +173,14 @@ impl Engine {
     ) -> Result<Vec<SeriesData>, QueryError> {
         let expr = Self::parse(q)?;
         let mut ev = self.evaluator(start, end, &expr, timeout);
-        let mut out: std::collections::BTreeMap<Labels, Vec<Sample>> = Default::default();
+        let mut out = Assembly::default();
         let mut t = start;
         while t <= end {
             match ev.eval(&expr, t)? {
-                Val::Scalar(v) => out.entry(Labels::default()).or_default().push(Sample(t, v)),
+                Val::Scalar(v) => out.push(Labels::default(), Sample(t, v)),
                 Val::Vector(v) => {
                     for e in v {
-                        out.entry(e.labels).or_default().push(Sample(t, e.v));
+                        out.push(e.labels, Sample(t, e.v));
                     }
                 }
                 Val::Matrix(_) | Val::Str(_) => {
@@ -190,10 +191,48 @@ impl Engine {
             }
             t += step;
         }
-        Ok(out
-            .into_iter()
-            .map(|(labels, samples)| SeriesData { labels, samples })
-            .collect())
+        Ok(out.finish())
+    }
+}
+
+/// The series of a range query's result, collected step by step. Most steps hand back the
+/// very label sets of the step before (shared `Arc`s from the selector cache and the memoized
+/// derivations), so a series is found by identity first and by value only when that misses.
+#[derive(Default)]
+struct Assembly {
+    /// Label-set identity → series index; the label set is held, so the identity stays unique.
+    by_id: HashMap<usize, (Labels, usize)>,
+    by_value: HashMap<Labels, usize>,
+    series: Vec<SeriesData>,
+}
+
+impl Assembly {
+    fn push(&mut self, labels: Labels, s: Sample) {
+        let id = labels.share_id();
+        let i = match self.by_id.get(&id) {
+            Some((_, i)) => *i,
+            None => {
+                let i = match self.by_value.get(&labels) {
+                    Some(i) => *i,
+                    None => {
+                        self.series.push(SeriesData {
+                            labels: labels.clone(),
+                            samples: Vec::new(),
+                        });
+                        self.by_value.insert(labels.clone(), self.series.len() - 1);
+                        self.series.len() - 1
+                    }
+                };
+                self.by_id.insert(id, (labels, i));
+                i
+            }
+        };
+        self.series[i].samples.push(s);
+    }
+
+    fn finish(mut self) -> Vec<SeriesData> {
+        self.series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        self.series
     }
 }
 

@@ -78,40 +78,34 @@ impl Evaluator<'_> {
                 }
                 Ok(Val::Scalar(apply(a, c).unwrap_or(f64::NAN)))
             }
-            (Val::Vector(v), Val::Scalar(s)) => Ok(Val::Vector(
-                v.into_iter()
-                    .filter_map(|x| {
-                        let r = apply(x.v, s)?;
-                        Some(Elem {
-                            labels: if drops_name {
-                                drop_name(&x.labels)
-                            } else {
-                                x.labels
-                            },
-                            t,
-                            v: r,
-                        })
-                    })
-                    .collect(),
-            )),
-            (Val::Scalar(s), Val::Vector(v)) => Ok(Val::Vector(
-                v.into_iter()
-                    .filter_map(|x| {
-                        let r = apply(s, x.v)?;
-                        // A filtering comparison keeps the vector's value.
-                        let v = if is_cmp && !return_bool { x.v } else { r };
-                        Some(Elem {
-                            labels: if drops_name {
-                                drop_name(&x.labels)
-                            } else {
-                                x.labels
-                            },
-                            t,
-                            v,
-                        })
-                    })
-                    .collect(),
-            )),
+            (Val::Vector(v), Val::Scalar(s)) => {
+                let mut out = Vec::with_capacity(v.len());
+                for x in v {
+                    let Some(r) = apply(x.v, s) else { continue };
+                    let labels = if drops_name {
+                        self.unnamed(&x.labels)
+                    } else {
+                        x.labels
+                    };
+                    out.push(Elem { labels, t, v: r });
+                }
+                Ok(Val::Vector(out))
+            }
+            (Val::Scalar(s), Val::Vector(v)) => {
+                let mut out = Vec::with_capacity(v.len());
+                for x in v {
+                    let Some(r) = apply(s, x.v) else { continue };
+                    // A filtering comparison keeps the vector's value.
+                    let v = if is_cmp && !return_bool { x.v } else { r };
+                    let labels = if drops_name {
+                        self.unnamed(&x.labels)
+                    } else {
+                        x.labels
+                    };
+                    out.push(Elem { labels, t, v });
+                }
+                Ok(Val::Vector(out))
+            }
             (Val::Vector(l), Val::Vector(r)) => {
                 self.vector_vector(b, &op, l, r, t, apply, drops_name)
             }
@@ -138,25 +132,34 @@ impl Evaluator<'_> {
             .as_ref()
             .map(|m| m.card.clone())
             .unwrap_or(VectorMatchCardinality::OneToOne);
+        let node = b as *const BinaryExpr as usize;
+        let sig = |ev: &mut Self, l: &Labels| ev.derive(node, 0, l, |l| signature(l, matching));
         if b.op.is_set_operator() {
-            let rsigs: std::collections::HashSet<Labels> =
-                rhs.iter().map(|x| signature(&x.labels, matching)).collect();
+            let rsigs: Vec<Labels> = rhs.iter().map(|x| sig(self, &x.labels)).collect();
+            let rsigs: std::collections::HashSet<&Labels> = rsigs.iter().collect();
+            let lsigs: Vec<Labels> = lhs.iter().map(|x| sig(self, &x.labels)).collect();
             return Ok(Val::Vector(match op {
                 "and" => lhs
                     .into_iter()
-                    .filter(|x| rsigs.contains(&signature(&x.labels, matching)))
+                    .zip(&lsigs)
+                    .filter(|(_, s)| rsigs.contains(s))
+                    .map(|(x, _)| x)
                     .collect(),
                 "unless" => lhs
                     .into_iter()
-                    .filter(|x| !rsigs.contains(&signature(&x.labels, matching)))
+                    .zip(&lsigs)
+                    .filter(|(_, s)| !rsigs.contains(s))
+                    .map(|(x, _)| x)
                     .collect(),
                 _ => {
-                    let lsigs: std::collections::HashSet<Labels> =
-                        lhs.iter().map(|x| signature(&x.labels, matching)).collect();
+                    let lset: std::collections::HashSet<&Labels> = lsigs.iter().collect();
+                    let rs: Vec<Labels> = rhs.iter().map(|x| sig(self, &x.labels)).collect();
                     let mut out = lhs;
                     out.extend(
                         rhs.into_iter()
-                            .filter(|x| !lsigs.contains(&signature(&x.labels, matching))),
+                            .zip(&rs)
+                            .filter(|(_, s)| !lset.contains(s))
+                            .map(|(x, _)| x),
                     );
                     out
                 }
@@ -170,7 +173,7 @@ impl Evaluator<'_> {
         };
         let mut index: HashMap<Labels, Elem> = HashMap::new();
         for x in one {
-            let sig = signature(&x.labels, matching);
+            let sig = sig(self, &x.labels);
             if index.insert(sig.clone(), x).is_some() {
                 return Err(QueryError::Execution(format!(
                     "found duplicate series for the match group {sig:?} on the {} hand-side of the operation: many-to-many matching not allowed: matching labels must be unique on one side",
@@ -182,7 +185,7 @@ impl Evaluator<'_> {
         let mut seen: HashMap<Labels, ()> = HashMap::new();
         let mut out = Vec::new();
         for x in many {
-            let sig = signature(&x.labels, matching);
+            let sig = sig(self, &x.labels);
             let Some(o) = index.get(&sig) else { continue };
             if one_to_one && seen.insert(sig.clone(), ()).is_some() {
                 return Err(QueryError::Execution(format!(
@@ -192,19 +195,19 @@ impl Evaluator<'_> {
             let (a, c) = if swapped { (o.v, x.v) } else { (x.v, o.v) };
             let Some(v) = apply(a, c) else { continue };
             let mut labels = if drops_name {
-                drop_name(&x.labels)
+                self.unnamed(&x.labels)
             } else {
                 x.labels.clone()
             };
             if one_to_one {
                 labels = match matching {
-                    Some(LabelModifier::Include(_)) if drops_name => drop_name(&sig),
+                    Some(LabelModifier::Include(_)) if drops_name => self.unnamed(&sig),
                     Some(LabelModifier::Include(_)) => sig.clone(),
-                    Some(LabelModifier::Exclude(ign)) => Labels::from_pairs(
-                        labels
-                            .iter()
-                            .filter(|(k, _)| !ign.labels.iter().any(|n| n == k)),
-                    ),
+                    Some(LabelModifier::Exclude(ign)) => self.derive(node, 1, &labels, |l| {
+                        Labels::from_pairs(
+                            l.iter().filter(|(k, _)| !ign.labels.iter().any(|n| n == k)),
+                        )
+                    }),
                     None => labels,
                 };
             } else {

@@ -115,6 +115,11 @@ pub struct Evaluator<'a> {
     /// Subquery inner results by (subquery node, evaluation time): the windows of consecutive
     /// steps overlap, so each inner step is evaluated once per query.
     subquery_steps: HashMap<(usize, i64), Val>,
+    /// Label sets derived from another by an operation (a matching signature, an aggregation's
+    /// group), by (AST node, which derivation, input identity). The input is kept alive in the
+    /// value, so its identity is not reused while cached; equal inputs at every step of a range
+    /// query then cost one lookup and share one output `Arc`.
+    derived: HashMap<(usize, u8, usize), (Labels, Labels)>,
 }
 
 impl<'a> Evaluator<'a> {
@@ -140,7 +145,23 @@ impl<'a> Evaluator<'a> {
             unnamed: HashMap::new(),
             regexes: HashMap::new(),
             subquery_steps: HashMap::new(),
+            derived: HashMap::new(),
         }
+    }
+
+    /// `f(l)`, memoized per (`node`, `tag`, label set) for the query.
+    pub(super) fn derive(
+        &mut self,
+        node: usize,
+        tag: u8,
+        l: &Labels,
+        f: impl FnOnce(&Labels) -> Labels,
+    ) -> Labels {
+        self.derived
+            .entry((node, tag, l.share_id()))
+            .or_insert_with(|| (l.clone(), f(l)))
+            .1
+            .clone()
     }
 
     /// [`drop_name`], memoized per label set for the query: a range query asks for the same
@@ -377,11 +398,10 @@ impl Evaluator<'_> {
             None => None,
         };
         let mut groups: BTreeMap<Labels, Vec<Elem>> = BTreeMap::new();
+        let node = a as *const AggregateExpr as usize;
         for x in input {
-            groups
-                .entry(grouping(&x.labels, &a.modifier))
-                .or_default()
-                .push(x);
+            let key = self.derive(node, 0, &x.labels, |l| grouping(l, &a.modifier));
+            groups.entry(key).or_default().push(x);
         }
         let mut out = Vec::new();
         for (key, elems) in groups {
