@@ -14,7 +14,6 @@ mod call;
 pub mod eval;
 pub mod functions;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +21,7 @@ use promql_parser::parser::{self, Expr};
 use telltale_common::model::{Labels, Sample};
 
 use crate::storage::{Matcher, SeriesData, Storage, StorageError};
-use eval::{Evaluator, Val};
+use eval::{Assembly, Evaluator, Val};
 
 /// Query errors, each mapped to Prometheus' error types by the API.
 #[derive(Debug, thiserror::Error)]
@@ -192,47 +191,6 @@ impl Engine {
             t += step;
         }
         Ok(out.finish())
-    }
-}
-
-/// The series of a range query's result, collected step by step. Most steps hand back the
-/// very label sets of the step before (shared `Arc`s from the selector cache and the memoized
-/// derivations), so a series is found by identity first and by value only when that misses.
-#[derive(Default)]
-struct Assembly {
-    /// Label-set identity → series index; the label set is held, so the identity stays unique.
-    by_id: HashMap<usize, (Labels, usize)>,
-    by_value: HashMap<Labels, usize>,
-    series: Vec<SeriesData>,
-}
-
-impl Assembly {
-    fn push(&mut self, labels: Labels, s: Sample) {
-        let id = labels.share_id();
-        let i = match self.by_id.get(&id) {
-            Some((_, i)) => *i,
-            None => {
-                let i = match self.by_value.get(&labels) {
-                    Some(i) => *i,
-                    None => {
-                        self.series.push(SeriesData {
-                            labels: labels.clone(),
-                            samples: Vec::new(),
-                        });
-                        self.by_value.insert(labels.clone(), self.series.len() - 1);
-                        self.series.len() - 1
-                    }
-                };
-                self.by_id.insert(id, (labels, i));
-                i
-            }
-        };
-        self.series[i].samples.push(s);
-    }
-
-    fn finish(mut self) -> Vec<SeriesData> {
-        self.series.sort_by(|a, b| a.labels.cmp(&b.labels));
-        self.series
     }
 }
 

@@ -4,7 +4,7 @@ use promql_parser::parser::{Call, Expr};
 use telltale_common::model::{Labels, METRIC_NAME, Sample};
 
 use super::QueryError;
-use super::eval::{Elem, Evaluator, Val, drop_name, matchers, offset_ms};
+use super::eval::{Elem, Evaluator, Val, matchers, offset_ms};
 use super::functions as f;
 use crate::storage::MatchOp;
 
@@ -50,22 +50,6 @@ fn days_in_month(y: i64, m: i64) -> i64 {
         days_from_civil(y, m + 1, 1)
     };
     next - days_from_civil(y, m, 1)
-}
-
-fn map_values(v: Vec<Elem>, t: i64, keep_name: bool, f: impl Fn(f64) -> f64) -> Val {
-    Val::Vector(
-        v.into_iter()
-            .map(|x| Elem {
-                labels: if keep_name {
-                    x.labels
-                } else {
-                    drop_name(&x.labels)
-                },
-                t,
-                v: f(x.v),
-            })
-            .collect(),
-    )
 }
 
 /// Labels for `absent`: the equality matchers of a selector argument.
@@ -115,6 +99,37 @@ fn valid_label_name(name: &str) -> bool {
 }
 
 impl Evaluator<'_> {
+    /// Applies `f` to every value, dropping the metric name (memoized per series).
+    fn map_values(&mut self, v: Vec<Elem>, t: i64, f: impl Fn(f64) -> f64) -> Val {
+        let mut out = Vec::with_capacity(v.len());
+        for x in v {
+            out.push(Elem {
+                labels: self.unnamed(&x.labels),
+                t,
+                v: f(x.v),
+            });
+        }
+        Val::Vector(out)
+    }
+
+    /// Whether a range argument has any sample in its window at `t`, without copying windows
+    /// when it is a plain range selector.
+    fn range_has_samples(&mut self, e: &Expr, t: i64) -> Result<bool, QueryError> {
+        if let Expr::MatrixSelector(ms) = e {
+            let te = self.at_time(&ms.vs.at).unwrap_or(t) - offset_ms(&ms.vs.offset);
+            let range = ms.range.as_millis() as i64;
+            let data = self.data(&ms.vs)?;
+            return Ok(data.iter().any(|s| {
+                let lo = s.samples.partition_point(|x| x.0 < te - range);
+                let hi = s.samples.partition_point(|x| x.0 <= te);
+                s.samples[lo..hi.max(lo)]
+                    .iter()
+                    .any(|x| !telltale_common::model::is_stale_marker(x.1))
+            }));
+        }
+        Ok(!self.matrix(e, t)?.is_empty())
+    }
+
     fn over_time(
         &mut self,
         c: &Call,
@@ -234,7 +249,7 @@ impl Evaluator<'_> {
         };
         if let Some(u) = unary {
             let v = self.vector(&args[0], t)?;
-            return Ok(map_values(v, t, false, u));
+            return Ok(self.map_values(v, t, u));
         }
         let date: Option<fn(f64) -> f64> = match name {
             "year" => Some(|s| civil(s).0 as f64),
@@ -252,7 +267,7 @@ impl Evaluator<'_> {
         };
         if let Some(d) = date {
             let v = arg_vec(self, 0)?;
-            return Ok(map_values(v, t, false, d));
+            return Ok(self.map_values(v, t, d));
         }
         let range = Self::range_of(c, 0);
         match name {
@@ -319,8 +334,8 @@ impl Evaluator<'_> {
                 })
             }
             "absent_over_time" => {
-                let m = self.matrix(&args[0], t)?;
-                Ok(Val::Vector(if m.is_empty() {
+                let present = self.range_has_samples(&args[0], t)?;
+                Ok(Val::Vector(if !present {
                     vec![Elem {
                         labels: absent_labels(&args[0]),
                         t,
@@ -355,15 +370,15 @@ impl Evaluator<'_> {
             }
             "timestamp" => {
                 let v = self.vector(&args[0], t)?;
-                Ok(Val::Vector(
-                    v.into_iter()
-                        .map(|x| Elem {
-                            labels: drop_name(&x.labels),
-                            t,
-                            v: x.t as f64 / 1000.0,
-                        })
-                        .collect(),
-                ))
+                let mut out = Vec::with_capacity(v.len());
+                for x in v {
+                    out.push(Elem {
+                        labels: self.unnamed(&x.labels),
+                        t,
+                        v: x.t as f64 / 1000.0,
+                    });
+                }
+                Ok(Val::Vector(out))
             }
             "clamp" | "clamp_min" | "clamp_max" => {
                 let v = self.vector(&args[0], t)?;
@@ -375,7 +390,7 @@ impl Evaluator<'_> {
                 if lo > hi {
                     return Ok(Val::Vector(Vec::new()));
                 }
-                Ok(map_values(v, t, false, |x| x.max(lo).min(hi)))
+                Ok(self.map_values(v, t, |x| x.max(lo).min(hi)))
             }
             "round" => {
                 let v = self.vector(&args[0], t)?;
@@ -384,7 +399,7 @@ impl Evaluator<'_> {
                     None => 1.0,
                 };
                 let inv = 1.0 / to;
-                Ok(map_values(v, t, false, |x| (x * inv + 0.5).floor() / inv))
+                Ok(self.map_values(v, t, |x| (x * inv + 0.5).floor() / inv))
             }
             "sort" | "sort_desc" => {
                 let mut v = self.vector(&args[0], t)?;
@@ -422,19 +437,25 @@ impl Evaluator<'_> {
                         compiled
                     }
                 };
-                Ok(Val::Vector(
-                    v.into_iter()
-                        .map(|mut x| {
-                            let value = x.labels.get(&src).unwrap_or("").to_string();
-                            if let Some(caps) = re.captures(&value) {
+                // The arguments are literals, so the result per input series is the same at
+                // every step: memoized per call node.
+                let node = c as *const Call as usize;
+                let mut out = Vec::with_capacity(v.len());
+                for mut x in v {
+                    x.labels = self.derive(node, 0, &x.labels, |l| {
+                        let value = l.get(&src).unwrap_or("");
+                        match re.captures(value) {
+                            Some(caps) => {
                                 let mut out = String::new();
                                 caps.expand(&repl, &mut out);
-                                x.labels = with_label(&x.labels, &dst, out);
+                                with_label(l, &dst, out)
                             }
-                            x
-                        })
-                        .collect(),
-                ))
+                            None => l.clone(),
+                        }
+                    });
+                    out.push(x);
+                }
+                Ok(Val::Vector(out))
             }
             "label_join" => {
                 let v = self.vector(&args[0], t)?;
@@ -448,34 +469,36 @@ impl Evaluator<'_> {
                 for a in &args[3..] {
                     srcs.push(self.string(a, t)?);
                 }
-                Ok(Val::Vector(
-                    v.into_iter()
-                        .map(|mut x| {
-                            let joined = srcs
-                                .iter()
-                                .map(|s| x.labels.get(s).unwrap_or(""))
-                                .collect::<Vec<_>>()
-                                .join(&sep);
-                            x.labels = with_label(&x.labels, &dst, joined);
-                            x
-                        })
-                        .collect(),
-                ))
+                let node = c as *const Call as usize;
+                let mut out = Vec::with_capacity(v.len());
+                for mut x in v {
+                    x.labels = self.derive(node, 0, &x.labels, |l| {
+                        let joined = srcs
+                            .iter()
+                            .map(|s| l.get(s).unwrap_or(""))
+                            .collect::<Vec<_>>()
+                            .join(&sep);
+                        with_label(l, &dst, joined)
+                    });
+                    out.push(x);
+                }
+                Ok(Val::Vector(out))
             }
             "histogram_quantile" => {
                 let q = self.scalar(&args[0], t)?;
                 let v = self.vector(&args[1], t)?;
                 let mut groups: std::collections::BTreeMap<Labels, Vec<(f64, f64)>> =
                     Default::default();
+                let node = c as *const Call as usize;
                 for x in v {
                     let Some(le) = x.labels.get("le").and_then(|s| s.parse::<f64>().ok()) else {
                         continue;
                     };
-                    let key = Labels::from_pairs(
-                        x.labels
-                            .iter()
-                            .filter(|(k, _)| *k != "le" && *k != METRIC_NAME),
-                    );
+                    let key = self.derive(node, 1, &x.labels, |l| {
+                        Labels::from_pairs(
+                            l.iter().filter(|(k, _)| *k != "le" && *k != METRIC_NAME),
+                        )
+                    });
                     groups.entry(key).or_default().push((le, x.v));
                 }
                 Ok(Val::Vector(

@@ -224,15 +224,15 @@ impl<'a> Evaluator<'a> {
             Expr::Paren(p) => self.eval(&p.expr, t),
             Expr::Unary(u) => match self.eval(&u.expr, t)? {
                 Val::Scalar(v) => Ok(Val::Scalar(-v)),
-                Val::Vector(v) => Ok(Val::Vector(
-                    v.into_iter()
-                        .map(|mut x| {
-                            x.v = -x.v;
-                            x.labels = drop_name(&x.labels);
-                            x
-                        })
-                        .collect(),
-                )),
+                Val::Vector(v) => {
+                    let mut out = Vec::with_capacity(v.len());
+                    for mut x in v {
+                        x.v = -x.v;
+                        x.labels = self.unnamed(&x.labels);
+                        out.push(x);
+                    }
+                    Ok(Val::Vector(out))
+                }
                 _ => Err(exec("unary minus needs a scalar or an instant vector")),
             },
             Expr::VectorSelector(vs) => {
@@ -307,7 +307,7 @@ impl<'a> Evaluator<'a> {
         if ts < te - range {
             ts += step;
         }
-        let mut series: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
+        let mut series = Assembly::default();
         let key = sq as *const SubqueryExpr as usize;
         while ts <= te {
             let v = match self.subquery_steps.get(&(key, ts)) {
@@ -321,23 +321,15 @@ impl<'a> Evaluator<'a> {
             match v {
                 Val::Vector(v) => {
                     for x in v {
-                        series.entry(x.labels).or_default().push(Sample(ts, x.v));
+                        series.push(x.labels, Sample(ts, x.v));
                     }
                 }
-                Val::Scalar(v) => series
-                    .entry(Labels::default())
-                    .or_default()
-                    .push(Sample(ts, v)),
+                Val::Scalar(v) => series.push(Labels::default(), Sample(ts, v)),
                 _ => return Err(exec("subquery needs an instant vector or a scalar")),
             }
             ts += step;
         }
-        Ok(Val::Matrix(
-            series
-                .into_iter()
-                .map(|(labels, samples)| SeriesData { labels, samples })
-                .collect(),
-        ))
+        Ok(Val::Matrix(series.finish()))
     }
 
     pub(super) fn vector(&mut self, e: &Expr, t: i64) -> Result<Vec<Elem>, QueryError> {
@@ -366,6 +358,47 @@ impl<'a> Evaluator<'a> {
             Val::Str(s) => Ok(s),
             _ => Err(exec("expected a string")),
         }
+    }
+}
+
+/// Series collected step by step (a range query's result, a subquery's inner steps). Most steps hand back the
+/// very label sets of the step before (shared `Arc`s from the selector cache and the memoized
+/// derivations), so a series is found by identity first and by value only when that misses.
+#[derive(Default)]
+pub(super) struct Assembly {
+    /// Label-set identity → series index; the label set is held, so the identity stays unique.
+    by_id: HashMap<usize, (Labels, usize)>,
+    by_value: HashMap<Labels, usize>,
+    series: Vec<SeriesData>,
+}
+
+impl Assembly {
+    pub(super) fn push(&mut self, labels: Labels, s: Sample) {
+        let id = labels.share_id();
+        let i = match self.by_id.get(&id) {
+            Some((_, i)) => *i,
+            None => {
+                let i = match self.by_value.get(&labels) {
+                    Some(i) => *i,
+                    None => {
+                        self.series.push(SeriesData {
+                            labels: labels.clone(),
+                            samples: Vec::new(),
+                        });
+                        self.by_value.insert(labels.clone(), self.series.len() - 1);
+                        self.series.len() - 1
+                    }
+                };
+                self.by_id.insert(id, (labels, i));
+                i
+            }
+        };
+        self.series[i].samples.push(s);
+    }
+
+    pub(super) fn finish(mut self) -> Vec<SeriesData> {
+        self.series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        self.series
     }
 }
 
