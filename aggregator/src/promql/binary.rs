@@ -1,7 +1,7 @@
 //! Binary operators: arithmetic, comparison (filtering or `bool`), set operators, and vector
 //! matching with `on`/`ignoring` and `group_left`/`group_right`, as Prometheus does them.
 
-use std::collections::HashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 use telltale_common::model::{Labels, METRIC_NAME};
@@ -136,7 +136,7 @@ impl Evaluator<'_> {
         let sig = |ev: &mut Self, l: &Labels| ev.derive(node, 0, l, |l| signature(l, matching));
         if b.op.is_set_operator() {
             let rsigs: Vec<Labels> = rhs.iter().map(|x| sig(self, &x.labels)).collect();
-            let rsigs: std::collections::HashSet<&Labels> = rsigs.iter().collect();
+            let rsigs: FxHashSet<&Labels> = rsigs.iter().collect();
             let lsigs: Vec<Labels> = lhs.iter().map(|x| sig(self, &x.labels)).collect();
             return Ok(Val::Vector(match op {
                 "and" => lhs
@@ -152,7 +152,7 @@ impl Evaluator<'_> {
                     .map(|(x, _)| x)
                     .collect(),
                 _ => {
-                    let lset: std::collections::HashSet<&Labels> = lsigs.iter().collect();
+                    let lset: FxHashSet<&Labels> = lsigs.iter().collect();
                     let rs: Vec<Labels> = rhs.iter().map(|x| sig(self, &x.labels)).collect();
                     let mut out = lhs;
                     out.extend(
@@ -171,7 +171,7 @@ impl Evaluator<'_> {
             VectorMatchCardinality::ManyToOne(inc) => (lhs, rhs, false, inc.labels.clone()),
             _ => (lhs, rhs, false, Vec::new()),
         };
-        let mut index: HashMap<Labels, Elem> = HashMap::new();
+        let mut index: FxHashMap<Labels, Elem> = FxHashMap::default();
         for x in one {
             let sig = sig(self, &x.labels);
             if index.insert(sig.clone(), x).is_some() {
@@ -182,12 +182,12 @@ impl Evaluator<'_> {
             }
         }
         let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
-        let mut seen: HashMap<Labels, ()> = HashMap::new();
+        let mut seen: FxHashSet<Labels> = FxHashSet::default();
         let mut out = Vec::new();
         for x in many {
             let sig = sig(self, &x.labels);
             let Some(o) = index.get(&sig) else { continue };
-            if one_to_one && seen.insert(sig.clone(), ()).is_some() {
+            if one_to_one && !seen.insert(sig.clone()) {
                 return Err(QueryError::Execution(format!(
                     "found duplicate series for the match group {sig:?} on the left hand-side of the operation: multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
                 )));

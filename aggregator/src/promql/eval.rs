@@ -2,6 +2,8 @@
 //! shared by every step of a range query.
 
 use std::collections::{BTreeMap, HashMap};
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use promql_parser::label::MatchOp as PMatchOp;
@@ -104,22 +106,22 @@ pub struct Evaluator<'a> {
     extra: i64,
     /// Selector data by the selector node's address (the AST outlives the evaluator), shared
     /// by every step instead of copied.
-    cache: HashMap<usize, Arc<Vec<SeriesData>>>,
+    cache: FxHashMap<usize, Arc<Vec<SeriesData>>>,
     loaded: usize,
     deadline: Option<std::time::Instant>,
     /// `drop_name` results by label set identity (the key's label set is kept alive in the
     /// value, so an identity is never reused while cached).
-    unnamed: HashMap<usize, (Labels, Labels)>,
+    unnamed: FxHashMap<usize, (Labels, Labels)>,
     /// Compiled regular expressions of `label_replace`, by pattern.
     pub(super) regexes: HashMap<String, regex::Regex>,
     /// Subquery inner results by (subquery node, evaluation time): the windows of consecutive
     /// steps overlap, so each inner step is evaluated once per query.
-    subquery_steps: HashMap<(usize, i64), Val>,
+    subquery_steps: FxHashMap<(usize, i64), Val>,
     /// Label sets derived from another by an operation (a matching signature, an aggregation's
     /// group), by (AST node, which derivation, input identity). The input is kept alive in the
     /// value, so its identity is not reused while cached; equal inputs at every step of a range
     /// query then cost one lookup and share one output `Arc`.
-    derived: HashMap<(usize, u8, usize), (Labels, Labels)>,
+    derived: FxHashMap<(usize, u8, usize), (Labels, Labels)>,
 }
 
 impl<'a> Evaluator<'a> {
@@ -139,13 +141,13 @@ impl<'a> Evaluator<'a> {
             start,
             end,
             extra: lookback + reach(root),
-            cache: HashMap::new(),
+            cache: FxHashMap::default(),
             loaded: 0,
             deadline: None,
-            unnamed: HashMap::new(),
+            unnamed: FxHashMap::default(),
             regexes: HashMap::new(),
-            subquery_steps: HashMap::new(),
-            derived: HashMap::new(),
+            subquery_steps: FxHashMap::default(),
+            derived: FxHashMap::default(),
         }
     }
 
@@ -281,8 +283,10 @@ impl<'a> Evaluator<'a> {
             Expr::Subquery(sq) => self.subquery(sq, t),
             Expr::Call(c) => {
                 let v = self.call(c, t)?;
-                if let Val::Vector(elems) = &v {
-                    let mut seen = std::collections::HashSet::new();
+                if let Val::Vector(elems) = &v
+                    && elems.len() > 1
+                {
+                    let mut seen = rustc_hash::FxHashSet::default();
                     if !elems.iter().all(|e| seen.insert(&e.labels)) {
                         return Err(exec("vector cannot contain metrics with the same labelset"));
                     }
@@ -367,8 +371,8 @@ impl<'a> Evaluator<'a> {
 #[derive(Default)]
 pub(super) struct Assembly {
     /// Label-set identity → series index; the label set is held, so the identity stays unique.
-    by_id: HashMap<usize, (Labels, usize)>,
-    by_value: HashMap<Labels, usize>,
+    by_id: FxHashMap<usize, (Labels, usize)>,
+    by_value: FxHashMap<Labels, usize>,
     series: Vec<SeriesData>,
 }
 

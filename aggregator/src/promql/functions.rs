@@ -116,13 +116,25 @@ pub fn quantile(q: f64, values: &mut [f64]) -> f64 {
     if q > 1.0 {
         return f64::INFINITY;
     }
-    values.sort_by(|a, b| a.total_cmp(b));
     let n = values.len() as f64;
     let rank = q * (n - 1.0);
     let lower = rank.floor().max(0.0) as usize;
     let upper = (rank.floor() as usize + 1).min(values.len() - 1);
     let weight = rank - rank.floor();
-    values[lower] * (1.0 - weight) + values[upper] * weight
+    // Only the two order statistics are needed: a selection, not a sort (the windows of a
+    // range query are sorted again at every step otherwise).
+    let (_, lo, above) = values.select_nth_unstable_by(lower, |a, b| a.total_cmp(b));
+    let lo = *lo;
+    let hi = if upper > lower {
+        above
+            .iter()
+            .copied()
+            .min_by(|a, b| a.total_cmp(b))
+            .unwrap_or(lo)
+    } else {
+        lo
+    };
+    lo * (1.0 - weight) + hi * weight
 }
 
 /// `histogram_quantile` over classic buckets `(le, cumulative count)`.
