@@ -112,6 +112,58 @@ impl Evaluator<'_> {
         Val::Vector(out)
     }
 
+    /// `rate` / `increase` of a plain range selector: the window's counter resets come from
+    /// per-series prefix sums, so a step costs two binary searches whatever the range; series
+    /// with stale markers take the general path.
+    fn counter_rate(
+        &mut self,
+        ms: &promql_parser::parser::MatrixSelector,
+        t: i64,
+        range: i64,
+        rate: bool,
+    ) -> Result<Val, QueryError> {
+        let te = self.at_time(&ms.vs.at).unwrap_or(t) - offset_ms(&ms.vs.offset);
+        let data = self.data(&ms.vs)?;
+        let stale = self.stale_flags(&ms.vs, &data);
+        let resets = self.reset_prefixes(&ms.vs, &data);
+        let mut out = Vec::new();
+        for ((s, has_stale), prefix) in data.iter().zip(stale.iter()).zip(resets.iter()) {
+            let lo = s.samples.partition_point(|x| x.0 < te - range);
+            let hi = s.samples.partition_point(|x| x.0 <= te).max(lo);
+            let v = if *has_stale {
+                let window: Vec<Sample> = s.samples[lo..hi]
+                    .iter()
+                    .copied()
+                    .filter(|x| !telltale_common::model::is_stale_marker(x.1))
+                    .collect();
+                f::extrapolated(&window, t, range, true, rate)
+            } else if hi - lo < 2 {
+                None
+            } else {
+                let (first, last) = (s.samples[lo], s.samples[hi - 1]);
+                let result = last.1 - first.1 + (prefix[hi - 1] - prefix[lo]);
+                Some(f::extrapolate(
+                    first,
+                    last,
+                    hi - lo,
+                    result,
+                    t,
+                    range,
+                    true,
+                    rate,
+                ))
+            };
+            if let Some(v) = v {
+                out.push(Elem {
+                    labels: self.unnamed(&s.labels),
+                    t,
+                    v,
+                });
+            }
+        }
+        Ok(Val::Vector(out))
+    }
+
     /// Whether a range argument has any sample in its window at `t`, without copying windows
     /// when it is a plain range selector.
     fn range_has_samples(&mut self, e: &Expr, t: i64) -> Result<bool, QueryError> {
@@ -153,15 +205,17 @@ impl Evaluator<'_> {
             let te = self.at_time(&ms.vs.at).unwrap_or(t) - offset_ms(&ms.vs.offset);
             let range = ms.range.as_millis() as i64;
             let data = self.data(&ms.vs)?;
+            let stale = self.stale_flags(&ms.vs, &data);
             let mut out = Vec::new();
             let mut scratch = Vec::new();
-            for s in data.iter() {
+            for (s, has_stale) in data.iter().zip(stale.iter()) {
                 let lo = s.samples.partition_point(|x| x.0 < te - range);
                 let hi = s.samples.partition_point(|x| x.0 <= te).max(lo);
                 let mut window = &s.samples[lo..hi];
-                if window
-                    .iter()
-                    .any(|x| telltale_common::model::is_stale_marker(x.1))
+                if *has_stale
+                    && window
+                        .iter()
+                        .any(|x| telltale_common::model::is_stale_marker(x.1))
                 {
                     scratch.clear();
                     scratch.extend(
@@ -271,12 +325,16 @@ impl Evaluator<'_> {
         }
         let range = Self::range_of(c, 0);
         match name {
-            "rate" | "increase" | "delta" => {
-                let (counter, rate) = (name != "delta", name == "rate");
-                self.over_time(c, t, 0, false, |p| {
-                    f::extrapolated(p, t, range, counter, rate)
-                })
+            "rate" | "increase" => {
+                let rate = name == "rate";
+                if let Expr::MatrixSelector(ms) = args[0].as_ref() {
+                    return self.counter_rate(ms, t, range, rate);
+                }
+                self.over_time(c, t, 0, false, |p| f::extrapolated(p, t, range, true, rate))
             }
+            "delta" => self.over_time(c, t, 0, false, |p| {
+                f::extrapolated(p, t, range, false, false)
+            }),
             "irate" => self.over_time(c, t, 0, false, |p| f::instant_delta(p, true)),
             "idelta" => self.over_time(c, t, 0, false, |p| f::instant_delta(p, false)),
             "deriv" => self.over_time(c, t, 0, false, |p| {

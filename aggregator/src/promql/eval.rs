@@ -122,6 +122,12 @@ pub struct Evaluator<'a> {
     /// value, so its identity is not reused while cached; equal inputs at every step of a range
     /// query then cost one lookup and share one output `Arc`.
     derived: FxHashMap<(usize, u8, usize), (Labels, Labels)>,
+    /// Per selector, whether each of its series holds a stale marker anywhere: windows of the
+    /// series that hold none need no filtering, which makes `last_over_time` and
+    /// `count_over_time` constant-time per step and halves the scans of the others.
+    stale: FxHashMap<usize, Arc<Vec<bool>>>,
+    /// Per selector, each series' counter-reset prefix sums ([`f::reset_prefix`]).
+    resets: FxHashMap<usize, Arc<Vec<Vec<f64>>>>,
 }
 
 impl<'a> Evaluator<'a> {
@@ -148,7 +154,41 @@ impl<'a> Evaluator<'a> {
             regexes: HashMap::new(),
             subquery_steps: FxHashMap::default(),
             derived: FxHashMap::default(),
+            stale: FxHashMap::default(),
+            resets: FxHashMap::default(),
         }
+    }
+
+    /// For each series of [`Evaluator::data`]`(vs)`, its counter-reset prefix sums.
+    pub(super) fn reset_prefixes(
+        &mut self,
+        vs: &VectorSelector,
+        data: &[SeriesData],
+    ) -> Arc<Vec<Vec<f64>>> {
+        let key = vs as *const VectorSelector as usize;
+        self.resets
+            .entry(key)
+            .or_insert_with(|| Arc::new(data.iter().map(|s| f::reset_prefix(&s.samples)).collect()))
+            .clone()
+    }
+
+    /// For each series of [`Evaluator::data`]`(vs)`, whether it holds a stale marker.
+    pub(super) fn stale_flags(
+        &mut self,
+        vs: &VectorSelector,
+        data: &[SeriesData],
+    ) -> Arc<Vec<bool>> {
+        let key = vs as *const VectorSelector as usize;
+        self.stale
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(
+                    data.iter()
+                        .map(|s| s.samples.iter().any(|x| is_stale_marker(x.1)))
+                        .collect(),
+                )
+            })
+            .clone()
     }
 
     /// `f(l)`, memoized per (`node`, `tag`, label set) for the query.

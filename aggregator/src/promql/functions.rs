@@ -26,13 +26,53 @@ pub fn extrapolated(
             prev = p.1;
         }
     }
+    Some(extrapolate(
+        first,
+        last,
+        points.len(),
+        result,
+        t,
+        range_ms,
+        counter,
+        rate,
+    ))
+}
+
+/// Counter-reset corrections summed from the start of a series: `out[i]` is the sum of the
+/// values before every reset among samples `1..=i`, so the correction inside a window
+/// `[lo, hi]` is `out[hi] - out[lo]` — `rate()` then costs the same for any window length.
+pub fn reset_prefix(samples: &[Sample]) -> Vec<f64> {
+    let mut out = Vec::with_capacity(samples.len());
+    let mut acc = 0.0;
+    for (i, p) in samples.iter().enumerate() {
+        if i > 0 && p.1 < samples[i - 1].1 {
+            acc += samples[i - 1].1;
+        }
+        out.push(acc);
+    }
+    out
+}
+
+/// Prometheus' extrapolation of `result` (the increase between `first` and `last`, `n`
+/// samples) to the window `[t - range, t]`.
+#[allow(clippy::too_many_arguments)]
+pub fn extrapolate(
+    first: Sample,
+    last: Sample,
+    n: usize,
+    result: f64,
+    t: i64,
+    range_ms: i64,
+    counter: bool,
+    rate: bool,
+) -> f64 {
     let range_start = (t - range_ms) as f64 / 1000.0;
     let range_end = t as f64 / 1000.0;
     let (ft, lt) = (first.0 as f64 / 1000.0, last.0 as f64 / 1000.0);
     let mut to_start = ft - range_start;
     let mut to_end = range_end - lt;
     let sampled = lt - ft;
-    let avg = sampled / (points.len() - 1) as f64;
+    let avg = sampled / (n - 1) as f64;
     let threshold = avg * 1.1;
     if to_start >= threshold {
         to_start = avg / 2.0;
@@ -50,7 +90,7 @@ pub fn extrapolated(
     if rate {
         factor /= range_ms as f64 / 1000.0;
     }
-    Some(result * factor)
+    result * factor
 }
 
 /// `irate` (per second) and `idelta` from the last two samples.
@@ -206,6 +246,31 @@ mod tests {
         let p = pts(&[(0, 5.0), (10_000, 10.0), (20_000, 2.0)]);
         let inc = extrapolated(&p, 20_000, 20_000, true, false).unwrap();
         assert!((inc - 7.0).abs() < 1e-9, "{inc}");
+    }
+
+    #[test]
+    fn prefix_sums_give_the_same_rate_as_a_scan_for_every_window() {
+        let vals = [5.0, 7.0, 2.0, 3.0, 3.0, 1.0, 9.0, 0.0, 4.0, 4.5];
+        let samples: Vec<Sample> = vals
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Sample(i as i64 * 10_000, *v))
+            .collect();
+        let prefix = reset_prefix(&samples);
+        for lo in 0..samples.len() {
+            for hi in lo + 2..=samples.len() {
+                let w = &samples[lo..hi];
+                let t = w[w.len() - 1].0 + 3_000;
+                let range = t - w[0].0 + 2_000;
+                let scan = extrapolated(w, t, range, true, true).unwrap();
+                let result = w[w.len() - 1].1 - w[0].1 + (prefix[hi - 1] - prefix[lo]);
+                let fast = extrapolate(w[0], w[w.len() - 1], w.len(), result, t, range, true, true);
+                assert!(
+                    (scan - fast).abs() <= 1e-12 * scan.abs().max(1.0),
+                    "{lo}..{hi}: {scan} {fast}"
+                );
+            }
+        }
     }
 
     #[test]
