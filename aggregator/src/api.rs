@@ -138,12 +138,26 @@ fn push_labels(out: &mut String, l: &Labels) {
 fn push_timestamp(out: &mut String, t_ms: i64) {
     use std::fmt::Write;
     // Whole milliseconds, printed as seconds with up to 3 decimals.
-    let (secs, ms) = (t_ms.div_euclid(1000), t_ms.rem_euclid(1000));
-    if ms == 0 {
-        let _ = write!(out, "{secs}");
-    } else {
-        let frac = format!("{ms:03}");
-        let _ = write!(out, "{secs}.{}", frac.trim_end_matches('0'));
+    if t_ms < 0 {
+        out.push('-');
+    }
+    let a = t_ms.unsigned_abs();
+    let (secs, ms) = (a / 1000, a % 1000);
+    let _ = write!(out, "{secs}");
+    if ms != 0 {
+        // Three digits without trailing zeros, written without a temporary string.
+        let digits = [ms / 100, ms / 10 % 10, ms % 10];
+        let keep = if digits[2] != 0 {
+            3
+        } else if digits[1] != 0 {
+            2
+        } else {
+            1
+        };
+        out.push('.');
+        for d in &digits[..keep] {
+            out.push(char::from(b'0' + *d as u8));
+        }
     }
 }
 
@@ -151,8 +165,25 @@ fn push_point(out: &mut String, s: &Sample) {
     out.push('[');
     push_timestamp(out, s.0);
     out.push(',');
-    push_json_str(out, &format_value(s.1));
+    push_value(out, s.1);
     out.push(']');
+}
+
+/// Appends a sample value as Prometheus writes it, quoted: what [`format_value`] returns,
+/// without the temporary string (this runs for every point of a range query's result).
+fn push_value(out: &mut String, v: f64) {
+    use std::fmt::Write;
+    out.push('"');
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v == f64::INFINITY {
+        out.push_str("+Inf");
+    } else if v == f64::NEG_INFINITY {
+        out.push_str("-Inf");
+    } else {
+        let _ = write!(out, "{v}");
+    }
+    out.push('"');
 }
 
 fn push_matrix(out: &mut String, m: &[SeriesData]) {
@@ -549,4 +580,35 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/-/ready", get(ready))
         .fallback(not_found)
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn points_are_written_as_prometheus_writes_them() {
+        let mut out = String::new();
+        for (t, v) in [
+            (1_700_000_000_000, 1.0),
+            (1_700_000_000_123, 0.5),
+            (1_700_000_000_100, f64::NAN),
+            (1_700_000_000_020, f64::INFINITY),
+            (-1_500, f64::NEG_INFINITY),
+            (-500, -2.25),
+        ] {
+            push_point(&mut out, &Sample(t, v));
+            out.push(' ');
+            assert_eq!(
+                format_value(v),
+                out.rsplit('"').nth(1).unwrap_or_default(),
+                "{v}"
+            );
+        }
+        assert_eq!(
+            out,
+            "[1700000000,\"1\"] [1700000000.123,\"0.5\"] [1700000000.1,\"NaN\"] \
+             [1700000000.02,\"+Inf\"] [-1.5,\"-Inf\"] [-0.5,\"-2.25\"] "
+        );
+    }
 }

@@ -173,10 +173,12 @@ impl Engine {
         let expr = Self::parse(q)?;
         let mut ev = self.evaluator(start, end, &expr, timeout);
         let mut out = Assembly::default();
+        // One empty label set for every step's scalar, so they share one identity.
+        let no_labels = Labels::default();
         let mut t = start;
         while t <= end {
             match ev.eval(&expr, t)? {
-                Val::Scalar(v) => out.push(Labels::default(), Sample(t, v)),
+                Val::Scalar(v) => out.push(no_labels.clone(), Sample(t, v)),
                 Val::Vector(v) => {
                     for e in v {
                         out.push(e.labels, Sample(t, e.v));

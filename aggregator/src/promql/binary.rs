@@ -9,6 +9,31 @@ use telltale_common::model::{Labels, METRIC_NAME};
 use super::QueryError;
 use super::eval::{Elem, Evaluator, Val, drop_name};
 
+/// The operator's spelling without formatting it (`TokenType`'s `Display` allocates, and a
+/// range query applies an operator at every step).
+fn op_name(op: &promql_parser::parser::token::TokenType) -> &'static str {
+    use promql_parser::parser::token::*;
+    match op.id() {
+        T_ADD => "+",
+        T_SUB => "-",
+        T_MUL => "*",
+        T_DIV => "/",
+        T_MOD => "%",
+        T_POW => "^",
+        T_ATAN2 => "atan2",
+        T_EQLC => "==",
+        T_NEQ => "!=",
+        T_GTR => ">",
+        T_LSS => "<",
+        T_GTE => ">=",
+        T_LTE => "<=",
+        T_LAND => "and",
+        T_LOR => "or",
+        T_LUNLESS => "unless",
+        _ => "?",
+    }
+}
+
 fn arith(op: &str, a: f64, b: f64) -> Option<f64> {
     Some(match op {
         "+" => a + b,
@@ -50,7 +75,7 @@ fn signature(l: &Labels, matching: Option<&LabelModifier>) -> Labels {
 
 impl Evaluator<'_> {
     pub(super) fn binary(&mut self, b: &BinaryExpr, t: i64) -> Result<Val, QueryError> {
-        let op = b.op.to_string();
+        let op = op_name(&b.op);
         let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
         let is_cmp = b.op.is_comparison_operator();
         let lhs = self.eval(&b.lhs, t)?;

@@ -352,6 +352,7 @@ impl<'a> Evaluator<'a> {
             ts += step;
         }
         let mut series = Assembly::default();
+        let no_labels = Labels::default();
         let key = sq as *const SubqueryExpr as usize;
         while ts <= te {
             let v = match self.subquery_steps.get(&(key, ts)) {
@@ -368,7 +369,7 @@ impl<'a> Evaluator<'a> {
                         series.push(x.labels, Sample(ts, x.v));
                     }
                 }
-                Val::Scalar(v) => series.push(Labels::default(), Sample(ts, v)),
+                Val::Scalar(v) => series.push(no_labels.clone(), Sample(ts, v)),
                 _ => return Err(exec("subquery needs an instant vector or a scalar")),
             }
             ts += step;
@@ -451,6 +452,28 @@ pub fn drop_name(l: &Labels) -> Labels {
     Labels::from_pairs(l.iter().filter(|(k, _)| *k != METRIC_NAME))
 }
 
+/// The aggregation's name without formatting it (`TokenType`'s `Display` allocates).
+fn aggregation_name(op: &promql_parser::parser::token::TokenType) -> &'static str {
+    use promql_parser::parser::token::*;
+    match op.id() {
+        T_SUM => "sum",
+        T_AVG => "avg",
+        T_MIN => "min",
+        T_MAX => "max",
+        T_COUNT => "count",
+        T_GROUP => "group",
+        T_STDDEV => "stddev",
+        T_STDVAR => "stdvar",
+        T_TOPK => "topk",
+        T_BOTTOMK => "bottomk",
+        T_QUANTILE => "quantile",
+        T_COUNT_VALUES => "count_values",
+        T_LIMITK => "limitk",
+        T_LIMIT_RATIO => "limit_ratio",
+        _ => "?",
+    }
+}
+
 fn grouping(l: &Labels, modifier: &Option<LabelModifier>) -> Labels {
     match modifier {
         None => Labels::default(),
@@ -467,7 +490,7 @@ fn grouping(l: &Labels, modifier: &Option<LabelModifier>) -> Labels {
 
 impl Evaluator<'_> {
     fn aggregate(&mut self, a: &AggregateExpr, t: i64) -> Result<Val, QueryError> {
-        let op = a.op.to_string();
+        let op = aggregation_name(&a.op);
         let input = self.vector(&a.expr, t)?;
         let param = match &a.param {
             Some(p) if op == "count_values" => Some(Val::Str(self.string(p, t)?)),
@@ -488,7 +511,7 @@ impl Evaluator<'_> {
                 t,
                 v,
             };
-            match op.as_str() {
+            match op {
                 "sum" => out.push(one(vals.iter().sum())),
                 "avg" => out.push(one(vals.iter().sum::<f64>() / vals.len() as f64)),
                 "min" => out
