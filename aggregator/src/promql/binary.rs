@@ -83,14 +83,14 @@ impl Evaluator<'_> {
         // Applies the operator to two values; `None` drops the element (a false comparison).
         let apply = |a: f64, c: f64| -> Option<f64> {
             if is_cmp {
-                let r = compare(&op, a, c)?;
+                let r = compare(op, a, c)?;
                 if return_bool {
                     Some(if r { 1.0 } else { 0.0 })
                 } else {
                     r.then_some(a)
                 }
             } else {
-                arith(&op, a, c)
+                arith(op, a, c)
             }
         };
         let drops_name = !is_cmp || return_bool;
@@ -132,7 +132,7 @@ impl Evaluator<'_> {
                 Ok(Val::Vector(out))
             }
             (Val::Vector(l), Val::Vector(r)) => {
-                self.vector_vector(b, &op, l, r, t, apply, drops_name)
+                self.vector_vector(b, op, l, r, t, apply, drops_name)
             }
             _ => Err(QueryError::BadData(format!(
                 "operator {op} needs scalars or instant vectors"

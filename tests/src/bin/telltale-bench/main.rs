@@ -391,6 +391,11 @@ fn bench_promql(args: &[String]) -> anyhow::Result<()> {
     for (r, a, b, q) in per_query.iter().take(12) {
         println!("  {r:5.2}  {a:7.2}  {b:7.2}  {q}");
     }
+    println!("\nAround the median ratio:");
+    let mid = per_query.len() / 2;
+    for (r, a, b, q) in per_query.iter().skip(mid.saturating_sub(6)).take(12) {
+        println!("  {r:5.2}  {a:7.2}  {b:7.2}  {q}");
+    }
     Ok(())
 }
 
