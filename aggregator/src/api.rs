@@ -136,14 +136,13 @@ fn push_labels(out: &mut String, l: &Labels) {
 }
 
 fn push_timestamp(out: &mut String, t_ms: i64) {
-    use std::fmt::Write;
     // Whole milliseconds, printed as seconds with up to 3 decimals.
     if t_ms < 0 {
         out.push('-');
     }
     let a = t_ms.unsigned_abs();
     let (secs, ms) = (a / 1000, a % 1000);
-    let _ = write!(out, "{secs}");
+    push_int(out, secs as i64);
     if ms != 0 {
         // Three digits without trailing zeros, written without a temporary string.
         let digits = [ms / 100, ms / 10 % 10, ms % 10];
@@ -180,10 +179,35 @@ fn push_value(out: &mut String, v: f64) {
         out.push_str("+Inf");
     } else if v == f64::NEG_INFINITY {
         out.push_str("-Inf");
+    } else if v.fract() == 0.0 && v.abs() < 9.0e15 && !(v == 0.0 && v.is_sign_negative()) {
+        // Integral values (counters, most gauges): the same digits `Display` prints, without
+        // the float formatting machinery.
+        push_int(out, v as i64);
     } else {
         let _ = write!(out, "{v}");
     }
     out.push('"');
+}
+
+/// Appends an integer in decimal.
+fn push_int(out: &mut String, n: i64) {
+    if n < 0 {
+        out.push('-');
+    }
+    let mut a = n.unsigned_abs();
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (a % 10) as u8;
+        a /= 10;
+        if a == 0 {
+            break;
+        }
+    }
+    for b in &buf[i..] {
+        out.push(char::from(*b));
+    }
 }
 
 fn push_matrix(out: &mut String, m: &[SeriesData]) {
@@ -608,6 +632,12 @@ mod tests {
             (1_700_000_000_020, f64::INFINITY),
             (-1_500, f64::NEG_INFINITY),
             (-500, -2.25),
+            (1, 123_456_789_012.0),
+            (2, -7.0),
+            (3, -0.0),
+            (4, 0.0),
+            (5, 2.5e20),
+            (6, 8.9e15),
         ] {
             push_point(&mut out, &Sample(t, v));
             out.push(' ');
@@ -620,7 +650,10 @@ mod tests {
         assert_eq!(
             out,
             "[1700000000,\"1\"] [1700000000.123,\"0.5\"] [1700000000.1,\"NaN\"] \
-             [1700000000.02,\"+Inf\"] [-1.5,\"-Inf\"] [-0.5,\"-2.25\"] "
+             [1700000000.02,\"+Inf\"] [-1.5,\"-Inf\"] [-0.5,\"-2.25\"] \
+             [0.001,\"123456789012\"] [0.002,\"-7\"] [0.003,\"-0\"] [0.004,\"0\"] \
+             [0.005,\"250000000000000000000\"] \
+             [0.006,\"8900000000000000\"] "
         );
     }
 }
