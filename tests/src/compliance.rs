@@ -56,12 +56,16 @@ impl Peers {
     /// Generates 65 minutes of demo data ending now, backfills it into a new Prometheus with
     /// promtool, sends it to a new Telltale over remote_write, and waits for both.
     pub fn start() -> anyhow::Result<Peers> {
-        let dir = tempfile::tempdir()?;
         let now = telltale_common::model::now_ms() / 10_000 * 10_000;
         let (start, end) = (now - 65 * 60_000, now);
-        let data = demo_data(start, end);
+        Peers::start_with(&demo_data(start, end), start, end)
+    }
+
+    /// Like [`Peers::start`] with the given series, covering `[start, end]`.
+    pub fn start_with(data: &[SeriesSamples], start: i64, end: i64) -> anyhow::Result<Peers> {
+        let dir = tempfile::tempdir()?;
         let om = dir.path().join("data.om");
-        std::fs::write(&om, openmetrics(&data))?;
+        std::fs::write(&om, openmetrics(data))?;
         let blocks = dir.path().join("prom");
         let st = Command::new(PROMTOOL)
             .args(["tsdb", "create-blocks-from", "openmetrics"])

@@ -161,29 +161,29 @@ impl Evaluator<'_> {
         let sig = |ev: &mut Self, l: &Labels| ev.derive(node, 0, l, |l| signature(l, matching));
         if b.op.is_set_operator() {
             let rsigs: Vec<Labels> = rhs.iter().map(|x| sig(self, &x.labels)).collect();
-            let rsigs: FxHashSet<&Labels> = rsigs.iter().collect();
+            let rsigs: FxHashSet<usize> = rsigs.iter().map(Labels::share_id).collect();
             let lsigs: Vec<Labels> = lhs.iter().map(|x| sig(self, &x.labels)).collect();
             return Ok(Val::Vector(match op {
                 "and" => lhs
                     .into_iter()
                     .zip(&lsigs)
-                    .filter(|(_, s)| rsigs.contains(s))
+                    .filter(|(_, s)| rsigs.contains(&s.share_id()))
                     .map(|(x, _)| x)
                     .collect(),
                 "unless" => lhs
                     .into_iter()
                     .zip(&lsigs)
-                    .filter(|(_, s)| !rsigs.contains(s))
+                    .filter(|(_, s)| !rsigs.contains(&s.share_id()))
                     .map(|(x, _)| x)
                     .collect(),
                 _ => {
-                    let lset: FxHashSet<&Labels> = lsigs.iter().collect();
+                    let lset: FxHashSet<usize> = lsigs.iter().map(Labels::share_id).collect();
                     let rs: Vec<Labels> = rhs.iter().map(|x| sig(self, &x.labels)).collect();
                     let mut out = lhs;
                     out.extend(
                         rhs.into_iter()
                             .zip(&rs)
-                            .filter(|(_, s)| !lset.contains(s))
+                            .filter(|(_, s)| !lset.contains(&s.share_id()))
                             .map(|(x, _)| x),
                     );
                     out
@@ -196,10 +196,11 @@ impl Evaluator<'_> {
             VectorMatchCardinality::ManyToOne(inc) => (lhs, rhs, false, inc.labels.clone()),
             _ => (lhs, rhs, false, Vec::new()),
         };
-        let mut index: FxHashMap<Labels, Elem> = FxHashMap::default();
+        // Signatures are interned (see `Evaluator::derive`): equal ones share one identity.
+        let mut index: FxHashMap<usize, Elem> = FxHashMap::default();
         for x in one {
             let sig = sig(self, &x.labels);
-            if index.insert(sig.clone(), x).is_some() {
+            if index.insert(sig.share_id(), x).is_some() {
                 return Err(QueryError::Execution(format!(
                     "found duplicate series for the match group {sig:?} on the {} hand-side of the operation: many-to-many matching not allowed: matching labels must be unique on one side",
                     if swapped { "left" } else { "right" }
@@ -207,12 +208,14 @@ impl Evaluator<'_> {
             }
         }
         let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
-        let mut seen: FxHashSet<Labels> = FxHashSet::default();
+        let mut seen: FxHashSet<usize> = FxHashSet::default();
         let mut out = Vec::new();
         for x in many {
             let sig = sig(self, &x.labels);
-            let Some(o) = index.get(&sig) else { continue };
-            if one_to_one && !seen.insert(sig.clone()) {
+            let Some(o) = index.get(&sig.share_id()) else {
+                continue;
+            };
+            if one_to_one && !seen.insert(sig.share_id()) {
                 return Err(QueryError::Execution(format!(
                     "found duplicate series for the match group {sig:?} on the left hand-side of the operation: multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
                 )));

@@ -130,6 +130,8 @@ pub struct Evaluator<'a> {
     stale: FxHashMap<usize, Arc<Vec<bool>>>,
     /// Per selector, each series' counter-reset prefix sums ([`f::reset_prefix`]).
     resets: FxHashMap<usize, Arc<Vec<Vec<f64>>>>,
+    /// One shared copy of every derived label set.
+    interned: rustc_hash::FxHashSet<Labels>,
 }
 
 impl<'a> Evaluator<'a> {
@@ -159,6 +161,7 @@ impl<'a> Evaluator<'a> {
             derived: FxHashMap::default(),
             stale: FxHashMap::default(),
             resets: FxHashMap::default(),
+            interned: Default::default(),
         }
     }
 
@@ -202,11 +205,22 @@ impl<'a> Evaluator<'a> {
         l: &Labels,
         f: impl FnOnce(&Labels) -> Labels,
     ) -> Labels {
-        self.derived
-            .entry((node, tag, l.share_id()))
-            .or_insert_with(|| (l.clone(), f(l)))
-            .1
-            .clone()
+        let key = (node, tag, l.share_id());
+        if let Some((_, out)) = self.derived.get(&key) {
+            return out.clone();
+        }
+        // Interned: equal results of different inputs share one `Arc`, so callers can group
+        // and match by identity.
+        let fresh = f(l);
+        let out = match self.interned.get(&fresh) {
+            Some(existing) => existing.clone(),
+            None => {
+                self.interned.insert(fresh.clone());
+                fresh
+            }
+        };
+        self.derived.insert(key, (l.clone(), out.clone()));
+        out
     }
 
     /// [`drop_name`], memoized per label set for the query: a range query asks for the same
@@ -504,12 +518,20 @@ impl Evaluator<'_> {
             Some(p) => Some(Val::Scalar(self.scalar(p, t)?)),
             None => None,
         };
-        let mut groups: BTreeMap<Labels, Vec<Elem>> = BTreeMap::new();
+        // Group keys are derived once per input series and interned, so equal groups share
+        // one `Arc` and are found by identity; the groups are then sorted by labels.
         let node = a as *const AggregateExpr as usize;
+        let mut index: FxHashMap<usize, usize> = FxHashMap::default();
+        let mut groups: Vec<(Labels, Vec<Elem>)> = Vec::new();
         for x in input {
             let key = self.derive(node, 0, &x.labels, |l| grouping(l, &a.modifier));
-            groups.entry(key).or_default().push(x);
+            let i = *index.entry(key.share_id()).or_insert_with(|| {
+                groups.push((key.clone(), Vec::new()));
+                groups.len() - 1
+            });
+            groups[i].1.push(x);
         }
+        groups.sort_by(|x, y| x.0.cmp(&y.0));
         let mut out = Vec::new();
         for (key, elems) in groups {
             let vals: Vec<f64> = elems.iter().map(|x| x.v).collect();

@@ -6,9 +6,11 @@
 //!   all four running at once (ratios, since the machine is shared).
 //! - `telltale-bench ingest [--agents 20] [--series 1000] [--seconds 20]`: samples per second the
 //!   aggregator stores and acknowledges from simulated agents over QUIC on loopback.
+//! - `telltale-bench dashboard [--hosts 1000] [--hours 6]`: see [`dashboard`].
 //! - `telltale-bench statsd [--step 5s]` and `telltale-bench sources [--duration 2m]`: see
 //!   [`sources`].
 
+mod dashboard;
 mod sources;
 
 use std::net::SocketAddr;
@@ -405,10 +407,11 @@ fn main() -> anyhow::Result<()> {
         Some("agent") => bench_agent(&args),
         Some("ingest") => bench_ingest(&args),
         Some("promql") => bench_promql(&args),
+        Some("dashboard") => dashboard::bench_dashboard(&args),
         Some("statsd") => sources::bench_statsd(&args),
         Some("sources") => sources::bench_sources(&args),
         _ => bail!(
-            "usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N] | promql [--rounds N] | statsd [--step 5s] | sources [--duration 2m] [--interval 10s]"
+            "usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N] | promql [--rounds N] | dashboard [--hosts N] [--hours N] | statsd [--step 5s] | sources [--duration 2m] [--interval 10s]"
         ),
     }
 }
