@@ -273,8 +273,10 @@ impl<'a> Evaluator<'a> {
     pub fn eval(&mut self, e: &Expr, t: i64) -> Result<Val, QueryError> {
         // Reading the clock costs about as much as evaluating a small node, so it is read at
         // every 64th node: still many times a second in any evaluation that runs long.
-        self.evals = self.evals.wrapping_add(1);
-        if self.evals.is_multiple_of(64)
+        // The first node checks too, so an expired deadline fails at once.
+        let n = self.evals;
+        self.evals = n.wrapping_add(1);
+        if n.is_multiple_of(64)
             && self
                 .deadline
                 .is_some_and(|d| std::time::Instant::now() >= d)
