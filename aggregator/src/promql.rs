@@ -294,6 +294,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn functions_refuse_results_with_equal_label_sets() {
+        let (e, _d) = counters().await;
+        let t = 600_000;
+        // Two series that differ only in their name, once the name is dropped.
+        let dup = e.instant(
+            "abs(label_replace(reqs_total{instance=\"a\",job=\"api\"}, \"instance\", \"\", \"instance\", \".*\") or on(__name__) limit{job=\"api\"})",
+            t,
+        );
+        assert!(dup.is_err(), "{dup:?}");
+        // label_replace making two series equal: the unchanged one and the rewritten one.
+        let q = "sort(label_replace(reqs_total, \"instance\", \"a\", \"instance\", \"b\"))";
+        assert!(matches!(e.instant(q, t), Err(QueryError::Execution(_))));
+        // Still fine when they stay distinct, over every step of a range query.
+        let ok = e.range("abs(reqs_total)", 0, t, 60_000).unwrap();
+        assert_eq!(ok.len(), 4);
+    }
+
+    #[tokio::test]
     async fn a_query_past_its_deadline_times_out() {
         let (e, _d) = counters().await;
         let e = e.with_timeout(Duration::ZERO);

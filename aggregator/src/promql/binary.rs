@@ -247,6 +247,9 @@ impl Evaluator<'_> {
                         }
                     }
                 }
+                // Built from both sides: interned here so equal results share one identity,
+                // as every derived label set does.
+                labels = self.intern(labels);
             }
             // A filtering comparison keeps the left-hand value.
             let v = if b.op.is_comparison_operator() && !drops_name {

@@ -111,9 +111,6 @@ pub struct Evaluator<'a> {
     deadline: Option<std::time::Instant>,
     /// Nodes evaluated so far (the deadline is checked every 64).
     evals: u64,
-    /// `drop_name` results by label set identity (the key's label set is kept alive in the
-    /// value, so an identity is never reused while cached).
-    unnamed: FxHashMap<usize, (Labels, Labels)>,
     /// Compiled regular expressions of `label_replace`, by pattern.
     pub(super) regexes: HashMap<String, regex::Regex>,
     /// Subquery inner results by (subquery node, evaluation time): the windows of consecutive
@@ -155,7 +152,6 @@ impl<'a> Evaluator<'a> {
             loaded: 0,
             deadline: None,
             evals: 0,
-            unnamed: FxHashMap::default(),
             regexes: HashMap::new(),
             subquery_steps: FxHashMap::default(),
             derived: FxHashMap::default(),
@@ -211,26 +207,26 @@ impl<'a> Evaluator<'a> {
         }
         // Interned: equal results of different inputs share one `Arc`, so callers can group
         // and match by identity.
-        let fresh = f(l);
-        let out = match self.interned.get(&fresh) {
-            Some(existing) => existing.clone(),
-            None => {
-                self.interned.insert(fresh.clone());
-                fresh
-            }
-        };
+        let out = self.intern(f(l));
         self.derived.insert(key, (l.clone(), out.clone()));
         out
+    }
+
+    /// The shared copy of `l` for this query (see [`Evaluator::derive`]).
+    pub(super) fn intern(&mut self, l: Labels) -> Labels {
+        match self.interned.get(&l) {
+            Some(existing) => existing.clone(),
+            None => {
+                self.interned.insert(l.clone());
+                l
+            }
+        }
     }
 
     /// [`drop_name`], memoized per label set for the query: a range query asks for the same
     /// series' unnamed labels at every step.
     pub(super) fn unnamed(&mut self, l: &Labels) -> Labels {
-        self.unnamed
-            .entry(l.share_id())
-            .or_insert_with(|| (l.clone(), drop_name(l)))
-            .1
-            .clone()
+        self.derive(0, u8::MAX, l, drop_name)
     }
 
     /// Makes evaluation fail with [`QueryError::Timeout`] after `deadline`.
@@ -346,11 +342,16 @@ impl<'a> Evaluator<'a> {
             Expr::Subquery(sq) => self.subquery(sq, t),
             Expr::Call(c) => {
                 let v = self.call(c, t)?;
+                // Every label set a function returns is either a stored series' own (unique by
+                // content, and always named) or one made by `derive` (interned, so equal ones
+                // share one identity, and a derivation that leaves a set unchanged interns
+                // that very set): equal label sets are therefore the same `Arc`, and checking
+                // identities finds every duplicate without hashing label strings.
                 if let Val::Vector(elems) = &v
                     && elems.len() > 1
                 {
                     let mut seen = rustc_hash::FxHashSet::default();
-                    if !elems.iter().all(|e| seen.insert(&e.labels)) {
+                    if !elems.iter().all(|e| seen.insert(e.labels.share_id())) {
                         return Err(exec("vector cannot contain metrics with the same labelset"));
                     }
                 }
