@@ -4,7 +4,7 @@ use promql_parser::parser::{Call, Expr};
 use telltale_common::model::{Labels, METRIC_NAME, Sample};
 
 use super::QueryError;
-use super::eval::{Elem, Evaluator, Val, matchers, offset_ms};
+use super::eval::{Elem, Evaluator, Val, matchers, offset_ms, window};
 use super::functions as f;
 use crate::storage::MatchOp;
 
@@ -126,10 +126,15 @@ impl Evaluator<'_> {
         let data = self.data(&ms.vs)?;
         let stale = self.stale_flags(&ms.vs, &data);
         let resets = self.reset_prefixes(&ms.vs, &data);
+        let mut cursors = self.take_cursors(&ms.vs, range, data.len());
         let mut out = Vec::new();
-        for ((s, has_stale), prefix) in data.iter().zip(stale.iter()).zip(resets.iter()) {
-            let lo = s.samples.partition_point(|x| x.0 < te - range);
-            let hi = s.samples.partition_point(|x| x.0 <= te).max(lo);
+        for (((s, has_stale), prefix), cur) in data
+            .iter()
+            .zip(stale.iter())
+            .zip(resets.iter())
+            .zip(cursors.iter_mut())
+        {
+            let (lo, hi) = window(cur, &s.samples, te, range);
             let v = if *has_stale {
                 let window: Vec<Sample> = s.samples[lo..hi]
                     .iter()
@@ -161,6 +166,7 @@ impl Evaluator<'_> {
                 });
             }
         }
+        self.put_cursors(&ms.vs, range, cursors);
         Ok(Val::Vector(out))
     }
 
@@ -206,11 +212,11 @@ impl Evaluator<'_> {
             let range = ms.range.as_millis() as i64;
             let data = self.data(&ms.vs)?;
             let stale = self.stale_flags(&ms.vs, &data);
+            let mut cursors = self.take_cursors(&ms.vs, range, data.len());
             let mut out = Vec::new();
             let mut scratch = Vec::new();
-            for (s, has_stale) in data.iter().zip(stale.iter()) {
-                let lo = s.samples.partition_point(|x| x.0 < te - range);
-                let hi = s.samples.partition_point(|x| x.0 <= te).max(lo);
+            for ((s, has_stale), cur) in data.iter().zip(stale.iter()).zip(cursors.iter_mut()) {
+                let (lo, hi) = window(cur, &s.samples, te, range);
                 let mut window = &s.samples[lo..hi];
                 if *has_stale
                     && window
@@ -233,6 +239,7 @@ impl Evaluator<'_> {
                     out.push(elem(self, &s.labels, v));
                 }
             }
+            self.put_cursors(&ms.vs, range, cursors);
             return Ok(Val::Vector(out));
         }
         let m = self.matrix(&c.args.args[arg], t)?;

@@ -129,6 +129,44 @@ pub struct Evaluator<'a> {
     resets: FxHashMap<usize, Arc<Vec<Vec<f64>>>>,
     /// One shared copy of every derived label set.
     interned: rustc_hash::FxHashSet<Labels>,
+    /// Per (selector, range): each series' last window, advanced step by step (see [`window`]).
+    cursors: FxHashMap<(usize, i64), Vec<Cursor>>,
+}
+
+/// A series' window at the last evaluation time: `(te, lo, hi)`.
+pub(super) type Cursor = (i64, usize, usize);
+
+/// Advances `i` while `pred` holds: a few steps one by one (a range query's next step usually
+/// moves a window by a sample or two), then a binary search for long jumps.
+fn advance(s: &[Sample], mut i: usize, pred: impl Fn(&Sample) -> bool) -> usize {
+    for _ in 0..8 {
+        match s.get(i) {
+            Some(x) if pred(x) => i += 1,
+            _ => return i,
+        }
+    }
+    i + s[i..].partition_point(pred)
+}
+
+/// The samples of `s` in `[te - range, te]` as `lo..hi`, moving the series' cursor forward
+/// from its last window when `te` did not go back (the steps of a range query), searching
+/// afresh otherwise.
+pub(super) fn window(cur: &mut Cursor, s: &[Sample], te: i64, range: i64) -> (usize, usize) {
+    let (last, lo, hi) = *cur;
+    let (lo, hi) = if last == i64::MIN || te < last {
+        (
+            s.partition_point(|x| x.0 < te - range),
+            s.partition_point(|x| x.0 <= te),
+        )
+    } else {
+        (
+            advance(s, lo, |x| x.0 < te - range),
+            advance(s, hi, |x| x.0 <= te),
+        )
+    };
+    let hi = hi.max(lo);
+    *cur = (te, lo, hi);
+    (lo, hi)
 }
 
 impl<'a> Evaluator<'a> {
@@ -158,6 +196,7 @@ impl<'a> Evaluator<'a> {
             stale: FxHashMap::default(),
             resets: FxHashMap::default(),
             interned: Default::default(),
+            cursors: FxHashMap::default(),
         }
     }
 
@@ -172,6 +211,26 @@ impl<'a> Evaluator<'a> {
             .entry(key)
             .or_insert_with(|| Arc::new(data.iter().map(|s| f::reset_prefix(&s.samples)).collect()))
             .clone()
+    }
+
+    /// The cursors of a selector's `n` series for windows of `range` (put them back with
+    /// [`Evaluator::put_cursors`]).
+    pub(super) fn take_cursors(
+        &mut self,
+        vs: &VectorSelector,
+        range: i64,
+        n: usize,
+    ) -> Vec<Cursor> {
+        let key = (vs as *const VectorSelector as usize, range);
+        let mut c = self.cursors.remove(&key).unwrap_or_default();
+        c.resize(n, (i64::MIN, 0, 0));
+        c
+    }
+
+    /// Stores cursors taken with [`Evaluator::take_cursors`].
+    pub(super) fn put_cursors(&mut self, vs: &VectorSelector, range: i64, c: Vec<Cursor>) {
+        self.cursors
+            .insert((vs as *const VectorSelector as usize, range), c);
     }
 
     /// For each series of [`Evaluator::data`]`(vs)`, whether it holds a stale marker.
@@ -299,11 +358,13 @@ impl<'a> Evaluator<'a> {
             Expr::VectorSelector(vs) => {
                 let te = self.at_time(&vs.at).unwrap_or(t) - offset_ms(&vs.offset);
                 let lookback = self.lookback;
-                Ok(Val::Vector(
-                    self.data(vs)?
-                        .iter()
-                        .filter_map(|s| {
-                            let idx = s.samples.partition_point(|x| x.0 <= te);
+                let data = self.data(vs)?;
+                let mut cursors = self.take_cursors(vs, lookback, data.len());
+                let out = Val::Vector(
+                    data.iter()
+                        .zip(cursors.iter_mut())
+                        .filter_map(|(s, cur)| {
+                            let (_, idx) = window(cur, &s.samples, te, lookback);
                             let x = *s.samples.get(idx.checked_sub(1)?)?;
                             // [te - lookback, te], closed on the left as in Prometheus 2.x, the
                             // compliance reference (3.x opened it).
@@ -314,7 +375,9 @@ impl<'a> Evaluator<'a> {
                             })
                         })
                         .collect(),
-                ))
+                );
+                self.put_cursors(vs, lookback, cursors);
+                Ok(out)
             }
             Expr::MatrixSelector(ms) => {
                 let te = self.at_time(&ms.vs.at).unwrap_or(t) - offset_ms(&ms.vs.offset);
@@ -606,5 +669,37 @@ impl Evaluator<'_> {
             }
         }
         Ok(Val::Vector(out))
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::*;
+
+    #[test]
+    fn cursors_find_the_same_windows_as_a_search_forward_and_back() {
+        let s: Vec<Sample> = (0..500)
+            .map(|i| Sample(i * 7_000 + (i % 3) * 1_000, i as f64))
+            .collect();
+        let mut cur: Cursor = (i64::MIN, 0, 0);
+        // Forward in small and large steps, then back, then forward again.
+        let times: Vec<i64> = (0..200)
+            .map(|k| k * 5_000)
+            .chain([3_000_000, 2_000_000, 100_000, 100_000, 3_400_000, 3_500_000])
+            .collect();
+        for range in [0, 60_000, 300_000] {
+            for &te in &times {
+                let want = (
+                    s.partition_point(|x| x.0 < te - range),
+                    s.partition_point(|x| x.0 <= te)
+                        .max(s.partition_point(|x| x.0 < te - range)),
+                );
+                assert_eq!(
+                    window(&mut cur, &s, te, range),
+                    want,
+                    "te={te} range={range}"
+                );
+            }
+        }
     }
 }
