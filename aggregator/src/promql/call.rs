@@ -126,13 +126,15 @@ impl Evaluator<'_> {
         let data = self.data(&ms.vs)?;
         let stale = self.stale_flags(&ms.vs, &data);
         let resets = self.reset_prefixes(&ms.vs, &data);
+        let names = self.unnamed_all(&ms.vs, &data);
         let mut cursors = self.take_cursors(&ms.vs, range, data.len());
-        let mut out = Vec::new();
-        for (((s, has_stale), prefix), cur) in data
+        let mut out = Vec::with_capacity(data.len());
+        for (i, (((s, has_stale), prefix), cur)) in data
             .iter()
             .zip(stale.iter())
             .zip(resets.iter())
             .zip(cursors.iter_mut())
+            .enumerate()
         {
             let (lo, hi) = window(cur, &s.samples, te, range);
             let v = if *has_stale {
@@ -160,7 +162,7 @@ impl Evaluator<'_> {
             };
             if let Some(v) = v {
                 out.push(Elem {
-                    labels: self.unnamed(&s.labels),
+                    labels: names[i].clone(),
                     t,
                     v,
                 });
@@ -212,10 +214,20 @@ impl Evaluator<'_> {
             let range = ms.range.as_millis() as i64;
             let data = self.data(&ms.vs)?;
             let stale = self.stale_flags(&ms.vs, &data);
+            let names = if keep_name {
+                None
+            } else {
+                Some(self.unnamed_all(&ms.vs, &data))
+            };
             let mut cursors = self.take_cursors(&ms.vs, range, data.len());
-            let mut out = Vec::new();
+            let mut out = Vec::with_capacity(data.len());
             let mut scratch = Vec::new();
-            for ((s, has_stale), cur) in data.iter().zip(stale.iter()).zip(cursors.iter_mut()) {
+            for (i, ((s, has_stale), cur)) in data
+                .iter()
+                .zip(stale.iter())
+                .zip(cursors.iter_mut())
+                .enumerate()
+            {
                 let (lo, hi) = window(cur, &s.samples, te, range);
                 let mut window = &s.samples[lo..hi];
                 if *has_stale
@@ -236,7 +248,11 @@ impl Evaluator<'_> {
                     continue;
                 }
                 if let Some(v) = f(window) {
-                    out.push(elem(self, &s.labels, v));
+                    let labels = match &names {
+                        Some(n) => n[i].clone(),
+                        None => s.labels.clone(),
+                    };
+                    out.push(Elem { labels, t, v });
                 }
             }
             self.put_cursors(&ms.vs, range, cursors);

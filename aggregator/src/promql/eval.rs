@@ -131,6 +131,9 @@ pub struct Evaluator<'a> {
     interned: rustc_hash::FxHashSet<Labels>,
     /// Per (selector, range): each series' last window, advanced step by step (see [`window`]).
     cursors: FxHashMap<(usize, i64), Vec<Cursor>>,
+    /// Per selector, each series' labels without the name, by position: range functions look
+    /// them up by index at every step instead of hashing.
+    unnamed_by_selector: FxHashMap<usize, Arc<Vec<Labels>>>,
 }
 
 /// A series' window at the last evaluation time: `(te, lo, hi)`.
@@ -197,6 +200,7 @@ impl<'a> Evaluator<'a> {
             resets: FxHashMap::default(),
             interned: Default::default(),
             cursors: FxHashMap::default(),
+            unnamed_by_selector: FxHashMap::default(),
         }
     }
 
@@ -231,6 +235,21 @@ impl<'a> Evaluator<'a> {
     pub(super) fn put_cursors(&mut self, vs: &VectorSelector, range: i64, c: Vec<Cursor>) {
         self.cursors
             .insert((vs as *const VectorSelector as usize, range), c);
+    }
+
+    /// For each series of [`Evaluator::data`]`(vs)`, its labels without the metric name.
+    pub(super) fn unnamed_all(
+        &mut self,
+        vs: &VectorSelector,
+        data: &[SeriesData],
+    ) -> Arc<Vec<Labels>> {
+        let key = vs as *const VectorSelector as usize;
+        if let Some(v) = self.unnamed_by_selector.get(&key) {
+            return v.clone();
+        }
+        let v: Arc<Vec<Labels>> = Arc::new(data.iter().map(|s| self.unnamed(&s.labels)).collect());
+        self.unnamed_by_selector.insert(key, v.clone());
+        v
     }
 
     /// For each series of [`Evaluator::data`]`(vs)`, whether it holds a stale marker.
