@@ -595,6 +595,57 @@ fn grouping(l: &Labels, modifier: &Option<LabelModifier>) -> Labels {
 }
 
 impl Evaluator<'_> {
+    /// `sum avg count min max group`: folded as the elements arrive, without collecting each
+    /// group's elements (same order of additions as collecting them, so the same results).
+    fn fold_groups(
+        &mut self,
+        node: usize,
+        a: &AggregateExpr,
+        op: &str,
+        input: Vec<Elem>,
+        t: i64,
+    ) -> Vec<Elem> {
+        let mut index: FxHashMap<usize, usize> = FxHashMap::default();
+        // (group, sum or extreme, count)
+        let mut groups: Vec<(Labels, f64, usize)> = Vec::new();
+        for x in input {
+            let key = self.derive(node, 0, &x.labels, |l| grouping(l, &a.modifier));
+            let i = *index.entry(key.share_id()).or_insert_with(|| {
+                let start = if matches!(op, "min" | "max") {
+                    f64::NAN
+                } else {
+                    0.0
+                };
+                groups.push((key.clone(), start, 0));
+                groups.len() - 1
+            });
+            let g = &mut groups[i];
+            g.2 += 1;
+            match op {
+                // The first element starts the sum, as in Prometheus (so `-0` stays `-0`).
+                "sum" | "avg" if g.2 == 1 => g.1 = x.v,
+                "sum" | "avg" => g.1 += x.v,
+                "min" if g.1.is_nan() || x.v < g.1 => g.1 = x.v,
+                "max" if g.1.is_nan() || x.v > g.1 => g.1 = x.v,
+                _ => {}
+            }
+        }
+        groups.sort_by(|x, y| x.0.cmp(&y.0));
+        groups
+            .into_iter()
+            .map(|(labels, acc, n)| Elem {
+                labels,
+                t,
+                v: match op {
+                    "avg" => acc / n as f64,
+                    "count" => n as f64,
+                    "group" => 1.0,
+                    _ => acc,
+                },
+            })
+            .collect()
+    }
+
     fn aggregate(&mut self, a: &AggregateExpr, t: i64) -> Result<Val, QueryError> {
         let op = aggregation_name(&a.op);
         let input = self.vector(&a.expr, t)?;
@@ -606,6 +657,9 @@ impl Evaluator<'_> {
         // Group keys are derived once per input series and interned, so equal groups share
         // one `Arc` and are found by identity; the groups are then sorted by labels.
         let node = a as *const AggregateExpr as usize;
+        if matches!(op, "sum" | "avg" | "count" | "min" | "max" | "group") {
+            return Ok(Val::Vector(self.fold_groups(node, a, op, input, t)));
+        }
         let mut index: FxHashMap<usize, usize> = FxHashMap::default();
         let mut groups: Vec<(Labels, Vec<Elem>)> = Vec::new();
         for x in input {
