@@ -608,8 +608,13 @@ impl Evaluator<'_> {
         let mut index: FxHashMap<usize, usize> = FxHashMap::default();
         // (group, sum or extreme, count)
         let mut groups: Vec<(Labels, f64, usize)> = Vec::new();
+        // Without `by` or `without` there is one group with no labels: no lookups at all.
+        let single = a.modifier.is_none().then(|| self.intern(Labels::default()));
         for x in input {
-            let key = self.derive(node, 0, &x.labels, |l| grouping(l, &a.modifier));
+            let key = match &single {
+                Some(k) => k.clone(),
+                None => self.derive(node, 0, &x.labels, |l| grouping(l, &a.modifier)),
+            };
             let i = *index.entry(key.share_id()).or_insert_with(|| {
                 let start = if matches!(op, "min" | "max") {
                     f64::NAN
