@@ -203,9 +203,10 @@ pub fn expand(queries_yml: &str, variants_yml: &str) -> Vec<Case> {
 }
 
 /// A small deterministic pseudo-random source (xorshift), so both systems see the same data.
-struct Rng(u64);
+pub struct Rng(pub u64);
 impl Rng {
-    fn next(&mut self) -> f64 {
+    /// The next value in `[0, 1)`.
+    pub fn uniform(&mut self) -> f64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -260,7 +261,7 @@ pub fn demo_data(start: i64, end: i64) -> Vec<SeriesSamples> {
                     if k == reset_at {
                         total = 0.0;
                     }
-                    total += 5.0 * (0.2 + r.next()) * (j + 1) as f64;
+                    total += 5.0 * (0.2 + r.uniform()) * (j + 1) as f64;
                     Some((total * 1000.0).round() / 1000.0)
                 },
             );
@@ -276,8 +277,8 @@ pub fn demo_data(start: i64, end: i64) -> Vec<SeriesSamples> {
             let mut sum = 0.0;
             let mut per_k: Vec<([f64; 7], f64)> = Vec::new();
             for _ in &times {
-                for _ in 0..(3 + (rng.next() * 5.0) as usize) {
-                    let latency = rng.next().powi(3) * 1.2;
+                for _ in 0..(3 + (rng.uniform() * 5.0) as usize) {
+                    let latency = rng.uniform().powi(3) * 1.2;
                     sum += latency;
                     for (b, le) in les.iter().enumerate() {
                         if *le == "+Inf" || latency <= le.parse::<f64>().unwrap_or(f64::INFINITY) {

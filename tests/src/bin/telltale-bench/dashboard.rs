@@ -36,15 +36,7 @@ const PANELS: &[&str] = &[
     "count(count by (instance) (node_cpu_seconds_total))",
 ];
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+use telltale_tests::compliance::Rng;
 
 /// 17 node_exporter-like series per host (2 CPUs × 3 modes, memory, load, filesystem,
 /// network, disk, up), one sample a minute.
@@ -72,9 +64,9 @@ fn node_data(hosts: usize, start: i64, end: i64) -> Vec<SeriesSamples> {
                 .iter()
                 .map(|t| {
                     if counter {
-                        v += spread * rng.next();
+                        v += spread * rng.uniform();
                     } else {
-                        v = (base + spread * (rng.next() - 0.5)).max(0.0);
+                        v = (base + spread * (rng.uniform() - 0.5)).max(0.0);
                     }
                     Sample(*t, v)
                 })
