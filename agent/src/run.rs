@@ -224,8 +224,11 @@ async fn statsd_loop(
     }
 }
 
-/// Most series merged into one buffered batch; a burst beyond this becomes several batches.
-const MAX_BATCH_SERIES: usize = 50_000;
+/// Most series in one buffered batch: sources arriving together are merged up to this, and a
+/// larger result (one big scrape) is cut into batches of this size, so a batch stays well
+/// under the aggregator's 16 MiB frame limit (about 250 bytes a series: 5 MiB) and is never
+/// refused for its size.
+const MAX_BATCH_SERIES: usize = 20_000;
 
 /// Runs every source batch through the pipeline and buffers the result, merging whatever
 /// arrived together into one batch.
@@ -267,15 +270,25 @@ async fn sink(
         if series.is_empty() && events.is_empty() {
             continue;
         }
-        let batch = Batch {
-            sequence: 0,
-            created_ms: now,
-            series,
-            events,
-        };
-        match buffer.push(batch).await {
-            Ok(_) => notify.notify_one(),
-            Err(e) => tracing::error!(error = %e, "cannot buffer batch: these samples are lost"),
+        let mut events = Some(events);
+        let mut rest = series;
+        loop {
+            let tail = rest.split_off(rest.len().min(MAX_BATCH_SERIES));
+            let batch = Batch {
+                sequence: 0,
+                created_ms: now,
+                series: std::mem::replace(&mut rest, tail),
+                events: events.take().unwrap_or_default(),
+            };
+            match buffer.push(batch).await {
+                Ok(_) => notify.notify_one(),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot buffer batch: these samples are lost")
+                }
+            }
+            if rest.is_empty() {
+                break;
+            }
         }
     }
 }
@@ -390,5 +403,54 @@ async fn shutdown_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use telltale_common::model::{Labels, Sample, SeriesSamples};
+
+    #[tokio::test]
+    async fn a_large_collection_is_cut_into_batches_under_the_frame_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let buffer = Arc::new(Buffer::open(&dir.path().join("b"), 1 << 30).unwrap());
+        let (tx, rx) = mpsc::channel(4);
+        let n = 2 * MAX_BATCH_SERIES + 5;
+        let series = (0..n)
+            .map(|i| SeriesSamples {
+                labels: Labels::from_pairs([("__name__", "m"), ("i", &i.to_string())]),
+                samples: vec![Sample(1, 1.0)],
+            })
+            .collect();
+        tx.send(SourceBatch {
+            source: Arc::from("scrape:big"),
+            relabel: no_rules(),
+            series,
+            events: Vec::new(),
+        })
+        .await
+        .unwrap();
+        drop(tx);
+        let mut cfg = crate::pipeline::PipelineConfig::plain("a");
+        cfg.max_series_per_source = n;
+        let host = HostInfo::read(std::path::Path::new("/nonexistent"));
+        sink(
+            rx,
+            Processor::new(cfg, &host),
+            buffer.clone(),
+            Arc::new(Notify::new()),
+        )
+        .await;
+        assert_eq!(buffer.len(), 3);
+        let mut total = 0;
+        let mut seq = 0;
+        while let Some(s) = buffer.next_from(seq, |_| false).unwrap() {
+            let stored = buffer.get(s).unwrap().unwrap();
+            assert!(stored.frame.len() < 16 << 20);
+            total += stored.samples as usize;
+            seq = s + 1;
+        }
+        assert_eq!(total, n);
     }
 }
