@@ -94,15 +94,9 @@ fn success(data: Json) -> Response {
 
 /// Formats a value as Prometheus does (`NaN`, `+Inf`, `-Inf`, shortest decimal otherwise).
 pub fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
-    }
+    let mut s = String::new();
+    write_value(&mut s, v);
+    s
 }
 
 /// Appends `s` as a JSON string.
@@ -171,8 +165,14 @@ fn push_point(out: &mut String, s: &Sample) {
 /// Appends a sample value as Prometheus writes it, quoted: what [`format_value`] returns,
 /// without the temporary string (this runs for every point of a range query's result).
 fn push_value(out: &mut String, v: f64) {
-    use std::fmt::Write;
     out.push('"');
+    write_value(out, v);
+    out.push('"');
+}
+
+/// Writes a sample value as Prometheus does (`NaN`, `+Inf`, `-Inf`, shortest decimal).
+fn write_value(out: &mut String, v: f64) {
+    use std::fmt::Write;
     if v.is_nan() {
         out.push_str("NaN");
     } else if v == f64::INFINITY {
@@ -186,7 +186,6 @@ fn push_value(out: &mut String, v: f64) {
     } else {
         let _ = write!(out, "{v}");
     }
-    out.push('"');
 }
 
 /// Appends an integer in decimal.

@@ -172,24 +172,6 @@ impl Evaluator<'_> {
         Ok(Val::Vector(out))
     }
 
-    /// Whether a range argument has any sample in its window at `t`, without copying windows
-    /// when it is a plain range selector.
-    fn range_has_samples(&mut self, e: &Expr, t: i64) -> Result<bool, QueryError> {
-        if let Expr::MatrixSelector(ms) = e {
-            let te = self.at_time(&ms.vs.at).unwrap_or(t) - offset_ms(&ms.vs.offset);
-            let range = ms.range.as_millis() as i64;
-            let data = self.data(&ms.vs)?;
-            return Ok(data.iter().any(|s| {
-                let lo = s.samples.partition_point(|x| x.0 < te - range);
-                let hi = s.samples.partition_point(|x| x.0 <= te);
-                s.samples[lo..hi.max(lo)]
-                    .iter()
-                    .any(|x| !telltale_common::model::is_stale_marker(x.1))
-            }));
-        }
-        Ok(!self.matrix(e, t)?.is_empty())
-    }
-
     fn over_time(
         &mut self,
         c: &Call,
@@ -415,7 +397,12 @@ impl Evaluator<'_> {
                 })
             }
             "absent_over_time" => {
-                let present = self.range_has_samples(&args[0], t)?;
+                // Present when any series has a sample left in its window: what
+                // `present_over_time` returns (the same window, cursor and stale handling).
+                let present = match self.over_time(c, t, 0, true, |_| Some(1.0))? {
+                    Val::Vector(v) => !v.is_empty(),
+                    _ => false,
+                };
                 Ok(Val::Vector(if !present {
                     vec![Elem {
                         labels: absent_labels(&args[0]),

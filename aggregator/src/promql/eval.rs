@@ -2,14 +2,13 @@
 //! shared by every step of a range query.
 
 use std::collections::{BTreeMap, HashMap};
-
-use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::{
     AggregateExpr, AtModifier, Expr, LabelModifier, Offset, SubqueryExpr, VectorSelector,
 };
+use rustc_hash::FxHashMap;
 use telltale_common::model::{Labels, METRIC_NAME, Sample, is_stale_marker};
 
 use super::QueryError;
