@@ -435,6 +435,22 @@ command = ["/bin/true"]
                 "enrich.host_labels",
             ),
             ("[statsd]\nlisten = \"nowhere\"\n", "statsd.listen"),
+            (
+                "[statsd]\nflush_interval = \"0s\"\n",
+                "statsd.flush_interval: 0s is too short",
+            ),
+            (
+                "[[check]]\nname = \"x\"\ntype = \"tcp\"\naddress = \"a:1\"\ninterval = \"0s\"\n",
+                "check[0].interval",
+            ),
+            (
+                "[[check]]\nname = \"x\"\ntype = \"tcp\"\naddress = \"a:1\"\ntimeout = \"0s\"\n",
+                "check[0].timeout",
+            ),
+            (
+                "[[scrape]]\njob = \"a\"\ntargets = []\ninterval = \"10ms\"\n",
+                "scrape[0].interval",
+            ),
         ] {
             let e = load_text(&format!("name = \"a\"\n{edit}"))
                 .unwrap_err()

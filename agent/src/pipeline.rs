@@ -535,7 +535,7 @@ impl Processor {
     }
 }
 
-/// Parses a humantime duration into ms for sampling settings.
+/// A sampling window or heartbeat in ms (at least 1).
 pub fn window_ms(d: Duration) -> i64 {
     d.as_millis().clamp(1, i64::MAX as u128) as i64
 }

@@ -318,6 +318,23 @@ pub fn pipeline(
     Ok(p)
 }
 
+/// Shortest interval a source may run at: a zero interval would spin (and tokio refuses it).
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+fn at_least_min(src: &Path, key: &str, d: Duration) -> Result<Duration, ConfigError> {
+    if d < MIN_INTERVAL {
+        return Err(ConfigError::invalid(
+            src,
+            key,
+            format!(
+                "{} is too short: use 100ms or more",
+                humantime::format_duration(d)
+            ),
+        ));
+    }
+    Ok(d)
+}
+
 fn default_timeout(interval: Duration, t: Option<Duration>) -> Duration {
     t.unwrap_or(interval.min(Duration::from_secs(10)))
 }
@@ -361,7 +378,11 @@ pub fn sources(
                 .map_err(|e| ConfigError::invalid(src, &format!("{key}.targets[{j}]"), e))?;
             targets.push((t.clone(), uri));
         }
-        let iv = s.interval.unwrap_or(interval);
+        let iv = at_least_min(
+            src,
+            &format!("{key}.interval"),
+            s.interval.unwrap_or(interval),
+        )?;
         let timeout = default_timeout(iv, s.timeout);
         if timeout > iv || timeout.is_zero() {
             return Err(ConfigError::invalid(
@@ -403,7 +424,11 @@ pub fn sources(
         out.statsd = Some((
             StatsdConfig {
                 listen,
-                flush_interval: st.flush_interval.unwrap_or(Duration::from_secs(10)),
+                flush_interval: at_least_min(
+                    src,
+                    "statsd.flush_interval",
+                    st.flush_interval.unwrap_or(Duration::from_secs(10)),
+                )?,
                 percentiles,
                 max_series: st.max_series.unwrap_or(10_000),
                 expire: st.expire.unwrap_or(Duration::from_secs(600)),
@@ -508,12 +533,24 @@ pub fn sources(
                 ));
             }
         }
-        let iv = c.interval.unwrap_or(interval);
+        let iv = at_least_min(
+            src,
+            &format!("{key}.interval"),
+            c.interval.unwrap_or(interval),
+        )?;
+        let timeout = default_timeout(iv, c.timeout);
+        if timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                src,
+                &format!("{key}.timeout"),
+                "must be above 0",
+            ));
+        }
         out.checks.push(Arc::new(Check {
             name: c.name,
             labels: c.labels.into_iter().collect(),
             interval: iv,
-            timeout: default_timeout(iv, c.timeout),
+            timeout,
             probe,
             relabel: rules(src, &key, &c.relabel)?,
         }));
