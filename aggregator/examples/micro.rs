@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use telltale_aggregator::logstore::LogStore;
+use telltale_aggregator::tsdb::Tsdb;
 use telltale_aggregator::storage::{AppendData, AppendRequest, Origin, Storage};
 use telltale_common::codec;
 use telltale_common::model::{Labels, Sample, SeriesSamples};
@@ -45,7 +45,12 @@ fn main() {
     let owned = t.elapsed();
     let dir = std::env::temp_dir().join(format!("micro-{}", std::process::id()));
     let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
-    let store = LogStore::open(&dir).unwrap_or_else(|e| panic!("{e}"));
+    // Timestamps near 1970: keep them past the default retention.
+    let opts = telltale_aggregator::tsdb::Options {
+        retention: std::time::Duration::from_secs(100 * 365 * 86_400),
+        ..Default::default()
+    };
+    let store = Tsdb::open_with(&dir, opts).unwrap_or_else(|e| panic!("{e}"));
     // Concurrent appends, as from many connections: group commit amortises the fsyncs.
     let t = Instant::now();
     let store = std::sync::Arc::new(store);

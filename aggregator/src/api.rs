@@ -61,6 +61,15 @@ impl ApiError {
             message: message.into(),
         }
     }
+
+    /// `internal`, HTTP 500.
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            error_type: "internal",
+            message: message.into(),
+        }
+    }
 }
 
 impl From<QueryError> for ApiError {
@@ -405,10 +414,15 @@ async fn series(State(st): St, q: RawQuery, body: Bytes) -> Result<Response, Api
 async fn labels(State(st): St, q: RawQuery, body: Bytes) -> Result<Response, ApiError> {
     count(&st);
     let p = params(&q, &body);
-    let mut names: Vec<String> = matching_series(&st, &p, false)?
-        .iter()
-        .flat_map(|l| l.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>())
-        .collect();
+    let (start, end) = range_params(&p)?;
+    let sets = selectors(&p, false)?;
+    let mut names: Vec<String> = if sets.is_empty() {
+        st.storage.label_names(&[], start, end)
+    } else {
+        sets.iter()
+            .flat_map(|m| st.storage.label_names(m, start, end))
+            .collect()
+    };
     names.sort();
     names.dedup();
     Ok(success(json!(names)))
@@ -421,10 +435,15 @@ async fn label_values(
 ) -> Result<Response, ApiError> {
     count(&st);
     let p = params(&q, &Bytes::new());
-    let mut values: Vec<String> = matching_series(&st, &p, false)?
-        .iter()
-        .filter_map(|l| l.get(&name).map(str::to_string))
-        .collect();
+    let (start, end) = range_params(&p)?;
+    let sets = selectors(&p, false)?;
+    let mut values: Vec<String> = if sets.is_empty() {
+        st.storage.label_values(&name, &[], start, end)
+    } else {
+        sets.iter()
+            .flat_map(|m| st.storage.label_values(&name, m, start, end))
+            .collect()
+    };
     values.sort();
     values.dedup();
     Ok(success(json!(values)))
@@ -557,11 +576,12 @@ async fn events(State(st): St, q: RawQuery) -> Result<Response, ApiError> {
 }
 
 async fn metrics(State(st): St) -> Response {
-    let text = st.metrics.render(&Gauges {
+    let mut text = st.metrics.render(&Gauges {
         connected_agents: st.registry.connected_count(),
         storage: st.storage.stats(),
         corrupt_records: st.corrupt_records,
     });
+    st.storage.render_metrics(&mut text);
     (
         [(
             header::CONTENT_TYPE,
@@ -570,6 +590,22 @@ async fn metrics(State(st): St) -> Response {
         text,
     )
         .into_response()
+}
+
+/// `POST /api/v1/admin/tsdb/flush` (token): cuts the head into a block and compacts closed
+/// windows now, then answers `{"status":"success"}`.
+async fn admin_flush(
+    State(st): St,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&st, peer, &headers)?;
+    let storage = st.storage.clone();
+    tokio::task::spawn_blocking(move || storage.flush())
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(success(Json::Null))
 }
 
 async fn healthy() -> &'static str {
@@ -610,6 +646,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/api/v1/write",
             axum::routing::post(write).layer(DefaultBodyLimit::max(remote_write::MAX_BODY)),
         )
+        .route("/api/v1/admin/tsdb/flush", axum::routing::post(admin_flush))
         .route("/metrics", get(metrics))
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))

@@ -37,6 +37,34 @@ pub struct FileConfig {
     /// Bearer token required by state-changing HTTP calls (remote_write, ...). Unset: they are
     /// accepted from loopback only. `--api-token` and `TELLTALE_API_TOKEN` override it.
     pub api_token: Option<String>,
+    /// The storage engine (`[storage]`).
+    #[serde(default)]
+    pub storage: StorageSection,
+}
+
+/// `[storage]`: retention, rollups, out-of-order window, head size and series caps.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    /// How long raw samples are kept (default `15d`).
+    #[serde(default, deserialize_with = "humantime_duration_opt")]
+    pub retention: Option<Duration>,
+    /// How long the 5-minute and 1-hour rollups are kept (default `400d`).
+    #[serde(default, deserialize_with = "humantime_duration_opt")]
+    pub rollup_retention: Option<Duration>,
+    /// How late a sample may arrive behind its series' newest one (default `1h`); older
+    /// ones are refused and counted.
+    #[serde(default, deserialize_with = "humantime_duration_opt")]
+    pub out_of_order_window: Option<Duration>,
+    /// The head is cut into a block when its oldest write is this old (default `10m`).
+    #[serde(default, deserialize_with = "humantime_duration_opt")]
+    pub head_max_age: Option<Duration>,
+    /// ...or when it holds this many samples per active series (default 240).
+    pub head_samples_per_series: Option<u64>,
+    /// Active series one agent may have (default 200000); new ones beyond are refused.
+    pub max_series_per_agent: Option<u64>,
+    /// Active series in total (default 10000000).
+    pub max_series: Option<u64>,
 }
 
 fn opt_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -66,6 +94,8 @@ pub struct Config {
     pub up_interval: Duration,
     /// Bearer token for state-changing calls.
     pub api_token: Option<String>,
+    /// Storage engine options.
+    pub storage: crate::tsdb::Options,
 }
 
 /// Command-line overrides.
@@ -107,7 +137,36 @@ impl Config {
                 "must be at least 1s",
             ));
         }
+        let d = crate::tsdb::Options::default();
+        let st = &file.storage;
+        let storage = crate::tsdb::Options {
+            retention: st.retention.unwrap_or(d.retention),
+            rollup_retention: st.rollup_retention.unwrap_or(d.rollup_retention),
+            ooo_window: st.out_of_order_window.unwrap_or(d.ooo_window),
+            head_max_age: st.head_max_age.unwrap_or(d.head_max_age),
+            head_samples_per_series: st.head_samples_per_series.unwrap_or(d.head_samples_per_series),
+            max_series_per_agent: st.max_series_per_agent.unwrap_or(d.max_series_per_agent),
+            max_series: st.max_series.unwrap_or(d.max_series),
+            ..d
+        };
+        for (key, v, min) in [
+            ("storage.retention", storage.retention, Duration::from_secs(3600)),
+            ("storage.rollup_retention", storage.rollup_retention, Duration::from_secs(3600)),
+            ("storage.head_max_age", storage.head_max_age, Duration::from_secs(1)),
+        ] {
+            if v < min {
+                return Err(ConfigError::invalid(
+                    where_,
+                    key,
+                    format!("must be at least {}", humantime::format_duration(min)),
+                ));
+            }
+        }
+        if storage.head_samples_per_series == 0 {
+            return Err(ConfigError::invalid(where_, "storage.head_samples_per_series", "must be at least 1"));
+        }
         Ok(Config {
+            storage,
             data_dir: o
                 .data_dir
                 .clone()
@@ -166,6 +225,13 @@ mod tests {
         std::fs::write(&p, "http_listen = \"nowhere\"\n").unwrap();
         let e = Config::load(Some(&p), &o).unwrap_err().to_string();
         assert!(e.contains("a.toml: http_listen:"), "{e}");
+        std::fs::write(&p, "[storage]\nretention = \"1m\"\n").unwrap();
+        let e = Config::load(Some(&p), &o).unwrap_err().to_string();
+        assert!(e.contains("storage.retention"), "{e}");
+        std::fs::write(&p, "[storage]\nretention = \"30d\"\nmax_series = 5\n").unwrap();
+        let c = Config::load(Some(&p), &o).unwrap();
+        assert_eq!(c.storage.retention, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.storage.max_series, 5);
         std::fs::write(&p, "max_frame_bytes = \"1B\"\n").unwrap();
         let e = Config::load(Some(&p), &o).unwrap_err().to_string();
         assert!(e.contains("max_frame_bytes"), "{e}");

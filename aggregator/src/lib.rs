@@ -4,7 +4,7 @@
 //! # Layout (in the order data flows)
 //! - [`ingest`]: QUIC server, handshake, frames, acknowledgement after durability.
 //! - [`storage`]: the interface ingest writes to and queries read from.
-//! - [`logstore`]: the first storage engine (append-only log with group commit, in memory).
+//! - [`tsdb`]: the storage engine (WAL with group commit, head, compressed blocks, rollups).
 //! - [`promql`]: query evaluation over the storage trait.
 //! - [`api`]: the HTTP API (Prometheus' envelope), `/metrics`, health.
 //! - [`agents`]: connection state per agent (`up`, `/api/v1/agents`).
@@ -17,8 +17,8 @@ pub mod agents;
 pub mod api;
 pub mod config;
 pub mod ingest;
-pub mod logstore;
 pub mod promql;
 pub mod selfmetrics;
 pub mod serve;
 pub mod storage;
+pub mod tsdb;

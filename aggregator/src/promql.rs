@@ -209,13 +209,18 @@ pub fn selector_matchers(s: &str) -> Result<Vec<Matcher>, QueryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::logstore::LogStore;
+    use crate::tsdb::Tsdb;
     use crate::storage::{AppendData, AppendRequest};
     use telltale_common::model::{STALE_NAN_BITS, SeriesSamples};
 
     async fn engine(series: Vec<SeriesSamples>) -> (Engine, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let store = LogStore::open(dir.path()).unwrap();
+        // The cases use timestamps near 1970: keep them past the default retention.
+        let opts = crate::tsdb::Options {
+            retention: Duration::from_secs(100 * 365 * 86_400),
+            ..Default::default()
+        };
+        let store = Tsdb::open_with(dir.path(), opts).unwrap();
         store
             .append(AppendRequest {
                 origin: None,

@@ -12,7 +12,7 @@ use crate::agents::Registry;
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::ingest::Ingest;
-use crate::logstore::LogStore;
+use crate::tsdb::Tsdb;
 use crate::promql::Engine;
 use crate::selfmetrics::SelfMetrics;
 use crate::storage::{AGENT_JOB, Matcher, Storage};
@@ -41,7 +41,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
 
     let started = std::time::Instant::now();
     let data_dir = cfg.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || LogStore::open(&data_dir))
+    let opts = cfg.storage.clone();
+    let store = tokio::task::spawn_blocking(move || Tsdb::open_with(&data_dir, opts))
         .await
         .context("storage recovery panicked")??;
     let r = &store.recovery;

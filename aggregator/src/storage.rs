@@ -1,7 +1,7 @@
 //! The storage interface: what ingest appends to and what queries read from.
 //!
 //! PromQL and the HTTP API depend on this trait only; the binary's wiring picks the engine
-//! (today [`crate::logstore::LogStore`]). A later engine replaces the implementation, not the trait.
+//! (today [`crate::tsdb::Tsdb`]). Swapping the engine replaces the implementation, not the trait.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -160,8 +160,43 @@ pub trait Storage: Send + Sync + 'static {
     /// Label sets of the series matching `matchers` that have samples in the range.
     fn series(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Vec<Labels>;
 
+    /// Rollup buckets of width `resolution_ms` (see [`crate::tsdb::rollup`]) ending in
+    /// `[start_ms, end_ms]` for the matching series; at most `max_rows` buckets in all.
+    /// Engines that keep rollups answer from them; the default computes them from raw samples.
+    fn select_rollup(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+        resolution_ms: i64,
+        max_rows: usize,
+    ) -> Result<Vec<RollupData>, StorageError> {
+        rollup_from_raw(self, matchers, start_ms, end_ms, resolution_ms, max_rows)
+    }
+
+    /// Label names of the matching series with samples in the range, sorted.
+    fn label_names(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Vec<String> {
+        label_names_of(&self.series(matchers, start_ms, end_ms))
+    }
+
+    /// Values of label `name` among the matching series with samples in the range, sorted.
+    fn label_values(&self, name: &str, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Vec<String> {
+        label_values_of(&self.series(matchers, start_ms, end_ms), name)
+    }
+
     /// Counts describing what is held.
     fn stats(&self) -> StorageStats;
+
+    /// Cuts what is in memory into blocks and compacts now (`POST /api/v1/admin/tsdb/flush`).
+    /// Blocking: call it off the async runtime.
+    fn flush(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    /// Appends the engine's own metrics in the text exposition format.
+    fn render_metrics(&self, out: &mut String) {
+        let _ = out;
+    }
 
     /// Host events (health checks changing state...) with `t_ms >= since_ms` whose labels
     /// satisfy `matchers` (the event's `kind` matches as label `kind`), oldest first, at most
@@ -170,6 +205,67 @@ pub trait Storage: Send + Sync + 'static {
         let _ = (matchers, since_ms, limit);
         Vec::new()
     }
+}
+
+/// One series' rollup buckets, ordered by end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollupData {
+    /// The series.
+    pub labels: Labels,
+    /// Buckets.
+    pub buckets: Vec<crate::tsdb::rollup::Bucket>,
+}
+
+/// Rollup buckets computed from raw samples: the buckets ending in `[start, end]` cover
+/// samples from `start - resolution` (exclusive).
+pub fn rollup_from_raw<S: Storage + ?Sized>(
+    s: &S,
+    matchers: &[Matcher],
+    start_ms: i64,
+    end_ms: i64,
+    resolution_ms: i64,
+    max_rows: usize,
+) -> Result<Vec<RollupData>, StorageError> {
+    let from = start_ms.saturating_sub(resolution_ms).saturating_add(1);
+    let data = s.select(matchers, from, end_ms, usize::MAX)?;
+    let mut rows = 0;
+    let mut out = Vec::with_capacity(data.len());
+    for d in data {
+        let buckets = crate::tsdb::rollup::buckets(&d.samples, resolution_ms);
+        rows += buckets.len();
+        if rows > max_rows {
+            return Err(StorageError::TooManySamples { limit: max_rows });
+        }
+        if !buckets.is_empty() {
+            out.push(RollupData {
+                labels: d.labels,
+                buckets,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Sorted distinct label names of label sets.
+pub fn label_names_of(series: &[Labels]) -> Vec<String> {
+    let mut names: Vec<String> = series
+        .iter()
+        .flat_map(|l| l.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Sorted distinct values of a label among label sets.
+pub fn label_values_of(series: &[Labels], name: &str) -> Vec<String> {
+    let mut values: Vec<String> = series
+        .iter()
+        .filter_map(|l| l.get(name).map(str::to_string))
+        .collect();
+    values.sort();
+    values.dedup();
+    values
 }
 
 /// What a storage engine holds.

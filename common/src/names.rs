@@ -43,3 +43,29 @@ pub const AGG_OVERWRITTEN_SAMPLES: &str = "telltale_aggregator_samples_overwritt
 pub const AGG_CORRUPT_RECORDS: &str = "telltale_aggregator_corrupt_records_total";
 /// HTTP queries answered, by endpoint.
 pub const AGG_HTTP_REQUESTS: &str = "telltale_aggregator_http_requests_total";
+/// New series refused by the active-series caps, by `reason` (`agent_limit`, `total_limit`).
+pub const AGG_SERIES_REFUSED: &str = "telltale_aggregator_series_refused_total";
+/// Samples refused, by `reason` (`too_old`: behind the out-of-order window or retention).
+pub const AGG_SAMPLES_REFUSED: &str = "telltale_aggregator_samples_refused_total";
+/// Active series (written within the active window).
+pub const AGG_ACTIVE_SERIES: &str = "telltale_aggregator_active_series";
+/// Samples in the storage head (not yet in a block).
+pub const AGG_HEAD_SAMPLES: &str = "telltale_aggregator_head_samples";
+/// Storage blocks, by `kind` and `level`.
+pub const AGG_BLOCKS: &str = "telltale_aggregator_storage_blocks";
+/// Bytes of storage blocks, by `kind`.
+pub const AGG_BLOCK_BYTES: &str = "telltale_aggregator_storage_block_bytes";
+/// Chunks that failed their checksum or did not decode when read.
+pub const AGG_CORRUPT_CHUNKS: &str = "telltale_aggregator_storage_corrupt_chunks_total";
+/// Blocks moved to quarantine at start-up.
+pub const AGG_QUARANTINED_BLOCKS: &str = "telltale_aggregator_storage_quarantined_blocks_total";
+/// Bytes written to the WAL.
+pub const AGG_WAL_BYTES: &str = "telltale_aggregator_wal_bytes_total";
+/// Head cuts into blocks.
+pub const AGG_HEAD_CUTS: &str = "telltale_aggregator_head_cuts_total";
+/// Compactions.
+pub const AGG_COMPACTIONS: &str = "telltale_aggregator_compactions_total";
+/// Blocks deleted by retention.
+pub const AGG_EXPIRED_BLOCKS: &str = "telltale_aggregator_blocks_expired_total";
+/// Storage maintenance rounds that failed.
+pub const AGG_MAINTENANCE_ERRORS: &str = "telltale_aggregator_storage_maintenance_errors_total";

@@ -1,12 +1,13 @@
 //! Which batch sequences each agent epoch has stored, as compact ranges.
 //!
 //! Agents send oldest-first but interleave fresh batches while they drain a backlog, so the
-//! stored set is a few ranges, not a watermark. Kept in memory and rebuilt from the log.
+//! stored set is a few ranges, not a watermark. Kept in memory, saved in the checkpoint when
+//! the head is cut into a block, and rebuilt from the checkpoint plus the WAL at start-up.
 
 use std::collections::{BTreeMap, HashMap};
 
 /// A set of `u64` kept as disjoint inclusive ranges.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RangeSet {
     /// start → end (inclusive); ranges never touch or overlap.
     ranges: BTreeMap<u64, u64>,
@@ -69,7 +70,7 @@ impl RangeSet {
 }
 
 /// Stored sequences per `(agent, epoch)`.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Dedup {
     seen: HashMap<(String, u64), RangeSet>,
 }
@@ -88,6 +89,21 @@ impl Dedup {
         self.seen
             .get(&(agent.to_string(), epoch))
             .is_some_and(|r| r.contains(seq))
+    }
+
+    /// The marks as a list (for the checkpoint).
+    pub fn to_list(&self) -> Vec<(String, u64, RangeSet)> {
+        self.seen
+            .iter()
+            .map(|((a, e), r)| (a.clone(), *e, r.clone()))
+            .collect()
+    }
+
+    /// Marks from a checkpoint's list.
+    pub fn from_list(list: Vec<(String, u64, RangeSet)>) -> Dedup {
+        Dedup {
+            seen: list.into_iter().map(|(a, e, r)| ((a, e), r)).collect(),
+        }
     }
 
     /// Forgets a mark whose write failed.

@@ -1,0 +1,1069 @@
+//! The storage engine: a write-ahead log, an in-memory head, and immutable compressed blocks
+//! with rollups, behind the [`Storage`] trait.
+//!
+//! # Layout
+//! - [`wal`]: group-committed, fdatasync'ed log of batches as they arrived (the durability
+//!   point: a batch is acknowledged once its record is on disk).
+//! - [`head`]: every series, its labels, postings, and the samples not yet in a block.
+//! - [`chunk`]: the chunk codec (pco columns); [`block`]: block files of chunks with a
+//!   checksummed index; [`rollup`]: 5-minute and 1-hour summaries.
+//! - [`compact`]: cutting the head into blocks, compaction into 2-hour then 1-day windows
+//!   (rollups up to 30-day windows), rollups, retention.
+//! - [`check`]: `storage check` and `storage stats`.
+//! - [`files`]: `series.log`, `events.log` and `checkpoint`.
+//!
+//! # Data directory
+//! ```text
+//! log/NNNN.seg      WAL segments (see `wal`)
+//! blocks/NNNN.blk   blocks, named by sequence number (see `block`)
+//! series.log        series id → labels, appended before any block refers to the id
+//! events.log        host events cut from the head
+//! checkpoint        first WAL segment not covered by blocks, and the stored batch origins
+//! quarantine/       blocks that do not open, moved aside at start-up
+//! ```
+//!
+//! # Life of a sample
+//! An append is decoded, its series resolved (new series beyond the per-agent or total
+//! active-series cap are refused and counted), its record written to the WAL with group
+//! commit, then the samples go to the head (samples more than the out-of-order window behind
+//! their series' newest are refused and counted). When the head is old enough or large
+//! enough, the WAL is rolled and the head's samples are cut into a level-0 block; the
+//! checkpoint then lets the covered WAL segments go. Closed windows are compacted into
+//! 2-hour and then 1-day blocks, each with its rollups; retention deletes whole blocks.
+//!
+//! # Reads
+//! A query resolves matchers on the postings, then reads each series from the head, the
+//! blocks being cut, and the blocks that overlap the range, merging them by timestamp (the
+//! newest write wins). Readers look at the head first and the blocks last, and writers add a
+//! block before they drop what it replaces, so a reader never misses data in motion.
+
+pub mod block;
+pub mod check;
+pub mod chunk;
+mod compact;
+mod dedup;
+pub mod files;
+pub mod head;
+pub mod rollup;
+mod wal;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use telltale_common::codec::{self, HEADER_LEN};
+use telltale_common::model::{Labels, Sample, SeriesSamples, is_stale_marker};
+use telltale_common::wire::Event;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::storage::{
+    AppendData, AppendOutcome, AppendRequest, BoxFuture, Matcher, Origin, RollupData, SeriesData,
+    Storage, StorageError, StorageStats,
+};
+use block::{Block, Kind};
+use dedup::Dedup;
+use head::{AppendLimits, Head, NO_OWNER, hash_labels};
+pub use wal::RecoveryReport;
+use wal::{Prepared, Record, Writer, prepare};
+
+/// Engine settings (see `config/aggregator.toml`, section `[storage]`).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long raw samples are kept.
+    pub retention: Duration,
+    /// How long rollups are kept.
+    pub rollup_retention: Duration,
+    /// How far behind its series' newest sample a sample may arrive and still be stored.
+    pub ooo_window: Duration,
+    /// The head is cut into a block once its oldest write is this old...
+    pub head_max_age: Duration,
+    /// ...or once it holds this many samples per active series on average (bounds memory
+    /// per series).
+    pub head_samples_per_series: u64,
+    /// Active series one agent may have; new ones beyond are refused.
+    pub max_series_per_agent: u64,
+    /// Active series in total; new ones beyond are refused.
+    pub max_series: u64,
+    /// A series is active while it was written in this long.
+    pub active_window: Duration,
+    /// How often the background maintenance runs (cut, compaction, retention).
+    pub maintenance_interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            retention: Duration::from_secs(15 * 86_400),
+            rollup_retention: Duration::from_secs(400 * 86_400),
+            ooo_window: Duration::from_secs(3600),
+            head_max_age: Duration::from_secs(600),
+            head_samples_per_series: 240,
+            max_series_per_agent: 200_000,
+            max_series: 10_000_000,
+            active_window: Duration::from_secs(3600),
+            maintenance_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Counters the engine keeps (exported on `/metrics`).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Samples refused: older than their series' out-of-order window or than retention.
+    pub refused_too_old: AtomicU64,
+    /// New series refused by the active-series caps.
+    pub series_refused_agent: AtomicU64,
+    /// See `series_refused_agent` (the total cap).
+    pub series_refused_total: AtomicU64,
+    /// Chunks that failed their checksum or did not decode when read.
+    pub corrupt_chunks: AtomicU64,
+    /// WAL bytes written.
+    pub wal_bytes: AtomicU64,
+    /// Head cuts into level-0 blocks.
+    pub cuts: AtomicU64,
+    /// Compactions run.
+    pub compactions: AtomicU64,
+    /// Blocks deleted by retention.
+    pub expired_blocks: AtomicU64,
+    /// Maintenance steps that failed (logged).
+    pub maintenance_errors: AtomicU64,
+}
+
+/// Samples moved out of the head, being written into a block.
+#[derive(Debug)]
+pub struct Frozen {
+    /// Series and samples, by ascending id.
+    pub series: Vec<(u32, Vec<Sample>)>,
+    /// The WAL segment started at the cut: the ones before it hold nothing else.
+    wal_segment: u64,
+    /// Origins on disk at the cut (for the checkpoint).
+    durable: Vec<(String, u64, dedup::RangeSet)>,
+    /// Events applied since the previous cut.
+    events: Vec<Event>,
+}
+
+impl Frozen {
+    fn get(&self, id: u32) -> Option<&[Sample]> {
+        self.series
+            .binary_search_by_key(&id, |s| s.0)
+            .ok()
+            .map(|i| self.series[i].1.as_slice())
+    }
+}
+
+/// What the checkpoint file records.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Checkpoint {
+    /// WAL segments below this one are covered by blocks.
+    wal_segment: u64,
+    /// Batch origins stored by the covered segments.
+    dedup: Vec<(String, u64, dedup::RangeSet)>,
+}
+
+/// A series record of `series.log`.
+#[derive(Debug, Serialize, Deserialize)]
+struct SeriesRecord {
+    id: u32,
+    labels: Labels,
+}
+
+struct Inner {
+    dir: PathBuf,
+    opts: Options,
+    head: RwLock<Head>,
+    frozen: RwLock<Vec<Arc<Frozen>>>,
+    /// Open blocks of every kind, by ascending sequence number.
+    blocks: RwLock<Vec<Arc<Block>>>,
+    /// Origins stored or being stored (appends check it first).
+    dedup: Mutex<Dedup>,
+    /// Origins whose records are on disk (what a checkpoint may claim).
+    durable: Mutex<Dedup>,
+    /// Events applied since the last cut (written to `events.log` by the cut).
+    pending_events: Mutex<Vec<Event>>,
+    next_seq: AtomicU64,
+    /// Series ids below this are in `series.log`.
+    persisted_series: AtomicU64,
+    /// Wall-clock ms of the first write since the last cut (0: none).
+    head_since_ms: AtomicU64,
+    /// Newest sample timestamp stored (data time, for closing compaction windows).
+    max_t: AtomicU64,
+    counters: Counters,
+    /// Serializes cuts, compactions and retention.
+    maintenance: Mutex<()>,
+}
+
+enum Job {
+    Write {
+        framed: Vec<u8>,
+        points: Vec<(u32, Sample)>,
+        events: Vec<Event>,
+        origin: Option<Origin>,
+        /// Apply the out-of-order and retention limits (not for the aggregator's own series).
+        limits: bool,
+        done: oneshot::Sender<Result<usize, StorageError>>,
+    },
+    Barrier {
+        done: oneshot::Sender<Result<usize, StorageError>>,
+    },
+    /// Roll the WAL and move the head's samples into a frozen set.
+    Cut {
+        done: oneshot::Sender<Result<(), StorageError>>,
+    },
+}
+
+/// The engine. Cheap to share behind an `Arc`; dropping it stops its threads.
+pub struct Tsdb {
+    inner: Arc<Inner>,
+    tx: mpsc::Sender<Job>,
+    stop: Arc<AtomicBool>,
+    /// What start-up recovery found.
+    pub recovery: RecoveryReport,
+}
+
+fn open_err(dir: &Path, e: impl std::fmt::Display) -> StorageError {
+    StorageError::Open {
+        dir: dir.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Wall-clock milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Merges sample runs given oldest write first: ordered by time, one sample per timestamp,
+/// the newest write winning (a stale marker never replaces a value).
+pub fn merge_runs(mut runs: Vec<Vec<Sample>>) -> Vec<Sample> {
+    runs.retain(|r| !r.is_empty());
+    if runs.len() <= 1 {
+        return runs.pop().unwrap_or_default();
+    }
+    let ordered = runs.windows(2).all(|w| {
+        w[0].last().map(|s| s.0) < w[1].first().map(|s| s.0)
+    });
+    let mut all: Vec<(i64, usize, f64)> = Vec::new();
+    if ordered {
+        return runs.concat();
+    }
+    for (i, r) in runs.iter().enumerate() {
+        all.extend(r.iter().map(|s| (s.0, i, s.1)));
+    }
+    all.sort_by_key(|x| (x.0, x.1));
+    let mut out: Vec<Sample> = Vec::with_capacity(all.len());
+    for (t, _, v) in all {
+        match out.last_mut() {
+            Some(last) if last.0 == t => {
+                if !is_stale_marker(v) {
+                    last.1 = v;
+                }
+            }
+            _ => out.push(Sample(t, v)),
+        }
+    }
+    out
+}
+
+impl Tsdb {
+    /// Opens (or creates) the engine in `data_dir` with default options.
+    pub fn open(data_dir: &Path) -> Result<Tsdb, StorageError> {
+        Tsdb::open_with(data_dir, Options::default())
+    }
+
+    /// Opens (or creates) the engine: loads series, blocks and the checkpoint, replays the
+    /// WAL, and starts the writer and maintenance threads.
+    pub fn open_with(data_dir: &Path, opts: Options) -> Result<Tsdb, StorageError> {
+        let wal_dir = data_dir.join("log");
+        let blocks_dir = data_dir.join("blocks");
+        for d in [&wal_dir, &blocks_dir] {
+            fs::create_dir_all(d).map_err(|e| open_err(d, e))?;
+        }
+        let mut report = RecoveryReport::default();
+        let mut head = Head::default();
+        // Series ids are positions in series.log.
+        let series_path = data_dir.join("series.log");
+        let frames = files::read_frames(&series_path).map_err(|e| open_err(data_dir, e))?;
+        if frames.torn > 0 || frames.corrupt > 0 {
+            tracing::warn!(torn = frames.torn, corrupt = frames.corrupt, "series.log damaged: the intact records are used");
+            files::cut_tail(&series_path, &frames).map_err(|e| open_err(data_dir, e))?;
+        }
+        for p in &frames.payloads {
+            match codec::decode_borrowed::<SeriesRecord>(p) {
+                Ok(r) if r.id as usize == head.len() => {
+                    let hash = hash_labels(r.labels.iter());
+                    head.create(r.labels, hash, NO_OWNER, 0);
+                }
+                Ok(r) => {
+                    tracing::error!(id = r.id, expected = head.len(), "series.log out of order: later series records are ignored");
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "undecodable series record: later series records are ignored");
+                    break;
+                }
+            }
+        }
+        let persisted = head.len() as u64;
+        // Blocks.
+        let mut blocks = Vec::new();
+        let mut next_seq = 1u64;
+        let mut max_t = i64::MIN;
+        for e in fs::read_dir(&blocks_dir).map_err(|e| open_err(&blocks_dir, e))? {
+            let path = e.map_err(|e| open_err(&blocks_dir, e))?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.ends_with(".tmp") {
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            if !name.ends_with(".blk") {
+                continue;
+            }
+            match Block::open(&path) {
+                Ok((b, entries)) => {
+                    for en in &entries {
+                        if en.series as u64 >= persisted {
+                            tracing::error!(block = %path.display(), series = en.series, "block names a series series.log does not have");
+                            continue;
+                        }
+                        head.note_max_t(en.series, en.max_t);
+                    }
+                    if b.kind == Kind::Raw {
+                        max_t = max_t.max(b.max_t);
+                    }
+                    next_seq = next_seq.max(b.seq + 1);
+                    report.blocks += 1;
+                    blocks.push(Arc::new(b));
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "block quarantined");
+                    report.quarantined += 1;
+                    quarantine(data_dir, &path);
+                }
+            }
+        }
+        blocks.sort_by_key(|b| b.seq);
+        // Checkpoint: WAL segments below it are in blocks.
+        let cp_frames = files::read_frames(&data_dir.join("checkpoint")).map_err(|e| open_err(data_dir, e))?;
+        let cp: Checkpoint = cp_frames
+            .payloads
+            .first()
+            .and_then(|p| codec::decode_borrowed(p).ok())
+            .unwrap_or_default();
+        let mut dedup = Dedup::from_list(cp.dedup);
+        let segs = wal::list_segments(&wal_dir).map_err(|e| open_err(&wal_dir, e))?;
+        let mut events = load_events(data_dir);
+        let mut replayed_events = Vec::new();
+        for (n, path) in &segs {
+            if *n < cp.wal_segment {
+                let _ = fs::remove_file(path);
+                continue;
+            }
+            wal::replay_segment(path, &mut report, |rec: Record<'_>| {
+                let (p, evs) = prepare(rec.agent, rec.wire.map(|w| &w[..]), &rec.series)?;
+                let points: Vec<(u32, Sample)> = p
+                    .into_iter()
+                    .flat_map(|(pairs, samples)| {
+                        let id = head.get_or_create(&pairs, hash_labels(pairs.iter().copied()));
+                        samples.into_iter().map(move |s| (id, s))
+                    })
+                    .collect();
+                if let (Some(agent), Some(seq)) = (rec.agent, rec.sequence) {
+                    dedup.mark(agent, rec.epoch, seq);
+                }
+                for p in &points {
+                    max_t = max_t.max(p.1.0);
+                }
+                head.apply(&points, None, 0);
+                replayed_events.extend(evs);
+                Ok(())
+            })
+            .map_err(|e| open_err(&wal_dir, format!("{}: {e}", path.display())))?;
+        }
+        events.extend(replayed_events.iter().cloned());
+        head.push_events(events);
+        let now_s = (now_ms() / 1000) as u32;
+        head.recount_active(now_s.saturating_sub(opts.active_window.as_secs() as u32));
+        let next_segment = segs.last().map(|(n, _)| n + 1).unwrap_or(1).max(cp.wal_segment);
+        let writer = Writer::create(wal_dir.clone(), next_segment).map_err(|e| open_err(&wal_dir, e))?;
+        let head_samples = head.head_samples;
+        let inner = Arc::new(Inner {
+            dir: data_dir.to_path_buf(),
+            opts,
+            head: RwLock::new(head),
+            frozen: RwLock::new(Vec::new()),
+            blocks: RwLock::new(blocks),
+            dedup: Mutex::new(dedup.clone()),
+            durable: Mutex::new(dedup),
+            pending_events: Mutex::new(replayed_events),
+            next_seq: AtomicU64::new(next_seq),
+            persisted_series: AtomicU64::new(persisted),
+            head_since_ms: AtomicU64::new(if head_samples > 0 { now_ms() as u64 } else { 0 }),
+            max_t: AtomicU64::new(max_t.max(0) as u64),
+            counters: Counters::default(),
+            maintenance: Mutex::new(()),
+        });
+        let (tx, rx) = mpsc::channel(4096);
+        let w_inner = inner.clone();
+        std::thread::Builder::new()
+            .name("telltale-wal-writer".into())
+            .spawn(move || run_writer(writer, rx, w_inner))
+            .map_err(|e| open_err(data_dir, e))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let tsdb = Tsdb {
+            inner,
+            tx,
+            stop,
+            recovery: report,
+        };
+        tsdb.spawn_maintenance().map_err(|e| open_err(data_dir, e))?;
+        Ok(tsdb)
+    }
+
+    fn spawn_maintenance(&self) -> std::io::Result<()> {
+        let inner = self.inner.clone();
+        let tx = self.tx.clone();
+        let stop = self.stop.clone();
+        std::thread::Builder::new()
+            .name("telltale-tsdb-maintenance".into())
+            .spawn(move || {
+                let every = inner.opts.maintenance_interval;
+                while !stop.load(Ordering::Relaxed) {
+                    // Sleep in small steps so a dropped engine stops promptly.
+                    let mut slept = Duration::ZERO;
+                    while slept < every && !stop.load(Ordering::Relaxed) {
+                        let d = Duration::from_millis(100).min(every - slept);
+                        std::thread::sleep(d);
+                        slept += d;
+                    }
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    if let Err(e) = compact::maintain(&inner, &tx, now_ms(), false) {
+                        inner.counters.maintenance_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(error = %e, "storage maintenance failed; retrying next round");
+                    }
+                }
+            })
+            .map(|_| ())
+    }
+
+    /// Cuts the head into a block now and runs compaction and retention as of `now_ms`
+    /// (the admin endpoint, tests and benchmarks; the background thread does the same on
+    /// its own schedule).
+    pub fn flush_and_compact(&self, now_ms: i64) -> Result<(), StorageError> {
+        compact::maintain(&self.inner, &self.tx, now_ms, true)
+            .map_err(|e| StorageError::Write(e.to_string()))
+    }
+
+    /// The engine's counters.
+    pub fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
+    /// Bytes written to the WAL since start.
+    pub fn bytes_written(&self) -> u64 {
+        self.inner.counters.wal_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Active series (written within the active window), total.
+    pub fn active_series(&self) -> u64 {
+        self.read_head().active_total
+    }
+
+    /// Samples in the head (not yet in a block).
+    pub fn head_samples(&self) -> u64 {
+        self.read_head().head_samples
+    }
+
+    /// Open blocks: (kind, level, rows, bytes).
+    pub fn block_summary(&self) -> Vec<(Kind, u8, u64, u64)> {
+        self.inner
+            .blocks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|b| (b.kind, b.level, b.rows, b.bytes))
+            .collect()
+    }
+
+    fn read_head(&self) -> std::sync::RwLockReadGuard<'_, Head> {
+        self.inner.head.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_dedup(&self) -> std::sync::MutexGuard<'_, Dedup> {
+        self.inner.dedup.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Resolves prepared series to ids, creating new ones within the caps.
+    fn resolve(&self, agent: Option<&str>, prepared: Vec<Prepared<'_>>) -> Vec<(u32, Sample)> {
+        let hashes: Vec<u64> = prepared
+            .iter()
+            .map(|(p, _)| hash_labels(p.iter().copied()))
+            .collect();
+        let mut ids: Vec<Option<u32>> = {
+            let h = self.read_head();
+            prepared
+                .iter()
+                .zip(&hashes)
+                .map(|((p, _), &hash)| h.lookup(p, hash))
+                .collect()
+        };
+        if ids.iter().any(Option::is_none) {
+            let now_s = (now_ms() / 1000) as u32;
+            let opts = &self.inner.opts;
+            let mut h = self.inner.head.write().unwrap_or_else(|e| e.into_inner());
+            let owner = h.owner_id(agent);
+            let (mut refused_agent, mut refused_total) = (0u64, 0u64);
+            for (i, id) in ids.iter_mut().enumerate() {
+                if id.is_some() {
+                    continue;
+                }
+                if let Some(found) = h.lookup(&prepared[i].0, hashes[i]) {
+                    *id = Some(found);
+                } else if h.active_total >= opts.max_series {
+                    refused_total += 1;
+                } else if owner != NO_OWNER && h.active_of(owner) >= opts.max_series_per_agent {
+                    refused_agent += 1;
+                } else {
+                    let labels = Labels::from_pairs(prepared[i].0.iter().copied());
+                    *id = Some(h.create(labels, hashes[i], owner, now_s));
+                }
+            }
+            drop(h);
+            let c = &self.inner.counters;
+            if refused_agent + refused_total > 0 {
+                c.series_refused_agent.fetch_add(refused_agent, Ordering::Relaxed);
+                c.series_refused_total.fetch_add(refused_total, Ordering::Relaxed);
+                tracing::warn!(agent = agent.unwrap_or("-"), refused_agent, refused_total,
+                    "new series refused: active-series cap reached (existing series keep flowing)");
+            }
+        }
+        let mut points = Vec::with_capacity(prepared.iter().map(|(_, s)| s.len()).sum());
+        for (id, (_, samples)) in ids.into_iter().zip(prepared) {
+            if let Some(id) = id {
+                points.extend(samples.into_iter().map(|s| (id, s)));
+            }
+        }
+        points
+    }
+
+    async fn append_inner(&self, req: AppendRequest) -> Result<AppendOutcome, StorageError> {
+        if let Some(o) = &req.origin {
+            let fresh = self.lock_dedup().mark(&o.agent, o.epoch, o.sequence);
+            if !fresh {
+                // Stored or being stored: a barrier behind it makes sure it is durable.
+                let (done, rx) = oneshot::channel();
+                self.tx
+                    .send(Job::Barrier { done })
+                    .await
+                    .map_err(|_| StorageError::Closed)?;
+                rx.await.map_err(|_| StorageError::Closed)??;
+                return if self.lock_dedup().contains(&o.agent, o.epoch, o.sequence) {
+                    Ok(AppendOutcome::Duplicate)
+                } else {
+                    Err(StorageError::Write(
+                        "the earlier copy of this batch failed to write".into(),
+                    ))
+                };
+            }
+        }
+        let unmark = |this: &Self| {
+            if let Some(o) = &req.origin {
+                this.lock_dedup().unmark(&o.agent, o.epoch, o.sequence);
+            }
+        };
+        let (wire, series): (Option<&[u8]>, &[SeriesSamples]) = match &req.data {
+            AppendData::Encoded(w) => (Some(w), &[]),
+            AppendData::Series(s) => (None, s),
+        };
+        let agent = req.origin.as_ref().map(|o| o.agent.as_str());
+        let (prepared, events) = match prepare(agent, wire, series) {
+            Ok(p) => p,
+            Err(reason) => {
+                unmark(self);
+                return Ok(AppendOutcome::Invalid { reason });
+            }
+        };
+        let rec = Record {
+            agent,
+            epoch: req.origin.as_ref().map(|o| o.epoch).unwrap_or(0),
+            sequence: req.origin.as_ref().map(|o| o.sequence),
+            wire: wire.map(serde_bytes::Bytes::new),
+            series: std::borrow::Cow::Borrowed(series),
+        };
+        let payload = match codec::encode_payload(&rec) {
+            Ok(p) => p,
+            Err(e) => {
+                unmark(self);
+                return Err(StorageError::Write(e.to_string()));
+            }
+        };
+        let mut framed = Vec::with_capacity(HEADER_LEN + payload.len());
+        codec::frame_into(&payload, &mut framed);
+        let points = self.resolve(agent, prepared);
+        let (done, rx) = oneshot::channel();
+        let job = Job::Write {
+            framed,
+            points,
+            events,
+            origin: req.origin.clone(),
+            limits: true,
+            done,
+        };
+        if self.tx.send(job).await.is_err() {
+            unmark(self);
+            return Err(StorageError::Closed);
+        }
+        let samples = rx.await.map_err(|_| StorageError::Closed)??;
+        Ok(AppendOutcome::Stored { samples })
+    }
+
+    /// Each matching series' samples in `[start, end]` from every source, merged; also the
+    /// sources' order (head first) is what keeps concurrent cuts from hiding data.
+    fn read_series(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+        max_samples: usize,
+        kind: Kind,
+    ) -> Result<Vec<(Labels, Vec<Vec<Sample>>, Vec<(Arc<Block>, block::Entry)>)>, StorageError> {
+        // 1. the head (under its lock, copying only the range), 2. frozen sets, 3. blocks.
+        let mut out: Vec<(u32, Labels, Vec<Vec<Sample>>)> = Vec::new();
+        let mut total = 0usize;
+        {
+            let h = self.read_head();
+            for id in h.matching_ids(matchers) {
+                let Some(s) = h.get(id) else { continue };
+                let mut runs = Vec::new();
+                if kind == Kind::Raw {
+                    let r = s.range(start, end);
+                    total += r.len();
+                    if total > max_samples {
+                        return Err(StorageError::TooManySamples { limit: max_samples });
+                    }
+                    if !r.is_empty() {
+                        runs.push(r.to_vec());
+                    }
+                }
+                out.push((id, s.labels.clone(), runs));
+            }
+        }
+        if kind == Kind::Raw {
+            let frozen = self.inner.frozen.read().unwrap_or_else(|e| e.into_inner()).clone();
+            for (id, _, runs) in &mut out {
+                for f in &frozen {
+                    if let Some(s) = f.get(*id) {
+                        let lo = s.partition_point(|x| x.0 < start);
+                        let hi = s.partition_point(|x| x.0 <= end).max(lo);
+                        if hi > lo {
+                            total += hi - lo;
+                            if total > max_samples {
+                                return Err(StorageError::TooManySamples { limit: max_samples });
+                            }
+                            // Frozen data is older than what is in the head now.
+                            runs.insert(0, s[lo..hi].to_vec());
+                        }
+                    }
+                }
+            }
+        }
+        let blocks: Vec<Arc<Block>> = self
+            .inner
+            .blocks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|b| b.kind == kind && b.max_t >= start && b.min_t <= end)
+            .cloned()
+            .collect();
+        Ok(out
+            .into_iter()
+            .map(|(id, labels, runs)| {
+                let refs = blocks
+                    .iter()
+                    .filter_map(|b| b.entry(id).map(|e| (b.clone(), *e)))
+                    .collect();
+                (labels, runs, refs)
+            })
+            .collect())
+    }
+
+    fn note_corrupt(&self, e: &block::BlockError) {
+        self.inner.counters.corrupt_chunks.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(error = %e, "chunk skipped");
+    }
+}
+
+impl Drop for Tsdb {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn quarantine(data_dir: &Path, path: &Path) {
+    let q = data_dir.join("quarantine");
+    let moved = fs::create_dir_all(&q).and_then(|_| {
+        let name = path.file_name().unwrap_or_default();
+        fs::rename(path, q.join(name))
+    });
+    if let Err(e) = moved {
+        tracing::error!(error = %e, path = %path.display(), "cannot move the damaged file aside; it is skipped");
+    }
+}
+
+fn load_events(data_dir: &Path) -> Vec<Event> {
+    let frames = match files::read_frames(&data_dir.join("events.log")) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(error = %e, "events.log unreadable; host events start empty");
+            return Vec::new();
+        }
+    };
+    let mut events: Vec<Event> = Vec::new();
+    for p in &frames.payloads {
+        if let Ok(mut evs) = codec::decode_borrowed::<Vec<Event>>(p) {
+            events.append(&mut evs);
+        }
+    }
+    let skip = events.len().saturating_sub(head::MAX_EVENTS);
+    events.drain(..skip);
+    events
+}
+
+fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Job>, inner: Arc<Inner>) {
+    let mut buf = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < 4096 {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        buf.clear();
+        for j in &jobs {
+            if let Job::Write { framed, .. } = j {
+                buf.extend_from_slice(framed);
+            }
+        }
+        let res = if buf.is_empty() { Ok(()) } else { w.write_group(&buf) };
+        match res {
+            Ok(()) => {
+                inner.counters.wal_bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                let now = now_ms();
+                let limits = AppendLimits {
+                    ooo_window_ms: ms(inner.opts.ooo_window),
+                    min_t: now.saturating_sub(ms(inner.opts.retention)),
+                };
+                let now_s = (now / 1000) as u32;
+                let mut answers = Vec::with_capacity(jobs.len());
+                let mut too_old = 0;
+                let mut cut = None;
+                {
+                    let mut h = inner.head.write().unwrap_or_else(|e| e.into_inner());
+                    let mut durable = inner.durable.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut pending = inner.pending_events.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut max_t = i64::MIN;
+                    for j in jobs {
+                        match j {
+                            Job::Write { points, events, origin, limits: lim, done, .. } => {
+                                for p in &points {
+                                    max_t = max_t.max(p.1.0);
+                                }
+                                let a = h.apply(&points, lim.then_some(limits), now_s);
+                                too_old += a.too_old;
+                                pending.extend(events.iter().cloned());
+                                h.push_events(events);
+                                if let Some(o) = origin {
+                                    durable.mark(&o.agent, o.epoch, o.sequence);
+                                }
+                                answers.push((done, Ok(a.stored)));
+                            }
+                            Job::Barrier { done } => answers.push((done, Ok(0))),
+                            Job::Cut { done } => cut = Some(done),
+                        }
+                    }
+                    if max_t > i64::MIN {
+                        inner.max_t.fetch_max(max_t.max(0) as u64, Ordering::Relaxed);
+                        let _ = inner.head_since_ms.compare_exchange(0, now as u64, Ordering::Relaxed, Ordering::Relaxed);
+                    }
+                    if let Some(done) = cut {
+                        // Everything before the new segment is in this head: move it out.
+                        let r = w.roll().map_err(|e| StorageError::Write(e.to_string())).map(|()| {
+                            let frozen = Arc::new(Frozen {
+                                series: h.take_samples(),
+                                wal_segment: w.segment(),
+                                durable: durable.to_list(),
+                                events: std::mem::take(&mut *pending),
+                            });
+                            inner.frozen.write().unwrap_or_else(|e| e.into_inner()).push(frozen);
+                            inner.head_since_ms.store(0, Ordering::Relaxed);
+                        });
+                        let _ = done.send(r);
+                    }
+                }
+                if too_old > 0 {
+                    inner.counters.refused_too_old.fetch_add(too_old as u64, Ordering::Relaxed);
+                }
+                for (done, r) in answers {
+                    let _ = done.send(r);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "log write failed; the batches are not acknowledged");
+                let mut d = inner.dedup.lock().unwrap_or_else(|e| e.into_inner());
+                for j in jobs {
+                    match j {
+                        Job::Write { origin, done, .. } => {
+                            if let Some(o) = origin {
+                                d.unmark(&o.agent, o.epoch, o.sequence);
+                            }
+                            let _ = done.send(Err(StorageError::Write(e.to_string())));
+                        }
+                        Job::Barrier { done } => {
+                            let _ = done.send(Err(StorageError::Write(e.to_string())));
+                        }
+                        Job::Cut { done } => {
+                            let _ = done.send(Err(StorageError::Write(e.to_string())));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Storage for Tsdb {
+    fn append(&self, req: AppendRequest) -> BoxFuture<'_, Result<AppendOutcome, StorageError>> {
+        Box::pin(self.append_inner(req))
+    }
+
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+        max_samples: usize,
+    ) -> Result<Vec<SeriesData>, StorageError> {
+        let parts = self.read_series(matchers, start_ms, end_ms, max_samples, Kind::Raw)?;
+        let mut total: usize = parts.iter().flat_map(|p| &p.1).map(Vec::len).sum();
+        let mut out = Vec::with_capacity(parts.len());
+        for (labels, mut runs, refs) in parts {
+            let mut from_blocks = Vec::with_capacity(refs.len());
+            for (b, e) in refs {
+                match b.read_columns(&e) {
+                    Ok(c) => {
+                        let (ts, vs) = (&c.ints[0], &c.floats[0]);
+                        let lo = ts.partition_point(|&t| t < start_ms);
+                        let hi = ts.partition_point(|&t| t <= end_ms).max(lo);
+                        total += hi - lo;
+                        if total > max_samples {
+                            return Err(StorageError::TooManySamples { limit: max_samples });
+                        }
+                        from_blocks.push((lo..hi).map(|i| Sample(ts[i], vs[i])).collect());
+                    }
+                    Err(err) => self.note_corrupt(&err),
+                }
+            }
+            // Blocks (oldest writes) first, then frozen sets, then the head.
+            from_blocks.append(&mut runs);
+            let samples = merge_runs(from_blocks);
+            if !samples.is_empty() {
+                out.push(SeriesData { labels, samples });
+            }
+        }
+        Ok(out)
+    }
+
+    fn select_rollup(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+        resolution_ms: i64,
+        max_rows: usize,
+    ) -> Result<Vec<RollupData>, StorageError> {
+        let kind = match resolution_ms {
+            300_000 => Kind::Rollup5m,
+            3_600_000 => Kind::Rollup1h,
+            _ => return crate::storage::rollup_from_raw(self, matchers, start_ms, end_ms, resolution_ms, max_rows),
+        };
+        // Rollup blocks cover whole compacted windows up to `covered`; later buckets are
+        // computed from the raw samples.
+        let covered = self
+            .inner
+            .blocks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|b| b.kind == kind)
+            .map(|b| rollup::window_end(b.max_t, compact::window_of_level(b.level)))
+            .max()
+            .unwrap_or(i64::MIN);
+        let mut by_labels: std::collections::HashMap<Labels, Vec<rollup::Bucket>> = Default::default();
+        let mut rows = 0usize;
+        if covered >= start_ms {
+            for (labels, _, refs) in self.read_series(matchers, start_ms, covered.min(end_ms), max_rows, kind)? {
+                let mut runs: Vec<Vec<rollup::Bucket>> = Vec::new();
+                for (b, e) in refs {
+                    match b.read_columns(&e).and_then(|c| {
+                        rollup::from_columns(&c).map_err(|err| block::BlockError::Corrupt {
+                            path: b.path.display().to_string(),
+                            message: err.to_string(),
+                        })
+                    }) {
+                        Ok(bk) => runs.push(bk.into_iter().filter(|x| x.end >= start_ms && x.end <= end_ms.min(covered)).collect()),
+                        Err(err) => self.note_corrupt(&err),
+                    }
+                }
+                let merged = merge_buckets(runs);
+                rows += merged.len();
+                if rows > max_rows {
+                    return Err(StorageError::TooManySamples { limit: max_rows });
+                }
+                if !merged.is_empty() {
+                    by_labels.insert(labels, merged);
+                }
+            }
+        }
+        if end_ms > covered {
+            let from = if covered == i64::MIN { start_ms } else { (covered + 1).max(start_ms) };
+            for r in crate::storage::rollup_from_raw(self, matchers, from, end_ms, resolution_ms, max_rows.saturating_sub(rows))? {
+                by_labels.entry(r.labels).or_default().extend(r.buckets);
+            }
+        }
+        Ok(by_labels
+            .into_iter()
+            .map(|(labels, buckets)| RollupData { labels, buckets })
+            .collect())
+    }
+
+    fn series(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Vec<Labels> {
+        let Ok(parts) = self.read_series(matchers, start_ms, end_ms, usize::MAX, Kind::Raw) else {
+            return Vec::new();
+        };
+        parts
+            .into_iter()
+            .filter(|(_, runs, refs)| !runs.is_empty() || !refs.is_empty())
+            .map(|(l, _, _)| l)
+            .collect()
+    }
+
+    fn label_names(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Vec<String> {
+        if matchers.is_empty() && start_ms == i64::MIN && end_ms == i64::MAX {
+            return self.read_head().label_names();
+        }
+        crate::storage::label_names_of(&self.series(matchers, start_ms, end_ms))
+    }
+
+    fn label_values(&self, name: &str, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Vec<String> {
+        if matchers.is_empty() && start_ms == i64::MIN && end_ms == i64::MAX {
+            let mut v: Vec<String> = self
+                .read_head()
+                .label_values(name)
+                .into_iter()
+                .map(|(v, _)| v.to_string())
+                .collect();
+            v.sort();
+            return v;
+        }
+        crate::storage::label_values_of(&self.series(matchers, start_ms, end_ms), name)
+    }
+
+    fn stats(&self) -> StorageStats {
+        let h = self.read_head();
+        let blocks = self.inner.blocks.read().unwrap_or_else(|e| e.into_inner());
+        let frozen = self.inner.frozen.read().unwrap_or_else(|e| e.into_inner());
+        let in_blocks: u64 = blocks.iter().filter(|b| b.kind == Kind::Raw).map(|b| b.rows).sum();
+        let in_frozen: u64 = frozen.iter().flat_map(|f| &f.series).map(|s| s.1.len() as u64).sum();
+        StorageStats {
+            series: h.len() as u64,
+            samples: h.head_samples + in_blocks + in_frozen,
+            overwritten: h.overwritten,
+        }
+    }
+
+    fn events(&self, matchers: &[Matcher], since_ms: i64, limit: usize) -> Vec<Event> {
+        self.read_head().events(matchers, since_ms, limit)
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        self.flush_and_compact(now_ms())
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        use telltale_common::names as n;
+        let c = &self.inner.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut family = |name: &str, kind: &str, help: &str, rows: &[(String, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in rows {
+                let _ = writeln!(out, "{name}{labels} {v}");
+            }
+        };
+        family(n::AGG_SERIES_REFUSED, "counter", "New series refused by the active-series caps.", &[
+            ("{reason=\"agent_limit\"}".into(), l(&c.series_refused_agent)),
+            ("{reason=\"total_limit\"}".into(), l(&c.series_refused_total)),
+        ]);
+        family(n::AGG_SAMPLES_REFUSED, "counter", "Samples refused: behind their series' out-of-order window, or older than retention.", &[
+            ("{reason=\"too_old\"}".into(), l(&c.refused_too_old)),
+        ]);
+        let (active, head) = {
+            let h = self.read_head();
+            (h.active_total, h.head_samples)
+        };
+        family(n::AGG_ACTIVE_SERIES, "gauge", "Series written within the active window.", &[(String::new(), active)]);
+        family(n::AGG_HEAD_SAMPLES, "gauge", "Samples in the head, not yet in a block.", &[(String::new(), head)]);
+        let mut per: std::collections::BTreeMap<(&str, u8), u64> = Default::default();
+        let mut bytes: std::collections::BTreeMap<&str, u64> = Default::default();
+        for (k, lvl, _, b) in self.block_summary() {
+            *per.entry((k.name(), lvl)).or_default() += 1;
+            *bytes.entry(k.name()).or_default() += b;
+        }
+        let rows: Vec<(String, u64)> = per.into_iter().map(|((k, lvl), v)| (format!("{{kind=\"{k}\",level=\"{lvl}\"}}"), v)).collect();
+        family(n::AGG_BLOCKS, "gauge", "Storage blocks by kind and level.", &rows);
+        let rows: Vec<(String, u64)> = bytes.into_iter().map(|(k, v)| (format!("{{kind=\"{k}\"}}"), v)).collect();
+        family(n::AGG_BLOCK_BYTES, "gauge", "Bytes of storage blocks by kind.", &rows);
+        for (name, help, v) in [
+            (n::AGG_CORRUPT_CHUNKS, "Chunks that failed their checksum or did not decode when read.", l(&c.corrupt_chunks)),
+            (n::AGG_QUARANTINED_BLOCKS, "Blocks moved to quarantine at start-up.", self.recovery.quarantined),
+            (n::AGG_WAL_BYTES, "Bytes written to the WAL.", l(&c.wal_bytes)),
+            (n::AGG_HEAD_CUTS, "Head cuts into level-0 blocks.", l(&c.cuts)),
+            (n::AGG_COMPACTIONS, "Compactions.", l(&c.compactions)),
+            (n::AGG_EXPIRED_BLOCKS, "Blocks deleted by retention.", l(&c.expired_blocks)),
+            (n::AGG_MAINTENANCE_ERRORS, "Storage maintenance rounds that failed.", l(&c.maintenance_errors)),
+        ] {
+            family(name, "counter", help, &[(String::new(), v)]);
+        }
+    }
+}
+
+/// Merges bucket runs given oldest write first (a newer bucket with the same end wins).
+fn merge_buckets(runs: Vec<Vec<rollup::Bucket>>) -> Vec<rollup::Bucket> {
+    let mut all: Vec<(usize, rollup::Bucket)> = runs
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, r)| r.into_iter().map(move |b| (i, b)))
+        .collect();
+    all.sort_by_key(|(i, b)| (b.end, *i));
+    let mut out: Vec<rollup::Bucket> = Vec::with_capacity(all.len());
+    for (_, b) in all {
+        match out.last_mut() {
+            Some(last) if last.end == b.end => *last = b,
+            _ => out.push(b),
+        }
+    }
+    out
+}

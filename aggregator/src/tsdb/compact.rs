@@ -1,0 +1,377 @@
+//! Maintenance: cutting the head into level-0 blocks, compacting closed windows, writing
+//! rollups, and retention. Every step takes `now` (wall-clock ms) as an argument, so tests
+//! can move time; the background thread passes the clock.
+//!
+//! # Levels
+//! | level | raw blocks | rollup blocks |
+//! |---|---|---|
+//! | 0 | one per head cut (any time range) | — |
+//! | 1 | one per 2-hour window | per 2-hour window |
+//! | 2 | one per day | per day |
+//! | 3 | — | per 30 days |
+//!
+//! A window is *closed* once it ends at least the out-of-order window before the newest data
+//! (and before now). Closed level-0 blocks are merged into their 2-hour windows — or straight
+//! into a day block when that day was already compacted (a late backfill) — together with
+//! the blocks already there, so a window's block always holds all of its samples and its
+//! rollups are computed from complete data. Closed days of 2-hour blocks become day blocks;
+//! rollups follow up to 30-day blocks. Retention deletes whole blocks whose newest sample
+//! is past it (raw and rollups each with their own).
+//!
+//! New blocks are synced and added before the inputs are dropped and deleted; a crash in
+//! between leaves duplicates that reads merge away and the next round compacts again.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use telltale_common::codec;
+use telltale_common::model::Sample;
+use tokio::sync::{mpsc, oneshot};
+
+use super::block::{Block, BlockWriter, Kind};
+use super::rollup::{self, window_end};
+use super::{Checkpoint, Inner, Job, SeriesRecord, chunk, files, merge_buckets, merge_runs, ms};
+
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 24 * HOUR;
+/// Window width per level (level 0 blocks have none; they are treated as 2 hours).
+const WINDOWS: [i64; 4] = [2 * HOUR, 2 * HOUR, DAY, 30 * DAY];
+
+/// The window width of a level.
+pub fn window_of_level(level: u8) -> i64 {
+    WINDOWS[usize::from(level.min(3))]
+}
+
+/// One maintenance round: cut the head if it is due (or `force`), write pending cuts,
+/// compact closed windows, apply retention, recount active series.
+pub(super) fn maintain(inner: &Inner, tx: &mpsc::Sender<Job>, now: i64, force: bool) -> Result<(), String> {
+    let _serial = inner.maintenance.lock().unwrap_or_else(|e| e.into_inner());
+    let (head_samples, active) = {
+        let h = inner.head.read().unwrap_or_else(|e| e.into_inner());
+        (h.head_samples, h.active_total)
+    };
+    let since = inner.head_since_ms.load(Ordering::Relaxed) as i64;
+    let budget = active.max(1) * inner.opts.head_samples_per_series;
+    let due = head_samples > 0
+        && (force
+            || (since > 0 && now - since >= ms(inner.opts.head_max_age))
+            || head_samples >= budget.max(100_000));
+    if due {
+        let (done, rx) = oneshot::channel();
+        tx.blocking_send(Job::Cut { done }).map_err(|_| "storage is closed".to_string())?;
+        rx.blocking_recv()
+            .map_err(|_| "storage is closed".to_string())?
+            .map_err(|e| e.to_string())?;
+    }
+    write_frozen(inner)?;
+    compact(inner, now)?;
+    retention(inner, now)?;
+    let since_s = ((now / 1000) as u32).saturating_sub(inner.opts.active_window.as_secs() as u32);
+    inner
+        .head
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .recount_active(since_s);
+    Ok(())
+}
+
+fn blocks_dir(inner: &Inner) -> std::path::PathBuf {
+    inner.dir.join("blocks")
+}
+
+/// Appends the series created since the last cut to `series.log` (before any block names them).
+fn persist_series(inner: &Inner) -> Result<(), String> {
+    let from = inner.persisted_series.load(Ordering::Relaxed) as u32;
+    let records: Vec<Vec<u8>> = {
+        let h = inner.head.read().unwrap_or_else(|e| e.into_inner());
+        let to = h.len() as u32;
+        let mut out = Vec::new();
+        for id in from..to {
+            if let Some(s) = h.get(id) {
+                let rec = SeriesRecord { id, labels: s.labels.clone() };
+                out.push(codec::encode_payload(&rec).map_err(|e| e.to_string())?);
+            }
+        }
+        out
+    };
+    if records.is_empty() {
+        return Ok(());
+    }
+    files::append_frames(&inner.dir.join("series.log"), &records).map_err(|e| format!("series.log: {e}"))?;
+    inner
+        .persisted_series
+        .store(u64::from(from) + records.len() as u64, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Writes every frozen set (oldest first) into a level-0 block, then moves the checkpoint
+/// past its WAL segments and deletes them.
+fn write_frozen(inner: &Inner) -> Result<(), String> {
+    loop {
+        let Some(f) = inner.frozen.read().unwrap_or_else(|e| e.into_inner()).first().cloned() else {
+            return Ok(());
+        };
+        persist_series(inner)?;
+        if !f.events.is_empty() {
+            let payload = codec::encode_payload(&f.events).map_err(|e| e.to_string())?;
+            files::append_frames(&inner.dir.join("events.log"), &[payload]).map_err(|e| format!("events.log: {e}"))?;
+        }
+        if !f.series.is_empty() {
+            let seq = inner.next_seq.fetch_add(1, Ordering::Relaxed);
+            let mut w = BlockWriter::create(&blocks_dir(inner), Kind::Raw, 0, seq).map_err(|e| e.to_string())?;
+            for (id, samples) in &f.series {
+                let (ts, vs): (Vec<i64>, Vec<f64>) = samples.iter().map(|s| (s.0, s.1)).unzip();
+                let (Some(first), Some(last)) = (ts.first(), ts.last()) else { continue };
+                w.add(*id, *first, *last, ts.len() as u32, &chunk::encode(&[&ts], &[&vs]))
+                    .map_err(|e| e.to_string())?;
+            }
+            if let Some(b) = w.finish().map_err(|e| e.to_string())? {
+                let mut blocks = inner.blocks.write().unwrap_or_else(|e| e.into_inner());
+                blocks.push(Arc::new(b));
+            }
+        }
+        inner
+            .frozen
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|x| !Arc::ptr_eq(x, &f));
+        let cp = Checkpoint {
+            wal_segment: f.wal_segment,
+            dedup: f.durable.clone(),
+        };
+        let payload = codec::encode_payload(&cp).map_err(|e| e.to_string())?;
+        files::write_atomic(&inner.dir.join("checkpoint"), &[payload]).map_err(|e| format!("checkpoint: {e}"))?;
+        let wal_dir = inner.dir.join("log");
+        for (n, path) in super::wal::list_segments(&wal_dir).map_err(|e| e.to_string())? {
+            if n < f.wal_segment {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        inner.counters.cuts.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn snapshot(inner: &Inner) -> Vec<Arc<Block>> {
+    inner.blocks.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// The windows of width `w` that `[min_t, max_t]` touches.
+fn windows_touched(min_t: i64, max_t: i64, w: i64) -> Vec<i64> {
+    let mut out = Vec::new();
+    let mut e = window_end(min_t, w);
+    while e < window_end(max_t, w) + w {
+        out.push(e);
+        e += w;
+        if out.len() > 100_000 {
+            break;
+        }
+    }
+    out
+}
+
+fn compact(inner: &Inner, now: i64) -> Result<(), String> {
+    let data_max = inner.max_t.load(Ordering::Relaxed) as i64;
+    let closed = data_max.min(now) - ms(inner.opts.ooo_window);
+    // Raw level 0 into 2-hour windows, or into an existing day block.
+    let blocks = snapshot(inner);
+    let l0: Vec<Arc<Block>> = blocks
+        .iter()
+        .filter(|b| b.kind == Kind::Raw && b.level == 0 && window_end(b.max_t, 2 * HOUR) <= closed)
+        .cloned()
+        .collect();
+    if !l0.is_empty() {
+        let days: HashSet<i64> = blocks
+            .iter()
+            .filter(|b| b.kind == Kind::Raw && b.level == 2)
+            .map(|b| window_end(b.max_t, DAY))
+            .collect();
+        let target = move |t: i64| {
+            let d = window_end(t, DAY);
+            if days.contains(&d) { (2u8, d) } else { (1u8, window_end(t, 2 * HOUR)) }
+        };
+        let mut targets = BTreeSet::new();
+        for b in &l0 {
+            for w in windows_touched(b.min_t, b.max_t, 2 * HOUR) {
+                targets.insert(target(w));
+            }
+        }
+        let mut inputs = l0.clone();
+        inputs.extend(blocks.iter().filter(|b| {
+            b.kind == Kind::Raw
+                && b.level >= 1
+                && targets.contains(&(b.level, window_end(b.max_t, window_of_level(b.level))))
+        }).cloned());
+        merge_write(inner, inputs, Kind::Raw, &target)?;
+    }
+    // Closed days: 2-hour blocks into day blocks; rollups likewise, then into 30 days.
+    for (kind, from, to) in [
+        (Kind::Raw, 1u8, 2u8),
+        (Kind::Rollup5m, 1, 2),
+        (Kind::Rollup1h, 1, 2),
+        (Kind::Rollup5m, 2, 3),
+        (Kind::Rollup1h, 2, 3),
+    ] {
+        let w = window_of_level(to);
+        let blocks = snapshot(inner);
+        let ready: BTreeSet<i64> = blocks
+            .iter()
+            .filter(|b| b.kind == kind && b.level == from && window_end(b.max_t, w) <= closed)
+            .map(|b| window_end(b.max_t, w))
+            .collect();
+        if ready.is_empty() {
+            continue;
+        }
+        let inputs: Vec<Arc<Block>> = blocks
+            .iter()
+            .filter(|b| {
+                b.kind == kind
+                    && (b.level == from || b.level == to)
+                    && ready.contains(&window_end(b.max_t, w))
+            })
+            .cloned()
+            .collect();
+        merge_write(inner, inputs, kind, &move |t| (to, window_end(t, w)))?;
+    }
+    Ok(())
+}
+
+type Writers = BTreeMap<(Kind, u8, i64), BlockWriter>;
+
+fn writer<'a>(inner: &Inner, ws: &'a mut Writers, key: (Kind, u8, i64)) -> Result<&'a mut BlockWriter, String> {
+    if !ws.contains_key(&key) {
+        let seq = inner.next_seq.fetch_add(1, Ordering::Relaxed);
+        let w = BlockWriter::create(&blocks_dir(inner), key.0, key.1, seq).map_err(|e| e.to_string())?;
+        ws.insert(key, w);
+    }
+    ws.get_mut(&key).ok_or_else(|| "writer vanished".to_string())
+}
+
+/// Merges `inputs` (all of one kind) series by series, splits the rows into the target
+/// windows, writes the blocks (and, for raw data, the rollups of each window), then swaps
+/// them in for the inputs.
+fn merge_write(
+    inner: &Inner,
+    mut inputs: Vec<Arc<Block>>,
+    kind: Kind,
+    target: &dyn Fn(i64) -> (u8, i64),
+) -> Result<(), String> {
+    inputs.sort_by_key(|b| b.seq);
+    let mut ids: Vec<u32> = inputs.iter().flat_map(|b| b.entries().iter().map(|e| e.series)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut ws = Writers::new();
+    for id in ids {
+        let mut raw_runs: Vec<Vec<Sample>> = Vec::new();
+        let mut bucket_runs: Vec<Vec<rollup::Bucket>> = Vec::new();
+        for b in &inputs {
+            let Some(e) = b.entry(id) else { continue };
+            let cols = match b.read_columns(e) {
+                Ok(c) => c,
+                Err(err) => {
+                    // A damaged input must not be merged away: move it aside and retry.
+                    inner.counters.corrupt_chunks.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %err, block = %b.path.display(), "block quarantined during compaction");
+                    super::quarantine(&inner.dir, &b.path);
+                    inner.blocks.write().unwrap_or_else(|e| e.into_inner()).retain(|x| !Arc::ptr_eq(x, b));
+                    for (_, w) in ws {
+                        let _ = w.finish().map(|b| b.map(|b| std::fs::remove_file(b.path)));
+                    }
+                    return Err(err.to_string());
+                }
+            };
+            if kind == Kind::Raw {
+                raw_runs.push(cols.ints[0].iter().zip(&cols.floats[0]).map(|(&t, &v)| Sample(t, v)).collect());
+            } else {
+                bucket_runs.push(rollup::from_columns(&cols).map_err(|e| e.to_string())?);
+            }
+        }
+        if kind == Kind::Raw {
+            let rows = merge_runs(raw_runs);
+            for (i, j) in groups(&rows, |s| target(s.0)) {
+                let part = &rows[i..j];
+                let (level, end) = target(part[0].0);
+                let (ts, vs): (Vec<i64>, Vec<f64>) = part.iter().map(|s| (s.0, s.1)).unzip();
+                writer(inner, &mut ws, (Kind::Raw, level, end))?
+                    .add(id, ts[0], ts[ts.len() - 1], ts.len() as u32, &chunk::encode(&[&ts], &[&vs]))
+                    .map_err(|e| e.to_string())?;
+                for rk in [Kind::Rollup5m, Kind::Rollup1h] {
+                    let bk = rollup::buckets(part, rk.resolution_ms().unwrap_or(HOUR));
+                    if let (Some(f), Some(l)) = (bk.first(), bk.last()) {
+                        let (lo, hi) = (f.end, l.end);
+                        writer(inner, &mut ws, (rk, level, end))?
+                            .add(id, lo, hi, bk.len() as u32, &rollup::encode(&bk))
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+            }
+        } else {
+            let rows = merge_buckets(bucket_runs);
+            for (i, j) in groups(&rows, |b| target(b.end)) {
+                let part = &rows[i..j];
+                let (level, end) = target(part[0].end);
+                writer(inner, &mut ws, (kind, level, end))?
+                    .add(id, part[0].end, part[part.len() - 1].end, part.len() as u32, &rollup::encode(part))
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    let mut made = Vec::new();
+    for (_, w) in ws {
+        if let Some(b) = w.finish().map_err(|e| e.to_string())? {
+            made.push(Arc::new(b));
+        }
+    }
+    {
+        let mut blocks = inner.blocks.write().unwrap_or_else(|e| e.into_inner());
+        blocks.retain(|b| !inputs.iter().any(|i| Arc::ptr_eq(i, b)));
+        blocks.extend(made);
+        blocks.sort_by_key(|b| b.seq);
+    }
+    for b in &inputs {
+        let _ = std::fs::remove_file(&b.path);
+    }
+    inner.counters.compactions.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Runs of consecutive rows with the same key, as index ranges.
+fn groups<T, K: PartialEq>(rows: &[T], key: impl Fn(&T) -> K) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=rows.len() {
+        if i == rows.len() || key(&rows[i]) != key(&rows[start]) {
+            if i > start {
+                out.push((start, i));
+            }
+            start = i;
+        }
+    }
+    out
+}
+
+fn retention(inner: &Inner, now: i64) -> Result<(), String> {
+    let raw_before = now.saturating_sub(ms(inner.opts.retention));
+    let rollup_before = now.saturating_sub(ms(inner.opts.rollup_retention));
+    let expired: Vec<Arc<Block>> = snapshot(inner)
+        .into_iter()
+        .filter(|b| {
+            // Only compacted blocks expire: a level-0 block waits for its window to close.
+            b.level > 0 && b.max_t < if b.kind == Kind::Raw { raw_before } else { rollup_before }
+        })
+        .collect();
+    if expired.is_empty() {
+        return Ok(());
+    }
+    inner
+        .blocks
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|b| !expired.iter().any(|x| Arc::ptr_eq(x, b)));
+    for b in &expired {
+        tracing::info!(block = %b.path.display(), kind = b.kind.name(), max_t = b.max_t, "block expired");
+        std::fs::remove_file(&b.path).map_err(|e| format!("{}: {e}", b.path.display()))?;
+        inner.counters.expired_blocks.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
+}
