@@ -5,8 +5,8 @@
 
 use std::time::Instant;
 
-use telltale_aggregator::tsdb::Tsdb;
 use telltale_aggregator::storage::{AppendData, AppendRequest, Origin, Storage};
+use telltale_aggregator::tsdb::Tsdb;
 use telltale_common::codec;
 use telltale_common::model::{Labels, Sample, SeriesSamples};
 use telltale_common::wire::{Batch, ClientMessage, ClientMessageHead};

@@ -144,15 +144,29 @@ impl Config {
             rollup_retention: st.rollup_retention.unwrap_or(d.rollup_retention),
             ooo_window: st.out_of_order_window.unwrap_or(d.ooo_window),
             head_max_age: st.head_max_age.unwrap_or(d.head_max_age),
-            head_samples_per_series: st.head_samples_per_series.unwrap_or(d.head_samples_per_series),
+            head_samples_per_series: st
+                .head_samples_per_series
+                .unwrap_or(d.head_samples_per_series),
             max_series_per_agent: st.max_series_per_agent.unwrap_or(d.max_series_per_agent),
             max_series: st.max_series.unwrap_or(d.max_series),
             ..d
         };
         for (key, v, min) in [
-            ("storage.retention", storage.retention, Duration::from_secs(3600)),
-            ("storage.rollup_retention", storage.rollup_retention, Duration::from_secs(3600)),
-            ("storage.head_max_age", storage.head_max_age, Duration::from_secs(1)),
+            (
+                "storage.retention",
+                storage.retention,
+                Duration::from_secs(3600),
+            ),
+            (
+                "storage.rollup_retention",
+                storage.rollup_retention,
+                Duration::from_secs(3600),
+            ),
+            (
+                "storage.head_max_age",
+                storage.head_max_age,
+                Duration::from_secs(1),
+            ),
         ] {
             if v < min {
                 return Err(ConfigError::invalid(
@@ -163,7 +177,11 @@ impl Config {
             }
         }
         if storage.head_samples_per_series == 0 {
-            return Err(ConfigError::invalid(where_, "storage.head_samples_per_series", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                where_,
+                "storage.head_samples_per_series",
+                "must be at least 1",
+            ));
         }
         Ok(Config {
             storage,

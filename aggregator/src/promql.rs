@@ -209,8 +209,8 @@ pub fn selector_matchers(s: &str) -> Result<Vec<Matcher>, QueryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tsdb::Tsdb;
     use crate::storage::{AppendData, AppendRequest};
+    use crate::tsdb::Tsdb;
     use telltale_common::model::{STALE_NAN_BITS, SeriesSamples};
 
     async fn engine(series: Vec<SeriesSamples>) -> (Engine, tempfile::TempDir) {

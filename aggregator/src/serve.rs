@@ -12,10 +12,10 @@ use crate::agents::Registry;
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::ingest::Ingest;
-use crate::tsdb::Tsdb;
 use crate::promql::Engine;
 use crate::selfmetrics::SelfMetrics;
 use crate::storage::{AGENT_JOB, Matcher, Storage};
+use crate::tsdb::Tsdb;
 
 /// A running aggregator, as tests and the demo need it.
 pub struct Running {

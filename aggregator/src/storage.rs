@@ -180,7 +180,13 @@ pub trait Storage: Send + Sync + 'static {
     }
 
     /// Values of label `name` among the matching series with samples in the range, sorted.
-    fn label_values(&self, name: &str, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Vec<String> {
+    fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Vec<String> {
         label_values_of(&self.series(matchers, start_ms, end_ms), name)
     }
 
@@ -231,7 +237,8 @@ pub fn rollup_from_raw<S: Storage + ?Sized>(
     let mut rows = 0;
     let mut out = Vec::with_capacity(data.len());
     for d in data {
-        let buckets = crate::tsdb::rollup::buckets(&d.samples, resolution_ms);
+        let mut buckets = crate::tsdb::rollup::buckets(&d.samples, resolution_ms);
+        buckets.retain(|b| b.end >= start_ms && b.end <= end_ms);
         rows += buckets.len();
         if rows > max_rows {
             return Err(StorageError::TooManySamples { limit: max_rows });

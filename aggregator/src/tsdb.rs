@@ -249,9 +249,9 @@ pub fn merge_runs(mut runs: Vec<Vec<Sample>>) -> Vec<Sample> {
     if runs.len() <= 1 {
         return runs.pop().unwrap_or_default();
     }
-    let ordered = runs.windows(2).all(|w| {
-        w[0].last().map(|s| s.0) < w[1].first().map(|s| s.0)
-    });
+    let ordered = runs
+        .windows(2)
+        .all(|w| w[0].last().map(|s| s.0) < w[1].first().map(|s| s.0));
     let mut all: Vec<(i64, usize, f64)> = Vec::new();
     if ordered {
         return runs.concat();
@@ -294,7 +294,11 @@ impl Tsdb {
         let series_path = data_dir.join("series.log");
         let frames = files::read_frames(&series_path).map_err(|e| open_err(data_dir, e))?;
         if frames.torn > 0 || frames.corrupt > 0 {
-            tracing::warn!(torn = frames.torn, corrupt = frames.corrupt, "series.log damaged: the intact records are used");
+            tracing::warn!(
+                torn = frames.torn,
+                corrupt = frames.corrupt,
+                "series.log damaged: the intact records are used"
+            );
             files::cut_tail(&series_path, &frames).map_err(|e| open_err(data_dir, e))?;
         }
         for p in &frames.payloads {
@@ -304,7 +308,11 @@ impl Tsdb {
                     head.create(r.labels, hash, NO_OWNER, 0);
                 }
                 Ok(r) => {
-                    tracing::error!(id = r.id, expected = head.len(), "series.log out of order: later series records are ignored");
+                    tracing::error!(
+                        id = r.id,
+                        expected = head.len(),
+                        "series.log out of order: later series records are ignored"
+                    );
                     break;
                 }
                 Err(e) => {
@@ -353,7 +361,8 @@ impl Tsdb {
         }
         blocks.sort_by_key(|b| b.seq);
         // Checkpoint: WAL segments below it are in blocks.
-        let cp_frames = files::read_frames(&data_dir.join("checkpoint")).map_err(|e| open_err(data_dir, e))?;
+        let cp_frames =
+            files::read_frames(&data_dir.join("checkpoint")).map_err(|e| open_err(data_dir, e))?;
         let cp: Checkpoint = cp_frames
             .payloads
             .first()
@@ -393,8 +402,13 @@ impl Tsdb {
         head.push_events(events);
         let now_s = (now_ms() / 1000) as u32;
         head.recount_active(now_s.saturating_sub(opts.active_window.as_secs() as u32));
-        let next_segment = segs.last().map(|(n, _)| n + 1).unwrap_or(1).max(cp.wal_segment);
-        let writer = Writer::create(wal_dir.clone(), next_segment).map_err(|e| open_err(&wal_dir, e))?;
+        let next_segment = segs
+            .last()
+            .map(|(n, _)| n + 1)
+            .unwrap_or(1)
+            .max(cp.wal_segment);
+        let writer =
+            Writer::create(wal_dir.clone(), next_segment).map_err(|e| open_err(&wal_dir, e))?;
         let head_samples = head.head_samples;
         let inner = Arc::new(Inner {
             dir: data_dir.to_path_buf(),
@@ -425,7 +439,8 @@ impl Tsdb {
             stop,
             recovery: report,
         };
-        tsdb.spawn_maintenance().map_err(|e| open_err(data_dir, e))?;
+        tsdb.spawn_maintenance()
+            .map_err(|e| open_err(data_dir, e))?;
         Ok(tsdb)
     }
 
@@ -542,10 +557,16 @@ impl Tsdb {
             drop(h);
             let c = &self.inner.counters;
             if refused_agent + refused_total > 0 {
-                c.series_refused_agent.fetch_add(refused_agent, Ordering::Relaxed);
-                c.series_refused_total.fetch_add(refused_total, Ordering::Relaxed);
-                tracing::warn!(agent = agent.unwrap_or("-"), refused_agent, refused_total,
-                    "new series refused: active-series cap reached (existing series keep flowing)");
+                c.series_refused_agent
+                    .fetch_add(refused_agent, Ordering::Relaxed);
+                c.series_refused_total
+                    .fetch_add(refused_total, Ordering::Relaxed);
+                tracing::warn!(
+                    agent = agent.unwrap_or("-"),
+                    refused_agent,
+                    refused_total,
+                    "new series refused: active-series cap reached (existing series keep flowing)"
+                );
             }
         }
         let mut points = Vec::with_capacity(prepared.iter().map(|(_, s)| s.len()).sum());
@@ -637,7 +658,8 @@ impl Tsdb {
         end: i64,
         max_samples: usize,
         kind: Kind,
-    ) -> Result<Vec<(Labels, Vec<Vec<Sample>>, Vec<(Arc<Block>, block::Entry)>)>, StorageError> {
+    ) -> Result<Vec<(Labels, Vec<Vec<Sample>>, Vec<(Arc<Block>, block::Entry)>)>, StorageError>
+    {
         // 1. the head (under its lock, copying only the range), 2. frozen sets, 3. blocks.
         let mut out: Vec<(u32, Labels, Vec<Vec<Sample>>)> = Vec::new();
         let mut total = 0usize;
@@ -660,7 +682,12 @@ impl Tsdb {
             }
         }
         if kind == Kind::Raw {
-            let frozen = self.inner.frozen.read().unwrap_or_else(|e| e.into_inner()).clone();
+            let frozen = self
+                .inner
+                .frozen
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
             for (id, _, runs) in &mut out {
                 for f in &frozen {
                     if let Some(s) = f.get(*id) {
@@ -700,7 +727,10 @@ impl Tsdb {
     }
 
     fn note_corrupt(&self, e: &block::BlockError) {
-        self.inner.counters.corrupt_chunks.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .counters
+            .corrupt_chunks
+            .fetch_add(1, Ordering::Relaxed);
         tracing::error!(error = %e, "chunk skipped");
     }
 }
@@ -757,10 +787,17 @@ fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Job>, inner: Arc<Inner>) {
                 buf.extend_from_slice(framed);
             }
         }
-        let res = if buf.is_empty() { Ok(()) } else { w.write_group(&buf) };
+        let res = if buf.is_empty() {
+            Ok(())
+        } else {
+            w.write_group(&buf)
+        };
         match res {
             Ok(()) => {
-                inner.counters.wal_bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                inner
+                    .counters
+                    .wal_bytes
+                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
                 let now = now_ms();
                 let limits = AppendLimits {
                     ooo_window_ms: ms(inner.opts.ooo_window),
@@ -773,11 +810,21 @@ fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Job>, inner: Arc<Inner>) {
                 {
                     let mut h = inner.head.write().unwrap_or_else(|e| e.into_inner());
                     let mut durable = inner.durable.lock().unwrap_or_else(|e| e.into_inner());
-                    let mut pending = inner.pending_events.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut pending = inner
+                        .pending_events
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
                     let mut max_t = i64::MIN;
                     for j in jobs {
                         match j {
-                            Job::Write { points, events, origin, limits: lim, done, .. } => {
+                            Job::Write {
+                                points,
+                                events,
+                                origin,
+                                limits: lim,
+                                done,
+                                ..
+                            } => {
                                 for p in &points {
                                     max_t = max_t.max(p.1.0);
                                 }
@@ -795,26 +842,43 @@ fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Job>, inner: Arc<Inner>) {
                         }
                     }
                     if max_t > i64::MIN {
-                        inner.max_t.fetch_max(max_t.max(0) as u64, Ordering::Relaxed);
-                        let _ = inner.head_since_ms.compare_exchange(0, now as u64, Ordering::Relaxed, Ordering::Relaxed);
+                        inner
+                            .max_t
+                            .fetch_max(max_t.max(0) as u64, Ordering::Relaxed);
+                        let _ = inner.head_since_ms.compare_exchange(
+                            0,
+                            now as u64,
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        );
                     }
                     if let Some(done) = cut {
                         // Everything before the new segment is in this head: move it out.
-                        let r = w.roll().map_err(|e| StorageError::Write(e.to_string())).map(|()| {
-                            let frozen = Arc::new(Frozen {
-                                series: h.take_samples(),
-                                wal_segment: w.segment(),
-                                durable: durable.to_list(),
-                                events: std::mem::take(&mut *pending),
+                        let r = w
+                            .roll()
+                            .map_err(|e| StorageError::Write(e.to_string()))
+                            .map(|()| {
+                                let frozen = Arc::new(Frozen {
+                                    series: h.take_samples(),
+                                    wal_segment: w.segment(),
+                                    durable: durable.to_list(),
+                                    events: std::mem::take(&mut *pending),
+                                });
+                                inner
+                                    .frozen
+                                    .write()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .push(frozen);
+                                inner.head_since_ms.store(0, Ordering::Relaxed);
                             });
-                            inner.frozen.write().unwrap_or_else(|e| e.into_inner()).push(frozen);
-                            inner.head_since_ms.store(0, Ordering::Relaxed);
-                        });
                         let _ = done.send(r);
                     }
                 }
                 if too_old > 0 {
-                    inner.counters.refused_too_old.fetch_add(too_old as u64, Ordering::Relaxed);
+                    inner
+                        .counters
+                        .refused_too_old
+                        .fetch_add(too_old as u64, Ordering::Relaxed);
                 }
                 for (done, r) in answers {
                     let _ = done.send(r);
@@ -897,7 +961,16 @@ impl Storage for Tsdb {
         let kind = match resolution_ms {
             300_000 => Kind::Rollup5m,
             3_600_000 => Kind::Rollup1h,
-            _ => return crate::storage::rollup_from_raw(self, matchers, start_ms, end_ms, resolution_ms, max_rows),
+            _ => {
+                return crate::storage::rollup_from_raw(
+                    self,
+                    matchers,
+                    start_ms,
+                    end_ms,
+                    resolution_ms,
+                    max_rows,
+                );
+            }
         };
         // Rollup blocks cover whole compacted windows up to `covered`; later buckets are
         // computed from the raw samples.
@@ -911,10 +984,13 @@ impl Storage for Tsdb {
             .map(|b| rollup::window_end(b.max_t, compact::window_of_level(b.level)))
             .max()
             .unwrap_or(i64::MIN);
-        let mut by_labels: std::collections::HashMap<Labels, Vec<rollup::Bucket>> = Default::default();
+        let mut by_labels: std::collections::HashMap<Labels, Vec<rollup::Bucket>> =
+            Default::default();
         let mut rows = 0usize;
         if covered >= start_ms {
-            for (labels, _, refs) in self.read_series(matchers, start_ms, covered.min(end_ms), max_rows, kind)? {
+            for (labels, _, refs) in
+                self.read_series(matchers, start_ms, covered.min(end_ms), max_rows, kind)?
+            {
                 let mut runs: Vec<Vec<rollup::Bucket>> = Vec::new();
                 for (b, e) in refs {
                     match b.read_columns(&e).and_then(|c| {
@@ -923,7 +999,11 @@ impl Storage for Tsdb {
                             message: err.to_string(),
                         })
                     }) {
-                        Ok(bk) => runs.push(bk.into_iter().filter(|x| x.end >= start_ms && x.end <= end_ms.min(covered)).collect()),
+                        Ok(bk) => runs.push(
+                            bk.into_iter()
+                                .filter(|x| x.end >= start_ms && x.end <= end_ms.min(covered))
+                                .collect(),
+                        ),
                         Err(err) => self.note_corrupt(&err),
                     }
                 }
@@ -938,8 +1018,19 @@ impl Storage for Tsdb {
             }
         }
         if end_ms > covered {
-            let from = if covered == i64::MIN { start_ms } else { (covered + 1).max(start_ms) };
-            for r in crate::storage::rollup_from_raw(self, matchers, from, end_ms, resolution_ms, max_rows.saturating_sub(rows))? {
+            let from = if covered == i64::MIN {
+                start_ms
+            } else {
+                (covered + 1).max(start_ms)
+            };
+            for r in crate::storage::rollup_from_raw(
+                self,
+                matchers,
+                from,
+                end_ms,
+                resolution_ms,
+                max_rows.saturating_sub(rows),
+            )? {
                 by_labels.entry(r.labels).or_default().extend(r.buckets);
             }
         }
@@ -967,7 +1058,13 @@ impl Storage for Tsdb {
         crate::storage::label_names_of(&self.series(matchers, start_ms, end_ms))
     }
 
-    fn label_values(&self, name: &str, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Vec<String> {
+    fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Vec<String> {
         if matchers.is_empty() && start_ms == i64::MIN && end_ms == i64::MAX {
             let mut v: Vec<String> = self
                 .read_head()
@@ -985,8 +1082,16 @@ impl Storage for Tsdb {
         let h = self.read_head();
         let blocks = self.inner.blocks.read().unwrap_or_else(|e| e.into_inner());
         let frozen = self.inner.frozen.read().unwrap_or_else(|e| e.into_inner());
-        let in_blocks: u64 = blocks.iter().filter(|b| b.kind == Kind::Raw).map(|b| b.rows).sum();
-        let in_frozen: u64 = frozen.iter().flat_map(|f| &f.series).map(|s| s.1.len() as u64).sum();
+        let in_blocks: u64 = blocks
+            .iter()
+            .filter(|b| b.kind == Kind::Raw)
+            .map(|b| b.rows)
+            .sum();
+        let in_frozen: u64 = frozen
+            .iter()
+            .flat_map(|f| &f.series)
+            .map(|s| s.1.len() as u64)
+            .sum();
         StorageStats {
             series: h.len() as u64,
             samples: h.head_samples + in_blocks + in_frozen,
@@ -1013,37 +1118,101 @@ impl Storage for Tsdb {
                 let _ = writeln!(out, "{name}{labels} {v}");
             }
         };
-        family(n::AGG_SERIES_REFUSED, "counter", "New series refused by the active-series caps.", &[
-            ("{reason=\"agent_limit\"}".into(), l(&c.series_refused_agent)),
-            ("{reason=\"total_limit\"}".into(), l(&c.series_refused_total)),
-        ]);
-        family(n::AGG_SAMPLES_REFUSED, "counter", "Samples refused: behind their series' out-of-order window, or older than retention.", &[
-            ("{reason=\"too_old\"}".into(), l(&c.refused_too_old)),
-        ]);
+        family(
+            n::AGG_SERIES_REFUSED,
+            "counter",
+            "New series refused by the active-series caps.",
+            &[
+                (
+                    "{reason=\"agent_limit\"}".into(),
+                    l(&c.series_refused_agent),
+                ),
+                (
+                    "{reason=\"total_limit\"}".into(),
+                    l(&c.series_refused_total),
+                ),
+            ],
+        );
+        family(
+            n::AGG_SAMPLES_REFUSED,
+            "counter",
+            "Samples refused: behind their series' out-of-order window, or older than retention.",
+            &[("{reason=\"too_old\"}".into(), l(&c.refused_too_old))],
+        );
         let (active, head) = {
             let h = self.read_head();
             (h.active_total, h.head_samples)
         };
-        family(n::AGG_ACTIVE_SERIES, "gauge", "Series written within the active window.", &[(String::new(), active)]);
-        family(n::AGG_HEAD_SAMPLES, "gauge", "Samples in the head, not yet in a block.", &[(String::new(), head)]);
+        family(
+            n::AGG_ACTIVE_SERIES,
+            "gauge",
+            "Series written within the active window.",
+            &[(String::new(), active)],
+        );
+        family(
+            n::AGG_HEAD_SAMPLES,
+            "gauge",
+            "Samples in the head, not yet in a block.",
+            &[(String::new(), head)],
+        );
         let mut per: std::collections::BTreeMap<(&str, u8), u64> = Default::default();
         let mut bytes: std::collections::BTreeMap<&str, u64> = Default::default();
         for (k, lvl, _, b) in self.block_summary() {
             *per.entry((k.name(), lvl)).or_default() += 1;
             *bytes.entry(k.name()).or_default() += b;
         }
-        let rows: Vec<(String, u64)> = per.into_iter().map(|((k, lvl), v)| (format!("{{kind=\"{k}\",level=\"{lvl}\"}}"), v)).collect();
-        family(n::AGG_BLOCKS, "gauge", "Storage blocks by kind and level.", &rows);
-        let rows: Vec<(String, u64)> = bytes.into_iter().map(|(k, v)| (format!("{{kind=\"{k}\"}}"), v)).collect();
-        family(n::AGG_BLOCK_BYTES, "gauge", "Bytes of storage blocks by kind.", &rows);
+        let rows: Vec<(String, u64)> = per
+            .into_iter()
+            .map(|((k, lvl), v)| (format!("{{kind=\"{k}\",level=\"{lvl}\"}}"), v))
+            .collect();
+        family(
+            n::AGG_BLOCKS,
+            "gauge",
+            "Storage blocks by kind and level.",
+            &rows,
+        );
+        let rows: Vec<(String, u64)> = bytes
+            .into_iter()
+            .map(|(k, v)| (format!("{{kind=\"{k}\"}}"), v))
+            .collect();
+        family(
+            n::AGG_BLOCK_BYTES,
+            "gauge",
+            "Bytes of storage blocks by kind.",
+            &rows,
+        );
         for (name, help, v) in [
-            (n::AGG_CORRUPT_CHUNKS, "Chunks that failed their checksum or did not decode when read.", l(&c.corrupt_chunks)),
-            (n::AGG_QUARANTINED_BLOCKS, "Blocks moved to quarantine at start-up.", self.recovery.quarantined),
-            (n::AGG_WAL_BYTES, "Bytes written to the WAL.", l(&c.wal_bytes)),
-            (n::AGG_HEAD_CUTS, "Head cuts into level-0 blocks.", l(&c.cuts)),
+            (
+                n::AGG_CORRUPT_CHUNKS,
+                "Chunks that failed their checksum or did not decode when read.",
+                l(&c.corrupt_chunks),
+            ),
+            (
+                n::AGG_QUARANTINED_BLOCKS,
+                "Blocks moved to quarantine at start-up.",
+                self.recovery.quarantined,
+            ),
+            (
+                n::AGG_WAL_BYTES,
+                "Bytes written to the WAL.",
+                l(&c.wal_bytes),
+            ),
+            (
+                n::AGG_HEAD_CUTS,
+                "Head cuts into level-0 blocks.",
+                l(&c.cuts),
+            ),
             (n::AGG_COMPACTIONS, "Compactions.", l(&c.compactions)),
-            (n::AGG_EXPIRED_BLOCKS, "Blocks deleted by retention.", l(&c.expired_blocks)),
-            (n::AGG_MAINTENANCE_ERRORS, "Storage maintenance rounds that failed.", l(&c.maintenance_errors)),
+            (
+                n::AGG_EXPIRED_BLOCKS,
+                "Blocks deleted by retention.",
+                l(&c.expired_blocks),
+            ),
+            (
+                n::AGG_MAINTENANCE_ERRORS,
+                "Storage maintenance rounds that failed.",
+                l(&c.maintenance_errors),
+            ),
         ] {
             family(name, "counter", help, &[(String::new(), v)]);
         }
@@ -1067,3 +1236,6 @@ fn merge_buckets(runs: Vec<Vec<rollup::Bucket>>) -> Vec<rollup::Bucket> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

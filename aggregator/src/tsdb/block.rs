@@ -52,7 +52,9 @@ impl Kind {
     pub fn shape(self) -> (u8, u8) {
         match self {
             Kind::Raw => (1, 1),
-            Kind::Rollup5m | Kind::Rollup1h => (crate::tsdb::rollup::INTS, crate::tsdb::rollup::FLOATS),
+            Kind::Rollup5m | Kind::Rollup1h => {
+                (crate::tsdb::rollup::INTS, crate::tsdb::rollup::FLOATS)
+            }
         }
     }
 
@@ -207,13 +209,16 @@ impl Block {
             return Err(corrupt(path, "bad trailer (the file was cut short)"));
         }
         let idx_off = u64::from_le_bytes(foot[0..8].try_into().unwrap_or_default());
-        let idx_len = u64::from(u32::from_le_bytes(foot[8..12].try_into().unwrap_or_default()));
+        let idx_len = u64::from(u32::from_le_bytes(
+            foot[8..12].try_into().unwrap_or_default(),
+        ));
         let idx_crc = u32::from_le_bytes(foot[12..16].try_into().unwrap_or_default());
         if idx_len > MAX_INDEX || idx_off.checked_add(idx_len) != Some(bytes - FOOTER as u64) {
             return Err(corrupt(path, "index offset and length do not fit the file"));
         }
         let mut idx = vec![0u8; idx_len as usize];
-        file.read_exact_at(&mut idx, idx_off).map_err(io_err(path))?;
+        file.read_exact_at(&mut idx, idx_off)
+            .map_err(io_err(path))?;
         if crc32fast::hash(&idx) != idx_crc {
             return Err(corrupt(path, "index checksum mismatch"));
         }
@@ -223,7 +228,10 @@ impl Block {
         let mut last = None;
         for e in &index.entries {
             if e.off < MAGIC.len() as u64 || e.off.saturating_add(u64::from(e.len)) > idx_off {
-                return Err(corrupt(path, format!("chunk of series {} lies outside the chunk area", e.series)));
+                return Err(corrupt(
+                    path,
+                    format!("chunk of series {} lies outside the chunk area", e.series),
+                ));
             }
             if last.is_some_and(|l| l >= e.series) {
                 return Err(corrupt(path, "index entries are not sorted by series"));
@@ -279,7 +287,10 @@ impl Block {
             self.damaged.store(true, Ordering::Relaxed);
             return Err(corrupt(
                 &self.path,
-                format!("chunk of series {} at offset {}: checksum mismatch", e.series, e.off),
+                format!(
+                    "chunk of series {} at offset {}: checksum mismatch",
+                    e.series, e.off
+                ),
             ));
         }
         Ok(buf)
@@ -332,7 +343,14 @@ impl BlockWriter {
     }
 
     /// Adds a series' chunk; series must come in increasing id order.
-    pub fn add(&mut self, series: u32, min_t: i64, max_t: i64, rows: u32, chunk: &[u8]) -> Result<(), BlockError> {
+    pub fn add(
+        &mut self,
+        series: u32,
+        min_t: i64,
+        max_t: i64,
+        rows: u32,
+        chunk: &[u8],
+    ) -> Result<(), BlockError> {
         debug_assert!(self.index.entries.last().is_none_or(|e| e.series < series));
         self.out.write_all(chunk).map_err(io_err(&self.tmp))?;
         self.index.entries.push(IndexEntry {
@@ -371,19 +389,18 @@ impl BlockWriter {
         foot.extend_from_slice(TRAILER);
         self.out.write_all(&idx).map_err(io_err(&self.tmp))?;
         self.out.write_all(&foot).map_err(io_err(&self.tmp))?;
-        let file = self
-            .out
-            .into_inner()
-            .map_err(|e| BlockError::Io {
-                path: self.tmp.display().to_string(),
-                source: e.into_error(),
-            })?;
+        let file = self.out.into_inner().map_err(|e| BlockError::Io {
+            path: self.tmp.display().to_string(),
+            source: e.into_error(),
+        })?;
         file.sync_all().map_err(io_err(&self.tmp))?;
         drop(file);
         let dest = self.tmp.with_extension("");
         fs::rename(&self.tmp, &dest).map_err(io_err(&dest))?;
         if let Some(dir) = dest.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(dir))?;
         }
         Block::open(&dest).map(|(b, _)| Some(b))
     }
@@ -399,7 +416,8 @@ mod tests {
         for s in [1u32, 5, 9] {
             let ts: Vec<i64> = (0..50).map(|i| i * 10_000).collect();
             let vs: Vec<f64> = (0..50).map(|i| (i * s as i64) as f64).collect();
-            w.add(s, 0, 490_000, 50, &chunk::encode(&[&ts], &[&vs])).unwrap();
+            w.add(s, 0, 490_000, 50, &chunk::encode(&[&ts], &[&vs]))
+                .unwrap();
         }
         w.finish().unwrap().unwrap().path
     }
@@ -410,7 +428,10 @@ mod tests {
         let path = write(dir.path());
         assert_eq!(path.file_name().unwrap(), "0000000000000007.blk");
         let (b, idx) = Block::open(&path).unwrap();
-        assert_eq!((b.kind, b.level, b.seq, b.rows, b.min_t, b.max_t), (Kind::Raw, 0, 7, 150, 0, 490_000));
+        assert_eq!(
+            (b.kind, b.level, b.seq, b.rows, b.min_t, b.max_t),
+            (Kind::Raw, 0, 7, 150, 0, 490_000)
+        );
         assert_eq!(idx.len(), 3);
         assert!(b.entry(4).is_none());
         let c = b.read_columns(b.entry(5).unwrap()).unwrap();
@@ -428,7 +449,12 @@ mod tests {
         fs::write(&path, &bad).unwrap();
         let (b, _) = Block::open(&path).unwrap();
         let e = *b.entry(1).unwrap();
-        assert!(b.read_columns(&e).unwrap_err().to_string().contains("checksum mismatch"));
+        assert!(
+            b.read_columns(&e)
+                .unwrap_err()
+                .to_string()
+                .contains("checksum mismatch")
+        );
         assert!(b.damaged.load(Ordering::Relaxed));
         // Every cut and every flipped byte in the index or footer is an error at open.
         for cut in [0, 5, good.len() / 2, good.len() - 1] {

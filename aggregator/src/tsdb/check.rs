@@ -41,7 +41,11 @@ pub fn check(dir: &Path) -> std::io::Result<CheckReport> {
                     match b.read_chunk(e) {
                         Ok(bytes) => {
                             if let Err(err) = chunk::decode(&bytes, ni, nf) {
-                                r.problems.push(format!("{}: chunk of series {}: {err}", path.display(), e.series));
+                                r.problems.push(format!(
+                                    "{}: chunk of series {}: {err}",
+                                    path.display(),
+                                    e.series
+                                ));
                             }
                         }
                         Err(err) => r.problems.push(err.to_string()),
@@ -77,7 +81,11 @@ pub fn check(dir: &Path) -> std::io::Result<CheckReport> {
             off = end;
         }
         if off < data.len() {
-            r.problems.push(format!("{}: torn tail of {} bytes (start-up truncates it)", path.display(), data.len() - off));
+            r.problems.push(format!(
+                "{}: torn tail of {} bytes (start-up truncates it)",
+                path.display(),
+                data.len() - off
+            ));
         }
     }
     for name in ["series.log", "events.log", "checkpoint"] {
@@ -86,10 +94,12 @@ pub fn check(dir: &Path) -> std::io::Result<CheckReport> {
             r.series = f.payloads.len() as u64;
         }
         if f.corrupt > 0 {
-            r.problems.push(format!("{name}: {} records fail their checksum", f.corrupt));
+            r.problems
+                .push(format!("{name}: {} records fail their checksum", f.corrupt));
         }
         if f.torn > 0 {
-            r.problems.push(format!("{name}: torn tail of {} bytes", f.torn));
+            r.problems
+                .push(format!("{name}: torn tail of {} bytes", f.torn));
         }
         for p in &f.payloads {
             if codec::decode_borrowed::<serde::de::IgnoredAny>(p).is_err() {
@@ -152,15 +162,35 @@ pub fn stats(dir: &Path) -> std::io::Result<String> {
     let total = du(dir);
     let mut out = String::new();
     let _ = writeln!(out, "data directory   {}", dir.display());
-    let _ = writeln!(out, "series           {series} (in series.log; the WAL may hold newer ones)");
+    let _ = writeln!(
+        out,
+        "series           {series} (in series.log; the WAL may hold newer ones)"
+    );
     let _ = writeln!(out, "samples          {raw_rows} in blocks");
     let _ = writeln!(out, "bytes on disk    {total} (WAL {wal})");
     if raw_rows > 0 {
-        let _ = writeln!(out, "bytes/sample     {:.3} raw blocks, {:.3} whole directory", raw_bytes as f64 / raw_rows as f64, total as f64 / raw_rows as f64);
+        let _ = writeln!(
+            out,
+            "bytes/sample     {:.3} raw blocks, {:.3} whole directory",
+            raw_bytes as f64 / raw_rows as f64,
+            total as f64 / raw_rows as f64
+        );
     }
-    let _ = writeln!(out, "\nkind  level  blocks        rows          bytes  bytes/row");
+    let _ = writeln!(
+        out,
+        "\nkind  level  blocks        rows          bytes  bytes/row"
+    );
     for ((k, l), (n, rows, bytes)) in per {
-        let _ = writeln!(out, "{:<5} {:>5} {:>7} {:>11} {:>14} {:>10.3}", k.name(), l, n, rows, bytes, bytes as f64 / rows.max(1) as f64);
+        let _ = writeln!(
+            out,
+            "{:<5} {:>5} {:>7} {:>11} {:>14} {:>10.3}",
+            k.name(),
+            l,
+            n,
+            rows,
+            bytes,
+            bytes as f64 / rows.max(1) as f64
+        );
     }
     Ok(out)
 }

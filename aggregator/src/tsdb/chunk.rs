@@ -38,7 +38,9 @@ pub enum ChunkError {
     #[error("unknown chunk version {0}")]
     Version(u8),
     /// The chunk has another shape than the caller expects.
-    #[error("chunk has {ints} integer and {floats} float columns, expected {want_ints} and {want_floats}")]
+    #[error(
+        "chunk has {ints} integer and {floats} float columns, expected {want_ints} and {want_floats}"
+    )]
     Shape {
         /// Integer columns found.
         ints: u8,
@@ -244,6 +246,9 @@ mod tests {
         let mut v = b.clone();
         v[0] = 9;
         assert_eq!(decode(&v, 1, 1), Err(ChunkError::Version(9)));
-        assert!(matches!(decode(&b[..b.len() - 1], 1, 1), Err(ChunkError::Truncated(_))));
+        assert!(matches!(
+            decode(&b[..b.len() - 1], 1, 1),
+            Err(ChunkError::Truncated(_))
+        ));
     }
 }

@@ -10,8 +10,7 @@
 //! | 2 | one per day | per day |
 //! | 3 | — | per 30 days |
 //!
-//! A window is *closed* once it ends at least the out-of-order window before the newest data
-//! (and before now). Closed level-0 blocks are merged into their 2-hour windows — or straight
+//! A window is *closed* once it ends at least the out-of-order window before now. Closed level-0 blocks are merged into their 2-hour windows — or straight
 //! into a day block when that day was already compacted (a late backfill) — together with
 //! the blocks already there, so a window's block always holds all of its samples and its
 //! rollups are computed from complete data. Closed days of 2-hour blocks become day blocks;
@@ -45,7 +44,12 @@ pub fn window_of_level(level: u8) -> i64 {
 
 /// One maintenance round: cut the head if it is due (or `force`), write pending cuts,
 /// compact closed windows, apply retention, recount active series.
-pub(super) fn maintain(inner: &Inner, tx: &mpsc::Sender<Job>, now: i64, force: bool) -> Result<(), String> {
+pub(super) fn maintain(
+    inner: &Inner,
+    tx: &mpsc::Sender<Job>,
+    now: i64,
+    force: bool,
+) -> Result<(), String> {
     let _serial = inner.maintenance.lock().unwrap_or_else(|e| e.into_inner());
     let (head_samples, active) = {
         let h = inner.head.read().unwrap_or_else(|e| e.into_inner());
@@ -59,7 +63,8 @@ pub(super) fn maintain(inner: &Inner, tx: &mpsc::Sender<Job>, now: i64, force: b
             || head_samples >= budget.max(100_000));
     if due {
         let (done, rx) = oneshot::channel();
-        tx.blocking_send(Job::Cut { done }).map_err(|_| "storage is closed".to_string())?;
+        tx.blocking_send(Job::Cut { done })
+            .map_err(|_| "storage is closed".to_string())?;
         rx.blocking_recv()
             .map_err(|_| "storage is closed".to_string())?
             .map_err(|e| e.to_string())?;
@@ -89,7 +94,10 @@ fn persist_series(inner: &Inner) -> Result<(), String> {
         let mut out = Vec::new();
         for id in from..to {
             if let Some(s) = h.get(id) {
-                let rec = SeriesRecord { id, labels: s.labels.clone() };
+                let rec = SeriesRecord {
+                    id,
+                    labels: s.labels.clone(),
+                };
                 out.push(codec::encode_payload(&rec).map_err(|e| e.to_string())?);
             }
         }
@@ -98,7 +106,8 @@ fn persist_series(inner: &Inner) -> Result<(), String> {
     if records.is_empty() {
         return Ok(());
     }
-    files::append_frames(&inner.dir.join("series.log"), &records).map_err(|e| format!("series.log: {e}"))?;
+    files::append_frames(&inner.dir.join("series.log"), &records)
+        .map_err(|e| format!("series.log: {e}"))?;
     inner
         .persisted_series
         .store(u64::from(from) + records.len() as u64, Ordering::Relaxed);
@@ -109,22 +118,38 @@ fn persist_series(inner: &Inner) -> Result<(), String> {
 /// past its WAL segments and deletes them.
 fn write_frozen(inner: &Inner) -> Result<(), String> {
     loop {
-        let Some(f) = inner.frozen.read().unwrap_or_else(|e| e.into_inner()).first().cloned() else {
+        let Some(f) = inner
+            .frozen
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .first()
+            .cloned()
+        else {
             return Ok(());
         };
         persist_series(inner)?;
         if !f.events.is_empty() {
             let payload = codec::encode_payload(&f.events).map_err(|e| e.to_string())?;
-            files::append_frames(&inner.dir.join("events.log"), &[payload]).map_err(|e| format!("events.log: {e}"))?;
+            files::append_frames(&inner.dir.join("events.log"), &[payload])
+                .map_err(|e| format!("events.log: {e}"))?;
         }
         if !f.series.is_empty() {
             let seq = inner.next_seq.fetch_add(1, Ordering::Relaxed);
-            let mut w = BlockWriter::create(&blocks_dir(inner), Kind::Raw, 0, seq).map_err(|e| e.to_string())?;
+            let mut w = BlockWriter::create(&blocks_dir(inner), Kind::Raw, 0, seq)
+                .map_err(|e| e.to_string())?;
             for (id, samples) in &f.series {
                 let (ts, vs): (Vec<i64>, Vec<f64>) = samples.iter().map(|s| (s.0, s.1)).unzip();
-                let (Some(first), Some(last)) = (ts.first(), ts.last()) else { continue };
-                w.add(*id, *first, *last, ts.len() as u32, &chunk::encode(&[&ts], &[&vs]))
-                    .map_err(|e| e.to_string())?;
+                let (Some(first), Some(last)) = (ts.first(), ts.last()) else {
+                    continue;
+                };
+                w.add(
+                    *id,
+                    *first,
+                    *last,
+                    ts.len() as u32,
+                    &chunk::encode(&[&ts], &[&vs]),
+                )
+                .map_err(|e| e.to_string())?;
             }
             if let Some(b) = w.finish().map_err(|e| e.to_string())? {
                 let mut blocks = inner.blocks.write().unwrap_or_else(|e| e.into_inner());
@@ -141,7 +166,8 @@ fn write_frozen(inner: &Inner) -> Result<(), String> {
             dedup: f.durable.clone(),
         };
         let payload = codec::encode_payload(&cp).map_err(|e| e.to_string())?;
-        files::write_atomic(&inner.dir.join("checkpoint"), &[payload]).map_err(|e| format!("checkpoint: {e}"))?;
+        files::write_atomic(&inner.dir.join("checkpoint"), &[payload])
+            .map_err(|e| format!("checkpoint: {e}"))?;
         let wal_dir = inner.dir.join("log");
         for (n, path) in super::wal::list_segments(&wal_dir).map_err(|e| e.to_string())? {
             if n < f.wal_segment {
@@ -153,7 +179,11 @@ fn write_frozen(inner: &Inner) -> Result<(), String> {
 }
 
 fn snapshot(inner: &Inner) -> Vec<Arc<Block>> {
-    inner.blocks.read().unwrap_or_else(|e| e.into_inner()).clone()
+    inner
+        .blocks
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
 }
 
 /// The windows of width `w` that `[min_t, max_t]` touches.
@@ -171,8 +201,10 @@ fn windows_touched(min_t: i64, max_t: i64, w: i64) -> Vec<i64> {
 }
 
 fn compact(inner: &Inner, now: i64) -> Result<(), String> {
-    let data_max = inner.max_t.load(Ordering::Relaxed) as i64;
-    let closed = data_max.min(now) - ms(inner.opts.ooo_window);
+    // Wall-clock time closes windows: backfilled history compacts at once, and the last
+    // data of a quiet system still moves on. A series that lags (an agent replaying an
+    // outage) may still add to a closed window; its late samples are merged in then.
+    let closed = now - ms(inner.opts.ooo_window);
     // Raw level 0 into 2-hour windows, or into an existing day block.
     let blocks = snapshot(inner);
     let l0: Vec<Arc<Block>> = blocks
@@ -188,7 +220,11 @@ fn compact(inner: &Inner, now: i64) -> Result<(), String> {
             .collect();
         let target = move |t: i64| {
             let d = window_end(t, DAY);
-            if days.contains(&d) { (2u8, d) } else { (1u8, window_end(t, 2 * HOUR)) }
+            if days.contains(&d) {
+                (2u8, d)
+            } else {
+                (1u8, window_end(t, 2 * HOUR))
+            }
         };
         let mut targets = BTreeSet::new();
         for b in &l0 {
@@ -197,11 +233,17 @@ fn compact(inner: &Inner, now: i64) -> Result<(), String> {
             }
         }
         let mut inputs = l0.clone();
-        inputs.extend(blocks.iter().filter(|b| {
-            b.kind == Kind::Raw
-                && b.level >= 1
-                && targets.contains(&(b.level, window_end(b.max_t, window_of_level(b.level))))
-        }).cloned());
+        inputs.extend(
+            blocks
+                .iter()
+                .filter(|b| {
+                    b.kind == Kind::Raw
+                        && b.level >= 1
+                        && targets
+                            .contains(&(b.level, window_end(b.max_t, window_of_level(b.level))))
+                })
+                .cloned(),
+        );
         merge_write(inner, inputs, Kind::Raw, &target)?;
     }
     // Closed days: 2-hour blocks into day blocks; rollups likewise, then into 30 days.
@@ -238,13 +280,19 @@ fn compact(inner: &Inner, now: i64) -> Result<(), String> {
 
 type Writers = BTreeMap<(Kind, u8, i64), BlockWriter>;
 
-fn writer<'a>(inner: &Inner, ws: &'a mut Writers, key: (Kind, u8, i64)) -> Result<&'a mut BlockWriter, String> {
+fn writer<'a>(
+    inner: &Inner,
+    ws: &'a mut Writers,
+    key: (Kind, u8, i64),
+) -> Result<&'a mut BlockWriter, String> {
     if !ws.contains_key(&key) {
         let seq = inner.next_seq.fetch_add(1, Ordering::Relaxed);
-        let w = BlockWriter::create(&blocks_dir(inner), key.0, key.1, seq).map_err(|e| e.to_string())?;
+        let w = BlockWriter::create(&blocks_dir(inner), key.0, key.1, seq)
+            .map_err(|e| e.to_string())?;
         ws.insert(key, w);
     }
-    ws.get_mut(&key).ok_or_else(|| "writer vanished".to_string())
+    ws.get_mut(&key)
+        .ok_or_else(|| "writer vanished".to_string())
 }
 
 /// Merges `inputs` (all of one kind) series by series, splits the rows into the target
@@ -257,7 +305,10 @@ fn merge_write(
     target: &dyn Fn(i64) -> (u8, i64),
 ) -> Result<(), String> {
     inputs.sort_by_key(|b| b.seq);
-    let mut ids: Vec<u32> = inputs.iter().flat_map(|b| b.entries().iter().map(|e| e.series)).collect();
+    let mut ids: Vec<u32> = inputs
+        .iter()
+        .flat_map(|b| b.entries().iter().map(|e| e.series))
+        .collect();
     ids.sort_unstable();
     ids.dedup();
     let mut ws = Writers::new();
@@ -270,10 +321,17 @@ fn merge_write(
                 Ok(c) => c,
                 Err(err) => {
                     // A damaged input must not be merged away: move it aside and retry.
-                    inner.counters.corrupt_chunks.fetch_add(1, Ordering::Relaxed);
+                    inner
+                        .counters
+                        .corrupt_chunks
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::error!(error = %err, block = %b.path.display(), "block quarantined during compaction");
                     super::quarantine(&inner.dir, &b.path);
-                    inner.blocks.write().unwrap_or_else(|e| e.into_inner()).retain(|x| !Arc::ptr_eq(x, b));
+                    inner
+                        .blocks
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .retain(|x| !Arc::ptr_eq(x, b));
                     for (_, w) in ws {
                         let _ = w.finish().map(|b| b.map(|b| std::fs::remove_file(b.path)));
                     }
@@ -281,7 +339,13 @@ fn merge_write(
                 }
             };
             if kind == Kind::Raw {
-                raw_runs.push(cols.ints[0].iter().zip(&cols.floats[0]).map(|(&t, &v)| Sample(t, v)).collect());
+                raw_runs.push(
+                    cols.ints[0]
+                        .iter()
+                        .zip(&cols.floats[0])
+                        .map(|(&t, &v)| Sample(t, v))
+                        .collect(),
+                );
             } else {
                 bucket_runs.push(rollup::from_columns(&cols).map_err(|e| e.to_string())?);
             }
@@ -293,7 +357,13 @@ fn merge_write(
                 let (level, end) = target(part[0].0);
                 let (ts, vs): (Vec<i64>, Vec<f64>) = part.iter().map(|s| (s.0, s.1)).unzip();
                 writer(inner, &mut ws, (Kind::Raw, level, end))?
-                    .add(id, ts[0], ts[ts.len() - 1], ts.len() as u32, &chunk::encode(&[&ts], &[&vs]))
+                    .add(
+                        id,
+                        ts[0],
+                        ts[ts.len() - 1],
+                        ts.len() as u32,
+                        &chunk::encode(&[&ts], &[&vs]),
+                    )
                     .map_err(|e| e.to_string())?;
                 for rk in [Kind::Rollup5m, Kind::Rollup1h] {
                     let bk = rollup::buckets(part, rk.resolution_ms().unwrap_or(HOUR));
@@ -311,7 +381,13 @@ fn merge_write(
                 let part = &rows[i..j];
                 let (level, end) = target(part[0].end);
                 writer(inner, &mut ws, (kind, level, end))?
-                    .add(id, part[0].end, part[part.len() - 1].end, part.len() as u32, &rollup::encode(part))
+                    .add(
+                        id,
+                        part[0].end,
+                        part[part.len() - 1].end,
+                        part.len() as u32,
+                        &rollup::encode(part),
+                    )
                     .map_err(|e| e.to_string())?;
             }
         }
@@ -357,7 +433,13 @@ fn retention(inner: &Inner, now: i64) -> Result<(), String> {
         .into_iter()
         .filter(|b| {
             // Only compacted blocks expire: a level-0 block waits for its window to close.
-            b.level > 0 && b.max_t < if b.kind == Kind::Raw { raw_before } else { rollup_before }
+            b.level > 0
+                && b.max_t
+                    < if b.kind == Kind::Raw {
+                        raw_before
+                    } else {
+                        rollup_before
+                    }
         })
         .collect();
     if expired.is_empty() {
@@ -371,7 +453,10 @@ fn retention(inner: &Inner, now: i64) -> Result<(), String> {
     for b in &expired {
         tracing::info!(block = %b.path.display(), kind = b.kind.name(), max_t = b.max_t, "block expired");
         std::fs::remove_file(&b.path).map_err(|e| format!("{}: {e}", b.path.display()))?;
-        inner.counters.expired_blocks.fetch_add(1, Ordering::Relaxed);
+        inner
+            .counters
+            .expired_blocks
+            .fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
 }

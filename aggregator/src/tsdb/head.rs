@@ -266,7 +266,12 @@ impl Head {
 
     /// Adds samples to series by id. With `limits`, samples too late for their series'
     /// out-of-order window (or older than retention) are refused.
-    pub fn apply(&mut self, points: &[(u32, Sample)], limits: Option<AppendLimits>, now_s: u32) -> Applied {
+    pub fn apply(
+        &mut self,
+        points: &[(u32, Sample)],
+        limits: Option<AppendLimits>,
+        now_s: u32,
+    ) -> Applied {
         let mut a = Applied::default();
         for &(id, sample) in points {
             let Some(ms) = self.series.get_mut(id as usize) else {
@@ -421,7 +426,6 @@ impl Head {
         out.reverse();
         out
     }
-
 }
 
 #[cfg(test)]
@@ -430,7 +434,12 @@ mod tests {
     use proptest::prelude::*;
     use telltale_common::model::STALE_NAN_BITS;
 
-    fn add(h: &mut Head, pairs: &[(&str, &str)], samples: &[(i64, f64)], limits: Option<AppendLimits>) -> Applied {
+    fn add(
+        h: &mut Head,
+        pairs: &[(&str, &str)],
+        samples: &[(i64, f64)],
+        limits: Option<AppendLimits>,
+    ) -> Applied {
         let mut p = pairs.to_vec();
         p.sort();
         let id = h.get_or_create(&p, hash_labels(p.iter().copied()));
@@ -448,37 +457,82 @@ mod tests {
         assert_eq!(h.get_or_create(&pairs, hash), id);
         let owned = Labels::from_pairs(pairs);
         assert_eq!(hash_labels(owned.iter()), hash);
-        assert_eq!(h.lookup(&[("__name__", "m")], hash), None, "equal hashes are checked");
+        assert_eq!(
+            h.lookup(&[("__name__", "m")], hash),
+            None,
+            "equal hashes are checked"
+        );
     }
 
     #[test]
     fn late_samples_merge_within_the_window_and_older_ones_are_refused() {
         let mut h = Head::default();
-        let lim = Some(AppendLimits { ooo_window_ms: 100, min_t: 0 });
-        add(&mut h, &[("__name__", "m")], &[(1000, 1.0), (1300, 3.0)], lim);
-        let a = add(&mut h, &[("__name__", "m")], &[(1200, 2.0), (1300, 4.0), (1100, 9.0)], lim);
-        assert_eq!(a, Applied { stored: 1, overwritten: 1, too_old: 1 });
-        add(&mut h, &[("__name__", "m")], &[(1300, f64::from_bits(STALE_NAN_BITS))], lim);
+        let lim = Some(AppendLimits {
+            ooo_window_ms: 100,
+            min_t: 0,
+        });
+        add(
+            &mut h,
+            &[("__name__", "m")],
+            &[(1000, 1.0), (1300, 3.0)],
+            lim,
+        );
+        let a = add(
+            &mut h,
+            &[("__name__", "m")],
+            &[(1200, 2.0), (1300, 4.0), (1100, 9.0)],
+            lim,
+        );
+        assert_eq!(
+            a,
+            Applied {
+                stored: 1,
+                overwritten: 1,
+                too_old: 1
+            }
+        );
+        add(
+            &mut h,
+            &[("__name__", "m")],
+            &[(1300, f64::from_bits(STALE_NAN_BITS))],
+            lim,
+        );
         let s = h.get(0).unwrap();
         let got: Vec<_> = s.samples.iter().map(|s| (s.0, s.1)).collect();
         assert_eq!(got, vec![(1000, 1.0), (1200, 2.0), (1300, 4.0)]);
         // Retention's floor refuses too; replay (no limits) keeps everything.
-        let lim = Some(AppendLimits { ooo_window_ms: 1_000_000, min_t: 5000 });
-        assert_eq!(add(&mut h, &[("__name__", "m")], &[(4000, 1.0)], lim).too_old, 1);
-        assert_eq!(add(&mut h, &[("__name__", "m")], &[(10, 1.0)], None).stored, 1);
+        let lim = Some(AppendLimits {
+            ooo_window_ms: 1_000_000,
+            min_t: 5000,
+        });
+        assert_eq!(
+            add(&mut h, &[("__name__", "m")], &[(4000, 1.0)], lim).too_old,
+            1
+        );
+        assert_eq!(
+            add(&mut h, &[("__name__", "m")], &[(10, 1.0)], None).stored,
+            1
+        );
     }
 
     fn regex(name: &str, re: &str, negate: bool) -> Matcher {
         let r = regex::Regex::new(&format!("^(?:{re})$")).unwrap();
         Matcher {
             name: name.into(),
-            op: if negate { MatchOp::NotRegex(r) } else { MatchOp::Regex(r) },
+            op: if negate {
+                MatchOp::NotRegex(r)
+            } else {
+                MatchOp::Regex(r)
+            },
         }
     }
 
     fn scan(h: &Head, ms: &[Matcher]) -> Vec<u32> {
         (0..h.len() as u32)
-            .filter(|&id| ms.iter().all(|m| m.matches_labels(&h.get(id).unwrap().labels)))
+            .filter(|&id| {
+                ms.iter()
+                    .all(|m| m.matches_labels(&h.get(id).unwrap().labels))
+            })
             .collect()
     }
 

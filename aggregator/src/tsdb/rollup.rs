@@ -58,8 +58,16 @@ pub fn buckets(samples: &[Sample], w: i64) -> Vec<Bucket> {
         let end = window_end(s.0, w);
         match out.last_mut() {
             Some(b) if b.end == end => {
-                b.min = if s.1 < b.min || b.min.is_nan() { s.1 } else { b.min };
-                b.max = if s.1 > b.max || b.max.is_nan() { s.1 } else { b.max };
+                b.min = if s.1 < b.min || b.min.is_nan() {
+                    s.1
+                } else {
+                    b.min
+                };
+                b.max = if s.1 > b.max || b.max.is_nan() {
+                    s.1
+                } else {
+                    b.max
+                };
                 b.sum += s.1;
                 b.count += 1.0;
                 b.last = s.1;
@@ -174,8 +182,16 @@ pub fn window(b: &[Bucket], te: i64, range: i64, agg: Agg) -> Option<f64> {
             Some(a) => Bucket {
                 end: part.end,
                 last_t: part.last_t,
-                min: if part.min < a.min || a.min.is_nan() { part.min } else { a.min },
-                max: if part.max > a.max || a.max.is_nan() { part.max } else { a.max },
+                min: if part.min < a.min || a.min.is_nan() {
+                    part.min
+                } else {
+                    a.min
+                },
+                max: if part.max > a.max || a.max.is_nan() {
+                    part.max
+                } else {
+                    a.max
+                },
                 sum: a.sum + part.sum,
                 count: a.count + part.count,
                 last: part.last,
@@ -210,8 +226,14 @@ mod tests {
             return None;
         }
         Some(match agg {
-            Agg::Min => w.iter().copied().fold(f64::NAN, |a, v| if v < a || a.is_nan() { v } else { a }),
-            Agg::Max => w.iter().copied().fold(f64::NAN, |a, v| if v > a || a.is_nan() { v } else { a }),
+            Agg::Min => w
+                .iter()
+                .copied()
+                .fold(f64::NAN, |a, v| if v < a || a.is_nan() { v } else { a }),
+            Agg::Max => w
+                .iter()
+                .copied()
+                .fold(f64::NAN, |a, v| if v > a || a.is_nan() { v } else { a }),
             Agg::Sum => w.iter().sum(),
             Agg::Count => w.len() as f64,
             Agg::Avg => w.iter().sum::<f64>() / w.len() as f64,

@@ -1,0 +1,438 @@
+//! Engine tests: durability across cuts and restarts, compaction, rollups, retention, caps,
+//! damage.
+
+use std::time::Duration;
+
+use telltale_common::model::{Labels, Sample, SeriesSamples};
+use telltale_common::wire::{Batch, ClientMessage};
+
+use super::*;
+use crate::storage::{MatchOp, Storage};
+
+const H: i64 = 3_600_000;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn opts() -> Options {
+    Options {
+        // Tests drive maintenance themselves, with their own clock.
+        maintenance_interval: Duration::from_secs(3600),
+        retention: Duration::from_secs(100 * 365 * 86_400),
+        rollup_retention: Duration::from_secs(200 * 365 * 86_400),
+        ..Options::default()
+    }
+}
+
+fn series(name: &str, inst: &str, samples: Vec<Sample>) -> SeriesSamples {
+    SeriesSamples {
+        labels: Labels::from_pairs([("__name__", name), ("instance", inst)]),
+        samples,
+    }
+}
+
+fn put(rt: &tokio::runtime::Runtime, db: &Tsdb, s: Vec<SeriesSamples>) -> AppendOutcome {
+    rt.block_on(db.append(AppendRequest {
+        origin: None,
+        data: AppendData::Series(s),
+    }))
+    .unwrap()
+}
+
+fn agent_req(agent: &str, seq: u64, t: i64, names: &[String]) -> AppendRequest {
+    let encoded = codec::encode_payload(&ClientMessage::Batch(Batch {
+        sequence: seq,
+        created_ms: t,
+        series: names
+            .iter()
+            .map(|n| SeriesSamples {
+                labels: Labels::from_pairs([("__name__", n.as_str())]),
+                samples: vec![Sample(t, seq as f64)],
+            })
+            .collect(),
+        events: vec![Event {
+            t_ms: t,
+            kind: "check_state".into(),
+            labels: vec![
+                ("check".into(), "web".into()),
+                ("instance".into(), "liar".into()),
+            ],
+            message: format!("batch {seq}"),
+        }],
+    }))
+    .unwrap();
+    AppendRequest {
+        origin: Some(Origin {
+            agent: agent.into(),
+            epoch: 7,
+            sequence: seq,
+        }),
+        data: AppendData::Encoded(encoded),
+    }
+}
+
+fn all(db: &Tsdb, name: &str) -> Vec<Sample> {
+    db.select(
+        &[Matcher::equal("__name__", name)],
+        i64::MIN,
+        i64::MAX,
+        1 << 24,
+    )
+    .unwrap()
+    .into_iter()
+    .flat_map(|s| s.samples)
+    .collect()
+}
+
+fn ramp(from: i64, to: i64, step: i64) -> Vec<Sample> {
+    (0..)
+        .map(|k| from + k * step)
+        .take_while(|&t| t <= to)
+        .map(|t| Sample(t, ((t / step) % 1000) as f64))
+        .collect()
+}
+
+#[test]
+fn duplicates_and_events_survive_cuts_and_restarts() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let names = vec!["m".to_string()];
+    {
+        let db = Tsdb::open_with(dir.path(), opts()).unwrap();
+        let r = rt
+            .block_on(db.append(agent_req("a", 1, 1000, &names)))
+            .unwrap();
+        assert_eq!(r, AppendOutcome::Stored { samples: 1 });
+        let r = rt
+            .block_on(db.append(agent_req("a", 1, 1000, &names)))
+            .unwrap();
+        assert_eq!(r, AppendOutcome::Duplicate);
+        // Cut into a block: the WAL segment goes, the checkpoint keeps the origin.
+        db.flush_and_compact(now_ms()).unwrap();
+        assert_eq!(db.head_samples(), 0);
+        rt.block_on(db.append(agent_req("a", 2, 2000, &names)))
+            .unwrap();
+    }
+    let db = Tsdb::open_with(dir.path(), opts()).unwrap();
+    assert_eq!(all(&db, "m"), vec![Sample(1000, 1.0), Sample(2000, 2.0)]);
+    for seq in [1, 2] {
+        let r = rt
+            .block_on(db.append(agent_req("a", seq, 1000, &names)))
+            .unwrap();
+        assert_eq!(r, AppendOutcome::Duplicate, "seq {seq}");
+    }
+    let ev = db.events(&[], 0, 10);
+    assert_eq!(ev.len(), 2, "{ev:?}");
+    assert_eq!(ev[0].message, "batch 1");
+    assert_eq!(
+        ev[0].labels,
+        vec![
+            ("check".into(), "web".into()),
+            ("instance".into(), "a".into())
+        ]
+    );
+    assert_eq!(db.stats().overwritten, 0);
+    let segs = wal::list_segments(&dir.path().join("log")).unwrap();
+    assert!(
+        segs.iter().all(|(n, _)| *n >= 2),
+        "covered segments deleted: {segs:?}"
+    );
+}
+
+#[test]
+fn torn_tail_and_corrupt_records_never_block_start_up() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let names = vec!["m".to_string()];
+    {
+        let db = Tsdb::open_with(dir.path(), opts()).unwrap();
+        for seq in 1..=3 {
+            rt.block_on(db.append(agent_req("a", seq, seq as i64 * 1000, &names)))
+                .unwrap();
+        }
+    }
+    let seg = wal::segment_path(&dir.path().join("log"), 1);
+    let mut bytes = fs::read(&seg).unwrap();
+    let rec_len = bytes.len() / 3;
+    bytes[rec_len + HEADER_LEN + 3] ^= 0xff;
+    bytes.truncate(bytes.len() - 5);
+    fs::write(&seg, &bytes).unwrap();
+    let db = Tsdb::open_with(dir.path(), opts()).unwrap();
+    assert_eq!(db.recovery.records, 1);
+    assert_eq!(db.recovery.corrupt, 1);
+    assert!(db.recovery.truncated_bytes > 0);
+    assert_eq!(all(&db, "m").len(), 1);
+    rt.block_on(db.append(agent_req("a", 3, 3000, &names)))
+        .unwrap();
+    assert_eq!(all(&db, "m").len(), 2);
+}
+
+#[test]
+fn compaction_keeps_every_sample_and_rollups_equal_raw() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let db = Tsdb::open_with(dir.path(), opts()).unwrap();
+    let day = 24 * H;
+    let t0 = 100 * day;
+    // 30 hours of 10 s samples for two series, cut every 3 hours of data; one sample lands
+    // late (within the window) after its window was compacted.
+    let a = ramp(t0, t0 + 30 * H, 10_000);
+    let mut cut_at = t0 + 3 * H;
+    let mut i = 0;
+    while i < a.len() {
+        let j = a[i..].partition_point(|s| s.0 < cut_at) + i;
+        put(
+            &rt,
+            &db,
+            vec![
+                series("a", "x", a[i..j].to_vec()),
+                series("b", "y", a[i..j].to_vec()),
+            ],
+        );
+        db.flush_and_compact(cut_at).unwrap();
+        i = j;
+        cut_at += 3 * H;
+    }
+    db.flush_and_compact(t0 + 40 * H).unwrap();
+    let kinds = db.block_summary();
+    assert!(
+        kinds.iter().any(|k| k.0 == Kind::Raw && k.1 == 2),
+        "a day block: {kinds:?}"
+    );
+    assert!(
+        kinds.iter().any(|k| k.0 == Kind::Rollup5m && k.1 >= 1),
+        "{kinds:?}"
+    );
+    assert_eq!(all(&db, "a"), a);
+    // A late sample within the out-of-order window of its series merges in.
+    let late = Sample(t0 + 30 * H - 20 * 60_000 + 5, 7.0);
+    put(&rt, &db, vec![series("a", "x", vec![late])]);
+    db.flush_and_compact(t0 + 40 * H).unwrap();
+    let mut want = a.clone();
+    want.push(late);
+    want.sort_by_key(|s| s.0);
+    assert_eq!(all(&db, "a"), want);
+    // Rollups from blocks equal rollups computed from raw samples, for both resolutions.
+    let m = [Matcher::equal("__name__", "a")];
+    for res in [300_000, H] {
+        let from_blocks = db.select_rollup(&m, t0, t0 + 31 * H, res, 1 << 20).unwrap();
+        let from_raw =
+            crate::storage::rollup_from_raw(&db, &m, t0, t0 + 31 * H, res, 1 << 20).unwrap();
+        assert_eq!(from_blocks.len(), from_raw.len());
+        let (b, r) = (&from_blocks[0].buckets, &from_raw[0].buckets);
+        if let Some(i) = (0..b.len().max(r.len())).find(|&i| b.get(i) != r.get(i)) {
+            panic!(
+                "resolution {res}: bucket {i} of {}/{}: {:?} vs {:?}",
+                b.len(),
+                r.len(),
+                b.get(i),
+                r.get(i)
+            );
+        }
+        assert!(!from_blocks[0].buckets.is_empty());
+    }
+    // And survive a restart.
+    drop(db);
+    let db = Tsdb::open_with(dir.path(), opts()).unwrap();
+    assert_eq!(all(&db, "a"), want);
+    assert_eq!(db.stats().samples as usize, 2 * a.len() + 1);
+}
+
+#[test]
+fn retention_frees_disk_and_keeps_rollups() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let o = Options {
+        retention: Duration::from_secs(2 * 86_400),
+        rollup_retention: Duration::from_secs(10 * 86_400),
+        ..opts()
+    };
+    let now = now_ms();
+    let db = Tsdb::open_with(dir.path(), o).unwrap();
+    // Noisy values, so the blocks have a size worth measuring.
+    let mut x = 12345u64;
+    let data: Vec<Sample> = ramp(now - 30 * H, now, 10_000)
+        .into_iter()
+        .map(|s| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            Sample(s.0, (x >> 40) as f64)
+        })
+        .collect();
+    put(&rt, &db, vec![series("a", "x", data.clone())]);
+    db.flush_and_compact(now).unwrap();
+    let du = |p: &Path| -> u64 {
+        fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum()
+    };
+    let before = du(&dir.path().join("blocks"));
+    assert_eq!(all(&db, "a").len(), data.len());
+    let m = [Matcher::equal("__name__", "a")];
+    let hourly = db
+        .select_rollup(&m, now - 30 * H, now - 20 * H, H, 1 << 20)
+        .unwrap();
+    assert_eq!(hourly[0].buckets.len(), 10);
+    // Three days later the raw blocks are gone, the rollups stay.
+    db.flush_and_compact(now + 3 * 24 * H).unwrap();
+    let after = du(&dir.path().join("blocks"));
+    assert!(after * 4 < before, "{before} -> {after} bytes");
+    let raw_left: Vec<_> = all(&db, "a");
+    assert!(
+        raw_left.len() < data.len() / 10,
+        "{} raw samples left",
+        raw_left.len()
+    );
+    let r = db
+        .select_rollup(&m, now - 30 * H, now - 20 * H, H, 1 << 20)
+        .unwrap();
+    assert_eq!(r, hourly, "hourly rollups outlive the raw data");
+    // Past the rollup retention everything compacted is gone.
+    db.flush_and_compact(now + 11 * 24 * H).unwrap();
+    assert!(
+        db.select_rollup(&m, now - 30 * H, now - 20 * H, H, 1 << 20)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn series_caps_refuse_new_series_and_existing_ones_keep_flowing() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let o = Options {
+        max_series_per_agent: 3,
+        max_series: 5,
+        ..opts()
+    };
+    let db = Tsdb::open_with(dir.path(), o).unwrap();
+    let names: Vec<String> = (0..5).map(|i| format!("m{i}")).collect();
+    let r = rt
+        .block_on(db.append(agent_req("a", 1, now_ms(), &names)))
+        .unwrap();
+    assert_eq!(r, AppendOutcome::Stored { samples: 3 });
+    let c = db.counters();
+    assert_eq!(c.series_refused_agent.load(Ordering::Relaxed), 2);
+    // Another agent gets its own 3... until the total cap of 5.
+    let r = rt
+        .block_on(db.append(agent_req("b", 1, now_ms(), &names)))
+        .unwrap();
+    assert_eq!(r, AppendOutcome::Stored { samples: 2 });
+    assert_eq!(c.series_refused_total.load(Ordering::Relaxed), 3);
+    // Existing series keep flowing.
+    let r = rt
+        .block_on(db.append(agent_req("a", 2, now_ms() + 1000, &names)))
+        .unwrap();
+    assert_eq!(r, AppendOutcome::Stored { samples: 3 });
+    let mut text = String::new();
+    db.render_metrics(&mut text);
+    assert!(
+        text.contains("telltale_aggregator_series_refused_total{reason=\"agent_limit\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("telltale_aggregator_series_refused_total{reason=\"total_limit\"} 5"),
+        "{text}"
+    );
+    assert!(
+        text.contains("telltale_aggregator_active_series 5"),
+        "{text}"
+    );
+}
+
+#[test]
+fn damaged_blocks_are_quarantined_or_reported_and_check_finds_them() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = now_ms();
+    {
+        let db = Tsdb::open_with(dir.path(), opts()).unwrap();
+        put(
+            &rt,
+            &db,
+            vec![series("a", "x", ramp(t0, t0 + 60_000, 10_000))],
+        );
+        db.flush_and_compact(t0).unwrap();
+        put(
+            &rt,
+            &db,
+            vec![series("a", "x", ramp(t0 + 70_000, t0 + 120_000, 10_000))],
+        );
+        db.flush_and_compact(t0).unwrap();
+    }
+    assert!(check::check(dir.path()).unwrap().problems.is_empty());
+    let mut blocks: Vec<_> = fs::read_dir(dir.path().join("blocks"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    blocks.sort();
+    assert_eq!(blocks.len(), 2);
+    // First block: a flipped chunk byte (reported on read); second: a cut-off file.
+    let mut b = fs::read(&blocks[0]).unwrap();
+    b[12] ^= 0x55;
+    fs::write(&blocks[0], &b).unwrap();
+    let b = fs::read(&blocks[1]).unwrap();
+    fs::write(&blocks[1], &b[..b.len() - 3]).unwrap();
+    let report = check::check(dir.path()).unwrap();
+    assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+    let db = Tsdb::open_with(dir.path(), opts()).unwrap();
+    assert_eq!(db.recovery.quarantined, 1);
+    assert!(
+        dir.path()
+            .join("quarantine")
+            .join(blocks[1].file_name().unwrap())
+            .exists()
+    );
+    assert!(all(&db, "a").is_empty(), "the damaged chunk is skipped");
+    assert_eq!(db.counters().corrupt_chunks.load(Ordering::Relaxed), 1);
+    // The engine goes on: new data is stored and read.
+    put(
+        &rt,
+        &db,
+        vec![series("a", "x", vec![Sample(t0 + 200_000, 1.0)])],
+    );
+    assert_eq!(all(&db, "a").len(), 1);
+    let stats = check::stats(dir.path()).unwrap();
+    assert!(stats.contains("bytes/sample"), "{stats}");
+}
+
+#[test]
+fn regex_selectors_use_the_postings() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let db = Tsdb::open_with(dir.path(), opts()).unwrap();
+    let s: Vec<SeriesSamples> = (0..200)
+        .map(|i| SeriesSamples {
+            labels: Labels::from_pairs([
+                ("__name__", "up"),
+                ("job", if i % 2 == 0 { "x" } else { "y" }),
+                (
+                    "instance",
+                    &format!("{}-{i}", if i % 3 == 0 { "web" } else { "db" }),
+                ),
+            ]),
+            samples: vec![Sample(now_ms(), 1.0)],
+        })
+        .collect();
+    put(&rt, &db, s);
+    let re = Matcher {
+        name: "instance".into(),
+        op: MatchOp::Regex(regex::Regex::new("^(?:web.*)$").unwrap()),
+    };
+    let got = db.series(&[Matcher::equal("job", "x"), re], i64::MIN, i64::MAX);
+    assert_eq!(got.len(), (0..200).filter(|i| i % 6 == 0).count());
+    assert_eq!(
+        db.label_values("job", &[], i64::MIN, i64::MAX),
+        vec!["x", "y"]
+    );
+    assert_eq!(
+        db.label_names(&[], i64::MIN, i64::MAX),
+        vec!["__name__", "instance", "job"]
+    );
+}
