@@ -27,6 +27,28 @@ enum Cmd {
     Serve(ServeArgs),
     /// Validate a configuration file and the TLS files it names, then exit.
     CheckConfig(ServeArgs),
+    /// Inspect a data directory (read-only; safe beside a running aggregator).
+    Storage {
+        #[command(subcommand)]
+        cmd: StorageCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum StorageCmd {
+    /// Verify every checksum: block indexes and chunks, WAL records, series and events logs.
+    /// Exits 1 when anything is damaged, naming each problem.
+    Check {
+        /// The aggregator's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Print series, samples, bytes on disk and bytes per sample, per block kind and level.
+    Stats {
+        /// The aggregator's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -114,6 +136,53 @@ fn main() -> ExitCode {
                     eprintln!("telltale-aggregator: {e}");
                     ExitCode::from(1)
                 }
+            }
+        }
+        Cmd::Storage { cmd } => {
+            use telltale_aggregator::tsdb::check;
+            let dir = match &cmd {
+                StorageCmd::Check { data_dir } | StorageCmd::Stats { data_dir } => data_dir.clone(),
+            };
+            if !dir.is_dir() {
+                eprintln!(
+                    "telltale-aggregator: --data-dir {}: not a directory",
+                    dir.display()
+                );
+                return ExitCode::from(2);
+            }
+            match cmd {
+                StorageCmd::Check { .. } => match check::check(&dir) {
+                    Ok(r) => {
+                        println!(
+                            "checked {} blocks ({} chunks), {} WAL segments ({} records), {} series records",
+                            r.blocks, r.chunks, r.segments, r.records, r.series
+                        );
+                        for p in &r.problems {
+                            println!("DAMAGED {p}");
+                        }
+                        if r.problems.is_empty() {
+                            println!("all checksums OK");
+                            ExitCode::SUCCESS
+                        } else {
+                            println!("{} problems", r.problems.len());
+                            ExitCode::from(1)
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("telltale-aggregator: {}: {e}", dir.display());
+                        ExitCode::from(1)
+                    }
+                },
+                StorageCmd::Stats { .. } => match check::stats(&dir) {
+                    Ok(text) => {
+                        print!("{text}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("telltale-aggregator: {}: {e}", dir.display());
+                        ExitCode::from(1)
+                    }
+                },
             }
         }
         Cmd::CheckConfig(args) => {
