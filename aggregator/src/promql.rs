@@ -13,6 +13,7 @@ mod binary;
 mod call;
 pub mod eval;
 pub mod functions;
+mod rollups;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -172,6 +173,7 @@ impl Engine {
     ) -> Result<Vec<SeriesData>, QueryError> {
         let expr = Self::parse(q)?;
         let mut ev = self.evaluator(start, end, &expr, timeout);
+        ev.set_step(step);
         let mut out = Assembly::default();
         // One empty label set for every step's scalar, so they share one identity.
         let no_labels = Labels::default();

@@ -329,6 +329,9 @@ impl Evaluator<'_> {
             return Ok(self.map_values(v, t, d));
         }
         let range = Self::range_of(c, 0);
+        if let Some(v) = self.over_time_from_rollups(c, t)? {
+            return Ok(v);
+        }
         match name {
             "rate" | "increase" => {
                 let rate = name == "rate";

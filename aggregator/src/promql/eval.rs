@@ -130,6 +130,10 @@ pub struct Evaluator<'a> {
     interned: rustc_hash::FxHashSet<Labels>,
     /// Per (selector, range): each series' last window, advanced step by step (see [`window`]).
     cursors: FxHashMap<(usize, i64), Vec<Cursor>>,
+    /// The range query's step (0 for instant queries).
+    step: i64,
+    /// Rollup buckets by (selector, resolution) (see `rollups`).
+    rollups: FxHashMap<(usize, i64), Arc<Vec<crate::storage::RollupData>>>,
     /// Per selector, each series' labels without the name, by position: range functions look
     /// them up by index at every step instead of hashing.
     unnamed_by_selector: FxHashMap<usize, Arc<Vec<Labels>>>,
@@ -200,6 +204,8 @@ impl<'a> Evaluator<'a> {
             interned: Default::default(),
             cursors: FxHashMap::default(),
             unnamed_by_selector: FxHashMap::default(),
+            step: 0,
+            rollups: FxHashMap::default(),
         }
     }
 
@@ -304,6 +310,41 @@ impl<'a> Evaluator<'a> {
     /// series' unnamed labels at every step.
     pub(super) fn unnamed(&mut self, l: &Labels) -> Labels {
         self.derive(0, u8::MAX, l, drop_name)
+    }
+
+    /// Sets the range query's step (rollups answer coarse steps).
+    pub fn set_step(&mut self, step: i64) {
+        self.step = step;
+    }
+
+    pub(super) fn step(&self) -> i64 {
+        self.step
+    }
+
+    pub(super) fn start_ms(&self) -> i64 {
+        self.start
+    }
+
+    pub(super) fn end_ms(&self) -> i64 {
+        self.end
+    }
+
+    pub(super) fn storage(&self) -> &dyn Storage {
+        self.storage
+    }
+
+    pub(super) fn sample_budget(&self) -> usize {
+        self.max_samples.saturating_sub(self.loaded)
+    }
+
+    pub(super) fn count_loaded(&mut self, n: usize) {
+        self.loaded += n;
+    }
+
+    pub(super) fn rollup_cache(
+        &mut self,
+    ) -> &mut FxHashMap<(usize, i64), Arc<Vec<crate::storage::RollupData>>> {
+        &mut self.rollups
     }
 
     /// Makes evaluation fail with [`QueryError::Timeout`] after `deadline`.
