@@ -65,6 +65,9 @@ pub struct StorageSection {
     pub max_series_per_agent: Option<u64>,
     /// Active series in total (default 10000000).
     pub max_series: Option<u64>,
+    /// How often maintenance (cut, compaction, retention) runs (default `10s`).
+    #[serde(default, deserialize_with = "humantime_duration_opt")]
+    pub maintenance_interval: Option<Duration>,
 }
 
 fn opt_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -149,6 +152,7 @@ impl Config {
                 .unwrap_or(d.head_samples_per_series),
             max_series_per_agent: st.max_series_per_agent.unwrap_or(d.max_series_per_agent),
             max_series: st.max_series.unwrap_or(d.max_series),
+            maintenance_interval: st.maintenance_interval.unwrap_or(d.maintenance_interval),
             ..d
         };
         for (key, v, min) in [
