@@ -7,11 +7,13 @@
 //! - `telltale-bench ingest [--agents 20] [--series 1000] [--seconds 20]`: samples per second the
 //!   aggregator stores and acknowledges from simulated agents over QUIC on loopback.
 //! - `telltale-bench dashboard [--hosts 1000] [--hours 6]`: see [`dashboard`].
+//! - `telltale-bench tsdb [--hosts 50] [--hours 24]`: see [`tsdb`].
 //! - `telltale-bench statsd [--step 5s]` and `telltale-bench sources [--duration 2m]`: see
 //!   [`sources`].
 
 mod dashboard;
 mod sources;
+mod tsdb;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -410,8 +412,9 @@ fn main() -> anyhow::Result<()> {
         Some("dashboard") => dashboard::bench_dashboard(&args),
         Some("statsd") => sources::bench_statsd(&args),
         Some("sources") => sources::bench_sources(&args),
+        Some("tsdb") => tsdb::bench_tsdb(&args),
         _ => bail!(
-            "usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N] | promql [--rounds N] | dashboard [--hosts N] [--hours N] | statsd [--step 5s] | sources [--duration 2m] [--interval 10s]"
+            "usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N] | promql [--rounds N] | dashboard [--hosts N] [--hours N] | statsd [--step 5s] | sources [--duration 2m] [--interval 10s] | tsdb [--hosts 50] [--hours 24] [--senders 4]"
         ),
     }
 }

@@ -1,0 +1,630 @@
+//! `telltale-bench tsdb [--hosts 50] [--hours 24] [--senders 4]`: the storage engine against
+//! VictoriaMetrics and Prometheus (Debian's packages), the same remote_write bodies sent to
+//! each, one system at a time in one run.
+//!
+//! Data: per simulated host 82 series every 10 s — node_exporter-like (4 CPUs × 5 modes of
+//! `node_cpu_seconds_total` in 0.01 s steps, memory in 4 KiB pages, load with two decimals,
+//! filesystems, network and disk counters, context switches...) and an application mix
+//! (request counters by code and method, a latency histogram of 11 buckets with sum and
+//! count, gauges, a business counter). Timestamps carry a per-host offset and a few ms of
+//! scrape jitter. Bodies are encoded before timing, in time order (5-minute slices).
+//!
+//! Measured: ingest samples/s (wall time of the senders until the last body is
+//! acknowledged), bytes per sample on disk (the whole data directory, after each system's
+//! own compaction: Telltale's flush endpoint, VictoriaMetrics' force_flush + force_merge,
+//! Prometheus' own compaction loop until the directory stops changing), RSS growth per
+//! million active series, and the median latency of `rate(node_cpu_seconds_total[5m])` over
+//! the last 6 h at a 60 s step (1000 series at 50 hosts).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use telltale_common::model::{Labels, Sample, SeriesSamples};
+use telltale_tests::compliance::{PROMETHEUS, Rng};
+use telltale_tests::*;
+
+use crate::{arg, mib, proc_usage};
+
+const VICTORIA: &str = "/usr/bin/victoria-metrics";
+const STEP: i64 = 10_000;
+
+/// How one series evolves.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// A counter growing by `[lo, lo + spread)` per step, rounded to `res`.
+    Counter { lo: f64, spread: f64, res: f64 },
+    /// A gauge random-walking by up to `spread` per step around its start, rounded to `res`.
+    Walk { spread: f64, res: f64, min: f64 },
+    /// A constant.
+    Const,
+    /// Seconds since the epoch at the sample time (node_time_seconds).
+    Clock,
+}
+
+struct Gen {
+    labels: Labels,
+    shape: Shape,
+    v: f64,
+    host_offset: i64,
+}
+
+fn host_series(h: usize, rng: &mut Rng) -> Vec<Gen> {
+    let instance = format!("host-{h:04}:9100");
+    let host_offset = (rng.uniform() * 10_000.0) as i64;
+    let mut out = Vec::new();
+    let mut add = |name: &str, extra: &[(&str, &str)], shape: Shape, v: f64| {
+        let mut l = Labels::from_pairs(extra.iter().copied());
+        l.set("__name__", name);
+        l.set("instance", &instance);
+        l.set("job", "node");
+        out.push(Gen {
+            labels: l,
+            shape,
+            v,
+            host_offset,
+        });
+    };
+    let c = |lo: f64, spread: f64, res: f64| Shape::Counter { lo, spread, res };
+    for cpu in ["0", "1", "2", "3"] {
+        for (mode, lo, spread) in [
+            ("idle", 7.0, 2.5),
+            ("user", 1.0, 1.5),
+            ("system", 0.3, 0.5),
+            ("iowait", 0.0, 0.1),
+            ("steal", 0.0, 0.02),
+        ] {
+            add(
+                "node_cpu_seconds_total",
+                &[("cpu", cpu), ("mode", mode)],
+                c(lo, spread, 0.01),
+                100_000.0 * rng.uniform(),
+            );
+        }
+    }
+    for (name, v) in [
+        ("MemTotal", 16e9),
+        ("MemFree", 2e9),
+        ("MemAvailable", 8e9),
+        ("Buffers", 3e8),
+        ("Cached", 5e9),
+        ("SwapFree", 2e9),
+    ] {
+        let shape = if name == "MemTotal" {
+            Shape::Const
+        } else {
+            Shape::Walk {
+                spread: 2e6,
+                res: 4096.0,
+                min: 0.0,
+            }
+        };
+        add(
+            &format!("node_memory_{name}_bytes"),
+            &[],
+            shape,
+            (v / 4096.0f64).round() * 4096.0,
+        );
+    }
+    for (name, spread) in [
+        ("node_load1", 0.3),
+        ("node_load5", 0.1),
+        ("node_load15", 0.05),
+    ] {
+        add(
+            name,
+            &[],
+            Shape::Walk {
+                spread,
+                res: 0.01,
+                min: 0.0,
+            },
+            1.0,
+        );
+    }
+    for mp in ["/", "/var", "/home"] {
+        add(
+            "node_filesystem_size_bytes",
+            &[("mountpoint", mp), ("fstype", "ext4")],
+            Shape::Const,
+            1e11,
+        );
+        add(
+            "node_filesystem_avail_bytes",
+            &[("mountpoint", mp), ("fstype", "ext4")],
+            Shape::Walk {
+                spread: 1e5,
+                res: 4096.0,
+                min: 0.0,
+            },
+            5e10,
+        );
+        add(
+            "node_filesystem_free_bytes",
+            &[("mountpoint", mp), ("fstype", "ext4")],
+            Shape::Walk {
+                spread: 1e5,
+                res: 4096.0,
+                min: 0.0,
+            },
+            5.5e10,
+        );
+    }
+    for dev in ["eth0", "lo"] {
+        add(
+            "node_network_receive_bytes_total",
+            &[("device", dev)],
+            c(1e4, 1e5, 1.0),
+            1e9,
+        );
+        add(
+            "node_network_transmit_bytes_total",
+            &[("device", dev)],
+            c(1e4, 5e4, 1.0),
+            1e9,
+        );
+        add(
+            "node_network_receive_packets_total",
+            &[("device", dev)],
+            c(10.0, 100.0, 1.0),
+            1e6,
+        );
+        add(
+            "node_network_transmit_packets_total",
+            &[("device", dev)],
+            c(10.0, 80.0, 1.0),
+            1e6,
+        );
+    }
+    for dev in ["sda", "sdb"] {
+        add(
+            "node_disk_reads_completed_total",
+            &[("device", dev)],
+            c(0.0, 20.0, 1.0),
+            1e5,
+        );
+        add(
+            "node_disk_writes_completed_total",
+            &[("device", dev)],
+            c(0.0, 40.0, 1.0),
+            1e5,
+        );
+        add(
+            "node_disk_read_bytes_total",
+            &[("device", dev)],
+            c(0.0, 4e5, 512.0),
+            1e9,
+        );
+        add(
+            "node_disk_written_bytes_total",
+            &[("device", dev)],
+            c(0.0, 8e5, 512.0),
+            1e9,
+        );
+    }
+    add(
+        "node_context_switches_total",
+        &[],
+        c(1000.0, 3000.0, 1.0),
+        1e7,
+    );
+    add("node_intr_total", &[], c(500.0, 1500.0, 1.0), 1e7);
+    add(
+        "node_procs_running",
+        &[],
+        Shape::Walk {
+            spread: 2.0,
+            res: 1.0,
+            min: 0.0,
+        },
+        3.0,
+    );
+    add(
+        "node_procs_blocked",
+        &[],
+        Shape::Walk {
+            spread: 1.0,
+            res: 1.0,
+            min: 0.0,
+        },
+        0.0,
+    );
+    add("node_boot_time_seconds", &[], Shape::Const, 1.7e9);
+    add("node_time_seconds", &[], Shape::Clock, 0.0);
+    for code in ["200", "404", "500"] {
+        for method in ["GET", "POST"] {
+            let lo = if code == "200" { 50.0 } else { 0.0 };
+            add(
+                "http_requests_total",
+                &[("code", code), ("method", method)],
+                c(lo, 30.0, 1.0),
+                1e5,
+            );
+        }
+    }
+    let mut bucket_base = 0.0;
+    for (i, le) in [
+        "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "+Inf",
+    ]
+    .iter()
+    .enumerate()
+    {
+        bucket_base += 1000.0 * (i + 1) as f64;
+        add(
+            "http_request_duration_seconds_bucket",
+            &[("le", le)],
+            c(5.0 * (i + 1) as f64, 10.0, 1.0),
+            bucket_base,
+        );
+    }
+    add(
+        "http_request_duration_seconds_sum",
+        &[],
+        c(10.0, 20.0, 0.001),
+        1e5,
+    );
+    add(
+        "http_request_duration_seconds_count",
+        &[],
+        c(300.0, 80.0, 1.0),
+        1e6,
+    );
+    add(
+        "app_queue_depth",
+        &[],
+        Shape::Walk {
+            spread: 5.0,
+            res: 1.0,
+            min: 0.0,
+        },
+        10.0,
+    );
+    add(
+        "app_active_users",
+        &[],
+        Shape::Walk {
+            spread: 20.0,
+            res: 1.0,
+            min: 0.0,
+        },
+        500.0,
+    );
+    add("shop_orders_total", &[], c(0.0, 4.0, 1.0), 1e4);
+    out
+}
+
+impl Gen {
+    fn next(&mut self, t: i64, rng: &mut Rng) -> Sample {
+        let round = |v: f64, res: f64| (v / res).round() * res;
+        self.v = match self.shape {
+            Shape::Counter { lo, spread, res } => round(self.v + lo + spread * rng.uniform(), res),
+            Shape::Walk { spread, res, min } => {
+                round((self.v + spread * (rng.uniform() - 0.5)).max(min), res)
+            }
+            Shape::Const => self.v,
+            Shape::Clock => t as f64 / 1000.0,
+        };
+        // A scrape lands a few ms after its slot.
+        let jitter = (rng.uniform() * 4.0) as i64;
+        Sample(t + self.host_offset + jitter, self.v)
+    }
+}
+
+/// Remote-write bodies in time order: 5-minute slices, 200 series a body, each tagged with
+/// its group of series.
+fn bodies(hosts: usize, start: i64, end: i64) -> (Vec<(usize, Vec<u8>)>, usize, usize) {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut gens: Vec<Gen> = (0..hosts).flat_map(|h| host_series(h, &mut rng)).collect();
+    let series = gens.len();
+    let mut out = Vec::new();
+    let mut samples = 0;
+    let mut t = start;
+    while t < end {
+        let slice_end = (t + 30 * STEP).min(end);
+        for (gi, group) in gens.chunks_mut(200).enumerate() {
+            let chunk: Vec<SeriesSamples> = group
+                .iter_mut()
+                .map(|g| {
+                    let mut s = Vec::with_capacity(30);
+                    let mut u = t;
+                    while u < slice_end {
+                        s.push(g.next(u, &mut rng));
+                        u += STEP;
+                    }
+                    samples += s.len();
+                    SeriesSamples {
+                        labels: g.labels.clone(),
+                        samples: s,
+                    }
+                })
+                .collect();
+            out.push((gi, telltale_aggregator::api::remote_write::encode(&chunk)));
+        }
+        t = slice_end;
+    }
+    (out, series, samples)
+}
+
+/// POSTs every body over keep-alive HTTP/1.1 connections from `senders` threads, sharded by
+/// series group like Prometheus' remote_write shards (so each series arrives in order);
+/// returns the wall time until the last one was answered 2xx.
+fn send_all(
+    addr: SocketAddr,
+    bodies: &Arc<Vec<(usize, Vec<u8>)>>,
+    senders: usize,
+) -> anyhow::Result<f64> {
+    let t0 = Instant::now();
+    let handles: Vec<_> = (0..senders)
+        .map(|me| {
+            let bodies = bodies.clone();
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let mut conn = TcpStream::connect(addr)?;
+                conn.set_nodelay(true)?;
+                let mut reader = BufReader::new(conn.try_clone()?);
+                for (group, b) in bodies.iter() {
+                    if group % senders != me {
+                        continue;
+                    }
+                    write!(
+                        conn,
+                        "POST /api/v1/write HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-protobuf\r\nContent-Encoding: snappy\r\nX-Prometheus-Remote-Write-Version: 0.1.0\r\nContent-Length: {}\r\n\r\n",
+                        b.len()
+                    )?;
+                    conn.write_all(b)?;
+                    let mut status = String::new();
+                    reader.read_line(&mut status)?;
+                    let code: u16 = status.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+                    let mut len = 0usize;
+                    loop {
+                        let mut h = String::new();
+                        reader.read_line(&mut h)?;
+                        let h = h.trim_end();
+                        if h.is_empty() {
+                            break;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    reader.read_exact(&mut body)?;
+                    anyhow::ensure!((200..300).contains(&code), "{addr}: {status} {}", String::from_utf8_lossy(&body));
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().map_err(|_| anyhow::anyhow!("sender panicked"))??;
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+fn du(p: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => du(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Waits until `p`'s size has not changed for `quiet` (at most `max`).
+fn settle(p: &Path, quiet: Duration, max: Duration) -> u64 {
+    let end = Instant::now() + max;
+    let mut last = du(p);
+    let mut since = Instant::now();
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_secs(2));
+        let now = du(p);
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= quiet {
+            break;
+        }
+    }
+    last
+}
+
+struct Peer {
+    name: &'static str,
+    addr: SocketAddr,
+    pid: u32,
+    data: std::path::PathBuf,
+    _child: Option<Child>,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn wait_ok(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
+    wait_for(Duration::from_secs(60), || {
+        http_get(addr, path).ok().filter(|r| r.0 == 200)
+    })
+    .with_context(|| format!("{addr}{path} never answered 200"))?;
+    Ok(())
+}
+
+fn query_ms(addr: SocketAddr, path: &str, rounds: usize) -> anyhow::Result<(f64, usize)> {
+    let (status, body) = http_get(addr, path)?;
+    anyhow::ensure!(status == 200, "{addr}{path}: {status} {body}");
+    let v: serde_json::Value = serde_json::from_str(&body)?;
+    let n = v["data"]["result"].as_array().map_or(0, Vec::len);
+    let mut times = Vec::new();
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let (status, _) = http_get(addr, path)?;
+        anyhow::ensure!(status == 200);
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((times[times.len() / 2], n))
+}
+
+pub fn bench_tsdb(args: &[String]) -> anyhow::Result<()> {
+    let hosts: usize = arg(args, "--hosts", 50);
+    let hours: i64 = arg(args, "--hours", 24);
+    let senders: usize = arg(args, "--senders", 4);
+    let end = telltale_common::model::now_ms() / STEP * STEP - 60_000;
+    let start = end - hours * 3_600_000;
+    eprintln!("encoding {hosts} hosts × {hours} h...");
+    let (bodies, series, samples) = bodies(hosts, start, end);
+    let body_bytes: usize = bodies.iter().map(|b| b.1.len()).sum();
+    eprintln!(
+        "{series} series, {samples} samples, {} bodies ({:.0} MiB)",
+        bodies.len(),
+        mib(body_bytes as u64)
+    );
+    let bodies = Arc::new(bodies);
+    let dir = tempfile::tempdir()?;
+
+    // Telltale.
+    let tls = dir.path().join("tls");
+    certs_init(&tls)?;
+    let tt_data = dir.path().join("telltale");
+    let tt = start_aggregator(&tls, &tt_data, "127.0.0.1:0", "127.0.0.1:0", &[])?;
+    // VictoriaMetrics.
+    let vm_port = free_port()?;
+    let vm_data = dir.path().join("victoria");
+    let vm = Command::new(VICTORIA)
+        .arg(format!("-storageDataPath={}", vm_data.display()))
+        .arg(format!("-httpListenAddr=127.0.0.1:{vm_port}"))
+        .arg("-retentionPeriod=1y")
+        .arg("-loggerLevel=ERROR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("victoria-metrics (apt-get install victoria-metrics)")?;
+    // Prometheus.
+    let prom_port = free_port()?;
+    let prom_data = dir.path().join("prometheus");
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n")?;
+    let prom = Command::new(PROMETHEUS)
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!("--storage.tsdb.path={}", prom_data.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .arg("--storage.tsdb.retention.time=30d")
+        .arg("--web.enable-remote-write-receiver")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut peers = vec![
+        Peer {
+            name: "Telltale",
+            addr: tt.http,
+            pid: tt.proc.child.id(),
+            data: tt_data,
+            _child: None,
+        },
+        Peer {
+            name: "VictoriaMetrics 1.79",
+            addr: format!("127.0.0.1:{vm_port}").parse()?,
+            pid: vm.id(),
+            data: vm_data,
+            _child: Some(vm),
+        },
+        Peer {
+            name: "Prometheus 2.42",
+            addr: format!("127.0.0.1:{prom_port}").parse()?,
+            pid: prom.id(),
+            data: prom_data,
+            _child: Some(prom),
+        },
+    ];
+    wait_ok(peers[1].addr, "/health")?;
+    wait_ok(peers[2].addr, "/-/ready")?;
+    std::thread::sleep(Duration::from_secs(2));
+    let mut rows = Vec::new();
+    let qpath = format!(
+        "/api/v1/query_range?query={}&start={}&end={}&step=60",
+        enc("rate(node_cpu_seconds_total[5m])"),
+        (end - 6 * 3_600_000) / 1000,
+        end / 1000
+    );
+    for p in &mut peers {
+        let (_, _, base_rss) = proc_usage(p.pid)?;
+        eprintln!("{}: ingesting...", p.name);
+        let secs = send_all(p.addr, &bodies, senders)?;
+        let rate = samples as f64 / secs;
+        eprintln!("{}: {rate:.0} samples/s; compacting...", p.name);
+        let bytes = match p.name {
+            "Telltale" => {
+                let (st, body) = http_post(p.addr, "/api/v1/admin/tsdb/flush", "text/plain", b"")?;
+                anyhow::ensure!(st == 200, "flush: {st} {body}");
+                du(&p.data)
+            }
+            n if n.starts_with("Victoria") => {
+                http_get(p.addr, "/internal/force_flush")?;
+                let month = |t: i64| {
+                    let d = std::process::Command::new("date")
+                        .args(["-u", "-d", &format!("@{}", t / 1000), "+%Y_%m"])
+                        .output();
+                    d.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                        .unwrap_or_default()
+                };
+                for m in [month(start), month(end)] {
+                    let _ = http_get(
+                        p.addr,
+                        &format!("/internal/force_merge?partition_prefix={m}"),
+                    );
+                }
+                settle(&p.data, Duration::from_secs(10), Duration::from_secs(120))
+            }
+            _ => settle(&p.data, Duration::from_secs(20), Duration::from_secs(240)),
+        };
+        let (_, _, rss) = proc_usage(p.pid)?;
+        let (ms, n) = query_ms(p.addr, &qpath, 10)?;
+        let per_m = rss.saturating_sub(base_rss) as f64 / series as f64 * 1e6;
+        eprintln!(
+            "{}: {bytes} bytes, RSS {:.1} MiB (+{:.1}), query {ms:.1} ms ({n} series)",
+            p.name,
+            mib(rss),
+            mib(rss.saturating_sub(base_rss))
+        );
+        rows.push((p.name, rate, bytes as f64 / samples as f64, per_m, ms, n));
+    }
+    println!(
+        "\nStorage, {hosts} hosts × 82 series ({series} series), {hours} h at 10 s: {samples} samples, remote_write from {senders} senders, one system at a time:\n"
+    );
+    println!(
+        "| system | ingest samples/s | bytes/sample on disk | RSS MiB per 1M active series | `rate(node_cpu_seconds_total[5m])`, 6 h at 60 s, ms |"
+    );
+    println!("|---|---|---|---|---|");
+    for (name, rate, bps, per_m, ms, n) in &rows {
+        println!(
+            "| {name} | {rate:.0} | {bps:.3} | {:.0} | {ms:.1} ({n} series) |",
+            per_m / (1024.0 * 1024.0)
+        );
+    }
+    let (t, v, p) = (&rows[0], &rows[1], &rows[2]);
+    println!(
+        "\nTelltale ÷ VictoriaMetrics: ingest {:.2}×, bytes/sample {:.2}×; Telltale ÷ Prometheus: RSS per series {:.2}×, ingest {:.2}×, bytes/sample {:.2}×; query vs VM {:.2}×, vs Prometheus {:.2}×",
+        t.1 / v.1,
+        t.2 / v.2,
+        t.3 / p.3,
+        t.1 / p.1,
+        t.2 / p.2,
+        t.4 / v.4,
+        t.4 / p.4
+    );
+    for p in &mut peers {
+        if let Some(c) = p._child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    Ok(())
+}
