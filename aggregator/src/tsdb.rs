@@ -100,7 +100,7 @@ impl Default for Options {
             rollup_retention: Duration::from_secs(400 * 86_400),
             ooo_window: Duration::from_secs(3600),
             head_max_age: Duration::from_secs(600),
-            head_samples_per_series: 240,
+            head_samples_per_series: 120,
             max_series_per_agent: 200_000,
             max_series: 10_000_000,
             active_window: Duration::from_secs(3600),
@@ -191,8 +191,29 @@ struct Inner {
     /// Newest sample timestamp stored (data time, for closing compaction windows).
     max_t: AtomicU64,
     counters: Counters,
-    /// Serializes cuts, compactions and retention.
-    maintenance: Mutex<()>,
+    /// Serializes cut rounds.
+    cutting: Mutex<()>,
+    /// Serializes compaction rounds.
+    compacting: Mutex<()>,
+    /// Set (and notified) by the writer when the head reaches its size budget, so the cut
+    /// happens at once instead of at the next scheduled round: memory per series stays
+    /// bounded under any ingest rate.
+    wake: (Mutex<bool>, std::sync::Condvar),
+}
+
+impl Inner {
+    /// Asks the cutter thread to run now.
+    fn wake_cutter(&self) {
+        let (lock, cv) = &self.wake;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cv.notify_one();
+    }
+
+    /// The head's sample budget: `head_samples_per_series` per active series (at least
+    /// 100 000 samples).
+    fn head_budget(&self, active: u64) -> u64 {
+        (active.max(1) * self.opts.head_samples_per_series).max(100_000)
+    }
 }
 
 enum Job {
@@ -424,7 +445,9 @@ impl Tsdb {
             head_since_ms: AtomicU64::new(if head_samples > 0 { now_ms() as u64 } else { 0 }),
             max_t: AtomicU64::new(max_t.max(0) as u64),
             counters: Counters::default(),
-            maintenance: Mutex::new(()),
+            cutting: Mutex::new(()),
+            compacting: Mutex::new(()),
+            wake: (Mutex::new(false), std::sync::Condvar::new()),
         });
         let (tx, rx) = mpsc::channel(4096);
         let w_inner = inner.clone();
@@ -444,32 +467,42 @@ impl Tsdb {
         Ok(tsdb)
     }
 
+    /// Starts the two background threads: the cutter (writes frozen heads into blocks as
+    /// soon as the writer cuts them, and cuts an old head), and the compactor (compaction,
+    /// retention, active-series count), so a long compaction never holds up a cut.
     fn spawn_maintenance(&self) -> std::io::Result<()> {
-        let inner = self.inner.clone();
-        let tx = self.tx.clone();
-        let stop = self.stop.clone();
+        let (inner, tx, stop) = (self.inner.clone(), self.tx.clone(), self.stop.clone());
         std::thread::Builder::new()
-            .name("telltale-tsdb-maintenance".into())
+            .name("telltale-tsdb-cutter".into())
             .spawn(move || {
-                let every = inner.opts.maintenance_interval;
-                while !stop.load(Ordering::Relaxed) {
-                    // Sleep in small steps so a dropped engine stops promptly.
-                    let mut slept = Duration::ZERO;
-                    while slept < every && !stop.load(Ordering::Relaxed) {
-                        let d = Duration::from_millis(100).min(every - slept);
-                        std::thread::sleep(d);
-                        slept += d;
-                    }
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    if let Err(e) = compact::maintain(&inner, &tx, now_ms(), false) {
+                let every = inner.opts.maintenance_interval.min(Duration::from_secs(1));
+                while wait_or_wake(&inner, &stop, every) {
+                    if let Err(e) = compact::cut_round(&inner, &tx, now_ms(), false) {
                         inner.counters.maintenance_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(error = %e, "storage maintenance failed; retrying next round");
+                        tracing::error!(error = %e, "writing the head into a block failed; retrying");
+                        std::thread::sleep(Duration::from_secs(1));
                     }
                 }
-            })
-            .map(|_| ())
+            })?;
+        let (inner, stop) = (self.inner.clone(), self.stop.clone());
+        std::thread::Builder::new()
+            .name("telltale-tsdb-compactor".into())
+            .spawn(move || {
+                let every = inner.opts.maintenance_interval;
+                let mut next = std::time::Instant::now() + every;
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                    if std::time::Instant::now() < next {
+                        continue;
+                    }
+                    next = std::time::Instant::now() + every;
+                    if let Err(e) = compact::compact_round(&inner, now_ms()) {
+                        inner.counters.maintenance_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(error = %e, "storage compaction failed; retrying next round");
+                    }
+                }
+            })?;
+        Ok(())
     }
 
     /// Cuts the head into a block now and runs compaction and retention as of `now_ms`
@@ -771,9 +804,23 @@ fn load_events(data_dir: &Path) -> Vec<Event> {
     events
 }
 
+/// Frozen sets that may wait for their block before the writer stops taking writes (and so
+/// stops acknowledging): memory stays bounded when blocks are written slower than data
+/// arrives, or not at all (a full disk).
+const MAX_FROZEN: usize = 2;
+
 fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Job>, inner: Arc<Inner>) {
     let mut buf = Vec::new();
     while let Some(first) = rx.blocking_recv() {
+        let mut waited = false;
+        while inner.frozen.read().unwrap_or_else(|e| e.into_inner()).len() >= MAX_FROZEN {
+            if !waited {
+                tracing::warn!("blocks are written slower than data arrives: ingest waits");
+                waited = true;
+            }
+            inner.wake_cutter();
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let mut jobs = vec![first];
         while jobs.len() < 4096 {
             match rx.try_recv() {
@@ -852,7 +899,10 @@ fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Job>, inner: Arc<Inner>) {
                             Ordering::Relaxed,
                         );
                     }
-                    if let Some(done) = cut {
+                    // Cut when asked to, or at once when the head reaches its budget (the
+                    // cutter thread writes the frozen set into a block).
+                    let over = h.head_samples >= inner.head_budget(h.active_total);
+                    if cut.is_some() || over {
                         // Everything before the new segment is in this head: move it out.
                         let r = w
                             .roll()
@@ -871,7 +921,13 @@ fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Job>, inner: Arc<Inner>) {
                                     .push(frozen);
                                 inner.head_since_ms.store(0, Ordering::Relaxed);
                             });
-                        let _ = done.send(r);
+                        if let Err(e) = &r {
+                            tracing::error!(error = %e, "cannot roll the WAL to cut the head; retrying later");
+                        }
+                        if let Some(done) = cut {
+                            let _ = done.send(r);
+                        }
+                        inner.wake_cutter();
                     }
                 }
                 if too_old > 0 {
@@ -1217,6 +1273,25 @@ impl Storage for Tsdb {
             family(name, "counter", help, &[(String::new(), v)]);
         }
     }
+}
+
+/// Waits `every` or until woken; false once the engine is dropped.
+fn wait_or_wake(inner: &Inner, stop: &AtomicBool, every: Duration) -> bool {
+    let until = std::time::Instant::now() + every;
+    let (lock, cv) = &inner.wake;
+    let mut woken = lock.lock().unwrap_or_else(|e| e.into_inner());
+    while !*woken && !stop.load(Ordering::Relaxed) {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        woken = cv
+            .wait_timeout(woken, left.min(Duration::from_millis(100)))
+            .map(|(g, _)| g)
+            .unwrap_or_else(|e| e.into_inner().0);
+    }
+    *woken = false;
+    !stop.load(Ordering::Relaxed)
 }
 
 /// Merges bucket runs given oldest write first (a newer bucket with the same end wins).

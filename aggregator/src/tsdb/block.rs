@@ -325,7 +325,8 @@ impl BlockWriter {
             .write(true)
             .open(&tmp)
             .map_err(io_err(&tmp))?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
+        // Compaction keeps a writer open per target window and kind: small buffers.
+        let mut out = BufWriter::with_capacity(64 << 10, file);
         out.write_all(MAGIC).map_err(io_err(&tmp))?;
         Ok(BlockWriter {
             tmp,

@@ -42,25 +42,37 @@ pub fn window_of_level(level: u8) -> i64 {
     WINDOWS[usize::from(level.min(3))]
 }
 
-/// One maintenance round: cut the head if it is due (or `force`), write pending cuts,
-/// compact closed windows, apply retention, recount active series.
+/// One maintenance round: [`cut_round`] then [`compact_round`].
 pub(super) fn maintain(
     inner: &Inner,
     tx: &mpsc::Sender<Job>,
     now: i64,
     force: bool,
 ) -> Result<(), String> {
-    let _serial = inner.maintenance.lock().unwrap_or_else(|e| e.into_inner());
-    let (head_samples, active) = {
-        let h = inner.head.read().unwrap_or_else(|e| e.into_inner());
-        (h.head_samples, h.active_total)
-    };
+    cut_round(inner, tx, now, force)?;
+    compact_round(inner, now)
+}
+
+/// Cuts the head if it is old enough (or `force`), then writes every frozen set into a
+/// level-0 block. (The writer cuts by itself when the head reaches its size budget.)
+pub(super) fn cut_round(
+    inner: &Inner,
+    tx: &mpsc::Sender<Job>,
+    now: i64,
+    force: bool,
+) -> Result<(), String> {
+    let _serial = inner.cutting.lock().unwrap_or_else(|e| e.into_inner());
+    // Frozen sets first: the writer stops taking writes while too many wait, and a cut
+    // request queued behind it would never be answered.
+    write_frozen(inner)?;
+    let head_samples = inner
+        .head
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .head_samples;
     let since = inner.head_since_ms.load(Ordering::Relaxed) as i64;
-    let budget = active.max(1) * inner.opts.head_samples_per_series;
-    let due = head_samples > 0
-        && (force
-            || (since > 0 && now - since >= ms(inner.opts.head_max_age))
-            || head_samples >= budget.max(100_000));
+    let due =
+        head_samples > 0 && (force || (since > 0 && now - since >= ms(inner.opts.head_max_age)));
     if due {
         let (done, rx) = oneshot::channel();
         tx.blocking_send(Job::Cut { done })
@@ -69,7 +81,12 @@ pub(super) fn maintain(
             .map_err(|_| "storage is closed".to_string())?
             .map_err(|e| e.to_string())?;
     }
-    write_frozen(inner)?;
+    write_frozen(inner)
+}
+
+/// Compacts closed windows, applies retention and recounts active series.
+pub(super) fn compact_round(inner: &Inner, now: i64) -> Result<(), String> {
+    let _serial = inner.compacting.lock().unwrap_or_else(|e| e.into_inner());
     compact(inner, now)?;
     retention(inner, now)?;
     let since_s = ((now / 1000) as u32).saturating_sub(inner.opts.active_window.as_secs() as u32);

@@ -314,15 +314,19 @@ impl Gen {
     }
 }
 
+/// A remote_write body: (time slice, series group, bytes).
+type Body = (usize, usize, Vec<u8>);
+
 /// Remote-write bodies in time order: 5-minute slices, 200 series a body, each tagged with
 /// its group of series.
-fn bodies(hosts: usize, start: i64, end: i64) -> (Vec<(usize, Vec<u8>)>, usize, usize) {
+fn bodies(hosts: usize, start: i64, end: i64) -> (Vec<Body>, usize, usize) {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let mut gens: Vec<Gen> = (0..hosts).flat_map(|h| host_series(h, &mut rng)).collect();
     let series = gens.len();
     let mut out = Vec::new();
     let mut samples = 0;
     let mut t = start;
+    let mut slice = 0;
     while t < end {
         let slice_end = (t + 30 * STEP).min(end);
         for (gi, group) in gens.chunks_mut(200).enumerate() {
@@ -342,59 +346,51 @@ fn bodies(hosts: usize, start: i64, end: i64) -> (Vec<(usize, Vec<u8>)>, usize, 
                     }
                 })
                 .collect();
-            out.push((gi, telltale_aggregator::api::remote_write::encode(&chunk)));
+            out.push((
+                slice,
+                gi,
+                telltale_aggregator::api::remote_write::encode(&chunk),
+            ));
         }
         t = slice_end;
+        slice += 1;
     }
     (out, series, samples)
 }
 
 /// POSTs every body over keep-alive HTTP/1.1 connections from `senders` threads, sharded by
-/// series group like Prometheus' remote_write shards (so each series arrives in order);
-/// returns the wall time until the last one was answered 2xx.
-fn send_all(
-    addr: SocketAddr,
-    bodies: &Arc<Vec<(usize, Vec<u8>)>>,
-    senders: usize,
-) -> anyhow::Result<f64> {
+/// series group like Prometheus' remote_write shards (so each series arrives in order), all
+/// shards finishing a 5-minute slice before any starts the next (Prometheus refuses samples
+/// more than an hour behind its head); returns the wall time until the last body was
+/// answered 2xx.
+fn send_all(addr: SocketAddr, bodies: &Arc<Vec<Body>>, senders: usize) -> anyhow::Result<f64> {
     let t0 = Instant::now();
+    let barrier = Arc::new(std::sync::Barrier::new(senders));
+    let slices = bodies.last().map_or(0, |b| b.0 + 1);
     let handles: Vec<_> = (0..senders)
         .map(|me| {
-            let bodies = bodies.clone();
+            let (bodies, barrier) = (bodies.clone(), barrier.clone());
             std::thread::spawn(move || -> anyhow::Result<()> {
                 let mut conn = TcpStream::connect(addr)?;
                 conn.set_nodelay(true)?;
                 let mut reader = BufReader::new(conn.try_clone()?);
-                for (group, b) in bodies.iter() {
-                    if group % senders != me {
-                        continue;
-                    }
-                    write!(
-                        conn,
-                        "POST /api/v1/write HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-protobuf\r\nContent-Encoding: snappy\r\nX-Prometheus-Remote-Write-Version: 0.1.0\r\nContent-Length: {}\r\n\r\n",
-                        b.len()
-                    )?;
-                    conn.write_all(b)?;
-                    let mut status = String::new();
-                    reader.read_line(&mut status)?;
-                    let code: u16 = status.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-                    let mut len = 0usize;
-                    loop {
-                        let mut h = String::new();
-                        reader.read_line(&mut h)?;
-                        let h = h.trim_end();
-                        if h.is_empty() {
-                            break;
+                let mut failed = None;
+                let mut i = 0;
+                for slice in 0..slices {
+                    while i < bodies.len() && bodies[i].0 == slice {
+                        let (_, group, b) = &bodies[i];
+                        i += 1;
+                        if group % senders != me || failed.is_some() {
+                            continue;
                         }
-                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap_or(0);
+                        if let Err(e) = post(&mut conn, &mut reader, addr, b) {
+                            failed = Some(e);
                         }
                     }
-                    let mut body = vec![0u8; len];
-                    reader.read_exact(&mut body)?;
-                    anyhow::ensure!((200..300).contains(&code), "{addr}: {status} {}", String::from_utf8_lossy(&body));
+                    // Every shard reaches every barrier, failed or not, so none waits forever.
+                    barrier.wait();
                 }
-                Ok(())
+                failed.map_or(Ok(()), Err)
             })
         })
         .collect();
@@ -402,6 +398,48 @@ fn send_all(
         h.join().map_err(|_| anyhow::anyhow!("sender panicked"))??;
     }
     Ok(t0.elapsed().as_secs_f64())
+}
+
+/// One remote_write POST on a keep-alive connection; an error unless answered 2xx.
+fn post(
+    conn: &mut TcpStream,
+    reader: &mut BufReader<TcpStream>,
+    addr: SocketAddr,
+    b: &[u8],
+) -> anyhow::Result<()> {
+    write!(
+        conn,
+        "POST /api/v1/write HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-protobuf\r\nContent-Encoding: snappy\r\nX-Prometheus-Remote-Write-Version: 0.1.0\r\nContent-Length: {}\r\n\r\n",
+        b.len()
+    )?;
+    conn.write_all(b)?;
+    let mut status = String::new();
+    reader.read_line(&mut status)?;
+    let code: u16 = status
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let mut len = 0usize;
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h)?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body)?;
+    anyhow::ensure!(
+        (200..300).contains(&code),
+        "{addr}: {status} {}",
+        String::from_utf8_lossy(&body)
+    );
+    Ok(())
 }
 
 fn du(p: &Path) -> u64 {
@@ -481,7 +519,7 @@ pub fn bench_tsdb(args: &[String]) -> anyhow::Result<()> {
     let start = end - hours * 3_600_000;
     eprintln!("encoding {hosts} hosts × {hours} h...");
     let (bodies, series, samples) = bodies(hosts, start, end);
-    let body_bytes: usize = bodies.iter().map(|b| b.1.len()).sum();
+    let body_bytes: usize = bodies.iter().map(|b| b.2.len()).sum();
     eprintln!(
         "{series} series, {samples} samples, {} bodies ({:.0} MiB)",
         bodies.len(),
