@@ -807,7 +807,7 @@ fn load_events(data_dir: &Path) -> Vec<Event> {
 /// Frozen sets that may wait for their block before the writer stops taking writes (and so
 /// stops acknowledging): memory stays bounded when blocks are written slower than data
 /// arrives, or not at all (a full disk).
-const MAX_FROZEN: usize = 2;
+const MAX_FROZEN: usize = 1;
 
 fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Job>, inner: Arc<Inner>) {
     let mut buf = Vec::new();

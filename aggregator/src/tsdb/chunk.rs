@@ -82,8 +82,11 @@ fn get_varint(b: &[u8], pos: &mut usize) -> Result<u64, ChunkError> {
     Err(ChunkError::Truncated(*pos))
 }
 
+/// pco's level 2: on node-like columns of 120 to 8640 numbers it writes the same bytes as
+/// the default level 8 and encodes about twice as fast (measured with the chunk_codecs
+/// example's data).
 fn config() -> ChunkConfig {
-    ChunkConfig::default()
+    ChunkConfig::default().with_compression_level(2)
 }
 
 /// Encodes columns of equal length `n` (checked by the caller's construction).

@@ -602,6 +602,11 @@ pub fn bench_tsdb(args: &[String]) -> anyhow::Result<()> {
             "Telltale" => {
                 let (st, body) = http_post(p.addr, "/api/v1/admin/tsdb/flush", "text/plain", b"")?;
                 anyhow::ensure!(st == 200, "flush: {st} {body}");
+                let out = Command::new(bin("telltale-aggregator")?)
+                    .args(["storage", "stats", "--data-dir"])
+                    .arg(&p.data)
+                    .output()?;
+                eprintln!("{}", String::from_utf8_lossy(&out.stdout));
                 du(&p.data)
             }
             n if n.starts_with("Victoria") => {
