@@ -100,7 +100,7 @@ impl Default for Options {
             rollup_retention: Duration::from_secs(400 * 86_400),
             ooo_window: Duration::from_secs(3600),
             head_max_age: Duration::from_secs(600),
-            head_samples_per_series: 120,
+            head_samples_per_series: 240,
             max_series_per_agent: 200_000,
             max_series: 10_000_000,
             active_window: Duration::from_secs(3600),
@@ -153,6 +153,9 @@ impl Frozen {
             .map(|i| self.series[i].1.as_slice())
     }
 }
+
+/// A series' labels, in-memory sample runs (oldest first) and block chunks to read.
+type SeriesParts = (Labels, Vec<Vec<Sample>>, Vec<(Arc<Block>, block::Entry)>);
 
 /// What the checkpoint file records.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -977,31 +980,64 @@ impl Storage for Tsdb {
         max_samples: usize,
     ) -> Result<Vec<SeriesData>, StorageError> {
         let parts = self.read_series(matchers, start_ms, end_ms, max_samples, Kind::Raw)?;
-        let mut total: usize = parts.iter().flat_map(|p| &p.1).map(Vec::len).sum();
-        let mut out = Vec::with_capacity(parts.len());
-        for (labels, mut runs, refs) in parts {
-            let mut from_blocks = Vec::with_capacity(refs.len());
-            for (b, e) in refs {
-                match b.read_columns(&e) {
-                    Ok(c) => {
-                        let (ts, vs) = (&c.ints[0], &c.floats[0]);
-                        let lo = ts.partition_point(|&t| t < start_ms);
-                        let hi = ts.partition_point(|&t| t <= end_ms).max(lo);
-                        total += hi - lo;
-                        if total > max_samples {
-                            return Err(StorageError::TooManySamples { limit: max_samples });
+        let in_memory: usize = parts.iter().flat_map(|p| &p.1).map(Vec::len).sum();
+        let total = AtomicU64::new(in_memory as u64);
+        // Decoding chunks is most of a read: series are split across the cores.
+        let read = |part: Vec<SeriesParts>| -> Result<Vec<SeriesData>, StorageError> {
+            let mut out = Vec::with_capacity(part.len());
+            for (labels, mut runs, refs) in part {
+                let mut from_blocks = Vec::with_capacity(refs.len() + runs.len());
+                for (b, e) in refs {
+                    match b.read_columns(&e) {
+                        Ok(c) => {
+                            let (ts, vs) = (&c.ints[0], &c.floats[0]);
+                            let lo = ts.partition_point(|&t| t < start_ms);
+                            let hi = ts.partition_point(|&t| t <= end_ms).max(lo);
+                            let n = total.fetch_add((hi - lo) as u64, Ordering::Relaxed) as usize;
+                            if n + hi - lo > max_samples {
+                                return Err(StorageError::TooManySamples { limit: max_samples });
+                            }
+                            from_blocks.push((lo..hi).map(|i| Sample(ts[i], vs[i])).collect());
                         }
-                        from_blocks.push((lo..hi).map(|i| Sample(ts[i], vs[i])).collect());
+                        Err(err) => self.note_corrupt(&err),
                     }
-                    Err(err) => self.note_corrupt(&err),
+                }
+                // Blocks (oldest writes) first, then frozen sets, then the head.
+                from_blocks.append(&mut runs);
+                let samples = merge_runs(from_blocks);
+                if !samples.is_empty() {
+                    out.push(SeriesData { labels, samples });
                 }
             }
-            // Blocks (oldest writes) first, then frozen sets, then the head.
-            from_blocks.append(&mut runs);
-            let samples = merge_runs(from_blocks);
-            if !samples.is_empty() {
-                out.push(SeriesData { labels, samples });
-            }
+            Ok(out)
+        };
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8);
+        let chunks: usize = parts.iter().map(|p| p.2.len()).sum();
+        if threads <= 1 || chunks < 512 {
+            return read(parts);
+        }
+        let per = parts.len().div_ceil(threads);
+        let mut groups: Vec<Vec<SeriesParts>> = Vec::new();
+        let mut it = parts.into_iter().peekable();
+        while it.peek().is_some() {
+            groups.push(it.by_ref().take(per).collect());
+        }
+        let results: Vec<Result<Vec<SeriesData>, StorageError>> = std::thread::scope(|sc| {
+            let handles: Vec<_> = groups.into_iter().map(|g| sc.spawn(|| read(g))).collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(StorageError::Write("a read thread panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        let mut out = Vec::new();
+        for r in results {
+            out.extend(r?);
         }
         Ok(out)
     }

@@ -41,6 +41,9 @@ const DAY: i64 = 24 * HOUR;
 /// Window width per level (level 0 blocks have none; they are treated as 2 hours).
 const WINDOWS: [i64; 4] = [2 * HOUR, 2 * HOUR, DAY, 30 * DAY];
 
+/// Level-0 blocks of open windows merged together once this many exist.
+const OPEN_L0_MERGE: usize = 4;
+
 /// The window width of a level.
 pub fn window_of_level(level: u8) -> i64 {
     WINDOWS[usize::from(level.min(3))]
@@ -293,6 +296,15 @@ fn compact(inner: &Inner, now: i64) -> Result<(), String> {
                 .cloned(),
         );
         merge_write(inner, inputs, Kind::Raw, &target)?;
+    }
+    // Level-0 blocks of windows still open are merged once there are a few, so the newest
+    // hours are not left in many small chunks (they compress worse and cost a read each).
+    let open: Vec<Arc<Block>> = snapshot(inner)
+        .into_iter()
+        .filter(|b| b.kind == Kind::Raw && b.level == 0 && window_end(b.max_t, 2 * HOUR) > closed)
+        .collect();
+    if open.len() >= OPEN_L0_MERGE {
+        merge_write(inner, open, Kind::Raw, &|t| (0, window_end(t, 2 * HOUR)))?;
     }
     // Closed days: 2-hour blocks into day blocks; rollups likewise, then into 30 days.
     for (kind, from, to) in [

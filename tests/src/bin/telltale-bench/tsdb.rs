@@ -592,6 +592,8 @@ pub fn bench_tsdb(args: &[String]) -> anyhow::Result<()> {
         (end - 6 * 3_600_000) / 1000,
         end / 1000
     );
+    let only: String = arg(args, "--only", String::new());
+    peers.retain(|p| only.is_empty() || p.name.to_lowercase().starts_with(&only));
     for p in &mut peers {
         let (_, _, base_rss) = proc_usage(p.pid)?;
         eprintln!("{}: ingesting...", p.name);
@@ -651,6 +653,21 @@ pub fn bench_tsdb(args: &[String]) -> anyhow::Result<()> {
             "| {name} | {rate:.0} | {bps:.3} | {:.0} | {ms:.1} ({n} series) |",
             per_m / (1024.0 * 1024.0)
         );
+    }
+    let hold: u64 = arg(args, "--hold", 0);
+    if hold > 0 {
+        eprintln!(
+            "holding {hold} s: {}",
+            peers
+                .iter()
+                .map(|p| format!("{} http://{} pid {}", p.name, p.addr, p.pid))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        std::thread::sleep(Duration::from_secs(hold));
+    }
+    if rows.len() < 3 {
+        return Ok(());
     }
     let (t, v, p) = (&rows[0], &rows[1], &rows[2]);
     println!(
