@@ -131,6 +131,63 @@ pub fn hash_labels<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
     h.finish()
 }
 
+/// A set of series ids: a sorted list, or a bitmap when the union of many lists is large
+/// (a regex matching thousands of values: setting bits beats sorting half a million ids).
+enum IdSet {
+    List(Vec<u32>),
+    Bits(Vec<u64>),
+}
+
+impl IdSet {
+    fn union(lists: Vec<&Vec<u32>>, n: usize) -> IdSet {
+        let total: usize = lists.iter().map(|l| l.len()).sum();
+        if lists.len() <= 1 || total < 4096 || total < n / 64 {
+            return IdSet::List(union(lists));
+        }
+        let mut bits = vec![0u64; n / 64 + 1];
+        for l in lists {
+            for &id in l {
+                if let Some(w) = bits.get_mut(id as usize / 64) {
+                    *w |= 1 << (id % 64);
+                }
+            }
+        }
+        IdSet::Bits(bits)
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            IdSet::List(l) => l.is_empty(),
+            IdSet::Bits(b) => b.iter().all(|w| *w == 0),
+        }
+    }
+
+    /// Lists by length first, bitmaps last.
+    fn rank(&self) -> usize {
+        match self {
+            IdSet::List(l) => l.len(),
+            IdSet::Bits(_) => usize::MAX,
+        }
+    }
+}
+
+fn has_bit(bits: &[u64], id: u32) -> bool {
+    bits.get(id as usize / 64)
+        .is_some_and(|w| w & (1 << (id % 64)) != 0)
+}
+
+fn bits_to_ids(bits: &[u64]) -> Vec<u32> {
+    let mut out = Vec::new();
+    for (i, &w) in bits.iter().enumerate() {
+        let mut w = w;
+        while w != 0 {
+            out.push((i * 64) as u32 + w.trailing_zeros());
+            w &= w - 1;
+        }
+    }
+    out
+}
+
 /// Sorted union of sorted id lists.
 fn union(lists: Vec<&Vec<u32>>) -> Vec<u32> {
     match lists.len() {
@@ -328,50 +385,54 @@ impl Head {
     /// (intersected with the others); one that can match it removes the series of its
     /// non-matching values.
     pub fn matching_ids(&self, matchers: &[Matcher]) -> Vec<u32> {
-        let mut ids: Option<Vec<u32>> = None;
-        let mut negative: Vec<&Matcher> = Vec::new();
-        // Cheapest first: equalities, then regexes.
-        let mut order: Vec<&Matcher> = matchers.iter().collect();
-        order.sort_by_key(|m| !matches!(m.op, MatchOp::Equal(_)));
-        for m in order {
-            if m.matches("") {
-                negative.push(m);
-                continue;
-            }
+        let n = self.series.len();
+        let mut sets: Vec<IdSet> = Vec::new();
+        let mut negative: Vec<IdSet> = Vec::new();
+        for m in matchers {
+            let positive = !m.matches("");
             let Some(values) = self.postings.get(&m.name) else {
-                return Vec::new();
-            };
-            let list = match &m.op {
-                MatchOp::Equal(v) => values.get(v).cloned().unwrap_or_default(),
-                _ => union(
-                    values
-                        .iter()
-                        .filter(|(v, _)| m.matches(v))
-                        .map(|(_, l)| l)
-                        .collect(),
-                ),
-            };
-            ids = Some(match ids {
-                None => list,
-                Some(prev) => intersect(&prev, &list),
-            });
-            if ids.as_ref().is_some_and(|i| i.is_empty()) {
-                return Vec::new();
-            }
-        }
-        let mut ids = ids.unwrap_or_else(|| (0..self.series.len() as u32).collect());
-        for m in negative {
-            let Some(values) = self.postings.get(&m.name) else {
+                if positive {
+                    return Vec::new();
+                }
                 continue;
             };
-            let excluded = union(
-                values
+            let lists: Vec<&Vec<u32>> = match &m.op {
+                MatchOp::Equal(v) if positive => values.get(v).into_iter().collect(),
+                _ => values
                     .iter()
-                    .filter(|(v, _)| !m.matches(v))
+                    .filter(|(v, _)| m.matches(v) == positive)
                     .map(|(_, l)| l)
                     .collect(),
-            );
-            ids = subtract(&ids, &excluded);
+            };
+            let set = IdSet::union(lists, n);
+            if positive {
+                if set.is_empty() {
+                    return Vec::new();
+                }
+                sets.push(set);
+            } else {
+                negative.push(set);
+            }
+        }
+        // The smallest list drives; bitmaps are probed.
+        sets.sort_by_key(IdSet::rank);
+        let mut sets = sets.into_iter();
+        let mut ids = match sets.next() {
+            None => (0..n as u32).collect(),
+            Some(IdSet::List(l)) => l,
+            Some(IdSet::Bits(b)) => bits_to_ids(&b),
+        };
+        for s in sets {
+            match s {
+                IdSet::List(l) => ids = intersect(&ids, &l),
+                IdSet::Bits(b) => ids.retain(|&id| has_bit(&b, id)),
+            }
+        }
+        for s in negative {
+            match s {
+                IdSet::List(l) => ids = subtract(&ids, &l),
+                IdSet::Bits(b) => ids.retain(|&id| !has_bit(&b, id)),
+            }
         }
         ids
     }
@@ -572,6 +633,14 @@ mod tests {
 
     #[test]
     fn set_operations() {
+        let big: Vec<Vec<u32>> = (0..100)
+            .map(|k| (0..100).map(|i| i * 100 + k).collect())
+            .collect();
+        let set = IdSet::union(big.iter().collect(), 10_000);
+        assert!(matches!(set, IdSet::Bits(_)));
+        if let IdSet::Bits(b) = set {
+            assert_eq!(bits_to_ids(&b), (0..10_000).collect::<Vec<u32>>());
+        }
         assert_eq!(intersect(&[1, 3, 5, 7], &[0, 3, 4, 7, 9]), vec![3, 7]);
         assert_eq!(subtract(&[1, 3, 5, 7], &[3, 4, 7]), vec![1, 5]);
         assert_eq!(union(vec![&vec![5, 9], &vec![1, 5]]), vec![1, 5, 9]);

@@ -529,3 +529,48 @@ fn coarse_range_queries_answer_from_rollups_exactly_as_from_raw() {
     assert_eq!(engine.range(q, t0 + H, t0 + 2 * day, H).unwrap(), before);
     assert!(matches!(engine.instant(q, t0 + day).unwrap(), Value::Vector(v) if v.is_empty()));
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Whatever bytes a WAL segment, a block, series.log or the checkpoint hold, start-up
+        /// opens the engine (skipping, truncating or quarantining what is damaged) and it
+        /// stores and reads new data.
+        #[test]
+        fn start_up_survives_any_bytes(
+            wal in proptest::collection::vec(any::<u8>(), 0..2000),
+            blk in proptest::collection::vec(any::<u8>(), 0..2000),
+            series_log in proptest::collection::vec(any::<u8>(), 0..500),
+            checkpoint in proptest::collection::vec(any::<u8>(), 0..200),
+            valid_prefix in any::<bool>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let rt = rt();
+            if valid_prefix {
+                // A real store first, so the garbage lands after valid records.
+                let db = Tsdb::open_with(dir.path(), opts()).unwrap();
+                put(&rt, &db, vec![series("a", "x", vec![Sample(now_ms(), 1.0)])]);
+                db.flush_and_compact(now_ms()).unwrap();
+                put(&rt, &db, vec![series("a", "x", vec![Sample(now_ms() + 1, 2.0)])]);
+            }
+            let append = |p: &Path, b: &[u8]| {
+                let mut f = fs::OpenOptions::new().create(true).append(true).open(p).unwrap();
+                std::io::Write::write_all(&mut f, b).unwrap();
+            };
+            fs::create_dir_all(dir.path().join("log")).unwrap();
+            fs::create_dir_all(dir.path().join("blocks")).unwrap();
+            append(&wal::segment_path(&dir.path().join("log"), 999), &wal);
+            append(&dir.path().join("blocks").join("0000000000000999.blk"), &blk);
+            append(&dir.path().join("series.log"), &series_log);
+            append(&dir.path().join("checkpoint"), &checkpoint);
+            let db = Tsdb::open_with(dir.path(), opts()).unwrap();
+            let t = now_ms() + 10;
+            put(&rt, &db, vec![series("b", "y", vec![Sample(t, 3.0)])]);
+            prop_assert_eq!(all(&db, "b"), vec![Sample(t, 3.0)]);
+            let _ = check::check(dir.path()).unwrap();
+        }
+    }
+}
