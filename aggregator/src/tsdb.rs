@@ -694,8 +694,7 @@ impl Tsdb {
         end: i64,
         max_samples: usize,
         kind: Kind,
-    ) -> Result<Vec<(Labels, Vec<Vec<Sample>>, Vec<(Arc<Block>, block::Entry)>)>, StorageError>
-    {
+    ) -> Result<Vec<SeriesParts>, StorageError> {
         // 1. the head (under its lock, copying only the range), 2. frozen sets, 3. blocks.
         let mut out: Vec<(u32, Labels, Vec<Vec<Sample>>)> = Vec::new();
         let mut total = 0usize;

@@ -345,19 +345,19 @@ fn writer<'a>(
     ws: &'a mut Writers,
     key: (Kind, u8, i64),
 ) -> Result<&'a mut BlockWriter, String> {
-    if !ws.contains_key(&key) {
-        let seq = inner.next_seq.fetch_add(1, Ordering::Relaxed);
-        let w = BlockWriter::create(&blocks_dir(inner), key.0, key.1, seq)
-            .map_err(|e| e.to_string())?;
-        ws.insert(key, w);
+    match ws.entry(key) {
+        std::collections::btree_map::Entry::Occupied(e) => Ok(e.into_mut()),
+        std::collections::btree_map::Entry::Vacant(v) => {
+            let seq = inner.next_seq.fetch_add(1, Ordering::Relaxed);
+            let w = BlockWriter::create(&blocks_dir(inner), key.0, key.1, seq)
+                .map_err(|e| e.to_string())?;
+            Ok(v.insert(w))
+        }
     }
-    ws.get_mut(&key)
-        .ok_or_else(|| "writer vanished".to_string())
 }
 
 /// Merges `inputs` (all of one kind) series by series, splits the rows into the target
-/// windows, writes the blocks (and, for raw data, the rollups of each window), then swaps
-/// them in for the inputs.
+/// windows, writes the blocks, then swaps them in for the inputs.
 fn merge_write(
     inner: &Inner,
     mut inputs: Vec<Arc<Block>>,
