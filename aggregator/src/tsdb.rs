@@ -499,7 +499,7 @@ impl Tsdb {
                         continue;
                     }
                     next = std::time::Instant::now() + every;
-                    if let Err(e) = compact::compact_round(&inner, now_ms()) {
+                    if let Err(e) = compact::compact_round(&inner, now_ms(), false) {
                         inner.counters.maintenance_errors.fetch_add(1, Ordering::Relaxed);
                         tracing::error!(error = %e, "storage compaction failed; retrying next round");
                     }
@@ -1063,18 +1063,29 @@ impl Storage for Tsdb {
                 );
             }
         };
-        // Rollup blocks cover whole compacted windows up to `covered`; later buckets are
-        // computed from the raw samples.
-        let covered = self
-            .inner
-            .blocks
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|b| b.kind == kind)
-            .map(|b| rollup::window_end(b.max_t, compact::window_of_level(b.level)))
-            .max()
-            .unwrap_or(i64::MIN);
+        // Rollups exist for what raw retention removed, and raw blocks expire oldest first:
+        // buckets ending before the oldest raw sample still in a block come from rollup
+        // blocks, later ones are computed from raw samples. (Raw windows are multiples of the
+        // bucket widths, so no bucket straddles the two.)
+        let (raw_min, rollup_max) = {
+            let blocks = self.inner.blocks.read().unwrap_or_else(|e| e.into_inner());
+            let raw_min = blocks
+                .iter()
+                .filter(|b| b.kind == Kind::Raw)
+                .map(|b| b.min_t)
+                .min();
+            let rollup_max = blocks
+                .iter()
+                .filter(|b| b.kind == kind)
+                .map(|b| b.max_t)
+                .max();
+            (raw_min, rollup_max)
+        };
+        let covered = match (rollup_max, raw_min) {
+            (None, _) => i64::MIN,
+            (Some(r), None) => r,
+            (Some(_), Some(m)) => m.saturating_sub(1),
+        };
         let mut by_labels: std::collections::HashMap<Labels, Vec<rollup::Bucket>> =
             Default::default();
         let mut rows = 0usize;

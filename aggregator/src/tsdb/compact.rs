@@ -41,6 +41,9 @@ const DAY: i64 = 24 * HOUR;
 /// Window width per level (level 0 blocks have none; they are treated as 2 hours).
 const WINDOWS: [i64; 4] = [2 * HOUR, 2 * HOUR, DAY, 30 * DAY];
 
+/// `events.log` is rewritten with the newest events once it grows past this.
+const EVENTS_LOG_MAX: u64 = 64 << 20;
+
 /// Level-0 blocks of open windows merged together once this many exist.
 const OPEN_L0_MERGE: usize = 4;
 
@@ -57,7 +60,7 @@ pub(super) fn maintain(
     force: bool,
 ) -> Result<(), String> {
     cut_round(inner, tx, now, force)?;
-    compact_round(inner, now)
+    compact_round(inner, now, force)
 }
 
 /// Cuts the head if it is old enough (or `force`), then writes every frozen set into a
@@ -91,10 +94,11 @@ pub(super) fn cut_round(
     write_frozen(inner)
 }
 
-/// Compacts closed windows, applies retention and recounts active series.
-pub(super) fn compact_round(inner: &Inner, now: i64) -> Result<(), String> {
+/// Compacts closed windows, applies retention and recounts active series (`force`: see
+/// [`compact`]).
+pub(super) fn compact_round(inner: &Inner, now: i64, force: bool) -> Result<(), String> {
     let _serial = inner.compacting.lock().unwrap_or_else(|e| e.into_inner());
-    compact(inner, now)?;
+    compact(inner, now, force)?;
     retention(inner, now)?;
     let since_s = ((now / 1000) as u32).saturating_sub(inner.opts.active_window.as_secs() as u32);
     inner
@@ -153,9 +157,19 @@ fn write_frozen(inner: &Inner) -> Result<(), String> {
         };
         persist_series(inner)?;
         if !f.events.is_empty() {
+            let path = inner.dir.join("events.log");
             let payload = codec::encode_payload(&f.events).map_err(|e| e.to_string())?;
-            files::append_frames(&inner.dir.join("events.log"), &[payload])
-                .map_err(|e| format!("events.log: {e}"))?;
+            files::append_frames(&path, &[payload]).map_err(|e| format!("events.log: {e}"))?;
+            // Start-up keeps the newest events only: past a size, keep just those on disk.
+            if std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) > EVENTS_LOG_MAX {
+                let newest = inner.head.read().unwrap_or_else(|e| e.into_inner()).events(
+                    &[],
+                    i64::MIN,
+                    super::head::MAX_EVENTS,
+                );
+                let payload = codec::encode_payload(&newest).map_err(|e| e.to_string())?;
+                files::write_atomic(&path, &[payload]).map_err(|e| format!("events.log: {e}"))?;
+            }
         }
         if !f.series.is_empty() {
             let seq = inner.next_seq.fetch_add(1, Ordering::Relaxed);
@@ -251,7 +265,9 @@ fn windows_touched(min_t: i64, max_t: i64, w: i64) -> Vec<i64> {
     out
 }
 
-fn compact(inner: &Inner, now: i64) -> Result<(), String> {
+/// Compacts closed windows; `force` (a flush) also merges any two level-0 blocks of open
+/// windows.
+fn compact(inner: &Inner, now: i64, force: bool) -> Result<(), String> {
     // Wall-clock time closes windows: backfilled history compacts at once, and the last
     // data of a quiet system still moves on. A series that lags (an agent replaying an
     // outage) may still add to a closed window; its late samples are merged in then.
@@ -303,7 +319,7 @@ fn compact(inner: &Inner, now: i64) -> Result<(), String> {
         .into_iter()
         .filter(|b| b.kind == Kind::Raw && b.level == 0 && window_end(b.max_t, 2 * HOUR) > closed)
         .collect();
-    if open.len() >= OPEN_L0_MERGE {
+    if open.len() >= if force { 2 } else { OPEN_L0_MERGE } {
         merge_write(inner, open, Kind::Raw, &|t| (0, window_end(t, 2 * HOUR)))?;
     }
     // Closed days: 2-hour blocks into day blocks; rollups likewise, then into 30 days.
