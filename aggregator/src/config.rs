@@ -59,12 +59,15 @@ pub struct StorageSection {
     /// The head is cut into a block when its oldest write is this old (default `10m`).
     #[serde(default, deserialize_with = "humantime_duration_opt")]
     pub head_max_age: Option<Duration>,
-    /// ...or when it holds this many samples per active series (default 240).
+    /// ...or when it holds this many samples per active series (default 120).
     pub head_samples_per_series: Option<u64>,
     /// Active series one agent may have (default 200000); new ones beyond are refused.
     pub max_series_per_agent: Option<u64>,
     /// Active series in total (default 10000000).
     pub max_series: Option<u64>,
+    /// Bytes of decoded chunks kept for repeated reads (default `128MiB`; `0` disables).
+    #[serde(default, deserialize_with = "opt_bytes")]
+    pub chunk_cache: Option<u64>,
     /// How often maintenance (cut, compaction, retention) runs (default `10s`).
     #[serde(default, deserialize_with = "humantime_duration_opt")]
     pub maintenance_interval: Option<Duration>,
@@ -153,6 +156,7 @@ impl Config {
             max_series_per_agent: st.max_series_per_agent.unwrap_or(d.max_series_per_agent),
             max_series: st.max_series.unwrap_or(d.max_series),
             maintenance_interval: st.maintenance_interval.unwrap_or(d.maintenance_interval),
+            chunk_cache_bytes: st.chunk_cache.unwrap_or(d.chunk_cache_bytes),
             ..d
         };
         for (key, v, min) in [

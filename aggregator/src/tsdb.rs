@@ -38,6 +38,7 @@
 //! block before they drop what it replaces, so a reader never misses data in motion.
 
 pub mod block;
+mod cache;
 pub mod check;
 pub mod chunk;
 mod compact;
@@ -91,6 +92,8 @@ pub struct Options {
     pub active_window: Duration,
     /// How often the background maintenance runs (cut, compaction, retention).
     pub maintenance_interval: Duration,
+    /// Bytes of decoded chunks kept for repeated reads (dashboards refreshing); 0 disables.
+    pub chunk_cache_bytes: u64,
 }
 
 impl Default for Options {
@@ -100,11 +103,12 @@ impl Default for Options {
             rollup_retention: Duration::from_secs(400 * 86_400),
             ooo_window: Duration::from_secs(3600),
             head_max_age: Duration::from_secs(600),
-            head_samples_per_series: 240,
+            head_samples_per_series: 120,
             max_series_per_agent: 200_000,
             max_series: 10_000_000,
             active_window: Duration::from_secs(3600),
             maintenance_interval: Duration::from_secs(10),
+            chunk_cache_bytes: 128 << 20,
         }
     }
 }
@@ -198,6 +202,8 @@ struct Inner {
     cutting: Mutex<()>,
     /// Serializes compaction rounds.
     compacting: Mutex<()>,
+    /// Decoded chunks of recent reads.
+    cache: cache::ChunkCache,
     /// Set (and notified) by the writer when the head reaches its size budget, so the cut
     /// happens at once instead of at the next scheduled round: memory per series stays
     /// bounded under any ingest rate.
@@ -434,6 +440,8 @@ impl Tsdb {
         let writer =
             Writer::create(wal_dir.clone(), next_segment).map_err(|e| open_err(&wal_dir, e))?;
         let head_samples = head.head_samples;
+        let cache =
+            cache::ChunkCache::new(usize::try_from(opts.chunk_cache_bytes).unwrap_or(usize::MAX));
         let inner = Arc::new(Inner {
             dir: data_dir.to_path_buf(),
             opts,
@@ -451,6 +459,7 @@ impl Tsdb {
             cutting: Mutex::new(()),
             compacting: Mutex::new(()),
             wake: (Mutex::new(false), std::sync::Condvar::new()),
+            cache,
         });
         let (tx, rx) = mpsc::channel(4096);
         let w_inner = inner.clone();
@@ -987,19 +996,31 @@ impl Storage for Tsdb {
             for (labels, mut runs, refs) in part {
                 let mut from_blocks = Vec::with_capacity(refs.len() + runs.len());
                 for (b, e) in refs {
-                    match b.read_columns(&e) {
-                        Ok(c) => {
-                            let (ts, vs) = (&c.ints[0], &c.floats[0]);
-                            let lo = ts.partition_point(|&t| t < start_ms);
-                            let hi = ts.partition_point(|&t| t <= end_ms).max(lo);
-                            let n = total.fetch_add((hi - lo) as u64, Ordering::Relaxed) as usize;
-                            if n + hi - lo > max_samples {
-                                return Err(StorageError::TooManySamples { limit: max_samples });
+                    let key = (b.seq, e.series);
+                    let chunk = match self.inner.cache.get(key) {
+                        Some(c) => c,
+                        None => match b.read_columns(&e) {
+                            Ok(c) => {
+                                let (ts, vs) = (&c.ints[0], &c.floats[0]);
+                                let decoded: Arc<Vec<Sample>> = Arc::new(
+                                    ts.iter().zip(vs).map(|(&t, &v)| Sample(t, v)).collect(),
+                                );
+                                self.inner.cache.insert(key, decoded.clone());
+                                decoded
                             }
-                            from_blocks.push((lo..hi).map(|i| Sample(ts[i], vs[i])).collect());
-                        }
-                        Err(err) => self.note_corrupt(&err),
+                            Err(err) => {
+                                self.note_corrupt(&err);
+                                continue;
+                            }
+                        },
+                    };
+                    let lo = chunk.partition_point(|s| s.0 < start_ms);
+                    let hi = chunk.partition_point(|s| s.0 <= end_ms).max(lo);
+                    let n = total.fetch_add((hi - lo) as u64, Ordering::Relaxed) as usize;
+                    if n + hi - lo > max_samples {
+                        return Err(StorageError::TooManySamples { limit: max_samples });
                     }
+                    from_blocks.push(chunk[lo..hi].to_vec());
                 }
                 // Blocks (oldest writes) first, then frozen sets, then the head.
                 from_blocks.append(&mut runs);

@@ -206,8 +206,8 @@ fn write_frozen(inner: &Inner) -> Result<(), String> {
     }
 }
 
-/// Encodes raw chunks on every core (the cut is on the ingest path: the writer waits when
-/// cuts fall behind). Returns `(series, first t, last t, rows, chunk)` in input order.
+/// Encodes a cut's chunks in the plain format, on every core (the cut is on the ingest path:
+/// the writer waits when cuts fall behind). Returns `(series, first t, last t, rows, chunk)` in input order.
 fn encode_parallel(series: &[(u32, Vec<Sample>)]) -> Vec<(u32, i64, i64, u32, Vec<u8>)> {
     let encode = |part: &[(u32, Vec<Sample>)]| -> Vec<(u32, i64, i64, u32, Vec<u8>)> {
         part.iter()

@@ -381,7 +381,11 @@ fn damaged_blocks_are_quarantined_or_reported_and_check_finds_them() {
         put(
             &rt,
             &db,
-            vec![series("a", "x", ramp(t0 + 3 * H, t0 + 3 * H + 50_000, 10_000))],
+            vec![series(
+                "a",
+                "x",
+                ramp(t0 + 3 * H, t0 + 3 * H + 50_000, 10_000),
+            )],
         );
         db.flush_and_compact(t0).unwrap();
     }
