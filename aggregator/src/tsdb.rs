@@ -204,6 +204,8 @@ struct Inner {
     compacting: Mutex<()>,
     /// Decoded chunks of recent reads.
     cache: cache::ChunkCache,
+    /// Wall-clock ms of the last checkpoint.
+    last_checkpoint_ms: AtomicU64,
     /// Set (and notified) by the writer when the head reaches its size budget, so the cut
     /// happens at once instead of at the next scheduled round: memory per series stays
     /// bounded under any ingest rate.
@@ -460,6 +462,7 @@ impl Tsdb {
             compacting: Mutex::new(()),
             wake: (Mutex::new(false), std::sync::Condvar::new()),
             cache,
+            last_checkpoint_ms: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel(4096);
         let w_inner = inner.clone();
@@ -818,7 +821,7 @@ fn load_events(data_dir: &Path) -> Vec<Event> {
 /// Frozen sets that may wait for their block before the writer stops taking writes (and so
 /// stops acknowledging): memory stays bounded when blocks are written slower than data
 /// arrives, or not at all (a full disk).
-const MAX_FROZEN: usize = 1;
+const MAX_FROZEN: usize = 2;
 
 fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Job>, inner: Arc<Inner>) {
     let mut buf = Vec::new();

@@ -74,7 +74,7 @@ pub(super) fn cut_round(
     let _serial = inner.cutting.lock().unwrap_or_else(|e| e.into_inner());
     // Frozen sets first: the writer stops taking writes while too many wait, and a cut
     // request queued behind it would never be answered.
-    write_frozen(inner)?;
+    write_frozen(inner, force)?;
     let head_samples = inner
         .head
         .read()
@@ -91,7 +91,7 @@ pub(super) fn cut_round(
             .map_err(|_| "storage is closed".to_string())?
             .map_err(|e| e.to_string())?;
     }
-    write_frozen(inner)
+    write_frozen(inner, force)
 }
 
 /// Compacts closed windows, applies retention and recounts active series (`force`: see
@@ -144,7 +144,7 @@ fn persist_series(inner: &Inner) -> Result<(), String> {
 
 /// Writes every frozen set (oldest first) into a level-0 block, then moves the checkpoint
 /// past its WAL segments and deletes them.
-fn write_frozen(inner: &Inner) -> Result<(), String> {
+fn write_frozen(inner: &Inner, force: bool) -> Result<(), String> {
     loop {
         let Some(f) = inner
             .frozen
@@ -175,7 +175,7 @@ fn write_frozen(inner: &Inner) -> Result<(), String> {
             let seq = inner.next_seq.fetch_add(1, Ordering::Relaxed);
             let mut w = BlockWriter::create(&blocks_dir(inner), Kind::Raw, 0, seq)
                 .map_err(|e| e.to_string())?;
-            for (id, first, last, rows, bytes) in encode_parallel(&f.series) {
+            for (id, first, last, rows, bytes) in encode_chunks(&f.series) {
                 w.add(id, first, last, rows, &bytes)
                     .map_err(|e| e.to_string())?;
             }
@@ -189,6 +189,14 @@ fn write_frozen(inner: &Inner) -> Result<(), String> {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|x| !Arc::ptr_eq(x, &f));
+        inner.counters.cuts.fetch_add(1, Ordering::Relaxed);
+        // The checkpoint (two more syncs) at most once a second: skipping one only leaves
+        // WAL segments for start-up to replay, and cuts come several a second under load.
+        let now = super::now_ms();
+        let last = inner.last_checkpoint_ms.load(Ordering::Relaxed) as i64;
+        if !force && now - last < 1000 {
+            continue;
+        }
         let cp = Checkpoint {
             wal_segment: f.wal_segment,
             dedup: f.durable.clone(),
@@ -196,51 +204,36 @@ fn write_frozen(inner: &Inner) -> Result<(), String> {
         let payload = codec::encode_payload(&cp).map_err(|e| e.to_string())?;
         files::write_atomic(&inner.dir.join("checkpoint"), &[payload])
             .map_err(|e| format!("checkpoint: {e}"))?;
+        inner
+            .last_checkpoint_ms
+            .store(now.max(0) as u64, Ordering::Relaxed);
         let wal_dir = inner.dir.join("log");
         for (n, path) in super::wal::list_segments(&wal_dir).map_err(|e| e.to_string())? {
             if n < f.wal_segment {
                 let _ = std::fs::remove_file(path);
             }
         }
-        inner.counters.cuts.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-/// Encodes a cut's chunks in the plain format, on every core (the cut is on the ingest path:
-/// the writer waits when cuts fall behind). Returns `(series, first t, last t, rows, chunk)` in input order.
-fn encode_parallel(series: &[(u32, Vec<Sample>)]) -> Vec<(u32, i64, i64, u32, Vec<u8>)> {
-    let encode = |part: &[(u32, Vec<Sample>)]| -> Vec<(u32, i64, i64, u32, Vec<u8>)> {
-        part.iter()
-            .filter_map(|(id, samples)| {
-                let (ts, vs): (Vec<i64>, Vec<f64>) = samples.iter().map(|s| (s.0, s.1)).unzip();
-                let (first, last) = (*ts.first()?, *ts.last()?);
-                Some((
-                    *id,
-                    first,
-                    last,
-                    ts.len() as u32,
-                    chunk::encode(&[&ts], &[&vs]),
-                ))
-            })
-            .collect()
-    };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
-    if threads <= 1 || series.len() < 256 {
-        return encode(series);
-    }
-    let per = series.len().div_ceil(threads);
-    std::thread::scope(|sc| {
-        let handles: Vec<_> = series
-            .chunks(per)
-            .map(|part| sc.spawn(move || encode(part)))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    })
+/// Encodes a cut's chunks in the plain format. Returns `(series, first t, last t, rows,
+/// chunk)` in input order. (One thread: plain chunks cost a few ns a sample, and threads
+/// spawned per cut each keep a malloc arena of their own.)
+fn encode_chunks(series: &[(u32, Vec<Sample>)]) -> Vec<(u32, i64, i64, u32, Vec<u8>)> {
+    series
+        .iter()
+        .filter_map(|(id, samples)| {
+            let (ts, vs): (Vec<i64>, Vec<f64>) = samples.iter().map(|s| (s.0, s.1)).unzip();
+            let (first, last) = (*ts.first()?, *ts.last()?);
+            Some((
+                *id,
+                first,
+                last,
+                ts.len() as u32,
+                chunk::encode_plain(&[&ts], &[&vs]),
+            ))
+        })
+        .collect()
 }
 
 fn snapshot(inner: &Inner) -> Vec<Arc<Block>> {
