@@ -206,6 +206,8 @@ struct Inner {
     cache: cache::ChunkCache,
     /// Wall-clock ms of the last checkpoint.
     last_checkpoint_ms: AtomicU64,
+    /// The checkpoint of the last block cut, not yet written.
+    pending_checkpoint: Mutex<Option<Checkpoint>>,
     /// Set (and notified) by the writer when the head reaches its size budget, so the cut
     /// happens at once instead of at the next scheduled round: memory per series stays
     /// bounded under any ingest rate.
@@ -463,6 +465,7 @@ impl Tsdb {
             wake: (Mutex::new(false), std::sync::Condvar::new()),
             cache,
             last_checkpoint_ms: AtomicU64::new(0),
+            pending_checkpoint: Mutex::new(None),
         });
         let (tx, rx) = mpsc::channel(4096);
         let w_inner = inner.clone();

@@ -74,7 +74,7 @@ pub(super) fn cut_round(
     let _serial = inner.cutting.lock().unwrap_or_else(|e| e.into_inner());
     // Frozen sets first: the writer stops taking writes while too many wait, and a cut
     // request queued behind it would never be answered.
-    write_frozen(inner, force)?;
+    write_frozen(inner)?;
     let head_samples = inner
         .head
         .read()
@@ -91,7 +91,8 @@ pub(super) fn cut_round(
             .map_err(|_| "storage is closed".to_string())?
             .map_err(|e| e.to_string())?;
     }
-    write_frozen(inner, force)
+    write_frozen(inner)?;
+    checkpoint(inner, force)
 }
 
 /// Compacts closed windows, applies retention and recounts active series (`force`: see
@@ -144,7 +145,7 @@ fn persist_series(inner: &Inner) -> Result<(), String> {
 
 /// Writes every frozen set (oldest first) into a level-0 block, then moves the checkpoint
 /// past its WAL segments and deletes them.
-fn write_frozen(inner: &Inner, force: bool) -> Result<(), String> {
+fn write_frozen(inner: &Inner) -> Result<(), String> {
     loop {
         let Some(f) = inner
             .frozen
@@ -190,30 +191,47 @@ fn write_frozen(inner: &Inner, force: bool) -> Result<(), String> {
             .unwrap_or_else(|e| e.into_inner())
             .retain(|x| !Arc::ptr_eq(x, &f));
         inner.counters.cuts.fetch_add(1, Ordering::Relaxed);
-        // The checkpoint (two more syncs) at most once a second: skipping one only leaves
-        // WAL segments for start-up to replay, and cuts come several a second under load.
-        let now = super::now_ms();
-        let last = inner.last_checkpoint_ms.load(Ordering::Relaxed) as i64;
-        if !force && now - last < 1000 {
-            continue;
-        }
-        let cp = Checkpoint {
+        *inner
+            .pending_checkpoint
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Checkpoint {
             wal_segment: f.wal_segment,
             dedup: f.durable.clone(),
-        };
-        let payload = codec::encode_payload(&cp).map_err(|e| e.to_string())?;
-        files::write_atomic(&inner.dir.join("checkpoint"), &[payload])
-            .map_err(|e| format!("checkpoint: {e}"))?;
-        inner
-            .last_checkpoint_ms
-            .store(now.max(0) as u64, Ordering::Relaxed);
-        let wal_dir = inner.dir.join("log");
-        for (n, path) in super::wal::list_segments(&wal_dir).map_err(|e| e.to_string())? {
-            if n < f.wal_segment {
-                let _ = std::fs::remove_file(path);
-            }
+        });
+    }
+}
+
+/// Writes the checkpoint of the last block cut, at most once a second unless `force`:
+/// skipping one only leaves WAL segments for start-up to replay, and cuts come several a
+/// second under load (each checkpoint costs two more syncs). Then deletes the WAL segments
+/// it covers.
+fn checkpoint(inner: &Inner, force: bool) -> Result<(), String> {
+    let now = super::now_ms();
+    let last = inner.last_checkpoint_ms.load(Ordering::Relaxed) as i64;
+    if !force && now - last < 1000 {
+        return Ok(());
+    }
+    let Some(cp) = inner
+        .pending_checkpoint
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+    else {
+        return Ok(());
+    };
+    let payload = codec::encode_payload(&cp).map_err(|e| e.to_string())?;
+    files::write_atomic(&inner.dir.join("checkpoint"), &[payload])
+        .map_err(|e| format!("checkpoint: {e}"))?;
+    inner
+        .last_checkpoint_ms
+        .store(now.max(0) as u64, Ordering::Relaxed);
+    let wal_dir = inner.dir.join("log");
+    for (n, path) in super::wal::list_segments(&wal_dir).map_err(|e| e.to_string())? {
+        if n < cp.wal_segment {
+            let _ = std::fs::remove_file(path);
         }
     }
+    Ok(())
 }
 
 /// Encodes a cut's chunks in the plain format. Returns `(series, first t, last t, rows,
