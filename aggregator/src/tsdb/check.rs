@@ -128,7 +128,8 @@ fn sorted_files(dir: &Path, ext: &str) -> std::io::Result<Vec<std::path::PathBuf
     Ok(v)
 }
 
-fn du(dir: &Path) -> u64 {
+/// Bytes of the files under `dir`, recursively (0 if it cannot be read).
+pub fn du(dir: &Path) -> u64 {
     let Ok(rd) = fs::read_dir(dir) else { return 0 };
     rd.flatten()
         .map(|e| match e.metadata() {

@@ -392,12 +392,7 @@ fn merge_write(
     target: &dyn Fn(i64) -> (u8, i64),
 ) -> Result<(), String> {
     inputs.sort_by_key(|b| b.seq);
-    let mut ids: Vec<u32> = inputs
-        .iter()
-        .flat_map(|b| b.entries().iter().map(|e| e.series))
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
+    let ids = series_ids(&inputs);
     let mut ws = Writers::new();
     for id in ids {
         let mut raw_runs: Vec<Vec<Sample>> = Vec::new();
@@ -470,12 +465,7 @@ fn merge_write(
             }
         }
     }
-    let mut made = Vec::new();
-    for (_, w) in ws {
-        if let Some(b) = w.finish().map_err(|e| e.to_string())? {
-            made.push(Arc::new(b));
-        }
-    }
+    let made = finish(ws)?;
     {
         let mut blocks = inner.blocks.write().unwrap_or_else(|e| e.into_inner());
         blocks.retain(|b| !inputs.iter().any(|i| Arc::ptr_eq(i, b)));
@@ -492,12 +482,7 @@ fn merge_write(
 /// Writes the 5-minute and 1-hour rollups of raw blocks (same level and window).
 fn materialize_rollups(inner: &Inner, raw: &[Arc<Block>]) -> Result<(), String> {
     let mut ws = Writers::new();
-    let mut ids: Vec<u32> = raw
-        .iter()
-        .flat_map(|b| b.entries().iter().map(|e| e.series))
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
+    let ids = series_ids(raw);
     for id in ids {
         for b in raw {
             let Some(e) = b.entry(id) else { continue };
@@ -529,16 +514,33 @@ fn materialize_rollups(inner: &Inner, raw: &[Arc<Block>]) -> Result<(), String> 
             }
         }
     }
+    let made = finish(ws)?;
+    let mut blocks = inner.blocks.write().unwrap_or_else(|e| e.into_inner());
+    blocks.extend(made);
+    blocks.sort_by_key(|b| b.seq);
+    Ok(())
+}
+
+/// The series any of the blocks holds, ascending.
+fn series_ids(blocks: &[Arc<Block>]) -> Vec<u32> {
+    let mut ids: Vec<u32> = blocks
+        .iter()
+        .flat_map(|b| b.entries().iter().map(|e| e.series))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Finishes every writer (synced and renamed), returning the opened blocks.
+fn finish(ws: Writers) -> Result<Vec<Arc<Block>>, String> {
     let mut made = Vec::new();
     for (_, w) in ws {
         if let Some(b) = w.finish().map_err(|e| e.to_string())? {
             made.push(Arc::new(b));
         }
     }
-    let mut blocks = inner.blocks.write().unwrap_or_else(|e| e.into_inner());
-    blocks.extend(made);
-    blocks.sort_by_key(|b| b.seq);
-    Ok(())
+    Ok(made)
 }
 
 /// Runs of consecutive rows with the same key, as index ranges.

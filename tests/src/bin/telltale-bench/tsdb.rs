@@ -29,6 +29,7 @@ use telltale_tests::compliance::{PROMETHEUS, Rng};
 use telltale_tests::*;
 
 use crate::{arg, mib, proc_usage};
+use telltale_aggregator::tsdb::check::du;
 
 const VICTORIA: &str = "/usr/bin/victoria-metrics";
 const STEP: i64 = 10_000;
@@ -440,19 +441,6 @@ fn post(
         String::from_utf8_lossy(&body)
     );
     Ok(())
-}
-
-fn du(p: &Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(p) else {
-        return 0;
-    };
-    rd.flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => du(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }
 
 /// Waits until `p`'s size has not changed for `quiet` (at most `max`).
