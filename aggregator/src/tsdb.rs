@@ -576,14 +576,28 @@ impl Tsdb {
             .iter()
             .map(|(p, _)| hash_labels(p.iter().copied()))
             .collect();
-        let mut ids: Vec<Option<u32>> = {
+        let (mut ids, unowned): (Vec<Option<u32>>, bool) = {
             let h = self.read_head();
-            prepared
+            let ids: Vec<Option<u32>> = prepared
                 .iter()
                 .zip(&hashes)
                 .map(|((p, _), &hash)| h.lookup(p, hash))
-                .collect()
+                .collect();
+            // Series loaded from series.log have no owner until their agent writes again.
+            let unowned = agent.is_some()
+                && ids
+                    .iter()
+                    .flatten()
+                    .any(|&id| h.get(id).is_some_and(|s| s.owner == NO_OWNER));
+            (ids, unowned)
         };
+        if unowned {
+            let mut h = self.inner.head.write().unwrap_or_else(|e| e.into_inner());
+            let owner = h.owner_id(agent);
+            for &id in ids.iter().flatten() {
+                h.claim(id, owner);
+            }
+        }
         if ids.iter().any(Option::is_none) {
             let now_s = (now_ms() / 1000) as u32;
             let opts = &self.inner.opts;

@@ -314,6 +314,19 @@ impl Head {
         self.create(Labels::from_pairs(pairs.iter().copied()), hash, NO_OWNER, 0)
     }
 
+    /// Gives an unowned series (loaded at start-up) to `owner`, counting it as active there.
+    pub fn claim(&mut self, id: u32, owner: u32) {
+        let Some(s) = self.series.get_mut(id as usize) else {
+            return;
+        };
+        if s.owner == NO_OWNER && owner != NO_OWNER {
+            s.owner = owner;
+            if let Some(a) = self.active.get_mut(owner as usize) {
+                *a += 1;
+            }
+        }
+    }
+
     /// Raises a series' newest timestamp (what blocks hold, at start-up).
     pub fn note_max_t(&mut self, id: u32, t: i64) {
         if let Some(s) = self.series.get_mut(id as usize) {

@@ -351,6 +351,25 @@ fn series_caps_refuse_new_series_and_existing_ones_keep_flowing() {
     assert_eq!(r, AppendOutcome::Stored { samples: 3 });
     let mut text = String::new();
     db.render_metrics(&mut text);
+    // After a restart the series read back from series.log count for their agent again as
+    // soon as it writes: a new one is still refused.
+    db.flush_and_compact(now_ms()).unwrap();
+    drop(db);
+    let o = Options {
+        max_series_per_agent: 3,
+        max_series: 5,
+        ..opts()
+    };
+    let db2 = Tsdb::open_with(dir.path(), o).unwrap();
+    let r = rt
+        .block_on(db2.append(agent_req("a", 3, now_ms() + 2000, &names)))
+        .unwrap();
+    assert_eq!(r, AppendOutcome::Stored { samples: 3 });
+    assert_eq!(
+        db2.counters().series_refused_total.load(Ordering::Relaxed)
+            + db2.counters().series_refused_agent.load(Ordering::Relaxed),
+        2
+    );
     assert!(
         text.contains("telltale_aggregator_series_refused_total{reason=\"agent_limit\"} 2"),
         "{text}"
