@@ -428,11 +428,24 @@ fn backlog_turns_on_adaptive_sampling_and_the_series_cap_names_the_culprit() {
         .map(|(t, _)| t)
     })
     .expect("connected at some point");
+    // Count from the moment adaptive sampling switched on (its own gauge says when), so the
+    // full-resolution samples before the backlog built up do not count, however long that
+    // took on a loaded machine.
+    let adaptive_from = raw_samples(
+        agg.http,
+        "telltale_agent_adaptive_sampling_active{instance=\"busy-1\"}",
+        "5m",
+    )
+    .unwrap()
+    .into_iter()
+    .find(|(_, v)| *v == 1.0)
+    .map(|(t, _)| t)
+    .expect("adaptive sampling was on at some point");
     let count_before = |sel: &str| {
         raw_samples(agg.http, sel, "5m")
             .unwrap()
             .into_iter()
-            .filter(|(t, _)| *t < outage_end - 2000)
+            .filter(|(t, _)| *t >= adaptive_from && *t < outage_end - 2000)
             .count()
     };
     let critical = count_before("telltale_agent_connected{instance=\"busy-1\"}");
