@@ -170,6 +170,9 @@ struct Checkpoint {
     dedup: Vec<(String, u64, dedup::RangeSet)>,
 }
 
+/// The name given to series whose `series.log` record was lost to damage.
+pub const LOST_SERIES: &str = "telltale_lost_series";
+
 /// A series record of `series.log`.
 #[derive(Debug, Serialize, Deserialize)]
 struct SeriesRecord {
@@ -335,25 +338,32 @@ impl Tsdb {
             );
             files::cut_tail(&series_path, &frames).map_err(|e| open_err(data_dir, e))?;
         }
+        // Records carry their id: a damaged record in the middle leaves a gap, filled with a
+        // placeholder so every later id still names the series the blocks mean by it.
+        let mut lost = 0u64;
         for p in &frames.payloads {
-            match codec::decode_borrowed::<SeriesRecord>(p) {
-                Ok(r) if r.id as usize == head.len() => {
-                    let hash = hash_labels(r.labels.iter());
-                    head.create(r.labels, hash, NO_OWNER, 0);
-                }
-                Ok(r) => {
-                    tracing::error!(
-                        id = r.id,
-                        expected = head.len(),
-                        "series.log out of order: later series records are ignored"
-                    );
-                    break;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "undecodable series record: later series records are ignored");
-                    break;
-                }
+            let Ok(r) = codec::decode_borrowed::<SeriesRecord>(p) else {
+                tracing::error!("undecodable series record skipped");
+                continue;
+            };
+            if (r.id as usize) < head.len() {
+                continue;
             }
+            while (r.id as usize) > head.len() {
+                let id = head.len().to_string();
+                let l = Labels::from_pairs([("__name__", LOST_SERIES), ("series_id", id.as_str())]);
+                let hash = hash_labels(l.iter());
+                head.create(l, hash, NO_OWNER, 0);
+                lost += 1;
+            }
+            let hash = hash_labels(r.labels.iter());
+            head.create(r.labels, hash, NO_OWNER, 0);
+        }
+        if lost > 0 {
+            tracing::error!(
+                lost,
+                "series.log lost the labels of some series: their samples read as {LOST_SERIES}{{series_id=...}}"
+            );
         }
         let persisted = head.len() as u64;
         // Blocks.

@@ -597,3 +597,41 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn a_damaged_series_record_keeps_later_ids_aligned() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let t = now_ms();
+    {
+        let db = Tsdb::open_with(dir.path(), opts()).unwrap();
+        for name in ["s0", "s1", "s2"] {
+            put(&rt, &db, vec![series(name, "x", vec![Sample(t, 1.0)])]);
+        }
+        db.flush_and_compact(t).unwrap();
+    }
+    // Flip a byte inside the second record's payload.
+    let p = dir.path().join("series.log");
+    let mut b = fs::read(&p).unwrap();
+    let frames = files::read_frames(&p).unwrap();
+    let first = HEADER_LEN + frames.payloads[0].len();
+    b[first + HEADER_LEN + 2] ^= 0xff;
+    fs::write(&p, &b).unwrap();
+    let db = Tsdb::open_with(dir.path(), opts()).unwrap();
+    assert_eq!(all(&db, "s0").len(), 1);
+    assert_eq!(
+        all(&db, "s2").len(),
+        1,
+        "the third series keeps its id and its data"
+    );
+    assert_eq!(all(&db, "s1").len(), 0);
+    assert_eq!(
+        all(&db, LOST_SERIES).len(),
+        1,
+        "s1's samples under the placeholder"
+    );
+    // New series get fresh ids, not the lost one's.
+    put(&rt, &db, vec![series("s3", "x", vec![Sample(t + 1, 1.0)])]);
+    assert_eq!(all(&db, "s3").len(), 1);
+    assert_eq!(all(&db, "s2").len(), 1);
+}
