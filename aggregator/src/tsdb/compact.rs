@@ -143,8 +143,9 @@ fn persist_series(inner: &Inner) -> Result<(), String> {
     Ok(())
 }
 
-/// Writes every frozen set (oldest first) into a level-0 block, then moves the checkpoint
-/// past its WAL segments and deletes them.
+/// Writes every frozen set (oldest first) into a level-0 block (after the series it names
+/// are in `series.log` and its events in `events.log`), and leaves its checkpoint pending
+/// (see [`checkpoint`]).
 fn write_frozen(inner: &Inner) -> Result<(), String> {
     loop {
         let Some(f) = inner
