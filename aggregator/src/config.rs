@@ -59,7 +59,7 @@ pub struct StorageSection {
     /// The head is cut into a block when its oldest write is this old (default `10m`).
     #[serde(default, deserialize_with = "humantime_duration_opt")]
     pub head_max_age: Option<Duration>,
-    /// ...or when it holds this many samples per active series (default 120).
+    /// ...or when it holds this many samples per active series (default 60).
     pub head_samples_per_series: Option<u64>,
     /// Active series one agent may have (default 200000); new ones beyond are refused.
     pub max_series_per_agent: Option<u64>,

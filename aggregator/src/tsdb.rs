@@ -103,7 +103,7 @@ impl Default for Options {
             rollup_retention: Duration::from_secs(400 * 86_400),
             ooo_window: Duration::from_secs(3600),
             head_max_age: Duration::from_secs(600),
-            head_samples_per_series: 120,
+            head_samples_per_series: 60,
             max_series_per_agent: 200_000,
             max_series: 10_000_000,
             active_window: Duration::from_secs(3600),
