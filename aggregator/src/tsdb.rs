@@ -118,6 +118,8 @@ impl Default for Options {
 pub struct Counters {
     /// Samples refused: older than their series' out-of-order window or than retention.
     pub refused_too_old: AtomicU64,
+    /// Samples refused: more than a day ahead of the aggregator's clock.
+    pub refused_too_new: AtomicU64,
     /// New series refused by the active-series caps.
     pub series_refused_agent: AtomicU64,
     /// See `series_refused_agent` (the total cap).
@@ -845,6 +847,10 @@ fn load_events(data_dir: &Path) -> Vec<Event> {
     events
 }
 
+/// How far ahead of the aggregator's clock a sample may be (a day: skewed clocks pass,
+/// nonsense timestamps do not).
+const MAX_FUTURE_MS: i64 = 86_400_000;
+
 /// Frozen sets that may wait for their block before the writer stops taking writes (and so
 /// stops acknowledging): memory stays bounded when blocks are written slower than data
 /// arrives, or not at all (a full disk).
@@ -890,10 +896,11 @@ fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Job>, inner: Arc<Inner>) {
                 let limits = AppendLimits {
                     ooo_window_ms: ms(inner.opts.ooo_window),
                     min_t: now.saturating_sub(ms(inner.opts.retention)),
+                    max_t: now.saturating_add(MAX_FUTURE_MS),
                 };
                 let now_s = (now / 1000) as u32;
                 let mut answers = Vec::with_capacity(jobs.len());
-                let mut too_old = 0;
+                let (mut too_old, mut too_new) = (0, 0);
                 let mut cut = None;
                 {
                     let mut h = inner.head.write().unwrap_or_else(|e| e.into_inner());
@@ -918,6 +925,7 @@ fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Job>, inner: Arc<Inner>) {
                                 }
                                 let a = h.apply(&points, lim.then_some(limits), now_s);
                                 too_old += a.too_old;
+                                too_new += a.too_new;
                                 pending.extend(events.iter().cloned());
                                 h.push_events(events);
                                 if let Some(o) = origin {
@@ -970,6 +978,12 @@ fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Job>, inner: Arc<Inner>) {
                         }
                         inner.wake_cutter();
                     }
+                }
+                if too_new > 0 {
+                    inner
+                        .counters
+                        .refused_too_new
+                        .fetch_add(too_new as u64, Ordering::Relaxed);
                 }
                 if too_old > 0 {
                     inner
@@ -1289,8 +1303,14 @@ impl Storage for Tsdb {
         family(
             n::AGG_SAMPLES_REFUSED,
             "counter",
-            "Samples refused: behind their series' out-of-order window, or older than retention.",
-            &[("{reason=\"too_old\"}".into(), l(&c.refused_too_old))],
+            "Samples refused: behind their series' out-of-order window or older than retention (too_old), or more than a day ahead of the aggregator's clock.",
+            &[
+                ("{reason=\"too_old\"}".into(), l(&c.refused_too_old)),
+                (
+                    "{reason=\"too_far_in_future\"}".into(),
+                    l(&c.refused_too_new),
+                ),
+            ],
         );
         let (active, head) = {
             let h = self.read_head();

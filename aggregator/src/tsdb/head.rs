@@ -77,6 +77,8 @@ pub struct Applied {
     pub overwritten: usize,
     /// Samples older than the series' out-of-order window, refused.
     pub too_old: usize,
+    /// Samples too far in the future, refused.
+    pub too_new: usize,
 }
 
 /// Limits applied when points arrive (not when the WAL replays: what was acknowledged is
@@ -87,6 +89,9 @@ pub struct AppendLimits {
     pub ooo_window_ms: i64,
     /// Samples older than this (wall-clock ms) are refused: retention would drop them.
     pub min_t: i64,
+    /// Samples newer than this (wall-clock ms) are refused: a clock far ahead would keep
+    /// its block's window open for ever.
+    pub max_t: i64,
 }
 
 /// All series, their head samples, and the index.
@@ -347,12 +352,17 @@ impl Head {
             let Some(ms) = self.series.get_mut(id as usize) else {
                 continue;
             };
-            if let Some(l) = limits
-                && ((ms.max_t != i64::MIN && sample.0 < ms.max_t.saturating_sub(l.ooo_window_ms))
-                    || sample.0 < l.min_t)
-            {
-                a.too_old += 1;
-                continue;
+            if let Some(l) = limits {
+                if (ms.max_t != i64::MIN && sample.0 < ms.max_t.saturating_sub(l.ooo_window_ms))
+                    || sample.0 < l.min_t
+                {
+                    a.too_old += 1;
+                    continue;
+                }
+                if sample.0 > l.max_t {
+                    a.too_new += 1;
+                    continue;
+                }
             }
             ms.last_write_s = now_s;
             if ms.push(sample) {
@@ -544,6 +554,7 @@ mod tests {
         let lim = Some(AppendLimits {
             ooo_window_ms: 100,
             min_t: 0,
+            max_t: i64::MAX,
         });
         add(
             &mut h,
@@ -562,7 +573,8 @@ mod tests {
             Applied {
                 stored: 1,
                 overwritten: 1,
-                too_old: 1
+                too_old: 1,
+                too_new: 0
             }
         );
         add(
@@ -578,7 +590,12 @@ mod tests {
         let lim = Some(AppendLimits {
             ooo_window_ms: 1_000_000,
             min_t: 5000,
+            max_t: 9000,
         });
+        assert_eq!(
+            add(&mut h, &[("__name__", "m")], &[(9001, 1.0)], lim).too_new,
+            1
+        );
         assert_eq!(
             add(&mut h, &[("__name__", "m")], &[(4000, 1.0)], lim).too_old,
             1

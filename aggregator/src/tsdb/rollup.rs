@@ -45,7 +45,12 @@ pub struct Bucket {
 /// The end of the left-open window of width `w` holding `t`.
 pub fn window_end(t: i64, w: i64) -> i64 {
     let q = t.div_euclid(w);
-    if t.rem_euclid(w) == 0 { t } else { (q + 1) * w }
+    // Saturating: a sample may carry any timestamp (remote_write does not bound them).
+    if t.rem_euclid(w) == 0 {
+        t
+    } else {
+        q.saturating_add(1).saturating_mul(w)
+    }
 }
 
 /// Summarizes time-ordered samples into buckets of width `w`.
@@ -276,5 +281,7 @@ mod tests {
         assert_eq!(window_end(300_001, 300_000), 600_000);
         assert_eq!(window_end(-1, 300_000), 0);
         assert_eq!(window_end(-300_000, 300_000), -300_000);
+        assert_eq!(window_end(i64::MAX, 7_200_000), i64::MAX);
+        assert_eq!(window_end(i64::MIN, 7_200_000) % 7_200_000, 0);
     }
 }

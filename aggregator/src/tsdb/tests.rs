@@ -635,3 +635,27 @@ fn a_damaged_series_record_keeps_later_ids_aligned() {
     assert_eq!(all(&db, "s3").len(), 1);
     assert_eq!(all(&db, "s2").len(), 1);
 }
+
+#[test]
+fn extreme_timestamps_are_refused_and_counted_never_an_overflow() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let db = Tsdb::open_with(dir.path(), opts()).unwrap();
+    let s = vec![
+        Sample(i64::MIN + 1, 1.0),
+        Sample(-1, 2.0),
+        Sample(i64::MAX - 1, 3.0),
+    ];
+    let r = put(&rt, &db, vec![series("edge", "x", s)]);
+    assert_eq!(r, AppendOutcome::Stored { samples: 1 });
+    assert_eq!(db.counters().refused_too_old.load(Ordering::Relaxed), 1);
+    assert_eq!(db.counters().refused_too_new.load(Ordering::Relaxed), 1);
+    db.flush_and_compact(now_ms()).unwrap();
+    db.flush_and_compact(i64::MAX / 2).unwrap();
+    let mut text = String::new();
+    db.render_metrics(&mut text);
+    assert!(
+        text.contains("telltale_aggregator_samples_refused_total{reason=\"too_far_in_future\"} 1"),
+        "{text}"
+    );
+}
