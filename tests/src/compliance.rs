@@ -87,10 +87,23 @@ impl Peers {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
-        let prometheus_addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        let tls = dir.path().join("tls");
-        certs_init(&tls)?;
-        let telltale = start_fresh_aggregator(&tls, dir.path())?;
+        let mut prometheus = prometheus;
+        let started = (|| -> anyhow::Result<_> {
+            let prometheus_addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+            let tls = dir.path().join("tls");
+            certs_init(&tls)?;
+            Ok((prometheus_addr, start_fresh_aggregator(&tls, dir.path())?))
+        })();
+        // Until `Peers` owns it (and kills it when dropped), a failure must not leave
+        // Prometheus running.
+        let (prometheus_addr, telltale) = match started {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = prometheus.kill();
+                let _ = prometheus.wait();
+                return Err(e);
+            }
+        };
         let peers = Peers {
             prometheus,
             prometheus_addr,

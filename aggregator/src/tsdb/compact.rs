@@ -277,8 +277,8 @@ fn windows_touched(min_t: i64, max_t: i64, w: i64) -> Vec<i64> {
     out
 }
 
-/// Compacts closed windows; `force` (a flush) also merges any two level-0 blocks of open
-/// windows.
+/// Compacts closed windows; `force` (a flush) also rewrites the level-0 blocks of open
+/// windows, however few, into pco blocks (cut blocks are in the plain format).
 fn compact(inner: &Inner, now: i64, force: bool) -> Result<(), String> {
     // Wall-clock time closes windows: backfilled history compacts at once, and the last
     // data of a quiet system still moves on. A series that lags (an agent replaying an
@@ -331,7 +331,7 @@ fn compact(inner: &Inner, now: i64, force: bool) -> Result<(), String> {
         .into_iter()
         .filter(|b| b.kind == Kind::Raw && b.level == 0 && window_end(b.max_t, 2 * HOUR) > closed)
         .collect();
-    if open.len() >= if force { 2 } else { OPEN_L0_MERGE } {
+    if open.len() >= if force { 1 } else { OPEN_L0_MERGE } {
         merge_write(inner, open, Kind::Raw, &|t| (0, window_end(t, 2 * HOUR)))?;
     }
     // Closed days: 2-hour blocks into day blocks; rollups likewise, then into 30 days.

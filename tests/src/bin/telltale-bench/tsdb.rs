@@ -466,7 +466,18 @@ struct Peer {
     addr: SocketAddr,
     pid: u32,
     data: std::path::PathBuf,
-    _child: Option<Child>,
+    /// The peer's process (Telltale's is the harness' `Aggregator`): stopped when dropped,
+    /// whatever ended the run.
+    _child: Option<KillOnDrop>,
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -532,6 +543,7 @@ pub fn bench_tsdb(args: &[String]) -> anyhow::Result<()> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(KillOnDrop)
         .context("victoria-metrics (apt-get install victoria-metrics)")?;
     // Prometheus.
     let prom_port = free_port()?;
@@ -546,8 +558,9 @@ pub fn bench_tsdb(args: &[String]) -> anyhow::Result<()> {
         .arg("--web.enable-remote-write-receiver")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()?;
-    let mut peers = vec![
+        .spawn()
+        .map(KillOnDrop)?;
+    let mut peers = [
         Peer {
             name: "Telltale",
             addr: tt.http,
@@ -558,14 +571,14 @@ pub fn bench_tsdb(args: &[String]) -> anyhow::Result<()> {
         Peer {
             name: "VictoriaMetrics 1.79",
             addr: format!("127.0.0.1:{vm_port}").parse()?,
-            pid: vm.id(),
+            pid: vm.0.id(),
             data: vm_data,
             _child: Some(vm),
         },
         Peer {
             name: "Prometheus 2.42",
             addr: format!("127.0.0.1:{prom_port}").parse()?,
-            pid: prom.id(),
+            pid: prom.0.id(),
             data: prom_data,
             _child: Some(prom),
         },
@@ -581,8 +594,11 @@ pub fn bench_tsdb(args: &[String]) -> anyhow::Result<()> {
         end / 1000
     );
     let only: String = arg(args, "--only", String::new());
-    peers.retain(|p| only.is_empty() || p.name.to_lowercase().starts_with(&only));
-    for p in &mut peers {
+    // The skipped peers stay in the list, so they are stopped at the end like the others.
+    for p in peers
+        .iter_mut()
+        .filter(|p| only.is_empty() || p.name.to_lowercase().starts_with(&only))
+    {
         let (_, _, base_rss) = proc_usage(p.pid)?;
         eprintln!("{}: ingesting...", p.name);
         let secs = send_all(p.addr, &bodies, senders)?;
@@ -668,11 +684,5 @@ pub fn bench_tsdb(args: &[String]) -> anyhow::Result<()> {
         t.4 / v.4,
         t.4 / p.4
     );
-    for p in &mut peers {
-        if let Some(c) = p._child.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
     Ok(())
 }
