@@ -48,7 +48,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let r = &store.recovery;
     tracing::info!(
         segments = r.segments, records = r.records, corrupt = r.corrupt,
-        truncated_bytes = r.truncated_bytes, samples = store.stats().samples,
+        truncated_bytes = r.truncated_bytes, blocks = r.blocks, quarantined = r.quarantined, samples = store.stats().samples,
         elapsed = ?started.elapsed(), "storage recovered"
     );
     let corrupt_records = r.corrupt;

@@ -200,8 +200,6 @@ struct Inner {
     persisted_series: AtomicU64,
     /// Wall-clock ms of the first write since the last cut (0: none).
     head_since_ms: AtomicU64,
-    /// Newest sample timestamp stored (data time, for closing compaction windows).
-    max_t: AtomicU64,
     counters: Counters,
     /// Serializes cut rounds.
     cutting: Mutex<()>,
@@ -240,8 +238,6 @@ enum Job {
         points: Vec<(u32, Sample)>,
         events: Vec<Event>,
         origin: Option<Origin>,
-        /// Apply the out-of-order and retention limits (not for the aggregator's own series).
-        limits: bool,
         done: oneshot::Sender<Result<usize, StorageError>>,
     },
     Barrier {
@@ -371,7 +367,6 @@ impl Tsdb {
         // Blocks.
         let mut blocks = Vec::new();
         let mut next_seq = 1u64;
-        let mut max_t = i64::MIN;
         for e in fs::read_dir(&blocks_dir).map_err(|e| open_err(&blocks_dir, e))? {
             let path = e.map_err(|e| open_err(&blocks_dir, e))?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -390,9 +385,6 @@ impl Tsdb {
                             continue;
                         }
                         head.note_max_t(en.series, en.max_t);
-                    }
-                    if b.kind == Kind::Raw {
-                        max_t = max_t.max(b.max_t);
                     }
                     next_seq = next_seq.max(b.seq + 1);
                     report.blocks += 1;
@@ -435,9 +427,6 @@ impl Tsdb {
                 if let (Some(agent), Some(seq)) = (rec.agent, rec.sequence) {
                     dedup.mark(agent, rec.epoch, seq);
                 }
-                for p in &points {
-                    max_t = max_t.max(p.1.0);
-                }
                 head.apply(&points, None, 0);
                 replayed_events.extend(evs);
                 Ok(())
@@ -470,7 +459,6 @@ impl Tsdb {
             next_seq: AtomicU64::new(next_seq),
             persisted_series: AtomicU64::new(persisted),
             head_since_ms: AtomicU64::new(if head_samples > 0 { now_ms() as u64 } else { 0 }),
-            max_t: AtomicU64::new(max_t.max(0) as u64),
             counters: Counters::default(),
             cutting: Mutex::new(()),
             compacting: Mutex::new(()),
@@ -546,16 +534,6 @@ impl Tsdb {
     /// The engine's counters.
     pub fn counters(&self) -> &Counters {
         &self.inner.counters
-    }
-
-    /// Bytes written to the WAL since start.
-    pub fn bytes_written(&self) -> u64 {
-        self.inner.counters.wal_bytes.load(Ordering::Relaxed)
-    }
-
-    /// Active series (written within the active window), total.
-    pub fn active_series(&self) -> u64 {
-        self.read_head().active_total
     }
 
     /// Samples in the head (not yet in a block).
@@ -715,7 +693,6 @@ impl Tsdb {
             points,
             events,
             origin: req.origin.clone(),
-            limits: true,
             done,
         };
         if self.tx.send(job).await.is_err() {
@@ -909,21 +886,18 @@ fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Job>, inner: Arc<Inner>) {
                         .pending_events
                         .lock()
                         .unwrap_or_else(|e| e.into_inner());
-                    let mut max_t = i64::MIN;
+                    let mut stored = 0;
                     for j in jobs {
                         match j {
                             Job::Write {
                                 points,
                                 events,
                                 origin,
-                                limits: lim,
                                 done,
                                 ..
                             } => {
-                                for p in &points {
-                                    max_t = max_t.max(p.1.0);
-                                }
-                                let a = h.apply(&points, lim.then_some(limits), now_s);
+                                let a = h.apply(&points, Some(limits), now_s);
+                                stored += a.stored;
                                 too_old += a.too_old;
                                 too_new += a.too_new;
                                 pending.extend(events.iter().cloned());
@@ -937,10 +911,7 @@ fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Job>, inner: Arc<Inner>) {
                             Job::Cut { done } => cut = Some(done),
                         }
                     }
-                    if max_t > i64::MIN {
-                        inner
-                            .max_t
-                            .fetch_max(max_t.max(0) as u64, Ordering::Relaxed);
+                    if stored > 0 {
                         let _ = inner.head_since_ms.compare_exchange(
                             0,
                             now as u64,

@@ -45,9 +45,6 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// The kinds, in order.
-    pub const ALL: [Kind; 3] = [Kind::Raw, Kind::Rollup5m, Kind::Rollup1h];
-
     /// The i64 and f64 column counts of this kind's chunks.
     pub fn shape(self) -> (u8, u8) {
         match self {
