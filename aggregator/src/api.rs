@@ -2,6 +2,7 @@
 //! resources, `/metrics` and the health endpoints. Errors map to HTTP status in one place
 //! ([`ApiError`]).
 
+mod alerting;
 mod params;
 pub mod remote_write;
 
@@ -42,6 +43,10 @@ pub struct ApiState {
     pub ready: AtomicBool,
     /// Bearer token for state-changing calls; `None`: accepted from loopback only.
     pub api_token: Option<String>,
+    /// Rule evaluation.
+    pub rules: Arc<crate::rules::manager::RuleManager>,
+    /// Alerting, silences and incidents.
+    pub alerts: Arc<crate::alerting::service::AlertingService>,
 }
 
 /// An API error in Prometheus' envelope.
@@ -58,6 +63,15 @@ impl ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             error_type: "bad_data",
+            message: message.into(),
+        }
+    }
+
+    /// `not_found`, HTTP 404.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            error_type: "not_found",
             message: message.into(),
         }
     }
@@ -522,15 +536,6 @@ async fn metadata() -> Response {
     success(json!({}))
 }
 
-async fn rules() -> Response {
-    // Rule evaluation arrives with the alerting issue: no groups yet.
-    success(json!({"groups": []}))
-}
-
-async fn alerts() -> Response {
-    success(json!({"alerts": []}))
-}
-
 async fn agents(State(st): St) -> Response {
     count(&st);
     success(serde_json::to_value(st.registry.list()).unwrap_or(Json::Null))
@@ -582,6 +587,8 @@ async fn metrics(State(st): St) -> Response {
         corrupt_records: st.corrupt_records,
     });
     st.storage.render_metrics(&mut text);
+    st.rules.render_metrics(&mut text);
+    st.alerts.render_metrics(&mut text);
     (
         [(
             header::CONTENT_TYPE,
@@ -621,16 +628,12 @@ async fn ready(State(st): St) -> Response {
 }
 
 async fn not_found() -> ApiError {
-    ApiError {
-        status: StatusCode::NOT_FOUND,
-        error_type: "not_found",
-        message: "no such endpoint".into(),
-    }
+    ApiError::not_found("no such endpoint")
 }
 
 /// The router with every endpoint.
 pub fn router(state: Arc<ApiState>) -> Router {
-    Router::new()
+    alerting::routes(Router::new())
         .route("/api/v1/query", get(query).post(query))
         .route("/api/v1/query_range", get(query_range).post(query_range))
         .route("/api/v1/series", get(series).post(series))
@@ -638,8 +641,6 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/label/{name}/values", get(label_values))
         .route("/api/v1/status/buildinfo", get(buildinfo))
         .route("/api/v1/metadata", get(metadata))
-        .route("/api/v1/rules", get(rules))
-        .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/agents", get(agents))
         .route("/api/v1/events", get(events))
         .route(

@@ -40,6 +40,44 @@ pub struct FileConfig {
     /// The storage engine (`[storage]`).
     #[serde(default)]
     pub storage: StorageSection,
+    /// Rules (`[rules]`).
+    #[serde(default)]
+    pub rules: RulesSection,
+    /// Alerting (`[alerting]`).
+    #[serde(default)]
+    pub alerting: AlertingSection,
+}
+
+/// `[rules]`: which Prometheus rule files to evaluate, and how.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesSection {
+    /// Rule files; the file-name part may hold `*` and `?` (`/etc/telltale/rules/*.yml`).
+    /// `serve --rules` adds more.
+    #[serde(default)]
+    pub files: Vec<String>,
+    /// Interval of groups that set none (default `1m`, like Prometheus).
+    #[serde(default, deserialize_with = "humantime_duration_opt")]
+    pub evaluation_interval: Option<Duration>,
+    /// Shortest time between two evaluations of a group triggered by arriving samples
+    /// (default `50ms`; `0s` turns arrival-triggered evaluation off).
+    #[serde(default, deserialize_with = "humantime_duration_opt")]
+    pub eager_min_interval: Option<Duration>,
+    /// Labels templates see as `$externalLabels`.
+    #[serde(default)]
+    pub external_labels: std::collections::BTreeMap<String, String>,
+}
+
+/// `[alerting]`: where alerts go.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertingSection {
+    /// Routing file (Alertmanager's YAML shape); `serve --routes` overrides it. Without
+    /// one, notifications go to the aggregator's log.
+    pub routes: Option<PathBuf>,
+    /// URL the aggregator is reached at, for links in notifications (default
+    /// `http://` + `http_listen`).
+    pub external_url: Option<String>,
 }
 
 /// `[storage]`: retention, rollups, out-of-order window, head size and series caps.
@@ -102,6 +140,18 @@ pub struct Config {
     pub api_token: Option<String>,
     /// Storage engine options.
     pub storage: crate::tsdb::Options,
+    /// Rule file patterns (config file's, then `--rules`).
+    pub rule_files: Vec<String>,
+    /// Default group interval.
+    pub evaluation_interval: Duration,
+    /// Minimum gap between arrival-triggered evaluations of a group (zero: off).
+    pub eager_min_interval: Duration,
+    /// `$externalLabels`.
+    pub external_labels: telltale_common::model::Labels,
+    /// Routing file.
+    pub routes: Option<PathBuf>,
+    /// External URL.
+    pub external_url: String,
 }
 
 /// Command-line overrides.
@@ -117,6 +167,10 @@ pub struct Overrides {
     pub quic_listen: Option<SocketAddr>,
     /// `--api-token` / `TELLTALE_API_TOKEN`
     pub api_token: Option<String>,
+    /// `--rules` (added to the file's)
+    pub rules: Vec<String>,
+    /// `--routes`
+    pub routes: Option<PathBuf>,
 }
 
 impl Config {
@@ -191,7 +245,39 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        let evaluation_interval = file
+            .rules
+            .evaluation_interval
+            .unwrap_or(Duration::from_secs(60));
+        if evaluation_interval < Duration::from_millis(100) {
+            return Err(ConfigError::invalid(
+                where_,
+                "rules.evaluation_interval",
+                "must be at least 100ms",
+            ));
+        }
+        let http_listen = o
+            .http_listen
+            .or(file.http_listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9470)));
+        let mut rule_files = file.rules.files.clone();
+        rule_files.extend(o.rules.iter().cloned());
         Ok(Config {
+            rule_files,
+            evaluation_interval,
+            eager_min_interval: file
+                .rules
+                .eager_min_interval
+                .unwrap_or(Duration::from_millis(50)),
+            external_labels: telltale_common::model::Labels::from_pairs(
+                file.rules.external_labels.clone(),
+            ),
+            routes: o.routes.clone().or(file.alerting.routes.clone()),
+            external_url: file
+                .alerting
+                .external_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{http_listen}")),
             storage,
             data_dir: o
                 .data_dir
@@ -203,10 +289,7 @@ impl Config {
                 .clone()
                 .or(file.tls_dir)
                 .unwrap_or_else(|| "/etc/telltale/tls".into()),
-            http_listen: o
-                .http_listen
-                .or(file.http_listen)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9470))),
+            http_listen,
             quic_listen: o
                 .quic_listen
                 .or(file.quic_listen)

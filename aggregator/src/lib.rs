@@ -6,6 +6,9 @@
 //! - [`storage`]: the interface ingest writes to and queries read from.
 //! - [`tsdb`]: the storage engine (WAL with group commit, head, compressed blocks, rollups).
 //! - [`promql`]: query evaluation over the storage trait.
+//! - [`rules`]: recording and alerting rules (Prometheus rule files), evaluated on a timer
+//!   and as samples arrive.
+//! - [`alerting`]: routing, grouping, inhibition, silences, escalation, incidents, delivery.
 //! - [`api`]: the HTTP API (Prometheus' envelope), `/metrics`, health.
 //! - [`agents`]: connection state per agent (`up`, `/api/v1/agents`).
 //! - [`config`]: the TOML file and its validation into runtime settings.
@@ -14,10 +17,12 @@
 #![forbid(unsafe_code)]
 
 pub mod agents;
+pub mod alerting;
 pub mod api;
 pub mod config;
 pub mod ingest;
 pub mod promql;
+pub mod rules;
 pub mod selfmetrics;
 pub mod serve;
 pub mod storage;

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use telltale_aggregator::config::{Config, Overrides};
@@ -27,10 +28,40 @@ enum Cmd {
     Serve(ServeArgs),
     /// Validate a configuration file and the TLS files it names, then exit.
     CheckConfig(ServeArgs),
+    /// Rule files.
+    Rules {
+        #[command(subcommand)]
+        cmd: RulesCmd,
+    },
+    /// Routing files.
+    Routes {
+        #[command(subcommand)]
+        cmd: RoutesCmd,
+    },
     /// Inspect a data directory (read-only; safe beside a running aggregator).
     Storage {
         #[command(subcommand)]
         cmd: StorageCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCmd {
+    /// Validate Prometheus rule files like `promtool check rules`; exits 1 if any fails.
+    Check {
+        /// Rule files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RoutesCmd {
+    /// Validate a routing file (Alertmanager configuration + Telltale extensions); exits 1 if
+    /// it fails, and prints what is accepted but not acted on.
+    Check {
+        /// The routing file.
+        file: PathBuf,
     },
 }
 
@@ -94,6 +125,12 @@ struct ServeArgs {
     /// Bearer token for state-changing HTTP calls (unset: loopback only).
     #[arg(long, env = "TELLTALE_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
+    /// Prometheus rule files to evaluate (repeatable; `*` and `?` allowed in the file name).
+    #[arg(long = "rules", value_name = "GLOB")]
+    rules: Vec<String>,
+    /// Routing file (Alertmanager's configuration shape).
+    #[arg(long)]
+    routes: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -106,6 +143,8 @@ impl ServeArgs {
                 http_listen: self.http_listen,
                 quic_listen: self.quic_listen,
                 api_token: self.api_token.clone(),
+                rules: self.rules.clone(),
+                routes: self.routes.clone(),
             },
         )
     }
@@ -185,6 +224,55 @@ fn main() -> ExitCode {
                 },
             }
         }
+        Cmd::Rules {
+            cmd: RulesCmd::Check { files },
+        } => {
+            let mut failed = false;
+            for f in files {
+                println!("Checking {}", f.display());
+                match telltale_aggregator::rules::file::load(&f, Duration::from_secs(60)) {
+                    Ok(groups) => {
+                        let n: usize = groups.iter().map(|g| g.rules.len()).sum();
+                        println!("  SUCCESS: {n} rules found\n");
+                    }
+                    Err(e) => {
+                        failed = true;
+                        println!("  FAILED:\n{e}\n");
+                    }
+                }
+            }
+            if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Cmd::Routes {
+            cmd: RoutesCmd::Check { file },
+        } => {
+            println!("Checking {}", file.display());
+            match telltale_aggregator::alerting::config::RoutingConfig::load(&file) {
+                Ok(c) => {
+                    println!(
+                        "  SUCCESS: {} receivers, {} routes, {} inhibit rules, {} time intervals, {} escalation policies, {} topology services",
+                        c.receivers.len(),
+                        c.route.walk().len(),
+                        c.inhibit_rules.len(),
+                        c.time_intervals.len(),
+                        c.escalation_policies.len(),
+                        c.correlation.services.len()
+                    );
+                    for w in &c.warnings {
+                        println!("  WARNING: {w}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    println!("  FAILED:\n{e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Cmd::CheckConfig(args) => {
             let cfg = match args.config() {
                 Ok(c) => c,
@@ -193,6 +281,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            if let Err(e) = telltale_aggregator::serve::Alerting::load(&cfg) {
+                eprintln!("telltale-aggregator: {e}");
+                return ExitCode::from(2);
+            }
             let tls = telltale_common::tls::TlsPaths {
                 ca: cfg.tls_dir.join("ca.crt"),
                 cert: cfg.tls_dir.join("server.crt"),
@@ -217,6 +309,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            let alerting = match telltale_aggregator::serve::Alerting::load(&cfg) {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("telltale-aggregator: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             telltale_common::logging::init();
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
@@ -225,7 +324,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            match rt.block_on(telltale_aggregator::serve::serve(cfg)) {
+            match rt.block_on(telltale_aggregator::serve::serve(cfg, alerting)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("telltale-aggregator: {e:#}");

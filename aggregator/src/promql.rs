@@ -138,8 +138,18 @@ impl Engine {
         timeout: Option<Duration>,
     ) -> Result<Value, QueryError> {
         let expr = Self::parse(q)?;
-        let mut ev = self.evaluator(t_ms, t_ms, &expr, timeout);
-        Ok(match ev.eval(&expr, t_ms)? {
+        self.instant_expr(&expr, t_ms, timeout)
+    }
+
+    /// Evaluates a parsed expression at `t_ms` (rules parse theirs once, at load).
+    pub fn instant_expr(
+        &self,
+        expr: &Expr,
+        t_ms: i64,
+        timeout: Option<Duration>,
+    ) -> Result<Value, QueryError> {
+        let mut ev = self.evaluator(t_ms, t_ms, expr, timeout);
+        Ok(match ev.eval(expr, t_ms)? {
             Val::Scalar(v) => Value::Scalar(Sample(t_ms, v)),
             Val::Str(s) => Value::String(t_ms, s),
             Val::Vector(v) => Value::Vector(

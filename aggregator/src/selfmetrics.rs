@@ -34,14 +34,16 @@ pub struct Gauges {
     pub corrupt_records: u64,
 }
 
-fn counter(out: &mut String, name: &str, help: &str, v: u64) {
+/// Writes a counter in the text exposition format.
+pub fn counter(out: &mut String, name: &str, help: &str, v: u64) {
     let _ = writeln!(
         out,
         "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
     );
 }
 
-fn gauge(out: &mut String, name: &str, help: &str, v: u64) {
+/// Writes a gauge in the text exposition format.
+pub fn gauge(out: &mut String, name: &str, help: &str, v: u64) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
 }
 

@@ -9,10 +9,13 @@ use anyhow::Context;
 use telltale_common::tls::{CaFiles, TlsPaths};
 
 use crate::agents::Registry;
+use crate::alerting::config::RoutingConfig;
+use crate::alerting::service::AlertingService;
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::ingest::Ingest;
 use crate::promql::Engine;
+use crate::rules::manager::{RuleManager, Settings as RuleSettings};
 use crate::selfmetrics::SelfMetrics;
 use crate::storage::{AGENT_JOB, Matcher, Storage};
 use crate::tsdb::Tsdb;
@@ -25,8 +28,40 @@ pub struct Running {
     pub quic: SocketAddr,
 }
 
+/// Rule groups and routing, loaded and validated before anything starts.
+pub struct Alerting {
+    /// Rule groups from every rule file.
+    pub groups: Vec<crate::rules::file::Group>,
+    /// Routing (the built-in log-only one without a routes file).
+    pub routing: RoutingConfig,
+}
+
+impl Alerting {
+    /// Loads the rule files and the routing file the configuration names.
+    pub fn load(cfg: &Config) -> Result<Alerting, String> {
+        let mut groups = Vec::new();
+        for pattern in &cfg.rule_files {
+            let files = crate::rules::file::expand_glob(pattern)?;
+            if files.is_empty() {
+                tracing::warn!(pattern, "rule pattern matches no file");
+            }
+            for f in files {
+                groups.extend(
+                    crate::rules::file::load(&f, cfg.evaluation_interval)
+                        .map_err(|e| e.to_string())?,
+                );
+            }
+        }
+        let routing = match &cfg.routes {
+            Some(p) => RoutingConfig::load(p).map_err(|e| e.to_string())?,
+            None => RoutingConfig::log_only(),
+        };
+        Ok(Alerting { groups, routing })
+    }
+}
+
 /// Runs the aggregator until a shutdown signal.
-pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     let tls = TlsPaths {
         ca: cfg.tls_dir.join(CaFiles::CA_CERT),
         cert: cfg.tls_dir.join(CaFiles::SERVER_CERT),
@@ -66,6 +101,28 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             registry.know(i);
         }
     }
+    let engine = Engine::new(storage.clone(), cfg.lookback_delta, cfg.query_max_samples)
+        .with_timeout(cfg.query_timeout);
+    let alerts = AlertingService::open(
+        alerting.routing,
+        &cfg.data_dir.join("alerting"),
+        &cfg.external_url,
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
+    let rule_count: usize = alerting.groups.iter().map(|g| g.rules.len()).sum();
+    let rules = RuleManager::new(
+        engine.clone(),
+        storage.clone(),
+        alerts.clone(),
+        RuleSettings {
+            eager_min_interval: cfg.eager_min_interval,
+            external_labels: cfg.external_labels.clone(),
+            external_url: cfg.external_url.clone(),
+        },
+        alerting.groups,
+    );
+    rules.start();
+    tracing::info!(rules = rule_count, "rules loaded");
     let metrics = Arc::new(SelfMetrics::default());
     let ingest = Arc::new(Ingest {
         storage: storage.clone(),
@@ -75,8 +132,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     });
     let state = Arc::new(ApiState {
         storage: storage.clone(),
-        engine: Engine::new(storage.clone(), cfg.lookback_delta, cfg.query_max_samples)
-            .with_timeout(cfg.query_timeout),
+        engine,
+        rules,
+        alerts,
         registry: registry.clone(),
         metrics,
         corrupt_records,

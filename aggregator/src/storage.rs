@@ -139,6 +139,10 @@ pub struct SeriesData {
     pub samples: Vec<Sample>,
 }
 
+/// Called once an append is durable, with the distinct metric names it stored (in no
+/// particular order). Rules use it to evaluate what a sample touches as it arrives.
+pub type AppendHook = std::sync::Arc<dyn Fn(&[&str]) + Send + Sync>;
+
 /// A boxed future, so the trait can be used as `dyn Storage`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -202,6 +206,12 @@ pub trait Storage: Send + Sync + 'static {
     /// Appends the engine's own metrics in the text exposition format.
     fn render_metrics(&self, out: &mut String) {
         let _ = out;
+    }
+
+    /// Installs the hook called after every durable append (replacing an earlier one). An
+    /// engine that cannot tell leaves rules to their timers.
+    fn set_append_hook(&self, hook: AppendHook) {
+        let _ = hook;
     }
 
     /// Host events (health checks changing state...) with `t_ms >= since_ms` whose labels

@@ -61,8 +61,8 @@ use telltale_common::wire::Event;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::storage::{
-    AppendData, AppendOutcome, AppendRequest, BoxFuture, Matcher, Origin, RollupData, SeriesData,
-    Storage, StorageError, StorageStats,
+    AppendData, AppendHook, AppendOutcome, AppendRequest, BoxFuture, Matcher, Origin, RollupData,
+    SeriesData, Storage, StorageError, StorageStats,
 };
 use block::{Block, Kind};
 use dedup::Dedup;
@@ -254,6 +254,8 @@ pub struct Tsdb {
     inner: Arc<Inner>,
     tx: mpsc::Sender<Job>,
     stop: Arc<AtomicBool>,
+    /// Called after each durable append with the metric names it stored.
+    hook: RwLock<Option<AppendHook>>,
     /// What start-up recovery found.
     pub recovery: RecoveryReport,
 }
@@ -478,6 +480,7 @@ impl Tsdb {
             inner,
             tx,
             stop,
+            hook: RwLock::new(None),
             recovery: report,
         };
         tsdb.spawn_maintenance()
@@ -686,6 +689,19 @@ impl Tsdb {
         };
         let mut framed = Vec::with_capacity(HEADER_LEN + payload.len());
         codec::frame_into(&payload, &mut framed);
+        let hook = self.hook.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut names: Vec<&str> = Vec::new();
+        if hook.is_some() {
+            for (pairs, _) in &prepared {
+                if let Some((_, n)) = pairs.iter().find(|(k, _)| *k == "__name__")
+                    && names.last() != Some(n)
+                {
+                    names.push(n);
+                }
+            }
+            names.sort_unstable();
+            names.dedup();
+        }
         let points = self.resolve(agent, prepared);
         let (done, rx) = oneshot::channel();
         let job = Job::Write {
@@ -700,6 +716,9 @@ impl Tsdb {
             return Err(StorageError::Closed);
         }
         let samples = rx.await.map_err(|_| StorageError::Closed)??;
+        if let Some(h) = hook {
+            h(&names);
+        }
         Ok(AppendOutcome::Stored { samples })
     }
 
@@ -993,6 +1012,10 @@ fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Job>, inner: Arc<Inner>) {
 impl Storage for Tsdb {
     fn append(&self, req: AppendRequest) -> BoxFuture<'_, Result<AppendOutcome, StorageError>> {
         Box::pin(self.append_inner(req))
+    }
+
+    fn set_append_hook(&self, hook: AppendHook) {
+        *self.hook.write().unwrap_or_else(|e| e.into_inner()) = Some(hook);
     }
 
     fn select(

@@ -69,3 +69,20 @@ pub const AGG_COMPACTIONS: &str = "telltale_aggregator_compactions_total";
 pub const AGG_EXPIRED_BLOCKS: &str = "telltale_aggregator_blocks_expired_total";
 /// Storage maintenance rounds that failed.
 pub const AGG_MAINTENANCE_ERRORS: &str = "telltale_aggregator_storage_maintenance_errors_total";
+/// Rule group evaluations, by trigger (`timer` or `eager`).
+pub const AGG_RULE_EVALUATIONS: &str = "telltale_aggregator_rule_group_evaluations_total";
+/// Rule evaluations that failed.
+pub const AGG_RULE_FAILURES: &str = "telltale_aggregator_rule_evaluation_failures_total";
+/// Notifications delivered, by integration.
+pub const AGG_NOTIFICATIONS: &str = "telltale_aggregator_notifications_total";
+/// Notification delivery attempts that failed (and will be retried), by integration.
+pub const AGG_NOTIFICATION_FAILURES: &str =
+    "telltale_aggregator_notification_attempts_failed_total";
+/// Notifications given up on (queue full, permanent refusal, retries exhausted).
+pub const AGG_NOTIFICATIONS_DROPPED: &str = "telltale_aggregator_notifications_dropped_total";
+/// Notifications waiting for delivery.
+pub const AGG_NOTIFICATION_QUEUE: &str = "telltale_aggregator_notification_queue_length";
+/// Alerts known to the alerting side, by state (`active`, `suppressed`).
+pub const AGG_ALERTS: &str = "telltale_aggregator_alerts";
+/// Open incidents.
+pub const AGG_INCIDENTS_OPEN: &str = "telltale_aggregator_incidents_open";

@@ -1,0 +1,133 @@
+//! Inhibition: a firing *source* alert mutes the *target* alerts that share the labels named
+//! in `equal` (Alertmanager's semantics: a label missing from both counts as equal; an alert
+//! matching both sides cannot be muted by another that also matches both — so a rule like
+//! "critical mutes warning of the same alertname" never lets an alert mute itself).
+
+use telltale_common::model::Labels;
+
+use super::Alert;
+use crate::storage::Matcher;
+
+/// One inhibition rule.
+#[derive(Debug, Clone)]
+pub struct InhibitRule {
+    /// Matchers a muting alert satisfies.
+    pub source: Vec<Matcher>,
+    /// Matchers a muted alert satisfies.
+    pub target: Vec<Matcher>,
+    /// Labels both must share.
+    pub equal: Vec<String>,
+}
+
+fn all(ms: &[Matcher], l: &Labels) -> bool {
+    ms.iter().all(|m| m.matches_labels(l))
+}
+
+/// The fingerprint of an alert among `firing` that inhibits an alert with `target` labels.
+pub fn inhibited_by(rules: &[InhibitRule], target: &Labels, firing: &[&Alert]) -> Option<u64> {
+    let tfp = super::fingerprint(target);
+    for r in rules {
+        if !all(&r.target, target) {
+            continue;
+        }
+        let two_sided = all(&r.source, target);
+        for s in firing {
+            if !all(&r.source, &s.labels) || s.fingerprint() == tfp {
+                continue;
+            }
+            if two_sided && all(&r.target, &s.labels) {
+                continue;
+            }
+            if r.equal.iter().all(|n| s.labels.get(n) == target.get(n)) {
+                return Some(s.fingerprint());
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerting::matchers::parse_one;
+
+    fn alert(pairs: &[(&str, &str)]) -> Alert {
+        Alert {
+            labels: Labels::from_pairs(pairs.iter().copied()),
+            annotations: Labels::default(),
+            starts_at: 1,
+            ends_at: 0,
+            generator_url: String::new(),
+        }
+    }
+
+    // Alertmanager's documented example: critical mutes warning of the same alertname.
+    fn rule() -> InhibitRule {
+        InhibitRule {
+            source: vec![parse_one("severity=critical").expect("m")],
+            target: vec![parse_one("severity=warning").expect("m")],
+            equal: vec!["alertname".into(), "cluster".into()],
+        }
+    }
+
+    #[test]
+    fn critical_mutes_warning_with_equal_labels() {
+        let crit = alert(&[
+            ("alertname", "Disk"),
+            ("severity", "critical"),
+            ("cluster", "a"),
+        ]);
+        let warn_a = alert(&[
+            ("alertname", "Disk"),
+            ("severity", "warning"),
+            ("cluster", "a"),
+        ]);
+        let warn_b = alert(&[
+            ("alertname", "Disk"),
+            ("severity", "warning"),
+            ("cluster", "b"),
+        ]);
+        let other = alert(&[
+            ("alertname", "Cpu"),
+            ("severity", "warning"),
+            ("cluster", "a"),
+        ]);
+        let firing = [&crit];
+        let r = [rule()];
+        assert_eq!(
+            inhibited_by(&r, &warn_a.labels, &firing),
+            Some(crit.fingerprint())
+        );
+        assert_eq!(
+            inhibited_by(&r, &warn_b.labels, &firing),
+            None,
+            "cluster differs"
+        );
+        assert_eq!(
+            inhibited_by(&r, &other.labels, &firing),
+            None,
+            "alertname differs"
+        );
+        assert_eq!(
+            inhibited_by(&r, &crit.labels, &firing),
+            None,
+            "source is not a target"
+        );
+        // Missing on both sides counts as equal.
+        let crit_nc = alert(&[("alertname", "Disk"), ("severity", "critical")]);
+        let warn_nc = alert(&[("alertname", "Disk"), ("severity", "warning")]);
+        assert!(inhibited_by(&r, &warn_nc.labels, &[&crit_nc]).is_some());
+    }
+
+    #[test]
+    fn an_alert_matching_both_sides_does_not_mute_its_peers() {
+        let r = [InhibitRule {
+            source: vec![parse_one("alertname=Down").expect("m")],
+            target: vec![parse_one("alertname=Down").expect("m")],
+            equal: vec!["job".into()],
+        }];
+        let a = alert(&[("alertname", "Down"), ("job", "x"), ("instance", "1")]);
+        let b = alert(&[("alertname", "Down"), ("job", "x"), ("instance", "2")]);
+        assert_eq!(inhibited_by(&r, &a.labels, &[&a, &b]), None);
+    }
+}

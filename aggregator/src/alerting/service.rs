@@ -1,0 +1,997 @@
+//! The alerting driver: takes alerts from the rules, runs dispatch, silences, inhibition,
+//! correlation and escalation, and delivers through a durable outbox.
+//!
+//! State lives in one sled tree under `DATA_DIR/alerting`, keyed by prefix:
+//! `s/` silences, `n/` the notification log, `i/` incidents, `e/` escalations, `o/` the
+//! outbox (`o/` + priority byte + sequence: iteration order is urgency, then age). A
+//! notification is written to the outbox together with its notification-log entry in one
+//! atomic batch, flushed to disk, and only then sent; it leaves the outbox once its receiver
+//! accepted it. So a crash or restart neither loses a pending notification (it is sent after
+//! start-up) nor repeats one that was decided (the log says it was). A delivery is retried with
+//! exponential backoff (1 s doubling to 5 min) for up to a day; the outbox holds at most
+//! `MAX_OUTBOX` entries — beyond that new notifications are dropped and counted.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use telltale_common::model::now_ms;
+use telltale_common::names;
+use tokio::sync::{Notify, Semaphore};
+
+use super::config::{Integration, RoutingConfig};
+use super::correlate::{Change, Correlator, Incident};
+use super::deliver::{Deliverer, SendError};
+use super::dispatch::{Dispatcher, Flush, NflogEntry, needs_update};
+use super::escalate::{Escalation, Page, policy_for};
+use super::inhibit::inhibited_by;
+use super::payload::{alertmanager_v2, incident_json, labels_json, page_v4, webhook_v4};
+use super::route::Route;
+use super::silence::{PostableSilence, Silence, Silences};
+use super::{Alert, fingerprint_hex, rfc3339};
+use crate::rules::Notifier;
+use crate::selfmetrics::{counter, gauge};
+
+/// Most notifications waiting for delivery.
+pub const MAX_OUTBOX: usize = 10_000;
+/// A delivery failing for longer than this is given up.
+const MAX_RETRY_MS: i64 = 24 * 3600 * 1000;
+/// Deliveries in flight at once.
+const PARALLEL_DELIVERIES: usize = 16;
+/// Resolved alerts are forgotten this long after they resolved.
+const RESOLVED_KEEP_MS: i64 = 15 * 60 * 1000;
+/// Resolved incidents are kept this long for the API.
+const INCIDENT_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A notification waiting in the outbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Delivery {
+    id: u64,
+    priority: u8,
+    receiver: String,
+    integration: usize,
+    /// Notifications of one lane go out in order (receiver/integration/group).
+    lane: String,
+    body: String,
+    attempts: u32,
+    next_attempt: i64,
+    created: i64,
+}
+
+fn outbox_key(priority: u8, id: u64) -> Vec<u8> {
+    let mut k = b"o/".to_vec();
+    k.push(priority);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// Errors of the alerting API.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Bad input (HTTP 400).
+    #[error("{0}")]
+    Bad(String),
+    /// No such object (HTTP 404).
+    #[error("{0}")]
+    NotFound(String),
+    /// Storage failed (HTTP 500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+struct State {
+    alerts: HashMap<u64, Alert>,
+    dispatcher: Dispatcher,
+    silences: BTreeMap<String, Silence>,
+    compiled: Silences,
+    correlator: Correlator,
+    escalations: BTreeMap<u64, Escalation>,
+    nflog: HashMap<String, NflogEntry>,
+    dirty_incidents: HashSet<u64>,
+    dropped_incidents: Vec<u64>,
+}
+
+#[derive(Default)]
+struct Counters {
+    sent: [AtomicU64; 4],
+    failed: [AtomicU64; 4],
+    dropped: AtomicU64,
+    queued: AtomicU64,
+}
+
+fn kind_index(i: &Integration) -> usize {
+    match i {
+        Integration::Webhook { .. } => 0,
+        Integration::Alertmanager { .. } => 1,
+        Integration::Nats { .. } => 2,
+        Integration::Log { .. } => 3,
+    }
+}
+const KINDS: [&str; 4] = ["webhook", "alertmanager", "nats", "log"];
+
+/// The alerting service.
+pub struct AlertingService {
+    cfg: RoutingConfig,
+    routes: HashMap<String, Route>,
+    db: sled::Db,
+    tree: sled::Tree,
+    state: Mutex<State>,
+    wake: Notify,
+    deliver_wake: Notify,
+    deliverer: Deliverer,
+    external_url: String,
+    counters: Counters,
+}
+
+fn json_err(e: impl std::fmt::Display) -> ApiError {
+    ApiError::Internal(e.to_string())
+}
+
+impl AlertingService {
+    /// Opens the state in `dir` and starts the driver and the delivery loop.
+    pub fn open(
+        cfg: RoutingConfig,
+        dir: &Path,
+        external_url: &str,
+    ) -> Result<Arc<AlertingService>, String> {
+        for w in &cfg.warnings {
+            tracing::warn!("routing: {w}");
+        }
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(16 << 20)
+            .flush_every_ms(Some(500))
+            .open()
+            .map_err(|e| format!("cannot open alerting state in {}: {e}", dir.display()))?;
+        let tree = db
+            .open_tree("alerting")
+            .map_err(|e| format!("cannot open alerting state: {e}"))?;
+        let load = |prefix: &str| -> Vec<(Vec<u8>, Vec<u8>)> {
+            tree.scan_prefix(prefix)
+                .filter_map(|r| r.ok())
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect()
+        };
+        let mut silences = BTreeMap::new();
+        for (k, v) in load("s/") {
+            match serde_json::from_slice::<Silence>(&v) {
+                Ok(s) => {
+                    silences.insert(s.id.clone(), s);
+                }
+                Err(e) => {
+                    tracing::warn!(key = %String::from_utf8_lossy(&k), error = %e, "skipping unreadable silence")
+                }
+            }
+        }
+        let mut nflog = HashMap::new();
+        for (k, v) in load("n/") {
+            if let Ok(e) = serde_json::from_slice::<NflogEntry>(&v) {
+                nflog.insert(String::from_utf8_lossy(&k[2..]).into_owned(), e);
+            }
+        }
+        let incidents: Vec<Incident> = load("i/")
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+            .collect();
+        let escalations: BTreeMap<u64, Escalation> = load("e/")
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice::<Escalation>(&v).ok())
+            .map(|e| (e.incident, e))
+            .collect();
+        let queued = load("o/").len() as u64;
+        let routes = cfg
+            .route
+            .walk()
+            .into_iter()
+            .map(|r| (r.id.clone(), r.clone()))
+            .collect();
+        let svc = Arc::new(AlertingService {
+            routes,
+            db,
+            tree,
+            state: Mutex::new(State {
+                alerts: HashMap::new(),
+                dispatcher: Dispatcher::default(),
+                compiled: Silences::new(silences.values().cloned()),
+                silences,
+                correlator: Correlator::new(cfg.correlation.clone(), incidents),
+                escalations,
+                nflog,
+                dirty_incidents: HashSet::new(),
+                dropped_incidents: Vec::new(),
+            }),
+            cfg,
+            wake: Notify::new(),
+            deliver_wake: Notify::new(),
+            deliverer: Deliverer::new()?,
+            external_url: external_url.to_string(),
+            counters: Counters::default(),
+        });
+        svc.counters.queued.store(queued, Ordering::Relaxed);
+        if queued > 0 {
+            tracing::info!(
+                pending = queued,
+                "notifications pending from before the restart"
+            );
+        }
+        tokio::spawn(svc.clone().drive());
+        tokio::spawn(svc.clone().deliver_loop());
+        Ok(svc)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes alerts (from the rules or `POST /api/v2/alerts`).
+    pub fn receive(&self, alerts: Vec<Alert>) {
+        let now = now_ms();
+        let resolve = self.cfg.resolve_timeout.as_millis() as i64;
+        let mut st = self.lock();
+        for mut a in alerts {
+            if a.ends_at == 0 {
+                a.ends_at = now + resolve;
+            }
+            let fp = a.fingerprint();
+            st.dispatcher.insert(&self.cfg.route, &a, now);
+            let silenced =
+                !a.resolved_at(now) && !st.compiled.silenced_by(&a.labels, now).is_empty();
+            if !silenced {
+                let changes = st.correlator.observe(&a, now);
+                self.apply_changes(&mut st, changes, now);
+            }
+            st.alerts.insert(fp, a);
+        }
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    fn apply_changes(&self, st: &mut State, changes: Vec<Change>, now: i64) {
+        for c in changes {
+            match c {
+                Change::Opened(id) => {
+                    st.dirty_incidents.insert(id);
+                    let Some(inc) = st.correlator.incidents.get(&id) else {
+                        continue;
+                    };
+                    let labels = inc.root().map(|r| r.labels.clone()).unwrap_or_default();
+                    if let Some(p) = policy_for(&self.cfg.escalation_policies, &labels) {
+                        let e = Escalation::start(id, p, inc.priority(), now);
+                        st.escalations.insert(id, e);
+                    }
+                }
+                Change::Updated(id) => {
+                    st.dirty_incidents.insert(id);
+                    let prio = st.correlator.incidents.get(&id).map(|i| i.priority());
+                    if let (Some(e), Some(p)) = (st.escalations.get_mut(&id), prio) {
+                        e.priority = e.priority.min(p);
+                    }
+                }
+                Change::Merged { into, from } => {
+                    st.dirty_incidents.insert(into);
+                    st.dropped_incidents.push(from);
+                    if let Some(mut e) = st.escalations.remove(&from) {
+                        e.stop(&format!("merged into incident {into}"));
+                    }
+                }
+                Change::Resolved(id) => {
+                    st.dirty_incidents.insert(id);
+                    if let Some(e) = st.escalations.get_mut(&id) {
+                        e.stop("resolved");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn drive(self: Arc<Self>) {
+        loop {
+            let now = now_ms();
+            let next = match self.step(now).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(error = %e, "alerting step failed; retrying in 1s");
+                    Some(now + 1000)
+                }
+            };
+            let wait = next
+                .map(|t| Duration::from_millis((t - now_ms()).clamp(0, 60_000) as u64))
+                .unwrap_or(Duration::from_secs(60));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.wake.notified() => {}
+            }
+        }
+    }
+
+    /// One pass: due groups and escalations into the outbox. Returns the next deadline.
+    async fn step(&self, now: i64) -> Result<Option<i64>, String> {
+        let mut batch = sled::Batch::default();
+        let mut new_deliveries = 0u64;
+        let next = {
+            let mut st = self.lock();
+            let flushes = st.dispatcher.due(now);
+            for f in flushes {
+                new_deliveries += self.flush(&mut st, &f, now, &mut batch)?;
+                st.dispatcher.flushed(&f, now);
+            }
+            new_deliveries += self.escalate(&mut st, now, &mut batch)?;
+            // Forget old resolved alerts and incidents.
+            st.alerts
+                .retain(|_, a| !(a.resolved_at(now) && now - a.ends_at > RESOLVED_KEEP_MS));
+            for id in st.correlator.expire(now, INCIDENT_KEEP) {
+                st.dropped_incidents.push(id);
+            }
+            for id in std::mem::take(&mut st.dirty_incidents) {
+                if let Some(i) = st.correlator.incidents.get(&id) {
+                    batch.insert(
+                        format!("i/{id:020}").as_bytes(),
+                        serde_json::to_vec(i).map_err(|e| e.to_string())?,
+                    );
+                }
+                if let Some(e) = st.escalations.get(&id) {
+                    batch.insert(
+                        format!("e/{id:020}").as_bytes(),
+                        serde_json::to_vec(e).map_err(|e| e.to_string())?,
+                    );
+                }
+            }
+            for id in std::mem::take(&mut st.dropped_incidents) {
+                batch.remove(format!("i/{id:020}").as_bytes());
+                batch.remove(format!("e/{id:020}").as_bytes());
+                st.escalations.remove(&id);
+            }
+            [
+                st.dispatcher.next_deadline(),
+                st.escalations
+                    .values()
+                    .filter(|e| e.stopped.is_none())
+                    .map(|e| e.next_at)
+                    .min(),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+        };
+        self.tree.apply_batch(batch).map_err(|e| e.to_string())?;
+        if new_deliveries > 0 {
+            self.db.flush_async().await.map_err(|e| e.to_string())?;
+            self.counters
+                .queued
+                .fetch_add(new_deliveries, Ordering::Relaxed);
+            self.deliver_wake.notify_one();
+        }
+        Ok(next)
+    }
+
+    fn muted_by_time(&self, route: &Route, now: i64) -> bool {
+        let ti = &self.cfg.time_intervals;
+        route
+            .mute_time_intervals
+            .iter()
+            .any(|n| ti.get(n).is_some_and(|t| t.contains(now)))
+            || (!route.active_time_intervals.is_empty()
+                && !route
+                    .active_time_intervals
+                    .iter()
+                    .any(|n| ti.get(n).is_some_and(|t| t.contains(now))))
+    }
+
+    /// Queues what a due group has to say; returns how many deliveries were queued.
+    fn flush(
+        &self,
+        st: &mut State,
+        f: &Flush,
+        now: i64,
+        batch: &mut sled::Batch,
+    ) -> Result<u64, String> {
+        let Some(route) = self.routes.get(&f.route_id) else {
+            return Ok(0);
+        };
+        if self.muted_by_time(route, now) {
+            return Ok(0);
+        }
+        let firing_all: Vec<&Alert> = st.alerts.values().filter(|a| !a.resolved_at(now)).collect();
+        let alerts: Vec<Alert> = f
+            .alerts
+            .iter()
+            .filter(|a| {
+                a.resolved_at(now)
+                    || (st.compiled.silenced_by(&a.labels, now).is_empty()
+                        && inhibited_by(&self.cfg.inhibit_rules, &a.labels, &firing_all).is_none())
+            })
+            .cloned()
+            .collect();
+        let mut firing: Vec<u64> = alerts
+            .iter()
+            .filter(|a| !a.resolved_at(now))
+            .map(|a| a.fingerprint())
+            .collect();
+        let mut resolved: Vec<u64> = alerts
+            .iter()
+            .filter(|a| a.resolved_at(now))
+            .map(|a| a.fingerprint())
+            .collect();
+        firing.sort_unstable();
+        resolved.sort_unstable();
+        let priority = alerts.iter().map(|a| a.priority()).min().unwrap_or(3);
+        let mut queued = 0;
+        let Some(integrations) = self.cfg.receivers.get(&f.receiver) else {
+            return Ok(0);
+        };
+        for (idx, integ) in integrations.iter().enumerate() {
+            let lane = format!("{}/{idx}/{}", f.receiver, f.key);
+            let entry = st.nflog.get(&lane);
+            if !needs_update(
+                entry,
+                &firing,
+                &resolved,
+                integ.send_resolved(),
+                f.repeat_interval,
+                now,
+            ) {
+                continue;
+            }
+            let e = NflogEntry {
+                firing: firing.clone(),
+                resolved: resolved.clone(),
+                at: now,
+            };
+            batch.insert(
+                format!("n/{lane}").as_bytes(),
+                serde_json::to_vec(&e).map_err(|e| e.to_string())?,
+            );
+            st.nflog.insert(lane.clone(), e);
+            let sent: Vec<Alert> = if integ.send_resolved() {
+                alerts.clone()
+            } else {
+                alerts
+                    .iter()
+                    .filter(|a| !a.resolved_at(now))
+                    .cloned()
+                    .collect()
+            };
+            if sent.is_empty() {
+                continue;
+            }
+            let body = match integ {
+                Integration::Alertmanager { .. } => alertmanager_v2(&sent),
+                Integration::Webhook { max_alerts, .. } => webhook_v4(
+                    &f.receiver,
+                    &f.key,
+                    &f.group_labels,
+                    &sent,
+                    now,
+                    &self.external_url,
+                    *max_alerts,
+                ),
+                _ => webhook_v4(
+                    &f.receiver,
+                    &f.key,
+                    &f.group_labels,
+                    &sent,
+                    now,
+                    &self.external_url,
+                    0,
+                ),
+            };
+            queued += self.enqueue(batch, priority, &f.receiver, idx, lane, &body, now)?;
+        }
+        Ok(queued)
+    }
+
+    fn escalate(&self, st: &mut State, now: i64, batch: &mut sled::Batch) -> Result<u64, String> {
+        let mut pages: Vec<Page> = Vec::new();
+        let mut touched = Vec::new();
+        for (id, e) in st.escalations.iter_mut() {
+            if e.stopped.is_some() {
+                continue;
+            }
+            let Some(p) = self
+                .cfg
+                .escalation_policies
+                .iter()
+                .find(|p| p.name == e.policy)
+            else {
+                e.stop("policy no longer configured");
+                touched.push(*id);
+                continue;
+            };
+            let due = e.tick(p, now);
+            if !due.is_empty() {
+                touched.push(*id);
+            }
+            pages.extend(due);
+        }
+        pages.sort_by_key(|p| (p.priority, p.incident, p.round, p.step));
+        let mut queued = 0;
+        for p in &pages {
+            let Some(inc) = st.correlator.incidents.get(&p.incident).cloned() else {
+                continue;
+            };
+            let Some(integrations) = self.cfg.receivers.get(&p.receiver) else {
+                continue;
+            };
+            for (idx, integ) in integrations.iter().enumerate() {
+                let body = match integ {
+                    Integration::Alertmanager { .. } => {
+                        let firing: Vec<Alert> = inc
+                            .alerts
+                            .values()
+                            .filter(|a| a.resolved_at == 0)
+                            .map(|a| Alert {
+                                labels: a.labels.clone(),
+                                annotations: a.annotations.clone(),
+                                starts_at: a.starts_at,
+                                ends_at: 0,
+                                generator_url: String::new(),
+                            })
+                            .collect();
+                        alertmanager_v2(&firing)
+                    }
+                    _ => page_v4(p, &inc, now, &self.external_url),
+                };
+                let lane = format!("{}/{idx}/incident/{}", p.receiver, p.incident);
+                queued += self.enqueue(batch, p.priority, &p.receiver, idx, lane, &body, now)?;
+            }
+            st.correlator.note(
+                p.incident,
+                now,
+                "paged",
+                format!(
+                    "paged {} (policy {}, step {}, round {})",
+                    p.receiver,
+                    p.policy,
+                    p.step + 1,
+                    p.round + 1
+                ),
+            );
+        }
+        st.dirty_incidents.extend(touched);
+        Ok(queued)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn enqueue(
+        &self,
+        batch: &mut sled::Batch,
+        priority: u8,
+        receiver: &str,
+        integration: usize,
+        lane: String,
+        body: &Value,
+        now: i64,
+    ) -> Result<u64, String> {
+        if self.counters.queued.load(Ordering::Relaxed) as usize >= MAX_OUTBOX {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                receiver,
+                "notification dropped: {MAX_OUTBOX} notifications already wait for delivery"
+            );
+            return Ok(0);
+        }
+        let id = self.db.generate_id().map_err(|e| e.to_string())?;
+        let d = Delivery {
+            id,
+            priority,
+            receiver: receiver.to_string(),
+            integration,
+            lane,
+            body: body.to_string(),
+            attempts: 0,
+            next_attempt: now,
+            created: now,
+        };
+        batch.insert(
+            outbox_key(priority, id),
+            serde_json::to_vec(&d).map_err(|e| e.to_string())?,
+        );
+        Ok(1)
+    }
+
+    async fn deliver_loop(self: Arc<Self>) {
+        let sem = Arc::new(Semaphore::new(PARALLEL_DELIVERIES));
+        let in_flight: Arc<Mutex<HashSet<String>>> = Arc::new(Mutex::new(HashSet::new()));
+        loop {
+            let now = now_ms();
+            let mut next: Option<i64> = None;
+            let mut busy_lanes: HashSet<String> =
+                in_flight.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            for item in self.tree.scan_prefix("o/") {
+                let Ok((k, v)) = item else { continue };
+                let d: Delivery = match serde_json::from_slice(&v) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::error!(error = %e, "dropping an unreadable queued notification");
+                        let _ = self.tree.remove(&k);
+                        self.gone(true);
+                        continue;
+                    }
+                };
+                // One at a time per lane, in order.
+                if !busy_lanes.insert(d.lane.clone()) {
+                    continue;
+                }
+                if d.next_attempt > now {
+                    next = Some(next.map_or(d.next_attempt, |n: i64| n.min(d.next_attempt)));
+                    continue;
+                }
+                let Ok(permit) = sem.clone().try_acquire_owned() else {
+                    next = Some(now + 50);
+                    break;
+                };
+                in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(d.lane.clone());
+                let me = self.clone();
+                let fl = in_flight.clone();
+                tokio::spawn(async move {
+                    me.attempt(k.to_vec(), d.clone()).await;
+                    fl.lock().unwrap_or_else(|e| e.into_inner()).remove(&d.lane);
+                    drop(permit);
+                    me.deliver_wake.notify_one();
+                });
+            }
+            let wait = next
+                .map(|t| Duration::from_millis((t - now_ms()).clamp(1, 60_000) as u64))
+                .unwrap_or(Duration::from_secs(60));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.deliver_wake.notified() => {}
+            }
+        }
+    }
+
+    fn gone(&self, dropped: bool) {
+        let _ = self
+            .counters
+            .queued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                Some(q.saturating_sub(1))
+            });
+        if dropped {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    async fn attempt(&self, key: Vec<u8>, mut d: Delivery) {
+        let Some(integ) = self
+            .cfg
+            .receivers
+            .get(&d.receiver)
+            .and_then(|v| v.get(d.integration))
+        else {
+            tracing::error!(receiver = %d.receiver, "dropping a queued notification: its receiver is no longer configured");
+            let _ = self.tree.remove(&key);
+            self.gone(true);
+            return;
+        };
+        let k = kind_index(integ);
+        let id = format!("telltale-{}", d.id);
+        match self.deliverer.send(integ, d.body.as_bytes(), &id).await {
+            Ok(()) => {
+                self.counters.sent[k].fetch_add(1, Ordering::Relaxed);
+                let _ = self.tree.remove(&key);
+                self.gone(false);
+                tracing::debug!(receiver = %d.receiver, integration = KINDS[k], "notification delivered");
+            }
+            Err(SendError::Permanent(e)) => {
+                self.counters.failed[k].fetch_add(1, Ordering::Relaxed);
+                tracing::error!(receiver = %d.receiver, integration = KINDS[k], error = %e, "notification refused; dropped");
+                let _ = self.tree.remove(&key);
+                self.gone(true);
+            }
+            Err(SendError::Retry(e)) => {
+                self.counters.failed[k].fetch_add(1, Ordering::Relaxed);
+                let now = now_ms();
+                if now - d.created > MAX_RETRY_MS {
+                    tracing::error!(receiver = %d.receiver, integration = KINDS[k], error = %e, "notification undeliverable for a day; dropped");
+                    let _ = self.tree.remove(&key);
+                    self.gone(true);
+                    return;
+                }
+                d.attempts += 1;
+                let backoff = 1000i64 << d.attempts.saturating_sub(1).min(9);
+                d.next_attempt = now + backoff.min(300_000);
+                tracing::warn!(receiver = %d.receiver, integration = KINDS[k], attempt = d.attempts, retry_in_ms = d.next_attempt - now, error = %e, "notification delivery failed; will retry");
+                match serde_json::to_vec(&d) {
+                    Ok(v) => {
+                        let _ = self.tree.insert(&key, v);
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot re-queue a notification"),
+                }
+            }
+        }
+    }
+
+    // ----- API -----
+
+    /// All silences, as the v2 API lists them.
+    pub fn silences(&self) -> Vec<Value> {
+        let now = now_ms();
+        self.lock()
+            .silences
+            .values()
+            .map(|s| s.to_json(now))
+            .collect()
+    }
+
+    /// One silence.
+    pub fn silence(&self, id: &str) -> Result<Value, ApiError> {
+        let now = now_ms();
+        self.lock()
+            .silences
+            .get(id)
+            .map(|s| s.to_json(now))
+            .ok_or_else(|| ApiError::NotFound(format!("silence {id} not found")))
+    }
+
+    fn store_silence(&self, st: &mut State, s: Silence) -> Result<(), ApiError> {
+        self.tree
+            .insert(
+                format!("s/{}", s.id).as_bytes(),
+                serde_json::to_vec(&s).map_err(json_err)?,
+            )
+            .map_err(json_err)?;
+        st.silences.insert(s.id.clone(), s);
+        st.compiled = Silences::new(st.silences.values().cloned());
+        Ok(())
+    }
+
+    /// Creates or updates a silence; returns its id.
+    pub async fn put_silence(&self, p: PostableSilence) -> Result<String, ApiError> {
+        let now = now_ms();
+        let mut s = p.into_silence(now).map_err(ApiError::Bad)?;
+        let id = {
+            let mut st = self.lock();
+            if !s.id.is_empty() {
+                match st.silences.get(&s.id) {
+                    None => return Err(ApiError::NotFound(format!("silence {} not found", s.id))),
+                    // An expired silence is not changed: a new one replaces it.
+                    Some(old) if old.state(now) == "expired" => s.id = new_id(),
+                    Some(_) => {}
+                }
+            } else {
+                s.id = new_id();
+            }
+            let id = s.id.clone();
+            self.store_silence(&mut st, s)?;
+            id
+        };
+        self.db.flush_async().await.map_err(json_err)?;
+        self.wake.notify_one();
+        Ok(id)
+    }
+
+    /// Expires a silence now.
+    pub async fn expire_silence(&self, id: &str) -> Result<(), ApiError> {
+        let now = now_ms();
+        {
+            let mut st = self.lock();
+            let mut s = st
+                .silences
+                .get(id)
+                .cloned()
+                .ok_or_else(|| ApiError::NotFound(format!("silence {id} not found")))?;
+            if s.state(now) == "expired" {
+                return Err(ApiError::Bad(format!("silence {id} already expired")));
+            }
+            if s.starts_at > now {
+                s.starts_at = now;
+            }
+            s.ends_at = now;
+            s.updated_at = now;
+            self.store_silence(&mut st, s)?;
+        }
+        self.db.flush_async().await.map_err(json_err)?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Alerts as Alertmanager's `GET /api/v2/alerts` lists them.
+    pub fn alerts_v2(&self) -> Vec<Value> {
+        let now = now_ms();
+        let st = self.lock();
+        let firing: Vec<&Alert> = st.alerts.values().filter(|a| !a.resolved_at(now)).collect();
+        let mut out: Vec<(u8, i64, Value)> = Vec::new();
+        for a in &firing {
+            let silenced = st.compiled.silenced_by(&a.labels, now);
+            let inhibited: Vec<String> = inhibited_by(&self.cfg.inhibit_rules, &a.labels, &firing)
+                .map(fingerprint_hex)
+                .into_iter()
+                .collect();
+            let state = if silenced.is_empty() && inhibited.is_empty() {
+                "active"
+            } else {
+                "suppressed"
+            };
+            let receivers: Vec<Value> = self
+                .cfg
+                .route
+                .matching(&a.labels)
+                .iter()
+                .map(|r| serde_json::json!({"name": r.receiver}))
+                .collect();
+            out.push((
+                a.priority(),
+                a.starts_at,
+                serde_json::json!({
+                    "labels": labels_json(&a.labels),
+                    "annotations": labels_json(&a.annotations),
+                    "startsAt": rfc3339(a.starts_at),
+                    "endsAt": rfc3339(a.ends_at),
+                    "updatedAt": rfc3339(now),
+                    "generatorURL": a.generator_url,
+                    "fingerprint": fingerprint_hex(a.fingerprint()),
+                    "receivers": receivers,
+                    "status": {"state": state, "silencedBy": silenced, "inhibitedBy": inhibited},
+                }),
+            ));
+        }
+        out.sort_by_key(|(p, t, _)| (*p, *t));
+        out.into_iter().map(|(_, _, v)| v).collect()
+    }
+
+    /// Incidents, newest first (`state`: `open`, `resolved` or anything else for all).
+    pub fn incidents(&self, state: &str) -> Vec<Value> {
+        let now = now_ms();
+        let st = self.lock();
+        st.correlator
+            .incidents
+            .values()
+            .rev()
+            .filter(|i| match state {
+                "open" => i.open(),
+                "resolved" => !i.open(),
+                _ => true,
+            })
+            .map(|i| {
+                let mut v = incident_json(i, now);
+                if let (Value::Object(m), Some(e)) = (&mut v, st.escalations.get(&i.id)) {
+                    m.insert(
+                        "escalation".into(),
+                        serde_json::to_value(e).unwrap_or(Value::Null),
+                    );
+                }
+                v
+            })
+            .collect()
+    }
+
+    /// One incident.
+    pub fn incident(&self, id: u64) -> Result<Value, ApiError> {
+        let now = now_ms();
+        let st = self.lock();
+        let i = st
+            .correlator
+            .incidents
+            .get(&id)
+            .ok_or_else(|| ApiError::NotFound(format!("incident {id} not found")))?;
+        let mut v = incident_json(i, now);
+        if let (Value::Object(m), Some(e)) = (&mut v, st.escalations.get(&id)) {
+            m.insert(
+                "escalation".into(),
+                serde_json::to_value(e).unwrap_or(Value::Null),
+            );
+        }
+        Ok(v)
+    }
+
+    /// Acknowledges an incident: its escalation stops.
+    pub async fn acknowledge(&self, id: u64, by: &str) -> Result<(), ApiError> {
+        let now = now_ms();
+        {
+            let mut st = self.lock();
+            st.correlator
+                .acknowledge(id, by, now)
+                .map_err(ApiError::NotFound)?;
+            if let Some(e) = st.escalations.get_mut(&id) {
+                e.stop(&format!("acknowledged by {by}"));
+            }
+            st.dirty_incidents.insert(id);
+        }
+        self.wake.notify_one();
+        // Persisted by the driver's next step; make it durable before answering.
+        self.step(now).await.map_err(ApiError::Internal)?;
+        Ok(())
+    }
+
+    /// Acknowledges the incident holding alert `fingerprint` (16 hex digits).
+    pub async fn acknowledge_alert(&self, fingerprint: &str, by: &str) -> Result<u64, ApiError> {
+        let fp = u64::from_str_radix(fingerprint, 16)
+            .map_err(|_| ApiError::Bad(format!("invalid fingerprint {fingerprint:?}")))?;
+        let id = self.lock().correlator.incident_of(fp).ok_or_else(|| {
+            ApiError::NotFound(format!("no open incident holds alert {fingerprint}"))
+        })?;
+        self.acknowledge(id, by).await?;
+        Ok(id)
+    }
+
+    /// Renders the service's metrics.
+    pub fn render_metrics(&self, out: &mut String) {
+        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        for (name, help, arr) in [
+            (
+                names::AGG_NOTIFICATIONS,
+                "Notifications delivered, by integration.",
+                &self.counters.sent,
+            ),
+            (
+                names::AGG_NOTIFICATION_FAILURES,
+                "Notification delivery attempts that failed, by integration.",
+                &self.counters.failed,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (i, k) in KINDS.iter().enumerate() {
+                let _ = writeln!(out, "{name}{{integration=\"{k}\"}} {}", l(&arr[i]));
+            }
+        }
+        counter(
+            out,
+            names::AGG_NOTIFICATIONS_DROPPED,
+            "Notifications given up on (queue full, refused, undeliverable for a day).",
+            l(&self.counters.dropped),
+        );
+        gauge(
+            out,
+            names::AGG_NOTIFICATION_QUEUE,
+            "Notifications waiting for delivery.",
+            l(&self.counters.queued),
+        );
+        let now = now_ms();
+        let st = self.lock();
+        let firing: Vec<&Alert> = st.alerts.values().filter(|a| !a.resolved_at(now)).collect();
+        let suppressed = firing
+            .iter()
+            .filter(|a| {
+                !st.compiled.silenced_by(&a.labels, now).is_empty()
+                    || inhibited_by(&self.cfg.inhibit_rules, &a.labels, &firing).is_some()
+            })
+            .count();
+        let n = names::AGG_ALERTS;
+        let _ = writeln!(
+            out,
+            "# HELP {n} Alerts held by the alerting side, by state.\n# TYPE {n} gauge\n{n}{{state=\"active\"}} {}\n{n}{{state=\"suppressed\"}} {suppressed}",
+            firing.len() - suppressed
+        );
+        gauge(
+            out,
+            names::AGG_INCIDENTS_OPEN,
+            "Open incidents.",
+            st.correlator
+                .incidents
+                .values()
+                .filter(|i| i.open())
+                .count() as u64,
+        );
+    }
+}
+
+impl Notifier for AlertingService {
+    fn send(&self, alerts: Vec<Alert>) {
+        self.receive(alerts);
+    }
+}
+
+/// A random silence id, formatted like a UUID (version 4).
+fn new_id() -> String {
+    let mut a: u128 = rand::random();
+    a = (a & !(0xf << 76)) | (0x4 << 76);
+    a = (a & !(0x3 << 62)) | (0x2 << 62);
+    let h = format!("{a:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}

@@ -1,0 +1,374 @@
+//! Rules, alerts, silences and incidents over HTTP: Prometheus' `/api/v1/rules` and
+//! `/api/v1/alerts`, Alertmanager's v2 `alerts` and `silences`, and Telltale's
+//! `/api/v1/incidents` with acknowledgements. Changes need the API token (see
+//! [`super::authorize`]).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value as Json, json};
+use telltale_common::model::Labels;
+
+use super::{ApiError, ApiState, St, authorize, count, params, success};
+use crate::alerting::payload::labels_json;
+use crate::alerting::service::ApiError as AlertError;
+use crate::alerting::silence::PostableSilence;
+use crate::alerting::{Alert, parse_rfc3339, rfc3339};
+use crate::rules::file::RuleKind;
+use crate::rules::manager::GroupView;
+
+/// Go's `strconv.FormatFloat(v, 'e', -1, 64)`, as Prometheus prints alert values.
+fn go_exp(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
+    }
+    let s = format!("{v:e}");
+    match s.split_once('e') {
+        Some((m, e)) => {
+            let (sign, d) = match e.strip_prefix('-') {
+                Some(d) => ('-', d),
+                None => ('+', e),
+            };
+            format!("{m}e{sign}{d:0>2}")
+        }
+        None => s,
+    }
+}
+
+fn template_labels(l: &[(String, crate::rules::template::Template)]) -> Json {
+    Json::Object(
+        l.iter()
+            .map(|(k, t)| (k.clone(), Json::String(t.source().to_string())))
+            .collect(),
+    )
+}
+
+fn alert_view(a: &crate::rules::manager::AlertView) -> Json {
+    let mut v = json!({
+        "labels": labels_json(&a.labels),
+        "annotations": labels_json(&a.annotations),
+        "state": a.state.as_str(),
+        "activeAt": rfc3339(a.active_at),
+        "value": go_exp(a.value),
+    });
+    if a.keep_firing_since > 0 {
+        v["keepFiringSince"] = json!(rfc3339(a.keep_firing_since));
+    }
+    v
+}
+
+fn group_json(g: &GroupView, want: Option<&str>) -> Json {
+    let rules: Vec<Json> = g
+        .rules
+        .iter()
+        .filter_map(|r| {
+            let common = |mut v: Json| {
+                v["name"] = json!(r.rule.name);
+                v["query"] = json!(r.rule.query);
+                v["labels"] = template_labels(&r.rule.labels);
+                v["health"] = json!(r.health.as_str());
+                v["lastError"] = json!(r.last_error);
+                v["evaluationTime"] = json!(r.eval_seconds);
+                v["lastEvaluation"] = json!(rfc3339(r.last_eval_ms));
+                v
+            };
+            match &r.rule.kind {
+                RuleKind::Alerting {
+                    hold,
+                    keep_firing_for,
+                    annotations,
+                } if want != Some("record") => Some(common(json!({
+                    "state": r.state.as_str(),
+                    "duration": hold.as_secs_f64(),
+                    "keepFiringFor": keep_firing_for.as_secs_f64(),
+                    "annotations": template_labels(annotations),
+                    "alerts": r.alerts.iter().map(alert_view).collect::<Vec<_>>(),
+                    "type": "alerting",
+                }))),
+                RuleKind::Recording if want != Some("alert") => {
+                    Some(common(json!({"type": "recording"})))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    json!({
+        "name": g.name,
+        "file": g.file,
+        "rules": rules,
+        "interval": g.interval.as_secs_f64(),
+        "limit": g.limit,
+        "evaluationTime": g.eval_seconds,
+        "lastEvaluation": rfc3339(g.last_eval_ms),
+    })
+}
+
+/// `GET /api/v1/rules[?type=alert|record]`
+async fn rules(State(st): St, q: RawQuery) -> Result<Response, ApiError> {
+    count(&st);
+    let p = params(&q, &Bytes::new());
+    let want = p.get("type");
+    if let Some(t) = want
+        && t != "alert"
+        && t != "record"
+    {
+        return Err(ApiError::bad_data(format!(
+            "invalid type {t:?}: use alert or record"
+        )));
+    }
+    let groups: Vec<Json> = st
+        .rules
+        .groups()
+        .iter()
+        .map(|g| group_json(g, want))
+        .filter(|g| want.is_none() || g["rules"].as_array().is_some_and(|r| !r.is_empty()))
+        .collect();
+    Ok(success(json!({"groups": groups})))
+}
+
+/// `GET /api/v1/alerts`
+async fn alerts(State(st): St) -> Response {
+    count(&st);
+    let alerts: Vec<Json> = st
+        .rules
+        .groups()
+        .iter()
+        .flat_map(|g| g.rules.iter().flat_map(|r| r.alerts.iter().map(alert_view)))
+        .collect();
+    success(json!({"alerts": alerts}))
+}
+
+impl From<AlertError> for ApiError {
+    fn from(e: AlertError) -> Self {
+        match e {
+            AlertError::Bad(m) => ApiError::bad_data(m),
+            AlertError::NotFound(m) => ApiError::not_found(m),
+            AlertError::Internal(m) => ApiError::internal(m),
+        }
+    }
+}
+
+/// Alertmanager's v2 API answers errors with a JSON string.
+fn v2_error(e: AlertError) -> Response {
+    let (code, m) = match e {
+        AlertError::Bad(m) => (StatusCode::BAD_REQUEST, m),
+        AlertError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+        AlertError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
+    };
+    (code, axum::Json(Json::String(m))).into_response()
+}
+
+async fn v2_alerts(State(st): St) -> Response {
+    count(&st);
+    axum::Json(Json::Array(st.alerts.alerts_v2())).into_response()
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PostableAlert {
+    labels: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    starts_at: Option<String>,
+    #[serde(default)]
+    ends_at: Option<String>,
+    #[serde(default, rename = "generatorURL")]
+    generator_url: String,
+}
+
+/// `POST /api/v2/alerts` (token): alerts from another Prometheus, as Alertmanager takes them.
+async fn v2_post_alerts(
+    State(st): St,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    count(&st);
+    if let Err(e) = authorize(&st, peer, &headers) {
+        return e.into_response();
+    }
+    let posted: Vec<PostableAlert> = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => return v2_error(AlertError::Bad(format!("invalid alerts: {e}"))),
+    };
+    let now = telltale_common::model::now_ms();
+    let mut out = Vec::with_capacity(posted.len());
+    for p in posted {
+        if p.labels.is_empty() {
+            return v2_error(AlertError::Bad("an alert needs at least one label".into()));
+        }
+        let t = |s: &Option<String>| match s.as_deref() {
+            None | Some("") => Ok(0),
+            Some(x) => parse_rfc3339(x),
+        };
+        let (starts_at, ends_at) = match (t(&p.starts_at), t(&p.ends_at)) {
+            (Ok(a), Ok(b)) => (if a == 0 { now } else { a }, b),
+            (Err(e), _) | (_, Err(e)) => return v2_error(AlertError::Bad(e)),
+        };
+        if ends_at != 0 && ends_at < starts_at {
+            return v2_error(AlertError::Bad("end time is before start time".into()));
+        }
+        out.push(Alert {
+            labels: Labels::from_pairs(p.labels),
+            annotations: Labels::from_pairs(p.annotations),
+            starts_at,
+            ends_at,
+            generator_url: p.generator_url,
+        });
+    }
+    st.alerts.receive(out);
+    StatusCode::OK.into_response()
+}
+
+async fn v2_silences(State(st): St) -> Response {
+    count(&st);
+    axum::Json(Json::Array(st.alerts.silences())).into_response()
+}
+
+async fn v2_silence(State(st): St, Path(id): Path<String>) -> Response {
+    count(&st);
+    match st.alerts.silence(&id) {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => v2_error(e),
+    }
+}
+
+async fn v2_post_silence(
+    State(st): St,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    count(&st);
+    if let Err(e) = authorize(&st, peer, &headers) {
+        return e.into_response();
+    }
+    let p: PostableSilence = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => return v2_error(AlertError::Bad(format!("invalid silence: {e}"))),
+    };
+    match st.alerts.put_silence(p).await {
+        Ok(id) => axum::Json(json!({"silenceID": id})).into_response(),
+        Err(e) => v2_error(e),
+    }
+}
+
+async fn v2_delete_silence(
+    State(st): St,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    count(&st);
+    if let Err(e) = authorize(&st, peer, &headers) {
+        return e.into_response();
+    }
+    match st.alerts.expire_silence(&id).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => v2_error(e),
+    }
+}
+
+/// `GET /api/v1/incidents[?state=open|resolved|all]` (default: all), newest first.
+async fn incidents(State(st): St, q: RawQuery) -> Result<Response, ApiError> {
+    count(&st);
+    let p = params(&q, &Bytes::new());
+    let state = p.get("state").unwrap_or("all");
+    if !["open", "resolved", "all"].contains(&state) {
+        return Err(ApiError::bad_data(format!(
+            "invalid state {state:?}: use open, resolved or all"
+        )));
+    }
+    Ok(success(Json::Array(st.alerts.incidents(state))))
+}
+
+fn incident_id(id: &str) -> Result<u64, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::bad_data(format!("invalid incident id {id:?}")))
+}
+
+async fn incident(State(st): St, Path(id): Path<String>) -> Result<Response, ApiError> {
+    count(&st);
+    Ok(success(st.alerts.incident(incident_id(&id)?)?))
+}
+
+/// Who acknowledges: `{"by": "name"}` in the body, else "api".
+fn ack_by(body: &Bytes) -> Result<String, ApiError> {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok("api".into());
+    }
+    let v: Json = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_data(format!("invalid body: {e}")))?;
+    Ok(v.get("by")
+        .and_then(|b| b.as_str())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("api")
+        .to_string())
+}
+
+/// `POST /api/v1/incidents/{id}/ack` (token): stops the incident's escalation.
+async fn ack_incident(
+    State(st): St,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    count(&st);
+    authorize(&st, peer, &headers)?;
+    let id = incident_id(&id)?;
+    st.alerts.acknowledge(id, &ack_by(&body)?).await?;
+    Ok(success(st.alerts.incident(id)?))
+}
+
+/// `POST /api/v1/alerts/{fingerprint}/ack` (token): acknowledges the alert's incident.
+async fn ack_alert(
+    State(st): St,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    Path(fp): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    count(&st);
+    authorize(&st, peer, &headers)?;
+    let id = st.alerts.acknowledge_alert(&fp, &ack_by(&body)?).await?;
+    Ok(success(st.alerts.incident(id)?))
+}
+
+/// The routes of this module.
+pub fn routes(r: Router<Arc<ApiState>>) -> Router<Arc<ApiState>> {
+    r.route("/api/v1/rules", get(rules))
+        .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/alerts/{fingerprint}/ack", post(ack_alert))
+        .route("/api/v1/incidents", get(incidents))
+        .route("/api/v1/incidents/{id}", get(incident))
+        .route("/api/v1/incidents/{id}/ack", post(ack_incident))
+        .route("/api/v2/alerts", get(v2_alerts).post(v2_post_alerts))
+        .route("/api/v2/silences", get(v2_silences).post(v2_post_silence))
+        .route(
+            "/api/v2/silence/{id}",
+            get(v2_silence).delete(v2_delete_silence),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::go_exp;
+
+    #[test]
+    fn alert_values_print_like_prometheus() {
+        assert_eq!(go_exp(1.0), "1e+00");
+        assert_eq!(go_exp(0.25), "2.5e-01");
+        assert_eq!(go_exp(123456.0), "1.23456e+05");
+        assert_eq!(go_exp(f64::NAN), "NaN");
+    }
+}

@@ -1,0 +1,88 @@
+//! Prometheus rules: recording and alerting rules from rule files, evaluated over the
+//! [`crate::storage::Storage`] trait through the PromQL engine.
+//!
+//! - [`file`]: rule files (YAML, Prometheus' shape) validated into groups;
+//! - [`template`]: the Go-template subset annotations and labels use;
+//! - [`alert`]: the alert state machine (inactive → pending → firing → resolved), no I/O;
+//! - [`manager`]: the driver — a task per group on its interval, plus *eager* evaluation: the
+//!   storage calls back after every durable append with the metric names it stored, and each
+//!   group whose expressions read one of them is evaluated at once (at most once per
+//!   `eager_min_interval`). A breaching sample therefore reaches the alerting side within
+//!   milliseconds of being stored, not at the next tick.
+
+pub mod alert;
+pub mod file;
+pub mod manager;
+pub mod template;
+
+use promql_parser::parser::Expr;
+
+use crate::alerting::Alert;
+
+/// Where alerts go (the alerting service, in the running aggregator).
+pub trait Notifier: Send + Sync {
+    /// Hands over alerts that fired, changed or resolved (resolved ones have `ends_at` set).
+    fn send(&self, alerts: Vec<Alert>);
+}
+
+/// The metric names an expression reads; `None` when a selector has no fixed name (it may
+/// read any metric).
+pub fn metric_names(expr: &Expr) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    if walk(expr, &mut out) {
+        out.sort();
+        out.dedup();
+        Some(out)
+    } else {
+        None
+    }
+}
+
+fn walk(e: &Expr, out: &mut Vec<String>) -> bool {
+    use promql_parser::label::MatchOp;
+    let vs = |v: &promql_parser::parser::VectorSelector, out: &mut Vec<String>| -> bool {
+        if let Some(n) = &v.name {
+            out.push(n.clone());
+            return true;
+        }
+        for m in &v.matchers.matchers {
+            if m.name == "__name__" && matches!(m.op, MatchOp::Equal) {
+                out.push(m.value.clone());
+                return true;
+            }
+        }
+        false
+    };
+    match e {
+        Expr::VectorSelector(v) => vs(v, out),
+        Expr::MatrixSelector(m) => vs(&m.vs, out),
+        Expr::Subquery(s) => walk(&s.expr, out),
+        Expr::Paren(p) => walk(&p.expr, out),
+        Expr::Unary(u) => walk(&u.expr, out),
+        Expr::Binary(b) => walk(&b.lhs, out) & walk(&b.rhs, out),
+        Expr::Aggregate(a) => walk(&a.expr, out) & a.param.as_ref().is_none_or(|p| walk(p, out)),
+        Expr::Call(c) => c.args.args.iter().fold(true, |ok, a| walk(a, out) & ok),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) => true,
+        Expr::Extension(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_names_of_expressions() {
+        let p = |q: &str| promql_parser::parser::parse(q).expect("parses");
+        assert_eq!(
+            metric_names(&p("rate(a_total[5m]) / on(x) group_left sum(b) > 1")),
+            Some(vec!["a_total".to_string(), "b".to_string()])
+        );
+        assert_eq!(
+            metric_names(&p("{__name__=\"c\", job=\"x\"}")),
+            Some(vec!["c".to_string()])
+        );
+        assert_eq!(metric_names(&p("{__name__=~\"node_.*\"}")), None);
+        assert_eq!(metric_names(&p("vector(1)")), Some(vec![]));
+    }
+}

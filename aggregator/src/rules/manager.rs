@@ -1,0 +1,517 @@
+//! The rule driver: one task per group, evaluating on the group's interval and, eagerly, as
+//! soon as storage reports an append of a metric the group reads.
+//!
+//! A group's rules are evaluated in order at one timestamp, so a recording rule's output is
+//! visible to the rules after it (each output is appended, durably, before the next rule
+//! runs). Alerts are handed to the [`Notifier`] before `ALERTS` series are written: the
+//! notification is the latency-critical path. After a restart, `for` state comes back from
+//! `ALERTS_FOR_STATE`, so a firing alert fires again at once instead of waiting `for` anew.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use telltale_common::model::{Labels, STALE_NAN_BITS, Sample, SeriesSamples, now_ms};
+use telltale_common::names;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::alert::{AlertSet, AlertSpec, State, set_or_remove};
+use super::file::{Group, Rule, RuleKind};
+use super::{Notifier, metric_names};
+use crate::promql::{Engine, Value};
+use crate::selfmetrics::counter;
+use crate::storage::{AppendData, AppendRequest, Storage};
+
+/// Settings of the rule manager.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Shortest time between two eager evaluations of one group (zero disables eager
+    /// evaluation: groups run on their interval only).
+    pub eager_min_interval: Duration,
+    /// Labels templates see as `$externalLabels`.
+    pub external_labels: Labels,
+    /// Base of alerts' `generatorURL` (the aggregator's external URL).
+    pub external_url: String,
+}
+
+/// A rule's health, as `/api/v1/rules` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Not evaluated yet.
+    Unknown,
+    /// The last evaluation worked.
+    Ok,
+    /// The last evaluation failed.
+    Err,
+}
+
+impl Health {
+    /// Prometheus' name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Ok => "ok",
+            Health::Err => "err",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct RuleState {
+    alerts: AlertSet,
+    health: Health,
+    last_error: String,
+    last_eval_ms: i64,
+    eval_seconds: f64,
+    /// Series written at the last evaluation (to mark the vanished ones stale).
+    written: HashSet<Labels>,
+}
+
+#[derive(Debug)]
+struct GroupState {
+    rules: Vec<RuleState>,
+    last_eval_ms: i64,
+    eval_seconds: f64,
+    restored: bool,
+}
+
+struct GroupRt {
+    group: Group,
+    state: Mutex<GroupState>,
+    wake: Notify,
+}
+
+/// A snapshot of one alert for the API.
+#[derive(Debug, Clone)]
+pub struct AlertView {
+    /// Labels.
+    pub labels: Labels,
+    /// Annotations.
+    pub annotations: Labels,
+    /// `pending` or `firing`.
+    pub state: State,
+    /// When it became active (ms).
+    pub active_at: i64,
+    /// Its latest value.
+    pub value: f64,
+    /// `keep_firing_since` (ms, 0 if not held).
+    pub keep_firing_since: i64,
+}
+
+/// A snapshot of one rule for the API.
+#[derive(Debug, Clone)]
+pub struct RuleView {
+    /// The rule.
+    pub rule: Rule,
+    /// Health.
+    pub health: Health,
+    /// Last error text.
+    pub last_error: String,
+    /// Last evaluation (ms).
+    pub last_eval_ms: i64,
+    /// Seconds the last evaluation took.
+    pub eval_seconds: f64,
+    /// The rule's overall state (alerting rules).
+    pub state: State,
+    /// Active alerts (alerting rules).
+    pub alerts: Vec<AlertView>,
+}
+
+/// A snapshot of one group for the API.
+#[derive(Debug, Clone)]
+pub struct GroupView {
+    /// Name.
+    pub name: String,
+    /// File.
+    pub file: String,
+    /// Interval.
+    pub interval: Duration,
+    /// Limit.
+    pub limit: u64,
+    /// Last evaluation (ms).
+    pub last_eval_ms: i64,
+    /// Seconds the last evaluation took.
+    pub eval_seconds: f64,
+    /// Rules.
+    pub rules: Vec<RuleView>,
+}
+
+/// Evaluates rule groups.
+pub struct RuleManager {
+    engine: Engine,
+    storage: Arc<dyn Storage>,
+    notifier: Arc<dyn Notifier>,
+    settings: Settings,
+    groups: Vec<GroupRt>,
+    /// Metric name → groups reading it.
+    by_name: HashMap<String, Vec<usize>>,
+    /// Groups with a selector of no fixed name: woken by every append.
+    any: Vec<usize>,
+    timer_evals: AtomicU64,
+    eager_evals: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl RuleManager {
+    /// A manager for `groups`.
+    pub fn new(
+        engine: Engine,
+        storage: Arc<dyn Storage>,
+        notifier: Arc<dyn Notifier>,
+        settings: Settings,
+        groups: Vec<Group>,
+    ) -> Arc<RuleManager> {
+        let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut any = Vec::new();
+        let mut rts = Vec::new();
+        for (i, g) in groups.into_iter().enumerate() {
+            let mut wildcard = false;
+            let mut names = Vec::new();
+            for r in &g.rules {
+                match metric_names(&r.expr) {
+                    Some(n) => names.extend(n),
+                    None => wildcard = true,
+                }
+            }
+            if wildcard {
+                any.push(i);
+            } else {
+                names.sort();
+                names.dedup();
+                for n in names {
+                    by_name.entry(n).or_default().push(i);
+                }
+            }
+            let rules = g
+                .rules
+                .iter()
+                .map(|_| RuleState {
+                    alerts: AlertSet::default(),
+                    health: Health::Unknown,
+                    last_error: String::new(),
+                    last_eval_ms: 0,
+                    eval_seconds: 0.0,
+                    written: HashSet::new(),
+                })
+                .collect();
+            rts.push(GroupRt {
+                group: g,
+                state: Mutex::new(GroupState {
+                    rules,
+                    last_eval_ms: 0,
+                    eval_seconds: 0.0,
+                    restored: false,
+                }),
+                wake: Notify::new(),
+            });
+        }
+        Arc::new(RuleManager {
+            engine,
+            storage,
+            notifier,
+            settings,
+            groups: rts,
+            by_name,
+            any,
+            timer_evals: AtomicU64::new(0),
+            eager_evals: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        })
+    }
+
+    /// Starts every group's task and, unless disabled, eager evaluation.
+    pub fn start(self: &Arc<Self>) {
+        if !self.settings.eager_min_interval.is_zero() && !self.groups.is_empty() {
+            let me = Arc::downgrade(self);
+            self.storage
+                .set_append_hook(Arc::new(move |names: &[&str]| {
+                    if let Some(m) = me.upgrade() {
+                        m.touched(names);
+                    }
+                }));
+        }
+        for i in 0..self.groups.len() {
+            tokio::spawn(self.clone().run_group(i));
+        }
+    }
+
+    /// Wakes the groups that read any of `names`.
+    pub fn touched(&self, names: &[&str]) {
+        for &i in &self.any {
+            self.groups[i].wake.notify_one();
+        }
+        for n in names {
+            if let Some(gs) = self.by_name.get(*n) {
+                for &i in gs {
+                    self.groups[i].wake.notify_one();
+                }
+            }
+        }
+    }
+
+    async fn run_group(self: Arc<Self>, i: usize) {
+        let interval = self.groups[i].group.interval;
+        let gap = self.settings.eager_min_interval;
+        let mut next_tick = Instant::now();
+        let mut last: Option<Instant> = None;
+        loop {
+            let eager = tokio::select! {
+                _ = tokio::time::sleep_until(next_tick) => false,
+                _ = self.groups[i].wake.notified(), if !gap.is_zero() => true,
+            };
+            if eager {
+                if let Some(l) = last {
+                    let since = l.elapsed();
+                    if since < gap {
+                        tokio::time::sleep(gap - since).await;
+                    }
+                }
+                self.eager_evals.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.timer_evals.fetch_add(1, Ordering::Relaxed);
+                next_tick += interval;
+                let now = Instant::now();
+                if next_tick <= now {
+                    // Missed ticks (a slow evaluation) are skipped, not bunched.
+                    next_tick = now + interval;
+                }
+            }
+            last = Some(Instant::now());
+            let me = self.clone();
+            let handle = tokio::runtime::Handle::current();
+            if let Err(e) =
+                tokio::task::spawn_blocking(move || me.eval_group(i, now_ms(), &handle)).await
+            {
+                tracing::error!(group = %self.groups[i].group.name, error = %e, "rule evaluation panicked");
+            }
+        }
+    }
+
+    /// Evaluates group `i` at `now` (blocking: call from a blocking thread).
+    fn eval_group(&self, i: usize, now: i64, rt: &tokio::runtime::Handle) {
+        let g = &self.groups[i];
+        let mut st = g.state.lock().unwrap_or_else(|e| e.into_inner());
+        let t = now - g.group.query_offset.as_millis() as i64;
+        let started = std::time::Instant::now();
+        let restore = !st.restored;
+        st.restored = true;
+        for (ri, rule) in g.group.rules.iter().enumerate() {
+            let r0 = std::time::Instant::now();
+            let rs = &mut st.rules[ri];
+            let out = match self.engine.instant_expr(&rule.expr, t, None) {
+                Ok(Value::Vector(v)) => Ok(v.into_iter().map(|(l, s)| (l, s.1)).collect()),
+                Ok(Value::Scalar(s)) => Ok(vec![(Labels::default(), s.1)]),
+                Ok(_) => Err("rule result is not a vector or scalar".to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            let series = match out.and_then(|v| self.apply(&g.group, rule, rs, t, now, v, restore))
+            {
+                Ok(series) => {
+                    rs.health = Health::Ok;
+                    rs.last_error.clear();
+                    series
+                }
+                Err(e) => {
+                    self.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(group = %g.group.name, rule = %rule.name, error = %e, "rule evaluation failed");
+                    rs.health = Health::Err;
+                    rs.last_error = e;
+                    Vec::new()
+                }
+            };
+            // Vanished series get a stale marker, like Prometheus writes.
+            let now_written: HashSet<Labels> = series.iter().map(|s| s.labels.clone()).collect();
+            let mut all = series;
+            for l in rs.written.difference(&now_written) {
+                all.push(SeriesSamples {
+                    labels: l.clone(),
+                    samples: vec![Sample(t, f64::from_bits(STALE_NAN_BITS))],
+                });
+            }
+            rs.written = now_written;
+            if !all.is_empty() {
+                let req = AppendRequest {
+                    origin: None,
+                    data: AppendData::Series(all),
+                };
+                if let Err(e) = rt.block_on(self.storage.append(req)) {
+                    tracing::warn!(group = %g.group.name, rule = %rule.name, error = %e, "cannot store rule output");
+                }
+            }
+            rs.last_eval_ms = now;
+            rs.eval_seconds = r0.elapsed().as_secs_f64();
+        }
+        st.last_eval_ms = now;
+        st.eval_seconds = started.elapsed().as_secs_f64();
+    }
+
+    /// Applies a rule's result; returns the series to write.
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &self,
+        group: &Group,
+        rule: &Rule,
+        rs: &mut RuleState,
+        t: i64,
+        now: i64,
+        v: Vec<(Labels, f64)>,
+        restore: bool,
+    ) -> Result<Vec<SeriesSamples>, String> {
+        match &rule.kind {
+            RuleKind::Recording => {
+                let mut out = Vec::with_capacity(v.len());
+                let mut seen = HashSet::with_capacity(v.len());
+                for (mut l, val) in v {
+                    l.set("__name__", &rule.name);
+                    for (k, tpl) in &rule.labels {
+                        set_or_remove(&mut l, k, tpl.source());
+                    }
+                    if !seen.insert(l.clone()) {
+                        return Err(
+                            "vector contains metrics with the same labelset after applying rule labels"
+                                .into(),
+                        );
+                    }
+                    out.push(SeriesSamples {
+                        labels: l,
+                        samples: vec![Sample(t, val)],
+                    });
+                }
+                if group.limit > 0 && out.len() as u64 > group.limit {
+                    return Err(format!(
+                        "exceeded limit of {} with {} series",
+                        group.limit,
+                        out.len()
+                    ));
+                }
+                Ok(out)
+            }
+            RuleKind::Alerting {
+                hold,
+                keep_firing_for,
+                annotations,
+            } => {
+                if restore && !hold.is_zero() {
+                    rs.alerts.restore_from(self.for_state(&rule.name, *hold, t));
+                }
+                let spec = AlertSpec {
+                    name: &rule.name,
+                    labels: &rule.labels,
+                    annotations,
+                    hold: *hold,
+                    keep_firing_for: *keep_firing_for,
+                    limit: group.limit,
+                };
+                let applied = rs.alerts.apply(&spec, t, v, &self.settings.external_labels);
+                let url = format!(
+                    "{}/graph?g0.expr={}&g0.tab=1",
+                    self.settings.external_url.trim_end_matches('/'),
+                    form_urlencoded::byte_serialize(rule.query.as_bytes()).collect::<String>()
+                );
+                let send = rs.alerts.to_send(now, group.interval, &url);
+                if !send.is_empty() {
+                    self.notifier.send(send);
+                }
+                applied?;
+                Ok(rs.alerts.series(t))
+            }
+        }
+    }
+
+    /// `active_at` of the alerts of `alertname` from `ALERTS_FOR_STATE`, looking back `for`
+    /// plus ten minutes (Prometheus' default grace period).
+    fn for_state(&self, alertname: &str, hold: Duration, t: i64) -> HashMap<Labels, i64> {
+        let back = hold + Duration::from_secs(600);
+        let q = format!(
+            "last_over_time(ALERTS_FOR_STATE{{alertname={alertname:?}}}[{}s])",
+            back.as_secs()
+        );
+        let mut out = HashMap::new();
+        match self.engine.instant(&q, t) {
+            Ok(Value::Vector(v)) => {
+                for (mut l, s) in v {
+                    l.remove("__name__");
+                    out.insert(l, (s.1 * 1000.0) as i64);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(alertname, error = %e, "cannot restore alert state"),
+        }
+        out
+    }
+
+    /// Evaluates every group once at `now` (tests and `rules test`-style tools).
+    pub async fn eval_all_at(self: &Arc<Self>, now: i64) {
+        for i in 0..self.groups.len() {
+            let me = self.clone();
+            let handle = tokio::runtime::Handle::current();
+            let _ = tokio::task::spawn_blocking(move || me.eval_group(i, now, &handle)).await;
+        }
+    }
+
+    /// Snapshots of the groups for `/api/v1/rules` and `/api/v1/alerts`.
+    pub fn groups(&self) -> Vec<GroupView> {
+        self.groups
+            .iter()
+            .map(|g| {
+                let st = g.state.lock().unwrap_or_else(|e| e.into_inner());
+                GroupView {
+                    name: g.group.name.clone(),
+                    file: g.group.file.display().to_string(),
+                    interval: g.group.interval,
+                    limit: g.group.limit,
+                    last_eval_ms: st.last_eval_ms,
+                    eval_seconds: st.eval_seconds,
+                    rules: g
+                        .group
+                        .rules
+                        .iter()
+                        .zip(&st.rules)
+                        .map(|(r, rs)| RuleView {
+                            rule: r.clone(),
+                            health: rs.health,
+                            last_error: rs.last_error.clone(),
+                            last_eval_ms: rs.last_eval_ms,
+                            eval_seconds: rs.eval_seconds,
+                            state: rs.alerts.state(),
+                            alerts: rs
+                                .alerts
+                                .alerts()
+                                .filter(|a| a.state != State::Inactive)
+                                .map(|a| AlertView {
+                                    labels: a.labels.clone(),
+                                    annotations: a.annotations.clone(),
+                                    state: a.state,
+                                    active_at: a.active_at,
+                                    value: a.value,
+                                    keep_firing_since: a.keep_firing_since,
+                                })
+                                .collect(),
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// Renders the manager's counters.
+    pub fn render_metrics(&self, out: &mut String) {
+        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let n = names::AGG_RULE_EVALUATIONS;
+        let _ = writeln!(
+            out,
+            "# HELP {n} Rule group evaluations, by what started them.\n# TYPE {n} counter\n{n}{{trigger=\"timer\"}} {}\n{n}{{trigger=\"eager\"}} {}",
+            l(&self.timer_evals),
+            l(&self.eager_evals)
+        );
+        counter(
+            out,
+            names::AGG_RULE_FAILURES,
+            "Rule evaluations that failed.",
+            l(&self.failures),
+        );
+    }
+}
