@@ -7,6 +7,7 @@
 //! integration tests of their own, which makes cargo build their binaries first).
 
 pub mod compliance;
+pub mod peers;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -73,7 +74,8 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(mut cmd: Command, tag: &str) -> anyhow::Result<(Proc, std::process::ChildStdout)> {
+    /// Starts `cmd` with stdout piped (returned) and stderr captured.
+    pub fn spawn(mut cmd: Command, tag: &str) -> anyhow::Result<(Proc, std::process::ChildStdout)> {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         if std::env::var_os("TELLTALE_LOG").is_none() {
             cmd.env("TELLTALE_LOG", "info");

@@ -340,8 +340,7 @@ pub struct RoutingError {
 }
 
 fn dur(s: &str, what: &str) -> Result<Duration, String> {
-    promql_parser::util::parse_duration(s)
-        .map_err(|e| format!("{what}: invalid duration {s:?}: {e}"))
+    crate::rules::file::prom_duration(s).map_err(|e| format!("{what}: {e}"))
 }
 
 fn legacy(

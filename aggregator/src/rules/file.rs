@@ -134,8 +134,14 @@ pub struct RuleFileError {
     pub message: String,
 }
 
-fn prom_duration(s: &str) -> Result<Duration, String> {
-    promql_parser::util::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
+/// A Prometheus duration (`30s`, `1h30m`, `0s`); zero is allowed (promql-parser refuses it).
+pub fn prom_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let unit = t.trim_start_matches('0');
+    if t.starts_with('0') && ["", "ms", "s", "m", "h", "d", "w", "y"].contains(&unit) {
+        return Ok(Duration::ZERO);
+    }
+    promql_parser::util::parse_duration(t).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
 fn valid_label_name(n: &str) -> bool {
@@ -383,6 +389,10 @@ groups:
         assert_eq!(g.len(), 2);
         assert_eq!(g[0].interval, Duration::from_secs(15));
         assert_eq!(g[1].interval, DEF);
+        assert_eq!(prom_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(prom_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(prom_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert!(prom_duration("0x").is_err());
         assert_eq!(g[0].rules.len(), 2);
         match &g[0].rules[1].kind {
             RuleKind::Alerting {
