@@ -317,6 +317,24 @@ mod tests {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/aggregator.toml");
         let c = Config::load(Some(&p), &Overrides::default()).unwrap();
         assert_eq!(c.http_listen.port(), 9470);
+        assert_eq!(c.eager_min_interval, Duration::from_millis(50));
+        assert_eq!(c.external_url, "http://127.0.0.1:9470");
+    }
+
+    #[test]
+    fn the_example_rule_and_routing_files_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+        let routes = crate::alerting::config::RoutingConfig::load(&dir.join("routes.yml")).unwrap();
+        assert_eq!(routes.receivers.len(), 5);
+        assert_eq!(routes.escalation_policies[0].steps.len(), 2);
+        assert_eq!(routes.correlation.services.len(), 3);
+        assert!(routes.warnings.is_empty(), "{:?}", routes.warnings);
+        let files =
+            crate::rules::file::expand_glob(&format!("{}/rules/*.yml", dir.display())).unwrap();
+        assert!(!files.is_empty());
+        for f in files {
+            crate::rules::file::load(&f, Duration::from_secs(60)).unwrap();
+        }
     }
 
     #[test]
@@ -341,6 +359,25 @@ mod tests {
         let c = Config::load(Some(&p), &o).unwrap();
         assert_eq!(c.storage.retention, Duration::from_secs(30 * 86_400));
         assert_eq!(c.storage.max_series, 5);
+        std::fs::write(&p, "[rules]\nevaluation_interval = \"1ms\"\n").unwrap();
+        let e = Config::load(Some(&p), &o).unwrap_err().to_string();
+        assert!(e.contains("rules.evaluation_interval"), "{e}");
+        std::fs::write(&p, "[alerting]\nroutez = \"x\"\n").unwrap();
+        let e = Config::load(Some(&p), &o).unwrap_err().to_string();
+        assert!(e.contains("routez"), "{e}");
+        let o2 = Overrides {
+            rules: vec!["/r/*.yml".into()],
+            routes: Some("/r.yml".into()),
+            ..Default::default()
+        };
+        std::fs::write(
+            &p,
+            "[rules]\nfiles = [\"/a.yml\"]\n[alerting]\nroutes = \"/b.yml\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&p), &o2).unwrap();
+        assert_eq!(c.rule_files, ["/a.yml", "/r/*.yml"]);
+        assert_eq!(c.routes, Some(PathBuf::from("/r.yml")));
         std::fs::write(&p, "max_frame_bytes = \"1B\"\n").unwrap();
         let e = Config::load(Some(&p), &o).unwrap_err().to_string();
         assert!(e.contains("max_frame_bytes"), "{e}");

@@ -11,6 +11,7 @@
 //! - `telltale-bench statsd [--step 5s]` and `telltale-bench sources [--duration 2m]`: see
 //!   [`sources`].
 
+mod alerting;
 mod dashboard;
 mod sources;
 mod tsdb;
@@ -413,8 +414,9 @@ fn main() -> anyhow::Result<()> {
         Some("statsd") => sources::bench_statsd(&args),
         Some("sources") => sources::bench_sources(&args),
         Some("tsdb") => tsdb::bench_tsdb(&args),
+        Some("alerting") => alerting::bench_alerting(&args),
         _ => bail!(
-            "usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N] | promql [--rounds N] | dashboard [--hosts N] [--hours N] | statsd [--step 5s] | sources [--duration 2m] [--interval 10s] | tsdb [--hosts 50] [--hours 24] [--senders 4]"
+            "usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N] | promql [--rounds N] | dashboard [--hosts N] [--hours N] | statsd [--step 5s] | sources [--duration 2m] [--interval 10s] | tsdb [--hosts 50] [--hours 24] [--senders 4] | alerting [--trials 40]"
         ),
     }
 }
