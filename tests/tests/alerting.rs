@@ -779,6 +779,47 @@ correlation:
     );
     sink.wait("/lead", 1, Duration::from_secs(20)).unwrap();
     assert_eq!(sink.accepted("/page").len(), 2);
+    // Acknowledging an alert acknowledges its incident: a third host's incident pages once.
+    push(
+        &agg,
+        &[(
+            &[
+                ("__name__", "disk_avail_ratio"),
+                ("instance", "app-7:9100"),
+                ("mountpoint", "/"),
+            ],
+            0.03,
+        )],
+    );
+    sink.wait("/page", 3, Duration::from_secs(20)).unwrap();
+    let third = wait_for(Duration::from_secs(10), || {
+        get_json(&agg, "/api/v1/incidents?state=open")["data"]
+            .as_array()?
+            .iter()
+            .find(|i| i["alerts"][0]["labels"]["instance"] == "app-7:9100")
+            .cloned()
+    })
+    .expect("third incident");
+    let fp = third["alerts"][0]["fingerprint"].as_str().unwrap();
+    let (st, body) = http_post_auth(
+        agg.http,
+        &format!("/api/v1/alerts/{fp}/ack"),
+        "application/json",
+        b"",
+        Some(TOKEN),
+    )
+    .unwrap();
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["data"]["acknowledged"]["by"],
+        "api"
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        sink.accepted("/lead").len(),
+        1,
+        "the acknowledged incident did not escalate"
+    );
     let mut sizes: Vec<(String, usize)> = get_json(&agg, "/api/v1/incidents")["data"]
         .as_array()
         .unwrap()
@@ -796,6 +837,10 @@ correlation:
     sizes.sort();
     assert_eq!(
         sizes,
-        [("DiskFull".to_string(), 1), ("DiskFull".to_string(), 4)]
+        [
+            ("DiskFull".to_string(), 1),
+            ("DiskFull".to_string(), 1),
+            ("DiskFull".to_string(), 4)
+        ]
     );
 }

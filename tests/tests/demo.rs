@@ -21,6 +21,10 @@ fn the_demo_starts_an_aggregator_and_an_agent_and_shows_data() {
         stdout.contains("probe_success{check=\"aggregator-http\"} = 1"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("ALERTS{alertname=\"OrdersFlowing\"} = 1"),
+        "the demo's business alert fires: {stdout}"
+    );
     let orders = stdout
         .lines()
         .find_map(|l| l.split_once("sum by (plan) (shop_orders) = ").map(|x| x.1))

@@ -220,6 +220,23 @@ mod tests {
     }
 
     #[test]
+    fn the_most_urgent_group_flushes_first() {
+        let c = cfg();
+        let mut d = Dispatcher::default();
+        for (name, sev) in [("A", "info"), ("B", "warning"), ("C", "critical")] {
+            let mut a = alert(name, "x", i64::MAX);
+            a.labels.set("severity", sev);
+            d.insert(&c.route, &a, 0);
+        }
+        let order: Vec<String> = d
+            .due(30 * S)
+            .iter()
+            .map(|f| f.group_labels.get("alertname").unwrap_or("").to_string())
+            .collect();
+        assert_eq!(order, ["C", "B", "A"]);
+    }
+
+    #[test]
     fn resolved_alerts_leave_after_the_flush_that_reports_them() {
         let c = cfg();
         let mut d = Dispatcher::default();

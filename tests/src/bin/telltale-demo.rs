@@ -72,12 +72,27 @@ fn main() -> anyhow::Result<()> {
     certs_init(&tls)?;
     let name = "demo-agent";
     certs_issue(&tls, name)?;
+    // Rules: the example host rules, and a business alert that fires once orders flow.
+    let node_rules = format!("{}/../config/rules/*.yml", env!("CARGO_MANIFEST_DIR"));
+    let demo_rules = scratch.join("demo-rules.yml");
+    std::fs::create_dir_all(&scratch)?;
+    std::fs::write(
+        &demo_rules,
+        "groups:\n  - name: demo\n    interval: 10s\n    rules:\n      - alert: OrdersFlowing\n        expr: sum by (instance) (shop_orders) > 0\n        labels: {severity: info}\n        annotations: {summary: '{{ $labels.instance }} took {{ $value }} orders'}\n",
+    )?;
+    let demo_rules = demo_rules.display().to_string();
+    let rule_args = [
+        "--rules",
+        node_rules.as_str(),
+        "--rules",
+        demo_rules.as_str(),
+    ];
     let agg = start_aggregator(
         &tls,
         &scratch.join("aggregator"),
         "127.0.0.1:9470",
         "127.0.0.1:9471",
-        &[],
+        &rule_args,
     )
     .or_else(|e| {
         eprintln!("(default ports busy: {e:#}; using free ports instead)");
@@ -86,7 +101,7 @@ fn main() -> anyhow::Result<()> {
             &scratch.join("aggregator"),
             "127.0.0.1:0",
             "127.0.0.1:0",
-            &[],
+            &rule_args,
         )
     })?;
     // Beyond host metrics: a StatsD listener the demo feeds a business metric through, and an
@@ -149,6 +164,11 @@ fn main() -> anyhow::Result<()> {
             .ok()
             .filter(|r| !r.is_empty())
     });
+    wait_for(Duration::from_secs(10), || {
+        query(agg.http, "ALERTS{alertname=\"OrdersFlowing\"}")
+            .ok()
+            .filter(|r| !r.is_empty())
+    });
     for q in [
         "node_load1",
         "node_memory_MemAvailable_bytes",
@@ -156,6 +176,7 @@ fn main() -> anyhow::Result<()> {
         "node_network_receive_bytes_total{device=\"lo\"}[30s]",
         "sum by (plan) (shop_orders)",
         "probe_success{check=\"aggregator-http\"}",
+        "ALERTS{alertname=\"OrdersFlowing\"}",
     ] {
         let sample = query(agg.http, q)
             .ok()
@@ -174,6 +195,9 @@ fn main() -> anyhow::Result<()> {
         );
     }
     println!("  curl -s '{url}/api/v1/agents'");
+    println!("  curl -s '{url}/api/v1/rules'      # config/rules/node.yml + a demo business alert");
+    println!("  curl -s '{url}/api/v1/alerts'     # OrdersFlowing fires within seconds");
+    println!("  curl -s '{url}/api/v1/incidents'  # firing alerts correlated into incidents");
     println!("  curl -s '{url}/api/v1/events'     # health checks changing state");
     println!(
         "  echo 'shop.orders:1|c|#plan:pro' > /dev/udp/127.0.0.1/{statsd_port}   # a business metric (bash)"

@@ -89,7 +89,10 @@ pub fn bench_alerting(args: &[String]) -> anyhow::Result<()> {
     )?;
     let mut cmd = Command::new(PROMETHEUS);
     cmd.arg(format!("--config.file={}", cfg.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("prom").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("prom").display()
+        ))
         .arg(format!("--web.listen-address={prom_addr}"))
         .arg("--web.enable-remote-write-receiver");
     // Stopped when dropped, whatever ends the run.
