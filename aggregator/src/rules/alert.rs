@@ -211,6 +211,17 @@ impl AlertSet {
         Ok(())
     }
 
+    /// Each alert's identity and state, sorted (to tell whether an evaluation changed any).
+    pub fn states(&self) -> Vec<(u64, State)> {
+        let mut v: Vec<(u64, State)> = self
+            .active
+            .values()
+            .map(|a| (crate::alerting::fingerprint(&a.labels), a.state))
+            .collect();
+        v.sort_by_key(|x| x.0);
+        v
+    }
+
     /// The alerts, any state.
     pub fn alerts(&self) -> impl Iterator<Item = &ActiveAlert> {
         self.active.values()

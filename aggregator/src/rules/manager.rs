@@ -25,6 +25,19 @@ use crate::promql::{Engine, Value};
 use crate::selfmetrics::counter;
 use crate::storage::{AppendData, AppendRequest, Storage};
 
+thread_local! {
+    /// The group being evaluated on this thread, so its own appends do not wake it.
+    static EVALUATING: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+struct ResetEvaluating;
+
+impl Drop for ResetEvaluating {
+    fn drop(&mut self) {
+        EVALUATING.with(|e| e.set(None));
+    }
+}
+
 /// Settings of the rule manager.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -176,9 +189,16 @@ impl RuleManager {
                     None => wildcard = true,
                 }
             }
-            if wildcard {
+            // Only groups with alerting rules are evaluated eagerly: a breach must reach its
+            // receivers at once, while recording rules exist to precompute at their interval
+            // (evaluating them on every batch would multiply the samples they write).
+            let alerting = g
+                .rules
+                .iter()
+                .any(|r| matches!(r.kind, RuleKind::Alerting { .. }));
+            if alerting && wildcard {
                 any.push(i);
-            } else {
+            } else if alerting {
                 names.sort();
                 names.dedup();
                 for n in names {
@@ -238,16 +258,19 @@ impl RuleManager {
         }
     }
 
-    /// Wakes the groups that read any of `names`.
+    /// Wakes the groups that read any of `names` — except the group whose own output this
+    /// is (its evaluation runs on this thread), which would otherwise wake itself for ever.
     pub fn touched(&self, names: &[&str]) {
-        for &i in &self.any {
-            self.groups[i].wake.notify_one();
-        }
+        let own = EVALUATING.with(|e| e.get());
+        let wake = |i: usize| {
+            if own != Some(i) {
+                self.groups[i].wake.notify_one();
+            }
+        };
+        self.any.iter().for_each(|&i| wake(i));
         for n in names {
             if let Some(gs) = self.by_name.get(*n) {
-                for &i in gs {
-                    self.groups[i].wake.notify_one();
-                }
+                gs.iter().for_each(|&i| wake(i));
             }
         }
     }
@@ -283,15 +306,19 @@ impl RuleManager {
             let me = self.clone();
             let handle = tokio::runtime::Handle::current();
             if let Err(e) =
-                tokio::task::spawn_blocking(move || me.eval_group(i, now_ms(), &handle)).await
+                tokio::task::spawn_blocking(move || me.eval_group(i, now_ms(), eager, &handle))
+                    .await
             {
                 tracing::error!(group = %self.groups[i].group.name, error = %e, "rule evaluation panicked");
             }
         }
     }
 
-    /// Evaluates group `i` at `now` (blocking: call from a blocking thread).
-    fn eval_group(&self, i: usize, now: i64, rt: &tokio::runtime::Handle) {
+    /// Evaluates group `i` at `now` (blocking: call from a blocking thread). An `eager`
+    /// evaluation writes `ALERTS` only when an alert changed state.
+    fn eval_group(&self, i: usize, now: i64, eager: bool, rt: &tokio::runtime::Handle) {
+        EVALUATING.with(|e| e.set(Some(i)));
+        let _reset = ResetEvaluating;
         let g = &self.groups[i];
         let mut st = g.state.lock().unwrap_or_else(|e| e.into_inner());
         let t = now - g.group.query_offset.as_millis() as i64;
@@ -307,12 +334,20 @@ impl RuleManager {
                 Ok(_) => Err("rule result is not a vector or scalar".to_string()),
                 Err(e) => Err(e.to_string()),
             };
-            let series = match out.and_then(|v| self.apply(&g.group, rule, rs, t, now, v, restore))
+            let series = match out
+                .and_then(|v| self.apply(&g.group, rule, rs, t, now, v, restore, eager))
             {
-                Ok(series) => {
+                Ok(Some(series)) => {
                     rs.health = Health::Ok;
                     rs.last_error.clear();
                     series
+                }
+                Ok(None) => {
+                    rs.health = Health::Ok;
+                    rs.last_error.clear();
+                    rs.last_eval_ms = now;
+                    rs.eval_seconds = r0.elapsed().as_secs_f64();
+                    continue;
                 }
                 Err(e) => {
                     self.failures.fetch_add(1, Ordering::Relaxed);
@@ -348,7 +383,7 @@ impl RuleManager {
         st.eval_seconds = started.elapsed().as_secs_f64();
     }
 
-    /// Applies a rule's result; returns the series to write.
+    /// Applies a rule's result; returns the series to write (`None`: leave them as they are).
     #[allow(clippy::too_many_arguments)]
     fn apply(
         &self,
@@ -359,7 +394,8 @@ impl RuleManager {
         now: i64,
         v: Vec<(Labels, f64)>,
         restore: bool,
-    ) -> Result<Vec<SeriesSamples>, String> {
+        eager: bool,
+    ) -> Result<Option<Vec<SeriesSamples>>, String> {
         match &rule.kind {
             RuleKind::Recording => {
                 let mut out = Vec::with_capacity(v.len());
@@ -387,7 +423,7 @@ impl RuleManager {
                         out.len()
                     ));
                 }
-                Ok(out)
+                Ok(Some(out))
             }
             RuleKind::Alerting {
                 hold,
@@ -405,6 +441,7 @@ impl RuleManager {
                     keep_firing_for: *keep_firing_for,
                     limit: group.limit,
                 };
+                let before = rs.alerts.states();
                 let applied = rs.alerts.apply(&spec, t, v, &self.settings.external_labels);
                 let url = format!(
                     "{}/graph?g0.expr={}&g0.tab=1",
@@ -416,7 +453,10 @@ impl RuleManager {
                     self.notifier.send(send);
                 }
                 applied?;
-                Ok(rs.alerts.series(t))
+                if eager && rs.alerts.states() == before {
+                    return Ok(None);
+                }
+                Ok(Some(rs.alerts.series(t)))
             }
         }
     }
@@ -448,7 +488,8 @@ impl RuleManager {
         for i in 0..self.groups.len() {
             let me = self.clone();
             let handle = tokio::runtime::Handle::current();
-            let _ = tokio::task::spawn_blocking(move || me.eval_group(i, now, &handle)).await;
+            let _ =
+                tokio::task::spawn_blocking(move || me.eval_group(i, now, false, &handle)).await;
         }
     }
 
@@ -513,5 +554,162 @@ impl RuleManager {
             "Rule evaluations that failed.",
             l(&self.failures),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerting::Alert;
+    use crate::tsdb::Tsdb;
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<Alert>>);
+
+    impl Notifier for Collect {
+        fn send(&self, alerts: Vec<Alert>) {
+            self.0.lock().unwrap().extend(alerts);
+        }
+    }
+
+    fn setup(
+        dir: &std::path::Path,
+        rules: &str,
+    ) -> (Arc<RuleManager>, Arc<Collect>, Arc<dyn Storage>) {
+        let storage: Arc<dyn Storage> = Arc::new(Tsdb::open(dir).unwrap());
+        let engine = Engine::new(storage.clone(), Duration::from_secs(300), 1_000_000);
+        let groups = crate::rules::file::parse(
+            std::path::Path::new("t.yml"),
+            rules,
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+        let sink = Arc::new(Collect::default());
+        let m = RuleManager::new(
+            engine,
+            storage.clone(),
+            sink.clone(),
+            Settings {
+                eager_min_interval: Duration::from_millis(50),
+                external_labels: Labels::default(),
+                external_url: "http://x".into(),
+            },
+            groups,
+        );
+        (m, sink, storage)
+    }
+
+    async fn put(s: &Arc<dyn Storage>, name: &str, t: i64, v: f64) {
+        s.append(AppendRequest {
+            origin: None,
+            data: AppendData::Series(vec![SeriesSamples {
+                labels: Labels::from_pairs([("__name__", name), ("host", "a")]),
+                samples: vec![Sample(t, v)],
+            }]),
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_breaching_sample_is_evaluated_as_it_arrives_not_at_the_next_tick() {
+        let dir = tempfile::tempdir().unwrap();
+        // One-hour intervals: only eager evaluation can notice the breach within the test.
+        let (m, sink, storage) = setup(
+            dir.path(),
+            "groups: [{name: g, interval: 1h, rules: [{record: 'x:doubled', expr: 'x * 2'}, {alert: High, expr: 'x:doubled > 10'}, {alert: Direct, expr: 'x > 5'}]}]",
+        );
+        m.start();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(sink.0.lock().unwrap().is_empty());
+        put(&storage, "x", now_ms(), 7.0).await;
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            got = sink.0.lock().unwrap().clone();
+            if got
+                .iter()
+                .any(|a| a.labels.get("alertname") == Some("High"))
+            {
+                break;
+            }
+        }
+        let names: Vec<_> = got
+            .iter()
+            .filter_map(|a| a.labels.get("alertname"))
+            .collect();
+        assert!(names.contains(&"Direct"), "{names:?}");
+        assert!(
+            names.contains(&"High"),
+            "recorded output feeds the next rule: {names:?}"
+        );
+        // The group's own appends (x:doubled, ALERTS) do not keep waking it.
+        let before = m.eager_evals.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let after = m.eager_evals.load(Ordering::Relaxed);
+        assert!(after - before <= 1, "self-waking: {before} -> {after}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn for_state_is_restored_from_alerts_for_state_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = "groups: [{name: g, rules: [{alert: Slow, expr: 'x > 5', for: 10m}]}]";
+        let t0 = now_ms() - 20 * 60_000;
+        {
+            let (m, sink, storage) = setup(dir.path(), rules);
+            for i in 0..21 {
+                put(&storage, "x", t0 + i * 60_000, 9.0).await;
+            }
+            m.eval_all_at(t0).await;
+            m.eval_all_at(t0 + 60_000).await;
+            assert!(sink.0.lock().unwrap().is_empty(), "pending is not sent");
+            let g = m.groups();
+            assert_eq!(g[0].rules[0].alerts[0].state, State::Pending);
+            assert_eq!(g[0].rules[0].alerts[0].active_at, t0);
+        }
+        // A new manager over the same storage: at t0 + 11m the alert fires at once, because
+        // its active time comes back from ALERTS_FOR_STATE.
+        let (m, sink, _storage) = setup(dir.path(), rules);
+        m.eval_all_at(t0 + 11 * 60_000).await;
+        let g = m.groups();
+        assert_eq!(g[0].rules[0].alerts[0].state, State::Firing);
+        assert_eq!(g[0].rules[0].alerts[0].active_at, t0);
+        assert_eq!(sink.0.lock().unwrap()[0].starts_at, t0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn recording_rules_write_series_and_mark_vanished_ones_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let (m, _sink, storage) = setup(
+            dir.path(),
+            "groups: [{name: g, rules: [{record: 'job:x:sum', expr: 'sum by (host) (x)', labels: {team: a}}]}]",
+        );
+        let t = now_ms();
+        put(&storage, "x", t - 1000, 3.0).await;
+        m.eval_all_at(t).await;
+        let got = storage
+            .select(
+                &[crate::storage::Matcher::equal("__name__", "job:x:sum")],
+                0,
+                i64::MAX,
+                100,
+            )
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].labels.get("team"), Some("a"));
+        assert_eq!(got[0].samples, vec![Sample(t, 3.0)]);
+        // x goes stale far past the lookback: the recorded series gets a stale marker.
+        m.eval_all_at(t + 10 * 60_000).await;
+        let got = storage
+            .select(
+                &[crate::storage::Matcher::equal("__name__", "job:x:sum")],
+                0,
+                i64::MAX,
+                100,
+            )
+            .unwrap();
+        assert_eq!(got[0].samples.len(), 2);
+        assert!(telltale_common::model::is_stale_marker(got[0].samples[1].1));
+        assert_eq!(m.groups()[0].rules[0].health, Health::Ok);
     }
 }
