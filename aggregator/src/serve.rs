@@ -130,6 +130,7 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         max_frame: cfg.max_frame_bytes,
     });
+    let alerts_for_shutdown = alerts.clone();
     let state = Arc::new(ApiState {
         storage: storage.clone(),
         engine,
@@ -174,6 +175,7 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     .await
     .context("HTTP server failed")?;
     tracing::info!("shutting down");
+    alerts_for_shutdown.persist().await;
     endpoint.close(0u32.into(), b"aggregator shutting down");
     endpoint.wait_idle().await;
     Ok(())

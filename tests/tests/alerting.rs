@@ -844,3 +844,69 @@ correlation:
         ]
     );
 }
+
+#[test]
+fn an_alert_that_ends_while_the_aggregator_is_down_is_announced_resolved() {
+    let sink = WebhookSink::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    certs_init(&dir.path().join("tls")).unwrap();
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(&rules, "groups: []\n").unwrap();
+    let routes = dir.path().join("routes.yml");
+    std::fs::write(
+        &routes,
+        format!(
+            "route: {{receiver: hook, group_wait: 0s, group_interval: 1s}}\n\
+             receivers: [{{name: hook, webhook_configs: [{{url: '{}'}}]}}]\n",
+            sink.url("/hook")
+        ),
+    )
+    .unwrap();
+    let mut agg = serve(dir.path(), &rules, Some(&routes));
+    // An alert posted as another Prometheus would, ending in four seconds.
+    let now = now_ms();
+    let body = serde_json::json!([{
+        "labels": {"alertname": "External", "instance": "x"},
+        "startsAt": telltale_aggregator::alerting::rfc3339(now),
+        "endsAt": telltale_aggregator::alerting::rfc3339(now + 4000),
+    }])
+    .to_string();
+    let (st, _) = http_post_auth(
+        agg.http,
+        "/api/v2/alerts",
+        "application/json",
+        body.as_bytes(),
+        None,
+    )
+    .unwrap();
+    assert_eq!(st, 401);
+    let (st, b) = http_post_auth(
+        agg.http,
+        "/api/v2/alerts",
+        "application/json",
+        body.as_bytes(),
+        Some(TOKEN),
+    )
+    .unwrap();
+    assert_eq!(st, 200, "{b}");
+    sink.wait("/hook", 1, Duration::from_secs(10)).unwrap();
+    // Delivered and confirmed (killed before the confirmation, it would be sent again: at
+    // least once).
+    wait_for(Duration::from_secs(10), || {
+        let q = telltale_tests::metric(agg.http, "telltale_aggregator_notification_queue_length");
+        (q.ok() == Some(0.0)).then_some(())
+    })
+    .expect("confirmed");
+    agg.proc.kill();
+    std::thread::sleep(Duration::from_secs(5));
+    let _agg = serve(dir.path(), &rules, Some(&routes));
+    let got = wait_for(Duration::from_secs(15), || {
+        let a = sink.accepted("/hook");
+        a.iter()
+            .any(|r| r.body["status"] == "resolved")
+            .then_some(a)
+    })
+    .expect("resolved after the restart");
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[1].body["alerts"][0]["labels"]["alertname"], "External");
+}

@@ -2,7 +2,7 @@
 //! correlation and escalation, and delivers through a durable outbox.
 //!
 //! State lives in one sled tree under `DATA_DIR/alerting`, keyed by prefix:
-//! `s/` silences, `n/` the notification log, `i/` incidents, `e/` escalations, `o/` the
+//! `a/` alerts, `s/` silences, `n/` the notification log, `i/` incidents, `e/` escalations, `o/` the
 //! outbox (`o/` + priority byte + sequence: iteration order is urgency, then age). A
 //! notification is written to the outbox together with its notification-log entry in one
 //! atomic batch, flushed to disk, and only then sent; it leaves the outbox once its receiver
@@ -61,6 +61,10 @@ struct Delivery {
     attempts: u32,
     next_attempt: i64,
     created: i64,
+}
+
+fn alert_key(fp: u64) -> Vec<u8> {
+    format!("a/{fp:016x}").into_bytes()
 }
 
 fn outbox_key(priority: u8, id: u64) -> Vec<u8> {
@@ -184,6 +188,17 @@ impl AlertingService {
             .map(|e| (e.incident, e))
             .collect();
         let queued = load("o/").len() as u64;
+        // The alerts known before a restart: the ones no rule fires again run out (`ends_at`)
+        // and are announced as resolved, like Alertmanager does for a restarted Prometheus.
+        let now = now_ms();
+        let mut alerts = HashMap::new();
+        let mut dispatcher = Dispatcher::default();
+        for (_, v) in load("a/") {
+            if let Ok(a) = serde_json::from_slice::<Alert>(&v) {
+                dispatcher.insert(&cfg.route, &a, now);
+                alerts.insert(a.fingerprint(), a);
+            }
+        }
         let routes = cfg
             .route
             .walk()
@@ -195,8 +210,8 @@ impl AlertingService {
             db,
             tree,
             state: Mutex::new(State {
-                alerts: HashMap::new(),
-                dispatcher: Dispatcher::default(),
+                alerts,
+                dispatcher,
                 compiled: Silences::new(silences.values().cloned()),
                 silences,
                 correlator: Correlator::new(cfg.correlation.clone(), incidents),
@@ -244,6 +259,14 @@ impl AlertingService {
             if !silenced {
                 let changes = st.correlator.observe(&a, now);
                 self.apply_changes(&mut st, changes, now);
+            }
+            match serde_json::to_vec(&a) {
+                Ok(v) => {
+                    if let Err(e) = self.tree.insert(alert_key(fp), v) {
+                        tracing::warn!(error = %e, "cannot store an alert");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot encode an alert"),
             }
             st.alerts.insert(fp, a);
         }
@@ -322,8 +345,13 @@ impl AlertingService {
             }
             new_deliveries += self.escalate(&mut st, now, &mut batch)?;
             // Forget old resolved alerts and incidents.
-            st.alerts
-                .retain(|_, a| !(a.resolved_at(now) && now - a.ends_at > RESOLVED_KEEP_MS));
+            st.alerts.retain(|fp, a| {
+                let keep = !(a.resolved_at(now) && now - a.ends_at > RESOLVED_KEEP_MS);
+                if !keep {
+                    batch.remove(alert_key(*fp));
+                }
+                keep
+            });
             for id in st.correlator.expire(now, INCIDENT_KEEP) {
                 st.dropped_incidents.push(id);
             }
@@ -678,6 +706,10 @@ impl AlertingService {
             Ok(()) => {
                 self.counters.sent[k].fetch_add(1, Ordering::Relaxed);
                 let _ = self.tree.remove(&key);
+                // Made durable at once: a crash right after a delivery must not resend it.
+                if let Err(e) = self.db.flush_async().await {
+                    tracing::warn!(error = %e, "cannot flush the outbox");
+                }
                 self.gone(false);
                 tracing::debug!(receiver = %d.receiver, integration = KINDS[k], "notification delivered");
             }
@@ -707,6 +739,13 @@ impl AlertingService {
                     Err(e) => tracing::error!(error = %e, "cannot re-queue a notification"),
                 }
             }
+        }
+    }
+
+    /// Makes everything written so far durable (on shutdown).
+    pub async fn persist(&self) {
+        if let Err(e) = self.db.flush_async().await {
+            tracing::warn!(error = %e, "cannot flush the alerting state");
         }
     }
 
