@@ -899,7 +899,7 @@ fn an_alert_that_ends_while_the_aggregator_is_down_is_announced_resolved() {
     .expect("confirmed");
     agg.proc.kill();
     std::thread::sleep(Duration::from_secs(5));
-    let _agg = serve(dir.path(), &rules, Some(&routes));
+    let agg2 = serve(dir.path(), &rules, Some(&routes));
     let got = wait_for(Duration::from_secs(15), || {
         let a = sink.accepted("/hook");
         a.iter()
@@ -909,4 +909,11 @@ fn an_alert_that_ends_while_the_aggregator_is_down_is_announced_resolved() {
     .expect("resolved after the restart");
     assert_eq!(got.len(), 2, "{got:?}");
     assert_eq!(got[1].body["alerts"][0]["labels"]["alertname"], "External");
+    // Its incident (kept across the restart) resolves with it.
+    let resolved = wait_for(Duration::from_secs(10), || {
+        let v = get_json(&agg2, "/api/v1/incidents?state=resolved");
+        (v["data"].as_array()?.len() == 1).then_some(v)
+    })
+    .unwrap_or_else(|| panic!("{}", get_json(&agg2, "/api/v1/incidents")));
+    assert_eq!(resolved["data"][0]["rootCause"]["alertname"], "External");
 }

@@ -98,6 +98,8 @@ struct State {
     nflog: HashMap<String, NflogEntry>,
     dirty_incidents: HashSet<u64>,
     dropped_incidents: Vec<u64>,
+    /// When the last pass ran (alerts whose end passed since are resolved in incidents).
+    last_step: i64,
 }
 
 #[derive(Default)]
@@ -219,6 +221,7 @@ impl AlertingService {
                 nflog,
                 dirty_incidents: HashSet::new(),
                 dropped_incidents: Vec::new(),
+                last_step: 0,
             }),
             cfg,
             wake: Notify::new(),
@@ -338,9 +341,32 @@ impl AlertingService {
         let mut new_deliveries = 0u64;
         let next = {
             let mut st = self.lock();
+            // Alerts that ran out (no news before their end) resolve in their incidents too.
+            let prev = std::mem::replace(&mut st.last_step, now);
+            let ended: Vec<Alert> = st
+                .alerts
+                .values()
+                .filter(|a| a.ends_at > prev && a.ends_at <= now)
+                .cloned()
+                .collect();
+            for a in ended {
+                let changes = st.correlator.observe(&a, now);
+                self.apply_changes(&mut st, changes, now);
+            }
             let flushes = st.dispatcher.due(now);
+            // Inhibiting alerts, once per pass rather than per group (only when needed).
+            let sources: Vec<Alert> = if flushes.is_empty() || self.cfg.inhibit_rules.is_empty() {
+                Vec::new()
+            } else {
+                st.alerts
+                    .values()
+                    .filter(|a| !a.resolved_at(now))
+                    .cloned()
+                    .collect()
+            };
+            let sources: Vec<&Alert> = sources.iter().collect();
             for f in flushes {
-                new_deliveries += self.flush(&mut st, &f, now, &mut batch)?;
+                new_deliveries += self.flush(&mut st, &f, &sources, now, &mut batch)?;
                 st.dispatcher.flushed(&f, now);
             }
             new_deliveries += self.escalate(&mut st, now, &mut batch)?;
@@ -415,6 +441,7 @@ impl AlertingService {
         &self,
         st: &mut State,
         f: &Flush,
+        firing_all: &[&Alert],
         now: i64,
         batch: &mut sled::Batch,
     ) -> Result<u64, String> {
@@ -424,14 +451,13 @@ impl AlertingService {
         if self.muted_by_time(route, now) {
             return Ok(0);
         }
-        let firing_all: Vec<&Alert> = st.alerts.values().filter(|a| !a.resolved_at(now)).collect();
         let alerts: Vec<Alert> = f
             .alerts
             .iter()
             .filter(|a| {
                 a.resolved_at(now)
                     || (st.compiled.silenced_by(&a.labels, now).is_empty()
-                        && inhibited_by(&self.cfg.inhibit_rules, &a.labels, &firing_all).is_none())
+                        && inhibited_by(&self.cfg.inhibit_rules, &a.labels, firing_all).is_none())
             })
             .cloned()
             .collect();
