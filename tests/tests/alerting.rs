@@ -180,6 +180,13 @@ fn rules_check_agrees_with_promtool() {
     let mut files: Vec<PathBuf> = vec![repo().join("config/rules/node.yml")];
     if let Some(p) = peer(NODE_EXPORTER_RULES, "prometheus-node-exporter") {
         files.push(p);
+        // node_exporter's own public rule sets shipped beside it (old ↔ new metric names).
+        for f in [
+            "example-17-compatibility-rules.yml",
+            "example-17-compatibility-rules-new-to-old.yml",
+        ] {
+            files.push(Path::new("/usr/share/doc/prometheus-node-exporter").join(f));
+        }
     }
     for (i, text) in [
         "groups: [{name: a, rules: [{alert: X, expr: 'up =='}]}]",

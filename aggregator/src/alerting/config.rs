@@ -343,6 +343,16 @@ fn dur(s: &str, what: &str) -> Result<Duration, String> {
     crate::rules::file::prom_duration(s).map_err(|e| format!("{what}: {e}"))
 }
 
+fn http_url(receiver: &str, kind: &str, url: &str) -> Result<(), String> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        Ok(())
+    } else {
+        Err(format!(
+            "receiver {receiver:?}: {kind} url {url:?} is not http(s)"
+        ))
+    }
+}
+
 fn legacy(
     eq: &BTreeMap<String, String>,
     re: &BTreeMap<String, String>,
@@ -482,12 +492,7 @@ impl RoutingConfig {
                         r.name
                     ));
                 }
-                if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
-                    return Err(format!(
-                        "receiver {:?}: webhook url {:?} is not http(s)",
-                        r.name, w.url
-                    ));
-                }
+                http_url(&r.name, "webhook", &w.url)?;
                 ints.push(Integration::Webhook {
                     url: w.url,
                     send_resolved: w.send_resolved,
@@ -499,12 +504,7 @@ impl RoutingConfig {
                 });
             }
             for a in r.alertmanager_configs {
-                if !(a.url.starts_with("http://") || a.url.starts_with("https://")) {
-                    return Err(format!(
-                        "receiver {:?}: alertmanager url {:?} is not http(s)",
-                        r.name, a.url
-                    ));
-                }
+                http_url(&r.name, "alertmanager", &a.url)?;
                 ints.push(Integration::Alertmanager {
                     url: a.url,
                     send_resolved: a.send_resolved,

@@ -221,6 +221,24 @@ impl Incident {
         self.alerts.get(&self.root_cause)
     }
 
+    /// Its firing alerts as alerts (no end), root cause first, then by start.
+    pub fn firing_alerts(&self) -> Vec<Alert> {
+        let mut out: Vec<Alert> = self
+            .alerts
+            .values()
+            .filter(|a| a.resolved_at == 0)
+            .map(|a| Alert {
+                labels: a.labels.clone(),
+                annotations: a.annotations.clone(),
+                starts_at: a.starts_at,
+                ends_at: 0,
+                generator_url: String::new(),
+            })
+            .collect();
+        out.sort_by_key(|a| (a.fingerprint() != self.root_cause, a.starts_at));
+        out
+    }
+
     /// Most urgent priority among its alerts.
     pub fn priority(&self) -> u8 {
         self.alerts

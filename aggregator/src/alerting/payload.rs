@@ -131,19 +131,7 @@ pub fn incident_json(i: &Incident, now: i64) -> Value {
 
 /// A page for an incident: v4-shaped (its firing alerts, root cause first) plus the incident.
 pub fn page_v4(p: &Page, i: &Incident, now: i64, external_url: &str) -> Value {
-    let mut alerts: Vec<Alert> = i
-        .alerts
-        .values()
-        .filter(|a| a.resolved_at == 0)
-        .map(|a| Alert {
-            labels: a.labels.clone(),
-            annotations: a.annotations.clone(),
-            starts_at: a.starts_at,
-            ends_at: 0,
-            generator_url: String::new(),
-        })
-        .collect();
-    alerts.sort_by_key(|a| (a.fingerprint() != i.root_cause, a.starts_at));
+    let alerts = i.firing_alerts();
     let mut body = webhook_v4(
         &p.receiver,
         &format!("incident/{}", i.id),

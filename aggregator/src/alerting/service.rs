@@ -573,21 +573,7 @@ impl AlertingService {
             };
             for (idx, integ) in integrations.iter().enumerate() {
                 let body = match integ {
-                    Integration::Alertmanager { .. } => {
-                        let firing: Vec<Alert> = inc
-                            .alerts
-                            .values()
-                            .filter(|a| a.resolved_at == 0)
-                            .map(|a| Alert {
-                                labels: a.labels.clone(),
-                                annotations: a.annotations.clone(),
-                                starts_at: a.starts_at,
-                                ends_at: 0,
-                                generator_url: String::new(),
-                            })
-                            .collect();
-                        alertmanager_v2(&firing)
-                    }
+                    Integration::Alertmanager { .. } => alertmanager_v2(&inc.firing_alerts()),
                     _ => page_v4(p, &inc, now, &self.external_url),
                 };
                 let lane = format!("{}/{idx}/incident/{}", p.receiver, p.incident);
@@ -916,16 +902,7 @@ impl AlertingService {
                 "resolved" => !i.open(),
                 _ => true,
             })
-            .map(|i| {
-                let mut v = incident_json(i, now);
-                if let (Value::Object(m), Some(e)) = (&mut v, st.escalations.get(&i.id)) {
-                    m.insert(
-                        "escalation".into(),
-                        serde_json::to_value(e).unwrap_or(Value::Null),
-                    );
-                }
-                v
-            })
+            .map(|i| incident_view(&st, i, now))
             .collect()
     }
 
@@ -938,14 +915,7 @@ impl AlertingService {
             .incidents
             .get(&id)
             .ok_or_else(|| ApiError::NotFound(format!("incident {id} not found")))?;
-        let mut v = incident_json(i, now);
-        if let (Value::Object(m), Some(e)) = (&mut v, st.escalations.get(&id)) {
-            m.insert(
-                "escalation".into(),
-                serde_json::to_value(e).unwrap_or(Value::Null),
-            );
-        }
-        Ok(v)
+        Ok(incident_view(&st, i, now))
     }
 
     /// Acknowledges an incident: its escalation stops.
@@ -1043,6 +1013,18 @@ impl Notifier for AlertingService {
     fn send(&self, alerts: Vec<Alert>) {
         self.receive(alerts);
     }
+}
+
+/// An incident for the API, with its escalation.
+fn incident_view(st: &State, i: &Incident, now: i64) -> Value {
+    let mut v = incident_json(i, now);
+    if let (Value::Object(m), Some(e)) = (&mut v, st.escalations.get(&i.id)) {
+        m.insert(
+            "escalation".into(),
+            serde_json::to_value(e).unwrap_or(Value::Null),
+        );
+    }
+    v
 }
 
 /// A random silence id, formatted like a UUID (version 4).

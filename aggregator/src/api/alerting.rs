@@ -30,17 +30,7 @@ fn go_exp(v: f64) -> String {
     if v.is_infinite() {
         return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
     }
-    let s = format!("{v:e}");
-    match s.split_once('e') {
-        Some((m, e)) => {
-            let (sign, d) = match e.strip_prefix('-') {
-                Some(d) => ('-', d),
-                None => ('+', e),
-            };
-            format!("{m}e{sign}{d:0>2}")
-        }
-        None => s,
-    }
+    crate::rules::template::go_exponent(&format!("{v:e}"))
 }
 
 fn template_labels(l: &[(String, crate::rules::template::Template)]) -> Json {

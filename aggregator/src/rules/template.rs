@@ -148,6 +148,20 @@ impl V {
     }
 }
 
+/// Go's exponent form: Rust's `1.5e-7` / `1e21` written `1.5e-07` / `1e+21`.
+pub fn go_exponent(rust_e: &str) -> String {
+    match rust_e.split_once('e') {
+        Some((m, e)) => {
+            let (sign, digits) = match e.strip_prefix('-') {
+                Some(d) => ('-', d),
+                None => ('+', e),
+            };
+            format!("{m}e{sign}{digits:0>2}")
+        }
+        None => rust_e.to_string(),
+    }
+}
+
 /// Go's `%v` for a float64 (strconv 'g' with the shortest representation).
 fn go_float(v: f64) -> String {
     if v.is_nan() {
@@ -162,18 +176,7 @@ fn go_float(v: f64) -> String {
         v.abs().log10().floor() as i32
     };
     if !(-4..21).contains(&exp) {
-        let s = format!("{v:e}");
-        // Rust writes 1e21 / 1.5e-7; Go writes 1e+21 / 1.5e-07.
-        match s.split_once('e') {
-            Some((m, e)) => {
-                let (sign, digits) = match e.strip_prefix('-') {
-                    Some(d) => ('-', d),
-                    None => ('+', e),
-                };
-                format!("{m}e{sign}{digits:0>2}")
-            }
-            None => s,
-        }
+        go_exponent(&format!("{v:e}"))
     } else {
         format!("{v}")
     }
@@ -623,12 +626,7 @@ fn go_g4(v: f64) -> String {
     if !(-4..4).contains(&exp) {
         let s = format!("{:.3e}", v);
         let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
-        let m = trim_zeros(m);
-        let (sign, digits) = match e.strip_prefix('-') {
-            Some(d) => ('-', d),
-            None => ('+', e),
-        };
-        format!("{m}e{sign}{digits:0>2}")
+        go_exponent(&format!("{}e{e}", trim_zeros(m)))
     } else {
         let decimals = (3 - exp).max(0) as usize;
         trim_zeros(&format!("{v:.decimals$}")).to_string()
@@ -752,19 +750,7 @@ fn printf(fmt: &str, args: &[V]) -> Result<String, String> {
         let body = match verb {
             'd' => format!("{}", arg.num()?.trunc() as i64),
             'f' | 'F' => format!("{:.*}", prec.unwrap_or(6), arg.num()?),
-            'e' => {
-                let s = format!("{:.*e}", prec.unwrap_or(6), arg.num()?);
-                match s.split_once('e') {
-                    Some((m, e)) => {
-                        let (sign, d) = match e.strip_prefix('-') {
-                            Some(d) => ('-', d),
-                            None => ('+', e),
-                        };
-                        format!("{m}e{sign}{d:0>2}")
-                    }
-                    None => s,
-                }
-            }
+            'e' => go_exponent(&format!("{:.*e}", prec.unwrap_or(6), arg.num()?)),
             'g' => match prec {
                 Some(_) | None => go_float(arg.num()?),
             },
