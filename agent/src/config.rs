@@ -51,6 +51,10 @@ pub struct FileConfig {
     /// Health checks.
     #[serde(default)]
     pub check: Vec<sources::CheckSection>,
+    /// Remediation actions the aggregator may ask for (`[[action]]`); none by default, and
+    /// then nothing can ever run.
+    #[serde(default)]
+    pub action: Vec<crate::remediate::ActionSection>,
     /// Sampling rules, first match wins.
     #[serde(default)]
     pub sampling: Vec<sources::SamplingSection>,
@@ -128,6 +132,8 @@ pub struct Config {
     pub pipeline: crate::pipeline::PipelineConfig,
     /// Sources besides the host collectors.
     pub sources: sources::Sources,
+    /// The remediation allowlist.
+    pub actions: Vec<crate::remediate::Action>,
 }
 
 /// Command-line overrides.
@@ -245,7 +251,25 @@ impl Config {
             file.textfile,
             file.check,
         )?;
+        let mut actions = Vec::new();
+        for a in file.action {
+            let v = a
+                .validate()
+                .map_err(|m| ConfigError::invalid(src, "action", m))?;
+            if actions
+                .iter()
+                .any(|x: &crate::remediate::Action| x.name == v.name)
+            {
+                return Err(ConfigError::invalid(
+                    src,
+                    "action",
+                    format!("action {:?} is defined twice", v.name),
+                ));
+            }
+            actions.push(v);
+        }
         Ok(Config {
+            actions,
             pipeline,
             sources,
             name,

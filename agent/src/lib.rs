@@ -22,6 +22,7 @@ pub mod hostinfo;
 pub mod httpc;
 pub mod pipeline;
 pub mod relabel;
+pub mod remediate;
 pub mod run;
 pub mod scrape;
 pub mod shipper;

@@ -309,7 +309,21 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let stats = Arc::new(ShipStats::default());
     let notify = Arc::new(Notify::new());
     let (stop_tx, stop_rx) = watch::channel(false);
+    // The pipeline's channel, made here so the executor's audit events ride with the batches.
+    let (tx, rx) = mpsc::channel::<SourceBatch>(1024);
+    let executor = if cfg.actions.is_empty() {
+        None
+    } else {
+        let names: Vec<&str> = cfg.actions.iter().map(|a| a.name.as_str()).collect();
+        tracing::info!(actions = ?names, "remediation actions allowed");
+        Some(Arc::new(crate::remediate::Executor::open(
+            cfg.actions.clone(),
+            &cfg.data_dir.join("remediation"),
+            tx.clone(),
+        )?))
+    };
     let shipper = Shipper {
+        executor,
         buffer: buffer.clone(),
         target: Target {
             address: cfg.aggregator.clone(),
@@ -323,7 +337,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let ship = tokio::spawn(shipper.run(stop_rx));
 
     let host = HostInfo::read(std::path::Path::new("/"));
-    let (tx, rx) = mpsc::channel::<SourceBatch>(1024);
     let mut tasks = tokio::task::JoinSet::new();
     let mut statsd_stats = None;
     let mut _listener = None;

@@ -71,6 +71,8 @@ enum ShipError {
 
 /// The shipper.
 pub struct Shipper {
+    /// Runs commands from the aggregator (only with `[[action]]`s configured).
+    pub executor: Option<Arc<crate::remediate::Executor>>,
     /// The durable queue.
     pub buffer: Arc<Buffer>,
     /// Where to.
@@ -164,6 +166,10 @@ impl Shipper {
             protocol_version: PROTOCOL_VERSION,
             agent_version: VERSION.to_string(),
             epoch: self.buffer.epoch(),
+            capabilities: match &self.executor {
+                Some(_) => vec![telltale_common::wire::CAP_REMEDIATION.to_string()],
+                None => Vec::new(),
+            },
         }))
         .map_err(|e| ShipError::Protocol(e.to_string()))?;
         send.write_all(&hello)
@@ -212,6 +218,13 @@ impl Shipper {
         });
         let _reader = AbortOnDrop(reader);
         let mut inflight: BTreeMap<u64, (Instant, u32)> = BTreeMap::new();
+        // Results sent on this connection; a new connection resends every unacknowledged one.
+        let mut sent_results: std::collections::HashSet<String> = Default::default();
+        if let Some(ex) = &self.executor
+            && !ex.pending().is_empty()
+        {
+            ex.ready.notify_one();
+        }
         let (mut low, mut fresh_turn) = (0u64, false);
         loop {
             while inflight.len() < self.target.max_in_flight {
@@ -239,11 +252,51 @@ impl Shipper {
                         self.buffer.note_dropped();
                         inflight.remove(&sequence);
                     }
+                    Some(Ok(ServerMessage::Command(c))) => match &self.executor {
+                        Some(ex) => {
+                            let ex = ex.clone();
+                            tokio::spawn(async move {
+                                if let Err(e) = ex.handle(c).await {
+                                    tracing::error!(error = %e, "remediation command failed");
+                                }
+                            });
+                        }
+                        None => {
+                            // Not announced, so not expected; refusing is the only answer.
+                            tracing::warn!(action = %c.action, "command refused: this agent has no actions");
+                            let r = telltale_common::wire::CommandResult {
+                                id: c.id, status: "refused".into(),
+                                reason: "this agent has no actions configured".into(),
+                                exit_code: None, started_ms: 0, duration_ms: 0,
+                                stdout_tail: String::new(), stderr_tail: String::new(),
+                            };
+                            let f = codec::encode_frame(&ClientMessage::CommandResult(r))
+                                .map_err(|e| ShipError::Protocol(e.to_string()))?;
+                            send.write_all(&f).await.map_err(|e| ShipError::Lost(e.to_string()))?;
+                        }
+                    },
+                    Some(Ok(ServerMessage::CommandAck { id })) => {
+                        if let Some(ex) = &self.executor {
+                            ex.ack(&id);
+                            sent_results.remove(&id);
+                        }
+                    }
                     Some(Ok(other)) => return Err(ShipError::Protocol(format!("unexpected {other:?}"))),
                     Some(Err(e)) => return Err(e),
                     None => return Err(ShipError::Lost("reader stopped".into())),
                 },
                 _ = self.notify.notified() => {}
+                _ = results_ready(&self.executor) => {
+                    if let Some(ex) = &self.executor {
+                        for r in ex.pending() {
+                            if sent_results.insert(r.id.clone()) {
+                                let f = codec::encode_frame(&ClientMessage::CommandResult(r))
+                                    .map_err(|e| ShipError::Protocol(e.to_string()))?;
+                                send.write_all(&f).await.map_err(|e| ShipError::Lost(e.to_string()))?;
+                            }
+                        }
+                    }
+                }
                 // Only armed while something is in flight, so an idle agent has no timer.
                 _ = sleep_until_opt(inflight.values().map(|(t, _)| *t).min().map(|t| t + ACK_TIMEOUT)) => {
                     return Err(ShipError::Lost("no acknowledgement for 60s".into()));
@@ -306,6 +359,14 @@ fn pick(
 }
 
 /// Sleeps until `deadline`, or forever without one.
+/// Resolves when the executor has a result to send; never without one.
+async fn results_ready(ex: &Option<Arc<crate::remediate::Executor>>) {
+    match ex {
+        Some(e) => e.ready.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,

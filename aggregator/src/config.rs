@@ -46,6 +46,18 @@ pub struct FileConfig {
     /// Alerting (`[alerting]`).
     #[serde(default)]
     pub alerting: AlertingSection,
+    /// Remediation (`[remediation]`).
+    #[serde(default)]
+    pub remediation: RemediationSection,
+}
+
+/// `[remediation]`: runbooks that ask agents to run their allowlisted actions.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemediationSection {
+    /// Runbook file (YAML, see config/runbooks.yml); `serve --runbooks` overrides it. Without
+    /// one, no command is ever sent.
+    pub runbooks: Option<PathBuf>,
 }
 
 /// `[rules]`: which Prometheus rule files to evaluate, and how.
@@ -152,6 +164,8 @@ pub struct Config {
     pub routes: Option<PathBuf>,
     /// External URL.
     pub external_url: String,
+    /// Runbook file.
+    pub runbooks: Option<PathBuf>,
 }
 
 /// Command-line overrides.
@@ -171,6 +185,8 @@ pub struct Overrides {
     pub rules: Vec<String>,
     /// `--routes`
     pub routes: Option<PathBuf>,
+    /// `--runbooks`
+    pub runbooks: Option<PathBuf>,
 }
 
 impl Config {
@@ -273,6 +289,7 @@ impl Config {
                 file.rules.external_labels.clone(),
             ),
             routes: o.routes.clone().or(file.alerting.routes.clone()),
+            runbooks: o.runbooks.clone().or(file.remediation.runbooks.clone()),
             external_url: file
                 .alerting
                 .external_url

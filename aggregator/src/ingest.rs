@@ -59,6 +59,8 @@ pub struct Ingest {
     pub metrics: Arc<SelfMetrics>,
     /// Largest accepted frame payload.
     pub max_frame: u32,
+    /// Connections that take remediation commands.
+    pub hub: Arc<crate::remediate::hub::Hub>,
 }
 
 /// The `up` series of an agent.
@@ -194,7 +196,13 @@ impl Ingest {
         tracing::info!(agent = %name, %addr, version = %hello.agent_version, epoch = hello.epoch, "agent connected");
         self.write_up(&[(name.to_string(), true)]).await;
 
-        let result = self.batches(name, hello.epoch, send, recv, dec).await;
+        let commands = hello
+            .capabilities
+            .iter()
+            .any(|c| c == telltale_common::wire::CAP_REMEDIATION);
+        let result = self
+            .batches(name, hello.epoch, commands, send, recv, dec)
+            .await;
         if self.registry.disconnected(name) {
             self.write_up(&[(name.to_string(), false)]).await;
         }
@@ -205,6 +213,7 @@ impl Ingest {
         &self,
         name: &str,
         epoch: u64,
+        commands: bool,
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
         mut dec: FrameDecoder,
@@ -216,6 +225,8 @@ impl Ingest {
             }
             Ok::<_, SessionError>(())
         });
+        // Commands go out through the same writer as acknowledgements.
+        let conn_id = commands.then(|| self.hub.register(name, ack_tx.clone()));
         let permits = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONNECTION));
         let (fail_tx, mut fail_rx) = mpsc::channel::<SessionError>(1);
         let result = loop {
@@ -233,6 +244,12 @@ impl Ingest {
                 // Only the sequence here; storage decodes the rest without copying strings.
                 let sequence = match codec::decode_payload::<ClientMessageHead>(&payload) {
                     Ok(ClientMessageHead::Batch(b)) => b.sequence,
+                    Ok(ClientMessageHead::CommandResult(r)) => {
+                        let id = r.id.clone();
+                        self.hub.result(name, r);
+                        let _ = ack_tx.send(ServerMessage::CommandAck { id }).await;
+                        continue;
+                    }
                     Ok(ClientMessageHead::Hello(_)) => {
                         failed = Some(SessionError::Frame(CodecError::Malformed(
                             "unexpected hello after the handshake".into(),
@@ -284,6 +301,9 @@ impl Ingest {
                 Err(e) => break Err(SessionError::Lost(e.to_string())),
             }
         };
+        if let Some(id) = conn_id {
+            self.hub.unregister(name, id);
+        }
         // Let stores in progress finish and their acks go out before closing.
         let _ = permits.acquire_many(IN_FLIGHT_PER_CONNECTION as u32).await;
         drop(ack_tx);
@@ -340,6 +360,7 @@ fn kind(m: &ClientMessage) -> &'static str {
     match m {
         ClientMessage::Hello(_) => "hello",
         ClientMessage::Batch(_) => "batch",
+        ClientMessage::CommandResult(_) => "command result",
     }
 }
 

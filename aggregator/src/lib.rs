@@ -9,6 +9,7 @@
 //! - [`rules`]: recording and alerting rules (Prometheus rule files), evaluated on a timer
 //!   and as samples arrive.
 //! - [`alerting`]: routing, grouping, inhibition, silences, escalation, incidents, delivery.
+//! - [`remediate`]: runbooks, commands to agents over their QUIC connection, verification.
 //! - [`api`]: the HTTP API (Prometheus' envelope), `/metrics`, health.
 //! - [`agents`]: connection state per agent (`up`, `/api/v1/agents`).
 //! - [`config`]: the TOML file and its validation into runtime settings.
@@ -22,6 +23,7 @@ pub mod api;
 pub mod config;
 pub mod ingest;
 pub mod promql;
+pub mod remediate;
 pub mod rules;
 pub mod selfmetrics;
 pub mod serve;

@@ -131,6 +131,9 @@ struct ServeArgs {
     /// Routing file (Alertmanager's configuration shape).
     #[arg(long)]
     routes: Option<PathBuf>,
+    /// Runbook file (remediation).
+    #[arg(long)]
+    runbooks: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -145,6 +148,7 @@ impl ServeArgs {
                 api_token: self.api_token.clone(),
                 rules: self.rules.clone(),
                 routes: self.routes.clone(),
+                runbooks: self.runbooks.clone(),
             },
         )
     }

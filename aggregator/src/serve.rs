@@ -34,6 +34,8 @@ pub struct Alerting {
     pub groups: Vec<crate::rules::file::Group>,
     /// Routing (the built-in log-only one without a routes file).
     pub routing: RoutingConfig,
+    /// Runbooks (none without a runbook file).
+    pub runbooks: crate::remediate::Runbooks,
 }
 
 impl Alerting {
@@ -56,7 +58,15 @@ impl Alerting {
             Some(p) => RoutingConfig::load(p).map_err(|e| e.to_string())?,
             None => RoutingConfig::log_only(),
         };
-        Ok(Alerting { groups, routing })
+        let runbooks = match &cfg.runbooks {
+            Some(p) => crate::remediate::Runbooks::load(p)?,
+            None => crate::remediate::Runbooks::default(),
+        };
+        Ok(Alerting {
+            groups,
+            routing,
+            runbooks,
+        })
     }
 }
 
@@ -103,10 +113,16 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     }
     let engine = Engine::new(storage.clone(), cfg.lookback_delta, cfg.query_max_samples)
         .with_timeout(cfg.query_timeout);
+    let hub = Arc::new(crate::remediate::hub::Hub::default());
     let alerts = AlertingService::open(
         alerting.routing,
         &cfg.data_dir.join("alerting"),
         &cfg.external_url,
+        crate::alerting::service::Remediation {
+            runbooks: alerting.runbooks,
+            hub: hub.clone(),
+            storage: Some(storage.clone()),
+        },
     )
     .map_err(|e| anyhow::anyhow!(e))?;
     let rule_count: usize = alerting.groups.iter().map(|g| g.rules.len()).sum();
@@ -129,6 +145,7 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
         registry: registry.clone(),
         metrics: metrics.clone(),
         max_frame: cfg.max_frame_bytes,
+        hub,
     });
     let alerts_for_shutdown = alerts.clone();
     let state = Arc::new(ApiState {

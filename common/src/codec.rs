@@ -403,6 +403,7 @@ mod tests {
                 protocol_version: 2,
                 agent_version: "9.9".into(),
                 epoch: 0,
+                capabilities: Vec::new(),
             })
         );
     }

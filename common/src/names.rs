@@ -86,3 +86,5 @@ pub const AGG_NOTIFICATION_QUEUE: &str = "telltale_aggregator_notification_queue
 pub const AGG_ALERTS: &str = "telltale_aggregator_alerts";
 /// Open incidents.
 pub const AGG_INCIDENTS_OPEN: &str = "telltale_aggregator_incidents_open";
+/// Remediation outcomes by action and result (also written as a series).
+pub const REMEDIATION_RUNS: &str = "telltale_remediation_runs_total";

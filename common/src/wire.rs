@@ -6,7 +6,11 @@
 //! 2. aggregator → [`ServerMessage::Welcome`] (or [`ServerMessage::Refused`] and a close);
 //! 3. agent → any number of [`ClientMessage::Batch`], several in flight;
 //! 4. aggregator → [`ServerMessage::Ack`] for each batch once it is durable, in any order, or
-//!    [`ServerMessage::Rejected`] for a batch it will never accept (the agent drops it).
+//!    [`ServerMessage::Rejected`] for a batch it will never accept (the agent drops it);
+//! 5. remediation, only with agents whose hello lists the `remediation` capability: aggregator
+//!    → [`ServerMessage::Command`] (an action of the agent's own allowlist, by name, with
+//!    parameters, an id and a deadline); agent → [`ClientMessage::CommandResult`] once it ran or
+//!    was refused (kept and resent until aggregator → [`ServerMessage::CommandAck`]).
 //!
 //! The agent's name is never in a message: the aggregator takes it from the client certificate.
 //! Messages are MessagePack maps with named fields (`rmp_serde::to_vec_named`), so a field added
@@ -23,6 +27,56 @@ pub enum ClientMessage {
     Hello(Hello),
     /// A batch of samples.
     Batch(Batch),
+    /// The outcome of a [`ServerMessage::Command`].
+    CommandResult(CommandResult),
+}
+
+/// The capability an agent announces when it can take commands.
+pub const CAP_REMEDIATION: &str = "remediation";
+
+/// A request to run an allowlisted action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    /// Unique id; an agent runs an id at most once, however often it is sent.
+    pub id: String,
+    /// The action's name in the agent's allowlist.
+    pub action: String,
+    /// Parameters, each validated by the agent against the action's pattern.
+    pub params: Vec<(String, String)>,
+    /// After this (ms since the epoch) the command must not start.
+    pub deadline_ms: i64,
+    /// Validate only; run nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What became of a command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandResult {
+    /// The command's id.
+    pub id: String,
+    /// `succeeded`, `failed` (non-zero exit), `timeout`, `refused` (not allowed, invalid
+    /// parameter, rate or concurrency limit), `expired` (past its deadline), `dry_run` (valid,
+    /// not run), `error` (could not start).
+    pub status: String,
+    /// Why, for refusals and errors.
+    #[serde(default)]
+    pub reason: String,
+    /// The exit code, when it ran to the end.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// When it started (ms since the epoch), 0 if it did not.
+    #[serde(default)]
+    pub started_ms: i64,
+    /// How long it ran (ms).
+    #[serde(default)]
+    pub duration_ms: u64,
+    /// The end of its standard output (at most 4 KiB).
+    #[serde(default)]
+    pub stdout_tail: String,
+    /// The end of its standard error (at most 4 KiB).
+    #[serde(default)]
+    pub stderr_tail: String,
 }
 
 /// What the aggregator sends.
@@ -47,6 +101,13 @@ pub enum ServerMessage {
         /// Why.
         reason: String,
     },
+    /// Run an action of the agent's allowlist (see [`Command`]).
+    Command(Command),
+    /// The result of command `id` is recorded: the agent may forget it.
+    CommandAck {
+        /// The command.
+        id: String,
+    },
 }
 
 /// The agent's handshake.
@@ -61,6 +122,9 @@ pub struct Hello {
     /// its restarted sequence numbers are not mistaken for replays.
     #[serde(default)]
     pub epoch: u64,
+    /// What the agent can do beyond shipping ([`CAP_REMEDIATION`] when it has actions).
+    #[serde(default)]
+    pub capabilities: Vec<String>,
 }
 
 /// The aggregator's answer to a hello.
@@ -147,6 +211,8 @@ pub enum ClientMessageRef<'a> {
     /// See [`ClientMessage::Batch`].
     #[serde(borrow)]
     Batch(BatchRef<'a>),
+    /// See [`ClientMessage::CommandResult`].
+    CommandResult(CommandResult),
 }
 
 /// Only what the aggregator's connection loop needs of a client message: which kind it is and
@@ -157,6 +223,8 @@ pub enum ClientMessageHead {
     Hello(Hello),
     /// A batch, by its sequence.
     Batch(BatchHead),
+    /// A command's result.
+    CommandResult(CommandResult),
 }
 
 /// The sequence of a batch.

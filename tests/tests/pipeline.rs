@@ -253,6 +253,7 @@ async fn rogue(
         protocol_version: telltale_common::PROTOCOL_VERSION,
         agent_version: "test".into(),
         epoch: 1,
+        capabilities: Vec::new(),
     }))
     .unwrap();
     send.write_all(&hello).await.unwrap();

@@ -206,6 +206,9 @@ pub struct Incident {
     pub root_cause: u64,
     /// Acknowledgement: (by, at ms).
     pub acknowledged: Option<(String, i64)>,
+    /// Set when a remediation fixed it: (remediation id, at ms).
+    #[serde(default)]
+    pub remediated: Option<(String, i64)>,
     /// Timeline, oldest first.
     pub timeline: Vec<Entry>,
 }
@@ -410,6 +413,7 @@ impl Correlator {
                         alerts: BTreeMap::new(),
                         root_cause: 0,
                         acknowledged: None,
+                        remediated: None,
                         timeline: vec![Entry {
                             at: now,
                             kind: "opened".into(),
@@ -451,6 +455,23 @@ impl Correlator {
             .values()
             .find(|i| i.open() && i.alerts.contains_key(&fp))
             .map(|i| i.id)
+    }
+
+    /// The newest incident (open or not) that holds alert `fp`.
+    pub fn latest_incident_of(&self, fp: u64) -> Option<u64> {
+        self.incidents
+            .values()
+            .rev()
+            .find(|i| i.alerts.contains_key(&fp))
+            .map(|i| i.id)
+    }
+
+    /// Marks an incident remediated by remediation `id`.
+    pub fn remediated(&mut self, incident: u64, id: &str, now: i64) {
+        if let Some(i) = self.incidents.get_mut(&incident) {
+            i.remediated = Some((id.to_string(), now));
+            i.note(now, "remediated", format!("remediation {id} fixed it"));
+        }
     }
 
     /// Adds a timeline entry.

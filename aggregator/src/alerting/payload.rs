@@ -123,6 +123,7 @@ pub fn incident_json(i: &Incident, now: i64) -> Value {
             "labels": labels_json(&r.labels),
         })),
         "acknowledged": i.acknowledged.as_ref().map(|(by, at)| json!({"by": by, "at": rfc3339(*at)})),
+        "remediated": i.remediated.as_ref().map(|(id, at)| json!({"remediation": id, "at": rfc3339(*at)})),
         "alerts": alerts,
         "timeline": i.timeline.iter().map(|e| json!({"at": rfc3339(e.at), "kind": e.kind, "text": e.text})).collect::<Vec<_>>(),
         "ageSeconds": (now - i.opened_at) / 1000,

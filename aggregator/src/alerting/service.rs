@@ -31,11 +31,17 @@ use super::dispatch::{Dispatcher, Flush, NflogEntry, needs_update};
 use super::escalate::{Escalation, Page, policy_for};
 use super::inhibit::inhibited_by;
 use super::payload::{alertmanager_v2, incident_json, labels_json, page_v4, webhook_v4};
+use super::priority_of;
 use super::route::Route;
 use super::silence::{PostableSilence, Silence, Silences};
 use super::{Alert, fingerprint_hex, rfc3339};
+use crate::remediate::engine::{Effect, Engine, Record};
+use crate::remediate::hub::Hub;
 use crate::rules::Notifier;
 use crate::selfmetrics::{counter, gauge};
+use crate::storage::{AppendData, AppendRequest, Storage};
+use telltale_common::model::{Labels, Sample, SeriesSamples};
+use telltale_common::wire::CommandResult;
 
 /// Most notifications waiting for delivery.
 pub const MAX_OUTBOX: usize = 10_000;
@@ -100,6 +106,14 @@ struct State {
     dropped_incidents: Vec<u64>,
     /// When the last pass ran (alerts whose end passed since are resolved in incidents).
     last_step: i64,
+    /// Runbooks and remediations.
+    remediation: Engine,
+    dirty_remediations: HashSet<String>,
+    /// Remediations that failed and must escalate (handled by the next pass).
+    to_escalate: Vec<String>,
+    /// `telltale_remediation_runs_total{action,result}`.
+    runs: BTreeMap<(String, String), u64>,
+    runs_changed: bool,
 }
 
 #[derive(Default)]
@@ -132,6 +146,8 @@ pub struct AlertingService {
     deliverer: Deliverer,
     external_url: String,
     counters: Counters,
+    hub: Arc<Hub>,
+    storage: Option<Arc<dyn Storage>>,
 }
 
 fn json_err(e: impl std::fmt::Display) -> ApiError {
@@ -144,6 +160,7 @@ impl AlertingService {
         cfg: RoutingConfig,
         dir: &Path,
         external_url: &str,
+        remediation: Remediation,
     ) -> Result<Arc<AlertingService>, String> {
         for w in &cfg.warnings {
             tracing::warn!("routing: {w}");
@@ -189,6 +206,21 @@ impl AlertingService {
             .filter_map(|(_, v)| serde_json::from_slice::<Escalation>(&v).ok())
             .map(|e| (e.incident, e))
             .collect();
+        let records: Vec<Record> = load("r/")
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+            .collect();
+        let enabled = match tree.get("remediation/enabled") {
+            Ok(Some(v)) => v.as_ref() == b"1",
+            _ => remediation.runbooks.enabled,
+        };
+        let mut runs = BTreeMap::new();
+        for r in records.iter().filter(|r| r.state.done()) {
+            *runs
+                .entry((r.action.clone(), r.state.as_str().to_string()))
+                .or_insert(0) += 1;
+        }
+        let engine = Engine::new(remediation.runbooks, enabled, records);
         let queued = load("o/").len() as u64;
         // The alerts known before a restart: the ones no rule fires again run out (`ends_at`)
         // and are announced as resolved, like Alertmanager does for a restarted Prometheus.
@@ -222,6 +254,11 @@ impl AlertingService {
                 dirty_incidents: HashSet::new(),
                 dropped_incidents: Vec::new(),
                 last_step: 0,
+                remediation: engine,
+                dirty_remediations: HashSet::new(),
+                to_escalate: Vec::new(),
+                runs,
+                runs_changed: false,
             }),
             cfg,
             wake: Notify::new(),
@@ -229,7 +266,23 @@ impl AlertingService {
             deliverer: Deliverer::new()?,
             external_url: external_url.to_string(),
             counters: Counters::default(),
+            hub: remediation.hub.clone(),
+            storage: remediation.storage,
         });
+        let (w1, w2) = (Arc::downgrade(&svc), Arc::downgrade(&svc));
+        remediation.hub.set_handlers(
+            Box::new(move |agent, r| {
+                if let Some(s) = w1.upgrade() {
+                    s.command_result(agent, r);
+                }
+            }),
+            Box::new(move |agent| {
+                if let Some(s) = w2.upgrade() {
+                    s.lock().remediation.reconnected(agent);
+                    s.wake.notify_one();
+                }
+            }),
+        );
         svc.counters.queued.store(queued, Ordering::Relaxed);
         if queued > 0 {
             tracing::info!(
@@ -262,6 +315,10 @@ impl AlertingService {
             if !silenced {
                 let changes = st.correlator.observe(&a, now);
                 self.apply_changes(&mut st, changes, now);
+            }
+            if !silenced || a.resolved_at(now) {
+                let fx = st.remediation.on_alert(&a, now, &mut new_id);
+                self.apply_remediation(&mut st, fx, now);
             }
             match serde_json::to_vec(&a) {
                 Ok(v) => {
@@ -338,6 +395,7 @@ impl AlertingService {
     /// One pass: due groups and escalations into the outbox. Returns the next deadline.
     async fn step(&self, now: i64) -> Result<Option<i64>, String> {
         let mut batch = sled::Batch::default();
+        let mut runs_series: Option<BTreeMap<(String, String), u64>> = None;
         let mut new_deliveries = 0u64;
         let next = {
             let mut st = self.lock();
@@ -352,6 +410,20 @@ impl AlertingService {
             for a in ended {
                 let changes = st.correlator.observe(&a, now);
                 self.apply_changes(&mut st, changes, now);
+            }
+            let hub = self.hub.clone();
+            let fx = st.remediation.tick(now, &|a| hub.connected(a));
+            self.apply_remediation(&mut st, fx, now);
+            for id in std::mem::take(&mut st.to_escalate) {
+                new_deliveries += self.escalate_remediation(&mut st, &id, now, &mut batch)?;
+            }
+            for id in std::mem::take(&mut st.dirty_remediations) {
+                if let Some(r) = st.remediation.records.get(&id) {
+                    batch.insert(
+                        format!("r/{id}").as_bytes(),
+                        serde_json::to_vec(r).map_err(|e| e.to_string())?,
+                    );
+                }
             }
             let flushes = st.dispatcher.due(now);
             // Inhibiting alerts, once per pass rather than per group (only when needed).
@@ -400,7 +472,11 @@ impl AlertingService {
                 batch.remove(format!("e/{id:020}").as_bytes());
                 st.escalations.remove(&id);
             }
+            if std::mem::take(&mut st.runs_changed) {
+                runs_series = Some(st.runs.clone());
+            }
             [
+                st.remediation.next_deadline(),
                 st.dispatcher.next_deadline(),
                 st.escalations
                     .values()
@@ -413,6 +489,27 @@ impl AlertingService {
             .min()
         };
         self.tree.apply_batch(batch).map_err(|e| e.to_string())?;
+        if let (Some(runs), Some(storage)) = (runs_series, &self.storage) {
+            // Outcomes as series, so runbooks can be tuned with queries.
+            let series = runs
+                .into_iter()
+                .map(|((action, result), n)| SeriesSamples {
+                    labels: Labels::from_pairs([
+                        ("__name__", names::REMEDIATION_RUNS),
+                        ("action", action.as_str()),
+                        ("result", result.as_str()),
+                    ]),
+                    samples: vec![Sample(now, n as f64)],
+                })
+                .collect();
+            let req = AppendRequest {
+                origin: None,
+                data: AppendData::Series(series),
+            };
+            if let Err(e) = storage.append(req).await {
+                tracing::warn!(error = %e, "cannot store remediation outcomes");
+            }
+        }
         if new_deliveries > 0 {
             self.db.flush_async().await.map_err(|e| e.to_string())?;
             self.counters
@@ -754,6 +851,213 @@ impl AlertingService {
         }
     }
 
+    fn apply_remediation(&self, st: &mut State, fx: Vec<Effect>, now: i64) {
+        for f in fx {
+            match f {
+                Effect::Send { agent, cmd } => {
+                    let id = cmd.id.clone();
+                    if !self.hub.send(&agent, cmd) {
+                        // Not connected after all: queued again, sent on the next connect.
+                        st.remediation.reconnected(&agent);
+                        tracing::info!(%agent, %id, "remediation waits for its agent");
+                    }
+                }
+                Effect::Changed(id) => {
+                    if let Some(r) = st.remediation.records.get(&id)
+                        && let Some(last) = r.history.last()
+                    {
+                        tracing::info!(remediation = %id, action = %r.action, agent = %r.agent, state = r.state.as_str(), "{}", last.1);
+                        if let Some(inc) = st.correlator.latest_incident_of(r.alert_fp) {
+                            let text = format!("remediation {id} ({}): {}", r.action, last.1);
+                            st.correlator.note(inc, now, "remediation", text);
+                            st.dirty_incidents.insert(inc);
+                        }
+                    }
+                    st.dirty_remediations.insert(id);
+                }
+                Effect::Outcome { action, result } => {
+                    *st.runs.entry((action, result)).or_insert(0) += 1;
+                    st.runs_changed = true;
+                }
+                Effect::Remediated(id) => {
+                    let fp = st.remediation.records.get(&id).map(|r| r.alert_fp);
+                    if let Some(inc) = fp.and_then(|fp| st.correlator.latest_incident_of(fp)) {
+                        st.correlator.remediated(inc, &id, now);
+                        st.dirty_incidents.insert(inc);
+                    }
+                }
+                Effect::Escalate(id) => st.to_escalate.push(id),
+            }
+        }
+    }
+
+    /// Pages the first step of the escalation policy of a failed remediation's alert (or its
+    /// incident's root cause), the result attached.
+    fn escalate_remediation(
+        &self,
+        st: &mut State,
+        id: &str,
+        now: i64,
+        batch: &mut sled::Batch,
+    ) -> Result<u64, String> {
+        let Some(r) = st.remediation.records.get(id).cloned() else {
+            return Ok(0);
+        };
+        let inc = st
+            .correlator
+            .latest_incident_of(r.alert_fp)
+            .and_then(|i| st.correlator.incidents.get(&i).cloned());
+        let labels = inc
+            .as_ref()
+            .and_then(|i| i.root().map(|a| a.labels.clone()))
+            .unwrap_or_else(|| r.labels.clone());
+        let Some(policy) = policy_for(&self.cfg.escalation_policies, &labels)
+            .or_else(|| policy_for(&self.cfg.escalation_policies, &r.labels))
+        else {
+            tracing::warn!(remediation = %id, "remediation failed; no escalation policy matches its alert");
+            return Ok(0);
+        };
+        let Some(step) = policy.steps.first() else {
+            return Ok(0);
+        };
+        let page = Page {
+            incident: inc.as_ref().map_or(0, |i| i.id),
+            receiver: step.receiver.clone(),
+            step: 0,
+            round: 0,
+            priority: priority_of(&r.labels),
+            policy: policy.name.clone(),
+        };
+        let detail = serde_json::to_value(&r).unwrap_or(Value::Null);
+        let mut queued = 0;
+        let integrations = self
+            .cfg
+            .receivers
+            .get(&step.receiver)
+            .cloned()
+            .unwrap_or_default();
+        for (idx, integ) in integrations.iter().enumerate() {
+            let alerts = match &inc {
+                Some(i) => i.firing_alerts(),
+                None => st.alerts.get(&r.alert_fp).cloned().into_iter().collect(),
+            };
+            let mut body = match (integ, &inc) {
+                (Integration::Alertmanager { .. }, _) => alertmanager_v2(&alerts),
+                (_, Some(i)) => page_v4(&page, i, now, &self.external_url),
+                (_, None) => webhook_v4(
+                    &step.receiver,
+                    &format!("remediation/{id}"),
+                    &Labels::default(),
+                    &alerts,
+                    now,
+                    &self.external_url,
+                    0,
+                ),
+            };
+            if let Value::Object(m) = &mut body {
+                m.insert("remediation".into(), detail.clone());
+            }
+            let lane = format!("{}/{idx}/remediation/{id}", step.receiver);
+            queued += self.enqueue(batch, page.priority, &step.receiver, idx, lane, &body, now)?;
+        }
+        if let Some(i) = inc {
+            st.correlator.note(
+                i.id,
+                now,
+                "paged",
+                format!("paged {} after remediation {id} failed", step.receiver),
+            );
+            st.dirty_incidents.insert(i.id);
+        }
+        Ok(queued)
+    }
+
+    fn command_result(&self, agent: &str, r: CommandResult) {
+        let now = now_ms();
+        {
+            let mut st = self.lock();
+            let fx = st.remediation.on_result(agent, r, now);
+            self.apply_remediation(&mut st, fx, now);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Remediations, newest first, filtered by state, action, agent (instance) and alertname.
+    pub fn remediations(&self, f: &RemediationFilter) -> Vec<Value> {
+        let st = self.lock();
+        let mut v: Vec<&Record> = st
+            .remediation
+            .records
+            .values()
+            .filter(|r| f.state.as_ref().is_none_or(|s| r.state.as_str() == s))
+            .filter(|r| f.action.as_ref().is_none_or(|a| &r.action == a))
+            .filter(|r| f.instance.as_ref().is_none_or(|a| &r.agent == a))
+            .filter(|r| {
+                f.alertname
+                    .as_ref()
+                    .is_none_or(|a| r.labels.get("alertname") == Some(a.as_str()))
+            })
+            .collect();
+        v.sort_by_key(|r| std::cmp::Reverse(r.created_ms));
+        v.into_iter().map(remediation_json).collect()
+    }
+
+    /// One remediation.
+    pub fn remediation(&self, id: &str) -> Result<Value, ApiError> {
+        self.lock()
+            .remediation
+            .records
+            .get(id)
+            .map(remediation_json)
+            .ok_or_else(|| ApiError::NotFound(format!("remediation {id} not found")))
+    }
+
+    /// Approves or rejects a remediation awaiting approval.
+    pub async fn decide_remediation(
+        &self,
+        id: &str,
+        approve: bool,
+        by: &str,
+    ) -> Result<Value, ApiError> {
+        let now = now_ms();
+        {
+            let mut st = self.lock();
+            let fx = st
+                .remediation
+                .decide(id, approve, by, now)
+                .map_err(ApiError::Bad)?;
+            self.apply_remediation(&mut st, fx, now);
+        }
+        self.step(now_ms()).await.map_err(ApiError::Internal)?;
+        self.remediation(id)
+    }
+
+    /// The global switch and the runbooks.
+    pub fn remediation_status(&self) -> Value {
+        let st = self.lock();
+        serde_json::json!({
+            "enabled": st.remediation.enabled,
+            "runbooks": st.remediation.cfg.runbooks.iter().map(|r| serde_json::json!({
+                "name": r.name, "action": r.action, "mode": r.mode,
+                "target": r.target, "verifyWindowSeconds": r.verify_window.as_secs(),
+                "maxRunsPerAlert": r.max_runs_per_alert, "maxRunsPerHost": r.max_runs_per_host,
+                "windowSeconds": r.window.as_secs(),
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Turns all remediation on or off (persisted).
+    pub async fn set_remediation(&self, enabled: bool) -> Result<Value, ApiError> {
+        self.lock().remediation.enabled = enabled;
+        self.tree
+            .insert("remediation/enabled", if enabled { "1" } else { "0" })
+            .map_err(json_err)?;
+        self.db.flush_async().await.map_err(json_err)?;
+        tracing::warn!(enabled, "remediation switched");
+        self.wake.notify_one();
+        Ok(self.remediation_status())
+    }
+
     /// Makes everything written so far durable (on shutdown).
     pub async fn persist(&self) {
         if let Err(e) = self.db.flush_async().await {
@@ -996,6 +1300,14 @@ impl AlertingService {
             "# HELP {n} Alerts held by the alerting side, by state.\n# TYPE {n} gauge\n{n}{{state=\"active\"}} {}\n{n}{{state=\"suppressed\"}} {suppressed}",
             firing.len() - suppressed
         );
+        let n = names::REMEDIATION_RUNS;
+        let _ = writeln!(
+            out,
+            "# HELP {n} Remediation outcomes, by action and result.\n# TYPE {n} counter"
+        );
+        for ((a, r), v) in &st.runs {
+            let _ = writeln!(out, "{n}{{action={a:?},result={r:?}}} {v}");
+        }
         gauge(
             out,
             names::AGG_INCIDENTS_OPEN,
@@ -1013,6 +1325,47 @@ impl Notifier for AlertingService {
     fn send(&self, alerts: Vec<Alert>) {
         self.receive(alerts);
     }
+}
+
+/// What the service needs for remediation.
+pub struct Remediation {
+    /// The runbooks.
+    pub runbooks: crate::remediate::Runbooks,
+    /// Agents' command channels.
+    pub hub: Arc<Hub>,
+    /// Where outcome series go.
+    pub storage: Option<Arc<dyn Storage>>,
+}
+
+/// Filters of `/api/v1/remediations`.
+#[derive(Debug, Default)]
+pub struct RemediationFilter {
+    /// State.
+    pub state: Option<String>,
+    /// Action.
+    pub action: Option<String>,
+    /// Agent.
+    pub instance: Option<String>,
+    /// Alert name.
+    pub alertname: Option<String>,
+}
+
+fn remediation_json(r: &Record) -> Value {
+    serde_json::json!({
+        "id": r.id,
+        "runbook": r.runbook,
+        "action": r.action,
+        "params": r.params.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
+        "instance": r.agent,
+        "alert": {"fingerprint": fingerprint_hex(r.alert_fp), "labels": labels_json(&r.labels)},
+        "mode": r.mode,
+        "state": r.state.as_str(),
+        "createdAt": rfc3339(r.created_ms),
+        "deadline": rfc3339(r.deadline_ms),
+        "decidedBy": r.decided_by,
+        "result": r.result,
+        "history": r.history.iter().map(|(t, s)| serde_json::json!({"at": rfc3339(*t), "text": s})).collect::<Vec<_>>(),
+    })
 }
 
 /// An incident for the API, with its escalation.

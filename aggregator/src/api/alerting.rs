@@ -1,6 +1,7 @@
 //! Rules, alerts, silences and incidents over HTTP: Prometheus' `/api/v1/rules` and
 //! `/api/v1/alerts`, Alertmanager's v2 `alerts` and `silences`, and Telltale's
-//! `/api/v1/incidents` with acknowledgements. Changes need the API token (see
+//! `/api/v1/incidents` with acknowledgements, and `/api/v1/remediations` with approvals and
+//! the global switch. Changes need the API token (see
 //! [`super::authorize`]).
 
 use std::sync::Arc;
@@ -334,6 +335,86 @@ async fn ack_alert(
     Ok(success(st.alerts.incident(id)?))
 }
 
+/// `GET /api/v1/remediations[?state=&action=&instance=&alertname=]`, newest first.
+async fn remediations(State(st): St, q: RawQuery) -> Response {
+    count(&st);
+    let p = params(&q, &Bytes::new());
+    let f = crate::alerting::service::RemediationFilter {
+        state: p.get("state").map(str::to_string),
+        action: p.get("action").map(str::to_string),
+        instance: p.get("instance").map(str::to_string),
+        alertname: p.get("alertname").map(str::to_string),
+    };
+    success(Json::Array(st.alerts.remediations(&f)))
+}
+
+async fn remediation(State(st): St, Path(id): Path<String>) -> Result<Response, ApiError> {
+    count(&st);
+    Ok(success(st.alerts.remediation(&id)?))
+}
+
+async fn decide(
+    st: &ApiState,
+    peer: std::net::SocketAddr,
+    headers: &HeaderMap,
+    id: &str,
+    body: &Bytes,
+    approve: bool,
+) -> Result<Response, ApiError> {
+    count(st);
+    authorize(st, peer, headers)?;
+    Ok(success(
+        st.alerts
+            .decide_remediation(id, approve, &ack_by(body)?)
+            .await?,
+    ))
+}
+
+/// `POST /api/v1/remediations/{id}/approve` (token).
+async fn approve(
+    State(st): St,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    decide(&st, peer, &headers, &id, &body, true).await
+}
+
+/// `POST /api/v1/remediations/{id}/reject` (token).
+async fn reject(
+    State(st): St,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    decide(&st, peer, &headers, &id, &body, false).await
+}
+
+async fn remediation_status(State(st): St) -> Response {
+    count(&st);
+    success(st.alerts.remediation_status())
+}
+
+/// `POST /api/v1/remediation/status` (token) with `{"enabled": false}`: the global switch.
+async fn set_remediation(
+    State(st): St,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    count(&st);
+    authorize(&st, peer, &headers)?;
+    let v: Json = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_data(format!("invalid body: {e}")))?;
+    let enabled = v
+        .get("enabled")
+        .and_then(|e| e.as_bool())
+        .ok_or_else(|| ApiError::bad_data("body must be {\"enabled\": true|false}"))?;
+    Ok(success(st.alerts.set_remediation(enabled).await?))
+}
+
 /// The routes of this module.
 pub fn routes(r: Router<Arc<ApiState>>) -> Router<Arc<ApiState>> {
     r.route("/api/v1/rules", get(rules))
@@ -347,6 +428,14 @@ pub fn routes(r: Router<Arc<ApiState>>) -> Router<Arc<ApiState>> {
         .route(
             "/api/v2/silence/{id}",
             get(v2_silence).delete(v2_delete_silence),
+        )
+        .route("/api/v1/remediations", get(remediations))
+        .route("/api/v1/remediations/{id}", get(remediation))
+        .route("/api/v1/remediations/{id}/approve", post(approve))
+        .route("/api/v1/remediations/{id}/reject", post(reject))
+        .route(
+            "/api/v1/remediation/status",
+            get(remediation_status).post(set_remediation),
         )
 }
 

@@ -68,6 +68,9 @@ pub fn prepare<'a>(
                 events = b.events;
             }
             ClientMessageRef::Hello(_) => return Err("a hello where a batch belongs".into()),
+            ClientMessageRef::CommandResult(_) => {
+                return Err("a command result where a batch belongs".into());
+            }
         }
     }
     out.extend(

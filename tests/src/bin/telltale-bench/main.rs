@@ -233,6 +233,7 @@ async fn sim_agent(
         protocol_version: telltale_common::PROTOCOL_VERSION,
         agent_version: "bench".into(),
         epoch: rand_epoch(),
+        capabilities: Vec::new(),
     }))?)
     .await?;
     let window = Arc::new(tokio::sync::Semaphore::new(64));
