@@ -508,6 +508,27 @@ impl Executor {
     }
 }
 
+fn spawn_reader(
+    mut s: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    buf: Arc<Mutex<Vec<u8>>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = s.read(&mut chunk).await {
+            if n == 0 {
+                break;
+            }
+            let mut b = buf.lock().unwrap_or_else(|e| e.into_inner());
+            b.extend_from_slice(&chunk[..n]);
+            // Keep the tail only: a chatty program cannot fill the agent's memory.
+            if b.len() > 2 * TAIL_BYTES {
+                let cut = b.len() - TAIL_BYTES;
+                b.drain(..cut);
+            }
+        }
+    })
+}
+
 async fn run(action: &Action, argv: &[String], r: &mut CommandResult) {
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])
@@ -531,44 +552,52 @@ async fn run(action: &Action, argv: &[String], r: &mut CommandResult) {
             return;
         }
     };
-    let mut out = child.stdout.take();
-    let mut err = child.stderr.take();
-    let read = async {
-        let (mut o, mut e) = (Vec::new(), Vec::new());
-        let ro = async {
-            if let Some(s) = out.as_mut() {
-                let _ = s.read_to_end(&mut o).await;
-            }
-        };
-        let re = async {
-            if let Some(s) = err.as_mut() {
-                let _ = s.read_to_end(&mut e).await;
-            }
-        };
-        tokio::join!(ro, re);
-        let st = child.wait().await;
-        (st, o, e)
+    // Output is read as it comes; after the process exits, what its pipes still hold is
+    // taken within a short grace: a program that leaves a daemon behind holding the pipes
+    // must not make the run look hung.
+    let out_buf = Arc::new(Mutex::new(Vec::new()));
+    let err_buf = Arc::new(Mutex::new(Vec::new()));
+    let readers = [
+        child
+            .stdout
+            .take()
+            .map(|s| spawn_reader(s, out_buf.clone())),
+        child
+            .stderr
+            .take()
+            .map(|s| spawn_reader(s, err_buf.clone())),
+    ];
+    let status = tokio::time::timeout(action.timeout, child.wait()).await;
+    for h in readers.into_iter().flatten() {
+        let abort = h.abort_handle();
+        if tokio::time::timeout(Duration::from_millis(200), h)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
+    let take = |b: &Arc<Mutex<Vec<u8>>>| {
+        keep_tail(std::mem::take(
+            &mut *b.lock().unwrap_or_else(|e| e.into_inner()),
+        ))
     };
-    match tokio::time::timeout(action.timeout, read).await {
-        Ok((st, o, e)) => {
-            r.stdout_tail = keep_tail(o);
-            r.stderr_tail = keep_tail(e);
-            match st {
-                Ok(s) => {
-                    r.exit_code = s.code();
-                    r.status = if s.success() { "succeeded" } else { "failed" }.into();
-                    if s.code().is_none() {
-                        r.reason = "killed by a signal".into();
-                    }
-                }
-                Err(e) => {
-                    r.status = "error".into();
-                    r.reason = e.to_string();
-                }
+    r.stdout_tail = take(&out_buf);
+    r.stderr_tail = take(&err_buf);
+    match status {
+        Ok(Ok(s)) => {
+            r.exit_code = s.code();
+            r.status = if s.success() { "succeeded" } else { "failed" }.into();
+            if s.code().is_none() {
+                r.reason = "killed by a signal".into();
             }
         }
+        Ok(Err(e)) => {
+            r.status = "error".into();
+            r.reason = e.to_string();
+        }
         Err(_) => {
-            // Dropping the future kills the child (kill_on_drop).
+            let _ = child.kill().await;
             r.status = "timeout".into();
             r.reason = format!(
                 "killed after {}",
@@ -748,6 +777,21 @@ mod tests {
         e.handle(cmd("s", "slow", &[])).await.unwrap();
         assert_eq!(result(&e, "s").status, "timeout");
         assert!(t.elapsed() < Duration::from_secs(3));
+    }
+
+    #[tokio::test]
+    async fn a_program_leaving_a_daemon_on_its_pipes_does_not_look_hung() {
+        let dir = tempfile::tempdir().unwrap();
+        let (e, _audit) = executor(
+            dir.path(),
+            vec![action(
+                "name = \"bg\"\nargv = [\"/usr/bin/setsid\", \"-f\", \"/bin/sleep\", \"3\"]\ntimeout = \"2s\"\n",
+            )],
+        );
+        let t = std::time::Instant::now();
+        e.handle(cmd("bg", "bg", &[])).await.unwrap();
+        assert_eq!(result(&e, "bg").status, "succeeded");
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! failed, was refused or expired — the remediation fails and the alert escalates with the
 //! result attached.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use telltale_common::model::Labels;
@@ -160,6 +160,8 @@ pub struct Engine {
     pub records: BTreeMap<String, Record>,
     /// (runbook, alert) → the remediation started for it while it fires.
     active: HashMap<(String, u64), String>,
+    /// Alerts seen resolved (a result arriving after the resolution verifies at once).
+    resolved: HashSet<u64>,
 }
 
 fn finish(r: &mut Record, state: State, now: i64, why: String, out: &mut Vec<Effect>) {
@@ -203,6 +205,7 @@ impl Engine {
             // Resolved: verifying remediations of it worked; the alert may be remediated anew
             // if it fires again.
             self.active.retain(|(_, f), _| *f != fp);
+            self.resolved.insert(fp);
             for r in self.records.values_mut() {
                 if r.alert_fp == fp && r.state == State::Verifying {
                     finish(
@@ -217,6 +220,7 @@ impl Engine {
             }
             return out;
         }
+        self.resolved.remove(&fp);
         for rb in &self.cfg.runbooks {
             if !rb.matchers.iter().all(|m| m.matches_labels(&alert.labels)) {
                 continue;
@@ -382,6 +386,17 @@ impl Engine {
         );
         r.result = Some(res);
         match status.as_str() {
+            "succeeded" if self.resolved.contains(&r.alert_fp) => {
+                r.note(now, summary);
+                finish(
+                    r,
+                    State::Remediated,
+                    now,
+                    "alert already resolved".into(),
+                    &mut out,
+                );
+                out.push(Effect::Remediated(r.id.clone()));
+            }
             "succeeded" => {
                 r.state = State::Verifying;
                 r.verify_until = now + r.verify_ms;
