@@ -389,6 +389,26 @@ type = "exec"
 command = ["/bin/true"]
 "#;
 
+    #[test]
+    fn actions_load_and_duplicates_are_named() {
+        let c = load_text(
+            "[[action]]\nname = \"restart\"\nargv = [\"/usr/bin/systemctl\", \"restart\", \"{unit}\"]\n[[action.param]]\nname = \"unit\"\npattern = \"[a-z]+\\\\.service\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.actions.len(), 1);
+        assert_eq!(c.actions[0].params[0].max_len, 64);
+        let e = load_text(
+            "[[action]]\nname = \"a\"\nargv = [\"/bin/true\"]\n[[action]]\nname = \"a\"\nargv = [\"/bin/true\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("defined twice"), "{e}");
+        let e = load_text("[[action]]\nname = \"a\"\nargv = [\"true\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("action:") && e.contains("absolute path"), "{e}");
+    }
+
     fn load_text(text: &str) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("agent.toml");

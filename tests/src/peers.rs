@@ -338,3 +338,63 @@ impl Alertmanager {
             .unwrap_or_default())
     }
 }
+
+/// A tiny HTTP service that daemonizes itself (the action starts it and returns at once) and
+/// writes its pid, so the test can kill it like a crash would.
+pub const SERVICE: &str = r#"
+import http.server, os, sys
+port, pidfile = int(sys.argv[1]), sys.argv[2]
+if os.fork() > 0:
+    sys.exit(0)
+os.setsid()
+if os.fork() > 0:
+    os._exit(0)
+# A well-behaved daemon lets go of the stdio it was started with.
+log = os.open(pidfile + ".log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+devnull = os.open(os.devnull, os.O_RDWR)
+os.dup2(devnull, 0)
+os.dup2(log, 1)
+os.dup2(log, 2)
+import time
+for attempt in range(50):
+    try:
+        srv = http.server.HTTPServer(("127.0.0.1", port), http.server.SimpleHTTPRequestHandler)
+        break
+    except OSError:
+        time.sleep(0.1)
+else:
+    sys.exit(1)
+with open(pidfile, "w") as f:
+    f.write(str(os.getpid()))
+srv.serve_forever()
+"#;
+
+/// A daemonized service started from [`SERVICE`].
+pub struct Service {
+    /// Its port.
+    pub port: u16,
+    /// Its pid file.
+    pub pidfile: PathBuf,
+}
+
+impl Service {
+    /// Whether it accepts connections.
+    pub fn alive(&self) -> bool {
+        std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+    }
+    /// Kills it like a crash (SIGKILL).
+    pub fn kill(&self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.pidfile) {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", pid.trim()])
+                .status();
+        }
+        let _ = std::fs::remove_file(&self.pidfile);
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

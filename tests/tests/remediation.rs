@@ -3,62 +3,17 @@
 //! resolves and the incident is marked remediated. Then what must be refused is refused,
 //! audited, and nothing runs.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use telltale_tests::peers::{WebhookSink, free_tcp_port};
+use telltale_tests::peers::{SERVICE, Service, WebhookSink, free_tcp_port};
 use telltale_tests::{
     Aggregator, certs_init, certs_issue, http_get, http_post_auth, query, start_agent_with_config,
     start_aggregator, wait_for,
 };
 
 const TOKEN: &str = "s3cret";
-
-/// A tiny HTTP service that daemonizes itself (the action starts it and returns at once) and
-/// writes its pid, so the test can kill it like a crash would.
-const SERVICE: &str = r#"
-import http.server, os, sys
-port, pidfile = int(sys.argv[1]), sys.argv[2]
-if os.fork() > 0:
-    sys.exit(0)
-os.setsid()
-if os.fork() > 0:
-    os._exit(0)
-# A well-behaved daemon lets go of the stdio it was started with.
-devnull = os.open(os.devnull, os.O_RDWR)
-for fd in (0, 1, 2):
-    os.dup2(devnull, fd)
-srv = http.server.HTTPServer(("127.0.0.1", port), http.server.SimpleHTTPRequestHandler)
-with open(pidfile, "w") as f:
-    f.write(str(os.getpid()))
-srv.serve_forever()
-"#;
-
-struct Service {
-    port: u16,
-    pidfile: PathBuf,
-}
-
-impl Service {
-    fn alive(&self) -> bool {
-        std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-    }
-    fn kill(&self) {
-        if let Ok(pid) = std::fs::read_to_string(&self.pidfile) {
-            let _ = std::process::Command::new("kill")
-                .args(["-9", pid.trim()])
-                .status();
-        }
-        let _ = std::fs::remove_file(&self.pidfile);
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn get_json(agg: &Aggregator, path: &str) -> Value {
     let (st, body) = http_get(agg.http, path).expect("GET");

@@ -13,6 +13,7 @@
 
 mod alerting;
 mod dashboard;
+mod remediation;
 mod sources;
 mod tsdb;
 
@@ -416,8 +417,9 @@ fn main() -> anyhow::Result<()> {
         Some("sources") => sources::bench_sources(&args),
         Some("tsdb") => tsdb::bench_tsdb(&args),
         Some("alerting") => alerting::bench_alerting(&args),
+        Some("remediation") => remediation::bench_remediation(&args),
         _ => bail!(
-            "usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N] | promql [--rounds N] | dashboard [--hosts N] [--hours N] | statsd [--step 5s] | sources [--duration 2m] [--interval 10s] | tsdb [--hosts 50] [--hours 24] [--senders 4] | alerting [--trials 40]"
+            "usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N] | promql [--rounds N] | dashboard [--hosts N] [--hours N] | statsd [--step 5s] | sources [--duration 2m] [--interval 10s] | tsdb [--hosts 50] [--hours 24] [--senders 4] | alerting [--trials 40] | remediation [--trials 10]"
         ),
     }
 }
