@@ -285,6 +285,8 @@ pub struct Executor {
     actions: HashMap<String, Action>,
     db: sled::Tree,
     limits: Mutex<Limits>,
+    /// Commands running now.
+    in_flight: Mutex<std::collections::HashSet<String>>,
     /// Signalled when a result waits to be sent.
     pub ready: Notify,
     audit: mpsc::Sender<SourceBatch>,
@@ -322,6 +324,7 @@ impl Executor {
             actions: actions.into_iter().map(|a| (a.name.clone(), a)).collect(),
             db,
             limits: Mutex::new(Limits::default()),
+            in_flight: Mutex::new(Default::default()),
             ready: Notify::new(),
             audit,
         })
@@ -416,6 +419,42 @@ impl Executor {
             self.ready.notify_one();
             return Ok(());
         }
+        // Started before and never finished: running now, or the agent stopped mid-run. Either
+        // way it must not start again.
+        if self
+            .db
+            .contains_key(format!("s/{}", cmd.id))
+            .unwrap_or(false)
+        {
+            let running = self
+                .in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&cmd.id);
+            if running {
+                self.audit(
+                    &cmd,
+                    "replayed",
+                    format!("command {} is running: not run again", cmd.id),
+                )
+                .await;
+                return Ok(());
+            }
+            let r = CommandResult {
+                id: cmd.id.clone(),
+                status: "error".into(),
+                reason: "the agent stopped while the command ran; not run again".into(),
+                exit_code: None,
+                started_ms: 0,
+                duration_ms: 0,
+                stdout_tail: String::new(),
+                stderr_tail: String::new(),
+            };
+            self.store(&r, false)?;
+            self.audit(&cmd, "error", r.reason.clone()).await;
+            self.ready.notify_one();
+            return Ok(());
+        }
         let now = now_ms();
         let params: Vec<String> = cmd
             .params
@@ -479,7 +518,20 @@ impl Executor {
                 result.reason = format!("would run {argv:?}");
             }
             Ok((argv, action)) => {
+                // Marked started (durably) before it starts: see above.
+                self.db
+                    .insert(format!("s/{}", cmd.id), &[][..])
+                    .and_then(|_| self.db.flush())
+                    .map_err(|e| ExecError::Store(e.to_string()))?;
+                self.in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(cmd.id.clone());
                 run(&action, &argv, &mut result).await;
+                self.in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&cmd.id);
                 let mut l = self.limits.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(n) = l.running.get_mut(&action.name) {
                     *n = n.saturating_sub(1);
@@ -792,6 +844,29 @@ mod tests {
         e.handle(cmd("bg", "bg", &[])).await.unwrap();
         assert_eq!(result(&e, "bg").status, "succeeded");
         assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_command_interrupted_by_an_agent_stop_is_not_run_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().join("runs");
+        std::fs::create_dir_all(&runs).unwrap();
+        let a = action(&format!(
+            "name = \"m\"\nargv = [\"/usr/bin/mktemp\", \"-p\", \"{}\"]\n",
+            runs.display()
+        ));
+        {
+            let (e, _audit) = executor(dir.path(), vec![a.clone()]);
+            // What a crash mid-run leaves: the start mark, no result.
+            e.db.insert("s/x", &[][..]).unwrap();
+            e.db.flush().unwrap();
+        }
+        let (e, _audit) = executor(dir.path(), vec![a]);
+        e.handle(cmd("x", "m", &[])).await.unwrap();
+        let r = result(&e, "x");
+        assert_eq!(r.status, "error");
+        assert!(r.reason.contains("stopped while the command ran"));
+        assert_eq!(std::fs::read_dir(&runs).unwrap().count(), 0);
     }
 
     #[test]
