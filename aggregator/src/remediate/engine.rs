@@ -625,5 +625,18 @@ mod tests {
                 .iter()
                 .any(|x| matches!(x, Effect::Send { .. }))
         );
+        // Dry run: the command says so, and the agent's answer ends it.
+        let mut d = engine("    mode: dry-run\n");
+        d.on_alert(&alert("1", i64::MAX), 0, &mut id);
+        let fx = d.tick(1, &|_| true);
+        let (rid, dry) = match &fx[0] {
+            Effect::Send { cmd, .. } => (cmd.id.clone(), cmd.dry_run),
+            other => panic!("{other:?}"),
+        };
+        assert!(dry);
+        let mut res = ok(&rid);
+        res.status = "dry_run".into();
+        d.on_result("web-1", res, 2);
+        assert_eq!(d.records[&rid].state, State::DryRun);
     }
 }
