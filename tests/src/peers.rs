@@ -378,6 +378,26 @@ pub struct Service {
 }
 
 impl Service {
+    /// Writes [`SERVICE`] to `dir/service.py` and starts it on `port` the way an action
+    /// would (`python3 service.py PORT PIDFILE`), waiting until it answers.
+    pub fn start(dir: &Path, port: u16) -> anyhow::Result<(Service, PathBuf)> {
+        let script = dir.join("service.py");
+        std::fs::write(&script, SERVICE)?;
+        let svc = Service {
+            port,
+            pidfile: dir.join("service.pid"),
+        };
+        let st = Command::new("/usr/bin/python3")
+            .arg(&script)
+            .arg(port.to_string())
+            .arg(&svc.pidfile)
+            .status()?;
+        anyhow::ensure!(st.success(), "the service did not start: {st}");
+        wait_for(Duration::from_secs(10), || svc.alive().then_some(()))
+            .context("the service does not answer")?;
+        Ok((svc, script))
+    }
+
     /// Whether it accepts connections.
     pub fn alive(&self) -> bool {
         std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use telltale_tests::peers::{SERVICE, Service, WebhookSink, free_tcp_port};
+use telltale_tests::peers::{Service, WebhookSink, free_tcp_port};
 use telltale_tests::{
     Aggregator, certs_init, certs_issue, http_get, http_post_auth, query, start_agent_with_config,
     start_aggregator, wait_for,
@@ -54,22 +54,8 @@ fn setup(
     let tls = dir.join("tls");
     certs_init(&tls)?;
     certs_issue(&tls, "host-r")?;
-    let script = dir.join("service.py");
-    std::fs::write(&script, SERVICE)?;
-    let pidfile = dir.join("service.pid");
-    let svc = Service {
-        port,
-        pidfile: pidfile.clone(),
-    };
-    // The service, started the way the action starts it.
-    let st = std::process::Command::new("/usr/bin/python3")
-        .arg(&script)
-        .arg(port.to_string())
-        .arg(&pidfile)
-        .status()?;
-    assert!(st.success());
-    wait_for(Duration::from_secs(10), || svc.alive().then_some(()))
-        .ok_or_else(|| anyhow::anyhow!("service did not start"))?;
+    let (svc, script) = Service::start(dir, port)?;
+    let pidfile = svc.pidfile.clone();
 
     let sink = WebhookSink::start()?;
     let rules = dir.join("rules.yml");

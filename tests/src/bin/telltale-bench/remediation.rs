@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use telltale_tests::peers::{SERVICE, Service, free_tcp_port};
+use telltale_tests::peers::{Service, free_tcp_port};
 use telltale_tests::*;
 
 use crate::arg;
@@ -21,19 +21,8 @@ pub fn bench_remediation(args: &[String]) -> anyhow::Result<()> {
     certs_init(&tls)?;
     certs_issue(&tls, "bench-host")?;
     let port = free_tcp_port();
-    let script = dir.path().join("service.py");
-    std::fs::write(&script, SERVICE)?;
-    let pidfile = dir.path().join("service.pid");
-    let svc = Service {
-        port,
-        pidfile: pidfile.clone(),
-    };
-    let st = std::process::Command::new("/usr/bin/python3")
-        .arg(&script)
-        .arg(port.to_string())
-        .arg(&pidfile)
-        .status()?;
-    anyhow::ensure!(st.success(), "service did not start");
+    let (svc, script) = Service::start(dir.path(), port)?;
+    let pidfile = svc.pidfile.clone();
     let rules = dir.path().join("rules.yml");
     std::fs::write(
         &rules,
