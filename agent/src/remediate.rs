@@ -30,6 +30,9 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::pipeline::SourceBatch;
 
+/// How long acknowledged results are kept.
+const KEEP_MS: i64 = 7 * 24 * 3600 * 1000;
+
 /// Most bytes kept of an action's stdout and of its stderr (the tail).
 pub const TAIL_BYTES: usize = 4096;
 
@@ -261,17 +264,33 @@ pub fn build_argv(action: &Action, params: &[(String, String)]) -> Result<Vec<St
             return Err(Refusal::MissingParam(p.name.clone()));
         }
     }
-    Ok(action
-        .argv
-        .iter()
-        .map(|a| {
-            let mut out = a.clone();
-            for (k, v) in &vals {
-                out = out.replace(&format!("{{{k}}}"), v);
+    Ok(action.argv.iter().map(|a| expand(a, &vals)).collect())
+}
+
+/// Replaces `{name}` in one pass: an inserted value is never scanned again, so a value that
+/// looks like `{other}` stays literal.
+fn expand(template: &str, vals: &HashMap<&str, &str>) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(i) = rest.find('{') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        match after
+            .find('}')
+            .and_then(|j| vals.get(&after[..j]).map(|v| (j, v)))
+        {
+            Some((j, v)) => {
+                out.push_str(v);
+                rest = &after[j + 1..];
             }
-            out
-        })
-        .collect())
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 #[derive(Default)]
@@ -320,6 +339,17 @@ impl Executor {
             .open()
             .and_then(|d| d.open_tree("commands"))
             .map_err(|e| ExecError::Store(format!("{}: {e}", dir.display())))?;
+        // Acknowledged results older than a week are forgotten: a command's deadline (minutes)
+        // refuses any replay of one that old anyway.
+        let horizon = now_ms() - KEEP_MS;
+        for (k, v) in db.scan_prefix("c/").filter_map(|r| r.ok()) {
+            if let Ok((r, true, at)) = rmp_serde::from_slice::<(CommandResult, bool, i64)>(&v)
+                && at < horizon
+            {
+                let _ = db.remove(&k);
+                let _ = db.remove(format!("s/{}", r.id));
+            }
+        }
         Ok(Executor {
             actions: actions.into_iter().map(|a| (a.name.clone(), a)).collect(),
             db,
@@ -354,12 +384,13 @@ impl Executor {
 
     fn stored(&self, id: &str) -> Option<(CommandResult, bool)> {
         let v = self.db.get(format!("c/{id}")).ok()??;
-        let (r, acked): (CommandResult, bool) = rmp_serde::from_slice(&v).ok()?;
+        let (r, acked, _): (CommandResult, bool, i64) = rmp_serde::from_slice(&v).ok()?;
         Some((r, acked))
     }
 
     fn store(&self, r: &CommandResult, acked: bool) -> Result<(), ExecError> {
-        let v = rmp_serde::to_vec(&(r, acked)).map_err(|e| ExecError::Store(e.to_string()))?;
+        let v = rmp_serde::to_vec(&(r, acked, now_ms()))
+            .map_err(|e| ExecError::Store(e.to_string()))?;
         self.db
             .insert(format!("c/{}", r.id), v)
             .map_err(|e| ExecError::Store(e.to_string()))?;
@@ -374,9 +405,9 @@ impl Executor {
         self.db
             .scan_prefix("c/")
             .filter_map(|r| r.ok())
-            .filter_map(|(_, v)| rmp_serde::from_slice::<(CommandResult, bool)>(&v).ok())
-            .filter(|(_, acked)| !acked)
-            .map(|(r, _)| r)
+            .filter_map(|(_, v)| rmp_serde::from_slice::<(CommandResult, bool, i64)>(&v).ok())
+            .filter(|(_, acked, _)| !acked)
+            .map(|(r, _, _)| r)
             .collect()
     }
 
@@ -787,6 +818,12 @@ mod tests {
             std::fs::read_dir(&runs).unwrap().count(),
             1,
             "a replayed id does not run again"
+        );
+        let vals = HashMap::from([("a", "{b}"), ("b", "x")]);
+        assert_eq!(
+            expand("{a}-{b}-{c}", &vals),
+            "{b}-x-{c}",
+            "values are not expanded again"
         );
         // A permissive pattern still cannot reach a shell: the value is one argv element.
         e.handle(cmd("2", "say", &[("msg", "$(id) ; echo hacked")]))

@@ -109,6 +109,7 @@ struct State {
     /// Runbooks and remediations.
     remediation: Engine,
     dirty_remediations: HashSet<String>,
+    forgotten_remediations: Vec<String>,
     /// Remediations that failed and must escalate (handled by the next pass).
     to_escalate: Vec<String>,
     /// `telltale_remediation_runs_total{action,result}`.
@@ -256,6 +257,7 @@ impl AlertingService {
                 last_step: 0,
                 remediation: engine,
                 dirty_remediations: HashSet::new(),
+                forgotten_remediations: Vec::new(),
                 to_escalate: Vec::new(),
                 runs,
                 runs_changed: false,
@@ -416,6 +418,9 @@ impl AlertingService {
             self.apply_remediation(&mut st, fx, now);
             for id in std::mem::take(&mut st.to_escalate) {
                 new_deliveries += self.escalate_remediation(&mut st, &id, now, &mut batch)?;
+            }
+            for id in std::mem::take(&mut st.forgotten_remediations) {
+                batch.remove(format!("r/{id}").as_bytes());
             }
             for id in std::mem::take(&mut st.dirty_remediations) {
                 if let Some(r) = st.remediation.records.get(&id) {
@@ -887,6 +892,7 @@ impl AlertingService {
                     }
                 }
                 Effect::Escalate(id) => st.to_escalate.push(id),
+                Effect::Forget(id) => st.forgotten_remediations.push(id),
             }
         }
     }

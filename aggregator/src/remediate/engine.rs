@@ -147,7 +147,12 @@ pub enum Effect {
     },
     /// Persist this record.
     Changed(String),
+    /// Delete this record (finished long ago).
+    Forget(String),
 }
+
+/// Finished remediations are kept this long.
+const KEEP_MS: i64 = 30 * 24 * 3600 * 1000;
 
 /// The runbooks and their remediations.
 #[derive(Debug, Default)]
@@ -415,6 +420,16 @@ impl Engine {
     /// Sends what can go, expires what waited too long, fails what did not verify.
     pub fn tick(&mut self, now: i64, connected: &dyn Fn(&str) -> bool) -> Vec<Effect> {
         let mut out = Vec::new();
+        let old: Vec<String> = self
+            .records
+            .values()
+            .filter(|r| r.state.done() && now - r.created_ms > KEEP_MS)
+            .map(|r| r.id.clone())
+            .collect();
+        for id in old {
+            self.records.remove(&id);
+            out.push(Effect::Forget(id));
+        }
         for r in self.records.values_mut() {
             match r.state {
                 State::Queued | State::Sent | State::AwaitingApproval if now > r.deadline_ms => {
