@@ -358,7 +358,6 @@ fn pick(
     }
 }
 
-/// Sleeps until `deadline`, or forever without one.
 /// Resolves when the executor has a result to send; never without one.
 async fn results_ready(ex: &Option<Arc<crate::remediate::Executor>>) {
     match ex {
@@ -367,6 +366,7 @@ async fn results_ready(ex: &Option<Arc<crate::remediate::Executor>>) {
     }
 }
 
+/// Sleeps until `deadline`, or forever without one.
 async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,

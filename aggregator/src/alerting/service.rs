@@ -2,8 +2,9 @@
 //! correlation and escalation, and delivers through a durable outbox.
 //!
 //! State lives in one sled tree under `DATA_DIR/alerting`, keyed by prefix:
-//! `a/` alerts, `s/` silences, `n/` the notification log, `i/` incidents, `e/` escalations, `o/` the
-//! outbox (`o/` + priority byte + sequence: iteration order is urgency, then age). A
+//! `a/` alerts, `s/` silences, `n/` the notification log, `i/` incidents, `e/` escalations,
+//! `r/` remediations, `remediation/enabled` the remediation switch, `o/` the outbox (`o/` +
+//! priority byte + sequence: iteration order is urgency, then age). A
 //! notification is written to the outbox together with its notification-log entry in one
 //! atomic batch, flushed to disk, and only then sent; it leaves the outbox once its receiver
 //! accepted it. So a crash or restart neither loses a pending notification (it is sent after
@@ -20,8 +21,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use telltale_common::model::now_ms;
+use telltale_common::model::{Labels, Sample, SeriesSamples, now_ms};
 use telltale_common::names;
+use telltale_common::wire::CommandResult;
 use tokio::sync::{Notify, Semaphore};
 
 use super::config::{Integration, RoutingConfig};
@@ -40,8 +42,6 @@ use crate::remediate::hub::Hub;
 use crate::rules::Notifier;
 use crate::selfmetrics::{counter, gauge};
 use crate::storage::{AppendData, AppendRequest, Storage};
-use telltale_common::model::{Labels, Sample, SeriesSamples};
-use telltale_common::wire::CommandResult;
 
 /// Most notifications waiting for delivery.
 pub const MAX_OUTBOX: usize = 10_000;
@@ -149,6 +149,8 @@ pub struct AlertingService {
     counters: Counters,
     hub: Arc<Hub>,
     storage: Option<Arc<dyn Storage>>,
+    /// One pass at a time (the driver, acknowledgements and approvals all run passes).
+    step_lock: tokio::sync::Mutex<()>,
 }
 
 fn json_err(e: impl std::fmt::Display) -> ApiError {
@@ -270,6 +272,7 @@ impl AlertingService {
             counters: Counters::default(),
             hub: remediation.hub.clone(),
             storage: remediation.storage,
+            step_lock: tokio::sync::Mutex::new(()),
         });
         let (w1, w2) = (Arc::downgrade(&svc), Arc::downgrade(&svc));
         remediation.hub.set_handlers(
@@ -396,6 +399,7 @@ impl AlertingService {
 
     /// One pass: due groups and escalations into the outbox. Returns the next deadline.
     async fn step(&self, now: i64) -> Result<Option<i64>, String> {
+        let _one = self.step_lock.lock().await;
         let mut batch = sled::Batch::default();
         let mut runs_series: Option<BTreeMap<(String, String), u64>> = None;
         let mut new_deliveries = 0u64;
