@@ -387,13 +387,7 @@ impl AlertingService {
                     Some(now + 1000)
                 }
             };
-            let wait = next
-                .map(|t| Duration::from_millis((t - now_ms()).clamp(0, 60_000) as u64))
-                .unwrap_or(Duration::from_secs(60));
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = self.wake.notified() => {}
-            }
+            sleep_until_or(next, &self.wake).await;
         }
     }
 
@@ -784,13 +778,7 @@ impl AlertingService {
                     me.deliver_wake.notify_one();
                 });
             }
-            let wait = next
-                .map(|t| Duration::from_millis((t - now_ms()).clamp(1, 60_000) as u64))
-                .unwrap_or(Duration::from_secs(60));
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = self.deliver_wake.notified() => {}
-            }
+            sleep_until_or(next, &self.deliver_wake).await;
         }
     }
 
@@ -1334,6 +1322,17 @@ impl AlertingService {
 impl Notifier for AlertingService {
     fn send(&self, alerts: Vec<Alert>) {
         self.receive(alerts);
+    }
+}
+
+/// Sleeps until `deadline` (ms; at most a minute, a minute without one) or until `wake`.
+async fn sleep_until_or(deadline: Option<i64>, wake: &Notify) {
+    let wait = deadline
+        .map(|t| Duration::from_millis((t - now_ms()).clamp(1, 60_000) as u64))
+        .unwrap_or(Duration::from_secs(60));
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => {}
+        _ = wake.notified() => {}
     }
 }
 
