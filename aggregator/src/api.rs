@@ -369,7 +369,8 @@ async fn query_range(State(st): St, q: RawQuery, body: Bytes) -> Result<Response
             "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
         ));
     }
-    if (end - start) / step > MAX_POINTS {
+    // In i128: the span of two extreme times overflows i64.
+    if (end as i128 - start as i128) / step as i128 > MAX_POINTS as i128 {
         return Err(ApiError::bad_data(
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));

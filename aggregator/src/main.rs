@@ -321,7 +321,13 @@ fn main() -> ExitCode {
                 }
             };
             telltale_common::logging::init();
-            let rt = match tokio::runtime::Runtime::new() {
+            // Queries and rules are evaluated on the runtime's threads: they get the stack the
+            // evaluator's depth bound is sized for.
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_stack_size(telltale_aggregator::promql::SERVER_THREAD_STACK)
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("telltale-aggregator: cannot start runtime: {e}");

@@ -13,12 +13,13 @@ mod binary;
 mod call;
 pub mod eval;
 pub mod functions;
+pub mod limits;
 mod rollups;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use promql_parser::parser::{self, Expr};
+use promql_parser::parser::Expr;
 use telltale_common::model::{Labels, Sample};
 
 use crate::storage::{Matcher, SeriesData, Storage, StorageError};
@@ -38,13 +39,28 @@ pub enum QueryError {
     Timeout(&'static str),
 }
 
+/// The earliest and latest time a query works with (ms): about ±73 million years, so that
+/// sums and differences of times, offsets and ranges never overflow.
+pub const TIME_LIMIT_MS: i64 = 1 << 61;
+
+/// `t` (ms) within ±[`TIME_LIMIT_MS`].
+pub fn clamp_time(t: i128) -> i64 {
+    t.clamp(-(TIME_LIMIT_MS as i128), TIME_LIMIT_MS as i128) as i64
+}
+
+/// The error of a query that would hold more points than `query_max_samples` (Prometheus'
+/// message, plus the limit's name and value).
+pub fn too_many_samples(limit: usize) -> QueryError {
+    QueryError::Execution(format!(
+        "query processing would load too many samples into memory in query execution \
+         (query_max_samples = {limit})"
+    ))
+}
+
 impl From<StorageError> for QueryError {
     fn from(e: StorageError) -> Self {
         match e {
-            StorageError::TooManySamples { .. } => QueryError::Execution(
-                "query processing would load too many samples into memory in query execution"
-                    .into(),
-            ),
+            StorageError::TooManySamples { limit } => too_many_samples(limit),
             other => QueryError::Execution(other.to_string()),
         }
     }
@@ -63,6 +79,16 @@ pub enum Value {
     String(i64, String),
 }
 
+/// How far below its first call evaluation may recurse on a thread of unknown size (tokio's
+/// and Rust's default threads have 2 MiB; [`SERVER_THREAD_STACK`] is the server's).
+pub const DEFAULT_STACK_BUDGET: usize = 1 << 20;
+/// The stack of the aggregator's runtime threads, which evaluate queries and rules: a debug
+/// build spends up to 12 KiB per level of the syntax tree, a release build a fraction of it,
+/// and [`limits::MAX_DEPTH`] levels must fit. Only the pages used are ever committed.
+pub const SERVER_THREAD_STACK: usize = 48 << 20;
+/// The evaluation budget on [`SERVER_THREAD_STACK`]: the rest is left to the frames around.
+pub const SERVER_STACK_BUDGET: usize = 40 << 20;
+
 /// Evaluates queries against a storage.
 #[derive(Clone)]
 pub struct Engine {
@@ -70,6 +96,7 @@ pub struct Engine {
     lookback_ms: i64,
     max_samples: usize,
     timeout: Option<Duration>,
+    stack_budget: usize,
 }
 
 impl Engine {
@@ -80,7 +107,14 @@ impl Engine {
             lookback_ms: lookback.as_millis() as i64,
             max_samples,
             timeout: None,
+            stack_budget: DEFAULT_STACK_BUDGET,
         }
+    }
+
+    /// The same engine for threads with a larger stack: evaluation may use `bytes` of it.
+    pub fn with_stack_budget(mut self, bytes: usize) -> Engine {
+        self.stack_budget = bytes;
+        self
     }
 
     /// The same engine with a per-query time limit.
@@ -113,6 +147,7 @@ impl Engine {
             end,
             expr,
         );
+        ev.set_stack_budget(self.stack_budget);
         if let Some(l) = limit {
             ev.set_deadline(std::time::Instant::now() + l);
         }
@@ -121,7 +156,7 @@ impl Engine {
 
     /// Parses a query, with Prometheus-like messages.
     pub fn parse(q: &str) -> Result<Expr, QueryError> {
-        parser::parse(q)
+        limits::parse(q)
             .map_err(|e| QueryError::BadData(format!("invalid parameter \"query\": {e}")))
     }
 
@@ -190,8 +225,13 @@ impl Engine {
         let mut t = start;
         while t <= end {
             match ev.eval(&expr, t)? {
-                Val::Scalar(v) => out.push(no_labels.clone(), Sample(t, v)),
+                Val::Scalar(v) => {
+                    ev.count_points(1)?;
+                    out.push(no_labels.clone(), Sample(t, v))
+                }
                 Val::Vector(v) => {
+                    // The result's points are held until the query ends: they count.
+                    ev.count_points(v.len())?;
                     for e in v {
                         out.push(e.labels, Sample(t, e.v));
                     }
@@ -202,7 +242,10 @@ impl Engine {
                     ));
                 }
             }
-            t += step;
+            t = match t.checked_add(step) {
+                Some(n) => n,
+                None => break,
+            };
         }
         Ok(out.finish())
     }
@@ -544,6 +587,136 @@ mod tests {
             r[0].samples.iter().all(|s| (s.1 - 10.0).abs() < 1e-9),
             "{:?}",
             r[0].samples
+        );
+    }
+
+    /// The largest shapes the limits let through parse, evaluate and drop on a 2 MiB stack
+    /// (tokio's thread size), and the shapes that aborted the process are refused.
+    #[test]
+    fn deep_and_long_expressions_are_bounded_not_a_crash() {
+        let (e, _d) = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(engine(vec![ss(&[("__name__", "up")], &[(0, 1.0)])]));
+        let e = e.with_stack_budget(SERVER_STACK_BUDGET);
+        let run = move || {
+            let ok = |q: String| {
+                let v = e
+                    .instant(&q, 0)
+                    .map_err(|err| format!("{q:.60}: {err}"))
+                    .unwrap();
+                drop(v);
+            };
+            let bad = |q: String, what: &str| match e.instant(&q, 0) {
+                Err(QueryError::BadData(m)) => assert!(m.contains(what), "{m}"),
+                other => panic!("{q:.60}: {other:?}"),
+            };
+            // Depth 100 and 1,000 terms answer (the issue's floor)...
+            ok(format!("{}up{}", "(".repeat(100), ")".repeat(100)));
+            ok(vec!["1"; 1000].join("+"));
+            // ... and so do the largest shapes the limits accept.
+            let n = limits::MAX_NESTING - 1;
+            ok(format!("{}up{}", "abs(".repeat(n), ")".repeat(n)));
+            ok(format!("{}up{}", "sum(".repeat(n), ")".repeat(n)));
+            ok(format!("{}1{}", "(".repeat(n), ")".repeat(n)));
+            ok(vec!["up"; limits::MAX_OPERATORS + 1].join(" * "));
+            ok(format!("{}up{}", "-(".repeat(n / 2), ")".repeat(n / 2)));
+            ok(format!(
+                "{}{}{}",
+                "(".repeat(n / 2),
+                vec!["1"; limits::MAX_OPERATORS - 10].join("-"),
+                ")".repeat(n / 2)
+            ));
+            // What crashed the aggregator: a clear bad_data instead.
+            bad(vec!["1"; 3000].join("+"), "operators");
+            bad(
+                format!("{}1{}", "(".repeat(40_000), ")".repeat(40_000)),
+                "nest",
+            );
+            bad("(".repeat(40_000), "nest");
+            assert!(selector_matchers(&format!("{}up", "{".repeat(40_000))).is_err());
+        };
+        std::thread::Builder::new()
+            .stack_size(SERVER_THREAD_STACK)
+            .spawn(run)
+            .unwrap()
+            .join()
+            .expect("evaluated within the server's stack");
+    }
+
+    /// On an ordinary 2 MiB thread, the largest accepted shapes parse and drop, and evaluation
+    /// past the default budget fails the query instead of the process.
+    #[test]
+    fn a_small_stack_fails_the_query_not_the_process() {
+        let (e, _d) = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(engine(vec![ss(&[("__name__", "up")], &[(0, 1.0)])]));
+        let run = move || {
+            let n = limits::MAX_NESTING;
+            // Parentheses are cheap: 256 levels fit in the default budget.
+            assert!(
+                e.instant(&format!("{}1{}", "(".repeat(n), ")".repeat(n)), 0)
+                    .is_ok()
+            );
+            for q in [
+                format!("{}up{}", "abs(".repeat(n), ")".repeat(n)),
+                vec!["up"; limits::MAX_OPERATORS].join(" * "),
+            ] {
+                let expr = limits::parse(&q).expect("within the limits");
+                drop(expr);
+                match e.instant(&q, 0) {
+                    Err(QueryError::Execution(m)) => assert!(m.contains("too deeply"), "{m}"),
+                    other => panic!("{q:.40}: {other:?}"),
+                }
+            }
+        };
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(run)
+            .unwrap()
+            .join()
+            .expect("no stack overflow");
+    }
+
+    /// Subquery steps, range results and loaded samples all count against one limit, checked
+    /// before the subquery allocates: the bomb fails at once with the limit's name.
+    #[tokio::test]
+    async fn every_point_a_query_holds_counts_against_max_samples() {
+        let (e, _d) = engine(vec![ss(&[("__name__", "up")], &[(0, 1.0)])]).await;
+        let e = Engine::new(e.storage.clone(), Duration::from_secs(300), 10_000);
+        let started = std::time::Instant::now();
+        for q in [
+            "sum_over_time(vector(1)[100y:1ms])",
+            "sum_over_time(vector(1)[10000d:1ms])",
+            "count_over_time(up[1d:1s])",
+        ] {
+            match e.instant(q, 86_400_000) {
+                Err(QueryError::Execution(m)) => {
+                    assert!(m.contains("query_max_samples = 10000"), "{q}: {m}")
+                }
+                other => panic!("{q}: {other:?}"),
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "refused before working"
+        );
+        // Under the limit it answers.
+        assert!(e.instant("sum_over_time(vector(1)[1h:1s])", 0).is_ok());
+        // A range query's result counts too: 5,001 steps of one series is within 10,000,
+        // 3 series (1 + 2 from `or`) over 5,001 steps is not.
+        assert!(e.range("vector(1)", 0, 5_000_000, 1_000).is_ok());
+        let q = "vector(1) or label_replace(vector(2), \"a\", \"b\", \"\", \"\") or label_replace(vector(3), \"a\", \"c\", \"\", \"\")";
+        assert!(matches!(
+            e.range(q, 0, 5_000_000, 1_000),
+            Err(QueryError::Execution(_))
+        ));
+        // Times at the ends of i64 neither overflow nor loop for ever.
+        assert!(e.range("vector(1)", i64::MAX - 10, i64::MAX, 3).is_ok());
+        assert!(e.instant("up @ 1e18", 0).is_ok());
+        assert!(e.instant("rate(up[5m] @ -1e18)", 0).is_ok());
+        assert!(
+            e.instant("sum_over_time(vector(1)[1m:1s] @ 1e18)", 0)
+                .is_ok()
         );
     }
 }

@@ -112,7 +112,8 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
         }
     }
     let engine = Engine::new(storage.clone(), cfg.lookback_delta, cfg.query_max_samples)
-        .with_timeout(cfg.query_timeout);
+        .with_timeout(cfg.query_timeout)
+        .with_stack_budget(crate::promql::SERVER_STACK_BUDGET);
     let hub = Arc::new(crate::remediate::hub::Hub::default());
     let alerts = AlertingService::open(
         alerting.routing,

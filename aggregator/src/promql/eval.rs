@@ -110,6 +110,10 @@ pub struct Evaluator<'a> {
     deadline: Option<std::time::Instant>,
     /// Nodes evaluated so far (the deadline is checked every 64).
     evals: u64,
+    /// The stack address of the outermost [`Evaluator::eval`] (0 until the first call) and
+    /// how far below it evaluation may recurse (see [`STACK_BUDGET`]).
+    stack_top: usize,
+    stack_budget: usize,
     /// Compiled regular expressions of `label_replace`, by pattern.
     pub(super) regexes: HashMap<String, regex::Regex>,
     /// Subquery inner results by (subquery node, evaluation time): the windows of consecutive
@@ -196,6 +200,8 @@ impl<'a> Evaluator<'a> {
             loaded: 0,
             deadline: None,
             evals: 0,
+            stack_top: 0,
+            stack_budget: super::DEFAULT_STACK_BUDGET,
             regexes: HashMap::new(),
             subquery_steps: FxHashMap::default(),
             derived: FxHashMap::default(),
@@ -341,10 +347,30 @@ impl<'a> Evaluator<'a> {
         self.loaded += n;
     }
 
+    /// The error of a query that would hold more than `query_max_samples` points.
+    pub(super) fn too_many_samples(&self) -> QueryError {
+        super::too_many_samples(self.max_samples)
+    }
+
+    /// Counts `n` more points held by the query; fails once they pass the limit.
+    pub fn count_points(&mut self, n: usize) -> Result<(), QueryError> {
+        self.loaded = self.loaded.saturating_add(n);
+        if self.loaded > self.max_samples {
+            return Err(self.too_many_samples());
+        }
+        Ok(())
+    }
+
     pub(super) fn rollup_cache(
         &mut self,
     ) -> &mut FxHashMap<(usize, i64), Arc<Vec<crate::storage::RollupData>>> {
         &mut self.rollups
+    }
+
+    /// How many bytes of stack evaluation may use below its first call: nesting beyond it
+    /// fails the query instead of overflowing the thread's stack.
+    pub fn set_stack_budget(&mut self, bytes: usize) {
+        self.stack_budget = bytes;
     }
 
     /// Makes evaluation fail with [`QueryError::Timeout`] after `deadline`.
@@ -356,10 +382,12 @@ impl<'a> Evaluator<'a> {
         match at {
             Some(AtModifier::Start) => Some(self.start),
             Some(AtModifier::End) => Some(self.end),
-            Some(AtModifier::At(t)) => Some(match t.duration_since(std::time::UNIX_EPOCH) {
-                Ok(d) => d.as_millis() as i64,
-                Err(e) => -(e.duration().as_millis() as i64),
-            }),
+            Some(AtModifier::At(t)) => Some(super::clamp_time(
+                match t.duration_since(std::time::UNIX_EPOCH) {
+                    Ok(d) => i128::try_from(d.as_millis()).unwrap_or(i128::MAX),
+                    Err(e) => -i128::try_from(e.duration().as_millis()).unwrap_or(i128::MAX),
+                },
+            )),
             None => None,
         }
     }
@@ -390,6 +418,15 @@ impl<'a> Evaluator<'a> {
         // The first node checks too, so an expired deadline fails at once.
         let n = self.evals;
         self.evals = n.wrapping_add(1);
+        let here = std::ptr::addr_of!(n) as usize;
+        if self.stack_top == 0 {
+            self.stack_top = here;
+        }
+        if self.stack_top.saturating_sub(here) > self.stack_budget {
+            return Err(exec(
+                "expression nests too deeply to evaluate (stack budget exhausted)",
+            ));
+        }
         if n.is_multiple_of(64)
             && self
                 .deadline
@@ -493,9 +530,16 @@ impl<'a> Evaluator<'a> {
         let step = sq.step.map(dur_ms).filter(|s| *s > 0).unwrap_or(60_000);
         // Steps are aligned to multiples of the step, in [te - range, te] (closed on the left
         // as in Prometheus 2.x).
-        let mut ts = (te - range).div_euclid(step) * step;
-        if ts < te - range {
-            ts += step;
+        let from = te.saturating_sub(range);
+        let mut ts = from.div_euclid(step).saturating_mul(step);
+        if ts < from {
+            ts = ts.saturating_add(step);
+        }
+        // The number of inner steps is known before anything is allocated: more than the
+        // query may hold is refused at once (`sum_over_time(vector(1)[100y:1ms])`).
+        let steps = (te as i128 - ts as i128) / step as i128 + 1;
+        if steps > self.max_samples as i128 {
+            return Err(self.too_many_samples());
         }
         let mut series = Assembly::default();
         let no_labels = Labels::default();
@@ -505,6 +549,11 @@ impl<'a> Evaluator<'a> {
                 Some(v) => v.clone(),
                 None => {
                     let v = self.eval(&sq.expr, ts)?;
+                    // Each inner step is held for the query: it counts as loaded samples.
+                    self.count_points(match &v {
+                        Val::Vector(v) => v.len().max(1),
+                        _ => 1,
+                    })?;
                     self.subquery_steps.insert((key, ts), v.clone());
                     v
                 }
@@ -518,7 +567,10 @@ impl<'a> Evaluator<'a> {
                 Val::Scalar(v) => series.push(no_labels.clone(), Sample(ts, v)),
                 _ => return Err(exec("subquery needs an instant vector or a scalar")),
             }
-            ts += step;
+            ts = match ts.checked_add(step) {
+                Some(n) => n,
+                None => break,
+            };
         }
         Ok(Val::Matrix(series.finish()))
     }

@@ -232,7 +232,7 @@ fn rule(r: RuleSpec, group_labels: &BTreeMap<String, String>) -> Result<Rule, St
     if query.is_empty() {
         return Err("field 'expr' must be set in rule".into());
     }
-    let expr = promql_parser::parser::parse(&query)
+    let expr = crate::promql::limits::parse(&query)
         .map_err(|e| format!("could not parse expression: {e}"))?;
     let mut all_labels = group_labels.clone();
     all_labels.extend(r.labels.clone());
