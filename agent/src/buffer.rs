@@ -14,8 +14,28 @@
 //! logged when it is read — at open (every record is checked) or before sending.
 //! sled's `flush` uses `sync_file_range`: a killed agent loses nothing flushed, a power loss
 //! may lose the last flushed writes (the aggregator's de-duplication makes re-sends safe).
-//! If sled itself cannot open the directory, it is moved aside (`*.corrupt-<time>`) and a new
-//! buffer is started, so start-up is never blocked.
+//!
+//! # Damage
+//! sled reads its log up to the first damaged record and silently drops the rest: a few
+//! flipped bytes can roll `next_seq` back, and re-used sequences would then be dropped by
+//! the aggregator as duplicates. So the sequence state has a witness outside sled,
+//! `sequence.state` in the buffer directory (see [`SeqState`]): it records the last sequence
+//! used after every push, sequences are *reserved* in blocks of [`RESERVE`] (the file is
+//! synced before a block is used), and a clean shutdown records the batches held. At open:
+//! - nothing damaged: a clean shutdown continues at `next_seq`; after a crash, at the end of
+//!   the reserved block, so no sequence is ever used twice even if a power loss cost both
+//!   files their last writes;
+//! - sled's state behind the witness (`next_seq` before the last sequence used, a batch count
+//!   other than a clean shutdown recorded, another epoch, or no state at all), or a damaged
+//!   witness: the sequence state cannot be trusted — the damage is counted and logged and a
+//!   **new epoch** starts (sequences from 1 again, which the aggregator de-duplicates
+//!   separately; the batches still held are sent in it);
+//! - no witness (a buffer written by a release before it): sled's state is trusted once and
+//!   the witness written.
+//!
+//! If sled reports damage when opening, the directory is moved aside (`*.corrupt-<time>`) and
+//! a new buffer is started; any other open error (the directory held by another process, no
+//! permission, a read-only disk) is returned and nothing is moved.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +53,18 @@ pub enum BufferError {
         dir: PathBuf,
         /// sled's error.
         source: sled::Error,
+    },
+    /// The buffer cannot be opened (held by another process, no permission...): nothing is
+    /// moved; the agent stops with this message.
+    #[error("{0}")]
+    Open(String),
+    /// The sequence witness cannot be written.
+    #[error("cannot write the buffer's sequence witness {path}: {source}")]
+    Witness {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
     },
     /// A batch could not be encoded.
     #[error("cannot encode batch: {0}")]
@@ -70,6 +102,114 @@ pub struct Buffer {
     count: AtomicU64,
     dropped: AtomicU64,
     corrupt: AtomicU64,
+    state_path: PathBuf,
+    /// The witness file, rewritten in place after each push.
+    witness: std::sync::Mutex<std::fs::File>,
+    /// Sequences below this may have been used (the witness file says so).
+    reserved: AtomicU64,
+}
+
+/// The witness file's name, inside the buffer directory.
+pub const STATE_FILE: &str = "sequence.state";
+/// Sequences reserved at a time: the witness is written once per block.
+pub const RESERVE: u64 = 1024;
+
+/// The sequence witness: `TTSQ`, version 1, then big-endian: epoch, reserved, last (the last
+/// sequence used), a clean-shutdown flag and the batches held at that shutdown, and a CRC-32
+/// of what precedes it. 42 bytes, rewritten in place after every push (without a sync: it
+/// survives a killed process like sled's own writes do) and synced when a block is reserved.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SeqState {
+    /// The buffer's epoch.
+    pub epoch: u64,
+    /// Sequences below this may have been used.
+    pub reserved: u64,
+    /// The last sequence used (0: none).
+    pub last: u64,
+    /// At a clean shutdown: the number of batches held.
+    pub clean: Option<u64>,
+}
+
+const STATE_LEN: usize = 4 + 1 + 8 + 8 + 8 + 1 + 8 + 4;
+
+impl SeqState {
+    fn encode(&self) -> [u8; STATE_LEN] {
+        let mut v = [0u8; STATE_LEN];
+        v[..4].copy_from_slice(b"TTSQ");
+        v[4] = 1;
+        v[5..13].copy_from_slice(&self.epoch.to_be_bytes());
+        v[13..21].copy_from_slice(&self.reserved.to_be_bytes());
+        v[21..29].copy_from_slice(&self.last.to_be_bytes());
+        if let Some(b) = self.clean {
+            v[29] = 1;
+            v[30..38].copy_from_slice(&b.to_be_bytes());
+        }
+        let crc = crc32fast::hash(&v[..38]);
+        v[38..].copy_from_slice(&crc.to_be_bytes());
+        v
+    }
+
+    /// Reads the witness: `Ok(None)` when there is none, `Err` when it is damaged.
+    pub fn read(path: &Path) -> Result<Option<SeqState>, String> {
+        let v = match std::fs::read(path) {
+            Ok(v) => v,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        if v.len() != STATE_LEN || &v[..4] != b"TTSQ" || v[4] != 1 {
+            return Err(format!("{} is not a sequence witness", path.display()));
+        }
+        let u = |i: usize| be(&v[i..i + 8]).unwrap_or(0);
+        if crc32fast::hash(&v[..38]) != u32::from_be_bytes([v[38], v[39], v[40], v[41]]) {
+            return Err(format!("{} fails its checksum", path.display()));
+        }
+        Ok(Some(SeqState {
+            epoch: u(5),
+            reserved: u(13),
+            last: u(21),
+            clean: (v[29] == 1).then(|| u(30)),
+        }))
+    }
+
+    /// Writes the witness durably (temporary file, fsync, rename, fsync of the directory).
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        use std::io::Write;
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&self.encode())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(parent) = path.parent() {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Whether sled's state (`epoch`, `next_seq`, batches held) agrees with the witness:
+    /// the last sequence to continue after, or why it cannot be trusted.
+    fn verdict(&self, epoch: u64, next_seq: u64, batches: u64) -> Result<u64, String> {
+        if epoch != self.epoch {
+            return Err(format!(
+                "buffer epoch {epoch} is not the witness's {}",
+                self.epoch
+            ));
+        }
+        if next_seq < self.last {
+            return Err(format!(
+                "the buffer's last sequence is {next_seq}, the witness saw {} used",
+                self.last
+            ));
+        }
+        match self.clean {
+            Some(b) if b != batches => Err(format!(
+                "{b} batches were held at a clean shutdown, {batches} are found"
+            )),
+            Some(_) => Ok(next_seq),
+            // After a crash (or a power loss, which may lose the witness's last writes too):
+            // past everything that may have been used.
+            None => Ok(next_seq.max(self.reserved)),
+        }
+    }
 }
 
 fn be(v: &[u8]) -> Option<u64> {
@@ -101,35 +241,81 @@ fn check(value: &[u8]) -> Result<(u32, &[u8]), String> {
 impl Buffer {
     /// Opens the buffer in `dir` with a byte cap.
     pub fn open(dir: &Path, cap: u64) -> Result<Buffer, BufferError> {
-        let db = match Self::open_db(dir) {
-            Ok(db) => db,
-            Err(e) => {
-                let aside =
-                    dir.with_extension(format!("corrupt-{}", telltale_common::model::now_ms()));
-                tracing::error!(dir = %dir.display(), error = %e, aside = %aside.display(),
-                    "buffer cannot be opened: moving it aside and starting a new one");
-                std::fs::rename(dir, &aside).map_err(|io| BufferError::Sled {
-                    dir: dir.to_path_buf(),
-                    source: sled::Error::Io(io),
-                })?;
-                Self::open_db(dir)?
-            }
-        };
+        let opened = telltale_common::store::open_or_replace(dir, "agent buffer", |d| {
+            Self::open_db(d).map_err(|e| match e {
+                BufferError::Sled { source, .. } => source,
+                other => sled::Error::Unsupported(other.to_string()),
+            })
+        })
+        .map_err(BufferError::Open)?;
+        let db = opened.db;
+        let mut corrupt = u64::from(opened.moved_aside.is_some());
         let err = |source| BufferError::Sled {
             dir: dir.to_path_buf(),
             source,
         };
         let batches = db.open_tree("batches").map_err(err)?;
         let meta = db.open_tree("meta").map_err(err)?;
-        let epoch = match meta.get("epoch").map_err(err)?.and_then(|v| be(&v)) {
+        let stored_epoch = meta.get("epoch").map_err(err)?.and_then(|v| be(&v));
+        let stored_next = meta
+            .get("next_seq")
+            .map_err(err)?
+            .and_then(|v| be(&v))
+            .unwrap_or(0);
+        let state_path = dir.join(STATE_FILE);
+        let witness = SeqState::read(&state_path);
+        // Decide whether sled's sequence state can be trusted (see the module doc).
+        let (epoch, next) = match (stored_epoch, witness) {
+            (None, Ok(Some(w))) => {
+                // The witness says this buffer had an epoch: sled lost all of its state.
+                tracing::error!(epoch = w.epoch,
+                    "agent buffer damaged: its state is gone; starting a new epoch");
+                corrupt += 1;
+                (None, 0)
+            }
+            (None, _) => (None, 0),
+            (Some(e), Ok(None)) => (Some(e), stored_next),
+            (Some(e), Ok(Some(w))) => match w.verdict(e, stored_next, batches.len() as u64) {
+                Ok(next) => (Some(e), next),
+                Err(why) => {
+                    tracing::error!(epoch = e, next_seq = stored_next, reason = %why,
+                        "agent buffer damaged: its sequence state cannot be trusted; starting a new epoch");
+                    corrupt += 1;
+                    (None, 0)
+                }
+            },
+            (Some(e), Err(why)) => {
+                tracing::error!(epoch = e, reason = %why,
+                    "agent buffer's sequence witness is damaged; starting a new epoch");
+                corrupt += 1;
+                (None, 0)
+            }
+        };
+        let epoch = match epoch {
             Some(e) => e,
             None => {
                 let e: u64 = rand::random::<u64>() | 1;
                 meta.insert("epoch", &e.to_be_bytes()).map_err(err)?;
-                db.flush().map_err(err)?;
                 e
             }
         };
+        meta.insert("next_seq", &next.to_be_bytes())
+            .map_err(err)?;
+        db.flush().map_err(err)?;
+        // The first block is reserved before any sequence of it is used; the file says
+        // "not clean" until [`Buffer::close`].
+        let reserved = next.saturating_add(RESERVE);
+        SeqState {
+            epoch,
+            reserved,
+            last: next,
+            clean: None,
+        }
+        .write(&state_path)
+        .map_err(|e| BufferError::Witness {
+            path: state_path.clone(),
+            source: e,
+        })?;
         let dropped = meta
             .get("dropped")
             .map_err(err)?
@@ -145,7 +331,18 @@ impl Buffer {
             bytes: AtomicU64::new(0),
             count: AtomicU64::new(0),
             dropped: AtomicU64::new(dropped),
-            corrupt: AtomicU64::new(0),
+            corrupt: AtomicU64::new(corrupt),
+            witness: std::sync::Mutex::new(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&state_path)
+                    .map_err(|e| BufferError::Witness {
+                        path: state_path.clone(),
+                        source: e,
+                    })?,
+            ),
+            state_path,
+            reserved: AtomicU64::new(reserved),
         };
         b.scan()?;
         Ok(b)
@@ -244,6 +441,12 @@ impl Buffer {
             .map_err(|e| self.err(e))?
             .and_then(|v| be(&v))
             .unwrap_or(1);
+        // A sequence is used only once its block is reserved in the witness.
+        if seq >= self.reserved.load(Ordering::Relaxed) {
+            let reserved = seq.saturating_add(RESERVE);
+            self.witness(seq.saturating_sub(1), reserved, None, true)?;
+            self.reserved.store(reserved, Ordering::Relaxed);
+        }
         batch.sequence = seq;
         let samples = batch.sample_count() as u32;
         let payload = codec::encode_payload(&ClientMessage::Batch(batch))?;
@@ -280,6 +483,8 @@ impl Buffer {
         // pool, which costs a thread per flush in flight and memory in each; the agent's one
         // runtime thread can afford the wait (sync_file_range, about a millisecond).
         self.db.flush().map_err(|e| self.err(e))?;
+        // After sled has it: the witness never claims more than sled holds.
+        self.witness(seq, self.reserved.load(Ordering::Relaxed), None, false)?;
         Ok(seq)
     }
 
@@ -376,9 +581,52 @@ impl Buffer {
         self.corrupt.load(Ordering::Relaxed)
     }
 
-    /// Flushes everything to disk (used at shutdown).
+    /// Flushes everything to disk.
     pub fn flush(&self) -> Result<(), BufferError> {
         self.db.flush().map(|_| ()).map_err(|e| self.err(e))
+    }
+
+    /// Flushes and records a clean shutdown in the witness: the next open continues at the
+    /// exact sequence and checks the batch count. Nothing may be pushed afterwards.
+    pub fn close(&self) -> Result<(), BufferError> {
+        self.flush()?;
+        let next = self
+            .meta
+            .get("next_seq")
+            .map_err(|e| self.err(e))?
+            .and_then(|v| be(&v))
+            .unwrap_or(0);
+        self.witness(
+            next,
+            self.reserved.load(Ordering::Relaxed),
+            Some(self.batches.len() as u64),
+            true,
+        )
+    }
+
+    /// Rewrites the witness in place; `sync` also makes it durable.
+    fn witness(
+        &self,
+        last: u64,
+        reserved: u64,
+        clean: Option<u64>,
+        sync: bool,
+    ) -> Result<(), BufferError> {
+        use std::os::unix::fs::FileExt;
+        let bytes = SeqState {
+            epoch: self.epoch,
+            reserved,
+            last,
+            clean,
+        }
+        .encode();
+        let f = self.witness.lock().unwrap_or_else(|e| e.into_inner());
+        f.write_all_at(&bytes, 0)
+            .and_then(|_| if sync { f.sync_data() } else { Ok(()) })
+            .map_err(|e| BufferError::Witness {
+                path: self.state_path.clone(),
+                source: e,
+            })
     }
 }
 
@@ -413,10 +661,16 @@ mod tests {
             b.remove(1).unwrap();
             b.remove(2).unwrap();
             assert_eq!(b.push(batch(3)).await.unwrap(), 3);
+            b.close().unwrap();
         }
         let b = Buffer::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(b.epoch(), epoch);
         assert_eq!(b.len(), 1);
+        b.close().unwrap();
+        drop(b);
+        // After a clean shutdown the sequence continues exactly.
+        let b = Buffer::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(b.epoch(), epoch);
         let s = b.get(3).unwrap().unwrap();
         assert_eq!(s.samples, 3);
         let mut d = codec::FrameDecoder::new(u32::MAX);
@@ -465,5 +719,126 @@ mod tests {
         assert_eq!(b.len(), 1);
         assert!(b.get(1).unwrap().is_none());
         assert!(b.get(2).unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn after_a_crash_sequences_continue_past_the_reserved_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Buffer::open(dir.path(), 1 << 20).unwrap();
+        let epoch = b.epoch();
+        for _ in 0..5 {
+            b.push(batch(1)).await.unwrap();
+        }
+        drop(b); // no close: a crash
+        let b = Buffer::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(b.epoch(), epoch);
+        assert_eq!(b.corrupt(), 0);
+        assert_eq!(b.push(batch(1)).await.unwrap(), RESERVE + 1);
+        // Past a block boundary the next block is reserved before it is used.
+        for _ in 0..RESERVE {
+            b.push(batch(1)).await.unwrap();
+        }
+        let w = SeqState::read(&dir.path().join(STATE_FILE)).unwrap().unwrap();
+        assert!(w.reserved > 2 * RESERVE + 1, "{w:?}");
+    }
+
+    /// Bytes flipped anywhere in sled's file while the agent is stopped: whatever sled makes
+    /// of it, the agent never re-uses a sequence of its epoch (the aggregator would drop the
+    /// new batch as a duplicate), and lost state is counted.
+    #[tokio::test]
+    async fn flipped_bytes_never_reuse_a_sequence_silently() {
+        let base = tempfile::tempdir().unwrap();
+        let mut detected = 0;
+        for (n, (at, len)) in [(0usize, 16usize), (100, 8), (600, 64), (3000, 64), (9000, 200)]
+            .into_iter()
+            .enumerate()
+        {
+            for clean in [false, true] {
+                let dir = base.path().join(format!("b{n}{clean}"));
+                let b = Buffer::open(&dir, 1 << 20).unwrap();
+                let epoch = b.epoch();
+                let mut last = 0;
+                for i in 0..60 {
+                    last = b.push(batch(2)).await.unwrap();
+                    if i % 3 == 0 {
+                        b.remove(last).unwrap(); // acknowledged
+                    }
+                }
+                if clean {
+                    b.close().unwrap();
+                } else {
+                    b.flush().unwrap();
+                }
+                drop(b);
+                let db = dir.join("db");
+                let mut bytes = std::fs::read(&db).unwrap();
+                let end = (at + len).min(bytes.len());
+                for x in &mut bytes[at.min(end)..end] {
+                    *x ^= 0x5A;
+                }
+                std::fs::write(&db, &bytes).unwrap();
+                let b = Buffer::open(&dir, 1 << 20).unwrap();
+                let next = b.push(batch(1)).await.unwrap();
+                if b.epoch() == epoch {
+                    assert!(next > last, "damage at {at}: sequence {next} re-used (last {last})");
+                    assert_eq!(b.len(), 41, "damage at {at}: batches lost without a count");
+                } else {
+                    assert!(b.corrupt() >= 1, "a new epoch without a count");
+                    assert_eq!(next, 1);
+                    detected += 1;
+                }
+            }
+        }
+        assert!(detected >= 3, "most damage is detected ({detected})");
+    }
+
+    #[tokio::test]
+    async fn a_damaged_witness_starts_a_new_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Buffer::open(dir.path(), 1 << 20).unwrap();
+        let epoch = b.epoch();
+        b.push(batch(1)).await.unwrap();
+        b.close().unwrap();
+        drop(b);
+        let p = dir.path().join(STATE_FILE);
+        let mut v = std::fs::read(&p).unwrap();
+        v[10] ^= 1;
+        std::fs::write(&p, v).unwrap();
+        let b = Buffer::open(dir.path(), 1 << 20).unwrap();
+        assert_ne!(b.epoch(), epoch);
+        assert_eq!(b.corrupt(), 1);
+        assert_eq!(b.len(), 1, "the backlog is kept and sent in the new epoch");
+        assert_eq!(b.push(batch(1)).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_buffer_held_by_another_process_is_an_error_and_not_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("buffer");
+        let held = Buffer::open(&path, 1 << 20).unwrap();
+        held.push(batch(1)).await.unwrap();
+        match Buffer::open(&path, 1 << 20) {
+            Err(BufferError::Open(m)) => assert!(m.contains("lock"), "{m}"),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("opened twice"),
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "nothing moved aside");
+        assert_eq!(held.len(), 1);
+    }
+
+    #[test]
+    fn a_buffer_written_before_the_witness_is_trusted_once() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let b = Buffer::open(dir.path(), 1 << 20).unwrap();
+        let epoch = b.epoch();
+        rt.block_on(b.push(batch(1))).unwrap();
+        b.close().unwrap();
+        drop(b);
+        std::fs::remove_file(dir.path().join(STATE_FILE)).unwrap();
+        let b = Buffer::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(b.epoch(), epoch);
+        assert_eq!(b.corrupt(), 0);
+        assert_eq!(rt.block_on(b.push(batch(1))).unwrap(), 2);
     }
 }

@@ -98,6 +98,15 @@ fn main() -> ExitCode {
             }
         };
     }
+    // Before the buffer is opened: a second agent on the same data directory stops here,
+    // naming the first, instead of touching its buffer.
+    let _lock = match telltale_common::lockfile::lock_dir(&cfg.data_dir, "telltale-agent run") {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("telltale-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
     telltale_common::logging::init();
     // One thread is plenty for an agent and keeps its footprint small.
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -110,11 +119,19 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(telltale_agent::run::run(cfg)) {
+    let reload = || args.config().map_err(|e| e.to_string());
+    match rt.block_on(telltale_agent::run::run_with_reload(cfg, reload)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("telltale-agent: {e:#}");
-            ExitCode::from(1)
+            // A buffer or journal that cannot be opened (held, no permission) is a start-up
+            // error like a bad configuration: exit 2, as systemd's unit expects for those.
+            let startup = e
+                .downcast_ref::<telltale_agent::buffer::BufferError>()
+                .is_some_and(|b| matches!(b, telltale_agent::buffer::BufferError::Open(_)))
+                || e.downcast_ref::<telltale_agent::remediate::ExecError>()
+                    .is_some_and(|x| matches!(x, telltale_agent::remediate::ExecError::Store(_)));
+            ExitCode::from(if startup { 2 } else { 1 })
         }
     }
 }

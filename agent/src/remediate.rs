@@ -333,12 +333,15 @@ impl Executor {
         dir: &std::path::Path,
         audit: mpsc::Sender<SourceBatch>,
     ) -> Result<Executor, ExecError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(256 * 1024)
-            .open()
-            .and_then(|d| d.open_tree("commands"))
-            .map_err(|e| ExecError::Store(format!("{}: {e}", dir.display())))?;
+        // A damaged journal is moved aside (a command it knew is still refused by its own
+        // deadline); one held by another process or unreadable is a start-up error.
+        let db = telltale_common::store::open_or_replace(dir, "remediation journal", |d| {
+            sled::Config::new().path(d).cache_capacity(256 * 1024).open()
+        })
+        .map_err(ExecError::Store)?
+        .db
+        .open_tree("commands")
+        .map_err(|e| ExecError::Store(format!("{}: {e}", dir.display())))?;
         // Acknowledged results older than a week are forgotten: a command's deadline (minutes)
         // refuses any replay of one that old anyway.
         let horizon = now_ms() - KEEP_MS;

@@ -295,6 +295,15 @@ async fn sink(
 
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    run_with_reload(cfg, || Err("no configuration file to re-read".into())).await
+}
+
+/// Runs the agent until SIGINT or SIGTERM; on SIGHUP, `reload` reads the configuration
+/// again and the sources restart with it.
+pub async fn run_with_reload(
+    cfg: Config,
+    reload: impl Fn() -> Result<Config, String>,
+) -> anyhow::Result<()> {
     let client = cfg.tls.load()?.client_config()?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
@@ -337,71 +346,129 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let ship = tokio::spawn(shipper.run(stop_rx));
 
     let host = HostInfo::read(std::path::Path::new("/"));
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut statsd_stats = None;
-    let mut _listener = None;
-    if let Some((sc, rules)) = &cfg.sources.statsd {
-        // A port already taken must not stop the other sources: the error is logged and the
-        // agent runs without StatsD.
-        match crate::statsd::Listener::start(sc) {
-            Ok(l) => {
-                tracing::info!(listen = %l.local, "statsd listener started");
-                let l = Arc::new(l);
-                statsd_stats = l.agg.lock().ok().map(|a| a.stats.clone());
-                tasks.spawn(statsd_loop(
-                    l.clone(),
-                    sc.clone(),
-                    rules.clone(),
-                    tx.clone(),
-                ));
-                _listener = Some(l);
-            }
-            Err(e) => {
-                tracing::error!(listen = %sc.listen, error = %e, "cannot start the statsd listener; running without it")
-            }
-        }
-    }
-    let own = Own {
-        buffer: buffer.clone(),
-        stats: stats.clone(),
-        statsd: statsd_stats,
-        host: host.clone(),
-    };
-    tasks.spawn(host_loop(
-        cfg.interval,
-        cfg.optional,
-        cfg.sources.host_relabel.clone(),
-        own,
-        tx.clone(),
-    ));
-    for job in &cfg.sources.scrape {
-        for i in 0..job.targets.len() {
-            tasks.spawn(crate::scrape::run_target(job.clone(), i, tx.clone()));
-        }
-    }
-    for c in &cfg.sources.checks {
-        tasks.spawn(crate::checks::run(c.clone(), tx.clone()));
-    }
-    if let Some((dir, rules)) = &cfg.sources.textfile {
-        tasks.spawn(textfile_loop(
-            dir.clone(),
-            cfg.interval,
-            rules.clone(),
-            tx.clone(),
-        ));
-    }
-    drop(tx);
+    let mut sources = Sources::spawn(&cfg, &host, &buffer, &stats, &tx);
     let processor = Processor::new(cfg.pipeline.clone(), &host);
     let sink = tokio::spawn(sink(rx, processor, buffer.clone(), notify.clone()));
-    shutdown_signal().await;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    // Made once, so a signal that arrives while a reload runs is not missed.
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => None } } => {
+                // SIGHUP: re-read the configuration; the sources restart with it. A bad file
+                // keeps the running sources. Identity, TLS, buffer, pipeline and the action
+                // allowlist are read at start only (the allowlist on purpose: widening what
+                // the agent may run takes a restart by its operator).
+                match reload() {
+                    Ok(new) => {
+                        sources.stop().await;
+                        sources = Sources::spawn(&new, &host, &buffer, &stats, &tx);
+                        tracing::info!(
+                            scrape_jobs = new.sources.scrape.len(),
+                            checks = new.sources.checks.len(),
+                            "configuration reloaded: sources restarted"
+                        );
+                    }
+                    Err(e) => tracing::error!(error = %e,
+                        "reload failed: the running sources are kept"),
+                }
+            }
+        }
+    }
     // Stopping the sources closes the channel; the sink buffers what is left and ends.
-    tasks.shutdown().await;
+    sources.stop().await;
+    drop(tx);
     let _ = tokio::time::timeout(Duration::from_secs(5), sink).await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), ship).await;
-    buffer.flush()?;
+    buffer.close()?;
     Ok(())
+}
+
+/// The running sources: their tasks and the StatsD listener (whose port is released when
+/// they stop, so a reload can bind it again).
+struct Sources {
+    tasks: tokio::task::JoinSet<()>,
+    _listener: Option<Arc<crate::statsd::Listener>>,
+}
+
+impl Sources {
+    fn spawn(
+        cfg: &Config,
+        host: &HostInfo,
+        buffer: &Arc<Buffer>,
+        stats: &Arc<ShipStats>,
+        tx: &mpsc::Sender<SourceBatch>,
+    ) -> Sources {
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut statsd_stats = None;
+        let mut listener = None;
+        if let Some((sc, rules)) = &cfg.sources.statsd {
+            // A port already taken must not stop the other sources: the error is logged and
+            // the agent runs without StatsD.
+            match crate::statsd::Listener::start(sc) {
+                Ok(l) => {
+                    tracing::info!(listen = %l.local, "statsd listener started");
+                    let l = Arc::new(l);
+                    statsd_stats = l.agg.lock().ok().map(|a| a.stats.clone());
+                    tasks.spawn(statsd_loop(
+                        l.clone(),
+                        sc.clone(),
+                        rules.clone(),
+                        tx.clone(),
+                    ));
+                    listener = Some(l);
+                }
+                Err(e) => {
+                    tracing::error!(listen = %sc.listen, error = %e, "cannot start the statsd listener; running without it")
+                }
+            }
+        }
+        let own = Own {
+            buffer: buffer.clone(),
+            stats: stats.clone(),
+            statsd: statsd_stats,
+            host: host.clone(),
+        };
+        tasks.spawn(host_loop(
+            cfg.interval,
+            cfg.optional,
+            cfg.sources.host_relabel.clone(),
+            own,
+            tx.clone(),
+        ));
+        for job in &cfg.sources.scrape {
+            for i in 0..job.targets.len() {
+                tasks.spawn(crate::scrape::run_target(job.clone(), i, tx.clone()));
+            }
+        }
+        for c in &cfg.sources.checks {
+            tasks.spawn(crate::checks::run(c.clone(), tx.clone()));
+        }
+        if let Some((dir, rules)) = &cfg.sources.textfile {
+            tasks.spawn(textfile_loop(
+                dir.clone(),
+                cfg.interval,
+                rules.clone(),
+                tx.clone(),
+            ));
+        }
+        Sources {
+            tasks,
+            _listener: listener,
+        }
+    }
+
+    async fn stop(&mut self) {
+        self.tasks.shutdown().await;
+        self._listener = None;
+        // The listener's socket task was aborted when it was dropped: let the runtime drop
+        // it now, so a reload can bind the port again.
+        tokio::task::yield_now().await;
+    }
 }
 
 async fn shutdown_signal() {

@@ -43,10 +43,59 @@ pub struct ApiState {
     pub ready: AtomicBool,
     /// Bearer token for state-changing calls; `None`: accepted from loopback only.
     pub api_token: Option<String>,
-    /// Rule evaluation.
-    pub rules: Arc<crate::rules::manager::RuleManager>,
+    /// Rule evaluation (replaced whole by a reload).
+    pub rules: std::sync::RwLock<Arc<crate::rules::manager::RuleManager>>,
+    /// Re-reads rules, routes and runbooks (SIGHUP and `POST /-/reload`).
+    pub reload: crate::serve::Reload,
     /// Alerting, silences and incidents.
     pub alerts: Arc<crate::alerting::service::AlertingService>,
+}
+
+impl ApiState {
+    /// The rule manager in force.
+    pub fn rules(&self) -> Arc<crate::rules::manager::RuleManager> {
+        self.rules
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Re-reads the rule, routing and runbook files; on any error keeps what runs and says
+    /// why. Returns the number of rules loaded.
+    pub async fn reload(&self) -> Result<usize, String> {
+        let r = &self.reload;
+        let _one_at_a_time = r.lock.lock().await;
+        let cfg = r.cfg.clone();
+        let loaded = tokio::task::spawn_blocking(move || crate::serve::Alerting::load(&cfg))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|x| x);
+        let alerting = match loaded {
+            Ok(a) => a,
+            Err(e) => {
+                r.status.failed();
+                tracing::error!(error = %e, "reload failed: the running configuration is kept");
+                return Err(e);
+            }
+        };
+        let count = alerting.groups.iter().map(|g| g.rules.len()).sum();
+        let new = crate::rules::manager::RuleManager::new(
+            self.engine.clone(),
+            self.storage.clone(),
+            self.alerts.clone(),
+            r.settings.clone(),
+            alerting.groups,
+        );
+        let old = self.rules();
+        new.inherit_counters(&old);
+        old.stop();
+        new.start();
+        *self.rules.write().unwrap_or_else(|e| e.into_inner()) = new;
+        self.alerts.reload(alerting.routing, alerting.runbooks);
+        r.status.succeeded();
+        tracing::info!(rules = count, "configuration reloaded");
+        Ok(count)
+    }
 }
 
 /// An API error in Prometheus' envelope.
@@ -464,6 +513,87 @@ async fn label_values(
     Ok(success(json!(values)))
 }
 
+/// Compares a given token with the secret in time that does not depend on where they differ.
+fn same_secret(given: &str, secret: &str) -> bool {
+    let (a, b) = (given.as_bytes(), secret.as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for (i, &x) in b.iter().enumerate() {
+        diff |= usize::from(x ^ a.get(i).copied().unwrap_or(!x));
+    }
+    std::hint::black_box(diff) == 0
+}
+
+/// POST endpoints that only read (Prometheus accepts form-encoded POSTs for long queries):
+/// every other method but GET and HEAD changes state.
+const READ_ONLY_POSTS: &[&str] = &[
+    "/api/v1/query",
+    "/api/v1/query_range",
+    "/api/v1/series",
+    "/api/v1/labels",
+];
+
+/// Whether a request changes state (and so needs [`authorize`] and [`same_site`]).
+fn changes_state(method: &axum::http::Method, path: &str) -> bool {
+    use axum::http::Method;
+    !(method == Method::GET
+        || method == Method::HEAD
+        || method == Method::OPTIONS
+        || (method == Method::POST && READ_ONLY_POSTS.contains(&path)))
+}
+
+/// Refuses what a page on another site can make a browser send (CSRF): a foreign `Origin`,
+/// `Sec-Fetch-Site: cross-site`, or the content types a cross-origin form or `fetch` may
+/// send without asking first (`text/plain`, form encodings). API clients send JSON,
+/// protobuf or no body, and no `Origin`.
+fn same_site(headers: &HeaderMap) -> Result<(), ApiError> {
+    let forbidden = |m: String| ApiError {
+        status: StatusCode::FORBIDDEN,
+        error_type: "forbidden",
+        message: m,
+    };
+    let get = |h: header::HeaderName| headers.get(h).and_then(|v| v.to_str().ok());
+    if let Some(origin) = get(header::ORIGIN) {
+        let host = get(header::HOST).unwrap_or("");
+        let origin_host = origin.split_once("://").map(|(_, h)| h).unwrap_or("");
+        if origin_host.is_empty() || !origin_host.eq_ignore_ascii_case(host) {
+            return Err(forbidden(format!(
+                "cross-origin request refused: Origin {origin:?} is not this server ({host:?})"
+            )));
+        }
+    }
+    if get(header::HeaderName::from_static("sec-fetch-site")) == Some("cross-site") {
+        return Err(forbidden("cross-site request refused".into()));
+    }
+    if let Some(ct) = get(header::CONTENT_TYPE) {
+        let media = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        if ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
+            .contains(&media.as_str())
+        {
+            return Err(forbidden(format!(
+                "Content-Type {media} is refused on calls that change state (a browser on another \
+                 site may send it); send application/json, the protocol's own type, or no body"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Middleware: a state-changing request is checked ([`same_site`], then [`authorize`])
+/// before its body is read, so an unauthorized upload is refused without buffering it.
+async fn guard(
+    State(st): St,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if changes_state(req.method(), req.uri().path())
+        && let Err(e) = same_site(req.headers()).and_then(|_| authorize(&st, peer, req.headers()))
+    {
+        return e.into_response();
+    }
+    next.run(req).await
+}
+
 /// Checks that a state-changing call may proceed: the configured bearer token, or, with none
 /// configured, a loopback peer.
 fn authorize(
@@ -482,7 +612,7 @@ fn authorize(
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "));
-            if given == Some(token.as_str()) {
+            if given.is_some_and(|g| same_secret(g, token)) {
                 Ok(())
             } else {
                 Err(unauthorized("missing or wrong bearer token"))
@@ -588,7 +718,8 @@ async fn metrics(State(st): St) -> Response {
         corrupt_records: st.corrupt_records,
     });
     st.storage.render_metrics(&mut text);
-    st.rules.render_metrics(&mut text);
+    st.rules().render_metrics(&mut text);
+    st.reload.status.render(&mut text);
     st.alerts.render_metrics(&mut text);
     (
         [(
@@ -614,6 +745,19 @@ async fn admin_flush(
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(success(Json::Null))
+}
+
+/// `POST /-/reload` (token): re-reads rules, routes and runbooks, as SIGHUP does; a bad file
+/// keeps the running configuration and answers 500 naming it (like Prometheus).
+async fn reload(State(st): St) -> Response {
+    match st.reload().await {
+        Ok(n) => format!("reloaded: {n} rules\n").into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to reload config: {e}\n"),
+        )
+            .into_response(),
+    }
 }
 
 async fn healthy() -> &'static str {
@@ -652,7 +796,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
+        .route("/-/reload", axum::routing::post(reload).put(reload))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
 

@@ -320,6 +320,18 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            // Before anything in the data directory is read or written: a second `serve` on
+            // the same directory must not replay the live WAL or touch its segments.
+            let _lock = match telltale_common::lockfile::lock_dir(
+                &cfg.data_dir,
+                "telltale-aggregator serve",
+            ) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("telltale-aggregator: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             telltale_common::logging::init();
             // Queries and rules are evaluated on the runtime's threads: they get the stack the
             // evaluator's depth bound is sized for.

@@ -70,6 +70,73 @@ impl Alerting {
     }
 }
 
+/// What a reload needs: the configuration naming the files, the rule manager's settings, and
+/// the outcome of the last reload (`telltale_aggregator_config_last_reload_successful`).
+pub struct Reload {
+    /// The configuration (the files' names and globs; its other keys need a restart).
+    pub cfg: Config,
+    /// Settings for the new rule manager.
+    pub settings: RuleSettings,
+    /// One reload at a time.
+    pub lock: tokio::sync::Mutex<()>,
+    /// The last outcome.
+    pub status: ReloadStatus,
+}
+
+/// The last reload's outcome, as Prometheus exports it.
+#[derive(Debug)]
+pub struct ReloadStatus {
+    ok: AtomicBool,
+    at_ms: std::sync::atomic::AtomicI64,
+    failures: std::sync::atomic::AtomicU64,
+}
+
+impl Default for ReloadStatus {
+    fn default() -> Self {
+        ReloadStatus {
+            ok: AtomicBool::new(true),
+            at_ms: std::sync::atomic::AtomicI64::new(telltale_common::model::now_ms()),
+            failures: Default::default(),
+        }
+    }
+}
+
+impl ReloadStatus {
+    pub(crate) fn succeeded(&self) {
+        self.ok.store(true, Ordering::Relaxed);
+        self.at_ms
+            .store(telltale_common::model::now_ms(), Ordering::Relaxed);
+    }
+
+    pub(crate) fn failed(&self) {
+        self.ok.store(false, Ordering::Relaxed);
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Appends the reload metrics.
+    pub fn render(&self, out: &mut String) {
+        use telltale_common::names;
+        crate::selfmetrics::gauge(
+            out,
+            names::AGG_RELOAD_SUCCESSFUL,
+            "Whether the last configuration reload attempt was successful.",
+            u64::from(self.ok.load(Ordering::Relaxed)),
+        );
+        crate::selfmetrics::gauge(
+            out,
+            names::AGG_RELOAD_SUCCESS_TIME,
+            "Timestamp of the last successful configuration reload.",
+            (self.at_ms.load(Ordering::Relaxed) / 1000).max(0) as u64,
+        );
+        crate::selfmetrics::counter(
+            out,
+            names::AGG_RELOAD_FAILURES,
+            "Configuration reloads that failed (the running configuration was kept).",
+            self.failures.load(Ordering::Relaxed),
+        );
+    }
+}
+
 /// Runs the aggregator until a shutdown signal.
 pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     let tls = TlsPaths {
@@ -127,15 +194,16 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     )
     .map_err(|e| anyhow::anyhow!(e))?;
     let rule_count: usize = alerting.groups.iter().map(|g| g.rules.len()).sum();
+    let settings = RuleSettings {
+        eager_min_interval: cfg.eager_min_interval,
+        external_labels: cfg.external_labels.clone(),
+        external_url: cfg.external_url.clone(),
+    };
     let rules = RuleManager::new(
         engine.clone(),
         storage.clone(),
         alerts.clone(),
-        RuleSettings {
-            eager_min_interval: cfg.eager_min_interval,
-            external_labels: cfg.external_labels.clone(),
-            external_url: cfg.external_url.clone(),
-        },
+        settings.clone(),
         alerting.groups,
     );
     rules.start();
@@ -152,7 +220,13 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     let state = Arc::new(ApiState {
         storage: storage.clone(),
         engine,
-        rules,
+        rules: std::sync::RwLock::new(rules),
+        reload: Reload {
+            cfg: cfg.clone(),
+            settings,
+            lock: tokio::sync::Mutex::new(()),
+            status: ReloadStatus::default(),
+        },
         alerts,
         registry: registry.clone(),
         metrics,
@@ -185,6 +259,19 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     let running = Running { http, quic };
     println!("listening http={} quic={}", running.http, running.quic);
 
+    // SIGHUP reloads rules, routes and runbooks (systemd's ExecReload sends it).
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hup) => {
+            let st = state.clone();
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading configuration");
+                    let _ = st.reload().await;
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot watch SIGHUP: reload with POST /-/reload"),
+    }
     axum::serve(
         listener,
         api::router(state).into_make_service_with_connect_info::<SocketAddr>(),

@@ -10,13 +10,17 @@
 //!   the key and the file).
 //! - [`logging`]: the tracing set-up both binaries use.
 //! - [`names`]: the metric names Telltale itself exports, in one place.
+//! - [`lockfile`]: the exclusive lock each daemon takes on its data directory.
+//! - [`store`]: opening sled stores: damage is moved aside, anything else is an error.
 #![forbid(unsafe_code)]
 
 pub mod codec;
 pub mod config;
+pub mod lockfile;
 pub mod logging;
 pub mod model;
 pub mod names;
+pub mod store;
 pub mod tls;
 pub mod wire;
 

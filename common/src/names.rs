@@ -82,6 +82,15 @@ pub const AGG_NOTIFICATION_FAILURES: &str =
 pub const AGG_NOTIFICATIONS_DROPPED: &str = "telltale_aggregator_notifications_dropped_total";
 /// Notifications waiting for delivery.
 pub const AGG_NOTIFICATION_QUEUE: &str = "telltale_aggregator_notification_queue_length";
+/// Whether the last configuration reload succeeded (gauge, Prometheus' name with our prefix).
+pub const AGG_RELOAD_SUCCESSFUL: &str = "telltale_aggregator_config_last_reload_successful";
+/// When the configuration was last reloaded successfully (gauge, seconds).
+pub const AGG_RELOAD_SUCCESS_TIME: &str =
+    "telltale_aggregator_config_last_reload_success_timestamp_seconds";
+/// Failed configuration reloads (counter).
+pub const AGG_RELOAD_FAILURES: &str = "telltale_aggregator_config_reload_failures_total";
+/// Damaged alerting state found at start-up (counter).
+pub const AGG_ALERTING_STATE_DAMAGED: &str = "telltale_aggregator_alerting_state_damaged_total";
 /// Alerts known to the alerting side, by state (`active`, `suppressed`).
 pub const AGG_ALERTS: &str = "telltale_aggregator_alerts";
 /// Open incidents.

@@ -123,6 +123,8 @@ struct Counters {
     failed: [AtomicU64; 4],
     dropped: AtomicU64,
     queued: AtomicU64,
+    /// Damaged state found at start-up: a store moved aside, records unreadable.
+    damaged: AtomicU64,
 }
 
 fn kind_index(i: &Integration) -> usize {
@@ -135,10 +137,27 @@ fn kind_index(i: &Integration) -> usize {
 }
 const KINDS: [&str; 4] = ["webhook", "alertmanager", "nats", "log"];
 
-/// The alerting service.
-pub struct AlertingService {
+/// The routing configuration and its routes by id; replaced whole on a reload.
+struct Routing {
     cfg: RoutingConfig,
     routes: HashMap<String, Route>,
+}
+
+impl Routing {
+    fn new(cfg: RoutingConfig) -> Routing {
+        let routes = cfg
+            .route
+            .walk()
+            .into_iter()
+            .map(|r| (r.id.clone(), r.clone()))
+            .collect();
+        Routing { cfg, routes }
+    }
+}
+
+/// The alerting service.
+pub struct AlertingService {
+    routing: std::sync::RwLock<Arc<Routing>>,
     db: sled::Db,
     tree: sled::Tree,
     state: Mutex<State>,
@@ -168,18 +187,34 @@ impl AlertingService {
         for w in &cfg.warnings {
             tracing::warn!("routing: {w}");
         }
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(16 << 20)
-            .flush_every_ms(Some(500))
-            .open()
-            .map_err(|e| format!("cannot open alerting state in {}: {e}", dir.display()))?;
+        // Damaged state is moved aside and the aggregator starts without it (alerts are
+        // re-evaluated by the rules; silences, incidents and the notification log are lost
+        // and logged); a store that cannot be opened for another reason stops start-up.
+        let opened = telltale_common::store::open_or_replace(dir, "alerting state", |d| {
+            sled::Config::new()
+                .path(d)
+                .cache_capacity(16 << 20)
+                .flush_every_ms(Some(500))
+                .open()
+        })?;
+        let counters = Counters::default();
+        counters
+            .damaged
+            .store(u64::from(opened.moved_aside.is_some()), Ordering::Relaxed);
+        let db = opened.db;
         let tree = db
             .open_tree("alerting")
             .map_err(|e| format!("cannot open alerting state: {e}"))?;
         let load = |prefix: &str| -> Vec<(Vec<u8>, Vec<u8>)> {
             tree.scan_prefix(prefix)
-                .filter_map(|r| r.ok())
+                .filter_map(|r| match r {
+                    Ok(kv) => Some(kv),
+                    Err(e) => {
+                        tracing::error!(prefix, error = %e, "unreadable alerting state record skipped");
+                        counters.damaged.fetch_add(1, Ordering::Relaxed);
+                        None
+                    }
+                })
                 .map(|(k, v)| (k.to_vec(), v.to_vec()))
                 .collect()
         };
@@ -236,14 +271,7 @@ impl AlertingService {
                 alerts.insert(a.fingerprint(), a);
             }
         }
-        let routes = cfg
-            .route
-            .walk()
-            .into_iter()
-            .map(|r| (r.id.clone(), r.clone()))
-            .collect();
         let svc = Arc::new(AlertingService {
-            routes,
             db,
             tree,
             state: Mutex::new(State {
@@ -264,12 +292,12 @@ impl AlertingService {
                 runs,
                 runs_changed: false,
             }),
-            cfg,
+            routing: std::sync::RwLock::new(Arc::new(Routing::new(cfg))),
             wake: Notify::new(),
             deliver_wake: Notify::new(),
             deliverer: Deliverer::new()?,
             external_url: external_url.to_string(),
-            counters: Counters::default(),
+            counters,
             hub: remediation.hub.clone(),
             storage: remediation.storage,
             step_lock: tokio::sync::Mutex::new(()),
@@ -300,6 +328,35 @@ impl AlertingService {
         Ok(svc)
     }
 
+    /// The routing in force (a snapshot: a reload replaces it whole).
+    fn routing(&self) -> Arc<Routing> {
+        self.routing
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces routing and runbooks (a reload): alerts are grouped again under the new
+    /// routes; the notification log keeps groups that already notified from notifying again.
+    pub fn reload(&self, cfg: RoutingConfig, runbooks: crate::remediate::Runbooks) {
+        for w in &cfg.warnings {
+            tracing::warn!("routing: {w}");
+        }
+        let routing = Arc::new(Routing::new(cfg));
+        let now = now_ms();
+        {
+            let mut st = self.lock();
+            let mut dispatcher = Dispatcher::default();
+            for a in st.alerts.values() {
+                dispatcher.insert(&routing.cfg.route, a, now);
+            }
+            st.dispatcher = dispatcher;
+            st.remediation.cfg = runbooks;
+            *self.routing.write().unwrap_or_else(|e| e.into_inner()) = routing;
+        }
+        self.wake.notify_one();
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -307,14 +364,14 @@ impl AlertingService {
     /// Takes alerts (from the rules or `POST /api/v2/alerts`).
     pub fn receive(&self, alerts: Vec<Alert>) {
         let now = now_ms();
-        let resolve = self.cfg.resolve_timeout.as_millis() as i64;
+        let resolve = self.routing().cfg.resolve_timeout.as_millis() as i64;
         let mut st = self.lock();
         for mut a in alerts {
             if a.ends_at == 0 {
                 a.ends_at = now + resolve;
             }
             let fp = a.fingerprint();
-            st.dispatcher.insert(&self.cfg.route, &a, now);
+            st.dispatcher.insert(&self.routing().cfg.route, &a, now);
             let silenced =
                 !a.resolved_at(now) && !st.compiled.silenced_by(&a.labels, now).is_empty();
             if !silenced {
@@ -348,7 +405,7 @@ impl AlertingService {
                         continue;
                     };
                     let labels = inc.root().map(|r| r.labels.clone()).unwrap_or_default();
-                    if let Some(p) = policy_for(&self.cfg.escalation_policies, &labels) {
+                    if let Some(p) = policy_for(&self.routing().cfg.escalation_policies, &labels) {
                         let e = Escalation::start(id, p, inc.priority(), now);
                         st.escalations.insert(id, e);
                     }
@@ -430,7 +487,7 @@ impl AlertingService {
             }
             let flushes = st.dispatcher.due(now);
             // Inhibiting alerts, once per pass rather than per group (only when needed).
-            let sources: Vec<Alert> = if flushes.is_empty() || self.cfg.inhibit_rules.is_empty() {
+            let sources: Vec<Alert> = if flushes.is_empty() || self.routing().cfg.inhibit_rules.is_empty() {
                 Vec::new()
             } else {
                 st.alerts
@@ -524,7 +581,8 @@ impl AlertingService {
     }
 
     fn muted_by_time(&self, route: &Route, now: i64) -> bool {
-        let ti = &self.cfg.time_intervals;
+        let routing = self.routing();
+        let ti = &routing.cfg.time_intervals;
         route
             .mute_time_intervals
             .iter()
@@ -545,7 +603,8 @@ impl AlertingService {
         now: i64,
         batch: &mut sled::Batch,
     ) -> Result<u64, String> {
-        let Some(route) = self.routes.get(&f.route_id) else {
+        let routing = self.routing();
+        let Some(route) = routing.routes.get(&f.route_id) else {
             return Ok(0);
         };
         if self.muted_by_time(route, now) {
@@ -557,7 +616,7 @@ impl AlertingService {
             .filter(|a| {
                 a.resolved_at(now)
                     || (st.compiled.silenced_by(&a.labels, now).is_empty()
-                        && inhibited_by(&self.cfg.inhibit_rules, &a.labels, firing_all).is_none())
+                        && inhibited_by(&self.routing().cfg.inhibit_rules, &a.labels, firing_all).is_none())
             })
             .cloned()
             .collect();
@@ -575,7 +634,8 @@ impl AlertingService {
         resolved.sort_unstable();
         let priority = alerts.iter().map(|a| a.priority()).min().unwrap_or(3);
         let mut queued = 0;
-        let Some(integrations) = self.cfg.receivers.get(&f.receiver) else {
+        let routing = self.routing();
+        let Some(integrations) = routing.cfg.receivers.get(&f.receiver) else {
             return Ok(0);
         };
         for (idx, integ) in integrations.iter().enumerate() {
@@ -640,13 +700,14 @@ impl AlertingService {
     }
 
     fn escalate(&self, st: &mut State, now: i64, batch: &mut sled::Batch) -> Result<u64, String> {
+        let routing = self.routing();
         let mut pages: Vec<Page> = Vec::new();
         let mut touched = Vec::new();
         for (id, e) in st.escalations.iter_mut() {
             if e.stopped.is_some() {
                 continue;
             }
-            let Some(p) = self
+            let Some(p) = routing
                 .cfg
                 .escalation_policies
                 .iter()
@@ -668,7 +729,7 @@ impl AlertingService {
             let Some(inc) = st.correlator.incidents.get(&p.incident).cloned() else {
                 continue;
             };
-            let Some(integrations) = self.cfg.receivers.get(&p.receiver) else {
+            let Some(integrations) = routing.cfg.receivers.get(&p.receiver) else {
                 continue;
             };
             for (idx, integ) in integrations.iter().enumerate() {
@@ -795,7 +856,8 @@ impl AlertingService {
     }
 
     async fn attempt(&self, key: Vec<u8>, mut d: Delivery) {
-        let Some(integ) = self
+        let routing = self.routing();
+        let Some(integ) = routing
             .cfg
             .receivers
             .get(&d.receiver)
@@ -898,6 +960,7 @@ impl AlertingService {
         now: i64,
         batch: &mut sled::Batch,
     ) -> Result<u64, String> {
+        let routing = self.routing();
         let Some(r) = st.remediation.records.get(id).cloned() else {
             return Ok(0);
         };
@@ -909,8 +972,8 @@ impl AlertingService {
             .as_ref()
             .and_then(|i| i.root().map(|a| a.labels.clone()))
             .unwrap_or_else(|| r.labels.clone());
-        let Some(policy) = policy_for(&self.cfg.escalation_policies, &labels)
-            .or_else(|| policy_for(&self.cfg.escalation_policies, &r.labels))
+        let Some(policy) = policy_for(&routing.cfg.escalation_policies, &labels)
+            .or_else(|| policy_for(&routing.cfg.escalation_policies, &r.labels))
         else {
             tracing::warn!(remediation = %id, "remediation failed; no escalation policy matches its alert");
             return Ok(0);
@@ -928,7 +991,7 @@ impl AlertingService {
         };
         let detail = serde_json::to_value(&r).unwrap_or(Value::Null);
         let mut queued = 0;
-        let integrations = self
+        let integrations = routing
             .cfg
             .receivers
             .get(&step.receiver)
@@ -1155,7 +1218,7 @@ impl AlertingService {
         let mut out: Vec<(u8, i64, Value)> = Vec::new();
         for a in &firing {
             let silenced = st.compiled.silenced_by(&a.labels, now);
-            let inhibited: Vec<String> = inhibited_by(&self.cfg.inhibit_rules, &a.labels, &firing)
+            let inhibited: Vec<String> = inhibited_by(&self.routing().cfg.inhibit_rules, &a.labels, &firing)
                 .map(fingerprint_hex)
                 .into_iter()
                 .collect();
@@ -1165,6 +1228,7 @@ impl AlertingService {
                 "suppressed"
             };
             let receivers: Vec<Value> = self
+                .routing()
                 .cfg
                 .route
                 .matching(&a.labels)
@@ -1276,6 +1340,12 @@ impl AlertingService {
             "Notifications given up on (queue full, refused, undeliverable for a day).",
             l(&self.counters.dropped),
         );
+        counter(
+            out,
+            names::AGG_ALERTING_STATE_DAMAGED,
+            "Damaged alerting state found at start-up (a store moved aside, unreadable records).",
+            l(&self.counters.damaged),
+        );
         gauge(
             out,
             names::AGG_NOTIFICATION_QUEUE,
@@ -1289,7 +1359,7 @@ impl AlertingService {
             .iter()
             .filter(|a| {
                 !st.compiled.silenced_by(&a.labels, now).is_empty()
-                    || inhibited_by(&self.cfg.inhibit_rules, &a.labels, &firing).is_some()
+                    || inhibited_by(&self.routing().cfg.inhibit_rules, &a.labels, &firing).is_some()
             })
             .count();
         let n = names::AGG_ALERTS;

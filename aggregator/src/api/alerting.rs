@@ -116,7 +116,7 @@ async fn rules(State(st): St, q: RawQuery) -> Result<Response, ApiError> {
         )));
     }
     let groups: Vec<Json> = st
-        .rules
+        .rules()
         .groups()
         .iter()
         .map(|g| group_json(g, want))
@@ -129,7 +129,7 @@ async fn rules(State(st): St, q: RawQuery) -> Result<Response, ApiError> {
 async fn alerts(State(st): St) -> Response {
     count(&st);
     let alerts: Vec<Json> = st
-        .rules
+        .rules()
         .groups()
         .iter()
         .flat_map(|g| g.rules.iter().flat_map(|r| r.alerts.iter().map(alert_view)))

@@ -166,6 +166,9 @@ pub struct RuleManager {
     timer_evals: AtomicU64,
     eager_evals: AtomicU64,
     failures: AtomicU64,
+    /// Set when a reload replaced this manager: its group tasks end.
+    stopped: std::sync::atomic::AtomicBool,
+    stop: Notify,
 }
 
 impl RuleManager {
@@ -239,7 +242,27 @@ impl RuleManager {
             timer_evals: AtomicU64::new(0),
             eager_evals: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            stopped: std::sync::atomic::AtomicBool::new(false),
+            stop: Notify::new(),
         })
+    }
+
+    /// Ends every group's task (a reload replaced this manager). An evaluation under way
+    /// finishes first.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.stop.notify_waiters();
+    }
+
+    /// Carries the counters of the manager this one replaces, so they never go backwards.
+    pub fn inherit_counters(&self, old: &RuleManager) {
+        for (new, old) in [
+            (&self.timer_evals, &old.timer_evals),
+            (&self.eager_evals, &old.eager_evals),
+            (&self.failures, &old.failures),
+        ] {
+            new.fetch_add(old.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
     }
 
     /// Starts every group's task and, unless disabled, eager evaluation.
@@ -281,9 +304,13 @@ impl RuleManager {
         let mut next_tick = Instant::now();
         let mut last: Option<Instant> = None;
         loop {
+            if self.stopped.load(Ordering::SeqCst) {
+                return;
+            }
             let eager = tokio::select! {
                 _ = tokio::time::sleep_until(next_tick) => false,
                 _ = self.groups[i].wake.notified(), if !gap.is_zero() => true,
+                _ = self.stop.notified() => return,
             };
             if eager {
                 if let Some(l) = last {

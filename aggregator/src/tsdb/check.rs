@@ -10,6 +10,55 @@ use telltale_common::codec::{self, HEADER_LEN, Header};
 use super::block::{Block, Kind};
 use super::{chunk, files};
 
+/// Reads every record of the sled store in `dir` (if there is one) from a copy, so the check
+/// stays read-only and works beside a running aggregator (which holds sled's lock).
+fn check_sled(dir: &Path, what: &str, r: &mut CheckReport) {
+    if !dir.is_dir() {
+        return;
+    }
+    let copy = std::env::temp_dir().join(format!(
+        "telltale-check-{}-{}",
+        std::process::id(),
+        telltale_common::model::now_ms()
+    ));
+    let result = copy_dir(dir, &copy)
+        .map_err(|e| format!("cannot copy it: {e}"))
+        .and_then(|_| {
+            let opened = std::panic::catch_unwind(|| sled::Config::new().path(&copy).open());
+            let db = match opened {
+                Ok(Ok(db)) => db,
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(_) => return Err("reading it panicked".into()),
+            };
+            for name in db.tree_names() {
+                let tree = db.open_tree(&name).map_err(|e| e.to_string())?;
+                for kv in tree.iter() {
+                    kv.map_err(|e| e.to_string())?;
+                }
+            }
+            Ok(())
+        });
+    let _ = fs::remove_dir_all(&copy);
+    if let Err(e) = result {
+        r.problems
+            .push(format!("{what} in {}: {e}", dir.display()));
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    fs::create_dir_all(to)?;
+    for e in fs::read_dir(from)? {
+        let e = e?;
+        let target = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &target)?;
+        } else {
+            fs::copy(e.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
 /// What `storage check` found.
 #[derive(Debug, Default)]
 pub struct CheckReport {
@@ -28,7 +77,7 @@ pub struct CheckReport {
 }
 
 /// Verifies every checksum in `dir`: block indexes and chunks (decoded too), WAL records,
-/// `series.log`, `events.log` and the checkpoint.
+/// `series.log`, `events.log` and the checkpoint; and reads every record of the alerting state.
 pub fn check(dir: &Path) -> std::io::Result<CheckReport> {
     let mut r = CheckReport::default();
     for path in sorted_files(&dir.join("blocks"), "blk")? {
@@ -107,6 +156,7 @@ pub fn check(dir: &Path) -> std::io::Result<CheckReport> {
             }
         }
     }
+    check_sled(&dir.join("alerting"), "alerting state", &mut r);
     Ok(r)
 }
 

@@ -1,0 +1,120 @@
+//! Opening the sled stores both daemons keep (the agent's buffer and remediation journal, the
+//! aggregator's alerting state) with one policy: a store that is *damaged* is moved aside and
+//! replaced by a new one, counted and logged, so start-up is never blocked by it; a store that
+//! cannot be opened for any other reason — held by another process, owned by another user, a
+//! full or read-only disk — is a start-up error, and nothing is moved.
+
+use std::path::{Path, PathBuf};
+
+/// Whether sled's error means the files are damaged (rather than unreachable).
+pub fn is_damage(e: &sled::Error) -> bool {
+    use std::io::ErrorKind;
+    match e {
+        sled::Error::Corruption { .. } | sled::Error::ReportableBug(_) => true,
+        // A damaged `conf` file reads as settings this build does not support.
+        sled::Error::Unsupported(_) => true,
+        sled::Error::Io(io) => matches!(io.kind(), ErrorKind::InvalidData | ErrorKind::UnexpectedEof),
+        _ => false,
+    }
+}
+
+/// How a store was opened.
+pub struct Opened {
+    /// The store.
+    pub db: sled::Db,
+    /// Where the damaged store was moved, if it was.
+    pub moved_aside: Option<PathBuf>,
+}
+
+/// Opens `dir` with `open`; if sled reports damage (or panics reading it), moves `dir` aside
+/// as `DIR.corrupt-<ms>` and opens a new store. Any other error is returned as it is.
+pub fn open_or_replace(
+    dir: &Path,
+    what: &str,
+    open: impl Fn(&Path) -> sled::Result<sled::Db>,
+) -> Result<Opened, String> {
+    let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| open(dir)));
+    let reason = match first {
+        Ok(Ok(db)) => {
+            return Ok(Opened {
+                db,
+                moved_aside: None,
+            });
+        }
+        Ok(Err(e)) if is_damage(&e) => e.to_string(),
+        Ok(Err(e)) => return Err(format!("cannot open {what} in {}: {e}", dir.display())),
+        Err(_) => "reading it panicked".to_string(),
+    };
+    let aside = dir.with_extension(format!("corrupt-{}", crate::model::now_ms()));
+    tracing_log(what, dir, &reason, &aside);
+    std::fs::rename(dir, &aside).map_err(|e| {
+        format!(
+            "{what} in {} is damaged ({reason}) and cannot be moved aside: {e}",
+            dir.display()
+        )
+    })?;
+    let db = open(dir).map_err(|e| format!("cannot create {what} in {}: {e}", dir.display()))?;
+    Ok(Opened {
+        db,
+        moved_aside: Some(aside),
+    })
+}
+
+fn tracing_log(what: &str, dir: &Path, reason: &str, aside: &Path) {
+    tracing::error!(
+        dir = %dir.display(), aside = %aside.display(), reason,
+        "{what} is damaged: moved aside and started empty; what it held is lost"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(p: &Path) -> sled::Result<sled::Db> {
+        sled::Config::new().path(p).open()
+    }
+
+    fn filled(dir: &Path) {
+        let db = open(dir).unwrap();
+        for i in 0..2000u32 {
+            db.insert(i.to_be_bytes(), vec![7u8; 100]).unwrap();
+        }
+        db.flush().unwrap();
+    }
+
+    /// A damaged `conf` is reported by sled as corruption: moved aside, a new store opened.
+    /// (Damage in `db` is not reported at all — sled keeps the records before it — which is
+    /// why the stores that must notice keep a witness of their own, like the agent buffer.)
+    #[test]
+    fn damage_sled_reports_is_moved_aside() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("s");
+        filled(&dir);
+        let mut bytes = std::fs::read(dir.join("conf")).unwrap();
+        for b in &mut bytes[..16] {
+            *b ^= 0x5A;
+        }
+        std::fs::write(dir.join("conf"), bytes).unwrap();
+        let o = open_or_replace(&dir, "test store", open).unwrap();
+        let aside = o.moved_aside.expect("moved aside");
+        assert!(aside.join("db").exists());
+        assert!(o.db.is_empty());
+        o.db.insert("k", "v").unwrap();
+    }
+
+    #[test]
+    fn a_held_store_is_an_error_and_not_moved() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("s");
+        filled(&dir);
+        let held = open(&dir).unwrap();
+        let e = match open_or_replace(&dir, "test store", open) {
+            Err(e) => e,
+            Ok(_) => panic!("opened a held store"),
+        };
+        assert!(e.contains("cannot open test store"), "{e}");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1, "nothing moved");
+        drop(held);
+    }
+}
