@@ -268,8 +268,10 @@ impl Buffer {
         let (epoch, next) = match (stored_epoch, witness) {
             (None, Ok(Some(w))) => {
                 // The witness says this buffer had an epoch: sled lost all of its state.
-                tracing::error!(epoch = w.epoch,
-                    "agent buffer damaged: its state is gone; starting a new epoch");
+                tracing::error!(
+                    epoch = w.epoch,
+                    "agent buffer damaged: its state is gone; starting a new epoch"
+                );
                 corrupt += 1;
                 (None, 0)
             }
@@ -299,8 +301,7 @@ impl Buffer {
                 e
             }
         };
-        meta.insert("next_seq", &next.to_be_bytes())
-            .map_err(err)?;
+        meta.insert("next_seq", &next.to_be_bytes()).map_err(err)?;
         db.flush().map_err(err)?;
         // The first block is reserved before any sequence of it is used; the file says
         // "not clean" until [`Buffer::close`].
@@ -738,7 +739,9 @@ mod tests {
         for _ in 0..RESERVE {
             b.push(batch(1)).await.unwrap();
         }
-        let w = SeqState::read(&dir.path().join(STATE_FILE)).unwrap().unwrap();
+        let w = SeqState::read(&dir.path().join(STATE_FILE))
+            .unwrap()
+            .unwrap();
         assert!(w.reserved > 2 * RESERVE + 1, "{w:?}");
     }
 
@@ -749,9 +752,15 @@ mod tests {
     async fn flipped_bytes_never_reuse_a_sequence_silently() {
         let base = tempfile::tempdir().unwrap();
         let mut detected = 0;
-        for (n, (at, len)) in [(0usize, 16usize), (100, 8), (600, 64), (3000, 64), (9000, 200)]
-            .into_iter()
-            .enumerate()
+        for (n, (at, len)) in [
+            (0usize, 16usize),
+            (100, 8),
+            (600, 64),
+            (3000, 64),
+            (9000, 200),
+        ]
+        .into_iter()
+        .enumerate()
         {
             for clean in [false, true] {
                 let dir = base.path().join(format!("b{n}{clean}"));
@@ -780,7 +789,10 @@ mod tests {
                 let b = Buffer::open(&dir, 1 << 20).unwrap();
                 let next = b.push(batch(1)).await.unwrap();
                 if b.epoch() == epoch {
-                    assert!(next > last, "damage at {at}: sequence {next} re-used (last {last})");
+                    assert!(
+                        next > last,
+                        "damage at {at}: sequence {next} re-used (last {last})"
+                    );
                     assert_eq!(b.len(), 41, "damage at {at}: batches lost without a count");
                 } else {
                     assert!(b.corrupt() >= 1, "a new epoch without a count");
@@ -822,13 +834,19 @@ mod tests {
             Err(e) => panic!("{e}"),
             Ok(_) => panic!("opened twice"),
         }
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "nothing moved aside");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "nothing moved aside"
+        );
         assert_eq!(held.len(), 1);
     }
 
     #[test]
     fn a_buffer_written_before_the_witness_is_trusted_once() {
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let b = Buffer::open(dir.path(), 1 << 20).unwrap();
         let epoch = b.epoch();

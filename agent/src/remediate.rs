@@ -336,7 +336,10 @@ impl Executor {
         // A damaged journal is moved aside (a command it knew is still refused by its own
         // deadline); one held by another process or unreadable is a start-up error.
         let db = telltale_common::store::open_or_replace(dir, "remediation journal", |d| {
-            sled::Config::new().path(d).cache_capacity(256 * 1024).open()
+            sled::Config::new()
+                .path(d)
+                .cache_capacity(256 * 1024)
+                .open()
         })
         .map_err(ExecError::Store)?
         .db

@@ -54,10 +54,7 @@ pub struct ApiState {
 impl ApiState {
     /// The rule manager in force.
     pub fn rules(&self) -> Arc<crate::rules::manager::RuleManager> {
-        self.rules
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.rules.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Re-reads the rule, routing and runbook files; on any error keeps what runs and says
@@ -565,9 +562,18 @@ fn same_site(headers: &HeaderMap) -> Result<(), ApiError> {
         return Err(forbidden("cross-site request refused".into()));
     }
     if let Some(ct) = get(header::CONTENT_TYPE) {
-        let media = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        if ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
-            .contains(&media.as_str())
+        let media = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+        ]
+        .contains(&media.as_str())
         {
             return Err(forbidden(format!(
                 "Content-Type {media} is refused on calls that change state (a browser on another \

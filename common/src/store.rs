@@ -13,7 +13,9 @@ pub fn is_damage(e: &sled::Error) -> bool {
         sled::Error::Corruption { .. } | sled::Error::ReportableBug(_) => true,
         // A damaged `conf` file reads as settings this build does not support.
         sled::Error::Unsupported(_) => true,
-        sled::Error::Io(io) => matches!(io.kind(), ErrorKind::InvalidData | ErrorKind::UnexpectedEof),
+        sled::Error::Io(io) => {
+            matches!(io.kind(), ErrorKind::InvalidData | ErrorKind::UnexpectedEof)
+        }
         _ => false,
     }
 }
@@ -114,7 +116,11 @@ mod tests {
             Ok(_) => panic!("opened a held store"),
         };
         assert!(e.contains("cannot open test store"), "{e}");
-        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1, "nothing moved");
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "nothing moved"
+        );
         drop(held);
     }
 }

@@ -487,15 +487,16 @@ impl AlertingService {
             }
             let flushes = st.dispatcher.due(now);
             // Inhibiting alerts, once per pass rather than per group (only when needed).
-            let sources: Vec<Alert> = if flushes.is_empty() || self.routing().cfg.inhibit_rules.is_empty() {
-                Vec::new()
-            } else {
-                st.alerts
-                    .values()
-                    .filter(|a| !a.resolved_at(now))
-                    .cloned()
-                    .collect()
-            };
+            let sources: Vec<Alert> =
+                if flushes.is_empty() || self.routing().cfg.inhibit_rules.is_empty() {
+                    Vec::new()
+                } else {
+                    st.alerts
+                        .values()
+                        .filter(|a| !a.resolved_at(now))
+                        .cloned()
+                        .collect()
+                };
             let sources: Vec<&Alert> = sources.iter().collect();
             for f in flushes {
                 new_deliveries += self.flush(&mut st, &f, &sources, now, &mut batch)?;
@@ -616,7 +617,8 @@ impl AlertingService {
             .filter(|a| {
                 a.resolved_at(now)
                     || (st.compiled.silenced_by(&a.labels, now).is_empty()
-                        && inhibited_by(&self.routing().cfg.inhibit_rules, &a.labels, firing_all).is_none())
+                        && inhibited_by(&self.routing().cfg.inhibit_rules, &a.labels, firing_all)
+                            .is_none())
             })
             .cloned()
             .collect();
@@ -1218,10 +1220,11 @@ impl AlertingService {
         let mut out: Vec<(u8, i64, Value)> = Vec::new();
         for a in &firing {
             let silenced = st.compiled.silenced_by(&a.labels, now);
-            let inhibited: Vec<String> = inhibited_by(&self.routing().cfg.inhibit_rules, &a.labels, &firing)
-                .map(fingerprint_hex)
-                .into_iter()
-                .collect();
+            let inhibited: Vec<String> =
+                inhibited_by(&self.routing().cfg.inhibit_rules, &a.labels, &firing)
+                    .map(fingerprint_hex)
+                    .into_iter()
+                    .collect();
             let state = if silenced.is_empty() && inhibited.is_empty() {
                 "active"
             } else {

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
 
-use telltale_common::codec::{self, HEADER_LEN, Header};
+use telltale_common::codec;
 
 use super::block::{Block, Kind};
 use super::{chunk, files};
@@ -40,8 +40,7 @@ fn check_sled(dir: &Path, what: &str, r: &mut CheckReport) {
         });
     let _ = fs::remove_dir_all(&copy);
     if let Err(e) = result {
-        r.problems
-            .push(format!("{what} in {}: {e}", dir.display()));
+        r.problems.push(format!("{what} in {}: {e}", dir.display()));
     }
 }
 
@@ -107,33 +106,21 @@ pub fn check(dir: &Path) -> std::io::Result<CheckReport> {
     for path in sorted_files(&dir.join("log"), "seg")? {
         r.segments += 1;
         let data = fs::read(&path)?;
-        let mut off = 0;
-        while data.len() - off >= HEADER_LEN {
-            let mut h = [0u8; HEADER_LEN];
-            h.copy_from_slice(&data[off..off + HEADER_LEN]);
-            let header = match Header::parse(&h, u32::MAX) {
-                Ok(h) => h,
-                Err(e) => {
-                    r.problems.push(format!("{} at {off}: {e}", path.display()));
-                    break;
-                }
-            };
-            let end = off + HEADER_LEN + header.len as usize;
-            if end > data.len() {
-                break;
+        let mut scan = files::Scanner::new(&data, u32::MAX);
+        for item in scan.by_ref() {
+            match item {
+                files::Item::Frame { .. } => r.records += 1,
+                files::Item::Damaged { at, len } => r.problems.push(format!(
+                    "{} at {at}: {len} damaged bytes (start-up skips them)",
+                    path.display()
+                )),
             }
-            if let Err(e) = header.verify(&data[off + HEADER_LEN..end]) {
-                r.problems.push(format!("{} at {off}: {e}", path.display()));
-            } else {
-                r.records += 1;
-            }
-            off = end;
         }
-        if off < data.len() {
+        if scan.torn() > 0 {
             r.problems.push(format!(
                 "{}: torn tail of {} bytes (start-up truncates it)",
                 path.display(),
-                data.len() - off
+                scan.torn()
             ));
         }
     }

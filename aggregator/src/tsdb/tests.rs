@@ -171,6 +171,39 @@ fn torn_tail_and_corrupt_records_never_block_start_up() {
     assert_eq!(all(&db, "m").len(), 2);
 }
 
+/// One bad length byte in a record header in the middle of a segment: the records after it
+/// are replayed and the segment is not cut (it was cut at the bad header before).
+#[test]
+fn a_bad_record_header_loses_that_record_only() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let names = vec!["m".to_string()];
+    {
+        let db = Tsdb::open_with(dir.path(), opts()).unwrap();
+        for seq in 1..=12 {
+            rt.block_on(db.append(agent_req("a", seq, seq as i64 * 1000, &names)))
+                .unwrap();
+        }
+    }
+    let seg = wal::segment_path(&dir.path().join("log"), 1);
+    let mut bytes = fs::read(&seg).unwrap();
+    let size = bytes.len();
+    let rec_len = size / 12;
+    // The length field of record 4: its top byte, so it claims far more than the file holds.
+    bytes[3 * rec_len] ^= 0x7f;
+    fs::write(&seg, &bytes).unwrap();
+    let db = Tsdb::open_with(dir.path(), opts()).unwrap();
+    assert_eq!(db.recovery.records, 11);
+    assert_eq!(db.recovery.corrupt, 1);
+    assert_eq!(db.recovery.truncated_bytes, 0);
+    assert_eq!(
+        fs::metadata(&seg).unwrap().len() as usize,
+        size,
+        "nothing cut"
+    );
+    assert_eq!(all(&db, "m").len(), 11);
+}
+
 #[test]
 fn compaction_keeps_every_sample_and_rollups_equal_raw() {
     let rt = rt();

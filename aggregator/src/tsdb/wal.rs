@@ -15,15 +15,17 @@
 //!
 //! # Recovery
 //! Start-up replays the segments the last checkpoint does not cover. A record with a bad
-//! checksum or payload is skipped and counted; a torn tail (a record cut short by a crash)
-//! is truncated and logged. Start-up never stops on corruption.
+//! header, checksum or payload is skipped and counted, and reading resumes at the next intact
+//! record (a damaged length never hides what follows it); a torn tail (a record cut short by
+//! a crash, nothing intact after it) is truncated and logged. Start-up never stops on
+//! corruption.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use telltale_common::codec::{self, HEADER_LEN, Header};
+use telltale_common::codec;
 use telltale_common::model::{Sample, SeriesSamples};
 
 use telltale_common::wire::{ClientMessageRef, Event};
@@ -135,7 +137,9 @@ pub fn list_segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
 }
 
 /// Reads a segment, handing every intact record to `on_record` (an `Err` from it counts the
-/// record as corrupt); truncates a torn or corrupt-headed tail.
+/// record as corrupt). Damage in the middle is skipped by resynchronising on the next intact
+/// record (see [`super::files::Scanner`]); only a torn tail — bytes after the last intact
+/// record with none following — is truncated.
 pub fn replay_segment(
     path: &Path,
     report: &mut RecoveryReport,
@@ -143,52 +147,33 @@ pub fn replay_segment(
 ) -> std::io::Result<()> {
     let data = fs::read(path)?;
     report.segments += 1;
-    let mut off = 0usize;
-    while off < data.len() {
-        if data.len() - off < HEADER_LEN {
-            break;
-        }
-        let mut h = [0u8; HEADER_LEN];
-        h.copy_from_slice(&data[off..off + HEADER_LEN]);
-        let header = match Header::parse(&h, MAX_RECORD) {
-            Ok(h) => h,
-            Err(e) => {
-                // The length cannot be trusted: nothing after this point can be framed.
-                tracing::error!(segment = %path.display(), offset = off, error = %e,
-                    "corrupt record header: the rest of the segment is skipped");
-                report.corrupt += 1;
-                report.truncated_bytes += (data.len() - off) as u64;
-                truncate(path, off as u64)?;
-                return Ok(());
+    let mut scan = super::files::Scanner::new(&data, MAX_RECORD);
+    for item in scan.by_ref() {
+        match item {
+            super::files::Item::Frame { at, payload } => {
+                match codec::decode_borrowed::<Record>(payload)
+                    .map_err(|e| e.to_string())
+                    .and_then(&mut on_record)
+                {
+                    Ok(()) => report.records += 1,
+                    Err(e) => {
+                        tracing::error!(segment = %path.display(), offset = at, error = %e, "undecodable record skipped");
+                        report.corrupt += 1;
+                    }
+                }
             }
-        };
-        let end = off + HEADER_LEN + header.len as usize;
-        if end > data.len() {
-            break;
-        }
-        let payload = &data[off + HEADER_LEN..end];
-        off = end;
-        if let Err(e) = header.verify(payload) {
-            tracing::error!(segment = %path.display(), offset = off, error = %e, "corrupt record skipped");
-            report.corrupt += 1;
-            continue;
-        }
-        match codec::decode_borrowed::<Record>(payload)
-            .map_err(|e| e.to_string())
-            .and_then(&mut on_record)
-        {
-            Ok(()) => report.records += 1,
-            Err(e) => {
-                tracing::error!(segment = %path.display(), offset = off, error = %e, "undecodable record skipped");
+            super::files::Item::Damaged { at, len } => {
+                tracing::error!(segment = %path.display(), offset = at, bytes = len,
+                    "damaged record skipped; reading resumes at the next intact record");
                 report.corrupt += 1;
             }
         }
     }
-    if off < data.len() {
-        let torn = (data.len() - off) as u64;
+    let torn = scan.torn();
+    if torn > 0 {
         tracing::warn!(segment = %path.display(), bytes = torn, "torn tail truncated");
-        report.truncated_bytes += torn;
-        truncate(path, off as u64)?;
+        report.truncated_bytes += torn as u64;
+        truncate(path, (data.len() - torn) as u64)?;
     }
     Ok(())
 }

@@ -606,7 +606,8 @@ pub fn bench_tsdb(args: &[String]) -> anyhow::Result<()> {
         eprintln!("{}: {rate:.0} samples/s; compacting...", p.name);
         let bytes = match p.name {
             "Telltale" => {
-                let (st, body) = http_post(p.addr, "/api/v1/admin/tsdb/flush", "application/json", b"")?;
+                let (st, body) =
+                    http_post(p.addr, "/api/v1/admin/tsdb/flush", "application/json", b"")?;
                 anyhow::ensure!(st == 200, "flush: {st} {body}");
                 let out = Command::new(bin("telltale-aggregator")?)
                     .args(["storage", "stats", "--data-dir"])
