@@ -1,0 +1,565 @@
+//! Regression tests of the adversarial probe's findings (issue 14), against the real binaries
+//! on loopback: hostile queries, a second daemon on a data directory, damaged state, reloads,
+//! cross-site requests, and damage to an agent's buffer.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use telltale_tests::*;
+
+fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    certs_init(&tls).unwrap();
+    (dir, tls)
+}
+
+fn alive(agg: &mut Aggregator) {
+    assert!(
+        agg.proc.child.try_wait().unwrap().is_none(),
+        "the aggregator exited:\n{}",
+        agg.proc.log()
+    );
+    assert_eq!(http_get(agg.http, "/-/healthy").unwrap().0, 200);
+}
+
+fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// A POST with extra headers; status and body.
+fn post_with(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut head = format!("POST {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (h, b) = raw.split_once("\r\n\r\n").unwrap();
+    (
+        h.split_whitespace().nth(1).unwrap().parse().unwrap(),
+        b.to_string(),
+    )
+}
+
+/// Point 1 and 2: queries that crashed the process or grew without bound get a clear error,
+/// and the server keeps serving.
+#[test]
+fn hostile_queries_get_a_clear_error_and_the_server_keeps_serving() {
+    let (dir, tls) = setup();
+    let mut agg = start_fresh_aggregator(&tls, dir.path()).unwrap();
+    let http = agg.http;
+    // POSTed as a form, as Grafana sends long queries (a GET this long is refused with 414
+    // before it reaches the API).
+    let form = |path: &str, key: &str, q: &str| {
+        post_with(
+            http,
+            path,
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            format!("{key}={}", enc(q)).as_bytes(),
+        )
+    };
+    let get = |q: &str| form("/api/v1/query", "query", q);
+    // What aborted it: 3,000 terms, 40k parentheses (also in match[], also unbalanced).
+    for q in [
+        vec!["1"; 3000].join("+"),
+        format!("{}1{}", "(".repeat(40_000), ")".repeat(40_000)),
+        "(".repeat(40_000),
+    ] {
+        let (st, body) = get(&q);
+        assert_eq!(st, 400, "{body}");
+        assert_eq!(json(&body)["errorType"], "bad_data");
+    }
+    let (st, body) = form("/api/v1/series", "match[]", &"(".repeat(40_000));
+    assert_eq!(st, 400, "{body}");
+    alive(&mut agg);
+    // What must still answer: depth 100, 1,000 terms.
+    let (st, body) = get(&format!("{}1{}", "(".repeat(100), ")".repeat(100)));
+    assert_eq!(st, 200, "{body}");
+    let (st, body) = get(&vec!["1"; 1000].join("+"));
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(json(&body)["data"]["result"][1], "1000");
+    let (st, body) = get(&format!(
+        "{}vector(1){}",
+        "abs(".repeat(100),
+        ")".repeat(100)
+    ));
+    assert_eq!(st, 200, "{body}");
+    // Unbounded memory: refused before allocating, naming the limit.
+    let started = Instant::now();
+    let (st, body) = get("sum_over_time(vector(1)[100y:1ms])");
+    assert_eq!(st, 422, "{body}");
+    assert_eq!(json(&body)["errorType"], "execution");
+    assert!(body.contains("query_max_samples"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The 11,000-point check cannot be overflowed.
+    let (st, body) = http_get(
+        agg.http,
+        "/api/v1/query_range?query=vector(1)&start=-9.2e15&end=9.2e15&step=1",
+    )
+    .unwrap();
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("11,000 points"), "{body}");
+    alive(&mut agg);
+}
+
+/// Point 1: a rule file with such an expression fails `rules check` and `check-config`
+/// instead of crash-looping `serve`.
+#[test]
+fn a_rule_too_large_to_evaluate_fails_the_checks() {
+    let (dir, tls) = setup();
+    let rules = dir.path().join("deep.yml");
+    std::fs::write(
+        &rules,
+        format!(
+            "groups:\n- name: g\n  rules:\n  - record: deep\n    expr: {}\n",
+            vec!["1"; 3000].join("+")
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin("telltale-aggregator").unwrap())
+        .args(["rules", "check"])
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("operators"), "{text}");
+    let out = Command::new(bin("telltale-aggregator").unwrap())
+        .arg("check-config")
+        .arg("--tls-dir")
+        .arg(&tls)
+        .arg("--rules")
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+/// Point 6: a second `serve` on the same data directory stops before touching it, naming the
+/// first; the first goes on writing and rolling its WAL.
+#[test]
+fn a_second_aggregator_on_one_data_dir_exits_2_naming_the_first() {
+    let (dir, tls) = setup();
+    let mut agg = start_fresh_aggregator(&tls, dir.path()).unwrap();
+    let data = dir.path().join("agg");
+    let segments = |d: &std::path::Path| std::fs::read_dir(d.join("log")).unwrap().count();
+    let before = segments(&data);
+    let out = Command::new(bin("telltale-aggregator").unwrap())
+        .arg("serve")
+        .arg("--tls-dir")
+        .arg(&tls)
+        .arg("--data-dir")
+        .arg(&data)
+        .args([
+            "--http-listen",
+            "127.0.0.1:0",
+            "--quic-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let pid = agg.proc.child.id();
+    assert!(
+        err.contains(&format!("in use by telltale-aggregator serve (pid {pid})")),
+        "{err}"
+    );
+    assert_eq!(segments(&data), before, "the second one touched the WAL");
+    let (st, body) = http_post(
+        agg.http,
+        "/api/v1/admin/tsdb/flush",
+        "application/json",
+        b"",
+    )
+    .unwrap();
+    assert_eq!(st, 200, "{body}");
+    alive(&mut agg);
+}
+
+/// Point 7: damaged alerting state is found by `storage check`, moved aside at start-up and
+/// counted; the aggregator starts.
+#[test]
+fn damaged_alerting_state_is_moved_aside_and_counted() {
+    let (dir, tls) = setup();
+    let data = dir.path().join("agg");
+    {
+        let mut agg = start_fresh_aggregator(&tls, dir.path()).unwrap();
+        assert_eq!(agg.proc.terminate(Duration::from_secs(10)), Some(0));
+    }
+    let conf = data.join("alerting/conf");
+    let mut bytes = std::fs::read(&conf).unwrap();
+    for b in bytes.iter_mut().take(16) {
+        *b ^= 0x5A;
+    }
+    std::fs::write(&conf, bytes).unwrap();
+    let out = Command::new(bin("telltale-aggregator").unwrap())
+        .args(["storage", "check", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("DAMAGED alerting state"), "{text}");
+    // Garbage in the log file too: whatever sled makes of it, start-up goes on.
+    let mut rng = 0x9E3779B97F4A7C15u64;
+    let garbage: Vec<u8> = (0..65_536)
+        .map(|_| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng as u8
+        })
+        .collect();
+    std::fs::write(data.join("alerting/db"), garbage).unwrap();
+    let mut agg = start_aggregator(&tls, &data, "127.0.0.1:0", "127.0.0.1:0", &[]).unwrap();
+    alive(&mut agg);
+    assert_eq!(
+        metric(agg.http, "telltale_aggregator_alerting_state_damaged_total").unwrap(),
+        1.0
+    );
+    let aside = std::fs::read_dir(&data)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("alerting.corrupt-")
+        });
+    assert!(aside, "the damaged state is kept beside, not deleted");
+}
+
+fn rule_count(agg: &Aggregator) -> usize {
+    let (_, body) = http_get(agg.http, "/api/v1/rules").unwrap();
+    json(&body)["data"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["rules"].as_array().unwrap().len())
+        .sum()
+}
+
+fn rules_file(n: usize) -> String {
+    let mut s = String::from("groups:\n- name: g\n  interval: 1s\n  rules:\n");
+    for i in 0..n {
+        s.push_str(&format!("  - record: r{i}\n    expr: vector({i})\n"));
+    }
+    s
+}
+
+/// Point 8: SIGHUP and `POST /-/reload` re-read the rules; a bad file keeps the running ones
+/// and says so in `/metrics`.
+#[test]
+fn sighup_and_the_reload_endpoint_reload_rules_and_keep_them_on_a_bad_file() {
+    let (dir, tls) = setup();
+    let rules = dir.path().join("r.yml");
+    std::fs::write(&rules, rules_file(1)).unwrap();
+    let rules_s = rules.to_string_lossy().to_string();
+    let mut agg = start_aggregator(
+        &tls,
+        &dir.path().join("agg"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &["--rules", &rules_s],
+    )
+    .unwrap();
+    assert_eq!(rule_count(&agg), 1);
+    std::fs::write(&rules, rules_file(2)).unwrap();
+    let pid = agg.proc.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let reloaded = wait_for(Duration::from_secs(10), || {
+        (rule_count(&agg) == 2).then_some(())
+    });
+    assert!(
+        reloaded.is_some(),
+        "SIGHUP did not reload:\n{}",
+        agg.proc.log()
+    );
+    alive(&mut agg);
+    // The new rule is evaluated.
+    let evaluated = wait_for(Duration::from_secs(10), || {
+        (!query(agg.http, "r1").unwrap().is_empty()).then_some(())
+    });
+    assert!(evaluated.is_some());
+    // A bad file: 500 naming it, the running rules kept, the gauge at 0.
+    std::fs::write(
+        &rules,
+        "groups:\n- name: g\n  rules:\n  - record: x\n    expr: sum(\n",
+    )
+    .unwrap();
+    let (st, body) = post_with(
+        agg.http,
+        "/-/reload",
+        &[("Content-Type", "application/json")],
+        b"",
+    );
+    assert_eq!(st, 500, "{body}");
+    assert!(body.contains("r.yml"), "{body}");
+    assert_eq!(rule_count(&agg), 2);
+    assert_eq!(
+        metric(
+            agg.http,
+            "telltale_aggregator_config_last_reload_successful"
+        )
+        .unwrap(),
+        0.0
+    );
+    std::fs::write(&rules, rules_file(3)).unwrap();
+    let (st, body) = post_with(agg.http, "/-/reload", &[], b"");
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(rule_count(&agg), 3);
+    assert_eq!(
+        metric(
+            agg.http,
+            "telltale_aggregator_config_last_reload_successful"
+        )
+        .unwrap(),
+        1.0
+    );
+    alive(&mut agg);
+}
+
+/// Point 9 and 10: with no token, a browser's cross-site request cannot change state; with a
+/// token, an unauthorized upload is refused before its body is read.
+#[test]
+fn cross_site_requests_are_refused_and_auth_comes_before_the_body() {
+    let (dir, tls) = setup();
+    let agg = start_fresh_aggregator(&tls, dir.path()).unwrap();
+    let path = "/api/v1/remediation/status";
+    let (_, status) = http_get(agg.http, path).unwrap();
+    let enabled = json(&status)["data"]["enabled"].as_bool().unwrap();
+    let body = format!("{{\"enabled\": {}}}", !enabled);
+    let body = body.as_bytes();
+    for headers in [
+        vec![("Content-Type", "text/plain")],
+        vec![("Content-Type", "application/x-www-form-urlencoded")],
+        vec![("Content-Type", "multipart/form-data; boundary=x")],
+        vec![
+            ("Content-Type", "application/json"),
+            ("Origin", "http://evil.example"),
+        ],
+        vec![("Content-Type", "application/json"), ("Origin", "null")],
+        vec![
+            ("Content-Type", "application/json"),
+            ("Sec-Fetch-Site", "cross-site"),
+        ],
+    ] {
+        let (st, resp) = post_with(agg.http, path, &headers, body);
+        assert_eq!(st, 403, "{headers:?}: {resp}");
+    }
+    let (_, status) = http_get(agg.http, path).unwrap();
+    assert_eq!(json(&status)["data"]["enabled"], enabled, "nothing changed");
+    // The same call from an API client works; a same-origin Origin is fine.
+    let origin = format!("http://{}", agg.http);
+    let (st, resp) = post_with(
+        agg.http,
+        path,
+        &[("Content-Type", "application/json"), ("Origin", &origin)],
+        body,
+    );
+    assert_eq!(st, 200, "{resp}");
+    let (_, status) = http_get(agg.http, path).unwrap();
+    assert_eq!(json(&status)["data"]["enabled"], !enabled);
+    // Read-only POSTs (form-encoded queries, as Grafana sends) are not state changes.
+    let (st, resp) = post_with(
+        agg.http,
+        "/api/v1/query",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        b"query=vector(1)",
+    );
+    assert_eq!(st, 200, "{resp}");
+    drop(agg);
+
+    // With a token: a 60 MB upload without it is answered 401 before it is sent.
+    let cfg = dir.path().join("agg.toml");
+    std::fs::write(&cfg, "api_token = \"s3cret\"\n").unwrap();
+    let cfg_s = cfg.to_string_lossy().to_string();
+    let mut agg = start_aggregator(
+        &tls,
+        &dir.path().join("agg2"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &["--config", &cfg_s],
+    )
+    .unwrap();
+    let mut s = TcpStream::connect(agg.http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST /api/v1/write HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-protobuf\r\nContent-Length: 60000000\r\n\r\n",
+        agg.http
+    )
+    .unwrap();
+    s.write_all(&[0u8; 4096]).unwrap();
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).unwrap();
+    assert!(line.contains(" 401 "), "{line:?}");
+    alive(&mut agg);
+}
+
+fn newest_time_sample(agg: &Aggregator, instance: &str) -> i64 {
+    raw_samples(
+        agg.http,
+        &format!("node_time_seconds{{instance=\"{instance}\"}}"),
+        "10m",
+    )
+    .unwrap()
+    .into_iter()
+    .map(|(t, _)| t)
+    .max()
+    .unwrap_or(0)
+}
+
+/// Points 3 and 4: a second agent on one data directory stops without touching the buffer;
+/// bytes flipped in a stopped agent's buffer never make the aggregator drop new batches as
+/// duplicates.
+#[test]
+fn agent_buffer_locking_and_damage() {
+    let (dir, tls) = setup();
+    certs_issue(&tls, "bufhost").unwrap();
+    let agg = start_fresh_aggregator(&tls, dir.path()).unwrap();
+    let data = dir.path().join("agent");
+    let mut agent = start_agent(&tls, "bufhost", agg.quic, &data, "200ms").unwrap();
+    let first = wait_for(Duration::from_secs(15), || {
+        let t = newest_time_sample(&agg, "bufhost");
+        (t > 0).then_some(t)
+    });
+    assert!(first.is_some(), "no data:\n{}", agent.log());
+    // A second agent on the same directory: exit 2, nothing moved aside.
+    let mut second = start_agent(&tls, "bufhost", agg.quic, &data, "200ms").unwrap();
+    let code = wait_for(Duration::from_secs(10), || {
+        second.child.try_wait().unwrap().map(|s| s.code())
+    });
+    assert_eq!(code, Some(Some(2)), "{}", second.log());
+    assert!(
+        second.log().contains("in use by telltale-agent run"),
+        "{}",
+        second.log()
+    );
+    let names: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(!names.iter().any(|n| n.contains("corrupt")), "{names:?}");
+    // Run a while (about 40 batches), stop cleanly, damage the buffer's log, restart.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        agent.terminate(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        agent.log()
+    );
+    let db = data.join("buffer/db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    let n = bytes.len();
+    // Bytes flipped across the later part of the log (as the probe did): sled keeps what
+    // precedes the first damaged record and silently drops the rest.
+    for i in (n / 10..n).step_by(97) {
+        bytes[i] ^= 0x5A;
+    }
+    std::fs::write(&db, bytes).unwrap();
+    let restarted = telltale_common::model::now_ms();
+    let agent = start_agent(&tls, "bufhost", agg.quic, &data, "200ms").unwrap();
+    // Re-used sequences would be dropped as duplicates until they pass the old ones: the
+    // first seconds after the restart would be missing. Every interval must arrive.
+    let after = wait_for(Duration::from_secs(15), || {
+        let s: Vec<i64> = raw_samples(agg.http, "node_time_seconds{instance=\"bufhost\"}", "10m")
+            .unwrap()
+            .into_iter()
+            .map(|(t, _)| t)
+            .filter(|&t| t >= restarted)
+            .collect();
+        (s.len() >= 20).then_some(s)
+    });
+    let after = after.unwrap_or_else(|| {
+        panic!(
+            "samples collected after the restart never arrived:\nagent:\n{}",
+            agent.log()
+        )
+    });
+    assert!(
+        after[0] < restarted + 3000,
+        "the first {} ms after the restart are missing (dropped as duplicates):\n{}",
+        after[0] - restarted,
+        agent.log()
+    );
+    // And the damage was noticed, not passed over.
+    assert!(
+        agent.log().contains("starting a new epoch"),
+        "{}",
+        agent.log()
+    );
+    assert!(agent.log().contains("corrupt=1"), "{}", agent.log());
+}
+
+/// Point 8 (agent): SIGHUP re-reads the configuration instead of killing the agent; a bad
+/// file keeps the running sources.
+#[test]
+fn the_agent_reloads_on_sighup() {
+    let (dir, tls) = setup();
+    certs_issue(&tls, "hup").unwrap();
+    let agg = start_fresh_aggregator(&tls, dir.path()).unwrap();
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(&cfg, "interval = \"500ms\"\n").unwrap();
+    let mut agent = start_agent_with_config(
+        &tls,
+        "hup",
+        agg.quic,
+        &dir.path().join("agent"),
+        "500ms",
+        Some(&cfg),
+    )
+    .unwrap();
+    agent
+        .wait_log("telltale-agent starting", Duration::from_secs(10))
+        .unwrap();
+    let pid = agent.child.id().to_string();
+    let hup = || {
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    hup();
+    agent
+        .wait_log("configuration reloaded", Duration::from_secs(10))
+        .unwrap();
+    std::fs::write(&cfg, "interval = [\n").unwrap();
+    hup();
+    agent
+        .wait_log("reload failed", Duration::from_secs(10))
+        .unwrap();
+    assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
+    // Still collecting and shipping.
+    let t = telltale_common::model::now_ms();
+    let fresh = wait_for(Duration::from_secs(10), || {
+        (newest_time_sample(&agg, "hup") > t).then_some(())
+    });
+    assert!(fresh.is_some(), "{}", agent.log());
+}
