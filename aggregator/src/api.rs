@@ -643,7 +643,7 @@ async fn write(
         .map_err(|e| ApiError::bad_data(format!("malformed remote_write body: {e}")))?;
     let req = AppendRequest {
         origin: None,
-        data: AppendData::Series(series),
+        data: AppendData::RemoteWrite(series),
     };
     match st.storage.append(req).await {
         Ok(AppendOutcome::Invalid { reason }) => Err(ApiError::bad_data(reason)),

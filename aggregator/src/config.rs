@@ -115,6 +115,11 @@ pub struct StorageSection {
     pub max_series_per_agent: Option<u64>,
     /// Active series in total (default 10000000).
     pub max_series: Option<u64>,
+    /// Active series created by remote_write senders, all together (default 200000).
+    pub max_series_remote_write: Option<u64>,
+    /// New series one remote_write request may create (default 20000); the rest of its new
+    /// series are refused and counted, its known series are stored.
+    pub max_new_series_per_remote_write: Option<u64>,
     /// Bytes of decoded chunks kept for repeated reads (default `128MiB`; `0` disables).
     #[serde(default, deserialize_with = "opt_bytes")]
     pub chunk_cache: Option<u64>,
@@ -225,6 +230,12 @@ impl Config {
                 .unwrap_or(d.head_samples_per_series),
             max_series_per_agent: st.max_series_per_agent.unwrap_or(d.max_series_per_agent),
             max_series: st.max_series.unwrap_or(d.max_series),
+            max_series_remote_write: st
+                .max_series_remote_write
+                .unwrap_or(d.max_series_remote_write),
+            max_new_series_per_remote_write: st
+                .max_new_series_per_remote_write
+                .unwrap_or(d.max_new_series_per_remote_write),
             maintenance_interval: st.maintenance_interval.unwrap_or(d.maintenance_interval),
             chunk_cache_bytes: st.chunk_cache.unwrap_or(d.chunk_cache_bytes),
             ..d
@@ -244,6 +255,23 @@ impl Config {
                 "storage.head_max_age",
                 storage.head_max_age,
                 Duration::from_secs(1),
+            ),
+            // Zero would spin a core (maintenance) or fail every query (timeout): no key
+            // here documents 0s as "off" (eager_min_interval does, and is not in this list).
+            (
+                "storage.maintenance_interval",
+                storage.maintenance_interval,
+                Duration::from_millis(10),
+            ),
+            (
+                "query_timeout",
+                file.query_timeout.unwrap_or(Duration::from_secs(120)),
+                Duration::from_millis(1),
+            ),
+            (
+                "lookback_delta",
+                file.lookback_delta.unwrap_or(Duration::from_secs(300)),
+                Duration::from_millis(1),
             ),
         ] {
             if v < min {
@@ -328,6 +356,29 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_durations_that_would_spin_or_fail_everything_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.toml");
+        for (text, key) in [
+            (
+                "[storage]\nmaintenance_interval = \"0s\"\n",
+                "storage.maintenance_interval",
+            ),
+            ("query_timeout = \"0s\"\n", "query_timeout"),
+            ("lookback_delta = \"0s\"\n", "lookback_delta"),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            let e = Config::load(Some(&p), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key) && e.contains("at least"), "{e}");
+        }
+        // 0s where it is documented to mean "off" stays accepted.
+        std::fs::write(&p, "[rules]\neager_min_interval = \"0s\"\n").unwrap();
+        assert!(Config::load(Some(&p), &Overrides::default()).is_ok());
+    }
 
     #[test]
     fn the_example_config_parses() {

@@ -28,6 +28,9 @@ pub enum AppendData {
     Encoded(Vec<u8>),
     /// Series built in the aggregator (for example `up`).
     Series(Vec<SeriesSamples>),
+    /// Series from a remote_write sender: like `Series`, under the caps on series created
+    /// by remote_write (in total and per request).
+    RemoteWrite(Vec<SeriesSamples>),
 }
 
 /// A batch of samples to store.

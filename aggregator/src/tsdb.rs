@@ -88,6 +88,10 @@ pub struct Options {
     pub max_series_per_agent: u64,
     /// Active series in total; new ones beyond are refused.
     pub max_series: u64,
+    /// Active series created by remote_write senders, together; new ones beyond are refused.
+    pub max_series_remote_write: u64,
+    /// New series one remote_write request may create; the rest are refused.
+    pub max_new_series_per_remote_write: u64,
     /// A series is active while it was written in this long.
     pub active_window: Duration,
     /// How often the background maintenance runs (cut, compaction, retention).
@@ -95,6 +99,10 @@ pub struct Options {
     /// Bytes of decoded chunks kept for repeated reads (dashboards refreshing); 0 disables.
     pub chunk_cache_bytes: u64,
 }
+
+/// The owner of series created by remote_write (all senders together); `<` cannot appear
+/// in an agent's name, so no agent shares its cap.
+pub const REMOTE_WRITE_OWNER: &str = "<remote_write>";
 
 impl Default for Options {
     fn default() -> Self {
@@ -106,6 +114,8 @@ impl Default for Options {
             head_samples_per_series: 60,
             max_series_per_agent: 200_000,
             max_series: 10_000_000,
+            max_series_remote_write: 200_000,
+            max_new_series_per_remote_write: 20_000,
             active_window: Duration::from_secs(3600),
             maintenance_interval: Duration::from_secs(10),
             chunk_cache_bytes: 128 << 20,
@@ -124,6 +134,10 @@ pub struct Counters {
     pub series_refused_agent: AtomicU64,
     /// See `series_refused_agent` (the total cap).
     pub series_refused_total: AtomicU64,
+    /// See `series_refused_agent` (the cap on series created by remote_write senders).
+    pub series_refused_remote_write: AtomicU64,
+    /// See `series_refused_agent` (the cap on new series in one remote_write request).
+    pub series_refused_request: AtomicU64,
     /// Chunks that failed their checksum or did not decode when read.
     pub corrupt_chunks: AtomicU64,
     /// WAL bytes written.
@@ -563,8 +577,25 @@ impl Tsdb {
         self.inner.dedup.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Resolves prepared series to ids, creating new ones within the caps.
-    fn resolve(&self, agent: Option<&str>, prepared: Vec<Prepared<'_>>) -> Vec<(u32, Sample)> {
+    /// Resolves prepared series to ids, creating new ones within the caps: the total, the
+    /// owner's (an agent's, or all remote_write senders' together) and, for remote_write, a
+    /// cap on new series per request.
+    fn resolve(
+        &self,
+        agent: Option<&str>,
+        remote_write: bool,
+        prepared: Vec<Prepared<'_>>,
+    ) -> Vec<(u32, Sample)> {
+        let opts = &self.inner.opts;
+        let (owner_name, owner_cap, mut new_left) = if remote_write {
+            (
+                Some(REMOTE_WRITE_OWNER),
+                opts.max_series_remote_write,
+                opts.max_new_series_per_remote_write,
+            )
+        } else {
+            (agent, opts.max_series_per_agent, u64::MAX)
+        };
         let hashes: Vec<u64> = prepared
             .iter()
             .map(|(p, _)| hash_labels(p.iter().copied()))
@@ -577,7 +608,7 @@ impl Tsdb {
                 .map(|((p, _), &hash)| h.lookup(p, hash))
                 .collect();
             // Series loaded from series.log have no owner until their agent writes again.
-            let unowned = agent.is_some()
+            let unowned = owner_name.is_some()
                 && ids
                     .iter()
                     .flatten()
@@ -586,17 +617,16 @@ impl Tsdb {
         };
         if unowned {
             let mut h = self.inner.head.write().unwrap_or_else(|e| e.into_inner());
-            let owner = h.owner_id(agent);
+            let owner = h.owner_id(owner_name);
             for &id in ids.iter().flatten() {
                 h.claim(id, owner);
             }
         }
         if ids.iter().any(Option::is_none) {
             let now_s = (now_ms() / 1000) as u32;
-            let opts = &self.inner.opts;
             let mut h = self.inner.head.write().unwrap_or_else(|e| e.into_inner());
-            let owner = h.owner_id(agent);
-            let (mut refused_agent, mut refused_total) = (0u64, 0u64);
+            let owner = h.owner_id(owner_name);
+            let (mut refused_agent, mut refused_total, mut refused_request) = (0u64, 0u64, 0u64);
             for (i, id) in ids.iter_mut().enumerate() {
                 if id.is_some() {
                     continue;
@@ -605,25 +635,35 @@ impl Tsdb {
                     *id = Some(found);
                 } else if h.active_total >= opts.max_series {
                     refused_total += 1;
-                } else if owner != NO_OWNER && h.active_of(owner) >= opts.max_series_per_agent {
+                } else if owner != NO_OWNER && h.active_of(owner) >= owner_cap {
                     refused_agent += 1;
+                } else if new_left == 0 {
+                    refused_request += 1;
                 } else {
+                    new_left -= 1;
                     let labels = Labels::from_pairs(prepared[i].0.iter().copied());
                     *id = Some(h.create(labels, hashes[i], owner, now_s));
                 }
             }
             drop(h);
             let c = &self.inner.counters;
-            if refused_agent + refused_total > 0 {
-                c.series_refused_agent
-                    .fetch_add(refused_agent, Ordering::Relaxed);
+            if refused_agent + refused_total + refused_request > 0 {
+                let counter = if remote_write {
+                    &c.series_refused_remote_write
+                } else {
+                    &c.series_refused_agent
+                };
+                counter.fetch_add(refused_agent, Ordering::Relaxed);
                 c.series_refused_total
                     .fetch_add(refused_total, Ordering::Relaxed);
+                c.series_refused_request
+                    .fetch_add(refused_request, Ordering::Relaxed);
                 tracing::warn!(
-                    agent = agent.unwrap_or("-"),
-                    refused_agent,
+                    owner = owner_name.unwrap_or("-"),
+                    refused_owner_cap = refused_agent,
                     refused_total,
-                    "new series refused: active-series cap reached (existing series keep flowing)"
+                    refused_request,
+                    "new series refused: a series cap was reached (existing series keep flowing)"
                 );
             }
         }
@@ -663,7 +703,7 @@ impl Tsdb {
         };
         let (wire, series): (Option<&[u8]>, &[SeriesSamples]) = match &req.data {
             AppendData::Encoded(w) => (Some(w), &[]),
-            AppendData::Series(s) => (None, s),
+            AppendData::Series(s) | AppendData::RemoteWrite(s) => (None, s),
         };
         let agent = req.origin.as_ref().map(|o| o.agent.as_str());
         let (prepared, events) = match prepare(agent, wire, series) {
@@ -702,7 +742,11 @@ impl Tsdb {
             names.sort_unstable();
             names.dedup();
         }
-        let points = self.resolve(agent, prepared);
+        let points = self.resolve(
+            agent,
+            matches!(req.data, AppendData::RemoteWrite(_)),
+            prepared,
+        );
         let (done, rx) = oneshot::channel();
         let job = Job::Write {
             framed,
@@ -1291,6 +1335,14 @@ impl Storage for Tsdb {
                 (
                     "{reason=\"total_limit\"}".into(),
                     l(&c.series_refused_total),
+                ),
+                (
+                    "{reason=\"remote_write_limit\"}".into(),
+                    l(&c.series_refused_remote_write),
+                ),
+                (
+                    "{reason=\"remote_write_request_limit\"}".into(),
+                    l(&c.series_refused_request),
                 ),
             ],
         );

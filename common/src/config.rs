@@ -43,8 +43,9 @@ impl ConfigError {
 
 /// Parses TOML text into `T`, naming the key at fault in the error.
 pub fn parse_toml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
-    let de = toml::Deserializer::parse(text)
-        .map_err(|e| ConfigError::invalid(path, "(document)", one_line(e.message())))?;
+    let de = toml::Deserializer::parse(text).map_err(|e| {
+        ConfigError::invalid(path, "(document)", located(text, e.span(), e.message()))
+    })?;
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
         let key = if key == "." || key.is_empty() {
@@ -52,8 +53,25 @@ pub fn parse_toml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, Con
         } else {
             key
         };
-        ConfigError::invalid(path, &key, one_line(e.inner().message()))
+        ConfigError::invalid(
+            path,
+            &key,
+            located(text, e.inner().span(), e.inner().message()),
+        )
     })
+}
+
+/// `message` on one line, prefixed with the line and column where `span` starts.
+fn located(text: &str, span: Option<std::ops::Range<usize>>, message: &str) -> String {
+    match span {
+        Some(r) if r.start <= text.len() => {
+            let before = text.get(..r.start).unwrap_or("");
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+            format!("line {line}, column {column}: {}", one_line(message))
+        }
+        _ => one_line(message),
+    }
 }
 
 /// Reads and parses a TOML file.
@@ -151,7 +169,10 @@ mod tests {
         let e = parse_toml::<Sample>(p, "interval = \"ten\"")
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("x.toml: interval: invalid duration"), "{e}");
+        assert!(
+            e.starts_with("x.toml: interval: line 1, column 12: invalid duration"),
+            "{e}"
+        );
         let e = parse_toml::<Sample>(p, "interval = \"1s\"\n[inner]\nsize = \"12 parsecs\"")
             .unwrap_err()
             .to_string();
@@ -164,7 +185,16 @@ mod tests {
         let e = parse_toml::<Sample>(p, "interval = [")
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("x.toml: (document): "), "{e}");
+        assert!(e.starts_with("x.toml: (document): line 1, column "), "{e}");
+        // The line of a syntax error further down, and of a bad value.
+        let e = parse_toml::<Sample>(p, "# c\ninterval = \"1s\"\n\n[inner\nsize = 1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 4, column "), "{e}");
+        let e = parse_toml::<Sample>(p, "\n\ninterval = \"ten\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("interval: line 3, column 12"), "{e}");
     }
 
     #[test]

@@ -63,7 +63,14 @@ pub fn decode(body: &[u8]) -> Result<Vec<SeriesSamples>, String> {
         .map_err(|e| format!("protobuf: {e}"))?;
     let mut out = Vec::with_capacity(req.timeseries.len());
     for ts in req.timeseries {
-        let labels = Labels::from_pairs(ts.labels.into_iter().map(|l| (l.name, l.value)));
+        check_labels(&ts.labels)?;
+        // Empty values mean "no such label", as in Prometheus.
+        let labels = Labels::from_pairs(
+            ts.labels
+                .into_iter()
+                .filter(|l| !l.value.is_empty())
+                .map(|l| (l.name, l.value)),
+        );
         if labels.metric_name().is_none() {
             return Err("a series without __name__".into());
         }
@@ -77,6 +84,39 @@ pub fn decode(body: &[u8]) -> Result<Vec<SeriesSamples>, String> {
         });
     }
     Ok(out)
+}
+
+/// Whether `s` is a valid Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
+pub fn valid_label_name(s: &str) -> bool {
+    let mut b = s.bytes();
+    b.next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+}
+
+/// Whether `s` is a valid metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+pub fn valid_metric_name(s: &str) -> bool {
+    let mut b = s.bytes();
+    b.next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_' || c == b':')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b':')
+}
+
+/// Refuses what Prometheus' own receiver refuses: invalid label names, an invalid metric
+/// name, a label name given twice.
+fn check_labels(labels: &[Label]) -> Result<(), String> {
+    for (i, l) in labels.iter().enumerate() {
+        if !valid_label_name(&l.name) {
+            return Err(format!("invalid label name {:?}", l.name));
+        }
+        if l.name == "__name__" && !valid_metric_name(&l.value) {
+            return Err(format!("invalid metric name {:?}", l.value));
+        }
+        if labels[..i].iter().any(|o| o.name == l.name) {
+            return Err(format!("duplicate label name {:?}", l.name));
+        }
+    }
+    Ok(())
 }
 
 /// Encodes series as a remote_write body (used by tests and the compliance harness).
@@ -128,5 +168,46 @@ mod tests {
             .compress_vec(b"\xff\xff\xff")
             .unwrap();
         assert!(decode(&not_proto).is_err());
+    }
+
+    fn body(labels: &[(&str, &str)]) -> Vec<u8> {
+        let req = WriteRequest {
+            timeseries: vec![TimeSeries {
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| Label {
+                        name: k.to_string(),
+                        value: v.to_string(),
+                    })
+                    .collect(),
+                samples: vec![ProtoSample {
+                    value: 1.0,
+                    timestamp: 1,
+                }],
+            }],
+        };
+        snap::raw::Encoder::new()
+            .compress_vec(&prost::Message::encode_to_vec(&req))
+            .unwrap()
+    }
+
+    #[test]
+    fn invalid_names_are_refused() {
+        for (labels, why) in [
+            (vec![("__name__", "m"), ("a-b", "x")], "invalid label name"),
+            (vec![("__name__", "m"), ("1a", "x")], "invalid label name"),
+            (vec![("__name__", "m"), ("", "x")], "invalid label name"),
+            (vec![("__name__", "m"), ("é", "x")], "invalid label name"),
+            (vec![("__name__", "m x")], "invalid metric name"),
+            (
+                vec![("__name__", "m"), ("a", "1"), ("a", "2")],
+                "duplicate label name",
+            ),
+        ] {
+            let e = decode(&body(&labels)).unwrap_err();
+            assert!(e.contains(why), "{labels:?}: {e}");
+        }
+        let ok = decode(&body(&[("__name__", "ns:m_1"), ("_a", "x"), ("empty", "")])).unwrap();
+        assert_eq!(ok[0].labels.len(), 2, "an empty value is no label");
     }
 }

@@ -417,6 +417,64 @@ fn series_caps_refuse_new_series_and_existing_ones_keep_flowing() {
     );
 }
 
+/// remote_write senders share one cap on the series they create, and one request may create
+/// only so many: a request of a million new series cannot grow the head without bound.
+#[test]
+fn remote_write_has_caps_on_new_series_per_request_and_in_total() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let o = Options {
+        max_series_remote_write: 50,
+        max_new_series_per_remote_write: 20,
+        ..opts()
+    };
+    let db = Tsdb::open_with(dir.path(), o).unwrap();
+    let t = now_ms();
+    let rw = |from: usize, to: usize, t: i64| AppendRequest {
+        origin: None,
+        data: AppendData::RemoteWrite(
+            (from..to)
+                .map(|i| series(&format!("rw{i}"), "x", vec![Sample(t, 1.0)]))
+                .collect(),
+        ),
+    };
+    let stored = |r: AppendOutcome| match r {
+        AppendOutcome::Stored { samples } => samples,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(stored(rt.block_on(db.append(rw(0, 30, t))).unwrap()), 20);
+    // The 20 known ones flow, 20 of the new ones are created.
+    assert_eq!(
+        stored(rt.block_on(db.append(rw(0, 60, t + 1))).unwrap()),
+        40
+    );
+    // The total cap (50) leaves room for 10 more.
+    assert_eq!(
+        stored(rt.block_on(db.append(rw(0, 100, t + 2))).unwrap()),
+        50
+    );
+    let c = db.counters();
+    assert_eq!(c.series_refused_request.load(Ordering::Relaxed), 10 + 20);
+    assert_eq!(c.series_refused_remote_write.load(Ordering::Relaxed), 50);
+    // Series the aggregator makes itself (rules, up) are not under these caps.
+    assert_eq!(
+        stored(put(
+            &rt,
+            &db,
+            (0..30)
+                .map(|i| series(&format!("own{i}"), "x", vec![Sample(t, 1.0)]))
+                .collect()
+        )),
+        30
+    );
+    let mut text = String::new();
+    db.render_metrics(&mut text);
+    assert!(
+        text.contains("telltale_aggregator_series_refused_total{reason=\"remote_write_limit\"} 50"),
+        "{text}"
+    );
+}
+
 #[test]
 fn damaged_blocks_are_quarantined_or_reported_and_check_finds_them() {
     let rt = rt();
