@@ -4,7 +4,7 @@
 //! acknowledgements back. Up to `max_in_flight` batches are unacknowledged at once. After an
 //! outage the backlog drains oldest-first, but every other send slot goes to the newest batch,
 //! so fresh data keeps flowing while the backlog drains. A batch leaves the buffer only when
-//! its acknowledgement arrives. Reconnects back off exponentially (0.5 s doubling to 10 s) with
+//! its acknowledgement arrives. Reconnects back off exponentially (0.5 s doubling to 5 s) with
 //! full jitter, so a fleet does not reconnect in lockstep after an aggregator restart.
 
 use std::collections::BTreeMap;
@@ -48,10 +48,14 @@ pub struct Target {
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A batch unacknowledged this long means the connection is stuck: reconnect.
-const ACK_TIMEOUT: Duration = Duration::from_secs(60);
+/// Short enough that an aggregator back after a restart is found within seconds.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// QUIC retransmits its first packet with growing gaps: a shorter attempt, made again, finds
+/// an aggregator that has just come back sooner than one long attempt.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A batch unacknowledged this long means the connection is stuck (an aggregator that died
+/// without closing it): reconnect. Acknowledgements normally take milliseconds.
+const ACK_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 enum ShipError {
@@ -178,7 +182,12 @@ impl Shipper {
         let mut dec = FrameDecoder::new(codec::DEFAULT_MAX_FRAME);
         let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_message(&mut recv, &mut dec))
             .await
-            .map_err(|_| ShipError::Connect("no welcome within 10s".into()))?;
+            .map_err(|_| {
+                ShipError::Connect(format!(
+                    "no welcome within {}s",
+                    HANDSHAKE_TIMEOUT.as_secs()
+                ))
+            })?;
         match first {
             Ok(Some(ServerMessage::Welcome(w))) => {
                 tracing::debug!(agent = %w.agent, "welcome");
@@ -299,7 +308,7 @@ impl Shipper {
                 }
                 // Only armed while something is in flight, so an idle agent has no timer.
                 _ = sleep_until_opt(inflight.values().map(|(t, _)| *t).min().map(|t| t + ACK_TIMEOUT)) => {
-                    return Err(ShipError::Lost("no acknowledgement for 60s".into()));
+                    return Err(ShipError::Lost(format!("no acknowledgement for {}s", ACK_TIMEOUT.as_secs())));
                 }
                 r = conn.closed() => return Err(ShipError::Lost(r.to_string())),
                 _ = shutdown.changed() => {

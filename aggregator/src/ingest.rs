@@ -29,6 +29,8 @@ pub mod close_code {
     pub const BAD_FRAME: u32 = 2;
     /// The handshake failed (wrong version, missing hello).
     pub const HANDSHAKE: u32 = 3;
+    /// A newer connection of the same agent (the same certificate) replaced this one.
+    pub const REPLACED: u32 = 4;
 }
 
 /// How long an agent may take to open its stream and say hello.
@@ -61,6 +63,9 @@ pub struct Ingest {
     pub max_frame: u32,
     /// Connections that take remediation commands.
     pub hub: Arc<crate::remediate::hub::Hub>,
+    /// Each agent's current connection: a newer one replaces it (an agent restarted before
+    /// its old connection timed out, or two hosts using one certificate).
+    pub current: std::sync::Mutex<std::collections::HashMap<String, quinn::Connection>>,
 }
 
 /// The `up` series of an agent.
@@ -191,6 +196,22 @@ impl Ingest {
             }),
         )
         .await?;
+        let older = self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), conn.clone());
+        if let Some(old) = older
+            && old.stable_id() != conn.stable_id()
+        {
+            SelfMetrics::inc(&self.metrics.connections_replaced, 1);
+            tracing::warn!(agent = %name, old = %old.remote_address(), new = %addr,
+                "a newer connection of this agent replaces its older one (a restarted agent, or two hosts sharing one certificate)");
+            old.close(
+                close_code::REPLACED.into(),
+                b"replaced by a newer connection of the same agent",
+            );
+        }
         self.registry
             .connected(name, addr, &hello.agent_version, now_ms());
         tracing::info!(agent = %name, %addr, version = %hello.agent_version, epoch = hello.epoch, "agent connected");
@@ -203,6 +224,15 @@ impl Ingest {
         let result = self
             .batches(name, hello.epoch, commands, send, recv, dec)
             .await;
+        {
+            let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+            if cur
+                .get(name)
+                .is_some_and(|c| c.stable_id() == conn.stable_id())
+            {
+                cur.remove(name);
+            }
+        }
         if self.registry.disconnected(name) {
             self.write_up(&[(name.to_string(), false)]).await;
         }

@@ -20,6 +20,8 @@ pub struct SelfMetrics {
     pub frame_errors: AtomicU64,
     /// Handshakes refused.
     pub handshake_errors: AtomicU64,
+    /// Agent connections closed because a newer one of the same agent arrived.
+    pub connections_replaced: AtomicU64,
     /// HTTP API requests.
     pub http_requests: AtomicU64,
 }
@@ -86,6 +88,12 @@ impl SelfMetrics {
             names::AGG_HANDSHAKE_ERRORS,
             "Agent connections refused during the handshake.",
             l(&self.handshake_errors),
+        );
+        counter(
+            &mut out,
+            names::AGG_CONNECTIONS_REPLACED,
+            "Agent connections closed because a newer connection of the same agent arrived.",
+            l(&self.connections_replaced),
         );
         counter(
             &mut out,

@@ -137,6 +137,53 @@ impl ReloadStatus {
     }
 }
 
+/// The QUIC endpoint, with a stateless-reset key derived from the server's private key: it
+/// is the same after a restart, so the first packet an agent sends on its old connection is
+/// answered with a reset the agent recognises, and it reconnects at once instead of waiting
+/// out the idle timeout (a random key per process, quinn's default, would be ignored).
+fn quic_endpoint(
+    server_cfg: quinn::ServerConfig,
+    addr: SocketAddr,
+    key_file: &std::path::Path,
+) -> anyhow::Result<quinn::Endpoint> {
+    use ring::hmac;
+    let key_bytes =
+        std::fs::read(key_file).with_context(|| format!("cannot read {}", key_file.display()))?;
+    let derive = hmac::Key::new(hmac::HMAC_SHA256, b"telltale-aggregator stateless reset v1");
+    let secret = hmac::sign(&derive, &key_bytes);
+    let reset_key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_ref());
+    let mut endpoint_cfg = quinn::EndpointConfig::new(Arc::new(reset_key));
+    // quinn's default generator has a random key per process and drops packets for ids it
+    // did not make without answering them: a restarted aggregator must answer them.
+    endpoint_cfg.cid_generator(|| Box::new(AnyInstanceCids));
+    let socket = std::net::UdpSocket::bind(addr)?;
+    Ok(quinn::Endpoint::new(
+        endpoint_cfg,
+        Some(server_cfg),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )?)
+}
+
+/// Random 8-byte QUIC connection ids that every instance accepts as possibly its own
+/// (`validate` keeps its default), so a packet for a connection of an earlier instance is
+/// answered with a stateless reset instead of being dropped.
+struct AnyInstanceCids;
+
+impl quinn::ConnectionIdGenerator for AnyInstanceCids {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        quinn::ConnectionId::new(&rand::random::<[u8; 8]>())
+    }
+
+    fn cid_len(&self) -> usize {
+        8
+    }
+
+    fn cid_lifetime(&self) -> Option<std::time::Duration> {
+        None
+    }
+}
+
 /// Runs the aggregator until a shutdown signal.
 pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     let tls = TlsPaths {
@@ -148,7 +195,7 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cfg.http_listen)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", cfg.http_listen))?;
-    let endpoint = quinn::Endpoint::server(server_cfg, cfg.quic_listen)
+    let endpoint = quic_endpoint(server_cfg, cfg.quic_listen, &tls.key)
         .with_context(|| format!("cannot listen for QUIC on {}", cfg.quic_listen))?;
 
     let started = std::time::Instant::now();
@@ -210,6 +257,7 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     tracing::info!(rules = rule_count, "rules loaded");
     let metrics = Arc::new(SelfMetrics::default());
     let ingest = Arc::new(Ingest {
+        current: Default::default(),
         storage: storage.clone(),
         registry: registry.clone(),
         metrics: metrics.clone(),

@@ -31,6 +31,8 @@ pub const AGG_SAMPLES: &str = "telltale_aggregator_samples_ingested_total";
 pub const AGG_FRAME_ERRORS: &str = "telltale_aggregator_frame_errors_total";
 /// Connections refused in the handshake.
 pub const AGG_HANDSHAKE_ERRORS: &str = "telltale_aggregator_handshake_errors_total";
+/// Agent connections replaced by a newer connection of the same agent (counter).
+pub const AGG_CONNECTIONS_REPLACED: &str = "telltale_aggregator_connections_replaced_total";
 /// Agents connected now.
 pub const AGG_CONNECTED_AGENTS: &str = "telltale_aggregator_connected_agents";
 /// Series held by the storage engine.

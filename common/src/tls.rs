@@ -299,8 +299,24 @@ pub fn peer_agent_name(conn: &quinn::Connection) -> Result<String, TlsError> {
     let first = certs
         .first()
         .ok_or_else(|| TlsError::PeerIdentity("empty certificate chain".into()))?;
-    let (_, cert) = x509_parser::parse_x509_certificate(first.as_ref())
+    agent_name_of(first.as_ref())
+}
+
+/// The agent name in a client certificate (DER), which must carry the clientAuth extended
+/// key usage: rustls accepts a certificate without any EKU for client authentication, and a
+/// certificate made for something else must not pass for an agent's.
+pub fn agent_name_of(der: &[u8]) -> Result<String, TlsError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| TlsError::PeerIdentity(format!("cannot parse: {e}")))?;
+    match cert.extended_key_usage() {
+        Ok(Some(eku)) if eku.value.client_auth => {}
+        Ok(_) => {
+            return Err(TlsError::PeerIdentity(
+                "the client certificate lacks the clientAuth extended key usage".into(),
+            ));
+        }
+        Err(e) => return Err(TlsError::PeerIdentity(format!("cannot parse: {e}"))),
+    }
     let cn = cert
         .subject()
         .iter_common_name()
@@ -352,6 +368,40 @@ mod tests {
             issue_agent(dir.path(), "../evil"),
             Err(TlsError::BadName(_))
         ));
+    }
+
+    #[test]
+    fn an_agent_certificate_needs_the_client_auth_usage() {
+        let dir = tempfile::tempdir().unwrap();
+        init_ca(dir.path(), &[]).unwrap();
+        let (crt, _) = issue_agent(dir.path(), "web-1").unwrap();
+        let der = |pem: &str| {
+            rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+                .next()
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(
+            agent_name_of(&der(&fs::read_to_string(crt).unwrap())).unwrap(),
+            "web-1"
+        );
+        // Signed by the same CA, without an EKU, and with serverAuth only: refused.
+        let ca_key =
+            KeyPair::from_pem(&fs::read_to_string(dir.path().join("ca.key")).unwrap()).unwrap();
+        let issuer = Issuer::from_ca_cert_pem(
+            &fs::read_to_string(dir.path().join("ca.crt")).unwrap(),
+            ca_key,
+        )
+        .unwrap();
+        for ekus in [vec![], vec![ExtendedKeyUsagePurpose::ServerAuth]] {
+            let key = KeyPair::generate().unwrap();
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.distinguished_name.push(DnType::CommonName, "web-2");
+            p.extended_key_usages = ekus;
+            let cert = p.signed_by(&key, &issuer).unwrap();
+            let e = agent_name_of(cert.der()).unwrap_err().to_string();
+            assert!(e.contains("clientAuth"), "{e}");
+        }
     }
 
     #[test]

@@ -563,3 +563,61 @@ fn the_agent_reloads_on_sighup() {
     });
     assert!(fresh.is_some(), "{}", agent.log());
 }
+
+/// Point 10: an aggregator killed and restarted on its ports is found again within seconds
+/// (its stateless resets are recognised; reconnects back off to 5 s at most), not after the
+/// 30 s idle timeout.
+#[test]
+fn agents_reconnect_promptly_after_an_aggregator_restart() {
+    let (dir, tls) = setup();
+    certs_issue(&tls, "prompt").unwrap();
+    let data = dir.path().join("agg");
+    let mut agg = start_aggregator(&tls, &data, "127.0.0.1:0", "127.0.0.1:0", &[]).unwrap();
+    let (http, quic) = (agg.http.to_string(), agg.quic.to_string());
+    let agent = start_agent(&tls, "prompt", agg.quic, &dir.path().join("agent"), "500ms").unwrap();
+    let connected = |agg: &Aggregator| {
+        metric(agg.http, "telltale_aggregator_connected_agents").unwrap_or(0.0) >= 1.0
+    };
+    assert!(wait_for(Duration::from_secs(15), || connected(&agg).then_some(())).is_some());
+    agg.proc.kill();
+    let agg = start_aggregator(&tls, &data, &http, &quic, &[]).unwrap();
+    let restarted = Instant::now();
+    let back = wait_for(Duration::from_secs(25), || connected(&agg).then_some(()));
+    let took = restarted.elapsed();
+    assert!(
+        back.is_some(),
+        "the agent never came back:\n{}",
+        agg.proc.log()
+    );
+    // Generous against a loaded CI machine; the idle timeout it replaces was 30 s.
+    assert!(
+        took < Duration::from_secs(12),
+        "reconnected after {took:?}:\n{}",
+        agent.log()
+    );
+    eprintln!("reconnected {took:?} after the restart");
+}
+
+/// Point 10: two hosts with one certificate do not interleave silently: the newer connection
+/// replaces the older one, counted and logged.
+#[test]
+fn a_second_connection_with_one_certificate_replaces_the_first_and_is_counted() {
+    let (dir, tls) = setup();
+    certs_issue(&tls, "twin").unwrap();
+    let agg = start_fresh_aggregator(&tls, dir.path()).unwrap();
+    let _a = start_agent(&tls, "twin", agg.quic, &dir.path().join("a"), "500ms").unwrap();
+    assert!(
+        wait_for(Duration::from_secs(15), || {
+            (metric(agg.http, "telltale_aggregator_connected_agents").unwrap_or(0.0) >= 1.0)
+                .then_some(())
+        })
+        .is_some()
+    );
+    let _b = start_agent(&tls, "twin", agg.quic, &dir.path().join("b"), "500ms").unwrap();
+    let replaced = wait_for(Duration::from_secs(15), || {
+        (metric(agg.http, "telltale_aggregator_connections_replaced_total").unwrap_or(0.0) >= 1.0)
+            .then_some(())
+    });
+    assert!(replaced.is_some(), "{}", agg.proc.log());
+    assert!(agg.proc.log().contains("replaces its older one"));
+}
