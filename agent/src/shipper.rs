@@ -113,7 +113,8 @@ impl Shipper {
             }
             match self.connect(&endpoint).await {
                 Ok((conn, send, recv)) => {
-                    backoff = BACKOFF_MIN;
+                    let (acked_before, since) =
+                        (self.stats.batches.load(Ordering::Relaxed), Instant::now());
                     self.stats.connects.fetch_add(1, Ordering::Relaxed);
                     self.stats.connected.store(1, Ordering::Relaxed);
                     tracing::info!(aggregator = %self.target.address, backlog = self.buffer.len(), "connected");
@@ -126,7 +127,16 @@ impl Shipper {
                             break;
                         }
                         Err(e) => {
-                            tracing::warn!(aggregator = %self.target.address, error = %e, "disconnected");
+                            // A session that worked starts the backoff afresh; one that ended
+                            // without storing anything (an aggregator whose disk is full
+                            // closes it at the first batch) keeps backing off, instead of
+                            // reconnecting several times a second.
+                            if self.stats.batches.load(Ordering::Relaxed) > acked_before
+                                || since.elapsed() > Duration::from_secs(30)
+                            {
+                                backoff = BACKOFF_MIN;
+                            }
+                            tracing::warn!(aggregator = %self.target.address, error = %e, retry_in = ?backoff, "disconnected");
                             conn.close(0u32.into(), b"reconnecting");
                         }
                     }

@@ -771,7 +771,14 @@ async fn healthy() -> &'static str {
 }
 
 async fn ready(State(st): St) -> Response {
-    if st.ready.load(Ordering::Relaxed) {
+    if let Some(e) = st.storage.write_error() {
+        // Writes fail (a full disk): load balancers and agents' operators should know.
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("Telltale is not ready: storage cannot write: {e}\n"),
+        )
+            .into_response()
+    } else if st.ready.load(Ordering::Relaxed) {
         "Telltale is Ready.\n".into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "Telltale is not ready.\n").into_response()

@@ -211,6 +211,12 @@ pub trait Storage: Send + Sync + 'static {
         let _ = out;
     }
 
+    /// Why the last durable write failed, while writes keep failing (a full or read-only
+    /// disk); `None` while they succeed. Readiness reports it.
+    fn write_error(&self) -> Option<String> {
+        None
+    }
+
     /// Installs the hook called after every durable append (replacing an earlier one). An
     /// engine that cannot tell leaves rules to their timers.
     fn set_append_hook(&self, hook: AppendHook) {

@@ -215,6 +215,8 @@ struct Inner {
     /// Wall-clock ms of the first write since the last cut (0: none).
     head_since_ms: AtomicU64,
     counters: Counters,
+    /// Why the last log write failed, until one succeeds (readiness reports it).
+    write_error: Mutex<Option<String>>,
     /// Serializes cut rounds.
     cutting: Mutex<()>,
     /// Serializes compaction rounds.
@@ -476,6 +478,7 @@ impl Tsdb {
             persisted_series: AtomicU64::new(persisted),
             head_since_ms: AtomicU64::new(if head_samples > 0 { now_ms() as u64 } else { 0 }),
             counters: Counters::default(),
+            write_error: Mutex::new(None),
             cutting: Mutex::new(()),
             compacting: Mutex::new(()),
             wake: (Mutex::new(false), std::sync::Condvar::new()),
@@ -928,6 +931,12 @@ fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Job>, inner: Arc<Inner>) {
         };
         match res {
             Ok(()) => {
+                if !buf.is_empty() {
+                    let mut w = inner.write_error.lock().unwrap_or_else(|e| e.into_inner());
+                    if w.take().is_some() {
+                        tracing::info!("log writes succeed again");
+                    }
+                }
                 inner
                     .counters
                     .wal_bytes
@@ -1031,6 +1040,7 @@ fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Job>, inner: Arc<Inner>) {
             }
             Err(e) => {
                 tracing::error!(error = %e, "log write failed; the batches are not acknowledged");
+                *inner.write_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
                 let mut d = inner.dedup.lock().unwrap_or_else(|e| e.into_inner());
                 for j in jobs {
                     match j {
@@ -1056,6 +1066,14 @@ fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Job>, inner: Arc<Inner>) {
 impl Storage for Tsdb {
     fn append(&self, req: AppendRequest) -> BoxFuture<'_, Result<AppendOutcome, StorageError>> {
         Box::pin(self.append_inner(req))
+    }
+
+    fn write_error(&self) -> Option<String> {
+        self.inner
+            .write_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn set_append_hook(&self, hook: AppendHook) {

@@ -621,3 +621,78 @@ fn a_second_connection_with_one_certificate_replaces_the_first_and_is_counted() 
     assert!(replaced.is_some(), "{}", agg.proc.log());
     assert!(agg.proc.log().contains("replaces its older one"));
 }
+
+/// A small tmpfs of our own, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Point 10: with the aggregator's disk full, `/-/ready` says so and agents back off instead
+/// of reconnecting several times a second; once space is back, writes resume by themselves.
+#[test]
+fn a_full_disk_makes_the_aggregator_unready_and_agents_back_off() {
+    let (dir, tls) = setup();
+    let data = dir.path().join("small");
+    let Some(_fs) = Tmpfs::mount(&data, "24m") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must be able to mount a tmpfs (it runs as root)"
+        );
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    certs_issue(&tls, "full").unwrap();
+    let agg = start_aggregator(&tls, &data.join("agg"), "127.0.0.1:0", "127.0.0.1:0", &[]).unwrap();
+    let _agent = start_agent(&tls, "full", agg.quic, &dir.path().join("agent"), "200ms").unwrap();
+    assert!(
+        wait_for(Duration::from_secs(15), || {
+            (newest_time_sample(&agg, "full") > 0).then_some(())
+        })
+        .is_some()
+    );
+    // Fill the disk.
+    let filler = data.join("filler");
+    {
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 1 << 16];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let unready = wait_for(Duration::from_secs(20), || {
+        let (st, body) = http_get(agg.http, "/-/ready").unwrap();
+        (st == 503 && body.contains("cannot write")).then_some(())
+    });
+    assert!(unready.is_some(), "{}", agg.proc.log());
+    let connects = |log: &str| log.matches("agent connected").count();
+    let before = connects(&agg.proc.log());
+    std::thread::sleep(Duration::from_secs(6));
+    let during = connects(&agg.proc.log()) - before;
+    assert!(
+        during <= 6,
+        "{during} reconnections in 6 s while the disk is full"
+    );
+    // Space again: the next write succeeds and readiness comes back.
+    std::fs::remove_file(&filler).unwrap();
+    let t = telltale_common::model::now_ms();
+    let back = wait_for(Duration::from_secs(20), || {
+        (http_get(agg.http, "/-/ready").unwrap().0 == 200 && newest_time_sample(&agg, "full") > t)
+            .then_some(())
+    });
+    assert!(back.is_some(), "{}", agg.proc.log());
+}
