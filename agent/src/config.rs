@@ -361,10 +361,20 @@ listen = "127.0.0.1:9125"
 percentiles = [0.5]
 [textfile]
 directory = "/tmp/tf"
+body_size_limit = "1MiB"
+sample_limit = 500
+label_limit = 10
+label_name_length_limit = 100
+label_value_length_limit = 1000
 [[scrape]]
 job = "node"
 targets = ["127.0.0.1:9100", "[::1]:9100"]
 interval = "15s"
+body_size_limit = "2MiB"
+sample_limit = 0
+label_limit = 20
+label_name_length_limit = 64
+label_value_length_limit = 512
 [[scrape.relabel]]
 source_labels = ["__name__"]
 regex = "go_.*"
@@ -424,7 +434,14 @@ command = ["/bin/true"]
         assert_eq!(s.scrape[0].timeout, Duration::from_secs(10));
         assert_eq!(s.checks.len(), 4);
         assert_eq!(s.statsd.as_ref().unwrap().0.listen.port(), 9125);
-        assert!(s.textfile.is_some());
+        let (_, _, tf) = s.textfile.as_ref().expect("textfile");
+        assert_eq!(tf.max_bytes, 1 << 20);
+        assert_eq!(tf.parse.sample_limit, 500);
+        assert_eq!(tf.parse.label_value_length_limit, 1000);
+        assert_eq!(s.scrape[0].body_limit, 2 << 20);
+        assert_eq!(s.scrape[0].limits.sample_limit, 0, "0: no limit");
+        assert_eq!(s.scrape[0].limits.label_limit, 20);
+        assert_eq!(s.scrape[0].limits.label_name_length_limit, 64);
         assert_eq!(c.pipeline.sampling.len(), 3);
         assert_eq!(c.pipeline.max_series, 1000);
         assert_eq!(c.pipeline.adaptive.as_ref().unwrap().window_ms, 30_000);

@@ -55,8 +55,84 @@ impl Dialect {
     }
 }
 
+/// Limits enforced while an exposition is parsed (Prometheus' scrape-config names): the
+/// parse fails as soon as one is passed, so a hostile input never costs more than the limits.
+/// Zero means no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most samples.
+    pub sample_limit: usize,
+    /// Most labels on one sample (the metric name not counted).
+    pub label_limit: usize,
+    /// Longest label name (bytes).
+    pub label_name_length_limit: usize,
+    /// Longest label value (bytes).
+    pub label_value_length_limit: usize,
+}
+
+impl Limits {
+    /// No limits.
+    pub const NONE: Limits = Limits {
+        sample_limit: 0,
+        label_limit: 0,
+        label_name_length_limit: 0,
+        label_value_length_limit: 0,
+    };
+
+    /// The defaults for scrape jobs and textfiles: far above what exporters produce (node_exporter
+    /// writes about 1,500 samples), low enough to keep an agent within tens of MiB.
+    pub const DEFAULT: Limits = Limits {
+        sample_limit: 20_000,
+        label_limit: 64,
+        label_name_length_limit: 256,
+        label_value_length_limit: 4096,
+    };
+
+    fn check(&self, l: &Line, samples: usize) -> Result<(), String> {
+        let over = |limit: usize, n: usize| limit > 0 && n > limit;
+        if over(self.sample_limit, samples) {
+            return Err(format!(
+                "sample_limit exceeded: more than {} samples",
+                self.sample_limit
+            ));
+        }
+        if over(self.label_limit, l.labels.len()) {
+            return Err(format!(
+                "label_limit exceeded: {} has {} labels, the limit is {}",
+                l.name,
+                l.labels.len(),
+                self.label_limit
+            ));
+        }
+        for (k, v) in &l.labels {
+            if over(self.label_name_length_limit, k.len()) {
+                return Err(format!(
+                    "label_name_length_limit exceeded: a label name of {} bytes on {}, the limit is {}",
+                    k.len(),
+                    l.name,
+                    self.label_name_length_limit
+                ));
+            }
+            if over(self.label_value_length_limit, v.len()) {
+                return Err(format!(
+                    "label_value_length_limit exceeded: label {k} of {} has a value of {} bytes, the limit is {}",
+                    l.name,
+                    v.len(),
+                    self.label_value_length_limit
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Parses a whole exposition. Returns the samples and the `# TYPE` of each family.
 pub fn parse(text: &str, dialect: Dialect) -> Result<Parsed, ParseError> {
+    parse_limited(text, dialect, &Limits::NONE)
+}
+
+/// [`parse`] within `limits`, checked line by line as it goes.
+pub fn parse_limited(text: &str, dialect: Dialect, limits: &Limits) -> Result<Parsed, ParseError> {
     let mut out = Vec::new();
     let mut types = Vec::new();
     for (i, raw) in text.lines().enumerate() {
@@ -82,7 +158,9 @@ pub fn parse(text: &str, dialect: Dialect) -> Result<Parsed, ParseError> {
             }
             continue;
         }
-        out.push(parse_line(line, dialect).map_err(err)?);
+        let parsed = parse_line(line, dialect).map_err(err)?;
+        limits.check(&parsed, out.len() + 1).map_err(err)?;
+        out.push(parsed);
     }
     Ok((out, types))
 }

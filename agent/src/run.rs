@@ -173,6 +173,7 @@ async fn textfile_loop(
     dir: std::path::PathBuf,
     interval: Duration,
     relabel: Arc<[Rule]>,
+    limits: crate::textfile::Limits,
     tx: mpsc::Sender<SourceBatch>,
 ) {
     let source: Arc<str> = Arc::from("textfile");
@@ -184,7 +185,7 @@ async fn textfile_loop(
         let d = dir.clone();
         let t = now_ms();
         let Ok((series, errors)) =
-            tokio::task::spawn_blocking(move || crate::textfile::collect(&d, t)).await
+            tokio::task::spawn_blocking(move || crate::textfile::collect(&d, t, &limits)).await
         else {
             return;
         };
@@ -448,11 +449,12 @@ impl Sources {
         for c in &cfg.sources.checks {
             tasks.spawn(crate::checks::run(c.clone(), tx.clone()));
         }
-        if let Some((dir, rules)) = &cfg.sources.textfile {
+        if let Some((dir, rules, limits)) = &cfg.sources.textfile {
             tasks.spawn(textfile_loop(
                 dir.clone(),
                 cfg.interval,
                 rules.clone(),
+                *limits,
                 tx.clone(),
             ));
         }

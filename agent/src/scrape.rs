@@ -37,6 +37,8 @@ pub struct ScrapeJob {
     pub honor_timestamps: bool,
     /// Largest body read.
     pub body_limit: usize,
+    /// Limits checked while the body is parsed.
+    pub limits: expfmt::Limits,
     /// TLS for https targets.
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Rules applied to scraped series.
@@ -87,8 +89,12 @@ pub async fn scrape_once(job: &ScrapeJob, target: &str, uri: &hyper::Uri) -> Scr
         Ok(Ok(r)) if r.status != 200 => Err(format!("server returned HTTP status {}", r.status)),
         Ok(Ok(r)) => {
             let text = String::from_utf8_lossy(&r.body);
-            expfmt::parse(&text, Dialect::from_content_type(&r.content_type))
-                .map_err(|e| format!("invalid exposition: {e}"))
+            expfmt::parse_limited(
+                &text,
+                Dialect::from_content_type(&r.content_type),
+                &job.limits,
+            )
+            .map_err(|e| format!("invalid exposition: {e}"))
         }
     };
     let tl = target_labels(job, target);
@@ -240,8 +246,54 @@ mod tests {
             honor_labels: honor,
             honor_timestamps: true,
             body_limit: 1 << 20,
+            limits: expfmt::Limits::DEFAULT,
             tls: None,
             relabel: Arc::from(Vec::new()),
+        }
+    }
+
+    /// A target answering more than the job's limits fails that scrape (up = 0, a message
+    /// naming the limit) instead of costing the agent its memory.
+    #[tokio::test]
+    async fn limits_fail_the_scrape_while_reading() {
+        let many: String = (0..150).map(|i| format!("m{{i=\"{i}\"}} 1\n")).collect();
+        let wide = format!(
+            "m{{{}}} 1\n",
+            (0..10)
+                .map(|i| format!("l{i}=\"x\""))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let long_value = format!("m{{a=\"{}\"}} 1\n", "v".repeat(300));
+        let long_name = format!("m{{{}=\"x\"}} 1\n", "n".repeat(300));
+        let big = "x 1\n".repeat(1000);
+        let limits = expfmt::Limits {
+            sample_limit: 100,
+            label_limit: 5,
+            label_name_length_limit: 100,
+            label_value_length_limit: 100,
+        };
+        for (body, want) in [
+            (many, "sample_limit exceeded"),
+            (wide, "label_limit exceeded"),
+            (long_value, "label_value_length_limit exceeded"),
+            (long_name, "label_name_length_limit exceeded"),
+            (big, "body larger than 2000 bytes"),
+        ] {
+            let addr = serve(Box::leak(body.into_boxed_str()), 200).await;
+            let target = addr.to_string();
+            let uri: hyper::Uri = format!("http://{target}/metrics").parse().unwrap();
+            let mut j = job(false);
+            j.limits = limits;
+            j.body_limit = 2000;
+            let s = scrape_once(&j, &target, &uri).await;
+            assert!(
+                s.error.as_deref().unwrap_or("").contains(want),
+                "{:?}",
+                s.error
+            );
+            assert!(s.series.is_empty());
+            assert_eq!(s.meta[0].samples[0].1, 0.0, "up is 0");
         }
     }
 

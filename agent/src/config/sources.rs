@@ -60,9 +60,17 @@ pub struct ScrapeSection {
     pub honor_labels: Option<bool>,
     /// Default true.
     pub honor_timestamps: Option<bool>,
-    /// Largest body read (default 64MiB).
+    /// Largest body read (default 10MiB; 0: no limit); a larger one fails the scrape.
     #[serde(default, deserialize_with = "super::opt_bytes")]
     pub body_size_limit: Option<u64>,
+    /// Most samples one scrape may return (default 20000; 0: no limit); more fail the scrape.
+    pub sample_limit: Option<usize>,
+    /// Most labels on one sample (default 64; 0: no limit).
+    pub label_limit: Option<usize>,
+    /// Longest label name in bytes (default 256; 0: no limit).
+    pub label_name_length_limit: Option<usize>,
+    /// Longest label value in bytes (default 4096; 0: no limit).
+    pub label_value_length_limit: Option<usize>,
     /// CA for https targets (default: the system's bundle).
     pub ca_file: Option<PathBuf>,
     /// Relabel rules for the scraped series.
@@ -99,6 +107,17 @@ pub struct StatsdSection {
 pub struct TextfileSection {
     /// The directory of `*.prom` files (no default: the collector is off without it).
     pub directory: Option<PathBuf>,
+    /// Largest file read (default 10MiB; 0: no limit); a larger file is skipped.
+    #[serde(default, deserialize_with = "super::opt_bytes")]
+    pub body_size_limit: Option<u64>,
+    /// Most samples in one file (default 20000; 0: no limit).
+    pub sample_limit: Option<usize>,
+    /// Most labels on one sample (default 64; 0: no limit).
+    pub label_limit: Option<usize>,
+    /// Longest label name in bytes (default 256; 0: no limit).
+    pub label_name_length_limit: Option<usize>,
+    /// Longest label value in bytes (default 4096; 0: no limit).
+    pub label_value_length_limit: Option<usize>,
     /// Relabel rules.
     #[serde(default)]
     pub relabel: Vec<RuleConfig>,
@@ -192,10 +211,23 @@ pub struct Sources {
     pub scrape: Vec<Arc<ScrapeJob>>,
     /// The StatsD listener and its rules.
     pub statsd: Option<(StatsdConfig, Arc<[Rule]>)>,
-    /// The textfile directory and its rules.
-    pub textfile: Option<(PathBuf, Arc<[Rule]>)>,
+    /// The textfile directory, its rules and its limits.
+    pub textfile: Option<(PathBuf, Arc<[Rule]>, crate::textfile::Limits)>,
     /// Health checks.
     pub checks: Vec<Arc<Check>>,
+}
+
+/// The parse limits of a scrape job or the textfile collector: `[sample_limit, label_limit,
+/// label_name_length_limit, label_value_length_limit]`, each defaulting to
+/// [`crate::expfmt::Limits::DEFAULT`]'s.
+fn parse_limits(keys: [Option<usize>; 4]) -> crate::expfmt::Limits {
+    let d = crate::expfmt::Limits::DEFAULT;
+    crate::expfmt::Limits {
+        sample_limit: keys[0].unwrap_or(d.sample_limit),
+        label_limit: keys[1].unwrap_or(d.label_limit),
+        label_name_length_limit: keys[2].unwrap_or(d.label_name_length_limit),
+        label_value_length_limit: keys[3].unwrap_or(d.label_value_length_limit),
+    }
 }
 
 fn rules(src: &Path, key: &str, r: &[RuleConfig]) -> Result<Arc<[Rule]>, ConfigError> {
@@ -398,7 +430,16 @@ pub fn sources(
             timeout,
             honor_labels: s.honor_labels.unwrap_or(false),
             honor_timestamps: s.honor_timestamps.unwrap_or(true),
-            body_limit: s.body_size_limit.unwrap_or(64 << 20) as usize,
+            body_limit: match s.body_size_limit.unwrap_or(10 << 20) {
+                0 => usize::MAX,
+                n => usize::try_from(n).unwrap_or(usize::MAX),
+            },
+            limits: parse_limits([
+                s.sample_limit,
+                s.label_limit,
+                s.label_name_length_limit,
+                s.label_value_length_limit,
+            ]),
             tls: if scheme == "https" {
                 Some(tls(src, &format!("{key}.ca_file"), s.ca_file.as_deref())?)
             } else {
@@ -439,7 +480,17 @@ pub fn sources(
     if let Some(t) = textfile
         && let Some(d) = t.directory
     {
-        out.textfile = Some((d, rules(src, "textfile", &t.relabel)?));
+        let d_limits = crate::textfile::Limits::default();
+        let limits = crate::textfile::Limits {
+            max_bytes: t.body_size_limit.unwrap_or(d_limits.max_bytes),
+            parse: parse_limits([
+                t.sample_limit,
+                t.label_limit,
+                t.label_name_length_limit,
+                t.label_value_length_limit,
+            ]),
+        };
+        out.textfile = Some((d, rules(src, "textfile", &t.relabel)?, limits));
     }
     let mut names = std::collections::HashSet::new();
     for (i, c) in checks.into_iter().enumerate() {
