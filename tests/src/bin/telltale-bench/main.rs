@@ -8,8 +8,8 @@
 //!   aggregator stores and acknowledges from simulated agents over QUIC on loopback.
 //! - `telltale-bench dashboard [--hosts 1000] [--hours 6]`: see [`dashboard`].
 //! - `telltale-bench tsdb [--hosts 50] [--hours 24]`: see [`tsdb`].
-//! - `telltale-bench statsd [--step 5s]` and `telltale-bench sources [--duration 2m]`: see
-//!   [`sources`].
+//! - `telltale-bench statsd [--step 5s]`, `telltale-bench sources [--duration 2m]` and
+//!   `telltale-bench hostile [--duration 30s]`: see [`sources`].
 
 mod alerting;
 mod dashboard;
@@ -415,11 +415,12 @@ fn main() -> anyhow::Result<()> {
         Some("dashboard") => dashboard::bench_dashboard(&args),
         Some("statsd") => sources::bench_statsd(&args),
         Some("sources") => sources::bench_sources(&args),
+        Some("hostile") => sources::bench_hostile(&args),
         Some("tsdb") => tsdb::bench_tsdb(&args),
         Some("alerting") => alerting::bench_alerting(&args),
         Some("remediation") => remediation::bench_remediation(&args),
         _ => bail!(
-            "usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N] | promql [--rounds N] | dashboard [--hosts N] [--hours N] | statsd [--step 5s] | sources [--duration 2m] [--interval 10s] | tsdb [--hosts 50] [--hours 24] [--senders 4] | alerting [--trials 40] | remediation [--trials 10]"
+            "usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N] | promql [--rounds N] | dashboard [--hosts N] [--hours N] | statsd [--step 5s] | sources [--duration 2m] [--interval 10s] | hostile [--duration 30s] [--interval 5s] | tsdb [--hosts 50] [--hours 24] [--senders 4] | alerting [--trials 40] | remediation [--trials 10]"
         ),
     }
 }

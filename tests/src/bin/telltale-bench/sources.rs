@@ -7,6 +7,7 @@
 //! - `sources`: agent CPU and peak RSS with 50 scrape targets (each serving a real
 //!   node_exporter exposition captured at start) and 20 health checks, next to an agent with
 //!   host metrics only, both running at once.
+//! - `hostile`: the agent's peak RSS under each hostile source, with its limits and without.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, UdpSocket};
@@ -259,6 +260,95 @@ pub fn bench_sources(args: &[String]) -> anyhow::Result<()> {
             100.0 * (s1.0 - s0.0) / duration.as_secs_f64(),
             mib(s1.1),
         );
+    }
+    stop.store(true, Ordering::Relaxed);
+    Ok(())
+}
+
+/// `hostile`: the agent's peak RSS (VmHWM) with one hostile source each — a scrape target
+/// answering 2 M series, one answering a sample with 100 k labels, one answering a 50 MB
+/// label value, and a textfile of 300 k series — next to an agent with host metrics only,
+/// and to the same sources with every limit off (`0`), as agents had before the limits.
+pub fn bench_hostile(args: &[String]) -> anyhow::Result<()> {
+    let duration = humantime::parse_duration(&arg(args, "--duration", "30s".to_string()))?;
+    let interval = arg(args, "--interval", "5s".to_string());
+    let dir = tempfile::tempdir()?;
+    let tls = dir.path().join("tls");
+    certs_init(&tls)?;
+    let agg = start_fresh_aggregator(&tls, dir.path())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let many: String = (0..2_000_000)
+        .map(|i| format!("hostile_metric{{id=\"{i}\"}} {i}\n"))
+        .collect();
+    let wide = format!(
+        "wide{{{}}} 1\n",
+        (0..100_000)
+            .map(|i| format!("l{i}=\"v\""))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let long = format!("long{{a=\"{}\"}} 1\n", "v".repeat(50 << 20));
+    let textdir = dir.path().join("textfile");
+    std::fs::create_dir_all(&textdir)?;
+    let text: String = (0..300_000)
+        .map(|i| format!("text_metric{{id=\"{i}\"}} {i}\n"))
+        .collect();
+    std::fs::write(textdir.join("big.prom"), text)?;
+    let mut sources: Vec<(&str, String)> = Vec::new();
+    for (name, body) in [("2M-series", many), ("100k-labels", wide), ("50MB-value", long)] {
+        let p = exporter(Arc::new(body), stop.clone())?;
+        sources.push((
+            name,
+            format!("[[scrape]]\njob = \"h\"\ntargets = [\"127.0.0.1:{p}\"]\ntimeout = \"4s\"\n"),
+        ));
+    }
+    sources.push((
+        "300k-textfile",
+        format!("[textfile]\ndirectory = \"{}\"\n", textdir.display()),
+    ));
+    let off = "body_size_limit = 0\nsample_limit = 0\nlabel_limit = 0\nlabel_name_length_limit = 0\nlabel_value_length_limit = 0\n";
+    let mut agents = Vec::new();
+    let mut add = |name: String, cfg: String| -> anyhow::Result<()> {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, format!("[statsd]\nenabled = false\n{cfg}"))?;
+        certs_issue(&tls, &name)?;
+        let a = start_agent_with_config(
+            &tls,
+            &name,
+            agg.quic,
+            &dir.path().join(&name),
+            &interval,
+            Some(&path),
+        )?;
+        agents.push((name, a));
+        Ok(())
+    };
+    add("host-only".into(), String::new())?;
+    for (name, cfg) in &sources {
+        add(name.to_string(), cfg.clone())?;
+        add(format!("{name}-nolimits"), format!("{cfg}{off}"))?;
+    }
+    eprintln!("running for {}...", humantime::format_duration(duration));
+    std::thread::sleep(duration);
+    println!(
+        "\nAgent peak RSS with one hostile source each, {interval} interval, over {}:\n",
+        humantime::format_duration(duration)
+    );
+    println!("| source | limits | peak RSS MiB | the agent says |");
+    println!("|---|---|---|---|");
+    for (name, a) in &agents {
+        let (_, hwm, _) = proc_usage(a.child.id()).unwrap_or((0.0, 0, 0));
+        let log = a.log();
+        let said = ["sample_limit", "label_limit", "label_value_length_limit", "body larger", "body_size_limit"]
+            .iter()
+            .find(|k| log.contains(*k))
+            .map(|k| format!("refused: {k}"))
+            .unwrap_or_else(|| "-".into());
+        let (source, limits) = match name.strip_suffix("-nolimits") {
+            Some(s) => (s.to_string(), "off"),
+            None => (name.clone(), "default"),
+        };
+        println!("| {source} | {limits} | {:.1} | {said} |", mib(hwm));
     }
     stop.store(true, Ordering::Relaxed);
     Ok(())
