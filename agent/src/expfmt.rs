@@ -158,7 +158,7 @@ pub fn parse_limited(text: &str, dialect: Dialect, limits: &Limits) -> Result<Pa
             }
             continue;
         }
-        let parsed = parse_line(line, dialect).map_err(err)?;
+        let parsed = parse_line(line, dialect, limits).map_err(err)?;
         limits.check(&parsed, out.len() + 1).map_err(err)?;
         out.push(parsed);
     }
@@ -188,7 +188,7 @@ pub fn parse_value(s: &str) -> Option<f64> {
     }
 }
 
-fn parse_line(line: &str, dialect: Dialect) -> Result<Line, String> {
+fn parse_line(line: &str, dialect: Dialect, limits: &Limits) -> Result<Line, String> {
     let name_end = line
         .find(|c: char| c == '{' || c.is_ascii_whitespace())
         .ok_or_else(|| format!("{line:?} has no value"))?;
@@ -199,7 +199,7 @@ fn parse_line(line: &str, dialect: Dialect) -> Result<Line, String> {
     let mut rest = &line[name_end..];
     let mut labels = Vec::new();
     if let Some(after) = rest.strip_prefix('{') {
-        let (l, r) = parse_labels(after)?;
+        let (l, r) = parse_labels(after, limits)?;
         labels = l;
         rest = r;
     }
@@ -234,12 +234,22 @@ fn parse_line(line: &str, dialect: Dialect) -> Result<Line, String> {
 }
 
 /// Parses `name="value",...}` and returns the labels and what follows the `}`.
-fn parse_labels(mut s: &str) -> Result<(Pairs, &str), String> {
+/// The label limits are checked as each label is read, so a line of a million labels costs
+/// no more than the limit.
+fn parse_labels<'a>(mut s: &'a str, limits: &Limits) -> Result<(Pairs, &'a str), String> {
     let mut labels: Vec<(String, String)> = Vec::new();
+    // Names seen, for lines too long to check for duplicates by scanning.
+    let mut seen: Option<std::collections::HashSet<String>> = None;
     loop {
         s = s.trim_start();
         if let Some(r) = s.strip_prefix('}') {
             return Ok((labels, r));
+        }
+        if limits.label_limit > 0 && labels.len() >= limits.label_limit {
+            return Err(format!(
+                "label_limit exceeded: more than {} labels",
+                limits.label_limit
+            ));
         }
         let eq = s.find('=').ok_or("label without '='")?;
         let lname = s[..eq].trim();
@@ -269,7 +279,32 @@ fn parse_labels(mut s: &str) -> Result<(Pairs, &str), String> {
                 Some((_, c)) => value.push(c),
             }
         };
-        if labels.iter().any(|(n, _)| n == lname) {
+        if limits.label_name_length_limit > 0 && lname.len() > limits.label_name_length_limit {
+            return Err(format!(
+                "label_name_length_limit exceeded: a label name of {} bytes, the limit is {}",
+                lname.len(),
+                limits.label_name_length_limit
+            ));
+        }
+        if limits.label_value_length_limit > 0 && value.len() > limits.label_value_length_limit {
+            return Err(format!(
+                "label_value_length_limit exceeded: label {lname} has a value of {} bytes, the limit is {}",
+                value.len(),
+                limits.label_value_length_limit
+            ));
+        }
+        let twice = match &mut seen {
+            Some(set) => !set.insert(lname.to_string()),
+            None if labels.len() >= 32 => {
+                let mut set: std::collections::HashSet<String> =
+                    labels.iter().map(|(n, _)| n.clone()).collect();
+                let twice = !set.insert(lname.to_string());
+                seen = Some(set);
+                twice
+            }
+            None => labels.iter().any(|(n, _)| n == lname),
+        };
+        if twice {
             return Err(format!("label {lname} appears twice"));
         }
         labels.push((lname.to_string(), value));
@@ -315,6 +350,37 @@ mod tests {
         let (lines, _) = parse(text, Dialect::OpenMetrics).unwrap();
         assert_eq!(lines.len(), 1);
         assert_eq!(lines[0].t_ms, Some(1_700_000_000_500));
+    }
+
+    /// A line of 100,000 labels: refused at the label limit, and without limits parsed in
+    /// linear time (the duplicate check was quadratic: minutes of CPU on the agent's thread).
+    #[test]
+    fn a_very_wide_line_costs_no_more_than_its_limits() {
+        let wide = format!(
+            "wide{{{}}} 1\n",
+            (0..100_000)
+                .map(|i| format!("l{i}=\"v\""))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let e = parse_limited(&wide, Dialect::Text, &Limits::DEFAULT)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("label_limit exceeded: more than 64 labels"),
+            "{e}"
+        );
+        let started = std::time::Instant::now();
+        let (lines, _) = parse(&wide, Dialect::Text).unwrap();
+        assert_eq!(lines[0].labels.len(), 100_000);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        let dup = format!("{},l7=\"x\"}} 1\n", &wide[..wide.len() - 4]);
+        assert!(
+            parse(&dup, Dialect::Text)
+                .unwrap_err()
+                .to_string()
+                .contains("appears twice")
+        );
     }
 
     #[test]

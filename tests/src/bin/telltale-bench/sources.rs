@@ -295,7 +295,11 @@ pub fn bench_hostile(args: &[String]) -> anyhow::Result<()> {
         .collect();
     std::fs::write(textdir.join("big.prom"), text)?;
     let mut sources: Vec<(&str, String)> = Vec::new();
-    for (name, body) in [("2M-series", many), ("100k-labels", wide), ("50MB-value", long)] {
+    for (name, body) in [
+        ("2M-series", many),
+        ("100k-labels", wide),
+        ("50MB-value", long),
+    ] {
         let p = exporter(Arc::new(body), stop.clone())?;
         sources.push((
             name,
@@ -339,11 +343,17 @@ pub fn bench_hostile(args: &[String]) -> anyhow::Result<()> {
     for (name, a) in &agents {
         let (_, hwm, _) = proc_usage(a.child.id()).unwrap_or((0.0, 0, 0));
         let log = a.log();
-        let said = ["sample_limit", "label_limit", "label_value_length_limit", "body larger", "body_size_limit"]
-            .iter()
-            .find(|k| log.contains(*k))
-            .map(|k| format!("refused: {k}"))
-            .unwrap_or_else(|| "-".into());
+        let said = [
+            "sample_limit",
+            "label_limit",
+            "label_value_length_limit",
+            "body larger",
+            "body_size_limit",
+        ]
+        .iter()
+        .find(|k| log.contains(*k))
+        .map(|k| format!("refused: {k}"))
+        .unwrap_or_else(|| "-".into());
         let (source, limits) = match name.strip_suffix("-nolimits") {
             Some(s) => (s.to_string(), "off"),
             None => (name.clone(), "default"),
