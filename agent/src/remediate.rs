@@ -327,6 +327,13 @@ fn keep_tail(mut b: Vec<u8>) -> String {
 }
 
 impl Executor {
+    /// The names of the allowlist's actions, sorted.
+    pub fn action_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.actions.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
     /// Opens the state in `dir`; `audit` takes the audit events into the agent's batches.
     pub fn open(
         actions: Vec<Action>,

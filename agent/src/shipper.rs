@@ -184,6 +184,11 @@ impl Shipper {
                 Some(_) => vec![telltale_common::wire::CAP_REMEDIATION.to_string()],
                 None => Vec::new(),
             },
+            actions: self
+                .executor
+                .as_ref()
+                .map(|e| e.action_names())
+                .unwrap_or_default(),
         }))
         .map_err(|e| ShipError::Protocol(e.to_string()))?;
         send.write_all(&hello)

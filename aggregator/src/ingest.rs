@@ -222,7 +222,14 @@ impl Ingest {
             .iter()
             .any(|c| c == telltale_common::wire::CAP_REMEDIATION);
         let result = self
-            .batches(name, hello.epoch, commands, send, recv, dec)
+            .batches(
+                name,
+                hello.epoch,
+                commands.then_some(hello.actions),
+                send,
+                recv,
+                dec,
+            )
             .await;
         {
             let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
@@ -243,7 +250,7 @@ impl Ingest {
         &self,
         name: &str,
         epoch: u64,
-        commands: bool,
+        commands: Option<Vec<String>>,
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
         mut dec: FrameDecoder,
@@ -256,7 +263,7 @@ impl Ingest {
             Ok::<_, SessionError>(())
         });
         // Commands go out through the same writer as acknowledgements.
-        let conn_id = commands.then(|| self.hub.register(name, ack_tx.clone()));
+        let conn_id = commands.map(|actions| self.hub.register(name, ack_tx.clone(), actions));
         let permits = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONNECTION));
         let (fail_tx, mut fail_rx) = mpsc::channel::<SessionError>(1);
         let result = loop {

@@ -404,6 +404,7 @@ mod tests {
                 agent_version: "9.9".into(),
                 epoch: 0,
                 capabilities: Vec::new(),
+                actions: Vec::new(),
             })
         );
     }

@@ -91,6 +91,9 @@ pub const AGG_RELOAD_SUCCESS_TIME: &str =
     "telltale_aggregator_config_last_reload_success_timestamp_seconds";
 /// Failed configuration reloads (counter).
 pub const AGG_RELOAD_FAILURES: &str = "telltale_aggregator_config_reload_failures_total";
+/// Remediations refused because the agent does not offer the runbook's action (counter).
+pub const AGG_REMEDIATION_UNKNOWN_ACTION: &str =
+    "telltale_aggregator_remediation_unknown_action_total";
 /// Damaged alerting state found at start-up (counter).
 pub const AGG_ALERTING_STATE_DAMAGED: &str = "telltale_aggregator_alerting_state_damaged_total";
 /// Alerts known to the alerting side, by state (`active`, `suppressed`).

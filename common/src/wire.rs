@@ -125,6 +125,10 @@ pub struct Hello {
     /// What the agent can do beyond shipping ([`CAP_REMEDIATION`] when it has actions).
     #[serde(default)]
     pub capabilities: Vec<String>,
+    /// The names of the actions of its allowlist, so a runbook naming one it lacks is caught
+    /// before a command is sent (empty from agents before this field: then unknown).
+    #[serde(default)]
+    pub actions: Vec<String>,
 }
 
 /// The aggregator's answer to a hello.

@@ -254,6 +254,7 @@ async fn rogue(
         agent_version: "test".into(),
         epoch: 1,
         capabilities: Vec::new(),
+        actions: Vec::new(),
     }))
     .unwrap();
     send.write_all(&hello).await.unwrap();

@@ -233,14 +233,23 @@ fn a_killed_service_is_restarted_by_its_runbook_and_the_incident_is_remediated()
     .expect("agent audit events");
     assert!(ev.iter().any(|e| e["labels"]["status"] == "requested"));
 
-    // Refused, audited, nothing run: an action the agent does not have...
+    // Refused, nothing run: an action the agent does not have (its hello listed its actions,
+    // so the aggregator refuses it without sending, and counts it)...
     let bogus = wait_state(&agg, "Bogus", "failed", 30);
     assert!(
         bogus["result"]["reason"]
             .as_str()
             .unwrap()
-            .contains("not in this agent's allowlist"),
+            .contains("does not offer action \"rm-everything\""),
         "{bogus}"
+    );
+    assert!(
+        telltale_tests::metric(
+            agg.http,
+            "telltale_aggregator_remediation_unknown_action_total"
+        )
+        .unwrap()
+            >= 1.0
     );
     // ...and a parameter carrying shell syntax.
     let inj = wait_state(&agg, "Injected", "failed", 30);

@@ -125,6 +125,8 @@ struct Counters {
     queued: AtomicU64,
     /// Damaged state found at start-up: a store moved aside, records unreadable.
     damaged: AtomicU64,
+    /// Remediations refused because their agent does not offer the runbook's action.
+    unknown_action: AtomicU64,
 }
 
 fn kind_index(i: &Integration) -> usize {
@@ -136,6 +138,21 @@ fn kind_index(i: &Integration) -> usize {
     }
 }
 const KINDS: [&str; 4] = ["webhook", "alertmanager", "nats", "log"];
+
+/// Warns about runbooks naming an action that none of the connected agents offers (when any
+/// of them said what it offers).
+fn warn_unoffered(
+    runbooks: &crate::remediate::Runbooks,
+    offered: Option<std::collections::HashSet<String>>,
+) {
+    let Some(offered) = offered else { return };
+    for r in &runbooks.runbooks {
+        if !offered.contains(&r.action) {
+            tracing::warn!(runbook = %r.name, action = %r.action,
+                "no connected agent offers this runbook's action: its remediations will be refused");
+        }
+    }
+}
 
 /// The routing configuration and its routes by id; replaced whole on a reload.
 struct Routing {
@@ -351,6 +368,7 @@ impl AlertingService {
                 dispatcher.insert(&routing.cfg.route, a, now);
             }
             st.dispatcher = dispatcher;
+            warn_unoffered(&runbooks, self.hub.offered());
             st.remediation.cfg = runbooks;
             *self.routing.write().unwrap_or_else(|e| e.into_inner()) = routing;
         }
@@ -917,6 +935,29 @@ impl AlertingService {
             match f {
                 Effect::Send { agent, cmd } => {
                     let id = cmd.id.clone();
+                    if self.hub.offers(&agent, &cmd.action) == Some(false) {
+                        // The agent said which actions it has: this one would only be refused
+                        // there. Refused here, counted, and the runbook's author told.
+                        self.counters.unknown_action.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%agent, action = %cmd.action, remediation = %id,
+                            "a runbook names an action this agent does not offer");
+                        let refusal = telltale_common::wire::CommandResult {
+                            id,
+                            status: "refused".into(),
+                            reason: format!(
+                                "agent {agent} does not offer action {:?} (not in its allowlist)",
+                                cmd.action
+                            ),
+                            exit_code: None,
+                            started_ms: 0,
+                            duration_ms: 0,
+                            stdout_tail: String::new(),
+                            stderr_tail: String::new(),
+                        };
+                        let more = st.remediation.on_result(&agent, refusal, now);
+                        self.apply_remediation(st, more, now);
+                        continue;
+                    }
                     if !self.hub.send(&agent, cmd) {
                         // Not connected after all: queued again, sent on the next connect.
                         st.remediation.reconnected(&agent);
@@ -1342,6 +1383,12 @@ impl AlertingService {
             names::AGG_NOTIFICATIONS_DROPPED,
             "Notifications given up on (queue full, refused, undeliverable for a day).",
             l(&self.counters.dropped),
+        );
+        counter(
+            out,
+            names::AGG_REMEDIATION_UNKNOWN_ACTION,
+            "Remediations refused because their agent does not offer the runbook's action.",
+            l(&self.counters.unknown_action),
         );
         counter(
             out,

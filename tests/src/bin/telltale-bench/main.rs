@@ -235,6 +235,7 @@ async fn sim_agent(
         agent_version: "bench".into(),
         epoch: rand_epoch(),
         capabilities: Vec::new(),
+        actions: Vec::new(),
     }))?)
     .await?;
     let window = Arc::new(tokio::sync::Semaphore::new(64));
