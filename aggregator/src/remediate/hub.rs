@@ -12,10 +12,13 @@ use tokio::sync::mpsc;
 type ResultFn = Box<dyn Fn(&str, CommandResult) + Send + Sync>;
 type ConnectFn = Box<dyn Fn(&str) + Send + Sync>;
 
+/// A connection's id, its command channel and the actions its agent announced.
+type Conn = (u64, mpsc::Sender<ServerMessage>, Vec<String>);
+
 /// Connections able to take commands, by agent name.
 #[derive(Default)]
 pub struct Hub {
-    conns: Mutex<HashMap<String, (u64, mpsc::Sender<ServerMessage>, Vec<String>)>>,
+    conns: Mutex<HashMap<String, Conn>>,
     next: AtomicU64,
     on_result: OnceLock<ResultFn>,
     on_connect: OnceLock<ConnectFn>,
