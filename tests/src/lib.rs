@@ -42,6 +42,14 @@ pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
+/// A scratch directory with a CA made by `certs init` in `DIR/tls`; returns both.
+pub fn scratch_with_ca() -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
+    let dir = tempfile::tempdir()?;
+    let tls = dir.path().join("tls");
+    certs_init(&tls)?;
+    Ok((dir, tls))
+}
+
 /// Runs `telltale-aggregator certs init` in `dir`.
 pub fn certs_init(dir: &Path) -> anyhow::Result<()> {
     let st = Command::new(bin("telltale-aggregator")?)

@@ -13,10 +13,7 @@ use serde_json::Value;
 use telltale_tests::*;
 
 fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let tls = dir.path().join("tls");
-    certs_init(&tls).unwrap();
-    (dir, tls)
+    scratch_with_ca().unwrap()
 }
 
 fn alive(agg: &mut Aggregator) {
@@ -26,6 +23,17 @@ fn alive(agg: &mut Aggregator) {
         agg.proc.log()
     );
     assert_eq!(http_get(agg.http, "/-/healthy").unwrap().0, 200);
+}
+
+/// An aggregator on free ports with one file flag (`--rules F`, `--config F`).
+fn start_with_file(
+    tls: &std::path::Path,
+    data: &std::path::Path,
+    flag: &str,
+    file: &std::path::Path,
+) -> Aggregator {
+    let f = file.to_string_lossy().to_string();
+    start_aggregator(tls, data, "127.0.0.1:0", "127.0.0.1:0", &[flag, &f]).unwrap()
 }
 
 fn json(body: &str) -> Value {
@@ -271,15 +279,7 @@ fn sighup_and_the_reload_endpoint_reload_rules_and_keep_them_on_a_bad_file() {
     let (dir, tls) = setup();
     let rules = dir.path().join("r.yml");
     std::fs::write(&rules, rules_file(1)).unwrap();
-    let rules_s = rules.to_string_lossy().to_string();
-    let mut agg = start_aggregator(
-        &tls,
-        &dir.path().join("agg"),
-        "127.0.0.1:0",
-        "127.0.0.1:0",
-        &["--rules", &rules_s],
-    )
-    .unwrap();
+    let mut agg = start_with_file(&tls, &dir.path().join("agg"), "--rules", &rules);
     assert_eq!(rule_count(&agg), 1);
     std::fs::write(&rules, rules_file(2)).unwrap();
     let pid = agg.proc.child.id().to_string();
@@ -396,15 +396,7 @@ fn cross_site_requests_are_refused_and_auth_comes_before_the_body() {
     // With a token: a 60 MB upload without it is answered 401 before it is sent.
     let cfg = dir.path().join("agg.toml");
     std::fs::write(&cfg, "api_token = \"s3cret\"\n").unwrap();
-    let cfg_s = cfg.to_string_lossy().to_string();
-    let mut agg = start_aggregator(
-        &tls,
-        &dir.path().join("agg2"),
-        "127.0.0.1:0",
-        "127.0.0.1:0",
-        &["--config", &cfg_s],
-    )
-    .unwrap();
+    let mut agg = start_with_file(&tls, &dir.path().join("agg2"), "--config", &cfg);
     let mut s = TcpStream::connect(agg.http).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(

@@ -11,10 +11,7 @@ use telltale_common::wire::{ClientMessage, Hello};
 use telltale_tests::*;
 
 fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let tls = dir.path().join("tls");
-    certs_init(&tls).unwrap();
-    (dir, tls)
+    scratch_with_ca().unwrap()
 }
 
 #[test]
