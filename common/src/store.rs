@@ -105,6 +105,44 @@ mod tests {
         o.db.insert("k", "v").unwrap();
     }
 
+    /// What is damage and what is not: a permission problem, a held lock or a full disk is
+    /// never a reason to move a healthy store aside (root cannot be refused a file here, so
+    /// the classification is tested on the errors themselves).
+    #[test]
+    fn only_damage_is_damage() {
+        use std::io::{Error, ErrorKind};
+        assert!(is_damage(&sled::Error::Corruption { at: None, bt: () }));
+        assert!(is_damage(&sled::Error::Io(Error::new(
+            ErrorKind::UnexpectedEof,
+            "short"
+        ))));
+        for kind in [
+            ErrorKind::PermissionDenied,
+            ErrorKind::Other, // sled's "could not acquire lock"
+            ErrorKind::StorageFull,
+            ErrorKind::ReadOnlyFilesystem,
+            ErrorKind::NotFound,
+        ] {
+            assert!(
+                !is_damage(&sled::Error::Io(Error::new(kind, "x"))),
+                "{kind:?}"
+            );
+        }
+        // And an open that fails for such a reason moves nothing.
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("s");
+        filled(&dir);
+        let e = open_or_replace(&dir, "test store", |_| {
+            Err(sled::Error::Io(Error::new(
+                ErrorKind::PermissionDenied,
+                "EACCES",
+            )))
+        });
+        assert!(matches!(e, Err(m) if m.contains("EACCES")));
+        assert!(dir.join("db").exists());
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
     #[test]
     fn a_held_store_is_an_error_and_not_moved() {
         let d = tempfile::tempdir().unwrap();
