@@ -18,7 +18,7 @@ fn a_bad_config_key_is_named_with_the_file_and_exits_2() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
-        err.contains("agent.toml: interval: invalid duration"),
+        err.contains("agent.toml: interval: line 2, column 12: invalid duration"),
         "{err}"
     );
 }

@@ -123,6 +123,9 @@ impl Evaluator<'_> {
         rate: bool,
     ) -> Result<Val, QueryError> {
         let te = self.at_time(&ms.vs.at).unwrap_or(t) - offset_ms(&ms.vs.offset);
+        // Prometheus extrapolates to [t - offset - range, t - offset] (its `enh.Ts` minus
+        // the offset; `@` moves the data, not this window).
+        let end = t - offset_ms(&ms.vs.offset);
         let data = self.data(&ms.vs)?;
         let stale = self.stale_flags(&ms.vs, &data);
         let resets = self.reset_prefixes(&ms.vs, &data);
@@ -143,7 +146,7 @@ impl Evaluator<'_> {
                     .copied()
                     .filter(|x| !telltale_common::model::is_stale_marker(x.1))
                     .collect();
-                f::extrapolated(&window, t, range, true, rate)
+                f::extrapolated(&window, end, range, true, rate)
             } else if hi - lo < 2 {
                 None
             } else {
@@ -154,7 +157,7 @@ impl Evaluator<'_> {
                     last,
                     hi - lo,
                     result,
-                    t,
+                    end,
                     range,
                     true,
                     rate,
@@ -332,16 +335,23 @@ impl Evaluator<'_> {
         if let Some(v) = self.over_time_from_rollups(c, t)? {
             return Ok(v);
         }
+        // The end of the window rate, increase and delta extrapolate to: the evaluation time
+        // minus the argument's offset, as in Prometheus.
+        let end = t - match args.first().map(|a| a.as_ref()) {
+            Some(Expr::MatrixSelector(ms)) => offset_ms(&ms.vs.offset),
+            Some(Expr::Subquery(sq)) => offset_ms(&sq.offset),
+            _ => 0,
+        };
         match name {
             "rate" | "increase" => {
                 let rate = name == "rate";
                 if let Expr::MatrixSelector(ms) = args[0].as_ref() {
                     return self.counter_rate(ms, t, range, rate);
                 }
-                self.over_time(c, t, 0, false, |p| f::extrapolated(p, t, range, true, rate))
+                self.over_time(c, t, 0, false, |p| f::extrapolated(p, end, range, true, rate))
             }
             "delta" => self.over_time(c, t, 0, false, |p| {
-                f::extrapolated(p, t, range, false, false)
+                f::extrapolated(p, end, range, false, false)
             }),
             "irate" => self.over_time(c, t, 0, false, |p| f::instant_delta(p, true)),
             "idelta" => self.over_time(c, t, 0, false, |p| f::instant_delta(p, false)),
