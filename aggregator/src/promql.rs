@@ -719,4 +719,77 @@ mod tests {
                 .is_ok()
         );
     }
+
+    /// `rate`, `increase` and `delta` over windows with counter resets, jittered samples and
+    /// offsets equal their definition (Prometheus' extrapolation to
+    /// `[t - offset - range, t - offset]`) on every window; the fast path (prefix sums of the
+    /// resets) included. With an offset, the extrapolation used to be anchored at `t`, which
+    /// gave negative increases.
+    #[tokio::test]
+    async fn rate_family_equals_its_definition_with_resets_and_offsets() {
+        let mut samples = Vec::new();
+        let (mut v, mut rng) = (0.0f64, 0x9E3779B97F4A7C15u64);
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for i in 0..120i64 {
+            let jitter = (next() % 51) as i64 - 25;
+            v = if next() % 9 == 0 {
+                (next() % 7) as f64
+            } else {
+                v + (next() % 100) as f64 / 3.0
+            };
+            samples.push((i * 15_000 + jitter, v));
+        }
+        let (e, _d) = engine(vec![ss(&[("__name__", "x")], &samples)]).await;
+        let pts: Vec<Sample> = samples.iter().map(|&(t, v)| Sample(t, v)).collect();
+        let mut checked = 0;
+        for t in (400_000..1_700_000).step_by(37_000) {
+            for off in [0i64, 60_000, 300_000] {
+                for range in [15_000i64, 60_000, 120_000, 300_000] {
+                    let end = t - off;
+                    let window: Vec<Sample> = pts
+                        .iter()
+                        .copied()
+                        .filter(|s| s.0 >= end - range && s.0 <= end)
+                        .collect();
+                    let o = if off == 0 {
+                        String::new()
+                    } else {
+                        format!(" offset {}s", off / 1000)
+                    };
+                    for (func, counter, rate) in [
+                        ("rate", true, true),
+                        ("increase", true, false),
+                        ("delta", false, false),
+                    ] {
+                        let q = format!("{func}(x[{}s]{o})", range / 1000);
+                        let got = match e.instant(&q, t).unwrap() {
+                            Value::Vector(v) => v.first().map(|x| x.1.1),
+                            other => panic!("{other:?}"),
+                        };
+                        let want = functions::extrapolated(&window, end, range, counter, rate);
+                        match (got, want) {
+                            (None, None) => {}
+                            (Some(g), Some(w)) => {
+                                assert!(
+                                    (g - w).abs() <= 1e-9 * w.abs().max(1.0),
+                                    "{q} at {t}: {g} != {w}"
+                                );
+                                if counter {
+                                    assert!(g >= 0.0, "{q} at {t}: negative {g}");
+                                }
+                                checked += 1;
+                            }
+                            other => panic!("{q} at {t}: {other:?}"),
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 500, "{checked}");
+    }
 }

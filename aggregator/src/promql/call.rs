@@ -348,7 +348,9 @@ impl Evaluator<'_> {
                 if let Expr::MatrixSelector(ms) = args[0].as_ref() {
                     return self.counter_rate(ms, t, range, rate);
                 }
-                self.over_time(c, t, 0, false, |p| f::extrapolated(p, end, range, true, rate))
+                self.over_time(c, t, 0, false, |p| {
+                    f::extrapolated(p, end, range, true, rate)
+                })
             }
             "delta" => self.over_time(c, t, 0, false, |p| {
                 f::extrapolated(p, end, range, false, false)
