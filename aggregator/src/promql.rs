@@ -792,4 +792,51 @@ mod tests {
         }
         assert!(checked > 500, "{checked}");
     }
+
+    /// Errors Prometheus raises: an invalid `count_values` label, duplicate label sets after
+    /// an operation dropped the name, a `k` that is not an int64; and `holt_winters` exists,
+    /// with Prometheus' algorithm and its argument checks.
+    #[tokio::test]
+    async fn prometheus_errors_and_holt_winters() {
+        let (e, _d) = engine(vec![
+            ss(
+                &[("__name__", "a"), ("job", "demo")],
+                &[(0, 1.0), (15_000, 3.0), (30_000, 4.0), (45_000, 8.0)],
+            ),
+            ss(&[("__name__", "b"), ("job", "demo")], &[(0, 2.0)]),
+        ])
+        .await;
+        let exec_err = |q: &str, want: &str| match e.instant(q, 45_000) {
+            Err(QueryError::Execution(m)) => assert!(m.contains(want), "{q}: {m}"),
+            other => panic!("{q}: {other:?}"),
+        };
+        exec_err(
+            "count_values(\"bad-label\", a)",
+            "invalid label name \"bad-label\"",
+        );
+        exec_err("-{job=\"demo\"}", "same labelset");
+        exec_err("{job=\"demo\"} - 100", "same labelset");
+        exec_err(
+            "topk(scalar(vector(NaN)), a)",
+            "Scalar value NaN overflows int64",
+        );
+        exec_err("bottomk(1e300, a)", "overflows int64");
+        // Where the name stays, or the sets differ, it answers.
+        assert!(e.instant("{job=\"demo\"} > 0", 45_000).is_ok());
+        assert!(e.instant("-a", 45_000).is_ok());
+        assert!(e.instant("count_values(\"v\", a)", 45_000).is_ok());
+        // holt_winters: s = 0.5·x + 0.5·(s + b), b = 0.5·(s - s_prev) + 0.5·b, from s = 1,
+        // b = 2: s1 = 0.5·3 + 0.5·3 = 3; b = 0.5·2 + 0.5·2 = 2, s2 = 2 + 2.5 = 4.5;
+        // b = 0.5·1.5 + 0.5·2 = 1.75, s3 = 4 + 0.5·6.25 = 7.125.
+        let v = vec_of(e.instant("holt_winters(a[1m], 0.5, 0.5)", 45_000).unwrap());
+        assert_eq!(v, vec![("job=demo".to_string(), 7.125)]);
+        exec_err(
+            "holt_winters(a[1m], 1, 0.5)",
+            "invalid smoothing factor. Expected: 0 < sf < 1, got: 1.000000",
+        );
+        exec_err(
+            "holt_winters(a[1m], 0.5, 0)",
+            "invalid trend factor. Expected: 0 < tf < 1, got: 0.000000",
+        );
+    }
 }

@@ -402,6 +402,22 @@ impl Evaluator<'_> {
             "stddev_over_time" => self.over_time(c, t, 0, false, |p| {
                 Some(f::variance(&p.iter().map(|s| s.1).collect::<Vec<_>>()).sqrt())
             }),
+            "holt_winters" | "double_exponential_smoothing" => {
+                let sf = self.scalar(&args[1], t)?;
+                let tf = self.scalar(&args[2], t)?;
+                // Prometheus' messages, its `%f` formatting included.
+                if !(sf > 0.0 && sf < 1.0) {
+                    return Err(QueryError::Execution(format!(
+                        "invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:.6}"
+                    )));
+                }
+                if !(tf > 0.0 && tf < 1.0) {
+                    return Err(QueryError::Execution(format!(
+                        "invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}"
+                    )));
+                }
+                self.over_time(c, t, 0, false, |p| f::holt_winters(p, sf, tf))
+            }
             "quantile_over_time" => {
                 let q = self.scalar(&args[0], t)?;
                 self.over_time(c, t, 1, false, |p| {

@@ -55,6 +55,24 @@ fn exec(msg: impl Into<String>) -> QueryError {
     QueryError::Execution(msg.into())
 }
 
+/// Fails when an instant vector holds one label set twice (after an operation dropped the
+/// metric name, say), as Prometheus does. Every label set an operation returns is either a
+/// stored series' own (unique by content, and always named) or one made by `derive`
+/// (interned, so equal ones share one identity, and a derivation that leaves a set unchanged
+/// interns that very set): equal label sets are therefore the same `Arc`, and checking
+/// identities finds every duplicate without hashing label strings.
+fn unique_label_sets(v: &Val) -> Result<(), QueryError> {
+    if let Val::Vector(elems) = v
+        && elems.len() > 1
+    {
+        let mut seen = rustc_hash::FxHashSet::default();
+        if !elems.iter().all(|e| seen.insert(e.labels.share_id())) {
+            return Err(exec("vector cannot contain metrics with the same labelset"));
+        }
+    }
+    Ok(())
+}
+
 /// Translates a parsed selector into storage matchers.
 pub fn matchers(vs: &VectorSelector) -> Result<Vec<Matcher>, QueryError> {
     if !vs.matchers.or_matchers.is_empty() {
@@ -447,7 +465,9 @@ impl<'a> Evaluator<'a> {
                         x.labels = self.unnamed(&x.labels);
                         out.push(x);
                     }
-                    Ok(Val::Vector(out))
+                    let out = Val::Vector(out);
+                    unique_label_sets(&out)?;
+                    Ok(out)
                 }
                 _ => Err(exec("unary minus needs a scalar or an instant vector")),
             },
@@ -501,23 +521,15 @@ impl<'a> Evaluator<'a> {
             Expr::Subquery(sq) => self.subquery(sq, t),
             Expr::Call(c) => {
                 let v = self.call(c, t)?;
-                // Every label set a function returns is either a stored series' own (unique by
-                // content, and always named) or one made by `derive` (interned, so equal ones
-                // share one identity, and a derivation that leaves a set unchanged interns
-                // that very set): equal label sets are therefore the same `Arc`, and checking
-                // identities finds every duplicate without hashing label strings.
-                if let Val::Vector(elems) = &v
-                    && elems.len() > 1
-                {
-                    let mut seen = rustc_hash::FxHashSet::default();
-                    if !elems.iter().all(|e| seen.insert(e.labels.share_id())) {
-                        return Err(exec("vector cannot contain metrics with the same labelset"));
-                    }
-                }
+                unique_label_sets(&v)?;
                 Ok(v)
             }
             Expr::Aggregate(a) => self.aggregate(a, t),
-            Expr::Binary(b) => self.binary(b, t),
+            Expr::Binary(b) => {
+                let v = self.binary(b, t)?;
+                unique_label_sets(&v)?;
+                Ok(v)
+            }
             Expr::Extension(_) => Err(QueryError::BadData(
                 "extension expressions are not supported".into(),
             )),
@@ -804,7 +816,14 @@ impl Evaluator<'_> {
                         Some(Val::Scalar(k)) => k,
                         _ => 0.0,
                     };
-                    let k = if k.is_nan() || k < 1.0 { 0 } else { k as usize };
+                    // Prometheus converts k to an int64 and refuses what does not fit.
+                    if !(k >= -9.223_372_036_854_775e18 && k <= 9.223_372_036_854_775e18) {
+                        return Err(exec(format!(
+                            "Scalar value {} overflows int64",
+                            crate::api::format_value(k)
+                        )));
+                    }
+                    let k = if k < 1.0 { 0 } else { k as usize };
                     let mut e = elems;
                     e.sort_by(|x, y| {
                         let o = x.v.total_cmp(&y.v);
@@ -821,6 +840,9 @@ impl Evaluator<'_> {
                         Some(Val::Str(s)) => s.clone(),
                         _ => String::new(),
                     };
+                    if !crate::api::remote_write::valid_label_name(&name) {
+                        return Err(exec(format!("invalid label name {name:?}")));
+                    }
                     let mut counts: BTreeMap<String, f64> = BTreeMap::new();
                     for v in &vals {
                         *counts.entry(crate::api::format_value(*v)).or_default() += 1.0;

@@ -93,6 +93,29 @@ pub fn extrapolate(
     result * factor
 }
 
+/// `holt_winters(v, sf, tf)` (Prometheus 2's name for double exponential smoothing): the
+/// smoothed value after the last sample, with smoothing factor `sf` and trend factor `tf`
+/// (both in `(0, 1)`, checked by the caller); `None` below two samples. The operations are
+/// Prometheus' own, in its order.
+pub fn holt_winters(points: &[Sample], sf: f64, tf: f64) -> Option<f64> {
+    if points.len() < 2 {
+        return None;
+    }
+    let (mut s0, mut s1) = (0.0, points[0].1);
+    let mut b = points[1].1 - points[0].1;
+    for (i, p) in points.iter().enumerate().skip(1) {
+        let x = sf * p.1;
+        // The trend, from the second step on (the first keeps the initial one).
+        if i > 1 {
+            b = tf * (s1 - s0) + (1.0 - tf) * b;
+        }
+        let y = (1.0 - sf) * (s1 + b);
+        s0 = s1;
+        s1 = x + y;
+    }
+    Some(s1)
+}
+
 /// `irate` (per second) and `idelta` from the last two samples.
 pub fn instant_delta(points: &[Sample], rate: bool) -> Option<f64> {
     if points.len() < 2 {

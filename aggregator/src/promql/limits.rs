@@ -28,9 +28,29 @@ fn bad(msg: String) -> QueryError {
     QueryError::BadData(msg)
 }
 
+/// Functions Prometheus 2 has that the parser's table lacks: registered once, before the
+/// first parse.
+fn register_functions() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use promql_parser::parser::value::ValueType;
+        let holt_winters = promql_parser::parser::Function::new(
+            "holt_winters",
+            vec![ValueType::Matrix, ValueType::Scalar, ValueType::Scalar],
+            0,
+            ValueType::Vector,
+            false,
+        );
+        if let Err(e) = promql_parser::parser::register_extra_functions(vec![holt_winters]) {
+            tracing::error!(error = %e, "cannot register holt_winters");
+        }
+    });
+}
+
 /// Parses `q` within the bounds: [`check_text`], the parser, then [`check_depth`]. The error
 /// is the bare message (callers say which parameter or rule it concerns).
 pub fn parse(q: &str) -> Result<Expr, String> {
+    register_functions();
     check_text(q).map_err(|e| e.to_string())?;
     let e = promql_parser::parser::parse(q)?;
     check_depth(&e).map_err(|e| e.to_string())?;
