@@ -817,7 +817,7 @@ impl Evaluator<'_> {
                         _ => 0.0,
                     };
                     // Prometheus converts k to an int64 and refuses what does not fit.
-                    if !(k >= -9.223_372_036_854_775e18 && k <= 9.223_372_036_854_775e18) {
+                    if !(-9.223_372_036_854_775e18..=9.223_372_036_854_775e18).contains(&k) {
                         return Err(exec(format!(
                             "Scalar value {} overflows int64",
                             crate::api::format_value(k)
