@@ -838,5 +838,11 @@ mod tests {
             "holt_winters(a[1m], 0.5, 0)",
             "invalid trend factor. Expected: 0 < tf < 1, got: 0.000000",
         );
+        // Duplicates on one side of a match are no error while the other side is empty.
+        let dup_right = "nothing_here + on(job) {job=\"demo\"}";
+        assert_eq!(vec_of(e.instant(dup_right, 45_000).unwrap()), vec![]);
+        let dup_left = "nothing_here + on(job) group_left() {job=\"demo\"}";
+        assert_eq!(vec_of(e.instant(dup_left, 45_000).unwrap()), vec![]);
+        exec_err("a + on(job) {job=\"demo\"}", "many-to-many");
     }
 }

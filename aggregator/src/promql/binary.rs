@@ -190,6 +190,11 @@ impl Evaluator<'_> {
                 }
             }));
         }
+        // Nothing can match when a side is empty: no result, and no complaint about duplicates
+        // on the other side (Prometheus short-circuits the same way).
+        if lhs.is_empty() || rhs.is_empty() {
+            return Ok(Val::Vector(Vec::new()));
+        }
         // The "one" side is indexed by signature; group_right swaps the roles.
         let (many, one, swapped, include) = match &card {
             VectorMatchCardinality::OneToMany(inc) => (rhs, lhs, true, inc.labels.clone()),
