@@ -845,4 +845,75 @@ mod tests {
         assert_eq!(vec_of(e.instant(dup_left, 45_000).unwrap()), vec![]);
         exec_err("a + on(job) {job=\"demo\"}", "many-to-many");
     }
+
+    /// A range query's value at each step equals the instant query at that time: the
+    /// cursors and prefix sums a range query reuses between steps change nothing.
+    #[tokio::test]
+    async fn range_steps_equal_instant_queries() {
+        let mut series = Vec::new();
+        let mut rng = 0x2545F4914F6CDD1Du64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for s in 0..4 {
+            let (mut v, mut samples) = (0.0f64, Vec::new());
+            for i in 0..200i64 {
+                if s == 3 && (80..100).contains(&i) {
+                    continue; // a gap
+                }
+                v = if next() % 17 == 0 {
+                    0.0
+                } else {
+                    v + (next() % 1000) as f64 / 100.0
+                };
+                samples.push((i * 15_000 + (next() % 51) as i64 - 25, v));
+            }
+            if s == 2 {
+                samples.push((200 * 15_000, f64::from_bits(STALE_NAN_BITS)));
+            }
+            let inst = format!("i{s}");
+            series.push(ss(
+                &[("__name__", "c"), ("instance", inst.as_str())],
+                &samples,
+            ));
+        }
+        let (e, _d) = engine(series).await;
+        for q in [
+            "rate(c[2m])",
+            "increase(c[1m])",
+            "rate(c[30s])",
+            "delta(c[2m] offset 1m)",
+            "resets(c[5m])",
+            "irate(c[1m])",
+            "max_over_time(rate(c[1m])[2m:15s])",
+            "rate(c[1m] @ 1500)",
+        ] {
+            for step in [15_000i64, 30_000, 60_000] {
+                let (start, end) = (600_000i64, 2_900_000i64);
+                let range = e.range(q, start, end, step).unwrap();
+                for s in &range {
+                    for p in &s.samples {
+                        let inst = match e.instant(q, p.0).unwrap() {
+                            Value::Vector(v) => v
+                                .into_iter()
+                                .find(|(l, _)| *l == s.labels)
+                                .map(|(_, x)| x.1),
+                            other => panic!("{other:?}"),
+                        };
+                        let i = inst.unwrap_or_else(|| panic!("{q} at {}: only in range", p.0));
+                        assert!(
+                            (i - p.1).abs() <= 1e-9 * i.abs().max(1.0)
+                                || (i.is_nan() && p.1.is_nan()),
+                            "{q} step {step} at {}: range {} vs instant {i}",
+                            p.0,
+                            p.1
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -123,9 +123,8 @@ impl Evaluator<'_> {
         rate: bool,
     ) -> Result<Val, QueryError> {
         let te = self.at_time(&ms.vs.at).unwrap_or(t) - offset_ms(&ms.vs.offset);
-        // Prometheus extrapolates to [t - offset - range, t - offset] (its `enh.Ts` minus
-        // the offset; `@` moves the data, not this window).
-        let end = t - offset_ms(&ms.vs.offset);
+        // Prometheus extrapolates to the window the data comes from: `[te - range, te]`.
+        let end = te;
         let data = self.data(&ms.vs)?;
         let stale = self.stale_flags(&ms.vs, &data);
         let resets = self.reset_prefixes(&ms.vs, &data);
@@ -335,12 +334,15 @@ impl Evaluator<'_> {
         if let Some(v) = self.over_time_from_rollups(c, t)? {
             return Ok(v);
         }
-        // The end of the window rate, increase and delta extrapolate to: the evaluation time
-        // minus the argument's offset, as in Prometheus.
-        let end = t - match args.first().map(|a| a.as_ref()) {
-            Some(Expr::MatrixSelector(ms)) => offset_ms(&ms.vs.offset),
-            Some(Expr::Subquery(sq)) => offset_ms(&sq.offset),
-            _ => 0,
+        // The end of the window rate, increase and delta extrapolate to: the end of the window
+        // the argument's data comes from (`@` time or evaluation time, minus the offset), as
+        // in Prometheus.
+        let end = match args.first().map(|a| a.as_ref()) {
+            Some(Expr::MatrixSelector(ms)) => {
+                self.at_time(&ms.vs.at).unwrap_or(t) - offset_ms(&ms.vs.offset)
+            }
+            Some(Expr::Subquery(sq)) => self.at_time(&sq.at).unwrap_or(t) - offset_ms(&sq.offset),
+            _ => t,
         };
         match name {
             "rate" | "increase" => {

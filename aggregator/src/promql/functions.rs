@@ -54,7 +54,9 @@ pub fn reset_prefix(samples: &[Sample]) -> Vec<f64> {
 }
 
 /// Prometheus' extrapolation of `result` (the increase between `first` and `last`, `n`
-/// samples) to the window `[t - range, t]`.
+/// samples) to the window `[t - range, t]`, in Prometheus 2's order of operations (the
+/// compliance reference): durations from integer milliseconds, the zero point of a counter
+/// before the threshold, the factor applied before the division by the range.
 #[allow(clippy::too_many_arguments)]
 pub fn extrapolate(
     first: Sample,
@@ -66,31 +68,36 @@ pub fn extrapolate(
     counter: bool,
     rate: bool,
 ) -> f64 {
-    let range_start = (t - range_ms) as f64 / 1000.0;
-    let range_end = t as f64 / 1000.0;
-    let (ft, lt) = (first.0 as f64 / 1000.0, last.0 as f64 / 1000.0);
-    let mut to_start = ft - range_start;
-    let mut to_end = range_end - lt;
-    let sampled = lt - ft;
+    let range_start = t - range_ms;
+    let mut to_start = (first.0 - range_start) as f64 / 1000.0;
+    let to_end = (t - last.0) as f64 / 1000.0;
+    let sampled = (last.0 - first.0) as f64 / 1000.0;
     let avg = sampled / (n - 1) as f64;
-    let threshold = avg * 1.1;
-    if to_start >= threshold {
-        to_start = avg / 2.0;
-    }
     if counter && result > 0.0 && first.1 >= 0.0 {
+        // Counters cannot go below zero: when the zero point is nearer than the window's
+        // start, the series started there.
         let to_zero = sampled * (first.1 / result);
         if to_zero < to_start {
             to_start = to_zero;
         }
     }
-    if to_end >= threshold {
-        to_end = avg / 2.0;
-    }
-    let mut factor = (sampled + to_start + to_end) / sampled;
+    let threshold = avg * 1.1;
+    let mut interval = sampled;
+    interval += if to_start < threshold {
+        to_start
+    } else {
+        avg / 2.0
+    };
+    interval += if to_end < threshold {
+        to_end
+    } else {
+        avg / 2.0
+    };
+    let mut v = result * (interval / sampled);
     if rate {
-        factor /= range_ms as f64 / 1000.0;
+        v /= range_ms as f64 / 1000.0;
     }
-    result * factor
+    v
 }
 
 /// `holt_winters(v, sf, tf)` (Prometheus 2's name for double exponential smoothing): the
@@ -307,5 +314,30 @@ mod tests {
             (f64::INFINITY, 100.0),
         ];
         assert!((bucket_quantile(0.5, &mut b) - 0.5).abs() < 1e-9);
+    }
+
+    /// A counter that starts inside the window (a new instance), as Debian's Prometheus 2.42
+    /// answered it: the zero point is taken before the extrapolation threshold.
+    #[test]
+    fn a_counter_starting_inside_the_window_is_extrapolated_as_prometheus_2() {
+        let p = [
+            Sample(1_796_143_799_998, 15.544),
+            Sample(1_796_143_815_005, 30.380000000000003),
+        ];
+        let inc = extrapolated(&p, 1_796_143_820_000, 60_000, true, false).unwrap();
+        assert!((inc - 35.31808356100487).abs() < 1e-12, "{inc}");
+        // Nine digits agree at any magnitude of time: durations come from integer ms.
+        let q = [
+            Sample(1_796_143_829_997, 30.67),
+            Sample(1_796_143_845_001, 44.0),
+            Sample(1_796_143_849_999, 50.5),
+        ];
+        let a = extrapolated(&q, 1_796_143_850_000, 60_000, true, true).unwrap();
+        let shifted: Vec<Sample> = q
+            .iter()
+            .map(|s| Sample(s.0 - 1_796_000_000_000, s.1))
+            .collect();
+        let b = extrapolated(&shifted, 143_850_000, 60_000, true, true).unwrap();
+        assert_eq!(a, b);
     }
 }

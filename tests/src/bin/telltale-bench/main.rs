@@ -407,6 +407,47 @@ fn bench_promql(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `fuzz`: the differential PromQL fuzzer (see `telltale_tests::fuzz`): random queries on
+/// scrape-shaped data, against Debian's Prometheus; prints the agreement rate and the
+/// differences. The seed is printed so a run can be replayed.
+fn bench_fuzz(args: &[String]) -> anyhow::Result<()> {
+    use telltale_tests::compliance::Rng;
+    let n: usize = arg(args, "--queries", 2000);
+    let seed: u64 = arg(args, "--seed", telltale_common::model::now_ms() as u64);
+    println!("seed {seed} ({n} queries; replay with --seed {seed})");
+    let pair = telltale_tests::fuzz::Pair::start(seed)?;
+    let mut rng = Rng(seed ^ 0x5DEE_CE66_D1CE_4E5B);
+    let (mut agree, mut differ) = (0usize, Vec::new());
+    for i in 0..n {
+        let q = telltale_tests::fuzz::query(&mut rng, 3);
+        let at = pair.end - (rng.uniform() * 15.0 * 60_000.0) as i64 / 1000 * 1000;
+        let step = (i % 2 == 1).then(|| [15_000, 30_000, 60_000][i % 3]);
+        match pair.compare(&q, at, step) {
+            Ok(()) => agree += 1,
+            Err(e) => differ.push((q, step, e)),
+        }
+    }
+    println!(
+        "agreement: {agree} of {n} ({:.1} %)",
+        100.0 * agree as f64 / n.max(1) as f64
+    );
+    if std::env::var_os("TT_FUZZ_HOLD").is_some() {
+        println!(
+            "holding: prometheus http://{} telltale http://{} (Ctrl-C ends)",
+            pair.prometheus_addr, pair.telltale.http
+        );
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+    for (q, step, e) in differ.iter().take(40) {
+        let kind = if step.is_some() { "range" } else { "instant" };
+        println!(
+            "  {kind} {q}\n      {}",
+            e.chars().take(300).collect::<String>()
+        );
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -417,11 +458,12 @@ fn main() -> anyhow::Result<()> {
         Some("statsd") => sources::bench_statsd(&args),
         Some("sources") => sources::bench_sources(&args),
         Some("hostile") => sources::bench_hostile(&args),
+        Some("fuzz") => bench_fuzz(&args),
         Some("tsdb") => tsdb::bench_tsdb(&args),
         Some("alerting") => alerting::bench_alerting(&args),
         Some("remediation") => remediation::bench_remediation(&args),
         _ => bail!(
-            "usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N] | promql [--rounds N] | dashboard [--hosts N] [--hours N] | statsd [--step 5s] | sources [--duration 2m] [--interval 10s] | hostile [--duration 30s] [--interval 5s] | tsdb [--hosts 50] [--hours 24] [--senders 4] | alerting [--trials 40] | remediation [--trials 10]"
+            "usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N] | promql [--rounds N] | dashboard [--hosts N] [--hours N] | statsd [--step 5s] | sources [--duration 2m] [--interval 10s] | hostile [--duration 30s] [--interval 5s] | fuzz [--queries 2000] [--seed N] | tsdb [--hosts 50] [--hours 24] [--senders 4] | alerting [--trials 40] | remediation [--trials 10]"
         ),
     }
 }

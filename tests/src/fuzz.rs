@@ -1,0 +1,418 @@
+//! The differential PromQL fuzzer: data shaped like real scrapes (counter resets when an
+//! instance restarts, stale markers when a target disappears, a target that appears late,
+//! NaN samples, ±25 ms scrape jitter, gaps of up to 7 minutes) loaded into a real Prometheus
+//! (through its remote-write receiver, which keeps stale markers) and into Telltale
+//! (remote_write), and random queries from a grammar run against both and compared with
+//! [`crate::compliance::compare`].
+//!
+//! Everything is derived from one seed, printed by the callers, so a difference can be
+//! replayed exactly.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::Value;
+use telltale_common::model::{Labels, STALE_NAN_BITS, Sample, SeriesSamples};
+
+use crate::compliance::{PROMETHEUS, Rng};
+use crate::{Aggregator, certs_init, enc, http_get, http_post, start_fresh_aggregator, wait_for};
+
+/// Counters, as the generator makes them.
+pub const COUNTERS: &[&str] = &["http_requests_total", "process_cpu_seconds_total"];
+/// Gauges.
+pub const GAUGES: &[&str] = &["node_load1", "queue_depth"];
+/// Histogram buckets (`le`), a counter family.
+pub const HISTOGRAM: &str = "request_duration_seconds_bucket";
+
+/// The scrape interval of the generated data (ms).
+pub const INTERVAL: i64 = 15_000;
+
+fn pick<'a, T>(rng: &mut Rng, xs: &'a [T]) -> &'a T {
+    &xs[((rng.uniform() * xs.len() as f64) as usize).min(xs.len() - 1)]
+}
+
+/// Series over `[start, end]` (ms) from `seed`: 4 jobs × 3 instances of counters, gauges
+/// and a histogram, with restarts (resets), one instance that disappears (stale markers)
+/// and one that appears late, NaN samples, jitter and gaps.
+pub fn data(seed: u64, start: i64, end: i64) -> Vec<SeriesSamples> {
+    let mut rng = Rng(seed | 1);
+    let mut out = Vec::new();
+    let les = ["0.05", "0.1", "0.5", "1", "+Inf"];
+    for job in ["api", "db", "web", "cache"] {
+        for inst in 0..3 {
+            let instance = format!("10.0.0.{inst}:9100");
+            // This instance's life: one disappears half-way, one appears late.
+            let (born, dies) = match (job, inst) {
+                ("web", 2) => (start + (end - start) / 3, end),
+                ("db", 1) => (start, start + (end - start) / 2),
+                _ => (start, end),
+            };
+            let gap_at = start + ((end - start) as f64 * rng.uniform()) as i64;
+            let gap_len = (rng.uniform() * 7.0 * 60_000.0) as i64;
+            let restarts: Vec<i64> = (0..(rng.uniform() * 3.0) as usize)
+                .map(|_| start + ((end - start) as f64 * rng.uniform()) as i64)
+                .collect();
+            let mut times = Vec::new();
+            let mut t = born;
+            while t <= dies {
+                if !(t >= gap_at && t < gap_at + gap_len) {
+                    times.push(t + (rng.uniform() * 50.0) as i64 - 25);
+                }
+                t += INTERVAL;
+            }
+            let base = |name: &str, extra: &[(&str, &str)]| {
+                let mut pairs = vec![
+                    ("__name__", name.to_string()),
+                    ("job", job.to_string()),
+                    ("instance", instance.clone()),
+                ];
+                pairs.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+                Labels::from_pairs(pairs)
+            };
+            let mut series = |labels: Labels, rng: &mut Rng, counter: bool, rate: f64| {
+                let mut v = if counter { 0.0 } else { rate };
+                let mut samples = Vec::with_capacity(times.len() + 1);
+                for &t in &times {
+                    if counter {
+                        if restarts.iter().any(|&r| r > t - INTERVAL && r <= t) {
+                            v = 0.0;
+                        }
+                        v += (rate * rng.uniform() * 1000.0).round() / 1000.0;
+                        samples.push(Sample(t, v));
+                    } else if rng.uniform() < 0.02 {
+                        samples.push(Sample(t, f64::NAN));
+                    } else {
+                        v = (v + (rng.uniform() - 0.5) * rate).max(0.0);
+                        samples.push(Sample(t, (v * 100.0).round() / 100.0));
+                    }
+                }
+                // A target that disappears leaves a stale marker behind.
+                if dies < end
+                    && let Some(last) = samples.last().map(|s| s.0)
+                {
+                    samples.push(Sample(last + INTERVAL, f64::from_bits(STALE_NAN_BITS)));
+                }
+                out.push(SeriesSamples { labels, samples });
+            };
+            for (i, name) in COUNTERS.iter().enumerate() {
+                for method in ["GET", "POST"] {
+                    series(
+                        base(name, &[("method", method)]),
+                        &mut rng,
+                        true,
+                        10.0 * (i + 1) as f64,
+                    );
+                }
+            }
+            for (i, name) in GAUGES.iter().enumerate() {
+                series(base(name, &[]), &mut rng, false, 5.0 * (i + 1) as f64);
+            }
+            for (b, le) in les.iter().enumerate() {
+                series(
+                    base(HISTOGRAM, &[("le", le)]),
+                    &mut rng,
+                    true,
+                    2.0 * (b + 1) as f64,
+                );
+            }
+        }
+    }
+    // Buckets must not decrease across `le`: make each bucket the running sum.
+    let mut by_instance: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+    for (i, s) in out.iter().enumerate() {
+        if s.labels.metric_name() == Some(HISTOGRAM) {
+            let key = format!(
+                "{}/{}",
+                s.labels.get("job").unwrap_or(""),
+                s.labels.get("instance").unwrap_or("")
+            );
+            by_instance.entry(key).or_default().push(i);
+        }
+    }
+    for idx in by_instance.values() {
+        for w in 1..idx.len() {
+            let (a, b) = (idx[w - 1], idx[w]);
+            let prev: Vec<Sample> = out[a].samples.clone();
+            for (s, p) in out[b].samples.iter_mut().zip(prev) {
+                if !telltale_common::model::is_stale_marker(s.1) {
+                    s.1 += p.1;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A random query from the grammar: selectors, range functions, aggregations with
+/// parameters and grouping, binary operators with matching modifiers, offsets, `@`,
+/// subqueries, and now and then an ill-typed query (both sides must then fail).
+pub fn query(rng: &mut Rng, depth: u32) -> String {
+    let metric = |rng: &mut Rng| -> String {
+        let all: Vec<&str> = COUNTERS
+            .iter()
+            .chain(GAUGES)
+            .copied()
+            .chain([HISTOGRAM])
+            .collect();
+        let name = pick(rng, &all).to_string();
+        match (rng.uniform() * 5.0) as u32 {
+            0 => format!("{name}{{job=\"{}\"}}", pick(rng, &["api", "db", "web"])),
+            1 => format!("{name}{{instance=~\"10.0.0.[01]:9100\"}}"),
+            2 => format!("{name}{{job!=\"cache\"}}"),
+            _ => name,
+        }
+    };
+    let modifier = |rng: &mut Rng| -> String {
+        match (rng.uniform() * 6.0) as u32 {
+            0 => format!(" offset {}m", 1 + (rng.uniform() * 10.0) as u32),
+            1 => " @ end()".into(),
+            _ => String::new(),
+        }
+    };
+    let range = |rng: &mut Rng| pick(rng, &["15s", "30s", "1m", "2m", "5m", "10m"]).to_string();
+    let counter = |rng: &mut Rng| -> String {
+        let name = pick(rng, COUNTERS).to_string();
+        if rng.uniform() < 0.3 {
+            format!("{name}{{job=\"{}\"}}", pick(rng, &["api", "db", "web"]))
+        } else {
+            name
+        }
+    };
+    if depth == 0 || rng.uniform() < 0.25 {
+        return match (rng.uniform() * 3.0) as u32 {
+            0 => format!("{}", (rng.uniform() * 100.0).round()),
+            _ => format!("{}{}", metric(rng), modifier(rng)),
+        };
+    }
+    let sub = |rng: &mut Rng| query(rng, depth - 1);
+    match (rng.uniform() * 11.0) as u32 {
+        0 | 1 => {
+            let f = pick(rng, &["rate", "increase", "irate", "resets"]);
+            format!("{f}({}[{}]{})", counter(rng), range(rng), modifier(rng))
+        }
+        2 => {
+            let f = pick(
+                rng,
+                &[
+                    "delta",
+                    "idelta",
+                    "deriv",
+                    "changes",
+                    "avg_over_time",
+                    "min_over_time",
+                    "max_over_time",
+                    "sum_over_time",
+                    "count_over_time",
+                    "last_over_time",
+                    "stddev_over_time",
+                    "stdvar_over_time",
+                    "present_over_time",
+                ],
+            );
+            format!("{f}({}[{}]{})", metric(rng), range(rng), modifier(rng))
+        }
+        3 => match (rng.uniform() * 4.0) as u32 {
+            0 => format!(
+                "quantile_over_time(0.{}, {}[{}])",
+                1 + (rng.uniform() * 8.0) as u32,
+                metric(rng),
+                range(rng)
+            ),
+            1 => format!("predict_linear({}[{}], 60)", metric(rng), range(rng)),
+            2 => format!("holt_winters({}[{}], 0.5, 0.3)", metric(rng), range(rng)),
+            _ => format!(
+                "max_over_time(rate({}[1m])[{}:{}])",
+                counter(rng),
+                range(rng),
+                pick(rng, &["15s", "30s", "1m"])
+            ),
+        },
+        4 | 5 => {
+            let op = pick(
+                rng,
+                &[
+                    "sum", "avg", "min", "max", "count", "stddev", "stdvar", "group",
+                ],
+            );
+            let grouping = match (rng.uniform() * 3.0) as u32 {
+                0 => " by (job)".to_string(),
+                1 => " without (instance)".to_string(),
+                _ => String::new(),
+            };
+            format!("{op}{grouping}({})", sub(rng))
+        }
+        6 => match (rng.uniform() * 4.0) as u32 {
+            0 => format!("topk({}, {})", 1 + (rng.uniform() * 3.0) as u32, sub(rng)),
+            1 => format!(
+                "bottomk({}, {})",
+                1 + (rng.uniform() * 3.0) as u32,
+                sub(rng)
+            ),
+            2 => format!(
+                "quantile(0.{}, {})",
+                1 + (rng.uniform() * 8.0) as u32,
+                sub(rng)
+            ),
+            _ => format!("count_values(\"value\", {})", sub(rng)),
+        },
+        7 | 8 => {
+            let op = pick(
+                rng,
+                &[
+                    "+", "-", "*", "/", ">", "<", "== bool", "and", "or", "unless",
+                ],
+            );
+            let matching = match (rng.uniform() * 5.0) as u32 {
+                0 => " on(job, instance)",
+                1 => " ignoring(method)",
+                _ => "",
+            };
+            format!("({}) {op}{matching} ({})", sub(rng), sub(rng))
+        }
+        9 => {
+            let f = pick(
+                rng,
+                &[
+                    "abs",
+                    "ceil",
+                    "floor",
+                    "sqrt",
+                    "exp",
+                    "ln",
+                    "timestamp",
+                    "sort",
+                    "sort_desc",
+                ],
+            );
+            format!("{f}({})", sub(rng))
+        }
+        _ => match (rng.uniform() * 4.0) as u32 {
+            0 => format!(
+                "histogram_quantile(0.9, sum by (le) (rate({HISTOGRAM}[{}])))",
+                range(rng)
+            ),
+            1 => format!("-({})", sub(rng)),
+            2 => format!("clamp_max({}, 50)", sub(rng)),
+            // Ill-typed on purpose: a range vector where an instant one belongs.
+            _ => format!("sum({}[5m])", metric(rng)),
+        },
+    }
+}
+
+/// A reference Prometheus (remote-write receiver on) and Telltale, holding the same data.
+pub struct Pair {
+    /// The reference (killed on drop).
+    pub prometheus: Child,
+    /// Its HTTP address.
+    pub prometheus_addr: SocketAddr,
+    /// Telltale.
+    pub telltale: Aggregator,
+    /// The data's span (ms).
+    pub start: i64,
+    /// See `start`.
+    pub end: i64,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        let _ = self.prometheus.kill();
+        let _ = self.prometheus.wait();
+    }
+}
+
+impl Pair {
+    /// Starts both and writes 50 minutes of data from `seed`, ending now, to both — in time
+    /// order, minute by minute, as Prometheus' head needs.
+    pub fn start(seed: u64) -> anyhow::Result<Pair> {
+        let now = telltale_common::model::now_ms() / 1000 * 1000;
+        let (start, end) = (now - 50 * 60_000, now - 30_000);
+        let series = data(seed, start, end);
+        let dir = tempfile::tempdir()?;
+        let cfg = dir.path().join("prometheus.yml");
+        std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n")?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let prometheus = Command::new(PROMETHEUS)
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("prom").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--web.enable-remote-write-receiver")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start prometheus")?;
+        let tls = dir.path().join("tls");
+        let mut pair = Pair {
+            prometheus,
+            prometheus_addr: format!("127.0.0.1:{port}").parse()?,
+            telltale: {
+                certs_init(&tls)?;
+                start_fresh_aggregator(&tls, dir.path())?
+            },
+            start,
+            end,
+            _dir: dir,
+        };
+        wait_for(Duration::from_secs(60), || {
+            http_get(pair.prometheus_addr, "/-/ready")
+                .ok()
+                .filter(|r| r.0 == 200)
+        })
+        .context("prometheus did not become ready")?;
+        let mut t = start - 60_000;
+        while t <= end + 60_000 {
+            let slice: Vec<SeriesSamples> = series
+                .iter()
+                .map(|s| SeriesSamples {
+                    labels: s.labels.clone(),
+                    samples: s
+                        .samples
+                        .iter()
+                        .copied()
+                        .filter(|x| x.0 >= t && x.0 < t + 60_000)
+                        .collect(),
+                })
+                .filter(|s| !s.samples.is_empty())
+                .collect();
+            if !slice.is_empty() {
+                let body = telltale_aggregator::api::remote_write::encode(&slice);
+                for addr in [pair.prometheus_addr, pair.telltale.http] {
+                    let (status, resp) =
+                        http_post(addr, "/api/v1/write", "application/x-protobuf", &body)?;
+                    anyhow::ensure!(status / 100 == 2, "remote_write to {addr}: {status} {resp}");
+                }
+            }
+            t += 60_000;
+        }
+        pair.end = end;
+        Ok(pair)
+    }
+
+    /// Runs `q` as an instant query at `at` (ms) or, with a `step`, as a range query over the
+    /// last 30 minutes of data, on both; `Err` names the difference.
+    pub fn compare(&self, q: &str, at: i64, step: Option<i64>) -> Result<(), String> {
+        let path = match step {
+            None => format!("/api/v1/query?query={}&time={}", enc(q), at as f64 / 1000.0),
+            Some(s) => format!(
+                "/api/v1/query_range?query={}&start={}&end={}&step={}",
+                enc(q),
+                (at - 30 * 60_000) as f64 / 1000.0,
+                at as f64 / 1000.0,
+                s as f64 / 1000.0
+            ),
+        };
+        let get = |addr| -> Result<Value, String> {
+            let (_, body) = http_get(addr, &path).map_err(|e| e.to_string())?;
+            serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))
+        };
+        let (a, b) = (get(self.prometheus_addr)?, get(self.telltale.http)?);
+        crate::compliance::compare(&a, &b)
+    }
+}
