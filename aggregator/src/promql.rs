@@ -916,4 +916,32 @@ mod tests {
             }
         }
     }
+
+    /// NaN samples rank as Prometheus ranks them: last for `topk` and `bottomk`, first in the
+    /// sorted values of `quantile` and `quantile_over_time` (Go's `sort.Float64s`).
+    #[tokio::test]
+    async fn nan_ranks_as_in_prometheus() {
+        let (e, _d) = engine(vec![
+            ss(&[("__name__", "g"), ("i", "a")], &[(0, f64::NAN)]),
+            ss(&[("__name__", "g"), ("i", "b")], &[(0, 1.0)]),
+            ss(&[("__name__", "g"), ("i", "c")], &[(0, 2.0)]),
+            ss(
+                &[("__name__", "h")],
+                &[(0, 3.0), (10_000, f64::NAN), (20_000, 1.0)],
+            ),
+        ])
+        .await;
+        let one = |q: &str| vec_of(e.instant(q, 20_000).unwrap());
+        assert_eq!(one("topk(1, g)"), vec![("__name__=g,i=c".to_string(), 2.0)]);
+        assert_eq!(
+            one("bottomk(1, g)"),
+            vec![("__name__=g,i=b".to_string(), 1.0)]
+        );
+        assert_eq!(one("quantile(0.5, g)"), vec![(String::new(), 1.0)]);
+        assert!(one("quantile(0, g)")[0].1.is_nan());
+        assert_eq!(
+            one("quantile_over_time(0.5, h[1m])"),
+            vec![(String::new(), 1.0)]
+        );
+    }
 }

@@ -150,7 +150,19 @@ impl Evaluator<'_> {
                 None
             } else {
                 let (first, last) = (s.samples[lo], s.samples[hi - 1]);
-                let result = last.1 - first.1 + (prefix[hi - 1] - prefix[lo]);
+                // Without a reset in the window, the prefix sums say so in O(1); with one, the
+                // corrections are added one by one, in Prometheus' order, so the result is the
+                // same to the last bit.
+                let mut result = last.1 - first.1;
+                if prefix[hi - 1] != prefix[lo] {
+                    let mut prev = first.1;
+                    for p in &s.samples[lo + 1..hi] {
+                        if p.1 < prev {
+                            result += prev;
+                        }
+                        prev = p.1;
+                    }
+                }
                 Some(f::extrapolate(
                     first,
                     last,

@@ -825,9 +825,15 @@ impl Evaluator<'_> {
                     }
                     let k = if k < 1.0 { 0 } else { k as usize };
                     let mut e = elems;
-                    e.sort_by(|x, y| {
-                        let o = x.v.total_cmp(&y.v);
-                        if op == "topk" { o.reverse() } else { o }
+                    // NaN ranks last for both, as in Prometheus' heaps.
+                    e.sort_by(|x, y| match (x.v.is_nan(), y.v.is_nan()) {
+                        (true, true) => std::cmp::Ordering::Equal,
+                        (true, false) => std::cmp::Ordering::Greater,
+                        (false, true) => std::cmp::Ordering::Less,
+                        _ => {
+                            let o = x.v.total_cmp(&y.v);
+                            if op == "topk" { o.reverse() } else { o }
+                        }
                     });
                     e.truncate(k);
                     out.extend(e.into_iter().map(|mut x| {

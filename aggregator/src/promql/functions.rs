@@ -176,6 +176,17 @@ pub fn variance(values: &[f64]) -> f64 {
 }
 
 /// The φ-quantile of `values` (sorted in place), interpolating like Prometheus.
+/// The order of Go's `sort.Float64s`, which Prometheus sorts quantiles with: NaN before
+/// every number.
+pub fn nan_first(a: &f64, b: &f64) -> std::cmp::Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        _ => a.total_cmp(b),
+    }
+}
+
 pub fn quantile(q: f64, values: &mut [f64]) -> f64 {
     if values.is_empty() || q.is_nan() {
         return f64::NAN;
@@ -193,14 +204,10 @@ pub fn quantile(q: f64, values: &mut [f64]) -> f64 {
     let weight = rank - rank.floor();
     // Only the two order statistics are needed: a selection, not a sort (the windows of a
     // range query are sorted again at every step otherwise).
-    let (_, lo, above) = values.select_nth_unstable_by(lower, |a, b| a.total_cmp(b));
+    let (_, lo, above) = values.select_nth_unstable_by(lower, nan_first);
     let lo = *lo;
     let hi = if upper > lower {
-        above
-            .iter()
-            .copied()
-            .min_by(|a, b| a.total_cmp(b))
-            .unwrap_or(lo)
+        above.iter().copied().min_by(nan_first).unwrap_or(lo)
     } else {
         lo
     };
