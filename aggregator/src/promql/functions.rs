@@ -175,7 +175,6 @@ pub fn variance(values: &[f64]) -> f64 {
     values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n
 }
 
-/// The φ-quantile of `values` (sorted in place), interpolating like Prometheus.
 /// The order of Go's `sort.Float64s`, which Prometheus sorts quantiles with: NaN before
 /// every number.
 pub fn nan_first(a: &f64, b: &f64) -> std::cmp::Ordering {
@@ -187,6 +186,7 @@ pub fn nan_first(a: &f64, b: &f64) -> std::cmp::Ordering {
     }
 }
 
+/// The φ-quantile of `values` (reordered in place), interpolating like Prometheus.
 pub fn quantile(q: f64, values: &mut [f64]) -> f64 {
     if values.is_empty() || q.is_nan() {
         return f64::NAN;
