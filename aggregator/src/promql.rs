@@ -943,5 +943,9 @@ mod tests {
             one("quantile_over_time(0.5, h[1m])"),
             vec![(String::new(), 1.0)]
         );
+        // clamp keeps NaN (Go's math.Min/Max), where Rust's min/max would drop it.
+        let c = one("clamp_max(g, 50)");
+        assert!(c.iter().any(|(l, v)| l == "i=a" && v.is_nan()), "{c:?}");
+        assert!(one("clamp_min(g, 0)").iter().any(|(_, v)| v.is_nan()));
     }
 }

@@ -503,7 +503,8 @@ impl Evaluator<'_> {
                 if lo > hi {
                     return Ok(Val::Vector(Vec::new()));
                 }
-                Ok(self.map_values(v, t, |x| x.max(lo).min(hi)))
+                // Go's math.Min and math.Max return NaN for a NaN (Rust's ignore it).
+                Ok(self.map_values(v, t, |x| if x.is_nan() { x } else { x.max(lo).min(hi) }))
             }
             "round" => {
                 let v = self.vector(&args[0], t)?;
