@@ -74,22 +74,9 @@ impl Peers {
             .stdout(Stdio::null())
             .status()?;
         anyhow::ensure!(st.success(), "promtool backfill failed");
-        let cfg = dir.path().join("prometheus.yml");
-        std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n")?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let prometheus = Command::new(PROMETHEUS)
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.tsdb.path={}", blocks.display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--storage.tsdb.retention.time=30d")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let mut prometheus = prometheus;
+        let (mut prometheus, prometheus_addr) =
+            spawn_prometheus(dir.path(), &blocks, &["--storage.tsdb.retention.time=30d"])?;
         let started = (|| -> anyhow::Result<_> {
-            let prometheus_addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
             let tls = dir.path().join("tls");
             certs_init(&tls)?;
             Ok((prometheus_addr, start_fresh_aggregator(&tls, dir.path())?))
@@ -130,6 +117,30 @@ impl Peers {
         .context("prometheus did not become ready")?;
         Ok(peers)
     }
+}
+
+/// Starts Debian's Prometheus on a free loopback port, storing in `tsdb`, with a minimal
+/// configuration in `dir` and `extra` flags; returns it (the caller kills it) and its address.
+pub fn spawn_prometheus(
+    dir: &Path,
+    tsdb: &Path,
+    extra: &[&str],
+) -> anyhow::Result<(Child, SocketAddr)> {
+    let cfg = dir.join("prometheus.yml");
+    std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n")?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = Command::new(PROMETHEUS)
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!("--storage.tsdb.path={}", tsdb.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start prometheus")?;
+    Ok((child, format!("127.0.0.1:{port}").parse()?))
 }
 
 /// One expanded case.

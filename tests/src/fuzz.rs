@@ -9,14 +9,14 @@
 //! replayed exactly.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::Value;
 use telltale_common::model::{Labels, STALE_NAN_BITS, Sample, SeriesSamples};
 
-use crate::compliance::{PROMETHEUS, Rng};
+use crate::compliance::{Rng, spawn_prometheus};
 use crate::{Aggregator, certs_init, enc, http_get, http_post, start_fresh_aggregator, wait_for};
 
 /// Counters, as the generator makes them.
@@ -331,31 +331,19 @@ impl Pair {
         let (start, end) = (now - 50 * 60_000, now - 30_000);
         let series = data(seed, start, end);
         let dir = tempfile::tempdir()?;
-        let cfg = dir.path().join("prometheus.yml");
-        std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n")?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let prometheus = Command::new(PROMETHEUS)
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("prom").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--web.enable-remote-write-receiver")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start prometheus")?;
+        // Telltale first: if Prometheus then fails to start, nothing is left running.
         let tls = dir.path().join("tls");
+        certs_init(&tls)?;
+        let telltale = start_fresh_aggregator(&tls, dir.path())?;
+        let (prometheus, prometheus_addr) = spawn_prometheus(
+            dir.path(),
+            &dir.path().join("prom"),
+            &["--web.enable-remote-write-receiver"],
+        )?;
         let mut pair = Pair {
             prometheus,
-            prometheus_addr: format!("127.0.0.1:{port}").parse()?,
-            telltale: {
-                certs_init(&tls)?;
-                start_fresh_aggregator(&tls, dir.path())?
-            },
+            prometheus_addr,
+            telltale,
             start,
             end,
             _dir: dir,

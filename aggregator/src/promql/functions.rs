@@ -56,7 +56,7 @@ pub fn reset_prefix(samples: &[Sample]) -> Vec<f64> {
 /// Prometheus' extrapolation of `result` (the increase between `first` and `last`, `n`
 /// samples) to the window `[t - range, t]`, in Prometheus 2's order of operations (the
 /// compliance reference): durations from integer milliseconds, the zero point of a counter
-/// before the threshold, the factor applied before the division by the range.
+/// before the threshold, one factor (divided by the range for a rate) applied last.
 #[allow(clippy::too_many_arguments)]
 pub fn extrapolate(
     first: Sample,
@@ -93,11 +93,11 @@ pub fn extrapolate(
     } else {
         avg / 2.0
     };
-    let mut v = result * (interval / sampled);
+    let mut factor = interval / sampled;
     if rate {
-        v /= range_ms as f64 / 1000.0;
+        factor /= range_ms as f64 / 1000.0;
     }
-    v
+    result * factor
 }
 
 /// `holt_winters(v, sf, tf)` (Prometheus 2's name for double exponential smoothing): the
