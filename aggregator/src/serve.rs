@@ -301,12 +301,9 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
             ticker_ingest.write_up(&agents).await;
         }
     });
-    state.ready.store(true, Ordering::Relaxed);
-    // The demo and the tests read this line to find the bound ports.
-    tracing::info!(%http, %quic, "telltale-aggregator listening");
-    let running = Running { http, quic };
-    println!("listening http={} quic={}", running.http, running.quic);
-
+    // Signals are watched before the process says it listens: a SIGTERM or SIGHUP sent as
+    // soon as it does must not meet the default action (which ends the process).
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
     // SIGHUP reloads rules, routes and runbooks (systemd's ExecReload sends it).
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(mut hup) => {
@@ -320,11 +317,16 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
         }
         Err(e) => tracing::warn!(error = %e, "cannot watch SIGHUP: reload with POST /-/reload"),
     }
+    state.ready.store(true, Ordering::Relaxed);
+    // The demo and the tests read this line to find the bound ports.
+    tracing::info!(%http, %quic, "telltale-aggregator listening");
+    let running = Running { http, quic };
+    println!("listening http={} quic={}", running.http, running.quic);
     axum::serve(
         listener,
         api::router(state).into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
+    .with_graceful_shutdown(shutdown_signal(term))
     .await
     .context("HTTP server failed")?;
     tracing::info!("shutting down");
@@ -334,9 +336,8 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
+async fn shutdown_signal(term: std::io::Result<tokio::signal::unix::Signal>) {
+    let mut term = match term {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "cannot watch SIGTERM");
