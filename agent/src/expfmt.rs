@@ -87,43 +87,6 @@ impl Limits {
         label_name_length_limit: 256,
         label_value_length_limit: 4096,
     };
-
-    fn check(&self, l: &Line, samples: usize) -> Result<(), String> {
-        let over = |limit: usize, n: usize| limit > 0 && n > limit;
-        if over(self.sample_limit, samples) {
-            return Err(format!(
-                "sample_limit exceeded: more than {} samples",
-                self.sample_limit
-            ));
-        }
-        if over(self.label_limit, l.labels.len()) {
-            return Err(format!(
-                "label_limit exceeded: {} has {} labels, the limit is {}",
-                l.name,
-                l.labels.len(),
-                self.label_limit
-            ));
-        }
-        for (k, v) in &l.labels {
-            if over(self.label_name_length_limit, k.len()) {
-                return Err(format!(
-                    "label_name_length_limit exceeded: a label name of {} bytes on {}, the limit is {}",
-                    k.len(),
-                    l.name,
-                    self.label_name_length_limit
-                ));
-            }
-            if over(self.label_value_length_limit, v.len()) {
-                return Err(format!(
-                    "label_value_length_limit exceeded: label {k} of {} has a value of {} bytes, the limit is {}",
-                    l.name,
-                    v.len(),
-                    self.label_value_length_limit
-                ));
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Parses a whole exposition. Returns the samples and the `# TYPE` of each family.
@@ -158,9 +121,14 @@ pub fn parse_limited(text: &str, dialect: Dialect, limits: &Limits) -> Result<Pa
             }
             continue;
         }
-        let parsed = parse_line(line, dialect, limits).map_err(err)?;
-        limits.check(&parsed, out.len() + 1).map_err(err)?;
-        out.push(parsed);
+        // The label limits are checked as each label is read (`parse_labels`).
+        if limits.sample_limit > 0 && out.len() >= limits.sample_limit {
+            return Err(err(format!(
+                "sample_limit exceeded: more than {} samples",
+                limits.sample_limit
+            )));
+        }
+        out.push(parse_line(line, dialect, limits).map_err(err)?);
     }
     Ok((out, types))
 }
