@@ -20,6 +20,11 @@ pub fn is_damage(e: &sled::Error) -> bool {
     }
 }
 
+/// Whether sled's error is its file lock held (by this process or another).
+fn is_held(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
 /// How a store was opened.
 pub struct Opened {
     /// The store.
@@ -35,7 +40,21 @@ pub fn open_or_replace(
     what: &str,
     open: impl Fn(&Path) -> sled::Result<sled::Db>,
 ) -> Result<Opened, String> {
-    let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| open(dir)));
+    // sled releases its file lock when its last background thread lets go of the store, a
+    // moment after the `Db` is dropped: a store closed and reopened in one process (a test, a
+    // reload) can meet its own old lock. Another process cannot hold it (the daemons' own lock
+    // file comes first), so a held lock is waited for, briefly, before it is an error.
+    let try_open = || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| open(dir)));
+    let mut first = try_open();
+    for _ in 0..100 {
+        match &first {
+            Ok(Err(e)) if is_held(e) => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                first = try_open();
+            }
+            _ => break,
+        }
+    }
     let reason = match first {
         Ok(Ok(db)) => {
             return Ok(Opened {
@@ -77,12 +96,15 @@ mod tests {
         sled::Config::new().path(p).open()
     }
 
-    fn filled(dir: &Path) {
+    /// Fills a store and returns it still open. (Dropping a `sled::Db` releases its file
+    /// lock only when sled's background threads let go of it, a moment later.)
+    fn filled(dir: &Path) -> sled::Db {
         let db = open(dir).unwrap();
         for i in 0..2000u32 {
             db.insert(i.to_be_bytes(), vec![7u8; 100]).unwrap();
         }
         db.flush().unwrap();
+        db
     }
 
     /// A damaged `conf` is reported by sled as corruption: moved aside, a new store opened.
@@ -92,7 +114,8 @@ mod tests {
     fn damage_sled_reports_is_moved_aside() {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path().join("s");
-        filled(&dir);
+        // Dropped just before the reopen: open_or_replace waits for sled's late release.
+        drop(filled(&dir));
         let mut bytes = std::fs::read(dir.join("conf")).unwrap();
         for b in &mut bytes[..16] {
             *b ^= 0x5A;
@@ -131,7 +154,7 @@ mod tests {
         // And an open that fails for such a reason moves nothing.
         let d = tempfile::tempdir().unwrap();
         let dir = d.path().join("s");
-        filled(&dir);
+        let _held = filled(&dir);
         let e = open_or_replace(&dir, "test store", |_| {
             Err(sled::Error::Io(Error::new(
                 ErrorKind::PermissionDenied,
@@ -147,8 +170,7 @@ mod tests {
     fn a_held_store_is_an_error_and_not_moved() {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path().join("s");
-        filled(&dir);
-        let held = open(&dir).unwrap();
+        let held = filled(&dir);
         let e = match open_or_replace(&dir, "test store", open) {
             Err(e) => e,
             Ok(_) => panic!("opened a held store"),
