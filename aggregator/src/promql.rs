@@ -948,4 +948,90 @@ mod tests {
         assert!(c.iter().any(|(l, v)| l == "i=a" && v.is_nan()), "{c:?}");
         assert!(one("clamp_min(g, 0)").iter().any(|(_, v)| v.is_nan()));
     }
+
+    /// Which of equal values `topk`/`bottomk` keep, and the order of the input, follow
+    /// Prometheus: series in label order (whatever order they were written in), each group's
+    /// elements through Go's heap (a tie never displaces a kept element; a pop removes the
+    /// root, which need not be the latest of equal ones).
+    #[tokio::test]
+    async fn ties_resolve_as_in_prometheus() {
+        // Written in reverse label order: the engine must still see a, b, c, d.
+        let (e, _d) = engine(vec![
+            ss(&[("__name__", "g"), ("i", "d")], &[(0, 2.0)]),
+            ss(&[("__name__", "g"), ("i", "c")], &[(0, 1.0)]),
+            ss(&[("__name__", "g"), ("i", "b")], &[(0, 1.0)]),
+            ss(&[("__name__", "g"), ("i", "a")], &[(0, 1.0)]),
+        ])
+        .await;
+        let one = |q: &str| vec_of(e.instant(q, 0).unwrap());
+        let names = |q: &str| one(q).into_iter().map(|x| x.0).collect::<Vec<_>>();
+        // topk(2): heap [a]; b joins; c ties the root and stays out; d beats the root, so the
+        // root (a, after the pop's swap) leaves: b and d remain — not a and d.
+        assert_eq!(names("topk(2, g)"), ["__name__=g,i=b", "__name__=g,i=d"]);
+        // k = 1 replaces in place only when strictly better: the first of the ties stays.
+        assert_eq!(names("bottomk(1, g)"), ["__name__=g,i=a"]);
+        assert_eq!(names("bottomk(2, g)"), ["__name__=g,i=a", "__name__=g,i=b"]);
+        assert_eq!(names("topk(1, g < 2)"), ["__name__=g,i=a"]);
+    }
+
+    /// Windows add up as Prometheus adds them, with compensated (Kahan–Neumaier) sums: a
+    /// naive sum of 1e16, 1, -1e16 is 0; means are incremental (no overflow).
+    #[tokio::test]
+    async fn sums_are_compensated_as_in_prometheus() {
+        let (e, _d) = engine(vec![ss(
+            &[("__name__", "x")],
+            &[(0, 1e16), (10_000, 1.0), (20_000, -1e16)],
+        )])
+        .await;
+        let one = |q: &str| vec_of(e.instant(q, 20_000).unwrap())[0].1;
+        assert_eq!(one("sum_over_time(x[1m])"), 1.0);
+        // The mean is incremental: two samples of 1e308 average to 1e308, not +Inf.
+        match e.instant("avg_over_time((x * 0 + 1e308)[1m:10s])", 20_000).unwrap() {
+            Value::Vector(v) => assert_eq!(v[0].1.1, 1e308),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(one("stdvar_over_time(vector(1)[1m:10s])"), 0.0);
+        assert_eq!(
+            functions::kahan_mean([f64::INFINITY, 1.0, 2.0].into_iter()),
+            f64::INFINITY
+        );
+        assert_eq!(functions::incremental_mean(2.0, 2, 4.0), 3.0);
+        // deriv from integer millisecond offsets: exact on an exact line.
+        let pts: Vec<Sample> = (0..20)
+            .map(|i| Sample(1_700_000_000_000 + i * 15_000, i as f64 * 3.0))
+            .collect();
+        let slope = functions::linear_regression(&pts, pts[0].0).map_or(f64::NAN, |r| r.0);
+        assert!((slope - 0.2).abs() < 1e-15, "{slope}");
+    }
+
+    /// `timestamp()` gives a sample's own time only for a vector selector; a computed vector
+    /// is stamped with the evaluation time (Prometheus' rule), so `timestamp(x offset 1m)`
+    /// and `timestamp((x offset 1m) unless y)` differ.
+    #[tokio::test]
+    async fn timestamp_of_a_computed_vector_is_the_evaluation_time() {
+        let (e, _d) = engine(vec![ss(&[("__name__", "x")], &[(0, 1.0), (5_000, 2.0)])]).await;
+        let one = |q: &str| vec_of(e.instant(q, 65_000).unwrap())[0].1;
+        assert_eq!(one("timestamp(x offset 1m)"), 5.0);
+        assert_eq!(one("timestamp((x offset 1m))"), 5.0);
+        assert_eq!(one("timestamp((x offset 1m) unless absent(x))"), 65.0);
+        assert_eq!(one("timestamp(-(x offset 1m))"), 65.0);
+    }
+
+    /// `count_values` counts per group and value in the order values are first seen, and
+    /// refuses a bad label name even with nothing to count.
+    #[tokio::test]
+    async fn count_values_as_in_prometheus() {
+        let (e, _d) = engine(vec![
+            ss(&[("__name__", "g"), ("i", "a")], &[(0, 2.0)]),
+            ss(&[("__name__", "g"), ("i", "b")], &[(0, 1.0)]),
+            ss(&[("__name__", "g"), ("i", "c")], &[(0, 2.0)]),
+        ])
+        .await;
+        let got = vec_of(e.instant("count_values(\"v\", g)", 0).unwrap());
+        assert_eq!(
+            got,
+            vec![("v=1".to_string(), 1.0), ("v=2".to_string(), 2.0)]
+        );
+        assert!(e.instant("count_values(\"bad-name\", nothing)", 0).is_err());
+    }
 }

@@ -465,9 +465,13 @@ pub fn compare(a: &Value, b: &Value) -> Result<(), String> {
                 x.1.parse().unwrap_or(f64::NAN),
                 y.1.parse().unwrap_or(f64::NAN),
             );
+            // Equal, both NaN, or within 1e-9 relative / 1e-12 absolute: what is left when
+            // both follow the same order of floating-point operations (the last digit
+            // Go's and Rust's shortest formatting choose may differ).
             let equal = (u.is_nan() && v.is_nan())
                 || u == v
-                || (u - v).abs() <= 1e-6 * u.abs().max(v.abs());
+                || (u - v).abs() <= 1e-9 * u.abs().max(v.abs())
+                || (u - v).abs() <= 1e-12;
             if !equal {
                 return Err(format!("{k} at {}: {} vs {}", x.0, x.1, y.1));
             }

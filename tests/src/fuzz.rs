@@ -145,6 +145,62 @@ pub fn data(seed: u64, start: i64, end: i64) -> Vec<SeriesSamples> {
     out
 }
 
+/// The compliance suite's demo data made scrape-shaped from `seed`: ±25 ms jitter, a gap of
+/// up to 7 minutes in every target, NaN in 2 % of the gauges' samples, one instance that
+/// disappears half-way (leaving stale markers) and one that appears a third of the way in.
+/// (The demo counters already restart once per instance.)
+pub fn rough_demo_data(seed: u64, start: i64, end: i64) -> Vec<SeriesSamples> {
+    let mut rng = Rng(seed | 1);
+    let mut out = crate::compliance::demo_data(start, end);
+    let span = end - start;
+    for s in &mut out {
+        let instance = s.labels.get("instance").unwrap_or("").to_string();
+        let name = s.labels.metric_name().unwrap_or("").to_string();
+        let counter = ["_total", "_bucket", "_count", "_sum"]
+            .iter()
+            .any(|x| name.ends_with(x));
+        let (born, dies) = if instance.ends_with('1') {
+            (start, start + span / 2)
+        } else if instance.ends_with('2') {
+            (start + span / 3, end)
+        } else {
+            (start, end)
+        };
+        // A target's samples share a scrape: its gap and each scrape's jitter are drawn from
+        // the seed, the instance and the scrape time, the same for all of its series.
+        let key = seed
+            ^ instance
+                .bytes()
+                .fold(0u64, |h, b| h.wrapping_mul(31) ^ u64::from(b));
+        let mut target = Rng(key | 1);
+        let gap_at = start + (span as f64 * target.uniform()) as i64;
+        let gap_len = (target.uniform() * 7.0 * 60_000.0) as i64;
+        let mut kept = Vec::with_capacity(s.samples.len() + 1);
+        for x in &s.samples {
+            if x.0 < born || x.0 > dies || (x.0 >= gap_at && x.0 < gap_at + gap_len) {
+                continue;
+            }
+            let mut scrape = Rng((key ^ (x.0 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1);
+            scrape.uniform();
+            let t = x.0 + (scrape.uniform() * 50.0) as i64 - 25;
+            let v = if !counter && rng.uniform() < 0.02 {
+                f64::NAN
+            } else {
+                x.1
+            };
+            kept.push(Sample(t, v));
+        }
+        if dies < end
+            && let Some(last) = kept.last().map(|x| x.0)
+        {
+            kept.push(Sample(last + 5_000, f64::from_bits(STALE_NAN_BITS)));
+        }
+        s.samples = kept;
+    }
+    out.retain(|s| !s.samples.is_empty());
+    out
+}
+
 /// A random query from the grammar: selectors, range functions, aggregations with
 /// parameters and grouping, binary operators with matching modifiers, offsets, `@`,
 /// subqueries, and now and then an ill-typed query (both sides must then fail).
@@ -301,6 +357,17 @@ pub fn query(rng: &mut Rng, depth: u32) -> String {
     }
 }
 
+/// How one query's answers compare.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Same series, timestamps and values.
+    Agree,
+    /// A difference, named.
+    Differ(String),
+    /// The reference gave different answers to the same query: nothing to compare against.
+    Undecided(String),
+}
+
 /// A reference Prometheus (remote-write receiver on) and Telltale, holding the same data.
 pub struct Pair {
     /// The reference (killed on drop).
@@ -329,7 +396,11 @@ impl Pair {
     pub fn start(seed: u64) -> anyhow::Result<Pair> {
         let now = telltale_common::model::now_ms() / 1000 * 1000;
         let (start, end) = (now - 50 * 60_000, now - 30_000);
-        let series = data(seed, start, end);
+        Pair::load(&data(seed, start, end), start, end)
+    }
+
+    /// Starts both and writes `series` (samples within `[start - 1m, end + 1m]`) to both.
+    pub fn load(series: &[SeriesSamples], start: i64, end: i64) -> anyhow::Result<Pair> {
         let dir = tempfile::tempdir()?;
         // Telltale first: if Prometheus then fails to start, nothing is left running.
         let tls = dir.path().join("tls");
@@ -383,24 +454,153 @@ impl Pair {
         Ok(pair)
     }
 
-    /// Runs `q` as an instant query at `at` (ms) or, with a `step`, as a range query over the
-    /// last 30 minutes of data, on both; `Err` names the difference.
-    pub fn compare(&self, q: &str, at: i64, step: Option<i64>) -> Result<(), String> {
-        let path = match step {
+    /// Like [`Pair::compare`], and when the answers differ, asks the reference again (up to
+    /// four times): if the reference's own answers differ from each other, the query has no
+    /// single right answer — Prometheus 2.42 assembles range results in Go map order, so which
+    /// of equal values `topk`/`bottomk` keep changes from run to run (and sums add up in a
+    /// different order) — and the query is `Undecided`, not a disagreement.
+    pub fn judge(&self, q: &str, at: i64, step: Option<i64>) -> Verdict {
+        self.judge_over(q, at, step, 30 * 60_000)
+    }
+
+    /// [`Pair::judge`] with a range query spanning `span` ms before `at`.
+    pub fn judge_over(&self, q: &str, at: i64, step: Option<i64>, span: i64) -> Verdict {
+        let path = self.path(q, at, step, span);
+        let Err(first) = self.compare_path(&path) else {
+            return Verdict::Agree;
+        };
+        let Ok(reference) = self.get(self.prometheus_addr, &path) else {
+            return Verdict::Differ(first);
+        };
+        for _ in 0..4 {
+            match self.get(self.prometheus_addr, &path) {
+                Ok(again) => {
+                    if let Err(e) = crate::compliance::compare(&reference, &again) {
+                        return Verdict::Undecided(format!(
+                            "the reference differs from itself: {e}"
+                        ));
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        Verdict::Differ(first)
+    }
+
+    fn path(&self, q: &str, at: i64, step: Option<i64>, span: i64) -> String {
+        match step {
             None => format!("/api/v1/query?query={}&time={}", enc(q), at as f64 / 1000.0),
             Some(s) => format!(
                 "/api/v1/query_range?query={}&start={}&end={}&step={}",
                 enc(q),
-                (at - 30 * 60_000) as f64 / 1000.0,
+                (at - span) as f64 / 1000.0,
                 at as f64 / 1000.0,
                 s as f64 / 1000.0
             ),
-        };
-        let get = |addr| -> Result<Value, String> {
-            let (_, body) = http_get(addr, &path).map_err(|e| e.to_string())?;
-            serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))
-        };
-        let (a, b) = (get(self.prometheus_addr)?, get(self.telltale.http)?);
+        }
+    }
+
+    fn get(&self, addr: SocketAddr, path: &str) -> Result<Value, String> {
+        let (_, body) = http_get(addr, path).map_err(|e| e.to_string())?;
+        serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))
+    }
+
+    /// Runs `q` as an instant query at `at` (ms) or, with a `step`, as a range query over the
+    /// last 30 minutes of data, on both; `Err` names the difference.
+    pub fn compare(&self, q: &str, at: i64, step: Option<i64>) -> Result<(), String> {
+        self.compare_path(&self.path(q, at, step, 30 * 60_000))
+    }
+
+    fn compare_path(&self, path: &str) -> Result<(), String> {
+        let (a, b) = (
+            self.get(self.prometheus_addr, path)?,
+            self.get(self.telltale.http, path)?,
+        );
         crate::compliance::compare(&a, &b)
     }
+}
+
+/// What a run found.
+#[derive(Default)]
+pub struct Report {
+    /// Queries answered alike.
+    pub agree: usize,
+    /// `(query, step, difference)`: wrong answers.
+    pub differ: Vec<(String, Option<i64>, String)>,
+    /// `(query, step, why)`: queries the reference answers differently from run to run.
+    pub undecided: Vec<(String, Option<i64>, String)>,
+}
+
+impl Report {
+    /// Queries run.
+    pub fn total(&self) -> usize {
+        self.agree + self.differ.len() + self.undecided.len()
+    }
+
+    /// Prints the counts and up to `show` differences and undecided queries.
+    pub fn print(&self, what: &str, show: usize) {
+        let decided = self.agree + self.differ.len();
+        println!(
+            "{what}: agreement {} of {decided} decided ({:.2} %); {} of {} undecided (the reference answered differently from run to run)",
+            self.agree,
+            100.0 * self.agree as f64 / decided.max(1) as f64,
+            self.undecided.len(),
+            self.total()
+        );
+        for (label, list) in [("DIFFER", &self.differ), ("undecided", &self.undecided)] {
+            for (q, step, e) in list.iter().take(show) {
+                let kind = step.map_or("instant".to_string(), |s| format!("range step {s}ms"));
+                println!(
+                    "  {label} {kind} {q}\n      {}",
+                    e.chars().take(300).collect::<String>()
+                );
+            }
+        }
+    }
+
+    fn add(&mut self, q: &str, step: Option<i64>, v: Verdict) {
+        match v {
+            Verdict::Agree => self.agree += 1,
+            Verdict::Differ(e) => self.differ.push((q.to_string(), step, e)),
+            Verdict::Undecided(e) => self.undecided.push((q.to_string(), step, e)),
+        }
+    }
+}
+
+/// `n` random queries from `seed` against `pair`: odd ones as range queries (15 s, 30 s or
+/// 1 m steps over 30 minutes), even ones as instant queries, at times in the last 15 minutes.
+pub fn run(pair: &Pair, seed: u64, n: usize) -> Report {
+    let mut rng = Rng(seed ^ 0x5DEE_CE66_D1CE_4E5B);
+    let mut report = Report::default();
+    for i in 0..n {
+        let q = query(&mut rng, 3);
+        let at = pair.end - (rng.uniform() * 15.0 * 60_000.0) as i64 / 1000 * 1000;
+        let step = (i % 2 == 1).then(|| [15_000, 30_000, 60_000][i % 3]);
+        report.add(&q, step, pair.judge(&q, at, step));
+    }
+    report
+}
+
+/// The compliance cases on `pair` (holding [`rough_demo_data`]): each as a range query over
+/// the last hour at a 10 s step and as instant queries at three times, as the compliance
+/// test runs them. A case that should fail must fail on both.
+pub fn run_cases(pair: &Pair, cases: &[crate::compliance::Case]) -> Report {
+    let mut report = Report::default();
+    for c in cases {
+        let mut verdict = Verdict::Agree;
+        for (at, step) in [
+            (pair.end, Some(10_000)),
+            (pair.end - 17 * 60_000, None),
+            (pair.end - 33 * 60_000 - 2_500, None),
+            (pair.end, None),
+        ] {
+            let v = pair.judge_over(&c.query, at, step, 60 * 60_000);
+            if !matches!(v, Verdict::Agree) {
+                verdict = v;
+                break;
+            }
+        }
+        report.add(&c.query, None, verdict);
+    }
+    report
 }

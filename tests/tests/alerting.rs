@@ -609,9 +609,8 @@ fn silences_dedup_across_restarts_and_pending_notifications_survive() {
     });
     // The queue entry is removed once the receiver's answer is read, a moment after the
     // receiver has the notification: wait for it rather than race it.
-    let queue = || {
-        telltale_tests::metric(agg.http, "telltale_aggregator_notification_queue_length").ok()
-    };
+    let queue =
+        || telltale_tests::metric(agg.http, "telltale_aggregator_notification_queue_length").ok();
     wait_for(Duration::from_secs(10), || (queue()? == 0.0).then_some(()))
         .unwrap_or_else(|| panic!("the delivered notification stays queued: {:?}", queue()));
 }

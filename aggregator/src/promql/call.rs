@@ -372,13 +372,12 @@ impl Evaluator<'_> {
             "irate" => self.over_time(c, t, 0, false, |p| f::instant_delta(p, true)),
             "idelta" => self.over_time(c, t, 0, false, |p| f::instant_delta(p, false)),
             "deriv" => self.over_time(c, t, 0, false, |p| {
-                f::linear_regression(p, p[0].0 as f64 / 1000.0).map(|r| r.0)
+                f::linear_regression(p, p[0].0).map(|r| r.0)
             }),
             "predict_linear" => {
                 let secs = self.scalar(&args[1], t)?;
                 self.over_time(c, t, 0, false, |p| {
-                    f::linear_regression(p, t as f64 / 1000.0)
-                        .map(|(slope, icpt)| slope * secs + icpt)
+                    f::linear_regression(p, t).map(|(slope, icpt)| slope * secs + icpt)
                 })
             }
             "changes" => self.over_time(c, t, 0, false, |p| {
@@ -392,11 +391,11 @@ impl Evaluator<'_> {
                 Some(p.windows(2).filter(|w| w[1].1 < w[0].1).count() as f64)
             }),
             "avg_over_time" => self.over_time(c, t, 0, false, |p| {
-                Some(p.iter().map(|s| s.1).sum::<f64>() / p.len() as f64)
+                Some(f::kahan_mean(p.iter().map(|s| s.1)))
             }),
-            "sum_over_time" => {
-                self.over_time(c, t, 0, false, |p| Some(p.iter().map(|s| s.1).sum()))
-            }
+            "sum_over_time" => self.over_time(c, t, 0, false, |p| {
+                Some(f::kahan_sum(p.iter().map(|s| s.1)))
+            }),
             "count_over_time" => self.over_time(c, t, 0, false, |p| Some(p.len() as f64)),
             "min_over_time" => self.over_time(c, t, 0, false, |p| {
                 p.iter()
@@ -411,10 +410,10 @@ impl Evaluator<'_> {
             "last_over_time" => self.over_time(c, t, 0, true, |p| p.last().map(|s| s.1)),
             "present_over_time" => self.over_time(c, t, 0, false, |_| Some(1.0)),
             "stdvar_over_time" => self.over_time(c, t, 0, false, |p| {
-                Some(f::variance(&p.iter().map(|s| s.1).collect::<Vec<_>>()))
+                Some(f::kahan_variance(p.iter().map(|s| s.1)))
             }),
             "stddev_over_time" => self.over_time(c, t, 0, false, |p| {
-                Some(f::variance(&p.iter().map(|s| s.1).collect::<Vec<_>>()).sqrt())
+                Some(f::kahan_variance(p.iter().map(|s| s.1)).sqrt())
             }),
             "holt_winters" | "double_exponential_smoothing" => {
                 let sf = self.scalar(&args[1], t)?;
@@ -482,13 +481,20 @@ impl Evaluator<'_> {
                 Ok(Val::Scalar(if v.len() == 1 { v[0].v } else { f64::NAN }))
             }
             "timestamp" => {
+                // A sample's own time only for a vector selector (in parentheses or not); any
+                // computed vector is stamped with the evaluation time, as in Prometheus.
+                let mut arg = args[0].as_ref();
+                while let Expr::Paren(p) = arg {
+                    arg = p.expr.as_ref();
+                }
+                let own_time = matches!(arg, Expr::VectorSelector(_));
                 let v = self.vector(&args[0], t)?;
                 let mut out = Vec::with_capacity(v.len());
                 for x in v {
                     out.push(Elem {
                         labels: self.unnamed(&x.labels),
                         t,
-                        v: x.t as f64 / 1000.0,
+                        v: if own_time { x.t } else { t } as f64 / 1000.0,
                     });
                 }
                 Ok(Val::Vector(out))

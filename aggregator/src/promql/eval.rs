@@ -1,7 +1,7 @@
 //! The evaluator: one expression at one instant, with selector data loaded once per query and
 //! shared by every step of a range query.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use promql_parser::label::MatchOp as PMatchOp;
@@ -422,8 +422,11 @@ impl<'a> Evaluator<'a> {
             None => (self.start - off - self.extra, self.end - off),
         };
         let budget = self.max_samples.saturating_sub(self.loaded);
-        let d = self.storage.select(&matchers(vs)?, lo, hi, budget)?;
+        let mut d = self.storage.select(&matchers(vs)?, lo, hi, budget)?;
         self.loaded += d.iter().map(|s| s.samples.len()).sum::<usize>();
+        // In label order, as Prometheus hands series to its engine: the order decides which
+        // of equal values `topk` keeps and in what order sums add up.
+        d.sort_by(|a, b| a.labels.cmp(&b.labels));
         let d = Arc::new(d);
         self.cache.insert(key, d.clone());
         Ok(d)
@@ -733,26 +736,63 @@ impl Evaluator<'_> {
             match op {
                 // The first element starts the sum, as in Prometheus (so `-0` stays `-0`).
                 "sum" | "avg" if g.2 == 1 => g.1 = x.v,
-                "sum" | "avg" => g.1 += x.v,
+                "sum" => g.1 += x.v,
+                "avg" => g.1 = f::incremental_mean(g.1, g.2, x.v),
                 "min" if g.1.is_nan() || x.v < g.1 => g.1 = x.v,
                 "max" if g.1.is_nan() || x.v > g.1 => g.1 = x.v,
                 _ => {}
             }
         }
-        groups.sort_by(|x, y| x.0.cmp(&y.0));
+        // Groups in the order they are first seen, as Prometheus returns them.
         groups
             .into_iter()
             .map(|(labels, acc, n)| Elem {
                 labels,
                 t,
                 v: match op {
-                    "avg" => acc / n as f64,
                     "count" => n as f64,
                     "group" => 1.0,
                     _ => acc,
                 },
             })
             .collect()
+    }
+
+    /// `count_values`: one output series per group and value, in the order first seen (the
+    /// label name is checked even when there is nothing to count, as Prometheus does).
+    fn count_values(
+        &mut self,
+        node: usize,
+        a: &AggregateExpr,
+        param: Option<Val>,
+        input: Vec<Elem>,
+        t: i64,
+    ) -> Result<Val, QueryError> {
+        let name = match &param {
+            Some(Val::Str(s)) => s.clone(),
+            _ => String::new(),
+        };
+        if !crate::api::remote_write::valid_label_name(&name) {
+            return Err(exec(format!("invalid label name {name:?}")));
+        }
+        let mut index: FxHashMap<Labels, usize> = FxHashMap::default();
+        let mut out: Vec<Elem> = Vec::new();
+        for x in input {
+            let mut l = self.derive(node, 0, &x.labels, |l| grouping(l, &a.modifier));
+            l.set(&name, &crate::api::format_value(x.v));
+            match index.get(&l) {
+                Some(&i) => out[i].v += 1.0,
+                None => {
+                    index.insert(l.clone(), out.len());
+                    out.push(Elem {
+                        labels: l,
+                        t,
+                        v: 1.0,
+                    });
+                }
+            }
+        }
+        Ok(Val::Vector(out))
     }
 
     fn aggregate(&mut self, a: &AggregateExpr, t: i64) -> Result<Val, QueryError> {
@@ -764,10 +804,13 @@ impl Evaluator<'_> {
             None => None,
         };
         // Group keys are derived once per input series and interned, so equal groups share
-        // one `Arc` and are found by identity; the groups are then sorted by labels.
+        // one `Arc` and are found by identity; groups keep the order they are first seen in.
         let node = a as *const AggregateExpr as usize;
         if matches!(op, "sum" | "avg" | "count" | "min" | "max" | "group") {
             return Ok(Val::Vector(self.fold_groups(node, a, op, input, t)));
+        }
+        if op == "count_values" {
+            return self.count_values(node, a, param, input, t);
         }
         let mut index: FxHashMap<usize, usize> = FxHashMap::default();
         let mut groups: Vec<(Labels, Vec<Elem>)> = Vec::new();
@@ -779,7 +822,6 @@ impl Evaluator<'_> {
             });
             groups[i].1.push(x);
         }
-        groups.sort_by(|x, y| x.0.cmp(&y.0));
         let mut out = Vec::new();
         for (key, elems) in groups {
             let vals: Vec<f64> = elems.iter().map(|x| x.v).collect();
@@ -790,7 +832,13 @@ impl Evaluator<'_> {
             };
             match op {
                 "sum" => out.push(one(vals.iter().sum())),
-                "avg" => out.push(one(vals.iter().sum::<f64>() / vals.len() as f64)),
+                "avg" => out.push(one(vals.iter().enumerate().fold(0.0, |m, (i, &v)| {
+                    if i == 0 {
+                        v
+                    } else {
+                        f::incremental_mean(m, i + 1, v)
+                    }
+                }))),
                 "min" => out
                     .push(one(vals.iter().copied().fold(f64::NAN, |m, v| {
                         if m.is_nan() || v < m { v } else { m }
@@ -824,40 +872,11 @@ impl Evaluator<'_> {
                         )));
                     }
                     let k = if k < 1.0 { 0 } else { k as usize };
-                    let mut e = elems;
-                    // NaN ranks last for both, as in Prometheus' heaps.
-                    e.sort_by(|x, y| match (x.v.is_nan(), y.v.is_nan()) {
-                        (true, true) => std::cmp::Ordering::Equal,
-                        (true, false) => std::cmp::Ordering::Greater,
-                        (false, true) => std::cmp::Ordering::Less,
-                        _ => {
-                            let o = x.v.total_cmp(&y.v);
-                            if op == "topk" { o.reverse() } else { o }
-                        }
-                    });
-                    e.truncate(k);
-                    out.extend(e.into_iter().map(|mut x| {
+                    let kept = f::top_k(elems, k, op == "bottomk", |x: &Elem| x.v);
+                    out.extend(kept.into_iter().map(|mut x| {
                         x.t = t;
                         x
                     }));
-                }
-                "count_values" => {
-                    let name = match &param {
-                        Some(Val::Str(s)) => s.clone(),
-                        _ => String::new(),
-                    };
-                    if !crate::api::remote_write::valid_label_name(&name) {
-                        return Err(exec(format!("invalid label name {name:?}")));
-                    }
-                    let mut counts: BTreeMap<String, f64> = BTreeMap::new();
-                    for v in &vals {
-                        *counts.entry(crate::api::format_value(*v)).or_default() += 1.0;
-                    }
-                    for (value, n) in counts {
-                        let mut l = key.clone();
-                        l.set(&name, &value);
-                        out.push(Elem { labels: l, t, v: n });
-                    }
                 }
                 other => {
                     return Err(QueryError::BadData(format!(

@@ -143,36 +143,201 @@ pub fn instant_delta(points: &[Sample], rate: bool) -> Option<f64> {
     Some(d)
 }
 
-/// Least-squares slope and intercept at `at_s` (seconds), as `deriv` and `predict_linear` use.
-pub fn linear_regression(points: &[Sample], at_s: f64) -> Option<(f64, f64)> {
+/// One step of Neumaier's compensated (Kahan) summation, as Prometheus adds up windows:
+/// returns the new sum and compensation.
+pub fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    let c = if sum.abs() >= inc.abs() {
+        c + ((sum - t) + inc)
+    } else {
+        c + ((inc - t) + sum)
+    };
+    (t, c)
+}
+
+/// `sum_over_time`: compensated, Infinity kept as it is.
+pub fn kahan_sum(values: impl Iterator<Item = f64>) -> f64 {
+    let (mut sum, mut c) = (0.0, 0.0);
+    for v in values {
+        (sum, c) = kahan_inc(v, sum, c);
+    }
+    if sum.is_infinite() { sum } else { sum + c }
+}
+
+/// `avg_over_time`: an incremental, compensated mean (no overflow on large values), with
+/// Prometheus' handling of infinities.
+pub fn kahan_mean(values: impl Iterator<Item = f64>) -> f64 {
+    let (mut mean, mut count, mut c) = (0.0f64, 0.0, 0.0);
+    for v in values {
+        count += 1.0;
+        if mean.is_infinite() {
+            // Inf of the same sign keeps the mean; so does any finite value.
+            if v.is_infinite() && (mean > 0.0) == (v > 0.0) {
+                continue;
+            }
+            if !v.is_infinite() && !v.is_nan() {
+                continue;
+            }
+        }
+        (mean, c) = kahan_inc(v / count - mean / count, mean, c);
+    }
+    if mean.is_infinite() { mean } else { mean + c }
+}
+
+/// `stdvar_over_time` (population variance): Welford's method with compensated sums.
+pub fn kahan_variance(values: impl Iterator<Item = f64>) -> f64 {
+    let (mut count, mut mean, mut c_mean, mut aux, mut c_aux) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for v in values {
+        count += 1.0;
+        let delta = v - (mean + c_mean);
+        (mean, c_mean) = kahan_inc(delta / count, mean, c_mean);
+        (aux, c_aux) = kahan_inc(delta * (v - (mean + c_mean)), aux, c_aux);
+    }
+    (aux + c_aux) / count
+}
+
+/// Least-squares slope and the intercept at `intercept_ms`, as `deriv` and `predict_linear`
+/// use: x in seconds from the intercept time (from the integer difference in ms, so large
+/// timestamps lose nothing), compensated sums. `None` below two samples.
+pub fn linear_regression(points: &[Sample], intercept_ms: i64) -> Option<(f64, f64)> {
     if points.len() < 2 {
         return None;
     }
-    let n = points.len() as f64;
-    let (mut sx, mut sy, mut sxy, mut sx2) = (0.0, 0.0, 0.0, 0.0);
-    let mut constant_y = true;
-    for p in points {
-        let x = p.0 as f64 / 1000.0 - at_s;
-        constant_y &= p.1 == points[0].1;
-        sx += x;
-        sy += p.1;
-        sxy += x * p.1;
-        sx2 += x * x;
+    let init_y = points[0].1;
+    let mut const_y = true;
+    let mut n = 0.0;
+    let (mut sx, mut cx, mut sy, mut cy) = (0.0, 0.0, 0.0, 0.0);
+    let (mut sxy, mut cxy, mut sx2, mut cx2) = (0.0, 0.0, 0.0, 0.0);
+    for (i, p) in points.iter().enumerate() {
+        if const_y && i > 0 && p.1 != init_y {
+            const_y = false;
+        }
+        n += 1.0;
+        let x = p.0.wrapping_sub(intercept_ms) as f64 / 1e3;
+        (sx, cx) = kahan_inc(x, sx, cx);
+        (sy, cy) = kahan_inc(p.1, sy, cy);
+        (sxy, cxy) = kahan_inc(x * p.1, sxy, cxy);
+        (sx2, cx2) = kahan_inc(x * x, sx2, cx2);
     }
-    if constant_y {
-        return Some((0.0, points[0].1));
+    if const_y {
+        if init_y.is_infinite() {
+            return Some((f64::NAN, f64::NAN));
+        }
+        return Some((0.0, init_y));
     }
+    let (sx, sy, sxy, sx2) = (sx + cx, sy + cy, sxy + cxy, sx2 + cx2);
     let cov = sxy - sx * sy / n;
     let var = sx2 - sx * sx / n;
     let slope = cov / var;
     Some((slope, sy / n - slope * sx / n))
 }
 
-/// Population variance, with Kahan-free two-pass arithmetic.
+/// Aggregation `stdvar` (and `stddev`, its root): Welford's method without compensation,
+/// as Prometheus aggregates across series.
 pub fn variance(values: &[f64]) -> f64 {
-    let n = values.len() as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n
+    let (mut count, mut mean, mut value) = (0.0, 0.0, 0.0);
+    for (i, &v) in values.iter().enumerate() {
+        if i == 0 {
+            (count, mean, value) = (1.0, v, 0.0);
+            continue;
+        }
+        count += 1.0;
+        let delta = v - mean;
+        mean += delta / count;
+        value += delta * (v - mean);
+    }
+    value / count
+}
+
+/// Aggregation `avg`: Prometheus' incremental mean (each side divided by the count, so no
+/// overflow), infinities kept.
+pub fn incremental_mean(mean: f64, count: usize, v: f64) -> f64 {
+    if mean.is_infinite() {
+        if v.is_infinite() && (mean > 0.0) == (v > 0.0) {
+            return mean;
+        }
+        if !v.is_infinite() && !v.is_nan() {
+            return mean;
+        }
+    }
+    let n = count as f64;
+    mean + (v / n - mean / n)
+}
+
+/// `topk` (or, with `bottom`, `bottomk`) over one group's elements in input order, exactly as
+/// Prometheus selects them: a binary heap of at most `k` elements in Go's `container/heap`
+/// discipline (NaN ranks lowest for both), an element replacing the root only when strictly
+/// better, so of equal values the earlier ones stay; the kept elements are then ordered best
+/// first as Go's insertion sort orders them (ties in heap order).
+pub fn top_k<T>(items: Vec<T>, k: usize, bottom: bool, value: impl Fn(&T) -> f64) -> Vec<T> {
+    if k == 0 {
+        return Vec::new();
+    }
+    // Go's `Less(i, j)` of the heap: the root is the element to drop first.
+    let less = |a: f64, b: f64| a.is_nan() || if bottom { a > b } else { a < b };
+    let mut h: Vec<T> = Vec::with_capacity(k.min(items.len()));
+    let up = |h: &mut Vec<T>, mut j: usize| {
+        while j > 0 {
+            let i = (j - 1) / 2;
+            if !less(value(&h[j]), value(&h[i])) {
+                break;
+            }
+            h.swap(i, j);
+            j = i;
+        }
+    };
+    let down = |h: &mut Vec<T>, n: usize| {
+        let mut i = 0;
+        loop {
+            let j1 = 2 * i + 1;
+            if j1 >= n {
+                break;
+            }
+            let mut j = j1;
+            if j1 + 1 < n && less(value(&h[j1 + 1]), value(&h[j1])) {
+                j = j1 + 1;
+            }
+            if !less(value(&h[j]), value(&h[i])) {
+                break;
+            }
+            h.swap(i, j);
+            i = j;
+        }
+    };
+    for (n, x) in items.into_iter().enumerate() {
+        if n == 0 {
+            h.push(x);
+            continue;
+        }
+        let root = value(&h[0]);
+        let v = value(&x);
+        let better = if bottom { root > v } else { root < v };
+        if h.len() < k || better || root.is_nan() {
+            if h.len() == k {
+                if k == 1 {
+                    h[0] = x;
+                    continue;
+                }
+                // heap.Pop: the root swapped to the end, sifted down, removed.
+                let last = h.len() - 1;
+                h.swap(0, last);
+                down(&mut h, last);
+                h.pop();
+            }
+            h.push(x);
+            let last = h.len() - 1;
+            up(&mut h, last);
+        }
+    }
+    // sort.Sort(sort.Reverse(heap)) on a handful of elements: an insertion sort.
+    for i in 1..h.len() {
+        let mut j = i;
+        while j > 0 && less(value(&h[j - 1]), value(&h[j])) {
+            h.swap(j, j - 1);
+            j -= 1;
+        }
+    }
+    h
 }
 
 /// The order of Go's `sort.Float64s`, which Prometheus sorts quantiles with: NaN before
@@ -214,8 +379,10 @@ pub fn quantile(q: f64, values: &mut [f64]) -> f64 {
     lo * (1.0 - weight) + hi * weight
 }
 
-/// `histogram_quantile` over classic buckets `(le, cumulative count)`.
-pub fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> f64 {
+/// `histogram_quantile` over classic buckets `(le, cumulative count)`, step by step as
+/// Prometheus computes it: buckets of equal `le` merged, counts made monotonic (a NaN count
+/// left alone), the bucket found by Go's binary search.
+pub fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
     if q.is_nan() {
         return f64::NAN;
     }
@@ -226,34 +393,57 @@ pub fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> f64 {
         return f64::INFINITY;
     }
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    if buckets.len() < 2 || buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
+    if buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
         return f64::NAN;
     }
-    // Counts must not decrease; Prometheus repairs small non-monotonicity the same way.
-    for i in 1..buckets.len() {
-        if buckets[i].1 < buckets[i - 1].1 {
-            buckets[i].1 = buckets[i - 1].1;
+    buckets.dedup_by(|b, kept| {
+        let same = b.0 == kept.0;
+        if same {
+            kept.1 += b.1;
         }
+        same
+    });
+    let mut max = buckets[0].1;
+    for b in buckets.iter_mut().skip(1) {
+        if b.1 > max {
+            max = b.1;
+        } else if b.1 < max {
+            b.1 = max;
+        }
+    }
+    if buckets.len() < 2 {
+        return f64::NAN;
     }
     let total = buckets[buckets.len() - 1].1;
     if total == 0.0 {
         return f64::NAN;
     }
-    let rank = q * total;
-    let b = buckets.partition_point(|x| x.1 < rank);
+    let mut rank = q * total;
+    // Go's sort.Search over all but the last bucket (with a NaN count the probes it makes
+    // decide, so the search is Go's, not a partition point).
+    let (mut i, mut j) = (0usize, buckets.len() - 1);
+    while i < j {
+        let h = (i + j) / 2;
+        if buckets[h].1 >= rank {
+            j = h;
+        } else {
+            i = h + 1;
+        }
+    }
+    let b = i;
     if b == buckets.len() - 1 {
         return buckets[buckets.len() - 2].0;
     }
     if b == 0 && buckets[0].0 <= 0.0 {
         return buckets[0].0;
     }
-    let (start, count_before) = if b == 0 {
-        (0.0, 0.0)
-    } else {
-        (buckets[b - 1].0, buckets[b - 1].1)
-    };
-    let (end, count) = (buckets[b].0, buckets[b].1 - count_before);
-    start + (end - start) * ((rank - count_before) / count)
+    let (mut start, end, mut count) = (0.0, buckets[b].0, buckets[b].1);
+    if b > 0 {
+        start = buckets[b - 1].0;
+        count -= buckets[b - 1].1;
+        rank -= buckets[b - 1].1;
+    }
+    start + (end - start) * (rank / count)
 }
 
 #[cfg(test)]

@@ -409,42 +409,43 @@ fn bench_promql(args: &[String]) -> anyhow::Result<()> {
 
 /// `fuzz`: the differential PromQL fuzzer (see `telltale_tests::fuzz`): random queries on
 /// scrape-shaped data, against Debian's Prometheus; prints the agreement rate and the
-/// differences. The seed is printed so a run can be replayed.
+/// differences. The seed is printed so a run can be replayed. `--cases` runs the compliance
+/// cases on the scrape-shaped demo data instead.
 fn bench_fuzz(args: &[String]) -> anyhow::Result<()> {
-    use telltale_tests::compliance::Rng;
+    use telltale_tests::fuzz;
     let n: usize = arg(args, "--queries", 2000);
     let seed: u64 = arg(args, "--seed", telltale_common::model::now_ms() as u64);
-    println!("seed {seed} ({n} queries; replay with --seed {seed})");
-    let pair = telltale_tests::fuzz::Pair::start(seed)?;
-    let mut rng = Rng(seed ^ 0x5DEE_CE66_D1CE_4E5B);
-    let (mut agree, mut differ) = (0usize, Vec::new());
-    for i in 0..n {
-        let q = telltale_tests::fuzz::query(&mut rng, 3);
-        let at = pair.end - (rng.uniform() * 15.0 * 60_000.0) as i64 / 1000 * 1000;
-        let step = (i % 2 == 1).then(|| [15_000, 30_000, 60_000][i % 3]);
-        match pair.compare(&q, at, step) {
-            Ok(()) => agree += 1,
-            Err(e) => differ.push((q, step, e)),
+    let show: usize = arg(args, "--show", 40);
+    let hold = |pair: &fuzz::Pair| {
+        if std::env::var_os("TT_FUZZ_HOLD").is_some() {
+            println!(
+                "holding: prometheus http://{} telltale http://{} (Ctrl-C ends)",
+                pair.prometheus_addr, pair.telltale.http
+            );
+            std::thread::sleep(Duration::from_secs(3600));
         }
-    }
-    println!(
-        "agreement: {agree} of {n} ({:.1} %)",
-        100.0 * agree as f64 / n.max(1) as f64
-    );
-    if std::env::var_os("TT_FUZZ_HOLD").is_some() {
+    };
+    if args.iter().any(|a| a == "--cases") {
         println!(
-            "holding: prometheus http://{} telltale http://{} (Ctrl-C ends)",
-            pair.prometheus_addr, pair.telltale.http
+            "seed {seed}: compliance cases on scrape-shaped demo data (replay with --seed {seed})"
         );
-        std::thread::sleep(Duration::from_secs(3600));
+        let now = telltale_common::model::now_ms() / 10_000 * 10_000;
+        let (start, end) = (now - 65 * 60_000, now);
+        let pair = fuzz::Pair::load(&fuzz::rough_demo_data(seed, start, end), start, end)?;
+        let started = Instant::now();
+        let report = fuzz::run_cases(&pair, &telltale_tests::compliance::cases()?);
+        report.print("compliance cases", show);
+        println!("({:.1} s)", started.elapsed().as_secs_f64());
+        hold(&pair);
+        return Ok(());
     }
-    for (q, step, e) in differ.iter().take(40) {
-        let kind = if step.is_some() { "range" } else { "instant" };
-        println!(
-            "  {kind} {q}\n      {}",
-            e.chars().take(300).collect::<String>()
-        );
-    }
+    println!("seed {seed} ({n} queries; replay with --seed {seed})");
+    let pair = fuzz::Pair::start(seed)?;
+    let started = Instant::now();
+    let report = fuzz::run(&pair, seed, n);
+    report.print("random queries", show);
+    println!("({:.1} s)", started.elapsed().as_secs_f64());
+    hold(&pair);
     Ok(())
 }
 
@@ -463,7 +464,7 @@ fn main() -> anyhow::Result<()> {
         Some("alerting") => alerting::bench_alerting(&args),
         Some("remediation") => remediation::bench_remediation(&args),
         _ => bail!(
-            "usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N] | promql [--rounds N] | dashboard [--hosts N] [--hours N] | statsd [--step 5s] | sources [--duration 2m] [--interval 10s] | hostile [--duration 30s] [--interval 5s] | fuzz [--queries 2000] [--seed N] | tsdb [--hosts 50] [--hours 24] [--senders 4] | alerting [--trials 40] | remediation [--trials 10]"
+            "usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N] | promql [--rounds N] | dashboard [--hosts N] [--hours N] | statsd [--step 5s] | sources [--duration 2m] [--interval 10s] | hostile [--duration 30s] [--interval 5s] | fuzz [--queries 2000] [--seed N] [--cases] [--show 40] | tsdb [--hosts 50] [--hours 24] [--senders 4] | alerting [--trials 40] | remediation [--trials 10]"
         ),
     }
 }
