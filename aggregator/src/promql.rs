@@ -986,7 +986,10 @@ mod tests {
         let one = |q: &str| vec_of(e.instant(q, 20_000).unwrap())[0].1;
         assert_eq!(one("sum_over_time(x[1m])"), 1.0);
         // The mean is incremental: two samples of 1e308 average to 1e308, not +Inf.
-        match e.instant("avg_over_time((x * 0 + 1e308)[1m:10s])", 20_000).unwrap() {
+        match e
+            .instant("avg_over_time((x * 0 + 1e308)[1m:10s])", 20_000)
+            .unwrap()
+        {
             Value::Vector(v) => assert_eq!(v[0].1.1, 1e308),
             other => panic!("{other:?}"),
         }
@@ -1033,5 +1036,37 @@ mod tests {
             vec![("v=1".to_string(), 1.0), ("v=2".to_string(), 2.0)]
         );
         assert!(e.instant("count_values(\"bad-name\", nothing)", 0).is_err());
+    }
+
+    /// One-to-one matching refuses two left-hand elements for one match group only among
+    /// the elements a comparison keeps (Prometheus filters first).
+    #[tokio::test]
+    async fn matching_conflicts_count_only_what_a_filter_keeps() {
+        let (e, _d) = engine(vec![
+            ss(&[("__name__", "a"), ("i", "1"), ("m", "x")], &[(0, 1.0)]),
+            ss(&[("__name__", "a"), ("i", "1"), ("m", "y")], &[(0, 5.0)]),
+            ss(&[("__name__", "b"), ("i", "1")], &[(0, 3.0)]),
+        ])
+        .await;
+        assert_eq!(
+            vec_of(e.instant("a > ignoring(m) b", 0).unwrap()),
+            vec![("__name__=a,i=1".to_string(), 5.0)]
+        );
+        assert!(e.instant("a + ignoring(m) b", 0).is_err());
+        assert!(e.instant("a > bool ignoring(m) b", 0).is_err());
+    }
+
+    /// `atan2` keeps the metric name (Prometheus leaves it out of the name-dropping
+    /// operators), and a `k` that is not an int64 is refused even when nothing is ranked.
+    #[tokio::test]
+    async fn atan2_names_and_k_checked_on_empty_input() {
+        let (e, _d) = engine(vec![ss(&[("__name__", "a"), ("i", "1")], &[(0, 1.0)])]).await;
+        assert_eq!(
+            vec_of(e.instant("a atan2 0", 0).unwrap())[0].0,
+            "__name__=a,i=1"
+        );
+        assert_eq!(vec_of(e.instant("a + 0", 0).unwrap())[0].0, "i=1");
+        assert!(e.instant("topk(scalar(nothing), nothing)", 0).is_err());
+        assert!(e.instant("topk(0, nothing)", 0).is_ok());
     }
 }

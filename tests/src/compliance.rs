@@ -383,6 +383,24 @@ pub fn openmetrics(series: &[SeriesSamples]) -> String {
     out
 }
 
+/// A series' key for comparison: its labels, with label values that are numbers written
+/// to 12 significant digits — `count_values` turns values into labels, and a last-ulp
+/// difference between Go's and Rust's math libraries must not make two series of one.
+fn series_key(metric: &Value) -> String {
+    let Some(m) = metric.as_object() else {
+        return metric.to_string();
+    };
+    let mut out = serde_json::Map::new();
+    for (k, v) in m {
+        let v = match v.as_str().map(|s| (s, s.parse::<f64>())) {
+            Some((s, Ok(x))) if x.is_finite() && s.len() > 12 => Value::String(format!("{x:.11e}")),
+            _ => v.clone(),
+        };
+        out.insert(k.clone(), v);
+    }
+    Value::Object(out).to_string()
+}
+
 /// Compares two Prometheus API responses as the compliance tester does.
 pub fn compare(a: &Value, b: &Value) -> Result<(), String> {
     let status = |v: &Value| v["status"].as_str().unwrap_or("").to_string();
@@ -412,7 +430,7 @@ pub fn compare(a: &Value, b: &Value) -> Result<(), String> {
             other => vec![serde_json::json!({"metric": {}, "value": other})],
         };
         for s in items {
-            let key = s["metric"].to_string();
+            let key = series_key(&s["metric"]);
             let points: Vec<(f64, String)> = if let Some(vs) = s["values"].as_array() {
                 vs.iter()
                     .map(|p| {

@@ -3,6 +3,8 @@
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
+use super::functions as f;
+
 use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 use telltale_common::model::{Labels, METRIC_NAME};
 
@@ -41,7 +43,7 @@ fn arith(op: &str, a: f64, b: f64) -> Option<f64> {
         "*" => a * b,
         "/" => a / b,
         "%" => a % b,
-        "^" => a.powf(b),
+        "^" => f::go_pow(a, b),
         "atan2" => a.atan2(b),
         _ => return None,
     })
@@ -93,7 +95,9 @@ impl Evaluator<'_> {
                 arith(op, a, c)
             }
         };
-        let drops_name = !is_cmp || return_bool;
+        // Arithmetic drops the metric name; comparisons with `bool` too. `atan2` keeps it, as
+        // in Prometheus (its list of name-dropping operators leaves atan2 out).
+        let drops_name = (!is_cmp && op != "atan2") || return_bool;
         match (lhs, rhs) {
             (Val::Scalar(a), Val::Scalar(c)) => {
                 if is_cmp && !return_bool {
@@ -220,13 +224,14 @@ impl Evaluator<'_> {
             let Some(o) = index.get(&sig.share_id()) else {
                 continue;
             };
+            let (a, c) = if swapped { (o.v, x.v) } else { (x.v, o.v) };
+            let Some(v) = apply(a, c) else { continue };
+            // Only elements a filter keeps can collide (Prometheus checks after filtering).
             if one_to_one && !seen.insert(sig.share_id()) {
                 return Err(QueryError::Execution(format!(
                     "found duplicate series for the match group {sig:?} on the left hand-side of the operation: multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
                 )));
             }
-            let (a, c) = if swapped { (o.v, x.v) } else { (x.v, o.v) };
-            let Some(v) = apply(a, c) else { continue };
             let mut labels = if drops_name {
                 self.unnamed(&x.labels)
             } else {

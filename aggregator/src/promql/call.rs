@@ -8,48 +8,88 @@ use super::eval::{Elem, Evaluator, Val, matchers, offset_ms, window};
 use super::functions as f;
 use crate::storage::MatchOp;
 
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// `(year, month, day, hour, minute, weekday, day of year)` of Unix seconds, UTC.
+/// `(year, month, day, hour, minute, weekday, day of year)` of Unix seconds, UTC — as
+/// Prometheus computes them with Go's `time.Unix(int64(v), 0).UTC()`: the value truncated
+/// toward zero, NaN, infinities and values out of range becoming `math.MinInt64` (what the
+/// conversion gives on amd64), and Go's calendar arithmetic on wrapping 64-bit seconds, so
+/// even those give Prometheus' dates.
 fn civil(secs: f64) -> (i64, i64, i64, i64, i64, i64, i64) {
-    let s = secs.floor() as i64;
-    let days = s.div_euclid(86_400);
-    let rem = s.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy_mar = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy_mar + 2) / 153;
-    let d = doy_mar - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let doy = days - days_from_civil(y, 1, 1) + 1;
+    const DAY: u64 = 86_400;
+    const DAYS_PER_400: u64 = 365 * 400 + 97;
+    const DAYS_PER_100: u64 = 365 * 100 + 24;
+    const DAYS_PER_4: u64 = 365 * 4 + 1;
+    const ABSOLUTE_ZERO_YEAR: i64 = -292_277_022_399;
+    // Go's unixToInternal + internalToAbsolute.
+    const UNIX_TO_ABSOLUTE: u64 = 9_223_372_028_715_321_600;
+    const DAYS_BEFORE: [i64; 13] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334, 365];
+    let sec = if secs.is_nan()
+        || !(-9.223_372_036_854_775_808e18..9.223_372_036_854_775_808e18).contains(&secs)
+    {
+        i64::MIN
+    } else {
+        secs.trunc() as i64
+    };
+    let abs = (sec as u64).wrapping_add(UNIX_TO_ABSOLUTE);
+    // absDate.
+    let mut d = abs / DAY;
+    let mut n = d / DAYS_PER_400;
+    let mut y = 400 * n;
+    d -= DAYS_PER_400 * n;
+    n = d / DAYS_PER_100;
+    n -= n >> 2;
+    y += 100 * n;
+    d -= DAYS_PER_100 * n;
+    n = d / DAYS_PER_4;
+    y += 4 * n;
+    d -= DAYS_PER_4 * n;
+    n = d / 365;
+    n -= n >> 2;
+    y += n;
+    d -= 365 * n;
+    let year = (y as i64).wrapping_add(ABSOLUTE_ZERO_YEAR);
+    let yday = d as i64;
+    let mut day = yday;
+    let (month, mday) = 'md: {
+        if is_leap(year) {
+            if day > 31 + 29 - 1 {
+                day -= 1;
+            } else if day == 31 + 29 - 1 {
+                break 'md (2, 29);
+            }
+        }
+        let mut month = day / 31;
+        let end = DAYS_BEFORE[month as usize + 1];
+        let begin = if day >= end {
+            month += 1;
+            end
+        } else {
+            DAYS_BEFORE[month as usize]
+        };
+        (month + 1, day - begin + 1)
+    };
+    let weekday = ((abs.wrapping_add(DAY)) % (7 * DAY)) / DAY;
     (
-        y,
-        m,
-        d,
-        rem / 3600,
-        (rem % 3600) / 60,
-        (days + 4).rem_euclid(7),
-        doy,
+        year,
+        month,
+        mday,
+        ((abs % DAY) / 3600) as i64,
+        ((abs % 3600) / 60) as i64,
+        weekday as i64,
+        yday + 1,
     )
 }
 
+fn is_leap(y: i64) -> bool {
+    y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)
+}
+
 fn days_in_month(y: i64, m: i64) -> i64 {
-    let next = if m == 12 {
-        days_from_civil(y + 1, 1, 1)
-    } else {
-        days_from_civil(y, m + 1, 1)
-    };
-    next - days_from_civil(y, m, 1)
+    match m {
+        2 if is_leap(y) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
 }
 
 /// Labels for `absent`: the equality matchers of a selector argument.
@@ -650,5 +690,12 @@ mod tests {
         assert_eq!(civil(0.0), (1970, 1, 1, 0, 0, 4, 1));
         assert_eq!(days_in_month(2024, 2), 29);
         assert_eq!(days_in_month(2023, 2), 28);
+        // Truncated toward zero, as Go's int64(v): -0.5 is still 1970-01-01 00:00.
+        assert_eq!(civil(-0.5), (1970, 1, 1, 0, 0, 4, 1));
+        assert_eq!(civil(-1.0), (1969, 12, 31, 23, 59, 3, 365));
+        assert_eq!(civil(951_782_400.0), (2000, 2, 29, 0, 0, 2, 60));
+        // NaN is math.MinInt64 seconds in Go on amd64: Prometheus answers with this date.
+        assert_eq!(civil(f64::NAN), (292_277_026_596, 12, 4, 15, 30, 0, 339));
+        assert_eq!(civil(f64::INFINITY), civil(f64::NAN));
     }
 }

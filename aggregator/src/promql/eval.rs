@@ -8,7 +8,7 @@ use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::{
     AggregateExpr, AtModifier, Expr, LabelModifier, Offset, SubqueryExpr, VectorSelector,
 };
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use telltale_common::model::{Labels, METRIC_NAME, Sample, is_stale_marker};
 
 use super::QueryError;
@@ -120,6 +120,14 @@ pub struct Evaluator<'a> {
     max_samples: usize,
     start: i64,
     end: i64,
+    /// The first step of the innermost range being evaluated: the query's start, or a
+    /// subquery's first inner step. Prometheus evaluates a step-invariant expression once,
+    /// there (see [`step_invariant`]).
+    range_start: i64,
+    /// The last step of that range.
+    range_end: i64,
+    /// Subqueries whose whole grid of inner steps has been evaluated.
+    subquery_grids: FxHashSet<usize>,
     extra: i64,
     /// Selector data by the selector node's address (the AST outlives the evaluator), shared
     /// by every step instead of copied.
@@ -213,6 +221,9 @@ impl<'a> Evaluator<'a> {
             max_samples,
             start,
             end,
+            range_start: start,
+            range_end: end,
+            subquery_grids: FxHashSet::default(),
             extra: lookback + reach(root),
             cache: FxHashMap::default(),
             loaded: 0,
@@ -540,25 +551,77 @@ impl<'a> Evaluator<'a> {
     }
 
     fn subquery(&mut self, sq: &SubqueryExpr, t: i64) -> Result<Val, QueryError> {
-        let te = self.at_time(&sq.at).unwrap_or(t) - offset_ms(&sq.offset);
+        let off = offset_ms(&sq.offset);
         let range = dur_ms(sq.range);
         let step = sq.step.map(dur_ms).filter(|s| *s > 0).unwrap_or(60_000);
-        // Steps are aligned to multiples of the step, in [te - range, te] (closed on the left
-        // as in Prometheus 2.x).
-        let from = te.saturating_sub(range);
-        let mut ts = from.div_euclid(step).saturating_mul(step);
-        if ts < from {
-            ts = ts.saturating_add(step);
-        }
-        // The number of inner steps is known before anything is allocated: more than the
-        // query may hold is refused at once (`sum_over_time(vector(1)[100y:1ms])`).
-        let steps = (te as i128 - ts as i128) / step as i128 + 1;
-        if steps > self.max_samples as i128 {
-            return Err(self.too_many_samples());
-        }
-        let mut series = Assembly::default();
-        let no_labels = Labels::default();
+        let align_up = |from: i64| {
+            let ts = from.div_euclid(step).saturating_mul(step);
+            if ts < from {
+                ts.saturating_add(step)
+            } else {
+                ts
+            }
+        };
         let key = sq as *const SubqueryExpr as usize;
+        let no_labels = Labels::default();
+        // As Prometheus does, the inner expression is evaluated once for the whole range the
+        // subquery covers — from the first window's start to the last window's end (`@` pins
+        // both), on a grid of multiples of the step — the first time the subquery is met;
+        // every window then reads its steps. Steps no window covers are evaluated too, so a
+        // query fails where Prometheus' does.
+        if self.subquery_grids.insert(key) {
+            let (ps, pe) = match self.at_time(&sq.at) {
+                Some(at) => (at, at),
+                None => (self.range_start, self.range_end),
+            };
+            let (gs, ge) = (
+                align_up(ps.saturating_sub(off).saturating_sub(range)),
+                pe.saturating_sub(off),
+            );
+            // The number of inner steps is known before anything is allocated: more than
+            // the query may hold is refused at once (`sum_over_time(vector(1)[100y:1ms])`).
+            let steps = (ge as i128 - gs as i128) / step as i128 + 1;
+            if steps > self.max_samples as i128 {
+                return Err(self.too_many_samples());
+            }
+            let outer = (self.range_start, self.range_end);
+            (self.range_start, self.range_end) = (gs, ge);
+            // A step-invariant inner expression is evaluated once even with no step at all.
+            let result = if gs > ge && step_invariant(&sq.expr) {
+                self.eval(&sq.expr, gs).map(|_| ())
+            } else {
+                self.subquery_steps_into(sq, key, gs, ge, step, None, &no_labels)
+            };
+            (self.range_start, self.range_end) = outer;
+            result?;
+        }
+        // This window: the steps in [te - range, te] (closed on the left as in Prometheus 2.x).
+        let te = self.at_time(&sq.at).unwrap_or(t) - off;
+        let mut series = Assembly::default();
+        self.subquery_steps_into(
+            sq,
+            key,
+            align_up(te.saturating_sub(range)),
+            te,
+            step,
+            Some(&mut series),
+            &no_labels,
+        )?;
+        Ok(Val::Matrix(series.finish()))
+    }
+
+    /// The subquery's steps from `ts` to `te`, evaluated unless cached, into `series` if given.
+    #[allow(clippy::too_many_arguments)]
+    fn subquery_steps_into(
+        &mut self,
+        sq: &SubqueryExpr,
+        key: usize,
+        mut ts: i64,
+        te: i64,
+        step: i64,
+        mut series: Option<&mut Assembly>,
+        no_labels: &Labels,
+    ) -> Result<(), QueryError> {
         while ts <= te {
             let v = match self.subquery_steps.get(&(key, ts)) {
                 Some(v) => v.clone(),
@@ -573,13 +636,14 @@ impl<'a> Evaluator<'a> {
                     v
                 }
             };
-            match v {
-                Val::Vector(v) => {
+            match (v, series.as_deref_mut()) {
+                (_, None) => {}
+                (Val::Vector(v), Some(series)) => {
                     for x in v {
                         series.push(x.labels, Sample(ts, x.v));
                     }
                 }
-                Val::Scalar(v) => series.push(no_labels.clone(), Sample(ts, v)),
+                (Val::Scalar(v), Some(series)) => series.push(no_labels.clone(), Sample(ts, v)),
                 _ => return Err(exec("subquery needs an instant vector or a scalar")),
             }
             ts = match ts.checked_add(step) {
@@ -587,7 +651,7 @@ impl<'a> Evaluator<'a> {
                 None => break,
             };
         }
-        Ok(Val::Matrix(series.finish()))
+        Ok(())
     }
 
     pub(super) fn vector(&mut self, e: &Expr, t: i64) -> Result<Vec<Elem>, QueryError> {
@@ -657,6 +721,39 @@ impl Assembly {
     pub(super) fn finish(mut self) -> Vec<SeriesData> {
         self.series.sort_by(|a, b| a.labels.cmp(&b.labels));
         self.series
+    }
+}
+
+/// Whether `e` has the same value at every evaluation time, by Prometheus' rule: selectors
+/// and subqueries pinned with `@`, literals, and what is built only from those (functions
+/// that read the evaluation time excepted).
+fn step_invariant(e: &Expr) -> bool {
+    match e {
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) => true,
+        Expr::VectorSelector(vs) => vs.at.is_some(),
+        Expr::MatrixSelector(ms) => ms.vs.at.is_some(),
+        Expr::Subquery(sq) => sq.at.is_some(),
+        Expr::Paren(p) => step_invariant(&p.expr),
+        Expr::Unary(u) => step_invariant(&u.expr),
+        Expr::Binary(b) => step_invariant(&b.lhs) && step_invariant(&b.rhs),
+        // The parameter does not count (Prometheus 2.42 looks at the expression only).
+        Expr::Aggregate(a) => step_invariant(&a.expr),
+        Expr::Call(c) => {
+            !matches!(
+                c.func.name,
+                "days_in_month"
+                    | "day_of_month"
+                    | "day_of_week"
+                    | "day_of_year"
+                    | "hour"
+                    | "minute"
+                    | "month"
+                    | "year"
+                    | "predict_linear"
+                    | "time"
+            ) && c.args.args.iter().all(|a| step_invariant(a))
+        }
+        _ => false,
     }
 }
 
@@ -798,9 +895,16 @@ impl Evaluator<'_> {
     fn aggregate(&mut self, a: &AggregateExpr, t: i64) -> Result<Val, QueryError> {
         let op = aggregation_name(&a.op);
         let input = self.vector(&a.expr, t)?;
+        // Prometheus judges an aggregation step-invariant by its expression alone and then
+        // evaluates it — parameter included — once, at the first step of the range.
+        let param_at = if step_invariant(&a.expr) {
+            self.range_start
+        } else {
+            t
+        };
         let param = match &a.param {
             Some(p) if op == "count_values" => Some(Val::Str(self.string(p, t)?)),
-            Some(p) => Some(Val::Scalar(self.scalar(p, t)?)),
+            Some(p) => Some(Val::Scalar(self.scalar(p, param_at)?)),
             None => None,
         };
         // Group keys are derived once per input series and interned, so equal groups share
@@ -811,6 +915,16 @@ impl Evaluator<'_> {
         }
         if op == "count_values" {
             return self.count_values(node, a, param, input, t);
+        }
+        // Prometheus converts k to an int64 and refuses what does not fit — at every step,
+        // whether or not there is anything to rank.
+        if let (Some(Val::Scalar(k)), "topk" | "bottomk") = (&param, op)
+            && !(-9.223_372_036_854_775_808e18..=9.223_372_036_854_774_784e18).contains(k)
+        {
+            return Err(exec(format!(
+                "Scalar value {} overflows int64",
+                crate::api::format_value(*k)
+            )));
         }
         let mut index: FxHashMap<usize, usize> = FxHashMap::default();
         let mut groups: Vec<(Labels, Vec<Elem>)> = Vec::new();
@@ -861,17 +975,9 @@ impl Evaluator<'_> {
                 }
                 "topk" | "bottomk" => {
                     let k = match param {
-                        Some(Val::Scalar(k)) => k,
-                        _ => 0.0,
+                        Some(Val::Scalar(k)) if k >= 1.0 => k as usize,
+                        _ => 0,
                     };
-                    // Prometheus converts k to an int64 and refuses what does not fit.
-                    if !(-9.223_372_036_854_775e18..=9.223_372_036_854_775e18).contains(&k) {
-                        return Err(exec(format!(
-                            "Scalar value {} overflows int64",
-                            crate::api::format_value(k)
-                        )));
-                    }
-                    let k = if k < 1.0 { 0 } else { k as usize };
                     let kept = f::top_k(elems, k, op == "bottomk", |x: &Elem| x.v);
                     out.extend(kept.into_iter().map(|mut x| {
                         x.t = t;

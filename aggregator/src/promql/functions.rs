@@ -340,6 +340,156 @@ pub fn top_k<T>(items: Vec<T>, k: usize, bottom: bool, value: impl Fn(&T) -> f64
     h
 }
 
+/// `x ^ y` as Go's `math.Pow` computes it (and so Prometheus): integer powers by repeated
+/// squaring of the mantissa, the fractional part through `exp(yf * ln x)`. A correctly
+/// rounded `powf` differs in the last bits, which e.g. `sin(x ^ y)` or `count_values` make
+/// visible.
+pub fn go_pow(x: f64, y: f64) -> f64 {
+    let odd_int = |y: f64| {
+        let (yi, yf) = (y.trunc(), y.fract());
+        yf == 0.0 && yi.abs() < 9.007_199_254_740_992e15 && (yi as i64) & 1 == 1
+    };
+    if y == 0.0 || x == 1.0 {
+        return 1.0;
+    }
+    if y == 1.0 {
+        return x;
+    }
+    if x.is_nan() || y.is_nan() {
+        return f64::NAN;
+    }
+    if x == 0.0 {
+        return if y < 0.0 {
+            if x.is_sign_negative() && odd_int(y) {
+                f64::NEG_INFINITY
+            } else {
+                f64::INFINITY
+            }
+        } else if x.is_sign_negative() && odd_int(y) {
+            x
+        } else {
+            0.0
+        };
+    }
+    if y.is_infinite() {
+        return if x == -1.0 {
+            1.0
+        } else if (x.abs() < 1.0) == (y > 0.0) {
+            0.0
+        } else {
+            f64::INFINITY
+        };
+    }
+    if x.is_infinite() {
+        if x < 0.0 {
+            return go_pow(1.0 / x, -y);
+        }
+        return if y < 0.0 { 0.0 } else { f64::INFINITY };
+    }
+    if y == 0.5 {
+        return x.sqrt();
+    }
+    if y == -0.5 {
+        return 1.0 / x.sqrt();
+    }
+    let (mut yi, mut yf) = (y.abs().trunc(), y.abs().fract());
+    if yf != 0.0 && x < 0.0 {
+        return f64::NAN;
+    }
+    if yi >= 9.223_372_036_854_775_808e18 {
+        return if x == -1.0 {
+            1.0
+        } else if (x.abs() < 1.0) == (y > 0.0) {
+            0.0
+        } else {
+            f64::INFINITY
+        };
+    }
+    let mut a1 = 1.0;
+    let mut ae: i64 = 0;
+    if yf != 0.0 {
+        if yf > 0.5 {
+            yf -= 1.0;
+            yi += 1.0;
+        }
+        a1 = (yf * x.ln()).exp();
+    }
+    let (mut x1, mut xe) = frexp(x);
+    let mut i = yi as i64;
+    while i != 0 {
+        if !(-(1 << 12)..=(1 << 12)).contains(&xe) {
+            ae += xe;
+            break;
+        }
+        if i & 1 == 1 {
+            a1 *= x1;
+            ae += xe;
+        }
+        x1 *= x1;
+        xe <<= 1;
+        if x1 < 0.5 {
+            x1 += x1;
+            xe -= 1;
+        }
+        i >>= 1;
+    }
+    if y < 0.0 {
+        a1 = 1.0 / a1;
+        ae = -ae;
+    }
+    ldexp(a1, ae)
+}
+
+/// Go's `math.Frexp`: `f = frac × 2^exp` with `|frac|` in [0.5, 1).
+fn frexp(f: f64) -> (f64, i64) {
+    if f == 0.0 || f.is_infinite() || f.is_nan() {
+        return (f, 0);
+    }
+    let (f, mut exp) = if f.abs() < f64::MIN_POSITIVE {
+        (f * (1u64 << 52) as f64, -52)
+    } else {
+        (f, 0)
+    };
+    let mut x = f.to_bits();
+    exp += ((x >> 52) & 0x7FF) as i64 - 1023 + 1;
+    x &= !(0x7FF << 52);
+    x |= 1022 << 52;
+    (f64::from_bits(x), exp)
+}
+
+/// Go's `math.Ldexp`: `frac × 2^exp`, rounding once into the denormal range.
+fn ldexp(frac: f64, exp: i64) -> f64 {
+    if frac == 0.0 || frac.is_infinite() || frac.is_nan() {
+        return frac;
+    }
+    let (frac, e) = if frac.abs() < f64::MIN_POSITIVE {
+        (frac * (1u64 << 52) as f64, -52)
+    } else {
+        (frac, 0)
+    };
+    let mut exp = exp + e;
+    let mut x = frac.to_bits();
+    exp += ((x >> 52) & 0x7FF) as i64 - 1023;
+    if exp < -1075 {
+        return 0.0f64.copysign(frac);
+    }
+    if exp > 1023 {
+        return if frac < 0.0 {
+            f64::NEG_INFINITY
+        } else {
+            f64::INFINITY
+        };
+    }
+    let mut m = 1.0;
+    if exp < -1022 {
+        exp += 53;
+        m = 1.0 / (1u64 << 53) as f64;
+    }
+    x &= !(0x7FF << 52);
+    x |= ((exp + 1023) as u64) << 52;
+    m * f64::from_bits(x)
+}
+
 /// The order of Go's `sort.Float64s`, which Prometheus sorts quantiles with: NaN before
 /// every number.
 pub fn nan_first(a: &f64, b: &f64) -> std::cmp::Ordering {
@@ -536,5 +686,27 @@ mod tests {
             .collect();
         let b = extrapolated(&shifted, 143_850_000, 60_000, true, true).unwrap();
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn pow_follows_go() {
+        assert_eq!(go_pow(2.0, 10.0), 1024.0);
+        assert_eq!(go_pow(-2.0, 3.0), -8.0);
+        assert_eq!(go_pow(2.0, -2.0), 0.25);
+        assert_eq!(go_pow(0.0, -1.0), f64::INFINITY);
+        assert_eq!(go_pow(-0.0, -3.0), f64::NEG_INFINITY);
+        assert!(go_pow(-8.0, 1.0 / 3.0).is_nan());
+        assert_eq!(go_pow(9.0, 0.5), 3.0);
+        assert_eq!(go_pow(f64::NEG_INFINITY, 3.0), f64::NEG_INFINITY);
+        assert_eq!(go_pow(0.5, f64::INFINITY), 0.0);
+        assert_eq!(go_pow(2.0, 1100.0), f64::INFINITY);
+        assert_eq!(go_pow(2.0, -1074.0), f64::from_bits(1));
+        // Close to the correctly rounded power, but not equal: repeated squaring gathers
+        // rounding errors (0.9^400 is ~40 ulps off), which is exactly what Prometheus shows.
+        for (x, y) in [(1.1, 7.0), (3.7, 2.5), (123.456, -3.25), (0.9, 400.0)] {
+            let (g, r) = (go_pow(x, y), f64::powf(x, y));
+            assert!((g - r).abs() <= 1e-12 * r.abs(), "{x}^{y}: {g} vs {r}");
+        }
+        assert_ne!(go_pow(0.9, 400.0), f64::powf(0.9, 400.0));
     }
 }
