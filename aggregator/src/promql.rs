@@ -1069,4 +1069,26 @@ mod tests {
         assert!(e.instant("topk(scalar(nothing), nothing)", 0).is_err());
         assert!(e.instant("topk(0, nothing)", 0).is_ok());
     }
+
+    /// A unary minus or a range-vector function whose result, over all steps of a range
+    /// query, holds one label set from two series (they differed only by name) is an error,
+    /// as in Prometheus — even when the two never meet at one step.
+    #[tokio::test]
+    async fn same_labelset_is_checked_across_steps() {
+        let (e, _d) = engine(vec![
+            ss(&[("__name__", "a"), ("i", "1")], &[(0, 1.0), (15_000, 2.0)]),
+            ss(
+                &[("__name__", "b"), ("i", "1")],
+                &[(600_000, 1.0), (615_000, 2.0)],
+            ),
+        ])
+        .await;
+        let q = |s: &str, start: i64, end: i64| e.range(s, start, end, 15_000);
+        // Apart in time: each step alone is fine, the whole range is not.
+        assert!(q("-{__name__=~\"a|b\"}", 0, 0).is_ok());
+        assert!(q("-{__name__=~\"a|b\"}", 0, 615_000).is_err());
+        assert!(q("rate({__name__=~\"a|b\"}[1m])", 15_000, 615_000).is_err());
+        assert!(q("rate({__name__=~\"a|b\"}[1m])", 15_000, 30_000).is_ok());
+        assert!(q("last_over_time({__name__=~\"a|b\"}[1m])", 15_000, 615_000).is_ok());
+    }
 }

@@ -443,7 +443,15 @@ pub fn query(rng: &mut Rng, depth: u32) -> String {
                     "vector",
                 ],
             );
-            format!("{f}({})", sub(rng))
+            // sin, cos and tan of a large argument are chaotic: one ulp of an argument of
+            // 1e130 spans many periods, and Go's exp, ln and cosh differ from Rust's (glibc's)
+            // in the last ulp now and then. They are fuzzed on arguments within ±1000, where a
+            // last-ulp difference stays below the comparison's tolerance.
+            if matches!(*f, "sin" | "cos" | "tan") {
+                format!("{f}(clamp({}, -1000, 1000))", sub(rng))
+            } else {
+                format!("{f}({})", sub(rng))
+            }
         }
         11 => {
             let f = pick(

@@ -169,6 +169,7 @@ impl Evaluator<'_> {
         let stale = self.stale_flags(&ms.vs, &data);
         let resets = self.reset_prefixes(&ms.vs, &data);
         let names = self.unnamed_all(&ms.vs, &data);
+        let collide = self.names_collide(&ms.vs, &names);
         let mut cursors = self.take_cursors(&ms.vs, range, data.len());
         let mut out = Vec::with_capacity(data.len());
         for (i, (((s, has_stale), prefix), cur)) in data
@@ -215,6 +216,9 @@ impl Evaluator<'_> {
                 ))
             };
             if let Some(v) = v {
+                if collide {
+                    self.one_source(ms as *const _ as usize, &names[i], &s.labels)?;
+                }
                 out.push(Elem {
                     labels: names[i].clone(),
                     t,
@@ -255,6 +259,11 @@ impl Evaluator<'_> {
             } else {
                 Some(self.unnamed_all(&ms.vs, &data))
             };
+            let collide = match &names {
+                Some(n) => self.names_collide(&ms.vs, n),
+                None => false,
+            };
+            let node = c as *const Call as usize;
             let mut cursors = self.take_cursors(&ms.vs, range, data.len());
             let mut out = Vec::with_capacity(data.len());
             let mut scratch = Vec::new();
@@ -288,6 +297,9 @@ impl Evaluator<'_> {
                         Some(n) => n[i].clone(),
                         None => s.labels.clone(),
                     };
+                    if collide {
+                        self.one_source(node, &labels, &s.labels)?;
+                    }
                     out.push(Elem { labels, t, v });
                 }
             }
@@ -350,8 +362,8 @@ impl Evaluator<'_> {
             "asin" => Some(math(f64::asin)),
             "acos" => Some(math(f64::acos)),
             "atan" => Some(math(f64::atan)),
-            "sinh" => Some(math(f64::sinh)),
-            "cosh" => Some(math(f64::cosh)),
+            "sinh" => Some(math(f::go_sinh)),
+            "cosh" => Some(math(f::go_cosh)),
             "tanh" => Some(math(f64::tanh)),
             "asinh" => Some(math(f64::asinh)),
             "acosh" => Some(math(f64::acosh)),

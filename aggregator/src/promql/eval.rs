@@ -128,6 +128,10 @@ pub struct Evaluator<'a> {
     range_end: i64,
     /// Subqueries whose whole grid of inner steps has been evaluated.
     subquery_grids: FxHashSet<usize>,
+    /// Per selector: whether two of its series differ only in the metric name.
+    name_collisions: FxHashMap<usize, bool>,
+    /// Per node and output label set: the series it came from (see [`Evaluator::one_source`]).
+    sources: FxHashMap<(usize, Labels), Labels>,
     extra: i64,
     /// Selector data by the selector node's address (the AST outlives the evaluator), shared
     /// by every step instead of copied.
@@ -224,6 +228,8 @@ impl<'a> Evaluator<'a> {
             range_start: start,
             range_end: end,
             subquery_grids: FxHashSet::default(),
+            name_collisions: FxHashMap::default(),
+            sources: FxHashMap::default(),
             extra: lookback + reach(root),
             cache: FxHashMap::default(),
             loaded: 0,
@@ -290,6 +296,41 @@ impl<'a> Evaluator<'a> {
         let v: Arc<Vec<Labels>> = Arc::new(data.iter().map(|s| self.unnamed(&s.labels)).collect());
         self.unnamed_by_selector.insert(key, v.clone());
         v
+    }
+
+    /// Whether two of the selector's series have the same labels once the name is dropped
+    /// (`names` from [`Evaluator::unnamed_all`]); computed once per selector.
+    pub(super) fn names_collide(&mut self, vs: &VectorSelector, names: &[Labels]) -> bool {
+        let key = vs as *const VectorSelector as usize;
+        if let Some(&c) = self.name_collisions.get(&key) {
+            return c;
+        }
+        let mut seen = FxHashSet::default();
+        let c = !names.iter().all(|l| seen.insert(l));
+        self.name_collisions.insert(key, c);
+        c
+    }
+
+    /// Prometheus checks the whole result of a unary minus or a range-vector function — all
+    /// steps of the range — for one label set coming from two series (which differ only by
+    /// the dropped name), not each step alone: `labels` at `node` must always come from
+    /// `source`.
+    pub(super) fn one_source(
+        &mut self,
+        node: usize,
+        labels: &Labels,
+        source: &Labels,
+    ) -> Result<(), QueryError> {
+        match self.sources.get(&(node, labels.clone())) {
+            Some(s) if s != source => {
+                Err(exec("vector cannot contain metrics with the same labelset"))
+            }
+            Some(_) => Ok(()),
+            None => {
+                self.sources.insert((node, labels.clone()), source.clone());
+                Ok(())
+            }
+        }
     }
 
     /// For each series of [`Evaluator::data`]`(vs)`, whether it holds a stale marker.
@@ -473,10 +514,13 @@ impl<'a> Evaluator<'a> {
             Expr::Unary(u) => match self.eval(&u.expr, t)? {
                 Val::Scalar(v) => Ok(Val::Scalar(-v)),
                 Val::Vector(v) => {
+                    let node = u as *const _ as usize;
                     let mut out = Vec::with_capacity(v.len());
                     for mut x in v {
                         x.v = -x.v;
-                        x.labels = self.unnamed(&x.labels);
+                        let unnamed = self.unnamed(&x.labels);
+                        self.one_source(node, &unnamed, &x.labels)?;
+                        x.labels = unnamed;
                         out.push(x);
                     }
                     let out = Val::Vector(out);

@@ -440,6 +440,31 @@ pub fn go_pow(x: f64, y: f64) -> f64 {
     ldexp(a1, ae)
 }
 
+/// Go's `math.Cosh`: from `exp`, as Go computes it (glibc's differs in the last bit, which
+/// `%` or `sin` of the result would magnify).
+pub fn go_cosh(x: f64) -> f64 {
+    let x = x.abs();
+    if x > 21.0 {
+        return x.exp() * 0.5;
+    }
+    let ex = x.exp();
+    (ex + 1.0 / ex) * 0.5
+}
+
+/// Go's `math.Sinh` beyond 0.5 (from `exp`); below, where Go uses a polynomial, the library's.
+pub fn go_sinh(x: f64) -> f64 {
+    let z = x.abs();
+    let r = if z > 21.0 {
+        z.exp() * 0.5
+    } else if z > 0.5 {
+        let ex = z.exp();
+        (ex - 1.0 / ex) * 0.5
+    } else {
+        return x.sinh();
+    };
+    if x < 0.0 { -r } else { r }
+}
+
 /// Go's `math.Frexp`: `f = frac × 2^exp` with `|frac|` in [0.5, 1).
 fn frexp(f: f64) -> (f64, i64) {
     if f == 0.0 || f.is_infinite() || f.is_nan() {
