@@ -1091,4 +1091,36 @@ mod tests {
         assert!(q("rate({__name__=~\"a|b\"}[1m])", 15_000, 30_000).is_ok());
         assert!(q("last_over_time({__name__=~\"a|b\"}[1m])", 15_000, 615_000).is_ok());
     }
+
+    /// In an aggregation's parameter `@ start()` and `@ end()` are ignored, as Prometheus
+    /// 2.42 does (it resolves them in a pass that skips parameters); `@ <time>` still holds.
+    #[tokio::test]
+    async fn start_and_end_are_ignored_in_parameters() {
+        let (e, _d) = engine(vec![
+            ss(&[("__name__", "k")], &[(0, 1.0), (100_000, 2.0)]),
+            ss(
+                &[("__name__", "y"), ("i", "a")],
+                &[(0, 1.0), (100_000, 1.0)],
+            ),
+            ss(
+                &[("__name__", "y"), ("i", "b")],
+                &[(0, 2.0), (100_000, 2.0)],
+            ),
+            ss(
+                &[("__name__", "y"), ("i", "c")],
+                &[(0, 3.0), (100_000, 3.0)],
+            ),
+        ])
+        .await;
+        let at_first = |q: &str| {
+            let m = e.range(q, 0, 100_000, 100_000).unwrap();
+            m.iter()
+                .filter(|s| s.samples.iter().any(|x| x.0 == 0))
+                .count()
+        };
+        assert_eq!(at_first("topk(scalar(k @ end()), y)"), 1);
+        assert_eq!(at_first("topk(scalar(k @ 100), y)"), 2);
+        // Outside a parameter, end() holds: at the first step k @ end() is 2.
+        assert_eq!(at_first("y > scalar(k @ end())"), 1);
+    }
 }

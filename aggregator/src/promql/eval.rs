@@ -128,6 +128,8 @@ pub struct Evaluator<'a> {
     range_end: i64,
     /// Subqueries whose whole grid of inner steps has been evaluated.
     subquery_grids: FxHashSet<usize>,
+    /// How many aggregation parameters are being evaluated (see [`Evaluator::at_time`]).
+    in_param: u32,
     /// Per selector: whether two of its series differ only in the metric name.
     name_collisions: FxHashMap<usize, bool>,
     /// Per node and output label set: the series it came from (see [`Evaluator::one_source`]).
@@ -228,6 +230,7 @@ impl<'a> Evaluator<'a> {
             range_start: start,
             range_end: end,
             subquery_grids: FxHashSet::default(),
+            in_param: 0,
             name_collisions: FxHashMap::default(),
             sources: FxHashMap::default(),
             extra: lookback + reach(root),
@@ -450,6 +453,9 @@ impl<'a> Evaluator<'a> {
 
     pub(super) fn at_time(&self, at: &Option<AtModifier>) -> Option<i64> {
         match at {
+            // Prometheus 2.42 resolves `start()` and `end()` in a pass that does not visit an
+            // aggregation's parameter: there they are ignored, as if absent.
+            Some(AtModifier::Start | AtModifier::End) if self.in_param > 0 => None,
             Some(AtModifier::Start) => Some(self.start),
             Some(AtModifier::End) => Some(self.end),
             Some(AtModifier::At(t)) => Some(super::clamp_time(
@@ -946,11 +952,14 @@ impl Evaluator<'_> {
         } else {
             t
         };
+        self.in_param += 1;
         let param = match &a.param {
-            Some(p) if op == "count_values" => Some(Val::Str(self.string(p, t)?)),
-            Some(p) => Some(Val::Scalar(self.scalar(p, param_at)?)),
-            None => None,
+            Some(p) if op == "count_values" => self.string(p, t).map(|s| Some(Val::Str(s))),
+            Some(p) => self.scalar(p, param_at).map(|v| Some(Val::Scalar(v))),
+            None => Ok(None),
         };
+        self.in_param -= 1;
+        let param = param?;
         // Group keys are derived once per input series and interned, so equal groups share
         // one `Arc` and are found by identity; groups keep the order they are first seen in.
         let node = a as *const AggregateExpr as usize;
