@@ -22,9 +22,7 @@ fn civil(secs: f64) -> (i64, i64, i64, i64, i64, i64, i64) {
     // Go's unixToInternal + internalToAbsolute.
     const UNIX_TO_ABSOLUTE: u64 = 9_223_372_028_715_321_600;
     const DAYS_BEFORE: [i64; 13] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334, 365];
-    let sec = if secs.is_nan()
-        || !(-9.223_372_036_854_775_808e18..9.223_372_036_854_775_808e18).contains(&secs)
-    {
+    let sec = if secs.is_nan() || !(i64::MIN as f64..i64::MAX as f64).contains(&secs) {
         i64::MIN
     } else {
         secs.trunc() as i64

@@ -970,9 +970,10 @@ impl Evaluator<'_> {
             return self.count_values(node, a, param, input, t);
         }
         // Prometheus converts k to an int64 and refuses what does not fit — at every step,
-        // whether or not there is anything to rank.
+        // whether or not there is anything to rank. (`i64::MAX as f64` is 2^63: the
+        // half-open range holds exactly the floats that fit.)
         if let (Some(Val::Scalar(k)), "topk" | "bottomk") = (&param, op)
-            && !(-9.223_372_036_854_775_808e18..=9.223_372_036_854_774_784e18).contains(k)
+            && !(i64::MIN as f64..i64::MAX as f64).contains(k)
         {
             return Err(exec(format!(
                 "Scalar value {} overflows int64",

@@ -371,14 +371,18 @@ pub fn go_pow(x: f64, y: f64) -> f64 {
             0.0
         };
     }
-    if y.is_infinite() {
-        return if x == -1.0 {
+    // An infinite (or too large to be odd) exponent: 1 for -1, else 0 or +Inf.
+    let huge_power = || {
+        if x == -1.0 {
             1.0
         } else if (x.abs() < 1.0) == (y > 0.0) {
             0.0
         } else {
             f64::INFINITY
-        };
+        }
+    };
+    if y.is_infinite() {
+        return huge_power();
     }
     if x.is_infinite() {
         if x < 0.0 {
@@ -396,14 +400,8 @@ pub fn go_pow(x: f64, y: f64) -> f64 {
     if yf != 0.0 && x < 0.0 {
         return f64::NAN;
     }
-    if yi >= 9.223_372_036_854_775_808e18 {
-        return if x == -1.0 {
-            1.0
-        } else if (x.abs() < 1.0) == (y > 0.0) {
-            0.0
-        } else {
-            f64::INFINITY
-        };
+    if yi >= (1u64 << 63) as f64 {
+        return huge_power();
     }
     let mut a1 = 1.0;
     let mut ae: i64 = 0;
