@@ -2,7 +2,8 @@
 //! coarse enough: the step, the range and every evaluation time (after `offset`) are
 //! multiples of a rollup resolution (1 hour preferred, else 5 minutes) and the step is at
 //! least that resolution. The results equal the raw computation (see
-//! `crate::tsdb::rollup`); the storage reads pre-computed buckets for compacted windows,
+//! `crate::tsdb::rollup`) — sums and averages to the last bits only, since raw windows are
+//! summed with compensation as Prometheus sums them and rollups add bucket sums; the storage reads pre-computed buckets for compacted windows,
 //! so a 30-day panel at a 1-hour step reads 720 buckets per series instead of 259 200
 //! samples — and keeps answering after raw retention has deleted the samples.
 
