@@ -13,6 +13,7 @@ mod host;
 mod memory;
 mod netdev;
 mod netstat;
+mod pressure;
 
 use std::path::{Path, PathBuf};
 
@@ -101,6 +102,8 @@ pub fn collect_all(root: &Root, optional: Optional, out: &mut Out) {
         ("netdev", netdev::collect),
         ("netstat", netstat::collect),
         ("sockstat", netstat::collect_sockstat),
+        ("pressure", pressure::collect),
+        ("entropy", host::collect_entropy),
     ];
     for (name, f) in ALL {
         if let Err(e) = f(root, out) {
@@ -163,6 +166,7 @@ mod tests {
             "node_filesystem_avail_bytes",
             "node_uname_info",
             "node_tcp_connection_states",
+            "node_entropy_available_bits",
         ] {
             assert!(names.contains(n), "{n} missing; errors: {:?}", out.errors);
         }

@@ -59,3 +59,15 @@ pub fn collect_filefd(root: &Root, out: &mut Out) -> Result<(), String> {
     out.add("node_filefd_maximum", &[], num(f[2], "file-nr")?);
     Ok(())
 }
+
+/// `node_entropy_available_bits`, `node_entropy_pool_size_bits` (node_exporter's `entropy`).
+pub fn collect_entropy(root: &Root, out: &mut Out) -> Result<(), String> {
+    for (file, metric) in [
+        ("entropy_avail", "node_entropy_available_bits"),
+        ("poolsize", "node_entropy_pool_size_bits"),
+    ] {
+        let text = read(root, &format!("sys/kernel/random/{file}"))?;
+        out.add(metric, &[], num(text.trim(), file)?);
+    }
+    Ok(())
+}
