@@ -5,20 +5,25 @@
 
 use super::{Out, Root, num, read};
 
-/// `(resource, line, metric)`.
-const SERIES: &[(&str, &str, &str)] = &[
-    ("cpu", "some", "node_pressure_cpu_waiting_seconds_total"),
-    ("io", "some", "node_pressure_io_waiting_seconds_total"),
-    ("io", "full", "node_pressure_io_stalled_seconds_total"),
+/// Per resource file, `(line, metric)`.
+const SERIES: &[(&str, &[(&str, &str)])] = &[
     (
-        "memory",
-        "some",
-        "node_pressure_memory_waiting_seconds_total",
+        "cpu",
+        &[("some", "node_pressure_cpu_waiting_seconds_total")],
+    ),
+    (
+        "io",
+        &[
+            ("some", "node_pressure_io_waiting_seconds_total"),
+            ("full", "node_pressure_io_stalled_seconds_total"),
+        ],
     ),
     (
         "memory",
-        "full",
-        "node_pressure_memory_stalled_seconds_total",
+        &[
+            ("some", "node_pressure_memory_waiting_seconds_total"),
+            ("full", "node_pressure_memory_stalled_seconds_total"),
+        ],
     ),
 ];
 
@@ -45,19 +50,13 @@ pub fn collect(root: &Root, out: &mut Out) -> Result<(), String> {
     if !root.proc.join("pressure").is_dir() {
         return Ok(());
     }
-    let mut last: Option<(&str, String)> = None;
-    for (resource, kind, metric) in SERIES {
-        let text = match &last {
-            Some((r, t)) if r == resource => t.clone(),
-            _ => {
-                let t = read(root, &format!("pressure/{resource}"))?;
-                last = Some((resource, t.clone()));
-                t
+    for (resource, lines) in SERIES {
+        let text = read(root, &format!("pressure/{resource}"))?;
+        for (kind, metric) in *lines {
+            if let Some(us) = total_us(&text, kind)? {
+                // Divided as node_exporter divides, so the figures are equal to the bit.
+                out.add(metric, &[], us / 1000.0 / 1000.0);
             }
-        };
-        if let Some(us) = total_us(&text, kind)? {
-            // Divided as node_exporter divides, so the figures are equal to the bit.
-            out.add(metric, &[], us / 1000.0 / 1000.0);
         }
     }
     Ok(())
