@@ -6,11 +6,13 @@
 //! trees. A collector that fails (a file missing in a container, a mount that cannot be
 //! stat'ed) reports its error and the others still run: one bad source never empties a batch.
 
+mod clock;
 mod cpu;
 mod diskstats;
 mod filesystem;
 mod host;
 mod memory;
+mod net;
 mod netdev;
 mod netstat;
 mod pressure;
@@ -19,17 +21,25 @@ use std::path::{Path, PathBuf};
 
 use telltale_common::model::{Labels, Sample, SeriesSamples};
 
-/// Where the collectors find `/proc`.
+pub(crate) use host::os_release_value;
+
+/// Where the collectors find `/proc` and `/sys`.
 #[derive(Debug, Clone)]
 pub struct Root {
     /// Usually `/proc`.
     pub proc: PathBuf,
+    /// Usually `/sys`.
+    pub sys: PathBuf,
+    /// Usually `/`: where `etc/os-release`, `etc/selinux` and `run/udev/data` are found.
+    pub rootfs: PathBuf,
 }
 
 impl Default for Root {
     fn default() -> Self {
         Root {
             proc: "/proc".into(),
+            sys: "/sys".into(),
+            rootfs: "/".into(),
         }
     }
 }
@@ -38,6 +48,11 @@ impl Root {
     /// Reads `proc/<rel>` as text.
     pub fn proc_file(&self, rel: &str) -> std::io::Result<String> {
         std::fs::read_to_string(self.proc.join(rel))
+    }
+
+    /// Reads `sys/<rel>` as text.
+    pub fn sys_file(&self, rel: &str) -> std::io::Result<String> {
+        std::fs::read_to_string(self.sys.join(rel))
     }
 }
 
@@ -85,36 +100,130 @@ pub struct Optional {
     pub tcpstat: bool,
 }
 
-/// Runs every enabled collector.
+type Collector = fn(&Root, &mut Out) -> Result<(), String>;
+
+/// The default collectors, under node_exporter's collector names (the `collector` label of
+/// `node_scrape_collector_*`).
+const DEFAULT: &[(&str, Collector)] = &[
+    ("arp", net::collect_arp),
+    ("conntrack", net::collect_conntrack),
+    ("cpu", cpu::collect),
+    ("diskstats", diskstats::collect),
+    ("entropy", host::collect_entropy),
+    ("filefd", host::collect_filefd),
+    ("filesystem", filesystem::collect),
+    ("loadavg", host::collect_loadavg),
+    ("meminfo", memory::collect),
+    ("netclass", net::collect_netclass),
+    ("netdev", netdev::collect),
+    ("netstat", netstat::collect),
+    ("os", host::collect_os),
+    ("pressure", pressure::collect),
+    ("selinux", host::collect_selinux),
+    ("sockstat", netstat::collect_sockstat),
+    ("softnet", net::collect_softnet),
+    ("stat", cpu::collect_stat),
+    ("time", collect_time),
+    ("timex", clock::collect_timex),
+    ("udp_queues", net::collect_udp_queues),
+    ("uname", host::collect_uname),
+    ("vmstat", memory::collect_vmstat),
+];
+
+fn collect_time(root: &Root, out: &mut Out) -> Result<(), String> {
+    host::collect_time(root, out)?;
+    clock::collect_time(root, out)
+}
+
+/// Runs every enabled collector, timing each as node_exporter does:
+/// `node_scrape_collector_duration_seconds{collector}` and
+/// `node_scrape_collector_success{collector}` (0 when it failed; its error is in `errors`).
 pub fn collect_all(root: &Root, optional: Optional, out: &mut Out) {
-    type Collector = fn(&Root, &mut Out) -> Result<(), String>;
-    const ALL: &[(&str, Collector)] = &[
-        ("cpu", cpu::collect),
-        ("stat", cpu::collect_stat),
-        ("meminfo", memory::collect),
-        ("vmstat", memory::collect_vmstat),
-        ("loadavg", host::collect_loadavg),
-        ("time", host::collect_time),
-        ("uname", host::collect_uname),
-        ("filefd", host::collect_filefd),
-        ("filesystem", filesystem::collect),
-        ("diskstats", diskstats::collect),
-        ("netdev", netdev::collect),
-        ("netstat", netstat::collect),
-        ("sockstat", netstat::collect_sockstat),
-        ("pressure", pressure::collect),
-        ("entropy", host::collect_entropy),
-    ];
-    for (name, f) in ALL {
-        if let Err(e) = f(root, out) {
-            out.errors.push((name, e));
+    let tcpstat: &[(&str, Collector)] = if optional.tcpstat {
+        &[("tcpstat", netstat::collect_tcp_states)]
+    } else {
+        &[]
+    };
+    let mut timings = Vec::with_capacity(DEFAULT.len() + 1);
+    for (name, f) in DEFAULT.iter().chain(tcpstat) {
+        let started = std::time::Instant::now();
+        let ok = match f(root, out) {
+            Ok(()) => true,
+            Err(e) => {
+                out.errors.push((name, e));
+                false
+            }
+        };
+        timings.push((*name, started.elapsed().as_secs_f64(), ok));
+    }
+    for (name, secs, ok) in timings {
+        let l = [("collector", name)];
+        out.add("node_scrape_collector_duration_seconds", &l, secs);
+        out.add("node_scrape_collector_success", &l, f64::from(u8::from(ok)));
+    }
+}
+
+/// The exposition type node_exporter gives metric `name`: its netstat and vmstat fields are
+/// `untyped` (it cannot know each kernel field's kind), `_total` names are counters, the rest
+/// gauges. Checked family by family against the real node_exporter in
+/// `tests/tests/node_exporter.rs`.
+pub fn family_type(name: &str) -> &'static str {
+    if name.starts_with("node_netstat_") || name.starts_with("node_vmstat_") {
+        "untyped"
+    } else if name.ends_with("_total") {
+        "counter"
+    } else {
+        "gauge"
+    }
+}
+
+/// The series as Prometheus text exposition (0.0.4): families sorted by name, each with its
+/// `# TYPE` line, series sorted by labels — what `telltale-agent collect` prints, so the
+/// output can be compared with node_exporter's `/metrics` line by line.
+pub fn exposition(series: &[SeriesSamples]) -> String {
+    use std::fmt::Write;
+    let mut rows: Vec<(&str, String, f64)> = series
+        .iter()
+        .filter_map(|s| {
+            let name = s.labels.metric_name()?;
+            let v = s.samples.last()?.1;
+            let pairs: Vec<String> = s
+                .labels
+                .iter()
+                .filter(|(k, _)| *k != "__name__")
+                .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+                .collect();
+            Some((name, pairs.join(","), v))
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(b.0).then_with(|| a.1.cmp(&b.1)));
+    let mut out = String::new();
+    let mut last = "";
+    for (name, labels, v) in rows {
+        if name != last {
+            let _ = writeln!(out, "# TYPE {name} {}", family_type(name));
+            last = name;
+        }
+        let v = if v.is_nan() {
+            "NaN".to_string()
+        } else if v.is_infinite() {
+            if v > 0.0 { "+Inf" } else { "-Inf" }.to_string()
+        } else {
+            v.to_string()
+        };
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {v}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
         }
     }
-    if optional.tcpstat
-        && let Err(e) = netstat::collect_tcp_states(root, out)
-    {
-        out.errors.push(("tcpstat", e));
-    }
+    out
+}
+
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Reads a file under `/proc`, as an error string naming it.
@@ -138,6 +247,8 @@ pub(crate) mod fixtures {
         let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
         Root {
             proc: base.join("proc"),
+            sys: base.join("sys"),
+            rootfs: base.join("rootfs"),
         }
     }
 }

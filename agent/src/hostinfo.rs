@@ -29,10 +29,7 @@ fn read(root: &Path, rel: &str) -> String {
 }
 
 fn os_release_field(text: &str, key: &str) -> String {
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-        .map(|v| v.trim().trim_matches('"').to_string())
-        .unwrap_or_default()
+    crate::collector::os_release_value(text, key).unwrap_or_default()
 }
 
 impl HostInfo {

@@ -22,6 +22,16 @@ enum Cmd {
     Run(RunArgs),
     /// Validate the configuration and the TLS files it names, then exit.
     CheckConfig(RunArgs),
+    /// Run the host collectors once and print what they read, in the Prometheus text format
+    /// (compare it with node_exporter's `/metrics`); sends nothing.
+    Collect(CollectArgs),
+}
+
+#[derive(clap::Args)]
+struct CollectArgs {
+    /// Also run the opt-in `tcpstat` collector.
+    #[arg(long)]
+    tcpstat: bool,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -73,11 +83,27 @@ impl RunArgs {
     }
 }
 
+fn collect_once(a: &CollectArgs) -> ExitCode {
+    use telltale_agent::collector;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut out = collector::Out::new(now);
+    let optional = collector::Optional { tcpstat: a.tcpstat };
+    collector::collect_all(&collector::Root::default(), optional, &mut out);
+    print!("{}", collector::exposition(&out.series));
+    for (c, e) in &out.errors {
+        eprintln!("collector {c} failed: {e}");
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (args, check_only) = match cli.cmd {
         Cmd::Run(a) => (a, false),
         Cmd::CheckConfig(a) => (a, true),
+        Cmd::Collect(a) => return collect_once(&a),
     };
     let cfg = match args.config() {
         Ok(c) => c,

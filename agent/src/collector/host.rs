@@ -71,3 +71,172 @@ pub fn collect_entropy(root: &Root, out: &mut Out) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The value of `key` in an os-release file (os-release(5)): shell-like assignments whose
+/// values may be quoted with `"` or `'`, with `\` escaping the next character inside quotes.
+pub(crate) fn os_release_value(text: &str, key: &str) -> Option<String> {
+    let raw = text
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix(key)?.strip_prefix('='))?
+        .trim_end();
+    let mut out = String::with_capacity(raw.len());
+    let mut quote: Option<char> = None;
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (Some('"') | None, '\\') => out.extend(chars.next()),
+            (None, '#') => break,
+            _ => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+/// The leading `major[.minor]` of a version id, as node_exporter's `^[0-9]+\.?[0-9]*`.
+fn major_minor(v: &str) -> Option<f64> {
+    let int_end = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    if int_end == 0 {
+        return None;
+    }
+    let rest = &v[int_end..];
+    let end = match rest.strip_prefix('.') {
+        Some(frac) => {
+            int_end
+                + 1
+                + frac
+                    .find(|c: char| !c.is_ascii_digit())
+                    .unwrap_or(frac.len())
+        }
+        None => int_end,
+    };
+    v[..end].trim_end_matches('.').parse().ok()
+}
+
+/// `node_os_info{...} 1` and `node_os_version{id,id_like,name}` from `/etc/os-release` (or
+/// `/usr/lib/os-release`), node_exporter's `os` collector. No file: nothing, no error.
+pub fn collect_os(root: &Root, out: &mut Out) -> Result<(), String> {
+    let text = ["etc/os-release", "usr/lib/os-release"]
+        .iter()
+        .find_map(|f| std::fs::read_to_string(root.rootfs.join(f)).ok());
+    let Some(text) = text else {
+        return Ok(());
+    };
+    let v = |k: &str| os_release_value(&text, k).unwrap_or_default();
+    let (id, id_like, name) = (v("ID"), v("ID_LIKE"), v("NAME"));
+    let version_id = v("VERSION_ID");
+    out.add(
+        "node_os_info",
+        &[
+            ("build_id", &v("BUILD_ID")),
+            ("id", &id),
+            ("id_like", &id_like),
+            ("image_id", &v("IMAGE_ID")),
+            ("image_version", &v("IMAGE_VERSION")),
+            ("name", &name),
+            ("pretty_name", &v("PRETTY_NAME")),
+            ("variant", &v("VARIANT")),
+            ("variant_id", &v("VARIANT_ID")),
+            ("version", &v("VERSION")),
+            ("version_codename", &v("VERSION_CODENAME")),
+            ("version_id", &version_id),
+        ],
+        1.0,
+    );
+    if let Some(ver) = major_minor(&version_id).filter(|v| *v > 0.0) {
+        out.add(
+            "node_os_version",
+            &[("id", &id), ("id_like", &id_like), ("name", &name)],
+            ver,
+        );
+    }
+    Ok(())
+}
+
+/// `node_selinux_enabled`, and when enabled `node_selinux_config_mode` (/etc/selinux/config:
+/// enforcing 1, permissive 0, disabled −1) and `node_selinux_current_mode` (the kernel's
+/// `enforce`), as node_exporter's `selinux` collector.
+pub fn collect_selinux(root: &Root, out: &mut Out) -> Result<(), String> {
+    let enforce = root.sys_file("fs/selinux/enforce").ok();
+    let context = root.proc_file("self/attr/current").unwrap_or_default();
+    let enabled =
+        enforce.is_some() && !context.is_empty() && context.trim_end_matches('\0') != "kernel";
+    out.add("node_selinux_enabled", &[], f64::from(u8::from(enabled)));
+    if let (true, Some(current)) = (enabled, enforce) {
+        let config =
+            std::fs::read_to_string(root.rootfs.join("etc/selinux/config")).unwrap_or_default();
+        let mode = match os_release_value(&config, "SELINUX").as_deref() {
+            Some("enforcing") => 1.0,
+            Some("permissive") => 0.0,
+            _ => -1.0,
+        };
+        out.add("node_selinux_config_mode", &[], mode);
+        out.add(
+            "node_selinux_current_mode",
+            &[],
+            num(current.trim(), "selinux enforce")?,
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_release_values_are_unquoted_like_a_shell() {
+        let text = "NAME=\"Debian GNU/Linux\"\nID=debian\nVERSION='12 (bookworm)'\n\
+                    PRETTY_NAME=\"Say \\\"hi\\\"\"\nVERSION_ID=\"22.04.3\"\n";
+        assert_eq!(
+            os_release_value(text, "NAME").as_deref(),
+            Some("Debian GNU/Linux")
+        );
+        assert_eq!(os_release_value(text, "ID").as_deref(), Some("debian"));
+        assert_eq!(
+            os_release_value(text, "VERSION").as_deref(),
+            Some("12 (bookworm)")
+        );
+        assert_eq!(
+            os_release_value(text, "PRETTY_NAME").as_deref(),
+            Some("Say \"hi\"")
+        );
+        assert_eq!(os_release_value(text, "ID_LIKE"), None);
+        assert_eq!(major_minor("22.04.3"), Some(22.04));
+        assert_eq!(major_minor("12"), Some(12.0));
+        assert_eq!(major_minor("9."), Some(9.0));
+        assert_eq!(major_minor("rolling"), None);
+        assert_eq!(major_minor(""), None);
+    }
+
+    #[test]
+    fn os_collector_reports_info_and_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root {
+            proc: dir.path().join("proc"),
+            sys: dir.path().join("sys"),
+            rootfs: dir.path().into(),
+        };
+        let mut out = Out::new(0);
+        collect_os(&root, &mut out).unwrap();
+        assert!(out.series.is_empty());
+        std::fs::create_dir_all(dir.path().join("usr/lib")).unwrap();
+        std::fs::write(
+            dir.path().join("usr/lib/os-release"),
+            "NAME=\"Ubuntu\"\nID=ubuntu\nID_LIKE=debian\nVERSION_ID=\"22.04\"\n",
+        )
+        .unwrap();
+        collect_os(&root, &mut out).unwrap();
+        let text = super::super::exposition(&out.series);
+        assert!(
+            text.contains(
+                "node_os_version{id=\"ubuntu\",id_like=\"debian\",name=\"Ubuntu\"} 22.04"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("version_id=\"22.04\""), "{text}");
+        collect_selinux(&root, &mut out).unwrap();
+        assert!(super::super::exposition(&out.series).contains("node_selinux_enabled 0"));
+    }
+}

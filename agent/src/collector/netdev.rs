@@ -23,7 +23,9 @@ const TRANSMIT: [&str; 8] = [
     "compressed",
 ];
 
-/// `node_network_{receive,transmit}_<field>_total{device}`.
+/// `node_network_{receive,transmit}_<field>_total{device}`, and
+/// `node_network_receive_nohandler_total` from `/sys/class/net/<dev>/statistics/rx_nohandler`
+/// (node_exporter reads it over netlink; kernels before 4.6 have none: 0, as netlink says).
 pub fn collect(root: &Root, out: &mut Out) -> Result<(), String> {
     let text = read(root, "net/dev")?;
     for line in text.lines().skip(2) {
@@ -49,6 +51,16 @@ pub fn collect(root: &Root, out: &mut Out) -> Result<(), String> {
                 num(vals[8 + i], "net/dev")?,
             );
         }
+        let nohandler = root
+            .sys_file(&format!("class/net/{dev}/statistics/rx_nohandler"))
+            .ok()
+            .and_then(|t| t.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        out.add(
+            "node_network_receive_nohandler_total",
+            &[("device", dev)],
+            nohandler,
+        );
     }
     Ok(())
 }

@@ -85,6 +85,8 @@ mod tests {
         let mut out = Out::new(1);
         let root = Root {
             proc: dir.path().to_path_buf(),
+            sys: dir.path().to_path_buf(),
+            rootfs: dir.path().to_path_buf(),
         };
         assert_eq!(collect(&root, &mut out), Ok(()));
         assert!(out.series.is_empty());
