@@ -11,6 +11,7 @@ mod cpu;
 mod diskstats;
 mod filesystem;
 mod host;
+mod hw;
 mod memory;
 mod net;
 mod netdev;
@@ -108,21 +109,27 @@ const DEFAULT: &[(&str, Collector)] = &[
     ("arp", net::collect_arp),
     ("conntrack", net::collect_conntrack),
     ("cpu", cpu::collect),
+    ("cpufreq", cpu::collect_cpufreq),
     ("diskstats", diskstats::collect),
+    ("dmi", hw::collect_dmi),
     ("entropy", host::collect_entropy),
     ("filefd", host::collect_filefd),
     ("filesystem", filesystem::collect),
+    ("hwmon", hw::collect_hwmon),
     ("loadavg", host::collect_loadavg),
     ("meminfo", memory::collect),
     ("netclass", net::collect_netclass),
     ("netdev", netdev::collect),
     ("netstat", netstat::collect),
     ("os", host::collect_os),
+    ("powersupplyclass", hw::collect_power_supply),
     ("pressure", pressure::collect),
+    ("schedstat", cpu::collect_schedstat),
     ("selinux", host::collect_selinux),
     ("sockstat", netstat::collect_sockstat),
     ("softnet", net::collect_softnet),
     ("stat", cpu::collect_stat),
+    ("thermal_zone", hw::collect_thermal),
     ("time", collect_time),
     ("timex", clock::collect_timex),
     ("udp_queues", net::collect_udp_queues),

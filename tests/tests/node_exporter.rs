@@ -20,10 +20,15 @@ const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
 /// (`tcpstat`, `processes`), so a default node_exporter does not show them.
 const NON_DEFAULT: &[&str] = &["node_tcp_connection_states", "node_processes_threads"];
 
-/// Fields in the netstat default filter of node_exporter releases newer than Debian's 1.5.
+/// Families of node_exporter releases newer than Debian's 1.5 (netstat's default filter grew;
+/// softnet's RPS and flow-limit columns from 1.6; IRQ pressure from 1.8), which current
+/// dashboards use.
 const NEWER_THAN_DEBIAN: &[&str] = &[
     "node_netstat_TcpExt_TCPOFOQueue",
     "node_netstat_TcpExt_TCPRcvQDrop",
+    "node_softnet_received_rps_total",
+    "node_softnet_flow_limit_count_total",
+    "node_pressure_irq_stalled_seconds_total",
 ];
 
 /// One exposition family: its `# TYPE` and its series (labels without empty values, as

@@ -116,6 +116,15 @@ pub fn collect_softnet(root: &Root, out: &mut Out) -> Result<(), String> {
         ] {
             out.add(name, &[("cpu", &cpu)], hex(cols[col], "softnet_stat")?);
         }
+        // Columns 10 and 11 (kernels from 2.6.36 and 3.11), reported by node_exporter from 1.6.
+        for (col, name) in [
+            (9, "node_softnet_received_rps_total"),
+            (10, "node_softnet_flow_limit_count_total"),
+        ] {
+            if let Some(v) = cols.get(col) {
+                out.add(name, &[("cpu", &cpu)], hex(v, "softnet_stat")?);
+            }
+        }
     }
     Ok(())
 }

@@ -25,6 +25,11 @@ const SERIES: &[(&str, &[(&str, &str)])] = &[
             ("full", "node_pressure_memory_stalled_seconds_total"),
         ],
     ),
+    // Kernels from 6.1 with CONFIG_IRQ_TIME_ACCOUNTING; node_exporter reports it from 1.8.
+    (
+        "irq",
+        &[("full", "node_pressure_irq_stalled_seconds_total")],
+    ),
 ];
 
 /// The `total=` (microseconds) of line `kind` (`some` or `full`) in a pressure file.
@@ -51,6 +56,9 @@ pub fn collect(root: &Root, out: &mut Out) -> Result<(), String> {
         return Ok(());
     }
     for (resource, lines) in SERIES {
+        if *resource == "irq" && !root.proc.join("pressure/irq").exists() {
+            continue;
+        }
         let text = read(root, &format!("pressure/{resource}"))?;
         for (kind, metric) in *lines {
             if let Some(us) = total_us(&text, kind)? {
