@@ -404,7 +404,10 @@ const DMI: [(&str, &str); 20] = [
 
 /// The DMI strings do not change while the machine runs: read once per root, as
 /// node_exporter reads them once at start.
-static DMI_CACHE: Mutex<Option<(PathBuf, Vec<(&'static str, String)>)>> = Mutex::new(None);
+static DMI_CACHE: Mutex<Option<(PathBuf, DmiLabels)>> = Mutex::new(None);
+
+/// `(label, value)` pairs of `node_dmi_info`.
+type DmiLabels = Vec<(&'static str, String)>;
 
 /// node_exporter's `dmi`: `node_dmi_info{bios_vendor,product_name,...} 1` with the strings
 /// this user may read (serial numbers and the UUID need root).
