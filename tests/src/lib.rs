@@ -7,6 +7,7 @@
 //! integration tests of their own, which makes cargo build their binaries first).
 
 pub mod compliance;
+pub mod exposition;
 pub mod fuzz;
 pub mod peers;
 

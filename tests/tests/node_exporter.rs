@@ -12,6 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use telltale_tests::exposition::{Family, families};
 use telltale_tests::*;
 
 const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
@@ -30,76 +31,6 @@ const NEWER_THAN_DEBIAN: &[&str] = &[
     "node_softnet_flow_limit_count_total",
     "node_pressure_irq_stalled_seconds_total",
 ];
-
-/// One exposition family: its `# TYPE` and its series (labels without empty values, as
-/// Prometheus stores them) with their values.
-#[derive(Default, Debug)]
-struct Family {
-    kind: String,
-    series: BTreeMap<BTreeMap<String, String>, f64>,
-}
-
-/// Parses text exposition into families, dropping empty label values like Prometheus does.
-fn families(text: &str) -> BTreeMap<String, Family> {
-    let mut out: BTreeMap<String, Family> = BTreeMap::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let mut f = rest.split(' ');
-            let (name, kind) = (f.next().unwrap(), f.next().unwrap_or(""));
-            out.entry(name.to_string()).or_default().kind = kind.to_string();
-            continue;
-        }
-        if line.starts_with('#') || line.is_empty() {
-            continue;
-        }
-        let name_end = line.find(['{', ' ']).unwrap();
-        let mut labels = BTreeMap::new();
-        let mut rest = &line[name_end..];
-        if rest.starts_with('{') {
-            rest = &rest[1..];
-            loop {
-                if let Some(r) = rest.strip_prefix('}') {
-                    rest = r;
-                    break;
-                }
-                let eq = rest.find('=').unwrap();
-                let key = rest[..eq].trim_start_matches(',').to_string();
-                let bytes = rest.as_bytes();
-                let mut i = eq + 2;
-                let mut value = String::new();
-                while bytes[i] != b'"' {
-                    if bytes[i] == b'\\' {
-                        value.push(match bytes[i + 1] {
-                            b'n' => '\n',
-                            c => c as char,
-                        });
-                        i += 2;
-                    } else {
-                        let c = rest[i..].chars().next().unwrap();
-                        value.push(c);
-                        i += c.len_utf8();
-                    }
-                }
-                if !value.is_empty() {
-                    labels.insert(key, value);
-                }
-                rest = rest[i + 1..].trim_start_matches(',');
-            }
-        }
-        let v = rest.trim().split(' ').next().unwrap();
-        let v = match v {
-            "NaN" => f64::NAN,
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            _ => v.parse().unwrap(),
-        };
-        out.entry(line[..name_end].to_string())
-            .or_default()
-            .series
-            .insert(labels, v);
-    }
-    out
-}
 
 /// node_exporter families the agent does not produce, and why.
 const NOT_PRODUCED: &[(&str, &str)] = &[

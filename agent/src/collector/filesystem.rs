@@ -46,13 +46,13 @@ fn ignored_mountpoint(m: &str) -> bool {
 /// A mounted filesystem worth reporting.
 #[derive(Debug, PartialEq)]
 pub struct Mount {
-    /// The device (first field of /proc/mounts).
+    /// The device (the mount source, as /proc/mounts's first field).
     pub device: String,
     /// Where it is mounted, with the kernel's octal escapes decoded.
     pub mountpoint: String,
     /// Its type.
     pub fstype: String,
-    /// Whether it is mounted read-only.
+    /// Whether it is read-only (see [`View`]).
     pub readonly: bool,
 }
 
@@ -77,19 +77,41 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Parses /proc/mounts, keeping what node_exporter keeps; later mounts on the same point win.
-pub fn mounts(text: &str) -> Vec<Mount> {
+/// Whose mount table was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// PID 1's (`/proc/1/mountinfo`): the host's mounts as an operator sees them, whatever
+    /// mount namespace the agent runs in (systemd's ProtectSystem, PrivateTmp, ProtectHome and
+    /// PrivateMounts give the service its own). Read-only is the mount's flag or the
+    /// superblock's, as `/proc/mounts` shows it and node_exporter reports it.
+    Host,
+    /// The agent's own (`/proc/self/mountinfo`), when PID 1's is hidden (`hidepid`,
+    /// ProtectProc=invisible). Its per-mount flags are the sandbox's (ProtectSystem=strict
+    /// remounts everything read-only), so read-only is the superblock's flag alone: a
+    /// filesystem the kernel made read-only (errors=remount-ro, a full thin pool) still shows.
+    Own,
+}
+
+/// Parses `mountinfo` (proc(5)), keeping what node_exporter keeps; later mounts on the same
+/// point win. Malformed lines are skipped.
+pub fn mounts(text: &str, view: View) -> Vec<Mount> {
     let mut out: Vec<Mount> = Vec::new();
     for line in text.lines() {
-        let f: Vec<&str> = line.split_ascii_whitespace().collect();
-        if f.len() < 4 {
+        // id parent major:minor root mountpoint mount-options [optional...] - fstype source super-options
+        let Some((head, tail)) = line.split_once(" - ") else {
+            continue;
+        };
+        let h: Vec<&str> = head.split_ascii_whitespace().collect();
+        let t: Vec<&str> = tail.split_ascii_whitespace().collect();
+        if h.len() < 6 || t.len() < 3 {
             continue;
         }
+        let ro = |opts: &str| opts.split(',').any(|o| o == "ro");
         let m = Mount {
-            device: unescape(f[0]),
-            mountpoint: unescape(f[1]),
-            fstype: f[2].to_string(),
-            readonly: f[3].split(',').any(|o| o == "ro"),
+            device: unescape(t[1]),
+            mountpoint: unescape(h[4]),
+            fstype: t[0].to_string(),
+            readonly: ro(t[2]) || (view == View::Host && ro(h[5])),
         };
         if IGNORED_FSTYPES.contains(&m.fstype.as_str()) || ignored_mountpoint(&m.mountpoint) {
             continue;
@@ -100,11 +122,19 @@ pub fn mounts(text: &str) -> Vec<Mount> {
     out
 }
 
+/// The mount table to report: PID 1's when readable, else the agent's own.
+fn mount_table(root: &Root) -> Result<(String, View), String> {
+    match root.proc_file("1/mountinfo") {
+        Ok(t) if !t.is_empty() => Ok((t, View::Host)),
+        _ => read(root, "self/mountinfo").map(|t| (t, View::Own)),
+    }
+}
+
 /// `node_filesystem_{size,free,avail}_bytes`, `node_filesystem_files{,_free}`,
 /// `node_filesystem_readonly`, `node_filesystem_device_error`, all `{device,fstype,mountpoint}`.
 pub fn collect(root: &Root, out: &mut Out) -> Result<(), String> {
-    let text = read(root, "mounts")?;
-    for m in mounts(&text) {
+    let (text, view) = mount_table(root)?;
+    for m in mounts(&text, view) {
         let labels = [
             ("device", m.device.as_str()),
             ("fstype", m.fstype.as_str()),
@@ -146,11 +176,52 @@ mod tests {
 
     #[test]
     fn pseudo_filesystems_are_skipped_and_escapes_decoded() {
-        let text = fixtures::root().proc_file("mounts").unwrap();
-        let m = mounts(&text);
+        let text = fixtures::root().proc_file("1/mountinfo").unwrap();
+        let m = mounts(&text, View::Host);
         let points: Vec<_> = m.iter().map(|m| m.mountpoint.as_str()).collect();
-        assert_eq!(points, vec!["/", "/run", "/data", "/mnt/my disk"]);
-        assert!(m[2].readonly);
+        assert_eq!(points, vec!["/", "/run", "/data", "/mnt/my disk", "/srv"]);
+        assert_eq!(m[0].device, "/dev/vda1");
+        assert_eq!(m[0].fstype, "ext4");
         assert!(!m[0].readonly);
+        // Mounted read-only (-o ro): its superblock is read-only too.
+        assert!(m[2].readonly);
+        // A read-only bind of a writable filesystem: read-only from the host's view, as
+        // /proc/mounts shows it and node_exporter reports it.
+        assert!(m[4].readonly);
+    }
+
+    #[test]
+    fn in_the_agents_own_namespace_only_the_superblock_counts() {
+        // ProtectSystem=strict: every mount read-only in the service's namespace.
+        let text = "\
+            25 1 254:1 / / ro,relatime - ext4 /dev/vda1 rw,errors=remount-ro\n\
+            26 25 254:17 / /data ro,relatime - xfs /dev/vdb1 ro,attr2\n\
+            27 25 0:40 / /tmp rw,nosuid - tmpfs tmpfs rw\n\
+            garbage line\n";
+        let m = mounts(text, View::Own);
+        assert_eq!(m.len(), 3);
+        assert!(!m[0].readonly, "the sandbox's remount is not the host's");
+        assert!(m[1].readonly, "the kernel's read-only superblock shows");
+        assert!(!m[2].readonly);
+        assert!(mounts(text, View::Host)[0].readonly);
+    }
+
+    #[test]
+    fn hidden_pid_1_falls_back_to_the_agents_own_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root {
+            proc: dir.path().into(),
+            sys: dir.path().into(),
+            rootfs: dir.path().into(),
+        };
+        std::fs::create_dir_all(dir.path().join("self")).unwrap();
+        std::fs::write(
+            dir.path().join("self/mountinfo"),
+            "25 1 254:1 / / ro - ext4 /dev/vda1 rw\n",
+        )
+        .unwrap();
+        let (text, view) = mount_table(&root).unwrap();
+        assert_eq!(view, View::Own);
+        assert!(!mounts(&text, view)[0].readonly);
     }
 }
