@@ -17,6 +17,7 @@ mod net;
 mod netdev;
 mod netstat;
 mod pressure;
+mod storage;
 
 use std::path::{Path, PathBuf};
 
@@ -112,15 +113,18 @@ const DEFAULT: &[(&str, Collector)] = &[
     ("cpufreq", cpu::collect_cpufreq),
     ("diskstats", diskstats::collect),
     ("dmi", hw::collect_dmi),
+    ("edac", hw::collect_edac),
     ("entropy", host::collect_entropy),
     ("filefd", host::collect_filefd),
     ("filesystem", filesystem::collect),
     ("hwmon", hw::collect_hwmon),
     ("loadavg", host::collect_loadavg),
+    ("mdadm", storage::collect_mdadm),
     ("meminfo", memory::collect),
     ("netclass", net::collect_netclass),
     ("netdev", netdev::collect),
     ("netstat", netstat::collect),
+    ("nvme", storage::collect_nvme),
     ("os", host::collect_os),
     ("powersupplyclass", hw::collect_power_supply),
     ("pressure", pressure::collect),

@@ -433,6 +433,65 @@ pub fn collect_dmi(root: &Root, out: &mut Out) -> Result<(), String> {
     Ok(())
 }
 
+/// node_exporter's `edac`: memory errors per controller
+/// (`node_edac_{correctable,uncorrectable}_errors_total{controller}`) and per chip-select row
+/// (`node_edac_csrow_{correctable,uncorrectable}_errors_total{controller,csrow}`, the errors
+/// without row information as `csrow="unknown"`). Machines without ECC memory have none.
+pub fn collect_edac(root: &Root, out: &mut Out) -> Result<(), String> {
+    let Some(controllers) = entries(&root.sys.join("devices/system/edac/mc"))? else {
+        return Ok(());
+    };
+    let count = |p: &Path| -> Result<f64, String> {
+        attr(p)
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .ok_or_else(|| format!("{}: unreadable", p.display()))
+    };
+    for (name, dir) in controllers {
+        let Some(mc) = name
+            .strip_prefix("mc")
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let c = [("controller", mc)];
+        out.add(
+            "node_edac_correctable_errors_total",
+            &c,
+            count(&dir.join("ce_count"))?,
+        );
+        out.add(
+            "node_edac_uncorrectable_errors_total",
+            &c,
+            count(&dir.join("ue_count"))?,
+        );
+        let unknown = [("controller", mc), ("csrow", "unknown")];
+        let ce = count(&dir.join("ce_noinfo_count"))?;
+        let ue = count(&dir.join("ue_noinfo_count"))?;
+        out.add("node_edac_csrow_correctable_errors_total", &unknown, ce);
+        out.add("node_edac_csrow_uncorrectable_errors_total", &unknown, ue);
+        for (row_name, row) in entries(&dir)?.unwrap_or_default() {
+            let Some(csrow) = row_name
+                .strip_prefix("csrow")
+                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            else {
+                continue;
+            };
+            let l = [("controller", mc), ("csrow", csrow)];
+            out.add(
+                "node_edac_csrow_correctable_errors_total",
+                &l,
+                count(&row.join("ce_count"))?,
+            );
+            out.add(
+                "node_edac_csrow_uncorrectable_errors_total",
+                &l,
+                count(&row.join("ue_count"))?,
+            );
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -553,5 +612,36 @@ mod tests {
         }
         // A zone without a readable temperature is skipped.
         assert!(!text.contains("acpitz"));
+    }
+
+    #[test]
+    fn edac_counts_per_controller_and_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = root(dir.path());
+        let mut out = Out::new(0);
+        collect_edac(&r, &mut out).unwrap();
+        assert!(out.series.is_empty());
+        let mc = dir.path().join("sys/devices/system/edac/mc/mc0");
+        for (f, v) in [
+            ("ce_count", "3\n"),
+            ("ue_count", "0\n"),
+            ("ce_noinfo_count", "1\n"),
+            ("ue_noinfo_count", "0\n"),
+            ("csrow0/ce_count", "2\n"),
+            ("csrow0/ue_count", "0\n"),
+        ] {
+            write(mc.join(f), v);
+        }
+        collect_edac(&r, &mut out).unwrap();
+        let text = exposition(&out.series);
+        for line in [
+            "node_edac_correctable_errors_total{controller=\"0\"} 3",
+            "node_edac_csrow_correctable_errors_total{controller=\"0\",csrow=\"0\"} 2",
+            "node_edac_csrow_correctable_errors_total{controller=\"0\",csrow=\"unknown\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+        std::fs::remove_file(mc.join("ue_count")).unwrap();
+        assert!(collect_edac(&r, &mut out).is_err());
     }
 }

@@ -1,0 +1,275 @@
+//! Storage beyond diskstats: software RAID from `/proc/mdstat` (node_exporter's `mdadm`) and
+//! NVMe controllers from `/sys/class/nvme` (`nvme`). Hosts without either yield nothing.
+
+use std::io::ErrorKind;
+
+use super::{Out, Root};
+
+/// One md array as `/proc/mdstat` describes it.
+#[derive(Debug, PartialEq)]
+pub struct MdArray {
+    /// `md0`.
+    pub name: String,
+    /// `active`, `inactive`, `recovering`, `resyncing` or `checking`.
+    pub state: String,
+    /// Member disks in use.
+    pub active: u64,
+    /// Member disks the array is built for.
+    pub total: u64,
+    /// Members marked `(F)`.
+    pub failed: u64,
+    /// Members marked `(S)`.
+    pub spare: u64,
+    /// Size in 1 KiB blocks.
+    pub blocks: u64,
+    /// Blocks in sync (all of them unless a recovery, resync or check runs).
+    pub synced: u64,
+}
+
+/// Parses `/proc/mdstat` as node_exporter (procfs 0.8) reads it.
+pub fn parse_mdstat(text: &str) -> Result<Vec<MdArray>, String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim().is_empty()
+            || line.starts_with(' ')
+            || line.starts_with("Personalities")
+            || line.starts_with("unused")
+        {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+        if fields.len() < 3 {
+            return Err(format!("/proc/mdstat: short device line {line:?}"));
+        }
+        let name = fields[0].to_string();
+        let status = lines
+            .get(i + 1)
+            .ok_or_else(|| format!("/proc/mdstat: no status line for {name}"))?;
+        let blocks: u64 = status
+            .split_ascii_whitespace()
+            .next()
+            .and_then(|b| b.parse().ok())
+            .ok_or_else(|| format!("/proc/mdstat: bad status line {status:?}"))?;
+        let (active, total) = if line.contains("raid0") || line.contains("linear") {
+            let n = line.matches('[').count() as u64;
+            (n, n)
+        } else if line.contains("inactive") {
+            (0, 0)
+        } else {
+            // `... [2/1] [U_]`
+            let counts = status
+                .split_ascii_whitespace()
+                .find_map(|f| {
+                    let (t, a) = f.strip_prefix('[')?.strip_suffix(']')?.split_once('/')?;
+                    Some((a.parse::<u64>().ok()?, t.parse::<u64>().ok()?))
+                })
+                .ok_or_else(|| format!("/proc/mdstat: no [n/m] in {status:?}"))?;
+            counts
+        };
+        let mut state = fields[2].to_string();
+        let mut synced = blocks;
+        let mut sync_line = lines.get(i + 2).copied().unwrap_or("");
+        if sync_line.contains("bitmap") {
+            sync_line = lines.get(i + 3).copied().unwrap_or("");
+        }
+        let activity = [
+            ("recovery", "recovering"),
+            ("check", "checking"),
+            ("resync", "resyncing"),
+        ]
+        .iter()
+        .find(|(k, _)| sync_line.contains(k));
+        if let Some((_, s)) = activity {
+            state = (*s).to_string();
+            synced = if sync_line.contains("PENDING") || sync_line.contains("DELAYED") {
+                0
+            } else {
+                // `... = 12.6% (37043392/293039104) finish=...`
+                sync_line
+                    .split_once('(')
+                    .and_then(|(_, r)| r.split_once('/'))
+                    .and_then(|(n, _)| n.parse().ok())
+                    .ok_or_else(|| format!("/proc/mdstat: bad sync line {sync_line:?}"))?
+            };
+        }
+        out.push(MdArray {
+            name,
+            state,
+            active,
+            total,
+            failed: line.matches("(F)").count() as u64,
+            spare: line.matches("(S)").count() as u64,
+            blocks,
+            synced,
+        });
+    }
+    Ok(out)
+}
+
+/// node_exporter's `mdadm`: `node_md_state{device,state}` (one of active, inactive,
+/// recovering, resync, check is 1), `node_md_disks{device,state}`, `node_md_disks_required`,
+/// `node_md_blocks`, `node_md_blocks_synced`.
+pub fn collect_mdadm(root: &Root, out: &mut Out) -> Result<(), String> {
+    let text = match root.proc_file("mdstat") {
+        Ok(t) => t,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("/proc/mdstat: {e}")),
+    };
+    for md in parse_mdstat(&text)? {
+        let d = md.name.as_str();
+        out.add("node_md_disks_required", &[("device", d)], md.total as f64);
+        for (state, n) in [
+            ("active", md.active),
+            ("failed", md.failed),
+            ("spare", md.spare),
+        ] {
+            out.add(
+                "node_md_disks",
+                &[("device", d), ("state", state)],
+                n as f64,
+            );
+        }
+        for (label, activity) in [
+            ("active", "active"),
+            ("inactive", "inactive"),
+            ("recovering", "recovering"),
+            ("resync", "resyncing"),
+            ("check", "checking"),
+        ] {
+            let v = f64::from(u8::from(md.state == activity));
+            out.add("node_md_state", &[("device", d), ("state", label)], v);
+        }
+        out.add("node_md_blocks", &[("device", d)], md.blocks as f64);
+        out.add("node_md_blocks_synced", &[("device", d)], md.synced as f64);
+    }
+    Ok(())
+}
+
+/// node_exporter's `nvme`: `node_nvme_info{device,firmware_revision,model,serial,state} 1`.
+pub fn collect_nvme(root: &Root, out: &mut Out) -> Result<(), String> {
+    let base = root.sys.join("class/nvme");
+    let dir = match std::fs::read_dir(&base) {
+        Ok(d) => d,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", base.display())),
+    };
+    let mut devices: Vec<_> = dir
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    devices.sort();
+    for dev in devices {
+        let a = |f: &str| {
+            root.sys_file(&format!("class/nvme/{dev}/{f}"))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        out.add(
+            "node_nvme_info",
+            &[
+                ("device", dev.as_str()),
+                ("firmware_revision", &a("firmware_rev")),
+                ("model", &a("model")),
+                ("serial", &a("serial")),
+                ("state", &a("state")),
+            ],
+            1.0,
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MDSTAT: &str = "\
+Personalities : [raid1] [raid6] [raid5] [raid4] [raid0]
+md127 : active raid1 sdb1[1] sda1[0]
+      1953382464 blocks super 1.2 [2/2] [UU]
+      bitmap: 0/15 pages [0KB], 65536KB chunk
+
+md1 : active raid5 sdd1[3](S) sdc1[2] sdb1[1](F) sda1[0]
+      585936000 blocks level 5, 64k chunk, algorithm 2 [3/2] [U_U]
+      [==>..................]  recovery = 12.6% (37043392/293039104) finish=127.5min speed=33440K/sec
+
+md2 : active raid0 sde1[1] sdf1[0]
+      1000 blocks super 1.2 512k chunks
+
+md3 : inactive sdg1[0](S)
+      2000 blocks super 1.2
+
+md4 : active raid1 sdh1[1] sdi1[0]
+      4000 blocks super 1.2 [2/2] [UU]
+      \tresync=DELAYED
+
+unused devices: <none>
+";
+
+    #[test]
+    fn mdstat_arrays_states_and_sync_progress() {
+        let md = parse_mdstat(MDSTAT).unwrap();
+        assert_eq!(md.len(), 5);
+        assert_eq!(
+            md[0],
+            MdArray {
+                name: "md127".into(),
+                state: "active".into(),
+                active: 2,
+                total: 2,
+                failed: 0,
+                spare: 0,
+                blocks: 1_953_382_464,
+                synced: 1_953_382_464,
+            }
+        );
+        assert_eq!(md[1].state, "recovering");
+        assert_eq!((md[1].active, md[1].total), (2, 3));
+        assert_eq!((md[1].failed, md[1].spare), (1, 1));
+        assert_eq!(md[1].synced, 37_043_392);
+        assert_eq!((md[2].active, md[2].total), (2, 2));
+        assert_eq!((md[3].state.as_str(), md[3].total), ("inactive", 0));
+        assert_eq!((md[4].state.as_str(), md[4].synced), ("resyncing", 0));
+        assert!(parse_mdstat("md0 : active raid1\n      x blocks\n").is_err());
+    }
+
+    #[test]
+    fn md_and_nvme_series() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root {
+            proc: dir.path().join("proc"),
+            sys: dir.path().join("sys"),
+            rootfs: dir.path().into(),
+        };
+        let mut out = Out::new(0);
+        collect_mdadm(&root, &mut out).unwrap();
+        collect_nvme(&root, &mut out).unwrap();
+        assert!(out.series.is_empty());
+        std::fs::create_dir_all(&root.proc).unwrap();
+        std::fs::write(root.proc.join("mdstat"), MDSTAT).unwrap();
+        let nvme = root.sys.join("class/nvme/nvme0");
+        std::fs::create_dir_all(&nvme).unwrap();
+        for (f, v) in [
+            ("model", "Samsung SSD 970 EVO 1TB                 \n"),
+            ("serial", "S1\n"),
+            ("firmware_rev", "2B2QEXE7\n"),
+            ("state", "live\n"),
+        ] {
+            std::fs::write(nvme.join(f), v).unwrap();
+        }
+        collect_mdadm(&root, &mut out).unwrap();
+        collect_nvme(&root, &mut out).unwrap();
+        let text = crate::collector::exposition(&out.series);
+        for line in [
+            "node_md_state{device=\"md1\",state=\"recovering\"} 1",
+            "node_md_state{device=\"md1\",state=\"active\"} 0",
+            "node_md_state{device=\"md4\",state=\"resync\"} 1",
+            "node_md_disks{device=\"md1\",state=\"failed\"} 1",
+            "node_md_disks_required{device=\"md1\"} 3",
+            "node_md_blocks_synced{device=\"md1\"} 37043392",
+            "node_nvme_info{device=\"nvme0\",firmware_revision=\"2B2QEXE7\",model=\"Samsung SSD 970 EVO 1TB\",serial=\"S1\",state=\"live\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+    }
+}
