@@ -58,14 +58,13 @@ pub fn parse_mdstat(text: &str) -> Result<Vec<MdArray>, String> {
             (0, 0)
         } else {
             // `... [2/1] [U_]`
-            let counts = status
+            status
                 .split_ascii_whitespace()
                 .find_map(|f| {
                     let (t, a) = f.strip_prefix('[')?.strip_suffix(']')?.split_once('/')?;
                     Some((a.parse::<u64>().ok()?, t.parse::<u64>().ok()?))
                 })
-                .ok_or_else(|| format!("/proc/mdstat: no [n/m] in {status:?}"))?;
-            counts
+                .ok_or_else(|| format!("/proc/mdstat: no [n/m] in {status:?}"))?
         };
         let mut state = fields[2].to_string();
         let mut synced = blocks;
