@@ -139,6 +139,7 @@ const DEFAULT: &[(&str, Collector)] = &[
     ("udp_queues", net::collect_udp_queues),
     ("uname", host::collect_uname),
     ("vmstat", memory::collect_vmstat),
+    ("xfs", storage::collect_xfs),
 ];
 
 fn collect_time(root: &Root, out: &mut Out) -> Result<(), String> {

@@ -1,5 +1,6 @@
-//! Storage beyond diskstats: software RAID from `/proc/mdstat` (node_exporter's `mdadm`) and
-//! NVMe controllers from `/sys/class/nvme` (`nvme`). Hosts without either yield nothing.
+//! Storage beyond diskstats: software RAID from `/proc/mdstat` (node_exporter's `mdadm`), NVMe
+//! controllers from `/sys/class/nvme` (`nvme`) and XFS statistics (`xfs`). Hosts without them
+//! yield nothing.
 
 use std::io::ErrorKind;
 
@@ -178,6 +179,94 @@ pub fn collect_nvme(root: &Root, out: &mut Out) -> Result<(), String> {
     Ok(())
 }
 
+/// `(stats line, position, node_xfs_<name>)`: the XFS runtime statistics node_exporter reports.
+const XFS: &[(&str, usize, &str)] = &[
+    (
+        "extent_alloc",
+        0,
+        "extent_allocation_extents_allocated_total",
+    ),
+    (
+        "extent_alloc",
+        1,
+        "extent_allocation_blocks_allocated_total",
+    ),
+    ("extent_alloc", 2, "extent_allocation_extents_freed_total"),
+    ("extent_alloc", 3, "extent_allocation_blocks_freed_total"),
+    ("abt", 0, "allocation_btree_lookups_total"),
+    ("abt", 1, "allocation_btree_compares_total"),
+    ("abt", 2, "allocation_btree_records_inserted_total"),
+    ("abt", 3, "allocation_btree_records_deleted_total"),
+    ("blk_map", 0, "block_mapping_reads_total"),
+    ("blk_map", 1, "block_mapping_writes_total"),
+    ("blk_map", 2, "block_mapping_unmaps_total"),
+    ("blk_map", 3, "block_mapping_extent_list_insertions_total"),
+    ("blk_map", 4, "block_mapping_extent_list_deletions_total"),
+    ("blk_map", 5, "block_mapping_extent_list_lookups_total"),
+    ("blk_map", 6, "block_mapping_extent_list_compares_total"),
+    ("bmbt", 0, "block_map_btree_lookups_total"),
+    ("bmbt", 1, "block_map_btree_compares_total"),
+    ("bmbt", 2, "block_map_btree_records_inserted_total"),
+    ("bmbt", 3, "block_map_btree_records_deleted_total"),
+    ("dir", 0, "directory_operation_lookup_total"),
+    ("dir", 1, "directory_operation_create_total"),
+    ("dir", 2, "directory_operation_remove_total"),
+    ("dir", 3, "directory_operation_getdents_total"),
+    ("ig", 0, "inode_operation_attempts_total"),
+    ("ig", 1, "inode_operation_found_total"),
+    ("ig", 2, "inode_operation_recycled_total"),
+    ("ig", 3, "inode_operation_missed_total"),
+    ("ig", 4, "inode_operation_duplicates_total"),
+    ("ig", 5, "inode_operation_reclaims_total"),
+    ("ig", 6, "inode_operation_attribute_changes_total"),
+    ("rw", 0, "write_calls_total"),
+    ("rw", 1, "read_calls_total"),
+    ("vnodes", 0, "vnode_active_total"),
+    ("vnodes", 1, "vnode_allocate_total"),
+    ("vnodes", 2, "vnode_get_total"),
+    ("vnodes", 3, "vnode_hold_total"),
+    ("vnodes", 4, "vnode_release_total"),
+    ("vnodes", 5, "vnode_reclaim_total"),
+    ("vnodes", 6, "vnode_remove_total"),
+];
+
+/// node_exporter's `xfs`: per-filesystem XFS statistics from `/sys/fs/xfs/<device>/stats/stats`
+/// as `node_xfs_*_total{device}` (RHEL's default filesystem; hosts without XFS have no such
+/// directory).
+pub fn collect_xfs(root: &Root, out: &mut Out) -> Result<(), String> {
+    let base = root.sys.join("fs/xfs");
+    let dir = match std::fs::read_dir(&base) {
+        Ok(d) => d,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", base.display())),
+    };
+    let mut devices: Vec<_> = dir
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    devices.sort();
+    for dev in devices {
+        // `stats` (the directory of all filesystems summed) has no stats/stats below it.
+        let Ok(text) = root.sys_file(&format!("fs/xfs/{dev}/stats/stats")) else {
+            continue;
+        };
+        for line in text.lines() {
+            let mut f = line.split_ascii_whitespace();
+            let Some(key) = f.next() else { continue };
+            let vals: Vec<&str> = f.collect();
+            for (_, i, name) in XFS.iter().filter(|(k, _, _)| *k == key) {
+                let Some(v) = vals.get(*i) else {
+                    return Err(format!("xfs {dev}: short {key} line {line:?}"));
+                };
+                let v: f64 = v
+                    .parse()
+                    .map_err(|_| format!("xfs {dev}: bad {key} value {v:?}"))?;
+                out.add(&format!("node_xfs_{name}"), &[("device", &dev)], v);
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +319,45 @@ unused devices: <none>
         assert_eq!((md[3].state.as_str(), md[3].total), ("inactive", 0));
         assert_eq!((md[4].state.as_str(), md[4].synced), ("resyncing", 0));
         assert!(parse_mdstat("md0 : active raid1\n      x blocks\n").is_err());
+    }
+
+    #[test]
+    fn xfs_statistics_per_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root {
+            proc: dir.path().join("proc"),
+            sys: dir.path().join("sys"),
+            rootfs: dir.path().into(),
+        };
+        let mut out = Out::new(0);
+        collect_xfs(&root, &mut out).unwrap();
+        assert!(out.series.is_empty());
+        let d = root.sys.join("fs/xfs/dm-0/stats");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::create_dir_all(root.sys.join("fs/xfs/stats")).unwrap();
+        std::fs::write(
+            d.join("stats"),
+            "extent_alloc 92447 97589 92448 93751\nabt 0 0 0 0\n\
+             blk_map 1767055 188820 184891 92447 92448 2140766 0\nbmbt 0 0 0 0\n\
+             dir 185039 92447 92444 136422\ntrans 706 944304 0\n\
+             ig 185045 58807 0 126238 0 33637 22\nrw 107 94045\n\
+             vnodes 4294967295 0 0 0 33637 33637 33637 0\nxpc 399724544 92823103 86219234\n",
+        )
+        .unwrap();
+        collect_xfs(&root, &mut out).unwrap();
+        let text = crate::collector::exposition(&out.series);
+        for line in [
+            "node_xfs_extent_allocation_blocks_allocated_total{device=\"dm-0\"} 97589",
+            "node_xfs_block_mapping_extent_list_lookups_total{device=\"dm-0\"} 2140766",
+            "node_xfs_write_calls_total{device=\"dm-0\"} 107",
+            "node_xfs_read_calls_total{device=\"dm-0\"} 94045",
+            "node_xfs_vnode_active_total{device=\"dm-0\"} 4294967295",
+            "node_xfs_inode_operation_attribute_changes_total{device=\"dm-0\"} 22",
+            "# TYPE node_xfs_read_calls_total counter",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+        assert_eq!(text.matches("node_xfs_").count(), 2 * XFS.len());
     }
 
     #[test]
