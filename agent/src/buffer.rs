@@ -375,7 +375,9 @@ impl Buffer {
     fn open_db_inner(dir: &Path) -> Result<sled::Db, BufferError> {
         sled::Config::new()
             .path(dir)
-            .cache_capacity(1 << 20)
+            // Batches live here only until acknowledged (milliseconds on a healthy link); the
+            // cache only needs the tree's upper nodes, not the values.
+            .cache_capacity(512 << 10)
             .mode(sled::Mode::LowSpace)
             // The agent flushes after every push itself; sled's background flusher would only
             // add a thread and wake-ups.

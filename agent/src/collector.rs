@@ -49,13 +49,102 @@ impl Default for Root {
 impl Root {
     /// Reads `proc/<rel>` as text.
     pub fn proc_file(&self, rel: &str) -> std::io::Result<String> {
-        std::fs::read_to_string(self.proc.join(rel))
+        read_text(&self.proc.join(rel))
     }
 
     /// Reads `sys/<rel>` as text.
     pub fn sys_file(&self, rel: &str) -> std::io::Result<String> {
-        std::fs::read_to_string(self.sys.join(rel))
+        read_text(&self.sys.join(rel))
     }
+}
+
+/// Open `/proc` and `/sys` files, kept between collections.
+///
+/// A collection reads a few hundred pseudo files (22 attributes per network interface alone),
+/// and opening one costs more than reading it: the path walk, sysfs's symlinks, permission
+/// checks, a new file. These files regenerate their content on every read from offset 0, so the
+/// agent keeps them open and reads them again with `pread` (as Netdata does). Files not read in
+/// a collection are closed after it ([`sweep_files`]), so interfaces and devices that go away
+/// release theirs; at most [`MAX_OPEN`] are kept, the rest opened and closed as before. Only
+/// paths under `/proc/` and `/sys/` are kept: a regular file replaced by rename would be read
+/// stale through an old handle.
+struct OpenFiles {
+    files: std::collections::HashMap<PathBuf, (std::fs::File, u64)>,
+    collection: u64,
+}
+
+/// The most files kept open (systemd's default soft limit on descriptors is 1024).
+const MAX_OPEN: usize = 512;
+
+thread_local! {
+    static OPEN: std::cell::RefCell<OpenFiles> = std::cell::RefCell::new(OpenFiles {
+        files: std::collections::HashMap::new(),
+        collection: 0,
+    });
+}
+
+/// Reads all of `f` from offset 0.
+fn read_from_start(f: &std::fs::File, hint: usize) -> std::io::Result<String> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; hint.max(4096)];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        let n = f.read_at(&mut buf[len..], len as u64)?;
+        if n == 0 {
+            break;
+        }
+        len += n;
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Reads a file as text, through the kept-open handles for `/proc` and `/sys` paths.
+pub(crate) fn read_text(path: &Path) -> std::io::Result<String> {
+    if !(path.starts_with("/proc/") || path.starts_with("/sys/")) {
+        return std::fs::read_to_string(path);
+    }
+    OPEN.with(|open| {
+        let mut open = open.borrow_mut();
+        let now = open.collection;
+        if let Some((f, used)) = open.files.get_mut(path) {
+            *used = now;
+            match read_from_start(f, 4096) {
+                Ok(t) => return Ok(t),
+                // The attribute has no value now (a down link's speed, a sensor without data):
+                // the handle is still good.
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::InvalidInput
+                        || matches!(e.raw_os_error(), Some(11 | 61 | 95)) =>
+                {
+                    return Err(e);
+                }
+                // The device went away (ENODEV) or the handle is stale: reopen below.
+                Err(_) => {
+                    open.files.remove(path);
+                }
+            }
+        }
+        let f = std::fs::File::open(path)?;
+        let text = read_from_start(&f, 4096);
+        if open.files.len() < MAX_OPEN {
+            open.files.insert(path.to_path_buf(), (f, now));
+        }
+        text
+    })
+}
+
+/// Closes the kept files no collector read since the last sweep; called after each collection.
+pub(crate) fn sweep_files() {
+    OPEN.with(|open| {
+        let mut open = open.borrow_mut();
+        let now = open.collection;
+        open.files.retain(|_, (_, used)| *used == now);
+        open.collection = now + 1;
+    });
 }
 
 /// Collected series with one timestamp, and the errors of collectors that failed.
@@ -173,6 +262,7 @@ pub fn collect_all(root: &Root, optional: Optional, out: &mut Out) {
         out.add("node_scrape_collector_duration_seconds", &l, secs);
         out.add("node_scrape_collector_success", &l, f64::from(u8::from(ok)));
     }
+    sweep_files();
 }
 
 /// The exposition type node_exporter gives metric `name`: its netstat and vmstat fields are
@@ -268,6 +358,45 @@ pub(crate) mod fixtures {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kept_open_proc_files_are_read_fresh_and_swept() {
+        let path = Path::new("/proc/self/stat");
+        // Field 14 is this process' user time; burn CPU until it moves.
+        let utime = || -> u64 {
+            let t = read_text(path).unwrap();
+            let after = &t[t.rfind(')').unwrap() + 2..];
+            after.split(' ').nth(11).unwrap().parse().unwrap()
+        };
+        let first = utime();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut x = 0u64;
+        while utime() == first && std::time::Instant::now() < deadline {
+            for i in 0..1_000_000u64 {
+                x = x.wrapping_mul(31).wrapping_add(i);
+            }
+        }
+        assert!(utime() > first, "a kept handle returned stale content ({x})");
+        let kept = || OPEN.with(|o| o.borrow().files.contains_key(path));
+        assert!(kept());
+        // Read in this collection: kept. Not read in the next: closed.
+        sweep_files();
+        assert!(kept());
+        sweep_files();
+        assert!(!kept());
+        // Regular files are never kept.
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("x");
+        std::fs::write(&f, "1").unwrap();
+        assert_eq!(read_text(&f).unwrap(), "1");
+        assert!(!OPEN.with(|o| o.borrow().files.contains_key(&f)));
+        // A file larger than the first buffer is read whole.
+        for _ in 0..2 {
+            let big = read_text(Path::new("/proc/self/smaps")).unwrap();
+            assert!(big.len() > 4096 && big.ends_with('\n'), "{}", big.len());
+            assert_eq!(big.matches("VmFlags:").count(), big.matches("Rss:").count());
+        }
+    }
 
     #[test]
     fn the_live_host_yields_the_core_node_metrics() {

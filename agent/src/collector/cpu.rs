@@ -36,7 +36,7 @@ fn sys_cpus(root: &Root) -> Vec<(u32, std::path::PathBuf)> {
 }
 
 fn read_u64(path: &std::path::Path) -> Option<u64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    super::read_text(path).ok()?.trim().parse().ok()
 }
 
 /// A kernel CPU list (`0-3,8,10-11`) as CPU numbers; `None` if malformed.

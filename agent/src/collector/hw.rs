@@ -31,7 +31,7 @@ fn entries(dir: &Path) -> Result<Option<Vec<(String, PathBuf)>>, String> {
 
 /// A sysfs attribute without its trailing newline; `None` if it cannot be read.
 fn attr(path: &Path) -> Option<String> {
-    let t = std::fs::read_to_string(path).ok()?;
+    let t = super::read_text(path).ok()?;
     Some(t.trim_end_matches('\n').to_string())
 }
 
