@@ -376,7 +376,10 @@ mod tests {
                 x = x.wrapping_mul(31).wrapping_add(i);
             }
         }
-        assert!(utime() > first, "a kept handle returned stale content ({x})");
+        assert!(
+            utime() > first,
+            "a kept handle returned stale content ({x})"
+        );
         let kept = || OPEN.with(|o| o.borrow().files.contains_key(path));
         assert!(kept());
         // Read in this collection: kept. Not read in the next: closed.
