@@ -328,6 +328,24 @@ fn escape_label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// The entries of a directory as `(name, path)`, sorted by name; `None` when it does not exist
+/// (a host without that subsystem), an error naming it when it cannot be read.
+fn list_dir(dir: &Path) -> Result<Option<Vec<(String, PathBuf)>>, String> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", dir.display())),
+    };
+    let mut v: Vec<(String, PathBuf)> = rd
+        .filter_map(|e| {
+            let e = e.ok()?;
+            Some((e.file_name().into_string().ok()?, e.path()))
+        })
+        .collect();
+    v.sort();
+    Ok(Some(v))
+}
+
 /// Reads a file under `/proc`, as an error string naming it.
 fn read(root: &Root, rel: &str) -> Result<String, String> {
     root.proc_file(rel)
@@ -344,6 +362,15 @@ fn num(s: &str, what: &str) -> Result<f64, String> {
 pub(crate) mod fixtures {
     //! A fixture `/proc` tree taken from a real machine.
     use super::Root;
+
+    /// A root whose `/proc`, `/sys` and `/` are `dir/proc`, `dir/sys` and `dir`.
+    pub fn tree(dir: &std::path::Path) -> Root {
+        Root {
+            proc: dir.join("proc"),
+            sys: dir.join("sys"),
+            rootfs: dir.into(),
+        }
+    }
 
     pub fn root() -> Root {
         let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");

@@ -77,7 +77,6 @@ fn volatile(name: &str) -> bool {
         "node_disk_io_now",
         "node_netstat_Tcp_CurrEstab",
         "node_scrape_collector_",
-        "node_pressure_",
     ];
     PREFIXES.iter().any(|p| name.starts_with(p))
 }
@@ -85,42 +84,71 @@ fn volatile(name: &str) -> bool {
 /// node_exporter 1.5 (Debian's build) with upstream's defaults for the two flags Debian's
 /// package changes (it excludes `lo` from netdev and `/run`, `/mnt`, `/media` from
 /// filesystem); the agent follows upstream node_exporter.
-fn node_exporter_args(port: u16) -> Vec<String> {
+fn upstream_defaults() -> Vec<String> {
     vec![
-        format!("--web.listen-address=127.0.0.1:{port}"),
         "--collector.netdev.device-exclude=".into(),
         "--collector.filesystem.mount-points-exclude=^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)".into(),
     ]
 }
 
-#[test]
-fn every_node_exporter_family_matches_in_type_labels_and_values() {
-    if !Path::new(NODE_EXPORTER).exists() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "{NODE_EXPORTER} is missing in CI: .ci/run must install prometheus-node-exporter"
-        );
-        eprintln!("skipped: {NODE_EXPORTER} not installed");
-        return;
+/// A running node_exporter on a free loopback port, killed when dropped.
+struct NodeExporter {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl NodeExporter {
+    /// Starts it with `args` after the listen address; `None` (test skipped) where it is not
+    /// installed outside CI.
+    fn start(args: &[String]) -> Option<NodeExporter> {
+        if !Path::new(NODE_EXPORTER).exists() {
+            assert!(
+                std::env::var("CI").is_err(),
+                "{NODE_EXPORTER} is missing in CI: .ci/run must install prometheus-node-exporter"
+            );
+            eprintln!(
+                "skipped: {NODE_EXPORTER} not installed (apt-get install prometheus-node-exporter)"
+            );
+            return None;
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(NODE_EXPORTER)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        Some(NodeExporter { child, addr })
     }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut ne = Command::new(NODE_EXPORTER)
-        .args(node_exporter_args(port))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let scrape = || {
+
+    /// Its `/metrics` page, waiting for it to listen.
+    fn scrape(&self) -> String {
         wait_for(Duration::from_secs(10), || {
-            http_get(addr, "/metrics").ok().map(|r| r.1)
+            http_get(self.addr, "/metrics").ok().map(|r| r.1)
         })
         .unwrap()
+    }
+}
+
+impl Drop for NodeExporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn every_node_exporter_family_matches_in_type_labels_and_values() {
+    let Some(ne) = NodeExporter::start(&upstream_defaults()) else {
+        return;
     };
+    let scrape = || ne.scrape();
     // node_exporter before and after the agent: a counter the agent read lies between.
     let before = families(&scrape());
     let agent = Command::new(bin("telltale-agent").unwrap())
@@ -128,8 +156,7 @@ fn every_node_exporter_family_matches_in_type_labels_and_values() {
         .output()
         .unwrap();
     let after = families(&scrape());
-    let _ = ne.kill();
-    let _ = ne.wait();
+    drop(ne);
     assert!(agent.status.success());
     let ours = families(&String::from_utf8(agent.stdout).unwrap());
     let collector_errors = String::from_utf8_lossy(&agent.stderr);
@@ -225,34 +252,12 @@ fn every_node_exporter_family_matches_in_type_labels_and_values() {
 
 #[test]
 fn host_metric_names_and_labels_match_node_exporter() {
-    if !Path::new(NODE_EXPORTER).exists() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "{NODE_EXPORTER} is missing in CI: .ci/run must install prometheus-node-exporter"
-        );
-        eprintln!(
-            "skipped: {NODE_EXPORTER} not installed (apt-get install prometheus-node-exporter)"
-        );
+    // Debian's defaults, as the package runs it.
+    let Some(ne) = NodeExporter::start(&[]) else {
         return;
-    }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut ne = Command::new(NODE_EXPORTER)
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let text = wait_for(Duration::from_secs(10), || {
-        http_get(addr, "/metrics").ok().map(|r| r.1)
-    })
-    .unwrap();
-    let _ = ne.kill();
-    let _ = ne.wait();
+    };
+    let text = ne.scrape();
+    drop(ne);
     // Label names per family, empty values dropped as Prometheus stores them.
     let reference: BTreeMap<String, BTreeSet<String>> = families(&text)
         .into_iter()

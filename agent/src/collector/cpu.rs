@@ -240,11 +240,7 @@ mod tests {
     #[test]
     fn sysfs_cpu_frequency_throttles_and_schedstat() {
         let dir = tempfile::tempdir().unwrap();
-        let root = Root {
-            proc: dir.path().join("proc"),
-            sys: dir.path().join("sys"),
-            rootfs: dir.path().into(),
-        };
+        let root = crate::collector::fixtures::tree(dir.path());
         let w = |rel: &str, text: &str| {
             let p = dir.path().join(rel);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();

@@ -168,11 +168,7 @@ mod tests {
     #[test]
     fn udev_properties_become_info_series() {
         let dir = tempfile::tempdir().unwrap();
-        let root = Root {
-            proc: dir.path().join("proc"),
-            sys: dir.path().join("sys"),
-            rootfs: dir.path().into(),
-        };
+        let root = crate::collector::fixtures::tree(dir.path());
         std::fs::create_dir_all(&root.proc).unwrap();
         std::fs::write(
             root.proc.join("diskstats"),

@@ -6,28 +6,10 @@
 //! nothing and no error, as node_exporter's do.
 
 use std::collections::BTreeMap;
-use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::{Out, Root};
-
-/// Sorted entries of a directory; `None` when it does not exist.
-fn entries(dir: &Path) -> Result<Option<Vec<(String, PathBuf)>>, String> {
-    let rd = match std::fs::read_dir(dir) {
-        Ok(d) => d,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("{}: {e}", dir.display())),
-    };
-    let mut v: Vec<(String, PathBuf)> = rd
-        .filter_map(|e| {
-            let e = e.ok()?;
-            Some((e.file_name().into_string().ok()?, e.path()))
-        })
-        .collect();
-    v.sort();
-    Ok(Some(v))
-}
+use super::{Out, Root, list_dir};
 
 /// A sysfs attribute without its trailing newline; `None` if it cannot be read.
 fn attr(path: &Path) -> Option<String> {
@@ -121,7 +103,7 @@ fn chip_name(dir: &Path) -> Option<String> {
 
 /// Reads the sensor files of `dir` into `sensor → property → value`.
 fn sensor_files(dir: &Path, data: &mut BTreeMap<String, BTreeMap<String, String>>) {
-    let Ok(Some(files)) = entries(dir) else {
+    let Ok(Some(files)) = list_dir(dir) else {
         return;
     };
     for (file, path) in files {
@@ -143,7 +125,7 @@ fn sensor_files(dir: &Path, data: &mut BTreeMap<String, BTreeMap<String, String>
 /// unit conversions (milli-degrees, millivolts and milliamperes to base units, microwatts and
 /// microjoules to watts and joules), `node_hwmon_chip_names` and `node_hwmon_sensor_label`.
 pub fn collect_hwmon(root: &Root, out: &mut Out) -> Result<(), String> {
-    let Some(chips) = entries(&root.sys.join("class/hwmon"))? else {
+    let Some(chips) = list_dir(&root.sys.join("class/hwmon"))? else {
         return Ok(());
     };
     for (_, dir) in chips {
@@ -244,7 +226,7 @@ fn hwmon_sensor(chip: &str, sensor: &str, props: &BTreeMap<String, String>, out:
 /// node_exporter's `thermal_zone`: `node_thermal_zone_temp{zone,type}` (degrees Celsius) and
 /// `node_cooling_device_{cur,max}_state{name,type}`.
 pub fn collect_thermal(root: &Root, out: &mut Out) -> Result<(), String> {
-    let Some(items) = entries(&root.sys.join("class/thermal"))? else {
+    let Some(items) = list_dir(&root.sys.join("class/thermal"))? else {
         return Ok(());
     };
     for (name, dir) in items {
@@ -357,7 +339,7 @@ const POWER_SUPPLY_INFO: [&str; 11] = [
 /// node_exporter's `powersupplyclass`: `node_power_supply_<metric>{power_supply}` and
 /// `node_power_supply_info`.
 pub fn collect_power_supply(root: &Root, out: &mut Out) -> Result<(), String> {
-    let Some(supplies) = entries(&root.sys.join("class/power_supply"))? else {
+    let Some(supplies) = list_dir(&root.sys.join("class/power_supply"))? else {
         return Ok(());
     };
     for (ps, dir) in supplies {
@@ -438,7 +420,7 @@ pub fn collect_dmi(root: &Root, out: &mut Out) -> Result<(), String> {
 /// (`node_edac_csrow_{correctable,uncorrectable}_errors_total{controller,csrow}`, the errors
 /// without row information as `csrow="unknown"`). Machines without ECC memory have none.
 pub fn collect_edac(root: &Root, out: &mut Out) -> Result<(), String> {
-    let Some(controllers) = entries(&root.sys.join("devices/system/edac/mc"))? else {
+    let Some(controllers) = list_dir(&root.sys.join("devices/system/edac/mc"))? else {
         return Ok(());
     };
     let count = |p: &Path| -> Result<f64, String> {
@@ -469,7 +451,7 @@ pub fn collect_edac(root: &Root, out: &mut Out) -> Result<(), String> {
         let ue = count(&dir.join("ue_noinfo_count"))?;
         out.add("node_edac_csrow_correctable_errors_total", &unknown, ce);
         out.add("node_edac_csrow_uncorrectable_errors_total", &unknown, ue);
-        for (row_name, row) in entries(&dir)?.unwrap_or_default() {
+        for (row_name, row) in list_dir(&dir)?.unwrap_or_default() {
             let Some(csrow) = row_name
                 .strip_prefix("csrow")
                 .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
@@ -498,11 +480,7 @@ mod tests {
     use crate::collector::exposition;
 
     fn root(dir: &Path) -> Root {
-        Root {
-            proc: dir.join("proc"),
-            sys: dir.join("sys"),
-            rootfs: dir.into(),
-        }
+        crate::collector::fixtures::tree(dir)
     }
 
     fn write(path: PathBuf, text: &str) {

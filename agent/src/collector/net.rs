@@ -4,7 +4,7 @@
 
 use std::io::ErrorKind;
 
-use super::{Out, Root, num, read};
+use super::{Out, Root, list_dir, num, read};
 
 /// `node_arp_entries{device}`: ARP table entries per interface.
 pub fn collect_arp(root: &Root, out: &mut Out) -> Result<(), String> {
@@ -211,21 +211,11 @@ fn int(s: &str) -> Option<f64> {
 /// node_exporter 1.x reports it) and `node_network_transmit_queue_length`,
 /// `node_network_protocol_type`.
 pub fn collect_netclass(root: &Root, out: &mut Out) -> Result<(), String> {
-    let base = root.sys.join("class/net");
-    let dir = match std::fs::read_dir(&base) {
-        Ok(d) => d,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("{}: {e}", base.display())),
+    let Some(entries) = list_dir(&root.sys.join("class/net"))? else {
+        return Ok(());
     };
-    let mut devices: Vec<String> = dir
-        .filter_map(|e| {
-            let e = e.ok()?;
-            // Interfaces are symlinks (or directories); `bonding_masters` is a plain file.
-            (!e.file_type().ok()?.is_file()).then(|| e.file_name().into_string().ok())?
-        })
-        .collect();
-    devices.sort();
-    for dev in &devices {
+    // Interfaces are symlinks to directories; `bonding_masters` is a plain file.
+    for (dev, _) in entries.iter().filter(|(_, p)| !p.is_file()) {
         let a = |f: &str| attr(root, &format!("class/net/{dev}/{f}"));
         let operstate = a("operstate")?.unwrap_or_default();
         let d = [("device", dev.as_str())];
@@ -275,11 +265,7 @@ mod tests {
 
     fn tree() -> (tempfile::TempDir, Root) {
         let dir = tempfile::tempdir().unwrap();
-        let root = Root {
-            proc: dir.path().join("proc"),
-            sys: dir.path().join("sys"),
-            rootfs: dir.path().into(),
-        };
+        let root = crate::collector::fixtures::tree(dir.path());
         (dir, root)
     }
 

@@ -4,7 +4,7 @@
 
 use std::io::ErrorKind;
 
-use super::{Out, Root};
+use super::{Out, Root, list_dir};
 
 /// One md array as `/proc/mdstat` describes it.
 #[derive(Debug, PartialEq)]
@@ -148,17 +148,10 @@ pub fn collect_mdadm(root: &Root, out: &mut Out) -> Result<(), String> {
 
 /// node_exporter's `nvme`: `node_nvme_info{device,firmware_revision,model,serial,state} 1`.
 pub fn collect_nvme(root: &Root, out: &mut Out) -> Result<(), String> {
-    let base = root.sys.join("class/nvme");
-    let dir = match std::fs::read_dir(&base) {
-        Ok(d) => d,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("{}: {e}", base.display())),
+    let Some(devices) = list_dir(&root.sys.join("class/nvme"))? else {
+        return Ok(());
     };
-    let mut devices: Vec<_> = dir
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .collect();
-    devices.sort();
-    for dev in devices {
+    for (dev, _) in devices {
         let a = |f: &str| {
             root.sys_file(&format!("class/nvme/{dev}/{f}"))
                 .map(|v| v.trim().to_string())
@@ -234,17 +227,10 @@ const XFS: &[(&str, usize, &str)] = &[
 /// as `node_xfs_*_total{device}` (RHEL's default filesystem; hosts without XFS have no such
 /// directory).
 pub fn collect_xfs(root: &Root, out: &mut Out) -> Result<(), String> {
-    let base = root.sys.join("fs/xfs");
-    let dir = match std::fs::read_dir(&base) {
-        Ok(d) => d,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("{}: {e}", base.display())),
+    let Some(devices) = list_dir(&root.sys.join("fs/xfs"))? else {
+        return Ok(());
     };
-    let mut devices: Vec<_> = dir
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .collect();
-    devices.sort();
-    for dev in devices {
+    for (dev, _) in devices {
         // `stats` (the directory of all filesystems summed) has no stats/stats below it.
         let Ok(text) = root.sys_file(&format!("fs/xfs/{dev}/stats/stats")) else {
             continue;
@@ -324,11 +310,7 @@ unused devices: <none>
     #[test]
     fn xfs_statistics_per_device() {
         let dir = tempfile::tempdir().unwrap();
-        let root = Root {
-            proc: dir.path().join("proc"),
-            sys: dir.path().join("sys"),
-            rootfs: dir.path().into(),
-        };
+        let root = crate::collector::fixtures::tree(dir.path());
         let mut out = Out::new(0);
         collect_xfs(&root, &mut out).unwrap();
         assert!(out.series.is_empty());
@@ -363,11 +345,7 @@ unused devices: <none>
     #[test]
     fn md_and_nvme_series() {
         let dir = tempfile::tempdir().unwrap();
-        let root = Root {
-            proc: dir.path().join("proc"),
-            sys: dir.path().join("sys"),
-            rootfs: dir.path().into(),
-        };
+        let root = crate::collector::fixtures::tree(dir.path());
         let mut out = Out::new(0);
         collect_mdadm(&root, &mut out).unwrap();
         collect_nvme(&root, &mut out).unwrap();
