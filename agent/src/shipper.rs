@@ -128,10 +128,11 @@ impl Shipper {
                         }
                         Err(e) => {
                             // A session that worked starts the backoff afresh; one that ended
-                            // without storing anything (an aggregator whose disk is full
-                            // closes it at the first batch) keeps backing off, instead of
-                            // reconnecting several times a second.
-                            if self.stats.batches.load(Ordering::Relaxed) > acked_before
+                            // having stored at most one batch keeps backing off, instead of
+                            // reconnecting several times a second: an aggregator whose disk is
+                            // full closes it at the first batch it cannot write, and may still
+                            // have written one small batch into the bytes a failed write freed.
+                            if self.stats.batches.load(Ordering::Relaxed) > acked_before + 1
                                 || since.elapsed() > Duration::from_secs(30)
                             {
                                 backoff = BACKOFF_MIN;

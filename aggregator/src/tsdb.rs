@@ -215,8 +215,9 @@ struct Inner {
     /// Wall-clock ms of the first write since the last cut (0: none).
     head_since_ms: AtomicU64,
     counters: Counters,
-    /// Why the last log write failed, until one succeeds (readiness reports it).
-    write_error: Mutex<Option<String>>,
+    /// Why the last log write failed and how many bytes it tried to write, until the log is
+    /// writable again (readiness reports it; see [`writable_again`]).
+    write_error: Mutex<Option<(String, u64)>>,
     /// Serializes cut rounds.
     cutting: Mutex<()>,
     /// Serializes compaction rounds.
@@ -933,7 +934,10 @@ fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Job>, inner: Arc<Inner>) {
             Ok(()) => {
                 if !buf.is_empty() {
                     let mut w = inner.write_error.lock().unwrap_or_else(|e| e.into_inner());
-                    if w.take().is_some() {
+                    if w.as_ref()
+                        .is_some_and(|(_, failed)| writable_again(&inner.dir, *failed))
+                    {
+                        w.take();
                         tracing::info!("log writes succeed again");
                     }
                 }
@@ -1040,7 +1044,8 @@ fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Job>, inner: Arc<Inner>) {
             }
             Err(e) => {
                 tracing::error!(error = %e, "log write failed; the batches are not acknowledged");
-                *inner.write_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                *inner.write_error.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((e.to_string(), buf.len() as u64));
                 let mut d = inner.dedup.lock().unwrap_or_else(|e| e.into_inner());
                 for j in jobs {
                     match j {
@@ -1063,6 +1068,18 @@ fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Job>, inner: Arc<Inner>) {
     }
 }
 
+/// Whether a log that failed writing `failed` bytes counts as writable again after a later write
+/// succeeded. On a full disk a small write can succeed in the bytes the failed one freed when its
+/// partial record was cut off, and readiness would flap between "cannot write" and ready many
+/// times a second; so the failure stands until the filesystem has room for the failed group
+/// and a margin (1 MiB). Without a free-space figure (statvfs failing), a success is enough.
+fn writable_again(dir: &Path, failed: u64) -> bool {
+    match rustix::fs::statvfs(dir) {
+        Ok(s) => s.f_bavail.saturating_mul(s.f_frsize) >= failed.saturating_add(1 << 20),
+        Err(_) => true,
+    }
+}
+
 impl Storage for Tsdb {
     fn append(&self, req: AppendRequest) -> BoxFuture<'_, Result<AppendOutcome, StorageError>> {
         Box::pin(self.append_inner(req))
@@ -1073,7 +1090,8 @@ impl Storage for Tsdb {
             .write_error
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .as_ref()
+            .map(|(e, _)| e.clone())
     }
 
     fn set_append_hook(&self, hook: AppendHook) {
