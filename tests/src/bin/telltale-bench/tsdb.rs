@@ -1,6 +1,12 @@
-//! `telltale-bench tsdb [--hosts 50] [--hours 24] [--senders 4]`: the storage engine against
-//! VictoriaMetrics and Prometheus (Debian's packages), the same remote_write bodies sent to
-//! each, one system at a time in one run.
+//! `telltale-bench tsdb [--shape real|slices] [--hosts N] [--hours H] [--senders 4]
+//! [--per-body 10000] [--jitter-ms 25]`: the storage engine against VictoriaMetrics and
+//! Prometheus (Debian's packages), the same remote_write bodies sent to each, one system at a
+//! time in one run.
+//!
+//! Shapes: `real` (the default, 366 hosts × 6 h) is what real senders produce — Prometheus'
+//! remote_write queues and Telltale's agents ship what was just scraped, one sample per series
+//! per request, thousands of series a request, time-major, from shards that each own a share of
+//! the series; `slices` (50 hosts × 24 h) sends 30 samples per series per request.
 //!
 //! Data: per simulated host 82 series every 10 s — node_exporter-like (4 CPUs × 5 modes of
 //! `node_cpu_seconds_total` in 0.01 s steps, memory in 4 KiB pages, load with two decimals,
@@ -10,7 +16,8 @@
 //! scrape jitter. Bodies are encoded before timing, in time order (5-minute slices).
 //!
 //! Measured: ingest samples/s (wall time of the senders until the last body is
-//! acknowledged), bytes per sample on disk (the whole data directory, after each system's
+//! acknowledged), the server's CPU seconds (utime + stime) per million samples while the
+//! senders ran, bytes per sample on disk (the whole data directory, after each system's
 //! own compaction: Telltale's flush endpoint, VictoriaMetrics' force_flush + force_merge,
 //! Prometheus' own compaction loop until the directory stops changing), RSS growth per
 //! million active series, and the median latency of `rate(node_cpu_seconds_total[5m])` over
@@ -299,7 +306,8 @@ fn host_series(h: usize, rng: &mut Rng) -> Vec<Gen> {
 }
 
 impl Gen {
-    fn next(&mut self, t: i64, rng: &mut Rng) -> Sample {
+    /// The next sample for scrape slot `t`, landing up to `jitter_ms` after it.
+    fn next(&mut self, t: i64, rng: &mut Rng, jitter_ms: f64) -> Sample {
         let round = |v: f64, res: f64| (v / res).round() * res;
         self.v = match self.shape {
             Shape::Counter { lo, spread, res } => round(self.v + lo + spread * rng.uniform(), res),
@@ -309,8 +317,8 @@ impl Gen {
             Shape::Const => self.v,
             Shape::Clock => t as f64 / 1000.0,
         };
-        // A scrape lands a few ms after its slot.
-        let jitter = (rng.uniform() * 4.0) as i64;
+        // A scrape lands a little after its slot.
+        let jitter = (rng.uniform() * jitter_ms) as i64;
         Sample(t + self.host_offset + jitter, self.v)
     }
 }
@@ -337,7 +345,7 @@ fn bodies(hosts: usize, start: i64, end: i64) -> (Vec<Body>, usize, usize) {
                     let mut s = Vec::with_capacity(30);
                     let mut u = t;
                     while u < slice_end {
-                        s.push(g.next(u, &mut rng));
+                        s.push(g.next(u, &mut rng, 4.0));
                         u += STEP;
                     }
                     samples += s.len();
@@ -355,6 +363,62 @@ fn bodies(hosts: usize, start: i64, end: i64) -> (Vec<Body>, usize, usize) {
         }
         t = slice_end;
         slice += 1;
+    }
+    (out, series, samples)
+}
+
+/// Remote-write bodies as real senders cut them (Prometheus' remote_write queues, Telltale's
+/// agents): time-major, one sample per series per scrape, `per_body` samples a request, the
+/// series split over `shards` (series `i` to shard `i % shards`, as a shard owns its series),
+/// timestamps up to `jitter_ms` after the scrape slot. Every shard closes its partial body
+/// at each 5-minute slice, where the senders meet.
+fn bodies_real(
+    hosts: usize,
+    start: i64,
+    end: i64,
+    shards: usize,
+    per_body: usize,
+    jitter_ms: f64,
+) -> (Vec<Body>, usize, usize) {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut gens: Vec<Gen> = (0..hosts).flat_map(|h| host_series(h, &mut rng)).collect();
+    let series = gens.len();
+    let mut pending: Vec<Vec<SeriesSamples>> = (0..shards).map(|_| Vec::new()).collect();
+    let mut out = Vec::new();
+    let mut samples = 0;
+    let (mut t, mut step) = (start, 0usize);
+    while t < end {
+        let slice = step / 30;
+        for (i, g) in gens.iter_mut().enumerate() {
+            let shard = i % shards;
+            pending[shard].push(SeriesSamples {
+                labels: g.labels.clone(),
+                samples: vec![g.next(t, &mut rng, jitter_ms)],
+            });
+            samples += 1;
+            if pending[shard].len() == per_body {
+                out.push((
+                    slice,
+                    shard,
+                    telltale_aggregator::api::remote_write::encode(&pending[shard]),
+                ));
+                pending[shard].clear();
+            }
+        }
+        t += STEP;
+        step += 1;
+        if step % 30 == 0 || t >= end {
+            for (shard, p) in pending.iter_mut().enumerate() {
+                if !p.is_empty() {
+                    out.push((
+                        slice,
+                        shard,
+                        telltale_aggregator::api::remote_write::encode(p),
+                    ));
+                    p.clear();
+                }
+            }
+        }
     }
     (out, series, samples)
 }
@@ -461,6 +525,18 @@ fn settle(p: &Path, quiet: Duration, max: Duration) -> u64 {
     last
 }
 
+/// One system's figures.
+struct Row {
+    name: &'static str,
+    rate: f64,
+    cpu_per_m: f64,
+    bps: f64,
+    per_m: f64,
+    hwm: u64,
+    ms: f64,
+    n: usize,
+}
+
 struct Peer {
     name: &'static str,
     addr: SocketAddr,
@@ -511,13 +587,27 @@ fn query_ms(addr: SocketAddr, path: &str, rounds: usize) -> anyhow::Result<(f64,
 }
 
 pub fn bench_tsdb(args: &[String]) -> anyhow::Result<()> {
-    let hosts: usize = arg(args, "--hosts", 50);
-    let hours: i64 = arg(args, "--hours", 24);
+    // `real` (the headline): what remote_write queues and agents send, one sample per series
+    // per request; `slices`: 30 samples per series per request (5-minute slices).
+    let shape: String = arg(args, "--shape", "real".to_string());
+    let real = match shape.as_str() {
+        "real" => true,
+        "slices" => false,
+        other => anyhow::bail!("--shape {other}: real or slices"),
+    };
+    let hosts: usize = arg(args, "--hosts", if real { 366 } else { 50 });
+    let hours: i64 = arg(args, "--hours", if real { 6 } else { 24 });
     let senders: usize = arg(args, "--senders", 4);
+    let per_body: usize = arg(args, "--per-body", 10_000);
+    let jitter_ms: f64 = arg(args, "--jitter-ms", 25.0);
     let end = telltale_common::model::now_ms() / STEP * STEP - 60_000;
     let start = end - hours * 3_600_000;
-    eprintln!("encoding {hosts} hosts × {hours} h...");
-    let (bodies, series, samples) = bodies(hosts, start, end);
+    eprintln!("encoding {hosts} hosts × {hours} h ({shape})...");
+    let (bodies, series, samples) = if real {
+        bodies_real(hosts, start, end, senders, per_body, jitter_ms)
+    } else {
+        bodies(hosts, start, end)
+    };
     let body_bytes: usize = bodies.iter().map(|b| b.2.len()).sum();
     eprintln!(
         "{series} series, {samples} samples, {} bodies ({:.0} MiB)",
@@ -599,11 +689,16 @@ pub fn bench_tsdb(args: &[String]) -> anyhow::Result<()> {
         .iter_mut()
         .filter(|p| only.is_empty() || p.name.to_lowercase().starts_with(&only))
     {
-        let (_, _, base_rss) = proc_usage(p.pid)?;
+        let (cpu0, _, base_rss) = proc_usage(p.pid)?;
         eprintln!("{}: ingesting...", p.name);
         let secs = send_all(p.addr, &bodies, senders)?;
         let rate = samples as f64 / secs;
-        eprintln!("{}: {rate:.0} samples/s; compacting...", p.name);
+        // The server's own CPU (utime + stime) while the senders ran, per million samples.
+        let cpu_per_m = (proc_usage(p.pid)?.0 - cpu0) / samples as f64 * 1e6;
+        eprintln!(
+            "{}: {rate:.0} samples/s, {cpu_per_m:.2} CPU s per 1M samples; compacting...",
+            p.name
+        );
         let bytes = match p.name {
             "Telltale" => {
                 let (st, body) =
@@ -635,28 +730,52 @@ pub fn bench_tsdb(args: &[String]) -> anyhow::Result<()> {
             }
             _ => settle(&p.data, Duration::from_secs(20), Duration::from_secs(240)),
         };
-        let (_, _, rss) = proc_usage(p.pid)?;
+        let (_, hwm, rss) = proc_usage(p.pid)?;
         let (ms, n) = query_ms(p.addr, &qpath, 10)?;
         let per_m = rss.saturating_sub(base_rss) as f64 / series as f64 * 1e6;
         eprintln!(
-            "{}: {bytes} bytes, RSS {:.1} MiB (+{:.1}), query {ms:.1} ms ({n} series)",
+            "{}: {bytes} bytes, RSS {:.1} MiB (+{:.1}), peak {:.1} MiB, query {ms:.1} ms ({n} series)",
             p.name,
             mib(rss),
-            mib(rss.saturating_sub(base_rss))
+            mib(rss.saturating_sub(base_rss)),
+            mib(hwm)
         );
-        rows.push((p.name, rate, bytes as f64 / samples as f64, per_m, ms, n));
+        rows.push(Row {
+            name: p.name,
+            rate,
+            cpu_per_m,
+            bps: bytes as f64 / samples as f64,
+            per_m,
+            hwm,
+            ms,
+            n,
+        });
     }
+    let cut = if real {
+        format!(
+            "one sample per series per request, {per_body} samples a request, scrape jitter up to {jitter_ms} ms"
+        )
+    } else {
+        "30 samples per series per request (5-minute slices), 200 series a request".to_string()
+    };
     println!(
-        "\nStorage, {hosts} hosts × 82 series ({series} series), {hours} h at 10 s: {samples} samples, remote_write from {senders} senders, one system at a time:\n"
+        "\nStorage, {hosts} hosts × 82 series ({series} series), {hours} h at 10 s: {samples} samples, {cut}, remote_write from {senders} senders, one system at a time:\n"
     );
     println!(
-        "| system | ingest samples/s | bytes/sample on disk | RSS MiB per 1M active series | `rate(node_cpu_seconds_total[5m])`, 6 h at 60 s, ms |"
+        "| system | ingest samples/s | server CPU s per 1M samples | bytes/sample on disk | RSS MiB per 1M active series | peak RSS MiB | `rate(node_cpu_seconds_total[5m])`, 6 h at 60 s, ms |"
     );
-    println!("|---|---|---|---|---|");
-    for (name, rate, bps, per_m, ms, n) in &rows {
+    println!("|---|---|---|---|---|---|---|");
+    for r in &rows {
         println!(
-            "| {name} | {rate:.0} | {bps:.3} | {:.0} | {ms:.1} ({n} series) |",
-            per_m / (1024.0 * 1024.0)
+            "| {} | {:.0} | {:.2} | {:.3} | {:.0} | {:.0} | {:.1} ({} series) |",
+            r.name,
+            r.rate,
+            r.cpu_per_m,
+            r.bps,
+            r.per_m / (1024.0 * 1024.0),
+            mib(r.hwm),
+            r.ms,
+            r.n
         );
     }
     let hold: u64 = arg(args, "--hold", 0);
@@ -676,14 +795,16 @@ pub fn bench_tsdb(args: &[String]) -> anyhow::Result<()> {
     }
     let (t, v, p) = (&rows[0], &rows[1], &rows[2]);
     println!(
-        "\nTelltale ÷ VictoriaMetrics: ingest {:.2}×, bytes/sample {:.2}×; Telltale ÷ Prometheus: RSS per series {:.2}×, ingest {:.2}×, bytes/sample {:.2}×; query vs VM {:.2}×, vs Prometheus {:.2}×",
-        t.1 / v.1,
-        t.2 / v.2,
-        t.3 / p.3,
-        t.1 / p.1,
-        t.2 / p.2,
-        t.4 / v.4,
-        t.4 / p.4
+        "\nTelltale ÷ VictoriaMetrics: ingest {:.2}×, CPU per sample {:.2}×, bytes/sample {:.2}×; Telltale ÷ Prometheus: RSS per series {:.2}×, ingest {:.2}×, CPU per sample {:.2}×, bytes/sample {:.2}×; query vs VM {:.2}×, vs Prometheus {:.2}×",
+        t.rate / v.rate,
+        t.cpu_per_m / v.cpu_per_m,
+        t.bps / v.bps,
+        t.per_m / p.per_m,
+        t.rate / p.rate,
+        t.cpu_per_m / p.cpu_per_m,
+        t.bps / p.bps,
+        t.ms / v.ms,
+        t.ms / p.ms
     );
     Ok(())
 }
