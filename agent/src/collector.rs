@@ -223,18 +223,13 @@ const DEFAULT: &[(&str, Collector)] = &[
     ("softnet", net::collect_softnet),
     ("stat", cpu::collect_stat),
     ("thermal_zone", hw::collect_thermal),
-    ("time", collect_time),
+    ("time", clock::collect_time),
     ("timex", clock::collect_timex),
     ("udp_queues", net::collect_udp_queues),
     ("uname", host::collect_uname),
     ("vmstat", memory::collect_vmstat),
     ("xfs", storage::collect_xfs),
 ];
-
-fn collect_time(root: &Root, out: &mut Out) -> Result<(), String> {
-    host::collect_time(root, out)?;
-    clock::collect_time(root, out)
-}
 
 /// Runs every enabled collector, timing each as node_exporter does:
 /// `node_scrape_collector_duration_seconds{collector}` and

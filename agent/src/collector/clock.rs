@@ -8,10 +8,11 @@
 
 use super::{Out, Root};
 
+/// node_exporter's `time`: `node_time_seconds` (the host's clock at collection time),
 /// `node_time_zone_offset_seconds{time_zone}`, `node_time_clocksource_available_info` and
-/// `node_time_clocksource_current_info{device,clocksource}` (`node_time_seconds` is
-/// [`super::host::collect_time`]).
+/// `node_time_clocksource_current_info{device,clocksource}`.
 pub fn collect_time(root: &Root, out: &mut Out) -> Result<(), String> {
+    out.add("node_time_seconds", &[], out.t_ms() as f64 / 1000.0);
     let (zone, offset) = local_zone(out.t_ms() / 1000);
     out.add(
         "node_time_zone_offset_seconds",

@@ -1,4 +1,4 @@
-//! Small host facts: load averages, the clock, uname, file descriptors.
+//! Small host facts: load averages, uname, file descriptors, entropy, the OS release, SELinux.
 
 use super::{Out, Root, num, read};
 
@@ -16,13 +16,6 @@ pub fn collect_loadavg(root: &Root, out: &mut Out) -> Result<(), String> {
     if let Some((_, total)) = f[3].split_once('/') {
         out.add("node_processes_threads", &[], num(total, "threads")?);
     }
-    Ok(())
-}
-
-/// `node_time_seconds`: the host's clock at collection time.
-pub fn collect_time(_root: &Root, out: &mut Out) -> Result<(), String> {
-    let t = out.t_ms() as f64 / 1000.0;
-    out.add("node_time_seconds", &[], t);
     Ok(())
 }
 
