@@ -1123,4 +1123,34 @@ mod tests {
         // Outside a parameter, end() holds: at the first step k @ end() is 2.
         assert_eq!(at_first("y > scalar(k @ end())"), 1);
     }
+
+    #[tokio::test]
+    async fn a_subquery_over_a_step_invariant_vector_keeps_its_order() {
+        // The label order ranks `a` first; topk's best-first order ranks `c`. Prometheus
+        // keeps the inner vector's order for a step-invariant (or one-step) subquery, so of
+        // the equal `changes` the outer topk keeps `c`'s.
+        let (e, _d) = engine(
+            ["a", "b", "c"]
+                .iter()
+                .zip([1.0, 2.0, 3.0])
+                .map(|(i, v)| ss(&[("__name__", "y"), ("i", i)], &[(0, v), (300_000, v)]))
+                .collect(),
+        )
+        .await;
+        let kept = |m: Vec<SeriesData>| -> Vec<String> {
+            m.iter()
+                .map(|s| s.labels.get("i").unwrap_or("").to_string())
+                .collect()
+        };
+        let q = "topk(1, changes((topk(2, y @ start()))[15s:15s]))";
+        assert_eq!(kept(e.range(q, 0, 240_000, 60_000).unwrap()), ["c"]);
+        // A grid of one step, as an instant query over a non-invariant inner vector.
+        match e
+            .instant("topk(1, changes((topk(2, y))[10s:15s]))", 60_000)
+            .unwrap()
+        {
+            Value::Vector(v) => assert_eq!(v[0].0.get("i"), Some("c")),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -126,8 +126,8 @@ pub struct Evaluator<'a> {
     range_start: i64,
     /// The last step of that range.
     range_end: i64,
-    /// Subqueries whose whole grid of inner steps has been evaluated.
-    subquery_grids: FxHashSet<usize>,
+    /// Subqueries whose inner grid has been evaluated, and whether that grid is one step.
+    subquery_grids: FxHashMap<usize, bool>,
     /// How many aggregation parameters are being evaluated (see [`Evaluator::at_time`]).
     in_param: u32,
     /// Per selector: whether two of its series differ only in the metric name.
@@ -229,7 +229,7 @@ impl<'a> Evaluator<'a> {
             end,
             range_start: start,
             range_end: end,
-            subquery_grids: FxHashSet::default(),
+            subquery_grids: FxHashMap::default(),
             in_param: 0,
             name_collisions: FxHashMap::default(),
             sources: FxHashMap::default(),
@@ -619,7 +619,7 @@ impl<'a> Evaluator<'a> {
         // both), on a grid of multiples of the step — the first time the subquery is met;
         // every window then reads its steps. Steps no window covers are evaluated too, so a
         // query fails where Prometheus' does.
-        if self.subquery_grids.insert(key) {
+        if !self.subquery_grids.contains_key(&key) {
             let (ps, pe) = match self.at_time(&sq.at) {
                 Some(at) => (at, at),
                 None => (self.range_start, self.range_end),
@@ -634,6 +634,8 @@ impl<'a> Evaluator<'a> {
             if steps > self.max_samples as i128 {
                 return Err(self.too_many_samples());
             }
+            self.subquery_grids
+                .insert(key, steps == 1 || step_invariant(&sq.expr));
             let outer = (self.range_start, self.range_end);
             (self.range_start, self.range_end) = (gs, ge);
             // A step-invariant inner expression is evaluated once even with no step at all.
@@ -657,6 +659,14 @@ impl<'a> Evaluator<'a> {
             Some(&mut series),
             &no_labels,
         )?;
+        // Prometheus evaluates a one-step grid, and a step-invariant inner expression (`x @
+        // start()`), as an instant query and keeps that vector's order (`topk`'s best-first
+        // order, say), which then decides which of equal values an outer `topk` keeps; any
+        // other grid's series come in no defined order (a Go map's), and sorted is as good
+        // as any.
+        if self.subquery_grids.get(&key) == Some(&true) {
+            return Ok(Val::Matrix(series.in_order()));
+        }
         Ok(Val::Matrix(series.finish()))
     }
 
@@ -766,6 +776,11 @@ impl Assembly {
             }
         };
         self.series[i].samples.push(s);
+    }
+
+    /// The series in the order first seen.
+    pub(super) fn in_order(self) -> Vec<SeriesData> {
+        self.series
     }
 
     pub(super) fn finish(mut self) -> Vec<SeriesData> {
