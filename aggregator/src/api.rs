@@ -639,11 +639,11 @@ async fn write(
 ) -> Result<Response, ApiError> {
     count(&st);
     authorize(&st, peer, &headers)?;
-    let series = remote_write::decode(&body)
+    let raw = remote_write::decompress(&body)
         .map_err(|e| ApiError::bad_data(format!("malformed remote_write body: {e}")))?;
     let req = AppendRequest {
         origin: None,
-        data: AppendData::RemoteWrite(series),
+        data: AppendData::RemoteWrite(raw),
     };
     match st.storage.append(req).await {
         Ok(AppendOutcome::Invalid { reason }) => Err(ApiError::bad_data(reason)),

@@ -28,9 +28,11 @@ pub enum AppendData {
     Encoded(Vec<u8>),
     /// Series built in the aggregator (for example `up`).
     Series(Vec<SeriesSamples>),
-    /// Series from a remote_write sender: like `Series`, under the caps on series created
-    /// by remote_write (in total and per request).
-    RemoteWrite(Vec<SeriesSamples>),
+    /// A remote_write request's `WriteRequest` (protobuf, decompressed) exactly as it arrived:
+    /// the engine walks it without copying and decodes the labels only of series it has not
+    /// seen; a malformed request is [`AppendOutcome::Invalid`]. Stored under the caps on
+    /// series created by remote_write (in total and per request).
+    RemoteWrite(Vec<u8>),
 }
 
 /// A batch of samples to store.

@@ -60,6 +60,7 @@ use telltale_common::model::{Labels, Sample, SeriesSamples, is_stale_marker};
 use telltale_common::wire::Event;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::api::remote_write;
 use crate::storage::{
     AppendData, AppendHook, AppendOutcome, AppendRequest, BoxFuture, Matcher, Origin, RollupData,
     SeriesData, Storage, StorageError, StorageStats,
@@ -68,7 +69,7 @@ use block::{Block, Kind};
 use dedup::Dedup;
 use head::{AppendLimits, Head, NO_OWNER, hash_labels};
 pub use wal::RecoveryReport;
-use wal::{Prepared, Record, Writer, prepare};
+use wal::{Record, Writer, prepare};
 
 /// Engine settings (see `config/aggregator.toml`, section `[storage]`).
 #[derive(Debug, Clone)]
@@ -189,12 +190,22 @@ struct Checkpoint {
 /// The name given to series whose `series.log` record was lost to damage.
 pub const LOST_SERIES: &str = "telltale_lost_series";
 
-/// A series record of `series.log`.
-#[derive(Debug, Serialize, Deserialize)]
-struct SeriesRecord {
-    id: u32,
-    labels: Labels,
+/// A series record of `series.log` (and a series definition in the WAL).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SeriesRecord {
+    pub(crate) id: u32,
+    pub(crate) labels: Labels,
 }
+
+/// remote_write label bytes → series id and metric name.
+type KeyCache = rustc_hash::FxHashMap<Box<[u8]>, (u32, Arc<str>)>;
+
+/// Series ids (`None`: refused) and metric names.
+type IdsAndNames = (Vec<Option<u32>>, Vec<Arc<str>>);
+
+/// An append's samples by series id, its host events, and the distinct metric names it
+/// touches (when an append hook wants them).
+type Resolved = (Vec<(u32, Sample)>, Vec<Event>, Vec<Arc<str>>);
 
 struct Inner {
     dir: PathBuf,
@@ -228,6 +239,9 @@ struct Inner {
     last_checkpoint_ms: AtomicU64,
     /// The checkpoint of the last block cut, not yet written.
     pending_checkpoint: Mutex<Option<Checkpoint>>,
+    /// remote_write label bytes as sent ([`remote_write::RawSeries::key`]) → series id and
+    /// metric name: a series seen before costs one hash and one comparison of its bytes.
+    rw_keys: RwLock<KeyCache>,
     /// Set (and notified) by the writer when the head reaches its size budget, so the cut
     /// happens at once instead of at the next scheduled round: memory per series stays
     /// bounded under any ingest rate.
@@ -363,24 +377,7 @@ impl Tsdb {
                 tracing::error!("undecodable series record skipped");
                 continue;
             };
-            if (r.id as usize) < head.len() {
-                continue;
-            }
-            while (r.id as usize) > head.len() {
-                let id = head.len().to_string();
-                let l = Labels::from_pairs([("__name__", LOST_SERIES), ("series_id", id.as_str())]);
-                let hash = hash_labels(l.iter());
-                head.create(l, hash, NO_OWNER, 0);
-                lost += 1;
-            }
-            let hash = hash_labels(r.labels.iter());
-            head.create(r.labels, hash, NO_OWNER, 0);
-        }
-        if lost > 0 {
-            tracing::error!(
-                lost,
-                "series.log lost the labels of some series: their samples read as {LOST_SERIES}{{series_id=...}}"
-            );
+            lost += define(&mut head, r);
         }
         let persisted = head.len() as u64;
         // Blocks.
@@ -435,22 +432,47 @@ impl Tsdb {
                 continue;
             }
             wal::replay_segment(path, &mut report, |rec: Record<'_>| {
+                for d in rec.defs {
+                    lost += define(&mut head, d);
+                }
+                let mut points = match rec.points {
+                    Some(p) => wal::decode_points(p)?,
+                    None => Vec::new(),
+                };
+                // Records of release 0.1 carry labels with their samples.
                 let (p, evs) = prepare(rec.agent, rec.wire.map(|w| &w[..]), &rec.series)?;
-                let points: Vec<(u32, Sample)> = p
-                    .into_iter()
-                    .flat_map(|(pairs, samples)| {
-                        let id = head.get_or_create(&pairs, hash_labels(pairs.iter().copied()));
-                        samples.into_iter().map(move |s| (id, s))
-                    })
-                    .collect();
+                for (pairs, samples) in p {
+                    let id = head.get_or_create(&pairs, hash_labels(pairs.iter().copied()));
+                    points.extend(samples.into_iter().map(|s| (id, s)));
+                }
                 if let (Some(agent), Some(seq)) = (rec.agent, rec.sequence) {
                     dedup.mark(agent, rec.epoch, seq);
                 }
+                // A series whose definition was lost to damage keeps its samples, under a
+                // placeholder name (as for series.log), and its id stays taken.
+                if let Some(max) = points.iter().map(|p| p.0).max()
+                    && max as usize >= head.len()
+                {
+                    lost += define(
+                        &mut head,
+                        SeriesRecord {
+                            id: max,
+                            labels: lost_labels(max as usize),
+                        },
+                    );
+                }
                 head.apply(&points, None, 0);
                 replayed_events.extend(evs);
+                replayed_events.extend(rec.events);
                 Ok(())
             })
             .map_err(|e| open_err(&wal_dir, format!("{}: {e}", path.display())))?;
+        }
+        if lost > 0 {
+            tracing::error!(
+                lost,
+                "series.log or the WAL lost the labels of some series: their samples read as {LOST_SERIES}{{series_id=...}}"
+            );
         }
         events.extend(replayed_events.iter().cloned());
         head.push_events(events);
@@ -486,12 +508,14 @@ impl Tsdb {
             cache,
             last_checkpoint_ms: AtomicU64::new(0),
             pending_checkpoint: Mutex::new(None),
+            rw_keys: RwLock::new(Default::default()),
         });
         let (tx, rx) = mpsc::channel(4096);
         let w_inner = inner.clone();
+        let logged = inner.head.read().unwrap_or_else(|e| e.into_inner()).len();
         std::thread::Builder::new()
             .name("telltale-wal-writer".into())
-            .spawn(move || run_writer(writer, rx, w_inner))
+            .spawn(move || run_writer(writer, rx, w_inner, logged))
             .map_err(|e| open_err(data_dir, e))?;
         let stop = Arc::new(AtomicBool::new(false));
         let tsdb = Tsdb {
@@ -581,15 +605,15 @@ impl Tsdb {
         self.inner.dedup.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Resolves prepared series to ids, creating new ones within the caps: the total, the
-    /// owner's (an agent's, or all remote_write senders' together) and, for remote_write, a
-    /// cap on new series per request.
-    fn resolve(
+    /// Resolves sorted label pairs to series ids, creating new series within the caps: the
+    /// total, the owner's (an agent's, or all remote_write senders' together) and, for
+    /// remote_write, a cap on new series per request. `None` for a refused series.
+    fn resolve_ids(
         &self,
         agent: Option<&str>,
         remote_write: bool,
-        prepared: Vec<Prepared<'_>>,
-    ) -> Vec<(u32, Sample)> {
+        pairs: &[&[(&str, &str)]],
+    ) -> Vec<Option<u32>> {
         let opts = &self.inner.opts;
         let (owner_name, owner_cap, mut new_left) = if remote_write {
             (
@@ -600,16 +624,16 @@ impl Tsdb {
         } else {
             (agent, opts.max_series_per_agent, u64::MAX)
         };
-        let hashes: Vec<u64> = prepared
+        let hashes: Vec<u64> = pairs
             .iter()
-            .map(|(p, _)| hash_labels(p.iter().copied()))
+            .map(|p| hash_labels(p.iter().copied()))
             .collect();
         let (mut ids, unowned): (Vec<Option<u32>>, bool) = {
             let h = self.read_head();
-            let ids: Vec<Option<u32>> = prepared
+            let ids: Vec<Option<u32>> = pairs
                 .iter()
                 .zip(&hashes)
-                .map(|((p, _), &hash)| h.lookup(p, hash))
+                .map(|(p, &hash)| h.lookup(p, hash))
                 .collect();
             // Series loaded from series.log have no owner until their agent writes again.
             let unowned = owner_name.is_some()
@@ -635,7 +659,7 @@ impl Tsdb {
                 if id.is_some() {
                     continue;
                 }
-                if let Some(found) = h.lookup(&prepared[i].0, hashes[i]) {
+                if let Some(found) = h.lookup(pairs[i], hashes[i]) {
                     *id = Some(found);
                 } else if h.active_total >= opts.max_series {
                     refused_total += 1;
@@ -645,7 +669,7 @@ impl Tsdb {
                     refused_request += 1;
                 } else {
                     new_left -= 1;
-                    let labels = Labels::from_pairs(prepared[i].0.iter().copied());
+                    let labels = Labels::from_pairs(pairs[i].iter().copied());
                     *id = Some(h.create(labels, hashes[i], owner, now_s));
                 }
             }
@@ -671,13 +695,72 @@ impl Tsdb {
                 );
             }
         }
-        let mut points = Vec::with_capacity(prepared.iter().map(|(_, s)| s.len()).sum());
-        for (id, (_, samples)) in ids.into_iter().zip(prepared) {
-            if let Some(id) = id {
-                points.extend(samples.into_iter().map(|s| (id, s)));
+        ids
+    }
+
+    /// Series ids of a remote_write request's series: from the cache of label bytes seen
+    /// before (no label is decoded, checked, sorted or hashed for those), the rest decoded,
+    /// checked and resolved, then cached. Also the metric names, when `names` is wanted.
+    fn remote_write_ids(
+        &self,
+        sc: &remote_write::Scanned<'_>,
+        names: bool,
+    ) -> Result<IdsAndNames, String> {
+        let mut ids = vec![None; sc.series.len()];
+        let mut metric_names: Vec<Arc<str>> = Vec::new();
+        let mut misses: Vec<usize> = Vec::new();
+        {
+            let cache = self.inner.rw_keys.read().unwrap_or_else(|e| e.into_inner());
+            for (i, s) in sc.series.iter().enumerate() {
+                match cache.get(&*s.key) {
+                    Some((id, name)) => {
+                        ids[i] = Some(*id);
+                        if names && metric_names.last().is_none_or(|n| !Arc::ptr_eq(n, name)) {
+                            metric_names.push(name.clone());
+                        }
+                    }
+                    None => misses.push(i),
+                }
             }
         }
-        points
+        if misses.is_empty() {
+            return Ok((ids, metric_names));
+        }
+        // Every new key is checked before anything is stored: a bad series refuses the
+        // request, as before the cache.
+        let mut pairs: Vec<Vec<(&str, &str)>> = Vec::with_capacity(misses.len());
+        for &i in &misses {
+            pairs.push(remote_write::labels(&sc.series[i].key)?);
+        }
+        let slices: Vec<&[(&str, &str)]> = pairs.iter().map(Vec::as_slice).collect();
+        let found = self.resolve_ids(None, true, &slices);
+        let mut cache = self
+            .inner
+            .rw_keys
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        // Senders spelling label sets in ever new ways cannot grow it without bound.
+        let cap = (self.inner.opts.max_series_remote_write as usize)
+            .saturating_mul(2)
+            .max(1 << 16);
+        if cache.len() + misses.len() > cap {
+            cache.clear();
+        }
+        for ((&i, id), p) in misses.iter().zip(found).zip(&pairs) {
+            ids[i] = id;
+            let name: Arc<str> = p
+                .iter()
+                .find(|(k, _)| *k == "__name__")
+                .map(|(_, v)| Arc::from(*v))
+                .unwrap_or_else(|| Arc::from(""));
+            if names {
+                metric_names.push(name.clone());
+            }
+            if let Some(id) = id {
+                cache.insert(sc.series[i].key.to_vec().into_boxed_slice(), (id, name));
+            }
+        }
+        Ok((ids, metric_names))
     }
 
     async fn append_inner(&self, req: AppendRequest) -> Result<AppendOutcome, StorageError> {
@@ -705,26 +788,28 @@ impl Tsdb {
                 this.lock_dedup().unmark(&o.agent, o.epoch, o.sequence);
             }
         };
-        let (wire, series): (Option<&[u8]>, &[SeriesSamples]) = match &req.data {
-            AppendData::Encoded(w) => (Some(w), &[]),
-            AppendData::Series(s) | AppendData::RemoteWrite(s) => (None, s),
+        let hook = self.hook.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let resolved = match &req.data {
+            AppendData::RemoteWrite(raw) => self.resolve_remote_write(raw, hook.is_some()),
+            AppendData::Encoded(w) => self.resolve_prepared(&req, Some(w), &[], hook.is_some()),
+            AppendData::Series(s) => self.resolve_prepared(&req, None, s, hook.is_some()),
         };
-        let agent = req.origin.as_ref().map(|o| o.agent.as_str());
-        let (prepared, events) = match prepare(agent, wire, series) {
-            Ok(p) => p,
+        let (points, events, names) = match resolved {
+            Ok(r) => r,
             Err(reason) => {
                 unmark(self);
                 return Ok(AppendOutcome::Invalid { reason });
             }
         };
-        let rec = Record {
-            agent,
-            epoch: req.origin.as_ref().map(|o| o.epoch).unwrap_or(0),
-            sequence: req.origin.as_ref().map(|o| o.sequence),
-            wire: wire.map(serde_bytes::Bytes::new),
-            series: std::borrow::Cow::Borrowed(series),
-        };
-        let payload = match codec::encode_payload(&rec) {
+        // The log record names series by id: their labels are in the log once, in the
+        // definitions the writer puts in front of the first group that names them.
+        let mut encoded = Vec::new();
+        wal::encode_points(&points, &mut encoded);
+        let payload = match codec::encode_payload(&Record::points(
+            req.origin.as_ref(),
+            &encoded,
+            events.clone(),
+        )) {
             Ok(p) => p,
             Err(e) => {
                 unmark(self);
@@ -733,24 +818,6 @@ impl Tsdb {
         };
         let mut framed = Vec::with_capacity(HEADER_LEN + payload.len());
         codec::frame_into(&payload, &mut framed);
-        let hook = self.hook.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut names: Vec<&str> = Vec::new();
-        if hook.is_some() {
-            for (pairs, _) in &prepared {
-                if let Some((_, n)) = pairs.iter().find(|(k, _)| *k == "__name__")
-                    && names.last() != Some(n)
-                {
-                    names.push(n);
-                }
-            }
-            names.sort_unstable();
-            names.dedup();
-        }
-        let points = self.resolve(
-            agent,
-            matches!(req.data, AppendData::RemoteWrite(_)),
-            prepared,
-        );
         let (done, rx) = oneshot::channel();
         let job = Job::Write {
             framed,
@@ -765,9 +832,61 @@ impl Tsdb {
         }
         let samples = rx.await.map_err(|_| StorageError::Closed)??;
         if let Some(h) = hook {
+            let names: Vec<&str> = names.iter().map(|n| &**n).collect();
             h(&names);
         }
         Ok(AppendOutcome::Stored { samples })
+    }
+
+    /// Points, events and (if `names`) the distinct metric names of a remote_write request.
+    fn resolve_remote_write(&self, raw: &[u8], names: bool) -> Result<Resolved, String> {
+        let bad = |e: String| format!("malformed remote_write body: {e}");
+        let sc = remote_write::scan(raw).map_err(bad)?;
+        let (ids, mut metric_names) = self.remote_write_ids(&sc, names).map_err(bad)?;
+        let mut points = Vec::with_capacity(sc.samples.len());
+        for (s, id) in sc.series.iter().zip(ids) {
+            if let Some(id) = id {
+                points.extend(sc.samples[s.samples.clone()].iter().map(|&x| (id, x)));
+            }
+        }
+        if names {
+            metric_names.sort_unstable();
+            metric_names.dedup();
+        }
+        Ok((points, Vec::new(), metric_names))
+    }
+
+    /// Points, events and (if `names`) the distinct metric names of an agent batch or of the
+    /// aggregator's own series.
+    fn resolve_prepared(
+        &self,
+        req: &AppendRequest,
+        wire: Option<&[u8]>,
+        series: &[SeriesSamples],
+        names: bool,
+    ) -> Result<Resolved, String> {
+        let agent = req.origin.as_ref().map(|o| o.agent.as_str());
+        let (prepared, events) = prepare(agent, wire, series)?;
+        let mut metric_names: Vec<Arc<str>> = Vec::new();
+        if names {
+            let mut seen: Vec<&str> = prepared
+                .iter()
+                .filter_map(|(pairs, _)| pairs.iter().find(|(k, _)| *k == "__name__"))
+                .map(|(_, n)| *n)
+                .collect();
+            seen.sort_unstable();
+            seen.dedup();
+            metric_names = seen.into_iter().map(Arc::from).collect();
+        }
+        let slices: Vec<&[(&str, &str)]> = prepared.iter().map(|(p, _)| p.as_slice()).collect();
+        let ids = self.resolve_ids(agent, false, &slices);
+        let mut points = Vec::with_capacity(prepared.iter().map(|(_, s)| s.len()).sum());
+        for (id, (_, samples)) in ids.into_iter().zip(prepared) {
+            if let Some(id) = id {
+                points.extend(samples.into_iter().map(|s| (id, s)));
+            }
+        }
+        Ok((points, events, metric_names))
     }
 
     /// Each matching series' samples in `[start, end]` from every source, merged; also the
@@ -861,6 +980,32 @@ impl Drop for Tsdb {
     }
 }
 
+/// Creates the series a `series.log` record or a WAL definition names, at its id. An id
+/// already there is kept (a definition seen twice, or in both files); ids skipped by damage
+/// get a placeholder so every later id still names the series the blocks and the log mean by
+/// it. Returns how many placeholders were made.
+fn define(head: &mut Head, r: SeriesRecord) -> u64 {
+    if (r.id as usize) < head.len() {
+        return 0;
+    }
+    let mut lost = 0;
+    while (r.id as usize) > head.len() {
+        let l = lost_labels(head.len());
+        let hash = hash_labels(l.iter());
+        head.create(l, hash, NO_OWNER, 0);
+        lost += 1;
+    }
+    let hash = hash_labels(r.labels.iter());
+    head.create(r.labels, hash, NO_OWNER, 0);
+    lost
+}
+
+/// The placeholder labels of series `id`, whose labels were lost to damage.
+fn lost_labels(id: usize) -> Labels {
+    let id = id.to_string();
+    Labels::from_pairs([("__name__", LOST_SERIES), ("series_id", id.as_str())])
+}
+
 fn quarantine(data_dir: &Path, path: &Path) {
     let q = data_dir.join("quarantine");
     let moved = fs::create_dir_all(&q).and_then(|_| {
@@ -900,7 +1045,10 @@ const MAX_FUTURE_MS: i64 = 86_400_000;
 /// arrives, or not at all (a full disk).
 const MAX_FROZEN: usize = 2;
 
-fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Job>, inner: Arc<Inner>) {
+/// The WAL writer thread. Series ids below `logged` are defined in the log or in
+/// `series.log` (at start-up: every series the head holds, taken before any append can
+/// create one).
+fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Job>, inner: Arc<Inner>, mut logged: usize) {
     let mut buf = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         let mut waited = false;
@@ -920,18 +1068,47 @@ fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Job>, inner: Arc<Inner>) {
             }
         }
         buf.clear();
+        // Series created since the last group (appends resolve their ids before they queue)
+        // are defined in front of the records that name them.
+        let mut defined = logged;
+        let mut defs_err = None;
+        if jobs.iter().any(|j| matches!(j, Job::Write { .. })) {
+            let defs: Vec<SeriesRecord> = {
+                let h = inner.head.read().unwrap_or_else(|e| e.into_inner());
+                defined = h.len();
+                (logged..defined)
+                    .filter_map(|id| {
+                        let id = id as u32;
+                        h.get(id).map(|s| SeriesRecord {
+                            id,
+                            labels: s.labels.clone(),
+                        })
+                    })
+                    .collect()
+            };
+            if !defs.is_empty() {
+                match codec::encode_payload(&Record::defs(defs)) {
+                    Ok(p) => codec::frame_into(&p, &mut buf),
+                    // Cannot happen for labels; were it to, the group is not written.
+                    Err(e) => defs_err = Some(format!("cannot encode series definitions: {e}")),
+                }
+            }
+        }
         for j in &jobs {
             if let Job::Write { framed, .. } = j {
                 buf.extend_from_slice(framed);
             }
         }
-        let res = if buf.is_empty() {
+        let res = if let Some(e) = defs_err {
+            Err(std::io::Error::other(e))
+        } else if buf.is_empty() {
             Ok(())
         } else {
             w.write_group(&buf)
         };
         match res {
             Ok(()) => {
+                logged = defined;
                 if !buf.is_empty() {
                     let mut w = inner.write_error.lock().unwrap_or_else(|e| e.into_inner());
                     if w.as_ref()

@@ -48,42 +48,248 @@ pub struct ProtoSample {
 /// Largest accepted body, compressed and decompressed.
 pub const MAX_BODY: usize = 64 << 20;
 
-/// Decodes a remote_write body into series.
-pub fn decode(body: &[u8]) -> Result<Vec<SeriesSamples>, String> {
+/// Decompresses a remote_write body (snappy block format), refusing more than [`MAX_BODY`].
+pub fn decompress(body: &[u8]) -> Result<Vec<u8>, String> {
     let len = snap::raw::decompress_len(body).map_err(|e| format!("snappy: {e}"))?;
     if len > MAX_BODY {
         return Err(format!(
             "decompressed body of {len} bytes exceeds {MAX_BODY}"
         ));
     }
-    let raw = snap::raw::Decoder::new()
+    snap::raw::Decoder::new()
         .decompress_vec(body)
-        .map_err(|e| format!("snappy: {e}"))?;
-    let req = <WriteRequest as prost::Message>::decode(raw.as_slice())
-        .map_err(|e| format!("protobuf: {e}"))?;
-    let mut out = Vec::with_capacity(req.timeseries.len());
-    for ts in req.timeseries {
-        check_labels(&ts.labels)?;
-        // Empty values mean "no such label", as in Prometheus.
-        let labels = Labels::from_pairs(
-            ts.labels
-                .into_iter()
-                .filter(|l| !l.value.is_empty())
-                .map(|l| (l.name, l.value)),
-        );
-        if labels.metric_name().is_none() {
-            return Err("a series without __name__".into());
+        .map_err(|e| format!("snappy: {e}"))
+}
+
+/// A `WriteRequest` walked without copying: every series' label messages as sent (its key)
+/// and all samples in one list.
+#[derive(Debug, Default)]
+pub struct Scanned<'a> {
+    /// The series in request order.
+    pub series: Vec<RawSeries<'a>>,
+    /// Every series' samples, in request order (see [`RawSeries::samples`]).
+    pub samples: Vec<Sample>,
+}
+
+/// One `TimeSeries` of a [`Scanned`] request.
+#[derive(Debug)]
+pub struct RawSeries<'a> {
+    /// The series' `Label` messages exactly as encoded (tags and lengths included), in the
+    /// order sent: equal bytes are equal label sets, so a receiver can key a cache on them
+    /// and decode labels only for bytes it has not seen. Borrowed from the request when the
+    /// labels are contiguous (as every sender writes them), copied together otherwise.
+    pub key: std::borrow::Cow<'a, [u8]>,
+    /// This series' range in [`Scanned::samples`].
+    pub samples: std::ops::Range<usize>,
+}
+
+/// Walks a decompressed `WriteRequest` (protobuf) without decoding labels. Fields other than
+/// labels and samples (exemplars, histograms, metadata) are skipped, as by a protobuf decoder
+/// built from the 1.0 schema; a truncated or malformed message is an error.
+pub fn scan(raw: &[u8]) -> Result<Scanned<'_>, String> {
+    let mut out = Scanned::default();
+    let mut r = Reader::new(raw);
+    while let Some((field, wt)) = r.tag()? {
+        if field == 1 {
+            let ts = r.len_delimited(wt, "timeseries")?;
+            scan_series(ts, &mut out)?;
+        } else {
+            r.skip(wt)?;
         }
-        out.push(SeriesSamples {
-            labels,
-            samples: ts
-                .samples
-                .into_iter()
-                .map(|s| Sample(s.timestamp, s.value))
-                .collect(),
-        });
     }
     Ok(out)
+}
+
+fn scan_series<'a>(ts: &'a [u8], out: &mut Scanned<'a>) -> Result<(), String> {
+    let first = out.samples.len();
+    let mut r = Reader::new(ts);
+    // The label messages' span while they are contiguous; `split` once they are not.
+    let mut span: Option<(usize, usize)> = None;
+    let mut split: Option<Vec<u8>> = None;
+    loop {
+        let at = r.pos;
+        let Some((field, wt)) = r.tag()? else { break };
+        match field {
+            1 => {
+                r.len_delimited(wt, "label")?;
+                let end = r.pos;
+                match (&mut split, &mut span) {
+                    (Some(buf), _) => buf.extend_from_slice(&ts[at..end]),
+                    (None, Some((_, e))) if *e == at => *e = end,
+                    (None, Some((s, e))) => {
+                        let mut buf = ts[*s..*e].to_vec();
+                        buf.extend_from_slice(&ts[at..end]);
+                        split = Some(buf);
+                    }
+                    (None, None) => span = Some((at, end)),
+                }
+            }
+            2 => {
+                let m = r.len_delimited(wt, "sample")?;
+                out.samples.push(scan_sample(m)?);
+            }
+            _ => r.skip(wt)?,
+        }
+    }
+    let key = match (split, span) {
+        (Some(buf), _) => std::borrow::Cow::Owned(buf),
+        (None, Some((s, e))) => std::borrow::Cow::Borrowed(&ts[s..e]),
+        (None, None) => std::borrow::Cow::Borrowed(&ts[..0]),
+    };
+    out.series.push(RawSeries {
+        key,
+        samples: first..out.samples.len(),
+    });
+    Ok(())
+}
+
+fn scan_sample(m: &[u8]) -> Result<Sample, String> {
+    let (mut t, mut v) = (0i64, 0f64);
+    let mut r = Reader::new(m);
+    while let Some((field, wt)) = r.tag()? {
+        match (field, wt) {
+            (1, 1) => v = f64::from_bits(r.fixed64()?),
+            (2, 0) => t = r.varint()? as i64,
+            (1 | 2, _) => return Err("sample field of the wrong wire type".into()),
+            _ => r.skip(wt)?,
+        }
+    }
+    Ok(Sample(t, v))
+}
+
+/// The label pairs of a series key (see [`RawSeries::key`]), checked as Prometheus' receiver
+/// checks them, empty values dropped (Prometheus reads them as absent), sorted by name.
+pub fn labels(key: &[u8]) -> Result<Vec<(&str, &str)>, String> {
+    let mut pairs: Vec<(&str, &str)> = Vec::new();
+    let mut r = Reader::new(key);
+    while let Some((field, wt)) = r.tag()? {
+        if field != 1 {
+            r.skip(wt)?;
+            continue;
+        }
+        let m = r.len_delimited(wt, "label")?;
+        let (mut name, mut value) = ("", "");
+        let mut lr = Reader::new(m);
+        while let Some((f, wt)) = lr.tag()? {
+            match f {
+                1 | 2 => {
+                    let b = lr.len_delimited(wt, "label string")?;
+                    let s = std::str::from_utf8(b)
+                        .map_err(|_| "a label that is not valid UTF-8".to_string())?;
+                    if f == 1 { name = s } else { value = s }
+                }
+                _ => lr.skip(wt)?,
+            }
+        }
+        if !valid_label_name(name) {
+            return Err(format!("invalid label name {name:?}"));
+        }
+        if name == "__name__" && !valid_metric_name(value) {
+            return Err(format!("invalid metric name {value:?}"));
+        }
+        if pairs.iter().any(|(n, _)| *n == name) {
+            return Err(format!("duplicate label name {name:?}"));
+        }
+        pairs.push((name, value));
+    }
+    pairs.retain(|(_, v)| !v.is_empty());
+    if !pairs.iter().any(|(n, _)| *n == "__name__") {
+        return Err("a series without __name__".into());
+    }
+    pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    Ok(pairs)
+}
+
+/// Decodes a remote_write body into series (tests and tools; the receiver uses [`scan`]).
+pub fn decode(body: &[u8]) -> Result<Vec<SeriesSamples>, String> {
+    let raw = decompress(body)?;
+    let sc = scan(&raw)?;
+    sc.series
+        .iter()
+        .map(|s| {
+            Ok(SeriesSamples {
+                labels: Labels::from_pairs(labels(&s.key)?),
+                samples: sc.samples[s.samples.clone()].to_vec(),
+            })
+        })
+        .collect()
+}
+
+/// A protobuf reader over one message's bytes.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    fn varint(&mut self) -> Result<u64, String> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let b = *self
+                .buf
+                .get(self.pos)
+                .ok_or_else(|| "truncated varint".to_string())?;
+            self.pos += 1;
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                return Ok(v);
+            }
+        }
+        Err("varint longer than 10 bytes".into())
+    }
+
+    /// The next field number and wire type, or `None` at the end.
+    fn tag(&mut self) -> Result<Option<(u64, u8)>, String> {
+        if self.pos >= self.buf.len() {
+            return Ok(None);
+        }
+        let k = self.varint()?;
+        let field = k >> 3;
+        if field == 0 {
+            return Err("field number 0".into());
+        }
+        Ok(Some((field, (k & 7) as u8)))
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= self.buf.len())
+            .ok_or_else(|| format!("field of {n} bytes runs past its message"))?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn fixed64(&mut self) -> Result<u64, String> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    fn len_delimited(&mut self, wt: u8, what: &str) -> Result<&'a [u8], String> {
+        if wt != 2 {
+            return Err(format!("{what} of wire type {wt}, not a message"));
+        }
+        let n = self.varint()?;
+        self.take(usize::try_from(n).map_err(|_| format!("{what} length {n}"))?)
+    }
+
+    fn skip(&mut self, wt: u8) -> Result<(), String> {
+        match wt {
+            0 => self.varint().map(|_| ()),
+            1 => self.take(8).map(|_| ()),
+            2 => self.len_delimited(2, "field").map(|_| ()),
+            5 => self.take(4).map(|_| ()),
+            other => Err(format!("unsupported wire type {other}")),
+        }
+    }
 }
 
 /// Whether `s` is a valid Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
@@ -102,25 +308,15 @@ pub fn valid_metric_name(s: &str) -> bool {
         && b.all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b':')
 }
 
-/// Refuses what Prometheus' own receiver refuses: invalid label names, an invalid metric
-/// name, a label name given twice.
-fn check_labels(labels: &[Label]) -> Result<(), String> {
-    for (i, l) in labels.iter().enumerate() {
-        if !valid_label_name(&l.name) {
-            return Err(format!("invalid label name {:?}", l.name));
-        }
-        if l.name == "__name__" && !valid_metric_name(&l.value) {
-            return Err(format!("invalid metric name {:?}", l.value));
-        }
-        if labels[..i].iter().any(|o| o.name == l.name) {
-            return Err(format!("duplicate label name {:?}", l.name));
-        }
-    }
-    Ok(())
-}
-
 /// Encodes series as a remote_write body (used by tests and the compliance harness).
 pub fn encode(series: &[SeriesSamples]) -> Vec<u8> {
+    snap::raw::Encoder::new()
+        .compress_vec(&encode_raw(series))
+        .unwrap_or_default()
+}
+
+/// Encodes series as an uncompressed `WriteRequest`.
+pub fn encode_raw(series: &[SeriesSamples]) -> Vec<u8> {
     let req = WriteRequest {
         timeseries: series
             .iter()
@@ -144,10 +340,7 @@ pub fn encode(series: &[SeriesSamples]) -> Vec<u8> {
             })
             .collect(),
     };
-    let raw = prost::Message::encode_to_vec(&req);
-    snap::raw::Encoder::new()
-        .compress_vec(&raw)
-        .unwrap_or_default()
+    prost::Message::encode_to_vec(&req)
 }
 
 #[cfg(test)]
@@ -209,5 +402,104 @@ mod tests {
         }
         let ok = decode(&body(&[("__name__", "ns:m_1"), ("_a", "x"), ("empty", "")])).unwrap();
         assert_eq!(ok[0].labels.len(), 2, "an empty value is no label");
+    }
+
+    /// Labels given between samples (protobuf allows any field order) make the same key as
+    /// labels given together.
+    #[test]
+    fn interleaved_labels_make_the_same_key() {
+        let label = |n: &str, v: &str| {
+            prost::Message::encode_to_vec(&Label {
+                name: n.into(),
+                value: v.into(),
+            })
+        };
+        let sample = prost::Message::encode_to_vec(&ProtoSample {
+            value: 1.5,
+            timestamp: 7,
+        });
+        let field = |tag: u8, m: &[u8]| {
+            let mut out = vec![tag, m.len() as u8];
+            out.extend_from_slice(m);
+            out
+        };
+        let (a, b) = (label("__name__", "m"), label("x", "y"));
+        let together = [field(0x0a, &a), field(0x0a, &b), field(0x12, &sample)].concat();
+        let apart = [field(0x0a, &a), field(0x12, &sample), field(0x0a, &b)].concat();
+        let (r1, r2) = (field(0x0a, &together), field(0x0a, &apart));
+        let (k1, k2) = (scan(&r1).unwrap(), scan(&r2).unwrap());
+        assert_eq!(k1.series[0].key, k2.series[0].key);
+        assert_eq!(k2.samples, vec![Sample(7, 1.5)]);
+        assert_eq!(
+            labels(&k2.series[0].key).unwrap(),
+            vec![("__name__", "m"), ("x", "y")]
+        );
+    }
+
+    proptest::proptest! {
+        /// What `scan` and `labels` read equals what prost decodes, for any series.
+        #[test]
+        fn scan_agrees_with_prost(
+            series in proptest::collection::vec(
+                (
+                    proptest::collection::vec(("[a-z_][a-z0-9_]{0,6}", "\\PC{0,5}"), 0..5),
+                    proptest::collection::vec((proptest::num::i64::ANY, proptest::num::f64::ANY), 0..4),
+                ),
+                0..6,
+            )
+        ) {
+            let req = WriteRequest {
+                timeseries: series
+                    .iter()
+                    .map(|(ls, ss)| TimeSeries {
+                        labels: std::iter::once(("__name__".to_string(), "m".to_string()))
+                            .chain(ls.iter().cloned())
+                            .map(|(name, value)| Label { name, value })
+                            .collect(),
+                        samples: ss
+                            .iter()
+                            .map(|&(timestamp, value)| ProtoSample { value, timestamp })
+                            .collect(),
+                    })
+                    .collect(),
+            };
+            let raw = prost::Message::encode_to_vec(&req);
+            let sc = scan(&raw).unwrap();
+            // What the bytes say (proto3 leaves out a -0.0 value, say).
+            let req = <WriteRequest as prost::Message>::decode(raw.as_slice()).unwrap();
+            proptest::prop_assert_eq!(sc.series.len(), req.timeseries.len());
+            for (s, ts) in sc.series.iter().zip(&req.timeseries) {
+                let got = sc.samples[s.samples.clone()].to_vec();
+                let want: Vec<Sample> =
+                    ts.samples.iter().map(|x| Sample(x.timestamp, x.value)).collect();
+                proptest::prop_assert_eq!(
+                    got.iter().map(|x| (x.0, x.1.to_bits())).collect::<Vec<_>>(),
+                    want.iter().map(|x| (x.0, x.1.to_bits())).collect::<Vec<_>>()
+                );
+                let names: Vec<&str> = ts.labels.iter().map(|l| l.name.as_str()).collect();
+                let dup = names.iter().enumerate().any(|(i, n)| names[..i].contains(n));
+                match labels(&s.key) {
+                    Ok(p) => {
+                        proptest::prop_assert!(!dup);
+                        let want = Labels::from_pairs(
+                            ts.labels.iter().map(|l| (l.name.clone(), l.value.clone())),
+                        );
+                        proptest::prop_assert_eq!(Labels::from_pairs(p), want);
+                    }
+                    Err(e) => proptest::prop_assert!(dup, "{}", e),
+                }
+            }
+        }
+
+        /// Any bytes: an answer or an error, never a panic.
+        #[test]
+        fn hostile_bytes_never_panic(raw in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            if let Ok(sc) = scan(&raw) {
+                for s in &sc.series {
+                    let _ = labels(&s.key);
+                }
+            }
+            let _ = labels(&raw);
+        }
     }
 }

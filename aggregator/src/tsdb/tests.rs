@@ -75,6 +75,18 @@ fn agent_req(agent: &str, seq: u64, t: i64, names: &[String]) -> AppendRequest {
     }
 }
 
+/// Where each record of an intact segment starts.
+fn record_offsets(seg: &[u8]) -> Vec<usize> {
+    let mut at = Vec::new();
+    let mut pos = 0;
+    while pos + HEADER_LEN <= seg.len() {
+        at.push(pos);
+        let len = u32::from_be_bytes(seg[pos..pos + 4].try_into().unwrap()) as usize;
+        pos += HEADER_LEN + len;
+    }
+    at
+}
+
 fn all(db: &Tsdb, name: &str) -> Vec<Sample> {
     db.select(
         &[Matcher::equal("__name__", name)],
@@ -157,12 +169,14 @@ fn torn_tail_and_corrupt_records_never_block_start_up() {
     }
     let seg = wal::segment_path(&dir.path().join("log"), 1);
     let mut bytes = fs::read(&seg).unwrap();
-    let rec_len = bytes.len() / 3;
-    bytes[rec_len + HEADER_LEN + 3] ^= 0xff;
+    // Records: the series definition, then batches 1, 2, 3. Damage batch 2, tear batch 3.
+    let at = record_offsets(&bytes);
+    assert_eq!(at.len(), 4, "{at:?}");
+    bytes[at[2] + HEADER_LEN + 3] ^= 0xff;
     bytes.truncate(bytes.len() - 5);
     fs::write(&seg, &bytes).unwrap();
     let db = Tsdb::open_with(dir.path(), opts()).unwrap();
-    assert_eq!(db.recovery.records, 1);
+    assert_eq!(db.recovery.records, 2);
     assert_eq!(db.recovery.corrupt, 1);
     assert!(db.recovery.truncated_bytes > 0);
     assert_eq!(all(&db, "m").len(), 1);
@@ -188,12 +202,13 @@ fn a_bad_record_header_loses_that_record_only() {
     let seg = wal::segment_path(&dir.path().join("log"), 1);
     let mut bytes = fs::read(&seg).unwrap();
     let size = bytes.len();
-    let rec_len = size / 12;
-    // The length field of record 4: its top byte, so it claims far more than the file holds.
-    bytes[3 * rec_len] ^= 0x7f;
+    let at = record_offsets(&bytes);
+    assert_eq!(at.len(), 13, "the series definition and 12 batches: {at:?}");
+    // The length field of batch 4: its top byte, so it claims far more than the file holds.
+    bytes[at[4]] ^= 0x7f;
     fs::write(&seg, &bytes).unwrap();
     let db = Tsdb::open_with(dir.path(), opts()).unwrap();
-    assert_eq!(db.recovery.records, 11);
+    assert_eq!(db.recovery.records, 12);
     assert_eq!(db.recovery.corrupt, 1);
     assert_eq!(db.recovery.truncated_bytes, 0);
     assert_eq!(
@@ -432,11 +447,11 @@ fn remote_write_has_caps_on_new_series_per_request_and_in_total() {
     let t = now_ms();
     let rw = |from: usize, to: usize, t: i64| AppendRequest {
         origin: None,
-        data: AppendData::RemoteWrite(
-            (from..to)
+        data: AppendData::RemoteWrite(crate::api::remote_write::encode_raw(
+            &(from..to)
                 .map(|i| series(&format!("rw{i}"), "x", vec![Sample(t, 1.0)]))
-                .collect(),
-        ),
+                .collect::<Vec<_>>(),
+        )),
     };
     let stored = |r: AppendOutcome| match r {
         AppendOutcome::Stored { samples } => samples,
@@ -773,4 +788,109 @@ fn extreme_timestamps_are_refused_and_counted_never_an_overflow() {
         text.contains("telltale_aggregator_samples_refused_total{reason=\"too_far_in_future\"} 1"),
         "{text}"
     );
+}
+
+/// Series created by concurrent appends from the first moment after start-up are defined in
+/// the log before any record names them: after a restart every sample is back under its own
+/// labels (values carry the series number, so a sample under another series' id would show).
+#[test]
+fn series_created_concurrently_come_back_under_their_own_labels() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let t = now_ms();
+    {
+        let db = std::sync::Arc::new(Tsdb::open_with(dir.path(), opts()).unwrap());
+        rt.block_on(async {
+            let mut tasks = Vec::new();
+            for task in 0..8 {
+                let db = db.clone();
+                tasks.push(tokio::spawn(async move {
+                    for round in 0..20i64 {
+                        let s: Vec<SeriesSamples> = (0..5)
+                            .map(|k| {
+                                let n = task * 1000 + round * 10 + k;
+                                series("c", &n.to_string(), vec![Sample(t + round, n as f64)])
+                            })
+                            .collect();
+                        let data = if task % 2 == 0 {
+                            AppendData::Series(s)
+                        } else {
+                            AppendData::RemoteWrite(crate::api::remote_write::encode_raw(&s))
+                        };
+                        db.append(AppendRequest { origin: None, data })
+                            .await
+                            .unwrap();
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+    }
+    let db = Tsdb::open_with(dir.path(), opts()).unwrap();
+    let got = db
+        .select(
+            &[Matcher::equal("__name__", "c")],
+            i64::MIN,
+            i64::MAX,
+            1 << 20,
+        )
+        .unwrap();
+    assert_eq!(got.len(), 8 * 20 * 5);
+    for s in got {
+        let n: f64 = s.labels.get("instance").unwrap().parse().unwrap();
+        assert_eq!(s.samples.len(), 1, "{:?}", s.labels);
+        assert_eq!(s.samples[0].1, n, "{:?}", s.labels);
+    }
+    assert_eq!(all(&db, LOST_SERIES).len(), 0);
+}
+
+/// A damaged series definition loses the labels, not the samples: they read back under a
+/// placeholder, and the ids after it keep their series.
+#[test]
+fn a_damaged_series_definition_keeps_the_samples_under_a_placeholder() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let t = now_ms();
+    {
+        let db = Tsdb::open_with(dir.path(), opts()).unwrap();
+        put(&rt, &db, vec![series("a", "x", vec![Sample(t, 1.0)])]);
+        put(&rt, &db, vec![series("a", "x", vec![Sample(t + 1, 2.0)])]);
+        put(&rt, &db, vec![series("b", "x", vec![Sample(t + 2, 3.0)])]);
+    }
+    let seg = wal::segment_path(&dir.path().join("log"), 1);
+    let mut bytes = fs::read(&seg).unwrap();
+    let at = record_offsets(&bytes);
+    // def(a), a, a, def(b), b: damage a's definition.
+    assert_eq!(at.len(), 5, "{at:?}");
+    bytes[at[0] + HEADER_LEN + 2] ^= 0xff;
+    fs::write(&seg, &bytes).unwrap();
+    let db = Tsdb::open_with(dir.path(), opts()).unwrap();
+    assert_eq!(db.recovery.corrupt, 1);
+    assert_eq!(all(&db, "a").len(), 0);
+    assert_eq!(
+        all(&db, LOST_SERIES)
+            .iter()
+            .map(|s| s.1)
+            .collect::<Vec<_>>(),
+        vec![1.0, 2.0]
+    );
+    assert_eq!(
+        all(&db, "b").iter().map(|s| s.1).collect::<Vec<_>>(),
+        vec![3.0]
+    );
+    // New series do not take the placeholder's id.
+    put(&rt, &db, vec![series("c", "x", vec![Sample(t + 3, 4.0)])]);
+    drop(db);
+    let db = Tsdb::open_with(dir.path(), opts()).unwrap();
+    assert_eq!(
+        all(&db, "c").iter().map(|s| s.1).collect::<Vec<_>>(),
+        vec![4.0]
+    );
+    assert_eq!(all(&db, LOST_SERIES).len(), 2);
 }

@@ -4,8 +4,16 @@
 //! `DATA_DIR/log/NNNNNNNNNNNNNNNNNNNN.seg`, segments of at most 128 MiB, each a sequence of
 //! records framed exactly like wire frames (see `telltale_common::codec`: length, version,
 //! CRC-32, payload). A record's payload is a MessagePack map
-//! `{agent, epoch, sequence, wire, series}`: `wire` holds an agent's batch exactly as it arrived
-//! (a `ClientMessage::Batch` payload), `series` the samples the aggregator produced itself.
+//! `{agent, epoch, sequence, defs, points, events}`: `defs` defines series ids (id and labels,
+//! ascending; the writer puts the definitions of every series created since its last group in
+//! front of that group, so an id is defined before any record names it), `points` holds the
+//! samples by series id (see [`encode_points`]: about 11 bytes a sample, no labels), `events`
+//! an agent's host events, and `agent/epoch/sequence` the batch's origin for de-duplication.
+//! A series' labels are written once, not with every sample: a request of 10,000 samples
+//! costs ~110 KB of log instead of ~1.5 MB.
+//!
+//! Records written before `points` existed (release 0.1) carry `wire` (an agent's batch as
+//! it arrived) or `series` (samples with their labels) instead; replay still reads them.
 //!
 //! # Durability
 //! One writer thread does group commit: it takes every queued record, writes them, calls
@@ -47,8 +55,130 @@ pub struct Record<'a> {
     #[serde(borrow, default)]
     pub wire: Option<&'a serde_bytes::Bytes>,
     /// Borrowed when writing (no copy of the caller's series), owned when replaying.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "<[SeriesSamples]>::is_empty")]
     pub series: std::borrow::Cow<'a, [SeriesSamples]>,
+    /// Series ids defined here, ascending.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub defs: Vec<super::SeriesRecord>,
+    /// Samples by series id ([`encode_points`]).
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub points: Option<&'a serde_bytes::Bytes>,
+    /// Host events (agent records).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<Event>,
+}
+
+impl Record<'_> {
+    /// A record of samples by id (and an agent's origin and events).
+    pub fn points<'a>(
+        origin: Option<&'a crate::storage::Origin>,
+        points: &'a [u8],
+        events: Vec<Event>,
+    ) -> Record<'a> {
+        Record {
+            agent: origin.map(|o| o.agent.as_str()),
+            epoch: origin.map(|o| o.epoch).unwrap_or(0),
+            sequence: origin.map(|o| o.sequence),
+            wire: None,
+            series: std::borrow::Cow::Borrowed(&[]),
+            defs: Vec::new(),
+            points: Some(serde_bytes::Bytes::new(points)),
+            events,
+        }
+    }
+}
+
+impl Record<'static> {
+    /// A record defining series ids.
+    pub fn defs(defs: Vec<super::SeriesRecord>) -> Record<'static> {
+        Record {
+            agent: None,
+            epoch: 0,
+            sequence: None,
+            wire: None,
+            series: std::borrow::Cow::Borrowed(&[]),
+            defs,
+            points: None,
+            events: Vec::new(),
+        }
+    }
+}
+
+/// Encodes samples by series id: a varint count, then per sample the zigzag varint
+/// differences of its id and timestamp from the previous sample's, and the value's 8 bytes
+/// (little-endian IEEE 754, NaN payloads such as stale markers kept).
+pub fn encode_points(points: &[(u32, Sample)], out: &mut Vec<u8>) {
+    out.reserve(points.len() * 12 + 10);
+    put_varint(out, points.len() as u64);
+    let (mut id, mut t) = (0i64, 0i64);
+    for &(i, Sample(ts, v)) in points {
+        put_varint(out, zigzag(i64::from(i) - id));
+        put_varint(out, zigzag(ts.wrapping_sub(t)));
+        out.extend_from_slice(&v.to_bits().to_le_bytes());
+        (id, t) = (i64::from(i), ts);
+    }
+}
+
+/// Decodes [`encode_points`]; damage is an error, never a panic.
+pub fn decode_points(b: &[u8]) -> Result<Vec<(u32, Sample)>, String> {
+    let mut pos = 0usize;
+    let n = get_varint(b, &mut pos)?;
+    // Each sample takes at least 10 bytes: a count beyond that is damage, not an allocation.
+    if n > (b.len() / 10) as u64 {
+        return Err(format!(
+            "points record claims {n} samples in {} bytes",
+            b.len()
+        ));
+    }
+    let mut out = Vec::with_capacity(n as usize);
+    let (mut id, mut t) = (0i64, 0i64);
+    for _ in 0..n {
+        id = id.wrapping_add(unzigzag(get_varint(b, &mut pos)?));
+        t = t.wrapping_add(unzigzag(get_varint(b, &mut pos)?));
+        let v = b
+            .get(pos..pos + 8)
+            .ok_or_else(|| "points record cut short".to_string())?;
+        pos += 8;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(v);
+        let id = u32::try_from(id).map_err(|_| format!("series id {id} out of range"))?;
+        out.push((id, Sample(t, f64::from_bits(u64::from_le_bytes(a)))));
+    }
+    if pos != b.len() {
+        return Err(format!("{} bytes after the points", b.len() - pos));
+    }
+    Ok(out)
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(b: &[u8], pos: &mut usize) -> Result<u64, String> {
+    let mut v = 0u64;
+    for i in 0..10 {
+        let byte = *b
+            .get(*pos)
+            .ok_or_else(|| "points record cut short".to_string())?;
+        *pos += 1;
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte < 0x80 {
+            return Ok(v);
+        }
+    }
+    Err("varint longer than 10 bytes in a points record".into())
 }
 
 /// A series to store: sorted label pairs borrowed from a payload or a record, and samples.
@@ -241,6 +371,41 @@ impl Writer {
                 }
                 Err(e)
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// Points come back bit for bit (NaN payloads too); any prefix cut short or any
+        /// bytes at all are an error or an answer, never a panic.
+        #[test]
+        fn points_round_trip(
+            points in proptest::collection::vec(
+                (proptest::num::u32::ANY, proptest::num::i64::ANY, proptest::num::u64::ANY),
+                0..50,
+            ),
+            cut in 1usize..20,
+            junk in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+        ) {
+            let points: Vec<(u32, Sample)> = points
+                .into_iter()
+                .map(|(id, t, v)| (id, Sample(t, f64::from_bits(v))))
+                .collect();
+            let mut b = Vec::new();
+            encode_points(&points, &mut b);
+            let back = decode_points(&b).unwrap();
+            proptest::prop_assert_eq!(
+                back.iter().map(|(i, s)| (*i, s.0, s.1.to_bits())).collect::<Vec<_>>(),
+                points.iter().map(|(i, s)| (*i, s.0, s.1.to_bits())).collect::<Vec<_>>()
+            );
+            if !points.is_empty() {
+                proptest::prop_assert!(decode_points(&b[..b.len().saturating_sub(cut)]).is_err());
+            }
+            let _ = decode_points(&junk);
         }
     }
 }

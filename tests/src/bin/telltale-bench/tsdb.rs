@@ -59,6 +59,7 @@ struct Gen {
     shape: Shape,
     v: f64,
     host_offset: i64,
+    host: usize,
 }
 
 fn host_series(h: usize, rng: &mut Rng) -> Vec<Gen> {
@@ -75,6 +76,7 @@ fn host_series(h: usize, rng: &mut Rng) -> Vec<Gen> {
             shape,
             v,
             host_offset,
+            host: h,
         });
     };
     let c = |lo: f64, spread: f64, res: f64| Shape::Counter { lo, spread, res };
@@ -371,7 +373,10 @@ fn bodies(hosts: usize, start: i64, end: i64) -> (Vec<Body>, usize, usize) {
 /// agents): time-major, one sample per series per scrape, `per_body` samples a request, the
 /// series split over `shards` (series `i` to shard `i % shards`, as a shard owns its series),
 /// timestamps up to `jitter_ms` after the scrape slot. Every shard closes its partial body
-/// at each 5-minute slice, where the senders meet.
+/// at each 5-minute slice, where the senders meet. What real traffic also has: a host now and
+/// then misses a scrape (1 in 1,000), goes down for 5 minutes with stale markers for all its
+/// series first (1 in 20,000 scrapes), a counter resets (a process restart, 1 in 50,000
+/// samples) and a gauge reads NaN (1 in 20,000).
 fn bodies_real(
     hosts: usize,
     start: i64,
@@ -387,13 +392,38 @@ fn bodies_real(
     let mut out = Vec::new();
     let mut samples = 0;
     let (mut t, mut step) = (start, 0usize);
+    // Per host: the step it is back up at, and whether it misses this scrape.
+    let mut down_until = vec![0usize; hosts];
+    let mut skip = vec![false; hosts];
     while t < end {
         let slice = step / 30;
+        for h in 0..hosts {
+            skip[h] = step < down_until[h] || rng.uniform() < 1e-3;
+            if step >= down_until[h] && rng.uniform() < 5e-5 {
+                down_until[h] = step + 30;
+            }
+        }
         for (i, g) in gens.iter_mut().enumerate() {
             let shard = i % shards;
+            let mut x = g.next(t, &mut rng, jitter_ms);
+            if down_until[g.host] == step + 30 {
+                // Going down: Prometheus writes a stale marker for each series.
+                x.1 = f64::from_bits(telltale_common::model::STALE_NAN_BITS);
+            } else if skip[g.host] {
+                continue;
+            } else if let Shape::Counter { .. } = g.shape
+                && rng.uniform() < 2e-5
+            {
+                g.v = 0.0;
+                x.1 = 0.0;
+            } else if let Shape::Walk { .. } = g.shape
+                && rng.uniform() < 5e-5
+            {
+                x.1 = f64::NAN;
+            }
             pending[shard].push(SeriesSamples {
                 labels: g.labels.clone(),
-                samples: vec![g.next(t, &mut rng, jitter_ms)],
+                samples: vec![x],
             });
             samples += 1;
             if pending[shard].len() == per_body {
