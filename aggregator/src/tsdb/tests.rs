@@ -894,3 +894,117 @@ fn a_damaged_series_definition_keeps_the_samples_under_a_placeholder() {
     );
     assert_eq!(all(&db, LOST_SERIES).len(), 2);
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let dest = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &dest);
+        } else {
+            fs::copy(&p, &dest).unwrap();
+        }
+    }
+}
+
+/// A data directory written by release 0.1 (`tests/data/release-0.1`, made by that release's
+/// `record_release_dir` test: 26 hours of two series in compacted blocks, a 27th hour, five
+/// agent batches with events and a remote_write request in its WAL, whose records carry
+/// labels) opens, reads back every sample bit for bit, keeps its batch origins, and takes
+/// new writes that survive another restart.
+#[test]
+fn a_data_directory_of_release_0_1_opens_with_everything_in_it() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/release-0.1"),
+        dir.path(),
+    );
+    let t0: i64 = 1_764_000_000_000;
+    let value = |i: usize, k: i64| -> f64 {
+        if i == 0 && k == 100 {
+            f64::NAN
+        } else if i == 0 && k == 200 {
+            f64::from_bits(telltale_common::model::STALE_NAN_BITS)
+        } else {
+            k as f64 * 0.25 + i as f64 * 1000.0
+        }
+    };
+    let check = |db: &Tsdb| {
+        for i in 0..2usize {
+            let got = db
+                .select(
+                    &[
+                        Matcher::equal("__name__", "rec_series"),
+                        Matcher::equal("i", &i.to_string()),
+                    ],
+                    i64::MIN,
+                    i64::MAX,
+                    1 << 20,
+                )
+                .unwrap();
+            assert_eq!(got.len(), 1);
+            let want: Vec<(i64, u64)> = (0..27 * 360)
+                .map(|k| (t0 + k * 10_000 + (k % 7), value(i, k).to_bits()))
+                .collect();
+            let have: Vec<(i64, u64)> = got[0]
+                .samples
+                .iter()
+                .map(|s| (s.0, s.1.to_bits()))
+                .collect();
+            assert_eq!(have.len(), want.len(), "series {i}");
+            assert!(have == want, "series {i}: samples differ");
+        }
+        let agent = all(db, "rec_agent");
+        assert_eq!(
+            agent.iter().map(|s| s.1).collect::<Vec<_>>(),
+            vec![1.0, 2.0, 3.0, 4.0, 5.0]
+        );
+        let rw = all(db, "rec_rw");
+        assert_eq!(
+            rw.iter().map(|s| s.1).collect::<Vec<_>>(),
+            vec![0.5, 1.5, 2.5]
+        );
+        let ev = db.events(&[], i64::MIN, 100);
+        assert_eq!(ev.len(), 5, "{ev:?}");
+        assert!(
+            ev.iter()
+                .all(|e| e.labels.contains(&("instance".into(), "a1".into())))
+        );
+    };
+    {
+        let db = Tsdb::open_with(dir.path(), opts()).unwrap();
+        assert_eq!(db.recovery.corrupt, 0);
+        assert_eq!(db.recovery.quarantined, 0);
+        check(&db);
+        // The origins of the old records still de-duplicate.
+        let again = rt
+            .block_on(db.append(agent_req(
+                "a1",
+                3,
+                t0 + 27 * 3_600_000 + 3000,
+                &["rec_agent".into()],
+            )))
+            .unwrap();
+        assert_eq!(again, AppendOutcome::Duplicate);
+        put(
+            &rt,
+            &db,
+            vec![series(
+                "rec_new",
+                "x",
+                vec![Sample(t0 + 28 * 3_600_000, 42.0)],
+            )],
+        );
+    }
+    // New records after old ones, and a cut and compaction over both.
+    let db = Tsdb::open_with(dir.path(), opts()).unwrap();
+    check(&db);
+    assert_eq!(all(&db, "rec_new"), vec![Sample(t0 + 28 * 3_600_000, 42.0)]);
+    db.flush_and_compact(t0 + 80 * 3_600_000).unwrap();
+    drop(db);
+    let db = Tsdb::open_with(dir.path(), opts()).unwrap();
+    check(&db);
+    assert_eq!(all(&db, "rec_new"), vec![Sample(t0 + 28 * 3_600_000, 42.0)]);
+}
