@@ -1,6 +1,8 @@
 //! Bytes per sample of the chunk codec (pco, what the engine writes) next to Gorilla
 //! (Prometheus' XOR chunks: delta-of-delta timestamps, XOR'd float bits), on node-like series
-//! of 2 hours at 10 s (720 samples, one 2-hour block window) with a few ms of scrape jitter.
+//! of 2 hours at 10 s (720 samples, one 2-hour block window) with a few ms of scrape jitter;
+//! then the two choices behind the codec: grid timestamps against delta coding (25 ms of
+//! jitter, missed scrapes), and pco levels on columns with an outlier (a NaN, a reset).
 //!
 //! `cargo run --release -p telltale-aggregator --example chunk_codecs`
 
@@ -150,4 +152,77 @@ fn main() {
         g_all as f64 / total,
         p_all as f64 / total
     );
+    choices();
+}
+
+fn choices() {
+    use pco::ChunkConfig;
+    use pco::standalone::simple_compress;
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let n = 2160usize;
+    println!("\n{n} timestamps (6 h at 10 s), bytes per timestamp:\n");
+    println!("| jitter | missed scrapes | delta coding (pco) | Telltale's chunk (grid) |");
+    println!("|---|---|---|---|");
+    for (jitter, gaps) in [(4.0, 0.0), (25.0, 0.0), (25.0, 0.001), (0.0, 0.001)] {
+        let mut ts = Vec::new();
+        let mut slot = 1_764_000_003_217i64;
+        while ts.len() < n {
+            if rnd() >= gaps {
+                ts.push(slot + (rnd() * jitter) as i64);
+            }
+            slot += 10_000;
+        }
+        let cfg = ChunkConfig::default().with_compression_level(5);
+        let delta = simple_compress(&ts, &cfg).unwrap_or_default().len();
+        // The chunk holds an empty value column too: a few bytes.
+        let grid = chunk::encode(&[&ts], &[&[]]).len();
+        println!(
+            "| {jitter} ms | {gaps} | {:.3} | {:.3} |",
+            delta as f64 / n as f64,
+            grid as f64 / n as f64
+        );
+    }
+    println!(
+        "\n{n} values, bytes per value by pco level, and Telltale's chunk (level 5, NaNs aside):\n"
+    );
+    println!("| column | level 2 | level 5 | level 8 | Telltale's chunk |");
+    println!("|---|---|---|---|---|");
+    let round = |v: f64, r: f64| (v / r).round() * r;
+    let mut cols: Vec<(&str, Vec<f64>)> = Vec::new();
+    let (mut a, mut b, mut c) = (12345.67, 1e5, 1e5);
+    let (mut va, mut vb, mut vc) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..n {
+        a = round(a + 1.0 + 1.5 * rnd(), 0.01);
+        b = (b + 50.0 + 30.0 * rnd()).round();
+        c = if rnd() < 1e-3 {
+            0.0
+        } else {
+            (c + 50.0 + 30.0 * rnd()).round()
+        };
+        va.push(a);
+        vb.push(if rnd() < 1e-3 { f64::NAN } else { b });
+        vc.push(c);
+    }
+    cols.push(("cpu seconds counter", va));
+    cols.push(("request counter, a NaN in 1,000", vb));
+    cols.push(("request counter, a reset in 1,000", vc));
+    for (name, col) in &cols {
+        let size = |l: usize| {
+            let cfg = ChunkConfig::default().with_compression_level(l);
+            simple_compress(col, &cfg).unwrap_or_default().len() as f64 / n as f64
+        };
+        let ours = chunk::encode(&[], &[col]).len() as f64 / n as f64;
+        println!(
+            "| {name} | {:.3} | {:.3} | {:.3} | {ours:.3} |",
+            size(2),
+            size(5),
+            size(8)
+        );
+    }
 }
