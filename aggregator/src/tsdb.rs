@@ -37,6 +37,7 @@
 //! newest write wins). Readers look at the head first and the blocks last, and writers add a
 //! block before they drop what it replaces, so a reader never misses data in motion.
 
+mod batch_scan;
 pub mod block;
 mod cache;
 pub mod check;
@@ -61,6 +62,7 @@ use telltale_common::wire::Event;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::remote_write;
+use crate::storage::stamp_agent_labels;
 use crate::storage::{
     AppendData, AppendHook, AppendOutcome, AppendRequest, BoxFuture, Matcher, Origin, RollupData,
     SeriesData, Storage, StorageError, StorageStats,
@@ -69,7 +71,7 @@ use block::{Block, Kind};
 use dedup::Dedup;
 use head::{AppendLimits, Head, NO_OWNER, hash_labels};
 pub use wal::RecoveryReport;
-use wal::{Record, Writer, prepare};
+use wal::{Record, Writer, prepare, stamp_events};
 
 /// Engine settings (see `config/aggregator.toml`, section `[storage]`).
 #[derive(Debug, Clone)]
@@ -242,6 +244,8 @@ struct Inner {
     /// remote_write label bytes as sent ([`remote_write::RawSeries::key`]) → series id and
     /// metric name: a series seen before costs one hash and one comparison of its bytes.
     rw_keys: RwLock<KeyCache>,
+    /// The same per agent, for the label arrays of its batches.
+    agent_keys: RwLock<rustc_hash::FxHashMap<String, Arc<RwLock<KeyCache>>>>,
     /// Set (and notified) by the writer when the head reaches its size budget, so the cut
     /// happens at once instead of at the next scheduled round: memory per series stays
     /// bounded under any ingest rate.
@@ -509,6 +513,7 @@ impl Tsdb {
             last_checkpoint_ms: AtomicU64::new(0),
             pending_checkpoint: Mutex::new(None),
             rw_keys: RwLock::new(Default::default()),
+            agent_keys: RwLock::new(Default::default()),
         });
         let (tx, rx) = mpsc::channel(4096);
         let w_inner = inner.clone();
@@ -698,21 +703,29 @@ impl Tsdb {
         ids
     }
 
-    /// Series ids of a remote_write request's series: from the cache of label bytes seen
-    /// before (no label is decoded, checked, sorted or hashed for those), the rest decoded,
-    /// checked and resolved, then cached. Also the metric names, when `names` is wanted.
-    fn remote_write_ids(
+    /// Series ids for series known by the bytes their labels were sent as: from `cache` for
+    /// bytes seen before (no label is decoded, checked, sorted or hashed for those), the rest
+    /// decoded by `decode` (an error refuses the request before anything is stored; `None`
+    /// drops that series), resolved within the caps, then cached. Also the metric names,
+    /// when `names` is wanted.
+    #[allow(clippy::too_many_arguments)]
+    fn ids_by_key<'k>(
         &self,
-        sc: &remote_write::Scanned<'_>,
+        cache: &RwLock<KeyCache>,
+        cap: u64,
+        keys: &[&'k [u8]],
+        agent: Option<&str>,
+        remote_write: bool,
+        decode: impl Fn(&'k [u8]) -> Result<Option<Vec<(&'k str, &'k str)>>, String>,
         names: bool,
     ) -> Result<IdsAndNames, String> {
-        let mut ids = vec![None; sc.series.len()];
+        let mut ids = vec![None; keys.len()];
         let mut metric_names: Vec<Arc<str>> = Vec::new();
         let mut misses: Vec<usize> = Vec::new();
         {
-            let cache = self.inner.rw_keys.read().unwrap_or_else(|e| e.into_inner());
-            for (i, s) in sc.series.iter().enumerate() {
-                match cache.get(&*s.key) {
+            let cache = cache.read().unwrap_or_else(|e| e.into_inner());
+            for (i, key) in keys.iter().enumerate() {
+                match cache.get(*key) {
                     Some((id, name)) => {
                         ids[i] = Some(*id);
                         if names && metric_names.last().is_none_or(|n| !Arc::ptr_eq(n, name)) {
@@ -726,28 +739,25 @@ impl Tsdb {
         if misses.is_empty() {
             return Ok((ids, metric_names));
         }
-        // Every new key is checked before anything is stored: a bad series refuses the
-        // request, as before the cache.
-        let mut pairs: Vec<Vec<(&str, &str)>> = Vec::with_capacity(misses.len());
+        let mut decoded: Vec<(usize, Vec<(&str, &str)>)> = Vec::with_capacity(misses.len());
         for &i in &misses {
-            pairs.push(remote_write::labels(&sc.series[i].key)?);
+            if let Some(p) = decode(keys[i])? {
+                decoded.push((i, p));
+            }
         }
-        let slices: Vec<&[(&str, &str)]> = pairs.iter().map(Vec::as_slice).collect();
-        let found = self.resolve_ids(None, true, &slices);
-        let mut cache = self
-            .inner
-            .rw_keys
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let slices: Vec<&[(&str, &str)]> = decoded.iter().map(|(_, p)| p.as_slice()).collect();
+        let found = self.resolve_ids(agent, remote_write, &slices);
+        let mut cache = cache.write().unwrap_or_else(|e| e.into_inner());
         // Senders spelling label sets in ever new ways cannot grow it without bound.
-        let cap = (self.inner.opts.max_series_remote_write as usize)
+        let cap = usize::try_from(cap)
+            .unwrap_or(usize::MAX)
             .saturating_mul(2)
             .max(1 << 16);
-        if cache.len() + misses.len() > cap {
+        if cache.len() + decoded.len() > cap {
             cache.clear();
         }
-        for ((&i, id), p) in misses.iter().zip(found).zip(&pairs) {
-            ids[i] = id;
+        for ((i, p), id) in decoded.iter().zip(found) {
+            ids[*i] = id;
             let name: Arc<str> = p
                 .iter()
                 .find(|(k, _)| *k == "__name__")
@@ -757,10 +767,61 @@ impl Tsdb {
                 metric_names.push(name.clone());
             }
             if let Some(id) = id {
-                cache.insert(sc.series[i].key.to_vec().into_boxed_slice(), (id, name));
+                cache.insert(keys[*i].to_vec().into_boxed_slice(), (id, name));
             }
         }
         Ok((ids, metric_names))
+    }
+
+    /// Points, events and (if `names`) the distinct metric names of an agent's batch walked
+    /// by [`batch_scan::scan`]: the same cached path as remote_write, per agent (the labels
+    /// an agent sends are stamped with its name).
+    fn resolve_agent_batch(
+        &self,
+        agent: &str,
+        raw: batch_scan::RawBatch<'_>,
+        names: bool,
+    ) -> Result<Resolved, String> {
+        let cache = {
+            let caches = self
+                .inner
+                .agent_keys
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            caches.get(agent).cloned()
+        };
+        let cache = match cache {
+            Some(c) => c,
+            None => self
+                .inner
+                .agent_keys
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(agent.to_string())
+                .or_default()
+                .clone(),
+        };
+        let keys: Vec<&[u8]> = raw.series.iter().map(|(k, _)| *k).collect();
+        let decode = |key| {
+            let mut p = batch_scan::pairs(key).ok_or("undecodable labels")?;
+            Ok(stamp_agent_labels(&mut p, agent).then_some(p))
+        };
+        let cap = self.inner.opts.max_series_per_agent;
+        let (ids, mut metric_names) =
+            self.ids_by_key(&cache, cap, &keys, Some(agent), false, decode, names)?;
+        let mut points = Vec::with_capacity(raw.samples.len());
+        for ((_, range), id) in raw.series.iter().zip(ids) {
+            if let Some(id) = id {
+                points.extend(raw.samples[range.clone()].iter().map(|&x| (id, x)));
+            }
+        }
+        if names {
+            metric_names.sort_unstable();
+            metric_names.dedup();
+        }
+        let mut events = raw.events;
+        stamp_events(&mut events, Some(agent));
+        Ok((points, events, metric_names))
     }
 
     async fn append_inner(&self, req: AppendRequest) -> Result<AppendOutcome, StorageError> {
@@ -791,7 +852,10 @@ impl Tsdb {
         let hook = self.hook.read().unwrap_or_else(|e| e.into_inner()).clone();
         let resolved = match &req.data {
             AppendData::RemoteWrite(raw) => self.resolve_remote_write(raw, hook.is_some()),
-            AppendData::Encoded(w) => self.resolve_prepared(&req, Some(w), &[], hook.is_some()),
+            AppendData::Encoded(w) => match (&req.origin, batch_scan::scan(w)) {
+                (Some(o), Some(raw)) => self.resolve_agent_batch(&o.agent, raw, hook.is_some()),
+                _ => self.resolve_prepared(&req, Some(w), &[], hook.is_some()),
+            },
             AppendData::Series(s) => self.resolve_prepared(&req, None, s, hook.is_some()),
         };
         let (points, events, names) = match resolved {
@@ -842,7 +906,14 @@ impl Tsdb {
     fn resolve_remote_write(&self, raw: &[u8], names: bool) -> Result<Resolved, String> {
         let bad = |e: String| format!("malformed remote_write body: {e}");
         let sc = remote_write::scan(raw).map_err(bad)?;
-        let (ids, mut metric_names) = self.remote_write_ids(&sc, names).map_err(bad)?;
+        let keys: Vec<&[u8]> = sc.series.iter().map(|s| &*s.key).collect();
+        // Every new key is checked before anything is stored: a bad series refuses the
+        // request, as before the cache.
+        let decode = |key| remote_write::labels(key).map(Some);
+        let cap = self.inner.opts.max_series_remote_write;
+        let (ids, mut metric_names) = self
+            .ids_by_key(&self.inner.rw_keys, cap, &keys, None, true, decode, names)
+            .map_err(bad)?;
         let mut points = Vec::with_capacity(sc.samples.len());
         for (s, id) in sc.series.iter().zip(ids) {
             if let Some(id) = id {

@@ -1008,3 +1008,76 @@ fn a_data_directory_of_release_0_1_opens_with_everything_in_it() {
     check(&db);
     assert_eq!(all(&db, "rec_new"), vec![Sample(t0 + 28 * 3_600_000, 42.0)]);
 }
+
+/// Agent batches go through the cache of label bytes: the same bytes from two agents are two
+/// series (each stamped with its sender), a repeated label set finds its series again, and
+/// what stamping does (instance replaced, empty values dropped, no name: not stored) holds
+/// on the cached path as on the first.
+#[test]
+fn agent_label_bytes_are_cached_per_agent() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let db = Tsdb::open_with(dir.path(), opts()).unwrap();
+    let t = now_ms();
+    let batch = |agent: &str, seq: u64, v: f64| {
+        let encoded = codec::encode_payload(&ClientMessage::Batch(Batch {
+            sequence: seq,
+            created_ms: t,
+            series: vec![
+                SeriesSamples {
+                    labels: Labels::from_pairs([
+                        ("__name__", "m"),
+                        ("instance", "liar"),
+                        ("x", ""),
+                    ]),
+                    samples: vec![Sample(t + seq as i64, v)],
+                },
+                SeriesSamples {
+                    labels: Labels::from_pairs([("nameless", "y")]),
+                    samples: vec![Sample(t + seq as i64, v)],
+                },
+            ],
+            events: Vec::new(),
+        }))
+        .unwrap();
+        AppendRequest {
+            origin: Some(Origin {
+                agent: agent.into(),
+                epoch: 1,
+                sequence: seq,
+            }),
+            data: AppendData::Encoded(encoded),
+        }
+    };
+    for seq in 1..=3 {
+        for (agent, v) in [("a", 1.0), ("b", 2.0)] {
+            let r = rt
+                .block_on(db.append(batch(agent, seq, v * seq as f64)))
+                .unwrap();
+            assert_eq!(r, AppendOutcome::Stored { samples: 1 });
+        }
+    }
+    let got = db
+        .select(&[Matcher::equal("__name__", "m")], i64::MIN, i64::MAX, 1000)
+        .unwrap();
+    let mut seen: Vec<(Labels, Vec<f64>)> = got
+        .into_iter()
+        .map(|s| (s.labels, s.samples.iter().map(|x| x.1).collect()))
+        .collect();
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    let want = |i: &str| {
+        Labels::from_pairs([
+            ("__name__", "m"),
+            ("instance", i),
+            ("job", crate::storage::AGENT_JOB),
+        ])
+    };
+    assert_eq!(
+        seen,
+        vec![
+            (want("a"), vec![1.0, 2.0, 3.0]),
+            (want("b"), vec![2.0, 4.0, 6.0])
+        ]
+    );
+    assert_eq!(db.stats().series, 2, "the nameless series is not stored");
+}

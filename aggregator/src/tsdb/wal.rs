@@ -217,15 +217,19 @@ pub fn prepare<'a>(
             true
         }
     });
-    // Events speak for the agent that sent them, like its series.
-    for e in &mut events {
+    stamp_events(&mut events, agent);
+    Ok((out, events))
+}
+
+/// Events speak for the agent that sent them, like its series: `instance` is its name.
+pub fn stamp_events(events: &mut [Event], agent: Option<&str>) {
+    for e in events {
         e.labels.retain(|(k, _)| k != "instance");
         if let Some(a) = agent {
             e.labels.push(("instance".into(), a.into()));
         }
         e.labels.sort();
     }
-    Ok((out, events))
 }
 
 /// Counters of what replay found.
