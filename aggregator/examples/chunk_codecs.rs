@@ -86,14 +86,18 @@ fn gorilla(ts: &[i64], vs: &[f64]) -> usize {
     b.out.len()
 }
 
-fn main() {
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let mut rnd = move || {
+/// Uniform numbers in [0, 1) from a xorshift generator.
+fn uniform(mut x: u64) -> impl FnMut() -> f64 {
+    move || {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         (x >> 11) as f64 / (1u64 << 53) as f64
-    };
+    }
+}
+
+fn main() {
+    let mut rnd = uniform(0x2545_f491_4f6c_dd1d);
     let n = 720;
     let ts: Vec<i64> = (0..n)
         .map(|i| 1_764_000_000_000 + i * 10_000 + (rnd() * 4.0) as i64)
@@ -158,13 +162,7 @@ fn main() {
 fn choices() {
     use pco::ChunkConfig;
     use pco::standalone::simple_compress;
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut rnd = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (x >> 11) as f64 / (1u64 << 53) as f64
-    };
+    let mut rnd = uniform(0x9e37_79b9_7f4a_7c15);
     let n = 2160usize;
     println!("\n{n} timestamps (6 h at 10 s), bytes per timestamp:\n");
     println!("| jitter | missed scrapes | delta coding (pco) | Telltale's chunk (grid) |");
