@@ -24,7 +24,7 @@ pub struct Origin {
 #[derive(Debug, Clone)]
 pub enum AppendData {
     /// A wire `ClientMessage::Batch` payload (MessagePack) exactly as an agent sent it. The
-    /// engine logs these bytes verbatim and decodes them without copying label strings.
+    /// engine walks it without copying and decodes the labels only of series it has not seen.
     Encoded(Vec<u8>),
     /// Series built in the aggregator (for example `up`).
     Series(Vec<SeriesSamples>),

@@ -2,8 +2,8 @@
 //! with rollups, behind the [`Storage`] trait.
 //!
 //! # Layout
-//! - [`wal`]: group-committed, fdatasync'ed log of batches as they arrived (the durability
-//!   point: a batch is acknowledged once its record is on disk).
+//! - [`wal`]: group-committed, fdatasync'ed log of appends — samples by series id, each series
+//!   defined once (the durability point: a batch is acknowledged once its record is on disk).
 //! - [`head`]: every series, its labels, postings, and the samples not yet in a block.
 //! - [`chunk`]: the chunk codec (pco columns); [`block`]: block files of chunks with a
 //!   checksummed index; [`rollup`]: 5-minute and 1-hour summaries.

@@ -168,9 +168,12 @@ pub fn scan(payload: &[u8]) -> Option<RawBatch<'_>> {
         return None;
     }
     let mut out = RawBatch::default();
-    let mut seen_series = false;
+    let (mut seen_series, mut seen_events) = (false, false);
     for _ in 0..r.map_len()? {
         match r.str()? {
+            // A field given twice is refused by serde: left to it.
+            "series" if seen_series => return None,
+            "events" if seen_events => return None,
             "series" => {
                 seen_series = true;
                 let n = r.array_len()?;
@@ -181,6 +184,7 @@ pub fn scan(payload: &[u8]) -> Option<RawBatch<'_>> {
                 }
             }
             "events" => {
+                seen_events = true;
                 let start = r.pos;
                 r.skip(0)?;
                 out.events =
@@ -196,6 +200,8 @@ fn series<'a>(r: &mut Reader<'a>, out: &mut RawBatch<'a>) -> Option<()> {
     let (mut labels, mut samples) = (None, None);
     for _ in 0..r.map_len()? {
         match r.str()? {
+            "labels" if labels.is_some() => return None,
+            "samples" if samples.is_some() => return None,
             "labels" => {
                 let start = r.pos;
                 for _ in 0..r.array_len()? {
@@ -312,5 +318,28 @@ mod tests {
             framed.extend_from_slice(&b);
             let _ = scan(&framed);
         }
+    }
+
+    /// A field given twice is left to serde (which refuses it): the walk does not accept
+    /// what the serde path would not.
+    #[test]
+    fn repeated_fields_are_not_accepted() {
+        #[derive(serde::Serialize)]
+        struct Field<T> {
+            series: T,
+        }
+        let series = vec![SeriesSamples {
+            labels: Labels::from_pairs([("__name__", "m")]),
+            samples: vec![Sample(1, 1.0)],
+        }];
+        let mut p = payload(series.clone(), Vec::new());
+        assert!(scan(&p).is_some());
+        // {"Batch": {fields}}: the inner map's header (a fixmap) follows the 6 bytes of "Batch".
+        assert!((0x81..0x8f).contains(&p[7]), "{:x}", p[7]);
+        p[7] += 1;
+        let extra = codec::encode_payload(&Field { series }).unwrap();
+        p.extend_from_slice(&extra[1..]);
+        assert!(scan(&p).is_none());
+        assert!(codec::decode_borrowed::<ClientMessageRef>(&p).is_err());
     }
 }
