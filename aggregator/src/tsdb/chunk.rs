@@ -92,7 +92,7 @@ pub enum ChunkError {
     },
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(super) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -100,7 +100,7 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn get_varint(b: &[u8], pos: &mut usize) -> Result<u64, ChunkError> {
+pub(super) fn get_varint(b: &[u8], pos: &mut usize) -> Result<u64, ChunkError> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
         let byte = *b.get(*pos).ok_or(ChunkError::Truncated(*pos))?;
@@ -224,11 +224,11 @@ pub fn encode(ints: &[&[i64]], floats: &[&[f64]]) -> Vec<u8> {
     out
 }
 
-fn zigzag(v: i64) -> u64 {
+pub(super) fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
 
-fn unzigzag(v: u64) -> i64 {
+pub(super) fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 

@@ -40,6 +40,8 @@ use telltale_common::wire::{ClientMessageRef, Event};
 
 use crate::storage::stamp_agent_labels;
 
+use super::chunk::{put_varint, unzigzag, zigzag};
+
 const SEGMENT_BYTES: u64 = 128 * 1024 * 1024;
 const MAX_RECORD: u32 = 256 * 1024 * 1024;
 
@@ -150,35 +152,9 @@ pub fn decode_points(b: &[u8]) -> Result<Vec<(u32, Sample)>, String> {
     Ok(out)
 }
 
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ -((v & 1) as i64)
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
+/// The chunk codec's varint, its error as text.
 fn get_varint(b: &[u8], pos: &mut usize) -> Result<u64, String> {
-    let mut v = 0u64;
-    for i in 0..10 {
-        let byte = *b
-            .get(*pos)
-            .ok_or_else(|| "points record cut short".to_string())?;
-        *pos += 1;
-        v |= u64::from(byte & 0x7f) << (7 * i);
-        if byte < 0x80 {
-            return Ok(v);
-        }
-    }
-    Err("varint longer than 10 bytes in a points record".into())
+    super::chunk::get_varint(b, pos).map_err(|_| "points record cut short".to_string())
 }
 
 /// A series to store: sorted label pairs borrowed from a payload or a record, and samples.
