@@ -277,8 +277,10 @@ fn public_rules_evaluate_against_agent_data() {
         None,
     )
     .unwrap();
-    // Recording rules of the public set produce series for the agent.
-    let rec = wait_for(Duration::from_secs(60), || {
+    // Recording rules of the public set produce series for the agent. node_exporter's example
+    // groups set no interval, so they run at the default minute: the first evaluation can
+    // come a minute after the agent's first samples, and a 60 s wait failed now and then.
+    let rec = wait_for(Duration::from_secs(150), || {
         let r = query(agg.http, "instance:node_cpu_utilization:ratio").ok()?;
         (!r.is_empty()).then_some(r)
     })
