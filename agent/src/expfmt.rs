@@ -6,6 +6,8 @@
 //! textfile is skipped and counted, like node_exporter). `# TYPE` lines are kept so callers can
 //! tell counters from gauges; exemplars (after ` # ` in OpenMetrics) are ignored.
 
+use telltale_common::model::valid_label_name;
+
 /// Label pairs in the order written.
 pub type Pairs = Vec<(String, String)>;
 
@@ -137,13 +139,6 @@ fn valid_name(n: &str) -> bool {
     let mut c = n.chars();
     matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_' || ch == ':')
         && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == ':')
-}
-
-/// Whether `n` is a valid label name.
-pub fn valid_label_name(n: &str) -> bool {
-    let mut c = n.chars();
-    matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_')
-        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
 }
 
 /// Parses a value as the exposition formats write it (`NaN`, `+Inf`, `-Inf`, floats).

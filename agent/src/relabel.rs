@@ -166,7 +166,7 @@ pub fn apply(rules: &[Rule], labels: &Labels) -> Option<Labels> {
                     caps.expand(&r.target_label, &mut target);
                     let mut value = String::new();
                     caps.expand(&r.replacement, &mut value);
-                    if crate::expfmt::valid_label_name(&target) {
+                    if telltale_common::model::valid_label_name(&target) {
                         if value.is_empty() {
                             l.retain(|(n, _)| *n != target);
                         } else {

@@ -6,7 +6,7 @@
 //!
 //! `cargo run --release -p telltale-aggregator --example chunk_codecs`
 
-use telltale_aggregator::tsdb::chunk;
+use telltale_aggregator::metrics::tsdb::chunk;
 
 struct Bits {
     out: Vec<u8>,

@@ -5,8 +5,8 @@
 
 use std::time::Instant;
 
-use telltale_aggregator::storage::{AppendData, AppendRequest, Origin, Storage};
-use telltale_aggregator::tsdb::Tsdb;
+use telltale_aggregator::metrics::storage::{AppendData, AppendRequest, Appender, Origin};
+use telltale_aggregator::metrics::tsdb::Tsdb;
 use telltale_common::codec;
 use telltale_common::model::{Labels, Sample, SeriesSamples};
 use telltale_common::wire::{Batch, ClientMessage, ClientMessageHead};
@@ -46,7 +46,7 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("micro-{}", std::process::id()));
     let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
     // Timestamps near 1970: keep them past the default retention.
-    let opts = telltale_aggregator::tsdb::Options {
+    let opts = telltale_aggregator::metrics::tsdb::Options {
         retention: std::time::Duration::from_secs(100 * 365 * 86_400),
         ..Default::default()
     };

@@ -7,8 +7,8 @@
 
 use std::time::Instant;
 
-use telltale_aggregator::storage::{MatchOp, Matcher};
-use telltale_aggregator::tsdb::head::{Head, hash_labels};
+use telltale_aggregator::metrics::storage::{MatchOp, Matcher};
+use telltale_aggregator::metrics::tsdb::head::{Head, hash_labels};
 use telltale_common::model::Labels;
 
 fn re(name: &str, r: &str, negate: bool) -> Matcher {

@@ -4,7 +4,7 @@
 
 mod alerting;
 mod params;
-pub mod remote_write;
+pub use crate::metrics::remote_write;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,9 +19,12 @@ use serde_json::{Value as Json, json};
 use telltale_common::model::{Labels, Sample, now_ms};
 
 use crate::agents::Registry;
-use crate::promql::{Engine, QueryError, Value};
+use crate::metrics::promql::format::{push_int, write_value};
+use crate::metrics::promql::{Engine, QueryError, Value};
+use crate::metrics::storage::{
+    AppendData, AppendOutcome, AppendRequest, Matcher, SeriesData, Storage,
+};
 use crate::selfmetrics::{Gauges, SelfMetrics};
-use crate::storage::{AppendData, AppendOutcome, AppendRequest, Matcher, SeriesData, Storage};
 pub use params::{Params, parse_step, parse_time};
 
 /// Prometheus refuses range queries with more points than this per series.
@@ -161,13 +164,6 @@ fn success(data: Json) -> Response {
     axum::Json(json!({"status": "success", "data": data})).into_response()
 }
 
-/// Formats a value as Prometheus does (`NaN`, `+Inf`, `-Inf`, shortest decimal otherwise).
-pub fn format_value(v: f64) -> String {
-    let mut s = String::new();
-    write_value(&mut s, v);
-    s
-}
-
 /// Appends `s` as a JSON string.
 fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
@@ -231,51 +227,12 @@ fn push_point(out: &mut String, s: &Sample) {
     out.push(']');
 }
 
-/// Appends a sample value as Prometheus writes it, quoted: what [`format_value`] returns,
+/// Appends a sample value as Prometheus writes it, quoted: what [`format_value`](crate::metrics::promql::format::format_value) returns,
 /// without the temporary string (this runs for every point of a range query's result).
 fn push_value(out: &mut String, v: f64) {
     out.push('"');
     write_value(out, v);
     out.push('"');
-}
-
-/// Writes a sample value as Prometheus does (`NaN`, `+Inf`, `-Inf`, shortest decimal).
-fn write_value(out: &mut String, v: f64) {
-    use std::fmt::Write;
-    if v.is_nan() {
-        out.push_str("NaN");
-    } else if v == f64::INFINITY {
-        out.push_str("+Inf");
-    } else if v == f64::NEG_INFINITY {
-        out.push_str("-Inf");
-    } else if v.fract() == 0.0 && v.abs() < 9.0e15 && !(v == 0.0 && v.is_sign_negative()) {
-        // Integral values (counters, most gauges): the same digits `Display` prints, without
-        // the float formatting machinery.
-        push_int(out, v as i64);
-    } else {
-        let _ = write!(out, "{v}");
-    }
-}
-
-/// Appends an integer in decimal.
-fn push_int(out: &mut String, n: i64) {
-    if n < 0 {
-        out.push('-');
-    }
-    let mut a = n.unsigned_abs();
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (a % 10) as u8;
-        a /= 10;
-        if a == 0 {
-            break;
-        }
-    }
-    for b in &buf[i..] {
-        out.push(char::from(*b));
-    }
 }
 
 fn push_matrix(out: &mut String, m: &[SeriesData]) {
@@ -434,7 +391,7 @@ fn selectors(p: &Params, required: bool) -> Result<Vec<Vec<Matcher>>, ApiError> 
         return Err(ApiError::bad_data("no match[] parameter provided"));
     }
     raw.into_iter()
-        .map(|s| crate::promql::selector_matchers(s).map_err(ApiError::from))
+        .map(|s| crate::metrics::promql::selector_matchers(s).map_err(ApiError::from))
         .collect()
 }
 
@@ -684,7 +641,7 @@ async fn events(State(st): St, q: RawQuery) -> Result<Response, ApiError> {
     count(&st);
     let p = params(&q, &Bytes::new());
     let matchers = match p.get("match") {
-        Some(m) => crate::promql::selector_matchers(m).map_err(ApiError::from)?,
+        Some(m) => crate::metrics::promql::selector_matchers(m).map_err(ApiError::from)?,
         None => Vec::new(),
     };
     let since = p.time_or("since", i64::MIN)?;
@@ -818,6 +775,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::promql::format::format_value;
 
     #[test]
     fn points_are_written_as_prometheus_writes_them() {

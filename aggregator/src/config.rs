@@ -156,7 +156,7 @@ pub struct Config {
     /// Bearer token for state-changing calls.
     pub api_token: Option<String>,
     /// Storage engine options.
-    pub storage: crate::tsdb::Options,
+    pub storage: crate::metrics::tsdb::Options,
     /// Rule file patterns (config file's, then `--rules`).
     pub rule_files: Vec<String>,
     /// Default group interval.
@@ -218,9 +218,9 @@ impl Config {
                 "must be at least 1s",
             ));
         }
-        let d = crate::tsdb::Options::default();
+        let d = crate::metrics::tsdb::Options::default();
         let st = &file.storage;
-        let storage = crate::tsdb::Options {
+        let storage = crate::metrics::tsdb::Options {
             retention: st.retention.unwrap_or(d.retention),
             rollup_retention: st.rollup_retention.unwrap_or(d.rollup_retention),
             ooo_window: st.out_of_order_window.unwrap_or(d.ooo_window),

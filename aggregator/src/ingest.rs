@@ -16,8 +16,10 @@ use telltale_common::{PROTOCOL_VERSION, VERSION};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::agents::Registry;
+use crate::metrics::storage::{
+    AGENT_JOB, AppendData, AppendOutcome, AppendRequest, Appender, Origin,
+};
 use crate::selfmetrics::SelfMetrics;
-use crate::storage::{AGENT_JOB, AppendData, AppendOutcome, AppendRequest, Origin, Storage};
 
 /// QUIC application error codes used when the aggregator closes a connection.
 pub mod close_code {
@@ -54,7 +56,7 @@ enum SessionError {
 /// The ingest service.
 pub struct Ingest {
     /// Where batches go.
-    pub storage: Arc<dyn Storage>,
+    pub storage: Arc<dyn Appender>,
     /// Agent state.
     pub registry: Arc<Registry>,
     /// Counters.
@@ -354,7 +356,7 @@ impl Ingest {
 }
 
 struct StoreJob {
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn Appender>,
     registry: Arc<Registry>,
     metrics: Arc<SelfMetrics>,
     agent: String,

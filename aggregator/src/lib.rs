@@ -18,14 +18,14 @@
 #![forbid(unsafe_code)]
 
 pub mod agents;
+pub mod alert;
 pub mod alerting;
 pub mod api;
 pub mod config;
 pub mod ingest;
-pub mod promql;
+pub mod labels;
+pub mod metrics;
 pub mod remediate;
 pub mod rules;
 pub mod selfmetrics;
 pub mod serve;
-pub mod storage;
-pub mod tsdb;

@@ -182,7 +182,7 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Storage { cmd } => {
-            use telltale_aggregator::tsdb::check;
+            use telltale_aggregator::metrics::tsdb::check;
             let dir = match &cmd {
                 StorageCmd::Check { data_dir } | StorageCmd::Stats { data_dir } => data_dir.clone(),
             };
@@ -337,7 +337,7 @@ fn main() -> ExitCode {
             // evaluator's depth bound is sized for.
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
-                .thread_stack_size(telltale_aggregator::promql::SERVER_THREAD_STACK)
+                .thread_stack_size(telltale_aggregator::metrics::promql::SERVER_THREAD_STACK)
                 .build()
             {
                 Ok(rt) => rt,

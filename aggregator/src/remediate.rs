@@ -18,10 +18,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::alerting::matchers;
-use crate::rules::file::prom_duration;
-use crate::rules::template::Template;
-use crate::storage::Matcher;
+use crate::alert::matchers;
+use crate::alert::prom_duration;
+use crate::alert::template::Template;
+use crate::labels::Matcher;
 
 /// How a runbook runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]

@@ -1,8 +1,7 @@
 //! Prometheus rules: recording and alerting rules from rule files, evaluated over the
-//! [`crate::storage::Storage`] trait through the PromQL engine.
+//! [`crate::metrics::storage::Storage`] trait through the PromQL engine.
 //!
 //! - [`file`]: rule files (YAML, Prometheus' shape) validated into groups;
-//! - [`template`]: the Go-template subset annotations and labels use;
 //! - [`alert`]: the alert state machine (inactive → pending → firing → resolved), no I/O;
 //! - [`manager`]: the driver — a task per group on its interval, plus *eager* evaluation: the
 //!   storage calls back after every durable append with the metric names it stored, and each
@@ -13,17 +12,8 @@
 pub mod alert;
 pub mod file;
 pub mod manager;
-pub mod template;
 
 use promql_parser::parser::Expr;
-
-use crate::alerting::Alert;
-
-/// Where alerts go (the alerting service, in the running aggregator).
-pub trait Notifier: Send + Sync {
-    /// Hands over alerts that fired, changed or resolved (resolved ones have `ends_at` set).
-    fn send(&self, alerts: Vec<Alert>);
-}
 
 /// The metric names an expression reads; `None` when a selector has no fixed name (it may
 /// read any metric).

@@ -31,7 +31,7 @@ pub struct Gauges {
     /// Connected agents.
     pub connected_agents: usize,
     /// What storage holds.
-    pub storage: crate::storage::StorageStats,
+    pub storage: crate::metrics::storage::StorageStats,
     /// Corrupt records found at start-up.
     pub corrupt_records: u64,
 }

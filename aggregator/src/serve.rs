@@ -14,11 +14,11 @@ use crate::alerting::service::AlertingService;
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::ingest::Ingest;
-use crate::promql::Engine;
+use crate::metrics::promql::Engine;
+use crate::metrics::storage::{AGENT_JOB, Admin, Matcher, Storage};
+use crate::metrics::tsdb::Tsdb;
 use crate::rules::manager::{RuleManager, Settings as RuleSettings};
 use crate::selfmetrics::SelfMetrics;
-use crate::storage::{AGENT_JOB, Matcher, Storage};
-use crate::tsdb::Tsdb;
 
 /// A running aggregator, as tests and the demo need it.
 pub struct Running {
@@ -227,7 +227,7 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     }
     let engine = Engine::new(storage.clone(), cfg.lookback_delta, cfg.query_max_samples)
         .with_timeout(cfg.query_timeout)
-        .with_stack_budget(crate::promql::SERVER_STACK_BUDGET);
+        .with_stack_budget(crate::metrics::promql::SERVER_STACK_BUDGET);
     let hub = Arc::new(crate::remediate::hub::Hub::default());
     let alerts = AlertingService::open(
         alerting.routing,

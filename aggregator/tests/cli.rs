@@ -65,8 +65,8 @@ fn a_bad_listen_flag_exits_2() {
 
 #[test]
 fn storage_check_and_stats_read_a_data_directory() {
-    use telltale_aggregator::storage::{AppendData, AppendRequest, Storage};
-    use telltale_aggregator::tsdb::{Tsdb, now_ms};
+    use telltale_aggregator::metrics::storage::{AppendData, AppendRequest, Appender};
+    use telltale_aggregator::metrics::tsdb::{Tsdb, now_ms};
     use telltale_common::model::{Labels, Sample, SeriesSamples};
 
     let dir = tempfile::tempdir().unwrap();

@@ -147,6 +147,23 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Whether `s` is a valid label name: `[a-zA-Z_][a-zA-Z0-9_]*` (Prometheus' rule; the agent,
+/// remote_write, rule files and PromQL's label functions all check with this one).
+pub fn valid_label_name(s: &str) -> bool {
+    let mut b = s.bytes();
+    b.next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+}
+
+/// Whether `s` is a valid metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+pub fn valid_metric_name(s: &str) -> bool {
+    let mut b = s.bytes();
+    b.next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_' || c == b':')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b':')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

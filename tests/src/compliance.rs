@@ -372,7 +372,7 @@ pub fn openmetrics(series: &[SeriesSamples]) -> String {
                     out,
                     "{name}{{{}}} {} {}.{:03}",
                     labels.join(","),
-                    telltale_aggregator::api::format_value(x.1),
+                    telltale_aggregator::metrics::promql::format::format_value(x.1),
                     x.0 / 1000,
                     x.0 % 1000
                 );

@@ -258,7 +258,7 @@ pub fn pipeline(
 ) -> Result<PipelineConfig, ConfigError> {
     let mut p = PipelineConfig::plain(agent);
     for (k, v) in labels.unwrap_or_default() {
-        if !crate::expfmt::valid_label_name(&k) || k.starts_with("__") || k == "instance" {
+        if !telltale_common::model::valid_label_name(&k) || k.starts_with("__") || k == "instance" {
             return Err(ConfigError::invalid(
                 src,
                 &format!("labels.{k}"),
@@ -576,7 +576,7 @@ pub fn sources(
             }
         };
         for k in c.labels.keys() {
-            if !crate::expfmt::valid_label_name(k) || k == "check" || k == "instance" {
+            if !telltale_common::model::valid_label_name(k) || k == "check" || k == "instance" {
                 return Err(ConfigError::invalid(
                     src,
                     &format!("{key}.labels.{k}"),

@@ -22,10 +22,10 @@ use serde::de::IgnoredAny;
 use super::correlate::{Correlation, ServiceNode};
 use super::escalate::{Policy, Step};
 use super::inhibit::InhibitRule;
-use super::matchers;
 use super::route::{GroupBy, Route};
 use super::timeinterval::{SpecText, TimeInterval};
-use crate::storage::Matcher;
+use crate::alert::matchers;
+use crate::labels::Matcher;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -340,7 +340,7 @@ pub struct RoutingError {
 }
 
 fn dur(s: &str, what: &str) -> Result<Duration, String> {
-    crate::rules::file::prom_duration(s).map_err(|e| format!("{what}: {e}"))
+    crate::alert::prom_duration(s).map_err(|e| format!("{what}: {e}"))
 }
 
 fn http_url(receiver: &str, kind: &str, url: &str) -> Result<(), String> {

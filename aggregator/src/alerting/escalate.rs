@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use telltale_common::model::Labels;
 
-use crate::storage::Matcher;
+use crate::labels::Matcher;
 
 /// One step.
 #[derive(Debug, Clone)]
@@ -142,7 +142,7 @@ mod tests {
     fn policy() -> Policy {
         Policy {
             name: "db".into(),
-            matchers: vec![crate::alerting::matchers::parse_one("team=db").expect("m")],
+            matchers: vec![crate::alert::matchers::parse_one("team=db").expect("m")],
             steps: vec![
                 Step {
                     receiver: "oncall".into(),

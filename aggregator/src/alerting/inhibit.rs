@@ -6,7 +6,7 @@
 use telltale_common::model::Labels;
 
 use super::Alert;
-use crate::storage::Matcher;
+use crate::labels::Matcher;
 
 /// One inhibition rule.
 #[derive(Debug, Clone)]
@@ -49,7 +49,7 @@ pub fn inhibited_by(rules: &[InhibitRule], target: &Labels, firing: &[&Alert]) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alerting::matchers::parse_one;
+    use crate::alert::matchers::parse_one;
 
     fn alert(pairs: &[(&str, &str)]) -> Alert {
         Alert {

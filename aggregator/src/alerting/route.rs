@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use telltale_common::model::Labels;
 
-use crate::storage::Matcher;
+use crate::labels::Matcher;
 
 /// How alerts of a route are grouped.
 #[derive(Debug, Clone, PartialEq)]

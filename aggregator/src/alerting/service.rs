@@ -37,11 +37,11 @@ use super::priority_of;
 use super::route::Route;
 use super::silence::{PostableSilence, Silence, Silences};
 use super::{Alert, fingerprint_hex, rfc3339};
+use crate::alert::Notifier;
+use crate::metrics::storage::{AppendData, AppendRequest, Appender};
 use crate::remediate::engine::{Effect, Engine, Record};
 use crate::remediate::hub::Hub;
-use crate::rules::Notifier;
 use crate::selfmetrics::{counter, gauge};
-use crate::storage::{AppendData, AppendRequest, Storage};
 
 /// Most notifications waiting for delivery.
 pub const MAX_OUTBOX: usize = 10_000;
@@ -184,7 +184,7 @@ pub struct AlertingService {
     external_url: String,
     counters: Counters,
     hub: Arc<Hub>,
-    storage: Option<Arc<dyn Storage>>,
+    storage: Option<Arc<dyn Appender>>,
     /// One pass at a time (the driver, acknowledgements and approvals all run passes).
     step_lock: tokio::sync::Mutex<()>,
 }
@@ -1463,7 +1463,7 @@ pub struct Remediation {
     /// Agents' command channels.
     pub hub: Arc<Hub>,
     /// Where outcome series go.
-    pub storage: Option<Arc<dyn Storage>>,
+    pub storage: Option<Arc<dyn Appender>>,
 }
 
 /// Filters of `/api/v1/remediations`.

@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 use telltale_common::model::Labels;
 
-use super::{matchers, parse_rfc3339, rfc3339};
-use crate::storage::Matcher;
+use crate::alert::{matchers, parse_rfc3339, rfc3339};
+use crate::labels::Matcher;
 
 /// A matcher of a silence (API shape).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

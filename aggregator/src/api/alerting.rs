@@ -16,10 +16,10 @@ use serde_json::{Value as Json, json};
 use telltale_common::model::Labels;
 
 use super::{ApiError, ApiState, St, authorize, count, params, success};
+use crate::alert::{Alert, parse_rfc3339, rfc3339};
 use crate::alerting::payload::labels_json;
 use crate::alerting::service::ApiError as AlertError;
 use crate::alerting::silence::PostableSilence;
-use crate::alerting::{Alert, parse_rfc3339, rfc3339};
 use crate::rules::file::RuleKind;
 use crate::rules::manager::GroupView;
 
@@ -31,10 +31,10 @@ fn go_exp(v: f64) -> String {
     if v.is_infinite() {
         return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
     }
-    crate::rules::template::go_exponent(&format!("{v:e}"))
+    crate::alert::template::go_exponent(&format!("{v:e}"))
 }
 
-fn template_labels(l: &[(String, crate::rules::template::Template)]) -> Json {
+fn template_labels(l: &[(String, crate::alert::template::Template)]) -> Json {
     Json::Object(
         l.iter()
             .map(|(k, t)| (k.clone(), Json::String(t.source().to_string())))

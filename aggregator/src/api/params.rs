@@ -58,13 +58,15 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
             return Err(format!("cannot parse {s:?} to a valid timestamp"));
         }
         // Clamped, so that differences of two times cannot overflow.
-        return Ok(crate::promql::clamp_time((f * 1000.0).round() as i128));
+        return Ok(crate::metrics::promql::clamp_time(
+            (f * 1000.0).round() as i128
+        ));
     }
     humantime::parse_rfc3339_weak(s)
         .or_else(|_| humantime::parse_rfc3339(s))
         .map(|t| match t.duration_since(std::time::UNIX_EPOCH) {
-            Ok(d) => crate::promql::clamp_time(d.as_millis() as i128),
-            Err(e) => crate::promql::clamp_time(-(e.duration().as_millis() as i128)),
+            Ok(d) => crate::metrics::promql::clamp_time(d.as_millis() as i128),
+            Err(e) => crate::metrics::promql::clamp_time(-(e.duration().as_millis() as i128)),
         })
         .map_err(|_| format!("cannot parse {s:?} to a valid timestamp"))
 }

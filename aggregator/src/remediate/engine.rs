@@ -16,8 +16,8 @@ use telltale_common::model::Labels;
 use telltale_common::wire::{Command, CommandResult};
 
 use super::{Mode, Runbooks};
-use crate::alerting::Alert;
-use crate::rules::template::Data;
+use crate::alert::Alert;
+use crate::alert::template::Data;
 
 /// Where a remediation is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use telltale_common::model::{Labels, Sample, SeriesSamples};
 
-use super::template::{Data, Template};
-use crate::alerting::Alert;
+use crate::alert::Alert;
+use crate::alert::template::{Data, Template};
 
 /// How long a resolved alert is still sent (Prometheus: 15 minutes).
 pub const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
@@ -216,7 +216,7 @@ impl AlertSet {
         let mut v: Vec<(u64, State)> = self
             .active
             .values()
-            .map(|a| (crate::alerting::fingerprint(&a.labels), a.state))
+            .map(|a| (crate::alert::fingerprint(&a.labels), a.state))
             .collect();
         v.sort_by_key(|x| x.0);
         v

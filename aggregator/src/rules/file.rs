@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use promql_parser::parser::Expr;
 use serde::Deserialize;
+use telltale_common::model::{valid_label_name, valid_metric_name};
 
-use super::template::Template;
+use crate::alert::prom_duration;
+use crate::alert::template::Template;
 
 /// A rule file as written.
 #[derive(Debug, Deserialize)]
@@ -134,28 +136,6 @@ pub struct RuleFileError {
     pub message: String,
 }
 
-/// A Prometheus duration (`30s`, `1h30m`, `0s`); zero is allowed (promql-parser refuses it).
-pub fn prom_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let unit = t.trim_start_matches('0');
-    if t.starts_with('0') && ["", "ms", "s", "m", "h", "d", "w", "y"].contains(&unit) {
-        return Ok(Duration::ZERO);
-    }
-    promql_parser::util::parse_duration(t).map_err(|e| format!("invalid duration {s:?}: {e}"))
-}
-
-fn valid_label_name(n: &str) -> bool {
-    let mut c = n.chars();
-    matches!(c.next(), Some(f) if f.is_ascii_alphabetic() || f == '_')
-        && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
-}
-
-fn valid_metric_name(n: &str) -> bool {
-    let mut c = n.chars();
-    matches!(c.next(), Some(f) if f.is_ascii_alphabetic() || f == '_' || f == ':')
-        && c.all(|x| x.is_ascii_alphanumeric() || x == '_' || x == ':')
-}
-
 /// Parses and validates one rule file's text.
 pub fn parse(
     file: &Path,
@@ -232,7 +212,7 @@ fn rule(r: RuleSpec, group_labels: &BTreeMap<String, String>) -> Result<Rule, St
     if query.is_empty() {
         return Err("field 'expr' must be set in rule".into());
     }
-    let expr = crate::promql::limits::parse(&query)
+    let expr = crate::metrics::promql::limits::parse(&query)
         .map_err(|e| format!("could not parse expression: {e}"))?;
     let mut all_labels = group_labels.clone();
     all_labels.extend(r.labels.clone());

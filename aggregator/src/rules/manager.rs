@@ -20,10 +20,11 @@ use tokio::time::Instant;
 
 use super::alert::{AlertSet, AlertSpec, State, set_or_remove};
 use super::file::{Group, Rule, RuleKind};
-use super::{Notifier, metric_names};
-use crate::promql::{Engine, Value};
+use super::metric_names;
+use crate::alert::Notifier;
+use crate::metrics::promql::{Engine, Value};
+use crate::metrics::storage::{AppendData, AppendRequest, Storage};
 use crate::selfmetrics::counter;
-use crate::storage::{AppendData, AppendRequest, Storage};
 
 thread_local! {
     /// The group being evaluated on this thread, so its own appends do not wake it.
@@ -588,8 +589,8 @@ impl RuleManager {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alerting::Alert;
-    use crate::tsdb::Tsdb;
+    use crate::alert::Alert;
+    use crate::metrics::tsdb::Tsdb;
 
     #[derive(Default)]
     struct Collect(Mutex<Vec<Alert>>);
@@ -717,7 +718,7 @@ mod tests {
         m.eval_all_at(t).await;
         let got = storage
             .select(
-                &[crate::storage::Matcher::equal("__name__", "job:x:sum")],
+                &[crate::labels::Matcher::equal("__name__", "job:x:sum")],
                 0,
                 i64::MAX,
                 100,
@@ -730,7 +731,7 @@ mod tests {
         m.eval_all_at(t + 10 * 60_000).await;
         let got = storage
             .select(
-                &[crate::storage::Matcher::equal("__name__", "job:x:sum")],
+                &[crate::labels::Matcher::equal("__name__", "job:x:sum")],
                 0,
                 i64::MAX,
                 100,

@@ -36,7 +36,7 @@ use telltale_tests::compliance::{PROMETHEUS, Rng};
 use telltale_tests::*;
 
 use crate::{arg, mib, proc_usage};
-use telltale_aggregator::tsdb::check::du;
+use telltale_aggregator::metrics::tsdb::check::du;
 
 const VICTORIA: &str = "/usr/bin/victoria-metrics";
 const STEP: i64 = 10_000;

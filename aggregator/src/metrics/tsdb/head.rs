@@ -10,7 +10,7 @@ use std::hash::Hasher;
 use rustc_hash::{FxHashMap, FxHasher};
 use telltale_common::model::{Labels, Sample, is_stale_marker};
 
-use crate::storage::{MatchOp, Matcher};
+use crate::metrics::storage::{MatchOp, Matcher};
 use telltale_common::wire::Event;
 
 /// A series as the head holds it.

@@ -1,12 +1,12 @@
 //! Function calls.
 
 use promql_parser::parser::{Call, Expr};
-use telltale_common::model::{Labels, METRIC_NAME, Sample};
+use telltale_common::model::{Labels, METRIC_NAME, Sample, valid_label_name};
 
 use super::QueryError;
 use super::eval::{Elem, Evaluator, Val, matchers, offset_ms, window};
 use super::functions as f;
-use crate::storage::MatchOp;
+use crate::metrics::storage::MatchOp;
 
 /// `(year, month, day, hour, minute, weekday, day of year)` of Unix seconds, UTC — as
 /// Prometheus computes them with Go's `time.Unix(int64(v), 0).UTC()`: the value truncated
@@ -125,15 +125,6 @@ fn with_label(l: &Labels, name: &str, value: String) -> Labels {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .chain(std::iter::once((name.to_string(), value))),
     )
-}
-
-/// Whether `name` is a valid label name (`[a-zA-Z_][a-zA-Z0-9_]*`).
-fn valid_label_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 impl Evaluator<'_> {

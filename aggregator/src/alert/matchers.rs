@@ -2,7 +2,7 @@
 //! optionally in braces and comma-separated (`{a="b", c=~"d.*"}`); values may be quoted (with
 //! Go escapes) or bare. Regexes are anchored at both ends, as in Alertmanager.
 
-use crate::storage::{MatchOp, Matcher};
+use crate::labels::{MatchOp, Matcher};
 
 /// Builds a matcher from its parts.
 pub fn build(name: &str, op: &str, value: &str) -> Result<Matcher, String> {

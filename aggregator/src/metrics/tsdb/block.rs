@@ -49,9 +49,10 @@ impl Kind {
     pub fn shape(self) -> (u8, u8) {
         match self {
             Kind::Raw => (1, 1),
-            Kind::Rollup5m | Kind::Rollup1h => {
-                (crate::tsdb::rollup::INTS, crate::tsdb::rollup::FLOATS)
-            }
+            Kind::Rollup5m | Kind::Rollup1h => (
+                crate::metrics::tsdb::rollup::INTS,
+                crate::metrics::tsdb::rollup::FLOATS,
+            ),
         }
     }
 
@@ -407,7 +408,7 @@ impl BlockWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tsdb::chunk;
+    use crate::metrics::tsdb::chunk;
 
     fn write(dir: &Path) -> PathBuf {
         let mut w = BlockWriter::create(dir, Kind::Raw, 0, 7).unwrap();

@@ -7,7 +7,7 @@ use telltale_common::model::{Labels, Sample, SeriesSamples};
 use telltale_common::wire::{Batch, ClientMessage};
 
 use super::*;
-use crate::storage::{MatchOp, Storage};
+use crate::metrics::storage::{Admin, Appender, MatchOp, Querier};
 
 const H: i64 = 3_600_000;
 
@@ -274,7 +274,8 @@ fn compaction_keeps_every_sample_and_rollups_equal_raw() {
     let raw_rollups: Vec<_> = [300_000, H]
         .iter()
         .map(|&res| {
-            crate::storage::rollup_from_raw(&db, &m, t0, t0 + 31 * H, res, 1 << 20).unwrap()
+            crate::metrics::storage::rollup_from_raw(&db, &m, t0, t0 + 31 * H, res, 1 << 20)
+                .unwrap()
         })
         .collect();
     db.flush_and_compact(t0 + 40 * H + 101 * 365 * day).unwrap();
@@ -447,7 +448,7 @@ fn remote_write_has_caps_on_new_series_per_request_and_in_total() {
     let t = now_ms();
     let rw = |from: usize, to: usize, t: i64| AppendRequest {
         origin: None,
-        data: AppendData::RemoteWrite(crate::api::remote_write::encode_raw(
+        data: AppendData::RemoteWrite(crate::metrics::remote_write::encode_raw(
             &(from..to)
                 .map(|i| series(&format!("rw{i}"), "x", vec![Sample(t, 1.0)]))
                 .collect::<Vec<_>>(),
@@ -494,7 +495,9 @@ fn remote_write_has_caps_on_new_series_per_request_and_in_total() {
 fn damaged_blocks_are_quarantined_or_reported_and_check_finds_them() {
     let rt = rt();
     let dir = tempfile::tempdir().unwrap();
-    let t0 = now_ms();
+    // Both minutes of samples in one 2-hour block window (a run that straddled a window
+    // boundary cut two level-0 blocks, and the test found three files).
+    let t0 = now_ms() / (2 * H) * (2 * H) + 60_000;
     {
         let db = Tsdb::open_with(dir.path(), opts()).unwrap();
         put(
@@ -593,7 +596,7 @@ fn regex_selectors_use_the_postings() {
 
 #[test]
 fn coarse_range_queries_answer_from_rollups_exactly_as_from_raw() {
-    use crate::promql::{Engine, Value};
+    use crate::metrics::promql::{Engine, Value};
     let rt = rt();
     let dir = tempfile::tempdir().unwrap();
     let db = Arc::new(Tsdb::open_with(dir.path(), opts()).unwrap());
@@ -819,7 +822,7 @@ fn series_created_concurrently_come_back_under_their_own_labels() {
                         let data = if task % 2 == 0 {
                             AppendData::Series(s)
                         } else {
-                            AppendData::RemoteWrite(crate::api::remote_write::encode_raw(&s))
+                            AppendData::RemoteWrite(crate::metrics::remote_write::encode_raw(&s))
                         };
                         db.append(AppendRequest { origin: None, data })
                             .await
@@ -1069,7 +1072,7 @@ fn agent_label_bytes_are_cached_per_agent() {
         Labels::from_pairs([
             ("__name__", "m"),
             ("instance", i),
-            ("job", crate::storage::AGENT_JOB),
+            ("job", crate::metrics::storage::AGENT_JOB),
         ])
     };
     assert_eq!(

@@ -2,7 +2,7 @@
 //! coarse enough: the step, the range and every evaluation time (after `offset`) are
 //! multiples of a rollup resolution (1 hour preferred, else 5 minutes) and the step is at
 //! least that resolution. The results equal the raw computation (see
-//! `crate::tsdb::rollup`) — sums and averages to the last bits only, since raw windows are
+//! `crate::metrics::storage::rollup`) — sums and averages to the last bits only, since raw windows are
 //! summed with compensation as Prometheus sums them and rollups add bucket sums; the storage reads pre-computed buckets for compacted windows,
 //! so a 30-day panel at a 1-hour step reads 720 buckets per series instead of 259 200
 //! samples — and keeps answering after raw retention has deleted the samples.
@@ -13,11 +13,8 @@ use promql_parser::parser::{Call, Expr, MatrixSelector};
 
 use super::QueryError;
 use super::eval::{Elem, Evaluator, Val, matchers, offset_ms};
-use crate::storage::RollupData;
-use crate::tsdb::rollup::{self, Agg};
-
-/// Rollup resolutions, coarsest first.
-const RESOLUTIONS: [i64; 2] = [3_600_000, 300_000];
+use crate::metrics::storage::RollupData;
+use crate::metrics::storage::rollup::{self, Agg, RESOLUTIONS};
 
 impl Evaluator<'_> {
     /// The resolution a call may use, if any.

@@ -2,7 +2,7 @@
 //! protobuf `WriteRequest`, stored durably before the 204, so Prometheus, Grafana Alloy, Vector
 //! and Telegraf can send to Telltale. A malformed body gets 400 (senders do not retry 4xx).
 
-use telltale_common::model::{Labels, Sample, SeriesSamples};
+use telltale_common::model::{Labels, Sample, SeriesSamples, valid_label_name, valid_metric_name};
 
 /// `prometheus.WriteRequest` (only the fields Telltale stores).
 #[derive(Clone, PartialEq, prost::Message)]
@@ -290,22 +290,6 @@ impl<'a> Reader<'a> {
             other => Err(format!("unsupported wire type {other}")),
         }
     }
-}
-
-/// Whether `s` is a valid Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
-pub fn valid_label_name(s: &str) -> bool {
-    let mut b = s.bytes();
-    b.next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
-        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
-}
-
-/// Whether `s` is a valid metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
-pub fn valid_metric_name(s: &str) -> bool {
-    let mut b = s.bytes();
-    b.next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_' || c == b':')
-        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b':')
 }
 
 /// Encodes series as a remote_write body (used by tests and the compliance harness).

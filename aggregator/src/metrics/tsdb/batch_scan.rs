@@ -1,6 +1,6 @@
 //! An agent's batch (a `ClientMessage::Batch` payload, MessagePack as `rmp_serde` writes it
 //! with named fields) walked without decoding labels: each series' label array as encoded
-//! (its key, as [`crate::api::remote_write::RawSeries::key`] is for remote_write) and all
+//! (its key, as [`crate::metrics::remote_write::RawSeries::key`] is for remote_write) and all
 //! samples in one list. Anything not in the expected shape gives `None`, and the caller takes
 //! the serde path, which decodes (or refuses) every form — so this walker only has to be
 //! right about what it accepts.

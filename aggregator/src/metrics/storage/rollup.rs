@@ -1,4 +1,5 @@
-//! Rollups: per-bucket summaries of raw samples kept longer than the samples.
+//! Rollups: per-bucket summaries of raw samples, which an engine may keep longer than the
+//! samples (the vocabulary PromQL and engines share; how an engine stores them is its own).
 //!
 //! A bucket of width `R` ending at `E` (a multiple of `R`) summarizes the samples with
 //! `E - R < t <= E` — left-open, right-closed, like a PromQL range window ending at `E` —
@@ -11,17 +12,11 @@
 //! `min`/`max`/`count`/`last_over_time` from rollups equal the raw results exactly, and
 //! `sum`/`avg_over_time` up to the order of floating-point additions (tested).
 //!
-//! Block windows are left-open and right-closed too, so a block window holds whole buckets.
-//! Chunk columns: i64 `end`, `last_t`; f64 `min`, `max`, `sum`, `count`, `last`.
 
 use telltale_common::model::{Sample, is_stale_marker};
 
-use super::chunk::{self, ChunkError};
-
-/// i64 columns of a rollup chunk.
-pub const INTS: u8 = 2;
-/// f64 columns of a rollup chunk.
-pub const FLOATS: u8 = 5;
+/// Rollup resolutions an engine keeps and PromQL asks for, coarsest first: 1 hour, 5 minutes.
+pub const RESOLUTIONS: [i64; 2] = [3_600_000, 300_000];
 
 /// One bucket.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -90,41 +85,6 @@ pub fn buckets(samples: &[Sample], w: i64) -> Vec<Bucket> {
         }
     }
     out
-}
-
-/// Encodes buckets as a chunk.
-pub fn encode(b: &[Bucket]) -> Vec<u8> {
-    let col_i = |f: fn(&Bucket) -> i64| b.iter().map(f).collect::<Vec<_>>();
-    let col_f = |f: fn(&Bucket) -> f64| b.iter().map(f).collect::<Vec<_>>();
-    let (end, last_t) = (col_i(|x| x.end), col_i(|x| x.last_t));
-    let (min, max, sum, count, last) = (
-        col_f(|x| x.min),
-        col_f(|x| x.max),
-        col_f(|x| x.sum),
-        col_f(|x| x.count),
-        col_f(|x| x.last),
-    );
-    chunk::encode(&[&end, &last_t], &[&min, &max, &sum, &count, &last])
-}
-
-/// Rebuilds buckets from decoded columns.
-pub fn from_columns(c: &chunk::Columns) -> Result<Vec<Bucket>, ChunkError> {
-    let (Some(end), Some(last_t)) = (c.ints.first(), c.ints.get(1)) else {
-        return Err(ChunkError::Truncated(0));
-    };
-    let f = |i: usize| c.floats.get(i).ok_or(ChunkError::Truncated(0));
-    let (min, max, sum, count, last) = (f(0)?, f(1)?, f(2)?, f(3)?, f(4)?);
-    Ok((0..end.len())
-        .map(|i| Bucket {
-            end: end[i],
-            last_t: last_t[i],
-            min: min[i],
-            max: max[i],
-            sum: sum[i],
-            count: count[i],
-            last: last[i],
-        })
-        .collect())
 }
 
 /// How a window of buckets is reduced (the `*_over_time` functions rollups can answer).
@@ -253,7 +213,7 @@ mod tests {
             steps in proptest::collection::vec((1i64..200_000, -1000i64..1000, 0u8..20), 1..300),
             te_k in 1i64..40, range_k in 1i64..8, res_k in 0usize..2,
         ) {
-            let w = [300_000i64, 3_600_000][res_k];
+            let w = RESOLUTIONS[res_k];
             let mut t = 0i64;
             let s: Vec<Sample> = steps.iter().map(|&(dt, v, k)| {
                 // Some samples land exactly on bucket boundaries, some are stale markers.
@@ -261,18 +221,11 @@ mod tests {
                 Sample(t, if k == 1 { f64::from_bits(STALE_NAN_BITS) } else { v as f64 })
             }).collect();
             let b = buckets(&s, w);
-            let enc = decode_round_trip(&b);
-            prop_assert_eq!(&enc, &b);
             let (te, range) = (te_k * w, range_k * w);
             for agg in [Agg::Min, Agg::Max, Agg::Sum, Agg::Count, Agg::Avg, Agg::Last] {
                 prop_assert_eq!(window(&b, te, range, agg), raw(&s, te, range, agg), "{:?}", agg);
             }
         }
-    }
-
-    fn decode_round_trip(b: &[Bucket]) -> Vec<Bucket> {
-        let bytes = encode(b);
-        from_columns(&chunk::decode(&bytes, INTS, FLOATS).unwrap()).unwrap()
     }
 
     #[test]

@@ -13,7 +13,7 @@ use telltale_common::model::{Labels, METRIC_NAME, Sample, is_stale_marker};
 
 use super::QueryError;
 use super::functions as f;
-use crate::storage::{MatchOp, Matcher, SeriesData, Storage};
+use crate::metrics::storage::{MatchOp, Matcher, Querier, SeriesData};
 
 /// One element of an instant vector: labels, the sample's timestamp and its value.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,7 +115,7 @@ fn reach(e: &Expr) -> i64 {
 
 /// Evaluates expressions for one query.
 pub struct Evaluator<'a> {
-    storage: &'a dyn Storage,
+    storage: &'a dyn Querier,
     lookback: i64,
     max_samples: usize,
     start: i64,
@@ -169,7 +169,7 @@ pub struct Evaluator<'a> {
     /// The range query's step (0 for instant queries).
     step: i64,
     /// Rollup buckets by (selector, resolution) (see `rollups`).
-    rollups: FxHashMap<(usize, i64), Arc<Vec<crate::storage::RollupData>>>,
+    rollups: FxHashMap<(usize, i64), Arc<Vec<crate::metrics::storage::RollupData>>>,
     /// Per selector, each series' labels without the name, by position: range functions look
     /// them up by index at every step instead of hashing.
     unnamed_by_selector: FxHashMap<usize, Arc<Vec<Labels>>>,
@@ -214,7 +214,7 @@ pub(super) fn window(cur: &mut Cursor, s: &[Sample], te: i64, range: i64) -> (us
 impl<'a> Evaluator<'a> {
     /// An evaluator for a query over `[start, end]` (equal for instant queries).
     pub fn new(
-        storage: &'a dyn Storage,
+        storage: &'a dyn Querier,
         lookback: i64,
         max_samples: usize,
         start: i64,
@@ -408,7 +408,7 @@ impl<'a> Evaluator<'a> {
         self.end
     }
 
-    pub(super) fn storage(&self) -> &dyn Storage {
+    pub(super) fn storage(&self) -> &dyn Querier {
         self.storage
     }
 
@@ -436,7 +436,7 @@ impl<'a> Evaluator<'a> {
 
     pub(super) fn rollup_cache(
         &mut self,
-    ) -> &mut FxHashMap<(usize, i64), Arc<Vec<crate::storage::RollupData>>> {
+    ) -> &mut FxHashMap<(usize, i64), Arc<Vec<crate::metrics::storage::RollupData>>> {
         &mut self.rollups
     }
 
@@ -934,14 +934,14 @@ impl Evaluator<'_> {
             Some(Val::Str(s)) => s.clone(),
             _ => String::new(),
         };
-        if !crate::api::remote_write::valid_label_name(&name) {
+        if !telltale_common::model::valid_label_name(&name) {
             return Err(exec(format!("invalid label name {name:?}")));
         }
         let mut index: FxHashMap<Labels, usize> = FxHashMap::default();
         let mut out: Vec<Elem> = Vec::new();
         for x in input {
             let mut l = self.derive(node, 0, &x.labels, |l| grouping(l, &a.modifier));
-            l.set(&name, &crate::api::format_value(x.v));
+            l.set(&name, &super::format::format_value(x.v));
             match index.get(&l) {
                 Some(&i) => out[i].v += 1.0,
                 None => {
@@ -992,7 +992,7 @@ impl Evaluator<'_> {
         {
             return Err(exec(format!(
                 "Scalar value {} overflows int64",
-                crate::api::format_value(*k)
+                super::format::format_value(*k)
             )));
         }
         let mut index: FxHashMap<usize, usize> = FxHashMap::default();

@@ -1,13 +1,21 @@
 //! The storage interface: what ingest appends to and what queries read from.
 //!
-//! PromQL and the HTTP API depend on this trait only; the binary's wiring picks the engine
-//! (today [`crate::tsdb::Tsdb`]). Swapping the engine replaces the implementation, not the trait.
+//! The interface is split by role, as Prometheus splits its own: [`Appender`] (ingest, rules),
+//! [`Querier`] (PromQL, the query API) and [`Admin`] (counts, flush, the engine's metrics);
+//! [`Storage`] is all three. PromQL and the HTTP API depend on these traits only; the
+//! binary's wiring picks the engine (today [`crate::metrics::tsdb::Tsdb`]; unit tests also use
+//! [`memory::MemStorage`]). Swapping the engine replaces the implementation, not the traits.
+
+pub mod memory;
+pub mod rollup;
 
 use std::future::Future;
 use std::pin::Pin;
 
 use telltale_common::model::{Labels, Sample, SeriesSamples};
 pub use telltale_common::wire::Event;
+
+pub use crate::labels::{MatchOp, Matcher, label_names_of, label_values_of};
 
 /// Where a batch came from: a repeated origin is stored once.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -88,53 +96,6 @@ pub enum StorageError {
     },
 }
 
-/// How a label matcher compares.
-#[derive(Debug, Clone)]
-pub enum MatchOp {
-    /// `=`
-    Equal(String),
-    /// `!=`
-    NotEqual(String),
-    /// `=~` (the regex is anchored at both ends)
-    Regex(regex::Regex),
-    /// `!~` (anchored)
-    NotRegex(regex::Regex),
-}
-
-/// A label matcher such as `job="node"`. A missing label matches as the empty string.
-#[derive(Debug, Clone)]
-pub struct Matcher {
-    /// The label name.
-    pub name: String,
-    /// The comparison.
-    pub op: MatchOp,
-}
-
-impl Matcher {
-    /// An equality matcher.
-    pub fn equal(name: &str, value: &str) -> Self {
-        Matcher {
-            name: name.to_string(),
-            op: MatchOp::Equal(value.to_string()),
-        }
-    }
-
-    /// Whether label value `v` (empty when absent) satisfies the matcher.
-    pub fn matches(&self, v: &str) -> bool {
-        match &self.op {
-            MatchOp::Equal(x) => v == x,
-            MatchOp::NotEqual(x) => v != x,
-            MatchOp::Regex(r) => r.is_match(v),
-            MatchOp::NotRegex(r) => !r.is_match(v),
-        }
-    }
-
-    /// Whether the series' labels satisfy the matcher.
-    pub fn matches_labels(&self, labels: &Labels) -> bool {
-        self.matches(labels.get(&self.name).unwrap_or(""))
-    }
-}
-
 /// One series' samples in a time range.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeriesData {
@@ -151,11 +112,26 @@ pub type AppendHook = std::sync::Arc<dyn Fn(&[&str]) + Send + Sync>;
 /// A boxed future, so the trait can be used as `dyn Storage`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// A storage engine.
-pub trait Storage: Send + Sync + 'static {
+/// The write side of an engine: what ingest, rules and the aggregator's own series call.
+pub trait Appender: Send + Sync + 'static {
     /// Stores a batch; resolves once it is durable (or known to be a duplicate).
     fn append(&self, req: AppendRequest) -> BoxFuture<'_, Result<AppendOutcome, StorageError>>;
 
+    /// Why the last durable write failed, while writes keep failing (a full or read-only
+    /// disk); `None` while they succeed. Readiness reports it.
+    fn write_error(&self) -> Option<String> {
+        None
+    }
+
+    /// Installs the hook called after every durable append (replacing an earlier one). An
+    /// engine that cannot tell leaves rules to their timers.
+    fn set_append_hook(&self, hook: AppendHook) {
+        let _ = hook;
+    }
+}
+
+/// The read side of an engine: all PromQL and the query API need.
+pub trait Querier: Send + Sync + 'static {
     /// Series matching all `matchers` with their samples in `[start_ms, end_ms]`; fails
     /// instead of loading more than `max_samples`.
     fn select(
@@ -169,7 +145,7 @@ pub trait Storage: Send + Sync + 'static {
     /// Label sets of the series matching `matchers` that have samples in the range.
     fn series(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Vec<Labels>;
 
-    /// Rollup buckets of width `resolution_ms` (see [`crate::tsdb::rollup`]) ending in
+    /// Rollup buckets of width `resolution_ms` (see [`rollup`]) ending in
     /// `[start_ms, end_ms]` for the matching series; at most `max_rows` buckets in all.
     /// Engines that keep rollups answer from them; the default computes them from raw samples.
     fn select_rollup(
@@ -199,6 +175,17 @@ pub trait Storage: Send + Sync + 'static {
         label_values_of(&self.series(matchers, start_ms, end_ms), name)
     }
 
+    /// Host events (health checks changing state...) with `t_ms >= since_ms` whose labels
+    /// satisfy `matchers` (the event's `kind` matches as label `kind`), oldest first, at most
+    /// `limit` (the newest ones when more match).
+    fn events(&self, matchers: &[Matcher], since_ms: i64, limit: usize) -> Vec<Event> {
+        let _ = (matchers, since_ms, limit);
+        Vec::new()
+    }
+}
+
+/// The operator's side of an engine: counts, its own metrics, a forced flush.
+pub trait Admin: Send + Sync + 'static {
     /// Counts describing what is held.
     fn stats(&self) -> StorageStats;
 
@@ -212,27 +199,13 @@ pub trait Storage: Send + Sync + 'static {
     fn render_metrics(&self, out: &mut String) {
         let _ = out;
     }
-
-    /// Why the last durable write failed, while writes keep failing (a full or read-only
-    /// disk); `None` while they succeed. Readiness reports it.
-    fn write_error(&self) -> Option<String> {
-        None
-    }
-
-    /// Installs the hook called after every durable append (replacing an earlier one). An
-    /// engine that cannot tell leaves rules to their timers.
-    fn set_append_hook(&self, hook: AppendHook) {
-        let _ = hook;
-    }
-
-    /// Host events (health checks changing state...) with `t_ms >= since_ms` whose labels
-    /// satisfy `matchers` (the event's `kind` matches as label `kind`), oldest first, at most
-    /// `limit` (the newest ones when more match).
-    fn events(&self, matchers: &[Matcher], since_ms: i64, limit: usize) -> Vec<Event> {
-        let _ = (matchers, since_ms, limit);
-        Vec::new()
-    }
 }
+
+/// A whole engine: every role. The binary's wiring holds one as `Arc<dyn Storage>` and hands
+/// each part the role it needs (PromQL gets a [`Querier`]).
+pub trait Storage: Appender + Querier + Admin {}
+
+impl<T: Appender + Querier + Admin + ?Sized> Storage for T {}
 
 /// One series' rollup buckets, ordered by end.
 #[derive(Debug, Clone, PartialEq)]
@@ -240,12 +213,12 @@ pub struct RollupData {
     /// The series.
     pub labels: Labels,
     /// Buckets.
-    pub buckets: Vec<crate::tsdb::rollup::Bucket>,
+    pub buckets: Vec<rollup::Bucket>,
 }
 
 /// Rollup buckets computed from raw samples: the buckets ending in `[start, end]` cover
 /// samples from `start - resolution` (exclusive).
-pub fn rollup_from_raw<S: Storage + ?Sized>(
+pub fn rollup_from_raw<S: Querier + ?Sized>(
     s: &S,
     matchers: &[Matcher],
     start_ms: i64,
@@ -258,7 +231,7 @@ pub fn rollup_from_raw<S: Storage + ?Sized>(
     let mut rows = 0;
     let mut out = Vec::with_capacity(data.len());
     for d in data {
-        let mut buckets = crate::tsdb::rollup::buckets(&d.samples, resolution_ms);
+        let mut buckets = rollup::buckets(&d.samples, resolution_ms);
         buckets.retain(|b| b.end >= start_ms && b.end <= end_ms);
         rows += buckets.len();
         if rows > max_rows {
@@ -272,28 +245,6 @@ pub fn rollup_from_raw<S: Storage + ?Sized>(
         }
     }
     Ok(out)
-}
-
-/// Sorted distinct label names of label sets.
-pub fn label_names_of(series: &[Labels]) -> Vec<String> {
-    let mut names: Vec<String> = series
-        .iter()
-        .flat_map(|l| l.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>())
-        .collect();
-    names.sort();
-    names.dedup();
-    names
-}
-
-/// Sorted distinct values of a label among label sets.
-pub fn label_values_of(series: &[Labels], name: &str) -> Vec<String> {
-    let mut values: Vec<String> = series
-        .iter()
-        .filter_map(|l| l.get(name).map(str::to_string))
-        .collect();
-    values.sort();
-    values.dedup();
-    values
 }
 
 /// What a storage engine holds.

@@ -33,8 +33,10 @@ use telltale_common::model::Sample;
 use tokio::sync::{mpsc, oneshot};
 
 use super::block::{Block, BlockWriter, Kind};
-use super::rollup::{self, window_end};
-use super::{Checkpoint, Inner, Job, SeriesRecord, chunk, files, merge_buckets, merge_runs, ms};
+use super::query::merge_buckets;
+use super::rollup;
+use super::{Checkpoint, Inner, Job, SeriesRecord, chunk, files, merge_runs, ms};
+use crate::metrics::storage::rollup::{Bucket, buckets, window_end};
 
 const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
@@ -397,7 +399,7 @@ fn merge_write(
     let mut ws = Writers::new();
     for id in ids {
         let mut raw_runs: Vec<Vec<Sample>> = Vec::new();
-        let mut bucket_runs: Vec<Vec<rollup::Bucket>> = Vec::new();
+        let mut bucket_runs: Vec<Vec<Bucket>> = Vec::new();
         for b in &inputs {
             let Some(e) = b.entry(id) else { continue };
             let cols = match b.read_columns(e) {
@@ -505,7 +507,7 @@ fn materialize_rollups(inner: &Inner, raw: &[Arc<Block>]) -> Result<(), String> 
                 .collect();
             let end = window_end(b.max_t, window_of_level(b.level));
             for rk in [Kind::Rollup5m, Kind::Rollup1h] {
-                let bk = rollup::buckets(&samples, rk.resolution_ms().unwrap_or(HOUR));
+                let bk = buckets(&samples, rk.resolution_ms().unwrap_or(HOUR));
                 if let (Some(f), Some(l)) = (bk.first(), bk.last()) {
                     let (lo, hi) = (f.end, l.end);
                     writer(inner, &mut ws, (rk, b.level, end))?

@@ -1,4 +1,4 @@
-//! PromQL evaluation on promql-parser's AST, over the [`Storage`] trait only.
+//! PromQL evaluation on promql-parser's AST, over the [`Querier`] trait only.
 //!
 //! - [`eval`]: the evaluator (selectors with `offset` and `@`, lookback and stale markers,
 //!   range vectors, subqueries, aggregations) — selector data is loaded once per query and
@@ -12,6 +12,7 @@
 mod binary;
 mod call;
 pub mod eval;
+pub mod format;
 pub mod functions;
 pub mod limits;
 mod rollups;
@@ -22,7 +23,7 @@ use std::time::Duration;
 use promql_parser::parser::Expr;
 use telltale_common::model::{Labels, Sample};
 
-use crate::storage::{Matcher, SeriesData, Storage, StorageError};
+use crate::metrics::storage::{Matcher, Querier, SeriesData, StorageError};
 use eval::{Assembly, Evaluator, Val};
 
 /// Query errors, each mapped to Prometheus' error types by the API.
@@ -92,7 +93,7 @@ pub const SERVER_STACK_BUDGET: usize = 40 << 20;
 /// Evaluates queries against a storage.
 #[derive(Clone)]
 pub struct Engine {
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn Querier>,
     lookback_ms: i64,
     max_samples: usize,
     timeout: Option<Duration>,
@@ -101,7 +102,7 @@ pub struct Engine {
 
 impl Engine {
     /// An engine with a lookback (Prometheus: 5 minutes) and a per-query sample limit.
-    pub fn new(storage: Arc<dyn Storage>, lookback: Duration, max_samples: usize) -> Engine {
+    pub fn new(storage: Arc<dyn Querier>, lookback: Duration, max_samples: usize) -> Engine {
         Engine {
             storage,
             lookback_ms: lookback.as_millis() as i64,
@@ -264,28 +265,21 @@ pub fn selector_matchers(s: &str) -> Result<Vec<Matcher>, QueryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{AppendData, AppendRequest};
-    use crate::tsdb::Tsdb;
+    use crate::metrics::storage::memory::MemStorage;
+    use crate::metrics::storage::{AppendData, AppendRequest};
     use telltale_common::model::{STALE_NAN_BITS, SeriesSamples};
 
-    async fn engine(series: Vec<SeriesSamples>) -> (Engine, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        // The cases use timestamps near 1970: keep them past the default retention.
-        let opts = crate::tsdb::Options {
-            retention: Duration::from_secs(100 * 365 * 86_400),
-            ..Default::default()
-        };
-        let store = Tsdb::open_with(dir.path(), opts).unwrap();
-        store
-            .append(AppendRequest {
-                origin: None,
-                data: AppendData::Series(series),
-            })
-            .await
-            .unwrap();
+    /// An engine over the in-memory storage holding `series`. (The second element stands
+    /// where a data directory would be kept alive.)
+    async fn engine(series: Vec<SeriesSamples>) -> (Engine, ()) {
+        let store = MemStorage::new();
+        store.append_now(AppendRequest {
+            origin: None,
+            data: AppendData::Series(series),
+        });
         (
             Engine::new(Arc::new(store), Duration::from_secs(300), 1_000_000),
-            dir,
+            (),
         )
     }
 
@@ -416,7 +410,7 @@ mod tests {
     }
 
     /// A counter per (job, instance) growing by 1/s, 2/s, 3/s, 4/s, sampled every 15 s for 10 min.
-    async fn counters() -> (Engine, tempfile::TempDir) {
+    async fn counters() -> (Engine, ()) {
         let mut series = Vec::new();
         for (i, (job, inst)) in [("api", "a"), ("api", "b"), ("db", "a"), ("db", "b")]
             .iter()

@@ -38,7 +38,7 @@ use telltale_common::model::{Sample, SeriesSamples};
 
 use telltale_common::wire::{ClientMessageRef, Event};
 
-use crate::storage::stamp_agent_labels;
+use crate::metrics::storage::stamp_agent_labels;
 
 use super::chunk::{put_varint, unzigzag, zigzag};
 
@@ -73,7 +73,7 @@ pub struct Record<'a> {
 impl Record<'_> {
     /// A record of samples by id (and an agent's origin and events).
     pub fn points<'a>(
-        origin: Option<&'a crate::storage::Origin>,
+        origin: Option<&'a crate::metrics::storage::Origin>,
         points: &'a [u8],
         events: Vec<Event>,
     ) -> Record<'a> {

@@ -1,0 +1,486 @@
+//! The read path: merging head, frozen sets and blocks per series, rollups from rollup
+//! blocks, labels, and the [`Querier`] and [`Admin`] roles.
+
+use super::*;
+
+impl Tsdb {
+    /// Each matching series' samples in `[start, end]` from every source, merged; also the
+    /// sources' order (head first) is what keeps concurrent cuts from hiding data.
+    fn read_series(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+        max_samples: usize,
+        kind: Kind,
+    ) -> Result<Vec<SeriesParts>, StorageError> {
+        // 1. the head (under its lock, copying only the range), 2. frozen sets, 3. blocks.
+        let mut out: Vec<(u32, Labels, Vec<Vec<Sample>>)> = Vec::new();
+        let mut total = 0usize;
+        {
+            let h = self.read_head();
+            for id in h.matching_ids(matchers) {
+                let Some(s) = h.get(id) else { continue };
+                let mut runs = Vec::new();
+                if kind == Kind::Raw {
+                    let r = s.range(start, end);
+                    total += r.len();
+                    if total > max_samples {
+                        return Err(StorageError::TooManySamples { limit: max_samples });
+                    }
+                    if !r.is_empty() {
+                        runs.push(r.to_vec());
+                    }
+                }
+                out.push((id, s.labels.clone(), runs));
+            }
+        }
+        if kind == Kind::Raw {
+            let frozen = self
+                .inner
+                .frozen
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            for (id, _, runs) in &mut out {
+                for f in &frozen {
+                    if let Some(s) = f.get(*id) {
+                        let lo = s.partition_point(|x| x.0 < start);
+                        let hi = s.partition_point(|x| x.0 <= end).max(lo);
+                        if hi > lo {
+                            total += hi - lo;
+                            if total > max_samples {
+                                return Err(StorageError::TooManySamples { limit: max_samples });
+                            }
+                            // Frozen data is older than what is in the head now.
+                            runs.insert(0, s[lo..hi].to_vec());
+                        }
+                    }
+                }
+            }
+        }
+        let blocks: Vec<Arc<Block>> = self
+            .inner
+            .blocks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|b| b.kind == kind && b.max_t >= start && b.min_t <= end)
+            .cloned()
+            .collect();
+        Ok(out
+            .into_iter()
+            .map(|(id, labels, runs)| {
+                let refs = blocks
+                    .iter()
+                    .filter_map(|b| b.entry(id).map(|e| (b.clone(), *e)))
+                    .collect();
+                (labels, runs, refs)
+            })
+            .collect())
+    }
+
+    fn note_corrupt(&self, e: &block::BlockError) {
+        self.inner
+            .counters
+            .corrupt_chunks
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::error!(error = %e, "chunk skipped");
+    }
+}
+
+impl Querier for Tsdb {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+        max_samples: usize,
+    ) -> Result<Vec<SeriesData>, StorageError> {
+        let parts = self.read_series(matchers, start_ms, end_ms, max_samples, Kind::Raw)?;
+        let in_memory: usize = parts.iter().flat_map(|p| &p.1).map(Vec::len).sum();
+        let total = AtomicU64::new(in_memory as u64);
+        // Decoding chunks is most of a read: series are split across the cores.
+        let read = |part: Vec<SeriesParts>| -> Result<Vec<SeriesData>, StorageError> {
+            let mut out = Vec::with_capacity(part.len());
+            for (labels, mut runs, refs) in part {
+                let mut from_blocks = Vec::with_capacity(refs.len() + runs.len());
+                for (b, e) in refs {
+                    let key = (b.seq, e.series);
+                    let chunk = match self.inner.cache.get(key) {
+                        Some(c) => c,
+                        None => match b.read_columns(&e) {
+                            Ok(c) => {
+                                let (ts, vs) = (&c.ints[0], &c.floats[0]);
+                                let decoded: Arc<Vec<Sample>> = Arc::new(
+                                    ts.iter().zip(vs).map(|(&t, &v)| Sample(t, v)).collect(),
+                                );
+                                self.inner.cache.insert(key, decoded.clone());
+                                decoded
+                            }
+                            Err(err) => {
+                                self.note_corrupt(&err);
+                                continue;
+                            }
+                        },
+                    };
+                    let lo = chunk.partition_point(|s| s.0 < start_ms);
+                    let hi = chunk.partition_point(|s| s.0 <= end_ms).max(lo);
+                    let n = total.fetch_add((hi - lo) as u64, Ordering::Relaxed) as usize;
+                    if n + hi - lo > max_samples {
+                        return Err(StorageError::TooManySamples { limit: max_samples });
+                    }
+                    from_blocks.push(chunk[lo..hi].to_vec());
+                }
+                // Blocks (oldest writes) first, then frozen sets, then the head.
+                from_blocks.append(&mut runs);
+                let samples = merge_runs(from_blocks);
+                if !samples.is_empty() {
+                    out.push(SeriesData { labels, samples });
+                }
+            }
+            Ok(out)
+        };
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8);
+        let chunks: usize = parts.iter().map(|p| p.2.len()).sum();
+        if threads <= 1 || chunks < 512 {
+            return read(parts);
+        }
+        let per = parts.len().div_ceil(threads);
+        let mut groups: Vec<Vec<SeriesParts>> = Vec::new();
+        let mut it = parts.into_iter().peekable();
+        while it.peek().is_some() {
+            groups.push(it.by_ref().take(per).collect());
+        }
+        let results: Vec<Result<Vec<SeriesData>, StorageError>> = std::thread::scope(|sc| {
+            let handles: Vec<_> = groups.into_iter().map(|g| sc.spawn(|| read(g))).collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(StorageError::Write("a read thread panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        let mut out = Vec::new();
+        for r in results {
+            out.extend(r?);
+        }
+        Ok(out)
+    }
+
+    fn select_rollup(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+        resolution_ms: i64,
+        max_rows: usize,
+    ) -> Result<Vec<RollupData>, StorageError> {
+        let kind = match resolution_ms {
+            300_000 => Kind::Rollup5m,
+            3_600_000 => Kind::Rollup1h,
+            _ => {
+                return crate::metrics::storage::rollup_from_raw(
+                    self,
+                    matchers,
+                    start_ms,
+                    end_ms,
+                    resolution_ms,
+                    max_rows,
+                );
+            }
+        };
+        // Rollups exist for what raw retention removed, and raw blocks expire oldest first:
+        // buckets ending before the oldest raw sample still in a block come from rollup
+        // blocks, later ones are computed from raw samples. (Raw windows are multiples of the
+        // bucket widths, so no bucket straddles the two.)
+        let (raw_min, rollup_max) = {
+            let blocks = self.inner.blocks.read().unwrap_or_else(|e| e.into_inner());
+            let raw_min = blocks
+                .iter()
+                .filter(|b| b.kind == Kind::Raw)
+                .map(|b| b.min_t)
+                .min();
+            let rollup_max = blocks
+                .iter()
+                .filter(|b| b.kind == kind)
+                .map(|b| b.max_t)
+                .max();
+            (raw_min, rollup_max)
+        };
+        let covered = match (rollup_max, raw_min) {
+            (None, _) => i64::MIN,
+            (Some(r), None) => r,
+            (Some(_), Some(m)) => m.saturating_sub(1),
+        };
+        let mut by_labels: std::collections::HashMap<Labels, Vec<Bucket>> = Default::default();
+        let mut rows = 0usize;
+        if covered >= start_ms {
+            for (labels, _, refs) in
+                self.read_series(matchers, start_ms, covered.min(end_ms), max_rows, kind)?
+            {
+                let mut runs: Vec<Vec<Bucket>> = Vec::new();
+                for (b, e) in refs {
+                    match b.read_columns(&e).and_then(|c| {
+                        rollup::from_columns(&c).map_err(|err| block::BlockError::Corrupt {
+                            path: b.path.display().to_string(),
+                            message: err.to_string(),
+                        })
+                    }) {
+                        Ok(bk) => runs.push(
+                            bk.into_iter()
+                                .filter(|x| x.end >= start_ms && x.end <= end_ms.min(covered))
+                                .collect(),
+                        ),
+                        Err(err) => self.note_corrupt(&err),
+                    }
+                }
+                let merged = merge_buckets(runs);
+                rows += merged.len();
+                if rows > max_rows {
+                    return Err(StorageError::TooManySamples { limit: max_rows });
+                }
+                if !merged.is_empty() {
+                    by_labels.insert(labels, merged);
+                }
+            }
+        }
+        if end_ms > covered {
+            let from = if covered == i64::MIN {
+                start_ms
+            } else {
+                (covered + 1).max(start_ms)
+            };
+            for r in crate::metrics::storage::rollup_from_raw(
+                self,
+                matchers,
+                from,
+                end_ms,
+                resolution_ms,
+                max_rows.saturating_sub(rows),
+            )? {
+                by_labels.entry(r.labels).or_default().extend(r.buckets);
+            }
+        }
+        Ok(by_labels
+            .into_iter()
+            .map(|(labels, buckets)| RollupData { labels, buckets })
+            .collect())
+    }
+
+    fn series(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Vec<Labels> {
+        let Ok(parts) = self.read_series(matchers, start_ms, end_ms, usize::MAX, Kind::Raw) else {
+            return Vec::new();
+        };
+        parts
+            .into_iter()
+            .filter(|(_, runs, refs)| !runs.is_empty() || !refs.is_empty())
+            .map(|(l, _, _)| l)
+            .collect()
+    }
+
+    fn label_names(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Vec<String> {
+        if matchers.is_empty() && start_ms == i64::MIN && end_ms == i64::MAX {
+            return self.read_head().label_names();
+        }
+        crate::metrics::storage::label_names_of(&self.series(matchers, start_ms, end_ms))
+    }
+
+    fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Vec<String> {
+        if matchers.is_empty() && start_ms == i64::MIN && end_ms == i64::MAX {
+            let mut v: Vec<String> = self
+                .read_head()
+                .label_values(name)
+                .into_iter()
+                .map(|(v, _)| v.to_string())
+                .collect();
+            v.sort();
+            return v;
+        }
+        crate::metrics::storage::label_values_of(&self.series(matchers, start_ms, end_ms), name)
+    }
+
+    fn events(&self, matchers: &[Matcher], since_ms: i64, limit: usize) -> Vec<Event> {
+        self.read_head().events(matchers, since_ms, limit)
+    }
+}
+
+impl Admin for Tsdb {
+    fn stats(&self) -> StorageStats {
+        let h = self.read_head();
+        let blocks = self.inner.blocks.read().unwrap_or_else(|e| e.into_inner());
+        let frozen = self.inner.frozen.read().unwrap_or_else(|e| e.into_inner());
+        let in_blocks: u64 = blocks
+            .iter()
+            .filter(|b| b.kind == Kind::Raw)
+            .map(|b| b.rows)
+            .sum();
+        let in_frozen: u64 = frozen
+            .iter()
+            .flat_map(|f| &f.series)
+            .map(|s| s.1.len() as u64)
+            .sum();
+        StorageStats {
+            series: h.len() as u64,
+            samples: h.head_samples + in_blocks + in_frozen,
+            overwritten: h.overwritten,
+        }
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        self.flush_and_compact(now_ms())
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        use telltale_common::names as n;
+        let c = &self.inner.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut family = |name: &str, kind: &str, help: &str, rows: &[(String, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in rows {
+                let _ = writeln!(out, "{name}{labels} {v}");
+            }
+        };
+        family(
+            n::AGG_SERIES_REFUSED,
+            "counter",
+            "New series refused by the active-series caps.",
+            &[
+                (
+                    "{reason=\"agent_limit\"}".into(),
+                    l(&c.series_refused_agent),
+                ),
+                (
+                    "{reason=\"total_limit\"}".into(),
+                    l(&c.series_refused_total),
+                ),
+                (
+                    "{reason=\"remote_write_limit\"}".into(),
+                    l(&c.series_refused_remote_write),
+                ),
+                (
+                    "{reason=\"remote_write_request_limit\"}".into(),
+                    l(&c.series_refused_request),
+                ),
+            ],
+        );
+        family(
+            n::AGG_SAMPLES_REFUSED,
+            "counter",
+            "Samples refused: behind their series' out-of-order window or older than retention (too_old), or more than a day ahead of the aggregator's clock.",
+            &[
+                ("{reason=\"too_old\"}".into(), l(&c.refused_too_old)),
+                (
+                    "{reason=\"too_far_in_future\"}".into(),
+                    l(&c.refused_too_new),
+                ),
+            ],
+        );
+        let (active, head) = {
+            let h = self.read_head();
+            (h.active_total, h.head_samples)
+        };
+        family(
+            n::AGG_ACTIVE_SERIES,
+            "gauge",
+            "Series written within the active window.",
+            &[(String::new(), active)],
+        );
+        family(
+            n::AGG_HEAD_SAMPLES,
+            "gauge",
+            "Samples in the head, not yet in a block.",
+            &[(String::new(), head)],
+        );
+        let mut per: std::collections::BTreeMap<(&str, u8), u64> = Default::default();
+        let mut bytes: std::collections::BTreeMap<&str, u64> = Default::default();
+        for (k, lvl, _, b) in self.block_summary() {
+            *per.entry((k.name(), lvl)).or_default() += 1;
+            *bytes.entry(k.name()).or_default() += b;
+        }
+        let rows: Vec<(String, u64)> = per
+            .into_iter()
+            .map(|((k, lvl), v)| (format!("{{kind=\"{k}\",level=\"{lvl}\"}}"), v))
+            .collect();
+        family(
+            n::AGG_BLOCKS,
+            "gauge",
+            "Storage blocks by kind and level.",
+            &rows,
+        );
+        let rows: Vec<(String, u64)> = bytes
+            .into_iter()
+            .map(|(k, v)| (format!("{{kind=\"{k}\"}}"), v))
+            .collect();
+        family(
+            n::AGG_BLOCK_BYTES,
+            "gauge",
+            "Bytes of storage blocks by kind.",
+            &rows,
+        );
+        for (name, help, v) in [
+            (
+                n::AGG_CORRUPT_CHUNKS,
+                "Chunks that failed their checksum or did not decode when read.",
+                l(&c.corrupt_chunks),
+            ),
+            (
+                n::AGG_QUARANTINED_BLOCKS,
+                "Blocks moved to quarantine at start-up.",
+                self.recovery.quarantined,
+            ),
+            (
+                n::AGG_WAL_BYTES,
+                "Bytes written to the WAL.",
+                l(&c.wal_bytes),
+            ),
+            (
+                n::AGG_HEAD_CUTS,
+                "Head cuts into level-0 blocks.",
+                l(&c.cuts),
+            ),
+            (n::AGG_COMPACTIONS, "Compactions.", l(&c.compactions)),
+            (
+                n::AGG_EXPIRED_BLOCKS,
+                "Blocks deleted by retention.",
+                l(&c.expired_blocks),
+            ),
+            (
+                n::AGG_MAINTENANCE_ERRORS,
+                "Storage maintenance rounds that failed.",
+                l(&c.maintenance_errors),
+            ),
+        ] {
+            family(name, "counter", help, &[(String::new(), v)]);
+        }
+    }
+}
+
+/// Merges bucket runs given oldest write first (a newer bucket with the same end wins).
+pub(super) fn merge_buckets(runs: Vec<Vec<Bucket>>) -> Vec<Bucket> {
+    let mut all: Vec<(usize, Bucket)> = runs
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, r)| r.into_iter().map(move |b| (i, b)))
+        .collect();
+    all.sort_by_key(|(i, b)| (b.end, *i));
+    let mut out: Vec<Bucket> = Vec::with_capacity(all.len());
+    for (_, b) in all {
+        match out.last_mut() {
+            Some(last) if last.end == b.end => *last = b,
+            _ => out.push(b),
+        }
+    }
+    out
+}
