@@ -49,7 +49,7 @@ pub struct ApiState {
     /// Rule evaluation (replaced whole by a reload).
     pub rules: std::sync::RwLock<Arc<crate::rules::manager::RuleManager>>,
     /// Re-reads rules, routes and runbooks (SIGHUP and `POST /-/reload`).
-    pub reload: crate::serve::Reload,
+    pub reload: crate::reload::Reload,
     /// Alerting, silences and incidents.
     pub alerts: Arc<crate::alerting::service::AlertingService>,
 }
@@ -66,7 +66,7 @@ impl ApiState {
         let r = &self.reload;
         let _one_at_a_time = r.lock.lock().await;
         let cfg = r.cfg.clone();
-        let loaded = tokio::task::spawn_blocking(move || crate::serve::Alerting::load(&cfg))
+        let loaded = tokio::task::spawn_blocking(move || crate::reload::Alerting::load(&cfg))
             .await
             .map_err(|e| e.to_string())
             .and_then(|x| x);

@@ -13,6 +13,7 @@
 //! - [`api`]: the HTTP API (Prometheus' envelope), `/metrics`, health.
 //! - [`agents`]: connection state per agent (`up`, `/api/v1/agents`).
 //! - [`config`]: the TOML file and its validation into runtime settings.
+//! - [`reload`]: loading the rule, routing and runbook files as one set; reload status.
 //! - [`serve`]: wiring of the above into the running service.
 //! - [`selfmetrics`]: the aggregator's own counters.
 #![forbid(unsafe_code)]
@@ -25,6 +26,7 @@ pub mod config;
 pub mod ingest;
 pub mod labels;
 pub mod metrics;
+pub mod reload;
 pub mod remediate;
 pub mod rules;
 pub mod selfmetrics;

@@ -285,7 +285,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            if let Err(e) = telltale_aggregator::serve::Alerting::load(&cfg) {
+            if let Err(e) = telltale_aggregator::reload::Alerting::load(&cfg) {
                 eprintln!("telltale-aggregator: {e}");
                 return ExitCode::from(2);
             }
@@ -313,7 +313,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let alerting = match telltale_aggregator::serve::Alerting::load(&cfg) {
+            let alerting = match telltale_aggregator::reload::Alerting::load(&cfg) {
                 Ok(a) => a,
                 Err(e) => {
                     eprintln!("telltale-aggregator: {e}");

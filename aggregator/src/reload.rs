@@ -1,0 +1,120 @@
+//! Configuration reloads (`SIGHUP`, `POST /-/reload`): the rule, routing and runbook files
+//! loaded and validated as one set before anything changes, and the outcome of the last
+//! attempt as Prometheus exports it. The HTTP API triggers a reload; the wiring ([`crate::serve`])
+//! starts with the same loader.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::alerting::config::RoutingConfig;
+use crate::config::Config;
+use crate::rules::manager::Settings as RuleSettings;
+
+/// Rule groups and routing, loaded and validated before anything starts.
+pub struct Alerting {
+    /// Rule groups from every rule file.
+    pub groups: Vec<crate::rules::file::Group>,
+    /// Routing (the built-in log-only one without a routes file).
+    pub routing: RoutingConfig,
+    /// Runbooks (none without a runbook file).
+    pub runbooks: crate::remediate::Runbooks,
+}
+
+impl Alerting {
+    /// Loads the rule files and the routing file the configuration names.
+    pub fn load(cfg: &Config) -> Result<Alerting, String> {
+        let mut groups = Vec::new();
+        for pattern in &cfg.rule_files {
+            let files = crate::rules::file::expand_glob(pattern)?;
+            if files.is_empty() {
+                tracing::warn!(pattern, "rule pattern matches no file");
+            }
+            for f in files {
+                groups.extend(
+                    crate::rules::file::load(&f, cfg.evaluation_interval)
+                        .map_err(|e| e.to_string())?,
+                );
+            }
+        }
+        let routing = match &cfg.routes {
+            Some(p) => RoutingConfig::load(p).map_err(|e| e.to_string())?,
+            None => RoutingConfig::log_only(),
+        };
+        let runbooks = match &cfg.runbooks {
+            Some(p) => crate::remediate::Runbooks::load(p)?,
+            None => crate::remediate::Runbooks::default(),
+        };
+        Ok(Alerting {
+            groups,
+            routing,
+            runbooks,
+        })
+    }
+}
+
+/// What a reload needs: the configuration naming the files, the rule manager's settings, and
+/// the outcome of the last reload (`telltale_aggregator_config_last_reload_successful`).
+pub struct Reload {
+    /// The configuration (the files' names and globs; its other keys need a restart).
+    pub cfg: Config,
+    /// Settings for the new rule manager.
+    pub settings: RuleSettings,
+    /// One reload at a time.
+    pub lock: tokio::sync::Mutex<()>,
+    /// The last outcome.
+    pub status: ReloadStatus,
+}
+
+/// The last reload's outcome, as Prometheus exports it.
+#[derive(Debug)]
+pub struct ReloadStatus {
+    ok: AtomicBool,
+    at_ms: std::sync::atomic::AtomicI64,
+    failures: std::sync::atomic::AtomicU64,
+}
+
+impl Default for ReloadStatus {
+    fn default() -> Self {
+        ReloadStatus {
+            ok: AtomicBool::new(true),
+            at_ms: std::sync::atomic::AtomicI64::new(telltale_common::model::now_ms()),
+            failures: Default::default(),
+        }
+    }
+}
+
+impl ReloadStatus {
+    pub(crate) fn succeeded(&self) {
+        self.ok.store(true, Ordering::Relaxed);
+        self.at_ms
+            .store(telltale_common::model::now_ms(), Ordering::Relaxed);
+    }
+
+    pub(crate) fn failed(&self) {
+        self.ok.store(false, Ordering::Relaxed);
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Appends the reload metrics.
+    pub fn render(&self, out: &mut String) {
+        use telltale_common::names;
+        crate::selfmetrics::gauge(
+            out,
+            names::AGG_RELOAD_SUCCESSFUL,
+            "Whether the last configuration reload attempt was successful.",
+            u64::from(self.ok.load(Ordering::Relaxed)),
+        );
+        crate::selfmetrics::gauge(
+            out,
+            names::AGG_RELOAD_SUCCESS_TIME,
+            "Timestamp of the last successful configuration reload.",
+            (self.at_ms.load(Ordering::Relaxed) / 1000).max(0) as u64,
+        );
+        crate::selfmetrics::counter(
+            out,
+            names::AGG_RELOAD_FAILURES,
+            "Configuration reloads that failed (the running configuration was kept).",
+            self.failures.load(Ordering::Relaxed),
+        );
+    }
+}
+
