@@ -71,7 +71,7 @@ pub struct CollectorsSection {
     pub tcpstat: Option<bool>,
     /// Relabel rules for the host collectors' series.
     #[serde(default)]
-    pub relabel: Vec<crate::relabel::RuleConfig>,
+    pub relabel: Vec<crate::pipeline::relabel::RuleConfig>,
 }
 
 /// `[tls]`
@@ -127,7 +127,7 @@ pub struct Config {
     /// In-flight limit.
     pub max_in_flight: usize,
     /// Optional collectors switched on.
-    pub optional: crate::collector::Optional,
+    pub optional: crate::sources::host::Optional,
     /// What happens to every series on its way to the buffer.
     pub pipeline: crate::pipeline::PipelineConfig,
     /// Sources besides the host collectors.
@@ -300,7 +300,7 @@ impl Config {
             },
             buffer_max_bytes: max_bytes,
             max_in_flight,
-            optional: crate::collector::Optional {
+            optional: crate::sources::host::Optional {
                 tcpstat: collectors.tcpstat.unwrap_or(false),
             },
         })

@@ -84,14 +84,14 @@ impl RunArgs {
 }
 
 fn collect_once(a: &CollectArgs) -> ExitCode {
-    use telltale_agent::collector;
+    use telltale_agent::sources::host;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    let mut out = collector::Out::new(now);
-    let optional = collector::Optional { tcpstat: a.tcpstat };
-    collector::collect_all(&collector::Root::default(), optional, &mut out);
-    print!("{}", collector::exposition(&out.series));
+    let mut out = host::Out::new(now);
+    let optional = host::Optional { tcpstat: a.tcpstat };
+    host::collect_all(&host::Root::default(), optional, &mut out);
+    print!("{}", host::exposition(&out.series));
     for (c, e) in &out.errors {
         eprintln!("collector {c} failed: {e}");
     }

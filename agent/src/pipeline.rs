@@ -1,6 +1,6 @@
 //! What happens to series between a source and the buffer, in this order:
 //!
-//! 1. **relabel** with the source's own rules (Prometheus semantics, see [`crate::relabel`]);
+//! 1. **relabel** with the source's own rules (Prometheus semantics, see [`crate::pipeline::relabel`]);
 //! 2. **enrich**: static labels and chosen host metadata, added where the series lacks them;
 //!    `instance` is the agent's name and `job` defaults to `telltale-agent`;
 //! 3. **cardinality guard**: series per source and in total are capped; a new series beyond a
@@ -18,6 +18,9 @@
 //! `telltale_agent_adaptive_sampling_active`; dropped series in
 //! `telltale_agent_series_dropped_total{source}`.
 
+pub mod hostinfo;
+pub mod relabel;
+
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -28,8 +31,8 @@ use regex_lite::Regex;
 use telltale_common::model::{Labels, Sample, SeriesSamples, is_stale_marker};
 use telltale_common::wire::Event;
 
-use crate::hostinfo::HostInfo;
-use crate::relabel::{self, Rule};
+use hostinfo::HostInfo;
+use relabel::Rule;
 
 /// The job label of series whose source sets none.
 pub const JOB: &str = "telltale-agent";
@@ -502,7 +505,7 @@ impl Processor {
     }
 
     /// The pipeline's own series.
-    pub fn own_series(&self, out: &mut crate::collector::Out) {
+    pub fn own_series(&self, out: &mut crate::sources::host::Out) {
         for (source, s) in &self.sources {
             out.add(
                 "telltale_agent_series_dropped_total",
@@ -631,7 +634,7 @@ mod tests {
             run(&mut p, batch("textfile", users(10, 13, 3)), 0, 3).len(),
             2
         );
-        let mut own = crate::collector::Out::new(4);
+        let mut own = crate::sources::host::Out::new(4);
         p.own_series(&mut own);
         let dropped = |src: &str| {
             own.series
@@ -721,7 +724,7 @@ mod tests {
             let mut swept = Vec::new();
             p.sweep(120_000, &mut swept);
             assert_eq!(swept[0].samples, vec![Sample(60_000, 9.0)]);
-            let mut own = crate::collector::Out::new(0);
+            let mut own = crate::sources::host::Out::new(0);
             p.own_series(&mut own);
             let v = |n: &str| {
                 own.series

@@ -14,13 +14,13 @@ use telltale_common::wire::Batch;
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::buffer::Buffer;
-use crate::collector::{self, Out, Root};
 use crate::config::Config;
-use crate::hostinfo::HostInfo;
+use crate::pipeline::hostinfo::HostInfo;
+use crate::pipeline::relabel::Rule;
 use crate::pipeline::{Processor, SourceBatch};
-use crate::relabel::Rule;
-use crate::shipper::{ShipStats, Shipper, Target};
-use crate::statsd::StatsdStats;
+use crate::sources::host::{self, Out, Root};
+use crate::sources::statsd::StatsdStats;
+use crate::transport::shipper::{ShipStats, Shipper, Target};
 
 /// The agent's own process, measured with sysinfo.
 struct SelfProcess {
@@ -137,7 +137,7 @@ async fn send(
 /// The host collectors and the agent's own metrics, every interval.
 async fn host_loop(
     interval: Duration,
-    optional: collector::Optional,
+    optional: host::Optional,
     relabel: Arc<[Rule]>,
     own: Own,
     tx: mpsc::Sender<SourceBatch>,
@@ -152,7 +152,7 @@ async fn host_loop(
         tick.tick().await;
         let started = tokio::time::Instant::now();
         let mut out = Out::new(now_ms());
-        collector::collect_all(&root, optional, &mut out);
+        host::collect_all(&root, optional, &mut out);
         for (c, e) in &out.errors {
             tracing::debug!(collector = c, error = %e, "collector failed");
         }
@@ -173,7 +173,7 @@ async fn textfile_loop(
     dir: std::path::PathBuf,
     interval: Duration,
     relabel: Arc<[Rule]>,
-    limits: crate::textfile::Limits,
+    limits: crate::sources::textfile::Limits,
     tx: mpsc::Sender<SourceBatch>,
 ) {
     let source: Arc<str> = Arc::from("textfile");
@@ -185,7 +185,8 @@ async fn textfile_loop(
         let d = dir.clone();
         let t = now_ms();
         let Ok((series, errors)) =
-            tokio::task::spawn_blocking(move || crate::textfile::collect(&d, t, &limits)).await
+            tokio::task::spawn_blocking(move || crate::sources::textfile::collect(&d, t, &limits))
+                .await
         else {
             return;
         };
@@ -202,8 +203,8 @@ async fn textfile_loop(
 }
 
 async fn statsd_loop(
-    listener: Arc<crate::statsd::Listener>,
-    cfg: crate::statsd::StatsdConfig,
+    listener: Arc<crate::sources::statsd::Listener>,
+    cfg: crate::sources::statsd::StatsdConfig,
     relabel: Arc<[Rule]>,
     tx: mpsc::Sender<SourceBatch>,
 ) {
@@ -393,7 +394,7 @@ pub async fn run_with_reload(
 /// they stop, so a reload can bind it again).
 struct Sources {
     tasks: tokio::task::JoinSet<()>,
-    _listener: Option<Arc<crate::statsd::Listener>>,
+    _listener: Option<Arc<crate::sources::statsd::Listener>>,
 }
 
 impl Sources {
@@ -410,7 +411,7 @@ impl Sources {
         if let Some((sc, rules)) = &cfg.sources.statsd {
             // A port already taken must not stop the other sources: the error is logged and
             // the agent runs without StatsD.
-            match crate::statsd::Listener::start(sc) {
+            match crate::sources::statsd::Listener::start(sc) {
                 Ok(l) => {
                     tracing::info!(listen = %l.local, "statsd listener started");
                     let l = Arc::new(l);
@@ -443,11 +444,15 @@ impl Sources {
         ));
         for job in &cfg.sources.scrape {
             for i in 0..job.targets.len() {
-                tasks.spawn(crate::scrape::run_target(job.clone(), i, tx.clone()));
+                tasks.spawn(crate::sources::scrape::run_target(
+                    job.clone(),
+                    i,
+                    tx.clone(),
+                ));
             }
         }
         for c in &cfg.sources.checks {
-            tasks.spawn(crate::checks::run(c.clone(), tx.clone()));
+            tasks.spawn(crate::sources::checks::run(c.clone(), tx.clone()));
         }
         if let Some((dir, rules, limits)) = &cfg.sources.textfile {
             tasks.spawn(textfile_loop(

@@ -12,11 +12,11 @@ use regex_lite::Regex;
 use serde::Deserialize;
 use telltale_common::config::{ConfigError, humantime_duration_opt};
 
-use crate::checks::{Check, Probe};
+use crate::pipeline::relabel::{self, Rule, RuleConfig};
 use crate::pipeline::{Adaptive, Aggregate, PipelineConfig, SamplingRule, Strategy, window_ms};
-use crate::relabel::{self, Rule, RuleConfig};
-use crate::scrape::ScrapeJob;
-use crate::statsd::StatsdConfig;
+use crate::sources::checks::{Check, Probe};
+use crate::sources::scrape::ScrapeJob;
+use crate::sources::statsd::StatsdConfig;
 
 /// `[enrich]`
 #[derive(Debug, Default, Deserialize)]
@@ -212,17 +212,17 @@ pub struct Sources {
     /// The StatsD listener and its rules.
     pub statsd: Option<(StatsdConfig, Arc<[Rule]>)>,
     /// The textfile directory, its rules and its limits.
-    pub textfile: Option<(PathBuf, Arc<[Rule]>, crate::textfile::Limits)>,
+    pub textfile: Option<(PathBuf, Arc<[Rule]>, crate::sources::textfile::Limits)>,
     /// Health checks.
     pub checks: Vec<Arc<Check>>,
 }
 
 /// The parse limits of a scrape job or the textfile collector: `[sample_limit, label_limit,
 /// label_name_length_limit, label_value_length_limit]`, each defaulting to
-/// [`crate::expfmt::Limits::DEFAULT`]'s.
-fn parse_limits(keys: [Option<usize>; 4]) -> crate::expfmt::Limits {
-    let d = crate::expfmt::Limits::DEFAULT;
-    crate::expfmt::Limits {
+/// [`crate::sources::expfmt::Limits::DEFAULT`]'s.
+fn parse_limits(keys: [Option<usize>; 4]) -> crate::sources::expfmt::Limits {
+    let d = crate::sources::expfmt::Limits::DEFAULT;
+    crate::sources::expfmt::Limits {
         sample_limit: keys[0].unwrap_or(d.sample_limit),
         label_limit: keys[1].unwrap_or(d.label_limit),
         label_name_length_limit: keys[2].unwrap_or(d.label_name_length_limit),
@@ -242,7 +242,7 @@ fn anchored(src: &Path, key: &str, pattern: &str) -> Result<Regex, ConfigError> 
 }
 
 fn tls(src: &Path, key: &str, ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, ConfigError> {
-    crate::httpc::tls_config(ca).map_err(|e| ConfigError::invalid(src, key, e))
+    crate::sources::httpc::tls_config(ca).map_err(|e| ConfigError::invalid(src, key, e))
 }
 
 /// Validates the pipeline sections.
@@ -268,13 +268,13 @@ pub fn pipeline(
         p.static_labels.push((k, v));
     }
     for f in enrich.unwrap_or_default().host_labels {
-        if !crate::hostinfo::HostInfo::FIELDS.contains(&f.as_str()) {
+        if !crate::pipeline::hostinfo::HostInfo::FIELDS.contains(&f.as_str()) {
             return Err(ConfigError::invalid(
                 src,
                 "enrich.host_labels",
                 format!(
                     "{f:?} is not one of {}",
-                    crate::hostinfo::HostInfo::FIELDS.join(", ")
+                    crate::pipeline::hostinfo::HostInfo::FIELDS.join(", ")
                 ),
             ));
         }
@@ -406,7 +406,7 @@ pub fn sources(
         let path = s.path.as_deref().unwrap_or("/metrics");
         let mut targets = Vec::new();
         for (j, t) in s.targets.iter().enumerate() {
-            let uri = crate::httpc::parse_url(&format!("{scheme}://{t}{path}"))
+            let uri = crate::sources::httpc::parse_url(&format!("{scheme}://{t}{path}"))
                 .map_err(|e| ConfigError::invalid(src, &format!("{key}.targets[{j}]"), e))?;
             targets.push((t.clone(), uri));
         }
@@ -480,8 +480,8 @@ pub fn sources(
     if let Some(t) = textfile
         && let Some(d) = t.directory
     {
-        let d_limits = crate::textfile::Limits::default();
-        let limits = crate::textfile::Limits {
+        let d_limits = crate::sources::textfile::Limits::default();
+        let limits = crate::sources::textfile::Limits {
             max_bytes: t.body_size_limit.unwrap_or(d_limits.max_bytes),
             parse: parse_limits([
                 t.sample_limit,
@@ -514,7 +514,7 @@ pub fn sources(
         let probe = match c.kind.as_str() {
             "http" => {
                 let url_text = need(c.url.clone(), "url")?;
-                let url = crate::httpc::parse_url(&url_text)
+                let url = crate::sources::httpc::parse_url(&url_text)
                     .map_err(|e| ConfigError::invalid(src, &format!("{key}.url"), e))?;
                 let https = url.scheme_str() == Some("https");
                 Probe::Http {

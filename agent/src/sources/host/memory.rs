@@ -52,7 +52,7 @@ pub fn collect_vmstat(root: &Root, out: &mut Out) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::fixtures;
+    use crate::sources::host::fixtures;
 
     #[test]
     fn meminfo_names_and_units_follow_node_exporter() {

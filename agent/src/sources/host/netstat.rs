@@ -163,7 +163,7 @@ pub fn collect_tcp_states(root: &Root, out: &mut Out) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::fixtures;
+    use crate::sources::host::fixtures;
 
     fn get(out: &Out, n: &str) -> Option<f64> {
         out.series

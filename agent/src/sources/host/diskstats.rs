@@ -168,7 +168,7 @@ mod tests {
     #[test]
     fn udev_properties_become_info_series() {
         let dir = tempfile::tempdir().unwrap();
-        let root = crate::collector::fixtures::tree(dir.path());
+        let root = crate::sources::host::fixtures::tree(dir.path());
         std::fs::create_dir_all(&root.proc).unwrap();
         std::fs::write(
             root.proc.join("diskstats"),
@@ -185,7 +185,7 @@ mod tests {
         .unwrap();
         let mut out = Out::new(0);
         collect(&root, &mut out).unwrap();
-        let text = crate::collector::exposition(&out.series);
+        let text = crate::sources::host::exposition(&out.series);
         for line in [
             "node_disk_info{device=\"sda\",major=\"8\",minor=\"0\",model=\"Samsung_SSD\",path=\"pci-0000:00:1f.2-ata-1\",serial=\"S1\"} 1",
             "node_disk_filesystem_info{device=\"sda\",type=\"ext4\",uuid=\"u-1\"} 1",

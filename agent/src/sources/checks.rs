@@ -24,7 +24,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 use crate::pipeline::SourceBatch;
-use crate::relabel::Rule;
+use crate::pipeline::relabel::Rule;
 
 /// Nagios states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,7 +183,7 @@ async fn probe(p: &Probe) -> Outcome {
             tls,
             cert_expiry_warning,
         } => {
-            let r = match crate::httpc::get(url, tls.as_ref(), &[], 1 << 20).await {
+            let r = match crate::sources::httpc::get(url, tls.as_ref(), &[], 1 << 20).await {
                 Ok(r) => r,
                 Err(e) => return outcome(State::Critical, e),
             };

@@ -29,7 +29,7 @@ fn read(root: &Path, rel: &str) -> String {
 }
 
 fn os_release_field(text: &str, key: &str) -> String {
-    crate::collector::os_release_value(text, key).unwrap_or_default()
+    crate::sources::host::os_release_value(text, key).unwrap_or_default()
 }
 
 impl HostInfo {

@@ -206,7 +206,7 @@ mod tests {
     #[test]
     fn os_collector_reports_info_and_version() {
         let dir = tempfile::tempdir().unwrap();
-        let root = crate::collector::fixtures::tree(dir.path());
+        let root = crate::sources::host::fixtures::tree(dir.path());
         let mut out = Out::new(0);
         collect_os(&root, &mut out).unwrap();
         assert!(out.series.is_empty());

@@ -261,11 +261,11 @@ pub fn collect_netclass(root: &Root, out: &mut Out) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::exposition;
+    use crate::sources::host::exposition;
 
     fn tree() -> (tempfile::TempDir, Root) {
         let dir = tempfile::tempdir().unwrap();
-        let root = crate::collector::fixtures::tree(dir.path());
+        let root = crate::sources::host::fixtures::tree(dir.path());
         (dir, root)
     }
 

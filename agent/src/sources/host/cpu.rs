@@ -227,7 +227,7 @@ pub fn collect_stat(root: &Root, out: &mut Out) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::fixtures;
+    use crate::sources::host::fixtures;
 
     #[test]
     fn cpu_lists_parse_like_the_kernel_writes_them() {
@@ -240,7 +240,7 @@ mod tests {
     #[test]
     fn sysfs_cpu_frequency_throttles_and_schedstat() {
         let dir = tempfile::tempdir().unwrap();
-        let root = crate::collector::fixtures::tree(dir.path());
+        let root = crate::sources::host::fixtures::tree(dir.path());
         let w = |rel: &str, text: &str| {
             let p = dir.path().join(rel);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -270,7 +270,7 @@ mod tests {
         collect_throttles(&root, &mut out);
         collect_isolated(&root, &mut out);
         collect_schedstat(&root, &mut out).unwrap();
-        let text = crate::collector::exposition(&out.series);
+        let text = crate::sources::host::exposition(&out.series);
         for line in [
             "node_cpu_scaling_frequency_hertz{cpu=\"1\"} 2400000000",
             "node_cpu_frequency_max_hertz{cpu=\"0\"} 3600000000",

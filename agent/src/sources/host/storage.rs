@@ -310,7 +310,7 @@ unused devices: <none>
     #[test]
     fn xfs_statistics_per_device() {
         let dir = tempfile::tempdir().unwrap();
-        let root = crate::collector::fixtures::tree(dir.path());
+        let root = crate::sources::host::fixtures::tree(dir.path());
         let mut out = Out::new(0);
         collect_xfs(&root, &mut out).unwrap();
         assert!(out.series.is_empty());
@@ -327,7 +327,7 @@ unused devices: <none>
         )
         .unwrap();
         collect_xfs(&root, &mut out).unwrap();
-        let text = crate::collector::exposition(&out.series);
+        let text = crate::sources::host::exposition(&out.series);
         for line in [
             "node_xfs_extent_allocation_blocks_allocated_total{device=\"dm-0\"} 97589",
             "node_xfs_block_mapping_extent_list_lookups_total{device=\"dm-0\"} 2140766",
@@ -345,7 +345,7 @@ unused devices: <none>
     #[test]
     fn md_and_nvme_series() {
         let dir = tempfile::tempdir().unwrap();
-        let root = crate::collector::fixtures::tree(dir.path());
+        let root = crate::sources::host::fixtures::tree(dir.path());
         let mut out = Out::new(0);
         collect_mdadm(&root, &mut out).unwrap();
         collect_nvme(&root, &mut out).unwrap();
@@ -364,7 +364,7 @@ unused devices: <none>
         }
         collect_mdadm(&root, &mut out).unwrap();
         collect_nvme(&root, &mut out).unwrap();
-        let text = crate::collector::exposition(&out.series);
+        let text = crate::sources::host::exposition(&out.series);
         for line in [
             "node_md_state{device=\"md1\",state=\"recovering\"} 1",
             "node_md_state{device=\"md1\",state=\"active\"} 0",

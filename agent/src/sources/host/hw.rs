@@ -477,10 +477,10 @@ pub fn collect_edac(root: &Root, out: &mut Out) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::exposition;
+    use crate::sources::host::exposition;
 
     fn root(dir: &Path) -> Root {
-        crate::collector::fixtures::tree(dir)
+        crate::sources::host::fixtures::tree(dir)
     }
 
     fn write(path: PathBuf, text: &str) {

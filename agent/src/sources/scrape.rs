@@ -16,9 +16,9 @@ use std::time::Duration;
 use telltale_common::model::{Labels, STALE_NAN_BITS, Sample, SeriesSamples, now_ms};
 use tokio::sync::mpsc;
 
-use crate::expfmt::{self, Dialect};
 use crate::pipeline::SourceBatch;
-use crate::relabel::Rule;
+use crate::pipeline::relabel::Rule;
+use crate::sources::expfmt::{self, Dialect};
 
 /// One job.
 #[derive(Debug, Clone)]
@@ -77,7 +77,7 @@ pub async fn scrape_once(job: &ScrapeJob, target: &str, uri: &hyper::Uri) -> Scr
     ];
     let result = match tokio::time::timeout(
         job.timeout,
-        crate::httpc::get(uri, job.tls.as_ref(), &headers, job.body_limit),
+        crate::sources::httpc::get(uri, job.tls.as_ref(), &headers, job.body_limit),
     )
     .await
     {

@@ -16,14 +16,14 @@ pub struct Limits {
     /// Largest file read (bytes); a larger one fails without being read.
     pub max_bytes: u64,
     /// Checked while parsing.
-    pub parse: crate::expfmt::Limits,
+    pub parse: crate::sources::expfmt::Limits,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_bytes: 10 << 20,
-            parse: crate::expfmt::Limits::DEFAULT,
+            parse: crate::sources::expfmt::Limits::DEFAULT,
         }
     }
 }
@@ -83,8 +83,12 @@ pub fn collect(dir: &Path, t_ms: i64, limits: &Limits) -> (Vec<SeriesSamples>, V
             .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_secs_f64());
         let parsed = read.and_then(|text| {
-            crate::expfmt::parse_limited(&text, crate::expfmt::Dialect::Text, &limits.parse)
-                .map_err(|e| e.to_string())
+            crate::sources::expfmt::parse_limited(
+                &text,
+                crate::sources::expfmt::Dialect::Text,
+                &limits.parse,
+            )
+            .map_err(|e| e.to_string())
         });
         let lines = match parsed {
             Ok((lines, _)) if lines.iter().any(|l| l.t_ms.is_some()) => {
@@ -169,9 +173,9 @@ mod tests {
         std::fs::write(d.path().join("c_big.prom"), "y 1\n".repeat(2000)).unwrap();
         let limits = Limits {
             max_bytes: 4000,
-            parse: crate::expfmt::Limits {
+            parse: crate::sources::expfmt::Limits {
                 sample_limit: 10,
-                ..crate::expfmt::Limits::DEFAULT
+                ..crate::sources::expfmt::Limits::DEFAULT
             },
         };
         let (series, errors) = collect(d.path(), 5, &limits);

@@ -172,7 +172,7 @@ pub fn collect(root: &Root, out: &mut Out) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::fixtures;
+    use crate::sources::host::fixtures;
 
     #[test]
     fn pseudo_filesystems_are_skipped_and_escapes_decoded() {
