@@ -121,6 +121,78 @@ pub fn prom_duration(s: &str) -> Result<Duration, String> {
     promql_parser::util::parse_duration(t).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
+/// What remediation tells the alerting side about an alert's remediation (sent over the
+/// channel `serve` wires between the two drivers; the alerting side records it in the alert's
+/// incident and pages when a remediation failed).
+#[derive(Debug, Clone)]
+pub enum RemediationNews {
+    /// A remediation changed state: a line for the incident's timeline.
+    Note {
+        /// The remediated alert.
+        alert_fp: u64,
+        /// The sentence.
+        text: String,
+    },
+    /// The alert resolved inside the verify window after a successful run.
+    Remediated {
+        /// The remediated alert.
+        alert_fp: u64,
+        /// The remediation.
+        id: String,
+    },
+    /// The remediation failed: escalate, with its record attached.
+    Failed {
+        /// The remediation.
+        id: String,
+        /// The remediated alert.
+        alert_fp: u64,
+        /// The alert's labels.
+        labels: Labels,
+        /// The remediation record, as the API shows it, for the page.
+        detail: serde_json::Value,
+    },
+}
+
+/// Why a request to the alerting or remediation side failed, so that the HTTP layer (or any
+/// other caller) can tell a bad request from a missing object from a broken store.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The request is invalid (a silence without matchers, an unknown decision...).
+    #[error("{0}")]
+    Invalid(String),
+    /// No such object.
+    #[error("{0}")]
+    NotFound(String),
+    /// The state could not be written.
+    #[error("{0}")]
+    Store(String),
+}
+
+/// Labels as a JSON object (as Alertmanager's payloads and APIs write them).
+pub fn labels_json(l: &Labels) -> serde_json::Value {
+    serde_json::Value::Object(
+        l.iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+            .collect(),
+    )
+}
+
+/// A random id formatted like a UUID (version 4): silences and remediations are named so.
+pub fn uuid_v4() -> String {
+    let mut a: u128 = rand::random();
+    a = (a & !(0xf << 76)) | (0x4 << 76);
+    a = (a & !(0x3 << 62)) | (0x2 << 62);
+    let h = format!("{a:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

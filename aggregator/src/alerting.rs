@@ -19,6 +19,7 @@
 //! deliveries and incidents in sled so a restart neither loses nor repeats a notification.
 
 pub mod config;
+pub mod core;
 pub mod correlate;
 pub mod deliver;
 pub mod dispatch;

@@ -52,6 +52,8 @@ pub struct ApiState {
     pub reload: crate::reload::Reload,
     /// Alerting, silences and incidents.
     pub alerts: Arc<crate::alerting::service::AlertingService>,
+    /// Remediations and runbooks.
+    pub remediation: Arc<crate::remediate::driver::Remediator>,
 }
 
 impl ApiState {
@@ -91,7 +93,8 @@ impl ApiState {
         old.stop();
         new.start();
         *self.rules.write().unwrap_or_else(|e| e.into_inner()) = new;
-        self.alerts.reload(alerting.routing, alerting.runbooks);
+        self.alerts.reload(alerting.routing);
+        self.remediation.reload(alerting.runbooks);
         r.status.succeeded();
         tracing::info!(rules = count, "configuration reloaded");
         Ok(count)
@@ -684,6 +687,7 @@ async fn metrics(State(st): St) -> Response {
     st.rules().render_metrics(&mut text);
     st.reload.status.render(&mut text);
     st.alerts.render_metrics(&mut text);
+    st.remediation.render_metrics(&mut text);
     (
         [(
             header::CONTENT_TYPE,

@@ -4,12 +4,15 @@
 //!
 //! - [`hub`]: the connections that take commands (registered by ingest);
 //! - [`engine`]: the runbook logic without I/O — matching, guardrails, approvals, deadlines,
-//!   the verify window — returning effects the alerting service carries out;
+//!   the verify window — returning effects;
+//! - [`driver`]: carries the effects out (commands, records, outcome series) and tells the
+//!   alerting side what happened, over channels wired in `serve.rs`;
 //! - this module: the runbook file.
 //!
 //! The aggregator can only name an action and pass parameters; what an action does, and which
 //! values its parameters may take, is decided by each agent's own configuration.
 
+pub mod driver;
 pub mod engine;
 pub mod hub;
 

@@ -9,7 +9,7 @@ use anyhow::Context;
 use telltale_common::tls::{CaFiles, TlsPaths};
 
 use crate::agents::Registry;
-use crate::alerting::service::AlertingService;
+use crate::alerting::service::{AlertingService, StateStore};
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::ingest::Ingest;
@@ -17,6 +17,7 @@ use crate::metrics::promql::Engine;
 use crate::metrics::storage::{AGENT_JOB, Admin, Matcher, Storage};
 use crate::metrics::tsdb::Tsdb;
 use crate::reload::{Alerting, Reload, ReloadStatus};
+use crate::remediate::driver::Remediator;
 use crate::rules::manager::{RuleManager, Settings as RuleSettings};
 use crate::selfmetrics::SelfMetrics;
 
@@ -119,16 +120,33 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     let engine = Engine::new(storage.clone(), cfg.lookback_delta, cfg.query_max_samples)
         .with_timeout(cfg.query_timeout)
         .with_stack_budget(crate::metrics::promql::SERVER_STACK_BUDGET);
-    let hub = Arc::new(crate::remediate::hub::Hub::default());
+    // Alerting and remediation are two drivers joined by channels: alerts the alerting side
+    // saw go to remediation, remediation's news come back for incidents and pages, and the
+    // hub reports agents' connections and command results to remediation.
+    let (hub_tx, hub_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (alerts_tx, alerts_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (news_tx, news_rx) = tokio::sync::mpsc::unbounded_channel();
+    let hub = Arc::new(crate::remediate::hub::Hub::new(hub_tx));
+    let state_store =
+        StateStore::open(&cfg.data_dir.join("alerting")).map_err(|e| anyhow::anyhow!(e))?;
+    let remediation = Remediator::open(
+        alerting.runbooks,
+        state_store.db.clone(),
+        state_store.tree.clone(),
+        hub.clone(),
+        Some(storage.clone()),
+        news_tx,
+        crate::remediate::driver::Inputs {
+            alerts: alerts_rx,
+            hub: hub_rx,
+        },
+    );
     let alerts = AlertingService::open(
         alerting.routing,
-        &cfg.data_dir.join("alerting"),
+        state_store,
         &cfg.external_url,
-        crate::alerting::service::Remediation {
-            runbooks: alerting.runbooks,
-            hub: hub.clone(),
-            storage: Some(storage.clone()),
-        },
+        alerts_tx,
+        news_rx,
     )
     .map_err(|e| anyhow::anyhow!(e))?;
     let rule_count: usize = alerting.groups.iter().map(|g| g.rules.len()).sum();
@@ -167,6 +185,7 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
             status: ReloadStatus::default(),
         },
         alerts,
+        remediation,
         registry: registry.clone(),
         metrics,
         corrupt_records,

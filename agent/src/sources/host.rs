@@ -10,7 +10,7 @@ mod clock;
 mod cpu;
 mod diskstats;
 mod filesystem;
-mod host;
+mod facts;
 mod hw;
 mod memory;
 mod net;
@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use telltale_common::model::{Labels, Sample, SeriesSamples};
 
-pub(crate) use host::os_release_value;
+pub(crate) use facts::os_release_value;
 
 /// Where the collectors find `/proc` and `/sys`.
 #[derive(Debug, Clone)]
@@ -203,22 +203,22 @@ const DEFAULT: &[(&str, Collector)] = &[
     ("diskstats", diskstats::collect),
     ("dmi", hw::collect_dmi),
     ("edac", hw::collect_edac),
-    ("entropy", host::collect_entropy),
-    ("filefd", host::collect_filefd),
+    ("entropy", facts::collect_entropy),
+    ("filefd", facts::collect_filefd),
     ("filesystem", filesystem::collect),
     ("hwmon", hw::collect_hwmon),
-    ("loadavg", host::collect_loadavg),
+    ("loadavg", facts::collect_loadavg),
     ("mdadm", storage::collect_mdadm),
     ("meminfo", memory::collect),
     ("netclass", net::collect_netclass),
     ("netdev", netdev::collect),
     ("netstat", netstat::collect),
     ("nvme", storage::collect_nvme),
-    ("os", host::collect_os),
+    ("os", facts::collect_os),
     ("powersupplyclass", hw::collect_power_supply),
     ("pressure", pressure::collect),
     ("schedstat", cpu::collect_schedstat),
-    ("selinux", host::collect_selinux),
+    ("selinux", facts::collect_selinux),
     ("sockstat", netstat::collect_sockstat),
     ("softnet", net::collect_softnet),
     ("stat", cpu::collect_stat),
@@ -226,7 +226,7 @@ const DEFAULT: &[(&str, Collector)] = &[
     ("time", clock::collect_time),
     ("timex", clock::collect_timex),
     ("udp_queues", net::collect_udp_queues),
-    ("uname", host::collect_uname),
+    ("uname", facts::collect_uname),
     ("vmstat", memory::collect_vmstat),
     ("xfs", storage::collect_xfs),
 ];

@@ -2,21 +2,13 @@
 //! parse), the alerts array of its v2 API (`POST /api/v2/alerts`), and incident pages (a v4
 //! body with the incident under an extra `telltale` key, which v4 receivers ignore).
 
-use serde_json::{Map, Value, json};
+pub use crate::alert::labels_json;
+use serde_json::{Value, json};
 use telltale_common::model::Labels;
 
 use super::correlate::Incident;
 use super::escalate::Page;
 use super::{Alert, fingerprint_hex, rfc3339};
-
-/// Labels as a JSON object.
-pub fn labels_json(l: &Labels) -> Value {
-    Value::Object(
-        l.iter()
-            .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
-            .collect::<Map<String, Value>>(),
-    )
-}
 
 fn common(sets: &[&Labels]) -> Labels {
     let Some(first) = sets.first() else {

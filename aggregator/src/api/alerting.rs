@@ -16,9 +16,9 @@ use serde_json::{Value as Json, json};
 use telltale_common::model::Labels;
 
 use super::{ApiError, ApiState, St, authorize, count, params, success};
+use crate::alert::RequestError;
 use crate::alert::{Alert, parse_rfc3339, rfc3339};
 use crate::alerting::payload::labels_json;
-use crate::alerting::service::ApiError as AlertError;
 use crate::alerting::silence::PostableSilence;
 use crate::rules::file::RuleKind;
 use crate::rules::manager::GroupView;
@@ -137,22 +137,22 @@ async fn alerts(State(st): St) -> Response {
     success(json!({"alerts": alerts}))
 }
 
-impl From<AlertError> for ApiError {
-    fn from(e: AlertError) -> Self {
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
         match e {
-            AlertError::Bad(m) => ApiError::bad_data(m),
-            AlertError::NotFound(m) => ApiError::not_found(m),
-            AlertError::Internal(m) => ApiError::internal(m),
+            RequestError::Invalid(m) => ApiError::bad_data(m),
+            RequestError::NotFound(m) => ApiError::not_found(m),
+            RequestError::Store(m) => ApiError::internal(m),
         }
     }
 }
 
 /// Alertmanager's v2 API answers errors with a JSON string.
-fn v2_error(e: AlertError) -> Response {
+fn v2_error(e: RequestError) -> Response {
     let (code, m) = match e {
-        AlertError::Bad(m) => (StatusCode::BAD_REQUEST, m),
-        AlertError::NotFound(m) => (StatusCode::NOT_FOUND, m),
-        AlertError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
+        RequestError::Invalid(m) => (StatusCode::BAD_REQUEST, m),
+        RequestError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+        RequestError::Store(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
     };
     (code, axum::Json(Json::String(m))).into_response()
 }
@@ -189,13 +189,15 @@ async fn v2_post_alerts(
     }
     let posted: Vec<PostableAlert> = match serde_json::from_slice(&body) {
         Ok(p) => p,
-        Err(e) => return v2_error(AlertError::Bad(format!("invalid alerts: {e}"))),
+        Err(e) => return v2_error(RequestError::Invalid(format!("invalid alerts: {e}"))),
     };
     let now = telltale_common::model::now_ms();
     let mut out = Vec::with_capacity(posted.len());
     for p in posted {
         if p.labels.is_empty() {
-            return v2_error(AlertError::Bad("an alert needs at least one label".into()));
+            return v2_error(RequestError::Invalid(
+                "an alert needs at least one label".into(),
+            ));
         }
         let t = |s: &Option<String>| match s.as_deref() {
             None | Some("") => Ok(0),
@@ -203,10 +205,12 @@ async fn v2_post_alerts(
         };
         let (starts_at, ends_at) = match (t(&p.starts_at), t(&p.ends_at)) {
             (Ok(a), Ok(b)) => (if a == 0 { now } else { a }, b),
-            (Err(e), _) | (_, Err(e)) => return v2_error(AlertError::Bad(e)),
+            (Err(e), _) | (_, Err(e)) => return v2_error(RequestError::Invalid(e)),
         };
         if ends_at != 0 && ends_at < starts_at {
-            return v2_error(AlertError::Bad("end time is before start time".into()));
+            return v2_error(RequestError::Invalid(
+                "end time is before start time".into(),
+            ));
         }
         out.push(Alert {
             labels: Labels::from_pairs(p.labels),
@@ -245,7 +249,7 @@ async fn v2_post_silence(
     }
     let p: PostableSilence = match serde_json::from_slice(&body) {
         Ok(p) => p,
-        Err(e) => return v2_error(AlertError::Bad(format!("invalid silence: {e}"))),
+        Err(e) => return v2_error(RequestError::Invalid(format!("invalid silence: {e}"))),
     };
     match st.alerts.put_silence(p).await {
         Ok(id) => axum::Json(json!({"silenceID": id})).into_response(),
@@ -339,18 +343,18 @@ async fn ack_alert(
 async fn remediations(State(st): St, q: RawQuery) -> Response {
     count(&st);
     let p = params(&q, &Bytes::new());
-    let f = crate::alerting::service::RemediationFilter {
+    let f = crate::remediate::driver::RemediationFilter {
         state: p.get("state").map(str::to_string),
         action: p.get("action").map(str::to_string),
         instance: p.get("instance").map(str::to_string),
         alertname: p.get("alertname").map(str::to_string),
     };
-    success(Json::Array(st.alerts.remediations(&f)))
+    success(Json::Array(st.remediation.remediations(&f)))
 }
 
 async fn remediation(State(st): St, Path(id): Path<String>) -> Result<Response, ApiError> {
     count(&st);
-    Ok(success(st.alerts.remediation(&id)?))
+    Ok(success(st.remediation.remediation(&id)?))
 }
 
 async fn decide(
@@ -364,9 +368,7 @@ async fn decide(
     count(st);
     authorize(st, peer, headers)?;
     Ok(success(
-        st.alerts
-            .decide_remediation(id, approve, &ack_by(body)?)
-            .await?,
+        st.remediation.decide(id, approve, &ack_by(body)?).await?,
     ))
 }
 
@@ -394,7 +396,7 @@ async fn reject(
 
 async fn remediation_status(State(st): St) -> Response {
     count(&st);
-    success(st.alerts.remediation_status())
+    success(st.remediation.status())
 }
 
 /// `POST /api/v1/remediation/status` (token) with `{"enabled": false}`: the global switch.
@@ -412,7 +414,7 @@ async fn set_remediation(
         .get("enabled")
         .and_then(|e| e.as_bool())
         .ok_or_else(|| ApiError::bad_data("body must be {\"enabled\": true|false}"))?;
-    Ok(success(st.alerts.set_remediation(enabled).await?))
+    Ok(success(st.remediation.set_enabled(enabled).await?))
 }
 
 /// The routes of this module.

@@ -1,30 +1,44 @@
 //! The agents that can take commands right now: ingest registers each connection whose hello
 //! announced the `remediation` capability, with the channel its writer drains; remediation
-//! sends through it. Results coming back are handed to the remediation side.
+//! sends through it. Connections and results coming back are handed to the remediation
+//! driver as [`HubEvent`]s on the channel the hub was made with (wired in `serve.rs`).
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
 
 use telltale_common::wire::{Command, CommandResult, ServerMessage};
 use tokio::sync::mpsc;
 
-type ResultFn = Box<dyn Fn(&str, CommandResult) + Send + Sync>;
-type ConnectFn = Box<dyn Fn(&str) + Send + Sync>;
+/// What the hub tells the remediation driver.
+#[derive(Debug)]
+pub enum HubEvent {
+    /// An agent that takes commands connected (queued commands for it can go now).
+    Connected(String),
+    /// A command's result from an agent (the name from its certificate).
+    Result(String, CommandResult),
+}
 
 /// A connection's id, its command channel and the actions its agent announced.
 type Conn = (u64, mpsc::Sender<ServerMessage>, Vec<String>);
 
 /// Connections able to take commands, by agent name.
-#[derive(Default)]
 pub struct Hub {
     conns: Mutex<HashMap<String, Conn>>,
     next: AtomicU64,
-    on_result: OnceLock<ResultFn>,
-    on_connect: OnceLock<ConnectFn>,
+    events: mpsc::UnboundedSender<HubEvent>,
 }
 
 impl Hub {
+    /// A hub reporting connections and results on `events`.
+    pub fn new(events: mpsc::UnboundedSender<HubEvent>) -> Hub {
+        Hub {
+            conns: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(0),
+            events,
+        }
+    }
+
     /// Registers `agent`'s connection with the actions its hello announced (none from an
     /// older agent); returns its id for [`Hub::unregister`].
     pub fn register(
@@ -38,9 +52,8 @@ impl Hub {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(agent.to_string(), (id, tx, actions));
-        if let Some(f) = self.on_connect.get() {
-            f(agent);
-        }
+        // The remediation driver stops only with the process.
+        let _ = self.events.send(HubEvent::Connected(agent.to_string()));
         id
     }
 
@@ -93,15 +106,12 @@ impl Hub {
 
     /// A result from `agent` (the name from its certificate).
     pub fn result(&self, agent: &str, r: CommandResult) {
-        match self.on_result.get() {
-            Some(f) => f(agent, r),
-            None => tracing::warn!(agent, id = %r.id, "command result with no remediation running"),
+        if self
+            .events
+            .send(HubEvent::Result(agent.to_string(), r))
+            .is_err()
+        {
+            tracing::warn!(agent, "command result with no remediation running");
         }
-    }
-
-    /// Sets what happens with results and connections (once).
-    pub fn set_handlers(&self, on_result: ResultFn, on_connect: ConnectFn) {
-        let _ = self.on_result.set(on_result);
-        let _ = self.on_connect.set(on_connect);
     }
 }
