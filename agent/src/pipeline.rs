@@ -18,6 +18,7 @@
 //! `telltale_agent_adaptive_sampling_active`; dropped series in
 //! `telltale_agent_series_dropped_total{source}`.
 
+pub mod collected;
 pub mod hostinfo;
 pub mod relabel;
 
@@ -505,7 +506,7 @@ impl Processor {
     }
 
     /// The pipeline's own series.
-    pub fn own_series(&self, out: &mut crate::sources::host::Out) {
+    pub fn own_series(&self, out: &mut collected::Out) {
         for (source, s) in &self.sources {
             out.add(
                 "telltale_agent_series_dropped_total",
@@ -634,7 +635,7 @@ mod tests {
             run(&mut p, batch("textfile", users(10, 13, 3)), 0, 3).len(),
             2
         );
-        let mut own = crate::sources::host::Out::new(4);
+        let mut own = collected::Out::new(4);
         p.own_series(&mut own);
         let dropped = |src: &str| {
             own.series
@@ -724,7 +725,7 @@ mod tests {
             let mut swept = Vec::new();
             p.sweep(120_000, &mut swept);
             assert_eq!(swept[0].samples, vec![Sample(60_000, 9.0)]);
-            let mut own = crate::sources::host::Out::new(0);
+            let mut own = collected::Out::new(0);
             p.own_series(&mut own);
             let v = |n: &str| {
                 own.series

@@ -29,7 +29,7 @@ fn read(root: &Path, rel: &str) -> String {
 }
 
 fn os_release_field(text: &str, key: &str) -> String {
-    crate::sources::host::os_release_value(text, key).unwrap_or_default()
+    os_release_value(text, key).unwrap_or_default()
 }
 
 impl HostInfo {
@@ -102,9 +102,51 @@ impl HostInfo {
         &["os", "os_version", "kernel", "arch", "container", "cloud"];
 }
 
+/// The value of `key` in an os-release file (os-release(5)): shell-like assignments whose
+/// values may be quoted with `"` or `'`, with `\` escaping the next character inside quotes.
+pub fn os_release_value(text: &str, key: &str) -> Option<String> {
+    let raw = text
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix(key)?.strip_prefix('='))?
+        .trim_end();
+    let mut out = String::with_capacity(raw.len());
+    let mut quote: Option<char> = None;
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (Some('"') | None, '\\') => out.extend(chars.next()),
+            (None, '#') => break,
+            _ => out.push(c),
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn os_release_values_are_unquoted_like_a_shell() {
+        let text = "NAME=\"Debian GNU/Linux\"\nID=debian\nVERSION='12 (bookworm)'\n\
+                    PRETTY_NAME=\"Say \\\"hi\\\"\"\nVERSION_ID=\"22.04.3\"\n";
+        assert_eq!(
+            os_release_value(text, "NAME").as_deref(),
+            Some("Debian GNU/Linux")
+        );
+        assert_eq!(os_release_value(text, "ID").as_deref(), Some("debian"));
+        assert_eq!(
+            os_release_value(text, "VERSION").as_deref(),
+            Some("12 (bookworm)")
+        );
+        assert_eq!(
+            os_release_value(text, "PRETTY_NAME").as_deref(),
+            Some("Say \"hi\"")
+        );
+        assert_eq!(os_release_value(text, "ID_LIKE"), None);
+    }
 
     #[test]
     fn reads_os_release_container_and_cloud_hints() {

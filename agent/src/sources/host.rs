@@ -9,8 +9,8 @@
 mod clock;
 mod cpu;
 mod diskstats;
-mod filesystem;
 mod facts;
+mod filesystem;
 mod hw;
 mod memory;
 mod net;
@@ -21,9 +21,7 @@ mod storage;
 
 use std::path::{Path, PathBuf};
 
-use telltale_common::model::{Labels, Sample, SeriesSamples};
-
-pub(crate) use facts::os_release_value;
+use telltale_common::model::SeriesSamples;
 
 /// Where the collectors find `/proc` and `/sys`.
 #[derive(Debug, Clone)]
@@ -147,40 +145,7 @@ pub(crate) fn sweep_files() {
     });
 }
 
-/// Collected series with one timestamp, and the errors of collectors that failed.
-pub struct Out {
-    t: i64,
-    /// The series collected so far.
-    pub series: Vec<SeriesSamples>,
-    /// `(collector, error)` for every collector that failed.
-    pub errors: Vec<(&'static str, String)>,
-}
-
-impl Out {
-    /// An empty collection stamped at `t_ms`.
-    pub fn new(t_ms: i64) -> Out {
-        Out {
-            t: t_ms,
-            series: Vec::with_capacity(512),
-            errors: Vec::new(),
-        }
-    }
-
-    /// Adds one sample of metric `name` with `labels`.
-    pub fn add(&mut self, name: &str, labels: &[(&str, &str)], v: f64) {
-        let mut l = Labels::from_pairs(labels.iter().copied());
-        l.set("__name__", name);
-        self.series.push(SeriesSamples {
-            labels: l,
-            samples: vec![Sample(self.t, v)],
-        });
-    }
-
-    /// The timestamp of this collection.
-    pub fn t_ms(&self) -> i64 {
-        self.t
-    }
-}
+pub use crate::pipeline::collected::Out;
 
 /// Collectors that are off unless configured, like node_exporter's non-default ones.
 #[derive(Debug, Clone, Copy, Default)]

@@ -162,7 +162,8 @@ impl Remediator {
         self.apply(&mut inner, fx, now);
     }
 
-    /// Carries out the engine's effects.
+    /// Carries out the engine's effects. (It does not wake the driver: the driver's loop
+    /// reads the next deadline after every input, and a wake here would spin it.)
     fn apply(&self, inner: &mut Inner, fx: Vec<Effect>, now: i64) {
         for f in fx {
             match f {
@@ -247,7 +248,6 @@ impl Remediator {
                 }
             }
         }
-        self.wake.notify_one();
     }
 
     fn tell(&self, n: RemediationNews) {
@@ -343,6 +343,8 @@ impl Remediator {
                 .map_err(RequestError::Invalid)?;
             self.apply(&mut inner, fx, now);
         }
+        // Its deadline may have changed (an approval queues the command).
+        self.wake.notify_one();
         self.db
             .flush_async()
             .await

@@ -1,6 +1,7 @@
 //! Small host facts: load averages, uname, file descriptors, entropy, the OS release, SELinux.
 
 use super::{Out, Root, num, read};
+use crate::pipeline::hostinfo::os_release_value;
 
 /// `node_load1`, `node_load5`, `node_load15`, and `node_processes_threads` (the number of
 /// scheduling entities the kernel reports after the slash in `/proc/loadavg`).
@@ -63,28 +64,6 @@ pub fn collect_entropy(root: &Root, out: &mut Out) -> Result<(), String> {
         out.add(metric, &[], num(text.trim(), file)?);
     }
     Ok(())
-}
-
-/// The value of `key` in an os-release file (os-release(5)): shell-like assignments whose
-/// values may be quoted with `"` or `'`, with `\` escaping the next character inside quotes.
-pub(crate) fn os_release_value(text: &str, key: &str) -> Option<String> {
-    let raw = text
-        .lines()
-        .find_map(|l| l.trim_start().strip_prefix(key)?.strip_prefix('='))?
-        .trim_end();
-    let mut out = String::with_capacity(raw.len());
-    let mut quote: Option<char> = None;
-    let mut chars = raw.chars();
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (None, '"' | '\'') => quote = Some(c),
-            (Some(q), c) if c == q => quote = None,
-            (Some('"') | None, '\\') => out.extend(chars.next()),
-            (None, '#') => break,
-            _ => out.push(c),
-        }
-    }
-    Some(out)
 }
 
 /// The leading `major[.minor]` of a version id, as node_exporter's `^[0-9]+\.?[0-9]*`.
@@ -179,23 +158,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn os_release_values_are_unquoted_like_a_shell() {
-        let text = "NAME=\"Debian GNU/Linux\"\nID=debian\nVERSION='12 (bookworm)'\n\
-                    PRETTY_NAME=\"Say \\\"hi\\\"\"\nVERSION_ID=\"22.04.3\"\n";
-        assert_eq!(
-            os_release_value(text, "NAME").as_deref(),
-            Some("Debian GNU/Linux")
-        );
-        assert_eq!(os_release_value(text, "ID").as_deref(), Some("debian"));
-        assert_eq!(
-            os_release_value(text, "VERSION").as_deref(),
-            Some("12 (bookworm)")
-        );
-        assert_eq!(
-            os_release_value(text, "PRETTY_NAME").as_deref(),
-            Some("Say \"hi\"")
-        );
-        assert_eq!(os_release_value(text, "ID_LIKE"), None);
+    fn os_versions_become_numbers() {
         assert_eq!(major_minor("22.04.3"), Some(22.04));
         assert_eq!(major_minor("12"), Some(12.0));
         assert_eq!(major_minor("9."), Some(9.0));
