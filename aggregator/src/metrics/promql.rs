@@ -16,6 +16,7 @@ pub mod format;
 pub mod functions;
 pub mod limits;
 mod rollups;
+pub mod script;
 
 use std::sync::Arc;
 use std::time::Duration;
