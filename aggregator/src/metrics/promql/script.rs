@@ -69,8 +69,14 @@ pub enum Command {
     },
 }
 
+/// A PromQL duration (`5m`, `6m30s`) or zero (`0`, `0s`) in ms.
 fn duration_ms(s: &str) -> Result<i64, String> {
-    crate::alert::prom_duration(s).map(|d| d.as_millis() as i64)
+    if ["", "s", "ms", "m", "h"].contains(&s.trim_start_matches('0')) && s.starts_with('0') {
+        return Ok(0);
+    }
+    promql_parser::util::parse_duration(s)
+        .map(|d| d.as_millis() as i64)
+        .map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
 /// Expands a values notation (`0+10x3 _ stale 5 _x2`).
