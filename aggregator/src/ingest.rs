@@ -1,6 +1,10 @@
 //! QUIC ingest: accepts agents over mutual TLS, reads their frames, stores batches and
 //! acknowledges each one only once storage says it is durable.
 //!
+//! The protocol's state (hello first, the welcome or refusal, which frames may follow) is
+//! [`telltale_common::session::Server`]'s; this driver moves bytes between it, the QUIC
+//! stream, storage and the remediation hub.
+//!
 //! Every connection is independent: a bad frame, an oversized frame or a broken handshake
 //! closes that connection with a logged error and a counted metric; the others keep going.
 
@@ -8,11 +12,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use telltale_common::codec::{self, CodecError, FrameDecoder};
+use telltale_common::codec::CodecError;
 use telltale_common::model::{Labels, Sample, SeriesSamples, now_ms};
+use telltale_common::session::{self, Server, ServerEvent};
 use telltale_common::tls::peer_agent_name;
-use telltale_common::wire::{ClientMessage, ClientMessageHead, ServerMessage, Welcome};
-use telltale_common::{PROTOCOL_VERSION, VERSION};
+use telltale_common::wire::ServerMessage;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::agents::Registry;
@@ -51,6 +55,17 @@ enum SessionError {
     Lost(String),
     #[error("storage: {0}")]
     Storage(String),
+}
+
+impl From<session::SessionError> for SessionError {
+    fn from(e: session::SessionError) -> Self {
+        match e {
+            session::SessionError::Frame(f) => SessionError::Frame(f),
+            session::SessionError::Protocol(m) | session::SessionError::Refused(m) => {
+                SessionError::Handshake(m)
+            }
+        }
+    }
 }
 
 /// The ingest service.
@@ -160,44 +175,37 @@ impl Ingest {
             .await
             .map_err(|_| SessionError::Handshake("no stream opened within 10s".into()))?
             .map_err(|e| SessionError::Lost(e.to_string()))?;
-        let mut dec = FrameDecoder::new(self.max_frame);
-        let hello = tokio::time::timeout(HELLO_TIMEOUT, next_message(&mut recv, &mut dec))
-            .await
-            .map_err(|_| SessionError::Handshake("no hello within 10s".into()))??;
-        let hello = match hello {
-            Some(ClientMessage::Hello(h)) => h,
-            Some(other) => {
-                return Err(SessionError::Handshake(format!(
-                    "expected a hello first, got {}",
-                    kind(&other)
-                )));
+        let mut server = Server::new(self.max_frame);
+        let hello = tokio::time::timeout(HELLO_TIMEOUT, async {
+            loop {
+                match server.poll() {
+                    Ok(Some(ServerEvent::Hello(h))) => return Ok(h),
+                    Ok(Some(_)) => {
+                        return Err(SessionError::Handshake("expected a hello first".into()));
+                    }
+                    Ok(None) => {}
+                    Err(Ok(refusal)) => {
+                        let _ = send.write_all(&refusal.frame).await;
+                        let _ = send.finish();
+                        return Err(SessionError::Handshake(refusal.reason));
+                    }
+                    Err(Err(e)) => return Err(e.into()),
+                }
+                match recv.read_chunk(64 * 1024, true).await {
+                    Ok(Some(c)) => server.receive(&c.bytes)?,
+                    Ok(None) => {
+                        server.finish()?;
+                        return Err(SessionError::Lost("stream closed before hello".into()));
+                    }
+                    Err(e) => return Err(SessionError::Lost(e.to_string())),
+                }
             }
-            None => return Err(SessionError::Lost("stream closed before hello".into())),
-        };
-        if hello.protocol_version != PROTOCOL_VERSION {
-            let reason = format!(
-                "protocol version {} is not supported; aggregator {VERSION} speaks version {PROTOCOL_VERSION}",
-                hello.protocol_version
-            );
-            let _ = write_message(
-                &mut send,
-                &ServerMessage::Refused {
-                    reason: reason.clone(),
-                },
-            )
-            .await;
-            let _ = send.finish();
-            return Err(SessionError::Handshake(reason));
-        }
-        write_message(
-            &mut send,
-            &ServerMessage::Welcome(Welcome {
-                protocol_version: PROTOCOL_VERSION,
-                agent: name.to_string(),
-                max_frame_bytes: self.max_frame,
-            }),
-        )
-        .await?;
+        })
+        .await
+        .map_err(|_| SessionError::Handshake("no hello within 10s".into()))??;
+        send.write_all(&Server::welcome(name, self.max_frame))
+            .await
+            .map_err(|e| SessionError::Lost(e.to_string()))?;
         let older = self
             .current
             .lock()
@@ -230,7 +238,7 @@ impl Ingest {
                 commands.then_some(hello.actions),
                 send,
                 recv,
-                dec,
+                server,
             )
             .await;
         {
@@ -255,12 +263,14 @@ impl Ingest {
         commands: Option<Vec<String>>,
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
-        mut dec: FrameDecoder,
+        mut server: Server,
     ) -> Result<(), SessionError> {
         let (ack_tx, mut ack_rx) = mpsc::channel::<ServerMessage>(IN_FLIGHT_PER_CONNECTION);
         let writer = tokio::spawn(async move {
             while let Some(m) = ack_rx.recv().await {
-                write_message(&mut send, &m).await?;
+                send.write_all(&Server::message(&m))
+                    .await
+                    .map_err(|e| SessionError::Lost(e.to_string()))?;
             }
             Ok::<_, SessionError>(())
         });
@@ -272,30 +282,26 @@ impl Ingest {
             // Frames already buffered first: the chunk that carried the hello may hold more.
             let mut failed = None;
             loop {
-                let payload = match dec.poll_frame() {
-                    Ok(Some(p)) => p,
-                    Ok(None) => break,
-                    Err(e) => {
-                        failed = Some(e.into());
-                        break;
-                    }
-                };
-                // Only the sequence here; storage decodes the rest without copying strings.
-                let sequence = match codec::decode_payload::<ClientMessageHead>(&payload) {
-                    Ok(ClientMessageHead::Batch(b)) => b.sequence,
-                    Ok(ClientMessageHead::CommandResult(r)) => {
+                let (sequence, payload) = match server.poll() {
+                    Ok(Some(ServerEvent::Batch { sequence, payload })) => (sequence, payload),
+                    Ok(Some(ServerEvent::CommandResult(r))) => {
                         let id = r.id.clone();
                         self.hub.result(name, r);
                         let _ = ack_tx.send(ServerMessage::CommandAck { id }).await;
                         continue;
                     }
-                    Ok(ClientMessageHead::Hello(_)) => {
+                    Ok(Some(ServerEvent::Hello(_))) => {
                         failed = Some(SessionError::Frame(CodecError::Malformed(
                             "unexpected hello after the handshake".into(),
                         )));
                         break;
                     }
-                    Err(e) => {
+                    Ok(None) => break,
+                    Err(Ok(r)) => {
+                        failed = Some(SessionError::Handshake(r.reason));
+                        break;
+                    }
+                    Err(Err(e)) => {
                         failed = Some(e.into());
                         break;
                     }
@@ -332,11 +338,11 @@ impl Ingest {
             };
             match chunk {
                 Ok(Some(c)) => {
-                    if let Err(e) = dec.push(&c.bytes) {
+                    if let Err(e) = server.receive(&c.bytes) {
                         break Err(e.into());
                     }
                 }
-                Ok(None) => break dec.finish().map_err(SessionError::from),
+                Ok(None) => break server.finish().map_err(SessionError::from),
                 Err(e) => break Err(SessionError::Lost(e.to_string())),
             }
         };
@@ -393,41 +399,4 @@ impl StoreJob {
         }
         Ok(ServerMessage::Ack { sequence })
     }
-}
-
-fn kind(m: &ClientMessage) -> &'static str {
-    match m {
-        ClientMessage::Hello(_) => "hello",
-        ClientMessage::Batch(_) => "batch",
-        ClientMessage::CommandResult(_) => "command result",
-    }
-}
-
-async fn next_message(
-    recv: &mut quinn::RecvStream,
-    dec: &mut FrameDecoder,
-) -> Result<Option<ClientMessage>, SessionError> {
-    loop {
-        if let Some(p) = dec.poll_frame()? {
-            return Ok(Some(codec::decode_payload(&p)?));
-        }
-        match recv.read_chunk(64 * 1024, true).await {
-            Ok(Some(c)) => dec.push(&c.bytes)?,
-            Ok(None) => {
-                dec.finish()?;
-                return Ok(None);
-            }
-            Err(e) => return Err(SessionError::Lost(e.to_string())),
-        }
-    }
-}
-
-async fn write_message(
-    send: &mut quinn::SendStream,
-    m: &ServerMessage,
-) -> Result<(), SessionError> {
-    let frame = codec::encode_frame(m)?;
-    send.write_all(&frame)
-        .await
-        .map_err(|e| SessionError::Lost(e.to_string()))
 }

@@ -20,6 +20,7 @@ pub mod lockfile;
 pub mod logging;
 pub mod model;
 pub mod names;
+pub mod session;
 pub mod store;
 pub mod tls;
 pub mod wire;

@@ -6,15 +6,16 @@
 //! so fresh data keeps flowing while the backlog drains. A batch leaves the buffer only when
 //! its acknowledgement arrives. Reconnects back off exponentially (0.5 s doubling to 5 s) with
 //! full jitter, so a fleet does not reconnect in lockstep after an aggregator restart.
+//!
+//! The protocol's state (hello and welcome, the window, acknowledgements, commands and their
+//! results) is [`telltale_common::session::Client`]'s; this driver moves bytes between it, the
+//! QUIC stream, the buffer and the executor.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use telltale_common::codec::{self, FrameDecoder};
-use telltale_common::wire::{ClientMessage, Hello, ServerMessage};
-use telltale_common::{PROTOCOL_VERSION, VERSION};
+use telltale_common::session::{Client, ClientEvent, SessionError};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 
@@ -73,6 +74,15 @@ enum ShipError {
     Buffer(#[from] crate::buffer::BufferError),
 }
 
+impl From<SessionError> for ShipError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Refused(r) => ShipError::Refused(r),
+            other => ShipError::Protocol(other.to_string()),
+        }
+    }
+}
+
 /// The shipper.
 pub struct Shipper {
     /// Runs commands from the aggregator (only with `[[action]]`s configured).
@@ -112,13 +122,13 @@ impl Shipper {
                 break;
             }
             match self.connect(&endpoint).await {
-                Ok((conn, send, recv)) => {
+                Ok((conn, send, recv, client)) => {
                     let (acked_before, since) =
                         (self.stats.batches.load(Ordering::Relaxed), Instant::now());
                     self.stats.connects.fetch_add(1, Ordering::Relaxed);
                     self.stats.connected.store(1, Ordering::Relaxed);
                     tracing::info!(aggregator = %self.target.address, backlog = self.buffer.len(), "connected");
-                    let r = self.session(&conn, send, recv, &mut shutdown).await;
+                    let r = self.session(&conn, send, recv, client, &mut shutdown).await;
                     self.stats.connected.store(0, Ordering::Relaxed);
                     match r {
                         Ok(()) => {
@@ -158,7 +168,15 @@ impl Shipper {
     async fn connect(
         &self,
         endpoint: &quinn::Endpoint,
-    ) -> Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream), ShipError> {
+    ) -> Result<
+        (
+            quinn::Connection,
+            quinn::SendStream,
+            quinn::RecvStream,
+            Client,
+        ),
+        ShipError,
+    > {
         let addr = tokio::net::lookup_host(&self.target.address)
             .await
             .map_err(|e| ShipError::Resolve(format!("{}: {e}", self.target.address)))?
@@ -177,44 +195,43 @@ impl Shipper {
             .open_bi()
             .await
             .map_err(|e| ShipError::Connect(e.to_string()))?;
-        let hello = codec::encode_frame(&ClientMessage::Hello(Hello {
-            protocol_version: PROTOCOL_VERSION,
-            agent_version: VERSION.to_string(),
-            epoch: self.buffer.epoch(),
-            capabilities: match &self.executor {
-                Some(_) => vec![telltale_common::wire::CAP_REMEDIATION.to_string()],
-                None => Vec::new(),
-            },
-            actions: self
-                .executor
-                .as_ref()
-                .map(|e| e.action_names())
-                .unwrap_or_default(),
-        }))
-        .map_err(|e| ShipError::Protocol(e.to_string()))?;
+        let hello = Client::hello(
+            self.buffer.epoch(),
+            self.executor.as_ref().map(|e| e.action_names()),
+        );
+        let (mut client, hello) = Client::new(&hello, self.target.max_in_flight);
         send.write_all(&hello)
             .await
             .map_err(|e| ShipError::Connect(e.to_string()))?;
-        let mut dec = FrameDecoder::new(codec::DEFAULT_MAX_FRAME);
-        let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_message(&mut recv, &mut dec))
-            .await
-            .map_err(|_| {
-                ShipError::Connect(format!(
-                    "no welcome within {}s",
-                    HANDSHAKE_TIMEOUT.as_secs()
-                ))
-            })?;
-        match first {
-            Ok(Some(ServerMessage::Welcome(w))) => {
-                tracing::debug!(agent = %w.agent, "welcome");
-                Ok((conn, send, recv))
+        let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+            loop {
+                if let Some(ev) = client.poll(0)? {
+                    return Ok(Some(ev));
+                }
+                match recv.read_chunk(64 * 1024, true).await {
+                    Ok(Some(c)) => client.receive(&c.bytes)?,
+                    Ok(None) => return Ok(None),
+                    // With TLS 1.3 a refused client certificate shows here, as the
+                    // connection's close.
+                    Err(e) => return Err(ShipError::Refused(e.to_string())),
+                }
             }
-            Ok(Some(ServerMessage::Refused { reason })) => Err(ShipError::Refused(reason)),
-            Ok(other) => Err(ShipError::Protocol(format!(
+        })
+        .await
+        .map_err(|_| {
+            ShipError::Connect(format!(
+                "no welcome within {}s",
+                HANDSHAKE_TIMEOUT.as_secs()
+            ))
+        })?;
+        match first? {
+            Some(ClientEvent::Welcomed { agent }) => {
+                tracing::debug!(%agent, "welcome");
+                Ok((conn, send, recv, client))
+            }
+            other => Err(ShipError::Protocol(format!(
                 "expected welcome, got {other:?}"
             ))),
-            // With TLS 1.3 a refused client certificate shows here, as the connection's close.
-            Err(e) => Err(ShipError::Refused(e.to_string())),
         }
     }
 
@@ -223,28 +240,29 @@ impl Shipper {
         conn: &quinn::Connection,
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
+        mut client: Client,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), ShipError> {
-        let (tx, mut rx) = mpsc::channel::<Result<ServerMessage, ShipError>>(1024);
+        // The reader only moves bytes; the client turns them into events.
+        let (tx, mut rx) = mpsc::channel::<Result<Option<Vec<u8>>, String>>(64);
         let reader = tokio::spawn(async move {
-            let mut dec = FrameDecoder::new(codec::DEFAULT_MAX_FRAME);
             loop {
-                let m = read_message(&mut recv, &mut dec).await;
-                let end = !matches!(m, Ok(Some(_)));
-                let item = match m {
-                    Ok(Some(m)) => Ok(m),
-                    Ok(None) => Err(ShipError::Lost("aggregator closed the stream".into())),
-                    Err(e) => Err(e),
+                let item = match recv.read_chunk(64 * 1024, true).await {
+                    Ok(Some(c)) => Ok(Some(c.bytes.to_vec())),
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(e.to_string()),
                 };
+                let end = !matches!(item, Ok(Some(_)));
                 if tx.send(item).await.is_err() || end {
                     break;
                 }
             }
         });
         let _reader = AbortOnDrop(reader);
-        let mut inflight: BTreeMap<u64, (Instant, u32)> = BTreeMap::new();
-        // Results sent on this connection; a new connection resends every unacknowledged one.
-        let mut sent_results: std::collections::HashSet<String> = Default::default();
+        // The client's clock: microseconds since the session began.
+        let start = Instant::now();
+        let now = || start.elapsed().as_micros() as i64;
+        let ack_timeout = ACK_TIMEOUT.as_micros() as i64;
         if let Some(ex) = &self.executor
             && !ex.pending().is_empty()
         {
@@ -252,91 +270,65 @@ impl Shipper {
         }
         let (mut low, mut fresh_turn) = (0u64, false);
         loop {
-            while inflight.len() < self.target.max_in_flight {
-                let Some(b) = pick(&self.buffer, &inflight, &mut low, &mut fresh_turn)? else {
+            while client.room() > 0 {
+                let Some(b) = pick(
+                    &self.buffer,
+                    |s| client.is_in_flight(s),
+                    &mut low,
+                    &mut fresh_turn,
+                )?
+                else {
                     break;
                 };
                 send.write_all(&b.frame)
                     .await
                     .map_err(|e| ShipError::Lost(e.to_string()))?;
-                inflight.insert(b.seq, (Instant::now(), b.samples));
+                client.sent(b.seq, b.samples, now());
             }
+            let deadline = client
+                .ack_deadline(ack_timeout)
+                .map(|t| start + Duration::from_micros(t.max(0) as u64));
             tokio::select! {
-                m = rx.recv() => match m {
-                    Some(Ok(ServerMessage::Ack { sequence })) => {
-                        self.buffer.remove(sequence)?;
-                        if let Some((sent, samples)) = inflight.remove(&sequence) {
-                            self.stats.batches.fetch_add(1, Ordering::Relaxed);
-                            self.stats.samples.fetch_add(samples as u64, Ordering::Relaxed);
-                            self.stats.ack_latency_us.store(sent.elapsed().as_micros() as u64, Ordering::Relaxed);
+                chunk = rx.recv() => {
+                    match chunk {
+                        Some(Ok(Some(bytes))) => client.receive(&bytes)?,
+                        Some(Ok(None)) => {
+                            client.finish()?;
+                            return Err(ShipError::Lost("aggregator closed the stream".into()));
                         }
+                        Some(Err(e)) => return Err(ShipError::Lost(e)),
+                        None => return Err(ShipError::Lost("reader stopped".into())),
                     }
-                    Some(Ok(ServerMessage::Rejected { sequence, reason })) => {
-                        tracing::error!(sequence, %reason, "aggregator rejected a batch: dropped");
-                        self.buffer.remove(sequence)?;
-                        self.buffer.note_dropped();
-                        inflight.remove(&sequence);
+                    while let Some(ev) = client.poll(now())? {
+                        self.on_event(ev, &mut send).await?;
                     }
-                    Some(Ok(ServerMessage::Command(c))) => match &self.executor {
-                        Some(ex) => {
-                            let ex = ex.clone();
-                            tokio::spawn(async move {
-                                if let Err(e) = ex.handle(c).await {
-                                    tracing::error!(error = %e, "remediation command failed");
-                                }
-                            });
-                        }
-                        None => {
-                            // Not announced, so not expected; refusing is the only answer.
-                            tracing::warn!(action = %c.action, "command refused: this agent has no actions");
-                            let r = telltale_common::wire::CommandResult {
-                                id: c.id, status: "refused".into(),
-                                reason: "this agent has no actions configured".into(),
-                                exit_code: None, started_ms: 0, duration_ms: 0,
-                                stdout_tail: String::new(), stderr_tail: String::new(),
-                            };
-                            let f = codec::encode_frame(&ClientMessage::CommandResult(r))
-                                .map_err(|e| ShipError::Protocol(e.to_string()))?;
-                            send.write_all(&f).await.map_err(|e| ShipError::Lost(e.to_string()))?;
-                        }
-                    },
-                    Some(Ok(ServerMessage::CommandAck { id })) => {
-                        if let Some(ex) = &self.executor {
-                            ex.ack(&id);
-                            sent_results.remove(&id);
-                        }
-                    }
-                    Some(Ok(other)) => return Err(ShipError::Protocol(format!("unexpected {other:?}"))),
-                    Some(Err(e)) => return Err(e),
-                    None => return Err(ShipError::Lost("reader stopped".into())),
-                },
+                }
                 _ = self.notify.notified() => {}
                 _ = results_ready(&self.executor) => {
                     if let Some(ex) = &self.executor {
-                        for r in ex.pending() {
-                            if sent_results.insert(r.id.clone()) {
-                                let f = codec::encode_frame(&ClientMessage::CommandResult(r))
-                                    .map_err(|e| ShipError::Protocol(e.to_string()))?;
-                                send.write_all(&f).await.map_err(|e| ShipError::Lost(e.to_string()))?;
-                            }
+                        let frames = client.results(ex.pending());
+                        if !frames.is_empty() {
+                            send.write_all(&frames).await.map_err(|e| ShipError::Lost(e.to_string()))?;
                         }
                     }
                 }
                 // Only armed while something is in flight, so an idle agent has no timer.
-                _ = sleep_until_opt(inflight.values().map(|(t, _)| *t).min().map(|t| t + ACK_TIMEOUT)) => {
+                _ = sleep_until_opt(deadline) => {
                     return Err(ShipError::Lost(format!("no acknowledgement for {}s", ACK_TIMEOUT.as_secs())));
                 }
                 r = conn.closed() => return Err(ShipError::Lost(r.to_string())),
                 _ = shutdown.changed() => {
                     // Give acknowledgements in flight a moment, then leave: the rest is resent.
                     let _ = tokio::time::timeout(Duration::from_millis(500), async {
-                        while !inflight.is_empty() {
-                            match rx.recv().await {
-                                Some(Ok(ServerMessage::Ack { sequence })) => {
+                        while client.in_flight() > 0 {
+                            let Some(Ok(Some(bytes))) = rx.recv().await else { break };
+                            if client.receive(&bytes).is_err() {
+                                break;
+                            }
+                            while let Ok(Some(ev)) = client.poll(now()) {
+                                if let ClientEvent::Acked { sequence, .. } = ev {
                                     let _ = self.buffer.remove(sequence);
-                                    inflight.remove(&sequence);
                                 }
-                                _ => break,
                             }
                         }
                     }).await;
@@ -346,6 +338,63 @@ impl Shipper {
             }
         }
     }
+
+    /// Carries out what the aggregator said.
+    async fn on_event(
+        &self,
+        ev: ClientEvent,
+        send: &mut quinn::SendStream,
+    ) -> Result<(), ShipError> {
+        match ev {
+            ClientEvent::Acked {
+                sequence,
+                samples,
+                latency,
+            } => {
+                self.buffer.remove(sequence)?;
+                if let (Some(samples), Some(latency)) = (samples, latency) {
+                    self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .samples
+                        .fetch_add(samples as u64, Ordering::Relaxed);
+                    self.stats
+                        .ack_latency_us
+                        .store(latency.max(0) as u64, Ordering::Relaxed);
+                }
+            }
+            ClientEvent::Rejected { sequence, reason } => {
+                tracing::error!(sequence, %reason, "aggregator rejected a batch: dropped");
+                self.buffer.remove(sequence)?;
+                self.buffer.note_dropped();
+            }
+            ClientEvent::Command(c) => match &self.executor {
+                Some(ex) => {
+                    let ex = ex.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = ex.handle(c).await {
+                            tracing::error!(error = %e, "remediation command failed");
+                        }
+                    });
+                }
+                None => {
+                    // Not announced, so not expected; refusing is the only answer.
+                    tracing::warn!(action = %c.action, "command refused: this agent has no actions");
+                    send.write_all(&Client::refusal(&c))
+                        .await
+                        .map_err(|e| ShipError::Lost(e.to_string()))?;
+                }
+            },
+            ClientEvent::ResultAcked(id) => {
+                if let Some(ex) = &self.executor {
+                    ex.ack(&id);
+                }
+            }
+            ClientEvent::Welcomed { .. } => {
+                return Err(ShipError::Protocol("a second welcome".into()));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Chooses the next batch to send: alternately the newest unsent batch (so fresh data flows
@@ -353,7 +402,7 @@ impl Shipper {
 /// order). `low` and `fresh_turn` are the caller's cursor state for this connection.
 fn pick(
     buffer: &Buffer,
-    inflight: &BTreeMap<u64, (Instant, u32)>,
+    in_flight: impl Fn(u64) -> bool,
     low: &mut u64,
     fresh_turn: &mut bool,
 ) -> Result<Option<Stored>, crate::buffer::BufferError> {
@@ -363,12 +412,12 @@ fn pick(
         if *fresh_turn
             && let Some(last) = buffer.last()?
             && last >= *low
-            && !inflight.contains_key(&last)
+            && !in_flight(last)
         {
             candidate = Some(last);
         }
         if candidate.is_none() {
-            candidate = buffer.next_from(*low, |s| inflight.contains_key(&s))?;
+            candidate = buffer.next_from(*low, &in_flight)?;
             if let Some(c) = candidate {
                 *low = c + 1;
             }
@@ -406,32 +455,10 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn read_message(
-    recv: &mut quinn::RecvStream,
-    dec: &mut FrameDecoder,
-) -> Result<Option<ServerMessage>, ShipError> {
-    loop {
-        if let Some(p) = dec
-            .poll_frame()
-            .map_err(|e| ShipError::Protocol(e.to_string()))?
-        {
-            return codec::decode_payload(&p)
-                .map(Some)
-                .map_err(|e| ShipError::Protocol(e.to_string()));
-        }
-        match recv.read_chunk(64 * 1024, true).await {
-            Ok(Some(c)) => dec
-                .push(&c.bytes)
-                .map_err(|e| ShipError::Protocol(e.to_string()))?,
-            Ok(None) => return Ok(None),
-            Err(e) => return Err(ShipError::Lost(e.to_string())),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
     use telltale_common::wire::Batch;
 
     fn empty() -> Batch {
@@ -455,7 +482,9 @@ mod tests {
         let mut sent = Vec::new();
         let send =
             |inflight: &mut BTreeMap<u64, (Instant, u32)>, low: &mut u64, fresh: &mut bool| {
-                let b = pick(&buffer, inflight, low, fresh).unwrap().unwrap();
+                let b = pick(&buffer, |s| inflight.contains_key(&s), low, fresh)
+                    .unwrap()
+                    .unwrap();
                 inflight.insert(b.seq, (Instant::now(), 0));
                 b.seq
             };
@@ -475,7 +504,9 @@ mod tests {
         ];
         assert!(next_two.contains(&51), "{next_two:?}");
         // Everything is sent exactly once.
-        while let Some(b) = pick(&buffer, &inflight, &mut low, &mut fresh).unwrap() {
+        while let Some(b) =
+            pick(&buffer, |s| inflight.contains_key(&s), &mut low, &mut fresh).unwrap()
+        {
             assert!(
                 inflight.insert(b.seq, (Instant::now(), 0)).is_none(),
                 "{} sent twice",
