@@ -48,17 +48,50 @@ pub struct ProtoSample {
 /// Largest accepted body, compressed and decompressed.
 pub const MAX_BODY: usize = 64 << 20;
 
+/// Why a remote_write body cannot be stored; the HTTP layer answers 400 with the message,
+/// storage counts the request as invalid.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    /// Not snappy's block format.
+    #[error("snappy: {0}")]
+    Snappy(String),
+    /// It would decompress to more than [`MAX_BODY`].
+    #[error("decompressed body of {len} bytes exceeds {max}")]
+    TooLarge {
+        /// Decompressed size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Not a `WriteRequest` (protobuf structure).
+    #[error("{0}")]
+    Protobuf(String),
+    /// A series' labels break Prometheus' rules (names, duplicates, no metric name, UTF-8).
+    #[error("{0}")]
+    Labels(String),
+}
+
+impl From<String> for DecodeError {
+    fn from(m: String) -> Self {
+        DecodeError::Protobuf(m)
+    }
+}
+
+impl From<&str> for DecodeError {
+    fn from(m: &str) -> Self {
+        DecodeError::Protobuf(m.to_string())
+    }
+}
+
 /// Decompresses a remote_write body (snappy block format), refusing more than [`MAX_BODY`].
-pub fn decompress(body: &[u8]) -> Result<Vec<u8>, String> {
-    let len = snap::raw::decompress_len(body).map_err(|e| format!("snappy: {e}"))?;
+pub fn decompress(body: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    let len = snap::raw::decompress_len(body).map_err(|e| DecodeError::Snappy(e.to_string()))?;
     if len > MAX_BODY {
-        return Err(format!(
-            "decompressed body of {len} bytes exceeds {MAX_BODY}"
-        ));
+        return Err(DecodeError::TooLarge { len, max: MAX_BODY });
     }
     snap::raw::Decoder::new()
         .decompress_vec(body)
-        .map_err(|e| format!("snappy: {e}"))
+        .map_err(|e| DecodeError::Snappy(e.to_string()))
 }
 
 /// A `WriteRequest` walked without copying: every series' label messages as sent (its key)
@@ -86,7 +119,7 @@ pub struct RawSeries<'a> {
 /// Walks a decompressed `WriteRequest` (protobuf) without decoding labels. Fields other than
 /// labels and samples (exemplars, histograms, metadata) are skipped, as by a protobuf decoder
 /// built from the 1.0 schema; a truncated or malformed message is an error.
-pub fn scan(raw: &[u8]) -> Result<Scanned<'_>, String> {
+pub fn scan(raw: &[u8]) -> Result<Scanned<'_>, DecodeError> {
     let mut out = Scanned::default();
     let mut r = Reader::new(raw);
     while let Some((field, wt)) = r.tag()? {
@@ -100,7 +133,7 @@ pub fn scan(raw: &[u8]) -> Result<Scanned<'_>, String> {
     Ok(out)
 }
 
-fn scan_series<'a>(ts: &'a [u8], out: &mut Scanned<'a>) -> Result<(), String> {
+fn scan_series<'a>(ts: &'a [u8], out: &mut Scanned<'a>) -> Result<(), DecodeError> {
     let first = out.samples.len();
     let mut r = Reader::new(ts);
     // The label messages' span while they are contiguous; `split` once they are not.
@@ -143,7 +176,7 @@ fn scan_series<'a>(ts: &'a [u8], out: &mut Scanned<'a>) -> Result<(), String> {
     Ok(())
 }
 
-fn scan_sample(m: &[u8]) -> Result<Sample, String> {
+fn scan_sample(m: &[u8]) -> Result<Sample, DecodeError> {
     let (mut t, mut v) = (0i64, 0f64);
     let mut r = Reader::new(m);
     while let Some((field, wt)) = r.tag()? {
@@ -159,7 +192,7 @@ fn scan_sample(m: &[u8]) -> Result<Sample, String> {
 
 /// The label pairs of a series key (see [`RawSeries::key`]), checked as Prometheus' receiver
 /// checks them, empty values dropped (Prometheus reads them as absent), sorted by name.
-pub fn labels(key: &[u8]) -> Result<Vec<(&str, &str)>, String> {
+pub fn labels(key: &[u8]) -> Result<Vec<(&str, &str)>, DecodeError> {
     let mut pairs: Vec<(&str, &str)> = Vec::new();
     let mut r = Reader::new(key);
     while let Some((field, wt)) = r.tag()? {
@@ -174,34 +207,39 @@ pub fn labels(key: &[u8]) -> Result<Vec<(&str, &str)>, String> {
             match f {
                 1 | 2 => {
                     let b = lr.len_delimited(wt, "label string")?;
-                    let s = std::str::from_utf8(b)
-                        .map_err(|_| "a label that is not valid UTF-8".to_string())?;
+                    let s = std::str::from_utf8(b).map_err(|_| {
+                        DecodeError::Labels("a label that is not valid UTF-8".into())
+                    })?;
                     if f == 1 { name = s } else { value = s }
                 }
                 _ => lr.skip(wt)?,
             }
         }
         if !valid_label_name(name) {
-            return Err(format!("invalid label name {name:?}"));
+            return Err(DecodeError::Labels(format!("invalid label name {name:?}")));
         }
         if name == "__name__" && !valid_metric_name(value) {
-            return Err(format!("invalid metric name {value:?}"));
+            return Err(DecodeError::Labels(format!(
+                "invalid metric name {value:?}"
+            )));
         }
         if pairs.iter().any(|(n, _)| *n == name) {
-            return Err(format!("duplicate label name {name:?}"));
+            return Err(DecodeError::Labels(format!(
+                "duplicate label name {name:?}"
+            )));
         }
         pairs.push((name, value));
     }
     pairs.retain(|(_, v)| !v.is_empty());
     if !pairs.iter().any(|(n, _)| *n == "__name__") {
-        return Err("a series without __name__".into());
+        return Err(DecodeError::Labels("a series without __name__".into()));
     }
     pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
     Ok(pairs)
 }
 
 /// Decodes a remote_write body into series (tests and tools; the receiver uses [`scan`]).
-pub fn decode(body: &[u8]) -> Result<Vec<SeriesSamples>, String> {
+pub fn decode(body: &[u8]) -> Result<Vec<SeriesSamples>, DecodeError> {
     let raw = decompress(body)?;
     let sc = scan(&raw)?;
     sc.series
@@ -226,7 +264,7 @@ impl<'a> Reader<'a> {
         Reader { buf, pos: 0 }
     }
 
-    fn varint(&mut self) -> Result<u64, String> {
+    fn varint(&mut self) -> Result<u64, DecodeError> {
         let mut v = 0u64;
         for i in 0..10 {
             let b = *self
@@ -243,7 +281,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next field number and wire type, or `None` at the end.
-    fn tag(&mut self) -> Result<Option<(u64, u8)>, String> {
+    fn tag(&mut self) -> Result<Option<(u64, u8)>, DecodeError> {
         if self.pos >= self.buf.len() {
             return Ok(None);
         }
@@ -255,7 +293,7 @@ impl<'a> Reader<'a> {
         Ok(Some((field, (k & 7) as u8)))
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let end = self
             .pos
             .checked_add(n)
@@ -266,28 +304,32 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
 
-    fn fixed64(&mut self) -> Result<u64, String> {
+    fn fixed64(&mut self) -> Result<u64, DecodeError> {
         let b = self.take(8)?;
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
         Ok(u64::from_le_bytes(a))
     }
 
-    fn len_delimited(&mut self, wt: u8, what: &str) -> Result<&'a [u8], String> {
+    fn len_delimited(&mut self, wt: u8, what: &str) -> Result<&'a [u8], DecodeError> {
         if wt != 2 {
-            return Err(format!("{what} of wire type {wt}, not a message"));
+            return Err(DecodeError::Protobuf(format!(
+                "{what} of wire type {wt}, not a message"
+            )));
         }
         let n = self.varint()?;
         self.take(usize::try_from(n).map_err(|_| format!("{what} length {n}"))?)
     }
 
-    fn skip(&mut self, wt: u8) -> Result<(), String> {
+    fn skip(&mut self, wt: u8) -> Result<(), DecodeError> {
         match wt {
             0 => self.varint().map(|_| ()),
             1 => self.take(8).map(|_| ()),
             2 => self.len_delimited(2, "field").map(|_| ()),
             5 => self.take(4).map(|_| ()),
-            other => Err(format!("unsupported wire type {other}")),
+            other => Err(DecodeError::Protobuf(format!(
+                "unsupported wire type {other}"
+            ))),
         }
     }
 }
@@ -382,7 +424,7 @@ mod tests {
             ),
         ] {
             let e = decode(&body(&labels)).unwrap_err();
-            assert!(e.contains(why), "{labels:?}: {e}");
+            assert!(e.to_string().contains(why), "{labels:?}: {e}");
         }
         let ok = decode(&body(&[("__name__", "ns:m_1"), ("_a", "x"), ("empty", "")])).unwrap();
         assert_eq!(ok[0].labels.len(), 2, "an empty value is no label");

@@ -315,3 +315,27 @@ fn protocol_violations_are_errors_and_old_versions_are_refused() {
     s.receive(&refusal).unwrap();
     assert!(matches!(s.poll(), Ok(Some(ServerEvent::CommandResult(r))) if r.status == "refused"));
 }
+
+/// The hello frame of release 0.1's agent (recorded with that release's code, epoch
+/// 0x0123456789abcdef, one action): the session still accepts it, and today's hello says the
+/// same things in the same encoding.
+#[test]
+fn a_hello_recorded_from_release_0_1_is_accepted() {
+    let recorded = include_bytes!("testdata/hello-0.1.bin");
+    let mut s = Server::new(1 << 20);
+    s.receive(recorded).unwrap();
+    let Ok(Some(ServerEvent::Hello(h))) = s.poll() else {
+        panic!("the recorded hello is not accepted")
+    };
+    assert_eq!(h.epoch, 0x0123_4567_89ab_cdef);
+    assert_eq!(h.agent_version, "0.1.0");
+    assert_eq!(h.capabilities, vec![crate::wire::CAP_REMEDIATION.to_string()]);
+    assert_eq!(h.actions, vec!["restart_service".to_string()]);
+    let mut today = Client::hello(h.epoch, Some(h.actions.clone()));
+    today.agent_version = h.agent_version.clone();
+    assert_eq!(
+        Client::new(&today, 1).1,
+        recorded.to_vec(),
+        "the hello's encoding changed"
+    );
+}

@@ -103,10 +103,10 @@ fn decode(req: &AppendRequest) -> Result<Decoded, String> {
             Vec::new(),
         )),
         AppendData::RemoteWrite(raw) => {
-            let sc = remote_write::scan(raw)?;
+            let sc = remote_write::scan(raw).map_err(|e| e.to_string())?;
             let mut out = Vec::with_capacity(sc.series.len());
             for s in &sc.series {
-                let pairs = remote_write::labels(&s.key)?;
+                let pairs = remote_write::labels(&s.key).map_err(|e| e.to_string())?;
                 out.extend(finish(agent, pairs, sc.samples[s.samples.clone()].to_vec()));
             }
             Ok((out, Vec::new()))

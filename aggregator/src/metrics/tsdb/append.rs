@@ -298,12 +298,18 @@ impl Tsdb {
 
     /// Points, events and (if `names`) the distinct metric names of a remote_write request.
     fn resolve_remote_write(&self, raw: &[u8], names: bool) -> Result<Resolved, String> {
-        let bad = |e: String| format!("malformed remote_write body: {e}");
+        fn bad(e: impl std::fmt::Display) -> String {
+            format!("malformed remote_write body: {e}")
+        }
         let sc = remote_write::scan(raw).map_err(bad)?;
         let keys: Vec<&[u8]> = sc.series.iter().map(|s| &*s.key).collect();
         // Every new key is checked before anything is stored: a bad series refuses the
         // request, as before the cache.
-        let decode = |key| remote_write::labels(key).map(Some);
+        let decode = |key| {
+            remote_write::labels(key)
+                .map(Some)
+                .map_err(|e| e.to_string())
+        };
         let cap = self.inner.opts.max_series_remote_write;
         let (ids, mut metric_names) = self
             .ids_by_key(&self.inner.rw_keys, cap, &keys, None, true, decode, names)
