@@ -329,7 +329,10 @@ fn a_hello_recorded_from_release_0_1_is_accepted() {
     };
     assert_eq!(h.epoch, 0x0123_4567_89ab_cdef);
     assert_eq!(h.agent_version, "0.1.0");
-    assert_eq!(h.capabilities, vec![crate::wire::CAP_REMEDIATION.to_string()]);
+    assert_eq!(
+        h.capabilities,
+        vec![crate::wire::CAP_REMEDIATION.to_string()]
+    );
     assert_eq!(h.actions, vec!["restart_service".to_string()]);
     let mut today = Client::hello(h.epoch, Some(h.actions.clone()));
     today.agent_version = h.agent_version.clone();
