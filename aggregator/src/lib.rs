@@ -23,6 +23,7 @@ pub mod alert;
 pub mod alerting;
 pub mod api;
 pub mod config;
+pub mod durable;
 pub mod ingest;
 pub mod labels;
 pub mod metrics;

@@ -15,6 +15,8 @@ const MAX_LINES: usize = 800;
 const AGGREGATOR: &[(&str, &[&str])] = &[
     ("lib", &["*"]),
     ("labels", &[]),
+    // Durability every signal's store shares (record files, WAL segments).
+    ("durable", &[]),
     ("alert", &["labels"]),
     (
         "metrics",
@@ -29,7 +31,12 @@ const AGGREGATOR: &[(&str, &[&str])] = &[
     ("metrics::storage", &["labels", "metrics::remote_write"]),
     (
         "metrics::tsdb",
-        &["labels", "metrics::storage", "metrics::remote_write"],
+        &[
+            "labels",
+            "metrics::storage",
+            "metrics::remote_write",
+            "durable",
+        ],
     ),
     // The query language reads through the storage interface only: not the engine, not HTTP.
     ("metrics::promql", &["labels", "metrics::storage"]),
@@ -68,6 +75,7 @@ const AGGREGATOR: &[(&str, &[&str])] = &[
             "alert",
             "alerting",
             "config",
+            "durable",
             "labels",
             "metrics",
             "metrics::storage",
@@ -104,6 +112,8 @@ const COMMON: &[(&str, &[&str])] = &[
     ("logging", &[]),
     ("model", &[]),
     ("names", &[]),
+    // The protocol's state machines: frames and messages only, no I/O.
+    ("session", &["codec", "model", "wire"]),
     ("store", &["model"]),
     ("tls", &[]),
     ("wire", &["model"]),

@@ -2,6 +2,7 @@
 //! with that release's binaries; see its README): an agent buffer full of unsent batches is
 //! shipped by today's agent and stored by today's aggregator, and an alerting state keeps its
 //! silence, incident, alert, pending notifications and remediation switch.
+#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 use std::time::Duration;

@@ -45,7 +45,7 @@ pub mod check;
 pub mod chunk;
 mod compact;
 mod dedup;
-pub mod files;
+pub use crate::durable::frames as files;
 pub mod head;
 mod query;
 pub mod rollup;

@@ -167,7 +167,7 @@ fn torn_tail_and_corrupt_records_never_block_start_up() {
                 .unwrap();
         }
     }
-    let seg = wal::segment_path(&dir.path().join("log"), 1);
+    let seg = crate::durable::segments::segment_path(&dir.path().join("log"), 1);
     let mut bytes = fs::read(&seg).unwrap();
     // Records: the series definition, then batches 1, 2, 3. Damage batch 2, tear batch 3.
     let at = record_offsets(&bytes);
@@ -199,7 +199,7 @@ fn a_bad_record_header_loses_that_record_only() {
                 .unwrap();
         }
     }
-    let seg = wal::segment_path(&dir.path().join("log"), 1);
+    let seg = crate::durable::segments::segment_path(&dir.path().join("log"), 1);
     let mut bytes = fs::read(&seg).unwrap();
     let size = bytes.len();
     let at = record_offsets(&bytes);
@@ -718,7 +718,7 @@ mod fuzz {
             };
             fs::create_dir_all(dir.path().join("log")).unwrap();
             fs::create_dir_all(dir.path().join("blocks")).unwrap();
-            append(&wal::segment_path(&dir.path().join("log"), 999), &wal);
+            append(&crate::durable::segments::segment_path(&dir.path().join("log"), 999), &wal);
             append(&dir.path().join("blocks").join("0000000000000999.blk"), &blk);
             append(&dir.path().join("series.log"), &series_log);
             append(&dir.path().join("checkpoint"), &checkpoint);
@@ -866,7 +866,7 @@ fn a_damaged_series_definition_keeps_the_samples_under_a_placeholder() {
         put(&rt, &db, vec![series("a", "x", vec![Sample(t + 1, 2.0)])]);
         put(&rt, &db, vec![series("b", "x", vec![Sample(t + 2, 3.0)])]);
     }
-    let seg = wal::segment_path(&dir.path().join("log"), 1);
+    let seg = crate::durable::segments::segment_path(&dir.path().join("log"), 1);
     let mut bytes = fs::read(&seg).unwrap();
     let at = record_offsets(&bytes);
     // def(a), a, a, def(b), b: damage a's definition.

@@ -28,9 +28,8 @@
 //! a crash, nothing intact after it) is truncated and logged. Start-up never stops on
 //! corruption.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use telltale_common::codec;
@@ -41,8 +40,10 @@ use telltale_common::wire::{ClientMessageRef, Event};
 use crate::metrics::storage::stamp_agent_labels;
 
 use super::chunk::{put_varint, unzigzag, zigzag};
+use crate::durable::frames::{Item, Scanner};
+use crate::durable::segments::truncate;
+pub use crate::durable::segments::{Writer, list_segments};
 
-const SEGMENT_BYTES: u64 = 128 * 1024 * 1024;
 const MAX_RECORD: u32 = 256 * 1024 * 1024;
 
 /// The payload of one log record, borrowing from the bytes it was decoded from (or is
@@ -225,30 +226,9 @@ pub struct RecoveryReport {
     pub quarantined: u64,
 }
 
-pub fn segment_path(dir: &Path, n: u64) -> PathBuf {
-    dir.join(format!("{n:020}.seg"))
-}
-
-pub fn list_segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
-    let mut segs = Vec::new();
-    for e in fs::read_dir(dir)? {
-        let p = e?.path();
-        let n = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".seg"))
-            .and_then(|n| n.parse::<u64>().ok());
-        if let Some(n) = n {
-            segs.push((n, p));
-        }
-    }
-    segs.sort();
-    Ok(segs)
-}
-
 /// Reads a segment, handing every intact record to `on_record` (an `Err` from it counts the
 /// record as corrupt). Damage in the middle is skipped by resynchronising on the next intact
-/// record (see [`super::files::Scanner`]); only a torn tail — bytes after the last intact
+/// record (see [`Scanner`]); only a torn tail — bytes after the last intact
 /// record with none following — is truncated.
 pub fn replay_segment(
     path: &Path,
@@ -257,10 +237,10 @@ pub fn replay_segment(
 ) -> std::io::Result<()> {
     let data = fs::read(path)?;
     report.segments += 1;
-    let mut scan = super::files::Scanner::new(&data, MAX_RECORD);
+    let mut scan = Scanner::new(&data, MAX_RECORD);
     for item in scan.by_ref() {
         match item {
-            super::files::Item::Frame { at, payload } => {
+            Item::Frame { at, payload } => {
                 match codec::decode_borrowed::<Record>(payload)
                     .map_err(|e| e.to_string())
                     .and_then(&mut on_record)
@@ -272,7 +252,7 @@ pub fn replay_segment(
                     }
                 }
             }
-            super::files::Item::Damaged { at, len } => {
+            Item::Damaged { at, len } => {
                 tracing::error!(segment = %path.display(), offset = at, bytes = len,
                     "damaged record skipped; reading resumes at the next intact record");
                 report.corrupt += 1;
@@ -286,73 +266,6 @@ pub fn replay_segment(
         truncate(path, (data.len() - torn) as u64)?;
     }
     Ok(())
-}
-
-fn truncate(path: &Path, len: u64) -> std::io::Result<()> {
-    let f = OpenOptions::new().write(true).open(path)?;
-    f.set_len(len)?;
-    f.sync_all()
-}
-
-pub struct Writer {
-    dir: PathBuf,
-    file: File,
-    segment: u64,
-    len: u64,
-}
-
-impl Writer {
-    pub fn create(dir: PathBuf, segment: u64) -> std::io::Result<Writer> {
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(segment_path(&dir, segment))?;
-        // Make the new segment's directory entry durable too.
-        File::open(&dir)?.sync_all()?;
-        Ok(Writer {
-            dir,
-            file,
-            segment,
-            len: 0,
-        })
-    }
-
-    /// The segment being written.
-    pub fn segment(&self) -> u64 {
-        self.segment
-    }
-
-    /// Continues in a new segment.
-    pub fn roll(&mut self) -> std::io::Result<()> {
-        let next = Writer::create(self.dir.clone(), self.segment + 1)?;
-        *self = next;
-        Ok(())
-    }
-
-    pub fn write_group(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        if self.len > SEGMENT_BYTES {
-            self.roll()?;
-        }
-        let res = self.file.write_all(buf).and_then(|_| self.file.sync_data());
-        match res {
-            Ok(()) => {
-                self.len += buf.len() as u64;
-                Ok(())
-            }
-            Err(e) => {
-                // Cut the partial write off so later records stay framed; if even that
-                // fails, continue in a new segment.
-                let cut = self
-                    .file
-                    .set_len(self.len)
-                    .and_then(|_| self.file.seek(SeekFrom::End(0)).map(|_| ()));
-                if cut.is_err() {
-                    let _ = self.roll();
-                }
-                Err(e)
-            }
-        }
-    }
 }
 
 #[cfg(test)]

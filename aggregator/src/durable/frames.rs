@@ -1,6 +1,7 @@
-//! Small checksummed files beside the blocks: `series.log` (series ids and labels),
-//! `events.log` (host events) and `checkpoint` (what the blocks cover). Each is a sequence of
-//! records framed like wire frames (length, version, CRC-32, MessagePack payload).
+//! Record files: a sequence of records framed like wire frames (length, version, CRC-32,
+//! payload), read with resynchronisation after damage, appended with a sync, or replaced
+//! atomically. The TSDB keeps `series.log`, `events.log` and `checkpoint` so; WAL segments
+//! ([`super::segments`]) are scanned with the same [`Scanner`].
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;

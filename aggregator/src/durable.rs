@@ -1,0 +1,8 @@
+//! Durability shared by every signal's store: record files framed like wire frames, scanned
+//! with resynchronisation after damage ([`frames`]), and segment files written with group
+//! commit ([`segments`]). The metrics engine's WAL, `series.log`, `events.log` and
+//! `checkpoint` are built on these; the logs and traces stores will be too, instead of copying
+//! them.
+
+pub mod frames;
+pub mod segments;
