@@ -156,7 +156,37 @@ pub struct Optional {
     pub tcpstat: bool,
 }
 
-type Collector = fn(&Root, &mut Out) -> Result<(), String>;
+type Collector = fn(&Root, &mut Out) -> Result<(), CollectError>;
+
+/// Why a collector failed (its `node_scrape_collector_success` is 0).
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    /// A kernel file could not be read: missing here (a container, an absent driver) or not
+    /// permitted. Expected on many hosts; logged at debug level.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file did not hold what the kernel writes there: worth a warning.
+    #[error("{0}")]
+    Parse(String),
+}
+
+impl From<String> for CollectError {
+    fn from(m: String) -> Self {
+        CollectError::Parse(m)
+    }
+}
+
+impl From<&str> for CollectError {
+    fn from(m: &str) -> Self {
+        CollectError::Parse(m.to_string())
+    }
+}
 
 /// The default collectors, under node_exporter's collector names (the `collector` label of
 /// `node_scrape_collector_*`).
@@ -211,7 +241,15 @@ pub fn collect_all(root: &Root, optional: Optional, out: &mut Out) {
         let ok = match f(root, out) {
             Ok(()) => true,
             Err(e) => {
-                out.errors.push((name, e));
+                match &e {
+                    CollectError::Read { .. } => {
+                        tracing::debug!(collector = name, error = %e, "collector unavailable")
+                    }
+                    CollectError::Parse(_) => {
+                        tracing::warn!(collector = name, error = %e, "collector read something it cannot parse")
+                    }
+                }
+                out.errors.push((name, e.to_string()));
                 false
             }
         };
@@ -306,10 +344,12 @@ fn list_dir(dir: &Path) -> Result<Option<Vec<(String, PathBuf)>>, String> {
     Ok(Some(v))
 }
 
-/// Reads a file under `/proc`, as an error string naming it.
-fn read(root: &Root, rel: &str) -> Result<String, String> {
-    root.proc_file(rel)
-        .map_err(|e| format!("{}: {e}", Path::new(&root.proc).join(rel).display()))
+/// Reads a file under `/proc`.
+fn read(root: &Root, rel: &str) -> Result<String, CollectError> {
+    root.proc_file(rel).map_err(|source| CollectError::Read {
+        path: Path::new(&root.proc).join(rel),
+        source,
+    })
 }
 
 /// Parses a number field, as an error string naming it.

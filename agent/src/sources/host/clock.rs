@@ -6,12 +6,13 @@
 //! and needs no privilege, and `localtime_r` fills a caller-owned struct.
 #![allow(unsafe_code)]
 
+use super::CollectError;
 use super::{Out, Root};
 
 /// node_exporter's `time`: `node_time_seconds` (the host's clock at collection time),
 /// `node_time_zone_offset_seconds{time_zone}`, `node_time_clocksource_available_info` and
 /// `node_time_clocksource_current_info{device,clocksource}`.
-pub fn collect_time(root: &Root, out: &mut Out) -> Result<(), String> {
+pub fn collect_time(root: &Root, out: &mut Out) -> Result<(), CollectError> {
     out.add("node_time_seconds", &[], out.t_ms() as f64 / 1000.0);
     let (zone, offset) = local_zone(out.t_ms() / 1000);
     out.add(
@@ -86,13 +87,16 @@ const TIME_ERROR: i32 = 5;
 const PPM16FRAC: f64 = 1_000_000.0 * 65536.0;
 
 /// The kernel's NTP state as node_exporter's `timex` collector reports it.
-pub fn collect_timex(_root: &Root, out: &mut Out) -> Result<(), String> {
+pub fn collect_timex(_root: &Root, out: &mut Out) -> Result<(), CollectError> {
     // SAFETY: `timex` is all integers; all-zero (modes = 0) asks the kernel only to read.
     let mut tx: libc::timex = unsafe { std::mem::zeroed() };
     // SAFETY: `tx` is a live, properly aligned timex the kernel fills in.
     let state = unsafe { libc::adjtimex(&mut tx) };
     if state < 0 {
-        return Err(format!("adjtimex: {}", std::io::Error::last_os_error()));
+        return Err(CollectError::Read {
+            path: "adjtimex(2)".into(),
+            source: std::io::Error::last_os_error(),
+        });
     }
     let divisor = if tx.status & STA_NANO != 0 { 1e9 } else { 1e6 };
     let sync = if state == TIME_ERROR { 0.0 } else { 1.0 };

@@ -1,6 +1,7 @@
 //! `/proc/stat`: per-CPU time by mode, boot time, context switches, forks, running and
 //! blocked processes, interrupts.
 
+use super::CollectError;
 use super::{Out, Root, num, read};
 
 /// The kernel's USER_HZ: /proc/stat counts in 1/100 s on every Linux architecture.
@@ -12,7 +13,7 @@ const MODES: [&str; 8] = [
 /// node_exporter's `cpu` collector: `node_cpu_seconds_total{cpu,mode}`,
 /// `node_cpu_guest_seconds_total{cpu,mode}`, and from `/sys` the thermal throttle counters and
 /// `node_cpu_isolated{cpu}`.
-pub fn collect(root: &Root, out: &mut Out) -> Result<(), String> {
+pub fn collect(root: &Root, out: &mut Out) -> Result<(), CollectError> {
     collect_times(root, out)?;
     collect_isolated(root, out);
     collect_throttles(root, out);
@@ -105,7 +106,7 @@ fn collect_throttles(root: &Root, out: &mut Out) {
 
 /// node_exporter's `cpufreq`: `node_cpu_frequency{,_min,_max}_hertz{cpu}` (the hardware's) and
 /// `node_cpu_scaling_frequency{,_min,_max}_hertz{cpu}` (the governor's), from kHz.
-pub fn collect_cpufreq(root: &Root, out: &mut Out) -> Result<(), String> {
+pub fn collect_cpufreq(root: &Root, out: &mut Out) -> Result<(), CollectError> {
     const FILES: [(&str, &str); 6] = [
         ("cpuinfo_cur_freq", "node_cpu_frequency_hertz"),
         ("cpuinfo_min_freq", "node_cpu_frequency_min_hertz"),
@@ -132,11 +133,16 @@ pub fn collect_cpufreq(root: &Root, out: &mut Out) -> Result<(), String> {
 /// node_exporter's `schedstat`: `node_schedstat_{running,waiting}_seconds_total{cpu}` and
 /// `node_schedstat_timeslices_total{cpu}` from `/proc/schedstat` (kernels built without
 /// scheduler statistics have no such file: nothing, no error).
-pub fn collect_schedstat(root: &Root, out: &mut Out) -> Result<(), String> {
+pub fn collect_schedstat(root: &Root, out: &mut Out) -> Result<(), CollectError> {
     let text = match root.proc_file("schedstat") {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("/proc/schedstat: {e}")),
+        Err(source) => {
+            return Err(CollectError::Read {
+                path: root.proc.join("schedstat"),
+                source,
+            });
+        }
     };
     for line in text.lines() {
         let mut f = line.split_ascii_whitespace();
@@ -169,7 +175,7 @@ pub fn collect_schedstat(root: &Root, out: &mut Out) -> Result<(), String> {
     Ok(())
 }
 
-fn collect_times(root: &Root, out: &mut Out) -> Result<(), String> {
+fn collect_times(root: &Root, out: &mut Out) -> Result<(), CollectError> {
     let text = read(root, "stat")?;
     for line in text.lines() {
         let mut f = line.split_ascii_whitespace();
@@ -203,7 +209,7 @@ fn collect_times(root: &Root, out: &mut Out) -> Result<(), String> {
 }
 
 /// The non-CPU lines of `/proc/stat`.
-pub fn collect_stat(root: &Root, out: &mut Out) -> Result<(), String> {
+pub fn collect_stat(root: &Root, out: &mut Out) -> Result<(), CollectError> {
     let text = read(root, "stat")?;
     for line in text.lines() {
         let mut f = line.split_ascii_whitespace();

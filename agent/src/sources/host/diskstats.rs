@@ -1,5 +1,6 @@
 //! `/proc/diskstats`: per-device I/O counters as node_exporter names them.
 
+use super::CollectError;
 use super::{Out, Root, num, read};
 
 /// Sector size the kernel uses in diskstats, whatever the device's real one.
@@ -140,7 +141,7 @@ fn info(root: &Root, dev: &str, major: &str, minor: &str, out: &mut Out) {
 }
 
 /// `node_disk_*{device}`.
-pub fn collect(root: &Root, out: &mut Out) -> Result<(), String> {
+pub fn collect(root: &Root, out: &mut Out) -> Result<(), CollectError> {
     let text = read(root, "diskstats")?;
     for line in text.lines() {
         let f: Vec<&str> = line.split_ascii_whitespace().collect();

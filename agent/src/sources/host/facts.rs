@@ -1,15 +1,18 @@
 //! Small host facts: load averages, uname, file descriptors, entropy, the OS release, SELinux.
 
+use super::CollectError;
 use super::{Out, Root, num, read};
 use crate::pipeline::hostinfo::os_release_value;
 
 /// `node_load1`, `node_load5`, `node_load15`, and `node_processes_threads` (the number of
 /// scheduling entities the kernel reports after the slash in `/proc/loadavg`).
-pub fn collect_loadavg(root: &Root, out: &mut Out) -> Result<(), String> {
+pub fn collect_loadavg(root: &Root, out: &mut Out) -> Result<(), CollectError> {
     let text = read(root, "loadavg")?;
     let f: Vec<&str> = text.split_ascii_whitespace().collect();
     if f.len() < 4 {
-        return Err(format!("/proc/loadavg: unexpected content {text:?}"));
+        return Err(CollectError::Parse(format!(
+            "/proc/loadavg: unexpected content {text:?}"
+        )));
     }
     out.add("node_load1", &[], num(f[0], "load1")?);
     out.add("node_load5", &[], num(f[1], "load5")?);
@@ -21,7 +24,7 @@ pub fn collect_loadavg(root: &Root, out: &mut Out) -> Result<(), String> {
 }
 
 /// `node_uname_info{sysname,release,version,machine,nodename,domainname} 1`.
-pub fn collect_uname(root: &Root, out: &mut Out) -> Result<(), String> {
+pub fn collect_uname(root: &Root, out: &mut Out) -> Result<(), CollectError> {
     let k = |f: &str| {
         read(root, &format!("sys/kernel/{f}")).map(|s| s.trim_end_matches('\n').to_string())
     };
@@ -43,11 +46,13 @@ pub fn collect_uname(root: &Root, out: &mut Out) -> Result<(), String> {
 }
 
 /// `node_filefd_allocated`, `node_filefd_maximum`.
-pub fn collect_filefd(root: &Root, out: &mut Out) -> Result<(), String> {
+pub fn collect_filefd(root: &Root, out: &mut Out) -> Result<(), CollectError> {
     let text = read(root, "sys/fs/file-nr")?;
     let f: Vec<&str> = text.split_ascii_whitespace().collect();
     if f.len() < 3 {
-        return Err(format!("/proc/sys/fs/file-nr: unexpected content {text:?}"));
+        return Err(CollectError::Parse(format!(
+            "/proc/sys/fs/file-nr: unexpected content {text:?}"
+        )));
     }
     out.add("node_filefd_allocated", &[], num(f[0], "file-nr")?);
     out.add("node_filefd_maximum", &[], num(f[2], "file-nr")?);
@@ -55,7 +60,7 @@ pub fn collect_filefd(root: &Root, out: &mut Out) -> Result<(), String> {
 }
 
 /// `node_entropy_available_bits`, `node_entropy_pool_size_bits` (node_exporter's `entropy`).
-pub fn collect_entropy(root: &Root, out: &mut Out) -> Result<(), String> {
+pub fn collect_entropy(root: &Root, out: &mut Out) -> Result<(), CollectError> {
     for (file, metric) in [
         ("entropy_avail", "node_entropy_available_bits"),
         ("poolsize", "node_entropy_pool_size_bits"),
@@ -88,7 +93,7 @@ fn major_minor(v: &str) -> Option<f64> {
 
 /// `node_os_info{...} 1` and `node_os_version{id,id_like,name}` from `/etc/os-release` (or
 /// `/usr/lib/os-release`), node_exporter's `os` collector. No file: nothing, no error.
-pub fn collect_os(root: &Root, out: &mut Out) -> Result<(), String> {
+pub fn collect_os(root: &Root, out: &mut Out) -> Result<(), CollectError> {
     let text = ["etc/os-release", "usr/lib/os-release"]
         .iter()
         .find_map(|f| std::fs::read_to_string(root.rootfs.join(f)).ok());
@@ -129,7 +134,7 @@ pub fn collect_os(root: &Root, out: &mut Out) -> Result<(), String> {
 /// `node_selinux_enabled`, and when enabled `node_selinux_config_mode` (/etc/selinux/config:
 /// enforcing 1, permissive 0, disabled −1) and `node_selinux_current_mode` (the kernel's
 /// `enforce`), as node_exporter's `selinux` collector.
-pub fn collect_selinux(root: &Root, out: &mut Out) -> Result<(), String> {
+pub fn collect_selinux(root: &Root, out: &mut Out) -> Result<(), CollectError> {
     let enforce = root.sys_file("fs/selinux/enforce").ok();
     let context = root.proc_file("self/attr/current").unwrap_or_default();
     let enabled =

@@ -1,6 +1,7 @@
 //! Filesystems: space and inodes of every mounted filesystem, via `statvfs(2)`, with
 //! node_exporter's default exclusions of pseudo filesystems and system mount points.
 
+use super::CollectError;
 use super::{Out, Root, read};
 
 /// Filesystem types node_exporter ignores by default.
@@ -123,7 +124,7 @@ pub fn mounts(text: &str, view: View) -> Vec<Mount> {
 }
 
 /// The mount table to report: PID 1's when readable, else the agent's own.
-fn mount_table(root: &Root) -> Result<(String, View), String> {
+fn mount_table(root: &Root) -> Result<(String, View), CollectError> {
     match root.proc_file("1/mountinfo") {
         Ok(t) if !t.is_empty() => Ok((t, View::Host)),
         _ => read(root, "self/mountinfo").map(|t| (t, View::Own)),
@@ -132,7 +133,7 @@ fn mount_table(root: &Root) -> Result<(String, View), String> {
 
 /// `node_filesystem_{size,free,avail}_bytes`, `node_filesystem_files{,_free}`,
 /// `node_filesystem_readonly`, `node_filesystem_device_error`, all `{device,fstype,mountpoint}`.
-pub fn collect(root: &Root, out: &mut Out) -> Result<(), String> {
+pub fn collect(root: &Root, out: &mut Out) -> Result<(), CollectError> {
     let (text, view) = mount_table(root)?;
     for m in mounts(&text, view) {
         let labels = [

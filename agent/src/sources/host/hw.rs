@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use super::CollectError;
 use super::{Out, Root, list_dir};
 
 /// A sysfs attribute without its trailing newline; `None` if it cannot be read.
@@ -124,7 +125,7 @@ fn sensor_files(dir: &Path, data: &mut BTreeMap<String, BTreeMap<String, String>
 /// node_exporter's `hwmon`: `node_hwmon_<type>[_<property>]_<unit>{chip,sensor}`, with its
 /// unit conversions (milli-degrees, millivolts and milliamperes to base units, microwatts and
 /// microjoules to watts and joules), `node_hwmon_chip_names` and `node_hwmon_sensor_label`.
-pub fn collect_hwmon(root: &Root, out: &mut Out) -> Result<(), String> {
+pub fn collect_hwmon(root: &Root, out: &mut Out) -> Result<(), CollectError> {
     let Some(chips) = list_dir(&root.sys.join("class/hwmon"))? else {
         return Ok(());
     };
@@ -225,7 +226,7 @@ fn hwmon_sensor(chip: &str, sensor: &str, props: &BTreeMap<String, String>, out:
 
 /// node_exporter's `thermal_zone`: `node_thermal_zone_temp{zone,type}` (degrees Celsius) and
 /// `node_cooling_device_{cur,max}_state{name,type}`.
-pub fn collect_thermal(root: &Root, out: &mut Out) -> Result<(), String> {
+pub fn collect_thermal(root: &Root, out: &mut Out) -> Result<(), CollectError> {
     let Some(items) = list_dir(&root.sys.join("class/thermal"))? else {
         return Ok(());
     };
@@ -338,7 +339,7 @@ const POWER_SUPPLY_INFO: [&str; 11] = [
 
 /// node_exporter's `powersupplyclass`: `node_power_supply_<metric>{power_supply}` and
 /// `node_power_supply_info`.
-pub fn collect_power_supply(root: &Root, out: &mut Out) -> Result<(), String> {
+pub fn collect_power_supply(root: &Root, out: &mut Out) -> Result<(), CollectError> {
     let Some(supplies) = list_dir(&root.sys.join("class/power_supply"))? else {
         return Ok(());
     };
@@ -393,7 +394,7 @@ type DmiLabels = Vec<(&'static str, String)>;
 
 /// node_exporter's `dmi`: `node_dmi_info{bios_vendor,product_name,...} 1` with the strings
 /// this user may read (serial numbers and the UUID need root).
-pub fn collect_dmi(root: &Root, out: &mut Out) -> Result<(), String> {
+pub fn collect_dmi(root: &Root, out: &mut Out) -> Result<(), CollectError> {
     let mut cache = DMI_CACHE.lock().unwrap_or_else(|p| p.into_inner());
     let fresh = cache.as_ref().is_none_or(|(r, _)| *r != root.sys);
     if fresh {
@@ -419,7 +420,7 @@ pub fn collect_dmi(root: &Root, out: &mut Out) -> Result<(), String> {
 /// (`node_edac_{correctable,uncorrectable}_errors_total{controller}`) and per chip-select row
 /// (`node_edac_csrow_{correctable,uncorrectable}_errors_total{controller,csrow}`, the errors
 /// without row information as `csrow="unknown"`). Machines without ECC memory have none.
-pub fn collect_edac(root: &Root, out: &mut Out) -> Result<(), String> {
+pub fn collect_edac(root: &Root, out: &mut Out) -> Result<(), CollectError> {
     let Some(controllers) = list_dir(&root.sys.join("devices/system/edac/mc"))? else {
         return Ok(());
     };

@@ -1,11 +1,12 @@
 //! `/proc/meminfo` (memory and swap) and `/proc/vmstat` (paging, swapping, faults, OOM kills).
 
+use super::CollectError;
 use super::{Out, Root, num, read};
 
 /// `node_memory_<Field>_bytes` for every kB field, `node_memory_<Field>` for counts
 /// (HugePages_*), with `(` `)` turned into `_` like node_exporter (`Active(anon)` →
 /// `Active_anon`).
-pub fn collect(root: &Root, out: &mut Out) -> Result<(), String> {
+pub fn collect(root: &Root, out: &mut Out) -> Result<(), CollectError> {
     let text = read(root, "meminfo")?;
     for line in text.lines() {
         let Some((key, rest)) = line.split_once(':') else {
@@ -35,7 +36,7 @@ fn wanted_vmstat(k: &str) -> bool {
 }
 
 /// `node_vmstat_<field>`.
-pub fn collect_vmstat(root: &Root, out: &mut Out) -> Result<(), String> {
+pub fn collect_vmstat(root: &Root, out: &mut Out) -> Result<(), CollectError> {
     let text = read(root, "vmstat")?;
     for line in text.lines() {
         let mut f = line.split_ascii_whitespace();

@@ -4,16 +4,19 @@
 
 use std::io::ErrorKind;
 
+use super::CollectError;
 use super::{Out, Root, list_dir, num, read};
 
 /// `node_arp_entries{device}`: ARP table entries per interface.
-pub fn collect_arp(root: &Root, out: &mut Out) -> Result<(), String> {
+pub fn collect_arp(root: &Root, out: &mut Out) -> Result<(), CollectError> {
     let text = read(root, "net/arp")?;
     let mut per_device: Vec<(&str, f64)> = Vec::new();
     for line in text.lines() {
         let cols: Vec<&str> = line.split_ascii_whitespace().collect();
         if cols.len() < 6 {
-            return Err(format!("/proc/net/arp: unexpected line {line:?}"));
+            return Err(CollectError::Parse(format!(
+                "/proc/net/arp: unexpected line {line:?}"
+            )));
         }
         if cols[0] == "IP" {
             continue;
@@ -44,11 +47,16 @@ const CONNTRACK_STATS: [&str; 8] = [
 
 /// `node_nf_conntrack_entries`, `_entries_limit` and `node_nf_conntrack_stat_*` (summed over
 /// CPUs). A host without the conntrack module has none of these files: nothing, no error.
-pub fn collect_conntrack(root: &Root, out: &mut Out) -> Result<(), String> {
+pub fn collect_conntrack(root: &Root, out: &mut Out) -> Result<(), CollectError> {
     let count = match root.proc_file("sys/net/netfilter/nf_conntrack_count") {
         Ok(t) => t,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("nf_conntrack_count: {e}")),
+        Err(source) => {
+            return Err(CollectError::Read {
+                path: root.proc.join("sys/net/netfilter/nf_conntrack_count"),
+                source,
+            });
+        }
     };
     out.add(
         "node_nf_conntrack_entries",
@@ -72,11 +80,11 @@ pub fn collect_conntrack(root: &Root, out: &mut Out) -> Result<(), String> {
     for line in lines {
         let vals: Vec<&str> = line.split_ascii_whitespace().collect();
         if vals.len() != header.len() {
-            return Err(format!(
+            return Err(CollectError::Parse(format!(
                 "/proc/net/stat/nf_conntrack: {} columns, header has {}",
                 vals.len(),
                 header.len()
-            ));
+            )));
         }
         for (i, stat) in CONNTRACK_STATS.iter().enumerate() {
             if let Some(col) = header.iter().position(|h| h == stat) {
@@ -98,15 +106,15 @@ fn hex(s: &str, what: &str) -> Result<f64, String> {
 
 /// `node_softnet_{processed,dropped,times_squeezed}_total{cpu}` from `/proc/net/softnet_stat`
 /// (one line per CPU, numbered by line as node_exporter numbers them).
-pub fn collect_softnet(root: &Root, out: &mut Out) -> Result<(), String> {
+pub fn collect_softnet(root: &Root, out: &mut Out) -> Result<(), CollectError> {
     let text = read(root, "net/softnet_stat")?;
     for (i, line) in text.lines().enumerate() {
         let cols: Vec<&str> = line.split_ascii_whitespace().collect();
         if cols.len() < 9 {
-            return Err(format!(
+            return Err(CollectError::Parse(format!(
                 "/proc/net/softnet_stat: {} columns, at least 9 expected",
                 cols.len()
-            ));
+            )));
         }
         let cpu = i.to_string();
         for (col, name) in [
@@ -130,20 +138,29 @@ pub fn collect_softnet(root: &Root, out: &mut Out) -> Result<(), String> {
 }
 
 /// `node_udp_queues{ip,queue}`: bytes queued in all UDP sockets, per IP version.
-pub fn collect_udp_queues(root: &Root, out: &mut Out) -> Result<(), String> {
+pub fn collect_udp_queues(root: &Root, out: &mut Out) -> Result<(), CollectError> {
     for (file, ip) in [("net/udp", "v4"), ("net/udp6", "v6")] {
         let text = match root.proc_file(file) {
             Ok(t) => t,
             Err(e) if e.kind() == ErrorKind::NotFound => continue,
-            Err(e) => return Err(format!("/proc/{file}: {e}")),
+            Err(source) => {
+                return Err(CollectError::Read {
+                    path: root.proc.join(file),
+                    source,
+                });
+            }
         };
         let (mut tx, mut rx) = (0.0, 0.0);
         for line in text.lines().skip(1) {
             let Some(queues) = line.split_ascii_whitespace().nth(4) else {
-                return Err(format!("/proc/{file}: short line {line:?}"));
+                return Err(CollectError::Parse(format!(
+                    "/proc/{file}: short line {line:?}"
+                )));
             };
             let Some((t, r)) = queues.split_once(':') else {
-                return Err(format!("/proc/{file}: bad queue field {queues:?}"));
+                return Err(CollectError::Parse(format!(
+                    "/proc/{file}: bad queue field {queues:?}"
+                )));
             };
             tx += hex(t, file)?;
             rx += hex(r, file)?;
@@ -210,7 +227,7 @@ fn int(s: &str) -> Option<f64> {
 /// plus `node_network_speed_bytes` (Mbit/s × 125 000; −1 Mbit/s, "unknown", stays −125 000 as
 /// node_exporter 1.x reports it) and `node_network_transmit_queue_length`,
 /// `node_network_protocol_type`.
-pub fn collect_netclass(root: &Root, out: &mut Out) -> Result<(), String> {
+pub fn collect_netclass(root: &Root, out: &mut Out) -> Result<(), CollectError> {
     let Some(entries) = list_dir(&root.sys.join("class/net"))? else {
         return Ok(());
     };

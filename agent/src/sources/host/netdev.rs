@@ -1,5 +1,6 @@
 //! `/proc/net/dev`: per-interface traffic, errors and drops.
 
+use super::CollectError;
 use super::{Out, Root, num, read};
 
 const RECEIVE: [&str; 8] = [
@@ -26,7 +27,7 @@ const TRANSMIT: [&str; 8] = [
 /// `node_network_{receive,transmit}_<field>_total{device}`, and
 /// `node_network_receive_nohandler_total` from `/sys/class/net/<dev>/statistics/rx_nohandler`
 /// (node_exporter reads it over netlink; kernels before 4.6 have none: 0, as netlink says).
-pub fn collect(root: &Root, out: &mut Out) -> Result<(), String> {
+pub fn collect(root: &Root, out: &mut Out) -> Result<(), CollectError> {
     let text = read(root, "net/dev")?;
     for line in text.lines().skip(2) {
         let Some((dev, rest)) = line.split_once(':') else {
@@ -35,7 +36,9 @@ pub fn collect(root: &Root, out: &mut Out) -> Result<(), String> {
         let dev = dev.trim();
         let vals: Vec<&str> = rest.split_ascii_whitespace().collect();
         if vals.len() < 16 {
-            return Err(format!("/proc/net/dev: short line for {dev}"));
+            return Err(CollectError::Parse(format!(
+                "/proc/net/dev: short line for {dev}"
+            )));
         }
         for (i, f) in RECEIVE.iter().enumerate() {
             out.add(

@@ -1,6 +1,7 @@
 //! Protocol counters from `/proc/net/{netstat,snmp,snmp6}`, socket usage from
 //! `/proc/net/sockstat`, and TCP connection states from `/proc/net/tcp{,6}`.
 
+use super::CollectError;
 use super::{Out, Root, num, read};
 
 /// node_exporter's default netstat field filter, written out instead of as a regex.
@@ -39,15 +40,19 @@ fn wanted(proto: &str, field: &str) -> bool {
 }
 
 /// Pairs of lines `Proto: names...` / `Proto: values...`.
-fn paired(text: &str, out: &mut Out, file: &str) -> Result<(), String> {
+fn paired(text: &str, out: &mut Out, file: &str) -> Result<(), CollectError> {
     let mut lines = text.lines();
     while let (Some(h), Some(v)) = (lines.next(), lines.next()) {
         let (Some((proto, names)), Some((proto2, vals))) = (h.split_once(':'), v.split_once(':'))
         else {
-            return Err(format!("{file}: unexpected line {h:?}"));
+            return Err(CollectError::Parse(format!(
+                "{file}: unexpected line {h:?}"
+            )));
         };
         if proto != proto2 {
-            return Err(format!("{file}: header {proto} followed by {proto2}"));
+            return Err(CollectError::Parse(format!(
+                "{file}: header {proto} followed by {proto2}"
+            )));
         }
         for (n, val) in names
             .split_ascii_whitespace()
@@ -62,7 +67,7 @@ fn paired(text: &str, out: &mut Out, file: &str) -> Result<(), String> {
 }
 
 /// `node_netstat_<Proto>_<Field>`.
-pub fn collect(root: &Root, out: &mut Out) -> Result<(), String> {
+pub fn collect(root: &Root, out: &mut Out) -> Result<(), CollectError> {
     paired(&read(root, "net/netstat")?, out, "/proc/net/netstat")?;
     paired(&read(root, "net/snmp")?, out, "/proc/net/snmp")?;
     // IPv6 may be disabled: then snmp6 is missing, which is not an error.
@@ -86,7 +91,7 @@ pub fn collect(root: &Root, out: &mut Out) -> Result<(), String> {
 }
 
 /// `node_sockstat_*` from `/proc/net/sockstat` (and `sockstat6`).
-pub fn collect_sockstat(root: &Root, out: &mut Out) -> Result<(), String> {
+pub fn collect_sockstat(root: &Root, out: &mut Out) -> Result<(), CollectError> {
     let page = 4096.0;
     let text = read(root, "net/sockstat")?;
     let text6 = root.proc_file("net/sockstat6").unwrap_or_default();
@@ -128,7 +133,7 @@ const STATES: [(u8, &str); 12] = [
 ];
 
 /// `node_tcp_connection_states{state}`, counted over IPv4 and IPv6 sockets.
-pub fn collect_tcp_states(root: &Root, out: &mut Out) -> Result<(), String> {
+pub fn collect_tcp_states(root: &Root, out: &mut Out) -> Result<(), CollectError> {
     let mut counts = [0u64; 13];
     let mut any = false;
     for file in ["net/tcp", "net/tcp6"] {

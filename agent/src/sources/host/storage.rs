@@ -4,6 +4,7 @@
 
 use std::io::ErrorKind;
 
+use super::CollectError;
 use super::{Out, Root, list_dir};
 
 /// One md array as `/proc/mdstat` describes it.
@@ -110,11 +111,16 @@ pub fn parse_mdstat(text: &str) -> Result<Vec<MdArray>, String> {
 /// node_exporter's `mdadm`: `node_md_state{device,state}` (one of active, inactive,
 /// recovering, resync, check is 1), `node_md_disks{device,state}`, `node_md_disks_required`,
 /// `node_md_blocks`, `node_md_blocks_synced`.
-pub fn collect_mdadm(root: &Root, out: &mut Out) -> Result<(), String> {
+pub fn collect_mdadm(root: &Root, out: &mut Out) -> Result<(), CollectError> {
     let text = match root.proc_file("mdstat") {
         Ok(t) => t,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("/proc/mdstat: {e}")),
+        Err(source) => {
+            return Err(CollectError::Read {
+                path: root.proc.join("mdstat"),
+                source,
+            });
+        }
     };
     for md in parse_mdstat(&text)? {
         let d = md.name.as_str();
@@ -147,7 +153,7 @@ pub fn collect_mdadm(root: &Root, out: &mut Out) -> Result<(), String> {
 }
 
 /// node_exporter's `nvme`: `node_nvme_info{device,firmware_revision,model,serial,state} 1`.
-pub fn collect_nvme(root: &Root, out: &mut Out) -> Result<(), String> {
+pub fn collect_nvme(root: &Root, out: &mut Out) -> Result<(), CollectError> {
     let Some(devices) = list_dir(&root.sys.join("class/nvme"))? else {
         return Ok(());
     };
@@ -226,7 +232,7 @@ const XFS: &[(&str, usize, &str)] = &[
 /// node_exporter's `xfs`: per-filesystem XFS statistics from `/sys/fs/xfs/<device>/stats/stats`
 /// as `node_xfs_*_total{device}` (RHEL's default filesystem; hosts without XFS have no such
 /// directory).
-pub fn collect_xfs(root: &Root, out: &mut Out) -> Result<(), String> {
+pub fn collect_xfs(root: &Root, out: &mut Out) -> Result<(), CollectError> {
     let Some(devices) = list_dir(&root.sys.join("fs/xfs"))? else {
         return Ok(());
     };
@@ -241,7 +247,9 @@ pub fn collect_xfs(root: &Root, out: &mut Out) -> Result<(), String> {
             let vals: Vec<&str> = f.collect();
             for (_, i, name) in XFS.iter().filter(|(k, _, _)| *k == key) {
                 let Some(v) = vals.get(*i) else {
-                    return Err(format!("xfs {dev}: short {key} line {line:?}"));
+                    return Err(CollectError::Parse(format!(
+                        "xfs {dev}: short {key} line {line:?}"
+                    )));
                 };
                 let v: f64 = v
                     .parse()
