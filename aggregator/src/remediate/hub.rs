@@ -26,6 +26,10 @@ type Conn = (u64, mpsc::Sender<ServerMessage>, Vec<String>);
 pub struct Hub {
     conns: Mutex<HashMap<String, Conn>>,
     next: AtomicU64,
+    /// Unbounded on purpose: ingest acknowledges a result to its agent right after handing it
+    /// here, so a full channel could only drop an acknowledged result. The rate is bounded by
+    /// the connections themselves (each result waits for its acknowledgement's place in the
+    /// connection's bounded writer queue), and the driver takes an event in microseconds.
     events: mpsc::UnboundedSender<HubEvent>,
 }
 
