@@ -31,9 +31,15 @@ fn copy_dir(from: &Path, to: &Path) {
 fn an_agent_buffer_written_by_release_0_1_is_shipped_and_stored() {
     let (dir, tls) = scratch_with_ca().unwrap();
     certs_issue(&tls, "recorded-host").unwrap();
-    // Retention long enough for the recorded samples, whatever day this runs.
+    // Retention long enough for the recorded samples, whatever day this runs, and an
+    // out-of-order window as long: the agent sends its newest batch first, and the recorded
+    // ones are older than the default hour behind it.
     let cfg = dir.path().join("aggregator.toml");
-    std::fs::write(&cfg, "[storage]\nretention = \"36500d\"\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "[storage]\nretention = \"36500d\"\nout_of_order_window = \"36500d\"\n",
+    )
+    .unwrap();
     let agg = start_aggregator(
         &tls,
         &dir.path().join("agg"),
