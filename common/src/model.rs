@@ -147,6 +147,13 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// How long a driver sleeps for a wall-clock deadline (ms since the epoch): until it, at least
+/// 1 ms and at most a minute; a minute without one (the drivers also wake on their inputs).
+pub fn until(deadline_ms: Option<i64>) -> std::time::Duration {
+    let ms = deadline_ms.map_or(60_000, |t| (t - now_ms()).clamp(1, 60_000));
+    std::time::Duration::from_millis(ms as u64)
+}
+
 /// Whether `s` is a valid label name: `[a-zA-Z_][a-zA-Z0-9_]*` (Prometheus' rule; the agent,
 /// remote_write, rule files and PromQL's label functions all check with this one).
 pub fn valid_label_name(s: &str) -> bool {

@@ -20,10 +20,12 @@ use super::correlate::{Change, Correlator, Incident};
 use super::dispatch::{Dispatcher, Flush, NflogEntry, needs_update};
 use super::escalate::{Escalation, Page, policy_for};
 use super::inhibit::inhibited_by;
-use super::payload::{alertmanager_v2, incident_json, labels_json, page_v4, webhook_v4};
+use super::payload::{alertmanager_v2, incident_json, page_v4, webhook_v4};
 use super::route::Route;
 use super::silence::{PostableSilence, Silence, Silences};
-use crate::alert::{Alert, RemediationNews, RequestError, fingerprint_hex, priority_of, rfc3339};
+use crate::alert::{
+    Alert, RemediationNews, RequestError, fingerprint_hex, labels_json, priority_of, rfc3339,
+};
 
 /// Resolved alerts are forgotten this long after they resolved.
 const RESOLVED_KEEP_MS: i64 = 15 * 60 * 1000;

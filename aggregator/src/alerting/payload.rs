@@ -2,13 +2,12 @@
 //! parse), the alerts array of its v2 API (`POST /api/v2/alerts`), and incident pages (a v4
 //! body with the incident under an extra `telltale` key, which v4 receivers ignore).
 
-pub use crate::alert::labels_json;
 use serde_json::{Value, json};
 use telltale_common::model::Labels;
 
 use super::correlate::Incident;
 use super::escalate::Page;
-use super::{Alert, fingerprint_hex, rfc3339};
+use crate::alert::{Alert, fingerprint_hex, labels_json, rfc3339};
 
 fn common(sets: &[&Labels]) -> Labels {
     let Some(first) = sets.first() else {

@@ -23,11 +23,10 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use telltale_common::model::now_ms;
+use telltale_common::model::{now_ms, until};
 use telltale_common::names;
 use tokio::sync::{Notify, Semaphore, mpsc};
 
@@ -339,11 +338,8 @@ impl AlertingService {
                     Some(now + 1000)
                 }
             };
-            let wait = next
-                .map(|t| Duration::from_millis((t - now_ms()).clamp(1, 60_000) as u64))
-                .unwrap_or(Duration::from_secs(60));
             tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep(until(next)) => {}
                 _ = self.wake.notified() => {}
                 n = news.recv(), if news_open => match n {
                     Some(n) => {
@@ -621,11 +617,8 @@ fn json<T: serde::de::DeserializeOwned>((_, v): Record) -> Option<T> {
 
 /// Sleeps until `deadline` (ms; at most a minute, a minute without one) or until `wake`.
 async fn sleep_until_or(deadline: Option<i64>, wake: &Notify) {
-    let wait = deadline
-        .map(|t| Duration::from_millis((t - now_ms()).clamp(1, 60_000) as u64))
-        .unwrap_or(Duration::from_secs(60));
     tokio::select! {
-        _ = tokio::time::sleep(wait) => {}
+        _ = tokio::time::sleep(until(deadline)) => {}
         _ = wake.notified() => {}
     }
 }

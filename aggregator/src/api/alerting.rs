@@ -17,8 +17,8 @@ use telltale_common::model::Labels;
 
 use super::{ApiError, ApiState, St, authorize, count, params, success};
 use crate::alert::RequestError;
+use crate::alert::labels_json;
 use crate::alert::{Alert, parse_rfc3339, rfc3339};
-use crate::alerting::payload::labels_json;
 use crate::alerting::silence::PostableSilence;
 use crate::rules::file::RuleKind;
 use crate::rules::manager::GroupView;

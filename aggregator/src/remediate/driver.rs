@@ -10,10 +10,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde_json::Value;
-use telltale_common::model::{Labels, Sample, SeriesSamples, now_ms};
+use telltale_common::model::{Labels, Sample, SeriesSamples, now_ms, until};
 use telltale_common::names;
 use telltale_common::wire::CommandResult;
 use tokio::sync::{Notify, mpsc};
@@ -131,11 +130,8 @@ impl Remediator {
                 inner.engine.next_deadline()
             };
             self.store_runs(now).await;
-            let wait = next
-                .map(|t| Duration::from_millis((t - now_ms()).clamp(1, 60_000) as u64))
-                .unwrap_or(Duration::from_secs(60));
             tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep(until(next)) => {}
                 _ = self.wake.notified() => {}
                 a = inputs.alerts.recv(), if alerts_open => match a {
                     Some(a) => {
