@@ -56,8 +56,8 @@ pub enum BufferError {
     },
     /// The buffer cannot be opened (held by another process, no permission...): nothing is
     /// moved; the agent stops with this message.
-    #[error("{0}")]
-    Open(String),
+    #[error(transparent)]
+    Open(#[from] telltale_common::store::StoreError),
     /// The sequence witness cannot be written.
     #[error("cannot write the buffer's sequence witness {path}: {source}")]
     Witness {
@@ -114,6 +114,27 @@ pub const STATE_FILE: &str = "sequence.state";
 /// Sequences reserved at a time: the witness is written once per block.
 pub const RESERVE: u64 = 1024;
 
+/// Why the sequence witness cannot be used (the buffer then starts a new epoch).
+#[derive(Debug, thiserror::Error)]
+pub enum WitnessError {
+    /// It exists but cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// It is not a witness, or fails its checksum.
+    #[error("{path} {reason}")]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
 /// The sequence witness: `TTSQ`, version 1, then big-endian: epoch, reserved, last (the last
 /// sequence used), a clean-shutdown flag and the batches held at that shutdown, and a CRC-32
 /// of what precedes it. 42 bytes, rewritten in place after every push (without a sync: it
@@ -150,18 +171,27 @@ impl SeqState {
     }
 
     /// Reads the witness: `Ok(None)` when there is none, `Err` when it is damaged.
-    pub fn read(path: &Path) -> Result<Option<SeqState>, String> {
+    pub fn read(path: &Path) -> Result<Option<SeqState>, WitnessError> {
+        let damaged = |reason| WitnessError::Damaged {
+            path: path.to_path_buf(),
+            reason,
+        };
         let v = match std::fs::read(path) {
             Ok(v) => v,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+            Err(source) => {
+                return Err(WitnessError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
         };
         if v.len() != STATE_LEN || &v[..4] != b"TTSQ" || v[4] != 1 {
-            return Err(format!("{} is not a sequence witness", path.display()));
+            return Err(damaged("is not a sequence witness"));
         }
         let u = |i: usize| be(&v[i..i + 8]).unwrap_or(0);
         if crc32fast::hash(&v[..38]) != u32::from_be_bytes([v[38], v[39], v[40], v[41]]) {
-            return Err(format!("{} fails its checksum", path.display()));
+            return Err(damaged("fails its checksum"));
         }
         Ok(Some(SeqState {
             epoch: u(5),
@@ -832,7 +862,7 @@ mod tests {
         let held = Buffer::open(&path, 1 << 20).unwrap();
         held.push(batch(1)).await.unwrap();
         match Buffer::open(&path, 1 << 20) {
-            Err(BufferError::Open(m)) => assert!(m.contains("lock"), "{m}"),
+            Err(BufferError::Open(m)) => assert!(m.to_string().contains("lock"), "{m}"),
             Err(e) => panic!("{e}"),
             Ok(_) => panic!("opened twice"),
         }

@@ -145,7 +145,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let reload = || args.config().map_err(|e| e.to_string());
+    let reload = || args.config();
     match rt.block_on(telltale_agent::run::run_with_reload(cfg, reload)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -156,7 +156,10 @@ fn main() -> ExitCode {
                 .downcast_ref::<telltale_agent::buffer::BufferError>()
                 .is_some_and(|b| matches!(b, telltale_agent::buffer::BufferError::Open(_)))
                 || e.downcast_ref::<telltale_agent::remediate::ExecError>()
-                    .is_some_and(|x| matches!(x, telltale_agent::remediate::ExecError::Store(_)));
+                    .is_some_and(|x| {
+                        use telltale_agent::remediate::ExecError;
+                        matches!(x, ExecError::Open(_) | ExecError::Store(_))
+                    });
             ExitCode::from(if startup { 2 } else { 1 })
         }
     }

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
-use telltale_common::config::humantime_duration_opt;
+use telltale_common::config::{Invalid, humantime_duration_opt};
 use telltale_common::model::now_ms;
 use telltale_common::wire::{Command, CommandResult, Event};
 use tokio::io::AsyncReadExt;
@@ -134,7 +134,7 @@ fn user_ids(name: &str) -> Result<(u32, u32), String> {
 
 impl ActionSection {
     /// Validates into an [`Action`]; the error names what is wrong.
-    pub fn validate(self) -> Result<Action, String> {
+    pub fn validate(self) -> Result<Action, Invalid> {
         let at = |m: String| format!("action {:?}: {m}", self.name);
         if self.name.is_empty()
             || !self
@@ -142,15 +142,16 @@ impl ActionSection {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         {
-            return Err(at("name: use A-Z a-z 0-9 - _ .".into()));
+            return Err(at("name: use A-Z a-z 0-9 - _ .".into()).into());
         }
         let Some(prog) = self.argv.first() else {
-            return Err(at("argv is empty".into()));
+            return Err(at("argv is empty".into()).into());
         };
         if !prog.starts_with('/') || prog.contains('{') {
             return Err(at(format!(
                 "argv[0] {prog:?} must be an absolute path (no PATH lookup, no parameter)"
-            )));
+            ))
+            .into());
         }
         let mut params = Vec::new();
         for p in &self.param {
@@ -160,7 +161,7 @@ impl ActionSection {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '_')
             {
-                return Err(at(format!("param name {:?}: use A-Z a-z 0-9 _", p.name)));
+                return Err(at(format!("param name {:?}: use A-Z a-z 0-9 _", p.name)).into());
             }
             let pattern = regex_lite::Regex::new(&format!("^(?:{})$", p.pattern))
                 .map_err(|e| at(format!("param {:?}: pattern: {e}", p.name)))?;
@@ -176,9 +177,9 @@ impl ActionSection {
                 let Some(j) = rest[i..].find('}') else { break };
                 let n = &rest[i + 1..i + j];
                 if !params.iter().any(|p| p.name == n) {
-                    return Err(at(format!(
-                        "argv uses {{{n}}}, which is not a declared param"
-                    )));
+                    return Err(
+                        at(format!("argv uses {{{n}}}, which is not a declared param")).into(),
+                    );
                 }
                 rest = &rest[i + j + 1..];
             }
@@ -314,9 +315,15 @@ pub struct Executor {
 /// Executor errors.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    /// The state store failed.
-    #[error("remediation state: {0}")]
-    Store(String),
+    /// The journal could not be opened.
+    #[error("remediation journal: {0}")]
+    Open(#[from] telltale_common::store::StoreError),
+    /// The journal failed to read or write.
+    #[error("remediation journal: {0}")]
+    Store(#[from] sled::Error),
+    /// A result could not be encoded for the journal (a bug, not a disk problem).
+    #[error("remediation journal: cannot encode a result: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
 }
 
 fn keep_tail(mut b: Vec<u8>) -> String {
@@ -347,11 +354,9 @@ impl Executor {
                 .path(d)
                 .cache_capacity(256 * 1024)
                 .open()
-        })
-        .map_err(ExecError::Store)?
+        })?
         .db
-        .open_tree("commands")
-        .map_err(|e| ExecError::Store(format!("{}: {e}", dir.display())))?;
+        .open_tree("commands")?;
         // Acknowledged results older than a week are forgotten: a command's deadline (minutes)
         // refuses any replay of one that old anyway.
         let horizon = now_ms() - KEEP_MS;
@@ -402,14 +407,9 @@ impl Executor {
     }
 
     fn store(&self, r: &CommandResult, acked: bool) -> Result<(), ExecError> {
-        let v = rmp_serde::to_vec(&(r, acked, now_ms()))
-            .map_err(|e| ExecError::Store(e.to_string()))?;
-        self.db
-            .insert(format!("c/{}", r.id), v)
-            .map_err(|e| ExecError::Store(e.to_string()))?;
-        self.db
-            .flush()
-            .map_err(|e| ExecError::Store(e.to_string()))?;
+        let v = rmp_serde::to_vec(&(r, acked, now_ms()))?;
+        self.db.insert(format!("c/{}", r.id), v)?;
+        self.db.flush()?;
         Ok(())
     }
 
@@ -565,8 +565,7 @@ impl Executor {
                 // Marked started (durably) before it starts: see above.
                 self.db
                     .insert(format!("s/{}", cmd.id), &[][..])
-                    .and_then(|_| self.db.flush())
-                    .map_err(|e| ExecError::Store(e.to_string()))?;
+                    .and_then(|_| self.db.flush())?;
                 self.in_flight
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -939,7 +938,7 @@ mod tests {
         ] {
             let a: ActionSection = toml::from_str(t).unwrap();
             let e = a.validate().unwrap_err();
-            assert!(e.contains(want), "{t}: {e}");
+            assert!(e.0.contains(want), "{t}: {e}");
         }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use telltale_common::config::ConfigError;
 use telltale_common::model::now_ms;
 use telltale_common::names;
 use telltale_common::wire::Batch;
@@ -20,7 +21,7 @@ use crate::pipeline::relabel::Rule;
 use crate::pipeline::{Processor, SourceBatch};
 use crate::sources::host::{self, Out, Root};
 use crate::sources::statsd::StatsdStats;
-use crate::transport::shipper::{ShipStats, Shipper, Target};
+use crate::transport::shipper::{RemediationLink, ShipStats, Shipper, Target, ToRemediation};
 
 /// The agent's own process, measured with sysinfo.
 struct SelfProcess {
@@ -295,16 +296,63 @@ async fn sink(
     }
 }
 
+/// Connects the executor to the shipper by two channels: commands and result
+/// acknowledgements in (each command runs in a task of its own, as long as it takes), the
+/// unacknowledged results out whenever they change.
+fn link_remediation(executor: Arc<crate::remediate::Executor>) -> RemediationLink {
+    let (to, mut inbox) = mpsc::unbounded_channel();
+    let (results_tx, results) = watch::channel(executor.pending());
+    let actions = executor.action_names();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                m = inbox.recv() => match m {
+                    Some(ToRemediation::Command(c)) => {
+                        let ex = executor.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = ex.handle(c).await {
+                                tracing::error!(error = %e, "remediation command failed");
+                            }
+                        });
+                    }
+                    Some(ToRemediation::ResultAcked(id)) => {
+                        executor.ack(&id);
+                        results_tx.send_replace(executor.pending());
+                    }
+                    None => break,
+                },
+                _ = executor.ready.notified() => {
+                    results_tx.send_replace(executor.pending());
+                }
+            }
+        }
+    });
+    RemediationLink {
+        actions,
+        to,
+        results,
+    }
+}
+
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    run_with_reload(cfg, || Err("no configuration file to re-read".into())).await
+    run_with_reload(cfg, || {
+        Err(ConfigError::Read {
+            path: "(none)".into(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no configuration file to re-read",
+            ),
+        })
+    })
+    .await
 }
 
 /// Runs the agent until SIGINT or SIGTERM; on SIGHUP, `reload` reads the configuration
 /// again and the sources restart with it.
 pub async fn run_with_reload(
     cfg: Config,
-    reload: impl Fn() -> Result<Config, String>,
+    reload: impl Fn() -> Result<Config, ConfigError>,
 ) -> anyhow::Result<()> {
     let client = cfg.tls.load()?.client_config()?;
     std::fs::create_dir_all(&cfg.data_dir)
@@ -334,7 +382,7 @@ pub async fn run_with_reload(
         )?))
     };
     let shipper = Shipper {
-        executor,
+        remediation: executor.map(link_remediation),
         buffer: buffer.clone(),
         target: Target {
             address: cfg.aggregator.clone(),

@@ -10,6 +10,7 @@ pub mod template;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use telltale_common::config::Invalid;
 use telltale_common::model::Labels;
 
 /// An alert, as Alertmanager holds it.
@@ -94,7 +95,7 @@ pub fn rfc3339(ms: i64) -> String {
 }
 
 /// Parses RFC 3339 into milliseconds.
-pub fn parse_rfc3339(s: &str) -> Result<i64, String> {
+pub fn parse_rfc3339(s: &str) -> Result<i64, Invalid> {
     if s.starts_with("0001-01-01") {
         return Ok(0);
     }
@@ -102,7 +103,7 @@ pub fn parse_rfc3339(s: &str) -> Result<i64, String> {
         .map_err(|e| format!("invalid time {s:?}: {e}"))?;
     t.duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
-        .map_err(|e| format!("invalid time {s:?}: {e}"))
+        .map_err(|e| Invalid(format!("invalid time {s:?}: {e}")))
 }
 
 /// Where alerts go (the alerting service, in the running aggregator).
@@ -112,13 +113,14 @@ pub trait Notifier: Send + Sync {
 }
 
 /// A Prometheus duration (`30s`, `1h30m`, `0s`); zero is allowed (promql-parser refuses it).
-pub fn prom_duration(s: &str) -> Result<Duration, String> {
+pub fn prom_duration(s: &str) -> Result<Duration, Invalid> {
     let t = s.trim();
     let unit = t.trim_start_matches('0');
     if t.starts_with('0') && ["", "ms", "s", "m", "h", "d", "w", "y"].contains(&unit) {
         return Ok(Duration::ZERO);
     }
-    promql_parser::util::parse_duration(t).map_err(|e| format!("invalid duration {s:?}: {e}"))
+    promql_parser::util::parse_duration(t)
+        .map_err(|e| Invalid(format!("invalid duration {s:?}: {e}")))
 }
 
 /// What remediation tells the alerting side about an alert's remediation (sent over the
@@ -166,6 +168,12 @@ pub enum RequestError {
     /// The state could not be written.
     #[error("{0}")]
     Store(String),
+}
+
+impl From<Invalid> for RequestError {
+    fn from(e: Invalid) -> Self {
+        RequestError::Invalid(e.0)
+    }
 }
 
 /// Labels as a JSON object (as Alertmanager's payloads and APIs write them).

@@ -64,13 +64,13 @@ impl ApiState {
 
     /// Re-reads the rule, routing and runbook files; on any error keeps what runs and says
     /// why. Returns the number of rules loaded.
-    pub async fn reload(&self) -> Result<usize, String> {
+    pub async fn reload(&self) -> Result<usize, crate::reload::LoadError> {
         let r = &self.reload;
         let _one_at_a_time = r.lock.lock().await;
         let cfg = r.cfg.clone();
         let loaded = tokio::task::spawn_blocking(move || crate::reload::Alerting::load(&cfg))
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| crate::reload::LoadError::Stopped(e.to_string()))
             .and_then(|x| x);
         let alerting = match loaded {
             Ok(a) => a,

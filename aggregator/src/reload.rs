@@ -5,9 +5,33 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::alerting::config::RoutingConfig;
+use telltale_common::config::Invalid;
+
+use crate::alerting::config::{RoutingConfig, RoutingError};
 use crate::config::Config;
+use crate::remediate::RunbookError;
+use crate::rules::file::RuleFileError;
 use crate::rules::manager::Settings as RuleSettings;
+
+/// Why the rule, routing or runbook files did not load (nothing changed).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A `rule_files` pattern is malformed or names a missing file.
+    #[error(transparent)]
+    Pattern(#[from] Invalid),
+    /// A rule file does not load.
+    #[error(transparent)]
+    Rules(#[from] RuleFileError),
+    /// The routing file does not load.
+    #[error(transparent)]
+    Routing(#[from] RoutingError),
+    /// The runbook file does not load.
+    #[error(transparent)]
+    Runbooks(#[from] RunbookError),
+    /// The loading task stopped (it panicked or the runtime is shutting down).
+    #[error("the loader stopped: {0}")]
+    Stopped(String),
+}
 
 /// Rule groups and routing, loaded and validated before anything starts.
 pub struct Alerting {
@@ -21,7 +45,7 @@ pub struct Alerting {
 
 impl Alerting {
     /// Loads the rule files and the routing file the configuration names.
-    pub fn load(cfg: &Config) -> Result<Alerting, String> {
+    pub fn load(cfg: &Config) -> Result<Alerting, LoadError> {
         let mut groups = Vec::new();
         for pattern in &cfg.rule_files {
             let files = crate::rules::file::expand_glob(pattern)?;
@@ -29,14 +53,11 @@ impl Alerting {
                 tracing::warn!(pattern, "rule pattern matches no file");
             }
             for f in files {
-                groups.extend(
-                    crate::rules::file::load(&f, cfg.evaluation_interval)
-                        .map_err(|e| e.to_string())?,
-                );
+                groups.extend(crate::rules::file::load(&f, cfg.evaluation_interval)?);
             }
         }
         let routing = match &cfg.routes {
-            Some(p) => RoutingConfig::load(p).map_err(|e| e.to_string())?,
+            Some(p) => RoutingConfig::load(p)?,
             None => RoutingConfig::log_only(),
         };
         let runbooks = match &cfg.runbooks {

@@ -16,10 +16,11 @@ pub mod driver;
 pub mod engine;
 pub mod hub;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use telltale_common::config::Invalid;
 
 use crate::alert::matchers;
 use crate::alert::prom_duration;
@@ -106,6 +107,27 @@ pub struct Runbook {
     pub window: Duration,
 }
 
+/// A runbook file that does not load.
+#[derive(Debug, thiserror::Error)]
+pub enum RunbookError {
+    /// It cannot be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// It does not validate.
+    #[error("{path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: Invalid,
+    },
+}
+
 /// The runbook file, validated.
 #[derive(Debug, Clone, Default)]
 pub struct Runbooks {
@@ -117,23 +139,23 @@ pub struct Runbooks {
 
 impl Runbooks {
     /// Parses and validates YAML text.
-    pub fn parse(text: &str) -> Result<Runbooks, String> {
+    pub fn parse(text: &str) -> Result<Runbooks, Invalid> {
         let spec: FileSpec = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
         let mut out = Vec::new();
         for r in spec.runbooks {
             let at = |m: String| format!("runbook {:?}: {m}", r.name);
             if out.iter().any(|x: &Runbook| x.name == r.name) {
-                return Err(at("defined twice".into()));
+                return Err(at("defined twice".into()).into());
             }
             if r.matchers.is_empty() {
-                return Err(at("needs at least one matcher".into()));
+                return Err(at("needs at least one matcher".into()).into());
             }
             let mut ms = Vec::new();
             for m in &r.matchers {
-                ms.extend(matchers::parse_list(m).map_err(at)?);
+                ms.extend(matchers::parse_list(m).map_err(|e| at(e.0))?);
             }
             if r.action.is_empty() {
-                return Err(at("action is empty".into()));
+                return Err(at("action is empty".into()).into());
             }
             let params = r
                 .params
@@ -169,10 +191,15 @@ impl Runbooks {
     }
 
     /// Reads and validates a runbook file.
-    pub fn load(path: &Path) -> Result<Runbooks, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    pub fn load(path: &Path) -> Result<Runbooks, RunbookError> {
+        let text = std::fs::read_to_string(path).map_err(|source| RunbookError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|reason| RunbookError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        })
     }
 }
 
@@ -216,7 +243,7 @@ mod tests {
             ),
         ] {
             let e = Runbooks::parse(t).unwrap_err();
-            assert!(e.contains(want), "{t}: {e}");
+            assert!(e.0.contains(want), "{t}: {e}");
         }
     }
 }

@@ -15,6 +15,38 @@ pub mod manager;
 
 use promql_parser::parser::Expr;
 
+use crate::metrics::promql::QueryError;
+
+/// Why one evaluation of a rule failed: its health turns `err` with this as `lastError`, and
+/// (like Prometheus) that evaluation leaves no series and no alerts. The messages are
+/// Prometheus' own.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// The query failed.
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    /// The query returned a range vector or a string.
+    #[error("rule result is not a vector or scalar")]
+    NotVector,
+    /// Two results have the same labels once the rule's labels are applied (`what`: `rule`
+    /// for recording rules, `alert` for alerting rules).
+    #[error("vector contains metrics with the same labelset after applying {what} labels")]
+    DuplicateLabels {
+        /// `rule` or `alert`.
+        what: &'static str,
+    },
+    /// More results than the group's `limit` (`what`: `series` or `alerts`).
+    #[error("exceeded limit of {limit} with {count} {what}")]
+    Limit {
+        /// The group's limit.
+        limit: u64,
+        /// How many there were.
+        count: u64,
+        /// `series` or `alerts`.
+        what: &'static str,
+    },
+}
+
 /// The metric names an expression reads; `None` when a selector has no fixed name (it may
 /// read any metric).
 pub fn metric_names(expr: &Expr) -> Option<Vec<String>> {

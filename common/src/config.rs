@@ -30,6 +30,39 @@ pub enum ConfigError {
     },
 }
 
+/// A value that does not parse or validate — a duration, a size, a matcher, a rule, a
+/// route, a request body — with the reason as one sentence. Leaf parsers return it; loaders
+/// wrap it with the file and the key ([`ConfigError::Invalid`]), the HTTP layer answers it
+/// with 400. It is its own type so a caller can tell bad input from a failed read or write.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+impl Invalid {
+    /// The same error with `context` in front (`context: reason`).
+    pub fn context(self, context: impl std::fmt::Display) -> Invalid {
+        Invalid(format!("{context}: {}", self.0))
+    }
+}
+
+impl From<String> for Invalid {
+    fn from(s: String) -> Self {
+        Invalid(s)
+    }
+}
+
+impl From<&str> for Invalid {
+    fn from(s: &str) -> Self {
+        Invalid(s.to_string())
+    }
+}
+
+impl From<Invalid> for String {
+    fn from(e: Invalid) -> Self {
+        e.0
+    }
+}
+
 impl ConfigError {
     /// An error about `key` in `path`.
     pub fn invalid(path: &Path, key: &str, message: impl Into<String>) -> Self {
@@ -107,7 +140,7 @@ pub fn humantime_duration_opt<'de, D: Deserializer<'de>>(
 }
 
 /// Parses a byte size such as `512MiB`, `64 KiB`, `1GB` or a plain number of bytes.
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
+pub fn parse_bytes(s: &str) -> Result<u64, Invalid> {
     let s = s.trim();
     let split = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -124,7 +157,11 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         "KB" | "kB" => 1_000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
-        other => return Err(format!("invalid size {s:?}: unknown unit {other:?}")),
+        other => {
+            return Err(Invalid(format!(
+                "invalid size {s:?}: unknown unit {other:?}"
+            )));
+        }
     };
     Ok((n * mult as f64) as u64)
 }

@@ -25,6 +25,44 @@ fn is_held(e: &sled::Error) -> bool {
     matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }
 
+/// A store that could not be opened (a damaged one is replaced, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled refused to open it: held by another process, owned by another user, a full or
+    /// read-only disk. Nothing was moved.
+    #[error("cannot open {what} in {dir}: {source}")]
+    Open {
+        /// What the store is for.
+        what: String,
+        /// Its directory.
+        dir: PathBuf,
+        /// sled's error.
+        source: sled::Error,
+    },
+    /// It was damaged and could not be moved aside.
+    #[error("{what} in {dir} is damaged ({reason}) and cannot be moved aside: {source}")]
+    MoveAside {
+        /// What the store is for.
+        what: String,
+        /// Its directory.
+        dir: PathBuf,
+        /// The damage.
+        reason: String,
+        /// Why the rename failed.
+        source: std::io::Error,
+    },
+    /// It was moved aside, and a new one could not be created.
+    #[error("cannot create {what} in {dir}: {source}")]
+    Create {
+        /// What the store is for.
+        what: String,
+        /// Its directory.
+        dir: PathBuf,
+        /// sled's error.
+        source: sled::Error,
+    },
+}
+
 /// How a store was opened.
 pub struct Opened {
     /// The store.
@@ -39,7 +77,7 @@ pub fn open_or_replace(
     dir: &Path,
     what: &str,
     open: impl Fn(&Path) -> sled::Result<sled::Db>,
-) -> Result<Opened, String> {
+) -> Result<Opened, StoreError> {
     // sled releases its file lock when its last background thread lets go of the store, a
     // moment after the `Db` is dropped: a store closed and reopened in one process (a test, a
     // reload) can meet its own old lock. Another process cannot hold it (the daemons' own lock
@@ -63,18 +101,28 @@ pub fn open_or_replace(
             });
         }
         Ok(Err(e)) if is_damage(&e) => e.to_string(),
-        Ok(Err(e)) => return Err(format!("cannot open {what} in {}: {e}", dir.display())),
+        Ok(Err(source)) => {
+            return Err(StoreError::Open {
+                what: what.to_string(),
+                dir: dir.to_path_buf(),
+                source,
+            });
+        }
         Err(_) => "reading it panicked".to_string(),
     };
     let aside = dir.with_extension(format!("corrupt-{}", crate::model::now_ms()));
     tracing_log(what, dir, &reason, &aside);
-    std::fs::rename(dir, &aside).map_err(|e| {
-        format!(
-            "{what} in {} is damaged ({reason}) and cannot be moved aside: {e}",
-            dir.display()
-        )
+    std::fs::rename(dir, &aside).map_err(|source| StoreError::MoveAside {
+        what: what.to_string(),
+        dir: dir.to_path_buf(),
+        reason: reason.clone(),
+        source,
     })?;
-    let db = open(dir).map_err(|e| format!("cannot create {what} in {}: {e}", dir.display()))?;
+    let db = open(dir).map_err(|source| StoreError::Create {
+        what: what.to_string(),
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     Ok(Opened {
         db,
         moved_aside: Some(aside),
@@ -161,7 +209,7 @@ mod tests {
                 "EACCES",
             )))
         });
-        assert!(matches!(e, Err(m) if m.contains("EACCES")));
+        assert!(matches!(e, Err(m) if m.to_string().contains("EACCES")));
         assert!(dir.join("db").exists());
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
     }
@@ -175,7 +223,7 @@ mod tests {
             Err(e) => e,
             Ok(_) => panic!("opened a held store"),
         };
-        assert!(e.contains("cannot open test store"), "{e}");
+        assert!(e.to_string().contains("cannot open test store"), "{e}");
         assert_eq!(
             std::fs::read_dir(d.path()).unwrap().count(),
             1,

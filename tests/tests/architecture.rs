@@ -3,6 +3,10 @@
 //! run one way and no import circle comes back), and no product file grows past 800 lines
 //! (unit tests, after `#[cfg(test)]`, are not counted).
 //!
+//! Errors are typed at module boundaries: no public function returns `Result<_, String>`
+//! (callers must be able to tell bad input from a failed read or write without parsing
+//! text; private helpers may build a message that the boundary wraps).
+//!
 //! A room is a module path; a file belongs to the longest room its module path starts with. A
 //! path into the file's own room is always allowed.
 
@@ -101,7 +105,8 @@ const AGENT: &[(&str, &[&str])] = &[
     ("pipeline", &[]),
     ("buffer", &[]),
     ("remediate", &["pipeline"]),
-    ("transport", &["buffer", "remediate"]),
+    // Transport reaches remediation through channels wired in run.rs, not by import.
+    ("transport", &["buffer"]),
 ];
 
 const COMMON: &[(&str, &[&str])] = &[
@@ -164,6 +169,69 @@ fn paths(line: &str) -> Vec<String> {
     out
 }
 
+/// Signatures of public functions, each joined onto one line: `(line number, text)`.
+fn pub_fns(lines: &[(usize, &str)]) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let t = lines[i].1.trim_start();
+        if t.starts_with("pub") && t.contains(" fn ") {
+            let mut sig = String::new();
+            let mut j = i;
+            while j < lines.len() {
+                sig.push_str(lines[j].1.trim());
+                sig.push(' ');
+                let l = lines[j].1.trim_end();
+                if l.ends_with('{') || l.ends_with(';') {
+                    break;
+                }
+                j += 1;
+            }
+            out.push((lines[i].0, sig));
+            i = j;
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Whether a function signature returns `Result<_, String>`.
+fn returns_string_error(sig: &str) -> bool {
+    // The return type follows the parameter list's closing parenthesis (parameters may hold
+    // closures with arrows of their own).
+    let Some(open) = sig.find('(') else {
+        return false;
+    };
+    let mut depth = 0;
+    let mut close = None;
+    for (i, c) in sig[open..].char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    close = Some(open + i);
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    let Some(close) = close else { return false };
+    let Some(ret) = sig[close..].split_once("->").map(|(_, r)| r) else {
+        return false;
+    };
+    let ret: String = ret
+        .split(" where ")
+        .next()
+        .unwrap_or("")
+        .trim_end_matches([' ', '{', ';'])
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    ret.starts_with("Result<") && ret.ends_with(",String>")
+}
+
 /// The longest room `path` starts with.
 fn room_of<'a>(rooms: &[(&'a str, &[&str])], path: &str) -> Option<&'a str> {
     rooms
@@ -215,6 +283,15 @@ fn check(krate: &str, rooms: &[(&str, &[&str])]) -> Vec<String> {
                 f.strip_prefix(&src).unwrap_or(&f).display(),
                 lines.len()
             ));
+        }
+        for (n, sig) in pub_fns(&lines) {
+            if returns_string_error(&sig) {
+                problems.push(format!(
+                    "{krate}/src/{} line {n}: a public function returns Result<_, String>; \
+                     give it a typed error",
+                    f.strip_prefix(&src).unwrap_or(&f).display()
+                ));
+            }
         }
         let Some(own) = room_of(rooms, &module) else {
             problems.push(format!(
@@ -271,6 +348,22 @@ fn path_extraction_sees_groups_and_ignores_other_crates() {
     assert_eq!(room_of(rooms, "metrics::promql"), Some("metrics"));
     assert_eq!(room_of(rooms, "metricsx"), None);
     assert_eq!(product("a\n// b\n#[cfg(test)]\nc").len(), 1);
+}
+
+#[test]
+fn string_errors_are_found_in_public_signatures_only() {
+    let text = "pub fn a(x: &str) -> Result<u8, String> {\n}\n\
+                fn b() -> Result<u8, String> {\n}\n\
+                pub fn c(\n    f: impl Fn() -> Result<u8, String>,\n) -> Result<u8, Invalid> {\n}\n\
+                pub async fn d(\n    x: u8,\n) -> Result<Vec<(u8, String)>,\n    String> {\n}\n\
+                pub fn e() -> Result<String, Error>;\n";
+    let lines = product(text);
+    let flagged: Vec<usize> = pub_fns(&lines)
+        .into_iter()
+        .filter(|(_, s)| returns_string_error(s))
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(flagged, vec![1, 9]);
 }
 
 #[test]

@@ -8,6 +8,7 @@
 
 use regex_lite::Regex;
 use serde::Deserialize;
+use telltale_common::config::Invalid;
 use telltale_common::model::Labels;
 
 /// One rule as written in `agent.toml`.
@@ -58,7 +59,7 @@ pub struct Rule {
 
 impl Rule {
     /// Validates a rule; the error says which field is wrong.
-    pub fn new(c: &RuleConfig) -> Result<Rule, String> {
+    pub fn new(c: &RuleConfig) -> Result<Rule, Invalid> {
         let action = match c.action.as_deref().unwrap_or("replace") {
             "replace" => Action::Replace,
             "keep" => Action::Keep,
@@ -72,7 +73,7 @@ impl Rule {
             other => {
                 return Err(format!(
                     "action {other:?} is not one of replace, keep, drop, hashmod, labelmap, labeldrop, labelkeep, lowercase, uppercase"
-                ));
+                ).into());
             }
         };
         let pattern = c.regex.as_deref().unwrap_or("(.*)");
@@ -84,7 +85,9 @@ impl Rule {
             Action::Replace | Action::HashMod | Action::Lowercase | Action::Uppercase
         );
         if needs_target && target_label.is_empty() {
-            return Err(format!("action {action:?} needs target_label").to_lowercase());
+            return Err(format!("action {action:?} needs target_label")
+                .to_lowercase()
+                .into());
         }
         let modulus = c.modulus.unwrap_or(0);
         if action == Action::HashMod && modulus == 0 {
@@ -110,11 +113,11 @@ impl Rule {
 }
 
 /// Validates a list of rules; the error names the rule's index.
-pub fn compile(rules: &[RuleConfig]) -> Result<Vec<Rule>, String> {
+pub fn compile(rules: &[RuleConfig]) -> Result<Vec<Rule>, Invalid> {
     rules
         .iter()
         .enumerate()
-        .map(|(i, r)| Rule::new(r).map_err(|e| format!("rule {i}: {e}")))
+        .map(|(i, r)| Rule::new(r).map_err(|e| e.context(format!("rule {i}"))))
         .collect()
 }
 
@@ -276,7 +279,7 @@ mod tests {
         ] {
             let c: RuleConfig = toml::from_str(t).unwrap();
             let e = compile(&[c]).unwrap_err();
-            assert!(e.contains("rule 0") && e.contains(want), "{t}: {e}");
+            assert!(e.0.contains("rule 0") && e.0.contains(want), "{t}: {e}");
         }
     }
 }

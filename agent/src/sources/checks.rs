@@ -185,7 +185,7 @@ async fn probe(p: &Probe) -> Outcome {
         } => {
             let r = match crate::sources::httpc::get(url, tls.as_ref(), &[], 1 << 20).await {
                 Ok(r) => r,
-                Err(e) => return outcome(State::Critical, e),
+                Err(e) => return outcome(State::Critical, e.to_string()),
             };
             let mut o = outcome(State::Ok, format!("HTTP {}", r.status));
             o.extra

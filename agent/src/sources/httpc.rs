@@ -4,7 +4,9 @@
 //! the server's certificate chain reported so checks can watch its expiry.
 
 use std::sync::Arc;
+
 use std::time::Instant;
+use telltale_common::config::Invalid;
 
 use http_body_util::BodyExt;
 use hyper::Uri;
@@ -27,6 +29,44 @@ pub struct Response {
     pub elapsed: std::time::Duration,
 }
 
+/// Why a request failed; the scrape and check sources report it as the target's error.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The TCP connection failed (refused, unreachable).
+    #[error("connect {addr}: {source}")]
+    Connect {
+        /// `host:port`.
+        addr: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The TLS handshake failed (an untrusted or expired certificate, a wrong name).
+    #[error("TLS handshake with {addr}: {source}")]
+    Tls {
+        /// `host:port`.
+        addr: String,
+        /// rustls' error.
+        source: std::io::Error,
+    },
+    /// The HTTP exchange failed (`stage`: handshake, request, reading the body).
+    #[error("{stage}: {source}")]
+    Http {
+        /// Where it failed.
+        stage: &'static str,
+        /// hyper's error.
+        source: hyper::Error,
+    },
+    /// The body is larger than the limit; the connection was closed.
+    #[error("body larger than {limit} bytes")]
+    TooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The request cannot be made as given (no host, https without TLS settings).
+    #[error("{0}")]
+    Request(String),
+}
+
 /// Where a CA bundle usually is: Debian, then RHEL.
 const SYSTEM_BUNDLES: &[&str] = &[
     "/etc/ssl/certs/ca-certificates.crt",
@@ -34,7 +74,7 @@ const SYSTEM_BUNDLES: &[&str] = &[
 ];
 
 /// A rustls client configuration trusting `ca_file`, or the system's bundle when `None`.
-pub fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+pub fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, Invalid> {
     let mut roots = rustls::RootCertStore::empty();
     let files: Vec<std::path::PathBuf> = match ca_file {
         Some(f) => vec![f.to_path_buf()],
@@ -47,34 +87,38 @@ pub fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::Clien
     };
     for f in &files {
         let certs = CertificateDer::pem_file_iter(f)
-            .map_err(|e| format!("{}: {e}", f.display()))?
+            .map_err(|e| Invalid(format!("{}: {e}", f.display())))?
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("{}: {e}", f.display()))?;
+            .map_err(|e| Invalid(format!("{}: {e}", f.display())))?;
         let (added, _) = roots.add_parsable_certificates(certs);
         if added == 0 && ca_file.is_some() {
-            return Err(format!("{}: no usable certificate", f.display()));
+            return Err(Invalid(format!("{}: no usable certificate", f.display())));
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(|e| Invalid(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(cfg))
 }
 
 /// Checks that `url` is an absolute http(s) URL this client can fetch.
-pub fn parse_url(url: &str) -> Result<Uri, String> {
+pub fn parse_url(url: &str) -> Result<Uri, Invalid> {
     let uri: Uri = url
         .parse()
         .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
-        _ => return Err(format!("invalid URL {url:?}: use http:// or https://")),
+        _ => {
+            return Err(Invalid(format!(
+                "invalid URL {url:?}: use http:// or https://"
+            )));
+        }
     }
     if uri.host().is_none() {
-        return Err(format!("invalid URL {url:?}: no host"));
+        return Err(Invalid(format!("invalid URL {url:?}: no host")));
     }
     Ok(uri)
 }
@@ -155,15 +199,20 @@ pub async fn get(
     tls: Option<&Arc<rustls::ClientConfig>>,
     headers: &[(&str, &str)],
     max_body: usize,
-) -> Result<Response, String> {
-    let host = uri.host().ok_or("URL without host")?;
+) -> Result<Response, HttpError> {
+    let host = uri
+        .host()
+        .ok_or_else(|| HttpError::Request("URL without host".into()))?;
     let https = uri.scheme_str() == Some("https");
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
     let bare_host = host.trim_start_matches('[').trim_end_matches(']');
     let started = Instant::now();
     let tcp = tokio::net::TcpStream::connect((bare_host, port))
         .await
-        .map_err(|e| format!("connect {host}:{port}: {e}"))?;
+        .map_err(|source| HttpError::Connect {
+            addr: format!("{host}:{port}"),
+            source,
+        })?;
     let _ = tcp.set_nodelay(true);
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let authority = uri.authority().map(|a| a.as_str()).unwrap_or(host);
@@ -173,15 +222,19 @@ pub async fn get(
     }
     let req = req
         .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| HttpError::Request(e.to_string()))?;
     if https {
-        let cfg = tls.ok_or("https needs a TLS configuration")?;
+        let cfg =
+            tls.ok_or_else(|| HttpError::Request("https needs a TLS configuration".into()))?;
         let name = ServerName::try_from(bare_host.to_string())
-            .map_err(|e| format!("server name {bare_host:?}: {e}"))?;
+            .map_err(|e| HttpError::Request(format!("server name {bare_host:?}: {e}")))?;
         let stream = tokio_rustls::TlsConnector::from(cfg.clone())
             .connect(name, tcp)
             .await
-            .map_err(|e| format!("TLS handshake with {host}:{port}: {e}"))?;
+            .map_err(|source| HttpError::Tls {
+                addr: format!("{host}:{port}"),
+                source,
+            })?;
         let not_after = stream
             .get_ref()
             .1
@@ -200,18 +253,24 @@ async fn exchange<T>(
     req: hyper::Request<http_body_util::Empty<hyper::body::Bytes>>,
     max_body: usize,
     started: Instant,
-) -> Result<Response, String>
+) -> Result<Response, HttpError>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
         .await
-        .map_err(|e| format!("HTTP handshake: {e}"))?;
+        .map_err(|source| HttpError::Http {
+            stage: "HTTP handshake",
+            source,
+        })?;
     let conn = tokio::spawn(conn);
     let resp = sender
         .send_request(req)
         .await
-        .map_err(|e| format!("HTTP request: {e}"))?;
+        .map_err(|source| HttpError::Http {
+            stage: "HTTP request",
+            source,
+        })?;
     let elapsed = started.elapsed();
     let status = resp.status().as_u16();
     let content_type = resp
@@ -223,11 +282,14 @@ where
     let mut body = resp.into_body();
     let mut buf = Vec::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| format!("reading the body: {e}"))?;
+        let frame = frame.map_err(|source| HttpError::Http {
+            stage: "reading the body",
+            source,
+        })?;
         if let Some(data) = frame.data_ref() {
             if buf.len() + data.len() > max_body {
                 conn.abort();
-                return Err(format!("body larger than {max_body} bytes"));
+                return Err(HttpError::TooLarge { limit: max_body });
             }
             buf.extend_from_slice(data);
         }

@@ -85,7 +85,7 @@ pub async fn scrape_once(job: &ScrapeJob, target: &str, uri: &hyper::Uri) -> Scr
             "scrape timed out after {}",
             humantime::format_duration(job.timeout)
         )),
-        Ok(Err(e)) => Err(e),
+        Ok(Err(e)) => Err(e.to_string()),
         Ok(Ok(r)) if r.status != 200 => Err(format!("server returned HTTP status {}", r.status)),
         Ok(Ok(r)) => {
             let text = String::from_utf8_lossy(&r.body);

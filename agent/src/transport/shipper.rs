@@ -9,13 +9,15 @@
 //!
 //! The protocol's state (hello and welcome, the window, acknowledgements, commands and their
 //! results) is [`telltale_common::session::Client`]'s; this driver moves bytes between it, the
-//! QUIC stream, the buffer and the executor.
+//! QUIC stream, the buffer and a [`RemediationLink`] — two channels to whatever runs
+//! commands (the executor, wired in `run.rs`; the shipper does not know it).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use telltale_common::session::{Client, ClientEvent, SessionError};
+use telltale_common::wire::{Command, CommandResult};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 
@@ -83,10 +85,31 @@ impl From<SessionError> for ShipError {
     }
 }
 
+/// What the shipper hands to remediation.
+#[derive(Debug)]
+pub enum ToRemediation {
+    /// A command from the aggregator.
+    Command(Command),
+    /// The aggregator has the result of this command id.
+    ResultAcked(String),
+}
+
+/// The shipper's ends of the channels to remediation.
+pub struct RemediationLink {
+    /// The allowlist's action names, announced in the hello.
+    pub actions: Vec<String>,
+    /// Commands and result acknowledgements, in arrival order.
+    pub to: mpsc::UnboundedSender<ToRemediation>,
+    /// The results the aggregator has not acknowledged, published whenever they change; sent
+    /// on every connection until acknowledged (each once per connection).
+    pub results: watch::Receiver<Vec<CommandResult>>,
+}
+
 /// The shipper.
 pub struct Shipper {
-    /// Runs commands from the aggregator (only with `[[action]]`s configured).
-    pub executor: Option<Arc<crate::remediate::Executor>>,
+    /// The way to remediation (only with `[[action]]`s configured; without it every command
+    /// is refused).
+    pub remediation: Option<RemediationLink>,
     /// The durable queue.
     pub buffer: Arc<Buffer>,
     /// Where to.
@@ -197,7 +220,7 @@ impl Shipper {
             .map_err(|e| ShipError::Connect(e.to_string()))?;
         let hello = Client::hello(
             self.buffer.epoch(),
-            self.executor.as_ref().map(|e| e.action_names()),
+            self.remediation.as_ref().map(|r| r.actions.clone()),
         );
         let (mut client, hello) = Client::new(&hello, self.target.max_in_flight);
         send.write_all(&hello)
@@ -263,10 +286,16 @@ impl Shipper {
         let start = Instant::now();
         let now = || start.elapsed().as_micros() as i64;
         let ack_timeout = ACK_TIMEOUT.as_micros() as i64;
-        if let Some(ex) = &self.executor
-            && !ex.pending().is_empty()
-        {
-            ex.ready.notify_one();
+        // Results waiting from before this connection go first; later ones as they come.
+        let mut results = self.remediation.as_ref().map(|r| r.results.clone());
+        if let Some(r) = results.as_mut() {
+            let pending = r.borrow_and_update().clone();
+            let frames = client.results(pending);
+            if !frames.is_empty() {
+                send.write_all(&frames)
+                    .await
+                    .map_err(|e| ShipError::Lost(e.to_string()))?;
+            }
         }
         let (mut low, mut fresh_turn) = (0u64, false);
         loop {
@@ -304,12 +333,10 @@ impl Shipper {
                     }
                 }
                 _ = self.notify.notified() => {}
-                _ = results_ready(&self.executor) => {
-                    if let Some(ex) = &self.executor {
-                        let frames = client.results(ex.pending());
-                        if !frames.is_empty() {
-                            send.write_all(&frames).await.map_err(|e| ShipError::Lost(e.to_string()))?;
-                        }
+                pending = results_changed(&mut results) => {
+                    let frames = client.results(pending);
+                    if !frames.is_empty() {
+                        send.write_all(&frames).await.map_err(|e| ShipError::Lost(e.to_string()))?;
                     }
                 }
                 // Only armed while something is in flight, so an idle agent has no timer.
@@ -367,14 +394,10 @@ impl Shipper {
                 self.buffer.remove(sequence)?;
                 self.buffer.note_dropped();
             }
-            ClientEvent::Command(c) => match &self.executor {
-                Some(ex) => {
-                    let ex = ex.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = ex.handle(c).await {
-                            tracing::error!(error = %e, "remediation command failed");
-                        }
-                    });
+            ClientEvent::Command(c) => match &self.remediation {
+                // Remediation stops only with the process: a closed channel is a shutdown.
+                Some(r) => {
+                    let _ = r.to.send(ToRemediation::Command(c));
                 }
                 None => {
                     // Not announced, so not expected; refusing is the only answer.
@@ -385,8 +408,8 @@ impl Shipper {
                 }
             },
             ClientEvent::ResultAcked(id) => {
-                if let Some(ex) = &self.executor {
-                    ex.ack(&id);
+                if let Some(r) = &self.remediation {
+                    let _ = r.to.send(ToRemediation::ResultAcked(id));
                 }
             }
             ClientEvent::Welcomed { .. } => {
@@ -432,12 +455,17 @@ fn pick(
     }
 }
 
-/// Resolves when the executor has a result to send; never without one.
-async fn results_ready(ex: &Option<Arc<crate::remediate::Executor>>) {
-    match ex {
-        Some(e) => e.ready.notified().await,
-        None => std::future::pending().await,
+/// The pending results once they change; never without a link (or once it is closed).
+async fn results_changed(
+    rx: &mut Option<watch::Receiver<Vec<CommandResult>>>,
+) -> Vec<CommandResult> {
+    if let Some(r) = rx.as_mut() {
+        if r.changed().await.is_ok() {
+            return r.borrow_and_update().clone();
+        }
+        *rx = None;
     }
+    std::future::pending().await
 }
 
 /// Sleeps until `deadline`, or forever without one.

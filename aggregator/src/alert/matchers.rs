@@ -2,10 +2,12 @@
 //! optionally in braces and comma-separated (`{a="b", c=~"d.*"}`); values may be quoted (with
 //! Go escapes) or bare. Regexes are anchored at both ends, as in Alertmanager.
 
+use telltale_common::config::Invalid;
+
 use crate::labels::{MatchOp, Matcher};
 
 /// Builds a matcher from its parts.
-pub fn build(name: &str, op: &str, value: &str) -> Result<Matcher, String> {
+pub fn build(name: &str, op: &str, value: &str) -> Result<Matcher, Invalid> {
     let anchored = || {
         regex::Regex::new(&format!("^(?:{value})$"))
             .map_err(|e| format!("invalid regex {value:?} in matcher for {name:?}: {e}"))
@@ -15,7 +17,7 @@ pub fn build(name: &str, op: &str, value: &str) -> Result<Matcher, String> {
         "!=" => MatchOp::NotEqual(value.to_string()),
         "=~" => MatchOp::Regex(anchored()?),
         "!~" => MatchOp::NotRegex(anchored()?),
-        other => return Err(format!("unknown matcher operator {other:?}")),
+        other => return Err(format!("unknown matcher operator {other:?}").into()),
     };
     Ok(Matcher {
         name: name.to_string(),
@@ -24,14 +26,14 @@ pub fn build(name: &str, op: &str, value: &str) -> Result<Matcher, String> {
 }
 
 /// Parses one matcher such as `severity="critical"`.
-pub fn parse_one(s: &str) -> Result<Matcher, String> {
+pub fn parse_one(s: &str) -> Result<Matcher, Invalid> {
     let t = s.trim();
     let name_end = t
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .unwrap_or(t.len());
     let name = &t[..name_end];
     if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
-        return Err(format!("bad matcher {s:?}: expected a label name first"));
+        return Err(format!("bad matcher {s:?}: expected a label name first").into());
     }
     let rest = t[name_end..].trim_start();
     let op = ["=~", "!~", "!=", "="]
@@ -46,7 +48,7 @@ pub fn parse_one(s: &str) -> Result<Matcher, String> {
         unquote(inner).ok_or_else(|| format!("bad matcher {s:?}: bad escape in value"))?
     } else {
         if raw.contains('"') {
-            return Err(format!("bad matcher {s:?}: stray quote in value"));
+            return Err(format!("bad matcher {s:?}: stray quote in value").into());
         }
         raw.to_string()
     };
@@ -78,7 +80,7 @@ fn unquote(s: &str) -> Option<String> {
 }
 
 /// Parses a matcher list: one matcher, or several separated by commas, optionally in braces.
-pub fn parse_list(s: &str) -> Result<Vec<Matcher>, String> {
+pub fn parse_list(s: &str) -> Result<Vec<Matcher>, Invalid> {
     let t = s.trim();
     let t = match t.strip_prefix('{') {
         Some(inner) => inner

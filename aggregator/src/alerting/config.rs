@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
+use telltale_common::config::Invalid;
 
 use super::correlate::{Correlation, ServiceNode};
 use super::escalate::{Policy, Step};
@@ -452,9 +453,9 @@ impl RoutingConfig {
             file: path.display().to_string(),
             message: format!("cannot read: {e}"),
         })?;
-        Self::parse(&text).map_err(|message| RoutingError {
+        Self::parse(&text).map_err(|e| RoutingError {
             file: path.display().to_string(),
-            message,
+            message: e.0,
         })
     }
 
@@ -465,7 +466,7 @@ impl RoutingConfig {
     }
 
     /// Parses and validates YAML text.
-    pub fn parse(text: &str) -> Result<RoutingConfig, String> {
+    pub fn parse(text: &str) -> Result<RoutingConfig, Invalid> {
         let spec: FileSpec = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
         let mut warnings = Vec::new();
         let resolve_timeout = match spec
@@ -515,7 +516,8 @@ impl RoutingConfig {
                     return Err(format!(
                         "receiver {:?}: invalid NATS subject {:?}",
                         r.name, n.subject
-                    ));
+                    )
+                    .into());
                 }
                 ints.push(Integration::Nats {
                     url: n.url,
@@ -553,7 +555,7 @@ impl RoutingConfig {
                 }
             }
             if receivers.insert(r.name.clone(), ints).is_some() {
-                return Err(format!("receiver {:?} is defined twice", r.name));
+                return Err(format!("receiver {:?} is defined twice", r.name).into());
             }
         }
         let mut time_intervals = HashMap::new();
@@ -572,7 +574,7 @@ impl RoutingConfig {
                 .insert(ti.name.clone(), TimeInterval { specs })
                 .is_some()
             {
-                return Err(format!("time interval {:?} is defined twice", ti.name));
+                return Err(format!("time interval {:?} is defined twice", ti.name).into());
             }
         }
         let root = spec.route.ok_or("no route provided in config")?;
@@ -601,14 +603,16 @@ impl RoutingConfig {
                 return Err(format!(
                     "route {}: undefined receiver {:?} used in route",
                     r.id, r.receiver
-                ));
+                )
+                .into());
             }
             for t in r.mute_time_intervals.iter().chain(&r.active_time_intervals) {
                 if !time_intervals.contains_key(t) {
                     return Err(format!(
                         "route {}: undefined time interval {t:?} used in route",
                         r.id
-                    ));
+                    )
+                    .into());
                 }
             }
         }
@@ -627,12 +631,12 @@ impl RoutingConfig {
         for p in spec.escalation_policies {
             let at = |m: String| format!("escalation policy {:?}: {m}", p.name);
             if p.steps.is_empty() {
-                return Err(at("needs at least one step".into()));
+                return Err(at("needs at least one step".into()).into());
             }
             let mut steps = Vec::new();
             for s in &p.steps {
                 if !receivers.contains_key(&s.receiver) {
-                    return Err(at(format!("undefined receiver {:?}", s.receiver)));
+                    return Err(at(format!("undefined receiver {:?}", s.receiver)).into());
                 }
                 steps.push(Step {
                     receiver: s.receiver.clone(),
@@ -648,7 +652,7 @@ impl RoutingConfig {
                     .iter()
                     .map(|m| matchers::parse_list(m))
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(at)?
+                    .map_err(|e| at(e.0))?
                     .into_iter()
                     .flatten()
                     .collect(),
@@ -680,7 +684,8 @@ impl RoutingConfig {
                         if !services.contains_key(d) {
                             return Err(format!(
                                 "correlation: service {n:?} depends on undefined service {d:?}"
-                            ));
+                            )
+                            .into());
                         }
                     }
                 }
@@ -771,7 +776,7 @@ mod tests {
             ),
         ] {
             let e = RoutingConfig::parse(text).expect_err(text);
-            assert!(e.contains(want), "{text}: {e}");
+            assert!(e.0.contains(want), "{text}: {e}");
         }
         let ok = RoutingConfig::parse(&format!(
             "global: {{resolve_timeout: 1m, smtp_smarthost: 'x:25'}}\nroute: {{receiver: a}}\n{base}"

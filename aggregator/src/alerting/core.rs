@@ -601,7 +601,7 @@ impl Core {
         now: i64,
         new_id: impl FnOnce() -> String,
     ) -> Result<(String, Vec<Effect>), RequestError> {
-        let mut s = p.into_silence(now).map_err(RequestError::Invalid)?;
+        let mut s = p.into_silence(now)?;
         if s.id.is_empty() {
             s.id = new_id();
         } else {
@@ -760,9 +760,7 @@ impl Core {
         by: &str,
         now: i64,
     ) -> Result<Vec<Effect>, RequestError> {
-        self.correlator
-            .acknowledge(id, by, now)
-            .map_err(RequestError::NotFound)?;
+        self.correlator.acknowledge(id, by, now)?;
         if let Some(e) = self.escalations.get_mut(&id) {
             e.stop(&format!("acknowledged by {by}"));
         }

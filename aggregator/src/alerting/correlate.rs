@@ -15,9 +15,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use telltale_common::config::Invalid;
 use telltale_common::model::Labels;
 
 use super::{Alert, fingerprint_hex, priority_of};
+use crate::alert::RequestError;
 
 /// A service in the topology.
 #[derive(Debug, Clone, Default)]
@@ -71,12 +73,10 @@ pub fn host_of(v: &str) -> &str {
 
 impl Correlation {
     /// Fails on a dependency cycle (layers would be undefined).
-    pub fn check_acyclic(&self) -> Result<(), String> {
+    pub fn check_acyclic(&self) -> Result<(), Invalid> {
         for s in self.services.keys() {
             if self.height_guarded(s, &mut Vec::new()).is_none() {
-                return Err(format!(
-                    "correlation: dependency cycle through service {s:?}"
-                ));
+                return Err(format!("correlation: dependency cycle through service {s:?}").into());
             }
         }
         Ok(())
@@ -437,11 +437,11 @@ impl Correlator {
     }
 
     /// Acknowledges an incident.
-    pub fn acknowledge(&mut self, id: u64, by: &str, now: i64) -> Result<(), String> {
+    pub fn acknowledge(&mut self, id: u64, by: &str, now: i64) -> Result<(), RequestError> {
         let inc = self
             .incidents
             .get_mut(&id)
-            .ok_or_else(|| format!("no incident {id}"))?;
+            .ok_or_else(|| RequestError::NotFound(format!("no incident {id}")))?;
         if inc.acknowledged.is_none() {
             inc.acknowledged = Some((by.to_string(), now));
             inc.note(now, "acknowledged", format!("acknowledged by {by}"));

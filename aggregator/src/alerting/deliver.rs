@@ -33,13 +33,12 @@ pub struct Deliverer {
 
 impl Deliverer {
     /// A deliverer (installs ring as the process' TLS provider if none is).
-    pub fn new() -> Result<Deliverer, String> {
+    pub fn new() -> Result<Deliverer, reqwest::Error> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("telltale-aggregator/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            .build()?;
         Ok(Deliverer {
             http,
             nats: tokio::sync::Mutex::new(HashMap::new()),

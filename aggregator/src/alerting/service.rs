@@ -101,12 +101,36 @@ pub struct StateStore {
     pub moved_aside: bool,
 }
 
+/// Why the alerting state could not be opened, read or written. The HTTP layer answers
+/// requests that hit it with 500 ([`RequestError::Store`]); the driver retries its step.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The store could not be opened (held, no permission, a full disk).
+    #[error(transparent)]
+    Open(#[from] telltale_common::store::StoreError),
+    /// sled failed to read or write.
+    #[error("alerting state: {0}")]
+    Sled(#[from] sled::Error),
+    /// A record could not be encoded (a bug, not a disk problem).
+    #[error("alerting state: cannot encode a record: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// The HTTP client for notifications could not be built.
+    #[error("cannot build the HTTP client for notifications: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+impl From<StateError> for RequestError {
+    fn from(e: StateError) -> Self {
+        RequestError::Store(e.to_string())
+    }
+}
+
 impl StateStore {
     /// Opens the state in `dir`. Damaged state is moved aside and the aggregator starts
     /// without it (alerts are re-evaluated by the rules; silences, incidents and the
     /// notification log are lost and logged); a store that cannot be opened for another
     /// reason stops start-up.
-    pub fn open(dir: &Path) -> Result<StateStore, String> {
+    pub fn open(dir: &Path) -> Result<StateStore, StateError> {
         let opened = telltale_common::store::open_or_replace(dir, "alerting state", |d| {
             sled::Config::new()
                 .path(d)
@@ -114,10 +138,7 @@ impl StateStore {
                 .flush_every_ms(Some(500))
                 .open()
         })?;
-        let tree = opened
-            .db
-            .open_tree("alerting")
-            .map_err(|e| format!("cannot open alerting state: {e}"))?;
+        let tree = opened.db.open_tree("alerting")?;
         Ok(StateStore {
             db: opened.db,
             tree,
@@ -167,7 +188,7 @@ impl AlertingService {
         external_url: &str,
         to_remediation: mpsc::UnboundedSender<Alert>,
         news: mpsc::UnboundedReceiver<RemediationNews>,
-    ) -> Result<Arc<AlertingService>, String> {
+    ) -> Result<Arc<AlertingService>, StateError> {
         for w in &cfg.warnings {
             tracing::warn!("routing: {w}");
         }
@@ -265,7 +286,7 @@ impl AlertingService {
 
     /// Applies effects: state writes and outbox entries in one atomic batch, alerts to
     /// remediation. Returns how many notifications were queued (not yet flushed).
-    fn apply(&self, fx: Vec<Effect>) -> Result<u64, String> {
+    fn apply(&self, fx: Vec<Effect>) -> Result<u64, StateError> {
         let mut batch = sled::Batch::default();
         let mut queued = 0u64;
         let now = now_ms();
@@ -287,7 +308,7 @@ impl AlertingService {
                         );
                         continue;
                     }
-                    let id = self.store.db.generate_id().map_err(|e| e.to_string())?;
+                    let id = self.store.db.generate_id()?;
                     let d = Delivery {
                         id,
                         priority: o.priority,
@@ -299,27 +320,20 @@ impl AlertingService {
                         next_attempt: now,
                         created: now,
                     };
-                    let v = serde_json::to_vec(&d).map_err(|e| e.to_string())?;
+                    let v = serde_json::to_vec(&d)?;
                     batch.insert(outbox_key(d.priority, id), v);
                     queued += 1;
                 }
             }
         }
-        self.store
-            .tree
-            .apply_batch(batch)
-            .map_err(|e| e.to_string())?;
+        self.store.tree.apply_batch(batch)?;
         Ok(queued)
     }
 
     /// Applies effects and makes them durable; new notifications are then delivered.
-    async fn apply_durably(&self, fx: Vec<Effect>) -> Result<(), String> {
+    async fn apply_durably(&self, fx: Vec<Effect>) -> Result<(), StateError> {
         let queued = self.apply(fx)?;
-        self.store
-            .db
-            .flush_async()
-            .await
-            .map_err(|e| e.to_string())?;
+        self.store.db.flush_async().await?;
         if queued > 0 {
             self.counters.queued.fetch_add(queued, Ordering::Relaxed);
             self.deliver_wake.notify_one();
@@ -355,7 +369,7 @@ impl AlertingService {
     }
 
     /// One pass of the core, made durable. Returns the next deadline.
-    async fn step(&self, now: i64) -> Result<Option<i64>, String> {
+    async fn step(&self, now: i64) -> Result<Option<i64>, StateError> {
         let _one = self.step_lock.lock().await;
         let (fx, next) = self.lock().step(&self.routing(), now);
         if !fx.is_empty() {
@@ -503,7 +517,7 @@ impl AlertingService {
         let (id, fx) = self
             .lock()
             .put_silence(p, now_ms(), crate::alert::uuid_v4)?;
-        self.apply_durably(fx).await.map_err(RequestError::Store)?;
+        self.apply_durably(fx).await?;
         self.wake.notify_one();
         Ok(id)
     }
@@ -511,7 +525,7 @@ impl AlertingService {
     /// Expires a silence now.
     pub async fn expire_silence(&self, id: &str) -> Result<(), RequestError> {
         let fx = self.lock().expire_silence(id, now_ms())?;
-        self.apply_durably(fx).await.map_err(RequestError::Store)?;
+        self.apply_durably(fx).await?;
         self.wake.notify_one();
         Ok(())
     }
@@ -534,7 +548,7 @@ impl AlertingService {
     /// Acknowledges an incident: its escalation stops (durable before this returns).
     pub async fn acknowledge(&self, id: u64, by: &str) -> Result<(), RequestError> {
         let fx = self.lock().acknowledge(id, by, now_ms())?;
-        self.apply_durably(fx).await.map_err(RequestError::Store)?;
+        self.apply_durably(fx).await?;
         self.wake.notify_one();
         Ok(())
     }

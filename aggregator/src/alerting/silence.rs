@@ -3,6 +3,7 @@
 //! deleted by a user — "delete" expires it, like Alertmanager).
 
 use serde::{Deserialize, Serialize};
+use telltale_common::config::Invalid;
 use telltale_common::model::Labels;
 
 use crate::alert::{matchers, parse_rfc3339, rfc3339};
@@ -67,7 +68,7 @@ pub struct PostableSilence {
 
 impl PostableSilence {
     /// Validates into a silence (without id) at `now`.
-    pub fn into_silence(self, now: i64) -> Result<Silence, String> {
+    pub fn into_silence(self, now: i64) -> Result<Silence, Invalid> {
         let s = Silence {
             id: self.id.unwrap_or_default(),
             matchers: self.matchers,
@@ -95,7 +96,7 @@ impl Silence {
     }
 
     /// The matchers, compiled.
-    pub fn compile(&self) -> Result<Vec<Matcher>, String> {
+    pub fn compile(&self) -> Result<Vec<Matcher>, Invalid> {
         self.matchers
             .iter()
             .map(|m| {
@@ -111,7 +112,7 @@ impl Silence {
     }
 
     /// Checks what Alertmanager checks.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Invalid> {
         if self.matchers.is_empty() {
             return Err("at least one matcher required".into());
         }
@@ -123,7 +124,7 @@ impl Silence {
                     .all(|c| c.is_ascii_alphanumeric() || c == '_')
                 || m.name.starts_with(|c: char| c.is_ascii_digit())
             {
-                return Err(format!("invalid label name {:?}", m.name));
+                return Err(format!("invalid label name {:?}", m.name).into());
             }
         }
         let compiled = self.compile()?;
@@ -199,9 +200,9 @@ impl Silences {
 mod tests {
     use super::*;
 
-    fn post(json: &str) -> Result<Silence, String> {
+    fn post(json: &str) -> Result<Silence, Invalid> {
         serde_json::from_str::<PostableSilence>(json)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| Invalid(e.to_string()))?
             .into_silence(0)
     }
 

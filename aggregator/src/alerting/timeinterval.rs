@@ -5,6 +5,7 @@
 //! silently shifted.
 
 use serde::Deserialize;
+use telltale_common::config::Invalid;
 
 /// A spec as written.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -112,13 +113,13 @@ fn hhmm(s: &str) -> Result<u32, String> {
 
 impl SpecText {
     /// Validates.
-    pub fn validate(&self) -> Result<Spec, String> {
+    pub fn validate(&self) -> Result<Spec, Invalid> {
         if let Some(l) = &self.location
             && !l.eq_ignore_ascii_case("utc")
         {
-            return Err(format!(
-                "location {l:?}: only UTC is supported (write the times in UTC)"
-            ));
+            return Err(
+                format!("location {l:?}: only UTC is supported (write the times in UTC)").into(),
+            );
         }
         let mut spec = Spec::default();
         for t in &self.times {
@@ -127,7 +128,8 @@ impl SpecText {
                 return Err(format!(
                     "start_time {} must be before end_time {}",
                     t.start_time, t.end_time
-                ));
+                )
+                .into());
             }
             spec.times.push((a, b));
         }

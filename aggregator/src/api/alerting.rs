@@ -205,7 +205,7 @@ async fn v2_post_alerts(
         };
         let (starts_at, ends_at) = match (t(&p.starts_at), t(&p.ends_at)) {
             (Ok(a), Ok(b)) => (if a == 0 { now } else { a }, b),
-            (Err(e), _) | (_, Err(e)) => return v2_error(RequestError::Invalid(e)),
+            (Err(e), _) | (_, Err(e)) => return v2_error(e.into()),
         };
         if ends_at != 0 && ends_at < starts_at {
             return v2_error(RequestError::Invalid(

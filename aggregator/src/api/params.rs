@@ -1,6 +1,8 @@
 //! Request parameters as Prometheus reads them: from the URL query and, for POST, from a
 //! form-encoded body; repeated keys (`match[]`) are kept.
 
+use telltale_common::config::Invalid;
+
 use super::ApiError;
 
 /// All parameters of a request, in order.
@@ -52,10 +54,10 @@ impl Params {
 }
 
 /// Parses a Prometheus time: Unix seconds with optional fraction, or RFC 3339.
-pub fn parse_time(s: &str) -> Result<i64, String> {
+pub fn parse_time(s: &str) -> Result<i64, Invalid> {
     if let Ok(f) = s.parse::<f64>() {
         if !f.is_finite() {
-            return Err(format!("cannot parse {s:?} to a valid timestamp"));
+            return Err(format!("cannot parse {s:?} to a valid timestamp").into());
         }
         // Clamped, so that differences of two times cannot overflow.
         return Ok(crate::metrics::promql::clamp_time(
@@ -68,20 +70,20 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
             Ok(d) => crate::metrics::promql::clamp_time(d.as_millis() as i128),
             Err(e) => crate::metrics::promql::clamp_time(-(e.duration().as_millis() as i128)),
         })
-        .map_err(|_| format!("cannot parse {s:?} to a valid timestamp"))
+        .map_err(|_| Invalid(format!("cannot parse {s:?} to a valid timestamp")))
 }
 
 /// Parses a Prometheus duration parameter: seconds with optional fraction, or `5m`, `1h30m`.
-pub fn parse_step(s: &str) -> Result<i64, String> {
+pub fn parse_step(s: &str) -> Result<i64, Invalid> {
     if let Ok(f) = s.parse::<f64>() {
         if !f.is_finite() {
-            return Err(format!("cannot parse {s:?} to a valid duration"));
+            return Err(format!("cannot parse {s:?} to a valid duration").into());
         }
         return Ok((f * 1000.0).round() as i64);
     }
     promql_parser::util::parse_duration(s)
         .map(|d| d.as_millis() as i64)
-        .map_err(|_| format!("cannot parse {s:?} to a valid duration"))
+        .map_err(|_| Invalid(format!("cannot parse {s:?} to a valid duration")))
 }
 
 #[cfg(test)]

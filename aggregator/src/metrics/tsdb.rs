@@ -550,7 +550,11 @@ impl Tsdb {
                 while wait_or_wake(&inner, &stop, every) {
                     if let Err(e) = compact::cut_round(&inner, &tx, now_ms(), false) {
                         inner.counters.maintenance_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(error = %e, "writing the head into a block failed; retrying");
+                        if e.is_disk_full() {
+                            tracing::error!(error = %e, "disk full: the head stays in memory and in the WAL until a block can be written; retrying");
+                        } else {
+                            tracing::error!(error = %e, "writing the head into a block failed; retrying");
+                        }
                         std::thread::sleep(Duration::from_secs(1));
                     }
                 }
@@ -569,7 +573,11 @@ impl Tsdb {
                     next = std::time::Instant::now() + every;
                     if let Err(e) = compact::compact_round(&inner, now_ms(), false) {
                         inner.counters.maintenance_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(error = %e, "storage compaction failed; retrying next round");
+                        if e.is_disk_full() {
+                            tracing::error!(error = %e, "disk full: compaction waits (its inputs are kept); retrying next round");
+                        } else {
+                            tracing::error!(error = %e, "storage compaction failed; retrying next round");
+                        }
                     }
                 }
             })?;

@@ -333,10 +333,7 @@ impl Remediator {
         let now = now_ms();
         {
             let mut inner = self.lock();
-            let fx = inner
-                .engine
-                .decide(id, approve, by, now)
-                .map_err(RequestError::Invalid)?;
+            let fx = inner.engine.decide(id, approve, by, now)?;
             self.apply(&mut inner, fx, now);
         }
         // Its deadline may have changed (an approval queues the command).

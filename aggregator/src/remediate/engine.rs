@@ -16,8 +16,8 @@ use telltale_common::model::Labels;
 use telltale_common::wire::{Command, CommandResult};
 
 use super::{Mode, Runbooks};
-use crate::alert::Alert;
 use crate::alert::template::Data;
+use crate::alert::{Alert, RequestError};
 
 /// Where a remediation is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -334,16 +334,16 @@ impl Engine {
         approve: bool,
         by: &str,
         now: i64,
-    ) -> Result<Vec<Effect>, String> {
+    ) -> Result<Vec<Effect>, RequestError> {
         let r = self
             .records
             .get_mut(id)
-            .ok_or_else(|| format!("no remediation {id}"))?;
+            .ok_or_else(|| RequestError::NotFound(format!("no remediation {id}")))?;
         if r.state != State::AwaitingApproval {
-            return Err(format!(
+            return Err(RequestError::Invalid(format!(
                 "remediation {id} is {}, not awaiting approval",
                 r.state.as_str()
-            ));
+            )));
         }
         let mut out = Vec::new();
         r.decided_by = Some(by.to_string());

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use telltale_common::model::{Labels, Sample, SeriesSamples};
 
+use super::EvalError;
 use crate::alert::Alert;
 use crate::alert::template::{Data, Template};
 
@@ -106,7 +107,7 @@ impl AlertSet {
         now: i64,
         result: Vec<(Labels, f64)>,
         external: &Labels,
-    ) -> Result<(), String> {
+    ) -> Result<(), EvalError> {
         let hold = spec.hold.as_millis() as i64;
         let keep = spec.keep_firing_for.as_millis() as i64;
         let restore = self.restore.take();
@@ -130,10 +131,7 @@ impl AlertSet {
             );
             if seen.insert(labels, (annotations, v)).is_some() {
                 self.active.clear();
-                return Err(
-                    "vector contains metrics with the same labelset after applying alert labels"
-                        .into(),
-                );
+                return Err(EvalError::DuplicateLabels { what: "alert" });
             }
         }
         for (labels, (annotations, value)) in &seen {
@@ -197,10 +195,11 @@ impl AlertSet {
             .count() as u64;
         if spec.limit > 0 && live > spec.limit {
             self.active.clear();
-            return Err(format!(
-                "exceeded limit of {} with {live} alerts",
-                spec.limit
-            ));
+            return Err(EvalError::Limit {
+                limit: spec.limit,
+                count: live,
+                what: "alerts",
+            });
         }
         for a in self.active.values_mut() {
             if a.state == State::Pending && now - a.active_at >= hold {
@@ -458,7 +457,7 @@ mod tests {
             (Labels::from_pairs([("i", "2")]), 1.0),
         ];
         let e = s.apply(&lim, 0, two, &ext).expect_err("limit");
-        assert!(e.contains("exceeded limit of 1"), "{e}");
+        assert!(e.to_string().contains("exceeded limit of 1"), "{e}");
         assert_eq!(s.alerts().count(), 0);
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use promql_parser::parser::Expr;
 use serde::Deserialize;
+use telltale_common::config::Invalid;
 use telltale_common::model::{valid_label_name, valid_metric_name};
 
 use crate::alert::prom_duration;
@@ -160,14 +161,14 @@ pub fn parse(
         let gname = g.name.clone();
         let gerr = |m: String| err(format!("group {gname:?}: {m}"));
         let interval = match &g.interval {
-            Some(s) => prom_duration(s).map_err(&gerr)?,
+            Some(s) => prom_duration(s).map_err(|e| gerr(e.0))?,
             None => default_interval,
         };
         if interval.is_zero() {
             return Err(gerr("interval must be greater than zero".into()));
         }
         let query_offset = match &g.query_offset {
-            Some(s) => prom_duration(s).map_err(&gerr)?,
+            Some(s) => prom_duration(s).map_err(|e| gerr(e.0))?,
             None => Duration::ZERO,
         };
         for k in g.labels.keys() {
@@ -293,7 +294,7 @@ pub fn load(file: &Path, default_interval: Duration) -> Result<Vec<Group>, RuleF
 
 /// Expands a pattern whose file-name part may hold `*` and `?` (like Prometheus'
 /// `rule_files`); a pattern without wildcards names one file, which must exist.
-pub fn expand_glob(pattern: &str) -> Result<Vec<PathBuf>, String> {
+pub fn expand_glob(pattern: &str) -> Result<Vec<PathBuf>, Invalid> {
     let p = Path::new(pattern);
     let name = p
         .file_name()
@@ -301,7 +302,7 @@ pub fn expand_glob(pattern: &str) -> Result<Vec<PathBuf>, String> {
         .ok_or_else(|| format!("rule pattern {pattern:?} names no file"))?;
     if !name.contains(['*', '?']) {
         if !p.is_file() {
-            return Err(format!("rule file {pattern:?} does not exist"));
+            return Err(format!("rule file {pattern:?} does not exist").into());
         }
         return Ok(vec![p.to_path_buf()]);
     }
@@ -312,7 +313,8 @@ pub fn expand_glob(pattern: &str) -> Result<Vec<PathBuf>, String> {
     if dir.to_string_lossy().contains(['*', '?']) {
         return Err(format!(
             "rule pattern {pattern:?}: wildcards are supported in the file name only"
-        ));
+        )
+        .into());
     }
     let re = format!(
         "^{}$",

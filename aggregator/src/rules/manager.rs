@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use super::alert::{AlertSet, AlertSpec, State, set_or_remove};
 use super::file::{Group, Rule, RuleKind};
-use super::metric_names;
+use super::{EvalError, metric_names};
 use crate::alert::Notifier;
 use crate::metrics::promql::{Engine, Value};
 use crate::metrics::storage::{AppendData, AppendRequest, Storage};
@@ -359,8 +359,8 @@ impl RuleManager {
             let out = match self.engine.instant_expr(&rule.expr, t, None) {
                 Ok(Value::Vector(v)) => Ok(v.into_iter().map(|(l, s)| (l, s.1)).collect()),
                 Ok(Value::Scalar(s)) => Ok(vec![(Labels::default(), s.1)]),
-                Ok(_) => Err("rule result is not a vector or scalar".to_string()),
-                Err(e) => Err(e.to_string()),
+                Ok(_) => Err(EvalError::NotVector),
+                Err(e) => Err(EvalError::Query(e)),
             };
             let series = match out
                 .and_then(|v| self.apply(&g.group, rule, rs, t, now, v, restore, eager))
@@ -381,7 +381,7 @@ impl RuleManager {
                     self.failures.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(group = %g.group.name, rule = %rule.name, error = %e, "rule evaluation failed");
                     rs.health = Health::Err;
-                    rs.last_error = e;
+                    rs.last_error = e.to_string();
                     Vec::new()
                 }
             };
@@ -423,7 +423,7 @@ impl RuleManager {
         v: Vec<(Labels, f64)>,
         restore: bool,
         eager: bool,
-    ) -> Result<Option<Vec<SeriesSamples>>, String> {
+    ) -> Result<Option<Vec<SeriesSamples>>, EvalError> {
         match &rule.kind {
             RuleKind::Recording => {
                 let mut out = Vec::with_capacity(v.len());
@@ -434,10 +434,7 @@ impl RuleManager {
                         set_or_remove(&mut l, k, tpl.source());
                     }
                     if !seen.insert(l.clone()) {
-                        return Err(
-                            "vector contains metrics with the same labelset after applying rule labels"
-                                .into(),
-                        );
+                        return Err(EvalError::DuplicateLabels { what: "rule" });
                     }
                     out.push(SeriesSamples {
                         labels: l,
@@ -445,11 +442,11 @@ impl RuleManager {
                     });
                 }
                 if group.limit > 0 && out.len() as u64 > group.limit {
-                    return Err(format!(
-                        "exceeded limit of {} with {} series",
-                        group.limit,
-                        out.len()
-                    ));
+                    return Err(EvalError::Limit {
+                        limit: group.limit,
+                        count: out.len() as u64,
+                        what: "series",
+                    });
                 }
                 Ok(Some(out))
             }

@@ -34,7 +34,7 @@ const SERIES: &[(&str, &[(&str, &str)])] = &[
 ];
 
 /// The `total=` (microseconds) of line `kind` (`some` or `full`) in a pressure file.
-pub fn total_us(text: &str, kind: &str) -> Result<Option<f64>, String> {
+pub fn total_us(text: &str, kind: &str) -> Result<Option<f64>, CollectError> {
     for line in text.lines() {
         let mut f = line.split_ascii_whitespace();
         if f.next() != Some(kind) {
@@ -42,10 +42,10 @@ pub fn total_us(text: &str, kind: &str) -> Result<Option<f64>, String> {
         }
         for field in f {
             if let Some(v) = field.strip_prefix("total=") {
-                return num(v, "pressure total").map(Some);
+                return Ok(Some(num(v, "pressure total")?));
             }
         }
-        return Err(format!("pressure line without total: {line:?}"));
+        return Err(format!("pressure line without total: {line:?}").into());
     }
     Ok(None)
 }
@@ -80,10 +80,13 @@ mod tests {
 
     #[test]
     fn totals_are_read_per_line() {
-        assert_eq!(total_us(CPU, "some"), Ok(Some(1_002_635_390.0)));
-        assert_eq!(total_us(CPU, "full"), Ok(Some(0.0)));
+        assert_eq!(total_us(CPU, "some").ok(), Some(Some(1_002_635_390.0)));
+        assert_eq!(total_us(CPU, "full").ok(), Some(Some(0.0)));
         // Kernels before 5.13 have no `full` line for cpu.
-        assert_eq!(total_us("some avg10=0.00 total=5\n", "full"), Ok(None));
+        assert_eq!(
+            total_us("some avg10=0.00 total=5\n", "full").ok(),
+            Some(None)
+        );
         assert!(total_us("some avg10=0.00 total=x\n", "some").is_err());
         assert!(total_us("some avg10=0.00\n", "some").is_err());
     }

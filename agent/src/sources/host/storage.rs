@@ -29,7 +29,7 @@ pub struct MdArray {
 }
 
 /// Parses `/proc/mdstat` as node_exporter (procfs 0.8) reads it.
-pub fn parse_mdstat(text: &str) -> Result<Vec<MdArray>, String> {
+pub fn parse_mdstat(text: &str) -> Result<Vec<MdArray>, CollectError> {
     let lines: Vec<&str> = text.lines().collect();
     let mut out = Vec::new();
     for (i, line) in lines.iter().enumerate() {
@@ -42,7 +42,7 @@ pub fn parse_mdstat(text: &str) -> Result<Vec<MdArray>, String> {
         }
         let fields: Vec<&str> = line.split_ascii_whitespace().collect();
         if fields.len() < 3 {
-            return Err(format!("/proc/mdstat: short device line {line:?}"));
+            return Err(format!("/proc/mdstat: short device line {line:?}").into());
         }
         let name = fields[0].to_string();
         let status = lines

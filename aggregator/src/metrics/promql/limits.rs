@@ -48,12 +48,13 @@ fn register_functions() {
 }
 
 /// Parses `q` within the bounds: [`check_text`], the parser, then [`check_depth`]. The error
-/// is the bare message (callers say which parameter or rule it concerns).
-pub fn parse(q: &str) -> Result<Expr, String> {
+/// is [`QueryError::BadData`] with the bare message (callers say which parameter or rule it
+/// concerns).
+pub fn parse(q: &str) -> Result<Expr, QueryError> {
     register_functions();
-    check_text(q).map_err(|e| e.to_string())?;
-    let e = promql_parser::parser::parse(q)?;
-    check_depth(&e).map_err(|e| e.to_string())?;
+    check_text(q)?;
+    let e = promql_parser::parser::parse(q).map_err(bad)?;
+    check_depth(&e)?;
     Ok(e)
 }
 

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use promql_parser::parser::Expr;
+use telltale_common::config::Invalid;
 use telltale_common::model::{Labels, STALE_NAN_BITS, Sample, SeriesSamples};
 
 use super::{Engine, Value};
@@ -80,7 +81,7 @@ fn duration_ms(s: &str) -> Result<i64, String> {
 }
 
 /// Expands a values notation (`0+10x3 _ stale 5 _x2`).
-pub fn expand(values: &str) -> Result<Vec<Option<f64>>, String> {
+pub fn expand(values: &str) -> Result<Vec<Option<f64>>, Invalid> {
     let mut out = Vec::new();
     let num = |s: &str| -> Result<f64, String> {
         match s {
@@ -151,7 +152,7 @@ fn split_series(line: &str) -> (&str, &str) {
 }
 
 /// Parses a script.
-pub fn parse(text: &str) -> Result<Vec<Command>, String> {
+pub fn parse(text: &str) -> Result<Vec<Command>, Invalid> {
     let mut out = Vec::new();
     let lines: Vec<&str> = text.lines().collect();
     let mut i = 0;
@@ -224,7 +225,7 @@ pub fn parse(text: &str) -> Result<Vec<Command>, String> {
                 raw,
             });
         } else {
-            return Err(err(format!("unknown command {line:?}")));
+            return Err(err(format!("unknown command {line:?}")).into());
         }
     }
     Ok(out)
@@ -235,7 +236,7 @@ fn same(a: f64, b: f64) -> bool {
 }
 
 /// Runs a script on the in-memory storage; returns every failed expectation.
-pub fn run(text: &str) -> Result<Vec<String>, String> {
+pub fn run(text: &str) -> Result<Vec<String>, Invalid> {
     let mut store = Arc::new(MemStorage::new());
     let mut failures = Vec::new();
     for c in parse(text)? {

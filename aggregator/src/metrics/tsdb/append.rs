@@ -337,7 +337,7 @@ impl Tsdb {
         names: bool,
     ) -> Result<Resolved, String> {
         let agent = req.origin.as_ref().map(|o| o.agent.as_str());
-        let (prepared, events) = prepare(agent, wire, series)?;
+        let (prepared, events) = prepare(agent, wire, series).map_err(|e| e.to_string())?;
         let mut metric_names: Vec<Arc<str>> = Vec::new();
         if names {
             let mut seen: Vec<&str> = prepared

@@ -32,11 +32,68 @@ use telltale_common::codec;
 use telltale_common::model::Sample;
 use tokio::sync::{mpsc, oneshot};
 
-use super::block::{Block, BlockWriter, Kind};
+use super::block::{Block, BlockError, BlockWriter, Kind};
+use super::chunk::ChunkError;
 use super::query::merge_buckets;
 use super::rollup;
 use super::{Checkpoint, Inner, Job, SeriesRecord, chunk, files, merge_runs, ms};
+use crate::metrics::storage::StorageError;
 use crate::metrics::storage::rollup::{Bucket, buckets, window_end};
+
+/// Why a maintenance step failed. Every failure leaves the engine consistent (inputs stay
+/// until what replaces them is durable) and the next round retries; the variant says
+/// whether retrying can help — a full disk clears when space returns, a corrupt block is
+/// quarantined, a closed engine stops the round for good.
+#[derive(Debug, thiserror::Error)]
+pub enum MaintenanceError {
+    /// A block could not be written or read.
+    #[error(transparent)]
+    Block(#[from] BlockError),
+    /// A log or checkpoint file could not be written.
+    #[error("{file}: {source}")]
+    Io {
+        /// The file (relative to the data directory).
+        file: &'static str,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A record could not be encoded (a bug, not a disk problem).
+    #[error("encoding {what}: {source}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// The codec's error.
+        source: telltale_common::codec::CodecError,
+    },
+    /// A rollup chunk did not decode.
+    #[error("rollup chunk: {0}")]
+    Chunk(#[from] ChunkError),
+    /// The writer refused to cut the head (its log write failed), or is gone.
+    #[error("cutting the head: {0}")]
+    Cut(#[from] StorageError),
+}
+
+impl MaintenanceError {
+    /// True when the disk is full: the round is retried once space returns.
+    pub fn is_disk_full(&self) -> bool {
+        let io = match self {
+            MaintenanceError::Io { source, .. } => Some(source),
+            MaintenanceError::Block(BlockError::Io { source, .. }) => Some(source),
+            _ => None,
+        };
+        io.is_some_and(|e| e.raw_os_error() == Some(28)) // ENOSPC
+    }
+}
+
+fn io(file: &'static str) -> impl FnOnce(std::io::Error) -> MaintenanceError {
+    move |source| MaintenanceError::Io { file, source }
+}
+
+fn encode(
+    what: &'static str,
+) -> impl FnOnce(telltale_common::codec::CodecError) -> MaintenanceError {
+    move |source| MaintenanceError::Encode { what, source }
+}
 
 const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
@@ -60,7 +117,7 @@ pub(super) fn maintain(
     tx: &mpsc::Sender<Job>,
     now: i64,
     force: bool,
-) -> Result<(), String> {
+) -> Result<(), MaintenanceError> {
     cut_round(inner, tx, now, force)?;
     compact_round(inner, now, force)
 }
@@ -72,7 +129,7 @@ pub(super) fn cut_round(
     tx: &mpsc::Sender<Job>,
     now: i64,
     force: bool,
-) -> Result<(), String> {
+) -> Result<(), MaintenanceError> {
     let _serial = inner.cutting.lock().unwrap_or_else(|e| e.into_inner());
     // Frozen sets first: the writer stops taking writes while too many wait, and a cut
     // request queued behind it would never be answered.
@@ -88,10 +145,8 @@ pub(super) fn cut_round(
     if due {
         let (done, rx) = oneshot::channel();
         tx.blocking_send(Job::Cut { done })
-            .map_err(|_| "storage is closed".to_string())?;
-        rx.blocking_recv()
-            .map_err(|_| "storage is closed".to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| StorageError::Closed)?;
+        rx.blocking_recv().map_err(|_| StorageError::Closed)??;
     }
     write_frozen(inner)?;
     checkpoint(inner, force)
@@ -99,7 +154,7 @@ pub(super) fn cut_round(
 
 /// Compacts closed windows, applies retention and recounts active series (`force`: see
 /// [`compact`]).
-pub(super) fn compact_round(inner: &Inner, now: i64, force: bool) -> Result<(), String> {
+pub(super) fn compact_round(inner: &Inner, now: i64, force: bool) -> Result<(), MaintenanceError> {
     let _serial = inner.compacting.lock().unwrap_or_else(|e| e.into_inner());
     compact(inner, now, force)?;
     retention(inner, now)?;
@@ -117,7 +172,7 @@ fn blocks_dir(inner: &Inner) -> std::path::PathBuf {
 }
 
 /// Appends the series created since the last cut to `series.log` (before any block names them).
-fn persist_series(inner: &Inner) -> Result<(), String> {
+fn persist_series(inner: &Inner) -> Result<(), MaintenanceError> {
     let from = inner.persisted_series.load(Ordering::Relaxed) as u32;
     let records: Vec<Vec<u8>> = {
         let h = inner.head.read().unwrap_or_else(|e| e.into_inner());
@@ -129,7 +184,7 @@ fn persist_series(inner: &Inner) -> Result<(), String> {
                     id,
                     labels: s.labels.clone(),
                 };
-                out.push(codec::encode_payload(&rec).map_err(|e| e.to_string())?);
+                out.push(codec::encode_payload(&rec).map_err(encode("series record"))?);
             }
         }
         out
@@ -137,8 +192,7 @@ fn persist_series(inner: &Inner) -> Result<(), String> {
     if records.is_empty() {
         return Ok(());
     }
-    files::append_frames(&inner.dir.join("series.log"), &records)
-        .map_err(|e| format!("series.log: {e}"))?;
+    files::append_frames(&inner.dir.join("series.log"), &records).map_err(io("series.log"))?;
     inner
         .persisted_series
         .store(u64::from(from) + records.len() as u64, Ordering::Relaxed);
@@ -148,7 +202,7 @@ fn persist_series(inner: &Inner) -> Result<(), String> {
 /// Writes every frozen set (oldest first) into a level-0 block (after the series it names
 /// are in `series.log` and its events in `events.log`), and leaves its checkpoint pending
 /// (see [`checkpoint`]).
-fn write_frozen(inner: &Inner) -> Result<(), String> {
+fn write_frozen(inner: &Inner) -> Result<(), MaintenanceError> {
     loop {
         let Some(f) = inner
             .frozen
@@ -162,8 +216,8 @@ fn write_frozen(inner: &Inner) -> Result<(), String> {
         persist_series(inner)?;
         if !f.events.is_empty() {
             let path = inner.dir.join("events.log");
-            let payload = codec::encode_payload(&f.events).map_err(|e| e.to_string())?;
-            files::append_frames(&path, &[payload]).map_err(|e| format!("events.log: {e}"))?;
+            let payload = codec::encode_payload(&f.events).map_err(encode("events"))?;
+            files::append_frames(&path, &[payload]).map_err(io("events.log"))?;
             // Start-up keeps the newest events only: past a size, keep just those on disk.
             if std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) > EVENTS_LOG_MAX {
                 let newest = inner.head.read().unwrap_or_else(|e| e.into_inner()).events(
@@ -171,19 +225,17 @@ fn write_frozen(inner: &Inner) -> Result<(), String> {
                     i64::MIN,
                     super::head::MAX_EVENTS,
                 );
-                let payload = codec::encode_payload(&newest).map_err(|e| e.to_string())?;
-                files::write_atomic(&path, &[payload]).map_err(|e| format!("events.log: {e}"))?;
+                let payload = codec::encode_payload(&newest).map_err(encode("events"))?;
+                files::write_atomic(&path, &[payload]).map_err(io("events.log"))?;
             }
         }
         if !f.series.is_empty() {
             let seq = inner.next_seq.fetch_add(1, Ordering::Relaxed);
-            let mut w = BlockWriter::create(&blocks_dir(inner), Kind::Raw, 0, seq)
-                .map_err(|e| e.to_string())?;
+            let mut w = BlockWriter::create(&blocks_dir(inner), Kind::Raw, 0, seq)?;
             for (id, first, last, rows, bytes) in encode_chunks(&f.series) {
-                w.add(id, first, last, rows, &bytes)
-                    .map_err(|e| e.to_string())?;
+                w.add(id, first, last, rows, &bytes)?;
             }
-            if let Some(b) = w.finish().map_err(|e| e.to_string())? {
+            if let Some(b) = w.finish()? {
                 let mut blocks = inner.blocks.write().unwrap_or_else(|e| e.into_inner());
                 blocks.push(Arc::new(b));
             }
@@ -208,7 +260,7 @@ fn write_frozen(inner: &Inner) -> Result<(), String> {
 /// skipping one only leaves WAL segments for start-up to replay, and cuts come several a
 /// second under load (each checkpoint costs two more syncs). Then deletes the WAL segments
 /// it covers.
-fn checkpoint(inner: &Inner, force: bool) -> Result<(), String> {
+fn checkpoint(inner: &Inner, force: bool) -> Result<(), MaintenanceError> {
     let now = super::now_ms();
     let last = inner.last_checkpoint_ms.load(Ordering::Relaxed) as i64;
     if !force && now - last < 1000 {
@@ -222,14 +274,13 @@ fn checkpoint(inner: &Inner, force: bool) -> Result<(), String> {
     else {
         return Ok(());
     };
-    let payload = codec::encode_payload(&cp).map_err(|e| e.to_string())?;
-    files::write_atomic(&inner.dir.join("checkpoint"), &[payload])
-        .map_err(|e| format!("checkpoint: {e}"))?;
+    let payload = codec::encode_payload(&cp).map_err(encode("checkpoint"))?;
+    files::write_atomic(&inner.dir.join("checkpoint"), &[payload]).map_err(io("checkpoint"))?;
     inner
         .last_checkpoint_ms
         .store(now.max(0) as u64, Ordering::Relaxed);
     let wal_dir = inner.dir.join("log");
-    for (n, path) in super::wal::list_segments(&wal_dir).map_err(|e| e.to_string())? {
+    for (n, path) in super::wal::list_segments(&wal_dir).map_err(io("log"))? {
         if n < cp.wal_segment {
             let _ = std::fs::remove_file(path);
         }
@@ -281,7 +332,7 @@ fn windows_touched(min_t: i64, max_t: i64, w: i64) -> Vec<i64> {
 
 /// Compacts closed windows; `force` (a flush) also rewrites the level-0 blocks of open
 /// windows, however few, into pco blocks (cut blocks are in the plain format).
-fn compact(inner: &Inner, now: i64, force: bool) -> Result<(), String> {
+fn compact(inner: &Inner, now: i64, force: bool) -> Result<(), MaintenanceError> {
     // Wall-clock time closes windows: backfilled history compacts at once, and the last
     // data of a quiet system still moves on. A series that lags (an agent replaying an
     // outage) may still add to a closed window; its late samples are merged in then.
@@ -374,13 +425,12 @@ fn writer<'a>(
     inner: &Inner,
     ws: &'a mut Writers,
     key: (Kind, u8, i64),
-) -> Result<&'a mut BlockWriter, String> {
+) -> Result<&'a mut BlockWriter, MaintenanceError> {
     match ws.entry(key) {
         std::collections::btree_map::Entry::Occupied(e) => Ok(e.into_mut()),
         std::collections::btree_map::Entry::Vacant(v) => {
             let seq = inner.next_seq.fetch_add(1, Ordering::Relaxed);
-            let w = BlockWriter::create(&blocks_dir(inner), key.0, key.1, seq)
-                .map_err(|e| e.to_string())?;
+            let w = BlockWriter::create(&blocks_dir(inner), key.0, key.1, seq)?;
             Ok(v.insert(w))
         }
     }
@@ -393,7 +443,7 @@ fn merge_write(
     mut inputs: Vec<Arc<Block>>,
     kind: Kind,
     target: &dyn Fn(i64) -> (u8, i64),
-) -> Result<(), String> {
+) -> Result<(), MaintenanceError> {
     inputs.sort_by_key(|b| b.seq);
     let ids = series_ids(&inputs);
     let mut ws = Writers::new();
@@ -420,7 +470,7 @@ fn merge_write(
                     for (_, w) in ws {
                         let _ = w.finish().map(|b| b.map(|b| std::fs::remove_file(b.path)));
                     }
-                    return Err(err.to_string());
+                    return Err(err.into());
                 }
             };
             if kind == Kind::Raw {
@@ -432,7 +482,7 @@ fn merge_write(
                         .collect(),
                 );
             } else {
-                bucket_runs.push(rollup::from_columns(&cols).map_err(|e| e.to_string())?);
+                bucket_runs.push(rollup::from_columns(&cols)?);
             }
         }
         if kind == Kind::Raw {
@@ -441,30 +491,26 @@ fn merge_write(
                 let part = &rows[i..j];
                 let (level, end) = target(part[0].0);
                 let (ts, vs): (Vec<i64>, Vec<f64>) = part.iter().map(|s| (s.0, s.1)).unzip();
-                writer(inner, &mut ws, (Kind::Raw, level, end))?
-                    .add(
-                        id,
-                        ts[0],
-                        ts[ts.len() - 1],
-                        ts.len() as u32,
-                        &chunk::encode(&[&ts], &[&vs]),
-                    )
-                    .map_err(|e| e.to_string())?;
+                writer(inner, &mut ws, (Kind::Raw, level, end))?.add(
+                    id,
+                    ts[0],
+                    ts[ts.len() - 1],
+                    ts.len() as u32,
+                    &chunk::encode(&[&ts], &[&vs]),
+                )?;
             }
         } else {
             let rows = merge_buckets(bucket_runs);
             for (i, j) in groups(&rows, |b| target(b.end)) {
                 let part = &rows[i..j];
                 let (level, end) = target(part[0].end);
-                writer(inner, &mut ws, (kind, level, end))?
-                    .add(
-                        id,
-                        part[0].end,
-                        part[part.len() - 1].end,
-                        part.len() as u32,
-                        &rollup::encode(part),
-                    )
-                    .map_err(|e| e.to_string())?;
+                writer(inner, &mut ws, (kind, level, end))?.add(
+                    id,
+                    part[0].end,
+                    part[part.len() - 1].end,
+                    part.len() as u32,
+                    &rollup::encode(part),
+                )?;
             }
         }
     }
@@ -483,7 +529,7 @@ fn merge_write(
 }
 
 /// Writes the 5-minute and 1-hour rollups of raw blocks (same level and window).
-fn materialize_rollups(inner: &Inner, raw: &[Arc<Block>]) -> Result<(), String> {
+fn materialize_rollups(inner: &Inner, raw: &[Arc<Block>]) -> Result<(), MaintenanceError> {
     let mut ws = Writers::new();
     let ids = series_ids(raw);
     for id in ids {
@@ -510,9 +556,13 @@ fn materialize_rollups(inner: &Inner, raw: &[Arc<Block>]) -> Result<(), String> 
                 let bk = buckets(&samples, rk.resolution_ms().unwrap_or(HOUR));
                 if let (Some(f), Some(l)) = (bk.first(), bk.last()) {
                     let (lo, hi) = (f.end, l.end);
-                    writer(inner, &mut ws, (rk, b.level, end))?
-                        .add(id, lo, hi, bk.len() as u32, &rollup::encode(&bk))
-                        .map_err(|e| e.to_string())?;
+                    writer(inner, &mut ws, (rk, b.level, end))?.add(
+                        id,
+                        lo,
+                        hi,
+                        bk.len() as u32,
+                        &rollup::encode(&bk),
+                    )?;
                 }
             }
         }
@@ -536,10 +586,10 @@ fn series_ids(blocks: &[Arc<Block>]) -> Vec<u32> {
 }
 
 /// Finishes every writer (synced and renamed), returning the opened blocks.
-fn finish(ws: Writers) -> Result<Vec<Arc<Block>>, String> {
+fn finish(ws: Writers) -> Result<Vec<Arc<Block>>, MaintenanceError> {
     let mut made = Vec::new();
     for (_, w) in ws {
-        if let Some(b) = w.finish().map_err(|e| e.to_string())? {
+        if let Some(b) = w.finish()? {
             made.push(Arc::new(b));
         }
     }
@@ -561,7 +611,7 @@ fn groups<T, K: PartialEq>(rows: &[T], key: impl Fn(&T) -> K) -> Vec<(usize, usi
     out
 }
 
-fn retention(inner: &Inner, now: i64) -> Result<(), String> {
+fn retention(inner: &Inner, now: i64) -> Result<(), MaintenanceError> {
     let raw_before = now.saturating_sub(ms(inner.opts.retention));
     let rollup_before = now.saturating_sub(ms(inner.opts.rollup_retention));
     let expired: Vec<Arc<Block>> = snapshot(inner)
@@ -597,7 +647,10 @@ fn retention(inner: &Inner, now: i64) -> Result<(), String> {
         .retain(|b| !expired.iter().any(|x| Arc::ptr_eq(x, b)));
     for b in &expired {
         tracing::info!(block = %b.path.display(), kind = b.kind.name(), max_t = b.max_t, "block expired");
-        std::fs::remove_file(&b.path).map_err(|e| format!("{}: {e}", b.path.display()))?;
+        std::fs::remove_file(&b.path).map_err(|source| BlockError::Io {
+            path: b.path.display().to_string(),
+            source,
+        })?;
         inner
             .counters
             .expired_blocks

@@ -107,6 +107,29 @@ impl Record<'static> {
     }
 }
 
+/// A record, or a batch it carries, that does not decode: counted as corrupt at replay (the
+/// record is skipped), refused at append (nothing is stored).
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The MessagePack does not decode.
+    #[error(transparent)]
+    Codec(#[from] codec::CodecError),
+    /// The points record is damaged.
+    #[error("points record: {0}")]
+    Points(&'static str),
+    /// The points record claims more samples than its bytes can hold.
+    #[error("points record claims {count} samples in {bytes} bytes")]
+    Count {
+        /// Samples claimed.
+        count: u64,
+        /// Bytes present.
+        bytes: usize,
+    },
+    /// A message other than a batch where a batch belongs.
+    #[error("a {0} where a batch belongs")]
+    NotABatch(&'static str),
+}
+
 /// Encodes samples by series id: a varint count, then per sample the zigzag varint
 /// differences of its id and timestamp from the previous sample's, and the value's 8 bytes
 /// (little-endian IEEE 754, NaN payloads such as stale markers kept).
@@ -123,15 +146,15 @@ pub fn encode_points(points: &[(u32, Sample)], out: &mut Vec<u8>) {
 }
 
 /// Decodes [`encode_points`]; damage is an error, never a panic.
-pub fn decode_points(b: &[u8]) -> Result<Vec<(u32, Sample)>, String> {
+pub fn decode_points(b: &[u8]) -> Result<Vec<(u32, Sample)>, RecordError> {
     let mut pos = 0usize;
     let n = get_varint(b, &mut pos)?;
     // Each sample takes at least 10 bytes: a count beyond that is damage, not an allocation.
     if n > (b.len() / 10) as u64 {
-        return Err(format!(
-            "points record claims {n} samples in {} bytes",
-            b.len()
-        ));
+        return Err(RecordError::Count {
+            count: n,
+            bytes: b.len(),
+        });
     }
     let mut out = Vec::with_capacity(n as usize);
     let (mut id, mut t) = (0i64, 0i64);
@@ -140,22 +163,22 @@ pub fn decode_points(b: &[u8]) -> Result<Vec<(u32, Sample)>, String> {
         t = t.wrapping_add(unzigzag(get_varint(b, &mut pos)?));
         let v = b
             .get(pos..pos + 8)
-            .ok_or_else(|| "points record cut short".to_string())?;
+            .ok_or(RecordError::Points("cut short"))?;
         pos += 8;
         let mut a = [0u8; 8];
         a.copy_from_slice(v);
-        let id = u32::try_from(id).map_err(|_| format!("series id {id} out of range"))?;
+        let id = u32::try_from(id).map_err(|_| RecordError::Points("series id out of range"))?;
         out.push((id, Sample(t, f64::from_bits(u64::from_le_bytes(a)))));
     }
     if pos != b.len() {
-        return Err(format!("{} bytes after the points", b.len() - pos));
+        return Err(RecordError::Points("bytes after the points"));
     }
     Ok(out)
 }
 
-/// The chunk codec's varint, its error as text.
-fn get_varint(b: &[u8], pos: &mut usize) -> Result<u64, String> {
-    super::chunk::get_varint(b, pos).map_err(|_| "points record cut short".to_string())
+/// The chunk codec's varint.
+fn get_varint(b: &[u8], pos: &mut usize) -> Result<u64, RecordError> {
+    super::chunk::get_varint(b, pos).map_err(|_| RecordError::Points("cut short"))
 }
 
 /// A series to store: sorted label pairs borrowed from a payload or a record, and samples.
@@ -167,18 +190,18 @@ pub fn prepare<'a>(
     agent: Option<&'a str>,
     wire: Option<&'a [u8]>,
     series: &'a [SeriesSamples],
-) -> Result<(Vec<Prepared<'a>>, Vec<Event>), String> {
+) -> Result<(Vec<Prepared<'a>>, Vec<Event>), RecordError> {
     let mut out: Vec<Prepared<'a>> = Vec::new();
     let mut events = Vec::new();
     if let Some(w) = wire {
-        match codec::decode_borrowed::<ClientMessageRef>(w).map_err(|e| e.to_string())? {
+        match codec::decode_borrowed::<ClientMessageRef>(w)? {
             ClientMessageRef::Batch(b) => {
                 out.extend(b.series.into_iter().map(|s| (s.labels, s.samples)));
                 events = b.events;
             }
-            ClientMessageRef::Hello(_) => return Err("a hello where a batch belongs".into()),
+            ClientMessageRef::Hello(_) => return Err(RecordError::NotABatch("hello")),
             ClientMessageRef::CommandResult(_) => {
-                return Err("a command result where a batch belongs".into());
+                return Err(RecordError::NotABatch("command result"));
             }
         }
     }
@@ -233,7 +256,7 @@ pub struct RecoveryReport {
 pub fn replay_segment(
     path: &Path,
     report: &mut RecoveryReport,
-    mut on_record: impl FnMut(Record<'_>) -> Result<(), String>,
+    mut on_record: impl FnMut(Record<'_>) -> Result<(), RecordError>,
 ) -> std::io::Result<()> {
     let data = fs::read(path)?;
     report.segments += 1;
@@ -242,7 +265,7 @@ pub fn replay_segment(
         match item {
             Item::Frame { at, payload } => {
                 match codec::decode_borrowed::<Record>(payload)
-                    .map_err(|e| e.to_string())
+                    .map_err(RecordError::from)
                     .and_then(&mut on_record)
                 {
                     Ok(()) => report.records += 1,
