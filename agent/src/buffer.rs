@@ -679,6 +679,7 @@ mod tests {
                     samples: vec![Sample(1, i as f64)],
                 })
                 .collect(),
+            logs: Vec::new(),
         }
     }
 

@@ -282,6 +282,7 @@ async fn sink(
                 created_ms: now,
                 series: std::mem::replace(&mut rest, tail),
                 events: events.take().unwrap_or_default(),
+                logs: Vec::new(),
             };
             match buffer.push(batch).await {
                 Ok(_) => notify.notify_one(),

@@ -28,6 +28,7 @@ fn main() {
                 samples: vec![Sample(k as i64, 1.0)],
             })
             .collect(),
+        logs: Vec::new(),
     };
     let n = 300u64;
     let payloads: Vec<Vec<u8>> = (1..=n)

@@ -3,6 +3,7 @@
 //! ([`ApiError`]).
 
 mod alerting;
+mod loki;
 mod params;
 pub use crate::metrics::remote_write;
 
@@ -54,6 +55,10 @@ pub struct ApiState {
     pub alerts: Arc<crate::alerting::service::AlertingService>,
     /// Remediations and runbooks.
     pub remediation: Arc<crate::remediate::driver::Remediator>,
+    /// The log store.
+    pub logs: Arc<dyn crate::logs::store::LogStore>,
+    /// Most bytes of log lines one query may read (`[logs] max_query_bytes`).
+    pub logs_max_query_bytes: u64,
 }
 
 impl ApiState {
@@ -487,6 +492,7 @@ const READ_ONLY_POSTS: &[&str] = &[
     "/api/v1/query_range",
     "/api/v1/series",
     "/api/v1/labels",
+    "/loki/api/v1/series",
 ];
 
 /// Whether a request changes state (and so needs [`authorize`] and [`same_site`]).
@@ -752,7 +758,7 @@ async fn not_found() -> ApiError {
 
 /// The router with every endpoint.
 pub fn router(state: Arc<ApiState>) -> Router {
-    alerting::routes(Router::new())
+    loki::routes(alerting::routes(Router::new()))
         .route("/api/v1/query", get(query).post(query))
         .route("/api/v1/query_range", get(query_range).post(query_range))
         .route("/api/v1/series", get(series).post(series))

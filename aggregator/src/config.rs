@@ -49,6 +49,25 @@ pub struct FileConfig {
     /// Remediation (`[remediation]`).
     #[serde(default)]
     pub remediation: RemediationSection,
+    /// The log store (`[logs]`).
+    #[serde(default)]
+    pub logs: LogsSection,
+}
+
+/// `[logs]`: the log store's retention and query bounds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsSection {
+    /// How long log lines are kept (default `7d`); whole blocks go, oldest first.
+    #[serde(default, deserialize_with = "humantime_duration_opt")]
+    pub retention: Option<Duration>,
+    /// Most bytes the log blocks may take (default `10GiB`); past it the oldest go first.
+    #[serde(default, deserialize_with = "opt_bytes")]
+    pub max_bytes: Option<u64>,
+    /// Most bytes of lines one LogQL query may read (default `1GiB`); past it the query
+    /// fails with 400 and a message, never an out-of-memory.
+    #[serde(default, deserialize_with = "opt_bytes")]
+    pub max_query_bytes: Option<u64>,
 }
 
 /// `[remediation]`: runbooks that ask agents to run their allowlisted actions.
@@ -157,6 +176,10 @@ pub struct Config {
     pub api_token: Option<String>,
     /// Storage engine options.
     pub storage: crate::metrics::tsdb::Options,
+    /// Log store options.
+    pub logs: crate::logs::engine::LogOptions,
+    /// Most bytes of lines one LogQL query may read.
+    pub logs_max_query_bytes: u64,
     /// Rule file patterns (config file's, then `--rules`).
     pub rule_files: Vec<String>,
     /// Default group interval.
@@ -282,6 +305,19 @@ impl Config {
                 ));
             }
         }
+        let ld = crate::logs::engine::LogOptions::default();
+        let logs = crate::logs::engine::LogOptions {
+            retention: file.logs.retention.unwrap_or(ld.retention),
+            max_bytes: file.logs.max_bytes.unwrap_or(ld.max_bytes),
+            ..ld
+        };
+        if logs.retention < Duration::from_secs(3600) {
+            return Err(ConfigError::invalid(
+                where_,
+                "logs.retention",
+                "must be at least 1h",
+            ));
+        }
         if storage.head_samples_per_series == 0 {
             return Err(ConfigError::invalid(
                 where_,
@@ -324,6 +360,8 @@ impl Config {
                 .clone()
                 .unwrap_or_else(|| format!("http://{http_listen}")),
             storage,
+            logs,
+            logs_max_query_bytes: file.logs.max_query_bytes.unwrap_or(1 << 30),
             data_dir: o
                 .data_dir
                 .clone()

@@ -1,8 +1,10 @@
 //! Durability shared by every signal's store: record files framed like wire frames, scanned
 //! with resynchronisation after damage ([`frames`]), and segment files written with group
-//! commit ([`segments`]). The metrics engine's WAL, `series.log`, `events.log` and
+//! commit ([`segments`]), and the record of which agent batches are stored ([`dedup`], so a
+//! replayed batch is acknowledged without being stored twice). The metrics engine's WAL, `series.log`, `events.log` and
 //! `checkpoint` are built on these; the logs and traces stores will be too, instead of copying
 //! them.
 
+pub mod dedup;
 pub mod frames;
 pub mod segments;

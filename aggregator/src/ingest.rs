@@ -72,6 +72,8 @@ impl From<session::SessionError> for SessionError {
 pub struct Ingest {
     /// Where batches go.
     pub storage: Arc<dyn Appender>,
+    /// Where the log lines of batches go.
+    pub logs: Arc<dyn crate::logs::store::LogAppender>,
     /// Agent state.
     pub registry: Arc<Registry>,
     /// Counters.
@@ -311,6 +313,7 @@ impl Ingest {
                 };
                 let job = StoreJob {
                     storage: self.storage.clone(),
+                    logs: self.logs.clone(),
                     registry: self.registry.clone(),
                     metrics: self.metrics.clone(),
                     agent: name.to_string(),
@@ -363,6 +366,7 @@ impl Ingest {
 
 struct StoreJob {
     storage: Arc<dyn Appender>,
+    logs: Arc<dyn crate::logs::store::LogAppender>,
     registry: Arc<Registry>,
     metrics: Arc<SelfMetrics>,
     agent: String,
@@ -371,6 +375,37 @@ struct StoreJob {
 
 impl StoreJob {
     async fn store(self, sequence: u64, payload: Vec<u8>) -> Result<ServerMessage, SessionError> {
+        // Log lines first: the batch is acknowledged only once both stores have it (each
+        // de-duplicates by origin, so a batch replayed after a failure in between is stored
+        // once in each).
+        let logs = match telltale_common::wire::batch_logs(&payload) {
+            Ok(l) => l,
+            Err(e) => {
+                SelfMetrics::inc(&self.metrics.rejected_batches, 1);
+                let reason = format!("undecodable log lines: {e}");
+                tracing::error!(agent = %self.agent, sequence, %reason, "batch rejected");
+                return Ok(ServerMessage::Rejected { sequence, reason });
+            }
+        };
+        if !logs.is_empty() {
+            let req = crate::logs::store::LogAppend {
+                origin: Some(Origin {
+                    agent: self.agent.clone(),
+                    epoch: self.epoch,
+                    sequence,
+                }),
+                streams: logs,
+            };
+            match self.logs.append(req).await {
+                Ok(_) => {}
+                Err(crate::logs::store::LogStoreError::Invalid(reason)) => {
+                    SelfMetrics::inc(&self.metrics.rejected_batches, 1);
+                    tracing::error!(agent = %self.agent, sequence, %reason, "batch rejected");
+                    return Ok(ServerMessage::Rejected { sequence, reason });
+                }
+                Err(e) => return Err(SessionError::Storage(e.to_string())),
+            }
+        }
         let req = AppendRequest {
             origin: Some(Origin {
                 agent: self.agent.clone(),

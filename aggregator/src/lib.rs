@@ -26,6 +26,7 @@ pub mod config;
 pub mod durable;
 pub mod ingest;
 pub mod labels;
+pub mod logs;
 pub mod metrics;
 pub mod reload;
 pub mod remediate;

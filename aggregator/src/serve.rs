@@ -104,6 +104,13 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     );
     let corrupt_records = r.corrupt;
     let storage: Arc<dyn Storage> = Arc::new(store);
+    let (logs_dir, logs_opts) = (cfg.data_dir.join("logs"), cfg.logs.clone());
+    let log_engine = tokio::task::spawn_blocking(move || {
+        crate::logs::engine::LogEngine::open(&logs_dir, logs_opts)
+    })
+    .await
+    .context("log store recovery panicked")??;
+    let logs: Arc<dyn crate::logs::store::LogStore> = Arc::new(log_engine);
     let registry = Arc::new(Registry::default());
     for l in storage.series(
         &[
@@ -167,6 +174,7 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     let ingest = Arc::new(Ingest {
         current: Default::default(),
         storage: storage.clone(),
+        logs: logs.clone(),
         registry: registry.clone(),
         metrics: metrics.clone(),
         max_frame: cfg.max_frame_bytes,
@@ -190,6 +198,8 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
         corrupt_records,
         ready: AtomicBool::new(false),
         api_token: cfg.api_token.clone(),
+        logs,
+        logs_max_query_bytes: cfg.logs_max_query_bytes,
     });
 
     let http = listener.local_addr()?;

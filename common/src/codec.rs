@@ -249,6 +249,7 @@ mod tests {
                 created_ms,
                 series,
                 events,
+                logs: Vec::new(),
             })
     }
 
@@ -325,6 +326,7 @@ mod tests {
                 labels: vec![("check".into(), "web".into())],
                 message: "web is CRITICAL".into(),
             }],
+            logs: Vec::new(),
         };
         let p = encode_payload(&ClientMessage::Batch(b)).unwrap();
         match decode_borrowed::<ClientMessageRef>(&p).unwrap() {

@@ -12,6 +12,10 @@
 //!    parameters, an id and a deadline); agent → [`ClientMessage::CommandResult`] once it ran or
 //!    was refused (kept and resent until aggregator → [`ServerMessage::CommandAck`]).
 //!
+//! Log lines travel in the same batches as samples, in the optional [`Batch::logs`] field (see
+//! [`LogStream`]): the agent puts them in batches of their own, which an aggregator from
+//! before logs acknowledges and ignores.
+//!
 //! The agent's name is never in a message: the aggregator takes it from the client certificate.
 //! Messages are MessagePack maps with named fields (`rmp_serde::to_vec_named`), so a field added
 //! later is ignored by an older peer instead of breaking it.
@@ -155,6 +159,48 @@ pub struct Batch {
     /// on the wire when empty, so batches without events are byte-for-byte what they were.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<Event>,
+    /// Log lines by stream. Absent on the wire when empty (so metric batches are byte for
+    /// byte what they were); an aggregator from before logs ignores the field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<LogStream>,
+}
+
+/// The lines of one log stream in a batch.
+///
+/// On the wire (MessagePack map, named fields): `labels` — an array of `[name, value]` pairs,
+/// the stream's identity (the source's name and its configured and extracted labels; the
+/// aggregator adds `instance` from the agent's certificate, as for series); `entries` — an
+/// array of [`LogEntry`] maps in the order the lines were read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogStream {
+    /// The stream's labels (low cardinality: they name the stream, not the line).
+    pub labels: Vec<(String, String)>,
+    /// Its lines.
+    pub entries: Vec<LogEntry>,
+}
+
+/// One log line.
+///
+/// On the wire: `t_ns` (integer, nanoseconds since the epoch, as Loki counts), `line` (UTF-8
+/// string; invalid bytes were replaced by U+FFFD at the source), and `metadata` (absent when
+/// empty: an array of `[name, value]` pairs of fields parsed from the line that are not
+/// labels — Loki's structured metadata).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// When the line was written (ns since the epoch).
+    pub t_ns: i64,
+    /// The line.
+    pub line: String,
+    /// Parsed fields that are not labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metadata: Vec<(String, String)>,
+}
+
+impl LogStream {
+    /// Bytes of its lines (what rate limits, caps and `bytes_over_time` count).
+    pub fn line_bytes(&self) -> usize {
+        self.entries.iter().map(|e| e.line.len()).sum()
+    }
 }
 
 /// Something that happened on the host at one moment, with words for a person: a health check
@@ -236,4 +282,188 @@ pub enum ClientMessageHead {
 pub struct BatchHead {
     /// See [`Batch::sequence`].
     pub sequence: u64,
+}
+
+/// The `logs` of a `ClientMessage::Batch` payload, found without decoding its series (their
+/// bytes are skipped): what the aggregator's ingest hands to the log store. Empty for any
+/// other message and for batches without logs.
+pub fn batch_logs(payload: &[u8]) -> Result<Vec<LogStream>, crate::codec::CodecError> {
+    let bad = || crate::codec::CodecError::Malformed("not a batch as rmp_serde writes it".into());
+    let mut r = scan::Reader::new(payload);
+    // An externally tagged enum: a map of one entry, the variant's name to its fields.
+    if r.map_len().ok_or_else(bad)? != 1 || r.str().ok_or_else(bad)? != "Batch" {
+        return Ok(Vec::new());
+    }
+    let fields = r.map_len().ok_or_else(bad)?;
+    for _ in 0..fields {
+        let key = r.str().ok_or_else(bad)?;
+        let start = r.pos();
+        r.skip().ok_or_else(bad)?;
+        if key == "logs" {
+            return crate::codec::decode_payload(&payload[start..r.pos()]);
+        }
+    }
+    Ok(Vec::new())
+}
+
+mod scan {
+    //! Just enough of MessagePack to walk a map and skip values.
+
+    pub struct Reader<'a> {
+        b: &'a [u8],
+        pos: usize,
+    }
+
+    impl<'a> Reader<'a> {
+        pub fn new(b: &'a [u8]) -> Self {
+            Reader { b, pos: 0 }
+        }
+
+        pub fn pos(&self) -> usize {
+            self.pos
+        }
+
+        fn byte(&mut self) -> Option<u8> {
+            let v = *self.b.get(self.pos)?;
+            self.pos += 1;
+            Some(v)
+        }
+
+        fn be(&mut self, n: usize) -> Option<usize> {
+            let s = self.b.get(self.pos..self.pos.checked_add(n)?)?;
+            self.pos += n;
+            Some(s.iter().fold(0usize, |a, &x| (a << 8) | usize::from(x)))
+        }
+
+        fn advance(&mut self, n: usize) -> Option<()> {
+            let end = self.pos.checked_add(n)?;
+            (end <= self.b.len()).then(|| self.pos = end)
+        }
+
+        pub fn map_len(&mut self) -> Option<usize> {
+            match self.byte()? {
+                m @ 0x80..=0x8f => Some(usize::from(m & 0x0f)),
+                0xde => self.be(2),
+                0xdf => self.be(4),
+                _ => None,
+            }
+        }
+
+        pub fn str(&mut self) -> Option<&'a str> {
+            let n = match self.byte()? {
+                m @ 0xa0..=0xbf => usize::from(m & 0x1f),
+                0xd9 => self.be(1)?,
+                0xda => self.be(2)?,
+                0xdb => self.be(4)?,
+                _ => return None,
+            };
+            let s = self.b.get(self.pos..self.pos.checked_add(n)?)?;
+            self.pos += n;
+            std::str::from_utf8(s).ok()
+        }
+
+        /// Skips one value (iteratively: nesting depth cannot overflow the stack).
+        pub fn skip(&mut self) -> Option<()> {
+            let mut pending: usize = 1;
+            while pending > 0 {
+                pending -= 1;
+                let m = self.byte()?;
+                let (skip, items) = match m {
+                    0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+                    0x80..=0x8f => (0, 2 * usize::from(m & 0x0f)),
+                    0x90..=0x9f => (0, usize::from(m & 0x0f)),
+                    0xa0..=0xbf => (usize::from(m & 0x1f), 0),
+                    0xc4 | 0xd9 => (self.be(1)?, 0),
+                    0xc5 | 0xda => (self.be(2)?, 0),
+                    0xc6 | 0xdb => (self.be(4)?, 0),
+                    0xc7 => (self.be(1)? + 1, 0),
+                    0xc8 => (self.be(2)? + 1, 0),
+                    0xc9 => (self.be(4)? + 1, 0),
+                    0xca | 0xce | 0xd2 => (4, 0),
+                    0xcb | 0xcf | 0xd3 => (8, 0),
+                    0xcc | 0xd0 => (1, 0),
+                    0xcd | 0xd1 => (2, 0),
+                    0xd4 => (2, 0),
+                    0xd5 => (3, 0),
+                    0xd6 => (5, 0),
+                    0xd7 => (9, 0),
+                    0xd8 => (17, 0),
+                    0xdc => (0, self.be(2)?),
+                    0xdd => (0, self.be(4)?),
+                    0xde => (0, 2 * self.be(2)?),
+                    0xdf => (0, 2 * self.be(4)?),
+                    _ => return None,
+                };
+                self.advance(skip)?;
+                // Each item takes at least a byte: a count beyond the rest is damage.
+                if items > self.b.len() - self.pos {
+                    return None;
+                }
+                pending += items;
+            }
+            Some(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Labels, Sample};
+
+    fn batch(series: usize, logs: Vec<LogStream>) -> Vec<u8> {
+        crate::codec::encode_payload(&ClientMessage::Batch(Batch {
+            sequence: 3,
+            created_ms: 4,
+            series: (0..series)
+                .map(|i| SeriesSamples {
+                    labels: Labels::from_pairs([("__name__", "m"), ("i", &*i.to_string())]),
+                    samples: vec![Sample(1, 2.5), Sample(2, f64::NAN)],
+                })
+                .collect(),
+            events: Vec::new(),
+            logs,
+        }))
+        .expect("encodes")
+    }
+
+    #[test]
+    fn logs_are_found_past_any_series_and_absent_ones_are_empty() {
+        let logs = vec![LogStream {
+            labels: vec![("source".into(), "app".into())],
+            entries: vec![LogEntry {
+                t_ns: 1,
+                line: "hello".into(),
+                metadata: vec![("k".into(), "v".into())],
+            }],
+        }];
+        assert_eq!(batch_logs(&batch(50, logs.clone())).expect("logs"), logs);
+        assert!(batch_logs(&batch(50, Vec::new())).expect("none").is_empty());
+        let hello = crate::codec::encode_payload(&ClientMessage::Hello(Hello {
+            protocol_version: 1,
+            agent_version: "x".into(),
+            epoch: 1,
+            capabilities: Vec::new(),
+            actions: Vec::new(),
+        }))
+        .expect("encodes");
+        assert!(batch_logs(&hello).expect("not a batch").is_empty());
+        // Cut anywhere, or garbage: an error or nothing, never a panic.
+        let full = batch(3, logs);
+        for cut in 0..full.len() {
+            let _ = batch_logs(&full[..cut]);
+        }
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..500 {
+            let junk: Vec<u8> = (0..32)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            let _ = batch_logs(&junk);
+        }
+    }
 }

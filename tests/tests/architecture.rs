@@ -32,7 +32,12 @@ const AGGREGATOR: &[(&str, &[&str])] = &[
         ],
     ),
     ("metrics::remote_write", &["labels"]),
-    ("metrics::storage", &["labels", "metrics::remote_write"]),
+    // Logs: their own store behind their own interface, on the shared durability code.
+    ("logs", &["labels", "durable"]),
+    (
+        "metrics::storage",
+        &["labels", "metrics::remote_write", "durable"],
+    ),
     (
         "metrics::tsdb",
         &[
@@ -64,9 +69,15 @@ const AGGREGATOR: &[(&str, &[&str])] = &[
     ("agents", &[]),
     (
         "ingest",
-        &["agents", "metrics::storage", "remediate", "selfmetrics"],
+        &[
+            "agents",
+            "logs",
+            "metrics::storage",
+            "remediate",
+            "selfmetrics",
+        ],
     ),
-    ("config", &["labels", "metrics::tsdb"]),
+    ("config", &["labels", "logs", "metrics::tsdb"]),
     (
         "reload",
         &["alerting", "config", "remediate", "rules", "selfmetrics"],
@@ -81,6 +92,7 @@ const AGGREGATOR: &[(&str, &[&str])] = &[
             "config",
             "durable",
             "labels",
+            "logs",
             "metrics",
             "metrics::storage",
             "metrics::remote_write",
@@ -121,7 +133,7 @@ const COMMON: &[(&str, &[&str])] = &[
     ("session", &["codec", "model", "wire"]),
     ("store", &["model"]),
     ("tls", &[]),
-    ("wire", &["model"]),
+    ("wire", &["model", "codec"]),
 ];
 
 /// Product lines of a file (numbered from 1): up to its first `#[cfg(test)]`, comment lines

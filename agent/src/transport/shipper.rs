@@ -495,6 +495,7 @@ mod tests {
             created_ms: 0,
             series: Vec::new(),
             events: Vec::new(),
+            logs: Vec::new(),
         }
     }
 

@@ -17,16 +17,7 @@ pub use telltale_common::wire::Event;
 
 pub use crate::labels::{MatchOp, Matcher, label_names_of, label_values_of};
 
-/// Where a batch came from: a repeated origin is stored once.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Origin {
-    /// The agent's name, from its certificate.
-    pub agent: String,
-    /// The agent's buffer epoch (see `Hello::epoch`).
-    pub epoch: u64,
-    /// The batch's sequence number within the epoch.
-    pub sequence: u64,
-}
+pub use crate::durable::dedup::Origin;
 
 /// The samples of an append.
 #[derive(Debug, Clone)]

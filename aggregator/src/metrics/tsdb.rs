@@ -44,7 +44,6 @@ mod cache;
 pub mod check;
 pub mod chunk;
 mod compact;
-mod dedup;
 pub use crate::durable::frames as files;
 pub mod head;
 mod query;
@@ -63,6 +62,7 @@ use telltale_common::model::{Labels, Sample, SeriesSamples, is_stale_marker};
 use telltale_common::wire::Event;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::durable::dedup::{self, Dedup};
 use crate::metrics::remote_write;
 use crate::metrics::storage::stamp_agent_labels;
 use crate::metrics::storage::{
@@ -71,7 +71,6 @@ use crate::metrics::storage::{
 };
 use append::run_writer;
 use block::{Block, Kind};
-use dedup::Dedup;
 use head::{AppendLimits, Head, NO_OWNER, hash_labels};
 pub use wal::RecoveryReport;
 use wal::{Record, Writer, prepare, stamp_events};

@@ -259,6 +259,7 @@ mod tests {
             created_ms: -5,
             series,
             events,
+            logs: Vec::new(),
         }))
         .unwrap()
     }

@@ -63,6 +63,7 @@ fn agent_req(agent: &str, seq: u64, t: i64, names: &[String]) -> AppendRequest {
             ],
             message: format!("batch {seq}"),
         }],
+        logs: Vec::new(),
     }))
     .unwrap();
     AppendRequest {
@@ -1041,6 +1042,7 @@ fn agent_label_bytes_are_cached_per_agent() {
                 },
             ],
             events: Vec::new(),
+            logs: Vec::new(),
         }))
         .unwrap();
         AppendRequest {

@@ -193,6 +193,7 @@ impl Template {
                     samples: vec![Sample(t0(), j as f64 * 1.5)],
                 })
                 .collect(),
+            logs: Vec::new(),
         };
         let payload = codec::encode_payload(&ClientMessage::Batch(b))?;
         let ts = offsets(&payload, t0() as u64);

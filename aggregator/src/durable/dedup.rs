@@ -6,6 +6,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+/// Where a batch came from: a repeated origin is stored once (by every signal's store).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// The agent's name, from its certificate.
+    pub agent: String,
+    /// The agent's buffer epoch (see `Hello::epoch`).
+    pub epoch: u64,
+    /// The batch's sequence number within the epoch.
+    pub sequence: u64,
+}
+
 /// A set of `u64` kept as disjoint inclusive ranges.
 #[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RangeSet {

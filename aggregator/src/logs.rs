@@ -1,0 +1,14 @@
+//! The room of the logs signal: log lines by stream, stored with the same durability contract
+//! as samples and queried with LogQL through the Loki HTTP API.
+//!
+//! - [`store`]: the interface by role ([`store::LogAppender`], [`store::LogQuerier`]);
+//! - [`engine`]: the engine behind it (WAL on [`crate::durable`], head, blocks, retention);
+//! - [`block`]: the block format (zstd chunks by stream, trigram filters);
+//! - [`logql`]: LogQL — the parser and the evaluator, over the interface only;
+//! - [`push`]: Loki's push format (JSON and protobuf + snappy) decoded into streams.
+
+pub mod block;
+pub mod engine;
+pub mod logql;
+pub mod push;
+pub mod store;

@@ -1,0 +1,444 @@
+//! Log blocks: immutable files holding the lines of a time span, by stream, in compressed
+//! chunks, with an index that lets a query skip what it cannot need.
+//!
+//! ```text
+//! "TTLB" 1                       magic, format version
+//! chunk*                         zstd frames (see below), back to back
+//! index                          MessagePack [`BlockIndex`]
+//! u32 index length, u32 CRC-32 of the index, "TTLB"
+//! ```
+//!
+//! A chunk holds up to about [`CHUNK_RAW_BYTES`] of one stream's lines, oldest first, in
+//! columns before compression (columns compress better than rows: the timestamps are nearly
+//! regular, the lines alike): a varint count `n`; `n` zigzag-varint timestamp deltas (ns);
+//! `n` varint line lengths; the lines' bytes; then, only if a line has structured metadata,
+//! its MessagePack (`n` arrays of pairs). Each chunk's index entry carries its time range,
+//! line count, raw size, and a trigram filter: one bit per hashed trigram of its lines, so a
+//! needle (`|= "..."`) whose trigrams are not all set cannot be in the chunk, which is then
+//! not decompressed.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use telltale_common::wire::LogEntry;
+
+const MAGIC: &[u8; 4] = b"TTLB";
+const VERSION: u8 = 1;
+/// Raw bytes of lines per chunk (before compression).
+pub const CHUNK_RAW_BYTES: usize = 1 << 20;
+/// zstd level 3, the library's default. Not yet measured against other levels on a real log
+/// mix: that is the logs benchmark's job (see the README's logs section).
+const ZSTD_LEVEL: i32 = 3;
+
+/// A stream's labels (sorted by name) and its lines (sorted by time), as a block takes them.
+pub type StreamLines<'a> = (Vec<(String, String)>, &'a [LogEntry]);
+
+/// A block's index.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlockIndex {
+    /// Earliest line (ns).
+    pub min_t: i64,
+    /// Latest line (ns).
+    pub max_t: i64,
+    /// Its streams.
+    pub streams: Vec<StreamIndex>,
+}
+
+/// One stream in a block.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StreamIndex {
+    /// The stream's labels, sorted by name.
+    pub labels: Vec<(String, String)>,
+    /// Its chunks, oldest first.
+    pub chunks: Vec<ChunkIndex>,
+}
+
+/// One chunk in a block.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChunkIndex {
+    /// Offset of its zstd frame in the file.
+    pub offset: u64,
+    /// Compressed length.
+    pub len: u32,
+    /// Earliest line (ns).
+    pub min_t: i64,
+    /// Latest line (ns).
+    pub max_t: i64,
+    /// Lines.
+    pub lines: u32,
+    /// Bytes of its lines.
+    pub line_bytes: u64,
+    /// The trigram filter (a power-of-two number of bytes).
+    #[serde(with = "serde_bytes")]
+    pub trigrams: Vec<u8>,
+}
+
+/// Why a block cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    /// Reading or writing failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file is not a well-formed block.
+    #[error("{path}: corrupt log block: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BlockError + '_ {
+    move |source| BlockError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn corrupt(path: &Path, reason: impl Into<String>) -> BlockError {
+    BlockError::Corrupt {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(b: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*pos)?;
+        *pos += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+fn hash3(a: u8, b: u8, c: u8) -> u32 {
+    // FNV-1a over three bytes: cheap, and spreads trigrams well enough for a one-hash filter.
+    let mut h: u32 = 0x811c_9dc5;
+    for x in [a, b, c] {
+        h ^= u32::from(x);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+/// The trigram filter of some lines: `bytes` long (a power of two).
+pub fn trigram_filter<'a>(lines: impl Iterator<Item = &'a str>, bytes: usize) -> Vec<u8> {
+    let mut f = vec![0u8; bytes];
+    let mask = (bytes * 8 - 1) as u32;
+    for l in lines {
+        for w in l.as_bytes().windows(3) {
+            let bit = hash3(w[0], w[1], w[2]) & mask;
+            f[(bit / 8) as usize] |= 1 << (bit % 8);
+        }
+    }
+    f
+}
+
+/// Whether `needle` may occur in lines whose filter is `f` (`true` when it cannot tell).
+pub fn may_contain(f: &[u8], needle: &str) -> bool {
+    if f.is_empty() || needle.len() < 3 || !f.len().is_power_of_two() {
+        return true;
+    }
+    let mask = (f.len() * 8 - 1) as u32;
+    needle.as_bytes().windows(3).all(|w| {
+        let bit = hash3(w[0], w[1], w[2]) & mask;
+        f[(bit / 8) as usize] & (1 << (bit % 8)) != 0
+    })
+}
+
+/// Filter size for a chunk of `raw` bytes: one bit per two bytes of text, between 512 bytes
+/// and 16 KiB. (Sizing reasoning, to be checked by the logs benchmark: a 1 MiB chunk of
+/// repetitive log text holds some tens of thousands of distinct trigrams, which fill a
+/// 16 KiB filter to a quarter or so; a 12-byte needle's ten trigrams then all pass a chunk
+/// without it with a probability around 0.25^10.)
+fn filter_bytes(raw: usize) -> usize {
+    (raw / 16).next_power_of_two().clamp(512, 16 * 1024)
+}
+
+/// Encodes a chunk's raw columns.
+fn encode_chunk(entries: &[LogEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.iter().map(|e| e.line.len() + 4).sum::<usize>() + 16);
+    put_varint(&mut out, entries.len() as u64);
+    let mut prev = 0i64;
+    for e in entries {
+        let d = e.t_ns.wrapping_sub(prev);
+        put_varint(&mut out, ((d << 1) ^ (d >> 63)) as u64);
+        prev = e.t_ns;
+    }
+    for e in entries {
+        put_varint(&mut out, e.line.len() as u64);
+    }
+    for e in entries {
+        out.extend_from_slice(e.line.as_bytes());
+    }
+    if entries.iter().any(|e| !e.metadata.is_empty()) {
+        let md: Vec<&Vec<(String, String)>> = entries.iter().map(|e| &e.metadata).collect();
+        // Pairs of strings always encode.
+        if let Ok(b) = rmp_serde::to_vec(&md) {
+            out.extend_from_slice(&b);
+        }
+    }
+    out
+}
+
+/// Decodes [`encode_chunk`]; damage is `None`, never a panic.
+fn decode_chunk(b: &[u8]) -> Option<Vec<LogEntry>> {
+    let mut pos = 0;
+    let n = usize::try_from(get_varint(b, &mut pos)?).ok()?;
+    if n > b.len() {
+        return None;
+    }
+    let mut ts = Vec::with_capacity(n);
+    let mut t = 0i64;
+    for _ in 0..n {
+        let z = get_varint(b, &mut pos)?;
+        t = t.wrapping_add(((z >> 1) as i64) ^ -((z & 1) as i64));
+        ts.push(t);
+    }
+    let mut lens = Vec::with_capacity(n);
+    for _ in 0..n {
+        lens.push(usize::try_from(get_varint(b, &mut pos)?).ok()?);
+    }
+    let mut out = Vec::with_capacity(n);
+    for (t, len) in ts.into_iter().zip(lens) {
+        let raw = b.get(pos..pos.checked_add(len)?)?;
+        pos += len;
+        out.push(LogEntry {
+            t_ns: t,
+            line: String::from_utf8_lossy(raw).into_owned(),
+            metadata: Vec::new(),
+        });
+    }
+    if pos < b.len() {
+        let md: Vec<Vec<(String, String)>> = rmp_serde::from_slice(&b[pos..]).ok()?;
+        if md.len() != out.len() {
+            return None;
+        }
+        for (e, m) in out.iter_mut().zip(md) {
+            e.metadata = m;
+        }
+    }
+    Some(out)
+}
+
+/// Writes a block of `streams` (each one's lines sorted by time) to `path` (through a
+/// temporary file, synced, renamed). Returns its index and size.
+pub fn write(path: &Path, streams: &[StreamLines<'_>]) -> Result<(BlockIndex, u64), BlockError> {
+    let tmp = path.with_extension("tmp");
+    let mut buf: Vec<u8> = Vec::new();
+    buf.extend_from_slice(MAGIC);
+    buf.push(VERSION);
+    let mut index = BlockIndex {
+        min_t: i64::MAX,
+        max_t: i64::MIN,
+        streams: Vec::new(),
+    };
+    for (labels, entries) in streams {
+        let mut si = StreamIndex {
+            labels: labels.clone(),
+            chunks: Vec::new(),
+        };
+        let mut start = 0;
+        while start < entries.len() {
+            let mut end = start;
+            let mut raw = 0usize;
+            while end < entries.len() && (end == start || raw < CHUNK_RAW_BYTES) {
+                raw += entries[end].line.len();
+                end += 1;
+            }
+            let part = &entries[start..end];
+            let packed = zstd::bulk::compress(&encode_chunk(part), ZSTD_LEVEL).map_err(io(path))?;
+            let (min_t, max_t) = part.iter().fold((i64::MAX, i64::MIN), |(a, b), e| {
+                (a.min(e.t_ns), b.max(e.t_ns))
+            });
+            index.min_t = index.min_t.min(min_t);
+            index.max_t = index.max_t.max(max_t);
+            si.chunks.push(ChunkIndex {
+                offset: buf.len() as u64,
+                len: packed.len() as u32,
+                min_t,
+                max_t,
+                lines: part.len() as u32,
+                line_bytes: raw as u64,
+                trigrams: trigram_filter(part.iter().map(|e| e.line.as_str()), filter_bytes(raw)),
+            });
+            buf.extend_from_slice(&packed);
+            start = end;
+        }
+        index.streams.push(si);
+    }
+    let idx = rmp_serde::to_vec(&index).map_err(|e| corrupt(path, e.to_string()))?;
+    buf.extend_from_slice(&idx);
+    buf.extend_from_slice(&(idx.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&crc32fast::hash(&idx).to_le_bytes());
+    buf.extend_from_slice(MAGIC);
+    let mut f = File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(&buf).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))?;
+    }
+    Ok((index, buf.len() as u64))
+}
+
+/// An open block: its index in memory, chunks read on demand.
+#[derive(Debug)]
+pub struct Block {
+    /// The file.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Its index.
+    pub index: BlockIndex,
+    file: File,
+}
+
+impl Block {
+    /// Opens a block and checks its index.
+    pub fn open(path: &Path) -> Result<Block, BlockError> {
+        let file = File::open(path).map_err(io(path))?;
+        let bytes = file.metadata().map_err(io(path))?.len();
+        if bytes < 17 {
+            return Err(corrupt(path, "too short"));
+        }
+        let mut tail = [0u8; 12];
+        file.read_exact_at(&mut tail, bytes - 12)
+            .map_err(io(path))?;
+        let mut head = [0u8; 5];
+        file.read_exact_at(&mut head, 0).map_err(io(path))?;
+        if &tail[8..] != MAGIC || &head[..4] != MAGIC {
+            return Err(corrupt(path, "bad magic"));
+        }
+        if head[4] != VERSION {
+            return Err(corrupt(path, format!("unknown version {}", head[4])));
+        }
+        let len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+        let crc = u32::from_le_bytes([tail[4], tail[5], tail[6], tail[7]]);
+        if len + 17 > bytes {
+            return Err(corrupt(path, "index length beyond the file"));
+        }
+        let mut idx = vec![0u8; len as usize];
+        file.read_exact_at(&mut idx, bytes - 12 - len)
+            .map_err(io(path))?;
+        if crc32fast::hash(&idx) != crc {
+            return Err(corrupt(path, "index checksum mismatch"));
+        }
+        let index: BlockIndex =
+            rmp_serde::from_slice(&idx).map_err(|e| corrupt(path, e.to_string()))?;
+        for s in &index.streams {
+            for c in &s.chunks {
+                if c.offset + u64::from(c.len) > bytes - 12 - len {
+                    return Err(corrupt(path, "chunk beyond the data"));
+                }
+            }
+        }
+        Ok(Block {
+            path: path.to_path_buf(),
+            bytes,
+            index,
+            file,
+        })
+    }
+
+    /// Reads and decompresses a chunk.
+    pub fn read_chunk(&self, c: &ChunkIndex) -> Result<Vec<LogEntry>, BlockError> {
+        let mut packed = vec![0u8; c.len as usize];
+        self.file
+            .read_exact_at(&mut packed, c.offset)
+            .map_err(io(&self.path))?;
+        // The raw size is bounded by the lines' bytes plus their framing.
+        let cap = c.line_bytes as usize + 20 * c.lines as usize + 64 + (1 << 16);
+        let raw = zstd::bulk::decompress(&packed, cap)
+            .map_err(|e| corrupt(&self.path, format!("chunk at {}: {e}", c.offset)))?;
+        decode_chunk(&raw)
+            .ok_or_else(|| corrupt(&self.path, format!("chunk at {} does not decode", c.offset)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(t: i64, line: &str) -> LogEntry {
+        LogEntry {
+            t_ns: t,
+            line: line.into(),
+            metadata: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn blocks_round_trip_and_filters_skip_what_is_absent() {
+        let d = tempfile::tempdir().expect("dir");
+        let path = d.path().join("1.lblk");
+        let mut a: Vec<LogEntry> = (0..5000)
+            .map(|i| e(1_000 + i * 7, &format!("GET /api/{i} 200 trace=abc{i:05}")))
+            .collect();
+        a[3].metadata = vec![("trace_id".into(), "x".into())];
+        let b = vec![e(5, "only line"), e(9, "naïve ünïcode")];
+        let labels_a = vec![("source".to_string(), "app".to_string())];
+        let labels_b = vec![("source".to_string(), "sys".to_string())];
+        let (idx, size) =
+            write(&path, &[(labels_a.clone(), &a), (labels_b.clone(), &b)]).expect("write");
+        assert_eq!((idx.min_t, idx.max_t), (5, 1_000 + 4999 * 7));
+        let blk = Block::open(&path).expect("open");
+        assert_eq!(blk.bytes, size);
+        let mut back = Vec::new();
+        for c in &blk.index.streams[0].chunks {
+            back.extend(blk.read_chunk(c).expect("chunk"));
+        }
+        assert_eq!(back, a);
+        let c = &blk.index.streams[1].chunks[0];
+        assert_eq!(blk.read_chunk(c).expect("chunk"), b);
+        let f = &blk.index.streams[0].chunks[0].trigrams;
+        assert!(may_contain(f, "trace=abc00042"));
+        assert!(!may_contain(f, "a needle that is not there at all"));
+    }
+
+    #[test]
+    fn damage_is_an_error_not_a_panic() {
+        let d = tempfile::tempdir().expect("dir");
+        let path = d.path().join("1.lblk");
+        let a: Vec<LogEntry> = (0..100).map(|i| e(i, "some line")).collect();
+        write(&path, &[(vec![], &a)]).expect("write");
+        let good = std::fs::read(&path).expect("read");
+        for cut in [0, 3, 10, good.len() / 2, good.len() - 1] {
+            std::fs::write(&path, &good[..cut]).expect("write");
+            assert!(Block::open(&path).is_err(), "cut at {cut}");
+        }
+        let mut bad = good.clone();
+        bad[8] ^= 0xff; // inside the chunk
+        std::fs::write(&path, &bad).expect("write");
+        let blk = Block::open(&path).expect("the index is intact");
+        assert!(blk.read_chunk(&blk.index.streams[0].chunks[0]).is_err());
+        for _ in 0..200 {
+            let n: Vec<u8> = (0..64).map(|_| rand::random::<u8>()).collect();
+            let _ = decode_chunk(&n);
+        }
+    }
+}

@@ -1,0 +1,696 @@
+//! The log engine behind [`super::store`]: the same durability contract as the metrics
+//! engine, on the same shared code ([`crate::durable`]).
+//!
+//! ```text
+//! DATA_DIR/logs/wal/NNNNNNNNNNNNNNNNNNNN.seg   appends, framed, group-committed (fdatasync)
+//! DATA_DIR/logs/blocks/NNNNNNNN.lblk           immutable blocks (layout in block.rs)
+//! DATA_DIR/logs/checkpoint                     WAL segment the blocks cover + stored batches
+//! DATA_DIR/logs/quarantine/                    blocks that did not open
+//! ```
+//!
+//! One writer thread takes appends in groups: it refuses replays of agent batches already
+//! stored, writes the group to the WAL and syncs it, applies it to the in-memory head, then
+//! answers — so an acknowledged line is on disk. When the head holds `head_max_bytes` of
+//! lines or is `head_max_age` old, the writer cuts it into a block (synced and renamed), rolls
+//! the WAL, writes the checkpoint and deletes the segments the block covers. Start-up loads
+//! the blocks (a damaged one is quarantined and counted), then replays the WAL from the
+//! checkpoint (a damaged record is skipped and counted, a torn tail cut off): it never blocks
+//! on damage. A maintenance thread deletes blocks past `retention`, then the oldest while the
+//! blocks take more than `max_bytes`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc as smpsc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use telltale_common::codec;
+use telltale_common::model::{Labels, valid_label_name};
+use telltale_common::wire::{LogEntry, LogStream};
+use tokio::sync::oneshot;
+
+use super::block::{self, Block};
+use super::store::{
+    BoxFuture, LogAppend, LogAppender, LogOutcome, LogQuerier, LogStoreError, Selected, Selection,
+};
+use crate::durable::dedup::{Dedup, RangeSet};
+use crate::durable::frames::{self, Item, Scanner};
+use crate::durable::segments::{self, Writer};
+use crate::labels::Matcher;
+
+/// Largest WAL record read back (a record is one append; agents' frames are capped lower).
+const MAX_RECORD: u32 = 256 << 20;
+
+/// Settings (`[logs]` in aggregator.toml).
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// Lines older than this are deleted (whole blocks).
+    pub retention: Duration,
+    /// The blocks' total size is kept under this (oldest blocks deleted first).
+    pub max_bytes: u64,
+    /// The head is cut into a block once its lines take this many bytes.
+    pub head_max_bytes: u64,
+    /// ... or once its oldest line arrived this long ago.
+    pub head_max_age: Duration,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            retention: Duration::from_secs(7 * 86_400),
+            max_bytes: 10 << 30,
+            head_max_bytes: 64 << 20,
+            head_max_age: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// The engine's counters (`telltale_aggregator_logs_*`).
+#[derive(Debug, Default)]
+pub struct LogCounters {
+    /// Lines stored.
+    pub lines: AtomicU64,
+    /// Bytes of lines stored.
+    pub bytes: AtomicU64,
+    /// Appends answered as duplicates.
+    pub duplicates: AtomicU64,
+    /// WAL records skipped as damaged at start-up.
+    pub corrupt_records: AtomicU64,
+    /// Blocks moved to quarantine at start-up.
+    pub quarantined_blocks: AtomicU64,
+    /// Blocks written.
+    pub blocks_written: AtomicU64,
+    /// Blocks deleted by retention.
+    pub expired_blocks: AtomicU64,
+    /// Failed WAL or block writes.
+    pub write_errors: AtomicU64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct WalRecord {
+    agent: Option<String>,
+    epoch: u64,
+    sequence: u64,
+    streams: Vec<LogStream>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Checkpoint {
+    wal_segment: u64,
+    dedup: Vec<(String, u64, RangeSet)>,
+}
+
+#[derive(Default)]
+struct Head {
+    index: HashMap<Labels, usize>,
+    streams: Vec<(Labels, Vec<LogEntry>)>,
+    bytes: u64,
+    since: Option<Instant>,
+}
+
+impl Head {
+    fn apply(&mut self, streams: Vec<LogStream>) -> (usize, u64) {
+        let (mut lines, mut bytes) = (0, 0u64);
+        for s in streams {
+            let labels = Labels::from_pairs(s.labels);
+            let i = match self.index.get(&labels) {
+                Some(&i) => i,
+                None => {
+                    self.streams.push((labels.clone(), Vec::new()));
+                    self.index.insert(labels, self.streams.len() - 1);
+                    self.streams.len() - 1
+                }
+            };
+            lines += s.entries.len();
+            bytes += s.entries.iter().map(|e| e.line.len() as u64).sum::<u64>();
+            self.streams[i].1.extend(s.entries);
+        }
+        if lines > 0 && self.since.is_none() {
+            self.since = Some(Instant::now());
+        }
+        self.bytes += bytes;
+        (lines, bytes)
+    }
+}
+
+struct Inner {
+    dir: PathBuf,
+    opts: LogOptions,
+    head: RwLock<Head>,
+    blocks: RwLock<Vec<Arc<Block>>>,
+    dedup: Mutex<Dedup>,
+    next_block: AtomicU64,
+    counters: LogCounters,
+}
+
+enum Job {
+    Append {
+        record: WalRecord,
+        done: oneshot::Sender<Result<LogOutcome, LogStoreError>>,
+    },
+    Cut {
+        done: oneshot::Sender<Result<(), LogStoreError>>,
+    },
+}
+
+/// The engine.
+pub struct LogEngine {
+    inner: Arc<Inner>,
+    tx: Mutex<smpsc::Sender<Job>>,
+}
+
+fn open_err(dir: &Path) -> impl FnOnce(std::io::Error) -> LogStoreError + '_ {
+    move |source| LogStoreError::Open {
+        dir: dir.display().to_string(),
+        source,
+    }
+}
+
+impl LogEngine {
+    /// Opens (or creates) the store in `dir` and starts its writer and maintenance threads.
+    pub fn open(dir: &Path, opts: LogOptions) -> Result<LogEngine, LogStoreError> {
+        let (blocks_dir, wal_dir) = (dir.join("blocks"), dir.join("wal"));
+        for d in [&blocks_dir, &wal_dir] {
+            std::fs::create_dir_all(d).map_err(open_err(d))?;
+        }
+        let counters = LogCounters::default();
+        let mut blocks = Vec::new();
+        let mut next_block = 1u64;
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&blocks_dir)
+            .map_err(open_err(&blocks_dir))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        names.sort();
+        for p in names {
+            match p.extension().and_then(|x| x.to_str()) {
+                Some("lblk") => {}
+                // A block whose write was interrupted.
+                Some("tmp") => {
+                    let _ = std::fs::remove_file(&p);
+                    continue;
+                }
+                _ => continue,
+            }
+            if let Some(n) = p
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                next_block = next_block.max(n + 1);
+            }
+            match Block::open(&p) {
+                Ok(b) => blocks.push(Arc::new(b)),
+                Err(e) => {
+                    tracing::error!(error = %e, "log block does not open: moved to quarantine");
+                    counters.quarantined_blocks.fetch_add(1, Ordering::Relaxed);
+                    let q = dir.join("quarantine");
+                    let _ = std::fs::create_dir_all(&q);
+                    if let Some(name) = p.file_name() {
+                        let _ = std::fs::rename(&p, q.join(name));
+                    }
+                }
+            }
+        }
+        let cp: Checkpoint = frames::read_frames(&dir.join("checkpoint"))
+            .map_err(open_err(dir))?
+            .payloads
+            .last()
+            .and_then(|p| codec::decode_payload(p).ok())
+            .unwrap_or_default();
+        let mut dedup = Dedup::from_list(cp.dedup);
+        let mut head = Head::default();
+        let segs = segments::list_segments(&wal_dir).map_err(open_err(&wal_dir))?;
+        let mut last_seg = cp.wal_segment;
+        for (n, path) in &segs {
+            last_seg = last_seg.max(*n);
+            if *n < cp.wal_segment {
+                let _ = std::fs::remove_file(path);
+                continue;
+            }
+            let data = std::fs::read(path).map_err(open_err(path))?;
+            let mut scan = Scanner::new(&data, MAX_RECORD);
+            for item in scan.by_ref() {
+                match item {
+                    Item::Frame { at, payload } => {
+                        match codec::decode_payload::<WalRecord>(payload) {
+                            Ok(r) => {
+                                if let Some(a) = &r.agent {
+                                    dedup.mark(a, r.epoch, r.sequence);
+                                }
+                                let (lines, bytes) = head.apply(r.streams);
+                                counters.lines.fetch_add(lines as u64, Ordering::Relaxed);
+                                counters.bytes.fetch_add(bytes, Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                tracing::error!(segment = %path.display(), offset = at, error = %e, "undecodable log record skipped");
+                                counters.corrupt_records.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    Item::Damaged { at, len } => {
+                        tracing::error!(segment = %path.display(), offset = at, bytes = len, "damaged log record skipped");
+                        counters.corrupt_records.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            let torn = scan.torn();
+            if torn > 0 {
+                tracing::warn!(segment = %path.display(), bytes = torn, "torn tail of the log WAL cut off");
+                segments::truncate(path, (data.len() - torn) as u64).map_err(open_err(path))?;
+            }
+        }
+        // Appends go to a new segment: replayed ones are never written into again.
+        let writer = Writer::create(wal_dir.clone(), last_seg + 1).map_err(open_err(&wal_dir))?;
+        let inner = Arc::new(Inner {
+            dir: dir.to_path_buf(),
+            opts,
+            head: RwLock::new(head),
+            blocks: RwLock::new(blocks),
+            dedup: Mutex::new(dedup),
+            next_block: AtomicU64::new(next_block),
+            counters,
+        });
+        let (tx, rx) = smpsc::channel();
+        let w = inner.clone();
+        std::thread::Builder::new()
+            .name("telltale-logs-writer".into())
+            .spawn(move || writer_loop(&w, writer, rx))
+            .map_err(open_err(dir))?;
+        let m = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("telltale-logs-retention".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_secs(30));
+                    let Some(inner) = m.upgrade() else { break };
+                    retention(&inner, telltale_common::model::now_ms() * 1_000_000);
+                }
+            })
+            .map_err(open_err(dir))?;
+        Ok(LogEngine {
+            inner,
+            tx: Mutex::new(tx),
+        })
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &LogCounters {
+        &self.inner.counters
+    }
+
+    /// Lines and bytes in the head, blocks and their bytes.
+    pub fn stats(&self) -> (u64, usize, u64) {
+        let head = self
+            .inner
+            .head
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .bytes;
+        let blocks = self.inner.blocks.read().unwrap_or_else(|e| e.into_inner());
+        (head, blocks.len(), blocks.iter().map(|b| b.bytes).sum())
+    }
+
+    /// Cuts the head into a block now (the admin flush, tests and benchmarks).
+    pub async fn flush(&self) -> Result<(), LogStoreError> {
+        let (done, rx) = oneshot::channel();
+        self.send(Job::Cut { done })?;
+        rx.await.map_err(|_| LogStoreError::Closed)?
+    }
+
+    /// Applies retention as of `now_ns` (tests move time; the thread uses the clock).
+    pub fn apply_retention(&self, now_ns: i64) {
+        retention(&self.inner, now_ns);
+    }
+
+    fn send(&self, job: Job) -> Result<(), LogStoreError> {
+        self.tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(job)
+            .map_err(|_| LogStoreError::Closed)
+    }
+}
+
+/// Checks and stamps an append's streams: `instance` is the agent for agent batches; label
+/// names must be valid; labels are sorted, empty values dropped; a stream without lines is
+/// dropped.
+fn prepare(req: LogAppend) -> Result<WalRecord, LogStoreError> {
+    let agent = req.origin.as_ref().map(|o| o.agent.clone());
+    let mut streams = Vec::with_capacity(req.streams.len());
+    for mut s in req.streams {
+        if s.entries.is_empty() {
+            continue;
+        }
+        if let Some(bad) = s.labels.iter().find(|(k, _)| !valid_label_name(k)) {
+            return Err(LogStoreError::Invalid(format!(
+                "invalid label name {:?} in a log stream",
+                bad.0
+            )));
+        }
+        if let Some(a) = &agent {
+            s.labels.retain(|(k, _)| k != "instance");
+            s.labels.push(("instance".into(), a.clone()));
+        }
+        s.labels.retain(|(_, v)| !v.is_empty());
+        s.labels.sort();
+        s.labels.dedup_by(|a, b| a.0 == b.0);
+        streams.push(s);
+    }
+    let (epoch, sequence) = req.origin.map(|o| (o.epoch, o.sequence)).unwrap_or((0, 0));
+    Ok(WalRecord {
+        agent,
+        epoch,
+        sequence,
+        streams,
+    })
+}
+
+impl LogAppender for LogEngine {
+    fn append(&self, req: LogAppend) -> BoxFuture<'_, Result<LogOutcome, LogStoreError>> {
+        Box::pin(async move {
+            let record = prepare(req)?;
+            let (done, rx) = oneshot::channel();
+            self.send(Job::Append { record, done })?;
+            rx.await.map_err(|_| LogStoreError::Closed)?
+        })
+    }
+}
+
+fn writer_loop(inner: &Inner, mut w: Writer, rx: smpsc::Receiver<Job>) {
+    loop {
+        let first = match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(j) => Some(j),
+            Err(smpsc::RecvTimeoutError::Timeout) => None,
+            Err(smpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        let mut jobs: Vec<Job> = first.into_iter().collect();
+        while jobs.len() < 512 {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut cuts = Vec::new();
+        let mut group: Vec<(
+            WalRecord,
+            oneshot::Sender<Result<LogOutcome, LogStoreError>>,
+        )> = Vec::new();
+        let mut buf = Vec::new();
+        {
+            let dedup = inner.dedup.lock().unwrap_or_else(|e| e.into_inner());
+            for j in jobs {
+                match j {
+                    Job::Cut { done } => cuts.push(done),
+                    Job::Append { record, done } => {
+                        let replay = record.agent.as_ref().is_some_and(|a| {
+                            dedup.contains(a, record.epoch, record.sequence)
+                                || group.iter().any(|(r, _)| {
+                                    r.agent.as_deref() == Some(a.as_str())
+                                        && (r.epoch, r.sequence) == (record.epoch, record.sequence)
+                                })
+                        });
+                        if replay {
+                            inner.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                            let _ = done.send(Ok(LogOutcome::Duplicate));
+                            continue;
+                        }
+                        match codec::encode_payload(&record) {
+                            Ok(p) => {
+                                codec::frame_into(&p, &mut buf);
+                                group.push((record, done));
+                            }
+                            Err(e) => {
+                                let _ = done.send(Err(LogStoreError::Invalid(e.to_string())));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if !group.is_empty() {
+            match w.write_group(&buf) {
+                Ok(()) => {
+                    let mut head = inner.head.write().unwrap_or_else(|e| e.into_inner());
+                    let mut dedup = inner.dedup.lock().unwrap_or_else(|e| e.into_inner());
+                    for (r, done) in group {
+                        if let Some(a) = &r.agent {
+                            dedup.mark(a, r.epoch, r.sequence);
+                        }
+                        let (lines, bytes) = head.apply(r.streams);
+                        inner
+                            .counters
+                            .lines
+                            .fetch_add(lines as u64, Ordering::Relaxed);
+                        inner.counters.bytes.fetch_add(bytes, Ordering::Relaxed);
+                        let _ = done.send(Ok(LogOutcome::Stored { lines }));
+                    }
+                }
+                Err(e) => {
+                    inner.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, "log WAL write failed: the appends are refused");
+                    for (_, done) in group {
+                        let _ = done.send(Err(LogStoreError::Write(std::io::Error::new(
+                            e.kind(),
+                            e.to_string(),
+                        ))));
+                    }
+                }
+            }
+        }
+        let due = {
+            let h = inner.head.read().unwrap_or_else(|e| e.into_inner());
+            h.bytes >= inner.opts.head_max_bytes
+                || h.since
+                    .is_some_and(|s| s.elapsed() >= inner.opts.head_max_age)
+        };
+        if due || !cuts.is_empty() {
+            let r = cut(inner, &mut w);
+            if let Err(e) = &r {
+                inner.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "cutting the log head into a block failed: it stays in memory and in the WAL; retrying");
+            }
+            for done in cuts {
+                let _ = done.send(match &r {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(LogStoreError::Write(std::io::Error::other(e.to_string()))),
+                });
+            }
+        }
+    }
+}
+
+/// Writes the head into a block, then rolls the WAL and checkpoints past it. On failure the
+/// head is kept (and still covered by the WAL).
+fn cut(inner: &Inner, w: &mut Writer) -> Result<(), block::BlockError> {
+    let mut head = inner.head.write().unwrap_or_else(|e| e.into_inner());
+    if head.streams.is_empty() {
+        return Ok(());
+    }
+    for (_, entries) in head.streams.iter_mut() {
+        entries.sort_by_key(|e| e.t_ns);
+    }
+    let seq = inner.next_block.fetch_add(1, Ordering::Relaxed);
+    let path = inner.dir.join("blocks").join(format!("{seq:08}.lblk"));
+    let streams: Vec<block::StreamLines<'_>> = head
+        .streams
+        .iter()
+        .map(|(l, e)| {
+            (
+                l.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                e.as_slice(),
+            )
+        })
+        .collect();
+    block::write(&path, &streams)?;
+    let b = Block::open(&path)?;
+    inner
+        .blocks
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(Arc::new(b));
+    *head = Head::default();
+    drop(head);
+    inner
+        .counters
+        .blocks_written
+        .fetch_add(1, Ordering::Relaxed);
+    // The block is durable: the WAL before the next segment is no longer needed.
+    let io = |source| block::BlockError::Io {
+        path: inner.dir.join("wal"),
+        source,
+    };
+    w.roll().map_err(io)?;
+    let cp = Checkpoint {
+        wal_segment: w.segment(),
+        dedup: inner
+            .dedup
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .to_list(),
+    };
+    let payload =
+        codec::encode_payload(&cp).map_err(|e| io(std::io::Error::other(e.to_string())))?;
+    frames::write_atomic(&inner.dir.join("checkpoint"), &[payload]).map_err(io)?;
+    for (n, p) in segments::list_segments(&inner.dir.join("wal")).map_err(io)? {
+        if n < cp.wal_segment {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    Ok(())
+}
+
+/// Deletes blocks whose newest line is older than the retention, then the oldest blocks
+/// while all of them take more than `max_bytes`.
+fn retention(inner: &Inner, now_ns: i64) {
+    let horizon = now_ns.saturating_sub(inner.opts.retention.as_nanos() as i64);
+    let mut blocks = inner.blocks.write().unwrap_or_else(|e| e.into_inner());
+    blocks.sort_by_key(|b| b.index.max_t);
+    let mut total: u64 = blocks.iter().map(|b| b.bytes).sum();
+    let mut gone = Vec::new();
+    blocks.retain(|b| {
+        let drop_it = b.index.max_t < horizon || total > inner.opts.max_bytes;
+        if drop_it {
+            total -= b.bytes;
+            gone.push(b.path.clone());
+        }
+        !drop_it
+    });
+    drop(blocks);
+    for p in gone {
+        tracing::info!(block = %p.display(), "log block deleted by retention");
+        inner
+            .counters
+            .expired_blocks
+            .fetch_add(1, Ordering::Relaxed);
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+fn matches(matchers: &[Matcher], labels: &Labels) -> bool {
+    matchers.iter().all(|m| m.matches_labels(labels))
+}
+
+impl LogQuerier for LogEngine {
+    fn select(&self, sel: &Selection<'_>) -> Result<Vec<Selected>, LogStoreError> {
+        let mut out: HashMap<Labels, Vec<LogEntry>> = HashMap::new();
+        let mut read = 0u64;
+        let in_range = |t: i64| t >= sel.start_ns && t < sel.end_ns;
+        let blocks = self
+            .inner
+            .blocks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for b in blocks
+            .iter()
+            .filter(|b| b.index.max_t >= sel.start_ns && b.index.min_t < sel.end_ns)
+        {
+            for s in &b.index.streams {
+                let labels = Labels::from_pairs(s.labels.clone());
+                if !matches(sel.matchers, &labels) {
+                    continue;
+                }
+                for c in &s.chunks {
+                    if c.max_t < sel.start_ns || c.min_t >= sel.end_ns {
+                        continue;
+                    }
+                    if !sel
+                        .needles
+                        .iter()
+                        .all(|n| block::may_contain(&c.trigrams, n))
+                    {
+                        continue;
+                    }
+                    read += c.line_bytes;
+                    if read > sel.max_bytes {
+                        return Err(LogStoreError::TooMuchData {
+                            limit: sel.max_bytes,
+                        });
+                    }
+                    match b.read_chunk(c) {
+                        Ok(entries) => out
+                            .entry(labels.clone())
+                            .or_default()
+                            .extend(entries.into_iter().filter(|e| in_range(e.t_ns))),
+                        Err(e) => {
+                            tracing::error!(error = %e, "damaged log chunk skipped");
+                            self.inner
+                                .counters
+                                .corrupt_records
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        }
+        {
+            let head = self.inner.head.read().unwrap_or_else(|e| e.into_inner());
+            for (labels, entries) in &head.streams {
+                if !matches(sel.matchers, labels) {
+                    continue;
+                }
+                let mut picked = Vec::new();
+                for e in entries.iter().filter(|e| in_range(e.t_ns)) {
+                    read += e.line.len() as u64;
+                    picked.push(e.clone());
+                }
+                if read > sel.max_bytes {
+                    return Err(LogStoreError::TooMuchData {
+                        limit: sel.max_bytes,
+                    });
+                }
+                if !picked.is_empty() {
+                    out.entry(labels.clone()).or_default().extend(picked);
+                }
+            }
+        }
+        let mut v: Vec<Selected> = out
+            .into_iter()
+            .map(|(labels, mut entries)| {
+                entries.sort_by_key(|e| e.t_ns);
+                Selected { labels, entries }
+            })
+            .collect();
+        v.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(v)
+    }
+
+    fn streams(&self, matchers: &[Matcher], start_ns: i64, end_ns: i64) -> Vec<Labels> {
+        let mut out: Vec<Labels> = Vec::new();
+        let blocks = self.inner.blocks.read().unwrap_or_else(|e| e.into_inner());
+        for b in blocks
+            .iter()
+            .filter(|b| b.index.max_t >= start_ns && b.index.min_t < end_ns)
+        {
+            for s in &b.index.streams {
+                if s.chunks
+                    .iter()
+                    .any(|c| c.max_t >= start_ns && c.min_t < end_ns)
+                {
+                    out.push(Labels::from_pairs(s.labels.clone()));
+                }
+            }
+        }
+        drop(blocks);
+        let head = self.inner.head.read().unwrap_or_else(|e| e.into_inner());
+        for (labels, entries) in &head.streams {
+            if entries
+                .iter()
+                .any(|e| e.t_ns >= start_ns && e.t_ns < end_ns)
+            {
+                out.push(labels.clone());
+            }
+        }
+        out.retain(|l| matches(matchers, l));
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

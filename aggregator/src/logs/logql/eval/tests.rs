@@ -1,0 +1,270 @@
+//! LogQL results on a fixed data set, compared with answers worked out by hand.
+
+use super::*;
+use crate::labels::Matcher;
+use crate::logs::logql::{Query, parse};
+use crate::logs::store::Selected;
+use telltale_common::wire::LogEntry;
+
+const S: i64 = 1_000_000_000;
+
+/// A store over fixed streams.
+struct Fixed(Vec<Selected>);
+
+impl LogQuerier for Fixed {
+    fn select(&self, sel: &Selection<'_>) -> Result<Vec<Selected>, LogStoreError> {
+        Ok(self
+            .0
+            .iter()
+            .filter(|s| sel.matchers.iter().all(|m| m.matches_labels(&s.labels)))
+            .map(|s| Selected {
+                labels: s.labels.clone(),
+                entries: s
+                    .entries
+                    .iter()
+                    .filter(|e| e.t_ns >= sel.start_ns && e.t_ns < sel.end_ns)
+                    .cloned()
+                    .collect(),
+            })
+            .collect())
+    }
+
+    fn streams(&self, _: &[Matcher], _: i64, _: i64) -> Vec<Labels> {
+        self.0.iter().map(|s| s.labels.clone()).collect()
+    }
+}
+
+fn data() -> Fixed {
+    let e = |t: i64, l: &str| LogEntry {
+        t_ns: t * S,
+        line: l.into(),
+        metadata: Vec::new(),
+    };
+    Fixed(vec![
+        Selected {
+            labels: Labels::from_pairs([("app", "api"), ("env", "prod")]),
+            entries: vec![
+                e(
+                    10,
+                    r#"{"level":"info","status":200,"path":"/a","took":"20ms"}"#,
+                ),
+                e(
+                    20,
+                    r#"{"level":"error","status":500,"path":"/a","took":"300ms"}"#,
+                ),
+                e(
+                    30,
+                    r#"{"level":"error","status":503,"path":"/b","took":"1s"}"#,
+                ),
+                e(
+                    70,
+                    r#"{"level":"info","status":200,"path":"/b","took":"5ms"}"#,
+                ),
+                e(80, "not json at all"),
+            ],
+        },
+        Selected {
+            labels: Labels::from_pairs([("app", "web"), ("env", "prod")]),
+            entries: vec![
+                e(15, "level=warn msg=\"slow request\" dur=2.5"),
+                e(25, "level=info msg=ok dur=0.5"),
+            ],
+        },
+    ])
+}
+
+fn logs(q: &str, dir: Direction, limit: usize) -> Vec<(String, Vec<i64>)> {
+    let Ok(Query::Log(e)) = parse(q) else {
+        panic!("{q}")
+    };
+    select_logs(&data(), &e, 0, 1000 * S, limit, dir, &Limits::default())
+        .expect("runs")
+        .into_iter()
+        .map(|s| {
+            (
+                s.labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                s.entries.iter().map(|x| x.0 / S).collect(),
+            )
+        })
+        .collect()
+}
+
+fn metric(q: &str, start: i64, end: i64, step: i64) -> Vec<(String, Vec<(i64, f64)>)> {
+    let Ok(Query::Metric(e)) = parse(q) else {
+        panic!("{q}")
+    };
+    range_metric(
+        &data(),
+        &e,
+        start * S,
+        end * S,
+        step * S,
+        &Limits::default(),
+    )
+    .expect("runs")
+    .into_iter()
+    .map(|s| {
+        (
+            s.labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            s.points.iter().map(|p| (p.0 / S, p.1)).collect(),
+        )
+    })
+    .collect()
+}
+
+#[test]
+fn line_filters_and_direction_and_limit() {
+    assert_eq!(
+        logs(r#"{app="api"} |= "error""#, Direction::Forward, 100),
+        vec![("app=api,env=prod".to_string(), vec![20, 30])]
+    );
+    assert_eq!(
+        logs(
+            r#"{app="api"} != "error" |~ "path\":\"/b""#,
+            Direction::Backward,
+            100
+        ),
+        vec![("app=api,env=prod".to_string(), vec![70])]
+    );
+    // The newest two lines across both streams.
+    let two = logs(r#"{env="prod"}"#, Direction::Backward, 2);
+    assert_eq!(two, vec![("app=api,env=prod".to_string(), vec![80, 70])]);
+}
+
+#[test]
+fn parsers_and_label_filters() {
+    let got = logs(
+        r#"{app="api"} | json | level="error" and took > 500ms | keep path"#,
+        Direction::Forward,
+        100,
+    );
+    assert_eq!(got, vec![("path=/b".to_string(), vec![30])]);
+    // A line that is not JSON is kept, with the parser's error label.
+    let got = logs(
+        r#"{app="api"} | json | __error__="JSONParserErr""#,
+        Direction::Forward,
+        100,
+    );
+    assert_eq!(got[0].1, vec![80]);
+    let got = logs(
+        r#"{app="web"} | logfmt | dur >= 1"#,
+        Direction::Forward,
+        100,
+    );
+    assert_eq!(got[0].1, vec![15]);
+    let got = logs(
+        r#"{app="web"} | regexp "level=(?P<lvl>\\w+)" | lvl="info" | drop msg, dur"#,
+        Direction::Forward,
+        100,
+    );
+    assert_eq!(
+        got,
+        vec![("app=web,env=prod,lvl=info".to_string(), vec![25])]
+    );
+    let got = logs(
+        r#"{app="web"} | pattern "level=<lvl> msg=<_> dur=<d>" | d < 1"#,
+        Direction::Forward,
+        100,
+    );
+    assert_eq!(got[0].1, vec![25]);
+}
+
+#[test]
+fn line_format_rewrites_the_line() {
+    let Ok(Query::Log(e)) =
+        parse(r#"{app="api"} | json | status=500 | line_format "{{.path}} took {{.took}}""#)
+    else {
+        panic!()
+    };
+    let r = select_logs(
+        &data(),
+        &e,
+        0,
+        1000 * S,
+        10,
+        Direction::Forward,
+        &Limits::default(),
+    )
+    .expect("runs");
+    assert_eq!(r[0].entries, vec![(20 * S, "/a took 300ms".to_string())]);
+}
+
+#[test]
+fn range_functions_use_left_open_windows() {
+    // Windows (t-30s, t] at t = 30, 60, 90.
+    assert_eq!(
+        metric(r#"count_over_time({app="api"}[30s])"#, 30, 90, 30),
+        vec![("app=api,env=prod".to_string(), vec![(30, 3.0), (90, 2.0)])]
+    );
+    let r = metric(r#"rate({app="api"}[30s])"#, 30, 30, 1);
+    assert_eq!(r[0].1, vec![(30, 0.1)]);
+    let bytes = "not json at all".len() as f64
+        + r#"{"level":"info","status":200,"path":"/b","took":"5ms"}"#.len() as f64;
+    assert_eq!(
+        metric(r#"bytes_over_time({app="api"}[30s])"#, 90, 90, 1)[0].1,
+        vec![(90, bytes)]
+    );
+}
+
+#[test]
+fn aggregations_group_like_loki() {
+    assert_eq!(
+        metric(
+            r#"sum by (level) (count_over_time({env="prod"} | logfmt | json [100s]))"#,
+            100,
+            100,
+            1
+        )
+        .into_iter()
+        .map(|(l, p)| (l, p[0].1))
+        .collect::<Vec<_>>(),
+        vec![
+            (String::new(), 1.0),
+            ("level=error".to_string(), 2.0),
+            ("level=info".to_string(), 3.0),
+            ("level=warn".to_string(), 1.0),
+        ]
+    );
+    let top = metric(
+        r#"topk(1, count_over_time({env="prod"}[100s]))"#,
+        100,
+        100,
+        1,
+    );
+    assert_eq!(
+        top,
+        vec![("app=api,env=prod".to_string(), vec![(100, 5.0)])]
+    );
+    let unwrap = metric(
+        r#"max_over_time({app="api"} | json | unwrap duration(took) [100s]) by (path)"#,
+        100,
+        100,
+        1,
+    );
+    assert_eq!(
+        unwrap,
+        vec![
+            ("path=/a".to_string(), vec![(100, 0.3)]),
+            ("path=/b".to_string(), vec![(100, 1.0)])
+        ]
+    );
+    let avg = metric(r#"avg(count_over_time({env="prod"}[100s]))"#, 100, 100, 1);
+    assert_eq!(avg[0].1, vec![(100, 3.5)]);
+}
+
+#[test]
+fn limits_refuse_instead_of_running_away() {
+    let Ok(Query::Metric(e)) = parse(r#"count_over_time({app="api"}[1m])"#) else {
+        panic!()
+    };
+    let r = range_metric(&data(), &e, 0, 1_000_000 * S, S, &Limits::default());
+    assert!(matches!(r, Err(EvalError::Limit(m)) if m.contains("points")));
+}

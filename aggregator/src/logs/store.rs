@@ -1,0 +1,115 @@
+//! The log store's interface, by role like the metrics storage's: [`LogAppender`] (agents,
+//! Loki push), [`LogQuerier`] (LogQL, the Loki API, incidents). LogQL and the API use these
+//! traits only; the engine behind them is [`super::engine`].
+
+use std::future::Future;
+use std::pin::Pin;
+
+use telltale_common::model::Labels;
+use telltale_common::wire::{LogEntry, LogStream};
+
+use crate::durable::dedup::Origin;
+use crate::labels::Matcher;
+
+/// A boxed future, so the traits can be used as `dyn`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Lines to store.
+#[derive(Debug, Clone)]
+pub struct LogAppend {
+    /// Set for agent batches: de-duplicated by origin, and every stream gets `instance` = the
+    /// agent. `None` for Loki push.
+    pub origin: Option<Origin>,
+    /// The streams and their lines.
+    pub streams: Vec<LogStream>,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogOutcome {
+    /// The lines are durable.
+    Stored {
+        /// Lines stored.
+        lines: usize,
+    },
+    /// This origin was stored before; nothing was written again.
+    Duplicate,
+}
+
+/// Log store errors.
+#[derive(Debug, thiserror::Error)]
+pub enum LogStoreError {
+    /// Writing or syncing the log failed; nothing of the request is acknowledged.
+    #[error("log store write failed: {0}")]
+    Write(std::io::Error),
+    /// The store is shutting down.
+    #[error("log store is closed")]
+    Closed,
+    /// The data directory could not be opened.
+    #[error("cannot open the log store in {dir}: {source}")]
+    Open {
+        /// The directory.
+        dir: String,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// A query would read more than allowed.
+    #[error(
+        "the query would read more than {limit} bytes of log lines (logs.max_query_bytes); narrow the selector or the time range"
+    )]
+    TooMuchData {
+        /// The limit.
+        limit: u64,
+    },
+    /// A stream or a line is not acceptable (an invalid label name, a line over the limit).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What a query reads: the streams matching every matcher, lines with `start_ns <= t <
+/// end_ns`.
+#[derive(Debug, Clone)]
+pub struct Selection<'a> {
+    /// Stream matchers (at least one).
+    pub matchers: &'a [Matcher],
+    /// Inclusive start (ns).
+    pub start_ns: i64,
+    /// Exclusive end (ns).
+    pub end_ns: i64,
+    /// Substrings every line the caller keeps contains (from `|=` filters): chunks whose
+    /// token filter rules one out are not decompressed. Lines without them may still be
+    /// returned; the caller filters.
+    pub needles: &'a [String],
+    /// Most bytes of lines to read before failing with [`LogStoreError::TooMuchData`].
+    pub max_bytes: u64,
+}
+
+/// The lines of one stream a query read, oldest first.
+#[derive(Debug, Clone)]
+pub struct Selected {
+    /// The stream's labels.
+    pub labels: Labels,
+    /// Its lines in the range, by time.
+    pub entries: Vec<LogEntry>,
+}
+
+/// The write side.
+pub trait LogAppender: Send + Sync + 'static {
+    /// Stores lines; resolves once they are durable (or known to be a duplicate).
+    fn append(&self, req: LogAppend) -> BoxFuture<'_, Result<LogOutcome, LogStoreError>>;
+}
+
+/// The read side.
+pub trait LogQuerier: Send + Sync + 'static {
+    /// The lines of the selected streams in the range.
+    fn select(&self, sel: &Selection<'_>) -> Result<Vec<Selected>, LogStoreError>;
+
+    /// The label sets of streams matching `matchers` (all streams when empty) with lines in
+    /// `[start_ns, end_ns)`.
+    fn streams(&self, matchers: &[Matcher], start_ns: i64, end_ns: i64) -> Vec<Labels>;
+}
+
+/// A whole log store.
+pub trait LogStore: LogAppender + LogQuerier {}
+
+impl<T: LogAppender + LogQuerier> LogStore for T {}

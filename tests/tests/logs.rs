@@ -1,0 +1,355 @@
+//! Logs end to end on the real aggregator: Loki pushes as Promtail (protobuf + snappy) and
+//! as its documentation's JSON, agent batches carrying log lines over QUIC, then the
+//! requests Grafana's Loki data source sends (`query_range` for lines and for metrics,
+//! `labels`, `label/<name>/values`, `series`) — also after a SIGKILL — and hostile inputs.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use serde_json::Value;
+use telltale_common::codec;
+use telltale_common::tls::TlsPaths;
+use telltale_common::wire::{Batch, ClientMessage, Hello, LogEntry, LogStream, ServerMessage};
+use telltale_tests::*;
+
+const NS: i64 = 1_000_000_000;
+
+fn get_json(agg: &Aggregator, path: &str) -> Value {
+    let (status, body) = http_get(agg.http, path).unwrap();
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// What Grafana's Loki data source asks for a logs panel.
+fn grafana_lines(
+    agg: &Aggregator,
+    q: &str,
+    start: i64,
+    end: i64,
+) -> Vec<(String, Vec<(i64, String)>)> {
+    let v = get_json(
+        agg,
+        &format!(
+            "/loki/api/v1/query_range?direction=backward&end={end}&limit=1000&query={}&start={start}&step=15",
+            enc(q)
+        ),
+    );
+    assert_eq!(v["data"]["resultType"], "streams", "{v}");
+    v["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let labels = s["stream"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap()))
+                .collect::<Vec<_>>()
+                .join(",");
+            let values = s["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| {
+                    (
+                        x[0].as_str().unwrap().parse().unwrap(),
+                        x[1].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            (labels, values)
+        })
+        .collect()
+}
+
+fn lines(source: &str, t0: i64, n: usize) -> LogStream {
+    LogStream {
+        labels: vec![
+            ("job".into(), "app".into()),
+            ("source".into(), source.into()),
+        ],
+        entries: (0..n)
+            .map(|i| LogEntry {
+                t_ns: t0 + i as i64 * NS,
+                line: format!(
+                    r#"{{"level":"{}","msg":"request {i}","status":{}}}"#,
+                    if i % 4 == 0 { "error" } else { "info" },
+                    if i % 4 == 0 { 500 } else { 200 }
+                ),
+                metadata: Vec::new(),
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn loki_pushes_answer_grafana_queries_and_survive_a_kill() {
+    let (dir, tls) = scratch_with_ca().unwrap();
+    let data = dir.path().join("agg");
+    let args = ["--api-token", "s3cret"];
+    let agg = start_aggregator(&tls, &data, "127.0.0.1:0", "127.0.0.1:0", &args).unwrap();
+    let t0 = (telltale_common::model::now_ms() - 600_000) * 1_000_000;
+    // Promtail's request: protobuf, snappy.
+    let body = telltale_aggregator::logs::push::encode_protobuf(&[lines("promtail", t0, 40)]);
+    let ct = "application/x-protobuf";
+    let (status, resp) = http_post_auth(agg.http, "/loki/api/v1/push", ct, &body, None).unwrap();
+    assert_eq!(status, 401, "a push needs the token: {resp}");
+    let (status, resp) =
+        http_post_auth(agg.http, "/loki/api/v1/push", ct, &body, Some("s3cret")).unwrap();
+    assert_eq!(status, 204, "{resp}");
+    // The JSON of Loki's documentation.
+    let json = format!(
+        r#"{{"streams":[{{"stream":{{"job":"app","source":"curl"}},"values":[["{}","plain text line"],["{}","another line","#,
+        t0 + 5 * NS,
+        t0 + 6 * NS
+    ) + r#"{"trace_id":"4bf92f3577b34da6"}]]}]}"#;
+    let (status, resp) = http_post_auth(
+        agg.http,
+        "/loki/api/v1/push",
+        "application/json",
+        json.as_bytes(),
+        Some("s3cret"),
+    )
+    .unwrap();
+    assert_eq!(status, 204, "{resp}");
+
+    let (start, end) = (t0 - NS, t0 + 100 * NS);
+    let check = |agg: &Aggregator| {
+        let all = grafana_lines(agg, r#"{job="app"}"#, start, end);
+        assert_eq!(all.len(), 2, "two streams: {all:?}");
+        let promtail = all
+            .iter()
+            .find(|s| s.0.contains("source=promtail"))
+            .unwrap();
+        assert_eq!(promtail.1.len(), 40);
+        assert!(
+            promtail.1.windows(2).all(|w| w[0].0 > w[1].0),
+            "newest first"
+        );
+        // Parsed labels split streams (each line has its own `msg`), as in Loki.
+        let errors = grafana_lines(
+            agg,
+            r#"{source="promtail"} | json | level="error""#,
+            start,
+            end,
+        );
+        assert_eq!(errors.iter().map(|s| s.1.len()).sum::<usize>(), 10);
+        assert!(
+            errors.iter().all(|s| s.0.contains("status=500")),
+            "{errors:?}"
+        );
+        // A metrics panel: `sum by (level) (count_over_time(...))`.
+        let v = get_json(
+            agg,
+            &format!(
+                "/loki/api/v1/query_range?query={}&start={start}&end={end}&step=100",
+                enc(r#"sum by (level) (count_over_time({source="promtail"} | json [2m]))"#)
+            ),
+        );
+        assert_eq!(v["data"]["resultType"], "matrix", "{v}");
+        let mut got: Vec<(String, f64)> = v["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let last = s["values"].as_array().unwrap().last().unwrap().clone();
+                (
+                    s["metric"]["level"].as_str().unwrap().to_string(),
+                    last[1].as_str().unwrap().parse().unwrap(),
+                )
+            })
+            .collect();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        // The last step (t0+99s) covers (t0-21s, t0+99s]: all 40 lines.
+        assert_eq!(
+            got,
+            vec![("error".to_string(), 10.0), ("info".to_string(), 30.0)]
+        );
+        let labels = get_json(agg, &format!("/loki/api/v1/labels?start={start}&end={end}"));
+        assert_eq!(labels["data"], serde_json::json!(["job", "source"]));
+        let values = get_json(
+            agg,
+            &format!("/loki/api/v1/label/source/values?start={start}&end={end}"),
+        );
+        assert_eq!(values["data"], serde_json::json!(["curl", "promtail"]));
+        let series = get_json(
+            agg,
+            &format!(
+                "/loki/api/v1/series?match[]={}&start={start}&end={end}",
+                enc(r#"{source="curl"}"#)
+            ),
+        );
+        assert_eq!(
+            series["data"],
+            serde_json::json!([{"job": "app", "source": "curl"}])
+        );
+        // A needle, and a structured-metadata-free stream read back exactly.
+        let curl = grafana_lines(agg, r#"{source="curl"} |= "another""#, start, end);
+        assert_eq!(curl[0].1, vec![(t0 + 6 * NS, "another line".to_string())]);
+    };
+    check(&agg);
+    // Acknowledged means durable: SIGKILL, restart, the same answers.
+    let mut agg = agg;
+    agg.proc.kill();
+    let agg = start_aggregator(&tls, &data, "127.0.0.1:0", "127.0.0.1:0", &args).unwrap();
+    check(&agg);
+}
+
+#[test]
+fn bad_pushes_and_bad_queries_get_loki_errors_and_the_server_keeps_serving() {
+    let (dir, tls) = scratch_with_ca().unwrap();
+    let agg = start_fresh_aggregator(&tls, dir.path()).unwrap();
+    for (ct, body, want) in [
+        (
+            "application/x-protobuf",
+            &b"\x05garbage"[..],
+            "malformed push body",
+        ),
+        (
+            "application/json",
+            &b"{\"streams\": 5}"[..],
+            "malformed push body",
+        ),
+        (
+            "application/json",
+            &br#"{"streams":[{"stream":{"bad-name":"x"},"values":[["1","l"]]}]}"#[..],
+            "invalid label name",
+        ),
+    ] {
+        let (status, resp) = http_post(agg.http, "/loki/api/v1/push", ct, body).unwrap();
+        assert_eq!(status, 400, "{resp}");
+        assert!(resp.contains(want), "{resp}");
+    }
+    for (q, want) in [
+        (r#"{job="app""#, "parse error at line 1"),
+        (r#"{job=~".*"}"#, "at least one"),
+        (r#"rate({job="app"}[0s])"#, "invalid range"),
+    ] {
+        let (status, resp) = http_get(
+            agg.http,
+            &format!("/loki/api/v1/query_range?query={}", enc(q)),
+        )
+        .unwrap();
+        assert_eq!(status, 400, "{q}: {resp}");
+        assert!(resp.contains(want), "{q}: {resp}");
+    }
+    let (status, resp) = http_get(
+        agg.http,
+        &format!(
+            "/loki/api/v1/query_range?query={}&limit=100000",
+            enc(r#"{a="b"}"#)
+        ),
+    )
+    .unwrap();
+    assert_eq!(status, 400);
+    assert!(resp.contains("max entries limit"), "{resp}");
+    let (status, _) = http_get(agg.http, "/-/healthy").unwrap();
+    assert_eq!(status, 200);
+}
+
+/// Opens an authenticated connection as agent `name` and says hello.
+async fn connect(
+    tls: &std::path::Path,
+    name: &str,
+    addr: std::net::SocketAddr,
+) -> (quinn::Endpoint, quinn::SendStream, quinn::RecvStream) {
+    let paths = TlsPaths {
+        ca: tls.join("ca.crt"),
+        cert: tls.join(format!("agents/{name}.crt")),
+        key: tls.join(format!("agents/{name}.key")),
+    };
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(paths.load().unwrap().client_config().unwrap());
+    let conn = ep.connect(addr, "localhost").unwrap().await.unwrap();
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    let hello = codec::encode_frame(&ClientMessage::Hello(Hello {
+        protocol_version: telltale_common::PROTOCOL_VERSION,
+        agent_version: "test".into(),
+        epoch: 9,
+        capabilities: Vec::new(),
+        actions: Vec::new(),
+    }))
+    .unwrap();
+    send.write_all(&hello).await.unwrap();
+    (ep, send, recv)
+}
+
+async fn read_message(recv: &mut quinn::RecvStream, buf: &mut Vec<u8>) -> ServerMessage {
+    loop {
+        if buf.len() >= codec::HEADER_LEN {
+            let h: [u8; codec::HEADER_LEN] = buf[..codec::HEADER_LEN].try_into().unwrap();
+            let header = codec::Header::parse(&h, u32::MAX).unwrap();
+            let end = codec::HEADER_LEN + header.len as usize;
+            if buf.len() >= end {
+                let m = codec::decode_payload(&buf[codec::HEADER_LEN..end]).unwrap();
+                buf.drain(..end);
+                return m;
+            }
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(10), recv.read_chunk(1 << 16, true))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        buf.extend_from_slice(&chunk.bytes);
+    }
+}
+
+#[test]
+fn agent_batches_carry_log_lines_stored_once_under_the_agent_name() {
+    let (dir, tls) = scratch_with_ca().unwrap();
+    certs_issue(&tls, "web-7").unwrap();
+    let agg = start_fresh_aggregator(&tls, dir.path()).unwrap();
+    let t0 = (telltale_common::model::now_ms() - 60_000) * 1_000_000;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (_ep, mut send, mut recv) = connect(&tls, "web-7", agg.quic).await;
+        let mut buf = Vec::new();
+        assert!(matches!(
+            read_message(&mut recv, &mut buf).await,
+            ServerMessage::Welcome(_)
+        ));
+        let batch = |seq: u64| {
+            codec::encode_frame(&ClientMessage::Batch(Batch {
+                sequence: seq,
+                created_ms: 0,
+                series: Vec::new(),
+                events: Vec::new(),
+                // An agent cannot speak for another host: its `instance` is replaced.
+                logs: vec![LogStream {
+                    labels: vec![
+                        ("source".into(), "syslog".into()),
+                        ("instance".into(), "forged".into()),
+                    ],
+                    entries: vec![LogEntry {
+                        t_ns: t0 + seq as i64,
+                        line: format!("line of batch {seq}"),
+                        metadata: Vec::new(),
+                    }],
+                }],
+            }))
+            .unwrap()
+        };
+        // Batch 1 twice (a replay after a lost acknowledgement), then batch 2.
+        for seq in [1, 1, 2] {
+            send.write_all(&batch(seq)).await.unwrap();
+            match read_message(&mut recv, &mut buf).await {
+                ServerMessage::Ack { sequence } => assert_eq!(sequence, seq),
+                other => panic!("expected an ack, got {other:?}"),
+            }
+        }
+    });
+    let got = grafana_lines(&agg, r#"{source="syslog"}"#, t0 - NS, t0 + NS);
+    assert_eq!(
+        got,
+        vec![(
+            "instance=web-7,source=syslog".to_string(),
+            vec![
+                (t0 + 2, "line of batch 2".to_string()),
+                (t0 + 1, "line of batch 1".to_string())
+            ]
+        )]
+    );
+}
