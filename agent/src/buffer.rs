@@ -5,6 +5,11 @@
 //! - tree `batches`: key = sequence (u64 big-endian, so iteration is oldest-first);
 //!   value = `samples: u32 BE` followed by one frame exactly as sent on the wire (see
 //!   `telltale_common::codec`: length, version, CRC-32, MessagePack `ClientMessage::Batch`).
+//! - tree `logs`: batches of log lines, keyed and framed like `batches`, under a cap of their
+//!   own (`[buffer] logs_max_bytes`): a flood of logs never evicts a metric batch, and
+//!   metric batches go first when a backlog drains (see [`logs`]).
+//! - tree `positions`: where each log source has read to, written in the same transaction
+//!   as the batch that carries the lines.
 //! - tree `meta`: `next_seq` (u64 BE), `epoch` (u64 BE, random, made when the buffer is
 //!   created; see `Hello::epoch`), `dropped` (u64 BE, batches dropped over the buffer's life).
 //!
@@ -36,6 +41,10 @@
 //! If sled reports damage when opening, the directory is moved aside (`*.corrupt-<time>`) and
 //! a new buffer is started; any other open error (the directory held by another process, no
 //! permission, a read-only disk) is returned and nothing is moved.
+
+mod logs;
+
+pub use logs::DEFAULT_CAP as DEFAULT_LOG_CAP;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -96,10 +105,15 @@ pub struct Buffer {
     db: sled::Db,
     batches: sled::Tree,
     meta: sled::Tree,
+    logs: sled::Tree,
+    positions: sled::Tree,
     epoch: u64,
     cap: u64,
+    log_cap: u64,
     bytes: AtomicU64,
     count: AtomicU64,
+    log_bytes: AtomicU64,
+    log_count: AtomicU64,
     dropped: AtomicU64,
     corrupt: AtomicU64,
     state_path: PathBuf,
@@ -286,6 +300,8 @@ impl Buffer {
         };
         let batches = db.open_tree("batches").map_err(err)?;
         let meta = db.open_tree("meta").map_err(err)?;
+        let logs = db.open_tree("logs").map_err(err)?;
+        let positions = db.open_tree("positions").map_err(err)?;
         let stored_epoch = meta.get("epoch").map_err(err)?.and_then(|v| be(&v));
         let stored_next = meta
             .get("next_seq")
@@ -307,15 +323,17 @@ impl Buffer {
             }
             (None, _) => (None, 0),
             (Some(e), Ok(None)) => (Some(e), stored_next),
-            (Some(e), Ok(Some(w))) => match w.verdict(e, stored_next, batches.len() as u64) {
-                Ok(next) => (Some(e), next),
-                Err(why) => {
-                    tracing::error!(epoch = e, next_seq = stored_next, reason = %why,
+            (Some(e), Ok(Some(w))) => {
+                match w.verdict(e, stored_next, (batches.len() + logs.len()) as u64) {
+                    Ok(next) => (Some(e), next),
+                    Err(why) => {
+                        tracing::error!(epoch = e, next_seq = stored_next, reason = %why,
                         "agent buffer damaged: its sequence state cannot be trusted; starting a new epoch");
-                    corrupt += 1;
-                    (None, 0)
+                        corrupt += 1;
+                        (None, 0)
+                    }
                 }
-            },
+            }
             (Some(e), Err(why)) => {
                 tracing::error!(epoch = e, reason = %why,
                     "agent buffer's sequence witness is damaged; starting a new epoch");
@@ -357,10 +375,15 @@ impl Buffer {
             db,
             batches,
             meta,
+            logs,
+            positions,
             epoch,
             cap,
+            log_cap: logs::DEFAULT_CAP.min(cap),
             bytes: AtomicU64::new(0),
             count: AtomicU64::new(0),
+            log_bytes: AtomicU64::new(0),
+            log_count: AtomicU64::new(0),
             dropped: AtomicU64::new(dropped),
             corrupt: AtomicU64::new(corrupt),
             witness: std::sync::Mutex::new(
@@ -428,25 +451,30 @@ impl Buffer {
 
     /// Verifies every record, removing the corrupt ones, and counts bytes.
     fn scan(&self) -> Result<(), BufferError> {
-        let (mut bytes, mut count) = (0u64, 0u64);
-        let mut bad = Vec::new();
-        for kv in self.batches.iter() {
-            let (k, v) = kv.map_err(|e| self.err(e))?;
-            match check(&v) {
-                Ok(_) => {
-                    bytes += v.len() as u64;
-                    count += 1;
+        for (tree, bytes_at, count_at) in [
+            (&self.batches, &self.bytes, &self.count),
+            (&self.logs, &self.log_bytes, &self.log_count),
+        ] {
+            let (mut bytes, mut count) = (0u64, 0u64);
+            let mut bad = Vec::new();
+            for kv in tree.iter() {
+                let (k, v) = kv.map_err(|e| self.err(e))?;
+                match check(&v) {
+                    Ok(_) => {
+                        bytes += v.len() as u64;
+                        count += 1;
+                    }
+                    Err(e) => bad.push((k, e)),
                 }
-                Err(e) => bad.push((k, e)),
             }
+            for (k, e) in bad {
+                tracing::error!(sequence = be(&k).unwrap_or(0), error = %e, "corrupt buffered batch skipped");
+                tree.remove(k).map_err(|e| self.err(e))?;
+                self.count_drop(true);
+            }
+            bytes_at.store(bytes, Ordering::Relaxed);
+            count_at.store(count, Ordering::Relaxed);
         }
-        for (k, e) in bad {
-            tracing::error!(sequence = be(&k).unwrap_or(0), error = %e, "corrupt buffered batch skipped");
-            self.batches.remove(k).map_err(|e| self.err(e))?;
-            self.count_drop(true);
-        }
-        self.bytes.store(bytes, Ordering::Relaxed);
-        self.count.store(count, Ordering::Relaxed);
         Ok(())
     }
 
@@ -464,28 +492,8 @@ impl Buffer {
     }
 
     /// Assigns the next sequence to `batch`, stores it and flushes; returns the sequence.
-    pub async fn push(&self, mut batch: Batch) -> Result<u64, BufferError> {
-        let seq = self
-            .meta
-            .update_and_fetch("next_seq", |old| {
-                let n = old.and_then(be).unwrap_or(0) + 1;
-                Some(n.to_be_bytes().to_vec())
-            })
-            .map_err(|e| self.err(e))?
-            .and_then(|v| be(&v))
-            .unwrap_or(1);
-        // A sequence is used only once its block is reserved in the witness.
-        if seq >= self.reserved.load(Ordering::Relaxed) {
-            let reserved = seq.saturating_add(RESERVE);
-            self.witness(seq.saturating_sub(1), reserved, None, true)?;
-            self.reserved.store(reserved, Ordering::Relaxed);
-        }
-        batch.sequence = seq;
-        let samples = batch.sample_count() as u32;
-        let payload = codec::encode_payload(&ClientMessage::Batch(batch))?;
-        let mut value = Vec::with_capacity(4 + HEADER_LEN + payload.len());
-        value.extend_from_slice(&samples.to_be_bytes());
-        codec::frame_into(&payload, &mut value);
+    pub async fn push(&self, batch: Batch) -> Result<u64, BufferError> {
+        let (seq, value) = self.sequence_and_frame(batch)?;
         let size = value.len() as u64;
         if size > self.cap {
             return Err(BufferError::TooLarge {
@@ -512,22 +520,55 @@ impl Buffer {
             .map_err(|e| self.err(e))?;
         self.bytes.fetch_add(size, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
+        self.made_durable(seq)?;
+        Ok(seq)
+    }
+
+    /// Flushes sled, then records `seq` as used in the witness.
+    fn made_durable(&self, seq: u64) -> Result<(), BufferError> {
         // A synchronous flush on purpose: `flush_async` hands the work to sled's I/O thread
         // pool, which costs a thread per flush in flight and memory in each; the agent's one
         // runtime thread can afford the wait (sync_file_range, about a millisecond).
         self.db.flush().map_err(|e| self.err(e))?;
         // After sled has it: the witness never claims more than sled holds.
-        self.witness(seq, self.reserved.load(Ordering::Relaxed), None, false)?;
-        Ok(seq)
+        self.witness(seq, self.reserved.load(Ordering::Relaxed), None, false)
+    }
+
+    /// Takes the next sequence (reserving its block in the witness first) and frames
+    /// `batch` with it: `samples: u32 BE` and the wire frame.
+    fn sequence_and_frame(&self, mut batch: Batch) -> Result<(u64, Vec<u8>), BufferError> {
+        let seq = self
+            .meta
+            .update_and_fetch("next_seq", |old| {
+                let n = old.and_then(be).unwrap_or(0) + 1;
+                Some(n.to_be_bytes().to_vec())
+            })
+            .map_err(|e| self.err(e))?
+            .and_then(|v| be(&v))
+            .unwrap_or(1);
+        // A sequence is used only once its block is reserved in the witness.
+        if seq >= self.reserved.load(Ordering::Relaxed) {
+            let reserved = seq.saturating_add(RESERVE);
+            self.witness(seq.saturating_sub(1), reserved, None, true)?;
+            self.reserved.store(reserved, Ordering::Relaxed);
+        }
+        batch.sequence = seq;
+        let samples = batch.sample_count() as u32;
+        let payload = codec::encode_payload(&ClientMessage::Batch(batch))?;
+        let mut value = Vec::with_capacity(4 + HEADER_LEN + payload.len());
+        value.extend_from_slice(&samples.to_be_bytes());
+        codec::frame_into(&payload, &mut value);
+        Ok((seq, value))
     }
 
     /// Reads batch `seq`; a corrupt one is removed, counted and reported as absent.
     pub fn get(&self, seq: u64) -> Result<Option<Stored>, BufferError> {
-        let Some(v) = self
-            .batches
-            .get(seq.to_be_bytes())
-            .map_err(|e| self.err(e))?
-        else {
+        let key = seq.to_be_bytes();
+        let found = match self.batches.get(key).map_err(|e| self.err(e))? {
+            Some(v) => Some(v),
+            None => self.logs.get(key).map_err(|e| self.err(e))?,
+        };
+        let Some(v) = found else {
             return Ok(None);
         };
         match check(&v) {
@@ -573,13 +614,13 @@ impl Buffer {
 
     /// Forgets an acknowledged (or refused) batch.
     pub fn remove(&self, seq: u64) -> Result<(), BufferError> {
-        if let Some(v) = self
-            .batches
-            .remove(seq.to_be_bytes())
-            .map_err(|e| self.err(e))?
-        {
+        let key = seq.to_be_bytes();
+        if let Some(v) = self.batches.remove(key).map_err(|e| self.err(e))? {
             self.bytes.fetch_sub(v.len() as u64, Ordering::Relaxed);
             self.count.fetch_sub(1, Ordering::Relaxed);
+        } else if let Some(v) = self.logs.remove(key).map_err(|e| self.err(e))? {
+            self.log_bytes.fetch_sub(v.len() as u64, Ordering::Relaxed);
+            self.log_count.fetch_sub(1, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -589,14 +630,14 @@ impl Buffer {
         self.count_drop(false);
     }
 
-    /// Bytes held.
+    /// Bytes held (metric and log batches).
     pub fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
+        self.bytes.load(Ordering::Relaxed) + self.log_bytes.load(Ordering::Relaxed)
     }
 
-    /// Batches held.
+    /// Batches held (metric and log batches).
     pub fn len(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
+        self.count.load(Ordering::Relaxed) + self.log_count.load(Ordering::Relaxed)
     }
 
     /// Whether the buffer is empty.
@@ -632,7 +673,7 @@ impl Buffer {
         self.witness(
             next,
             self.reserved.load(Ordering::Relaxed),
-            Some(self.batches.len() as u64),
+            Some((self.batches.len() + self.logs.len()) as u64),
             true,
         )
     }

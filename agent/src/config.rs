@@ -1,6 +1,7 @@
 //! The agent's configuration file (`agent.toml`) and its validation into [`Config`].
 //! Every command-line flag overrides the matching key.
 
+pub mod logs;
 pub mod sources;
 
 use std::collections::BTreeMap;
@@ -60,6 +61,9 @@ pub struct FileConfig {
     pub sampling: Vec<sources::SamplingSection>,
     /// Adaptive sampling.
     pub adaptive: Option<sources::AdaptiveSection>,
+    /// Log sources (`[[log]]`); none by default.
+    #[serde(default)]
+    pub log: Vec<logs::LogSection>,
 }
 
 /// `[collectors]`
@@ -93,6 +97,10 @@ pub struct BufferSection {
     /// Byte cap of the on-disk buffer (default `512MiB`); the oldest batches go first.
     #[serde(default, deserialize_with = "opt_bytes")]
     pub max_bytes: Option<u64>,
+    /// Byte cap of the log batches within it (default `64MiB`): a flood of logs drops its own
+    /// oldest batches, never a metric batch.
+    #[serde(default, deserialize_with = "opt_bytes")]
+    pub logs_max_bytes: Option<u64>,
 }
 
 /// `[shipper]`
@@ -124,6 +132,10 @@ pub struct Config {
     pub tls: TlsPaths,
     /// Buffer cap.
     pub buffer_max_bytes: u64,
+    /// The log batches' cap within it.
+    pub buffer_logs_max_bytes: u64,
+    /// Log file sources.
+    pub logs: Vec<crate::sources::logfile::FileSource>,
     /// In-flight limit.
     pub max_in_flight: usize,
     /// Optional collectors switched on.
@@ -216,7 +228,20 @@ impl Config {
         }
         let tls = file.tls.unwrap_or_default();
         let dir = Path::new("/etc/telltale/tls");
+        let logs_max_bytes = file
+            .buffer
+            .as_ref()
+            .and_then(|b| b.logs_max_bytes)
+            .unwrap_or(crate::buffer::DEFAULT_LOG_CAP);
         let max_bytes = file.buffer.and_then(|b| b.max_bytes).unwrap_or(512 << 20);
+        if logs_max_bytes < 1 << 20 || logs_max_bytes > max_bytes {
+            return Err(ConfigError::invalid(
+                src,
+                "buffer.logs_max_bytes",
+                "must be at least 1MiB and at most buffer.max_bytes",
+            ));
+        }
+        let logs = logs::validate(src, &file.log)?;
         if max_bytes < 1 << 20 {
             return Err(ConfigError::invalid(
                 src,
@@ -299,6 +324,8 @@ impl Config {
                     .unwrap_or_else(|| dir.join("agent.key")),
             },
             buffer_max_bytes: max_bytes,
+            buffer_logs_max_bytes: logs_max_bytes,
+            logs,
             max_in_flight,
             optional: crate::sources::host::Optional {
                 tcpstat: collectors.tcpstat.unwrap_or(false),

@@ -20,6 +20,7 @@
 
 pub mod collected;
 pub mod hostinfo;
+pub mod logsink;
 pub mod relabel;
 
 use std::collections::hash_map::DefaultHasher;

@@ -17,6 +17,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use crate::buffer::Buffer;
 use crate::config::Config;
 use crate::pipeline::hostinfo::HostInfo;
+use crate::pipeline::logsink::{BoxFuture, LogSink, Positions, SinkError};
 use crate::pipeline::relabel::Rule;
 use crate::pipeline::{Processor, SourceBatch};
 use crate::sources::host::{self, Out, Root};
@@ -63,6 +64,8 @@ struct Own {
     buffer: Arc<Buffer>,
     stats: Arc<ShipStats>,
     statsd: Option<Arc<StatsdStats>>,
+    /// Only with log sources configured.
+    logs: Option<Arc<crate::sources::logfile::LogStats>>,
     host: HostInfo,
 }
 
@@ -93,6 +96,17 @@ impl Own {
                 l(&st.malformed),
             );
             own(out, "telltale_agent_statsd_dropped_total", l(&st.dropped));
+        }
+        if let Some(lg) = &self.logs {
+            own(out, "telltale_agent_log_lines_total", l(&lg.lines));
+            own(out, "telltale_agent_log_bytes_total", l(&lg.bytes));
+            own(out, "telltale_agent_log_lines_cut_total", l(&lg.cut));
+            own(
+                out,
+                "telltale_agent_log_truncations_total",
+                l(&lg.truncations),
+            );
+            own(out, "telltale_agent_log_errors_total", l(&lg.errors));
         }
         if let Some((cpu, rss)) = me.sample() {
             own(out, "telltale_agent_process_cpu_seconds_total", cpu);
@@ -335,6 +349,43 @@ fn link_remediation(executor: Arc<crate::remediate::Executor>) -> RemediationLin
     }
 }
 
+/// The buffer as the log sources' sink: a batch of lines and the positions it covers in one
+/// sled transaction, then the shipper woken.
+struct BufferSink {
+    buffer: Arc<Buffer>,
+    notify: Arc<Notify>,
+}
+
+impl LogSink for BufferSink {
+    fn position(&self, key: &[u8]) -> Option<Vec<u8>> {
+        match self.buffer.position(key) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read a log position: the file is read as new");
+                None
+            }
+        }
+    }
+
+    fn store(
+        &self,
+        batch: Batch,
+        positions: Positions,
+        forget: Vec<Vec<u8>>,
+    ) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(async move {
+            if !batch.logs.is_empty() {
+                self.buffer.push_logs(batch, &positions).await?;
+                self.notify.notify_one();
+                self.buffer.set_positions(&[], &forget)?;
+            } else {
+                self.buffer.set_positions(&positions, &forget)?;
+            }
+            Ok(())
+        })
+    }
+}
+
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     run_with_reload(cfg, || {
@@ -358,15 +409,16 @@ pub async fn run_with_reload(
     let client = cfg.tls.load()?.client_config()?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
-    let buffer = Arc::new(Buffer::open(
-        &cfg.data_dir.join("buffer"),
-        cfg.buffer_max_bytes,
-    )?);
+    let buffer = Arc::new(
+        Buffer::open(&cfg.data_dir.join("buffer"), cfg.buffer_max_bytes)?
+            .with_log_cap(cfg.buffer_logs_max_bytes),
+    );
     tracing::info!(
         name = %cfg.name, aggregator = %cfg.aggregator, interval = ?cfg.interval,
         backlog = buffer.len(), corrupt = buffer.corrupt(), "telltale-agent starting"
     );
     let stats = Arc::new(ShipStats::default());
+    let log_stats = Arc::new(crate::sources::logfile::LogStats::default());
     let notify = Arc::new(Notify::new());
     let (stop_tx, stop_rx) = watch::channel(false);
     // The pipeline's channel, made here so the executor's audit events ride with the batches.
@@ -397,9 +449,26 @@ pub async fn run_with_reload(
     let ship = tokio::spawn(shipper.run(stop_rx));
 
     let host = HostInfo::read(std::path::Path::new("/"));
-    let mut sources = Sources::spawn(&cfg, &host, &buffer, &stats, &tx);
+    let mut sources = Sources::spawn(&cfg, &host, &buffer, &stats, &log_stats, &tx);
     let processor = Processor::new(cfg.pipeline.clone(), &host);
     let sink = tokio::spawn(sink(rx, processor, buffer.clone(), notify.clone()));
+    // Log sources: their own stop signal, so they push what they read before the buffer
+    // closes (their positions make an abrupt stop safe too).
+    let (logs_stop_tx, logs_stop) = watch::channel(false);
+    let mut log_tasks = tokio::task::JoinSet::new();
+    let log_sink: Arc<dyn LogSink> = Arc::new(BufferSink {
+        buffer: buffer.clone(),
+        notify: notify.clone(),
+    });
+    for src in &cfg.logs {
+        tracing::info!(source = %src.name, paths = ?src.paths, "tailing log files");
+        log_tasks.spawn(crate::sources::logfile::run(
+            src.clone(),
+            log_sink.clone(),
+            log_stats.clone(),
+            logs_stop.clone(),
+        ));
+    }
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     // Made once, so a signal that arrives while a reload runs is not missed.
     let shutdown = shutdown_signal();
@@ -415,7 +484,7 @@ pub async fn run_with_reload(
                 match reload() {
                     Ok(new) => {
                         sources.stop().await;
-                        sources = Sources::spawn(&new, &host, &buffer, &stats, &tx);
+                        sources = Sources::spawn(&new, &host, &buffer, &stats, &log_stats, &tx);
                         tracing::info!(
                             scrape_jobs = new.sources.scrape.len(),
                             checks = new.sources.checks.len(),
@@ -432,6 +501,11 @@ pub async fn run_with_reload(
     sources.stop().await;
     drop(tx);
     let _ = tokio::time::timeout(Duration::from_secs(5), sink).await;
+    let _ = logs_stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while log_tasks.join_next().await.is_some() {}
+    })
+    .await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), ship).await;
@@ -452,6 +526,7 @@ impl Sources {
         host: &HostInfo,
         buffer: &Arc<Buffer>,
         stats: &Arc<ShipStats>,
+        logs: &Arc<crate::sources::logfile::LogStats>,
         tx: &mpsc::Sender<SourceBatch>,
     ) -> Sources {
         let mut tasks = tokio::task::JoinSet::new();
@@ -482,6 +557,7 @@ impl Sources {
             buffer: buffer.clone(),
             stats: stats.clone(),
             statsd: statsd_stats,
+            logs: (!cfg.logs.is_empty()).then(|| logs.clone()),
             host: host.clone(),
         };
         tasks.spawn(host_loop(

@@ -8,13 +8,17 @@
 //!   [`textfile`]: `*.prom` files; [`checks`]: HTTP/TCP/DNS/exec health checks.
 //! - [`expfmt`]: the exposition format the scrape and textfile sources read; [`httpc`]: the
 //!   small HTTP client of scrapes and checks.
+//! - [`logfile`]: log files tailed through rotations, [`logparse`]: fields and levels of log
+//!   lines; log sources hand batches and read positions to a `pipeline::logsink::LogSink`.
 //!
-//! Logs and traces will be sources here too.
+//! Traces will be sources here too.
 
 pub mod checks;
 pub mod expfmt;
 pub mod host;
 pub mod httpc;
+pub mod logfile;
+pub mod logparse;
 pub mod scrape;
 pub mod statsd;
 pub mod textfile;

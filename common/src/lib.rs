@@ -8,6 +8,7 @@
 //! - [`tls`]: certificate authority, issuing, and the rustls/quinn configurations for mutual TLS.
 //! - [`config`]: primitives for strict TOML configuration (humantime durations, errors that name
 //!   the key and the file).
+//! - [`logfmt`]: the logfmt reader the agent's log parser and LogQL share;
 //! - [`logging`]: the tracing set-up both binaries use.
 //! - [`names`]: the metric names Telltale itself exports, in one place.
 //! - [`lockfile`]: the exclusive lock each daemon takes on its data directory.
@@ -17,6 +18,7 @@
 pub mod codec;
 pub mod config;
 pub mod lockfile;
+pub mod logfmt;
 pub mod logging;
 pub mod model;
 pub mod names;

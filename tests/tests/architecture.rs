@@ -111,7 +111,7 @@ const AGENT: &[(&str, &[&str])] = &[
     ("lib", &["*"]),
     ("run", &["*"]),
     // Settings name the sources and pipeline stages they configure.
-    ("config", &["sources", "pipeline", "remediate"]),
+    ("config", &["sources", "pipeline", "buffer", "remediate"]),
     // Sources hand batches to the pipeline; they know nothing of buffer or transport.
     ("sources", &["pipeline"]),
     ("pipeline", &[]),
@@ -126,6 +126,7 @@ const COMMON: &[(&str, &[&str])] = &[
     ("codec", &[]),
     ("config", &[]),
     ("lockfile", &[]),
+    ("logfmt", &[]),
     ("logging", &[]),
     ("model", &[]),
     ("names", &[]),

@@ -420,9 +420,9 @@ impl Shipper {
     }
 }
 
-/// Chooses the next batch to send: alternately the newest unsent batch (so fresh data flows
-/// during a backlog) and the oldest unsent one at or after `low` (so the backlog drains in
-/// order). `low` and `fresh_turn` are the caller's cursor state for this connection.
+/// Chooses the next batch to send: alternately the newest unsent metric batch (so fresh data
+/// flows during a backlog) and the oldest unsent one at or after `low` (so the backlog drains
+/// in order); log batches, oldest first, only when no metric batch waits. `low` and `fresh_turn` are the caller's cursor state for this connection.
 fn pick(
     buffer: &Buffer,
     in_flight: impl Fn(u64) -> bool,
@@ -444,6 +444,10 @@ fn pick(
             if let Some(c) = candidate {
                 *low = c + 1;
             }
+        }
+        // Log batches go only when no metric batch waits: metrics are the critical path.
+        if candidate.is_none() {
+            candidate = buffer.next_log_from(0, &in_flight)?;
         }
         let Some(seq) = candidate else {
             return Ok(None);

@@ -126,68 +126,6 @@ fn flatten(l: &mut Line, stream: &Labels, prefix: &str, v: &serde_json::Value) {
     }
 }
 
-/// Parses `k=v k2="v 2"`; `None` when the line is not logfmt.
-fn logfmt(s: &str) -> Option<Vec<(String, String)>> {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        while i < b.len() && b[i] == b' ' {
-            i += 1;
-        }
-        let ks = i;
-        while i < b.len() && b[i] != b'=' && b[i] != b' ' {
-            i += 1;
-        }
-        let key = &s[ks..i];
-        if key.is_empty() {
-            if i < b.len() {
-                return None;
-            }
-            break;
-        }
-        if i >= b.len() || b[i] == b' ' {
-            out.push((key.to_string(), String::new()));
-            continue;
-        }
-        i += 1;
-        let mut val = String::new();
-        if i < b.len() && b[i] == b'"' {
-            i += 1;
-            let mut closed = false;
-            while i < b.len() {
-                match b[i] {
-                    b'\\' if i + 1 < b.len() => {
-                        val.push(char::from(b[i + 1]));
-                        i += 2;
-                    }
-                    b'"' => {
-                        i += 1;
-                        closed = true;
-                        break;
-                    }
-                    _ => {
-                        let ch = s[i..].chars().next()?;
-                        val.push(ch);
-                        i += ch.len_utf8();
-                    }
-                }
-            }
-            if !closed {
-                return None;
-            }
-        } else {
-            let vs = i;
-            while i < b.len() && b[i] != b' ' {
-                i += 1;
-            }
-            val.push_str(&s[vs..i]);
-        }
-        out.push((key.to_string(), val));
-    }
-    Some(out)
-}
-
 fn pattern_match(parts: &[PatternPart], line: &str) -> Option<Vec<(String, String)>> {
     let mut out = Vec::new();
     let mut rest = line;
@@ -291,7 +229,7 @@ fn run(stages: &[Stage], stream: &Labels, line: &str) -> Option<Line> {
                     l.labels.insert("__error__".into(), "JSONParserErr".into());
                 }
             },
-            Stage::Logfmt => match logfmt(&l.line) {
+            Stage::Logfmt => match telltale_common::logfmt::parse(&l.line) {
                 Some(kv) => {
                     for (k, v) in kv {
                         add(&mut l, stream, &k, v);

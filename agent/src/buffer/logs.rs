@@ -1,0 +1,207 @@
+//! Log batches in the buffer: their own tree and cap, pushed together with the read
+//! positions of the lines they carry.
+//!
+//! A log source's position (how far it has read a file) is written in the **same sled
+//! transaction** as the batch holding the lines up to it. A line is therefore in exactly one
+//! place at any moment — not yet read, in the buffer, or acknowledged and gone — so a
+//! restarted agent neither skips nor repeats a line. (Committing the position only when the
+//! aggregator acknowledges the batch, as one might first think, would make a restart re-read
+//! lines whose batch is still buffered and send them twice.) A log batch evicted by the cap
+//! loses its lines, counted like any dropped batch.
+
+use std::sync::atomic::Ordering;
+
+use sled::Transactional;
+use telltale_common::wire::Batch;
+
+use super::{Buffer, BufferError, be};
+
+/// The log batches' byte cap unless `[buffer] logs_max_bytes` says otherwise.
+pub const DEFAULT_CAP: u64 = 64 << 20;
+
+impl Buffer {
+    /// Sets the log batches' byte cap (at most the whole buffer's).
+    pub fn with_log_cap(mut self, cap: u64) -> Buffer {
+        self.log_cap = cap.min(self.cap).max(1);
+        self
+    }
+
+    /// Stores a batch of log lines and, atomically with it, the sources' new positions
+    /// (`(key, value)` pairs); returns its sequence. Over the log cap the oldest log batches
+    /// go first (metric batches are never evicted for logs).
+    pub async fn push_logs(
+        &self,
+        batch: Batch,
+        positions: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<u64, BufferError> {
+        let (seq, value) = self.sequence_and_frame(batch)?;
+        let size = value.len() as u64;
+        if size > self.log_cap {
+            return Err(BufferError::TooLarge {
+                size,
+                cap: self.log_cap,
+            });
+        }
+        while self.log_bytes.load(Ordering::Relaxed) + size > self.log_cap {
+            match self.logs.pop_min().map_err(|e| self.err(e))? {
+                Some((k, v)) => {
+                    self.log_bytes.fetch_sub(v.len() as u64, Ordering::Relaxed);
+                    self.log_count.fetch_sub(1, Ordering::Relaxed);
+                    self.count_drop(false);
+                    tracing::warn!(
+                        sequence = be(&k).unwrap_or(0),
+                        "log buffer full: oldest log batch dropped"
+                    );
+                }
+                None => break,
+            }
+        }
+        let key = seq.to_be_bytes();
+        (&self.logs, &self.positions)
+            .transaction(|(logs, pos)| {
+                logs.insert(&key[..], value.as_slice())?;
+                for (k, v) in positions {
+                    pos.insert(k.as_slice(), v.as_slice())?;
+                }
+                Ok(())
+            })
+            .map_err(|e: sled::transaction::TransactionError<()>| match e {
+                sled::transaction::TransactionError::Storage(s) => self.err(s),
+                sled::transaction::TransactionError::Abort(()) => {
+                    self.err(sled::Error::Unsupported("transaction aborted".into()))
+                }
+            })?;
+        self.log_bytes.fetch_add(size, Ordering::Relaxed);
+        self.log_count.fetch_add(1, Ordering::Relaxed);
+        self.made_durable(seq)?;
+        Ok(seq)
+    }
+
+    /// Writes positions that carry no lines (a file found, a file gone) and forgets those of
+    /// files that are gone, durably.
+    pub fn set_positions(
+        &self,
+        positions: &[(Vec<u8>, Vec<u8>)],
+        forget: &[Vec<u8>],
+    ) -> Result<(), BufferError> {
+        if positions.is_empty() && forget.is_empty() {
+            return Ok(());
+        }
+        let mut b = sled::Batch::default();
+        for (k, v) in positions {
+            b.insert(k.as_slice(), v.as_slice());
+        }
+        for k in forget {
+            b.remove(k.as_slice());
+        }
+        self.positions.apply_batch(b).map_err(|e| self.err(e))?;
+        self.db.flush().map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The smallest buffered log batch sequence `>= from` not in `skip`.
+    pub fn next_log_from(
+        &self,
+        from: u64,
+        skip: impl Fn(u64) -> bool,
+    ) -> Result<Option<u64>, BufferError> {
+        for k in self.logs.range(from.to_be_bytes()..) {
+            let (k, _) = k.map_err(|e| self.err(e))?;
+            if let Some(s) = be(&k)
+                && !skip(s)
+            {
+                return Ok(Some(s));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A log source's stored position.
+    pub fn position(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BufferError> {
+        Ok(self
+            .positions
+            .get(key)
+            .map_err(|e| self.err(e))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Bytes of log batches held.
+    pub fn log_bytes(&self) -> u64 {
+        self.log_bytes.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use telltale_common::wire::{LogEntry, LogStream};
+
+    fn log_batch(n: usize) -> Batch {
+        Batch {
+            sequence: 0,
+            created_ms: 0,
+            series: Vec::new(),
+            events: Vec::new(),
+            logs: vec![LogStream {
+                labels: vec![("source".into(), "f".into())],
+                entries: (0..n)
+                    .map(|i| LogEntry {
+                        t_ns: i as i64,
+                        line: "x".repeat(100),
+                        metadata: Vec::new(),
+                    })
+                    .collect(),
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn positions_move_with_their_batch_and_logs_never_evict_metrics() {
+        let d = tempfile::tempdir().expect("dir");
+        let b = Buffer::open(d.path(), 1 << 20)
+            .expect("open")
+            .with_log_cap(8 * 1024);
+        let mut metric_batch = log_batch(0);
+        metric_batch.logs.clear();
+        metric_batch.series = vec![telltale_common::model::SeriesSamples {
+            labels: telltale_common::model::Labels::from_pairs([("__name__", "m")]),
+            samples: vec![telltale_common::model::Sample(1, 1.0)],
+        }];
+        let metric = b.push(metric_batch).await.expect("push");
+        let mut seqs = Vec::new();
+        for i in 0u64..20 {
+            let pos = vec![(b"file:a".to_vec(), (i * 100).to_be_bytes().to_vec())];
+            seqs.push(b.push_logs(log_batch(10), &pos).await.expect("push logs"));
+        }
+        // The log cap (8 KiB, about 7 batches) evicted the oldest log batches only.
+        assert!(
+            b.get(metric).expect("get").is_some(),
+            "the metric batch stays"
+        );
+        assert!(b.get(seqs[0]).expect("get").is_none());
+        assert!(b.get(seqs[19]).expect("get").is_some());
+        assert!(b.log_bytes() <= 8 * 1024);
+        assert_eq!(
+            b.position(b"file:a").expect("pos"),
+            Some(1900u64.to_be_bytes().to_vec())
+        );
+        assert_eq!(
+            b.next_log_from(0, |_| false)
+                .expect("next")
+                .map(|s| s > metric),
+            Some(true)
+        );
+        b.close().expect("close");
+        drop(b);
+        // Reopened after a clean shutdown: the count of both kinds matches the witness.
+        let b = Buffer::open(d.path(), 1 << 20).expect("reopen");
+        assert_eq!(b.corrupt(), 0);
+        assert_eq!(
+            b.position(b"file:a").expect("pos"),
+            Some(1900u64.to_be_bytes().to_vec())
+        );
+        let held = b.len();
+        b.remove(seqs[19]).expect("remove");
+        assert_eq!(b.len(), held - 1);
+    }
+}

@@ -1,0 +1,224 @@
+//! `[[log]]` sections: log sources, validated into [`crate::sources::logfile::FileSource`].
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use regex_lite::Regex;
+use serde::Deserialize;
+use telltale_common::config::ConfigError;
+use telltale_common::model::valid_label_name;
+
+use crate::sources::logfile::FileSource;
+use crate::sources::logparse::Parser;
+
+/// One `[[log]]` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// The source's name: its lines' `source` label.
+    pub name: String,
+    /// `file` (syslog, forward, journald and loki are planned).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Files to tail: paths whose file-name part may hold `*` and `?`.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Files present when the source first starts: `end` (default) or `beginning`.
+    pub start_at: Option<String>,
+    /// A regex that starts a record; lines that do not match continue the previous one (stack
+    /// traces).
+    pub multiline_start: Option<String>,
+    /// Longest record kept (default `256KiB`); longer ones are cut and counted.
+    #[serde(default, deserialize_with = "super::opt_bytes")]
+    pub max_line_bytes: Option<u64>,
+    /// `none` (default), `json`, `logfmt` or `regex`.
+    pub parser: Option<String>,
+    /// The regex of `parser = "regex"` (named groups are the fields).
+    pub regex: Option<String>,
+    /// Static labels of the source's streams.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Parsed fields that become stream labels (keep them few: every value is a stream);
+    /// other fields travel as structured metadata.
+    #[serde(default)]
+    pub label_keys: Vec<String>,
+}
+
+/// Validates the `[[log]]` sections.
+pub fn validate(src: &Path, sections: &[LogSection]) -> Result<Vec<FileSource>, ConfigError> {
+    let mut out: Vec<FileSource> = Vec::new();
+    for (i, s) in sections.iter().enumerate() {
+        let at = |k: &str| format!("log[{i}].{k}");
+        let bad = |k: &str, m: String| ConfigError::invalid(src, &at(k), m);
+        if s.name.is_empty()
+            || !s
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(bad(
+                "name",
+                "use A-Z a-z 0-9 - _ . (it is the `source` label)".into(),
+            ));
+        }
+        if out.iter().any(|o| o.name == s.name) {
+            return Err(bad("name", format!("{:?} is used by two sources", s.name)));
+        }
+        if s.kind != "file" {
+            return Err(bad(
+                "type",
+                format!(
+                    "{:?} is not a log source type this agent has (file; syslog, forward, journald and loki are planned)",
+                    s.kind
+                ),
+            ));
+        }
+        if s.paths.is_empty() {
+            return Err(bad("paths", "a file source needs at least one path".into()));
+        }
+        if let Some(p) = s.paths.iter().find(|p| !Path::new(p).is_absolute()) {
+            return Err(bad("paths", format!("{p:?} is not an absolute path")));
+        }
+        let start_at_end = match s.start_at.as_deref() {
+            None | Some("end") => true,
+            Some("beginning") => false,
+            Some(other) => return Err(bad("start_at", format!("{other:?}: use end or beginning"))),
+        };
+        let multiline_start = s
+            .multiline_start
+            .as_deref()
+            .map(|r| Regex::new(r).map_err(|e| bad("multiline_start", e.to_string())))
+            .transpose()?;
+        let parser = match s.parser.as_deref() {
+            None | Some("none") => Parser::None,
+            Some("json") => Parser::Json,
+            Some("logfmt") => Parser::Logfmt,
+            Some("regex") => {
+                let r = s
+                    .regex
+                    .as_deref()
+                    .ok_or_else(|| bad("regex", "parser = \"regex\" needs a regex".into()))?;
+                let re = Regex::new(r).map_err(|e| bad("regex", e.to_string()))?;
+                if re.capture_names().flatten().next().is_none() {
+                    return Err(bad(
+                        "regex",
+                        "needs at least one named group (?P<name>...)".into(),
+                    ));
+                }
+                Parser::Regex(re)
+            }
+            Some(other) => {
+                return Err(bad(
+                    "parser",
+                    format!("{other:?}: use none, json, logfmt or regex"),
+                ));
+            }
+        };
+        if s.regex.is_some() && !matches!(parser, Parser::Regex(_)) {
+            return Err(bad("regex", "only used with parser = \"regex\"".into()));
+        }
+        for k in s.labels.keys().chain(s.label_keys.iter()) {
+            if !valid_label_name(k)
+                || ["source", "filename", "level", "instance"].contains(&k.as_str())
+            {
+                return Err(bad(
+                    "labels",
+                    format!("{k:?} is not a label name a source may set"),
+                ));
+            }
+        }
+        let max_line_bytes = s.max_line_bytes.unwrap_or(256 * 1024);
+        if !(64..=16 << 20).contains(&max_line_bytes) {
+            return Err(bad(
+                "max_line_bytes",
+                "must be between 64B and 16MiB".into(),
+            ));
+        }
+        out.push(FileSource {
+            name: s.name.clone(),
+            paths: s.paths.clone(),
+            start_at_end,
+            multiline_start,
+            max_line_bytes: max_line_bytes as usize,
+            parser,
+            labels: s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            label_keys: s.label_keys.clone(),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<FileSource>, String> {
+        #[derive(Deserialize)]
+        struct F {
+            log: Vec<LogSection>,
+        }
+        let f: F = toml::from_str(text).map_err(|e| e.to_string())?;
+        validate(Path::new("agent.toml"), &f.log).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let ok = parse(
+            "[[log]]\nname = \"app\"\ntype = \"file\"\npaths = [\"/var/log/*.log\"]\nparser = \"regex\"\nregex = '(?P<lvl>\\w+)'\nlabel_keys = [\"lvl\"]\n",
+        )
+        .expect("valid");
+        assert!(ok[0].start_at_end);
+        for (text, want) in [
+            (
+                "name = \"\"\ntype = \"file\"\npaths = [\"/x\"]",
+                "log[0].name",
+            ),
+            ("name = \"a\"\ntype = \"syslog\"", "log[0].type"),
+            ("name = \"a\"\ntype = \"file\"", "log[0].paths"),
+            (
+                "name = \"a\"\ntype = \"file\"\npaths = [\"rel/x.log\"]",
+                "log[0].paths",
+            ),
+            (
+                "name = \"a\"\ntype = \"file\"\npaths = [\"/x\"]\nstart_at = \"middle\"",
+                "log[0].start_at",
+            ),
+            (
+                "name = \"a\"\ntype = \"file\"\npaths = [\"/x\"]\nmultiline_start = \"(\"",
+                "log[0].multiline_start",
+            ),
+            (
+                "name = \"a\"\ntype = \"file\"\npaths = [\"/x\"]\nparser = \"regex\"",
+                "log[0].regex",
+            ),
+            (
+                "name = \"a\"\ntype = \"file\"\npaths = [\"/x\"]\nparser = \"regex\"\nregex = \"x\"",
+                "named group",
+            ),
+            (
+                "name = \"a\"\ntype = \"file\"\npaths = [\"/x\"]\nparser = \"xml\"",
+                "log[0].parser",
+            ),
+            (
+                "name = \"a\"\ntype = \"file\"\npaths = [\"/x\"]\nlabel_keys = [\"level\"]",
+                "log[0].labels",
+            ),
+            (
+                "name = \"a\"\ntype = \"file\"\npaths = [\"/x\"]\nmax_line_bytes = 10",
+                "log[0].max_line_bytes",
+            ),
+        ] {
+            let e = parse(&format!("[[log]]\n{text}\n")).expect_err(text);
+            assert!(e.contains(want), "{text}: {e}");
+        }
+        let e = parse(
+            "[[log]]\nname = \"a\"\ntype = \"file\"\npaths = [\"/x\"]\n[[log]]\nname = \"a\"\ntype = \"file\"\npaths = [\"/y\"]\n",
+        )
+        .expect_err("twice");
+        assert!(e.contains("log[1].name"), "{e}");
+    }
+}

@@ -1,0 +1,175 @@
+//! What a log line says beyond its text: fields parsed from it (JSON, logfmt or a regex with
+//! named groups), its level, and which fields become stream labels.
+//!
+//! Labels name a stream, so they must stay few: only the source's static labels, the fields
+//! listed in `label_keys`, and `level` (normalised to `error`, `warn`, `info`, `debug` or
+//! `unknown`). Every other parsed field travels as structured metadata with the line.
+
+use regex_lite::Regex;
+
+/// How a source parses its lines.
+#[derive(Debug, Clone)]
+pub enum Parser {
+    /// Text only (the level is still detected).
+    None,
+    /// A JSON object per line (nested keys joined with `_`).
+    Json,
+    /// logfmt.
+    Logfmt,
+    /// A regex whose named groups are the fields.
+    Regex(Regex),
+}
+
+/// Most metadata fields kept per line.
+const MAX_FIELDS: usize = 32;
+/// Longest metadata value kept (longer ones are cut).
+const MAX_VALUE: usize = 1024;
+
+fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    use serde_json::Value;
+    if out.len() >= MAX_FIELDS {
+        return;
+    }
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}_{k}")
+                };
+                flatten(&key, x, out);
+            }
+        }
+        Value::Array(_) => {}
+        Value::String(s) => out.push((prefix.to_string(), s.clone())),
+        Value::Null => {}
+        other => out.push((prefix.to_string(), other.to_string())),
+    }
+}
+
+/// The fields of `line` under `parser` (empty when it does not parse).
+pub fn fields(parser: &Parser, line: &str) -> Vec<(String, String)> {
+    let mut out = match parser {
+        Parser::None => Vec::new(),
+        Parser::Json => match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(v @ serde_json::Value::Object(_)) => {
+                let mut out = Vec::new();
+                flatten("", &v, &mut out);
+                out
+            }
+            _ => Vec::new(),
+        },
+        Parser::Logfmt => telltale_common::logfmt::parse(line).unwrap_or_default(),
+        Parser::Regex(re) => match re.captures(line) {
+            Some(c) => re
+                .capture_names()
+                .flatten()
+                .filter_map(|n| c.name(n).map(|m| (n.to_string(), m.as_str().to_string())))
+                .collect(),
+            None => Vec::new(),
+        },
+    };
+    out.truncate(MAX_FIELDS);
+    for (k, v) in out.iter_mut() {
+        *k = k
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        if v.len() > MAX_VALUE {
+            let mut cut = MAX_VALUE;
+            while !v.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            v.truncate(cut);
+        }
+    }
+    out
+}
+
+/// A level word normalised; `None` when it is not one.
+fn level_word(w: &str) -> Option<&'static str> {
+    Some(match w.to_ascii_lowercase().as_str() {
+        "error" | "err" | "eror" | "fatal" | "critical" | "crit" | "emerg" | "emergency"
+        | "alert" | "panic" | "severe" | "e" => "error",
+        "warn" | "warning" | "w" => "warn",
+        "info" | "information" | "informational" | "notice" | "i" => "info",
+        "debug" | "trace" | "dbug" | "d" => "debug",
+        _ => return None,
+    })
+}
+
+/// The line's level: from a parsed `level`, `lvl`, `severity` or `loglevel` field, else the
+/// first level word among the line's first 120 bytes (`ERROR`, `[warn]`, `level=info`...),
+/// else `unknown`.
+pub fn level(fields: &[(String, String)], line: &str) -> &'static str {
+    for key in ["level", "lvl", "severity", "loglevel", "log_level"] {
+        if let Some((_, v)) = fields.iter().find(|(k, _)| k.eq_ignore_ascii_case(key))
+            && let Some(l) = level_word(v.trim())
+        {
+            return l;
+        }
+    }
+    let mut end = line.len().min(120);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    line[..end]
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .filter(|w| w.len() >= 4)
+        .find_map(level_word)
+        .unwrap_or("unknown")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_and_levels() {
+        let j = fields(
+            &Parser::Json,
+            r#"{"level":"WARNING","req":{"id":7,"path":"/a"},"tags":[1]}"#,
+        );
+        assert_eq!(
+            j,
+            vec![
+                ("level".to_string(), "WARNING".to_string()),
+                ("req_id".to_string(), "7".to_string()),
+                ("req_path".to_string(), "/a".to_string()),
+            ]
+        );
+        assert_eq!(level(&j, ""), "warn");
+        let l = fields(&Parser::Logfmt, "lvl=eror msg=boom");
+        assert_eq!(level(&l, ""), "error");
+        let re = Regex::new(r"^(?P<ip>\S+) (?P<code>\d+)").expect("re");
+        assert_eq!(
+            fields(&Parser::Regex(re), "10.0.0.1 503 x"),
+            vec![
+                ("ip".to_string(), "10.0.0.1".to_string()),
+                ("code".to_string(), "503".to_string())
+            ]
+        );
+        assert_eq!(level(&[], "2026-12-02 10:00:01 [ERROR] disk full"), "error");
+        assert_eq!(
+            level(&[], "Dec  2 10:00:01 host sshd[1]: Accepted key"),
+            "unknown"
+        );
+        assert_eq!(level(&[], "INFO starting"), "info");
+        assert!(fields(&Parser::Json, "not json").is_empty());
+        let many: String = format!(
+            "{{{}}}",
+            (0..100)
+                .map(|i| format!("\"k{i}\":{i}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        assert_eq!(fields(&Parser::Json, &many).len(), MAX_FIELDS);
+    }
+}
