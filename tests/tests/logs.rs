@@ -461,3 +461,115 @@ fn an_agent_tails_files_through_rotation_and_a_kill_and_every_line_arrives_once(
     .unwrap();
     assert!(!up.is_empty(), "the agent reports its log counters");
 }
+
+#[test]
+fn a_log_flood_during_an_aggregator_outage_never_costs_a_metric_interval() {
+    let (dir, tls) = scratch_with_ca().unwrap();
+    certs_issue(&tls, "flood").unwrap();
+    let data = dir.path().join("agg");
+    let mut agg = start_aggregator(&tls, &data, "127.0.0.1:0", "127.0.0.1:0", &[]).unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let live = logs.join("flood.log");
+    std::fs::write(&live, "").unwrap();
+    let cfg = dir.path().join("agent.toml");
+    // A small log cap, so the flood overflows it during the outage.
+    std::fs::write(
+        &cfg,
+        format!(
+            "[buffer]\nlogs_max_bytes = \"4MiB\"\n[[log]]\nname = \"flood\"\ntype = \"file\"\npaths = [\"{}\"]\nstart_at = \"beginning\"\n",
+            live.display()
+        ),
+    )
+    .unwrap();
+    let agent_dir = dir.path().join("agent");
+    let agent =
+        start_agent_with_config(&tls, "flood", agg.quic, &agent_dir, "1s", Some(&cfg)).unwrap();
+    // 50 000 lines a second, 5 000 every 100 ms, until told to stop.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, live) = (stop.clone(), live.clone());
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut f = std::io::BufWriter::new(
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&live)
+                    .unwrap(),
+            );
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = std::time::Instant::now();
+                for _ in 0..5000 {
+                    writeln!(
+                        f,
+                        "2026-12-02T10:00:00Z INFO request {n} served in 12ms path=/api/v1/items"
+                    )
+                    .unwrap();
+                    n += 1;
+                }
+                f.flush().unwrap();
+                std::thread::sleep(Duration::from_millis(100).saturating_sub(t.elapsed()));
+            }
+            n
+        })
+    };
+    let time_samples = |agg: &Aggregator| -> Vec<i64> {
+        raw_samples(agg.http, r#"node_time_seconds{instance="flood"}"#, "10m")
+            .unwrap()
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect()
+    };
+    wait_for(Duration::from_secs(20), || {
+        (time_samples(&agg).len() >= 3).then_some(())
+    })
+    .expect("samples before the outage");
+    let (http, quic) = (agg.http.to_string(), agg.quic.to_string());
+    agg.proc.kill();
+    let killed_at = telltale_common::model::now_ms();
+    std::thread::sleep(Duration::from_secs(30));
+    let agg = start_aggregator(&tls, &data, &http, &quic, &[]).unwrap();
+    let restarted_at = telltale_common::model::now_ms();
+    let gaps = |ts: &[i64]| ts.windows(2).filter(|w| w[1] - w[0] > 1500).count();
+    let ts = wait_for(Duration::from_secs(60), || {
+        let ts = time_samples(&agg);
+        let covered = ts.first().is_some_and(|&f| f < killed_at - 2000)
+            && ts.last().is_some_and(|&l| l > restarted_at + 2000);
+        (covered && gaps(&ts) == 0).then_some(ts)
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.join().unwrap();
+    let ts = ts.unwrap_or_else(|| {
+        let ts = time_samples(&agg);
+        panic!(
+            "metric intervals lost under the log flood: {} samples, gaps {:?}\nagent log:\n{}",
+            ts.len(),
+            ts.windows(2)
+                .filter(|w| w[1] - w[0] > 1500)
+                .collect::<Vec<_>>(),
+            agent.log()
+        )
+    });
+    let outage = ts
+        .iter()
+        .filter(|&&t| t > killed_at && t < restarted_at)
+        .count();
+    assert!(outage >= 28, "only {outage} samples inside the 30 s outage");
+    assert!(written > 1_000_000, "the flood wrote {written} lines");
+    // The flood went over the log cap: log batches were dropped (and counted), not metrics.
+    let dropped = query(
+        agg.http,
+        r#"telltale_agent_dropped_batches_total{instance="flood"}"#,
+    )
+    .unwrap();
+    let dropped: f64 = dropped
+        .first()
+        .and_then(|r| r["value"][1].as_str())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        dropped > 0.0,
+        "a 4 MiB log cap took 30 s of a 50k lines/s flood without a drop?"
+    );
+}
