@@ -134,8 +134,8 @@ pub struct Config {
     pub buffer_max_bytes: u64,
     /// The log batches' cap within it.
     pub buffer_logs_max_bytes: u64,
-    /// Log file sources.
-    pub logs: Vec<crate::sources::logfile::FileSource>,
+    /// Log sources.
+    pub logs: logs::LogSources,
     /// In-flight limit.
     pub max_in_flight: usize,
     /// Optional collectors switched on.

@@ -460,9 +460,17 @@ pub async fn run_with_reload(
         buffer: buffer.clone(),
         notify: notify.clone(),
     });
-    for src in &cfg.logs {
+    for src in &cfg.logs.files {
         tracing::info!(source = %src.name, paths = ?src.paths, "tailing log files");
         log_tasks.spawn(crate::sources::logfile::run(
+            src.clone(),
+            log_sink.clone(),
+            log_stats.clone(),
+            logs_stop.clone(),
+        ));
+    }
+    for src in &cfg.logs.syslog {
+        log_tasks.spawn(crate::sources::syslog::run(
             src.clone(),
             log_sink.clone(),
             log_stats.clone(),

@@ -9,7 +9,8 @@
 //! - [`expfmt`]: the exposition format the scrape and textfile sources read; [`httpc`]: the
 //!   small HTTP client of scrapes and checks.
 //! - [`logfile`]: log files tailed through rotations, [`logparse`]: fields and levels of log
-//!   lines; log sources hand batches and read positions to a `pipeline::logsink::LogSink`.
+//!   lines, [`syslog`]: RFC 5424/3164 over UDP and TCP, [`logbatch`]: lines by stream; log
+//!   sources hand batches and read positions to a `pipeline::logsink::LogSink`.
 //!
 //! Traces will be sources here too.
 
@@ -17,8 +18,10 @@ pub mod checks;
 pub mod expfmt;
 pub mod host;
 pub mod httpc;
+pub mod logbatch;
 pub mod logfile;
 pub mod logparse;
 pub mod scrape;
 pub mod statsd;
+pub mod syslog;
 pub mod textfile;

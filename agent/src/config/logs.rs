@@ -10,6 +10,23 @@ use telltale_common::model::valid_label_name;
 
 use crate::sources::logfile::FileSource;
 use crate::sources::logparse::Parser;
+use crate::sources::syslog::SyslogSource;
+
+/// The validated log sources.
+#[derive(Debug, Clone, Default)]
+pub struct LogSources {
+    /// File sources.
+    pub files: Vec<FileSource>,
+    /// Syslog listeners.
+    pub syslog: Vec<SyslogSource>,
+}
+
+impl LogSources {
+    /// Whether no log source is configured.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.syslog.is_empty()
+    }
+}
 
 /// One `[[log]]` section.
 #[derive(Debug, Default, Deserialize)]
@@ -17,9 +34,11 @@ use crate::sources::logparse::Parser;
 pub struct LogSection {
     /// The source's name: its lines' `source` label.
     pub name: String,
-    /// `file` (syslog, forward, journald and loki are planned).
+    /// `file` or `syslog` (forward, journald and loki are planned).
     #[serde(rename = "type")]
     pub kind: String,
+    /// Where a listener (`syslog`) listens, UDP and TCP (default `127.0.0.1:1514`).
+    pub listen: Option<std::net::SocketAddr>,
     /// Files to tail: paths whose file-name part may hold `*` and `?`.
     #[serde(default)]
     pub paths: Vec<String>,
@@ -45,8 +64,9 @@ pub struct LogSection {
 }
 
 /// Validates the `[[log]]` sections.
-pub fn validate(src: &Path, sections: &[LogSection]) -> Result<Vec<FileSource>, ConfigError> {
+pub fn validate(src: &Path, sections: &[LogSection]) -> Result<LogSources, ConfigError> {
     let mut out: Vec<FileSource> = Vec::new();
+    let mut syslog: Vec<SyslogSource> = Vec::new();
     for (i, s) in sections.iter().enumerate() {
         let at = |k: &str| format!("log[{i}].{k}");
         let bad = |k: &str, m: String| ConfigError::invalid(src, &at(k), m);
@@ -61,17 +81,71 @@ pub fn validate(src: &Path, sections: &[LogSection]) -> Result<Vec<FileSource>, 
                 "use A-Z a-z 0-9 - _ . (it is the `source` label)".into(),
             ));
         }
-        if out.iter().any(|o| o.name == s.name) {
+        if out.iter().any(|o| o.name == s.name) || syslog.iter().any(|o| o.name == s.name) {
             return Err(bad("name", format!("{:?} is used by two sources", s.name)));
         }
-        if s.kind != "file" {
+        for k in s.labels.keys() {
+            if !valid_label_name(k)
+                || ["source", "filename", "level", "instance"].contains(&k.as_str())
+            {
+                return Err(bad(
+                    "labels",
+                    format!("{k:?} is not a label name a source may set"),
+                ));
+            }
+        }
+        let max_line_bytes = s.max_line_bytes.unwrap_or(256 * 1024);
+        if !(64..=16 << 20).contains(&max_line_bytes) {
             return Err(bad(
-                "type",
-                format!(
-                    "{:?} is not a log source type this agent has (file; syslog, forward, journald and loki are planned)",
-                    s.kind
-                ),
+                "max_line_bytes",
+                "must be between 64B and 16MiB".into(),
             ));
+        }
+        match s.kind.as_str() {
+            "file" => {}
+            "syslog" => {
+                for (key, set) in [
+                    ("paths", !s.paths.is_empty()),
+                    ("start_at", s.start_at.is_some()),
+                    ("multiline_start", s.multiline_start.is_some()),
+                    ("parser", s.parser.is_some()),
+                    ("regex", s.regex.is_some()),
+                    ("label_keys", !s.label_keys.is_empty()),
+                ] {
+                    if set {
+                        return Err(bad(key, "not used by a syslog source".into()));
+                    }
+                }
+                let listen = s.listen.unwrap_or_else(|| ([127, 0, 0, 1], 1514).into());
+                if listen.port() == 0 {
+                    return Err(bad("listen", "needs a port".into()));
+                }
+                if syslog.iter().any(|o| o.listen == listen) {
+                    return Err(bad("listen", format!("{listen} is used by two sources")));
+                }
+                syslog.push(SyslogSource {
+                    name: s.name.clone(),
+                    listen,
+                    labels: s
+                        .labels
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    max_line_bytes: max_line_bytes as usize,
+                });
+                continue;
+            }
+            other => {
+                return Err(bad(
+                    "type",
+                    format!(
+                        "{other:?} is not a log source type this agent has (file, syslog; forward, journald and loki are planned)"
+                    ),
+                ));
+            }
+        }
+        if s.listen.is_some() {
+            return Err(bad("listen", "not used by a file source".into()));
         }
         if s.paths.is_empty() {
             return Err(bad("paths", "a file source needs at least one path".into()));
@@ -117,7 +191,7 @@ pub fn validate(src: &Path, sections: &[LogSection]) -> Result<Vec<FileSource>, 
         if s.regex.is_some() && !matches!(parser, Parser::Regex(_)) {
             return Err(bad("regex", "only used with parser = \"regex\"".into()));
         }
-        for k in s.labels.keys().chain(s.label_keys.iter()) {
+        for k in &s.label_keys {
             if !valid_label_name(k)
                 || ["source", "filename", "level", "instance"].contains(&k.as_str())
             {
@@ -126,13 +200,6 @@ pub fn validate(src: &Path, sections: &[LogSection]) -> Result<Vec<FileSource>, 
                     format!("{k:?} is not a label name a source may set"),
                 ));
             }
-        }
-        let max_line_bytes = s.max_line_bytes.unwrap_or(256 * 1024);
-        if !(64..=16 << 20).contains(&max_line_bytes) {
-            return Err(bad(
-                "max_line_bytes",
-                "must be between 64B and 16MiB".into(),
-            ));
         }
         out.push(FileSource {
             name: s.name.clone(),
@@ -149,7 +216,7 @@ pub fn validate(src: &Path, sections: &[LogSection]) -> Result<Vec<FileSource>, 
             label_keys: s.label_keys.clone(),
         });
     }
-    Ok(out)
+    Ok(LogSources { files: out, syslog })
 }
 
 #[cfg(test)]
@@ -157,6 +224,10 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Vec<FileSource>, String> {
+        parse_all(text).map(|l| l.files)
+    }
+
+    fn parse_all(text: &str) -> Result<LogSources, String> {
         #[derive(Deserialize)]
         struct F {
             log: Vec<LogSection>,
@@ -177,7 +248,15 @@ mod tests {
                 "name = \"\"\ntype = \"file\"\npaths = [\"/x\"]",
                 "log[0].name",
             ),
-            ("name = \"a\"\ntype = \"syslog\"", "log[0].type"),
+            ("name = \"a\"\ntype = \"gelf\"", "log[0].type"),
+            (
+                "name = \"a\"\ntype = \"syslog\"\npaths = [\"/x\"]",
+                "log[0].paths",
+            ),
+            (
+                "name = \"a\"\ntype = \"file\"\npaths = [\"/x\"]\nlisten = \"127.0.0.1:1\"",
+                "log[0].listen",
+            ),
             ("name = \"a\"\ntype = \"file\"", "log[0].paths"),
             (
                 "name = \"a\"\ntype = \"file\"\npaths = [\"rel/x.log\"]",
@@ -220,5 +299,19 @@ mod tests {
         )
         .expect_err("twice");
         assert!(e.contains("log[1].name"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod syslog_tests {
+    #[test]
+    fn a_syslog_source_defaults_to_a_high_loopback_port() {
+        #[derive(serde::Deserialize)]
+        struct F {
+            log: Vec<super::LogSection>,
+        }
+        let f: F = toml::from_str("[[log]]\nname = \"sys\"\ntype = \"syslog\"\n").expect("toml");
+        let l = super::validate(std::path::Path::new("agent.toml"), &f.log).expect("valid");
+        assert_eq!(l.syslog[0].listen, ([127, 0, 0, 1], 1514).into());
     }
 }

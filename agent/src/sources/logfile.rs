@@ -24,9 +24,10 @@ use std::time::{Duration, Instant};
 
 use regex_lite::Regex;
 use telltale_common::model::now_ms;
-use telltale_common::wire::{Batch, LogEntry, LogStream};
+use telltale_common::wire::{Batch, LogEntry};
 use tokio::sync::watch;
 
+use super::logbatch::LogBatcher;
 use super::logparse::{self, Parser};
 use crate::pipeline::logsink::{LogSink, Positions};
 
@@ -51,7 +52,7 @@ pub struct FileSource {
     pub label_keys: Vec<String>,
 }
 
-/// Counters of the log sources (`telltale_agent_log_*`).
+/// Counters of all log sources together (`telltale_agent_log_*`).
 #[derive(Debug, Default)]
 pub struct LogStats {
     /// Records read.
@@ -62,6 +63,8 @@ pub struct LogStats {
     pub cut: AtomicU64,
     /// Truncations (copytruncate) seen.
     pub truncations: AtomicU64,
+    /// Messages that did not parse as their protocol (syslog), kept whole.
+    pub malformed: AtomicU64,
     /// Read or buffer errors.
     pub errors: AtomicU64,
 }
@@ -72,8 +75,6 @@ const READ_CHUNK: usize = 1 << 20;
 const POLL: Duration = Duration::from_millis(250);
 /// A multiline record still open after this long without a new line is emitted.
 const RECORD_FLUSH: Duration = Duration::from_secs(1);
-/// A batch is pushed once it holds this many bytes of lines, or is a second old.
-const BATCH_BYTES: usize = 512 * 1024;
 
 struct Tracked {
     path: PathBuf,
@@ -98,8 +99,7 @@ pub struct Tailer {
     cfg: FileSource,
     files: HashMap<(u64, u64), Tracked>,
     first_scan: bool,
-    out: Vec<(String, LogEntry)>,
-    out_bytes: usize,
+    out: LogBatcher,
     positions: Positions,
     forget: Vec<Vec<u8>>,
     stats: Arc<LogStats>,
@@ -155,8 +155,7 @@ impl Tailer {
             cfg,
             files: HashMap::new(),
             first_scan: true,
-            out: Vec::new(),
-            out_bytes: 0,
+            out: LogBatcher::default(),
             positions: Vec::new(),
             forget: Vec::new(),
             stats,
@@ -382,7 +381,6 @@ impl Tailer {
         self.stats
             .bytes
             .fetch_add(text.len() as u64, Ordering::Relaxed);
-        self.out_bytes += text.len();
         self.positions
             .push((key(&self.cfg.name, id), pos.to_be_bytes().to_vec()));
         let fields = logparse::fields(&self.cfg.parser, &text);
@@ -399,26 +397,19 @@ impl Tailer {
                 metadata.push((k, v));
             }
         }
-        labels.sort();
-        labels.dedup_by(|a, b| a.0 == b.0);
-        let stream = labels
-            .iter()
-            .map(|(k, v)| format!("{k}\u{1}{v}"))
-            .collect::<Vec<_>>()
-            .join("\u{2}");
-        self.out.push((
-            stream,
+        self.out.add(
+            labels,
             LogEntry {
                 t_ns: now_ms().saturating_mul(1_000_000),
                 line: text,
                 metadata,
             },
-        ));
+        );
     }
 
     /// Whether enough is waiting to push a batch.
     pub fn full(&self) -> bool {
-        self.out_bytes >= BATCH_BYTES
+        self.out.full()
     }
 
     /// The batch of what was read, and the positions to commit with it (`None` when there is
@@ -427,23 +418,7 @@ impl Tailer {
         if self.out.is_empty() && self.positions.is_empty() && self.forget.is_empty() {
             return None;
         }
-        let mut streams: Vec<LogStream> = Vec::new();
-        let mut index: HashMap<String, usize> = HashMap::new();
-        for (stream, entry) in self.out.drain(..) {
-            let i = *index.entry(stream.clone()).or_insert_with(|| {
-                streams.push(LogStream {
-                    labels: stream
-                        .split('\u{2}')
-                        .filter_map(|kv| kv.split_once('\u{1}'))
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                    entries: Vec::new(),
-                });
-                streams.len() - 1
-            });
-            streams[i].entries.push(entry);
-        }
-        self.out_bytes = 0;
+        let streams = self.out.take();
         // The last position of each file wins.
         let mut pos: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
         for (k, v) in self.positions.drain(..) {
