@@ -107,6 +107,29 @@ impl Own {
                 l(&lg.truncations),
             );
             own(out, "telltale_agent_log_errors_total", l(&lg.errors));
+            own(out, "telltale_agent_log_malformed_total", l(&lg.malformed));
+            let (levels, counters, dropped) = lg.counts.snapshot();
+            for (source, level, n) in levels {
+                out.add(
+                    "telltale_agent_log_lines_by_level_total",
+                    &[("source", &source), ("level", level)],
+                    n as f64,
+                );
+            }
+            for (source, counter, n) in counters {
+                out.add(
+                    "telltale_agent_log_matches_total",
+                    &[("source", &source), ("counter", &counter)],
+                    n as f64,
+                );
+            }
+            for (source, n) in dropped {
+                out.add(
+                    "telltale_agent_log_lines_dropped_total",
+                    &[("source", &source)],
+                    n as f64,
+                );
+            }
         }
         if let Some((cpu, rss)) = me.sample() {
             own(out, "telltale_agent_process_cpu_seconds_total", cpu);

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use telltale_common::config::ConfigError;
 use telltale_common::model::valid_label_name;
 
+use crate::sources::logbatch::{Admission, OverLimit};
 use crate::sources::logfile::FileSource;
 use crate::sources::logparse::Parser;
 use crate::sources::syslog::SyslogSource;
@@ -61,6 +62,20 @@ pub struct LogSection {
     /// other fields travel as structured metadata.
     #[serde(default)]
     pub label_keys: Vec<String>,
+    /// Most lines a second (default: no limit).
+    pub max_lines_per_second: Option<u64>,
+    /// Most bytes of lines a second (default: no limit).
+    #[serde(default, deserialize_with = "super::opt_bytes")]
+    pub max_bytes_per_second: Option<u64>,
+    /// Past a limit: `drop` (default) or `sample` (keep one line in `sample_one_in`).
+    pub over_limit: Option<String>,
+    /// With `over_limit = "sample"`: keep one line in this many (default 10).
+    pub sample_one_in: Option<u32>,
+    /// Counters of the lines matching a regex, by name
+    /// (`telltale_agent_log_matches_total{source, counter}`); every line is counted, before
+    /// any limit.
+    #[serde(default)]
+    pub counters: BTreeMap<String, String>,
 }
 
 /// Validates the `[[log]]` sections.
@@ -101,6 +116,39 @@ pub fn validate(src: &Path, sections: &[LogSection]) -> Result<LogSources, Confi
                 "must be between 64B and 16MiB".into(),
             ));
         }
+        let over = match (s.over_limit.as_deref(), s.sample_one_in) {
+            (None | Some("drop"), None) => OverLimit::Drop,
+            (Some("sample"), n) => match n.unwrap_or(10) {
+                n @ 2.. => OverLimit::Sample(n),
+                _ => return Err(bad("sample_one_in", "must be at least 2".into())),
+            },
+            (None | Some("drop"), Some(_)) => {
+                return Err(bad(
+                    "sample_one_in",
+                    "only used with over_limit = \"sample\"".into(),
+                ));
+            }
+            (Some(other), _) => {
+                return Err(bad("over_limit", format!("{other:?}: use drop or sample")));
+            }
+        };
+        let mut counters = Vec::new();
+        for (name, re) in &s.counters {
+            if !valid_label_name(name) {
+                return Err(bad(
+                    "counters",
+                    format!("{name:?} is not a valid counter name"),
+                ));
+            }
+            let re = Regex::new(re).map_err(|e| bad(&format!("counters.{name}"), e.to_string()))?;
+            counters.push((name.clone(), re));
+        }
+        let admission = Admission {
+            max_lines: s.max_lines_per_second.unwrap_or(0),
+            max_bytes: s.max_bytes_per_second.unwrap_or(0),
+            over,
+            counters,
+        };
         match s.kind.as_str() {
             "file" => {}
             "syslog" => {
@@ -132,6 +180,7 @@ pub fn validate(src: &Path, sections: &[LogSection]) -> Result<LogSources, Confi
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect(),
                     max_line_bytes: max_line_bytes as usize,
+                    admission,
                 });
                 continue;
             }
@@ -214,6 +263,7 @@ pub fn validate(src: &Path, sections: &[LogSection]) -> Result<LogSources, Confi
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             label_keys: s.label_keys.clone(),
+            admission,
         });
     }
     Ok(LogSources { files: out, syslog })
@@ -249,6 +299,22 @@ mod tests {
                 "log[0].name",
             ),
             ("name = \"a\"\ntype = \"gelf\"", "log[0].type"),
+            (
+                "name = \"a\"\ntype = \"file\"\npaths = [\"/x\"]\nover_limit = \"shed\"",
+                "log[0].over_limit",
+            ),
+            (
+                "name = \"a\"\ntype = \"file\"\npaths = [\"/x\"]\nsample_one_in = 5",
+                "log[0].sample_one_in",
+            ),
+            (
+                "name = \"a\"\ntype = \"file\"\npaths = [\"/x\"]\nover_limit = \"sample\"\nsample_one_in = 1",
+                "log[0].sample_one_in",
+            ),
+            (
+                "name = \"a\"\ntype = \"file\"\npaths = [\"/x\"]\ncounters = { x = \"(\" }",
+                "log[0].counters.x",
+            ),
             (
                 "name = \"a\"\ntype = \"syslog\"\npaths = [\"/x\"]",
                 "log[0].paths",

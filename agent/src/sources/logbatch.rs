@@ -1,7 +1,10 @@
 //! Lines gathered into streams for one batch: what every log source hands to its sink.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Instant;
 
+use regex_lite::Regex;
 use telltale_common::wire::{LogEntry, LogStream};
 
 /// A batch is worth pushing once it holds this many bytes of lines.
@@ -59,6 +62,142 @@ impl LogBatcher {
     }
 }
 
+/// What a source does past its rate limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OverLimit {
+    /// Drop the lines (counted).
+    Drop,
+    /// Keep one line in `n` (the others counted as dropped).
+    Sample(u32),
+}
+
+/// A source's rate limit and the counters it derives from its lines.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    /// Most lines a second (0: no limit).
+    pub max_lines: u64,
+    /// Most bytes of lines a second (0: no limit).
+    pub max_bytes: u64,
+    /// What happens past either.
+    pub over: OverLimit,
+    /// `(name, regex)`: a counter of the lines matching each, by source
+    /// (`telltale_agent_log_matches_total{source, counter}`).
+    pub counters: Vec<(String, Regex)>,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission {
+            max_lines: 0,
+            max_bytes: 0,
+            over: OverLimit::Drop,
+            counters: Vec::new(),
+        }
+    }
+}
+
+/// Counts lines by source and level, and by source and counter, for the agent's own series.
+#[derive(Debug, Default)]
+pub struct LineCounts {
+    by_level: Mutex<BTreeMap<(String, &'static str), u64>>,
+    by_counter: Mutex<BTreeMap<(String, String), u64>>,
+    dropped: Mutex<BTreeMap<String, u64>>,
+}
+
+impl LineCounts {
+    /// `(source, level, lines)`, `(source, counter, lines)`, `(source, lines dropped by the
+    /// rate limit)`.
+    #[allow(clippy::type_complexity)]
+    pub fn snapshot(
+        &self,
+    ) -> (
+        Vec<(String, &'static str, u64)>,
+        Vec<(String, String, u64)>,
+        Vec<(String, u64)>,
+    ) {
+        let lv = self
+            .by_level
+            .lock()
+            .map(|m| m.iter().map(|((s, l), n)| (s.clone(), *l, *n)).collect())
+            .unwrap_or_default();
+        let ct = self
+            .by_counter
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .map(|((s, c), n)| (s.clone(), c.clone(), *n))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let dr = self
+            .dropped
+            .lock()
+            .map(|m| m.iter().map(|(s, n)| (s.clone(), *n)).collect())
+            .unwrap_or_default();
+        (lv, ct, dr)
+    }
+}
+
+/// A source's gate: counts every line, then admits it within the rate limit.
+#[derive(Debug)]
+pub struct Gate {
+    source: String,
+    rules: Admission,
+    window: Instant,
+    lines: u64,
+    bytes: u64,
+    seen_over: u64,
+}
+
+impl Gate {
+    /// A gate for `source`.
+    pub fn new(source: &str, rules: Admission) -> Gate {
+        Gate {
+            source: source.to_string(),
+            rules,
+            window: Instant::now(),
+            lines: 0,
+            bytes: 0,
+            seen_over: 0,
+        }
+    }
+
+    /// Counts a line (before any limit: the counters see every line) and says whether it
+    /// goes on.
+    pub fn admit(&mut self, counts: &LineCounts, level: &'static str, line: &str) -> bool {
+        if let Ok(mut m) = counts.by_level.lock() {
+            *m.entry((self.source.clone(), level)).or_insert(0) += 1;
+        }
+        for (name, re) in &self.rules.counters {
+            if re.is_match(line)
+                && let Ok(mut m) = counts.by_counter.lock()
+            {
+                *m.entry((self.source.clone(), name.clone())).or_insert(0) += 1;
+            }
+        }
+        if self.window.elapsed().as_secs() >= 1 {
+            self.window = Instant::now();
+            (self.lines, self.bytes) = (0, 0);
+        }
+        self.lines += 1;
+        self.bytes += line.len() as u64;
+        let over = (self.rules.max_lines > 0 && self.lines > self.rules.max_lines)
+            || (self.rules.max_bytes > 0 && self.bytes > self.rules.max_bytes);
+        let keep = match (over, self.rules.over) {
+            (false, _) => true,
+            (true, OverLimit::Drop) => false,
+            (true, OverLimit::Sample(n)) => {
+                self.seen_over += 1;
+                self.seen_over % u64::from(n.max(1)) == 0
+            }
+        };
+        if !keep && let Ok(mut m) = counts.dropped.lock() {
+            *m.entry(self.source.clone()).or_insert(0) += 1;
+        }
+        keep
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +225,45 @@ mod tests {
         assert_eq!(s[0].labels[0], ("a".to_string(), "x".to_string()));
         assert_eq!(s[0].entries.len(), 2);
         assert!(b.is_empty() && b.bytes() == 0);
+    }
+
+    #[test]
+    fn gates_count_every_line_and_limit_or_sample_past_the_rate() {
+        let counts = LineCounts::default();
+        let rules = Admission {
+            max_lines: 10,
+            counters: vec![("http_5xx".into(), Regex::new(r" 5\d\d ").expect("re"))],
+            ..Admission::default()
+        };
+        let mut g = Gate::new("app", rules.clone());
+        let kept = (0..100)
+            .filter(|i| {
+                g.admit(
+                    &counts,
+                    "info",
+                    &format!("GET / {} ok", 200 + (i % 2) * 300),
+                )
+            })
+            .count();
+        assert_eq!(kept, 10, "the first 10 of the second");
+        let mut s = Gate::new(
+            "sampled",
+            Admission {
+                over: OverLimit::Sample(10),
+                ..rules
+            },
+        );
+        let kept = (0..110).filter(|_| s.admit(&counts, "error", "x")).count();
+        assert_eq!(
+            kept,
+            10 + 10,
+            "10 within the limit, then 1 in 10 of the other 100"
+        );
+        let (lv, ct, dr) = counts.snapshot();
+        assert!(lv.contains(&("app".to_string(), "info", 100)));
+        assert!(lv.contains(&("sampled".to_string(), "error", 110)));
+        assert!(ct.contains(&("app".to_string(), "http_5xx".to_string(), 50)));
+        assert!(dr.contains(&("app".to_string(), 90)));
+        assert!(dr.contains(&("sampled".to_string(), 90)));
     }
 }

@@ -27,7 +27,7 @@ use telltale_common::model::now_ms;
 use telltale_common::wire::{Batch, LogEntry};
 use tokio::sync::watch;
 
-use super::logbatch::LogBatcher;
+use super::logbatch::{Admission, Gate, LineCounts, LogBatcher};
 use super::logparse::{self, Parser};
 use crate::pipeline::logsink::{LogSink, Positions};
 
@@ -50,6 +50,8 @@ pub struct FileSource {
     pub labels: Vec<(String, String)>,
     /// Parsed fields that become labels.
     pub label_keys: Vec<String>,
+    /// Rate limit and counters.
+    pub admission: Admission,
 }
 
 /// Counters of all log sources together (`telltale_agent_log_*`).
@@ -67,6 +69,8 @@ pub struct LogStats {
     pub malformed: AtomicU64,
     /// Read or buffer errors.
     pub errors: AtomicU64,
+    /// Lines by source and level, and by source and counter.
+    pub counts: LineCounts,
 }
 
 /// Bytes read from one file in one poll at most.
@@ -103,6 +107,7 @@ pub struct Tailer {
     positions: Positions,
     forget: Vec<Vec<u8>>,
     stats: Arc<LogStats>,
+    gate: Gate,
 }
 
 fn key(source: &str, id: (u64, u64)) -> Vec<u8> {
@@ -152,6 +157,7 @@ impl Tailer {
     /// found.
     pub fn new(cfg: FileSource, stats: Arc<LogStats>) -> Tailer {
         Tailer {
+            gate: Gate::new(&cfg.name, cfg.admission.clone()),
             cfg,
             files: HashMap::new(),
             first_scan: true,
@@ -385,6 +391,10 @@ impl Tailer {
             .push((key(&self.cfg.name, id), pos.to_be_bytes().to_vec()));
         let fields = logparse::fields(&self.cfg.parser, &text);
         let level = logparse::level(&fields, &text);
+        // Past the rate limit the line is dropped (counted); its bytes are read all the same.
+        if !self.gate.admit(&self.stats.counts, level, &text) {
+            return;
+        }
         let mut labels = self.cfg.labels.clone();
         labels.push(("source".into(), self.cfg.name.clone()));
         labels.push(("filename".into(), filename));

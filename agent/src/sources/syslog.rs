@@ -18,7 +18,7 @@ use telltale_common::wire::{Batch, LogEntry};
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
-use super::logbatch::LogBatcher;
+use super::logbatch::{Gate, LogBatcher};
 use super::logfile::LogStats;
 use crate::pipeline::logsink::LogSink;
 
@@ -33,6 +33,8 @@ pub struct SyslogSource {
     pub labels: Vec<(String, String)>,
     /// Longer messages are cut (and counted).
     pub max_line_bytes: usize,
+    /// Rate limit and counters.
+    pub admission: super::logbatch::Admission,
 }
 
 /// A parsed message.
@@ -186,7 +188,13 @@ fn level(severity: u8) -> &'static str {
 }
 
 /// Turns a received message into a line of the batch.
-fn take(cfg: &SyslogSource, stats: &LogStats, batch: &Mutex<LogBatcher>, raw: &[u8]) {
+fn take(
+    cfg: &SyslogSource,
+    stats: &LogStats,
+    gate: &Mutex<Gate>,
+    batch: &Mutex<LogBatcher>,
+    raw: &[u8],
+) {
     stats.lines.fetch_add(1, Ordering::Relaxed);
     stats.bytes.fetch_add(raw.len() as u64, Ordering::Relaxed);
     let text = String::from_utf8_lossy(raw);
@@ -224,6 +232,13 @@ fn take(cfg: &SyslogSource, stats: &LogStats, batch: &Mutex<LogBatcher>, raw: &[
         entry.line.truncate(cut);
         stats.cut.fetch_add(1, Ordering::Relaxed);
     }
+    let admitted = gate
+        .lock()
+        .map(|mut g| g.admit(&stats.counts, lvl, &entry.line))
+        .unwrap_or(true);
+    if !admitted {
+        return;
+    }
     let mut labels = cfg.labels.clone();
     labels.push(("source".into(), cfg.name.clone()));
     labels.push(("level".into(), lvl.into()));
@@ -238,6 +253,7 @@ async fn connection(
     mut s: tokio::net::TcpStream,
     cfg: Arc<SyslogSource>,
     stats: Arc<LogStats>,
+    gate: Arc<Mutex<Gate>>,
     batch: Arc<Mutex<LogBatcher>>,
 ) {
     let max = cfg.max_line_bytes + 64;
@@ -270,13 +286,13 @@ async fn connection(
                 if buf.len() < sp + 1 + len {
                     break;
                 }
-                take(&cfg, &stats, &batch, &buf[sp + 1..sp + 1 + len]);
+                take(&cfg, &stats, &gate, &batch, &buf[sp + 1..sp + 1 + len]);
                 buf.drain(..sp + 1 + len);
             } else if let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-                take(&cfg, &stats, &batch, &buf[..nl]);
+                take(&cfg, &stats, &gate, &batch, &buf[..nl]);
                 buf.drain(..=nl);
             } else if buf.len() > max {
-                take(&cfg, &stats, &batch, &buf[..max]);
+                take(&cfg, &stats, &gate, &batch, &buf[..max]);
                 buf.clear();
             } else {
                 break;
@@ -285,7 +301,7 @@ async fn connection(
         match s.read(&mut chunk).await {
             Ok(0) | Err(_) => {
                 if !buf.is_empty() && !buf[0].is_ascii_digit() {
-                    take(&cfg, &stats, &batch, &buf);
+                    take(&cfg, &stats, &gate, &batch, &buf);
                 }
                 return;
             }
@@ -321,6 +337,7 @@ pub async fn run(
     tracing::info!(source = %cfg.name, listen = %cfg.listen, "syslog listener started (UDP and TCP)");
     let cfg = Arc::new(cfg);
     let batch = Arc::new(Mutex::new(LogBatcher::default()));
+    let gate = Arc::new(Mutex::new(Gate::new(&cfg.name, cfg.admission.clone())));
     let mut conns = tokio::task::JoinSet::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut dgram = vec![0u8; 65_536];
@@ -328,7 +345,7 @@ pub async fn run(
         let flush = tokio::select! {
             r = udp.recv_from(&mut dgram) => {
                 if let Ok((n, _)) = r {
-                    take(&cfg, &stats, &batch, &dgram[..n]);
+                    take(&cfg, &stats, &gate, &batch, &dgram[..n]);
                 }
                 batch.lock().map(|b| b.full()).unwrap_or(false)
             }
@@ -336,7 +353,13 @@ pub async fn run(
                 if let Ok((s, _)) = a {
                     // Bounded: a flood of connections cannot grow the agent without limit.
                     if conns.len() < 256 {
-                        conns.spawn(connection(s, cfg.clone(), stats.clone(), batch.clone()));
+                        conns.spawn(connection(
+                            s,
+                            cfg.clone(),
+                            stats.clone(),
+                            gate.clone(),
+                            batch.clone(),
+                        ));
                     }
                 }
                 false

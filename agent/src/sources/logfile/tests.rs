@@ -52,6 +52,7 @@ fn source(dir: &Path, start_at_end: bool) -> FileSource {
         parser: Parser::None,
         labels: vec![("env".into(), "test".into())],
         label_keys: Vec::new(),
+        admission: crate::sources::logbatch::Admission::default(),
     }
 }
 
