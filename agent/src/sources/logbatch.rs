@@ -188,7 +188,7 @@ impl Gate {
             (true, OverLimit::Drop) => false,
             (true, OverLimit::Sample(n)) => {
                 self.seen_over += 1;
-                self.seen_over % u64::from(n.max(1)) == 0
+                self.seen_over.is_multiple_of(u64::from(n.max(1)))
             }
         };
         if !keep && let Ok(mut m) = counts.dropped.lock() {
