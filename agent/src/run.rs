@@ -492,6 +492,14 @@ pub async fn run_with_reload(
             logs_stop.clone(),
         ));
     }
+    for src in &cfg.logs.forward {
+        log_tasks.spawn(crate::sources::forward::run(
+            src.clone(),
+            log_sink.clone(),
+            log_stats.clone(),
+            logs_stop.clone(),
+        ));
+    }
     for src in &cfg.logs.syslog {
         log_tasks.spawn(crate::sources::syslog::run(
             src.clone(),

@@ -16,6 +16,7 @@
 
 pub mod checks;
 pub mod expfmt;
+pub mod forward;
 pub mod host;
 pub mod httpc;
 pub mod logbatch;

@@ -754,3 +754,89 @@ fn syslog_forwarded_by_a_real_rsyslog() {
     want.sort();
     assert_eq!(got, want);
 }
+
+#[test]
+fn a_python_app_logging_through_fluent_logger_reaches_the_agent_unchanged() {
+    let have = std::process::Command::new("python3")
+        .args(["-c", "import fluent.sender"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "fluent-logger is not installed: .ci/run installs it"
+        );
+        eprintln!("skipped: python3 -m pip install fluent-logger");
+        return;
+    }
+    let (dir, tls) = scratch_with_ca().unwrap();
+    certs_issue(&tls, "fwd-1").unwrap();
+    let agg = start_fresh_aggregator(&tls, dir.path()).unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!("[[log]]\nname = \"fluent\"\ntype = \"forward\"\nlisten = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    let agent = start_agent_with_config(
+        &tls,
+        "fwd-1",
+        agg.quic,
+        &dir.path().join("agent"),
+        "1s",
+        Some(&cfg),
+    )
+    .unwrap();
+    agent
+        .wait_log("forward listener started", Duration::from_secs(20))
+        .unwrap();
+    // The application: the Python client of Fluentd, as its documentation shows it —
+    // records with `message`, and with only other fields; nanosecond event times too.
+    let script = format!(
+        r#"
+from fluent import sender
+a = sender.FluentSender('billing', host='127.0.0.1', port={port})
+for i in range(25):
+    assert a.emit('charge', {{'message': 'charge %d done' % i, 'level': 'error' if i % 5 == 0 else 'info', 'amount': i}})
+b = sender.FluentSender('billing', host='127.0.0.1', port={port}, nanosecond_precision=True)
+assert b.emit('refund', {{'order': 7, 'ok': True}})
+a.close(); b.close()
+"#
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = wait_for(Duration::from_secs(20), || {
+        let l = lines_of(&agg, r#"{source="fluent"}"#);
+        (l.len() >= 26).then_some(l)
+    })
+    .unwrap_or_else(|| lines_of(&agg, r#"{source="fluent"}"#));
+    assert_eq!(got.len(), 26, "{got:?}");
+    let errors = lines_of(
+        &agg,
+        r#"{source="fluent", tag="billing.charge", level="error"}"#,
+    );
+    assert_eq!(errors.len(), 5, "{errors:?}");
+    let refund = lines_of(&agg, r#"{tag="billing.refund"}"#);
+    assert_eq!(refund.len(), 1);
+    let v: serde_json::Value = serde_json::from_str(&refund[0]).unwrap();
+    assert_eq!(v, serde_json::json!({"order": 7, "ok": true}));
+    // A sender that asks for acknowledgements (`chunk`) gets `{"ack": chunk}` back.
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut msg = vec![0x94, 0xa1, b't', 0xce];
+    msg.extend_from_slice(&1_700_000_000u32.to_be_bytes());
+    msg.extend_from_slice(b"\x81\xa7message\xa5acked\x81\xa5chunk\xa2c1");
+    s.write_all(&msg).unwrap();
+    let mut ack = [0u8; 8];
+    s.read_exact(&mut ack).unwrap();
+    assert_eq!(&ack, b"\x81\xa3ack\xa2c1");
+}

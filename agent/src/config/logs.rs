@@ -8,6 +8,7 @@ use serde::Deserialize;
 use telltale_common::config::ConfigError;
 use telltale_common::model::valid_label_name;
 
+use crate::sources::forward::ForwardSource;
 use crate::sources::logbatch::{Admission, OverLimit};
 use crate::sources::logfile::FileSource;
 use crate::sources::logparse::Parser;
@@ -20,12 +21,14 @@ pub struct LogSources {
     pub files: Vec<FileSource>,
     /// Syslog listeners.
     pub syslog: Vec<SyslogSource>,
+    /// Fluentd forward-protocol listeners.
+    pub forward: Vec<ForwardSource>,
 }
 
 impl LogSources {
     /// Whether no log source is configured.
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty() && self.syslog.is_empty()
+        self.files.is_empty() && self.syslog.is_empty() && self.forward.is_empty()
     }
 }
 
@@ -35,10 +38,11 @@ impl LogSources {
 pub struct LogSection {
     /// The source's name: its lines' `source` label.
     pub name: String,
-    /// `file` or `syslog` (forward, journald and loki are planned).
+    /// `file`, `syslog` or `forward` (journald and loki are planned).
     #[serde(rename = "type")]
     pub kind: String,
-    /// Where a listener (`syslog`) listens, UDP and TCP (default `127.0.0.1:1514`).
+    /// Where a listener listens: `syslog` on UDP and TCP (default `127.0.0.1:1514`),
+    /// `forward` on TCP (default `127.0.0.1:24224`, Fluentd's port).
     pub listen: Option<std::net::SocketAddr>,
     /// Files to tail: paths whose file-name part may hold `*` and `?`.
     #[serde(default)]
@@ -82,6 +86,7 @@ pub struct LogSection {
 pub fn validate(src: &Path, sections: &[LogSection]) -> Result<LogSources, ConfigError> {
     let mut out: Vec<FileSource> = Vec::new();
     let mut syslog: Vec<SyslogSource> = Vec::new();
+    let mut forward: Vec<ForwardSource> = Vec::new();
     for (i, s) in sections.iter().enumerate() {
         let at = |k: &str| format!("log[{i}].{k}");
         let bad = |k: &str, m: String| ConfigError::invalid(src, &at(k), m);
@@ -96,7 +101,10 @@ pub fn validate(src: &Path, sections: &[LogSection]) -> Result<LogSources, Confi
                 "use A-Z a-z 0-9 - _ . (it is the `source` label)".into(),
             ));
         }
-        if out.iter().any(|o| o.name == s.name) || syslog.iter().any(|o| o.name == s.name) {
+        if out.iter().any(|o| o.name == s.name)
+            || syslog.iter().any(|o| o.name == s.name)
+            || forward.iter().any(|o| o.name == s.name)
+        {
             return Err(bad("name", format!("{:?} is used by two sources", s.name)));
         }
         for k in s.labels.keys() {
@@ -151,7 +159,7 @@ pub fn validate(src: &Path, sections: &[LogSection]) -> Result<LogSources, Confi
         };
         match s.kind.as_str() {
             "file" => {}
-            "syslog" => {
+            "syslog" | "forward" => {
                 for (key, set) in [
                     ("paths", !s.paths.is_empty()),
                     ("start_at", s.start_at.is_some()),
@@ -161,34 +169,49 @@ pub fn validate(src: &Path, sections: &[LogSection]) -> Result<LogSources, Confi
                     ("label_keys", !s.label_keys.is_empty()),
                 ] {
                     if set {
-                        return Err(bad(key, "not used by a syslog source".into()));
+                        return Err(bad(key, format!("not used by a {} source", s.kind)));
                     }
                 }
-                let listen = s.listen.unwrap_or_else(|| ([127, 0, 0, 1], 1514).into());
+                let port = if s.kind == "syslog" { 1514 } else { 24224 };
+                let listen = s.listen.unwrap_or_else(|| ([127, 0, 0, 1], port).into());
                 if listen.port() == 0 {
                     return Err(bad("listen", "needs a port".into()));
                 }
-                if syslog.iter().any(|o| o.listen == listen) {
+                if syslog.iter().any(|o| o.listen == listen)
+                    || forward.iter().any(|o| o.listen == listen)
+                {
                     return Err(bad("listen", format!("{listen} is used by two sources")));
                 }
-                syslog.push(SyslogSource {
-                    name: s.name.clone(),
-                    listen,
-                    labels: s
-                        .labels
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                    max_line_bytes: max_line_bytes as usize,
-                    admission,
-                });
+                let labels: Vec<(String, String)> = s
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                let max_line_bytes = max_line_bytes as usize;
+                if s.kind == "syslog" {
+                    syslog.push(SyslogSource {
+                        name: s.name.clone(),
+                        listen,
+                        labels,
+                        max_line_bytes,
+                        admission,
+                    });
+                } else {
+                    forward.push(ForwardSource {
+                        name: s.name.clone(),
+                        listen,
+                        labels,
+                        max_line_bytes,
+                        admission,
+                    });
+                }
                 continue;
             }
             other => {
                 return Err(bad(
                     "type",
                     format!(
-                        "{other:?} is not a log source type this agent has (file, syslog; forward, journald and loki are planned)"
+                        "{other:?} is not a log source type this agent has (file, syslog, forward; journald and loki are planned)"
                     ),
                 ));
             }
@@ -266,7 +289,11 @@ pub fn validate(src: &Path, sections: &[LogSection]) -> Result<LogSources, Confi
             admission,
         });
     }
-    Ok(LogSources { files: out, syslog })
+    Ok(LogSources {
+        files: out,
+        syslog,
+        forward,
+    })
 }
 
 #[cfg(test)]

@@ -62,6 +62,11 @@ impl LogBatcher {
     }
 }
 
+/// A message that does not follow its protocol (syslog, forward): what is wrong with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadMessage(pub &'static str);
+
 /// What a source does past its rate limit.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum OverLimit {

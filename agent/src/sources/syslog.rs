@@ -18,7 +18,7 @@ use telltale_common::wire::{Batch, LogEntry};
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
-use super::logbatch::{Gate, LogBatcher};
+use super::logbatch::{BadMessage, Gate, LogBatcher};
 use super::logfile::LogStats;
 use crate::pipeline::logsink::LogSink;
 
@@ -102,16 +102,18 @@ const MONTHS: [&str; 12] = [
 ];
 
 /// Parses one message (RFC 5424 when the version `1` follows the priority, else RFC 3164).
-pub fn parse(raw: &str) -> Result<Message, &'static str> {
+pub fn parse(raw: &str) -> Result<Message, BadMessage> {
     let raw = raw.trim_end_matches(['\n', '\r', '\0']);
-    let rest = raw.strip_prefix('<').ok_or("no <priority>")?;
+    let rest = raw.strip_prefix('<').ok_or(BadMessage("no <priority>"))?;
     let end = rest
         .find('>')
         .filter(|&e| (1..=3).contains(&e))
-        .ok_or("bad <priority>")?;
-    let pri: u8 = rest[..end].parse().map_err(|_| "bad <priority>")?;
+        .ok_or(BadMessage("bad <priority>"))?;
+    let pri: u8 = rest[..end]
+        .parse()
+        .map_err(|_| BadMessage("bad <priority>"))?;
     if pri > 191 {
-        return Err("priority above 191");
+        return Err(BadMessage("priority above 191"));
     }
     let mut m = Message {
         severity: pri % 8,
@@ -120,12 +122,13 @@ pub fn parse(raw: &str) -> Result<Message, &'static str> {
     };
     let rest = &rest[end + 1..];
     if let Some(r) = rest.strip_prefix("1 ") {
-        let (ts, r) = field(r).ok_or("no timestamp")?;
-        let (host, r) = field(r).ok_or("no hostname")?;
-        let (app, r) = field(r).ok_or("no app name")?;
-        let (procid, r) = field(r).ok_or("no process id")?;
-        let (msgid, r) = field(r).ok_or("no message id")?;
-        let (sd, msg) = structured(r.trim_start_matches(' ')).ok_or("bad structured data")?;
+        let (ts, r) = field(r).ok_or(BadMessage("no timestamp"))?;
+        let (host, r) = field(r).ok_or(BadMessage("no hostname"))?;
+        let (app, r) = field(r).ok_or(BadMessage("no app name"))?;
+        let (procid, r) = field(r).ok_or(BadMessage("no process id"))?;
+        let (msgid, r) = field(r).ok_or(BadMessage("no message id"))?;
+        let (sd, msg) =
+            structured(r.trim_start_matches(' ')).ok_or(BadMessage("bad structured data"))?;
         m.t_ns = nil(ts).and_then(|t| {
             humantime::parse_rfc3339_weak(t.trim_end_matches('Z'))
                 .ok()
@@ -213,7 +216,7 @@ fn take(
         }
         Err(why) => {
             stats.malformed.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(source = %cfg.name, why, "malformed syslog message kept whole");
+            tracing::debug!(source = %cfg.name, %why, "malformed syslog message kept whole");
             (
                 "unknown",
                 LogEntry {
