@@ -118,6 +118,43 @@ pub fn incident_json(i: &Incident, now: i64) -> Value {
         "alerts": alerts,
         "timeline": i.timeline.iter().map(|e| json!({"at": rfc3339(e.at), "kind": e.kind, "text": e.text})).collect::<Vec<_>>(),
         "ageSeconds": (now - i.opened_at) / 1000,
+        "logs": logs_link(i),
+    })
+}
+
+/// What the incident's hosts logged around it: a LogQL selector over the `instance`s of its
+/// alerts and a window from 15 minutes before it opened to 5 minutes after it resolved (open
+/// end while it is open), with the Loki API path that runs it. `null` when no alert names an
+/// instance.
+pub fn logs_link(i: &Incident) -> Value {
+    let mut hosts: Vec<&str> = i
+        .alerts
+        .values()
+        .filter_map(|a| a.labels.get("instance"))
+        .filter(|h| !h.is_empty())
+        .collect();
+    hosts.sort_unstable();
+    hosts.dedup();
+    if hosts.is_empty() {
+        return Value::Null;
+    }
+    let alternatives: Vec<String> = hosts.iter().map(|h| regex::escape(h)).collect();
+    let query = format!("{{instance=~{:?}}}", alternatives.join("|"));
+    let start_ms = i.opened_at - 15 * 60_000;
+    let end_ms = (!i.open()).then_some(i.resolved_at + 5 * 60_000);
+    let mut path = format!(
+        "/loki/api/v1/query_range?direction=backward&limit=1000&query={}&start={}",
+        form_urlencoded::byte_serialize(query.as_bytes()).collect::<String>(),
+        start_ms.saturating_mul(1_000_000)
+    );
+    if let Some(e) = end_ms {
+        path.push_str(&format!("&end={}", e.saturating_mul(1_000_000)));
+    }
+    json!({
+        "query": query,
+        "start": rfc3339(start_ms),
+        "end": end_ms.map(rfc3339),
+        "path": path,
     })
 }
 
@@ -148,6 +185,58 @@ pub fn page_v4(p: &Page, i: &Incident, now: i64, external_url: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_incident_links_the_logs_of_its_hosts_around_it() {
+        use crate::alerting::correlate::IncidentAlert;
+        let mut i = Incident {
+            id: 3,
+            opened_at: 1_700_000_000_000,
+            updated_at: 1_700_000_000_000,
+            resolved_at: 0,
+            alerts: Default::default(),
+            root_cause: 0,
+            acknowledged: None,
+            remediated: None,
+            timeline: Vec::new(),
+        };
+        assert_eq!(logs_link(&i), Value::Null);
+        for (fp, host) in [(1, "db-1.example"), (2, "web-1"), (3, "web-1")] {
+            i.alerts.insert(
+                fp,
+                IncidentAlert {
+                    labels: Labels::from_pairs([("alertname", "X"), ("instance", host)]),
+                    annotations: Labels::default(),
+                    starts_at: 0,
+                    resolved_at: 0,
+                    layer: 0,
+                },
+            );
+        }
+        let l = logs_link(&i);
+        // The alternatives are regex-escaped: they match the names exactly, nothing else.
+        let q = l["query"].as_str().expect("query");
+        let inner: String =
+            serde_json::from_str(q.trim_start_matches("{instance=~").trim_end_matches('}'))
+                .expect("a quoted regex");
+        let re = regex::Regex::new(&format!("^(?:{inner})$")).expect("regex");
+        assert!(re.is_match("db-1.example") && re.is_match("web-1"));
+        assert!(!re.is_match("db-1xexample") && !re.is_match("web-10"));
+        assert_eq!(l["end"], Value::Null, "open: no end");
+        assert!(
+            l["path"]
+                .as_str()
+                .is_some_and(|p| p.contains("&start=1699999100000000000"))
+        );
+        i.resolved_at = 1_700_000_600_000;
+        let l = logs_link(&i);
+        assert_eq!(l["end"], rfc3339(1_700_000_900_000));
+        assert!(
+            l["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("&end=1700000900000000000"))
+        );
+    }
 
     #[test]
     fn webhook_v4_has_alertmanagers_fields() {
