@@ -153,6 +153,24 @@ pub fn until(deadline_ms: Option<i64>) -> std::time::Duration {
     let ms = deadline_ms.map_or(60_000, |t| (t - now_ms()).clamp(1, 60_000));
     std::time::Duration::from_millis(ms as u64)
 }
+/// A valid label name made from any key (a parsed log field): characters other than
+/// `[A-Za-z0-9_]` become `_`, and a leading digit (or nothing) gets a `_` in front.
+pub fn label_name_from(k: &str) -> String {
+    let mut s: String = k
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) {
+        s.insert(0, '_');
+    }
+    s
+}
 
 /// Whether `s` is a valid label name: `[a-zA-Z_][a-zA-Z0-9_]*` (Prometheus' rule; the agent,
 /// remote_write, rule files and PromQL's label functions all check with this one).
@@ -174,6 +192,20 @@ pub fn valid_metric_name(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn any_key_becomes_a_valid_label_name() {
+        for (k, want) in [
+            ("req.id", "req_id"),
+            ("9lives", "_9lives"),
+            ("", "_"),
+            ("ünï", "_n_"),
+            ("ok_1", "ok_1"),
+        ] {
+            assert_eq!(label_name_from(k), want);
+            assert!(valid_label_name(&label_name_from(k)));
+        }
+    }
 
     #[test]
     fn labels_are_sorted_and_deduplicated() {

@@ -5,7 +5,9 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use regex_lite::Regex;
-use telltale_common::wire::{LogEntry, LogStream};
+use telltale_common::wire::{Batch, LogEntry, LogStream};
+
+use crate::pipeline::logsink::LogSink;
 
 /// A batch is worth pushing once it holds this many bytes of lines.
 pub const BATCH_BYTES: usize = 512 * 1024;
@@ -59,6 +61,38 @@ impl LogBatcher {
         self.index.clear();
         self.bytes = 0;
         std::mem::take(&mut self.streams)
+    }
+}
+
+/// Cuts `line` to at most `max` bytes (on a character boundary); whether it was cut.
+pub fn cut_line(line: &mut String, max: usize) -> bool {
+    if line.len() <= max {
+        return false;
+    }
+    let mut cut = max;
+    while !line.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    line.truncate(cut);
+    true
+}
+
+/// Hands what a listener gathered to the sink as one batch (nothing when it is empty); a
+/// failure drops the lines (a listener cannot ask its senders again) and is logged.
+pub async fn flush(batch: &Mutex<LogBatcher>, sink: &dyn LogSink, source: &str) {
+    let streams = batch.lock().map(|mut b| b.take()).unwrap_or_default();
+    if streams.is_empty() {
+        return;
+    }
+    let b = Batch {
+        sequence: 0,
+        created_ms: telltale_common::model::now_ms(),
+        series: Vec::new(),
+        events: Vec::new(),
+        logs: streams,
+    };
+    if let Err(e) = sink.store(b, Vec::new(), Vec::new()).await {
+        tracing::error!(source, error = %e, "received log lines could not be buffered: dropped");
     }
 }
 

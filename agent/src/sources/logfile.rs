@@ -368,13 +368,7 @@ impl Tailer {
     /// Hands a record out; the file's position moves to `commit_to` (past the record, or
     /// to the start of a record still open after it).
     fn emit(&mut self, id: (u64, u64), mut text: String, commit_to: u64) {
-        let max = self.cfg.max_line_bytes;
-        if text.len() > max {
-            let mut cut = max;
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            text.truncate(cut);
+        if super::logbatch::cut_line(&mut text, self.cfg.max_line_bytes) {
             self.stats.cut.fetch_add(1, Ordering::Relaxed);
         }
         let Some(t) = self.files.get_mut(&id) else {

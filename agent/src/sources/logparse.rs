@@ -72,24 +72,10 @@ pub fn fields(parser: &Parser, line: &str) -> Vec<(String, String)> {
     };
     out.truncate(MAX_FIELDS);
     for (k, v) in out.iter_mut() {
-        *k = k
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        if v.len() > MAX_VALUE {
-            let mut cut = MAX_VALUE;
-            while !v.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            v.truncate(cut);
-        }
+        *k = telltale_common::model::label_name_from(k);
+        super::logbatch::cut_line(v, MAX_VALUE);
     }
+
     out
 }
 

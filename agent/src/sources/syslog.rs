@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use telltale_common::model::now_ms;
-use telltale_common::wire::{Batch, LogEntry};
+use telltale_common::wire::LogEntry;
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
@@ -227,12 +227,7 @@ fn take(
             )
         }
     };
-    if entry.line.len() > cfg.max_line_bytes {
-        let mut cut = cfg.max_line_bytes;
-        while !entry.line.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        entry.line.truncate(cut);
+    if super::logbatch::cut_line(&mut entry.line, cfg.max_line_bytes) {
         stats.cut.fetch_add(1, Ordering::Relaxed);
     }
     let admitted = gate
@@ -372,19 +367,7 @@ pub async fn run(
             _ = stop.changed() => true,
         };
         if flush {
-            let streams = batch.lock().map(|mut b| b.take()).unwrap_or_default();
-            if !streams.is_empty() {
-                let b = Batch {
-                    sequence: 0,
-                    created_ms: now_ms(),
-                    series: Vec::new(),
-                    events: Vec::new(),
-                    logs: streams,
-                };
-                if let Err(e) = sink.store(b, Vec::new(), Vec::new()).await {
-                    tracing::error!(source = %cfg.name, error = %e, "syslog lines could not be buffered: dropped");
-                }
-            }
+            super::logbatch::flush(&batch, sink.as_ref(), &cfg.name).await;
         }
         if *stop.borrow() {
             return;

@@ -77,26 +77,9 @@ struct Line {
     value: Option<f64>,
 }
 
-fn sanitize(k: &str) -> String {
-    let mut s: String = k
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if s.starts_with(|c: char| c.is_ascii_digit()) || s.is_empty() {
-        s.insert(0, '_');
-    }
-    s
-}
-
 /// Adds a parsed label; a name the stream already has gets `_extracted`, as in Loki.
 fn add(l: &mut Line, stream: &Labels, k: &str, v: String) {
-    let k = sanitize(k);
+    let k = telltale_common::model::label_name_from(k);
     let k = if stream.get(&k).is_some() {
         format!("{k}_extracted")
     } else {
