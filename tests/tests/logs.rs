@@ -185,6 +185,20 @@ fn loki_pushes_answer_grafana_queries_and_survive_a_kill() {
             series["data"],
             serde_json::json!([{"job": "app", "source": "curl"}])
         );
+        // What Grafana asks for a query's size: Loki's bare object.
+        let stats = get_json(
+            agg,
+            &format!(
+                "/loki/api/v1/index/stats?query={}&start={start}&end={end}",
+                enc(r#"{source="promtail"}"#)
+            ),
+        );
+        assert_eq!(stats["streams"], 1, "{stats}");
+        assert_eq!(stats["entries"], 40, "{stats}");
+        assert!(
+            stats["bytes"].as_u64().is_some_and(|b| b > 40 * 30),
+            "{stats}"
+        );
         // A needle, and a structured-metadata-free stream read back exactly.
         let curl = grafana_lines(agg, r#"{source="curl"} |= "another""#, start, end);
         assert_eq!(curl[0].1, vec![(t0 + 6 * NS, "another line".to_string())]);

@@ -317,6 +317,25 @@ async fn series(State(st): St, q: RawQuery, body: Bytes) -> Result<Response, Lok
     Ok(success(Json::Array(out.keys().map(labels_json).collect())))
 }
 
+/// `GET /loki/api/v1/index/stats?query=<selector>&start=&end=`: streams, chunks, entries and
+/// bytes the selector covers (Grafana shows them as the query's size). Loki's shape: the
+/// object itself, no envelope.
+async fn index_stats(State(st): St, q: RawQuery) -> Result<Response, LokiError> {
+    let p = Params::parse(q.0.as_deref(), &[]);
+    let (start, end) = range(&p)?;
+    let Query::Log(e) = query_of(&p)? else {
+        return Err(bad("query must be a stream selector"));
+    };
+    let s = st.logs.index_stats(&e.matchers, start, end);
+    Ok(axum::Json(json!({
+        "streams": s.streams,
+        "chunks": s.chunks,
+        "entries": s.entries,
+        "bytes": s.bytes,
+    }))
+    .into_response())
+}
+
 async fn push_handler(
     State(st): St,
     headers: HeaderMap,
@@ -360,6 +379,7 @@ pub fn routes(r: Router<Arc<ApiState>>) -> Router<Arc<ApiState>> {
         .route("/loki/api/v1/label", get(labels))
         .route("/loki/api/v1/label/{name}/values", get(label_values))
         .route("/loki/api/v1/series", get(series).post(series))
+        .route("/loki/api/v1/index/stats", get(index_stats))
         .route(
             "/loki/api/v1/push",
             post(push_handler).layer(axum::extract::DefaultBodyLimit::max(push::MAX_BODY_BYTES)),

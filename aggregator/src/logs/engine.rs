@@ -33,7 +33,8 @@ use tokio::sync::oneshot;
 
 use super::block::{self, Block};
 use super::store::{
-    BoxFuture, LogAppend, LogAppender, LogOutcome, LogQuerier, LogStoreError, Selected, Selection,
+    BoxFuture, IndexStats, LogAppend, LogAppender, LogOutcome, LogQuerier, LogStoreError, Selected,
+    Selection,
 };
 use crate::durable::dedup::{Dedup, RangeSet};
 use crate::durable::frames::{self, Item, Scanner};
@@ -657,6 +658,57 @@ impl LogQuerier for LogEngine {
             .collect();
         v.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(v)
+    }
+
+    fn index_stats(&self, matchers: &[Matcher], start_ns: i64, end_ns: i64) -> IndexStats {
+        let mut st = IndexStats::default();
+        let mut seen: std::collections::HashSet<Labels> = std::collections::HashSet::new();
+        let blocks = self.inner.blocks.read().unwrap_or_else(|e| e.into_inner());
+        for b in blocks
+            .iter()
+            .filter(|b| b.index.max_t >= start_ns && b.index.min_t < end_ns)
+        {
+            for s in &b.index.streams {
+                let labels = Labels::from_pairs(s.labels.clone());
+                if !matches(matchers, &labels) {
+                    continue;
+                }
+                let mut any = false;
+                for c in s
+                    .chunks
+                    .iter()
+                    .filter(|c| c.max_t >= start_ns && c.min_t < end_ns)
+                {
+                    any = true;
+                    st.chunks += 1;
+                    st.entries += u64::from(c.lines);
+                    st.bytes += c.line_bytes;
+                }
+                if any {
+                    seen.insert(labels);
+                }
+            }
+        }
+        drop(blocks);
+        let head = self.inner.head.read().unwrap_or_else(|e| e.into_inner());
+        for (labels, entries) in &head.streams {
+            if !matches(matchers, labels) {
+                continue;
+            }
+            let inside = entries
+                .iter()
+                .filter(|e| e.t_ns >= start_ns && e.t_ns < end_ns);
+            let (n, bytes) =
+                inside.fold((0u64, 0u64), |(n, b), e| (n + 1, b + e.line.len() as u64));
+            if n > 0 {
+                st.chunks += 1;
+                st.entries += n;
+                st.bytes += bytes;
+                seen.insert(labels.clone());
+            }
+        }
+        st.streams = seen.len() as u64;
+        st
     }
 
     fn streams(&self, matchers: &[Matcher], start_ns: i64, end_ns: i64) -> Vec<Labels> {

@@ -99,6 +99,19 @@ pub trait LogAppender: Send + Sync + 'static {
     fn append(&self, req: LogAppend) -> BoxFuture<'_, Result<LogOutcome, LogStoreError>>;
 }
 
+/// What `/loki/api/v1/index/stats` reports for a selector and a range.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IndexStats {
+    /// Streams with lines in the range.
+    pub streams: u64,
+    /// Chunks those lines are in (the head counts as one per stream).
+    pub chunks: u64,
+    /// Lines.
+    pub entries: u64,
+    /// Bytes of lines.
+    pub bytes: u64,
+}
+
 /// The read side.
 pub trait LogQuerier: Send + Sync + 'static {
     /// The lines of the selected streams in the range.
@@ -107,6 +120,26 @@ pub trait LogQuerier: Send + Sync + 'static {
     /// The label sets of streams matching `matchers` (all streams when empty) with lines in
     /// `[start_ns, end_ns)`.
     fn streams(&self, matchers: &[Matcher], start_ns: i64, end_ns: i64) -> Vec<Labels>;
+
+    /// Sizes of what a selector covers in a range, from the index where the engine can
+    /// (whole chunks, as Loki counts them); this default reads the lines.
+    fn index_stats(&self, matchers: &[Matcher], start_ns: i64, end_ns: i64) -> IndexStats {
+        let sel = Selection {
+            matchers,
+            start_ns,
+            end_ns,
+            needles: &[],
+            max_bytes: u64::MAX,
+        };
+        let mut st = IndexStats::default();
+        for s in self.select(&sel).unwrap_or_default() {
+            st.streams += 1;
+            st.chunks += 1;
+            st.entries += s.entries.len() as u64;
+            st.bytes += s.entries.iter().map(|e| e.line.len() as u64).sum::<u64>();
+        }
+        st
+    }
 }
 
 /// A whole log store.

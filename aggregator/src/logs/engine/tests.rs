@@ -96,6 +96,12 @@ async fn appends_survive_restarts_cuts_and_replays_are_stored_once() {
     // From the block and the WAL after it; the replayed batch is still known.
     let e = LogEngine::open(d.path(), LogOptions::default()).expect("reopen");
     assert_eq!(all(&e)[0].1.len(), 3);
+    // Index stats: one chunk in the block (2 lines), the head's line as one more.
+    let m = [Matcher::equal("source", "app")];
+    let st = e.index_stats(&m, i64::MIN, i64::MAX);
+    assert_eq!((st.streams, st.chunks, st.entries, st.bytes), (1, 2, 3, 3));
+    let none = e.index_stats(&[Matcher::equal("source", "other")], i64::MIN, i64::MAX);
+    assert_eq!(none, crate::logs::store::IndexStats::default());
     let dup = e
         .append(LogAppend {
             origin: origin(1),
