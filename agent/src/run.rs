@@ -372,6 +372,60 @@ fn link_remediation(executor: Arc<crate::remediate::Executor>) -> RemediationLin
     }
 }
 
+/// The running log sources, with their own stop signal: they push what they read before
+/// the buffer closes (their positions make an abrupt stop safe too).
+struct LogRunner {
+    stop: watch::Sender<bool>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl LogRunner {
+    fn spawn(
+        cfg: &crate::config::logs::LogSources,
+        sink: &Arc<dyn LogSink>,
+        stats: &Arc<crate::sources::logfile::LogStats>,
+    ) -> LogRunner {
+        let (stop, rx) = watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        for src in &cfg.files {
+            tracing::info!(source = %src.name, paths = ?src.paths, "tailing log files");
+            tasks.spawn(crate::sources::logfile::run(
+                src.clone(),
+                sink.clone(),
+                stats.clone(),
+                rx.clone(),
+            ));
+        }
+        for src in &cfg.forward {
+            tasks.spawn(crate::sources::forward::run(
+                src.clone(),
+                sink.clone(),
+                stats.clone(),
+                rx.clone(),
+            ));
+        }
+        for src in &cfg.syslog {
+            tasks.spawn(crate::sources::syslog::run(
+                src.clone(),
+                sink.clone(),
+                stats.clone(),
+                rx.clone(),
+            ));
+        }
+        LogRunner { stop, tasks }
+    }
+
+    /// Stops every source, waiting up to 5 s for their last pushes.
+    async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        self.tasks.abort_all();
+    }
+}
+
 /// The buffer as the log sources' sink: a batch of lines and the positions it covers in one
 /// sled transaction, then the shipper woken.
 struct BufferSink {
@@ -475,39 +529,11 @@ pub async fn run_with_reload(
     let mut sources = Sources::spawn(&cfg, &host, &buffer, &stats, &log_stats, &tx);
     let processor = Processor::new(cfg.pipeline.clone(), &host);
     let sink = tokio::spawn(sink(rx, processor, buffer.clone(), notify.clone()));
-    // Log sources: their own stop signal, so they push what they read before the buffer
-    // closes (their positions make an abrupt stop safe too).
-    let (logs_stop_tx, logs_stop) = watch::channel(false);
-    let mut log_tasks = tokio::task::JoinSet::new();
     let log_sink: Arc<dyn LogSink> = Arc::new(BufferSink {
         buffer: buffer.clone(),
         notify: notify.clone(),
     });
-    for src in &cfg.logs.files {
-        tracing::info!(source = %src.name, paths = ?src.paths, "tailing log files");
-        log_tasks.spawn(crate::sources::logfile::run(
-            src.clone(),
-            log_sink.clone(),
-            log_stats.clone(),
-            logs_stop.clone(),
-        ));
-    }
-    for src in &cfg.logs.forward {
-        log_tasks.spawn(crate::sources::forward::run(
-            src.clone(),
-            log_sink.clone(),
-            log_stats.clone(),
-            logs_stop.clone(),
-        ));
-    }
-    for src in &cfg.logs.syslog {
-        log_tasks.spawn(crate::sources::syslog::run(
-            src.clone(),
-            log_sink.clone(),
-            log_stats.clone(),
-            logs_stop.clone(),
-        ));
-    }
+    let mut logs = LogRunner::spawn(&cfg.logs, &log_sink, &log_stats);
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     // Made once, so a signal that arrives while a reload runs is not missed.
     let shutdown = shutdown_signal();
@@ -524,6 +550,10 @@ pub async fn run_with_reload(
                     Ok(new) => {
                         sources.stop().await;
                         sources = Sources::spawn(&new, &host, &buffer, &stats, &log_stats, &tx);
+                        // Log sources stop after pushing what they read; their positions
+                        // carry them over.
+                        logs.stop().await;
+                        logs = LogRunner::spawn(&new.logs, &log_sink, &log_stats);
                         tracing::info!(
                             scrape_jobs = new.sources.scrape.len(),
                             checks = new.sources.checks.len(),
@@ -540,11 +570,7 @@ pub async fn run_with_reload(
     sources.stop().await;
     drop(tx);
     let _ = tokio::time::timeout(Duration::from_secs(5), sink).await;
-    let _ = logs_stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        while log_tasks.join_next().await.is_some() {}
-    })
-    .await;
+    logs.stop().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), ship).await;

@@ -854,3 +854,71 @@ a.close(); b.close()
     s.read_exact(&mut ack).unwrap();
     assert_eq!(&ack, b"\x81\xa3ack\xa2c1");
 }
+
+#[test]
+fn sighup_restarts_log_sources_with_the_new_configuration() {
+    let (dir, tls) = scratch_with_ca().unwrap();
+    certs_issue(&tls, "hup-1").unwrap();
+    let agg = start_fresh_aggregator(&tls, dir.path()).unwrap();
+    let (a, b) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    std::fs::write(&a, "").unwrap();
+    std::fs::write(&b, "").unwrap();
+    let cfg = dir.path().join("agent.toml");
+    let source = |path: &std::path::Path| {
+        format!(
+            "[[log]]\nname = \"hup\"\ntype = \"file\"\npaths = [\"{}\"]\n",
+            path.display()
+        )
+    };
+    std::fs::write(&cfg, source(&a)).unwrap();
+    let agent = start_agent_with_config(
+        &tls,
+        "hup-1",
+        agg.quic,
+        &dir.path().join("agent"),
+        "1s",
+        Some(&cfg),
+    )
+    .unwrap();
+    agent
+        .wait_log("tailing log files", Duration::from_secs(20))
+        .unwrap();
+    let append = |p: &std::path::Path, line: &str| {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(p).unwrap();
+        writeln!(f, "{line}").unwrap();
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    append(&a, "from a before the reload");
+    wait_for(Duration::from_secs(20), || {
+        (lines_of(&agg, r#"{source="hup"}"#).len() == 1).then_some(())
+    })
+    .expect("the first source's line");
+    std::fs::write(&cfg, source(&b)).unwrap();
+    let pid = agent.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    agent
+        .wait_log("configuration reloaded", Duration::from_secs(20))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    append(&a, "from a after the reload");
+    append(&b, "from b after the reload");
+    let got = wait_for(Duration::from_secs(20), || {
+        let l = lines_of(&agg, r#"{source="hup"}"#);
+        l.iter().any(|x| x.contains("from b")).then_some(l)
+    })
+    .expect("the new source's line");
+    let mut got = got;
+    got.sort();
+    assert_eq!(
+        got,
+        vec!["from a before the reload", "from b after the reload"],
+        "the old file is no longer read, the new one is"
+    );
+}
