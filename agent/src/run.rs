@@ -404,6 +404,14 @@ impl LogRunner {
                 rx.clone(),
             ));
         }
+        for src in &cfg.journald {
+            tasks.spawn(crate::sources::journald::run(
+                src.clone(),
+                sink.clone(),
+                stats.clone(),
+                rx.clone(),
+            ));
+        }
         for src in &cfg.syslog {
             tasks.spawn(crate::sources::syslog::run(
                 src.clone(),

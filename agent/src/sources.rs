@@ -9,7 +9,8 @@
 //! - [`expfmt`]: the exposition format the scrape and textfile sources read; [`httpc`]: the
 //!   small HTTP client of scrapes and checks.
 //! - [`logfile`]: log files tailed through rotations, [`logparse`]: fields and levels of log
-//!   lines, [`syslog`]: RFC 5424/3164 over UDP and TCP, [`logbatch`]: lines by stream; log
+//!   lines, [`syslog`]: RFC 5424/3164 over UDP and TCP, [`forward`]: Fluentd's forward
+//!   protocol, [`journald`]: the systemd journal, [`logbatch`]: lines by stream; log
 //!   sources hand batches and read positions to a `pipeline::logsink::LogSink`.
 //!
 //! Traces will be sources here too.
@@ -19,6 +20,7 @@ pub mod expfmt;
 pub mod forward;
 pub mod host;
 pub mod httpc;
+pub mod journald;
 pub mod logbatch;
 pub mod logfile;
 pub mod logparse;

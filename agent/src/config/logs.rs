@@ -9,6 +9,7 @@ use telltale_common::config::ConfigError;
 use telltale_common::model::valid_label_name;
 
 use crate::sources::forward::ForwardSource;
+use crate::sources::journald::JournaldSource;
 use crate::sources::logbatch::{Admission, OverLimit};
 use crate::sources::logfile::FileSource;
 use crate::sources::logparse::Parser;
@@ -23,12 +24,17 @@ pub struct LogSources {
     pub syslog: Vec<SyslogSource>,
     /// Fluentd forward-protocol listeners.
     pub forward: Vec<ForwardSource>,
+    /// The systemd journal.
+    pub journald: Vec<JournaldSource>,
 }
 
 impl LogSources {
     /// Whether no log source is configured.
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty() && self.syslog.is_empty() && self.forward.is_empty()
+        self.files.is_empty()
+            && self.syslog.is_empty()
+            && self.forward.is_empty()
+            && self.journald.is_empty()
     }
 }
 
@@ -38,7 +44,7 @@ impl LogSources {
 pub struct LogSection {
     /// The source's name: its lines' `source` label.
     pub name: String,
-    /// `file`, `syslog` or `forward` (journald and loki are planned).
+    /// `file`, `syslog`, `forward` or `journald` (loki is planned).
     #[serde(rename = "type")]
     pub kind: String,
     /// Where a listener listens: `syslog` on UDP and TCP (default `127.0.0.1:1514`),
@@ -87,6 +93,7 @@ pub fn validate(src: &Path, sections: &[LogSection]) -> Result<LogSources, Confi
     let mut out: Vec<FileSource> = Vec::new();
     let mut syslog: Vec<SyslogSource> = Vec::new();
     let mut forward: Vec<ForwardSource> = Vec::new();
+    let mut journald: Vec<JournaldSource> = Vec::new();
     for (i, s) in sections.iter().enumerate() {
         let at = |k: &str| format!("log[{i}].{k}");
         let bad = |k: &str, m: String| ConfigError::invalid(src, &at(k), m);
@@ -104,6 +111,7 @@ pub fn validate(src: &Path, sections: &[LogSection]) -> Result<LogSources, Confi
         if out.iter().any(|o| o.name == s.name)
             || syslog.iter().any(|o| o.name == s.name)
             || forward.iter().any(|o| o.name == s.name)
+            || journald.iter().any(|o| o.name == s.name)
         {
             return Err(bad("name", format!("{:?} is used by two sources", s.name)));
         }
@@ -159,6 +167,40 @@ pub fn validate(src: &Path, sections: &[LogSection]) -> Result<LogSources, Confi
         };
         match s.kind.as_str() {
             "file" => {}
+            "journald" => {
+                for (key, set) in [
+                    ("paths", !s.paths.is_empty()),
+                    ("listen", s.listen.is_some()),
+                    ("multiline_start", s.multiline_start.is_some()),
+                    ("parser", s.parser.is_some()),
+                    ("regex", s.regex.is_some()),
+                    ("label_keys", !s.label_keys.is_empty()),
+                ] {
+                    if set {
+                        return Err(bad(key, "not used by a journald source".into()));
+                    }
+                }
+                let start_at_end = match s.start_at.as_deref() {
+                    None | Some("end") => true,
+                    Some("beginning") => false,
+                    Some(other) => {
+                        return Err(bad("start_at", format!("{other:?}: use end or beginning")));
+                    }
+                };
+                journald.push(JournaldSource {
+                    name: s.name.clone(),
+                    start_at_end,
+                    labels: s
+                        .labels
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    max_line_bytes: max_line_bytes as usize,
+                    admission,
+                    journalctl: "/usr/bin/journalctl".into(),
+                });
+                continue;
+            }
             "syslog" | "forward" => {
                 for (key, set) in [
                     ("paths", !s.paths.is_empty()),
@@ -211,7 +253,7 @@ pub fn validate(src: &Path, sections: &[LogSection]) -> Result<LogSources, Confi
                 return Err(bad(
                     "type",
                     format!(
-                        "{other:?} is not a log source type this agent has (file, syslog, forward; journald and loki are planned)"
+                        "{other:?} is not a log source type this agent has (file, syslog, forward, journald; loki is planned)"
                     ),
                 ));
             }
@@ -293,6 +335,7 @@ pub fn validate(src: &Path, sections: &[LogSection]) -> Result<LogSources, Confi
         files: out,
         syslog,
         forward,
+        journald,
     })
 }
 
