@@ -404,6 +404,14 @@ impl LogRunner {
                 rx.clone(),
             ));
         }
+        for src in &cfg.loki {
+            tasks.spawn(crate::sources::loki::run(
+                src.clone(),
+                sink.clone(),
+                stats.clone(),
+                rx.clone(),
+            ));
+        }
         for src in &cfg.journald {
             tasks.spawn(crate::sources::journald::run(
                 src.clone(),

@@ -10,7 +10,8 @@
 //!   small HTTP client of scrapes and checks.
 //! - [`logfile`]: log files tailed through rotations, [`logparse`]: fields and levels of log
 //!   lines, [`syslog`]: RFC 5424/3164 over UDP and TCP, [`forward`]: Fluentd's forward
-//!   protocol, [`journald`]: the systemd journal, [`logbatch`]: lines by stream; log
+//!   protocol, [`journald`]: the systemd journal, [`loki`]: Loki's push API, [`logbatch`]:
+//!   lines by stream; log
 //!   sources hand batches and read positions to a `pipeline::logsink::LogSink`.
 //!
 //! Traces will be sources here too.
@@ -24,6 +25,7 @@ pub mod journald;
 pub mod logbatch;
 pub mod logfile;
 pub mod logparse;
+pub mod loki;
 pub mod scrape;
 pub mod statsd;
 pub mod syslog;

@@ -9,7 +9,8 @@
 //! - [`config`]: primitives for strict TOML configuration (humantime durations, errors that name
 //!   the key and the file).
 //! - [`logfmt`]: the logfmt reader the agent's log parser and LogQL share;
-//! - [`logging`]: the tracing set-up both binaries use.
+//! - [`logging`]: the tracing set-up both binaries use;
+//! - [`lokipush`]: Loki's push format (protobuf + snappy, JSON).
 //! - [`names`]: the metric names Telltale itself exports, in one place.
 //! - [`lockfile`]: the exclusive lock each daemon takes on its data directory.
 //! - [`store`]: opening sled stores: damage is moved aside, anything else is an error.
@@ -20,6 +21,7 @@ pub mod config;
 pub mod lockfile;
 pub mod logfmt;
 pub mod logging;
+pub mod lokipush;
 pub mod model;
 pub mod names;
 pub mod session;

@@ -128,6 +128,7 @@ const COMMON: &[(&str, &[&str])] = &[
     ("lockfile", &[]),
     ("logfmt", &[]),
     ("logging", &[]),
+    ("lokipush", &["model", "wire"]),
     ("model", &[]),
     ("names", &[]),
     // The protocol's state machines: frames and messages only, no I/O.

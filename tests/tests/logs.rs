@@ -965,3 +965,63 @@ fn the_systemd_journal_where_this_host_has_one() {
     });
     assert!(got.is_some(), "the journal's entries arrive");
 }
+
+#[test]
+fn promtail_style_pushes_to_the_agent_reach_the_aggregator() {
+    let (dir, tls) = scratch_with_ca().unwrap();
+    certs_issue(&tls, "lk-1").unwrap();
+    let agg = start_fresh_aggregator(&tls, dir.path()).unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!("[[log]]\nname = \"pushed\"\ntype = \"loki\"\nlisten = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    let agent = start_agent_with_config(
+        &tls,
+        "lk-1",
+        agg.quic,
+        &dir.path().join("agent"),
+        "1s",
+        Some(&cfg),
+    )
+    .unwrap();
+    agent
+        .wait_log("loki push listener started", Duration::from_secs(20))
+        .unwrap();
+    let at: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let t0 = (telltale_common::model::now_ms() - 30_000) * 1_000_000;
+    let body = telltale_aggregator::logs::push::encode_protobuf(&[lines("ignored", t0, 12)]);
+    let (status, resp) =
+        http_post(at, "/loki/api/v1/push", "application/x-protobuf", &body).unwrap();
+    assert_eq!(status, 204, "{resp}");
+    let json = format!(
+        r#"{{"streams":[{{"stream":{{"job":"curl","level":"warn"}},"values":[["{}","from json"]]}}]}}"#,
+        t0 + 99
+    );
+    let (status, resp) =
+        http_post(at, "/loki/api/v1/push", "application/json", json.as_bytes()).unwrap();
+    assert_eq!(status, 204, "{resp}");
+    let (status, resp) = http_post(
+        at,
+        "/loki/api/v1/push",
+        "application/x-protobuf",
+        b"\x05junk",
+    )
+    .unwrap();
+    assert_eq!(status, 400, "{resp}");
+    assert!(resp.contains("malformed push body"), "{resp}");
+    let got = wait_for(Duration::from_secs(20), || {
+        let l = lines_of(&agg, r#"{source="pushed", instance="lk-1"}"#);
+        (l.len() >= 13).then_some(l)
+    })
+    .unwrap_or_else(|| lines_of(&agg, r#"{source="pushed"}"#));
+    assert_eq!(got.len(), 13, "{got:?}");
+    // The sender's labels are kept, its `source` is the agent's source name, its level kept.
+    assert_eq!(lines_of(&agg, r#"{job="app", source="pushed"}"#).len(), 12);
+    assert_eq!(
+        lines_of(&agg, r#"{job="curl", level="warn"}"#),
+        vec!["from json"]
+    );
+}

@@ -13,6 +13,7 @@ use crate::sources::journald::JournaldSource;
 use crate::sources::logbatch::{Admission, OverLimit};
 use crate::sources::logfile::FileSource;
 use crate::sources::logparse::Parser;
+use crate::sources::loki::LokiSource;
 use crate::sources::syslog::SyslogSource;
 
 /// The validated log sources.
@@ -26,6 +27,8 @@ pub struct LogSources {
     pub forward: Vec<ForwardSource>,
     /// The systemd journal.
     pub journald: Vec<JournaldSource>,
+    /// Loki push listeners.
+    pub loki: Vec<LokiSource>,
 }
 
 impl LogSources {
@@ -35,6 +38,7 @@ impl LogSources {
             && self.syslog.is_empty()
             && self.forward.is_empty()
             && self.journald.is_empty()
+            && self.loki.is_empty()
     }
 }
 
@@ -44,11 +48,12 @@ impl LogSources {
 pub struct LogSection {
     /// The source's name: its lines' `source` label.
     pub name: String,
-    /// `file`, `syslog`, `forward` or `journald` (loki is planned).
+    /// `file`, `syslog`, `forward`, `journald` or `loki`.
     #[serde(rename = "type")]
     pub kind: String,
     /// Where a listener listens: `syslog` on UDP and TCP (default `127.0.0.1:1514`),
-    /// `forward` on TCP (default `127.0.0.1:24224`, Fluentd's port).
+    /// `forward` on TCP (default `127.0.0.1:24224`, Fluentd's port), `loki` on HTTP (default
+    /// `127.0.0.1:3100`, Loki's port).
     pub listen: Option<std::net::SocketAddr>,
     /// Files to tail: paths whose file-name part may hold `*` and `?`.
     #[serde(default)]
@@ -94,6 +99,7 @@ pub fn validate(src: &Path, sections: &[LogSection]) -> Result<LogSources, Confi
     let mut syslog: Vec<SyslogSource> = Vec::new();
     let mut forward: Vec<ForwardSource> = Vec::new();
     let mut journald: Vec<JournaldSource> = Vec::new();
+    let mut loki: Vec<LokiSource> = Vec::new();
     for (i, s) in sections.iter().enumerate() {
         let at = |k: &str| format!("log[{i}].{k}");
         let bad = |k: &str, m: String| ConfigError::invalid(src, &at(k), m);
@@ -112,6 +118,7 @@ pub fn validate(src: &Path, sections: &[LogSection]) -> Result<LogSources, Confi
             || syslog.iter().any(|o| o.name == s.name)
             || forward.iter().any(|o| o.name == s.name)
             || journald.iter().any(|o| o.name == s.name)
+            || loki.iter().any(|o| o.name == s.name)
         {
             return Err(bad("name", format!("{:?} is used by two sources", s.name)));
         }
@@ -201,7 +208,7 @@ pub fn validate(src: &Path, sections: &[LogSection]) -> Result<LogSources, Confi
                 });
                 continue;
             }
-            "syslog" | "forward" => {
+            "syslog" | "forward" | "loki" => {
                 for (key, set) in [
                     ("paths", !s.paths.is_empty()),
                     ("start_at", s.start_at.is_some()),
@@ -214,13 +221,18 @@ pub fn validate(src: &Path, sections: &[LogSection]) -> Result<LogSources, Confi
                         return Err(bad(key, format!("not used by a {} source", s.kind)));
                     }
                 }
-                let port = if s.kind == "syslog" { 1514 } else { 24224 };
+                let port = match s.kind.as_str() {
+                    "syslog" => 1514,
+                    "forward" => 24224,
+                    _ => 3100,
+                };
                 let listen = s.listen.unwrap_or_else(|| ([127, 0, 0, 1], port).into());
                 if listen.port() == 0 {
                     return Err(bad("listen", "needs a port".into()));
                 }
                 if syslog.iter().any(|o| o.listen == listen)
                     || forward.iter().any(|o| o.listen == listen)
+                    || loki.iter().any(|o| o.listen == listen)
                 {
                     return Err(bad("listen", format!("{listen} is used by two sources")));
                 }
@@ -232,6 +244,14 @@ pub fn validate(src: &Path, sections: &[LogSection]) -> Result<LogSources, Confi
                 let max_line_bytes = max_line_bytes as usize;
                 if s.kind == "syslog" {
                     syslog.push(SyslogSource {
+                        name: s.name.clone(),
+                        listen,
+                        labels,
+                        max_line_bytes,
+                        admission,
+                    });
+                } else if s.kind == "loki" {
+                    loki.push(LokiSource {
                         name: s.name.clone(),
                         listen,
                         labels,
@@ -253,7 +273,7 @@ pub fn validate(src: &Path, sections: &[LogSection]) -> Result<LogSources, Confi
                 return Err(bad(
                     "type",
                     format!(
-                        "{other:?} is not a log source type this agent has (file, syslog, forward, journald; loki is planned)"
+                        "{other:?} is not a log source type this agent has (file, syslog, forward, journald, loki)"
                     ),
                 ));
             }
@@ -336,6 +356,7 @@ pub fn validate(src: &Path, sections: &[LogSection]) -> Result<LogSources, Confi
         syslog,
         forward,
         journald,
+        loki,
     })
 }
 
