@@ -45,6 +45,14 @@ pub struct BlockIndex {
     pub max_t: i64,
     /// Its streams.
     pub streams: Vec<StreamIndex>,
+    /// The first WAL segment not in this block (the head it was cut from covered every
+    /// segment before): start-up replays from here even when the checkpoint written after
+    /// the block was lost to a crash, so no line is read twice.
+    #[serde(default)]
+    pub wal_before: u64,
+    /// The agent batches stored up to that point (for the same reason).
+    #[serde(default)]
+    pub dedup: Vec<(String, u64, crate::durable::dedup::RangeSet)>,
 }
 
 /// One stream in a block.
@@ -244,7 +252,12 @@ fn decode_chunk(b: &[u8]) -> Option<Vec<LogEntry>> {
 
 /// Writes a block of `streams` (each one's lines sorted by time) to `path` (through a
 /// temporary file, synced, renamed). Returns its index and size.
-pub fn write(path: &Path, streams: &[StreamLines<'_>]) -> Result<(BlockIndex, u64), BlockError> {
+pub fn write(
+    path: &Path,
+    streams: &[StreamLines<'_>],
+    wal_before: u64,
+    dedup: Vec<(String, u64, crate::durable::dedup::RangeSet)>,
+) -> Result<(BlockIndex, u64), BlockError> {
     let tmp = path.with_extension("tmp");
     let mut buf: Vec<u8> = Vec::new();
     buf.extend_from_slice(MAGIC);
@@ -253,6 +266,8 @@ pub fn write(path: &Path, streams: &[StreamLines<'_>]) -> Result<(BlockIndex, u6
         min_t: i64::MAX,
         max_t: i64::MIN,
         streams: Vec::new(),
+        wal_before,
+        dedup,
     };
     for (labels, entries) in streams {
         let mut si = StreamIndex {
@@ -403,8 +418,13 @@ mod tests {
         let b = vec![e(5, "only line"), e(9, "naïve ünïcode")];
         let labels_a = vec![("source".to_string(), "app".to_string())];
         let labels_b = vec![("source".to_string(), "sys".to_string())];
-        let (idx, size) =
-            write(&path, &[(labels_a.clone(), &a), (labels_b.clone(), &b)]).expect("write");
+        let (idx, size) = write(
+            &path,
+            &[(labels_a.clone(), &a), (labels_b.clone(), &b)],
+            0,
+            Vec::new(),
+        )
+        .expect("write");
         assert_eq!((idx.min_t, idx.max_t), (5, 1_000 + 4999 * 7));
         let blk = Block::open(&path).expect("open");
         assert_eq!(blk.bytes, size);
@@ -425,7 +445,7 @@ mod tests {
         let d = tempfile::tempdir().expect("dir");
         let path = d.path().join("1.lblk");
         let a: Vec<LogEntry> = (0..100).map(|i| e(i, "some line")).collect();
-        write(&path, &[(vec![], &a)]).expect("write");
+        write(&path, &[(vec![], &a)], 0, Vec::new()).expect("write");
         let good = std::fs::read(&path).expect("read");
         for cut in [0, 3, 10, good.len() / 2, good.len() - 1] {
             std::fs::write(&path, &good[..cut]).expect("write");

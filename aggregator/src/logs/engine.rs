@@ -220,8 +220,17 @@ impl LogEngine {
             .last()
             .and_then(|p| codec::decode_payload(p).ok())
             .unwrap_or_default();
-        let mut dedup = Dedup::from_list(cp.dedup);
         let mut head = Head::default();
+        // A block written after the checkpoint (a crash before the checkpoint followed it)
+        // says where the WAL it covers ends, and which agent batches were stored by then.
+        let cp = match blocks.iter().max_by_key(|b| b.index.wal_before) {
+            Some(b) if b.index.wal_before > cp.wal_segment => Checkpoint {
+                wal_segment: b.index.wal_before,
+                dedup: b.index.dedup.clone(),
+            },
+            _ => cp,
+        };
+        let mut dedup = Dedup::from_list(cp.dedup);
         let segs = segments::list_segments(&wal_dir).map_err(open_err(&wal_dir))?;
         let mut last_seg = cp.wal_segment;
         for (n, path) in &segs {
@@ -489,6 +498,19 @@ fn cut(inner: &Inner, w: &mut Writer) -> Result<(), block::BlockError> {
     if head.streams.is_empty() {
         return Ok(());
     }
+    let io = |source| block::BlockError::Io {
+        path: inner.dir.join("wal"),
+        source,
+    };
+    // New appends go to a new segment first: every segment before it is in the head, so the
+    // block records it as where the WAL it covers ends (see `BlockIndex::wal_before`).
+    w.roll().map_err(io)?;
+    let wal_before = w.segment();
+    let dedup = inner
+        .dedup
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .to_list();
     for (_, entries) in head.streams.iter_mut() {
         entries.sort_by_key(|e| e.t_ns);
     }
@@ -506,7 +528,7 @@ fn cut(inner: &Inner, w: &mut Writer) -> Result<(), block::BlockError> {
             )
         })
         .collect();
-    block::write(&path, &streams)?;
+    block::write(&path, &streams, wal_before, dedup.clone())?;
     let b = Block::open(&path)?;
     inner
         .blocks
@@ -519,19 +541,9 @@ fn cut(inner: &Inner, w: &mut Writer) -> Result<(), block::BlockError> {
         .counters
         .blocks_written
         .fetch_add(1, Ordering::Relaxed);
-    // The block is durable: the WAL before the next segment is no longer needed.
-    let io = |source| block::BlockError::Io {
-        path: inner.dir.join("wal"),
-        source,
-    };
-    w.roll().map_err(io)?;
     let cp = Checkpoint {
-        wal_segment: w.segment(),
-        dedup: inner
-            .dedup
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .to_list(),
+        wal_segment: wal_before,
+        dedup,
     };
     let payload =
         codec::encode_payload(&cp).map_err(|e| io(std::io::Error::other(e.to_string())))?;

@@ -191,3 +191,52 @@ async fn bad_label_names_are_refused() {
         .await;
     assert!(matches!(r, Err(LogStoreError::Invalid(m)) if m.contains("bad-name")));
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("dir");
+    for e in std::fs::read_dir(from).expect("read dir") {
+        let e = e.expect("entry");
+        std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+    }
+}
+
+#[tokio::test]
+async fn a_crash_between_a_block_and_its_checkpoint_reads_no_line_twice() {
+    let now = telltale_common::model::now_ms() * 1_000_000;
+    let d = tempfile::tempdir().expect("dir");
+    let dir = d.path().join("logs");
+    let e = LogEngine::open(&dir, LogOptions::default()).expect("open");
+    e.append(LogAppend {
+        origin: origin(1),
+        streams: vec![stream(&[("source", "app")], &[(now, "a"), (now + 1, "b")])],
+    })
+    .await
+    .expect("append");
+    // The WAL and checkpoint as they are before the cut.
+    let saved = d.path().join("saved");
+    copy_dir(&dir.join("wal"), &saved.join("wal"));
+    let had_checkpoint = dir.join("checkpoint").exists();
+    e.flush().await.expect("cut");
+    drop(e);
+    // As if the process died right after the block was synced: the old WAL segments and
+    // checkpoint are back.
+    std::fs::remove_dir_all(dir.join("wal")).expect("rm");
+    copy_dir(&saved.join("wal"), &dir.join("wal"));
+    if !had_checkpoint {
+        let _ = std::fs::remove_file(dir.join("checkpoint"));
+    }
+    let e = LogEngine::open(&dir, LogOptions::default()).expect("reopen");
+    assert_eq!(all(&e)[0].1.len(), 2, "each line once: {:?}", all(&e));
+    let again = e
+        .append(LogAppend {
+            origin: origin(1),
+            streams: vec![stream(&[("source", "app")], &[(now, "a")])],
+        })
+        .await
+        .expect("append");
+    assert_eq!(
+        again,
+        LogOutcome::Duplicate,
+        "the batch is still known as stored"
+    );
+}
