@@ -611,21 +611,29 @@ fn free_port() -> u16 {
     t.local_addr().unwrap().port()
 }
 
-fn syslog_agent(dir: &std::path::Path, tls: &std::path::Path, agg: &Aggregator, port: u16) -> Proc {
-    certs_issue(tls, "sys-1").unwrap();
+/// Starts agent `name` (certificate issued here) with `config` as its agent.toml, and waits
+/// until its log says `started`.
+fn log_agent(
+    dir: &std::path::Path,
+    tls: &std::path::Path,
+    agg: &Aggregator,
+    name: &str,
+    config: &str,
+    started: &str,
+) -> Proc {
+    certs_issue(tls, name).unwrap();
     let cfg = dir.join("agent.toml");
-    std::fs::write(
-        &cfg,
-        format!("[[log]]\nname = \"sys\"\ntype = \"syslog\"\nlisten = \"127.0.0.1:{port}\"\n"),
-    )
-    .unwrap();
+    std::fs::write(&cfg, config).unwrap();
     let agent =
-        start_agent_with_config(tls, "sys-1", agg.quic, &dir.join("agent"), "1s", Some(&cfg))
-            .unwrap();
+        start_agent_with_config(tls, name, agg.quic, &dir.join("agent"), "1s", Some(&cfg)).unwrap();
+    agent.wait_log(started, Duration::from_secs(20)).unwrap();
     agent
-        .wait_log("syslog listener started", Duration::from_secs(20))
-        .unwrap();
-    agent
+}
+
+fn syslog_agent(dir: &std::path::Path, tls: &std::path::Path, agg: &Aggregator, port: u16) -> Proc {
+    let config =
+        format!("[[log]]\nname = \"sys\"\ntype = \"syslog\"\nlisten = \"127.0.0.1:{port}\"\n");
+    log_agent(dir, tls, agg, "sys-1", &config, "syslog listener started")
 }
 
 fn lines_of(agg: &Aggregator, q: &str) -> Vec<String> {
@@ -784,27 +792,18 @@ fn a_python_app_logging_through_fluent_logger_reaches_the_agent_unchanged() {
         return;
     }
     let (dir, tls) = scratch_with_ca().unwrap();
-    certs_issue(&tls, "fwd-1").unwrap();
     let agg = start_fresh_aggregator(&tls, dir.path()).unwrap();
     let port = free_port();
-    let cfg = dir.path().join("agent.toml");
-    std::fs::write(
-        &cfg,
-        format!("[[log]]\nname = \"fluent\"\ntype = \"forward\"\nlisten = \"127.0.0.1:{port}\"\n"),
-    )
-    .unwrap();
-    let agent = start_agent_with_config(
+    let config =
+        format!("[[log]]\nname = \"fluent\"\ntype = \"forward\"\nlisten = \"127.0.0.1:{port}\"\n");
+    let _agent = log_agent(
+        dir.path(),
         &tls,
+        &agg,
         "fwd-1",
-        agg.quic,
-        &dir.path().join("agent"),
-        "1s",
-        Some(&cfg),
-    )
-    .unwrap();
-    agent
-        .wait_log("forward listener started", Duration::from_secs(20))
-        .unwrap();
+        &config,
+        "forward listener started",
+    );
     // The application: the Python client of Fluentd, as its documentation shows it —
     // records with `message`, and with only other fields; nanosecond event times too.
     let script = format!(
@@ -969,27 +968,18 @@ fn the_systemd_journal_where_this_host_has_one() {
 #[test]
 fn promtail_style_pushes_to_the_agent_reach_the_aggregator() {
     let (dir, tls) = scratch_with_ca().unwrap();
-    certs_issue(&tls, "lk-1").unwrap();
     let agg = start_fresh_aggregator(&tls, dir.path()).unwrap();
     let port = free_port();
-    let cfg = dir.path().join("agent.toml");
-    std::fs::write(
-        &cfg,
-        format!("[[log]]\nname = \"pushed\"\ntype = \"loki\"\nlisten = \"127.0.0.1:{port}\"\n"),
-    )
-    .unwrap();
-    let agent = start_agent_with_config(
+    let config =
+        format!("[[log]]\nname = \"pushed\"\ntype = \"loki\"\nlisten = \"127.0.0.1:{port}\"\n");
+    let _agent = log_agent(
+        dir.path(),
         &tls,
+        &agg,
         "lk-1",
-        agg.quic,
-        &dir.path().join("agent"),
-        "1s",
-        Some(&cfg),
-    )
-    .unwrap();
-    agent
-        .wait_log("loki push listener started", Duration::from_secs(20))
-        .unwrap();
+        &config,
+        "loki push listener started",
+    );
     let at: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let t0 = (telltale_common::model::now_ms() - 30_000) * 1_000_000;
     let body = telltale_aggregator::logs::push::encode_protobuf(&[lines("ignored", t0, 12)]);
