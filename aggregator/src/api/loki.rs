@@ -49,9 +49,9 @@ fn bad(m: impl Into<String>) -> LokiError {
 impl From<EvalError> for LokiError {
     fn from(e: EvalError) -> Self {
         match e {
-            EvalError::Store(LogStoreError::TooMuchData { .. }) | EvalError::Limit(_) => {
-                bad(e.to_string())
-            }
+            EvalError::Store(LogStoreError::TooMuchData { .. })
+            | EvalError::Limit(_)
+            | EvalError::Matching(_) => bad(e.to_string()),
             other => LokiError(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
         }
     }
@@ -254,7 +254,12 @@ async fn query(State(st): St, q: RawQuery) -> Result<Response, LokiError> {
         )),
         Query::Metric(e) => {
             let _ = (limit, dir);
+            let scalar = e.is_scalar();
             let r = eval::range_metric(store.as_ref(), &e, t, t, 1, &lim)?;
+            if scalar {
+                let v = r.first().and_then(|s| s.points.first()).map_or(f64::NAN, |p| p.1);
+                return Ok(json!({"resultType": "scalar", "result": [t as f64 / 1e9, value_str(v)]}));
+            }
             let result: Vec<Json> = r
                 .into_iter()
                 .filter_map(|s| {

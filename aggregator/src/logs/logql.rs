@@ -9,7 +9,10 @@
 //! - metric queries: `count_over_time`, `rate`, `bytes_over_time`, `bytes_rate`, and over an
 //!   `unwrap`: `sum_over_time`, `avg_over_time`, `min_over_time`, `max_over_time`,
 //!   `first_over_time`, `last_over_time` — with `[range]`; aggregated by `sum`, `avg`, `min`,
-//!   `max`, `count`, `topk(k, ...)`, `bottomk(k, ...)` with `by (...)` / `without (...)`.
+//!   `max`, `count`, `topk(k, ...)`, `bottomk(k, ...)` with `by (...)` / `without (...)`;
+//! - binary operators between metric queries and numbers, with Prometheus' precedence and
+//!   matching: `+ - * / % ^`, comparisons (filtering, or 0/1 with `bool`), `and`, `or`,
+//!   `unless`, one-to-one matching with `on (...)` / `ignoring (...)`.
 //!
 //! Anything else is a parse error shaped like Loki's (`parse error at line 1, col 9: ...`),
 //! answered with 400.
@@ -244,14 +247,72 @@ pub enum MetricExpr {
         /// What it aggregates.
         inner: Box<MetricExpr>,
     },
+    /// A number.
+    Number(f64),
+    /// `lhs op [bool] [on|ignoring (...)] rhs`
+    Binary {
+        /// The operator.
+        op: BinOp,
+        /// `bool`: comparisons return 0 or 1 instead of filtering.
+        bool_mod: bool,
+        /// How series of the two sides are matched.
+        matching: Matching,
+        /// Left side.
+        lhs: Box<MetricExpr>,
+        /// Right side.
+        rhs: Box<MetricExpr>,
+    },
+}
+
+/// A binary operator between metric expressions (Prometheus' set, as in Loki).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BinOp {
+    /// `+`
+    Add,
+    /// `-`
+    Sub,
+    /// `*`
+    Mul,
+    /// `/`
+    Div,
+    /// `%`
+    Mod,
+    /// `^`
+    Pow,
+    /// A comparison (`==`, `!=`, `>`, `>=`, `<`, `<=`).
+    Cmp(Cmp),
+    /// `and`
+    And,
+    /// `or`
+    Or,
+    /// `unless`
+    Unless,
+}
+
+impl BinOp {
+    /// `and`, `or` or `unless`.
+    pub fn is_set(self) -> bool {
+        matches!(self, BinOp::And | BinOp::Or | BinOp::Unless)
+    }
+}
+
+/// Which labels two series must share to match (`on (...)` or `ignoring (...)`); without
+/// one, all labels.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Matching {
+    /// `on` rather than `ignoring`.
+    pub on: bool,
+    /// The labels.
+    pub labels: Vec<String>,
 }
 
 impl MetricExpr {
-    /// The log expression and range a metric expression reads.
-    pub fn source(&self) -> (&LogExpr, i64) {
+    /// Whether the expression is a number (no series): `2`, `1 + 1`.
+    pub fn is_scalar(&self) -> bool {
         match self {
-            MetricExpr::Range { log, range_ns, .. } => (log, *range_ns),
-            MetricExpr::Agg { inner, .. } => inner.source(),
+            MetricExpr::Number(_) => true,
+            MetricExpr::Binary { lhs, rhs, .. } => lhs.is_scalar() && rhs.is_scalar(),
+            _ => false,
         }
     }
 }

@@ -11,6 +11,9 @@ use super::{
 };
 use crate::logs::store::{LogQuerier, LogStoreError, Selection};
 
+mod binary;
+use binary::Operand;
+
 /// The bounds of one query.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -41,6 +44,9 @@ pub enum EvalError {
     /// A limit of the query was exceeded (422).
     #[error("{0}")]
     Limit(String),
+    /// The two sides of a binary operator do not match one to one (422).
+    #[error("{0}")]
+    Matching(String),
 }
 
 /// The order of lines: newest first (Loki's default) or oldest first.
@@ -477,13 +483,44 @@ pub fn range_metric(
         .collect())
 }
 
+/// The series of `e` at each step (a number is one series without labels).
 fn eval_steps(
     store: &dyn LogQuerier,
     e: &MetricExpr,
     steps: &[i64],
     limits: &Limits,
 ) -> Result<Vec<Vec<(Labels, f64)>>, EvalError> {
+    Ok(operands(store, e, steps, limits)?
+        .into_iter()
+        .map(|o| match o {
+            Operand::Vector(v) => v,
+            Operand::Scalar(x) => vec![(Labels::default(), x)],
+        })
+        .collect())
+}
+
+fn operands(
+    store: &dyn LogQuerier,
+    e: &MetricExpr,
+    steps: &[i64],
+    limits: &Limits,
+) -> Result<Vec<Operand>, EvalError> {
     match e {
+        MetricExpr::Number(x) => Ok(vec![Operand::Scalar(*x); steps.len()]),
+        MetricExpr::Binary {
+            op,
+            bool_mod,
+            matching,
+            lhs,
+            rhs,
+        } => {
+            let l = operands(store, lhs, steps, limits)?;
+            let r = operands(store, rhs, steps, limits)?;
+            l.into_iter()
+                .zip(r)
+                .map(|(l, r)| binary::apply(*op, *bool_mod, matching, l, r))
+                .collect()
+        }
         MetricExpr::Range {
             func,
             log,
@@ -516,7 +553,7 @@ fn eval_steps(
                     }
                 }
             }
-            Ok(out)
+            Ok(out.into_iter().map(Operand::Vector).collect())
         }
         MetricExpr::Agg {
             op,
@@ -524,7 +561,7 @@ fn eval_steps(
             inner,
         } => Ok(eval_steps(store, inner, steps, limits)?
             .into_iter()
-            .map(|v| aggregate(*op, grouping.as_ref(), v))
+            .map(|v| Operand::Vector(aggregate(*op, grouping.as_ref(), v)))
             .collect()),
     }
 }

@@ -1,8 +1,8 @@
 //! The LogQL parser: a tokenizer and recursive descent.
 
 use super::{
-    AggOp, Cmp, Grouping, LabelFilter, LineFilter, LogExpr, MetricExpr, ParseError, PatternPart,
-    Query, RangeFn, Stage,
+    AggOp, BinOp, Cmp, Grouping, LabelFilter, LineFilter, LogExpr, Matching, MetricExpr,
+    ParseError, PatternPart, Query, RangeFn, Stage,
 };
 use crate::labels::{MatchOp, Matcher};
 
@@ -25,9 +25,9 @@ struct Lexer<'a> {
     toks: Vec<(Tok, usize)>,
 }
 
-const SYMS: [&str; 20] = [
+const SYMS: [&str; 26] = [
     "|=", "!=", "|~", "!~", "=~", "==", ">=", "<=", "{", "}", "(", ")", "[", "]", ",", "|", "=",
-    ">", "<", "!",
+    ">", "<", "!", "+", "-", "*", "/", "%", "^",
 ];
 
 impl<'a> Lexer<'a> {
@@ -56,9 +56,16 @@ impl<'a> Lexer<'a> {
                 i = next;
                 continue;
             }
+            // A `-` before a digit starts a negative number unless it follows a value
+            // (`x -1` is a subtraction).
+            let after_value = matches!(
+                lx.toks.last(),
+                Some((Tok::Ident(_) | Tok::Num(_) | Tok::Str(_), _))
+                    | Some((Tok::Sym(")" | "]" | "}"), _))
+            );
             if c.is_ascii_digit()
                 || (c == b'.' && b.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
-                || (c == b'-' && b.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
+                || (c == b'-' && !after_value && b.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
             {
                 let start = i;
                 i += 1;
@@ -457,6 +464,113 @@ impl Parser<'_> {
     }
 
     fn metric(&mut self) -> Result<MetricExpr, ParseError> {
+        self.binary(0)
+    }
+
+    /// The binary operator at the cursor and its precedence (Prometheus': `or` lowest, then
+    /// `and`/`unless`, comparisons, `+ -`, `* / %`, `^`).
+    fn bin_op(&self) -> Option<(BinOp, u8)> {
+        Some(match self.peek() {
+            Tok::Ident(w) if w == "or" => (BinOp::Or, 1),
+            Tok::Ident(w) if w == "and" => (BinOp::And, 2),
+            Tok::Ident(w) if w == "unless" => (BinOp::Unless, 2),
+            Tok::Sym("==") => (BinOp::Cmp(Cmp::Eq), 3),
+            Tok::Sym("!=") => (BinOp::Cmp(Cmp::Ne), 3),
+            Tok::Sym(">") => (BinOp::Cmp(Cmp::Gt), 3),
+            Tok::Sym(">=") => (BinOp::Cmp(Cmp::Ge), 3),
+            Tok::Sym("<") => (BinOp::Cmp(Cmp::Lt), 3),
+            Tok::Sym("<=") => (BinOp::Cmp(Cmp::Le), 3),
+            Tok::Sym("+") => (BinOp::Add, 4),
+            Tok::Sym("-") => (BinOp::Sub, 4),
+            Tok::Sym("*") => (BinOp::Mul, 5),
+            Tok::Sym("/") => (BinOp::Div, 5),
+            Tok::Sym("%") => (BinOp::Mod, 5),
+            Tok::Sym("^") => (BinOp::Pow, 6),
+            _ => return None,
+        })
+    }
+
+    /// Operators of precedence `min` and above, by precedence climbing (`^` is right
+    /// associative, the others left).
+    fn binary(&mut self, min: u8) -> Result<MetricExpr, ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.err("the query is nested too deeply"));
+        }
+        let mut lhs = self.metric_primary()?;
+        while let Some((op, prec)) = self.bin_op() {
+            if prec < min {
+                break;
+            }
+            self.next();
+            let bool_mod = matches!(self.peek(), Tok::Ident(w) if w == "bool");
+            if bool_mod {
+                if !matches!(op, BinOp::Cmp(_)) {
+                    return Err(self.err("bool modifier can only be used on comparison operators"));
+                }
+                self.next();
+            }
+            let mut matching = Matching::default();
+            if let Tok::Ident(w) = self.peek().clone() {
+                if w == "on" || w == "ignoring" {
+                    self.next();
+                    matching.on = w == "on";
+                    self.expect("(")?;
+                    while self.peek() != &Tok::Sym(")") {
+                        matching.labels.push(self.ident()?);
+                        if self.peek() == &Tok::Sym(",") {
+                            self.next();
+                        }
+                    }
+                    self.next();
+                    if let Tok::Ident(g) = self.peek() {
+                        if g == "group_left" || g == "group_right" {
+                            return Err(self.err(format!(
+                                "{g}: many-to-one matching is not supported by this server"
+                            )));
+                        }
+                    }
+                }
+            }
+            let rhs = self.binary(if op == BinOp::Pow { prec } else { prec + 1 })?;
+            let scalars = (lhs.is_scalar(), rhs.is_scalar());
+            if op.is_set() && (scalars.0 || scalars.1) {
+                return Err(self.err("set operators are not allowed between a number and a vector"));
+            }
+            if scalars == (true, true) && matches!(op, BinOp::Cmp(_)) && !bool_mod {
+                return Err(self.err("comparisons between scalars must use BOOL modifier"));
+            }
+            lhs = MetricExpr::Binary {
+                op,
+                bool_mod,
+                matching,
+                lhs: Box::new(lhs),
+                rhs: Box::new(rhs),
+            };
+        }
+        self.depth -= 1;
+        Ok(lhs)
+    }
+
+    /// A parenthesised expression, a number, a range function or an aggregation.
+    fn metric_primary(&mut self) -> Result<MetricExpr, ParseError> {
+        match self.peek().clone() {
+            Tok::Sym("(") => {
+                self.next();
+                let e = self.binary(0)?;
+                self.expect(")")?;
+                return Ok(e);
+            }
+            Tok::Num(n) => {
+                self.next();
+                return n
+                    .parse::<f64>()
+                    .ok()
+                    .map(MetricExpr::Number)
+                    .ok_or_else(|| self.err(format!("invalid number {n:?}")));
+            }
+            _ => {}
+        }
         self.depth += 1;
         if self.depth > MAX_DEPTH {
             return Err(self.err("the query is nested too deeply"));
@@ -542,6 +656,11 @@ impl Parser<'_> {
                 other => other,
             };
             let inner = self.metric()?;
+            if inner.is_scalar() {
+                return Err(self.err(format!(
+                    "expected a vector in the {name} aggregation, got a number"
+                )));
+            }
             self.expect(")")?;
             if grouping.is_none() {
                 grouping = self.grouping()?;

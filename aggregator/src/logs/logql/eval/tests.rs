@@ -268,3 +268,94 @@ fn limits_refuse_instead_of_running_away() {
     let r = range_metric(&data(), &e, 0, 1_000_000 * S, S, &Limits::default());
     assert!(matches!(r, Err(EvalError::Limit(m)) if m.contains("points")));
 }
+
+/// The values at t = 100 s, by labels.
+fn at100(q: &str) -> Vec<(String, f64)> {
+    metric(q, 100, 100, 1)
+        .into_iter()
+        .map(|(l, p)| (l, p[0].1))
+        .collect()
+}
+
+#[test]
+fn binary_operators_follow_prometheus_semantics() {
+    // In (0, 100 s]: app=api has 5 lines (2 contain "error"), app=web has 2.
+    let prod = r#"count_over_time({env="prod"}[100s])"#;
+    let api = "app=api,env=prod".to_string();
+    let web = "app=web,env=prod".to_string();
+    assert_eq!(at100(&format!("{prod} > 3")), vec![(api.clone(), 5.0)]);
+    assert_eq!(
+        at100(&format!("{prod} > bool 3")),
+        vec![(api.clone(), 1.0), (web.clone(), 0.0)]
+    );
+    // A number on the left of a comparison: the series keeps its own value.
+    assert_eq!(at100(&format!("3 < {prod}")), vec![(api.clone(), 5.0)]);
+    assert_eq!(
+        at100(&format!("{prod} * 2 - 1")),
+        vec![(api.clone(), 9.0), (web.clone(), 3.0)]
+    );
+    // `-1` after a value is a subtraction, not a negative number.
+    assert_eq!(at100(&format!("{prod} -1"))[0].1, 4.0);
+    // Loki's classic error-ratio alert.
+    assert_eq!(
+        at100(r#"sum(rate({app="api"} |= "error" [100s])) / sum(rate({app="api"}[100s]))"#),
+        vec![(String::new(), (2.0 / 100.0) / (5.0 / 100.0))]
+    );
+    assert_eq!(
+        at100(
+            r#"sum by (env) (count_over_time({app="api"}[100s])) / on (env) sum by (env, x) (count_over_time({env="prod"}[100s]))"#
+        ),
+        vec![("env=prod".to_string(), 5.0 / 7.0)]
+    );
+    // One-to-one matching on all labels, and with `ignoring`.
+    assert_eq!(
+        at100(&format!("{prod} / {prod}")),
+        vec![(api.clone(), 1.0), (web.clone(), 1.0)]
+    );
+    assert_eq!(
+        at100(
+            r#"count_over_time({app="api"}[100s]) + ignoring (app) count_over_time({app="web"}[100s])"#
+        ),
+        vec![("env=prod".to_string(), 7.0)]
+    );
+    // Set operators.
+    let web_only = r#"count_over_time({app="web"}[100s])"#;
+    assert_eq!(
+        at100(&format!("{prod} and {web_only}")),
+        vec![(web.clone(), 2.0)]
+    );
+    assert_eq!(
+        at100(&format!("{prod} unless {web_only}")),
+        vec![(api.clone(), 5.0)]
+    );
+    assert_eq!(
+        at100(&format!("{web_only} or {prod}")),
+        vec![(api.clone(), 5.0), (web.clone(), 2.0)]
+    );
+    // Precedence and associativity: `^` binds tightest and to the right, `-` to the left.
+    for (q, want) in [
+        ("1 + 2 * 3 ^ 2", 19.0),
+        ("2 ^ 3 ^ 2", 512.0),
+        ("10 - 2 - 3", 5.0),
+        ("(1 + 2) * 3", 9.0),
+        ("7 % 4", 3.0),
+        ("2 > bool 1", 1.0),
+        ("-1 + 3", 2.0),
+    ] {
+        assert_eq!(at100(q), vec![(String::new(), want)], "{q}");
+    }
+}
+
+#[test]
+fn ambiguous_matches_are_refused() {
+    let Ok(Query::Metric(e)) = parse(
+        r#"count_over_time({env="prod"}[100s]) / on (env) count_over_time({env="prod"}[100s])"#,
+    ) else {
+        panic!()
+    };
+    let r = range_metric(&data(), &e, 100 * S, 100 * S, S, &Limits::default());
+    assert!(
+        matches!(&r, Err(EvalError::Matching(m)) if m.contains("many-to-many")),
+        "{r:?}"
+    );
+}

@@ -81,3 +81,21 @@ fn durations_and_numbers() {
     assert_eq!(number("250ms"), Some(0.25));
     assert_eq!(number("1KiB"), Some(1024.0));
 }
+
+#[test]
+fn binary_expressions_that_make_no_sense_are_refused() {
+    let c = r#"count_over_time({a="b"}[1m])"#;
+    for (q, says) in [
+        ("1 > 2".to_string(), "BOOL modifier"),
+        (format!("1 and {c}"), "set operators"),
+        ("sum(1)".to_string(), "got a number"),
+        (format!("{c} + bool {c}"), "bool modifier"),
+        (format!("{c} / on (a) group_left {c}"), "group_left"),
+        (format!("{c} +"), "unexpected end"),
+    ] {
+        let e = parse(&q).expect_err(&q);
+        assert!(e.message.contains(says), "{q}: {e}");
+    }
+    let deep = format!("{}1", "1 ^ ".repeat(200));
+    assert!(parse(&deep).expect_err("deep").message.contains("nested"));
+}
