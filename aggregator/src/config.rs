@@ -68,6 +68,11 @@ pub struct LogsSection {
     /// fails with 400 and a message, never an out-of-memory.
     #[serde(default, deserialize_with = "opt_bytes")]
     pub max_query_bytes: Option<u64>,
+    /// Log alerting and recording rules: Loki ruler files (Prometheus' rule-file shape with
+    /// LogQL metric queries); the file-name part may hold `*` and `?`. `serve --log-rules`
+    /// adds more. Never mixed with `[rules] files`: a LogQL expression can parse as PromQL.
+    #[serde(default)]
+    pub rule_files: Vec<String>,
 }
 
 /// `[remediation]`: runbooks that ask agents to run their allowlisted actions.
@@ -182,6 +187,8 @@ pub struct Config {
     pub logs_max_query_bytes: u64,
     /// Rule file patterns (config file's, then `--rules`).
     pub rule_files: Vec<String>,
+    /// LogQL rule file patterns (`[logs] rule_files`, then `--log-rules`).
+    pub log_rule_files: Vec<String>,
     /// Default group interval.
     pub evaluation_interval: Duration,
     /// Minimum gap between arrival-triggered evaluations of a group (zero: off).
@@ -211,6 +218,8 @@ pub struct Overrides {
     pub api_token: Option<String>,
     /// `--rules` (added to the file's)
     pub rules: Vec<String>,
+    /// `--log-rules` (added to the file's)
+    pub log_rules: Vec<String>,
     /// `--routes`
     pub routes: Option<PathBuf>,
     /// `--runbooks`
@@ -342,8 +351,11 @@ impl Config {
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9470)));
         let mut rule_files = file.rules.files.clone();
         rule_files.extend(o.rules.iter().cloned());
+        let mut log_rule_files = file.logs.rule_files.clone();
+        log_rule_files.extend(o.log_rules.iter().cloned());
         Ok(Config {
             rule_files,
+            log_rule_files,
             evaluation_interval,
             eager_min_interval: file
                 .rules
@@ -439,7 +451,12 @@ mod tests {
             crate::rules::file::expand_glob(&format!("{}/rules/*.yml", dir.display())).unwrap();
         assert!(!files.is_empty());
         for f in files {
-            crate::rules::file::load(&f, Duration::from_secs(60)).unwrap();
+            crate::rules::file::load(
+                &f,
+                Duration::from_secs(60),
+                crate::rules::file::Lang::PromQL,
+            )
+            .unwrap();
         }
     }
 
@@ -473,16 +490,18 @@ mod tests {
         assert!(e.contains("routez"), "{e}");
         let o2 = Overrides {
             rules: vec!["/r/*.yml".into()],
+            log_rules: vec!["/l/*.yml".into()],
             routes: Some("/r.yml".into()),
             ..Default::default()
         };
         std::fs::write(
             &p,
-            "[rules]\nfiles = [\"/a.yml\"]\n[alerting]\nroutes = \"/b.yml\"\n",
+            "[rules]\nfiles = [\"/a.yml\"]\n[logs]\nrule_files = [\"/la.yml\"]\n[alerting]\nroutes = \"/b.yml\"\n",
         )
         .unwrap();
         let c = Config::load(Some(&p), &o2).unwrap();
         assert_eq!(c.rule_files, ["/a.yml", "/r/*.yml"]);
+        assert_eq!(c.log_rule_files, ["/la.yml", "/l/*.yml"]);
         assert_eq!(c.routes, Some(PathBuf::from("/r.yml")));
         std::fs::write(&p, "max_frame_bytes = \"1B\"\n").unwrap();
         let e = Config::load(Some(&p), &o).unwrap_err().to_string();

@@ -47,8 +47,12 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum RulesCmd {
-    /// Validate Prometheus rule files like `promtool check rules`; exits 1 if any fails.
+    /// Validate Prometheus rule files like `promtool check rules` (with `--logql`: Loki ruler
+    /// files); exits 1 if any fails.
     Check {
+        /// The files hold LogQL rules (`[logs] rule_files`), not PromQL.
+        #[arg(long)]
+        logql: bool,
         /// Rule files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -128,6 +132,10 @@ struct ServeArgs {
     /// Prometheus rule files to evaluate (repeatable; `*` and `?` allowed in the file name).
     #[arg(long = "rules", value_name = "GLOB")]
     rules: Vec<String>,
+    /// Log rule files (Loki's ruler format: LogQL metric queries; repeatable; `*` and `?`
+    /// allowed in the file name).
+    #[arg(long = "log-rules", value_name = "GLOB")]
+    log_rules: Vec<String>,
     /// Routing file (Alertmanager's configuration shape).
     #[arg(long)]
     routes: Option<PathBuf>,
@@ -147,6 +155,7 @@ impl ServeArgs {
                 quic_listen: self.quic_listen,
                 api_token: self.api_token.clone(),
                 rules: self.rules.clone(),
+                log_rules: self.log_rules.clone(),
                 routes: self.routes.clone(),
                 runbooks: self.runbooks.clone(),
             },
@@ -229,12 +238,17 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Rules {
-            cmd: RulesCmd::Check { files },
+            cmd: RulesCmd::Check { logql, files },
         } => {
+            let lang = if logql {
+                telltale_aggregator::rules::file::Lang::LogQL
+            } else {
+                telltale_aggregator::rules::file::Lang::PromQL
+            };
             let mut failed = false;
             for f in files {
                 println!("Checking {}", f.display());
-                match telltale_aggregator::rules::file::load(&f, Duration::from_secs(60)) {
+                match telltale_aggregator::rules::file::load(&f, Duration::from_secs(60), lang) {
                     Ok(groups) => {
                         let n: usize = groups.iter().map(|g| g.rules.len()).sum();
                         println!("  SUCCESS: {n} rules found\n");

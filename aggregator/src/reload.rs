@@ -35,7 +35,7 @@ pub enum LoadError {
 
 /// Rule groups and routing, loaded and validated before anything starts.
 pub struct Alerting {
-    /// Rule groups from every rule file.
+    /// Rule groups from every rule file (PromQL first, then LogQL).
     pub groups: Vec<crate::rules::file::Group>,
     /// Routing (the built-in log-only one without a routes file).
     pub routing: RoutingConfig,
@@ -46,14 +46,20 @@ pub struct Alerting {
 impl Alerting {
     /// Loads the rule files and the routing file the configuration names.
     pub fn load(cfg: &Config) -> Result<Alerting, LoadError> {
+        use crate::rules::file::Lang;
         let mut groups = Vec::new();
-        for pattern in &cfg.rule_files {
-            let files = crate::rules::file::expand_glob(pattern)?;
-            if files.is_empty() {
-                tracing::warn!(pattern, "rule pattern matches no file");
-            }
-            for f in files {
-                groups.extend(crate::rules::file::load(&f, cfg.evaluation_interval)?);
+        for (patterns, lang) in [
+            (&cfg.rule_files, Lang::PromQL),
+            (&cfg.log_rule_files, Lang::LogQL),
+        ] {
+            for pattern in patterns {
+                let files = crate::rules::file::expand_glob(pattern)?;
+                if files.is_empty() {
+                    tracing::warn!(pattern, "rule pattern matches no file");
+                }
+                for f in files {
+                    groups.extend(crate::rules::file::load(&f, cfg.evaluation_interval, lang)?);
+                }
             }
         }
         let routing = match &cfg.routes {

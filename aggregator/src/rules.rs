@@ -1,5 +1,8 @@
-//! Prometheus rules: recording and alerting rules from rule files, evaluated over the
-//! [`crate::metrics::storage::Storage`] trait through the PromQL engine.
+//! Recording and alerting rules from rule files: Prometheus rules evaluated over the
+//! [`crate::metrics::storage::Storage`] trait through the PromQL engine, and Loki ruler rules
+//! (LogQL metric queries) over the log store's read interface. Both kinds feed the same alert
+//! state machine, `ALERTS` series and notifier, so a log alert is routed, correlated and
+//! remediated like any other.
 //!
 //! - [`file`]: rule files (YAML, Prometheus' shape) validated into groups;
 //! - [`alert`]: the alert state machine (inactive → pending → firing → resolved), no I/O;
@@ -25,6 +28,12 @@ pub enum EvalError {
     /// The query failed.
     #[error(transparent)]
     Query(#[from] QueryError),
+    /// A LogQL rule's query failed.
+    #[error(transparent)]
+    Log(#[from] crate::logs::logql::eval::EvalError),
+    /// A LogQL rule runs where no log store was given.
+    #[error("no log store to evaluate a LogQL rule on")]
+    NoLogStore,
     /// The query returned a range vector or a string.
     #[error("rule result is not a vector or scalar")]
     NotVector,

@@ -157,6 +157,13 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!(e))?;
     let rule_count: usize = alerting.groups.iter().map(|g| g.rules.len()).sum();
     let settings = RuleSettings {
+        logs: Some(crate::rules::manager::LogSource {
+            store: logs.clone(),
+            limits: crate::logs::logql::eval::Limits {
+                max_bytes: cfg.logs_max_query_bytes,
+                ..Default::default()
+            },
+        }),
         eager_min_interval: cfg.eager_min_interval,
         external_labels: cfg.external_labels.clone(),
         external_url: cfg.external_url.clone(),

@@ -50,11 +50,13 @@ const AGGREGATOR: &[(&str, &[&str])] = &[
     // The query language reads through the storage interface only: not the engine, not HTTP.
     ("metrics::promql", &["labels", "metrics::storage"]),
     ("selfmetrics", &["metrics::storage"]),
+    // Rules read metrics through PromQL and logs through LogQL, never an engine.
     (
         "rules",
         &[
             "alert",
             "labels",
+            "logs",
             "metrics::storage",
             "metrics::promql",
             "selfmetrics",

@@ -1,5 +1,6 @@
 //! Rules, alerts, silences and incidents over HTTP: Prometheus' `/api/v1/rules` and
-//! `/api/v1/alerts`, Alertmanager's v2 `alerts` and `silences`, and Telltale's
+//! `/api/v1/alerts`, Loki's ruler API for the LogQL rules (`/loki/api/v1/rules` in YAML,
+//! `/prometheus/api/v1/rules` and `/prometheus/api/v1/alerts` in Prometheus' shape), Alertmanager's v2 `alerts` and `silences`, and Telltale's
 //! `/api/v1/incidents` with acknowledgements, and `/api/v1/remediations` with approvals and
 //! the global switch. Changes need the API token (see
 //! [`super::authorize`]).
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value as Json, json};
@@ -20,7 +21,7 @@ use crate::alert::RequestError;
 use crate::alert::labels_json;
 use crate::alert::{Alert, parse_rfc3339, rfc3339};
 use crate::alerting::silence::PostableSilence;
-use crate::rules::file::RuleKind;
+use crate::rules::file::{Lang, RuleKind};
 use crate::rules::manager::GroupView;
 
 /// Go's `strconv.FormatFloat(v, 'e', -1, 64)`, as Prometheus prints alert values.
@@ -102,10 +103,20 @@ fn group_json(g: &GroupView, want: Option<&str>) -> Json {
     })
 }
 
-/// `GET /api/v1/rules[?type=alert|record]`
+/// `GET /api/v1/rules[?type=alert|record]`: the Prometheus rules (the LogQL ones are under
+/// `/prometheus/api/v1/rules`, where Grafana's Loki data source looks, as on Loki).
 async fn rules(State(st): St, q: RawQuery) -> Result<Response, ApiError> {
-    count(&st);
-    let p = params(&q, &Bytes::new());
+    rules_of(&st, &q, Lang::PromQL)
+}
+
+/// `GET /prometheus/api/v1/rules[?type=alert|record]`: the LogQL rules, in Prometheus' shape.
+async fn log_rules(State(st): St, q: RawQuery) -> Result<Response, ApiError> {
+    rules_of(&st, &q, Lang::LogQL)
+}
+
+fn rules_of(st: &ApiState, q: &RawQuery, lang: Lang) -> Result<Response, ApiError> {
+    count(st);
+    let p = params(q, &Bytes::new());
     let want = p.get("type");
     if let Some(t) = want
         && t != "alert"
@@ -119,6 +130,7 @@ async fn rules(State(st): St, q: RawQuery) -> Result<Response, ApiError> {
         .rules()
         .groups()
         .iter()
+        .filter(|g| g.lang == lang)
         .map(|g| group_json(g, want))
         .filter(|g| want.is_none() || g["rules"].as_array().is_some_and(|r| !r.is_empty()))
         .collect();
@@ -127,14 +139,128 @@ async fn rules(State(st): St, q: RawQuery) -> Result<Response, ApiError> {
 
 /// `GET /api/v1/alerts`
 async fn alerts(State(st): St) -> Response {
-    count(&st);
+    alerts_of(&st, Lang::PromQL)
+}
+
+/// `GET /prometheus/api/v1/alerts`: the alerts of LogQL rules.
+async fn log_alerts(State(st): St) -> Response {
+    alerts_of(&st, Lang::LogQL)
+}
+
+fn alerts_of(st: &ApiState, lang: Lang) -> Response {
+    count(st);
     let alerts: Vec<Json> = st
         .rules()
         .groups()
         .iter()
+        .filter(|g| g.lang == lang)
         .flat_map(|g| g.rules.iter().flat_map(|r| r.alerts.iter().map(alert_view)))
         .collect();
     success(json!({"alerts": alerts}))
+}
+
+/// A group as its rule file would hold it (Loki's ruler API answers in YAML).
+fn group_yaml(g: &GroupView) -> Json {
+    let rules: Vec<Json> = g
+        .rules
+        .iter()
+        .map(|r| {
+            let mut v = serde_json::Map::new();
+            match &r.rule.kind {
+                RuleKind::Alerting {
+                    hold,
+                    keep_firing_for,
+                    annotations,
+                } => {
+                    v.insert("alert".into(), json!(r.rule.name));
+                    v.insert("expr".into(), json!(r.rule.query));
+                    if !hold.is_zero() {
+                        v.insert("for".into(), json!(prom_duration_text(*hold)));
+                    }
+                    if !keep_firing_for.is_zero() {
+                        v.insert(
+                            "keep_firing_for".into(),
+                            json!(prom_duration_text(*keep_firing_for)),
+                        );
+                    }
+                    if !r.rule.labels.is_empty() {
+                        v.insert("labels".into(), template_labels(&r.rule.labels));
+                    }
+                    if !annotations.is_empty() {
+                        v.insert("annotations".into(), template_labels(annotations));
+                    }
+                }
+                RuleKind::Recording => {
+                    v.insert("record".into(), json!(r.rule.name));
+                    v.insert("expr".into(), json!(r.rule.query));
+                    if !r.rule.labels.is_empty() {
+                        v.insert("labels".into(), template_labels(&r.rule.labels));
+                    }
+                }
+            }
+            Json::Object(v)
+        })
+        .collect();
+    let mut out = json!({"name": g.name, "interval": prom_duration_text(g.interval)});
+    if g.limit > 0 {
+        out["limit"] = json!(g.limit);
+    }
+    out["rules"] = json!(rules);
+    out
+}
+
+/// Prometheus' duration text (`1h30m`, `15s`, `500ms`).
+fn prom_duration_text(d: std::time::Duration) -> String {
+    let mut ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    for (unit, size) in [
+        ("y", 365 * 86_400_000u128),
+        ("w", 7 * 86_400_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+        ("ms", 1),
+    ] {
+        if ms >= size {
+            out.push_str(&format!("{}{unit}", ms / size));
+            ms %= size;
+        }
+    }
+    out
+}
+
+/// `GET /loki/api/v1/rules[/{namespace}[/{group}]]`: the LogQL rule groups as YAML, by
+/// namespace (the rule file's name), as Loki's ruler answers; 404 when nothing matches.
+async fn loki_rules(State(st): St, path: Option<Path<Vec<String>>>) -> Response {
+    count(&st);
+    let wanted = path.map(|p| p.0).unwrap_or_default();
+    let mut by_ns: std::collections::BTreeMap<String, Vec<Json>> = Default::default();
+    for g in st.rules().groups().iter().filter(|g| g.lang == Lang::LogQL) {
+        let ns = std::path::Path::new(&g.file)
+            .file_name()
+            .map_or_else(|| g.file.clone(), |n| n.to_string_lossy().into_owned());
+        if wanted.first().is_some_and(|w| *w != ns) || wanted.get(1).is_some_and(|w| *w != g.name) {
+            continue;
+        }
+        by_ns.entry(ns).or_default().push(group_yaml(g));
+    }
+    let yaml = match wanted.len() {
+        _ if by_ns.is_empty() => {
+            return (StatusCode::NOT_FOUND, "no rule groups found\n").into_response();
+        }
+        // Like Loki (and Cortex): a map of namespaces to groups, or with a group's name the
+        // group alone.
+        0 | 1 => serde_saphyr::to_string(&by_ns),
+        _ => serde_saphyr::to_string(&by_ns.into_values().flatten().next()),
+    };
+    match yaml {
+        Ok(text) => ([(header::CONTENT_TYPE, "application/yaml")], text).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
 }
 
 impl From<RequestError> for ApiError {
@@ -421,6 +547,11 @@ async fn set_remediation(
 pub fn routes(r: Router<Arc<ApiState>>) -> Router<Arc<ApiState>> {
     r.route("/api/v1/rules", get(rules))
         .route("/api/v1/alerts", get(alerts))
+        .route("/prometheus/api/v1/rules", get(log_rules))
+        .route("/prometheus/api/v1/alerts", get(log_alerts))
+        .route("/loki/api/v1/rules", get(loki_rules))
+        .route("/loki/api/v1/rules/{namespace}", get(loki_rules))
+        .route("/loki/api/v1/rules/{namespace}/{group}", get(loki_rules))
         .route("/api/v1/alerts/{fingerprint}/ack", post(ack_alert))
         .route("/api/v1/incidents", get(incidents))
         .route("/api/v1/incidents/{id}", get(incident))

@@ -1,9 +1,12 @@
-//! Prometheus rule files (YAML), validated into runtime [`Group`]s.
+//! Rule files (YAML), validated into runtime [`Group`]s: Prometheus rule files, whose
+//! expressions are PromQL, and Loki ruler files, whose expressions are LogQL metric queries.
 //!
-//! The file shape is Prometheus' `rulefmt`: `groups:` of `name`, `interval`, `limit`,
+//! Both share Prometheus' `rulefmt` shape: `groups:` of `name`, `interval`, `limit`,
 //! `query_offset`, `labels` and `rules:`; each rule either `record` or `alert`, with `expr`,
 //! `for`, `keep_firing_for`, `labels`, `annotations`. Validation follows `promtool check rules`:
-//! every problem names the file, the group and the rule.
+//! every problem names the file, the group and the rule. Which language a file holds comes from
+//! where it is configured (`[rules] files` or `[logs] rule_files`), never from its text: many
+//! LogQL expressions also parse as PromQL (`sum(rate(x[5m]))`) and would mean something else.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -79,9 +82,29 @@ impl ExprText {
     }
 }
 
+/// The query language of a rule file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    /// Prometheus rules over the metrics.
+    PromQL,
+    /// Loki ruler rules over the logs.
+    LogQL,
+}
+
+/// A rule's parsed expression.
+#[derive(Debug, Clone)]
+pub enum RuleExpr {
+    /// PromQL.
+    Prom(Expr),
+    /// A LogQL metric query.
+    Log(crate::logs::logql::MetricExpr),
+}
+
 /// A loaded rule group.
 #[derive(Debug, Clone)]
 pub struct Group {
+    /// The language of its file.
+    pub lang: Lang,
     /// Group name (unique within its file).
     pub name: String,
     /// The file it came from.
@@ -104,7 +127,7 @@ pub struct Rule {
     /// The expression as written (trimmed).
     pub query: String,
     /// The parsed expression.
-    pub expr: Expr,
+    pub expr: RuleExpr,
     /// Labels added to results (group labels first, the rule's own win); values are templates.
     pub labels: Vec<(String, Template)>,
     /// Alerting or recording.
@@ -142,6 +165,7 @@ pub fn parse(
     file: &Path,
     text: &str,
     default_interval: Duration,
+    lang: Lang,
 ) -> Result<Vec<Group>, RuleFileError> {
     let fname = file.display().to_string();
     let err = |message: String| RuleFileError {
@@ -180,9 +204,10 @@ pub fn parse(
         for (i, r) in g.rules.into_iter().enumerate() {
             let rname = r.alert.clone().or(r.record.clone()).unwrap_or_default();
             let rerr = |m: String| gerr(format!("rule {} ({rname:?}): {m}", i + 1));
-            rules.push(rule(r, &g.labels).map_err(rerr)?);
+            rules.push(rule(r, &g.labels, lang).map_err(rerr)?);
         }
         groups.push(Group {
+            lang,
             name: g.name,
             file: file.to_path_buf(),
             interval,
@@ -204,7 +229,7 @@ fn templates(m: &BTreeMap<String, String>, what: &str) -> Result<Vec<(String, Te
         .collect()
 }
 
-fn rule(r: RuleSpec, group_labels: &BTreeMap<String, String>) -> Result<Rule, String> {
+fn rule(r: RuleSpec, group_labels: &BTreeMap<String, String>, lang: Lang) -> Result<Rule, String> {
     let query = r
         .expr
         .as_ref()
@@ -213,8 +238,23 @@ fn rule(r: RuleSpec, group_labels: &BTreeMap<String, String>) -> Result<Rule, St
     if query.is_empty() {
         return Err("field 'expr' must be set in rule".into());
     }
-    let expr = crate::metrics::promql::limits::parse(&query)
-        .map_err(|e| format!("could not parse expression: {e}"))?;
+    let expr = match lang {
+        Lang::PromQL => RuleExpr::Prom(
+            crate::metrics::promql::limits::parse(&query)
+                .map_err(|e| format!("could not parse expression: {e}"))?,
+        ),
+        Lang::LogQL => match crate::logs::logql::parse(&query)
+            .map_err(|e| format!("could not parse expression: {e}"))?
+        {
+            crate::logs::logql::Query::Metric(m) => RuleExpr::Log(m),
+            crate::logs::logql::Query::Log(_) => {
+                return Err(
+                    "a log query returns lines, not numbers: use a metric query such as count_over_time({...}[5m]) > 0"
+                        .into(),
+                );
+            }
+        },
+    };
     let mut all_labels = group_labels.clone();
     all_labels.extend(r.labels.clone());
     for k in all_labels.keys() {
@@ -284,12 +324,16 @@ fn rule(r: RuleSpec, group_labels: &BTreeMap<String, String>) -> Result<Rule, St
 }
 
 /// Reads and parses a rule file.
-pub fn load(file: &Path, default_interval: Duration) -> Result<Vec<Group>, RuleFileError> {
+pub fn load(
+    file: &Path,
+    default_interval: Duration,
+    lang: Lang,
+) -> Result<Vec<Group>, RuleFileError> {
     let text = std::fs::read_to_string(file).map_err(|e| RuleFileError {
         file: file.display().to_string(),
         message: format!("cannot read: {e}"),
     })?;
-    parse(file, &text, default_interval)
+    parse(file, &text, default_interval, lang)
 }
 
 /// Expands a pattern whose file-name part may hold `*` and `?` (like Prometheus'
@@ -339,7 +383,38 @@ mod tests {
     const DEF: Duration = Duration::from_secs(60);
 
     fn parse_str(text: &str) -> Result<Vec<Group>, RuleFileError> {
-        parse(Path::new("t.yml"), text, DEF)
+        parse(Path::new("t.yml"), text, DEF, Lang::PromQL)
+    }
+
+    #[test]
+    fn a_loki_ruler_file_loads_as_logql_and_log_queries_are_refused() {
+        let text = r#"
+groups:
+  - name: app-errors
+    rules:
+      - alert: HighErrorRate
+        expr: sum by (app) (rate({app="api"} |= "error" [5m])) / sum by (app) (rate({app="api"}[5m])) > 0.05
+        for: 10m
+        labels: {severity: page}
+        annotations: {summary: "{{ $labels.app }} logs {{ $value }} errors per line"}
+      - record: app:log_lines:rate5m
+        expr: sum by (app) (rate({app=~".+"}[5m]))
+"#;
+        let g = parse(Path::new("loki.yml"), text, DEF, Lang::LogQL).expect("loads");
+        assert_eq!(g[0].lang, Lang::LogQL);
+        assert!(matches!(g[0].rules[0].expr, RuleExpr::Log(_)));
+        assert!(matches!(g[0].rules[1].expr, RuleExpr::Log(_)));
+        // The same text is not a Prometheus rule file: LogQL is not PromQL.
+        assert!(parse_str(text).is_err());
+        let e = parse(
+            Path::new("loki.yml"),
+            "groups: [{name: a, rules: [{alert: X, expr: '{app=\"api\"} |= \"error\"'}]}]",
+            DEF,
+            Lang::LogQL,
+        )
+        .expect_err("log query");
+        assert!(e.to_string().contains("metric query"), "{e}");
+        assert!(e.to_string().contains("group \"a\""), "{e}");
     }
 
     #[test]

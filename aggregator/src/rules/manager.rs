@@ -19,9 +19,11 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::alert::{AlertSet, AlertSpec, State, set_or_remove};
-use super::file::{Group, Rule, RuleKind};
+use super::file::{Group, Lang, Rule, RuleExpr, RuleKind};
 use super::{EvalError, metric_names};
 use crate::alert::Notifier;
+use crate::logs::logql::{self, MetricExpr, eval::Limits};
+use crate::logs::store::LogQuerier;
 use crate::metrics::promql::{Engine, Value};
 use crate::metrics::storage::{AppendData, AppendRequest, Storage};
 use crate::selfmetrics::counter;
@@ -39,9 +41,20 @@ impl Drop for ResetEvaluating {
     }
 }
 
+/// Where LogQL rules read: the log store and the bounds of one query.
+#[derive(Clone)]
+pub struct LogSource {
+    /// The log store's read side.
+    pub store: Arc<dyn LogQuerier>,
+    /// Bounds of one evaluation (as for `/loki/api/v1/query`).
+    pub limits: Limits,
+}
+
 /// Settings of the rule manager.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
+    /// Where LogQL rules read (`None`: LogQL rules fail with a clear error).
+    pub logs: Option<LogSource>,
     /// Shortest time between two eager evaluations of one group (zero disables eager
     /// evaluation: groups run on their interval only).
     pub eager_min_interval: Duration,
@@ -137,6 +150,8 @@ pub struct RuleView {
 /// A snapshot of one group for the API.
 #[derive(Debug, Clone)]
 pub struct GroupView {
+    /// The language of its rules.
+    pub lang: Lang,
     /// Name.
     pub name: String,
     /// File.
@@ -188,9 +203,14 @@ impl RuleManager {
             let mut wildcard = false;
             let mut names = Vec::new();
             for r in &g.rules {
-                match metric_names(&r.expr) {
-                    Some(n) => names.extend(n),
-                    None => wildcard = true,
+                // LogQL rules are not woken by metric appends: they run on their interval,
+                // like Loki's ruler.
+                match &r.expr {
+                    RuleExpr::Prom(e) => match metric_names(e) {
+                        Some(n) => names.extend(n),
+                        None => wildcard = true,
+                    },
+                    RuleExpr::Log(_) => {}
                 }
             }
             // Only groups with alerting rules are evaluated eagerly: a breach must reach its
@@ -356,11 +376,14 @@ impl RuleManager {
         for (ri, rule) in g.group.rules.iter().enumerate() {
             let r0 = std::time::Instant::now();
             let rs = &mut st.rules[ri];
-            let out = match self.engine.instant_expr(&rule.expr, t, None) {
-                Ok(Value::Vector(v)) => Ok(v.into_iter().map(|(l, s)| (l, s.1)).collect()),
-                Ok(Value::Scalar(s)) => Ok(vec![(Labels::default(), s.1)]),
-                Ok(_) => Err(EvalError::NotVector),
-                Err(e) => Err(EvalError::Query(e)),
+            let out = match &rule.expr {
+                RuleExpr::Prom(e) => match self.engine.instant_expr(e, t, None) {
+                    Ok(Value::Vector(v)) => Ok(v.into_iter().map(|(l, s)| (l, s.1)).collect()),
+                    Ok(Value::Scalar(s)) => Ok(vec![(Labels::default(), s.1)]),
+                    Ok(_) => Err(EvalError::NotVector),
+                    Err(e) => Err(EvalError::Query(e)),
+                },
+                RuleExpr::Log(e) => self.eval_log(e, t),
             };
             let series = match out
                 .and_then(|v| self.apply(&g.group, rule, rs, t, now, v, restore, eager))
@@ -409,6 +432,17 @@ impl RuleManager {
         }
         st.last_eval_ms = now;
         st.eval_seconds = started.elapsed().as_secs_f64();
+    }
+
+    /// A LogQL metric query's value at `t` (ms): each series' point at that instant.
+    fn eval_log(&self, e: &MetricExpr, t: i64) -> Result<Vec<(Labels, f64)>, EvalError> {
+        let src = self.settings.logs.as_ref().ok_or(EvalError::NoLogStore)?;
+        let t_ns = t.saturating_mul(1_000_000);
+        let series = logql::eval::range_metric(src.store.as_ref(), e, t_ns, t_ns, 1, &src.limits)?;
+        Ok(series
+            .into_iter()
+            .filter_map(|s| Some((s.labels, s.points.first()?.1)))
+            .collect())
     }
 
     /// Applies a rule's result; returns the series to write (`None`: leave them as they are).
@@ -468,11 +502,18 @@ impl RuleManager {
                 };
                 let before = rs.alerts.states();
                 let applied = rs.alerts.apply(&spec, t, v, &self.settings.external_labels);
-                let url = format!(
-                    "{}/graph?g0.expr={}&g0.tab=1",
-                    self.settings.external_url.trim_end_matches('/'),
-                    form_urlencoded::byte_serialize(rule.query.as_bytes()).collect::<String>()
-                );
+                let query =
+                    form_urlencoded::byte_serialize(rule.query.as_bytes()).collect::<String>();
+                let base = self.settings.external_url.trim_end_matches('/');
+                let url = match group.lang {
+                    Lang::PromQL => format!("{base}/graph?g0.expr={query}&g0.tab=1"),
+                    // The lines behind a log alert: the query over the hour before now.
+                    Lang::LogQL => format!(
+                        "{base}/loki/api/v1/query_range?query={query}&start={}&end={}",
+                        (now - 3_600_000) * 1_000_000,
+                        now * 1_000_000
+                    ),
+                };
                 let send = rs.alerts.to_send(now, group.interval, &url);
                 if !send.is_empty() {
                     self.notifier.send(send);
@@ -526,6 +567,7 @@ impl RuleManager {
             .map(|g| {
                 let st = g.state.lock().unwrap_or_else(|e| e.into_inner());
                 GroupView {
+                    lang: g.group.lang,
                     name: g.group.name.clone(),
                     file: g.group.file.display().to_string(),
                     interval: g.group.interval,
@@ -602,12 +644,22 @@ mod tests {
         dir: &std::path::Path,
         rules: &str,
     ) -> (Arc<RuleManager>, Arc<Collect>, Arc<dyn Storage>) {
+        setup_with(dir, rules, Lang::PromQL, None)
+    }
+
+    fn setup_with(
+        dir: &std::path::Path,
+        rules: &str,
+        lang: Lang,
+        logs: Option<LogSource>,
+    ) -> (Arc<RuleManager>, Arc<Collect>, Arc<dyn Storage>) {
         let storage: Arc<dyn Storage> = Arc::new(Tsdb::open(dir).unwrap());
         let engine = Engine::new(storage.clone(), Duration::from_secs(300), 1_000_000);
         let groups = crate::rules::file::parse(
             std::path::Path::new("t.yml"),
             rules,
             Duration::from_secs(3600),
+            lang,
         )
         .unwrap();
         let sink = Arc::new(Collect::default());
@@ -616,6 +668,7 @@ mod tests {
             storage.clone(),
             sink.clone(),
             Settings {
+                logs,
                 eager_min_interval: Duration::from_millis(50),
                 external_labels: Labels::default(),
                 external_url: "http://x".into(),
@@ -737,5 +790,106 @@ mod tests {
         assert_eq!(got[0].samples.len(), 2);
         assert!(telltale_common::model::is_stale_marker(got[0].samples[1].1));
         assert_eq!(m.groups()[0].rules[0].health, Health::Ok);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn log_rules_alert_and_record_from_the_log_store() {
+        use crate::logs::store::{LogAppend, LogAppender};
+        use telltale_common::wire::{LogEntry, LogStream};
+        let dir = tempfile::tempdir().unwrap();
+        let engine = crate::logs::engine::LogEngine::open(
+            &dir.path().join("logs"),
+            crate::logs::engine::LogOptions::default(),
+        )
+        .unwrap();
+        let logs = Arc::new(engine);
+        let t = now_ms();
+        // api: 3 lines in the last minute, 2 of them errors; web: 1 line, no error.
+        let stream = |app: &str, lines: &[&str]| LogStream {
+            labels: vec![("app".to_string(), app.to_string())],
+            entries: lines
+                .iter()
+                .enumerate()
+                .map(|(i, l)| LogEntry {
+                    t_ns: (t - 30_000 + i as i64) * 1_000_000,
+                    line: (*l).into(),
+                    metadata: Vec::new(),
+                })
+                .collect(),
+        };
+        logs.append(LogAppend {
+            origin: None,
+            streams: vec![
+                stream("api", &["GET / 200", "error: db down", "error: db down"]),
+                stream("web", &["GET / 200"]),
+            ],
+        })
+        .await
+        .unwrap();
+        let rules = r#"
+groups:
+  - name: logs
+    rules:
+      - alert: ErrorsLogged
+        expr: sum by (app) (count_over_time({app=~".+"} |= "error" [1m])) > 1
+        labels: {severity: page}
+        annotations: {summary: "{{ $labels.app }}: {{ $value }} errors"}
+      - record: app:log_lines:count1m
+        expr: sum by (app) (count_over_time({app=~".+"}[1m]))
+"#;
+        let src = LogSource {
+            store: logs.clone(),
+            limits: Limits::default(),
+        };
+        let (m, sink, storage) = setup_with(dir.path(), rules, Lang::LogQL, Some(src));
+        m.eval_all_at(t).await;
+        let sent = sink.0.lock().unwrap().clone();
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0].labels.get("alertname"), Some("ErrorsLogged"));
+        assert_eq!(sent[0].labels.get("app"), Some("api"));
+        assert_eq!(sent[0].labels.get("severity"), Some("page"));
+        assert_eq!(sent[0].annotations.get("summary"), Some("api: 2 errors"));
+        assert!(
+            sent[0]
+                .generator_url
+                .contains("/loki/api/v1/query_range?query=")
+        );
+        let g = m.groups();
+        assert_eq!(g[0].rules[0].health, Health::Ok);
+        assert_eq!(g[0].rules[1].health, Health::Ok);
+        // The recording rule's output is a metric like any other.
+        let got = storage
+            .select(
+                &[crate::labels::Matcher::equal(
+                    "__name__",
+                    "app:log_lines:count1m",
+                )],
+                0,
+                i64::MAX,
+                100,
+            )
+            .unwrap();
+        let mut v: Vec<(String, f64)> = got
+            .iter()
+            .map(|s| {
+                (
+                    s.labels.get("app").unwrap_or("").to_string(),
+                    s.samples[0].1,
+                )
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(v, [("api".to_string(), 3.0), ("web".to_string(), 1.0)]);
+        // Without a log store the rule fails with a clear error, not silently.
+        let (m, sink, _) = setup_with(&dir.path().join("b"), rules, Lang::LogQL, None);
+        m.eval_all_at(t).await;
+        assert!(sink.0.lock().unwrap().is_empty());
+        let g = m.groups();
+        assert_eq!(g[0].rules[0].health, Health::Err);
+        assert!(
+            g[0].rules[0].last_error.contains("no log store"),
+            "{}",
+            g[0].rules[0].last_error
+        );
     }
 }

@@ -511,25 +511,25 @@ impl Parser<'_> {
                 self.next();
             }
             let mut matching = Matching::default();
-            if let Tok::Ident(w) = self.peek().clone() {
-                if w == "on" || w == "ignoring" {
-                    self.next();
-                    matching.on = w == "on";
-                    self.expect("(")?;
-                    while self.peek() != &Tok::Sym(")") {
-                        matching.labels.push(self.ident()?);
-                        if self.peek() == &Tok::Sym(",") {
-                            self.next();
-                        }
+            if let Tok::Ident(w) = self.peek().clone()
+                && (w == "on" || w == "ignoring")
+            {
+                self.next();
+                matching.on = w == "on";
+                self.expect("(")?;
+                while self.peek() != &Tok::Sym(")") {
+                    matching.labels.push(self.ident()?);
+                    if self.peek() == &Tok::Sym(",") {
+                        self.next();
                     }
-                    self.next();
-                    if let Tok::Ident(g) = self.peek() {
-                        if g == "group_left" || g == "group_right" {
-                            return Err(self.err(format!(
-                                "{g}: many-to-one matching is not supported by this server"
-                            )));
-                        }
-                    }
+                }
+                self.next();
+                if let Tok::Ident(g) = self.peek()
+                    && (g == "group_left" || g == "group_right")
+                {
+                    return Err(self.err(format!(
+                        "{g}: many-to-one matching is not supported by this server"
+                    )));
                 }
             }
             let rhs = self.binary(if op == BinOp::Pow { prec } else { prec + 1 })?;
