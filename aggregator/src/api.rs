@@ -57,6 +57,8 @@ pub struct ApiState {
     pub remediation: Arc<crate::remediate::driver::Remediator>,
     /// The log store.
     pub logs: Arc<dyn crate::logs::store::LogStore>,
+    /// The log pattern index (`/loki/api/v1/patterns`).
+    pub patterns: Arc<crate::logs::patterns::Patterns>,
     /// Most bytes of log lines one query may read (`[logs] max_query_bytes`).
     pub logs_max_query_bytes: u64,
 }
@@ -691,6 +693,7 @@ async fn metrics(State(st): St) -> Response {
     });
     st.storage.render_metrics(&mut text);
     st.rules().render_metrics(&mut text);
+    st.patterns.render_metrics(&mut text);
     st.reload.status.render(&mut text);
     st.alerts.render_metrics(&mut text);
     st.remediation.render_metrics(&mut text);

@@ -73,6 +73,14 @@ pub struct LogsSection {
     /// adds more. Never mixed with `[rules] files`: a LogQL expression can parse as PromQL.
     #[serde(default)]
     pub rule_files: Vec<String>,
+    /// How often the pattern counters (`telltale_log_pattern_lines_total`) and pattern events
+    /// are written (default `15s`, at least 1s).
+    #[serde(default, deserialize_with = "humantime_duration_opt")]
+    pub pattern_interval: Option<Duration>,
+    /// How long after a source first appears (or the aggregator starts) before its new
+    /// patterns are announced as events (default `10m`: at first every pattern is new).
+    #[serde(default, deserialize_with = "humantime_duration_opt")]
+    pub pattern_warmup: Option<Duration>,
 }
 
 /// `[remediation]`: runbooks that ask agents to run their allowlisted actions.
@@ -189,6 +197,10 @@ pub struct Config {
     pub rule_files: Vec<String>,
     /// LogQL rule file patterns (`[logs] rule_files`, then `--log-rules`).
     pub log_rule_files: Vec<String>,
+    /// `[logs] pattern_interval`.
+    pub logs_pattern_interval: Duration,
+    /// `[logs] pattern_warmup`.
+    pub logs_pattern_warmup: Duration,
     /// Default group interval.
     pub evaluation_interval: Duration,
     /// Minimum gap between arrival-triggered evaluations of a group (zero: off).
@@ -320,6 +332,17 @@ impl Config {
             max_bytes: file.logs.max_bytes.unwrap_or(ld.max_bytes),
             ..ld
         };
+        let logs_pattern_interval = file
+            .logs
+            .pattern_interval
+            .unwrap_or(Duration::from_secs(15));
+        if logs_pattern_interval < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                where_,
+                "logs.pattern_interval",
+                "must be at least 1s",
+            ));
+        }
         if logs.retention < Duration::from_secs(3600) {
             return Err(ConfigError::invalid(
                 where_,
@@ -356,6 +379,11 @@ impl Config {
         Ok(Config {
             rule_files,
             log_rule_files,
+            logs_pattern_interval,
+            logs_pattern_warmup: file
+                .logs
+                .pattern_warmup
+                .unwrap_or(crate::logs::patterns::DEFAULT_WARMUP),
             evaluation_interval,
             eager_min_interval: file
                 .rules

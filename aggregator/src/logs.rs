@@ -5,10 +5,13 @@
 //! - [`engine`]: the engine behind it (WAL on [`crate::durable`], head, blocks, retention);
 //! - [`block`]: the block format (zstd chunks by stream, trigram filters);
 //! - [`logql`]: LogQL — the parser and the evaluator, over the interface only;
-//! - [`push`]: Loki's push format (JSON and protobuf + snappy) decoded into streams.
+//! - [`push`]: Loki's push format (JSON and protobuf + snappy) decoded into streams;
+//! - [`patterns`]: lines clustered into templates as they are stored (Drain), counted per
+//!   stream and time, with new and surging patterns as events.
 
 pub mod block;
 pub mod engine;
 pub mod logql;
+pub mod patterns;
 pub mod push;
 pub mod store;

@@ -110,7 +110,18 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     })
     .await
     .context("log store recovery panicked")??;
-    let logs: Arc<dyn crate::logs::store::LogStore> = Arc::new(log_engine);
+    let patterns = Arc::new(crate::logs::patterns::Patterns::new(
+        cfg.logs_pattern_warmup,
+    ));
+    let logs: Arc<dyn crate::logs::store::LogStore> = Arc::new(
+        crate::logs::patterns::WithPatterns::new(Arc::new(log_engine), patterns.clone())
+            .context("cannot start the log pattern thread")?,
+    );
+    tokio::spawn(write_patterns(
+        patterns.clone(),
+        storage.clone(),
+        cfg.logs_pattern_interval,
+    ));
     let registry = Arc::new(Registry::default());
     for l in storage.series(
         &[
@@ -206,6 +217,7 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
         ready: AtomicBool::new(false),
         api_token: cfg.api_token.clone(),
         logs,
+        patterns,
         logs_max_query_bytes: cfg.logs_max_query_bytes,
     });
 
@@ -274,5 +286,62 @@ async fn shutdown_signal(term: std::io::Result<tokio::signal::unix::Signal>) {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Writes the log pattern counters and events every `interval`, through the metrics
+/// storage like an agent's batch (series and events in one record).
+async fn write_patterns(
+    patterns: Arc<crate::logs::patterns::Patterns>,
+    storage: Arc<dyn Storage>,
+    interval: std::time::Duration,
+) {
+    use telltale_common::wire::{Batch, ClientMessage};
+    let mut t = tokio::time::interval(interval);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        t.tick().await;
+        let p = patterns.clone();
+        let flushed =
+            match tokio::task::spawn_blocking(move || p.flush(telltale_common::model::now_ms()))
+                .await
+            {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::error!(error = %e, "log pattern flush panicked");
+                    continue;
+                }
+            };
+        if flushed.series.is_empty() && flushed.events.is_empty() {
+            continue;
+        }
+        for e in &flushed.events {
+            tracing::info!(kind = %e.kind, message = %e.message, "log pattern event");
+        }
+        let batch = ClientMessage::Batch(Batch {
+            sequence: 0,
+            created_ms: telltale_common::model::now_ms(),
+            series: flushed.series,
+            events: flushed.events,
+            logs: Vec::new(),
+        });
+        let data = match telltale_common::codec::encode_payload(&batch) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode the log pattern series");
+                continue;
+            }
+        };
+        let req = crate::metrics::storage::AppendRequest {
+            origin: None,
+            data: crate::metrics::storage::AppendData::Encoded(data),
+        };
+        match storage.append(req).await {
+            Ok(crate::metrics::storage::AppendOutcome::Invalid { reason }) => {
+                tracing::warn!(%reason, "log pattern series refused")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot store the log pattern series"),
+        }
     }
 }

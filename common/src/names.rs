@@ -75,6 +75,18 @@ pub const AGG_MAINTENANCE_ERRORS: &str = "telltale_aggregator_storage_maintenanc
 pub const AGG_RULE_EVALUATIONS: &str = "telltale_aggregator_rule_group_evaluations_total";
 /// Rule evaluations that failed.
 pub const AGG_RULE_FAILURES: &str = "telltale_aggregator_rule_evaluation_failures_total";
+/// Log lines per pattern and source (a counter series the aggregator writes).
+pub const LOG_PATTERN_LINES: &str = "telltale_log_pattern_lines_total";
+/// Log lines clustered into patterns.
+pub const AGG_LOG_PATTERN_LINES: &str = "telltale_aggregator_log_pattern_lines_total";
+/// Log lines not clustered (queue full, too many sources).
+pub const AGG_LOG_PATTERN_SKIPPED: &str = "telltale_aggregator_log_pattern_lines_skipped_total";
+/// Pattern events written.
+pub const AGG_LOG_PATTERN_EVENTS: &str = "telltale_aggregator_log_pattern_events_total";
+/// Pattern templates held.
+pub const AGG_LOG_PATTERNS: &str = "telltale_aggregator_log_patterns";
+/// Streams with pattern counts.
+pub const AGG_LOG_PATTERN_STREAMS: &str = "telltale_aggregator_log_pattern_streams";
 /// Notifications delivered, by integration.
 pub const AGG_NOTIFICATIONS: &str = "telltale_aggregator_notifications_total";
 /// Notification delivery attempts that failed (and will be retried), by integration.

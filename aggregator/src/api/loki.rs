@@ -341,6 +341,50 @@ async fn index_stats(State(st): St, q: RawQuery) -> Result<Response, LokiError> 
     .into_response())
 }
 
+/// `GET /loki/api/v1/patterns?query=<selector>&start=&end=&step=`: the templates the
+/// selected streams' lines fall into, with their line counts per step, most lines first (the
+/// last three hours are kept; see `logs::patterns`). Loki's shape: `{"status": "success",
+/// "data": [{"pattern": "...", "samples": [[seconds, count], ...]}]}`.
+async fn patterns(State(st): St, q: RawQuery) -> Result<Response, LokiError> {
+    let p = Params::parse(q.0.as_deref(), &[]);
+    let (start, end) = range(&p)?;
+    let Query::Log(e) = query_of(&p)? else {
+        return Err(bad("query must be a stream selector"));
+    };
+    if !e.stages.is_empty() {
+        return Err(bad(
+            "query must be a stream selector: patterns take no pipeline",
+        ));
+    }
+    let step = match p.get("step").filter(|v| !v.is_empty()) {
+        Some(s) => duration_param(s)? / 1_000_000,
+        None => ((end - start) / 250 / 1_000_000).max(10_000),
+    };
+    let limit = match p.get("limit").filter(|v| !v.is_empty()) {
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| bad(format!("invalid limit {v:?}")))?,
+        None => 1000,
+    };
+    let index = st.patterns.clone();
+    let found = blocking(move || {
+        Ok(index.query(&e.matchers, start / 1_000_000, end / 1_000_000, step, limit))
+    })
+    .await?;
+    let data: Vec<Json> = found
+        .into_iter()
+        .map(|s| {
+            json!({
+                "pattern": s.pattern,
+                "samples": s.samples.iter().map(|&(t, n)| json!([t / 1000, n])).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(success(Json::Array(data)))
+}
+
 async fn push_handler(
     State(st): St,
     headers: HeaderMap,
@@ -385,6 +429,7 @@ pub fn routes(r: Router<Arc<ApiState>>) -> Router<Arc<ApiState>> {
         .route("/loki/api/v1/label/{name}/values", get(label_values))
         .route("/loki/api/v1/series", get(series).post(series))
         .route("/loki/api/v1/index/stats", get(index_stats))
+        .route("/loki/api/v1/patterns", get(patterns))
         .route(
             "/loki/api/v1/push",
             post(push_handler).layer(axum::extract::DefaultBodyLimit::max(push::MAX_BODY_BYTES)),
