@@ -57,6 +57,8 @@ pub struct ApiState {
     pub remediation: Arc<crate::remediate::driver::Remediator>,
     /// The log store.
     pub logs: Arc<dyn crate::logs::store::LogStore>,
+    /// Stored lines as they are stored (`/loki/api/v1/tail`).
+    pub live_logs: Arc<crate::logs::observe::Observed>,
     /// The log pattern index (`/loki/api/v1/patterns`).
     pub patterns: Arc<crate::logs::patterns::Patterns>,
     /// Most bytes of log lines one query may read (`[logs] max_query_bytes`).

@@ -7,11 +7,14 @@
 //! - [`logql`]: LogQL — the parser and the evaluator, over the interface only;
 //! - [`push`]: Loki's push format (JSON and protobuf + snappy) decoded into streams;
 //! - [`patterns`]: lines clustered into templates as they are stored (Drain), counted per
-//!   stream and time, with new and surging patterns as events.
+//!   stream and time, with new and surging patterns as events;
+//! - [`observe`]: the store as the aggregator runs it, handing stored lines to the patterns
+//!   and to live tails.
 
 pub mod block;
 pub mod engine;
 pub mod logql;
+pub mod observe;
 pub mod patterns;
 pub mod push;
 pub mod store;

@@ -113,10 +113,11 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     let patterns = Arc::new(crate::logs::patterns::Patterns::new(
         cfg.logs_pattern_warmup,
     ));
-    let logs: Arc<dyn crate::logs::store::LogStore> = Arc::new(
-        crate::logs::patterns::WithPatterns::new(Arc::new(log_engine), patterns.clone())
+    let observed = Arc::new(
+        crate::logs::observe::Observed::new(Arc::new(log_engine), patterns.clone())
             .context("cannot start the log pattern thread")?,
     );
+    let logs: Arc<dyn crate::logs::store::LogStore> = observed.clone();
     tokio::spawn(write_patterns(
         patterns.clone(),
         storage.clone(),
@@ -217,6 +218,7 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
         ready: AtomicBool::new(false),
         api_token: cfg.api_token.clone(),
         logs,
+        live_logs: observed,
         patterns,
         logs_max_query_bytes: cfg.logs_max_query_bytes,
     });

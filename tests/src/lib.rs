@@ -10,6 +10,7 @@ pub mod compliance;
 pub mod exposition;
 pub mod fuzz;
 pub mod peers;
+pub mod websocket;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

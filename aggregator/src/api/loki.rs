@@ -1,6 +1,7 @@
 //! Loki's HTTP API over the log store, so Grafana's Loki data source, logcli-style clients
 //! and Loki pushers (Promtail, Alloy, Fluent Bit) work by changing a URL:
-//! `/loki/api/v1/{query, query_range, labels, label/<name>/values, series, push}`.
+//! `/loki/api/v1/{query, query_range, labels, label/<name>/values, series, index/stats,
+//! patterns, tail, push}`.
 //!
 //! Answers use Loki's JSON envelope (`{"status":"success","data":{"resultType":...}}`);
 //! errors are Loki's plain-text bodies with 400 for a bad query or a limit, 500 for a store
@@ -24,6 +25,8 @@ use crate::logs::logql::eval::{self, Direction, EvalError, Limits};
 use crate::logs::logql::{self, Query};
 use crate::logs::push;
 use crate::logs::store::{LogAppend, LogStoreError};
+
+mod tail;
 
 /// Most lines one log query returns (Loki's `max_entries_limit_per_query`).
 const MAX_ENTRIES: usize = 5000;
@@ -430,6 +433,7 @@ pub fn routes(r: Router<Arc<ApiState>>) -> Router<Arc<ApiState>> {
         .route("/loki/api/v1/series", get(series).post(series))
         .route("/loki/api/v1/index/stats", get(index_stats))
         .route("/loki/api/v1/patterns", get(patterns))
+        .route("/loki/api/v1/tail", get(tail::tail))
         .route(
             "/loki/api/v1/push",
             post(push_handler).layer(axum::extract::DefaultBodyLimit::max(push::MAX_BODY_BYTES)),

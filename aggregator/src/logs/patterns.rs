@@ -11,7 +11,7 @@
 //!
 //! Patterns are analysis, never in the way of ingest: the store's append path hands a copy of
 //! the stored lines to a thread of its own through a bounded queue and, when the queue is
-//! full, counts the lines as skipped instead of waiting ([`WithPatterns`]).
+//! full, counts the lines as skipped instead of waiting ([`super::observe::Observed`]).
 
 pub mod drain;
 
@@ -479,10 +479,6 @@ impl Patterns {
         }
     }
 }
-
-pub use feed::WithPatterns;
-
-mod feed;
 
 #[cfg(test)]
 mod tests;

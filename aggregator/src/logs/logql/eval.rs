@@ -276,6 +276,13 @@ fn to_labels(m: BTreeMap<String, String>) -> Labels {
     Labels::from_pairs(m)
 }
 
+/// One line of a stream through a log query's pipeline (the selector is not checked): its
+/// labels and text after it, or `None` when a stage drops it. Live tailing uses it.
+pub fn pipeline(expr: &LogExpr, stream: &Labels, line: &str) -> Option<(Labels, String)> {
+    let l = run(&expr.stages, stream, line)?;
+    Some((to_labels(l.labels), l.line))
+}
+
 /// A log query: the `limit` lines nearest the start (forward) or end (backward) of the range,
 /// grouped by their labels after the pipeline.
 pub fn select_logs(
