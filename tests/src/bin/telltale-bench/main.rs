@@ -8,11 +8,13 @@
 //!   aggregator stores and acknowledges from simulated agents over QUIC on loopback.
 //! - `telltale-bench dashboard [--hosts 1000] [--hours 6]`: see [`dashboard`].
 //! - `telltale-bench tsdb [--hosts 50] [--hours 24]`: see [`tsdb`].
+//! - `telltale-bench logs [--records 10000000]`: see [`logs`].
 //! - `telltale-bench statsd [--step 5s]`, `telltale-bench sources [--duration 2m]` and
 //!   `telltale-bench hostile [--duration 30s]`: see [`sources`].
 
 mod alerting;
 mod dashboard;
+mod logs;
 mod remediation;
 mod sources;
 mod tsdb;
@@ -479,8 +481,9 @@ fn main() -> anyhow::Result<()> {
         Some("tsdb") => tsdb::bench_tsdb(&args),
         Some("alerting") => alerting::bench_alerting(&args),
         Some("remediation") => remediation::bench_remediation(&args),
+        Some("logs") => logs::bench_logs(&args),
         _ => bail!(
-            "usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N] | promql [--rounds N] | dashboard [--hosts N] [--hours N] | statsd [--step 5s] | sources [--duration 2m] [--interval 10s] | hostile [--duration 30s] [--interval 5s] | fuzz [--queries 2000] [--seed N] [--cases] [--show 40] | tsdb [--hosts 50] [--hours 24] [--senders 4] | alerting [--trials 40] | remediation [--trials 10]"
+            "usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N] | promql [--rounds N] | dashboard [--hosts N] [--hours N] | statsd [--step 5s] | sources [--duration 2m] [--interval 10s] | hostile [--duration 30s] [--interval 5s] | fuzz [--queries 2000] [--seed N] [--cases] [--show 40] | tsdb [--hosts 50] [--hours 24] [--senders 4] | alerting [--trials 40] | remediation [--trials 10] | logs [--records 10000000] [--rate 10000] [--rss-seconds 60] [--rounds 5]"
         ),
     }
 }
