@@ -175,13 +175,18 @@ pub fn may_contain(f: &[u8], needle: &str) -> bool {
     })
 }
 
-/// Filter size for a chunk of `raw` bytes: one bit per two bytes of text, between 512 bytes
-/// and 16 KiB. (Sizing reasoning, to be checked by the logs benchmark: a 1 MiB chunk of
-/// repetitive log text holds some tens of thousands of distinct trigrams, which fill a
-/// 16 KiB filter to a quarter or so; a 12-byte needle's ten trigrams then all pass a chunk
-/// without it with a probability around 0.25^10.)
-fn filter_bytes(raw: usize) -> usize {
-    (raw / 16).next_power_of_two().clamp(512, 16 * 1024)
+/// Filter size for a chunk that compressed to `packed` bytes: a sixteenth of the chunk's size
+/// on disk rounded down to a power of two, between 512 bytes and 16 KiB. Sized by
+/// the compressed size, not the raw one, because that is what the filter adds to: the logs
+/// benchmark measured filters sized by raw text (16 KiB per chunk) at 12 % of the blocks'
+/// bytes. Repetitive text (which compresses well) has few distinct trigrams: a 600 KiB chunk
+/// of the benchmark's mix compresses to about 130 KiB and gets an 8 KiB filter, about a third
+/// full, so a needle of ten trigrams passes a chunk without it with a probability near
+/// 0.35^10 ≈ 3e-5.
+fn filter_bytes(packed: usize) -> usize {
+    let want = (packed / 16).max(1);
+    // The power of two at or below: between a 32nd and a 16th of the chunk.
+    (1usize << (usize::BITS - 1 - want.leading_zeros())).clamp(512, 16 * 1024)
 }
 
 /// Encodes a chunk's raw columns.
@@ -250,6 +255,36 @@ fn decode_chunk(b: &[u8]) -> Option<Vec<LogEntry>> {
     Some(out)
 }
 
+/// Decodes the first two columns of a chunk's raw bytes — timestamps and line lengths —
+/// from as much of the chunk as has been decompressed: `Ok(None)` when more is needed,
+/// `Err(())` when it is damaged.
+fn decode_sizes(b: &[u8]) -> Result<Option<Vec<(i64, u32)>>, ()> {
+    let mut pos = 0;
+    let Some(n) = get_varint(b, &mut pos) else {
+        return Ok(None);
+    };
+    let n = usize::try_from(n).map_err(|_| ())?;
+    if n > 1 << 26 {
+        return Err(());
+    }
+    let mut out = Vec::with_capacity(n);
+    let mut t = 0i64;
+    for _ in 0..n {
+        let Some(z) = get_varint(b, &mut pos) else {
+            return Ok(None);
+        };
+        t = t.wrapping_add(((z >> 1) as i64) ^ -((z & 1) as i64));
+        out.push((t, 0u32));
+    }
+    for e in out.iter_mut() {
+        let Some(len) = get_varint(b, &mut pos) else {
+            return Ok(None);
+        };
+        e.1 = u32::try_from(len).map_err(|_| ())?;
+    }
+    Ok(Some(out))
+}
+
 /// Writes a block of `streams` (each one's lines sorted by time) to `path` (through a
 /// temporary file, synced, renamed). Returns its index and size.
 pub fn write(
@@ -296,7 +331,10 @@ pub fn write(
                 max_t,
                 lines: part.len() as u32,
                 line_bytes: raw as u64,
-                trigrams: trigram_filter(part.iter().map(|e| e.line.as_str()), filter_bytes(raw)),
+                trigrams: trigram_filter(
+                    part.iter().map(|e| e.line.as_str()),
+                    filter_bytes(packed.len()),
+                ),
             });
             buf.extend_from_slice(&packed);
             start = end;
@@ -380,6 +418,31 @@ impl Block {
         })
     }
 
+    /// The times and byte lengths of a chunk's lines, decompressing only the front of the
+    /// chunk that holds them (the two first columns: a few KiB of a 1 MiB chunk), for queries
+    /// that count lines or bytes without looking at them.
+    pub fn read_sizes(&self, c: &ChunkIndex) -> Result<Vec<(i64, u32)>, BlockError> {
+        use std::io::Read;
+        let mut packed = vec![0u8; c.len as usize];
+        self.file
+            .read_exact_at(&mut packed, c.offset)
+            .map_err(io(&self.path))?;
+        let damaged = |what: String| corrupt(&self.path, format!("chunk at {}: {what}", c.offset));
+        let mut dec = zstd::stream::read::Decoder::with_buffer(&packed[..])
+            .map_err(|e| damaged(e.to_string()))?;
+        let mut raw = Vec::with_capacity(64 << 10);
+        let mut buf = vec![0u8; 32 << 10];
+        loop {
+            let n = dec.read(&mut buf).map_err(|e| damaged(e.to_string()))?;
+            raw.extend_from_slice(&buf[..n]);
+            match decode_sizes(&raw) {
+                Ok(Some(v)) => return Ok(v),
+                Ok(None) if n > 0 => continue,
+                _ => return Err(damaged("sizes do not decode".into())),
+            }
+        }
+    }
+
     /// Reads and decompresses a chunk.
     pub fn read_chunk(&self, c: &ChunkIndex) -> Result<Vec<LogEntry>, BlockError> {
         let mut packed = vec![0u8; c.len as usize];
@@ -438,6 +501,41 @@ mod tests {
         let f = &blk.index.streams[0].chunks[0].trigrams;
         assert!(may_contain(f, "trace=abc00042"));
         assert!(!may_contain(f, "a needle that is not there at all"));
+    }
+
+    #[test]
+    fn sizes_are_read_from_the_front_of_a_chunk_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries: Vec<LogEntry> = (0..60_000)
+            .map(|i| {
+                e(
+                    1_000 + i * 7,
+                    &format!("line {i} {}", "x".repeat((i % 50) as usize)),
+                )
+            })
+            .collect();
+        let labels = vec![("app".to_string(), "a".to_string())];
+        let path = dir.path().join("b.lblk");
+        write(&path, &[(labels, &entries[..])], 0, Vec::new()).unwrap();
+        let b = Block::open(&path).unwrap();
+        let mut got = Vec::new();
+        for c in &b.index.streams[0].chunks {
+            got.extend(b.read_sizes(c).unwrap());
+        }
+        let want: Vec<(i64, u32)> = entries
+            .iter()
+            .map(|x| (x.t_ns, x.line.len() as u32))
+            .collect();
+        assert_eq!(got, want);
+        assert!(b.index.streams[0].chunks.len() > 1, "several chunks");
+        assert!(
+            decode_sizes(&[0xff]).unwrap().is_none(),
+            "incomplete: more needed"
+        );
+        assert!(
+            decode_sizes(&[0xff, 0xff, 0xff, 0xff, 0x7f]).is_err(),
+            "absurd count"
+        );
     }
 
     #[test]

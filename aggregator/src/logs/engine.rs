@@ -33,8 +33,8 @@ use tokio::sync::oneshot;
 
 use super::block::{self, Block};
 use super::store::{
-    BoxFuture, IndexStats, LogAppend, LogAppender, LogOutcome, LogQuerier, LogStoreError, Selected,
-    Selection,
+    BoxFuture, IndexStats, LogAppend, LogAppender, LogOutcome, LogQuerier, LogStoreError,
+    SIZE_BYTES, Selected, Selection, StreamSizes,
 };
 use crate::durable::dedup::{Dedup, RangeSet};
 use crate::durable::frames::{self, Item, Scanner};
@@ -669,6 +669,91 @@ impl LogQuerier for LogEngine {
             })
             .collect();
         v.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(v)
+    }
+
+    fn sizes(&self, sel: &Selection<'_>) -> Result<Vec<StreamSizes>, LogStoreError> {
+        if !sel.needles.is_empty() {
+            // Needles are checked against the lines.
+            return crate::logs::store::sizes_by_select(self, sel);
+        }
+        let mut out: HashMap<Labels, Vec<(i64, u32)>> = HashMap::new();
+        let mut read = 0u64;
+        let in_range = |t: i64| t >= sel.start_ns && t < sel.end_ns;
+        let too_much = |read: u64| -> Result<(), LogStoreError> {
+            if read > sel.max_bytes {
+                Err(LogStoreError::TooMuchData {
+                    limit: sel.max_bytes,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        let blocks = self
+            .inner
+            .blocks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for b in blocks
+            .iter()
+            .filter(|b| b.index.max_t >= sel.start_ns && b.index.min_t < sel.end_ns)
+        {
+            for s in &b.index.streams {
+                let labels = Labels::from_pairs(s.labels.clone());
+                if !matches(sel.matchers, &labels) {
+                    continue;
+                }
+                for c in s
+                    .chunks
+                    .iter()
+                    .filter(|c| c.max_t >= sel.start_ns && c.min_t < sel.end_ns)
+                {
+                    read += u64::from(c.lines) * SIZE_BYTES;
+                    too_much(read)?;
+                    match b.read_sizes(c) {
+                        Ok(v) => out
+                            .entry(labels.clone())
+                            .or_default()
+                            .extend(v.into_iter().filter(|x| in_range(x.0))),
+                        Err(e) => {
+                            tracing::error!(error = %e, "damaged log chunk skipped");
+                            self.inner
+                                .counters
+                                .corrupt_records
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        }
+        {
+            let head = self.inner.head.read().unwrap_or_else(|e| e.into_inner());
+            for (labels, entries) in &head.streams {
+                if !matches(sel.matchers, labels) {
+                    continue;
+                }
+                let before = read;
+                let v: Vec<(i64, u32)> = entries
+                    .iter()
+                    .filter(|e| in_range(e.t_ns))
+                    .map(|e| (e.t_ns, u32::try_from(e.line.len()).unwrap_or(u32::MAX)))
+                    .collect();
+                read = before + v.len() as u64 * SIZE_BYTES;
+                too_much(read)?;
+                if !v.is_empty() {
+                    out.entry(labels.clone()).or_default().extend(v);
+                }
+            }
+        }
+        let mut v: Vec<(Labels, Vec<(i64, u32)>)> = out
+            .into_iter()
+            .map(|(l, mut x)| {
+                x.sort_by_key(|e| e.0);
+                (l, x)
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(v)
     }
 

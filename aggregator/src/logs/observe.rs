@@ -15,7 +15,7 @@ use crate::labels::Matcher;
 use crate::logs::patterns::Patterns;
 use crate::logs::store::{
     BoxFuture, IndexStats, LogAppend, LogAppender, LogOutcome, LogQuerier, LogStore, LogStoreError,
-    Selected, Selection,
+    Selected, Selection, StreamSizes,
 };
 
 /// Appends waiting for the pattern thread.
@@ -131,6 +131,10 @@ impl LogAppender for Observed {
 impl LogQuerier for Observed {
     fn select(&self, sel: &Selection<'_>) -> Result<Vec<Selected>, LogStoreError> {
         self.inner.select(sel)
+    }
+
+    fn sizes(&self, sel: &Selection<'_>) -> Result<Vec<StreamSizes>, LogStoreError> {
+        self.inner.sizes(sel)
     }
 
     fn streams(&self, matchers: &[Matcher], start_ns: i64, end_ns: i64) -> Vec<Labels> {

@@ -93,6 +93,12 @@ pub struct Selected {
     pub entries: Vec<LogEntry>,
 }
 
+/// A stream's labels and its lines' `(ns, bytes)`, by time.
+pub type StreamSizes = (Labels, Vec<(i64, u32)>);
+
+/// What a line read for its time and size alone counts against a query's byte bound.
+pub const SIZE_BYTES: u64 = 16;
+
 /// The write side.
 pub trait LogAppender: Send + Sync + 'static {
     /// Stores lines; resolves once they are durable (or known to be a duplicate).
@@ -117,6 +123,13 @@ pub trait LogQuerier: Send + Sync + 'static {
     /// The lines of the selected streams in the range.
     fn select(&self, sel: &Selection<'_>) -> Result<Vec<Selected>, LogStoreError>;
 
+    /// The times and byte lengths of the selected streams' lines in the range, by time — what
+    /// counting queries need, without the lines. Each line counts [`SIZE_BYTES`] against
+    /// `max_bytes`. This default reads the lines; an engine can do better.
+    fn sizes(&self, sel: &Selection<'_>) -> Result<Vec<StreamSizes>, LogStoreError> {
+        sizes_by_select(self, sel)
+    }
+
     /// The label sets of streams matching `matchers` (all streams when empty) with lines in
     /// `[start_ns, end_ns)`.
     fn streams(&self, matchers: &[Matcher], start_ns: i64, end_ns: i64) -> Vec<Labels>;
@@ -140,6 +153,24 @@ pub trait LogQuerier: Send + Sync + 'static {
         }
         st
     }
+}
+
+/// [`LogQuerier::sizes`] by reading the lines.
+pub fn sizes_by_select<Q: LogQuerier + ?Sized>(
+    q: &Q,
+    sel: &Selection<'_>,
+) -> Result<Vec<StreamSizes>, LogStoreError> {
+    Ok(q.select(sel)?
+        .into_iter()
+        .map(|s| {
+            let v = s
+                .entries
+                .iter()
+                .map(|e| (e.t_ns, u32::try_from(e.line.len()).unwrap_or(u32::MAX)))
+                .collect();
+            (s.labels, v)
+        })
+        .collect())
 }
 
 /// A whole log store.

@@ -365,14 +365,36 @@ fn samples(
     limits: &Limits,
 ) -> Result<HashMap<Labels, Vec<(i64, f64)>>, EvalError> {
     let needles = log.needles();
-    let sel = store.select(&Selection {
+    let selection = Selection {
         matchers: &log.matchers,
         start_ns,
         end_ns,
         needles: &needles,
         max_bytes: limits.max_bytes,
-    })?;
+    };
     let mut out: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
+    // Counting lines or bytes of a bare selector needs their times and sizes only: the store
+    // reads those without the lines (Grafana's log-volume histogram is such a query).
+    if log.stages.is_empty() && !func.unwraps() {
+        for (labels, sizes) in store.sizes(&selection)? {
+            let v = sizes
+                .into_iter()
+                .map(|(t, len)| match func {
+                    RangeFn::BytesOverTime | RangeFn::BytesRate => (t, f64::from(len)),
+                    _ => (t, 1.0),
+                })
+                .collect();
+            out.insert(labels, v);
+            if out.len() > limits.max_series {
+                return Err(EvalError::Limit(format!(
+                    "maximum of series ({}) reached for a single query",
+                    limits.max_series
+                )));
+            }
+        }
+        return Ok(out);
+    }
+    let sel = store.select(&selection)?;
     let mut cache: HashMap<BTreeMap<String, String>, Labels> = HashMap::new();
     for s in sel {
         for e in &s.entries {
