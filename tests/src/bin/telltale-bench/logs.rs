@@ -318,6 +318,33 @@ start_at = "{start_at}"
     )
 }
 
+/// An agent with extra environment variables (10 s interval).
+fn start_agent_env(
+    tls: &Path,
+    name: &str,
+    quic: SocketAddr,
+    data: &Path,
+    config: &Path,
+    env: &[(&str, &str)],
+) -> anyhow::Result<Proc> {
+    let mut cmd = Command::new(bin("telltale-agent")?);
+    cmd.arg("run")
+        .arg("--config")
+        .arg(config)
+        .args(["--name", name, "--interval", "10s"])
+        .args(["--aggregator", &format!("localhost:{}", quic.port())])
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--ca")
+        .arg(tls.join("ca.crt"))
+        .arg("--cert")
+        .arg(tls.join(format!("agents/{name}.crt")))
+        .arg("--key")
+        .arg(tls.join(format!("agents/{name}.key")))
+        .envs(env.iter().copied());
+    Ok(Proc::spawn(cmd, name)?.0)
+}
+
 /// Records the aggregator holds from `instance` (from the index: cheap).
 fn stored(agg: &Aggregator, instance: &str) -> u64 {
     let path = format!(
@@ -535,6 +562,25 @@ pub fn bench_logs(args: &[String]) -> anyhow::Result<()> {
         "10s",
         Some(&cfg),
     )?;
+    // The same, with the malloc setting the packaged unit gives the agent
+    // (packaging/systemd/telltale-agent.service), fed a copy of the files' lines.
+    let live_unit = dir.path().join("live-unit");
+    std::fs::create_dir_all(&live_unit)?;
+    certs_issue(&tls, "bench-rss-unit")?;
+    let cfg_unit = dir.path().join("agent-rss-unit.toml");
+    std::fs::write(&cfg_unit, agent_config(&live_unit, "beginning"))?;
+    let agent_unit = start_agent_env(
+        &tls,
+        "bench-rss-unit",
+        agg.quic,
+        &dir.path().join("agent-rss-unit"),
+        &cfg_unit,
+        &[("MALLOC_ARENA_MAX", "2")],
+    )?;
+    let mut outs_unit: Vec<std::fs::File> = FILES
+        .iter()
+        .map(|f| Ok(std::fs::File::create(live_unit.join(f))?))
+        .collect::<anyhow::Result<_>>()?;
     let mut outs: Vec<(String, std::fs::File)> = FILES
         .iter()
         .map(|f| Ok((f.to_string(), std::fs::File::create(live.join(f))?)))
@@ -555,30 +601,38 @@ pub fn bench_logs(args: &[String]) -> anyhow::Result<()> {
         for (k, b) in per_file.iter().enumerate() {
             if !b.is_empty() {
                 outs[k].1.write_all(b)?;
+                outs_unit[k].write_all(b)?;
             }
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let caught_up = until(Duration::from_secs(120), || {
-        stored(&agg, "bench-rss") >= written
+        stored(&agg, "bench-rss") >= written && stored(&agg, "bench-rss-unit") >= written
     })
     .is_ok();
-    let (rss_cpu, rss_hwm, rss_now) = proc_usage(agent.child.id())?;
-    drop(agent);
-    drop(agg);
     println!(
-        "Agent memory: 10 files written at {rate} records/s in all for {rss_secs} s ({written} records{})\n",
+        "Agent memory: two agents, each tailing 10 files written at {rate} records/s in all for {rss_secs} s ({written} records{})\n",
         if caught_up {
             ", all stored"
         } else {
             ", NOT all stored in time"
         }
     );
-    println!(
-        "| peak RSS MiB | RSS at end MiB | CPU s |\n|---|---|---|\n| {:.1} | {:.1} | {rss_cpu:.1} |\n",
-        mib(rss_hwm),
-        mib(rss_now)
-    );
+    println!("| agent | peak RSS MiB | RSS at end MiB | CPU s |\n|---|---|---|---|");
+    for (what, a) in [
+        ("glibc's default malloc arenas", &agent),
+        (
+            "MALLOC_ARENA_MAX=2, as the packaged unit runs it",
+            &agent_unit,
+        ),
+    ] {
+        let (cpu, hwm, now) = proc_usage(a.child.id())?;
+        println!("| {what} | {:.1} | {:.1} | {cpu:.1} |", mib(hwm), mib(now));
+    }
+    println!();
+    drop(agent);
+    drop(agent_unit);
+    drop(agg);
 
     // 3. Ingest over QUIC (the data set the rest reads), then through Loki push.
     let data = dir.path().join("store");
