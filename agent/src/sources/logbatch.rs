@@ -26,15 +26,21 @@ impl LogBatcher {
     pub fn add(&mut self, mut labels: Vec<(String, String)>, entry: LogEntry) {
         labels.sort_by(|a, b| a.0.cmp(&b.0));
         labels.dedup_by(|a, b| a.0 == b.0);
+        self.add_sorted(&labels, entry);
+    }
+
+    /// [`LogBatcher::add`] with labels already sorted by name and without repeats: they are
+    /// copied only for a stream not yet in the batch.
+    pub fn add_sorted(&mut self, labels: &[(String, String)], entry: LogEntry) {
         self.bytes += entry.line.len();
-        let i = match self.index.get(&labels) {
+        let i = match self.index.get(labels) {
             Some(&i) => i,
             None => {
                 self.streams.push(LogStream {
-                    labels: labels.clone(),
+                    labels: labels.to_vec(),
                     entries: Vec::new(),
                 });
-                self.index.insert(labels, self.streams.len() - 1);
+                self.index.insert(labels.to_vec(), self.streams.len() - 1);
                 self.streams.len() - 1
             }
         };

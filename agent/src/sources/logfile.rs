@@ -108,6 +108,9 @@ pub struct Tailer {
     forget: Vec<Vec<u8>>,
     stats: Arc<LogStats>,
     gate: Gate,
+    /// Stream labels (sorted) by file and level, with the path they were made for: built
+    /// once, not for every line.
+    streams: HashMap<((u64, u64), &'static str), (PathBuf, Vec<(String, String)>)>,
 }
 
 fn key(source: &str, id: (u64, u64)) -> Vec<u8> {
@@ -165,6 +168,7 @@ impl Tailer {
             positions: Vec::new(),
             forget: Vec::new(),
             stats,
+            streams: HashMap::new(),
         }
     }
 
@@ -375,40 +379,59 @@ impl Tailer {
             return;
         };
         t.committed = commit_to;
-        let filename = t.path.display().to_string();
-        let pos = t.committed;
+        let pos = t.committed.to_be_bytes();
         self.stats.lines.fetch_add(1, Ordering::Relaxed);
         self.stats
             .bytes
             .fetch_add(text.len() as u64, Ordering::Relaxed);
-        self.positions
-            .push((key(&self.cfg.name, id), pos.to_be_bytes().to_vec()));
+        // Consecutive lines of one file move one position entry (the last one wins anyway).
+        let k = key(&self.cfg.name, id);
+        match self.positions.last_mut() {
+            Some((lk, lv)) if *lk == k => *lv = pos.to_vec(),
+            _ => self.positions.push((k, pos.to_vec())),
+        }
         let fields = logparse::fields(&self.cfg.parser, &text);
         let level = logparse::level(&fields, &text);
         // Past the rate limit the line is dropped (counted); its bytes are read all the same.
         if !self.gate.admit(&self.stats.counts, level, &text) {
             return;
         }
-        let mut labels = self.cfg.labels.clone();
-        labels.push(("source".into(), self.cfg.name.clone()));
-        labels.push(("filename".into(), filename));
-        labels.push(("level".into(), level.into()));
+        let cached = self.streams.get(&(id, level)).filter(|c| c.0 == t.path);
+        let base = match cached {
+            Some(c) => &c.1,
+            None => {
+                let mut labels = self.cfg.labels.clone();
+                labels.push(("source".into(), self.cfg.name.clone()));
+                labels.push(("filename".into(), t.path.display().to_string()));
+                labels.push(("level".into(), level.into()));
+                labels.sort_by(|a, b| a.0.cmp(&b.0));
+                labels.dedup_by(|a, b| a.0 == b.0);
+                self.streams.insert((id, level), (t.path.clone(), labels));
+                &self.streams[&(id, level)].1
+            }
+        };
+        let mut extra = Vec::new();
         let mut metadata = Vec::new();
         for (k, v) in fields {
             if self.cfg.label_keys.contains(&k) {
-                labels.push((k, v));
+                extra.push((k, v));
             } else if k != "level" {
                 metadata.push((k, v));
             }
         }
-        self.out.add(
-            labels,
-            LogEntry {
-                t_ns: now_ms().saturating_mul(1_000_000),
-                line: text,
-                metadata,
-            },
-        );
+        let entry = LogEntry {
+            t_ns: now_ms().saturating_mul(1_000_000),
+            line: text,
+            metadata,
+        };
+        if extra.is_empty() {
+            self.out.add_sorted(base, entry);
+        } else {
+            // Extracted labels after the fixed ones: a name given twice keeps its first value.
+            let mut labels = base.clone();
+            labels.extend(extra);
+            self.out.add(labels, entry);
+        }
     }
 
     /// Whether enough is waiting to push a batch.

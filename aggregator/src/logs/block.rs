@@ -12,7 +12,10 @@
 //! columns before compression (columns compress better than rows: the timestamps are nearly
 //! regular, the lines alike): a varint count `n`; `n` zigzag-varint timestamp deltas (ns);
 //! `n` varint line lengths; the lines' bytes; then, only if a line has structured metadata,
-//! its MessagePack (`n` arrays of pairs). Each chunk's index entry carries its time range,
+//! its MessagePack (`n` arrays of pairs). The first three columns are a zstd frame of their
+//! own and the rest a second one (`ChunkIndex::sizes_len` says where the first ends), so a
+//! query that counts lines or bytes decompresses a few KiB of a chunk; the two frames
+//! decompress together into the same bytes as chunks written as a single frame. Each chunk's index entry carries its time range,
 //! line count, raw size, and a trigram filter: one bit per hashed trigram of its lines, so a
 //! needle (`|= "..."`) whose trigrams are not all set cannot be in the chunk, which is then
 //! not decompressed.
@@ -84,6 +87,11 @@ pub struct ChunkIndex {
     /// The trigram filter (a power-of-two number of bytes).
     #[serde(with = "serde_bytes")]
     pub trigrams: Vec<u8>,
+    /// Compressed length of the chunk's first zstd frame, which holds its line count,
+    /// timestamps and line lengths alone (the lines follow in a second frame); 0 in chunks
+    /// written as one frame (before this field), which decode the same way.
+    #[serde(default)]
+    pub sizes_len: u32,
 }
 
 /// Why a block cannot be read or written.
@@ -191,9 +199,9 @@ fn filter_bytes(packed: usize) -> usize {
     (1usize << (usize::BITS - 1 - want.leading_zeros())).clamp(512, 16 * 1024)
 }
 
-/// Encodes a chunk's raw columns.
-fn encode_chunk(entries: &[LogEntry]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(entries.iter().map(|e| e.line.len() + 4).sum::<usize>() + 16);
+/// The chunk's first columns: the line count, timestamp deltas and line lengths.
+fn encode_sizes(entries: &[LogEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * 8 + 8);
     put_varint(&mut out, entries.len() as u64);
     let mut prev = 0i64;
     for e in entries {
@@ -204,6 +212,12 @@ fn encode_chunk(entries: &[LogEntry]) -> Vec<u8> {
     for e in entries {
         put_varint(&mut out, e.line.len() as u64);
     }
+    out
+}
+
+/// The chunk's other columns: the lines' bytes, then their structured metadata if any.
+fn encode_lines(entries: &[LogEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.iter().map(|e| e.line.len()).sum::<usize>() + 16);
     for e in entries {
         out.extend_from_slice(e.line.as_bytes());
     }
@@ -217,7 +231,8 @@ fn encode_chunk(entries: &[LogEntry]) -> Vec<u8> {
     out
 }
 
-/// Decodes [`encode_chunk`]; damage is `None`, never a panic.
+/// Decodes a chunk's raw columns ([`encode_sizes`] then [`encode_lines`]); damage is `None`,
+/// never a panic.
 fn decode_chunk(b: &[u8]) -> Option<Vec<LogEntry>> {
     let mut pos = 0;
     let n = usize::try_from(get_varint(b, &mut pos)?).ok()?;
@@ -320,7 +335,14 @@ pub fn write(
                 end += 1;
             }
             let part = &entries[start..end];
-            let packed = zstd::bulk::compress(&encode_chunk(part), ZSTD_LEVEL).map_err(io(path))?;
+            // Two zstd frames: counting queries decompress the first alone, and the two
+            // decompress together into the one-frame layout.
+            let mut packed =
+                zstd::bulk::compress(&encode_sizes(part), ZSTD_LEVEL).map_err(io(path))?;
+            let sizes_len = packed.len() as u32;
+            packed.extend_from_slice(
+                &zstd::bulk::compress(&encode_lines(part), ZSTD_LEVEL).map_err(io(path))?,
+            );
             let (min_t, max_t) = part.iter().fold((i64::MAX, i64::MIN), |(a, b), e| {
                 (a.min(e.t_ns), b.max(e.t_ns))
             });
@@ -337,6 +359,7 @@ pub fn write(
                     part.iter().map(|e| e.line.as_str()),
                     filter_bytes(packed.len()),
                 ),
+                sizes_len,
             });
             buf.extend_from_slice(&packed);
             start = end;
@@ -425,11 +448,24 @@ impl Block {
     /// that count lines or bytes without looking at them.
     pub fn read_sizes(&self, c: &ChunkIndex) -> Result<Vec<(i64, u32)>, BlockError> {
         use std::io::Read;
+        let damaged = |what: String| corrupt(&self.path, format!("chunk at {}: {what}", c.offset));
+        if c.sizes_len > 0 && c.sizes_len <= c.len {
+            let mut packed = vec![0u8; c.sizes_len as usize];
+            self.file
+                .read_exact_at(&mut packed, c.offset)
+                .map_err(io(&self.path))?;
+            let cap = 20 * c.lines as usize + 64;
+            let raw = zstd::bulk::decompress(&packed, cap).map_err(|e| damaged(e.to_string()))?;
+            return match decode_sizes(&raw) {
+                Ok(Some(v)) if v.len() == c.lines as usize => Ok(v),
+                _ => Err(damaged("sizes do not decode".into())),
+            };
+        }
+        // A chunk of one frame: decompress only as far as the sizes reach.
         let mut packed = vec![0u8; c.len as usize];
         self.file
             .read_exact_at(&mut packed, c.offset)
             .map_err(io(&self.path))?;
-        let damaged = |what: String| corrupt(&self.path, format!("chunk at {}: {what}", c.offset));
         let mut dec = zstd::stream::read::Decoder::with_buffer(&packed[..])
             .map_err(|e| damaged(e.to_string()))?;
         let mut raw = Vec::with_capacity(64 << 10);
@@ -530,6 +566,20 @@ mod tests {
             .collect();
         assert_eq!(got, want);
         assert!(b.index.streams[0].chunks.len() > 1, "several chunks");
+        // Chunks written as one frame (no `sizes_len`) are read by decompressing their front.
+        let mut old_layout = Vec::new();
+        for c in &b.index.streams[0].chunks {
+            assert!(
+                c.sizes_len > 0 && c.sizes_len < c.len / 4,
+                "a small first frame"
+            );
+            let one = ChunkIndex {
+                sizes_len: 0,
+                ..c.clone()
+            };
+            old_layout.extend(b.read_sizes(&one).unwrap());
+        }
+        assert_eq!(old_layout, want);
         assert!(
             decode_sizes(&[0xff]).unwrap().is_none(),
             "incomplete: more needed"
