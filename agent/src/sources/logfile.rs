@@ -110,8 +110,11 @@ pub struct Tailer {
     gate: Gate,
     /// Stream labels (sorted) by file and level, with the path they were made for: built
     /// once, not for every line.
-    streams: HashMap<((u64, u64), &'static str), (PathBuf, Vec<(String, String)>)>,
+    streams: HashMap<((u64, u64), &'static str), StreamLabels>,
 }
+
+/// The path a file's stream labels were made for, and the labels (sorted by name).
+type StreamLabels = (PathBuf, Vec<(String, String)>);
 
 fn key(source: &str, id: (u64, u64)) -> Vec<u8> {
     format!("log\0{source}\0{}:{}", id.0, id.1).into_bytes()
