@@ -295,6 +295,25 @@ pub fn http_post_auth(
     read_response(s)
 }
 
+/// Pushes `streams` to `/loki/api/v1/push` as Promtail sends them (protobuf + snappy) with
+/// the bearer `token`; an answer other than 204 is an error naming it.
+pub fn loki_push(
+    http: SocketAddr,
+    token: &str,
+    streams: &[telltale_common::wire::LogStream],
+) -> anyhow::Result<()> {
+    let body = telltale_aggregator::logs::push::encode_protobuf(streams);
+    let (status, resp) = http_post_auth(
+        http,
+        "/loki/api/v1/push",
+        "application/x-protobuf",
+        &body,
+        Some(token),
+    )?;
+    anyhow::ensure!(status == 204, "push answered {status}: {resp}");
+    Ok(())
+}
+
 /// Percent-encodes a query parameter.
 pub fn enc(s: &str) -> String {
     let mut out = String::new();

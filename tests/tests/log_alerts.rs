@@ -47,16 +47,7 @@ fn push(agg: &Aggregator, job: &str, lines: &[&str]) {
             })
             .collect(),
     };
-    let body = telltale_aggregator::logs::push::encode_protobuf(&[stream]);
-    let (status, resp) = http_post_auth(
-        agg.http,
-        "/loki/api/v1/push",
-        "application/x-protobuf",
-        &body,
-        Some(TOKEN),
-    )
-    .unwrap();
-    assert_eq!(status, 204, "{resp}");
+    loki_push(agg.http, TOKEN, &[stream]).unwrap();
 }
 
 #[test]

@@ -24,16 +24,7 @@ fn push(agg: &Aggregator, source: &str, lines: Vec<(i64, String)>) {
             })
             .collect(),
     };
-    let body = telltale_aggregator::logs::push::encode_protobuf(&[stream]);
-    let (status, resp) = http_post_auth(
-        agg.http,
-        "/loki/api/v1/push",
-        "application/x-protobuf",
-        &body,
-        Some(TOKEN),
-    )
-    .unwrap();
-    assert_eq!(status, 204, "{resp}");
+    loki_push(agg.http, TOKEN, &[stream]).unwrap();
 }
 
 #[test]

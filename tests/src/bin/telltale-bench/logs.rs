@@ -30,11 +30,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use telltale_common::codec::{self, FrameDecoder};
-use telltale_common::tls::TlsPaths;
-use telltale_common::wire::{Batch, ClientMessage, Hello, LogEntry, LogStream, ServerMessage};
+use telltale_common::wire::{Batch, ClientMessage, LogEntry, LogStream, ServerMessage};
 use telltale_tests::*;
 
-use crate::{arg, mib, proc_usage, rand_epoch};
+use crate::{arg, connect_sim, mib, proc_usage, rand_epoch};
 
 const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
 const CLICKHOUSE: &str = "/usr/sbin/clickhouse-server";
@@ -864,14 +863,17 @@ fn dir_bytes(p: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// A wire batch of log records, framed.
-fn batch_frame(records: Vec<Record>, seq: u64) -> anyhow::Result<Vec<u8>> {
+/// Records grouped into streams by their labels (`instance` too for Loki push: agents get
+/// theirs from the certificate).
+fn streams_of(records: impl IntoIterator<Item = Record>, instance: bool) -> Vec<LogStream> {
     let mut streams: Vec<LogStream> = Vec::new();
     for r in records {
-        let labels = vec![
-            ("level".to_string(), r.level.to_string()),
-            ("source".to_string(), r.kind.source().to_string()),
-        ];
+        let mut labels = Vec::with_capacity(3);
+        if instance {
+            labels.push(("instance".to_string(), format!("host-{:02}", r.host)));
+        }
+        labels.push(("level".to_string(), r.level.to_string()));
+        labels.push(("source".to_string(), r.kind.source().to_string()));
         let entry = LogEntry {
             t_ns: r.t_ns,
             line: r.line,
@@ -885,12 +887,17 @@ fn batch_frame(records: Vec<Record>, seq: u64) -> anyhow::Result<Vec<u8>> {
             }),
         }
     }
+    streams
+}
+
+/// A wire batch of log records, framed.
+fn batch_frame(records: Vec<Record>, seq: u64) -> anyhow::Result<Vec<u8>> {
     Ok(codec::encode_frame(&ClientMessage::Batch(Batch {
         sequence: seq,
         created_ms: telltale_common::model::now_ms(),
         series: Vec::new(),
         events: Vec::new(),
-        logs: streams,
+        logs: streams_of(records, false),
     }))?)
 }
 
@@ -903,23 +910,7 @@ async fn log_agent(
     frames: Vec<Vec<u8>>,
 ) -> anyhow::Result<()> {
     let name = format!("host-{host:02}");
-    let paths = TlsPaths {
-        ca: tls.join("ca.crt"),
-        cert: tls.join(format!("agents/{name}.crt")),
-        key: tls.join(format!("agents/{name}.key")),
-    };
-    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-    ep.set_default_client_config(paths.load()?.client_config()?);
-    let conn = ep.connect(addr, "localhost")?.await?;
-    let (mut send, mut recv) = conn.open_bi().await?;
-    send.write_all(&codec::encode_frame(&ClientMessage::Hello(Hello {
-        protocol_version: telltale_common::PROTOCOL_VERSION,
-        agent_version: "bench".into(),
-        epoch: rand_epoch() ^ host,
-        capabilities: Vec::new(),
-        actions: Vec::new(),
-    }))?)
-    .await?;
+    let (conn, mut send, mut recv) = connect_sim(&tls, &name, addr, rand_epoch() ^ host).await?;
     let window = Arc::new(tokio::sync::Semaphore::new(32));
     let w2 = window.clone();
     let acked = Arc::new(AtomicU64::new(0));
@@ -965,27 +956,7 @@ fn push_ingest(tls: &Path, dir: &Path, n: u64, t0: i64) -> anyhow::Result<(f64, 
     let mut bodies: Vec<Vec<Vec<u8>>> = vec![Vec::new(); 4];
     let mut i = 0;
     while i < n {
-        let mut streams: Vec<LogStream> = Vec::new();
-        for j in i..(i + 1000).min(n) {
-            let r = record(j, n, t0);
-            let labels = vec![
-                ("instance".to_string(), format!("host-{:02}", r.host)),
-                ("level".to_string(), r.level.to_string()),
-                ("source".to_string(), r.kind.source().to_string()),
-            ];
-            let entry = LogEntry {
-                t_ns: r.t_ns,
-                line: r.line,
-                metadata: Vec::new(),
-            };
-            match streams.iter_mut().find(|s| s.labels == labels) {
-                Some(s) => s.entries.push(entry),
-                None => streams.push(LogStream {
-                    labels,
-                    entries: vec![entry],
-                }),
-            }
-        }
+        let streams = streams_of((i..(i + 1000).min(n)).map(|j| record(j, n, t0)), true);
         bodies[(i / 1000 % 4) as usize]
             .push(telltale_aggregator::logs::push::encode_protobuf(&streams));
         i += 1000;

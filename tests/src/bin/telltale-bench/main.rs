@@ -224,14 +224,14 @@ impl Template {
     }
 }
 
-async fn sim_agent(
-    tls: std::path::PathBuf,
-    name: String,
+/// A simulated agent's connection: mTLS with `agents/<name>` of `tls`, its stream, its hello
+/// sent.
+async fn connect_sim(
+    tls: &std::path::Path,
+    name: &str,
     addr: SocketAddr,
-    tpl: Template,
-    acked: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-) -> anyhow::Result<()> {
+    epoch: u64,
+) -> anyhow::Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream)> {
     let paths = TlsPaths {
         ca: tls.join("ca.crt"),
         cert: tls.join(format!("agents/{name}.crt")),
@@ -240,15 +240,27 @@ async fn sim_agent(
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
     ep.set_default_client_config(paths.load()?.client_config()?);
     let conn = ep.connect(addr, "localhost")?.await?;
-    let (mut send, mut recv) = conn.open_bi().await?;
+    let (mut send, recv) = conn.open_bi().await?;
     send.write_all(&codec::encode_frame(&ClientMessage::Hello(Hello {
         protocol_version: telltale_common::PROTOCOL_VERSION,
         agent_version: "bench".into(),
-        epoch: rand_epoch(),
+        epoch,
         capabilities: Vec::new(),
         actions: Vec::new(),
     }))?)
     .await?;
+    Ok((conn, send, recv))
+}
+
+async fn sim_agent(
+    tls: std::path::PathBuf,
+    name: String,
+    addr: SocketAddr,
+    tpl: Template,
+    acked: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let (conn, mut send, mut recv) = connect_sim(&tls, &name, addr, rand_epoch()).await?;
     let window = Arc::new(tokio::sync::Semaphore::new(64));
     let w2 = window.clone();
     let samples = tpl.samples;
