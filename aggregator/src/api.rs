@@ -47,6 +47,8 @@ pub struct ApiState {
     pub ready: AtomicBool,
     /// Bearer token for state-changing calls; `None`: accepted from loopback only.
     pub api_token: Option<String>,
+    /// Bearer token for reads (the API token works too); `None`: reads are open.
+    pub read_token: Option<String>,
     /// Rule evaluation (replaced whole by a reload).
     pub rules: std::sync::RwLock<Arc<crate::rules::manager::RuleManager>>,
     /// Re-reads rules, routes and runbooks (SIGHUP and `POST /-/reload`).
@@ -562,12 +564,51 @@ async fn guard(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if changes_state(req.method(), req.uri().path())
-        && let Err(e) = same_site(req.headers()).and_then(|_| authorize(&st, peer, req.headers()))
-    {
+    let checked = if changes_state(req.method(), req.uri().path()) {
+        same_site(req.headers()).and_then(|_| authorize(&st, peer, req.headers()))
+    } else {
+        authorize_read(&st, req.uri().path(), req.headers())
+    };
+    if let Err(e) = checked {
         return e.into_response();
     }
     next.run(req).await
+}
+
+/// Reads open to anyone even with a read token: the probes a load balancer or an init
+/// system sends, which say nothing about the data.
+const PROBES: [&str; 2] = ["/-/healthy", "/-/ready"];
+
+/// The bearer token a request carries.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// Checks that a read may proceed: with a read token configured, it or the API token (a
+/// holder of the stronger secret may read too); with none, everyone reads.
+fn authorize_read(st: &ApiState, path: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = &st.read_token else {
+        return Ok(());
+    };
+    if PROBES.contains(&path) {
+        return Ok(());
+    }
+    let given = bearer(headers);
+    let ok = given.is_some_and(|g| {
+        same_secret(g, token) || st.api_token.as_deref().is_some_and(|a| same_secret(g, a))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            error_type: "unauthorized",
+            message: "missing or wrong bearer token: reads need the read token (read_token)".into(),
+        })
+    }
 }
 
 /// Checks that a state-changing call may proceed: the configured bearer token, or, with none
@@ -584,10 +625,7 @@ fn authorize(
     };
     match &st.api_token {
         Some(token) => {
-            let given = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
+            let given = bearer(headers);
             if given.is_some_and(|g| same_secret(g, token)) {
                 Ok(())
             } else {

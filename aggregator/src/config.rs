@@ -37,6 +37,10 @@ pub struct FileConfig {
     /// Bearer token required by state-changing HTTP calls (remote_write, ...). Unset: they are
     /// accepted from loopback only. `--api-token` and `TELLTALE_API_TOKEN` override it.
     pub api_token: Option<String>,
+    /// Bearer token required by every read (queries, labels, logs, alerts, `/metrics`; not
+    /// the `/-/healthy` and `/-/ready` probes). Unset: reads are open. `--read-token` and
+    /// `TELLTALE_READ_TOKEN` override it.
+    pub read_token: Option<String>,
     /// The storage engine (`[storage]`).
     #[serde(default)]
     pub storage: StorageSection,
@@ -187,6 +191,8 @@ pub struct Config {
     pub up_interval: Duration,
     /// Bearer token for state-changing calls.
     pub api_token: Option<String>,
+    /// Bearer token for reads (the API token is accepted too).
+    pub read_token: Option<String>,
     /// Storage engine options.
     pub storage: crate::metrics::tsdb::Options,
     /// Log store options.
@@ -228,6 +234,8 @@ pub struct Overrides {
     pub quic_listen: Option<SocketAddr>,
     /// `--api-token` / `TELLTALE_API_TOKEN`
     pub api_token: Option<String>,
+    /// `--read-token` / `TELLTALE_READ_TOKEN`
+    pub read_token: Option<String>,
     /// `--rules` (added to the file's)
     pub rules: Vec<String>,
     /// `--log-rules` (added to the file's)
@@ -426,6 +434,11 @@ impl Config {
                 .api_token
                 .clone()
                 .or(file.api_token)
+                .filter(|t| !t.is_empty()),
+            read_token: o
+                .read_token
+                .clone()
+                .or(file.read_token)
                 .filter(|t| !t.is_empty()),
         })
     }

@@ -129,6 +129,9 @@ struct ServeArgs {
     /// Bearer token for state-changing HTTP calls (unset: loopback only).
     #[arg(long, env = "TELLTALE_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
+    /// Bearer token every read needs (unset: reads are open; the API token works too).
+    #[arg(long, env = "TELLTALE_READ_TOKEN", hide_env_values = true)]
+    read_token: Option<String>,
     /// Prometheus rule files to evaluate (repeatable; `*` and `?` allowed in the file name).
     #[arg(long = "rules", value_name = "GLOB")]
     rules: Vec<String>,
@@ -154,6 +157,7 @@ impl ServeArgs {
                 http_listen: self.http_listen,
                 quic_listen: self.quic_listen,
                 api_token: self.api_token.clone(),
+                read_token: self.read_token.clone(),
                 rules: self.rules.clone(),
                 log_rules: self.log_rules.clone(),
                 routes: self.routes.clone(),

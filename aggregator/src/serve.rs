@@ -217,6 +217,7 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
         corrupt_records,
         ready: AtomicBool::new(false),
         api_token: cfg.api_token.clone(),
+        read_token: cfg.read_token.clone(),
         logs,
         live_logs: observed,
         patterns,

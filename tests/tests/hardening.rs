@@ -688,3 +688,82 @@ fn a_full_disk_makes_the_aggregator_unready_and_agents_back_off() {
     });
     assert!(back.is_some(), "{}", agg.proc.log());
 }
+
+/// With a read token configured, every read needs it (or the API token) — metric queries, log
+/// queries, the live tail, alerts, `/metrics`, read-only POSTs — except the two probes; the
+/// read token never authorises a change.
+#[test]
+fn a_read_token_guards_every_read_but_the_probes() {
+    let (dir, tls) = setup();
+    let cfg = dir.path().join("agg.toml");
+    std::fs::write(&cfg, "api_token = \"adm1n\"\nread_token = \"r34d\"\n").unwrap();
+    let mut agg = start_with_file(&tls, &dir.path().join("agg"), "--config", &cfg);
+    let now = telltale_common::model::now_ms() * 1_000_000;
+    let stream = telltale_common::wire::LogStream {
+        labels: vec![("source".into(), "app".into())],
+        entries: vec![telltale_common::wire::LogEntry {
+            t_ns: now,
+            line: "card 4111 declined for alice@example.com".into(),
+            metadata: Vec::new(),
+        }],
+    };
+    // Pushing is a change: the read token does not do.
+    let body = telltale_aggregator::logs::push::encode_protobuf(std::slice::from_ref(&stream));
+    let (st, _) = http_post_auth(
+        agg.http,
+        "/loki/api/v1/push",
+        "application/x-protobuf",
+        &body,
+        Some("r34d"),
+    )
+    .unwrap();
+    assert_eq!(st, 401, "the read token pushed");
+    loki_push(agg.http, "adm1n", &[stream]).unwrap();
+
+    let logs = format!(
+        "/loki/api/v1/query_range?query={}&start={}&end={}",
+        enc(r#"{source="app"}"#),
+        now - 60_000_000_000,
+        now + 60_000_000_000
+    );
+    let reads = [
+        logs.as_str(),
+        "/loki/api/v1/labels",
+        "/loki/api/v1/tail?query=%7Bsource%3D%22app%22%7D",
+        "/loki/api/v1/patterns?query=%7Bsource%3D%22app%22%7D",
+        "/api/v1/query?query=up",
+        "/api/v1/labels",
+        "/api/v1/alerts",
+        "/api/v1/incidents",
+        "/api/v1/agents",
+        "/metrics",
+    ];
+    for path in reads {
+        for token in [None, Some("wrong"), Some("r34"), Some("r34d2")] {
+            let (st, body) = http_get_auth(agg.http, path, token).unwrap();
+            assert_eq!(st, 401, "{path} with {token:?}: {body}");
+            assert!(body.contains("read token"), "{path}: {body}");
+        }
+    }
+    // A form-encoded query (Grafana's POST) is a read too.
+    let (st, _) = http_post(
+        agg.http,
+        "/api/v1/query",
+        "application/x-www-form-urlencoded",
+        b"query=vector(1)",
+    )
+    .unwrap();
+    assert_eq!(st, 401);
+    for token in ["r34d", "adm1n"] {
+        let (st, body) = http_get_auth(agg.http, &logs, Some(token)).unwrap();
+        assert_eq!(st, 200, "{body}");
+        assert!(body.contains("4111 declined"), "{body}");
+        let (st, body) =
+            http_get_auth(agg.http, "/api/v1/query?query=vector(1)", Some(token)).unwrap();
+        assert_eq!(st, 200, "{body}");
+    }
+    for probe in ["/-/healthy", "/-/ready"] {
+        assert_eq!(http_get(agg.http, probe).unwrap().0, 200, "{probe}");
+    }
+    alive(&mut agg);
+}

@@ -15,7 +15,7 @@ use crate::labels::Matcher;
 use crate::logs::patterns::Patterns;
 use crate::logs::store::{
     BoxFuture, IndexStats, LogAppend, LogAppender, LogOutcome, LogQuerier, LogStore, LogStoreError,
-    Selected, Selection, StreamSizes,
+    Selected, Selection, Tally,
 };
 
 /// Appends waiting for the pattern thread.
@@ -133,8 +133,13 @@ impl LogQuerier for Observed {
         self.inner.select(sel)
     }
 
-    fn sizes(&self, sel: &Selection<'_>) -> Result<Vec<StreamSizes>, LogStoreError> {
-        self.inner.sizes(sel)
+    fn tally(
+        &self,
+        matchers: &[Matcher],
+        edges: &[i64],
+        max_bytes: u64,
+    ) -> Result<Vec<Tally>, LogStoreError> {
+        self.inner.tally(matchers, edges, max_bytes)
     }
 
     fn streams(&self, matchers: &[Matcher], start_ns: i64, end_ns: i64) -> Vec<Labels> {

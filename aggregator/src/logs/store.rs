@@ -93,8 +93,47 @@ pub struct Selected {
     pub entries: Vec<LogEntry>,
 }
 
-/// A stream's labels and its lines' `(ns, bytes)`, by time.
-pub type StreamSizes = (Labels, Vec<(i64, u32)>);
+/// Lines and bytes of one stream in the intervals between consecutive edges of a
+/// [`LogQuerier::tally`]: entry `j` covers `edges[j] < t <= edges[j + 1]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tally {
+    /// The stream's labels.
+    pub labels: Labels,
+    /// Lines per interval.
+    pub lines: Vec<u64>,
+    /// Bytes of lines per interval.
+    pub bytes: Vec<u64>,
+}
+
+impl Tally {
+    /// An empty tally over `intervals` intervals.
+    pub fn new(labels: Labels, intervals: usize) -> Tally {
+        Tally {
+            labels,
+            lines: vec![0; intervals],
+            bytes: vec![0; intervals],
+        }
+    }
+
+    /// Counts a line at `t_ns` of `bytes` (outside every interval: not counted).
+    pub fn add(&mut self, edges: &[i64], t_ns: i64, bytes: u64) {
+        if let Some(j) = interval(edges, t_ns) {
+            self.lines[j] += 1;
+            self.bytes[j] += bytes;
+        }
+    }
+
+    /// Whether this stream has no line in any interval.
+    pub fn is_empty(&self) -> bool {
+        self.lines.iter().all(|&n| n == 0)
+    }
+}
+
+/// The interval of `edges` holding `t_ns` (`edges[j] < t <= edges[j + 1]`), if any.
+pub fn interval(edges: &[i64], t_ns: i64) -> Option<usize> {
+    let p = edges.partition_point(|&e| e < t_ns);
+    (p >= 1 && p < edges.len()).then(|| p - 1)
+}
 
 /// What a line read for its time and size alone counts against a query's byte bound.
 pub const SIZE_BYTES: u64 = 16;
@@ -123,11 +162,19 @@ pub trait LogQuerier: Send + Sync + 'static {
     /// The lines of the selected streams in the range.
     fn select(&self, sel: &Selection<'_>) -> Result<Vec<Selected>, LogStoreError>;
 
-    /// The times and byte lengths of the selected streams' lines in the range, by time — what
-    /// counting queries need, without the lines. Each line counts [`SIZE_BYTES`] against
-    /// `max_bytes`. This default reads the lines; an engine can do better.
-    fn sizes(&self, sel: &Selection<'_>) -> Result<Vec<StreamSizes>, LogStoreError> {
-        sizes_by_select(self, sel)
+    /// Lines and bytes of the selected streams in each interval between consecutive
+    /// `edges` (sorted, at least two) — what counting queries need, without the lines.
+    /// Streams with no line in any interval are left out; the rest come sorted by labels.
+    /// Each line the store decodes counts [`SIZE_BYTES`] against `max_bytes` (a chunk
+    /// counted from its index alone costs nothing). This default reads the lines; an engine
+    /// can do better.
+    fn tally(
+        &self,
+        matchers: &[Matcher],
+        edges: &[i64],
+        max_bytes: u64,
+    ) -> Result<Vec<Tally>, LogStoreError> {
+        tally_by_select(self, matchers, edges, max_bytes)
     }
 
     /// The label sets of streams matching `matchers` (all streams when empty) with lines in
@@ -155,21 +202,34 @@ pub trait LogQuerier: Send + Sync + 'static {
     }
 }
 
-/// [`LogQuerier::sizes`] by reading the lines.
-pub fn sizes_by_select<Q: LogQuerier + ?Sized>(
+/// [`LogQuerier::tally`] by reading the lines.
+pub fn tally_by_select<Q: LogQuerier + ?Sized>(
     q: &Q,
-    sel: &Selection<'_>,
-) -> Result<Vec<StreamSizes>, LogStoreError> {
-    Ok(q.select(sel)?
+    matchers: &[Matcher],
+    edges: &[i64],
+    max_bytes: u64,
+) -> Result<Vec<Tally>, LogStoreError> {
+    let (Some(&first), Some(&last)) = (edges.first(), edges.last()) else {
+        return Ok(Vec::new());
+    };
+    let sel = Selection {
+        matchers,
+        start_ns: first.saturating_add(1),
+        end_ns: last.saturating_add(1),
+        needles: &[],
+        max_bytes,
+    };
+    let intervals = edges.len().saturating_sub(1);
+    Ok(q.select(&sel)?
         .into_iter()
         .map(|s| {
-            let v = s
-                .entries
-                .iter()
-                .map(|e| (e.t_ns, u32::try_from(e.line.len()).unwrap_or(u32::MAX)))
-                .collect();
-            (s.labels, v)
+            let mut t = Tally::new(s.labels, intervals);
+            for e in &s.entries {
+                t.add(edges, e.t_ns, e.line.len() as u64);
+            }
+            t
         })
+        .filter(|t| !t.is_empty())
         .collect())
 }
 

@@ -1,5 +1,7 @@
 use super::*;
 use crate::durable::dedup::Origin;
+use crate::labels::Matcher;
+use crate::logs::store::{LogQuerier, Selection};
 
 fn stream(labels: &[(&str, &str)], lines: &[(i64, &str)]) -> LogStream {
     LogStream {
@@ -242,7 +244,7 @@ async fn a_crash_between_a_block_and_its_checkpoint_reads_no_line_twice() {
 }
 
 #[tokio::test]
-async fn sizes_from_blocks_and_head_agree_with_the_lines() {
+async fn tallies_from_blocks_and_head_agree_with_the_lines() {
     let now = telltale_common::model::now_ms() * 1_000_000;
     let d = tempfile::tempdir().expect("dir");
     let e = LogEngine::open(d.path(), LogOptions::default()).expect("open");
@@ -259,36 +261,116 @@ async fn sizes_from_blocks_and_head_agree_with_the_lines() {
     e.append(batch(0)).await.expect("append");
     e.flush().await.expect("cut");
     e.append(batch(10)).await.expect("append");
+    e.append(batch(20)).await.expect("append");
+    e.flush().await.expect("cut");
+    e.append(batch(30)).await.expect("append");
     let m = [Matcher {
         name: "source".into(),
         op: crate::labels::MatchOp::Regex(regex::Regex::new("^.*$").expect("re")),
     }];
-    for (start, end) in [
-        (i64::MIN, i64::MAX),
-        (now + 2, now + 12),
-        (now + 100, now + 200),
+    // Edges on lines, between them, around everything, inside one chunk, outside all.
+    let n = now;
+    for edges in [
+        vec![i64::MIN, i64::MAX],
+        vec![n - 1, n + 2, n + 12, n + 100],
+        vec![n, n + 5, n + 10, n + 15, n + 20, n + 25, n + 30, n + 35],
+        vec![n + 1, n + 3],
+        vec![n - 100, n - 50, n - 1],
+        vec![n + 1000, n + 2000],
+        vec![n + 3, n + 4],
     ] {
-        let sel = Selection {
-            matchers: &m,
-            start_ns: start,
-            end_ns: end,
-            needles: &[],
-            max_bytes: u64::MAX,
-        };
-        let fast = e.sizes(&sel).expect("sizes");
-        let slow = crate::logs::store::sizes_by_select(&e, &sel).expect("select");
-        assert_eq!(fast, slow, "[{start}, {end})");
+        let fast = e.tally(&m, &edges, u64::MAX).expect("tally");
+        let slow = crate::logs::store::tally_by_select(&e, &m, &edges, u64::MAX).expect("select");
+        assert_eq!(fast, slow, "edges {edges:?}");
     }
-    // Each line counts 16 bytes against the bound: 6 lines need 96.
-    let tight = Selection {
-        matchers: &m,
-        start_ns: i64::MIN,
-        end_ns: i64::MAX,
-        needles: &[],
-        max_bytes: 95,
-    };
+    // By hand: stream a's 8 lines at +0 +5 +10 +15 +20 +25 +30 +35, b's at +2 +12 +22 +32.
+    let t = e
+        .tally(&m, &[n - 1, n + 12, n + 40], u64::MAX)
+        .expect("tally");
+    assert_eq!(t.len(), 2);
+    assert_eq!(t[0].lines, vec![3, 5]);
+    assert_eq!(t[0].bytes, vec![5 + 16 + 5, 16 + 5 + 16 + 5 + 16]);
+    assert_eq!(t[1].lines, vec![2, 2]);
+    // Lines decoded count 16 bytes against the bound; a chunk inside one interval is counted
+    // from the index alone and costs nothing.
+    let edges = [n + 1, n + 33];
     assert!(matches!(
-        e.sizes(&tight),
+        e.tally(&m, &edges, 16 * 4),
         Err(LogStoreError::TooMuchData { .. })
     ));
+    assert!(e.tally(&m, &[n - 1, n + 1000], 16 * 3).is_ok());
+}
+
+/// Counting queries take the store's tally (no line read); the same query with a filter that
+/// keeps every line takes the line path. On random streams cut into blocks at random points,
+/// and random steps, ranges and functions, both agree.
+#[tokio::test]
+async fn counting_from_tallies_agrees_with_counting_lines() {
+    use crate::logs::logql::{Query, eval, parse};
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(19);
+    const S: i64 = 1_000_000_000;
+    let now = telltale_common::model::now_ms() * 1_000_000 / S * S;
+    let d = tempfile::tempdir().expect("dir");
+    let e = LogEngine::open(d.path(), LogOptions::default()).expect("open");
+    for round in 0..12 {
+        let mut streams = Vec::new();
+        for src in ["a", "b", "c"] {
+            let lines: Vec<(i64, String)> = (0..rng.random_range(0..200))
+                .map(|_| {
+                    // Whole seconds too, so lines fall on window edges.
+                    let t = now
+                        + rng.random_range(0..600) * S
+                        + if rng.random_bool(0.5) {
+                            0
+                        } else {
+                            rng.random_range(0..S)
+                        };
+                    (t, "x".repeat(rng.random_range(1..40)))
+                })
+                .collect();
+            let refs: Vec<(i64, &str)> = lines.iter().map(|(t, l)| (*t, l.as_str())).collect();
+            streams.push(stream(&[("source", src), ("level", "info")], &refs));
+        }
+        e.append(LogAppend {
+            origin: None,
+            streams,
+        })
+        .await
+        .expect("append");
+        if round % 3 == 1 {
+            e.flush().await.expect("cut");
+        }
+    }
+    let funcs = ["count_over_time", "rate", "bytes_over_time", "bytes_rate"];
+    for _ in 0..200 {
+        let f = funcs[rng.random_range(0..funcs.len())];
+        let range = rng.random_range(1..120) * S / if rng.random_bool(0.3) { 7 } else { 1 };
+        let step = rng.random_range(1..90) * S;
+        let start = now - 60 * S + rng.random_range(0..300) * S;
+        let end = start + rng.random_range(0..400) * S;
+        let agg = rng.random_bool(0.5);
+        let sel = r#"{source=~"a|c"}"#;
+        let q = |filter: &str| {
+            let inner = format!("{f}({sel}{filter}[{}ms])", range / 1_000_000);
+            if agg {
+                format!("sum by (level) ({inner})")
+            } else {
+                inner
+            }
+        };
+        let run = |q: &str| {
+            let Ok(Query::Metric(m)) = parse(q) else {
+                panic!("{q}")
+            };
+            eval::range_metric(&e, &m, start, end, step, &eval::Limits::default())
+                .expect("runs")
+                .into_iter()
+                .map(|s| (s.labels, s.points))
+                .collect::<Vec<_>>()
+        };
+        let fast = run(&q(""));
+        let slow = run(&q(r#" != "never-in-a-line""#));
+        assert_eq!(fast, slow, "{}", q(""));
+    }
 }

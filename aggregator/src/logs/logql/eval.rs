@@ -373,27 +373,6 @@ fn samples(
         max_bytes: limits.max_bytes,
     };
     let mut out: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
-    // Counting lines or bytes of a bare selector needs their times and sizes only: the store
-    // reads those without the lines (Grafana's log-volume histogram is such a query).
-    if log.stages.is_empty() && !func.unwraps() {
-        for (labels, sizes) in store.sizes(&selection)? {
-            let v = sizes
-                .into_iter()
-                .map(|(t, len)| match func {
-                    RangeFn::BytesOverTime | RangeFn::BytesRate => (t, f64::from(len)),
-                    _ => (t, 1.0),
-                })
-                .collect();
-            out.insert(labels, v);
-            if out.len() > limits.max_series {
-                return Err(EvalError::Limit(format!(
-                    "maximum of series ({}) reached for a single query",
-                    limits.max_series
-                )));
-            }
-        }
-        return Ok(out);
-    }
     let sel = store.select(&selection)?;
     let mut cache: HashMap<BTreeMap<String, String>, Labels> = HashMap::new();
     for s in sel {
@@ -556,6 +535,11 @@ fn operands(
             range_ns,
             grouping,
         } => {
+            // Counting lines or bytes of a bare selector needs no line: the store tallies
+            // them (Grafana's log-volume histogram is such a query).
+            if log.stages.is_empty() && !func.unwraps() {
+                return tallied(store, log, *func, *range_ns, steps, limits);
+            }
             let (first, last) = (steps[0], steps[steps.len() - 1]);
             // Windows are (t - range, t]: the store's range is [from, to).
             let series = samples(
@@ -593,6 +577,60 @@ fn operands(
             .map(|v| Operand::Vector(aggregate(*op, grouping.as_ref(), v)))
             .collect()),
     }
+}
+
+/// A range function that counts lines or bytes of a bare selector at each step, from the
+/// store's tally over the windows' edges (every window `(t - range, t]` is a run of whole
+/// intervals between them).
+fn tallied(
+    store: &dyn LogQuerier,
+    log: &LogExpr,
+    func: RangeFn,
+    range_ns: i64,
+    steps: &[i64],
+    limits: &Limits,
+) -> Result<Vec<Operand>, EvalError> {
+    let mut edges: Vec<i64> = steps
+        .iter()
+        .flat_map(|&t| [t.saturating_sub(range_ns), t])
+        .collect();
+    edges.sort_unstable();
+    edges.dedup();
+    let tallies = store.tally(&log.matchers, &edges, limits.max_bytes)?;
+    if tallies.len() > limits.max_series {
+        return Err(EvalError::Limit(format!(
+            "maximum of series ({}) reached for a single query",
+            limits.max_series
+        )));
+    }
+    let secs = range_ns as f64 / 1e9;
+    let mut out = vec![Vec::new(); steps.len()];
+    for t in tallies {
+        // Prefix sums: a window is the difference of two.
+        let mut lines = vec![0u64; edges.len()];
+        let mut bytes = vec![0u64; edges.len()];
+        for j in 0..edges.len() - 1 {
+            lines[j + 1] = lines[j] + t.lines[j];
+            bytes[j + 1] = bytes[j] + t.bytes[j];
+        }
+        for (i, &step) in steps.iter().enumerate() {
+            let lo = edges.partition_point(|&e| e < step.saturating_sub(range_ns));
+            let hi = edges.partition_point(|&e| e < step);
+            let n = lines[hi] - lines[lo];
+            if n == 0 {
+                continue;
+            }
+            let b = (bytes[hi] - bytes[lo]) as f64;
+            let v = match func {
+                RangeFn::Rate => n as f64 / secs,
+                RangeFn::BytesOverTime => b,
+                RangeFn::BytesRate => b / secs,
+                _ => n as f64,
+            };
+            out[i].push((t.labels.clone(), v));
+        }
+    }
+    Ok(out.into_iter().map(Operand::Vector).collect())
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! `telltale-bench logs [--records 10000000] [--rate 10000] [--rss-seconds 60] [--rounds 5]`:
+//! `telltale-bench logs [--records 10000000] [--rate 10000] [--rss-seconds 60] [--rounds 5]
+//! [--skip collection,memory]`:
 //! the logs path next to its peers, on one seeded, realistic mix of records — nginx access
 //! lines (40 %), JSON application lines with trace ids (35 %), syslog lines (22 %) and Java
 //! stack traces spanning 6–16 lines (3 %) — over 24 hours, from 10 hosts.
@@ -484,154 +485,14 @@ pub fn bench_logs(args: &[String]) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
 
-    // 1. Collection: agent, then rsyslog, on the same files.
-    let agg = start_fresh_aggregator(&tls, &dir.path().join("collect"))?;
-    certs_issue(&tls, "bench-tail")?;
-    let cfg = dir.path().join("agent-tail.toml");
-    std::fs::write(&cfg, agent_config(&files, "beginning"))?;
-    let agent = start_agent_with_config(
-        &tls,
-        "bench-tail",
-        agg.quic,
-        &dir.path().join("agent-tail"),
-        "10s",
-        Some(&cfg),
-    )?;
-    let pid = agent.child.id();
-    let agent_secs = until(Duration::from_secs(3600), || {
-        stored(&agg, "bench-tail") >= n
-    })?;
-    let (agent_cpu, agent_hwm, _) = proc_usage(pid)?;
-    drop(agent);
-    drop(agg);
-    let count = Arc::new(AtomicU64::new(0));
-    let sink_addr = sink(count.clone())?;
-    let work = dir.path().join("rsyslog");
-    std::fs::create_dir_all(&work)?;
-    let conf = dir.path().join("rsyslog.conf");
-    std::fs::write(&conf, rsyslog_config(&files, &work, sink_addr))?;
-    let rs = Guard(
-        Command::new(RSYSLOGD)
-            .args(["-n", "-f"])
-            .arg(&conf)
-            .arg("-i")
-            .arg(dir.path().join("rsyslog.pid"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    let rs_secs = until(Duration::from_secs(3600), || {
-        count.load(Ordering::Relaxed) >= n
-    })?;
-    let (rs_cpu, rs_hwm, _) = proc_usage(rs.0.id())?;
-    drop(rs);
-    let per_m = |cpu: f64| cpu / (n as f64 / 1e6);
-    println!(
-        "Collection: tail the 10 files from their start until the last record arrived (JSON parsed, stack traces joined)\n"
-    );
-    println!("| collector | CPU s | CPU s per 1M records | wall s | peak RSS MiB |");
-    println!("|---|---|---|---|---|");
-    println!(
-        "| telltale-agent (QUIC, acknowledged, stored) | {agent_cpu:.1} | {:.2} | {agent_secs:.0} | {:.1} |",
-        per_m(agent_cpu),
-        mib(agent_hwm)
-    );
-    println!(
-        "| rsyslogd 8.2302 (imfile, mmjsonparse, omfwd TCP) | {rs_cpu:.1} | {:.2} | {rs_secs:.0} | {:.1} |",
-        per_m(rs_cpu),
-        mib(rs_hwm)
-    );
-    println!(
-        "| **ratio agent / rsyslog** | | **{:.2}** | | |\n",
-        agent_cpu / rs_cpu
-    );
-
-    // 2. Agent memory while 10 files grow at `rate` records/s in all.
-    let live = dir.path().join("live");
-    std::fs::create_dir_all(&live)?;
-    let agg = start_fresh_aggregator(&tls, &dir.path().join("rss"))?;
-    certs_issue(&tls, "bench-rss")?;
-    let cfg = dir.path().join("agent-rss.toml");
-    std::fs::write(&cfg, agent_config(&live, "beginning"))?;
-    let agent = start_agent_with_config(
-        &tls,
-        "bench-rss",
-        agg.quic,
-        &dir.path().join("agent-rss"),
-        "10s",
-        Some(&cfg),
-    )?;
-    // The same, with the malloc setting the packaged unit gives the agent
-    // (packaging/systemd/telltale-agent.service), fed a copy of the files' lines.
-    let live_unit = dir.path().join("live-unit");
-    std::fs::create_dir_all(&live_unit)?;
-    certs_issue(&tls, "bench-rss-unit")?;
-    let cfg_unit = dir.path().join("agent-rss-unit.toml");
-    std::fs::write(&cfg_unit, agent_config(&live_unit, "beginning"))?;
-    let agent_unit = start_agent_env(
-        &tls,
-        "bench-rss-unit",
-        agg.quic,
-        &dir.path().join("agent-rss-unit"),
-        &cfg_unit,
-        &[("MALLOC_ARENA_MAX", "2")],
-    )?;
-    let mut outs_unit: Vec<std::fs::File> = FILES
-        .iter()
-        .map(|f| Ok(std::fs::File::create(live_unit.join(f))?))
-        .collect::<anyhow::Result<_>>()?;
-    let mut outs: Vec<(String, std::fs::File)> = FILES
-        .iter()
-        .map(|f| Ok((f.to_string(), std::fs::File::create(live.join(f))?)))
-        .collect::<anyhow::Result<_>>()?;
-    let start = Instant::now();
-    let mut written = 0u64;
-    while start.elapsed() < Duration::from_secs(rss_secs) {
-        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
-        let mut per_file: Vec<Vec<u8>> = vec![Vec::new(); FILES.len()];
-        while written < due {
-            let r = record(written, n, t0);
-            let name = file_of(&r, written);
-            let k = FILES.iter().position(|f| *f == name).context("file")?;
-            per_file[k].extend_from_slice(r.line.as_bytes());
-            per_file[k].push(b'\n');
-            written += 1;
-        }
-        for (k, b) in per_file.iter().enumerate() {
-            if !b.is_empty() {
-                outs[k].1.write_all(b)?;
-                outs_unit[k].write_all(b)?;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let skip: String = arg(args, "--skip", String::new());
+    let skip: Vec<&str> = skip.split(',').collect();
+    if !skip.contains(&"collection") {
+        collection(dir.path(), &tls, &files, n)?;
     }
-    let caught_up = until(Duration::from_secs(120), || {
-        stored(&agg, "bench-rss") >= written && stored(&agg, "bench-rss-unit") >= written
-    })
-    .is_ok();
-    println!(
-        "Agent memory: two agents, each tailing 10 files written at {rate} records/s in all for {rss_secs} s ({written} records{})\n",
-        if caught_up {
-            ", all stored"
-        } else {
-            ", NOT all stored in time"
-        }
-    );
-    println!("| agent | peak RSS MiB | RSS at end MiB | CPU s |\n|---|---|---|---|");
-    for (what, a) in [
-        ("glibc's default malloc arenas", &agent),
-        (
-            "MALLOC_ARENA_MAX=2, as the packaged unit runs it",
-            &agent_unit,
-        ),
-    ] {
-        let (cpu, hwm, now) = proc_usage(a.child.id())?;
-        println!("| {what} | {:.1} | {:.1} | {cpu:.1} |", mib(hwm), mib(now));
+    if !skip.contains(&"memory") {
+        memory(dir.path(), &tls, n, t0, rate, rss_secs)?;
     }
-    println!();
-    drop(agent);
-    drop(agent_unit);
-    drop(agg);
 
     // 3. Ingest over QUIC (the data set the rest reads), then through Loki push.
     let data = dir.path().join("store");
@@ -788,6 +649,163 @@ pub fn bench_logs(args: &[String]) -> anyhow::Result<()> {
             a / b
         );
     }
+    Ok(())
+}
+
+/// 1. Collection: the agent, then rsyslog, on the same files.
+fn collection(dir: &Path, tls: &Path, files: &Path, n: u64) -> anyhow::Result<()> {
+    // 1. Collection: agent, then rsyslog, on the same files.
+    let agg = start_fresh_aggregator(tls, &dir.join("collect"))?;
+    certs_issue(tls, "bench-tail")?;
+    let cfg = dir.join("agent-tail.toml");
+    std::fs::write(&cfg, agent_config(files, "beginning"))?;
+    let agent = start_agent_with_config(
+        tls,
+        "bench-tail",
+        agg.quic,
+        &dir.join("agent-tail"),
+        "10s",
+        Some(&cfg),
+    )?;
+    let pid = agent.child.id();
+    let agent_secs = until(Duration::from_secs(3600), || {
+        stored(&agg, "bench-tail") >= n
+    })?;
+    let (agent_cpu, agent_hwm, _) = proc_usage(pid)?;
+    drop(agent);
+    drop(agg);
+    let count = Arc::new(AtomicU64::new(0));
+    let sink_addr = sink(count.clone())?;
+    let work = dir.join("rsyslog");
+    std::fs::create_dir_all(&work)?;
+    let conf = dir.join("rsyslog.conf");
+    std::fs::write(&conf, rsyslog_config(files, &work, sink_addr))?;
+    let rs = Guard(
+        Command::new(RSYSLOGD)
+            .args(["-n", "-f"])
+            .arg(&conf)
+            .arg("-i")
+            .arg(dir.join("rsyslog.pid"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let rs_secs = until(Duration::from_secs(3600), || {
+        count.load(Ordering::Relaxed) >= n
+    })?;
+    let (rs_cpu, rs_hwm, _) = proc_usage(rs.0.id())?;
+    drop(rs);
+    let per_m = |cpu: f64| cpu / (n as f64 / 1e6);
+    println!(
+        "Collection: tail the 10 files from their start until the last record arrived (JSON parsed, stack traces joined)\n"
+    );
+    println!("| collector | CPU s | CPU s per 1M records | wall s | peak RSS MiB |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| telltale-agent (QUIC, acknowledged, stored) | {agent_cpu:.1} | {:.2} | {agent_secs:.0} | {:.1} |",
+        per_m(agent_cpu),
+        mib(agent_hwm)
+    );
+    println!(
+        "| rsyslogd 8.2302 (imfile, mmjsonparse, omfwd TCP) | {rs_cpu:.1} | {:.2} | {rs_secs:.0} | {:.1} |",
+        per_m(rs_cpu),
+        mib(rs_hwm)
+    );
+    println!(
+        "| **ratio agent / rsyslog** | | **{:.2}** | | |\n",
+        agent_cpu / rs_cpu
+    );
+    Ok(())
+}
+
+/// 2. Agent memory while 10 files grow at `rate` records/s in all.
+fn memory(dir: &Path, tls: &Path, n: u64, t0: i64, rate: u64, rss_secs: u64) -> anyhow::Result<()> {
+    // 2. Agent memory while 10 files grow at `rate` records/s in all.
+    let live = dir.join("live");
+    std::fs::create_dir_all(&live)?;
+    let agg = start_fresh_aggregator(tls, &dir.join("rss"))?;
+    certs_issue(tls, "bench-rss")?;
+    let cfg = dir.join("agent-rss.toml");
+    std::fs::write(&cfg, agent_config(&live, "beginning"))?;
+    let agent = start_agent_with_config(
+        tls,
+        "bench-rss",
+        agg.quic,
+        &dir.join("agent-rss"),
+        "10s",
+        Some(&cfg),
+    )?;
+    // The same, with the malloc setting the packaged unit gives the agent
+    // (packaging/systemd/telltale-agent.service), fed a copy of the files' lines.
+    let live_unit = dir.join("live-unit");
+    std::fs::create_dir_all(&live_unit)?;
+    certs_issue(tls, "bench-rss-unit")?;
+    let cfg_unit = dir.join("agent-rss-unit.toml");
+    std::fs::write(&cfg_unit, agent_config(&live_unit, "beginning"))?;
+    let agent_unit = start_agent_env(
+        tls,
+        "bench-rss-unit",
+        agg.quic,
+        &dir.join("agent-rss-unit"),
+        &cfg_unit,
+        &[("MALLOC_ARENA_MAX", "2")],
+    )?;
+    let mut outs_unit: Vec<std::fs::File> = FILES
+        .iter()
+        .map(|f| Ok(std::fs::File::create(live_unit.join(f))?))
+        .collect::<anyhow::Result<_>>()?;
+    let mut outs: Vec<(String, std::fs::File)> = FILES
+        .iter()
+        .map(|f| Ok((f.to_string(), std::fs::File::create(live.join(f))?)))
+        .collect::<anyhow::Result<_>>()?;
+    let start = Instant::now();
+    let mut written = 0u64;
+    while start.elapsed() < Duration::from_secs(rss_secs) {
+        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+        let mut per_file: Vec<Vec<u8>> = vec![Vec::new(); FILES.len()];
+        while written < due {
+            let r = record(written, n, t0);
+            let name = file_of(&r, written);
+            let k = FILES.iter().position(|f| *f == name).context("file")?;
+            per_file[k].extend_from_slice(r.line.as_bytes());
+            per_file[k].push(b'\n');
+            written += 1;
+        }
+        for (k, b) in per_file.iter().enumerate() {
+            if !b.is_empty() {
+                outs[k].1.write_all(b)?;
+                outs_unit[k].write_all(b)?;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let caught_up = until(Duration::from_secs(120), || {
+        stored(&agg, "bench-rss") >= written && stored(&agg, "bench-rss-unit") >= written
+    })
+    .is_ok();
+    println!(
+        "Agent memory: two agents, each tailing 10 files written at {rate} records/s in all for {rss_secs} s ({written} records{})\n",
+        if caught_up {
+            ", all stored"
+        } else {
+            ", NOT all stored in time"
+        }
+    );
+    println!("| agent | peak RSS MiB | RSS at end MiB | CPU s |\n|---|---|---|---|");
+    for (what, a) in [
+        ("glibc's default malloc arenas", &agent),
+        (
+            "MALLOC_ARENA_MAX=2, as the packaged unit runs it",
+            &agent_unit,
+        ),
+    ] {
+        let (cpu, hwm, now) = proc_usage(a.child.id())?;
+        println!("| {what} | {:.1} | {:.1} | {cpu:.1} |", mib(hwm), mib(now));
+    }
+    println!();
+    drop(agent);
+    drop(agent_unit);
+    drop(agg);
     Ok(())
 }
 
