@@ -15,8 +15,10 @@
 //! its MessagePack (`n` arrays of pairs). The first three columns are a zstd frame of their
 //! own and the rest a second one (`ChunkIndex::sizes_len` says where the first ends), so a
 //! query that counts lines or bytes decompresses a few KiB of a chunk; the two frames
-//! decompress together into the same bytes as chunks written as a single frame. Each chunk's index entry carries its time range,
-//! line count, raw size, and a trigram filter: one bit per hashed trigram of its lines, so a
+//! decompress together into the same bytes as chunks written as a single frame. Each chunk's
+//! index entry carries its time range, line count, raw size, its lines and bytes per time
+//! bucket ([`counts`]: counting queries whose window edges fall on bucket boundaries read
+//! nothing else), and a trigram filter: one bit per hashed trigram of its lines, so a
 //! needle (`|= "..."`) whose trigrams are not all set cannot be in the chunk, which is then
 //! not decompressed.
 
@@ -27,6 +29,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use telltale_common::wire::LogEntry;
+
+pub mod counts;
 
 const MAGIC: &[u8; 4] = b"TTLB";
 const VERSION: u8 = 1;
@@ -92,6 +96,10 @@ pub struct ChunkIndex {
     /// written as one frame (before this field), which decode the same way.
     #[serde(default)]
     pub sizes_len: u32,
+    /// Lines and bytes per time bucket ([`counts`]); empty in chunks written before it or
+    /// spanning too long.
+    #[serde(default, with = "serde_bytes")]
+    pub counts: Vec<u8>,
 }
 
 /// Why a block cannot be read or written.
@@ -360,6 +368,7 @@ pub fn write(
                     filter_bytes(packed.len()),
                 ),
                 sizes_len,
+                counts: counts::encode(part),
             });
             buf.extend_from_slice(&packed);
             start = end;

@@ -160,7 +160,12 @@ impl LogQuerier for LogEngine {
                 .or_insert_with(|| Tally::new(labels.clone(), intervals));
             match part {
                 Part::Chunk(b, c) => {
-                    // A chunk inside one interval is counted from the index alone.
+                    // From the index alone: the chunk's bucket counts, when no edge splits a
+                    // bucket; a chunk inside one interval.
+                    if crate::logs::block::counts::add(&c.counts, edges, &mut t.lines, &mut t.bytes)
+                    {
+                        return Ok(());
+                    }
                     if let (Some(a), Some(z)) = (interval(edges, c.min_t), interval(edges, c.max_t))
                         && a == z
                     {

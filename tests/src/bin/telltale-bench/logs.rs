@@ -1,5 +1,5 @@
 //! `telltale-bench logs [--records 10000000] [--rate 10000] [--rss-seconds 60] [--rounds 5]
-//! [--skip collection,memory]`:
+//! [--skip collection,memory,store]`:
 //! the logs path next to its peers, on one seeded, realistic mix of records — nginx access
 //! lines (40 %), JSON application lines with trace ids (35 %), syslog lines (22 %) and Java
 //! stack traces spanning 6–16 lines (3 %) — over 24 hours, from 10 hosts.
@@ -492,6 +492,9 @@ pub fn bench_logs(args: &[String]) -> anyhow::Result<()> {
     }
     if !skip.contains(&"memory") {
         memory(dir.path(), &tls, n, t0, rate, rss_secs)?;
+    }
+    if skip.contains(&"store") {
+        return Ok(());
     }
 
     // 3. Ingest over QUIC (the data set the rest reads), then through Loki push.
