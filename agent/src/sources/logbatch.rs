@@ -142,11 +142,37 @@ impl Default for Admission {
 }
 
 /// Counts lines by source and level, and by source and counter, for the agent's own series.
+///
+/// Keyed by source first, so counting a line looks its source up by `&str` and allocates
+/// nothing (only a source's first line does).
 #[derive(Debug, Default)]
 pub struct LineCounts {
-    by_level: Mutex<BTreeMap<(String, &'static str), u64>>,
-    by_counter: Mutex<BTreeMap<(String, String), u64>>,
+    by_level: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
+    by_counter: Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
     dropped: Mutex<BTreeMap<String, u64>>,
+}
+
+/// Adds one to `map[source][key]`, allocating only for a key or source not seen before.
+fn bump<K: Ord>(
+    map: &Mutex<BTreeMap<String, BTreeMap<K, u64>>>,
+    source: &str,
+    key: impl std::borrow::Borrow<str> + Into<K> + Copy,
+) where
+    K: std::borrow::Borrow<str>,
+{
+    let Ok(mut m) = map.lock() else {
+        return;
+    };
+    let inner = match m.get_mut(source) {
+        Some(i) => i,
+        None => m.entry(source.to_string()).or_default(),
+    };
+    match inner.get_mut(key.borrow()) {
+        Some(n) => *n += 1,
+        None => {
+            inner.insert(key.into(), 1);
+        }
+    }
 }
 
 impl LineCounts {
@@ -163,14 +189,18 @@ impl LineCounts {
         let lv = self
             .by_level
             .lock()
-            .map(|m| m.iter().map(|((s, l), n)| (s.clone(), *l, *n)).collect())
+            .map(|m| {
+                m.iter()
+                    .flat_map(|(s, l)| l.iter().map(|(l, n)| (s.clone(), *l, *n)))
+                    .collect()
+            })
             .unwrap_or_default();
         let ct = self
             .by_counter
             .lock()
             .map(|m| {
                 m.iter()
-                    .map(|((s, c), n)| (s.clone(), c.clone(), *n))
+                    .flat_map(|(s, c)| c.iter().map(|(c, n)| (s.clone(), c.clone(), *n)))
                     .collect()
             })
             .unwrap_or_default();
@@ -210,14 +240,10 @@ impl Gate {
     /// Counts a line (before any limit: the counters see every line) and says whether it
     /// goes on.
     pub fn admit(&mut self, counts: &LineCounts, level: &'static str, line: &str) -> bool {
-        if let Ok(mut m) = counts.by_level.lock() {
-            *m.entry((self.source.clone(), level)).or_insert(0) += 1;
-        }
+        bump(&counts.by_level, &self.source, level);
         for (name, re) in &self.rules.counters {
-            if re.is_match(line)
-                && let Ok(mut m) = counts.by_counter.lock()
-            {
-                *m.entry((self.source.clone(), name.clone())).or_insert(0) += 1;
+            if re.is_match(line) {
+                bump(&counts.by_counter, &self.source, name.as_str());
             }
         }
         if self.window.elapsed().as_secs() >= 1 {
@@ -237,7 +263,12 @@ impl Gate {
             }
         };
         if !keep && let Ok(mut m) = counts.dropped.lock() {
-            *m.entry(self.source.clone()).or_insert(0) += 1;
+            match m.get_mut(self.source.as_str()) {
+                Some(n) => *n += 1,
+                None => {
+                    m.insert(self.source.clone(), 1);
+                }
+            }
         }
         keep
     }

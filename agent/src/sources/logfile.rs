@@ -96,6 +96,8 @@ struct Tracked {
     record: Option<(String, u64, u64, Instant)>,
     /// Polls in a row its name was not matched (it was renamed or deleted).
     unmatched: u32,
+    /// Its position's key in the sink (made once, not for every line).
+    key: Vec<u8>,
 }
 
 /// One source's files and the records read but not yet pushed.
@@ -225,6 +227,7 @@ impl Tailer {
                         skipping: false,
                         record: None,
                         unmatched: 0,
+                        key: key(&self.cfg.name, id),
                     },
                 );
             }
@@ -388,10 +391,12 @@ impl Tailer {
             .bytes
             .fetch_add(text.len() as u64, Ordering::Relaxed);
         // Consecutive lines of one file move one position entry (the last one wins anyway).
-        let k = key(&self.cfg.name, id);
         match self.positions.last_mut() {
-            Some((lk, lv)) if *lk == k => *lv = pos.to_vec(),
-            _ => self.positions.push((k, pos.to_vec())),
+            Some((lk, lv)) if *lk == t.key => {
+                lv.clear();
+                lv.extend_from_slice(&pos);
+            }
+            _ => self.positions.push((t.key.clone(), pos.to_vec())),
         }
         let fields = logparse::fields(&self.cfg.parser, &text);
         let level = logparse::level(&fields, &text);

@@ -25,7 +25,9 @@ const MAX_FIELDS: usize = 32;
 /// Longest metadata value kept (longer ones are cut).
 const MAX_VALUE: usize = 1024;
 
-fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+/// Adds `v`'s fields under `key` (nested keys joined with `_`), taking the parsed strings
+/// rather than copying them.
+fn flatten(key: String, v: serde_json::Value, out: &mut Vec<(String, String)>) {
     use serde_json::Value;
     if out.len() >= MAX_FIELDS {
         return;
@@ -33,18 +35,17 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>)
     match v {
         Value::Object(m) => {
             for (k, x) in m {
-                let key = if prefix.is_empty() {
-                    k.clone()
+                let key = if key.is_empty() {
+                    k
                 } else {
-                    format!("{prefix}_{k}")
+                    format!("{key}_{k}")
                 };
-                flatten(&key, x, out);
+                flatten(key, x, out);
             }
         }
-        Value::Array(_) => {}
-        Value::String(s) => out.push((prefix.to_string(), s.clone())),
-        Value::Null => {}
-        other => out.push((prefix.to_string(), other.to_string())),
+        Value::Array(_) | Value::Null => {}
+        Value::String(s) => out.push((key, s)),
+        other => out.push((key, other.to_string())),
     }
 }
 
@@ -55,7 +56,7 @@ pub fn fields(parser: &Parser, line: &str) -> Vec<(String, String)> {
         Parser::Json => match serde_json::from_str::<serde_json::Value>(line) {
             Ok(v @ serde_json::Value::Object(_)) => {
                 let mut out = Vec::new();
-                flatten("", &v, &mut out);
+                flatten(String::new(), v, &mut out);
                 out
             }
             _ => Vec::new(),
@@ -72,7 +73,9 @@ pub fn fields(parser: &Parser, line: &str) -> Vec<(String, String)> {
     };
     out.truncate(MAX_FIELDS);
     for (k, v) in out.iter_mut() {
-        *k = telltale_common::model::label_name_from(k);
+        if !telltale_common::model::valid_label_name(k) {
+            *k = telltale_common::model::label_name_from(k);
+        }
         super::logbatch::cut_line(v, MAX_VALUE);
     }
 
@@ -81,14 +84,37 @@ pub fn fields(parser: &Parser, line: &str) -> Vec<(String, String)> {
 
 /// A level word normalised; `None` when it is not one.
 fn level_word(w: &str) -> Option<&'static str> {
-    Some(match w.to_ascii_lowercase().as_str() {
-        "error" | "err" | "eror" | "fatal" | "critical" | "crit" | "emerg" | "emergency"
-        | "alert" | "panic" | "severe" | "e" => "error",
-        "warn" | "warning" | "w" => "warn",
-        "info" | "information" | "informational" | "notice" | "i" => "info",
-        "debug" | "trace" | "dbug" | "d" => "debug",
-        _ => return None,
-    })
+    const WORDS: [(&str, &[&str]); 4] = [
+        (
+            "error",
+            &[
+                "error",
+                "err",
+                "eror",
+                "fatal",
+                "critical",
+                "crit",
+                "emerg",
+                "emergency",
+                "alert",
+                "panic",
+                "severe",
+                "e",
+            ],
+        ),
+        ("warn", &["warn", "warning", "w"]),
+        (
+            "info",
+            &["info", "information", "informational", "notice", "i"],
+        ),
+        ("debug", &["debug", "trace", "dbug", "d"]),
+    ];
+    // Compared without case and without a lowered copy: this runs on several words of
+    // every line.
+    WORDS
+        .iter()
+        .find(|(_, words)| words.iter().any(|x| x.eq_ignore_ascii_case(w)))
+        .map(|(level, _)| *level)
 }
 
 /// The line's level: from a parsed `level`, `lvl`, `severity` or `loglevel` field, else the
