@@ -3,6 +3,8 @@
 //! all feeding one channel; one task runs the [`crate::pipeline`] over what arrives, merges it
 //! into a batch, stores it durably and wakes the shipper.
 
+mod memory;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -387,6 +389,18 @@ impl LogRunner {
     ) -> LogRunner {
         let (stop, rx) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
+        if !cfg.is_empty() {
+            memory::tune_for_logs();
+            let mut stopped = rx.clone();
+            tasks.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => memory::trim(),
+                        _ = stopped.changed() => return,
+                    }
+                }
+            });
+        }
         for src in &cfg.files {
             tracing::info!(source = %src.name, paths = ?src.paths, "tailing log files");
             tasks.spawn(crate::sources::logfile::run(
