@@ -464,6 +464,10 @@ struct BufferSink {
 }
 
 impl LogSink for BufferSink {
+    fn room(&self) -> bool {
+        self.buffer.log_room()
+    }
+
     fn position(&self, key: &[u8]) -> Option<Vec<u8>> {
         match self.buffer.position(key) {
             Ok(p) => p,

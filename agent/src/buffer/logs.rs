@@ -129,6 +129,11 @@ impl Buffer {
     pub fn log_bytes(&self) -> u64 {
         self.log_bytes.load(Ordering::Relaxed)
     }
+
+    /// Whether log batches fill less than half their cap: room for sources that can wait.
+    pub fn log_room(&self) -> bool {
+        self.log_bytes() < self.log_cap / 2
+    }
 }
 
 #[cfg(test)]

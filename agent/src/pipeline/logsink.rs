@@ -20,6 +20,13 @@ pub trait LogSink: Send + Sync + 'static {
     /// A source's stored position under `key`.
     fn position(&self, key: &[u8]) -> Option<Vec<u8>>;
 
+    /// Whether the store has room for more lines. Sources that can wait (files: the file is
+    /// their buffer) stop reading while it has none, instead of making the store evict
+    /// older lines; listeners cannot wait and push anyway.
+    fn room(&self) -> bool {
+        true
+    }
+
     /// Stores `batch` (when it has lines) and `positions` in one step, and forgets the
     /// positions under `forget`.
     fn store(

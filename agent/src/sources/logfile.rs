@@ -73,8 +73,8 @@ pub struct LogStats {
     pub counts: LineCounts,
 }
 
-/// Bytes read from one file in one poll at most.
-const READ_CHUNK: usize = 1 << 20;
+/// Bytes read from one file in one read at most.
+const READ_CHUNK: usize = 256 << 10;
 /// How often files are polled.
 const POLL: Duration = Duration::from_millis(250);
 /// A multiline record still open after this long without a new line is emitted.
@@ -113,6 +113,9 @@ pub struct Tailer {
     /// Stream labels (sorted) by file and level, with the path they were made for: built
     /// once, not for every line.
     streams: HashMap<((u64, u64), &'static str), StreamLabels>,
+    /// Which file a poll reads first (it turns, so a poll cut short by a full batch does not
+    /// always favour the same file).
+    turn: usize,
 }
 
 /// The path a file's stream labels were made for, and the labels (sorted by name).
@@ -174,11 +177,14 @@ impl Tailer {
             forget: Vec::new(),
             stats,
             streams: HashMap::new(),
+            turn: 0,
         }
     }
 
-    /// Finds files, reads what they gained, and turns complete records into entries.
-    pub fn poll(&mut self, sink: &dyn LogSink) {
+    /// Finds files, reads what they gained, and turns complete records into entries, until a
+    /// batch is full (so catching up on a long file holds one batch in memory, not the file);
+    /// returns whether a file has more to read.
+    pub fn poll(&mut self, sink: &dyn LogSink) -> bool {
         let started_key = format!("log\0{}\0started", self.cfg.name).into_bytes();
         let first_ever = self.first_scan && sink.position(&started_key).is_none();
         let mut matched: Vec<(u64, u64)> = Vec::new();
@@ -238,9 +244,20 @@ impl Tailer {
                 self.positions.push((started_key, vec![1]));
             }
         }
-        let ids: Vec<(u64, u64)> = self.files.keys().copied().collect();
+        let mut ids: Vec<(u64, u64)> = self.files.keys().copied().collect();
+        ids.sort_unstable();
+        if !ids.is_empty() {
+            self.turn = (self.turn + 1) % ids.len();
+            ids.rotate_left(self.turn);
+        }
+        let mut more = false;
         for id in ids {
+            if self.out.full() {
+                more = true;
+                break;
+            }
             let at_eof = self.read_file(id);
+            more |= !at_eof;
             let Some(t) = self.files.get_mut(&id) else {
                 continue;
             };
@@ -255,6 +272,7 @@ impl Tailer {
                 self.forget.push(key(&self.cfg.name, id));
             }
         }
+        more
     }
 
     /// Reads what file `id` gained; returns whether it is at its end.
@@ -484,14 +502,22 @@ pub async fn run(
     let mut tailer = Some(Tailer::new(cfg, stats.clone()));
     let mut last_push = Instant::now();
     loop {
+        // No room in the buffer: read nothing until the aggregator has taken some.
+        if !sink.room() && !*stop.borrow() {
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                _ = stop.changed() => {}
+            }
+            continue;
+        }
         let Some(mut t) = tailer.take() else { return };
         let s = sink.clone();
         let polled = tokio::task::spawn_blocking(move || {
-            t.poll(s.as_ref());
-            t
+            let more = t.poll(s.as_ref());
+            (t, more)
         })
         .await;
-        let Ok(mut t) = polled else { return };
+        let Ok((mut t, more)) = polled else { return };
         let stopping = *stop.borrow();
         if t.full() || last_push.elapsed() >= Duration::from_secs(1) || stopping {
             if let Some((batch, positions, forget)) = t.take()
@@ -505,6 +531,12 @@ pub async fn run(
         tailer = Some(t);
         if stopping {
             return;
+        }
+        // Catching up: read on at once while the buffer has room; otherwise wait (a full
+        // buffer drains as the aggregator acknowledges; the files keep the lines meanwhile).
+        if more && sink.room() {
+            tokio::task::yield_now().await;
+            continue;
         }
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}

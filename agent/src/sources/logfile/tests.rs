@@ -11,6 +11,10 @@ use super::*;
 #[derive(Default)]
 struct MemSink {
     positions: Mutex<HashMap<Vec<u8>, Vec<u8>>>,
+    /// Lines stored.
+    lines: std::sync::atomic::AtomicUsize,
+    /// Whether [`LogSink::room`] says no.
+    full: std::sync::atomic::AtomicBool,
 }
 
 impl MemSink {
@@ -32,13 +36,19 @@ impl LogSink for MemSink {
 
     fn store(
         &self,
-        _: Batch,
+        batch: Batch,
         positions: Vec<(Vec<u8>, Vec<u8>)>,
         forget: Vec<Vec<u8>>,
     ) -> crate::pipeline::logsink::BoxFuture<'_, Result<(), crate::pipeline::logsink::SinkError>>
     {
+        let n: usize = batch.logs.iter().map(|s| s.entries.len()).sum();
+        self.lines.fetch_add(n, Ordering::Relaxed);
         self.commit(positions, forget);
         Box::pin(async { Ok(()) })
+    }
+
+    fn room(&self) -> bool {
+        !self.full.load(Ordering::Relaxed)
     }
 }
 
@@ -195,4 +205,77 @@ fn globs_match_file_names() {
     assert!(wildcard("app-?.log", "app-1.log"));
     assert!(!wildcard("*.log", "app.log.1"));
     assert!(wildcard("*", ""));
+}
+
+/// Catching up on a long file holds one batch at a time, never the file: a poll stops once a
+/// batch is full and says more is waiting; polls that follow read the rest, every line once.
+#[test]
+fn a_long_file_is_read_a_batch_at_a_time() {
+    let d = tempfile::tempdir().expect("dir");
+    let sink = MemSink::default();
+    let mut cfg = source(d.path(), false);
+    cfg.max_line_bytes = 1024;
+    let mut t = Tailer::new(cfg, Arc::new(LogStats::default()));
+    let lines = 30_000;
+    let text: String = (0..lines)
+        .map(|i| format!("line {i:06} {}\n", "x".repeat(80)))
+        .collect();
+    append(&d.path().join("big.log"), &text);
+    let mut seen = Vec::new();
+    let mut polls = 0;
+    loop {
+        let more = t.poll(&sink);
+        assert!(
+            t.out.bytes() <= crate::sources::logbatch::BATCH_BYTES + READ_CHUNK,
+            "a poll held {} bytes",
+            t.out.bytes()
+        );
+        if let Some((batch, positions, forget)) = t.take() {
+            sink.commit(positions, forget);
+            seen.extend(
+                batch
+                    .logs
+                    .into_iter()
+                    .flat_map(|s| s.entries.into_iter().map(|e| e.line)),
+            );
+        }
+        polls += 1;
+        if !more {
+            break;
+        }
+    }
+    assert!(polls > 10, "{polls} polls for {} bytes", text.len());
+    assert_eq!(seen.len(), lines);
+    for (i, l) in seen.iter().enumerate() {
+        assert!(l.starts_with(&format!("line {i:06} ")), "{i}: {l}");
+    }
+}
+
+/// A source that can wait reads nothing while the buffer has no room, and goes on where it
+/// stopped once it has.
+#[tokio::test]
+async fn files_wait_while_the_buffer_has_no_room() {
+    let d = tempfile::tempdir().expect("dir");
+    let sink = Arc::new(MemSink::default());
+    sink.full.store(true, Ordering::Relaxed);
+    append(&d.path().join("a.log"), "");
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(run(
+        source(d.path(), false),
+        sink.clone(),
+        Arc::new(LogStats::default()),
+        rx,
+    ));
+    let text: String = (0..1000).map(|i| format!("l{i}\n")).collect();
+    append(&d.path().join("a.log"), &text);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(sink.lines.load(Ordering::Relaxed), 0, "read while full");
+    sink.full.store(false, Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sink.lines.load(Ordering::Relaxed) < 1000 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sink.lines.load(Ordering::Relaxed), 1000);
+    let _ = stop.send(true);
+    task.await.expect("join");
 }
