@@ -390,7 +390,6 @@ impl LogRunner {
         let (stop, rx) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
         if !cfg.is_empty() {
-            memory::tune_for_logs();
             let mut stopped = rx.clone();
             tasks.spawn(async move {
                 loop {
