@@ -157,13 +157,11 @@ pub struct LineCounts {
 }
 
 /// Adds one to `map[source][key]`, allocating only for a key or source not seen before.
-fn bump<K: Ord>(
+fn bump<K: Ord + std::borrow::Borrow<str>>(
     map: &Mutex<BTreeMap<String, BTreeMap<K, u64>>>,
     source: &str,
     key: impl std::borrow::Borrow<str> + Into<K> + Copy,
-) where
-    K: std::borrow::Borrow<str>,
-{
+) {
     let Ok(mut m) = map.lock() else {
         return;
     };
