@@ -724,35 +724,21 @@ fn collection(dir: &Path, tls: &Path, files: &Path, n: u64) -> anyhow::Result<()
 /// 2. Agent memory while 10 files grow at `rate` records/s in all.
 fn memory(dir: &Path, tls: &Path, n: u64, t0: i64, rate: u64, rss_secs: u64) -> anyhow::Result<()> {
     // 2. Agent memory while 10 files grow at `rate` records/s in all.
-    let live = dir.join("live");
-    std::fs::create_dir_all(&live)?;
     let agg = start_fresh_aggregator(tls, &dir.join("rss"))?;
-    certs_issue(tls, "bench-rss")?;
-    let cfg = dir.join("agent-rss.toml");
-    std::fs::write(&cfg, agent_config(&live, "beginning"))?;
-    let agent = start_agent_with_config(
-        tls,
-        "bench-rss",
-        agg.quic,
-        &dir.join("agent-rss"),
-        "10s",
-        Some(&cfg),
-    )?;
-    // The same, with the malloc setting the packaged unit gives the agent
-    // (packaging/systemd/telltale-agent.service), fed a copy of the files' lines.
-    let live_unit = dir.join("live-unit");
-    std::fs::create_dir_all(&live_unit)?;
-    certs_issue(tls, "bench-rss-unit")?;
-    let cfg_unit = dir.join("agent-rss-unit.toml");
-    std::fs::write(&cfg_unit, agent_config(&live_unit, "beginning"))?;
-    let agent_unit = start_agent_env(
-        tls,
-        "bench-rss-unit",
-        agg.quic,
-        &dir.join("agent-rss-unit"),
-        &cfg_unit,
-        &[("MALLOC_ARENA_MAX", "2")],
-    )?;
+    // Each agent tails its own copy of the files' lines.
+    let start = |name: &str, env: &[(&str, &str)]| -> anyhow::Result<(PathBuf, Proc)> {
+        let live = dir.join(format!("live-{name}"));
+        std::fs::create_dir_all(&live)?;
+        certs_issue(tls, name)?;
+        let cfg = dir.join(format!("{name}.toml"));
+        std::fs::write(&cfg, agent_config(&live, "beginning"))?;
+        let agent = start_agent_env(tls, name, agg.quic, &dir.join(name), &cfg, env)?;
+        Ok((live, agent))
+    };
+    let (live, agent) = start("bench-rss", &[])?;
+    // The same with the malloc setting the packaged unit gives the agent
+    // (packaging/systemd/telltale-agent.service).
+    let (live_unit, agent_unit) = start("bench-rss-unit", &[("MALLOC_ARENA_MAX", "2")])?;
     let mut outs_unit: Vec<std::fs::File> = FILES
         .iter()
         .map(|f| Ok(std::fs::File::create(live_unit.join(f))?))
