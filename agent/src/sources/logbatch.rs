@@ -12,8 +12,10 @@ use crate::pipeline::logsink::LogSink;
 /// A batch is worth pushing once it holds this many bytes of lines. Every copy of a batch on
 /// its way out (its entries, the encoded frame, sled's write, the shipper's read, QUIC's send
 /// buffer) is alive at once for a moment, so this bounds the agent's memory spikes: at 512
-/// KiB the logs benchmark measured peaks 6–8 MiB above the steady state; 128 KiB still makes
-/// a batch every 70 ms at 10 000 records/s, a rate the buffer and the link take easily.
+/// KiB the logs benchmark measured peaks 6–8 MiB above the steady state. 128 KiB makes a batch
+/// every 70 ms at 10 000 records/s, which cost the agent about a third more CPU there: sled
+/// rewrites a leaf holding several log batches as a blob file on every insert and removal
+/// (see the README's logs benchmark), so each batch pays for its neighbours.
 pub const BATCH_BYTES: usize = 128 * 1024;
 
 /// Lines by stream, in arrival order.
