@@ -5,9 +5,12 @@
 //! - tree `batches`: key = sequence (u64 big-endian, so iteration is oldest-first);
 //!   value = `samples: u32 BE` followed by one frame exactly as sent on the wire (see
 //!   `telltale_common::codec`: length, version, CRC-32, MessagePack `ClientMessage::Batch`).
-//! - tree `logs`: batches of log lines, keyed and framed like `batches`, under a cap of their
-//!   own (`[buffer] logs_max_bytes`): a flood of logs never evicts a metric batch, and
-//!   metric batches go first when a backlog drains (see [`logs`]).
+//! - tree `logs`: batches of log lines, keyed like `batches`, under a cap of their own
+//!   (`[buffer] logs_max_bytes`): a flood of logs never evicts a metric batch, and metric
+//!   batches go first when a backlog drains (see [`logs`]). The value is a marker naming
+//!   where the record (framed like `batches`' values) lies in a segment file under `logs/`
+//!   (see [`segments`]: sled rewrites large values badly); buffers written before segments
+//!   hold records inline, still read.
 //! - tree `positions`: where each log source has read to, written in the same transaction
 //!   as the batch that carries the lines.
 //! - tree `meta`: `next_seq` (u64 BE), `epoch` (u64 BE, random, made when the buffer is
@@ -43,6 +46,7 @@
 //! permission, a read-only disk) is returned and nothing is moved.
 
 mod logs;
+mod segments;
 
 pub use logs::DEFAULT_CAP as DEFAULT_LOG_CAP;
 
@@ -78,6 +82,14 @@ pub enum BufferError {
     /// A batch could not be encoded.
     #[error("cannot encode batch: {0}")]
     Encode(#[from] codec::CodecError),
+    /// A log segment file cannot be written or listed.
+    #[error("log segments in {dir}: {source}")]
+    Segments {
+        /// The segments' directory.
+        dir: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
     /// A single batch is larger than the whole cap.
     #[error("batch of {size} bytes is larger than the buffer cap of {cap} bytes")]
     TooLarge {
@@ -107,6 +119,7 @@ pub struct Buffer {
     meta: sled::Tree,
     logs: sled::Tree,
     positions: sled::Tree,
+    segments: segments::Segments,
     epoch: u64,
     cap: u64,
     log_cap: u64,
@@ -370,6 +383,12 @@ impl Buffer {
             .map_err(err)?
             .and_then(|v| be(&v))
             .unwrap_or(0);
+        let segments_dir = dir.join(segments::DIR);
+        let segments =
+            segments::Segments::open(&segments_dir).map_err(|source| BufferError::Segments {
+                dir: segments_dir.clone(),
+                source,
+            })?;
         let b = Buffer {
             dir: dir.to_path_buf(),
             db,
@@ -377,6 +396,7 @@ impl Buffer {
             meta,
             logs,
             positions,
+            segments,
             epoch,
             cap,
             log_cap: logs::DEFAULT_CAP.min(cap),
@@ -449,20 +469,30 @@ impl Buffer {
         }
     }
 
-    /// Verifies every record, removing the corrupt ones, and counts bytes.
+    /// Verifies every record, removing the corrupt ones, and counts bytes; then deletes the
+    /// log segment files no record is in.
     fn scan(&self) -> Result<(), BufferError> {
-        for (tree, bytes_at, count_at) in [
-            (&self.batches, &self.bytes, &self.count),
-            (&self.logs, &self.log_bytes, &self.log_count),
+        for (tree, bytes_at, count_at, logs) in [
+            (&self.batches, &self.bytes, &self.count, false),
+            (&self.logs, &self.log_bytes, &self.log_count, true),
         ] {
             let (mut bytes, mut count) = (0u64, 0u64);
             let mut bad = Vec::new();
             for kv in tree.iter() {
                 let (k, v) = kv.map_err(|e| self.err(e))?;
-                match check(&v) {
-                    Ok(_) => {
-                        bytes += v.len() as u64;
+                let checked = if logs {
+                    self.log_record(&v)
+                        .and_then(|r| check(&r).map(|_| r.len() as u64))
+                } else {
+                    check(&v).map(|_| v.len() as u64)
+                };
+                match checked {
+                    Ok(len) => {
+                        bytes += len;
                         count += 1;
+                        if let Some(Ok(place)) = segments::Place::decode(&v) {
+                            self.segments.adopt(&place);
+                        }
                     }
                     Err(e) => bad.push((k, e)),
                 }
@@ -474,6 +504,19 @@ impl Buffer {
             }
             bytes_at.store(bytes, Ordering::Relaxed);
             count_at.store(count, Ordering::Relaxed);
+        }
+        let swept = self
+            .segments
+            .sweep()
+            .map_err(|source| BufferError::Segments {
+                dir: self.dir.join(segments::DIR),
+                source,
+            })?;
+        if swept > 0 {
+            tracing::info!(
+                files = swept,
+                "log segment files no buffered batch is in were deleted"
+            );
         }
         Ok(())
     }
@@ -564,20 +607,33 @@ impl Buffer {
     /// Reads batch `seq`; a corrupt one is removed, counted and reported as absent.
     pub fn get(&self, seq: u64) -> Result<Option<Stored>, BufferError> {
         let key = seq.to_be_bytes();
-        let found = match self.batches.get(key).map_err(|e| self.err(e))? {
-            Some(v) => Some(v),
-            None => self.logs.get(key).map_err(|e| self.err(e))?,
+        let (record, log_value) = match self.batches.get(key).map_err(|e| self.err(e))? {
+            // Metric batches are kilobytes: the copy is cheap.
+            Some(v) => (Ok(v.to_vec()), None),
+            None => match self.logs.get(key).map_err(|e| self.err(e))? {
+                Some(v) => (self.log_record(&v), Some(v)),
+                None => return Ok(None),
+            },
         };
-        let Some(v) = found else {
-            return Ok(None);
-        };
-        match check(&v) {
+        let checked = record.and_then(|mut r| {
+            let (samples, _) = check(&r)?;
+            r.drain(..4);
+            Ok((samples, r))
+        });
+        match checked {
             Ok((samples, frame)) => Ok(Some(Stored {
                 seq,
                 samples,
-                frame: frame.to_vec(),
+                frame,
             })),
             Err(e) => {
+                // A log batch evicted (its segment deleted) while it was read is gone, not
+                // corrupt.
+                if let Some(v) = log_value
+                    && self.logs.get(key).map_err(|e| self.err(e))?.as_ref() != Some(&v)
+                {
+                    return Ok(None);
+                }
                 tracing::error!(sequence = seq, error = %e, "corrupt buffered batch skipped");
                 self.remove(seq)?;
                 self.count_drop(true);
@@ -619,8 +675,7 @@ impl Buffer {
             self.bytes.fetch_sub(v.len() as u64, Ordering::Relaxed);
             self.count.fetch_sub(1, Ordering::Relaxed);
         } else if let Some(v) = self.logs.remove(key).map_err(|e| self.err(e))? {
-            self.log_bytes.fetch_sub(v.len() as u64, Ordering::Relaxed);
-            self.log_count.fetch_sub(1, Ordering::Relaxed);
+            self.forget_log(&v);
         }
         Ok(())
     }

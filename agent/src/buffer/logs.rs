@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use sled::Transactional;
 use telltale_common::wire::Batch;
 
+use super::segments::Place;
 use super::{Buffer, BufferError, be};
 
 /// The log batches' byte cap unless `[buffer] logs_max_bytes` says otherwise.
@@ -45,8 +46,7 @@ impl Buffer {
         while self.log_bytes.load(Ordering::Relaxed) + size > self.log_cap {
             match self.logs.pop_min().map_err(|e| self.err(e))? {
                 Some((k, v)) => {
-                    self.log_bytes.fetch_sub(v.len() as u64, Ordering::Relaxed);
-                    self.log_count.fetch_sub(1, Ordering::Relaxed);
+                    self.forget_log(&v);
                     self.count_drop(false);
                     tracing::warn!(
                         sequence = be(&k).unwrap_or(0),
@@ -57,9 +57,19 @@ impl Buffer {
             }
         }
         let key = seq.to_be_bytes();
-        (&self.logs, &self.positions)
+        // The record first, durably; then sled's marker and the positions (segments.rs).
+        let place = self
+            .segments
+            .append(&value)
+            .map_err(|source| BufferError::Segments {
+                dir: self.dir.join(super::segments::DIR),
+                source,
+            })?;
+        drop(value);
+        let marker = place.encode();
+        let stored = (&self.logs, &self.positions)
             .transaction(|(logs, pos)| {
-                logs.insert(&key[..], value.as_slice())?;
+                logs.insert(&key[..], &marker[..])?;
                 for (k, v) in positions {
                     pos.insert(k.as_slice(), v.as_slice())?;
                 }
@@ -70,7 +80,11 @@ impl Buffer {
                 sled::transaction::TransactionError::Abort(()) => {
                     self.err(sled::Error::Unsupported("transaction aborted".into()))
                 }
-            })?;
+            });
+        if let Err(e) = stored {
+            self.segments.release(&place);
+            return Err(e);
+        }
         self.log_bytes.fetch_add(size, Ordering::Relaxed);
         self.log_count.fetch_add(1, Ordering::Relaxed);
         self.made_durable(seq)?;
@@ -123,6 +137,33 @@ impl Buffer {
             .get(key)
             .map_err(|e| self.err(e))?
             .map(|v| v.to_vec()))
+    }
+
+    /// The record a `logs` tree value holds inline or names in a segment.
+    pub(super) fn log_record(&self, value: &[u8]) -> Result<Vec<u8>, String> {
+        match Place::decode(value) {
+            None => Ok(value.to_vec()),
+            Some(Err(e)) => Err(e),
+            Some(Ok(place)) => self.segments.read(&place).map_err(|e| {
+                format!(
+                    "log batch record at {}+{} of segment {:016x}: {e}",
+                    place.offset, place.len, place.segment
+                )
+            }),
+        }
+    }
+
+    /// Uncounts a `logs` tree value just removed and lets its segment record go.
+    pub(super) fn forget_log(&self, value: &[u8]) {
+        let len = match Place::decode(value) {
+            Some(Ok(place)) => {
+                self.segments.release(&place);
+                u64::from(place.len)
+            }
+            _ => value.len() as u64,
+        };
+        self.log_bytes.fetch_sub(len, Ordering::Relaxed);
+        self.log_count.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Bytes of log batches held.
@@ -208,5 +249,130 @@ mod tests {
         let held = b.len();
         b.remove(seqs[19]).expect("remove");
         assert_eq!(b.len(), held - 1);
+    }
+
+    fn disk_bytes(dir: &std::path::Path) -> u64 {
+        std::fs::read_dir(dir.join(super::super::segments::DIR))
+            .expect("segments dir")
+            .map(|e| e.expect("entry").metadata().expect("meta").len())
+            .sum()
+    }
+
+    /// Log batches lie in segment files (sled holds markers); the disk holds about the cap,
+    /// not every batch ever pushed, while batches are evicted and acknowledged out of order.
+    #[tokio::test]
+    async fn log_batches_live_in_segments_and_the_disk_follows_the_cap() {
+        use super::super::segments::{MARKER_LEN, SEGMENT_BYTES};
+        let d = tempfile::tempdir().expect("dir");
+        let cap = 2u64 << 20;
+        let b = Buffer::open(d.path(), 64 << 20)
+            .expect("open")
+            .with_log_cap(cap);
+        // Live records span at most the cap over the share kept (2/3 here), plus a partly
+        // dead segment at each end.
+        let bound = cap * 3 / 2 + 2 * SEGMENT_BYTES;
+        let mut held = Vec::new();
+        for i in 0u64..150 {
+            let pos = vec![(b"file:a".to_vec(), i.to_be_bytes().to_vec())];
+            let seq = b.push_logs(log_batch(3000), &pos).await.expect("push");
+            held.push(seq);
+            // Acknowledge every third batch at once, as a healthy link would.
+            if i % 3 == 0 {
+                b.remove(seq).expect("ack");
+            }
+            assert!(b.log_bytes() <= cap);
+            let disk = disk_bytes(d.path());
+            assert!(
+                disk <= bound,
+                "segments hold {disk} bytes for a cap of {cap}"
+            );
+        }
+        let newest = b.logs.last().expect("last").expect("held").1;
+        let segment = Place::decode(&newest)
+            .expect("marker")
+            .expect("valid")
+            .segment;
+        assert!(
+            segment * SEGMENT_BYTES > 3 * bound,
+            "the test writes far more than the bound ({segment} segments)"
+        );
+        for kv in b.logs.iter() {
+            let (_, v) = kv.expect("kv");
+            assert_eq!(v.len(), MARKER_LEN, "sled holds a marker, not the record");
+        }
+        let last = *held.last().expect("pushed");
+        let stored = b.get(last).expect("get").expect("held");
+        assert!(stored.frame.len() > 30_000);
+        // Everything acknowledged: only the segment being written is left.
+        while let Some(s) = b.next_log_from(0, |_| false).expect("next") {
+            b.remove(s).expect("ack");
+        }
+        assert_eq!(b.log_bytes(), 0);
+        assert_eq!(b.segments.files(), 1);
+        b.close().expect("close");
+        drop(b);
+        // Reopened with nothing held: the sweep deletes that one too.
+        let b = Buffer::open(d.path(), 64 << 20).expect("reopen");
+        assert_eq!(b.segments.files(), 0);
+        assert_eq!(b.corrupt(), 0);
+    }
+
+    /// Records held inline by buffers written before segments are still sent; damaged or
+    /// missing segment records are counted and skipped; stray files are deleted at open.
+    #[tokio::test]
+    async fn inline_records_still_read_and_damaged_segments_are_counted() {
+        let d = tempfile::tempdir().expect("dir");
+        let (inline, damaged, missing, good);
+        {
+            let b = Buffer::open(d.path(), 64 << 20).expect("open");
+            damaged = b.push_logs(log_batch(50), &[]).await.expect("push");
+            good = b.push_logs(log_batch(50), &[]).await.expect("push");
+            // An inline record as an older agent wrote it: the record itself as the value.
+            let (seq, record) = b.sequence_and_frame(log_batch(20)).expect("frame");
+            b.logs.insert(seq.to_be_bytes(), record).expect("insert");
+            inline = seq;
+            // A marker whose segment file is gone.
+            missing = b.push_logs(log_batch(5), &[]).await.expect("push");
+            let place = Place {
+                segment: 999,
+                offset: 0,
+                len: 100,
+            };
+            b.logs
+                .insert(missing.to_be_bytes(), &place.encode()[..])
+                .expect("insert");
+            b.close().expect("close");
+        }
+        // Flip a byte inside the first record's payload, on disk.
+        let seg_dir = d.path().join(super::super::segments::DIR);
+        let seg = std::fs::read_dir(&seg_dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").path())
+            .min()
+            .expect("a segment");
+        let mut bytes = std::fs::read(&seg).expect("read");
+        bytes[200] ^= 0x40;
+        std::fs::write(&seg, bytes).expect("write");
+        std::fs::write(seg_dir.join("00000000000000ff.seg"), b"orphan").expect("orphan");
+        let b = Buffer::open(d.path(), 64 << 20).expect("reopen");
+        assert_eq!(b.corrupt(), 2, "the damaged and the missing record");
+        assert!(b.get(damaged).expect("get").is_none());
+        assert!(b.get(missing).expect("get").is_none());
+        assert!(b.get(good).expect("get").is_some());
+        let old = b.get(inline).expect("get").expect("inline record read");
+        assert!(old.frame.len() > 2000);
+        assert!(
+            !seg_dir.join("00000000000000ff.seg").exists(),
+            "orphan swept"
+        );
+        assert_eq!(b.len(), 2);
+        b.remove(inline).expect("remove");
+        b.remove(good).expect("remove");
+        assert_eq!(b.log_bytes(), 0);
+        // New segments are numbered past every file seen, the orphan's too.
+        let next = b.push_logs(log_batch(1), &[]).await.expect("push");
+        let v = b.logs.get(next.to_be_bytes()).expect("get").expect("held");
+        let place = Place::decode(&v).expect("marker").expect("valid");
+        assert!(place.segment > 0xff);
     }
 }
