@@ -671,7 +671,13 @@ fn collection(dir: &Path, tls: &Path, files: &Path, n: u64) -> anyhow::Result<()
         Some(&cfg),
     )?;
     let pid = agent.child.id();
+    // The agent's buffer on disk while it catches up (sled and the log segments).
+    let (buffer_dir, mut buffer_peak, mut polls) = (dir.join("agent-tail"), 0u64, 0u64);
     let agent_secs = until(Duration::from_secs(3600), || {
+        polls += 1;
+        if polls % 5 == 0 {
+            buffer_peak = buffer_peak.max(dir_bytes(&buffer_dir));
+        }
         stored(&agg, "bench-tail") >= n
     })?;
     let (agent_cpu, agent_hwm, _) = proc_usage(pid)?;
@@ -717,6 +723,10 @@ fn collection(dir: &Path, tls: &Path, files: &Path, n: u64) -> anyhow::Result<()
     println!(
         "| **ratio agent / rsyslog** | | **{:.2}** | | |\n",
         agent_cpu / rs_cpu
+    );
+    println!(
+        "Agent data directory (buffer) at its largest, sampled every second: {:.1} MiB\n",
+        mib(buffer_peak)
     );
     Ok(())
 }
