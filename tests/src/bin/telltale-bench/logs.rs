@@ -2,7 +2,8 @@
 //! [--skip collection,memory,store]`:
 //! the logs path next to its peers, on one seeded, realistic mix of records — nginx access
 //! lines (40 %), JSON application lines with trace ids (35 %), syslog lines (22 %) and Java
-//! stack traces spanning 6–16 lines (3 %) — over 24 hours, from 10 hosts.
+//! stack traces spanning 6–16 lines (3 %) — over 24 hours, from 10 hosts, stamped in
+//! nanoseconds with jitter, following a diurnal swing with bursts (see [`time_in_day`]).
 //!
 //! 1. **Collection**: `telltale-agent` tails the mix from 10 files (JSON parsed, stack traces
 //!    joined by a start regex, levels detected, shipped over QUIC and acknowledged), next to
@@ -90,6 +91,55 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// Minutes of the day as `(share of the records, share before it)`: a diurnal swing (0.4× at
+/// night to 1.6× at noon) and bursts (3 % of minutes at 4–16×), seeded.
+fn minute_shares() -> &'static [(f64, f64)] {
+    static SHARES: std::sync::OnceLock<Vec<(f64, f64)>> = std::sync::OnceLock::new();
+    SHARES.get_or_init(|| {
+        let weights: Vec<f64> = (0..1440u64)
+            .map(|m| {
+                let day = (std::f64::consts::PI * m as f64 / 1440.0).sin();
+                let h = mix(m ^ 0xb1257);
+                let burst = if h % 100 < 3 {
+                    4.0 + (h >> 8) as f64 % 13.0
+                } else {
+                    1.0
+                };
+                (0.4 + 1.2 * day * day) * burst
+            })
+            .collect();
+        let total: f64 = weights.iter().sum();
+        let mut before = 0.0;
+        weights
+            .into_iter()
+            .map(|w| {
+                let share = w / total;
+                before += share;
+                (share, before - share)
+            })
+            .collect()
+    })
+}
+
+/// Nanoseconds into the day of record `i` of `n`: records follow [`minute_shares`], evenly
+/// within a minute, each moved later by up to a quarter of the smaller of its own and the
+/// next minute's spacing (`jitter` of 2^30: a random draw) — real senders stamp in
+/// nanoseconds and burst; the order of records is kept.
+fn time_in_day(i: u64, n: u64, jitter: u64) -> i64 {
+    let shares = minute_shares();
+    let u = i as f64 / n.max(1) as f64;
+    let m = shares
+        .partition_point(|&(_, before)| before <= u)
+        .saturating_sub(1);
+    let (share, before) = shares[m];
+    let minute_ns = 60_000_000_000f64;
+    let base = (m as f64 + ((u - before) / share).clamp(0.0, 1.0)) * minute_ns;
+    let next = shares.get(m + 1).map_or(share, |&(s, _)| s);
+    let spacing = minute_ns / (share.max(next) * n.max(1) as f64);
+    let jitter = (jitter as f64 / (1u64 << 30) as f64) * spacing / 4.0;
+    (base + jitter) as i64
+}
+
 /// Record `i` of `n` (deterministic: every phase regenerates the same records).
 fn record(i: u64, n: u64, t0: i64) -> Record {
     let mut s = mix(i ^ 0x7e11_7a1e);
@@ -97,7 +147,7 @@ fn record(i: u64, n: u64, t0: i64) -> Record {
         s = mix(s);
         s % m
     };
-    let t_ns = t0 + (i as i128 * DAY_NS as i128 / n.max(1) as i128) as i64;
+    let t_ns = t0 + time_in_day(i, n, r(1 << 30));
     let needle = i % (n / NEEDLES).max(1) == 7 && i / (n / NEEDLES).max(1) < NEEDLES;
     let p = r(100);
     let kind = if needle {
@@ -1111,5 +1161,31 @@ impl ClickHouse {
         let du = dir_bytes(&self.data.join("data/default/logs"));
         anyhow::ensure!(v > 0 && du >= v / 2, "odd sizes: parts {v}, directory {du}");
         Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_times_keep_their_order_jitter_and_burst() {
+        let n = 200_000;
+        let times: Vec<i64> = (0..n).map(|i| record(i, n, 0).t_ns).collect();
+        assert!(times.windows(2).all(|w| w[0] < w[1]), "order kept");
+        assert!(times[0] >= 0 && times[n as usize - 1] < DAY_NS);
+        let mut per_minute = vec![0u64; 1440];
+        for t in &times {
+            per_minute[(t / 60_000_000_000) as usize] += 1;
+        }
+        let mut sorted = per_minute.clone();
+        sorted.sort_unstable();
+        assert!(sorted[1439] > 4 * sorted[720], "bursts: {sorted:?}");
+        // Spacing is not one constant: deltas of deltas are rarely zero.
+        let flat = times
+            .windows(3)
+            .filter(|w| w[2] - w[1] == w[1] - w[0])
+            .count();
+        assert!(flat < times.len() / 20, "{flat} evenly spaced triples");
     }
 }
