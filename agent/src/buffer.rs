@@ -469,6 +469,20 @@ impl Buffer {
         }
     }
 
+    /// The record a `logs` tree value holds inline or names in a segment.
+    fn log_record(&self, value: &[u8]) -> Result<Vec<u8>, String> {
+        match segments::Place::decode(value) {
+            None => Ok(value.to_vec()),
+            Some(Err(e)) => Err(e),
+            Some(Ok(place)) => self.segments.read(&place).map_err(|e| {
+                format!(
+                    "log batch record at {}+{} of segment {:016x}: {e}",
+                    place.offset, place.len, place.segment
+                )
+            }),
+        }
+    }
+
     /// Verifies every record, removing the corrupt ones, and counts bytes; then deletes the
     /// log segment files no record is in.
     fn scan(&self) -> Result<(), BufferError> {

@@ -2,6 +2,7 @@
 //! Every command-line flag overrides the matching key.
 
 pub mod logs;
+pub mod otlp;
 pub mod sources;
 
 use std::collections::BTreeMap;
@@ -64,6 +65,8 @@ pub struct FileConfig {
     /// Log sources (`[[log]]`); none by default.
     #[serde(default)]
     pub log: Vec<logs::LogSection>,
+    /// The OTLP receiver; off by default.
+    pub otlp: Option<otlp::OtlpSection>,
 }
 
 /// `[collectors]`
@@ -136,6 +139,8 @@ pub struct Config {
     pub buffer_logs_max_bytes: u64,
     /// Log sources.
     pub logs: logs::LogSources,
+    /// The OTLP receiver, when enabled.
+    pub otlp: Option<crate::sources::otlp::OtlpConfig>,
     /// In-flight limit.
     pub max_in_flight: usize,
     /// Optional collectors switched on.
@@ -242,6 +247,7 @@ impl Config {
             ));
         }
         let logs = logs::validate(src, &file.log)?;
+        let otlp = otlp::validate(src, file.otlp)?;
         if max_bytes < 1 << 20 {
             return Err(ConfigError::invalid(
                 src,
@@ -326,6 +332,7 @@ impl Config {
             buffer_max_bytes: max_bytes,
             buffer_logs_max_bytes: logs_max_bytes,
             logs,
+            otlp,
             max_in_flight,
             optional: crate::sources::host::Optional {
                 tcpstat: collectors.tcpstat.unwrap_or(false),
@@ -454,6 +461,18 @@ command = ["/bin/true"]
     }
 
     #[test]
+    fn the_otlp_receiver_runs_only_when_enabled() {
+        assert!(load_text("name = \"a\"\n").unwrap().otlp.is_none());
+        assert!(load_text("name = \"a\"\n[otlp]\n").unwrap().otlp.is_none());
+        let o = load_text("name = \"a\"\n[otlp]\nenabled = true\n")
+            .unwrap()
+            .otlp
+            .expect("enabled");
+        assert_eq!(o.http_listen.to_string(), "127.0.0.1:4318");
+        assert_eq!(o.max_series, 10_000);
+    }
+
+    #[test]
     fn every_source_and_pipeline_section_parses() {
         let c = load_text(FULL).unwrap();
         let s = &c.sources;
@@ -539,6 +558,15 @@ command = ["/bin/true"]
                 "[[scrape]]\njob = \"a\"\ntargets = []\ninterval = \"10ms\"\n",
                 "scrape[0].interval",
             ),
+            (
+                "[otlp]\nenabled = true\nhttp_listen = \"4318\"\n",
+                "otlp.http_listen",
+            ),
+            (
+                "[otlp]\nenabled = true\nmax_series = 0\n",
+                "otlp.max_series",
+            ),
+            ("[otlp]\ngrpc_listen = \"127.0.0.1:4317\"\n", "grpc_listen"),
         ] {
             let e = load_text(&format!("name = \"a\"\n{edit}"))
                 .unwrap_err()

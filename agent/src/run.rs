@@ -677,6 +677,13 @@ impl Sources {
         for c in &cfg.sources.checks {
             tasks.spawn(crate::sources::checks::run(c.clone(), tx.clone()));
         }
+        if let Some(o) = &cfg.otlp {
+            tasks.spawn(crate::sources::otlp::run(
+                o.clone(),
+                cfg.interval,
+                tx.clone(),
+            ));
+        }
         if let Some((dir, rules, limits)) = &cfg.sources.textfile {
             tasks.spawn(textfile_loop(
                 dir.clone(),

@@ -26,6 +26,7 @@ pub mod logbatch;
 pub mod logfile;
 pub mod logparse;
 pub mod loki;
+pub mod otlp;
 pub mod scrape;
 pub mod statsd;
 pub mod syslog;

@@ -24,9 +24,11 @@ pub mod logging;
 pub mod lokipush;
 pub mod model;
 pub mod names;
+pub mod otlp;
 pub mod session;
 pub mod store;
 pub mod tls;
+pub mod trace;
 pub mod wire;
 
 /// The ALPN protocol identifier both ends of the QUIC connection require.

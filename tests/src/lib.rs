@@ -356,6 +356,14 @@ pub fn metric(http: SocketAddr, name: &str) -> anyhow::Result<f64> {
         .with_context(|| format!("{name} not in /metrics"))
 }
 
+/// A TCP port on 127.0.0.1 that was free a moment ago (for a listener to bind next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
 /// A UDP port on 127.0.0.1 that was free a moment ago (for a peer to bind next).
 pub fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")

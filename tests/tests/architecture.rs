@@ -133,10 +133,12 @@ const COMMON: &[(&str, &[&str])] = &[
     ("lokipush", &["model", "wire"]),
     ("model", &[]),
     ("names", &[]),
+    ("otlp", &["trace"]),
     // The protocol's state machines: frames and messages only, no I/O.
     ("session", &["codec", "model", "wire"]),
     ("store", &["model"]),
     ("tls", &[]),
+    ("trace", &[]),
     ("wire", &["model", "codec"]),
 ];
 

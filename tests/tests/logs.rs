@@ -633,12 +633,6 @@ fn a_log_flood_during_an_aggregator_outage_never_costs_a_metric_interval() {
     );
 }
 
-/// A TCP/UDP port on loopback that was free a moment ago.
-fn free_port() -> u16 {
-    let t = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    t.local_addr().unwrap().port()
-}
-
 /// Starts agent `name` (certificate issued here) with `config` as its agent.toml, and waits
 /// until its log says `started`.
 fn log_agent(

@@ -25,14 +25,6 @@ impl Drop for Kill {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// An HTTPS server (Python's http.server behind ssl) answering `GET /health` with "healthy".
 fn https_server(tls: &Path, dir: &Path) -> (Kill, u16) {
     let port = free_port();

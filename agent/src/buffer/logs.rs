@@ -139,20 +139,6 @@ impl Buffer {
             .map(|v| v.to_vec()))
     }
 
-    /// The record a `logs` tree value holds inline or names in a segment.
-    pub(super) fn log_record(&self, value: &[u8]) -> Result<Vec<u8>, String> {
-        match Place::decode(value) {
-            None => Ok(value.to_vec()),
-            Some(Err(e)) => Err(e),
-            Some(Ok(place)) => self.segments.read(&place).map_err(|e| {
-                format!(
-                    "log batch record at {}+{} of segment {:016x}: {e}",
-                    place.offset, place.len, place.segment
-                )
-            }),
-        }
-    }
-
     /// Uncounts a `logs` tree value just removed and lets its segment record go.
     pub(super) fn forget_log(&self, value: &[u8]) {
         let len = match Place::decode(value) {

@@ -1,0 +1,274 @@
+//! The OTLP receiver (`[otlp]`, off by default): OTLP/HTTP on `http_listen` (default
+//! `127.0.0.1:4318`, where OpenTelemetry SDKs send by default), `POST /v1/traces` with a
+//! protobuf or JSON body, plain or gzip. Every span that decodes is counted into the RED
+//! metrics of [`red`] (before any sampling could drop it), which go out with the agent's
+//! other series every interval.
+//!
+//! Spans themselves are not shipped yet: the trace store on the aggregator is the next part
+//! of this work. The answer says so in OTLP's own way — a partial success with
+//! `rejected_spans` = the spans that were invalid and an `error_message` naming the RED
+//! metrics as what was kept — so nobody mistakes a 200 for stored spans.
+//!
+//! Answers: 200 with an `ExportTraceServiceResponse`; 400 with a `google.rpc.Status` naming
+//! what is wrong (malformed body); 413 over [`otlp::MAX_BODY_BYTES`] (decompressed); 415 for
+//! other content types or encodings; 404 for other paths. The receiver's own counters are
+//! `telltale_agent_otlp_*`.
+
+pub mod red;
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use telltale_common::model::{Labels, Sample, SeriesSamples, now_ms};
+use telltale_common::otlp::{self, Format};
+use tokio::sync::mpsc;
+
+use crate::pipeline::SourceBatch;
+
+/// A validated `[otlp]` section.
+#[derive(Debug, Clone)]
+pub struct OtlpConfig {
+    /// Where OTLP/HTTP is served.
+    pub http_listen: SocketAddr,
+    /// Most RED label sets (service, span name, kind, status).
+    pub max_series: usize,
+}
+
+/// The receiver's counters.
+#[derive(Debug, Default)]
+pub struct OtlpStats {
+    /// Requests answered 200.
+    pub requests: AtomicU64,
+    /// Requests refused whole (malformed, too large, unsupported type or encoding).
+    pub refused: AtomicU64,
+    /// Spans counted into the RED metrics.
+    pub spans: AtomicU64,
+    /// Spans rejected (invalid ids or times).
+    pub rejected: AtomicU64,
+}
+
+/// What the HTTP side and the flush loop share.
+struct Shared {
+    red: Mutex<red::Red>,
+    stats: OtlpStats,
+}
+
+type Body = http_body_util::Full<hyper::body::Bytes>;
+
+fn answer(status: StatusCode, format: Format, body: Vec<u8>) -> Response<Body> {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = status;
+    if let Ok(v) = hyper::header::HeaderValue::from_str(format.content_type()) {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+/// A refusal: the status and a `google.rpc.Status` with the gRPC code that matches it.
+fn refuse(sh: &Shared, status: StatusCode, format: Format, message: &str) -> Response<Body> {
+    sh.stats.refused.fetch_add(1, Ordering::Relaxed);
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => 8, // RESOURCE_EXHAUSTED
+        StatusCode::NOT_FOUND => 12,        // UNIMPLEMENTED
+        _ => 3,                             // INVALID_ARGUMENT
+    };
+    answer(status, format, otlp::encode_status(format, code, message))
+}
+
+/// Inflates a gzip body, refusing more than [`otlp::MAX_BODY_BYTES`].
+fn gunzip(body: &[u8]) -> Result<Vec<u8>, (StatusCode, String)> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .take(otlp::MAX_BODY_BYTES as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("gzip body: {e}")))?;
+    if out.len() > otlp::MAX_BODY_BYTES {
+        return Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "body larger than {} bytes decompressed",
+                otlp::MAX_BODY_BYTES
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    let header = |name| {
+        req.headers()
+            .get(name)
+            .and_then(|v: &hyper::header::HeaderValue| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let content_type = header(hyper::header::CONTENT_TYPE);
+    let format = Format::from_content_type(&content_type);
+    let reply_format = format.unwrap_or(Format::Protobuf);
+    match (req.method().as_str(), req.uri().path()) {
+        ("POST", "/v1/traces") => {}
+        (_, path) => {
+            return refuse(
+                &sh,
+                StatusCode::NOT_FOUND,
+                reply_format,
+                &format!("{path}: this agent's OTLP receiver takes POST /v1/traces"),
+            );
+        }
+    }
+    let Some(format) = format else {
+        return refuse(
+            &sh,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            reply_format,
+            &format!(
+                "Content-Type {content_type:?}: send application/x-protobuf or application/json"
+            ),
+        );
+    };
+    let encoding = header(hyper::header::CONTENT_ENCODING);
+    if !matches!(encoding.as_str(), "" | "identity" | "gzip") {
+        return refuse(
+            &sh,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format,
+            &format!("Content-Encoding {encoding:?}: send gzip or no encoding"),
+        );
+    }
+    let body = match http_body_util::Limited::new(req.into_body(), otlp::MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return refuse(&sh, StatusCode::PAYLOAD_TOO_LARGE, format, &e.to_string()),
+    };
+    let inflated;
+    let body: &[u8] = if encoding == "gzip" {
+        match gunzip(&body) {
+            Ok(b) => {
+                inflated = b;
+                &inflated
+            }
+            Err((status, m)) => return refuse(&sh, status, format, &m),
+        }
+    } else {
+        &body
+    };
+    let decoded = match otlp::decode_traces(body, format) {
+        Ok(d) => d,
+        Err(e) => return refuse(&sh, StatusCode::BAD_REQUEST, format, &e.to_string()),
+    };
+    if let Ok(mut red) = sh.red.lock() {
+        for s in &decoded.spans {
+            red.observe(s);
+        }
+    }
+    let st = &sh.stats;
+    st.requests.fetch_add(1, Ordering::Relaxed);
+    st.spans
+        .fetch_add(decoded.spans.len() as u64, Ordering::Relaxed);
+    st.rejected.fetch_add(decoded.rejected, Ordering::Relaxed);
+    let mut message = decoded.reason.unwrap_or_default();
+    if !decoded.spans.is_empty() {
+        if !message.is_empty() {
+            message.push_str("; ");
+        }
+        message.push_str(
+            "spans were counted into RED metrics (traces_spanmetrics_*); this agent does not ship spans yet",
+        );
+    }
+    answer(
+        StatusCode::OK,
+        format,
+        otlp::encode_response(format, decoded.rejected, &message),
+    )
+}
+
+/// The receiver's own counters as series.
+fn own_series(st: &OtlpStats, overflowed: u64, red_series: usize, t: i64) -> Vec<SeriesSamples> {
+    let one = |name: &str, v: f64| SeriesSamples {
+        labels: Labels::from_pairs([("__name__", name)]),
+        samples: vec![Sample(t, v)],
+    };
+    let n = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+    vec![
+        one("telltale_agent_otlp_requests_total", n(&st.requests)),
+        one("telltale_agent_otlp_requests_refused_total", n(&st.refused)),
+        one("telltale_agent_otlp_spans_total", n(&st.spans)),
+        one("telltale_agent_otlp_spans_rejected_total", n(&st.rejected)),
+        one(
+            "telltale_agent_otlp_red_overflow_spans_total",
+            overflowed as f64,
+        ),
+        one("telltale_agent_otlp_red_series", red_series as f64),
+    ]
+}
+
+/// Serves OTLP/HTTP and sends the RED metrics every `interval` until the task is stopped.
+/// A port that cannot be bound is logged and the agent runs on without the receiver.
+pub async fn run(cfg: OtlpConfig, interval: Duration, tx: mpsc::Sender<SourceBatch>) {
+    let tcp = match tokio::net::TcpListener::bind(cfg.http_listen).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(listen = %cfg.http_listen, error = %e, "cannot listen for OTLP/HTTP; running without the OTLP receiver");
+            return;
+        }
+    };
+    tracing::info!(listen = %cfg.http_listen, "OTLP/HTTP receiver started");
+    let sh = Arc::new(Shared {
+        red: Mutex::new(red::Red::new(cfg.max_series)),
+        stats: OtlpStats::default(),
+    });
+    let source: Arc<str> = Arc::from("otlp");
+    let relabel: Arc<[crate::pipeline::relabel::Rule]> = Arc::from(Vec::new());
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            a = tcp.accept() => {
+                if let Ok((s, _)) = a && conns.len() < 256 {
+                    let sh = sh.clone();
+                    conns.spawn(async move {
+                        let svc = hyper::service::service_fn(move |req| {
+                            let sh = sh.clone();
+                            async move { Ok::<_, std::convert::Infallible>(handle(sh, req).await) }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(s), svc)
+                            .await;
+                    });
+                }
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = tick.tick() => {
+                let t = now_ms();
+                let mut series = match sh.red.lock() {
+                    Ok(red) => {
+                        let mut s = red.series(t);
+                        s.extend(own_series(&sh.stats, red.overflowed, red.series_count(), t));
+                        s
+                    }
+                    Err(_) => return,
+                };
+                series.retain(|s| !s.samples.is_empty());
+                let batch = SourceBatch {
+                    source: source.clone(),
+                    relabel: relabel.clone(),
+                    series,
+                    events: Vec::new(),
+                };
+                if tx.send(batch).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

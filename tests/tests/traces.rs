@@ -1,0 +1,315 @@
+//! Traces end to end: applications instrumented with the OpenTelemetry SDK send spans to the
+//! agent's OTLP receiver, and the RED metrics computed from them are queryable on the
+//! aggregator; hostile requests get OTLP's error answers and the receiver serves on.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use telltale_tests::*;
+
+/// The OpenTelemetry Python SDK and its OTLP/HTTP exporter, or a printed reason (a failure
+/// in CI, which installs them).
+fn have_otel_sdk() -> bool {
+    let have = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the OpenTelemetry SDK is not installed: .ci/run installs it"
+        );
+        eprintln!(
+            "skipped: python3 -m pip install opentelemetry-sdk opentelemetry-exporter-otlp-proto-http"
+        );
+    }
+    have
+}
+
+/// An agent with the OTLP receiver on a free port; returns it and the port.
+fn otlp_agent(
+    dir: &std::path::Path,
+    tls: &std::path::Path,
+    agg: &Aggregator,
+    name: &str,
+) -> (Proc, SocketAddr) {
+    certs_issue(tls, name).expect("certificate");
+    let port = free_port();
+    let cfg = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &cfg,
+        format!("[otlp]\nenabled = true\nhttp_listen = \"127.0.0.1:{port}\"\n"),
+    )
+    .expect("config");
+    let agent = start_agent_with_config(tls, name, agg.quic, &dir.join(name), "1s", Some(&cfg))
+        .expect("agent");
+    agent
+        .wait_log("OTLP/HTTP receiver started", Duration::from_secs(20))
+        .expect("the receiver starts");
+    (agent, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// One value of an instant query (its only series), or `None` while there is none.
+fn one(agg: &Aggregator, q: &str) -> Option<f64> {
+    let r = query(agg.http, q).ok()?;
+    r.first()?["value"][1].as_str()?.parse().ok()
+}
+
+/// Waits until the query's single value is `want` (the agent sends every second).
+fn eventually(agg: &Aggregator, q: &str, want: f64) {
+    let got = wait_for(Duration::from_secs(20), || {
+        one(agg, q).filter(|v| (v - want).abs() < 1e-9)
+    });
+    assert!(got.is_some(), "{q}: want {want}, last {:?}", one(agg, q));
+}
+
+/// Three services (frontend calls cart and payments; every fifth payment fails) traced with
+/// the OpenTelemetry Python SDK: the RED metrics on the aggregator are exactly what the
+/// spans say — calls, errors, buckets, sums — over protobuf and gzip-compressed protobuf.
+#[test]
+fn an_instrumented_app_gets_red_metrics_from_its_spans() {
+    if !have_otel_sdk() {
+        return;
+    }
+    let (dir, tls) = scratch_with_ca().expect("scratch");
+    let agg = start_fresh_aggregator(&tls, dir.path()).expect("aggregator");
+    let (_agent, addr) = otlp_agent(dir.path(), &tls, &agg, "otel-1");
+    let script = format!(
+        r#"
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.exporter.otlp.proto.http import Compression
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+import time
+
+def provider(name, compression):
+    p = TracerProvider(resource=Resource.create({{"service.name": name}}))
+    p.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(
+        endpoint="http://{addr}/v1/traces", compression=compression)))
+    return p
+
+providers = {{
+    "frontend": provider("frontend", Compression.NoCompression),
+    "cart": provider("cart", Compression.NoCompression),
+    "payments": provider("payments", Compression.Gzip),
+}}
+tr = {{n: p.get_tracer("shop") for n, p in providers.items()}}
+t0 = time.time_ns()
+for i in range(40):
+    base = t0 + i * 1_000_000_000
+    root = tr["frontend"].start_span("GET /checkout", kind=SpanKind.SERVER, start_time=base)
+    ctx = trace.set_span_in_context(root)
+    c = tr["cart"].start_span("cart.get", context=ctx, kind=SpanKind.SERVER, start_time=base + 1_000_000)
+    c.end(end_time=base + 4_000_000)
+    p = tr["payments"].start_span("charge", context=ctx, kind=SpanKind.SERVER, start_time=base + 5_000_000)
+    if i % 5 == 0:
+        p.set_status(Status(StatusCode.ERROR, "card declined"))
+    p.end(end_time=base + 105_000_000)
+    root.end(end_time=base + 300_000_000)
+for p in providers.values():
+    assert p.force_flush(10_000)
+    p.shutdown()
+"#
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("Failed to export"), "{stderr}");
+    let calls = |labels: &str| format!("traces_spanmetrics_calls_total{{{labels}}}");
+    eventually(
+        &agg,
+        &calls(
+            r#"service="frontend", span_name="GET /checkout", span_kind="SPAN_KIND_SERVER", status_code="STATUS_CODE_UNSET""#,
+        ),
+        40.0,
+    );
+    eventually(&agg, &calls(r#"service="cart""#), 40.0);
+    eventually(
+        &agg,
+        &calls(r#"service="payments", status_code="STATUS_CODE_ERROR""#),
+        8.0,
+    );
+    eventually(
+        &agg,
+        &calls(r#"service="payments", status_code="STATUS_CODE_UNSET""#),
+        32.0,
+    );
+    let bucket = |service: &str, le: &str| {
+        format!(r#"sum(traces_spanmetrics_latency_bucket{{service="{service}", le="{le}"}})"#)
+    };
+    // cart: 3 ms; payments: 100 ms; frontend: 300 ms.
+    eventually(&agg, &bucket("cart", "0.002"), 0.0);
+    eventually(&agg, &bucket("cart", "0.004"), 40.0);
+    eventually(&agg, &bucket("payments", "0.064"), 0.0);
+    eventually(&agg, &bucket("payments", "0.128"), 40.0);
+    eventually(&agg, &bucket("frontend", "0.256"), 0.0);
+    eventually(&agg, &bucket("frontend", "+Inf"), 40.0);
+    eventually(
+        &agg,
+        r#"traces_spanmetrics_latency_sum{service="frontend"}"#,
+        12.0,
+    );
+    eventually(
+        &agg,
+        r#"sum(traces_spanmetrics_latency_count{service="payments"})"#,
+        40.0,
+    );
+    // The error ratio a RED dashboard draws, and a quantile from the histogram.
+    eventually(
+        &agg,
+        r#"sum(traces_spanmetrics_calls_total{service="payments", status_code="STATUS_CODE_ERROR"}) / sum(traces_spanmetrics_calls_total{service="payments"})"#,
+        0.2,
+    );
+    let p50 = one(
+        &agg,
+        r#"histogram_quantile(0.5, sum by (le) (traces_spanmetrics_latency_bucket{service="frontend"}))"#,
+    )
+    .expect("a quantile");
+    assert!((0.256..=0.512).contains(&p50), "{p50}");
+    eventually(&agg, "telltale_agent_otlp_spans_total", 120.0);
+    eventually(&agg, "telltale_agent_otlp_spans_rejected_total", 0.0);
+}
+
+/// A POST as an HTTP/1.0 client sends it; returns the status, the headers and the body.
+fn post(addr: SocketAddr, path: &str, headers: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let _ = write!(
+        s,
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\n{headers}Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&raw[..end]).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status");
+    (status, head, raw[end + 4..].to_vec())
+}
+
+/// OTLP/JSON (as a collector or curl sends it) is accepted; malformed bodies, unknown
+/// content types and encodings, oversized bodies and bad spans get OTLP's answers with a
+/// message saying what is wrong, and the receiver goes on serving.
+#[test]
+fn otlp_json_and_hostile_requests_get_the_protocols_answers() {
+    let (dir, tls) = scratch_with_ca().expect("scratch");
+    let agg = start_fresh_aggregator(&tls, dir.path()).expect("aggregator");
+    let (_agent, addr) = otlp_agent(dir.path(), &tls, &agg, "otel-2");
+    let json = |trace_id: &str| {
+        format!(
+            r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"api"}}}}]}},
+            "scopeSpans":[{{"spans":[{{"traceId":"{trace_id}","spanId":"00f067aa0ba902b7",
+            "name":"GET /users","kind":2,"startTimeUnixNano":"1700000000000000000",
+            "endTimeUnixNano":"1700000000020000000","status":{{"code":2}}}}]}}]}}]}}"#
+        )
+    };
+    let ct_json = "Content-Type: application/json\r\n";
+    let (status, head, body) = post(
+        addr,
+        "/v1/traces",
+        ct_json,
+        json("4bf92f3577b34da6a3ce929d0e0e4736").as_bytes(),
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(head.contains("application/json"), "{head}");
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON answer");
+    assert_eq!(v["partialSuccess"]["rejectedSpans"], "0");
+    assert!(
+        v["partialSuccess"]["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("does not ship spans yet")),
+        "{v}"
+    );
+    // A span with a bad trace id is rejected alone, and the answer says which and why.
+    let (status, _, body) = post(addr, "/v1/traces", ct_json, json("4bf92f").as_bytes());
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON answer");
+    assert_eq!(v["partialSuccess"]["rejectedSpans"], "1", "{v}");
+    assert!(
+        v["partialSuccess"]["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("trace id of 3 bytes")),
+        "{v}"
+    );
+    // Malformed protobuf: 400 with a google.rpc.Status naming the problem.
+    let (status, head, body) = post(
+        addr,
+        "/v1/traces",
+        "Content-Type: application/x-protobuf\r\n",
+        &[0x0a, 0xff, 0xff, 0xff, 0x0f, 1, 2],
+    );
+    assert_eq!(status, 400);
+    assert!(head.contains("application/x-protobuf"), "{head}");
+    assert!(
+        String::from_utf8_lossy(&body).contains("malformed OTLP protobuf body"),
+        "{body:?}"
+    );
+    let (status, _, body) = post(addr, "/v1/traces", ct_json, b"{\"resourceSpans\": [");
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("malformed OTLP JSON body"));
+    let (status, _, _) = post(addr, "/v1/traces", "Content-Type: text/plain\r\n", b"hi");
+    assert_eq!(status, 415);
+    let (status, _, body) = post(
+        addr,
+        "/v1/traces",
+        "Content-Type: application/json\r\nContent-Encoding: br\r\n",
+        b"{}",
+    );
+    assert_eq!(status, 415);
+    assert!(String::from_utf8_lossy(&body).contains("Content-Encoding"));
+    // Not gzip although it says so.
+    let (status, _, _) = post(
+        addr,
+        "/v1/traces",
+        "Content-Type: application/json\r\nContent-Encoding: gzip\r\n",
+        b"not gzip at all",
+    );
+    assert_eq!(status, 400);
+    // A gzip bomb: 17 MiB of zeros in a few KiB.
+    let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    bomb.write_all(&vec![0u8; 17 << 20]).expect("gzip");
+    let bomb = bomb.finish().expect("gzip");
+    let (status, _, _) = post(
+        addr,
+        "/v1/traces",
+        "Content-Type: application/x-protobuf\r\nContent-Encoding: gzip\r\n",
+        &bomb,
+    );
+    assert_eq!(status, 413);
+    let (status, _, _) = post(addr, "/v1/metrics", ct_json, b"{}");
+    assert_eq!(status, 404);
+    // Still serving, and the good spans were counted.
+    let (status, _, _) = post(
+        addr,
+        "/v1/traces",
+        ct_json,
+        json("4bf92f3577b34da6a3ce929d0e0e4737").as_bytes(),
+    );
+    assert_eq!(status, 200);
+    eventually(
+        &agg,
+        r#"traces_spanmetrics_calls_total{service="api", status_code="STATUS_CODE_ERROR"}"#,
+        2.0,
+    );
+    eventually(&agg, "telltale_agent_otlp_spans_rejected_total", 1.0);
+    eventually(&agg, "telltale_agent_otlp_requests_refused_total", 7.0);
+}
