@@ -469,6 +469,7 @@ command = ["/bin/true"]
             .otlp
             .expect("enabled");
         assert_eq!(o.http_listen.to_string(), "127.0.0.1:4318");
+        assert_eq!(o.grpc_listen.to_string(), "127.0.0.1:4317");
         assert_eq!(o.max_series, 10_000);
     }
 
@@ -566,7 +567,11 @@ command = ["/bin/true"]
                 "[otlp]\nenabled = true\nmax_series = 0\n",
                 "otlp.max_series",
             ),
-            ("[otlp]\ngrpc_listen = \"127.0.0.1:4317\"\n", "grpc_listen"),
+            (
+                "[otlp]\nenabled = true\ngrpc_listen = \"x\"\n",
+                "otlp.grpc_listen",
+            ),
+            ("[otlp]\ngrpc = true\n", "grpc"),
         ] {
             let e = load_text(&format!("name = \"a\"\n{edit}"))
                 .unwrap_err()

@@ -630,6 +630,80 @@ mod json {
     }
 }
 
+/// Encodes spans as an `ExportTraceServiceRequest` in protobuf (what an SDK sends):
+/// consecutive spans of the same service and resource share a `ResourceSpans`; attribute
+/// values are sent as strings.
+pub fn encode_traces(spans: &[Span]) -> Vec<u8> {
+    use prost::Message;
+    let strings = |pairs: &[(String, String)]| -> Vec<KeyValue> {
+        pairs
+            .iter()
+            .map(|(k, v)| KeyValue {
+                key: k.clone(),
+                value: Some(AnyValue {
+                    value: Some(Value::String(v.clone())),
+                }),
+            })
+            .collect()
+    };
+    let mut req = ExportTraceServiceRequest::default();
+    let mut last: Option<(&str, &[(String, String)])> = None;
+    for s in spans {
+        if last != Some((s.service.as_str(), s.resource.as_slice())) {
+            let mut attrs = vec![("service.name".to_string(), s.service.clone())];
+            attrs.extend(s.resource.iter().cloned());
+            req.resource_spans.push(ResourceSpans {
+                resource: Some(Resource {
+                    attributes: strings(&attrs),
+                }),
+                scope_spans: vec![ScopeSpans::default()],
+            });
+            last = Some((s.service.as_str(), s.resource.as_slice()));
+        }
+        let Some(scope) = req
+            .resource_spans
+            .last_mut()
+            .and_then(|r| r.scope_spans.last_mut())
+        else {
+            continue;
+        };
+        scope.spans.push(PbSpan {
+            trace_id: s.trace_id.to_vec(),
+            span_id: s.span_id.to_vec(),
+            parent_span_id: s.parent.map(|p| p.to_vec()).unwrap_or_default(),
+            name: s.name.clone(),
+            kind: s.kind as i32,
+            start_time_unix_nano: s.start_ns,
+            end_time_unix_nano: s.end_ns,
+            attributes: strings(&s.attributes),
+            events: s
+                .events
+                .iter()
+                .map(|e| PbEvent {
+                    time_unix_nano: e.t_ns,
+                    name: e.name.clone(),
+                    attributes: strings(&e.attributes),
+                })
+                .collect(),
+            links: s
+                .links
+                .iter()
+                .map(|l| PbLink {
+                    trace_id: l.trace_id.to_vec(),
+                    span_id: l.span_id.to_vec(),
+                })
+                .collect(),
+            status: (s.status != SpanStatus::Unset || !s.status_message.is_empty()).then(|| {
+                PbStatus {
+                    message: s.status_message.clone(),
+                    code: s.status as i32,
+                }
+            }),
+        });
+    }
+    req.encode_to_vec()
+}
+
 /// The answer to an accepted request: an `ExportTraceServiceResponse`, with a partial
 /// success when spans were rejected.
 pub fn encode_response(format: Format, rejected: u64, message: &str) -> Vec<u8> {

@@ -9,22 +9,22 @@ pub type TraceId = [u8; 16];
 /// A span id (8 bytes, never all zero).
 pub type SpanId = [u8; 8];
 
-/// What a span stands for (OpenTelemetry's `SpanKind`).
+/// What a span stands for (OpenTelemetry's `SpanKind`; the discriminants are OTLP's numbers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub enum SpanKind {
     /// Not said.
     #[default]
-    Unspecified,
+    Unspecified = 0,
     /// Inside a process.
-    Internal,
+    Internal = 1,
     /// Serving a remote call.
-    Server,
+    Server = 2,
     /// Making a remote call.
-    Client,
+    Client = 3,
     /// Sending a message.
-    Producer,
+    Producer = 4,
     /// Receiving a message.
-    Consumer,
+    Consumer = 5,
 }
 
 impl SpanKind {
@@ -53,16 +53,16 @@ impl SpanKind {
     }
 }
 
-/// A span's status (OpenTelemetry's `StatusCode`).
+/// A span's status (OpenTelemetry's `StatusCode`; the discriminants are OTLP's numbers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub enum SpanStatus {
     /// Not set.
     #[default]
-    Unset,
+    Unset = 0,
     /// Explicitly fine.
-    Ok,
+    Ok = 1,
     /// Failed.
-    Error,
+    Error = 2,
 }
 
 impl SpanStatus {

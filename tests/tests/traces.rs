@@ -30,27 +30,31 @@ fn have_otel_sdk() -> bool {
     have
 }
 
-/// An agent with the OTLP receiver on a free port; returns it and the port.
+/// An agent with the OTLP receiver on free ports; returns it and the OTLP/HTTP and
+/// OTLP/gRPC addresses.
 fn otlp_agent(
     dir: &std::path::Path,
     tls: &std::path::Path,
     agg: &Aggregator,
     name: &str,
-) -> (Proc, SocketAddr) {
+) -> (Proc, SocketAddr, SocketAddr) {
     certs_issue(tls, name).expect("certificate");
-    let port = free_port();
+    let (port, grpc) = (free_port(), free_port());
     let cfg = dir.join(format!("{name}.toml"));
     std::fs::write(
         &cfg,
-        format!("[otlp]\nenabled = true\nhttp_listen = \"127.0.0.1:{port}\"\n"),
+        format!(
+            "[otlp]\nenabled = true\nhttp_listen = \"127.0.0.1:{port}\"\ngrpc_listen = \"127.0.0.1:{grpc}\"\n"
+        ),
     )
     .expect("config");
     let agent = start_agent_with_config(tls, name, agg.quic, &dir.join(name), "1s", Some(&cfg))
         .expect("agent");
     agent
-        .wait_log("OTLP/HTTP receiver started", Duration::from_secs(20))
+        .wait_log("OTLP/gRPC receiver started", Duration::from_secs(20))
         .expect("the receiver starts");
-    (agent, SocketAddr::from(([127, 0, 0, 1], port)))
+    let at = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    (agent, at(port), at(grpc))
 }
 
 /// One value of an instant query (its only series), or `None` while there is none.
@@ -77,7 +81,7 @@ fn an_instrumented_app_gets_red_metrics_from_its_spans() {
     }
     let (dir, tls) = scratch_with_ca().expect("scratch");
     let agg = start_fresh_aggregator(&tls, dir.path()).expect("aggregator");
-    let (_agent, addr) = otlp_agent(dir.path(), &tls, &agg, "otel-1");
+    let (_agent, addr, _) = otlp_agent(dir.path(), &tls, &agg, "otel-1");
     let script = format!(
         r#"
 from opentelemetry import trace
@@ -180,6 +184,87 @@ for p in providers.values():
     eventually(&agg, "telltale_agent_otlp_spans_rejected_total", 0.0);
 }
 
+/// The SDK's OTLP/gRPC exporter (grpcio), plain and gzip, reaches the same RED metrics; a
+/// malformed message and an unknown method get gRPC's status codes with a message.
+#[test]
+fn the_grpc_exporter_reaches_the_agent_too() {
+    if !have_otel_sdk() {
+        return;
+    }
+    let (dir, tls) = scratch_with_ca().expect("scratch");
+    let agg = start_fresh_aggregator(&tls, dir.path()).expect("aggregator");
+    let (_agent, _, grpc) = otlp_agent(dir.path(), &tls, &agg, "otel-3");
+    let script = format!(
+        r#"
+import grpc
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+def provider(name, compression):
+    p = TracerProvider(resource=Resource.create({{"service.name": name}}))
+    p.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(
+        endpoint="http://{grpc}", insecure=True, compression=compression)))
+    return p
+
+inventory = provider("inventory", grpc.Compression.NoCompression)
+search = provider("search", grpc.Compression.Gzip)
+for i in range(20):
+    s = inventory.get_tracer("t").start_span("reserve", kind=SpanKind.CLIENT)
+    if i % 5 == 0:
+        s.set_status(Status(StatusCode.ERROR))
+    s.end()
+for i in range(10):
+    search.get_tracer("t").start_span("query").end()
+for p in (inventory, search):
+    assert p.force_flush(10_000)
+    p.shutdown()
+
+channel = grpc.insecure_channel("{grpc}")
+for method, body in [
+    ("/opentelemetry.proto.collector.trace.v1.TraceService/Export", b"\x0a\xff\xff\xff"),
+    ("/opentelemetry.proto.collector.metrics.v1.MetricsService/Export", b""),
+]:
+    try:
+        channel.unary_unary(method)(body, timeout=10)
+        print("ACCEPTED", method)
+    except grpc.RpcError as e:
+        print("REFUSED", e.code().name, e.details())
+"#
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("Failed to export"), "{stderr}");
+    assert!(
+        stdout.contains("REFUSED INVALID_ARGUMENT malformed OTLP protobuf body"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("REFUSED UNIMPLEMENTED"), "{stdout}");
+    eventually(
+        &agg,
+        r#"traces_spanmetrics_calls_total{service="inventory", span_kind="SPAN_KIND_CLIENT", status_code="STATUS_CODE_ERROR"}"#,
+        4.0,
+    );
+    eventually(
+        &agg,
+        r#"traces_spanmetrics_calls_total{service="inventory", status_code="STATUS_CODE_UNSET"}"#,
+        16.0,
+    );
+    eventually(
+        &agg,
+        r#"traces_spanmetrics_calls_total{service="search", span_kind="SPAN_KIND_INTERNAL"}"#,
+        10.0,
+    );
+    eventually(&agg, "telltale_agent_otlp_requests_refused_total", 2.0);
+}
+
 /// A POST as an HTTP/1.0 client sends it; returns the status, the headers and the body.
 fn post(addr: SocketAddr, path: &str, headers: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
@@ -213,7 +298,7 @@ fn post(addr: SocketAddr, path: &str, headers: &str, body: &[u8]) -> (u16, Strin
 fn otlp_json_and_hostile_requests_get_the_protocols_answers() {
     let (dir, tls) = scratch_with_ca().expect("scratch");
     let agg = start_fresh_aggregator(&tls, dir.path()).expect("aggregator");
-    let (_agent, addr) = otlp_agent(dir.path(), &tls, &agg, "otel-2");
+    let (_agent, addr, _) = otlp_agent(dir.path(), &tls, &agg, "otel-2");
     let json = |trace_id: &str| {
         format!(
             r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"api"}}}}]}},

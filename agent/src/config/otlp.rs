@@ -15,6 +15,8 @@ pub struct OtlpSection {
     pub enabled: Option<bool>,
     /// Default `127.0.0.1:4318` (OTLP/HTTP's default port).
     pub http_listen: Option<String>,
+    /// Default `127.0.0.1:4317` (OTLP/gRPC's default port).
+    pub grpc_listen: Option<String>,
     /// Most RED metric label sets (service, span name, kind, status); default 10000.
     pub max_series: Option<usize>,
 }
@@ -27,14 +29,14 @@ pub fn validate(src: &Path, s: Option<OtlpSection>) -> Result<Option<OtlpConfig>
     if !s.enabled.unwrap_or(false) {
         return Ok(None);
     }
-    let listen = s.http_listen.as_deref().unwrap_or("127.0.0.1:4318");
-    let http_listen = listen.parse().map_err(|_| {
-        ConfigError::invalid(
-            src,
-            "otlp.http_listen",
-            format!("{listen:?} is not IP:PORT"),
-        )
-    })?;
+    let addr = |key: &str, v: Option<&str>, default: &str| {
+        let v = v.unwrap_or(default);
+        v.parse().map_err(|_| {
+            ConfigError::invalid(src, &format!("otlp.{key}"), format!("{v:?} is not IP:PORT"))
+        })
+    };
+    let http_listen = addr("http_listen", s.http_listen.as_deref(), "127.0.0.1:4318")?;
+    let grpc_listen = addr("grpc_listen", s.grpc_listen.as_deref(), "127.0.0.1:4317")?;
     let max_series = s.max_series.unwrap_or(10_000);
     if max_series == 0 {
         return Err(ConfigError::invalid(
@@ -45,6 +47,7 @@ pub fn validate(src: &Path, s: Option<OtlpSection>) -> Result<Option<OtlpConfig>
     }
     Ok(Some(OtlpConfig {
         http_listen,
+        grpc_listen,
         max_series,
     }))
 }

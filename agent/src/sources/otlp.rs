@@ -1,6 +1,7 @@
 //! The OTLP receiver (`[otlp]`, off by default): OTLP/HTTP on `http_listen` (default
 //! `127.0.0.1:4318`, where OpenTelemetry SDKs send by default), `POST /v1/traces` with a
-//! protobuf or JSON body, plain or gzip. Every span that decodes is counted into the RED
+//! protobuf or JSON body, plain or gzip, and OTLP/gRPC on `grpc_listen` (default
+//! `127.0.0.1:4317`; see `grpc.rs`). Every span that decodes is counted into the RED
 //! metrics of [`red`] (before any sampling could drop it), which go out with the agent's
 //! other series every interval.
 //!
@@ -14,6 +15,7 @@
 //! other content types or encodings; 404 for other paths. The receiver's own counters are
 //! `telltale_agent_otlp_*`.
 
+mod grpc;
 pub mod red;
 
 use std::io::Read;
@@ -37,6 +39,8 @@ use crate::pipeline::SourceBatch;
 pub struct OtlpConfig {
     /// Where OTLP/HTTP is served.
     pub http_listen: SocketAddr,
+    /// Where OTLP/gRPC is served.
+    pub grpc_listen: SocketAddr,
     /// Most RED label sets (service, span name, kind, status).
     pub max_series: usize,
 }
@@ -161,10 +165,17 @@ async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     } else {
         &body
     };
-    let decoded = match otlp::decode_traces(body, format) {
-        Ok(d) => d,
-        Err(e) => return refuse(&sh, StatusCode::BAD_REQUEST, format, &e.to_string()),
-    };
+    match ingest(&sh, body, format) {
+        Ok(reply) => answer(StatusCode::OK, format, reply),
+        Err(m) => refuse(&sh, StatusCode::BAD_REQUEST, format, &m),
+    }
+}
+
+/// Decodes an `ExportTraceServiceRequest` and counts its spans into the RED metrics; returns
+/// the `ExportTraceServiceResponse` in `format`, or why the body is malformed (the caller
+/// refuses it).
+fn ingest(sh: &Shared, body: &[u8], format: Format) -> Result<Vec<u8>, String> {
+    let decoded = otlp::decode_traces(body, format).map_err(|e| e.to_string())?;
     if let Ok(mut red) = sh.red.lock() {
         for s in &decoded.spans {
             red.observe(s);
@@ -184,11 +195,7 @@ async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             "spans were counted into RED metrics (traces_spanmetrics_*); this agent does not ship spans yet",
         );
     }
-    answer(
-        StatusCode::OK,
-        format,
-        otlp::encode_response(format, decoded.rejected, &message),
-    )
+    Ok(otlp::encode_response(format, decoded.rejected, &message))
 }
 
 /// The receiver's own counters as series.
@@ -211,17 +218,36 @@ fn own_series(st: &OtlpStats, overflowed: u64, red_series: usize, t: i64) -> Vec
     ]
 }
 
-/// Serves OTLP/HTTP and sends the RED metrics every `interval` until the task is stopped.
-/// A port that cannot be bound is logged and the agent runs on without the receiver.
-pub async fn run(cfg: OtlpConfig, interval: Duration, tx: mpsc::Sender<SourceBatch>) {
-    let tcp = match tokio::net::TcpListener::bind(cfg.http_listen).await {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::error!(listen = %cfg.http_listen, error = %e, "cannot listen for OTLP/HTTP; running without the OTLP receiver");
-            return;
+/// Binds `addr` for `what`, or logs why not (the agent runs on without that listener).
+async fn bind(addr: SocketAddr, what: &str) -> Option<tokio::net::TcpListener> {
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(t) => {
+            tracing::info!(listen = %addr, "{what} receiver started");
+            Some(t)
         }
-    };
-    tracing::info!(listen = %cfg.http_listen, "OTLP/HTTP receiver started");
+        Err(e) => {
+            tracing::error!(listen = %addr, error = %e, "cannot listen for {what}; running without it");
+            None
+        }
+    }
+}
+
+/// Accepts on `l`, or waits forever when there is no listener.
+async fn accept(l: &Option<tokio::net::TcpListener>) -> std::io::Result<tokio::net::TcpStream> {
+    match l {
+        Some(l) => l.accept().await.map(|(s, _)| s),
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves OTLP/HTTP and OTLP/gRPC and sends the RED metrics every `interval` until the task
+/// is stopped.
+pub async fn run(cfg: OtlpConfig, interval: Duration, tx: mpsc::Sender<SourceBatch>) {
+    let http = bind(cfg.http_listen, "OTLP/HTTP").await;
+    let grpc = bind(cfg.grpc_listen, "OTLP/gRPC").await;
+    if http.is_none() && grpc.is_none() {
+        return;
+    }
     let sh = Arc::new(Shared {
         red: Mutex::new(red::Red::new(cfg.max_series)),
         stats: OtlpStats::default(),
@@ -233,8 +259,8 @@ pub async fn run(cfg: OtlpConfig, interval: Duration, tx: mpsc::Sender<SourceBat
     let mut conns = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
-            a = tcp.accept() => {
-                if let Ok((s, _)) = a && conns.len() < 256 {
+            a = accept(&http) => {
+                if let Ok(s) = a && conns.len() < 256 {
                     let sh = sh.clone();
                     conns.spawn(async move {
                         let svc = hyper::service::service_fn(move |req| {
@@ -244,6 +270,23 @@ pub async fn run(cfg: OtlpConfig, interval: Duration, tx: mpsc::Sender<SourceBat
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(s), svc)
                             .await;
+                    });
+                }
+            }
+            a = accept(&grpc) => {
+                if let Ok(s) = a && conns.len() < 256 {
+                    let sh = sh.clone();
+                    conns.spawn(async move {
+                        let svc = hyper::service::service_fn(move |req| {
+                            let sh = sh.clone();
+                            async move { Ok::<_, std::convert::Infallible>(grpc::handle(sh, req).await) }
+                        });
+                        let _ = hyper::server::conn::http2::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
+                        .max_concurrent_streams(64)
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
                     });
                 }
             }

@@ -279,3 +279,66 @@ fn answers_follow_the_protocol() {
     );
     assert_eq!(Format::from_content_type("text/plain"), None);
 }
+
+/// Random spans survive encoding and decoding unchanged.
+#[test]
+fn encoded_spans_decode_to_themselves() {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let kinds = [
+        SpanKind::Unspecified,
+        SpanKind::Internal,
+        SpanKind::Server,
+        SpanKind::Client,
+        SpanKind::Producer,
+        SpanKind::Consumer,
+    ];
+    let statuses = [SpanStatus::Unset, SpanStatus::Ok, SpanStatus::Error];
+    let spans: Vec<Span> = (0..300)
+        .map(|i| {
+            let start = next() >> 2;
+            Span {
+                trace_id: (next() as u128 | 1).to_be_bytes(),
+                span_id: (next() | 1).to_be_bytes(),
+                parent: (i % 3 != 0).then(|| (next() | 1).to_be_bytes()),
+                service: format!("svc{}", i / 50),
+                name: format!("op {}", next() % 7),
+                kind: kinds[(next() % 6) as usize],
+                start_ns: start,
+                end_ns: start + next() % 10_000_000_000,
+                status: statuses[(next() % 3) as usize],
+                status_message: if i % 7 == 0 {
+                    "why".into()
+                } else {
+                    String::new()
+                },
+                attributes: vec![
+                    ("k".into(), format!("v{}", next() % 100)),
+                    ("é".into(), String::new()),
+                ],
+                resource: vec![("host.name".into(), format!("h{}", i / 100))],
+                events: (0..(i % 3))
+                    .map(|e| SpanEvent {
+                        t_ns: start + e as u64,
+                        name: "ev".into(),
+                        attributes: vec![("a".into(), "b".into())],
+                    })
+                    .collect(),
+                links: (0..(i % 2))
+                    .map(|_| SpanLink {
+                        trace_id: [7; 16],
+                        span_id: [8; 8],
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    let d = decode_traces(&encode_traces(&spans), Format::Protobuf).expect("decodes");
+    assert_eq!(d.rejected, 0);
+    assert_eq!(d.spans, spans);
+}
