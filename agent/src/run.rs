@@ -559,13 +559,13 @@ pub async fn run_with_reload(
     let ship = tokio::spawn(shipper.run(stop_rx));
 
     let host = HostInfo::read(std::path::Path::new("/"));
-    let mut sources = Sources::spawn(&cfg, &host, &buffer, &stats, &log_stats, &tx);
-    let processor = Processor::new(cfg.pipeline.clone(), &host);
-    let sink = tokio::spawn(sink(rx, processor, buffer.clone(), notify.clone()));
     let log_sink: Arc<dyn LogSink> = Arc::new(BufferSink {
         buffer: buffer.clone(),
         notify: notify.clone(),
     });
+    let mut sources = Sources::spawn(&cfg, &host, &buffer, &stats, &log_stats, &log_sink, &tx);
+    let processor = Processor::new(cfg.pipeline.clone(), &host);
+    let sink = tokio::spawn(sink(rx, processor, buffer.clone(), notify.clone()));
     let mut logs = LogRunner::spawn(&cfg.logs, &log_sink, &log_stats);
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     // Made once, so a signal that arrives while a reload runs is not missed.
@@ -582,7 +582,9 @@ pub async fn run_with_reload(
                 match reload() {
                     Ok(new) => {
                         sources.stop().await;
-                        sources = Sources::spawn(&new, &host, &buffer, &stats, &log_stats, &tx);
+                        sources = Sources::spawn(
+                            &new, &host, &buffer, &stats, &log_stats, &log_sink, &tx,
+                        );
                         // Log sources stop after pushing what they read; their positions
                         // carry them over.
                         logs.stop().await;
@@ -625,6 +627,7 @@ impl Sources {
         buffer: &Arc<Buffer>,
         stats: &Arc<ShipStats>,
         logs: &Arc<crate::sources::logfile::LogStats>,
+        log_sink: &Arc<dyn LogSink>,
         tx: &mpsc::Sender<SourceBatch>,
     ) -> Sources {
         let mut tasks = tokio::task::JoinSet::new();
@@ -655,7 +658,7 @@ impl Sources {
             buffer: buffer.clone(),
             stats: stats.clone(),
             statsd: statsd_stats,
-            logs: (!cfg.logs.is_empty()).then(|| logs.clone()),
+            logs: (!cfg.logs.is_empty() || cfg.otlp.is_some()).then(|| logs.clone()),
             host: host.clone(),
         };
         tasks.spawn(host_loop(
@@ -682,6 +685,8 @@ impl Sources {
                 o.clone(),
                 cfg.interval,
                 tx.clone(),
+                log_sink.clone(),
+                logs.clone(),
             ));
         }
         if let Some((dir, rules, limits)) = &cfg.sources.textfile {

@@ -447,8 +447,8 @@ mod json {
 
     #[derive(Deserialize, Default)]
     #[serde(rename_all = "camelCase", default)]
-    struct Attrs {
-        attributes: Vec<KeyValue>,
+    pub(super) struct Attrs {
+        pub(super) attributes: Vec<KeyValue>,
     }
 
     #[derive(Deserialize, Default)]
@@ -497,14 +497,14 @@ mod json {
 
     #[derive(Deserialize, Default)]
     #[serde(default)]
-    struct KeyValue {
+    pub(super) struct KeyValue {
         key: String,
         value: J,
     }
 
     /// A 64-bit unsigned integer written as a number or a string (protobuf's JSON mapping
     /// writes 64-bit integers as strings).
-    fn u64_of(v: &J) -> Result<u64, String> {
+    pub(super) fn u64_of(v: &J) -> Result<u64, String> {
         match v {
             J::Null => Ok(0),
             J::Number(n) => n.as_u64().ok_or_else(|| format!("{n} is not a u64")),
@@ -514,7 +514,7 @@ mod json {
     }
 
     /// An `AnyValue` (`{"stringValue": ...}`, `{"intValue": "5"}`...) as text.
-    fn text(v: &J) -> String {
+    pub(super) fn text(v: &J) -> String {
         let Some(o) = v.as_object() else {
             return String::new();
         };
@@ -555,7 +555,7 @@ mod json {
         }
     }
 
-    fn pairs(kvs: Vec<KeyValue>) -> Vec<(String, String)> {
+    pub(super) fn pairs(kvs: Vec<KeyValue>) -> Vec<(String, String)> {
         kvs.into_iter()
             .map(|kv| (kv.key, text(&kv.value)))
             .collect()
@@ -563,7 +563,7 @@ mod json {
 
     /// Hex to bytes; a string that is not hex becomes bytes of the wrong length, which the
     /// id checks then reject with its length.
-    fn id_bytes(s: &str) -> Vec<u8> {
+    pub(super) fn id_bytes(s: &str) -> Vec<u8> {
         if !s.len().is_multiple_of(2) {
             return vec![0; s.len()];
         }
@@ -740,6 +740,8 @@ pub fn encode_status(format: Format, code: i32, message: &str) -> Vec<u8> {
             .into_bytes(),
     }
 }
+
+pub mod logs;
 
 #[cfg(test)]
 mod tests;

@@ -398,3 +398,109 @@ fn otlp_json_and_hostile_requests_get_the_protocols_answers() {
     eventually(&agg, "telltale_agent_otlp_spans_rejected_total", 1.0);
     eventually(&agg, "telltale_agent_otlp_requests_refused_total", 7.0);
 }
+
+/// Lines of a LogQL selector over the last ten minutes (the Loki API, as Grafana asks).
+fn log_lines(agg: &Aggregator, q: &str) -> Vec<String> {
+    let now = telltale_common::model::now_ms() * 1_000_000;
+    let (status, body) = http_get(
+        agg.http,
+        &format!(
+            "/loki/api/v1/query_range?direction=forward&limit=1000&start={}&end={}&query={}",
+            now - 600_000_000_000,
+            now + 60_000_000_000,
+            enc(q)
+        ),
+    )
+    .expect("query");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let mut lines: Vec<String> = v["data"]["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["values"].as_array().cloned().unwrap_or_default())
+        .filter_map(|x| x[1].as_str().map(str::to_string))
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Python's `logging` through the OpenTelemetry SDK's LoggingHandler and OTLP log exporters
+/// (HTTP, and gRPC from a second service): the records are stored as log lines with their
+/// service and level, queryable like any other log source's.
+#[test]
+fn sdk_logs_reach_the_log_store() {
+    if !have_otel_sdk() {
+        return;
+    }
+    let (dir, tls) = scratch_with_ca().expect("scratch");
+    let agg = start_fresh_aggregator(&tls, dir.path()).expect("aggregator");
+    let (_agent, http, grpc) = otlp_agent(dir.path(), &tls, &agg, "otel-4");
+    let script = format!(
+        r#"
+import logging
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogs
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogs
+
+def logger(service, exporter):
+    lp = LoggerProvider(resource=Resource.create({{"service.name": service}}))
+    lp.add_log_record_processor(BatchLogRecordProcessor(exporter))
+    log = logging.getLogger(service)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    log.addHandler(LoggingHandler(level=logging.INFO, logger_provider=lp))
+    return lp, log
+
+trace.set_tracer_provider(TracerProvider())
+billing_lp, billing = logger("billing", HttpLogs(endpoint="http://{http}/v1/logs"))
+mail_lp, mail = logger("mailer", GrpcLogs(endpoint="http://{grpc}", insecure=True))
+with trace.get_tracer("t").start_as_current_span("charge"):
+    for i in range(10):
+        (billing.error if i % 5 == 0 else billing.info)("charge %d done", i)
+for i in range(3):
+    mail.warning("mail %d queued", i)
+for lp in (billing_lp, mail_lp):
+    assert lp.force_flush(10_000)
+    lp.shutdown()
+"#
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("Failed to export"), "{stderr}");
+    let all = wait_for(Duration::from_secs(20), || {
+        let l = log_lines(&agg, r#"{source="otlp", service_name="billing"}"#);
+        (l.len() >= 10).then_some(l)
+    })
+    .unwrap_or_else(|| log_lines(&agg, r#"{source="otlp"}"#));
+    let want: Vec<String> = {
+        let mut w: Vec<String> = (0..10).map(|i| format!("charge {i} done")).collect();
+        w.sort();
+        w
+    };
+    assert_eq!(all, want);
+    assert_eq!(
+        log_lines(&agg, r#"{service_name="billing", level="error"}"#),
+        vec!["charge 0 done".to_string(), "charge 5 done".to_string()]
+    );
+    let mail = wait_for(Duration::from_secs(20), || {
+        let l = log_lines(&agg, r#"{service_name="mailer", level="warn"}"#);
+        (l.len() >= 3).then_some(l)
+    });
+    assert_eq!(
+        mail,
+        Some(vec![
+            "mail 0 queued".to_string(),
+            "mail 1 queued".to_string(),
+            "mail 2 queued".to_string()
+        ])
+    );
+}

@@ -5,6 +5,9 @@
 //! metrics of [`red`] (before any sampling could drop it), which go out with the agent's
 //! other series every interval.
 //!
+//! `POST /v1/logs` (and gRPC's `LogsService/Export`) hands log records to the agent's log
+//! pipeline, buffered and shipped like every other log source's lines (`source="otlp"`).
+//!
 //! Spans themselves are not shipped yet: the trace store on the aggregator is the next part
 //! of this work. The answer says so in OTLP's own way — a partial success with
 //! `rejected_spans` = the spans that were invalid and an `error_message` naming the RED
@@ -32,7 +35,14 @@ use telltale_common::model::{Labels, Sample, SeriesSamples, now_ms};
 use telltale_common::otlp::{self, Format};
 use tokio::sync::mpsc;
 
+use telltale_common::lokipush;
+use telltale_common::trace;
+use telltale_common::wire::{Batch, LogEntry};
+
+use super::logbatch::{Admission, Gate, LogBatcher, cut_line};
+use super::logfile::LogStats;
 use crate::pipeline::SourceBatch;
+use crate::pipeline::logsink::LogSink;
 
 /// A validated `[otlp]` section.
 #[derive(Debug, Clone)]
@@ -58,10 +68,14 @@ pub struct OtlpStats {
     pub rejected: AtomicU64,
 }
 
-/// What the HTTP side and the flush loop share.
+/// What the HTTP and gRPC sides and the flush loop share.
 struct Shared {
     red: Mutex<red::Red>,
     stats: OtlpStats,
+    /// Where OTLP log records go: the agent's log pipeline.
+    logs: Arc<dyn LogSink>,
+    log_stats: Arc<LogStats>,
+    gate: Mutex<Gate>,
 }
 
 type Body = http_body_util::Full<hyper::body::Bytes>;
@@ -116,17 +130,18 @@ async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let content_type = header(hyper::header::CONTENT_TYPE);
     let format = Format::from_content_type(&content_type);
     let reply_format = format.unwrap_or(Format::Protobuf);
-    match (req.method().as_str(), req.uri().path()) {
-        ("POST", "/v1/traces") => {}
+    let signal = match (req.method().as_str(), req.uri().path()) {
+        ("POST", "/v1/traces") => Signal::Traces,
+        ("POST", "/v1/logs") => Signal::Logs,
         (_, path) => {
             return refuse(
                 &sh,
                 StatusCode::NOT_FOUND,
                 reply_format,
-                &format!("{path}: this agent's OTLP receiver takes POST /v1/traces"),
+                &format!("{path}: this agent's OTLP receiver takes POST /v1/traces and /v1/logs"),
             );
         }
-    }
+    };
     let Some(format) = format else {
         return refuse(
             &sh,
@@ -165,10 +180,100 @@ async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     } else {
         &body
     };
-    match ingest(&sh, body, format) {
+    let done = match signal {
+        Signal::Traces => ingest(&sh, body, format).map_err(|m| (Refusal::Malformed, m)),
+        Signal::Logs => ingest_logs(&sh, body, format).await,
+    };
+    match done {
         Ok(reply) => answer(StatusCode::OK, format, reply),
-        Err(m) => refuse(&sh, StatusCode::BAD_REQUEST, format, &m),
+        Err((Refusal::Malformed, m)) => refuse(&sh, StatusCode::BAD_REQUEST, format, &m),
+        Err((Refusal::Unavailable, m)) => refuse(&sh, StatusCode::SERVICE_UNAVAILABLE, format, &m),
     }
+}
+
+/// What a request carries.
+#[derive(Debug, Clone, Copy)]
+enum Signal {
+    Traces,
+    Logs,
+}
+
+/// Why a decoded request is refused.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    /// The body is not the message (HTTP 400, gRPC 3).
+    Malformed,
+    /// The buffer refused the records (HTTP 503, gRPC 14): the sender retries.
+    Unavailable,
+}
+
+/// Decodes an `ExportLogsServiceRequest` and hands its records to the log pipeline as one
+/// batch (labels `source="otlp"`, `service_name`, `level`; attributes and the trace and span
+/// ids as structured metadata, so a line finds its trace); answers once they are buffered.
+async fn ingest_logs(
+    sh: &Shared,
+    body: &[u8],
+    format: Format,
+) -> Result<Vec<u8>, (Refusal, String)> {
+    use telltale_common::otlp::logs;
+    let decoded =
+        logs::decode_logs(body, format).map_err(|e| (Refusal::Malformed, e.to_string()))?;
+    let now = now_ms().saturating_mul(1_000_000);
+    let mut batch = LogBatcher::default();
+    for r in decoded.records {
+        let mut line = r.line;
+        let st = &sh.log_stats;
+        st.lines.fetch_add(1, Ordering::Relaxed);
+        st.bytes.fetch_add(line.len() as u64, Ordering::Relaxed);
+        if cut_line(&mut line, lokipush::MAX_LINE_BYTES) {
+            st.cut.fetch_add(1, Ordering::Relaxed);
+        }
+        let admitted = sh
+            .gate
+            .lock()
+            .map(|mut g| g.admit(&st.counts, r.level, &line))
+            .unwrap_or(true);
+        if !admitted {
+            continue;
+        }
+        let mut metadata = r.attributes;
+        if let Some(t) = r.trace_id {
+            metadata.push(("trace_id".into(), trace::hex(&t)));
+        }
+        if let Some(s) = r.span_id {
+            metadata.push(("span_id".into(), trace::hex(&s)));
+        }
+        let t_ns = match i64::try_from(r.t_ns) {
+            Ok(t) if t > 0 => t,
+            _ => now,
+        };
+        batch.add(
+            vec![
+                ("source".into(), "otlp".into()),
+                ("service_name".into(), r.service),
+                ("level".into(), r.level.into()),
+            ],
+            LogEntry {
+                t_ns,
+                line,
+                metadata,
+            },
+        );
+    }
+    if !batch.is_empty() {
+        let b = Batch {
+            sequence: 0,
+            created_ms: now_ms(),
+            series: Vec::new(),
+            events: Vec::new(),
+            logs: batch.take(),
+        };
+        if let Err(e) = sh.logs.store(b, Vec::new(), Vec::new()).await {
+            sh.log_stats.errors.fetch_add(1, Ordering::Relaxed);
+            return Err((Refusal::Unavailable, format!("cannot buffer: {e}")));
+        }
+    }
+    Ok(logs::encode_logs_response(format, ""))
 }
 
 /// Decodes an `ExportTraceServiceRequest` and counts its spans into the RED metrics; returns
@@ -242,7 +347,13 @@ async fn accept(l: &Option<tokio::net::TcpListener>) -> std::io::Result<tokio::n
 
 /// Serves OTLP/HTTP and OTLP/gRPC and sends the RED metrics every `interval` until the task
 /// is stopped.
-pub async fn run(cfg: OtlpConfig, interval: Duration, tx: mpsc::Sender<SourceBatch>) {
+pub async fn run(
+    cfg: OtlpConfig,
+    interval: Duration,
+    tx: mpsc::Sender<SourceBatch>,
+    logs: Arc<dyn LogSink>,
+    log_stats: Arc<LogStats>,
+) {
     let http = bind(cfg.http_listen, "OTLP/HTTP").await;
     let grpc = bind(cfg.grpc_listen, "OTLP/gRPC").await;
     if http.is_none() && grpc.is_none() {
@@ -251,6 +362,9 @@ pub async fn run(cfg: OtlpConfig, interval: Duration, tx: mpsc::Sender<SourceBat
     let sh = Arc::new(Shared {
         red: Mutex::new(red::Red::new(cfg.max_series)),
         stats: OtlpStats::default(),
+        logs,
+        log_stats,
+        gate: Mutex::new(Gate::new("otlp", Admission::default())),
     });
     let source: Arc<str> = Arc::from("otlp");
     let relabel: Arc<[crate::pipeline::relabel::Rule]> = Arc::from(Vec::new());
@@ -313,5 +427,118 @@ pub async fn run(cfg: OtlpConfig, interval: Duration, tx: mpsc::Sender<SourceBat
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::logsink::{BoxFuture, SinkError};
+
+    /// Keeps the batches it is given, or refuses them all.
+    #[derive(Default)]
+    struct Kept {
+        batches: Mutex<Vec<Batch>>,
+        refuse: bool,
+    }
+
+    impl LogSink for Kept {
+        fn position(&self, _: &[u8]) -> Option<Vec<u8>> {
+            None
+        }
+
+        fn store(
+            &self,
+            batch: Batch,
+            _: Vec<(Vec<u8>, Vec<u8>)>,
+            _: Vec<Vec<u8>>,
+        ) -> BoxFuture<'_, Result<(), SinkError>> {
+            let refused = self.refuse;
+            if !refused && let Ok(mut b) = self.batches.lock() {
+                b.push(batch);
+            }
+            Box::pin(async move {
+                if refused {
+                    Err("disk full".into())
+                } else {
+                    Ok(())
+                }
+            })
+        }
+    }
+
+    fn shared(sink: Arc<Kept>) -> Shared {
+        Shared {
+            red: Mutex::new(red::Red::new(10)),
+            stats: OtlpStats::default(),
+            logs: sink,
+            log_stats: Arc::new(LogStats::default()),
+            gate: Mutex::new(Gate::new("otlp", Admission::default())),
+        }
+    }
+
+    /// Log records become lines of the log pipeline with their labels, and the trace and
+    /// span ids travel as structured metadata; a refusing buffer is `Unavailable`.
+    #[tokio::test]
+    async fn otlp_logs_become_lines_with_their_trace_ids() {
+        let json = r#"{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"billing"}}]},
+          "scopeLogs":[{"logRecords":[
+            {"timeUnixNano":"1700000000000000000","severityNumber":17,"body":{"stringValue":"card declined"},
+             "traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174",
+             "attributes":[{"key":"order","value":{"intValue":"7"}}]},
+            {"severityText":"INFO","body":{"stringValue":"no time"}}]}]}]}"#;
+        let sink = Arc::new(Kept::default());
+        let sh = shared(sink.clone());
+        let reply = ingest_logs(&sh, json.as_bytes(), Format::Json)
+            .await
+            .expect("accepted");
+        assert_eq!(reply, b"{}");
+        let streams = sink.batches.lock().expect("lock")[0].logs.clone();
+        let find = |level: &str| {
+            streams
+                .iter()
+                .find(|s| s.labels.iter().any(|(k, v)| k == "level" && v == level))
+                .expect("a stream")
+        };
+        let err = find("error");
+        for want in [("source", "otlp"), ("service_name", "billing")] {
+            assert!(
+                err.labels
+                    .iter()
+                    .any(|(k, v)| (k.as_str(), v.as_str()) == want),
+                "{:?}",
+                err.labels
+            );
+        }
+        let e = &err.entries[0];
+        assert_eq!(e.line, "card declined");
+        assert_eq!(e.t_ns, 1_700_000_000_000_000_000);
+        for want in [
+            ("order", "7"),
+            ("trace_id", "5b8efff798038103d269b633813fc60c"),
+            ("span_id", "eee19b7ec3c1b174"),
+        ] {
+            assert!(
+                e.metadata
+                    .iter()
+                    .any(|(k, v)| (k.as_str(), v.as_str()) == want),
+                "{:?}",
+                e.metadata
+            );
+        }
+        let info = &find("info").entries[0];
+        assert!(info.t_ns > 1_700_000_000_000_000_000, "stamped on arrival");
+        let refusing = shared(Arc::new(Kept {
+            refuse: true,
+            ..Kept::default()
+        }));
+        match ingest_logs(&refusing, json.as_bytes(), Format::Json).await {
+            Err((Refusal::Unavailable, m)) => assert!(m.contains("disk full"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            ingest_logs(&sh, b"{", Format::Json).await,
+            Err((Refusal::Malformed, _))
+        ));
     }
 }

@@ -1,9 +1,9 @@
-//! OTLP/gRPC: the `opentelemetry.proto.collector.trace.v1.TraceService/Export` unary call
-//! over HTTP/2 (h2c, loopback), framed as gRPC frames it (a compressed flag, a 4-byte
+//! OTLP/gRPC: the `opentelemetry.proto.collector.trace.v1.TraceService/Export` and
+//! `...logs.v1.LogsService/Export` unary calls over HTTP/2 (h2c, loopback), framed as gRPC frames it (a compressed flag, a 4-byte
 //! length, the message; gzip when `grpc-encoding: gzip`). The answer is HTTP 200 with the
 //! `ExportTraceServiceResponse` and the status in trailers: `grpc-status: 0`, or 3
-//! (INVALID_ARGUMENT: malformed), 8 (RESOURCE_EXHAUSTED: over the size limit) or 12
-//! (UNIMPLEMENTED: another method or encoding) with a `grpc-message` saying what is wrong.
+//! (INVALID_ARGUMENT: malformed), 8 (RESOURCE_EXHAUSTED: over the size limit), 12
+//! (UNIMPLEMENTED: another method or encoding) or 14 (UNAVAILABLE: the buffer refused logs) with a `grpc-message` saying what is wrong.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,10 +15,12 @@ use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use telltale_common::otlp::{self, Format};
 
-use super::{Shared, gunzip, ingest};
+use super::{Refusal, Shared, Signal, gunzip, ingest, ingest_logs};
 
-/// The one method served.
+/// The trace service's method.
 pub const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+/// The logs service's method.
+pub const EXPORT_LOGS: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
 
 type Trailers = std::future::Ready<Option<Result<HeaderMap, Infallible>>>;
 /// A gRPC answer: one message (or none) and the status in trailers.
@@ -74,13 +76,17 @@ fn refuse(sh: &Shared, code: u32, error: &str) -> Response<GrpcBody> {
 
 /// Serves one gRPC request.
 pub async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Response<GrpcBody> {
-    if req.uri().path() != EXPORT {
-        return refuse(
-            &sh,
-            12,
-            &format!("{}: this agent serves {EXPORT} only", req.uri().path()),
-        );
-    }
+    let signal = match req.uri().path() {
+        EXPORT => Signal::Traces,
+        EXPORT_LOGS => Signal::Logs,
+        other => {
+            return refuse(
+                &sh,
+                12,
+                &format!("{other}: this agent serves {EXPORT} and {EXPORT_LOGS}"),
+            );
+        }
+    };
     let is_grpc = req
         .headers()
         .get(hyper::header::CONTENT_TYPE)
@@ -143,9 +149,16 @@ pub async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Response<GrpcBod
             );
         }
     };
-    match ingest(&sh, message, Format::Protobuf) {
+    let done = match signal {
+        Signal::Traces => {
+            ingest(&sh, message, Format::Protobuf).map_err(|m| (Refusal::Malformed, m))
+        }
+        Signal::Logs => ingest_logs(&sh, message, Format::Protobuf).await,
+    };
+    match done {
         Ok(answer) => reply(Some(answer), 0, ""),
-        Err(m) => refuse(&sh, 3, &m),
+        Err((Refusal::Malformed, m)) => refuse(&sh, 3, &m),
+        Err((Refusal::Unavailable, m)) => refuse(&sh, 14, &m),
     }
 }
 
