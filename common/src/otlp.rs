@@ -742,6 +742,7 @@ pub fn encode_status(format: Format, code: i32, message: &str) -> Vec<u8> {
 }
 
 pub mod logs;
+pub mod metrics;
 
 #[cfg(test)]
 mod tests;

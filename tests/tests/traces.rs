@@ -225,7 +225,7 @@ for p in (inventory, search):
 channel = grpc.insecure_channel("{grpc}")
 for method, body in [
     ("/opentelemetry.proto.collector.trace.v1.TraceService/Export", b"\x0a\xff\xff\xff"),
-    ("/opentelemetry.proto.collector.metrics.v1.MetricsService/Export", b""),
+    ("/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export", b""),
 ]:
     try:
         channel.unary_unary(method)(body, timeout=10)
@@ -380,7 +380,7 @@ fn otlp_json_and_hostile_requests_get_the_protocols_answers() {
         &bomb,
     );
     assert_eq!(status, 413);
-    let (status, _, _) = post(addr, "/v1/metrics", ct_json, b"{}");
+    let (status, _, _) = post(addr, "/v1/profiles", ct_json, b"{}");
     assert_eq!(status, 404);
     // Still serving, and the good spans were counted.
     let (status, _, _) = post(
@@ -502,5 +502,66 @@ for lp in (billing_lp, mail_lp):
             "mail 1 queued".to_string(),
             "mail 2 queued".to_string()
         ])
+    );
+}
+
+/// The SDK's metrics (a counter, a histogram in seconds, an observable gauge) over OTLP/HTTP
+/// become Prometheus series on the aggregator, named as OpenTelemetry's Prometheus rules say.
+#[test]
+fn sdk_metrics_become_prometheus_series() {
+    if !have_otel_sdk() {
+        return;
+    }
+    let (dir, tls) = scratch_with_ca().expect("scratch");
+    let agg = start_fresh_aggregator(&tls, dir.path()).expect("aggregator");
+    let (_agent, http, _) = otlp_agent(dir.path(), &tls, &agg, "otel-5");
+    let script = format!(
+        r#"
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.metrics import Observation
+
+reader = PeriodicExportingMetricReader(
+    OTLPMetricExporter(endpoint="http://{http}/v1/metrics"), export_interval_millis=60_000)
+mp = MeterProvider(resource=Resource.create({{"service.name": "shop"}}), metric_readers=[reader])
+m = mp.get_meter("shop")
+orders = m.create_counter("orders")
+for i in range(5):
+    orders.add(2, {{"region": "eu" if i < 3 else "us"}})
+h = m.create_histogram("checkout.duration", unit="s")
+for v in (0.2, 0.3, 7.0):
+    h.record(v)
+m.create_observable_gauge("queue.size", callbacks=[lambda o: [Observation(12)]])
+assert mp.force_flush(10_000)
+mp.shutdown()
+"#
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("Failed to export"), "{stderr}");
+    eventually(&agg, r#"orders_total{job="shop", region="eu"}"#, 6.0);
+    eventually(&agg, r#"orders_total{job="shop", region="us"}"#, 4.0);
+    eventually(
+        &agg,
+        r#"checkout_duration_seconds_bucket{job="shop", le="5"}"#,
+        2.0,
+    );
+    eventually(
+        &agg,
+        r#"checkout_duration_seconds_bucket{job="shop", le="+Inf"}"#,
+        3.0,
+    );
+    eventually(&agg, r#"checkout_duration_seconds_sum{job="shop"}"#, 7.5);
+    eventually(&agg, r#"queue_size{job="shop"}"#, 12.0);
+    eventually(
+        &agg,
+        "telltale_agent_otlp_metric_points_rejected_total",
+        0.0,
     );
 }

@@ -6,7 +6,8 @@
 //! other series every interval.
 //!
 //! `POST /v1/logs` (and gRPC's `LogsService/Export`) hands log records to the agent's log
-//! pipeline, buffered and shipped like every other log source's lines (`source="otlp"`).
+//! pipeline, buffered and shipped like every other log source's lines (`source="otlp"`);
+//! `POST /v1/metrics` (and `MetricsService/Export`) hands series to the metric pipeline.
 //!
 //! Spans themselves are not shipped yet: the trace store on the aggregator is the next part
 //! of this work. The answer says so in OTLP's own way — a partial success with
@@ -66,6 +67,10 @@ pub struct OtlpStats {
     pub spans: AtomicU64,
     /// Spans rejected (invalid ids or times).
     pub rejected: AtomicU64,
+    /// Metric series samples taken from OTLP metrics.
+    pub points: AtomicU64,
+    /// Metric data points not converted (delta temporality, exponential histograms...).
+    pub points_rejected: AtomicU64,
 }
 
 /// What the HTTP and gRPC sides and the flush loop share.
@@ -74,6 +79,8 @@ struct Shared {
     stats: OtlpStats,
     /// Where OTLP log records go: the agent's log pipeline.
     logs: Arc<dyn LogSink>,
+    /// Where OTLP metrics go: the metric pipeline.
+    metrics: mpsc::Sender<SourceBatch>,
     log_stats: Arc<LogStats>,
     gate: Mutex<Gate>,
 }
@@ -133,12 +140,15 @@ async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let signal = match (req.method().as_str(), req.uri().path()) {
         ("POST", "/v1/traces") => Signal::Traces,
         ("POST", "/v1/logs") => Signal::Logs,
+        ("POST", "/v1/metrics") => Signal::Metrics,
         (_, path) => {
             return refuse(
                 &sh,
                 StatusCode::NOT_FOUND,
                 reply_format,
-                &format!("{path}: this agent's OTLP receiver takes POST /v1/traces and /v1/logs"),
+                &format!(
+                    "{path}: this agent's OTLP receiver takes POST /v1/traces, /v1/logs and /v1/metrics"
+                ),
             );
         }
     };
@@ -183,6 +193,7 @@ async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let done = match signal {
         Signal::Traces => ingest(&sh, body, format).map_err(|m| (Refusal::Malformed, m)),
         Signal::Logs => ingest_logs(&sh, body, format).await,
+        Signal::Metrics => ingest_metrics(&sh, body, format).await,
     };
     match done {
         Ok(reply) => answer(StatusCode::OK, format, reply),
@@ -196,6 +207,42 @@ async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
 enum Signal {
     Traces,
     Logs,
+    Metrics,
+}
+
+/// Decodes an `ExportMetricsServiceRequest` into series (see
+/// `telltale_common::otlp::metrics` for the naming) and hands them to the metric pipeline,
+/// like a scrape's; data points it cannot convert are counted in the partial success.
+async fn ingest_metrics(
+    sh: &Shared,
+    body: &[u8],
+    format: Format,
+) -> Result<Vec<u8>, (Refusal, String)> {
+    use telltale_common::otlp::metrics;
+    let decoded =
+        metrics::decode_metrics(body, format).map_err(|e| (Refusal::Malformed, e.to_string()))?;
+    sh.stats
+        .points
+        .fetch_add(decoded.series.len() as u64, Ordering::Relaxed);
+    sh.stats
+        .points_rejected
+        .fetch_add(decoded.rejected, Ordering::Relaxed);
+    if !decoded.series.is_empty() {
+        let batch = SourceBatch {
+            source: Arc::from("otlp"),
+            relabel: Arc::from(Vec::new()),
+            series: decoded.series,
+            events: Vec::new(),
+        };
+        if sh.metrics.send(batch).await.is_err() {
+            return Err((Refusal::Unavailable, "the agent is stopping".into()));
+        }
+    }
+    Ok(metrics::encode_metrics_response(
+        format,
+        decoded.rejected,
+        decoded.reason.as_deref().unwrap_or(""),
+    ))
 }
 
 /// Why a decoded request is refused.
@@ -315,6 +362,11 @@ fn own_series(st: &OtlpStats, overflowed: u64, red_series: usize, t: i64) -> Vec
         one("telltale_agent_otlp_requests_refused_total", n(&st.refused)),
         one("telltale_agent_otlp_spans_total", n(&st.spans)),
         one("telltale_agent_otlp_spans_rejected_total", n(&st.rejected)),
+        one("telltale_agent_otlp_metric_samples_total", n(&st.points)),
+        one(
+            "telltale_agent_otlp_metric_points_rejected_total",
+            n(&st.points_rejected),
+        ),
         one(
             "telltale_agent_otlp_red_overflow_spans_total",
             overflowed as f64,
@@ -365,6 +417,7 @@ pub async fn run(
         logs,
         log_stats,
         gate: Mutex::new(Gate::new("otlp", Admission::default())),
+        metrics: tx.clone(),
     });
     let source: Arc<str> = Arc::from("otlp");
     let relabel: Arc<[crate::pipeline::relabel::Rule]> = Arc::from(Vec::new());
@@ -474,6 +527,7 @@ mod tests {
             logs: sink,
             log_stats: Arc::new(LogStats::default()),
             gate: Mutex::new(Gate::new("otlp", Admission::default())),
+            metrics: mpsc::channel(1).0,
         }
     }
 

@@ -15,12 +15,14 @@ use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use telltale_common::otlp::{self, Format};
 
-use super::{Refusal, Shared, Signal, gunzip, ingest, ingest_logs};
+use super::{Refusal, Shared, Signal, gunzip, ingest, ingest_logs, ingest_metrics};
 
 /// The trace service's method.
 pub const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 /// The logs service's method.
 pub const EXPORT_LOGS: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+/// The metrics service's method.
+pub const EXPORT_METRICS: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
 
 type Trailers = std::future::Ready<Option<Result<HeaderMap, Infallible>>>;
 /// A gRPC answer: one message (or none) and the status in trailers.
@@ -79,11 +81,12 @@ pub async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Response<GrpcBod
     let signal = match req.uri().path() {
         EXPORT => Signal::Traces,
         EXPORT_LOGS => Signal::Logs,
+        EXPORT_METRICS => Signal::Metrics,
         other => {
             return refuse(
                 &sh,
                 12,
-                &format!("{other}: this agent serves {EXPORT} and {EXPORT_LOGS}"),
+                &format!("{other}: this agent serves {EXPORT}, {EXPORT_LOGS} and {EXPORT_METRICS}"),
             );
         }
     };
@@ -154,6 +157,7 @@ pub async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Response<GrpcBod
             ingest(&sh, message, Format::Protobuf).map_err(|m| (Refusal::Malformed, m))
         }
         Signal::Logs => ingest_logs(&sh, message, Format::Protobuf).await,
+        Signal::Metrics => ingest_metrics(&sh, message, Format::Protobuf).await,
     };
     match done {
         Ok(answer) => reply(Some(answer), 0, ""),

@@ -1,0 +1,586 @@
+//! OTLP metrics (`ExportMetricsServiceRequest`, protobuf or OTLP/JSON) as Prometheus series,
+//! following OpenTelemetry's Prometheus compatibility rules where they matter to queries:
+//!
+//! - names: characters other than `[a-zA-Z0-9_:]` become `_`; the unit is appended as a
+//!   suffix for the common units (`s` → `_seconds`, `ms` → `_milliseconds`, `By` →
+//!   `_bytes`, `1` on gauges → `_ratio`) unless the name already ends with it; monotonic
+//!   sums get `_total`;
+//! - labels: the data point's attributes (names sanitised the same way), plus `job` = the
+//!   resource's `service.name` (`service.namespace/service.name` when both are set);
+//! - gauges and sums are one series each; histograms `_bucket{le}` (cumulative), `_sum` and
+//!   `_count`; summaries `{quantile}`, `_sum` and `_count`.
+//!
+//! Sums and histograms with delta temporality, and exponential histograms, are not
+//! converted: they are rejected data points (OTLP's partial success says so), since a
+//! Prometheus counter is cumulative and Telltale stores no native histograms.
+
+use super::{Format, KeyValue, OtlpError, Resource, pairs};
+use crate::model::{Labels, Sample, SeriesSamples};
+
+/// What a request held.
+#[derive(Debug, Default)]
+pub struct DecodedMetrics {
+    /// The series, one sample each.
+    pub series: Vec<SeriesSamples>,
+    /// Data points not converted.
+    pub rejected: u64,
+    /// Why the first was not.
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ExportMetricsServiceRequest {
+    #[prost(message, repeated, tag = "1")]
+    resource_metrics: Vec<ResourceMetrics>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ResourceMetrics {
+    #[prost(message, optional, tag = "1")]
+    resource: Option<Resource>,
+    #[prost(message, repeated, tag = "2")]
+    scope_metrics: Vec<ScopeMetrics>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ScopeMetrics {
+    #[prost(message, repeated, tag = "2")]
+    metrics: Vec<Metric>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Metric {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(string, tag = "3")]
+    unit: String,
+    #[prost(oneof = "Data", tags = "5, 7, 9, 10, 11")]
+    data: Option<Data>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+enum Data {
+    #[prost(message, tag = "5")]
+    Gauge(Gauge),
+    #[prost(message, tag = "7")]
+    Sum(Sum),
+    #[prost(message, tag = "9")]
+    Histogram(Histogram),
+    #[prost(message, tag = "10")]
+    Exponential(Exponential),
+    #[prost(message, tag = "11")]
+    Summary(Summary),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Gauge {
+    #[prost(message, repeated, tag = "1")]
+    data_points: Vec<NumberPoint>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Sum {
+    #[prost(message, repeated, tag = "1")]
+    data_points: Vec<NumberPoint>,
+    #[prost(int32, tag = "2")]
+    temporality: i32,
+    #[prost(bool, tag = "3")]
+    monotonic: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Histogram {
+    #[prost(message, repeated, tag = "1")]
+    data_points: Vec<HistogramPoint>,
+    #[prost(int32, tag = "2")]
+    temporality: i32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Exponential {
+    #[prost(int32, tag = "2")]
+    temporality: i32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Summary {
+    #[prost(message, repeated, tag = "1")]
+    data_points: Vec<SummaryPoint>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct NumberPoint {
+    #[prost(message, repeated, tag = "7")]
+    attributes: Vec<KeyValue>,
+    #[prost(fixed64, tag = "3")]
+    time_unix_nano: u64,
+    #[prost(oneof = "Number", tags = "4, 6")]
+    value: Option<Number>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+enum Number {
+    #[prost(double, tag = "4")]
+    Double(f64),
+    #[prost(sfixed64, tag = "6")]
+    Int(i64),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct HistogramPoint {
+    #[prost(message, repeated, tag = "9")]
+    attributes: Vec<KeyValue>,
+    #[prost(fixed64, tag = "3")]
+    time_unix_nano: u64,
+    #[prost(fixed64, tag = "4")]
+    count: u64,
+    #[prost(double, optional, tag = "5")]
+    sum: Option<f64>,
+    #[prost(fixed64, repeated, tag = "6")]
+    bucket_counts: Vec<u64>,
+    #[prost(double, repeated, tag = "7")]
+    explicit_bounds: Vec<f64>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct SummaryPoint {
+    #[prost(message, repeated, tag = "7")]
+    attributes: Vec<KeyValue>,
+    #[prost(fixed64, tag = "3")]
+    time_unix_nano: u64,
+    #[prost(fixed64, tag = "4")]
+    count: u64,
+    #[prost(double, tag = "5")]
+    sum: f64,
+    #[prost(message, repeated, tag = "6")]
+    quantile_values: Vec<Quantile>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Quantile {
+    #[prost(double, tag = "1")]
+    quantile: f64,
+    #[prost(double, tag = "2")]
+    value: f64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ExportMetricsServiceResponse {
+    #[prost(message, optional, tag = "1")]
+    partial_success: Option<MetricsPartialSuccess>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct MetricsPartialSuccess {
+    #[prost(int64, tag = "1")]
+    rejected_data_points: i64,
+    #[prost(string, tag = "2")]
+    error_message: String,
+}
+
+/// OTLP's `AGGREGATION_TEMPORALITY_DELTA`.
+const DELTA: i32 = 1;
+
+/// A Prometheus name or label name: other characters become `_`, and a leading digit gets
+/// one before it.
+fn sanitize(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+/// The series name of a metric (see the module doc).
+fn series_name(name: &str, unit: &str, gauge: bool, total: bool) -> String {
+    let mut n = sanitize(name);
+    let suffix = match unit {
+        "s" => "seconds",
+        "ms" => "milliseconds",
+        "us" => "microseconds",
+        "ns" => "nanoseconds",
+        "By" => "bytes",
+        "KiBy" => "kibibytes",
+        "MiBy" => "mebibytes",
+        "1" if gauge => "ratio",
+        _ => "",
+    };
+    if !suffix.is_empty() && !n.ends_with(suffix) {
+        n.push('_');
+        n.push_str(suffix);
+    }
+    if total && !n.ends_with("_total") {
+        n.push_str("_total");
+    }
+    n
+}
+
+struct Out<'a> {
+    job: &'a str,
+    decoded: &'a mut DecodedMetrics,
+}
+
+impl Out<'_> {
+    fn push(
+        &mut self,
+        name: &str,
+        attrs: &[(String, String)],
+        extra: Option<(&str, String)>,
+        t_ns: u64,
+        v: f64,
+    ) {
+        let mut labels: Vec<(String, String)> = attrs
+            .iter()
+            .map(|(k, v)| (sanitize(k), v.clone()))
+            .filter(|(k, _)| k != "__name__")
+            .collect();
+        labels.push(("__name__".into(), name.to_string()));
+        if !self.job.is_empty() && !labels.iter().any(|(k, _)| k == "job") {
+            labels.push(("job".into(), self.job.to_string()));
+        }
+        if let Some((k, val)) = extra {
+            labels.push((k.to_string(), val));
+        }
+        let t_ms = i64::try_from(t_ns / 1_000_000).unwrap_or(i64::MAX);
+        self.decoded.series.push(SeriesSamples {
+            labels: Labels::from_pairs(labels),
+            samples: vec![Sample(t_ms, v)],
+        });
+    }
+
+    fn reject(&mut self, n: usize, why: String) {
+        self.decoded.rejected += n as u64;
+        if self.decoded.reason.is_none() {
+            self.decoded.reason = Some(why);
+        }
+    }
+}
+
+fn number(p: &NumberPoint) -> f64 {
+    match p.value {
+        Some(Number::Double(d)) => d,
+        Some(Number::Int(i)) => i as f64,
+        None => f64::NAN,
+    }
+}
+
+fn convert(m: Metric, out: &mut Out<'_>) {
+    match m.data {
+        None => {}
+        Some(Data::Gauge(g)) => {
+            let name = series_name(&m.name, &m.unit, true, false);
+            for p in g.data_points {
+                let v = number(&p);
+                out.push(&name, &pairs(p.attributes), None, p.time_unix_nano, v);
+            }
+        }
+        Some(Data::Sum(s)) => {
+            if s.temporality == DELTA {
+                return out.reject(
+                    s.data_points.len(),
+                    format!("{}: delta sums are not supported, send cumulative", m.name),
+                );
+            }
+            let name = series_name(&m.name, &m.unit, !s.monotonic, s.monotonic);
+            for p in s.data_points {
+                let v = number(&p);
+                out.push(&name, &pairs(p.attributes), None, p.time_unix_nano, v);
+            }
+        }
+        Some(Data::Histogram(h)) => {
+            if h.temporality == DELTA {
+                return out.reject(
+                    h.data_points.len(),
+                    format!(
+                        "{}: delta histograms are not supported, send cumulative",
+                        m.name
+                    ),
+                );
+            }
+            let base = series_name(&m.name, &m.unit, false, false);
+            for p in h.data_points {
+                if !p.bucket_counts.is_empty()
+                    && p.bucket_counts.len() != p.explicit_bounds.len() + 1
+                {
+                    out.reject(
+                        1,
+                        format!(
+                            "{}: {} bucket counts for {} bounds",
+                            m.name,
+                            p.bucket_counts.len(),
+                            p.explicit_bounds.len()
+                        ),
+                    );
+                    continue;
+                }
+                let attrs = pairs(p.attributes);
+                let mut cumulative = 0u64;
+                for (i, n) in p.bucket_counts.iter().enumerate() {
+                    cumulative = cumulative.saturating_add(*n);
+                    let le = p
+                        .explicit_bounds
+                        .get(i)
+                        .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+                    out.push(
+                        &format!("{base}_bucket"),
+                        &attrs,
+                        Some(("le", le)),
+                        p.time_unix_nano,
+                        cumulative as f64,
+                    );
+                }
+                if let Some(sum) = p.sum {
+                    out.push(&format!("{base}_sum"), &attrs, None, p.time_unix_nano, sum);
+                }
+                out.push(
+                    &format!("{base}_count"),
+                    &attrs,
+                    None,
+                    p.time_unix_nano,
+                    p.count as f64,
+                );
+            }
+        }
+        Some(Data::Exponential(_)) => out.reject(
+            1,
+            format!(
+                "{}: exponential histograms are not supported, send explicit buckets",
+                m.name
+            ),
+        ),
+        Some(Data::Summary(s)) => {
+            let base = series_name(&m.name, &m.unit, false, false);
+            for p in s.data_points {
+                let attrs = pairs(p.attributes);
+                for q in &p.quantile_values {
+                    out.push(
+                        &base,
+                        &attrs,
+                        Some(("quantile", q.quantile.to_string())),
+                        p.time_unix_nano,
+                        q.value,
+                    );
+                }
+                out.push(
+                    &format!("{base}_sum"),
+                    &attrs,
+                    None,
+                    p.time_unix_nano,
+                    p.sum,
+                );
+                out.push(
+                    &format!("{base}_count"),
+                    &attrs,
+                    None,
+                    p.time_unix_nano,
+                    p.count as f64,
+                );
+            }
+        }
+    }
+}
+
+/// The `job` of a resource: `service.namespace/service.name`, or `service.name`.
+fn job(attrs: &[(String, String)]) -> String {
+    let get = |k: &str| attrs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    match (get("service.namespace"), get("service.name")) {
+        (Some(ns), Some(n)) => format!("{ns}/{n}"),
+        (None, Some(n)) => n.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Decodes an `ExportMetricsServiceRequest` into series. Only protobuf: OTLP/JSON metrics
+/// are refused with a message (the SDKs send protobuf).
+pub fn decode_metrics(body: &[u8], format: Format) -> Result<DecodedMetrics, OtlpError> {
+    use prost::Message;
+    if format == Format::Json {
+        return Err(OtlpError::Malformed {
+            format: "JSON",
+            reason: "OTLP/JSON metrics are not supported yet: send protobuf".into(),
+        });
+    }
+    let req = ExportMetricsServiceRequest::decode(body).map_err(|e| OtlpError::Malformed {
+        format: "protobuf",
+        reason: e.to_string(),
+    })?;
+    let mut decoded = DecodedMetrics::default();
+    for rm in req.resource_metrics {
+        let job = job(&pairs(
+            rm.resource.map(|r| r.attributes).unwrap_or_default(),
+        ));
+        let mut out = Out {
+            job: &job,
+            decoded: &mut decoded,
+        };
+        for sm in rm.scope_metrics {
+            for m in sm.metrics {
+                convert(m, &mut out);
+            }
+        }
+    }
+    Ok(decoded)
+}
+
+/// The answer to an accepted metrics request (`ExportMetricsServiceResponse`).
+pub fn encode_metrics_response(format: Format, rejected: u64, message: &str) -> Vec<u8> {
+    use prost::Message;
+    match format {
+        Format::Protobuf => ExportMetricsServiceResponse {
+            partial_success: (rejected > 0 || !message.is_empty()).then(|| MetricsPartialSuccess {
+                rejected_data_points: i64::try_from(rejected).unwrap_or(i64::MAX),
+                error_message: message.to_string(),
+            }),
+        }
+        .encode_to_vec(),
+        Format::Json if rejected == 0 && message.is_empty() => b"{}".to_vec(),
+        Format::Json => serde_json::json!({
+            "partialSuccess": {"rejectedDataPoints": rejected.to_string(), "errorMessage": message}
+        })
+        .to_string()
+        .into_bytes(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::super::{AnyValue, Value};
+    use super::*;
+
+    fn kv(k: &str, v: &str) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(Value::String(v.into())),
+            }),
+        }
+    }
+
+    fn point(v: f64, attrs: Vec<KeyValue>) -> NumberPoint {
+        NumberPoint {
+            attributes: attrs,
+            time_unix_nano: 1_700_000_000_123_000_000,
+            value: Some(Number::Double(v)),
+        }
+    }
+
+    #[test]
+    fn every_kind_converts_like_prometheus_expects() {
+        let metrics = vec![
+            Metric {
+                name: "http.server.requests".into(),
+                unit: "1".into(),
+                data: Some(Data::Sum(Sum {
+                    data_points: vec![point(42.0, vec![kv("http.route", "/pay")])],
+                    temporality: 2,
+                    monotonic: true,
+                })),
+            },
+            Metric {
+                name: "queue.depth".into(),
+                unit: "1".into(),
+                data: Some(Data::Gauge(Gauge {
+                    data_points: vec![NumberPoint {
+                        attributes: vec![],
+                        time_unix_nano: 1_700_000_000_123_000_000,
+                        value: Some(Number::Int(7)),
+                    }],
+                })),
+            },
+            Metric {
+                name: "http.server.duration".into(),
+                unit: "s".into(),
+                data: Some(Data::Histogram(Histogram {
+                    data_points: vec![HistogramPoint {
+                        attributes: vec![kv("1code", "200")],
+                        time_unix_nano: 1_700_000_000_123_000_000,
+                        count: 6,
+                        sum: Some(1.5),
+                        bucket_counts: vec![1, 2, 3],
+                        explicit_bounds: vec![0.1, 0.5],
+                    }],
+                    temporality: 2,
+                })),
+            },
+            Metric {
+                name: "rpc.latency".into(),
+                unit: "ms".into(),
+                data: Some(Data::Summary(Summary {
+                    data_points: vec![SummaryPoint {
+                        attributes: vec![],
+                        time_unix_nano: 1_700_000_000_123_000_000,
+                        count: 10,
+                        sum: 55.0,
+                        quantile_values: vec![Quantile {
+                            quantile: 0.99,
+                            value: 9.5,
+                        }],
+                    }],
+                })),
+            },
+            Metric {
+                name: "deltas".into(),
+                unit: String::new(),
+                data: Some(Data::Sum(Sum {
+                    data_points: vec![point(1.0, vec![]), point(2.0, vec![])],
+                    temporality: DELTA,
+                    monotonic: true,
+                })),
+            },
+        ];
+        let body = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", "shop"), kv("service.namespace", "prod")],
+                }),
+                scope_metrics: vec![ScopeMetrics { metrics }],
+            }],
+        }
+        .encode_to_vec();
+        let d = decode_metrics(&body, Format::Protobuf).expect("decodes");
+        let got: Vec<String> = d
+            .series
+            .iter()
+            .map(|s| {
+                let rest: Vec<String> = s
+                    .labels
+                    .iter()
+                    .filter(|(k, _)| *k != "__name__")
+                    .map(|(k, v)| format!("{k}={v:?}"))
+                    .collect();
+                let name = s.labels.metric_name().unwrap_or("");
+                format!("{name}{{{}}} {}", rest.join(", "), s.samples[0].1)
+            })
+            .collect();
+        let has = |want: &str| got.iter().any(|g| g == want);
+        for want in [
+            r#"http_server_requests_total{http_route="/pay", job="prod/shop"} 42"#,
+            r#"queue_depth_ratio{job="prod/shop"} 7"#,
+            r#"http_server_duration_seconds_bucket{_1code="200", job="prod/shop", le="0.1"} 1"#,
+            r#"http_server_duration_seconds_bucket{_1code="200", job="prod/shop", le="0.5"} 3"#,
+            r#"http_server_duration_seconds_bucket{_1code="200", job="prod/shop", le="+Inf"} 6"#,
+            r#"http_server_duration_seconds_sum{_1code="200", job="prod/shop"} 1.5"#,
+            r#"http_server_duration_seconds_count{_1code="200", job="prod/shop"} 6"#,
+            r#"rpc_latency_milliseconds{job="prod/shop", quantile="0.99"} 9.5"#,
+            r#"rpc_latency_milliseconds_count{job="prod/shop"} 10"#,
+        ] {
+            assert!(has(want), "{want} not in {got:#?}");
+        }
+        assert_eq!(d.series[0].samples[0].0, 1_700_000_000_123);
+        assert_eq!(d.rejected, 2);
+        assert!(d.reason.expect("why").contains("delta sums"));
+        assert!(decode_metrics(b"{}", Format::Json).is_err());
+        assert!(decode_metrics(&[0x0a, 0xff], Format::Protobuf).is_err());
+    }
+}
