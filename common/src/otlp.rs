@@ -705,20 +705,28 @@ pub fn encode_traces(spans: &[Span]) -> Vec<u8> {
 }
 
 /// The answer to an accepted request: an `ExportTraceServiceResponse`, with a partial
-/// success when spans were rejected.
+/// success when spans were rejected (or a warning is to be said).
 pub fn encode_response(format: Format, rejected: u64, message: &str) -> Vec<u8> {
+    encode_partial(format, "rejectedSpans", rejected, message)
+}
+
+/// An `Export*ServiceResponse`: the three signals' responses have the same layout (field 1,
+/// a partial success of `int64 rejected_<what> = 1; string error_message = 2`), so one
+/// message encodes them all; in JSON the count's name is `count_key`.
+fn encode_partial(format: Format, count_key: &str, rejected: u64, message: &str) -> Vec<u8> {
     use prost::Message;
+    let nothing = rejected == 0 && message.is_empty();
     match format {
         Format::Protobuf => ExportTraceServiceResponse {
-            partial_success: (rejected > 0 || !message.is_empty()).then(|| PartialSuccess {
+            partial_success: (!nothing).then(|| PartialSuccess {
                 rejected_spans: i64::try_from(rejected).unwrap_or(i64::MAX),
                 error_message: message.to_string(),
             }),
         }
         .encode_to_vec(),
-        Format::Json if rejected == 0 && message.is_empty() => b"{}".to_vec(),
+        Format::Json if nothing => b"{}".to_vec(),
         Format::Json => serde_json::json!({
-            "partialSuccess": {"rejectedSpans": rejected.to_string(), "errorMessage": message}
+            "partialSuccess": {count_key: rejected.to_string(), "errorMessage": message}
         })
         .to_string()
         .into_bytes(),

@@ -30,6 +30,19 @@ fn have_otel_sdk() -> bool {
     have
 }
 
+/// Runs a Python script (an application using the SDK); fails on its failure or when the
+/// SDK says an export failed; returns what it printed.
+fn run_python(script: &str) -> String {
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .output()
+        .expect("python3");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("Failed to export"), "{stderr}");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 /// An agent with the OTLP receiver on free ports; returns it and the OTLP/HTTP and
 /// OTLP/gRPC addresses.
 fn otlp_agent(
@@ -122,13 +135,7 @@ for p in providers.values():
     p.shutdown()
 "#
     );
-    let out = std::process::Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .expect("python3");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(!stderr.contains("Failed to export"), "{stderr}");
+    run_python(&script);
     let calls = |labels: &str| format!("traces_spanmetrics_calls_total{{{labels}}}");
     eventually(
         &agg,
@@ -234,14 +241,7 @@ for method, body in [
         print("REFUSED", e.code().name, e.details())
 "#
     );
-    let out = std::process::Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .expect("python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(!stderr.contains("Failed to export"), "{stderr}");
+    let stdout = run_python(&script);
     assert!(
         stdout.contains("REFUSED INVALID_ARGUMENT malformed OTLP protobuf body"),
         "{stdout}"
@@ -469,13 +469,7 @@ for lp in (billing_lp, mail_lp):
     lp.shutdown()
 "#
     );
-    let out = std::process::Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .expect("python3");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(!stderr.contains("Failed to export"), "{stderr}");
+    run_python(&script);
     let all = wait_for(Duration::from_secs(20), || {
         let l = log_lines(&agg, r#"{source="otlp", service_name="billing"}"#);
         (l.len() >= 10).then_some(l)
@@ -538,13 +532,7 @@ assert mp.force_flush(10_000)
 mp.shutdown()
 "#
     );
-    let out = std::process::Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .expect("python3");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(!stderr.contains("Failed to export"), "{stderr}");
+    run_python(&script);
     eventually(&agg, r#"orders_total{job="shop", region="eu"}"#, 6.0);
     eventually(&agg, r#"orders_total{job="shop", region="us"}"#, 4.0);
     eventually(

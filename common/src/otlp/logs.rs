@@ -71,20 +71,6 @@ struct PbLogRecord {
     observed_time_unix_nano: u64,
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
-struct ExportLogsServiceResponse {
-    #[prost(message, optional, tag = "1")]
-    partial_success: Option<LogsPartialSuccess>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct LogsPartialSuccess {
-    #[prost(int64, tag = "1")]
-    rejected_log_records: i64,
-    #[prost(string, tag = "2")]
-    error_message: String,
-}
-
 /// The level of an OTLP severity: the number's range (1–4 trace, 5–8 debug, 9–12 info,
 /// 13–16 warn, 17–24 error and fatal), else the text.
 fn level(number: i32, text: &str) -> &'static str {
@@ -236,22 +222,7 @@ mod json {
 
 /// The answer to an accepted logs request (`ExportLogsServiceResponse`).
 pub fn encode_logs_response(format: Format, message: &str) -> Vec<u8> {
-    use prost::Message;
-    match format {
-        Format::Protobuf => ExportLogsServiceResponse {
-            partial_success: (!message.is_empty()).then(|| LogsPartialSuccess {
-                rejected_log_records: 0,
-                error_message: message.to_string(),
-            }),
-        }
-        .encode_to_vec(),
-        Format::Json if message.is_empty() => b"{}".to_vec(),
-        Format::Json => serde_json::json!({
-            "partialSuccess": {"rejectedLogRecords": "0", "errorMessage": message}
-        })
-        .to_string()
-        .into_bytes(),
-    }
+    super::encode_partial(format, "rejectedLogRecords", 0, message)
 }
 
 #[cfg(test)]

@@ -164,20 +164,6 @@ struct Quantile {
     value: f64,
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
-struct ExportMetricsServiceResponse {
-    #[prost(message, optional, tag = "1")]
-    partial_success: Option<MetricsPartialSuccess>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct MetricsPartialSuccess {
-    #[prost(int64, tag = "1")]
-    rejected_data_points: i64,
-    #[prost(string, tag = "2")]
-    error_message: String,
-}
-
 /// OTLP's `AGGREGATION_TEMPORALITY_DELTA`.
 const DELTA: i32 = 1;
 
@@ -257,6 +243,18 @@ impl Out<'_> {
         });
     }
 
+    /// One series per point of a gauge or sum.
+    fn numbers(&mut self, name: &str, points: Vec<NumberPoint>) {
+        for p in points {
+            let v = match p.value {
+                Some(Number::Double(d)) => d,
+                Some(Number::Int(i)) => i as f64,
+                None => f64::NAN,
+            };
+            self.push(name, &pairs(p.attributes), None, p.time_unix_nano, v);
+        }
+    }
+
     fn reject(&mut self, n: usize, why: String) {
         self.decoded.rejected += n as u64;
         if self.decoded.reason.is_none() {
@@ -265,23 +263,11 @@ impl Out<'_> {
     }
 }
 
-fn number(p: &NumberPoint) -> f64 {
-    match p.value {
-        Some(Number::Double(d)) => d,
-        Some(Number::Int(i)) => i as f64,
-        None => f64::NAN,
-    }
-}
-
 fn convert(m: Metric, out: &mut Out<'_>) {
     match m.data {
         None => {}
         Some(Data::Gauge(g)) => {
-            let name = series_name(&m.name, &m.unit, true, false);
-            for p in g.data_points {
-                let v = number(&p);
-                out.push(&name, &pairs(p.attributes), None, p.time_unix_nano, v);
-            }
+            out.numbers(&series_name(&m.name, &m.unit, true, false), g.data_points)
         }
         Some(Data::Sum(s)) => {
             if s.temporality == DELTA {
@@ -290,11 +276,10 @@ fn convert(m: Metric, out: &mut Out<'_>) {
                     format!("{}: delta sums are not supported, send cumulative", m.name),
                 );
             }
-            let name = series_name(&m.name, &m.unit, !s.monotonic, s.monotonic);
-            for p in s.data_points {
-                let v = number(&p);
-                out.push(&name, &pairs(p.attributes), None, p.time_unix_nano, v);
-            }
+            out.numbers(
+                &series_name(&m.name, &m.unit, !s.monotonic, s.monotonic),
+                s.data_points,
+            );
         }
         Some(Data::Histogram(h)) => {
             if h.temporality == DELTA {
@@ -433,22 +418,7 @@ pub fn decode_metrics(body: &[u8], format: Format) -> Result<DecodedMetrics, Otl
 
 /// The answer to an accepted metrics request (`ExportMetricsServiceResponse`).
 pub fn encode_metrics_response(format: Format, rejected: u64, message: &str) -> Vec<u8> {
-    use prost::Message;
-    match format {
-        Format::Protobuf => ExportMetricsServiceResponse {
-            partial_success: (rejected > 0 || !message.is_empty()).then(|| MetricsPartialSuccess {
-                rejected_data_points: i64::try_from(rejected).unwrap_or(i64::MAX),
-                error_message: message.to_string(),
-            }),
-        }
-        .encode_to_vec(),
-        Format::Json if rejected == 0 && message.is_empty() => b"{}".to_vec(),
-        Format::Json => serde_json::json!({
-            "partialSuccess": {"rejectedDataPoints": rejected.to_string(), "errorMessage": message}
-        })
-        .to_string()
-        .into_bytes(),
-    }
+    super::encode_partial(format, "rejectedDataPoints", rejected, message)
 }
 
 #[cfg(test)]
