@@ -340,6 +340,7 @@ mod tests {
         bytes[200] ^= 0x40;
         std::fs::write(&seg, bytes).expect("write");
         std::fs::write(seg_dir.join("00000000000000ff.seg"), b"orphan").expect("orphan");
+        std::fs::create_dir(seg_dir.join("someone's directory")).expect("a stray directory");
         let b = Buffer::open(d.path(), 64 << 20).expect("reopen");
         assert_eq!(b.corrupt(), 2, "the damaged and the missing record");
         assert!(b.get(damaged).expect("get").is_none());

@@ -232,7 +232,8 @@ impl Segments {
     }
 
     /// After the records found at open are adopted: deletes segment files none of them is
-    /// in, and any other file in the directory. Returns how many files were deleted.
+    /// in, and any other file in the directory. Returns how many files were deleted; only a
+    /// directory that cannot be listed is an error.
     pub fn sweep(&self) -> io::Result<usize> {
         let st = self.lock();
         let mut deleted = 0;
@@ -244,8 +245,14 @@ impl Segments {
                 .and_then(segment_id)
                 .is_some_and(|id| st.live.get(&id).copied().unwrap_or(0) > 0);
             if !keep {
-                std::fs::remove_file(entry.path())?;
-                deleted += 1;
+                // Best effort: something that cannot be deleted (a directory someone made
+                // here) is reported and left, and the buffer opens all the same.
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => deleted += 1,
+                    Err(e) => {
+                        tracing::warn!(path = %entry.path().display(), error = %e, "cannot delete a stray file among the log segments")
+                    }
+                }
             }
         }
         Ok(deleted)
