@@ -14,10 +14,10 @@
 //! `rejected_spans` = the spans that were invalid and an `error_message` naming the RED
 //! metrics as what was kept — so nobody mistakes a 200 for stored spans.
 //!
-//! Answers: 200 with an `ExportTraceServiceResponse`; 400 with a `google.rpc.Status` naming
-//! what is wrong (malformed body); 413 over [`otlp::MAX_BODY_BYTES`] (decompressed); 415 for
-//! other content types or encodings; 404 for other paths. The receiver's own counters are
-//! `telltale_agent_otlp_*`.
+//! Answers: 200 with the signal's `Export*ServiceResponse`; 400 with a `google.rpc.Status`
+//! naming what is wrong (malformed body); 413 over [`otlp::MAX_BODY_BYTES`] (decompressed);
+//! 415 for other content types or encodings; 503 when the buffer refuses log records; 404
+//! for other paths. The receiver's own counters are `telltale_agent_otlp_*`.
 
 mod grpc;
 pub mod red;
@@ -32,13 +32,12 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use telltale_common::lokipush;
 use telltale_common::model::{Labels, Sample, SeriesSamples, now_ms};
 use telltale_common::otlp::{self, Format};
-use tokio::sync::mpsc;
-
-use telltale_common::lokipush;
 use telltale_common::trace;
 use telltale_common::wire::{Batch, LogEntry};
+use tokio::sync::mpsc;
 
 use super::logbatch::{Admission, Gate, LogBatcher, cut_line};
 use super::logfile::LogStats;
@@ -59,7 +58,7 @@ pub struct OtlpConfig {
 /// The receiver's counters.
 #[derive(Debug, Default)]
 pub struct OtlpStats {
-    /// Requests answered 200.
+    /// Requests accepted (traces, logs and metrics).
     pub requests: AtomicU64,
     /// Requests refused whole (malformed, too large, unsupported type or encoding).
     pub refused: AtomicU64,
@@ -102,7 +101,8 @@ fn refuse(sh: &Shared, status: StatusCode, format: Format, message: &str) -> Res
     let code = match status {
         StatusCode::PAYLOAD_TOO_LARGE => 8, // RESOURCE_EXHAUSTED
         StatusCode::NOT_FOUND => 12,        // UNIMPLEMENTED
-        _ => 3,                             // INVALID_ARGUMENT
+        StatusCode::SERVICE_UNAVAILABLE => 14,
+        _ => 3, // INVALID_ARGUMENT
     };
     answer(status, format, otlp::encode_status(format, code, message))
 }
@@ -196,7 +196,10 @@ async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         Signal::Metrics => ingest_metrics(&sh, body, format).await,
     };
     match done {
-        Ok(reply) => answer(StatusCode::OK, format, reply),
+        Ok(reply) => {
+            sh.stats.requests.fetch_add(1, Ordering::Relaxed);
+            answer(StatusCode::OK, format, reply)
+        }
         Err((Refusal::Malformed, m)) => refuse(&sh, StatusCode::BAD_REQUEST, format, &m),
         Err((Refusal::Unavailable, m)) => refuse(&sh, StatusCode::SERVICE_UNAVAILABLE, format, &m),
     }
@@ -334,7 +337,6 @@ fn ingest(sh: &Shared, body: &[u8], format: Format) -> Result<Vec<u8>, String> {
         }
     }
     let st = &sh.stats;
-    st.requests.fetch_add(1, Ordering::Relaxed);
     st.spans
         .fetch_add(decoded.spans.len() as u64, Ordering::Relaxed);
     st.rejected.fetch_add(decoded.rejected, Ordering::Relaxed);

@@ -160,7 +160,10 @@ pub async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Response<GrpcBod
         Signal::Metrics => ingest_metrics(&sh, message, Format::Protobuf).await,
     };
     match done {
-        Ok(answer) => reply(Some(answer), 0, ""),
+        Ok(answer) => {
+            sh.stats.requests.fetch_add(1, Ordering::Relaxed);
+            reply(Some(answer), 0, "")
+        }
         Err((Refusal::Malformed, m)) => refuse(&sh, 3, &m),
         Err((Refusal::Unavailable, m)) => refuse(&sh, 14, &m),
     }
