@@ -470,7 +470,7 @@ command = ["/bin/true"]
             .expect("enabled");
         assert_eq!(o.http_listen.to_string(), "127.0.0.1:4318");
         assert_eq!(o.grpc_listen.to_string(), "127.0.0.1:4317");
-        assert_eq!(o.max_series, 10_000);
+        assert_eq!(o.max_series, 1_000);
     }
 
     #[test]

@@ -17,7 +17,9 @@ pub struct OtlpSection {
     pub http_listen: Option<String>,
     /// Default `127.0.0.1:4317` (OTLP/gRPC's default port).
     pub grpc_listen: Option<String>,
-    /// Most RED metric label sets (service, span name, kind, status); default 10000.
+    /// Most RED metric label sets (service, span name, kind, status); default 1000. Each is
+    /// 18 series (calls, 15 buckets, sum, count): 1000 stay under the default
+    /// `[limits] max_series_per_source` of 20000.
     pub max_series: Option<usize>,
 }
 
@@ -37,7 +39,7 @@ pub fn validate(src: &Path, s: Option<OtlpSection>) -> Result<Option<OtlpConfig>
     };
     let http_listen = addr("http_listen", s.http_listen.as_deref(), "127.0.0.1:4318")?;
     let grpc_listen = addr("grpc_listen", s.grpc_listen.as_deref(), "127.0.0.1:4317")?;
-    let max_series = s.max_series.unwrap_or(10_000);
+    let max_series = s.max_series.unwrap_or(1_000);
     if max_series == 0 {
         return Err(ConfigError::invalid(
             src,

@@ -421,7 +421,9 @@ pub async fn run(
         gate: Mutex::new(Gate::new("otlp", Admission::default())),
         metrics: tx.clone(),
     });
-    let source: Arc<str> = Arc::from("otlp");
+    // Its own source name, so the per-source series cap ([limits]) counts the RED metrics
+    // apart from the OTLP metrics applications send (source "otlp").
+    let source: Arc<str> = Arc::from("spanmetrics");
     let relabel: Arc<[crate::pipeline::relabel::Rule]> = Arc::from(Vec::new());
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
