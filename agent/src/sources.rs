@@ -13,8 +13,8 @@
 //!   protocol, [`journald`]: the systemd journal, [`loki`]: Loki's push API, [`logbatch`]:
 //!   lines by stream; log
 //!   sources hand batches and read positions to a `pipeline::logsink::LogSink`.
-//!
-//! Traces will be sources here too.
+//! - [`otlp`]: OpenTelemetry's OTLP over HTTP and gRPC — spans counted into RED metrics,
+//!   logs into the log pipeline, metrics into the metric pipeline.
 
 pub mod checks;
 pub mod expfmt;
@@ -31,3 +31,32 @@ pub mod scrape;
 pub mod statsd;
 pub mod syslog;
 pub mod textfile;
+
+use std::future::Future;
+use std::sync::Arc;
+
+/// Serves one HTTP/1.1 connection of a listener source (Loki push, OTLP/HTTP) on `conns`,
+/// answering each request with `handle(ctx, request)`.
+pub(crate) fn serve_http1<C, F, Fut, B>(
+    conns: &mut tokio::task::JoinSet<()>,
+    stream: tokio::net::TcpStream,
+    ctx: Arc<C>,
+    handle: F,
+) where
+    C: Send + Sync + 'static,
+    F: Fn(Arc<C>, hyper::Request<hyper::body::Incoming>) -> Fut + Copy + Send + Sync + 'static,
+    Fut: Future<Output = hyper::Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    conns.spawn(async move {
+        let svc = hyper::service::service_fn(move |req| {
+            let ctx = ctx.clone();
+            async move { Ok::<_, std::convert::Infallible>(handle(ctx, req).await) }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+            .await;
+    });
+}

@@ -504,13 +504,18 @@ mod json {
 
     /// A 64-bit unsigned integer written as a number or a string (protobuf's JSON mapping
     /// writes 64-bit integers as strings).
-    pub(super) fn u64_of(v: &J) -> Result<u64, String> {
+    fn u64_of(v: &J) -> Result<u64, String> {
         match v {
             J::Null => Ok(0),
             J::Number(n) => n.as_u64().ok_or_else(|| format!("{n} is not a u64")),
             J::String(s) => s.parse().map_err(|_| format!("{s:?} is not a u64")),
             other => Err(format!("{other} is not a u64")),
         }
+    }
+
+    /// [`u64_of`], 0 when it is not one (log record times: the caller stamps those).
+    pub(super) fn u64_or_zero(v: &J) -> u64 {
+        u64_of(v).unwrap_or(0)
     }
 
     /// An `AnyValue` (`{"stringValue": ...}`, `{"intValue": "5"}`...) as text.

@@ -133,7 +133,8 @@ const COMMON: &[(&str, &[&str])] = &[
     ("lokipush", &["model", "wire"]),
     ("model", &[]),
     ("names", &[]),
-    ("otlp", &["trace"]),
+    // OTLP's three signals: spans, series (metrics) and log records.
+    ("otlp", &["trace", "model"]),
     // The protocol's state machines: frames and messages only, no I/O.
     ("session", &["codec", "model", "wire"]),
     ("store", &["model"]),

@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use telltale_common::lokipush;
 use telltale_common::model::now_ms;
 use telltale_common::wire::Batch;
@@ -185,16 +184,7 @@ pub async fn run(
         tokio::select! {
             a = tcp.accept() => {
                 if let Ok((s, _)) = a && conns.len() < 256 {
-                    let ctx = ctx.clone();
-                    conns.spawn(async move {
-                        let svc = hyper::service::service_fn(move |req| {
-                            let ctx = ctx.clone();
-                            async move { Ok::<_, std::convert::Infallible>(handle(ctx, req).await) }
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(s), svc)
-                            .await;
-                    });
+                    super::serve_http1(&mut conns, s, ctx.clone(), handle);
                 }
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}

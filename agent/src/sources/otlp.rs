@@ -432,16 +432,7 @@ pub async fn run(
         tokio::select! {
             a = accept(&http) => {
                 if let Ok(s) = a && conns.len() < 256 {
-                    let sh = sh.clone();
-                    conns.spawn(async move {
-                        let svc = hyper::service::service_fn(move |req| {
-                            let sh = sh.clone();
-                            async move { Ok::<_, std::convert::Infallible>(handle(sh, req).await) }
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(s), svc)
-                            .await;
-                    });
+                    super::serve_http1(&mut conns, s, sh.clone(), handle);
                 }
             }
             a = accept(&grpc) => {

@@ -160,8 +160,8 @@ pub fn decode_logs(body: &[u8], format: Format) -> Result<DecodedLogs, OtlpError
                     for r in sl.log_records {
                         out.records.push(record(
                             &service,
-                            super::json::u64_of(&r.time_unix_nano).unwrap_or(0),
-                            super::json::u64_of(&r.observed_time_unix_nano).unwrap_or(0),
+                            super::json::u64_or_zero(&r.time_unix_nano),
+                            super::json::u64_or_zero(&r.observed_time_unix_nano),
                             level(r.severity_number, &r.severity_text),
                             json::body(&r.body),
                             super::json::pairs(r.attributes),
