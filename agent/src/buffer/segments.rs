@@ -155,14 +155,18 @@ impl Segments {
             .map_err(|_| io::Error::other("log batch record larger than 4 GiB"))?;
         let mut st = self.lock();
         if st.current.as_ref().is_none_or(|c| c.len >= SEGMENT_BYTES) {
+            // An id is used once, even when making its file fails (a retry takes the next).
             let id = st.next_id;
+            st.next_id = id + 1;
             let file = OpenOptions::new()
                 .create_new(true)
                 .append(true)
                 .open(self.path(id))?;
             // The new name must survive a power loss before a place names it.
-            File::open(&self.dir)?.sync_all()?;
-            st.next_id = id + 1;
+            if let Err(e) = File::open(&self.dir).and_then(|d| d.sync_all()) {
+                let _ = std::fs::remove_file(self.path(id));
+                return Err(e);
+            }
             let old = st.current.replace(Current { id, file, len: 0 });
             if let Some(old) = old {
                 self.delete_if_dead(&mut st, old.id);
