@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use telltale_common::model::now_ms;
-use telltale_common::wire::{Batch, LogEntry};
+use telltale_common::wire::LogEntry;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::watch;
 
@@ -190,13 +190,7 @@ pub async fn run(
             };
             if flush && let Some(c) = last_cursor.take() {
                 since = Instant::now();
-                let b = Batch {
-                    sequence: 0,
-                    created_ms: now_ms(),
-                    series: Vec::new(),
-                    events: Vec::new(),
-                    logs: batch.take(),
-                };
+                let b = super::logbatch::batch_of(batch.take());
                 let pos = vec![(key(&cfg.name), c.into_bytes())];
                 if let Err(e) = sink.store(b, pos, Vec::new()).await {
                     stats.errors.fetch_add(1, Ordering::Relaxed);

@@ -89,6 +89,17 @@ pub fn cut_line(line: &mut String, max: usize) -> bool {
     true
 }
 
+/// A wire batch carrying log streams only (the buffer gives it its sequence).
+pub fn batch_of(streams: Vec<LogStream>) -> Batch {
+    Batch {
+        sequence: 0,
+        created_ms: telltale_common::model::now_ms(),
+        series: Vec::new(),
+        events: Vec::new(),
+        logs: streams,
+    }
+}
+
 /// Hands what a listener gathered to the sink as one batch (nothing when it is empty); a
 /// failure drops the lines (a listener cannot ask its senders again) and is logged.
 pub async fn flush(batch: &Mutex<LogBatcher>, sink: &dyn LogSink, source: &str) {
@@ -96,14 +107,7 @@ pub async fn flush(batch: &Mutex<LogBatcher>, sink: &dyn LogSink, source: &str) 
     if streams.is_empty() {
         return;
     }
-    let b = Batch {
-        sequence: 0,
-        created_ms: telltale_common::model::now_ms(),
-        series: Vec::new(),
-        events: Vec::new(),
-        logs: streams,
-    };
-    if let Err(e) = sink.store(b, Vec::new(), Vec::new()).await {
+    if let Err(e) = sink.store(batch_of(streams), Vec::new(), Vec::new()).await {
         tracing::error!(source, error = %e, "received log lines could not be buffered: dropped");
     }
 }

@@ -478,13 +478,7 @@ impl Tailer {
             pos.insert(k, v);
         }
         Some((
-            Batch {
-                sequence: 0,
-                created_ms: now_ms(),
-                series: Vec::new(),
-                events: Vec::new(),
-                logs: streams,
-            },
+            super::logbatch::batch_of(streams),
             pos.into_iter().collect(),
             std::mem::take(&mut self.forget),
         ))

@@ -13,8 +13,6 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use telltale_common::lokipush;
-use telltale_common::model::now_ms;
-use telltale_common::wire::Batch;
 use tokio::sync::watch;
 
 use super::logbatch::{Admission, Gate, LogBatcher, cut_line};
@@ -139,13 +137,7 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
     if batch.is_empty() {
         return answer(StatusCode::NO_CONTENT, "");
     }
-    let b = Batch {
-        sequence: 0,
-        created_ms: now_ms(),
-        series: Vec::new(),
-        events: Vec::new(),
-        logs: batch.take(),
-    };
+    let b = super::logbatch::batch_of(batch.take());
     match ctx.sink.store(b, Vec::new(), Vec::new()).await {
         Ok(()) => answer(StatusCode::NO_CONTENT, ""),
         Err(e) => {

@@ -36,7 +36,7 @@ use telltale_common::lokipush;
 use telltale_common::model::{Labels, Sample, SeriesSamples, now_ms};
 use telltale_common::otlp::{self, Format};
 use telltale_common::trace;
-use telltale_common::wire::{Batch, LogEntry};
+use telltale_common::wire::LogEntry;
 use tokio::sync::mpsc;
 
 use super::logbatch::{Admission, Gate, LogBatcher, cut_line};
@@ -311,13 +311,7 @@ async fn ingest_logs(
         );
     }
     if !batch.is_empty() {
-        let b = Batch {
-            sequence: 0,
-            created_ms: now_ms(),
-            series: Vec::new(),
-            events: Vec::new(),
-            logs: batch.take(),
-        };
+        let b = super::logbatch::batch_of(batch.take());
         if let Err(e) = sh.logs.store(b, Vec::new(), Vec::new()).await {
             sh.log_stats.errors.fetch_add(1, Ordering::Relaxed);
             return Err((Refusal::Unavailable, format!("cannot buffer: {e}")));
@@ -482,6 +476,7 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::pipeline::logsink::{BoxFuture, SinkError};
+    use telltale_common::wire::Batch;
 
     /// Keeps the batches it is given, or refuses them all.
     #[derive(Default)]
