@@ -789,6 +789,7 @@ mod tests {
                     samples: vec![Sample(1, i as f64)],
                 })
                 .collect(),
+            spans: Vec::new(),
             logs: Vec::new(),
         }
     }

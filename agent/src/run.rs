@@ -321,6 +321,7 @@ async fn sink(
                 created_ms: now,
                 series: std::mem::replace(&mut rest, tail),
                 events: events.take().unwrap_or_default(),
+                spans: Vec::new(),
                 logs: Vec::new(),
             };
             match buffer.push(batch).await {
@@ -484,7 +485,7 @@ impl LogSink for BufferSink {
         forget: Vec<Vec<u8>>,
     ) -> BoxFuture<'_, Result<(), SinkError>> {
         Box::pin(async move {
-            if !batch.logs.is_empty() {
+            if !batch.logs.is_empty() || !batch.spans.is_empty() {
                 self.buffer.push_logs(batch, &positions).await?;
                 self.notify.notify_one();
                 self.buffer.set_positions(&[], &forget)?;

@@ -28,6 +28,7 @@ fn main() {
                 samples: vec![Sample(k as i64, 1.0)],
             })
             .collect(),
+        spans: Vec::new(),
         logs: Vec::new(),
     };
     let n = 300u64;

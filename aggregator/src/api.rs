@@ -3,6 +3,7 @@
 //! ([`ApiError`]).
 
 mod alerting;
+mod jaeger;
 mod loki;
 mod params;
 pub use crate::metrics::remote_write;
@@ -59,6 +60,8 @@ pub struct ApiState {
     pub remediation: Arc<crate::remediate::driver::Remediator>,
     /// The log store.
     pub logs: Arc<dyn crate::logs::store::LogStore>,
+    /// The trace store.
+    pub traces: Arc<dyn crate::traces::store::TraceStore>,
     /// Stored lines as they are stored (`/loki/api/v1/tail`).
     pub live_logs: Arc<crate::logs::observe::Observed>,
     /// The log pattern index (`/loki/api/v1/patterns`).
@@ -734,6 +737,7 @@ async fn metrics(State(st): St) -> Response {
     st.storage.render_metrics(&mut text);
     st.rules().render_metrics(&mut text);
     st.patterns.render_metrics(&mut text);
+    st.traces.render_metrics(&mut text);
     st.reload.status.render(&mut text);
     st.alerts.render_metrics(&mut text);
     st.remediation.render_metrics(&mut text);
@@ -801,7 +805,7 @@ async fn not_found() -> ApiError {
 
 /// The router with every endpoint.
 pub fn router(state: Arc<ApiState>) -> Router {
-    loki::routes(alerting::routes(Router::new()))
+    jaeger::routes(loki::routes(alerting::routes(Router::new())))
         .route("/api/v1/query", get(query).post(query))
         .route("/api/v1/query_range", get(query_range).post(query_range))
         .route("/api/v1/series", get(series).post(series))

@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use telltale_common::config::{ConfigError, byte_size, humantime_duration_opt, load_toml};
 
+mod traces;
+
 /// `aggregator.toml` as written by the operator; every key is optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,6 +58,9 @@ pub struct FileConfig {
     /// The log store (`[logs]`).
     #[serde(default)]
     pub logs: LogsSection,
+    /// The trace store (`[traces]`).
+    #[serde(default)]
+    pub traces: traces::TracesSection,
 }
 
 /// `[logs]`: the log store's retention and query bounds.
@@ -199,6 +204,8 @@ pub struct Config {
     pub logs: crate::logs::engine::LogOptions,
     /// Most bytes of lines one LogQL query may read.
     pub logs_max_query_bytes: u64,
+    /// Trace store options.
+    pub traces: crate::traces::engine::TraceOptions,
     /// Rule file patterns (config file's, then `--rules`).
     pub rule_files: Vec<String>,
     /// LogQL rule file patterns (`[logs] rule_files`, then `--log-rules`).
@@ -410,6 +417,7 @@ impl Config {
             storage,
             logs,
             logs_max_query_bytes: file.logs.max_query_bytes.unwrap_or(1 << 30),
+            traces: traces::validate(where_, &file.traces)?,
             data_dir: o
                 .data_dir
                 .clone()

@@ -74,6 +74,8 @@ pub struct Ingest {
     pub storage: Arc<dyn Appender>,
     /// Where the log lines of batches go.
     pub logs: Arc<dyn crate::logs::store::LogAppender>,
+    /// Where the spans of batches go.
+    pub traces: Arc<dyn crate::traces::store::SpanAppender>,
     /// Agent state.
     pub registry: Arc<Registry>,
     /// Counters.
@@ -314,6 +316,7 @@ impl Ingest {
                 let job = StoreJob {
                     storage: self.storage.clone(),
                     logs: self.logs.clone(),
+                    traces: self.traces.clone(),
                     registry: self.registry.clone(),
                     metrics: self.metrics.clone(),
                     agent: name.to_string(),
@@ -367,6 +370,7 @@ impl Ingest {
 struct StoreJob {
     storage: Arc<dyn Appender>,
     logs: Arc<dyn crate::logs::store::LogAppender>,
+    traces: Arc<dyn crate::traces::store::SpanAppender>,
     registry: Arc<Registry>,
     metrics: Arc<SelfMetrics>,
     agent: String,
@@ -375,9 +379,9 @@ struct StoreJob {
 
 impl StoreJob {
     async fn store(self, sequence: u64, payload: Vec<u8>) -> Result<ServerMessage, SessionError> {
-        // Log lines first: the batch is acknowledged only once both stores have it (each
-        // de-duplicates by origin, so a batch replayed after a failure in between is stored
-        // once in each).
+        // Log lines and spans first: the batch is acknowledged only once every store has it
+        // (each de-duplicates by origin, so a batch replayed after a failure in between is
+        // stored once in each).
         let logs = match telltale_common::wire::batch_logs(&payload) {
             Ok(l) => l,
             Err(e) => {
@@ -404,6 +408,28 @@ impl StoreJob {
                     return Ok(ServerMessage::Rejected { sequence, reason });
                 }
                 Err(e) => return Err(SessionError::Storage(e.to_string())),
+            }
+        }
+        let spans = match telltale_common::wire::batch_spans(&payload) {
+            Ok(s) => s,
+            Err(e) => {
+                SelfMetrics::inc(&self.metrics.rejected_batches, 1);
+                let reason = format!("undecodable spans: {e}");
+                tracing::error!(agent = %self.agent, sequence, %reason, "batch rejected");
+                return Ok(ServerMessage::Rejected { sequence, reason });
+            }
+        };
+        if !spans.is_empty() {
+            let req = crate::traces::store::SpanAppend {
+                origin: Some(Origin {
+                    agent: self.agent.clone(),
+                    epoch: self.epoch,
+                    sequence,
+                }),
+                spans,
+            };
+            if let Err(e) = self.traces.append(req).await {
+                return Err(SessionError::Storage(e.to_string()));
             }
         }
         let req = AppendRequest {

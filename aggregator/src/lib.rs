@@ -10,6 +10,8 @@
 //!   and as samples arrive.
 //! - [`alerting`]: routing, grouping, inhibition, silences, escalation, incidents, delivery.
 //! - [`remediate`]: runbooks, commands to agents over their QUIC connection, verification.
+//! - [`logs`]: the log store (LogQL, Loki's API).
+//! - [`traces`]: the trace store (tail sampling, Jaeger's API).
 //! - [`api`]: the HTTP API (Prometheus' envelope), `/metrics`, health.
 //! - [`agents`]: connection state per agent (`up`, `/api/v1/agents`).
 //! - [`config`]: the TOML file and its validation into runtime settings.
@@ -33,3 +35,4 @@ pub mod remediate;
 pub mod rules;
 pub mod selfmetrics;
 pub mod serve;
+pub mod traces;

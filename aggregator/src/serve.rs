@@ -118,6 +118,14 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
             .context("cannot start the log pattern thread")?,
     );
     let logs: Arc<dyn crate::logs::store::LogStore> = observed.clone();
+    let (traces_dir, traces_opts) = (cfg.data_dir.join("traces"), cfg.traces.clone());
+    let traces: Arc<dyn crate::traces::store::TraceStore> = Arc::new(
+        tokio::task::spawn_blocking(move || {
+            crate::traces::engine::TraceEngine::open(&traces_dir, traces_opts)
+        })
+        .await
+        .context("trace store recovery panicked")??,
+    );
     tokio::spawn(write_patterns(
         patterns.clone(),
         storage.clone(),
@@ -194,6 +202,7 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
         current: Default::default(),
         storage: storage.clone(),
         logs: logs.clone(),
+        traces: traces.clone(),
         registry: registry.clone(),
         metrics: metrics.clone(),
         max_frame: cfg.max_frame_bytes,
@@ -219,6 +228,7 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
         api_token: cfg.api_token.clone(),
         read_token: cfg.read_token.clone(),
         logs,
+        traces,
         live_logs: observed,
         patterns,
         logs_max_query_bytes: cfg.logs_max_query_bytes,
@@ -326,6 +336,7 @@ async fn write_patterns(
             created_ms: telltale_common::model::now_ms(),
             series: flushed.series,
             events: flushed.events,
+            spans: Vec::new(),
             logs: Vec::new(),
         });
         let data = match telltale_common::codec::encode_payload(&batch) {

@@ -249,6 +249,7 @@ mod tests {
                 created_ms,
                 series,
                 events,
+                spans: Vec::new(),
                 logs: Vec::new(),
             })
     }
@@ -326,6 +327,7 @@ mod tests {
                 labels: vec![("check".into(), "web".into())],
                 message: "web is CRITICAL".into(),
             }],
+            spans: Vec::new(),
             logs: Vec::new(),
         };
         let p = encode_payload(&ClientMessage::Batch(b)).unwrap();

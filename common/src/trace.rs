@@ -100,8 +100,10 @@ pub struct SpanEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpanLink {
     /// The linked trace.
+    #[serde(with = "id_bytes")]
     pub trace_id: TraceId,
     /// The linked span.
+    #[serde(with = "id_bytes")]
     pub span_id: SpanId,
 }
 
@@ -109,10 +111,13 @@ pub struct SpanLink {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Span {
     /// Its trace.
+    #[serde(with = "id_bytes")]
     pub trace_id: TraceId,
     /// Its id.
+    #[serde(with = "id_bytes")]
     pub span_id: SpanId,
     /// The span it is a child of (`None` for a root).
+    #[serde(with = "id_bytes::option")]
     pub parent: Option<SpanId>,
     /// `service.name` of its resource (`unknown_service` when absent, as the SDKs say).
     pub service: String,
@@ -142,6 +147,72 @@ impl Span {
     /// How long it took, in nanoseconds.
     pub fn duration_ns(&self) -> u64 {
         self.end_ns.saturating_sub(self.start_ns)
+    }
+}
+
+/// Ids as MessagePack binaries (18 bytes for a trace id) instead of serde's default array of
+/// numbers (up to 33).
+mod id_bytes {
+    use serde::de::{Error, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer, const N: usize>(id: &[u8; N], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(id)
+    }
+
+    struct Id<const N: usize>;
+
+    impl<'de, const N: usize> Visitor<'de> for Id<N> {
+        type Value = [u8; N];
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "an id of {N} bytes")
+        }
+
+        fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<[u8; N], E> {
+            v.try_into().map_err(|_| E::invalid_length(v.len(), &self))
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<[u8; N], A::Error> {
+            let mut out = [0u8; N];
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = seq
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(i, &self))?;
+            }
+            if seq.next_element::<u8>()?.is_some() {
+                return Err(A::Error::invalid_length(N + 1, &self));
+            }
+            Ok(out)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+        d: D,
+    ) -> Result<[u8; N], D::Error> {
+        d.deserialize_bytes(Id::<N>)
+    }
+
+    pub mod option {
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer, const N: usize>(
+            id: &Option<[u8; N]>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match id {
+                Some(id) => s.serialize_bytes(id),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+            d: D,
+        ) -> Result<Option<[u8; N]>, D::Error> {
+            #[derive(Deserialize)]
+            struct W<const M: usize>(#[serde(with = "super")] [u8; M]);
+            Ok(Option::<W<N>>::deserialize(d)?.map(|w| w.0))
+        }
     }
 }
 

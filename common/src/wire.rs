@@ -14,7 +14,7 @@
 //!
 //! Log lines travel in the same batches as samples, in the optional [`Batch::logs`] field (see
 //! [`LogStream`]): the agent puts them in batches of their own, which an aggregator from
-//! before logs acknowledges and ignores.
+//! before logs acknowledges and ignores. Spans travel the same way, in [`Batch::spans`].
 //!
 //! The agent's name is never in a message: the aggregator takes it from the client certificate.
 //! Messages are MessagePack maps with named fields (`rmp_serde::to_vec_named`), so a field added
@@ -163,6 +163,10 @@ pub struct Batch {
     /// byte what they were); an aggregator from before logs ignores the field.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<LogStream>,
+    /// Spans (see [`crate::trace::Span`]), in batches of their own like log lines: absent on
+    /// the wire when empty; an aggregator from before traces acknowledges and ignores them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spans: Vec<crate::trace::Span>,
 }
 
 /// The lines of one log stream in a batch.
@@ -288,22 +292,36 @@ pub struct BatchHead {
 /// bytes are skipped): what the aggregator's ingest hands to the log store. Empty for any
 /// other message and for batches without logs.
 pub fn batch_logs(payload: &[u8]) -> Result<Vec<LogStream>, crate::codec::CodecError> {
+    batch_field(payload, "logs")
+}
+
+/// The `spans` of a `ClientMessage::Batch` payload, found like [`batch_logs`] (empty for any
+/// other message and for batches without spans).
+pub fn batch_spans(payload: &[u8]) -> Result<Vec<crate::trace::Span>, crate::codec::CodecError> {
+    batch_field(payload, "spans")
+}
+
+/// Field `name` of a batch payload, decoded alone; its default when absent.
+fn batch_field<T: serde::de::DeserializeOwned + Default>(
+    payload: &[u8],
+    name: &str,
+) -> Result<T, crate::codec::CodecError> {
     let bad = || crate::codec::CodecError::Malformed("not a batch as rmp_serde writes it".into());
     let mut r = scan::Reader::new(payload);
     // An externally tagged enum: a map of one entry, the variant's name to its fields.
     if r.map_len().ok_or_else(bad)? != 1 || r.str().ok_or_else(bad)? != "Batch" {
-        return Ok(Vec::new());
+        return Ok(T::default());
     }
     let fields = r.map_len().ok_or_else(bad)?;
     for _ in 0..fields {
         let key = r.str().ok_or_else(bad)?;
         let start = r.pos();
         r.skip().ok_or_else(bad)?;
-        if key == "logs" {
+        if key == name {
             return crate::codec::decode_payload(&payload[start..r.pos()]);
         }
     }
-    Ok(Vec::new())
+    Ok(T::default())
 }
 
 mod scan {
@@ -412,6 +430,10 @@ mod tests {
     use crate::model::{Labels, Sample};
 
     fn batch(series: usize, logs: Vec<LogStream>) -> Vec<u8> {
+        batch_with(series, logs, Vec::new())
+    }
+
+    fn batch_with(series: usize, logs: Vec<LogStream>, spans: Vec<crate::trace::Span>) -> Vec<u8> {
         crate::codec::encode_payload(&ClientMessage::Batch(Batch {
             sequence: 3,
             created_ms: 4,
@@ -422,6 +444,7 @@ mod tests {
                 })
                 .collect(),
             events: Vec::new(),
+            spans,
             logs,
         }))
         .expect("encodes")
@@ -464,6 +487,41 @@ mod tests {
                 })
                 .collect();
             let _ = batch_logs(&junk);
+        }
+    }
+
+    #[test]
+    fn spans_are_found_beside_series_and_logs() {
+        let span = crate::trace::Span {
+            trace_id: [7; 16],
+            span_id: [9; 8],
+            parent: Some([1; 8]),
+            service: "checkout".into(),
+            name: "GET /cart".into(),
+            kind: crate::trace::SpanKind::Server,
+            start_ns: 1_700_000_000_000_000_000,
+            end_ns: 1_700_000_000_250_000_000,
+            status: crate::trace::SpanStatus::Error,
+            status_message: "boom".into(),
+            attributes: vec![("http.status_code".into(), "500".into())],
+            resource: vec![("host.name".into(), "web-1".into())],
+            events: vec![crate::trace::SpanEvent {
+                t_ns: 1_700_000_000_100_000_000,
+                name: "exception".into(),
+                attributes: Vec::new(),
+            }],
+            links: Vec::new(),
+        };
+        let logs = vec![LogStream {
+            labels: vec![("source".into(), "app".into())],
+            entries: Vec::new(),
+        }];
+        let p = batch_with(20, logs.clone(), vec![span.clone(), span.clone()]);
+        assert_eq!(batch_spans(&p).expect("spans"), vec![span.clone(), span]);
+        assert_eq!(batch_logs(&p).expect("logs"), logs);
+        assert!(batch_spans(&batch(5, logs)).expect("none").is_empty());
+        for cut in 0..p.len() {
+            let _ = batch_spans(&p[..cut]);
         }
     }
 }

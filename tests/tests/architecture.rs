@@ -34,6 +34,8 @@ const AGGREGATOR: &[(&str, &[&str])] = &[
     ("metrics::remote_write", &["labels"]),
     // Logs: their own store behind their own interface, on the shared durability code.
     ("logs", &["labels", "durable"]),
+    // Traces: their own store behind their own interface, on the shared durability code.
+    ("traces", &["durable", "selfmetrics"]),
     (
         "metrics::storage",
         &["labels", "metrics::remote_write", "durable"],
@@ -77,9 +79,10 @@ const AGGREGATOR: &[(&str, &[&str])] = &[
             "metrics::storage",
             "remediate",
             "selfmetrics",
+            "traces",
         ],
     ),
-    ("config", &["labels", "logs", "metrics::tsdb"]),
+    ("config", &["labels", "logs", "metrics::tsdb", "traces"]),
     (
         "reload",
         &["alerting", "config", "remediate", "rules", "selfmetrics"],
@@ -104,6 +107,7 @@ const AGGREGATOR: &[(&str, &[&str])] = &[
             "remediate",
             "rules",
             "selfmetrics",
+            "traces",
         ],
     ),
     ("serve", &["*"]),
@@ -140,7 +144,7 @@ const COMMON: &[(&str, &[&str])] = &[
     ("store", &["model"]),
     ("tls", &[]),
     ("trace", &[]),
-    ("wire", &["model", "codec"]),
+    ("wire", &["model", "codec", "trace"]),
 ];
 
 /// Product lines of a file (numbered from 1): up to its first `#[cfg(test)]`, comment lines

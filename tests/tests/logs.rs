@@ -332,6 +332,7 @@ fn agent_batches_carry_log_lines_stored_once_under_the_agent_name() {
                 series: Vec::new(),
                 events: Vec::new(),
                 // An agent cannot speak for another host: its `instance` is replaced.
+                spans: Vec::new(),
                 logs: vec![LogStream {
                     labels: vec![
                         ("source".into(), "syslog".into()),

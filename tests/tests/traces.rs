@@ -1,6 +1,7 @@
 //! Traces end to end: applications instrumented with the OpenTelemetry SDK send spans to the
-//! agent's OTLP receiver, and the RED metrics computed from them are queryable on the
-//! aggregator; hostile requests get OTLP's error answers and the receiver serves on.
+//! agent's OTLP receiver; the RED metrics computed from them are queryable on the aggregator,
+//! and the spans reach its trace store, searched through Jaeger's API; hostile requests get
+//! OTLP's error answers and the receiver serves on.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -317,11 +318,21 @@ fn otlp_json_and_hostile_requests_get_the_protocols_answers() {
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert!(head.contains("application/json"), "{head}");
     let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON answer");
-    assert_eq!(v["partialSuccess"]["rejectedSpans"], "0");
-    assert!(
-        v["partialSuccess"]["errorMessage"]
-            .as_str()
-            .is_some_and(|m| m.contains("does not ship spans yet")),
+    assert_eq!(
+        v,
+        serde_json::json!({}),
+        "every span accepted: no partial success"
+    );
+    // The span travelled to the aggregator's trace store.
+    let stored = wait_for(Duration::from_secs(20), || {
+        let (code, body) =
+            http_get(agg.http, "/api/traces/4bf92f3577b34da6a3ce929d0e0e4736").ok()?;
+        (code == 200).then_some(body)
+    })
+    .expect("the JSON span is stored");
+    let v: serde_json::Value = serde_json::from_str(&stored).expect("Jaeger JSON");
+    assert_eq!(
+        v["data"][0]["spans"][0]["operationName"], "GET /users",
         "{v}"
     );
     // A span with a bad trace id is rejected alone, and the answer says which and why.
@@ -551,5 +562,324 @@ mp.shutdown()
         &agg,
         "telltale_agent_otlp_metric_points_rejected_total",
         0.0,
+    );
+}
+
+/// A Jaeger API answer's `data`, or `None` while it is not 200.
+fn jaeger(agg: &Aggregator, path: &str) -> Option<serde_json::Value> {
+    let (code, body) = http_get(agg.http, path).ok()?;
+    if code != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    Some(v["data"].clone())
+}
+
+/// Trace ids of a Jaeger search answer, sorted.
+fn ids(data: &serde_json::Value) -> Vec<String> {
+    let mut v: Vec<String> = data
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t["traceID"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// A shop of three services on three hosts (an agent each): frontend calls cart and
+/// payments. The aggregator samples with ratio 0, so only failed and slow traces are kept —
+/// each whole, its spans gathered from the three agents — and Grafana's Jaeger requests
+/// find them: services, operations, search by tags and duration, a trace by id (Jaeger and
+/// OTLP JSON), dependencies; a dropped trace is a 404.
+#[test]
+fn traces_across_three_hosts_are_sampled_whole_and_found_through_the_jaeger_api() {
+    if !have_otel_sdk() {
+        return;
+    }
+    let (dir, tls) = scratch_with_ca().expect("scratch");
+    let cfg = dir.path().join("aggregator.toml");
+    std::fs::write(
+        &cfg,
+        "[traces.sampling]\nratio = 0.0\ndecision_wait = \"2s\"\nslow_threshold = \"1s\"\n",
+    )
+    .expect("config");
+    let agg = start_aggregator(
+        &tls,
+        &dir.path().join("agg"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &["--config", cfg.to_str().expect("utf-8")],
+    )
+    .expect("aggregator");
+    let hosts: Vec<(Proc, SocketAddr, SocketAddr)> = ["host-a", "host-b", "host-c"]
+        .iter()
+        .map(|h| otlp_agent(dir.path(), &tls, &agg, h))
+        .collect();
+    let (a, b, c) = (hosts[0].1, hosts[1].1, hosts[2].1);
+    let script = format!(
+        r#"
+import json, time
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+def provider(name, addr):
+    p = TracerProvider(resource=Resource.create({{"service.name": name}}))
+    p.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint="http://" + addr + "/v1/traces")))
+    return p
+
+providers = {{"frontend": provider("frontend", "{a}"), "cart": provider("cart", "{b}"), "payments": provider("payments", "{c}")}}
+tr = {{n: p.get_tracer("shop") for n, p in providers.items()}}
+out = {{"error": [], "slow": [], "plain": [], "long": []}}
+t0 = time.time_ns() - 60_000_000_000
+for i in range(30):
+    base = t0 + i * 1_000_000_000
+    root = tr["frontend"].start_span("GET /checkout", kind=SpanKind.SERVER, start_time=base)
+    root.set_attribute("http.route", "/checkout")
+    ctx = trace.set_span_in_context(root)
+    cs = tr["cart"].start_span("cart.get", context=ctx, kind=SpanKind.SERVER, start_time=base + 1_000_000)
+    cs.end(end_time=base + 4_000_000)
+    ps = tr["payments"].start_span("charge", context=ctx, kind=SpanKind.SERVER, start_time=base + 5_000_000)
+    failed = i % 5 == 0
+    if failed:
+        ps.set_status(Status(StatusCode.ERROR, "card declined"))
+    ps.end(end_time=base + 105_000_000)
+    slow = i % 7 == 0
+    root.end(end_time=base + (1_200_000_000 if slow else 300_000_000))
+    tid = format(root.get_span_context().trace_id, "032x")
+    out["error" if failed else "slow" if slow else "plain"].append(tid)
+    if slow:
+        out["long"].append(tid)
+for p in providers.values():
+    assert p.force_flush(10_000)
+    p.shutdown()
+print(json.dumps(out))
+"#
+    );
+    let printed = run_python(&script);
+    let classes: serde_json::Value = serde_json::from_str(printed.trim()).expect("ids");
+    let class = |k: &str| -> Vec<String> {
+        let mut v: Vec<String> = classes[k]
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect();
+        v.sort();
+        v
+    };
+    let (errors, slow, plain) = (class("error"), class("slow"), class("plain"));
+    assert_eq!((errors.len(), slow.len(), plain.len()), (6, 4, 20));
+    let mut kept: Vec<String> = errors.iter().chain(&slow).cloned().collect();
+    kept.sort();
+    // Every decision made (the wait is 2 s): 10 traces kept, 20 dropped.
+    let decided = wait_for(Duration::from_secs(30), || {
+        let (_, m) = http_get(agg.http, "/metrics").ok()?;
+        m.contains("telltale_aggregator_traces_decisions_total{reason=\"dropped\"} 20")
+            .then_some(m)
+    });
+    assert!(decided.is_some(), "{:?}", http_get(agg.http, "/metrics"));
+    let (_, m) = http_get(agg.http, "/metrics").expect("metrics");
+    assert!(
+        m.contains("telltale_aggregator_traces_decisions_total{reason=\"error\"} 6"),
+        "{m}"
+    );
+    assert!(
+        m.contains("telltale_aggregator_traces_decisions_total{reason=\"slow\"} 4"),
+        "{m}"
+    );
+    assert_eq!(
+        jaeger(&agg, "/api/services").expect("services"),
+        serde_json::json!(["cart", "frontend", "payments"])
+    );
+    assert_eq!(
+        jaeger(&agg, "/api/services/payments/operations").expect("operations"),
+        serde_json::json!(["charge"])
+    );
+    let ops = jaeger(&agg, "/api/operations?service=frontend&spanKind=server").expect("ops");
+    assert_eq!(
+        ops,
+        serde_json::json!([{"name": "GET /checkout", "spanKind": "server"}])
+    );
+    // Grafana's search: µs times, a lookback, tags as JSON, Go durations.
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_micros();
+    let range = format!(
+        "start={}&end={}&lookback=custom",
+        now_us - 3_600_000_000,
+        now_us
+    );
+    let all = jaeger(
+        &agg,
+        &format!("/api/traces?service=frontend&{range}&limit=100"),
+    )
+    .expect("all");
+    assert_eq!(ids(&all), kept);
+    for t in all.as_array().expect("traces") {
+        let spans = t["spans"].as_array().expect("spans");
+        assert_eq!(spans.len(), 3, "whole: {t}");
+        // Each service's process names the host (agent) its span came through.
+        let instances: std::collections::BTreeSet<String> = t["processes"]
+            .as_object()
+            .expect("processes")
+            .values()
+            .flat_map(|p| p["tags"].as_array().cloned().unwrap_or_default())
+            .filter(|tag| tag["key"] == "instance")
+            .filter_map(|tag| tag["value"].as_str().map(str::to_string))
+            .collect();
+        assert_eq!(instances.len(), 3, "{t}");
+    }
+    let failed = jaeger(
+        &agg,
+        &format!(
+            "/api/traces?service=payments&{range}&limit=100&tags=%7B%22error%22%3A%22true%22%7D"
+        ),
+    )
+    .expect("errors");
+    assert_eq!(ids(&failed), errors);
+    let long = jaeger(
+        &agg,
+        &format!("/api/traces?service=frontend&operation=GET%20%2Fcheckout&minDuration=1.1s&{range}&limit=100"),
+    )
+    .expect("slow");
+    // Slow ones, the failed trace 0 (also slow) among them.
+    assert_eq!(ids(&long), class("long"));
+    assert_eq!(class("long").len(), 5);
+    let tagged = jaeger(
+        &agg,
+        &format!("/api/traces?service=frontend&tag=http.route:/checkout&maxDuration=500ms&{range}&limit=2"),
+    )
+    .expect("tagged");
+    assert_eq!(
+        tagged.as_array().map(Vec::len),
+        Some(2),
+        "limit 2 of the fast kept traces"
+    );
+    // By id: Jaeger's JSON, OTLP JSON, and 404 for a dropped trace.
+    let one = jaeger(&agg, &format!("/api/traces/{}", errors[0])).expect("by id");
+    let spans = one[0]["spans"].as_array().expect("spans");
+    let charge = spans
+        .iter()
+        .find(|s| s["operationName"] == "charge")
+        .expect("charge");
+    assert!(
+        charge["tags"]
+            .as_array()
+            .expect("tags")
+            .iter()
+            .any(|t| t["key"] == "error" && t["value"] == true)
+    );
+    assert_eq!(charge["references"][0]["refType"], "CHILD_OF");
+    assert_eq!(charge["duration"], 100_000);
+    let (code, body) = http_get(agg.http, &format!("/api/v1/traces/{}", errors[0])).expect("otlp");
+    assert_eq!(code, 200, "{body}");
+    let otlp: serde_json::Value = serde_json::from_str(&body).expect("OTLP JSON");
+    assert_eq!(
+        otlp["resourceSpans"].as_array().map(Vec::len),
+        Some(3),
+        "{otlp}"
+    );
+    let (code, body) = http_get(agg.http, &format!("/api/traces/{}", plain[0])).expect("dropped");
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("trace not found"), "{body}");
+    let (code, body) = http_get(agg.http, "/api/traces?limit=5").expect("no service");
+    assert_eq!(code, 400);
+    assert!(body.contains("'service' is required"), "{body}");
+    let (code, _) = http_get(agg.http, "/api/traces?service=x&minDuration=fast").expect("bad");
+    assert_eq!(code, 400);
+    // The service graph of the kept traces.
+    let deps = jaeger(&agg, "/api/dependencies?lookback=86400000").expect("dependencies");
+    let mut edges: Vec<(String, String, u64)> = deps
+        .as_array()
+        .expect("edges")
+        .iter()
+        .map(|e| {
+            (
+                e["parent"].as_str().unwrap_or("").to_string(),
+                e["child"].as_str().unwrap_or("").to_string(),
+                e["callCount"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    edges.sort();
+    assert_eq!(
+        edges,
+        vec![
+            ("frontend".to_string(), "cart".to_string(), 10),
+            ("frontend".to_string(), "payments".to_string(), 10)
+        ]
+    );
+}
+
+/// SIGKILL of the aggregator while agents ship spans: every span the agent accepted is in
+/// the trace store after the aggregator restarts (the agent's buffer holds what was not
+/// acknowledged; what was acknowledged was in the trace WAL).
+#[test]
+fn an_aggregator_killed_during_span_ingest_loses_no_acknowledged_span() {
+    let (dir, tls) = scratch_with_ca().expect("scratch");
+    let data = dir.path().join("agg");
+    let mut agg =
+        start_aggregator(&tls, &data, "127.0.0.1:0", "127.0.0.1:0", &[]).expect("aggregator");
+    let (_agent, addr, _) = otlp_agent(dir.path(), &tls, &agg, "otel-kill");
+    let (http, quic) = (agg.http.to_string(), agg.quic.to_string());
+    // 600 traces of 5 spans in 60 OTLP/JSON requests; the aggregator is killed after the
+    // 20th and started again after the 40th.
+    let span = |t: usize, s: usize| {
+        format!(
+            r#"{{"traceId":"{:032x}","spanId":"{:016x}","name":"op{s}","kind":2,"startTimeUnixNano":"1700000000000000000","endTimeUnixNano":"1700000000020000000"}}"#,
+            0xfeed_0000_u64 as usize + t,
+            s + 1
+        )
+    };
+    let mut killed = false;
+    for r in 0..60 {
+        let spans: Vec<String> = (r * 10..r * 10 + 10)
+            .flat_map(|t| (0..5).map(move |s| (t, s)))
+            .map(|(t, s)| span(t, s))
+            .collect();
+        let body = format!(
+            r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"ingest"}}}}]}},"scopeSpans":[{{"spans":[{}]}}]}}]}}"#,
+            spans.join(",")
+        );
+        let (status, _, answer) = post(
+            addr,
+            "/v1/traces",
+            "Content-Type: application/json\r\n",
+            body.as_bytes(),
+        );
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+        if r == 20 {
+            agg.proc.kill();
+            killed = true;
+        }
+        if r == 40 {
+            agg = start_aggregator(&tls, &data, &http, &quic, &[]).expect("restart");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(killed);
+    let missing = |agg: &Aggregator| -> Vec<usize> {
+        (0..600)
+            .filter(|t| {
+                let path = format!("/api/traces/{:032x}", 0xfeed_0000_u64 as usize + t);
+                jaeger(agg, &path).and_then(|d| d[0]["spans"].as_array().map(Vec::len)) != Some(5)
+            })
+            .collect()
+    };
+    let done = wait_for(Duration::from_secs(60), || {
+        missing(&agg).is_empty().then_some(())
+    });
+    assert!(
+        done.is_some(),
+        "traces missing or partial: {:?}",
+        missing(&agg)
     );
 }

@@ -174,6 +174,7 @@ mod tests {
             created_ms: 0,
             series: Vec::new(),
             events: Vec::new(),
+            spans: Vec::new(),
             logs: vec![LogStream {
                 labels: vec![("source".into(), "f".into())],
                 entries: (0..n)

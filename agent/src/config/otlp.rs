@@ -21,6 +21,11 @@ pub struct OtlpSection {
     /// 18 series (calls, 15 buckets, sum, count): 1000 stay under the default
     /// `[limits] max_series_per_source` of 20000.
     pub max_series: Option<usize>,
+    /// Most spans a second one service may ship (default 10000; 0: no limit). Spans past it
+    /// are dropped after they were counted into the RED metrics, and counted
+    /// (`telltale_agent_otlp_spans_dropped_total`): the agent's only safety valve, since every
+    /// sampling decision is the aggregator's.
+    pub max_spans_per_second: Option<u64>,
 }
 
 /// Validates the section: `None` when the receiver is off.
@@ -51,5 +56,6 @@ pub fn validate(src: &Path, s: Option<OtlpSection>) -> Result<Option<OtlpConfig>
         http_listen,
         grpc_listen,
         max_series,
+        max_spans_per_second: s.max_spans_per_second.unwrap_or(10_000),
     }))
 }

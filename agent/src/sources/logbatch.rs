@@ -96,6 +96,7 @@ pub fn batch_of(streams: Vec<LogStream>) -> Batch {
         created_ms: telltale_common::model::now_ms(),
         series: Vec::new(),
         events: Vec::new(),
+        spans: Vec::new(),
         logs: streams,
     }
 }

@@ -9,10 +9,11 @@
 //! pipeline, buffered and shipped like every other log source's lines (`source="otlp"`);
 //! `POST /v1/metrics` (and `MetricsService/Export`) hands series to the metric pipeline.
 //!
-//! Spans themselves are not shipped yet: the trace store on the aggregator is the next part
-//! of this work. The answer says so in OTLP's own way — a partial success with
-//! `rejected_spans` = the spans that were invalid and an `error_message` naming the RED
-//! metrics as what was kept — so nobody mistakes a 200 for stored spans.
+//! Then every span a per-service rate limit lets through is buffered (in batches of their
+//! own, like log lines, so metrics keep priority while a backlog drains) and shipped to the
+//! aggregator, which makes every sampling decision where a trace's spans meet (`spans.rs`).
+//! The answer comes once they are buffered; spans that were invalid or over the limit are
+//! counted in OTLP's partial success (`rejected_spans`, with a message saying why).
 //!
 //! Answers: 200 with the signal's `Export*ServiceResponse`; 400 with a `google.rpc.Status`
 //! naming what is wrong (malformed body); 413 over [`otlp::MAX_BODY_BYTES`] (decompressed);
@@ -21,6 +22,7 @@
 
 mod grpc;
 pub mod red;
+mod spans;
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -53,6 +55,8 @@ pub struct OtlpConfig {
     pub grpc_listen: SocketAddr,
     /// Most RED label sets (service, span name, kind, status).
     pub max_series: usize,
+    /// Most spans a second per service shipped (0: no limit).
+    pub max_spans_per_second: u64,
 }
 
 /// The receiver's counters.
@@ -66,6 +70,10 @@ pub struct OtlpStats {
     pub spans: AtomicU64,
     /// Spans rejected (invalid ids or times).
     pub rejected: AtomicU64,
+    /// Spans dropped by the per-service rate limit (after the RED metrics counted them).
+    pub dropped: AtomicU64,
+    /// Spans buffered for the aggregator.
+    pub shipped: AtomicU64,
     /// Metric series samples taken from OTLP metrics.
     pub points: AtomicU64,
     /// Metric data points not converted (delta temporality, exponential histograms...).
@@ -82,6 +90,8 @@ struct Shared {
     metrics: mpsc::Sender<SourceBatch>,
     log_stats: Arc<LogStats>,
     gate: Mutex<Gate>,
+    /// The per-service span rate limit.
+    limit: Mutex<spans::Limit>,
 }
 
 type Body = http_body_util::Full<hyper::body::Bytes>;
@@ -191,7 +201,7 @@ async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         &body
     };
     let done = match signal {
-        Signal::Traces => ingest(&sh, body, format).map_err(|m| (Refusal::Malformed, m)),
+        Signal::Traces => ingest(&sh, body, format).await,
         Signal::Logs => ingest_logs(&sh, body, format).await,
         Signal::Metrics => ingest_metrics(&sh, body, format).await,
     };
@@ -320,11 +330,13 @@ async fn ingest_logs(
     Ok(logs::encode_logs_response(format, ""))
 }
 
-/// Decodes an `ExportTraceServiceRequest` and counts its spans into the RED metrics; returns
-/// the `ExportTraceServiceResponse` in `format`, or why the body is malformed (the caller
-/// refuses it).
-fn ingest(sh: &Shared, body: &[u8], format: Format) -> Result<Vec<u8>, String> {
-    let decoded = otlp::decode_traces(body, format).map_err(|e| e.to_string())?;
+/// Decodes an `ExportTraceServiceRequest`, counts its spans into the RED metrics, and
+/// buffers those the per-service rate limit lets through for the aggregator; returns the
+/// `ExportTraceServiceResponse` in `format` once they are buffered (the partial success
+/// counts invalid spans and those over the limit), or why the request is refused.
+async fn ingest(sh: &Shared, body: &[u8], format: Format) -> Result<Vec<u8>, (Refusal, String)> {
+    let decoded =
+        otlp::decode_traces(body, format).map_err(|e| (Refusal::Malformed, e.to_string()))?;
     if let Ok(mut red) = sh.red.lock() {
         for s in &decoded.spans {
             red.observe(s);
@@ -335,15 +347,35 @@ fn ingest(sh: &Shared, body: &[u8], format: Format) -> Result<Vec<u8>, String> {
         .fetch_add(decoded.spans.len() as u64, Ordering::Relaxed);
     st.rejected.fetch_add(decoded.rejected, Ordering::Relaxed);
     let mut message = decoded.reason.unwrap_or_default();
-    if !decoded.spans.is_empty() {
+    let mut spans = decoded.spans;
+    let before = spans.len();
+    if let Ok(mut limit) = sh.limit.lock() {
+        limit.admit(&mut spans, std::time::Instant::now());
+    }
+    let dropped = (before - spans.len()) as u64;
+    if dropped > 0 {
+        st.dropped.fetch_add(dropped, Ordering::Relaxed);
         if !message.is_empty() {
             message.push_str("; ");
         }
-        message.push_str(
-            "spans were counted into RED metrics (traces_spanmetrics_*); this agent does not ship spans yet",
-        );
+        message.push_str(&format!(
+            "{dropped} spans over the agent's per-service rate limit (otlp.max_spans_per_second) were dropped after counting them into the RED metrics"
+        ));
     }
-    Ok(otlp::encode_response(format, decoded.rejected, &message))
+    let shipped = spans.len() as u64;
+    for batch in spans::batches(spans) {
+        if let Err(e) = sh.logs.store(batch, Vec::new(), Vec::new()).await {
+            return Err((Refusal::Unavailable, format!("cannot buffer spans: {e}")));
+        }
+    }
+    st.shipped.fetch_add(shipped, Ordering::Relaxed);
+    // OTLP's `rejected_spans` counts every span not accepted — invalid ones and those over
+    // the limit alike; the SDK does not retry them.
+    Ok(otlp::encode_response(
+        format,
+        decoded.rejected + dropped,
+        &message,
+    ))
 }
 
 /// The receiver's own counters as series.
@@ -358,6 +390,8 @@ fn own_series(st: &OtlpStats, overflowed: u64, red_series: usize, t: i64) -> Vec
         one("telltale_agent_otlp_requests_refused_total", n(&st.refused)),
         one("telltale_agent_otlp_spans_total", n(&st.spans)),
         one("telltale_agent_otlp_spans_rejected_total", n(&st.rejected)),
+        one("telltale_agent_otlp_spans_dropped_total", n(&st.dropped)),
+        one("telltale_agent_otlp_spans_shipped_total", n(&st.shipped)),
         one("telltale_agent_otlp_metric_samples_total", n(&st.points)),
         one(
             "telltale_agent_otlp_metric_points_rejected_total",
@@ -414,6 +448,7 @@ pub async fn run(
         log_stats,
         gate: Mutex::new(Gate::new("otlp", Admission::default())),
         metrics: tx.clone(),
+        limit: Mutex::new(spans::Limit::new(cfg.max_spans_per_second, cfg.max_series)),
     });
     // Its own source name, so the per-source series cap ([limits]) counts the RED metrics
     // apart from the OTLP metrics applications send (source "otlp").
@@ -518,6 +553,7 @@ mod tests {
             log_stats: Arc::new(LogStats::default()),
             gate: Mutex::new(Gate::new("otlp", Admission::default())),
             metrics: mpsc::channel(1).0,
+            limit: Mutex::new(spans::Limit::new(0, 10)),
         }
     }
 

@@ -499,6 +499,7 @@ mod tests {
             created_ms: 0,
             series: Vec::new(),
             events: Vec::new(),
+            spans: Vec::new(),
             logs: Vec::new(),
         }
     }

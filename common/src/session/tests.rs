@@ -28,6 +28,7 @@ impl Agent {
                     samples: vec![Sample(seq as i64, 1.0), Sample(seq as i64 + 1, 2.0)],
                 }],
                 events: Vec::new(),
+                spans: Vec::new(),
                 logs: Vec::new(),
             };
             buffer.insert(seq, (frame(&ClientMessage::Batch(b)), 2));
@@ -272,6 +273,7 @@ fn protocol_violations_are_errors_and_old_versions_are_refused() {
         created_ms: 0,
         series: Vec::new(),
         events: Vec::new(),
+        spans: Vec::new(),
         logs: Vec::new(),
     }));
     s.receive(&b).unwrap();

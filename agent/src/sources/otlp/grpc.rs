@@ -153,9 +153,7 @@ pub async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Response<GrpcBod
         }
     };
     let done = match signal {
-        Signal::Traces => {
-            ingest(&sh, message, Format::Protobuf).map_err(|m| (Refusal::Malformed, m))
-        }
+        Signal::Traces => ingest(&sh, message, Format::Protobuf).await,
         Signal::Logs => ingest_logs(&sh, message, Format::Protobuf).await,
         Signal::Metrics => ingest_metrics(&sh, message, Format::Protobuf).await,
     };

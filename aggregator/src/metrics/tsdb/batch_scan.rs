@@ -259,6 +259,7 @@ mod tests {
             created_ms: -5,
             series,
             events,
+            spans: Vec::new(),
             logs: Vec::new(),
         }))
         .unwrap()

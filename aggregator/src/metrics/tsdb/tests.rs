@@ -63,6 +63,7 @@ fn agent_req(agent: &str, seq: u64, t: i64, names: &[String]) -> AppendRequest {
             ],
             message: format!("batch {seq}"),
         }],
+        spans: Vec::new(),
         logs: Vec::new(),
     }))
     .unwrap();
@@ -1042,6 +1043,7 @@ fn agent_label_bytes_are_cached_per_agent() {
                 },
             ],
             events: Vec::new(),
+            spans: Vec::new(),
             logs: Vec::new(),
         }))
         .unwrap();

@@ -964,6 +964,7 @@ fn batch_frame(records: Vec<Record>, seq: u64) -> anyhow::Result<Vec<u8>> {
         created_ms: telltale_common::model::now_ms(),
         series: Vec::new(),
         events: Vec::new(),
+        spans: Vec::new(),
         logs: streams_of(records, false),
     }))?)
 }

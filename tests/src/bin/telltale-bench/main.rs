@@ -197,6 +197,7 @@ impl Template {
                     samples: vec![Sample(t0(), j as f64 * 1.5)],
                 })
                 .collect(),
+            spans: Vec::new(),
             logs: Vec::new(),
         };
         let payload = codec::encode_payload(&ClientMessage::Batch(b))?;

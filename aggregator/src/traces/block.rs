@@ -1,0 +1,403 @@
+//! Trace blocks: immutable files holding whole kept traces, with the index a query needs to
+//! find a trace by id without reading others, and search rows by service.
+//!
+//! ```text
+//! "TTTB" 1                 magic, format version
+//! chunk*                   zstd frames: MessagePack arrays of traces (each an array of spans),
+//!                          traces in trace-id order, about CHUNK_RAW_BYTES each
+//! rows*                    zstd frames, one per service: its spans' search rows (columns)
+//! index                    MessagePack [`BlockIndex`]
+//! u32 index length, u32 CRC-32 of the index, "TTTB"
+//! ```
+//!
+//! The index (kept in memory) holds the sorted trace ids (16 bytes a trace) and the first
+//! trace of each chunk, so a trace by id is a binary search and one chunk decompressed; and
+//! per service its operations, time range and where its rows are, so a search decompresses
+//! the rows of one service only and the chunks of the traces that match.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use telltale_common::trace::{Span, TraceId};
+
+use super::store::TraceStoreError;
+
+const MAGIC: &[u8; 4] = b"TTTB";
+const VERSION: u8 = 1;
+/// Raw bytes of spans per chunk (before compression): one trace by id decompresses this.
+pub const CHUNK_RAW_BYTES: usize = 256 << 10;
+const ZSTD_LEVEL: i32 = 3;
+
+/// One service's spans in a block.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceIndex {
+    /// `service.name`.
+    pub name: String,
+    /// Its span names and kinds (OTLP numbers), sorted.
+    pub operations: Vec<(String, i32)>,
+    /// Earliest span start (ns).
+    pub min_ns: u64,
+    /// Latest span start (ns).
+    pub max_ns: u64,
+    /// Where its [`Rows`] frame is.
+    pub offset: u64,
+    /// Its length.
+    pub len: u32,
+}
+
+/// A service's spans as search rows (columns, one entry per span).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Rows {
+    /// The trace's ordinal in the block.
+    pub trace: Vec<u32>,
+    /// The span name's index in [`ServiceIndex::operations`].
+    pub op: Vec<u32>,
+    /// Start (ns).
+    pub start_ns: Vec<u64>,
+    /// Duration (ns).
+    pub duration_ns: Vec<u64>,
+    /// Whether the span failed.
+    pub error: Vec<bool>,
+}
+
+/// A block's index.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlockIndex {
+    /// Earliest span start (ns).
+    pub min_ns: u64,
+    /// Latest span end (ns).
+    pub max_ns: u64,
+    /// Spans.
+    pub spans: u64,
+    /// Trace ids, sorted, 16 bytes each.
+    #[serde(with = "serde_bytes")]
+    pub ids: Vec<u8>,
+    /// Each chunk's first trace ordinal.
+    pub chunk_first: Vec<u32>,
+    /// Each chunk's offset and length.
+    pub chunks: Vec<(u64, u32)>,
+    /// Services.
+    pub services: Vec<ServiceIndex>,
+    /// Calls between services: minute (of the child span's start), parent, child, calls,
+    /// errors.
+    pub edges: Vec<(u64, String, String, u64, u64)>,
+    /// The first WAL segment not in this block (see the log blocks' field of that name).
+    pub wal_before: u64,
+    /// The agent batches stored up to that point.
+    pub dedup: Vec<(String, u64, crate::durable::dedup::RangeSet)>,
+}
+
+impl BlockIndex {
+    /// Traces in the block.
+    pub fn traces(&self) -> usize {
+        self.ids.len() / 16
+    }
+
+    /// The ordinal of trace `id`, if the block has it.
+    pub fn find(&self, id: &TraceId) -> Option<u32> {
+        let n = self.traces();
+        let (mut lo, mut hi) = (0, n);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match self.ids[mid * 16..mid * 16 + 16].cmp(&id[..]) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(mid as u32),
+            }
+        }
+        None
+    }
+
+    /// Trace id number `ord`.
+    pub fn id(&self, ord: u32) -> Option<TraceId> {
+        let i = ord as usize * 16;
+        self.ids.get(i..i + 16)?.try_into().ok()
+    }
+}
+
+/// An open block.
+#[derive(Debug)]
+pub struct Block {
+    /// Its file.
+    pub path: PathBuf,
+    /// Its size.
+    pub bytes: u64,
+    /// Its index.
+    pub index: BlockIndex,
+    file: File,
+}
+
+fn corrupt(path: &Path, reason: impl Into<String>) -> TraceStoreError {
+    TraceStoreError::Read {
+        path: path.display().to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TraceStoreError + '_ {
+    move |e| corrupt(path, e.to_string())
+}
+
+/// What a block is made of: kept traces (any order) and where the WAL they cover ends.
+pub struct Contents<'a> {
+    /// The traces.
+    pub traces: Vec<(TraceId, &'a [Span])>,
+    /// See [`BlockIndex::wal_before`].
+    pub wal_before: u64,
+    /// See [`BlockIndex::dedup`].
+    pub dedup: Vec<(String, u64, crate::durable::dedup::RangeSet)>,
+    /// See [`BlockIndex::edges`].
+    pub edges: Vec<(u64, String, String, u64, u64)>,
+}
+
+/// Writes a block to `path` (through a temporary file, synced, renamed, directory synced).
+pub fn write(path: &Path, mut c: Contents<'_>) -> Result<u64, TraceStoreError> {
+    c.traces.sort_by_key(|t| t.0);
+    let mut buf = Vec::with_capacity(1 << 20);
+    buf.extend_from_slice(MAGIC);
+    buf.push(VERSION);
+    let mut index = BlockIndex {
+        min_ns: u64::MAX,
+        max_ns: 0,
+        spans: 0,
+        ids: Vec::with_capacity(c.traces.len() * 16),
+        chunk_first: Vec::new(),
+        chunks: Vec::new(),
+        services: Vec::new(),
+        edges: c.edges,
+        wal_before: c.wal_before,
+        dedup: c.dedup,
+    };
+    let enc = |e: rmp_serde::encode::Error| corrupt(path, e.to_string());
+    let mut chunk: Vec<&[Span]> = Vec::new();
+    let mut raw = 0usize;
+    let flush = |chunk: &mut Vec<&[Span]>, buf: &mut Vec<u8>, index: &mut BlockIndex| {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let body = rmp_serde::to_vec(&chunk).map_err(enc)?;
+        let packed = zstd::bulk::compress(&body, ZSTD_LEVEL).map_err(io(path))?;
+        index.chunks.push((buf.len() as u64, packed.len() as u32));
+        buf.extend_from_slice(&packed);
+        chunk.clear();
+        Ok::<(), TraceStoreError>(())
+    };
+    // Per service: rows, operations, earliest and latest start.
+    type Service = (Rows, Vec<(String, i32)>, u64, u64);
+    let mut by_service: std::collections::BTreeMap<&str, Service> = Default::default();
+    for (ord, (id, spans)) in c.traces.iter().enumerate() {
+        if chunk.is_empty() {
+            index.chunk_first.push(ord as u32);
+        }
+        index.ids.extend_from_slice(id);
+        for s in spans.iter() {
+            index.min_ns = index.min_ns.min(s.start_ns);
+            index.max_ns = index.max_ns.max(s.end_ns);
+            index.spans += 1;
+            raw += 64 + s.name.len() + s.attributes.len() * 24;
+            let e = by_service
+                .entry(s.service.as_str())
+                .or_insert_with(|| (Rows::default(), Vec::new(), u64::MAX, 0));
+            let op = (s.name.clone(), s.kind as i32);
+            let k = match e.1.iter().position(|o| *o == op) {
+                Some(k) => k,
+                None => {
+                    e.1.push(op);
+                    e.1.len() - 1
+                }
+            };
+            e.0.trace.push(ord as u32);
+            e.0.op.push(k as u32);
+            e.0.start_ns.push(s.start_ns);
+            e.0.duration_ns.push(s.duration_ns());
+            e.0.error
+                .push(s.status == telltale_common::trace::SpanStatus::Error);
+            e.2 = e.2.min(s.start_ns);
+            e.3 = e.3.max(s.start_ns);
+        }
+        chunk.push(spans);
+        if raw >= CHUNK_RAW_BYTES {
+            flush(&mut chunk, &mut buf, &mut index)?;
+            raw = 0;
+        }
+    }
+    flush(&mut chunk, &mut buf, &mut index)?;
+    for (name, (rows, operations, min_ns, max_ns)) in by_service {
+        let body = rmp_serde::to_vec(&rows).map_err(enc)?;
+        let packed = zstd::bulk::compress(&body, ZSTD_LEVEL).map_err(io(path))?;
+        index.services.push(ServiceIndex {
+            name: name.to_string(),
+            operations,
+            min_ns,
+            max_ns,
+            offset: buf.len() as u64,
+            len: packed.len() as u32,
+        });
+        buf.extend_from_slice(&packed);
+    }
+    let idx = rmp_serde::to_vec(&index).map_err(enc)?;
+    buf.extend_from_slice(&idx);
+    buf.extend_from_slice(&(idx.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&crc32fast::hash(&idx).to_le_bytes());
+    buf.extend_from_slice(MAGIC);
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(&buf).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))?;
+    }
+    Ok(buf.len() as u64)
+}
+
+impl Block {
+    /// Opens a block and checks its index.
+    pub fn open(path: &Path) -> Result<Block, TraceStoreError> {
+        let file = File::open(path).map_err(io(path))?;
+        let bytes = file.metadata().map_err(io(path))?.len();
+        if bytes < 17 {
+            return Err(corrupt(path, "too short"));
+        }
+        let mut tail = [0u8; 12];
+        file.read_exact_at(&mut tail, bytes - 12)
+            .map_err(io(path))?;
+        let mut head = [0u8; 5];
+        file.read_exact_at(&mut head, 0).map_err(io(path))?;
+        if &tail[8..] != MAGIC || &head[..4] != MAGIC {
+            return Err(corrupt(path, "bad magic"));
+        }
+        if head[4] != VERSION {
+            return Err(corrupt(path, format!("unknown version {}", head[4])));
+        }
+        let len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+        let crc = u32::from_le_bytes([tail[4], tail[5], tail[6], tail[7]]);
+        if len + 17 > bytes {
+            return Err(corrupt(path, "index length beyond the file"));
+        }
+        let mut idx = vec![0u8; len as usize];
+        file.read_exact_at(&mut idx, bytes - 12 - len)
+            .map_err(io(path))?;
+        if crc32fast::hash(&idx) != crc {
+            return Err(corrupt(path, "index checksum mismatch"));
+        }
+        let index: BlockIndex =
+            rmp_serde::from_slice(&idx).map_err(|e| corrupt(path, e.to_string()))?;
+        let data_end = bytes - 12 - len;
+        let beyond = |off: u64, len: u32| off.saturating_add(u64::from(len)) > data_end;
+        if !index.ids.len().is_multiple_of(16)
+            || index.chunks.len() != index.chunk_first.len()
+            || index.chunks.iter().any(|&(o, l)| beyond(o, l))
+            || index.services.iter().any(|s| beyond(s.offset, s.len))
+            || index
+                .chunk_first
+                .iter()
+                .any(|&f| f as usize >= index.traces().max(1))
+        {
+            return Err(corrupt(path, "index does not fit the file"));
+        }
+        Ok(Block {
+            path: path.to_path_buf(),
+            bytes,
+            index,
+            file,
+        })
+    }
+
+    fn frame(&self, offset: u64, len: u32) -> Result<Vec<u8>, TraceStoreError> {
+        let mut packed = vec![0u8; len as usize];
+        self.file
+            .read_exact_at(&mut packed, offset)
+            .map_err(io(&self.path))?;
+        zstd::stream::decode_all(&packed[..]).map_err(io(&self.path))
+    }
+
+    /// The traces of chunk `c`, in order.
+    fn chunk(&self, c: usize) -> Result<Vec<Vec<Span>>, TraceStoreError> {
+        let &(off, len) = self
+            .index
+            .chunks
+            .get(c)
+            .ok_or_else(|| corrupt(&self.path, "no such chunk"))?;
+        rmp_serde::from_slice(&self.frame(off, len)?)
+            .map_err(|e| corrupt(&self.path, e.to_string()))
+    }
+
+    /// The spans of trace number `ord`.
+    pub fn trace(&self, ord: u32) -> Result<Vec<Span>, TraceStoreError> {
+        let c = self
+            .index
+            .chunk_first
+            .partition_point(|&f| f <= ord)
+            .saturating_sub(1);
+        let first = self.index.chunk_first.get(c).copied().unwrap_or(0);
+        let mut traces = self.chunk(c)?;
+        let i = (ord - first.min(ord)) as usize;
+        if i >= traces.len() {
+            return Err(corrupt(&self.path, "trace beyond its chunk"));
+        }
+        Ok(traces.swap_remove(i))
+    }
+
+    /// Several traces by ordinal (each chunk decompressed once), in `ords`' order.
+    pub fn traces(&self, ords: &[u32]) -> Result<Vec<Vec<Span>>, TraceStoreError> {
+        let mut out: Vec<Option<Vec<Span>>> = vec![None; ords.len()];
+        let mut want: Vec<(usize, u32, usize)> = ords
+            .iter()
+            .enumerate()
+            .map(|(i, &o)| {
+                let c = self
+                    .index
+                    .chunk_first
+                    .partition_point(|&f| f <= o)
+                    .saturating_sub(1);
+                (c, o, i)
+            })
+            .collect();
+        want.sort();
+        let mut k = 0;
+        while k < want.len() {
+            let c = want[k].0;
+            let mut traces = self.chunk(c)?;
+            let first = self.index.chunk_first.get(c).copied().unwrap_or(0);
+            while k < want.len() && want[k].0 == c {
+                let (_, o, i) = want[k];
+                let j = (o - first.min(o)) as usize;
+                let t = traces
+                    .get_mut(j)
+                    .ok_or_else(|| corrupt(&self.path, "trace beyond its chunk"))?;
+                out[i] = Some(std::mem::take(t));
+                k += 1;
+            }
+        }
+        Ok(out.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
+    /// A service's search rows.
+    pub fn rows(&self, s: &ServiceIndex) -> Result<Rows, TraceStoreError> {
+        let rows: Rows = rmp_serde::from_slice(&self.frame(s.offset, s.len)?)
+            .map_err(|e| corrupt(&self.path, e.to_string()))?;
+        let n = rows.trace.len();
+        if [
+            rows.op.len(),
+            rows.start_ns.len(),
+            rows.duration_ns.len(),
+            rows.error.len(),
+        ]
+        .iter()
+        .any(|&l| l != n)
+        {
+            return Err(corrupt(&self.path, "search rows of unequal lengths"));
+        }
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests;

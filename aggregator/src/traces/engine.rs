@@ -1,0 +1,687 @@
+//! The trace engine behind [`super::store`]: the log engine's durability contract, on the
+//! same shared code ([`crate::durable`]), with tail sampling between the WAL and the head.
+//!
+//! ```text
+//! DATA_DIR/traces/wal/NNNNNNNNNNNNNNNNNNNN.seg   appends, framed, group-committed (fdatasync)
+//! DATA_DIR/traces/blocks/NNNNNNNN.tblk           immutable blocks of kept traces (block.rs)
+//! DATA_DIR/traces/checkpoint                     WAL segment the blocks cover + stored batches
+//! DATA_DIR/traces/quarantine/                    blocks that did not open
+//! ```
+//!
+//! One writer thread takes appends in groups: it refuses replays of agent batches already
+//! stored, writes the group to the WAL and syncs it, offers the spans to the sampler, then
+//! answers — an acknowledged span is on disk, whatever the sampler decides later. Every
+//! second (and after each group) the sampler's due decisions are applied: kept traces join
+//! the head, dropped ones are counted. When the head holds `head_max_bytes` or is
+//! `head_max_age` old, the writer rolls the WAL, writes the spans still waiting for their
+//! decision into the new segment (so deleting the old segments loses none of them), cuts
+//! the head into a block, checkpoints and deletes the segments the block covers. Start-up
+//! loads the blocks (a damaged one is quarantined and counted), replays the WAL from the
+//! checkpoint through the sampler (damaged records skipped and counted, a torn tail cut off);
+//! a decision depends only on the trace's spans and id, so replayed traces are decided as
+//! before. A maintenance thread applies retention by age and bytes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc as smpsc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use telltale_common::codec;
+use telltale_common::trace::{Span, TraceId};
+use tokio::sync::oneshot;
+
+use super::block::{self, Block};
+use super::sample::{Reason, Sampler, SamplingOptions};
+use super::store::{BoxFuture, SpanAppend, SpanAppender, SpanOutcome, TraceStoreError};
+use crate::durable::dedup::{Dedup, RangeSet};
+use crate::durable::frames::{self, Item, Scanner};
+use crate::durable::segments::{self, Writer};
+
+/// Largest WAL record read back.
+const MAX_RECORD: u32 = 256 << 20;
+
+/// Settings (`[traces]` in aggregator.toml).
+#[derive(Debug, Clone)]
+pub struct TraceOptions {
+    /// Traces whose last span ended longer ago are deleted (whole blocks).
+    pub retention: Duration,
+    /// The blocks' total size is kept under this (oldest blocks deleted first).
+    pub max_bytes: u64,
+    /// The head is cut into a block once its spans take about this many bytes.
+    pub head_max_bytes: u64,
+    /// ... or once its first span arrived this long ago.
+    pub head_max_age: Duration,
+    /// Tail sampling.
+    pub sampling: SamplingOptions,
+}
+
+impl Default for TraceOptions {
+    fn default() -> Self {
+        TraceOptions {
+            retention: Duration::from_secs(7 * 86_400),
+            max_bytes: 10 << 30,
+            head_max_bytes: 64 << 20,
+            head_max_age: Duration::from_secs(10 * 60),
+            sampling: SamplingOptions::default(),
+        }
+    }
+}
+
+/// The engine's counters (`telltale_aggregator_traces_*`).
+#[derive(Debug, Default)]
+pub struct TraceCounters {
+    /// Spans received (written to the WAL).
+    pub spans_received: AtomicU64,
+    /// Spans of kept traces (into the head).
+    pub spans_kept: AtomicU64,
+    /// Spans of dropped traces.
+    pub spans_dropped: AtomicU64,
+    /// Decisions by reason: error, slow, sampled, dropped.
+    pub decisions: [AtomicU64; 4],
+    /// Decisions made before the wait was over, for lack of room.
+    pub early_decisions: AtomicU64,
+    /// Appends answered as duplicates.
+    pub duplicates: AtomicU64,
+    /// WAL records skipped as damaged at start-up.
+    pub corrupt_records: AtomicU64,
+    /// Blocks moved to quarantine at start-up.
+    pub quarantined_blocks: AtomicU64,
+    /// Blocks written.
+    pub blocks_written: AtomicU64,
+    /// Blocks deleted by retention.
+    pub expired_blocks: AtomicU64,
+    /// Failed WAL or block writes.
+    pub write_errors: AtomicU64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct WalRecord {
+    agent: Option<String>,
+    epoch: u64,
+    sequence: u64,
+    spans: Vec<Span>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Checkpoint {
+    wal_segment: u64,
+    dedup: Vec<(String, u64, RangeSet)>,
+}
+
+/// Kept traces not yet in a block.
+#[derive(Default)]
+struct Head {
+    traces: HashMap<TraceId, Vec<Span>>,
+    edges: super::graph::Edges,
+    operations: BTreeMap<String, BTreeSet<(String, i32)>>,
+    bytes: u64,
+    since: Option<Instant>,
+}
+
+/// About what a span takes in memory and (before compression) on disk.
+fn span_bytes(s: &Span) -> u64 {
+    let pairs =
+        |p: &[(String, String)]| p.iter().map(|(k, v)| k.len() + v.len() + 48).sum::<usize>();
+    (200 + s.service.len() + s.name.len() + pairs(&s.attributes) + pairs(&s.resource)) as u64
+        + s.events
+            .iter()
+            .map(|e| 64 + pairs(&e.attributes) as u64)
+            .sum::<u64>()
+}
+
+impl Head {
+    fn add(&mut self, graph: &mut super::graph::Graph, spans: Vec<Span>) {
+        if spans.is_empty() {
+            return;
+        }
+        if self.since.is_none() {
+            self.since = Some(Instant::now());
+        }
+        for s in spans {
+            graph.observe(&s, &mut self.edges);
+            self.bytes += span_bytes(&s);
+            let ops = self.operations.entry(s.service.clone()).or_default();
+            if !ops.contains(&(s.name.clone(), s.kind as i32)) {
+                ops.insert((s.name.clone(), s.kind as i32));
+            }
+            self.traces.entry(s.trace_id).or_default().push(s);
+        }
+    }
+}
+
+struct Inner {
+    dir: PathBuf,
+    opts: TraceOptions,
+    head: RwLock<Head>,
+    /// Only the writer thread adds to the head, so this is taken with the head's write lock.
+    graph: Mutex<super::graph::Graph>,
+    sampler: Mutex<Sampler>,
+    blocks: RwLock<Vec<Arc<Block>>>,
+    dedup: Mutex<Dedup>,
+    next_block: AtomicU64,
+    counters: TraceCounters,
+}
+
+type Done = oneshot::Sender<Result<SpanOutcome, TraceStoreError>>;
+type CutDone = oneshot::Sender<Result<(), TraceStoreError>>;
+/// What one writer round took: appends to write, cuts and decisions asked for.
+type Gathered = (
+    Vec<(WalRecord, Done)>,
+    Vec<CutDone>,
+    Vec<(Instant, oneshot::Sender<()>)>,
+);
+
+enum Job {
+    Append {
+        record: WalRecord,
+        done: Done,
+    },
+    Cut {
+        done: oneshot::Sender<Result<(), TraceStoreError>>,
+    },
+    Decide {
+        now: Instant,
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// The engine.
+pub struct TraceEngine {
+    inner: Arc<Inner>,
+    tx: Mutex<smpsc::Sender<Job>>,
+}
+
+fn open_err(dir: &Path) -> impl FnOnce(std::io::Error) -> TraceStoreError + '_ {
+    move |source| TraceStoreError::Open {
+        dir: dir.display().to_string(),
+        source,
+    }
+}
+
+/// Opens the blocks in `dir`, quarantining those that do not open; the next block number.
+fn load_blocks(
+    dir: &Path,
+    counters: &TraceCounters,
+) -> Result<(Vec<Arc<Block>>, u64), TraceStoreError> {
+    let blocks_dir = dir.join("blocks");
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&blocks_dir)
+        .map_err(open_err(&blocks_dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    names.sort();
+    let (mut blocks, mut next) = (Vec::new(), 1u64);
+    for p in names {
+        match p.extension().and_then(|x| x.to_str()) {
+            Some("tblk") => {}
+            Some("tmp") => {
+                let _ = std::fs::remove_file(&p);
+                continue;
+            }
+            _ => continue,
+        }
+        if let Some(n) = p
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            next = next.max(n + 1);
+        }
+        match Block::open(&p) {
+            Ok(b) => blocks.push(Arc::new(b)),
+            Err(e) => {
+                tracing::error!(error = %e, "trace block does not open: moved to quarantine");
+                counters.quarantined_blocks.fetch_add(1, Ordering::Relaxed);
+                let q = dir.join("quarantine");
+                let _ = std::fs::create_dir_all(&q);
+                if let Some(name) = p.file_name() {
+                    let _ = std::fs::rename(&p, q.join(name));
+                }
+            }
+        }
+    }
+    Ok((blocks, next))
+}
+
+impl TraceEngine {
+    /// Opens (or creates) the store in `dir` and starts its writer and maintenance threads.
+    pub fn open(dir: &Path, opts: TraceOptions) -> Result<TraceEngine, TraceStoreError> {
+        let wal_dir = dir.join("wal");
+        for d in [&dir.join("blocks"), &wal_dir] {
+            std::fs::create_dir_all(d).map_err(open_err(d))?;
+        }
+        let counters = TraceCounters::default();
+        let (blocks, next_block) = load_blocks(dir, &counters)?;
+        let cp: Checkpoint = frames::read_frames(&dir.join("checkpoint"))
+            .map_err(open_err(dir))?
+            .payloads
+            .last()
+            .and_then(|p| codec::decode_payload(p).ok())
+            .unwrap_or_default();
+        // A block written after the checkpoint (a crash in between) says where its WAL ends.
+        let cp = match blocks.iter().max_by_key(|b| b.index.wal_before) {
+            Some(b) if b.index.wal_before > cp.wal_segment => Checkpoint {
+                wal_segment: b.index.wal_before,
+                dedup: b.index.dedup.clone(),
+            },
+            _ => cp,
+        };
+        let mut dedup = Dedup::from_list(cp.dedup);
+        let mut sampler = Sampler::new(opts.sampling.clone());
+        let mut head = Head::default();
+        let mut graph = super::graph::Graph::default();
+        let now = Instant::now();
+        let segs = segments::list_segments(&wal_dir).map_err(open_err(&wal_dir))?;
+        let mut last_seg = cp.wal_segment;
+        for (n, path) in &segs {
+            last_seg = last_seg.max(*n);
+            if *n < cp.wal_segment {
+                let _ = std::fs::remove_file(path);
+                continue;
+            }
+            let data = std::fs::read(path).map_err(open_err(path))?;
+            let mut scan = Scanner::new(&data, MAX_RECORD);
+            for item in scan.by_ref() {
+                match item {
+                    Item::Frame { at, payload } => {
+                        match codec::decode_payload::<WalRecord>(payload) {
+                            Ok(r) => {
+                                if let Some(a) = &r.agent {
+                                    dedup.mark(a, r.epoch, r.sequence);
+                                }
+                                counters
+                                    .spans_received
+                                    .fetch_add(r.spans.len() as u64, Ordering::Relaxed);
+                                let o = sampler.offer(r.spans, now);
+                                note_offer(&counters, &o);
+                                head.add(&mut graph, o.kept);
+                            }
+                            Err(e) => {
+                                tracing::error!(segment = %path.display(), offset = at, error = %e, "undecodable trace record skipped");
+                                counters.corrupt_records.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    Item::Damaged { at, len } => {
+                        tracing::error!(segment = %path.display(), offset = at, bytes = len, "damaged trace record skipped");
+                        counters.corrupt_records.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            let torn = scan.torn();
+            if torn > 0 {
+                tracing::warn!(segment = %path.display(), bytes = torn, "torn tail of the trace WAL cut off");
+                segments::truncate(path, (data.len() - torn) as u64).map_err(open_err(path))?;
+            }
+        }
+        let writer = Writer::create(wal_dir.clone(), last_seg + 1).map_err(open_err(&wal_dir))?;
+        let inner = Arc::new(Inner {
+            dir: dir.to_path_buf(),
+            opts,
+            head: RwLock::new(head),
+            graph: Mutex::new(graph),
+            sampler: Mutex::new(sampler),
+            blocks: RwLock::new(blocks),
+            dedup: Mutex::new(dedup),
+            next_block: AtomicU64::new(next_block),
+            counters,
+        });
+        let (tx, rx) = smpsc::channel();
+        let w = inner.clone();
+        std::thread::Builder::new()
+            .name("telltale-traces-writer".into())
+            .spawn(move || writer_loop(&w, writer, rx))
+            .map_err(open_err(dir))?;
+        let m = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("telltale-traces-retention".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_secs(30));
+                    let Some(inner) = m.upgrade() else { break };
+                    retention(&inner, telltale_common::model::now_ms() as u64 * 1_000_000);
+                }
+            })
+            .map_err(open_err(dir))?;
+        Ok(TraceEngine {
+            inner,
+            tx: Mutex::new(tx),
+        })
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &TraceCounters {
+        &self.inner.counters
+    }
+
+    /// Cuts the head into a block now (tests and benchmarks).
+    pub async fn flush(&self) -> Result<(), TraceStoreError> {
+        let (done, rx) = oneshot::channel();
+        self.send(Job::Cut { done })?;
+        rx.await.map_err(|_| TraceStoreError::Closed)?
+    }
+
+    /// Applies the sampler's decisions due at `now` (tests move time; the writer uses the
+    /// clock every second).
+    pub async fn decide(&self, now: Instant) -> Result<(), TraceStoreError> {
+        let (done, rx) = oneshot::channel();
+        self.send(Job::Decide { now, done })?;
+        rx.await.map_err(|_| TraceStoreError::Closed)
+    }
+
+    /// Applies retention as of `now_ns`.
+    pub fn apply_retention(&self, now_ns: u64) {
+        retention(&self.inner, now_ns);
+    }
+
+    /// Blocks and their bytes.
+    pub fn stats(&self) -> (usize, u64) {
+        let b = self.inner.blocks.read().unwrap_or_else(|e| e.into_inner());
+        (b.len(), b.iter().map(|b| b.bytes).sum())
+    }
+
+    fn send(&self, job: Job) -> Result<(), TraceStoreError> {
+        self.tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(job)
+            .map_err(|_| TraceStoreError::Closed)
+    }
+}
+
+fn note_offer(c: &TraceCounters, o: &super::sample::Offered) {
+    c.spans_kept
+        .fetch_add(o.kept.len() as u64, Ordering::Relaxed);
+    c.spans_dropped
+        .fetch_add(o.dropped as u64, Ordering::Relaxed);
+}
+
+/// Stamps an append: spans of an agent batch carry `instance` = the agent in their resource.
+fn prepare(req: SpanAppend) -> WalRecord {
+    let agent = req.origin.as_ref().map(|o| o.agent.clone());
+    let mut spans = req.spans;
+    if let Some(a) = &agent {
+        for s in &mut spans {
+            s.resource.retain(|(k, _)| k != "instance");
+            s.resource.push(("instance".into(), a.clone()));
+        }
+    }
+    let (epoch, sequence) = req.origin.map(|o| (o.epoch, o.sequence)).unwrap_or((0, 0));
+    WalRecord {
+        agent,
+        epoch,
+        sequence,
+        spans,
+    }
+}
+
+impl SpanAppender for TraceEngine {
+    fn append(&self, req: SpanAppend) -> BoxFuture<'_, Result<SpanOutcome, TraceStoreError>> {
+        Box::pin(async move {
+            let record = prepare(req);
+            let (done, rx) = oneshot::channel();
+            self.send(Job::Append { record, done })?;
+            rx.await.map_err(|_| TraceStoreError::Closed)?
+        })
+    }
+}
+
+/// Applies the decisions due at `now`.
+fn decide(inner: &Inner, now: Instant) {
+    let decisions = inner
+        .sampler
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .due(now);
+    if decisions.is_empty() {
+        return;
+    }
+    let c = &inner.counters;
+    let mut head = inner.head.write().unwrap_or_else(|e| e.into_inner());
+    let mut graph = inner.graph.lock().unwrap_or_else(|e| e.into_inner());
+    for d in decisions {
+        let slot = match d.reason {
+            Reason::Error => 0,
+            Reason::Slow => 1,
+            Reason::Sampled => 2,
+            Reason::Dropped => 3,
+        };
+        c.decisions[slot].fetch_add(1, Ordering::Relaxed);
+        if d.early {
+            c.early_decisions.fetch_add(1, Ordering::Relaxed);
+        }
+        let n = d.spans.len() as u64;
+        if d.reason.kept() {
+            c.spans_kept.fetch_add(n, Ordering::Relaxed);
+            head.add(&mut graph, d.spans);
+        } else {
+            c.spans_dropped.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Splits queued jobs: cuts and decision requests apart, appends that are not replays
+/// encoded into one WAL group.
+fn gather(inner: &Inner, jobs: Vec<Job>, buf: &mut Vec<u8>) -> Gathered {
+    let (mut group, mut cuts, mut decides): Gathered = (Vec::new(), Vec::new(), Vec::new());
+    let dedup = inner.dedup.lock().unwrap_or_else(|e| e.into_inner());
+    for j in jobs {
+        match j {
+            Job::Cut { done } => cuts.push(done),
+            Job::Decide { now, done } => decides.push((now, done)),
+            Job::Append { record, done } => {
+                let replay = record.agent.as_ref().is_some_and(|a| {
+                    dedup.contains(a, record.epoch, record.sequence)
+                        || group.iter().any(|(r, _)| {
+                            r.agent.as_deref() == Some(a.as_str())
+                                && (r.epoch, r.sequence) == (record.epoch, record.sequence)
+                        })
+                });
+                if replay {
+                    inner.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                    let _ = done.send(Ok(SpanOutcome::Duplicate));
+                    continue;
+                }
+                match codec::encode_payload(&record) {
+                    Ok(p) => {
+                        codec::frame_into(&p, buf);
+                        group.push((record, done));
+                    }
+                    Err(e) => {
+                        let _ = done.send(Err(TraceStoreError::Write(std::io::Error::other(
+                            e.to_string(),
+                        ))));
+                    }
+                }
+            }
+        }
+    }
+    (group, cuts, decides)
+}
+
+fn writer_loop(inner: &Inner, mut w: Writer, rx: smpsc::Receiver<Job>) {
+    loop {
+        let first = match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(j) => Some(j),
+            Err(smpsc::RecvTimeoutError::Timeout) => None,
+            Err(smpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        let mut jobs: Vec<Job> = first.into_iter().collect();
+        while jobs.len() < 512 {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut buf = Vec::new();
+        let (group, cuts, decides) = gather(inner, jobs, &mut buf);
+        if !group.is_empty() {
+            match w.write_group(&buf) {
+                Ok(()) => {
+                    let now = Instant::now();
+                    let mut dedup = inner.dedup.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut sampler = inner.sampler.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut head = inner.head.write().unwrap_or_else(|e| e.into_inner());
+                    let mut graph = inner.graph.lock().unwrap_or_else(|e| e.into_inner());
+                    for (r, done) in group {
+                        if let Some(a) = &r.agent {
+                            dedup.mark(a, r.epoch, r.sequence);
+                        }
+                        let spans = r.spans.len();
+                        inner
+                            .counters
+                            .spans_received
+                            .fetch_add(spans as u64, Ordering::Relaxed);
+                        let o = sampler.offer(r.spans, now);
+                        note_offer(&inner.counters, &o);
+                        head.add(&mut graph, o.kept);
+                        let _ = done.send(Ok(SpanOutcome::Stored { spans }));
+                    }
+                }
+                Err(e) => {
+                    inner.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, "trace WAL write failed: the appends are refused");
+                    for (_, done) in group {
+                        let _ = done.send(Err(TraceStoreError::Write(std::io::Error::new(
+                            e.kind(),
+                            e.to_string(),
+                        ))));
+                    }
+                }
+            }
+        }
+        decide(inner, Instant::now());
+        for (now, done) in decides {
+            decide(inner, now);
+            let _ = done.send(());
+        }
+        let due = {
+            let h = inner.head.read().unwrap_or_else(|e| e.into_inner());
+            h.bytes >= inner.opts.head_max_bytes
+                || h.since
+                    .is_some_and(|s| s.elapsed() >= inner.opts.head_max_age)
+        };
+        if due || !cuts.is_empty() {
+            let r = cut(inner, &mut w);
+            if let Err(e) = &r {
+                inner.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "cutting the trace head into a block failed: it stays in memory and in the WAL; retrying");
+            }
+            for done in cuts {
+                let _ = done.send(match &r {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(TraceStoreError::Write(std::io::Error::other(e.to_string()))),
+                });
+            }
+        }
+    }
+}
+
+/// Rolls the WAL, carries the spans waiting for a decision into the new segment, writes the
+/// head into a block and checkpoints past the segments it covers. On failure the head is kept
+/// (still covered by the WAL).
+fn cut(inner: &Inner, w: &mut Writer) -> Result<(), TraceStoreError> {
+    let mut head = inner.head.write().unwrap_or_else(|e| e.into_inner());
+    let io = |e: std::io::Error| TraceStoreError::Write(e);
+    w.roll().map_err(io)?;
+    let wal_before = w.segment();
+    {
+        let sampler = inner.sampler.lock().unwrap_or_else(|e| e.into_inner());
+        if sampler.pending_spans() > 0 {
+            let carry = WalRecord {
+                agent: None,
+                epoch: 0,
+                sequence: 0,
+                spans: sampler.waiting().cloned().collect(),
+            };
+            let p = codec::encode_payload(&carry)
+                .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+            let mut buf = Vec::new();
+            codec::frame_into(&p, &mut buf);
+            w.write_group(&buf).map_err(io)?;
+        }
+    }
+    let dedup = inner
+        .dedup
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .to_list();
+    if !head.traces.is_empty() {
+        let seq = inner.next_block.fetch_add(1, Ordering::Relaxed);
+        let path = inner.dir.join("blocks").join(format!("{seq:08}.tblk"));
+        let contents = block::Contents {
+            traces: head
+                .traces
+                .iter()
+                .map(|(id, s)| (*id, s.as_slice()))
+                .collect(),
+            wal_before,
+            dedup: dedup.clone(),
+            edges: head
+                .edges
+                .iter()
+                .map(|((m, p, c), (n, e))| (*m, p.clone(), c.clone(), *n, *e))
+                .collect(),
+        };
+        block::write(&path, contents)?;
+        let b = Block::open(&path)?;
+        inner
+            .blocks
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::new(b));
+        inner
+            .counters
+            .blocks_written
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    *head = Head::default();
+    drop(head);
+    let cp = Checkpoint {
+        wal_segment: wal_before,
+        dedup,
+    };
+    let payload =
+        codec::encode_payload(&cp).map_err(|e| io(std::io::Error::other(e.to_string())))?;
+    frames::write_atomic(&inner.dir.join("checkpoint"), &[payload]).map_err(io)?;
+    for (n, p) in segments::list_segments(&inner.dir.join("wal")).map_err(io)? {
+        if n < cp.wal_segment {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    Ok(())
+}
+
+/// Deletes blocks whose last span ended before the retention, then the oldest while the
+/// blocks take more than `max_bytes`.
+fn retention(inner: &Inner, now_ns: u64) {
+    let horizon = now_ns.saturating_sub(inner.opts.retention.as_nanos() as u64);
+    let mut blocks = inner.blocks.write().unwrap_or_else(|e| e.into_inner());
+    blocks.sort_by_key(|b| b.index.max_ns);
+    let mut total: u64 = blocks.iter().map(|b| b.bytes).sum();
+    let mut gone = Vec::new();
+    blocks.retain(|b| {
+        let drop_it = b.index.max_ns < horizon || total > inner.opts.max_bytes;
+        if drop_it {
+            total -= b.bytes;
+            gone.push(b.path.clone());
+        }
+        !drop_it
+    });
+    drop(blocks);
+    for p in gone {
+        tracing::info!(block = %p.display(), "trace block deleted by retention");
+        inner
+            .counters
+            .expired_blocks
+            .fetch_add(1, Ordering::Relaxed);
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+mod query;
+
+#[cfg(test)]
+mod tests;
