@@ -790,6 +790,7 @@ mod tests {
                 })
                 .collect(),
             spans: Vec::new(),
+            exemplars: Vec::new(),
             logs: Vec::new(),
         }
     }

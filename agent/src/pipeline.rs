@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use regex_lite::Regex;
 use telltale_common::model::{Labels, Sample, SeriesSamples, is_stale_marker};
-use telltale_common::wire::Event;
+use telltale_common::wire::{Event, ExemplarSeries};
 
 use hostinfo::HostInfo;
 use relabel::Rule;
@@ -50,6 +50,24 @@ pub struct SourceBatch {
     pub series: Vec<SeriesSamples>,
     /// Events (health-check state changes).
     pub events: Vec<Event>,
+    /// Exemplars of its series (the span metrics' trace ids), labelled like its series.
+    pub exemplars: Vec<ExemplarSeries>,
+}
+
+/// What a batch carries besides series, gathered by [`Processor::process`].
+#[derive(Debug, Default)]
+pub struct Extras {
+    /// Events.
+    pub events: Vec<Event>,
+    /// Exemplars, their series labelled as the pipeline labels series.
+    pub exemplars: Vec<ExemplarSeries>,
+}
+
+impl Extras {
+    /// Whether there is nothing.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.exemplars.is_empty()
+    }
 }
 
 /// How a metric is sampled.
@@ -273,6 +291,22 @@ impl Processor {
         self.sources.iter().map(|(k, v)| (&**k, v.seen.len()))
     }
 
+    /// A series' labels as shipped: relabelled (`None`: dropped), enriched, with `instance`
+    /// and a default `job`.
+    fn label(&self, rules: &[Rule], l: &Labels) -> Option<Labels> {
+        let mut labels = relabel::apply(rules, l)?;
+        for (k, v) in &self.enrich {
+            if labels.get(k).is_none() {
+                labels.set(k, v);
+            }
+        }
+        labels.set("instance", &self.cfg.agent);
+        if labels.get("job").is_none() {
+            labels.set("job", JOB);
+        }
+        Some(labels)
+    }
+
     /// Runs one source batch through the pipeline, appending what is to be shipped.
     /// `backlog` is the buffer's length in batches.
     pub fn process(
@@ -281,7 +315,7 @@ impl Processor {
         backlog: u64,
         now_ms: i64,
         out: &mut Vec<SeriesSamples>,
-        events: &mut Vec<Event>,
+        extras: &mut Extras,
     ) {
         if let Some(a) = &self.cfg.adaptive {
             if !self.adaptive_active && backlog > a.backlog_batches {
@@ -298,22 +332,23 @@ impl Processor {
         }
         for mut e in b.events {
             e.labels.retain(|(k, _)| k != "instance");
-            events.push(e);
+            extras.events.push(e);
+        }
+        for mut x in b.exemplars {
+            let Some(labels) = self.label(&b.relabel, &Labels::from_pairs(x.labels)) else {
+                continue;
+            };
+            x.labels = labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            extras.exemplars.push(x);
         }
         let mut refused: Vec<Labels> = Vec::new();
         for s in b.series {
-            let Some(mut labels) = relabel::apply(&b.relabel, &s.labels) else {
+            let Some(labels) = self.label(&b.relabel, &s.labels) else {
                 continue;
             };
-            for (k, v) in &self.enrich {
-                if labels.get(k).is_none() {
-                    labels.set(k, v);
-                }
-            }
-            labels.set("instance", &self.cfg.agent);
-            if labels.get("job").is_none() {
-                labels.set("job", JOB);
-            }
             if !self.admit(&b.source, &labels, now_ms) {
                 refused.push(labels);
                 continue;
@@ -560,6 +595,7 @@ mod tests {
 
     fn batch(source: &str, series: Vec<SeriesSamples>) -> SourceBatch {
         SourceBatch {
+            exemplars: Vec::new(),
             source: source.into(),
             relabel: Arc::from(Vec::new()),
             series,
@@ -569,7 +605,7 @@ mod tests {
 
     fn run(p: &mut Processor, b: SourceBatch, backlog: u64, now: i64) -> Vec<SeriesSamples> {
         let mut out = Vec::new();
-        p.process(b, backlog, now, &mut out, &mut Vec::new());
+        p.process(b, backlog, now, &mut out, &mut Extras::default());
         out
     }
 
@@ -794,7 +830,7 @@ mod tests {
                 ],
             );
             let mut out = Vec::new();
-            p.process(b, backlog, t, &mut out, &mut Vec::new());
+            p.process(b, backlog, t, &mut out, &mut Extras::default());
             out.into_iter()
                 .map(|s| s.labels.metric_name().unwrap().to_string())
                 .collect::<Vec<_>>()

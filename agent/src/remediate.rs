@@ -390,6 +390,7 @@ impl Executor {
             message,
         };
         let b = SourceBatch {
+            exemplars: Vec::new(),
             source: Arc::from("remediation"),
             relabel: Arc::from(Vec::new()),
             series: Vec::new(),

@@ -165,6 +165,7 @@ async fn send(
     series: Vec<telltale_common::model::SeriesSamples>,
 ) -> bool {
     tx.send(SourceBatch {
+        exemplars: Vec::new(),
         source: source.clone(),
         relabel: relabel.clone(),
         series,
@@ -285,7 +286,7 @@ async fn sink(
         let now = now_ms();
         let backlog = buffer.len();
         let mut series = Vec::new();
-        let mut events = Vec::new();
+        let mut events = crate::pipeline::Extras::default();
         let mut with_own = first.source == agent;
         processor.process(first, backlog, now, &mut series, &mut events);
         while series.len() < MAX_BATCH_SERIES {
@@ -302,6 +303,7 @@ async fn sink(
             let mut own = Out::new(now);
             processor.own_series(&mut own);
             let b = SourceBatch {
+                exemplars: Vec::new(),
                 source: agent.clone(),
                 relabel: no_rules(),
                 series: own.series,
@@ -312,7 +314,8 @@ async fn sink(
         if series.is_empty() && events.is_empty() {
             continue;
         }
-        let mut events = Some(events);
+        let mut exemplars = Some(events.exemplars);
+        let mut events = Some(events.events);
         let mut rest = series;
         loop {
             let tail = rest.split_off(rest.len().min(MAX_BATCH_SERIES));
@@ -322,6 +325,7 @@ async fn sink(
                 series: std::mem::replace(&mut rest, tail),
                 events: events.take().unwrap_or_default(),
                 spans: Vec::new(),
+                exemplars: exemplars.take().unwrap_or_default(),
                 logs: Vec::new(),
             };
             match buffer.push(batch).await {
@@ -747,6 +751,7 @@ mod tests {
             })
             .collect();
         tx.send(SourceBatch {
+            exemplars: Vec::new(),
             source: Arc::from("scrape:big"),
             relabel: no_rules(),
             series,

@@ -29,6 +29,7 @@ fn main() {
             })
             .collect(),
         spans: Vec::new(),
+        exemplars: Vec::new(),
         logs: Vec::new(),
     };
     let n = 300u64;

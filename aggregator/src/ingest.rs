@@ -76,6 +76,8 @@ pub struct Ingest {
     pub logs: Arc<dyn crate::logs::store::LogAppender>,
     /// Where the spans of batches go.
     pub traces: Arc<dyn crate::traces::store::SpanAppender>,
+    /// Where the exemplars of batches go.
+    pub exemplars: Arc<crate::metrics::exemplars::Exemplars>,
     /// Agent state.
     pub registry: Arc<Registry>,
     /// Counters.
@@ -317,6 +319,7 @@ impl Ingest {
                     storage: self.storage.clone(),
                     logs: self.logs.clone(),
                     traces: self.traces.clone(),
+                    exemplars: self.exemplars.clone(),
                     registry: self.registry.clone(),
                     metrics: self.metrics.clone(),
                     agent: name.to_string(),
@@ -371,6 +374,7 @@ struct StoreJob {
     storage: Arc<dyn Appender>,
     logs: Arc<dyn crate::logs::store::LogAppender>,
     traces: Arc<dyn crate::traces::store::SpanAppender>,
+    exemplars: Arc<crate::metrics::exemplars::Exemplars>,
     registry: Arc<Registry>,
     metrics: Arc<SelfMetrics>,
     agent: String,
@@ -430,6 +434,24 @@ impl StoreJob {
             };
             if let Err(e) = self.traces.append(req).await {
                 return Err(SessionError::Storage(e.to_string()));
+            }
+        }
+        // Exemplars before the samples: a batch replayed after a failure in between may
+        // add its exemplars twice (harmless: the newest are kept), never lose them.
+        match telltale_common::wire::batch_exemplars(&payload) {
+            Ok(x) if !x.is_empty() => {
+                let (store, agent) = (self.exemplars.clone(), self.agent.clone());
+                tokio::task::spawn_blocking(move || store.add(&agent, x))
+                    .await
+                    .map_err(|e| SessionError::Storage(e.to_string()))?
+                    .map_err(|e| SessionError::Storage(format!("exemplars: {e}")))?;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                SelfMetrics::inc(&self.metrics.rejected_batches, 1);
+                let reason = format!("undecodable exemplars: {e}");
+                tracing::error!(agent = %self.agent, sequence, %reason, "batch rejected");
+                return Ok(ServerMessage::Rejected { sequence, reason });
             }
         }
         let req = AppendRequest {

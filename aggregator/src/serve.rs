@@ -131,6 +131,13 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
         storage.clone(),
         cfg.logs_pattern_interval,
     ));
+    let exemplars = Arc::new(
+        crate::metrics::exemplars::Exemplars::open(
+            &cfg.data_dir,
+            crate::metrics::exemplars::DEFAULT_CAPACITY,
+        )
+        .context("cannot open the exemplar store")?,
+    );
     let registry = Arc::new(Registry::default());
     for l in storage.series(
         &[
@@ -203,6 +210,7 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
         storage: storage.clone(),
         logs: logs.clone(),
         traces: traces.clone(),
+        exemplars: exemplars.clone(),
         registry: registry.clone(),
         metrics: metrics.clone(),
         max_frame: cfg.max_frame_bytes,
@@ -229,6 +237,7 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
         read_token: cfg.read_token.clone(),
         logs,
         traces,
+        exemplars,
         live_logs: observed,
         patterns,
         logs_max_query_bytes: cfg.logs_max_query_bytes,
@@ -337,6 +346,7 @@ async fn write_patterns(
             series: flushed.series,
             events: flushed.events,
             spans: Vec::new(),
+            exemplars: Vec::new(),
             logs: Vec::new(),
         });
         let data = match telltale_common::codec::encode_payload(&batch) {

@@ -250,6 +250,7 @@ mod tests {
                 series,
                 events,
                 spans: Vec::new(),
+                exemplars: Vec::new(),
                 logs: Vec::new(),
             })
     }
@@ -328,6 +329,7 @@ mod tests {
                 message: "web is CRITICAL".into(),
             }],
             spans: Vec::new(),
+            exemplars: Vec::new(),
             logs: Vec::new(),
         };
         let p = encode_payload(&ClientMessage::Batch(b)).unwrap();

@@ -167,6 +167,31 @@ pub struct Batch {
     /// the wire when empty; an aggregator from before traces acknowledges and ignores them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub spans: Vec<crate::trace::Span>,
+    /// Exemplars of the batch's series (trace ids of spans counted into a histogram bucket,
+    /// for example): absent when empty; an aggregator from before them ignores the field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exemplars: Vec<ExemplarSeries>,
+}
+
+/// The exemplars of one series: `labels` as the series' own (after the agent's pipeline),
+/// `exemplars` oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExemplarSeries {
+    /// The series' labels, `__name__` included.
+    pub labels: Vec<(String, String)>,
+    /// Its exemplars.
+    pub exemplars: Vec<Exemplar>,
+}
+
+/// One exemplar (OpenMetrics'): labels such as `trace_id`, a value and a time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Exemplar {
+    /// Its labels (`trace_id`, `span_id`).
+    pub labels: Vec<(String, String)>,
+    /// When (ms since the epoch).
+    pub t_ms: i64,
+    /// The observed value.
+    pub value: f64,
 }
 
 /// The lines of one log stream in a batch.
@@ -299,6 +324,11 @@ pub fn batch_logs(payload: &[u8]) -> Result<Vec<LogStream>, crate::codec::CodecE
 /// other message and for batches without spans).
 pub fn batch_spans(payload: &[u8]) -> Result<Vec<crate::trace::Span>, crate::codec::CodecError> {
     batch_field(payload, "spans")
+}
+
+/// The `exemplars` of a `ClientMessage::Batch` payload, found like [`batch_logs`].
+pub fn batch_exemplars(payload: &[u8]) -> Result<Vec<ExemplarSeries>, crate::codec::CodecError> {
+    batch_field(payload, "exemplars")
 }
 
 /// Field `name` of a batch payload, decoded alone; its default when absent.
@@ -445,6 +475,7 @@ mod tests {
                 .collect(),
             events: Vec::new(),
             spans,
+            exemplars: Vec::new(),
             logs,
         }))
         .expect("encodes")

@@ -25,6 +25,7 @@ const AGGREGATOR: &[(&str, &[&str])] = &[
     (
         "metrics",
         &[
+            "metrics::exemplars",
             "metrics::storage",
             "metrics::remote_write",
             "metrics::tsdb",
@@ -32,6 +33,10 @@ const AGGREGATOR: &[(&str, &[&str])] = &[
         ],
     ),
     ("metrics::remote_write", &["labels"]),
+    (
+        "metrics::exemplars",
+        &["labels", "durable", "metrics::storage"],
+    ),
     // Logs: their own store behind their own interface, on the shared durability code.
     ("logs", &["labels", "durable"]),
     // Traces: their own store behind their own interface, on the shared durability code.
@@ -76,6 +81,7 @@ const AGGREGATOR: &[(&str, &[&str])] = &[
         &[
             "agents",
             "logs",
+            "metrics::exemplars",
             "metrics::storage",
             "remediate",
             "selfmetrics",
@@ -99,6 +105,7 @@ const AGGREGATOR: &[(&str, &[&str])] = &[
             "labels",
             "logs",
             "metrics",
+            "metrics::exemplars",
             "metrics::storage",
             "metrics::remote_write",
             "metrics::tsdb",

@@ -333,6 +333,7 @@ fn agent_batches_carry_log_lines_stored_once_under_the_agent_name() {
                 events: Vec::new(),
                 // An agent cannot speak for another host: its `instance` is replaced.
                 spans: Vec::new(),
+                exemplars: Vec::new(),
                 logs: vec![LogStream {
                     labels: vec![
                         ("source".into(), "syslog".into()),

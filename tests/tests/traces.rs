@@ -565,6 +565,18 @@ mp.shutdown()
     );
 }
 
+/// Percent-encodes a query parameter.
+fn pct(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// A Jaeger API answer's `data`, or `None` while it is not 200.
 fn jaeger(agg: &Aggregator, path: &str) -> Option<serde_json::Value> {
     let (code, body) = http_get(agg.http, path).ok()?;
@@ -795,6 +807,47 @@ print(json.dumps(out))
     assert!(body.contains("'service' is required"), "{body}");
     let (code, _) = http_get(agg.http, "/api/traces?service=x&minDuration=fast").expect("bad");
     assert_eq!(code, 400);
+    // Exemplars on the RED histogram (from every span, before sampling): Grafana's request
+    // for a quantile panel finds trace ids of the app's traces on the payments buckets.
+    let all_ids: std::collections::BTreeSet<String> = [&errors, &slow, &plain]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    let q = "histogram_quantile(0.9, sum by (le) (rate(traces_spanmetrics_latency_bucket{service=\"payments\"}[5m])))";
+    let path = format!(
+        "/api/v1/query_exemplars?query={}&start={}&end={}",
+        pct(q),
+        now_us / 1_000_000 - 3600,
+        now_us / 1_000_000 + 60
+    );
+    let found = wait_for(Duration::from_secs(20), || {
+        let (code, body) = http_get(agg.http, &path).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (code == 200 && v["data"].as_array().is_some_and(|a| !a.is_empty())).then_some(v)
+    })
+    .expect("exemplars");
+    for series in found["data"].as_array().expect("series") {
+        assert_eq!(series["seriesLabels"]["service"], "payments", "{series}");
+        assert_eq!(
+            series["seriesLabels"]["__name__"],
+            "traces_spanmetrics_latency_bucket"
+        );
+        for e in series["exemplars"].as_array().expect("exemplars") {
+            let id = e["labels"]["trace_id"].as_str().expect("trace_id");
+            assert!(all_ids.contains(id), "{id} is one of the app's traces");
+            assert!(
+                (e["value"]
+                    .as_str()
+                    .expect("value")
+                    .parse::<f64>()
+                    .expect("number")
+                    - 0.1)
+                    .abs()
+                    < 1e-6
+            );
+        }
+    }
     // The service graph of the kept traces.
     let deps = jaeger(&agg, "/api/dependencies?lookback=86400000").expect("dependencies");
     let mut edges: Vec<(String, String, u64)> = deps

@@ -175,6 +175,7 @@ mod tests {
             series: Vec::new(),
             events: Vec::new(),
             spans: Vec::new(),
+            exemplars: Vec::new(),
             logs: vec![LogStream {
                 labels: vec![("source".into(), "f".into())],
                 entries: (0..n)

@@ -426,6 +426,7 @@ pub async fn run(check: Arc<Check>, tx: mpsc::Sender<SourceBatch>) {
             last = Some(o.state);
         }
         let b = SourceBatch {
+            exemplars: Vec::new(),
             source: source.clone(),
             relabel: check.relabel.clone(),
             series: series(&check, &o, t),

@@ -97,6 +97,7 @@ pub fn batch_of(streams: Vec<LogStream>) -> Batch {
         series: Vec::new(),
         events: Vec::new(),
         spans: Vec::new(),
+        exemplars: Vec::new(),
         logs: streams,
     }
 }

@@ -242,6 +242,7 @@ async fn ingest_metrics(
         .fetch_add(decoded.rejected, Ordering::Relaxed);
     if !decoded.series.is_empty() {
         let batch = SourceBatch {
+            exemplars: Vec::new(),
             source: Arc::from("otlp"),
             relabel: Arc::from(Vec::new()),
             series: decoded.series,
@@ -484,16 +485,17 @@ pub async fn run(
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             _ = tick.tick() => {
                 let t = now_ms();
-                let mut series = match sh.red.lock() {
-                    Ok(red) => {
+                let (mut series, exemplars) = match sh.red.lock() {
+                    Ok(mut red) => {
                         let mut s = red.series(t);
                         s.extend(own_series(&sh.stats, red.overflowed, red.series_count(), t));
-                        s
+                        (s, red.take_exemplars())
                     }
                     Err(_) => return,
                 };
                 series.retain(|s| !s.samples.is_empty());
                 let batch = SourceBatch {
+                    exemplars,
                     source: source.clone(),
                     relabel: relabel.clone(),
                     series,

@@ -195,12 +195,14 @@ pub async fn run_target(job: Arc<ScrapeJob>, idx: usize, tx: mpsc::Sender<Source
         }
         previous = now;
         let scraped = SourceBatch {
+            exemplars: Vec::new(),
             source: source.clone(),
             relabel: job.relabel.clone(),
             series: s.series,
             events: Vec::new(),
         };
         let meta = SourceBatch {
+            exemplars: Vec::new(),
             source: source.clone(),
             relabel: no_rules.clone(),
             series: s.meta,

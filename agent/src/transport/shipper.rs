@@ -500,6 +500,7 @@ mod tests {
             series: Vec::new(),
             events: Vec::new(),
             spans: Vec::new(),
+            exemplars: Vec::new(),
             logs: Vec::new(),
         }
     }

@@ -263,6 +263,26 @@ pub fn selector_matchers(s: &str) -> Result<Vec<Matcher>, QueryError> {
     }
 }
 
+/// The matchers of every series selector in a query (what `/api/v1/query_exemplars` and
+/// Prometheus' exemplar API look up), in the order they appear.
+pub fn query_selectors(q: &str) -> Result<Vec<Vec<Matcher>>, QueryError> {
+    let e = Engine::parse(q)?;
+    let mut out = Vec::new();
+    let mut stack = vec![&e];
+    while let Some(x) = stack.pop() {
+        match x {
+            Expr::VectorSelector(vs) => out.push(eval::matchers(vs)?),
+            Expr::MatrixSelector(ms) => out.push(eval::matchers(&ms.vs)?),
+            other => {
+                let mut c = limits::children(other);
+                c.reverse();
+                stack.extend(c);
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,6 +29,7 @@ impl Agent {
                 }],
                 events: Vec::new(),
                 spans: Vec::new(),
+                exemplars: Vec::new(),
                 logs: Vec::new(),
             };
             buffer.insert(seq, (frame(&ClientMessage::Batch(b)), 2));
@@ -274,6 +275,7 @@ fn protocol_violations_are_errors_and_old_versions_are_refused() {
         series: Vec::new(),
         events: Vec::new(),
         spans: Vec::new(),
+        exemplars: Vec::new(),
         logs: Vec::new(),
     }));
     s.receive(&b).unwrap();

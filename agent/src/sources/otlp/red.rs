@@ -5,7 +5,9 @@
 //! - `traces_spanmetrics_calls_total{service, span_name, span_kind, status_code}`: spans;
 //!   errors are the series with `status_code="STATUS_CODE_ERROR"`;
 //! - `traces_spanmetrics_latency_bucket{..., le}`, `_sum` and `_count`: a histogram of span
-//!   durations in seconds, Tempo's default buckets (2 ms doubling to 16.384 s, then `+Inf`).
+//!   durations in seconds, Tempo's default buckets (2 ms doubling to 16.384 s, then `+Inf`),
+//!   with an exemplar per bucket (the latest span counted into it: `trace_id`, `span_id`),
+//!   sent once each ([`Red::take_exemplars`]).
 //!
 //! Label values: `span_kind` is `SPAN_KIND_SERVER`, `SPAN_KIND_CLIENT`...; `status_code` is
 //! `STATUS_CODE_UNSET`, `STATUS_CODE_OK` or `STATUS_CODE_ERROR`. Counters are cumulative
@@ -16,7 +18,8 @@
 use std::collections::HashMap;
 
 use telltale_common::model::{Labels, Sample, SeriesSamples};
-use telltale_common::trace::{Span, SpanKind, SpanStatus};
+use telltale_common::trace::{Span, SpanId, SpanKind, SpanStatus, TraceId, hex};
+use telltale_common::wire::{Exemplar, ExemplarSeries};
 
 /// Upper bounds of the duration buckets, in seconds (Tempo's defaults).
 pub const BUCKETS: [f64; 14] = [
@@ -27,6 +30,17 @@ pub const BUCKETS: [f64; 14] = [
 /// Where spans of label sets past the cap are counted.
 pub const OVERFLOW: &str = "__overflow__";
 
+/// The latest span counted into a bucket: its ids, duration (s) and end (ms).
+#[derive(Debug, Clone, Copy)]
+struct Ex {
+    trace: TraceId,
+    span: SpanId,
+    secs: f64,
+    t_ms: i64,
+    /// Not sent yet.
+    fresh: bool,
+}
+
 #[derive(Debug, Clone)]
 struct Cell {
     kind: SpanKind,
@@ -35,6 +49,8 @@ struct Cell {
     /// Spans at or under each bound (not cumulative: summed when written).
     buckets: [u64; BUCKETS.len()],
     sum_s: f64,
+    /// An exemplar per bucket, `+Inf` last.
+    exemplars: [Option<Ex>; BUCKETS.len() + 1],
 }
 
 /// The span metrics of one agent.
@@ -97,6 +113,7 @@ impl Red {
                     calls: 0,
                     buckets: [0; BUCKETS.len()],
                     sum_s: 0.0,
+                    exemplars: [None; BUCKETS.len() + 1],
                 });
                 cells.len() - 1
             }
@@ -105,9 +122,61 @@ impl Red {
         let secs = s.duration_ns() as f64 / 1e9;
         cell.calls += 1;
         cell.sum_s += secs;
-        if let Some(b) = BUCKETS.iter().position(|&le| secs <= le) {
+        let b = BUCKETS.iter().position(|&le| secs <= le);
+        if let Some(b) = b {
             cell.buckets[b] += 1;
         }
+        cell.exemplars[b.unwrap_or(BUCKETS.len())] = Some(Ex {
+            trace: s.trace_id,
+            span: s.span_id,
+            secs,
+            t_ms: i64::try_from(s.end_ns / 1_000_000).unwrap_or(i64::MAX),
+            fresh: true,
+        });
+    }
+
+    /// The exemplars not sent yet: for each bucket series, the latest span counted into
+    /// that bucket (its `trace_id` and `span_id`, duration and end), as Tempo's metrics
+    /// generator attaches them.
+    pub fn take_exemplars(&mut self) -> Vec<ExemplarSeries> {
+        let mut out = Vec::new();
+        for (service, by_name) in &mut self.cells {
+            for (name, cells) in by_name {
+                for c in cells {
+                    for (i, slot) in c.exemplars.iter_mut().enumerate() {
+                        let Some(ex) = slot.as_mut().filter(|e| e.fresh) else {
+                            continue;
+                        };
+                        ex.fresh = false;
+                        let le = BUCKETS
+                            .get(i)
+                            .map_or_else(|| "+Inf".to_string(), f64::to_string);
+                        out.push(ExemplarSeries {
+                            labels: vec![
+                                (
+                                    "__name__".into(),
+                                    "traces_spanmetrics_latency_bucket".into(),
+                                ),
+                                ("service".into(), service.clone()),
+                                ("span_name".into(), name.clone()),
+                                ("span_kind".into(), c.kind.as_str().into()),
+                                ("status_code".into(), c.status.as_str().into()),
+                                ("le".into(), le),
+                            ],
+                            exemplars: vec![Exemplar {
+                                labels: vec![
+                                    ("trace_id".into(), hex(&ex.trace)),
+                                    ("span_id".into(), hex(&ex.span)),
+                                ],
+                                t_ms: ex.t_ms,
+                                value: ex.secs,
+                            }],
+                        });
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Label sets held.
@@ -288,5 +357,45 @@ mod tests {
             .map(|s| s.samples[0].1)
             .sum();
         assert_eq!(total, 11.0, "no span lost from the totals");
+    }
+
+    #[test]
+    fn each_bucket_keeps_its_latest_span_as_an_exemplar_sent_once() {
+        let mut red = Red::new(10);
+        let mut a = span("api", "GET", 3, SpanStatus::Unset);
+        a.trace_id = [0xaa; 16];
+        let mut b = span("api", "GET", 3, SpanStatus::Unset);
+        b.trace_id = [0xbb; 16];
+        let mut slow = span("api", "GET", 20_000, SpanStatus::Unset);
+        slow.trace_id = [0xcc; 16];
+        for s in [&a, &b, &slow] {
+            red.observe(s);
+        }
+        let ex = red.take_exemplars();
+        assert_eq!(ex.len(), 2, "{ex:?}");
+        let le = |x: &ExemplarSeries| {
+            x.labels
+                .iter()
+                .find(|(k, _)| k == "le")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let four = ex
+            .iter()
+            .find(|x| le(x) == "0.004")
+            .expect("the 4 ms bucket");
+        assert_eq!(
+            four.exemplars[0].labels[0],
+            ("trace_id".to_string(), "bb".repeat(16))
+        );
+        assert!((four.exemplars[0].value - 0.003).abs() < 1e-9);
+        assert!(
+            ex.iter()
+                .any(|x| le(x) == "+Inf" && x.exemplars[0].labels[0].1 == "cc".repeat(16))
+        );
+        // Sent once: nothing new, nothing again.
+        assert!(red.take_exemplars().is_empty());
+        red.observe(&a);
+        assert_eq!(red.take_exemplars().len(), 1);
     }
 }

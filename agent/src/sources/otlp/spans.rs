@@ -104,6 +104,7 @@ fn batch_of(spans: Vec<Span>) -> Batch {
         events: Vec::new(),
         logs: Vec::new(),
         spans,
+        exemplars: Vec::new(),
     }
 }
 

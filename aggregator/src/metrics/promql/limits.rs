@@ -143,7 +143,7 @@ pub fn check_text(q: &str) -> Result<(), QueryError> {
 }
 
 /// The direct sub-expressions of `e`.
-fn children(e: &Expr) -> Vec<&Expr> {
+pub fn children(e: &Expr) -> Vec<&Expr> {
     match e {
         Expr::Aggregate(a) => {
             let mut v = vec![a.expr.as_ref()];

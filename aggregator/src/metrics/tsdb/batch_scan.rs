@@ -260,6 +260,7 @@ mod tests {
             series,
             events,
             spans: Vec::new(),
+            exemplars: Vec::new(),
             logs: Vec::new(),
         }))
         .unwrap()

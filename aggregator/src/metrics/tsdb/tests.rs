@@ -64,6 +64,7 @@ fn agent_req(agent: &str, seq: u64, t: i64, names: &[String]) -> AppendRequest {
             message: format!("batch {seq}"),
         }],
         spans: Vec::new(),
+        exemplars: Vec::new(),
         logs: Vec::new(),
     }))
     .unwrap();
@@ -1044,6 +1045,7 @@ fn agent_label_bytes_are_cached_per_agent() {
             ],
             events: Vec::new(),
             spans: Vec::new(),
+            exemplars: Vec::new(),
             logs: Vec::new(),
         }))
         .unwrap();

@@ -965,6 +965,7 @@ fn batch_frame(records: Vec<Record>, seq: u64) -> anyhow::Result<Vec<u8>> {
         series: Vec::new(),
         events: Vec::new(),
         spans: Vec::new(),
+        exemplars: Vec::new(),
         logs: streams_of(records, false),
     }))?)
 }

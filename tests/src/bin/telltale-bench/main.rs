@@ -198,6 +198,7 @@ impl Template {
                 })
                 .collect(),
             spans: Vec::new(),
+            exemplars: Vec::new(),
             logs: Vec::new(),
         };
         let payload = codec::encode_payload(&ClientMessage::Batch(b))?;
