@@ -3,6 +3,7 @@
 //! ([`ApiError`]).
 
 mod alerting;
+mod exemplars;
 mod jaeger;
 mod loki;
 mod params;
@@ -730,54 +731,6 @@ async fn events(State(st): St, q: RawQuery) -> Result<Response, ApiError> {
     Ok(success(Json::Array(list)))
 }
 
-/// `/api/v1/query_exemplars?query=&start=&end=`: the exemplars of the series every selector
-/// of the query names, in Prometheus' shape.
-async fn query_exemplars(
-    State(st): St,
-    RawQuery(q): RawQuery,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
-    let p = Params::parse(q.as_deref(), &body);
-    let query = p.required("query")?;
-    let sets = crate::metrics::promql::query_selectors(query)?;
-    let (start, end) = range_params(&p)?;
-    if start > end {
-        return Err(ApiError::bad_data(
-            "invalid parameter \"end\": end timestamp must not be before start time",
-        ));
-    }
-    let store = st.exemplars.clone();
-    let found = tokio::task::spawn_blocking(move || store.query(&sets, start, end))
-        .await
-        .unwrap_or_default();
-    let data: Vec<Json> = found
-        .into_iter()
-        .map(|(series, list)| {
-            let labels: serde_json::Map<String, Json> = series
-                .iter()
-                .map(|(k, v)| (k.to_string(), Json::String(v.to_string())))
-                .collect();
-            let exemplars: Vec<Json> = list
-                .into_iter()
-                .map(|e| {
-                    let el: serde_json::Map<String, Json> = e
-                        .labels
-                        .into_iter()
-                        .map(|(k, v)| (k, Json::String(v)))
-                        .collect();
-                    json!({
-                        "labels": el,
-                        "value": crate::metrics::promql::format::format_value(e.value),
-                        "timestamp": e.t_ms as f64 / 1000.0,
-                    })
-                })
-                .collect();
-            json!({"seriesLabels": labels, "exemplars": exemplars})
-        })
-        .collect();
-    Ok(success(Json::Array(data)))
-}
-
 async fn metrics(State(st): St) -> Response {
     let mut text = st.metrics.render(&Gauges {
         connected_agents: st.registry.connected_count(),
@@ -865,7 +818,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/metadata", get(metadata))
         .route(
             "/api/v1/query_exemplars",
-            get(query_exemplars).post(query_exemplars),
+            get(exemplars::query_exemplars).post(exemplars::query_exemplars),
         )
         .route("/api/v1/agents", get(agents))
         .route("/api/v1/events", get(events))
