@@ -639,7 +639,18 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
+import logging
+
+lp = LoggerProvider(resource=Resource.create({{"service.name": "payments"}}))
+lp.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter(endpoint="http://{c}/v1/logs")))
+plog = logging.getLogger("payments")
+plog.setLevel(logging.INFO)
+plog.propagate = False
+plog.addHandler(LoggingHandler(level=logging.INFO, logger_provider=lp))
 
 def provider(name, addr):
     p = TracerProvider(resource=Resource.create({{"service.name": name}}))
@@ -649,9 +660,8 @@ def provider(name, addr):
 providers = {{"frontend": provider("frontend", "{a}"), "cart": provider("cart", "{b}"), "payments": provider("payments", "{c}")}}
 tr = {{n: p.get_tracer("shop") for n, p in providers.items()}}
 out = {{"error": [], "slow": [], "plain": [], "long": []}}
-t0 = time.time_ns() - 60_000_000_000
 for i in range(30):
-    base = t0 + i * 1_000_000_000
+    base = time.time_ns()
     root = tr["frontend"].start_span("GET /checkout", kind=SpanKind.SERVER, start_time=base)
     root.set_attribute("http.route", "/checkout")
     ctx = trace.set_span_in_context(root)
@@ -659,6 +669,11 @@ for i in range(30):
     cs.end(end_time=base + 4_000_000)
     ps = tr["payments"].start_span("charge", context=ctx, kind=SpanKind.SERVER, start_time=base + 5_000_000)
     failed = i % 5 == 0
+    with trace.use_span(ps, end_on_exit=False):
+        if failed:
+            plog.error("card declined for order %d", i)
+        else:
+            plog.info("charged order %d", i)
     if failed:
         ps.set_status(Status(StatusCode.ERROR, "card declined"))
     ps.end(end_time=base + 105_000_000)
@@ -671,6 +686,8 @@ for i in range(30):
 for p in providers.values():
     assert p.force_flush(10_000)
     p.shutdown()
+assert lp.force_flush(10_000)
+lp.shutdown()
 print(json.dumps(out))
 "#
     );
@@ -848,6 +865,49 @@ print(json.dumps(out))
             );
         }
     }
+    // From the trace to its logs: the payments line logged inside the failed span carries
+    // its trace id; the trace's hosts' other lines in its time span come along unmarked.
+    let (code, body) =
+        http_get(agg.http, &format!("/api/v1/traces/{}/logs", errors[1])).expect("trace logs");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let lines = v["data"]["lines"].as_array().expect("lines");
+    let own: Vec<&serde_json::Value> = lines.iter().filter(|l| l["trace"] == true).collect();
+    assert_eq!(own.len(), 1, "{body}");
+    let own_line = own[0]["line"].as_str().expect("line").to_string();
+    assert!(
+        own_line.starts_with("card declined for order "),
+        "{own_line}"
+    );
+    assert_eq!(own[0]["labels"]["level"], "error");
+    assert_eq!(own[0]["metadata"]["trace_id"], errors[1].as_str());
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["trace"] == true || l["metadata"]["trace_id"] != errors[1].as_str()),
+        "{body}"
+    );
+    // The same through LogQL: structured metadata filter like labels.
+    let logql = format!("{{service_name=\"payments\"}} | trace_id=\"{}\"", errors[1]);
+    let (code, body) = http_get(
+        agg.http,
+        &format!(
+            "/loki/api/v1/query_range?query={}&start={}&end={}&limit=100",
+            pct(&logql),
+            now_us / 1_000_000 - 3600,
+            now_us / 1_000_000 + 60
+        ),
+    )
+    .expect("logql");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let streams = v["data"]["result"].as_array().expect("streams");
+    let texts: Vec<String> = streams
+        .iter()
+        .flat_map(|s| s["values"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p[1].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(texts, vec![own_line], "{body}");
     // The service graph of the kept traces.
     let deps = jaeger(&agg, "/api/dependencies?lookback=86400000").expect("dependencies");
     let mut edges: Vec<(String, String, u64)> = deps

@@ -77,8 +77,26 @@ pub fn fields(parser: &Parser, line: &str) -> Vec<(String, String)> {
             *k = telltale_common::model::label_name_from(k);
         }
         super::logbatch::cut_line(v, MAX_VALUE);
+        // The spellings of a trace or span id loggers use (`traceId`, `traceID`,
+        // `trace.id` → `trace_id` after sanitising, `dd.trace_id`...) become `trace_id` and
+        // `span_id`, in lower case, so a line links to its trace.
+        let squashed: String = k
+            .chars()
+            .filter(|c| *c != '_')
+            .flat_map(char::to_lowercase)
+            .collect();
+        let canonical = match squashed.trim_start_matches("dd") {
+            "traceid" => "trace_id",
+            "spanid" => "span_id",
+            _ => continue,
+        };
+        if k != canonical {
+            *k = canonical.to_string();
+        }
+        if v.bytes().any(|b| b.is_ascii_uppercase()) && v.bytes().all(|b| b.is_ascii_hexdigit()) {
+            *v = v.to_ascii_lowercase();
+        }
     }
-
     out
 }
 
@@ -142,6 +160,37 @@ pub fn level(fields: &[(String, String)], line: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trace_and_span_ids_get_one_name_whatever_the_logger_called_them() {
+        let id = "4BF92F3577B34DA6A3CE929D0E0E4736";
+        for line in [
+            format!(r#"{{"traceId":"{id}","spanId":"00F067AA0BA902B7","msg":"x"}}"#),
+            format!(r#"{{"trace":{{"id":"{id}"}},"span":{{"id":"00F067AA0BA902B7"}}}}"#),
+            format!(r#"{{"dd.trace_id":"{id}","dd.span_id":"00F067AA0BA902B7"}}"#),
+            format!(r#"{{"traceID":"{id}","span_id":"00F067AA0BA902B7"}}"#),
+        ] {
+            let f = fields(&Parser::Json, &line);
+            assert!(
+                f.contains(&("trace_id".into(), id.to_lowercase())),
+                "{line}: {f:?}"
+            );
+            assert!(
+                f.contains(&("span_id".into(), "00f067aa0ba902b7".into())),
+                "{line}: {f:?}"
+            );
+        }
+        let f = fields(&Parser::Logfmt, &format!("msg=ok trace_id={id} user=Bob"));
+        assert!(f.contains(&("trace_id".into(), id.to_lowercase())));
+        assert!(
+            f.contains(&("user".into(), "Bob".into())),
+            "other values keep their case"
+        );
+        // Not an id: left alone.
+        let f = fields(&Parser::Logfmt, "tracer=on traceid=Not-Hex");
+        assert!(f.contains(&("tracer".into(), "on".into())));
+        assert!(f.contains(&("trace_id".into(), "Not-Hex".into())));
+    }
 
     #[test]
     fn fields_and_levels() {

@@ -1,7 +1,8 @@
 //! Jaeger's query HTTP API over the trace store, so Grafana's Jaeger data source and Jaeger's
 //! own UI work by changing a URL: `/api/services`, `/api/services/{service}/operations`,
 //! `/api/operations`, `/api/traces` (search, or `traceID=` lookups), `/api/traces/{id}`,
-//! `/api/dependencies`; and the trace as OTLP/JSON at `/api/v1/traces/{id}`.
+//! `/api/dependencies`; the trace as OTLP/JSON at `/api/v1/traces/{id}`, and its hosts' log
+//! lines in its time span at `/api/v1/traces/{id}/logs`.
 //!
 //! Answers use Jaeger's envelope `{"data": ..., "total", "limit", "offset", "errors"}`;
 //! errors put `{"code", "msg"}` in `errors` with the same HTTP status (400 for a bad
@@ -473,6 +474,98 @@ async fn otlp_trace(State(st): St, Path(id): Path<String>) -> Result<Response, J
     Ok(axum::Json(json!({"resourceSpans": resource_spans})).into_response())
 }
 
+/// Most lines `/api/v1/traces/{id}/logs` returns.
+const MAX_TRACE_LINES: usize = 5000;
+
+/// `/api/v1/traces/{id}/logs`: the log lines of the trace's hosts (the agents its spans came
+/// through) from a second before its first span to a second after its last, oldest first;
+/// `trace: true` marks the lines that carry the trace's id (their `trace_id` metadata).
+/// Hosts' lines are found by `instance`; spans from elsewhere by their service's
+/// `service_name` (OTLP logs' label). At most 5000 lines, the trace's own first.
+async fn trace_logs(State(st): St, Path(id): Path<String>) -> Result<Response, JaegerError> {
+    let spans = one(&st, &id).await?;
+    let hex_id = trace::hex(&spans[0].trace_id);
+    let start = spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
+    let end = spans.iter().map(|s| s.end_ns).max().unwrap_or(0);
+    let (start_ns, end_ns) = (
+        i64::try_from(start)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(1_000_000_000),
+        i64::try_from(end)
+            .unwrap_or(i64::MAX)
+            .saturating_add(1_000_000_001),
+    );
+    let mut keys: Vec<(&str, &str)> = Vec::new();
+    for s in &spans {
+        let key = match s.resource.iter().find(|(k, _)| k == "instance") {
+            Some((_, host)) => ("instance", host.as_str()),
+            None => ("service_name", s.service.as_str()),
+        };
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    let selectors: Vec<Vec<crate::labels::Matcher>> = keys
+        .iter()
+        .map(|(k, v)| vec![crate::labels::Matcher::equal(k, v)])
+        .collect();
+    let (logs, max_bytes) = (st.logs.clone(), st.logs_max_query_bytes);
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for m in &selectors {
+            let sel = crate::logs::store::Selection {
+                matchers: m,
+                start_ns,
+                end_ns,
+                needles: &[],
+                max_bytes,
+            };
+            for s in logs.select(&sel)? {
+                for e in s.entries {
+                    out.push((s.labels.clone(), e));
+                }
+            }
+        }
+        Ok::<_, crate::logs::store::LogStoreError>(out)
+    })
+    .await
+    .map_err(|e| JaegerError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| match e {
+        crate::logs::store::LogStoreError::TooMuchData { .. } => bad(e.to_string()),
+        other => JaegerError(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+    })?;
+    let of_trace = |e: &telltale_common::wire::LogEntry| {
+        e.metadata
+            .iter()
+            .any(|(k, v)| k == "trace_id" && v.eq_ignore_ascii_case(&hex_id))
+    };
+    let mut lines = lines;
+    // The trace's own lines first when cutting, then by time.
+    lines.sort_by_key(|(_, e)| (!of_trace(e), e.t_ns));
+    lines.truncate(MAX_TRACE_LINES);
+    lines.sort_by_key(|(_, e)| e.t_ns);
+    let data: Vec<Json> = lines
+        .iter()
+        .map(|(labels, e)| {
+            let l: serde_json::Map<String, Json> = labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), Json::String(v.to_string())))
+                .collect();
+            let md: serde_json::Map<String, Json> = e
+                .metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), Json::String(v.clone())))
+                .collect();
+            json!({"time": e.t_ns.to_string(), "labels": l, "metadata": md, "line": e.line, "trace": of_trace(e)})
+        })
+        .collect();
+    Ok(axum::Json(json!({
+        "status": "success",
+        "data": {"traceID": hex_id, "start": start_ns.to_string(), "end": end_ns.to_string(), "lines": data},
+    }))
+    .into_response())
+}
+
 /// Adds the Jaeger and trace routes.
 pub fn routes(r: Router<Arc<ApiState>>) -> Router<Arc<ApiState>> {
     r.route("/api/services", get(services))
@@ -485,6 +578,7 @@ pub fn routes(r: Router<Arc<ApiState>>) -> Router<Arc<ApiState>> {
         .route("/api/traces/{id}", get(get_trace))
         .route("/api/dependencies", get(dependencies))
         .route("/api/v1/traces/{id}", get(otlp_trace))
+        .route("/api/v1/traces/{id}/logs", get(trace_logs))
 }
 
 #[cfg(test)]

@@ -189,13 +189,24 @@ fn line_format(t: &str, l: &Line) -> String {
     out
 }
 
-/// Runs a line through the pipeline; `None` when a stage drops it.
-fn run(stages: &[Stage], stream: &Labels, line: &str) -> Option<Line> {
+/// Runs a line through the pipeline; `None` when a stage drops it. The line's structured
+/// metadata (`trace_id`, OTLP attributes...) are labels from the start, as in Loki: label
+/// filters and formats see them, and results carry them (a stream label of the same name
+/// wins). Metric queries drop them again from their series (see `samples`).
+fn run(
+    stages: &[Stage],
+    stream: &Labels,
+    metadata: &[(String, String)],
+    line: &str,
+) -> Option<Line> {
+    let mut labels: BTreeMap<String, String> = metadata
+        .iter()
+        .filter(|(k, v)| !v.is_empty() && telltale_common::model::valid_label_name(k))
+        .cloned()
+        .collect();
+    labels.extend(stream.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let mut l = Line {
-        labels: stream
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        labels,
         line: line.to_string(),
         value: None,
     };
@@ -279,7 +290,7 @@ fn to_labels(m: BTreeMap<String, String>) -> Labels {
 /// One line of a stream through a log query's pipeline (the selector is not checked): its
 /// labels and text after it, or `None` when a stage drops it. Live tailing uses it.
 pub fn pipeline(expr: &LogExpr, stream: &Labels, line: &str) -> Option<(Labels, String)> {
-    let l = run(&expr.stages, stream, line)?;
+    let l = run(&expr.stages, stream, &[], line)?;
     Some((to_labels(l.labels), l.line))
 }
 
@@ -306,7 +317,7 @@ pub fn select_logs(
     let mut cache: HashMap<BTreeMap<String, String>, Labels> = HashMap::new();
     for s in sel {
         for e in &s.entries {
-            if let Some(l) = run(&expr.stages, &s.labels, &e.line) {
+            if let Some(l) = run(&expr.stages, &s.labels, &e.metadata, &e.line) {
                 let labels = cache
                     .entry(l.labels.clone())
                     .or_insert_with(|| to_labels(l.labels))
@@ -377,9 +388,17 @@ fn samples(
     let mut cache: HashMap<BTreeMap<String, String>, Labels> = HashMap::new();
     for s in sel {
         for e in &s.entries {
-            let Some(l) = run(&log.stages, &s.labels, &e.line) else {
+            let Some(mut l) = run(&log.stages, &s.labels, &e.metadata, &e.line) else {
                 continue;
             };
+            // Metric series are labelled by the stream and what the pipeline extracted, never
+            // by structured metadata (a trace id per line would make a series per line; and
+            // counting from the block index, which knows no metadata, must agree).
+            for (k, v) in &e.metadata {
+                if s.labels.get(k).is_none() && l.labels.get(k) == Some(v) {
+                    l.labels.remove(k);
+                }
+            }
             let v = match func {
                 RangeFn::BytesOverTime | RangeFn::BytesRate => l.line.len() as f64,
                 RangeFn::CountOverTime | RangeFn::Rate => 1.0,

@@ -359,3 +359,62 @@ fn ambiguous_matches_are_refused() {
         "{r:?}"
     );
 }
+
+#[test]
+fn structured_metadata_is_filtered_and_returned_like_labels() {
+    let e = |t: i64, l: &str, trace: &str| LogEntry {
+        t_ns: t * S,
+        line: l.into(),
+        metadata: if trace.is_empty() {
+            Vec::new()
+        } else {
+            vec![
+                ("trace_id".into(), trace.into()),
+                ("bad name".into(), "x".into()),
+            ]
+        },
+    };
+    let store = Fixed(vec![Selected {
+        labels: Labels::from_pairs([("service_name", "payments")]),
+        entries: vec![
+            e(10, "charging", "aa"),
+            e(11, "declined", "aa"),
+            e(12, "charging", "bb"),
+            e(13, "no trace", ""),
+        ],
+    }]);
+    let Ok(Query::Log(q)) = parse(r#"{service_name="payments"} | trace_id="aa""#) else {
+        panic!("parses")
+    };
+    let got = select_logs(
+        &store,
+        &q,
+        0,
+        100 * S,
+        100,
+        Direction::Forward,
+        &Limits::default(),
+    )
+    .expect("runs");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].labels.get("trace_id"), Some("aa"));
+    assert_eq!(got[0].labels.get("bad name"), None);
+    let lines: Vec<&str> = got[0].entries.iter().map(|x| x.1.as_str()).collect();
+    assert_eq!(lines, vec!["charging", "declined"]);
+    // Metric series are not split by metadata, with or without a pipeline stage: counting
+    // from the index (no stage) and from the lines (a filter) agree.
+    for q in [
+        r#"sum by (trace_id) (count_over_time({service_name="payments"}[1m]))"#,
+        r#"sum by (trace_id) (count_over_time({service_name="payments"} |= "" [1m]))"#,
+        r#"count_over_time({service_name="payments"} | trace_id="aa" [1m])"#,
+    ] {
+        let Ok(Query::Metric(m)) = parse(q) else {
+            panic!("parses")
+        };
+        let series = range_metric(&store, &m, 60 * S, 60 * S, S, &Limits::default()).expect("runs");
+        assert_eq!(series.len(), 1, "{q}");
+        assert_eq!(series[0].labels.get("trace_id"), None, "{q}");
+        let want = if q.contains("\"aa\"") { 2.0 } else { 4.0 };
+        assert_eq!(series[0].points[0].1, want, "{q}");
+    }
+}
