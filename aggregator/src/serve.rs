@@ -216,6 +216,12 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
         max_frame: cfg.max_frame_bytes,
         hub,
     });
+    tokio::spawn(trace_graph(
+        traces.clone(),
+        alerts.clone(),
+        storage.clone(),
+        cfg.traces.graph_interval,
+    ));
     let alerts_for_shutdown = alerts.clone();
     let state = Arc::new(ApiState {
         storage: storage.clone(),
@@ -318,7 +324,6 @@ async fn write_patterns(
     storage: Arc<dyn Storage>,
     interval: std::time::Duration,
 ) {
-    use telltale_common::wire::{Batch, ClientMessage};
     let mut t = tokio::time::interval(interval);
     t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -334,38 +339,79 @@ async fn write_patterns(
                     continue;
                 }
             };
-        if flushed.series.is_empty() && flushed.events.is_empty() {
-            continue;
-        }
         for e in &flushed.events {
             tracing::info!(kind = %e.kind, message = %e.message, "log pattern event");
         }
-        let batch = ClientMessage::Batch(Batch {
-            sequence: 0,
-            created_ms: telltale_common::model::now_ms(),
-            series: flushed.series,
-            events: flushed.events,
-            spans: Vec::new(),
-            exemplars: Vec::new(),
-            logs: Vec::new(),
-        });
-        let data = match telltale_common::codec::encode_payload(&batch) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode the log pattern series");
-                continue;
-            }
-        };
-        let req = crate::metrics::storage::AppendRequest {
-            origin: None,
-            data: crate::metrics::storage::AppendData::Encoded(data),
-        };
-        match storage.append(req).await {
-            Ok(crate::metrics::storage::AppendOutcome::Invalid { reason }) => {
-                tracing::warn!(%reason, "log pattern series refused")
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot store the log pattern series"),
+        store_own(&storage, "log pattern", flushed.series, flushed.events).await;
+    }
+}
+
+/// Stores series and events the aggregator derives itself (no agent origin).
+async fn store_own(
+    storage: &Arc<dyn Storage>,
+    what: &str,
+    series: Vec<telltale_common::model::SeriesSamples>,
+    events: Vec<telltale_common::wire::Event>,
+) {
+    use telltale_common::wire::{Batch, ClientMessage};
+    if series.is_empty() && events.is_empty() {
+        return;
+    }
+    let batch = ClientMessage::Batch(Batch {
+        sequence: 0,
+        created_ms: telltale_common::model::now_ms(),
+        series,
+        events,
+        spans: Vec::new(),
+        exemplars: Vec::new(),
+        logs: Vec::new(),
+    });
+    let data = match telltale_common::codec::encode_payload(&batch) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode the {what} series");
+            return;
         }
+    };
+    let req = crate::metrics::storage::AppendRequest {
+        origin: None,
+        data: crate::metrics::storage::AppendData::Encoded(data),
+    };
+    match storage.append(req).await {
+        Ok(crate::metrics::storage::AppendOutcome::Invalid { reason }) => {
+            tracing::warn!(%reason, "{what} series refused")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot store the {what} series"),
+    }
+}
+
+/// Every `interval`: writes the service graph series (`traces_service_graph_*`, from every
+/// span received) and hands the topology seen in traces to incident correlation.
+async fn trace_graph(
+    traces: Arc<dyn crate::traces::store::TraceStore>,
+    alerts: Arc<AlertingService>,
+    storage: Arc<dyn Storage>,
+    interval: std::time::Duration,
+) {
+    let mut t = tokio::time::interval(interval);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        t.tick().await;
+        let tr = traces.clone();
+        let Ok((series, topology)) = tokio::task::spawn_blocking(move || {
+            (
+                tr.graph_series(telltale_common::model::now_ms()),
+                tr.topology(),
+            )
+        })
+        .await
+        else {
+            continue;
+        };
+        if !topology.calls.is_empty() || !topology.hosts.is_empty() {
+            alerts.learn_topology(&topology.calls, &topology.hosts);
+        }
+        store_own(&storage, "service graph", series, Vec::new()).await;
     }
 }

@@ -615,7 +615,7 @@ fn traces_across_three_hosts_are_sampled_whole_and_found_through_the_jaeger_api(
     let cfg = dir.path().join("aggregator.toml");
     std::fs::write(
         &cfg,
-        "[traces.sampling]\nratio = 0.0\ndecision_wait = \"2s\"\nslow_threshold = \"1s\"\n",
+        "[traces]\ngraph_interval = \"1s\"\n[traces.sampling]\nratio = 0.0\ndecision_wait = \"2s\"\nslow_threshold = \"1s\"\n",
     )
     .expect("config");
     let agg = start_aggregator(
@@ -793,8 +793,8 @@ print(json.dumps(out))
         "limit 2 of the fast kept traces"
     );
     // By id: Jaeger's JSON, OTLP JSON, and 404 for a dropped trace.
-    let one = jaeger(&agg, &format!("/api/traces/{}", errors[0])).expect("by id");
-    let spans = one[0]["spans"].as_array().expect("spans");
+    let by_id = jaeger(&agg, &format!("/api/traces/{}", errors[0])).expect("by id");
+    let spans = by_id[0]["spans"].as_array().expect("spans");
     let charge = spans
         .iter()
         .find(|s| s["operationName"] == "charge")
@@ -908,9 +908,11 @@ print(json.dumps(out))
         .filter_map(|p| p[1].as_str().map(str::to_string))
         .collect();
     assert_eq!(texts, vec![own_line], "{body}");
-    // The service graph of the kept traces.
+    // The service graph from every span (before sampling): 30 calls from frontend to each
+    // of cart and payments, 6 of them failed; as Jaeger's dependencies and as Tempo's
+    // service graph series.
     let deps = jaeger(&agg, "/api/dependencies?lookback=86400000").expect("dependencies");
-    let mut edges: Vec<(String, String, u64)> = deps
+    let mut edges: Vec<(String, String, u64, u64)> = deps
         .as_array()
         .expect("edges")
         .iter()
@@ -919,6 +921,7 @@ print(json.dumps(out))
                 e["parent"].as_str().unwrap_or("").to_string(),
                 e["child"].as_str().unwrap_or("").to_string(),
                 e["callCount"].as_u64().unwrap_or(0),
+                e["errorCount"].as_u64().unwrap_or(0),
             )
         })
         .collect();
@@ -926,10 +929,32 @@ print(json.dumps(out))
     assert_eq!(
         edges,
         vec![
-            ("frontend".to_string(), "cart".to_string(), 10),
-            ("frontend".to_string(), "payments".to_string(), 10)
+            ("frontend".to_string(), "cart".to_string(), 30, 0),
+            ("frontend".to_string(), "payments".to_string(), 30, 6)
         ]
     );
+    eventually(
+        &agg,
+        r#"traces_service_graph_request_total{client="frontend", server="payments"}"#,
+        30.0,
+    );
+    eventually(
+        &agg,
+        r#"traces_service_graph_request_failed_total{client="frontend", server="payments"}"#,
+        6.0,
+    );
+    // payments' charge takes 100 ms: in the 0.1 s bucket (le is inclusive); cart's 3 ms too.
+    eventually(
+        &agg,
+        r#"sum(traces_service_graph_request_server_seconds_bucket{le="0.1"})"#,
+        60.0,
+    );
+    let sum = one(
+        &agg,
+        r#"traces_service_graph_request_server_seconds_sum{server="payments"}"#,
+    )
+    .expect("sum");
+    assert!((sum - 3.0).abs() < 1e-6, "{sum}");
 }
 
 /// SIGKILL of the aggregator while agents ship spans: every span the agent accepted is in

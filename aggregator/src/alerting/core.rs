@@ -134,6 +134,11 @@ pub struct Core {
 }
 
 impl Core {
+    /// See `AlertingService::learn_topology`.
+    pub fn learn_topology(&mut self, calls: &[(String, String)], hosts: &[(String, String)]) {
+        self.correlator.learn(calls, hosts);
+    }
+
     /// The state from what was stored, grouped under `routing` at `now`.
     pub fn new(routing: &Routing, stored: Stored, external_url: &str, now: i64) -> Core {
         let mut dispatcher = Dispatcher::default();

@@ -304,8 +304,10 @@ pub enum Change {
 /// The incidents.
 #[derive(Debug, Default)]
 pub struct Correlator {
-    /// Settings.
+    /// Settings (the configured topology plus what was learnt).
     pub cfg: Correlation,
+    /// The configured topology, before anything learnt was added.
+    configured: HashMap<String, ServiceNode>,
     /// Incidents by id (open and recently resolved).
     pub incidents: BTreeMap<u64, Incident>,
     /// The next id.
@@ -317,9 +319,46 @@ impl Correlator {
     pub fn new(cfg: Correlation, stored: Vec<Incident>) -> Correlator {
         let next_id = stored.iter().map(|i| i.id).max().unwrap_or(0) + 1;
         Correlator {
+            configured: cfg.services.clone(),
             cfg,
             incidents: stored.into_iter().map(|i| (i.id, i)).collect(),
             next_id,
+        }
+    }
+
+    /// Adds a topology learnt from traces to the configured one: `calls` (caller, called)
+    /// become dependencies of the caller, unless one would close a cycle (the configured
+    /// graph wins; layers need a DAG); `hosts` (service, host) say where a service runs.
+    /// Replaces what was learnt before.
+    pub fn learn(&mut self, calls: &[(String, String)], hosts: &[(String, String)]) {
+        self.cfg.services = self.configured.clone();
+        for (service, host) in hosts {
+            let n = self.cfg.services.entry(service.clone()).or_default();
+            if !n.hosts.contains(host) {
+                n.hosts.push(host.clone());
+            }
+        }
+        for (caller, called) in calls {
+            if caller == called
+                || self
+                    .cfg
+                    .services
+                    .get(caller)
+                    .is_some_and(|n| n.depends_on.contains(called))
+            {
+                continue;
+            }
+            self.cfg
+                .services
+                .entry(caller.clone())
+                .or_default()
+                .depends_on
+                .push(called.clone());
+            if self.cfg.check_acyclic().is_err()
+                && let Some(n) = self.cfg.services.get_mut(caller)
+            {
+                n.depends_on.retain(|d| d != called);
+            }
         }
     }
 
@@ -543,6 +582,51 @@ mod tests {
             ends_at: i64::MAX,
             generator_url: String::new(),
         }
+    }
+
+    #[test]
+    fn a_topology_learnt_from_traces_relates_alerts_and_ranks_the_called_service_lower() {
+        // Nothing configured: cart and payments look unrelated...
+        let mut c = Correlator::new(Correlation::default(), vec![]);
+        let checkout = alert(&[("alertname", "Slow"), ("service", "checkout")], 0);
+        let payments = alert(&[("alertname", "Errors"), ("service", "payments")], 5 * S);
+        assert!(!c.cfg.related(&checkout.labels, &payments.labels));
+        // ...until traces show checkout calling payments, and where payments runs.
+        let calls = vec![
+            ("checkout".to_string(), "payments".to_string()),
+            // A call back would close a cycle: refused, the first one stays.
+            ("payments".to_string(), "checkout".to_string()),
+        ];
+        let hosts = vec![("payments".to_string(), "pay-1".to_string())];
+        c.learn(&calls, &hosts);
+        assert!(c.cfg.related(&checkout.labels, &payments.labels));
+        assert!(c.cfg.check_acyclic().is_ok());
+        assert!(c.cfg.layer(&payments.labels) < c.cfg.layer(&checkout.labels));
+        let disk = alert(
+            &[("alertname", "DiskFull"), ("instance", "pay-1:9100")],
+            9 * S,
+        );
+        assert!(c.cfg.related(&payments.labels, &disk.labels));
+        c.observe(&checkout, 10 * S);
+        c.observe(&payments, 11 * S);
+        c.observe(&disk, 12 * S);
+        assert_eq!(c.incidents.len(), 1);
+        assert_eq!(
+            c.incidents[&1]
+                .root()
+                .and_then(|r| r.labels.get("alertname")),
+            Some("DiskFull")
+        );
+        // Learning again replaces what was learnt; the configured topology stays.
+        let mut c = Correlator::new(topo(), vec![]);
+        c.learn(&[("db".to_string(), "frontend".to_string())], &[]);
+        assert!(
+            c.cfg.check_acyclic().is_ok(),
+            "a learnt cycle through configured edges is refused"
+        );
+        assert_eq!(c.cfg.services["api"].depends_on, vec!["db".to_string()]);
+        c.learn(&[], &[]);
+        assert_eq!(c.cfg.services.len(), 3);
     }
 
     #[test]

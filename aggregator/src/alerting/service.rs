@@ -271,6 +271,12 @@ impl AlertingService {
         self.wake.notify_one();
     }
 
+    /// Adds the topology learnt from traces (calls between services, hosts of services) to
+    /// the configured one for incident correlation (see `Correlator::learn`).
+    pub fn learn_topology(&self, calls: &[(String, String)], hosts: &[(String, String)]) {
+        self.lock().learn_topology(calls, hosts);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Core> {
         self.core.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -4,6 +4,7 @@
 //! [traces]
 //! retention = "7d"            # whole blocks go, oldest first
 //! max_bytes = "10GiB"
+//! graph_interval = "15s"      # service graph series (traces_service_graph_*)
 //!
 //! [traces.sampling]
 //! ratio = 0.1                 # share of traces neither failed nor slow that is kept (default 1)
@@ -38,6 +39,9 @@ pub struct TracesSection {
     /// Most bytes the trace blocks may take (default `10GiB`).
     #[serde(default, deserialize_with = "opt_bytes")]
     pub max_bytes: Option<u64>,
+    /// How often the service graph series are written (default `15s`, at least `1s`).
+    #[serde(default, deserialize_with = "humantime_duration_opt")]
+    pub graph_interval: Option<Duration>,
     /// Tail sampling.
     #[serde(default)]
     pub sampling: SamplingSection,
@@ -112,8 +116,17 @@ pub fn validate(src: &Path, s: &TracesSection) -> Result<TraceOptions, ConfigErr
             "must be at least 1",
         ));
     }
+    let graph_interval = s.graph_interval.unwrap_or(d.graph_interval);
+    if graph_interval < Duration::from_secs(1) {
+        return Err(ConfigError::invalid(
+            src,
+            "traces.graph_interval",
+            "must be at least 1s",
+        ));
+    }
     Ok(TraceOptions {
         retention,
+        graph_interval,
         max_bytes: s.max_bytes.unwrap_or(d.max_bytes),
         sampling: SamplingOptions {
             ratio,

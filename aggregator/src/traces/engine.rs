@@ -56,6 +56,8 @@ pub struct TraceOptions {
     pub head_max_age: Duration,
     /// Tail sampling.
     pub sampling: SamplingOptions,
+    /// How often the service graph series are written (and correlation learns the topology).
+    pub graph_interval: Duration,
 }
 
 impl Default for TraceOptions {
@@ -66,6 +68,7 @@ impl Default for TraceOptions {
             head_max_bytes: 64 << 20,
             head_max_age: Duration::from_secs(10 * 60),
             sampling: SamplingOptions::default(),
+            graph_interval: Duration::from_secs(15),
         }
     }
 }
@@ -103,6 +106,9 @@ struct WalRecord {
     epoch: u64,
     sequence: u64,
     spans: Vec<Span>,
+    /// Spans waiting for their decision, written again into a new segment at a cut.
+    #[serde(default)]
+    carried: bool,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -133,7 +139,7 @@ fn span_bytes(s: &Span) -> u64 {
 }
 
 impl Head {
-    fn add(&mut self, graph: &mut super::graph::Graph, spans: Vec<Span>) {
+    fn add(&mut self, spans: Vec<Span>) {
         if spans.is_empty() {
             return;
         }
@@ -141,7 +147,6 @@ impl Head {
             self.since = Some(Instant::now());
         }
         for s in spans {
-            graph.observe(&s, &mut self.edges);
             self.bytes += span_bytes(&s);
             let ops = self.operations.entry(s.service.clone()).or_default();
             if !ops.contains(&(s.name.clone(), s.kind as i32)) {
@@ -156,7 +161,8 @@ struct Inner {
     dir: PathBuf,
     opts: TraceOptions,
     head: RwLock<Head>,
-    /// Only the writer thread adds to the head, so this is taken with the head's write lock.
+    /// Calls between services from every span received (before sampling); only the writer
+    /// thread changes it.
     graph: Mutex<super::graph::Graph>,
     sampler: Mutex<Sampler>,
     blocks: RwLock<Vec<Arc<Block>>>,
@@ -294,9 +300,15 @@ impl TraceEngine {
                                 counters
                                     .spans_received
                                     .fetch_add(r.spans.len() as u64, Ordering::Relaxed);
+                                // Carried spans' calls were counted before the cut.
+                                if !r.carried {
+                                    for s in &r.spans {
+                                        graph.observe(s, &mut head.edges);
+                                    }
+                                }
                                 let o = sampler.offer(r.spans, now);
                                 note_offer(&counters, &o);
-                                head.add(&mut graph, o.kept);
+                                head.add(o.kept);
                             }
                             Err(e) => {
                                 tracing::error!(segment = %path.display(), offset = at, error = %e, "undecodable trace record skipped");
@@ -414,6 +426,7 @@ fn prepare(req: SpanAppend) -> WalRecord {
         epoch,
         sequence,
         spans,
+        carried: false,
     }
 }
 
@@ -440,7 +453,6 @@ fn decide(inner: &Inner, now: Instant) {
     }
     let c = &inner.counters;
     let mut head = inner.head.write().unwrap_or_else(|e| e.into_inner());
-    let mut graph = inner.graph.lock().unwrap_or_else(|e| e.into_inner());
     for d in decisions {
         let slot = match d.reason {
             Reason::Error => 0,
@@ -455,7 +467,7 @@ fn decide(inner: &Inner, now: Instant) {
         let n = d.spans.len() as u64;
         if d.reason.kept() {
             c.spans_kept.fetch_add(n, Ordering::Relaxed);
-            head.add(&mut graph, d.spans);
+            head.add(d.spans);
         } else {
             c.spans_dropped.fetch_add(n, Ordering::Relaxed);
         }
@@ -534,9 +546,12 @@ fn writer_loop(inner: &Inner, mut w: Writer, rx: smpsc::Receiver<Job>) {
                             .counters
                             .spans_received
                             .fetch_add(spans as u64, Ordering::Relaxed);
+                        for s in &r.spans {
+                            graph.observe(s, &mut head.edges);
+                        }
                         let o = sampler.offer(r.spans, now);
                         note_offer(&inner.counters, &o);
-                        head.add(&mut graph, o.kept);
+                        head.add(o.kept);
                         let _ = done.send(Ok(SpanOutcome::Stored { spans }));
                     }
                 }
@@ -595,6 +610,7 @@ fn cut(inner: &Inner, w: &mut Writer) -> Result<(), TraceStoreError> {
                 epoch: 0,
                 sequence: 0,
                 spans: sampler.waiting().cloned().collect(),
+                carried: true,
             };
             let p = codec::encode_payload(&carry)
                 .map_err(|e| io(std::io::Error::other(e.to_string())))?;

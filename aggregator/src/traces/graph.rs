@@ -3,12 +3,18 @@
 //! come from several hosts in any order and may straddle a block cut, so parents are looked
 //! up among the recently seen spans (not within one batch or block), and children that came
 //! before their parent wait for it. Both memories are bounded (oldest forgotten first).
-//! Calls are counted per minute of the child span's start, so a time range can be asked.
+//! Every span received is observed, before sampling (so counts are the real traffic, as for
+//! the RED metrics). Calls are counted per minute of the child span's start, so a time range
+//! can be asked; and as running totals with the child (server) span's duration, written as
+//! Tempo's service graph series ([`Graph::series`]). The hosts each service's spans came
+//! through (`instance`) are noted too: with the calls, that is the topology incident
+//! correlation learns ([`Graph::topology`]).
 //! The memory is not persisted: a call whose parent span was stored before an aggregator
 //! restart and whose child after it is not counted (the spans themselves are all stored).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use telltale_common::model::{Labels, Sample, SeriesSamples};
 use telltale_common::trace::{Span, SpanId, SpanStatus, TraceId};
 
 /// Calls and errors by (minute, parent service, child service).
@@ -17,8 +23,37 @@ pub type Edges = BTreeMap<(u64, String, String), (u64, u64)>;
 /// Spans remembered for parent lookups (and children waiting), each.
 const REMEMBERED: usize = 200_000;
 
-/// A child seen before its parent: its service, whether it failed, its minute.
-type Waiting = (String, bool, u64);
+/// A child seen before its parent: its service, whether it failed, its minute, its duration
+/// (s).
+type Waiting = (String, bool, u64, f64);
+
+/// Upper bounds of the call duration buckets (s): Tempo's service graph defaults.
+pub const BUCKETS: [f64; 8] = [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8];
+
+/// Most service pairs and services with hosts tracked (new ones past it are not).
+const MAX_PAIRS: usize = 10_000;
+
+/// Running totals of the calls from one service to another.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Totals {
+    /// Calls.
+    pub calls: u64,
+    /// Calls whose child span failed.
+    pub failed: u64,
+    /// Calls at or under each bound (not cumulative).
+    pub buckets: [u64; BUCKETS.len()],
+    /// Sum of the child spans' durations (s).
+    pub sum_s: f64,
+}
+
+/// What correlation learns from traces.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Topology {
+    /// (caller, called) services.
+    pub calls: Vec<(String, String)>,
+    /// (service, host) pairs.
+    pub hosts: Vec<(String, String)>,
+}
 
 /// The matcher.
 #[derive(Debug, Default)]
@@ -27,33 +62,60 @@ pub struct Graph {
     seen_order: VecDeque<(TraceId, SpanId)>,
     waiting: HashMap<(TraceId, SpanId), Vec<Waiting>>,
     waiting_order: VecDeque<(TraceId, SpanId)>,
-}
-
-fn count(out: &mut Edges, minute: u64, parent: &str, child: &str, error: bool) {
-    if parent == child {
-        return;
-    }
-    let e = out
-        .entry((minute, parent.to_string(), child.to_string()))
-        .or_default();
-    e.0 += 1;
-    e.1 += u64::from(error);
+    totals: BTreeMap<(String, String), Totals>,
+    hosts: BTreeMap<String, std::collections::BTreeSet<String>>,
 }
 
 impl Graph {
-    /// Takes a kept span; the calls it completes are counted into `out`.
+    fn count(&mut self, out: &mut Edges, parent: &str, child: &Waiting) {
+        let (service, error, minute, secs) = child;
+        if parent == service {
+            return;
+        }
+        let e = out
+            .entry((*minute, parent.to_string(), service.clone()))
+            .or_default();
+        e.0 += 1;
+        e.1 += u64::from(*error);
+        let key = (parent.to_string(), service.clone());
+        if !self.totals.contains_key(&key) && self.totals.len() >= MAX_PAIRS {
+            return;
+        }
+        let t = self.totals.entry(key).or_default();
+        t.calls += 1;
+        t.failed += u64::from(*error);
+        t.sum_s += secs;
+        if let Some(b) = BUCKETS.iter().position(|le| secs <= le) {
+            t.buckets[b] += 1;
+        }
+    }
+
+    /// Takes a received span; the calls it completes are counted into `out` (by minute)
+    /// and the running totals.
     pub fn observe(&mut self, s: &Span, out: &mut Edges) {
-        let minute = s.start_ns / 60_000_000_000;
-        let error = s.status == SpanStatus::Error;
+        if let Some((_, host)) = s.resource.iter().find(|(k, _)| k == "instance")
+            && (self.hosts.contains_key(&s.service) || self.hosts.len() < MAX_PAIRS)
+        {
+            let set = self.hosts.entry(s.service.clone()).or_default();
+            if !set.contains(host) && set.len() < 1000 {
+                set.insert(host.clone());
+            }
+        }
+        let me: Waiting = (
+            s.service.clone(),
+            s.status == SpanStatus::Error,
+            s.start_ns / 60_000_000_000,
+            s.duration_ns() as f64 / 1e9,
+        );
         if let Some(p) = s.parent {
-            match self.seen.get(&(s.trace_id, p)) {
-                Some(parent) => count(out, minute, parent, &s.service, error),
+            match self.seen.get(&(s.trace_id, p)).cloned() {
+                Some(parent) => self.count(out, &parent, &me),
                 None => {
                     let w = self.waiting.entry((s.trace_id, p)).or_default();
                     if w.is_empty() {
                         self.waiting_order.push_back((s.trace_id, p));
                     }
-                    w.push((s.service.clone(), error, minute));
+                    w.push(me);
                     while self.waiting_order.len() > REMEMBERED {
                         if let Some(k) = self.waiting_order.pop_front() {
                             self.waiting.remove(&k);
@@ -64,8 +126,8 @@ impl Graph {
         }
         let key = (s.trace_id, s.span_id);
         if let Some(children) = self.waiting.remove(&key) {
-            for (child, error, minute) in children {
-                count(out, minute, &s.service, &child, error);
+            for child in children {
+                self.count(out, &s.service, &child);
             }
         }
         if self.seen.insert(key, s.service.clone()).is_none() {
@@ -76,6 +138,72 @@ impl Graph {
                 self.seen.remove(&k);
             }
         }
+    }
+
+    /// The calls seen since start, and the hosts of each service.
+    pub fn topology(&self) -> Topology {
+        Topology {
+            calls: self.totals.keys().cloned().collect(),
+            hosts: self
+                .hosts
+                .iter()
+                .flat_map(|(s, hs)| hs.iter().map(move |h| (s.clone(), h.clone())))
+                .collect(),
+        }
+    }
+
+    /// The running totals as Tempo's service graph series at `t_ms`:
+    /// `traces_service_graph_request_total{client, server}`, `..._failed_total`, and
+    /// `traces_service_graph_request_server_seconds_{bucket,sum,count}`.
+    pub fn series(&self, t_ms: i64) -> Vec<SeriesSamples> {
+        let mut out = Vec::new();
+        for ((client, server), t) in &self.totals {
+            let mut one = |name: &str, le: Option<String>, v: f64| {
+                let mut pairs = vec![
+                    ("__name__".to_string(), name.to_string()),
+                    ("client".to_string(), client.clone()),
+                    ("server".to_string(), server.clone()),
+                ];
+                if let Some(le) = le {
+                    pairs.push(("le".to_string(), le));
+                }
+                out.push(SeriesSamples {
+                    labels: Labels::from_pairs(pairs),
+                    samples: vec![Sample(t_ms, v)],
+                });
+            };
+            one("traces_service_graph_request_total", None, t.calls as f64);
+            one(
+                "traces_service_graph_request_failed_total",
+                None,
+                t.failed as f64,
+            );
+            let mut cumulative = 0;
+            for (le, n) in BUCKETS.iter().zip(t.buckets) {
+                cumulative += n;
+                one(
+                    "traces_service_graph_request_server_seconds_bucket",
+                    Some(le.to_string()),
+                    cumulative as f64,
+                );
+            }
+            one(
+                "traces_service_graph_request_server_seconds_bucket",
+                Some("+Inf".into()),
+                t.calls as f64,
+            );
+            one(
+                "traces_service_graph_request_server_seconds_sum",
+                None,
+                t.sum_s,
+            );
+            one(
+                "traces_service_graph_request_server_seconds_count",
+                None,
+                t.calls as f64,
+            );
+        }
+        out
     }
 }
 
@@ -140,5 +268,64 @@ mod tests {
         g.observe(&span(1, 1, None, "web"), &mut out);
         g.observe(&span(2, 2, Some(1), "api"), &mut out);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn totals_become_service_graph_series_and_a_topology() {
+        let (mut g, mut out) = (Graph::default(), Edges::new());
+        let mut web = span(1, 1, None, "web");
+        web.resource = vec![("instance".into(), "host-a".into())];
+        let mut db = span(1, 2, Some(1), "db");
+        db.resource = vec![("instance".into(), "host-b".into())];
+        db.end_ns = db.start_ns + 300_000_000;
+        g.observe(&db, &mut out);
+        g.observe(&web, &mut out);
+        let t = &g.totals[&("web".to_string(), "db".to_string())];
+        assert_eq!((t.calls, t.failed), (1, 1));
+        assert_eq!(t.buckets[2], 1, "300 ms is in the 0.4 s bucket");
+        let series = g.series(1000);
+        let get = |name: &str, le: Option<&str>| {
+            series
+                .iter()
+                .find(|s| s.labels.get("__name__") == Some(name) && s.labels.get("le") == le)
+                .map(|s| s.samples[0].1)
+        };
+        assert_eq!(get("traces_service_graph_request_total", None), Some(1.0));
+        assert_eq!(
+            get("traces_service_graph_request_failed_total", None),
+            Some(1.0)
+        );
+        assert_eq!(
+            get(
+                "traces_service_graph_request_server_seconds_bucket",
+                Some("0.2")
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            get(
+                "traces_service_graph_request_server_seconds_bucket",
+                Some("0.4")
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            get(
+                "traces_service_graph_request_server_seconds_bucket",
+                Some("+Inf")
+            ),
+            Some(1.0)
+        );
+        assert_eq!(series[0].labels.get("client"), Some("web"));
+        assert_eq!(series[0].labels.get("server"), Some("db"));
+        let topo = g.topology();
+        assert_eq!(topo.calls, vec![("web".to_string(), "db".to_string())]);
+        assert_eq!(
+            topo.hosts,
+            vec![
+                ("db".to_string(), "host-b".to_string()),
+                ("web".to_string(), "host-a".to_string())
+            ]
+        );
     }
 }

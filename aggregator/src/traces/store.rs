@@ -143,6 +143,16 @@ pub trait TraceQuerier: Send + Sync + 'static {
 
     /// Appends the store's own metrics (Prometheus text) to `out`.
     fn render_metrics(&self, _out: &mut String) {}
+
+    /// The service graph as series at `t_ms` (running totals of every span received).
+    fn graph_series(&self, _t_ms: i64) -> Vec<telltale_common::model::SeriesSamples> {
+        Vec::new()
+    }
+
+    /// The calls between services and the hosts of each service seen in spans.
+    fn topology(&self) -> super::graph::Topology {
+        super::graph::Topology::default()
+    }
 }
 
 /// A whole trace store.

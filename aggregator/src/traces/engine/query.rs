@@ -196,6 +196,22 @@ impl TraceQuerier for TraceEngine {
             .collect()
     }
 
+    fn graph_series(&self, t_ms: i64) -> Vec<telltale_common::model::SeriesSamples> {
+        self.inner
+            .graph
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .series(t_ms)
+    }
+
+    fn topology(&self) -> crate::traces::graph::Topology {
+        self.inner
+            .graph
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .topology()
+    }
+
     fn render_metrics(&self, out: &mut String) {
         use crate::selfmetrics::{counter, gauge};
         let c = &self.inner.counters;
