@@ -1021,3 +1021,104 @@ fn an_aggregator_killed_during_span_ingest_loses_no_acknowledged_span() {
         missing(&agg)
     );
 }
+
+/// Traces whose spans straddle an agent's restart (SIGKILL between a trace's first spans
+/// and its failing last one) are decided whole: the failed ones are stored with every span,
+/// the plain ones (ratio 0) not at all — no trace is stored in part.
+#[test]
+fn traces_straddling_an_agent_restart_are_kept_or_dropped_whole() {
+    let (dir, tls) = scratch_with_ca().expect("scratch");
+    let cfg = dir.path().join("aggregator.toml");
+    std::fs::write(
+        &cfg,
+        "[traces.sampling]\nratio = 0.0\ndecision_wait = \"8s\"\n",
+    )
+    .expect("config");
+    let agg = start_aggregator(
+        &tls,
+        &dir.path().join("agg"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &["--config", cfg.to_str().expect("utf-8")],
+    )
+    .expect("aggregator");
+    let name = "otel-restart";
+    let (mut agent, addr, _) = otlp_agent(dir.path(), &tls, &agg, name);
+    let send = |addr: SocketAddr, spans: &[(usize, usize, bool)]| {
+        let list: Vec<String> = spans
+            .iter()
+            .map(|&(t, s, failed)| {
+                let parent = if s == 0 {
+                    String::new()
+                } else {
+                    format!(r#","parentSpanId":"{:016x}""#, 1)
+                };
+                let status = if failed { r#","status":{"code":2}"# } else { "" };
+                format!(
+                    r#"{{"traceId":"{:032x}","spanId":"{:016x}"{parent},"name":"op{s}","kind":2,"startTimeUnixNano":"1700000000000000000","endTimeUnixNano":"1700000000020000000"{status}}}"#,
+                    0xabc0_0000_usize + t,
+                    s + 1
+                )
+            })
+            .collect();
+        let body = format!(
+            r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"svc"}}}}]}},"scopeSpans":[{{"spans":[{}]}}]}}]}}"#,
+            list.join(",")
+        );
+        let (status, _, answer) = post(
+            addr,
+            "/v1/traces",
+            "Content-Type: application/json\r\n",
+            body.as_bytes(),
+        );
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    };
+    // Ten traces: the first two spans of each before the kill...
+    let first: Vec<(usize, usize, bool)> = (0..10)
+        .flat_map(|t| [(t, 0, false), (t, 1, false)])
+        .collect();
+    send(addr, &first);
+    agent.kill();
+    let agent_cfg = dir.path().join(format!("{name}.toml"));
+    let _agent = start_agent_with_config(
+        &tls,
+        name,
+        agg.quic,
+        &dir.path().join(name),
+        "1s",
+        Some(&agent_cfg),
+    )
+    .expect("agent restarts");
+    _agent
+        .wait_log("OTLP/gRPC receiver started", Duration::from_secs(20))
+        .expect("the receiver starts again");
+    // ...the last after it; in the even traces it failed.
+    let last: Vec<(usize, usize, bool)> = (0..10).map(|t| (t, 2, t % 2 == 0)).collect();
+    send(addr, &last);
+    let decided = wait_for(Duration::from_secs(40), || {
+        let (_, m) = http_get(agg.http, "/metrics").ok()?;
+        (m.contains("telltale_aggregator_traces_decisions_total{reason=\"error\"} 5")
+            && m.contains("telltale_aggregator_traces_decisions_total{reason=\"dropped\"} 5"))
+        .then_some(())
+    });
+    assert!(
+        decided.is_some(),
+        "{:?}",
+        http_get(agg.http, "/metrics").map(|m| m.1)
+    );
+    for t in 0..10 {
+        let path = format!("/api/traces/{:032x}", 0xabc0_0000_usize + t);
+        let (code, body) = http_get(agg.http, &path).expect("get");
+        if t % 2 == 0 {
+            assert_eq!(code, 200, "{body}");
+            let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+            assert_eq!(
+                v["data"][0]["spans"].as_array().map(Vec::len),
+                Some(3),
+                "{body}"
+            );
+        } else {
+            assert_eq!(code, 404, "trace {t} is dropped whole: {body}");
+        }
+    }
+}
