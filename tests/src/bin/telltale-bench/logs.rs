@@ -471,7 +471,7 @@ ruleset(name="json") {{ action(type="mmjsonparse" cookie="") {fwd} }}
 }
 
 /// Waits until `done()` or `limit`; returns the seconds it took.
-fn until(limit: Duration, mut done: impl FnMut() -> bool) -> anyhow::Result<f64> {
+pub(crate) fn until(limit: Duration, mut done: impl FnMut() -> bool) -> anyhow::Result<f64> {
     let t = Instant::now();
     while !done() {
         if t.elapsed() > limit {
@@ -616,11 +616,12 @@ pub fn bench_logs(args: &[String]) -> anyhow::Result<()> {
         ))
     })?;
     let ch = ClickHouse::start(dir.path())?;
+    ch.sql("CREATE TABLE logs (source String, instance String, level String, ts UInt64, line String) ENGINE = MergeTree() PARTITION BY tuple() ORDER BY (source, instance, level, ts)")?;
     let t = Instant::now();
     ch.load(n, t0)?;
     let ch_load = t.elapsed().as_secs_f64();
     ch.sql("OPTIMIZE TABLE logs FINAL")?;
-    let ch_bytes = ch.table_bytes()?;
+    let ch_bytes = ch.table_bytes("logs")?;
     println!(
         "Bytes on disk per record ({:.0} raw bytes per record):\n",
         bytes as f64 / n as f64
@@ -916,7 +917,7 @@ fn compare(name: &str, ours: &str, theirs: &str) -> anyhow::Result<String> {
     Ok(format!("same counts in {cells} (level, 5 m) cells"))
 }
 
-fn dir_bytes(p: &Path) -> u64 {
+pub(crate) fn dir_bytes(p: &Path) -> u64 {
     std::fs::read_dir(p)
         .map(|rd| {
             rd.filter_map(Result::ok)
@@ -972,7 +973,7 @@ fn batch_frame(records: Vec<Record>, seq: u64) -> anyhow::Result<Vec<u8>> {
 
 /// One simulated agent (`host-NN`) sending its batches with a window of 32, until all are
 /// acknowledged.
-async fn log_agent(
+pub(crate) async fn log_agent(
     tls: PathBuf,
     host: u64,
     addr: SocketAddr,
@@ -1062,14 +1063,14 @@ fn push_ingest(tls: &Path, dir: &Path, n: u64, t0: i64) -> anyhow::Result<(f64, 
 }
 
 /// A ClickHouse server of its own on free ports.
-struct ClickHouse {
+pub(crate) struct ClickHouse {
     _proc: Guard,
-    http: SocketAddr,
+    pub(crate) http: SocketAddr,
     data: PathBuf,
 }
 
 impl ClickHouse {
-    fn start(dir: &Path) -> anyhow::Result<ClickHouse> {
+    pub(crate) fn start(dir: &Path) -> anyhow::Result<ClickHouse> {
         let home = dir.join("clickhouse");
         std::fs::create_dir_all(&home)?;
         let http_port = telltale_tests::peers::free_tcp_port();
@@ -1112,11 +1113,10 @@ impl ClickHouse {
             data: home.join("data"),
         };
         until(Duration::from_secs(60), || ch.sql("SELECT 1").is_ok())?;
-        ch.sql("CREATE TABLE logs (source String, instance String, level String, ts UInt64, line String) ENGINE = MergeTree() PARTITION BY tuple() ORDER BY (source, instance, level, ts)")?;
         Ok(ch)
     }
 
-    fn sql(&self, q: &str) -> anyhow::Result<String> {
+    pub(crate) fn sql(&self, q: &str) -> anyhow::Result<String> {
         let (status, body) = http_post(self.http, "/", "text/plain", q.as_bytes())?;
         anyhow::ensure!(status == 200, "ClickHouse: {status} {body}");
         Ok(body)
@@ -1155,12 +1155,13 @@ impl ClickHouse {
         Ok(())
     }
 
-    /// Bytes of the table's active parts.
-    fn table_bytes(&self) -> anyhow::Result<u64> {
-        let b = self
-            .sql("SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND table = 'logs'")?;
+    /// Bytes of a table's active parts.
+    pub(crate) fn table_bytes(&self, table: &str) -> anyhow::Result<u64> {
+        let b = self.sql(&format!(
+            "SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND table = '{table}'"
+        ))?;
         let v: u64 = b.trim().parse().context("bytes_on_disk")?;
-        let du = dir_bytes(&self.data.join("data/default/logs"));
+        let du = dir_bytes(&self.data.join(format!("data/default/{table}")));
         anyhow::ensure!(v > 0 && du >= v / 2, "odd sizes: parts {v}, directory {du}");
         Ok(v)
     }

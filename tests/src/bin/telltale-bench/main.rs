@@ -9,7 +9,8 @@
 //! - `telltale-bench dashboard [--hosts 1000] [--hours 6]`: see [`dashboard`].
 //! - `telltale-bench tsdb [--hosts 50] [--hours 24]`: see [`tsdb`].
 //! - `telltale-bench logs [--records 10000000]`: see [`logs`].
-//! - `telltale-bench traces [--spans 2000000]`: see [`traces`].
+//! - `telltale-bench traces [--spans 2000000] [--store-spans 2000000]`: see [`traces`] and
+//!   [`tracestore`].
 //! - `telltale-bench statsd [--step 5s]`, `telltale-bench sources [--duration 2m]` and
 //!   `telltale-bench hostile [--duration 30s]`: see [`sources`].
 
@@ -19,6 +20,7 @@ mod logs;
 mod remediation;
 mod sources;
 mod traces;
+mod tracestore;
 mod tsdb;
 
 use std::net::SocketAddr;
@@ -500,7 +502,7 @@ fn main() -> anyhow::Result<()> {
         Some("logs") => logs::bench_logs(&args),
         Some("traces") => traces::bench_traces(&args),
         _ => bail!(
-            "usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N] | promql [--rounds N] | dashboard [--hosts N] [--hours N] | statsd [--step 5s] | sources [--duration 2m] [--interval 10s] | hostile [--duration 30s] [--interval 5s] | fuzz [--queries 2000] [--seed N] [--cases] [--show 40] | tsdb [--hosts 50] [--hours 24] [--senders 4] | alerting [--trials 40] | remediation [--trials 10] | logs [--records 10000000] [--rate 10000] [--rss-seconds 60] [--rounds 5] | traces [--spans 2000000] [--senders 2] [--per-request 500]"
+            "usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N] | promql [--rounds N] | dashboard [--hosts N] [--hours N] | statsd [--step 5s] | sources [--duration 2m] [--interval 10s] | hostile [--duration 30s] [--interval 5s] | fuzz [--queries 2000] [--seed N] [--cases] [--show 40] | tsdb [--hosts 50] [--hours 24] [--senders 4] | alerting [--trials 40] | remediation [--trials 10] | logs [--records 10000000] [--rate 10000] [--rss-seconds 60] [--rounds 5] | traces [--spans 2000000] [--senders 2] [--per-request 500] [--store-spans 2000000] [--skip intake,store]"
         ),
     }
 }

@@ -3,9 +3,10 @@
 //! (as the OpenTelemetry SDKs' batch exporters do) of `--per-request` spans each, cycling
 //! through 64 pre-encoded requests of a seeded mix (8 services, 5–8 operations each, server
 //! and client spans, 2 % errors, 5–7 attributes a span, durations from 0.2 ms to seconds),
-//! to an agent with `[otlp] enabled = true` shipping its RED metrics to a real aggregator.
-//! Reports spans per second of wall time, spans per agent CPU second (the issue's "on one
-//! core"), and the agent's peak RSS; checks the agent counted every span it was sent.
+//! to an agent with `[otlp] enabled = true` (no span rate limit) shipping its RED metrics and
+//! every span to a real aggregator. Reports spans per second of wall time, spans per agent
+//! CPU second (the issue's "on one core"), and the agent's peak RSS; checks the agent counted
+//! every span it was sent and the aggregator's trace store received them all.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -148,25 +149,48 @@ fn post(
 }
 
 pub fn bench_traces(args: &[String]) -> anyhow::Result<()> {
-    let total: u64 = arg(args, "--spans", 2_000_000);
-    let senders: u64 = arg(args, "--senders", 2).max(1);
-    let per: usize = arg(args, "--per-request", 500).max(1);
+    let skip: String = args
+        .iter()
+        .position(|a| a == "--skip")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_default();
     let dir = tempfile::tempdir_in("/var/tmp")?;
     let tls = dir.path().join("tls");
     certs_init(&tls)?;
+    if !skip.contains("intake") {
+        intake(args, &tls, dir.path())?;
+    }
+    if !skip.contains("store") {
+        let store_dir = dir.path().join("store");
+        std::fs::create_dir_all(&store_dir)?;
+        crate::tracestore::bench_store(&tls, &store_dir, arg(args, "--store-spans", 2_000_000))?;
+    }
+    Ok(())
+}
+
+/// The agent's OTLP/HTTP intake (module docs).
+fn intake(args: &[String], tls: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<()> {
+    let total: u64 = arg(args, "--spans", 2_000_000);
+    let senders: u64 = arg(args, "--senders", 2).max(1);
+    let per: usize = arg(args, "--per-request", 500).max(1);
+    let tls = tls.to_path_buf();
     certs_issue(&tls, "bench-otlp")?;
-    let agg = start_fresh_aggregator(&tls, dir.path())?;
+    let agg = start_fresh_aggregator(&tls, dir)?;
     let port = free_port();
-    let cfg = dir.path().join("agent.toml");
+    let cfg = dir.join("agent.toml");
+    // No per-service limit: every span is shipped, the path measured whole.
     std::fs::write(
         &cfg,
-        format!("[otlp]\nenabled = true\nhttp_listen = \"127.0.0.1:{port}\"\n"),
+        format!(
+            "[otlp]\nenabled = true\nhttp_listen = \"127.0.0.1:{port}\"\nmax_spans_per_second = 0\n"
+        ),
     )?;
     let agent = start_agent_with_config(
         &tls,
         "bench-otlp",
         agg.quic,
-        &dir.path().join("agent"),
+        &dir.join("agent"),
         "1s",
         Some(&cfg),
     )?;
@@ -222,6 +246,16 @@ pub fn bench_traces(args: &[String]) -> anyhow::Result<()> {
             metric_value(&agg, "telltale_agent_otlp_spans_total")
         );
     }
+    let shipped = (0..300).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(200));
+        own_counter(&agg, "telltale_aggregator_traces_spans_received_total").filter(|&v| v == sent)
+    });
+    if shipped.is_none() {
+        bail!(
+            "the aggregator received {:?} spans of {sent}",
+            own_counter(&agg, "telltale_aggregator_traces_spans_received_total")
+        );
+    }
     let cpu = cpu1 - cpu0;
     println!(
         "\nOTLP/HTTP intake: {sent} spans in {requests} protobuf requests of {per} (about {} KiB each), {senders} keep-alive senders\n",
@@ -236,6 +270,13 @@ pub fn bench_traces(args: &[String]) -> anyhow::Result<()> {
         mib(hwm)
     );
     Ok(())
+}
+
+/// A counter of the aggregator's own `/metrics`.
+fn own_counter(agg: &Aggregator, name: &str) -> Option<u64> {
+    let (_, text) = http_get(agg.http, "/metrics").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
 }
 
 /// The single value of an instant query on the aggregator.
