@@ -3,9 +3,10 @@
 //!
 //! ```text
 //! "TTTB" 1                 magic, format version
-//! chunk*                   zstd frames: MessagePack arrays of traces (each an array of spans),
-//!                          traces in trace-id order, about CHUNK_RAW_BYTES each
-//! rows*                    zstd frames, one per service: its spans' search rows (columns)
+//! chunk*                   zstd frames of traces in trace-id order, about CHUNK_RAW_BYTES
+//!                          each, in columns ([`chunk`])
+//! rows*                    zstd frames, one per service: its spans' search rows (columns,
+//!                          by start time)
 //! index                    MessagePack [`BlockIndex`]
 //! u32 index length, u32 CRC-32 of the index, "TTTB"
 //! ```
@@ -24,6 +25,8 @@ use serde::{Deserialize, Serialize};
 use telltale_common::trace::{Span, TraceId};
 
 use super::store::TraceStoreError;
+
+pub mod chunk;
 
 const MAGIC: &[u8; 4] = b"TTTB";
 const VERSION: u8 = 1;
@@ -61,6 +64,21 @@ pub struct Rows {
     pub duration_ns: Vec<u64>,
     /// Whether the span failed.
     pub error: Vec<bool>,
+}
+
+impl Rows {
+    /// The rows ordered by start (a search reads the newest first and stops early).
+    fn by_start(self) -> Rows {
+        let mut order: Vec<usize> = (0..self.trace.len()).collect();
+        order.sort_by_key(|&i| self.start_ns[i]);
+        Rows {
+            trace: order.iter().map(|&i| self.trace[i]).collect(),
+            op: order.iter().map(|&i| self.op[i]).collect(),
+            start_ns: order.iter().map(|&i| self.start_ns[i]).collect(),
+            duration_ns: order.iter().map(|&i| self.duration_ns[i]).collect(),
+            error: order.iter().map(|&i| self.error[i]).collect(),
+        }
+    }
 }
 
 /// A block's index.
@@ -178,7 +196,7 @@ pub fn write(path: &Path, mut c: Contents<'_>) -> Result<u64, TraceStoreError> {
         if chunk.is_empty() {
             return Ok(());
         }
-        let body = rmp_serde::to_vec(&chunk).map_err(enc)?;
+        let body = chunk::encode(chunk);
         let packed = zstd::bulk::compress(&body, ZSTD_LEVEL).map_err(io(path))?;
         index.chunks.push((buf.len() as u64, packed.len() as u32));
         buf.extend_from_slice(&packed);
@@ -226,6 +244,7 @@ pub fn write(path: &Path, mut c: Contents<'_>) -> Result<u64, TraceStoreError> {
     }
     flush(&mut chunk, &mut buf, &mut index)?;
     for (name, (rows, operations, min_ns, max_ns)) in by_service {
+        let rows = rows.by_start();
         let body = rmp_serde::to_vec(&rows).map_err(enc)?;
         let packed = zstd::bulk::compress(&body, ZSTD_LEVEL).map_err(io(path))?;
         index.services.push(ServiceIndex {
@@ -318,65 +337,62 @@ impl Block {
         zstd::stream::decode_all(&packed[..]).map_err(io(&self.path))
     }
 
-    /// The traces of chunk `c`, in order.
-    fn chunk(&self, c: usize) -> Result<Vec<Vec<Span>>, TraceStoreError> {
+    /// Traces of chunk `c` by position (all when `want` is `None`).
+    fn chunk(
+        &self,
+        c: usize,
+        want: Option<&[usize]>,
+    ) -> Result<Vec<(usize, Vec<Span>)>, TraceStoreError> {
         let &(off, len) = self
             .index
             .chunks
             .get(c)
             .ok_or_else(|| corrupt(&self.path, "no such chunk"))?;
-        rmp_serde::from_slice(&self.frame(off, len)?)
-            .map_err(|e| corrupt(&self.path, e.to_string()))
+        chunk::decode(&self.frame(off, len)?, want)
+            .ok_or_else(|| corrupt(&self.path, "damaged chunk"))
     }
 
-    /// The spans of trace number `ord`.
-    pub fn trace(&self, ord: u32) -> Result<Vec<Span>, TraceStoreError> {
+    fn chunk_of(&self, ord: u32) -> (usize, usize) {
         let c = self
             .index
             .chunk_first
             .partition_point(|&f| f <= ord)
             .saturating_sub(1);
         let first = self.index.chunk_first.get(c).copied().unwrap_or(0);
-        let mut traces = self.chunk(c)?;
-        let i = (ord - first.min(ord)) as usize;
-        if i >= traces.len() {
-            return Err(corrupt(&self.path, "trace beyond its chunk"));
-        }
-        Ok(traces.swap_remove(i))
+        (c, (ord - first.min(ord)) as usize)
+    }
+
+    /// The spans of trace number `ord`.
+    pub fn trace(&self, ord: u32) -> Result<Vec<Span>, TraceStoreError> {
+        let (c, i) = self.chunk_of(ord);
+        self.chunk(c, Some(&[i]))?
+            .pop()
+            .map(|(_, s)| s)
+            .ok_or_else(|| corrupt(&self.path, "trace beyond its chunk"))
     }
 
     /// Several traces by ordinal (each chunk decompressed once), in `ords`' order.
     pub fn traces(&self, ords: &[u32]) -> Result<Vec<Vec<Span>>, TraceStoreError> {
-        let mut out: Vec<Option<Vec<Span>>> = vec![None; ords.len()];
-        let mut want: Vec<(usize, u32, usize)> = ords
-            .iter()
-            .enumerate()
-            .map(|(i, &o)| {
-                let c = self
-                    .index
-                    .chunk_first
-                    .partition_point(|&f| f <= o)
-                    .saturating_sub(1);
-                (c, o, i)
-            })
-            .collect();
-        want.sort();
-        let mut k = 0;
-        while k < want.len() {
-            let c = want[k].0;
-            let mut traces = self.chunk(c)?;
-            let first = self.index.chunk_first.get(c).copied().unwrap_or(0);
-            while k < want.len() && want[k].0 == c {
-                let (_, o, i) = want[k];
-                let j = (o - first.min(o)) as usize;
-                let t = traces
-                    .get_mut(j)
+        let mut out: Vec<Vec<Span>> = vec![Vec::new(); ords.len()];
+        let mut by_chunk: std::collections::BTreeMap<usize, Vec<(usize, usize)>> =
+            Default::default();
+        for (k, &o) in ords.iter().enumerate() {
+            let (c, i) = self.chunk_of(o);
+            by_chunk.entry(c).or_default().push((i, k));
+        }
+        for (c, list) in by_chunk {
+            let want: Vec<usize> = list.iter().map(|x| x.0).collect();
+            let got = self.chunk(c, Some(&want))?;
+            for (i, k) in list {
+                let spans = got
+                    .iter()
+                    .find(|(p, _)| *p == i)
+                    .map(|(_, s)| s.clone())
                     .ok_or_else(|| corrupt(&self.path, "trace beyond its chunk"))?;
-                out[i] = Some(std::mem::take(t));
-                k += 1;
+                out[k] = spans;
             }
         }
-        Ok(out.into_iter().map(Option::unwrap_or_default).collect())
+        Ok(out)
     }
 
     /// A service's search rows.

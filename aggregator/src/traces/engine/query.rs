@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use telltale_common::trace::{Span, SpanKind, TraceId};
 
 use super::TraceEngine;
+use crate::traces::block;
 use crate::traces::store::{Edge, TraceQuerier, TraceSearch, TraceStoreError};
 
 /// Spans by start, each span once (a trace may sit in the head and in blocks).
@@ -65,47 +66,87 @@ impl TraceQuerier for TraceEngine {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        for b in &blocks {
-            for si in b.index.services.iter().filter(|s| s.name == q.service) {
-                if si.max_ns < q.start_ns || si.min_ns > q.end_ns {
+        // Newest first: the service's sections by their latest start, rows from the newest.
+        // Without tags (checked on the spans), the `limit` newest traces are known once
+        // `limit` traces are found newer than every row still to read, so a search for the
+        // latest traces reads the newest rows only.
+        let mut sections: Vec<(&block::Block, &block::ServiceIndex)> = blocks
+            .iter()
+            .flat_map(|b| {
+                b.index
+                    .services
+                    .iter()
+                    .filter(|s| s.name == q.service)
+                    .map(move |s| (b.as_ref(), s))
+            })
+            .filter(|(_, si)| si.max_ns >= q.start_ns && si.min_ns <= q.end_ns)
+            .collect();
+        sections.sort_by_key(|(_, si)| std::cmp::Reverse(si.max_ns));
+        let early = q.tags.is_empty();
+        for (b, si) in sections {
+            if early && cands.len() >= q.limit {
+                let mut ts: Vec<u64> = cands.values().copied().collect();
+                ts.sort_unstable_by(|a, b| b.cmp(a));
+                if ts[q.limit - 1] > si.max_ns {
+                    break;
+                }
+            }
+            let ops: Vec<bool> = si
+                .operations
+                .iter()
+                .map(|(name, _)| q.operation.as_ref().is_none_or(|o| o == name))
+                .collect();
+            let rows = b.rows(si)?;
+            let mut here = std::collections::HashSet::new();
+            for i in (0..rows.trace.len()).rev() {
+                let (t, d) = (rows.start_ns[i], rows.duration_ns[i]);
+                if !ops.get(rows.op[i] as usize).copied().unwrap_or(false)
+                    || t < q.start_ns
+                    || t > q.end_ns
+                    || q.min_duration_ns.is_some_and(|m| d < m)
+                    || q.max_duration_ns.is_some_and(|m| d > m)
+                {
                     continue;
                 }
-                let ops: Vec<bool> = si
-                    .operations
-                    .iter()
-                    .map(|(name, _)| q.operation.as_ref().is_none_or(|o| o == name))
-                    .collect();
-                let rows = b.rows(si)?;
-                for i in 0..rows.trace.len() {
-                    let (t, d) = (rows.start_ns[i], rows.duration_ns[i]);
-                    if !ops.get(rows.op[i] as usize).copied().unwrap_or(false)
-                        || t < q.start_ns
-                        || t > q.end_ns
-                        || q.min_duration_ns.is_some_and(|m| d < m)
-                        || q.max_duration_ns.is_some_and(|m| d > m)
-                    {
-                        continue;
-                    }
-                    if let Some(id) = b.index.id(rows.trace[i]) {
-                        let e = cands.entry(id).or_insert(t);
-                        *e = (*e).max(t);
-                    }
+                // Rows come newest first: a trace's first row is its latest match, and once
+                // this section gave `limit` traces its older rows cannot make the cut.
+                if early && here.len() >= q.limit && !here.contains(&rows.trace[i]) {
+                    break;
+                }
+                here.insert(rows.trace[i]);
+                if let Some(id) = b.index.id(rows.trace[i]) {
+                    let e = cands.entry(id).or_insert(t);
+                    *e = (*e).max(t);
                 }
             }
         }
+        // A candidate's time is an upper bound of its latest span matching everything (tags
+        // are checked on the spans): take candidates by it, newest first, until `limit`
+        // verified traces are at least as new as the next candidate could be.
         let mut order: Vec<(u64, TraceId)> = cands.into_iter().map(|(id, t)| (t, id)).collect();
         order.sort_by(|a, b| b.cmp(a));
-        let mut out = Vec::new();
-        for (_, id) in order {
+        let mut out: Vec<(u64, Vec<Span>)> = Vec::new();
+        for (bound, id) in order {
             if out.len() >= q.limit {
-                break;
+                out.sort_by(|a, b| b.0.cmp(&a.0));
+                out.truncate(q.limit);
+                if out[q.limit - 1].0 >= bound {
+                    break;
+                }
             }
             let spans = self.trace(&id)?;
-            if q.tags.is_empty() || spans.iter().any(|s| q.matches(s)) {
-                out.push(spans);
+            if let Some(t) = spans
+                .iter()
+                .filter(|s| q.matches(s))
+                .map(|s| s.start_ns)
+                .max()
+            {
+                out.push((t, spans));
             }
         }
-        Ok(out)
+        out.sort_by(|a, b| b.0.cmp(&a.0));
+        out.truncate(q.limit);
+        Ok(out.into_iter().map(|(_, s)| s).collect())
     }
 
     fn services(&self) -> Vec<String> {

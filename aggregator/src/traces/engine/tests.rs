@@ -301,3 +301,86 @@ async fn retention_deletes_old_blocks_and_a_damaged_block_is_quarantined() {
     assert_eq!(e.counters().quarantined_blocks.load(Ordering::Relaxed), 1);
     assert_eq!(e.stats().0, 0);
 }
+
+/// Searches that stop early (newest rows first, sections skipped) return exactly what a
+/// scan of every span returns: random traces over several blocks and the head, random
+/// queries.
+#[tokio::test]
+async fn searches_agree_with_a_scan_of_every_span() {
+    let dir = tempfile::tempdir().expect("dir");
+    let e = TraceEngine::open(dir.path(), TraceOptions::default()).expect("open");
+    let mut x: u64 = 0x1234_5678;
+    let mut rnd = |m: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % m
+    };
+    let services = ["a", "b", "c"];
+    let mut all: Vec<Span> = Vec::new();
+    let mut seq = 0;
+    for round in 0..5u64 {
+        for t in 0..120u64 {
+            let k = round * 1000 + t;
+            let n = 1 + rnd(5);
+            let mut spans = Vec::new();
+            for i in 0..n {
+                // Unique starts (no ties), spread so blocks overlap in time.
+                let start_s = T0 + rnd(3000);
+                let mut s = span(
+                    k,
+                    i,
+                    i.checked_sub(1),
+                    services[rnd(3) as usize],
+                    ["x", "y"][rnd(2) as usize],
+                    start_s,
+                    1 + rnd(900),
+                );
+                s.start_ns += k * 1000 + i;
+                s.end_ns += k * 1000 + i;
+                if rnd(7) == 0 {
+                    s.attributes.push(("tag".into(), "hot".into()));
+                }
+                spans.push(s);
+            }
+            seq += 1;
+            append(&e, seq, spans.clone()).await;
+            all.extend(spans);
+        }
+        if round < 4 {
+            e.flush().await.expect("flush");
+        }
+    }
+    for _ in 0..300 {
+        let q = TraceSearch {
+            service: services[rnd(3) as usize].into(),
+            operation: (rnd(2) == 0).then(|| ["x", "y"][rnd(2) as usize].to_string()),
+            tags: if rnd(4) == 0 {
+                vec![("tag".into(), "hot".into())]
+            } else {
+                Vec::new()
+            },
+            min_duration_ns: (rnd(2) == 0).then(|| rnd(900) * 1_000_000),
+            max_duration_ns: (rnd(3) == 0).then(|| rnd(900) * 1_000_000),
+            start_ns: (T0 + rnd(1500)) * 1_000_000_000,
+            end_ns: (T0 + 1500 + rnd(2000)) * 1_000_000_000,
+            limit: 1 + rnd(30) as usize,
+        };
+        let mut best: HashMap<TraceId, u64> = HashMap::new();
+        for s in all.iter().filter(|s| q.matches(s)) {
+            let t = best.entry(s.trace_id).or_insert(0);
+            *t = (*t).max(s.start_ns);
+        }
+        let mut want: Vec<(u64, TraceId)> = best.into_iter().map(|(id, t)| (t, id)).collect();
+        want.sort_by(|a, b| b.cmp(a));
+        want.truncate(q.limit);
+        let want: Vec<TraceId> = want.into_iter().map(|(_, id)| id).collect();
+        let got: Vec<TraceId> = e
+            .search(&q)
+            .expect("search")
+            .iter()
+            .map(|t| t[0].trace_id)
+            .collect();
+        assert_eq!(got, want, "{q:?}");
+    }
+}
