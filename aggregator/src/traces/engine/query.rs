@@ -128,7 +128,7 @@ impl TraceQuerier for TraceEngine {
         let mut out: Vec<(u64, Vec<Span>)> = Vec::new();
         for (bound, id) in order {
             if out.len() >= q.limit {
-                out.sort_by(|a, b| b.0.cmp(&a.0));
+                out.sort_by_key(|x| std::cmp::Reverse(x.0));
                 out.truncate(q.limit);
                 if out[q.limit - 1].0 >= bound {
                     break;
@@ -144,7 +144,7 @@ impl TraceQuerier for TraceEngine {
                 out.push((t, spans));
             }
         }
-        out.sort_by(|a, b| b.0.cmp(&a.0));
+        out.sort_by_key(|x| std::cmp::Reverse(x.0));
         out.truncate(q.limit);
         Ok(out.into_iter().map(|(_, s)| s).collect())
     }
