@@ -288,7 +288,7 @@ mod tests {
             start_ns: 1_700_000_000_000_000_000 + i * 1000,
             end_ns: 1_700_000_000_000_000_000 + i * 1000 + 77,
             status: SpanStatus::from_otlp((i % 3) as i32),
-            status_message: if i % 2 == 0 {
+            status_message: if i.is_multiple_of(2) {
                 String::new()
             } else {
                 "boom".into()
