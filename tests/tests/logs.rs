@@ -118,7 +118,16 @@ fn loki_pushes_answer_grafana_queries_and_survive_a_kill() {
     let (start, end) = (t0 - NS, t0 + 100 * NS);
     let check = |agg: &Aggregator| {
         let all = grafana_lines(agg, r#"{job="app"}"#, start, end);
-        assert_eq!(all.len(), 2, "two streams: {all:?}");
+        // Structured metadata are labels of the lines that carry them (Loki
+        // 3 without `categorize-labels`), so the curl line with a trace_id
+        // is a stream of its own.
+        assert_eq!(all.len(), 3, "three streams: {all:?}");
+        let traced = all
+            .iter()
+            .find(|s| s.0.contains("trace_id=4bf92f3577b34da6"))
+            .expect("the line with structured metadata");
+        assert_eq!(traced.1.len(), 1);
+        assert_eq!(traced.1[0].1, "another line");
         let promtail = all
             .iter()
             .find(|s| s.0.contains("source=promtail"))
