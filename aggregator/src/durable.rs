@@ -1,10 +1,13 @@
 //! Durability shared by every signal's store: record files framed like wire frames, scanned
 //! with resynchronisation after damage ([`frames`]), and segment files written with group
 //! commit ([`segments`]), and the record of which agent batches are stored ([`dedup`], so a
-//! replayed batch is acknowledged without being stored twice). The metrics engine's WAL, `series.log`, `events.log` and
-//! `checkpoint` are built on these; the logs and traces stores will be too, instead of copying
-//! them.
+//! replayed batch is acknowledged without being stored twice). The metrics engine's WAL,
+//! `series.log`, `events.log` and `checkpoint` are built on these. The logs and traces stores
+//! share more: the skeleton of a store of immutable blocks behind a WAL ([`blockstore`]) and
+//! their block files' envelope ([`blockfile`]).
 
+pub mod blockfile;
+pub mod blockstore;
 pub mod dedup;
 pub mod frames;
 pub mod segments;

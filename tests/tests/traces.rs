@@ -72,6 +72,20 @@ fn otlp_agent(
 }
 
 /// One value of an instant query (its only series), or `None` while there is none.
+/// An aggregator on free loopback ports, data in `dir/agg`, configured by `toml`.
+fn configured_aggregator(dir: &std::path::Path, tls: &std::path::Path, toml: &str) -> Aggregator {
+    let cfg = dir.join("aggregator.toml");
+    std::fs::write(&cfg, toml).expect("config");
+    start_aggregator(
+        tls,
+        &dir.join("agg"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &["--config", cfg.to_str().expect("utf-8")],
+    )
+    .expect("aggregator")
+}
+
 fn one(agg: &Aggregator, q: &str) -> Option<f64> {
     let r = query(agg.http, q).ok()?;
     r.first()?["value"][1].as_str()?.parse().ok()
@@ -612,20 +626,11 @@ fn traces_across_three_hosts_are_sampled_whole_and_found_through_the_jaeger_api(
         return;
     }
     let (dir, tls) = scratch_with_ca().expect("scratch");
-    let cfg = dir.path().join("aggregator.toml");
-    std::fs::write(
-        &cfg,
-        "[traces]\ngraph_interval = \"1s\"\n[traces.sampling]\nratio = 0.0\ndecision_wait = \"2s\"\nslow_threshold = \"1s\"\n",
-    )
-    .expect("config");
-    let agg = start_aggregator(
+    let agg = configured_aggregator(
+        dir.path(),
         &tls,
-        &dir.path().join("agg"),
-        "127.0.0.1:0",
-        "127.0.0.1:0",
-        &["--config", cfg.to_str().expect("utf-8")],
-    )
-    .expect("aggregator");
+        "[traces]\ngraph_interval = \"1s\"\n[traces.sampling]\nratio = 0.0\ndecision_wait = \"2s\"\nslow_threshold = \"1s\"\n",
+    );
     let hosts: Vec<(Proc, SocketAddr, SocketAddr)> = ["host-a", "host-b", "host-c"]
         .iter()
         .map(|h| otlp_agent(dir.path(), &tls, &agg, h))
@@ -1028,20 +1033,11 @@ fn an_aggregator_killed_during_span_ingest_loses_no_acknowledged_span() {
 #[test]
 fn traces_straddling_an_agent_restart_are_kept_or_dropped_whole() {
     let (dir, tls) = scratch_with_ca().expect("scratch");
-    let cfg = dir.path().join("aggregator.toml");
-    std::fs::write(
-        &cfg,
-        "[traces.sampling]\nratio = 0.0\ndecision_wait = \"8s\"\n",
-    )
-    .expect("config");
-    let agg = start_aggregator(
+    let agg = configured_aggregator(
+        dir.path(),
         &tls,
-        &dir.path().join("agg"),
-        "127.0.0.1:0",
-        "127.0.0.1:0",
-        &["--config", cfg.to_str().expect("utf-8")],
-    )
-    .expect("aggregator");
+        "[traces.sampling]\nratio = 0.0\ndecision_wait = \"8s\"\n",
+    );
     let name = "otel-restart";
     let (mut agent, addr, _) = otlp_agent(dir.path(), &tls, &agg, name);
     let send = |addr: SocketAddr, spans: &[(usize, usize, bool)]| {

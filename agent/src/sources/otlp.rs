@@ -17,7 +17,8 @@
 //!
 //! Answers: 200 with the signal's `Export*ServiceResponse`; 400 with a `google.rpc.Status`
 //! naming what is wrong (malformed body); 413 over [`otlp::MAX_BODY_BYTES`] (decompressed);
-//! 415 for other content types or encodings; 503 when the buffer refuses log records; 404
+//! 415 for other content types or encodings; 503 with `Retry-After` (gRPC UNAVAILABLE) while
+//! the buffer of log and span batches is over half full, or when it refuses records; 404
 //! for other paths. The receiver's own counters are `telltale_agent_otlp_*`.
 
 mod grpc;
@@ -64,8 +65,11 @@ pub struct OtlpConfig {
 pub struct OtlpStats {
     /// Requests accepted (traces, logs and metrics).
     pub requests: AtomicU64,
-    /// Requests refused whole (malformed, too large, unsupported type or encoding).
+    /// Requests refused whole (malformed, too large, unsupported type or encoding, or a
+    /// full buffer).
     pub refused: AtomicU64,
+    /// Requests of spans or log records refused (503) because the buffer was full.
+    pub backpressure: AtomicU64,
     /// Spans counted into the RED metrics.
     pub spans: AtomicU64,
     /// Spans rejected (invalid ids or times).
@@ -211,7 +215,14 @@ async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             answer(StatusCode::OK, format, reply)
         }
         Err((Refusal::Malformed, m)) => refuse(&sh, StatusCode::BAD_REQUEST, format, &m),
-        Err((Refusal::Unavailable, m)) => refuse(&sh, StatusCode::SERVICE_UNAVAILABLE, format, &m),
+        Err((Refusal::Unavailable, m)) => {
+            let mut r = refuse(&sh, StatusCode::SERVICE_UNAVAILABLE, format, &m);
+            r.headers_mut().insert(
+                hyper::header::RETRY_AFTER,
+                hyper::header::HeaderValue::from_static("1"),
+            );
+            r
+        }
     }
 }
 
@@ -268,6 +279,22 @@ enum Refusal {
     Unavailable,
 }
 
+/// Refuses spans and log records while the buffer of log batches is over half full (the
+/// aggregator away or slower than the senders): OTLP senders retry a 503 / UNAVAILABLE
+/// with backoff, so the records wait in the application instead of the buffer evicting
+/// older ones it has acknowledged. Checked before decoding, so a retried request is not
+/// counted twice into the RED metrics.
+fn full(sh: &Shared) -> Result<(), (Refusal, String)> {
+    if sh.logs.room() {
+        return Ok(());
+    }
+    sh.stats.backpressure.fetch_add(1, Ordering::Relaxed);
+    Err((
+        Refusal::Unavailable,
+        "the agent's buffer is full while the aggregator catches up: retry later".into(),
+    ))
+}
+
 /// Decodes an `ExportLogsServiceRequest` and hands its records to the log pipeline as one
 /// batch (labels `source="otlp"`, `service_name`, `level`; attributes and the trace and span
 /// ids as structured metadata, so a line finds its trace); answers once they are buffered.
@@ -277,6 +304,7 @@ async fn ingest_logs(
     format: Format,
 ) -> Result<Vec<u8>, (Refusal, String)> {
     use telltale_common::otlp::logs;
+    full(sh)?;
     let decoded =
         logs::decode_logs(body, format).map_err(|e| (Refusal::Malformed, e.to_string()))?;
     let now = now_ms().saturating_mul(1_000_000);
@@ -336,6 +364,7 @@ async fn ingest_logs(
 /// `ExportTraceServiceResponse` in `format` once they are buffered (the partial success
 /// counts invalid spans and those over the limit), or why the request is refused.
 async fn ingest(sh: &Shared, body: &[u8], format: Format) -> Result<Vec<u8>, (Refusal, String)> {
+    full(sh)?;
     let decoded =
         otlp::decode_traces(body, format).map_err(|e| (Refusal::Malformed, e.to_string()))?;
     if let Ok(mut red) = sh.red.lock() {
@@ -389,6 +418,10 @@ fn own_series(st: &OtlpStats, overflowed: u64, red_series: usize, t: i64) -> Vec
     vec![
         one("telltale_agent_otlp_requests_total", n(&st.requests)),
         one("telltale_agent_otlp_requests_refused_total", n(&st.refused)),
+        one(
+            "telltale_agent_otlp_backpressure_refusals_total",
+            n(&st.backpressure),
+        ),
         one("telltale_agent_otlp_spans_total", n(&st.spans)),
         one("telltale_agent_otlp_spans_rejected_total", n(&st.rejected)),
         one("telltale_agent_otlp_spans_dropped_total", n(&st.dropped)),
@@ -515,14 +548,19 @@ mod tests {
     use crate::pipeline::logsink::{BoxFuture, SinkError};
     use telltale_common::wire::Batch;
 
-    /// Keeps the batches it is given, or refuses them all.
+    /// Keeps the batches it is given, or refuses them all; `full` says it has no room.
     #[derive(Default)]
     struct Kept {
         batches: Mutex<Vec<Batch>>,
         refuse: bool,
+        full: bool,
     }
 
     impl LogSink for Kept {
+        fn room(&self) -> bool {
+            !self.full
+        }
+
         fn position(&self, _: &[u8]) -> Option<Vec<u8>> {
             None
         }
@@ -622,5 +660,41 @@ mod tests {
             ingest_logs(&sh, b"{", Format::Json).await,
             Err((Refusal::Malformed, _))
         ));
+    }
+
+    /// A full buffer refuses spans and log records before they are decoded: 503, the
+    /// sender retries, nothing is counted into the RED metrics twice, nothing is stored.
+    #[tokio::test]
+    async fn a_full_buffer_pushes_back_before_counting() {
+        let spans = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"cart"}}]},
+          "scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174",
+            "name":"GET /cart","kind":2,"startTimeUnixNano":"1700000000000000000","endTimeUnixNano":"1700000000100000000"}]}]}]}"#;
+        let logs =
+            r#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"stringValue":"x"}}]}]}]}"#;
+        let sink = Arc::new(Kept {
+            full: true,
+            ..Kept::default()
+        });
+        let sh = shared(sink.clone());
+        for _ in 0..2 {
+            match ingest(&sh, spans.as_bytes(), Format::Json).await {
+                Err((Refusal::Unavailable, m)) => assert!(m.contains("retry"), "{m}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        match ingest_logs(&sh, logs.as_bytes(), Format::Json).await {
+            Err((Refusal::Unavailable, m)) => assert!(m.contains("buffer is full"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(sh.stats.backpressure.load(Ordering::Relaxed), 3);
+        assert_eq!(sh.stats.spans.load(Ordering::Relaxed), 0);
+        assert!(sink.batches.lock().expect("lock").is_empty());
+        // With room, the same request is taken and counted once.
+        let open = shared(Arc::new(Kept::default()));
+        ingest(&open, spans.as_bytes(), Format::Json)
+            .await
+            .expect("accepted");
+        assert_eq!(open.stats.spans.load(Ordering::Relaxed), 1);
+        assert_eq!(open.stats.backpressure.load(Ordering::Relaxed), 0);
     }
 }

@@ -23,12 +23,13 @@
 //! not decompressed.
 
 use std::fs::File;
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use telltale_common::wire::LogEntry;
+
+use crate::durable::{blockfile, blockstore};
 
 pub mod counts;
 
@@ -318,10 +319,7 @@ pub fn write(
     wal_before: u64,
     dedup: Vec<(String, u64, crate::durable::dedup::RangeSet)>,
 ) -> Result<(BlockIndex, u64), BlockError> {
-    let tmp = path.with_extension("tmp");
-    let mut buf: Vec<u8> = Vec::new();
-    buf.extend_from_slice(MAGIC);
-    buf.push(VERSION);
+    let mut buf = blockfile::start(MAGIC, VERSION, 1 << 20);
     let mut index = BlockIndex {
         min_t: i64::MAX,
         max_t: i64::MIN,
@@ -377,20 +375,8 @@ pub fn write(
     }
     let idx = rmp_serde::to_vec(&index).map_err(|e| corrupt(path, e.to_string()))?;
     buf.extend_from_slice(&idx);
-    buf.extend_from_slice(&(idx.len() as u32).to_le_bytes());
-    buf.extend_from_slice(&crc32fast::hash(&idx).to_le_bytes());
-    buf.extend_from_slice(MAGIC);
-    let mut f = File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(&buf).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(dir))?;
-    }
-    Ok((index, buf.len() as u64))
+    let size = blockfile::finish(path, buf, &idx).map_err(io(path))?;
+    Ok((index, size))
 }
 
 /// An open block: its index in memory, chunks read on demand.
@@ -405,41 +391,38 @@ pub struct Block {
     file: File,
 }
 
+impl blockstore::StoredBlock for Block {
+    fn newest_ns(&self) -> i64 {
+        self.index.max_t
+    }
+    fn bytes(&self) -> u64 {
+        self.bytes
+    }
+    fn path(&self) -> &Path {
+        &self.path
+    }
+    fn written_at(&self) -> (u64, &[(String, u64, crate::durable::dedup::RangeSet)]) {
+        (self.index.wal_before, &self.index.dedup)
+    }
+}
+
 impl Block {
     /// Opens a block and checks its index.
     pub fn open(path: &Path) -> Result<Block, BlockError> {
-        let file = File::open(path).map_err(io(path))?;
-        let bytes = file.metadata().map_err(io(path))?.len();
-        if bytes < 17 {
-            return Err(corrupt(path, "too short"));
-        }
-        let mut tail = [0u8; 12];
-        file.read_exact_at(&mut tail, bytes - 12)
-            .map_err(io(path))?;
-        let mut head = [0u8; 5];
-        file.read_exact_at(&mut head, 0).map_err(io(path))?;
-        if &tail[8..] != MAGIC || &head[..4] != MAGIC {
-            return Err(corrupt(path, "bad magic"));
-        }
-        if head[4] != VERSION {
-            return Err(corrupt(path, format!("unknown version {}", head[4])));
-        }
-        let len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
-        let crc = u32::from_le_bytes([tail[4], tail[5], tail[6], tail[7]]);
-        if len + 17 > bytes {
-            return Err(corrupt(path, "index length beyond the file"));
-        }
-        let mut idx = vec![0u8; len as usize];
-        file.read_exact_at(&mut idx, bytes - 12 - len)
-            .map_err(io(path))?;
-        if crc32fast::hash(&idx) != crc {
-            return Err(corrupt(path, "index checksum mismatch"));
-        }
+        let blockfile::Opened {
+            file,
+            bytes,
+            index: idx,
+            data_end,
+        } = blockfile::open(path, MAGIC, VERSION).map_err(|e| match e {
+            blockfile::FileError::Io(source) => io(path)(source),
+            blockfile::FileError::Corrupt(reason) => corrupt(path, reason),
+        })?;
         let index: BlockIndex =
             rmp_serde::from_slice(&idx).map_err(|e| corrupt(path, e.to_string()))?;
         for s in &index.streams {
             for c in &s.chunks {
-                if c.offset + u64::from(c.len) > bytes - 12 - len {
+                if c.offset + u64::from(c.len) > data_end {
                     return Err(corrupt(path, "chunk beyond the data"));
                 }
             }

@@ -26,16 +26,16 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use telltale_common::codec;
+
 use telltale_common::model::{Labels, valid_label_name};
 use telltale_common::wire::{LogEntry, LogStream};
 use tokio::sync::oneshot;
 
 use super::block::{self, Block};
 use super::store::{BoxFuture, LogAppend, LogAppender, LogOutcome, LogStoreError};
-use crate::durable::dedup::{Dedup, RangeSet};
-use crate::durable::frames::{self, Item, Scanner};
-use crate::durable::segments::{self, Writer};
+use crate::durable::blockstore::{self, Checkpoint, PathError};
+use crate::durable::dedup::Dedup;
+use crate::durable::segments::Writer;
 
 /// Largest WAL record read back (a record is one append; agents' frames are capped lower).
 const MAX_RECORD: u32 = 256 << 20;
@@ -93,10 +93,12 @@ struct WalRecord {
     streams: Vec<LogStream>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Checkpoint {
-    wal_segment: u64,
-    dedup: Vec<(String, u64, RangeSet)>,
+impl blockstore::Record for WalRecord {
+    fn origin(&self) -> Option<(&str, u64, u64)> {
+        self.agent
+            .as_deref()
+            .map(|a| (a, self.epoch, self.sequence))
+    }
 }
 
 #[derive(Default)]
@@ -158,117 +160,51 @@ pub struct LogEngine {
     tx: Mutex<smpsc::Sender<Job>>,
 }
 
-fn open_err(dir: &Path) -> impl FnOnce(std::io::Error) -> LogStoreError + '_ {
-    move |source| LogStoreError::Open {
-        dir: dir.display().to_string(),
-        source,
+fn open_err(e: PathError) -> LogStoreError {
+    LogStoreError::Open {
+        dir: e.path.display().to_string(),
+        source: e.source,
     }
 }
 
 impl LogEngine {
     /// Opens (or creates) the store in `dir` and starts its writer and maintenance threads.
     pub fn open(dir: &Path, opts: LogOptions) -> Result<LogEngine, LogStoreError> {
-        let (blocks_dir, wal_dir) = (dir.join("blocks"), dir.join("wal"));
-        for d in [&blocks_dir, &wal_dir] {
-            std::fs::create_dir_all(d).map_err(open_err(d))?;
-        }
+        blockstore::create_dirs(dir).map_err(open_err)?;
+        let wal_dir = dir.join("wal");
         let counters = LogCounters::default();
-        let mut blocks = Vec::new();
-        let mut next_block = 1u64;
-        let mut names: Vec<PathBuf> = std::fs::read_dir(&blocks_dir)
-            .map_err(open_err(&blocks_dir))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
-        names.sort();
-        for p in names {
-            match p.extension().and_then(|x| x.to_str()) {
-                Some("lblk") => {}
-                // A block whose write was interrupted.
-                Some("tmp") => {
-                    let _ = std::fs::remove_file(&p);
-                    continue;
-                }
-                _ => continue,
-            }
-            if let Some(n) = p
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .and_then(|s| s.parse::<u64>().ok())
-            {
-                next_block = next_block.max(n + 1);
-            }
-            match Block::open(&p) {
-                Ok(b) => blocks.push(Arc::new(b)),
-                Err(e) => {
-                    tracing::error!(error = %e, "log block does not open: moved to quarantine");
-                    counters.quarantined_blocks.fetch_add(1, Ordering::Relaxed);
-                    let q = dir.join("quarantine");
-                    let _ = std::fs::create_dir_all(&q);
-                    if let Some(name) = p.file_name() {
-                        let _ = std::fs::rename(&p, q.join(name));
-                    }
-                }
-            }
-        }
-        let cp: Checkpoint = frames::read_frames(&dir.join("checkpoint"))
-            .map_err(open_err(dir))?
-            .payloads
-            .last()
-            .and_then(|p| codec::decode_payload(p).ok())
-            .unwrap_or_default();
+        let (blocks, next_block) = blockstore::load_blocks(
+            dir,
+            "lblk",
+            "log",
+            Block::open,
+            &counters.quarantined_blocks,
+        )
+        .map_err(open_err)?;
+        let cp = blockstore::resume(dir, &blocks).map_err(open_err)?;
         let mut head = Head::default();
-        // A block written after the checkpoint (a crash before the checkpoint followed it)
-        // says where the WAL it covers ends, and which agent batches were stored by then.
-        let cp = match blocks.iter().max_by_key(|b| b.index.wal_before) {
-            Some(b) if b.index.wal_before > cp.wal_segment => Checkpoint {
-                wal_segment: b.index.wal_before,
-                dedup: b.index.dedup.clone(),
+        let mut dedup = Dedup::from_list(cp.dedup.clone());
+        let last_seg = blockstore::replay(
+            dir,
+            &cp,
+            MAX_RECORD,
+            "log",
+            &mut dedup,
+            &counters.corrupt_records,
+            |r: WalRecord| {
+                let (lines, bytes) = head.apply(r.streams);
+                counters.lines.fetch_add(lines as u64, Ordering::Relaxed);
+                counters.bytes.fetch_add(bytes, Ordering::Relaxed);
             },
-            _ => cp,
-        };
-        let mut dedup = Dedup::from_list(cp.dedup);
-        let segs = segments::list_segments(&wal_dir).map_err(open_err(&wal_dir))?;
-        let mut last_seg = cp.wal_segment;
-        for (n, path) in &segs {
-            last_seg = last_seg.max(*n);
-            if *n < cp.wal_segment {
-                let _ = std::fs::remove_file(path);
-                continue;
-            }
-            let data = std::fs::read(path).map_err(open_err(path))?;
-            let mut scan = Scanner::new(&data, MAX_RECORD);
-            for item in scan.by_ref() {
-                match item {
-                    Item::Frame { at, payload } => {
-                        match codec::decode_payload::<WalRecord>(payload) {
-                            Ok(r) => {
-                                if let Some(a) = &r.agent {
-                                    dedup.mark(a, r.epoch, r.sequence);
-                                }
-                                let (lines, bytes) = head.apply(r.streams);
-                                counters.lines.fetch_add(lines as u64, Ordering::Relaxed);
-                                counters.bytes.fetch_add(bytes, Ordering::Relaxed);
-                            }
-                            Err(e) => {
-                                tracing::error!(segment = %path.display(), offset = at, error = %e, "undecodable log record skipped");
-                                counters.corrupt_records.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                    }
-                    Item::Damaged { at, len } => {
-                        tracing::error!(segment = %path.display(), offset = at, bytes = len, "damaged log record skipped");
-                        counters.corrupt_records.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            let torn = scan.torn();
-            if torn > 0 {
-                tracing::warn!(segment = %path.display(), bytes = torn, "torn tail of the log WAL cut off");
-                segments::truncate(path, (data.len() - torn) as u64).map_err(open_err(path))?;
-            }
-        }
+        )
+        .map_err(open_err)?;
         // Appends go to a new segment: replayed ones are never written into again.
-        let writer = Writer::create(wal_dir.clone(), last_seg + 1).map_err(open_err(&wal_dir))?;
+        let writer = Writer::create(wal_dir.clone(), last_seg + 1).map_err(|source| {
+            open_err(PathError {
+                path: wal_dir.clone(),
+                source,
+            })
+        })?;
         let inner = Arc::new(Inner {
             dir: dir.to_path_buf(),
             opts,
@@ -283,18 +219,19 @@ impl LogEngine {
         std::thread::Builder::new()
             .name("telltale-logs-writer".into())
             .spawn(move || writer_loop(&w, writer, rx))
-            .map_err(open_err(dir))?;
-        let m = Arc::downgrade(&inner);
-        std::thread::Builder::new()
-            .name("telltale-logs-retention".into())
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(Duration::from_secs(30));
-                    let Some(inner) = m.upgrade() else { break };
-                    retention(&inner, telltale_common::model::now_ms() * 1_000_000);
-                }
+            .and_then(|_| {
+                blockstore::spawn_retention(
+                    "telltale-logs-retention",
+                    Arc::downgrade(&inner),
+                    retention,
+                )
             })
-            .map_err(open_err(dir))?;
+            .map_err(|source| {
+                open_err(PathError {
+                    path: dir.to_path_buf(),
+                    source,
+                })
+            })?;
         Ok(LogEngine {
             inner,
             tx: Mutex::new(tx),
@@ -385,56 +322,27 @@ impl LogAppender for LogEngine {
 }
 
 fn writer_loop(inner: &Inner, mut w: Writer, rx: smpsc::Receiver<Job>) {
-    loop {
-        let first = match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(j) => Some(j),
-            Err(smpsc::RecvTimeoutError::Timeout) => None,
-            Err(smpsc::RecvTimeoutError::Disconnected) => return,
-        };
-        let mut jobs: Vec<Job> = first.into_iter().collect();
-        while jobs.len() < 512 {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
+    while let Some(jobs) = blockstore::take_jobs(&rx) {
+        let (mut cuts, mut appends) = (Vec::new(), Vec::new());
+        for j in jobs {
+            match j {
+                Job::Cut { done } => cuts.push(done),
+                Job::Append { record, done } => appends.push((record, done)),
             }
         }
-        let mut cuts = Vec::new();
-        let mut group: Vec<(
-            WalRecord,
-            oneshot::Sender<Result<LogOutcome, LogStoreError>>,
-        )> = Vec::new();
         let mut buf = Vec::new();
-        {
-            let dedup = inner.dedup.lock().unwrap_or_else(|e| e.into_inner());
-            for j in jobs {
-                match j {
-                    Job::Cut { done } => cuts.push(done),
-                    Job::Append { record, done } => {
-                        let replay = record.agent.as_ref().is_some_and(|a| {
-                            dedup.contains(a, record.epoch, record.sequence)
-                                || group.iter().any(|(r, _)| {
-                                    r.agent.as_deref() == Some(a.as_str())
-                                        && (r.epoch, r.sequence) == (record.epoch, record.sequence)
-                                })
-                        });
-                        if replay {
-                            inner.counters.duplicates.fetch_add(1, Ordering::Relaxed);
-                            let _ = done.send(Ok(LogOutcome::Duplicate));
-                            continue;
-                        }
-                        match codec::encode_payload(&record) {
-                            Ok(p) => {
-                                codec::frame_into(&p, &mut buf);
-                                group.push((record, done));
-                            }
-                            Err(e) => {
-                                let _ = done.send(Err(LogStoreError::Invalid(e.to_string())));
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        let group = blockstore::group(
+            &inner.dedup.lock().unwrap_or_else(|e| e.into_inner()),
+            appends,
+            &mut buf,
+            |done| {
+                inner.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                let _ = done.send(Ok(LogOutcome::Duplicate));
+            },
+            |done, e| {
+                let _ = done.send(Err(LogStoreError::Invalid(e)));
+            },
+        );
         if !group.is_empty() {
             match w.write_group(&buf) {
                 Ok(()) => {
@@ -537,46 +445,26 @@ fn cut(inner: &Inner, w: &mut Writer) -> Result<(), block::BlockError> {
         .counters
         .blocks_written
         .fetch_add(1, Ordering::Relaxed);
-    let cp = Checkpoint {
-        wal_segment: wal_before,
-        dedup,
-    };
-    let payload =
-        codec::encode_payload(&cp).map_err(|e| io(std::io::Error::other(e.to_string())))?;
-    frames::write_atomic(&inner.dir.join("checkpoint"), &[payload]).map_err(io)?;
-    for (n, p) in segments::list_segments(&inner.dir.join("wal")).map_err(io)? {
-        if n < cp.wal_segment {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-    Ok(())
+    blockstore::write_checkpoint(
+        &inner.dir,
+        &Checkpoint {
+            wal_segment: wal_before,
+            dedup,
+        },
+    )
+    .map_err(io)
 }
 
 /// Deletes blocks whose newest line is older than the retention, then the oldest blocks
 /// while all of them take more than `max_bytes`.
 fn retention(inner: &Inner, now_ns: i64) {
-    let horizon = now_ns.saturating_sub(inner.opts.retention.as_nanos() as i64);
-    let mut blocks = inner.blocks.write().unwrap_or_else(|e| e.into_inner());
-    blocks.sort_by_key(|b| b.index.max_t);
-    let mut total: u64 = blocks.iter().map(|b| b.bytes).sum();
-    let mut gone = Vec::new();
-    blocks.retain(|b| {
-        let drop_it = b.index.max_t < horizon || total > inner.opts.max_bytes;
-        if drop_it {
-            total -= b.bytes;
-            gone.push(b.path.clone());
-        }
-        !drop_it
-    });
-    drop(blocks);
-    for p in gone {
-        tracing::info!(block = %p.display(), "log block deleted by retention");
-        inner
-            .counters
-            .expired_blocks
-            .fetch_add(1, Ordering::Relaxed);
-        let _ = std::fs::remove_file(p);
-    }
+    blockstore::retain(
+        &inner.blocks,
+        now_ns.saturating_sub(inner.opts.retention.as_nanos() as i64),
+        inner.opts.max_bytes,
+        "log",
+        &inner.counters.expired_blocks,
+    );
 }
 
 mod query;

@@ -17,7 +17,6 @@
 //! the rows of one service only and the chunks of the traces that match.
 
 use std::fs::File;
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -25,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use telltale_common::trace::{Span, TraceId};
 
 use super::store::TraceStoreError;
+use crate::durable::{blockfile, blockstore};
 
 pub mod chunk;
 
@@ -174,9 +174,7 @@ pub struct Contents<'a> {
 /// Writes a block to `path` (through a temporary file, synced, renamed, directory synced).
 pub fn write(path: &Path, mut c: Contents<'_>) -> Result<u64, TraceStoreError> {
     c.traces.sort_by_key(|t| t.0);
-    let mut buf = Vec::with_capacity(1 << 20);
-    buf.extend_from_slice(MAGIC);
-    buf.push(VERSION);
+    let mut buf = blockfile::start(MAGIC, VERSION, 1 << 20);
     let mut index = BlockIndex {
         min_ns: u64::MAX,
         max_ns: 0,
@@ -258,57 +256,38 @@ pub fn write(path: &Path, mut c: Contents<'_>) -> Result<u64, TraceStoreError> {
         buf.extend_from_slice(&packed);
     }
     let idx = rmp_serde::to_vec(&index).map_err(enc)?;
-    buf.extend_from_slice(&idx);
-    buf.extend_from_slice(&(idx.len() as u32).to_le_bytes());
-    buf.extend_from_slice(&crc32fast::hash(&idx).to_le_bytes());
-    buf.extend_from_slice(MAGIC);
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(&buf).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(dir))?;
+    blockfile::finish(path, buf, &idx).map_err(io(path))
+}
+
+impl blockstore::StoredBlock for Block {
+    fn newest_ns(&self) -> i64 {
+        i64::try_from(self.index.max_ns).unwrap_or(i64::MAX)
     }
-    Ok(buf.len() as u64)
+    fn bytes(&self) -> u64 {
+        self.bytes
+    }
+    fn path(&self) -> &Path {
+        &self.path
+    }
+    fn written_at(&self) -> (u64, &[(String, u64, crate::durable::dedup::RangeSet)]) {
+        (self.index.wal_before, &self.index.dedup)
+    }
 }
 
 impl Block {
     /// Opens a block and checks its index.
     pub fn open(path: &Path) -> Result<Block, TraceStoreError> {
-        let file = File::open(path).map_err(io(path))?;
-        let bytes = file.metadata().map_err(io(path))?.len();
-        if bytes < 17 {
-            return Err(corrupt(path, "too short"));
-        }
-        let mut tail = [0u8; 12];
-        file.read_exact_at(&mut tail, bytes - 12)
-            .map_err(io(path))?;
-        let mut head = [0u8; 5];
-        file.read_exact_at(&mut head, 0).map_err(io(path))?;
-        if &tail[8..] != MAGIC || &head[..4] != MAGIC {
-            return Err(corrupt(path, "bad magic"));
-        }
-        if head[4] != VERSION {
-            return Err(corrupt(path, format!("unknown version {}", head[4])));
-        }
-        let len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
-        let crc = u32::from_le_bytes([tail[4], tail[5], tail[6], tail[7]]);
-        if len + 17 > bytes {
-            return Err(corrupt(path, "index length beyond the file"));
-        }
-        let mut idx = vec![0u8; len as usize];
-        file.read_exact_at(&mut idx, bytes - 12 - len)
-            .map_err(io(path))?;
-        if crc32fast::hash(&idx) != crc {
-            return Err(corrupt(path, "index checksum mismatch"));
-        }
+        let blockfile::Opened {
+            file,
+            bytes,
+            index: idx,
+            data_end,
+        } = blockfile::open(path, MAGIC, VERSION).map_err(|e| match e {
+            blockfile::FileError::Io(e) => io(path)(e),
+            blockfile::FileError::Corrupt(reason) => corrupt(path, reason),
+        })?;
         let index: BlockIndex =
             rmp_serde::from_slice(&idx).map_err(|e| corrupt(path, e.to_string()))?;
-        let data_end = bytes - 12 - len;
         let beyond = |off: u64, len: u32| off.saturating_add(u64::from(len)) > data_end;
         if !index.ids.len().is_multiple_of(16)
             || index.chunks.len() != index.chunk_first.len()

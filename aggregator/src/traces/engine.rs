@@ -36,9 +36,9 @@ use tokio::sync::oneshot;
 use super::block::{self, Block};
 use super::sample::{Reason, Sampler, SamplingOptions};
 use super::store::{BoxFuture, SpanAppend, SpanAppender, SpanOutcome, TraceStoreError};
-use crate::durable::dedup::{Dedup, RangeSet};
-use crate::durable::frames::{self, Item, Scanner};
-use crate::durable::segments::{self, Writer};
+use crate::durable::blockstore::{self, Checkpoint, PathError};
+use crate::durable::dedup::Dedup;
+use crate::durable::segments::Writer;
 
 /// Largest WAL record read back.
 const MAX_RECORD: u32 = 256 << 20;
@@ -111,10 +111,12 @@ struct WalRecord {
     carried: bool,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Checkpoint {
-    wal_segment: u64,
-    dedup: Vec<(String, u64, RangeSet)>,
+impl blockstore::Record for WalRecord {
+    fn origin(&self) -> Option<(&str, u64, u64)> {
+        self.agent
+            .as_deref()
+            .map(|a| (a, self.epoch, self.sequence))
+    }
 }
 
 /// Kept traces not yet in a block.
@@ -200,135 +202,62 @@ pub struct TraceEngine {
     tx: Mutex<smpsc::Sender<Job>>,
 }
 
-fn open_err(dir: &Path) -> impl FnOnce(std::io::Error) -> TraceStoreError + '_ {
-    move |source| TraceStoreError::Open {
-        dir: dir.display().to_string(),
-        source,
+fn open_err(e: PathError) -> TraceStoreError {
+    TraceStoreError::Open {
+        dir: e.path.display().to_string(),
+        source: e.source,
     }
-}
-
-/// Opens the blocks in `dir`, quarantining those that do not open; the next block number.
-fn load_blocks(
-    dir: &Path,
-    counters: &TraceCounters,
-) -> Result<(Vec<Arc<Block>>, u64), TraceStoreError> {
-    let blocks_dir = dir.join("blocks");
-    let mut names: Vec<PathBuf> = std::fs::read_dir(&blocks_dir)
-        .map_err(open_err(&blocks_dir))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    names.sort();
-    let (mut blocks, mut next) = (Vec::new(), 1u64);
-    for p in names {
-        match p.extension().and_then(|x| x.to_str()) {
-            Some("tblk") => {}
-            Some("tmp") => {
-                let _ = std::fs::remove_file(&p);
-                continue;
-            }
-            _ => continue,
-        }
-        if let Some(n) = p
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .and_then(|s| s.parse::<u64>().ok())
-        {
-            next = next.max(n + 1);
-        }
-        match Block::open(&p) {
-            Ok(b) => blocks.push(Arc::new(b)),
-            Err(e) => {
-                tracing::error!(error = %e, "trace block does not open: moved to quarantine");
-                counters.quarantined_blocks.fetch_add(1, Ordering::Relaxed);
-                let q = dir.join("quarantine");
-                let _ = std::fs::create_dir_all(&q);
-                if let Some(name) = p.file_name() {
-                    let _ = std::fs::rename(&p, q.join(name));
-                }
-            }
-        }
-    }
-    Ok((blocks, next))
 }
 
 impl TraceEngine {
     /// Opens (or creates) the store in `dir` and starts its writer and maintenance threads.
     pub fn open(dir: &Path, opts: TraceOptions) -> Result<TraceEngine, TraceStoreError> {
+        blockstore::create_dirs(dir).map_err(open_err)?;
         let wal_dir = dir.join("wal");
-        for d in [&dir.join("blocks"), &wal_dir] {
-            std::fs::create_dir_all(d).map_err(open_err(d))?;
-        }
         let counters = TraceCounters::default();
-        let (blocks, next_block) = load_blocks(dir, &counters)?;
-        let cp: Checkpoint = frames::read_frames(&dir.join("checkpoint"))
-            .map_err(open_err(dir))?
-            .payloads
-            .last()
-            .and_then(|p| codec::decode_payload(p).ok())
-            .unwrap_or_default();
-        // A block written after the checkpoint (a crash in between) says where its WAL ends.
-        let cp = match blocks.iter().max_by_key(|b| b.index.wal_before) {
-            Some(b) if b.index.wal_before > cp.wal_segment => Checkpoint {
-                wal_segment: b.index.wal_before,
-                dedup: b.index.dedup.clone(),
-            },
-            _ => cp,
-        };
-        let mut dedup = Dedup::from_list(cp.dedup);
+        let (blocks, next_block) = blockstore::load_blocks(
+            dir,
+            "tblk",
+            "trace",
+            Block::open,
+            &counters.quarantined_blocks,
+        )
+        .map_err(open_err)?;
+        let cp = blockstore::resume(dir, &blocks).map_err(open_err)?;
+        let mut dedup = Dedup::from_list(cp.dedup.clone());
         let mut sampler = Sampler::new(opts.sampling.clone());
         let mut head = Head::default();
         let mut graph = super::graph::Graph::default();
         let now = Instant::now();
-        let segs = segments::list_segments(&wal_dir).map_err(open_err(&wal_dir))?;
-        let mut last_seg = cp.wal_segment;
-        for (n, path) in &segs {
-            last_seg = last_seg.max(*n);
-            if *n < cp.wal_segment {
-                let _ = std::fs::remove_file(path);
-                continue;
-            }
-            let data = std::fs::read(path).map_err(open_err(path))?;
-            let mut scan = Scanner::new(&data, MAX_RECORD);
-            for item in scan.by_ref() {
-                match item {
-                    Item::Frame { at, payload } => {
-                        match codec::decode_payload::<WalRecord>(payload) {
-                            Ok(r) => {
-                                if let Some(a) = &r.agent {
-                                    dedup.mark(a, r.epoch, r.sequence);
-                                }
-                                counters
-                                    .spans_received
-                                    .fetch_add(r.spans.len() as u64, Ordering::Relaxed);
-                                // Carried spans' calls were counted before the cut.
-                                if !r.carried {
-                                    for s in &r.spans {
-                                        graph.observe(s, &mut head.edges);
-                                    }
-                                }
-                                let o = sampler.offer(r.spans, now);
-                                note_offer(&counters, &o);
-                                head.add(o.kept);
-                            }
-                            Err(e) => {
-                                tracing::error!(segment = %path.display(), offset = at, error = %e, "undecodable trace record skipped");
-                                counters.corrupt_records.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                    }
-                    Item::Damaged { at, len } => {
-                        tracing::error!(segment = %path.display(), offset = at, bytes = len, "damaged trace record skipped");
-                        counters.corrupt_records.fetch_add(1, Ordering::Relaxed);
+        let last_seg = blockstore::replay(
+            dir,
+            &cp,
+            MAX_RECORD,
+            "trace",
+            &mut dedup,
+            &counters.corrupt_records,
+            |r: WalRecord| {
+                counters
+                    .spans_received
+                    .fetch_add(r.spans.len() as u64, Ordering::Relaxed);
+                // Carried spans' calls were counted before the cut.
+                if !r.carried {
+                    for s in &r.spans {
+                        graph.observe(s, &mut head.edges);
                     }
                 }
-            }
-            let torn = scan.torn();
-            if torn > 0 {
-                tracing::warn!(segment = %path.display(), bytes = torn, "torn tail of the trace WAL cut off");
-                segments::truncate(path, (data.len() - torn) as u64).map_err(open_err(path))?;
-            }
-        }
-        let writer = Writer::create(wal_dir.clone(), last_seg + 1).map_err(open_err(&wal_dir))?;
+                let o = sampler.offer(r.spans, now);
+                note_offer(&counters, &o);
+                head.add(o.kept);
+            },
+        )
+        .map_err(open_err)?;
+        let writer = Writer::create(wal_dir.clone(), last_seg + 1).map_err(|source| {
+            open_err(PathError {
+                path: wal_dir.clone(),
+                source,
+            })
+        })?;
         let inner = Arc::new(Inner {
             dir: dir.to_path_buf(),
             opts,
@@ -345,18 +274,19 @@ impl TraceEngine {
         std::thread::Builder::new()
             .name("telltale-traces-writer".into())
             .spawn(move || writer_loop(&w, writer, rx))
-            .map_err(open_err(dir))?;
-        let m = Arc::downgrade(&inner);
-        std::thread::Builder::new()
-            .name("telltale-traces-retention".into())
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(Duration::from_secs(30));
-                    let Some(inner) = m.upgrade() else { break };
-                    retention(&inner, telltale_common::model::now_ms() as u64 * 1_000_000);
-                }
+            .and_then(|_| {
+                blockstore::spawn_retention(
+                    "telltale-traces-retention",
+                    Arc::downgrade(&inner),
+                    retention,
+                )
             })
-            .map_err(open_err(dir))?;
+            .map_err(|source| {
+                open_err(PathError {
+                    path: dir.to_path_buf(),
+                    source,
+                })
+            })?;
         Ok(TraceEngine {
             inner,
             tx: Mutex::new(tx),
@@ -384,7 +314,7 @@ impl TraceEngine {
     }
 
     /// Applies retention as of `now_ns`.
-    pub fn apply_retention(&self, now_ns: u64) {
+    pub fn apply_retention(&self, now_ns: i64) {
         retention(&self.inner, now_ns);
     }
 
@@ -477,56 +407,31 @@ fn decide(inner: &Inner, now: Instant) {
 /// Splits queued jobs: cuts and decision requests apart, appends that are not replays
 /// encoded into one WAL group.
 fn gather(inner: &Inner, jobs: Vec<Job>, buf: &mut Vec<u8>) -> Gathered {
-    let (mut group, mut cuts, mut decides): Gathered = (Vec::new(), Vec::new(), Vec::new());
-    let dedup = inner.dedup.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut appends, mut cuts, mut decides) = (Vec::new(), Vec::new(), Vec::new());
     for j in jobs {
         match j {
             Job::Cut { done } => cuts.push(done),
             Job::Decide { now, done } => decides.push((now, done)),
-            Job::Append { record, done } => {
-                let replay = record.agent.as_ref().is_some_and(|a| {
-                    dedup.contains(a, record.epoch, record.sequence)
-                        || group.iter().any(|(r, _)| {
-                            r.agent.as_deref() == Some(a.as_str())
-                                && (r.epoch, r.sequence) == (record.epoch, record.sequence)
-                        })
-                });
-                if replay {
-                    inner.counters.duplicates.fetch_add(1, Ordering::Relaxed);
-                    let _ = done.send(Ok(SpanOutcome::Duplicate));
-                    continue;
-                }
-                match codec::encode_payload(&record) {
-                    Ok(p) => {
-                        codec::frame_into(&p, buf);
-                        group.push((record, done));
-                    }
-                    Err(e) => {
-                        let _ = done.send(Err(TraceStoreError::Write(std::io::Error::other(
-                            e.to_string(),
-                        ))));
-                    }
-                }
-            }
+            Job::Append { record, done } => appends.push((record, done)),
         }
     }
+    let group = blockstore::group(
+        &inner.dedup.lock().unwrap_or_else(|e| e.into_inner()),
+        appends,
+        buf,
+        |done| {
+            inner.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+            let _ = done.send(Ok(SpanOutcome::Duplicate));
+        },
+        |done, e| {
+            let _ = done.send(Err(TraceStoreError::Write(std::io::Error::other(e))));
+        },
+    );
     (group, cuts, decides)
 }
 
 fn writer_loop(inner: &Inner, mut w: Writer, rx: smpsc::Receiver<Job>) {
-    loop {
-        let first = match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(j) => Some(j),
-            Err(smpsc::RecvTimeoutError::Timeout) => None,
-            Err(smpsc::RecvTimeoutError::Disconnected) => return,
-        };
-        let mut jobs: Vec<Job> = first.into_iter().collect();
-        while jobs.len() < 512 {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
-        }
+    while let Some(jobs) = blockstore::take_jobs(&rx) {
         let mut buf = Vec::new();
         let (group, cuts, decides) = gather(inner, jobs, &mut buf);
         if !group.is_empty() {
@@ -655,46 +560,26 @@ fn cut(inner: &Inner, w: &mut Writer) -> Result<(), TraceStoreError> {
     }
     *head = Head::default();
     drop(head);
-    let cp = Checkpoint {
-        wal_segment: wal_before,
-        dedup,
-    };
-    let payload =
-        codec::encode_payload(&cp).map_err(|e| io(std::io::Error::other(e.to_string())))?;
-    frames::write_atomic(&inner.dir.join("checkpoint"), &[payload]).map_err(io)?;
-    for (n, p) in segments::list_segments(&inner.dir.join("wal")).map_err(io)? {
-        if n < cp.wal_segment {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-    Ok(())
+    blockstore::write_checkpoint(
+        &inner.dir,
+        &Checkpoint {
+            wal_segment: wal_before,
+            dedup,
+        },
+    )
+    .map_err(io)
 }
 
 /// Deletes blocks whose last span ended before the retention, then the oldest while the
 /// blocks take more than `max_bytes`.
-fn retention(inner: &Inner, now_ns: u64) {
-    let horizon = now_ns.saturating_sub(inner.opts.retention.as_nanos() as u64);
-    let mut blocks = inner.blocks.write().unwrap_or_else(|e| e.into_inner());
-    blocks.sort_by_key(|b| b.index.max_ns);
-    let mut total: u64 = blocks.iter().map(|b| b.bytes).sum();
-    let mut gone = Vec::new();
-    blocks.retain(|b| {
-        let drop_it = b.index.max_ns < horizon || total > inner.opts.max_bytes;
-        if drop_it {
-            total -= b.bytes;
-            gone.push(b.path.clone());
-        }
-        !drop_it
-    });
-    drop(blocks);
-    for p in gone {
-        tracing::info!(block = %p.display(), "trace block deleted by retention");
-        inner
-            .counters
-            .expired_blocks
-            .fetch_add(1, Ordering::Relaxed);
-        let _ = std::fs::remove_file(p);
-    }
+fn retention(inner: &Inner, now_ns: i64) {
+    blockstore::retain(
+        &inner.blocks,
+        now_ns.saturating_sub(inner.opts.retention.as_nanos() as i64),
+        inner.opts.max_bytes,
+        "trace",
+        &inner.counters.expired_blocks,
+    );
 }
 
 mod query;

@@ -142,7 +142,7 @@ async fn damage_is_skipped_and_counted_never_blocking_start_up() {
         .find(|p| p.extension().is_some_and(|x| x == "lblk"))
         .expect("a block");
     std::fs::write(&blk, b"TTLB\x01garbage").expect("damage");
-    let seg = segments::list_segments(&d.path().join("wal"))
+    let seg = crate::durable::segments::list_segments(&d.path().join("wal"))
         .expect("segs")
         .into_iter()
         .rfind(|(_, p)| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false))

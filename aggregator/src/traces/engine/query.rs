@@ -257,24 +257,62 @@ impl TraceQuerier for TraceEngine {
         use crate::selfmetrics::{counter, gauge};
         let c = &self.inner.counters;
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        counter(
-            out,
-            "telltale_aggregator_traces_spans_received_total",
-            "Spans written to the trace WAL.",
-            n(&c.spans_received),
-        );
-        counter(
-            out,
-            "telltale_aggregator_traces_spans_kept_total",
-            "Spans of traces kept by tail sampling.",
-            n(&c.spans_kept),
-        );
-        counter(
-            out,
-            "telltale_aggregator_traces_spans_dropped_total",
-            "Spans of traces dropped by tail sampling.",
-            n(&c.spans_dropped),
-        );
+        let plain: [(&str, &str, &AtomicU64); 10] = [
+            (
+                "spans_received",
+                "Spans written to the trace WAL.",
+                &c.spans_received,
+            ),
+            (
+                "spans_kept",
+                "Spans of traces kept by tail sampling.",
+                &c.spans_kept,
+            ),
+            (
+                "spans_dropped",
+                "Spans of traces dropped by tail sampling.",
+                &c.spans_dropped,
+            ),
+            (
+                "early_decisions",
+                "Traces decided before their wait was over, for lack of room.",
+                &c.early_decisions,
+            ),
+            (
+                "duplicate_batches",
+                "Agent batches of spans stored before.",
+                &c.duplicates,
+            ),
+            (
+                "corrupt_records",
+                "Damaged trace WAL records skipped at start-up.",
+                &c.corrupt_records,
+            ),
+            (
+                "quarantined_blocks",
+                "Trace blocks that did not open.",
+                &c.quarantined_blocks,
+            ),
+            ("blocks_written", "Trace blocks written.", &c.blocks_written),
+            (
+                "expired_blocks",
+                "Trace blocks deleted by retention.",
+                &c.expired_blocks,
+            ),
+            (
+                "write_errors",
+                "Failed trace WAL or block writes.",
+                &c.write_errors,
+            ),
+        ];
+        for (name, help, v) in plain {
+            counter(
+                out,
+                &format!("telltale_aggregator_traces_{name}_total"),
+                help,
+                n(v),
+            );
+        }
         out.push_str("# HELP telltale_aggregator_traces_decisions_total Tail-sampling decisions by reason.\n# TYPE telltale_aggregator_traces_decisions_total counter\n");
         for (i, r) in ["error", "slow", "sampled", "dropped"].iter().enumerate() {
             out.push_str(&format!(
@@ -282,48 +320,6 @@ impl TraceQuerier for TraceEngine {
                 n(&c.decisions[i])
             ));
         }
-        counter(
-            out,
-            "telltale_aggregator_traces_early_decisions_total",
-            "Traces decided before their wait was over, for lack of room.",
-            n(&c.early_decisions),
-        );
-        counter(
-            out,
-            "telltale_aggregator_traces_duplicate_batches_total",
-            "Agent batches of spans stored before.",
-            n(&c.duplicates),
-        );
-        counter(
-            out,
-            "telltale_aggregator_traces_corrupt_records_total",
-            "Damaged trace WAL records skipped at start-up.",
-            n(&c.corrupt_records),
-        );
-        counter(
-            out,
-            "telltale_aggregator_traces_quarantined_blocks_total",
-            "Trace blocks that did not open.",
-            n(&c.quarantined_blocks),
-        );
-        counter(
-            out,
-            "telltale_aggregator_traces_blocks_written_total",
-            "Trace blocks written.",
-            n(&c.blocks_written),
-        );
-        counter(
-            out,
-            "telltale_aggregator_traces_expired_blocks_total",
-            "Trace blocks deleted by retention.",
-            n(&c.expired_blocks),
-        );
-        counter(
-            out,
-            "telltale_aggregator_traces_write_errors_total",
-            "Failed trace WAL or block writes.",
-            n(&c.write_errors),
-        );
         let pending = self
             .inner
             .sampler

@@ -253,7 +253,7 @@ async fn damaged_wal_records_are_skipped_and_counted() {
         append(&e, t, trace3(t, T0, 1)).await;
     }
     drop(e);
-    let segs = segments::list_segments(&dir.path().join("wal")).expect("segments");
+    let segs = crate::durable::segments::list_segments(&dir.path().join("wal")).expect("segments");
     let (_, path) = segs
         .iter()
         .find(|(_, p)| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false))
@@ -282,7 +282,7 @@ async fn retention_deletes_old_blocks_and_a_damaged_block_is_quarantined() {
     append(&e, 2, trace3(2, T0 + 86_400 * 3, 1)).await;
     e.flush().await.expect("flush");
     assert_eq!(e.stats().0, 2);
-    e.apply_retention((T0 + 86_400 * 8) * 1_000_000_000);
+    e.apply_retention((T0 + 86_400 * 8) as i64 * 1_000_000_000);
     assert_eq!(e.stats().0, 1);
     assert!(e.trace(&id_of(1)).expect("t1").is_empty());
     assert_eq!(e.trace(&id_of(2)).expect("t2").len(), 3);
