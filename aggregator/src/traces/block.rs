@@ -32,7 +32,9 @@ const MAGIC: &[u8; 4] = b"TTTB";
 const VERSION: u8 = 1;
 /// Raw bytes of spans per chunk (before compression): one trace by id decompresses this.
 pub const CHUNK_RAW_BYTES: usize = 256 << 10;
-const ZSTD_LEVEL: i32 = 3;
+/// zstd level of chunks and rows: 6 takes about 4 % fewer bytes than 3 for twice the
+/// compression time, which the cut spends off the ingest path.
+const ZSTD_LEVEL: i32 = 6;
 
 /// One service's spans in a block.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -218,10 +218,12 @@ pub fn decode(b: &[u8], want: Option<&[usize]>) -> Option<Vec<(usize, Vec<Span>)
         let t0 = (base as i64).checked_add(unzigzag(shape.var()?))? as u64;
         let keep = want.is_none_or(|w| w.contains(&ti));
         let mut spans: Vec<Span> = Vec::with_capacity(if keep { n } else { 0 });
-        let mut own: Vec<[u8; 8]> = Vec::with_capacity(n);
-        for _ in 0..n {
-            let span_id: [u8; 8] = span_ids.take(8)?.try_into().ok()?;
-            own.push(span_id);
+        // Every span id of the trace first: a parent may come after its child (spans are
+        // kept in arrival order, and a child often arrives first).
+        let own: Vec<[u8; 8]> = (0..n)
+            .map(|_| span_ids.take(8)?.try_into().ok())
+            .collect::<Option<_>>()?;
+        for &span_id in &own {
             let p = parents.var()?;
             let parent = match p {
                 0 => None,
@@ -324,6 +326,14 @@ mod tests {
             s.start_ns -= 10_000;
             s.end_ns -= 10_000;
         }
+        // Children before their parents, as spans arrive from several hosts.
+        let c: Vec<Span> = vec![
+            mk(3, 7, Some(9u64.to_be_bytes())),
+            mk(3, 9, Some(10u64.to_be_bytes())),
+            mk(3, 8, None),
+        ];
+        let all = decode(&encode(&[&a, &c]), None).expect("decodes");
+        assert_eq!(all, vec![(0, a.clone()), (1, c)]);
         let enc = encode(&[&a, &b]);
         let all = decode(&enc, None).expect("decodes");
         assert_eq!(all, vec![(0, a.clone()), (1, b.clone())]);

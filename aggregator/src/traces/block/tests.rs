@@ -39,7 +39,12 @@ fn random_trace(x: &mut u64) -> (TraceId, Vec<Span>) {
                 links: Vec::new(),
             }
         })
-        .collect();
+        .collect::<Vec<Span>>();
+    // In arrival order: from several hosts, a child often comes before its parent.
+    let mut spans = spans;
+    for i in (1..spans.len()).rev() {
+        spans.swap(i, (rng(x) % (i as u64 + 1)) as usize);
+    }
     (id, spans)
 }
 

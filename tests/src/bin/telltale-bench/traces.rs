@@ -21,11 +21,70 @@ use telltale_tests::*;
 
 use crate::{arg, mib, proc_usage};
 
-fn mix(mut x: u64) -> u64 {
+pub(crate) fn mix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
+}
+
+/// A span of the benchmarks' shop with the attributes and resource an instrumented HTTP
+/// service's spans carry: `ids` are trace, span and parent; `route` is "METHOD /path";
+/// `how` is (server kind, start, end, failed); `vary` the peer address, user and host.
+pub(crate) fn shop_span(
+    ids: ([u8; 16], [u8; 8], Option<[u8; 8]>),
+    service: &str,
+    name: String,
+    route: &str,
+    how: (bool, u64, u64, bool),
+    vary: [String; 3],
+) -> Span {
+    let (server, start_ns, end_ns, error) = how;
+    let [peer, user, host] = vary;
+    Span {
+        trace_id: ids.0,
+        span_id: ids.1,
+        parent: ids.2,
+        service: service.to_string(),
+        name,
+        kind: if server {
+            SpanKind::Server
+        } else {
+            SpanKind::Client
+        },
+        start_ns,
+        end_ns,
+        status: if error {
+            SpanStatus::Error
+        } else {
+            SpanStatus::Unset
+        },
+        status_message: if error {
+            "upstream timed out".into()
+        } else {
+            String::new()
+        },
+        attributes: vec![
+            (
+                "http.method".into(),
+                route.split(' ').next().unwrap_or("GET").into(),
+            ),
+            ("http.route".into(), route.into()),
+            (
+                "http.status_code".into(),
+                if error { "503" } else { "200" }.into(),
+            ),
+            ("net.peer.name".into(), peer),
+            ("user.id".into(), user),
+        ],
+        resource: vec![
+            ("host.name".into(), host),
+            ("service.version".into(), "1.4.2".into()),
+            ("telemetry.sdk.language".into(), "python".into()),
+        ],
+        events: Vec::new(),
+        links: Vec::new(),
+    }
 }
 
 /// Request `r` of the mix: `n` spans, grouped by service as an SDK's exporter sends them.
@@ -57,53 +116,22 @@ fn request(r: u64, n: usize, t0: u64) -> Vec<u8> {
             // Durations: 0.2 ms to a few seconds, most under 50 ms.
             let dur = 200_000 + next(1_000) * next(1_000) * 50 + next(4) * next(1_000_000);
             let start = t0 + next(3_600_000_000_000);
-            Span {
-                trace_id: ((mix(id) as u128) << 64 | mix(id ^ 1) as u128 | 1).to_be_bytes(),
-                span_id: (mix(id ^ 2) | 1).to_be_bytes(),
-                parent: (next(4) != 0).then(|| (mix(id ^ 3) | 1).to_be_bytes()),
-                service: services[svc].to_string(),
-                name: routes[op].to_string(),
-                kind: if next(2) == 0 {
-                    SpanKind::Server
-                } else {
-                    SpanKind::Client
-                },
-                start_ns: start,
-                end_ns: start + dur,
-                status: if error {
-                    SpanStatus::Error
-                } else {
-                    SpanStatus::Unset
-                },
-                status_message: if error {
-                    "upstream timed out".into()
-                } else {
-                    String::new()
-                },
-                attributes: vec![
-                    (
-                        "http.method".into(),
-                        routes[op].split(' ').next().unwrap_or("GET").into(),
-                    ),
-                    ("http.route".into(), routes[op].into()),
-                    (
-                        "http.status_code".into(),
-                        if error { "503" } else { "200" }.into(),
-                    ),
-                    (
-                        "net.peer.name".into(),
-                        format!("10.0.{}.{}", next(4), next(250)),
-                    ),
-                    ("user.id".into(), format!("u{}", next(100_000))),
-                ],
-                resource: vec![
-                    ("host.name".into(), format!("host-{}", svc % 4)),
-                    ("service.version".into(), "1.4.2".into()),
-                    ("telemetry.sdk.language".into(), "python".into()),
-                ],
-                events: Vec::new(),
-                links: Vec::new(),
-            }
+            let parent = (next(4) != 0).then(|| (mix(id ^ 3) | 1).to_be_bytes());
+            let server = next(2) == 0;
+            let net = format!("10.0.{}.{}", next(4), next(250));
+            let user = format!("u{}", next(100_000));
+            shop_span(
+                (
+                    ((mix(id) as u128) << 64 | mix(id ^ 1) as u128 | 1).to_be_bytes(),
+                    (mix(id ^ 2) | 1).to_be_bytes(),
+                    parent,
+                ),
+                services[svc],
+                routes[op].to_string(),
+                routes[op],
+                (server, start, start + dur, error),
+                [net, user, format!("host-{}", svc % 4)],
+            )
         })
         .collect();
     spans.sort_by(|a, b| a.service.cmp(&b.service));

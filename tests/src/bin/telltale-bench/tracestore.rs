@@ -23,11 +23,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use telltale_common::codec;
-use telltale_common::trace::{Span, SpanKind, SpanStatus, hex};
+use telltale_common::trace::{Span, hex};
 use telltale_common::wire::{Batch, ClientMessage};
 use telltale_tests::*;
 
 use crate::logs::{ClickHouse, dir_bytes, log_agent};
+use crate::traces::{mix, shop_span};
 
 const AGENTS: usize = 4;
 const HOUR_NS: u64 = 3_600_000_000_000;
@@ -46,13 +47,6 @@ const SERVICES: [&str; 12] = [
     "auth",
 ];
 const FRONTS: [&str; 4] = ["frontend", "mobile-api", "partner-api", "admin"];
-
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
 
 /// Trace `k` of `n`, starting in the hour after `t0`.
 fn trace(k: u64, n: u64, t0: u64) -> Vec<Span> {
@@ -95,57 +89,22 @@ fn trace(k: u64, n: u64, t0: u64) -> Vec<Span> {
             service,
             op
         );
-        spans.push(Span {
-            trace_id: id,
-            span_id: (mix(k << 8 | i as u64) | 1).to_be_bytes(),
-            parent,
-            name: if op == 5 {
+        let server = i == 0 || next(2) == 0;
+        let net = format!("10.0.{}.{}", next(4), next(250));
+        let user = format!("u{}", next(100_000));
+        let host = format!("{service}-{}", next(3));
+        spans.push(shop_span(
+            (id, (mix(k << 8 | i as u64) | 1).to_be_bytes(), parent),
+            &service,
+            if op == 5 {
                 "db.query".into()
             } else {
                 route.clone()
             },
-            kind: if i == 0 || next(2) == 0 {
-                SpanKind::Server
-            } else {
-                SpanKind::Client
-            },
-            start_ns: st,
-            end_ns: en,
-            status: if error {
-                SpanStatus::Error
-            } else {
-                SpanStatus::Unset
-            },
-            status_message: if error {
-                "upstream timed out".into()
-            } else {
-                String::new()
-            },
-            attributes: vec![
-                (
-                    "http.method".into(),
-                    if op % 3 == 0 { "POST" } else { "GET" }.into(),
-                ),
-                ("http.route".into(), route),
-                (
-                    "http.status_code".into(),
-                    if error { "503" } else { "200" }.into(),
-                ),
-                (
-                    "net.peer.name".into(),
-                    format!("10.0.{}.{}", next(4), next(250)),
-                ),
-                ("user.id".into(), format!("u{}", next(100_000))),
-            ],
-            resource: vec![
-                ("host.name".into(), format!("{service}-{}", next(3))),
-                ("service.version".into(), "1.4.2".into()),
-                ("telemetry.sdk.language".into(), "python".into()),
-            ],
-            service,
-            events: Vec::new(),
-            links: Vec::new(),
-        });
+            &route,
+            (server, st, en, error),
+            [net, user, host],
+        ));
     }
     spans
 }
@@ -349,27 +308,8 @@ pub fn bench_store(tls: &Path, dir: &Path, total: u64) -> anyhow::Result<()> {
         let v: serde_json::Value = serde_json::from_str(&b)?;
         let got = v["data"][0]["spans"].as_array().map(Vec::len).unwrap_or(0);
         let t = Instant::now();
-        let look = ch.sql(&format!(
-            "SELECT groupUniqArray(service), min(ts_min), max(ts_max) FROM trace_index WHERE trace_id = '{id}' FORMAT JSONCompact"
-        ))?;
-        let lv: serde_json::Value = serde_json::from_str(&look)?;
-        let row = &lv["data"][0];
-        let svcs: Vec<String> = row[0]
-            .as_array()
-            .context("services")?
-            .iter()
-            .filter_map(|x| x.as_str().map(|s| format!("'{s}'")))
-            .collect();
-        let (lo, hi) = (
-            row[1].as_str().unwrap_or("0"),
-            row[2].as_str().unwrap_or("0"),
-        );
-        let spans = ch.sql(&format!(
-            "SELECT * FROM spans WHERE service IN ({}) AND start >= {lo} AND start <= {hi} AND trace_id = '{id}' FORMAT JSON",
-            svcs.join(",")
-        ))?;
+        let sv = ch_traces(&ch, &[format!("'{id}'")])?;
         theirs.push(t.elapsed().as_secs_f64() * 1000.0);
-        let sv: serde_json::Value = serde_json::from_str(&spans)?;
         let ch_n = sv["rows"].as_u64().unwrap_or(0) as usize;
         anyhow::ensure!(
             got == want.len() && ch_n == want.len(),
@@ -405,27 +345,8 @@ pub fn bench_store(tls: &Path, dir: &Path, total: u64) -> anyhow::Result<()> {
             .iter()
             .filter_map(|r| r[0].as_str().map(|s| format!("'{s}'")))
             .collect();
-        let look = ch.sql(&format!(
-            "SELECT groupUniqArray(service), min(ts_min), max(ts_max) FROM trace_index WHERE trace_id IN ({}) FORMAT JSONCompact",
-            list.join(",")
-        ))?;
-        let lv: serde_json::Value = serde_json::from_str(&look)?;
-        let row = &lv["data"][0];
-        let svcs: Vec<String> = row[0]
-            .as_array()
-            .context("services")?
-            .iter()
-            .filter_map(|x| x.as_str().map(|s| format!("'{s}'")))
-            .collect();
-        let spans = ch.sql(&format!(
-            "SELECT * FROM spans WHERE service IN ({}) AND start >= {} AND start <= {} AND trace_id IN ({}) FORMAT JSON",
-            svcs.join(","),
-            row[1].as_str().unwrap_or("0"),
-            row[2].as_str().unwrap_or("0"),
-            list.join(",")
-        ))?;
+        let sv = ch_traces(&ch, &list)?;
         s_theirs = s_theirs.min(t.elapsed().as_secs_f64() * 1000.0);
-        let sv: serde_json::Value = serde_json::from_str(&spans)?;
         b = sv["data"]
             .as_array()
             .context("rows")?
@@ -456,4 +377,29 @@ pub fn bench_store(tls: &Path, dir: &Path, total: u64) -> anyhow::Result<()> {
     );
     anyhow::ensure!(a == b, "the searches disagree: {a:?} vs {b:?}");
     Ok(())
+}
+
+/// ClickHouse's spans of the traces `ids` (quoted), as Tempo-like stores fetch them: the
+/// trace index gives their services and time range, which narrow the read of `spans` (its
+/// key is service, start).
+fn ch_traces(ch: &ClickHouse, ids: &[String]) -> anyhow::Result<serde_json::Value> {
+    let list = ids.join(",");
+    let look = ch.sql(&format!(
+        "SELECT groupUniqArray(service), min(ts_min), max(ts_max) FROM trace_index WHERE trace_id IN ({list}) FORMAT JSONCompact"
+    ))?;
+    let lv: serde_json::Value = serde_json::from_str(&look)?;
+    let row = &lv["data"][0];
+    let svcs: Vec<String> = row[0]
+        .as_array()
+        .context("services")?
+        .iter()
+        .filter_map(|x| x.as_str().map(|s| format!("'{s}'")))
+        .collect();
+    let spans = ch.sql(&format!(
+        "SELECT * FROM spans WHERE service IN ({}) AND start >= {} AND start <= {} AND trace_id IN ({list}) FORMAT JSON",
+        svcs.join(","),
+        row[1].as_str().unwrap_or("0"),
+        row[2].as_str().unwrap_or("0"),
+    ))?;
+    Ok(serde_json::from_str(&spans)?)
 }
