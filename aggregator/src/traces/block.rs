@@ -329,7 +329,18 @@ impl Block {
             .chunks
             .get(c)
             .ok_or_else(|| corrupt(&self.path, "no such chunk"))?;
-        chunk::decode(&self.frame(off, len)?, want)
+        let first = self.index.chunk_first.get(c).map_or(0, |&f| f as usize);
+        let end = self
+            .index
+            .chunk_first
+            .get(c + 1)
+            .map_or(self.index.traces(), |&f| f as usize);
+        let ids = self
+            .index
+            .ids
+            .get(first * 16..end * 16)
+            .ok_or_else(|| corrupt(&self.path, "chunk's traces beyond the index"))?;
+        chunk::decode(&self.frame(off, len)?, ids, want)
             .ok_or_else(|| corrupt(&self.path, "damaged chunk"))
     }
 

@@ -6,7 +6,8 @@
 //! varint traces, varint strings          header
 //! strings: varint length + bytes, each   the table of services, names, keys (and values
 //!                                        that repeat: method, route, status...)
-//! trace ids: 16 bytes each
+//! trace ids: empty (the block's index holds every id in order, so a chunk does not repeat
+//!   them; chunks written before that hold 16 bytes a trace here, and are read so still)
 //! per trace: varint spans, varint start  (start: ns, delta from the chunk's first trace)
 //! per span, one column each:
 //!   span id (8 bytes) · parent (varint: 0 none, i + 1 the trace's i-th span, 1 << 32 an id
@@ -59,11 +60,23 @@ impl<'a> Table<'a> {
     }
 }
 
-/// Encodes traces (each a non-empty list of spans of one trace id).
+/// Encodes traces (each a non-empty list of spans of one trace id). Their ids are not
+/// written: [`decode`] is given them.
 pub fn encode(traces: &[&[Span]]) -> Vec<u8> {
+    encode_columns(traces, false)
+}
+
+/// [`encode`], or with the ids inline as chunks were first written.
+fn encode_columns(traces: &[&[Span]], ids_inline: bool) -> Vec<u8> {
     let mut t = Table::default();
-    let (mut ids, mut shape, mut span_ids, mut parents, mut outside) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut count, mut ids, mut shape, mut span_ids, mut parents, mut outside) = (
+        0u64,
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     let (mut svc, mut name, mut flags, mut starts, mut durs, mut msgs) = (
         Vec::new(),
         Vec::new(),
@@ -78,8 +91,13 @@ pub fn encode(traces: &[&[Span]]) -> Vec<u8> {
         .and_then(|s| s.iter().map(|x| x.start_ns).min())
         .unwrap_or(0);
     for spans in traces {
-        let Some(first) = spans.first() else { continue };
-        ids.extend_from_slice(&first.trace_id);
+        if spans.is_empty() {
+            continue;
+        }
+        count += 1;
+        if ids_inline {
+            ids.extend_from_slice(&spans[0].trace_id);
+        }
         let t0 = spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
         put(&mut shape, spans.len() as u64);
         put(&mut shape, zigzag(t0 as i64 - base as i64));
@@ -126,7 +144,7 @@ pub fn encode(traces: &[&[Span]]) -> Vec<u8> {
         }
     }
     let mut out = Vec::new();
-    put(&mut out, (ids.len() / 16) as u64);
+    put(&mut out, count);
     put(&mut out, t.list.len() as u64);
     put(&mut out, base);
     for s in &t.list {
@@ -178,9 +196,10 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes the traces of a chunk (`None`: damaged). `want` picks which (by position; all
-/// when `None`): the others are walked, not built.
-pub fn decode(b: &[u8], want: Option<&[usize]>) -> Option<Vec<(usize, Vec<Span>)>> {
+/// Decodes the traces of a chunk (`None`: damaged) whose ids are `ids` (16 bytes each, in
+/// order, from the block's index). `want` picks which (by position; all when `None`): the
+/// others are walked, not built.
+pub fn decode(b: &[u8], given: &[u8], want: Option<&[usize]>) -> Option<Vec<(usize, Vec<Span>)>> {
     let mut r = Reader { b, pos: 0 };
     let traces = usize::try_from(r.var()?).ok()?;
     let strings = usize::try_from(r.var()?).ok()?;
@@ -209,6 +228,13 @@ pub fn decode(b: &[u8], want: Option<&[usize]>) -> Option<Vec<(usize, Vec<Span>)
         r.column()?,
         r.column()?,
     );
+    // Chunks written before ids moved to the index carry their own.
+    if ids.b.is_empty() {
+        ids = Reader { b: given, pos: 0 };
+    }
+    if ids.b.len() != traces.checked_mul(16)? {
+        return None;
+    }
     let mut extra = &b[r.pos..];
     let s = |i: u64| table.get(usize::try_from(i).ok()?).map(|x| x.to_string());
     let mut out = Vec::new();
@@ -332,14 +358,24 @@ mod tests {
             mk(3, 9, Some(10u64.to_be_bytes())),
             mk(3, 8, None),
         ];
-        let all = decode(&encode(&[&a, &c]), None).expect("decodes");
+        let ids = [[1u8; 16], [3u8; 16]].concat();
+        let all = decode(&encode(&[&a, &c]), &ids, None).expect("decodes");
         assert_eq!(all, vec![(0, a.clone()), (1, c)]);
         let enc = encode(&[&a, &b]);
-        let all = decode(&enc, None).expect("decodes");
+        let ids = [[1u8; 16], [2u8; 16]].concat();
+        let all = decode(&enc, &ids, None).expect("decodes");
         assert_eq!(all, vec![(0, a.clone()), (1, b.clone())]);
-        assert_eq!(decode(&enc, Some(&[1])).expect("one"), vec![(1, b)]);
+        assert_eq!(
+            decode(&enc, &ids, Some(&[1])).expect("one"),
+            vec![(1, b.clone())]
+        );
         for cut in 0..enc.len() {
-            assert!(decode(&enc[..cut], None).is_none(), "cut at {cut}");
+            assert!(decode(&enc[..cut], &ids, None).is_none(), "cut at {cut}");
         }
+        // Ids that do not fit the chunk are damage, not a panic.
+        assert!(decode(&enc, &ids[..16], None).is_none());
+        // A chunk written with its ids inline reads the same without the index's.
+        let old = encode_columns(&[&a, &b], true);
+        assert_eq!(decode(&old, &[], None).expect("old chunk"), all);
     }
 }
