@@ -244,22 +244,35 @@ pub fn retain<B: StoredBlock>(
     }
 }
 
-/// Starts a thread `name` that calls `f(inner, now_ns)` every 30 s while `inner` lives.
-pub fn spawn_retention<T: Send + Sync + 'static>(
-    name: &str,
-    inner: Weak<T>,
-    f: fn(&T, i64),
-) -> std::io::Result<()> {
+/// Starts a store's threads: `telltale-{kind}-writer` runs `writer(inner, wal, jobs)` until
+/// every sender of the returned channel is gone; `telltale-{kind}-retention` calls
+/// `retention(inner, now_ns)` every 30 s while `inner` lives.
+pub fn start_threads<T: Send + Sync + 'static, W: Send + 'static, J: Send + 'static>(
+    dir: &Path,
+    kind: &str,
+    inner: &Arc<T>,
+    writer: fn(&T, W, &smpsc::Receiver<J>),
+    wal: W,
+    retention: fn(&T, i64),
+) -> Result<smpsc::Sender<J>, PathError> {
+    let (tx, rx) = smpsc::channel();
+    let w = inner.clone();
     std::thread::Builder::new()
-        .name(name.into())
+        .name(format!("telltale-{kind}-writer"))
+        .spawn(move || writer(&w, wal, &rx))
+        .map_err(at(dir))?;
+    let m: Weak<T> = Arc::downgrade(inner);
+    std::thread::Builder::new()
+        .name(format!("telltale-{kind}-retention"))
         .spawn(move || {
             loop {
                 std::thread::sleep(Duration::from_secs(30));
-                let Some(inner) = inner.upgrade() else { break };
-                f(&inner, telltale_common::model::now_ms() * 1_000_000);
+                let Some(inner) = m.upgrade() else { break };
+                retention(&inner, telltale_common::model::now_ms() * 1_000_000);
             }
         })
-        .map(|_| ())
+        .map_err(at(dir))?;
+    Ok(tx)
 }
 
 /// The jobs a writer thread takes at once: waits up to a second for the first (so the writer

@@ -214,24 +214,8 @@ impl LogEngine {
             next_block: AtomicU64::new(next_block),
             counters,
         });
-        let (tx, rx) = smpsc::channel();
-        let w = inner.clone();
-        std::thread::Builder::new()
-            .name("telltale-logs-writer".into())
-            .spawn(move || writer_loop(&w, writer, rx))
-            .and_then(|_| {
-                blockstore::spawn_retention(
-                    "telltale-logs-retention",
-                    Arc::downgrade(&inner),
-                    retention,
-                )
-            })
-            .map_err(|source| {
-                open_err(PathError {
-                    path: dir.to_path_buf(),
-                    source,
-                })
-            })?;
+        let tx = blockstore::start_threads(dir, "logs", &inner, writer_loop, writer, retention)
+            .map_err(open_err)?;
         Ok(LogEngine {
             inner,
             tx: Mutex::new(tx),
@@ -321,8 +305,8 @@ impl LogAppender for LogEngine {
     }
 }
 
-fn writer_loop(inner: &Inner, mut w: Writer, rx: smpsc::Receiver<Job>) {
-    while let Some(jobs) = blockstore::take_jobs(&rx) {
+fn writer_loop(inner: &Inner, mut w: Writer, rx: &smpsc::Receiver<Job>) {
+    while let Some(jobs) = blockstore::take_jobs(rx) {
         let (mut cuts, mut appends) = (Vec::new(), Vec::new());
         for j in jobs {
             match j {

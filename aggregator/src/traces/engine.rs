@@ -269,24 +269,8 @@ impl TraceEngine {
             next_block: AtomicU64::new(next_block),
             counters,
         });
-        let (tx, rx) = smpsc::channel();
-        let w = inner.clone();
-        std::thread::Builder::new()
-            .name("telltale-traces-writer".into())
-            .spawn(move || writer_loop(&w, writer, rx))
-            .and_then(|_| {
-                blockstore::spawn_retention(
-                    "telltale-traces-retention",
-                    Arc::downgrade(&inner),
-                    retention,
-                )
-            })
-            .map_err(|source| {
-                open_err(PathError {
-                    path: dir.to_path_buf(),
-                    source,
-                })
-            })?;
+        let tx = blockstore::start_threads(dir, "traces", &inner, writer_loop, writer, retention)
+            .map_err(open_err)?;
         Ok(TraceEngine {
             inner,
             tx: Mutex::new(tx),
@@ -430,8 +414,8 @@ fn gather(inner: &Inner, jobs: Vec<Job>, buf: &mut Vec<u8>) -> Gathered {
     (group, cuts, decides)
 }
 
-fn writer_loop(inner: &Inner, mut w: Writer, rx: smpsc::Receiver<Job>) {
-    while let Some(jobs) = blockstore::take_jobs(&rx) {
+fn writer_loop(inner: &Inner, mut w: Writer, rx: &smpsc::Receiver<Job>) {
+    while let Some(jobs) = blockstore::take_jobs(rx) {
         let mut buf = Vec::new();
         let (group, cuts, decides) = gather(inner, jobs, &mut buf);
         if !group.is_empty() {
