@@ -555,6 +555,25 @@ for v in (0.2, 0.3, 7.0):
 m.create_observable_gauge("queue.size", callbacks=[lambda o: [Observation(12)]])
 assert mp.force_flush(10_000)
 mp.shutdown()
+
+# Delta temporality (what some SDKs and backends prefer): each export carries only what
+# changed since the last one; the agent keeps the running totals.
+from opentelemetry.sdk.metrics import Counter, Histogram
+from opentelemetry.sdk.metrics.export import AggregationTemporality
+delta = {{Counter: AggregationTemporality.DELTA, Histogram: AggregationTemporality.DELTA}}
+dreader = PeriodicExportingMetricReader(
+    OTLPMetricExporter(endpoint="http://{http}/v1/metrics", preferred_temporality=delta),
+    export_interval_millis=60_000)
+dmp = MeterProvider(resource=Resource.create({{"service.name": "billing"}}), metric_readers=[dreader])
+dm = dmp.get_meter("billing")
+invoices = dm.create_counter("invoices")
+took = dm.create_histogram("invoice.duration", unit="s")
+for batch in range(3):
+    for _ in range(batch + 1):
+        invoices.add(5)
+        took.record(0.5)
+    assert dmp.force_flush(10_000)
+dmp.shutdown()
 "#
     );
     run_python(&script);
@@ -572,6 +591,14 @@ mp.shutdown()
     );
     eventually(&agg, r#"checkout_duration_seconds_sum{job="shop"}"#, 7.5);
     eventually(&agg, r#"queue_size{job="shop"}"#, 12.0);
+    // Three delta exports of 5, 10 and 15: the cumulative series the queries expect.
+    eventually(&agg, r#"invoices_total{job="billing"}"#, 30.0);
+    eventually(
+        &agg,
+        r#"invoice_duration_seconds_bucket{job="billing", le="+Inf"}"#,
+        6.0,
+    );
+    eventually(&agg, r#"invoice_duration_seconds_sum{job="billing"}"#, 3.0);
     eventually(
         &agg,
         "telltale_agent_otlp_metric_points_rejected_total",

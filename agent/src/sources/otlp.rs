@@ -22,6 +22,10 @@
 //! for other paths. The receiver's own counters are `telltale_agent_otlp_*`.
 
 mod grpc;
+
+/// Most delta series (sums and histograms) whose running totals the receiver keeps; past it
+/// new ones are rejected in the partial success (cumulative senders need no state here).
+const MAX_DELTA_SERIES: usize = 20_000;
 pub mod red;
 mod spans;
 
@@ -96,6 +100,8 @@ struct Shared {
     gate: Mutex<Gate>,
     /// The per-service span rate limit.
     limit: Mutex<spans::Limit>,
+    /// Running totals of OTLP delta sums and histograms (made cumulative here).
+    deltas: Mutex<telltale_common::otlp::metrics::Deltas>,
 }
 
 type Body = http_body_util::Full<hyper::body::Bytes>;
@@ -243,8 +249,11 @@ async fn ingest_metrics(
     format: Format,
 ) -> Result<Vec<u8>, (Refusal, String)> {
     use telltale_common::otlp::metrics;
-    let decoded =
-        metrics::decode_metrics(body, format).map_err(|e| (Refusal::Malformed, e.to_string()))?;
+    let decoded = {
+        let mut deltas = sh.deltas.lock().unwrap_or_else(|e| e.into_inner());
+        metrics::decode_metrics(body, format, &mut deltas)
+    }
+    .map_err(|e| (Refusal::Malformed, e.to_string()))?;
     sh.stats
         .points
         .fetch_add(decoded.series.len() as u64, Ordering::Relaxed);
@@ -483,6 +492,9 @@ pub async fn run(
         gate: Mutex::new(Gate::new("otlp", Admission::default())),
         metrics: tx.clone(),
         limit: Mutex::new(spans::Limit::new(cfg.max_spans_per_second, cfg.max_series)),
+        deltas: Mutex::new(telltale_common::otlp::metrics::Deltas::new(
+            MAX_DELTA_SERIES,
+        )),
     });
     // Its own source name, so the per-source series cap ([limits]) counts the RED metrics
     // apart from the OTLP metrics applications send (source "otlp").
@@ -594,6 +606,7 @@ mod tests {
             gate: Mutex::new(Gate::new("otlp", Admission::default())),
             metrics: mpsc::channel(1).0,
             limit: Mutex::new(spans::Limit::new(0, 10)),
+            deltas: Mutex::new(telltale_common::otlp::metrics::Deltas::new(10)),
         }
     }
 

@@ -10,9 +10,13 @@
 //! - gauges and sums are one series each; histograms `_bucket{le}` (cumulative), `_sum` and
 //!   `_count`; summaries `{quantile}`, `_sum` and `_count`.
 //!
-//! Sums and histograms with delta temporality, and exponential histograms, are not
-//! converted: they are rejected data points (OTLP's partial success says so), since a
-//! Prometheus counter is cumulative and Telltale stores no native histograms.
+//! Sums and histograms with delta temporality become cumulative through [`Deltas`], running
+//! totals the receiver keeps across requests (what the OpenTelemetry Collector's
+//! `deltatocumulative` processor does), since a Prometheus counter is cumulative.
+//! Exponential histograms are not converted: they are rejected data points (OTLP's partial
+//! success says so), since Telltale stores no native histograms.
+
+use std::collections::HashMap;
 
 use super::{Format, KeyValue, OtlpError, Resource, pairs};
 use crate::model::{Labels, Sample, SeriesSamples};
@@ -210,20 +214,62 @@ fn series_name(name: &str, unit: &str, gauge: bool, total: bool) -> String {
     n
 }
 
+/// Running totals of delta series (see the module doc), kept by a receiver across requests.
+#[derive(Debug)]
+pub struct Deltas {
+    max: usize,
+    sums: HashMap<Labels, f64>,
+    histograms: HashMap<Labels, HistogramTotal>,
+}
+
+#[derive(Debug, Default)]
+struct HistogramTotal {
+    bounds: Vec<f64>,
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Deltas {
+    /// Totals for at most `max` series; a delta series past that is rejected (its points
+    /// counted in the partial success) until the receiver restarts.
+    pub fn new(max: usize) -> Deltas {
+        Deltas {
+            max,
+            sums: HashMap::new(),
+            histograms: HashMap::new(),
+        }
+    }
+
+    /// Series with a running total.
+    pub fn len(&self) -> usize {
+        self.sums.len() + self.histograms.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn room_for(&self, known: bool) -> bool {
+        known || self.len() < self.max
+    }
+}
+
 struct Out<'a> {
     job: &'a str,
     decoded: &'a mut DecodedMetrics,
+    deltas: &'a mut Deltas,
 }
 
 impl Out<'_> {
-    fn push(
-        &mut self,
+    /// The labels of a series: the point's attributes, the name, `job`, `extra`.
+    fn labels(
+        &self,
         name: &str,
         attrs: &[(String, String)],
         extra: Option<(&str, String)>,
-        t_ns: u64,
-        v: f64,
-    ) {
+    ) -> Labels {
         let mut labels: Vec<(String, String)> = attrs
             .iter()
             .map(|(k, v)| (sanitize(k), v.clone()))
@@ -236,11 +282,70 @@ impl Out<'_> {
         if let Some((k, val)) = extra {
             labels.push((k.to_string(), val));
         }
+        Labels::from_pairs(labels)
+    }
+
+    fn push(
+        &mut self,
+        name: &str,
+        attrs: &[(String, String)],
+        extra: Option<(&str, String)>,
+        t_ns: u64,
+        v: f64,
+    ) {
+        let labels = self.labels(name, attrs, extra);
+        self.push_labels(labels, t_ns, v);
+    }
+
+    fn push_labels(&mut self, labels: Labels, t_ns: u64, v: f64) {
         let t_ms = i64::try_from(t_ns / 1_000_000).unwrap_or(i64::MAX);
         self.decoded.series.push(SeriesSamples {
-            labels: Labels::from_pairs(labels),
+            labels,
             samples: vec![Sample(t_ms, v)],
         });
+    }
+
+    /// The points of a delta sum, each added to its series' running total.
+    fn delta_numbers(&mut self, name: &str, metric: &str, points: Vec<NumberPoint>) {
+        for p in points {
+            let v = match p.value {
+                Some(Number::Double(d)) => d,
+                Some(Number::Int(i)) => i as f64,
+                None => continue,
+            };
+            let labels = self.labels(name, &pairs(p.attributes), None);
+            if !self.deltas.room_for(self.deltas.sums.contains_key(&labels)) {
+                self.reject(1, too_many(metric, self.deltas.max));
+                continue;
+            }
+            let total = self.deltas.sums.entry(labels.clone()).or_insert(0.0);
+            *total += v;
+            let total = *total;
+            self.push_labels(labels, p.time_unix_nano, total);
+        }
+    }
+
+    /// A histogram point as `_bucket{le}` (cumulative across buckets), `_sum` and `_count`.
+    fn histogram(&mut self, base: &str, attrs: &[(String, String)], t_ns: u64, h: &HistogramTotal) {
+        let mut cumulative = 0u64;
+        for (i, n) in h.counts.iter().enumerate() {
+            cumulative = cumulative.saturating_add(*n);
+            let le = h
+                .bounds
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+            self.push(
+                &format!("{base}_bucket"),
+                attrs,
+                Some(("le", le)),
+                t_ns,
+                cumulative as f64,
+            );
+        }
+        if !h.sum.is_nan() {
+            self.push(&format!("{base}_sum"), attrs, None, t_ns, h.sum);
+        }
+        self.push(&format!("{base}_count"), attrs, None, t_ns, h.count as f64);
     }
 
     /// One series per point of a gauge or sum.
@@ -271,10 +376,8 @@ fn convert(m: Metric, out: &mut Out<'_>) {
         }
         Some(Data::Sum(s)) => {
             if s.temporality == DELTA {
-                return out.reject(
-                    s.data_points.len(),
-                    format!("{}: delta sums are not supported, send cumulative", m.name),
-                );
+                let name = series_name(&m.name, &m.unit, !s.monotonic, s.monotonic);
+                return out.delta_numbers(&name, &m.name, s.data_points);
             }
             out.numbers(
                 &series_name(&m.name, &m.unit, !s.monotonic, s.monotonic),
@@ -282,15 +385,6 @@ fn convert(m: Metric, out: &mut Out<'_>) {
             );
         }
         Some(Data::Histogram(h)) => {
-            if h.temporality == DELTA {
-                return out.reject(
-                    h.data_points.len(),
-                    format!(
-                        "{}: delta histograms are not supported, send cumulative",
-                        m.name
-                    ),
-                );
-            }
             let base = series_name(&m.name, &m.unit, false, false);
             for p in h.data_points {
                 if !p.bucket_counts.is_empty()
@@ -308,31 +402,46 @@ fn convert(m: Metric, out: &mut Out<'_>) {
                     continue;
                 }
                 let attrs = pairs(p.attributes);
-                let mut cumulative = 0u64;
-                for (i, n) in p.bucket_counts.iter().enumerate() {
-                    cumulative = cumulative.saturating_add(*n);
-                    let le = p
-                        .explicit_bounds
-                        .get(i)
-                        .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
-                    out.push(
-                        &format!("{base}_bucket"),
-                        &attrs,
-                        Some(("le", le)),
-                        p.time_unix_nano,
-                        cumulative as f64,
-                    );
+                let point = HistogramTotal {
+                    bounds: p.explicit_bounds,
+                    counts: p.bucket_counts,
+                    // No sum (allowed for histograms with negative values): no `_sum`.
+                    sum: p.sum.unwrap_or(f64::NAN),
+                    count: p.count,
+                };
+                if h.temporality != DELTA {
+                    out.histogram(&base, &attrs, p.time_unix_nano, &point);
+                    continue;
                 }
-                if let Some(sum) = p.sum {
-                    out.push(&format!("{base}_sum"), &attrs, None, p.time_unix_nano, sum);
+                let key = out.labels(&base, &attrs, None);
+                let d = &mut *out.deltas;
+                if !d.room_for(d.histograms.contains_key(&key)) {
+                    let why = too_many(&m.name, d.max);
+                    out.reject(1, why);
+                    continue;
                 }
-                out.push(
-                    &format!("{base}_count"),
-                    &attrs,
-                    None,
-                    p.time_unix_nano,
-                    p.count as f64,
-                );
+                let total = d.histograms.entry(key).or_default();
+                // New bounds (or a first point) start the totals again.
+                if total.bounds != point.bounds || total.counts.len() != point.counts.len() {
+                    *total = HistogramTotal {
+                        bounds: point.bounds.clone(),
+                        counts: vec![0; point.counts.len()],
+                        sum: 0.0,
+                        count: 0,
+                    };
+                }
+                for (t, n) in total.counts.iter_mut().zip(&point.counts) {
+                    *t = t.saturating_add(*n);
+                }
+                total.sum += point.sum;
+                total.count = total.count.saturating_add(point.count);
+                let snapshot = HistogramTotal {
+                    bounds: total.bounds.clone(),
+                    counts: total.counts.clone(),
+                    sum: total.sum,
+                    count: total.count,
+                };
+                out.histogram(&base, &attrs, p.time_unix_nano, &snapshot);
             }
         }
         Some(Data::Exponential(_)) => out.reject(
@@ -374,6 +483,12 @@ fn convert(m: Metric, out: &mut Out<'_>) {
     }
 }
 
+fn too_many(metric: &str, max: usize) -> String {
+    format!(
+        "{metric}: the receiver keeps running totals for at most {max} delta series; send cumulative"
+    )
+}
+
 /// The `job` of a resource: `service.namespace/service.name`, or `service.name`.
 fn job(attrs: &[(String, String)]) -> String {
     let get = |k: &str| attrs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
@@ -386,7 +501,11 @@ fn job(attrs: &[(String, String)]) -> String {
 
 /// Decodes an `ExportMetricsServiceRequest` into series. Only protobuf: OTLP/JSON metrics
 /// are refused with a message (the SDKs send protobuf).
-pub fn decode_metrics(body: &[u8], format: Format) -> Result<DecodedMetrics, OtlpError> {
+pub fn decode_metrics(
+    body: &[u8],
+    format: Format,
+    deltas: &mut Deltas,
+) -> Result<DecodedMetrics, OtlpError> {
     use prost::Message;
     if format == Format::Json {
         return Err(OtlpError::Malformed {
@@ -406,6 +525,7 @@ pub fn decode_metrics(body: &[u8], format: Format) -> Result<DecodedMetrics, Otl
         let mut out = Out {
             job: &job,
             decoded: &mut decoded,
+            deltas: &mut *deltas,
         };
         for sm in rm.scope_metrics {
             for m in sm.metrics {
@@ -518,7 +638,7 @@ mod tests {
             }],
         }
         .encode_to_vec();
-        let d = decode_metrics(&body, Format::Protobuf).expect("decodes");
+        let d = decode_metrics(&body, Format::Protobuf, &mut Deltas::new(10)).expect("decodes");
         let got: Vec<String> = d
             .series
             .iter()
@@ -548,9 +668,138 @@ mod tests {
             assert!(has(want), "{want} not in {got:#?}");
         }
         assert_eq!(d.series[0].samples[0].0, 1_700_000_000_123);
-        assert_eq!(d.rejected, 2);
-        assert!(d.reason.expect("why").contains("delta sums"));
-        assert!(decode_metrics(b"{}", Format::Json).is_err());
-        assert!(decode_metrics(&[0x0a, 0xff], Format::Protobuf).is_err());
+        // Two delta points of one series: a running total.
+        let deltas: Vec<f64> = d
+            .series
+            .iter()
+            .filter(|s| s.labels.metric_name() == Some("deltas_total"))
+            .map(|s| s.samples[0].1)
+            .collect();
+        assert_eq!(deltas, vec![1.0, 3.0]);
+        assert_eq!(d.rejected, 0);
+        let mut none = Deltas::new(10);
+        assert!(decode_metrics(b"{}", Format::Json, &mut none).is_err());
+        assert!(decode_metrics(&[0x0a, 0xff], Format::Protobuf, &mut none).is_err());
+    }
+
+    fn request(metrics: Vec<Metric>) -> Vec<u8> {
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: None,
+                scope_metrics: vec![ScopeMetrics { metrics }],
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    fn value(d: &DecodedMetrics, name: &str, le: Option<&str>) -> Option<f64> {
+        d.series
+            .iter()
+            .find(|s| {
+                s.labels.metric_name() == Some(name)
+                    && le.is_none_or(|l| s.labels.get("le") == Some(l))
+            })
+            .map(|s| s.samples[0].1)
+    }
+
+    /// Delta sums and histograms become cumulative across requests, per series; a histogram
+    /// whose bounds change starts again; past the cap new delta series are rejected while
+    /// known ones go on.
+    #[test]
+    fn deltas_add_up_across_requests_like_cumulative_series() {
+        let sum = |v: f64, route: &str| Metric {
+            name: "requests".into(),
+            unit: String::new(),
+            data: Some(Data::Sum(Sum {
+                data_points: vec![point(v, vec![kv("route", route)])],
+                temporality: DELTA,
+                monotonic: true,
+            })),
+        };
+        let hist = |counts: Vec<u64>, bounds: Vec<f64>, total: f64| Metric {
+            name: "latency".into(),
+            unit: "s".into(),
+            data: Some(Data::Histogram(Histogram {
+                data_points: vec![HistogramPoint {
+                    attributes: vec![],
+                    time_unix_nano: 1_700_000_000_000_000_000,
+                    count: counts.iter().sum(),
+                    sum: Some(total),
+                    bucket_counts: counts,
+                    explicit_bounds: bounds,
+                }],
+                temporality: DELTA,
+            })),
+        };
+        let mut deltas = Deltas::new(3);
+        let mut totals = Vec::new();
+        let mut rng = 0x2545_f491u64;
+        let mut want = [0.0f64; 2];
+        let mut want_buckets = [0u64; 3];
+        for round in 0..50 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let (a, b) = ((rng % 7) as f64, (rng % 5) as f64);
+            want[0] += a;
+            want[1] += b;
+            let counts = vec![rng % 3, rng % 4, rng % 2];
+            for (w, c) in want_buckets.iter_mut().zip(&counts) {
+                *w += c;
+            }
+            let d = decode_metrics(
+                &request(vec![
+                    sum(a, "/a"),
+                    sum(b, "/b"),
+                    hist(counts, vec![0.1, 1.0], 0.5),
+                ]),
+                Format::Protobuf,
+                &mut deltas,
+            )
+            .expect("decodes");
+            assert_eq!(d.rejected, 0, "round {round}: {:?}", d.reason);
+            let of = |route: &str| {
+                d.series
+                    .iter()
+                    .find(|s| s.labels.get("route") == Some(route))
+                    .map(|s| s.samples[0].1)
+            };
+            assert_eq!((of("/a"), of("/b")), (Some(want[0]), Some(want[1])));
+            assert_eq!(
+                value(&d, "latency_seconds_bucket", Some("+Inf")),
+                Some(want_buckets.iter().sum::<u64>() as f64)
+            );
+            assert_eq!(
+                value(&d, "latency_seconds_bucket", Some("0.1")),
+                Some(want_buckets[0] as f64)
+            );
+            assert_eq!(
+                value(&d, "latency_seconds_sum", None),
+                Some(0.5 * (round + 1) as f64)
+            );
+            totals.push(value(&d, "latency_seconds_count", None));
+        }
+        assert!(totals.windows(2).all(|w| w[0] <= w[1]), "never decreases");
+        // New bounds: the histogram starts again from this point.
+        let d = decode_metrics(
+            &request(vec![hist(vec![2, 1], vec![5.0], 1.0)]),
+            Format::Protobuf,
+            &mut deltas,
+        )
+        .expect("decodes");
+        assert_eq!(value(&d, "latency_seconds_bucket", Some("+Inf")), Some(3.0));
+        assert_eq!(value(&d, "latency_seconds_bucket", Some("5")), Some(2.0));
+        // Three series kept (the cap): a fourth is rejected, the known ones go on.
+        let d = decode_metrics(
+            &request(vec![sum(1.0, "/c"), sum(1.0, "/a")]),
+            Format::Protobuf,
+            &mut deltas,
+        )
+        .expect("decodes");
+        assert_eq!(d.rejected, 1);
+        assert!(d.reason.expect("why").contains("at most 3 delta series"));
+        assert_eq!(d.series.len(), 1);
+        assert_eq!(d.series[0].samples[0].1, want[0] + 1.0);
+        assert_eq!(deltas.len(), 3);
     }
 }
