@@ -349,6 +349,17 @@ fn otlp_json_and_hostile_requests_get_the_protocols_answers() {
         v["data"][0]["spans"][0]["operationName"], "GET /users",
         "{v}"
     );
+    // OTLP/JSON metrics (curl-style pushes, the JS exporters) become series too.
+    let metrics = r#"{"resourceMetrics":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"api"}}]},
+      "scopeMetrics":[{"metrics":[{"name":"jobs.done","sum":{"aggregationTemporality":2,"isMonotonic":true,
+      "dataPoints":[{"attributes":[{"key":"queue","value":{"stringValue":"mail"}}],"timeUnixNano":"NOW","asInt":"41"}]}}]}]}]}"#
+        .replace(
+            "NOW",
+            &(telltale_common::model::now_ms() as u64 * 1_000_000).to_string(),
+        );
+    let (status, _, body) = post(addr, "/v1/metrics", ct_json, metrics.as_bytes());
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    eventually(&agg, r#"jobs_done_total{job="api", queue="mail"}"#, 41.0);
     // A span with a bad trace id is rejected alone, and the answer says which and why.
     let (status, _, body) = post(addr, "/v1/traces", ct_json, json("4bf92f").as_bytes());
     assert_eq!(status, 200);

@@ -240,7 +240,7 @@ enum Signal {
     Metrics,
 }
 
-/// Decodes an `ExportMetricsServiceRequest` into series (see
+/// Decodes an `ExportMetricsServiceRequest` (protobuf or OTLP/JSON) into series (see
 /// `telltale_common::otlp::metrics` for the naming) and hands them to the metric pipeline,
 /// like a scrape's; data points it cannot convert are counted in the partial success.
 async fn ingest_metrics(

@@ -499,24 +499,23 @@ fn job(attrs: &[(String, String)]) -> String {
     }
 }
 
-/// Decodes an `ExportMetricsServiceRequest` into series. Only protobuf: OTLP/JSON metrics
-/// are refused with a message (the SDKs send protobuf).
+/// Decodes an `ExportMetricsServiceRequest` (protobuf or OTLP/JSON) into series; delta
+/// series are added to their running totals in `deltas`.
 pub fn decode_metrics(
     body: &[u8],
     format: Format,
     deltas: &mut Deltas,
 ) -> Result<DecodedMetrics, OtlpError> {
     use prost::Message;
-    if format == Format::Json {
-        return Err(OtlpError::Malformed {
-            format: "JSON",
-            reason: "OTLP/JSON metrics are not supported yet: send protobuf".into(),
-        });
-    }
-    let req = ExportMetricsServiceRequest::decode(body).map_err(|e| OtlpError::Malformed {
-        format: "protobuf",
-        reason: e.to_string(),
-    })?;
+    let req = match format {
+        Format::Json => json::decode(body)?,
+        Format::Protobuf => {
+            ExportMetricsServiceRequest::decode(body).map_err(|e| OtlpError::Malformed {
+                format: "protobuf",
+                reason: e.to_string(),
+            })?
+        }
+    };
     let mut decoded = DecodedMetrics::default();
     for rm in req.resource_metrics {
         let job = job(&pairs(
@@ -534,6 +533,261 @@ pub fn decode_metrics(
         }
     }
     Ok(decoded)
+}
+
+mod json {
+    //! OTLP/JSON metrics: read into the protobuf messages, so both encodings take one path.
+    //! 64-bit integers may be strings, doubles may be `"NaN"`/`"Infinity"` strings (the
+    //! protobuf JSON mapping), attribute values are `AnyValue` objects.
+    use serde::Deserialize;
+    use serde_json::Value as J;
+
+    use super::super::json::{Attrs, KeyValue as JsonKv};
+    use super::super::{AnyValue, KeyValue, OtlpError, Resource, Value};
+    use super::{
+        Data, Exponential, ExportMetricsServiceRequest, Gauge, Histogram, HistogramPoint, Metric,
+        Number, NumberPoint, Quantile, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryPoint,
+    };
+
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "camelCase", default)]
+    struct Request {
+        resource_metrics: Vec<JsonResourceMetrics>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "camelCase", default)]
+    struct JsonResourceMetrics {
+        resource: Option<Attrs>,
+        scope_metrics: Vec<JsonScopeMetrics>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "camelCase", default)]
+    struct JsonScopeMetrics {
+        metrics: Vec<JsonMetric>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "camelCase", default)]
+    struct JsonMetric {
+        name: String,
+        unit: String,
+        gauge: Option<Points>,
+        sum: Option<Points>,
+        histogram: Option<Points>,
+        exponential_histogram: Option<Points>,
+        summary: Option<Points>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "camelCase", default)]
+    struct Points {
+        data_points: Vec<Point>,
+        aggregation_temporality: i32,
+        is_monotonic: bool,
+    }
+
+    /// Any kind's data point: the fields of the kind at hand are set.
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "camelCase", default)]
+    struct Point {
+        attributes: Vec<JsonKv>,
+        time_unix_nano: J,
+        as_double: Option<J>,
+        as_int: Option<J>,
+        count: J,
+        sum: Option<J>,
+        bucket_counts: Vec<J>,
+        explicit_bounds: Vec<J>,
+        quantile_values: Vec<JsonQuantile>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct JsonQuantile {
+        quantile: J,
+        value: J,
+    }
+
+    fn bad(reason: String) -> OtlpError {
+        OtlpError::Malformed {
+            format: "JSON",
+            reason,
+        }
+    }
+
+    fn u64_of(v: &J) -> Result<u64, OtlpError> {
+        match v {
+            J::Null => Some(0),
+            J::Number(n) => n.as_u64(),
+            J::String(s) => s.parse().ok(),
+            _ => None,
+        }
+        .ok_or_else(|| bad(format!("{v} is not an unsigned 64-bit integer")))
+    }
+
+    fn i64_of(v: &J) -> Result<i64, OtlpError> {
+        match v {
+            J::Number(n) => n.as_i64(),
+            J::String(s) => s.parse().ok(),
+            _ => None,
+        }
+        .ok_or_else(|| bad(format!("{v} is not a 64-bit integer")))
+    }
+
+    fn f64_of(v: &J) -> Result<f64, OtlpError> {
+        match v {
+            J::Null => Ok(0.0),
+            J::Number(n) => n
+                .as_f64()
+                .ok_or_else(|| bad(format!("{n} is not a double"))),
+            J::String(s) => match s.as_str() {
+                "NaN" => Ok(f64::NAN),
+                "Infinity" => Ok(f64::INFINITY),
+                "-Infinity" => Ok(f64::NEG_INFINITY),
+                _ => s.parse().map_err(|_| bad(format!("{s:?} is not a double"))),
+            },
+            other => Err(bad(format!("{other} is not a double"))),
+        }
+    }
+
+    fn attrs(kvs: Vec<JsonKv>) -> Vec<KeyValue> {
+        super::super::json::pairs(kvs)
+            .into_iter()
+            .map(|(key, v)| KeyValue {
+                key,
+                value: Some(AnyValue {
+                    value: Some(Value::String(v)),
+                }),
+            })
+            .collect()
+    }
+
+    fn number(p: Point) -> Result<NumberPoint, OtlpError> {
+        let value = match (&p.as_double, &p.as_int) {
+            (Some(d), _) => Some(Number::Double(f64_of(d)?)),
+            (None, Some(i)) => Some(Number::Int(i64_of(i)?)),
+            (None, None) => None,
+        };
+        Ok(NumberPoint {
+            time_unix_nano: u64_of(&p.time_unix_nano)?,
+            attributes: attrs(p.attributes),
+            value,
+        })
+    }
+
+    fn histogram(p: Point) -> Result<HistogramPoint, OtlpError> {
+        Ok(HistogramPoint {
+            time_unix_nano: u64_of(&p.time_unix_nano)?,
+            count: u64_of(&p.count)?,
+            sum: p.sum.as_ref().map(f64_of).transpose()?,
+            bucket_counts: p
+                .bucket_counts
+                .iter()
+                .map(u64_of)
+                .collect::<Result<_, _>>()?,
+            explicit_bounds: p
+                .explicit_bounds
+                .iter()
+                .map(f64_of)
+                .collect::<Result<_, _>>()?,
+            attributes: attrs(p.attributes),
+        })
+    }
+
+    fn summary(p: Point) -> Result<SummaryPoint, OtlpError> {
+        Ok(SummaryPoint {
+            time_unix_nano: u64_of(&p.time_unix_nano)?,
+            count: u64_of(&p.count)?,
+            sum: p.sum.as_ref().map(f64_of).transpose()?.unwrap_or(0.0),
+            quantile_values: p
+                .quantile_values
+                .iter()
+                .map(|q| {
+                    Ok(Quantile {
+                        quantile: f64_of(&q.quantile)?,
+                        value: f64_of(&q.value)?,
+                    })
+                })
+                .collect::<Result<_, OtlpError>>()?,
+            attributes: attrs(p.attributes),
+        })
+    }
+
+    fn each<T>(
+        p: Points,
+        f: fn(Point) -> Result<T, OtlpError>,
+    ) -> Result<(Vec<T>, i32, bool), OtlpError> {
+        let points = p.data_points.into_iter().map(f).collect::<Result<_, _>>()?;
+        Ok((points, p.aggregation_temporality, p.is_monotonic))
+    }
+
+    fn metric(m: JsonMetric) -> Result<Metric, OtlpError> {
+        let data = if let Some(g) = m.gauge {
+            Some(Data::Gauge(Gauge {
+                data_points: each(g, number)?.0,
+            }))
+        } else if let Some(p) = m.sum {
+            let (data_points, temporality, monotonic) = each(p, number)?;
+            Some(Data::Sum(Sum {
+                data_points,
+                temporality,
+                monotonic,
+            }))
+        } else if let Some(p) = m.histogram {
+            let (data_points, temporality, _) = each(p, histogram)?;
+            Some(Data::Histogram(Histogram {
+                data_points,
+                temporality,
+            }))
+        } else if let Some(p) = m.exponential_histogram {
+            Some(Data::Exponential(Exponential {
+                temporality: p.aggregation_temporality,
+            }))
+        } else if let Some(p) = m.summary {
+            Some(Data::Summary(Summary {
+                data_points: each(p, summary)?.0,
+            }))
+        } else {
+            None
+        };
+        Ok(Metric {
+            name: m.name,
+            unit: m.unit,
+            data,
+        })
+    }
+
+    pub(super) fn decode(body: &[u8]) -> Result<ExportMetricsServiceRequest, OtlpError> {
+        let req: Request = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
+        Ok(ExportMetricsServiceRequest {
+            resource_metrics: req
+                .resource_metrics
+                .into_iter()
+                .map(|rm| {
+                    Ok(ResourceMetrics {
+                        resource: rm.resource.map(|r| Resource {
+                            attributes: attrs(r.attributes),
+                        }),
+                        scope_metrics: rm
+                            .scope_metrics
+                            .into_iter()
+                            .map(|sm| {
+                                Ok(ScopeMetrics {
+                                    metrics: sm.metrics.into_iter().map(metric).collect::<Result<
+                                        _,
+                                        OtlpError,
+                                    >>(
+                                    )?,
+                                })
+                            })
+                            .collect::<Result<_, OtlpError>>()?,
+                    })
+                })
+                .collect::<Result<_, OtlpError>>()?,
+        })
+    }
 }
 
 /// The answer to an accepted metrics request (`ExportMetricsServiceResponse`).
@@ -565,9 +819,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_kind_converts_like_prometheus_expects() {
-        let metrics = vec![
+    fn every_kind() -> Vec<Metric> {
+        vec![
             Metric {
                 name: "http.server.requests".into(),
                 unit: "1".into(),
@@ -628,7 +881,82 @@ mod tests {
                     monotonic: true,
                 })),
             },
-        ];
+        ]
+    }
+
+    /// [`every_kind`] in OTLP/JSON as an SDK writes it (64-bit integers as strings).
+    const EVERY_KIND_JSON: &str = r#"{"resourceMetrics":[{"resource":{"attributes":[
+      {"key":"service.name","value":{"stringValue":"shop"}},{"key":"service.namespace","value":{"stringValue":"prod"}}]},
+     "scopeMetrics":[{"scope":{"name":"x"},"metrics":[
+      {"name":"http.server.requests","unit":"1","sum":{"aggregationTemporality":2,"isMonotonic":true,
+        "dataPoints":[{"attributes":[{"key":"http.route","value":{"stringValue":"/pay"}}],"timeUnixNano":"1700000000123000000","asDouble":42}]}},
+      {"name":"queue.depth","unit":"1","gauge":{"dataPoints":[{"timeUnixNano":"1700000000123000000","asInt":"7"}]}},
+      {"name":"http.server.duration","unit":"s","histogram":{"aggregationTemporality":2,"dataPoints":[
+        {"attributes":[{"key":"1code","value":{"stringValue":"200"}}],"timeUnixNano":"1700000000123000000",
+         "count":"6","sum":1.5,"bucketCounts":["1","2","3"],"explicitBounds":[0.1,0.5]}]}},
+      {"name":"rpc.latency","unit":"ms","summary":{"dataPoints":[{"timeUnixNano":"1700000000123000000",
+        "count":"10","sum":55,"quantileValues":[{"quantile":0.99,"value":9.5}]}]}},
+      {"name":"deltas","sum":{"aggregationTemporality":1,"isMonotonic":true,"dataPoints":[
+        {"timeUnixNano":"1700000000123000000","asDouble":1},{"timeUnixNano":"1700000000123000000","asDouble":2}]}}
+     ]}]}]}"#;
+
+    /// The same metrics in protobuf and in OTLP/JSON give the same series; bad numbers in
+    /// JSON are errors that name them.
+    #[test]
+    fn json_and_protobuf_give_the_same_series() {
+        let body = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", "shop"), kv("service.namespace", "prod")],
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: every_kind(),
+                }],
+            }],
+        }
+        .encode_to_vec();
+        let pb = decode_metrics(&body, Format::Protobuf, &mut Deltas::new(10)).expect("pb");
+        let js = decode_metrics(
+            EVERY_KIND_JSON.as_bytes(),
+            Format::Json,
+            &mut Deltas::new(10),
+        )
+        .expect("json");
+        assert_eq!(pb.series.len(), 12);
+        assert_eq!(pb.series, js.series);
+        assert_eq!(pb.rejected, js.rejected);
+        for (bad, names) in [
+            (
+                r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"g","gauge":{"dataPoints":[{"asInt":"seven"}]}}]}]}]}"#,
+                "\"seven\"",
+            ),
+            (
+                r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"h","histogram":{"dataPoints":[{"count":"-1"}]}}]}]}]}"#,
+                "\"-1\"",
+            ),
+            (
+                r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"g","gauge":{"dataPoints":[{"asDouble":"lots"}]}}]}]}]}"#,
+                "\"lots\"",
+            ),
+            (r#"{"resourceMetrics":"#, "EOF"),
+        ] {
+            match decode_metrics(bad.as_bytes(), Format::Json, &mut Deltas::new(10)) {
+                Err(OtlpError::Malformed { format, reason }) => {
+                    assert_eq!(format, "JSON");
+                    assert!(reason.contains(names), "{reason}");
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        // Doubles the protobuf JSON mapping writes as strings.
+        let inf = r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"g","gauge":{"dataPoints":[{"asDouble":"Infinity"}]}}]}]}]}"#;
+        let d = decode_metrics(inf.as_bytes(), Format::Json, &mut Deltas::new(1)).expect("inf");
+        assert_eq!(d.series[0].samples[0].1, f64::INFINITY);
+    }
+
+    #[test]
+    fn every_kind_converts_like_prometheus_expects() {
+        let metrics = every_kind();
         let body = ExportMetricsServiceRequest {
             resource_metrics: vec![ResourceMetrics {
                 resource: Some(Resource {
@@ -678,7 +1006,7 @@ mod tests {
         assert_eq!(deltas, vec![1.0, 3.0]);
         assert_eq!(d.rejected, 0);
         let mut none = Deltas::new(10);
-        assert!(decode_metrics(b"{}", Format::Json, &mut none).is_err());
+        assert!(decode_metrics(b"not json", Format::Json, &mut none).is_err());
         assert!(decode_metrics(&[0x0a, 0xff], Format::Protobuf, &mut none).is_err());
     }
 
