@@ -553,9 +553,12 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.metrics import Observation
 
+from opentelemetry.sdk.metrics.view import View, ExponentialBucketHistogramAggregation
+
 reader = PeriodicExportingMetricReader(
     OTLPMetricExporter(endpoint="http://{http}/v1/metrics"), export_interval_millis=60_000)
-mp = MeterProvider(resource=Resource.create({{"service.name": "shop"}}), metric_readers=[reader])
+exp = View(instrument_name="payload.size", aggregation=ExponentialBucketHistogramAggregation())
+mp = MeterProvider(resource=Resource.create({{"service.name": "shop"}}), metric_readers=[reader], views=[exp])
 m = mp.get_meter("shop")
 orders = m.create_counter("orders")
 for i in range(5):
@@ -564,6 +567,9 @@ h = m.create_histogram("checkout.duration", unit="s")
 for v in (0.2, 0.3, 7.0):
     h.record(v)
 m.create_observable_gauge("queue.size", callbacks=[lambda o: [Observation(12)]])
+size = m.create_histogram("payload.size", unit="By")
+for v in (3, 5, 100):
+    size.record(v)
 assert mp.force_flush(10_000)
 mp.shutdown()
 
@@ -602,6 +608,20 @@ dmp.shutdown()
     );
     eventually(&agg, r#"checkout_duration_seconds_sum{job="shop"}"#, 7.5);
     eventually(&agg, r#"queue_size{job="shop"}"#, 12.0);
+    // An exponential histogram: `le` buckets from its scale, count and sum as recorded.
+    eventually(&agg, r#"payload_size_bytes_count{job="shop"}"#, 3.0);
+    eventually(&agg, r#"payload_size_bytes_sum{job="shop"}"#, 108.0);
+    eventually(
+        &agg,
+        r#"payload_size_bytes_bucket{job="shop", le="+Inf"}"#,
+        3.0,
+    );
+    // The median from those buckets lands next to 5, whatever scale the SDK chose.
+    eventually(
+        &agg,
+        r#"count((histogram_quantile(0.5, payload_size_bytes_bucket{job="shop"}) > 4.5) < 5.5)"#,
+        1.0,
+    );
     // Three delta exports of 5, 10 and 15: the cumulative series the queries expect.
     eventually(&agg, r#"invoices_total{job="billing"}"#, 30.0);
     eventually(

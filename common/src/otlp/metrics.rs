@@ -13,8 +13,9 @@
 //! Sums and histograms with delta temporality become cumulative through [`Deltas`], running
 //! totals the receiver keeps across requests (what the OpenTelemetry Collector's
 //! `deltatocumulative` processor does), since a Prometheus counter is cumulative.
-//! Exponential histograms are not converted: they are rejected data points (OTLP's partial
-//! success says so), since Telltale stores no native histograms.
+//! Exponential histograms become classic `le` buckets (see [`explicit`]), since Telltale
+//! stores no native histograms; delta ones are rejected data points (OTLP's partial success
+//! says so).
 
 use std::collections::HashMap;
 
@@ -102,8 +103,86 @@ struct Histogram {
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct Exponential {
+    #[prost(message, repeated, tag = "1")]
+    data_points: Vec<ExponentialPoint>,
     #[prost(int32, tag = "2")]
     temporality: i32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ExponentialPoint {
+    #[prost(message, repeated, tag = "1")]
+    attributes: Vec<KeyValue>,
+    #[prost(fixed64, tag = "3")]
+    time_unix_nano: u64,
+    #[prost(fixed64, tag = "4")]
+    count: u64,
+    #[prost(double, optional, tag = "5")]
+    sum: Option<f64>,
+    #[prost(sint32, tag = "6")]
+    scale: i32,
+    #[prost(fixed64, tag = "7")]
+    zero_count: u64,
+    #[prost(message, optional, tag = "8")]
+    positive: Option<Buckets>,
+    #[prost(message, optional, tag = "9")]
+    negative: Option<Buckets>,
+    #[prost(double, tag = "14")]
+    zero_threshold: f64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Buckets {
+    #[prost(sint32, tag = "1")]
+    offset: i32,
+    #[prost(uint64, repeated, tag = "2")]
+    bucket_counts: Vec<u64>,
+}
+
+/// Most buckets of an exponential histogram point converted to `le` buckets.
+const MAX_EXPONENTIAL_BUCKETS: usize = 320;
+
+/// An exponential histogram point as explicit buckets: bucket `k` of scale `s` holds
+/// `(base^k, base^(k+1)]` with `base = 2^(2^-s)` (negative buckets the mirror image), so its
+/// upper bound is an `le`; the zero bucket's is the zero threshold. `None` (with why) for a
+/// scale outside OTLP's range or too many buckets.
+fn explicit(p: &ExponentialPoint) -> Result<HistogramTotal, String> {
+    if !(-10..=20).contains(&p.scale) {
+        return Err(format!("scale {} outside -10..=20", p.scale));
+    }
+    let empty = Buckets::default();
+    let (pos, neg) = (
+        p.positive.as_ref().unwrap_or(&empty),
+        p.negative.as_ref().unwrap_or(&empty),
+    );
+    if pos.bucket_counts.len() + neg.bucket_counts.len() > MAX_EXPONENTIAL_BUCKETS {
+        return Err(format!(
+            "{} buckets, more than {MAX_EXPONENTIAL_BUCKETS}",
+            pos.bucket_counts.len() + neg.bucket_counts.len()
+        ));
+    }
+    let step = (-f64::from(p.scale)).exp2();
+    let bound = |k: i64| ((k as f64) * step).exp2();
+    let (mut bounds, mut counts) = (Vec::new(), Vec::new());
+    // Most negative first: bucket k covers [-base^(k+1), -base^k), its upper bound -base^k.
+    for (i, n) in neg.bucket_counts.iter().enumerate().rev() {
+        bounds.push(-bound(i64::from(neg.offset) + i as i64));
+        counts.push(*n);
+    }
+    bounds.push(p.zero_threshold.abs());
+    counts.push(p.zero_count);
+    for (i, n) in pos.bucket_counts.iter().enumerate() {
+        bounds.push(bound(i64::from(pos.offset) + i as i64 + 1));
+        counts.push(*n);
+    }
+    let seen: u64 = counts.iter().fold(0u64, |a, n| a.saturating_add(*n));
+    counts.push(p.count.saturating_sub(seen));
+    Ok(HistogramTotal {
+        bounds,
+        counts,
+        sum: p.sum.unwrap_or(f64::NAN),
+        count: p.count,
+    })
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -444,13 +523,24 @@ fn convert(m: Metric, out: &mut Out<'_>) {
                 out.histogram(&base, &attrs, p.time_unix_nano, &snapshot);
             }
         }
-        Some(Data::Exponential(_)) => out.reject(
-            1,
-            format!(
-                "{}: exponential histograms are not supported, send explicit buckets",
-                m.name
-            ),
-        ),
+        Some(Data::Exponential(e)) => {
+            if e.temporality == DELTA {
+                return out.reject(
+                    e.data_points.len(),
+                    format!(
+                        "{}: delta exponential histograms are not supported, send cumulative",
+                        m.name
+                    ),
+                );
+            }
+            let base = series_name(&m.name, &m.unit, false, false);
+            for p in e.data_points {
+                match explicit(&p) {
+                    Ok(h) => out.histogram(&base, &pairs(p.attributes), p.time_unix_nano, &h),
+                    Err(why) => out.reject(1, format!("{}: {why}", m.name)),
+                }
+            }
+        }
         Some(Data::Summary(s)) => {
             let base = series_name(&m.name, &m.unit, false, false);
             for p in s.data_points {
@@ -545,8 +635,9 @@ mod json {
     use super::super::json::{Attrs, KeyValue as JsonKv};
     use super::super::{AnyValue, KeyValue, OtlpError, Resource, Value};
     use super::{
-        Data, Exponential, ExportMetricsServiceRequest, Gauge, Histogram, HistogramPoint, Metric,
-        Number, NumberPoint, Quantile, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryPoint,
+        Buckets, Data, Exponential, ExponentialPoint, ExportMetricsServiceRequest, Gauge,
+        Histogram, HistogramPoint, Metric, Number, NumberPoint, Quantile, ResourceMetrics,
+        ScopeMetrics, Sum, Summary, SummaryPoint,
     };
 
     #[derive(Deserialize, Default)]
@@ -601,6 +692,47 @@ mod json {
         bucket_counts: Vec<J>,
         explicit_bounds: Vec<J>,
         quantile_values: Vec<JsonQuantile>,
+        scale: i32,
+        zero_count: J,
+        zero_threshold: J,
+        positive: Option<JsonBuckets>,
+        negative: Option<JsonBuckets>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "camelCase", default)]
+    struct JsonBuckets {
+        offset: i32,
+        bucket_counts: Vec<J>,
+    }
+
+    fn buckets(b: &Option<JsonBuckets>) -> Result<Option<Buckets>, OtlpError> {
+        b.as_ref()
+            .map(|b| {
+                Ok(Buckets {
+                    offset: b.offset,
+                    bucket_counts: b
+                        .bucket_counts
+                        .iter()
+                        .map(u64_of)
+                        .collect::<Result<_, _>>()?,
+                })
+            })
+            .transpose()
+    }
+
+    fn exponential(p: Point) -> Result<ExponentialPoint, OtlpError> {
+        Ok(ExponentialPoint {
+            time_unix_nano: u64_of(&p.time_unix_nano)?,
+            count: u64_of(&p.count)?,
+            sum: p.sum.as_ref().map(f64_of).transpose()?,
+            scale: p.scale,
+            zero_count: u64_of(&p.zero_count)?,
+            zero_threshold: f64_of(&p.zero_threshold)?,
+            positive: buckets(&p.positive)?,
+            negative: buckets(&p.negative)?,
+            attributes: attrs(p.attributes),
+        })
     }
 
     #[derive(Deserialize, Default)]
@@ -742,8 +874,10 @@ mod json {
                 temporality,
             }))
         } else if let Some(p) = m.exponential_histogram {
+            let (data_points, temporality, _) = each(p, exponential)?;
             Some(Data::Exponential(Exponential {
-                temporality: p.aggregation_temporality,
+                data_points,
+                temporality,
             }))
         } else if let Some(p) = m.summary {
             Some(Data::Summary(Summary {
@@ -1028,6 +1162,87 @@ mod tests {
                     && le.is_none_or(|l| s.labels.get("le") == Some(l))
             })
             .map(|s| s.samples[0].1)
+    }
+
+    /// Exponential histograms become `le` buckets that count exactly the values at or below
+    /// each bound: random values bucketed as OTLP's spec says (index `ceil(log2(v)·2^s) − 1`),
+    /// at several scales, negative and zero values too.
+    #[test]
+    fn exponential_histograms_become_le_buckets_that_count_right() {
+        let mut x = 0x9e37_79b9_u64;
+        let mut rnd = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for scale in [-2, 0, 1, 3] {
+            let values: Vec<f64> = (0..400)
+                .map(|i| match i % 10 {
+                    0 => 0.0,
+                    1 | 2 => -(10f64.powf(rnd() * 5.0 - 2.0)),
+                    _ => 10f64.powf(rnd() * 6.0 - 3.0),
+                })
+                .collect();
+            let index = |v: f64| ((v.abs().log2() * f64::from(scale).exp2()).ceil() as i64) - 1;
+            let (mut pos, mut neg) = (Vec::<(i64, u64)>::new(), Vec::<(i64, u64)>::new());
+            for &v in values.iter().filter(|v| **v != 0.0) {
+                let list = if v > 0.0 { &mut pos } else { &mut neg };
+                list.push((index(v), 1));
+            }
+            let to_buckets = |list: &[(i64, u64)]| {
+                let lo = list.iter().map(|b| b.0).min().unwrap_or(0);
+                let hi = list.iter().map(|b| b.0).max().unwrap_or(0);
+                let mut counts = vec![0u64; (hi - lo + 1) as usize];
+                for (k, n) in list {
+                    counts[(k - lo) as usize] += n;
+                }
+                Buckets {
+                    offset: lo as i32,
+                    bucket_counts: counts,
+                }
+            };
+            let p = ExponentialPoint {
+                attributes: vec![],
+                time_unix_nano: 1,
+                count: values.len() as u64,
+                sum: Some(values.iter().sum()),
+                scale,
+                zero_count: values.iter().filter(|v| **v == 0.0).count() as u64,
+                positive: Some(to_buckets(&pos)),
+                negative: Some(to_buckets(&neg)),
+                zero_threshold: 0.0,
+            };
+            let h = explicit(&p).expect("converts");
+            let mut cumulative = 0;
+            for (i, le) in h.bounds.iter().enumerate() {
+                cumulative += h.counts[i];
+                // Values within a hair of a bound may fall either side of it.
+                let near = values
+                    .iter()
+                    .any(|v| ((v - le) / le.abs().max(1e-300)).abs() < 1e-9);
+                if near {
+                    continue;
+                }
+                let want = values.iter().filter(|v| **v <= *le).count() as u64;
+                assert_eq!(cumulative, want, "scale {scale}, le {le}");
+            }
+            assert_eq!(cumulative + h.counts[h.bounds.len()], values.len() as u64);
+            assert!(h.bounds.windows(2).all(|w| w[0] < w[1]), "bounds ascend");
+        }
+        let odd = ExponentialPoint {
+            scale: 21,
+            ..ExponentialPoint::default()
+        };
+        assert!(explicit(&odd).expect_err("scale").contains("scale 21"));
+        let wide = ExponentialPoint {
+            positive: Some(Buckets {
+                offset: 0,
+                bucket_counts: vec![1; 400],
+            }),
+            ..ExponentialPoint::default()
+        };
+        assert!(explicit(&wide).expect_err("wide").contains("400 buckets"));
     }
 
     /// Delta sums and histograms become cumulative across requests, per series; a histogram
