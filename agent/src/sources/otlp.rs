@@ -23,9 +23,6 @@
 
 mod grpc;
 
-/// Most delta series (sums and histograms) whose running totals the receiver keeps; past it
-/// new ones are rejected in the partial success (cumulative senders need no state here).
-const MAX_DELTA_SERIES: usize = 20_000;
 pub mod red;
 mod spans;
 
@@ -63,6 +60,10 @@ pub struct OtlpConfig {
     /// Most spans a second per service shipped (0: no limit).
     pub max_spans_per_second: u64,
 }
+
+/// Most delta series (sums and histograms) whose running totals the receiver keeps; past it
+/// new ones are rejected in the partial success (cumulative senders need no state here).
+const MAX_DELTA_SERIES: usize = 20_000;
 
 /// The receiver's counters.
 #[derive(Debug, Default)]

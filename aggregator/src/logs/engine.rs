@@ -26,7 +26,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-
 use telltale_common::model::{Labels, valid_label_name};
 use telltale_common::wire::{LogEntry, LogStream};
 use tokio::sync::oneshot;
