@@ -152,10 +152,11 @@ impl Span {
 
 /// Ids as MessagePack binaries (18 bytes for a trace id) instead of serde's default array of
 /// numbers (up to 33).
-mod id_bytes {
+pub mod id_bytes {
     use serde::de::{Error, SeqAccess, Visitor};
     use serde::{Deserializer, Serializer};
 
+    /// Writes an id as a binary.
     pub fn serialize<S: Serializer, const N: usize>(id: &[u8; N], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_bytes(id)
     }
@@ -187,15 +188,18 @@ mod id_bytes {
         }
     }
 
+    /// Reads an id from a binary (or, as written before, an array of numbers).
     pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
         d: D,
     ) -> Result<[u8; N], D::Error> {
         d.deserialize_bytes(Id::<N>)
     }
 
+    /// The same for optional ids.
     pub mod option {
         use serde::{Deserialize, Deserializer, Serializer};
 
+        /// Writes an optional id.
         pub fn serialize<S: Serializer, const N: usize>(
             id: &Option<[u8; N]>,
             s: S,
@@ -206,6 +210,7 @@ mod id_bytes {
             }
         }
 
+        /// Reads an optional id.
         pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
             d: D,
         ) -> Result<Option<[u8; N]>, D::Error> {

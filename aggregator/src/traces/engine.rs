@@ -109,6 +109,10 @@ struct WalRecord {
     /// Spans waiting for their decision, written again into a new segment at a cut.
     #[serde(default)]
     carried: bool,
+    /// The service-graph matcher's state at a cut (with the carried spans), restored on
+    /// replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    graph: Option<super::graph::Memory>,
 }
 
 impl blockstore::Record for WalRecord {
@@ -240,6 +244,9 @@ impl TraceEngine {
                 counters
                     .spans_received
                     .fetch_add(r.spans.len() as u64, Ordering::Relaxed);
+                if let Some(m) = r.graph {
+                    graph = super::graph::Graph::restore(m);
+                }
                 // Carried spans' calls were counted before the cut.
                 if !r.carried {
                     for s in &r.spans {
@@ -341,6 +348,7 @@ fn prepare(req: SpanAppend) -> WalRecord {
         sequence,
         spans,
         carried: false,
+        graph: None,
     }
 }
 
@@ -493,13 +501,15 @@ fn cut(inner: &Inner, w: &mut Writer) -> Result<(), TraceStoreError> {
     let wal_before = w.segment();
     {
         let sampler = inner.sampler.lock().unwrap_or_else(|e| e.into_inner());
-        if sampler.pending_spans() > 0 {
+        let graph = inner.graph.lock().unwrap_or_else(|e| e.into_inner());
+        if sampler.pending_spans() > 0 || !graph.is_empty() {
             let carry = WalRecord {
                 agent: None,
                 epoch: 0,
                 sequence: 0,
                 spans: sampler.waiting().cloned().collect(),
                 carried: true,
+                graph: (!graph.is_empty()).then(|| graph.memory()),
             };
             let p = codec::encode_payload(&carry)
                 .map_err(|e| io(std::io::Error::other(e.to_string())))?;

@@ -9,13 +9,16 @@
 //! Tempo's service graph series ([`Graph::series`]). The hosts each service's spans came
 //! through (`instance`) are noted too: with the calls, that is the topology incident
 //! correlation learns ([`Graph::topology`]).
-//! The memory is not persisted: a call whose parent span was stored before an aggregator
-//! restart and whose child after it is not counted (the spans themselves are all stored).
+//! The memory (spans remembered, children waiting, running totals, hosts) is written into the
+//! trace WAL at each block cut ([`Memory`]) and restored when the WAL is replayed, so a call
+//! whose parent came before a restart and its child after is counted, and the totals go on
+//! instead of starting from zero.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use serde::{Deserialize, Serialize};
 use telltale_common::model::{Labels, Sample, SeriesSamples};
-use telltale_common::trace::{Span, SpanId, SpanStatus, TraceId};
+use telltale_common::trace::{Span, SpanId, SpanStatus, TraceId, id_bytes};
 
 /// Calls and errors by (minute, parent service, child service).
 pub type Edges = BTreeMap<(u64, String, String), (u64, u64)>;
@@ -34,7 +37,7 @@ pub const BUCKETS: [f64; 8] = [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8];
 const MAX_PAIRS: usize = 10_000;
 
 /// Running totals of the calls from one service to another.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Totals {
     /// Calls.
     pub calls: u64,
@@ -55,6 +58,22 @@ pub struct Topology {
     pub hosts: Vec<(String, String)>,
 }
 
+/// A span remembered by the matcher: trace and span id.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Key(
+    #[serde(with = "id_bytes")] TraceId,
+    #[serde(with = "id_bytes")] SpanId,
+);
+
+/// The matcher's state, oldest remembered first (see the module doc).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Memory {
+    seen: Vec<(Key, String)>,
+    waiting: Vec<(Key, Vec<Waiting>)>,
+    totals: Vec<((String, String), Totals)>,
+    hosts: Vec<(String, Vec<String>)>,
+}
+
 /// The matcher.
 #[derive(Debug, Default)]
 pub struct Graph {
@@ -67,6 +86,60 @@ pub struct Graph {
 }
 
 impl Graph {
+    /// Its state, to be restored by [`Graph::restore`].
+    pub fn memory(&self) -> Memory {
+        Memory {
+            seen: self
+                .seen_order
+                .iter()
+                .filter_map(|k| Some((Key(k.0, k.1), self.seen.get(k)?.clone())))
+                .collect(),
+            waiting: self
+                .waiting_order
+                .iter()
+                .filter_map(|k| Some((Key(k.0, k.1), self.waiting.get(k)?.clone())))
+                .collect(),
+            totals: self
+                .totals
+                .iter()
+                .map(|(k, t)| (k.clone(), t.clone()))
+                .collect(),
+            hosts: self
+                .hosts
+                .iter()
+                .map(|(s, hs)| (s.clone(), hs.iter().cloned().collect()))
+                .collect(),
+        }
+    }
+
+    /// A matcher in the state `m` describes (bounds applied again).
+    pub fn restore(m: Memory) -> Graph {
+        let mut g = Graph::default();
+        for (Key(t, s), service) in m.seen.into_iter().rev().take(REMEMBERED) {
+            if g.seen.insert((t, s), service).is_none() {
+                g.seen_order.push_front((t, s));
+            }
+        }
+        for (Key(t, s), children) in m.waiting.into_iter().rev().take(REMEMBERED) {
+            if g.waiting.insert((t, s), children).is_none() {
+                g.waiting_order.push_front((t, s));
+            }
+        }
+        g.totals = m.totals.into_iter().take(MAX_PAIRS).collect();
+        g.hosts = m
+            .hosts
+            .into_iter()
+            .take(MAX_PAIRS)
+            .map(|(s, hs)| (s, hs.into_iter().take(1000).collect()))
+            .collect();
+        g
+    }
+
+    /// Whether it remembers nothing.
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty() && self.waiting.is_empty() && self.totals.is_empty()
+    }
+
     fn count(&mut self, out: &mut Edges, parent: &str, child: &Waiting) {
         let (service, error, minute, secs) = child;
         if parent == service {
@@ -268,6 +341,40 @@ mod tests {
         g.observe(&span(1, 1, None, "web"), &mut out);
         g.observe(&span(2, 2, Some(1), "api"), &mut out);
         assert!(out.is_empty());
+    }
+
+    /// A matcher restored from its memory (through MessagePack, as in the WAL) matches and
+    /// counts exactly as the one that wrote it would have, whatever was cut where.
+    #[test]
+    fn a_restored_matcher_goes_on_like_the_original() {
+        let trace = [
+            span(1, 1, None, "web"),
+            span(1, 2, Some(1), "api"),
+            span(1, 3, Some(2), "db"),
+            span(1, 4, Some(2), "api"),
+            span(1, 5, Some(1), "web"),
+            span(2, 1, Some(9), "api"),
+            span(2, 9, None, "web"),
+        ];
+        for cut in 0..=trace.len() {
+            let (mut whole, mut want) = (Graph::default(), Edges::new());
+            for s in &trace {
+                whole.observe(s, &mut want);
+            }
+            let (mut first, mut got) = (Graph::default(), Edges::new());
+            for s in &trace[..cut] {
+                first.observe(s, &mut got);
+            }
+            let bytes = rmp_serde::to_vec_named(&first.memory()).expect("encode");
+            let m: Memory = rmp_serde::from_slice(&bytes).expect("decode");
+            let mut second = Graph::restore(m);
+            for s in &trace[cut..] {
+                second.observe(s, &mut got);
+            }
+            assert_eq!(got, want, "cut at {cut}");
+            assert_eq!(second.series(5), whole.series(5), "cut at {cut}");
+            assert_eq!(second.topology(), whole.topology(), "cut at {cut}");
+        }
     }
 
     #[test]

@@ -171,9 +171,19 @@ async fn traces_are_found_by_id_and_search_in_head_blocks_and_after_reopen() {
     // Reopened without a flush: the head's spans come back from the WAL, once.
     let e = TraceEngine::open(dir.path(), TraceOptions::default()).expect("reopen");
     // The call from trace 60's web span (in a block) to its api span (in the head, replayed)
-    // straddles the restart: the matcher's memory of recent spans is not persisted, so that
-    // one call is not counted again (documented in graph.rs).
-    check(&e, 54);
+    // straddles the restart: the matcher's memory, written at the cut, still knows the web
+    // span, so the call is counted again; and the running totals go on from where they were.
+    check(&e, 55);
+    let total = |e: &TraceEngine| {
+        e.graph_series(0)
+            .iter()
+            .find(|s| {
+                s.labels.metric_name() == Some("traces_service_graph_request_total")
+                    && s.labels.get("client") == Some("web")
+            })
+            .map(|s| s.samples[0].1)
+    };
+    assert_eq!(total(&e), Some(55.0));
     assert_eq!(
         append(&e, 101, t60[1..].to_vec()).await,
         SpanOutcome::Duplicate
