@@ -572,6 +572,14 @@ pub async fn run_with_reload(
     let processor = Processor::new(cfg.pipeline.clone(), &host);
     let sink = tokio::spawn(sink(rx, processor, buffer.clone(), notify.clone()));
     let mut logs = LogRunner::spawn(&cfg.logs, &log_sink, &log_stats);
+    // Start-up's code need not stay resident: dropped once set-up is done, and again after
+    // the first intervals (first collections read host facts, connect, resolve once).
+    tokio::spawn(async {
+        for wait in [2, 13] {
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+            let _ = memory::drop_startup_code();
+        }
+    });
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     // Made once, so a signal that arrives while a reload runs is not missed.
     let shutdown = shutdown_signal();
