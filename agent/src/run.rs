@@ -573,11 +573,17 @@ pub async fn run_with_reload(
     let sink = tokio::spawn(sink(rx, processor, buffer.clone(), notify.clone()));
     let mut logs = LogRunner::spawn(&cfg.logs, &log_sink, &log_stats);
     // Start-up's code need not stay resident: dropped once set-up is done, and again after
-    // the first intervals (first collections read host facts, connect, resolve once).
-    tokio::spawn(async {
+    // the first intervals (first collections read host facts, connect, resolve once). Then
+    // the heap pages each interval's batch freed go back every interval (see memory.rs).
+    let every = cfg.interval.max(Duration::from_secs(1));
+    tokio::spawn(async move {
         for wait in [2, 13] {
             tokio::time::sleep(Duration::from_secs(wait)).await;
             let _ = memory::drop_startup_code();
+        }
+        loop {
+            tokio::time::sleep(every).await;
+            memory::trim();
         }
     });
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();

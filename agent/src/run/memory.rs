@@ -1,4 +1,6 @@
-//! Keeping the heap small while log sources run.
+//! Keeping the resident set small: start-up code dropped once it has run
+//! ([`drop_startup_code`]), free heap pages handed back every interval, and every second
+//! while log sources run ([`trim`]).
 //!
 //! Log lines pass through the agent in bursts — a file read, a batch of entries, its encoded
 //! frame, sled's copy, the shipper's read — and glibc's malloc keeps what they freed: in the
