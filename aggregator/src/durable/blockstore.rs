@@ -153,8 +153,8 @@ pub fn resume<B: StoredBlock>(dir: &Path, blocks: &[Arc<B>]) -> Result<Checkpoin
 
 /// Replays the WAL segments in `dir/wal` from `cp` on: marks each agent batch in `dedup` and
 /// hands its record to `each`; deletes segments the checkpoint covers; skips damaged or
-/// undecodable records (counted in `corrupt`); cuts a torn tail off. Returns the number of the
-/// last segment (appends go to the one after it, so a replayed segment is never written again).
+/// undecodable records (counted in `corrupt`); cuts a torn tail off. Returns the writer for new
+/// appends, in a new segment after the last (a replayed segment is never written again).
 pub fn replay<R: DeserializeOwned + Record>(
     dir: &Path,
     cp: &Checkpoint,
@@ -163,7 +163,7 @@ pub fn replay<R: DeserializeOwned + Record>(
     dedup: &mut Dedup,
     corrupt: &AtomicU64,
     mut each: impl FnMut(R),
-) -> Result<u64, PathError> {
+) -> Result<segments::Writer, PathError> {
     let wal_dir = dir.join("wal");
     let mut last = cp.wal_segment;
     for (n, path) in segments::list_segments(&wal_dir).map_err(at(&wal_dir))? {
@@ -200,7 +200,7 @@ pub fn replay<R: DeserializeOwned + Record>(
             segments::truncate(&path, (data.len() - torn) as u64).map_err(at(&path))?;
         }
     }
-    Ok(last)
+    segments::Writer::create(wal_dir.clone(), last + 1).map_err(at(&wal_dir))
 }
 
 /// Writes the checkpoint (atomically) and deletes the WAL segments it covers.

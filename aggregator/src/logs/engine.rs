@@ -170,7 +170,6 @@ impl LogEngine {
     /// Opens (or creates) the store in `dir` and starts its writer and maintenance threads.
     pub fn open(dir: &Path, opts: LogOptions) -> Result<LogEngine, LogStoreError> {
         blockstore::create_dirs(dir).map_err(open_err)?;
-        let wal_dir = dir.join("wal");
         let counters = LogCounters::default();
         let (blocks, next_block) = blockstore::load_blocks(
             dir,
@@ -183,7 +182,7 @@ impl LogEngine {
         let cp = blockstore::resume(dir, &blocks).map_err(open_err)?;
         let mut head = Head::default();
         let mut dedup = Dedup::from_list(cp.dedup.clone());
-        let last_seg = blockstore::replay(
+        let writer = blockstore::replay(
             dir,
             &cp,
             MAX_RECORD,
@@ -197,13 +196,6 @@ impl LogEngine {
             },
         )
         .map_err(open_err)?;
-        // Appends go to a new segment: replayed ones are never written into again.
-        let writer = Writer::create(wal_dir.clone(), last_seg + 1).map_err(|source| {
-            open_err(PathError {
-                path: wal_dir.clone(),
-                source,
-            })
-        })?;
         let inner = Arc::new(Inner {
             dir: dir.to_path_buf(),
             opts,

@@ -217,7 +217,6 @@ impl TraceEngine {
     /// Opens (or creates) the store in `dir` and starts its writer and maintenance threads.
     pub fn open(dir: &Path, opts: TraceOptions) -> Result<TraceEngine, TraceStoreError> {
         blockstore::create_dirs(dir).map_err(open_err)?;
-        let wal_dir = dir.join("wal");
         let counters = TraceCounters::default();
         let (blocks, next_block) = blockstore::load_blocks(
             dir,
@@ -233,7 +232,7 @@ impl TraceEngine {
         let mut head = Head::default();
         let mut graph = super::graph::Graph::default();
         let now = Instant::now();
-        let last_seg = blockstore::replay(
+        let writer = blockstore::replay(
             dir,
             &cp,
             MAX_RECORD,
@@ -259,12 +258,6 @@ impl TraceEngine {
             },
         )
         .map_err(open_err)?;
-        let writer = Writer::create(wal_dir.clone(), last_seg + 1).map_err(|source| {
-            open_err(PathError {
-                path: wal_dir.clone(),
-                source,
-            })
-        })?;
         let inner = Arc::new(Inner {
             dir: dir.to_path_buf(),
             opts,
