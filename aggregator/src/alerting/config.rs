@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use telltale_common::config::Invalid;
 
-use super::correlate::{Correlation, ServiceNode};
+use super::correlate::{Correlation, CorrelationSpec};
 use super::escalate::{Policy, Step};
 use super::inhibit::InhibitRule;
 use super::route::{GroupBy, Route};
@@ -217,33 +217,6 @@ struct StepSpec {
     receiver: String,
     #[serde(default)]
     delay: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CorrelationSpec {
-    #[serde(default)]
-    window: Option<String>,
-    #[serde(default)]
-    labels: Option<Vec<String>>,
-    #[serde(default)]
-    service_label: Option<String>,
-    #[serde(default)]
-    host_label: Option<String>,
-    #[serde(default)]
-    services: Vec<ServiceSpec>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ServiceSpec {
-    name: String,
-    #[serde(default)]
-    depends_on: Vec<String>,
-    #[serde(default)]
-    hosts: Vec<String>,
-    #[serde(default)]
-    user_facing: bool,
 }
 
 /// One way a receiver delivers.
@@ -666,43 +639,11 @@ impl RoutingConfig {
             });
         }
         let correlation = match spec.correlation {
-            None => Correlation::default(),
-            Some(c) => {
-                let mut services = HashMap::new();
-                for s in c.services {
-                    services.insert(
-                        s.name.clone(),
-                        ServiceNode {
-                            depends_on: s.depends_on,
-                            hosts: s.hosts,
-                            user_facing: s.user_facing,
-                        },
-                    );
-                }
-                for (n, s) in &services {
-                    for d in &s.depends_on {
-                        if !services.contains_key(d) {
-                            return Err(format!(
-                                "correlation: service {n:?} depends on undefined service {d:?}"
-                            )
-                            .into());
-                        }
-                    }
-                }
-                let def = Correlation::default();
-                let corr = Correlation {
-                    window: match c.window {
-                        Some(w) => dur(&w, "correlation.window")?,
-                        None => def.window,
-                    },
-                    labels: c.labels.unwrap_or(def.labels),
-                    service_label: c.service_label.unwrap_or(def.service_label),
-                    host_label: c.host_label.unwrap_or(def.host_label),
-                    services,
-                };
-                corr.check_acyclic()?;
-                corr
-            }
+            None => Correlation {
+                inhibit: inhibit_rules.clone(),
+                ..Correlation::default()
+            },
+            Some(c) => c.build(&inhibit_rules, dur)?,
         };
         Ok(RoutingConfig {
             resolve_timeout,

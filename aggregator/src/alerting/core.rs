@@ -209,7 +209,10 @@ impl Core {
     fn apply_changes(&mut self, routing: &Routing, changes: Vec<Change>, now: i64) {
         for c in changes {
             match c {
-                Change::Opened(id) => {
+                Change::Opened(id) | Change::Split { into: id, .. } => {
+                    if let Change::Split { from, .. } = c {
+                        self.dirty_incidents.insert(from);
+                    }
                     self.dirty_incidents.insert(id);
                     let Some(inc) = self.correlator.incidents.get(&id) else {
                         continue;

@@ -1,166 +1,41 @@
 //! Correlation of firing alerts into incidents, without I/O.
 //!
-//! A firing alert joins an open incident that was active within `window` and holds an alert
-//! it is *related* to: one sharing a value of a configured label (`instance` compared by
-//! host, without port; `service`...), or linked by the topology — one service depends on the
-//! other (directly or not), or one runs on the other's host. An alert related to several
-//! incidents merges them into the oldest. Otherwise it opens a new incident.
+//! Each incident is a root cause and what it explains ([`cause`]): alert *a* explains *b*
+//! when a failure at *a*'s node reaches *b*'s node in the topology ([`topology`]: hosts with
+//! aliases and the hosts they need, services with the services and remote hosts they need and
+//! the hosts they run on, plus what traces showed calling what) and *a*'s condition began
+//! first — onsets, not firing times, so a short `for:` does not make a symptom look early.
+//! Rules tune it with `telltale_role: cause | symptom` and `telltale_weight`; the `severity`
+//! label and the routing file's inhibition rules count as evidence.
 //!
-//! Each incident names its probable root cause: the alert at the lowest layer (host, then
-//! services from the bottom of the dependency graph up, user-facing services last), the
-//! earliest among equals. Every change goes on the incident's timeline. An incident resolves
-//! when all its alerts have.
+//! A firing alert is grouped again with the open incidents (active within `window`) holding
+//! an alert it explains or is explained by: the result may keep them, merge them (a root
+//! explaining both), or split one (alerts no longer explained by its root move to an incident
+//! of their own). Ids stay with the incident keeping most of their alerts. Every change, and
+//! the reason for each root choice with its runner-up, goes on the incident's timeline. An
+//! incident resolves when all its alerts have.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use telltale_common::config::Invalid;
 use telltale_common::model::Labels;
 
 use super::{Alert, fingerprint_hex, priority_of};
 use crate::alert::RequestError;
 
-/// A service in the topology.
-#[derive(Debug, Clone, Default)]
-pub struct ServiceNode {
-    /// Services it needs.
-    pub depends_on: Vec<String>,
-    /// Hosts it runs on (compared with the host label, port removed).
-    pub hosts: Vec<String>,
-    /// Whether users see it directly (top layer).
-    pub user_facing: bool,
-}
+pub mod cause;
+mod spec;
+pub mod topology;
 
-/// Correlation settings.
-#[derive(Debug, Clone)]
-pub struct Correlation {
-    /// How long after its last activity an incident still takes alerts.
-    pub window: Duration,
-    /// Labels whose shared values relate alerts.
-    pub labels: Vec<String>,
-    /// Label naming an alert's service.
-    pub service_label: String,
-    /// Label naming an alert's host (`instance`; a `:port` suffix is ignored).
-    pub host_label: String,
-    /// Topology.
-    pub services: HashMap<String, ServiceNode>,
-}
+use cause::{Evidence, Item};
+pub use spec::CorrelationSpec;
+pub use topology::{Correlation, HostNode, Node, ServiceNode, host_of};
 
-impl Default for Correlation {
-    fn default() -> Self {
-        Correlation {
-            window: Duration::from_secs(300),
-            // Not `job`: every agent series carries job="telltale-agent", so sharing it says
-            // nothing and would fold unrelated hosts' alerts into one incident.
-            labels: vec!["instance".into(), "service".into()],
-            service_label: "service".into(),
-            host_label: "instance".into(),
-            services: HashMap::new(),
-        }
-    }
-}
-
-/// An alert's host: the label's value without a `:port`.
-pub fn host_of(v: &str) -> &str {
-    match v.rsplit_once(':') {
-        Some((h, p)) if !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) => {
-            h.trim_start_matches('[').trim_end_matches(']')
-        }
-        _ => v,
-    }
-}
-
-impl Correlation {
-    /// Fails on a dependency cycle (layers would be undefined).
-    pub fn check_acyclic(&self) -> Result<(), Invalid> {
-        for s in self.services.keys() {
-            if self.height_guarded(s, &mut Vec::new()).is_none() {
-                return Err(format!("correlation: dependency cycle through service {s:?}").into());
-            }
-        }
-        Ok(())
-    }
-
-    fn height_guarded(&self, s: &str, stack: &mut Vec<String>) -> Option<u32> {
-        if stack.iter().any(|x| x == s) {
-            return None;
-        }
-        stack.push(s.to_string());
-        let mut h = 0;
-        if let Some(n) = self.services.get(s) {
-            for d in &n.depends_on {
-                h = h.max(1 + self.height_guarded(d, stack)?);
-            }
-        }
-        stack.pop();
-        Some(h)
-    }
-
-    /// An alert's layer: 0 = host, 1.. = services by height in the dependency graph,
-    /// user-facing services on top; alerts that name neither come last.
-    pub fn layer(&self, labels: &Labels) -> u32 {
-        match labels.get(&self.service_label) {
-            Some(s) => {
-                let h = self.height_guarded(s, &mut Vec::new()).unwrap_or(0);
-                let uf = self.services.get(s).is_some_and(|n| n.user_facing);
-                1 + h + if uf { 100 } else { 0 }
-            }
-            None if labels.get(&self.host_label).is_some() => 0,
-            None => 1000,
-        }
-    }
-
-    fn depends(&self, a: &str, b: &str, seen: &mut HashSet<String>) -> bool {
-        if !seen.insert(a.to_string()) {
-            return false;
-        }
-        self.services.get(a).is_some_and(|n| {
-            n.depends_on
-                .iter()
-                .any(|d| d == b || self.depends(d, b, seen))
-        })
-    }
-
-    fn hosts(&self, l: &Labels) -> Vec<String> {
-        let mut out = Vec::new();
-        if let Some(h) = l.get(&self.host_label) {
-            out.push(host_of(h).to_string());
-        }
-        if let Some(n) = l
-            .get(&self.service_label)
-            .and_then(|s| self.services.get(s))
-        {
-            out.extend(n.hosts.iter().cloned());
-        }
-        out
-    }
-
-    /// Whether two alerts are related.
-    pub fn related(&self, a: &Labels, b: &Labels) -> bool {
-        for l in &self.labels {
-            if let (Some(x), Some(y)) = (a.get(l), b.get(l)) {
-                let same = if *l == self.host_label {
-                    host_of(x) == host_of(y)
-                } else {
-                    x == y
-                };
-                if same {
-                    return true;
-                }
-            }
-        }
-        if let (Some(x), Some(y)) = (a.get(&self.service_label), b.get(&self.service_label))
-            && (x == y
-                || self.depends(x, y, &mut HashSet::new())
-                || self.depends(y, x, &mut HashSet::new()))
-        {
-            return true;
-        }
-        let (ha, hb) = (self.hosts(a), self.hosts(b));
-        ha.iter().any(|h| hb.contains(h))
-    }
-}
+/// Above this many alerts in the incidents a new alert relates to, it joins the oldest of
+/// them without regrouping (regrouping costs the square of the alerts; a storm that size is
+/// one incident to its responders anyway).
+const MAX_REGROUP: usize = 400;
 
 /// An alert inside an incident.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -173,7 +48,7 @@ pub struct IncidentAlert {
     pub starts_at: i64,
     /// Resolved (ms), 0 while firing.
     pub resolved_at: i64,
-    /// Layer (see [`Correlation::layer`]).
+    /// Layer (see [`Correlation::layer`]; shown, not used to choose).
     pub layer: u32,
 }
 
@@ -182,8 +57,8 @@ pub struct IncidentAlert {
 pub struct Entry {
     /// When (ms).
     pub at: i64,
-    /// `opened`, `alert_firing`, `alert_resolved`, `root_cause`, `merged`, `acknowledged`,
-    /// `paged`, `resolved`.
+    /// `opened`, `alert_firing`, `alert_resolved`, `root_cause`, `merged`, `split`,
+    /// `acknowledged`, `paged`, `resolved`.
     pub kind: String,
     /// Human text.
     pub text: String,
@@ -211,6 +86,9 @@ pub struct Incident {
     pub remediated: Option<(String, i64)>,
     /// Timeline, oldest first.
     pub timeline: Vec<Entry>,
+    /// Why the root cause was chosen (evidence and runner-up).
+    #[serde(default)]
+    pub why: String,
 }
 
 impl Incident {
@@ -258,31 +136,7 @@ impl Incident {
             text,
         });
     }
-
-    fn pick_root(&mut self, now: i64) {
-        let best = self
-            .alerts
-            .iter()
-            .min_by_key(|(fp, a)| (a.layer, a.starts_at, **fp))
-            .map(|(fp, _)| *fp);
-        if let Some(b) = best
-            && b != self.root_cause
-        {
-            self.root_cause = b;
-            let name = self.alerts[&b]
-                .labels
-                .get("alertname")
-                .unwrap_or("")
-                .to_string();
-            self.note(
-                now,
-                "root_cause",
-                format!("probable root cause: {name} ({})", fingerprint_hex(b)),
-            );
-        }
-    }
 }
-
 /// What an observation changed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
@@ -296,6 +150,13 @@ pub enum Change {
         into: u64,
         /// Gone.
         from: u64,
+    },
+    /// Alerts of incident `from` were not explained by its root: they opened `into`.
+    Split {
+        /// The incident they left.
+        from: u64,
+        /// The new one.
+        into: u64,
     },
     /// All alerts of the incident resolved.
     Resolved(u64),
@@ -328,8 +189,8 @@ impl Correlator {
 
     /// Adds a topology learnt from traces to the configured one: `calls` (caller, called)
     /// become dependencies of the caller, unless one would close a cycle (the configured
-    /// graph wins; layers need a DAG); `hosts` (service, host) say where a service runs.
-    /// Replaces what was learnt before.
+    /// graph wins; causes need a direction); `hosts` (service, host) say where a service
+    /// runs. Replaces what was learnt before.
     pub fn learn(&mut self, calls: &[(String, String)], hosts: &[(String, String)]) {
         self.cfg.services = self.configured.clone();
         for (service, host) in hosts {
@@ -354,7 +215,7 @@ impl Correlator {
                 .or_default()
                 .depends_on
                 .push(called.clone());
-            if self.cfg.check_acyclic().is_err()
+            if self.cfg.check().is_err()
                 && let Some(n) = self.cfg.services.get_mut(caller)
             {
                 n.depends_on.retain(|d| d != called);
@@ -401,18 +262,6 @@ impl Correlator {
         if resolved {
             return Vec::new();
         }
-        let window = self.cfg.window.as_millis() as i64;
-        let related: Vec<u64> = self
-            .incidents
-            .values()
-            .filter(|i| i.open() && now - i.updated_at <= window)
-            .filter(|i| {
-                i.alerts
-                    .values()
-                    .any(|a| self.cfg.related(&alert.labels, &a.labels))
-            })
-            .map(|i| i.id)
-            .collect();
         let entry = IncidentAlert {
             labels: alert.labels.clone(),
             annotations: alert.annotations.clone(),
@@ -420,58 +269,249 @@ impl Correlator {
             resolved_at: 0,
             layer: self.cfg.layer(&alert.labels),
         };
-        let mut out = Vec::new();
-        let id = match related.first() {
-            Some(&into) => {
-                for &from in &related[1..] {
-                    if let Some(other) = self.incidents.remove(&from) {
-                        let inc = self
-                            .incidents
-                            .get_mut(&into)
-                            .expect("related ids are present");
-                        inc.alerts.extend(other.alerts);
-                        inc.timeline.extend(other.timeline);
-                        inc.timeline.sort_by_key(|e| e.at);
-                        inc.note(now, "merged", format!("incident {from} merged in"));
-                        out.push(Change::Merged { into, from });
-                    }
-                }
-                out.push(Change::Updated(into));
-                into
+        let related = self.related_incidents(fp, &entry, now);
+        let size: usize = related
+            .iter()
+            .filter_map(|id| self.incidents.get(id))
+            .map(|i| i.alerts.len())
+            .sum();
+        if related.is_empty() {
+            let id = self.open_incident(now, format!("opened by {name}"));
+            if let Some(inc) = self.incidents.get_mut(&id) {
+                inc.alerts.insert(fp, entry);
+                inc.note(now, "alert_firing", format!("{name} firing"));
+                inc.root_cause = fp;
+                inc.why = format!("{name}: the only alert");
+                inc.note(now, "root_cause", root_text(&name, fp, &inc.why));
             }
-            None => {
-                let id = self.next_id;
-                self.next_id += 1;
-                self.incidents.insert(
-                    id,
-                    Incident {
-                        id,
-                        opened_at: now,
-                        updated_at: now,
-                        resolved_at: 0,
-                        alerts: BTreeMap::new(),
-                        root_cause: 0,
-                        acknowledged: None,
-                        remediated: None,
-                        timeline: vec![Entry {
-                            at: now,
-                            kind: "opened".into(),
-                            text: format!("opened by {name}"),
-                        }],
-                    },
+            return vec![Change::Opened(id)];
+        }
+        if size >= MAX_REGROUP {
+            let into = related[0];
+            if let Some(inc) = self.incidents.get_mut(&into) {
+                inc.alerts.insert(fp, entry);
+                inc.updated_at = now;
+                inc.note(
+                    now,
+                    "alert_firing",
+                    format!("{name} firing (joined without regrouping: {size} alerts)"),
                 );
-                out.push(Change::Opened(id));
-                id
             }
-        };
-        let inc = self
+            return vec![Change::Updated(into)];
+        }
+        self.regroup(&related, Some((fp, entry)), now)
+    }
+
+    /// Open incidents active within the window holding an alert that explains the new one
+    /// or that it explains, oldest first.
+    fn related_incidents(&self, fp: u64, entry: &IncidentAlert, now: i64) -> Vec<u64> {
+        let window = self.cfg.window.as_millis() as i64;
+        let open: Vec<&Incident> = self
             .incidents
-            .get_mut(&id)
-            .expect("just inserted or related");
-        inc.alerts.insert(fp, entry);
-        inc.updated_at = now;
-        inc.note(now, "alert_firing", format!("{name} firing"));
-        inc.pick_root(now);
+            .values()
+            .filter(|i| i.open() && now - i.updated_at <= window)
+            .collect();
+        let ix0 = self.cfg.index([]);
+        let new = Item::new(&ix0, fp, entry);
+        let mut olds: Vec<(u64, Item)> = Vec::new();
+        for i in &open {
+            for (afp, a) in &i.alerts {
+                olds.push((i.id, Item::new(&ix0, *afp, a)));
+            }
+        }
+        let nodes: Vec<Node> = olds
+            .iter()
+            .map(|(_, it)| it.node.clone())
+            .chain([new.node.clone()])
+            .collect();
+        let ix = self.cfg.index(&nodes);
+        let mut items: Vec<Item> = olds.iter().map(|(_, it)| it.clone()).collect();
+        items.push(new.clone());
+        let ev = Evidence::new(&self.cfg, &ix, &items);
+        let mut out: Vec<u64> = olds
+            .iter()
+            .filter(|(_, it)| ev.related(it, &new))
+            .map(|(id, _)| *id)
+            .collect();
+        out.dedup();
+        out
+    }
+
+    fn open_incident(&mut self, now: i64, text: String) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.incidents.insert(
+            id,
+            Incident {
+                id,
+                opened_at: now,
+                updated_at: now,
+                resolved_at: 0,
+                alerts: BTreeMap::new(),
+                root_cause: 0,
+                acknowledged: None,
+                remediated: None,
+                timeline: vec![Entry {
+                    at: now,
+                    kind: "opened".into(),
+                    text,
+                }],
+                why: String::new(),
+            },
+        );
+        id
+    }
+
+    /// Groups the alerts of incidents `ids` (and a new one) again.
+    fn regroup(&mut self, ids: &[u64], new: Option<(u64, IncidentAlert)>, now: i64) -> Vec<Change> {
+        let mut old: BTreeMap<u64, Incident> = ids
+            .iter()
+            .filter_map(|id| self.incidents.remove(id).map(|i| (*id, i)))
+            .collect();
+        let mut alerts: BTreeMap<u64, IncidentAlert> = BTreeMap::new();
+        let mut origin: HashMap<u64, u64> = HashMap::new();
+        for (id, inc) in &old {
+            for (fp, a) in &inc.alerts {
+                alerts.insert(*fp, a.clone());
+                origin.insert(*fp, *id);
+            }
+        }
+        let new_fp = new.as_ref().map(|(fp, _)| *fp);
+        if let Some((fp, a)) = new {
+            alerts.insert(fp, a);
+        }
+        let groups = {
+            let ix0 = self.cfg.index([]);
+            let first: Vec<Item> = alerts.iter().map(|(fp, a)| Item::new(&ix0, *fp, a)).collect();
+            let nodes: Vec<Node> = first.iter().map(|i| i.node.clone()).collect();
+            let ix = self.cfg.index(&nodes);
+            let ev = Evidence::new(&self.cfg, &ix, &first);
+            let mut g = cause::partition(&ev, &first);
+            g.sort_by_key(|g| std::cmp::Reverse(g.members.len()));
+            g
+        };
+        // Ids: each group takes the incident it holds most alerts of, biggest groups first.
+        let mut taken: HashSet<u64> = HashSet::new();
+        let mut ids_of: Vec<Option<u64>> = Vec::new();
+        for g in &groups {
+            let mut count: BTreeMap<u64, usize> = BTreeMap::new();
+            for fp in &g.members {
+                if let Some(id) = origin.get(fp) {
+                    *count.entry(*id).or_default() += 1;
+                }
+            }
+            let best = count
+                .iter()
+                .filter(|(id, _)| !taken.contains(*id))
+                .max_by_key(|(id, n)| (**n, std::cmp::Reverse(**id)))
+                .map(|(id, _)| *id);
+            if let Some(id) = best {
+                taken.insert(id);
+            }
+            ids_of.push(best);
+        }
+        let mut out = Vec::new();
+        let mut placed: HashMap<u64, u64> = HashMap::new();
+        let mut final_ids = Vec::new();
+        for (g, id) in groups.iter().zip(&ids_of) {
+            let id = match id {
+                Some(id) => *id,
+                None => {
+                    let from = most_common(g.members.iter().filter_map(|fp| origin.get(fp)));
+                    let text = match from {
+                        Some(f) => format!("split from incident {f}"),
+                        None => "opened".to_string(),
+                    };
+                    let id = self.open_incident(now, text);
+                    if let Some(inc) = self.incidents.remove(&id) {
+                        old.insert(id, inc);
+                    }
+                    out.push(match from {
+                        Some(from) => Change::Split { from, into: id },
+                        None => Change::Opened(id),
+                    });
+                    id
+                }
+            };
+            for fp in &g.members {
+                placed.insert(*fp, id);
+            }
+            final_ids.push(id);
+        }
+        // Incidents that kept no group merge into the one holding most of their alerts.
+        for id in ids {
+            if taken.contains(id) {
+                continue;
+            }
+            let Some(gone) = old.remove(id) else { continue };
+            let into = most_common(gone.alerts.keys().filter_map(|fp| placed.get(fp)));
+            if let Some(into) = into
+                && let Some(inc) = old.get_mut(&into)
+            {
+                inc.timeline.extend(gone.timeline);
+                inc.timeline.sort_by_key(|e| e.at);
+                if inc.acknowledged.is_none() {
+                    inc.acknowledged = gone.acknowledged;
+                }
+                inc.note(now, "merged", format!("incident {id} merged in"));
+                out.push(Change::Merged { into, from: *id });
+            }
+        }
+        for (g, id) in groups.iter().zip(final_ids) {
+            let Some(mut inc) = old.remove(&id) else { continue };
+            let before: Vec<u64> = inc.alerts.keys().copied().collect();
+            inc.alerts = g
+                .members
+                .iter()
+                .filter_map(|fp| alerts.get(fp).map(|a| (*fp, a.clone())))
+                .collect();
+            let mut moved: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+            for fp in &before {
+                if let Some(to) = placed.get(fp).filter(|to| **to != id) {
+                    let n = alerts.get(fp).and_then(|a| a.labels.get("alertname"));
+                    moved.entry(*to).or_default().push(n.unwrap_or("").to_string());
+                }
+            }
+            for (to, names) in moved {
+                inc.note(
+                    now,
+                    "split",
+                    format!(
+                        "{} moved to incident {to}: not explained by this incident's root cause",
+                        names.join(", ")
+                    ),
+                );
+            }
+            if let Some(fp) = new_fp.filter(|fp| inc.alerts.contains_key(fp)) {
+                let name = inc.alerts[&fp].labels.get("alertname").unwrap_or("");
+                let text = format!("{name} firing");
+                inc.note(now, "alert_firing", text);
+            }
+            let changed = before != inc.alerts.keys().copied().collect::<Vec<u64>>()
+                || inc.root_cause != g.root;
+            if inc.root_cause != g.root || inc.why.is_empty() {
+                inc.root_cause = g.root;
+                inc.why = g.why.clone();
+                let name = inc.alerts.get(&g.root).and_then(|a| a.labels.get("alertname"));
+                let text = root_text(name.unwrap_or(""), g.root, &g.why);
+                inc.note(now, "root_cause", text);
+            } else {
+                inc.why = g.why.clone();
+            }
+            let fresh = out
+                .iter()
+                .any(|c| matches!(c, Change::Opened(x) | Change::Split { into: x, .. } if *x == id));
+            if changed && !fresh {
+                inc.updated_at = now;
+                out.push(Change::Updated(id));
+            }
+            if inc.alerts.values().all(|a| a.resolved_at != 0) {
+                inc.resolved_at = now;
+                inc.note(now, "resolved", "all alerts resolved".into());
+                out.push(Change::Resolved(id));
+            }
+            self.incidents.insert(id, inc);
+        }
         out
     }
 
@@ -536,207 +576,21 @@ impl Correlator {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const S: i64 = 1000;
-
-    fn topo() -> Correlation {
-        let mut services = HashMap::new();
-        services.insert(
-            "frontend".into(),
-            ServiceNode {
-                depends_on: vec!["api".into()],
-                hosts: vec!["web-1".into()],
-                user_facing: true,
-            },
-        );
-        services.insert(
-            "api".into(),
-            ServiceNode {
-                depends_on: vec!["db".into()],
-                hosts: vec!["app-1".into()],
-                user_facing: false,
-            },
-        );
-        services.insert(
-            "db".into(),
-            ServiceNode {
-                depends_on: vec![],
-                hosts: vec!["db-1".into()],
-                user_facing: false,
-            },
-        );
-        Correlation {
-            services,
-            ..Correlation::default()
-        }
-    }
-
-    fn alert(pairs: &[(&str, &str)], starts: i64) -> Alert {
-        Alert {
-            labels: Labels::from_pairs(pairs.iter().copied()),
-            annotations: Labels::default(),
-            starts_at: starts,
-            ends_at: i64::MAX,
-            generator_url: String::new(),
-        }
-    }
-
-    #[test]
-    fn a_topology_learnt_from_traces_relates_alerts_and_ranks_the_called_service_lower() {
-        // Nothing configured: cart and payments look unrelated...
-        let mut c = Correlator::new(Correlation::default(), vec![]);
-        let checkout = alert(&[("alertname", "Slow"), ("service", "checkout")], 0);
-        let payments = alert(&[("alertname", "Errors"), ("service", "payments")], 5 * S);
-        assert!(!c.cfg.related(&checkout.labels, &payments.labels));
-        // ...until traces show checkout calling payments, and where payments runs.
-        let calls = vec![
-            ("checkout".to_string(), "payments".to_string()),
-            // A call back would close a cycle: refused, the first one stays.
-            ("payments".to_string(), "checkout".to_string()),
-        ];
-        let hosts = vec![("payments".to_string(), "pay-1".to_string())];
-        c.learn(&calls, &hosts);
-        assert!(c.cfg.related(&checkout.labels, &payments.labels));
-        assert!(c.cfg.check_acyclic().is_ok());
-        assert!(c.cfg.layer(&payments.labels) < c.cfg.layer(&checkout.labels));
-        let disk = alert(
-            &[("alertname", "DiskFull"), ("instance", "pay-1:9100")],
-            9 * S,
-        );
-        assert!(c.cfg.related(&payments.labels, &disk.labels));
-        c.observe(&checkout, 10 * S);
-        c.observe(&payments, 11 * S);
-        c.observe(&disk, 12 * S);
-        assert_eq!(c.incidents.len(), 1);
-        assert_eq!(
-            c.incidents[&1]
-                .root()
-                .and_then(|r| r.labels.get("alertname")),
-            Some("DiskFull")
-        );
-        // Learning again replaces what was learnt; the configured topology stays.
-        let mut c = Correlator::new(topo(), vec![]);
-        c.learn(&[("db".to_string(), "frontend".to_string())], &[]);
-        assert!(
-            c.cfg.check_acyclic().is_ok(),
-            "a learnt cycle through configured edges is refused"
-        );
-        assert_eq!(c.cfg.services["api"].depends_on, vec!["db".to_string()]);
-        c.learn(&[], &[]);
-        assert_eq!(c.cfg.services.len(), 3);
-    }
-
-    #[test]
-    fn a_failure_cascade_is_one_incident_rooted_at_the_host() {
-        let mut c = Correlator::new(topo(), vec![]);
-        // The symptoms arrive top-down (the user-facing one first), the cause last.
-        let fe = alert(
-            &[("alertname", "FrontendErrors"), ("service", "frontend")],
-            30 * S,
-        );
-        let api = alert(&[("alertname", "ApiErrorRate"), ("service", "api")], 20 * S);
-        let db = alert(
-            &[
-                ("alertname", "DbLatency"),
-                ("service", "db"),
-                ("instance", "db-1:5432"),
-            ],
-            10 * S,
-        );
-        let disk = alert(&[("alertname", "DiskFull"), ("instance", "db-1:9100")], 0);
-        assert_eq!(c.observe(&fe, 30 * S), [Change::Opened(1)]);
-        assert_eq!(c.observe(&api, 31 * S), [Change::Updated(1)]);
-        assert_eq!(c.observe(&db, 32 * S), [Change::Updated(1)]);
-        assert_eq!(c.observe(&disk, 33 * S), [Change::Updated(1)]);
-        assert_eq!(c.incidents.len(), 1);
-        let inc = &c.incidents[&1];
-        assert_eq!(
-            inc.root().and_then(|r| r.labels.get("alertname")),
-            Some("DiskFull")
-        );
-        let kinds: Vec<&str> = inc.timeline.iter().map(|e| e.kind.as_str()).collect();
-        assert_eq!(
-            kinds.iter().filter(|k| **k == "root_cause").count(),
-            4,
-            "{kinds:?}"
-        );
-        // Resolution: all alerts resolved resolves the incident.
-        for a in [&fe, &api, &db, &disk] {
-            let mut r = a.clone();
-            r.ends_at = 100 * S;
-            c.observe(&r, 100 * S);
-        }
-        assert_eq!(c.incidents[&1].resolved_at, 100 * S);
-    }
-
-    #[test]
-    fn unrelated_or_late_alerts_open_their_own_incidents_and_bridges_merge() {
-        let mut c = Correlator::new(topo(), vec![]);
-        c.observe(&alert(&[("alertname", "A"), ("instance", "h1")], 0), 0);
-        assert_eq!(
-            c.observe(&alert(&[("alertname", "B"), ("instance", "h2")], 0), S),
-            [Change::Opened(2)]
-        );
-        // Same host as incident 1 but after the window: new incident.
-        let late = c.observe(
-            &alert(&[("alertname", "C"), ("instance", "h1:9100")], 0),
-            400 * S,
-        );
-        assert_eq!(late, [Change::Opened(3)]);
-        // Incident 1 is past its window; 3 takes it.
-        let ch = c.observe(
-            &alert(
-                &[("alertname", "F"), ("instance", "h1"), ("service", "y")],
-                0,
-            ),
-            401 * S,
-        );
-        assert_eq!(ch, [Change::Updated(3)]);
-        // Related to two incidents at once: they merge into the older.
-        let mut c2 = Correlator::new(Correlation::default(), vec![]);
-        c2.observe(&alert(&[("alertname", "A"), ("instance", "h1")], 0), 0);
-        c2.observe(&alert(&[("alertname", "B"), ("service", "s")], 0), 0);
-        let ch = c2.observe(
-            &alert(
-                &[("alertname", "C"), ("instance", "h1"), ("service", "s")],
-                0,
-            ),
-            S,
-        );
-        assert_eq!(
-            ch,
-            [Change::Merged { into: 1, from: 2 }, Change::Updated(1)]
-        );
-        assert_eq!(c2.incidents[&1].alerts.len(), 3);
-    }
-
-    #[test]
-    fn layers_and_relations() {
-        let t = topo();
-        let l = |p: &[(&str, &str)]| Labels::from_pairs(p.iter().copied());
-        assert_eq!(t.layer(&l(&[("instance", "db-1")])), 0);
-        assert!(t.layer(&l(&[("service", "db")])) < t.layer(&l(&[("service", "api")])));
-        assert!(t.layer(&l(&[("service", "api")])) < t.layer(&l(&[("service", "frontend")])));
-        assert!(
-            t.related(&l(&[("service", "frontend")]), &l(&[("service", "db")])),
-            "transitive"
-        );
-        assert!(
-            t.related(&l(&[("service", "db")]), &l(&[("instance", "db-1:9100")])),
-            "runs on"
-        );
-        assert!(!t.related(&l(&[("service", "db")]), &l(&[("instance", "web-2")])));
-        assert_eq!(host_of("[::1]:9100"), "::1");
-        assert_eq!(host_of("db-1"), "db-1");
-        let mut cyc = topo();
-        cyc.services
-            .get_mut("db")
-            .expect("db")
-            .depends_on
-            .push("frontend".into());
-        assert!(cyc.check_acyclic().is_err());
-    }
+fn root_text(name: &str, fp: u64, why: &str) -> String {
+    format!("probable root cause: {name} ({}) — {why}", fingerprint_hex(fp))
 }
+
+/// The most frequent value (the smallest among equals).
+fn most_common<'a>(it: impl Iterator<Item = &'a u64>) -> Option<u64> {
+    let mut count: BTreeMap<u64, usize> = BTreeMap::new();
+    for v in it {
+        *count.entry(*v).or_default() += 1;
+    }
+    count
+        .into_iter()
+        .max_by_key(|(v, n)| (*n, std::cmp::Reverse(*v)))
+        .map(|(v, _)| v)
+}
+
+#[cfg(test)]
+mod tests;

@@ -23,24 +23,32 @@ fn all(ms: &[Matcher], l: &Labels) -> bool {
     ms.iter().all(|m| m.matches_labels(l))
 }
 
+/// Whether rule `r` lets an alert with labels `source` mute one with labels `target`.
+fn mutes(r: &InhibitRule, source: &Labels, target: &Labels) -> bool {
+    if !all(&r.target, target) || !all(&r.source, source) {
+        return false;
+    }
+    if super::fingerprint(source) == super::fingerprint(target) {
+        return false;
+    }
+    // An alert matching both sides cannot be muted by another that also does.
+    if all(&r.source, target) && all(&r.target, source) {
+        return false;
+    }
+    r.equal.iter().all(|n| source.get(n) == target.get(n))
+}
+
+/// Whether any rule lets `source` mute `target` (correlation takes it as evidence that the
+/// source explains the target).
+pub fn inhibits(rules: &[InhibitRule], source: &Labels, target: &Labels) -> bool {
+    rules.iter().any(|r| mutes(r, source, target))
+}
+
 /// The fingerprint of an alert among `firing` that inhibits an alert with `target` labels.
 pub fn inhibited_by(rules: &[InhibitRule], target: &Labels, firing: &[&Alert]) -> Option<u64> {
-    let tfp = super::fingerprint(target);
     for r in rules {
-        if !all(&r.target, target) {
-            continue;
-        }
-        let two_sided = all(&r.source, target);
-        for s in firing {
-            if !all(&r.source, &s.labels) || s.fingerprint() == tfp {
-                continue;
-            }
-            if two_sided && all(&r.target, &s.labels) {
-                continue;
-            }
-            if r.equal.iter().all(|n| s.labels.get(n) == target.get(n)) {
-                return Some(s.fingerprint());
-            }
+        if let Some(s) = firing.iter().find(|s| mutes(r, &s.labels, target)) {
+            return Some(s.fingerprint());
         }
     }
     None

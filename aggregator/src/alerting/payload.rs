@@ -112,6 +112,7 @@ pub fn incident_json(i: &Incident, now: i64) -> Value {
             "fingerprint": fingerprint_hex(i.root_cause),
             "alertname": r.labels.get("alertname").unwrap_or(""),
             "labels": labels_json(&r.labels),
+            "why": i.why,
         })),
         "acknowledged": i.acknowledged.as_ref().map(|(by, at)| json!({"by": by, "at": rfc3339(*at)})),
         "remediated": i.remediated.as_ref().map(|(id, at)| json!({"remediation": id, "at": rfc3339(*at)})),
@@ -199,6 +200,7 @@ mod tests {
             acknowledged: None,
             remediated: None,
             timeline: Vec::new(),
+            why: String::new(),
         };
         assert_eq!(logs_link(&i), Value::Null);
         for (fp, host) in [(1, "db-1.example"), (2, "web-1"), (3, "web-1")] {

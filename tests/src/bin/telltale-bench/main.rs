@@ -126,11 +126,12 @@ fn bench_agent(args: &[String]) -> anyhow::Result<()> {
         let n1 = proc_usage(ne.id())?;
         let ours = query(agg.http, &format!("{{instance=\"{name}\"}}"))?.len();
         rows.push(format!(
-            "| {interval} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {ours} | {} |",
+            "| {interval} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {ours} | {} |",
             a1.0 - a0.0,
             n1.0 - n0.0,
             (a1.0 - a0.0) / (n1.0 - n0.0).max(0.001),
             mib(a1.1),
+            mib(a1.2),
             mib(n1.1),
             scraped.load(Ordering::Relaxed),
         ));
@@ -145,9 +146,9 @@ fn bench_agent(args: &[String]) -> anyhow::Result<()> {
         humantime::format_duration(duration)
     );
     println!(
-        "| interval | telltale-agent CPU s | node_exporter CPU s | CPU ratio | telltale-agent peak RSS MiB | node_exporter peak RSS MiB | series (telltale) | series (node_exporter) |"
+        "| interval | telltale-agent CPU s | node_exporter CPU s | CPU ratio | telltale-agent peak RSS MiB | telltale-agent RSS at end MiB | node_exporter peak RSS MiB | series (telltale) | series (node_exporter) |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
     }
