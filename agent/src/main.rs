@@ -133,6 +133,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    telltale_agent::run::memory::one_arena();
     telltale_common::logging::init();
     // One thread is plenty for an agent and keeps its footprint small.
     let rt = match tokio::runtime::Builder::new_current_thread()

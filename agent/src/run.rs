@@ -3,7 +3,7 @@
 //! all feeding one channel; one task runs the [`crate::pipeline`] over what arrives, merges it
 //! into a batch, stores it durably and wakes the shipper.
 
-mod memory;
+pub mod memory;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -6,6 +6,7 @@
 //! uses them. `cargo test --workspace` builds them (the agent and aggregator packages have
 //! integration tests of their own, which makes cargo build their binaries first).
 
+pub mod cascade;
 pub mod compliance;
 pub mod exposition;
 pub mod fuzz;

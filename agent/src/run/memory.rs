@@ -13,6 +13,22 @@
 
 #![allow(unsafe_code)]
 
+/// Keeps glibc's malloc to one arena. By default every thread that allocates while another
+/// holds the main arena's lock gets an arena of its own (up to 8 per core), each with its
+/// own free pages: the agent's threads (its runtime, sled's flusher, blocking reads) allocate
+/// little and seldom contend, and one arena measured 0.3–0.5 MiB less peak RSS at 1 s
+/// collection (`telltale-bench agent`, with `MALLOC_ARENA_MAX=1` set against the same build).
+/// Call before threads start; an explicit `MALLOC_ARENA_MAX` in the environment wins.
+pub fn one_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; called before other threads run.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
+    }
+}
+
 /// Returns free heap pages to the kernel.
 pub fn trim() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -312,11 +312,11 @@ impl Correlator {
             .filter(|i| i.open() && now - i.updated_at <= window)
             .collect();
         let ix0 = self.cfg.index([]);
-        let new = Item::new(&ix0, fp, entry);
+        let new = Item::new(&ix0, &self.cfg, fp, entry);
         let mut olds: Vec<(u64, Item)> = Vec::new();
         for i in &open {
             for (afp, a) in &i.alerts {
-                olds.push((i.id, Item::new(&ix0, *afp, a)));
+                olds.push((i.id, Item::new(&ix0, &self.cfg, *afp, a)));
             }
         }
         let nodes: Vec<Node> = olds
@@ -382,7 +382,10 @@ impl Correlator {
         }
         let groups = {
             let ix0 = self.cfg.index([]);
-            let first: Vec<Item> = alerts.iter().map(|(fp, a)| Item::new(&ix0, *fp, a)).collect();
+            let first: Vec<Item> = alerts
+                .iter()
+                .map(|(fp, a)| Item::new(&ix0, &self.cfg, *fp, a))
+                .collect();
             let nodes: Vec<Node> = first.iter().map(|i| i.node.clone()).collect();
             let ix = self.cfg.index(&nodes);
             let ev = Evidence::new(&self.cfg, &ix, &first);
@@ -458,7 +461,9 @@ impl Correlator {
             }
         }
         for (g, id) in groups.iter().zip(final_ids) {
-            let Some(mut inc) = old.remove(&id) else { continue };
+            let Some(mut inc) = old.remove(&id) else {
+                continue;
+            };
             let before: Vec<u64> = inc.alerts.keys().copied().collect();
             inc.alerts = g
                 .members
@@ -469,7 +474,10 @@ impl Correlator {
             for fp in &before {
                 if let Some(to) = placed.get(fp).filter(|to| **to != id) {
                     let n = alerts.get(fp).and_then(|a| a.labels.get("alertname"));
-                    moved.entry(*to).or_default().push(n.unwrap_or("").to_string());
+                    moved
+                        .entry(*to)
+                        .or_default()
+                        .push(n.unwrap_or("").to_string());
                 }
             }
             for (to, names) in moved {
@@ -492,15 +500,18 @@ impl Correlator {
             if inc.root_cause != g.root || inc.why.is_empty() {
                 inc.root_cause = g.root;
                 inc.why = g.why.clone();
-                let name = inc.alerts.get(&g.root).and_then(|a| a.labels.get("alertname"));
+                let name = inc
+                    .alerts
+                    .get(&g.root)
+                    .and_then(|a| a.labels.get("alertname"));
                 let text = root_text(name.unwrap_or(""), g.root, &g.why);
                 inc.note(now, "root_cause", text);
             } else {
                 inc.why = g.why.clone();
             }
-            let fresh = out
-                .iter()
-                .any(|c| matches!(c, Change::Opened(x) | Change::Split { into: x, .. } if *x == id));
+            let fresh = out.iter().any(
+                |c| matches!(c, Change::Opened(x) | Change::Split { into: x, .. } if *x == id),
+            );
             if changed && !fresh {
                 inc.updated_at = now;
                 out.push(Change::Updated(id));
@@ -577,7 +588,10 @@ impl Correlator {
 }
 
 fn root_text(name: &str, fp: u64, why: &str) -> String {
-    format!("probable root cause: {name} ({}) — {why}", fingerprint_hex(fp))
+    format!(
+        "probable root cause: {name} ({}) — {why}",
+        fingerprint_hex(fp)
+    )
 }
 
 /// The most frequent value (the smallest among equals).

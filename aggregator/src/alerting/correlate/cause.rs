@@ -3,10 +3,11 @@
 //! Alert *a* explains alert *b* when a failure at *a*'s node reaches *b*'s node and the
 //! onsets agree: *a* began no later than *b* (give or take the onset slack) and not more than
 //! the window before it. A failure reaches through dependencies (host → what runs on it,
-//! needed host → what needs it, service → its callers); it reaches as *load* a host of what
-//! it reaches (a service in trouble loads its host) and, for alerts marked
-//! `telltale_role: symptom`, anything one or more load steps away (callers retrying hammer
-//! what they call). An inhibition rule whose source would mute the target also counts.
+//! needed host → what needs it, service → its callers); it reaches *symptoms* (alerts
+//! marked `telltale_role: symptom`, or named like one: load, CPU, latency, queues...) as
+//! load: on the hosts of what it reaches (a service in trouble loads its host) and on what
+//! those services call and their hosts (callers retrying hammer what they call). An
+//! inhibition rule whose source would mute the target also counts.
 //!
 //! Incidents are then the alerts nothing else explains (the roots, or a set of alerts that
 //! explain one another) and everything they explain; an alert two roots explain goes with the
@@ -84,10 +85,12 @@ fn mark<'a>(a: &'a IncidentAlert, key: &str) -> Option<&'a str> {
 
 impl<'a> Item<'a> {
     /// Reads an alert's evidence.
-    pub fn new(ix: &Index, fp: u64, a: &'a IncidentAlert) -> Item<'a> {
+    pub fn new(ix: &Index, cfg: &Correlation, fp: u64, a: &'a IncidentAlert) -> Item<'a> {
+        let name = a.labels.get("alertname").unwrap_or("");
         let role = match mark(a, "telltale_role").map(|r| r.trim().to_ascii_lowercase()) {
             Some(r) if r == "cause" => Role::Cause,
             Some(r) if r == "symptom" => Role::Symptom,
+            _ if cfg.symptoms.iter().any(|p| p.is_match(name)) => Role::Symptom,
             _ => Role::Unmarked,
         };
         let weight = mark(a, "telltale_weight")
@@ -147,6 +150,8 @@ impl<'a> Evidence<'a> {
     pub fn link(&self, a: &Item, b: &Item) -> Link {
         let slack = self.cfg.onset_slack.as_millis() as i64;
         let window = self.cfg.window.as_millis() as i64;
+        // A symptom is an effect itself: it gets no slack to explain what began before it.
+        let slack = if a.role == Role::Symptom { 0 } else { slack };
         if a.fp == b.fp || a.onset > b.onset + slack || b.onset - a.onset > window {
             return Link::None;
         }
@@ -162,12 +167,11 @@ impl<'a> Evidence<'a> {
         if !self.cfg.inhibit.is_empty() && inhibits(&self.cfg.inhibit, a.labels, b.labels) {
             return Link::Inhibition;
         }
-        let load = match b.role {
-            Role::Cause => false,
-            Role::Symptom => r.any.contains(&b.node),
-            Role::Unmarked => matches!(b.node, Node::Host(_)) && r.host_load.contains(&b.node),
-        };
-        if load { Link::Load } else { Link::None }
+        if b.role == Role::Symptom && r.load.contains(&b.node) {
+            Link::Load
+        } else {
+            Link::None
+        }
     }
 
     /// Whether `a` and `b` explain each other either way.
@@ -221,8 +225,10 @@ pub fn partition(ev: &Evidence, items: &[Item]) -> Vec<Group> {
         }
         seen
     };
-    let reach: Vec<(Vec<bool>, Vec<bool>)> =
-        seeds.iter().map(|c| (spread(*c, true), spread(*c, false))).collect();
+    let reach: Vec<(Vec<bool>, Vec<bool>)> = seeds
+        .iter()
+        .map(|c| (spread(*c, true), spread(*c, false)))
+        .collect();
     let first_onset = |c: usize| {
         (0..n)
             .filter(|i| comp[*i] == c)
@@ -235,8 +241,8 @@ pub fn partition(ev: &Evidence, items: &[Item]) -> Vec<Group> {
         .map(|(_, any)| any.iter().filter(|x| **x).count())
         .collect();
     // Owners, in onset order so that an alert's explainers are placed before it: the seed
-    // reaching it through dependencies, then the one holding the alert that explains it
-    // most closely in time (a cause shows its effects soon), then the one reaching more.
+    // reaching it through dependencies, then the one holding its best explainer (see
+    // below; a cause shows its effects soon), then the one reaching more.
     let mut owner = vec![usize::MAX; n];
     for (s, &c) in seeds.iter().enumerate() {
         for i in 0..n {
@@ -248,19 +254,31 @@ pub fn partition(ev: &Evidence, items: &[Item]) -> Vec<Group> {
     let mut order: Vec<usize> = (0..n).filter(|i| owner[*i] == usize::MAX).collect();
     order.sort_by_key(|i| (items[*i].onset, *i));
     for i in order {
-        let gap = |s: usize| {
+        // The best direct explainer a seed's incident holds: a cause through dependencies,
+        // then a cause through load, then a symptom (an effect explaining further is weaker
+        // evidence); among equals the closest in time (one that began after the alert, within
+        // the slack, counts its distance twice).
+        let best = |s: usize| {
             (0..n)
                 .filter(|j| owner[*j] == s && link[*j][i] != Link::None)
-                .map(|j| (items[i].onset - items[j].onset).max(0))
-                .min()
-                .unwrap_or(i64::MAX)
+                .map(|j| {
+                    let class = match (items[j].role == Role::Symptom, link[j][i]) {
+                        (false, Link::Dependency | Link::Inhibition) => 2,
+                        (false, _) => 1,
+                        (true, _) => 0,
+                    };
+                    let d = items[i].onset - items[j].onset;
+                    (class, std::cmp::Reverse(if d >= 0 { d } else { -2 * d }))
+                })
+                .max()
+                .unwrap_or((0, std::cmp::Reverse(i64::MAX)))
         };
         owner[i] = (0..seeds.len())
             .filter(|s| reach[*s].1[i])
             .max_by_key(|s| {
                 (
                     reach[*s].0[i],
-                    std::cmp::Reverse(gap(*s)),
+                    best(*s),
                     size[*s],
                     std::cmp::Reverse(first_onset(seeds[*s])),
                     std::cmp::Reverse(*s),
@@ -281,8 +299,16 @@ pub fn partition(ev: &Evidence, items: &[Item]) -> Vec<Group> {
         // Candidates: the source component's alerts; a symptom only when nothing else can be.
         let in_comp: Vec<usize> = members.iter().copied().filter(|i| comp[*i] == c).collect();
         let pool: Vec<usize> = [
-            in_comp.iter().copied().filter(|i| items[*i].role != Role::Symptom).collect(),
-            members.iter().copied().filter(|i| items[*i].role != Role::Symptom).collect(),
+            in_comp
+                .iter()
+                .copied()
+                .filter(|i| items[*i].role != Role::Symptom)
+                .collect(),
+            members
+                .iter()
+                .copied()
+                .filter(|i| items[*i].role != Role::Symptom)
+                .collect(),
             in_comp.clone(),
         ]
         .into_iter()
@@ -328,12 +354,7 @@ fn explain(
     cycle: usize,
 ) -> String {
     let r = &items[root];
-    let count = |k: Link| {
-        members
-            .iter()
-            .filter(|j| link[root][**j] == k)
-            .count()
-    };
+    let count = |k: Link| members.iter().filter(|j| link[root][**j] == k).count();
     let (dep, load, inh) = (
         count(Link::Dependency),
         count(Link::Load),
@@ -363,7 +384,10 @@ fn explain(
         .min()
         .filter(|t| *t > r.onset)
     {
-        text.push_str(&format!(", began {} s before the next", (next - r.onset) / 1000));
+        text.push_str(&format!(
+            ", began {} s before the next",
+            (next - r.onset) / 1000
+        ));
     }
     match r.role {
         Role::Cause => text.push_str(", marked as a cause"),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use telltale_common::config::Invalid;
 
-use super::topology::{Correlation, HostNode, ServiceNode};
+use super::topology::{Correlation, HostNode, ServiceNode, symptom_patterns};
 use crate::alerting::inhibit::InhibitRule;
 
 /// `correlation:` as written.
@@ -30,6 +30,9 @@ pub struct CorrelationSpec {
     services: Vec<ServiceSpec>,
     #[serde(default)]
     hosts: Vec<HostSpec>,
+    /// Alert-name patterns taken as symptoms (replaces the default list).
+    #[serde(default)]
+    symptoms: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,6 +128,10 @@ impl CorrelationSpec {
             services,
             hosts,
             inhibit: inhibit.to_vec(),
+            symptoms: match self.symptoms {
+                Some(p) => symptom_patterns(&p)?,
+                None => def.symptoms,
+            },
         };
         corr.check()?;
         Ok(corr)

@@ -56,8 +56,38 @@ pub struct Correlation {
     pub services: HashMap<String, ServiceNode>,
     /// Hosts (only those with aliases or dependencies need declaring).
     pub hosts: HashMap<String, HostNode>,
-    /// The routing file's inhibition rules: a source that would mute a target explains it.
+    /// The routing file's inhibition rules: a source that would mute the target explains it.
     pub inhibit: Vec<InhibitRule>,
+    /// Alert names taken as symptoms when a rule does not say (`telltale_role` wins).
+    pub symptoms: Vec<regex::Regex>,
+}
+
+/// The names of saturation and latency alerts — what load and retries produce, never a cause
+/// by themselves: `HighLoad`, `CPUThrottling`, `MemoryPressure`, `HighLatency`,
+/// `SlowQueries`, `QueueBacklog`, `RequestTimeouts`... (case-insensitive, anywhere in the
+/// alert name).
+pub const DEFAULT_SYMPTOMS: &[&str] = &[
+    "(?i)load",
+    "(?i)cpu",
+    "(?i)memory.?pressure",
+    "(?i)swap",
+    "(?i)latency",
+    "(?i)slow",
+    "(?i)saturat",
+    "(?i)queue|backlog",
+    "(?i)throttl",
+    "(?i)timeout",
+    "(?i)retr(y|ies)",
+];
+
+/// Compiles symptom patterns (a match anywhere in the alert name counts).
+pub fn symptom_patterns(p: &[impl AsRef<str>]) -> Result<Vec<regex::Regex>, Invalid> {
+    p.iter()
+        .map(|x| {
+            regex::Regex::new(x.as_ref())
+                .map_err(|e| Invalid::from(format!("correlation.symptoms: {:?}: {e}", x.as_ref())))
+        })
+        .collect()
 }
 
 impl Default for Correlation {
@@ -73,6 +103,7 @@ impl Default for Correlation {
             services: HashMap::new(),
             hosts: HashMap::new(),
             inhibit: Vec::new(),
+            symptoms: symptom_patterns(DEFAULT_SYMPTOMS).unwrap_or_default(),
         }
     }
 }
@@ -340,7 +371,12 @@ impl Index<'_> {
                 Node::Instance(..) => out.push((Node::Service(s.to_string()), true)),
                 _ if part => {}
                 _ => out.extend(whole(
-                    self.instances.get(s).into_iter().flatten().cloned().collect(),
+                    self.instances
+                        .get(s)
+                        .into_iter()
+                        .flatten()
+                        .cloned()
+                        .collect(),
                 )),
             }
             for d in self.dependents.get(s).into_iter().flatten() {
@@ -348,38 +384,6 @@ impl Index<'_> {
                 self.service_nodes(d, &mut v);
                 out.extend(whole(v));
             }
-        }
-        out
-    }
-
-    /// Where load from `n` travels in one step (the reverse of [`Index::down`]'s edges
-    /// between different things).
-    fn up(&self, n: &Node) -> Vec<Node> {
-        let mut out = Vec::new();
-        match n {
-            Node::Host(h) => {
-                let c = self.cfg.hosts.get(h.as_str()).or_else(|| {
-                    self.cfg
-                        .hosts
-                        .iter()
-                        .find(|(k, _)| k.eq_ignore_ascii_case(h))
-                        .map(|(_, v)| v)
-                });
-                for d in c.into_iter().flat_map(|c| &c.depends_on) {
-                    out.push(Node::Host(self.canonical(d)));
-                }
-            }
-            Node::Instance(s, h) => {
-                out.push(Node::Host(h.clone()));
-                self.needs(s, &mut out);
-            }
-            Node::Service(s) => {
-                for h in self.service_hosts.get(s.as_str()).into_iter().flatten() {
-                    out.push(Node::Host(h.clone()));
-                }
-                self.needs(s, &mut out);
-            }
-            _ => {}
         }
         out
     }
@@ -428,34 +432,30 @@ impl Index<'_> {
                 _ => {}
             }
         }
-        // Any mix of steps, bounded: overload travelling to what callers call, and on.
-        r.any = bfs(
-            from,
-            |n| {
-                let mut v: Vec<Node> = self.down(n, false).into_iter().map(|x| x.0).collect();
-                v.extend(self.up(n));
-                v
-            },
-            6,
-        );
-        r
-    }
-}
-
-fn bfs(from: &Node, next: impl Fn(&Node) -> Vec<Node>, depth: usize) -> HashSet<Node> {
-    let mut seen = HashSet::new();
-    let mut q = VecDeque::from([(from.clone(), 0usize)]);
-    while let Some((n, d)) = q.pop_front() {
-        if d >= depth {
-            continue;
-        }
-        for m in next(&n) {
-            if m != *from && seen.insert(m.clone()) {
-                q.push_back((m, d + 1));
+        // Retries: what a failing service and the services it reaches call is hammered by
+        // them, and so are the hosts that runs on. (Not from a host's failure: what runs
+        // there stops calling anything.)
+        let from_service = from.service().is_some();
+        for n in r
+            .down
+            .iter()
+            .chain(std::iter::once(from))
+            .filter(|_| from_service)
+        {
+            if let Some(s) = n.service() {
+                let mut callee = Vec::new();
+                self.needs(s, &mut callee);
+                for c in callee {
+                    if let Node::Instance(_, h) = &c {
+                        r.load.insert(Node::Host(h.clone()));
+                    }
+                    r.load.insert(c);
+                }
             }
         }
+        r.load.extend(r.host_load.iter().cloned());
+        r
     }
-    seen
 }
 
 /// What one node can affect.
@@ -466,6 +466,7 @@ pub struct Reach {
     /// Hosts loaded by what the failure reaches (its own host, the hosts of services it
     /// reaches).
     pub host_load: HashSet<Node>,
-    /// Through any mix of dependency and load steps (at most six).
-    pub any: HashSet<Node>,
+    /// Loaded by it: [`Reach::host_load`], plus what it and what it reaches call (retries)
+    /// and the hosts those run on.
+    pub load: HashSet<Node>,
 }

@@ -15,6 +15,7 @@
 //!   `telltale-bench hostile [--duration 30s]`: see [`sources`].
 
 mod alerting;
+mod correlation;
 mod dashboard;
 mod logs;
 mod remediation;
@@ -502,8 +503,9 @@ fn main() -> anyhow::Result<()> {
         Some("remediation") => remediation::bench_remediation(&args),
         Some("logs") => logs::bench_logs(&args),
         Some("traces") => traces::bench_traces(&args),
+        Some("correlation") => correlation::bench_correlation(&args),
         _ => bail!(
-            "usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N] | promql [--rounds N] | dashboard [--hosts N] [--hours N] | statsd [--step 5s] | sources [--duration 2m] [--interval 10s] | hostile [--duration 30s] [--interval 5s] | fuzz [--queries 2000] [--seed N] [--cases] [--show 40] | tsdb [--hosts 50] [--hours 24] [--senders 4] | alerting [--trials 40] | remediation [--trials 10] | logs [--records 10000000] [--rate 10000] [--rss-seconds 60] [--rounds 5] | traces [--spans 2000000] [--senders 2] [--per-request 500] [--store-spans 2000000] [--skip intake,store]"
+            "usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N] | promql [--rounds N] | dashboard [--hosts N] [--hours N] | statsd [--step 5s] | sources [--duration 2m] [--interval 10s] | hostile [--duration 30s] [--interval 5s] | fuzz [--queries 2000] [--seed N] [--cases] [--show 40] | tsdb [--hosts 50] [--hours 24] [--senders 4] | alerting [--trials 40] | remediation [--trials 10] | logs [--records 10000000] [--rate 10000] [--rss-seconds 60] [--rounds 5] | traces [--spans 2000000] [--senders 2] [--per-request 500] [--store-spans 2000000] [--skip intake,store] | correlation [--scenarios 300] [--seed 1] [--show 15]"
         ),
     }
 }
