@@ -5,8 +5,11 @@
 //! second failure elsewhere at the same time, and noise: warnings on nodes the cascades
 //! neither reach nor come from (sidecars on the cascade's own hosts included). Alerts are
 //! posted to a real aggregator in a random arrival order (onset + `for` + scrape jitter) with
-//! their onset as `startsAt`, as Telltale's rules send it; the incidents it makes are scored
-//! against the truth.
+//! the onset their rule would report as `startsAt` (Telltale's rules send `activeAt`: the
+//! first evaluation after the condition began, each rule group evaluating every 15, 30 or
+//! 60 s at a phase of its own); the incidents it makes are scored against the truth.
+//! Symptom alerts have varied names, some unlike the default symptom patterns (`GCPausesLong`,
+//! `ContainerOOMKilled`), so runs without `telltale_role` marks show what marks are worth.
 //!
 //! The world's semantics are the usual ones: a host's failure reaches what runs on it and the
 //! hosts and services that need it; a service's failure reaches its callers (all of their
@@ -71,6 +74,9 @@ pub struct GenAlert {
     pub annotations: BTreeMap<String, String>,
     /// Onset, seconds after the scenario's start.
     pub onset: f64,
+    /// The onset its rule reports (`activeAt`, posted as `startsAt`): the first evaluation
+    /// at or after the onset.
+    pub active: f64,
     /// When it arrives (onset + `for` + jitter), seconds.
     pub arrival: f64,
 }
@@ -108,6 +114,8 @@ struct Gen<'a> {
     marks: bool,
     used: HashSet<(String, N)>,
     next: usize,
+    /// Rule groups by alert name: (evaluation interval, phase), seconds.
+    groups: BTreeMap<String, (f64, f64)>,
 }
 
 impl Gen<'_> {
@@ -162,13 +170,26 @@ impl Gen<'_> {
         if symptom && self.marks {
             annotations.insert("telltale_role".to_string(), "symptom".to_string());
         }
+        // The rule evaluating it runs every 15, 30 or 60 s at a phase of its own: the onset
+        // it reports (activeAt) is the first evaluation after the condition began.
+        let (every, phase) = match self.groups.get(name) {
+            Some(g) => *g,
+            None => {
+                let every = pick(self.r, &[15.0, 30.0, 60.0]);
+                let g = (every, between(self.r, 0.0, every));
+                self.groups.insert(name.to_string(), g);
+                g
+            }
+        };
+        let active = phase + ((onset - phase) / every).ceil() * every;
         let hold = pick(self.r, &[0.0, 0.0, 30.0, 60.0, 120.0, 300.0]);
-        let arrival = onset + hold + between(self.r, 0.0, 30.0);
+        let arrival = active + hold + between(self.r, 0.0, 30.0);
         self.s.alerts.push(GenAlert {
             id: id.clone(),
             labels,
             annotations,
             onset,
+            active,
             arrival,
         });
         Some(id)
@@ -284,7 +305,16 @@ impl Gen<'_> {
             for d in self.s.services[s].deps.clone() {
                 for n in self.service_nodes(d) {
                     let t = t0 + between(self.r, 10.0, 90.0);
-                    if let Some(id) = self.alert(n, "HighLatency", t, "warning", true) {
+                    let name = pick(
+                        self.r,
+                        &[
+                            "HighLatency",
+                            "SlowResponses",
+                            "ConnectionPoolExhausted",
+                            "GCPausesLong",
+                        ],
+                    );
+                    if let Some(id) = self.alert(n, name, t, "warning", true) {
                         ids.push(id);
                         hit.insert(n);
                     }
@@ -311,7 +341,7 @@ impl Gen<'_> {
                                 "hypervisor" => "NodeDown",
                                 _ => "DependencyDown",
                             };
-                            let tt = t + between(self.r, 5.0, 60.0);
+                            let tt = t + between(self.r, 1.0, 60.0);
                             if let Some(id) = self.alert(N::Host(k), name, tt, "critical", false) {
                                 ids.push(id);
                                 hit.insert(N::Host(k));
@@ -347,7 +377,7 @@ impl Gen<'_> {
                 if hit.contains(&m) || !chance(self.r, 0.85) {
                     continue;
                 }
-                let tt = t + between(self.r, 5.0, 90.0);
+                let tt = t + between(self.r, 1.0, 90.0);
                 let name = pick(self.r, &["UpstreamErrors", "HighErrorRate", "Unavailable"]);
                 let sev = pick(self.r, &["critical", "warning"]);
                 if let Some(id) = self.alert(m, name, tt, sev, false) {
@@ -355,7 +385,16 @@ impl Gen<'_> {
                     hit.insert(m);
                     frontier.push((m, tt));
                     // A service in trouble loads its host now and then.
-                    let load = pick(self.r, &["HighLoad", "MemoryPressure"]);
+                    let load = pick(
+                        self.r,
+                        &[
+                            "HighLoad",
+                            "MemoryPressure",
+                            "HostOverloaded",
+                            "ContainerOOMKilled",
+                            "NodeCPUSaturated",
+                        ],
+                    );
                     let tl = tt + between(self.r, 10.0, 120.0);
                     if let N::Inst(_, h) = m
                         && chance(self.r, 0.25)
@@ -418,7 +457,12 @@ pub fn scenario(seed: u64, index: usize, opt: Options) -> Scenario {
     let host = |hosts: &mut Vec<Host>, base: &str, i: usize, infra: &'static str| {
         hosts.push(Host {
             name: name_host(&p, base, i),
-            aliases: vec![format!("10.{}.{}.{}", index % 250, hosts.len(), i)],
+            aliases: vec![format!(
+                "10.{}.{}.{}",
+                index / 250,
+                index % 250,
+                hosts.len() + 1
+            )],
             needs: Vec::new(),
             infra,
         });
@@ -569,6 +613,7 @@ pub fn scenario(seed: u64, index: usize, opt: Options) -> Scenario {
         marks: opt.marks,
         used: HashSet::new(),
         next: 0,
+        groups: BTreeMap::new(),
     };
     // Roots: any host, or any non-sidecar service (as a whole or one instance), or a storm
     // from a service that calls something.
@@ -731,7 +776,7 @@ pub fn bodies(s: &Scenario, t0: i64) -> Vec<String> {
     s.alerts
         .iter()
         .map(|a| {
-            let onset = t0 + (a.onset * 1000.0) as i64;
+            let onset = t0 + (a.active * 1000.0) as i64;
             json!([{
                 "labels": a.labels,
                 "annotations": a.annotations,

@@ -174,6 +174,13 @@ impl<'a> Evidence<'a> {
         }
     }
 
+    /// Whether `a` loads `b` directly (its own host, what it calls).
+    pub fn near(&self, a: &Item, b: &Item) -> bool {
+        self.reach
+            .get(&a.node)
+            .is_some_and(|r| r.near.contains(&b.node))
+    }
+
     /// Whether `a` and `b` explain each other either way.
     pub fn related(&self, a: &Item, b: &Item) -> bool {
         self.link(a, b) != Link::None || self.link(b, a) != Link::None
@@ -255,7 +262,8 @@ pub fn partition(ev: &Evidence, items: &[Item]) -> Vec<Group> {
     order.sort_by_key(|i| (items[*i].onset, *i));
     for i in order {
         // The best direct explainer a seed's incident holds: a cause through dependencies,
-        // then a cause through load, then a symptom (an effect explaining further is weaker
+        // then a cause loading it directly (its host, what it calls), then through what it
+        // reaches, then a symptom (an effect explaining further is weaker
         // evidence); among equals the closest in time (one that began after the alert, within
         // the slack, counts its distance twice).
         let best = |s: usize| {
@@ -263,7 +271,8 @@ pub fn partition(ev: &Evidence, items: &[Item]) -> Vec<Group> {
                 .filter(|j| owner[*j] == s && link[*j][i] != Link::None)
                 .map(|j| {
                     let class = match (items[j].role == Role::Symptom, link[j][i]) {
-                        (false, Link::Dependency | Link::Inhibition) => 2,
+                        (false, Link::Dependency | Link::Inhibition) => 3,
+                        (false, _) if ev.near(&items[j], &items[i]) => 2,
                         (false, _) => 1,
                         (true, _) => 0,
                     };

@@ -604,3 +604,52 @@ fn late_alerts_open_new_incidents_and_everything_resolves() {
     assert_eq!(host_of("[::1]:9100"), "::1");
     assert_eq!(host_of("db-1"), "db-1");
 }
+
+#[test]
+fn the_shipped_routing_file_loads_and_bad_topologies_are_refused_by_name() {
+    use crate::alerting::config::RoutingConfig;
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/routes.yml");
+    let cfg = RoutingConfig::load(&p).expect("config/routes.yml loads");
+    let c = &cfg.correlation;
+    assert_eq!(c.onset_slack, Duration::from_secs(30));
+    assert_eq!(c.services["db"].depends_on_hosts, ["san-1"]);
+    assert_eq!(c.index([]).canonical("10.0.0.11"), "db-1");
+    let head = "route: {receiver: a}\nreceivers: [{name: a}]\n";
+    for (body, want) in [
+        (
+            "correlation: {services: [{name: x, depends_on: [y]}]}",
+            "undefined service \"y\"",
+        ),
+        (
+            "correlation: {hosts: [{name: a, depends_on: [b]}, {name: b, depends_on: [a]}]}",
+            "cycle through host",
+        ),
+        (
+            "correlation: {hosts: [{name: a}, {name: a}]}",
+            "declared twice",
+        ),
+        (
+            "correlation: {host_label: x, host_labels: [y]}",
+            "exclusive",
+        ),
+        ("correlation: {symptoms: ['(']}", "correlation.symptoms"),
+        (
+            "correlation: {onset_slack: soon}",
+            "correlation.onset_slack",
+        ),
+        (
+            "correlation: {hosts: [{name: a, alias: [b]}]}",
+            "unknown field `alias`",
+        ),
+    ] {
+        let err = RoutingConfig::parse(&format!("{head}{body}"))
+            .err()
+            .unwrap_or_else(|| panic!("{body} accepted"))
+            .to_string();
+        assert!(err.contains(want), "{body}: {err}");
+    }
+    // Custom symptom names replace the default list.
+    let cfg = RoutingConfig::parse(&format!("{head}correlation: {{symptoms: ['^Brownout']}}"))
+        .expect("parses");
+    assert_eq!(cfg.correlation.symptoms.len(), 1);
+}

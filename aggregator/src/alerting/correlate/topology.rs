@@ -454,6 +454,28 @@ impl Index<'_> {
             }
         }
         r.load.extend(r.host_load.iter().cloned());
+        // What it loads directly: its own host, what it calls and their hosts.
+        match from {
+            Node::Instance(_, h) => {
+                r.near.insert(Node::Host(h.clone()));
+            }
+            Node::Service(s) => {
+                if let Some([h]) = self.cfg.services.get(s).map(|n| n.hosts.as_slice()) {
+                    r.near.insert(Node::Host(self.canonical(h)));
+                }
+            }
+            _ => {}
+        }
+        if let Some(s) = from.service() {
+            let mut callee = Vec::new();
+            self.needs(s, &mut callee);
+            for c in callee {
+                if let Node::Instance(_, h) = &c {
+                    r.near.insert(Node::Host(h.clone()));
+                }
+                r.near.insert(c);
+            }
+        }
         r
     }
 }
@@ -469,4 +491,6 @@ pub struct Reach {
     /// Loaded by it: [`Reach::host_load`], plus what it and what it reaches call (retries)
     /// and the hosts those run on.
     pub load: HashSet<Node>,
+    /// The part of [`Reach::load`] it causes itself, not through what it reaches.
+    pub near: HashSet<Node>,
 }
