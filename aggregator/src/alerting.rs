@@ -10,8 +10,8 @@
 //! - [`dispatch`]: aggregation groups (group_wait, group_interval, repeat_interval) and the
 //!   notification log that decides whether a flush notifies;
 //! - [`escalate`]: escalation policies (ordered steps, repeat, acknowledgement);
-//! - [`correlate`]: incidents from firing alerts (time window, shared labels, topology) with
-//!   their probable root cause and a timeline;
+//! - [`correlate`]: incidents from firing alerts — a root cause and what it explains through
+//!   the topology and onsets — with the reason for each root choice and a timeline;
 //! - [`payload`]: Alertmanager's webhook v4 body and its v2 API's alert shape.
 //!
 //! With I/O: [`deliver`] (webhook, Alertmanager, NATS JetStream, log; retries with backoff)

@@ -150,7 +150,13 @@ impl<'a> Evidence<'a> {
     pub fn link(&self, a: &Item, b: &Item) -> Link {
         let slack = self.cfg.onset_slack.as_millis() as i64;
         let window = self.cfg.window.as_millis() as i64;
-        // A symptom is an effect itself: it gets no slack to explain what began before it.
+        // A symptom is an effect itself: it explains only other symptoms (load making things
+        // slow elsewhere), never what may be a failure of its own — that stays a root, so an
+        // independent failure on a loaded host is not folded into the load's incident — and
+        // gets no slack to explain what began before it.
+        if a.role == Role::Symptom && b.role != Role::Symptom {
+            return Link::None;
+        }
         let slack = if a.role == Role::Symptom { 0 } else { slack };
         if a.fp == b.fp || a.onset > b.onset + slack || b.onset - a.onset > window {
             return Link::None;

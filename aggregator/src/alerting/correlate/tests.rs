@@ -611,7 +611,7 @@ fn the_shipped_routing_file_loads_and_bad_topologies_are_refused_by_name() {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/routes.yml");
     let cfg = RoutingConfig::load(&p).expect("config/routes.yml loads");
     let c = &cfg.correlation;
-    assert_eq!(c.onset_slack, Duration::from_secs(30));
+    assert_eq!(c.onset_slack, Duration::from_secs(60));
     assert_eq!(c.services["db"].depends_on_hosts, ["san-1"]);
     assert_eq!(c.index([]).canonical("10.0.0.11"), "db-1");
     let head = "route: {receiver: a}\nreceivers: [{name: a}]\n";

@@ -4,8 +4,8 @@
 //!
 //! Failure travels *down* the dependency direction: from a host to what runs on it, from a
 //! needed host to the hosts and services that need it, from a service to the services that
-//! call it. Load travels *up* (the reverse of each of those): a service in trouble raises
-//! its host's load, callers retrying hammer what they call. [`Reach`] holds both for one node.
+//! call it. Load lands on the hosts of what a failure reaches and on what failing services
+//! call (retries). [`Reach`] holds both for one node.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
@@ -43,8 +43,10 @@ pub struct Correlation {
     /// How long after its last activity an incident still takes alerts; also the longest a
     /// failure is taken to need to travel from a cause to an effect.
     pub window: Duration,
-    /// How much later than its effect a cause's onset may be and still explain it (rules are
-    /// evaluated every interval, so onsets are only known to that precision).
+    /// How much later than its effect a cause's onset may be and still explain it: rules are
+    /// evaluated every interval, so onsets are only known to that precision. The default,
+    /// 60 s, is the default evaluation interval (Telltale's and Prometheus'); set it to the
+    /// longest rule group interval.
     pub onset_slack: Duration,
     /// Labels whose shared values relate alerts that name neither a host nor a service.
     pub labels: Vec<String>,
@@ -94,7 +96,7 @@ impl Default for Correlation {
     fn default() -> Self {
         Correlation {
             window: Duration::from_secs(300),
-            onset_slack: Duration::from_secs(30),
+            onset_slack: Duration::from_secs(60),
             // Not `job`: every agent series carries job="telltale-agent", so sharing it says
             // nothing and would fold unrelated hosts' alerts into one incident.
             labels: Vec::new(),
