@@ -32,7 +32,7 @@ fn generated_cascades_get_their_root_causes_and_groups_right() {
     for m in &sc.misses {
         eprintln!("miss: {m}");
     }
-    let (root, grouping, noise, independent) = sc.pct();
+    let (root, grouping, _, _) = sc.pct();
     eprintln!(
         "root {}/{} ({root:.0} %), grouping {}/{} ({grouping:.0} %), noise {}/{}, independent {}/{}",
         sc.roots_right,

@@ -15,6 +15,7 @@
 //! the reason for each root choice with its runner-up, goes on the incident's timeline. An
 //! incident resolves when all its alerts have.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
@@ -28,9 +29,10 @@ pub mod cause;
 mod spec;
 pub mod topology;
 
-use cause::{Evidence, Item};
+use cause::{Evidence, Facts, Item};
 pub use spec::CorrelationSpec;
 pub use topology::{Correlation, HostNode, Node, ServiceNode, host_of};
+use topology::{Index, Reach};
 
 /// Above this many alerts in the incidents a new alert relates to, it joins the oldest of
 /// them without regrouping (regrouping costs the square of the alerts; a storm that size is
@@ -173,6 +175,10 @@ pub struct Correlator {
     pub incidents: BTreeMap<u64, Incident>,
     /// The next id.
     pub next_id: u64,
+    /// What each alert's labels say, by fingerprint (cleared when the topology changes).
+    facts: HashMap<u64, Facts>,
+    /// What each node reaches (cleared when the topology changes).
+    reach: HashMap<Node, Reach>,
 }
 
 impl Correlator {
@@ -184,6 +190,8 @@ impl Correlator {
             cfg,
             incidents: stored.into_iter().map(|i| (i.id, i)).collect(),
             next_id,
+            facts: HashMap::new(),
+            reach: HashMap::new(),
         }
     }
 
@@ -192,6 +200,7 @@ impl Correlator {
     /// graph wins; causes need a direction); `hosts` (service, host) say where a service
     /// runs. Replaces what was learnt before.
     pub fn learn(&mut self, calls: &[(String, String)], hosts: &[(String, String)]) {
+        self.forget();
         self.cfg.services = self.configured.clone();
         for (service, host) in hosts {
             let n = self.cfg.services.entry(service.clone()).or_default();
@@ -240,7 +249,10 @@ impl Correlator {
                 return out;
             };
             let was_resolved = a.resolved_at != 0;
-            a.annotations = alert.annotations.clone();
+            if a.annotations != alert.annotations {
+                a.annotations = alert.annotations.clone();
+                self.facts.remove(&fp);
+            }
             if resolved && !was_resolved {
                 a.resolved_at = alert.ends_at.min(now);
                 inc.updated_at = now;
@@ -302,38 +314,58 @@ impl Correlator {
         self.regroup(&related, Some((fp, entry)), now)
     }
 
+    /// Forgets cached facts and reaches (the topology changed).
+    fn forget(&mut self) {
+        self.facts.clear();
+        self.reach.clear();
+    }
+
+    /// Replaces the settings.
+    pub fn configure(&mut self, cfg: Correlation) {
+        self.configured = cfg.services.clone();
+        self.cfg = cfg;
+        self.forget();
+    }
+
     /// Open incidents active within the window holding an alert that explains the new one
     /// or that it explains, oldest first.
-    fn related_incidents(&self, fp: u64, entry: &IncidentAlert, now: i64) -> Vec<u64> {
+    fn related_incidents(&mut self, fp: u64, entry: &IncidentAlert, now: i64) -> Vec<u64> {
         let window = self.cfg.window.as_millis() as i64;
-        let open: Vec<&Incident> = self
+        let open: Vec<u64> = self
             .incidents
             .values()
             .filter(|i| i.open() && now - i.updated_at <= window)
+            .map(|i| i.id)
             .collect();
-        let ix0 = self.cfg.index([]);
-        let new = Item::new(&ix0, &self.cfg, fp, entry);
-        let mut olds: Vec<(u64, Item)> = Vec::new();
-        for i in &open {
-            for (afp, a) in &i.alerts {
-                olds.push((i.id, Item::new(&ix0, &self.cfg, *afp, a)));
+        let olds = open
+            .iter()
+            .filter_map(|id| self.incidents.get(id))
+            .flat_map(|i| i.alerts.iter().map(|(f, a)| (*f, a)));
+        learn_alerts(
+            &self.cfg,
+            &mut self.facts,
+            &mut self.reach,
+            olds.chain([(fp, entry)]),
+        );
+        let Some(nf) = self.facts.get(&fp) else {
+            return Vec::new();
+        };
+        let new = Item::new(fp, entry, nf);
+        let ev = Evidence::new(&self.cfg, &self.reach);
+        let mut out = Vec::new();
+        for id in open {
+            let Some(i) = self.incidents.get(&id) else {
+                continue;
+            };
+            let hit = i.alerts.iter().any(|(f, a)| {
+                self.facts
+                    .get(f)
+                    .is_some_and(|facts| ev.related(&Item::new(*f, a, facts), &new))
+            });
+            if hit {
+                out.push(id);
             }
         }
-        let nodes: Vec<Node> = olds
-            .iter()
-            .map(|(_, it)| it.node.clone())
-            .chain([new.node.clone()])
-            .collect();
-        let ix = self.cfg.index(&nodes);
-        let mut items: Vec<Item> = olds.iter().map(|(_, it)| it.clone()).collect();
-        items.push(new.clone());
-        let ev = Evidence::new(&self.cfg, &ix, &items);
-        let mut out: Vec<u64> = olds
-            .iter()
-            .filter(|(_, it)| ev.related(it, &new))
-            .map(|(id, _)| *id)
-            .collect();
-        out.dedup();
         out
     }
 
@@ -380,15 +412,18 @@ impl Correlator {
         if let Some((fp, a)) = new {
             alerts.insert(fp, a);
         }
+        learn_alerts(
+            &self.cfg,
+            &mut self.facts,
+            &mut self.reach,
+            alerts.iter().map(|(f, a)| (*f, a)),
+        );
         let groups = {
-            let ix0 = self.cfg.index([]);
             let first: Vec<Item> = alerts
                 .iter()
-                .map(|(fp, a)| Item::new(&ix0, &self.cfg, *fp, a))
+                .filter_map(|(fp, a)| self.facts.get(fp).map(|f| Item::new(*fp, a, f)))
                 .collect();
-            let nodes: Vec<Node> = first.iter().map(|i| i.node.clone()).collect();
-            let ix = self.cfg.index(&nodes);
-            let ev = Evidence::new(&self.cfg, &ix, &first);
+            let ev = Evidence::new(&self.cfg, &self.reach);
             let mut g = cause::partition(&ev, &first);
             g.sort_by_key(|g| std::cmp::Reverse(g.members.len()));
             g
@@ -584,6 +619,25 @@ impl Correlator {
             self.incidents.remove(id);
         }
         old
+    }
+}
+
+/// Makes sure the facts of `alerts` and the reach of their nodes are cached.
+fn learn_alerts<'a>(
+    cfg: &Correlation,
+    facts: &mut HashMap<u64, Facts>,
+    reach: &mut HashMap<Node, Reach>,
+    alerts: impl Iterator<Item = (u64, &'a IncidentAlert)>,
+) {
+    let ix: OnceCell<Index> = OnceCell::new();
+    for (fp, a) in alerts {
+        let f = facts
+            .entry(fp)
+            .or_insert_with(|| Facts::of(ix.get_or_init(|| cfg.index()), cfg, a));
+        if !reach.contains_key(&f.node) {
+            let r = ix.get_or_init(|| cfg.index()).reach(&f.node);
+            reach.insert(f.node.clone(), r);
+        }
     }
 }
 

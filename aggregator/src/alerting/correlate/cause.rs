@@ -58,34 +58,26 @@ impl Link {
     }
 }
 
-/// One alert as correlation sees it.
+/// What an alert's labels and annotations say, computed once per alert and topology.
 #[derive(Debug, Clone)]
-pub struct Item<'a> {
-    /// Fingerprint.
-    pub fp: u64,
-    /// Labels.
-    pub labels: &'a Labels,
-    /// When its condition began (ms): Telltale's rules send `activeAt` as `startsAt`.
-    pub onset: i64,
+pub struct Facts {
     /// Where it sits.
     pub node: Node,
     /// Its marking.
     pub role: Role,
     /// `telltale_weight` (default 1): scales how strongly it claims to be the root.
     pub weight: f64,
-    /// From the `severity` label: critical/page 1.5, warning 1, info 0.5.
+    /// From the `severity` label: critical/page/error 1.5, warning 1, info 0.5.
     pub severity: f64,
-    /// Layer, for ties.
-    pub layer: u32,
 }
 
 fn mark<'a>(a: &'a IncidentAlert, key: &str) -> Option<&'a str> {
     a.annotations.get(key).or_else(|| a.labels.get(key))
 }
 
-impl<'a> Item<'a> {
-    /// Reads an alert's evidence.
-    pub fn new(ix: &Index, cfg: &Correlation, fp: u64, a: &'a IncidentAlert) -> Item<'a> {
+impl Facts {
+    /// Reads them.
+    pub fn of(ix: &Index, cfg: &Correlation, a: &IncidentAlert) -> Facts {
         let name = a.labels.get("alertname").unwrap_or("");
         let role = match mark(a, "telltale_role").map(|r| r.trim().to_ascii_lowercase()) {
             Some(r) if r == "cause" => Role::Cause,
@@ -102,14 +94,49 @@ impl<'a> Item<'a> {
             Some(s) if s == "info" || s == "none" => 0.5,
             _ => 1.0,
         };
-        Item {
-            fp,
-            labels: &a.labels,
-            onset: a.starts_at,
+        Facts {
             node: ix.node_of(&a.labels),
             role,
             weight,
             severity,
+        }
+    }
+}
+
+/// One alert as correlation sees it.
+#[derive(Debug, Clone)]
+pub struct Item<'a> {
+    /// Fingerprint.
+    pub fp: u64,
+    /// Labels.
+    pub labels: &'a Labels,
+    /// When its condition began (ms): Telltale's rules send `activeAt` as `startsAt`.
+    pub onset: i64,
+    /// Where it sits.
+    pub node: &'a Node,
+    /// Its marking.
+    pub role: Role,
+    /// Weight × severity × role, its claim to be the root.
+    prior: f64,
+    /// Layer, for ties.
+    pub layer: u32,
+}
+
+impl<'a> Item<'a> {
+    /// An alert with its facts.
+    pub fn new(fp: u64, a: &'a IncidentAlert, f: &'a Facts) -> Item<'a> {
+        let role = match f.role {
+            Role::Cause => 2.0,
+            Role::Symptom => 0.25,
+            Role::Unmarked => 1.0,
+        };
+        Item {
+            fp,
+            labels: &a.labels,
+            onset: a.starts_at,
+            node: &f.node,
+            role: f.role,
+            prior: role * f.weight * f.severity,
             layer: a.layer,
         }
     }
@@ -119,30 +146,19 @@ impl<'a> Item<'a> {
     }
 
     fn prior(&self) -> f64 {
-        let role = match self.role {
-            Role::Cause => 2.0,
-            Role::Symptom => 0.25,
-            Role::Unmarked => 1.0,
-        };
-        role * self.weight * self.severity
+        self.prior
     }
 }
 
 /// What the topology says about a set of alerts.
 pub struct Evidence<'a> {
     cfg: &'a Correlation,
-    reach: HashMap<Node, Reach>,
+    reach: &'a HashMap<Node, Reach>,
 }
 
 impl<'a> Evidence<'a> {
-    /// Prepares the reach of every node among `items`.
-    pub fn new(cfg: &'a Correlation, ix: &Index, items: &[Item]) -> Evidence<'a> {
-        let mut reach = HashMap::new();
-        for it in items {
-            if !reach.contains_key(&it.node) {
-                reach.insert(it.node.clone(), ix.reach(&it.node));
-            }
-        }
+    /// Evidence from reaches computed by [`fill`].
+    pub fn new(cfg: &'a Correlation, reach: &'a HashMap<Node, Reach>) -> Evidence<'a> {
         Evidence { cfg, reach }
     }
 
@@ -164,16 +180,16 @@ impl<'a> Evidence<'a> {
         if a.node == b.node && !matches!(a.node, Node::Nowhere) {
             return Link::Dependency;
         }
-        let Some(r) = self.reach.get(&a.node) else {
+        let Some(r) = self.reach.get(a.node) else {
             return Link::None;
         };
-        if r.down.contains(&b.node) {
+        if r.fails(b.node) {
             return Link::Dependency;
         }
         if !self.cfg.inhibit.is_empty() && inhibits(&self.cfg.inhibit, a.labels, b.labels) {
             return Link::Inhibition;
         }
-        if b.role == Role::Symptom && r.load.contains(&b.node) {
+        if b.role == Role::Symptom && r.loads(b.node) {
             Link::Load
         } else {
             Link::None
@@ -183,8 +199,8 @@ impl<'a> Evidence<'a> {
     /// Whether `a` loads `b` directly (its own host, what it calls).
     pub fn near(&self, a: &Item, b: &Item) -> bool {
         self.reach
-            .get(&a.node)
-            .is_some_and(|r| r.near.contains(&b.node))
+            .get(a.node)
+            .is_some_and(|r| r.loads_directly(b.node))
     }
 
     /// Whether `a` and `b` explain each other either way.
@@ -378,7 +394,7 @@ fn explain(
     let mut text = format!(
         "{} ({}): explains {} of the {} other alerts ({dep} through dependencies, {load} as load, {inh} by inhibition rules)",
         r.name(),
-        describe(&r.node),
+        describe(r.node),
         dep + load + inh,
         members.len() - 1,
     );
@@ -417,7 +433,7 @@ fn explain(
         text.push_str(&format!(
             "; runner-up {} ({}) explains {u_explains}",
             items[u].name(),
-            describe(&items[u].node)
+            describe(items[u].node)
         ));
     }
     text

@@ -367,7 +367,7 @@ fn a_new_root_merges_what_it_explains_and_splits_what_it_does_not() {
             },
         );
     }
-    c.cfg = t;
+    c.configure(t);
     let changes = c.observe(
         &alert(
             &[
@@ -483,7 +483,7 @@ fn hosts_depend_on_hosts_and_services_on_remote_hosts_by_any_of_their_names() {
         },
     );
     t.check().expect("valid");
-    let ix = t.index([]);
+    let ix = t.index();
     assert_eq!(ix.canonical("10.0.0.9"), "hv-1");
     assert_eq!(ix.canonical("HV-1.DC.example.com"), "hv-1");
     assert_eq!(
@@ -613,7 +613,7 @@ fn the_shipped_routing_file_loads_and_bad_topologies_are_refused_by_name() {
     let c = &cfg.correlation;
     assert_eq!(c.onset_slack, Duration::from_secs(60));
     assert_eq!(c.services["db"].depends_on_hosts, ["san-1"]);
-    assert_eq!(c.index([]).canonical("10.0.0.11"), "db-1");
+    assert_eq!(c.index().canonical("10.0.0.11"), "db-1");
     let head = "route: {receiver: a}\nreceivers: [{name: a}]\n";
     for (body, want) in [
         (

@@ -136,13 +136,6 @@ pub enum Node {
 }
 
 impl Node {
-    fn host(&self) -> Option<&str> {
-        match self {
-            Node::Host(h) | Node::Instance(_, h) => Some(h),
-            _ => None,
-        }
-    }
-
     fn service(&self) -> Option<&str> {
         match self {
             Node::Service(s) | Node::Instance(s, _) => Some(s),
@@ -151,7 +144,7 @@ impl Node {
     }
 }
 
-/// The topology prepared for lookups (built per regrouping; topologies are small).
+/// The topology prepared for lookups (built per observation; topologies are small).
 pub struct Index<'a> {
     cfg: &'a Correlation,
     /// Any name or alias (lower case) → canonical host name.
@@ -162,10 +155,10 @@ pub struct Index<'a> {
     host_dependents: HashMap<String, Vec<String>>,
     /// Host → services that run on it or need it.
     host_services: HashMap<String, Vec<&'a str>>,
-    /// Service → hosts it runs on or needs (canonical).
-    service_hosts: HashMap<&'a str, Vec<String>>,
-    /// The alert nodes of this regrouping that are instances, by service.
-    instances: HashMap<String, Vec<Node>>,
+    /// Service → hosts it runs on (canonical).
+    runs_on: HashMap<&'a str, Vec<String>>,
+    /// Service → hosts it needs without running there (canonical).
+    needs_hosts: HashMap<&'a str, Vec<String>>,
 }
 
 impl Correlation {
@@ -241,8 +234,8 @@ impl Correlation {
         }
     }
 
-    /// Prepares lookups; `nodes` are the alert nodes that will be asked about.
-    pub fn index<'a>(&'a self, nodes: impl IntoIterator<Item = &'a Node>) -> Index<'a> {
+    /// Prepares lookups.
+    pub fn index(&self) -> Index<'_> {
         let mut alias = HashMap::new();
         for (h, n) in &self.hosts {
             alias.insert(h.to_ascii_lowercase(), h.to_ascii_lowercase());
@@ -256,17 +249,22 @@ impl Correlation {
             dependents: HashMap::new(),
             host_dependents: HashMap::new(),
             host_services: HashMap::new(),
-            service_hosts: HashMap::new(),
-            instances: HashMap::new(),
+            runs_on: HashMap::new(),
+            needs_hosts: HashMap::new(),
         };
         for (s, n) in &self.services {
             for d in &n.depends_on {
                 ix.dependents.entry(d.as_str()).or_default().push(s);
             }
-            for h in n.hosts.iter().chain(&n.depends_on_hosts) {
+            for h in &n.hosts {
                 let h = ix.canonical(h);
                 ix.host_services.entry(h.clone()).or_default().push(s);
-                ix.service_hosts.entry(s.as_str()).or_default().push(h);
+                ix.runs_on.entry(s.as_str()).or_default().push(h);
+            }
+            for h in &n.depends_on_hosts {
+                let h = ix.canonical(h);
+                ix.host_services.entry(h.clone()).or_default().push(s);
+                ix.needs_hosts.entry(s.as_str()).or_default().push(h);
             }
         }
         for (h, n) in &self.hosts {
@@ -275,21 +273,12 @@ impl Correlation {
                 ix.host_dependents.entry(d).or_default().push(h);
             }
         }
-        for n in nodes {
-            if let Node::Instance(s, _) = n {
-                let v = ix.instances.entry(s.clone()).or_default();
-                if !v.contains(n) {
-                    v.push(n.clone());
-                }
-            }
-        }
         ix
     }
 
     /// The node an alert sits on (aliases resolved with [`Index::canonical`]).
     pub fn node_of(&self, labels: &Labels) -> Node {
-        let ix = self.index([]);
-        ix.node_of(labels)
+        self.index().node_of(labels)
     }
 }
 
@@ -330,154 +319,111 @@ impl Index<'_> {
         }
     }
 
-    fn service_nodes(&self, s: &str, out: &mut Vec<Node>) {
-        out.push(Node::Service(s.to_string()));
-        if let Some(v) = self.instances.get(s) {
-            out.extend(v.iter().cloned());
-        }
+    fn hosts_of(&self, s: &str) -> &[String] {
+        self.runs_on.get(s).map_or(&[], Vec::as_slice)
     }
 
-    /// Where a failure of `n` travels in one step. `part` says `n` is a service reached from
-    /// one of its parts (an instance, a host it runs on): its totals show that part's
-    /// trouble and its callers see it, but its other instances do not.
-    fn down(&self, n: &Node, part: bool) -> Vec<(Node, bool)> {
-        let mut out = Vec::new();
-        let whole = |v: Vec<Node>| v.into_iter().map(|x| (x, false));
-        if let Node::Host(h) = n {
-            for v in self.instances.values().flatten() {
-                if v.host() == Some(h.as_str()) {
-                    out.push((v.clone(), false));
-                }
-            }
-            for s in self.host_services.get(h).into_iter().flatten() {
-                let runs_here = self
-                    .cfg
-                    .services
-                    .get(*s)
-                    .is_some_and(|c| c.hosts.iter().any(|x| self.canonical(x) == *h));
-                out.push((Node::Service(s.to_string()), runs_here));
-                if !runs_here {
-                    // A host the service needs (its SAN): every instance suffers.
-                    let mut v = Vec::new();
-                    self.service_nodes(s, &mut v);
-                    out.extend(whole(v));
-                }
-            }
-            for d in self.host_dependents.get(h).into_iter().flatten() {
-                out.push((Node::Host(d.clone()), false));
-            }
-        }
-        if let Some(s) = n.service() {
-            match n {
-                // One instance's trouble shows in the service's totals, and the reverse.
-                Node::Instance(..) => out.push((Node::Service(s.to_string()), true)),
-                _ if part => {}
-                _ => out.extend(whole(
-                    self.instances
-                        .get(s)
-                        .into_iter()
-                        .flatten()
-                        .cloned()
-                        .collect(),
-                )),
-            }
-            for d in self.dependents.get(s).into_iter().flatten() {
-                let mut v = Vec::new();
-                self.service_nodes(d, &mut v);
-                out.extend(whole(v));
-            }
-        }
-        out
-    }
-
-    fn needs(&self, s: &str, out: &mut Vec<Node>) {
-        if let Some(n) = self.cfg.services.get(s) {
-            for d in &n.depends_on {
-                self.service_nodes(d, out);
-            }
-            for h in &n.depends_on_hosts {
-                out.push(Node::Host(self.canonical(h)));
-            }
-        }
-    }
-
-    /// What a failure or load at `from` can reach.
+    /// What a failure or load at `from` can reach. It does not depend on which alerts exist,
+    /// so it is computed once per node and topology.
     pub fn reach(&self, from: &Node) -> Reach {
         let mut r = Reach::default();
-        if matches!(from, Node::Nowhere | Node::Label(..)) {
-            return r;
+        // Failure, breadth first over hosts, whole services and services reached only in
+        // their totals through one part (an instance, a host it runs on): its callers see
+        // that part's trouble, its other instances do not.
+        #[derive(Clone, PartialEq, Eq, Hash)]
+        enum St {
+            Host(String),
+            Whole(String),
+            Part(String),
         }
-        let mut seen: HashSet<(Node, bool)> = HashSet::new();
-        let mut q = VecDeque::from([(from.clone(), false)]);
-        while let Some((n, part)) = q.pop_front() {
-            for m in self.down(&n, part) {
-                if m.0 != *from && seen.insert(m.clone()) {
-                    r.down.insert(m.0.clone());
-                    q.push_back(m);
-                }
+        let mut q: VecDeque<St> = VecDeque::new();
+        match from {
+            Node::Host(h) => q.push_back(St::Host(h.clone())),
+            Node::Service(s) => q.push_back(St::Whole(s.clone())),
+            Node::Instance(s, _) => q.push_back(St::Part(s.clone())),
+            Node::Label(..) | Node::Nowhere => return r,
+        }
+        let mut seen: HashSet<St> = q.iter().cloned().collect();
+        let mut push = |q: &mut VecDeque<St>, st: St| {
+            if seen.insert(st.clone()) {
+                q.push_back(st);
             }
-        }
-        // Down then one step up to a host: the load a service in trouble puts on the host
-        // it runs on. Only from an instance (a service as a whole would name every host it
-        // runs on, and a disk warning on a host the failure never touched would join), or
-        // from a service that runs on one host only.
-        for n in r.down.iter().chain(std::iter::once(from)) {
-            match n {
-                Node::Instance(_, h) => {
-                    r.host_load.insert(Node::Host(h.clone()));
-                }
-                Node::Service(s) => {
-                    if let Some([h]) = self.cfg.services.get(s).map(|n| n.hosts.as_slice()) {
-                        r.host_load.insert(Node::Host(self.canonical(h)));
+        };
+        while let Some(st) = q.pop_front() {
+            match &st {
+                St::Host(h) => {
+                    r.hosts.insert(h.clone());
+                    for s in self.host_services.get(h).into_iter().flatten() {
+                        let runs_here = self.hosts_of(s).contains(h);
+                        push(
+                            &mut q,
+                            if runs_here {
+                                St::Part(s.to_string())
+                            } else {
+                                St::Whole(s.to_string())
+                            },
+                        );
+                    }
+                    for d in self.host_dependents.get(h).into_iter().flatten() {
+                        push(&mut q, St::Host(d.clone()));
                     }
                 }
-                _ => {}
-            }
-        }
-        // Retries: what a failing service and the services it reaches call is hammered by
-        // them, and so are the hosts that runs on. (Not from a host's failure: what runs
-        // there stops calling anything.)
-        let from_service = from.service().is_some();
-        for n in r
-            .down
-            .iter()
-            .chain(std::iter::once(from))
-            .filter(|_| from_service)
-        {
-            if let Some(s) = n.service() {
-                let mut callee = Vec::new();
-                self.needs(s, &mut callee);
-                for c in callee {
-                    if let Node::Instance(_, h) = &c {
-                        r.load.insert(Node::Host(h.clone()));
+                St::Whole(s) | St::Part(s) => {
+                    if matches!(st, St::Whole(_)) {
+                        r.whole.insert(s.clone());
+                    } else {
+                        r.part.insert(s.clone());
                     }
-                    r.load.insert(c);
+                    for d in self.dependents.get(s.as_str()).into_iter().flatten() {
+                        push(&mut q, St::Whole(d.to_string()));
+                    }
                 }
             }
         }
-        r.load.extend(r.host_load.iter().cloned());
-        // What it loads directly: its own host, what it calls and their hosts.
+        // Load on hosts: where what it reaches runs (for a service reached through one part
+        // only, where that part is: its own host, or the failing host itself).
+        let mut load_hosts: HashSet<String> = HashSet::new();
+        for s in &r.whole {
+            load_hosts.extend(self.hosts_of(s).iter().cloned());
+        }
+        for s in &r.part {
+            if let [h] = self.hosts_of(s) {
+                load_hosts.insert(h.clone());
+            }
+        }
         match from {
             Node::Instance(_, h) => {
-                r.near.insert(Node::Host(h.clone()));
+                load_hosts.insert(h.clone());
+                r.near_hosts.insert(h.clone());
             }
             Node::Service(s) => {
-                if let Some([h]) = self.cfg.services.get(s).map(|n| n.hosts.as_slice()) {
-                    r.near.insert(Node::Host(self.canonical(h)));
+                if let [h] = self.hosts_of(s) {
+                    load_hosts.insert(h.clone());
+                    r.near_hosts.insert(h.clone());
                 }
             }
             _ => {}
         }
-        if let Some(s) = from.service() {
-            let mut callee = Vec::new();
-            self.needs(s, &mut callee);
-            for c in callee {
-                if let Node::Instance(_, h) = &c {
-                    r.near.insert(Node::Host(h.clone()));
+        // Retries: what a failing service and the services it reaches call is hammered by
+        // them, and so are the hosts that runs on. (Not from a host's failure: what runs
+        // there stops calling anything.)
+        if let Some(own) = from.service() {
+            let reached: Vec<&String> = r.whole.iter().chain(&r.part).collect();
+            for s in reached.into_iter().chain(std::iter::once(&own.to_string())) {
+                let Some(n) = self.cfg.services.get(s.as_str()) else {
+                    continue;
+                };
+                for c in &n.depends_on {
+                    r.callees.insert(c.clone());
+                    load_hosts.extend(self.hosts_of(c).iter().cloned());
+                    if s == own {
+                        r.near_callees.insert(c.clone());
+                        r.near_hosts.extend(self.hosts_of(c).iter().cloned());
+                    }
                 }
-                r.near.insert(c);
             }
         }
+        r.load_hosts = load_hosts;
         r
     }
 }
@@ -485,14 +431,48 @@ impl Index<'_> {
 /// What one node can affect.
 #[derive(Debug, Default)]
 pub struct Reach {
-    /// Through dependencies only (failure travelling the way things depend).
-    pub down: HashSet<Node>,
-    /// Hosts loaded by what the failure reaches (its own host, the hosts of services it
-    /// reaches).
-    pub host_load: HashSet<Node>,
-    /// Loaded by it: [`Reach::host_load`], plus what it and what it reaches call (retries)
-    /// and the hosts those run on.
-    pub load: HashSet<Node>,
-    /// The part of [`Reach::load`] it causes itself, not through what it reaches.
-    pub near: HashSet<Node>,
+    /// Hosts a failure reaches (with every instance on them).
+    pub hosts: HashSet<String>,
+    /// Services it reaches whole (every instance).
+    pub whole: HashSet<String>,
+    /// Services it reaches in their totals only.
+    pub part: HashSet<String>,
+    /// Hosts loaded: where what it reaches runs, and what it and they call runs.
+    pub load_hosts: HashSet<String>,
+    /// Services hammered by retries: what it and what it reaches call.
+    pub callees: HashSet<String>,
+    /// Hosts it loads directly: its own, those of what it calls.
+    pub near_hosts: HashSet<String>,
+    /// What it calls itself.
+    pub near_callees: HashSet<String>,
+}
+
+impl Reach {
+    /// Whether a failure reaches `n` through dependencies.
+    pub fn fails(&self, n: &Node) -> bool {
+        match n {
+            Node::Host(h) => self.hosts.contains(h),
+            Node::Service(s) => self.whole.contains(s) || self.part.contains(s),
+            Node::Instance(s, h) => self.whole.contains(s) || self.hosts.contains(h),
+            _ => false,
+        }
+    }
+
+    /// Whether it loads `n` (a host, or a service it or what it reaches calls).
+    pub fn loads(&self, n: &Node) -> bool {
+        match n {
+            Node::Host(h) => self.load_hosts.contains(h),
+            Node::Service(s) | Node::Instance(s, _) => self.callees.contains(s),
+            _ => false,
+        }
+    }
+
+    /// Whether it loads `n` itself, not through what it reaches.
+    pub fn loads_directly(&self, n: &Node) -> bool {
+        match n {
+            Node::Host(h) => self.near_hosts.contains(h),
+            Node::Service(s) | Node::Instance(s, _) => self.near_callees.contains(s),
+            _ => false,
+        }
+    }
 }
