@@ -12,6 +12,7 @@
 //! - [`remediate`]: runbooks, commands to agents over their QUIC connection, verification.
 //! - [`logs`]: the log store (LogQL, Loki's API).
 //! - [`traces`]: the trace store (tail sampling, Jaeger's API).
+//! - [`anomaly`]: anomaly detection, scored on the Numenta Anomaly Benchmark.
 //! - [`api`]: the HTTP API (Prometheus' envelope), `/metrics`, health.
 //! - [`agents`]: connection state per agent (`up`, `/api/v1/agents`).
 //! - [`config`]: the TOML file and its validation into runtime settings.
@@ -23,6 +24,7 @@
 pub mod agents;
 pub mod alert;
 pub mod alerting;
+pub mod anomaly;
 pub mod api;
 pub mod config;
 pub mod durable;

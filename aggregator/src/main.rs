@@ -43,6 +43,28 @@ enum Cmd {
         #[command(subcommand)]
         cmd: StorageCmd,
     },
+    /// Anomaly detection.
+    Anomaly {
+        #[command(subcommand)]
+        cmd: AnomalyCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AnomalyCmd {
+    /// Score a detector's NAB result files by NAB's rules and print its normalised score per
+    /// profile (null detector 0, perfect 100) with the threshold chosen.
+    NabScore {
+        /// NAB's directory (data, labels, config, results/null).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Where `<detector>/<category>/<detector>_<file>.csv` are (default: DIR/results).
+        #[arg(long)]
+        results: Option<PathBuf>,
+        /// The detector's name.
+        #[arg(long)]
+        detector: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -267,6 +289,28 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS
+            }
+        }
+        Cmd::Anomaly {
+            cmd:
+                AnomalyCmd::NabScore {
+                    dir,
+                    results,
+                    detector,
+                },
+        } => {
+            let results = results.unwrap_or_else(|| dir.join("results"));
+            match telltale_aggregator::anomaly::nab::scores(&dir, &results, &detector) {
+                Ok(s) => {
+                    for (profile, (score, threshold)) in s {
+                        println!("{detector} {profile}: {score:.2} (threshold {threshold})");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("telltale-aggregator: {e}");
+                    ExitCode::from(1)
+                }
             }
         }
         Cmd::Routes {

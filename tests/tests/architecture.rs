@@ -76,6 +76,8 @@ const AGGREGATOR: &[(&str, &[&str])] = &[
         &["alert", "labels", "metrics::storage", "selfmetrics"],
     ),
     ("agents", &[]),
+    // Anomaly detection: pure computation so far (the NAB scorer).
+    ("anomaly", &[]),
     (
         "ingest",
         &[
