@@ -52,6 +52,19 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum AnomalyCmd {
+    /// Run Telltale's detector over every NAB data file (streaming, one parameter set),
+    /// write NAB result files under OUT/telltale/ and print the normalised score per profile.
+    Nab {
+        /// NAB's directory (data, labels, config, results/null).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Where the result files go.
+        #[arg(long)]
+        out: PathBuf,
+        /// Detector parameters, `key=value,...` over the defaults.
+        #[arg(long, default_value = "")]
+        params: String,
+    },
     /// Score a detector's NAB result files by NAB's rules and print its normalised score per
     /// profile (null detector 0, perfect 100) with the threshold chosen.
     NabScore {
@@ -289,6 +302,48 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS
+            }
+        }
+        Cmd::Anomaly {
+            cmd: AnomalyCmd::Nab { dir, out, params },
+        } => {
+            use telltale_aggregator::anomaly::{detect, nab};
+            let params = match detect::Params::parse(&params) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("telltale-aggregator: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            println!("{params:?}");
+            let t = std::time::Instant::now();
+            let made = nab::run(&dir, &out, "telltale", || {
+                let mut d = detect::Detector::new(params);
+                Box::new(move |v| d.update(v))
+            });
+            let rows = match made {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("telltale-aggregator: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "{rows} points in {secs:.1} s ({:.1} µs per point)",
+                secs * 1e6 / rows.max(1) as f64
+            );
+            match nab::scores(&dir, &out, "telltale") {
+                Ok(s) => {
+                    for (profile, (score, threshold)) in s {
+                        println!("telltale {profile}: {score:.2} (threshold {threshold})");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("telltale-aggregator: {e}");
+                    ExitCode::from(1)
+                }
             }
         }
         Cmd::Anomaly {
