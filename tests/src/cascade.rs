@@ -812,6 +812,22 @@ pub struct Score {
 }
 
 impl Score {
+    /// The four figures as table cells: `a/b = **p %**` each, separated by ` | `.
+    pub fn cells(&self) -> String {
+        let (root, grouping, noise, independent) = self.pct();
+        format!(
+            "{}/{} = **{root:.1} %** | {}/{} = **{grouping:.1} %** | {}/{} = **{noise:.1} %** | {}/{} = **{independent:.1} %**",
+            self.roots_right,
+            self.cascades,
+            self.grouping_right,
+            self.runs,
+            self.noise_apart,
+            self.noise,
+            self.independent_apart,
+            self.independent,
+        )
+    }
+
     /// Percentages: (root, grouping, noise, independent).
     pub fn pct(&self) -> (f64, f64, f64, f64) {
         let p = |a: usize, b: usize| {
