@@ -28,7 +28,8 @@ fn mutes(r: &InhibitRule, source: &Labels, target: &Labels) -> bool {
     if !all(&r.target, target) || !all(&r.source, source) {
         return false;
     }
-    if super::fingerprint(source) == super::fingerprint(target) {
+    // An alert does not mute itself (same labels: same alert).
+    if source == target {
         return false;
     }
     // An alert matching both sides cannot be muted by another that also does.
