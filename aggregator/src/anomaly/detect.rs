@@ -41,9 +41,25 @@ pub struct Params {
     pub excess_cap: f64,
 }
 
+/// A parameter string that does not parse: which key, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamsError(pub String);
+
+impl std::fmt::Display for ParamsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ParamsError {}
+
 impl Params {
     /// Parses `key=value,...` over the defaults (the keys are the field names).
-    pub fn parse(text: &str) -> Result<Params, String> {
+    pub fn parse(text: &str) -> Result<Params, ParamsError> {
+        Self::parse_text(text).map_err(ParamsError)
+    }
+
+    fn parse_text(text: &str) -> Result<Params, String> {
         let mut p = Params::default();
         for kv in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let (k, v) = kv
@@ -266,5 +282,29 @@ mod tests {
         assert_eq!(d.update(f64::NAN), 0.0);
         assert!((normal_cdf(0.0) - 0.5).abs() < 1e-7);
         assert!((normal_cdf(1.96) - 0.975).abs() < 1e-4);
+        // Parameters: known keys over the defaults, unknown ones and bad values named.
+        let p = Params::parse("window=4, hold=7,alarm=0.5").expect("parses");
+        assert_eq!(
+            (p.window, p.hold, p.alarm, p.k),
+            (4, 7, 0.5, Params::default().k)
+        );
+        assert!(
+            Params::parse("windw=4")
+                .unwrap_err()
+                .to_string()
+                .contains("windw")
+        );
+        assert!(
+            Params::parse("k=x")
+                .unwrap_err()
+                .to_string()
+                .contains("parameter k")
+        );
+        assert!(
+            Params::parse("k")
+                .unwrap_err()
+                .to_string()
+                .contains("key=value")
+        );
     }
 }
