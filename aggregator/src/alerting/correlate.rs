@@ -618,7 +618,32 @@ impl Correlator {
         for id in &old {
             self.incidents.remove(id);
         }
+        // The caches keep only what open incidents still hold (alerts come and go for good).
+        if !old.is_empty() || self.facts.len() > 2 * self.open_alerts() + 1024 {
+            let held: HashSet<u64> = self
+                .incidents
+                .values()
+                .filter(|i| i.open())
+                .flat_map(|i| i.alerts.keys().copied())
+                .collect();
+            self.facts.retain(|fp, _| held.contains(fp));
+            let nodes: HashSet<&Node> = self.facts.values().map(|f| &f.node).collect();
+            self.reach.retain(|n, _| nodes.contains(n));
+        }
         old
+    }
+
+    fn open_alerts(&self) -> usize {
+        self.incidents
+            .values()
+            .filter(|i| i.open())
+            .map(|i| i.alerts.len())
+            .sum()
+    }
+
+    /// Sizes of the caches: (alerts' facts, nodes' reach).
+    pub fn cached(&self) -> (usize, usize) {
+        (self.facts.len(), self.reach.len())
     }
 }
 

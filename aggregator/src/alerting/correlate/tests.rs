@@ -601,6 +601,14 @@ fn late_alerts_open_new_incidents_and_everything_resolves() {
         [Change::Updated(1), Change::Resolved(1)]
     );
     assert_eq!(c.incidents[&1].resolved_at, 500 * S);
+    // Expiring the resolved incident drops what the caches held for its alert only.
+    assert_eq!(c.cached(), (3, 2));
+    assert_eq!(c.expire(600 * S, Duration::from_secs(60)), [1]);
+    assert_eq!(
+        c.cached(),
+        (2, 2),
+        "h1's node stays: incident 3 sits on it too"
+    );
     assert_eq!(host_of("[::1]:9100"), "::1");
     assert_eq!(host_of("db-1"), "db-1");
 }
