@@ -1,7 +1,10 @@
-//! Anomaly detection (issue 22), built in slices. What exists: [`nab`], a scorer that follows
-//! the Numenta Anomaly Benchmark's rules, proven by re-scoring the published detectors'
-//! results, and [`detect`], a first streaming detector scored by it (a baseline; the live
-//! path over the aggregator's series comes next).
+//! Anomaly detection (issue 22), built in slices: [`nab`], a scorer that follows the Numenta
+//! Anomaly Benchmark's rules, proven by re-scoring the published detectors' results;
+//! [`method`], the streaming methods behind one model interface ([`detect`]: the kNN shape
+//! method; [`calibrate`]: how every method's novelty becomes a score).
 
+pub mod calibrate;
 pub mod detect;
+pub mod method;
 pub mod nab;
+pub mod params;

@@ -61,7 +61,10 @@ enum AnomalyCmd {
         /// Where the result files go.
         #[arg(long)]
         out: PathBuf,
-        /// Detector parameters, `key=value,...` over the defaults.
+        /// The method (knn, ewma, seasonal, changepoint, ensemble).
+        #[arg(long, default_value = "knn")]
+        method: String,
+        /// Method parameters, `key=value,...` over the defaults.
         #[arg(long, default_value = "")]
         params: String,
     },
@@ -305,22 +308,25 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Anomaly {
-            cmd: AnomalyCmd::Nab { dir, out, params },
+            cmd:
+                AnomalyCmd::Nab {
+                    dir,
+                    out,
+                    method,
+                    params,
+                },
         } => {
-            use telltale_aggregator::anomaly::{detect, nab};
-            let params = match detect::Params::parse(&params) {
-                Ok(p) => p,
+            use telltale_aggregator::anomaly::{method::Method, nab};
+            let method = match Method::parse(&method, &params) {
+                Ok(m) => m,
                 Err(e) => {
                     eprintln!("telltale-aggregator: {e}");
                     return ExitCode::from(2);
                 }
             };
-            println!("{params:?}");
+            println!("{method:?}");
             let t = std::time::Instant::now();
-            let made = nab::run(&dir, &out, "telltale", || {
-                let mut d = detect::Detector::new(params);
-                Box::new(move |v| d.update(v))
-            });
+            let made = nab::run(&dir, &out, "telltale", &method);
             let rows = match made {
                 Ok(r) => r,
                 Err(e) => {

@@ -21,6 +21,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::method::Method;
+
 /// A scoring profile's weights.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Profile {
@@ -347,6 +349,29 @@ pub fn scores(
     Ok(out)
 }
 
+/// Milliseconds since 1970 of NAB's `YYYY-MM-DD HH:MM:SS` (UTC).
+pub fn timestamp_ms(t: &str) -> Option<i64> {
+    let b = t.as_bytes();
+    if b.len() < 19 {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from the civil date (Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + hh) * 60 + mm) * 60_000 + ss * 1000)
+}
+
 /// Reads a data file (`timestamp,value`).
 pub fn read_data(p: &Path) -> Result<(Vec<String>, Vec<f64>), NabError> {
     let text = std::fs::read_to_string(p).map_err(|e| err(format!("{}: {e}", p.display())))?;
@@ -365,22 +390,18 @@ pub fn read_data(p: &Path) -> Result<(Vec<String>, Vec<f64>), NabError> {
     Ok((ts, vs))
 }
 
-/// Runs a fresh detector over every NAB data file, each point once and in order, and writes
+/// Runs a fresh model of `method` over every NAB data file, each point once and in order, and writes
 /// NAB result files to `out/<detector>/<category>/<detector>_<file>.csv`. Returns the rows
 /// scored.
-pub fn run(
-    nab: &Path,
-    out: &Path,
-    detector: &str,
-    mut make: impl FnMut() -> Box<dyn FnMut(f64) -> f64>,
-) -> Result<usize, NabError> {
+pub fn run(nab: &Path, out: &Path, detector: &str, method: &Method) -> Result<usize, NabError> {
     let mut rows = 0;
     for file in windows(nab)?.keys() {
         let (ts, vs) = read_data(&nab.join("data").join(file))?;
-        let mut score = make();
+        let mut model = method.build();
         let mut text = String::from("timestamp,value,anomaly_score\n");
         for (t, v) in ts.iter().zip(&vs) {
-            let s = score(*v).clamp(0.0, 1.0);
+            let ms = timestamp_ms(t).ok_or_else(|| err(format!("{file}: timestamp {t:?}")))?;
+            let s = model.update(ms, *v).clamp(0.0, 1.0);
             text.push_str(&format!("{t},{v},{s}\n"));
         }
         rows += vs.len();
@@ -473,6 +494,15 @@ mod tests {
                 "the search finds at least as good"
             );
         }
+    }
+
+    #[test]
+    fn timestamps_parse_as_utc() {
+        assert_eq!(timestamp_ms("1970-01-01 00:00:00"), Some(0));
+        assert_eq!(timestamp_ms("2014-04-01 12:30:05"), Some(1_396_355_405_000));
+        assert_eq!(timestamp_ms("2000-03-01 00:00:00"), Some(951_868_800_000));
+        assert_eq!(timestamp_ms("2014-13-01 00:00:00"), None);
+        assert_eq!(timestamp_ms("2014-04-01"), None);
     }
 
     #[test]
