@@ -3,6 +3,7 @@
 //! ([`ApiError`]).
 
 mod alerting;
+mod anomaly;
 mod exemplars;
 mod jaeger;
 mod loki;
@@ -53,6 +54,8 @@ pub struct ApiState {
     pub read_token: Option<String>,
     /// Rule evaluation (replaced whole by a reload).
     pub rules: std::sync::RwLock<Arc<crate::rules::manager::RuleManager>>,
+    /// Anomaly detectors (replaced by a reload; unchanged detectors keep their models).
+    pub anomaly: std::sync::RwLock<Arc<crate::anomaly::live::Detectors>>,
     /// Re-reads rules, routes and runbooks (SIGHUP and `POST /-/reload`).
     pub reload: crate::reload::Reload,
     /// Alerting, silences and incidents.
@@ -77,6 +80,14 @@ impl ApiState {
     /// The rule manager in force.
     pub fn rules(&self) -> Arc<crate::rules::manager::RuleManager> {
         self.rules.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The anomaly detectors in force.
+    pub fn anomaly(&self) -> Arc<crate::anomaly::live::Detectors> {
+        self.anomaly
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Re-reads the rule, routing and runbook files; on any error keeps what runs and says
@@ -110,6 +121,16 @@ impl ApiState {
         old.stop();
         new.start();
         *self.rules.write().unwrap_or_else(|e| e.into_inner()) = new;
+        let detectors = crate::anomaly::live::Detectors::new(
+            self.engine.clone(),
+            self.storage.clone(),
+            alerting.detectors,
+        );
+        let old = self.anomaly();
+        old.stop();
+        detectors.inherit(&old);
+        detectors.start();
+        *self.anomaly.write().unwrap_or_else(|e| e.into_inner()) = detectors;
         self.alerts.reload(alerting.routing);
         self.remediation.reload(alerting.runbooks);
         r.status.succeeded();
@@ -739,6 +760,7 @@ async fn metrics(State(st): St) -> Response {
     });
     st.storage.render_metrics(&mut text);
     st.rules().render_metrics(&mut text);
+    st.anomaly().render_metrics(&mut text);
     st.patterns.render_metrics(&mut text);
     st.traces.render_metrics(&mut text);
     st.reload.status.render(&mut text);
@@ -808,7 +830,8 @@ async fn not_found() -> ApiError {
 
 /// The router with every endpoint.
 pub fn router(state: Arc<ApiState>) -> Router {
-    jaeger::routes(loki::routes(alerting::routes(Router::new())))
+    let base = anomaly::routes(alerting::routes(Router::new()));
+    jaeger::routes(loki::routes(base))
         .route("/api/v1/query", get(query).post(query))
         .route("/api/v1/query_range", get(query_range).post(query_range))
         .route("/api/v1/series", get(series).post(series))

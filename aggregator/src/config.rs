@@ -61,6 +61,19 @@ pub struct FileConfig {
     /// The trace store (`[traces]`).
     #[serde(default)]
     pub traces: traces::TracesSection,
+    /// Anomaly detectors (`[anomaly]`).
+    #[serde(default)]
+    pub anomaly: AnomalySection,
+}
+
+/// `[anomaly]`: detector files (YAML, see config/detectors.yml).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnomalySection {
+    /// Detector files; the file-name part may hold `*` and `?`. `serve --detectors` adds
+    /// more.
+    #[serde(default)]
+    pub files: Vec<String>,
 }
 
 /// `[logs]`: the log store's retention and query bounds.
@@ -208,6 +221,8 @@ pub struct Config {
     pub traces: crate::traces::engine::TraceOptions,
     /// Rule file patterns (config file's, then `--rules`).
     pub rule_files: Vec<String>,
+    /// Detector file patterns (`[anomaly] files`, then `--detectors`).
+    pub detector_files: Vec<String>,
     /// LogQL rule file patterns (`[logs] rule_files`, then `--log-rules`).
     pub log_rule_files: Vec<String>,
     /// `[logs] pattern_interval`.
@@ -247,6 +262,8 @@ pub struct Overrides {
     pub rules: Vec<String>,
     /// `--log-rules` (added to the file's)
     pub log_rules: Vec<String>,
+    /// `--detectors` (added to the file's)
+    pub detectors: Vec<String>,
     /// `--routes`
     pub routes: Option<PathBuf>,
     /// `--runbooks`
@@ -391,8 +408,11 @@ impl Config {
         rule_files.extend(o.rules.iter().cloned());
         let mut log_rule_files = file.logs.rule_files.clone();
         log_rule_files.extend(o.log_rules.iter().cloned());
+        let mut detector_files = file.anomaly.files.clone();
+        detector_files.extend(o.detectors.iter().cloned());
         Ok(Config {
             rule_files,
+            detector_files,
             log_rule_files,
             logs_pattern_interval,
             logs_pattern_warmup: file
@@ -540,17 +560,19 @@ mod tests {
         let o2 = Overrides {
             rules: vec!["/r/*.yml".into()],
             log_rules: vec!["/l/*.yml".into()],
+            detectors: vec!["/d/*.yml".into()],
             routes: Some("/r.yml".into()),
             ..Default::default()
         };
         std::fs::write(
             &p,
-            "[rules]\nfiles = [\"/a.yml\"]\n[logs]\nrule_files = [\"/la.yml\"]\n[alerting]\nroutes = \"/b.yml\"\n",
+            "[rules]\nfiles = [\"/a.yml\"]\n[logs]\nrule_files = [\"/la.yml\"]\n[alerting]\nroutes = \"/b.yml\"\n[anomaly]\nfiles = [\"/da.yml\"]\n",
         )
         .unwrap();
         let c = Config::load(Some(&p), &o2).unwrap();
         assert_eq!(c.rule_files, ["/a.yml", "/r/*.yml"]);
         assert_eq!(c.log_rule_files, ["/la.yml", "/l/*.yml"]);
+        assert_eq!(c.detector_files, ["/da.yml", "/d/*.yml"]);
         assert_eq!(c.routes, Some(PathBuf::from("/r.yml")));
         std::fs::write(&p, "max_frame_bytes = \"1B\"\n").unwrap();
         let e = Config::load(Some(&p), &o).unwrap_err().to_string();

@@ -52,6 +52,13 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum AnomalyCmd {
+    /// Validate detector files (the `[anomaly] files` / `--detectors` format); exits 1 if any
+    /// fails.
+    Check {
+        /// Detector files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Run Telltale's detector over every NAB data file (streaming, one parameter set),
     /// write NAB result files under OUT/telltale/ and print the normalised score per profile.
     Nab {
@@ -177,6 +184,9 @@ struct ServeArgs {
     /// allowed in the file name).
     #[arg(long = "log-rules", value_name = "GLOB")]
     log_rules: Vec<String>,
+    /// Anomaly detector files (repeatable; `*` and `?` allowed in the file name).
+    #[arg(long = "detectors", value_name = "GLOB")]
+    detectors: Vec<String>,
     /// Routing file (Alertmanager's configuration shape).
     #[arg(long)]
     routes: Option<PathBuf>,
@@ -198,6 +208,7 @@ impl ServeArgs {
                 read_token: self.read_token.clone(),
                 rules: self.rules.clone(),
                 log_rules: self.log_rules.clone(),
+                detectors: self.detectors.clone(),
                 routes: self.routes.clone(),
                 runbooks: self.runbooks.clone(),
             },
@@ -350,6 +361,37 @@ fn main() -> ExitCode {
                     eprintln!("telltale-aggregator: {e}");
                     ExitCode::from(1)
                 }
+            }
+        }
+        Cmd::Anomaly {
+            cmd: AnomalyCmd::Check { files },
+        } => {
+            let mut failed = false;
+            for f in &files {
+                println!("Checking {}", f.display());
+                match telltale_aggregator::anomaly::live::spec::load(f) {
+                    Ok(ds) => {
+                        println!("  SUCCESS: {} detectors found", ds.len());
+                        for d in ds {
+                            println!(
+                                "    {} ({:?}, every {}, history {})",
+                                d.name,
+                                d.kind,
+                                humantime::format_duration(d.interval),
+                                humantime::format_duration(d.history)
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        failed = true;
+                        println!("  FAILED:\n{e}");
+                    }
+                }
+            }
+            if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
             }
         }
         Cmd::Anomaly {

@@ -1,4 +1,4 @@
-//! Configuration reloads (`SIGHUP`, `POST /-/reload`): the rule, routing and runbook files
+//! Configuration reloads (`SIGHUP`, `POST /-/reload`): the rule, detector, routing and runbook files
 //! loaded and validated as one set before anything changes, and the outcome of the last
 //! attempt as Prometheus exports it. The HTTP API triggers a reload; the wiring ([`crate::serve`])
 //! starts with the same loader.
@@ -28,6 +28,9 @@ pub enum LoadError {
     /// The runbook file does not load.
     #[error(transparent)]
     Runbooks(#[from] RunbookError),
+    /// A detector file does not load.
+    #[error(transparent)]
+    Detectors(#[from] crate::anomaly::live::spec::SpecError),
     /// The loading task stopped (it panicked or the runtime is shutting down).
     #[error("the loader stopped: {0}")]
     Stopped(String),
@@ -41,6 +44,8 @@ pub struct Alerting {
     pub routing: RoutingConfig,
     /// Runbooks (none without a runbook file).
     pub runbooks: crate::remediate::Runbooks,
+    /// Anomaly detectors from every detector file.
+    pub detectors: Vec<crate::anomaly::live::spec::Detector>,
 }
 
 impl Alerting {
@@ -62,6 +67,15 @@ impl Alerting {
                 }
             }
         }
+        let mut detector_files = Vec::new();
+        for pattern in &cfg.detector_files {
+            let files = crate::rules::file::expand_glob(pattern)?;
+            if files.is_empty() {
+                tracing::warn!(pattern, "detector pattern matches no file");
+            }
+            detector_files.extend(files);
+        }
+        let detectors = crate::anomaly::live::spec::load_all(&detector_files)?;
         let routing = match &cfg.routes {
             Some(p) => RoutingConfig::load(p)?,
             None => RoutingConfig::log_only(),
@@ -74,6 +88,7 @@ impl Alerting {
             groups,
             routing,
             runbooks,
+            detectors,
         })
     }
 }

@@ -204,6 +204,9 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     );
     rules.start();
     tracing::info!(rules = rule_count, "rules loaded");
+    let detectors =
+        crate::anomaly::live::Detectors::new(engine.clone(), storage.clone(), alerting.detectors);
+    detectors.start();
     let metrics = Arc::new(SelfMetrics::default());
     let ingest = Arc::new(Ingest {
         current: Default::default(),
@@ -227,6 +230,7 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
         storage: storage.clone(),
         engine,
         rules: std::sync::RwLock::new(rules),
+        anomaly: std::sync::RwLock::new(detectors),
         reload: Reload {
             cfg: cfg.clone(),
             settings,

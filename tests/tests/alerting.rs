@@ -177,7 +177,10 @@ fn rules_check_agrees_with_promtool() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut files: Vec<PathBuf> = vec![repo().join("config/rules/node.yml")];
+    let mut files: Vec<PathBuf> = vec![
+        repo().join("config/rules/node.yml"),
+        repo().join("config/rules/anomaly.yml"),
+    ];
     if let Some(p) = peer(NODE_EXPORTER_RULES, "prometheus-node-exporter") {
         files.push(p);
         // node_exporter's own public rule sets shipped beside it (old ↔ new metric names).

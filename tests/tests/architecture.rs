@@ -76,8 +76,19 @@ const AGGREGATOR: &[(&str, &[&str])] = &[
         &["alert", "labels", "metrics::storage", "selfmetrics"],
     ),
     ("agents", &[]),
-    // Anomaly detection: pure computation so far (the NAB scorer).
+    // Anomaly detection: the methods and the NAB scorer are pure computation; the live
+    // detectors read through PromQL and write through the storage interface, like rules.
     ("anomaly", &[]),
+    (
+        "anomaly::live",
+        &[
+            "anomaly",
+            "labels",
+            "metrics::storage",
+            "metrics::promql",
+            "selfmetrics",
+        ],
+    ),
     (
         "ingest",
         &[
@@ -93,7 +104,14 @@ const AGGREGATOR: &[(&str, &[&str])] = &[
     ("config", &["labels", "logs", "metrics::tsdb", "traces"]),
     (
         "reload",
-        &["alerting", "config", "remediate", "rules", "selfmetrics"],
+        &[
+            "alerting",
+            "anomaly::live",
+            "config",
+            "remediate",
+            "rules",
+            "selfmetrics",
+        ],
     ),
     // The HTTP layer may use everything but the wiring.
     (
@@ -101,6 +119,7 @@ const AGGREGATOR: &[(&str, &[&str])] = &[
         &[
             "agents",
             "alert",
+            "anomaly::live",
             "alerting",
             "config",
             "durable",

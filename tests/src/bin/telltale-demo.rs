@@ -81,11 +81,14 @@ fn main() -> anyhow::Result<()> {
         "groups:\n  - name: demo\n    interval: 10s\n    rules:\n      - alert: OrdersFlowing\n        expr: sum by (instance) (shop_orders) > 0\n        labels: {severity: info}\n        annotations: {summary: '{{ $labels.instance }} took {{ $value }} orders'}\n",
     )?;
     let demo_rules = demo_rules.display().to_string();
+    let detectors = format!("{}/../config/detectors.yml", env!("CARGO_MANIFEST_DIR"));
     let rule_args = [
         "--rules",
         node_rules.as_str(),
         "--rules",
         demo_rules.as_str(),
+        "--detectors",
+        detectors.as_str(),
     ];
     let agg = start_aggregator(
         &tls,
@@ -198,6 +201,9 @@ fn main() -> anyhow::Result<()> {
     println!("  curl -s '{url}/api/v1/rules'      # config/rules/node.yml + a demo business alert");
     println!("  curl -s '{url}/api/v1/alerts'     # OrdersFlowing fires within seconds");
     println!("  curl -s '{url}/api/v1/incidents'  # firing alerts correlated into incidents");
+    println!(
+        "  curl -s '{url}/api/v1/anomaly'    # config/detectors.yml: telltale_anomaly_score series"
+    );
     println!("  curl -s '{url}/api/v1/events'     # health checks changing state");
     println!(
         "  echo 'shop.orders:1|c|#plan:pro' > /dev/udp/127.0.0.1/{statsd_port}   # a business metric (bash)"

@@ -661,3 +661,53 @@ fn the_shipped_routing_file_loads_and_bad_topologies_are_refused_by_name() {
         .expect("parses");
     assert_eq!(cfg.correlation.symptoms.len(), 1);
 }
+
+#[test]
+fn an_anomaly_on_a_dependency_joins_the_incident_as_its_root_candidate() {
+    // The shipped anomaly alert (config/rules/anomaly.yml) on the database host, a little
+    // before the api's errors: one incident, rooted at the anomaly, whichever comes first.
+    let anomaly = alert(
+        &[
+            ("alertname", "MetricAnomalous"),
+            ("detector", "host_cpu"),
+            ("instance", "db-1:9100"),
+        ],
+        0,
+    );
+    let errors = alert(
+        &[
+            ("alertname", "ApiErrors"),
+            ("service", "api"),
+            ("instance", "app-1:80"),
+        ],
+        20 * S,
+    );
+    for order in [[&anomaly, &errors], [&errors, &anomaly]] {
+        let mut c = Correlator::new(topo(), vec![]);
+        for (k, a) in order.iter().enumerate() {
+            c.observe(a, 30 * S + k as i64 * S);
+        }
+        let open: Vec<u64> = c
+            .incidents
+            .values()
+            .filter(|i| i.open())
+            .map(|i| i.id)
+            .collect();
+        assert_eq!(open.len(), 1, "{:?}", c.incidents);
+        assert_eq!(root_name(&c, open[0]), "MetricAnomalous");
+        assert_eq!(names(&c, open[0]), ["ApiErrors", "MetricAnomalous"]);
+    }
+    // An anomaly on a host nothing firing depends on stays an incident of its own.
+    let mut c = Correlator::new(topo(), vec![]);
+    c.observe(&errors, 30 * S);
+    let elsewhere = alert(
+        &[
+            ("alertname", "MetricAnomalous"),
+            ("detector", "host_cpu"),
+            ("instance", "web-9:9100"),
+        ],
+        25 * S,
+    );
+    c.observe(&elsewhere, 31 * S);
+    assert_eq!(c.incidents.values().filter(|i| i.open()).count(), 2);
+}

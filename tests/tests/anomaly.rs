@@ -1,0 +1,163 @@
+//! Anomaly detectors end to end: a real agent's host metrics scored by the real aggregator's
+//! detectors, the scores read back with PromQL, `/api/v1/anomaly`, models rebuilt from stored
+//! history after a restart, and the checks of `telltale-aggregator anomaly check` and
+//! `serve` on good and bad detector files.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use telltale_tests::*;
+
+const DETECTORS: &str = "detectors:
+  - name: load_shape
+    expr: node_load1
+    method: knn
+    interval: 1s
+    history: 10m
+    params: {memory: 200, calibration: 100, warmup: 5}
+  - name: load_peers
+    expr: node_load1 or label_replace(node_load1 * 1.01, \"instance\", \"twin-$1\", \"instance\", \"(.*)\") or label_replace(node_load1 * 0.99, \"instance\", \"triplet-$1\", \"instance\", \"(.*)\")
+    method: peer
+    interval: 1s
+";
+
+fn anomaly_api(agg: &Aggregator) -> Vec<Value> {
+    let (code, body) = http_get(agg.http, "/api/v1/anomaly").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["data"]["detectors"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+#[test]
+fn detectors_score_live_series_and_rebuild_their_models_after_a_restart() {
+    let (dir, tls) = scratch_with_ca().unwrap();
+    certs_issue(&tls, "host-a").unwrap();
+    let file = dir.path().join("detectors.yml");
+    std::fs::write(&file, DETECTORS).unwrap();
+    let data = dir.path().join("agg");
+    let args = ["--detectors", file.to_str().unwrap()];
+    let agg = start_aggregator(&tls, &data, "127.0.0.1:0", "127.0.0.1:0", &args).unwrap();
+    let mut agent = start_agent(&tls, "host-a", agg.quic, &dir.path().join("a"), "1s").unwrap();
+    let scored = wait_for(Duration::from_secs(30), || {
+        let r = query(agg.http, "telltale_anomaly_score{detector=\"load_shape\"}").ok()?;
+        (!r.is_empty()).then_some(r)
+    })
+    .unwrap_or_else(|| panic!("no scores\n{}\n{}", agg.proc.log(), agent.log()));
+    // The output keeps the input's labels and adds the detector's name.
+    assert_eq!(scored[0]["metric"]["instance"], "host-a", "{scored:?}");
+    assert_eq!(scored[0]["metric"]["job"], "telltale-agent", "{scored:?}");
+    let s: f64 = scored[0]["value"][1].as_str().unwrap().parse().unwrap();
+    assert!((0.0..=1.0).contains(&s), "{s}");
+    // The flag is 0 or 1; three peers that move together are not outliers.
+    let peers = wait_for(Duration::from_secs(10), || {
+        let r = query(agg.http, "telltale_anomaly{detector=\"load_peers\"}").ok()?;
+        (r.len() == 3).then_some(r)
+    })
+    .unwrap_or_else(|| panic!("no peer flags\n{}", agg.proc.log()));
+    for p in &peers {
+        assert_eq!(p["value"][1], "0", "{peers:?}");
+    }
+    let api = anomaly_api(&agg);
+    assert_eq!(api.len(), 2, "{api:?}");
+    assert_eq!(api[0]["name"], "load_shape");
+    assert_eq!(api[0]["method"], "knn");
+    assert_eq!(api[0]["health"], "ok", "{api:?}");
+    assert_eq!(api[0]["series"], 1);
+    assert!(api[0]["modelBytes"].as_u64().unwrap() > 0);
+    assert_eq!(api[1]["method"], "peer");
+    assert_eq!(api[1]["series"], 3);
+    let (_, metrics) = http_get(agg.http, "/metrics").unwrap();
+    assert!(
+        metrics.contains("telltale_aggregator_anomaly_series{detector=\"load_shape\"} 1"),
+        "{metrics}"
+    );
+    // Let some history build up, then restart: the models are rebuilt from it.
+    std::thread::sleep(Duration::from_secs(5));
+    let Aggregator { mut proc, .. } = agg;
+    assert_eq!(
+        proc.terminate(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        proc.log()
+    );
+    agent.kill();
+    let agg = start_aggregator(&tls, &data, "127.0.0.1:0", "127.0.0.1:0", &args).unwrap();
+    let rebuilt = wait_for(Duration::from_secs(20), || {
+        let api = anomaly_api(&agg);
+        let n = api.first()?["historyPoints"].as_u64()?;
+        (n > 0).then_some(n)
+    })
+    .unwrap_or_else(|| panic!("no history read back\n{}", agg.proc.log()));
+    assert!(rebuilt >= 5, "{rebuilt} points rebuilt");
+    agg.proc
+        .wait_log(
+            "anomaly models rebuilt from history",
+            Duration::from_secs(5),
+        )
+        .unwrap();
+}
+
+#[test]
+fn detector_files_are_checked_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = bin("telltale-aggregator").unwrap();
+    // The shipped file is valid.
+    let out = Command::new(&bin)
+        .args(["anomaly", "check"])
+        .arg(repo().join("config/detectors.yml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("SUCCESS: 3 detectors found"), "{text}");
+    // A bad one is named, with the detector and the key.
+    let bad = dir.path().join("bad.yml");
+    std::fs::write(
+        &bad,
+        "detectors:\n  - name: cpu\n    expr: up\n    method: knn\n    params: {windw: 3}\n",
+    )
+    .unwrap();
+    let out = Command::new(&bin)
+        .args(["anomaly", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("detector \"cpu\": unknown parameter \"windw\" for method knn"),
+        "{text}"
+    );
+    // serve refuses to start on it, saying why (exit 2, like a bad rule file).
+    let (sdir, tls) = scratch_with_ca().unwrap();
+    let out = Command::new(&bin)
+        .args([
+            "serve",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--quic-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--tls-dir")
+        .arg(&tls)
+        .arg("--data-dir")
+        .arg(sdir.path().join("agg"))
+        .arg("--detectors")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("windw"), "{err}");
+}
