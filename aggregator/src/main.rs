@@ -74,6 +74,41 @@ enum AnomalyCmd {
         /// Method parameters, `key=value,...` over the defaults.
         #[arg(long, default_value = "")]
         params: String,
+        /// Only these categories (comma-separated, e.g. `realTraffic,realAdExchange`); the
+        /// score is then normalised over them.
+        #[arg(long)]
+        only: Option<String>,
+    },
+    /// Measure a method's cost: SERIES models fed POINTS points each (a noisy cycle, after
+    /// enough points to fill the models); prints CPU per point and memory per series, and
+    /// what 10 000 series at 10 s would take.
+    Cost {
+        /// The method.
+        #[arg(long, default_value = "knn")]
+        method: String,
+        /// Method parameters, `key=value,...` over the defaults.
+        #[arg(long, default_value = "")]
+        params: String,
+        /// Series (models).
+        #[arg(long, default_value_t = 10_000)]
+        series: usize,
+        /// Points measured per series (after the fill).
+        #[arg(long, default_value_t = 50)]
+        points: usize,
+    },
+    /// The leave-one-category-out score: for each NAB category, the run (parameter set) and
+    /// threshold best on the other six categories, scored on it (tests/nab/loco.sh).
+    NabLoco {
+        /// NAB's directory (data, labels, config, results/null).
+        #[arg(long)]
+        dir: PathBuf,
+        /// A run: `NAME=DIR`, DIR holding `telltale/<category>/telltale_<file>.csv` as
+        /// `anomaly nab --out DIR` writes (repeatable).
+        #[arg(long = "run", required = true)]
+        runs: Vec<String>,
+        /// The profile.
+        #[arg(long, default_value = "standard")]
+        profile: String,
     },
     /// Score a detector's NAB result files by NAB's rules and print its normalised score per
     /// profile (null detector 0, perfect 100) with the threshold chosen.
@@ -325,6 +360,7 @@ fn main() -> ExitCode {
                     out,
                     method,
                     params,
+                    only,
                 },
         } => {
             use telltale_aggregator::anomaly::{method::Method, nab};
@@ -337,7 +373,13 @@ fn main() -> ExitCode {
             };
             println!("{method:?}");
             let t = std::time::Instant::now();
-            let made = nab::run(&dir, &out, "telltale", &method);
+            let cats: Option<Vec<String>> =
+                only.map(|o| o.split(',').map(|c| format!("{}/", c.trim())).collect());
+            let keep = |f: &str| {
+                cats.as_ref()
+                    .is_none_or(|c| c.iter().any(|c| f.starts_with(c)))
+            };
+            let made = nab::run(&dir, &out, "telltale", &method, &keep);
             let rows = match made {
                 Ok(r) => r,
                 Err(e) => {
@@ -350,11 +392,79 @@ fn main() -> ExitCode {
                 "{rows} points in {secs:.1} s ({:.1} µs per point)",
                 secs * 1e6 / rows.max(1) as f64
             );
-            match nab::scores(&dir, &out, "telltale") {
+            let scored = match &cats {
+                Some(_) => nab::fold::subset_scores(&dir, &out, "telltale", &keep),
+                None => nab::scores(&dir, &out, "telltale"),
+            };
+            match scored {
                 Ok(s) => {
                     for (profile, (score, threshold)) in s {
                         println!("telltale {profile}: {score:.2} (threshold {threshold})");
                     }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("telltale-aggregator: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Cmd::Anomaly {
+            cmd:
+                AnomalyCmd::Cost {
+                    method,
+                    params,
+                    series,
+                    points,
+                },
+        } => {
+            let method = match telltale_aggregator::anomaly::method::Method::parse(&method, &params)
+            {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("telltale-aggregator: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let (fill, secs, bytes) = anomaly_cost(&method, series, points);
+            let per_point = secs * 1e6 / (series * points).max(1) as f64;
+            println!(
+                "{}: {series} series, filled with {fill} points each, then {points} points measured",
+                method.name()
+            );
+            println!("  CPU per point: {per_point:.2} µs");
+            println!(
+                "  memory per series: {:.1} KiB (model heap)",
+                bytes as f64 / series.max(1) as f64 / 1024.0
+            );
+            println!(
+                "  10 000 series at 10 s: {:.2} % of one core, {:.0} MiB",
+                per_point * 1000.0 / 1e6 * 100.0,
+                bytes as f64 / series.max(1) as f64 * 10_000.0 / 1048576.0
+            );
+            ExitCode::SUCCESS
+        }
+        Cmd::Anomaly {
+            cmd: AnomalyCmd::NabLoco { dir, runs, profile },
+        } => {
+            let mut parsed = Vec::new();
+            for r in &runs {
+                let Some((name, d)) = r.split_once('=') else {
+                    eprintln!("telltale-aggregator: --run {r:?}: expected NAME=DIR");
+                    return ExitCode::from(2);
+                };
+                parsed.push((name.to_string(), PathBuf::from(d), "telltale".to_string()));
+            }
+            use telltale_aggregator::anomaly::nab::fold;
+            match fold::leave_one_category_out(&dir, &parsed, &profile) {
+                Ok((folds, total)) => {
+                    for f in &folds {
+                        println!(
+                            "{:<24} chosen {:<24} threshold {:.6}  six others {:6.2}  held out {:6.2}",
+                            f.category, f.chosen, f.threshold, f.train, f.held_out
+                        );
+                    }
+                    println!("leave-one-category-out {profile}: {total:.2}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -520,4 +630,45 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Feeds `series` fresh models of `method` enough points to fill them, then `points` more
+/// each, round-robin as a live detector would; returns the fill, the seconds the measured
+/// points took (thread CPU time) and the models' heap bytes.
+fn anomaly_cost(
+    method: &telltale_aggregator::anomaly::method::Method,
+    series: usize,
+    points: usize,
+) -> (usize, f64, usize) {
+    use telltale_aggregator::anomaly::method::Method;
+    let fill = match method {
+        Method::Knn(p) => p.memory + p.window + 10,
+        _ => 600,
+    };
+    let value = |s: usize, i: usize| {
+        let x = (i as f64 / 30.0 + s as f64).sin() * 10.0 + 50.0;
+        x + ((i * 7919 + s * 31) % 17) as f64 * 0.1
+    };
+    let mut models: Vec<_> = (0..series).map(|_| method.build()).collect();
+    for i in 0..fill {
+        for (s, m) in models.iter_mut().enumerate() {
+            m.update(i as i64 * 10_000, value(s, i));
+        }
+    }
+    // This thread's time on a CPU (ns, the first field of its schedstat).
+    let cpu = || {
+        std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+            .map_or(0.0, |ns| ns / 1e9)
+    };
+    let start = cpu();
+    for i in fill..fill + points {
+        for (s, m) in models.iter_mut().enumerate() {
+            m.update(i as i64 * 10_000, value(s, i));
+        }
+    }
+    let secs = cpu() - start;
+    let bytes = models.iter().map(|m| m.bytes()).sum();
+    (fill, secs, bytes)
 }
