@@ -6,6 +6,7 @@
 
 pub mod calibrate;
 pub mod detect;
+pub mod forecast;
 pub mod live;
 pub mod method;
 pub mod nab;

@@ -82,8 +82,28 @@ fn detectors_score_live_series_and_rebuild_their_models_after_a_restart() {
         metrics.contains("telltale_aggregator_anomaly_series{detector=\"load_shape\"} 1"),
         "{metrics}"
     );
-    // Let some history build up, then restart: the models are rebuilt from it.
+    // A forecast on demand over the same data (once there are a few seconds of it).
     std::thread::sleep(Duration::from_secs(5));
+    let (code, body) = http_get(
+        agg.http,
+        "/api/v1/forecast?query=node_load1&history=20s&step=1s&horizon=10s&season=0&limit=1e9",
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let series = v["data"].as_array().unwrap();
+    assert_eq!(series.len(), 1, "{body}");
+    assert_eq!(
+        series[0]["forecast"].as_array().unwrap().len(),
+        10,
+        "{body}"
+    );
+    assert!(series[0]["secondsUntilLimit"].is_null(), "{body}");
+    let (code, body) =
+        http_get(agg.http, "/api/v1/forecast?query=node_load1&horizon=-3600").unwrap();
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("positive"), "{body}");
+    // Restart: the models are rebuilt from the history stored so far.
     let Aggregator { mut proc, .. } = agg;
     assert_eq!(
         proc.terminate(Duration::from_secs(20)),
@@ -120,7 +140,7 @@ fn detector_files_are_checked_before_anything_runs() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("SUCCESS: 3 detectors found"), "{text}");
+    assert!(text.contains("SUCCESS: 4 detectors found"), "{text}");
     // A bad one is named, with the detector and the key.
     let bad = dir.path().join("bad.yml");
     std::fs::write(

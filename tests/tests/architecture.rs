@@ -119,6 +119,7 @@ const AGGREGATOR: &[(&str, &[&str])] = &[
         &[
             "agents",
             "alert",
+            "anomaly",
             "anomaly::live",
             "alerting",
             "config",

@@ -39,6 +39,10 @@ use spec::{Detector, Kind};
 pub const SCORE: &str = "telltale_anomaly_score";
 /// The 0/1 series' name.
 pub const FLAG: &str = "telltale_anomaly";
+/// A forecast's value at its horizon.
+pub const FORECAST: &str = "telltale_forecast_value";
+/// Seconds until a forecast reaches its limit (+Inf: not within the horizon).
+pub const UNTIL: &str = "telltale_forecast_seconds_until_limit";
 /// Most series one detector models.
 pub const MAX_SERIES: usize = 20_000;
 
@@ -179,6 +183,14 @@ impl Detectors {
         let (d, run) = &self.detectors[i];
         let mut run = run.lock().unwrap_or_else(|e| e.into_inner());
         let started = std::time::Instant::now();
+        if let Kind::Forecast(f) = &d.kind {
+            let out = self.forecast(d, f, t);
+            run.scored = out
+                .as_ref()
+                .map_or(0, |o| o.iter().filter(|x| x.1 == FORECAST).count());
+            self.finish(d, &mut run, t, out, rt, started);
+            return;
+        }
         if !run.warmed {
             run.warmed = true;
             self.warm(d, &mut run, t);
@@ -191,6 +203,33 @@ impl Detectors {
         };
         let values = match values {
             Ok(v) => v,
+            Err(e) => return self.finish(d, &mut run, t, Err(e), rt, started),
+        };
+        let scores = step(d, &mut run, t, values);
+        run.scored = scores.len();
+        self.points
+            .fetch_add(scores.len() as u64, Ordering::Relaxed);
+        let mut out = Vec::with_capacity(scores.len() * 2);
+        for (l, score) in scores {
+            out.push((l.clone(), SCORE, score));
+            out.push((l, FLAG, f64::from(u8::from(score >= d.threshold))));
+        }
+        self.finish(d, &mut run, t, Ok(out), rt, started);
+    }
+
+    /// Writes an evaluation's output (series labels, metric name, value), marks the
+    /// vanished series stale, and records the outcome.
+    fn finish(
+        &self,
+        d: &Detector,
+        run: &mut Run,
+        t: i64,
+        out: Result<Vec<(Labels, &'static str, f64)>, String>,
+        rt: &tokio::runtime::Handle,
+        started: std::time::Instant,
+    ) {
+        let out = match out {
+            Ok(o) => o,
             Err(e) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(detector = %d.name, error = %e, "anomaly detector query failed");
@@ -199,24 +238,15 @@ impl Detectors {
                 return;
             }
         };
-        let scores = step(d, &mut run, t, values);
-        run.scored = scores.len();
-        self.points
-            .fetch_add(scores.len() as u64, Ordering::Relaxed);
-        let mut series = Vec::with_capacity(scores.len() * 2);
-        let mut now_written = HashSet::with_capacity(scores.len() * 2);
-        for (l, score) in scores {
-            for (name, v) in [
-                (SCORE, score),
-                (FLAG, f64::from(u8::from(score >= d.threshold))),
-            ] {
-                let out = output(d, &l, name);
-                now_written.insert(out.clone());
-                series.push(SeriesSamples {
-                    labels: out,
-                    samples: vec![Sample(t, v)],
-                });
-            }
+        let mut series = Vec::with_capacity(out.len());
+        let mut now_written = HashSet::with_capacity(out.len());
+        for (l, name, v) in out {
+            let labels = output(d, &l, name);
+            now_written.insert(labels.clone());
+            series.push(SeriesSamples {
+                labels,
+                samples: vec![Sample(t, v)],
+            });
         }
         for l in run.written.difference(&now_written) {
             series.push(SeriesSamples {
@@ -228,6 +258,7 @@ impl Detectors {
         // A model not fed for its history (at least an hour) is forgotten.
         let forget = d.history.max(Duration::from_secs(3600)).as_millis() as i64;
         run.models.retain(|_, e| t - e.last_seen <= forget);
+        run.last_error.clear();
         if !series.is_empty() {
             let req = AppendRequest {
                 origin: None,
@@ -236,14 +267,54 @@ impl Detectors {
             if let Err(e) = rt.block_on(self.storage.append(req)) {
                 tracing::warn!(detector = %d.name, error = %e, "cannot store anomaly scores");
                 run.last_error = format!("cannot store scores: {e}");
-            } else {
-                run.last_error.clear();
             }
-        } else {
-            run.last_error.clear();
         }
         run.last_eval_ms = t;
         run.eval_seconds = started.elapsed().as_secs_f64();
+    }
+
+    /// A forecast: the expression over its history at its step, Holt-Winters fitted per
+    /// series, the value at the horizon and the time until the limit.
+    fn forecast(
+        &self,
+        d: &Detector,
+        f: &spec::Forecast,
+        t: i64,
+    ) -> Result<Vec<(Labels, &'static str, f64)>, String> {
+        let step = f.step.as_millis().max(1) as i64;
+        let start = t - (d.history.as_millis() as i64 / step) * step;
+        let series = self
+            .engine
+            .range_with_timeout(&d.query, start, t, step, None)
+            .map_err(|e| e.to_string())?;
+        let season = (f.season.as_millis() as i64 / step) as usize;
+        let horizon = (f.horizon.as_millis() as i64 / step).max(1) as usize;
+        let mut out = Vec::new();
+        for s in series {
+            // Gaps stay gaps: the history is laid on the step grid, missing steps NaN (the
+            // fit skips them).
+            let n = ((t - start) / step + 1) as usize;
+            let mut values = vec![f64::NAN; n];
+            for p in &s.samples {
+                if let Some(v) = values.get_mut(((p.0 - start) / step) as usize) {
+                    *v = p.1;
+                }
+            }
+            let Some(fit) = crate::anomaly::forecast::fit_for(&values, season, horizon) else {
+                continue;
+            };
+            let mut l = s.labels.clone();
+            l.remove("__name__");
+            out.push((l.clone(), FORECAST, fit.at(horizon)));
+            if let Some(limit) = f.limit {
+                let secs = fit
+                    .steps_until(limit, horizon)
+                    .map_or(f64::INFINITY, |h| h as f64 * step as f64 / 1000.0);
+                out.push((l, UNTIL, secs));
+            }
+        }
+        self.points.fetch_add(out.len() as u64, Ordering::Relaxed);
+        Ok(out)
     }
 
     /// Rebuilds the models from stored history: the expression over `history` before `t`,
@@ -292,6 +363,7 @@ impl Detectors {
                     method: match &d.kind {
                         Kind::Series(m) => m.name().to_string(),
                         Kind::Peer { .. } => "peer".to_string(),
+                        Kind::Forecast(_) => "forecast".to_string(),
                     },
                     file: d.file.clone(),
                     interval_seconds: d.interval.as_secs_f64(),
@@ -414,6 +486,8 @@ fn step(d: &Detector, run: &mut Run, t: i64, values: Vec<(Labels, f64)>) -> Vec<
                 }
             }
         }
+        // Forecasts are evaluated on their own (see `Detectors::forecast`).
+        Kind::Forecast(_) => {}
     }
     out
 }
@@ -622,6 +696,62 @@ mod tests {
         let b = Detectors::new(engine.clone(), storage.clone(), bad);
         eval(&b, 0, t0 + 719 * STEP).await;
         assert!(!b.views()[0].last_error.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn forecasts_write_the_value_at_the_horizon_and_the_time_until_the_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage: Arc<dyn Storage> = Arc::new(Tsdb::open(dir.path()).expect("open"));
+        let engine = Engine::new(storage.clone(), Duration::from_secs(300), 10_000_000);
+        let t0 = t0();
+        // A disk losing one unit every step, two of them: one reaches 700 in 101 steps, the
+        // other (at twice the level) not within the hour.
+        for i in 0..200i64 {
+            let series = [("a", 1000.0), ("b", 2000.0)]
+                .iter()
+                .map(|(dev, top)| SeriesSamples {
+                    labels: Labels::from_pairs([("__name__", "avail"), ("device", *dev)]),
+                    samples: vec![Sample(t0 + i * STEP, top - i as f64)],
+                })
+                .collect();
+            storage
+                .append(AppendRequest {
+                    origin: None,
+                    data: AppendData::Series(series),
+                })
+                .await
+                .expect("append");
+        }
+        let specs = spec::parse(
+            "f.yml",
+            "detectors:\n  - name: fill\n    expr: avail\n    method: forecast\n    history: 1h\n    params: {step: 10s, season: 0, horizon: 1h, limit: 700}\n",
+        )
+        .expect("spec");
+        let d = Detectors::new(engine.clone(), storage.clone(), specs);
+        let t = t0 + 199 * STEP;
+        eval(&d, 0, t).await;
+        let q = |q: &str| -> Vec<(String, f64)> {
+            match engine.instant(q, t).expect("query") {
+                Value::Vector(v) => {
+                    let mut o: Vec<(String, f64)> = v
+                        .into_iter()
+                        .map(|(l, s)| (l.get("device").unwrap_or_default().to_string(), s.1))
+                        .collect();
+                    o.sort_by(|a, b| a.0.cmp(&b.0));
+                    o
+                }
+                other => panic!("{other:?}"),
+            }
+        };
+        let until = q("telltale_forecast_seconds_until_limit{detector=\"fill\"}");
+        assert_eq!(until.len(), 2, "{until:?}");
+        assert!((until[0].1 - 1010.0).abs() <= 20.0, "{until:?}");
+        assert!(until[1].1.is_infinite(), "{until:?}");
+        let value = q("telltale_forecast_value{detector=\"fill\"}");
+        // 801 now, 360 steps on: 441.
+        assert!((value[0].1 - 441.0).abs() < 5.0, "{value:?}");
+        assert_eq!(d.views()[0].series, 2);
+        assert_eq!(d.views()[0].method, "forecast");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! detectors:
 //!   - name: host_cpu                      # becomes the `detector` label
 //!     expr: sum by (instance) (rate(node_cpu_seconds_total{mode!="idle"}[1m]))
-//!     method: knn                         # knn, ewma, seasonal, changepoint, ensemble, peer
+//!     method: knn                         # knn, ewma, seasonal, changepoint, ensemble, peer,
+//!                                         # forecast
 //!     params: {window: 10, memory: 1000}  # the method's parameters over its defaults
 //!     interval: 10s                       # default 10s
 //!     threshold: 0.99                     # telltale_anomaly is 1 at or above it
@@ -51,6 +52,22 @@ pub enum Kind {
         /// Robust standard deviations that score 0.99.
         cut: f64,
     },
+    /// Holt-Winters refitted at each evaluation from the history it reads; writes the
+    /// forecast at the horizon and the time until the limit.
+    Forecast(Forecast),
+}
+
+/// A forecast's settings (`method: forecast`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forecast {
+    /// The step the history is read at.
+    pub step: Duration,
+    /// The season (zero: none).
+    pub season: Duration,
+    /// How far ahead.
+    pub horizon: Duration,
+    /// The limit whose time of reaching is written (none: not written).
+    pub limit: Option<f64>,
 }
 
 /// One detector, validated.
@@ -154,8 +171,17 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Detector>, SpecError> {
             })
             .collect();
         let params = params.join(",");
+        let interval_given = d.interval.clone();
         let kind = if d.method == "peer" {
             peer(&params, d.group_by.clone()).map_err(|e| de(e.to_string()))?
+        } else if d.method == "forecast" {
+            let every = match &interval_given {
+                Some(s) => {
+                    humantime::parse_duration(s).map_err(|e| de(format!("interval: {e}")))?
+                }
+                None => Duration::from_secs(10),
+            };
+            forecast(&params, every).map_err(|e| de(e.to_string()))?
         } else {
             if !d.group_by.is_empty() {
                 return Err(de("group_by is for method peer only".into()));
@@ -193,6 +219,37 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Detector>, SpecError> {
         });
     }
     Ok(out)
+}
+
+fn forecast(params: &str, interval: Duration) -> Result<Kind, ParamsError> {
+    let ms = |kv: &Kv| kv.millis().map(|m| Duration::from_millis(m as u64));
+    let mut f = Forecast {
+        step: interval,
+        season: Duration::from_secs(86_400),
+        horizon: Duration::from_secs(86_400),
+        limit: None,
+    };
+    for kv in split(params)? {
+        match kv.key {
+            "step" => f.step = ms(&kv)?,
+            "season" if kv.value == "0" || kv.value == "none" => f.season = Duration::ZERO,
+            "season" => f.season = ms(&kv)?,
+            "horizon" => f.horizon = ms(&kv)?,
+            "limit" => f.limit = Some(kv.float()?),
+            _ => return Err(Kv::unknown(&kv, "forecast")),
+        }
+    }
+    if f.step < Duration::from_secs(1) || f.horizon < f.step {
+        return Err(ParamsError(
+            "parameters step and horizon: step at least 1s, horizon at least one step".into(),
+        ));
+    }
+    if f.horizon.as_millis() / f.step.as_millis() > 100_000 {
+        return Err(ParamsError(
+            "parameter horizon: at most 100 000 steps".into(),
+        ));
+    }
+    Ok(Kind::Forecast(f))
 }
 
 fn peer(params: &str, group_by: Vec<String>) -> Result<Kind, ParamsError> {
@@ -238,6 +295,15 @@ fn default_history(kind: &Kind, interval: Duration) -> Duration {
         Kind::Series(Method::Ewma(p)) => frame_points(&p.frame),
         Kind::Series(Method::Changepoint(p)) => frame_points(&p.frame),
         Kind::Peer { .. } => 0,
+        // Four seasons (or four horizons without one) to fit from, at most 7 days.
+        Kind::Forecast(f) => {
+            let span = if f.season.is_zero() {
+                f.horizon
+            } else {
+                f.season
+            };
+            return (span * 4).min(Duration::from_secs(7 * 86_400));
+        }
     };
     (interval * points as u32).min(Duration::from_secs(7 * 86_400))
 }
@@ -286,11 +352,27 @@ detectors:
             matches!(&ds[1].kind, Kind::Peer { group_by, min_peers: 4, cut } if group_by == &["job"] && *cut == 3.0)
         );
         assert_eq!(ds[1].history, Duration::from_secs(3600));
+        let f = parse(
+            "f.yml",
+            "detectors:\n  - name: fs\n    expr: node_filesystem_avail_bytes\n    method: forecast\n    interval: 5m\n    params: {horizon: 2d, limit: 0}\n",
+        )
+        .expect("forecast");
+        assert_eq!(
+            f[0].kind,
+            Kind::Forecast(Forecast {
+                step: Duration::from_secs(300),
+                season: Duration::from_secs(86_400),
+                horizon: Duration::from_secs(2 * 86_400),
+                limit: Some(0.0),
+            })
+        );
+        assert_eq!(f[0].history, Duration::from_secs(4 * 86_400));
         let bad = |text: &str| parse("d.yml", text).unwrap_err().to_string();
         let one = |extra: &str| {
             format!("detectors:\n  - name: x\n    expr: up\n    method: ewma\n{extra}")
         };
         assert!(bad(&one("    params: {alpha: 3}\n")).contains("detector \"x\": parameter alpha"));
+        assert!(bad("detectors:\n  - name: f\n    expr: up\n    method: forecast\n    params: {horizon: 1s, step: 1m}\n").contains("horizon at least one step"));
         assert!(
             bad("detectors:\n  - name: p\n    expr: up\n    method: peer\n    params: {hold: 3}\n")
                 .contains("unknown parameter \"hold\" for method peer")
