@@ -11,6 +11,52 @@
 //! The baseline it is measured against is PromQL's `predict_linear` ([`linear`]): a least
 //! squares line over the last points.
 
+use telltale_common::model::Sample;
+
+/// A series' samples laid on the step grid from `start` to `end` (inclusive): one value per
+/// step, NaN where a step has none.
+pub fn on_grid(samples: &[Sample], start: i64, end: i64, step: i64) -> Vec<f64> {
+    let step = step.max(1);
+    let n = ((end - start) / step + 1).max(0) as usize;
+    let mut values = vec![f64::NAN; n];
+    for p in samples {
+        if p.0 >= start
+            && let Some(v) = values.get_mut(((p.0 - start) / step) as usize)
+        {
+            *v = p.1;
+        }
+    }
+    values
+}
+
+/// Missing values (not finite) filled by a straight line between their neighbours (the
+/// nearest one at the ends), so the fit keeps the time grid — and the season's phase — across
+/// gaps. `None` with fewer than 4 finite values.
+fn fill_gaps(values: &[f64]) -> Option<Vec<f64>> {
+    let known: Vec<usize> = (0..values.len())
+        .filter(|i| values[*i].is_finite())
+        .collect();
+    if known.len() < 4 {
+        return None;
+    }
+    let mut out = values.to_vec();
+    let (first, last) = (known[0], known[known.len() - 1]);
+    for x in &mut out[..first] {
+        *x = values[first];
+    }
+    for x in &mut out[last + 1..] {
+        *x = values[last];
+    }
+    for w in known.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        for (k, x) in out[a + 1..b].iter_mut().enumerate() {
+            let f = (k + 1) as f64 / (b - a) as f64;
+            *x = values[a] + f * (values[b] - values[a]);
+        }
+    }
+    Some(out)
+}
+
 /// A fitted model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fit {
@@ -40,14 +86,15 @@ const GAMMAS: [f64; 2] = [0.05, 0.2];
 /// Trend damping per step: a full trend, a lightly damped one, none (level and season only).
 const PHIS: [f64; 3] = [1.0, 0.999, 0.0];
 
-/// Fits a model to `values` (one per step, oldest first; non-finite ones are skipped) with a
-/// season of `season` points (0 or more than half the history: no season), for forecasts up
+/// Fits a model to `values` (one per step, oldest first; gaps — values not finite — are
+/// filled by interpolation) with a season of `season` points (0 or more than half the
+/// history: no season), for forecasts up
 /// to `horizon` steps ahead: when the history is long enough, the weights are chosen by a
 /// backtest — each candidate fitted without the history's last `horizon` points and judged
 /// by its forecast of them (one-step errors cannot tell a trend worth extrapolating a day
 /// from noise) — then refitted on everything. `None` with fewer than 4 finite points.
 pub fn fit_for(values: &[f64], season: usize, horizon: usize) -> Option<Fit> {
-    let v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    let v = fill_gaps(values)?;
     let m = if season >= 2 { season } else { 0 };
     if horizon == 0 || v.len() < horizon + 2 * m.max(2) + 4 {
         return fit(&v, season);
@@ -91,14 +138,11 @@ fn candidates(m: usize) -> Vec<Weights> {
     out
 }
 
-/// Fits a model to `values` (one per step, oldest first; non-finite ones are skipped) with a
-/// season of `season` points (0 or more than half the history: no season), the weights
-/// chosen by the one-step-ahead error. `None` with fewer than 4 finite points.
+/// Fits a model to `values` (one per step, oldest first; gaps filled as in [`fit_for`])
+/// with a season of `season` points (0 or more than half the history: no season), the
+/// weights chosen by the one-step-ahead error. `None` with fewer than 4 finite points.
 pub fn fit(values: &[f64], season: usize) -> Option<Fit> {
-    let v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.len() < 4 {
-        return None;
-    }
+    let v = fill_gaps(values)?;
     let season = if season >= 2 && v.len() >= 2 * season {
         season
     } else {
@@ -286,6 +330,24 @@ mod tests {
         assert_eq!(f.steps_until(2000.0, 1000), None);
         // Too little data, and points that are not numbers.
         assert!(fit(&[1.0, 2.0, f64::NAN], 0).is_none());
+        // Gaps keep the grid: a line with holes forecasts like the line.
+        let holes: Vec<f64> = (0..50)
+            .map(|i| if i % 7 == 3 { f64::NAN } else { i as f64 })
+            .collect();
+        let f = fit(&holes, 0).expect("fits");
+        assert!((f.at(10) - 59.0).abs() < 0.5, "{}", f.at(10));
+        assert_eq!(
+            on_grid(
+                &[Sample(1000, 1.0), Sample(3000, 3.0), Sample(9000, 9.0)],
+                1000,
+                4000,
+                1000
+            )
+            .iter()
+            .map(|v| if v.is_nan() { -1.0 } else { *v })
+            .collect::<Vec<_>>(),
+            [1.0, -1.0, 3.0, -1.0]
+        );
         assert_eq!(linear(&[1.0, 2.0, 3.0], 2), Some(5.0));
         assert_eq!(mape(&[0.0, 10.0], &[1.0, 9.0]), Some(10.0));
         assert_eq!(mape(&[0.0], &[1.0]), None);

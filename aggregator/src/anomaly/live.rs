@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use telltale_common::model::{Labels, STALE_NAN_BITS, Sample, SeriesSamples, now_ms};
 
+use crate::anomaly::forecast;
 use crate::anomaly::method::Model;
 use crate::metrics::promql::{Engine, Value};
 use crate::metrics::storage::{AppendData, AppendRequest, Storage};
@@ -291,16 +292,8 @@ impl Detectors {
         let horizon = (f.horizon.as_millis() as i64 / step).max(1) as usize;
         let mut out = Vec::new();
         for s in series {
-            // Gaps stay gaps: the history is laid on the step grid, missing steps NaN (the
-            // fit skips them).
-            let n = ((t - start) / step + 1) as usize;
-            let mut values = vec![f64::NAN; n];
-            for p in &s.samples {
-                if let Some(v) = values.get_mut(((p.0 - start) / step) as usize) {
-                    *v = p.1;
-                }
-            }
-            let Some(fit) = crate::anomaly::forecast::fit_for(&values, season, horizon) else {
+            let values = forecast::on_grid(&s.samples, start, t, step);
+            let Some(fit) = forecast::fit_for(&values, season, horizon) else {
                 continue;
             };
             let mut l = s.labels.clone();
@@ -573,11 +566,16 @@ mod tests {
     }
 
     fn at(engine: &Engine, q: &str, t: i64) -> Vec<(String, f64)> {
+        by(engine, q, t, "instance")
+    }
+
+    /// The query's values at `t`, named by the label `key`, in its order.
+    fn by(engine: &Engine, q: &str, t: i64, key: &str) -> Vec<(String, f64)> {
         match engine.instant(q, t).expect("query") {
             Value::Vector(v) => {
                 let mut out: Vec<(String, f64)> = v
                     .into_iter()
-                    .map(|(l, s)| (l.get("instance").unwrap_or_default().to_string(), s.1))
+                    .map(|(l, s)| (l.get(key).unwrap_or_default().to_string(), s.1))
                     .collect();
                 out.sort_by(|a, b| a.0.cmp(&b.0));
                 out
@@ -730,19 +728,7 @@ mod tests {
         let d = Detectors::new(engine.clone(), storage.clone(), specs);
         let t = t0 + 199 * STEP;
         eval(&d, 0, t).await;
-        let q = |q: &str| -> Vec<(String, f64)> {
-            match engine.instant(q, t).expect("query") {
-                Value::Vector(v) => {
-                    let mut o: Vec<(String, f64)> = v
-                        .into_iter()
-                        .map(|(l, s)| (l.get("device").unwrap_or_default().to_string(), s.1))
-                        .collect();
-                    o.sort_by(|a, b| a.0.cmp(&b.0));
-                    o
-                }
-                other => panic!("{other:?}"),
-            }
-        };
+        let q = |q: &str| by(&engine, q, t, "device");
         let until = q("telltale_forecast_seconds_until_limit{detector=\"fill\"}");
         assert_eq!(until.len(), 2, "{until:?}");
         assert!((until[0].1 - 1010.0).abs() <= 20.0, "{until:?}");

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::params::{Params, parse_step};
 use super::{ApiError, St, success};
+use crate::anomaly::forecast;
 
 async fn detectors(State(st): St) -> axum::response::Response {
     let list: Vec<serde_json::Value> = st
@@ -88,14 +89,8 @@ async fn forecast(
     let (m, h) = ((season / step) as usize, (horizon / step).max(1) as usize);
     let mut out = Vec::new();
     for s in series {
-        let n = ((t - start) / step + 1) as usize;
-        let mut values = vec![f64::NAN; n];
-        for x in &s.samples {
-            if let Some(v) = values.get_mut(((x.0 - start) / step) as usize) {
-                *v = x.1;
-            }
-        }
-        let Some(fit) = crate::anomaly::forecast::fit_for(&values, m, h) else {
+        let values = forecast::on_grid(&s.samples, start, t, step);
+        let Some(fit) = forecast::fit_for(&values, m, h) else {
             continue;
         };
         let metric: serde_json::Map<String, serde_json::Value> = s
