@@ -311,8 +311,12 @@ impl Detectors {
     }
 
     /// Rebuilds the models from stored history: the expression over `history` before `t`,
-    /// at the detector's interval, fed in time order.
+    /// at the detector's interval, fed in time order. Peer detectors and forecasts keep no
+    /// model: nothing to rebuild.
     fn warm(&self, d: &Detector, run: &mut Run, t: i64) {
+        let Kind::Series(method) = &d.kind else {
+            return;
+        };
         let every = d.interval.as_millis().max(1) as i64;
         let span = (d.history.as_millis() as i64 / every) * every;
         if span <= 0 {
@@ -329,16 +333,33 @@ impl Detectors {
                 return;
             }
         };
-        // Points grouped by timestamp, so a peer detector sees each instant's group.
-        let mut at: std::collections::BTreeMap<i64, Vec<(Labels, f64)>> = Default::default();
-        for s in series {
-            for p in s.samples {
-                at.entry(p.0).or_default().push((s.labels.clone(), p.1));
-            }
-        }
+        // Series by series (models are independent; cloning labels per point would cost
+        // more than the models for a large detector).
         let mut n = 0u64;
-        for (ts, values) in at {
-            n += step(d, run, ts, values).len() as u64;
+        for s in series {
+            let mut l = s.labels;
+            l.remove("__name__");
+            if !run.models.contains_key(&l) {
+                if run.models.len() >= MAX_SERIES {
+                    run.skipped += 1;
+                    continue;
+                }
+                let model = method.build();
+                run.models.insert(
+                    l.clone(),
+                    Entry {
+                        model,
+                        last_seen: t,
+                    },
+                );
+            }
+            if let Some(e) = run.models.get_mut(&l) {
+                for p in &s.samples {
+                    e.model.update(p.0, p.1);
+                    e.last_seen = p.0;
+                }
+                n += s.samples.len() as u64;
+            }
         }
         run.warm_points += n;
         tracing::info!(detector = %d.name, points = n, series = run.models.len(), "anomaly models rebuilt from history");
