@@ -339,21 +339,7 @@ impl Detectors {
         for s in series {
             let mut l = s.labels;
             l.remove("__name__");
-            if !run.models.contains_key(&l) {
-                if run.models.len() >= MAX_SERIES {
-                    run.skipped += 1;
-                    continue;
-                }
-                let model = method.build();
-                run.models.insert(
-                    l.clone(),
-                    Entry {
-                        model,
-                        last_seen: t,
-                    },
-                );
-            }
-            if let Some(e) = run.models.get_mut(&l) {
+            if let Some(e) = model_for(run, &l, t, method) {
                 for p in &s.samples {
                     e.model.update(p.0, p.1);
                     e.last_seen = p.0;
@@ -447,6 +433,31 @@ fn output(d: &Detector, l: &Labels, name: &str) -> Labels {
     out
 }
 
+/// The model of series `l`, made at `t` if it is new and the detector is under
+/// [`MAX_SERIES`] (`None`, counted as skipped, when it is not).
+fn model_for<'a>(
+    run: &'a mut Run,
+    l: &Labels,
+    t: i64,
+    method: &crate::anomaly::method::Method,
+) -> Option<&'a mut Entry> {
+    if !run.models.contains_key(l) {
+        if run.models.len() >= MAX_SERIES {
+            run.skipped += 1;
+            return None;
+        }
+        let model = method.build();
+        run.models.insert(
+            l.clone(),
+            Entry {
+                model,
+                last_seen: t,
+            },
+        );
+    }
+    run.models.get_mut(l)
+}
+
 /// Scores one instant's values (ms `t`), creating models for new series up to the limit.
 fn step(d: &Detector, run: &mut Run, t: i64, values: Vec<(Labels, f64)>) -> Vec<(Labels, f64)> {
     let mut out = Vec::with_capacity(values.len());
@@ -454,21 +465,7 @@ fn step(d: &Detector, run: &mut Run, t: i64, values: Vec<(Labels, f64)>) -> Vec<
         Kind::Series(method) => {
             for (mut l, v) in values {
                 l.remove("__name__");
-                if !run.models.contains_key(&l) {
-                    if run.models.len() >= MAX_SERIES {
-                        run.skipped += 1;
-                        continue;
-                    }
-                    let model = method.build();
-                    run.models.insert(
-                        l.clone(),
-                        Entry {
-                            model,
-                            last_seen: t,
-                        },
-                    );
-                }
-                if let Some(e) = run.models.get_mut(&l) {
+                if let Some(e) = model_for(run, &l, t, method) {
                     e.last_seen = t;
                     out.push((l, e.model.update(t, v)));
                 }
