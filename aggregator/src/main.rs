@@ -68,8 +68,8 @@ enum AnomalyCmd {
         /// Where the result files go.
         #[arg(long)]
         out: PathBuf,
-        /// The method (knn, ewma, seasonal, changepoint, ensemble).
-        #[arg(long, default_value = "knn")]
+        /// The method (context, knn, ewma, seasonal, changepoint, ensemble).
+        #[arg(long, default_value = "context")]
         method: String,
         /// Method parameters, `key=value,...` over the defaults.
         #[arg(long, default_value = "")]
@@ -84,7 +84,7 @@ enum AnomalyCmd {
     /// what 10 000 series at 10 s would take.
     Cost {
         /// The method.
-        #[arg(long, default_value = "knn")]
+        #[arg(long, default_value = "context")]
         method: String,
         /// Method parameters, `key=value,...` over the defaults.
         #[arg(long, default_value = "")]
@@ -661,6 +661,8 @@ fn anomaly_cost(
     use telltale_aggregator::anomaly::method::Method;
     let fill = match method {
         Method::Knn(p) => p.memory + p.window + 10,
+        // Past the values it re-learns from, and long enough for its counts to settle.
+        Method::Context(p) => p.relearn + 3000,
         _ => 600,
     };
     let value = |s: usize, i: usize| {

@@ -24,6 +24,13 @@ for memory in 1000 2000; do
     done
   done
 done
+for grids in 1 2 4; do
+  for bins in 6 7 8; do
+    for hold in 60 75 100; do
+      one "context-g$grids-b$bins-h$hold" context "grids=$grids,bins=$bins,hold=$hold"
+    done
+  done
+done
 one ewma ewma ""
 one seasonal seasonal ""
 one changepoint changepoint ""

@@ -29,6 +29,8 @@ pub struct Frame {
     pub alarm: f64,
     /// How many times the most novel recent point a new one must be to score 1.
     pub excess_cap: f64,
+    /// `false`: the novelty (already in [0, 1]) is the score, not ranked.
+    pub rank: bool,
 }
 
 impl Default for Frame {
@@ -39,6 +41,7 @@ impl Default for Frame {
             hold: 100,
             alarm: 0.99,
             excess_cap: 1.0,
+            rank: true,
         }
     }
 }
@@ -52,6 +55,7 @@ impl Frame {
             "hold" => self.hold = kv.int()?,
             "alarm" => self.alarm = kv.float()?,
             "excess_cap" => self.excess_cap = kv.float()?.max(1e-6),
+            "rank" => self.rank = kv.int()? != 0,
             _ => return Ok(false),
         }
         Ok(true)
@@ -80,7 +84,16 @@ impl Calibrator {
 
     /// The score of the next point, whose novelty is `novelty` (≥ 0).
     pub fn score(&mut self, novelty: f64) -> f64 {
-        let s = self.rank(novelty);
+        let s = if self.f.rank {
+            self.rank(novelty)
+        } else {
+            self.seen += 1;
+            if self.seen <= self.f.warmup || !novelty.is_finite() {
+                0.0
+            } else {
+                novelty.clamp(0.0, 1.0)
+            }
+        };
         self.hold(s)
     }
 

@@ -3,6 +3,8 @@
 //! means). The aggregator's live path and `anomaly nab` build models through
 //! [`Method::build`], so the benchmark measures the code that runs.
 //!
+//! - `context` (the default): the share of never-seen transitions in the recent sequence of
+//!   coarse levels ([`context`]) — the best on NAB;
 //! - `knn`: nearest-neighbour novelty of the recent shape ([`super::detect`]);
 //! - `ewma`: distance from an exponentially weighted mean, in weighted standard deviations;
 //! - `seasonal`: distance from the median of the same phase of a period (hour of day by
@@ -16,6 +18,10 @@
 use super::calibrate::{Calibrator, Frame};
 use super::detect;
 use super::params::{Kv, ParamsError, split};
+
+mod context;
+pub use context::Context;
+use context::ContextState;
 
 /// One series' model.
 pub trait Model: Send {
@@ -37,12 +43,21 @@ pub enum Method {
     Seasonal(Seasonal),
     /// CUSUM changepoint.
     Changepoint(Changepoint),
+    /// Novelty of the sequence of coarse levels.
+    Context(Context),
     /// Several methods, ranks combined.
     Ensemble(Ensemble),
 }
 
 /// The names `method:` accepts.
-pub const METHODS: [&str; 5] = ["knn", "ewma", "seasonal", "changepoint", "ensemble"];
+pub const METHODS: [&str; 6] = [
+    "knn",
+    "ewma",
+    "seasonal",
+    "changepoint",
+    "context",
+    "ensemble",
+];
 
 impl Method {
     /// `name` with parameters `params` (`key=value,...`) over its defaults.
@@ -63,6 +78,7 @@ impl Method {
             "ewma" => Method::Ewma(Ewma::parse(kvs)?),
             "seasonal" => Method::Seasonal(Seasonal::parse(kvs)?),
             "changepoint" => Method::Changepoint(Changepoint::parse(kvs)?),
+            "context" => Method::Context(Context::parse(kvs)?),
             "ensemble" => Method::Ensemble(Ensemble::parse(kvs)?),
             _ => {
                 return Err(ParamsError(format!(
@@ -80,6 +96,7 @@ impl Method {
             Method::Ewma(_) => "ewma",
             Method::Seasonal(_) => "seasonal",
             Method::Changepoint(_) => "changepoint",
+            Method::Context(_) => "context",
             Method::Ensemble(_) => "ensemble",
         }
     }
@@ -91,6 +108,7 @@ impl Method {
             Method::Ewma(p) => Box::new(Single::new(p.frame, EwmaState::new(*p))),
             Method::Seasonal(p) => Box::new(Single::new(p.frame, SeasonalState::new(*p))),
             Method::Changepoint(p) => Box::new(Single::new(p.frame, CusumState::new(*p))),
+            Method::Context(p) => Box::new(Single::new(p.frame, ContextState::new(*p))),
             Method::Ensemble(e) => Box::new(EnsembleState::new(e)),
         }
     }
@@ -100,9 +118,16 @@ impl Method {
             Method::Ewma(p) => Box::new(EwmaState::new(*p)),
             Method::Seasonal(p) => Box::new(SeasonalState::new(*p)),
             Method::Changepoint(p) => Box::new(CusumState::new(*p)),
+            Method::Context(p) => Box::new(ContextState::new(*p)),
             Method::Knn(p) => Box::new(KnnNovelty(detect::Detector::new(*p))),
             Method::Ensemble(_) => return None,
         })
+    }
+
+    /// The score at which an event is reported (and held): the default threshold of
+    /// `telltale_anomaly`.
+    pub fn alarm(&self) -> f64 {
+        self.frame().alarm
     }
 
     fn frame(&self) -> Frame {
@@ -111,6 +136,7 @@ impl Method {
             Method::Ewma(p) => p.frame,
             Method::Seasonal(p) => p.frame,
             Method::Changepoint(p) => p.frame,
+            Method::Context(p) => p.frame,
             Method::Ensemble(e) => e.frame,
         }
     }

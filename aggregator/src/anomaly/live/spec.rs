@@ -5,11 +5,12 @@
 //! detectors:
 //!   - name: host_cpu                      # becomes the `detector` label
 //!     expr: sum by (instance) (rate(node_cpu_seconds_total{mode!="idle"}[1m]))
-//!     method: knn                         # knn, ewma, seasonal, changepoint, ensemble, peer,
-//!                                         # forecast
-//!     params: {window: 10, memory: 1000}  # the method's parameters over its defaults
+//!     method: context                     # context, knn, ewma, seasonal, changepoint,
+//!                                         # ensemble, peer, forecast
+//!     params: {bins: 7, order: 6}         # the method's parameters over its defaults
 //!     interval: 10s                       # default 10s
-//!     threshold: 0.99                     # telltale_anomaly is 1 at or above it
+//!     threshold: 0.75                     # telltale_anomaly is 1 at or above it (default:
+//!                                         # the method's alarm, 0.99 for ranked methods)
 //!     history: 6h                         # read back at start to rebuild the models
 //!     group_by: [job]                     # peer only: who is compared with whom
 //!     labels: {team: infra}               # added to the output series
@@ -197,7 +198,10 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Detector>, SpecError> {
             return Err(de("interval: must be at least 1s".into()));
         }
         let history = dur(&d.history, "history", default_history(&kind, interval))?;
-        let threshold = d.threshold.unwrap_or(0.99);
+        let threshold = d.threshold.unwrap_or(match &kind {
+            Kind::Series(m) => m.alarm(),
+            _ => 0.99,
+        });
         if !(threshold > 0.0 && threshold <= 1.0) {
             return Err(de("threshold: must be in (0, 1]".into()));
         }
@@ -294,6 +298,7 @@ fn default_history(kind: &Kind, interval: Duration) -> Duration {
         }
         Kind::Series(Method::Ewma(p)) => frame_points(&p.frame),
         Kind::Series(Method::Changepoint(p)) => frame_points(&p.frame),
+        Kind::Series(Method::Context(p)) => p.relearn.max(frame_points(&p.frame)),
         Kind::Peer { .. } => 0,
         // Four seasons (or four horizons without one) to fit from, at most 7 days.
         Kind::Forecast(f) => {
