@@ -6,7 +6,10 @@
 //! context lengths whose (context → level) transition was never seen before — an old level in
 //! a new order is as novel as a new level. The coarse levels are what keep noise from looking
 //! new; the counts are bounded by `cap` transitions per series (past it, nothing new is
-//! learnt, and novelty keeps being measured against what was).
+//! learnt, and novelty keeps being measured against what was). `grids` sets of levels, each
+//! shifted by a fraction of a level, are counted side by side, so a value near one grid's
+//! boundary is mid-level on another. When a value widens the range, the last `relearn`
+//! values are counted again under the new levels.
 //!
 //! The idea is that of sequence-memory detectors (HTM, Contextual Anomaly Detector): learn
 //! which orders of coarse events occur, report the ones that never did. The range is causal —
