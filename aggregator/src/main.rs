@@ -79,7 +79,8 @@ enum AnomalyCmd {
         #[arg(long)]
         only: Option<String>,
     },
-    /// Measure a method's cost: SERIES models fed POINTS points each (a noisy cycle, after
+    /// Measure a method's cost: SERIES models fed POINTS points each (a noisy cycle, or with
+    /// `--rising` a counter that keeps growing with jitter, NaN gaps and resets; after
     /// enough points to fill the models); prints CPU per point and memory per series, and
     /// what 10 000 series at 10 s would take.
     Cost {
@@ -95,6 +96,9 @@ enum AnomalyCmd {
         /// Points measured per series (after the fill).
         #[arg(long, default_value_t = 50)]
         points: usize,
+        /// A growing counter instead of a cycle (the shape that keeps widening a range).
+        #[arg(long)]
+        rising: bool,
     },
     /// Forecast accuracy on held-back tails: the last day (at most a fifth) of every NAB file
     /// of realAWSCloudwatch and realKnownCause, and a disk-fill scenario, forecast by
@@ -425,6 +429,7 @@ fn main() -> ExitCode {
                     params,
                     series,
                     points,
+                    rising,
                 },
         } => {
             let method = match telltale_aggregator::anomaly::method::Method::parse(&method, &params)
@@ -435,11 +440,16 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let (fill, secs, bytes) = anomaly_cost(&method, series, points);
+            let (fill, secs, bytes) = anomaly_cost(&method, series, points, rising);
             let per_point = secs * 1e6 / (series * points).max(1) as f64;
             println!(
-                "{}: {series} series, filled with {fill} points each, then {points} points measured",
-                method.name()
+                "{}: {series} series ({}), filled with {fill} points each, then {points} points measured",
+                method.name(),
+                if rising {
+                    "rising counters"
+                } else {
+                    "noisy cycles"
+                }
             );
             println!("  CPU per point: {per_point:.2} µs");
             println!(
@@ -657,6 +667,7 @@ fn anomaly_cost(
     method: &telltale_aggregator::anomaly::method::Method,
     series: usize,
     points: usize,
+    rising: bool,
 ) -> (usize, f64, usize) {
     use telltale_aggregator::anomaly::method::Method;
     let fill = match method {
@@ -666,8 +677,19 @@ fn anomaly_cost(
         _ => 600,
     };
     let value = |s: usize, i: usize| {
+        let jitter = ((i * 7919 + s * 31) % 17) as f64 * 0.1;
+        if rising {
+            // A counter's value: a steady rate with jitter, a short scrape gap (NaN) now
+            // and then, and a reset every 20 000 points; series are staggered so the measured
+            // points are past the fill's maximum (each one widens the range), and some of
+            // them reset.
+            if (i + s) % 997 < 2 {
+                return f64::NAN;
+            }
+            return ((i + 2 * s) % 20_000) as f64 * 5.0 + jitter;
+        }
         let x = (i as f64 / 30.0 + s as f64).sin() * 10.0 + 50.0;
-        x + ((i * 7919 + s * 31) % 17) as f64 * 0.1
+        x + jitter
     };
     let mut models: Vec<_> = (0..series).map(|_| method.build()).collect();
     for i in 0..fill {

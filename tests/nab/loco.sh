@@ -31,6 +31,12 @@ for grids in 1 2 4; do
     done
   done
 done
+# How a widening grows the range (bounding re-learning on rising series), at the defaults.
+for burst in 0 5 10 30; do
+  for creep in 0.003 0.01 0.05; do
+    one "context-burst$burst-creep$creep" context "burst=$burst,creep=$creep"
+  done
+done
 one ewma ewma ""
 one seasonal seasonal ""
 one changepoint changepoint ""

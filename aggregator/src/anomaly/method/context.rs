@@ -11,6 +11,15 @@
 //! boundary is mid-level on another. When a value widens the range, the last `relearn`
 //! values are counted again under the new levels.
 //!
+//! Re-learning costs `relearn` × `grids` × (`order` + 1) table operations, so it must be rare
+//! even on a series that keeps rising (a counter, a filling disk). A widening that creeps
+//! (passes the range by less than `creep` of it) or comes within `burst` values of the last
+//! one widens the passed side by `grow` of the range more; any other widening passed the range
+//! by at least `creep` of it. Either way the range grows by at least min(`creep`, `grow`) at
+//! every re-learning, so a series re-learns at most log(last range / first range) /
+//! log(1 + min(`creep`, `grow`)) times over its life — a counter that grows a million-fold,
+//! about 280 times at the defaults.
+//!
 //! The idea is that of sequence-memory detectors (HTM, Contextual Anomaly Detector): learn
 //! which orders of coarse events occur, report the ones that never did. The range is causal —
 //! the minimum and maximum seen so far, not the whole series' — so a live series and a
@@ -40,6 +49,12 @@ pub struct Context {
     pub relearn: usize,
     /// The levels span the seen range widened by this share of it on each side.
     pub margin: f64,
+    /// A creeping or bursting widening widens the passed side by this share of the range more.
+    pub grow: f64,
+    /// A widening within this many values of the previous one is bursting.
+    pub burst: usize,
+    /// A widening that passes the range by less than this share of it is creeping.
+    pub creep: f64,
     /// Scoring frame.
     pub frame: Frame,
 }
@@ -57,6 +72,11 @@ impl Context {
             grids: 2,
             relearn: 2000,
             margin: 0.0,
+            // grow/burst/creep bound the re-learnings (module doc); among the settings that
+            // do, these scored best on NAB (tests/nab/search-context.log, hand probes).
+            grow: 0.1,
+            burst: 10,
+            creep: 0.05,
             frame: Frame {
                 rank: false,
                 alarm: 0.75,
@@ -72,6 +92,9 @@ impl Context {
                 "grids" => p.grids = range(kv, 1, 8)?,
                 "relearn" => p.relearn = range(kv, 0, 100_000)?,
                 "margin" => p.margin = kv.float()?.clamp(0.0, 10.0),
+                "grow" => p.grow = kv.float()?.clamp(0.0, 10.0),
+                "burst" => p.burst = range(kv, 0, 1_000_000)?,
+                "creep" => p.creep = kv.float()?.clamp(0.0, 10.0),
                 _ if p.frame.take(kv)? => {}
                 _ => return Err(kv.unknown("context")),
             }
@@ -106,6 +129,10 @@ pub(super) struct ContextState {
     raw: VecDeque<f32>,
     /// (context length, context, level) → times seen.
     counts: FxHashMap<u32, u16>,
+    /// Times the levels were re-cut.
+    rescales: u64,
+    /// Values since the range last widened.
+    quiet: usize,
 }
 
 impl ContextState {
@@ -119,6 +146,8 @@ impl ContextState {
             recent: vec![Vec::with_capacity(p.order + 1); p.grids],
             raw: VecDeque::new(),
             counts: FxHashMap::default(),
+            rescales: 0,
+            quiet: usize::MAX,
         }
     }
 
@@ -168,10 +197,21 @@ impl ContextState {
 
     /// New levels over the seen range widened by `margin`, and the kept values re-learnt
     /// under them (the transitions learnt under the old levels no longer mean anything).
-    fn rescale(&mut self) {
-        let pad = (self.max - self.min) * self.p.margin;
-        self.lo = self.min - pad;
-        self.hi = self.max + pad;
+    /// A creeping or bursting widening (`creep`) also widens the passed side by `grow` of
+    /// the range, so a series that keeps rising re-learns once per `grow` of growth rather
+    /// than at every point.
+    fn rescale(&mut self, above: bool, creep: bool) {
+        let span = self.max - self.min;
+        let pad = span * self.p.margin;
+        let grow = if self.quiet < self.p.burst || creep {
+            span * self.p.grow
+        } else {
+            0.0
+        };
+        self.quiet = 0;
+        self.lo = self.min - pad - if above { 0.0 } else { grow };
+        self.hi = self.max + pad + if above { grow } else { 0.0 };
+        self.rescales += 1;
         self.counts.clear();
         self.recent.iter_mut().for_each(Vec::clear);
         let raw = std::mem::take(&mut self.raw);
@@ -202,7 +242,13 @@ fn key(len: usize, context: &[u8], next: u8) -> u32 {
 
 impl Novelty for ContextState {
     fn novelty(&mut self, _t_ms: i64, v: f64) -> f64 {
-        let out = self.level(v, 0) >= OUT;
+        let out = self.level(v, 0);
+        let past = if v > self.hi {
+            v - self.hi
+        } else {
+            self.lo - v
+        };
+        let creep = out >= OUT && past < (self.hi - self.lo) * self.p.creep;
         let new = self.learn(v);
         self.raw.push_back(v as f32);
         if self.raw.len() > self.p.relearn {
@@ -210,8 +256,9 @@ impl Novelty for ContextState {
         }
         self.min = self.min.min(v);
         self.max = self.max.max(v);
-        if out {
-            self.rescale();
+        self.quiet = self.quiet.saturating_add(1);
+        if out >= OUT {
+            self.rescale(out == OUT, creep);
         }
         new as f64 / (self.p.grids * (self.p.order + 1)) as f64
     }
@@ -294,6 +341,57 @@ mod tests {
         assert!(s.counts.len() <= 1000);
         assert!(s.raw.len() <= 500);
         assert!(s.bytes() < 64 * 1024, "{} bytes", s.bytes());
+    }
+
+    #[test]
+    fn a_series_that_keeps_rising_re_learns_within_the_log_bound() {
+        // Rising shapes: a steady counter, a noisy one (new maxima at irregular gaps, some by
+        // a jump), a staircase (a big step every 50 values), a series falling by halves.
+        let mut seed = 0x2545_f491_u64;
+        let mut noise = move || {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) as f64 / f64::from(1u32 << 31)
+        };
+        let mut walk = 1.0;
+        let shapes: Vec<(&str, Vec<f64>)> = vec![
+            ("counter", (0..20_000).map(|i| f64::from(i) * 3.0).collect()),
+            (
+                "noisy",
+                (0..20_000)
+                    .map(|_| {
+                        walk += noise() * 4.0 - 1.0;
+                        walk
+                    })
+                    .collect(),
+            ),
+            (
+                "staircase",
+                (0..20_000).map(|i| f64::from(i / 50 * 100)).collect(),
+            ),
+            ("halving", (0..60).map(|i| -(2f64.powi(i))).collect()),
+        ];
+        for (name, values) in shapes {
+            let mut s = state("");
+            let mut first = None;
+            for &v in &values {
+                s.novelty(0, v);
+                if first.is_none() && s.max > s.min {
+                    first = Some(s.max - s.min);
+                }
+            }
+            let growth = (s.max - s.min) / first.expect("the range opens");
+            let bound = growth.ln() / 1.05f64.ln() + 2.0;
+            assert!(
+                (s.rescales as f64) <= bound,
+                "{name}: {} re-learnings, bound {bound:.0}",
+                s.rescales
+            );
+        }
+        let mut t = state("grow=0");
+        for i in 0..2_000 {
+            t.novelty(0, f64::from(i) * 3.0);
+        }
+        assert!(t.rescales > 1_900, "without growth every point widens");
     }
 
     #[test]
