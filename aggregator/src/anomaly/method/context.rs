@@ -197,10 +197,13 @@ impl ContextState {
 
     /// New levels over the seen range widened by `margin`, and the kept values re-learnt
     /// under them (the transitions learnt under the old levels no longer mean anything).
-    /// A creeping or bursting widening (`creep`) also widens the passed side by `grow` of
-    /// the range, so a series that keeps rising re-learns once per `grow` of growth rather
-    /// than at every point.
-    fn rescale(&mut self, above: bool, creep: bool) {
+    /// `v` passed the levels: a creeping or bursting widening also widens the passed side by
+    /// `grow` of the range, so a series that keeps rising re-learns once per `grow` of growth
+    /// rather than at every point. Called with `min`/`max` already holding `v`.
+    fn rescale(&mut self, v: f64) {
+        let above = v > self.hi;
+        let past = if above { v - self.hi } else { self.lo - v };
+        let creep = past < (self.hi - self.lo) * self.p.creep;
         let span = self.max - self.min;
         let pad = span * self.p.margin;
         let grow = if self.quiet < self.p.burst || creep {
@@ -242,13 +245,7 @@ fn key(len: usize, context: &[u8], next: u8) -> u32 {
 
 impl Novelty for ContextState {
     fn novelty(&mut self, _t_ms: i64, v: f64) -> f64 {
-        let out = self.level(v, 0);
-        let past = if v > self.hi {
-            v - self.hi
-        } else {
-            self.lo - v
-        };
-        let creep = out >= OUT && past < (self.hi - self.lo) * self.p.creep;
+        let out = self.level(v, 0) >= OUT;
         let new = self.learn(v);
         self.raw.push_back(v as f32);
         if self.raw.len() > self.p.relearn {
@@ -257,8 +254,8 @@ impl Novelty for ContextState {
         self.min = self.min.min(v);
         self.max = self.max.max(v);
         self.quiet = self.quiet.saturating_add(1);
-        if out >= OUT {
-            self.rescale(out == OUT, creep);
+        if out {
+            self.rescale(v);
         }
         new as f64 / (self.p.grids * (self.p.order + 1)) as f64
     }
