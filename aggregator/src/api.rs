@@ -8,6 +8,7 @@ mod exemplars;
 mod jaeger;
 mod loki;
 mod params;
+mod slo;
 pub use crate::metrics::remote_write;
 
 use std::sync::Arc;
@@ -56,6 +57,8 @@ pub struct ApiState {
     pub rules: std::sync::RwLock<Arc<crate::rules::manager::RuleManager>>,
     /// Anomaly detectors (replaced by a reload; unchanged detectors keep their models).
     pub anomaly: std::sync::RwLock<Arc<crate::anomaly::live::Detectors>>,
+    /// The SLOs in force (replaced by a reload; their rules are the rule manager's).
+    pub slos: std::sync::RwLock<Arc<Vec<crate::slo::Slo>>>,
     /// Re-reads rules, routes and runbooks (SIGHUP and `POST /-/reload`).
     pub reload: crate::reload::Reload,
     /// Alerting, silences and incidents.
@@ -88,6 +91,11 @@ impl ApiState {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The SLOs in force.
+    pub fn slos(&self) -> Arc<Vec<crate::slo::Slo>> {
+        self.slos.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Re-reads the rule, routing and runbook files; on any error keeps what runs and says
@@ -131,6 +139,7 @@ impl ApiState {
         detectors.inherit(&old);
         detectors.start();
         *self.anomaly.write().unwrap_or_else(|e| e.into_inner()) = detectors;
+        *self.slos.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(alerting.slos);
         self.alerts.reload(alerting.routing);
         self.remediation.reload(alerting.runbooks);
         r.status.succeeded();
@@ -830,7 +839,7 @@ async fn not_found() -> ApiError {
 
 /// The router with every endpoint.
 pub fn router(state: Arc<ApiState>) -> Router {
-    let base = anomaly::routes(alerting::routes(Router::new()));
+    let base = slo::routes(anomaly::routes(alerting::routes(Router::new())));
     jaeger::routes(loki::routes(base))
         .route("/api/v1/query", get(query).post(query))
         .route("/api/v1/query_range", get(query_range).post(query_range))

@@ -64,6 +64,18 @@ pub struct FileConfig {
     /// Anomaly detectors (`[anomaly]`).
     #[serde(default)]
     pub anomaly: AnomalySection,
+    /// SLO files (`[slo]`).
+    #[serde(default)]
+    pub slo: SloSection,
+}
+
+/// `[slo]`: SLO files (Sloth `prometheus/v1` or OpenSLO YAML, see config/slos.yml).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SloSection {
+    /// SLO files; the file-name part may hold `*` and `?`. `serve --slos` adds more.
+    #[serde(default)]
+    pub files: Vec<String>,
 }
 
 /// `[anomaly]`: detector files (YAML, see config/detectors.yml).
@@ -223,6 +235,8 @@ pub struct Config {
     pub rule_files: Vec<String>,
     /// Detector file patterns (`[anomaly] files`, then `--detectors`).
     pub detector_files: Vec<String>,
+    /// SLO file patterns (`[slo] files`, then `--slos`).
+    pub slo_files: Vec<String>,
     /// LogQL rule file patterns (`[logs] rule_files`, then `--log-rules`).
     pub log_rule_files: Vec<String>,
     /// `[logs] pattern_interval`.
@@ -264,6 +278,8 @@ pub struct Overrides {
     pub log_rules: Vec<String>,
     /// `--detectors` (added to the file's)
     pub detectors: Vec<String>,
+    /// `--slos` (added to the file's)
+    pub slos: Vec<String>,
     /// `--routes`
     pub routes: Option<PathBuf>,
     /// `--runbooks`
@@ -410,9 +426,12 @@ impl Config {
         log_rule_files.extend(o.log_rules.iter().cloned());
         let mut detector_files = file.anomaly.files.clone();
         detector_files.extend(o.detectors.iter().cloned());
+        let mut slo_files = file.slo.files.clone();
+        slo_files.extend(o.slos.iter().cloned());
         Ok(Config {
             rule_files,
             detector_files,
+            slo_files,
             log_rule_files,
             logs_pattern_interval,
             logs_pattern_warmup: file

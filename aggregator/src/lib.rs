@@ -37,4 +37,5 @@ pub mod remediate;
 pub mod rules;
 pub mod selfmetrics;
 pub mod serve;
+pub mod slo;
 pub mod traces;

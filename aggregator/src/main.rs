@@ -48,6 +48,28 @@ enum Cmd {
         #[command(subcommand)]
         cmd: AnomalyCmd,
     },
+    /// SLO files (Sloth `prometheus/v1`, OpenSLO `v1` and `v1alpha`).
+    Slos {
+        #[command(subcommand)]
+        cmd: SlosCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum SlosCmd {
+    /// Validate SLO files (the `[slo] files` / `--slos` format); exits 1 if any fails.
+    Check {
+        /// SLO files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the Prometheus rule file the SLO files generate (Sloth's rule names and labels),
+    /// to inspect it or run it elsewhere.
+    Generate {
+        /// SLO files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -235,6 +257,9 @@ struct ServeArgs {
     /// Anomaly detector files (repeatable; `*` and `?` allowed in the file name).
     #[arg(long = "detectors", value_name = "GLOB")]
     detectors: Vec<String>,
+    /// SLO files (Sloth or OpenSLO; repeatable; `*` and `?` allowed in the file name).
+    #[arg(long = "slos", value_name = "GLOB")]
+    slos: Vec<String>,
     /// Routing file (Alertmanager's configuration shape).
     #[arg(long)]
     routes: Option<PathBuf>,
@@ -257,6 +282,7 @@ impl ServeArgs {
                 rules: self.rules.clone(),
                 log_rules: self.log_rules.clone(),
                 detectors: self.detectors.clone(),
+                slos: self.slos.clone(),
                 routes: self.routes.clone(),
                 runbooks: self.runbooks.clone(),
             },
@@ -501,6 +527,54 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Slos {
+            cmd: SlosCmd::Check { files },
+        } => {
+            use telltale_aggregator::slo;
+            let mut failed = false;
+            for f in &files {
+                println!("Checking {}", f.display());
+                let loaded = slo::load(f).and_then(|s| {
+                    slo::groups(&s, Duration::from_secs(60))?;
+                    Ok(s)
+                });
+                match loaded {
+                    Ok(slos) => {
+                        println!("  SUCCESS: {} SLOs found", slos.len());
+                        for s in slos {
+                            println!(
+                                "    {} ({}, objective {} % over {})",
+                                s.id,
+                                s.spec,
+                                s.objective,
+                                s.period_window()
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        failed = true;
+                        println!("  FAILED:\n{e}");
+                    }
+                }
+            }
+            if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Cmd::Slos {
+            cmd: SlosCmd::Generate { files },
+        } => match telltale_aggregator::slo::load_all(&files) {
+            Ok(slos) => {
+                print!("{}", telltale_aggregator::slo::generate::rule_file(&slos));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("telltale-aggregator: {e}");
+                ExitCode::from(1)
+            }
+        },
         Cmd::Anomaly {
             cmd: AnomalyCmd::Check { files },
         } => {

@@ -31,6 +31,9 @@ pub enum LoadError {
     /// A detector file does not load.
     #[error(transparent)]
     Detectors(#[from] crate::anomaly::live::spec::SpecError),
+    /// An SLO file does not load.
+    #[error(transparent)]
+    Slos(#[from] crate::slo::SloError),
     /// The loading task stopped (it panicked or the runtime is shutting down).
     #[error("the loader stopped: {0}")]
     Stopped(String),
@@ -46,6 +49,8 @@ pub struct Alerting {
     pub runbooks: crate::remediate::Runbooks,
     /// Anomaly detectors from every detector file.
     pub detectors: Vec<crate::anomaly::live::spec::Detector>,
+    /// SLOs from every SLO file (their rules are in `groups`).
+    pub slos: Vec<crate::slo::Slo>,
 }
 
 impl Alerting {
@@ -67,15 +72,10 @@ impl Alerting {
                 }
             }
         }
-        let mut detector_files = Vec::new();
-        for pattern in &cfg.detector_files {
-            let files = crate::rules::file::expand_glob(pattern)?;
-            if files.is_empty() {
-                tracing::warn!(pattern, "detector pattern matches no file");
-            }
-            detector_files.extend(files);
-        }
-        let detectors = crate::anomaly::live::spec::load_all(&detector_files)?;
+        let detectors =
+            crate::anomaly::live::spec::load_all(&expand_all(&cfg.detector_files, "detector")?)?;
+        let slos = crate::slo::load_all(&expand_all(&cfg.slo_files, "SLO")?)?;
+        groups.extend(crate::slo::groups(&slos, cfg.evaluation_interval)?);
         let routing = match &cfg.routes {
             Some(p) => RoutingConfig::load(p)?,
             None => RoutingConfig::log_only(),
@@ -89,8 +89,22 @@ impl Alerting {
             routing,
             runbooks,
             detectors,
+            slos,
         })
     }
+}
+
+/// Every file the patterns match (a pattern matching none is logged).
+fn expand_all(patterns: &[String], what: &str) -> Result<Vec<std::path::PathBuf>, Invalid> {
+    let mut out = Vec::new();
+    for pattern in patterns {
+        let files = crate::rules::file::expand_glob(pattern)?;
+        if files.is_empty() {
+            tracing::warn!(pattern, "{what} pattern matches no file");
+        }
+        out.extend(files);
+    }
+    Ok(out)
 }
 
 /// What a reload needs: the configuration naming the files, the rule manager's settings, and

@@ -204,6 +204,7 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     );
     rules.start();
     tracing::info!(rules = rule_count, "rules loaded");
+    let slos = alerting.slos;
     let detectors =
         crate::anomaly::live::Detectors::new(engine.clone(), storage.clone(), alerting.detectors);
     detectors.start();
@@ -231,6 +232,7 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
         engine,
         rules: std::sync::RwLock::new(rules),
         anomaly: std::sync::RwLock::new(detectors),
+        slos: std::sync::RwLock::new(Arc::new(slos)),
         reload: Reload {
             cfg: cfg.clone(),
             settings,

@@ -89,6 +89,9 @@ const AGGREGATOR: &[(&str, &[&str])] = &[
             "selfmetrics",
         ],
     ),
+    // SLOs become rule groups (through the rule-file parser) and read their series back
+    // through PromQL.
+    ("slo", &["alert", "labels", "metrics::promql", "rules"]),
     (
         "ingest",
         &[
@@ -111,6 +114,7 @@ const AGGREGATOR: &[(&str, &[&str])] = &[
             "remediate",
             "rules",
             "selfmetrics",
+            "slo",
         ],
     ),
     // The HTTP layer may use everything but the wiring.
@@ -136,6 +140,7 @@ const AGGREGATOR: &[(&str, &[&str])] = &[
             "remediate",
             "rules",
             "selfmetrics",
+            "slo",
             "traces",
         ],
     ),
