@@ -172,6 +172,13 @@ enum RulesCmd {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Run rule unit tests written for `promtool test rules` on Telltale's rule engine and a
+    /// test clock; exits 1 if any fails.
+    Test {
+        /// Test files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -525,6 +532,33 @@ fn main() -> ExitCode {
                     eprintln!("telltale-aggregator: {e}");
                     ExitCode::from(1)
                 }
+            }
+        }
+        Cmd::Rules {
+            cmd: RulesCmd::Test { files },
+        } => {
+            let mut failed = false;
+            for f in files {
+                println!("Unit Testing:  {}", f.display());
+                match telltale_aggregator::rules::unittest::run(&f) {
+                    Ok(fails) if fails.is_empty() => println!("  SUCCESS\n"),
+                    Ok(fails) => {
+                        failed = true;
+                        println!("  FAILED:");
+                        for x in fails {
+                            println!("    {x}");
+                        }
+                    }
+                    Err(e) => {
+                        failed = true;
+                        println!("  FAILED:\n    {e}");
+                    }
+                }
+            }
+            if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
             }
         }
         Cmd::Slos {

@@ -10,11 +10,13 @@
 //!   storage calls back after every durable append with the metric names it stored, and each
 //!   group whose expressions read one of them is evaluated at once (at most once per
 //!   `eager_min_interval`). A breaching sample therefore reaches the alerting side within
-//!   milliseconds of being stored, not at the next tick.
+//!   milliseconds of being stored, not at the next tick;
+//! - [`unittest`]: `promtool test rules` files run on the manager over a test clock.
 
 pub mod alert;
 pub mod file;
 pub mod manager;
+pub mod unittest;
 
 use promql_parser::parser::Expr;
 

@@ -27,6 +27,10 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use telltale_common::config::Invalid;
+
+use telltale_common::model::valid_label_name;
+
 use crate::rules::file::{Group, Lang};
 
 /// A problem in an SLO file.
@@ -88,7 +92,7 @@ impl Query {
     }
 
     /// The query over `window` (a PromQL duration).
-    pub fn at(&self, window: &str) -> Result<String, String> {
+    pub fn at(&self, window: &str) -> Result<String, Invalid> {
         if WINDOW.is_match(&self.text) {
             return Ok(WINDOW.replace_all(&self.text, window).trim().to_string());
         }
@@ -97,9 +101,10 @@ impl Query {
                 "{:?} has no {{{{.window}}}}: each window of the SLI is the query with \
                  {{{{.window}}}} replaced (e.g. rate(x[{{{{.window}}}}]))",
                 self.text
-            ));
+            )
+            .into());
         }
-        let range = crate::alert::prom_duration(window).map_err(|e| e.0)?;
+        let range = crate::alert::prom_duration(window)?;
         let mut e = promql_parser::parser::parse(&self.text)?;
         increases(&mut e, range)?;
         Ok(e.to_string())
@@ -213,7 +218,7 @@ impl Slo {
     /// The period as a PromQL duration (`30d`).
     pub fn period_window(&self) -> String {
         let s = self.period.as_secs();
-        if s % 86_400 == 0 {
+        if s.is_multiple_of(86_400) {
             format!("{}d", s / 86_400)
         } else {
             format!("{}h", s / 3600)
@@ -221,7 +226,7 @@ impl Slo {
     }
 
     /// The error ratio over `window`.
-    pub fn error_ratio(&self, window: &str) -> Result<String, String> {
+    pub fn error_ratio(&self, window: &str) -> Result<String, Invalid> {
         Ok(match &self.sli {
             Sli::Events { error, total } => {
                 format!("({})\n/\n({})", error.at(window)?, total.at(window)?)
@@ -295,6 +300,43 @@ pub fn groups(slos: &[Slo], default_interval: Duration) -> Result<Vec<Group>, Sl
         out.extend(groups);
     }
     Ok(out)
+}
+
+/// Sloth's rule for service and SLO names (they become label values and group names).
+fn check_name(key: &str, v: &str) -> Result<(), String> {
+    let ok = !v.is_empty()
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && v.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key} {v:?}: letters, digits, '-', '_' and '.', starting with a letter or digit"
+        ))
+    }
+}
+
+fn check_objective(o: f64) -> Result<(), String> {
+    if o.is_finite() && o > 0.0 && o < 100.0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "objective {o}: a percentage above 0 and below 100 (100 leaves no error budget)"
+        ))
+    }
+}
+
+fn check_labels(l: &BTreeMap<String, String>) -> Result<(), String> {
+    for k in l.keys() {
+        if !valid_label_name(k) {
+            return Err(format!("invalid label name {k:?}"));
+        }
+        if k.starts_with("sloth_") {
+            return Err(format!("label {k:?}: the sloth_ labels are generated"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -549,6 +549,14 @@ impl RuleManager {
         out
     }
 
+    /// Evaluates every group once at `now` (ms), in order, on the calling thread, which must
+    /// not be one of `rt`'s: `rules test` runs rule files on a test clock with it.
+    pub fn eval_all_blocking(&self, now: i64, rt: &tokio::runtime::Handle) {
+        for i in 0..self.groups.len() {
+            self.eval_group(i, now, false, rt);
+        }
+    }
+
     /// Evaluates every group once at `now`, with a clock the test chooses.
     #[cfg(test)]
     pub async fn eval_all_at(self: &Arc<Self>, now: i64) {

@@ -9,9 +9,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
+use telltale_common::config::Invalid;
 
-use super::spec::{check_labels, check_name, check_objective};
-use super::{Alerting, Query, Sli, Slo};
+use super::{Alerting, Query, Sli, Slo, check_labels, check_name, check_objective};
 use crate::alert::prom_duration;
 
 fn str_at<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
@@ -24,7 +24,7 @@ pub(super) fn slos(
     version: &str,
     d: &Value,
     slis: &BTreeMap<String, Value>,
-) -> Result<Vec<Slo>, String> {
+) -> Result<Vec<Slo>, Invalid> {
     let name = str_at(d, "/metadata/name").ok_or("an SLO document has no metadata.name")?;
     let at = |m: String| format!("SLO {name:?}: {m}");
     check_name("metadata.name", name).map_err(at)?;
@@ -36,7 +36,8 @@ pub(super) fn slos(
         return Err(at(format!(
             "budgetingMethod {method:?}: only Occurrences (a ratio of good to total events) \
              is supported"
-        )));
+        ))
+        .into());
     }
     let period = window(version, d).map_err(at)?;
     let mut labels: BTreeMap<String, String> = BTreeMap::new();
@@ -77,7 +78,8 @@ pub(super) fn slos(
             _ => {
                 return Err(at(format!(
                     "objectives[{i}]: exactly one of target (0..1) and targetPercent"
-                )));
+                ))
+                .into());
             }
         };
         check_objective(objective).map_err(|e| at(format!("objectives[{i}]: {e}")))?;

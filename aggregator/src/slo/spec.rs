@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
-use telltale_common::model::valid_label_name;
 
-use super::{AlertSpec, Alerting, Query, Sli, Slo, SloError};
+use super::{
+    AlertSpec, Alerting, Query, Sli, Slo, SloError, check_labels, check_name, check_objective,
+};
 
 /// Sloth's default SLO period (its `--default-slo-period`); Sloth files carry none.
 pub const SLOTH_PERIOD: Duration = Duration::from_secs(30 * 86_400);
@@ -133,7 +134,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Vec<Slo>, SloError> {
             d.get("kind").and_then(Value::as_str),
         ) {
             (Some(v @ ("openslo/v1" | "openslo/v1alpha")), Some("SLO")) => {
-                out.extend(super::openslo::slos(file, v, d, &slis).map_err(err)?);
+                out.extend(super::openslo::slos(file, v, d, &slis).map_err(|e| err(e.0))?);
             }
             (Some("openslo/v1" | "openslo/v1alpha"), Some("SLI" | "Service")) => {}
             (Some(v @ ("openslo/v1" | "openslo/v1alpha")), Some(k)) => {
@@ -250,41 +251,4 @@ fn sloth(file: &Path, f: SlothFile) -> Result<Vec<Slo>, String> {
         out.push(slo);
     }
     Ok(out)
-}
-
-/// Sloth's rule for service and SLO names (they become label values and group names).
-pub(super) fn check_name(key: &str, v: &str) -> Result<(), String> {
-    let ok = !v.is_empty()
-        && v.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && v.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{key} {v:?}: letters, digits, '-', '_' and '.', starting with a letter or digit"
-        ))
-    }
-}
-
-pub(super) fn check_objective(o: f64) -> Result<(), String> {
-    if o.is_finite() && o > 0.0 && o < 100.0 {
-        Ok(())
-    } else {
-        Err(format!(
-            "objective {o}: a percentage above 0 and below 100 (100 leaves no error budget)"
-        ))
-    }
-}
-
-pub(super) fn check_labels(l: &BTreeMap<String, String>) -> Result<(), String> {
-    for k in l.keys() {
-        if !valid_label_name(k) {
-            return Err(format!("invalid label name {k:?}"));
-        }
-        if k.starts_with("sloth_") {
-            return Err(format!("label {k:?}: the sloth_ labels are generated"));
-        }
-    }
-    Ok(())
 }

@@ -245,3 +245,19 @@ fn bad_slo_files_are_refused_naming_the_problem() {
         2
     );
 }
+
+#[test]
+fn the_shipped_slo_file_loads_and_generates_rules() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/slos.yml");
+    let slos = load(&path).expect("config/slos.yml loads");
+    let ids: Vec<&str> = slos.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "myservice-requests-availability",
+            "checkout-checkout-availability"
+        ]
+    );
+    let g = groups(&slos, Duration::from_secs(60)).expect("generated rules load");
+    assert_eq!(g.len(), 6);
+}

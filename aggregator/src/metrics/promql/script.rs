@@ -101,14 +101,16 @@ pub fn expand(values: &str) -> Result<Vec<Option<f64>>, Invalid> {
             out.extend(std::iter::repeat_n(None, n));
         } else if let Some((ab, n)) = tok.split_once('x') {
             let n: i64 = n.parse().map_err(|e| format!("bad {tok:?}: {e}"))?;
-            // `a+b` or `a-b`; `a` may itself be negative.
+            // `a+b` or `a-b`; `a` may itself be negative; `axN` is `a+0xN`.
             let split = ab
                 .char_indices()
                 .skip(1)
                 .find(|(_, c)| *c == '+' || *c == '-')
-                .map(|(i, _)| i)
-                .ok_or_else(|| format!("bad {tok:?}: expected a+bxN"))?;
-            let (a, b) = (num(&ab[..split])?, num(&ab[split..])?);
+                .map(|(i, _)| i);
+            let (a, b) = match split {
+                Some(split) => (num(&ab[..split])?, num(&ab[split..])?),
+                None => (num(ab)?, 0.0),
+            };
             for i in 0..=n {
                 out.push(Some(a + b * i as f64));
             }
@@ -120,7 +122,7 @@ pub fn expand(values: &str) -> Result<Vec<Option<f64>>, Invalid> {
 }
 
 /// The labels of `metric{a="b"}` or `{a="b"}` (equality matchers only).
-fn series_labels(s: &str) -> Result<Labels, String> {
+pub fn series_labels(s: &str) -> Result<Labels, Invalid> {
     if s == "{}" {
         return Ok(Labels::default());
     }
@@ -137,7 +139,7 @@ fn series_labels(s: &str) -> Result<Labels, String> {
             }
             Ok(Labels::from_pairs(pairs))
         }
-        _ => Err(format!("{s}: not a series")),
+        _ => Err(format!("{s}: not a series").into()),
     }
 }
 
