@@ -5,6 +5,7 @@
 mod alerting;
 mod anomaly;
 mod exemplars;
+mod golden;
 mod jaeger;
 mod loki;
 mod params;
@@ -839,7 +840,9 @@ async fn not_found() -> ApiError {
 
 /// The router with every endpoint.
 pub fn router(state: Arc<ApiState>) -> Router {
-    let base = slo::routes(anomaly::routes(alerting::routes(Router::new())));
+    let base = golden::routes(slo::routes(anomaly::routes(
+        alerting::routes(Router::new()),
+    )));
     jaeger::routes(loki::routes(base))
         .route("/api/v1/query", get(query).post(query))
         .route("/api/v1/query_range", get(query_range).post(query_range))

@@ -144,6 +144,9 @@ pub struct RulesSection {
     /// Labels templates see as `$externalLabels`.
     #[serde(default)]
     pub external_labels: std::collections::BTreeMap<String, String>,
+    /// Evaluate the built-in golden-signal rules (config/rules/golden.yml; default true).
+    #[serde(default)]
+    pub golden_signals: Option<bool>,
 }
 
 /// `[alerting]`: where alerts go.
@@ -237,6 +240,8 @@ pub struct Config {
     pub detector_files: Vec<String>,
     /// SLO file patterns (`[slo] files`, then `--slos`).
     pub slo_files: Vec<String>,
+    /// `[rules] golden_signals`: evaluate the built-in golden-signal rules.
+    pub golden_signals: bool,
     /// LogQL rule file patterns (`[logs] rule_files`, then `--log-rules`).
     pub log_rule_files: Vec<String>,
     /// `[logs] pattern_interval`.
@@ -432,6 +437,7 @@ impl Config {
             rule_files,
             detector_files,
             slo_files,
+            golden_signals: file.rules.golden_signals.unwrap_or(true),
             log_rule_files,
             logs_pattern_interval,
             logs_pattern_warmup: file

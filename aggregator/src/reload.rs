@@ -74,6 +74,19 @@ impl Alerting {
         }
         let detectors =
             crate::anomaly::live::spec::load_all(&expand_all(&cfg.detector_files, "detector")?)?;
+        if cfg.golden_signals {
+            // A group of the user's with the same name replaces the built-in one (a copy of
+            // config/rules/golden.yml loaded as a rule file, edited or not, wins).
+            let golden = crate::rules::file::parse(
+                std::path::Path::new("(built-in) golden.yml"),
+                crate::rules::GOLDEN,
+                cfg.evaluation_interval,
+                Lang::PromQL,
+            )?;
+            let mine: std::collections::HashSet<String> =
+                groups.iter().map(|g| g.name.clone()).collect();
+            groups.extend(golden.into_iter().filter(|g| !mine.contains(&g.name)));
+        }
         let slos = crate::slo::load_all(&expand_all(&cfg.slo_files, "SLO")?)?;
         groups.extend(crate::slo::groups(&slos, cfg.evaluation_interval)?);
         let routing = match &cfg.routes {

@@ -18,6 +18,9 @@ pub mod file;
 pub mod manager;
 pub mod unittest;
 
+/// The golden-signal rules the aggregator evaluates built in (`[rules] golden_signals`).
+pub const GOLDEN: &str = include_str!("../../config/rules/golden.yml");
+
 use promql_parser::parser::Expr;
 
 use crate::metrics::promql::QueryError;

@@ -7,7 +7,8 @@
 //! `input_series` (values in the expanding notation: `0+10x5`, `1x3`, `_`, `_x2`, `stale`),
 //! `alert_rule_test` (`eval_time`, `alertname`, `exp_alerts` with `exp_labels` and
 //! `exp_annotations`: the alerts *firing* then, compared as sets), `promql_expr_test`
-//! (`expr`, `eval_time`, `exp_samples` with `labels` and `value`, relative tolerance 1e-6),
+//! (`expr`, `eval_time`, `exp_samples` with `labels` and `value`, compared exactly, as
+//! promtool does),
 //! `external_labels`, `external_url` and `name`. As in promtool, every group is evaluated
 //! at every `evaluation_interval` from 0 to the last `eval_time`.
 
@@ -300,9 +301,8 @@ fn check_expr(engine: &Engine, e: &ExprTest) -> Result<Option<String>, String> {
     for s in &e.exp_samples {
         exp.push((pairs(&series_labels(&s.labels)?), s.value));
     }
-    let close = |a: f64, b: f64| {
-        a == b || (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-6 * a.abs().max(b.abs())
-    };
+    // Exact, as promtool compares: a value one ulp off is a different answer.
+    let close = |a: f64, b: f64| a == b || (a.is_nan() && b.is_nan());
     let mut left = got.clone();
     let matched = exp.len() == got.len()
         && exp.iter().all(|(l, v)| {
