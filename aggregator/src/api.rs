@@ -4,11 +4,13 @@
 
 mod alerting;
 mod anomaly;
+mod encode;
 mod exemplars;
 mod golden;
 mod jaeger;
 mod loki;
 mod params;
+pub mod report;
 mod slo;
 pub use crate::metrics::remote_write;
 
@@ -22,15 +24,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value as Json, json};
-use telltale_common::model::{Labels, Sample, now_ms};
+use telltale_common::model::{Labels, now_ms};
 
 use crate::agents::Registry;
-use crate::metrics::promql::format::{push_int, write_value};
 use crate::metrics::promql::{Engine, QueryError, Value};
-use crate::metrics::storage::{
-    AppendData, AppendOutcome, AppendRequest, Matcher, SeriesData, Storage,
-};
+use crate::metrics::storage::{AppendData, AppendOutcome, AppendRequest, Matcher, Storage};
 use crate::selfmetrics::{Gauges, SelfMetrics};
+use encode::*;
 pub use params::{Params, parse_step, parse_time};
 
 /// Prometheus refuses range queries with more points than this per series.
@@ -58,6 +58,8 @@ pub struct ApiState {
     pub rules: std::sync::RwLock<Arc<crate::rules::manager::RuleManager>>,
     /// Anomaly detectors (replaced by a reload; unchanged detectors keep their models).
     pub anomaly: std::sync::RwLock<Arc<crate::anomaly::live::Detectors>>,
+    /// Kept reports.
+    pub reports: Arc<crate::report::store::ReportStore>,
     /// The SLOs in force (replaced by a reload; their rules are the rule manager's).
     pub slos: std::sync::RwLock<Arc<Vec<crate::slo::Slo>>>,
     /// Re-reads rules, routes and runbooks (SIGHUP and `POST /-/reload`).
@@ -213,141 +215,6 @@ impl IntoResponse for ApiError {
 
 fn success(data: Json) -> Response {
     axum::Json(json!({"status": "success", "data": data})).into_response()
-}
-
-/// Appends `s` as a JSON string.
-fn push_json_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-fn push_labels(out: &mut String, l: &Labels) {
-    out.push('{');
-    for (i, (k, v)) in l.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        push_json_str(out, k);
-        out.push(':');
-        push_json_str(out, v);
-    }
-    out.push('}');
-}
-
-fn push_timestamp(out: &mut String, t_ms: i64) {
-    // Whole milliseconds, printed as seconds with up to 3 decimals.
-    if t_ms < 0 {
-        out.push('-');
-    }
-    let a = t_ms.unsigned_abs();
-    let (secs, ms) = (a / 1000, a % 1000);
-    push_int(out, secs as i64);
-    if ms != 0 {
-        // Three digits without trailing zeros, written without a temporary string.
-        let digits = [ms / 100, ms / 10 % 10, ms % 10];
-        let keep = if digits[2] != 0 {
-            3
-        } else if digits[1] != 0 {
-            2
-        } else {
-            1
-        };
-        out.push('.');
-        for d in &digits[..keep] {
-            out.push(char::from(b'0' + *d as u8));
-        }
-    }
-}
-
-fn push_point(out: &mut String, s: &Sample) {
-    out.push('[');
-    push_timestamp(out, s.0);
-    out.push(',');
-    push_value(out, s.1);
-    out.push(']');
-}
-
-/// Appends a sample value as Prometheus writes it, quoted: what [`format_value`](crate::metrics::promql::format::format_value) returns,
-/// without the temporary string (this runs for every point of a range query's result).
-fn push_value(out: &mut String, v: f64) {
-    out.push('"');
-    write_value(out, v);
-    out.push('"');
-}
-
-fn push_matrix(out: &mut String, m: &[SeriesData]) {
-    out.push('[');
-    for (i, s) in m.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str("{\"metric\":");
-        push_labels(out, &s.labels);
-        out.push_str(",\"values\":[");
-        for (j, p) in s.samples.iter().enumerate() {
-            if j > 0 {
-                out.push(',');
-            }
-            push_point(out, p);
-        }
-        out.push_str("]}");
-    }
-    out.push(']');
-}
-
-fn json_response(body: String) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
-/// A query result in the success envelope, written directly: large results are most of a
-/// query's cost when built as a JSON tree first.
-fn value_response(v: &Value) -> Response {
-    let mut out = String::with_capacity(256);
-    out.push_str("{\"status\":\"success\",\"data\":{\"resultType\":");
-    match v {
-        Value::Vector(v) => {
-            out.push_str("\"vector\",\"result\":[");
-            for (i, (l, s)) in v.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str("{\"metric\":");
-                push_labels(&mut out, l);
-                out.push_str(",\"value\":");
-                push_point(&mut out, s);
-                out.push('}');
-            }
-            out.push(']');
-        }
-        Value::Matrix(m) => {
-            out.push_str("\"matrix\",\"result\":");
-            push_matrix(&mut out, m);
-        }
-        Value::Scalar(s) => {
-            out.push_str("\"scalar\",\"result\":");
-            push_point(&mut out, s);
-        }
-        Value::String(t, s) => {
-            out.push_str("\"string\",\"result\":[");
-            push_timestamp(&mut out, *t);
-            out.push(',');
-            push_json_str(&mut out, s);
-            out.push(']');
-        }
-    }
-    out.push_str("}}");
-    json_response(out)
 }
 
 type St = State<Arc<ApiState>>;
@@ -840,9 +707,9 @@ async fn not_found() -> ApiError {
 
 /// The router with every endpoint.
 pub fn router(state: Arc<ApiState>) -> Router {
-    let base = golden::routes(slo::routes(anomaly::routes(
+    let base = report::routes(golden::routes(slo::routes(anomaly::routes(
         alerting::routes(Router::new()),
-    )));
+    ))));
     jaeger::routes(loki::routes(base))
         .route("/api/v1/query", get(query).post(query))
         .route("/api/v1/query_range", get(query_range).post(query_range))
@@ -893,7 +760,7 @@ mod tests {
             (5, 2.5e20),
             (6, 8.9e15),
         ] {
-            push_point(&mut out, &Sample(t, v));
+            push_point(&mut out, &telltale_common::model::Sample(t, v));
             out.push(' ');
             assert_eq!(
                 format_value(v),

@@ -67,6 +67,9 @@ pub struct FileConfig {
     /// SLO files (`[slo]`).
     #[serde(default)]
     pub slo: SloSection,
+    /// Scheduled reports (`[[report]]`).
+    #[serde(default)]
+    pub report: Vec<crate::report::schedule::ScheduleSpec>,
 }
 
 /// `[slo]`: SLO files (Sloth `prometheus/v1` or OpenSLO YAML, see config/slos.yml).
@@ -242,6 +245,8 @@ pub struct Config {
     pub slo_files: Vec<String>,
     /// `[rules] golden_signals`: evaluate the built-in golden-signal rules.
     pub golden_signals: bool,
+    /// Scheduled reports (`[[report]]`).
+    pub reports: Vec<crate::report::schedule::Schedule>,
     /// LogQL rule file patterns (`[logs] rule_files`, then `--log-rules`).
     pub log_rule_files: Vec<String>,
     /// `[logs] pattern_interval`.
@@ -431,6 +436,24 @@ impl Config {
         log_rule_files.extend(o.log_rules.iter().cloned());
         let mut detector_files = file.anomaly.files.clone();
         detector_files.extend(o.detectors.iter().cloned());
+        let mut reports = Vec::new();
+        for (i, r) in file.report.iter().enumerate() {
+            let s = crate::report::schedule::Schedule::from_spec(r).map_err(|e| {
+                let (k, m) = e.0.split_once(": ").unwrap_or(("", e.0.as_str()));
+                ConfigError::invalid(where_, &format!("report[{i}].{k}"), m.to_string())
+            })?;
+            if reports
+                .iter()
+                .any(|o: &crate::report::schedule::Schedule| o.name == s.name)
+            {
+                return Err(ConfigError::invalid(
+                    where_,
+                    &format!("report[{i}].name"),
+                    format!("{:?} names two reports", s.name),
+                ));
+            }
+            reports.push(s);
+        }
         let mut slo_files = file.slo.files.clone();
         slo_files.extend(o.slos.iter().cloned());
         Ok(Config {
@@ -438,6 +461,7 @@ impl Config {
             detector_files,
             slo_files,
             golden_signals: file.rules.golden_signals.unwrap_or(true),
+            reports,
             log_rule_files,
             logs_pattern_interval,
             logs_pattern_warmup: file

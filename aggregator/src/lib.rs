@@ -34,6 +34,7 @@ pub mod logs;
 pub mod metrics;
 pub mod reload;
 pub mod remediate;
+pub mod report;
 pub mod rules;
 pub mod selfmetrics;
 pub mod serve;

@@ -48,11 +48,79 @@ enum Cmd {
         #[command(subcommand)]
         cmd: AnomalyCmd,
     },
+    /// Make a report on a running aggregator (`/api/v1/reports/render`) and print it.
+    Report(ReportArgs),
     /// SLO files (Sloth `prometheus/v1`, OpenSLO `v1` and `v1alpha`).
     Slos {
         #[command(subcommand)]
         cmd: SlosCmd,
     },
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// slo, incidents, capacity or alert-tuning.
+    #[arg(long)]
+    kind: String,
+    /// The range, ending at `--end` (default 7d).
+    #[arg(long, default_value = "7d")]
+    range: String,
+    /// The range's end (RFC 3339 or Unix seconds; default now).
+    #[arg(long)]
+    end: Option<String>,
+    /// md, html or json.
+    #[arg(long, default_value = "md")]
+    format: String,
+    /// The aggregator's HTTP address.
+    #[arg(long, default_value = "http://127.0.0.1:9470")]
+    url: String,
+    /// Bearer token (needed when the aggregator has a read token).
+    #[arg(long, env = "TELLTALE_READ_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+/// `report`: GET the rendered report and print it; exit 1 naming the error.
+fn report(a: ReportArgs) -> ExitCode {
+    let mut url = format!(
+        "{}/api/v1/reports/render?kind={}&range={}&format={}",
+        a.url.trim_end_matches('/'),
+        a.kind,
+        a.range,
+        a.format
+    );
+    if let Some(e) = &a.end {
+        url.push_str(&format!("&end={e}"));
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let run = async {
+        let mut req = reqwest::Client::new().get(&url);
+        if let Some(t) = &a.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| format!("{url}: {e}"))?;
+        let status = resp.status();
+        let body = resp.text().await.map_err(|e| format!("{url}: {e}"))?;
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(format!("{url}: {status}: {body}"))
+        }
+    };
+    let out = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| rt.block_on(run));
+    match out {
+        Ok(body) => {
+            print!("{body}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("telltale-aggregator: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -561,6 +629,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
+        Cmd::Report(a) => report(a),
         Cmd::Slos {
             cmd: SlosCmd::Check { files },
         } => {

@@ -233,6 +233,9 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
         rules: std::sync::RwLock::new(rules),
         anomaly: std::sync::RwLock::new(detectors),
         slos: std::sync::RwLock::new(Arc::new(slos)),
+        reports: Arc::new(crate::report::store::ReportStore::open(
+            &cfg.data_dir.join("reports"),
+        )?),
         reload: Reload {
             cfg: cfg.clone(),
             settings,
@@ -258,6 +261,10 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     let http = listener.local_addr()?;
     let quic = endpoint.local_addr()?;
     tokio::spawn(ingest.clone().run(endpoint.clone()));
+    tokio::spawn(crate::api::report::run_schedules(
+        state.clone(),
+        cfg.reports.clone(),
+    ));
     let ticker_ingest = ingest.clone();
     let up_interval = cfg.up_interval;
     tokio::spawn(async move {

@@ -92,6 +92,9 @@ const AGGREGATOR: &[(&str, &[&str])] = &[
     // SLOs become rule groups (through the rule-file parser) and read their series back
     // through PromQL.
     ("slo", &["alert", "labels", "metrics::promql", "rules"]),
+    // Reports compute from what they are handed and from PromQL; the HTTP layer and the
+    // wiring gather the records and deliver.
+    ("report", &["anomaly", "labels", "metrics::promql", "slo"]),
     (
         "ingest",
         &[
@@ -104,7 +107,10 @@ const AGGREGATOR: &[(&str, &[&str])] = &[
             "traces",
         ],
     ),
-    ("config", &["labels", "logs", "metrics::tsdb", "traces"]),
+    (
+        "config",
+        &["labels", "logs", "metrics::tsdb", "report", "traces"],
+    ),
     (
         "reload",
         &[
@@ -138,6 +144,7 @@ const AGGREGATOR: &[(&str, &[&str])] = &[
             "metrics::promql",
             "reload",
             "remediate",
+            "report",
             "rules",
             "selfmetrics",
             "slo",

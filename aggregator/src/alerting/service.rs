@@ -290,6 +290,38 @@ impl AlertingService {
         self.wake.notify_one();
     }
 
+    /// Whether the routing file has a receiver of this name.
+    pub fn knows_receiver(&self, name: &str) -> bool {
+        self.routing().cfg.receivers.contains_key(name)
+    }
+
+    /// Queues `body` (a report) for every integration of `receiver` through the durable
+    /// outbox, at the lowest priority, in a lane of its own. Alertmanager integrations take
+    /// alerts only and are skipped. Returns how many were queued.
+    pub async fn deliver_report(&self, receiver: &str, body: Value) -> Result<usize, RequestError> {
+        let routing = self.routing();
+        let integrations = routing.cfg.receivers.get(receiver).ok_or_else(|| {
+            RequestError::NotFound(format!("no receiver {receiver:?} in the routing file"))
+        })?;
+        let fx: Vec<Effect> = integrations
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| !matches!(i, Integration::Alertmanager { .. }))
+            .map(|(i, _)| {
+                Effect::Notify(super::core::Outgoing {
+                    priority: 3,
+                    receiver: receiver.to_string(),
+                    integration: i,
+                    lane: format!("{receiver}/{i}/reports"),
+                    body: body.clone(),
+                })
+            })
+            .collect();
+        let n = fx.len();
+        self.apply_durably(fx).await?;
+        Ok(n)
+    }
+
     /// Applies effects: state writes and outbox entries in one atomic batch, alerts to
     /// remediation. Returns how many notifications were queued (not yet flushed).
     fn apply(&self, fx: Vec<Effect>) -> Result<u64, StateError> {

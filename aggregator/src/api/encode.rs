@@ -1,0 +1,145 @@
+//! Prometheus' JSON for query results, written by hand: the shapes (`[t, "v"]` points,
+//! labels as objects) are fixed and large results are common, so a string is built directly.
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use telltale_common::model::{Labels, Sample};
+
+use crate::metrics::promql::Value;
+use crate::metrics::promql::format::{push_int, write_value};
+use crate::metrics::storage::SeriesData;
+
+/// Appends `s` as a JSON string.
+pub(super) fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+pub(super) fn push_labels(out: &mut String, l: &Labels) {
+    out.push('{');
+    for (i, (k, v)) in l.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_str(out, k);
+        out.push(':');
+        push_json_str(out, v);
+    }
+    out.push('}');
+}
+
+pub(super) fn push_timestamp(out: &mut String, t_ms: i64) {
+    // Whole milliseconds, printed as seconds with up to 3 decimals.
+    if t_ms < 0 {
+        out.push('-');
+    }
+    let a = t_ms.unsigned_abs();
+    let (secs, ms) = (a / 1000, a % 1000);
+    push_int(out, secs as i64);
+    if ms != 0 {
+        // Three digits without trailing zeros, written without a temporary string.
+        let digits = [ms / 100, ms / 10 % 10, ms % 10];
+        let keep = if digits[2] != 0 {
+            3
+        } else if digits[1] != 0 {
+            2
+        } else {
+            1
+        };
+        out.push('.');
+        for d in &digits[..keep] {
+            out.push(char::from(b'0' + *d as u8));
+        }
+    }
+}
+
+pub(super) fn push_point(out: &mut String, s: &Sample) {
+    out.push('[');
+    push_timestamp(out, s.0);
+    out.push(',');
+    push_value(out, s.1);
+    out.push(']');
+}
+
+/// Appends a sample value as Prometheus writes it, quoted: what [`format_value`](crate::metrics::promql::format::format_value) returns,
+/// without the temporary string (this runs for every point of a range query's result).
+pub(super) fn push_value(out: &mut String, v: f64) {
+    out.push('"');
+    write_value(out, v);
+    out.push('"');
+}
+
+pub(super) fn push_matrix(out: &mut String, m: &[SeriesData]) {
+    out.push('[');
+    for (i, s) in m.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"metric\":");
+        push_labels(out, &s.labels);
+        out.push_str(",\"values\":[");
+        for (j, p) in s.samples.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            push_point(out, p);
+        }
+        out.push_str("]}");
+    }
+    out.push(']');
+}
+
+pub(super) fn json_response(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// A query result in the success envelope, written directly: large results are most of a
+/// query's cost when built as a JSON tree first.
+pub(super) fn value_response(v: &Value) -> Response {
+    let mut out = String::with_capacity(256);
+    out.push_str("{\"status\":\"success\",\"data\":{\"resultType\":");
+    match v {
+        Value::Vector(v) => {
+            out.push_str("\"vector\",\"result\":[");
+            for (i, (l, s)) in v.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"metric\":");
+                push_labels(&mut out, l);
+                out.push_str(",\"value\":");
+                push_point(&mut out, s);
+                out.push('}');
+            }
+            out.push(']');
+        }
+        Value::Matrix(m) => {
+            out.push_str("\"matrix\",\"result\":");
+            push_matrix(&mut out, m);
+        }
+        Value::Scalar(s) => {
+            out.push_str("\"scalar\",\"result\":");
+            push_point(&mut out, s);
+        }
+        Value::String(t, s) => {
+            out.push_str("\"string\",\"result\":[");
+            push_timestamp(&mut out, *t);
+            out.push(',');
+            push_json_str(&mut out, s);
+            out.push(']');
+        }
+    }
+    out.push_str("}}");
+    json_response(out)
+}
