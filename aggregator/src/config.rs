@@ -555,6 +555,22 @@ mod tests {
         assert_eq!(c.http_listen.port(), 9470);
         assert_eq!(c.eager_min_interval, Duration::from_millis(50));
         assert_eq!(c.external_url, "http://127.0.0.1:9470");
+        assert!(c.golden_signals);
+        // The commented [[report]] example, uncommented, is a valid schedule.
+        let text = std::fs::read_to_string(&p).unwrap();
+        let example: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# [[report]]"))
+            .take_while(|l| l.starts_with("# "))
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let q = dir.path().join("r.toml");
+        std::fs::write(&q, &example).unwrap();
+        let c = Config::load(Some(&q), &Overrides::default()).unwrap();
+        assert_eq!(c.reports.len(), 1, "{example}");
+        assert_eq!(c.reports[0].name, "weekly-slo");
+        assert_eq!(c.reports[0].receivers, ["team-webhook"]);
     }
 
     #[test]
