@@ -308,6 +308,27 @@ pub fn http_post_auth(
     read_response(s)
 }
 
+/// Pushes `series` to `/api/v1/write` (Prometheus remote_write) with the bearer `token`; an
+/// answer other than 204 is an error naming it.
+pub fn remote_write(
+    addr: SocketAddr,
+    series: &[telltale_common::model::SeriesSamples],
+    token: Option<&str>,
+) -> anyhow::Result<()> {
+    let body = telltale_aggregator::api::remote_write::encode(series);
+    let (st, b) = http_post_auth(
+        addr,
+        "/api/v1/write",
+        "application/x-protobuf",
+        &body,
+        token,
+    )?;
+    if st != 204 {
+        bail!("remote_write answered {st}: {b}");
+    }
+    Ok(())
+}
+
 /// Pushes `streams` to `/loki/api/v1/push` as Promtail sends them (protobuf + snappy) with
 /// the bearer `token`; an answer other than 204 is an error naming it.
 pub fn loki_push(

@@ -12,7 +12,7 @@ use serde_json::Value;
 use telltale_common::model::{Labels, Sample, SeriesSamples, now_ms};
 use telltale_tests::peers::peer;
 use telltale_tests::{
-    bin, certs_init, certs_issue, http_get, http_post_auth, start_agent, start_aggregator, wait_for,
+    bin, certs_init, certs_issue, http_get, remote_write, start_agent, start_aggregator, wait_for,
 };
 
 const PROMTOOL: &str = "/usr/bin/promtool";
@@ -101,16 +101,7 @@ fn a_serving_aggregator_shows_host_and_service_golden_signals() {
     .expect("aggregator starts");
     let _agent =
         start_agent(&tls, "web-1", agg.quic, &dir.path().join("agent"), "1s").expect("agent");
-    let body = telltale_aggregator::api::remote_write::encode(&http_histogram(now_ms()));
-    let (st, b) = http_post_auth(
-        agg.http,
-        "/api/v1/write",
-        "application/x-protobuf",
-        &body,
-        Some(TOKEN),
-    )
-    .expect("remote_write");
-    assert_eq!(st, 204, "{b}");
+    remote_write(agg.http, &http_histogram(now_ms()), Some(TOKEN)).expect("remote_write");
 
     let view = wait_for(Duration::from_secs(60), || {
         let (st, body) = http_get(agg.http, "/api/v1/golden-signals").ok()?;

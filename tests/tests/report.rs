@@ -11,7 +11,9 @@ use std::time::Duration;
 use serde_json::Value;
 use telltale_common::model::{Labels, Sample, SeriesSamples, now_ms};
 use telltale_tests::peers::WebhookSink;
-use telltale_tests::{Aggregator, bin, certs_init, http_get, http_post_auth, start_aggregator};
+use telltale_tests::{
+    Aggregator, bin, certs_init, http_get, http_post_auth, remote_write, start_aggregator,
+};
 
 const TOKEN: &str = "s3cret";
 const DAY: i64 = 86_400_000;
@@ -75,19 +77,12 @@ fn an_slo_report_on_seeded_history_gives_the_seeded_numbers() {
         labels: Labels::from_pairs([("__name__", name), ("job", "api")]),
         samples,
     };
-    let body = telltale_aggregator::api::remote_write::encode(&[
-        s("req_total", total),
-        s("req_failed_total", bad),
-    ]);
-    let (st, b) = http_post_auth(
+    remote_write(
         agg.http,
-        "/api/v1/write",
-        "application/x-protobuf",
-        &body,
+        &[s("req_total", total), s("req_failed_total", bad)],
         Some(TOKEN),
     )
     .expect("remote_write");
-    assert_eq!(st, 204, "{b}");
 
     let run = |format: &str| {
         let out = Command::new(bin("telltale-aggregator").expect("built"))

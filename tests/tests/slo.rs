@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 use telltale_common::model::{Labels, Sample, SeriesSamples, now_ms};
 use telltale_tests::peers::peer;
-use telltale_tests::{bin, certs_init, http_get, http_post_auth, start_aggregator, wait_for};
+use telltale_tests::{bin, certs_init, http_get, remote_write, start_aggregator, wait_for};
 
 const PROMTOOL: &str = "/usr/bin/promtool";
 const TOKEN: &str = "s3cret";
@@ -181,19 +181,6 @@ fn slos_check_refuses_a_bad_file_naming_the_slo() {
     assert_eq!(st.status.code(), Some(2), "{st:?}");
 }
 
-fn push(addr: std::net::SocketAddr, series: Vec<SeriesSamples>) {
-    let body = telltale_aggregator::api::remote_write::encode(&series);
-    let (st, b) = http_post_auth(
-        addr,
-        "/api/v1/write",
-        "application/x-protobuf",
-        &body,
-        Some(TOKEN),
-    )
-    .expect("remote_write");
-    assert_eq!(st, 204, "{b}");
-}
-
 #[test]
 fn a_serving_aggregator_pages_on_a_burst_and_reports_the_slo() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -238,13 +225,15 @@ fn a_serving_aggregator_pages_on_a_burst_and_reports_the_slo() {
             .collect(),
     };
     let burst = 40 * 60_000;
-    push(
+    remote_write(
         agg.http,
-        vec![
+        &[
             series("200", &|dt| dt as f64 / 1000.0 * 10.0),
             series("500", &|dt| (dt - burst).max(0) as f64 / 1000.0 * 5.0),
         ],
-    );
+        Some(TOKEN),
+    )
+    .expect("remote_write");
 
     let slo_view = wait_for(Duration::from_secs(60), || {
         let (st, body) = http_get(agg.http, "/api/v1/slos").ok()?;

@@ -55,24 +55,9 @@ impl BurnWindow {
     }
 }
 
-/// A YAML double-quoted string.
+/// A YAML double-quoted string: a JSON string is one (YAML 1.2 reads JSON).
 fn q(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
 fn map(out: &mut String, key: &str, m: &BTreeMap<String, String>) {
