@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use telltale_common::model::{Labels, Sample, SeriesSamples, now_ms};
-use telltale_tests::peers::WebhookSink;
+use telltale_tests::peers::{NATS_SERVER, Nats, WebhookSink, peer};
 use telltale_tests::{
     Aggregator, bin, certs_init, http_get, http_post_auth, remote_write, start_aggregator,
 };
@@ -139,11 +139,22 @@ fn scheduled_reports_are_made_kept_delivered_and_not_repeated() {
     let dir = tempfile::tempdir().expect("tempdir");
     certs_init(&dir.path().join("tls")).expect("certs");
     let sink = WebhookSink::start().expect("sink");
+    // NATS JetStream too, where nats-server is installed (always in CI).
+    let nats = peer(NATS_SERVER, "nats-server").map(|b| Nats::start(&b).expect("nats starts"));
+    let nats_cfg = nats
+        .as_ref()
+        .map(|n| {
+            format!(
+                ", nats_configs: [{{url: '{}', subject: telltale.reports, stream: REPORTS}}]",
+                n.url()
+            )
+        })
+        .unwrap_or_default();
     let routes = dir.path().join("routes.yml");
     std::fs::write(
         &routes,
         format!(
-            "route: {{receiver: hook}}\nreceivers: [{{name: hook, webhook_configs: [{{url: '{}'}}]}}]\n",
+            "route: {{receiver: hook}}\nreceivers: [{{name: hook, webhook_configs: [{{url: '{}'}}]{nats_cfg}}}]\n",
             sink.url("/hook")
         ),
     )
@@ -185,6 +196,15 @@ fn scheduled_reports_are_made_kept_delivered_and_not_repeated() {
                 .is_some_and(|h| h.contains("<h1>Incidents</h1>"))
         );
         assert_eq!(body["summary"]["incidents"], 0);
+        if let Some(n) = &nats {
+            let msgs = telltale_tests::wait_for(Duration::from_secs(20), || {
+                let m = n.stream_messages("REPORTS").ok()?;
+                (!m.is_empty()).then_some(m)
+            })
+            .expect("the JetStream stream holds the report");
+            assert_eq!(msgs[0]["kind"], "report");
+            assert_eq!(msgs[0]["report"]["schedule"], "daily-incidents");
+        }
         let kept = reports(&agg);
         assert_eq!(kept.len(), 1, "{kept:?}");
         let id = kept[0]["id"].as_u64().expect("id");
