@@ -12,6 +12,7 @@ mod loki;
 mod params;
 pub mod report;
 mod slo;
+pub mod ui;
 pub use crate::metrics::remote_write;
 
 use std::sync::Arc;
@@ -60,6 +61,8 @@ pub struct ApiState {
     pub anomaly: std::sync::RwLock<Arc<crate::anomaly::live::Detectors>>,
     /// Kept reports.
     pub reports: Arc<crate::report::store::ReportStore>,
+    /// Dashboard files (`[ui] dashboards`), read per request beside the built-in ones.
+    pub dashboards: Option<std::path::PathBuf>,
     /// The SLOs in force (replaced by a reload; their rules are the rule manager's).
     pub slos: std::sync::RwLock<Arc<Vec<crate::slo::Slo>>>,
     /// Re-reads rules, routes and runbooks (SIGHUP and `POST /-/reload`).
@@ -497,7 +500,8 @@ fn authorize_read(st: &ApiState, path: &str, headers: &HeaderMap) -> Result<(), 
     let Some(token) = &st.read_token else {
         return Ok(());
     };
-    if PROBES.contains(&path) {
+    // The UI's page and assets hold no data (the UI sends the token with its API calls).
+    if PROBES.contains(&path) || path == "/" || path.starts_with("/ui/") {
         return Ok(());
     }
     let given = bearer(headers);
@@ -707,8 +711,8 @@ async fn not_found() -> ApiError {
 
 /// The router with every endpoint.
 pub fn router(state: Arc<ApiState>) -> Router {
-    let base = report::routes(golden::routes(slo::routes(anomaly::routes(
-        alerting::routes(Router::new()),
+    let base = ui::routes(report::routes(golden::routes(slo::routes(
+        anomaly::routes(alerting::routes(Router::new())),
     ))));
     jaeger::routes(loki::routes(base))
         .route("/api/v1/query", get(query).post(query))

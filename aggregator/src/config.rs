@@ -70,6 +70,18 @@ pub struct FileConfig {
     /// Scheduled reports (`[[report]]`).
     #[serde(default)]
     pub report: Vec<crate::report::schedule::ScheduleSpec>,
+    /// The web UI (`[ui]`).
+    #[serde(default)]
+    pub ui: UiSection,
+}
+
+/// `[ui]`: the web UI's dashboards.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiSection {
+    /// A directory of dashboard JSON files (`serve --dashboards` overrides it).
+    #[serde(default)]
+    pub dashboards: Option<PathBuf>,
 }
 
 /// `[slo]`: SLO files (Sloth `prometheus/v1` or OpenSLO YAML, see config/slos.yml).
@@ -247,6 +259,8 @@ pub struct Config {
     pub golden_signals: bool,
     /// Scheduled reports (`[[report]]`).
     pub reports: Vec<crate::report::schedule::Schedule>,
+    /// Dashboard files (`[ui] dashboards`, `--dashboards`).
+    pub dashboards: Option<PathBuf>,
     /// LogQL rule file patterns (`[logs] rule_files`, then `--log-rules`).
     pub log_rule_files: Vec<String>,
     /// `[logs] pattern_interval`.
@@ -290,6 +304,8 @@ pub struct Overrides {
     pub detectors: Vec<String>,
     /// `--slos` (added to the file's)
     pub slos: Vec<String>,
+    /// `--dashboards`
+    pub dashboards: Option<PathBuf>,
     /// `--routes`
     pub routes: Option<PathBuf>,
     /// `--runbooks`
@@ -462,6 +478,7 @@ impl Config {
             slo_files,
             golden_signals: file.rules.golden_signals.unwrap_or(true),
             reports,
+            dashboards: o.dashboards.clone().or(file.ui.dashboards.clone()),
             log_rule_files,
             logs_pattern_interval,
             logs_pattern_warmup: file

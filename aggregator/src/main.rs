@@ -335,6 +335,9 @@ struct ServeArgs {
     /// SLO files (Sloth or OpenSLO; repeatable; `*` and `?` allowed in the file name).
     #[arg(long = "slos", value_name = "GLOB")]
     slos: Vec<String>,
+    /// A directory of dashboard JSON files for the web UI.
+    #[arg(long)]
+    dashboards: Option<PathBuf>,
     /// Routing file (Alertmanager's configuration shape).
     #[arg(long)]
     routes: Option<PathBuf>,
@@ -358,6 +361,7 @@ impl ServeArgs {
                 log_rules: self.log_rules.clone(),
                 detectors: self.detectors.clone(),
                 slos: self.slos.clone(),
+                dashboards: self.dashboards.clone(),
                 routes: self.routes.clone(),
                 runbooks: self.runbooks.clone(),
             },
@@ -769,6 +773,11 @@ fn main() -> ExitCode {
                 eprintln!("telltale-aggregator: {e}");
                 return ExitCode::from(2);
             }
+            if let Err(e) = telltale_aggregator::api::ui::load_dashboards(cfg.dashboards.as_deref())
+            {
+                eprintln!("telltale-aggregator: {e}");
+                return ExitCode::from(2);
+            }
             let tls = telltale_common::tls::TlsPaths {
                 ca: cfg.tls_dir.join("ca.crt"),
                 cert: cfg.tls_dir.join("server.crt"),
@@ -800,6 +809,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            if let Err(e) = telltale_aggregator::api::ui::load_dashboards(cfg.dashboards.as_deref())
+            {
+                eprintln!("telltale-aggregator: {e}");
+                return ExitCode::from(2);
+            }
             // Before anything in the data directory is read or written: a second `serve` on
             // the same directory must not replay the live WAL or touch its segments.
             let _lock = match telltale_common::lockfile::lock_dir(

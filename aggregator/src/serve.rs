@@ -233,6 +233,7 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
         rules: std::sync::RwLock::new(rules),
         anomaly: std::sync::RwLock::new(detectors),
         slos: std::sync::RwLock::new(Arc::new(slos)),
+        dashboards: cfg.dashboards.clone(),
         reports: Arc::new(crate::report::store::ReportStore::open(
             &cfg.data_dir.join("reports"),
         )?),

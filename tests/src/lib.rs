@@ -11,6 +11,7 @@ pub mod compliance;
 pub mod exposition;
 pub mod fuzz;
 pub mod peers;
+pub mod webdriver;
 pub mod websocket;
 
 use std::io::{BufRead, BufReader, Read, Write};

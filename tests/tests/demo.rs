@@ -15,6 +15,15 @@ fn the_demo_starts_an_aggregator_and_an_agent_and_shows_data() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("Telltale demo is running."), "{stdout}");
+    // The UI's URL comes first.
+    let after = stdout
+        .split("Telltale demo is running.")
+        .nth(1)
+        .unwrap_or("");
+    assert!(
+        after.trim_start().starts_with("web UI:     http://"),
+        "{stdout}"
+    );
     assert!(stdout.contains("node_load1 = "), "{stdout}");
     assert!(stdout.contains("up = 1"), "{stdout}");
     assert!(

@@ -156,6 +156,7 @@ fn main() -> anyhow::Result<()> {
 
     let url = format!("http://{}", agg.http);
     println!("\nTelltale demo is running.");
+    println!("  web UI:     {url}/  (overview, explore, host dashboard, alerts, SLOs, reports)");
     println!("  aggregator: {url} (QUIC ingest on {}/udp)", agg.quic);
     println!("  agent:      {name}, collecting every 1s, {first} CPU series so far");
     println!("  scratch:    {} (certificates, data)\n", scratch.display());
