@@ -40,7 +40,7 @@ use telltale_tests::compliance::Rng;
 
 /// 17 node_exporter-like series per host (2 CPUs × 3 modes, memory, load, filesystem,
 /// network, disk, up), one sample a minute.
-fn node_data(hosts: usize, start: i64, end: i64) -> Vec<SeriesSamples> {
+pub(crate) fn node_data(hosts: usize, start: i64, end: i64) -> Vec<SeriesSamples> {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let mut out = Vec::new();
     let times: Vec<i64> = (0..)

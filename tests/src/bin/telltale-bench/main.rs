@@ -23,6 +23,7 @@ mod sources;
 mod traces;
 mod tracestore;
 mod tsdb;
+mod ui;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -504,8 +505,9 @@ fn main() -> anyhow::Result<()> {
         Some("logs") => logs::bench_logs(&args),
         Some("traces") => traces::bench_traces(&args),
         Some("correlation") => correlation::bench_correlation(&args),
+        Some("ui") => ui::bench_ui(&args),
         _ => bail!(
-            "usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N] | promql [--rounds N] | dashboard [--hosts N] [--hours N] | statsd [--step 5s] | sources [--duration 2m] [--interval 10s] | hostile [--duration 30s] [--interval 5s] | fuzz [--queries 2000] [--seed N] [--cases] [--show 40] | tsdb [--hosts 50] [--hours 24] [--senders 4] | alerting [--trials 40] | remediation [--trials 10] | logs [--records 10000000] [--rate 10000] [--rss-seconds 60] [--rounds 5] | traces [--spans 2000000] [--senders 2] [--per-request 500] [--store-spans 2000000] [--skip intake,store] | correlation [--scenarios 300] [--seed 1] [--show 15]"
+            "usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N] | promql [--rounds N] | dashboard [--hosts N] [--hours N] | statsd [--step 5s] | sources [--duration 2m] [--interval 10s] | hostile [--duration 30s] [--interval 5s] | fuzz [--queries 2000] [--seed N] [--cases] [--show 40] | tsdb [--hosts 50] [--hours 24] [--senders 4] | alerting [--trials 40] | remediation [--trials 10] | logs [--records 10000000] [--rate 10000] [--rss-seconds 60] [--rounds 5] | traces [--spans 2000000] [--senders 2] [--per-request 500] [--store-spans 2000000] [--skip intake,store] | correlation [--scenarios 300] [--seed 1] [--show 15] | ui [--hosts 100] [--hours 6] [--rounds 5]"
         ),
     }
 }
