@@ -123,6 +123,26 @@ fn report(a: ReportArgs) -> ExitCode {
     }
 }
 
+/// Every receiver a `[[report]]` names is in the routing file.
+fn report_receivers(
+    cfg: &Config,
+    routing: &telltale_aggregator::alerting::config::RoutingConfig,
+) -> Result<(), String> {
+    for r in &cfg.reports {
+        if let Some(x) = r
+            .receivers
+            .iter()
+            .find(|x| !routing.receivers.contains_key(*x))
+        {
+            return Err(format!(
+                "report {:?}: receiver {x:?} is not in the routing file",
+                r.name
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[derive(Subcommand)]
 enum SlosCmd {
     /// Validate SLO files (the `[slo] files` / `--slos` format); exits 1 if any fails.
@@ -769,7 +789,14 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            if let Err(e) = telltale_aggregator::reload::Alerting::load(&cfg) {
+            let routing = match telltale_aggregator::reload::Alerting::load(&cfg) {
+                Ok(a) => a.routing,
+                Err(e) => {
+                    eprintln!("telltale-aggregator: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if let Err(e) = report_receivers(&cfg, &routing) {
                 eprintln!("telltale-aggregator: {e}");
                 return ExitCode::from(2);
             }
@@ -809,6 +836,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            if let Err(e) = report_receivers(&cfg, &alerting.routing) {
+                eprintln!("telltale-aggregator: {e}");
+                return ExitCode::from(2);
+            }
             if let Err(e) = telltale_aggregator::api::ui::load_dashboards(cfg.dashboards.as_deref())
             {
                 eprintln!("telltale-aggregator: {e}");

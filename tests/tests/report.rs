@@ -269,4 +269,21 @@ fn a_bad_report_schedule_stops_the_aggregator_naming_the_key() {
     assert_eq!(out.status.code(), Some(2));
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("report[0].at"), "{e}");
+    // A receiver the routing file does not have is refused at start, not at the first run.
+    std::fs::write(
+        &cfg,
+        "[[report]]\nkind = \"slo\"\nevery = \"daily\"\nreceivers = [\"nobody\"]\n",
+    )
+    .expect("write");
+    let out = Command::new(bin("telltale-aggregator").expect("built"))
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("\"nobody\"") && e.contains("routing file"),
+        "{e}"
+    );
 }
