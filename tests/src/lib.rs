@@ -200,6 +200,29 @@ pub fn start_aggregator(
     Ok(Aggregator { proc, http, quic })
 }
 
+/// Starts an aggregator on free loopback ports with its data in `dir/agg`, rule groups
+/// evaluated every second (a config file `dir/agg.toml`) and the API token `token`; `extra`
+/// flags are added.
+pub fn start_quick_aggregator(
+    tls_dir: &Path,
+    dir: &Path,
+    token: &str,
+    extra: &[&str],
+) -> anyhow::Result<Aggregator> {
+    let cfg = dir.join("agg.toml");
+    std::fs::write(&cfg, "[rules]\nevaluation_interval = \"1s\"\n")?;
+    let cfg_arg = cfg.display().to_string();
+    let mut args = vec!["--config", cfg_arg.as_str(), "--api-token", token];
+    args.extend_from_slice(extra);
+    start_aggregator(
+        tls_dir,
+        &dir.join("agg"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &args,
+    )
+}
+
 /// Starts an aggregator on free loopback ports with its data in `dir/agg`.
 pub fn start_fresh_aggregator(tls_dir: &Path, dir: &Path) -> anyhow::Result<Aggregator> {
     start_aggregator(tls_dir, &dir.join("agg"), "127.0.0.1:0", "127.0.0.1:0", &[])

@@ -12,7 +12,8 @@ use serde_json::Value;
 use telltale_common::model::{Labels, Sample, SeriesSamples, now_ms};
 use telltale_tests::peers::peer;
 use telltale_tests::{
-    bin, certs_init, certs_issue, http_get, remote_write, start_agent, start_aggregator, wait_for,
+    bin, certs_init, certs_issue, http_get, remote_write, start_agent, start_aggregator,
+    start_quick_aggregator, wait_for,
 };
 
 const PROMTOOL: &str = "/usr/bin/promtool";
@@ -88,17 +89,7 @@ fn a_serving_aggregator_shows_host_and_service_golden_signals() {
     let tls = dir.path().join("tls");
     certs_init(&tls).expect("certs");
     certs_issue(&tls, "web-1").expect("agent cert");
-    let cfg = dir.path().join("agg.toml");
-    std::fs::write(&cfg, "[rules]\nevaluation_interval = \"1s\"\n").expect("write");
-    let cfg_arg = cfg.display().to_string();
-    let agg = start_aggregator(
-        &tls,
-        &dir.path().join("agg"),
-        "127.0.0.1:0",
-        "127.0.0.1:0",
-        &["--config", &cfg_arg, "--api-token", TOKEN],
-    )
-    .expect("aggregator starts");
+    let agg = start_quick_aggregator(&tls, dir.path(), TOKEN, &[]).expect("aggregator starts");
     let _agent =
         start_agent(&tls, "web-1", agg.quic, &dir.path().join("agent"), "1s").expect("agent");
     remote_write(agg.http, &http_histogram(now_ms()), Some(TOKEN)).expect("remote_write");

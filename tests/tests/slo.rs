@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 use telltale_common::model::{Labels, Sample, SeriesSamples, now_ms};
 use telltale_tests::peers::peer;
-use telltale_tests::{bin, certs_init, http_get, remote_write, start_aggregator, wait_for};
+use telltale_tests::{bin, certs_init, http_get, remote_write, start_quick_aggregator, wait_for};
 
 const PROMTOOL: &str = "/usr/bin/promtool";
 const TOKEN: &str = "s3cret";
@@ -188,25 +188,9 @@ fn a_serving_aggregator_pages_on_a_burst_and_reports_the_slo() {
     certs_init(&tls).expect("certs");
     let slo = dir.path().join("slo.yml");
     std::fs::write(&slo, SLO).expect("write");
-    let cfg = dir.path().join("agg.toml");
-    std::fs::write(&cfg, "[rules]\nevaluation_interval = \"1s\"\n").expect("write");
     let slo_arg = slo.display().to_string();
-    let cfg_arg = cfg.display().to_string();
-    let agg = start_aggregator(
-        &tls,
-        &dir.path().join("agg"),
-        "127.0.0.1:0",
-        "127.0.0.1:0",
-        &[
-            "--config",
-            &cfg_arg,
-            "--slos",
-            &slo_arg,
-            "--api-token",
-            TOKEN,
-        ],
-    )
-    .expect("aggregator starts");
+    let agg = start_quick_aggregator(&tls, dir.path(), TOKEN, &["--slos", &slo_arg])
+        .expect("aggregator starts");
 
     // The last 50 minutes at 15 s: 10 requests/s, and for the last 10 minutes 5/s failing.
     let now = now_ms();

@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use telltale_tests::peers::peer;
 use telltale_tests::webdriver::{Browser, CHROMEDRIVER, ENTER};
 use telltale_tests::{
-    Aggregator, certs_init, certs_issue, http_get, http_post_auth, start_agent, start_aggregator,
-    wait_for,
+    Aggregator, certs_init, certs_issue, enc, http_get, http_post_auth, start_agent,
+    start_aggregator, start_quick_aggregator, wait_for,
 };
 
 const TOKEN: &str = "s3cret";
@@ -32,7 +32,7 @@ fn api_range(agg: &Aggregator, query: &str, start: i64, end: i64, step: i64) -> 
         ("step", (step / 1000).to_string()),
     ]
     .iter()
-    .map(|(k, v)| format!("{k}={}", encode(v)))
+    .map(|(k, v)| format!("{k}={}", enc(v)))
     .collect::<Vec<_>>()
     .join("&");
     let (st, body) = http_get(agg.http, &format!("/api/v1/query_range?{q}")).expect("query");
@@ -51,17 +51,6 @@ fn api_range(agg: &Aggregator, query: &str, start: i64, end: i64, step: i64) -> 
         }
     }
     (result.len(), lo, hi)
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Every chart the page published agrees with the API for its query and range.
@@ -116,17 +105,7 @@ fn every_page_loads_and_charts_match_the_api() {
     let tls = dir.path().join("tls");
     certs_init(&tls).expect("certs");
     certs_issue(&tls, "web-1").expect("agent cert");
-    let cfg = dir.path().join("agg.toml");
-    std::fs::write(&cfg, "[rules]\nevaluation_interval = \"1s\"\n").expect("write");
-    let cfg_arg = cfg.display().to_string();
-    let agg = start_aggregator(
-        &tls,
-        &dir.path().join("agg"),
-        "127.0.0.1:0",
-        "127.0.0.1:0",
-        &["--config", &cfg_arg, "--api-token", TOKEN],
-    )
-    .expect("aggregator starts");
+    let agg = start_quick_aggregator(&tls, dir.path(), TOKEN, &[]).expect("aggregator starts");
     let _agent =
         start_agent(&tls, "web-1", agg.quic, &dir.path().join("agent"), "1s").expect("agent");
     // Enough data for rates, and an incident to show.
