@@ -222,6 +222,56 @@ async function explore(main) {
   if (input.value) await run();
 }
 
+// ---- Logs (LogQL) ------------------------------------------------------------------------
+
+const LEVELS = [["error", /\b(error|err|fatal|crit(ical)?|panic|emerg|alert)\b/i], ["warn", /\bwarn(ing)?\b/i],
+  ["info", /\b(info|notice)\b/i], ["debug", /\b(debug|trace)\b/i]];
+function levelOf(labels, line) {
+  const l = (labels.level || labels.detected_level || labels.severity || "").toLowerCase();
+  for (const [name, re] of LEVELS) if (l && re.test(l)) return name;
+  for (const [name, re] of LEVELS) if (re.test(line)) return name;
+  return "other";
+}
+
+async function logsPage(main) {
+  const { params } = hashParams();
+  const range = params.get("range") || "1h";
+  const input = h("textarea", { id: "logquery", rows: "2", spellcheck: "false", placeholder: "LogQL, e.g. {job=\"varlogs\"} |= \"error\"" });
+  input.value = params.get("q") || "";
+  const rangeSel = h("select", {}, Object.keys(RANGES).map((r) => { const o = h("option", { value: r }, r); if (r === range) o.selected = true; return o; }));
+  const status = h("div", { class: "muted", id: "status" });
+  const volume = h("div", { id: "volume" });
+  const lines = h("div", { id: "lines" });
+  const run = async () => {
+    setHash("/logs", new URLSearchParams({ q: input.value, range: rangeSel.value }));
+    const end = Math.floor(Date.now() / 1000) * 1000, start = end - RANGES[rangeSel.value];
+    const step = stepFor(end - start);
+    status.textContent = "running…";
+    try {
+      const ns = (ms) => String(ms) + "000000";
+      const vol = await api("/loki/api/v1/query_range?" + new URLSearchParams({
+        query: "sum(count_over_time(" + input.value + " [" + step + "s]))", start: ns(start), end: ns(end), step: step + "s" }));
+      new Chart(volume, { id: "log-volume", query: input.value, height: 120 }).set(vol.result, start, end, step * 1000);
+      const got = await api("/loki/api/v1/query_range?" + new URLSearchParams({
+        query: input.value, start: ns(start), end: ns(end), limit: "500", direction: "backward" }));
+      const all = [];
+      for (const s of got.result) for (const [t, line] of s.values) all.push([t, s.stream, line]);
+      all.sort((a, b) => (a[0] < b[0] ? 1 : -1));
+      window.telltaleLogs = { lines: all.length };
+      status.textContent = all.length + " lines (newest first, at most 500)";
+      lines.replaceChildren(...all.map(([t, labels, line]) => h("div", { class: "logline level-" + levelOf(labels, line) },
+        h("span", { class: "logtime" }, new Date(Number(t.slice(0, -6))).toLocaleString()), " ", line)));
+    } catch (e) {
+      status.textContent = "error: " + e.message;
+      lines.replaceChildren();
+    }
+  };
+  main.replaceChildren(h("div", { class: "querybar" }, h("div", { class: "qwrap" }, input), rangeSel,
+    h("button", { id: "runlogs", onclick: run }, "Run")), status, volume, lines);
+  input.addEventListener("keydown", (e) => { if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); run(); } });
+  if (input.value) await run();
+}
+
 // ---- Dashboards --------------------------------------------------------------------------
 
 async function dashboards(main) {
@@ -351,7 +401,8 @@ async function reportsPage(main) {
 // ---- Router ------------------------------------------------------------------------------
 
 const PAGES = [
-  ["/", "Overview", overview], ["/explore", "Explore", explore], ["/dashboards", "Dashboards", dashboards],
+  ["/", "Overview", overview], ["/explore", "Explore", explore], ["/logs", "Logs", logsPage],
+  ["/dashboards", "Dashboards", dashboards],
   ["/alerts", "Alerts", alertsPage], ["/slos", "SLOs", slosPage], ["/remediations", "Remediations", remediationsPage],
   ["/reports", "Reports", reportsPage],
 ];

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use telltale_tests::peers::peer;
 use telltale_tests::webdriver::{Browser, CHROMEDRIVER, ENTER};
 use telltale_tests::{
-    Aggregator, certs_init, certs_issue, enc, http_get, http_post_auth, start_agent,
+    Aggregator, certs_init, certs_issue, enc, http_get, http_post_auth, loki_push, start_agent,
     start_aggregator, start_quick_aggregator, wait_for,
 };
 
@@ -136,6 +136,29 @@ fn every_page_loads_and_charts_match_the_api() {
     })
     .expect("an incident");
 
+    // 30 log lines, a third of them errors.
+    let now_ns = telltale_common::model::now_ms() * 1_000_000;
+    let entries = (0..30i64)
+        .map(|i| telltale_common::wire::LogEntry {
+            t_ns: now_ns - (30 - i) * 1_000_000_000,
+            line: if i % 3 == 0 {
+                format!("level=error msg=\"disk {i} failed\"")
+            } else {
+                format!("level=info msg=\"request {i} served\"")
+            },
+            metadata: Vec::new(),
+        })
+        .collect();
+    loki_push(
+        agg.http,
+        TOKEN,
+        &[telltale_common::wire::LogStream {
+            labels: vec![("job".into(), "uitest".into())],
+            entries,
+        }],
+    )
+    .expect("log push");
+
     let browser = Browser::start(&driver).expect("chromium starts");
     let base = format!("http://{}/", agg.http);
     let shot = |name: &str| {
@@ -145,6 +168,7 @@ fn every_page_loads_and_charts_match_the_api() {
     for (page, must) in [
         ("", "web-1"),
         ("#/explore", "Run"),
+        ("#/logs", "Run"),
         ("#/dashboards", "Host"),
         ("#/alerts", "DiskFull"),
         ("#/slos", "SLOs"),
@@ -212,6 +236,50 @@ fn every_page_loads_and_charts_match_the_api() {
     assert!(charts[0]["series"].as_u64().unwrap_or(0) > 0, "{charts:?}");
     no_console_errors(&browser, "explore");
     shot("explore");
+
+    // Logs: the lines the API answers, errors coloured, and a volume chart.
+    browser
+        .goto(&format!(
+            "{base}#/logs?q={}&range=15m",
+            enc("{job=\"uitest\"}")
+        ))
+        .expect("load");
+    let n = browser
+        .wait_for(
+            "return window.telltaleReady && window.telltaleLogs ? window.telltaleLogs.lines : null",
+            Duration::from_secs(30),
+        )
+        .expect("log lines");
+    let (st, body) = http_get(
+        agg.http,
+        &format!(
+            "/loki/api/v1/query_range?query={}&limit=500&since=1h",
+            enc("{job=\"uitest\"}")
+        ),
+    )
+    .expect("loki query");
+    assert_eq!(st, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    let api_lines: usize = v["data"]["result"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .map(|s| s["values"].as_array().map_or(0, Vec::len))
+                .sum()
+        })
+        .unwrap_or(0);
+    assert_eq!(api_lines, 30);
+    assert_eq!(n.as_u64(), Some(api_lines as u64));
+    let errors = browser
+        .eval("return document.querySelectorAll('.logline.level-error').length")
+        .expect("count");
+    assert_eq!(errors.as_u64(), Some(10));
+    let volume = browser
+        .eval("return window.telltaleCharts.find(c => c.id === 'log-volume')")
+        .expect("volume");
+    assert_eq!(volume["series"], 1, "{volume}");
+    no_console_errors(&browser, "logs");
+    shot("logs");
 
     // The incident page shows its timeline.
     browser
