@@ -272,6 +272,60 @@ async function logsPage(main) {
   if (input.value) await run();
 }
 
+// ---- Traces (Jaeger's API) ---------------------------------------------------------------
+
+async function tracesPage(main) {
+  const { params } = hashParams();
+  const services = (await api("/api/services")).data || [];
+  const service = params.get("service") || services[0] || "";
+  const sel = h("select", { id: "service", onchange: (e) => { setHash("/traces", new URLSearchParams({ service: e.target.value })); route(); } },
+    services.map((x) => { const o = h("option", { value: x }, x); if (x === service) o.selected = true; return o; }));
+  main.replaceChildren(h("div", { class: "querybar" }, h("label", {}, "service "), sel));
+  if (!service) { main.append(h("p", { class: "muted" }, "no traces yet")); return; }
+  const found = (await api("/api/traces?" + new URLSearchParams({ service, limit: "50", lookback: "6h" }))).data || [];
+  window.telltaleTraces = { traces: found.length };
+  main.append(h("h2", {}, "Recent traces of " + service),
+    table(["trace", "root", "spans", "duration", "started"], found.map((t) => {
+      const start = Math.min(...t.spans.map((x) => x.startTime));
+      const end = Math.max(...t.spans.map((x) => x.startTime + x.duration));
+      const root = t.spans.find((x) => !(x.references || []).length) || t.spans[0];
+      return [h("a", { href: "#/trace/" + t.traceID }, t.traceID), root.operationName, t.spans.length,
+        formatValue((end - start) / 1e6, "s"), new Date(start / 1000).toLocaleString()];
+    })));
+}
+
+async function tracePage(main, id) {
+  const t = ((await api("/api/traces/" + encodeURIComponent(id))).data || [])[0];
+  if (!t) { main.replaceChildren(h("p", {}, "no trace " + id)); return; }
+  const byId = new Map(t.spans.map((x) => [x.spanID, x]));
+  const depth = (x) => {
+    let d = 0, cur = x;
+    for (let guard = 0; guard < 64; guard++) {
+      const p = (cur.references || []).find((r) => r.refType === "CHILD_OF" && byId.has(r.spanID));
+      if (!p) break;
+      d++; cur = byId.get(p.spanID);
+    }
+    return d;
+  };
+  const start = Math.min(...t.spans.map((x) => x.startTime));
+  const total = Math.max(1, Math.max(...t.spans.map((x) => x.startTime + x.duration)) - start);
+  const spans = [...t.spans].sort((a, b) => a.startTime - b.startTime);
+  window.telltaleTrace = { spans: spans.length };
+  const err = (x) => (x.tags || []).some((g) => g.key === "error" && (g.value === true || g.value === "true"));
+  main.replaceChildren(h("h2", {}, "Trace " + t.traceID),
+    h("p", {}, spans.length + " spans, " + formatValue(total / 1e6, "s")),
+    h("div", { id: "waterfall" }, spans.map((x) => {
+      const bar = h("div", { class: "span-bar" + (err(x) ? " span-error" : "") });
+      bar.style.left = (100 * (x.startTime - start) / total) + "%";
+      bar.style.width = Math.max(0.3, 100 * x.duration / total) + "%";
+      return h("div", { class: "span-row" },
+        h("div", { class: "span-name" }, "\u00a0".repeat(2 * depth(x)) + ((t.processes[x.processID] || {}).serviceName || "") + " " + x.operationName),
+        h("div", { class: "span-track" }, bar),
+        h("div", { class: "span-dur" }, formatValue(x.duration / 1e6, "s")));
+    })),
+    h("p", {}, h("a", { href: "/api/v1/traces/" + t.traceID + "/logs" }, "Logs of this trace")));
+}
+
 // ---- Dashboards --------------------------------------------------------------------------
 
 async function dashboards(main) {
@@ -402,6 +456,7 @@ async function reportsPage(main) {
 
 const PAGES = [
   ["/", "Overview", overview], ["/explore", "Explore", explore], ["/logs", "Logs", logsPage],
+  ["/traces", "Traces", tracesPage],
   ["/dashboards", "Dashboards", dashboards],
   ["/alerts", "Alerts", alertsPage], ["/slos", "SLOs", slosPage], ["/remediations", "Remediations", remediationsPage],
   ["/reports", "Reports", reportsPage],
@@ -418,6 +473,7 @@ async function route() {
   try {
     if (path.startsWith("/dashboard/")) await dashboard(main, decodeURIComponent(path.slice(11)));
     else if (path.startsWith("/incident/")) await incidentPage(main, decodeURIComponent(path.slice(10)));
+    else if (path.startsWith("/trace/")) await tracePage(main, decodeURIComponent(path.slice(7)));
     else {
       const p = PAGES.find(([x]) => x === path) || PAGES[0];
       await p[2](main);

@@ -8,11 +8,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use telltale_tests::peers::peer;
+use telltale_tests::peers::{free_tcp_port, peer};
 use telltale_tests::webdriver::{Browser, CHROMEDRIVER, ENTER};
 use telltale_tests::{
-    Aggregator, certs_init, certs_issue, enc, http_get, http_post_auth, loki_push, start_agent,
-    start_aggregator, start_quick_aggregator, wait_for,
+    Aggregator, certs_init, certs_issue, enc, http_get, http_post, http_post_auth, loki_push,
+    start_agent_with_config, start_aggregator, start_quick_aggregator, wait_for,
 };
 
 const TOKEN: &str = "s3cret";
@@ -106,8 +106,28 @@ fn every_page_loads_and_charts_match_the_api() {
     certs_init(&tls).expect("certs");
     certs_issue(&tls, "web-1").expect("agent cert");
     let agg = start_quick_aggregator(&tls, dir.path(), TOKEN, &[]).expect("aggregator starts");
-    let _agent =
-        start_agent(&tls, "web-1", agg.quic, &dir.path().join("agent"), "1s").expect("agent");
+    // The agent takes OTLP too, for the trace pages.
+    let (otlp, grpc) = (free_tcp_port(), free_tcp_port());
+    let agent_cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &agent_cfg,
+        format!(
+            "[otlp]\nenabled = true\nhttp_listen = \"127.0.0.1:{otlp}\"\ngrpc_listen = \"127.0.0.1:{grpc}\"\n"
+        ),
+    )
+    .expect("write");
+    let agent = start_agent_with_config(
+        &tls,
+        "web-1",
+        agg.quic,
+        &dir.path().join("agent"),
+        "1s",
+        Some(&agent_cfg),
+    )
+    .expect("agent");
+    agent
+        .wait_log("OTLP/gRPC receiver started", Duration::from_secs(20))
+        .expect("the OTLP receiver starts");
     // Enough data for rates, and an incident to show.
     wait_for(Duration::from_secs(60), || {
         let (_, b) = http_get(
@@ -159,6 +179,51 @@ fn every_page_loads_and_charts_match_the_api() {
     )
     .expect("log push");
 
+    // One trace of three spans, one of them failing.
+    let trace_id = format!("{:032x}", now_ns as u128 ^ 0x5eed);
+    let t0 = now_ns - 5_000_000_000;
+    let span = |id: &str, parent: &str, name: &str, from_ms: i64, ms: i64, code: u8| {
+        format!(
+            r#"{{"traceId":"{trace_id}","spanId":"{id}","parentSpanId":"{parent}","name":"{name}","kind":2,"startTimeUnixNano":"{}","endTimeUnixNano":"{}","status":{{"code":{code}}}}}"#,
+            t0 + from_ms * 1_000_000,
+            t0 + (from_ms + ms) * 1_000_000
+        )
+    };
+    let body = format!(
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"checkout"}}}}]}},"scopeSpans":[{{"spans":[{},{},{}]}}]}}]}}"#,
+        span("00000000000000a1", "", "POST /checkout", 0, 100, 0),
+        span(
+            "00000000000000a2",
+            "00000000000000a1",
+            "SELECT cart",
+            10,
+            50,
+            0
+        ),
+        span(
+            "00000000000000a3",
+            "00000000000000a1",
+            "charge card",
+            65,
+            20,
+            2
+        ),
+    );
+    let (st, b) = http_post(
+        std::net::SocketAddr::from(([127, 0, 0, 1], otlp)),
+        "/v1/traces",
+        "application/json",
+        body.as_bytes(),
+    )
+    .expect("OTLP post");
+    assert_eq!(st, 200, "{b}");
+    wait_for(Duration::from_secs(60), || {
+        let (_, b) = http_get(agg.http, &format!("/api/traces/{trace_id}")).ok()?;
+        let v: Value = serde_json::from_str(&b).ok()?;
+        (v["data"][0]["spans"].as_array()?.len() == 3).then_some(())
+    })
+    .expect("the trace is stored");
+
     let browser = Browser::start(&driver).expect("chromium starts");
     let base = format!("http://{}/", agg.http);
     let shot = |name: &str| {
@@ -169,6 +234,7 @@ fn every_page_loads_and_charts_match_the_api() {
         ("", "web-1"),
         ("#/explore", "Run"),
         ("#/logs", "Run"),
+        ("#/traces", "checkout"),
         ("#/dashboards", "Host"),
         ("#/alerts", "DiskFull"),
         ("#/slos", "SLOs"),
@@ -280,6 +346,38 @@ fn every_page_loads_and_charts_match_the_api() {
     assert_eq!(volume["series"], 1, "{volume}");
     no_console_errors(&browser, "logs");
     shot("logs");
+
+    // Traces: the service's list holds the trace; its waterfall has the three spans, one red.
+    browser
+        .goto(&format!("{base}#/traces?service=checkout"))
+        .expect("load");
+    browser
+        .wait_for(
+            "return window.telltaleReady && window.telltaleTraces ? window.telltaleTraces.traces : null",
+            Duration::from_secs(30),
+        )
+        .expect("trace list");
+    let text = browser
+        .eval("return document.body.innerText")
+        .expect("text");
+    assert!(text.as_str().unwrap_or("").contains(&trace_id), "{text}");
+    no_console_errors(&browser, "traces");
+    browser
+        .goto(&format!("{base}#/trace/{trace_id}"))
+        .expect("load");
+    let n = browser
+        .wait_for(
+            "return window.telltaleReady && window.telltaleTrace ? window.telltaleTrace.spans : null",
+            Duration::from_secs(30),
+        )
+        .expect("waterfall");
+    assert_eq!(n.as_u64(), Some(3));
+    let rows = browser
+        .eval("return [document.querySelectorAll('.span-row').length, document.querySelectorAll('.span-bar.span-error').length]")
+        .expect("rows");
+    assert_eq!(rows, json!([3, 1]));
+    no_console_errors(&browser, "trace");
+    shot("trace");
 
     // The incident page shows its timeline.
     browser
