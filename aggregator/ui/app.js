@@ -79,7 +79,7 @@ function parseMetrics(text) {
 }
 
 let lastMetrics = null;
-async function overview(main) {
+async function overview(main, current) {
   const [agents, alerts, incidents, slos, golden, metricsText] = await Promise.all([
     api("/api/v1/agents"), api("/api/v1/alerts"), api("/api/v1/incidents?state=open"),
     api("/api/v1/slos"), api("/api/v1/golden-signals"),
@@ -99,6 +99,8 @@ async function overview(main) {
     for (const r of b.result) backlog[r.metric.instance] = r.value[1];
   } catch (_) { /* no agent metrics yet */ }
   const firing = alerts.alerts.filter((a) => a.state === "firing");
+  // A refresh that comes back after the user moved on does not overwrite the new page.
+  if (current && !current()) return;
   main.replaceChildren(
     h("div", { class: "cards" },
       h("div", { class: "card" }, h("b", {}, agents.filter((a) => a.connected).length + " / " + agents.length), " agents connected"),
@@ -463,8 +465,10 @@ const PAGES = [
 ];
 
 let timer = null;
+let generation = 0;
 async function route() {
   clearInterval(timer);
+  const gen = ++generation;
   const { path } = hashParams();
   const main = $("#main");
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.getAttribute("href") === "#" + path);
@@ -477,7 +481,7 @@ async function route() {
     else {
       const p = PAGES.find(([x]) => x === path) || PAGES[0];
       await p[2](main);
-      if (p[0] === "/") timer = setInterval(() => overview(main).catch(() => {}), 10000);
+      if (p[0] === "/") timer = setInterval(() => overview(main, () => gen === generation).catch(() => {}), 10000);
     }
   } catch (e) {
     main.replaceChildren(h("p", { class: "error" }, "Cannot load this page: " + e.message));
