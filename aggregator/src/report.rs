@@ -214,14 +214,5 @@ pub fn duration_text(secs: f64) -> String {
     humantime::format_duration(d).to_string()
 }
 
-/// A number in JSON (`null` when not finite).
-fn num(x: f64) -> Value {
-    if x.is_finite() {
-        serde_json::json!(x)
-    } else {
-        Value::Null
-    }
-}
-
 #[cfg(test)]
 mod tests;

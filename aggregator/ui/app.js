@@ -333,6 +333,7 @@ async function tracePage(main, id) {
 async function dashboards(main) {
   const list = await api("/api/v1/dashboards");
   main.replaceChildren(h("h2", {}, "Dashboards"),
+    ...(list.errors || []).map((e) => h("p", { class: "error" }, "A dashboard file does not load: " + e)),
     table(["dashboard", "panels", "from"], list.dashboards.map((d) => [
       h("a", { href: "#/dashboard/" + encodeURIComponent(d.name) }, d.title), d.panels.length, d.file || "built in"])));
 }

@@ -431,3 +431,52 @@ fn the_ui_is_served_and_small() {
     let (st, _) = http_get(agg.http, "/api/v1/dashboards").expect("GET");
     assert_eq!(st, 401);
 }
+
+#[test]
+fn a_dashboard_file_broken_after_start_is_named_and_the_built_ins_stay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = dir.path().join("tls");
+    certs_init(&tls).expect("certs");
+    let boards = dir.path().join("dashboards");
+    std::fs::create_dir_all(&boards).expect("mkdir");
+    std::fs::write(
+        boards.join("mine.json"),
+        r#"{"name": "mine", "title": "Mine", "panels": [{"title": "up", "expr": "up"}]}"#,
+    )
+    .expect("write");
+    let boards_arg = boards.display().to_string();
+    let agg = start_aggregator(
+        &tls,
+        &dir.path().join("agg"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &["--dashboards", &boards_arg],
+    )
+    .expect("aggregator starts");
+    let names = |v: &Value| -> Vec<String> {
+        v["data"]["dashboards"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| d["name"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (st, body) = http_get(agg.http, "/api/v1/dashboards").expect("GET");
+    assert_eq!(st, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(names(&v), ["host", "service", "mine"]);
+    // An edit breaks the file: named, and the built-in dashboards are still there.
+    std::fs::write(boards.join("mine.json"), "{\"name\": ").expect("write");
+    let (st, body) = http_get(agg.http, "/api/v1/dashboards").expect("GET");
+    assert_eq!(st, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(names(&v), ["host", "service"]);
+    assert!(
+        v["data"]["errors"][0]
+            .as_str()
+            .is_some_and(|e| e.contains("mine.json")),
+        "{v}"
+    );
+}

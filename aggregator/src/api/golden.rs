@@ -22,11 +22,6 @@ const SERVICE: [(&str, &str); 5] = [
     ("service:golden_saturation:cpu_cores_rate5m", "cpuCores"),
 ];
 
-fn num(x: f64) -> Json {
-    // 0/0 (no requests in the window) has no JSON number: null.
-    if x.is_finite() { json!(x) } else { Json::Null }
-}
-
 fn view(engine: &Engine, t: i64) -> Json {
     let vector = |q: &str| match engine.instant(q, t) {
         Ok(Value::Vector(v)) => v,
@@ -40,7 +35,7 @@ fn view(engine: &Engine, t: i64) -> Json {
         hosts
             .entry(i.to_string())
             .or_default()
-            .insert(r.to_string(), num(s.1));
+            .insert(r.to_string(), json!(s.1));
     }
     let mut services: BTreeMap<String, BTreeMap<String, Map<String, Json>>> = BTreeMap::new();
     for (name, key) in SERVICE {
@@ -56,7 +51,7 @@ fn view(engine: &Engine, t: i64) -> Json {
                 .or_default()
                 .entry(src)
                 .or_default()
-                .insert(key.to_string(), num(s.1));
+                .insert(key.to_string(), json!(s.1));
         }
     }
     let hosts: Vec<Json> = hosts

@@ -18,25 +18,44 @@ use super::{ApiError, ApiState, St, success};
 use crate::report::schedule::Schedule;
 use crate::report::{Inputs, Kind, Report, render};
 
-/// Makes a report from everything the aggregator keeps (blocking: run it off the runtime).
+/// Makes a report from what the aggregator keeps (blocking: run it off the runtime). Only the
+/// records its kind reads are gathered: an SLO or capacity report does not render every
+/// incident.
 pub fn make(st: &ApiState, kind: Kind, start: i64, end: i64) -> Report {
     let slos = st.slos();
-    let alert_rules = st
-        .rules()
-        .groups()
-        .iter()
-        .flat_map(|g| g.rules.iter())
-        .filter(|r| matches!(r.rule.kind, crate::rules::file::RuleKind::Alerting { .. }))
-        .map(|r| r.rule.name.clone())
-        .collect();
+    let tuning = kind == Kind::AlertTuning;
+    let alert_rules = if tuning {
+        st.rules()
+            .groups()
+            .iter()
+            .flat_map(|g| g.rules.iter())
+            .filter(|r| matches!(r.rule.kind, crate::rules::file::RuleKind::Alerting { .. }))
+            .map(|r| r.rule.name.clone())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let incidents = if tuning || kind == Kind::Incidents {
+        st.alerts.incidents("all")
+    } else {
+        Vec::new()
+    };
+    let remediations = if kind == Kind::Incidents {
+        st.remediation
+            .remediations(&crate::remediate::driver::RemediationFilter::default())
+    } else {
+        Vec::new()
+    };
     let inputs = Inputs {
         engine: &st.engine,
         slos: &slos,
-        incidents: st.alerts.incidents("all"),
-        remediations: st
-            .remediation
-            .remediations(&crate::remediate::driver::RemediationFilter::default()),
-        silences: st.alerts.silences(),
+        incidents,
+        remediations,
+        silences: if tuning {
+            st.alerts.silences()
+        } else {
+            Vec::new()
+        },
         alert_rules,
     };
     crate::report::make(kind, &inputs, start, end, now_ms())

@@ -154,13 +154,19 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
+/// The dashboards; a file broken after start (an edit) is named in `errors` and the built-in
+/// dashboards are still served, so one bad file does not take every dashboard away.
 async fn dashboards(State(st): St) -> Result<Response, super::ApiError> {
     let dir = st.dashboards.clone();
-    let list = tokio::task::spawn_blocking(move || load_dashboards(dir.as_deref()))
+    let (list, errors) =
+        tokio::task::spawn_blocking(move || match load_dashboards(dir.as_deref()) {
+            Ok(l) => Ok((l, Vec::new())),
+            Err(e) => load_dashboards(None).map(|l| (l, vec![e.0])),
+        })
         .await
         .map_err(|e| super::ApiError::internal(e.to_string()))?
         .map_err(|e| super::ApiError::internal(e.0))?;
-    Ok(success(json!({ "dashboards": list })))
+    Ok(success(json!({ "dashboards": list, "errors": errors })))
 }
 
 /// The routes of this module.

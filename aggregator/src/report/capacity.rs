@@ -7,7 +7,7 @@
 use serde_json::{Value, json};
 use telltale_common::model::Labels;
 
-use super::{Chart, Inputs, Section, Table, duration_text, num};
+use super::{Chart, Inputs, Section, Table, duration_text};
 use crate::anomaly::forecast;
 
 const HOUR: i64 = 3_600_000;
@@ -176,10 +176,10 @@ fn json_rows(rows: &[Row]) -> Vec<Value> {
     rows.iter()
         .map(|r| {
             json!({
-                "name": r.name, "sizeBytes": num(r.size), "freeBytes": num(r.free),
-                "usedPerDayBytes": num(r.growth_per_day),
-                "secondsUntilFullTrend": num(r.linear_s),
-                "secondsUntilFullForecast": num(r.forecast_s),
+                "name": r.name, "sizeBytes": r.size, "freeBytes": r.free,
+                "usedPerDayBytes": r.growth_per_day,
+                "secondsUntilFullTrend": r.linear_s,
+                "secondsUntilFullForecast": r.forecast_s,
             })
         })
         .collect()

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::{Inputs, Section, Table, duration_text, num, parse_rfc3339};
+use super::{Inputs, Section, Table, duration_text, parse_rfc3339};
 
 fn at(v: &Value, ptr: &str) -> Option<i64> {
     v.pointer(ptr)
@@ -139,8 +139,8 @@ pub(super) fn report(inp: &Inputs, start: i64, end: i64) -> (String, Vec<Section
         "incidents": opened.len(),
         "acknowledged": tta.len(),
         "resolved": ttr.len(),
-        "mttaSeconds": num(mtta),
-        "mttrSeconds": num(mttr),
+        "mttaSeconds": mtta,
+        "mttrSeconds": mttr,
         "pages": pages,
         "rootCauses": causes,
         "remediations": remediations,

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Chart, Inputs, Section, Table, num, rfc3339};
+use super::{Chart, Inputs, Section, Table, rfc3339};
 use crate::metrics::promql::{Engine, Value as PValue};
 
 const DAY: i64 = 86_400_000;
@@ -91,12 +91,12 @@ pub(super) fn report(inp: &Inputs, start: i64, end: i64) -> (String, Vec<Section
             "service": s.service,
             "slo": s.name,
             "objective": s.objective,
-            "errorRatio": num(ratio),
-            "achieved": num(achieved),
-            "burnRate": num(burn),
-            "budgetBurned": num(burned),
+            "errorRatio": ratio,
+            "achieved": achieved,
+            "burnRate": burn,
+            "budgetBurned": burned,
             "met": met,
-            "worstDays": worst_days.iter().map(|(d, r)| json!({"day": rfc3339(*d), "errorRatio": num(*r)})).collect::<Vec<_>>(),
+            "worstDays": worst_days.iter().map(|(d, r)| json!({"day": rfc3339(*d), "errorRatio": r})).collect::<Vec<_>>(),
         }));
     }
     let text = if inp.slos.is_empty() {

@@ -27,11 +27,6 @@ fn vector(engine: &Engine, q: &str, t: i64) -> Vec<(BTreeMap<String, String>, f6
     }
 }
 
-fn num(x: f64) -> Json {
-    // JSON has no NaN or infinities: an undefined ratio (no events yet) is null.
-    if x.is_finite() { json!(x) } else { Json::Null }
-}
-
 /// The state of every SLO at `t` (ms). `groups` are the rule manager's views (for alerts).
 pub fn status(engine: &Engine, slos: &[Slo], groups: &[GroupView], t: i64) -> Vec<Json> {
     slos.iter().map(|s| one(engine, s, groups, t)).collect()
@@ -69,10 +64,10 @@ fn one(engine: &Engine, s: &Slo, groups: &[GroupView], t: i64) -> Json {
             }
             json!({
                 "labels": labels,
-                "sli": sli.map_or(Json::Null, num),
-                "errorRatio": ratios.iter().map(|(w, r)| (w.clone(), num(*r))).collect::<serde_json::Map<_, _>>(),
-                "burnRate": ratios.iter().map(|(w, r)| (w.clone(), num(r / budget))).collect::<serde_json::Map<_, _>>(),
-                "errorBudgetRemaining": left.map_or(Json::Null, num),
+                "sli": sli,
+                "errorRatio": ratios.iter().map(|(w, r)| (w.clone(), json!(r))).collect::<serde_json::Map<_, _>>(),
+                "burnRate": ratios.iter().map(|(w, r)| (w.clone(), json!(r / budget))).collect::<serde_json::Map<_, _>>(),
+                "errorBudgetRemaining": left,
             })
         })
         .collect();
@@ -103,8 +98,8 @@ fn one(engine: &Engine, s: &Slo, groups: &[GroupView], t: i64) -> Json {
         "errorBudget": budget,
         "periodDays": s.period.as_secs_f64() / 86_400.0,
         "labels": s.labels,
-        "sli": worst_sli.map_or(Json::Null, num),
-        "errorBudgetRemaining": worst_left.map_or(Json::Null, num),
+        "sli": worst_sli,
+        "errorBudgetRemaining": worst_left,
         "series": list,
         "alerts": alerts,
     })
