@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use regex_lite::Regex;
 use telltale_common::model::{Labels, Sample, SeriesSamples, is_stale_marker};
+use telltale_common::names;
 use telltale_common::wire::{Event, ExemplarSeries};
 
 use hostinfo::HostInfo;
@@ -195,6 +196,8 @@ struct SourceSeries {
     /// Series hash → last time seen (ms).
     seen: HashMap<u64, i64>,
     dropped: u64,
+    /// Samples admitted (before sampling): the source's rate in the pipeline diagram.
+    samples: u64,
     last_warning_ms: i64,
 }
 
@@ -352,6 +355,9 @@ impl Processor {
             if !self.admit(&b.source, &labels, now_ms) {
                 refused.push(labels);
                 continue;
+            }
+            if let Some(src) = self.sources.get_mut(&b.source) {
+                src.samples += s.samples.len() as u64;
             }
             self.sample(labels, s.samples, out);
         }
@@ -553,6 +559,11 @@ impl Processor {
                 "telltale_agent_source_series",
                 &[("source", source)],
                 s.seen.len() as f64,
+            );
+            out.add(
+                names::AGENT_SOURCE_SAMPLES,
+                &[("source", source)],
+                s.samples as f64,
             );
         }
         for (strategy, (i, o)) in &self.sampled {

@@ -61,6 +61,50 @@ fn own(out: &mut Out, name: &str, v: f64) {
     out.add(name, &[], v);
 }
 
+/// The agent's sources as its hello names them.
+fn source_names(cfg: &Config) -> Vec<String> {
+    let s = &cfg.sources;
+    let mut out = vec!["host".to_string()];
+    out.extend(s.scrape.iter().map(|j| format!("scrape:{}", j.job)));
+    if s.statsd.is_some() {
+        out.push("statsd".into());
+    }
+    if s.textfile.is_some() {
+        out.push("textfile".into());
+    }
+    out.extend(s.checks.iter().map(|c| format!("check:{}", c.name)));
+    let l = &cfg.logs;
+    for (kind, n) in [
+        ("file", l.files.len()),
+        ("syslog", l.syslog.len()),
+        ("forward", l.forward.len()),
+        ("journald", l.journald.len()),
+        ("loki", l.loki.len()),
+    ] {
+        if n > 0 {
+            out.push(format!("logs:{kind}"));
+        }
+    }
+    if cfg.otlp.is_some() {
+        out.push("traces".into());
+    }
+    out
+}
+
+/// A histogram as the series Prometheus' text format names (`_bucket{le}`, `_sum`, `_count`).
+fn histogram(out: &mut Out, name: &str, h: &telltale_common::histogram::Snapshot) {
+    let bucket = format!("{name}_bucket");
+    for (le, n) in h.cumulative() {
+        out.add(
+            &bucket,
+            &[("le", &telltale_common::histogram::le_label(le))],
+            n as f64,
+        );
+    }
+    own(out, &format!("{name}_sum"), h.sum_secs());
+    own(out, &format!("{name}_count"), h.count() as f64);
+}
+
 /// What the host loop reports about the agent itself.
 struct Own {
     buffer: Arc<Buffer>,
@@ -69,6 +113,8 @@ struct Own {
     /// Only with log sources configured.
     logs: Option<Arc<crate::sources::logfile::LogStats>>,
     host: HostInfo,
+    /// Durations of the host collections.
+    collect: telltale_common::histogram::Histogram,
 }
 
 impl Own {
@@ -81,14 +127,14 @@ impl Own {
         let s = &self.stats;
         own(out, names::AGENT_SHIPPED_BATCHES, l(&s.batches));
         own(out, names::AGENT_SHIPPED_SAMPLES, l(&s.samples));
-        own(out, names::AGENT_ACK_LATENCY, l(&s.ack_latency_us) / 1e6);
+        histogram(out, names::AGENT_ACK_LATENCY, &s.ack_latency.snapshot());
         own(out, names::AGENT_CONNECTS, l(&s.connects));
         own(out, names::AGENT_CONNECTED, l(&s.connected));
-        own(
-            out,
-            names::AGENT_COLLECT_DURATION,
-            last_collect.as_secs_f64(),
-        );
+        // Zero before the first collection has been timed.
+        if !last_collect.is_zero() {
+            self.collect.observe(last_collect);
+        }
+        histogram(out, names::AGENT_COLLECT_DURATION, &self.collect.snapshot());
         if let Some(st) = &self.statsd {
             own(out, "telltale_agent_statsd_packets_total", l(&st.packets));
             own(out, "telltale_agent_statsd_lines_total", l(&st.lines));
@@ -554,6 +600,7 @@ pub async fn run_with_reload(
         buffer: buffer.clone(),
         target: Target {
             address: cfg.aggregator.clone(),
+            sources: source_names(&cfg),
             server_name: cfg.server_name.clone(),
             client,
             max_in_flight: cfg.max_in_flight,
@@ -679,6 +726,7 @@ impl Sources {
             statsd: statsd_stats,
             logs: (!cfg.logs.is_empty() || cfg.otlp.is_some()).then(|| logs.clone()),
             host: host.clone(),
+            collect: Default::default(),
         };
         tasks.spawn(host_loop(
             cfg.interval,

@@ -28,6 +28,9 @@ pub struct AgentInfo {
     pub batches: u64,
     /// Samples stored since the aggregator started.
     pub samples: u64,
+    /// Its sources as its hello named them (`host`, `scrape:<job>`, `logs:file`…; empty
+    /// until it connects, and from agents that do not say).
+    pub sources: Vec<String>,
 }
 
 /// The registry of agents. Connection counts handle an agent that reconnects before its old
@@ -52,6 +55,7 @@ impl Registry {
                     last_sequence: None,
                     batches: 0,
                     samples: 0,
+                    sources: Vec::new(),
                 },
                 0,
             )
@@ -65,8 +69,16 @@ impl Registry {
     }
 
     /// Records a new connection.
-    pub fn connected(&self, name: &str, addr: SocketAddr, version: &str, now_ms: i64) {
+    pub fn connected(
+        &self,
+        name: &str,
+        addr: SocketAddr,
+        version: &str,
+        sources: &[String],
+        now_ms: i64,
+    ) {
         self.with(name, |i, c| {
+            i.sources = sources.to_vec();
             *c += 1;
             i.connected = true;
             i.address = Some(addr.to_string());
@@ -114,8 +126,8 @@ mod tests {
     fn an_agent_is_connected_while_any_connection_is_open() {
         let r = Registry::default();
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        r.connected("x", a, "1", 1);
-        r.connected("x", a, "1", 2);
+        r.connected("x", a, "1", &[], 1);
+        r.connected("x", a, "1", &["host".into()], 2);
         assert!(!r.disconnected("x"));
         assert!(r.list()[0].connected);
         assert!(r.disconnected("x"));
@@ -126,5 +138,6 @@ mod tests {
             (i.connected, i.last_sequence, i.samples),
             (false, Some(5), 20)
         );
+        assert_eq!(i.sources, ["host"], "the newest hello's sources are kept");
     }
 }

@@ -10,6 +10,7 @@ mod golden;
 mod jaeger;
 mod loki;
 mod params;
+mod pipeline;
 pub mod report;
 mod slo;
 pub mod ui;
@@ -83,6 +84,8 @@ pub struct ApiState {
     pub patterns: Arc<crate::logs::patterns::Patterns>,
     /// Most bytes of log lines one query may read (`[logs] max_query_bytes`).
     pub logs_max_query_bytes: u64,
+    /// The stage figures' window (`/api/v1/pipeline`).
+    pub pipeline: Arc<crate::pipeline::sampler::Sampler>,
 }
 
 impl ApiState {
@@ -260,13 +263,16 @@ async fn run_query<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, QueryError> + Send + 'static,
 ) -> Result<T, QueryError> {
     use tokio::runtime::{Handle, RuntimeFlavor};
-    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+    let started = std::time::Instant::now();
+    let r = if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
         tokio::task::block_in_place(f)
     } else {
         tokio::task::spawn_blocking(f)
             .await
             .map_err(|e| QueryError::Execution(e.to_string()))?
-    }
+    };
+    crate::selfmetrics::LATENCY.query.observe(started.elapsed());
+    r
 }
 
 async fn query_range(State(st): St, q: RawQuery, body: Bytes) -> Result<Response, ApiError> {
@@ -647,6 +653,7 @@ async fn metrics(State(st): St) -> Response {
     st.reload.status.render(&mut text);
     st.alerts.render_metrics(&mut text);
     st.remediation.render_metrics(&mut text);
+    crate::selfmetrics::render_latencies(&mut text);
     (
         [(
             header::CONTENT_TYPE,
@@ -711,9 +718,9 @@ async fn not_found() -> ApiError {
 
 /// The router with every endpoint.
 pub fn router(state: Arc<ApiState>) -> Router {
-    let base = ui::routes(report::routes(golden::routes(slo::routes(
+    let base = pipeline::routes(ui::routes(report::routes(golden::routes(slo::routes(
         anomaly::routes(alerting::routes(Router::new())),
-    ))));
+    )))));
     jaeger::routes(loki::routes(base))
         .route("/api/v1/query", get(query).post(query))
         .route("/api/v1/query_range", get(query_range).post(query_range))

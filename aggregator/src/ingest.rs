@@ -23,7 +23,7 @@ use crate::agents::Registry;
 use crate::metrics::storage::{
     AGENT_JOB, AppendData, AppendOutcome, AppendRequest, Appender, Origin,
 };
-use crate::selfmetrics::SelfMetrics;
+use crate::selfmetrics::{LATENCY, SelfMetrics};
 
 /// QUIC application error codes used when the aggregator closes a connection.
 pub mod close_code {
@@ -229,7 +229,7 @@ impl Ingest {
             );
         }
         self.registry
-            .connected(name, addr, &hello.agent_version, now_ms());
+            .connected(name, addr, &hello.agent_version, &hello.sources, now_ms());
         tracing::info!(agent = %name, %addr, version = %hello.agent_version, epoch = hello.epoch, "agent connected");
         self.write_up(&[(name.to_string(), true)]).await;
 
@@ -288,8 +288,12 @@ impl Ingest {
             // Frames already buffered first: the chunk that carried the hello may hold more.
             let mut failed = None;
             loop {
-                let (sequence, payload) = match server.poll() {
-                    Ok(Some(ServerEvent::Batch { sequence, payload })) => (sequence, payload),
+                let (sequence, created_ms, payload) = match server.poll() {
+                    Ok(Some(ServerEvent::Batch {
+                        sequence,
+                        created_ms,
+                        payload,
+                    })) => (sequence, created_ms, payload),
                     Ok(Some(ServerEvent::CommandResult(r))) => {
                         let id = r.id.clone();
                         self.hub.result(name, r);
@@ -326,10 +330,19 @@ impl Ingest {
                     epoch,
                 };
                 let (acks, fails) = (ack_tx.clone(), fail_tx.clone());
+                let arrived = std::time::Instant::now();
+                if created_ms > 0 {
+                    LATENCY
+                        .batch_delay
+                        .observe_secs((now_ms() - created_ms) as f64 / 1000.0);
+                }
                 tokio::spawn(async move {
                     let _permit = permit;
                     match job.store(sequence, payload).await {
                         Ok(m) => {
+                            if matches!(m, ServerMessage::Ack { .. }) {
+                                LATENCY.ingest.observe(arrived.elapsed());
+                            }
                             let _ = acks.send(m).await;
                         }
                         Err(e) => {
@@ -404,8 +417,18 @@ impl StoreJob {
                 }),
                 streams: logs,
             };
+            let (t, lines) = (
+                std::time::Instant::now(),
+                req.streams
+                    .iter()
+                    .map(|s| s.entries.len() as u64)
+                    .sum::<u64>(),
+            );
             match self.logs.append(req).await {
-                Ok(_) => {}
+                Ok(_) => {
+                    LATENCY.log_append.observe(t.elapsed());
+                    SelfMetrics::inc(&LATENCY.log_lines, lines);
+                }
                 Err(crate::logs::store::LogStoreError::Invalid(reason)) => {
                     SelfMetrics::inc(&self.metrics.rejected_batches, 1);
                     tracing::error!(agent = %self.agent, sequence, %reason, "batch rejected");
@@ -432,9 +455,12 @@ impl StoreJob {
                 }),
                 spans,
             };
+            let (t, n) = (std::time::Instant::now(), req.spans.len() as u64);
             if let Err(e) = self.traces.append(req).await {
                 return Err(SessionError::Storage(e.to_string()));
             }
+            LATENCY.span_append.observe(t.elapsed());
+            SelfMetrics::inc(&LATENCY.spans, n);
         }
         // Exemplars before the samples: a batch replayed after a failure in between may
         // add its exemplars twice (harmless: the newest are kept), never lose them.
@@ -462,8 +488,10 @@ impl StoreJob {
             }),
             data: AppendData::Encoded(payload),
         };
+        let t = std::time::Instant::now();
         match self.storage.append(req).await {
             Ok(AppendOutcome::Stored { samples }) => {
+                LATENCY.tsdb_append.observe(t.elapsed());
                 SelfMetrics::inc(&self.metrics.batches, 1);
                 SelfMetrics::inc(&self.metrics.samples, samples as u64);
                 self.registry

@@ -13,12 +13,13 @@
 //! - [`logs`]: the log store (LogQL, Loki's API).
 //! - [`traces`]: the trace store (tail sampling, Jaeger's API).
 //! - [`anomaly`]: anomaly detection, scored on the Numenta Anomaly Benchmark.
+//! - [`pipeline`]: the live pipeline diagram (Mermaid and JSON) with measured figures.
 //! - [`api`]: the HTTP API (Prometheus' envelope), `/metrics`, health.
 //! - [`agents`]: connection state per agent (`up`, `/api/v1/agents`).
 //! - [`config`]: the TOML file and its validation into runtime settings.
 //! - [`reload`]: loading the rule, routing and runbook files as one set; reload status.
 //! - [`serve`]: wiring of the above into the running service.
-//! - [`selfmetrics`]: the aggregator's own counters.
+//! - [`selfmetrics`]: the aggregator's own counters and stage latency histograms.
 #![forbid(unsafe_code)]
 
 pub mod agents;
@@ -32,6 +33,7 @@ pub mod ingest;
 pub mod labels;
 pub mod logs;
 pub mod metrics;
+pub mod pipeline;
 pub mod reload;
 pub mod remediate;
 pub mod report;

@@ -50,6 +50,9 @@ enum Cmd {
     },
     /// Make a report on a running aggregator (`/api/v1/reports/render`) and print it.
     Report(ReportArgs),
+    /// Print a running aggregator's live pipeline diagram (`/api/v1/pipeline`) as Markdown
+    /// with a Mermaid block, for docs and runbooks.
+    Diagram(DiagramArgs),
     /// SLO files (Sloth `prometheus/v1`, OpenSLO `v1` and `v1alpha`).
     Slos {
         #[command(subcommand)]
@@ -91,10 +94,53 @@ fn report(a: ReportArgs) -> ExitCode {
     if let Some(e) = &a.end {
         url.push_str(&format!("&end={e}"));
     }
+    print_get(&url, a.token.as_deref())
+}
+
+#[derive(clap::Args)]
+struct DiagramArgs {
+    /// The aggregator's HTTP address.
+    #[arg(long, default_value = "http://127.0.0.1:9470")]
+    url: String,
+    /// markdown (a fenced Mermaid block), mermaid (the flowchart alone) or json.
+    #[arg(long, default_value = "markdown")]
+    format: String,
+    /// The structure only: no measured figures, no alert states (stable text for docs).
+    #[arg(long)]
+    no_figures: bool,
+    /// live (what runs) or all (every kind of source and stage).
+    #[arg(long, default_value = "live")]
+    view: String,
+    /// Bearer token (needed when the aggregator has a read token).
+    #[arg(long, env = "TELLTALE_READ_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+/// `diagram`: GET `/api/v1/pipeline` and print it.
+fn diagram(a: DiagramArgs) -> ExitCode {
+    if !matches!(a.format.as_str(), "markdown" | "mermaid" | "json") {
+        eprintln!(
+            "telltale-aggregator: --format {:?}: markdown, mermaid or json",
+            a.format
+        );
+        return ExitCode::from(2);
+    }
+    let url = format!(
+        "{}/api/v1/pipeline?format={}&view={}&figures={}",
+        a.url.trim_end_matches('/'),
+        a.format,
+        a.view,
+        !a.no_figures
+    );
+    print_get(&url, a.token.as_deref())
+}
+
+/// GETs `url` and prints the body; exit 1 naming the error.
+fn print_get(url: &str, token: Option<&str>) -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let run = async {
-        let mut req = reqwest::Client::new().get(&url);
-        if let Some(t) = &a.token {
+        let mut req = reqwest::Client::new().get(url);
+        if let Some(t) = token {
             req = req.bearer_auth(t);
         }
         let resp = req.send().await.map_err(|e| format!("{url}: {e}"))?;
@@ -654,6 +700,7 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Report(a) => report(a),
+        Cmd::Diagram(a) => diagram(a),
         Cmd::Slos {
             cmd: SlosCmd::Check { files },
         } => {

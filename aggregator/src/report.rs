@@ -146,12 +146,16 @@ pub struct Inputs<'a> {
 
 /// Makes a report of `kind` over `[start_ms, end_ms]`.
 pub fn make(kind: Kind, inputs: &Inputs, start_ms: i64, end_ms: i64, now_ms: i64) -> Report {
+    let started = std::time::Instant::now();
     let (title, sections, summary) = match kind {
         Kind::Slo => slo::report(inputs, start_ms, end_ms),
         Kind::Incidents => incidents::report(inputs, start_ms, end_ms),
         Kind::Capacity => capacity::report(inputs, start_ms, end_ms),
         Kind::AlertTuning => tuning::report(inputs, start_ms, end_ms),
     };
+    crate::selfmetrics::LATENCY
+        .report
+        .observe(started.elapsed());
     Report {
         id: 0,
         schedule: String::new(),

@@ -3,6 +3,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use telltale_common::histogram::Histogram;
 use telltale_common::names;
 
 /// Counters updated by ingest and the API.
@@ -133,4 +134,142 @@ impl SelfMetrics {
         );
         out
     }
+}
+
+/// The latency of each stage of the pipeline, recorded where the work happens and read by
+/// `/metrics` (as histograms) and by the live pipeline diagram (as quantiles over a window).
+///
+/// One process-wide set, like a Prometheus client's default registry: the stages live in
+/// modules that are built and replaced independently (a reload makes a new rule manager), and
+/// a figure must survive that.
+#[derive(Debug, Default)]
+pub struct Latencies {
+    /// From a batch's `created_ms` on the agent to its arrival here: collection, the agent's
+    /// buffer and the network (agent clocks are trusted; a skewed clock shows here first).
+    pub batch_delay: Histogram,
+    /// From a batch's arrival to its acknowledgement, every store having it durably.
+    pub ingest: Histogram,
+    /// Appending a batch's samples to the TSDB (WAL included).
+    pub tsdb_append: Histogram,
+    /// Appending a batch's log lines to the log store.
+    pub log_append: Histogram,
+    /// Appending a batch's spans to the trace store.
+    pub span_append: Histogram,
+    /// One evaluation of one rule group.
+    pub rule_group: Histogram,
+    /// One evaluation of one anomaly detector.
+    pub detector: Histogram,
+    /// Handling one batch of alerts in alerting: routing, grouping, inhibition, correlation
+    /// into incidents.
+    pub correlation: Histogram,
+    /// From an alert's firing to a receiver accepting its first notification.
+    pub alert_to_notification: Histogram,
+    /// One delivery attempt to a receiver.
+    pub delivery: Histogram,
+    /// From a remediation's command sent to its result received.
+    pub remediation: Histogram,
+    /// One PromQL query of the HTTP API (instant or range).
+    pub query: Histogram,
+    /// Rendering one report.
+    pub report: Histogram,
+    /// Log lines stored.
+    pub log_lines: AtomicU64,
+    /// Spans stored.
+    pub spans: AtomicU64,
+}
+
+/// The aggregator's stage latencies.
+pub static LATENCY: std::sync::LazyLock<Latencies> = std::sync::LazyLock::new(Latencies::default);
+
+/// `(metric name, help, histogram)` of every latency, as `/metrics` writes them.
+pub fn latency_histograms() -> [(&'static str, &'static str, &'static Histogram); 13] {
+    let l = &*LATENCY;
+    [
+        (
+            names::AGG_BATCH_DELAY,
+            "Seconds from a batch's creation on its agent to its arrival here.",
+            &l.batch_delay,
+        ),
+        (
+            names::AGG_INGEST_SECONDS,
+            "Seconds from a batch's arrival to its acknowledgement (durable in every store).",
+            &l.ingest,
+        ),
+        (
+            "telltale_aggregator_tsdb_append_seconds",
+            "Seconds appending one batch's samples to the TSDB.",
+            &l.tsdb_append,
+        ),
+        (
+            "telltale_aggregator_log_append_seconds",
+            "Seconds appending one batch's log lines to the log store.",
+            &l.log_append,
+        ),
+        (
+            "telltale_aggregator_span_append_seconds",
+            "Seconds appending one batch's spans to the trace store.",
+            &l.span_append,
+        ),
+        (
+            names::AGG_RULE_GROUP_SECONDS,
+            "Seconds one evaluation of one rule group took.",
+            &l.rule_group,
+        ),
+        (
+            "telltale_aggregator_anomaly_evaluation_seconds",
+            "Seconds one evaluation of one anomaly detector took.",
+            &l.detector,
+        ),
+        (
+            "telltale_aggregator_alert_handling_seconds",
+            "Seconds handling one batch of alerts: routing, grouping, inhibition, incidents.",
+            &l.correlation,
+        ),
+        (
+            names::AGG_ALERT_TO_NOTIFICATION,
+            "Seconds from an alert firing to a receiver accepting its first notification.",
+            &l.alert_to_notification,
+        ),
+        (
+            "telltale_aggregator_notification_delivery_seconds",
+            "Seconds one delivery attempt to a receiver took.",
+            &l.delivery,
+        ),
+        (
+            "telltale_aggregator_remediation_seconds",
+            "Seconds from a remediation's command to its result.",
+            &l.remediation,
+        ),
+        (
+            "telltale_aggregator_query_seconds",
+            "Seconds one PromQL query of the HTTP API took.",
+            &l.query,
+        ),
+        (
+            "telltale_aggregator_report_render_seconds",
+            "Seconds rendering one report.",
+            &l.report,
+        ),
+    ]
+}
+
+/// Writes every stage latency histogram.
+pub fn render_latencies(out: &mut String) {
+    for (name, help, h) in latency_histograms() {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        h.snapshot().render(out, name, "");
+    }
+    let l = &*LATENCY;
+    counter(
+        out,
+        "telltale_aggregator_log_lines_stored_total",
+        "Log lines stored from agents.",
+        l.log_lines.load(Ordering::Relaxed),
+    );
+    counter(
+        out,
+        "telltale_aggregator_spans_stored_total",
+        "Spans stored from agents.",
+        l.spans.load(Ordering::Relaxed),
+    );
 }

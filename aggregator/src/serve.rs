@@ -227,6 +227,8 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
         cfg.traces.graph_interval,
     ));
     let alerts_for_shutdown = alerts.clone();
+    let sampler = Arc::new(crate::pipeline::sampler::Sampler::new(metrics.clone()));
+    tokio::spawn(sampler.clone().run());
     let state = Arc::new(ApiState {
         storage: storage.clone(),
         engine,
@@ -257,6 +259,7 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
         live_logs: observed,
         patterns,
         logs_max_query_bytes: cfg.logs_max_query_bytes,
+        pipeline: sampler,
     });
 
     let http = listener.local_addr()?;

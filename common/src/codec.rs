@@ -411,6 +411,7 @@ mod tests {
                 epoch: 0,
                 capabilities: Vec::new(),
                 actions: Vec::new(),
+                sources: Vec::new(),
             })
         );
     }

@@ -12,12 +12,14 @@
 //! - [`logging`]: the tracing set-up both binaries use;
 //! - [`lokipush`]: Loki's push format (protobuf + snappy, JSON).
 //! - [`names`]: the metric names Telltale itself exports, in one place.
+//! - [`histogram`]: the latency histogram both daemons record and the pipeline diagram reads.
 //! - [`lockfile`]: the exclusive lock each daemon takes on its data directory.
 //! - [`store`]: opening sled stores: damage is moved aside, anything else is an error.
 #![forbid(unsafe_code)]
 
 pub mod codec;
 pub mod config;
+pub mod histogram;
 pub mod lockfile;
 pub mod logfmt;
 pub mod logging;

@@ -114,3 +114,13 @@ pub const AGG_ALERTS: &str = "telltale_aggregator_alerts";
 pub const AGG_INCIDENTS_OPEN: &str = "telltale_aggregator_incidents_open";
 /// Remediation outcomes by action and result (also written as a series).
 pub const REMEDIATION_RUNS: &str = "telltale_remediation_runs_total";
+/// Seconds from a batch's creation on its agent to its arrival at the aggregator (histogram).
+pub const AGG_BATCH_DELAY: &str = "telltale_aggregator_batch_delay_seconds";
+/// Seconds from a batch's arrival to its acknowledgement (histogram).
+pub const AGG_INGEST_SECONDS: &str = "telltale_aggregator_ingest_seconds";
+/// Seconds per rule group evaluation (histogram).
+pub const AGG_RULE_GROUP_SECONDS: &str = "telltale_aggregator_rule_group_duration_seconds";
+/// Seconds from an alert firing to its first accepted notification (histogram).
+pub const AGG_ALERT_TO_NOTIFICATION: &str = "telltale_aggregator_alert_to_notification_seconds";
+/// Samples handed over by each source of an agent (`source` label: `host`, `scrape:<job>`…).
+pub const AGENT_SOURCE_SAMPLES: &str = "telltale_agent_source_samples_total";

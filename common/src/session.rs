@@ -109,6 +109,7 @@ impl Client {
                 None => Vec::new(),
             },
             actions: actions.unwrap_or_default(),
+            sources: Vec::new(),
         }
     }
 
@@ -237,6 +238,8 @@ pub enum ServerEvent {
     Batch {
         /// The batch's sequence.
         sequence: u64,
+        /// When the agent made it (ms since the epoch; 0 from a sender that does not say).
+        created_ms: i64,
         /// The MessagePack payload, for storage to walk.
         payload: Vec<u8>,
     },
@@ -319,10 +322,11 @@ impl Server {
             self.hello = true;
             return Ok(Some(ServerEvent::Hello(h)));
         }
-        // Only the sequence here; storage decodes the rest without copying strings.
+        // Only the sequence and creation time here; storage decodes the rest without copying strings.
         match codec::decode_payload::<ClientMessageHead>(&p) {
             Ok(ClientMessageHead::Batch(b)) => Ok(Some(ServerEvent::Batch {
                 sequence: b.sequence,
+                created_ms: b.created_ms,
                 payload: p,
             })),
             Ok(ClientMessageHead::CommandResult(r)) => Ok(Some(ServerEvent::CommandResult(r))),

@@ -133,6 +133,12 @@ pub struct Hello {
     /// before a command is sent (empty from agents before this field: then unknown).
     #[serde(default)]
     pub actions: Vec<String>,
+    /// The agent's sources (`host`, `scrape:<job>`, `statsd`, `textfile`, `check:<name>`,
+    /// `logs:<kind>`, `traces`), for the aggregator's pipeline diagram. Empty from agents
+    /// before this field; absent on the wire when empty (so such a hello is byte for byte
+    /// what it was).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
 }
 
 /// The aggregator's answer to a hello.
@@ -306,11 +312,14 @@ pub enum ClientMessageHead {
     CommandResult(CommandResult),
 }
 
-/// The sequence of a batch.
+/// The sequence of a batch and when it was made.
 #[derive(Debug, Deserialize)]
 pub struct BatchHead {
     /// See [`Batch::sequence`].
     pub sequence: u64,
+    /// See [`Batch::created_ms`] (0 when absent).
+    #[serde(default)]
+    pub created_ms: i64,
 }
 
 /// The `logs` of a `ClientMessage::Batch` payload, found without decoding its series (their
@@ -499,6 +508,7 @@ mod tests {
             epoch: 1,
             capabilities: Vec::new(),
             actions: Vec::new(),
+            sources: Vec::new(),
         }))
         .expect("encodes");
         assert!(batch_logs(&hello).expect("not a batch").is_empty());

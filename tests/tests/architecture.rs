@@ -94,7 +94,13 @@ const AGGREGATOR: &[(&str, &[&str])] = &[
     ("slo", &["alert", "labels", "metrics::promql", "rules"]),
     // Reports compute from what they are handed and from PromQL; the HTTP layer and the
     // wiring gather the records and deliver.
-    ("report", &["anomaly", "labels", "metrics::promql", "slo"]),
+    (
+        "report",
+        &["anomaly", "labels", "metrics::promql", "selfmetrics", "slo"],
+    ),
+    // The pipeline diagram is computed from facts the HTTP layer gathers, and its window of
+    // the stage histograms.
+    ("pipeline", &["selfmetrics"]),
     (
         "ingest",
         &[
@@ -142,6 +148,7 @@ const AGGREGATOR: &[(&str, &[&str])] = &[
             "metrics::remote_write",
             "metrics::tsdb",
             "metrics::promql",
+            "pipeline",
             "reload",
             "remediate",
             "report",
@@ -172,6 +179,7 @@ const COMMON: &[(&str, &[&str])] = &[
     ("lib", &["*"]),
     ("codec", &[]),
     ("config", &[]),
+    ("histogram", &[]),
     ("lockfile", &[]),
     ("logfmt", &[]),
     ("logging", &[]),

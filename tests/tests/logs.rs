@@ -293,6 +293,7 @@ async fn connect(
         epoch: 9,
         capabilities: Vec::new(),
         actions: Vec::new(),
+        sources: Vec::new(),
     }))
     .unwrap();
     send.write_all(&hello).await.unwrap();

@@ -65,7 +65,9 @@ fn agent_cpu_metrics_are_queryable_within_three_intervals() {
     for own in [
         "telltale_agent_buffer_batches",
         "telltale_agent_shipped_batches_total",
-        "telltale_agent_ack_latency_seconds",
+        "telltale_agent_ack_latency_seconds_count",
+        "telltale_agent_collect_duration_seconds_bucket",
+        "telltale_agent_source_samples_total",
     ] {
         assert!(
             !query(agg.http, &format!("{own}{{instance=\"web-1\"}}"))
@@ -252,6 +254,7 @@ async fn rogue(
         epoch: 1,
         capabilities: Vec::new(),
         actions: Vec::new(),
+        sources: Vec::new(),
     }))
     .unwrap();
     send.write_all(&hello).await.unwrap();

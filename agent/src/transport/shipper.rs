@@ -30,8 +30,8 @@ pub struct ShipStats {
     pub batches: AtomicU64,
     /// Samples acknowledged.
     pub samples: AtomicU64,
-    /// Last acknowledgement latency in microseconds.
-    pub ack_latency_us: AtomicU64,
+    /// Acknowledgement latency (send to ack, as the agent sees it).
+    pub ack_latency: telltale_common::histogram::Histogram,
     /// Connections established.
     pub connects: AtomicU64,
     /// 1 while connected.
@@ -42,6 +42,8 @@ pub struct ShipStats {
 pub struct Target {
     /// `HOST:PORT` of the aggregator.
     pub address: String,
+    /// The agent's sources, named in the hello (see [`telltale_common::wire::Hello::sources`]).
+    pub sources: Vec<String>,
     /// Name to verify in the aggregator's certificate.
     pub server_name: String,
     /// TLS client configuration.
@@ -218,10 +220,11 @@ impl Shipper {
             .open_bi()
             .await
             .map_err(|e| ShipError::Connect(e.to_string()))?;
-        let hello = Client::hello(
+        let mut hello = Client::hello(
             self.buffer.epoch(),
             self.remediation.as_ref().map(|r| r.actions.clone()),
         );
+        hello.sources = self.target.sources.clone();
         let (mut client, hello) = Client::new(&hello, self.target.max_in_flight);
         send.write_all(&hello)
             .await
@@ -385,8 +388,8 @@ impl Shipper {
                         .samples
                         .fetch_add(samples as u64, Ordering::Relaxed);
                     self.stats
-                        .ack_latency_us
-                        .store(latency.max(0) as u64, Ordering::Relaxed);
+                        .ack_latency
+                        .observe_secs(latency.max(0) as f64 / 1e6);
                 }
             }
             ClientEvent::Rejected { sequence, reason } => {

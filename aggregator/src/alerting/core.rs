@@ -75,6 +75,10 @@ pub struct Outgoing {
     pub lane: String,
     /// The body.
     pub body: Value,
+    /// When the newest alert this notification is the first to announce reached alerting
+    /// (ms): the start of the alert → notification latency. `None` for repeats, resolutions,
+    /// pages and reports.
+    pub fired_ms: Option<i64>,
 }
 
 /// What the core asks the driver to do.
@@ -120,6 +124,9 @@ fn put(out: &mut Vec<Effect>, key: impl Into<Vec<u8>>, v: &impl Serialize) {
 /// The alerting state.
 pub struct Core {
     alerts: HashMap<u64, Alert>,
+    /// When each firing alert first reached alerting (not stored: after a restart, from its
+    /// first receipt since), for the alert → notification latency.
+    received: HashMap<u64, i64>,
     dispatcher: Dispatcher,
     silences: BTreeMap<String, Silence>,
     compiled: Silences,
@@ -154,6 +161,7 @@ impl Core {
             .collect();
         Core {
             alerts,
+            received: HashMap::new(),
             dispatcher,
             compiled: Silences::new(silences.values().cloned()),
             silences,
@@ -190,6 +198,11 @@ impl Core {
                 a.ends_at = now + resolve;
             }
             let fp = a.fingerprint();
+            if a.resolved_at(now) {
+                self.received.remove(&fp);
+            } else {
+                self.received.entry(fp).or_insert(now);
+            }
             self.dispatcher.insert(&routing.cfg.route, &a, now);
             let silenced =
                 !a.resolved_at(now) && !self.compiled.silenced_by(&a.labels, now).is_empty();
@@ -410,6 +423,13 @@ impl Core {
             ) {
                 continue;
             }
+            // The alerts this notification announces first: in `firing` but not in what the
+            // lane last sent.
+            let fired_ms = firing
+                .iter()
+                .filter(|fp| entry.is_none_or(|e| e.firing.binary_search(fp).is_err()))
+                .filter_map(|fp| self.received.get(fp).copied())
+                .max();
             let e = NflogEntry {
                 firing: firing.clone(),
                 resolved: resolved.clone(),
@@ -447,6 +467,7 @@ impl Core {
                 integration: idx,
                 lane,
                 body,
+                fired_ms,
             }));
         }
     }
@@ -492,6 +513,7 @@ impl Core {
                     integration: idx,
                     lane: format!("{}/{idx}/incident/{}", p.receiver, p.incident),
                     body,
+                    fired_ms: None,
                 }));
             }
             let text = format!(
@@ -572,6 +594,7 @@ impl Core {
                 integration: idx,
                 lane: format!("{}/{idx}/remediation/{id}", step.receiver),
                 body,
+                fired_ms: None,
             }));
         }
         if let Some(i) = inc {

@@ -35,7 +35,7 @@ use super::core::{Core, Effect, Routing, Stored};
 use super::deliver::{Deliverer, SendError};
 use super::silence::{PostableSilence, Silence};
 use crate::alert::{Alert, Notifier, RemediationNews, RequestError};
-use crate::selfmetrics::{counter, gauge};
+use crate::selfmetrics::{LATENCY, counter, gauge};
 
 /// Most notifications waiting for delivery.
 pub const MAX_OUTBOX: usize = 10_000;
@@ -57,6 +57,9 @@ struct Delivery {
     attempts: u32,
     next_attempt: i64,
     created: i64,
+    /// See [`super::core::Outgoing::fired_ms`] (absent in records from before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fired: Option<i64>,
 }
 
 fn outbox_key(priority: u8, id: u64) -> Vec<u8> {
@@ -283,11 +286,20 @@ impl AlertingService {
 
     /// Takes alerts (from the rules or `POST /api/v2/alerts`).
     pub fn receive(&self, alerts: Vec<Alert>) {
+        let started = std::time::Instant::now();
         let fx = self.lock().receive(&self.routing(), alerts, now_ms());
+        LATENCY.correlation.observe(started.elapsed());
         if let Err(e) = self.apply(fx) {
             tracing::warn!(error = %e, "cannot store alerts");
         }
         self.wake.notify_one();
+    }
+
+    /// The routing file's receivers, by name.
+    pub fn receiver_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.routing().cfg.receivers.keys().cloned().collect();
+        v.sort();
+        v
     }
 
     /// Whether the routing file has a receiver of this name.
@@ -314,6 +326,7 @@ impl AlertingService {
                     integration: i,
                     lane: format!("{receiver}/{i}/reports"),
                     body: body.clone(),
+                    fired_ms: None,
                 })
             })
             .collect();
@@ -357,6 +370,7 @@ impl AlertingService {
                         attempts: 0,
                         next_attempt: now,
                         created: now,
+                        fired: o.fired_ms,
                     };
                     let v = serde_json::to_vec(&d)?;
                     batch.insert(outbox_key(d.priority, id), v);
@@ -491,8 +505,16 @@ impl AlertingService {
         };
         let k = kind_index(integ);
         let id = format!("telltale-{}", d.id);
-        match self.deliverer.send(integ, d.body.as_bytes(), &id).await {
+        let started = std::time::Instant::now();
+        let sent = self.deliverer.send(integ, d.body.as_bytes(), &id).await;
+        LATENCY.delivery.observe(started.elapsed());
+        match sent {
             Ok(()) => {
+                if let Some(f) = d.fired {
+                    LATENCY
+                        .alert_to_notification
+                        .observe_secs((now_ms() - f) as f64 / 1000.0);
+                }
                 self.counters.sent[k].fetch_add(1, Ordering::Relaxed);
                 let _ = self.store.tree.remove(&key);
                 // Made durable at once: a crash right after a delivery must not resend it.

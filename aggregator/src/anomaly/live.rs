@@ -272,6 +272,9 @@ impl Detectors {
         }
         run.last_eval_ms = t;
         run.eval_seconds = started.elapsed().as_secs_f64();
+        crate::selfmetrics::LATENCY
+            .detector
+            .observe(started.elapsed());
     }
 
     /// A forecast: the expression over its history at its step, Holt-Winters fitted per

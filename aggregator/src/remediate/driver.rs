@@ -29,6 +29,9 @@ struct Inner {
     /// `telltale_remediation_runs_total{action,result}`.
     runs: BTreeMap<(String, String), u64>,
     runs_changed: bool,
+    /// When each command in flight was handed to its agent's connection (command → result
+    /// latency; a command resent after a reconnect counts from its last send).
+    sent_at: std::collections::HashMap<String, std::time::Instant>,
 }
 
 /// Filters of `/api/v1/remediations`.
@@ -101,6 +104,7 @@ impl Remediator {
                 engine: Engine::new(runbooks, enabled, records),
                 runs,
                 runs_changed: false,
+                sent_at: Default::default(),
             }),
             db,
             tree,
@@ -154,6 +158,9 @@ impl Remediator {
     fn result(&self, agent: &str, r: CommandResult) {
         let now = now_ms();
         let mut inner = self.lock();
+        if let Some(t) = inner.sent_at.remove(&r.id) {
+            crate::selfmetrics::LATENCY.remediation.observe(t.elapsed());
+        }
         let fx = inner.engine.on_result(agent, r, now);
         self.apply(&mut inner, fx, now);
     }
@@ -188,7 +195,15 @@ impl Remediator {
                         self.apply(inner, more, now);
                         continue;
                     }
-                    if !self.hub.send(&agent, cmd) {
+                    let sent = std::time::Instant::now();
+                    if self.hub.send(&agent, cmd) {
+                        // Bounded: commands whose result never comes (agent gone) are
+                        // forgotten in bulk rather than kept for ever.
+                        if inner.sent_at.len() >= 10_000 {
+                            inner.sent_at.clear();
+                        }
+                        inner.sent_at.insert(id.clone(), sent);
+                    } else {
                         // Not connected after all: queued again, sent on the next connect.
                         inner.engine.reconnected(&agent);
                         tracing::info!(%agent, %id, "remediation waits for its agent");

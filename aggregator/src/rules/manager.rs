@@ -432,6 +432,9 @@ impl RuleManager {
         }
         st.last_eval_ms = now;
         st.eval_seconds = started.elapsed().as_secs_f64();
+        crate::selfmetrics::LATENCY
+            .rule_group
+            .observe(started.elapsed());
     }
 
     /// A LogQL metric query's value at `t` (ms): each series' point at that instant.

@@ -95,7 +95,9 @@ impl Link {
                         }
                     }
                 }
-                Ok(Some(ServerEvent::Batch { sequence, payload })) => {
+                Ok(Some(ServerEvent::Batch {
+                    sequence, payload, ..
+                })) => {
                     // The payload is the whole batch, as storage walks it.
                     let m: ClientMessage = codec::decode_payload(&payload)?;
                     assert!(matches!(m, ClientMessage::Batch(b) if b.sequence == sequence));

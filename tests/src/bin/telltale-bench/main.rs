@@ -256,6 +256,7 @@ async fn connect_sim(
         epoch,
         capabilities: Vec::new(),
         actions: Vec::new(),
+        sources: Vec::new(),
     }))?)
     .await?;
     Ok((conn, send, recv))
