@@ -561,7 +561,9 @@ pub fn build(f: &Facts, now_ms: i64) -> Graph {
         }),
         "",
     ));
-    let receivers = if f.all || f.receivers.is_empty() {
+    let receivers = if f.all {
+        vec!["webhook, Alertmanager, NATS, log".into()]
+    } else if f.receivers.is_empty() {
         Vec::new()
     } else {
         let mut r = f.receivers.clone();

@@ -383,22 +383,60 @@ async function dashboard(main, name) {
 
 // ---- Alerts, incidents, SLOs, remediations, reports --------------------------------------
 
+// `alertname=Foo, instance=~web.*, job!=x` → Alertmanager's matchers.
+function parseMatchers(text) {
+  return text.split(",").map((m) => m.trim()).filter(Boolean).map((m) => {
+    const r = /^([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"?(.*?)"?$/.exec(m);
+    if (!r) throw new Error("not a matcher: " + m);
+    return { name: r[1], value: r[3], isRegex: r[2].includes("~"), isEqual: !r[2].startsWith("!") };
+  });
+}
+
+function silenceForm(prefill) {
+  const matchers = h("input", { name: "matchers", placeholder: "alertname=HostDown, instance=~web.*", value: prefill || "" });
+  const hours = h("input", { name: "duration", type: "number", min: "0.1", step: "0.5", value: "2", style: "width:4rem" });
+  const comment = h("input", { name: "comment", placeholder: "why", value: "" });
+  const msg = h("span", { class: "muted", id: "silence-msg" });
+  const create = h("button", { id: "silence-create", onclick: async () => {
+    try {
+      const start = new Date(), end = new Date(start.getTime() + Number(hours.value) * 3600e3);
+      const body = { matchers: parseMatchers(matchers.value), startsAt: start.toISOString(), endsAt: end.toISOString(),
+        createdBy: "ui", comment: comment.value || "silenced from the UI" };
+      const r = await api("/api/v2/silences", { method: "POST", body: JSON.stringify(body) });
+      msg.textContent = "created " + r.silenceID;
+      route();
+    } catch (e) { msg.textContent = "not created: " + e.message; msg.className = "error"; }
+  } }, "Silence");
+  return h("div", { class: "silence-form" }, "Matchers ", matchers, " for ", hours, " h ", comment, create, msg);
+}
+
 async function alertsPage(main) {
   const [alerts, incidents, silences] = await Promise.all([
     api("/api/v1/alerts"), api("/api/v1/incidents?state=all"), api("/api/v2/silences")]);
+  const form = silenceForm("");
+  const silenceLike = (a) => () => {
+    $("input[name=matchers]", form).value = Object.entries(a.labels).map(([k, v]) => k + "=" + v).join(", ");
+    $("input[name=comment]", form).focus();
+  };
+  const expire = (id) => async () => {
+    try { await api("/api/v2/silence/" + encodeURIComponent(id), { method: "DELETE" }); route(); }
+    catch (e) { alert("expire failed: " + e.message); }
+  };
   main.replaceChildren(
     h("h2", {}, "Alerts"),
-    table(["alert", "state", "labels", "since"], alerts.alerts.map((a) => [a.labels.alertname, a.state,
+    table(["alert", "state", "labels", "since", ""], alerts.alerts.map((a) => [a.labels.alertname, a.state,
       Object.entries(a.labels).filter(([k]) => k !== "alertname").map(([k, v]) => k + "=" + v).join(", "),
-      new Date(a.activeAt).toLocaleString()])),
+      new Date(a.activeAt).toLocaleString(), h("button", { onclick: silenceLike(a) }, "silence…")])),
     h("h2", {}, "Incidents"),
     table(["id", "status", "priority", "root cause", "alerts", "opened", "acknowledged"], incidents.map((i) => [
       h("a", { href: "#/incident/" + i.id }, i.id), i.status, i.priority, i.rootCause ? i.rootCause.alertname : "–",
       i.alerts.length, new Date(i.openedAt).toLocaleString(), i.acknowledged ? i.acknowledged.by : "no"])),
     h("h2", {}, "Silences"),
-    table(["id", "matchers", "ends", "state", "comment"], (Array.isArray(silences) ? silences : []).map((s) => [s.id,
-      s.matchers.map((m) => m.name + (m.isEqual ? "" : "!") + (m.isRegex ? "=~" : "=") + m.value).join(", "),
-      new Date(s.endsAt).toLocaleString(), s.status.state, s.comment || ""])),
+    form,
+    table(["id", "matchers", "ends", "state", "comment", ""], (Array.isArray(silences) ? silences : []).map((s) => [s.id,
+      s.matchers.map((m) => m.name + (m.isRegex ? (m.isEqual ? "=~" : "!~") : (m.isEqual ? "=" : "!=")) + m.value).join(", "),
+      new Date(s.endsAt).toLocaleString(), s.status.state, s.comment || "",
+      s.status.state === "expired" ? "" : h("button", { class: "expire", "data-id": s.id, onclick: expire(s.id) }, "expire")])),
   );
 }
 
@@ -462,7 +500,7 @@ const PAGES = [
   ["/traces", "Traces", tracesPage],
   ["/dashboards", "Dashboards", dashboards],
   ["/alerts", "Alerts", alertsPage], ["/slos", "SLOs", slosPage], ["/remediations", "Remediations", remediationsPage],
-  ["/reports", "Reports", reportsPage],
+  ["/reports", "Reports", reportsPage], ["/pipeline", "Pipeline", pipelinePage],
 ];
 
 let timer = null;
@@ -483,6 +521,7 @@ async function route() {
       const p = PAGES.find(([x]) => x === path) || PAGES[0];
       await p[2](main);
       if (p[0] === "/") timer = setInterval(() => overview(main, () => gen === generation).catch(() => {}), 10000);
+      if (p[0] === "/pipeline") timer = setInterval(() => pipelinePage(main, () => gen === generation).catch(() => {}), 5000);
     }
   } catch (e) {
     main.replaceChildren(h("p", { class: "error" }, "Cannot load this page: " + e.message));

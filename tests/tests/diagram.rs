@@ -238,3 +238,42 @@ fn the_diagram_shows_sources_figures_and_alerting_points_of_the_running_system()
         "{a}"
     );
 }
+
+/// The README's architecture diagram is the generated one (every kind of stage, no figures):
+/// a change to the flow that is not regenerated into the README fails here.
+#[test]
+fn the_readme_diagram_is_the_generated_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    certs_init(&tls).unwrap();
+    let agg = telltale_tests::start_fresh_aggregator(&tls, dir.path()).unwrap();
+    let out = Command::new(bin("telltale-aggregator").unwrap())
+        .args([
+            "diagram",
+            "--url",
+            &format!("http://{}", agg.http),
+            "--view",
+            "all",
+            "--no-figures",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let generated = String::from_utf8(out.stdout).unwrap();
+    let readme_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let readme = std::fs::read_to_string(&readme_path).unwrap();
+    let start = readme
+        .find("```mermaid\n")
+        .expect("the README has a Mermaid block");
+    let end = start
+        + readme[start..]
+            .find("\n```\n")
+            .expect("the block is closed")
+        + 5;
+    assert_eq!(
+        &readme[start..end],
+        generated,
+        "README.md's diagram differs from `telltale-aggregator diagram --view all --no-figures`: \
+         paste the generated one"
+    );
+}

@@ -2,7 +2,10 @@
 //! against a running aggregator with a real agent. Every page loads without a console error;
 //! each chart's series count and value range equal the API's answer for its query over the
 //! same range; a query typed into the Explore box renders its chart; the incident page shows
-//! its timeline. Screenshots go to `target/tmp/ui-*.png`.
+//! its timeline; the Pipeline page draws the graph `/api/v1/pipeline` answers, and the Mermaid
+//! text of that endpoint is parsed and rendered by the real Mermaid library from npm in the
+//! same Chromium; silences are made and expired from the Alerts page. Screenshots go to
+//! `target/tmp/ui-*.png`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -416,6 +419,7 @@ fn the_ui_is_served_and_small() {
         ("/", "text/html"),
         ("/ui/app.js", "javascript"),
         ("/ui/chart.js", "javascript"),
+        ("/ui/pipeline.js", "javascript"),
         ("/ui/app.css", "text/css"),
     ] {
         // The page and its assets hold no data: served without the read token.
@@ -479,4 +483,221 @@ fn a_dashboard_file_broken_after_start_is_named_and_the_built_ins_stay() {
             .is_some_and(|e| e.contains("mine.json")),
         "{v}"
     );
+}
+
+/// Mermaid's browser bundle from npm (`npm install -g mermaid`, done by `.ci/run`).
+const MERMAID: &str = "/usr/lib/node_modules/mermaid/dist/mermaid.min.js";
+
+/// Parses and renders `text` with the real Mermaid in the browser's current page (a file page
+/// that loaded the bundle): `Ok(rendered node count)` or Mermaid's error.
+fn mermaid_render(browser: &Browser, text: &str, id: &str) -> Result<u64, String> {
+    let t = serde_json::to_string(text).expect("json string");
+    browser
+        .eval(&format!(
+            "window.__mermaid = null; const t = {t};
+             mermaid.parse(t)
+               .then(() => mermaid.render('{id}', t))
+               .then((r) => {{ const box = document.createElement('div');
+                              box.innerHTML = r.svg;
+                              document.getElementById('out').append(box);
+                              window.__mermaid = {{ ok: box.querySelectorAll('g.node').length }}; }})
+               .catch((e) => {{ window.__mermaid = {{ err: String(e && e.message || e) }}; }});
+             return 1"
+        ))
+        .expect("start mermaid");
+    let r = browser
+        .wait_for("return window.__mermaid", Duration::from_secs(60))
+        .expect("mermaid answers");
+    match r["ok"].as_u64() {
+        Some(n) => Ok(n),
+        None => Err(r["err"].as_str().unwrap_or("?").to_string()),
+    }
+}
+
+#[test]
+fn the_pipeline_page_and_its_mermaid_are_right_and_silences_are_made_and_expired_in_the_ui() {
+    let Some(driver) = peer(CHROMEDRIVER, "chromium-driver") else {
+        return;
+    };
+    let Some(mermaid_js) = peer(MERMAID, "mermaid (npm install -g mermaid)") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = dir.path().join("tls");
+    certs_init(&tls).expect("certs");
+    certs_issue(&tls, "web-1").expect("agent cert");
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(
+        &rules,
+        "groups: [{name: ui, rules: [{alert: LoadSeen, expr: 'node_load1 >= 0'}]}]\n",
+    )
+    .expect("write");
+    let r = rules.display().to_string();
+    let agg =
+        start_quick_aggregator(&tls, dir.path(), TOKEN, &["--rules", &r]).expect("aggregator");
+    let _agent = start_agent_with_config(
+        &tls,
+        "web-1",
+        agg.quic,
+        &dir.path().join("agent"),
+        "1s",
+        None,
+    )
+    .expect("agent");
+    let graph = || -> Value {
+        let (_, b) = http_get(agg.http, "/api/v1/pipeline?format=json").expect("GET");
+        serde_json::from_str::<Value>(&b).expect("json")["data"].clone()
+    };
+    wait_for(Duration::from_secs(60), || {
+        let g = graph();
+        g["nodes"]
+            .as_array()?
+            .iter()
+            .any(|n| n["id"] == "host" && n["alerting"][0] == "LoadSeen")
+            .then_some(())
+    })
+    .expect("LoadSeen fires and marks the host collectors");
+
+    let browser = Browser::start(&driver).expect("chromium starts");
+    let base = format!("http://{}/", agg.http);
+    let shot = |name: &str| {
+        let _ = browser.screenshot(&artefacts().join(format!("ui-{name}.png")));
+    };
+    browser.goto(&format!("{base}#/pipeline")).expect("load");
+    let drawn = browser
+        .wait_for(
+            "return window.telltaleReady && window.telltalePipeline ? window.telltalePipeline : null",
+            Duration::from_secs(30),
+        )
+        .expect("pipeline drawn");
+    let g = graph();
+    let nodes = g["nodes"].as_array().expect("nodes").len() as u64;
+    let edges = g["edges"].as_array().expect("edges").len() as u64;
+    assert_eq!(drawn["nodes"].as_u64(), Some(nodes), "{drawn}");
+    assert_eq!(drawn["drawnEdges"].as_u64(), Some(edges), "{drawn}");
+    let dom = browser
+        .eval(
+            "return [document.querySelectorAll('#pipeline .pl-node').length,
+                     document.querySelectorAll('#pipeline .pl-edge').length,
+                     document.querySelectorAll('#pipeline .pl-edge.critical').length,
+                     [...document.querySelectorAll('#pipeline .pl-node.alerting')].map(n => n.dataset.id)]",
+        )
+        .expect("dom");
+    assert_eq!(dom[0].as_u64(), Some(nodes), "{dom}");
+    assert_eq!(dom[1].as_u64(), Some(edges), "{dom}");
+    assert_eq!(
+        dom[2].as_u64(),
+        Some(7),
+        "the critical path's seven steps: {dom}"
+    );
+    assert_eq!(dom[3], json!(["host"]), "{dom}");
+    no_console_errors(&browser, "pipeline");
+    shot("pipeline");
+
+    // The endpoint's Mermaid text, parsed and rendered by the real Mermaid: as many boxes as
+    // the graph has nodes. A broken text is refused (the check can fail).
+    let page = dir.path().join("mermaid.html");
+    std::fs::write(
+        &page,
+        format!(
+            "<!DOCTYPE html><html><body><div id=\"out\"></div><script src=\"file://{}\"></script></body></html>",
+            mermaid_js.display()
+        ),
+    )
+    .expect("write");
+    browser
+        .goto(&format!("file://{}", page.display()))
+        .expect("load");
+    browser
+        .wait_for(
+            "return typeof mermaid !== 'undefined'",
+            Duration::from_secs(30),
+        )
+        .expect("mermaid loads");
+    browser
+        .eval("mermaid.initialize({startOnLoad: false, securityLevel: 'strict'}); return 1")
+        .expect("init");
+    for (query, id) in [
+        ("", "mermaid-live"),
+        ("?figures=false&view=all", "mermaid-all"),
+    ] {
+        let (st, text) = http_get(agg.http, &format!("/api/v1/pipeline{query}")).expect("GET");
+        assert_eq!(st, 200, "{text}");
+        let rendered = mermaid_render(&browser, &text, id)
+            .unwrap_or_else(|e| panic!("Mermaid refuses /api/v1/pipeline{query}: {e}\n{text}"));
+        let want = text
+            .lines()
+            .filter(|l| l.starts_with("        ") && l.contains("[\""))
+            .count() as u64;
+        assert_eq!(rendered, want, "{query}: {text}");
+    }
+    assert!(mermaid_render(&browser, "flowchart LR\n    a[\"x\"] ==>|\"y| b\n", "bad").is_err());
+    shot("mermaid");
+
+    // Silences: made from the Alerts page with the token, listed, then expired.
+    browser.goto(&base).expect("load");
+    browser
+        .eval(&format!(
+            "localStorage.setItem('telltale-token', '{TOKEN}'); return 1"
+        ))
+        .expect("token");
+    browser.goto(&format!("{base}#/alerts")).expect("load");
+    browser
+        .wait_for(
+            "return window.telltaleReady === true && document.querySelector('#silence-create')",
+            Duration::from_secs(30),
+        )
+        .expect("alerts page");
+    browser
+        .eval(
+            "document.querySelector('input[name=matchers]').value = 'alertname=LoadSeen, instance=~web-.*';
+             document.querySelector('input[name=comment]').value = 'maintenance';
+             document.querySelector('#silence-create').click(); return 1",
+        )
+        .expect("create");
+    let silences = || -> Vec<Value> {
+        let (_, b) = http_get(agg.http, "/api/v2/silences").expect("GET");
+        serde_json::from_str::<Value>(&b)
+            .expect("json")
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let id = wait_for(Duration::from_secs(20), || {
+        silences()
+            .into_iter()
+            .find(|s| s["comment"] == "maintenance" && s["status"]["state"] == "active")
+            .and_then(|s| s["id"].as_str().map(String::from))
+    })
+    .expect("the silence is made");
+    let s = silences()
+        .into_iter()
+        .find(|s| s["id"] == id.as_str())
+        .expect("listed");
+    assert_eq!(s["createdBy"], "ui");
+    assert_eq!(
+        s["matchers"],
+        json!([{"name": "alertname", "value": "LoadSeen", "isRegex": false, "isEqual": true},
+               {"name": "instance", "value": "web-.*", "isRegex": true, "isEqual": true}])
+    );
+    browser
+        .wait_for(
+            &format!("return window.telltaleReady && document.querySelector('button.expire[data-id=\"{id}\"]')"),
+            Duration::from_secs(30),
+        )
+        .expect("the new silence is listed with an expire button");
+    shot("silences");
+    browser
+        .eval(&format!(
+            "document.querySelector('button.expire[data-id=\"{id}\"]').click(); return 1"
+        ))
+        .expect("expire");
+    wait_for(Duration::from_secs(20), || {
+        silences()
+            .into_iter()
+            .any(|s| s["id"] == id.as_str() && s["status"]["state"] == "expired")
+            .then_some(())
+    })
+    .expect("the silence is expired");
+    no_console_errors(&browser, "alerts");
 }

@@ -20,6 +20,7 @@ use super::{ApiState, St, success};
 const INDEX: &str = include_str!("../../ui/index.html");
 const APP_JS: &str = include_str!("../../ui/app.js");
 const CHART_JS: &str = include_str!("../../ui/chart.js");
+const PIPELINE_JS: &str = include_str!("../../ui/pipeline.js");
 const APP_CSS: &str = include_str!("../../ui/app.css");
 /// The built-in dashboards.
 pub const BUILT_IN: [&str; 2] = [
@@ -182,6 +183,10 @@ pub fn routes(r: Router<std::sync::Arc<ApiState>>) -> Router<std::sync::Arc<ApiS
     .route(
         "/ui/chart.js",
         get(|| async { asset("text/javascript; charset=utf-8", CHART_JS) }),
+    )
+    .route(
+        "/ui/pipeline.js",
+        get(|| async { asset("text/javascript; charset=utf-8", PIPELINE_JS) }),
     )
     .route(
         "/ui/app.css",
