@@ -25,7 +25,9 @@
 //!   recording rule's own expression, the nodes that produce what it reads;
 //! - any other name: the scrape job whose `job` label its series carry, else StatsD or the
 //!   textfile collector when agents run them (application metrics arrive that way), else the
-//!   host collectors.
+//!   host collectors;
+//! - and whatever the name, a selector with `job="<a scrape job>"` points at the scrape
+//!   source (`up{job="app"} == 0` is a scrape target down, not a transport problem).
 
 pub mod mermaid;
 pub mod sampler;

@@ -64,6 +64,15 @@ pub enum EvalError {
 /// The metric names an expression reads; `None` when a selector has no fixed name (it may
 /// read any metric).
 pub fn metric_names(expr: &Expr) -> Option<Vec<String>> {
+    let mut out: Vec<String> = selectors(expr)?.into_iter().map(|(n, _)| n).collect();
+    out.sort();
+    out.dedup();
+    Some(out)
+}
+
+/// The selectors of an expression as `(metric name, value of an equality matcher on job)`;
+/// `None` when a selector has no fixed name.
+pub fn selectors(expr: &Expr) -> Option<Vec<(String, Option<String>)>> {
     let mut out = Vec::new();
     if walk(expr, &mut out) {
         out.sort();
@@ -74,16 +83,24 @@ pub fn metric_names(expr: &Expr) -> Option<Vec<String>> {
     }
 }
 
-fn walk(e: &Expr, out: &mut Vec<String>) -> bool {
+fn walk(e: &Expr, out: &mut Vec<(String, Option<String>)>) -> bool {
     use promql_parser::label::MatchOp;
-    let vs = |v: &promql_parser::parser::VectorSelector, out: &mut Vec<String>| -> bool {
+    let vs = |v: &promql_parser::parser::VectorSelector,
+              out: &mut Vec<(String, Option<String>)>|
+     -> bool {
+        let job = v
+            .matchers
+            .matchers
+            .iter()
+            .find(|m| m.name == "job" && matches!(m.op, MatchOp::Equal))
+            .map(|m| m.value.clone());
         if let Some(n) = &v.name {
-            out.push(n.clone());
+            out.push((n.clone(), job));
             return true;
         }
         for m in &v.matchers.matchers {
             if m.name == "__name__" && matches!(m.op, MatchOp::Equal) {
-                out.push(m.value.clone());
+                out.push((m.value.clone(), job));
                 return true;
             }
         }

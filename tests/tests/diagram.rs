@@ -62,6 +62,8 @@ fn the_diagram_shows_sources_figures_and_alerting_points_of_the_running_system()
     expr: node_load1 >= 0
   - alert: OrdersSeen
     expr: demo_orders_total > 0
+  - alert: SelfScraped
+    expr: up{job="self"} == 1
   - alert: NeverFires
     expr: node_load1 < -1
 "#,
@@ -112,6 +114,7 @@ fn the_diagram_shows_sources_figures_and_alerting_points_of_the_running_system()
         let ready = !alerting(&g, "buffer").is_empty()
             && !alerting(&g, "host").is_empty()
             && !alerting(&g, "textfile").is_empty()
+            && !alerting(&g, "scrape").is_empty()
             && measured(&g, "correlation", "receivers").is_some()
             && measured(&g, "host", "buffer").is_some()
             && measured(&g, "buffer", "quic").is_some()
@@ -138,7 +141,9 @@ fn the_diagram_shows_sources_figures_and_alerting_points_of_the_running_system()
     assert_eq!(alerting(&g, "rules"), ["BufferSeen"]);
     assert_eq!(alerting(&g, "host"), ["LoadSeen"]);
     assert_eq!(alerting(&g, "textfile"), ["OrdersSeen"]);
-    for quiet in ["tsdb", "scrape", "statsd", "quic", "receivers"] {
+    // `up` of a scrape job is that job's target, not the transport.
+    assert_eq!(alerting(&g, "scrape"), ["SelfScraped"]);
+    for quiet in ["tsdb", "statsd", "quic", "receivers"] {
         assert!(alerting(&g, quiet).is_empty(), "{quiet}: {g}");
     }
 
@@ -176,7 +181,7 @@ fn the_diagram_shows_sources_figures_and_alerting_points_of_the_running_system()
     assert!(m.starts_with("flowchart LR\n"), "{m}");
     assert_eq!(m.matches("==>").count(), 7, "{m}");
     let alert_class = m.lines().find(|l| l.ends_with(" alerting")).unwrap();
-    for id in ["host", "textfile", "buffer", "rules"] {
+    for id in ["host", "scrape", "textfile", "buffer", "rules"] {
         assert!(alert_class.contains(id), "{alert_class}");
     }
 

@@ -265,6 +265,19 @@ fn every_page_loads_and_charts_match_the_api() {
         });
     }
 
+    // The Overview lists each agent's sources as its hello named them.
+    browser.goto(&base).expect("load");
+    let sources = browser
+        .wait_for(
+            "const c = [...document.querySelectorAll('td')].find(td => td.textContent.startsWith('host, ')); return window.telltaleReady && c ? c.textContent : null",
+            Duration::from_secs(30),
+        )
+        .expect("the agent's sources");
+    assert!(
+        sources.as_str().unwrap_or("").ends_with("traces"),
+        "{sources}"
+    );
+
     // The host dashboard: one chart per panel, each equal to the API's answer.
     browser
         .goto(&format!("{base}#/dashboard/host?host=web-1&range=15m"))

@@ -112,16 +112,19 @@ fn facts(st: &ApiState, figures: bool, all: bool, t: i64) -> Facts {
     }
     let groups = st.rules().groups();
     let mut recorded: HashMap<String, Vec<String>> = HashMap::new();
-    let mut firing_rules: Vec<(String, Option<Vec<String>>)> = Vec::new();
+    // (alert, its selectors as (name, job matcher)); `None`: a LogQL rule.
+    type Reads = Option<Vec<(String, Option<String>)>>;
+    let mut firing_rules: Vec<(String, Reads)> = Vec::new();
     for r in groups.iter().flat_map(|g| &g.rules) {
         let reads = match &r.rule.expr {
-            RuleExpr::Prom(e) => crate::rules::metric_names(e),
+            RuleExpr::Prom(e) => crate::rules::selectors(e),
             // LogQL rules read the log store.
             RuleExpr::Log(_) => None,
         };
         match r.rule.kind {
             RuleKind::Recording => {
-                recorded.insert(r.rule.name.clone(), reads.unwrap_or_default());
+                let names = reads.unwrap_or_default().into_iter().map(|(n, _)| n);
+                recorded.insert(r.rule.name.clone(), names.collect());
             }
             RuleKind::Alerting { .. } => {
                 if r.alerts.iter().any(|a| a.state == AlertState::Firing) {
@@ -158,9 +161,15 @@ fn facts(st: &ApiState, figures: bool, all: bool, t: i64) -> Facts {
                 None => {
                     nodes.insert("logstore".to_string());
                 }
-                Some(names) => {
-                    for n in names {
-                        nodes_of(&n, &lookup, 0, &mut nodes);
+                Some(selectors) => {
+                    for (n, job) in selectors {
+                        // A selector naming a scrape job's series (its `up` too) points at
+                        // that scrape source, whatever the name.
+                        if job.is_some_and(|j| sources.contains_key(&format!("scrape:{j}"))) {
+                            nodes.insert("scrape".to_string());
+                        } else {
+                            nodes_of(&n, &lookup, 0, &mut nodes);
+                        }
                     }
                 }
             }

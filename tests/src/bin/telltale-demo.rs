@@ -157,6 +157,9 @@ fn main() -> anyhow::Result<()> {
     let url = format!("http://{}", agg.http);
     println!("\nTelltale demo is running.");
     println!("  web UI:     {url}/  (overview, explore, host dashboard, alerts, SLOs, reports)");
+    println!(
+        "  pipeline:   {url}/#/pipeline  (the live flow with measured latency; Mermaid: {url}/api/v1/pipeline)"
+    );
     println!("  aggregator: {url} (QUIC ingest on {}/udp)", agg.quic);
     println!("  agent:      {name}, collecting every 1s, {first} CPU series so far");
     println!("  scratch:    {} (certificates, data)\n", scratch.display());
