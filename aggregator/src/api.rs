@@ -7,12 +7,14 @@ mod anomaly;
 mod encode;
 mod exemplars;
 mod golden;
+mod gzip;
 mod jaeger;
 mod loki;
 mod params;
 mod pipeline;
 pub mod report;
 mod slo;
+pub mod status;
 pub mod ui;
 pub use crate::metrics::remote_write;
 
@@ -578,18 +580,6 @@ async fn write(
     }
 }
 
-async fn buildinfo() -> Response {
-    success(json!({
-        "version": telltale_common::VERSION,
-        "revision": "unknown",
-        "branch": "main",
-        "buildUser": "telltale",
-        "buildDate": "unknown",
-        "goVersion": "none (Rust)",
-        "application": "telltale-aggregator",
-    }))
-}
-
 async fn metadata() -> Response {
     // Agents send no metric metadata yet: an empty map, as Prometheus answers without any.
     success(json!({}))
@@ -654,6 +644,12 @@ async fn metrics(State(st): St) -> Response {
     st.alerts.render_metrics(&mut text);
     st.remediation.render_metrics(&mut text);
     crate::selfmetrics::render_latencies(&mut text);
+    crate::selfmetrics::render_process(
+        &mut text,
+        status::started(),
+        status::revision(),
+        status::rustc(),
+    );
     (
         [(
             header::CONTENT_TYPE,
@@ -718,16 +714,17 @@ async fn not_found() -> ApiError {
 
 /// The router with every endpoint.
 pub fn router(state: Arc<ApiState>) -> Router {
-    let base = pipeline::routes(ui::routes(report::routes(golden::routes(slo::routes(
-        anomaly::routes(alerting::routes(Router::new())),
-    )))));
+    let base = status::routes(pipeline::routes(ui::routes(report::routes(
+        golden::routes(slo::routes(anomaly::routes(
+            alerting::routes(Router::new()),
+        ))),
+    ))));
     jaeger::routes(loki::routes(base))
         .route("/api/v1/query", get(query).post(query))
         .route("/api/v1/query_range", get(query_range).post(query_range))
         .route("/api/v1/series", get(series).post(series))
         .route("/api/v1/labels", get(labels).post(labels))
         .route("/api/v1/label/{name}/values", get(label_values))
-        .route("/api/v1/status/buildinfo", get(buildinfo))
         .route("/api/v1/metadata", get(metadata))
         .route(
             "/api/v1/query_exemplars",
@@ -746,6 +743,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/-/reload", axum::routing::post(reload).put(reload))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
+        .layer(axum::middleware::from_fn(gzip::gzip))
         .with_state(state)
 }
 

@@ -163,6 +163,14 @@ impl ReloadStatus {
         self.failures.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Whether the last reload succeeded, and when the configuration was last loaded (ms).
+    pub fn last(&self) -> (bool, i64) {
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.at_ms.load(Ordering::Relaxed),
+        )
+    }
+
     /// Appends the reload metrics.
     pub fn render(&self, out: &mut String) {
         use telltale_common::names;

@@ -273,3 +273,87 @@ pub fn render_latencies(out: &mut String) {
         l.spans.load(Ordering::Relaxed),
     );
 }
+
+/// `(cpu seconds, resident bytes, virtual bytes, open fds, max fds)` of this process from
+/// `/proc/self` (Linux; `None` elsewhere). CPU ticks are in USER_HZ, which the kernel fixes
+/// at 100 for every interface to user space.
+fn process_stats() -> Option<(f64, f64, f64, f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command (which may hold spaces) in its parentheses.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb = |key: &str| -> Option<f64> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        Some(line.split_whitespace().nth(1)?.parse::<f64>().ok()? * 1024.0)
+    };
+    let fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as f64;
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let max_fds = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(f64::INFINITY);
+    Some((ticks / 100.0, kb("VmRSS:")?, kb("VmSize:")?, fds, max_fds))
+}
+
+/// The `process_*` series every Prometheus exporter has, and `telltale_build_info`.
+pub fn render_process(out: &mut String, started_ms: i64, revision: &str, rustc: &str) {
+    if let Some((cpu, rss, vsz, fds, max_fds)) = process_stats() {
+        for (name, kind, help, v) in [
+            (
+                "process_cpu_seconds_total",
+                "counter",
+                "Total user and system CPU time spent in seconds.",
+                cpu,
+            ),
+            (
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident memory size in bytes.",
+                rss,
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "gauge",
+                "Virtual memory size in bytes.",
+                vsz,
+            ),
+            (
+                "process_open_fds",
+                "gauge",
+                "Number of open file descriptors.",
+                fds,
+            ),
+            (
+                "process_max_fds",
+                "gauge",
+                "Maximum number of open file descriptors.",
+                max_fds,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n\
+         # TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {}",
+        started_ms as f64 / 1000.0
+    );
+    let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    let _ = writeln!(
+        out,
+        "# HELP telltale_build_info The version, git revision and compiler of this build (always 1).\n\
+         # TYPE telltale_build_info gauge\n\
+         telltale_build_info{{version=\"{}\",revision=\"{}\",rustc=\"{}\"}} 1",
+        esc(telltale_common::VERSION),
+        esc(revision),
+        esc(rustc)
+    );
+}

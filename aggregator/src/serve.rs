@@ -78,6 +78,7 @@ impl quinn::ConnectionIdGenerator for AnyInstanceCids {
 
 /// Runs the aggregator until a shutdown signal.
 pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
+    crate::api::status::started();
     let tls = TlsPaths {
         ca: cfg.tls_dir.join(CaFiles::CA_CERT),
         cert: cfg.tls_dir.join(CaFiles::SERVER_CERT),

@@ -1,0 +1,249 @@
+//! What an SRE's tools ask of a Prometheus and an Alertmanager, asked of a running aggregator
+//! by the real clients where Debian has them: promtool (`check metrics` on `/metrics`, queries
+//! over gzip), amtool (`config show`, `cluster show` over `/api/v2/status`), and the status
+//! endpoints Grafana and the Prometheus UI read.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use telltale_tests::peers::{AMTOOL, peer};
+use telltale_tests::{
+    certs_init, certs_issue, http_get, start_agent_with_config, start_quick_aggregator, wait_for,
+};
+
+const PROMTOOL: &str = "/usr/bin/promtool";
+
+fn json(agg: std::net::SocketAddr, path: &str) -> Value {
+    let (st, body) = http_get(agg, path).expect("in a test");
+    assert_eq!(st, 200, "{path}: {body}");
+    serde_json::from_str::<Value>(&body).expect("in a test")["data"].clone()
+}
+
+/// A raw HTTP/1.1 GET with `Accept-Encoding: gzip`: (headers, body bytes).
+fn get_gzip(addr: std::net::SocketAddr, path: &str) -> (String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).expect("in a test");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("in a test");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n"
+    )
+    .expect("in a test");
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).expect("in a test");
+    let split = all.windows(4).position(|w| w == b"\r\n\r\n").expect("in a test");
+    let head = String::from_utf8_lossy(&all[..split]).to_string();
+    let mut body = all[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        // De-chunk.
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let eol = rest.windows(2).position(|w| w == b"\r\n").expect("in a test");
+            let n = usize::from_str_radix(std::str::from_utf8(&rest[..eol]).expect("in a test").trim(), 16)
+                .expect("in a test");
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[eol + 2..eol + 2 + n]);
+            rest = &rest[eol + 4 + n..];
+        }
+        body = out;
+    }
+    (head, body)
+}
+
+#[test]
+fn grafana_promtool_and_amtool_find_a_prometheus_and_an_alertmanager() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    certs_init(&tls).unwrap();
+    certs_issue(&tls, "web-1").unwrap();
+    let routes = dir.path().join("routes.yml");
+    let routing = "route: {receiver: ops, group_wait: 1s}\nreceivers: [{name: ops}]\n";
+    std::fs::write(&routes, routing).unwrap();
+    let r = routes.display().to_string();
+    let agg = start_quick_aggregator(&tls, dir.path(), "sekrit-token", &["--routes", &r]).unwrap();
+    let agent_toml = dir.path().join("agent.toml");
+    std::fs::write(
+        &agent_toml,
+        format!(
+            "[[scrape]]\njob = \"self\"\ntargets = [\"{}\"]\ninterval = \"1s\"\n",
+            agg.http
+        ),
+    )
+    .unwrap();
+    let _agent = start_agent_with_config(
+        &tls,
+        "web-1",
+        agg.quic,
+        &dir.path().join("agent"),
+        "1s",
+        Some(&agent_toml),
+    )
+    .unwrap();
+    wait_for(Duration::from_secs(60), || {
+        let t = json(agg.http, "/api/v1/targets");
+        let active = t["activeTargets"].as_array()?;
+        (active.len() >= 2).then_some(())
+    })
+    .expect("the agent and its scrape target are targets");
+
+    // buildinfo: a Prometheus version Grafana uses its newer APIs with; ours beside it.
+    let b = json(agg.http, "/api/v1/status/buildinfo");
+    assert_eq!(b["version"], "2.45.0");
+    assert_eq!(b["telltaleVersion"], env!("CARGO_PKG_VERSION"));
+    assert!(
+        b["goVersion"].as_str().unwrap().starts_with("rustc "),
+        "{b}"
+    );
+
+    // /metrics passes promtool's exposition check (histograms, process_*, build info).
+    if let Some(promtool) = peer(PROMTOOL, "prometheus") {
+        let (_, metrics) = http_get(agg.http, "/metrics").unwrap();
+        for name in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_start_time_seconds",
+            "telltale_build_info{version=",
+            "telltale_aggregator_ingest_seconds_bucket{le=\"+Inf\"}",
+        ] {
+            assert!(metrics.contains(name), "{name} missing from /metrics");
+        }
+        let mut child = Command::new(&promtool)
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(metrics.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "promtool check metrics: {out:?}");
+        // promtool's client asks for gzip and reads it.
+        let url = format!("http://{}", agg.http);
+        let out = Command::new(&promtool)
+            .args(["query", "instant", &url, "count(up)"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("=> 2 @"),
+            "{out:?}"
+        );
+    }
+
+    // gzip when asked, the same bytes inside.
+    let (head, body) = get_gzip(agg.http, "/api/v1/label/__name__/values");
+    assert!(
+        head.to_ascii_lowercase().contains("content-encoding: gzip"),
+        "{head}"
+    );
+    let mut plain = String::new();
+    flate2::read::GzDecoder::new(&body[..])
+        .read_to_string(&mut plain)
+        .unwrap();
+    let (_, direct) = http_get(agg.http, "/api/v1/label/__name__/values").unwrap();
+    let names = |s: &str| {
+        serde_json::from_str::<Value>(s).unwrap()["data"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert!(
+        names(&plain) >= names(&direct) && names(&plain) > 50,
+        "{plain}"
+    );
+
+    // config, flags, runtime: secrets never leave.
+    let c = json(agg.http, "/api/v1/status/config");
+    let yaml = c["yaml"].as_str().unwrap();
+    assert!(
+        yaml.contains("api_token: <secret>") && yaml.contains("routes.yml"),
+        "{yaml}"
+    );
+    let f = json(agg.http, "/api/v1/status/flags");
+    assert_eq!(f["api-token"], "<secret>");
+    assert_eq!(f["routes"], r);
+    let all = serde_json::to_string(&c).unwrap() + &serde_json::to_string(&f).unwrap();
+    assert!(!all.contains("sekrit-token"));
+    let rt = json(agg.http, "/api/v1/status/runtimeinfo");
+    assert_eq!(rt["reloadConfigSuccess"], true);
+    assert_eq!(rt["connectedAgents"], 1);
+    assert!(rt["startTime"].as_str().unwrap().ends_with('Z'), "{rt}");
+
+    // The cardinality view agrees with PromQL's counts.
+    let t = json(agg.http, "/api/v1/status/tsdb?limit=5");
+    let top = t["seriesCountByMetricName"].as_array().unwrap();
+    assert_eq!(top.len(), 5, "{t}");
+    for m in top {
+        let name = m["name"].as_str().unwrap();
+        let want = json(
+            agg.http,
+            &format!("/api/v1/query?query=count%28%7B__name__%3D%22{name}%22%7D%29"),
+        );
+        let n: f64 = want["result"][0]["value"][1]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            m["value"].as_f64().unwrap() >= n,
+            "{name}: the view counts the head's 2 hours, PromQL the last 5 minutes ({t})"
+        );
+    }
+    assert!(t["headStats"]["numSeries"].as_u64().unwrap() > 100, "{t}");
+    let (st, body) = http_get(agg.http, "/api/v1/status/tsdb?limit=0").unwrap();
+    assert_eq!(st, 400, "{body}");
+
+    // Targets: the agent (job telltale-agent) and its scrape job's target, both up.
+    let targets = json(agg.http, "/api/v1/targets");
+    let active = targets["activeTargets"].as_array().unwrap();
+    assert!(
+        active
+            .iter()
+            .any(|t| t["labels"]["instance"] == "web-1" && t["health"] == "up"),
+        "{targets}"
+    );
+    assert!(
+        active
+            .iter()
+            .any(|t| t["scrapePool"] == "self" && t["health"] == "up"),
+        "{targets}"
+    );
+
+    // amtool reads the routing file and the cluster state from /api/v2/status.
+    if let Some(amtool) = peer(AMTOOL, "prometheus-alertmanager") {
+        let url = format!("--alertmanager.url=http://{}", agg.http);
+        let out = Command::new(&amtool)
+            .args([url.as_str(), "config", "show"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), routing.trim());
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("are different"),
+            "{out:?}"
+        );
+        let out = Command::new(&amtool)
+            .args([url.as_str(), "cluster", "show"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("disabled"),
+            "{out:?}"
+        );
+    }
+}
