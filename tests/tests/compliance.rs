@@ -28,7 +28,7 @@ fn have_peers() -> bool {
 
 #[test]
 fn promql_matches_prometheus_on_the_compliance_suite() {
-    if !have_peers() {
+    if !have_peers() || telltale_tests::compliance::compliance_data().is_none() {
         return;
     }
     let cases = cases().unwrap();

@@ -65,14 +65,7 @@ fn compliance_cases_agree_on_scrape_shaped_data() {
     if !have_prometheus() {
         return;
     }
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/promql-compliance");
-    if !shared.exists() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "{} is missing in CI",
-            shared.display()
-        );
-        eprintln!("skipped: {} is absent", shared.display());
+    if telltale_tests::compliance::compliance_data().is_none() {
         return;
     }
     let seed = seed();
