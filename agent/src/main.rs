@@ -14,6 +14,10 @@ use telltale_agent::config::{Config, Overrides};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Log line format: text, logfmt or json (default: TELLTALE_LOG_FORMAT, else text).
+    /// Levels come from TELLTALE_LOG (else RUST_LOG): `info,telltale_aggregator::ingest=debug`.
+    #[arg(long, global = true, env = "TELLTALE_LOG_FORMAT", value_parser = clap::value_parser!(telltale_common::logging::Format))]
+    log_format: Option<telltale_common::logging::Format>,
 }
 
 #[derive(Subcommand)]
@@ -100,6 +104,7 @@ fn collect_once(a: &CollectArgs) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let log_format = cli.log_format;
     let (args, check_only) = match cli.cmd {
         Cmd::Run(a) => (a, false),
         Cmd::CheckConfig(a) => (a, true),
@@ -134,7 +139,7 @@ fn main() -> ExitCode {
         }
     };
     telltale_agent::run::memory::one_arena();
-    telltale_common::logging::init();
+    telltale_common::logging::init_with(log_format.unwrap_or_default());
     // One thread is plenty for an agent and keeps its footprint small.
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -15,6 +15,10 @@ use telltale_aggregator::config::{Config, Overrides};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Log line format: text, logfmt or json (default: TELLTALE_LOG_FORMAT, else text).
+    /// Levels come from TELLTALE_LOG (else RUST_LOG): `info,telltale_aggregator::ingest=debug`.
+    #[arg(long, global = true, env = "TELLTALE_LOG_FORMAT", value_parser = clap::value_parser!(telltale_common::logging::Format))]
+    log_format: Option<telltale_common::logging::Format>,
 }
 
 #[derive(Subcommand)]
@@ -437,6 +441,7 @@ impl ServeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let log_format = cli.log_format;
     match cli.cmd {
         Cmd::Certs { cmd } => {
             let r = match cmd {
@@ -904,7 +909,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            telltale_common::logging::init();
+            telltale_common::logging::init_with(log_format.unwrap_or_default());
             // Queries and rules are evaluated on the runtime's threads: they get the stack the
             // evaluator's depth bound is sized for.
             let rt = match tokio::runtime::Builder::new_multi_thread()

@@ -25,7 +25,8 @@ fn json(agg: std::net::SocketAddr, path: &str) -> Value {
 /// A raw HTTP/1.1 GET with `Accept-Encoding: gzip`: (headers, body bytes).
 fn get_gzip(addr: std::net::SocketAddr, path: &str) -> (String, Vec<u8>) {
     let mut s = TcpStream::connect(addr).expect("in a test");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("in a test");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("in a test");
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n"
@@ -33,7 +34,10 @@ fn get_gzip(addr: std::net::SocketAddr, path: &str) -> (String, Vec<u8>) {
     .expect("in a test");
     let mut all = Vec::new();
     s.read_to_end(&mut all).expect("in a test");
-    let split = all.windows(4).position(|w| w == b"\r\n\r\n").expect("in a test");
+    let split = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("in a test");
     let head = String::from_utf8_lossy(&all[..split]).to_string();
     let mut body = all[split + 4..].to_vec();
     if head
@@ -44,9 +48,15 @@ fn get_gzip(addr: std::net::SocketAddr, path: &str) -> (String, Vec<u8>) {
         let mut out = Vec::new();
         let mut rest = &body[..];
         loop {
-            let eol = rest.windows(2).position(|w| w == b"\r\n").expect("in a test");
-            let n = usize::from_str_radix(std::str::from_utf8(&rest[..eol]).expect("in a test").trim(), 16)
+            let eol = rest
+                .windows(2)
+                .position(|w| w == b"\r\n")
                 .expect("in a test");
+            let n = usize::from_str_radix(
+                std::str::from_utf8(&rest[..eol]).expect("in a test").trim(),
+                16,
+            )
+            .expect("in a test");
             if n == 0 {
                 break;
             }
@@ -246,4 +256,123 @@ fn grafana_promtool_and_amtool_find_a_prometheus_and_an_alertmanager() {
             "{out:?}"
         );
     }
+}
+
+/// Starts `serve` with stderr into a file and `env`, waits for it to listen, stops it; the
+/// lines it wrote.
+fn serve_log(dir: &std::path::Path, env: &[(&str, String)], args: &[&str]) -> Vec<String> {
+    use std::io::BufRead;
+    let tls = dir.join("tls");
+    if !tls.exists() {
+        certs_init(&tls).expect("certs");
+    }
+    let log = dir.join("stderr.log");
+    let file = std::fs::File::create(&log).expect("log file");
+    let mut cmd = Command::new(telltale_tests::bin("telltale-aggregator").expect("binary"));
+    cmd.arg("serve")
+        .arg("--tls-dir")
+        .arg(&tls)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args([
+            "--http-listen",
+            "127.0.0.1:0",
+            "--quic-listen",
+            "127.0.0.1:0",
+        ])
+        .args(args)
+        .env_remove("TELLTALE_LOG")
+        .env_remove("RUST_LOG")
+        .env_remove("JOURNAL_STREAM")
+        .stdout(Stdio::piped())
+        .stderr(file);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("listening line");
+    assert!(line.contains("listening"), "{line}");
+    let _ = child.kill();
+    let _ = child.wait();
+    std::fs::read_to_string(&log)
+        .expect("log")
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn logs_take_per_module_levels_a_format_and_leave_timestamps_to_journald() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    // JSON lines, one module at info and the rest at warn.
+    let lines = serve_log(
+        dir.path(),
+        &[(
+            "TELLTALE_LOG",
+            "warn,telltale_aggregator::serve=info".into(),
+        )],
+        &["--log-format", "json"],
+    );
+    let events: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    assert!(
+        events.iter().any(|e| e["msg"] == "storage recovered"),
+        "{lines:?}"
+    );
+    for e in &events {
+        assert!(e["ts"].as_str().is_some_and(|t| t.ends_with('Z')), "{e}");
+        let info = e["level"] == "info";
+        assert!(!info || e["target"] == "telltale_aggregator::serve", "{e}");
+    }
+    let recovered = events
+        .iter()
+        .find(|e| e["msg"] == "storage recovered")
+        .unwrap();
+    assert!(
+        recovered["segments"].is_u64(),
+        "numbers stay numbers: {recovered}"
+    );
+
+    // logfmt, with stderr the "journal": JOURNAL_STREAM names the file's device and inode.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr.log");
+    std::fs::write(&log, "").unwrap();
+    let m = std::fs::metadata(&log).unwrap();
+    let journal = format!("{}:{}", m.dev(), m.ino());
+    // serve_log truncates the same file (same inode).
+    let lines = serve_log(
+        dir.path(),
+        &[
+            ("JOURNAL_STREAM", journal),
+            ("TELLTALE_LOG_FORMAT", "logfmt".into()),
+        ],
+        &[],
+    );
+    let recovered = lines
+        .iter()
+        .find(|l| l.contains("msg=\"storage recovered\""))
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    assert!(
+        recovered.starts_with("level=info target=telltale_aggregator::serve"),
+        "{recovered}"
+    );
+    assert!(lines.iter().all(|l| l.starts_with("level=")), "no timestamp: {lines:?}");
+
+    // A directive that does not parse: said once, and info is used.
+    let dir = tempfile::tempdir().unwrap();
+    let lines = serve_log(dir.path(), &[("RUST_LOG", "telltale=loud".into())], &[]);
+    assert!(
+        lines[0].contains("telltale=loud") && lines[0].contains("logging at info"),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("storage recovered")),
+        "{lines:?}"
+    );
 }
