@@ -16,6 +16,7 @@ use crate::ingest::Ingest;
 use crate::metrics::promql::Engine;
 use crate::metrics::storage::{AGENT_JOB, Admin, Matcher, Storage};
 use crate::metrics::tsdb::Tsdb;
+use crate::metrics::tsdb::progress::{Phase, Progress};
 use crate::reload::{Alerting, Reload, ReloadStatus};
 use crate::remediate::driver::Remediator;
 use crate::rules::manager::{RuleManager, Settings as RuleSettings};
@@ -91,10 +92,15 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     let endpoint = quic_endpoint(server_cfg, cfg.quic_listen, &tls.key)
         .with_context(|| format!("cannot listen for QUIC on {}", cfg.quic_listen))?;
 
+    // While storage recovers, the HTTP port answers: healthy, not ready, and how far.
+    let progress = Arc::new(Progress::default());
+    let (listener, startup) = startup_server(listener, progress.clone())?;
+    tokio::spawn(report_progress(progress.clone()));
     let started = std::time::Instant::now();
     let data_dir = cfg.data_dir.clone();
     let opts = cfg.storage.clone();
-    let store = tokio::task::spawn_blocking(move || Tsdb::open_with(&data_dir, opts))
+    let p = progress.clone();
+    let store = tokio::task::spawn_blocking(move || Tsdb::open_reporting(&data_dir, opts, &p))
         .await
         .context("storage recovery panicked")??;
     let r = &store.recovery;
@@ -105,6 +111,7 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     );
     let corrupt_records = r.corrupt;
     let storage: Arc<dyn Storage> = Arc::new(store);
+    progress.phase(Phase::Logs, 0);
     let (logs_dir, logs_opts) = (cfg.data_dir.join("logs"), cfg.logs.clone());
     let log_engine = tokio::task::spawn_blocking(move || {
         crate::logs::engine::LogEngine::open(&logs_dir, logs_opts)
@@ -119,6 +126,7 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
             .context("cannot start the log pattern thread")?,
     );
     let logs: Arc<dyn crate::logs::store::LogStore> = observed.clone();
+    progress.phase(Phase::Traces, 0);
     let (traces_dir, traces_opts) = (cfg.data_dir.join("traces"), cfg.traces.clone());
     let traces: Arc<dyn crate::traces::store::TraceStore> = Arc::new(
         tokio::task::spawn_blocking(move || {
@@ -139,6 +147,7 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
         )
         .context("cannot open the exemplar store")?,
     );
+    progress.phase(Phase::Starting, 0);
     let registry = Arc::new(Registry::default());
     for l in storage.series(
         &[
@@ -302,6 +311,9 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "cannot watch SIGHUP: reload with POST /-/reload"),
     }
     state.ready.store(true, Ordering::Relaxed);
+    progress.phase(Phase::Ready, 0);
+    // The start-up answers stop; requests wait in the listen queue for the real router.
+    startup.stop().await;
     // The demo and the tests read this line to find the bound ports.
     tracing::info!(%http, %quic, "telltale-aggregator listening");
     let running = Running { http, quic };
@@ -318,6 +330,86 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     endpoint.close(0u32.into(), b"aggregator shutting down");
     endpoint.wait_idle().await;
     Ok(())
+}
+
+/// The HTTP answers while storage recovers, on a clone of the listening socket.
+struct Startup {
+    stop: tokio::sync::oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Startup {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.done.await;
+    }
+}
+
+/// Serves `/-/healthy` (200), `/-/ready` (503 with the progress) and 503 for the rest on a
+/// clone of `listener`, until stopped; returns the listener for the real router.
+fn startup_server(
+    listener: tokio::net::TcpListener,
+    progress: Arc<Progress>,
+) -> anyhow::Result<(tokio::net::TcpListener, Startup)> {
+    use axum::http::StatusCode;
+    let std_listener = listener.into_std()?;
+    let clone = tokio::net::TcpListener::from_std(std_listener.try_clone()?)?;
+    let listener = tokio::net::TcpListener::from_std(std_listener)?;
+    let p = progress.clone();
+    let ready = move || {
+        let p = p.clone();
+        async move {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("Telltale is not ready: {}\n", p.text()),
+            )
+        }
+    };
+    let rest = move || {
+        let p = progress.clone();
+        async move {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(serde_json::json!({
+                    "status": "error",
+                    "errorType": "unavailable",
+                    "error": format!("starting: {}", p.text()),
+                })),
+            )
+        }
+    };
+    let app = axum::Router::new()
+        .route(
+            "/-/healthy",
+            axum::routing::get(|| async { "Telltale is Healthy.\n" }),
+        )
+        .route("/-/ready", axum::routing::get(ready))
+        .fallback(rest);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let done = tokio::spawn(async move {
+        let r = axum::serve(clone, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "the start-up HTTP answers stopped");
+        }
+    });
+    Ok((listener, Startup { stop, done }))
+}
+
+/// Logs start-up progress every 5 s until ready (nothing when start-up is quick).
+async fn report_progress(progress: Arc<Progress>) {
+    let mut t = tokio::time::interval(std::time::Duration::from_secs(5));
+    t.tick().await;
+    loop {
+        t.tick().await;
+        if progress.ready() {
+            return;
+        }
+        tracing::info!("starting: {}", progress.text());
+    }
 }
 
 async fn shutdown_signal(term: std::io::Result<tokio::signal::unix::Signal>) {

@@ -362,7 +362,10 @@ fn logs_take_per_module_levels_a_format_and_leave_timestamps_to_journald() {
         recovered.starts_with("level=info target=telltale_aggregator::serve"),
         "{recovered}"
     );
-    assert!(lines.iter().all(|l| l.starts_with("level=")), "no timestamp: {lines:?}");
+    assert!(
+        lines.iter().all(|l| l.starts_with("level=")),
+        "no timestamp: {lines:?}"
+    );
 
     // A directive that does not parse: said once, and info is used.
     let dir = tempfile::tempdir().unwrap();
@@ -375,4 +378,102 @@ fn logs_take_per_module_levels_a_format_and_leave_timestamps_to_journald() {
         lines.iter().any(|l| l.contains("storage recovered")),
         "{lines:?}"
     );
+}
+
+/// A restart with a WAL to replay: the HTTP port answers at once — healthy, and not ready
+/// with how far recovery is — and every sample is there once it is ready.
+#[test]
+fn ready_says_how_far_recovery_is_until_it_is_done() {
+    use telltale_common::model::{Labels, Sample, SeriesSamples};
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    certs_init(&tls).unwrap();
+    let port = telltale_tests::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let start = |dir: &std::path::Path| {
+        telltale_tests::start_aggregator(&tls, &dir.join("agg"), &listen, "127.0.0.1:0", &[])
+            .unwrap()
+    };
+    let agg = start(dir.path());
+    // 400 series × 2000 samples of the last 40 minutes in 40 writes: a WAL worth replaying
+    // (recent, so it stays in the head rather than being cut into blocks).
+    let t0 = telltale_common::model::now_ms() - 2_400_000;
+    for w in 0..40 {
+        let series: Vec<SeriesSamples> = (0..400)
+            .map(|i| SeriesSamples {
+                labels: Labels::from_pairs([
+                    ("__name__", "replay_me"),
+                    ("i", i.to_string().as_str()),
+                ]),
+                samples: (0..50)
+                    .map(|k| Sample(t0 + (w * 50 + k) * 1200, k as f64))
+                    .collect(),
+            })
+            .collect();
+        telltale_tests::remote_write(agg.http, &series, None).unwrap();
+    }
+    // SIGKILL: nothing is compacted, everything is replayed.
+    drop(agg);
+    let mut cmd = Command::new(telltale_tests::bin("telltale-aggregator").unwrap());
+    cmd.args(["serve", "--tls-dir"])
+        .arg(&tls)
+        .arg("--data-dir")
+        .arg(dir.path().join("agg"))
+        .args(["--http-listen", &listen, "--quic-listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("restart.log")).unwrap());
+    let mut child = cmd.spawn().unwrap();
+    let addr: std::net::SocketAddr = listen.parse().unwrap();
+    let mut seen = Vec::new();
+    // Polled every few milliseconds (wait_for's 200 ms would miss a short recovery).
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let ready_at = loop {
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        let Ok(ready) = http_get(addr, "/-/ready") else {
+            std::thread::sleep(Duration::from_millis(2));
+            continue;
+        };
+        if ready.0 == 200 {
+            break Some(());
+        }
+        assert_eq!(ready.0, 503, "{ready:?}");
+        let healthy = http_get(addr, "/-/healthy").expect("healthy answers");
+        assert_eq!(healthy.0, 200, "healthy while recovering");
+        seen.push(ready.1);
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let total = ready_at.and_then(|()| {
+        let v = telltale_tests::query(addr, "sum(count_over_time(replay_me[2h]))").ok()?;
+        v.first()?["value"][1].as_str()?.parse::<f64>().ok()
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(dir.path().join("restart.log")).unwrap_or_default();
+    assert_eq!(
+        total,
+        Some(800_000.0),
+        "ready, with every sample replayed\n{log}"
+    );
+    eprintln!(
+        "/-/ready answered while recovering: {:?}",
+        seen.iter().collect::<std::collections::BTreeSet<_>>()
+    );
+    assert!(!seen.is_empty(), "the port answered before ready");
+    for s in &seen {
+        assert!(s.starts_with("Telltale is not ready: "), "{s:?}");
+        let known = [
+            "reading series",
+            "loading blocks",
+            "replaying WAL",
+            "opening the log store",
+            "opening the trace store",
+            "loading rules and alerting state",
+        ];
+        assert!(known.iter().any(|k| s.contains(k)), "{s:?}");
+        if s.contains("replaying WAL") {
+            assert!(s.contains(" % (") && s.contains(" segments, "), "{s:?}");
+        }
+    }
 }

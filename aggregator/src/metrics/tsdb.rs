@@ -46,6 +46,7 @@ pub mod chunk;
 mod compact;
 pub use crate::durable::frames as files;
 pub mod head;
+pub mod progress;
 mod query;
 pub mod rollup;
 mod wal;
@@ -357,6 +358,18 @@ impl Tsdb {
     /// Opens (or creates) the engine: loads series, blocks and the checkpoint, replays the
     /// WAL, and starts the writer and maintenance threads.
     pub fn open_with(data_dir: &Path, opts: Options) -> Result<Tsdb, StorageError> {
+        Tsdb::open_reporting(data_dir, opts, &progress::Progress::default())
+    }
+
+    /// [`Tsdb::open_with`], telling `progress` how far it is (blocks loaded, WAL segments and
+    /// samples replayed).
+    pub fn open_reporting(
+        data_dir: &Path,
+        opts: Options,
+        progress: &progress::Progress,
+    ) -> Result<Tsdb, StorageError> {
+        use progress::Phase;
+        progress.phase(Phase::Series, 0);
         let wal_dir = data_dir.join("log");
         let blocks_dir = data_dir.join("blocks");
         for d in [&wal_dir, &blocks_dir] {
@@ -389,7 +402,12 @@ impl Tsdb {
         // Blocks.
         let mut blocks = Vec::new();
         let mut next_seq = 1u64;
-        for e in fs::read_dir(&blocks_dir).map_err(|e| open_err(&blocks_dir, e))? {
+        let entries: Vec<_> = fs::read_dir(&blocks_dir)
+            .map_err(|e| open_err(&blocks_dir, e))?
+            .collect();
+        progress.phase(Phase::Blocks, entries.len() as u64);
+        for e in entries {
+            progress.step();
             let path = e.map_err(|e| open_err(&blocks_dir, e))?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if name.ends_with(".tmp") {
@@ -432,6 +450,10 @@ impl Tsdb {
         let segs = wal::list_segments(&wal_dir).map_err(|e| open_err(&wal_dir, e))?;
         let mut events = load_events(data_dir);
         let mut replayed_events = Vec::new();
+        progress.phase(
+            Phase::Wal,
+            segs.iter().filter(|(n, _)| *n >= cp.wal_segment).count() as u64,
+        );
         for (n, path) in &segs {
             if *n < cp.wal_segment {
                 let _ = fs::remove_file(path);
@@ -468,11 +490,13 @@ impl Tsdb {
                     );
                 }
                 head.apply(&points, None, 0);
+                progress.samples(points.len() as u64);
                 replayed_events.extend(evs);
                 replayed_events.extend(rec.events);
                 Ok(())
             })
             .map_err(|e| open_err(&wal_dir, format!("{}: {e}", path.display())))?;
+            progress.step();
         }
         if lost > 0 {
             tracing::error!(
