@@ -20,6 +20,19 @@ for tool in cargo-deb cargo-generate-rpm; do
 done
 
 cargo build --release --locked -p telltale-agent -p telltale-aggregator
+# Man pages and shell completions, generated from the binaries' own clap definitions
+# (so they cannot drift from the flags) into packaging/generated/, which the packages' asset
+# lists name.
+bin_dir="${CARGO_TARGET_DIR:-target}/release"
+gen=packaging/generated
+rm -rf "$gen" && mkdir -p "$gen"
+for p in agent aggregator; do
+    b="$bin_dir/telltale-$p"
+    "$b" man | gzip -9n > "$gen/telltale-$p.1.gz"
+    "$b" completions bash > "$gen/telltale-$p.bash"
+    "$b" completions zsh > "$gen/_telltale-$p"
+    "$b" completions fish > "$gen/telltale-$p.fish"
+done
 out=target/packages
 mkdir -p "$out"
 for p in agent aggregator; do

@@ -35,6 +35,10 @@ echo "== install"
 dpkg -i "$agent_deb" "$agg_deb"
 for p in agent aggregator; do
     check "/usr/bin/telltale-$p is 755 root" test "$(mode_owner /usr/bin/telltale-$p)" = "755 root:root"
+    check "man telltale-$p is installed and reads" sh -c "zcat /usr/share/man/man1/telltale-$p.1.gz | grep -q '^.TH telltale-$p 1'"
+    check "bash completion for telltale-$p" sh -c "grep -q telltale-$p /usr/share/bash-completion/completions/telltale-$p"
+    check "zsh and fish completions for telltale-$p" test -s /usr/share/zsh/vendor-completions/_telltale-$p -a -s /usr/share/fish/vendor_completions.d/telltale-$p.fish
+    check "the licence ships" test -s /usr/share/doc/telltale-$p/LICENSE
     check "/etc/telltale/$p.toml is a conffile" sh -c "dpkg-query -W -f='\${Conffiles}' telltale-$p | grep -q /etc/telltale/$p.toml"
     check "unit installed" test -f /usr/lib/systemd/system/telltale-$p.service
     check "unit enabled" test -L /etc/systemd/system/multi-user.target.wants/telltale-$p.service
@@ -117,6 +121,7 @@ for r in "$agent_rpm" "$agg_rpm"; do
     check "$p config is noreplace" sh -c "rpm -qp --qf '[%{FILENAMES} %{FILEFLAGS:fflags}\n]' '$r' | grep -q '^/etc/telltale/.* cn'"
     check "$p creates the user" sh -c "rpm -qp --scripts '$r' | grep -q 'useradd -r -g telltale'"
     check "$p has the unit" sh -c "rpm -qpl '$r' | grep -q '/usr/lib/systemd/system/$p.service'"
+    check "$p has its man page and completions" sh -c "rpm -qpl '$r' | grep -q '^/usr/share/man/man1/$p.1.gz$' && rpm -qpl '$r' | grep -q '^/usr/share/bash-completion/completions/$p$'"
     root=$(mktemp -d)
     # --noscripts: the scratch root has no shell to run scriptlets in.
     rpm --root "$root" --nodeps --noscripts -i "$r"

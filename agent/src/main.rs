@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use telltale_agent::config::{Config, Overrides};
 
 /// Telltale host agent: collects host metrics and ships them to the aggregator over QUIC.
@@ -22,6 +22,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Print a shell completion script (bash, zsh or fish) to standard output.
+    Completions {
+        /// The shell.
+        shell: telltale_common::cli::Shell,
+    },
+    /// Print the man page (roff) to standard output; the packages install it.
+    #[command(hide = true)]
+    Man,
     /// Run the agent.
     Run(RunArgs),
     /// Validate the configuration and the TLS files it names, then exit.
@@ -105,10 +113,27 @@ fn collect_once(a: &CollectArgs) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_format = cli.log_format;
+    let printed = match &cli.cmd {
+        Cmd::Completions { shell } => {
+            Some(telltale_common::cli::completions(Cli::command(), *shell))
+        }
+        Cmd::Man => Some(telltale_common::cli::man(Cli::command())),
+        _ => None,
+    };
+    if let Some(r) = printed {
+        return match r {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let (args, check_only) = match cli.cmd {
         Cmd::Run(a) => (a, false),
         Cmd::CheckConfig(a) => (a, true),
         Cmd::Collect(a) => return collect_once(&a),
+        Cmd::Completions { .. } | Cmd::Man => return ExitCode::SUCCESS,
     };
     let cfg = match args.config() {
         Ok(c) => c,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use telltale_aggregator::config::{Config, Overrides};
 
 /// Telltale aggregator: QUIC ingest from agents, durable storage, Prometheus-compatible API.
@@ -23,6 +23,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Print a shell completion script (bash, zsh or fish) to standard output.
+    Completions {
+        /// The shell.
+        shell: telltale_common::cli::Shell,
+    },
+    /// Print the man page (roff) to standard output; the packages install it.
+    #[command(hide = true)]
+    Man,
     /// Make and issue the certificates of the agent ↔ aggregator link.
     Certs {
         #[command(subcommand)]
@@ -442,6 +450,22 @@ impl ServeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_format = cli.log_format;
+    let printed = match &cli.cmd {
+        Cmd::Completions { shell } => {
+            Some(telltale_common::cli::completions(Cli::command(), *shell))
+        }
+        Cmd::Man => Some(telltale_common::cli::man(Cli::command())),
+        _ => None,
+    };
+    if let Some(r) = printed {
+        return match r {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     match cli.cmd {
         Cmd::Certs { cmd } => {
             let r = match cmd {
@@ -706,6 +730,8 @@ fn main() -> ExitCode {
         }
         Cmd::Report(a) => report(a),
         Cmd::Diagram(a) => diagram(a),
+        // Printed above.
+        Cmd::Completions { .. } | Cmd::Man => ExitCode::SUCCESS,
         Cmd::Slos {
             cmd: SlosCmd::Check { files },
         } => {

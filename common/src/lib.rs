@@ -1,6 +1,7 @@
 //! Telltale's shared pieces: what the agent and the aggregator must agree on.
 //!
 //! # Layout
+//! - [`cli`]: shell completions and man pages from the binaries' clap definitions.
 //! - [`model`]: series, labels and samples — the data model both sides speak.
 //! - [`wire`]: the messages exchanged over QUIC (handshake, batches, acknowledgements).
 //! - [`codec`]: the sans-IO frame codec (length prefix, version, checksum, MessagePack);
@@ -17,6 +18,7 @@
 //! - [`store`]: opening sled stores: damage is moved aside, anything else is an error.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod histogram;

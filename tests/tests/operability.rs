@@ -477,3 +477,104 @@ fn ready_says_how_far_recovery_is_until_it_is_done() {
         }
     }
 }
+
+/// Man pages and completions come from the clap definitions: every flag of `run`/`serve` is
+/// in the page, and each shell gets a script that names the binary.
+#[test]
+fn man_pages_and_completions_are_generated_from_the_flags() {
+    for (bin, flags) in [
+        (
+            "telltale-agent",
+            ["--aggregator", "--data-dir", "--interval"],
+        ),
+        (
+            "telltale-aggregator",
+            ["--http-listen", "--rules", "--api-token"],
+        ),
+    ] {
+        let path = telltale_tests::bin(bin).unwrap();
+        let out = Command::new(&path).arg("man").output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let page = String::from_utf8(out.stdout).unwrap();
+        assert!(page.contains(&format!(".TH {bin} 1")), "{page}");
+        for f in flags {
+            // roff escapes the dashes.
+            assert!(
+                page.contains(&f.replace('-', "\\-")),
+                "{bin}: {f} missing from the man page"
+            );
+        }
+        for shell in ["bash", "zsh", "fish"] {
+            let out = Command::new(&path)
+                .args(["completions", shell])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            assert!(
+                String::from_utf8_lossy(&out.stdout).contains(bin),
+                "{bin} {shell}"
+            );
+        }
+        let out = Command::new(&path)
+            .args(["completions", "tcsh"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+    }
+}
+
+/// The container recipe and the compose example name files that exist and flags the binaries
+/// have (no container engine here to run them: this keeps them from rotting).
+#[test]
+fn the_container_recipe_and_compose_example_match_the_repository() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dockerfile = std::fs::read_to_string(root.join("packaging/container/Dockerfile")).unwrap();
+    for line in dockerfile
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
+    {
+        let src = line.split_whitespace().nth(1).unwrap();
+        if src != "." {
+            assert!(
+                root.join(src).exists(),
+                "Dockerfile copies {src}, which is not there"
+            );
+        }
+    }
+    let compose_dir = root.join("packaging/container");
+    let compose = std::fs::read_to_string(compose_dir.join("compose.yml")).unwrap();
+    for word in compose.split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == ']') {
+        let path = word.trim_matches('"').split(':').next().unwrap_or("");
+        if path.starts_with("./") || path.starts_with("../") {
+            assert!(compose_dir.join(path).exists(), "compose.yml names {path}");
+        }
+    }
+    // Every flag a service passes is one of its binary's.
+    let help = |bin: &str, sub: &str| {
+        let out = Command::new(telltale_tests::bin(bin).unwrap())
+            .args([sub, "--help"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let (agent, serve) = (
+        help("telltale-agent", "run"),
+        help("telltale-aggregator", "serve"),
+    );
+    let mut checked = 0;
+    for line in compose.lines() {
+        let is_agent = line.contains("\"run\"")
+            || line.contains("\"--aggregator\"")
+            || line.contains("\"--ca\"")
+            || line.contains("\"--key\"");
+        for flag in line.split('"').filter(|w| w.starts_with("--")) {
+            let known = if is_agent { &agent } else { &serve };
+            assert!(
+                known.contains(flag),
+                "compose.yml passes {flag}, unknown to the binary"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 15, "{checked} flags checked");
+}
