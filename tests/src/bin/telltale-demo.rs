@@ -44,13 +44,21 @@ fn args() -> anyhow::Result<Args> {
 fn build() -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
+    // The same package set as `cargo demo`'s own build (this crate depends on both daemons),
+    // so features resolve the same and no dependency is compiled a second time: only the two
+    // binaries are left to build.
     cmd.args([
         "build",
         "--locked",
-        "--bins",
+        "-p",
+        "telltale-tests",
         "-p",
         "telltale-agent",
         "-p",
+        "telltale-aggregator",
+        "--bin",
+        "telltale-agent",
+        "--bin",
         "telltale-aggregator",
     ]);
     if bin_dir().ends_with("release") {
