@@ -46,13 +46,14 @@ impl std::str::FromStr for Format {
 }
 
 /// The filter from a directive string: `Ok` with the parsed targets, `Err` naming the problem.
-pub fn parse_filter(s: &str) -> Result<Targets, String> {
+pub fn parse_filter(s: &str) -> Result<Targets, crate::config::Invalid> {
     let s = s.trim();
     if s.is_empty() {
         return Ok(Targets::new().with_default(LevelFilter::INFO));
     }
     // A bare level is the default level (Targets reads it so too).
-    s.parse::<Targets>().map_err(|e| format!("{s:?}: {e}"))
+    s.parse::<Targets>()
+        .map_err(|e| crate::config::Invalid(format!("{s:?}: {e}")))
 }
 
 /// The filter `TELLTALE_LOG` (else `RUST_LOG`) asks for, and a warning when it does not parse.
@@ -64,7 +65,7 @@ pub fn filter_from_env() -> (Targets, Option<String>) {
         Ok(t) => (t, None),
         Err(e) => (
             Targets::new().with_default(LevelFilter::INFO),
-            Some(format!("TELLTALE_LOG {e}; logging at info")),
+            Some(format!("TELLTALE_LOG {}; logging at info", e.0)),
         ),
     }
 }

@@ -177,12 +177,14 @@ const AGENT: &[(&str, &[&str])] = &[
 
 const COMMON: &[(&str, &[&str])] = &[
     ("lib", &["*"]),
+    // Completions and man pages from the binaries' clap definitions.
+    ("cli", &[]),
     ("codec", &[]),
     ("config", &[]),
     ("histogram", &[]),
     ("lockfile", &[]),
     ("logfmt", &[]),
-    ("logging", &[]),
+    ("logging", &["config"]),
     ("lokipush", &["model", "wire"]),
     ("model", &[]),
     ("names", &[]),
