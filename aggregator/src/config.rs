@@ -22,6 +22,13 @@ pub struct FileConfig {
     pub http_listen: Option<SocketAddr>,
     /// QUIC ingest address (default `0.0.0.0:9471`, UDP).
     pub quic_listen: Option<SocketAddr>,
+    /// PEM certificate chain for HTTPS on `http_listen` (with `http_tls_key`). Unset: plain
+    /// HTTP.
+    pub http_tls_cert: Option<PathBuf>,
+    /// PEM private key of `http_tls_cert`.
+    pub http_tls_key: Option<PathBuf>,
+    /// PEM CA certificates: with it, HTTPS clients must present a certificate it signed.
+    pub http_client_ca: Option<PathBuf>,
     /// Largest frame an agent may send (default `16MiB`); bigger frames close the connection.
     #[serde(default, deserialize_with = "opt_bytes")]
     pub max_frame_bytes: Option<u64>,
@@ -225,6 +232,8 @@ pub struct Config {
     pub tls_dir: PathBuf,
     /// HTTP address.
     pub http_listen: SocketAddr,
+    /// HTTPS on the HTTP address: `(certificate chain, key, client CA)`.
+    pub http_tls: Option<(PathBuf, PathBuf, Option<PathBuf>)>,
     /// QUIC address.
     pub quic_listen: SocketAddr,
     /// Largest frame payload.
@@ -446,6 +455,32 @@ impl Config {
             .http_listen
             .or(file.http_listen)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9470)));
+        let http_tls = match (&file.http_tls_cert, &file.http_tls_key) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone(), file.http_client_ca.clone())),
+            (None, None) if file.http_client_ca.is_some() => {
+                return Err(ConfigError::invalid(
+                    where_,
+                    "http_client_ca",
+                    "needs http_tls_cert and http_tls_key (client certificates come with HTTPS)",
+                ));
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::invalid(
+                    where_,
+                    "http_tls_key",
+                    "missing: http_tls_cert needs its key",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    where_,
+                    "http_tls_cert",
+                    "missing: http_tls_key needs its certificate",
+                ));
+            }
+        };
+        let scheme = if http_tls.is_some() { "https" } else { "http" };
         let mut rule_files = file.rules.files.clone();
         rule_files.extend(o.rules.iter().cloned());
         let mut log_rule_files = file.logs.rule_files.clone();
@@ -499,7 +534,7 @@ impl Config {
                 .alerting
                 .external_url
                 .clone()
-                .unwrap_or_else(|| format!("http://{http_listen}")),
+                .unwrap_or_else(|| format!("{scheme}://{http_listen}")),
             storage,
             logs,
             logs_max_query_bytes: file.logs.max_query_bytes.unwrap_or(1 << 30),
@@ -515,6 +550,7 @@ impl Config {
                 .or(file.tls_dir)
                 .unwrap_or_else(|| "/etc/telltale/tls".into()),
             http_listen,
+            http_tls,
             quic_listen: o
                 .quic_listen
                 .or(file.quic_listen)

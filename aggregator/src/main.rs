@@ -888,6 +888,14 @@ fn main() -> ExitCode {
                 cert: cfg.tls_dir.join("server.crt"),
                 key: cfg.tls_dir.join("server.key"),
             };
+            if let Some((cert, key, ca)) = &cfg.http_tls {
+                if let Err(e) =
+                    telltale_aggregator::serve::https::server_config(cert, key, ca.as_deref())
+                {
+                    eprintln!("telltale-aggregator: HTTPS: {e:#}");
+                    return ExitCode::from(2);
+                }
+            }
             match tls.load().and_then(|m| m.server_config()) {
                 Ok(_) => {
                     println!("configuration OK");
@@ -935,6 +943,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            if let Some((cert, key, ca)) = &cfg.http_tls
+                && let Err(e) =
+                    telltale_aggregator::serve::https::server_config(cert, key, ca.as_deref())
+            {
+                eprintln!("telltale-aggregator: HTTPS: {e:#}");
+                return ExitCode::from(2);
+            }
             telltale_common::logging::init_with(log_format.unwrap_or_default());
             // Queries and rules are evaluated on the runtime's threads: they get the stack the
             // evaluator's depth bound is sized for.

@@ -1,6 +1,7 @@
 //! Wiring: opens storage, starts QUIC ingest, the `up` ticker and the HTTP API, and shuts
 //! them down on SIGINT or SIGTERM.
 
+pub mod https;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -86,6 +87,11 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
         key: cfg.tls_dir.join(CaFiles::SERVER_KEY),
     };
     let server_cfg = tls.load()?.server_config()?;
+    // HTTPS material is read before anything else starts: a bad file stops start-up.
+    let http_tls = match &cfg.http_tls {
+        Some((cert, key, ca)) => Some(https::server_config(cert, key, ca.as_deref())?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(cfg.http_listen)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", cfg.http_listen))?;
@@ -94,7 +100,7 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
 
     // While storage recovers, the HTTP port answers: healthy, not ready, and how far.
     let progress = Arc::new(Progress::default());
-    let (listener, startup) = startup_server(listener, progress.clone())?;
+    let (listener, startup) = startup_server(listener, progress.clone(), http_tls.clone())?;
     tokio::spawn(report_progress(progress.clone()));
     let started = std::time::Instant::now();
     let data_dir = cfg.data_dir.clone();
@@ -318,13 +324,16 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     tracing::info!(%http, %quic, "telltale-aggregator listening");
     let running = Running { http, quic };
     println!("listening http={} quic={}", running.http, running.quic);
-    axum::serve(
-        listener,
-        api::router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal(term))
-    .await
-    .context("HTTP server failed")?;
+    match http_tls {
+        Some(tls) => https::serve(listener, api::router(state), tls, shutdown_signal(term)).await,
+        None => axum::serve(
+            listener,
+            api::router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal(term))
+        .await
+        .context("HTTP server failed")?,
+    }
     tracing::info!("shutting down");
     alerts_for_shutdown.persist().await;
     endpoint.close(0u32.into(), b"aggregator shutting down");
@@ -350,6 +359,7 @@ impl Startup {
 fn startup_server(
     listener: tokio::net::TcpListener,
     progress: Arc<Progress>,
+    tls: Option<rustls::ServerConfig>,
 ) -> anyhow::Result<(tokio::net::TcpListener, Startup)> {
     use axum::http::StatusCode;
     let std_listener = listener.into_std()?;
@@ -387,11 +397,21 @@ fn startup_server(
         .fallback(rest);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let done = tokio::spawn(async move {
-        let r = axum::serve(clone, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await;
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        // With HTTPS configured, the start-up answers are HTTPS too.
+        let r = match tls {
+            Some(tls) => {
+                https::serve(clone, app, tls, stopped).await;
+                Ok(())
+            }
+            None => {
+                axum::serve(clone, app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }
+        };
         if let Err(e) = r {
             tracing::warn!(error = %e, "the start-up HTTP answers stopped");
         }

@@ -578,3 +578,102 @@ fn the_container_recipe_and_compose_example_match_the_repository() {
     }
     assert!(checked >= 15, "{checked} flags checked");
 }
+
+/// HTTPS on the HTTP API with client certificates and a read token, driven by curl (OpenSSL):
+/// a client with the CA, a certificate and the token reads; without the certificate the
+/// handshake fails; without the token it is 401; plain HTTP gets nothing; a key that does not
+/// fit stops `check-config` with exit 2.
+#[test]
+fn the_http_api_speaks_https_with_client_certificates_and_a_read_token() {
+    let Some(curl) = peer("/usr/bin/curl", "curl") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    certs_init(&tls).unwrap();
+    certs_issue(&tls, "grafana").unwrap();
+    let cfg = dir.path().join("agg.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "http_tls_cert = {:?}\nhttp_tls_key = {:?}\nhttp_client_ca = {:?}\nread_token = \"reader\"\n",
+            tls.join("server.crt"),
+            tls.join("server.key"),
+            tls.join("ca.crt")
+        ),
+    )
+    .unwrap();
+    let c = cfg.display().to_string();
+    let agg = telltale_tests::start_aggregator(
+        &tls,
+        &dir.path().join("agg"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &["--config", &c],
+    )
+    .unwrap();
+    let url = |path: &str| format!("https://127.0.0.1:{}{path}", agg.http.port());
+    let run = |args: &[&str]| {
+        let out = Command::new(&curl)
+            .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let ca = tls.join("ca.crt").display().to_string();
+    let cert = tls.join("agents/grafana.crt").display().to_string();
+    let key = tls.join("agents/grafana.key").display().to_string();
+    let q = url("/api/v1/query?query=vector(7)");
+    let full = ["--cacert", &ca, "--cert", &cert, "--key", &key];
+    let (code, out) = run(&[&full[..], &["-H", "Authorization: Bearer reader", &q]].concat());
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("\"7\"") && out.ends_with("\n200"), "{out}");
+    // The probe stays open to a client with a certificate but no token.
+    let (_, out) = run(&[&full[..], &[url("/-/ready").as_str()]].concat());
+    assert!(out.ends_with("\n200"), "{out}");
+    // No token: 401.
+    let (_, out) = run(&[&full[..], &[q.as_str()]].concat());
+    assert!(out.ends_with("\n401"), "{out}");
+    // No client certificate: the handshake fails.
+    let (code, out) = run(&["--cacert", &ca, "-H", "Authorization: Bearer reader", &q]);
+    assert_ne!(code, Some(0), "{out}");
+    // Plain HTTP to the HTTPS port: no HTTP answer.
+    let (_, out) = run(&[format!("http://{}/-/healthy", agg.http).as_str()]);
+    assert!(!out.ends_with("\n200"), "{out}");
+
+    // A key that does not belong to the certificate: check-config names it, exit 2.
+    std::fs::write(
+        &cfg,
+        format!(
+            "http_tls_cert = {:?}\nhttp_tls_key = {:?}\n",
+            tls.join("server.crt"),
+            tls.join("agents/grafana.key")
+        ),
+    )
+    .unwrap();
+    let out = Command::new(telltale_tests::bin("telltale-aggregator").unwrap())
+        .args(["check-config", "--config", &c, "--tls-dir"])
+        .arg(&tls)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("server.crt"),
+        "{out:?}"
+    );
+    // A client CA without HTTPS: a config error naming the key.
+    std::fs::write(&cfg, format!("http_client_ca = {:?}\n", tls.join("ca.crt"))).unwrap();
+    let out = Command::new(telltale_tests::bin("telltale-aggregator").unwrap())
+        .args(["check-config", "--config", &c])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("http_client_ca"),
+        "{out:?}"
+    );
+}

@@ -1,0 +1,136 @@
+//! HTTPS for the HTTP API (`http_tls_cert`, `http_tls_key`, optional `http_client_ca`), so
+//! the query API can be reached from another host without being open: TLS 1.2/1.3 with
+//! rustls, HTTP/1.1, optional client certificates, and the same router (tokens, read token,
+//! `ConnectInfo` of the peer) as plain HTTP.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::sync::watch;
+
+/// How long a handshake may take before the connection is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The TLS configuration from PEM files; errors name the file.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> anyhow::Result<rustls::ServerConfig> {
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("{}", p.display()));
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert)?)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{}: not a PEM certificate chain", cert.display()))?;
+    anyhow::ensure!(
+        !chain.is_empty(),
+        "{}: no certificate found",
+        cert.display()
+    );
+    let key = PrivateKeyDer::from_pem_slice(&read(key)?)
+        .with_context(|| format!("{}: no private key found", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(&read(ca)?) {
+                let c = c.with_context(|| format!("{}: not a PEM certificate", ca.display()))?;
+                roots
+                    .add(c)
+                    .with_context(|| format!("{}: unusable CA certificate", ca.display()))?;
+            }
+            anyhow::ensure!(
+                !roots.is_empty(),
+                "{}: no CA certificate found",
+                ca.display()
+            );
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .with_context(|| format!("{}: client verifier", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut cfg = builder
+        .with_single_cert(chain, key)
+        .with_context(|| format!("{}: the key does not match the certificate", cert.display()))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// Serves `router` over TLS on `listener` until `shutdown` resolves; connections in flight
+/// then get a few seconds to finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    tls: rustls::ServerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors and the like: wait, do not spin.
+                    tracing::warn!(error = %e, "HTTPS accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let (acceptor, router, mut stop) = (acceptor.clone(), router.clone(), stop_rx.clone());
+        conns.spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "HTTPS handshake refused");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let app = router.layer(axum::Extension(ConnectInfo(peer)));
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
+                .serve_connection(TokioIo::new(tls), service)
+                .with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "HTTPS connection ended");
+                    }
+                }
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+        // Reap finished connections so the set does not grow.
+        while conns.try_join_next().is_some() {}
+    }
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+}
