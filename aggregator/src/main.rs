@@ -888,13 +888,12 @@ fn main() -> ExitCode {
                 cert: cfg.tls_dir.join("server.crt"),
                 key: cfg.tls_dir.join("server.key"),
             };
-            if let Some((cert, key, ca)) = &cfg.http_tls {
-                if let Err(e) =
+            if let Some((cert, key, ca)) = &cfg.http_tls
+                && let Err(e) =
                     telltale_aggregator::serve::https::server_config(cert, key, ca.as_deref())
-                {
-                    eprintln!("telltale-aggregator: HTTPS: {e:#}");
-                    return ExitCode::from(2);
-                }
+            {
+                eprintln!("telltale-aggregator: HTTPS: {e:#}");
+                return ExitCode::from(2);
             }
             match tls.load().and_then(|m| m.server_config()) {
                 Ok(_) => {
