@@ -51,3 +51,40 @@ fn version_is_printed() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
 }
+
+#[test]
+fn scrape_credentials_are_checked_when_the_config_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("agent.toml");
+    let f = dir.path().join("secret");
+    std::fs::write(&f, "s").unwrap();
+    let f = format!("{:?}", f.display().to_string());
+    let job = "[[scrape]]\njob = \"a\"\ntargets = [\"127.0.0.1:1\"]\n";
+    for (extra, key) in [
+        (
+            "bearer_token_file = \"/nonexistent/token\"\n".to_string(),
+            "scrape[0].bearer_token_file",
+        ),
+        (
+            format!(
+                "bearer_token_file = {f}\nbasic_auth = {{ username = \"u\", password_file = {f} }}\n"
+            ),
+            "scrape[0].bearer_token_file",
+        ),
+        (format!("cert_file = {f}\n"), "scrape[0].key_file"),
+        (
+            format!("cert_file = {f}\nkey_file = {f}\n"),
+            "scrape[0].cert_file",
+        ),
+    ] {
+        std::fs::write(&p, format!("name = \"x\"\n{job}{extra}")).unwrap();
+        let out = agent()
+            .args(["check-config", "--config"])
+            .arg(&p)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{extra}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key), "{extra}: {err}");
+    }
+}

@@ -645,6 +645,66 @@ fn the_http_api_speaks_https_with_client_certificates_and_a_read_token() {
     let (_, out) = run(&[format!("http://{}/-/healthy", agg.http).as_str()]);
     assert!(!out.ends_with("\n200"), "{out}");
 
+    // The agent scrapes that HTTPS endpoint as Prometheus would a secured target: CA, client
+    // certificate and a bearer token from a file; a job without the token is refused (up 0).
+    certs_issue(&tls, "web-1").unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "reader\n").unwrap();
+    let agent_toml = dir.path().join("agent.toml");
+    std::fs::write(
+        &agent_toml,
+        format!(
+            "[[scrape]]\njob = \"secure\"\nscheme = \"https\"\ntargets = [\"127.0.0.1:{port}\"]\ninterval = \"1s\"\n\
+             ca_file = {ca:?}\ncert_file = {cert:?}\nkey_file = {key:?}\nbearer_token_file = {token:?}\n\n\
+             [[scrape]]\njob = \"no_token\"\nscheme = \"https\"\ntargets = [\"127.0.0.1:{port}\"]\ninterval = \"1s\"\n\
+             ca_file = {ca:?}\ncert_file = {cert:?}\nkey_file = {key:?}\n",
+            port = agg.http.port(),
+        ),
+    )
+    .unwrap();
+    let _agent = start_agent_with_config(
+        &tls,
+        "web-1",
+        agg.quic,
+        &dir.path().join("agent"),
+        "1s",
+        Some(&agent_toml),
+    )
+    .unwrap();
+    let ups = wait_for(Duration::from_secs(60), || {
+        let (_, out) = run(&[
+            &full[..],
+            &[
+                "-H",
+                "Authorization: Bearer reader",
+                &url("/api/v1/query?query=up%7Bjob%3D~%22secure%7Cno_token%22%7D"),
+            ],
+        ]
+        .concat());
+        let body = out.rsplit_once('\n')?.0.to_string();
+        let v: Value = serde_json::from_str(&body).ok()?;
+        let mut ups: Vec<(String, String)> = v["data"]["result"]
+            .as_array()?
+            .iter()
+            .map(|r| {
+                (
+                    r["metric"]["job"].as_str().unwrap_or("").to_string(),
+                    r["value"][1].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        ups.sort();
+        (ups.len() == 2).then_some(ups)
+    })
+    .expect("both scrape jobs report up");
+    assert_eq!(
+        ups,
+        [
+            ("no_token".to_string(), "0".to_string()),
+            ("secure".to_string(), "1".to_string())
+        ]
+    );
+
     // A key that does not belong to the certificate: check-config names it, exit 2.
     std::fs::write(
         &cfg,

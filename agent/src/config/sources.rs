@@ -73,9 +73,27 @@ pub struct ScrapeSection {
     pub label_value_length_limit: Option<usize>,
     /// CA for https targets (default: the system's bundle).
     pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) presented to https targets, with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// HTTP basic authentication: `{ username = "...", password_file = "..." }`.
+    pub basic_auth: Option<BasicAuthSection>,
+    /// A file holding a bearer token (`Authorization: Bearer`), read at every scrape.
+    pub bearer_token_file: Option<PathBuf>,
     /// Relabel rules for the scraped series.
     #[serde(default)]
     pub relabel: Vec<RuleConfig>,
+}
+
+/// `[scrape.basic_auth]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuthSection {
+    /// The user name.
+    pub username: String,
+    /// A file holding the password, read at every scrape.
+    pub password_file: PathBuf,
 }
 
 /// `[statsd]`
@@ -234,6 +252,42 @@ fn rules(src: &Path, key: &str, r: &[RuleConfig]) -> Result<Arc<[Rule]>, ConfigE
     relabel::compile(r)
         .map(Arc::from)
         .map_err(|e| ConfigError::invalid(src, &format!("{key}.relabel"), e))
+}
+
+/// A scrape job's credentials; their files must be readable now (a typo fails at start, not
+/// at the first scrape), and are read again at every scrape.
+fn scrape_auth(
+    src: &Path,
+    key: &str,
+    s: &ScrapeSection,
+) -> Result<Option<crate::sources::scrape::ScrapeAuth>, ConfigError> {
+    use crate::sources::scrape::ScrapeAuth;
+    let readable = |k: &str, p: &Path| {
+        std::fs::read(p).map(|_| ()).map_err(|e| {
+            ConfigError::invalid(src, &format!("{key}.{k}"), format!("{}: {e}", p.display()))
+        })
+    };
+    match (&s.basic_auth, &s.bearer_token_file) {
+        (Some(_), Some(_)) => Err(ConfigError::invalid(
+            src,
+            &format!("{key}.bearer_token_file"),
+            "use basic_auth or bearer_token_file, not both",
+        )),
+        (Some(b), None) => {
+            readable("basic_auth.password_file", &b.password_file)?;
+            Ok(Some(ScrapeAuth::Basic {
+                username: b.username.clone(),
+                password_file: b.password_file.clone(),
+            }))
+        }
+        (None, Some(f)) => {
+            readable("bearer_token_file", f)?;
+            Ok(Some(ScrapeAuth::Bearer {
+                token_file: f.clone(),
+            }))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 fn anchored(src: &Path, key: &str, pattern: &str) -> Result<Regex, ConfigError> {
@@ -423,6 +477,32 @@ pub fn sources(
                 "must be above 0 and at most the interval",
             ));
         }
+        let auth = scrape_auth(src, &key, &s)?;
+        let client = match (&s.cert_file, &s.key_file) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::invalid(
+                    src,
+                    &format!("{key}.key_file"),
+                    "missing: cert_file needs its key",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    src,
+                    &format!("{key}.cert_file"),
+                    "missing: key_file needs its certificate",
+                ));
+            }
+        };
+        if client.is_some() && scheme != "https" {
+            return Err(ConfigError::invalid(
+                src,
+                &format!("{key}.cert_file"),
+                "a client certificate needs scheme = \"https\"",
+            ));
+        }
         out.scrape.push(Arc::new(ScrapeJob {
             job: s.job,
             targets,
@@ -441,10 +521,14 @@ pub fn sources(
                 s.label_value_length_limit,
             ]),
             tls: if scheme == "https" {
-                Some(tls(src, &format!("{key}.ca_file"), s.ca_file.as_deref())?)
+                Some(
+                    crate::sources::httpc::tls_client_config(s.ca_file.as_deref(), client)
+                        .map_err(|e| ConfigError::invalid(src, &format!("{key}.ca_file"), e))?,
+                )
             } else {
                 None
             },
+            auth,
             relabel: rules(src, &key, &s.relabel)?,
         }));
     }

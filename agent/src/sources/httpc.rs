@@ -75,6 +75,14 @@ const SYSTEM_BUNDLES: &[&str] = &[
 
 /// A rustls client configuration trusting `ca_file`, or the system's bundle when `None`.
 pub fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, Invalid> {
+    tls_client_config(ca_file, None)
+}
+
+/// [`tls_config`] presenting the client certificate `(cert_file, key_file)` when given.
+pub fn tls_client_config(
+    ca_file: Option<&std::path::Path>,
+    client: Option<(&std::path::Path, &std::path::Path)>,
+) -> Result<Arc<rustls::ClientConfig>, Invalid> {
     let mut roots = rustls::RootCertStore::empty();
     let files: Vec<std::path::PathBuf> = match ca_file {
         Some(f) => vec![f.to_path_buf()],
@@ -99,8 +107,28 @@ pub fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::Clien
     let cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Invalid(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let cfg = match client {
+        None => cfg.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .map_err(|e| Invalid(format!("{}: {e}", cert.display())))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| Invalid(format!("{}: {e}", cert.display())))?;
+            if chain.is_empty() {
+                return Err(Invalid(format!("{}: no certificate found", cert.display())));
+            }
+            let k = rustls_pki_types::PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| Invalid(format!("{}: no private key found: {e}", key.display())))?;
+            cfg.with_client_auth_cert(chain, k).map_err(|e| {
+                Invalid(format!(
+                    "{}: does not fit {}: {e}",
+                    key.display(),
+                    cert.display()
+                ))
+            })?
+        }
+    };
     Ok(Arc::new(cfg))
 }
 

@@ -39,10 +39,75 @@ pub struct ScrapeJob {
     pub body_limit: usize,
     /// Limits checked while the body is parsed.
     pub limits: expfmt::Limits,
-    /// TLS for https targets.
+    /// TLS for https targets (with a client certificate when configured).
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Credentials sent with every scrape.
+    pub auth: Option<ScrapeAuth>,
     /// Rules applied to scraped series.
     pub relabel: Arc<[Rule]>,
+}
+
+/// How a scrape authenticates. Secrets live in files, read at every scrape so a rotated
+/// token is used without a restart (Kubernetes rotates service-account tokens so).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScrapeAuth {
+    /// HTTP basic authentication.
+    Basic {
+        /// User name.
+        username: String,
+        /// File holding the password.
+        password_file: std::path::PathBuf,
+    },
+    /// `Authorization: Bearer <token>`.
+    Bearer {
+        /// File holding the token.
+        token_file: std::path::PathBuf,
+    },
+}
+
+/// The contents of a secret file without its trailing newline.
+fn secret(path: &std::path::Path) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// Standard base64 with padding (RFC 4648), for basic authentication.
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+impl ScrapeAuth {
+    /// The `Authorization` header's value, reading the secret now.
+    pub fn header(&self) -> Result<String, String> {
+        match self {
+            ScrapeAuth::Basic {
+                username,
+                password_file,
+            } => {
+                let pass = secret(password_file)?;
+                Ok(format!(
+                    "Basic {}",
+                    base64(format!("{username}:{pass}").as_bytes())
+                ))
+            }
+            ScrapeAuth::Bearer { token_file } => Ok(format!("Bearer {}", secret(token_file)?)),
+        }
+    }
 }
 
 const ACCEPT: &str =
@@ -67,7 +132,7 @@ pub async fn scrape_once(job: &ScrapeJob, target: &str, uri: &hyper::Uri) -> Scr
     let t = now_ms();
     let started = std::time::Instant::now();
     let timeout_s = format!("{}", job.timeout.as_secs_f64());
-    let headers = [
+    let mut headers = vec![
         ("accept", ACCEPT),
         (
             "user-agent",
@@ -75,17 +140,26 @@ pub async fn scrape_once(job: &ScrapeJob, target: &str, uri: &hyper::Uri) -> Scr
         ),
         ("x-prometheus-scrape-timeout-seconds", timeout_s.as_str()),
     ];
-    let result = match tokio::time::timeout(
-        job.timeout,
-        crate::sources::httpc::get(uri, job.tls.as_ref(), &headers, job.body_limit),
-    )
-    .await
-    {
+    // A secret that cannot be read fails the scrape, named, without a request.
+    let auth = job.auth.as_ref().map(ScrapeAuth::header).transpose();
+    if let Ok(Some(a)) = &auth {
+        headers.push(("authorization", a.as_str()));
+    }
+    let fetched = match &auth {
+        Err(e) => Ok(Err(e.clone())),
+        Ok(_) => tokio::time::timeout(
+            job.timeout,
+            crate::sources::httpc::get(uri, job.tls.as_ref(), &headers, job.body_limit),
+        )
+        .await
+        .map(|r| r.map_err(|e| e.to_string())),
+    };
+    let result = match fetched {
         Err(_) => Err(format!(
             "scrape timed out after {}",
             humantime::format_duration(job.timeout)
         )),
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(e)) => Err(e),
         Ok(Ok(r)) if r.status != 200 => Err(format!("server returned HTTP status {}", r.status)),
         Ok(Ok(r)) => {
             let text = String::from_utf8_lossy(&r.body);
@@ -250,8 +324,73 @@ mod tests {
             body_limit: 1 << 20,
             limits: expfmt::Limits::DEFAULT,
             tls: None,
+            auth: None,
             relabel: Arc::from(Vec::new()),
         }
+    }
+
+    /// A server answering 200 only to `Authorization: <want>`, 401 otherwise.
+    async fn serve_auth(want: &'static str) -> std::net::SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    let req = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+                    let ok =
+                        req.contains(&format!("authorization: {}\r\n", want.to_ascii_lowercase()));
+                    let (status, body) = if ok { (200, "m 1\n") } else { (401, "") };
+                    let resp = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = s.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn credentials_come_from_files_read_at_every_scrape() {
+        // RFC 7617's example.
+        let addr = serve_auth("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==").await;
+        let dir = tempfile::tempdir().unwrap();
+        let pass = dir.path().join("pass");
+        std::fs::write(&pass, "open sesame\n").unwrap();
+        let uri: hyper::Uri = format!("http://{addr}/metrics").parse().unwrap();
+        let mut j = job(false);
+        j.auth = Some(ScrapeAuth::Basic {
+            username: "Aladdin".into(),
+            password_file: pass.clone(),
+        });
+        let r = scrape_once(&j, "t", &uri).await;
+        assert_eq!(r.error, None);
+        assert_eq!(r.series.len(), 1);
+        // A rotated secret is used at the next scrape.
+        std::fs::write(&pass, "wrong").unwrap();
+        let r = scrape_once(&j, "t", &uri).await;
+        assert_eq!(r.error.as_deref(), Some("server returned HTTP status 401"));
+        // A secret that cannot be read fails the scrape, named.
+        std::fs::remove_file(&pass).unwrap();
+        let r = scrape_once(&j, "t", &uri).await;
+        assert!(
+            r.error.as_deref().is_some_and(|e| e.contains("pass")),
+            "{:?}",
+            r.error
+        );
+        let token = dir.path().join("token");
+        std::fs::write(&token, "t0k3n\n").unwrap();
+        let addr = serve_auth("Bearer t0k3n").await;
+        let uri: hyper::Uri = format!("http://{addr}/metrics").parse().unwrap();
+        j.auth = Some(ScrapeAuth::Bearer { token_file: token });
+        assert_eq!(scrape_once(&j, "t", &uri).await.error, None);
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
     }
 
     /// A target answering more than the job's limits fails that scrape (up = 0, a message
