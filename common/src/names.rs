@@ -124,3 +124,6 @@ pub const AGG_RULE_GROUP_SECONDS: &str = "telltale_aggregator_rule_group_duratio
 pub const AGG_ALERT_TO_NOTIFICATION: &str = "telltale_aggregator_alert_to_notification_seconds";
 /// Samples handed over by each source of an agent (`source` label: `host`, `scrape:<job>`…).
 pub const AGENT_SOURCE_SAMPLES: &str = "telltale_agent_source_samples_total";
+/// Notifications for integrations Telltale does not deliver (`receiver`, `integration`).
+pub const AGG_NOTIFICATIONS_UNDELIVERABLE: &str =
+    "telltale_aggregator_notifications_undeliverable_total";

@@ -6,7 +6,8 @@
 //! string and number literals, `{{ if … }}`/`{{ else }}`/`{{ end }}`, `{{ with … }}`, and the
 //! functions `humanize`, `humanize1024`, `humanizePercentage`, `humanizeDuration`,
 //! `humanizeTimestamp`, `printf`, `toUpper`, `toLower`, `title`, `reReplaceAll`, `match`,
-//! `stripPort`, `first`-less value functions. Templates are parsed when the rule file loads,
+//! `stripPort`, Go's `eq`/`ne`/`lt`/`le`/`gt`/`ge`/`and`/`or`/`not`/`len`/`index`, and
+//! `$externalURL`. Templates are parsed when the rule file loads,
 //! so an unknown function or a syntax error is a load error naming the rule; errors while
 //! rendering produce Prometheus' `<error expanding template: …>` text instead of failing the
 //! evaluation.
@@ -47,6 +48,7 @@ enum Operand {
     Label(String),
     ExternalLabels,
     ExternalLabel(String),
+    ExternalUrl,
     Value,
     Dot,
     Str(String),
@@ -67,6 +69,23 @@ enum Func {
     ReReplaceAll,
     Match,
     StripPort,
+    /// Go's comparison functions: `eq a b c` is a == b || a == c.
+    Cmp(CmpOp),
+    And,
+    Or,
+    Not,
+    Len,
+    Index,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
 }
 
 impl Func {
@@ -84,6 +103,17 @@ impl Func {
             "reReplaceAll" => Func::ReReplaceAll,
             "match" => Func::Match,
             "stripPort" => Func::StripPort,
+            "eq" => Func::Cmp(CmpOp::Eq),
+            "ne" => Func::Cmp(CmpOp::Ne),
+            "lt" => Func::Cmp(CmpOp::Lt),
+            "le" => Func::Cmp(CmpOp::Le),
+            "gt" => Func::Cmp(CmpOp::Gt),
+            "ge" => Func::Cmp(CmpOp::Ge),
+            "and" => Func::And,
+            "or" => Func::Or,
+            "not" => Func::Not,
+            "len" => Func::Len,
+            "index" => Func::Index,
             _ => return None,
         })
     }
@@ -98,6 +128,8 @@ pub struct Data<'a> {
     pub external: &'a Labels,
     /// `$value` / `.Value`.
     pub value: f64,
+    /// `$externalURL` / `.ExternalURL`: the aggregator's external URL.
+    pub external_url: &'a str,
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +168,15 @@ impl V {
             }
         }
     }
+    fn kind(&self) -> &'static str {
+        match self {
+            V::Str(_) => "string",
+            V::Num(_) => "float64",
+            V::Map(_) => "map",
+            V::Bool(_) => "bool",
+        }
+    }
+
     fn num(&self) -> Result<f64, String> {
         match self {
             V::Num(n) => Ok(*n),
@@ -395,6 +436,7 @@ fn operand(w: &str) -> Result<Operand, TemplateError> {
         "$labels" | ".Labels" => Operand::Labels,
         "$value" | ".Value" => Operand::Value,
         "$externalLabels" | ".ExternalLabels" => Operand::ExternalLabels,
+        "$externalURL" | ".ExternalURL" => Operand::ExternalUrl,
         "." => Operand::Dot,
         _ => {
             if let Some(n) = w
@@ -510,6 +552,7 @@ fn value_of(o: &Operand, d: Data<'_>, dot: &V) -> V {
         Operand::Label(n) => V::Str(d.labels.get(n).unwrap_or("").to_string()),
         Operand::ExternalLabels => V::Map(d.external.clone()),
         Operand::ExternalLabel(n) => V::Str(d.external.get(n).unwrap_or("").to_string()),
+        Operand::ExternalUrl => V::Str(d.external_url.to_string()),
         Operand::Value => V::Num(d.value),
         Operand::Dot => dot.clone(),
         Operand::Str(s) => V::Str(s.clone()),
@@ -597,7 +640,80 @@ fn call(f: Func, a: &[V]) -> Result<V, String> {
             }
             _ => return Err("match: wrong number of args: want 2".into()),
         },
+        Func::Cmp(op) => compare(op, a)?,
+        // Go's and/or: the first falsy (truthy) argument, else the last.
+        Func::And => a
+            .iter()
+            .find(|v| !v.truthy())
+            .or(a.last())
+            .cloned()
+            .ok_or_else(|| "and: want at least 1 argument".to_string())?,
+        Func::Or => a
+            .iter()
+            .find(|v| v.truthy())
+            .or(a.last())
+            .cloned()
+            .ok_or_else(|| "or: want at least 1 argument".to_string())?,
+        Func::Not => V::Bool(!one("not", a)?.truthy()),
+        Func::Len => V::Num(match one("len", a)? {
+            V::Str(s) => s.len() as f64,
+            V::Map(m) => m.len() as f64,
+            other => return Err(format!("len of {}", other.kind())),
+        }),
+        Func::Index => match a {
+            [V::Map(m), key] => V::Str(m.get(&key.text()).unwrap_or("").to_string()),
+            [other, _] => return Err(format!("can't index item of type {}", other.kind())),
+            _ => return Err("index: wrong number of args: want 2".into()),
+        },
     })
+}
+
+/// Go's `eq`/`ne`/`lt`/`le`/`gt`/`ge`: numbers with numbers (a number-like string counts as
+/// a number, as `$value` and literals mix), strings with strings, booleans for `eq`/`ne`;
+/// `eq` takes several right-hand sides (true if any is equal).
+fn compare(op: CmpOp, a: &[V]) -> Result<V, String> {
+    use std::cmp::Ordering;
+    let ord = |x: &V, y: &V| -> Result<Option<Ordering>, String> {
+        match (x, y) {
+            (V::Num(p), q) | (q, V::Num(p)) if !matches!(q, V::Bool(_) | V::Map(_)) => {
+                let (l, r) = if matches!(x, V::Num(_)) {
+                    (*p, q.num()?)
+                } else {
+                    (q.num()?, *p)
+                };
+                Ok(l.partial_cmp(&r))
+            }
+            (V::Str(l), V::Str(r)) => Ok(Some(l.cmp(r))),
+            (V::Bool(l), V::Bool(r)) if matches!(op, CmpOp::Eq | CmpOp::Ne) => Ok(Some(l.cmp(r))),
+            _ => Err(format!(
+                "incompatible types for comparison: {} and {}",
+                x.kind(),
+                y.kind()
+            )),
+        }
+    };
+    let (first, rest) = a
+        .split_first()
+        .ok_or_else(|| "missing argument for comparison".to_string())?;
+    if rest.is_empty() {
+        return Err("missing argument for comparison".into());
+    }
+    if op != CmpOp::Eq && rest.len() > 1 {
+        return Err("wrong number of args for comparison: want 2".into());
+    }
+    let mut any = false;
+    for r in rest {
+        let o = ord(first, r)?;
+        any |= match op {
+            CmpOp::Eq => o == Some(Ordering::Equal),
+            CmpOp::Ne => o != Some(Ordering::Equal),
+            CmpOp::Lt => o == Some(Ordering::Less),
+            CmpOp::Le => matches!(o, Some(Ordering::Less | Ordering::Equal)),
+            CmpOp::Gt => o == Some(Ordering::Greater),
+            CmpOp::Ge => matches!(o, Some(Ordering::Greater | Ordering::Equal)),
+        };
+    }
+    Ok(V::Bool(any))
 }
 
 fn title(s: &str) -> String {
@@ -789,7 +905,70 @@ mod tests {
             labels: &labels,
             external: &ext,
             value,
+            external_url: "http://telltale.example:9470",
         })
+    }
+
+    #[test]
+    fn go_comparison_logic_len_index_and_the_external_url() {
+        // What Prometheus rule files write with them.
+        for (src, v, want) in [
+            (
+                "{{ if gt $value 80.0 }}high{{ else }}ok{{ end }}",
+                90.0,
+                "high",
+            ),
+            (
+                "{{ if gt $value 80.0 }}high{{ else }}ok{{ end }}",
+                10.0,
+                "ok",
+            ),
+            ("{{ if le $value 3 }}a{{ end }}", 3.0, "a"),
+            (
+                "{{ if eq $labels.instance \"web-1\" \"db-1:9100\" }}mine{{ end }}",
+                0.0,
+                "mine",
+            ),
+            (
+                "{{ if ne $labels.instance \"db-1:9100\" }}x{{ else }}y{{ end }}",
+                0.0,
+                "y",
+            ),
+            ("{{ if lt \"a\" \"b\" }}sorted{{ end }}", 0.0, "sorted"),
+            (
+                "{{ if and $labels.instance $value }}both{{ else }}no{{ end }}",
+                0.0,
+                "no",
+            ),
+            (
+                "{{ if and $labels.instance $value }}both{{ else }}no{{ end }}",
+                2.0,
+                "both",
+            ),
+            ("{{ or $labels.missing \"fallback\" }}", 0.0, "fallback"),
+            ("{{ if not $labels.missing }}absent{{ end }}", 0.0, "absent"),
+            ("{{ len $labels }} {{ len $labels.device }}", 0.0, "2 3"),
+            (
+                "{{ index $labels \"device\" }}|{{ index $labels \"nope\" }}|",
+                0.0,
+                "sda||",
+            ),
+            (
+                "{{ $externalURL }}/alerts",
+                0.0,
+                "http://telltale.example:9470/alerts",
+            ),
+            ("{{ .ExternalURL }}", 0.0, "http://telltale.example:9470"),
+            (
+                "{{ if gt $labels 1 }}{{ end }}",
+                0.0,
+                "<error expanding template",
+            ),
+            ("{{ eq $value }}", 0.0, "<error expanding template"),
+        ] {
+            let got = render(src, v);
+            assert!(got.starts_with(want), "{src} with {v}: {got}");
+        }
     }
 
     #[test]

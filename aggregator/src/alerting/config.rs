@@ -5,7 +5,8 @@
 //! `route`, `receivers`, `inhibit_rules`, `time_intervals`, `mute_time_intervals`,
 //! `templates` (accepted; notifications use the fixed v4 payload). Receivers deliver through
 //! `webhook_configs`; Alertmanager's other integrations (email, Slack, PagerDuty...) are
-//! accepted with a load warning and do not deliver — forward to an Alertmanager for those.
+//! accepted with a load warning and do not deliver — forward to an Alertmanager for those;
+//! what they would have sent is counted (`RoutingConfig::unsupported`).
 //!
 //! Extensions (Alertmanager would refuse them; Telltale documents them in
 //! `config/routes.yml`): per receiver `alertmanager_configs` (forward to an Alertmanager's v2
@@ -291,6 +292,9 @@ pub struct RoutingConfig {
     pub route: Route,
     /// Receivers by name.
     pub receivers: HashMap<String, Vec<Integration>>,
+    /// Per receiver, the Alertmanager integrations it names that Telltale does not deliver
+    /// (`slack_configs`…): what would have gone to them is counted as undeliverable.
+    pub unsupported: HashMap<String, Vec<&'static str>>,
     /// Inhibition rules.
     pub inhibit_rules: Vec<InhibitRule>,
     /// Time intervals by name.
@@ -457,6 +461,7 @@ impl RoutingConfig {
             );
         }
         let mut receivers = HashMap::new();
+        let mut unsupported_by: HashMap<String, Vec<&'static str>> = HashMap::new();
         for r in spec.receivers {
             let mut ints = Vec::new();
             for w in r.webhook_configs {
@@ -519,6 +524,14 @@ impl RoutingConfig {
                 ("discord_configs", r.discord_configs.is_some()),
                 ("msteams_configs", r.msteams_configs.is_some()),
             ];
+            let kinds: Vec<&'static str> = unsupported
+                .iter()
+                .filter(|(_, p)| *p)
+                .map(|(k, _)| k.trim_end_matches("_configs"))
+                .collect();
+            if !kinds.is_empty() {
+                unsupported_by.insert(r.name.clone(), kinds);
+            }
             for (k, present) in unsupported {
                 if present {
                     warnings.push(format!(
@@ -649,6 +662,7 @@ impl RoutingConfig {
             resolve_timeout,
             route,
             receivers,
+            unsupported: unsupported_by,
             inhibit_rules,
             time_intervals,
             escalation_policies,

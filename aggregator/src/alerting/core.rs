@@ -127,6 +127,9 @@ pub struct Core {
     /// When each firing alert first reached alerting (not stored: after a restart, from its
     /// first receipt since), for the alert → notification latency.
     received: HashMap<u64, i64>,
+    /// Notifications that would have gone to integrations Telltale does not deliver, by
+    /// (receiver, integration), since start-up.
+    undeliverable: BTreeMap<(String, &'static str), u64>,
     dispatcher: Dispatcher,
     silences: BTreeMap<String, Silence>,
     compiled: Silences,
@@ -162,6 +165,7 @@ impl Core {
         Core {
             alerts,
             received: HashMap::new(),
+            undeliverable: BTreeMap::new(),
             dispatcher,
             compiled: Silences::new(silences.values().cloned()),
             silences,
@@ -407,6 +411,38 @@ impl Core {
         };
         let (firing, resolved) = (fps(false), fps(true));
         let priority = alerts.iter().map(|a| a.priority()).min().unwrap_or(3);
+        // Integrations named but not delivered (Slack, email…): counted once per notification
+        // they would have sent, with their own notification log entries so repeats follow the
+        // route's repeat_interval like the delivered ones.
+        for kind in routing
+            .cfg
+            .unsupported
+            .get(&f.receiver)
+            .into_iter()
+            .flatten()
+        {
+            let lane = format!("{}/{kind}/{}", f.receiver, f.key);
+            if needs_update(
+                self.nflog.get(&lane),
+                &firing,
+                &resolved,
+                false,
+                f.repeat_interval,
+                now,
+            ) {
+                let e = NflogEntry {
+                    firing: firing.clone(),
+                    resolved: resolved.clone(),
+                    at: now,
+                };
+                put(out, format!("n/{lane}"), &e);
+                self.nflog.insert(lane, e);
+                *self
+                    .undeliverable
+                    .entry((f.receiver.clone(), kind))
+                    .or_default() += 1;
+            }
+        }
         let Some(integrations) = routing.cfg.receivers.get(&f.receiver) else {
             return;
         };
@@ -719,6 +755,11 @@ impl Core {
         }
         out.sort_by_key(|(p, t, _)| (*p, *t));
         out.into_iter().map(|(_, _, v)| v).collect()
+    }
+
+    /// Notifications counted as undeliverable, by (receiver, integration).
+    pub fn undeliverable(&self) -> &BTreeMap<(String, &'static str), u64> {
+        &self.undeliverable
     }
 
     /// Firing alerts: `(active, suppressed)`.

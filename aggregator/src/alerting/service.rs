@@ -663,6 +663,15 @@ impl AlertingService {
             l(&self.counters.queued),
         );
         let core = self.lock();
+        let n = names::AGG_NOTIFICATIONS_UNDELIVERABLE;
+        let _ = writeln!(
+            out,
+            "# HELP {n} Notifications for integrations Telltale does not deliver (slack_configs, email_configs...), by receiver and integration.\n# TYPE {n} counter"
+        );
+        for ((receiver, kind), c) in core.undeliverable() {
+            let r = receiver.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(out, "{n}{{receiver=\"{r}\",integration=\"{kind}\"}} {c}");
+        }
         let (active, suppressed) = core.alert_counts(&self.routing(), now_ms());
         let n = names::AGG_ALERTS;
         let _ = writeln!(

@@ -243,6 +243,7 @@ impl Engine {
                         labels: &alert.labels,
                         external: &ext,
                         value: 0.0,
+                        external_url: "",
                     }),
                 ));
             }

@@ -83,6 +83,8 @@ pub struct AlertSpec<'a> {
     pub keep_firing_for: Duration,
     /// Most alerts the rule may hold (0 = no limit).
     pub limit: u64,
+    /// `$externalURL` in the templates.
+    pub external_url: &'a str,
 }
 
 /// The alerts of one alerting rule.
@@ -118,6 +120,7 @@ impl AlertSet {
                 labels: &metric,
                 external,
                 value: v,
+                external_url: spec.external_url,
             };
             let mut labels = metric.clone();
             for (k, t) in spec.labels {
@@ -326,6 +329,7 @@ mod tests {
             hold: Duration::from_secs(hold),
             keep_firing_for: Duration::from_secs(keep),
             limit: 0,
+            external_url: "http://telltale.example:9470",
         }
     }
 

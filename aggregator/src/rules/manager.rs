@@ -502,6 +502,7 @@ impl RuleManager {
                     hold: *hold,
                     keep_firing_for: *keep_firing_for,
                     limit: group.limit,
+                    external_url: &self.settings.external_url,
                 };
                 let before = rs.alerts.states();
                 let applied = rs.alerts.apply(&spec, t, v, &self.settings.external_labels);

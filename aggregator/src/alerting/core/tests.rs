@@ -248,3 +248,41 @@ fn a_reload_regroups_under_the_new_routes() {
     assert_eq!(n.len(), 1, "{fx:?}");
     assert_eq!(n[0].receiver, "other");
 }
+
+#[test]
+fn notifications_for_integrations_telltale_does_not_deliver_are_counted_and_marked_fired() {
+    let text = "route: {receiver: chat, group_by: [alertname], group_wait: 10s, group_interval: 1m, repeat_interval: 1h}
+receivers:
+  - name: chat
+    slack_configs: [{channel: '#ops'}]
+    email_configs: [{to: 'ops@example.com'}]
+    webhook_configs: [{url: 'http://127.0.0.1:9/hook'}]";
+    let r = Routing::new(RoutingConfig::parse(text).expect("routing"));
+    let mut c = Core::new(&r, Stored::default(), "", T0);
+    c.receive(&r, vec![alert("Disk", "warning", "a", 0)], T0 + 2_000);
+    let (fx, _) = c.step(&r, T0 + 12_000);
+    // The webhook delivers, announcing the alert first received 10 s before.
+    let n = notifications(&fx);
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0].fired_ms, Some(T0 + 2_000));
+    let count = |c: &Core| c.undeliverable().clone().into_iter().collect::<Vec<_>>();
+    assert_eq!(
+        count(&c),
+        [
+            (("chat".to_string(), "email"), 1),
+            (("chat".to_string(), "slack"), 1)
+        ]
+    );
+    // Nothing new within the repeat interval: not counted again; after it, once more.
+    let (fx, _) = c.step(&r, T0 + 80_000);
+    assert!(notifications(&fx).is_empty());
+    assert_eq!(count(&c)[0].1, 1);
+    let (fx, _) = c.step(&r, T0 + 12_000 + 3_600_000 + 60_000);
+    assert_eq!(notifications(&fx).len(), 1);
+    assert_eq!(
+        notifications(&fx)[0].fired_ms,
+        None,
+        "a repeat announces nothing new"
+    );
+    assert_eq!(count(&c)[0].1, 2);
+}
