@@ -1,8 +1,9 @@
 //! Alertmanager's time intervals (`time_intervals:` / `mute_time_intervals:`): a named list of
 //! specs, each of `times`, `weekdays`, `days_of_month`, `months`, `years`; an instant is in
 //! the interval when it is in any spec, and in a spec when every field given contains it.
-//! Times are UTC (`location: UTC` or none); other locations are refused at load rather than
-//! silently shifted.
+//! Times are in `location` (an IANA name such as `Europe/Berlin`, read from the system's
+//! zoneinfo with a bundled database as fallback; default UTC), daylight saving included: a
+//! `09:00`–`17:00` spec follows the wall clock there. An unknown name is refused at load.
 
 use serde::Deserialize;
 use telltale_common::config::Invalid;
@@ -26,7 +27,7 @@ pub struct SpecText {
     /// `["2026:2027"]`
     #[serde(default)]
     pub years: Vec<String>,
-    /// Time zone: `UTC` only.
+    /// Time zone (IANA name; default `UTC`; `Local` is the aggregator's own zone).
     #[serde(default)]
     pub location: Option<String>,
 }
@@ -44,6 +45,8 @@ pub struct TimeRangeText {
 /// A validated spec.
 #[derive(Debug, Clone, Default)]
 pub struct Spec {
+    /// `None`: UTC.
+    tz: Option<jiff::tz::TimeZone>,
     times: Vec<(u32, u32)>,
     weekdays: Vec<(u32, u32)>,
     days_of_month: Vec<(i32, i32)>,
@@ -114,14 +117,18 @@ fn hhmm(s: &str) -> Result<u32, String> {
 impl SpecText {
     /// Validates.
     pub fn validate(&self) -> Result<Spec, Invalid> {
-        if let Some(l) = &self.location
-            && !l.eq_ignore_ascii_case("utc")
-        {
-            return Err(
-                format!("location {l:?}: only UTC is supported (write the times in UTC)").into(),
-            );
-        }
         let mut spec = Spec::default();
+        match self.location.as_deref() {
+            None => {}
+            Some(l) if l.eq_ignore_ascii_case("utc") => {}
+            Some("Local") => spec.tz = Some(jiff::tz::TimeZone::system()),
+            Some(l) => {
+                spec.tz = Some(
+                    jiff::tz::TimeZone::get(l)
+                        .map_err(|e| format!("location {l:?}: unknown time zone ({e})"))?,
+                );
+            }
+        }
         for t in &self.times {
             let (a, b) = (hhmm(&t.start_time)?, hhmm(&t.end_time)?);
             if a >= b {
@@ -221,9 +228,14 @@ fn days_in_month(y: i64, m: u32) -> u32 {
 }
 
 impl Spec {
-    /// Whether `t_ms` (UTC) is inside.
+    /// Whether the instant `t_ms` (ms since the epoch) is inside, read on the wall clock of
+    /// the spec's location.
     pub fn contains(&self, t_ms: i64) -> bool {
-        let secs = t_ms.div_euclid(1000);
+        let offset = match (&self.tz, jiff::Timestamp::from_millisecond(t_ms)) {
+            (Some(tz), Ok(ts)) => i64::from(tz.to_offset(ts).seconds()),
+            _ => 0,
+        };
+        let secs = t_ms.div_euclid(1000) + offset;
         let days = secs.div_euclid(86_400);
         let minute = (secs.rem_euclid(86_400) / 60) as u32;
         let weekday = (days + 4).rem_euclid(7) as u32;
@@ -301,10 +313,34 @@ mod tests {
             "times: [{start_time: '25:00', end_time: '26:00'}]",
             "days_of_month: ['0']",
             "months: ['13']",
-            "location: Europe/Paris",
+            "location: Europe/Atlantis",
         ] {
             let t: SpecText = serde_saphyr::from_str(y).expect("yaml");
             assert!(t.validate().is_err(), "{y}");
         }
+    }
+
+    #[test]
+    fn times_follow_the_wall_clock_of_the_location_across_daylight_saving() {
+        let office = "times: [{start_time: '09:00', end_time: '17:00'}]\nweekdays: ['monday:friday']\nlocation: Europe/Berlin";
+        let ms = |s: &str| {
+            s.parse::<jiff::Timestamp>()
+                .expect("timestamp")
+                .as_millisecond()
+        };
+        // Winter (UTC+1): 08:30 UTC is 09:30 in Berlin; 16:30 UTC is 17:30.
+        assert!(spec(office).contains(ms("2026-01-14T08:30:00Z")));
+        assert!(!spec(office).contains(ms("2026-01-14T16:30:00Z")));
+        // Summer (UTC+2): 07:30 UTC is 09:30; 15:30 UTC is 17:30.
+        assert!(spec(office).contains(ms("2026-07-15T07:30:00Z")));
+        assert!(!spec(office).contains(ms("2026-07-15T15:30:00Z")));
+        // The weekday is Berlin's too: Friday 23:30 UTC is Saturday there.
+        let fri = "weekdays: ['friday']\nlocation: Europe/Berlin";
+        assert!(!spec(fri).contains(ms("2026-01-16T23:30:00Z")));
+        assert!(spec(fri).contains(ms("2026-01-16T22:30:00Z")));
+        // UTC, written or not, is unchanged.
+        let utc = "times: [{start_time: '09:00', end_time: '17:00'}]\nlocation: UTC";
+        assert!(spec(utc).contains(ms("2026-01-14T09:30:00Z")));
+        assert!(!spec(utc).contains(ms("2026-01-14T08:30:00Z")));
     }
 }
