@@ -676,6 +676,33 @@ async fn admin_flush(
     Ok(success(Json::Null))
 }
 
+/// `POST /api/v1/admin/tsdb/snapshot[?skip_head=true]` (token): Prometheus' snapshot; answers
+/// `{"name": …}`, the directory under `<data dir>/snapshots/`.
+async fn admin_snapshot(
+    State(st): St,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    q: RawQuery,
+) -> Result<Response, ApiError> {
+    authorize(&st, peer, &headers)?;
+    let p = params(&q, &Bytes::new());
+    let skip_head = match p.get("skip_head") {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(o) => {
+            return Err(ApiError::bad_data(format!(
+                "invalid parameter \"skip_head\": {o:?} (true or false)"
+            )));
+        }
+    };
+    let storage = st.storage.clone();
+    let name = tokio::task::spawn_blocking(move || storage.snapshot(skip_head))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(success(json!({ "name": name })))
+}
+
 /// `POST /-/reload` (token): re-reads rules, routes and runbooks, as SIGHUP does; a bad file
 /// keeps the running configuration and answers 500 naming it (like Prometheus).
 async fn reload(State(st): St) -> Response {
@@ -737,6 +764,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
             axum::routing::post(write).layer(DefaultBodyLimit::max(remote_write::MAX_BODY)),
         )
         .route("/api/v1/admin/tsdb/flush", axum::routing::post(admin_flush))
+        .route(
+            "/api/v1/admin/tsdb/snapshot",
+            axum::routing::post(admin_snapshot),
+        )
         .route("/metrics", get(metrics))
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))

@@ -737,3 +737,67 @@ fn the_http_api_speaks_https_with_client_certificates_and_a_read_token() {
         "{out:?}"
     );
 }
+
+/// `POST /api/v1/admin/tsdb/snapshot` (token) leaves a data directory another aggregator
+/// serves the same samples from.
+#[test]
+fn a_snapshot_is_a_data_directory_with_the_samples() {
+    use telltale_common::model::{Labels, Sample, SeriesSamples};
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    certs_init(&tls).unwrap();
+    let agg = start_quick_aggregator(&tls, dir.path(), "tok", &[]).unwrap();
+    let now = telltale_common::model::now_ms();
+    let series: Vec<SeriesSamples> = (0..10)
+        .map(|i| SeriesSamples {
+            labels: Labels::from_pairs([("__name__", "snap_me"), ("i", i.to_string().as_str())]),
+            samples: (0..60)
+                .map(|k| Sample(now - 60_000 + k * 1000, k as f64))
+                .collect(),
+        })
+        .collect();
+    telltale_tests::remote_write(agg.http, &series, Some("tok")).unwrap();
+    let (st, body) = telltale_tests::http_post_auth(
+        agg.http,
+        "/api/v1/admin/tsdb/snapshot",
+        "application/json",
+        b"",
+        None,
+    )
+    .unwrap();
+    assert_eq!(st, 401, "{body}");
+    let (st, body) = telltale_tests::http_post_auth(
+        agg.http,
+        "/api/v1/admin/tsdb/snapshot",
+        "application/json",
+        b"",
+        Some("tok"),
+    )
+    .unwrap();
+    assert_eq!(st, 200, "{body}");
+    let name = serde_json::from_str::<Value>(&body).unwrap()["data"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Written after the snapshot: not in it.
+    let later: Vec<SeriesSamples> = vec![SeriesSamples {
+        labels: Labels::from_pairs([("__name__", "after_snap")]),
+        samples: vec![Sample(now, 1.0)],
+    }];
+    telltale_tests::remote_write(agg.http, &later, Some("tok")).unwrap();
+    let snap = dir.path().join("agg/snapshots").join(&name);
+    assert!(snap.join("series.log").is_file(), "{}", snap.display());
+    let copy =
+        telltale_tests::start_aggregator(&tls, &snap, "127.0.0.1:0", "127.0.0.1:0", &[]).unwrap();
+    let count = |q: &str| {
+        telltale_tests::query(copy.http, q)
+            .unwrap()
+            .first()
+            .and_then(|v| v["value"][1].as_str().map(String::from))
+    };
+    assert_eq!(
+        count("sum(count_over_time(snap_me[5m]))").as_deref(),
+        Some("600")
+    );
+    assert_eq!(count("count(after_snap)"), None);
+}

@@ -186,6 +186,14 @@ pub trait Admin: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Puts a consistent copy of the metrics under `<data dir>/snapshots/<name>` (the head cut
+    /// into blocks first unless `skip_head`) and returns the name
+    /// (`POST /api/v1/admin/tsdb/snapshot`). Blocking.
+    fn snapshot(&self, skip_head: bool) -> Result<String, StorageError> {
+        let _ = skip_head;
+        Err(StorageError::Write("this engine takes no snapshots".into()))
+    }
+
     /// Appends the engine's own metrics in the text exposition format.
     fn render_metrics(&self, out: &mut String) {
         let _ = out;

@@ -49,6 +49,7 @@ pub mod head;
 pub mod progress;
 mod query;
 pub mod rollup;
+pub mod snapshot;
 mod wal;
 
 use std::fs;
@@ -613,6 +614,22 @@ impl Tsdb {
     pub fn flush_and_compact(&self, now_ms: i64) -> Result<(), StorageError> {
         compact::maintain(&self.inner, &self.tx, now_ms, true)
             .map_err(|e| StorageError::Write(e.to_string()))
+    }
+
+    /// Cuts the head into blocks (unless `skip_head`), then puts the engine's files under
+    /// `<data dir>/snapshots/<name>`; returns the name (see [`snapshot`]).
+    pub fn snapshot(&self, now_ms: i64, skip_head: bool) -> Result<String, StorageError> {
+        if !skip_head {
+            self.flush_and_compact(now_ms)?;
+        }
+        let stamp = jiff::Timestamp::from_millisecond(now_ms)
+            .map(|t| t.strftime("%Y%m%dT%H%M%SZ").to_string())
+            .unwrap_or_else(|_| now_ms.to_string());
+        let name = format!("{stamp}-{:016x}", rand::random::<u64>());
+        let dest = self.inner.dir.join("snapshots").join(&name);
+        snapshot::take(&self.inner.dir, &dest)
+            .map_err(|e| StorageError::Write(format!("snapshot {}: {e}", dest.display())))?;
+        Ok(name)
     }
 
     /// The engine's counters.

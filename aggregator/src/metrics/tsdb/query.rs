@@ -341,6 +341,10 @@ impl Admin for Tsdb {
         self.flush_and_compact(now_ms())
     }
 
+    fn snapshot(&self, skip_head: bool) -> Result<String, StorageError> {
+        Tsdb::snapshot(self, now_ms(), skip_head)
+    }
+
     fn render_metrics(&self, out: &mut String) {
         use std::fmt::Write as _;
         use telltale_common::names as n;
