@@ -93,7 +93,7 @@ fn base64(bytes: &[u8]) -> String {
 
 impl ScrapeAuth {
     /// The `Authorization` header's value, reading the secret now.
-    pub fn header(&self) -> Result<String, String> {
+    fn header(&self) -> Result<String, String> {
         match self {
             ScrapeAuth::Basic {
                 username,
