@@ -113,21 +113,11 @@ fn collect_once(a: &CollectArgs) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_format = cli.log_format;
-    let printed = match &cli.cmd {
-        Cmd::Completions { shell } => {
-            Some(telltale_common::cli::completions(Cli::command(), *shell))
-        }
-        Cmd::Man => Some(telltale_common::cli::man(Cli::command())),
-        _ => None,
-    };
-    if let Some(r) = printed {
-        return match r {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(1)
-            }
-        };
+    use telltale_common::cli::{Print, print};
+    match &cli.cmd {
+        Cmd::Completions { shell } => return print(Cli::command(), Print::Completions(*shell)),
+        Cmd::Man => return print(Cli::command(), Print::Man),
+        _ => {}
     }
     let (args, check_only) = match cli.cmd {
         Cmd::Run(a) => (a, false),

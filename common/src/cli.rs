@@ -55,3 +55,27 @@ pub fn man(cmd: clap::Command) -> std::io::Result<()> {
     }
     std::io::stdout().write_all(&out)
 }
+
+/// What a binary prints about itself instead of running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Print {
+    /// `completions SHELL`.
+    Completions(Shell),
+    /// `man`.
+    Man,
+}
+
+/// Prints `what` for `cmd`: exit 0, or 1 with the error (a closed stdout, say).
+pub fn print(cmd: clap::Command, what: Print) -> std::process::ExitCode {
+    let r = match what {
+        Print::Completions(shell) => completions(cmd, shell),
+        Print::Man => man(cmd),
+    };
+    match r {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

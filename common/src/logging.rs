@@ -118,8 +118,8 @@ fn logfmt_value(v: &str) -> String {
     format!("{v:?}")
 }
 
-fn json_string(v: &str) -> String {
-    let mut out = String::with_capacity(v.len() + 2);
+/// Appends `v` as a JSON string (quoted, escaped as RFC 8259 requires).
+pub fn push_json_str(out: &mut String, v: &str) {
     out.push('"');
     for c in v.chars() {
         match c {
@@ -133,6 +133,11 @@ fn json_string(v: &str) -> String {
         }
     }
     out.push('"');
+}
+
+fn json_string(v: &str) -> String {
+    let mut out = String::with_capacity(v.len() + 2);
+    push_json_str(&mut out, v);
     out
 }
 
@@ -193,16 +198,7 @@ where
 fn rfc3339_micros(d: std::time::Duration) -> String {
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = crate::model::civil_from_days(days);
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
         rem / 3600,

@@ -184,7 +184,7 @@ const COMMON: &[(&str, &[&str])] = &[
     ("histogram", &[]),
     ("lockfile", &[]),
     ("logfmt", &[]),
-    ("logging", &["config"]),
+    ("logging", &["config", "model"]),
     ("lokipush", &["model", "wire"]),
     ("model", &[]),
     ("names", &[]),

@@ -205,18 +205,7 @@ fn range_any_order(s: &str) -> Result<(i32, i32), String> {
 }
 
 /// Civil date (year, month 1-12, day 1-31) of a day count since 1970-01-01.
-pub fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
+pub use telltale_common::model::civil_from_days as civil;
 
 fn days_in_month(y: i64, m: u32) -> u32 {
     match m {

@@ -10,21 +10,7 @@ use crate::metrics::promql::format::{push_int, write_value};
 use crate::metrics::storage::SeriesData;
 
 /// Appends `s` as a JSON string.
-pub(super) fn push_json_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
+pub(super) use telltale_common::logging::push_json_str;
 
 pub(super) fn push_labels(out: &mut String, l: &Labels) {
     out.push('{');
