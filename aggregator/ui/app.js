@@ -477,10 +477,18 @@ async function remediationsPage(main) {
     try { await api("/api/v1/remediations/" + id + "/" + what, { method: "POST", body: JSON.stringify({ by: "ui" }) }); route(); }
     catch (e) { alert(what + " failed: " + e.message); }
   };
+  // The global switch: every remediation stops at once (remembered across restarts).
+  const toggle = h("button", { id: "remediation-switch", onclick: async () => {
+    try { await api("/api/v1/remediation/status", { method: "POST", body: JSON.stringify({ enabled: !status.enabled }) }); route(); }
+    catch (e) { toggle.textContent = "switch failed: " + e.message; }
+  } }, status.enabled ? "Turn all remediation off" : "Turn remediation on");
+  // The audit trail: every step of a record, with when.
+  const trail = (r) => h("details", {}, h("summary", {}, (r.history || []).length + " steps"),
+    h("ol", { class: "trail" }, (r.history || []).map((x) => h("li", {}, new Date(x.at).toLocaleString() + " — " + x.text))));
   main.replaceChildren(h("h2", {}, "Remediations"),
-    h("p", {}, "Remediation is " + (status.enabled ? "enabled" : "disabled") + "."),
-    table(["id", "runbook", "action", "instance", "state", "created", ""], list.map((r) => [r.id, r.runbook, r.action, r.instance, r.state,
-      new Date(r.createdAt).toLocaleString(),
+    h("p", {}, "Remediation is " + (status.enabled ? "enabled" : "disabled") + ". ", toggle),
+    table(["id", "runbook", "action", "instance", "state", "created", "audit trail", ""], list.map((r) => [r.id, r.runbook, r.action, r.instance, r.state,
+      new Date(r.createdAt).toLocaleString(), trail(r),
       r.state === "awaiting_approval" ? h("span", {}, h("button", { onclick: decide(r.id, "approve") }, "approve"), " ", h("button", { onclick: decide(r.id, "reject") }, "reject")) : ""])));
 }
 

@@ -713,4 +713,30 @@ fn the_pipeline_page_and_its_mermaid_are_right_and_silences_are_made_and_expired
     })
     .expect("the silence is expired");
     no_console_errors(&browser, "alerts");
+
+    // The global remediation switch, from the Remediations page with the token.
+    let enabled = || -> bool {
+        let (_, b) = http_get(agg.http, "/api/v1/remediation/status").expect("GET");
+        serde_json::from_str::<Value>(&b).expect("json")["data"]["enabled"]
+            .as_bool()
+            .expect("enabled")
+    };
+    let before = enabled();
+    browser
+        .goto(&format!("{base}#/remediations"))
+        .expect("load");
+    browser
+        .wait_for(
+            "return window.telltaleReady === true && document.querySelector('#remediation-switch')",
+            Duration::from_secs(30),
+        )
+        .expect("remediations page");
+    browser
+        .eval("document.querySelector('#remediation-switch').click(); return 1")
+        .expect("switch");
+    wait_for(Duration::from_secs(20), || {
+        (enabled() != before).then_some(())
+    })
+    .expect("the switch flips remediation");
+    no_console_errors(&browser, "remediations");
 }
