@@ -77,8 +77,15 @@ impl Registry {
         sources: &[String],
         now_ms: i64,
     ) {
+        // Bounded: the list is only shown (an agent with hundreds of scrape jobs is listed by
+        // its first 256), whatever a client sends.
+        let sources: Vec<String> = sources
+            .iter()
+            .take(256)
+            .map(|s| s.chars().take(200).collect())
+            .collect();
         self.with(name, |i, c| {
-            i.sources = sources.to_vec();
+            i.sources = sources;
             *c += 1;
             i.connected = true;
             i.address = Some(addr.to_string());
@@ -139,5 +146,12 @@ mod tests {
             (false, Some(5), 20)
         );
         assert_eq!(i.sources, ["host"], "the newest hello's sources are kept");
+        let many: Vec<String> = (0..300)
+            .map(|k| format!("scrape:{}", "j".repeat(k)))
+            .collect();
+        r.connected("y", a, "1", &many, 5);
+        let y = r.list().into_iter().find(|x| x.name == "y").unwrap();
+        assert_eq!(y.sources.len(), 256);
+        assert!(y.sources.iter().all(|s| s.chars().count() <= 200));
     }
 }

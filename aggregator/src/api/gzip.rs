@@ -12,8 +12,7 @@ use std::io::Write;
 
 /// Smaller bodies gain nothing worth the CPU.
 const MIN_BYTES: usize = 1024;
-/// Bodies above this are sent as they are (a response this large is a bug elsewhere, and
-/// buffering it twice would double the memory).
+/// Bodies above this are sent as they are (buffering it to compress would double the memory).
 const MAX_BYTES: usize = 256 << 20;
 
 fn accepts_gzip(req: &Request) -> bool {
@@ -55,7 +54,10 @@ fn compressible(r: &Response) -> bool {
 pub async fn gzip(req: Request, next: Next) -> Response {
     let wants = accepts_gzip(&req);
     let resp = next.run(req).await;
-    if !wants || !compressible(&resp) {
+    // A body of unknown or too large a size streams out as it is (buffering it to compress
+    // could fail half-way, and the client asked for gzip, not required it).
+    let size = axum::body::HttpBody::size_hint(resp.body()).upper();
+    if !wants || !compressible(&resp) || size.is_none_or(|n| n > MAX_BYTES as u64) {
         return resp;
     }
     let (mut parts, body) = resp.into_parts();
