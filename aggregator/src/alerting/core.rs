@@ -202,8 +202,16 @@ impl Core {
                 a.ends_at = now + resolve;
             }
             let fp = a.fingerprint();
+            // A firing alert's first receipt; one that had resolved (by an end that passed
+            // unrenewed) and fires again starts anew.
+            let was_firing = self
+                .alerts
+                .get(&fp)
+                .is_some_and(|old| !old.resolved_at(now));
             if a.resolved_at(now) {
                 self.received.remove(&fp);
+            } else if !was_firing {
+                self.received.insert(fp, now);
             } else {
                 self.received.entry(fp).or_insert(now);
             }
@@ -332,10 +340,12 @@ impl Core {
         }
         self.escalate(routing, now, &mut out);
         // Forget old resolved alerts and incidents.
+        let received = &mut self.received;
         self.alerts.retain(|fp, a| {
             let keep = !(a.resolved_at(now) && now - a.ends_at > RESOLVED_KEEP_MS);
             if !keep {
                 out.push(Effect::Delete(alert_key(*fp)));
+                received.remove(fp);
             }
             keep
         });

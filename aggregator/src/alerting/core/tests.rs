@@ -286,3 +286,24 @@ receivers:
     );
     assert_eq!(count(&c)[0].1, 2);
 }
+
+#[test]
+fn an_alert_that_fires_again_after_resolving_is_timed_from_its_new_start() {
+    let r = routing("");
+    let mut c = Core::new(&r, Stored::default(), "", T0);
+    // Fires, is announced, then its end passes without renewal (resolved).
+    c.receive(&r, vec![alert("Disk", "warning", "a", T0 + 60_000)], T0);
+    let (fx, _) = c.step(&r, T0 + 10_000);
+    assert_eq!(notifications(&fx)[0].fired_ms, Some(T0));
+    c.step(&r, T0 + 120_000);
+    // Fires again an hour later: the notification announcing it counts from then.
+    let later = T0 + 3_600_000;
+    c.receive(
+        &r,
+        vec![alert("Disk", "warning", "a", later + 60_000)],
+        later,
+    );
+    let (fx, _) = c.step(&r, later + 10_000);
+    let fired: Vec<Option<i64>> = notifications(&fx).iter().map(|n| n.fired_ms).collect();
+    assert!(fired.contains(&Some(later)), "{fired:?}");
+}
