@@ -187,7 +187,7 @@ fn facts(st: &ApiState, figures: bool, all: bool, t: i64) -> Facts {
             remediation["runbooks"].as_array().map_or(0, |r| r.len()),
             remediation["enabled"].as_bool().unwrap_or(false),
         ),
-        reports: st.reports.list().len(),
+        reports: st.reports.count(),
         dashboards: super::ui::load_dashboards(st.dashboards.as_deref())
             .or_else(|_| super::ui::load_dashboards(None))
             .map_or(0, |d| d.len()),

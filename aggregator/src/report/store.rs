@@ -78,6 +78,11 @@ impl ReportStore {
         }
     }
 
+    /// How many reports are kept (names only; nothing is read).
+    pub fn count(&self) -> usize {
+        Self::ids_in(&self.dir).map_or(0, |ids| ids.len())
+    }
+
     /// Every kept report, newest first.
     pub fn list(&self) -> Vec<Report> {
         let mut ids = Self::ids_in(&self.dir).unwrap_or_default();
