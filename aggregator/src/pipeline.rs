@@ -360,19 +360,18 @@ fn plural(n: usize, one: &str) -> String {
 
 /// The sources of one kind, named (`scrape: app, db`), at most a few.
 fn source_detail(f: &Facts, prefix: &str) -> Vec<String> {
-    let mut names: Vec<&str> = f
-        .sources
-        .keys()
-        .filter_map(|s| s.strip_prefix(prefix))
-        .collect();
+    first_few(f.sources.keys().filter_map(|s| s.strip_prefix(prefix)))
+}
+
+/// At most four names and how many more (`app, db +3`); nothing for none.
+fn first_few<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let names: Vec<&str> = names.collect();
     if names.is_empty() {
         return Vec::new();
     }
-    let more = names.len().saturating_sub(4);
-    names.truncate(4);
-    let mut s = names.join(", ");
-    if more > 0 {
-        s.push_str(&format!(" +{more}"));
+    let mut s = names[..names.len().min(4)].join(", ");
+    if names.len() > 4 {
+        s.push_str(&format!(" +{}", names.len() - 4));
     }
     vec![s]
 }
@@ -473,36 +472,18 @@ pub fn build(f: &Facts, now_ms: i64) -> Graph {
     ));
     nodes.push(node("logstore", "storage", "Log store", Vec::new()));
     nodes.push(node("tracestore", "storage", "Trace store", Vec::new()));
-    edges.push(edge(
-        "ingest",
-        "tsdb",
-        w.map(|w| Figure {
-            rate: Some(w.rate(Count::Samples)),
-            unit: "samples".into(),
-            ..Figure::of("append", w.stage(Hist::TsdbAppend), "")
-        }),
-        "",
-    ));
-    edges.push(edge(
-        "ingest",
-        "logstore",
-        w.map(|w| Figure {
-            rate: Some(w.rate(Count::LogLines)),
-            unit: "lines".into(),
-            ..Figure::of("append", w.stage(Hist::LogAppend), "")
-        }),
-        "",
-    ));
-    edges.push(edge(
-        "ingest",
-        "tracestore",
-        w.map(|w| Figure {
-            rate: Some(w.rate(Count::Spans)),
-            unit: "spans".into(),
-            ..Figure::of("append", w.stage(Hist::SpanAppend), "")
-        }),
-        "",
-    ));
+    for (store, count, hist, unit) in [
+        ("tsdb", Count::Samples, Hist::TsdbAppend, "samples"),
+        ("logstore", Count::LogLines, Hist::LogAppend, "lines"),
+        ("tracestore", Count::Spans, Hist::SpanAppend, "spans"),
+    ] {
+        let figure = w.map(|w| Figure {
+            rate: Some(w.rate(count)),
+            unit: unit.into(),
+            ..Figure::of("append", w.stage(hist), "")
+        });
+        edges.push(edge("ingest", store, figure, ""));
+    }
     let (groups, rules) = f.rules;
     nodes.push(node(
         "rules",
@@ -565,17 +546,8 @@ pub fn build(f: &Facts, now_ms: i64) -> Graph {
     ));
     let receivers = if f.all {
         vec!["webhook, Alertmanager, NATS, log".into()]
-    } else if f.receivers.is_empty() {
-        Vec::new()
     } else {
-        let mut r = f.receivers.clone();
-        let more = r.len().saturating_sub(4);
-        r.truncate(4);
-        let mut s = r.join(", ");
-        if more > 0 {
-            s.push_str(&format!(" +{more}"));
-        }
-        vec![s]
+        first_few(f.receivers.iter().map(String::as_str))
     };
     nodes.push(node("receivers", "actions", "Receivers", receivers));
     edges.push(edge(
