@@ -2,6 +2,7 @@
 //! resources, `/metrics` and the health endpoints. Errors map to HTTP status in one place
 //! ([`ApiError`]).
 
+mod admin;
 mod alerting;
 mod anomaly;
 mod encode;
@@ -660,49 +661,6 @@ async fn metrics(State(st): St) -> Response {
         .into_response()
 }
 
-/// `POST /api/v1/admin/tsdb/flush` (token): cuts the head into a block and compacts closed
-/// windows now, then answers `{"status":"success"}`.
-async fn admin_flush(
-    State(st): St,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    authorize(&st, peer, &headers)?;
-    let storage = st.storage.clone();
-    tokio::task::spawn_blocking(move || storage.flush())
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(success(Json::Null))
-}
-
-/// `POST /api/v1/admin/tsdb/snapshot[?skip_head=true]` (token): Prometheus' snapshot; answers
-/// `{"name": …}`, the directory under `<data dir>/snapshots/`.
-async fn admin_snapshot(
-    State(st): St,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-    q: RawQuery,
-) -> Result<Response, ApiError> {
-    authorize(&st, peer, &headers)?;
-    let p = params(&q, &Bytes::new());
-    let skip_head = match p.get("skip_head") {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(o) => {
-            return Err(ApiError::bad_data(format!(
-                "invalid parameter \"skip_head\": {o:?} (true or false)"
-            )));
-        }
-    };
-    let storage = st.storage.clone();
-    let name = tokio::task::spawn_blocking(move || storage.snapshot(skip_head))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(success(json!({ "name": name })))
-}
-
 /// `POST /-/reload` (token): re-reads rules, routes and runbooks, as SIGHUP does; a bad file
 /// keeps the running configuration and answers 500 naming it (like Prometheus).
 async fn reload(State(st): St) -> Response {
@@ -741,10 +699,10 @@ async fn not_found() -> ApiError {
 
 /// The router with every endpoint.
 pub fn router(state: Arc<ApiState>) -> Router {
-    let base = status::routes(pipeline::routes(ui::routes(report::routes(
-        golden::routes(slo::routes(anomaly::routes(
+    let base = admin::routes(status::routes(pipeline::routes(ui::routes(
+        report::routes(golden::routes(slo::routes(anomaly::routes(
             alerting::routes(Router::new()),
-        ))),
+        )))),
     ))));
     jaeger::routes(loki::routes(base))
         .route("/api/v1/query", get(query).post(query))
@@ -762,11 +720,6 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route(
             "/api/v1/write",
             axum::routing::post(write).layer(DefaultBodyLimit::max(remote_write::MAX_BODY)),
-        )
-        .route("/api/v1/admin/tsdb/flush", axum::routing::post(admin_flush))
-        .route(
-            "/api/v1/admin/tsdb/snapshot",
-            axum::routing::post(admin_snapshot),
         )
         .route("/metrics", get(metrics))
         .route("/-/healthy", get(healthy))

@@ -317,9 +317,10 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "cannot watch SIGHUP: reload with POST /-/reload"),
     }
     state.ready.store(true, Ordering::Relaxed);
-    progress.phase(Phase::Ready, 0);
     // The start-up answers stop; requests wait in the listen queue for the real router.
+    // Only then is the phase "ready": the start-up server never answers "not ready: ready".
     startup.stop().await;
+    progress.phase(Phase::Ready, 0);
     // The demo and the tests read this line to find the bound ports.
     tracing::info!(%http, %quic, "telltale-aggregator listening");
     let running = Running { http, quic };

@@ -53,6 +53,8 @@ pub const AGG_SAMPLES_REFUSED: &str = "telltale_aggregator_samples_refused_total
 pub const AGG_ACTIVE_SERIES: &str = "telltale_aggregator_active_series";
 /// Samples in the storage head (not yet in a block).
 pub const AGG_HEAD_SAMPLES: &str = "telltale_aggregator_head_samples";
+/// Deletions in force (tombstones not yet cleaned) and the series they name, by `what`.
+pub const AGG_TOMBSTONES: &str = "telltale_aggregator_tombstones";
 /// Storage blocks, by `kind` and `level`.
 pub const AGG_BLOCKS: &str = "telltale_aggregator_storage_blocks";
 /// Bytes of storage blocks, by `kind`.

@@ -801,3 +801,119 @@ fn a_snapshot_is_a_data_directory_with_the_samples() {
     );
     assert_eq!(count("count(after_snap)"), None);
 }
+
+/// `delete_series` and `clean_tombstones` as Prometheus answers them: token required, 400 for
+/// a bad call, 204 when done; the samples disappear from queries at once, stay deleted across
+/// a restart, and a clean leaves the other series whole.
+#[test]
+fn delete_series_hides_samples_at_once_and_clean_tombstones_rewrites_the_blocks() {
+    use telltale_common::model::{Labels, Sample, SeriesSamples};
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    certs_init(&tls).unwrap();
+    let agg = start_quick_aggregator(&tls, dir.path(), "tok", &[]).unwrap();
+    let now = telltale_common::model::now_ms() / 1000 * 1000;
+    // 3 jobs × 4 instances, a sample a minute for the last 3 hours (so blocks get cut).
+    let series: Vec<SeriesSamples> = (0..12)
+        .map(|i| SeriesSamples {
+            labels: Labels::from_pairs([
+                ("__name__", "doomed"),
+                ("job", ["a", "b", "c"][i % 3]),
+                ("instance", i.to_string().as_str()),
+            ]),
+            samples: (0..180)
+                .map(|k| Sample(now - 180 * 60_000 + k * 60_000, k as f64))
+                .collect(),
+        })
+        .collect();
+    telltale_tests::remote_write(agg.http, &series, Some("tok")).unwrap();
+    let post = |path: &str, token: Option<&str>| {
+        telltale_tests::http_post_auth(agg.http, path, "application/json", b"", token).unwrap()
+    };
+    let flush = post("/api/v1/admin/tsdb/flush", Some("tok"));
+    assert_eq!(flush.0, 200, "{flush:?}");
+    let count = |addr, q: &str| -> Option<f64> {
+        telltale_tests::query(addr, q)
+            .unwrap()
+            .first()
+            .and_then(|v| v["value"][1].as_str()?.parse().ok())
+    };
+    assert_eq!(
+        count(agg.http, "count(count_over_time(doomed[4h]))"),
+        Some(12.0)
+    );
+    let path = |q: &str| {
+        format!(
+            "/api/v1/admin/tsdb/delete_series?{}",
+            q.replace('{', "%7B")
+                .replace('}', "%7D")
+                .replace('"', "%22")
+        )
+    };
+    // No token, no selector, a bad selector, end before start: refused, nothing deleted.
+    assert_eq!(post(&path(r#"match[]=doomed{job="a"}"#), None).0, 401);
+    let (st, body) = post("/api/v1/admin/tsdb/delete_series", Some("tok"));
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("match[]"), "{body}");
+    let (st, body) = post(&path("match[]=doomed{job="), Some("tok"));
+    assert_eq!(st, 400, "{body}");
+    let (st, body) = post(&path("match[]=doomed&start=100&end=50"), Some("tok"));
+    assert_eq!(st, 400, "{body}");
+    assert_eq!(
+        count(agg.http, "count(count_over_time(doomed[4h]))"),
+        Some(12.0)
+    );
+    // job="a": all of it. job="b": the first hour only (Unix seconds, as promtool and curl send).
+    let (st, body) = post(&path(r#"match[]=doomed{job="a"}"#), Some("tok"));
+    assert_eq!(st, 204, "{body}");
+    // Up to just before the 61st sample: 60 of each series' 180 go.
+    let end_s = (now - 120 * 60_000) / 1000 - 1;
+    let (st, body) = post(
+        &path(&format!(r#"match[]=doomed{{job="b"}}&start=0&end={end_s}"#)),
+        Some("tok"),
+    );
+    assert_eq!(st, 204, "{body}");
+    let check = |addr| {
+        assert_eq!(
+            count(addr, r#"count(count_over_time(doomed{job="a"}[4h]))"#),
+            None
+        );
+        assert_eq!(
+            count(addr, r#"sum(count_over_time(doomed{job="b"}[4h]))"#),
+            Some(4.0 * 120.0),
+            "b keeps the samples after the deleted hour"
+        );
+        assert_eq!(
+            count(addr, r#"sum(count_over_time(doomed{job="c"}[4h]))"#),
+            Some(4.0 * 180.0)
+        );
+        let (st, body) = telltale_tests::http_get(addr, "/api/v1/label/job/values").unwrap();
+        assert_eq!(st, 200);
+        assert!(!body.contains("\"a\"") && body.contains("\"b\""), "{body}");
+    };
+    check(agg.http);
+    let (_, metrics) = telltale_tests::http_get(agg.http, "/metrics").unwrap();
+    assert!(
+        metrics.contains("telltale_aggregator_tombstones{what=\"series\"} 8"),
+        "8 series have deletions"
+    );
+    // Deletions are durable: a restart (SIGKILL, WAL replayed) keeps them.
+    drop(agg);
+    let agg = start_quick_aggregator(&tls, dir.path(), "tok", &[]).unwrap();
+    check(agg.http);
+    let post = |path: &str, token: Option<&str>| {
+        telltale_tests::http_post_auth(agg.http, path, "application/json", b"", token).unwrap()
+    };
+    assert_eq!(post("/api/v1/admin/tsdb/clean_tombstones", None).0, 401);
+    let (st, body) = post("/api/v1/admin/tsdb/clean_tombstones", Some("tok"));
+    assert_eq!(st, 204, "{body}");
+    check(agg.http);
+    let (_, metrics) = telltale_tests::http_get(agg.http, "/metrics").unwrap();
+    assert!(
+        metrics.contains("telltale_aggregator_tombstones{what=\"series\"} 0"),
+        "the clean applied every deletion"
+    );
+    drop(agg);
+    let agg = start_quick_aggregator(&tls, dir.path(), "tok", &[]).unwrap();
+    check(agg.http);
+}

@@ -194,6 +194,25 @@ pub trait Admin: Send + Sync + 'static {
         Err(StorageError::Write("this engine takes no snapshots".into()))
     }
 
+    /// Deletes the samples in `[start, end]` (ms, inclusive) of the series matching
+    /// `matchers` (`POST /api/v1/admin/tsdb/delete_series`); returns how many series matched.
+    /// Blocking.
+    fn delete_series(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<u64, StorageError> {
+        let _ = (matchers, start, end);
+        Err(StorageError::Write("this engine does not delete".into()))
+    }
+
+    /// Rewrites what deletions hide so their records can go
+    /// (`POST /api/v1/admin/tsdb/clean_tombstones`); returns the blocks rewritten. Blocking.
+    fn clean_tombstones(&self) -> Result<u64, StorageError> {
+        Ok(0)
+    }
+
     /// Appends the engine's own metrics in the text exposition format.
     fn render_metrics(&self, out: &mut String) {
         let _ = out;

@@ -19,6 +19,7 @@
 //! series.log        series id → labels, appended before any block refers to the id
 //! events.log        host events cut from the head
 //! checkpoint        first WAL segment not covered by blocks, and the stored batch origins
+//! tombstones        deletions not yet cleaned (see `tombstones`)
 //! quarantine/       blocks that do not open, moved aside at start-up
 //! ```
 //!
@@ -50,6 +51,7 @@ pub mod progress;
 mod query;
 pub mod rollup;
 pub mod snapshot;
+pub mod tombstones;
 mod wal;
 
 use std::fs;
@@ -181,8 +183,14 @@ impl Frozen {
     }
 }
 
-/// A series' labels, in-memory sample runs (oldest first) and block chunks to read.
-type SeriesParts = (Labels, Vec<Vec<Sample>>, Vec<(Arc<Block>, block::Entry)>);
+/// A series' labels, in-memory sample runs (oldest first, deletions already dropped), block
+/// chunks to read, and its deleted intervals (to drop from the chunks).
+type SeriesParts = (
+    Labels,
+    Vec<Vec<Sample>>,
+    Vec<(Arc<Block>, block::Entry)>,
+    Option<tombstones::Intervals>,
+);
 
 /// What the checkpoint file records.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -241,6 +249,8 @@ struct Inner {
     compacting: Mutex<()>,
     /// Decoded chunks of recent reads.
     cache: cache::ChunkCache,
+    /// Deletions in force (see [`tombstones`]); the write lock also serialises the file.
+    tombstones: RwLock<tombstones::Tombstones>,
     /// Wall-clock ms of the last checkpoint.
     last_checkpoint_ms: AtomicU64,
     /// The checkpoint of the last block cut, not yet written.
@@ -517,6 +527,8 @@ impl Tsdb {
         let writer =
             Writer::create(wal_dir.clone(), next_segment).map_err(|e| open_err(&wal_dir, e))?;
         let head_samples = head.head_samples;
+        let tombstones =
+            tombstones::Tombstones::load(data_dir).map_err(|e| open_err(data_dir, e))?;
         let cache =
             cache::ChunkCache::new(usize::try_from(opts.chunk_cache_bytes).unwrap_or(usize::MAX));
         let inner = Arc::new(Inner {
@@ -537,6 +549,7 @@ impl Tsdb {
             compacting: Mutex::new(()),
             wake: (Mutex::new(false), std::sync::Condvar::new()),
             cache,
+            tombstones: RwLock::new(tombstones),
             last_checkpoint_ms: AtomicU64::new(0),
             pending_checkpoint: Mutex::new(None),
             rw_keys: RwLock::new(Default::default()),
@@ -745,3 +758,5 @@ fn wait_or_wake(inner: &Inner, stop: &AtomicBool, every: Duration) -> bool {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tombstone_tests;

@@ -207,6 +207,28 @@ impl Querier for MemStorage {
 }
 
 impl Admin for MemStorage {
+    fn delete_series(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<u64, StorageError> {
+        // The TSDB's meaning: what is stored now, so the end is clamped to now.
+        let end = end.min(telltale_common::model::now_ms());
+        let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let mut n = 0;
+        st.series.retain(|labels, row| {
+            if matchers.iter().all(|m| m.matches_labels(labels)) {
+                n += 1;
+                if start <= end {
+                    row.retain(|t, _| *t < start || *t > end);
+                }
+            }
+            !row.is_empty()
+        });
+        Ok(n)
+    }
+
     fn stats(&self) -> StorageStats {
         let st = self.state.read().unwrap_or_else(|e| e.into_inner());
         StorageStats {

@@ -24,7 +24,7 @@
 //! New blocks are synced and added before the inputs are dropped and deleted; a crash in
 //! between leaves duplicates that reads merge away and the next round compacts again.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -36,6 +36,7 @@ use super::block::{Block, BlockError, BlockWriter, Kind};
 use super::chunk::ChunkError;
 use super::query::merge_buckets;
 use super::rollup;
+use super::tombstones;
 use super::{Checkpoint, Inner, Job, SeriesRecord, chunk, files, merge_runs, ms};
 use crate::metrics::storage::StorageError;
 use crate::metrics::storage::rollup::{Bucket, buckets, window_end};
@@ -446,8 +447,11 @@ fn merge_write(
 ) -> Result<(), MaintenanceError> {
     inputs.sort_by_key(|b| b.seq);
     let ids = series_ids(&inputs);
+    let deleted = deletions(inner, &ids);
+    let res = kind.resolution_ms().unwrap_or(0);
     let mut ws = Writers::new();
     for id in ids {
+        let deleted = deleted.get(&id);
         let mut raw_runs: Vec<Vec<Sample>> = Vec::new();
         let mut bucket_runs: Vec<Vec<Bucket>> = Vec::new();
         for b in &inputs {
@@ -486,7 +490,10 @@ fn merge_write(
             }
         }
         if kind == Kind::Raw {
-            let rows = merge_runs(raw_runs);
+            let mut rows = merge_runs(raw_runs);
+            if let Some(iv) = deleted {
+                tombstones::drop_samples(iv, &mut rows);
+            }
             for (i, j) in groups(&rows, |s| target(s.0)) {
                 let part = &rows[i..j];
                 let (level, end) = target(part[0].0);
@@ -500,7 +507,10 @@ fn merge_write(
                 )?;
             }
         } else {
-            let rows = merge_buckets(bucket_runs);
+            let mut rows = merge_buckets(bucket_runs);
+            if let Some(iv) = deleted {
+                tombstones::drop_buckets(iv, res, &mut rows);
+            }
             for (i, j) in groups(&rows, |b| target(b.end)) {
                 let part = &rows[i..j];
                 let (level, end) = target(part[0].end);
@@ -532,6 +542,7 @@ fn merge_write(
 fn materialize_rollups(inner: &Inner, raw: &[Arc<Block>]) -> Result<(), MaintenanceError> {
     let mut ws = Writers::new();
     let ids = series_ids(raw);
+    let deleted = deletions(inner, &ids);
     for id in ids {
         for b in raw {
             let Some(e) = b.entry(id) else { continue };
@@ -546,11 +557,14 @@ fn materialize_rollups(inner: &Inner, raw: &[Arc<Block>]) -> Result<(), Maintena
                     continue;
                 }
             };
-            let samples: Vec<Sample> = cols.ints[0]
+            let mut samples: Vec<Sample> = cols.ints[0]
                 .iter()
                 .zip(&cols.floats[0])
                 .map(|(&t, &v)| Sample(t, v))
                 .collect();
+            if let Some(iv) = deleted.get(&id) {
+                tombstones::drop_samples(iv, &mut samples);
+            }
             let end = window_end(b.max_t, window_of_level(b.level));
             for rk in [Kind::Rollup5m, Kind::Rollup1h] {
                 let bk = buckets(&samples, rk.resolution_ms().unwrap_or(HOUR));
@@ -572,6 +586,39 @@ fn materialize_rollups(inner: &Inner, raw: &[Arc<Block>]) -> Result<(), Maintena
     blocks.extend(made);
     blocks.sort_by_key(|b| b.seq);
     Ok(())
+}
+
+/// The deleted intervals of those of `ids` with deletions (copied: compaction does not hold
+/// the lock that a deletion waits for).
+fn deletions(inner: &Inner, ids: &[u32]) -> HashMap<u32, tombstones::Intervals> {
+    let t = inner.tombstones.read().unwrap_or_else(|e| e.into_inner());
+    if t.is_empty() {
+        return HashMap::new();
+    }
+    ids.iter()
+        .filter_map(|&id| t.get(id).map(|iv| (id, iv)))
+        .collect()
+}
+
+/// Rewrites every block holding samples that a deletion in force covers (same kind, level
+/// and window), without them. Returns the number of blocks rewritten.
+pub(super) fn rewrite_deleted(inner: &Inner) -> Result<usize, MaintenanceError> {
+    let _serial = inner.compacting.lock().unwrap_or_else(|e| e.into_inner());
+    let mut n = 0;
+    for b in snapshot(inner) {
+        let ids: Vec<u32> = b.entries().iter().map(|e| e.series).collect();
+        let hit = deletions(inner, &ids)
+            .values()
+            .any(|iv| tombstones::meets(iv, b.min_t, b.max_t));
+        if hit {
+            let (level, w) = (b.level, window_of_level(b.level));
+            merge_write(inner, vec![b.clone()], b.kind, &move |t| {
+                (level, window_end(t, w))
+            })?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// The series any of the blocks holds, ascending.
@@ -627,6 +674,15 @@ fn retention(inner: &Inner, now: i64) -> Result<(), MaintenanceError> {
                     }
         })
         .collect();
+    // Deletions older than every block that could still hold their samples (a 30-day
+    // rollup window past the rollup cut-off) have nothing left to hide.
+    let forget_before = raw_before.min(rollup_before).saturating_sub(31 * DAY);
+    inner
+        .tombstones
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .forget(&inner.dir, &[], forget_before, None)
+        .map_err(io("tombstones"))?;
     if expired.is_empty() {
         return Ok(());
     }

@@ -15,12 +15,19 @@ impl Tsdb {
         kind: Kind,
     ) -> Result<Vec<SeriesParts>, StorageError> {
         // 1. the head (under its lock, copying only the range), 2. frozen sets, 3. blocks.
-        let mut out: Vec<(u32, Labels, Vec<Vec<Sample>>)> = Vec::new();
+        type Found = (u32, Labels, Vec<Vec<Sample>>, Option<tombstones::Intervals>);
+        let mut out: Vec<Found> = Vec::new();
         let mut total = 0usize;
         {
+            let tomb = self
+                .inner
+                .tombstones
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
             let h = self.read_head();
             for id in h.matching_ids(matchers) {
                 let Some(s) = h.get(id) else { continue };
+                let deleted = tomb.get(id);
                 let mut runs = Vec::new();
                 if kind == Kind::Raw {
                     let r = s.range(start, end);
@@ -28,11 +35,15 @@ impl Tsdb {
                     if total > max_samples {
                         return Err(StorageError::TooManySamples { limit: max_samples });
                     }
+                    let mut r = r.to_vec();
+                    if let Some(iv) = &deleted {
+                        tombstones::drop_samples(iv, &mut r);
+                    }
                     if !r.is_empty() {
-                        runs.push(r.to_vec());
+                        runs.push(r);
                     }
                 }
-                out.push((id, s.labels.clone(), runs));
+                out.push((id, s.labels.clone(), runs, deleted));
             }
         }
         if kind == Kind::Raw {
@@ -42,7 +53,7 @@ impl Tsdb {
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
-            for (id, _, runs) in &mut out {
+            for (id, _, runs, deleted) in &mut out {
                 for f in &frozen {
                     if let Some(s) = f.get(*id) {
                         let lo = s.partition_point(|x| x.0 < start);
@@ -52,8 +63,14 @@ impl Tsdb {
                             if total > max_samples {
                                 return Err(StorageError::TooManySamples { limit: max_samples });
                             }
+                            let mut r = s[lo..hi].to_vec();
+                            if let Some(iv) = deleted {
+                                tombstones::drop_samples(iv, &mut r);
+                            }
                             // Frozen data is older than what is in the head now.
-                            runs.insert(0, s[lo..hi].to_vec());
+                            if !r.is_empty() {
+                                runs.insert(0, r);
+                            }
                         }
                     }
                 }
@@ -70,14 +87,142 @@ impl Tsdb {
             .collect();
         Ok(out
             .into_iter()
-            .map(|(id, labels, runs)| {
+            .map(|(id, labels, runs, deleted)| {
                 let refs = blocks
                     .iter()
                     .filter_map(|b| b.entry(id).map(|e| (b.clone(), *e)))
                     .collect();
-                (labels, runs, refs)
+                (labels, runs, refs, deleted)
             })
             .collect())
+    }
+
+    /// One series' samples in `[start, end]`: its chunks decoded (through the cache) and
+    /// merged with its in-memory runs, deletions dropped; `None` when nothing is left.
+    /// `total` counts the samples read so far against `max_samples`.
+    fn read_part(
+        &self,
+        (labels, mut runs, refs, deleted): SeriesParts,
+        start: i64,
+        end: i64,
+        total: &AtomicU64,
+        max_samples: usize,
+    ) -> Result<Option<SeriesData>, StorageError> {
+        let mut from_blocks = Vec::with_capacity(refs.len() + runs.len());
+        for (b, e) in refs {
+            let key = (b.seq, e.series);
+            let chunk = match self.inner.cache.get(key) {
+                Some(c) => c,
+                None => match b.read_columns(&e) {
+                    Ok(c) => {
+                        let (ts, vs) = (&c.ints[0], &c.floats[0]);
+                        let decoded: Arc<Vec<Sample>> =
+                            Arc::new(ts.iter().zip(vs).map(|(&t, &v)| Sample(t, v)).collect());
+                        self.inner.cache.insert(key, decoded.clone());
+                        decoded
+                    }
+                    Err(err) => {
+                        self.note_corrupt(&err);
+                        continue;
+                    }
+                },
+            };
+            let lo = chunk.partition_point(|s| s.0 < start);
+            let hi = chunk.partition_point(|s| s.0 <= end).max(lo);
+            let n = total.fetch_add((hi - lo) as u64, Ordering::Relaxed) as usize;
+            if n + hi - lo > max_samples {
+                return Err(StorageError::TooManySamples { limit: max_samples });
+            }
+            let mut run = chunk[lo..hi].to_vec();
+            if let Some(iv) = &deleted {
+                tombstones::drop_samples(iv, &mut run);
+            }
+            from_blocks.push(run);
+        }
+        // Blocks (oldest writes) first, then frozen sets, then the head.
+        from_blocks.append(&mut runs);
+        let samples = merge_runs(from_blocks);
+        Ok((!samples.is_empty()).then_some(SeriesData { labels, samples }))
+    }
+
+    /// Whether series `id` has a sample a deletion does not hide, anywhere.
+    /// Locks in the read path's order: tombstones, head, frozen sets, blocks.
+    fn has_data(&self, t: &tombstones::Tombstones, h: &Head, id: u32) -> bool {
+        let parts = {
+            let Some(s) = h.get(id) else { return false };
+            if !t.touched(id) {
+                return true;
+            }
+            let iv = t.get(id).unwrap_or_else(|| Arc::from([]));
+            let mut run = s.range(i64::MIN, i64::MAX).to_vec();
+            tombstones::drop_samples(&iv, &mut run);
+            if !run.is_empty() {
+                return true;
+            }
+            let frozen = self.inner.frozen.read().unwrap_or_else(|e| e.into_inner());
+            let mut runs = Vec::new();
+            for f in frozen.iter() {
+                if let Some(s) = f.get(id) {
+                    let mut r = s.to_vec();
+                    tombstones::drop_samples(&iv, &mut r);
+                    runs.push(r);
+                }
+            }
+            let refs = self
+                .inner
+                .blocks
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter(|b| b.kind == Kind::Raw)
+                .filter_map(|b| b.entry(id).map(|e| (b.clone(), *e)))
+                .collect();
+            (s.labels.clone(), runs, refs, Some(iv))
+        };
+        let total = AtomicU64::new(0);
+        matches!(
+            self.read_part(parts, i64::MIN, i64::MAX, &total, usize::MAX),
+            Ok(Some(_))
+        )
+    }
+
+    /// Label values (of `name`, or every label's names with `None`) of the series that have
+    /// data, from the postings: the fast path for listings over all time. A value whose
+    /// series all have deletions is checked series by series.
+    fn listed_values(&self, name: Option<&str>) -> Vec<String> {
+        let t = self
+            .inner
+            .tombstones
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        let h = self.read_head();
+        let no_deletions = t.is_empty();
+        let mut v: Vec<String> = match name {
+            None if no_deletions => return h.label_names(),
+            Some(n) if no_deletions => h
+                .label_values(n)
+                .into_iter()
+                .map(|(v, _)| v.to_string())
+                .collect(),
+            _ => {
+                let live = |ids: &[u32]| ids.iter().any(|&id| self.has_data(&t, &h, id));
+                match name {
+                    Some(n) => h
+                        .label_values(n)
+                        .into_iter()
+                        .filter(|(_, ids)| live(ids))
+                        .map(|(v, _)| v.to_string())
+                        .collect(),
+                    None => h
+                        .label_names()
+                        .into_iter()
+                        .filter(|n| h.label_values(n).iter().any(|(_, ids)| live(ids)))
+                        .collect(),
+                }
+            }
+        };
+        v.sort();
+        v
     }
 
     fn note_corrupt(&self, e: &block::BlockError) {
@@ -103,40 +248,9 @@ impl Querier for Tsdb {
         // Decoding chunks is most of a read: series are split across the cores.
         let read = |part: Vec<SeriesParts>| -> Result<Vec<SeriesData>, StorageError> {
             let mut out = Vec::with_capacity(part.len());
-            for (labels, mut runs, refs) in part {
-                let mut from_blocks = Vec::with_capacity(refs.len() + runs.len());
-                for (b, e) in refs {
-                    let key = (b.seq, e.series);
-                    let chunk = match self.inner.cache.get(key) {
-                        Some(c) => c,
-                        None => match b.read_columns(&e) {
-                            Ok(c) => {
-                                let (ts, vs) = (&c.ints[0], &c.floats[0]);
-                                let decoded: Arc<Vec<Sample>> = Arc::new(
-                                    ts.iter().zip(vs).map(|(&t, &v)| Sample(t, v)).collect(),
-                                );
-                                self.inner.cache.insert(key, decoded.clone());
-                                decoded
-                            }
-                            Err(err) => {
-                                self.note_corrupt(&err);
-                                continue;
-                            }
-                        },
-                    };
-                    let lo = chunk.partition_point(|s| s.0 < start_ms);
-                    let hi = chunk.partition_point(|s| s.0 <= end_ms).max(lo);
-                    let n = total.fetch_add((hi - lo) as u64, Ordering::Relaxed) as usize;
-                    if n + hi - lo > max_samples {
-                        return Err(StorageError::TooManySamples { limit: max_samples });
-                    }
-                    from_blocks.push(chunk[lo..hi].to_vec());
-                }
-                // Blocks (oldest writes) first, then frozen sets, then the head.
-                from_blocks.append(&mut runs);
-                let samples = merge_runs(from_blocks);
-                if !samples.is_empty() {
-                    out.push(SeriesData { labels, samples });
+            for p in part {
+                if let Some(d) = self.read_part(p, start_ms, end_ms, &total, max_samples)? {
+                    out.push(d);
                 }
             }
             Ok(out)
@@ -220,7 +334,8 @@ impl Querier for Tsdb {
         let mut by_labels: std::collections::HashMap<Labels, Vec<Bucket>> = Default::default();
         let mut rows = 0usize;
         if covered >= start_ms {
-            for (labels, _, refs) in
+            let res = kind.resolution_ms().unwrap_or(resolution_ms);
+            for (labels, _, refs, deleted) in
                 self.read_series(matchers, start_ms, covered.min(end_ms), max_rows, kind)?
             {
                 let mut runs: Vec<Vec<Bucket>> = Vec::new();
@@ -239,7 +354,10 @@ impl Querier for Tsdb {
                         Err(err) => self.note_corrupt(&err),
                     }
                 }
-                let merged = merge_buckets(runs);
+                let mut merged = merge_buckets(runs);
+                if let Some(iv) = &deleted {
+                    tombstones::drop_buckets(iv, res, &mut merged);
+                }
                 rows += merged.len();
                 if rows > max_rows {
                     return Err(StorageError::TooManySamples { limit: max_rows });
@@ -276,16 +394,24 @@ impl Querier for Tsdb {
         let Ok(parts) = self.read_series(matchers, start_ms, end_ms, usize::MAX, Kind::Raw) else {
             return Vec::new();
         };
+        let total = AtomicU64::new(0);
         parts
             .into_iter()
-            .filter(|(_, runs, refs)| !runs.is_empty() || !refs.is_empty())
-            .map(|(l, _, _)| l)
+            .filter_map(|p| match p.3 {
+                None => (!p.1.is_empty() || !p.2.is_empty()).then_some(p.0),
+                // A series with deletions is listed only if a sample is left in the range.
+                Some(_) => self
+                    .read_part(p, start_ms, end_ms, &total, usize::MAX)
+                    .ok()
+                    .flatten()
+                    .map(|d| d.labels),
+            })
             .collect()
     }
 
     fn label_names(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Vec<String> {
         if matchers.is_empty() && start_ms == i64::MIN && end_ms == i64::MAX {
-            return self.read_head().label_names();
+            return self.listed_values(None);
         }
         crate::metrics::storage::label_names_of(&self.series(matchers, start_ms, end_ms))
     }
@@ -298,14 +424,7 @@ impl Querier for Tsdb {
         end_ms: i64,
     ) -> Vec<String> {
         if matchers.is_empty() && start_ms == i64::MIN && end_ms == i64::MAX {
-            let mut v: Vec<String> = self
-                .read_head()
-                .label_values(name)
-                .into_iter()
-                .map(|(v, _)| v.to_string())
-                .collect();
-            v.sort();
-            return v;
+            return self.listed_values(Some(name));
         }
         crate::metrics::storage::label_values_of(&self.series(matchers, start_ms, end_ms), name)
     }
@@ -343,6 +462,76 @@ impl Admin for Tsdb {
 
     fn snapshot(&self, skip_head: bool) -> Result<String, StorageError> {
         Tsdb::snapshot(self, now_ms(), skip_head)
+    }
+
+    fn delete_series(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<u64, StorageError> {
+        // What is stored now, not what arrives next (see `tombstones`).
+        let end = end.min(now_ms());
+        let ids = self.read_head().matching_ids(matchers);
+        if ids.is_empty() || start > end {
+            return Ok(0);
+        }
+        let n = ids.len() as u64;
+        self.inner
+            .tombstones
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(&self.inner.dir, tombstones::Record { ids, start, end })
+            .map_err(|e| StorageError::Write(format!("cannot record the deletion: {e}")))?;
+        tracing::info!(
+            series = n,
+            start,
+            end,
+            "series deleted (tombstone recorded)"
+        );
+        Ok(n)
+    }
+
+    fn clean_tombstones(&self) -> Result<u64, StorageError> {
+        let applied = self
+            .inner
+            .tombstones
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .deletions();
+        if applied.is_empty() {
+            return Ok(0);
+        }
+        // Everything in memory goes to blocks first, so the rewrite below reaches it all.
+        self.flush_and_compact(now_ms())?;
+        let n = compact::rewrite_deleted(&self.inner)
+            .map_err(|e| StorageError::Write(e.to_string()))?;
+        // The series left without a sample: those of the deletions and those emptied before
+        // that no sample has brought back.
+        let mut ids: Vec<u32> = applied.iter().flat_map(|r| r.ids.iter().copied()).collect();
+        let emptied: Vec<u32> = {
+            let t = self
+                .inner
+                .tombstones
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            ids.extend(t.emptied());
+            ids.sort_unstable();
+            ids.dedup();
+            let h = self.read_head();
+            ids.into_iter()
+                .filter(|&id| !self.has_data(&t, &h, id))
+                .collect()
+        };
+        let then = Some(tombstones::Record::emptied(emptied, now_ms()));
+        self.inner
+            .tombstones
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget(&self.inner.dir, &applied, i64::MIN, then)
+            .map_err(|e| StorageError::Write(format!("cannot rewrite the tombstones: {e}")))?;
+        tracing::info!(blocks = n, deletions = applied.len(), "tombstones cleaned");
+        Ok(n as u64)
     }
 
     fn render_metrics(&self, out: &mut String) {
@@ -406,6 +595,23 @@ impl Admin for Tsdb {
             "gauge",
             "Samples in the head, not yet in a block.",
             &[(String::new(), head)],
+        );
+        let (records, series) = {
+            let t = self
+                .inner
+                .tombstones
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            (t.records() as u64, t.series() as u64)
+        };
+        family(
+            n::AGG_TOMBSTONES,
+            "gauge",
+            "Deletions in force (not yet cleaned), and the series they name.",
+            &[
+                (r#"{what="deletions"}"#.into(), records),
+                (r#"{what="series"}"#.into(), series),
+            ],
         );
         let mut per: std::collections::BTreeMap<(&str, u8), u64> = Default::default();
         let mut bytes: std::collections::BTreeMap<&str, u64> = Default::default();

@@ -12,7 +12,12 @@ use std::path::{Path, PathBuf};
 /// The files of the engine at `data_dir`: `(path relative to it, hard-linkable)`.
 fn engine_files(data_dir: &Path) -> io::Result<Vec<(PathBuf, bool)>> {
     let mut out = Vec::new();
-    for f in ["series.log", "events.log", "checkpoint"] {
+    for f in [
+        "series.log",
+        "events.log",
+        "checkpoint",
+        super::tombstones::FILE,
+    ] {
         if data_dir.join(f).is_file() {
             out.push((PathBuf::from(f), false));
         }
