@@ -171,6 +171,37 @@ receivers: [{name: default}, {name: apps}, {name: apps-pager}, {name: db}, {name
     assert!(checked > 100, "{checked}");
 }
 
+/// Templates beyond `$labels` and `$value` (queries, range, variables, define/template,
+/// else-if, parentheses): the same test file passes on Prometheus and on Telltale.
+#[test]
+fn alert_templates_render_as_prometheus_renders_them() {
+    let test = repo().join("tests/rules/templates_test.yml");
+    let ours = Command::new(bin("telltale-aggregator").unwrap())
+        .args(["rules", "test"])
+        .arg(&test)
+        .output()
+        .unwrap();
+    assert!(
+        ours.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ours.stdout)
+    );
+    let Some(promtool) = peer(PROMTOOL, "prometheus") else {
+        return;
+    };
+    let theirs = Command::new(promtool)
+        .args(["test", "rules"])
+        .arg(&test)
+        .output()
+        .unwrap();
+    assert!(
+        theirs.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&theirs.stdout),
+        String::from_utf8_lossy(&theirs.stderr)
+    );
+}
+
 #[test]
 fn rules_check_agrees_with_promtool() {
     let Some(promtool) = peer(PROMTOOL, "prometheus") else {
@@ -201,6 +232,17 @@ fn rules_check_agrees_with_promtool() {
         "groups: [{name: a, rules: [{record: 'r:x', expr: 'sum by (job) (rate(x[5m]))', labels: {l: v}}]}]",
         "groups: [{name: a, rules: [{alert: X, expr: up, annotations: {s: '{{ nosuchfunc }}'}}]}]",
         "groups: [{name: a, rules: [{alert: X, expr: up, keep_firing_for: 5m}]}]",
+        // Templates: scope, parentheses, control structures, as Go's parser sees them.
+        "groups: [{name: a, rules: [{alert: X, expr: up, annotations: {s: '{{ $x }}'}}]}]",
+        "groups: [{name: a, rules: [{alert: X, expr: up, annotations: {s: '{{ if true }}{{ $x := 1 }}{{ end }}{{ $x }}'}}]}]",
+        "groups: [{name: a, rules: [{alert: X, expr: up, annotations: {s: '{{ with $x := 1 }}{{ $x }}{{ end }}'}}]}]",
+        r#"groups: [{name: a, rules: [{alert: X, expr: up, annotations: {s: '{{ (index $labels "x" }}'}}]}]"#,
+        "groups: [{name: a, rules: [{alert: X, expr: up, annotations: {s: '{{ break }}'}}]}]",
+        r#"groups: [{name: a, rules: [{alert: X, expr: up, annotations: {s: '{{ range query "up" }}{{ .Labels.job }}{{ break }}{{ end }}'}}]}]"#,
+        r#"groups: [{name: a, rules: [{alert: X, expr: up, annotations: {s: '{{ define "d" }}{{ $labels }}{{ end }}'}}]}]"#,
+        r#"groups: [{name: a, rules: [{alert: X, expr: up, annotations: {s: '{{ define "d" }}[{{ . }}]{{ end }}{{ template "d" $value }}'}}]}]"#,
+        "groups: [{name: a, rules: [{alert: X, expr: up, annotations: {s: '{{ if gt $value 1.0 }}a{{ else if lt $value 0.0 }}b{{ else }}c{{ end }}'}}]}]",
+        r#"groups: [{name: a, rules: [{alert: X, expr: up, annotations: {s: '{{ $value | printf "%.1f" | }}'}}]}]"#,
         "not: [valid",
     ]
     .iter()

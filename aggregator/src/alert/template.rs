@@ -1,61 +1,42 @@
-//! Annotation and label templates: the part of Go's `text/template` that Prometheus rule files
-//! use.
+//! Annotation and label templates: Go's `text/template` as Prometheus rule files use it.
 //!
-//! Supported: text, `{{ … }}` actions with `{{-`/`-}}` trimming, pipelines (`a | f x`),
-//! `$labels.name`, `$labels`, `$value`, `$externalLabels.name`, `.Labels.name`, `.Value`,
-//! string and number literals, `{{ if … }}`/`{{ else }}`/`{{ end }}`, `{{ with … }}`, and the
-//! functions `humanize`, `humanize1024`, `humanizePercentage`, `humanizeDuration`,
-//! `humanizeTimestamp`, `printf`, `toUpper`, `toLower`, `title`, `reReplaceAll`, `match`,
-//! `stripPort`, Go's `eq`/`ne`/`lt`/`le`/`gt`/`ge`/`and`/`or`/`not`/`len`/`index`, and
-//! `$externalURL`. Templates are parsed when the rule file loads,
-//! so an unknown function or a syntax error is a load error naming the rule; errors while
-//! rendering produce Prometheus' `<error expanding template: …>` text instead of failing the
-//! evaluation.
+//! Supported: text, `{{ … }}` actions with `{{-`/`-}}` trimming and `{{/* comments */}}`;
+//! pipelines (`a | f x`) and parenthesised ones (`(index $labels "x")`); variables
+//! (`{{ $x := … }}`, `{{ $x = … }}`, scoped to the enclosing structure) besides the predefined
+//! `$labels`, `$value`, `$externalLabels`, `$externalURL` and `$`; fields (`.Labels.name`,
+//! `.Value`, `.ExternalLabels`, `.ExternalURL`, and `.Labels`/`.Value` of a query sample);
+//! string, number, `true`/`false`/`nil` literals; `if`/`else if`/`else`, `with`/`else with`,
+//! `range` (over query results, label maps in key order and integers; `$i, $e :=`; `else`;
+//! `break`/`continue`), `define`, `template` and `block`; and the functions `humanize`,
+//! `humanize1024`, `humanizePercentage`, `humanizeDuration`, `humanizeTimestamp`, `printf`,
+//! `toUpper`, `toLower`, `title`, `reReplaceAll`, `match`, `stripPort`, `safeHtml`,
+//! `parseDuration`, `externalURL`, `pathPrefix`, `query` (a PromQL instant query at the
+//! rule's evaluation time; at most 20 per rendering), `first`, `label`, `value`,
+//! `sortByLabel`, `strvalue`, `args`, and Go's `eq`/`ne`/`lt`/`le`/`gt`/`ge`/`and`/`or`/
+//! `not`/`len`/`index`. Not supported: `tmpl`, `toTime`, `toDuration`, `now`, `urlquery`,
+//! `html`, `js`, `call`, `slice`, method calls.
+//!
+//! Templates are parsed when the rule file loads, so an unknown function, an undefined
+//! variable or a syntax error is a load error naming the rule; errors while rendering produce
+//! Prometheus' `<error expanding template: …>` text instead of failing the evaluation.
 
 use std::fmt::Write;
 
 use telltale_common::model::Labels;
 
+mod exec;
 mod funcs;
+mod parse;
 use funcs::{go_g4, humanize, humanize_duration, title};
 
 /// A parsed template.
 #[derive(Debug, Clone)]
 pub struct Template {
-    nodes: Vec<Node>,
+    nodes: std::sync::Arc<[parse::Node]>,
+    defines: std::sync::Arc<std::collections::HashMap<String, Vec<parse::Node>>>,
     /// Whether the text contains no action (rendering is a copy).
     plain: bool,
     source: String,
-}
-
-#[derive(Debug, Clone)]
-enum Node {
-    Text(String),
-    Action(Pipeline),
-    If(Pipeline, Vec<Node>, Vec<Node>),
-    With(Pipeline, Vec<Node>, Vec<Node>),
-}
-
-type Pipeline = Vec<Command>;
-
-#[derive(Debug, Clone)]
-enum Command {
-    /// A function with its arguments; the previous pipeline value is appended as the last one.
-    Call(Func, Vec<Operand>),
-    Operand(Operand),
-}
-
-#[derive(Debug, Clone)]
-enum Operand {
-    Labels,
-    Label(String),
-    ExternalLabels,
-    ExternalLabel(String),
-    ExternalUrl,
-    Value,
-    Dot,
-    Str(String),
-    Num(f64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -79,6 +60,17 @@ enum Func {
     Not,
     Len,
     Index,
+    Query,
+    First,
+    Label,
+    Value,
+    SortByLabel,
+    StrValue,
+    Args,
+    SafeHtml,
+    ParseDuration,
+    ExternalUrl,
+    PathPrefix,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -117,13 +109,28 @@ impl Func {
             "not" => Func::Not,
             "len" => Func::Len,
             "index" => Func::Index,
+            "query" => Func::Query,
+            "first" => Func::First,
+            "label" => Func::Label,
+            "value" => Func::Value,
+            "sortByLabel" => Func::SortByLabel,
+            "strvalue" => Func::StrValue,
+            "args" => Func::Args,
+            "safeHtml" => Func::SafeHtml,
+            "parseDuration" => Func::ParseDuration,
+            "externalURL" => Func::ExternalUrl,
+            "pathPrefix" => Func::PathPrefix,
             _ => return None,
         })
     }
 }
 
+/// Runs a PromQL instant query for `query` (at the rule's evaluation time): the samples, a
+/// scalar as one sample without labels, or the error.
+pub type QueryFn<'a> = dyn Fn(&str) -> Result<Vec<(Labels, f64)>, String> + 'a;
+
 /// What a template sees: the alert's labels, its value and the external labels.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Data<'a> {
     /// `$labels` / `.Labels`.
     pub labels: &'a Labels,
@@ -133,6 +140,8 @@ pub struct Data<'a> {
     pub value: f64,
     /// `$externalURL` / `.ExternalURL`: the aggregator's external URL.
     pub external_url: &'a str,
+    /// What `query` runs; `None` where no query engine is at hand (it then fails).
+    pub query: Option<&'a QueryFn<'a>>,
 }
 
 #[derive(Debug, Clone)]
@@ -141,6 +150,12 @@ enum V {
     Num(f64),
     Map(Labels),
     Bool(bool),
+    /// The template's data (the top-level dot and `$`).
+    Data,
+    /// A query result's sample.
+    Sample(Labels, f64),
+    List(Vec<V>),
+    Nil,
 }
 
 impl V {
@@ -150,6 +165,9 @@ impl V {
             V::Num(n) => *n != 0.0,
             V::Map(m) => !m.is_empty(),
             V::Bool(b) => *b,
+            V::Data | V::Sample(..) => true,
+            V::List(l) => !l.is_empty(),
+            V::Nil => false,
         }
     }
     fn text(&self) -> String {
@@ -169,6 +187,13 @@ impl V {
                 s.push(']');
                 s
             }
+            V::Sample(l, v) => format!("{{{} {}}}", V::Map(l.clone()).text(), go_float(*v)),
+            V::List(l) => {
+                let items: Vec<String> = l.iter().map(V::text).collect();
+                format!("[{}]", items.join(" "))
+            }
+            V::Data => "{…}".into(),
+            V::Nil => "<no value>".into(),
         }
     }
     fn kind(&self) -> &'static str {
@@ -177,6 +202,10 @@ impl V {
             V::Num(_) => "float64",
             V::Map(_) => "map",
             V::Bool(_) => "bool",
+            V::Data => "template data",
+            V::Sample(..) => "sample",
+            V::List(_) => "query result",
+            V::Nil => "nil",
         }
     }
 
@@ -187,7 +216,18 @@ impl V {
                 .trim()
                 .parse::<f64>()
                 .map_err(|_| format!("can't convert {s:?} to float")),
-            V::Bool(_) | V::Map(_) => Err("expected a number".into()),
+            V::Sample(_, v) => Ok(*v),
+            other => Err(format!("expected a number, got {}", other.kind())),
+        }
+    }
+
+    fn sample(&self, f: &str) -> Result<(&Labels, f64), String> {
+        match self {
+            V::Sample(l, v) => Ok((l, *v)),
+            other => Err(format!(
+                "{f}: expected a query sample, got {}",
+                other.kind()
+            )),
         }
     }
 }
@@ -234,15 +274,15 @@ pub struct TemplateError(String);
 impl Template {
     /// Parses `src`.
     pub fn parse(src: &str) -> Result<Template, TemplateError> {
-        let tokens = lex(src)?;
-        let mut pos = 0;
-        let (nodes, end) = parse_nodes(&tokens, &mut pos)?;
-        if let Some(e) = end {
-            return Err(TemplateError(format!("unexpected {{{{{e}}}}}")));
-        }
-        let plain = nodes.iter().all(|n| matches!(n, Node::Text(_)));
+        let parsed = parse::parse(src)?;
+        let plain = parsed.defines.is_empty()
+            && parsed
+                .nodes
+                .iter()
+                .all(|n| matches!(n, parse::Node::Text(_)));
         Ok(Template {
-            nodes,
+            nodes: parsed.nodes.into(),
+            defines: std::sync::Arc::new(parsed.defines),
             plain,
             source: src.to_string(),
         })
@@ -259,325 +299,22 @@ impl Template {
             return self.source.clone();
         }
         let mut out = String::new();
-        match render_nodes(&self.nodes, data, &V::Map(data.labels.clone()), &mut out) {
+        let mut x = exec::Exec::new(data, &self.defines);
+        match x.render(&self.nodes, &V::Data, &mut out) {
             Ok(()) => out,
-            Err(e) => format!("<error expanding template: {e}>"),
+            Err(e) => format!("<error expanding template: {}>", e.0),
         }
     }
 }
 
-enum Tok {
-    Text(String),
-    Action(String),
-}
-
-fn lex(src: &str) -> Result<Vec<Tok>, TemplateError> {
-    let mut toks = Vec::new();
-    let mut rest = src;
-    let mut trim_next = false;
-    while let Some(i) = rest.find("{{") {
-        let mut text = &rest[..i];
-        if trim_next {
-            text = text.trim_start();
-        }
-        let after = &rest[i + 2..];
-        let (after, trim_before) = match after.strip_prefix("- ") {
-            Some(a) => (a, true),
-            None => (after, false),
-        };
-        if trim_before {
-            text = text.trim_end();
-        }
-        if !text.is_empty() {
-            toks.push(Tok::Text(text.to_string()));
-        }
-        let close = find_close(after)
-            .ok_or_else(|| TemplateError(format!("unclosed action in {src:?}")))?;
-        let mut body = &after[..close];
-        trim_next = false;
-        if let Some(b) = body.strip_suffix(" -") {
-            body = b;
-            trim_next = true;
-        }
-        toks.push(Tok::Action(body.trim().to_string()));
-        rest = &after[close + 2..];
+impl std::fmt::Debug for Data<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Data")
+            .field("labels", self.labels)
+            .field("value", &self.value)
+            .field("query", &self.query.is_some())
+            .finish()
     }
-    let text = if trim_next { rest.trim_start() } else { rest };
-    if !text.is_empty() {
-        toks.push(Tok::Text(text.to_string()));
-    }
-    Ok(toks)
-}
-
-/// The `}}` closing an action, skipping quoted strings.
-fn find_close(s: &str) -> Option<usize> {
-    let b = s.as_bytes();
-    let mut i = 0;
-    let mut quote: Option<u8> = None;
-    while i < b.len() {
-        match quote {
-            Some(q) => {
-                if b[i] == b'\\' && q == b'"' {
-                    i += 1;
-                } else if b[i] == q {
-                    quote = None;
-                }
-            }
-            None => {
-                if b[i] == b'"' || b[i] == b'`' {
-                    quote = Some(b[i]);
-                } else if b[i] == b'}' && b.get(i + 1) == Some(&b'}') {
-                    return Some(i);
-                }
-            }
-        }
-        i += 1;
-    }
-    None
-}
-
-/// Parses nodes until `{{end}}` or `{{else}}` (returned as the terminator) or the end.
-fn parse_nodes(
-    toks: &[Tok],
-    pos: &mut usize,
-) -> Result<(Vec<Node>, Option<&'static str>), TemplateError> {
-    let mut nodes = Vec::new();
-    while *pos < toks.len() {
-        let t = &toks[*pos];
-        *pos += 1;
-        match t {
-            Tok::Text(s) => nodes.push(Node::Text(s.clone())),
-            Tok::Action(a) => {
-                let a = a.as_str();
-                if a.starts_with("/*") {
-                    continue;
-                }
-                if a == "end" {
-                    return Ok((nodes, Some("end")));
-                }
-                if a == "else" {
-                    return Ok((nodes, Some("else")));
-                }
-                let (kw, rest) = match a.split_once(char::is_whitespace) {
-                    Some((k, r)) if k == "if" || k == "with" => (k, r),
-                    _ => ("", a),
-                };
-                if kw.is_empty() {
-                    nodes.push(Node::Action(parse_pipeline(rest)?));
-                    continue;
-                }
-                let cond = parse_pipeline(rest)?;
-                let (then, term) = parse_nodes(toks, pos)?;
-                let els = match term {
-                    Some("else") => match parse_nodes(toks, pos)? {
-                        (e, Some("end")) => e,
-                        _ => return Err(TemplateError(format!("missing {{{{end}}}} for {kw}"))),
-                    },
-                    Some(_) => Vec::new(),
-                    None => return Err(TemplateError(format!("missing {{{{end}}}} for {kw}"))),
-                };
-                nodes.push(if kw == "if" {
-                    Node::If(cond, then, els)
-                } else {
-                    Node::With(cond, then, els)
-                });
-            }
-        }
-    }
-    Ok((nodes, None))
-}
-
-fn parse_pipeline(s: &str) -> Result<Pipeline, TemplateError> {
-    let words = split_words(s)?;
-    let mut cmds = Vec::new();
-    for part in words.split(|w| w == "|") {
-        let Some((head, args)) = part.split_first() else {
-            return Err(TemplateError(format!("empty command in {s:?}")));
-        };
-        if head.starts_with('$') || head.starts_with('.') || is_literal(head) {
-            if !args.is_empty() {
-                return Err(TemplateError(format!(
-                    "can't give arguments to {head} in {s:?}"
-                )));
-            }
-            cmds.push(Command::Operand(operand(head)?));
-        } else {
-            let f = Func::by_name(head).ok_or_else(|| {
-                TemplateError(format!("function {head:?} not defined (in {s:?})"))
-            })?;
-            let args = args
-                .iter()
-                .map(|a| operand(a))
-                .collect::<Result<Vec<_>, _>>()?;
-            cmds.push(Command::Call(f, args));
-        }
-    }
-    Ok(cmds)
-}
-
-fn is_literal(w: &str) -> bool {
-    w.starts_with('"') || w.starts_with('`') || w.parse::<f64>().is_ok()
-}
-
-fn operand(w: &str) -> Result<Operand, TemplateError> {
-    if let Some(s) = w.strip_prefix('"') {
-        let s = s
-            .strip_suffix('"')
-            .ok_or_else(|| TemplateError(format!("unterminated string {w}")))?;
-        return Ok(Operand::Str(unescape(s)));
-    }
-    if let Some(s) = w.strip_prefix('`') {
-        let s = s
-            .strip_suffix('`')
-            .ok_or_else(|| TemplateError(format!("unterminated string {w}")))?;
-        return Ok(Operand::Str(s.to_string()));
-    }
-    if let Ok(n) = w.parse::<f64>() {
-        return Ok(Operand::Num(n));
-    }
-    Ok(match w {
-        "$labels" | ".Labels" => Operand::Labels,
-        "$value" | ".Value" => Operand::Value,
-        "$externalLabels" | ".ExternalLabels" => Operand::ExternalLabels,
-        "$externalURL" | ".ExternalURL" => Operand::ExternalUrl,
-        "." => Operand::Dot,
-        _ => {
-            if let Some(n) = w
-                .strip_prefix("$labels.")
-                .or_else(|| w.strip_prefix(".Labels."))
-            {
-                Operand::Label(n.to_string())
-            } else if let Some(n) = w
-                .strip_prefix("$externalLabels.")
-                .or_else(|| w.strip_prefix(".ExternalLabels."))
-            {
-                Operand::ExternalLabel(n.to_string())
-            } else {
-                return Err(TemplateError(format!("undefined variable or field {w}")));
-            }
-        }
-    })
-}
-
-fn unescape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut it = s.chars();
-    while let Some(c) = it.next() {
-        if c == '\\' {
-            match it.next() {
-                Some('n') => out.push('\n'),
-                Some('t') => out.push('\t'),
-                Some(o) => out.push(o),
-                None => {}
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Splits an action into words, keeping quoted strings whole and `|` as its own word.
-fn split_words(s: &str) -> Result<Vec<String>, TemplateError> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' | '`' => {
-                cur.push(c);
-                let mut closed = false;
-                while let Some(d) = chars.next() {
-                    cur.push(d);
-                    if d == '\\' && c == '"' {
-                        if let Some(e) = chars.next() {
-                            cur.push(e);
-                        }
-                    } else if d == c {
-                        closed = true;
-                        break;
-                    }
-                }
-                if !closed {
-                    return Err(TemplateError(format!("unterminated string in {s:?}")));
-                }
-            }
-            '|' => {
-                if !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
-                }
-                out.push("|".into());
-            }
-            '(' | ')' => {
-                return Err(TemplateError(format!(
-                    "parenthesised pipelines are not supported (in {s:?})"
-                )));
-            }
-            c if c.is_whitespace() => {
-                if !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
-                }
-            }
-            c => cur.push(c),
-        }
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    Ok(out)
-}
-
-fn render_nodes(nodes: &[Node], d: Data<'_>, dot: &V, out: &mut String) -> Result<(), String> {
-    for n in nodes {
-        match n {
-            Node::Text(t) => out.push_str(t),
-            Node::Action(p) => out.push_str(&run(p, d, dot)?.text()),
-            Node::If(c, then, els) => {
-                let branch = if run(c, d, dot)?.truthy() { then } else { els };
-                render_nodes(branch, d, dot, out)?;
-            }
-            Node::With(c, then, els) => {
-                let v = run(c, d, dot)?;
-                if v.truthy() {
-                    render_nodes(then, d, &v, out)?;
-                } else {
-                    render_nodes(els, d, dot, out)?;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn value_of(o: &Operand, d: Data<'_>, dot: &V) -> V {
-    match o {
-        Operand::Labels => V::Map(d.labels.clone()),
-        Operand::Label(n) => V::Str(d.labels.get(n).unwrap_or("").to_string()),
-        Operand::ExternalLabels => V::Map(d.external.clone()),
-        Operand::ExternalLabel(n) => V::Str(d.external.get(n).unwrap_or("").to_string()),
-        Operand::ExternalUrl => V::Str(d.external_url.to_string()),
-        Operand::Value => V::Num(d.value),
-        Operand::Dot => dot.clone(),
-        Operand::Str(s) => V::Str(s.clone()),
-        Operand::Num(n) => V::Num(*n),
-    }
-}
-
-fn run(p: &Pipeline, d: Data<'_>, dot: &V) -> Result<V, String> {
-    let mut prev: Option<V> = None;
-    for c in p {
-        prev = Some(match c {
-            Command::Operand(o) => value_of(o, d, dot),
-            Command::Call(f, args) => {
-                let mut vals: Vec<V> = args.iter().map(|a| value_of(a, d, dot)).collect();
-                if let Some(p) = prev.take() {
-                    vals.push(p);
-                }
-                call(*f, &vals)?
-            }
-        });
-    }
-    prev.ok_or_else(|| "empty pipeline".to_string())
 }
 
 fn one<'a>(f: &str, a: &'a [V]) -> Result<&'a V, String> {
@@ -590,7 +327,7 @@ fn one<'a>(f: &str, a: &'a [V]) -> Result<&'a V, String> {
     }
 }
 
-fn call(f: Func, a: &[V]) -> Result<V, String> {
+fn call(f: Func, a: &[V], x: &mut exec::Exec<'_, '_>) -> Result<V, String> {
     Ok(match f {
         Func::Humanize => V::Str(humanize(one("humanize", a)?.num()?, 1000.0)),
         Func::Humanize1024 => V::Str(humanize(one("humanize1024", a)?.num()?, 1024.0)),
@@ -661,13 +398,114 @@ fn call(f: Func, a: &[V]) -> Result<V, String> {
         Func::Len => V::Num(match one("len", a)? {
             V::Str(s) => s.len() as f64,
             V::Map(m) => m.len() as f64,
+            V::List(l) => l.len() as f64,
             other => return Err(format!("len of {}", other.kind())),
         }),
         Func::Index => match a {
             [V::Map(m), key] => V::Str(m.get(&key.text()).unwrap_or("").to_string()),
+            [V::List(l), i] => {
+                let i = i.num()?;
+                l.get(i as usize)
+                    .filter(|_| i >= 0.0)
+                    .cloned()
+                    .ok_or_else(|| format!("index out of range: {i}"))?
+            }
             [other, _] => return Err(format!("can't index item of type {}", other.kind())),
             _ => return Err("index: wrong number of args: want 2".into()),
         },
+        Func::Query => {
+            let q = one("query", a)?.text();
+            let run = x
+                .data
+                .query
+                .ok_or_else(|| "query: no query engine here".to_string())?;
+            x.queries += 1;
+            if x.queries > exec::MAX_QUERIES {
+                return Err(format!("query: more than {} queries", exec::MAX_QUERIES));
+            }
+            exec::samples(run(&q)?)
+        }
+        Func::First => match one("first", a)? {
+            V::List(l) => l
+                .first()
+                .cloned()
+                .ok_or_else(|| "first() called on vector with no elements".to_string())?,
+            other => {
+                return Err(format!(
+                    "first: expected a query result, got {}",
+                    other.kind()
+                ));
+            }
+        },
+        Func::Label => match a {
+            [name, s] => V::Str(
+                s.sample("label")?
+                    .0
+                    .get(&name.text())
+                    .unwrap_or("")
+                    .to_string(),
+            ),
+            _ => return Err("label: wrong number of args: want 2".into()),
+        },
+        Func::Value => V::Num(one("value", a)?.sample("value")?.1),
+        Func::StrValue => V::Str(
+            one("strvalue", a)?
+                .sample("strvalue")?
+                .0
+                .get("__value__")
+                .unwrap_or("")
+                .to_string(),
+        ),
+        Func::SortByLabel => match a {
+            [name, V::List(l)] => {
+                let name = name.text();
+                let mut l = l.clone();
+                l.sort_by(|p, q| {
+                    let key = |v: &V| match v {
+                        V::Sample(l, _) => l.get(&name).unwrap_or("").to_string(),
+                        _ => String::new(),
+                    };
+                    key(p).cmp(&key(q))
+                });
+                V::List(l)
+            }
+            [_, other] => {
+                return Err(format!(
+                    "sortByLabel: expected a query result, got {}",
+                    other.kind()
+                ));
+            }
+            _ => return Err("sortByLabel: wrong number of args: want 2".into()),
+        },
+        // `args 1 "x"` is a map arg0=1 arg1=x (to pass several values to a `template`).
+        Func::Args => V::Map(Labels::from_pairs(
+            a.iter()
+                .enumerate()
+                .map(|(i, v)| (format!("arg{i}"), v.text())),
+        )),
+        Func::SafeHtml => V::Str(one("safeHtml", a)?.text()),
+        Func::ParseDuration => {
+            let s = one("parseDuration", a)?.text();
+            let d =
+                humantime::parse_duration(&s).map_err(|e| format!("parseDuration {s:?}: {e}"))?;
+            V::Num(d.as_secs_f64())
+        }
+        Func::ExternalUrl => {
+            if !a.is_empty() {
+                return Err("externalURL: takes no arguments".into());
+            }
+            V::Str(x.data.external_url.to_string())
+        }
+        Func::PathPrefix => {
+            if !a.is_empty() {
+                return Err("pathPrefix: takes no arguments".into());
+            }
+            let u = x.data.external_url;
+            let path = u
+                .split_once("://")
+                .map_or(u, |(_, rest)| rest.find('/').map_or("", |i| &rest[i..]));
+            V::Str(path.trim_end_matches('/').to_string())
+        }
     })
 }
 
@@ -678,7 +516,7 @@ fn compare(op: CmpOp, a: &[V]) -> Result<V, String> {
     use std::cmp::Ordering;
     let ord = |x: &V, y: &V| -> Result<Option<Ordering>, String> {
         match (x, y) {
-            (V::Num(p), q) | (q, V::Num(p)) if !matches!(q, V::Bool(_) | V::Map(_)) => {
+            (V::Num(p), q) | (q, V::Num(p)) if matches!(q, V::Num(_) | V::Str(_)) => {
                 let (l, r) = if matches!(x, V::Num(_)) {
                     (*p, q.num()?)
                 } else {
@@ -800,6 +638,7 @@ mod tests {
             external: &ext,
             value,
             external_url: "http://telltale.example:9470",
+            query: None,
         })
     }
 
@@ -909,6 +748,149 @@ mod tests {
         );
         assert_eq!(render("a  {{- $value -}}  b", 1.0), "a1b");
     }
+
+    fn render_q(src: &str) -> String {
+        let labels = Labels::from_pairs([("instance", "db-1:9100"), ("device", "sda")]);
+        let ext = Labels::default();
+        let q = |s: &str| -> Result<Vec<(Labels, f64)>, String> {
+            match s {
+                "up" => Ok(vec![
+                    (Labels::from_pairs([("job", "b")]), 1.0),
+                    (Labels::from_pairs([("job", "a")]), 0.0),
+                ]),
+                "bad" => Err("parse error".into()),
+                _ => Ok(Vec::new()),
+            }
+        };
+        Template::parse(src).expect("parses").render(Data {
+            labels: &labels,
+            external: &ext,
+            value: 1.0,
+            external_url: "http://telltale.example:9470",
+            query: Some(&q),
+        })
+    }
+
+    /// What promtool 2.42 (Go 1.19) cannot check: ranges over integers, the recursion and
+    /// query limits, errors; and the rest of the new functions.
+    #[test]
+    fn queries_variables_ranges_and_definitions() {
+        for (src, want) in [
+            ("{{ range 3 }}{{ . }}{{ end }}", "012"),
+            ("{{ len (query \"up\") }}", "2"),
+            (
+                "{{ range query \"up\" | sortByLabel \"job\" }}{{ .Labels.job }}{{ end }}",
+                "ab",
+            ),
+            ("{{ (query \"up\" | first).Labels.job }}", "b"),
+            ("{{ index (query \"up\") 1 | value }}", "0"),
+            ("{{ query \"up\" | first }}", "{map[job:b] 1}"),
+            (
+                "{{ query \"bad\" }}",
+                "<error expanding template: parse error>",
+            ),
+            (
+                "{{ range 30 }}{{ query \"up\" }}{{ end }}",
+                "<error expanding template: query: more than 20 queries>",
+            ),
+            (
+                "{{ define \"r\" }}{{ template \"r\" . }}{{ end }}{{ template \"r\" 1 }}",
+                "<error expanding template: template \"r\": exceeded maximum depth>",
+            ),
+            (
+                "{{ template \"nope\" }}",
+                "<error expanding template: no such template \"nope\">",
+            ),
+            (
+                "{{ block \"b\" $labels.device }}[{{ . }}]{{ end }}",
+                "[sda]",
+            ),
+            (
+                "{{ with $x := $labels.device }}{{ $x = \"y\" }}{{ $x }}{{ end }}",
+                "y",
+            ),
+            ("{{ args 1 \"a\" }}", "map[arg0:1 arg1:a]"),
+            (
+                "{{ pathPrefix }}|{{ externalURL }}",
+                "|http://telltale.example:9470",
+            ),
+            (
+                "{{ range $i, $e := 5 }}{{ if eq $i 3 }}{{ break }}{{ end }}{{ $e }}{{ end }}",
+                "012",
+            ),
+            ("{{ . }}", "{…}"),
+            ("{{ .Labels.device }}{{ $.Value }}", "sda1"),
+            ("{{ range query \"none\" }}x{{ end }}", ""),
+            (
+                "{{ first (query \"none\") }}",
+                "<error expanding template: first() called on vector with no elements>",
+            ),
+            (
+                "{{ .Labels.x.y }}",
+                "<error expanding template: can't evaluate field y in type string>",
+            ),
+        ] {
+            assert_eq!(render_q(src), want, "{src}");
+        }
+        // Without a query engine (runbook parameters), `query` is an error, not a panic.
+        assert_eq!(
+            render("{{ query \"up\" }}", 0.0),
+            "<error expanding template: query: no query engine here>"
+        );
+    }
+
+    proptest::proptest! {
+        /// Any arrangement of template pieces parses or is refused, and renders, without a
+        /// panic or a runaway.
+        #[test]
+        fn hostile_templates_never_panic(parts in proptest::collection::vec(0usize..PIECES.len(), 0..24)) {
+            let src: String = parts.iter().map(|&i| PIECES[i]).collect();
+            if let Ok(t) = Template::parse(&src) {
+                let labels = Labels::default();
+                let q = |_: &str| -> Result<Vec<(Labels, f64)>, String> { Ok(vec![(Labels::default(), 1.0)]) };
+                let _ = t.render(Data {
+                    labels: &labels,
+                    external: &labels,
+                    value: f64::NAN,
+                    external_url: "",
+                    query: Some(&q),
+                });
+            }
+        }
+    }
+
+    const PIECES: [&str; 30] = [
+        "{{",
+        "}}",
+        "{{- ",
+        " -}}",
+        "(",
+        ")",
+        "$x",
+        " := ",
+        " = ",
+        "range ",
+        "if ",
+        "else ",
+        "end",
+        "define ",
+        "\"d\" ",
+        "template ",
+        "query ",
+        "\"up\" ",
+        " | ",
+        ".",
+        ".Labels",
+        "break",
+        "1 ",
+        "$labels",
+        "with ",
+        " ",
+        "len ",
+        "first ",
+        ", $y",
+        "/* c */",
+    ];
 
     #[test]
     fn parse_errors_name_the_problem_and_render_errors_are_text() {

@@ -244,6 +244,8 @@ impl Engine {
                         external: &ext,
                         value: 0.0,
                         external_url: "",
+                        // Runbook parameters come from the alert's labels; no queries.
+                        query: None,
                     }),
                 ));
             }

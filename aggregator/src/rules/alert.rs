@@ -14,7 +14,7 @@ use telltale_common::model::{Labels, Sample, SeriesSamples};
 
 use super::EvalError;
 use crate::alert::Alert;
-use crate::alert::template::{Data, Template};
+use crate::alert::template::{Data, QueryFn, Template};
 
 /// How long a resolved alert is still sent (Prometheus: 15 minutes).
 pub const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
@@ -69,7 +69,7 @@ pub struct ActiveAlert {
 }
 
 /// What an alerting rule needs to evaluate.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AlertSpec<'a> {
     /// `alertname`.
     pub name: &'a str,
@@ -85,6 +85,8 @@ pub struct AlertSpec<'a> {
     pub limit: u64,
     /// `$externalURL` in the templates.
     pub external_url: &'a str,
+    /// What the templates' `query` runs.
+    pub query: Option<&'a QueryFn<'a>>,
 }
 
 /// The alerts of one alerting rule.
@@ -114,15 +116,18 @@ impl AlertSet {
         let keep = spec.keep_firing_for.as_millis() as i64;
         let restore = self.restore.take();
         let mut seen: HashMap<Labels, (Labels, f64)> = HashMap::with_capacity(result.len());
-        for (mut metric, v) in result {
-            metric.remove("__name__");
+        for (metric, v) in result {
+            // Templates see the result's labels as they are (with `__name__`, as Prometheus'
+            // `$labels`); the alert's labels go without it.
             let data = Data {
                 labels: &metric,
                 external,
                 value: v,
                 external_url: spec.external_url,
+                query: spec.query,
             };
             let mut labels = metric.clone();
+            labels.remove("__name__");
             for (k, t) in spec.labels {
                 set_or_remove(&mut labels, k, &t.render(data));
             }
@@ -330,6 +335,7 @@ mod tests {
             keep_firing_for: Duration::from_secs(keep),
             limit: 0,
             external_url: "http://telltale.example:9470",
+            query: None,
         }
     }
 

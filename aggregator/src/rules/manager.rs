@@ -495,7 +495,10 @@ impl RuleManager {
                 if restore && !hold.is_zero() {
                     rs.alerts.restore_from(self.for_state(&rule.name, *hold, t));
                 }
+                let engine = &self.engine;
+                let query = move |q: &str| template_query(engine, q, t);
                 let spec = AlertSpec {
+                    query: Some(&query),
                     name: &rule.name,
                     labels: &rule.labels,
                     annotations,
@@ -634,6 +637,19 @@ impl RuleManager {
             "Rule evaluations that failed.",
             l(&self.failures),
         );
+    }
+}
+
+/// The templates' `query`: an instant query at the rule's evaluation time, as Prometheus'
+/// rule manager runs it (a scalar is one sample without labels).
+fn template_query(engine: &Engine, q: &str, t: i64) -> Result<Vec<(Labels, f64)>, String> {
+    match engine.instant(q, t) {
+        Ok(Value::Vector(v)) => Ok(v.into_iter().map(|(l, s)| (l, s.1)).collect()),
+        Ok(Value::Scalar(s)) => Ok(vec![(Labels::default(), s.1)]),
+        Ok(_) => Err(format!(
+            "query {q:?}: the result is not a vector or a scalar"
+        )),
+        Err(e) => Err(format!("query {q:?}: {e}")),
     }
 }
 
