@@ -61,9 +61,14 @@ fn build() -> anyhow::Result<()> {
         "--bin",
         "telltale-aggregator",
     ]);
-    if bin_dir().ends_with("release") {
-        cmd.arg("--release");
+    // The profile this binary was built with (`target/<profile>/`; `debug` is `dev`'s).
+    match bin_dir().file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => {}
+        Some(profile) => {
+            cmd.args(["--profile", profile]);
+        }
     }
+    eprintln!("building telltale-agent and telltale-aggregator (cargo's progress below)…");
     let st = cmd.status().context("cannot run cargo")?;
     anyhow::ensure!(st.success(), "building the binaries failed");
     Ok(())
