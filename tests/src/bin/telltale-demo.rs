@@ -68,6 +68,19 @@ fn build() -> anyhow::Result<()> {
             cmd.args(["--profile", profile]);
         }
     }
+    // `cargo run` gave this process the variables of the package it runs (CARGO_MANIFEST_DIR,
+    // CARGO_PKG_*, …). Build scripts that track them (ring's tracks CARGO_MANIFEST_DIR) would
+    // see a change and rebuild ring and all that depends on it, both here and at the next
+    // `cargo demo`: the inner build gets the environment the outer one had.
+    for (k, _) in std::env::vars_os() {
+        let Some(k) = k.to_str() else { continue };
+        if k.starts_with("CARGO_MANIFEST_")
+            || k.starts_with("CARGO_PKG_")
+            || matches!(k, "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE" | "OUT_DIR")
+        {
+            cmd.env_remove(k);
+        }
+    }
     eprintln!("building telltale-agent and telltale-aggregator (cargo's progress below)…");
     let st = cmd.status().context("cannot run cargo")?;
     anyhow::ensure!(st.success(), "building the binaries failed");
