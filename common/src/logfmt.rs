@@ -33,9 +33,12 @@ pub fn parse(s: &str) -> Option<Vec<(String, String)>> {
             let mut closed = false;
             while i < b.len() {
                 match b[i] {
+                    // The escaped character whole: it may be several bytes (found by
+                    // fuzzing: `"\é"` split a character and panicked).
                     b'\\' if i + 1 < b.len() => {
-                        val.push(char::from(b[i + 1]));
-                        i += 2;
+                        let ch = s[i + 1..].chars().next()?;
+                        val.push(ch);
+                        i += 1 + ch.len_utf8();
                     }
                     b'"' => {
                         i += 1;
@@ -67,6 +70,13 @@ pub fn parse(s: &str) -> Option<Vec<(String, String)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_escaped_multibyte_character_stays_whole() {
+        let p = parse("a=\"x\\é\\\u{1F600}y\" b").expect("logfmt");
+        assert_eq!(p[0], ("a".to_string(), "xé\u{1F600}y".to_string()));
+        assert_eq!(p[1], ("b".to_string(), String::new()));
+    }
 
     #[test]
     fn pairs_quotes_and_bare_keys() {

@@ -8,6 +8,7 @@
 
 pub mod cascade;
 pub mod compliance;
+pub mod decoders;
 pub mod exposition;
 pub mod fuzz;
 pub mod peers;

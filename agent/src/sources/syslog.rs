@@ -152,8 +152,10 @@ pub fn parse(raw: &str) -> Result<Message, BadMessage> {
     }
     // RFC 3164: "Mmm dd hh:mm:ss HOST TAG[PID]: MSG", every part optional in practice.
     let mut r = rest;
+    // `get`: the first bytes may be inside a multi-byte character (found by fuzzing: a
+    // message such as `<34>é…` panicked the listener).
     if r.len() >= 16
-        && MONTHS.contains(&&r[..3])
+        && r.get(..3).is_some_and(|m| MONTHS.contains(&m))
         && r.as_bytes().get(15) == Some(&b' ')
         && r.as_bytes()[9] == b':'
     {
@@ -378,6 +380,18 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_multibyte_character_after_the_priority_is_a_message_not_a_panic() {
+        for raw in [
+            "<34>é Oct 11 22:14:15 x",
+            "<34>1\u{fffd}2003-10-11T22:14:35Z h a 1 I - m",
+            "<13>Ja\u{e9}",
+        ] {
+            let m = parse(raw).expect("parses as RFC 3164");
+            assert!(!m.msg.is_empty(), "{raw:?}");
+        }
+    }
 
     #[test]
     fn rfc5424_and_rfc3164_parse() {

@@ -76,7 +76,10 @@ fn build() -> anyhow::Result<()> {
         let Some(k) = k.to_str() else { continue };
         if k.starts_with("CARGO_MANIFEST_")
             || k.starts_with("CARGO_PKG_")
-            || matches!(k, "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE" | "OUT_DIR")
+            || matches!(
+                k,
+                "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE" | "OUT_DIR"
+            )
         {
             cmd.env_remove(k);
         }
