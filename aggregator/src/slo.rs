@@ -105,7 +105,8 @@ impl Query {
             .into());
         }
         let range = crate::alert::prom_duration(window)?;
-        let mut e = promql_parser::parser::parse(&self.text)?;
+        let mut e =
+            crate::metrics::promql::limits::parse_guarded(&self.text).map_err(|e| e.to_string())?;
         increases(&mut e, range)?;
         Ok(e.to_string())
     }
@@ -246,7 +247,7 @@ impl Slo {
             .chain([self.period_window().as_str()])
         {
             let q = self.error_ratio(w).map_err(|e| format!("sli: {e}"))?;
-            promql_parser::parser::parse(&q)
+            crate::metrics::promql::limits::parse_guarded(&q)
                 .map_err(|e| format!("sli: the error ratio over {w} does not parse: {e}"))?;
         }
         Ok(())

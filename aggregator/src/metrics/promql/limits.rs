@@ -53,9 +53,21 @@ fn register_functions() {
 pub fn parse(q: &str) -> Result<Expr, QueryError> {
     register_functions();
     check_text(q)?;
-    let e = promql_parser::parser::parse(q).map_err(bad)?;
+    let e = parse_guarded(q)?;
     check_depth(&e)?;
     Ok(e)
+}
+
+/// The parser, with its panics turned into errors: it panics on some out-of-range numbers
+/// (`m offset 1111111111111111111111111111111111111` overflows a `Duration`; found by
+/// fuzzing), and a query must never take a request or a rule evaluation down.
+pub fn parse_guarded(q: &str) -> Result<Expr, QueryError> {
+    match std::panic::catch_unwind(|| promql_parser::parser::parse(q)) {
+        Ok(r) => r.map_err(bad),
+        Err(_) => Err(bad(
+            "a number or duration in the query is out of range".to_string()
+        )),
+    }
 }
 
 /// Checks the query text's length, bracket nesting and operator count without parsing it.
@@ -226,6 +238,9 @@ mod tests {
     #[test]
     fn depth_is_measured_without_recursion() {
         let e = promql_parser::parser::parse(&vec!["1"; 50].join("+")).unwrap();
+        let err =
+            parse("m offset 1111111111111111111111111111111111111").expect_err("out of range");
+        assert!(err.to_string().contains("out of range"), "{err}");
         assert_eq!(depth(&e), 50);
         let e = promql_parser::parser::parse("sum(rate(x[5m]))").unwrap();
         assert_eq!(depth(&e), 3);
