@@ -418,3 +418,33 @@ impl Drop for Service {
         self.kill();
     }
 }
+
+/// Runs a `promtool test rules` file with `telltale-aggregator rules test` and, where
+/// Debian's promtool is installed, with promtool too: both must pass it (the file is the
+/// reference's verdict on what Telltale computes).
+pub fn rules_test_on_both(test: &Path) {
+    let ours = std::process::Command::new(crate::bin("telltale-aggregator").expect("built"))
+        .args(["rules", "test"])
+        .arg(test)
+        .output()
+        .expect("runs");
+    assert!(
+        ours.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ours.stdout)
+    );
+    let Some(promtool) = peer("/usr/bin/promtool", "prometheus") else {
+        return;
+    };
+    let theirs = std::process::Command::new(promtool)
+        .args(["test", "rules"])
+        .arg(test)
+        .output()
+        .expect("runs");
+    assert!(
+        theirs.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&theirs.stdout),
+        String::from_utf8_lossy(&theirs.stderr)
+    );
+}

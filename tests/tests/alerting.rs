@@ -175,31 +175,7 @@ receivers: [{name: default}, {name: apps}, {name: apps-pager}, {name: db}, {name
 /// else-if, parentheses): the same test file passes on Prometheus and on Telltale.
 #[test]
 fn alert_templates_render_as_prometheus_renders_them() {
-    let test = repo().join("tests/rules/templates_test.yml");
-    let ours = Command::new(bin("telltale-aggregator").unwrap())
-        .args(["rules", "test"])
-        .arg(&test)
-        .output()
-        .unwrap();
-    assert!(
-        ours.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ours.stdout)
-    );
-    let Some(promtool) = peer(PROMTOOL, "prometheus") else {
-        return;
-    };
-    let theirs = Command::new(promtool)
-        .args(["test", "rules"])
-        .arg(&test)
-        .output()
-        .unwrap();
-    assert!(
-        theirs.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&theirs.stdout),
-        String::from_utf8_lossy(&theirs.stderr)
-    );
+    telltale_tests::peers::rules_test_on_both(&repo().join("tests/rules/templates_test.yml"));
 }
 
 #[test]

@@ -5,46 +5,21 @@
 //! `golden_signals = false` turns the built-in rules off.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 use telltale_common::model::{Labels, Sample, SeriesSamples, now_ms};
-use telltale_tests::peers::peer;
 use telltale_tests::{
-    bin, certs_init, certs_issue, http_get, remote_write, start_agent, start_aggregator,
+    certs_init, certs_issue, http_get, remote_write, start_agent, start_aggregator,
     start_quick_aggregator, wait_for,
 };
 
-const PROMTOOL: &str = "/usr/bin/promtool";
 const TOKEN: &str = "s3cret";
 
 #[test]
 fn golden_rules_give_prometheus_values_on_both_engines() {
-    let test = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/golden_test.yml");
-    let ours = Command::new(bin("telltale-aggregator").expect("built"))
-        .args(["rules", "test"])
-        .arg(&test)
-        .output()
-        .expect("runs");
-    assert!(
-        ours.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ours.stdout)
-    );
-    let Some(promtool) = peer(PROMTOOL, "prometheus") else {
-        return;
-    };
-    let theirs = Command::new(promtool)
-        .args(["test", "rules"])
-        .arg(&test)
-        .output()
-        .expect("runs");
-    assert!(
-        theirs.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&theirs.stdout),
-        String::from_utf8_lossy(&theirs.stderr)
+    telltale_tests::peers::rules_test_on_both(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/golden_test.yml"),
     );
 }
 
