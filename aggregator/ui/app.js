@@ -448,6 +448,8 @@ async function incidentPage(main, id) {
     catch (e) { ack.textContent = "ack failed: " + e.message; }
   } }, "Acknowledge");
   const host = i.rootCause && i.rootCause.labels && i.rootCause.labels.instance;
+  const hostAround = h("div", { class: "grid", id: "incident-host" });
+  const logsAround = h("div", { id: "incident-logs" });
   main.replaceChildren(
     h("h2", {}, "Incident " + i.id + " — " + i.status),
     h("p", {}, "Root cause: ", h("b", {}, i.rootCause ? i.rootCause.alertname : "–"), i.rootCause && i.rootCause.why ? " — " + i.rootCause.why : ""),
@@ -458,8 +460,51 @@ async function incidentPage(main, id) {
     table(["alert", "layer", "status", "labels"], i.alerts.map((a) => [a.labels.alertname, a.layer, a.status,
       Object.entries(a.labels).map(([k, v]) => k + "=" + v).join(", ")])),
     host ? h("p", {}, h("a", { href: "#/dashboard/host?host=" + encodeURIComponent(host) }, "Host " + host + " dashboard")) : null,
+    host ? h("h3", {}, "Host " + host + " around the start") : null,
+    host ? hostAround : null,
     i.logs ? h("p", {}, h("a", { href: i.logs.path }, "Logs around the incident (" + i.logs.query + ")")) : null,
+    i.logs ? h("h3", {}, "Logs around the start") : null,
+    i.logs ? logsAround : null,
   );
+  // The root cause host's metrics from 15 minutes before the incident opened to 5 minutes
+  // after it resolved (now while open): the first four panels of the host dashboard (a
+  // dashboard file named "host" replaces the built-in one here too).
+  window.telltaleCharts = [];
+  window.telltaleIncidentLogs = undefined;
+  const opened = Date.parse(i.openedAt);
+  const start = opened - 15 * 60e3;
+  const end = i.resolvedAt ? Math.min(Date.now(), Date.parse(i.resolvedAt) + 5 * 60e3) : Date.now();
+  const work = [];
+  if (host) {
+    work.push((async () => {
+      const list = await api("/api/v1/dashboards");
+      const d = list.dashboards.find((x) => x.name === "host");
+      if (!d) return;
+      await Promise.all(d.panels.slice(0, 4).map(async (p, n) => {
+        const area = h("div", {});
+        hostAround.append(h("div", { class: "panel" }, h("h3", {}, p.title), area));
+        const q = p.expr.split("$host").join(host);
+        try {
+          const r = await rangeQuery(q, start, end);
+          new Chart(area, { id: "incident-" + n, query: q, unit: p.unit, stacked: !!p.stacked, height: 140 }).set(r.result, r.start, r.end, r.step);
+        } catch (e) { area.replaceChildren(h("p", { class: "muted" }, "error: " + e.message)); }
+      }));
+    })().catch((e) => hostAround.replaceChildren(h("p", { class: "muted" }, "host metrics: " + e.message))));
+  }
+  if (i.logs) {
+    work.push((async () => {
+      // The newest 200 of the lines the incident's logs link names, coloured by level.
+      const got = await api(i.logs.path.replace("limit=1000", "limit=200"));
+      const all = [];
+      for (const s of got.result) for (const [t, line] of s.values) all.push([t, s.stream, line]);
+      all.sort((a, b) => (a[0] < b[0] ? 1 : -1));
+      window.telltaleIncidentLogs = all.length;
+      logsAround.replaceChildren(h("p", { class: "muted" }, all.length + " lines (newest first)"),
+        ...all.slice(0, 200).map(([t, labels, line]) => h("div", { class: "logline level-" + levelOf(labels, line) },
+          h("span", { class: "logtime" }, new Date(Number(t.slice(0, -6))).toLocaleString()), " ", line)));
+    })().catch((e) => logsAround.replaceChildren(h("p", { class: "muted" }, "logs: " + e.message))));
+  }
+  await Promise.all(work);
 }
 
 async function slosPage(main) {

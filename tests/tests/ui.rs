@@ -176,7 +176,11 @@ fn every_page_loads_and_charts_match_the_api() {
         agg.http,
         TOKEN,
         &[telltale_common::wire::LogStream {
-            labels: vec![("job".into(), "uitest".into())],
+            // The incident's host, so its page shows them too.
+            labels: vec![
+                ("job".into(), "uitest".into()),
+                ("instance".into(), "web-1".into()),
+            ],
             entries,
         }],
     )
@@ -410,6 +414,23 @@ fn every_page_loads_and_charts_match_the_api() {
         .eval("return document.body.innerText")
         .expect("text");
     assert!(text.as_str().unwrap_or("").contains("DiskFull"), "{text}");
+    // ... and the root cause host's metrics around its start, each chart equal to the API's
+    // answer, and the host's log lines of that window, errors coloured.
+    let charts = charts_agree(&browser, &agg, 4);
+    assert_eq!(charts.len(), 4, "{charts:?}");
+    // The gauges (load, memory) have points; rates over 5m may not yet, a few seconds after
+    // the agent's first sample (the API agrees either way, checked above).
+    assert!(
+        charts.iter().any(|c| c["series"].as_u64().unwrap_or(0) >= 1),
+        "the host has data: {charts:?}"
+    );
+    let logs = browser
+        .wait_for(
+            "return window.telltaleIncidentLogs === undefined ? null : [window.telltaleIncidentLogs, document.querySelectorAll('#incident-logs .level-error').length]",
+            Duration::from_secs(30),
+        )
+        .expect("incident logs");
+    assert_eq!(logs, json!([30, 10]), "the host's 30 lines, 10 errors");
     no_console_errors(&browser, "incident");
     shot("incident");
 }
