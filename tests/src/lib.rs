@@ -7,9 +7,11 @@
 //! integration tests of their own, which makes cargo build their binaries first).
 
 pub mod cascade;
+pub mod chaos;
 pub mod compliance;
 pub mod decoders;
 pub mod exposition;
+pub mod faultproxy;
 pub mod fuzz;
 pub mod peers;
 pub mod webdriver;

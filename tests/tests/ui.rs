@@ -421,7 +421,9 @@ fn every_page_loads_and_charts_match_the_api() {
     // The gauges (load, memory) have points; rates over 5m may not yet, a few seconds after
     // the agent's first sample (the API agrees either way, checked above).
     assert!(
-        charts.iter().any(|c| c["series"].as_u64().unwrap_or(0) >= 1),
+        charts
+            .iter()
+            .any(|c| c["series"].as_u64().unwrap_or(0) >= 1),
         "the host has data: {charts:?}"
     );
     let logs = browser
