@@ -46,12 +46,14 @@
 //! permission, a read-only disk) is returned and nothing is moved.
 
 mod logs;
+mod recover;
 mod segments;
 
 pub use logs::DEFAULT_CAP as DEFAULT_LOG_CAP;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use telltale_common::codec::{self, HEADER_LEN, Header};
 use telltale_common::wire::{Batch, ClientMessage};
@@ -98,6 +100,9 @@ pub enum BufferError {
         /// The cap.
         cap: u64,
     },
+    /// A failed store is being replaced (see [`Buffer::recover`]); try again.
+    #[error("buffer storage in {0} is being reopened after a failed write")]
+    Reopening(PathBuf),
 }
 
 /// A batch as read back for sending.
@@ -114,11 +119,12 @@ pub struct Stored {
 /// The durable batch queue.
 pub struct Buffer {
     dir: PathBuf,
-    db: sled::Db,
-    batches: sled::Tree,
-    meta: sled::Tree,
-    logs: sled::Tree,
-    positions: sled::Tree,
+    /// sled's handles; `None` only while [`Buffer::recover`] replaces a failed instance.
+    trees: std::sync::RwLock<Option<Arc<recover::Trees>>>,
+    /// A write failed: this sled instance refuses everything from now on (recover.rs).
+    broken: AtomicBool,
+    /// ... and the failure was a full disk.
+    disk_full: AtomicBool,
     segments: segments::Segments,
     epoch: u64,
     cap: u64,
@@ -391,11 +397,15 @@ impl Buffer {
             })?;
         let b = Buffer {
             dir: dir.to_path_buf(),
-            db,
-            batches,
-            meta,
-            logs,
-            positions,
+            trees: std::sync::RwLock::new(Some(Arc::new(recover::Trees {
+                db,
+                batches,
+                meta,
+                logs,
+                positions,
+            }))),
+            broken: AtomicBool::new(false),
+            disk_full: AtomicBool::new(false),
             segments,
             epoch,
             cap,
@@ -418,7 +428,7 @@ impl Buffer {
             state_path,
             reserved: AtomicU64::new(reserved),
         };
-        b.scan()?;
+        b.scan(true)?;
         Ok(b)
     }
 
@@ -463,6 +473,7 @@ impl Buffer {
     }
 
     fn err(&self, source: sled::Error) -> BufferError {
+        self.note_failure(&source);
         BufferError::Sled {
             dir: self.dir.clone(),
             source,
@@ -485,10 +496,11 @@ impl Buffer {
 
     /// Verifies every record, removing the corrupt ones, and counts bytes; then deletes the
     /// log segment files no record is in.
-    fn scan(&self) -> Result<(), BufferError> {
+    fn scan(&self, at_open: bool) -> Result<(), BufferError> {
+        let t = self.t()?;
         for (tree, bytes_at, count_at, logs) in [
-            (&self.batches, &self.bytes, &self.count, false),
-            (&self.logs, &self.log_bytes, &self.log_count, true),
+            (&t.batches, &self.bytes, &self.count, false),
+            (&t.logs, &self.log_bytes, &self.log_count, true),
         ] {
             let (mut bytes, mut count) = (0u64, 0u64);
             let mut bad = Vec::new();
@@ -504,7 +516,7 @@ impl Buffer {
                     Ok(len) => {
                         bytes += len;
                         count += 1;
-                        if let Some(Ok(place)) = segments::Place::decode(&v) {
+                        if at_open && let Some(Ok(place)) = segments::Place::decode(&v) {
                             self.segments.adopt(&place);
                         }
                     }
@@ -518,6 +530,9 @@ impl Buffer {
             }
             bytes_at.store(bytes, Ordering::Relaxed);
             count_at.store(count, Ordering::Relaxed);
+        }
+        if !at_open {
+            return Ok(());
         }
         let swept = self
             .segments
@@ -540,7 +555,9 @@ impl Buffer {
         if corrupt {
             self.corrupt.fetch_add(1, Ordering::Relaxed);
         }
-        let _ = self.meta.insert("dropped", &d.to_be_bytes());
+        if let Ok(t) = self.t() {
+            let _ = t.meta.insert("dropped", &d.to_be_bytes());
+        }
     }
 
     /// The buffer's epoch.
@@ -559,7 +576,7 @@ impl Buffer {
             });
         }
         while self.bytes.load(Ordering::Relaxed) + size > self.cap {
-            match self.batches.pop_min().map_err(|e| self.err(e))? {
+            match self.t()?.batches.pop_min().map_err(|e| self.err(e))? {
                 Some((k, v)) => {
                     self.bytes.fetch_sub(v.len() as u64, Ordering::Relaxed);
                     self.count.fetch_sub(1, Ordering::Relaxed);
@@ -572,7 +589,8 @@ impl Buffer {
                 None => break,
             }
         }
-        self.batches
+        self.t()?
+            .batches
             .insert(seq.to_be_bytes(), value)
             .map_err(|e| self.err(e))?;
         self.bytes.fetch_add(size, Ordering::Relaxed);
@@ -586,7 +604,7 @@ impl Buffer {
         // A synchronous flush on purpose: `flush_async` hands the work to sled's I/O thread
         // pool, which costs a thread per flush in flight and memory in each; the agent's one
         // runtime thread can afford the wait (sync_file_range, about a millisecond).
-        self.db.flush().map_err(|e| self.err(e))?;
+        self.t()?.db.flush().map_err(|e| self.err(e))?;
         // After sled has it: the witness never claims more than sled holds.
         self.witness(seq, self.reserved.load(Ordering::Relaxed), None, false)
     }
@@ -595,6 +613,7 @@ impl Buffer {
     /// `batch` with it: `samples: u32 BE` and the wire frame.
     fn sequence_and_frame(&self, mut batch: Batch) -> Result<(u64, Vec<u8>), BufferError> {
         let seq = self
+            .t()?
             .meta
             .update_and_fetch("next_seq", |old| {
                 let n = old.and_then(be).unwrap_or(0) + 1;
@@ -621,10 +640,10 @@ impl Buffer {
     /// Reads batch `seq`; a corrupt one is removed, counted and reported as absent.
     pub fn get(&self, seq: u64) -> Result<Option<Stored>, BufferError> {
         let key = seq.to_be_bytes();
-        let (record, log_value) = match self.batches.get(key).map_err(|e| self.err(e))? {
+        let (record, log_value) = match self.t()?.batches.get(key).map_err(|e| self.err(e))? {
             // Metric batches are kilobytes: the copy is cheap.
             Some(v) => (Ok(v.to_vec()), None),
-            None => match self.logs.get(key).map_err(|e| self.err(e))? {
+            None => match self.t()?.logs.get(key).map_err(|e| self.err(e))? {
                 Some(v) => (self.log_record(&v), Some(v)),
                 None => return Ok(None),
             },
@@ -644,7 +663,7 @@ impl Buffer {
                 // A log batch evicted (its segment deleted) while it was read is gone, not
                 // corrupt.
                 if let Some(v) = log_value
-                    && self.logs.get(key).map_err(|e| self.err(e))?.as_ref() != Some(&v)
+                    && self.t()?.logs.get(key).map_err(|e| self.err(e))?.as_ref() != Some(&v)
                 {
                     return Ok(None);
                 }
@@ -662,7 +681,7 @@ impl Buffer {
         from: u64,
         skip: impl Fn(u64) -> bool,
     ) -> Result<Option<u64>, BufferError> {
-        for k in self.batches.range(from.to_be_bytes()..) {
+        for k in self.t()?.batches.range(from.to_be_bytes()..) {
             let (k, _) = k.map_err(|e| self.err(e))?;
             if let Some(s) = be(&k)
                 && !skip(s)
@@ -676,6 +695,7 @@ impl Buffer {
     /// The newest buffered sequence.
     pub fn last(&self) -> Result<Option<u64>, BufferError> {
         Ok(self
+            .t()?
             .batches
             .last()
             .map_err(|e| self.err(e))?
@@ -685,10 +705,10 @@ impl Buffer {
     /// Forgets an acknowledged (or refused) batch.
     pub fn remove(&self, seq: u64) -> Result<(), BufferError> {
         let key = seq.to_be_bytes();
-        if let Some(v) = self.batches.remove(key).map_err(|e| self.err(e))? {
+        if let Some(v) = self.t()?.batches.remove(key).map_err(|e| self.err(e))? {
             self.bytes.fetch_sub(v.len() as u64, Ordering::Relaxed);
             self.count.fetch_sub(1, Ordering::Relaxed);
-        } else if let Some(v) = self.logs.remove(key).map_err(|e| self.err(e))? {
+        } else if let Some(v) = self.t()?.logs.remove(key).map_err(|e| self.err(e))? {
             self.forget_log(&v);
         }
         Ok(())
@@ -726,7 +746,7 @@ impl Buffer {
 
     /// Flushes everything to disk.
     pub fn flush(&self) -> Result<(), BufferError> {
-        self.db.flush().map(|_| ()).map_err(|e| self.err(e))
+        self.t()?.db.flush().map(|_| ()).map_err(|e| self.err(e))
     }
 
     /// Flushes and records a clean shutdown in the witness: the next open continues at the
@@ -734,6 +754,7 @@ impl Buffer {
     pub fn close(&self) -> Result<(), BufferError> {
         self.flush()?;
         let next = self
+            .t()?
             .meta
             .get("next_seq")
             .map_err(|e| self.err(e))?
@@ -742,7 +763,10 @@ impl Buffer {
         self.witness(
             next,
             self.reserved.load(Ordering::Relaxed),
-            Some((self.batches.len() + self.logs.len()) as u64),
+            Some({
+                let t = self.t()?;
+                (t.batches.len() + t.logs.len()) as u64
+            }),
             true,
         )
     }
@@ -854,10 +878,21 @@ mod tests {
             b.push(batch(2)).await.unwrap();
             b.push(batch(2)).await.unwrap();
             // Corrupt record 1 in place, as a bad disk block would.
-            let mut v = b.batches.get(1u64.to_be_bytes()).unwrap().unwrap().to_vec();
+            let mut v = b
+                .t()
+                .expect("trees")
+                .batches
+                .get(1u64.to_be_bytes())
+                .unwrap()
+                .unwrap()
+                .to_vec();
             let last = v.len() - 1;
             v[last] ^= 0xff;
-            b.batches.insert(1u64.to_be_bytes(), v).unwrap();
+            b.t()
+                .expect("trees")
+                .batches
+                .insert(1u64.to_be_bytes(), v)
+                .unwrap();
             b.flush().unwrap();
         }
         let b = Buffer::open(dir.path(), 1 << 20).unwrap();

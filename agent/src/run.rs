@@ -3,6 +3,7 @@
 //! all feeding one channel; one task runs the [`crate::pipeline`] over what arrives, merges it
 //! into a batch, stores it durably and wakes the shipper.
 
+mod held;
 pub mod memory;
 
 use std::sync::Arc;
@@ -123,6 +124,11 @@ impl Own {
         own(out, names::AGENT_BUFFER_BATCHES, b.len() as f64);
         own(out, names::AGENT_BUFFER_BYTES, b.bytes() as f64);
         own(out, names::AGENT_DROPPED_BATCHES, b.dropped() as f64);
+        own(
+            out,
+            names::AGENT_DISK_FULL,
+            f64::from(u8::from(b.disk_full())),
+        );
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
         let s = &self.stats;
         own(out, names::AGENT_SHIPPED_BATCHES, l(&s.batches));
@@ -328,6 +334,7 @@ async fn sink(
     notify: Arc<Notify>,
 ) {
     let agent: Arc<str> = Arc::from("agent");
+    let mut held = held::Held::default();
     while let Some(first) = rx.recv().await {
         let now = now_ms();
         let backlog = buffer.len();
@@ -374,12 +381,7 @@ async fn sink(
                 exemplars: exemplars.take().unwrap_or_default(),
                 logs: Vec::new(),
             };
-            match buffer.push(batch).await {
-                Ok(_) => notify.notify_one(),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot buffer batch: these samples are lost")
-                }
-            }
+            held.push(&buffer, &notify, batch).await;
             if rest.is_empty() {
                 break;
             }

@@ -635,6 +635,11 @@ async fn metrics(State(st): St) -> Response {
         connected_agents: st.registry.connected_count(),
         storage: st.storage.stats(),
         corrupt_records: st.corrupt_records,
+        // ENOSPC, as the OS words it in the error (the only way a write error is full disk).
+        disk_full: st
+            .storage
+            .write_error()
+            .is_some_and(|e| e.contains("os error 28")),
     });
     st.storage.render_metrics(&mut text);
     st.rules().render_metrics(&mut text);

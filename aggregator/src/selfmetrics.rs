@@ -35,6 +35,8 @@ pub struct Gauges {
     pub storage: crate::metrics::storage::StorageStats,
     /// Corrupt records found at start-up.
     pub corrupt_records: u64,
+    /// Storage writes fail because the disk is full (acknowledgements stop until they work).
+    pub disk_full: bool,
 }
 
 /// Writes a counter in the text exposition format.
@@ -131,6 +133,12 @@ impl SelfMetrics {
             names::AGG_CORRUPT_RECORDS,
             "Corrupt log records skipped at start-up.",
             g.corrupt_records,
+        );
+        gauge(
+            &mut out,
+            names::AGG_DISK_FULL,
+            "1 while metric storage writes fail on a full disk: batches are not acknowledged (agents keep them) until writes work again.",
+            u64::from(g.disk_full),
         );
         out
     }

@@ -4,6 +4,11 @@
 pub const AGENT_BUFFER_BATCHES: &str = "telltale_agent_buffer_batches";
 /// Bytes held by the agent's buffer.
 pub const AGENT_BUFFER_BYTES: &str = "telltale_agent_buffer_bytes";
+/// 1 while the agent's buffer cannot write because its disk is full (batches are held in
+/// memory, bounded, until it can).
+pub const AGENT_DISK_FULL: &str = "telltale_agent_disk_full";
+/// 1 while the aggregator's metric storage cannot write because its disk is full.
+pub const AGG_DISK_FULL: &str = "telltale_aggregator_disk_full";
 /// Batches dropped by the agent (buffer cap, corrupt records, rejected by the aggregator).
 pub const AGENT_DROPPED_BATCHES: &str = "telltale_agent_dropped_batches_total";
 /// Batches acknowledged by the aggregator.

@@ -226,18 +226,25 @@ pub struct Acked {
     pub base: i64,
     /// Acknowledged ranges of sample numbers.
     pub ranges: Vec<(i64, i64)>,
+    /// When each range was acknowledged, wall-clock ms.
+    pub at: Vec<i64>,
 }
 
 impl RwWriter {
-    /// Starts writing to `http` until [`RwWriter::stop`].
+    /// Starts writing to `http` as fast as it answers, until [`RwWriter::stop`].
     pub fn start(http: SocketAddr) -> RwWriter {
+        RwWriter::paced(http, Duration::ZERO)
+    }
+
+    /// Like [`RwWriter::start`], pausing `pause` between requests.
+    pub fn paced(http: SocketAddr, pause: Duration) -> RwWriter {
         let stop = Arc::new(AtomicBool::new(false));
         let st = stop.clone();
         let handle = std::thread::spawn(move || {
             let base = telltale_common::model::now_ms() - 600_000;
             let mut acked = Acked {
                 base,
-                ranges: Vec::new(),
+                ..Acked::default()
             };
             let mut k = 0i64;
             while !st.load(Ordering::Relaxed) {
@@ -259,9 +266,13 @@ impl RwWriter {
                     .collect();
                 let body = telltale_aggregator::api::remote_write::encode(&series);
                 match http_post(http, "/api/v1/write", "application/x-protobuf", &body) {
-                    Ok((204, _)) => acked.ranges.push((k, k + RW_PER_REQUEST)),
+                    Ok((204, _)) => {
+                        acked.ranges.push((k, k + RW_PER_REQUEST));
+                        acked.at.push(telltale_common::model::now_ms());
+                    }
                     _ => std::thread::sleep(Duration::from_millis(50)),
                 }
+                std::thread::sleep(pause);
                 k += RW_PER_REQUEST;
             }
             acked
@@ -504,6 +515,151 @@ pub fn agent_crash_loop(cycles: usize, seed: u64) -> anyhow::Result<CrashReport>
     Ok(report)
 }
 
+// ---- Full disks ---------------------------------------------------------------------------
+
+/// What a disk-full run counted.
+#[derive(Clone, Debug, Default)]
+pub struct DiskReport {
+    /// The process logged the condition.
+    pub logged: bool,
+    /// `telltale_*_disk_full` while full (`None`: never seen).
+    pub flagged: Option<f64>,
+    /// Intervals (agent) or acknowledged samples (aggregator) missing afterwards.
+    pub lost: u64,
+    /// Acknowledged writes while full (aggregator: goal 0).
+    pub acked_while_full: u64,
+    /// Data flowed again after space came back, by itself.
+    pub resumed: bool,
+    /// Seconds from freeing space to the first new data stored.
+    pub resume_s: f64,
+}
+
+/// The agent's data directory on a 16 MiB tmpfs, filled for `full_for` while it collects every
+/// second, then freed. `None` when no tmpfs can be mounted (not root).
+pub fn agent_disk_full(full_for: Duration) -> anyhow::Result<Option<DiskReport>> {
+    let s = Scratch::new(&["fullagent"])?;
+    let agg = start_aggregator(&s.tls, &s.path("agg"), "127.0.0.1:0", "127.0.0.1:0", &[])?;
+    let Some(fs) = Tmpfs::mount(&s.path("small"), "16m") else {
+        return Ok(None);
+    };
+    let agent = start_agent(
+        &s.tls,
+        "fullagent",
+        agg.quic,
+        &s.path("small").join("agent"),
+        "1s",
+    )?;
+    let first_ms = telltale_common::model::now_ms();
+    wait_for(Duration::from_secs(30), || {
+        (collection_times(agg.http, "fullagent", 60).ok()?.len() >= 2).then_some(())
+    })
+    .with_context(|| format!("no samples\n{}", agent.log()))?;
+    let filler = fs.fill();
+    let mut r = DiskReport::default();
+    std::thread::sleep(full_for);
+    r.logged = agent.log().contains("agent buffer disk full");
+    std::fs::remove_file(&filler)?;
+    let freed = telltale_common::model::now_ms();
+    let t = Instant::now();
+    let resumed = wait_for(Duration::from_secs(60), || {
+        let ts = collection_times(agg.http, "fullagent", 300).ok()?;
+        let ts: Vec<i64> = ts.into_iter().filter(|&t| t >= first_ms).collect();
+        (ts.last().is_some_and(|&l| l > freed + 1000) && missing_intervals(&ts, 1000) == 0)
+            .then_some(())
+    });
+    r.resumed = resumed.is_some();
+    r.resume_s = t.elapsed().as_secs_f64();
+    let ts: Vec<i64> = collection_times(agg.http, "fullagent", 300)?
+        .into_iter()
+        .filter(|&t| t >= first_ms)
+        .collect();
+    r.lost = missing_intervals(&ts, 1000);
+    // The gauge's samples from the full time arrive with the held batches.
+    let q = crate::query(
+        agg.http,
+        "max_over_time(telltale_agent_disk_full{instance=\"fullagent\"}[5m])",
+    )?;
+    r.flagged = q
+        .first()
+        .and_then(|x| x["value"][1].as_str())
+        .and_then(|v| v.parse().ok());
+    if !r.resumed {
+        eprintln!("agent log:\n{}", agent.log());
+    }
+    drop(agent);
+    drop(fs);
+    Ok(Some(r))
+}
+
+/// The aggregator's data directory on a 32 MiB tmpfs, filled for `full_for` under an agent at
+/// 1 s and remote_write, then freed. `None` when no tmpfs can be mounted (not root).
+pub fn aggregator_disk_full(full_for: Duration) -> anyhow::Result<Option<DiskReport>> {
+    let s = Scratch::new(&["fullagg"])?;
+    let Some(fs) = Tmpfs::mount(&s.path("small"), "32m") else {
+        return Ok(None);
+    };
+    let agg = start_aggregator(
+        &s.tls,
+        &s.path("small").join("agg"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &[],
+    )?;
+    let agent = start_agent(&s.tls, "fullagg", agg.quic, &s.path("agent"), "1s")?;
+    let writer = RwWriter::paced(agg.http, Duration::from_millis(100));
+    let first_ms = telltale_common::model::now_ms();
+    wait_for(Duration::from_secs(30), || {
+        (collection_times(agg.http, "fullagg", 60).ok()?.len() >= 2).then_some(())
+    })
+    .with_context(|| format!("no samples\n{}", agent.log()))?;
+    let filler = fs.fill();
+    let full_at = telltale_common::model::now_ms();
+    let mut r = DiskReport::default();
+    let until = Instant::now() + full_for;
+    while Instant::now() < until {
+        if let Ok(v) = metric(agg.http, "telltale_aggregator_disk_full") {
+            r.flagged = Some(r.flagged.map_or(v, |f: f64| f.max(v)));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    r.logged = agg.proc.log().contains("log write failed");
+    std::fs::remove_file(&filler)?;
+    let freed = telltale_common::model::now_ms();
+    let t = Instant::now();
+    let resumed = wait_for(Duration::from_secs(60), || {
+        let ts: Vec<i64> = collection_times(agg.http, "fullagg", 300)
+            .ok()?
+            .into_iter()
+            .filter(|&t| t >= first_ms)
+            .collect();
+        (ts.last().is_some_and(|&l| l > freed + 1000) && missing_intervals(&ts, 1000) == 0)
+            .then_some(())
+    });
+    r.resumed = resumed.is_some();
+    r.resume_s = t.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_secs(1));
+    let acked = writer.stop();
+    // Acknowledged after the disk was full and the write in flight had failed.
+    r.acked_while_full = acked
+        .at
+        .iter()
+        .filter(|&&a| a > full_at + 2000 && a < freed)
+        .count() as u64;
+    let ts: Vec<i64> = collection_times(agg.http, "fullagg", 300)?
+        .into_iter()
+        .filter(|&t| t >= first_ms)
+        .collect();
+    r.lost = missing_intervals(&ts, 1000) + acked.lost(agg.http)?;
+    anyhow::ensure!(acked.total() > 0, "remote_write never acknowledged");
+    if !r.resumed {
+        eprintln!("aggregator log:\n{}", agg.proc.log());
+    }
+    drop(agent);
+    drop(agg);
+    drop(fs);
+    Ok(Some(r))
+}
+
 /// A process's resident set in bytes and open descriptors (the soak samples them).
 pub fn rss_and_fds(p: &Proc) -> (u64, u64) {
     let pid = p.child.id();
@@ -521,4 +677,46 @@ pub fn rss_and_fds(p: &Proc) -> (u64, u64) {
         .map(|d| d.count() as u64)
         .unwrap_or(0);
     (rss, fds)
+}
+
+/// A small tmpfs of our own (a full disk on demand; needs root, as CI has), unmounted when
+/// dropped.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`mount -o size=`, e.g. `24m`) on `dir`; `None` when it cannot.
+    pub fn mount(dir: &std::path::Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(dir.to_path_buf()))
+    }
+
+    /// Fills the file system with `dir/filler` until a write fails; returns the file.
+    pub fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let filler = self.0.join("filler");
+        if let Ok(mut f) = std::fs::File::create(&filler) {
+            let block = vec![0u8; 1 << 16];
+            while f.write_all(&block).is_ok() {}
+            let mut small = [0u8; 512];
+            while f.write_all(&small[..]).is_ok() {
+                small[0] = small[0].wrapping_add(1);
+            }
+            let _ = f.sync_all();
+        }
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
 }

@@ -619,34 +619,13 @@ fn a_second_connection_with_one_certificate_replaces_the_first_and_is_counted() 
     assert!(agg.proc.log().contains("replaces its older one"));
 }
 
-/// A small tmpfs of our own, unmounted when dropped.
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &std::path::Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(dir).ok()?;
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Tmpfs(dir.to_path_buf()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 /// Point 10: with the aggregator's disk full, `/-/ready` says so and agents back off instead
 /// of reconnecting several times a second; once space is back, writes resume by themselves.
 #[test]
 fn a_full_disk_makes_the_aggregator_unready_and_agents_back_off() {
     let (dir, tls) = setup();
     let data = dir.path().join("small");
-    let Some(_fs) = Tmpfs::mount(&data, "24m") else {
+    let Some(_fs) = telltale_tests::chaos::Tmpfs::mount(&data, "24m") else {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI must be able to mount a tmpfs (it runs as root)"

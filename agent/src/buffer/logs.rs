@@ -44,7 +44,7 @@ impl Buffer {
             });
         }
         while self.log_bytes.load(Ordering::Relaxed) + size > self.log_cap {
-            match self.logs.pop_min().map_err(|e| self.err(e))? {
+            match self.t()?.logs.pop_min().map_err(|e| self.err(e))? {
                 Some((k, v)) => {
                     self.forget_log(&v);
                     self.count_drop(false);
@@ -67,7 +67,8 @@ impl Buffer {
             })?;
         drop(value);
         let marker = place.encode();
-        let stored = (&self.logs, &self.positions)
+        let t = self.t()?;
+        let stored = (&t.logs, &t.positions)
             .transaction(|(logs, pos)| {
                 logs.insert(&key[..], &marker[..])?;
                 for (k, v) in positions {
@@ -108,8 +109,11 @@ impl Buffer {
         for k in forget {
             b.remove(k.as_slice());
         }
-        self.positions.apply_batch(b).map_err(|e| self.err(e))?;
-        self.db.flush().map_err(|e| self.err(e))?;
+        self.t()?
+            .positions
+            .apply_batch(b)
+            .map_err(|e| self.err(e))?;
+        self.t()?.db.flush().map_err(|e| self.err(e))?;
         Ok(())
     }
 
@@ -119,7 +123,7 @@ impl Buffer {
         from: u64,
         skip: impl Fn(u64) -> bool,
     ) -> Result<Option<u64>, BufferError> {
-        for k in self.logs.range(from.to_be_bytes()..) {
+        for k in self.t()?.logs.range(from.to_be_bytes()..) {
             let (k, _) = k.map_err(|e| self.err(e))?;
             if let Some(s) = be(&k)
                 && !skip(s)
@@ -133,6 +137,7 @@ impl Buffer {
     /// A log source's stored position.
     pub fn position(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BufferError> {
         Ok(self
+            .t()?
             .positions
             .get(key)
             .map_err(|e| self.err(e))?
@@ -275,7 +280,14 @@ mod tests {
                 "segments hold {disk} bytes for a cap of {cap}"
             );
         }
-        let newest = b.logs.last().expect("last").expect("held").1;
+        let newest = b
+            .t()
+            .expect("trees")
+            .logs
+            .last()
+            .expect("last")
+            .expect("held")
+            .1;
         let segment = Place::decode(&newest)
             .expect("marker")
             .expect("valid")
@@ -284,7 +296,7 @@ mod tests {
             segment * SEGMENT_BYTES > 3 * bound,
             "the test writes far more than the bound ({segment} segments)"
         );
-        for kv in b.logs.iter() {
+        for kv in b.t().expect("trees").logs.iter() {
             let (_, v) = kv.expect("kv");
             assert_eq!(v.len(), MARKER_LEN, "sled holds a marker, not the record");
         }
@@ -317,7 +329,11 @@ mod tests {
             good = b.push_logs(log_batch(50), &[]).await.expect("push");
             // An inline record as an older agent wrote it: the record itself as the value.
             let (seq, record) = b.sequence_and_frame(log_batch(20)).expect("frame");
-            b.logs.insert(seq.to_be_bytes(), record).expect("insert");
+            b.t()
+                .expect("trees")
+                .logs
+                .insert(seq.to_be_bytes(), record)
+                .expect("insert");
             inline = seq;
             // A marker whose segment file is gone.
             missing = b.push_logs(log_batch(5), &[]).await.expect("push");
@@ -326,7 +342,9 @@ mod tests {
                 offset: 0,
                 len: 100,
             };
-            b.logs
+            b.t()
+                .expect("trees")
+                .logs
                 .insert(missing.to_be_bytes(), &place.encode()[..])
                 .expect("insert");
             b.close().expect("close");
@@ -360,7 +378,13 @@ mod tests {
         assert_eq!(b.log_bytes(), 0);
         // New segments are numbered past every file seen, the orphan's too.
         let next = b.push_logs(log_batch(1), &[]).await.expect("push");
-        let v = b.logs.get(next.to_be_bytes()).expect("get").expect("held");
+        let v = b
+            .t()
+            .expect("trees")
+            .logs
+            .get(next.to_be_bytes())
+            .expect("get")
+            .expect("held");
         let place = Place::decode(&v).expect("marker").expect("valid");
         assert!(place.segment > 0xff);
     }
