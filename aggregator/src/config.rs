@@ -197,6 +197,10 @@ pub struct StorageSection {
     /// ones are refused and counted.
     #[serde(default, deserialize_with = "humantime_duration_opt")]
     pub out_of_order_window: Option<Duration>,
+    /// How far ahead of this host's clock a sample may be (default `10m`); further ones are
+    /// refused and counted.
+    #[serde(default, deserialize_with = "humantime_duration_opt")]
+    pub max_future: Option<Duration>,
     /// The head is cut into a block when its oldest write is this old (default `10m`).
     #[serde(default, deserialize_with = "humantime_duration_opt")]
     pub head_max_age: Option<Duration>,
@@ -351,6 +355,7 @@ impl Config {
             retention: st.retention.unwrap_or(d.retention),
             rollup_retention: st.rollup_retention.unwrap_or(d.rollup_retention),
             ooo_window: st.out_of_order_window.unwrap_or(d.ooo_window),
+            max_future: st.max_future.unwrap_or(d.max_future),
             head_max_age: st.head_max_age.unwrap_or(d.head_max_age),
             head_samples_per_series: st
                 .head_samples_per_series

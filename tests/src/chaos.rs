@@ -660,6 +660,143 @@ pub fn aggregator_disk_full(full_for: Duration) -> anyhow::Result<Option<DiskRep
     Ok(Some(r))
 }
 
+// ---- Clock jumps --------------------------------------------------------------------------
+
+/// Debian's libfaketime (package `faketime`): it moves the wall clock of the process it is
+/// preloaded in, read from a file, so the clock can jump while the process runs. The
+/// monotonic clock is left alone (`DONT_FAKE_MONOTONIC`), as an NTP step or an operator's
+/// `date -s` leaves it.
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// Whose clock jumps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Whose {
+    /// The agent's.
+    Agent,
+    /// The aggregator's.
+    Aggregator,
+}
+
+/// What a clock jump counted.
+#[derive(Clone, Debug, Default)]
+pub struct ClockReport {
+    /// Both processes still running at the end.
+    pub alive: bool,
+    /// Samples refused as too far ahead / too old while and after the clock was off.
+    pub refused_new: u64,
+    /// See `refused_new`.
+    pub refused_old: u64,
+    /// Seconds from the clock's return until the agent's samples were stored again (`None`:
+    /// not within a minute: a window stuck).
+    pub flowing_again_s: Option<f64>,
+    /// Rule group evaluations in the 5 s after the return (the aggregator kept evaluating).
+    pub evaluations_after: u64,
+}
+
+fn faketime(cmd: &mut std::process::Command, file: &std::path::Path) {
+    cmd.env("LD_PRELOAD", LIBFAKETIME)
+        .env("FAKETIME_TIMESTAMP_FILE", file)
+        .env("FAKETIME_CACHE_DURATION", "1")
+        .env("DONT_FAKE_MONOTONIC", "1");
+}
+
+fn refused(http: SocketAddr, reason: &str) -> u64 {
+    metric(
+        http,
+        &format!("telltale_aggregator_samples_refused_total{{reason=\"{reason}\"}}"),
+    )
+    .unwrap_or(0.0) as u64
+}
+
+/// `whose` clock jumps by `offset` (libfaketime's notation: `+3h`, `-3h`) for `hold`, then
+/// comes back, while an agent collects every second. `None` when libfaketime is absent.
+pub fn clock_jump(
+    whose: Whose,
+    offset: &str,
+    hold: Duration,
+) -> anyhow::Result<Option<ClockReport>> {
+    if !std::path::Path::new(LIBFAKETIME).exists() {
+        return Ok(None);
+    }
+    let s = Scratch::new(&["clockagent"])?;
+    let clock = s.path("clock");
+    std::fs::write(&clock, "+0\n")?;
+    let cfg = s.path("agg.toml");
+    std::fs::write(&cfg, "[rules]\nevaluation_interval = \"1s\"\n")?;
+    let mut cmd = std::process::Command::new(crate::bin("telltale-aggregator")?);
+    cmd.arg("serve")
+        .arg("--tls-dir")
+        .arg(&s.tls)
+        .arg("--data-dir")
+        .arg(s.path("agg"))
+        .arg("--config")
+        .arg(&cfg)
+        .args([
+            "--http-listen",
+            "127.0.0.1:0",
+            "--quic-listen",
+            "127.0.0.1:0",
+        ]);
+    if whose == Whose::Aggregator {
+        faketime(&mut cmd, &clock);
+    }
+    let mut agg = crate::start_aggregator_command(cmd)?;
+    let mut cmd =
+        crate::agent_command(&s.tls, "clockagent", agg.quic, &s.path("agent"), "1s", None)?;
+    if whose == Whose::Agent {
+        faketime(&mut cmd, &clock);
+    }
+    let mut agent = Proc::spawn(cmd, "clockagent")?.0;
+    wait_for(Duration::from_secs(30), || {
+        (collection_times(agg.http, "clockagent", 600).ok()?.len() >= 3).then_some(())
+    })
+    .with_context(|| format!("no samples\n{}", agent.log()))?;
+    std::fs::write(&clock, format!("{offset}\n"))?;
+    std::thread::sleep(hold);
+    std::fs::write(&clock, "+0\n")?;
+    // libfaketime re-reads the file within its cache second.
+    std::thread::sleep(Duration::from_millis(1100));
+    let back = telltale_common::model::now_ms();
+    let t = Instant::now();
+    // Evaluations on the timer: they stop if a clock jump leaves the schedule waiting.
+    let evals = || {
+        counter(
+            agg.http,
+            "telltale_aggregator_rule_group_evaluations_total{trigger=\"timer\"}",
+        )
+    };
+    let e0 = evals();
+    // Flowing again: a sample stamped after the return, by the (now right) clocks.
+    let flowing = wait_for(Duration::from_secs(60), || {
+        collection_times(agg.http, "clockagent", 600)
+            .ok()?
+            .iter()
+            .any(|&x| x > back + 1000)
+            .then_some(())
+    });
+    let flowing_again_s = flowing.map(|()| t.elapsed().as_secs_f64());
+    let e1 = evals();
+    std::thread::sleep(Duration::from_secs(5));
+    let report = ClockReport {
+        alive: agent.child.try_wait().ok().flatten().is_none()
+            && agg.proc.child.try_wait().ok().flatten().is_none(),
+        refused_new: refused(agg.http, "too_far_in_future"),
+        refused_old: refused(agg.http, "too_old"),
+        flowing_again_s,
+        evaluations_after: (evals() - e1.max(e0)) as u64,
+    };
+    if report.flowing_again_s.is_none() {
+        eprintln!(
+            "agent log:\n{}\naggregator log:\n{}",
+            agent.log(),
+            agg.proc.log()
+        );
+    }
+    agent.kill();
+    agg.proc.kill();
+    Ok(Some(report))
+}
+
 /// A process's resident set in bytes and open descriptors (the soak samples them).
 pub fn rss_and_fds(p: &Proc) -> (u64, u64) {
     let pid = p.child.id();

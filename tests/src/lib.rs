@@ -188,6 +188,12 @@ pub fn start_aggregator(
         .arg(data_dir)
         .args(["--http-listen", http, "--quic-listen", quic])
         .args(extra);
+    start_aggregator_command(cmd)
+}
+
+/// Starts an aggregator from a prepared `serve` command (extra environment, for example) and
+/// waits until it listens.
+pub fn start_aggregator_command(cmd: Command) -> anyhow::Result<Aggregator> {
     let (proc, stdout) = Proc::spawn(cmd, "aggregator")?;
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line)?;
@@ -251,6 +257,19 @@ pub fn start_agent_with_config(
     interval: &str,
     config: Option<&Path>,
 ) -> anyhow::Result<Proc> {
+    let cmd = agent_command(tls_dir, name, aggregator, data_dir, interval, config)?;
+    Ok(Proc::spawn(cmd, name)?.0)
+}
+
+/// The `telltale-agent run` command [`start_agent_with_config`] starts.
+pub fn agent_command(
+    tls_dir: &Path,
+    name: &str,
+    aggregator: SocketAddr,
+    data_dir: &Path,
+    interval: &str,
+    config: Option<&Path>,
+) -> anyhow::Result<Command> {
     let mut cmd = Command::new(bin("telltale-agent")?);
     cmd.arg("run");
     if let Some(c) = config {
@@ -267,7 +286,7 @@ pub fn start_agent_with_config(
         .arg("--key")
         .arg(tls_dir.join(format!("agents/{name}.key")))
         .args(["--interval", interval]);
-    Ok(Proc::spawn(cmd, name)?.0)
+    Ok(cmd)
 }
 
 /// A plain HTTP/1.0 GET; returns status and body.

@@ -114,3 +114,36 @@ fn a_full_disk_under_the_aggregator_stops_acks_loses_nothing_and_resumes() {
     assert_eq!(r.lost, 0, "{r:?}");
     assert!(r.resumed, "{r:?}");
 }
+
+/// Clocks jump by hours, forward and back, on the agent and on the aggregator (libfaketime):
+/// nothing crashes, nothing stays stuck once the clock is right again, refusals are counted.
+#[test]
+fn clock_jumps_by_hours_crash_nothing_and_leave_nothing_stuck() {
+    for (whose, offset) in [
+        (chaos::Whose::Agent, "+3h"),
+        (chaos::Whose::Agent, "-3h"),
+        (chaos::Whose::Aggregator, "+3h"),
+        (chaos::Whose::Aggregator, "-3h"),
+    ] {
+        let Some(r) = chaos::clock_jump(whose, offset, std::time::Duration::from_secs(8))
+            .expect("clock jump")
+        else {
+            assert!(std::env::var_os("CI").is_none(), "CI installs faketime");
+            eprintln!(
+                "skipped: {} is absent (apt-get install faketime)",
+                chaos::LIBFAKETIME
+            );
+            return;
+        };
+        eprintln!("{whose:?} {offset}: {r:?}");
+        assert!(r.alive, "{whose:?} {offset}: {r:?}");
+        assert!(
+            r.flowing_again_s.is_some(),
+            "{whose:?} {offset}: stuck: {r:?}"
+        );
+        assert!(
+            r.evaluations_after > 0,
+            "{whose:?} {offset}: rules stopped: {r:?}"
+        );
+    }
+}

@@ -88,6 +88,11 @@ pub struct Options {
     pub rollup_retention: Duration,
     /// How far behind its series' newest sample a sample may arrive and still be stored.
     pub ooo_window: Duration,
+    /// How far ahead of this host's clock a sample may be; further ones are refused and
+    /// counted (`too_far_in_future`). Stored future samples would block their series: once
+    /// the sender's clock is right again, its samples are older than the stored ones and
+    /// beyond the out-of-order window, refused for as long as the clock was ahead.
+    pub max_future: Duration,
     /// The head is cut into a block once its oldest write is this old...
     pub head_max_age: Duration,
     /// ...or once it holds this many samples per active series on average (bounds memory
@@ -119,6 +124,9 @@ impl Default for Options {
             retention: Duration::from_secs(15 * 86_400),
             rollup_retention: Duration::from_secs(400 * 86_400),
             ooo_window: Duration::from_secs(3600),
+            // Mimir's default creation grace period: skew of minutes passes, a jumped clock
+            // does not.
+            max_future: Duration::from_secs(600),
             head_max_age: Duration::from_secs(600),
             head_samples_per_series: 60,
             max_series_per_agent: 200_000,
@@ -137,7 +145,7 @@ impl Default for Options {
 pub struct Counters {
     /// Samples refused: older than their series' out-of-order window or than retention.
     pub refused_too_old: AtomicU64,
-    /// Samples refused: more than a day ahead of the aggregator's clock.
+    /// Samples refused: further ahead of the aggregator's clock than `max_future`.
     pub refused_too_new: AtomicU64,
     /// New series refused by the active-series caps.
     pub series_refused_agent: AtomicU64,

@@ -361,10 +361,6 @@ impl Tsdb {
     }
 }
 
-/// How far ahead of the aggregator's clock a sample may be (a day: skewed clocks pass,
-/// nonsense timestamps do not).
-const MAX_FUTURE_MS: i64 = 86_400_000;
-
 /// Frozen sets that may wait for their block before the writer stops taking writes (and so
 /// stops acknowledging): memory stays bounded when blocks are written slower than data
 /// arrives, or not at all (a full disk).
@@ -456,7 +452,7 @@ pub(super) fn run_writer(
                 let limits = AppendLimits {
                     ooo_window_ms: ms(inner.opts.ooo_window),
                     min_t: now.saturating_sub(ms(inner.opts.retention)),
-                    max_t: now.saturating_add(MAX_FUTURE_MS),
+                    max_t: now.saturating_add(ms(inner.opts.max_future)),
                 };
                 let now_s = (now / 1000) as u32;
                 let mut answers = Vec::with_capacity(jobs.len());

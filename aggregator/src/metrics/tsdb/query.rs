@@ -571,7 +571,7 @@ impl Admin for Tsdb {
         family(
             n::AGG_SAMPLES_REFUSED,
             "counter",
-            "Samples refused: behind their series' out-of-order window or older than retention (too_old), or more than a day ahead of the aggregator's clock.",
+            "Samples refused: behind their series' out-of-order window or older than retention (too_old), or further ahead of the aggregator's clock than max_future (too_far_in_future).",
             &[
                 ("{reason=\"too_old\"}".into(), l(&c.refused_too_old)),
                 (
