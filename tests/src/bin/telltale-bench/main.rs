@@ -11,14 +11,18 @@
 //! - `telltale-bench logs [--records 10000000]`: see [`logs`].
 //! - `telltale-bench traces [--spans 2000000] [--store-spans 2000000]`: see [`traces`] and
 //!   [`tracestore`].
+//! - `telltale-bench chaos [--scale ci|full]` and `telltale-bench soak [--duration 1h]`: see
+//!   [`chaos`] and [`soak`].
 //! - `telltale-bench statsd [--step 5s]`, `telltale-bench sources [--duration 2m]` and
 //!   `telltale-bench hostile [--duration 30s]`: see [`sources`].
 
 mod alerting;
+mod chaos;
 mod correlation;
 mod dashboard;
 mod logs;
 mod remediation;
+mod soak;
 mod sources;
 mod traces;
 mod tracestore;
@@ -507,8 +511,10 @@ fn main() -> anyhow::Result<()> {
         Some("traces") => traces::bench_traces(&args),
         Some("correlation") => correlation::bench_correlation(&args),
         Some("ui") => ui::bench_ui(&args),
+        Some("chaos") => chaos::bench_chaos(&args),
+        Some("soak") => soak::bench_soak(&args),
         _ => bail!(
-            "usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N] | promql [--rounds N] | dashboard [--hosts N] [--hours N] | statsd [--step 5s] | sources [--duration 2m] [--interval 10s] | hostile [--duration 30s] [--interval 5s] | fuzz [--queries 2000] [--seed N] [--cases] [--show 40] | tsdb [--hosts 50] [--hours 24] [--senders 4] | alerting [--trials 40] | remediation [--trials 10] | logs [--records 10000000] [--rate 10000] [--rss-seconds 60] [--rounds 5] | traces [--spans 2000000] [--senders 2] [--per-request 500] [--store-spans 2000000] [--skip intake,store] | correlation [--scenarios 300] [--seed 1] [--show 15] | ui [--hosts 100] [--hours 6] [--rounds 5]"
+            "usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N] | promql [--rounds N] | dashboard [--hosts N] [--hours N] | statsd [--step 5s] | sources [--duration 2m] [--interval 10s] | hostile [--duration 30s] [--interval 5s] | fuzz [--queries 2000] [--seed N] [--cases] [--show 40] | tsdb [--hosts 50] [--hours 24] [--senders 4] | alerting [--trials 40] | remediation [--trials 10] | logs [--records 10000000] [--rate 10000] [--rss-seconds 60] [--rounds 5] | traces [--spans 2000000] [--senders 2] [--per-request 500] [--store-spans 2000000] [--skip intake,store] | correlation [--scenarios 300] [--seed 1] [--show 15] | ui [--hosts 100] [--hours 6] [--rounds 5] | chaos [--scale ci|full] [--cycles N] [--seed N] | soak [--duration 1h] [--agents 50] [--every 1m] [--out DIR]"
         ),
     }
 }
