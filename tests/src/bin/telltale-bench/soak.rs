@@ -130,6 +130,9 @@ pub fn bench_soak(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A panel's title and what it draws of a row.
+type Panel = (&'static str, fn(&Row) -> f64);
+
 /// Three panels (RSS MiB, descriptors, disk MiB) over minutes, the baseline sample marked.
 fn svg(rows: &[Row], base: usize) -> String {
     let (w, h, pad) = (720.0, 170.0, 40.0);
@@ -138,20 +141,14 @@ fn svg(rows: &[Row], base: usize) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" font-family="sans-serif" font-size="11">"#,
         3.0 * h + 20.0
     );
-    let panels: [(&str, Box<dyn Fn(&Row) -> f64>); 3] = [
-        (
-            "aggregator RSS (MiB)",
-            Box::new(|r: &Row| r.1 as f64 / 1048576.0),
-        ),
-        ("open descriptors", Box::new(|r: &Row| r.2 as f64)),
-        (
-            "data directory (MiB)",
-            Box::new(|r: &Row| r.3 as f64 / 1048576.0),
-        ),
+    let panels: [Panel; 3] = [
+        ("aggregator RSS (MiB)", |r| r.1 as f64 / 1048576.0),
+        ("open descriptors", |r| r.2 as f64),
+        ("data directory (MiB)", |r| r.3 as f64 / 1048576.0),
     ];
     for (i, (title, f)) in panels.iter().enumerate() {
         let y0 = i as f64 * h + 10.0;
-        let vals: Vec<f64> = rows.iter().map(|r| f(r)).collect();
+        let vals: Vec<f64> = rows.iter().map(f).collect();
         let hi = vals.iter().cloned().fold(0.0f64, f64::max).max(1e-9) * 1.1;
         let x = |t: f64| pad + (w - 2.0 * pad) * t / t_max;
         let y = |v: f64| y0 + h - 30.0 - (h - 50.0) * v / hi;
