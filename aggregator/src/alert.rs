@@ -5,6 +5,7 @@
 //! texts and runbook arguments ([`template`]), and the duration and time formats of their files.
 
 pub mod matchers;
+pub mod store;
 pub mod template;
 
 use std::time::Duration;

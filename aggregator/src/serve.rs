@@ -177,11 +177,11 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     let (alerts_tx, alerts_rx) = tokio::sync::mpsc::unbounded_channel();
     let (news_tx, news_rx) = tokio::sync::mpsc::unbounded_channel();
     let hub = Arc::new(crate::remediate::hub::Hub::new(hub_tx));
-    let state_store = StateStore::open(&cfg.data_dir.join("alerting"))?;
+    let state_store = StateStore::open(&cfg.data_dir.join("alerting"))
+        .map_err(crate::alerting::service::StateError::from)?;
     let remediation = Remediator::open(
         alerting.runbooks,
-        state_store.db.clone(),
-        state_store.tree.clone(),
+        state_store.clone(),
         hub.clone(),
         Some(storage.clone()),
         news_tx,

@@ -20,8 +20,8 @@ use anyhow::Context;
 
 use crate::faultproxy::{FaultProxy, Faults, ProxyStats};
 use crate::{
-    Aggregator, Proc, certs_init, certs_issue, http_get, http_post, metric, raw_samples,
-    start_agent, start_aggregator, wait_for,
+    Aggregator, Proc, certs_init, certs_issue, http_get, metric, raw_samples, start_agent,
+    start_aggregator, wait_for,
 };
 
 /// Lost intervals in sorted collection timestamps: every gap wider than 1.5 intervals counts
@@ -233,11 +233,13 @@ pub struct Acked {
 impl RwWriter {
     /// Starts writing to `http` as fast as it answers, until [`RwWriter::stop`].
     pub fn start(http: SocketAddr) -> RwWriter {
-        RwWriter::paced(http, Duration::ZERO)
+        RwWriter::paced(http, Duration::ZERO, None)
     }
 
-    /// Like [`RwWriter::start`], pausing `pause` between requests.
-    pub fn paced(http: SocketAddr, pause: Duration) -> RwWriter {
+    /// Like [`RwWriter::start`], pausing `pause` between requests, with the API `token` when
+    /// the server has one.
+    pub fn paced(http: SocketAddr, pause: Duration, token: Option<&str>) -> RwWriter {
+        let token = token.map(String::from);
         let stop = Arc::new(AtomicBool::new(false));
         let st = stop.clone();
         let handle = std::thread::spawn(move || {
@@ -265,7 +267,13 @@ impl RwWriter {
                     })
                     .collect();
                 let body = telltale_aggregator::api::remote_write::encode(&series);
-                match http_post(http, "/api/v1/write", "application/x-protobuf", &body) {
+                match crate::http_post_auth(
+                    http,
+                    "/api/v1/write",
+                    "application/x-protobuf",
+                    &body,
+                    token.as_deref(),
+                ) {
                     Ok((204, _)) => {
                         acked.ranges.push((k, k + RW_PER_REQUEST));
                         acked.at.push(telltale_common::model::now_ms());
@@ -532,6 +540,29 @@ pub struct DiskReport {
     pub resumed: bool,
     /// Seconds from freeing space to the first new data stored.
     pub resume_s: f64,
+    /// Aggregator: of 200 silences made while the disk is full, how many were refused (its
+    /// sled store cannot write; small records may still fit pages already allocated) ...
+    pub alerting_refused_while_full: Option<u64>,
+    /// ... and one made once space is back is taken (200).
+    pub alerting_writes: Option<bool>,
+}
+
+/// Makes a one-hour silence through the API; true on 200.
+fn make_silence(http: SocketAddr, token: &str) -> bool {
+    let now = std::time::SystemTime::now();
+    let body = format!(
+        r#"{{"matchers":[{{"name":"alertname","value":"ChaosDiskFull","isRegex":false}}],"startsAt":"{}","endsAt":"{}","createdBy":"chaos","comment":"disk full test"}}"#,
+        humantime::format_rfc3339_seconds(now),
+        humantime::format_rfc3339_seconds(now + Duration::from_secs(3600))
+    );
+    crate::http_post_auth(
+        http,
+        "/api/v2/silences",
+        "application/json",
+        body.as_bytes(),
+        Some(token),
+    )
+    .is_ok_and(|(st, _)| st == 200)
 }
 
 /// The agent's data directory on a 16 MiB tmpfs, filled for `full_for` while it collects every
@@ -603,10 +634,10 @@ pub fn aggregator_disk_full(full_for: Duration) -> anyhow::Result<Option<DiskRep
         &s.path("small").join("agg"),
         "127.0.0.1:0",
         "127.0.0.1:0",
-        &[],
+        &["--api-token", "chaos"],
     )?;
     let agent = start_agent(&s.tls, "fullagg", agg.quic, &s.path("agent"), "1s")?;
-    let writer = RwWriter::paced(agg.http, Duration::from_millis(100));
+    let writer = RwWriter::paced(agg.http, Duration::from_millis(100), Some("chaos"));
     let first_ms = telltale_common::model::now_ms();
     wait_for(Duration::from_secs(30), || {
         (collection_times(agg.http, "fullagg", 60).ok()?.len() >= 2).then_some(())
@@ -623,6 +654,12 @@ pub fn aggregator_disk_full(full_for: Duration) -> anyhow::Result<Option<DiskRep
         std::thread::sleep(Duration::from_millis(500));
     }
     r.logged = agg.proc.log().contains("log write failed");
+    // The alerting state on the same disk: a write while full.
+    r.alerting_refused_while_full = Some(
+        (0..200)
+            .filter(|_| !make_silence(agg.http, "chaos"))
+            .count() as u64,
+    );
     std::fs::remove_file(&filler)?;
     let freed = telltale_common::model::now_ms();
     let t = Instant::now();
@@ -637,6 +674,13 @@ pub fn aggregator_disk_full(full_for: Duration) -> anyhow::Result<Option<DiskRep
     });
     r.resumed = resumed.is_some();
     r.resume_s = t.elapsed().as_secs_f64();
+    // The alerting state's sled store was full too (it flushes every 500 ms).
+    r.alerting_writes = Some(
+        wait_for(Duration::from_secs(10), || {
+            make_silence(agg.http, "chaos").then_some(())
+        })
+        .is_some(),
+    );
     std::thread::sleep(Duration::from_secs(1));
     let acked = writer.stop();
     // Acknowledged after the disk was full and the write in flight had failed.

@@ -113,6 +113,11 @@ fn a_full_disk_under_the_aggregator_stops_acks_loses_nothing_and_resumes() {
     );
     assert_eq!(r.lost, 0, "{r:?}");
     assert!(r.resumed, "{r:?}");
+    assert_eq!(
+        r.alerting_writes,
+        Some(true),
+        "the alerting state writes again: {r:?}"
+    );
 }
 
 /// Clocks jump by hours, forward and back, on the agent and on the aggregator (libfaketime):

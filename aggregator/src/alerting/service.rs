@@ -20,7 +20,6 @@
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -89,20 +88,8 @@ fn kind_index(i: &Integration) -> usize {
 }
 const KINDS: [&str; 4] = ["webhook", "alertmanager", "nats", "log"];
 
-/// A stored record: key and value.
-type Record = (Vec<u8>, Vec<u8>);
-
-/// The sled store of the alerting state, shared with the remediation driver (its records
-/// live in the same tree, as in earlier releases).
-#[derive(Clone)]
-pub struct StateStore {
-    /// The database (flushes, ids).
-    pub db: sled::Db,
-    /// The `alerting` tree.
-    pub tree: sled::Tree,
-    /// Whether a damaged store was moved aside at open.
-    pub moved_aside: bool,
-}
+pub use crate::alert::store::StateStore;
+use crate::alert::store::{OpenError, Record};
 
 /// Why the alerting state could not be opened, read or written. The HTTP layer answers
 /// requests that hit it with 500 ([`RequestError::Store`]); the driver retries its step.
@@ -122,47 +109,18 @@ pub enum StateError {
     Client(#[from] reqwest::Error),
 }
 
-impl From<StateError> for RequestError {
-    fn from(e: StateError) -> Self {
-        RequestError::Store(e.to_string())
+impl From<OpenError> for StateError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Store(e) => StateError::Open(e),
+            OpenError::Sled(e) => StateError::Sled(e),
+        }
     }
 }
 
-impl StateStore {
-    /// Opens the state in `dir`. Damaged state is moved aside and the aggregator starts
-    /// without it (alerts are re-evaluated by the rules; silences, incidents and the
-    /// notification log are lost and logged); a store that cannot be opened for another
-    /// reason stops start-up.
-    pub fn open(dir: &Path) -> Result<StateStore, StateError> {
-        let opened = telltale_common::store::open_or_replace(dir, "alerting state", |d| {
-            sled::Config::new()
-                .path(d)
-                .cache_capacity(16 << 20)
-                .flush_every_ms(Some(500))
-                .open()
-        })?;
-        let tree = opened.db.open_tree("alerting")?;
-        Ok(StateStore {
-            db: opened.db,
-            tree,
-            moved_aside: opened.moved_aside.is_some(),
-        })
-    }
-
-    /// The records under `prefix` and how many could not be read (skipped, logged).
-    pub fn load(&self, prefix: &str) -> (Vec<Record>, u64) {
-        let mut bad = 0;
-        let mut out = Vec::new();
-        for r in self.tree.scan_prefix(prefix) {
-            match r {
-                Ok((k, v)) => out.push((k.to_vec(), v.to_vec())),
-                Err(e) => {
-                    tracing::error!(prefix, error = %e, "unreadable alerting state record skipped");
-                    bad += 1;
-                }
-            }
-        }
-        (out, bad)
+impl From<StateError> for RequestError {
+    fn from(e: StateError) -> Self {
+        RequestError::Store(e.to_string())
     }
 }
 
@@ -359,7 +317,7 @@ impl AlertingService {
                         );
                         continue;
                     }
-                    let id = self.store.db.generate_id()?;
+                    let id = self.store.generate_id()?;
                     let d = Delivery {
                         id,
                         priority: o.priority,
@@ -378,14 +336,14 @@ impl AlertingService {
                 }
             }
         }
-        self.store.tree.apply_batch(batch)?;
+        self.store.apply_batch(batch)?;
         Ok(queued)
     }
 
     /// Applies effects and makes them durable; new notifications are then delivered.
     async fn apply_durably(&self, fx: Vec<Effect>) -> Result<(), StateError> {
         let queued = self.apply(fx)?;
-        self.store.db.flush_async().await?;
+        self.store.flush().await?;
         if queued > 0 {
             self.counters.queued.fetch_add(queued, Ordering::Relaxed);
             self.deliver_wake.notify_one();
@@ -438,13 +396,14 @@ impl AlertingService {
             let mut next: Option<i64> = None;
             let mut busy_lanes: HashSet<String> =
                 in_flight.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            for item in self.store.tree.scan_prefix("o/") {
+            let items = self.store.scan_prefix("o/").into_iter().flatten();
+            for item in items {
                 let Ok((k, v)) = item else { continue };
                 let d: Delivery = match serde_json::from_slice(&v) {
                     Ok(d) => d,
                     Err(e) => {
                         tracing::error!(error = %e, "dropping an unreadable queued notification");
-                        let _ = self.store.tree.remove(&k);
+                        let _ = self.store.remove(&k);
                         self.gone(true);
                         continue;
                     }
@@ -499,7 +458,7 @@ impl AlertingService {
             .and_then(|v| v.get(d.integration))
         else {
             tracing::error!(receiver = %d.receiver, "dropping a queued notification: its receiver is no longer configured");
-            let _ = self.store.tree.remove(&key);
+            let _ = self.store.remove(&key);
             self.gone(true);
             return;
         };
@@ -516,9 +475,9 @@ impl AlertingService {
                         .observe_secs((now_ms() - f) as f64 / 1000.0);
                 }
                 self.counters.sent[k].fetch_add(1, Ordering::Relaxed);
-                let _ = self.store.tree.remove(&key);
+                let _ = self.store.remove(&key);
                 // Made durable at once: a crash right after a delivery must not resend it.
-                if let Err(e) = self.store.db.flush_async().await {
+                if let Err(e) = self.store.flush().await {
                     tracing::warn!(error = %e, "cannot flush the outbox");
                 }
                 self.gone(false);
@@ -527,7 +486,7 @@ impl AlertingService {
             Err(SendError::Permanent(e)) => {
                 self.counters.failed[k].fetch_add(1, Ordering::Relaxed);
                 tracing::error!(receiver = %d.receiver, integration = KINDS[k], error = %e, "notification refused; dropped");
-                let _ = self.store.tree.remove(&key);
+                let _ = self.store.remove(&key);
                 self.gone(true);
             }
             Err(SendError::Retry(e)) => {
@@ -535,7 +494,7 @@ impl AlertingService {
                 let now = now_ms();
                 if now - d.created > MAX_RETRY_MS {
                     tracing::error!(receiver = %d.receiver, integration = KINDS[k], error = %e, "notification undeliverable for a day; dropped");
-                    let _ = self.store.tree.remove(&key);
+                    let _ = self.store.remove(&key);
                     self.gone(true);
                     return;
                 }
@@ -545,7 +504,7 @@ impl AlertingService {
                 tracing::warn!(receiver = %d.receiver, integration = KINDS[k], attempt = d.attempts, retry_in_ms = d.next_attempt - now, error = %e, "notification delivery failed; will retry");
                 match serde_json::to_vec(&d) {
                     Ok(v) => {
-                        let _ = self.store.tree.insert(&key, v);
+                        let _ = self.store.insert(&key, v);
                     }
                     Err(e) => tracing::error!(error = %e, "cannot re-queue a notification"),
                 }
@@ -555,7 +514,7 @@ impl AlertingService {
 
     /// Makes everything written so far durable (on shutdown).
     pub async fn persist(&self) {
-        if let Err(e) = self.store.db.flush_async().await {
+        if let Err(e) = self.store.flush().await {
             tracing::warn!(error = %e, "cannot flush the alerting state");
         }
     }

@@ -50,8 +50,7 @@ pub struct RemediationFilter {
 /// The remediation driver.
 pub struct Remediator {
     inner: Mutex<Inner>,
-    db: sled::Db,
-    tree: sled::Tree,
+    store: crate::alert::store::StateStore,
     hub: Arc<Hub>,
     storage: Option<Arc<dyn Appender>>,
     news: mpsc::UnboundedSender<RemediationNews>,
@@ -69,27 +68,22 @@ pub struct Inputs {
 }
 
 impl Remediator {
-    /// Loads the remediation records from `tree` (the alerting state's) and starts the driver.
+    /// Loads the remediation records from `store` (the alerting state's) and starts the driver.
     pub fn open(
         runbooks: Runbooks,
-        db: sled::Db,
-        tree: sled::Tree,
+        store: crate::alert::store::StateStore,
         hub: Arc<Hub>,
         storage: Option<Arc<dyn Appender>>,
         news: mpsc::UnboundedSender<RemediationNews>,
         inputs: Inputs,
     ) -> Arc<Remediator> {
-        let records: Vec<Record> = tree
-            .scan_prefix("r/")
-            .filter_map(|r| match r {
-                Ok((_, v)) => serde_json::from_slice(&v).ok(),
-                Err(e) => {
-                    tracing::error!(error = %e, "unreadable remediation record skipped");
-                    None
-                }
-            })
+        let records: Vec<Record> = store
+            .load("r/")
+            .0
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
             .collect();
-        let enabled = match tree.get("remediation/enabled") {
+        let enabled = match store.get("remediation/enabled") {
             Ok(Some(v)) => v.as_ref() == b"1",
             _ => runbooks.enabled,
         };
@@ -106,8 +100,7 @@ impl Remediator {
                 runs_changed: false,
                 sent_at: Default::default(),
             }),
-            db,
-            tree,
+            store,
             hub,
             storage,
             news,
@@ -223,7 +216,7 @@ impl Remediator {
                     }
                     match serde_json::to_vec(r) {
                         Ok(v) => {
-                            if let Err(e) = self.tree.insert(format!("r/{id}").as_bytes(), v) {
+                            if let Err(e) = self.store.insert(format!("r/{id}").as_bytes(), v) {
                                 tracing::error!(remediation = %id, error = %e, "cannot store a remediation");
                             }
                         }
@@ -253,7 +246,7 @@ impl Remediator {
                     }
                 }
                 Effect::Forget(id) => {
-                    if let Err(e) = self.tree.remove(format!("r/{id}").as_bytes()) {
+                    if let Err(e) = self.store.remove(format!("r/{id}").as_bytes()) {
                         tracing::warn!(remediation = %id, error = %e, "cannot delete a remediation");
                     }
                 }
@@ -353,8 +346,8 @@ impl Remediator {
         }
         // Its deadline may have changed (an approval queues the command).
         self.wake.notify_one();
-        self.db
-            .flush_async()
+        self.store
+            .flush()
             .await
             .map_err(|e| RequestError::Store(e.to_string()))?;
         self.remediation(id)
@@ -378,10 +371,10 @@ impl Remediator {
     pub async fn set_enabled(&self, enabled: bool) -> Result<Value, RequestError> {
         self.lock().engine.enabled = enabled;
         let store = |e: sled::Error| RequestError::Store(e.to_string());
-        self.tree
+        self.store
             .insert("remediation/enabled", if enabled { "1" } else { "0" })
             .map_err(store)?;
-        self.db.flush_async().await.map_err(store)?;
+        self.store.flush().await.map_err(store)?;
         tracing::warn!(enabled, "remediation switched");
         self.wake.notify_one();
         Ok(self.status())

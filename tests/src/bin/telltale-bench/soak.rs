@@ -49,7 +49,7 @@ pub fn bench_soak(args: &[String]) -> anyhow::Result<()> {
     for n in &names {
         procs.push(start_agent(&s.tls, n, agg.quic, &s.path(n), "1s")?);
     }
-    let writer = RwWriter::paced(agg.http, Duration::from_millis(100));
+    let writer = RwWriter::paced(agg.http, Duration::from_millis(100), None);
     eprintln!(
         "{agents} agents at 1 s + remote_write for {}; a sample every {}",
         humantime::format_duration(duration),
