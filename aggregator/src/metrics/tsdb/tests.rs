@@ -24,6 +24,9 @@ fn opts() -> Options {
         maintenance_interval: Duration::from_secs(3600),
         retention: Duration::from_secs(100 * 365 * 86_400),
         rollup_retention: Duration::from_secs(200 * 365 * 86_400),
+        // Tests place samples hours after now (later block windows); the limit itself is
+        // tested with a sample days ahead.
+        max_future: Duration::from_secs(86_400),
         ..Options::default()
     }
 }
