@@ -99,6 +99,20 @@ pub fn up_series(agent: &str, t_ms: i64, value: f64) -> SeriesSamples {
     }
 }
 
+/// The timestamp of an `up` write: never one an earlier write used. The ticker, a connection
+/// and a disconnection each write `up`; two in one millisecond (an agent restarted while the
+/// ticker wrote) stored the second onto the first — a sample stored twice, found by the
+/// agent crash loop (tests/tests/chaos.rs) — and the later one in time, not the newer fact,
+/// could win.
+fn up_time(now: i64) -> i64 {
+    static LAST: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(i64::MIN);
+    let order = std::sync::atomic::Ordering::Relaxed;
+    let prev = LAST
+        .fetch_update(order, order, |l| Some(now.max(l.saturating_add(1))))
+        .unwrap_or(now);
+    now.max(prev.saturating_add(1))
+}
+
 impl Ingest {
     /// Accepts connections until the endpoint closes.
     pub async fn run(self: Arc<Self>, endpoint: quinn::Endpoint) {
@@ -113,7 +127,7 @@ impl Ingest {
         if agents.is_empty() {
             return;
         }
-        let t = now_ms();
+        let t = up_time(now_ms());
         let series = agents
             .iter()
             .map(|(a, up)| up_series(a, t, if *up { 1.0 } else { 0.0 }))
@@ -509,5 +523,20 @@ impl StoreJob {
             Err(e) => return Err(SessionError::Storage(e.to_string())),
         }
         Ok(ServerMessage::Ack { sequence })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Two `up` writes never share a timestamp, even in one millisecond or with the clock
+    /// stepping back; and they follow the clock when it moves on.
+    #[test]
+    fn up_writes_never_share_a_timestamp() {
+        let a = super::up_time(1_000);
+        let b = super::up_time(1_000);
+        let c = super::up_time(500);
+        assert!(a < b && b < c, "{a} {b} {c}");
+        let later = c + 60_000;
+        assert_eq!(super::up_time(later), later);
     }
 }
