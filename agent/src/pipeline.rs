@@ -21,7 +21,8 @@
 pub mod collected;
 pub mod hostinfo;
 pub mod logsink;
-pub mod relabel;
+/// Relabelling moved to `telltale_common` (the aggregator's remote_write uses it too).
+pub use telltale_common::relabel;
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -89,6 +89,8 @@ pub struct ApiState {
     pub logs_max_query_bytes: u64,
     /// The stage figures' window (`/api/v1/pipeline`).
     pub pipeline: Arc<crate::pipeline::sampler::Sampler>,
+    /// The remote_write queues (their metrics).
+    pub forward: Arc<crate::forward::Forwarders>,
 }
 
 impl ApiState {
@@ -649,6 +651,7 @@ async fn metrics(State(st): St) -> Response {
     st.reload.status.render(&mut text);
     st.alerts.render_metrics(&mut text);
     st.remediation.render_metrics(&mut text);
+    st.forward.render_metrics(&mut text);
     crate::selfmetrics::render_latencies(&mut text);
     crate::selfmetrics::render_process(
         &mut text,

@@ -74,6 +74,9 @@ pub struct FileConfig {
     /// SLO files (`[slo]`).
     #[serde(default)]
     pub slo: SloSection,
+    /// remote_write queues (`[[remote_write]]`, see [`crate::forward::options`]).
+    #[serde(default)]
+    pub remote_write: Vec<crate::forward::RemoteWriteSection>,
     /// Scheduled reports (`[[report]]`).
     #[serde(default)]
     pub report: Vec<crate::report::schedule::ScheduleSpec>,
@@ -292,6 +295,8 @@ pub struct Config {
     pub external_url: String,
     /// Runbook file.
     pub runbooks: Option<PathBuf>,
+    /// remote_write queues.
+    pub remote_write: Vec<crate::forward::RemoteWriteOptions>,
 }
 
 /// Command-line overrides.
@@ -512,7 +517,9 @@ impl Config {
         }
         let mut slo_files = file.slo.files.clone();
         slo_files.extend(o.slos.iter().cloned());
+        let remote_write = crate::forward::options::validate(where_, &file.remote_write)?;
         Ok(Config {
+            remote_write,
             rule_files,
             detector_files,
             slo_files,

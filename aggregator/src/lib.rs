@@ -29,6 +29,7 @@ pub mod anomaly;
 pub mod api;
 pub mod config;
 pub mod durable;
+pub mod forward;
 pub mod ingest;
 pub mod labels;
 pub mod logs;

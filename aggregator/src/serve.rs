@@ -105,10 +105,21 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let data_dir = cfg.data_dir.clone();
     let opts = cfg.storage.clone();
+    // remote_write queues hold the WAL segments they have not sent: their positions are
+    // read before storage opens, so its start-up keeps those segments.
+    let forward = Arc::new(
+        crate::forward::Forwarders::prepare(
+            &cfg.data_dir,
+            &cfg.remote_write,
+            opts.wal_hold.clone(),
+        )
+        .context("cannot prepare the remote_write queues")?,
+    );
     let p = progress.clone();
     let store = tokio::task::spawn_blocking(move || Tsdb::open_reporting(&data_dir, opts, &p))
         .await
         .context("storage recovery panicked")??;
+    forward.start(store.wal_feed());
     let r = &store.recovery;
     tracing::info!(
         segments = r.segments, records = r.records, corrupt = r.corrupt,
@@ -276,6 +287,7 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
         patterns,
         logs_max_query_bytes: cfg.logs_max_query_bytes,
         pipeline: sampler,
+        forward: forward.clone(),
     });
 
     let http = listener.local_addr()?;
@@ -337,6 +349,7 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down");
     alerts_for_shutdown.persist().await;
+    forward.shutdown();
     endpoint.close(0u32.into(), b"aggregator shutting down");
     endpoint.wait_idle().await;
     Ok(())

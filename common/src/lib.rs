@@ -29,6 +29,7 @@ pub mod lokipush;
 pub mod model;
 pub mod names;
 pub mod otlp;
+pub mod relabel;
 pub mod session;
 pub mod store;
 pub mod tls;

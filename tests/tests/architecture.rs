@@ -76,6 +76,11 @@ const AGGREGATOR: &[(&str, &[&str])] = &[
         &["alert", "labels", "metrics::storage", "selfmetrics"],
     ),
     ("agents", &[]),
+    // Forwarding to outside stores reads the engine's WAL through its feed handle.
+    (
+        "forward",
+        &["durable", "metrics::remote_write", "metrics::tsdb"],
+    ),
     // Anomaly detection: the methods and the NAB scorer are pure computation; the live
     // detectors read through PromQL and write through the storage interface, like rules.
     ("anomaly", &[]),
@@ -115,7 +120,14 @@ const AGGREGATOR: &[(&str, &[&str])] = &[
     ),
     (
         "config",
-        &["labels", "logs", "metrics::tsdb", "report", "traces"],
+        &[
+            "forward",
+            "labels",
+            "logs",
+            "metrics::tsdb",
+            "report",
+            "traces",
+        ],
     ),
     (
         "reload",
@@ -140,6 +152,7 @@ const AGGREGATOR: &[(&str, &[&str])] = &[
             "alerting",
             "config",
             "durable",
+            "forward",
             "labels",
             "logs",
             "metrics",

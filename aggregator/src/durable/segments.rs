@@ -71,6 +71,11 @@ impl Writer {
         self.segment
     }
 
+    /// Bytes written (and synced) to the segment.
+    pub fn synced_len(&self) -> u64 {
+        self.len
+    }
+
     /// Continues in a new segment.
     pub fn roll(&mut self) -> std::io::Result<()> {
         let next = Writer::create(self.dir.clone(), self.segment + 1)?;

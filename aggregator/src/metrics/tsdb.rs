@@ -45,6 +45,7 @@ mod cache;
 pub mod check;
 pub mod chunk;
 mod compact;
+mod feed;
 pub use crate::durable::frames as files;
 pub mod head;
 pub mod progress;
@@ -75,6 +76,7 @@ use crate::metrics::storage::{
 };
 use append::run_writer;
 use block::{Block, Kind};
+pub use feed::{WalFeed, WalHold, WalSamples, decode_record};
 use head::{AppendLimits, Head, NO_OWNER, hash_labels};
 pub use wal::RecoveryReport;
 use wal::{Record, Writer, prepare, stamp_events};
@@ -112,6 +114,9 @@ pub struct Options {
     pub maintenance_interval: Duration,
     /// Bytes of decoded chunks kept for repeated reads (dashboards refreshing); 0 disables.
     pub chunk_cache_bytes: u64,
+    /// WAL segments at or above this number are kept even once blocks cover them: readers
+    /// of the log (remote_write queues, see `forward`) have not sent them yet.
+    pub wal_hold: WalHold,
 }
 
 /// The owner of series created by remote_write (all senders together); `<` cannot appear
@@ -136,6 +141,7 @@ impl Default for Options {
             active_window: Duration::from_secs(3600),
             maintenance_interval: Duration::from_secs(10),
             chunk_cache_bytes: 128 << 20,
+            wal_hold: WalHold::default(),
         }
     }
 }
@@ -263,6 +269,10 @@ struct Inner {
     last_checkpoint_ms: AtomicU64,
     /// The checkpoint of the last block cut, not yet written.
     pending_checkpoint: Mutex<Option<Checkpoint>>,
+    /// The first WAL segment the written checkpoint does not cover.
+    checkpointed_segment: AtomicU64,
+    /// The durable end of the WAL: the segment being written and its synced length.
+    wal_tip: Mutex<(u64, u64)>,
     /// remote_write label bytes as sent ([`remote_write::RawSeries::key`]) → series id and
     /// metric name: a series seen before costs one hash and one comparison of its bytes.
     rw_keys: RwLock<KeyCache>,
@@ -369,6 +379,13 @@ pub fn merge_runs(mut runs: Vec<Vec<Sample>>) -> Vec<Sample> {
 }
 
 impl Tsdb {
+    /// A handle for readers of the WAL.
+    pub fn wal_feed(&self) -> WalFeed {
+        WalFeed {
+            inner: self.inner.clone(),
+        }
+    }
+
     /// Opens (or creates) the engine in `data_dir` with default options.
     pub fn open(data_dir: &Path) -> Result<Tsdb, StorageError> {
         Tsdb::open_with(data_dir, Options::default())
@@ -475,7 +492,9 @@ impl Tsdb {
         );
         for (n, path) in &segs {
             if *n < cp.wal_segment {
-                let _ = fs::remove_file(path);
+                if *n < opts.wal_hold.get() {
+                    let _ = fs::remove_file(path);
+                }
                 continue;
             }
             wal::replay_segment(path, &mut report, |rec: Record<'_>| {
@@ -560,6 +579,8 @@ impl Tsdb {
             tombstones: RwLock::new(tombstones),
             last_checkpoint_ms: AtomicU64::new(0),
             pending_checkpoint: Mutex::new(None),
+            checkpointed_segment: AtomicU64::new(cp.wal_segment),
+            wal_tip: Mutex::new((next_segment, 0)),
             rw_keys: RwLock::new(Default::default()),
             agent_keys: RwLock::new(Default::default()),
         });

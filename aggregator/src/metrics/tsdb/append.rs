@@ -435,6 +435,8 @@ pub(super) fn run_writer(
         match res {
             Ok(()) => {
                 logged = defined;
+                *inner.wal_tip.lock().unwrap_or_else(|e| e.into_inner()) =
+                    (w.segment(), w.synced_len());
                 if !buf.is_empty() {
                     let mut w = inner.write_error.lock().unwrap_or_else(|e| e.into_inner());
                     if w.as_ref()
@@ -507,6 +509,8 @@ pub(super) fn run_writer(
                             .roll()
                             .map_err(|e| StorageError::Write(e.to_string()))
                             .map(|()| {
+                                *inner.wal_tip.lock().unwrap_or_else(|e| e.into_inner()) =
+                                    (w.segment(), 0);
                                 let frozen = Arc::new(Frozen {
                                     series: h.take_samples(),
                                     wal_segment: w.segment(),

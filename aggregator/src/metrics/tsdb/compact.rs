@@ -280,9 +280,13 @@ fn checkpoint(inner: &Inner, force: bool) -> Result<(), MaintenanceError> {
     inner
         .last_checkpoint_ms
         .store(now.max(0) as u64, Ordering::Relaxed);
+    inner
+        .checkpointed_segment
+        .store(cp.wal_segment, Ordering::Relaxed);
     let wal_dir = inner.dir.join("log");
+    let keep = cp.wal_segment.min(inner.opts.wal_hold.get());
     for (n, path) in super::wal::list_segments(&wal_dir).map_err(io("log"))? {
-        if n < cp.wal_segment {
+        if n < keep {
             let _ = std::fs::remove_file(path);
         }
     }

@@ -6,10 +6,10 @@
 //! agent needs no MD5 code; shard numbers are stable across agents and restarts but differ
 //! from the ones Prometheus computes for the same values.
 
+use crate::config::Invalid;
+use crate::model::Labels;
 use regex_lite::Regex;
 use serde::Deserialize;
-use telltale_common::config::Invalid;
-use telltale_common::model::Labels;
 
 /// One rule as written in `agent.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -169,7 +169,7 @@ pub fn apply(rules: &[Rule], labels: &Labels) -> Option<Labels> {
                     caps.expand(&r.target_label, &mut target);
                     let mut value = String::new();
                     caps.expand(&r.replacement, &mut value);
-                    if telltale_common::model::valid_label_name(&target) {
+                    if crate::model::valid_label_name(&target) {
                         if value.is_empty() {
                             l.retain(|(n, _)| *n != target);
                         } else {
@@ -200,7 +200,7 @@ pub fn apply(rules: &[Rule], labels: &Labels) -> Option<Labels> {
             }
             Action::LabelDrop => l.retain(|(n, _)| !r.regex.is_match(n)),
             Action::LabelKeep => {
-                l.retain(|(n, _)| n == telltale_common::model::METRIC_NAME || r.regex.is_match(n))
+                l.retain(|(n, _)| n == crate::model::METRIC_NAME || r.regex.is_match(n))
             }
         }
     }

@@ -1,0 +1,199 @@
+//! Forwarding what the aggregator stores to distributed stores: remote_write queues
+//! (`[[remote_write]]`, Prometheus remote_write 1.0) fed from the WAL, as Prometheus' WAL
+//! watcher does — a queue reads every record the engine made durable, so everything the
+//! aggregator acknowledged (agents' batches, remote_write it received, `up`, rule results)
+//! goes out, and the segments a queue has not sent stay on disk (up to its byte cap) across
+//! restarts and outages of the receiver.
+//!
+//! Each queue keeps its position in `DATA_DIR/remote_write/<name>.pos` (persisted at most
+//! once a second and at a clean shutdown): a restart resumes there, so after a clean
+//! shutdown nothing is sent twice, and after a crash at most the last second is (receivers
+//! keep one sample per series and timestamp: Prometheus ignores an identical duplicate,
+//! VictoriaMetrics drops it with `-dedup.minScrapeInterval`). A new queue starts at the
+//! WAL's end: it forwards what arrives from then on.
+//!
+//! The WAL holds every sample the engine was asked to store, including the few the head then
+//! refused (beyond the out-of-order window or `max_future`): those are forwarded too, and
+//! the receiver applies its own limits.
+
+pub mod options;
+pub mod queue;
+pub mod tail;
+#[cfg(test)]
+mod tests;
+
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::metrics::tsdb::{WalFeed, WalHold};
+pub use options::{RemoteWriteOptions, RemoteWriteSection};
+use queue::Queue;
+
+/// Every queue.
+pub struct Forwarders {
+    queues: Vec<Arc<Queue>>,
+    hold: WalHold,
+    feed: std::sync::OnceLock<WalFeed>,
+}
+
+/// The directory of the queues' positions.
+pub fn positions_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("remote_write")
+}
+
+impl Forwarders {
+    /// Loads the queues' positions and sets `hold` from them, before the engine opens (so
+    /// its start-up keeps the segments they still need).
+    pub fn prepare(
+        data_dir: &Path,
+        opts: &[RemoteWriteOptions],
+        hold: WalHold,
+    ) -> std::io::Result<Forwarders> {
+        let dir = positions_dir(data_dir);
+        if !opts.is_empty() {
+            std::fs::create_dir_all(&dir)?;
+        }
+        let queues = opts
+            .iter()
+            .map(|o| Arc::new(Queue::load(dir.join(format!("{}.pos", o.name)), o.clone())))
+            .collect();
+        let f = Forwarders {
+            queues,
+            hold,
+            feed: std::sync::OnceLock::new(),
+        };
+        f.move_hold();
+        Ok(f)
+    }
+
+    fn move_hold(&self) {
+        let min = self
+            .queues
+            .iter()
+            .filter_map(|q| q.persisted())
+            .map(|p| p.segment)
+            .min()
+            .unwrap_or(u64::MAX);
+        self.hold.set(min);
+    }
+
+    /// Starts every queue on the engine's WAL.
+    pub fn start(self: &Arc<Self>, feed: WalFeed) {
+        let _ = self.feed.set(feed.clone());
+        for q in &self.queues {
+            let me = self.clone();
+            let on_move: Arc<dyn Fn() + Send + Sync> = Arc::new(move || me.move_hold());
+            tracing::info!(remote = %q.opts.name, url = %q.opts.url, "remote_write queue started");
+            tokio::spawn(queue::run(q.clone(), feed.clone(), on_move));
+        }
+    }
+
+    /// Persists every queue's acknowledged position (a clean shutdown).
+    pub fn shutdown(&self) {
+        for q in &self.queues {
+            q.persist();
+        }
+    }
+
+    /// Whether any queue is configured.
+    pub fn is_empty(&self) -> bool {
+        self.queues.is_empty()
+    }
+
+    /// `telltale_aggregator_remote_write_*` for `/metrics`.
+    pub fn render_metrics(&self, out: &mut String) {
+        if self.queues.is_empty() {
+            return;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        type Get = fn(&Queue) -> u64;
+        let metrics: [(&str, &str, &str, Get); 6] = [
+            (
+                "samples_sent_total",
+                "counter",
+                "Samples the receiver acknowledged.",
+                |q| q.counters.sent.load(Ordering::Relaxed),
+            ),
+            (
+                "samples_failed_total",
+                "counter",
+                "Samples the receiver refused for good (4xx answers other than 429).",
+                |q| q.counters.failed.load(Ordering::Relaxed),
+            ),
+            (
+                "samples_dropped_total",
+                "counter",
+                "Samples dropped unsent because the queue was behind by more than its WAL byte cap.",
+                |q| q.counters.dropped.load(Ordering::Relaxed),
+            ),
+            (
+                "samples_pending",
+                "gauge",
+                "Samples read from the WAL and not yet acknowledged.",
+                |q| q.counters.pending.load(Ordering::Relaxed),
+            ),
+            (
+                "retries_total",
+                "counter",
+                "Requests retried (5xx, 429, network errors).",
+                |q| q.counters.retries.load(Ordering::Relaxed),
+            ),
+            (
+                "sent_bytes_total",
+                "counter",
+                "Compressed request bytes acknowledged.",
+                |q| q.counters.bytes.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, kind, help, get) in metrics {
+            let _ = writeln!(
+                out,
+                "# HELP telltale_aggregator_remote_write_{name} {help}\n# TYPE telltale_aggregator_remote_write_{name} {kind}"
+            );
+            for q in &self.queues {
+                let _ = writeln!(
+                    out,
+                    "telltale_aggregator_remote_write_{name}{{remote=\"{}\"}} {}",
+                    q.opts.name,
+                    get(q)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP telltale_aggregator_remote_write_lag_seconds Time since the queue had last sent everything durable in the WAL.\n# TYPE telltale_aggregator_remote_write_lag_seconds gauge"
+        );
+        for q in &self.queues {
+            let at = q.counters.caught_up_ms.load(Ordering::Relaxed);
+            let lag = if at == 0 { 0 } else { now.saturating_sub(at) };
+            let _ = writeln!(
+                out,
+                "telltale_aggregator_remote_write_lag_seconds{{remote=\"{}\"}} {}",
+                q.opts.name,
+                lag as f64 / 1000.0
+            );
+        }
+        if let Some(feed) = self.feed.get() {
+            let _ = writeln!(
+                out,
+                "# HELP telltale_aggregator_remote_write_pending_bytes WAL bytes the queue has not sent yet.\n# TYPE telltale_aggregator_remote_write_pending_bytes gauge"
+            );
+            for q in &self.queues {
+                let pending = q
+                    .position()
+                    .map(|p| tail::pending_bytes(feed, p))
+                    .unwrap_or(0);
+                let _ = writeln!(
+                    out,
+                    "telltale_aggregator_remote_write_pending_bytes{{remote=\"{}\"}} {pending}",
+                    q.opts.name
+                );
+            }
+        }
+    }
+}

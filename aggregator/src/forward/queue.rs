@@ -1,0 +1,507 @@
+//! One remote_write queue: reads the WAL from its position, batches, sends in shards,
+//! retries, and moves (and persists) its position only once every shard of a round is
+//! acknowledged — so what the aggregator acknowledged is sent at least once, and after a
+//! clean restart not twice.
+//!
+//! A round is up to `shards × max_samples_per_send` samples; each shard takes the series
+//! whose id falls to it, so one series' samples go out in order. 5xx, 429 and network errors
+//! are retried with doubling backoff without end; other 4xx answers are the receiver
+//! refusing the data for good (counted as failed, logged, not retried). While a queue is
+//! stuck, the WAL segments it holds grow; past `max_wal_bytes` the oldest ones are dropped
+//! from its view and their samples counted as dropped.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use telltale_common::codec;
+use telltale_common::model::{Labels, Sample};
+
+use super::options::RemoteWriteOptions;
+use super::tail::{self, Position, Read_};
+use crate::durable::frames;
+use crate::metrics::tsdb::WalFeed;
+
+/// A queue's counters (rendered at `/metrics`).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Samples the receiver acknowledged.
+    pub sent: AtomicU64,
+    /// Samples the receiver refused for good (4xx).
+    pub failed: AtomicU64,
+    /// Samples dropped by the WAL byte cap.
+    pub dropped: AtomicU64,
+    /// Requests retried.
+    pub retries: AtomicU64,
+    /// Samples read and not yet acknowledged.
+    pub pending: AtomicU64,
+    /// Compressed bytes sent.
+    pub bytes: AtomicU64,
+    /// Unix ms when the queue had last sent everything durable.
+    pub caught_up_ms: AtomicU64,
+}
+
+/// A queue's state shared with the wiring.
+pub struct Queue {
+    /// Settings.
+    pub opts: RemoteWriteOptions,
+    /// Counters.
+    pub counters: Counters,
+    /// The acknowledged position (`None`: not started yet).
+    pub position: Mutex<Option<Position>>,
+    /// The position last written to `path`.
+    persisted: Mutex<Option<Position>>,
+    /// Where the position is persisted.
+    pub path: PathBuf,
+}
+
+impl Queue {
+    /// The persisted position, if any.
+    pub fn load(path: PathBuf, opts: RemoteWriteOptions) -> Queue {
+        let position = frames::read_frames(&path)
+            .ok()
+            .and_then(|f| f.payloads.first().cloned())
+            .and_then(|p| codec::decode_borrowed::<Position>(&p).ok());
+        Queue {
+            opts,
+            counters: Counters::default(),
+            position: Mutex::new(position),
+            persisted: Mutex::new(position),
+            path,
+        }
+    }
+
+    /// The acknowledged position.
+    pub fn position(&self) -> Option<Position> {
+        *self.position.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The position persisted last (what a restart resumes from, and what the WAL hold
+    /// keeps).
+    pub fn persisted(&self) -> Option<Position> {
+        *self.persisted.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Persists the acknowledged position if it moved; `true` when it did.
+    pub fn persist(&self) -> bool {
+        let Some(p) = self.position() else {
+            return false;
+        };
+        let mut done = self.persisted.lock().unwrap_or_else(|e| e.into_inner());
+        if *done == Some(p) {
+            return false;
+        }
+        let res = codec::encode_payload(&p)
+            .map_err(std::io::Error::other)
+            .and_then(|b| frames::write_atomic(&self.path, &[b]));
+        match res {
+            Ok(()) => {
+                *done = Some(p);
+                true
+            }
+            Err(e) => {
+                // The queue goes on; a restart would resend from the last saved position.
+                tracing::warn!(remote = %self.opts.name, error = %e, "remote_write: cannot save the queue's position");
+                false
+            }
+        }
+    }
+
+    fn set(&self, p: Position) {
+        *self.position.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The labels a series is sent with, as encoded `Label` fields (`None`: relabelling drops
+/// it), by series id.
+type LabelCache = HashMap<u32, Option<Arc<[u8]>>>;
+
+/// Runs a queue until the process ends. `on_move` is called after each position change
+/// (the wiring moves the WAL hold).
+pub async fn run(q: Arc<Queue>, feed: WalFeed, on_move: Arc<dyn Fn() + Send + Sync>) {
+    let mut pos = match q.position() {
+        Some(p) => p,
+        None => {
+            // A new queue sends what arrives from now on.
+            let (segment, offset) = feed.tip();
+            let p = Position { segment, offset };
+            q.set(p);
+            q.persist();
+            on_move();
+            p
+        }
+    };
+    q.counters.caught_up_ms.store(now_ms(), Ordering::Relaxed);
+    let mut labels: LabelCache = HashMap::new();
+    let capacity = q.opts.shards * q.opts.max_samples_per_send;
+    let mut pending = Read_::default();
+    let mut read_to = pos;
+    let mut first_read: Option<Instant> = None;
+    let mut persisted_at = Instant::now();
+    loop {
+        // Persist the acknowledged position at most once a second (a clean shutdown
+        // persists it too, see `Forwarders::shutdown`); the WAL hold follows it.
+        if persisted_at.elapsed() >= Duration::from_secs(1) {
+            persisted_at = Instant::now();
+            if q.persist() {
+                on_move();
+            }
+        }
+        // Drop what the byte cap no longer lets the queue hold.
+        let cap_pos = enforce_cap(&q, &feed, pos).await;
+        if cap_pos != pos {
+            // What was read from the dropped segments is counted by `enforce_cap`; what was
+            // read beyond them is read again.
+            pending = Read_::default();
+            first_read = None;
+            read_to = cap_pos;
+            pos = cap_pos;
+            q.set(pos);
+        }
+        let want = capacity.saturating_sub(pending.samples());
+        let (f, from) = (feed.clone(), read_to);
+        let got = tokio::task::spawn_blocking(move || tail::read(&f, from, want)).await;
+        let (more, to) = match got {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::warn!(remote = %q.opts.name, error = %e, "remote_write: cannot read the WAL; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(_) => {
+                tracing::error!(remote = %q.opts.name, "remote_write: the WAL reader panicked; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if more.missing_segments > 0 {
+            tracing::warn!(remote = %q.opts.name, segments = more.missing_segments,
+                "remote_write: WAL segments were gone before the queue sent them");
+        }
+        if more.samples() > 0 && first_read.is_none() {
+            first_read = Some(Instant::now());
+        }
+        pending.points.extend(more.points);
+        pending.labelled.extend(more.labelled);
+        read_to = to;
+        q.counters
+            .pending
+            .store(pending.samples() as u64, Ordering::Relaxed);
+        let at_tip = {
+            let (s, o) = feed.tip();
+            read_to
+                == Position {
+                    segment: s,
+                    offset: o,
+                }
+        };
+        let due = first_read.is_some_and(|t| t.elapsed() >= q.opts.batch_send_deadline);
+        if pending.samples() >= capacity || (pending.samples() > 0 && due) {
+            let batch = std::mem::take(&mut pending);
+            first_read = None;
+            if !send_round(&q, &feed, &mut labels, batch, pos).await {
+                // The byte cap was reached while the round waited: it is abandoned, the
+                // cap drops (and counts) the oldest segments, the rest is read again.
+                read_to = pos;
+                continue;
+            }
+        }
+        if pending.samples() == 0 && read_to != pos {
+            // Everything read was sent (or nothing was to send): move on.
+            pos = read_to;
+            q.set(pos);
+        }
+        if pending.samples() == 0 && at_tip {
+            q.counters.caught_up_ms.store(now_ms(), Ordering::Relaxed);
+        }
+        if at_tip || pending.samples() < capacity {
+            tokio::time::sleep(Duration::from_millis(if at_tip { 50 } else { 5 })).await;
+        }
+    }
+}
+
+/// Moves `pos` past segments beyond the byte cap (their samples counted as dropped).
+async fn enforce_cap(q: &Queue, feed: &WalFeed, pos: Position) -> Position {
+    let (f, cap, name) = (feed.clone(), q.opts.max_wal_bytes, q.opts.name.clone());
+    let res = tokio::task::spawn_blocking(move || {
+        let mut pos = pos;
+        let mut dropped = 0u64;
+        let dir = f.dir();
+        while pos.segment < f.checkpointed()
+            && tail::held_bytes(&dir, pos.segment, f.checkpointed()) > cap
+        {
+            // Count what is left of the segment, then skip it.
+            let next = Position {
+                segment: pos.segment + 1,
+                offset: 0,
+            };
+            dropped += tail::count_rest(&dir, pos);
+            tracing::warn!(remote = %name, segment = pos.segment, max_wal_bytes = cap,
+                "remote_write: the queue is behind by more than its WAL byte cap; dropping its oldest segment");
+            pos = next;
+        }
+        (pos, dropped)
+    })
+    .await;
+    match res {
+        Ok((p, dropped)) => {
+            q.counters.dropped.fetch_add(dropped, Ordering::Relaxed);
+            p
+        }
+        Err(_) => pos,
+    }
+}
+
+/// Sends a round; `false` when the byte cap dropped it before it was acknowledged.
+async fn send_round(
+    q: &Arc<Queue>,
+    feed: &WalFeed,
+    labels: &mut LabelCache,
+    batch: Read_,
+    held_from: Position,
+) -> bool {
+    let bodies = encode_shards(&q.opts, feed, labels, batch);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (body, n) in bodies {
+        let q = q.clone();
+        tasks.spawn(async move { send_one(&q, body, n).await });
+    }
+    let mut dropped = false;
+    let started = Instant::now();
+    loop {
+        tokio::select! {
+            r = tasks.join_next() => match r {
+                None => break,
+                Some(_) => continue,
+            },
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {
+                // A long outage: check the byte cap while the shards retry.
+                let (f, cap, from) = (feed.clone(), q.opts.max_wal_bytes, held_from);
+                let over = tokio::task::spawn_blocking(move || {
+                    from.segment < f.checkpointed() && tail::held_bytes(&f.dir(), from.segment, f.checkpointed()) > cap
+                }).await.unwrap_or(false);
+                if over {
+                    tracing::warn!(remote = %q.opts.name, after = ?started.elapsed(),
+                        "remote_write: the receiver is unreachable and the WAL byte cap is reached; abandoning the round in flight");
+                    tasks.abort_all();
+                    dropped = true;
+                    break;
+                }
+            }
+        }
+    }
+    q.counters.pending.store(0, Ordering::Relaxed);
+    !dropped
+}
+
+/// Sends one body until it is acknowledged or refused for good.
+async fn send_one(q: &Queue, body: Vec<u8>, samples: u64) {
+    let mut backoff = q.opts.min_backoff;
+    loop {
+        let mut req = q
+            .opts
+            .client
+            .post(&q.opts.url)
+            .header("Content-Encoding", "snappy")
+            .header("Content-Type", "application/x-protobuf")
+            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+            .body(body.clone());
+        if let Some(a) = &q.opts.authorization {
+            req = req.header("Authorization", a);
+        }
+        let (retry, why) = match req.send().await {
+            Ok(r) if r.status().is_success() => {
+                q.counters.sent.fetch_add(samples, Ordering::Relaxed);
+                q.counters
+                    .bytes
+                    .fetch_add(body.len() as u64, Ordering::Relaxed);
+                return;
+            }
+            Ok(r) => {
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                let text: String = text.chars().take(300).collect();
+                let retry = status.is_server_error() || status.as_u16() == 429;
+                (retry, format!("{status}: {}", text.trim()))
+            }
+            Err(e) => (true, e.to_string()),
+        };
+        if !retry {
+            tracing::error!(remote = %q.opts.name, samples, error = %why,
+                "remote_write: the receiver refused a request; its samples are not sent");
+            q.counters.failed.fetch_add(samples, Ordering::Relaxed);
+            return;
+        }
+        q.counters.retries.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(remote = %q.opts.name, error = %why, ?backoff, "remote_write: retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(q.opts.max_backoff);
+    }
+}
+
+/// Snappy-compressed `WriteRequest`s, one per shard with samples, and their sample counts.
+fn encode_shards(
+    opts: &RemoteWriteOptions,
+    feed: &WalFeed,
+    labels: &mut LabelCache,
+    batch: Read_,
+) -> Vec<(Vec<u8>, u64)> {
+    // Series in order of first appearance per shard, samples in WAL order.
+    let mut shards: Vec<Vec<(Arc<[u8]>, Vec<Sample>)>> = vec![Vec::new(); opts.shards];
+    let mut slot: HashMap<u32, (usize, usize)> = HashMap::new();
+    if labels.len() > 1_000_000 {
+        labels.clear();
+    }
+    for (id, s) in batch.points {
+        if let Some(&(sh, i)) = slot.get(&id) {
+            shards[sh][i].1.push(s);
+            continue;
+        }
+        let enc = labels
+            .entry(id)
+            .or_insert_with(|| {
+                feed.labels(id)
+                    .and_then(|l| encode_labels(opts, &l))
+                    .map(Arc::from)
+            })
+            .clone();
+        let Some(enc) = enc else {
+            continue;
+        };
+        let sh = id as usize % opts.shards;
+        slot.insert(id, (sh, shards[sh].len()));
+        shards[sh].push((enc, vec![s]));
+    }
+    for (l, samples) in batch.labelled {
+        if let Some(enc) = encode_labels(opts, &l) {
+            shards[0].push((Arc::from(enc), samples));
+        }
+    }
+    shards
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .map(|series| {
+            let n: usize = series.iter().map(|(_, s)| s.len()).sum();
+            let raw = encode_request(&series);
+            let body = snap::raw::Encoder::new()
+                .compress_vec(&raw)
+                .unwrap_or_default();
+            (body, n as u64)
+        })
+        .collect()
+}
+
+/// A series' labels after relabelling, as `TimeSeries.labels` fields (sorted by name, as
+/// receivers require); `None` when relabelling drops it.
+fn encode_labels(opts: &RemoteWriteOptions, l: &Labels) -> Option<Vec<u8>> {
+    let l = telltale_common::relabel::apply(&opts.relabel, l)?;
+    let mut pairs: Vec<(&str, &str)> = l.iter().collect();
+    pairs.sort_by(|a, b| a.0.cmp(b.0));
+    let mut out = Vec::new();
+    for (k, v) in pairs {
+        let mut label = Vec::with_capacity(k.len() + v.len() + 4);
+        put_bytes(&mut label, 1, k.as_bytes());
+        put_bytes(&mut label, 2, v.as_bytes());
+        put_bytes(&mut out, 1, &label);
+    }
+    Some(out)
+}
+
+/// `WriteRequest { repeated TimeSeries timeseries = 1 }` from encoded labels and samples
+/// (`Sample { double value = 1; int64 timestamp = 2 }`).
+fn encode_request(series: &[(Arc<[u8]>, Vec<Sample>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut ts = Vec::new();
+    for (labels, samples) in series {
+        ts.clear();
+        ts.extend_from_slice(labels);
+        for s in samples {
+            let mut sample = [0u8; 21];
+            sample[0] = 0x09;
+            sample[1..9].copy_from_slice(&s.1.to_bits().to_le_bytes());
+            sample[9] = 0x10;
+            let n = varint_into(&mut sample[10..], s.0 as u64);
+            put_bytes(&mut ts, 2, &sample[..10 + n]);
+        }
+        put_bytes(&mut out, 1, &ts);
+    }
+    out
+}
+
+fn put_bytes(out: &mut Vec<u8>, field: u8, b: &[u8]) {
+    out.push(field << 3 | 2);
+    let mut v = [0u8; 10];
+    let n = varint_into(&mut v, b.len() as u64);
+    out.extend_from_slice(&v[..n]);
+    out.extend_from_slice(b);
+}
+
+fn varint_into(out: &mut [u8], mut v: u64) -> usize {
+    let mut i = 0;
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out[i] = byte;
+            return i + 1;
+        }
+        out[i] = byte | 0x80;
+        i += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// The hand-written encoder writes what the receiver's protobuf decoder reads back:
+        /// labels sorted, samples bit for bit (negative timestamps and NaNs too).
+        #[test]
+        fn requests_decode_as_sent(
+            series in proptest::collection::vec(
+                (
+                    proptest::collection::btree_map("[a-z_]{1,8}", "\\PC{0,12}", 0..5),
+                    proptest::collection::vec((proptest::num::i64::ANY, proptest::num::u64::ANY), 1..6),
+                ),
+                1..6,
+            ),
+        ) {
+            let opts = super::super::options::validate(
+                std::path::Path::new("t"),
+                &[toml::from_str("url = \"http://a/w\"").unwrap()],
+            ).unwrap().remove(0);
+            let mut input = Vec::new();
+            for (i, (l, s)) in series.iter().enumerate() {
+                let mut pairs: Vec<(String, String)> = l.clone().into_iter().collect();
+                pairs.push(("__name__".into(), format!("m{i}")));
+                let labels = Labels::from_pairs(pairs);
+                let enc: Arc<[u8]> = encode_labels(&opts, &labels).unwrap().into();
+                let samples: Vec<Sample> = s.iter().map(|(t, v)| Sample(*t, f64::from_bits(*v))).collect();
+                input.push((labels, enc, samples));
+            }
+            let enc: Vec<(Arc<[u8]>, Vec<Sample>)> = input.iter().map(|(_, e, s)| (e.clone(), s.clone())).collect();
+            let raw = encode_request(&enc);
+            let back: crate::metrics::remote_write::WriteRequest = prost::Message::decode(raw.as_slice()).unwrap();
+            proptest::prop_assert_eq!(back.timeseries.len(), input.len());
+            for (ts, (labels, _, samples)) in back.timeseries.iter().zip(&input) {
+                let got: Vec<(String, String)> = ts.labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect();
+                let mut want: Vec<(String, String)> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                want.sort();
+                proptest::prop_assert_eq!(got, want);
+                let got: Vec<(i64, u64)> = ts.samples.iter().map(|s| (s.timestamp, s.value.to_bits())).collect();
+                let want: Vec<(i64, u64)> = samples.iter().map(|s| (s.0, s.1.to_bits())).collect();
+                proptest::prop_assert_eq!(got, want);
+            }
+        }
+    }
+}

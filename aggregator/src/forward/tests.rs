@@ -1,0 +1,234 @@
+//! The queue on a real engine in a temporary directory, sending to an in-process receiver
+//! whose answers the test switches (the real receivers, VictoriaMetrics and Prometheus, are
+//! in `tests/tests/remote_write_out.rs`).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use telltale_common::model::{Labels, Sample, SeriesSamples};
+
+use super::*;
+use crate::metrics::storage::{AppendData, AppendRequest, Appender};
+use crate::metrics::tsdb::{Options, Tsdb};
+
+/// What the receiver got: (series labels as text, timestamp) → how many times.
+type Got = Arc<Mutex<BTreeMap<(String, i64), u32>>>;
+
+struct Receiver {
+    got: Got,
+    /// The status it answers (204 stores).
+    status: Arc<AtomicU16>,
+    url: String,
+}
+
+async fn receiver() -> Receiver {
+    let got: Got = Arc::default();
+    let status = Arc::new(AtomicU16::new(204));
+    let (g, st) = (got.clone(), status.clone());
+    let app = axum::Router::new().route(
+        "/api/v1/write",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let (g, st) = (g.clone(), st.clone());
+            async move {
+                let code = st.load(Ordering::SeqCst);
+                if code == 204 {
+                    let series = crate::metrics::remote_write::decode(&body).expect("a valid body");
+                    let mut g = g.lock().unwrap();
+                    for s in series {
+                        let key = format!("{:?}", s.labels);
+                        for x in s.samples {
+                            *g.entry((key.clone(), x.0)).or_default() += 1;
+                        }
+                    }
+                }
+                axum::http::StatusCode::from_u16(code).unwrap()
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/api/v1/write", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await });
+    Receiver { got, status, url }
+}
+
+fn queue_opts(url: &str, extra: &str) -> Vec<RemoteWriteOptions> {
+    let t = format!(
+        "url = \"{url}\"\nname = \"t\"\n{extra}\n[queue]\nbatch_send_deadline = \"20ms\"\nmin_backoff = \"10ms\"\nmax_backoff = \"50ms\"\nmax_samples_per_send = 7\nshards = 3\n"
+    );
+    options::validate(Path::new("t"), &[toml::from_str(&t).unwrap()]).unwrap()
+}
+
+fn queue_opts_cap(url: &str, cap: u64) -> Vec<RemoteWriteOptions> {
+    let mut o = queue_opts(url, "");
+    o[0].max_wal_bytes = cap;
+    o
+}
+
+fn open(dir: &Path, opts: &[RemoteWriteOptions]) -> (Arc<Tsdb>, Arc<Forwarders>) {
+    let o = Options {
+        maintenance_interval: Duration::from_secs(3600),
+        ..Options::default()
+    };
+    let f = Arc::new(Forwarders::prepare(dir, opts, o.wal_hold.clone()).unwrap());
+    let db = Arc::new(Tsdb::open_with(dir, o).unwrap());
+    f.start(db.wal_feed());
+    (db, f)
+}
+
+/// `n` series × `k` samples from `t0`, stored.
+async fn put(db: &Tsdb, tag: &str, n: usize, k: usize, t0: i64) -> usize {
+    let series: Vec<SeriesSamples> = (0..n)
+        .map(|i| SeriesSamples {
+            labels: Labels::from_pairs([("__name__", "fwd_test"), ("s", &format!("{tag}{i}"))]),
+            samples: (0..k)
+                .map(|j| Sample(t0 + j as i64 * 1000, j as f64))
+                .collect(),
+        })
+        .collect();
+    db.append(AppendRequest {
+        origin: None,
+        data: AppendData::Series(series),
+    })
+    .await
+    .unwrap();
+    n * k
+}
+
+async fn wait_for(got: &Got, n: usize) {
+    for _ in 0..500 {
+        if got.lock().unwrap().len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{} of {n} samples arrived", got.lock().unwrap().len());
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn counter(f: &Forwarders, name: &str) -> f64 {
+    let mut out = String::new();
+    f.render_metrics(&mut out);
+    out.lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!(
+                "telltale_aggregator_remote_write_{name}{{remote=\"t\"}} "
+            ))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sample_arrives_once_across_outages_cuts_and_restarts() {
+    let r = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = queue_opts(&r.url, "");
+    let t0 = now() - 600_000;
+    let (db, f) = open(dir.path(), &opts);
+    let mut total = put(&db, "a", 10, 5, t0).await;
+    wait_for(&r.got, total).await;
+    // The receiver is down while more arrives and the head is cut into blocks: the
+    // checkpoint covers those segments, the queue's hold keeps them.
+    r.status.store(503, Ordering::SeqCst);
+    total += put(&db, "b", 10, 5, t0).await;
+    let d = db.clone();
+    tokio::task::spawn_blocking(move || d.flush_and_compact(now()))
+        .await
+        .unwrap()
+        .unwrap();
+    total += put(&db, "c", 4, 3, t0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(counter(&f, "retries_total") > 0.0);
+    r.status.store(204, Ordering::SeqCst);
+    wait_for(&r.got, total).await;
+    // A clean restart resumes at the saved position: nothing twice.
+    f.shutdown();
+    drop((f, db));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (db, f) = open(dir.path(), &opts);
+    total += put(&db, "d", 3, 4, t0).await;
+    wait_for(&r.got, total).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = r.got.lock().unwrap().clone();
+    assert_eq!(got.len(), total);
+    let twice: Vec<_> = got.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "sent twice: {twice:?}");
+    assert_eq!(counter(&f, "samples_dropped_total"), 0.0);
+    drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_requests_are_counted_and_skipped() {
+    let r = receiver().await;
+    r.status.store(400, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let (db, f) = open(dir.path(), &queue_opts(&r.url, ""));
+    let n = put(&db, "a", 5, 2, now() - 60_000).await;
+    for _ in 0..200 {
+        if counter(&f, "samples_failed_total") >= n as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(counter(&f, "samples_failed_total"), n as f64);
+    // The queue went on: what comes next is sent.
+    r.status.store(204, Ordering::SeqCst);
+    let m = put(&db, "b", 2, 2, now() - 60_000).await;
+    wait_for(&r.got, m).await;
+    assert_eq!(r.got.lock().unwrap().len(), m);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relabelling_drops_and_rewrites_series() {
+    let r = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "[[write_relabel_configs]]\nsource_labels = [\"s\"]\nregex = \"a[0-4]\"\naction = \"drop\"\n[[write_relabel_configs]]\ntarget_label = \"via\"\nreplacement = \"telltale\"\n";
+    let (db, _f) = open(dir.path(), &queue_opts(&r.url, extra));
+    put(&db, "a", 10, 2, now() - 60_000).await;
+    wait_for(&r.got, 10).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let got = r.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 10, "{got:?}");
+    assert!(
+        got.keys()
+            .all(|(l, _)| l.contains("telltale") && !l.contains("\"a0\"")),
+        "{got:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_byte_cap_the_oldest_segments_are_dropped_and_counted() {
+    let r = receiver().await;
+    r.status.store(503, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let (db, f) = open(dir.path(), &queue_opts_cap(&r.url, 1));
+    let t0 = now() - 60_000;
+    let n = put(&db, "a", 20, 5, t0).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Blocks now hold those samples; the segments are the queue's alone, beyond its cap.
+    let d = db.clone();
+    tokio::task::spawn_blocking(move || d.flush_and_compact(now()))
+        .await
+        .unwrap()
+        .unwrap();
+    for _ in 0..600 {
+        if counter(&f, "samples_dropped_total") >= n as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(counter(&f, "samples_dropped_total"), n as f64);
+    r.status.store(204, Ordering::SeqCst);
+    let m = put(&db, "b", 3, 2, t0).await;
+    wait_for(&r.got, m).await;
+    let got = r.got.lock().unwrap().clone();
+    assert!(got.keys().all(|(l, _)| l.contains("\"b")), "{got:?}");
+}
