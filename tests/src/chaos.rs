@@ -207,7 +207,8 @@ pub fn network(plan: &NetPlan, seed: u64) -> anyhow::Result<NetReport> {
 // ---- remote_write that never sends a sample twice ----------------------------------------
 
 /// Series the writer keeps, and samples per series in one request.
-const RW_SERIES: usize = 5;
+/// Series a [`RwWriter`] writes (`chaos_rw_0` ...).
+pub const RW_SERIES: usize = 5;
 const RW_PER_REQUEST: i64 = 100;
 
 /// A remote_write client writing `chaos_rw_<n>` series, 1 ms apart from ten minutes ago. It
