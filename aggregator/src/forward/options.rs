@@ -24,7 +24,7 @@
 //! [remote_write.queue]
 //! shards = 4                              # requests in flight at once
 //! max_samples_per_send = 5000
-//! batch_send_deadline = "5s"              # a partial batch waits at most this long
+//! batch_send_deadline = "1s"              # a partial batch waits at most this long
 //! min_backoff = "30ms"                    # retries of 5xx, 429 and network errors double
 //! max_backoff = "5s"                      # from min to max, without end
 //! max_wal_bytes = "1GiB"                  # WAL kept only for this queue; beyond it the
@@ -105,7 +105,7 @@ pub struct QueueSection {
     pub shards: Option<usize>,
     /// Samples per request (default 5000, 1 to 1 000 000).
     pub max_samples_per_send: Option<usize>,
-    /// Longest a partial batch waits (default `5s`).
+    /// Longest a partial batch waits (default `1s`, as vmagent's flush interval).
     #[serde(default, deserialize_with = "humantime_duration_opt")]
     pub batch_send_deadline: Option<Duration>,
     /// First retry delay (default `30ms`).
@@ -274,7 +274,7 @@ fn one(
             "min_backoff must be above 0 and max_backoff at least min_backoff".into(),
         ));
     }
-    let batch_send_deadline = q.batch_send_deadline.unwrap_or(Duration::from_secs(5));
+    let batch_send_deadline = q.batch_send_deadline.unwrap_or(Duration::from_secs(1));
     if batch_send_deadline < Duration::from_millis(10) {
         return Err(bad(
             "queue.batch_send_deadline",

@@ -10,7 +10,6 @@
 //! stuck, the WAL segments it holds grow; past `max_wal_bytes` the oldest ones are dropped
 //! from its view and their samples counted as dropped.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -123,10 +122,69 @@ fn now_ms() -> u64 {
 
 /// The labels a series is sent with, as encoded `Label` fields (`None`: relabelling drops
 /// it), by series id.
-type LabelCache = HashMap<u32, Option<Arc<[u8]>>>;
+type LabelCache = rustc_hash::FxHashMap<u32, Option<Arc<[u8]>>>;
 
-/// Runs a queue until the process ends. `on_move` is called after each position change
-/// (the wiring moves the WAL hold).
+/// Rounds sent and not yet wholly acknowledged, oldest first, shared by the reader and the
+/// shard workers.
+#[derive(Default)]
+struct Flight {
+    /// `(round id, position after it, bodies not yet acknowledged, samples)`.
+    rounds: Mutex<std::collections::VecDeque<(u64, Position, usize, u64)>>,
+    /// Bumped when the byte cap abandons everything in flight; workers drop older bodies.
+    epoch: AtomicU64,
+    /// Signalled when a body is done.
+    done: tokio::sync::Notify,
+}
+
+impl Flight {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(u64, Position, usize, u64)>> {
+        self.rounds.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Pops the finished rounds at the front; the position after the last one.
+    fn finished(&self) -> Option<Position> {
+        let mut r = self.lock();
+        let mut last = None;
+        while r.front().is_some_and(|f| f.2 == 0) {
+            last = r.pop_front().map(|f| f.1);
+        }
+        last
+    }
+
+    fn in_flight(&self) -> (usize, u64) {
+        let r = self.lock();
+        (r.len(), r.iter().map(|f| f.3).sum())
+    }
+}
+
+/// One body for a shard worker: `(round id, epoch, body, samples)`.
+type Item = (u64, u64, Vec<u8>, u64);
+
+/// Sends a shard's bodies in order (so each series' samples arrive in order), one at a time.
+async fn shard_worker(
+    q: Arc<Queue>,
+    flight: Arc<Flight>,
+    mut rx: tokio::sync::mpsc::Receiver<Item>,
+) {
+    while let Some((round, epoch, body, samples)) = rx.recv().await {
+        if flight.epoch.load(Ordering::Relaxed) == epoch {
+            send_one(&q, &flight, epoch, body, samples).await;
+        }
+        if let Some(r) = flight.lock().iter_mut().find(|r| r.0 == round) {
+            r.2 = r.2.saturating_sub(1);
+        }
+        flight.done.notify_one();
+    }
+}
+
+/// Runs a queue until the process ends. `on_move` is called after each persisted position
+/// change (the wiring moves the WAL hold).
+///
+/// The reader reads and encodes rounds while earlier ones are in flight: each shard has a
+/// worker sending its bodies in order, and the position moves past a round once every body
+/// of it and of the rounds before it is acknowledged.
 pub async fn run(q: Arc<Queue>, feed: WalFeed, on_move: Arc<dyn Fn() + Send + Sync>) {
     let mut pos = match q.position() {
         Some(p) => p,
@@ -141,13 +199,27 @@ pub async fn run(q: Arc<Queue>, feed: WalFeed, on_move: Arc<dyn Fn() + Send + Sy
         }
     };
     q.counters.caught_up_ms.store(now_ms(), Ordering::Relaxed);
-    let mut labels: LabelCache = HashMap::new();
+    let flight = Arc::new(Flight::default());
+    let workers: Vec<tokio::sync::mpsc::Sender<Item>> = (0..q.opts.shards)
+        .map(|_| {
+            let (tx, rx) = tokio::sync::mpsc::channel(2);
+            tokio::spawn(shard_worker(q.clone(), flight.clone(), rx));
+            tx
+        })
+        .collect();
+    let mut labels = LabelCache::default();
     let capacity = q.opts.shards * q.opts.max_samples_per_send;
     let mut pending = Read_::default();
     let mut read_to = pos;
     let mut first_read: Option<Instant> = None;
     let mut persisted_at = Instant::now();
+    let mut draining = false;
+    let mut next_round = 0u64;
     loop {
+        if let Some(p) = flight.finished() {
+            pos = p;
+            q.set(pos);
+        }
         // Persist the acknowledged position at most once a second (a clean shutdown
         // persists it too, see `Forwarders::shutdown`); the WAL hold follows it.
         if persisted_at.elapsed() >= Duration::from_secs(1) {
@@ -156,17 +228,19 @@ pub async fn run(q: Arc<Queue>, feed: WalFeed, on_move: Arc<dyn Fn() + Send + Sy
                 on_move();
             }
         }
-        // Drop what the byte cap no longer lets the queue hold.
+        // Past the byte cap: abandon what is in flight, drop (and count) the oldest
+        // segments, read the rest again.
         let cap_pos = enforce_cap(&q, &feed, pos).await;
         if cap_pos != pos {
-            // What was read from the dropped segments is counted by `enforce_cap`; what was
-            // read beyond them is read again.
+            flight.epoch.fetch_add(1, Ordering::Relaxed);
+            flight.lock().clear();
             pending = Read_::default();
             first_read = None;
             read_to = cap_pos;
             pos = cap_pos;
             q.set(pos);
         }
+        let (rounds, in_flight) = flight.in_flight();
         let want = capacity.saturating_sub(pending.samples());
         let (f, from) = (feed.clone(), read_to);
         let got = tokio::task::spawn_blocking(move || tail::read(&f, from, want)).await;
@@ -195,7 +269,7 @@ pub async fn run(q: Arc<Queue>, feed: WalFeed, on_move: Arc<dyn Fn() + Send + Sy
         read_to = to;
         q.counters
             .pending
-            .store(pending.samples() as u64, Ordering::Relaxed);
+            .store(pending.samples() as u64 + in_flight, Ordering::Relaxed);
         let at_tip = {
             let (s, o) = feed.tip();
             read_to
@@ -204,29 +278,73 @@ pub async fn run(q: Arc<Queue>, feed: WalFeed, on_move: Arc<dyn Fn() + Send + Sy
                     offset: o,
                 }
         };
-        let due = first_read.is_some_and(|t| t.elapsed() >= q.opts.batch_send_deadline);
+        // A partial batch goes when its deadline passes, or at once when it is the tail of
+        // a backlog (the round before was full): a queue catching up does not wait.
+        let due = first_read.is_some_and(|t| t.elapsed() >= q.opts.batch_send_deadline)
+            || (draining && at_tip);
         if pending.samples() >= capacity || (pending.samples() > 0 && due) {
             let batch = std::mem::take(&mut pending);
+            draining = batch.samples() >= capacity;
             first_read = None;
-            if !send_round(&q, &feed, &mut labels, batch, pos).await {
-                // The byte cap was reached while the round waited: it is abandoned, the
-                // cap drops (and counts) the oldest segments, the rest is read again.
-                read_to = pos;
-                continue;
+            let bodies = encode_shards(&q.opts, &feed, &mut labels, batch);
+            let round = next_round;
+            next_round += 1;
+            let total: u64 = bodies.iter().map(|b| b.2).sum();
+            flight
+                .lock()
+                .push_back((round, read_to, bodies.len(), total));
+            let epoch = flight.epoch.load(Ordering::Relaxed);
+            'bodies: for (shard, body, n) in bodies {
+                // Waits while the shard's worker is busy (its channel holds two bodies);
+                // while it waits long (a receiver down), the byte cap is watched.
+                loop {
+                    match tokio::time::timeout(Duration::from_secs(5), workers[shard].reserve())
+                        .await
+                    {
+                        Ok(Ok(permit)) => {
+                            permit.send((round, epoch, body, n));
+                            break;
+                        }
+                        Ok(Err(_)) => break 'bodies,
+                        Err(_) if over_cap(&q, &feed, pos).await => {
+                            tracing::warn!(remote = %q.opts.name,
+                                "remote_write: the receiver is unreachable and the WAL byte cap is reached; abandoning what is in flight");
+                            flight.epoch.fetch_add(1, Ordering::Relaxed);
+                            flight.lock().clear();
+                            read_to = pos;
+                            break 'bodies;
+                        }
+                        Err(_) => {}
+                    }
+                }
             }
-        }
-        if pending.samples() == 0 && read_to != pos {
-            // Everything read was sent (or nothing was to send): move on.
+        } else if pending.samples() == 0 && read_to != pos && rounds == 0 {
+            // Records without samples (series definitions): nothing to send, move on.
             pos = read_to;
             q.set(pos);
         }
-        if pending.samples() == 0 && at_tip {
+        let (rounds, _) = flight.in_flight();
+        if pending.samples() == 0 && at_tip && rounds == 0 {
             q.counters.caught_up_ms.store(now_ms(), Ordering::Relaxed);
         }
-        if at_tip || pending.samples() < capacity {
-            tokio::time::sleep(Duration::from_millis(if at_tip { 50 } else { 5 })).await;
+        if at_tip {
+            tokio::select! {
+                _ = flight.done.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
         }
     }
+}
+
+/// Whether the segments from `pos` on that only this queue holds exceed its byte cap.
+async fn over_cap(q: &Queue, feed: &WalFeed, pos: Position) -> bool {
+    let (f, cap) = (feed.clone(), q.opts.max_wal_bytes);
+    tokio::task::spawn_blocking(move || {
+        pos.segment < f.checkpointed()
+            && tail::held_bytes(&f.dir(), pos.segment, f.checkpointed()) > cap
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// Moves `pos` past segments beyond the byte cap (their samples counted as dropped).
@@ -239,15 +357,13 @@ async fn enforce_cap(q: &Queue, feed: &WalFeed, pos: Position) -> Position {
         while pos.segment < f.checkpointed()
             && tail::held_bytes(&dir, pos.segment, f.checkpointed()) > cap
         {
-            // Count what is left of the segment, then skip it.
-            let next = Position {
-                segment: pos.segment + 1,
-                offset: 0,
-            };
             dropped += tail::count_rest(&dir, pos);
             tracing::warn!(remote = %name, segment = pos.segment, max_wal_bytes = cap,
                 "remote_write: the queue is behind by more than its WAL byte cap; dropping its oldest segment");
-            pos = next;
+            pos = Position {
+                segment: pos.segment + 1,
+                offset: 0,
+            };
         }
         (pos, dropped)
     })
@@ -261,50 +377,9 @@ async fn enforce_cap(q: &Queue, feed: &WalFeed, pos: Position) -> Position {
     }
 }
 
-/// Sends a round; `false` when the byte cap dropped it before it was acknowledged.
-async fn send_round(
-    q: &Arc<Queue>,
-    feed: &WalFeed,
-    labels: &mut LabelCache,
-    batch: Read_,
-    held_from: Position,
-) -> bool {
-    let bodies = encode_shards(&q.opts, feed, labels, batch);
-    let mut tasks = tokio::task::JoinSet::new();
-    for (body, n) in bodies {
-        let q = q.clone();
-        tasks.spawn(async move { send_one(&q, body, n).await });
-    }
-    let mut dropped = false;
-    let started = Instant::now();
-    loop {
-        tokio::select! {
-            r = tasks.join_next() => match r {
-                None => break,
-                Some(_) => continue,
-            },
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {
-                // A long outage: check the byte cap while the shards retry.
-                let (f, cap, from) = (feed.clone(), q.opts.max_wal_bytes, held_from);
-                let over = tokio::task::spawn_blocking(move || {
-                    from.segment < f.checkpointed() && tail::held_bytes(&f.dir(), from.segment, f.checkpointed()) > cap
-                }).await.unwrap_or(false);
-                if over {
-                    tracing::warn!(remote = %q.opts.name, after = ?started.elapsed(),
-                        "remote_write: the receiver is unreachable and the WAL byte cap is reached; abandoning the round in flight");
-                    tasks.abort_all();
-                    dropped = true;
-                    break;
-                }
-            }
-        }
-    }
-    q.counters.pending.store(0, Ordering::Relaxed);
-    !dropped
-}
-
-/// Sends one body until it is acknowledged or refused for good.
-async fn send_one(q: &Queue, body: Vec<u8>, samples: u64) {
+/// Sends one body until it is acknowledged, refused for good, or abandoned (the byte cap
+/// moved the epoch on).
+async fn send_one(q: &Queue, flight: &Flight, epoch: u64, body: Vec<u8>, samples: u64) {
     let mut backoff = q.opts.min_backoff;
     loop {
         let mut req = q
@@ -345,19 +420,22 @@ async fn send_one(q: &Queue, body: Vec<u8>, samples: u64) {
         tracing::debug!(remote = %q.opts.name, error = %why, ?backoff, "remote_write: retrying");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(q.opts.max_backoff);
+        if flight.epoch.load(Ordering::Relaxed) != epoch {
+            return;
+        }
     }
 }
 
-/// Snappy-compressed `WriteRequest`s, one per shard with samples, and their sample counts.
+/// Snappy-compressed `WriteRequest`s, one per shard with samples: `(shard, body, samples)`.
 fn encode_shards(
     opts: &RemoteWriteOptions,
     feed: &WalFeed,
     labels: &mut LabelCache,
     batch: Read_,
-) -> Vec<(Vec<u8>, u64)> {
+) -> Vec<(usize, Vec<u8>, u64)> {
     // Series in order of first appearance per shard, samples in WAL order.
     let mut shards: Vec<Vec<(Arc<[u8]>, Vec<Sample>)>> = vec![Vec::new(); opts.shards];
-    let mut slot: HashMap<u32, (usize, usize)> = HashMap::new();
+    let mut slot: rustc_hash::FxHashMap<u32, (usize, usize)> = Default::default();
     if labels.len() > 1_000_000 {
         labels.clear();
     }
@@ -388,14 +466,15 @@ fn encode_shards(
     }
     shards
         .into_iter()
-        .filter(|s| !s.is_empty())
-        .map(|series| {
+        .enumerate()
+        .filter(|(_, s)| !s.is_empty())
+        .map(|(shard, series)| {
             let n: usize = series.iter().map(|(_, s)| s.len()).sum();
             let raw = encode_request(&series);
             let body = snap::raw::Encoder::new()
                 .compress_vec(&raw)
                 .unwrap_or_default();
-            (body, n as u64)
+            (shard, body, n as u64)
         })
         .collect()
 }

@@ -97,7 +97,10 @@ pub fn read(
             };
             continue;
         }
-        let mut want = (end - pos.offset).min(READ_BYTES);
+        // About what the samples still wanted take (points are ~11 bytes a sample), not a
+        // fixed large read: a round would otherwise read megabytes to use kilobytes.
+        let need = (max_samples - out.samples()).saturating_mul(16) as u64;
+        let mut want = (end - pos.offset).min(need.clamp(64 << 10, READ_BYTES));
         let used = loop {
             f.seek(SeekFrom::Start(pos.offset))?;
             let mut buf = Vec::with_capacity(want as usize);

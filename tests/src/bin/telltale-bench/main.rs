@@ -20,6 +20,7 @@ mod alerting;
 mod chaos;
 mod correlation;
 mod dashboard;
+mod forward;
 mod logs;
 mod remediation;
 mod soak;
@@ -505,6 +506,7 @@ fn main() -> anyhow::Result<()> {
         Some("hostile") => sources::bench_hostile(&args),
         Some("fuzz") => bench_fuzz(&args),
         Some("tsdb") => tsdb::bench_tsdb(&args),
+        Some("forward") => forward::bench_forward(&args),
         Some("alerting") => alerting::bench_alerting(&args),
         Some("remediation") => remediation::bench_remediation(&args),
         Some("logs") => logs::bench_logs(&args),
@@ -514,7 +516,7 @@ fn main() -> anyhow::Result<()> {
         Some("chaos") => chaos::bench_chaos(&args),
         Some("soak") => soak::bench_soak(&args),
         _ => bail!(
-            "usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N] | promql [--rounds N] | dashboard [--hosts N] [--hours N] | statsd [--step 5s] | sources [--duration 2m] [--interval 10s] | hostile [--duration 30s] [--interval 5s] | fuzz [--queries 2000] [--seed N] [--cases] [--show 40] | tsdb [--hosts 50] [--hours 24] [--senders 4] | alerting [--trials 40] | remediation [--trials 10] | logs [--records 10000000] [--rate 10000] [--rss-seconds 60] [--rounds 5] | traces [--spans 2000000] [--senders 2] [--per-request 500] [--store-spans 2000000] [--skip intake,store] | correlation [--scenarios 300] [--seed 1] [--show 15] | ui [--hosts 100] [--hours 6] [--rounds 5] | chaos [--scale ci|full] [--cycles N] [--seed N] | soak [--duration 1h] [--agents 50] [--every 1m] [--out DIR]"
+            "usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N] | promql [--rounds N] | dashboard [--hosts N] [--hours N] | statsd [--step 5s] | sources [--duration 2m] [--interval 10s] | hostile [--duration 30s] [--interval 5s] | fuzz [--queries 2000] [--seed N] [--cases] [--show 40] | tsdb [--hosts 50] [--hours 24] [--senders 4] | alerting [--trials 40] | remediation [--trials 10] | logs [--records 10000000] [--rate 10000] [--rss-seconds 60] [--rounds 5] | traces [--spans 2000000] [--senders 2] [--per-request 500] [--store-spans 2000000] [--skip intake,store] | correlation [--scenarios 300] [--seed 1] [--show 15] | ui [--hosts 100] [--hours 6] [--rounds 5] | chaos [--scale ci|full] [--cycles N] [--seed N] | soak [--duration 1h] [--agents 50] [--every 1m] [--out DIR] [--config F] | forward [--hosts 100] [--hours 2] [--senders 4] [--per-body 2000] [--only telltale|vmagent]"
         ),
     }
 }

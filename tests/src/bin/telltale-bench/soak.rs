@@ -1,4 +1,4 @@
-//! `telltale-bench soak [--duration 1h] [--agents 50] [--every 1m] [--out DIR]`: the
+//! `telltale-bench soak [--duration 1h] [--agents 50] [--every 1m] [--out DIR] [--config F]`: the
 //! aggregator under realistic load for a long time — `agents` real agents collecting every
 //! second plus a remote_write client (5 series × 100 samples every 100 ms) — with its resident
 //! memory, open descriptors and data directory size sampled every `every`. Reported: growth of
@@ -44,7 +44,14 @@ pub fn bench_soak(args: &[String]) -> anyhow::Result<()> {
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let s = Scratch::new(&refs)?;
     let data = s.path("agg");
-    let agg = start_aggregator(&s.tls, &data, "127.0.0.1:0", "127.0.0.1:0", &[])?;
+    // `--config FILE`: an aggregator.toml for the run (to try settings against the growth).
+    let config: String = arg(args, "--config", String::new());
+    let extra: Vec<&str> = if config.is_empty() {
+        Vec::new()
+    } else {
+        vec!["--config", config.as_str()]
+    };
+    let agg = start_aggregator(&s.tls, &data, "127.0.0.1:0", "127.0.0.1:0", &extra)?;
     let mut procs = Vec::new();
     for n in &names {
         procs.push(start_agent(&s.tls, n, agg.quic, &s.path(n), "1s")?);

@@ -38,7 +38,7 @@ use telltale_tests::*;
 use crate::{arg, mib, proc_usage};
 use telltale_aggregator::metrics::tsdb::check::du;
 
-const VICTORIA: &str = "/usr/bin/victoria-metrics";
+pub(crate) const VICTORIA: &str = "/usr/bin/victoria-metrics";
 const STEP: i64 = 10_000;
 
 /// How one series evolves.
@@ -326,7 +326,7 @@ impl Gen {
 }
 
 /// A remote_write body: (time slice, series group, bytes).
-type Body = (usize, usize, Vec<u8>);
+pub(crate) type Body = (usize, usize, Vec<u8>);
 
 /// Remote-write bodies in time order: 5-minute slices, 200 series a body, each tagged with
 /// its group of series.
@@ -377,7 +377,7 @@ fn bodies(hosts: usize, start: i64, end: i64) -> (Vec<Body>, usize, usize) {
 /// then misses a scrape (1 in 1,000), goes down for 5 minutes with stale markers for all its
 /// series first (1 in 20,000 scrapes), a counter resets (a process restart, 1 in 50,000
 /// samples) and a gauge reads NaN (1 in 20,000).
-fn bodies_real(
+pub(crate) fn bodies_real(
     hosts: usize,
     start: i64,
     end: i64,
@@ -458,7 +458,11 @@ fn bodies_real(
 /// shards finishing a 5-minute slice before any starts the next (Prometheus refuses samples
 /// more than an hour behind its head); returns the wall time until the last body was
 /// answered 2xx.
-fn send_all(addr: SocketAddr, bodies: &Arc<Vec<Body>>, senders: usize) -> anyhow::Result<f64> {
+pub(crate) fn send_all(
+    addr: SocketAddr,
+    bodies: &Arc<Vec<Body>>,
+    senders: usize,
+) -> anyhow::Result<f64> {
     let t0 = Instant::now();
     let barrier = Arc::new(std::sync::Barrier::new(senders));
     let slices = bodies.last().map_or(0, |b| b.0 + 1);
@@ -577,7 +581,7 @@ struct Peer {
     _child: Option<KillOnDrop>,
 }
 
-struct KillOnDrop(Child);
+pub(crate) struct KillOnDrop(pub(crate) Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -586,13 +590,13 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
-fn wait_ok(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
+pub(crate) fn wait_ok(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
     wait_for(Duration::from_secs(60), || {
         http_get(addr, path).ok().filter(|r| r.0 == 200)
     })
