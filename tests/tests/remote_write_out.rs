@@ -5,6 +5,9 @@
 //! between. Afterwards every sample the aggregator acknowledged is at both receivers, and
 //! none twice at VictoriaMetrics (which keeps duplicates, so they can be counted).
 
+// The helpers below start peers and read them back: any failure there is the test's failure.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::SocketAddr;

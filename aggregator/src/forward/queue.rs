@@ -124,6 +124,9 @@ fn now_ms() -> u64 {
 /// it), by series id.
 type LabelCache = rustc_hash::FxHashMap<u32, Option<Arc<[u8]>>>;
 
+/// A series' encoded labels and its samples of a round.
+type Encoded = (Arc<[u8]>, Vec<Sample>);
+
 /// Rounds sent and not yet wholly acknowledged, oldest first, shared by the reader and the
 /// shard workers.
 #[derive(Default)]
@@ -434,7 +437,7 @@ fn encode_shards(
     batch: Read_,
 ) -> Vec<(usize, Vec<u8>, u64)> {
     // Series in order of first appearance per shard, samples in WAL order.
-    let mut shards: Vec<Vec<(Arc<[u8]>, Vec<Sample>)>> = vec![Vec::new(); opts.shards];
+    let mut shards: Vec<Vec<Encoded>> = vec![Vec::new(); opts.shards];
     let mut slot: rustc_hash::FxHashMap<u32, (usize, usize)> = Default::default();
     if labels.len() > 1_000_000 {
         labels.clear();
@@ -497,7 +500,7 @@ fn encode_labels(opts: &RemoteWriteOptions, l: &Labels) -> Option<Vec<u8>> {
 
 /// `WriteRequest { repeated TimeSeries timeseries = 1 }` from encoded labels and samples
 /// (`Sample { double value = 1; int64 timestamp = 2 }`).
-fn encode_request(series: &[(Arc<[u8]>, Vec<Sample>)]) -> Vec<u8> {
+fn encode_request(series: &[Encoded]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut ts = Vec::new();
     for (labels, samples) in series {
@@ -568,7 +571,7 @@ mod tests {
                 let samples: Vec<Sample> = s.iter().map(|(t, v)| Sample(*t, f64::from_bits(*v))).collect();
                 input.push((labels, enc, samples));
             }
-            let enc: Vec<(Arc<[u8]>, Vec<Sample>)> = input.iter().map(|(_, e, s)| (e.clone(), s.clone())).collect();
+            let enc: Vec<Encoded> = input.iter().map(|(_, e, s)| (e.clone(), s.clone())).collect();
             let raw = encode_request(&enc);
             let back: crate::metrics::remote_write::WriteRequest = prost::Message::decode(raw.as_slice()).unwrap();
             proptest::prop_assert_eq!(back.timeseries.len(), input.len());
