@@ -53,6 +53,18 @@ impl ChunkCache {
         Some(v)
     }
 
+    /// Chunks held and the bytes of their samples (both generations).
+    pub fn usage(&self) -> (u64, u64) {
+        let g = self.lock();
+        let bytes: usize = g
+            .current
+            .values()
+            .chain(g.previous.values())
+            .map(|v| v.len() * std::mem::size_of::<Sample>())
+            .sum();
+        ((g.current.len() + g.previous.len()) as u64, bytes as u64)
+    }
+
     /// Caches a decoded chunk.
     pub fn insert(&self, key: Key, v: Arc<Vec<Sample>>) {
         if self.budget == 0 {

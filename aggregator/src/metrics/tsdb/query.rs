@@ -596,6 +596,53 @@ impl Admin for Tsdb {
             "Samples in the head, not yet in a block.",
             &[(String::new(), head)],
         );
+        // What the caches hold, so memory can be told apart (the soak reads these).
+        let (agent_keys, agent_caches) = {
+            let caches = self
+                .inner
+                .agent_keys
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            let n: usize = caches
+                .values()
+                .map(|c| c.read().unwrap_or_else(|e| e.into_inner()).len())
+                .sum();
+            (n as u64, caches.len() as u64)
+        };
+        let rw_keys = self
+            .inner
+            .rw_keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len() as u64;
+        family(
+            "telltale_aggregator_series_key_cache_entries",
+            "gauge",
+            "Label sets as sent (agents' batches, remote_write) cached with their series id.",
+            &[
+                ("{sender=\"agents\"}".into(), agent_keys),
+                ("{sender=\"remote_write\"}".into(), rw_keys),
+            ],
+        );
+        family(
+            "telltale_aggregator_series_key_caches",
+            "gauge",
+            "Per-agent label caches.",
+            &[(String::new(), agent_caches)],
+        );
+        let (cached, cached_bytes) = self.inner.cache.usage();
+        family(
+            "telltale_aggregator_chunk_cache_chunks",
+            "gauge",
+            "Decoded chunks in the chunk cache.",
+            &[(String::new(), cached)],
+        );
+        family(
+            "telltale_aggregator_chunk_cache_bytes",
+            "gauge",
+            "Bytes of decoded samples in the chunk cache (its budget is [storage] chunk_cache).",
+            &[(String::new(), cached_bytes)],
+        );
         let (records, series) = {
             let t = self
                 .inner

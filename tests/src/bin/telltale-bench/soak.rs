@@ -83,6 +83,22 @@ pub fn bench_soak(args: &[String]) -> anyhow::Result<()> {
             row.3 as f64 / 1048576.0,
             row.4
         );
+        // Where memory goes: the caches' sizes and the block count, from /metrics.
+        if let Ok((_, m)) = http_get(agg.http, "/metrics") {
+            let pick = |name: &str| -> String {
+                m.lines()
+                    .filter(|l| l.starts_with(name))
+                    .map(|l| l.trim_start_matches("telltale_aggregator_").to_string())
+                    .collect::<Vec<_>>()
+                    .join("  ")
+            };
+            eprintln!(
+                "         {}  {}  {}",
+                pick("telltale_aggregator_series_key_cache_entries"),
+                pick("telltale_aggregator_chunk_cache_bytes"),
+                pick("telltale_aggregator_storage_blocks")
+            );
+        }
         rows.push(row);
     }
     let acked = writer.stop();
