@@ -83,6 +83,12 @@ impl Forwarders {
     pub fn start(self: &Arc<Self>, feed: WalFeed) {
         let _ = self.feed.set(feed.clone());
         for q in &self.queues {
+            if q.position().is_none() {
+                // A new queue sends what is stored from now on: its start is fixed here,
+                // before any append after `start` returns, not when its task first runs.
+                let (segment, offset) = feed.tip();
+                q.start_at(queue::Position { segment, offset });
+            }
             let me = self.clone();
             let on_move: Arc<dyn Fn() + Send + Sync> = Arc::new(move || me.move_hold());
             tracing::info!(remote = %q.opts.name, url = %q.opts.url, "remote_write queue started");

@@ -19,7 +19,8 @@ use telltale_common::codec;
 use telltale_common::model::{Labels, Sample};
 
 use super::options::RemoteWriteOptions;
-use super::tail::{self, Position, Read_};
+pub use super::tail::Position;
+use super::tail::{self, Read_};
 use crate::durable::frames;
 use crate::metrics::tsdb::WalFeed;
 
@@ -108,6 +109,12 @@ impl Queue {
         }
     }
 
+    /// Starts a new queue at `p` (persisted at once).
+    pub fn start_at(&self, p: Position) {
+        self.set(p);
+        self.persist();
+    }
+
     fn set(&self, p: Position) {
         *self.position.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
     }
@@ -192,15 +199,12 @@ pub async fn run(q: Arc<Queue>, feed: WalFeed, on_move: Arc<dyn Fn() + Send + Sy
     let mut pos = match q.position() {
         Some(p) => p,
         None => {
-            // A new queue sends what arrives from now on.
             let (segment, offset) = feed.tip();
-            let p = Position { segment, offset };
-            q.set(p);
-            q.persist();
-            on_move();
-            p
+            q.start_at(Position { segment, offset });
+            Position { segment, offset }
         }
     };
+    on_move();
     q.counters.caught_up_ms.store(now_ms(), Ordering::Relaxed);
     let flight = Arc::new(Flight::default());
     let workers: Vec<tokio::sync::mpsc::Sender<Item>> = (0..q.opts.shards)

@@ -105,7 +105,8 @@ pub fn read(
             f.seek(SeekFrom::Start(pos.offset))?;
             let mut buf = Vec::with_capacity(want as usize);
             f.by_ref().take(want).read_to_end(&mut buf)?;
-            let used = decode(&buf, &mut out, max_samples, &path);
+            let complete = pos.offset + want == end;
+            let used = decode(&buf, &mut out, max_samples, complete, &path);
             if used > 0 || want == end - pos.offset {
                 // Nothing intact up to the durable end: damage, skipped.
                 break if used > 0 { used as u64 } else { want };
@@ -119,8 +120,10 @@ pub fn read(
 }
 
 /// Decodes whole records from `buf` until `max_samples` are read; returns the bytes used
-/// (up to the end of the last record taken, damage skipped).
-fn decode(buf: &[u8], out: &mut Read_, max_samples: usize, path: &Path) -> usize {
+/// (up to the end of the last record taken). Damage is skipped only when `buf` reaches the
+/// durable end: in a partial read, what looks damaged may be a record cut by the read, and
+/// is read again whole.
+fn decode(buf: &[u8], out: &mut Read_, max_samples: usize, complete: bool, path: &Path) -> usize {
     let mut used = 0;
     let mut scan = Scanner::new(buf, MAX_RECORD);
     for item in scan.by_ref() {
@@ -141,7 +144,9 @@ fn decode(buf: &[u8], out: &mut Read_, max_samples: usize, path: &Path) -> usize
                     break;
                 }
             }
+            Item::Damaged { .. } if !complete => break,
             Item::Damaged { at, len } => {
+                tracing::warn!(segment = %path.display(), offset = at, bytes = len, "remote_write: damaged WAL bytes skipped");
                 out.corrupt += 1;
                 used = at + len;
             }
@@ -161,7 +166,7 @@ pub fn count_rest(dir: &Path, pos: Position) -> u64 {
         return 0;
     }
     let mut out = Read_::default();
-    decode(&buf, &mut out, usize::MAX, &path);
+    decode(&buf, &mut out, usize::MAX, true, &path);
     out.samples() as u64
 }
 
