@@ -201,6 +201,8 @@ const COMMON: &[(&str, &[&str])] = &[
     ("lokipush", &["model", "wire"]),
     ("model", &[]),
     ("names", &[]),
+    // Prometheus' relabelling (the agent's sources, the aggregator's remote_write queues).
+    ("relabel", &["config", "model"]),
     // OTLP's three signals: spans, series (metrics) and log records.
     ("otlp", &["trace", "model"]),
     // The protocol's state machines: frames and messages only, no I/O.
