@@ -104,8 +104,13 @@ const WINDOWS: [i64; 4] = [2 * HOUR, 2 * HOUR, DAY, 30 * DAY];
 /// `events.log` is rewritten with the newest events once it grows past this.
 const EVENTS_LOG_MAX: u64 = 64 << 20;
 
-/// Level-0 blocks of open windows merged together once this many exist.
+/// Level-0 blocks of one open sub-window merged together once this many exist (or once the
+/// sub-window has ended).
 const OPEN_L0_MERGE: usize = 4;
+
+/// The span of the blocks level-0 blocks of open windows are merged into (2-hour windows
+/// are made of whole ones).
+const OPEN_SUB_WINDOW: i64 = 30 * 60 * 1000;
 
 /// The window width of a level.
 pub fn window_of_level(level: u8) -> i64 {
@@ -385,12 +390,33 @@ fn compact(inner: &Inner, now: i64, force: bool) -> Result<(), MaintenanceError>
     }
     // Level-0 blocks of windows still open are merged once there are a few, so the newest
     // hours are not left in many small chunks (they compress worse and cost a read each).
-    let open: Vec<Arc<Block>> = snapshot(inner)
+    // They are merged per sub-window of `OPEN_SUB_WINDOW`, not into one block per 2-hour
+    // window: that block's chunk of a series grew through the window (10 800 samples at 1 s
+    // before it closed), every merge rewrote it whole, and every rule evaluation decoded it
+    // whole to read five minutes — and the ever larger allocations fragmented the heap (the
+    // soak's RSS growth). A sub-window's chunk stays small; the closed 2-hour window is
+    // compacted from them as before.
+    let mut open: BTreeMap<i64, Vec<Arc<Block>>> = BTreeMap::new();
+    for b in snapshot(inner)
         .into_iter()
         .filter(|b| b.kind == Kind::Raw && b.level == 0 && window_end(b.max_t, 2 * HOUR) > closed)
-        .collect();
-    if open.len() >= if force { 1 } else { OPEN_L0_MERGE } {
-        merge_write(inner, open, Kind::Raw, &|t| (0, window_end(t, 2 * HOUR)))?;
+    {
+        open.entry(window_end(b.max_t, OPEN_SUB_WINDOW))
+            .or_default()
+            .push(b);
+    }
+    for (end, group) in open {
+        let ended = end <= now;
+        let due = if force {
+            !group.is_empty()
+        } else {
+            group.len() >= OPEN_L0_MERGE || (ended && group.len() >= 2)
+        };
+        if due {
+            merge_write(inner, group, Kind::Raw, &|t| {
+                (0, window_end(t, OPEN_SUB_WINDOW))
+            })?;
+        }
     }
     // Closed days: 2-hour blocks into day blocks; rollups likewise, then into 30 days.
     for (kind, from, to) in [

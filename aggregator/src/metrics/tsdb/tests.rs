@@ -316,6 +316,42 @@ fn compaction_keeps_every_sample_and_rollups_equal_raw() {
     );
 }
 
+/// Level-0 blocks of a window still open are merged per 30-minute sub-window, not into one
+/// block whose chunks grow through the window: 100 minutes at 1 s, cut every 10 minutes,
+/// leave blocks of at most 30 minutes of rows each, and every sample reads back.
+#[test]
+fn open_windows_are_merged_in_sub_windows_that_keep_chunks_small() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let db = Tsdb::open_with(dir.path(), opts()).unwrap();
+    const H: i64 = 3_600_000;
+    let t0 = (now_ms() / (2 * H) - 2) * 2 * H;
+    // Windows are (start, end]: from the second after t0 all is in one 2-hour window.
+    let a = ramp(t0 + 1000, t0 + 100 * 60_000, 1000);
+    for piece in a.chunks(600) {
+        put(
+            &rt,
+            &db,
+            vec![
+                series("sub", "x", piece.to_vec()),
+                series("sub", "y", piece.to_vec()),
+            ],
+        );
+        // "Now" is within the window's out-of-order hour: the window is still open.
+        db.flush_and_compact(t0 + 100 * 60_000).unwrap();
+    }
+    let blocks = db.block_summary();
+    let l0: Vec<u64> = blocks
+        .iter()
+        .filter(|b| b.0 == Kind::Raw && b.1 == 0)
+        .map(|b| b.2)
+        .collect();
+    assert!(l0.len() >= 4, "{blocks:?}");
+    assert!(l0.iter().all(|&rows| rows <= 2 * 1800), "{blocks:?}");
+    assert_eq!(l0.iter().sum::<u64>(), 2 * a.len() as u64, "{blocks:?}");
+    assert_eq!(all(&db, "sub").len(), 2 * a.len());
+}
+
 #[test]
 fn retention_frees_disk_and_keeps_rollups() {
     let rt = rt();
