@@ -563,7 +563,10 @@ async function route() {
   clearInterval(timer);
   const gen = ++generation;
   const { path } = hashParams();
-  const main = $("#main");
+  // Each route draws into a view of its own: a slower earlier route that finishes after
+  // this one draws into its view, no longer in the page, never over this one.
+  const main = h("div", { class: "view" });
+  $("#main").replaceChildren(main);
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.getAttribute("href") === "#" + path);
   window.telltaleReady = false;
   const t0 = performance.now();
@@ -580,6 +583,7 @@ async function route() {
   } catch (e) {
     main.replaceChildren(h("p", { class: "error" }, "Cannot load this page: " + e.message));
   }
+  if (gen !== generation) return;
   // How long the page took from its route to drawn (the UI benchmark reads it).
   window.telltaleRenderMs = performance.now() - t0;
   window.telltaleReady = true;
