@@ -261,7 +261,8 @@ fn pairs(kvs: Vec<KeyValue>) -> Vec<(String, String)> {
         .collect()
 }
 
-fn base64_encode(b: &[u8]) -> String {
+/// Standard base64 with padding (RFC 4648; OTLP's bytes as JSON, basic authentication).
+pub fn base64_encode(b: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::with_capacity(b.len().div_ceil(3) * 4);
     for c in b.chunks(3) {

@@ -237,7 +237,7 @@ fn one(
             };
             Some(format!(
                 "Basic {}",
-                base64(format!("{}:{pw}", b.username).as_bytes())
+                telltale_common::otlp::base64_encode(format!("{}:{pw}", b.username).as_bytes())
             ))
         }
     };
@@ -379,25 +379,6 @@ fn tls_config(t: &TlsSection) -> Result<rustls::ClientConfig, String> {
     }
 }
 
-/// Standard base64 with padding (basic authentication).
-fn base64(b: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut s = String::with_capacity(b.len().div_ceil(3) * 4);
-    for c in b.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            if i <= c.len() {
-                s.push(A[(n >> shift) as usize & 63] as char);
-            } else {
-                s.push('=');
-            }
-        }
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,7 +394,7 @@ mod tests {
             ("fooba", "Zm9vYmE="),
             ("foobar", "Zm9vYmFy"),
         ] {
-            assert_eq!(base64(i.as_bytes()), o);
+            assert_eq!(telltale_common::otlp::base64_encode(i.as_bytes()), o);
         }
     }
 
