@@ -156,50 +156,38 @@ impl Forwarders {
                 |q| q.counters.bytes.load(Ordering::Relaxed),
             ),
         ];
+        let mut family = |name: &str, kind: &str, help: &str, value: &dyn Fn(&Queue) -> String| {
+            let name = format!("telltale_aggregator_remote_write_{name}");
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for q in &self.queues {
+                let _ = writeln!(out, "{name}{{remote=\"{}\"}} {}", q.opts.name, value(q));
+            }
+        };
         for (name, kind, help, get) in metrics {
-            let _ = writeln!(
-                out,
-                "# HELP telltale_aggregator_remote_write_{name} {help}\n# TYPE telltale_aggregator_remote_write_{name} {kind}"
-            );
-            for q in &self.queues {
-                let _ = writeln!(
-                    out,
-                    "telltale_aggregator_remote_write_{name}{{remote=\"{}\"}} {}",
-                    q.opts.name,
-                    get(q)
-                );
-            }
+            family(name, kind, help, &|q| get(q).to_string());
         }
-        let _ = writeln!(
-            out,
-            "# HELP telltale_aggregator_remote_write_lag_seconds Time since the queue had last sent everything durable in the WAL.\n# TYPE telltale_aggregator_remote_write_lag_seconds gauge"
+        family(
+            "lag_seconds",
+            "gauge",
+            "Time since the queue had last sent everything durable in the WAL.",
+            &|q| {
+                let at = q.counters.caught_up_ms.load(Ordering::Relaxed);
+                let lag = if at == 0 { 0 } else { now.saturating_sub(at) };
+                (lag as f64 / 1000.0).to_string()
+            },
         );
-        for q in &self.queues {
-            let at = q.counters.caught_up_ms.load(Ordering::Relaxed);
-            let lag = if at == 0 { 0 } else { now.saturating_sub(at) };
-            let _ = writeln!(
-                out,
-                "telltale_aggregator_remote_write_lag_seconds{{remote=\"{}\"}} {}",
-                q.opts.name,
-                lag as f64 / 1000.0
-            );
-        }
         if let Some(feed) = self.feed.get() {
-            let _ = writeln!(
-                out,
-                "# HELP telltale_aggregator_remote_write_pending_bytes WAL bytes the queue has not sent yet.\n# TYPE telltale_aggregator_remote_write_pending_bytes gauge"
+            family(
+                "pending_bytes",
+                "gauge",
+                "WAL bytes the queue has not sent yet.",
+                &|q| {
+                    q.position()
+                        .map(|p| tail::pending_bytes(feed, p))
+                        .unwrap_or(0)
+                        .to_string()
+                },
             );
-            for q in &self.queues {
-                let pending = q
-                    .position()
-                    .map(|p| tail::pending_bytes(feed, p))
-                    .unwrap_or(0);
-                let _ = writeln!(
-                    out,
-                    "telltale_aggregator_remote_write_pending_bytes{{remote=\"{}\"}} {pending}",
-                    q.opts.name
-                );
-            }
         }
     }
 }

@@ -20,7 +20,7 @@ use telltale_common::model::{Labels, Sample};
 
 use super::options::RemoteWriteOptions;
 pub use super::tail::Position;
-use super::tail::{self, Read_};
+use super::tail::{self, WalRead};
 use crate::durable::frames;
 use crate::metrics::tsdb::WalFeed;
 
@@ -216,7 +216,7 @@ pub async fn run(q: Arc<Queue>, feed: WalFeed, on_move: Arc<dyn Fn() + Send + Sy
         .collect();
     let mut labels = LabelCache::default();
     let capacity = q.opts.shards * q.opts.max_samples_per_send;
-    let mut pending = Read_::default();
+    let mut pending = WalRead::default();
     let mut read_to = pos;
     let mut first_read: Option<Instant> = None;
     let mut persisted_at = Instant::now();
@@ -241,7 +241,7 @@ pub async fn run(q: Arc<Queue>, feed: WalFeed, on_move: Arc<dyn Fn() + Send + Sy
         if cap_pos != pos {
             flight.epoch.fetch_add(1, Ordering::Relaxed);
             flight.lock().clear();
-            pending = Read_::default();
+            pending = WalRead::default();
             first_read = None;
             read_to = cap_pos;
             pos = cap_pos;
@@ -345,26 +345,27 @@ pub async fn run(q: Arc<Queue>, feed: WalFeed, on_move: Arc<dyn Fn() + Send + Sy
 
 /// Whether the segments from `pos` on that only this queue holds exceed its byte cap.
 async fn over_cap(q: &Queue, feed: &WalFeed, pos: Position) -> bool {
+    if pos.segment >= feed.checkpointed() {
+        return false;
+    }
     let (f, cap) = (feed.clone(), q.opts.max_wal_bytes);
-    tokio::task::spawn_blocking(move || {
-        pos.segment < f.checkpointed()
-            && tail::held_bytes(&f.dir(), pos.segment, f.checkpointed()) > cap
-    })
-    .await
-    .unwrap_or(false)
+    tokio::task::spawn_blocking(move || tail::over_cap(&f, pos.segment, cap))
+        .await
+        .unwrap_or(false)
 }
 
 /// Moves `pos` past segments beyond the byte cap (their samples counted as dropped).
 async fn enforce_cap(q: &Queue, feed: &WalFeed, pos: Position) -> Position {
+    // The common case, a queue within the segments storage still needs, costs no I/O.
+    if pos.segment >= feed.checkpointed() {
+        return pos;
+    }
     let (f, cap, name) = (feed.clone(), q.opts.max_wal_bytes, q.opts.name.clone());
     let res = tokio::task::spawn_blocking(move || {
         let mut pos = pos;
         let mut dropped = 0u64;
-        let dir = f.dir();
-        while pos.segment < f.checkpointed()
-            && tail::held_bytes(&dir, pos.segment, f.checkpointed()) > cap
-        {
-            dropped += tail::count_rest(&dir, pos);
+        while tail::over_cap(&f, pos.segment, cap) {
+            dropped += tail::count_rest(&f.dir(), pos);
             tracing::warn!(remote = %name, segment = pos.segment, max_wal_bytes = cap,
                 "remote_write: the queue is behind by more than its WAL byte cap; dropping its oldest segment");
             pos = Position {
@@ -438,7 +439,7 @@ fn encode_shards(
     opts: &RemoteWriteOptions,
     feed: &WalFeed,
     labels: &mut LabelCache,
-    batch: Read_,
+    batch: WalRead,
 ) -> Vec<(usize, Vec<u8>, u64)> {
     // Series in order of first appearance per shard, samples in WAL order.
     let mut shards: Vec<Vec<Encoded>> = vec![Vec::new(); opts.shards];

@@ -25,7 +25,7 @@ pub struct Position {
 
 /// What one read found.
 #[derive(Debug, Default)]
-pub struct Read_ {
+pub struct WalRead {
     /// Samples by series id, in WAL order.
     pub points: Vec<(u32, Sample)>,
     /// Samples of records from before series ids were logged (release 0.1), with labels.
@@ -37,7 +37,7 @@ pub struct Read_ {
     pub missing_segments: u64,
 }
 
-impl Read_ {
+impl WalRead {
     /// Samples read.
     pub fn samples(&self) -> usize {
         self.points.len() + self.labelled.iter().map(|(_, s)| s.len()).sum::<usize>()
@@ -57,9 +57,9 @@ pub fn read(
     feed: &WalFeed,
     mut pos: Position,
     max_samples: usize,
-) -> std::io::Result<(Read_, Position)> {
+) -> std::io::Result<(WalRead, Position)> {
     let dir = feed.dir();
-    let mut out = Read_::default();
+    let mut out = WalRead::default();
     while out.samples() < max_samples {
         let (tip_seg, tip_len) = feed.tip();
         if pos.segment > tip_seg || (pos.segment == tip_seg && pos.offset >= tip_len) {
@@ -123,7 +123,7 @@ pub fn read(
 /// (up to the end of the last record taken). Damage is skipped only when `buf` reaches the
 /// durable end: in a partial read, what looks damaged may be a record cut by the read, and
 /// is read again whole.
-fn decode(buf: &[u8], out: &mut Read_, max_samples: usize, complete: bool, path: &Path) -> usize {
+fn decode(buf: &[u8], out: &mut WalRead, max_samples: usize, complete: bool, path: &Path) -> usize {
     let mut used = 0;
     let mut scan = Scanner::new(buf, MAX_RECORD);
     for item in scan.by_ref() {
@@ -165,14 +165,20 @@ pub fn count_rest(dir: &Path, pos: Position) -> u64 {
     if f.seek(SeekFrom::Start(pos.offset)).is_err() || f.read_to_end(&mut buf).is_err() {
         return 0;
     }
-    let mut out = Read_::default();
+    let mut out = WalRead::default();
     decode(&buf, &mut out, usize::MAX, true, &path);
     out.samples() as u64
 }
 
-/// Bytes of the segments from `from` on that storage no longer needs (below the
-/// checkpoint): what the queue alone holds on disk.
-pub fn held_bytes(dir: &Path, from: u64, checkpointed: u64) -> u64 {
+/// Whether the segments from `from` on that storage no longer needs (below the checkpoint),
+/// which the queue alone holds on disk, take more than `cap` bytes. Blocking (lists the
+/// segments) only when the queue is behind the checkpoint at all.
+pub fn over_cap(feed: &WalFeed, from: u64, cap: u64) -> bool {
+    let checkpointed = feed.checkpointed();
+    from < checkpointed && held_bytes(&feed.dir(), from, checkpointed) > cap
+}
+
+fn held_bytes(dir: &Path, from: u64, checkpointed: u64) -> u64 {
     list_segments(dir)
         .map(|segs| {
             segs.iter()
