@@ -77,6 +77,8 @@ pub struct FileConfig {
     /// remote_write queues (`[[remote_write]]`, see [`crate::forward::options`]).
     #[serde(default)]
     pub remote_write: Vec<crate::forward::RemoteWriteSection>,
+    /// The ClickHouse exporter (`[clickhouse]`, see [`crate::forward::clickhouse::options`]).
+    pub clickhouse: Option<crate::forward::clickhouse::ClickHouseSection>,
     /// Scheduled reports (`[[report]]`).
     #[serde(default)]
     pub report: Vec<crate::report::schedule::ScheduleSpec>,
@@ -297,6 +299,8 @@ pub struct Config {
     pub runbooks: Option<PathBuf>,
     /// remote_write queues.
     pub remote_write: Vec<crate::forward::RemoteWriteOptions>,
+    /// The ClickHouse exporter.
+    pub clickhouse: Option<crate::forward::clickhouse::ClickHouseOptions>,
 }
 
 /// Command-line overrides.
@@ -518,8 +522,14 @@ impl Config {
         let mut slo_files = file.slo.files.clone();
         slo_files.extend(o.slos.iter().cloned());
         let remote_write = crate::forward::options::validate(where_, &file.remote_write)?;
+        let clickhouse = file
+            .clickhouse
+            .as_ref()
+            .map(|c| crate::forward::clickhouse::options::validate(where_, c))
+            .transpose()?;
         Ok(Config {
             remote_write,
+            clickhouse,
             rule_files,
             detector_files,
             slo_files,

@@ -15,7 +15,11 @@
 //! The WAL holds every sample the engine was asked to store, including the few the head then
 //! refused (beyond the out-of-order window or `max_future`): those are forwarded too, and
 //! the receiver applies its own limits.
+//!
+//! The ClickHouse exporter ([`clickhouse`], `[clickhouse]`) reads the logs WAL the same way.
 
+pub mod clickhouse;
+pub mod cursor;
 pub mod options;
 pub mod queue;
 pub mod tail;
@@ -36,6 +40,7 @@ pub struct Forwarders {
     queues: Vec<Arc<Queue>>,
     hold: WalHold,
     feed: std::sync::OnceLock<WalFeed>,
+    clickhouse: Option<Arc<clickhouse::LogExporter>>,
 }
 
 /// The directory of the queues' positions.
@@ -63,9 +68,35 @@ impl Forwarders {
             queues,
             hold,
             feed: std::sync::OnceLock::new(),
+            clickhouse: None,
         };
         f.move_hold();
         Ok(f)
+    }
+
+    /// Adds the ClickHouse exporter of log lines (when `[clickhouse]` is set and exports
+    /// logs): its position is loaded and `logs_hold` set from it before the log store opens.
+    pub fn with_clickhouse(
+        mut self,
+        data_dir: &Path,
+        opts: Option<&clickhouse::ClickHouseOptions>,
+        logs_hold: WalHold,
+    ) -> std::io::Result<Forwarders> {
+        if let Some(o) = opts.filter(|o| o.logs) {
+            self.clickhouse = Some(Arc::new(clickhouse::LogExporter::prepare(
+                data_dir,
+                o.clone(),
+                logs_hold,
+            )?));
+        }
+        Ok(self)
+    }
+
+    /// Starts the ClickHouse exporter, if any, on the log store's WAL.
+    pub fn start_logs(&self, feed: crate::durable::feed::StoreFeed) {
+        if let Some(c) = &self.clickhouse {
+            c.start(feed);
+        }
     }
 
     fn move_hold(&self) {
@@ -101,15 +132,21 @@ impl Forwarders {
         for q in &self.queues {
             q.persist();
         }
+        if let Some(c) = &self.clickhouse {
+            c.shutdown();
+        }
     }
 
-    /// Whether any queue is configured.
+    /// Whether no queue and no exporter is configured.
     pub fn is_empty(&self) -> bool {
-        self.queues.is_empty()
+        self.queues.is_empty() && self.clickhouse.is_none()
     }
 
     /// `telltale_aggregator_remote_write_*` for `/metrics`.
     pub fn render_metrics(&self, out: &mut String) {
+        if let Some(c) = &self.clickhouse {
+            c.render_metrics(out);
+        }
         if self.queues.is_empty() {
             return;
         }

@@ -13,6 +13,7 @@
 //! - [`logs`]: the log store (LogQL, Loki's API).
 //! - [`traces`]: the trace store (tail sampling, Jaeger's API).
 //! - [`anomaly`]: anomaly detection, scored on the Numenta Anomaly Benchmark.
+//! - [`forward`]: remote_write out and the ClickHouse exporter ([`clickhouse`]: its tables).
 //! - [`pipeline`]: the live pipeline diagram (Mermaid and JSON) with measured figures.
 //! - [`api`]: the HTTP API (Prometheus' envelope), `/metrics`, health.
 //! - [`agents`]: connection state per agent (`up`, `/api/v1/agents`).
@@ -27,6 +28,7 @@ pub mod alert;
 pub mod alerting;
 pub mod anomaly;
 pub mod api;
+pub mod clickhouse;
 pub mod config;
 pub mod durable;
 pub mod forward;

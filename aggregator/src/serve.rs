@@ -107,13 +107,16 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     let opts = cfg.storage.clone();
     // remote_write queues hold the WAL segments they have not sent: their positions are
     // read before storage opens, so its start-up keeps those segments.
+    // The ClickHouse exporter holds the logs WAL alike.
+    let logs_hold = cfg.logs.wal_hold.clone();
     let forward = Arc::new(
         crate::forward::Forwarders::prepare(
             &cfg.data_dir,
             &cfg.remote_write,
             opts.wal_hold.clone(),
         )
-        .context("cannot prepare the remote_write queues")?,
+        .and_then(|f| f.with_clickhouse(&cfg.data_dir, cfg.clickhouse.as_ref(), logs_hold))
+        .context("cannot prepare the remote_write queues and the ClickHouse exporter")?,
     );
     let p = progress.clone();
     let store = tokio::task::spawn_blocking(move || Tsdb::open_reporting(&data_dir, opts, &p))
@@ -135,6 +138,7 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     })
     .await
     .context("log store recovery panicked")??;
+    forward.start_logs(log_engine.feed());
     let patterns = Arc::new(crate::logs::patterns::Patterns::new(
         cfg.logs_pattern_warmup,
     ));

@@ -21,6 +21,8 @@ const AGGREGATOR: &[(&str, &[&str])] = &[
     ("labels", &[]),
     // Durability every signal's store shares (record files, WAL segments).
     ("durable", &[]),
+    // ClickHouse's tables and rows (pure; the exporters send).
+    ("clickhouse", &[]),
     ("alert", &["labels"]),
     (
         "metrics",
@@ -70,16 +72,25 @@ const AGGREGATOR: &[(&str, &[&str])] = &[
         ],
     ),
     // Alerting and remediation share the vocabulary in `alert` and talk over channels.
-    ("alerting", &["alert", "labels", "selfmetrics"]),
+    (
+        "alerting",
+        &["alert", "clickhouse", "labels", "selfmetrics"],
+    ),
     (
         "remediate",
         &["alert", "labels", "metrics::storage", "selfmetrics"],
     ),
     ("agents", &[]),
-    // Forwarding to outside stores reads the engine's WAL through its feed handle.
+    // Forwarding to outside stores reads the engines' WALs through their feed handles.
     (
         "forward",
-        &["durable", "metrics::remote_write", "metrics::tsdb"],
+        &[
+            "clickhouse",
+            "durable",
+            "logs",
+            "metrics::remote_write",
+            "metrics::tsdb",
+        ],
     ),
     // Anomaly detection: the methods and the NAB scorer are pure computation; the live
     // detectors read through PromQL and write through the storage interface, like rules.

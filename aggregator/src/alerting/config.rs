@@ -101,6 +101,8 @@ struct ReceiverSpec {
     #[serde(default)]
     log_configs: Vec<LogSpec>,
     #[serde(default)]
+    clickhouse_configs: Vec<ClickHouseSpec>,
+    #[serde(default)]
     email_configs: Option<IgnoredAny>,
     #[serde(default)]
     pagerduty_configs: Option<IgnoredAny>,
@@ -168,6 +170,20 @@ struct NatsSpec {
 struct LogSpec {
     #[serde(default)]
     path: Option<PathBuf>,
+    #[serde(default = "yes")]
+    send_resolved: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClickHouseSpec {
+    url: String,
+    #[serde(default)]
+    database: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password_file: Option<PathBuf>,
     #[serde(default = "yes")]
     send_resolved: bool,
 }
@@ -252,6 +268,18 @@ pub enum Integration {
         /// Also publish resolved notifications.
         send_resolved: bool,
     },
+    /// A row per alert of each notification in ClickHouse's `<database>.events` (created
+    /// if missing; schema in [`crate::clickhouse`]).
+    ClickHouse {
+        /// ClickHouse's HTTP interface (`http://host:8123`).
+        url: String,
+        /// The database (default `telltale`).
+        database: String,
+        /// `Authorization: Basic …` from `username` and `password_file`.
+        authorization: Option<String>,
+        /// Also store resolved notifications.
+        send_resolved: bool,
+    },
     /// A JSON line per notification, to a file or (no path) the aggregator's log.
     Log {
         /// File to append to.
@@ -268,6 +296,7 @@ impl Integration {
             Integration::Webhook { .. } => "webhook",
             Integration::Alertmanager { .. } => "alertmanager",
             Integration::Nats { .. } => "nats",
+            Integration::ClickHouse { .. } => "clickhouse",
             Integration::Log { .. } => "log",
         }
     }
@@ -278,6 +307,7 @@ impl Integration {
             Integration::Webhook { send_resolved, .. }
             | Integration::Alertmanager { send_resolved, .. }
             | Integration::Nats { send_resolved, .. }
+            | Integration::ClickHouse { send_resolved, .. }
             | Integration::Log { send_resolved, .. } => *send_resolved,
         }
     }
@@ -502,6 +532,37 @@ impl RoutingConfig {
                     subject: n.subject,
                     stream: n.stream,
                     send_resolved: n.send_resolved,
+                });
+            }
+            for c in r.clickhouse_configs {
+                http_url(&r.name, "clickhouse", &c.url)?;
+                let database = c.database.unwrap_or_else(|| "telltale".into());
+                if !crate::clickhouse::valid_database(&database) {
+                    return Err(format!(
+                        "receiver {:?}: invalid ClickHouse database {database:?}",
+                        r.name
+                    )
+                    .into());
+                }
+                let password = match &c.password_file {
+                    Some(p) => std::fs::read_to_string(p)
+                        .map_err(|e| format!("receiver {:?}: {}: {e}", r.name, p.display()))?
+                        .trim()
+                        .to_string(),
+                    None => String::new(),
+                };
+                ints.push(Integration::ClickHouse {
+                    url: c.url,
+                    database,
+                    authorization: c.username.map(|u| {
+                        format!(
+                            "Basic {}",
+                            telltale_common::otlp::base64_encode(
+                                format!("{u}:{password}").as_bytes()
+                            )
+                        )
+                    }),
+                    send_resolved: c.send_resolved,
                 });
             }
             for l in r.log_configs {

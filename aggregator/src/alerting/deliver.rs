@@ -29,6 +29,8 @@ pub struct Deliverer {
     http: reqwest::Client,
     nats: tokio::sync::Mutex<HashMap<String, async_nats::jetstream::Context>>,
     log_lock: std::sync::Mutex<()>,
+    /// ClickHouse servers (URL and database) whose events table exists.
+    clickhouse_ready: tokio::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Deliverer {
@@ -43,6 +45,7 @@ impl Deliverer {
             http,
             nats: tokio::sync::Mutex::new(HashMap::new()),
             log_lock: std::sync::Mutex::new(()),
+            clickhouse_ready: tokio::sync::Mutex::new(Default::default()),
         })
     }
 
@@ -61,6 +64,15 @@ impl Deliverer {
                 ..
             } => {
                 self.publish(url, subject, stream.as_deref(), body, id)
+                    .await
+            }
+            Integration::ClickHouse {
+                url,
+                database,
+                authorization,
+                ..
+            } => {
+                self.insert_events(url, database, authorization.as_deref(), body)
                     .await
             }
             Integration::Log { path, .. } => {
@@ -112,6 +124,52 @@ impl Deliverer {
         } else {
             Err(SendError::Permanent(msg))
         }
+    }
+
+    /// Inserts a notification's rows into `<database>.events`, creating the table the first
+    /// time a server is written to.
+    async fn insert_events(
+        &self,
+        url: &str,
+        database: &str,
+        authorization: Option<&str>,
+        body: &[u8],
+    ) -> Result<(), SendError> {
+        use crate::clickhouse::{self, Table};
+        let value: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| SendError::Permanent(format!("ClickHouse event: not JSON: {e}")))?;
+        let receiver = value
+            .get("receiver")
+            .and_then(|r| r.as_str())
+            .unwrap_or_default();
+        let now = telltale_common::model::now_ms().max(0) as u64;
+        let rows = clickhouse::event_rows(&value, receiver, now);
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let u = reqwest::Url::parse(url)
+            .map_err(|e| SendError::Permanent(format!("ClickHouse URL {url:?}: {e}")))?;
+        let class = |e: clickhouse::RequestError| {
+            if e.retryable() {
+                SendError::Retry(e.to_string())
+            } else {
+                SendError::Permanent(e.to_string())
+            }
+        };
+        let key = format!("{url}\u{0}{database}");
+        if !self.clickhouse_ready.lock().await.contains(&key) {
+            clickhouse::create_schema(&self.http, &u, authorization, database, &[Table::Events])
+                .await
+                .map_err(class)?;
+            self.clickhouse_ready.lock().await.insert(key);
+        }
+        let query = Table::Events.insert(database);
+        let insert = clickhouse::execute(&self.http, &u, authorization, &query, rows);
+        tokio::time::timeout(Duration::from_secs(30), insert)
+            .await
+            .map_err(|_| SendError::Retry(format!("ClickHouse at {url}: no answer in 30s")))?
+            .map_err(class)?;
+        Ok(())
     }
 
     async fn publish(

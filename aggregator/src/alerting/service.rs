@@ -70,8 +70,8 @@ fn outbox_key(priority: u8, id: u64) -> Vec<u8> {
 
 #[derive(Default)]
 struct Counters {
-    sent: [AtomicU64; 4],
-    failed: [AtomicU64; 4],
+    sent: [AtomicU64; KINDS.len()],
+    failed: [AtomicU64; KINDS.len()],
     dropped: AtomicU64,
     queued: AtomicU64,
     /// Damaged state found at start-up: a store moved aside, records unreadable.
@@ -84,9 +84,10 @@ fn kind_index(i: &Integration) -> usize {
         Integration::Alertmanager { .. } => 1,
         Integration::Nats { .. } => 2,
         Integration::Log { .. } => 3,
+        Integration::ClickHouse { .. } => 4,
     }
 }
-const KINDS: [&str; 4] = ["webhook", "alertmanager", "nats", "log"];
+const KINDS: [&str; 5] = ["webhook", "alertmanager", "nats", "log", "clickhouse"];
 
 pub use crate::alert::store::StateStore;
 use crate::alert::store::{OpenError, Record};
@@ -276,7 +277,12 @@ impl AlertingService {
         let fx: Vec<Effect> = integrations
             .iter()
             .enumerate()
-            .filter(|(_, i)| !matches!(i, Integration::Alertmanager { .. }))
+            .filter(|(_, i)| {
+                !matches!(
+                    i,
+                    Integration::Alertmanager { .. } | Integration::ClickHouse { .. }
+                )
+            })
             .map(|(i, _)| {
                 Effect::Notify(super::core::Outgoing {
                     priority: 3,

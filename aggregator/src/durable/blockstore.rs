@@ -152,7 +152,8 @@ pub fn resume<B: StoredBlock>(dir: &Path, blocks: &[Arc<B>]) -> Result<Checkpoin
 }
 
 /// Replays the WAL segments in `dir/wal` from `cp` on: marks each agent batch in `dedup` and
-/// hands its record to `each`; deletes segments the checkpoint covers; skips damaged or
+/// hands its record to `each`; leaves segments the checkpoint covers alone (the caller deletes
+/// them with [`delete_covered`], but those its WAL's readers hold); skips damaged or
 /// undecodable records (counted in `corrupt`); cuts a torn tail off. Returns the writer for new
 /// appends, in a new segment after the last (a replayed segment is never written again).
 pub fn replay<R: DeserializeOwned + Record>(
@@ -169,7 +170,6 @@ pub fn replay<R: DeserializeOwned + Record>(
     for (n, path) in segments::list_segments(&wal_dir).map_err(at(&wal_dir))? {
         last = last.max(n);
         if n < cp.wal_segment {
-            let _ = std::fs::remove_file(&path);
             continue;
         }
         let data = std::fs::read(&path).map_err(at(&path))?;
@@ -203,12 +203,18 @@ pub fn replay<R: DeserializeOwned + Record>(
     segments::Writer::create(wal_dir.clone(), last + 1).map_err(at(&wal_dir))
 }
 
-/// Writes the checkpoint (atomically) and deletes the WAL segments it covers.
-pub fn write_checkpoint(dir: &Path, cp: &Checkpoint) -> std::io::Result<()> {
+/// Writes the checkpoint (atomically) and deletes the WAL segments it covers but those from
+/// `hold` on (kept for the WAL's readers).
+pub fn write_checkpoint(dir: &Path, cp: &Checkpoint, hold: u64) -> std::io::Result<()> {
     let payload = codec::encode_payload(cp).map_err(|e| std::io::Error::other(e.to_string()))?;
     frames::write_atomic(&dir.join("checkpoint"), &[payload])?;
+    delete_covered(dir, cp.wal_segment.min(hold))
+}
+
+/// Deletes the WAL segments below `keep` (the checkpoint's, or a reader's hold below it).
+pub fn delete_covered(dir: &Path, keep: u64) -> std::io::Result<()> {
     for (n, p) in segments::list_segments(&dir.join("wal"))? {
-        if n < cp.wal_segment {
+        if n < keep {
             let _ = std::fs::remove_file(p);
         }
     }

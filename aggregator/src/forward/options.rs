@@ -180,13 +180,18 @@ fn one(
     key: &dyn Fn(&str) -> String,
 ) -> Result<RemoteWriteOptions, ConfigError> {
     let bad = |k: &str, m: String| ConfigError::invalid(file, &key(k), m);
-    let url = reqwest::Url::parse(&s.url).map_err(|e| bad("url", format!("{:?}: {e}", s.url)))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(bad(
-            "url",
-            format!("{:?}: use an http:// or https:// URL", s.url),
-        ));
-    }
+    let (url, client, authorization) = http_client(
+        &bad,
+        &HttpParts {
+            url: &s.url,
+            bearer_token: &s.bearer_token,
+            bearer_token_file: &s.bearer_token_file,
+            basic_auth: &s.basic_auth,
+            headers: &s.headers,
+            timeout: s.timeout,
+            tls: s.tls.as_ref(),
+        },
+    )?;
     let name = match &s.name {
         Some(n) => n.clone(),
         None => match url.port_or_known_default() {
@@ -203,6 +208,76 @@ fn one(
         return Err(bad(
             "name",
             format!("{name:?}: use 1 to 100 letters, digits, `_`, `.`, `:` or `-`"),
+        ));
+    }
+    let relabel: Arc<[Rule]> = relabel::compile(&s.write_relabel_configs)
+        .map_err(|e| bad("write_relabel_configs", e.0))?
+        .into();
+    let q = &s.queue;
+    let shards = q.shards.unwrap_or(4);
+    if !(1..=64).contains(&shards) {
+        return Err(bad("queue.shards", format!("{shards}: use 1 to 64")));
+    }
+    let max_samples_per_send = q.max_samples_per_send.unwrap_or(5000);
+    if !(1..=1_000_000).contains(&max_samples_per_send) {
+        return Err(bad(
+            "queue.max_samples_per_send",
+            format!("{max_samples_per_send}: use 1 to 1000000"),
+        ));
+    }
+    let min_backoff = q.min_backoff.unwrap_or(Duration::from_millis(30));
+    let max_backoff = q.max_backoff.unwrap_or(Duration::from_secs(5));
+    if min_backoff.is_zero() || max_backoff < min_backoff {
+        return Err(bad(
+            "queue.max_backoff",
+            "min_backoff must be above 0 and max_backoff at least min_backoff".into(),
+        ));
+    }
+    let batch_send_deadline = q.batch_send_deadline.unwrap_or(Duration::from_secs(1));
+    if batch_send_deadline < Duration::from_millis(10) {
+        return Err(bad(
+            "queue.batch_send_deadline",
+            "must be at least 10ms".into(),
+        ));
+    }
+    Ok(RemoteWriteOptions {
+        name,
+        url: s.url.clone(),
+        client,
+        authorization,
+        relabel,
+        shards,
+        max_samples_per_send,
+        batch_send_deadline,
+        min_backoff,
+        max_backoff,
+        max_wal_bytes: q.max_wal_bytes.unwrap_or(1 << 30),
+    })
+}
+
+/// How an exporter reaches its receiver, as written: shared by `[[remote_write]]` and
+/// `[clickhouse]`.
+pub(super) struct HttpParts<'a> {
+    pub url: &'a str,
+    pub bearer_token: &'a Option<String>,
+    pub bearer_token_file: &'a Option<PathBuf>,
+    pub basic_auth: &'a Option<BasicAuthSection>,
+    pub headers: &'a BTreeMap<String, String>,
+    pub timeout: Option<Duration>,
+    pub tls: Option<&'a TlsSection>,
+}
+
+/// Checks the URL, reads the credentials and builds the client (TLS, timeout, headers);
+/// returns the URL, the client and the `Authorization` header. `bad` names the key at fault.
+pub(super) fn http_client(
+    bad: &dyn Fn(&str, String) -> ConfigError,
+    s: &HttpParts<'_>,
+) -> Result<(reqwest::Url, reqwest::Client, Option<String>), ConfigError> {
+    let url = reqwest::Url::parse(s.url).map_err(|e| bad("url", format!("{:?}: {e}", s.url)))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(bad(
+            "url",
+            format!("{:?}: use an http:// or https:// URL", s.url),
         ));
     }
     let read = |k: &str, p: &Path| {
@@ -251,38 +326,8 @@ fn one(
         (Some(t), None) => Some(format!("Bearer {t}")),
         (None, b) => b,
     };
-    let relabel: Arc<[Rule]> = relabel::compile(&s.write_relabel_configs)
-        .map_err(|e| bad("write_relabel_configs", e.0))?
-        .into();
-    let q = &s.queue;
-    let shards = q.shards.unwrap_or(4);
-    if !(1..=64).contains(&shards) {
-        return Err(bad("queue.shards", format!("{shards}: use 1 to 64")));
-    }
-    let max_samples_per_send = q.max_samples_per_send.unwrap_or(5000);
-    if !(1..=1_000_000).contains(&max_samples_per_send) {
-        return Err(bad(
-            "queue.max_samples_per_send",
-            format!("{max_samples_per_send}: use 1 to 1000000"),
-        ));
-    }
-    let min_backoff = q.min_backoff.unwrap_or(Duration::from_millis(30));
-    let max_backoff = q.max_backoff.unwrap_or(Duration::from_secs(5));
-    if min_backoff.is_zero() || max_backoff < min_backoff {
-        return Err(bad(
-            "queue.max_backoff",
-            "min_backoff must be above 0 and max_backoff at least min_backoff".into(),
-        ));
-    }
-    let batch_send_deadline = q.batch_send_deadline.unwrap_or(Duration::from_secs(1));
-    if batch_send_deadline < Duration::from_millis(10) {
-        return Err(bad(
-            "queue.batch_send_deadline",
-            "must be at least 10ms".into(),
-        ));
-    }
     let mut headers = reqwest::header::HeaderMap::new();
-    for (k, v) in &s.headers {
+    for (k, v) in s.headers {
         let (Ok(n), Ok(v)) = (
             reqwest::header::HeaderName::from_bytes(k.as_bytes()),
             reqwest::header::HeaderValue::from_str(v),
@@ -305,8 +350,7 @@ fn one(
         .user_agent(concat!("telltale-aggregator/", env!("CARGO_PKG_VERSION")))
         .default_headers(headers);
     if url.scheme() == "https" {
-        let tls = tls_config(s.tls.as_ref().unwrap_or(&TlsSection::default()))
-            .map_err(|m| bad("tls", m))?;
+        let tls = tls_config(s.tls.unwrap_or(&TlsSection::default())).map_err(|m| bad("tls", m))?;
         b = b.tls_backend_preconfigured(tls);
     } else if s.tls.is_some() {
         return Err(bad("tls", "TLS settings need an https:// URL".to_string()));
@@ -314,19 +358,7 @@ fn one(
     let client = b
         .build()
         .map_err(|e| bad("url", format!("cannot build the HTTP client: {e}")))?;
-    Ok(RemoteWriteOptions {
-        name,
-        url: s.url.clone(),
-        client,
-        authorization,
-        relabel,
-        shards,
-        max_samples_per_send,
-        batch_send_deadline,
-        min_backoff,
-        max_backoff,
-        max_wal_bytes: q.max_wal_bytes.unwrap_or(1 << 30),
-    })
+    Ok((url, client, authorization))
 }
 
 /// System CA bundles, Debian's then Red Hat's.

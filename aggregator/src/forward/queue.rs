@@ -15,13 +15,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use telltale_common::codec;
 use telltale_common::model::{Labels, Sample};
 
+use super::cursor::Cursor;
 use super::options::RemoteWriteOptions;
 pub use super::tail::Position;
 use super::tail::{self, WalRead};
-use crate::durable::frames;
 use crate::metrics::tsdb::WalFeed;
 
 /// A queue's counters (rendered at `/metrics`).
@@ -49,74 +48,43 @@ pub struct Queue {
     pub opts: RemoteWriteOptions,
     /// Counters.
     pub counters: Counters,
-    /// The acknowledged position (`None`: not started yet).
-    pub position: Mutex<Option<Position>>,
-    /// The position last written to `path`.
-    persisted: Mutex<Option<Position>>,
-    /// Where the position is persisted.
-    pub path: PathBuf,
+    /// Its position in the WAL.
+    pub cursor: Cursor,
 }
 
 impl Queue {
-    /// The persisted position, if any.
+    /// The queue with the position persisted in `path`, if any.
     pub fn load(path: PathBuf, opts: RemoteWriteOptions) -> Queue {
-        let position = frames::read_frames(&path)
-            .ok()
-            .and_then(|f| f.payloads.first().cloned())
-            .and_then(|p| codec::decode_borrowed::<Position>(&p).ok());
         Queue {
+            cursor: Cursor::load(path, format!("remote_write {}", opts.name)),
             opts,
             counters: Counters::default(),
-            position: Mutex::new(position),
-            persisted: Mutex::new(position),
-            path,
         }
     }
 
     /// The acknowledged position.
     pub fn position(&self) -> Option<Position> {
-        *self.position.lock().unwrap_or_else(|e| e.into_inner())
+        self.cursor.position()
     }
 
     /// The position persisted last (what a restart resumes from, and what the WAL hold
     /// keeps).
     pub fn persisted(&self) -> Option<Position> {
-        *self.persisted.lock().unwrap_or_else(|e| e.into_inner())
+        self.cursor.persisted()
     }
 
     /// Persists the acknowledged position if it moved; `true` when it did.
     pub fn persist(&self) -> bool {
-        let Some(p) = self.position() else {
-            return false;
-        };
-        let mut done = self.persisted.lock().unwrap_or_else(|e| e.into_inner());
-        if *done == Some(p) {
-            return false;
-        }
-        let res = codec::encode_payload(&p)
-            .map_err(std::io::Error::other)
-            .and_then(|b| frames::write_atomic(&self.path, &[b]));
-        match res {
-            Ok(()) => {
-                *done = Some(p);
-                true
-            }
-            Err(e) => {
-                // The queue goes on; a restart would resend from the last saved position.
-                tracing::warn!(remote = %self.opts.name, error = %e, "remote_write: cannot save the queue's position");
-                false
-            }
-        }
+        self.cursor.persist()
     }
 
     /// Starts a new queue at `p` (persisted at once).
     pub fn start_at(&self, p: Position) {
-        self.set(p);
-        self.persist();
+        self.cursor.start_at(p);
     }
 
     fn set(&self, p: Position) {
-        *self.position.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
+        self.cursor.set(p);
     }
 }
 

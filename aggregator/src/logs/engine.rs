@@ -34,6 +34,7 @@ use super::block::{self, Block};
 use super::store::{BoxFuture, LogAppend, LogAppender, LogOutcome, LogStoreError};
 use crate::durable::blockstore::{self, Checkpoint, PathError};
 use crate::durable::dedup::Dedup;
+use crate::durable::feed::{StoreFeed, WalHold};
 use crate::durable::segments::Writer;
 
 /// Largest WAL record read back (a record is one append; agents' frames are capped lower).
@@ -50,6 +51,8 @@ pub struct LogOptions {
     pub head_max_bytes: u64,
     /// ... or once its oldest line arrived this long ago.
     pub head_max_age: Duration,
+    /// Segments from this one on are kept for the WAL's readers (the ClickHouse exporter).
+    pub wal_hold: WalHold,
 }
 
 impl Default for LogOptions {
@@ -59,6 +62,7 @@ impl Default for LogOptions {
             max_bytes: 10 << 30,
             head_max_bytes: 64 << 20,
             head_max_age: Duration::from_secs(15 * 60),
+            wal_hold: WalHold::default(),
         }
     }
 }
@@ -90,6 +94,14 @@ struct WalRecord {
     epoch: u64,
     sequence: u64,
     streams: Vec<LogStream>,
+}
+
+/// The streams of one WAL record (a frame's payload, as [`crate::durable::feed`] hands it to
+/// the WAL's readers); damage is an error, never a panic.
+pub fn decode_wal_record(
+    payload: &[u8],
+) -> Result<Vec<LogStream>, telltale_common::codec::CodecError> {
+    telltale_common::codec::decode_payload::<WalRecord>(payload).map(|r| r.streams)
 }
 
 impl blockstore::Record for WalRecord {
@@ -141,6 +153,7 @@ struct Inner {
     dedup: Mutex<Dedup>,
     next_block: AtomicU64,
     counters: LogCounters,
+    feed: StoreFeed,
 }
 
 enum Job {
@@ -196,7 +209,13 @@ impl LogEngine {
             },
         )
         .map_err(open_err)?;
+        // Segments the blocks cover go, but those the WAL's readers hold.
+        let _ = blockstore::delete_covered(dir, cp.wal_segment.min(opts.wal_hold.get()));
+        let feed = StoreFeed::new(dir.join("wal"), opts.wal_hold.clone());
+        feed.publish_tip(writer.segment(), 0);
+        feed.publish_checkpoint(cp.wal_segment);
         let inner = Arc::new(Inner {
+            feed,
             dir: dir.to_path_buf(),
             opts,
             head: RwLock::new(head),
@@ -211,6 +230,11 @@ impl LogEngine {
             inner,
             tx: Mutex::new(tx),
         })
+    }
+
+    /// What the WAL's readers need (the ClickHouse exporter).
+    pub fn feed(&self) -> StoreFeed {
+        self.inner.feed.clone()
     }
 
     /// The counters.
@@ -321,6 +345,7 @@ fn writer_loop(inner: &Inner, mut w: Writer, rx: &smpsc::Receiver<Job>) {
         if !group.is_empty() {
             match w.write_group(&buf) {
                 Ok(()) => {
+                    inner.feed.publish_tip(w.segment(), w.synced_len());
                     let mut head = inner.head.write().unwrap_or_else(|e| e.into_inner());
                     let mut dedup = inner.dedup.lock().unwrap_or_else(|e| e.into_inner());
                     for (r, done) in group {
@@ -384,6 +409,7 @@ fn cut(inner: &Inner, w: &mut Writer) -> Result<(), block::BlockError> {
     // New appends go to a new segment first: every segment before it is in the head, so the
     // block records it as where the WAL it covers ends (see `BlockIndex::wal_before`).
     w.roll().map_err(io)?;
+    inner.feed.publish_tip(w.segment(), 0);
     let wal_before = w.segment();
     let dedup = inner
         .dedup
@@ -426,8 +452,11 @@ fn cut(inner: &Inner, w: &mut Writer) -> Result<(), block::BlockError> {
             wal_segment: wal_before,
             dedup,
         },
+        inner.opts.wal_hold.get(),
     )
-    .map_err(io)
+    .map_err(io)?;
+    inner.feed.publish_checkpoint(wal_before);
+    Ok(())
 }
 
 /// Deletes blocks whose newest line is older than the retention, then the oldest blocks

@@ -258,6 +258,7 @@ impl TraceEngine {
             },
         )
         .map_err(open_err)?;
+        let _ = blockstore::delete_covered(dir, cp.wal_segment);
         let inner = Arc::new(Inner {
             dir: dir.to_path_buf(),
             opts,
@@ -553,6 +554,7 @@ fn cut(inner: &Inner, w: &mut Writer) -> Result<(), TraceStoreError> {
             wal_segment: wal_before,
             dedup,
         },
+        u64::MAX,
     )
     .map_err(io)
 }

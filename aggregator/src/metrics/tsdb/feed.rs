@@ -3,34 +3,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use telltale_common::model::Labels;
 
 use super::Inner;
-
-/// The first WAL segment a log reader still needs (`u64::MAX`: none), shared between the
-/// readers that move it and the engine that deletes segments below it.
-#[derive(Debug, Clone)]
-pub struct WalHold(Arc<AtomicU64>);
-
-impl Default for WalHold {
-    fn default() -> Self {
-        WalHold(Arc::new(AtomicU64::new(u64::MAX)))
-    }
-}
-
-impl WalHold {
-    /// Keeps segments from `segment` on.
-    pub fn set(&self, segment: u64) {
-        self.0.store(segment, Ordering::Relaxed);
-    }
-
-    /// The first segment kept for readers.
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
+use crate::durable::feed::Feed;
+pub use crate::durable::feed::WalHold;
 
 /// What a reader of the WAL needs from the engine (the remote_write queues of `forward`):
 /// where the segments are, how far they are durable, which are covered by blocks, and the
@@ -67,6 +46,18 @@ impl WalFeed {
     /// The readers' hold on segments.
     pub fn hold(&self) -> &WalHold {
         &self.inner.opts.wal_hold
+    }
+}
+
+impl Feed for WalFeed {
+    fn wal_dir(&self) -> PathBuf {
+        self.dir()
+    }
+    fn tip(&self) -> (u64, u64) {
+        WalFeed::tip(self)
+    }
+    fn checkpointed(&self) -> u64 {
+        WalFeed::checkpointed(self)
     }
 }
 

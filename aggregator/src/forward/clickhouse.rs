@@ -1,0 +1,395 @@
+//! The ClickHouse exporter of log lines (`[clickhouse]`): reads the logs WAL from a position
+//! of its own, as the remote_write queues read the metrics WAL ([`crate::durable::feed`]), and
+//! inserts every line the aggregator acknowledged into `<database>.logs` (schema in
+//! [`crate::clickhouse`]). Its position is kept in `DATA_DIR/clickhouse/logs.pos` (persisted
+//! at most once a second and at a clean shutdown) and moves only past lines ClickHouse
+//! acknowledged; the segments it has not sent stay on disk (up to `max_wal_bytes` beyond what
+//! the log store keeps anyway; past it the oldest are dropped and their lines counted).
+//!
+//! So an acknowledged line reaches ClickHouse at least once: a failed insert is retried with
+//! doubling backoff without end (ClickHouse answers 500 to most errors, so nothing is judged
+//! permanent; each failure is logged), and after a crash the lines since the last persisted
+//! position (at most a second of them) are inserted again — a MergeTree keeps both copies
+//! (readers that need exactness deduplicate on `(stream, timestamp_ns, line)`). After a clean
+//! shutdown nothing is sent twice. A new exporter starts at the WAL's end.
+//!
+//! Alert and incident events are not read here: the alerting outbox delivers them
+//! (`clickhouse_configs` in the routing file), with its own durability.
+
+pub mod options;
+
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::clickhouse::{self, Table};
+use crate::durable::feed::{self, Feed, Position, Sink, StoreFeed, WalHold};
+use crate::forward::cursor::Cursor;
+pub use options::{ClickHouseOptions, ClickHouseSection};
+
+/// The exporter's counters (`telltale_aggregator_clickhouse_*`).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Rows ClickHouse acknowledged.
+    pub rows_sent: AtomicU64,
+    /// Lines dropped unsent by the WAL byte cap.
+    pub rows_dropped: AtomicU64,
+    /// Inserts that failed (and were retried).
+    pub failures: AtomicU64,
+    /// Body bytes acknowledged.
+    pub bytes_sent: AtomicU64,
+    /// WAL records skipped as undecodable or damaged.
+    pub corrupt_records: AtomicU64,
+    /// Unix ms when the exporter had last sent everything durable.
+    pub caught_up_ms: AtomicU64,
+}
+
+/// The exporter of log lines.
+pub struct LogExporter {
+    /// Settings.
+    pub opts: ClickHouseOptions,
+    /// Counters.
+    pub counters: Counters,
+    cursor: Cursor,
+    hold: WalHold,
+    feed: std::sync::OnceLock<StoreFeed>,
+}
+
+/// The directory of the exporter's position.
+pub fn positions_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("clickhouse")
+}
+
+/// Rows of log lines read from the WAL, as a JSONEachRow body.
+#[derive(Default)]
+struct Rows {
+    body: Vec<u8>,
+    rows: usize,
+    corrupt: u64,
+}
+
+impl Sink for Rows {
+    fn record(&mut self, payload: &[u8], path: &Path) {
+        match crate::logs::engine::decode_wal_record(payload) {
+            Ok(streams) => {
+                for s in streams {
+                    let stream = clickhouse::selector(&s.labels);
+                    for e in &s.entries {
+                        clickhouse::log_row(
+                            &mut self.body,
+                            &s.labels,
+                            &stream,
+                            e.t_ns,
+                            &e.line,
+                            &e.metadata,
+                        );
+                        self.rows += 1;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(segment = %path.display(), error = %e, "clickhouse: undecodable log WAL record skipped");
+                self.corrupt += 1;
+            }
+        }
+    }
+    fn damaged(&mut self, path: &Path, at: usize, len: usize) {
+        tracing::warn!(segment = %path.display(), offset = at, bytes = len, "clickhouse: damaged log WAL bytes skipped");
+        self.corrupt += 1;
+    }
+    fn items(&self) -> usize {
+        self.rows
+    }
+}
+
+/// About what a log line takes in the WAL.
+const LINE_BYTES: u64 = 160;
+
+fn now_ms() -> u64 {
+    telltale_common::model::now_ms().max(0) as u64
+}
+
+impl LogExporter {
+    /// Loads the exporter's position and sets `hold` from it, before the log store opens (so
+    /// its start-up keeps the segments the exporter still needs).
+    pub fn prepare(
+        data_dir: &Path,
+        opts: ClickHouseOptions,
+        hold: WalHold,
+    ) -> std::io::Result<LogExporter> {
+        let dir = positions_dir(data_dir);
+        std::fs::create_dir_all(&dir)?;
+        let cursor = Cursor::load(dir.join("logs.pos"), "clickhouse logs".into());
+        let e = LogExporter {
+            opts,
+            counters: Counters::default(),
+            cursor,
+            hold,
+            feed: std::sync::OnceLock::new(),
+        };
+        e.move_hold();
+        Ok(e)
+    }
+
+    fn move_hold(&self) {
+        self.hold
+            .set(self.cursor.persisted().map_or(u64::MAX, |p| p.segment));
+    }
+
+    /// Starts exporting from the log store's WAL.
+    pub fn start(self: &Arc<Self>, feed: StoreFeed) {
+        let _ = self.feed.set(feed.clone());
+        if self.cursor.position().is_none() {
+            // A new exporter sends what is stored from now on, fixed before any append
+            // after `start` returns.
+            let (segment, offset) = feed.tip();
+            self.cursor.start_at(Position { segment, offset });
+            self.move_hold();
+        }
+        tracing::info!(url = %self.opts.url, database = %self.opts.database, "clickhouse log exporter started");
+        tokio::spawn(run(self.clone(), feed));
+    }
+
+    /// Persists the acknowledged position (a clean shutdown).
+    pub fn shutdown(&self) {
+        self.cursor.persist();
+    }
+
+    /// `telltale_aggregator_clickhouse_*` for `/metrics`.
+    pub fn render_metrics(&self, out: &mut String) {
+        let c = &self.counters;
+        let pending = match (self.feed.get(), self.cursor.position()) {
+            (Some(f), Some(p)) => feed::pending_bytes(f, p),
+            _ => 0,
+        };
+        let at = c.caught_up_ms.load(Ordering::Relaxed);
+        let lag = if at == 0 {
+            0.0
+        } else {
+            now_ms().saturating_sub(at) as f64 / 1000.0
+        };
+        let families: [(&str, &str, &str, String); 7] = [
+            (
+                "rows_sent_total",
+                "counter",
+                "Log lines ClickHouse acknowledged.",
+                c.rows_sent.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "rows_dropped_total",
+                "counter",
+                "Log lines dropped unsent because the exporter was behind by more than its WAL byte cap.",
+                c.rows_dropped.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "insert_failures_total",
+                "counter",
+                "Inserts that failed and were retried.",
+                c.failures.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "sent_bytes_total",
+                "counter",
+                "Insert body bytes acknowledged.",
+                c.bytes_sent.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "corrupt_records_total",
+                "counter",
+                "Logs WAL records skipped as damaged or undecodable.",
+                c.corrupt_records.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "pending_bytes",
+                "gauge",
+                "Logs WAL bytes the exporter has not sent yet.",
+                pending.to_string(),
+            ),
+            (
+                "lag_seconds",
+                "gauge",
+                "Time since the exporter had last sent everything durable in the logs WAL.",
+                lag.to_string(),
+            ),
+        ];
+        for (name, kind, help, value) in families {
+            let name = format!("telltale_aggregator_clickhouse_{name}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{table=\"logs\"}} {value}"
+            );
+        }
+    }
+}
+
+/// Creates the schema, retrying until ClickHouse answers.
+async fn create_schema(e: &LogExporter) {
+    let o = &e.opts;
+    let mut backoff = o.min_backoff;
+    loop {
+        match clickhouse::create_schema(
+            &o.client,
+            &o.url,
+            o.authorization.as_deref(),
+            &o.database,
+            &[Table::Logs],
+        )
+        .await
+        {
+            Ok(v) => {
+                tracing::info!(version = ?v, database = %o.database, "clickhouse: tables ready");
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, ?backoff, "clickhouse: cannot create the tables; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(o.max_backoff);
+            }
+        }
+    }
+}
+
+/// Inserts `body`, retrying until ClickHouse acknowledges it.
+async fn insert(e: &LogExporter, body: Vec<u8>, rows: usize) {
+    let o = &e.opts;
+    let query = Table::Logs.insert(&o.database);
+    let mut backoff = o.min_backoff;
+    let len = body.len() as u64;
+    loop {
+        match clickhouse::execute(
+            &o.client,
+            &o.url,
+            o.authorization.as_deref(),
+            &query,
+            body.clone(),
+        )
+        .await
+        {
+            Ok(_) => {
+                e.counters
+                    .rows_sent
+                    .fetch_add(rows as u64, Ordering::Relaxed);
+                e.counters.bytes_sent.fetch_add(len, Ordering::Relaxed);
+                return;
+            }
+            Err(err) => {
+                e.counters.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %err, rows, ?backoff, "clickhouse: insert of log lines failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(o.max_backoff);
+            }
+        }
+    }
+}
+
+/// Skips, counting their lines, the oldest segments while those only the exporter holds
+/// exceed its byte cap.
+async fn enforce_cap(e: &Arc<LogExporter>, feed: &StoreFeed, pos: Position) -> Position {
+    if pos.segment >= feed.checkpointed() {
+        return pos;
+    }
+    let (f, cap) = (feed.clone(), e.opts.max_wal_bytes);
+    let res = tokio::task::spawn_blocking(move || {
+        let (mut pos, mut dropped) = (pos, 0u64);
+        while feed::over_cap(&f, pos.segment, cap) {
+            let mut rows = Rows::default();
+            feed::read_rest(&f.wal_dir(), pos, &mut rows);
+            dropped += rows.rows as u64;
+            pos = Position {
+                segment: pos.segment + 1,
+                offset: 0,
+            };
+        }
+        (pos, dropped)
+    })
+    .await;
+    match res {
+        Ok((to, dropped)) if to != pos => {
+            tracing::warn!(
+                dropped,
+                "clickhouse: the exporter is behind by more than max_wal_bytes; the oldest log lines were dropped unsent"
+            );
+            e.counters
+                .rows_dropped
+                .fetch_add(dropped, Ordering::Relaxed);
+            e.cursor.set(to);
+            to
+        }
+        _ => pos,
+    }
+}
+
+async fn run(e: Arc<LogExporter>, feed: StoreFeed) {
+    create_schema(&e).await;
+    let max = e.opts.max_rows_per_insert;
+    let mut last_persist = Instant::now();
+    loop {
+        let Some(pos) = e.cursor.position() else {
+            return;
+        };
+        let pos = enforce_cap(&e, &feed, pos).await;
+        // Read up to a batch; a partial one waits for more up to the deadline.
+        let started = Instant::now();
+        let (mut rows, mut to) = (Rows::default(), pos);
+        loop {
+            let (f, from, sink) = (feed.clone(), to, std::mem::take(&mut rows));
+            let got = tokio::task::spawn_blocking(move || {
+                let mut sink = sink;
+                feed::read(&f, from, max, LINE_BYTES, &mut sink)
+                    .map(|(p, missing)| (sink, p, missing))
+            })
+            .await;
+            match got {
+                Ok(Ok((sink, p, missing))) => {
+                    if missing > 0 {
+                        tracing::warn!(
+                            segments = missing,
+                            "clickhouse: logs WAL segments were gone before the exporter read them"
+                        );
+                    }
+                    rows = sink;
+                    to = p;
+                }
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, "clickhouse: cannot read the logs WAL; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    break;
+                }
+                Err(_) => break,
+            }
+            let left = e.opts.batch_send_deadline.saturating_sub(started.elapsed());
+            if rows.rows == 0 || rows.rows >= max || left.is_zero() {
+                break;
+            }
+            tokio::time::sleep(left.min(Duration::from_millis(100))).await;
+        }
+        e.counters
+            .corrupt_records
+            .fetch_add(std::mem::take(&mut rows.corrupt), Ordering::Relaxed);
+        if rows.rows > 0 {
+            insert(&e, rows.body, rows.rows).await;
+        }
+        if to != pos {
+            e.cursor.set(to);
+        }
+        if last_persist.elapsed() >= Duration::from_secs(1) && e.cursor.persist() {
+            last_persist = Instant::now();
+            e.move_hold();
+        }
+        let (s, o) = feed.tip();
+        if to
+            == (Position {
+                segment: s,
+                offset: o,
+            })
+        {
+            e.counters.caught_up_ms.store(now_ms(), Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,156 @@
+//! `[clickhouse]` in `aggregator.toml`: where the exporter writes log lines, how it
+//! authenticates, and how it batches. Validated at start (a bad key exits with status 2).
+//!
+//! ```toml
+//! [clickhouse]
+//! url = "http://clickhouse:8123"          # ClickHouse's HTTP interface
+//! database = "telltale"                   # created with its tables unless create_tables = false
+//! basic_auth = { username = "telltale", password_file = "/etc/telltale/ch.pass" }
+//! timeout = "30s"
+//! logs = true                             # export every stored log line (default true)
+//! max_rows_per_insert = 10000
+//! batch_send_deadline = "1s"              # a partial batch waits at most this long
+//! min_backoff = "100ms"                   # failed inserts are retried, doubling, without end
+//! max_backoff = "10s"
+//! max_wal_bytes = "1GiB"                  # logs WAL kept only for the exporter; beyond it the
+//!                                         # oldest segments are dropped and their lines counted
+//! # [clickhouse.tls] ca_file / cert_file / key_file, as [remote_write.tls]
+//! ```
+//!
+//! Alert and incident events go to ClickHouse through the routing file
+//! (`clickhouse_configs` in a receiver), so routes choose which.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use telltale_common::config::{ConfigError, byte_size, humantime_duration_opt};
+
+use crate::forward::options::{BasicAuthSection, HttpParts, TlsSection, http_client};
+
+/// `[clickhouse]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouseSection {
+    /// ClickHouse's HTTP interface (`http://host:8123`).
+    pub url: String,
+    /// The database (default `telltale`).
+    pub database: Option<String>,
+    /// Basic authentication (ClickHouse's user and password).
+    pub basic_auth: Option<BasicAuthSection>,
+    /// Extra headers on every request.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Per request (default `30s`).
+    #[serde(default, deserialize_with = "humantime_duration_opt")]
+    pub timeout: Option<Duration>,
+    /// TLS for `https` URLs.
+    pub tls: Option<TlsSection>,
+    /// Export log lines (default true).
+    pub logs: Option<bool>,
+    /// Create the database and tables at start (default true).
+    pub create_tables: Option<bool>,
+    /// Rows per insert (default 10000, 1 to 1 000 000).
+    pub max_rows_per_insert: Option<usize>,
+    /// Longest a partial batch waits (default `1s`).
+    #[serde(default, deserialize_with = "humantime_duration_opt")]
+    pub batch_send_deadline: Option<Duration>,
+    /// First retry delay (default `100ms`).
+    #[serde(default, deserialize_with = "humantime_duration_opt")]
+    pub min_backoff: Option<Duration>,
+    /// Longest retry delay (default `10s`).
+    #[serde(default, deserialize_with = "humantime_duration_opt")]
+    pub max_backoff: Option<Duration>,
+    /// Logs WAL bytes kept for the exporter beyond what storage keeps anyway (default `1GiB`).
+    #[serde(default, deserialize_with = "opt_bytes")]
+    pub max_wal_bytes: Option<u64>,
+}
+
+fn opt_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    byte_size(d).map(Some)
+}
+
+/// A validated `[clickhouse]`.
+#[derive(Debug, Clone)]
+pub struct ClickHouseOptions {
+    /// The HTTP interface's URL.
+    pub url: reqwest::Url,
+    /// The client (TLS, timeout and headers set).
+    pub client: reqwest::Client,
+    /// The `Authorization` header.
+    pub authorization: Option<String>,
+    /// The database.
+    pub database: String,
+    /// Whether log lines are exported.
+    pub logs: bool,
+    /// Whether the database and tables are created at start.
+    pub create_tables: bool,
+    /// Rows per insert.
+    pub max_rows_per_insert: usize,
+    /// Longest a partial batch waits.
+    pub batch_send_deadline: Duration,
+    /// Retry delays.
+    pub min_backoff: Duration,
+    /// See `min_backoff`.
+    pub max_backoff: Duration,
+    /// WAL bytes kept for the exporter.
+    pub max_wal_bytes: u64,
+}
+
+/// Validates `[clickhouse]`.
+pub fn validate(file: &Path, s: &ClickHouseSection) -> Result<ClickHouseOptions, ConfigError> {
+    let bad = |k: &str, m: String| ConfigError::invalid(file, &format!("clickhouse.{k}"), m);
+    let none = None;
+    let (url, client, authorization) = http_client(
+        &bad,
+        &HttpParts {
+            url: &s.url,
+            bearer_token: &none,
+            bearer_token_file: &None,
+            basic_auth: &s.basic_auth,
+            headers: &s.headers,
+            timeout: s.timeout,
+            tls: s.tls.as_ref(),
+        },
+    )?;
+    let database = s.database.clone().unwrap_or_else(|| "telltale".into());
+    if !crate::clickhouse::valid_database(&database) {
+        return Err(bad(
+            "database",
+            format!("{database:?}: use letters, digits and `_`, not starting with a digit"),
+        ));
+    }
+    let max_rows_per_insert = s.max_rows_per_insert.unwrap_or(10_000);
+    if !(1..=1_000_000).contains(&max_rows_per_insert) {
+        return Err(bad(
+            "max_rows_per_insert",
+            format!("{max_rows_per_insert}: use 1 to 1000000"),
+        ));
+    }
+    let min_backoff = s.min_backoff.unwrap_or(Duration::from_millis(100));
+    let max_backoff = s.max_backoff.unwrap_or(Duration::from_secs(10));
+    if min_backoff.is_zero() || max_backoff < min_backoff {
+        return Err(bad(
+            "max_backoff",
+            "min_backoff must be above 0 and max_backoff at least min_backoff".into(),
+        ));
+    }
+    let batch_send_deadline = s.batch_send_deadline.unwrap_or(Duration::from_secs(1));
+    if batch_send_deadline < Duration::from_millis(10) {
+        return Err(bad("batch_send_deadline", "must be at least 10ms".into()));
+    }
+    Ok(ClickHouseOptions {
+        url,
+        client,
+        authorization,
+        database,
+        logs: s.logs.unwrap_or(true),
+        create_tables: s.create_tables.unwrap_or(true),
+        max_rows_per_insert,
+        batch_send_deadline,
+        min_backoff,
+        max_backoff,
+        max_wal_bytes: s.max_wal_bytes.unwrap_or(1 << 30),
+    })
+}
