@@ -24,6 +24,19 @@
 //!   line String
 //! ) ENGINE = MergeTree PARTITION BY toYYYYMMDD(timestamp) ORDER BY (stream, timestamp_ns)
 //!
+//! CREATE TABLE telltale.spans (               -- spans of the traces tail sampling kept
+//!   date Date DEFAULT toDate(timestamp),
+//!   timestamp DateTime,                       -- the span's start, seconds
+//!   start_ns UInt64, duration_ns UInt64,
+//!   trace_id String, span_id String, parent_span_id String,  -- lower-case hex ('' for a root)
+//!   service String, name String,
+//!   kind String,                              -- server, client, producer, consumer, internal, unspecified
+//!   status String, status_message String,     -- unset, ok or error
+//!   attribute_names Array(String), attribute_values Array(String),
+//!   resource_names Array(String), resource_values Array(String),
+//!   events String, links String               -- JSON arrays
+//! ) ENGINE = MergeTree PARTITION BY toYYYYMMDD(timestamp) ORDER BY (service, start_ns)
+//!
 //! CREATE TABLE telltale.events (
 //!   date Date DEFAULT toDate(timestamp),
 //!   timestamp DateTime, timestamp_ms UInt64,  -- when the notification was sent
@@ -65,6 +78,8 @@ impl Version {
 pub enum Table {
     /// Log lines.
     Logs,
+    /// Spans of kept traces.
+    Spans,
     /// Alert and incident notifications, a row per alert.
     Events,
 }
@@ -74,6 +89,7 @@ impl Table {
     pub fn name(self) -> &'static str {
         match self {
             Table::Logs => "logs",
+            Table::Spans => "spans",
             Table::Events => "events",
         }
     }
@@ -90,6 +106,25 @@ impl Table {
                 ("metadata_names", "Array(String)"),
                 ("metadata_values", "Array(String)"),
                 ("line", "String"),
+            ],
+            Table::Spans => &[
+                ("timestamp", "DateTime"),
+                ("start_ns", "UInt64"),
+                ("duration_ns", "UInt64"),
+                ("trace_id", "String"),
+                ("span_id", "String"),
+                ("parent_span_id", "String"),
+                ("service", "String"),
+                ("name", "String"),
+                ("kind", "String"),
+                ("status", "String"),
+                ("status_message", "String"),
+                ("attribute_names", "Array(String)"),
+                ("attribute_values", "Array(String)"),
+                ("resource_names", "Array(String)"),
+                ("resource_values", "Array(String)"),
+                ("events", "String"),
+                ("links", "String"),
             ],
             Table::Events => &[
                 ("timestamp", "DateTime"),
@@ -117,6 +152,7 @@ impl Table {
     fn order_by(self) -> &'static str {
         match self {
             Table::Logs => "(stream, timestamp_ns)",
+            Table::Spans => "(service, start_ns)",
             Table::Events => "(timestamp, alertname)",
         }
     }
@@ -327,6 +363,51 @@ pub fn log_row(
     out.push(b'\n');
 }
 
+/// Appends one span's row (and a newline) to a JSONEachRow body.
+pub fn span_row(out: &mut Vec<u8>, s: &telltale_common::trace::Span) {
+    use telltale_common::trace::hex;
+    let (an, av) = split(&s.attributes);
+    let (rn, rv) = split(&s.resource);
+    let events: Vec<Value> = s
+        .events
+        .iter()
+        .map(|e| {
+            let attrs: Map<String, Value> = e
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect();
+            json!({"t_ns": e.t_ns, "name": e.name, "attributes": attrs})
+        })
+        .collect();
+    let links: Vec<Value> = s
+        .links
+        .iter()
+        .map(|l| json!({"trace_id": hex(&l.trace_id), "span_id": hex(&l.span_id)}))
+        .collect();
+    let row = json!({
+        "timestamp": s.start_ns / 1_000_000_000,
+        "start_ns": s.start_ns,
+        "duration_ns": s.duration_ns(),
+        "trace_id": hex(&s.trace_id),
+        "span_id": hex(&s.span_id),
+        "parent_span_id": s.parent.map(|p| hex(&p)).unwrap_or_default(),
+        "service": s.service,
+        "name": s.name,
+        "kind": format!("{:?}", s.kind).to_lowercase(),
+        "status": format!("{:?}", s.status).to_lowercase(),
+        "status_message": s.status_message,
+        "attribute_names": an,
+        "attribute_values": av,
+        "resource_names": rn,
+        "resource_values": rv,
+        "events": Value::Array(events).to_string(),
+        "links": Value::Array(links).to_string(),
+    });
+    let _ = serde_json::to_writer(&mut *out, &row);
+    out.push(b'\n');
+}
+
 fn pairs(v: Option<&Value>) -> (Vec<String>, Vec<String>) {
     v.and_then(Value::as_object)
         .map(|m| {
@@ -462,6 +543,54 @@ mod tests {
         assert_eq!(v.as_object().unwrap().len(), cols.len());
         for c in cols {
             assert!(v.get(c).is_some(), "{c}");
+        }
+    }
+
+    #[test]
+    fn a_span_row_has_every_column_in_hex_and_names() {
+        use telltale_common::trace::{Span, SpanEvent, SpanKind, SpanLink, SpanStatus};
+        let s = Span {
+            trace_id: [0xab; 16],
+            span_id: [1; 8],
+            parent: Some([2; 8]),
+            service: "checkout".into(),
+            name: "POST /pay".into(),
+            kind: SpanKind::Server,
+            start_ns: 1_700_000_000_500_000_000,
+            end_ns: 1_700_000_000_750_000_000,
+            status: SpanStatus::Error,
+            status_message: "card declined".into(),
+            attributes: vec![("http.status_code".into(), "402".into())],
+            resource: vec![("host.name".into(), "web-1".into())],
+            events: vec![SpanEvent {
+                t_ns: 1_700_000_000_600_000_000,
+                name: "retry".into(),
+                attributes: vec![],
+            }],
+            links: vec![SpanLink {
+                trace_id: [3; 16],
+                span_id: [4; 8],
+            }],
+        };
+        let mut out = Vec::new();
+        span_row(&mut out, &s);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["timestamp"], 1_700_000_000);
+        assert_eq!(v["duration_ns"], 250_000_000);
+        assert_eq!(v["trace_id"], "ab".repeat(16));
+        assert_eq!(v["parent_span_id"], "02".repeat(8));
+        assert_eq!(
+            (v["kind"].as_str(), v["status"].as_str()),
+            (Some("server"), Some("error"))
+        );
+        let events: Value = serde_json::from_str(v["events"].as_str().unwrap()).unwrap();
+        assert_eq!(events[0]["name"], "retry");
+        let links: Value = serde_json::from_str(v["links"].as_str().unwrap()).unwrap();
+        assert_eq!(links[0]["span_id"], "04".repeat(8));
+        let cols = Table::Spans.columns();
+        assert_eq!(v.as_object().unwrap().len(), cols.len());
+        for (c, _) in cols {
+            assert!(v.get(*c).is_some(), "{c}");
         }
     }
 

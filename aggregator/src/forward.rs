@@ -40,7 +40,7 @@ pub struct Forwarders {
     queues: Vec<Arc<Queue>>,
     hold: WalHold,
     feed: std::sync::OnceLock<WalFeed>,
-    clickhouse: Option<Arc<clickhouse::LogExporter>>,
+    clickhouse: Vec<Arc<clickhouse::Exporter>>,
 }
 
 /// The directory of the queues' positions.
@@ -68,35 +68,10 @@ impl Forwarders {
             queues,
             hold,
             feed: std::sync::OnceLock::new(),
-            clickhouse: None,
+            clickhouse: Vec::new(),
         };
         f.move_hold();
         Ok(f)
-    }
-
-    /// Adds the ClickHouse exporter of log lines (when `[clickhouse]` is set and exports
-    /// logs): its position is loaded and `logs_hold` set from it before the log store opens.
-    pub fn with_clickhouse(
-        mut self,
-        data_dir: &Path,
-        opts: Option<&clickhouse::ClickHouseOptions>,
-        logs_hold: WalHold,
-    ) -> std::io::Result<Forwarders> {
-        if let Some(o) = opts.filter(|o| o.logs) {
-            self.clickhouse = Some(Arc::new(clickhouse::LogExporter::prepare(
-                data_dir,
-                o.clone(),
-                logs_hold,
-            )?));
-        }
-        Ok(self)
-    }
-
-    /// Starts the ClickHouse exporter, if any, on the log store's WAL.
-    pub fn start_logs(&self, feed: crate::durable::feed::StoreFeed) {
-        if let Some(c) = &self.clickhouse {
-            c.start(feed);
-        }
     }
 
     fn move_hold(&self) {
@@ -127,26 +102,68 @@ impl Forwarders {
         }
     }
 
+    /// Adds the ClickHouse exporters `[clickhouse]` asks for: their positions are loaded and
+    /// each store's hold (`logs_hold`, `traces_hold`) set from them before the stores open.
+    pub fn with_clickhouse(
+        mut self,
+        data_dir: &Path,
+        opts: Option<&clickhouse::ClickHouseOptions>,
+        logs_hold: WalHold,
+        traces_hold: WalHold,
+    ) -> std::io::Result<Forwarders> {
+        let Some(o) = opts else {
+            return Ok(self);
+        };
+        for (on, signal, hold) in [
+            (o.logs, clickhouse::Signal::Logs, logs_hold),
+            (o.spans, clickhouse::Signal::Spans, traces_hold),
+        ] {
+            if on {
+                self.clickhouse.push(Arc::new(clickhouse::Exporter::prepare(
+                    data_dir,
+                    signal,
+                    o.clone(),
+                    hold,
+                )?));
+            }
+        }
+        Ok(self)
+    }
+
+    /// Whether an exporter of `signal` is configured.
+    pub fn exports(&self, signal: clickhouse::Signal) -> bool {
+        self.clickhouse.iter().any(|c| c.signal == signal)
+    }
+
+    /// Starts the ClickHouse exporter of `signal`, if any, on its store's WAL.
+    pub fn start_clickhouse(
+        &self,
+        signal: clickhouse::Signal,
+        feed: crate::durable::feed::StoreFeed,
+    ) {
+        for c in self.clickhouse.iter().filter(|c| c.signal == signal) {
+            c.start(feed.clone());
+        }
+    }
+
     /// Persists every queue's acknowledged position (a clean shutdown).
     pub fn shutdown(&self) {
         for q in &self.queues {
             q.persist();
         }
-        if let Some(c) = &self.clickhouse {
+        for c in &self.clickhouse {
             c.shutdown();
         }
     }
 
     /// Whether no queue and no exporter is configured.
     pub fn is_empty(&self) -> bool {
-        self.queues.is_empty() && self.clickhouse.is_none()
+        self.queues.is_empty() && self.clickhouse.is_empty()
     }
 
     /// `telltale_aggregator_remote_write_*` for `/metrics`.
     pub fn render_metrics(&self, out: &mut String) {
-        if let Some(c) = &self.clickhouse {
-            c.render_metrics(out);
-        }
+        clickhouse::render_metrics(&self.clickhouse, out);
         if self.queues.is_empty() {
             return;
         }

@@ -108,14 +108,21 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     // remote_write queues hold the WAL segments they have not sent: their positions are
     // read before storage opens, so its start-up keeps those segments.
     // The ClickHouse exporter holds the logs WAL alike.
-    let logs_hold = cfg.logs.wal_hold.clone();
+    let (logs_hold, traces_hold) = (cfg.logs.wal_hold.clone(), cfg.traces.wal_hold.clone());
     let forward = Arc::new(
         crate::forward::Forwarders::prepare(
             &cfg.data_dir,
             &cfg.remote_write,
             opts.wal_hold.clone(),
         )
-        .and_then(|f| f.with_clickhouse(&cfg.data_dir, cfg.clickhouse.as_ref(), logs_hold))
+        .and_then(|f| {
+            f.with_clickhouse(
+                &cfg.data_dir,
+                cfg.clickhouse.as_ref(),
+                logs_hold,
+                traces_hold,
+            )
+        })
         .context("cannot prepare the remote_write queues and the ClickHouse exporter")?,
     );
     let p = progress.clone();
@@ -138,7 +145,7 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     })
     .await
     .context("log store recovery panicked")??;
-    forward.start_logs(log_engine.feed());
+    forward.start_clickhouse(crate::forward::clickhouse::Signal::Logs, log_engine.feed());
     let patterns = Arc::new(crate::logs::patterns::Patterns::new(
         cfg.logs_pattern_warmup,
     ));
@@ -148,14 +155,19 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     );
     let logs: Arc<dyn crate::logs::store::LogStore> = observed.clone();
     progress.phase(Phase::Traces, 0);
-    let (traces_dir, traces_opts) = (cfg.data_dir.join("traces"), cfg.traces.clone());
-    let traces: Arc<dyn crate::traces::store::TraceStore> = Arc::new(
-        tokio::task::spawn_blocking(move || {
-            crate::traces::engine::TraceEngine::open(&traces_dir, traces_opts)
-        })
-        .await
-        .context("trace store recovery panicked")??,
+    let (traces_dir, mut traces_opts) = (cfg.data_dir.join("traces"), cfg.traces.clone());
+    // The spans exporter reads what joined the store after sampling from the WAL.
+    traces_opts.kept_records = forward.exports(crate::forward::clickhouse::Signal::Spans);
+    let trace_engine = tokio::task::spawn_blocking(move || {
+        crate::traces::engine::TraceEngine::open(&traces_dir, traces_opts)
+    })
+    .await
+    .context("trace store recovery panicked")??;
+    forward.start_clickhouse(
+        crate::forward::clickhouse::Signal::Spans,
+        trace_engine.feed(),
     );
+    let traces: Arc<dyn crate::traces::store::TraceStore> = Arc::new(trace_engine);
     tokio::spawn(write_patterns(
         patterns.clone(),
         storage.clone(),

@@ -90,6 +90,7 @@ const AGGREGATOR: &[(&str, &[&str])] = &[
             "logs",
             "metrics::remote_write",
             "metrics::tsdb",
+            "traces",
         ],
     ),
     // Anomaly detection: the methods and the NAB scorer are pure computation; the live

@@ -2,8 +2,9 @@
 //! started here with its own data directory and zstd as its compression method). Log lines
 //! are pushed through Loki's API while ClickHouse is down for 20 s and the aggregator
 //! restarts cleanly in between: afterwards every line the aggregator acknowledged is in
-//! `telltale.logs` exactly once. An always-firing rule routed to a `clickhouse_configs`
-//! receiver lands as rows of `telltale.events`.
+//! `telltale.logs` exactly once. Spans sent to a real agent's OTLP receiver reach
+//! `telltale.spans` for the traces tail sampling kept, and only those. An always-firing rule
+//! routed to a `clickhouse_configs` receiver lands as rows of `telltale.events`.
 
 // The helpers below start peers and read them back: any failure there is the test's failure.
 #![allow(clippy::unwrap_used)]
@@ -167,6 +168,10 @@ url = "http://127.0.0.1:{ch_http}"
 basic_auth = {{ username = "telltale", password_file = {pw:?} }}
 batch_send_deadline = "200ms"
 max_backoff = "1s"
+
+[traces.sampling]
+ratio = 0.0
+decision_wait = "1s"
 "#
         ),
     )
@@ -204,6 +209,57 @@ max_backoff = "1s"
     let mut agg = start_aggregator(&tls, &data, "127.0.0.1:0", "127.0.0.1:0", &a).unwrap();
     let http = Arc::new(Mutex::new(agg.http));
     let pusher = Pusher::start(http.clone());
+    // An application's spans through an agent's OTLP receiver: trace …01 fails (kept), trace
+    // …02 is fine (dropped at ratio 0).
+    let otlp = free_tcp_port();
+    certs_issue(&tls, "ch-agent").unwrap();
+    let agent_cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &agent_cfg,
+        format!(
+            "[otlp]\nenabled = true\nhttp_listen = \"127.0.0.1:{otlp}\"\ngrpc_listen = \"127.0.0.1:{}\"\n",
+            free_tcp_port()
+        ),
+    )
+    .unwrap();
+    let agent = start_agent_with_config(
+        &tls,
+        "ch-agent",
+        agg.quic,
+        &dir.path().join("agent"),
+        "1s",
+        Some(&agent_cfg),
+    )
+    .unwrap();
+    agent
+        .wait_log("OTLP/gRPC receiver started", Duration::from_secs(20))
+        .unwrap();
+    let now_ns = telltale_common::model::now_ms() * 1_000_000;
+    let spans = |trace: &str, code: u8| {
+        format!(
+            r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"checkout"}}}}]}},
+            "scopeSpans":[{{"spans":[
+              {{"traceId":"{trace}","spanId":"00f067aa0ba902b7","name":"POST /pay","kind":2,"startTimeUnixNano":"{now_ns}","endTimeUnixNano":"{}","status":{{"code":{code}}}}},
+              {{"traceId":"{trace}","spanId":"00f067aa0ba902b8","parentSpanId":"00f067aa0ba902b7","name":"charge","kind":3,"startTimeUnixNano":"{now_ns}","endTimeUnixNano":"{}"}}
+            ]}}]}}]}}"#,
+            now_ns + 20_000_000,
+            now_ns + 10_000_000
+        )
+    };
+    let otlp_addr: SocketAddr = ([127, 0, 0, 1], otlp).into();
+    for (trace, code) in [
+        ("4bf92f3577b34da6a3ce929d0e0e4701", 2),
+        ("4bf92f3577b34da6a3ce929d0e0e4702", 0),
+    ] {
+        let (st, body) = http_post(
+            otlp_addr,
+            "/v1/traces",
+            "application/json",
+            spans(trace, code).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(st, 200, "{body}");
+    }
     std::thread::sleep(Duration::from_secs(3));
 
     // ClickHouse goes down for 20 s; meanwhile the aggregator restarts cleanly (pushes that
@@ -286,6 +342,30 @@ max_backoff = "1s"
         .map(|s| s.parse().unwrap())
         .collect();
     assert!(sizes[0] * 3 < sizes[1], "not compressed: {sizes:?}");
+
+    // The kept trace's spans are rows of telltale.spans; the dropped trace's are not.
+    let spans = wait_for(Duration::from_secs(60), || {
+        let r = ch(
+            ch_http,
+            "SELECT trace_id, span_id, parent_span_id, service, name, kind, status FROM telltale.spans ORDER BY span_id FORMAT JSONEachRow",
+        );
+        let rows: Vec<serde_json::Value> = r
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        (rows.len() >= 2).then_some(rows)
+    })
+    .expect("no spans in ClickHouse");
+    assert_eq!(spans.len(), 2, "{spans:?}");
+    for s in &spans {
+        assert_eq!(s["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4701", "{s}");
+        assert_eq!(s["service"], "checkout");
+    }
+    assert_eq!(spans[0]["name"], "POST /pay");
+    assert_eq!(spans[0]["status"], "error");
+    assert_eq!(spans[0]["kind"], "server");
+    assert_eq!(spans[1]["parent_span_id"], "00f067aa0ba902b7");
+    drop(agent);
 
     // The alert's notifications are rows of telltale.events.
     let events = wait_for(Duration::from_secs(60), || {

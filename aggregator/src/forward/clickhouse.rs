@@ -1,10 +1,13 @@
-//! The ClickHouse exporter of log lines (`[clickhouse]`): reads the logs WAL from a position
-//! of its own, as the remote_write queues read the metrics WAL ([`crate::durable::feed`]), and
-//! inserts every line the aggregator acknowledged into `<database>.logs` (schema in
-//! [`crate::clickhouse`]). Its position is kept in `DATA_DIR/clickhouse/logs.pos` (persisted
-//! at most once a second and at a clean shutdown) and moves only past lines ClickHouse
-//! acknowledged; the segments it has not sent stay on disk (up to `max_wal_bytes` beyond what
-//! the log store keeps anyway; past it the oldest are dropped and their lines counted).
+//! The ClickHouse exporters (`[clickhouse]`), one per signal: each reads its store's WAL from a
+//! position of its own, as the remote_write queues read the metrics WAL
+//! ([`crate::durable::feed`]), and inserts rows into `<database>.logs` (every line the
+//! aggregator acknowledged) or `<database>.spans` (the spans of the traces tail sampling kept:
+//! the trace store writes them into its WAL again once decided, as `kept` records, or marks
+//! its records when every trace is kept) — schema in [`crate::clickhouse`]. A position is kept
+//! in `DATA_DIR/clickhouse/<signal>.pos` (persisted at most once a second and at a clean
+//! shutdown) and moves only past rows ClickHouse acknowledged; the segments an exporter has not
+//! sent stay on disk (up to `max_wal_bytes` beyond what the store keeps anyway; past it the
+//! oldest are dropped and their rows counted).
 //!
 //! So an acknowledged line reaches ClickHouse at least once: a failed insert is retried with
 //! doubling backoff without end (ClickHouse answers 500 to most errors, so nothing is judged
@@ -46,8 +49,42 @@ pub struct Counters {
     pub caught_up_ms: AtomicU64,
 }
 
-/// The exporter of log lines.
-pub struct LogExporter {
+/// What an exporter reads and where it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Log lines, from the logs WAL into `logs`.
+    Logs,
+    /// Kept spans, from the traces WAL into `spans`.
+    Spans,
+}
+
+impl Signal {
+    /// Its table.
+    pub fn table(self) -> Table {
+        match self {
+            Signal::Logs => Table::Logs,
+            Signal::Spans => Table::Spans,
+        }
+    }
+
+    /// Its name (the position file's, the metrics' `table` label).
+    pub fn name(self) -> &'static str {
+        self.table().name()
+    }
+
+    /// About what a row takes in the WAL.
+    fn row_bytes(self) -> u64 {
+        match self {
+            Signal::Logs => 160,
+            Signal::Spans => 400,
+        }
+    }
+}
+
+/// An exporter of one signal.
+pub struct Exporter {
+    /// What it exports.
+    pub signal: Signal,
     /// Settings.
     pub opts: ClickHouseOptions,
     /// Counters.
@@ -62,16 +99,48 @@ pub fn positions_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("clickhouse")
 }
 
-/// Rows of log lines read from the WAL, as a JSONEachRow body.
-#[derive(Default)]
+/// Rows read from a WAL, as a JSONEachRow body.
 struct Rows {
+    signal: Signal,
     body: Vec<u8>,
     rows: usize,
     corrupt: u64,
 }
 
+impl Rows {
+    fn new(signal: Signal) -> Rows {
+        Rows {
+            signal,
+            body: Vec::new(),
+            rows: 0,
+            corrupt: 0,
+        }
+    }
+
+    fn take(&mut self) -> Rows {
+        std::mem::replace(self, Rows::new(self.signal))
+    }
+
+    fn undecodable(&mut self, path: &Path, e: &dyn std::fmt::Display) {
+        tracing::warn!(segment = %path.display(), error = %e, signal = self.signal.name(), "clickhouse: undecodable WAL record skipped");
+        self.corrupt += 1;
+    }
+}
+
 impl Sink for Rows {
     fn record(&mut self, payload: &[u8], path: &Path) {
+        if self.signal == Signal::Spans {
+            match crate::traces::engine::decode_stored_spans(payload) {
+                Ok(spans) => {
+                    for s in &spans {
+                        clickhouse::span_row(&mut self.body, s);
+                    }
+                    self.rows += spans.len();
+                }
+                Err(e) => self.undecodable(path, &e),
+            }
+            return;
+        }
         match crate::logs::engine::decode_wal_record(payload) {
             Ok(streams) => {
                 for s in streams {
@@ -89,14 +158,11 @@ impl Sink for Rows {
                     }
                 }
             }
-            Err(e) => {
-                tracing::warn!(segment = %path.display(), error = %e, "clickhouse: undecodable log WAL record skipped");
-                self.corrupt += 1;
-            }
+            Err(e) => self.undecodable(path, &e),
         }
     }
     fn damaged(&mut self, path: &Path, at: usize, len: usize) {
-        tracing::warn!(segment = %path.display(), offset = at, bytes = len, "clickhouse: damaged log WAL bytes skipped");
+        tracing::warn!(segment = %path.display(), offset = at, bytes = len, signal = self.signal.name(), "clickhouse: damaged WAL bytes skipped");
         self.corrupt += 1;
     }
     fn items(&self) -> usize {
@@ -104,25 +170,27 @@ impl Sink for Rows {
     }
 }
 
-/// About what a log line takes in the WAL.
-const LINE_BYTES: u64 = 160;
-
 fn now_ms() -> u64 {
     telltale_common::model::now_ms().max(0) as u64
 }
 
-impl LogExporter {
-    /// Loads the exporter's position and sets `hold` from it, before the log store opens (so
-    /// its start-up keeps the segments the exporter still needs).
+impl Exporter {
+    /// Loads the exporter's position and sets `hold` from it, before its store opens (so its
+    /// start-up keeps the segments the exporter still needs).
     pub fn prepare(
         data_dir: &Path,
+        signal: Signal,
         opts: ClickHouseOptions,
         hold: WalHold,
-    ) -> std::io::Result<LogExporter> {
+    ) -> std::io::Result<Exporter> {
         let dir = positions_dir(data_dir);
         std::fs::create_dir_all(&dir)?;
-        let cursor = Cursor::load(dir.join("logs.pos"), "clickhouse logs".into());
-        let e = LogExporter {
+        let cursor = Cursor::load(
+            dir.join(format!("{}.pos", signal.name())),
+            format!("clickhouse {}", signal.name()),
+        );
+        let e = Exporter {
+            signal,
             opts,
             counters: Counters::default(),
             cursor,
@@ -138,7 +206,7 @@ impl LogExporter {
             .set(self.cursor.persisted().map_or(u64::MAX, |p| p.segment));
     }
 
-    /// Starts exporting from the log store's WAL.
+    /// Starts exporting from its store's WAL.
     pub fn start(self: &Arc<Self>, feed: StoreFeed) {
         let _ = self.feed.set(feed.clone());
         if self.cursor.position().is_none() {
@@ -148,7 +216,7 @@ impl LogExporter {
             self.cursor.start_at(Position { segment, offset });
             self.move_hold();
         }
-        tracing::info!(url = %self.opts.url, database = %self.opts.database, "clickhouse log exporter started");
+        tracing::info!(url = %self.opts.url, database = %self.opts.database, signal = self.signal.name(), "clickhouse exporter started");
         tokio::spawn(run(self.clone(), feed));
     }
 
@@ -157,8 +225,8 @@ impl LogExporter {
         self.cursor.persist();
     }
 
-    /// `telltale_aggregator_clickhouse_*` for `/metrics`.
-    pub fn render_metrics(&self, out: &mut String) {
+    /// Its metrics: name, kind, help, value.
+    fn metric_values(&self) -> [(&'static str, &'static str, &'static str, String); 7] {
         let c = &self.counters;
         let pending = match (self.feed.get(), self.cursor.position()) {
             (Some(f), Some(p)) => feed::pending_bytes(f, p),
@@ -170,17 +238,17 @@ impl LogExporter {
         } else {
             now_ms().saturating_sub(at) as f64 / 1000.0
         };
-        let families: [(&str, &str, &str, String); 7] = [
+        [
             (
                 "rows_sent_total",
                 "counter",
-                "Log lines ClickHouse acknowledged.",
+                "Rows ClickHouse acknowledged.",
                 c.rows_sent.load(Ordering::Relaxed).to_string(),
             ),
             (
                 "rows_dropped_total",
                 "counter",
-                "Log lines dropped unsent because the exporter was behind by more than its WAL byte cap.",
+                "Rows dropped unsent because the exporter was behind by more than its WAL byte cap.",
                 c.rows_dropped.load(Ordering::Relaxed).to_string(),
             ),
             (
@@ -198,34 +266,48 @@ impl LogExporter {
             (
                 "corrupt_records_total",
                 "counter",
-                "Logs WAL records skipped as damaged or undecodable.",
+                "WAL records skipped as damaged or undecodable.",
                 c.corrupt_records.load(Ordering::Relaxed).to_string(),
             ),
             (
                 "pending_bytes",
                 "gauge",
-                "Logs WAL bytes the exporter has not sent yet.",
+                "WAL bytes the exporter has not sent yet.",
                 pending.to_string(),
             ),
             (
                 "lag_seconds",
                 "gauge",
-                "Time since the exporter had last sent everything durable in the logs WAL.",
+                "Time since the exporter had last sent everything durable in its WAL.",
                 lag.to_string(),
             ),
-        ];
-        for (name, kind, help, value) in families {
-            let name = format!("telltale_aggregator_clickhouse_{name}");
+        ]
+    }
+}
+
+/// `telltale_aggregator_clickhouse_*` for `/metrics`, a family per metric with a series per
+/// exporter.
+pub fn render_metrics(exporters: &[Arc<Exporter>], out: &mut String) {
+    let Some(first) = exporters.first() else {
+        return;
+    };
+    let all: Vec<_> = exporters.iter().map(|e| e.metric_values()).collect();
+    for (i, (name, kind, help, _)) in first.metric_values().into_iter().enumerate() {
+        let name = format!("telltale_aggregator_clickhouse_{name}");
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (e, values) in exporters.iter().zip(&all) {
             let _ = writeln!(
                 out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{table=\"logs\"}} {value}"
+                "{name}{{table=\"{}\"}} {}",
+                e.signal.name(),
+                values[i].3
             );
         }
     }
 }
 
 /// Creates the schema, retrying until ClickHouse answers.
-async fn create_schema(e: &LogExporter) {
+async fn create_schema(e: &Exporter) {
     let o = &e.opts;
     let mut backoff = o.min_backoff;
     loop {
@@ -234,7 +316,7 @@ async fn create_schema(e: &LogExporter) {
             &o.url,
             o.authorization.as_deref(),
             &o.database,
-            &[Table::Logs],
+            &[e.signal.table()],
         )
         .await
         {
@@ -252,9 +334,9 @@ async fn create_schema(e: &LogExporter) {
 }
 
 /// Inserts `body`, retrying until ClickHouse acknowledges it.
-async fn insert(e: &LogExporter, body: Vec<u8>, rows: usize) {
+async fn insert(e: &Exporter, body: Vec<u8>, rows: usize) {
     let o = &e.opts;
-    let query = Table::Logs.insert(&o.database);
+    let query = e.signal.table().insert(&o.database);
     let mut backoff = o.min_backoff;
     let len = body.len() as u64;
     loop {
@@ -276,7 +358,7 @@ async fn insert(e: &LogExporter, body: Vec<u8>, rows: usize) {
             }
             Err(err) => {
                 e.counters.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %err, rows, ?backoff, "clickhouse: insert of log lines failed; retrying");
+                tracing::warn!(error = %err, rows, ?backoff, "clickhouse: insert failed; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(o.max_backoff);
             }
@@ -286,15 +368,15 @@ async fn insert(e: &LogExporter, body: Vec<u8>, rows: usize) {
 
 /// Skips, counting their lines, the oldest segments while those only the exporter holds
 /// exceed its byte cap.
-async fn enforce_cap(e: &Arc<LogExporter>, feed: &StoreFeed, pos: Position) -> Position {
+async fn enforce_cap(e: &Arc<Exporter>, feed: &StoreFeed, pos: Position) -> Position {
     if pos.segment >= feed.checkpointed() {
         return pos;
     }
-    let (f, cap) = (feed.clone(), e.opts.max_wal_bytes);
+    let (f, cap, signal) = (feed.clone(), e.opts.max_wal_bytes, e.signal);
     let res = tokio::task::spawn_blocking(move || {
         let (mut pos, mut dropped) = (pos, 0u64);
         while feed::over_cap(&f, pos.segment, cap) {
-            let mut rows = Rows::default();
+            let mut rows = Rows::new(signal);
             feed::read_rest(&f.wal_dir(), pos, &mut rows);
             dropped += rows.rows as u64;
             pos = Position {
@@ -309,7 +391,7 @@ async fn enforce_cap(e: &Arc<LogExporter>, feed: &StoreFeed, pos: Position) -> P
         Ok((to, dropped)) if to != pos => {
             tracing::warn!(
                 dropped,
-                "clickhouse: the exporter is behind by more than max_wal_bytes; the oldest log lines were dropped unsent"
+                "clickhouse: the exporter is behind by more than max_wal_bytes; the oldest rows were dropped unsent"
             );
             e.counters
                 .rows_dropped
@@ -321,7 +403,7 @@ async fn enforce_cap(e: &Arc<LogExporter>, feed: &StoreFeed, pos: Position) -> P
     }
 }
 
-async fn run(e: Arc<LogExporter>, feed: StoreFeed) {
+async fn run(e: Arc<Exporter>, feed: StoreFeed) {
     create_schema(&e).await;
     let max = e.opts.max_rows_per_insert;
     let mut last_persist = Instant::now();
@@ -332,12 +414,13 @@ async fn run(e: Arc<LogExporter>, feed: StoreFeed) {
         let pos = enforce_cap(&e, &feed, pos).await;
         // Read up to a batch; a partial one waits for more up to the deadline.
         let started = Instant::now();
-        let (mut rows, mut to) = (Rows::default(), pos);
+        let (mut rows, mut to) = (Rows::new(e.signal), pos);
+        let item_bytes = e.signal.row_bytes();
         loop {
-            let (f, from, sink) = (feed.clone(), to, std::mem::take(&mut rows));
+            let (f, from, sink) = (feed.clone(), to, rows.take());
             let got = tokio::task::spawn_blocking(move || {
                 let mut sink = sink;
-                feed::read(&f, from, max, LINE_BYTES, &mut sink)
+                feed::read(&f, from, max, item_bytes, &mut sink)
                     .map(|(p, missing)| (sink, p, missing))
             })
             .await;
@@ -346,14 +429,14 @@ async fn run(e: Arc<LogExporter>, feed: StoreFeed) {
                     if missing > 0 {
                         tracing::warn!(
                             segments = missing,
-                            "clickhouse: logs WAL segments were gone before the exporter read them"
+                            "clickhouse: WAL segments were gone before the exporter read them"
                         );
                     }
                     rows = sink;
                     to = p;
                 }
                 Ok(Err(err)) => {
-                    tracing::warn!(error = %err, "clickhouse: cannot read the logs WAL; retrying");
+                    tracing::warn!(error = %err, "clickhouse: cannot read the WAL; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     break;
                 }

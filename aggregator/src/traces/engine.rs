@@ -38,6 +38,7 @@ use super::sample::{Reason, Sampler, SamplingOptions};
 use super::store::{BoxFuture, SpanAppend, SpanAppender, SpanOutcome, TraceStoreError};
 use crate::durable::blockstore::{self, Checkpoint, PathError};
 use crate::durable::dedup::Dedup;
+use crate::durable::feed::{StoreFeed, WalHold};
 use crate::durable::segments::Writer;
 
 /// Largest WAL record read back.
@@ -58,6 +59,11 @@ pub struct TraceOptions {
     pub sampling: SamplingOptions,
     /// How often the service graph series are written (and correlation learns the topology).
     pub graph_interval: Duration,
+    /// Write the spans that join the store after the sampler's decision into the WAL again
+    /// (as `kept` records), for the WAL's readers (the ClickHouse exporter).
+    pub kept_records: bool,
+    /// Segments from this one on are kept for the WAL's readers.
+    pub wal_hold: WalHold,
 }
 
 impl Default for TraceOptions {
@@ -69,6 +75,8 @@ impl Default for TraceOptions {
             head_max_age: Duration::from_secs(10 * 60),
             sampling: SamplingOptions::default(),
             graph_interval: Duration::from_secs(15),
+            kept_records: false,
+            wal_hold: WalHold::default(),
         }
     }
 }
@@ -113,6 +121,30 @@ struct WalRecord {
     /// replay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     graph: Option<super::graph::Memory>,
+    /// Spans that joined the store after the sampler's decision, written for the WAL's
+    /// readers (`kept_records`); replay skips them (the sampler decides again).
+    #[serde(default, skip_serializing_if = "is_false")]
+    kept: bool,
+    /// Written while every trace is kept: these spans joined the store as they came.
+    #[serde(default, skip_serializing_if = "is_false")]
+    all_kept: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// The spans of a trace WAL record that joined the store (as [`crate::durable::feed`] hands
+/// its payload to the WAL's readers): those of a `kept` record, or of a record written while
+/// every trace was kept (not the carried copies of spans still waiting); empty for the rest.
+/// Damage is an error, never a panic.
+pub fn decode_stored_spans(payload: &[u8]) -> Result<Vec<Span>, codec::CodecError> {
+    let r: WalRecord = codec::decode_payload(payload)?;
+    Ok(if r.kept || (r.all_kept && !r.carried) {
+        r.spans
+    } else {
+        Vec::new()
+    })
 }
 
 impl blockstore::Record for WalRecord {
@@ -175,6 +207,10 @@ struct Inner {
     dedup: Mutex<Dedup>,
     next_block: AtomicU64,
     counters: TraceCounters,
+    feed: StoreFeed,
+    /// Spans a `kept` record replayed at start-up already carries (so deciding their trace
+    /// again does not write them twice); emptied at the next cut.
+    replayed_kept: Mutex<std::collections::HashSet<(TraceId, telltale_common::trace::SpanId)>>,
 }
 
 type Done = oneshot::Sender<Result<SpanOutcome, TraceStoreError>>;
@@ -232,6 +268,7 @@ impl TraceEngine {
         let mut head = Head::default();
         let mut graph = super::graph::Graph::default();
         let now = Instant::now();
+        let mut replayed_kept = std::collections::HashSet::new();
         let writer = blockstore::replay(
             dir,
             &cp,
@@ -240,6 +277,10 @@ impl TraceEngine {
             &mut dedup,
             &counters.corrupt_records,
             |r: WalRecord| {
+                if r.kept {
+                    replayed_kept.extend(r.spans.iter().map(|s| (s.trace_id, s.span_id)));
+                    return;
+                }
                 counters
                     .spans_received
                     .fetch_add(r.spans.len() as u64, Ordering::Relaxed);
@@ -258,8 +299,13 @@ impl TraceEngine {
             },
         )
         .map_err(open_err)?;
-        let _ = blockstore::delete_covered(dir, cp.wal_segment);
+        let _ = blockstore::delete_covered(dir, cp.wal_segment.min(opts.wal_hold.get()));
+        let feed = StoreFeed::new(dir.join("wal"), opts.wal_hold.clone());
+        feed.publish_tip(writer.segment(), 0);
+        feed.publish_checkpoint(cp.wal_segment);
         let inner = Arc::new(Inner {
+            feed,
+            replayed_kept: Mutex::new(replayed_kept),
             dir: dir.to_path_buf(),
             opts,
             head: RwLock::new(head),
@@ -276,6 +322,11 @@ impl TraceEngine {
             inner,
             tx: Mutex::new(tx),
         })
+    }
+
+    /// What the WAL's readers need (the ClickHouse exporter).
+    pub fn feed(&self) -> StoreFeed {
+        self.inner.feed.clone()
     }
 
     /// The counters.
@@ -343,6 +394,8 @@ fn prepare(req: SpanAppend) -> WalRecord {
         spans,
         carried: false,
         graph: None,
+        kept: false,
+        all_kept: false,
     }
 }
 
@@ -357,8 +410,9 @@ impl SpanAppender for TraceEngine {
     }
 }
 
-/// Applies the decisions due at `now`.
-fn decide(inner: &Inner, now: Instant) {
+/// Applies the decisions due at `now`; adds the spans that joined the store to `kept` when
+/// `kept_records` is on.
+fn decide(inner: &Inner, now: Instant, kept: &mut Vec<Span>) {
     let decisions = inner
         .sampler
         .lock()
@@ -383,6 +437,9 @@ fn decide(inner: &Inner, now: Instant) {
         let n = d.spans.len() as u64;
         if d.reason.kept() {
             c.spans_kept.fetch_add(n, Ordering::Relaxed);
+            if inner.opts.kept_records {
+                kept.extend(d.spans.iter().cloned());
+            }
             head.add(d.spans);
         } else {
             c.spans_dropped.fetch_add(n, Ordering::Relaxed);
@@ -401,6 +458,10 @@ fn gather(inner: &Inner, jobs: Vec<Job>, buf: &mut Vec<u8>) -> Gathered {
             Job::Append { record, done } => appends.push((record, done)),
         }
     }
+    let all_kept = inner.opts.sampling.keeps_all();
+    for (r, _) in appends.iter_mut() {
+        r.all_kept = all_kept;
+    }
     let group = blockstore::group(
         &inner.dedup.lock().unwrap_or_else(|e| e.into_inner()),
         appends,
@@ -417,12 +478,15 @@ fn gather(inner: &Inner, jobs: Vec<Job>, buf: &mut Vec<u8>) -> Gathered {
 }
 
 fn writer_loop(inner: &Inner, mut w: Writer, rx: &smpsc::Receiver<Job>) {
+    // Spans that joined the store and wait to be written as a `kept` record.
+    let mut kept: Vec<Span> = Vec::new();
     while let Some(jobs) = blockstore::take_jobs(rx) {
         let mut buf = Vec::new();
         let (group, cuts, decides) = gather(inner, jobs, &mut buf);
         if !group.is_empty() {
             match w.write_group(&buf) {
                 Ok(()) => {
+                    inner.feed.publish_tip(w.segment(), w.synced_len());
                     let now = Instant::now();
                     let mut dedup = inner.dedup.lock().unwrap_or_else(|e| e.into_inner());
                     let mut sampler = inner.sampler.lock().unwrap_or_else(|e| e.into_inner());
@@ -442,6 +506,10 @@ fn writer_loop(inner: &Inner, mut w: Writer, rx: &smpsc::Receiver<Job>) {
                         }
                         let o = sampler.offer(r.spans, now);
                         note_offer(&inner.counters, &o);
+                        if inner.opts.kept_records && !r.all_kept {
+                            // Late spans of a trace already kept.
+                            kept.extend(o.kept.iter().cloned());
+                        }
                         head.add(o.kept);
                         let _ = done.send(Ok(SpanOutcome::Stored { spans }));
                     }
@@ -458,9 +526,15 @@ fn writer_loop(inner: &Inner, mut w: Writer, rx: &smpsc::Receiver<Job>) {
                 }
             }
         }
-        decide(inner, Instant::now());
+        decide(inner, Instant::now(), &mut kept);
+        let mut answers = Vec::with_capacity(decides.len());
         for (now, done) in decides {
-            decide(inner, now);
+            decide(inner, now, &mut kept);
+            answers.push(done);
+        }
+        // Answered once what they decided is written for the WAL's readers.
+        write_kept(inner, &mut w, &mut kept);
+        for done in answers {
             let _ = done.send(());
         }
         let due = {
@@ -485,6 +559,52 @@ fn writer_loop(inner: &Inner, mut w: Writer, rx: &smpsc::Receiver<Job>) {
     }
 }
 
+/// Writes the spans that joined the store since the last call as a `kept` record (but those a
+/// replayed `kept` record carries already); kept for the next round if the write fails.
+fn write_kept(inner: &Inner, w: &mut Writer, kept: &mut Vec<Span>) {
+    if kept.is_empty() {
+        return;
+    }
+    {
+        let mut seen = inner
+            .replayed_kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !seen.is_empty() {
+            kept.retain(|s| !seen.remove(&(s.trace_id, s.span_id)));
+        }
+    }
+    if kept.is_empty() {
+        return;
+    }
+    let record = WalRecord {
+        agent: None,
+        epoch: 0,
+        sequence: 0,
+        spans: std::mem::take(kept),
+        carried: false,
+        graph: None,
+        kept: true,
+        all_kept: false,
+    };
+    let mut buf = Vec::new();
+    match codec::encode_payload(&record) {
+        Ok(p) => codec::frame_into(&p, &mut buf),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode kept spans for the WAL's readers");
+            return;
+        }
+    }
+    match w.write_group(&buf) {
+        Ok(()) => inner.feed.publish_tip(w.segment(), w.synced_len()),
+        Err(e) => {
+            inner.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "writing kept spans for the WAL's readers failed; retrying");
+            *kept = record.spans;
+        }
+    }
+}
+
 /// Rolls the WAL, carries the spans waiting for a decision into the new segment, writes the
 /// head into a block and checkpoints past the segments it covers. On failure the head is kept
 /// (still covered by the WAL).
@@ -492,7 +612,13 @@ fn cut(inner: &Inner, w: &mut Writer) -> Result<(), TraceStoreError> {
     let mut head = inner.head.write().unwrap_or_else(|e| e.into_inner());
     let io = |e: std::io::Error| TraceStoreError::Write(e);
     w.roll().map_err(io)?;
+    inner.feed.publish_tip(w.segment(), 0);
     let wal_before = w.segment();
+    inner
+        .replayed_kept
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clear();
     {
         let sampler = inner.sampler.lock().unwrap_or_else(|e| e.into_inner());
         let graph = inner.graph.lock().unwrap_or_else(|e| e.into_inner());
@@ -504,12 +630,15 @@ fn cut(inner: &Inner, w: &mut Writer) -> Result<(), TraceStoreError> {
                 spans: sampler.waiting().cloned().collect(),
                 carried: true,
                 graph: (!graph.is_empty()).then(|| graph.memory()),
+                kept: false,
+                all_kept: false,
             };
             let p = codec::encode_payload(&carry)
                 .map_err(|e| io(std::io::Error::other(e.to_string())))?;
             let mut buf = Vec::new();
             codec::frame_into(&p, &mut buf);
             w.write_group(&buf).map_err(io)?;
+            inner.feed.publish_tip(w.segment(), w.synced_len());
         }
     }
     let dedup = inner
@@ -554,9 +683,11 @@ fn cut(inner: &Inner, w: &mut Writer) -> Result<(), TraceStoreError> {
             wal_segment: wal_before,
             dedup,
         },
-        u64::MAX,
+        inner.opts.wal_hold.get(),
     )
-    .map_err(io)
+    .map_err(io)?;
+    inner.feed.publish_checkpoint(wal_before);
+    Ok(())
 }
 
 /// Deletes blocks whose last span ended before the retention, then the oldest while the

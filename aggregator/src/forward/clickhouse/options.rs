@@ -1,4 +1,4 @@
-//! `[clickhouse]` in `aggregator.toml`: where the exporter writes log lines, how it
+//! `[clickhouse]` in `aggregator.toml`: where the exporters write log lines and spans, how they
 //! authenticates, and how it batches. Validated at start (a bad key exits with status 2).
 //!
 //! ```toml
@@ -8,6 +8,7 @@
 //! basic_auth = { username = "telltale", password_file = "/etc/telltale/ch.pass" }
 //! timeout = "30s"
 //! logs = true                             # export every stored log line (default true)
+//! spans = true                            # export the spans of kept traces (default true)
 //! max_rows_per_insert = 10000
 //! batch_send_deadline = "1s"              # a partial batch waits at most this long
 //! min_backoff = "100ms"                   # failed inserts are retried, doubling, without end
@@ -49,6 +50,8 @@ pub struct ClickHouseSection {
     pub tls: Option<TlsSection>,
     /// Export log lines (default true).
     pub logs: Option<bool>,
+    /// Export the spans of kept traces (default true).
+    pub spans: Option<bool>,
     /// Create the database and tables at start (default true).
     pub create_tables: Option<bool>,
     /// Rows per insert (default 10000, 1 to 1 000 000).
@@ -84,6 +87,8 @@ pub struct ClickHouseOptions {
     pub database: String,
     /// Whether log lines are exported.
     pub logs: bool,
+    /// Whether the spans of kept traces are exported.
+    pub spans: bool,
     /// Whether the database and tables are created at start.
     pub create_tables: bool,
     /// Rows per insert.
@@ -146,6 +151,7 @@ pub fn validate(file: &Path, s: &ClickHouseSection) -> Result<ClickHouseOptions,
         authorization,
         database,
         logs: s.logs.unwrap_or(true),
+        spans: s.spans.unwrap_or(true),
         create_tables: s.create_tables.unwrap_or(true),
         max_rows_per_insert,
         batch_send_deadline,
