@@ -1,6 +1,7 @@
 //! The agent's configuration file (`agent.toml`) and its validation into [`Config`].
 //! Every command-line flag overrides the matching key.
 
+pub mod aggregators;
 pub mod logs;
 pub mod otlp;
 pub mod sources;
@@ -22,6 +23,10 @@ pub struct FileConfig {
     pub name: Option<String>,
     /// The aggregator's QUIC address, `HOST:PORT` (default `127.0.0.1:9471`).
     pub aggregator: Option<String>,
+    /// Several aggregators (exclusive with `aggregator`), see [`aggregators`].
+    pub aggregators: Option<Vec<String>>,
+    /// How `aggregators` are used: `failover` (default) or `shard`.
+    pub mode: Option<String>,
     /// The name to verify in the aggregator's certificate (default: HOST of `aggregator`).
     pub server_name: Option<String>,
     /// Where the agent keeps its buffer (default `/var/lib/telltale/agent`).
@@ -123,10 +128,14 @@ pub(crate) fn opt_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option
 pub struct Config {
     /// Agent name.
     pub name: String,
-    /// Aggregator address.
+    /// Aggregator address (the preferred one of `aggregators`).
     pub aggregator: String,
-    /// Name verified in the server certificate.
+    /// Name verified in the server certificate (the preferred one's).
     pub server_name: String,
+    /// Every aggregator, in this agent's order of preference.
+    pub aggregators: Vec<aggregators::AggregatorAddr>,
+    /// How they are used.
+    pub mode: aggregators::Mode,
     /// Data directory.
     pub data_dir: PathBuf,
     /// Collection interval.
@@ -194,29 +203,21 @@ impl Config {
                 format!("{name:?} is not a valid agent name: use 1-64 of A-Z a-z 0-9 . _ -"),
             ));
         }
-        let aggregator = o
-            .aggregator
-            .clone()
-            .or(file.aggregator)
-            .unwrap_or_else(|| "127.0.0.1:9471".into());
-        let Some((host, port)) = aggregator.rsplit_once(':') else {
-            return Err(ConfigError::invalid(
-                src,
-                "aggregator",
-                format!("{aggregator:?} is not HOST:PORT"),
-            ));
-        };
-        if port.parse::<u16>().is_err() || host.is_empty() {
-            return Err(ConfigError::invalid(
-                src,
-                "aggregator",
-                format!("{aggregator:?} is not HOST:PORT"),
-            ));
-        }
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
+        let (aggregators, mode) = aggregators::resolve(
+            src,
+            &name,
+            &aggregators::Given {
+                cli: o.aggregator.as_deref(),
+                single: file.aggregator.as_deref(),
+                list: file.aggregators.as_deref(),
+                mode: file.mode.as_deref(),
+                server_name: file.server_name.as_deref(),
+            },
+        )?;
+        let (aggregator, server_name) = aggregators
+            .first()
+            .map(|a| (a.address.clone(), a.server_name.clone()))
+            .unwrap_or_default();
         let interval = o
             .interval
             .or(file.interval)
@@ -304,8 +305,10 @@ impl Config {
             pipeline,
             sources,
             name,
-            server_name: file.server_name.unwrap_or(host),
+            server_name,
             aggregator,
+            aggregators,
+            mode,
             data_dir: o
                 .data_dir
                 .clone()

@@ -601,9 +601,15 @@ pub async fn run_with_reload(
         remediation: executor.map(link_remediation),
         buffer: buffer.clone(),
         target: Target {
-            address: cfg.aggregator.clone(),
+            aggregators: cfg
+                .aggregators
+                .iter()
+                .map(|a| crate::transport::shipper::Peer {
+                    address: a.address.clone(),
+                    server_name: a.server_name.clone(),
+                })
+                .collect(),
             sources: source_names(&cfg),
-            server_name: cfg.server_name.clone(),
             client,
             max_in_flight: cfg.max_in_flight,
         },

@@ -1,8 +1,16 @@
 //! What the aggregator knows about each agent: connection state, last batch, counters.
 //! Served at `/api/v1/agents`; the source of the `up` series.
+//!
+//! An agent with several aggregators that leaves this one for another of its list closes its
+//! connection saying so ([`telltale_common::wire::agent_close::MOVED`]): it is marked as moved
+//! away — its `up` series ends (a staleness marker, not 0) and the ticker writes none for it,
+//! so no `AgentDown` fires here for an agent that is up elsewhere. Moved agents are kept in
+//! `DATA_DIR/agents-moved.json`, so a restart does not call them down either; a connection
+//! of the agent clears the mark.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -31,6 +39,8 @@ pub struct AgentInfo {
     /// Its sources as its hello named them (`host`, `scrape:<job>`, `logs:file`…; empty
     /// until it connects, and from agents that do not say).
     pub sources: Vec<String>,
+    /// It left for another aggregator of its list (not down: no `up` is written for it).
+    pub moved_away: bool,
 }
 
 /// The registry of agents. Connection counts handle an agent that reconnects before its old
@@ -38,9 +48,49 @@ pub struct AgentInfo {
 #[derive(Debug, Default)]
 pub struct Registry {
     inner: Mutex<BTreeMap<String, (AgentInfo, u32)>>,
+    /// Agents moved away, and the file they are kept in (none: not kept).
+    moved: Mutex<(BTreeSet<String>, Option<PathBuf>)>,
 }
 
 impl Registry {
+    /// A registry that keeps the agents that moved away in `path` (read now; a missing or
+    /// unreadable file is an empty list).
+    pub fn keeping_moved(path: PathBuf) -> Registry {
+        let set: BTreeSet<String> = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Registry {
+            inner: Mutex::default(),
+            moved: Mutex::new((set, Some(path))),
+        }
+    }
+
+    /// Marks or clears an agent as moved away, and saves the list if it changed.
+    fn set_moved(&self, name: &str, moved: bool) {
+        let mut g = self.moved.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = if moved {
+            g.0.insert(name.to_string())
+        } else {
+            g.0.remove(name)
+        };
+        if let (true, Some(path)) = (changed, &g.1) {
+            let tmp = path.with_extension("tmp");
+            let res = serde_json::to_vec(&g.0)
+                .map_err(std::io::Error::other)
+                .and_then(|b| std::fs::write(&tmp, b))
+                .and_then(|_| std::fs::rename(&tmp, path));
+            if let Err(e) = res {
+                tracing::warn!(path = %path.display(), error = %e, "cannot save the agents that moved away");
+            }
+        }
+    }
+
+    /// Records that an agent left for another aggregator of its list.
+    pub fn moved(&self, name: &str) {
+        self.set_moved(name, true);
+        self.with(name, |i, _| i.moved_away = true);
+    }
     fn with<R>(&self, name: &str, f: impl FnOnce(&mut AgentInfo, &mut u32) -> R) -> R {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let (info, conns) = g.entry(name.to_string()).or_insert_with(|| {
@@ -56,6 +106,7 @@ impl Registry {
                     batches: 0,
                     samples: 0,
                     sources: Vec::new(),
+                    moved_away: false,
                 },
                 0,
             )
@@ -65,7 +116,13 @@ impl Registry {
 
     /// Records a known agent (from stored data) without connecting it.
     pub fn know(&self, name: &str) {
-        self.with(name, |_, _| ());
+        let moved = self
+            .moved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .contains(name);
+        self.with(name, |i, _| i.moved_away = moved);
     }
 
     /// Records a new connection.
@@ -84,10 +141,12 @@ impl Registry {
             .take(256)
             .map(|s| s.chars().take(200).collect())
             .collect();
+        self.set_moved(name, false);
         self.with(name, |i, c| {
             i.sources = sources;
             *c += 1;
             i.connected = true;
+            i.moved_away = false;
             i.address = Some(addr.to_string());
             i.version = Some(version.to_string());
             i.connected_since_ms = Some(now_ms);
@@ -128,6 +187,35 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agents_that_moved_away_are_remembered_across_restarts_until_they_connect() {
+        let d = tempfile::tempdir().expect("dir");
+        let path = d.path().join("agents-moved.json");
+        let addr: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let r = Registry::keeping_moved(path.clone());
+        r.connected("a", addr, "1", &[], 1);
+        r.connected("b", addr, "1", &[], 1);
+        assert!(r.disconnected("a") && r.disconnected("b"));
+        r.moved("a");
+        let state = |r: &Registry| -> Vec<(String, bool)> {
+            r.list()
+                .into_iter()
+                .map(|i| (i.name, i.moved_away))
+                .collect()
+        };
+        assert_eq!(state(&r), vec![("a".into(), true), ("b".into(), false)]);
+        // A restart knows both from stored data: a is still away, b is down.
+        let r = Registry::keeping_moved(path.clone());
+        r.know("a");
+        r.know("b");
+        assert_eq!(state(&r), vec![("a".into(), true), ("b".into(), false)]);
+        // a comes back: no longer away, here or after the next restart.
+        r.connected("a", addr, "1", &[], 2);
+        let r = Registry::keeping_moved(path);
+        r.know("a");
+        assert_eq!(state(&r), vec![("a".into(), false)]);
+    }
 
     #[test]
     fn an_agent_is_connected_while_any_connection_is_open() {

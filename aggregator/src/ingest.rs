@@ -16,7 +16,7 @@ use telltale_common::codec::CodecError;
 use telltale_common::model::{Labels, Sample, SeriesSamples, now_ms};
 use telltale_common::session::{self, Server, ServerEvent};
 use telltale_common::tls::peer_agent_name;
-use telltale_common::wire::ServerMessage;
+use telltale_common::wire::{ServerMessage, agent_close};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::agents::Registry;
@@ -37,6 +37,14 @@ pub mod close_code {
     pub const HANDSHAKE: u32 = 3;
     /// A newer connection of the same agent (the same certificate) replaced this one.
     pub const REPLACED: u32 = 4;
+}
+
+/// Whether the agent closed `conn` with the application code `code`.
+fn closed_with(conn: &quinn::Connection, code: u32) -> bool {
+    matches!(
+        conn.close_reason(),
+        Some(quinn::ConnectionError::ApplicationClosed(c)) if c.error_code == quinn::VarInt::from_u32(code)
+    )
 }
 
 /// How long an agent may take to open its stream and say hello.
@@ -122,6 +130,23 @@ impl Ingest {
         }
     }
 
+    /// Ends an agent's `up` series with a staleness marker (as Prometheus does for a target
+    /// that went away).
+    async fn end_up(&self, agent: &str) {
+        let t = up_time(now_ms());
+        let req = AppendRequest {
+            origin: None,
+            data: AppendData::Series(vec![up_series(
+                agent,
+                t,
+                f64::from_bits(telltale_common::model::STALE_NAN_BITS),
+            )]),
+        };
+        if let Err(e) = self.storage.append(req).await {
+            tracing::warn!(error = %e, "cannot end an up series");
+        }
+    }
+
     /// Writes `up` samples for the given agents.
     pub async fn write_up(&self, agents: &[(String, bool)]) {
         if agents.is_empty() {
@@ -172,6 +197,11 @@ impl Ingest {
                 SelfMetrics::inc(&self.metrics.handshake_errors, 1);
                 tracing::warn!(agent = %name, %addr, error = %e, "closing agent connection: handshake failed");
                 (close_code::HANDSHAKE, e.clone())
+            }
+            Err(SessionError::Lost(_)) if closed_with(&conn, agent_close::PROBE) => {
+                // An agent on another aggregator of its list checking that this one is back.
+                tracing::debug!(agent = %name, %addr, "probed");
+                (close_code::SHUTDOWN, String::new())
             }
             Err(e @ SessionError::Lost(_)) => {
                 tracing::info!(agent = %name, %addr, reason = %e, "agent disconnected");
@@ -261,6 +291,10 @@ impl Ingest {
                 server,
             )
             .await;
+        if result.is_ok() && conn.close_reason().is_none() {
+            // The agent finished its stream: its close, saying why, follows at once.
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+        }
         {
             let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
             if cur
@@ -271,7 +305,14 @@ impl Ingest {
             }
         }
         if self.registry.disconnected(name) {
-            self.write_up(&[(name.to_string(), false)]).await;
+            if closed_with(conn, agent_close::MOVED) {
+                // Up elsewhere: its `up` here ends rather than turning 0.
+                tracing::info!(agent = %name, "agent moved to another aggregator of its list");
+                self.registry.moved(name);
+                self.end_up(name).await;
+            } else {
+                self.write_up(&[(name.to_string(), false)]).await;
+            }
         }
         result
     }

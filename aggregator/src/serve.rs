@@ -181,7 +181,9 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
         .context("cannot open the exemplar store")?,
     );
     progress.phase(Phase::Starting, 0);
-    let registry = Arc::new(Registry::default());
+    let registry = Arc::new(Registry::keeping_moved(
+        cfg.data_dir.join("agents-moved.json"),
+    ));
     for l in storage.series(
         &[
             Matcher::equal("__name__", "up"),
@@ -323,6 +325,8 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
                 .registry
                 .list()
                 .into_iter()
+                // An agent that moved to another aggregator is not down.
+                .filter(|a| !a.moved_away)
                 .map(|a| (a.name, a.connected))
                 .collect();
             ticker_ingest.write_up(&agents).await;

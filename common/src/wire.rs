@@ -38,6 +38,16 @@ pub enum ClientMessage {
 /// The capability an agent announces when it can take commands.
 pub const CAP_REMEDIATION: &str = "remediation";
 
+/// QUIC application codes an agent closes its connections with (beside 0, a shutdown or a
+/// reconnection).
+pub mod agent_close {
+    /// A connection made only to learn whether the aggregator is back (no session).
+    pub const PROBE: u32 = 16;
+    /// The agent moves to another aggregator of its list (failover or sharding): it is not
+    /// down, so the aggregator it leaves ends its `up` series instead of writing 0.
+    pub const MOVED: u32 = 17;
+}
+
 /// A request to run an allowlisted action.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Command {

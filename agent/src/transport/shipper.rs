@@ -7,6 +7,14 @@
 //! its acknowledgement arrives. Reconnects back off exponentially (0.5 s doubling to 5 s) with
 //! full jitter, so a fleet does not reconnect in lockstep after an aggregator restart.
 //!
+//! With several aggregators (`aggregators`, in this agent's order of preference), a failed
+//! connection attempt or a lost session moves on to the next one at once (the backoff applies
+//! once all failed in a row). While on a later one, the
+//! earlier ones are probed every [`FAILBACK_PROBE`] (a QUIC handshake, closed at once with
+//! [`agent_close::PROBE`]); when one answers, the session ends as at a shutdown (acknowledgements
+//! in flight awaited briefly) and closes with [`agent_close::MOVED`], so the aggregator left
+//! behind knows the agent moved rather than went down.
+//!
 //! The protocol's state (hello and welcome, the window, acknowledgements, commands and their
 //! results) is [`telltale_common::session::Client`]'s; this driver moves bytes between it, the
 //! QUIC stream, the buffer and a [`RemediationLink`] — two channels to whatever runs
@@ -17,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use telltale_common::session::{Client, ClientEvent, SessionError};
-use telltale_common::wire::{Command, CommandResult};
+use telltale_common::wire::{Command, CommandResult, agent_close};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 
@@ -38,14 +46,21 @@ pub struct ShipStats {
     pub connected: AtomicU64,
 }
 
+/// One aggregator.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// `HOST:PORT`.
+    pub address: String,
+    /// Name to verify in its certificate.
+    pub server_name: String,
+}
+
 /// Where and how to connect.
 pub struct Target {
-    /// `HOST:PORT` of the aggregator.
-    pub address: String,
+    /// The aggregators, in order of preference (at least one).
+    pub aggregators: Vec<Peer>,
     /// The agent's sources, named in the hello (see [`telltale_common::wire::Hello::sources`]).
     pub sources: Vec<String>,
-    /// Name to verify in the aggregator's certificate.
-    pub server_name: String,
     /// TLS client configuration.
     pub client: quinn::ClientConfig,
     /// Most unacknowledged batches at once.
@@ -61,6 +76,21 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A batch unacknowledged this long means the connection is stuck (an aggregator that died
 /// without closing it): reconnect. Acknowledgements normally take milliseconds.
 const ACK_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often an agent on a later aggregator of its list probes the earlier ones. Well inside
+/// the default `AgentDown` rule's minute, so an aggregator back from a restart has its agents
+/// back before it would call them down.
+pub const FAILBACK_PROBE: Duration = Duration::from_secs(10);
+/// How long a move waits for acknowledgements in flight (the rest are sent again, to the
+/// aggregator moved to).
+const MOVE_DRAIN: Duration = Duration::from_secs(2);
+
+/// How a session ended without an error.
+enum End {
+    /// The agent shuts down.
+    Shutdown,
+    /// A preferred aggregator (its index) answered a probe.
+    Moved(usize),
+}
 
 #[derive(Debug, thiserror::Error)]
 enum ShipError {
@@ -142,24 +172,58 @@ impl Shipper {
         };
         endpoint.set_default_client_config(self.target.client.clone());
         let mut backoff = BACKOFF_MIN;
+        let n = self.target.aggregators.len().max(1);
+        // The aggregator tried next, and connection attempts failed in a row.
+        let (mut idx, mut failed) = (0usize, 0usize);
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            match self.connect(&endpoint).await {
+            let Some(peer) = self.target.aggregators.get(idx).cloned() else {
+                tracing::error!("no aggregator to ship to: nothing will be shipped");
+                return;
+            };
+            match self.connect(&endpoint, &peer).await {
                 Ok((conn, send, recv, client)) => {
+                    failed = 0;
                     let (acked_before, since) =
                         (self.stats.batches.load(Ordering::Relaxed), Instant::now());
                     self.stats.connects.fetch_add(1, Ordering::Relaxed);
                     self.stats.connected.store(1, Ordering::Relaxed);
-                    tracing::info!(aggregator = %self.target.address, backlog = self.buffer.len(), "connected");
-                    let r = self.session(&conn, send, recv, client, &mut shutdown).await;
+                    tracing::info!(aggregator = %peer.address, backlog = self.buffer.len(), "connected");
+                    let (moves_tx, mut moves) = mpsc::channel(1);
+                    let _prober = (idx > 0).then(|| {
+                        AbortOnDrop(tokio::spawn(probe(
+                            endpoint.clone(),
+                            self.target.aggregators[..idx].to_vec(),
+                            moves_tx,
+                        )))
+                    });
+                    let r = self
+                        .session(&conn, send, recv, client, &mut shutdown, &mut moves)
+                        .await;
                     self.stats.connected.store(0, Ordering::Relaxed);
                     match r {
-                        Ok(()) => {
+                        Ok(End::Shutdown) => {
                             conn.close(0u32.into(), b"agent shutting down");
                             endpoint.wait_idle().await;
                             break;
+                        }
+                        Ok(End::Moved(j)) => {
+                            let to = self
+                                .target
+                                .aggregators
+                                .get(j)
+                                .map(|p| p.address.clone())
+                                .unwrap_or_default();
+                            tracing::info!(from = %peer.address, %to, "moving back to a preferred aggregator");
+                            conn.close(
+                                agent_close::MOVED.into(),
+                                b"moved to a preferred aggregator",
+                            );
+                            idx = j;
+                            backoff = BACKOFF_MIN;
+                            continue;
                         }
                         Err(e) => {
                             // A session that worked starts the backoff afresh; one that ended
@@ -172,13 +236,23 @@ impl Shipper {
                             {
                                 backoff = BACKOFF_MIN;
                             }
-                            tracing::warn!(aggregator = %self.target.address, error = %e, retry_in = ?backoff, "disconnected");
+                            tracing::warn!(aggregator = %peer.address, error = %e, retry_in = ?backoff, "disconnected");
                             conn.close(0u32.into(), b"reconnecting");
+                            // With several, the next one: the lost one may be down (a dead
+                            // peer costs a handshake timeout to find again), and if it was a
+                            // blip the probes bring the agent back within seconds.
+                            idx = (idx + 1) % n;
                         }
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(aggregator = %self.target.address, error = %e, retry_in = ?backoff, "cannot connect")
+                    tracing::warn!(aggregator = %peer.address, error = %e, "cannot connect");
+                    // The next aggregator of the list, at once until all failed in a row.
+                    failed += 1;
+                    idx = (idx + 1) % n;
+                    if failed % n != 0 {
+                        continue;
+                    }
                 }
             }
             let wait = jitter(backoff).max(Duration::from_millis(100));
@@ -193,6 +267,7 @@ impl Shipper {
     async fn connect(
         &self,
         endpoint: &quinn::Endpoint,
+        peer: &Peer,
     ) -> Result<
         (
             quinn::Connection,
@@ -202,20 +277,7 @@ impl Shipper {
         ),
         ShipError,
     > {
-        let addr = tokio::net::lookup_host(&self.target.address)
-            .await
-            .map_err(|e| ShipError::Resolve(format!("{}: {e}", self.target.address)))?
-            .next()
-            .ok_or_else(|| ShipError::Resolve(self.target.address.clone()))?;
-        let conn = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-            endpoint
-                .connect(addr, &self.target.server_name)
-                .map_err(|e| ShipError::Connect(e.to_string()))?
-                .await
-                .map_err(|e| ShipError::Connect(e.to_string()))
-        })
-        .await
-        .map_err(|_| ShipError::Connect("timed out".into()))??;
+        let conn = handshake(endpoint, peer).await?;
         let (mut send, mut recv) = conn
             .open_bi()
             .await
@@ -268,7 +330,8 @@ impl Shipper {
         mut recv: quinn::RecvStream,
         mut client: Client,
         shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<(), ShipError> {
+        moves: &mut mpsc::Receiver<usize>,
+    ) -> Result<End, ShipError> {
         // The reader only moves bytes; the client turns them into events.
         let (tx, mut rx) = mpsc::channel::<Result<Option<Vec<u8>>, String>>(64);
         let reader = tokio::spawn(async move {
@@ -347,26 +410,46 @@ impl Shipper {
                     return Err(ShipError::Lost(format!("no acknowledgement for {}s", ACK_TIMEOUT.as_secs())));
                 }
                 r = conn.closed() => return Err(ShipError::Lost(r.to_string())),
+                Some(j) = moves.recv() => {
+                    self.drain(&mut client, &mut rx, MOVE_DRAIN, now).await;
+                    let _ = send.finish();
+                    return Ok(End::Moved(j));
+                }
                 _ = shutdown.changed() => {
                     // Give acknowledgements in flight a moment, then leave: the rest is resent.
-                    let _ = tokio::time::timeout(Duration::from_millis(500), async {
-                        while client.in_flight() > 0 {
-                            let Some(Ok(Some(bytes))) = rx.recv().await else { break };
-                            if client.receive(&bytes).is_err() {
-                                break;
-                            }
-                            while let Ok(Some(ev)) = client.poll(now()) {
-                                if let ClientEvent::Acked { sequence, .. } = ev {
-                                    let _ = self.buffer.remove(sequence);
-                                }
-                            }
-                        }
-                    }).await;
+                    self.drain(&mut client, &mut rx, Duration::from_millis(500), now).await;
                     let _ = send.finish();
-                    return Ok(());
+                    return Ok(End::Shutdown);
                 }
             }
         }
+    }
+
+    /// Waits up to `limit` for the acknowledgements of batches in flight (removing what they
+    /// acknowledge from the buffer); what stays unacknowledged is sent again later.
+    async fn drain(
+        &self,
+        client: &mut Client,
+        rx: &mut mpsc::Receiver<Result<Option<Vec<u8>>, String>>,
+        limit: Duration,
+        now: impl Fn() -> i64,
+    ) {
+        let _ = tokio::time::timeout(limit, async {
+            while client.in_flight() > 0 {
+                let Some(Ok(Some(bytes))) = rx.recv().await else {
+                    break;
+                };
+                if client.receive(&bytes).is_err() {
+                    break;
+                }
+                while let Ok(Some(ev)) = client.poll(now()) {
+                    if let ClientEvent::Acked { sequence, .. } = ev {
+                        let _ = self.buffer.remove(sequence);
+                    }
+                }
+            }
+        })
+        .await;
     }
 
     /// Carries out what the aggregator said.
@@ -480,6 +563,42 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+/// A QUIC connection to `peer` (TLS both ways), within [`HANDSHAKE_TIMEOUT`].
+async fn handshake(
+    endpoint: &quinn::Endpoint,
+    peer: &Peer,
+) -> Result<quinn::Connection, ShipError> {
+    let addr = tokio::net::lookup_host(&peer.address)
+        .await
+        .map_err(|e| ShipError::Resolve(format!("{}: {e}", peer.address)))?
+        .next()
+        .ok_or_else(|| ShipError::Resolve(peer.address.clone()))?;
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        endpoint
+            .connect(addr, &peer.server_name)
+            .map_err(|e| ShipError::Connect(e.to_string()))?
+            .await
+            .map_err(|e| ShipError::Connect(e.to_string()))
+    })
+    .await
+    .map_err(|_| ShipError::Connect("timed out".into()))?
+}
+
+/// Every [`FAILBACK_PROBE`] (with jitter), tries the `preferred` aggregators in order; sends
+/// the index of the first that completes a handshake, then stops.
+async fn probe(endpoint: quinn::Endpoint, preferred: Vec<Peer>, found: mpsc::Sender<usize>) {
+    loop {
+        tokio::time::sleep(FAILBACK_PROBE / 2 + jitter(FAILBACK_PROBE / 2)).await;
+        for (j, p) in preferred.iter().enumerate() {
+            if let Ok(conn) = handshake(&endpoint, p).await {
+                conn.close(agent_close::PROBE.into(), b"probe");
+                let _ = found.send(j).await;
+                return;
+            }
+        }
     }
 }
 
