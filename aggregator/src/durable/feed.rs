@@ -242,6 +242,27 @@ pub fn over_cap(feed: &impl Feed, from: u64, cap: u64) -> bool {
     from < checkpointed && held_bytes(&feed.wal_dir(), from, checkpointed) > cap
 }
 
+/// Moves a reader at `pos` past its oldest segments while those it alone holds exceed `cap`;
+/// `count` tells what a skipped part (a segment from a position to its end) held. Returns
+/// where the reader goes on and the total counted (what was dropped unsent). Blocking.
+pub fn skip_over_cap(
+    feed: &impl Feed,
+    mut pos: Position,
+    cap: u64,
+    mut count: impl FnMut(&Path, Position) -> u64,
+) -> (Position, u64) {
+    let dir = feed.wal_dir();
+    let mut dropped = 0;
+    while over_cap(feed, pos.segment, cap) {
+        dropped += count(&dir, pos);
+        pos = Position {
+            segment: pos.segment + 1,
+            offset: 0,
+        };
+    }
+    (pos, dropped)
+}
+
 fn held_bytes(dir: &Path, from: u64, checkpointed: u64) -> u64 {
     list_segments(dir)
         .map(|segs| {

@@ -374,17 +374,11 @@ async fn enforce_cap(e: &Arc<Exporter>, feed: &StoreFeed, pos: Position) -> Posi
     }
     let (f, cap, signal) = (feed.clone(), e.opts.max_wal_bytes, e.signal);
     let res = tokio::task::spawn_blocking(move || {
-        let (mut pos, mut dropped) = (pos, 0u64);
-        while feed::over_cap(&f, pos.segment, cap) {
+        feed::skip_over_cap(&f, pos, cap, |dir, at| {
             let mut rows = Rows::new(signal);
-            feed::read_rest(&f.wal_dir(), pos, &mut rows);
-            dropped += rows.rows as u64;
-            pos = Position {
-                segment: pos.segment + 1,
-                offset: 0,
-            };
-        }
-        (pos, dropped)
+            feed::read_rest(dir, at, &mut rows);
+            rows.rows as u64
+        })
     })
     .await;
     match res {

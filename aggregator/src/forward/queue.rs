@@ -328,24 +328,17 @@ async fn enforce_cap(q: &Queue, feed: &WalFeed, pos: Position) -> Position {
     if pos.segment >= feed.checkpointed() {
         return pos;
     }
-    let (f, cap, name) = (feed.clone(), q.opts.max_wal_bytes, q.opts.name.clone());
+    let (f, cap) = (feed.clone(), q.opts.max_wal_bytes);
     let res = tokio::task::spawn_blocking(move || {
-        let mut pos = pos;
-        let mut dropped = 0u64;
-        while tail::over_cap(&f, pos.segment, cap) {
-            dropped += tail::count_rest(&f.dir(), pos);
-            tracing::warn!(remote = %name, segment = pos.segment, max_wal_bytes = cap,
-                "remote_write: the queue is behind by more than its WAL byte cap; dropping its oldest segment");
-            pos = Position {
-                segment: pos.segment + 1,
-                offset: 0,
-            };
-        }
-        (pos, dropped)
+        crate::durable::feed::skip_over_cap(&f, pos, cap, tail::count_rest)
     })
     .await;
     match res {
         Ok((p, dropped)) => {
+            if p != pos {
+                tracing::warn!(remote = %q.opts.name, segments = p.segment - pos.segment, dropped, max_wal_bytes = cap,
+                    "remote_write: the queue is behind by more than its WAL byte cap; its oldest segments were dropped");
+            }
             q.counters.dropped.fetch_add(dropped, Ordering::Relaxed);
             p
         }
