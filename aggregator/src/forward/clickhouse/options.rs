@@ -160,3 +160,50 @@ pub fn validate(file: &Path, s: &ClickHouseSection) -> Result<ClickHouseOptions,
         max_wal_bytes: s.max_wal_bytes.unwrap_or(1 << 30),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml_text: &str) -> Result<ClickHouseOptions, String> {
+        let s: ClickHouseSection = toml::from_str(toml_text).map_err(|e| e.to_string())?;
+        validate(Path::new("aggregator.toml"), &s).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_errors_name_the_key() {
+        let o = parse("url = \"http://127.0.0.1:8123\"").expect("valid");
+        assert_eq!(o.database, "telltale");
+        assert!(o.logs && o.spans && o.create_tables);
+        assert_eq!(o.max_rows_per_insert, 10_000);
+        assert_eq!(o.max_wal_bytes, 1 << 30);
+        assert!(o.authorization.is_none());
+        for (text, key) in [
+            ("url = \"ftp://x\"", "clickhouse.url"),
+            (
+                "url = \"http://x:8123\"\ndatabase = \"a;DROP\"",
+                "clickhouse.database",
+            ),
+            (
+                "url = \"http://x:8123\"\nmax_rows_per_insert = 0",
+                "clickhouse.max_rows_per_insert",
+            ),
+            (
+                "url = \"http://x:8123\"\nmin_backoff = \"2s\"\nmax_backoff = \"1s\"",
+                "clickhouse.max_backoff",
+            ),
+            (
+                "url = \"http://x:8123\"\n[tls]\nca_file = \"/nonexistent\"",
+                "clickhouse.tls",
+            ),
+        ] {
+            let e = parse(text).expect_err(text);
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        assert!(parse("url = \"http://x:8123\"\nsurprise = 1").is_err());
+        let o =
+            parse("url = \"http://x:8123\"\nbasic_auth = { username = \"u\", password = \"p\" }")
+                .expect("valid");
+        assert_eq!(o.authorization.as_deref(), Some("Basic dTpw"));
+    }
+}
