@@ -771,6 +771,18 @@ mod tests {
                 "defined twice",
             ),
             (
+                "route: {receiver: a}\nreceivers: [{name: a, clickhouse_configs: [{url: 'http://x:8123', database: 'a-b'}]}]",
+                "invalid ClickHouse database",
+            ),
+            (
+                "route: {receiver: a}\nreceivers: [{name: a, clickhouse_configs: [{url: 'x:8123'}]}]",
+                "clickhouse",
+            ),
+            (
+                "route: {receiver: a}\nreceivers: [{name: a, clickhouse_configs: [{url: 'http://x:8123', password_file: /nonexistent}]}]",
+                "/nonexistent",
+            ),
+            (
                 "route: {receiver: a}\nreceivers: [{name: a, webhook_configs: [{url: 'ftp://x'}]}]",
                 "not http",
             ),
