@@ -91,6 +91,7 @@ impl Registry {
         self.set_moved(name, true);
         self.with(name, |i, _| i.moved_away = true);
     }
+
     fn with<R>(&self, name: &str, f: impl FnOnce(&mut AgentInfo, &mut u32) -> R) -> R {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let (info, conns) = g.entry(name.to_string()).or_insert_with(|| {

@@ -112,7 +112,7 @@ async function overview(main, current) {
     h("h2", {}, "Agents"),
     table(["name", "connected", "last batch", "backlog (batches)", "version", "samples", "sources"],
       agents.map((a) => [h("a", { href: "#/dashboard/host?host=" + encodeURIComponent(a.name) }, a.name),
-        a.connected ? "yes" : "no", ago(a.last_batch_ms), backlog[a.name] ?? "–", a.version || "–", a.samples,
+        a.connected ? "yes" : a.moved_away ? "moved to another aggregator" : "no", ago(a.last_batch_ms), backlog[a.name] ?? "–", a.version || "–", a.samples,
         (a.sources || []).join(", ") || "–"])),
     h("h2", {}, "Firing alerts"),
     table(["alert", "labels", "since"], firing.map((a) => [a.labels.alertname,

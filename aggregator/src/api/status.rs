@@ -255,6 +255,8 @@ fn targets_view(st: &ApiState, now: i64) -> Json {
         .registry
         .list()
         .into_iter()
+        // An agent that moved to another aggregator of its list is that one's target.
+        .filter(|a| !a.moved_away)
         .map(|a| {
             json!({
                 "discoveredLabels": {},
