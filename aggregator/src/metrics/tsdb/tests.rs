@@ -350,6 +350,12 @@ fn open_windows_are_merged_in_sub_windows_that_keep_chunks_small() {
     assert!(l0.iter().all(|&rows| rows <= 2 * 1800), "{blocks:?}");
     assert_eq!(l0.iter().sum::<u64>(), 2 * a.len() as u64, "{blocks:?}");
     assert_eq!(all(&db, "sub").len(), 2 * a.len());
+    // Level-0 chunks are read without being cached (they are replaced within minutes)...
+    assert_eq!(db.inner.cache.usage().0, 0);
+    // ...compacted ones are cached once the window closes.
+    db.flush_and_compact(t0 + 6 * H).unwrap();
+    assert_eq!(all(&db, "sub").len(), 2 * a.len());
+    assert!(db.inner.cache.usage().0 > 0, "{:?}", db.block_summary());
 }
 
 #[test]
