@@ -119,7 +119,8 @@ pub struct QueueSection {
     pub max_wal_bytes: Option<u64>,
 }
 
-fn opt_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+/// An optional byte size (`"1GiB"` or a number), for the exporters' sections.
+pub(crate) fn opt_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     byte_size(d).map(Some)
 }
 

@@ -26,7 +26,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
-use telltale_common::config::{ConfigError, byte_size, humantime_duration_opt};
+use telltale_common::config::{ConfigError, humantime_duration_opt};
 
 use crate::forward::options::{BasicAuthSection, HttpParts, TlsSection, http_client};
 
@@ -66,12 +66,8 @@ pub struct ClickHouseSection {
     #[serde(default, deserialize_with = "humantime_duration_opt")]
     pub max_backoff: Option<Duration>,
     /// Logs WAL bytes kept for the exporter beyond what storage keeps anyway (default `1GiB`).
-    #[serde(default, deserialize_with = "opt_bytes")]
+    #[serde(default, deserialize_with = "crate::forward::options::opt_bytes")]
     pub max_wal_bytes: Option<u64>,
-}
-
-fn opt_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    byte_size(d).map(Some)
 }
 
 /// A validated `[clickhouse]`.
