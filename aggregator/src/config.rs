@@ -652,7 +652,12 @@ mod tests {
     fn the_example_rule_and_routing_files_load() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
         let routes = crate::alerting::config::RoutingConfig::load(&dir.join("routes.yml")).unwrap();
-        assert_eq!(routes.receivers.len(), 5);
+        // Every receiver of the example (night, ops-log, oncall, team-alertmanager, bus, olap)
+        // and the kinds they show.
+        assert_eq!(routes.receivers.len(), 6, "{:?}", routes.receivers.keys());
+        let kinds: std::collections::BTreeSet<&str> =
+            routes.receivers.values().flatten().map(|i| i.kind()).collect();
+        assert!(kinds.contains("clickhouse") && kinds.contains("nats"), "{kinds:?}");
         assert_eq!(routes.escalation_policies[0].steps.len(), 2);
         assert_eq!(routes.correlation.services.len(), 3);
         assert!(routes.warnings.is_empty(), "{:?}", routes.warnings);
