@@ -655,9 +655,16 @@ mod tests {
         // Every receiver of the example (night, ops-log, oncall, team-alertmanager, bus, olap)
         // and the kinds they show.
         assert_eq!(routes.receivers.len(), 6, "{:?}", routes.receivers.keys());
-        let kinds: std::collections::BTreeSet<&str> =
-            routes.receivers.values().flatten().map(|i| i.kind()).collect();
-        assert!(kinds.contains("clickhouse") && kinds.contains("nats"), "{kinds:?}");
+        let kinds: std::collections::BTreeSet<&str> = routes
+            .receivers
+            .values()
+            .flatten()
+            .map(|i| i.kind())
+            .collect();
+        assert!(
+            kinds.contains("clickhouse") && kinds.contains("nats"),
+            "{kinds:?}"
+        );
         assert_eq!(routes.escalation_policies[0].steps.len(), 2);
         assert_eq!(routes.correlation.services.len(), 3);
         assert!(routes.warnings.is_empty(), "{:?}", routes.warnings);
