@@ -13,6 +13,7 @@ mod jaeger;
 mod loki;
 mod params;
 mod pipeline;
+mod pool;
 pub mod report;
 mod slo;
 pub mod status;
@@ -707,11 +708,11 @@ async fn not_found() -> ApiError {
 
 /// The router with every endpoint.
 pub fn router(state: Arc<ApiState>) -> Router {
-    let base = admin::routes(status::routes(pipeline::routes(ui::routes(
+    let base = pool::routes(admin::routes(status::routes(pipeline::routes(ui::routes(
         report::routes(golden::routes(slo::routes(anomaly::routes(
             alerting::routes(Router::new()),
         )))),
-    ))));
+    )))));
     jaeger::routes(loki::routes(base))
         .route("/api/v1/query", get(query).post(query))
         .route("/api/v1/query_range", get(query_range).post(query_range))

@@ -301,6 +301,8 @@ pub struct Config {
     pub remote_write: Vec<crate::forward::RemoteWriteOptions>,
     /// The ClickHouse exporter.
     pub clickhouse: Option<crate::forward::clickhouse::ClickHouseOptions>,
+    /// The trace pool (`[traces.pool]`): its owners are also in `traces.pool`.
+    pub trace_pool: Option<crate::forward::pool::PoolOptions>,
 }
 
 /// Command-line overrides.
@@ -527,9 +529,18 @@ impl Config {
             .as_ref()
             .map(|c| crate::forward::clickhouse::options::validate(where_, c))
             .transpose()?;
+        let trace_pool = file
+            .traces
+            .pool
+            .as_ref()
+            .map(|p| crate::forward::pool::options::validate(where_, p))
+            .transpose()?;
+        let mut traces = traces::validate(where_, &file.traces)?;
+        traces.pool = trace_pool.as_ref().map(|p| p.owners.clone());
         Ok(Config {
             remote_write,
             clickhouse,
+            trace_pool,
             rule_files,
             detector_files,
             slo_files,
@@ -560,7 +571,7 @@ impl Config {
             storage,
             logs,
             logs_max_query_bytes: file.logs.max_query_bytes.unwrap_or(1 << 30),
-            traces: traces::validate(where_, &file.traces)?,
+            traces,
             data_dir: o
                 .data_dir
                 .clone()

@@ -20,7 +20,9 @@
 
 pub mod clickhouse;
 pub mod cursor;
+pub mod drive;
 pub mod options;
+pub mod pool;
 pub mod queue;
 pub mod tail;
 #[cfg(test)]
@@ -41,6 +43,7 @@ pub struct Forwarders {
     hold: WalHold,
     feed: std::sync::OnceLock<WalFeed>,
     clickhouse: Vec<Arc<clickhouse::Exporter>>,
+    pool: Option<Arc<pool::Forwarder>>,
 }
 
 /// The directory of the queues' positions.
@@ -69,6 +72,7 @@ impl Forwarders {
             hold,
             feed: std::sync::OnceLock::new(),
             clickhouse: Vec::new(),
+            pool: None,
         };
         f.move_hold();
         Ok(f)
@@ -130,6 +134,31 @@ impl Forwarders {
         Ok(self)
     }
 
+    /// Adds the trace pool forwarder `[traces.pool]` asks for, holding the traces WAL with
+    /// its own slot of `traces_hold`.
+    pub fn with_pool(
+        mut self,
+        data_dir: &Path,
+        opts: Option<&pool::PoolOptions>,
+        traces_hold: &WalHold,
+    ) -> std::io::Result<Forwarders> {
+        if let Some(o) = opts {
+            self.pool = Some(Arc::new(pool::Forwarder::prepare(
+                data_dir,
+                o.clone(),
+                traces_hold.another(),
+            )?));
+        }
+        Ok(self)
+    }
+
+    /// Starts the trace pool forwarder, if any, on the trace store's WAL.
+    pub fn start_pool(&self, feed: crate::durable::feed::StoreFeed) {
+        if let Some(p) = &self.pool {
+            p.start(feed);
+        }
+    }
+
     /// Whether an exporter of `signal` is configured.
     pub fn exports(&self, signal: clickhouse::Signal) -> bool {
         self.clickhouse.iter().any(|c| c.signal == signal)
@@ -154,16 +183,22 @@ impl Forwarders {
         for c in &self.clickhouse {
             c.shutdown();
         }
+        if let Some(p) = &self.pool {
+            p.shutdown();
+        }
     }
 
     /// Whether no queue and no exporter is configured.
     pub fn is_empty(&self) -> bool {
-        self.queues.is_empty() && self.clickhouse.is_empty()
+        self.queues.is_empty() && self.clickhouse.is_empty() && self.pool.is_none()
     }
 
     /// `telltale_aggregator_remote_write_*` for `/metrics`.
     pub fn render_metrics(&self, out: &mut String) {
         clickhouse::render_metrics(&self.clickhouse, out);
+        if let Some(p) = &self.pool {
+            p.render_metrics(out);
+        }
         if self.queues.is_empty() {
             return;
         }

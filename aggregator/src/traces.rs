@@ -12,5 +12,6 @@
 pub mod block;
 pub mod engine;
 pub mod graph;
+pub mod pool;
 pub mod sample;
 pub mod store;

@@ -30,6 +30,7 @@ pub mod model;
 pub mod names;
 pub mod otlp;
 pub mod relabel;
+pub mod rendezvous;
 pub mod session;
 pub mod store;
 pub mod tls;

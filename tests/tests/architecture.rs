@@ -215,6 +215,8 @@ const COMMON: &[(&str, &[&str])] = &[
     ("names", &[]),
     // Prometheus' relabelling (the agent's sources, the aggregator's remote_write queues).
     ("relabel", &["config", "model"]),
+    // Rendezvous hashing: an agent's aggregator in a pool, a trace's aggregator.
+    ("rendezvous", &[]),
     // OTLP's three signals: spans, series (metrics) and log records.
     ("otlp", &["trace", "model"]),
     // The protocol's state machines: frames and messages only, no I/O.

@@ -120,22 +120,14 @@ pub fn resolve(
     Ok((out, mode))
 }
 
-/// FNV-1a over the agent's name and the address, finished with SplitMix64's mix (FNV alone
-/// spreads similar names poorly).
-fn score(agent: &str, address: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in agent.bytes().chain([0]).chain(address.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
-}
-
 /// The aggregators by the agent's preference: highest score first.
 pub fn rendezvous(agent: &str, mut addrs: Vec<AggregatorAddr>) -> Vec<AggregatorAddr> {
-    addrs.sort_by_key(|a| std::cmp::Reverse(score(agent, &a.address)));
+    addrs.sort_by_key(|a| {
+        std::cmp::Reverse(telltale_common::rendezvous::score(
+            agent.as_bytes(),
+            &a.address,
+        ))
+    });
     addrs
 }
 

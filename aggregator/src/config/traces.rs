@@ -12,6 +12,8 @@
 //! max_pending_spans = 500000  # past it the oldest traces are decided early
 //! slow_threshold = "2s"       # a span this long keeps its trace (where no rule is narrower)
 //!
+//! # [traces.pool]: several aggregators sampling traces together (forward/pool/options.rs)
+//!
 //! [[traces.sampling.slow]]
 //! service = "checkout"        # optional
 //! operation = "POST /pay"     # optional
@@ -45,6 +47,8 @@ pub struct TracesSection {
     /// Tail sampling.
     #[serde(default)]
     pub sampling: SamplingSection,
+    /// The aggregators that sample traces together (see [`crate::forward::pool::options`]).
+    pub pool: Option<crate::forward::pool::PoolSection>,
 }
 
 /// `[traces.sampling]`

@@ -19,26 +19,54 @@ use telltale_common::codec::HEADER_LEN;
 use super::frames::{Item, Scanner};
 use super::segments::{list_segments, segment_path};
 
-/// The first WAL segment a reader still needs (`u64::MAX`: none), shared between the
-/// readers that move it and the engine that deletes segments below it.
+/// The first WAL segment the readers of a store still need (`u64::MAX`: none), shared between
+/// the readers that move it and the engine that deletes segments below it. Each reader of a
+/// store has its own slot ([`WalHold::another`]); the store keeps what the furthest behind
+/// needs.
 #[derive(Debug, Clone)]
-pub struct WalHold(Arc<AtomicU64>);
+pub struct WalHold {
+    mine: Arc<AtomicU64>,
+    all: Arc<Mutex<Vec<Arc<AtomicU64>>>>,
+}
 
 impl Default for WalHold {
     fn default() -> Self {
-        WalHold(Arc::new(AtomicU64::new(u64::MAX)))
+        let mine = Arc::new(AtomicU64::new(u64::MAX));
+        WalHold {
+            all: Arc::new(Mutex::new(vec![mine.clone()])),
+            mine,
+        }
     }
 }
 
 impl WalHold {
-    /// Keeps segments from `segment` on.
+    /// Keeps segments from `segment` on, for this slot's reader.
     pub fn set(&self, segment: u64) {
-        self.0.store(segment, Ordering::Relaxed);
+        self.mine.store(segment, Ordering::Relaxed);
     }
 
-    /// The first segment kept for readers.
+    /// The first segment any reader still needs.
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.all
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// A slot for another reader of the same store (holding nothing until it is set).
+    pub fn another(&self) -> WalHold {
+        let mine = Arc::new(AtomicU64::new(u64::MAX));
+        self.all
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(mine.clone());
+        WalHold {
+            mine,
+            all: self.all.clone(),
+        }
     }
 }
 
@@ -296,4 +324,28 @@ pub fn pending_bytes(feed: &impl Feed, pos: Position) -> u64 {
         })
         .sum::<u64>()
         + tip_len
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WalHold;
+
+    #[test]
+    fn a_store_keeps_what_its_furthest_behind_reader_needs() {
+        let store = WalHold::default();
+        let clickhouse = store.another();
+        let pool = store.another();
+        assert_eq!(store.get(), u64::MAX);
+        clickhouse.set(7);
+        pool.set(3);
+        assert_eq!((store.get(), clickhouse.get(), pool.get()), (3, 3, 3));
+        pool.set(9);
+        assert_eq!(store.get(), 7);
+        clickhouse.set(u64::MAX);
+        assert_eq!(store.get(), 9);
+        // A clone is the same slot.
+        let again = pool.clone();
+        again.set(u64::MAX);
+        assert_eq!(store.get(), u64::MAX);
+    }
 }

@@ -25,11 +25,12 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::clickhouse::{self, Table};
 use crate::durable::feed::{self, Feed, Position, Sink, StoreFeed, WalHold};
 use crate::forward::cursor::Cursor;
+use crate::forward::drive;
 pub use options::{ClickHouseOptions, ClickHouseSection};
 
 /// The exporter's counters (`telltale_aggregator_clickhouse_*`).
@@ -100,7 +101,7 @@ pub fn positions_dir(data_dir: &Path) -> PathBuf {
 }
 
 /// Rows read from a WAL, as a JSONEachRow body.
-struct Rows {
+pub struct Rows {
     signal: Signal,
     body: Vec<u8>,
     rows: usize,
@@ -115,10 +116,6 @@ impl Rows {
             rows: 0,
             corrupt: 0,
         }
-    }
-
-    fn take(&mut self) -> Rows {
-        std::mem::replace(self, Rows::new(self.signal))
     }
 
     fn undecodable(&mut self, path: &Path, e: &dyn std::fmt::Display) {
@@ -217,7 +214,11 @@ impl Exporter {
             self.move_hold();
         }
         tracing::info!(url = %self.opts.url, database = %self.opts.database, signal = self.signal.name(), "clickhouse exporter started");
-        tokio::spawn(run(self.clone(), feed));
+        let me = self.clone();
+        tokio::spawn(async move {
+            create_schema(&me).await;
+            drive::run(me, feed).await
+        });
     }
 
     /// Persists the acknowledged position (a clean shutdown).
@@ -366,105 +367,54 @@ async fn insert(e: &Exporter, body: Vec<u8>, rows: usize) {
     }
 }
 
-/// Skips, counting their lines, the oldest segments while those only the exporter holds
-/// exceed its byte cap.
-async fn enforce_cap(e: &Arc<Exporter>, feed: &StoreFeed, pos: Position) -> Position {
-    if pos.segment >= feed.checkpointed() {
-        return pos;
-    }
-    let (f, cap, signal) = (feed.clone(), e.opts.max_wal_bytes, e.signal);
-    let res = tokio::task::spawn_blocking(move || {
-        feed::skip_over_cap(&f, pos, cap, |dir, at| {
-            let mut rows = Rows::new(signal);
-            feed::read_rest(dir, at, &mut rows);
-            rows.rows as u64
-        })
-    })
-    .await;
-    match res {
-        Ok((to, dropped)) if to != pos => {
-            tracing::warn!(
-                dropped,
-                "clickhouse: the exporter is behind by more than max_wal_bytes; the oldest rows were dropped unsent"
-            );
-            e.counters
-                .rows_dropped
-                .fetch_add(dropped, Ordering::Relaxed);
-            e.cursor.set(to);
-            to
-        }
-        _ => pos,
+impl drive::Batch for Rows {
+    fn corrupt(&self) -> u64 {
+        self.corrupt
     }
 }
 
-async fn run(e: Arc<Exporter>, feed: StoreFeed) {
-    create_schema(&e).await;
-    let max = e.opts.max_rows_per_insert;
-    let mut last_persist = Instant::now();
-    loop {
-        let Some(pos) = e.cursor.position() else {
-            return;
-        };
-        let pos = enforce_cap(&e, &feed, pos).await;
-        // Read up to a batch; a partial one waits for more up to the deadline.
-        let started = Instant::now();
-        let (mut rows, mut to) = (Rows::new(e.signal), pos);
-        let item_bytes = e.signal.row_bytes();
-        loop {
-            let (f, from, sink) = (feed.clone(), to, rows.take());
-            let got = tokio::task::spawn_blocking(move || {
-                let mut sink = sink;
-                feed::read(&f, from, max, item_bytes, &mut sink)
-                    .map(|(p, missing)| (sink, p, missing))
-            })
-            .await;
-            match got {
-                Ok(Ok((sink, p, missing))) => {
-                    if missing > 0 {
-                        tracing::warn!(
-                            segments = missing,
-                            "clickhouse: WAL segments were gone before the exporter read them"
-                        );
-                    }
-                    rows = sink;
-                    to = p;
-                }
-                Ok(Err(err)) => {
-                    tracing::warn!(error = %err, "clickhouse: cannot read the WAL; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    break;
-                }
-                Err(_) => break,
-            }
-            let left = e.opts.batch_send_deadline.saturating_sub(started.elapsed());
-            if rows.rows == 0 || rows.rows >= max || left.is_zero() {
-                break;
-            }
-            tokio::time::sleep(left.min(Duration::from_millis(100))).await;
+impl drive::Exporter for Exporter {
+    type Batch = Rows;
+
+    fn what(&self) -> String {
+        format!("clickhouse {}", self.signal.name())
+    }
+
+    fn batch(&self) -> Rows {
+        Rows::new(self.signal)
+    }
+
+    fn max_items(&self) -> (usize, u64) {
+        (self.opts.max_rows_per_insert, self.signal.row_bytes())
+    }
+
+    fn deadline(&self) -> Duration {
+        self.opts.batch_send_deadline
+    }
+
+    fn max_wal_bytes(&self) -> u64 {
+        self.opts.max_wal_bytes
+    }
+
+    fn cursor(&self) -> &Cursor {
+        &self.cursor
+    }
+
+    fn move_hold(&self) {
+        Exporter::move_hold(self)
+    }
+
+    fn note(&self, dropped: u64, corrupt: u64, caught_up: bool) {
+        let c = &self.counters;
+        c.rows_dropped.fetch_add(dropped, Ordering::Relaxed);
+        c.corrupt_records.fetch_add(corrupt, Ordering::Relaxed);
+        if caught_up {
+            c.caught_up_ms.store(now_ms(), Ordering::Relaxed);
         }
-        e.counters
-            .corrupt_records
-            .fetch_add(std::mem::take(&mut rows.corrupt), Ordering::Relaxed);
-        if rows.rows > 0 {
-            insert(&e, rows.body, rows.rows).await;
-        }
-        if to != pos {
-            e.cursor.set(to);
-        }
-        if last_persist.elapsed() >= Duration::from_secs(1) && e.cursor.persist() {
-            last_persist = Instant::now();
-            e.move_hold();
-        }
-        let (s, o) = feed.tip();
-        if to
-            == (Position {
-                segment: s,
-                offset: o,
-            })
-        {
-            e.counters.caught_up_ms.store(now_ms(), Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    }
+
+    async fn send(&self, rows: Rows) {
+        insert(self, rows.body, rows.rows).await
     }
 }
 

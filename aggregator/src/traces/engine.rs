@@ -64,6 +64,10 @@ pub struct TraceOptions {
     pub kept_records: bool,
     /// Segments from this one on are kept for the WAL's readers.
     pub wal_hold: WalHold,
+    /// The pool this aggregator samples traces in (`[traces.pool]`): spans of agent batches
+    /// whose trace another member owns are written as foreign, for the pool forwarder, and
+    /// never sampled here.
+    pub pool: Option<std::sync::Arc<super::pool::Owners>>,
 }
 
 impl Default for TraceOptions {
@@ -77,6 +81,7 @@ impl Default for TraceOptions {
             graph_interval: Duration::from_secs(15),
             kept_records: false,
             wal_hold: WalHold::default(),
+            pool: None,
         }
     }
 }
@@ -106,6 +111,8 @@ pub struct TraceCounters {
     pub expired_blocks: AtomicU64,
     /// Failed WAL or block writes.
     pub write_errors: AtomicU64,
+    /// Spans of agent batches whose trace another member of the pool samples.
+    pub spans_foreign: AtomicU64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -128,6 +135,10 @@ struct WalRecord {
     /// Written while every trace is kept: these spans joined the store as they came.
     #[serde(default, skip_serializing_if = "is_false")]
     all_kept: bool,
+    /// Spans of the batch whose trace another member of the pool samples: durable here, sent
+    /// on by the pool forwarder, never offered to this store's sampler.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    foreign: Vec<Span>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -145,6 +156,13 @@ pub fn decode_stored_spans(payload: &[u8]) -> Result<Vec<Span>, codec::CodecErro
     } else {
         Vec::new()
     })
+}
+
+/// The foreign spans of a trace WAL record (what the pool forwarder sends on). Damage is an
+/// error, never a panic.
+pub fn decode_foreign_spans(payload: &[u8]) -> Result<Vec<Span>, codec::CodecError> {
+    let r: WalRecord = codec::decode_payload(payload)?;
+    Ok(r.foreign)
 }
 
 impl blockstore::Record for WalRecord {
@@ -376,14 +394,20 @@ fn note_offer(c: &TraceCounters, o: &super::sample::Offered) {
         .fetch_add(o.dropped as u64, Ordering::Relaxed);
 }
 
-/// Stamps an append: spans of an agent batch carry `instance` = the agent in their resource.
-fn prepare(req: SpanAppend) -> WalRecord {
+/// Stamps an append: spans of an agent batch carry `instance` = the agent in their resource;
+/// in a pool, those whose trace another member owns are set apart as foreign. (Spans from
+/// elsewhere — the pool's members — are this member's by construction and stay.)
+fn prepare(req: SpanAppend, pool: Option<&super::pool::Owners>) -> WalRecord {
     let agent = req.origin.as_ref().map(|o| o.agent.clone());
     let mut spans = req.spans;
+    let mut foreign = Vec::new();
     if let Some(a) = &agent {
         for s in &mut spans {
             s.resource.retain(|(k, _)| k != "instance");
             s.resource.push(("instance".into(), a.clone()));
+        }
+        if let Some(p) = pool {
+            (spans, foreign) = spans.into_iter().partition(|s| p.is_ours(&s.trace_id));
         }
     }
     let (epoch, sequence) = req.origin.map(|o| (o.epoch, o.sequence)).unwrap_or((0, 0));
@@ -396,13 +420,14 @@ fn prepare(req: SpanAppend) -> WalRecord {
         graph: None,
         kept: false,
         all_kept: false,
+        foreign,
     }
 }
 
 impl SpanAppender for TraceEngine {
     fn append(&self, req: SpanAppend) -> BoxFuture<'_, Result<SpanOutcome, TraceStoreError>> {
         Box::pin(async move {
-            let record = prepare(req);
+            let record = prepare(req, self.inner.opts.pool.as_deref());
             let (done, rx) = oneshot::channel();
             self.send(Job::Append { record, done })?;
             rx.await.map_err(|_| TraceStoreError::Closed)?
@@ -496,7 +521,11 @@ fn writer_loop(inner: &Inner, mut w: Writer, rx: &smpsc::Receiver<Job>) {
                         if let Some(a) = &r.agent {
                             dedup.mark(a, r.epoch, r.sequence);
                         }
-                        let spans = r.spans.len();
+                        inner
+                            .counters
+                            .spans_foreign
+                            .fetch_add(r.foreign.len() as u64, Ordering::Relaxed);
+                        let spans = r.spans.len() + r.foreign.len();
                         inner
                             .counters
                             .spans_received
@@ -586,6 +615,7 @@ fn write_kept(inner: &Inner, w: &mut Writer, kept: &mut Vec<Span>) {
         graph: None,
         kept: true,
         all_kept: false,
+        foreign: Vec::new(),
     };
     let mut buf = Vec::new();
     match codec::encode_payload(&record) {
@@ -632,6 +662,7 @@ fn cut(inner: &Inner, w: &mut Writer) -> Result<(), TraceStoreError> {
                 graph: (!graph.is_empty()).then(|| graph.memory()),
                 kept: false,
                 all_kept: false,
+                foreign: Vec::new(),
             };
             let p = codec::encode_payload(&carry)
                 .map_err(|e| io(std::io::Error::other(e.to_string())))?;

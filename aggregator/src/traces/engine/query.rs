@@ -257,7 +257,7 @@ impl TraceQuerier for TraceEngine {
         use crate::selfmetrics::{counter, gauge};
         let c = &self.inner.counters;
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let plain: [(&str, &str, &AtomicU64); 10] = [
+        let plain: [(&str, &str, &AtomicU64); 11] = [
             (
                 "spans_received",
                 "Spans written to the trace WAL.",
@@ -303,6 +303,11 @@ impl TraceQuerier for TraceEngine {
                 "write_errors",
                 "Failed trace WAL or block writes.",
                 &c.write_errors,
+            ),
+            (
+                "spans_foreign",
+                "Spans of agent batches whose trace another member of the pool samples (forwarded to it).",
+                &c.spans_foreign,
             ),
         ];
         for (name, help, v) in plain {

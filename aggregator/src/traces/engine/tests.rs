@@ -394,3 +394,75 @@ async fn searches_agree_with_a_scan_of_every_span() {
         assert_eq!(got, want, "{q:?}");
     }
 }
+
+#[tokio::test]
+async fn foreign_spans_of_a_pool_are_written_apart_never_sampled_and_held_for_the_forwarder() {
+    use crate::durable::feed::{self, Position, Sink};
+    let dir = tempfile::tempdir().expect("dir");
+    let owners = Arc::new(super::super::pool::Owners::new(
+        vec!["http://a:1".into(), "http://b:1".into()],
+        0,
+    ));
+    let hold = WalHold::default();
+    // The forwarder's slot: it has read nothing yet.
+    let forwarder = hold.another();
+    forwarder.set(0);
+    let opts = TraceOptions {
+        pool: Some(owners.clone()),
+        wal_hold: hold,
+        ..TraceOptions::default()
+    };
+    let e = TraceEngine::open(dir.path(), opts).expect("open");
+    for t in 0..40u64 {
+        append(&e, t, trace3(t, T0 + t, 5)).await;
+    }
+    e.decide(Instant::now() + Duration::from_secs(3600))
+        .await
+        .expect("decide");
+    // A cut: the segments it covers stay for the forwarder.
+    e.flush().await.expect("flush");
+    let theirs: Vec<u64> = (0..40).filter(|&t| !owners.is_ours(&id_of(t))).collect();
+    assert!(!theirs.is_empty() && theirs.len() < 40, "{theirs:?}");
+    for t in 0..40u64 {
+        let stored = e.trace(&id_of(t)).expect("trace");
+        let want = if theirs.contains(&t) { 0 } else { 3 };
+        assert_eq!(stored.len(), want, "trace {t}");
+    }
+    struct Collect(Vec<Span>);
+    impl Sink for Collect {
+        fn record(&mut self, payload: &[u8], _: &Path) {
+            self.0
+                .extend(decode_foreign_spans(payload).expect("decodes"));
+        }
+        fn damaged(&mut self, _: &Path, _: usize, _: usize) {
+            panic!("damaged WAL");
+        }
+        fn items(&self) -> usize {
+            self.0.len()
+        }
+    }
+    let mut c = Collect(Vec::new());
+    feed::read(
+        &e.feed(),
+        Position {
+            segment: 0,
+            offset: 0,
+        },
+        usize::MAX,
+        1,
+        &mut c,
+    )
+    .expect("read");
+    assert_eq!(c.0.len(), theirs.len() * 3);
+    assert!(c.0.iter().all(|s| !owners.is_ours(&s.trace_id)));
+    // Stamped with their agent before they leave.
+    assert!(c.0.iter().all(|s| {
+        s.resource
+            .iter()
+            .any(|(k, v)| k == "instance" && v == "host-a")
+    }));
+    assert_eq!(
+        e.counters().spans_foreign.load(Ordering::Relaxed),
+        theirs.len() as u64 * 3
+    );
+}

@@ -11,6 +11,7 @@
 //! - `telltale-bench logs [--records 10000000]`: see [`logs`].
 //! - `telltale-bench traces [--spans 2000000] [--store-spans 2000000]`: see [`traces`] and
 //!   [`tracestore`].
+//! - `telltale-bench fleet [--agents 10000]`: see [`fleet`].
 //! - `telltale-bench chaos [--scale ci|full]` and `telltale-bench soak [--duration 1h]`: see
 //!   [`chaos`] and [`soak`].
 //! - `telltale-bench statsd [--step 5s]`, `telltale-bench sources [--duration 2m]` and
@@ -20,6 +21,7 @@ mod alerting;
 mod chaos;
 mod correlation;
 mod dashboard;
+mod fleet;
 mod forward;
 mod logs;
 mod remediation;
@@ -226,8 +228,13 @@ impl Template {
     }
 
     fn frame(&self, k: u64) -> Vec<u8> {
+        self.frame_at(k, t0() + k as i64 * 1000)
+    }
+
+    /// Batch `k` with every sample at `t_ms`.
+    fn frame_at(&self, k: u64, t_ms: i64) -> Vec<u8> {
         let mut p = self.payload.clone();
-        let t = (t0() as u64 + k * 1000).to_be_bytes();
+        let t = (t_ms as u64).to_be_bytes();
         for &o in &self.ts {
             p[o..o + 8].copy_from_slice(&t);
         }
@@ -515,8 +522,10 @@ fn main() -> anyhow::Result<()> {
         Some("ui") => ui::bench_ui(&args),
         Some("chaos") => chaos::bench_chaos(&args),
         Some("soak") => soak::bench_soak(&args),
+        Some("fleet") => fleet::bench_fleet(&args),
+        Some(fleet::WORKER) => fleet::worker(&args),
         _ => bail!(
-            "usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N] | promql [--rounds N] | dashboard [--hosts N] [--hours N] | statsd [--step 5s] | sources [--duration 2m] [--interval 10s] | hostile [--duration 30s] [--interval 5s] | fuzz [--queries 2000] [--seed N] [--cases] [--show 40] | tsdb [--hosts 50] [--hours 24] [--senders 4] | alerting [--trials 40] | remediation [--trials 10] | logs [--records 10000000] [--rate 10000] [--rss-seconds 60] [--rounds 5] | traces [--spans 2000000] [--senders 2] [--per-request 500] [--store-spans 2000000] [--skip intake,store] | correlation [--scenarios 300] [--seed 1] [--show 15] | ui [--hosts 100] [--hours 6] [--rounds 5] | chaos [--scale ci|full] [--cycles N] [--seed N] | soak [--duration 1h] [--agents 50] [--every 1m] [--out DIR] [--config F] | forward [--hosts 100] [--hours 2] [--senders 4] [--per-body 2000] [--only telltale|vmagent]"
+            "usage: telltale-bench agent [--duration 5m] | ingest [--agents N] [--series N] [--seconds N] | promql [--rounds N] | dashboard [--hosts N] [--hours N] | statsd [--step 5s] | sources [--duration 2m] [--interval 10s] | hostile [--duration 30s] [--interval 5s] | fuzz [--queries 2000] [--seed N] [--cases] [--show 40] | tsdb [--hosts 50] [--hours 24] [--senders 4] | alerting [--trials 40] | remediation [--trials 10] | logs [--records 10000000] [--rate 10000] [--rss-seconds 60] [--rounds 5] | traces [--spans 2000000] [--senders 2] [--per-request 500] [--store-spans 2000000] [--skip intake,store] | correlation [--scenarios 300] [--seed 1] [--show 15] | ui [--hosts 100] [--hours 6] [--rounds 5] | chaos [--scale ci|full] [--cycles N] [--seed N] | soak [--duration 1h] [--agents 50] [--every 1m] [--out DIR] [--config F] | fleet [--agents 10000] [--workers 4] [--series 300] [--interval 10s] [--steady 60s] [--restart kill|term|none] [--down 10s] | forward [--hosts 100] [--hours 2] [--senders 4] [--per-body 2000] [--only telltale|vmagent]"
         ),
     }
 }
