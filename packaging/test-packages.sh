@@ -89,6 +89,7 @@ check "aggregator runs as telltale" sh -c 'pgrep -u telltale -f "^/usr/bin/tellt
 check "agent runs as telltale" sh -c 'pgrep -u telltale -f "^/usr/bin/telltale-agent " >/dev/null'
 check "agent state is owned by telltale" test "$(stat -c %U /var/lib/telltale/agent)" = telltale
 check "aggregator state is owned by telltale" test "$(stat -c %U /var/lib/telltale/aggregator)" = telltale
+check "aggregator's sysctl file installed" grep -q "^net.core.rmem_max = 33554432" /usr/lib/sysctl.d/60-telltale-aggregator.conf
 cleanup
 wait "$agg_pid" "$agent_pid" 2>/dev/null || true
 

@@ -57,12 +57,40 @@ fn quic_endpoint(
     // find out within the few seconds their next packets take to arrive.
     endpoint_cfg.min_reset_interval(std::time::Duration::from_micros(250));
     let socket = std::net::UdpSocket::bind(addr)?;
+    enlarge_receive_buffer(&socket);
     Ok(quinn::Endpoint::new(
         endpoint_cfg,
         Some(server_cfg),
         socket,
         Arc::new(quinn::TokioRuntime),
     )?)
+}
+
+/// What the QUIC socket asks for to receive into. One socket takes every agent's packets; the
+/// kernel's default (208 KiB, about a hundred packets) overflowed when a restarted aggregator's
+/// 10 000 agents came back at once: a third of the datagrams were dropped at the socket,
+/// handshakes and acknowledgements were lost, and agents gave up sessions that were working —
+/// the storm never settled (`telltale-bench fleet`). quic-go asks for 7 MiB for the same reason.
+const QUIC_RECEIVE_BUFFER: usize = 32 << 20;
+
+/// Sets the socket's receive buffer to [`QUIC_RECEIVE_BUFFER`]: beyond `net.core.rmem_max`
+/// when the process may (CAP_NET_ADMIN, as root), else up to it, with a warning that says how
+/// to raise it. Linux reports twice what was set (it counts its bookkeeping).
+fn enlarge_receive_buffer(socket: &std::net::UdpSocket) {
+    use rustix::net::sockopt;
+    if sockopt::set_socket_recv_buffer_size_force(socket, QUIC_RECEIVE_BUFFER).is_err() {
+        let _ = sockopt::set_socket_recv_buffer_size(socket, QUIC_RECEIVE_BUFFER);
+    }
+    match sockopt::socket_recv_buffer_size(socket) {
+        Ok(n) if n < QUIC_RECEIVE_BUFFER => tracing::warn!(
+            bytes = n,
+            wanted = QUIC_RECEIVE_BUFFER,
+            "the QUIC socket's receive buffer is small for a large fleet; raise it with \
+             `sysctl -w net.core.rmem_max={QUIC_RECEIVE_BUFFER}` (the packages' sysctl file does)"
+        ),
+        Ok(n) => tracing::debug!(bytes = n, "QUIC socket receive buffer"),
+        Err(e) => tracing::warn!(error = %e, "cannot read the QUIC socket's receive buffer size"),
+    }
 }
 
 /// Random 8-byte QUIC connection ids that every instance accepts as possibly its own

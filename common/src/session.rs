@@ -83,6 +83,8 @@ pub struct Client {
     in_flight: BTreeMap<u64, (i64, u32)>,
     /// Results sent on this connection (a new connection sends every unacknowledged one).
     results_sent: HashSet<String>,
+    /// When the aggregator last answered anything (`poll`'s clock), `i64::MIN` before.
+    last_heard: i64,
 }
 
 impl Client {
@@ -94,6 +96,7 @@ impl Client {
             max_in_flight: max_in_flight.max(1),
             in_flight: BTreeMap::new(),
             results_sent: HashSet::new(),
+            last_heard: i64::MIN,
         };
         (c, frame(&ClientMessage::Hello(hello.clone())))
     }
@@ -130,6 +133,7 @@ impl Client {
             return Ok(None);
         };
         let m: ServerMessage = codec::decode_payload(&p)?;
+        self.last_heard = now;
         let ev = match (self.state, m) {
             (ClientState::AwaitingWelcome, ServerMessage::Welcome(w)) => {
                 self.state = ClientState::Open;
@@ -196,10 +200,17 @@ impl Client {
         self.in_flight.insert(sequence, (now, samples));
     }
 
-    /// When the oldest unacknowledged batch will have waited `timeout` (the connection is
-    /// stuck then); `None` with nothing in flight.
+    /// When the connection counts as stuck: `timeout` after the oldest unacknowledged batch
+    /// was sent *and* after the aggregator last answered; `None` with nothing in flight.
+    ///
+    /// An aggregator that answers is alive, however slowly: after a restart it works through
+    /// every agent's backlog at once and acknowledgements can lag well past `timeout`.
+    /// Reconnecting then throws away the work in progress, costs a handshake and sends the
+    /// whole window again — the retry storm that kept a restarted 10 000-agent fleet from
+    /// ever settling (`telltale-bench fleet`). A dead one answers nothing.
     pub fn ack_deadline(&self, timeout: i64) -> Option<i64> {
-        self.in_flight.values().map(|s| s.0 + timeout).min()
+        let oldest = self.in_flight.values().map(|s| s.0).min()?;
+        Some(oldest.max(self.last_heard).saturating_add(timeout))
     }
 
     /// The frames of the results not yet sent on this connection.

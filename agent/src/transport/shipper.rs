@@ -73,9 +73,15 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// QUIC retransmits its first packet with growing gaps: a shorter attempt, made again, finds
 /// an aggregator that has just come back sooner than one long attempt.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// A batch unacknowledged this long means the connection is stuck (an aggregator that died
-/// without closing it): reconnect. Acknowledgements normally take milliseconds.
+/// A batch unacknowledged this long, with nothing heard from the aggregator for as long,
+/// means the connection is stuck (an aggregator that died without closing it): reconnect.
+/// Acknowledgements normally take milliseconds; see [`Client::ack_deadline`] for why an
+/// aggregator that still answers is waited for.
 const ACK_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the welcome may take once the QUIC handshake is done. The aggregator is up then;
+/// after a restart it welcomes thousands of agents while it ingests their backlogs, and
+/// giving up early wastes the handshake it already made.
+const WELCOME_TIMEOUT: Duration = ACK_TIMEOUT;
 /// How often an agent on a later aggregator of its list probes the earlier ones. Well inside
 /// the default `AgentDown` rule's minute, so an aggregator back from a restart has its agents
 /// back before it would call them down.
@@ -291,7 +297,7 @@ impl Shipper {
         send.write_all(&hello)
             .await
             .map_err(|e| ShipError::Connect(e.to_string()))?;
-        let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        let first = tokio::time::timeout(WELCOME_TIMEOUT, async {
             loop {
                 if let Some(ev) = client.poll(0)? {
                     return Ok(Some(ev));
@@ -307,10 +313,7 @@ impl Shipper {
         })
         .await
         .map_err(|_| {
-            ShipError::Connect(format!(
-                "no welcome within {}s",
-                HANDSHAKE_TIMEOUT.as_secs()
-            ))
+            ShipError::Connect(format!("no welcome within {}s", WELCOME_TIMEOUT.as_secs()))
         })?;
         match first? {
             Some(ClientEvent::Welcomed { agent }) => {

@@ -350,3 +350,37 @@ fn a_hello_recorded_from_release_0_1_is_accepted() {
         "the hello's encoding changed"
     );
 }
+
+#[test]
+fn a_slow_aggregator_that_answers_is_not_given_up_a_silent_one_is() {
+    let hello = Hello {
+        protocol_version: crate::PROTOCOL_VERSION,
+        agent_version: "t".into(),
+        epoch: 1,
+        capabilities: Vec::new(),
+        actions: Vec::new(),
+        sources: Vec::new(),
+    };
+    let (mut c, _) = Client::new(&hello, 4);
+    c.receive(&Server::welcome("a", 1 << 20)).unwrap();
+    assert!(matches!(c.poll(0), Ok(Some(ClientEvent::Welcomed { .. }))));
+    for seq in 1..=3 {
+        c.sent(seq, 1, 0);
+    }
+    assert_eq!(c.ack_deadline(15_000), Some(15_000));
+    // The first acknowledgement comes late (an aggregator working through a backlog): the
+    // others get the timeout again from then on.
+    c.receive(&frame(&ServerMessage::Ack { sequence: 1 }))
+        .unwrap();
+    assert!(matches!(
+        c.poll(12_000),
+        Ok(Some(ClientEvent::Acked { .. }))
+    ));
+    assert_eq!(c.ack_deadline(15_000), Some(27_000));
+    // A batch sent later does not move the deadline earlier or later: the oldest waits.
+    c.sent(4, 1, 20_000);
+    assert_eq!(c.ack_deadline(15_000), Some(27_000));
+    // Silence from then on: the deadline stays where it is, and passes.
+    assert!(matches!(c.poll(30_000), Ok(None)));
+    assert_eq!(c.ack_deadline(15_000), Some(27_000));
+}
