@@ -1,8 +1,8 @@
 //! ClickHouse, the column store observability stacks use at scale (the "OLAP system" of the
 //! design): the tables Telltale writes, the rows it inserts and the requests that do it, over
 //! ClickHouse's HTTP interface (`INSERT … FORMAT JSONEachRow`). Used by the exporters
-//! (`forward::clickhouse` for log lines, the alerting outbox's `clickhouse_configs` for alert
-//! and incident events).
+//! (`forward::clickhouse` for log lines and spans, its incident archive, the alerting outbox's
+//! `clickhouse_configs` for alert and incident events).
 //!
 //! The schema works on every ClickHouse from 18.16 (Debian 12's package) on: `DateTime`
 //! seconds with a `UInt64` nanosecond (or millisecond) column beside it rather than
@@ -50,6 +50,20 @@
 //!   annotation_names Array(String), annotation_values Array(String),
 //!   body String                               -- the whole notification (JSON), once per row
 //! ) ENGINE = MergeTree PARTITION BY toYYYYMMDD(timestamp) ORDER BY (timestamp, alertname)
+//!
+//! CREATE TABLE telltale.incidents (
+//!   date Date DEFAULT toDate(timestamp),
+//!   timestamp DateTime,                       -- when the incident opened
+//!   source String,                            -- the aggregator ([alerting] external_url)
+//!   id UInt64,                                -- the incident's id on that aggregator
+//!   opened_ms UInt64, updated_ms UInt64,      -- ms; updated: its alerts' last change
+//!   archived_ms UInt64,                       -- ms; the version: the newest one is kept
+//!   acknowledged_ms UInt64, resolved_ms UInt64, -- ms; 0 until then
+//!   status String,                            -- 'open' or 'resolved'
+//!   root_cause String,                        -- the root cause's alertname
+//!   alerts UInt32,
+//!   body String                               -- the incident as /api/v1/incidents shows it
+//! ) ENGINE = ReplacingMergeTree(archived_ms) PARTITION BY toYYYYMM(timestamp) ORDER BY (source, id)
 //! ```
 
 use serde_json::{Map, Value, json};
@@ -82,6 +96,9 @@ pub enum Table {
     Spans,
     /// Alert and incident notifications, a row per alert.
     Events,
+    /// Incidents as `/api/v1/incidents` shows them, a row per version (the archive that
+    /// long-range reports read; see [`crate::forward::clickhouse::incidents`]).
+    Incidents,
 }
 
 impl Table {
@@ -91,6 +108,7 @@ impl Table {
             Table::Logs => "logs",
             Table::Spans => "spans",
             Table::Events => "events",
+            Table::Incidents => "incidents",
         }
     }
 
@@ -146,6 +164,20 @@ impl Table {
                 ("annotation_values", "Array(String)"),
                 ("body", "String"),
             ],
+            Table::Incidents => &[
+                ("timestamp", "DateTime"),
+                ("source", "String"),
+                ("id", "UInt64"),
+                ("opened_ms", "UInt64"),
+                ("updated_ms", "UInt64"),
+                ("archived_ms", "UInt64"),
+                ("acknowledged_ms", "UInt64"),
+                ("resolved_ms", "UInt64"),
+                ("status", "String"),
+                ("root_cause", "String"),
+                ("alerts", "UInt32"),
+                ("body", "String"),
+            ],
         }
     }
 
@@ -154,6 +186,17 @@ impl Table {
             Table::Logs => "(stream, timestamp_ns)",
             Table::Spans => "(service, start_ns)",
             Table::Events => "(timestamp, alertname)",
+            Table::Incidents => "(source, id)",
+        }
+    }
+
+    /// The engine and partitioning: incidents keep their newest version (`archived_ms`) per
+    /// `(source, id)`, in monthly partitions (an incident's opening time never changes, so its
+    /// versions share one); the others are append-only, daily.
+    fn engine(self) -> &'static str {
+        match self {
+            Table::Incidents => "ReplacingMergeTree(archived_ms) PARTITION BY toYYYYMM(timestamp)",
+            _ => "MergeTree PARTITION BY toYYYYMMDD(timestamp)",
         }
     }
 
@@ -172,10 +215,10 @@ impl Table {
             )
             .collect();
         format!(
-            "CREATE TABLE IF NOT EXISTS {database}.{} ({}) ENGINE = MergeTree \
-             PARTITION BY toYYYYMMDD(timestamp) ORDER BY {}",
+            "CREATE TABLE IF NOT EXISTS {database}.{} ({}) ENGINE = {} ORDER BY {}",
             self.name(),
             cols.join(", "),
+            self.engine(),
             self.order_by()
         )
     }

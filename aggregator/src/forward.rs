@@ -43,6 +43,7 @@ pub struct Forwarders {
     hold: WalHold,
     feed: std::sync::OnceLock<WalFeed>,
     clickhouse: Vec<Arc<clickhouse::Exporter>>,
+    incidents: Option<Arc<clickhouse::incidents::Archive>>,
     pool: Option<Arc<pool::Forwarder>>,
 }
 
@@ -72,6 +73,7 @@ impl Forwarders {
             hold,
             feed: std::sync::OnceLock::new(),
             clickhouse: Vec::new(),
+            incidents: None,
             pool: None,
         };
         f.move_hold();
@@ -114,10 +116,17 @@ impl Forwarders {
         opts: Option<&clickhouse::ClickHouseOptions>,
         logs_hold: WalHold,
         traces_hold: WalHold,
+        source: &str,
     ) -> std::io::Result<Forwarders> {
         let Some(o) = opts else {
             return Ok(self);
         };
+        if o.incidents {
+            self.incidents = Some(Arc::new(clickhouse::incidents::Archive::new(
+                o.clone(),
+                source.to_string(),
+            )));
+        }
         for (on, signal, hold) in [
             (o.logs, clickhouse::Signal::Logs, logs_hold),
             (o.spans, clickhouse::Signal::Spans, traces_hold),
@@ -159,6 +168,18 @@ impl Forwarders {
         }
     }
 
+    /// Starts the incident archive, if any, on what `incidents` lists.
+    pub fn start_incidents(&self, incidents: impl Fn() -> Vec<serde_json::Value> + Send + 'static) {
+        if let Some(a) = &self.incidents {
+            tokio::spawn(a.clone().run(incidents));
+        }
+    }
+
+    /// The incident archive, if `[clickhouse]` keeps one.
+    pub fn incident_archive(&self) -> Option<&Arc<clickhouse::incidents::Archive>> {
+        self.incidents.as_ref()
+    }
+
     /// Whether an exporter of `signal` is configured.
     pub fn exports(&self, signal: clickhouse::Signal) -> bool {
         self.clickhouse.iter().any(|c| c.signal == signal)
@@ -190,12 +211,15 @@ impl Forwarders {
 
     /// Whether no queue and no exporter is configured.
     pub fn is_empty(&self) -> bool {
-        self.queues.is_empty() && self.clickhouse.is_empty() && self.pool.is_none()
+        self.queues.is_empty()
+            && self.clickhouse.is_empty()
+            && self.incidents.is_none()
+            && self.pool.is_none()
     }
 
     /// `telltale_aggregator_remote_write_*` for `/metrics`.
     pub fn render_metrics(&self, out: &mut String) {
-        clickhouse::render_metrics(&self.clickhouse, out);
+        clickhouse::render_metrics(&self.clickhouse, self.incidents.as_deref(), out);
         if let Some(p) = &self.pool {
             p.render_metrics(out);
         }

@@ -142,17 +142,28 @@ pub struct Inputs<'a> {
     pub silences: Vec<Value>,
     /// The names of the alerting rules in force.
     pub alert_rules: Vec<String>,
+    /// Why incidents may be missing (the archive could not be read), said in the report.
+    pub archive_note: Option<String>,
 }
 
 /// Makes a report of `kind` over `[start_ms, end_ms]`.
 pub fn make(kind: Kind, inputs: &Inputs, start_ms: i64, end_ms: i64, now_ms: i64) -> Report {
     let started = std::time::Instant::now();
-    let (title, sections, summary) = match kind {
+    let (title, mut sections, mut summary) = match kind {
         Kind::Slo => slo::report(inputs, start_ms, end_ms),
         Kind::Incidents => incidents::report(inputs, start_ms, end_ms),
         Kind::Capacity => capacity::report(inputs, start_ms, end_ms),
         Kind::AlertTuning => tuning::report(inputs, start_ms, end_ms),
     };
+    // A report that may be missing incidents says so, first.
+    if let Some(note) = &inputs.archive_note {
+        if let Some(first) = sections.first_mut() {
+            first.text.insert(0, note.clone());
+        }
+        if let Value::Object(m) = &mut summary {
+            m.insert("archiveNote".into(), Value::String(note.clone()));
+        }
+    }
     crate::selfmetrics::LATENCY
         .report
         .observe(started.elapsed());

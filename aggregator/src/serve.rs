@@ -155,6 +155,7 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
                 cfg.clickhouse.as_ref(),
                 logs_hold,
                 traces_hold.clone(),
+                &cfg.external_url,
             )
         })
         .and_then(|f| f.with_pool(&cfg.data_dir, cfg.trace_pool.as_ref(), &traces_hold))
@@ -307,6 +308,8 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
         storage.clone(),
         cfg.traces.graph_interval,
     ));
+    let archived = alerts.clone();
+    forward.start_incidents(move || archived.incidents("all"));
     let alerts_for_shutdown = alerts.clone();
     let sampler = Arc::new(crate::pipeline::sampler::Sampler::new(metrics.clone()));
     tokio::spawn(sampler.clone().run());

@@ -392,3 +392,173 @@ decision_wait = "1s"
     .unwrap();
     assert_eq!(dropped, 0.0);
 }
+
+/// Incidents are archived into `telltale.incidents` (a new version when acknowledged), and an
+/// incidents report whose range reaches back past the aggregator's 7 days reads the ones it
+/// no longer holds from there — its own only; with ClickHouse down it says what is missing.
+#[test]
+fn incidents_are_archived_and_long_range_reports_read_them_back() {
+    let Some(_) = peer(CLICKHOUSE, "clickhouse-server") else {
+        return;
+    };
+    let (dir, tls) = scratch_with_ca().unwrap();
+    let (ch_http, ch_tcp) = (free_tcp_port(), free_tcp_port());
+    let mut server = start_clickhouse(&dir.path().join("clickhouse"), ch_http, ch_tcp);
+    let source = "http://agg-a.example:9470";
+    let cfg = dir.path().join("agg.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[alerting]\nexternal_url = \"{source}\"\n\n[clickhouse]\nurl = \"http://127.0.0.1:{ch_http}\"\n\
+             logs = false\nspans = false\nincidents_interval = \"300ms\"\n"
+        ),
+    )
+    .unwrap();
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(
+        &rules,
+        "groups: [{name: g, interval: 1s, rules: [{alert: ArchiveTestAlert, expr: 'vector(1)', labels: {severity: critical, instance: db-1}}]}]\n",
+    )
+    .unwrap();
+    let (c, r) = (cfg.display().to_string(), rules.display().to_string());
+    let args = ["--config", &c, "--api-token", TOKEN, "--rules", &r];
+    let agg = start_aggregator(
+        &tls,
+        &dir.path().join("agg"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &args,
+    )
+    .unwrap();
+    let ch_addr: SocketAddr = ([127, 0, 0, 1], ch_http).into();
+    // Empty until the archive has made its table.
+    let archived = |cond: &str| -> Vec<serde_json::Value> {
+        let sql = format!(
+            "SELECT id, source, root_cause, status, opened_ms, acknowledged_ms, body FROM telltale.incidents FINAL WHERE {cond} FORMAT JSONEachRow"
+        );
+        let (st, text) = http_post(ch_addr, "/", "text/plain", sql.as_bytes()).unwrap();
+        if st != 200 {
+            return Vec::new();
+        }
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    // ClickHouse writes 64-bit integers as JSON strings.
+    let num = |v: &serde_json::Value| -> u64 {
+        v.as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .unwrap_or(0)
+    };
+    // The rule's incident is archived, with the aggregator as its source.
+    let row = wait_for(Duration::from_secs(60), || {
+        archived("root_cause = 'ArchiveTestAlert'")
+            .into_iter()
+            .next()
+    })
+    .expect("the incident never reached telltale.incidents");
+    assert_eq!(row["source"], source);
+    assert_eq!(row["status"], "open");
+    assert_eq!(num(&row["acknowledged_ms"]), 0);
+    let id = num(&row["id"]);
+    // Acknowledged: a new version replaces it.
+    let (st, body) = http_post_auth(
+        agg.http,
+        &format!("/api/v1/incidents/{id}/ack"),
+        "application/json",
+        br#"{"by": "ann"}"#,
+        Some(TOKEN),
+    )
+    .unwrap();
+    assert_eq!(st, 200, "{body}");
+    let row = wait_for(Duration::from_secs(30), || {
+        archived(&format!("id = {id}"))
+            .into_iter()
+            .find(|r| num(&r["acknowledged_ms"]) > 0)
+    })
+    .expect("the acknowledgement was not archived");
+    let body: serde_json::Value = serde_json::from_str(row["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["acknowledged"]["by"], "ann");
+    assert_eq!(
+        archived(&format!("id = {id}")).len(),
+        1,
+        "one version after FINAL"
+    );
+
+    // Two incidents from 40 days ago, as an earlier run of this aggregator (and another
+    // aggregator) archived them: the aggregator no longer holds them.
+    let now = telltale_common::model::now_ms();
+    let old = |id: u64, src: &str, cause: &str| {
+        let opened = now - 40 * 86_400_000;
+        let t = |ms: i64| {
+            humantime::format_rfc3339_millis(
+                std::time::UNIX_EPOCH + Duration::from_millis(ms as u64),
+            )
+            .to_string()
+        };
+        let body = serde_json::json!({
+            "id": id.to_string(), "status": "resolved", "openedAt": t(opened),
+            "updatedAt": t(opened + 3_600_000), "resolvedAt": t(opened + 3_600_000),
+            "priority": 1, "rootCause": {"alertname": cause, "labels": {}},
+            "acknowledged": {"by": "bob", "at": t(opened + 600_000)},
+            "alerts": [{"labels": {"alertname": cause}}], "timeline": [],
+        });
+        serde_json::json!({
+            "timestamp": opened / 1000, "source": src, "id": id, "opened_ms": opened,
+            "updated_ms": opened + 3_600_000, "archived_ms": opened + 3_600_000,
+            "acknowledged_ms": opened + 600_000, "resolved_ms": opened + 3_600_000,
+            "status": "resolved", "root_cause": cause, "alerts": 1, "body": body.to_string(),
+        })
+        .to_string()
+    };
+    let rows = format!(
+        "{}\n{}\n",
+        old(900_001, source, "OldDiskFull"),
+        old(900_002, "http://agg-b.example:9470", "OtherAggregators")
+    );
+    let (st, text) = http_post(
+        ch_addr,
+        "/?query=INSERT%20INTO%20telltale.incidents%20FORMAT%20JSONEachRow",
+        "text/plain",
+        rows.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(st, 200, "{text}");
+
+    let report = |range: &str| -> serde_json::Value {
+        let (st, body) = http_get(
+            agg.http,
+            &format!("/api/v1/reports/render?kind=incidents&range={range}&format=json"),
+        )
+        .unwrap();
+        assert_eq!(st, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["data"].clone()
+    };
+    // 60 days: the live incident and this aggregator's old one, not the other's.
+    let long = report("60d");
+    assert_eq!(long["summary"]["incidents"], 2, "{}", long["summary"]);
+    assert_eq!(long["summary"]["acknowledged"], 2);
+    assert_eq!(long["summary"]["rootCauses"]["OldDiskFull"], 1);
+    assert!(
+        long["summary"]["rootCauses"]
+            .get("OtherAggregators")
+            .is_none()
+    );
+    assert!(long["summary"].get("archiveNote").is_none());
+    // 7 days: the aggregator's own state; the archive is not read.
+    assert_eq!(report("7d")["summary"]["incidents"], 1);
+
+    // ClickHouse down: the long report is still made, from what the aggregator holds, and
+    // says what may be missing.
+    server.kill();
+    let long = report("60d");
+    assert_eq!(long["summary"]["incidents"], 1);
+    let note = long["summary"]["archiveNote"].as_str().unwrap_or("");
+    assert!(note.contains("could not be read"), "{}", long["summary"]);
+    let sent = metric(
+        agg.http,
+        "telltale_aggregator_clickhouse_rows_sent_total{table=\"incidents\"}",
+    )
+    .unwrap();
+    assert!(sent >= 2.0, "incident versions archived: {sent}");
+}

@@ -21,7 +21,13 @@ use crate::report::{Inputs, Kind, Report, render};
 /// Makes a report from what the aggregator keeps (blocking: run it off the runtime). Only the
 /// records its kind reads are gathered: an SLO or capacity report does not render every
 /// incident.
-pub fn make(st: &ApiState, kind: Kind, start: i64, end: i64) -> Report {
+pub fn make(
+    st: &ApiState,
+    kind: Kind,
+    start: i64,
+    end: i64,
+    archived: Option<Result<Vec<serde_json::Value>, String>>,
+) -> Report {
     let slos = st.slos();
     let tuning = kind == Kind::AlertTuning;
     let alert_rules = if tuning {
@@ -35,11 +41,22 @@ pub fn make(st: &ApiState, kind: Kind, start: i64, end: i64) -> Report {
     } else {
         Vec::new()
     };
-    let incidents = if tuning || kind == Kind::Incidents {
+    let mut incidents = if tuning || kind == Kind::Incidents {
         st.alerts.incidents("all")
     } else {
         Vec::new()
     };
+    let mut archive_note = None;
+    match archived {
+        Some(Ok(a)) => incidents = crate::forward::clickhouse::incidents::merge(incidents, a),
+        Some(Err(e)) => {
+            archive_note = Some(format!(
+                "The incident archive in ClickHouse could not be read ({e}): incidents resolved \
+                 more than 7 days ago are missing."
+            ))
+        }
+        None => {}
+    }
     let remediations = if kind == Kind::Incidents {
         st.remediation
             .remediations(&crate::remediate::driver::RemediationFilter::default())
@@ -57,8 +74,25 @@ pub fn make(st: &ApiState, kind: Kind, start: i64, end: i64) -> Report {
             Vec::new()
         },
         alert_rules,
+        archive_note,
     };
     crate::report::make(kind, &inputs, start, end, now_ms())
+}
+
+/// Incidents the aggregator no longer holds may be in the ClickHouse archive: read when the
+/// range reaches back past what it keeps (7 days after resolution).
+async fn archived(
+    st: &ApiState,
+    kind: Kind,
+    start: i64,
+    end: i64,
+) -> Option<Result<Vec<serde_json::Value>, String>> {
+    let archive = st.forward.incident_archive()?;
+    let reads = matches!(kind, Kind::Incidents | Kind::AlertTuning);
+    if !reads || start >= now_ms() - 7 * 86_400_000 {
+        return None;
+    }
+    Some(archive.read(start, end).await.map_err(|e| e.to_string()))
 }
 
 /// A report in the format asked for (`json`, `md` or `html`).
@@ -105,7 +139,8 @@ fn request(p: &Params) -> Result<(Kind, i64, i64), ApiError> {
 }
 
 async fn made(st: Arc<ApiState>, kind: Kind, start: i64, end: i64) -> Result<Report, ApiError> {
-    tokio::task::spawn_blocking(move || make(&st, kind, start, end))
+    let old = archived(&st, kind, start, end).await;
+    tokio::task::spawn_blocking(move || make(&st, kind, start, end, old))
         .await
         .map_err(|e| ApiError::internal(format!("the report stopped: {e}")))
 }

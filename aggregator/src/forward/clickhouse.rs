@@ -19,6 +19,7 @@
 //! Alert and incident events are not read here: the alerting outbox delivers them
 //! (`clickhouse_configs` in the routing file), with its own durability.
 
+pub mod incidents;
 pub mod options;
 
 use std::fmt::Write;
@@ -288,12 +289,52 @@ impl Exporter {
 
 /// `telltale_aggregator_clickhouse_*` for `/metrics`, a family per metric with a series per
 /// exporter.
-pub fn render_metrics(exporters: &[Arc<Exporter>], out: &mut String) {
-    let Some(first) = exporters.first() else {
-        return;
-    };
+pub fn render_metrics(
+    exporters: &[Arc<Exporter>],
+    archive: Option<&incidents::Archive>,
+    out: &mut String,
+) {
     let all: Vec<_> = exporters.iter().map(|e| e.metric_values()).collect();
-    for (i, (name, kind, help, _)) in first.metric_values().into_iter().enumerate() {
+    // The incident archive has the counters, not the WAL's figures.
+    let archived = archive.map(|a| {
+        let c = &a.counters;
+        [
+            Some(c.rows_sent.load(Ordering::Relaxed)),
+            None,
+            Some(c.failures.load(Ordering::Relaxed)),
+            Some(c.bytes_sent.load(Ordering::Relaxed)),
+            None,
+            None,
+            None,
+        ]
+    });
+    let families: Vec<(&str, &str, &str)> = match all.first() {
+        Some(v) => v.iter().map(|(n, k, h, _)| (*n, *k, *h)).collect(),
+        None if archived.is_some() => vec![
+            (
+                "rows_sent_total",
+                "counter",
+                "Rows ClickHouse acknowledged.",
+            ),
+            ("", "", ""),
+            (
+                "insert_failures_total",
+                "counter",
+                "Inserts that failed and were retried.",
+            ),
+            (
+                "sent_bytes_total",
+                "counter",
+                "Insert body bytes acknowledged.",
+            ),
+        ],
+        None => return,
+    };
+    for (i, (name, kind, help)) in families.into_iter().enumerate() {
+        let value = archived.as_ref().and_then(|a| a.get(i).copied().flatten());
+        if name.is_empty() || (all.is_empty() && value.is_none()) {
+            continue;
+        }
         let name = format!("telltale_aggregator_clickhouse_{name}");
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (e, values) in exporters.iter().zip(&all) {
@@ -303,6 +344,9 @@ pub fn render_metrics(exporters: &[Arc<Exporter>], out: &mut String) {
                 e.signal.name(),
                 values[i].3
             );
+        }
+        if let Some(v) = value {
+            let _ = writeln!(out, "{name}{{table=\"incidents\"}} {v}");
         }
     }
 }

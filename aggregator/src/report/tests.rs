@@ -43,6 +43,7 @@ fn inputs<'a>(engine: &'a Engine, slos: &'a [crate::slo::Slo]) -> Inputs<'a> {
         remediations: Vec::new(),
         silences: Vec::new(),
         alert_rules: Vec::new(),
+        archive_note: None,
     }
 }
 

@@ -9,6 +9,8 @@
 //! timeout = "30s"
 //! logs = true                             # export every stored log line (default true)
 //! spans = true                            # export the spans of kept traces (default true)
+//! incidents = true                        # archive incidents for long-range reports (default
+//!                                         # true); incidents_interval = "10s" between syncs
 //! max_rows_per_insert = 10000
 //! batch_send_deadline = "1s"              # a partial batch waits at most this long
 //! min_backoff = "100ms"                   # failed inserts are retried, doubling, without end
@@ -52,6 +54,11 @@ pub struct ClickHouseSection {
     pub logs: Option<bool>,
     /// Export the spans of kept traces (default true).
     pub spans: Option<bool>,
+    /// Archive incidents into `<database>.incidents` (default true).
+    pub incidents: Option<bool>,
+    /// How often new and changed incidents are archived (default 10s).
+    #[serde(default, deserialize_with = "humantime_duration_opt")]
+    pub incidents_interval: Option<Duration>,
     /// Create the database and tables at start (default true).
     pub create_tables: Option<bool>,
     /// Rows per insert (default 10000, 1 to 1 000 000).
@@ -85,6 +92,10 @@ pub struct ClickHouseOptions {
     pub logs: bool,
     /// Whether the spans of kept traces are exported.
     pub spans: bool,
+    /// Whether incidents are archived.
+    pub incidents: bool,
+    /// How often the incident archive syncs.
+    pub incidents_interval: Duration,
     /// Whether the database and tables are created at start.
     pub create_tables: bool,
     /// Rows per insert.
@@ -141,6 +152,13 @@ pub fn validate(file: &Path, s: &ClickHouseSection) -> Result<ClickHouseOptions,
     if batch_send_deadline < Duration::from_millis(10) {
         return Err(bad("batch_send_deadline", "must be at least 10ms".into()));
     }
+    let incidents_interval = s.incidents_interval.unwrap_or(Duration::from_secs(10));
+    if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&incidents_interval) {
+        return Err(bad(
+            "incidents_interval",
+            "use 100ms to 1h (resolved incidents stay 7 days on the aggregator)".into(),
+        ));
+    }
     Ok(ClickHouseOptions {
         url,
         client,
@@ -148,6 +166,8 @@ pub fn validate(file: &Path, s: &ClickHouseSection) -> Result<ClickHouseOptions,
         database,
         logs: s.logs.unwrap_or(true),
         spans: s.spans.unwrap_or(true),
+        incidents: s.incidents.unwrap_or(true),
+        incidents_interval,
         create_tables: s.create_tables.unwrap_or(true),
         max_rows_per_insert,
         batch_send_deadline,
