@@ -100,7 +100,7 @@ fn now_ms() -> u64 {
 type LabelCache = rustc_hash::FxHashMap<u32, Option<Arc<[u8]>>>;
 
 /// A series' encoded labels and its samples of a round.
-type Encoded = (Arc<[u8]>, Vec<Sample>);
+type Encoded<'a> = (Arc<[u8]>, &'a [Sample]);
 
 /// Rounds sent and not yet wholly acknowledged, oldest first, shared by the reader and the
 /// shard workers.
@@ -402,17 +402,19 @@ fn encode_shards(
     labels: &mut LabelCache,
     batch: WalRead,
 ) -> Vec<(usize, Vec<u8>, u64)> {
-    // Series in order of first appearance per shard, samples in WAL order.
-    let mut shards: Vec<Vec<Encoded>> = vec![Vec::new(); opts.shards];
-    let mut slot: rustc_hash::FxHashMap<u32, (usize, usize)> = Default::default();
     if labels.len() > 1_000_000 {
         labels.clear();
     }
-    for (id, s) in batch.points {
-        if let Some(&(sh, i)) = slot.get(&id) {
-            shards[sh][i].1.push(s);
-            continue;
-        }
+    // Series by id, each one's samples in WAL order (the sort is stable; the WAL's records
+    // are runs of series, which it merges), then the samples of a series are one slice.
+    let mut points = batch.points;
+    points.sort_by_key(|p| p.0);
+    let (ids, samples): (Vec<u32>, Vec<Sample>) = points.into_iter().unzip();
+    let mut shards: Vec<Vec<Encoded<'_>>> = vec![Vec::new(); opts.shards];
+    let mut i = 0;
+    while i < ids.len() {
+        let id = ids[i];
+        let end = i + ids[i..].iter().take_while(|&&x| x == id).count();
         let enc = labels
             .entry(id)
             .or_insert_with(|| {
@@ -421,28 +423,27 @@ fn encode_shards(
                     .map(Arc::from)
             })
             .clone();
-        let Some(enc) = enc else {
-            continue;
-        };
-        let sh = id as usize % opts.shards;
-        slot.insert(id, (sh, shards[sh].len()));
-        shards[sh].push((enc, vec![s]));
+        if let Some(enc) = enc {
+            shards[id as usize % opts.shards].push((enc, &samples[i..end]));
+        }
+        i = end;
     }
-    for (l, samples) in batch.labelled {
-        if let Some(enc) = encode_labels(opts, &l) {
+    for (l, samples) in &batch.labelled {
+        if let Some(enc) = encode_labels(opts, l) {
             shards[0].push((Arc::from(enc), samples));
         }
     }
+    // One encoder (its hash table) and one request buffer for every shard of the round.
+    let mut snappy = snap::raw::Encoder::new();
+    let mut raw = Vec::new();
     shards
         .into_iter()
         .enumerate()
         .filter(|(_, s)| !s.is_empty())
         .map(|(shard, series)| {
             let n: usize = series.iter().map(|(_, s)| s.len()).sum();
-            let raw = encode_request(&series);
-            let body = snap::raw::Encoder::new()
-                .compress_vec(&raw)
-                .unwrap_or_default();
+            encode_request(&series, &mut raw);
+            let body = snappy.compress_vec(&raw).unwrap_or_default();
             (shard, body, n as u64)
         })
         .collect()
@@ -465,24 +466,50 @@ fn encode_labels(opts: &RemoteWriteOptions, l: &Labels) -> Option<Vec<u8>> {
 }
 
 /// `WriteRequest { repeated TimeSeries timeseries = 1 }` from encoded labels and samples
-/// (`Sample { double value = 1; int64 timestamp = 2 }`).
-fn encode_request(series: &[Encoded]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut ts = Vec::new();
-    for (labels, samples) in series {
-        ts.clear();
-        ts.extend_from_slice(labels);
-        for s in samples {
-            let mut sample = [0u8; 21];
-            sample[0] = 0x09;
-            sample[1..9].copy_from_slice(&s.1.to_bits().to_le_bytes());
-            sample[9] = 0x10;
-            let n = varint_into(&mut sample[10..], s.0 as u64);
-            put_bytes(&mut ts, 2, &sample[..10 + n]);
+/// (`Sample { double value = 1; int64 timestamp = 2 }`), into `out` (cleared first). Each
+/// `TimeSeries` is written in place: its length is known before its bytes.
+fn encode_request(series: &[Encoded<'_>], out: &mut Vec<u8>) {
+    out.clear();
+    let sample_len = |s: &Sample| 10 + varint_len(s.0 as u64);
+    let ts_len = |(labels, samples): &Encoded<'_>| {
+        labels.len()
+            + samples
+                .iter()
+                .map(|s| 1 + varint_len(sample_len(s) as u64) + sample_len(s))
+                .sum::<usize>()
+    };
+    out.reserve(
+        series
+            .iter()
+            .map(|e| {
+                let n = ts_len(e);
+                1 + varint_len(n as u64) + n
+            })
+            .sum(),
+    );
+    let mut v = [0u8; 10];
+    for e in series {
+        let (labels, samples) = e;
+        out.push(1 << 3 | 2);
+        let n = varint_into(&mut v, ts_len(e) as u64);
+        out.extend_from_slice(&v[..n]);
+        out.extend_from_slice(labels);
+        for s in samples.iter() {
+            let mut sample = [0u8; 22];
+            sample[0] = 2 << 3 | 2;
+            sample[2] = 0x09;
+            sample[3..11].copy_from_slice(&s.1.to_bits().to_le_bytes());
+            sample[11] = 0x10;
+            let n = varint_into(&mut sample[12..], s.0 as u64);
+            // Sample lengths are 11 to 20 bytes: one varint byte.
+            sample[1] = (10 + n) as u8;
+            out.extend_from_slice(&sample[..12 + n]);
         }
-        put_bytes(&mut out, 1, &ts);
     }
-    out
+}
+
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 fn put_bytes(out: &mut Vec<u8>, field: u8, b: &[u8]) {
@@ -537,8 +564,9 @@ mod tests {
                 let samples: Vec<Sample> = s.iter().map(|(t, v)| Sample(*t, f64::from_bits(*v))).collect();
                 input.push((labels, enc, samples));
             }
-            let enc: Vec<Encoded> = input.iter().map(|(_, e, s)| (e.clone(), s.clone())).collect();
-            let raw = encode_request(&enc);
+            let enc: Vec<Encoded<'_>> = input.iter().map(|(_, e, s)| (e.clone(), s.as_slice())).collect();
+            let mut raw = Vec::new();
+            encode_request(&enc, &mut raw);
             let back: crate::metrics::remote_write::WriteRequest = prost::Message::decode(raw.as_slice()).unwrap();
             proptest::prop_assert_eq!(back.timeseries.len(), input.len());
             for (ts, (labels, _, samples)) in back.timeseries.iter().zip(&input) {
