@@ -461,7 +461,8 @@ fn pairs(v: Option<&Value>) -> (Vec<String>, Vec<String>) {
         .unwrap_or_default()
 }
 
-fn ms(v: Option<&Value>) -> u64 {
+/// An RFC 3339 time as Unix milliseconds; 0 when absent, unparsable or Go's zero time.
+pub fn ms(v: Option<&Value>) -> u64 {
     v.and_then(Value::as_str)
         .and_then(|s| humantime::parse_rfc3339(s).ok())
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())

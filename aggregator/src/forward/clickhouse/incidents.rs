@@ -46,11 +46,7 @@ pub struct Archive {
 }
 
 fn ms(v: &Value, ptr: &str) -> i64 {
-    v.pointer(ptr)
-        .and_then(Value::as_str)
-        .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis() as i64)
+    clickhouse::ms(v.pointer(ptr)) as i64
 }
 
 /// A ClickHouse string literal.
