@@ -93,31 +93,6 @@ fn enlarge_receive_buffer(socket: &std::net::UdpSocket) {
     }
 }
 
-#[cfg(test)]
-mod receive_buffer_tests {
-    use super::*;
-
-    /// The socket gets the buffer asked for, or as much of it as `net.core.rmem_max` allows
-    /// (Linux reports twice what was set); the kernel's default is far below either.
-    #[test]
-    fn the_quic_socket_asks_for_a_large_receive_buffer() {
-        let Ok(socket) = std::net::UdpSocket::bind("127.0.0.1:0") else {
-            return;
-        };
-        enlarge_receive_buffer(&socket);
-        let got = rustix::net::sockopt::socket_recv_buffer_size(&socket).unwrap_or(0);
-        let max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(QUIC_RECEIVE_BUFFER);
-        let want = 2 * QUIC_RECEIVE_BUFFER.min(max);
-        assert!(
-            got >= want,
-            "receive buffer {got} bytes, want at least {want}"
-        );
-    }
-}
-
 /// Random 8-byte QUIC connection ids that every instance accepts as possibly its own
 /// (`validate` keeps its default), so a packet for a connection of an earlier instance is
 /// answered with a stateless reset instead of being dropped.
@@ -641,5 +616,30 @@ async fn trace_graph(
             alerts.learn_topology(&topology.calls, &topology.hosts);
         }
         store_own(&storage, "service graph", series, Vec::new()).await;
+    }
+}
+
+#[cfg(test)]
+mod receive_buffer_tests {
+    use super::*;
+
+    /// The socket gets the buffer asked for, or as much of it as `net.core.rmem_max` allows
+    /// (Linux reports twice what was set); the kernel's default is far below either.
+    #[test]
+    fn the_quic_socket_asks_for_a_large_receive_buffer() {
+        let Ok(socket) = std::net::UdpSocket::bind("127.0.0.1:0") else {
+            return;
+        };
+        enlarge_receive_buffer(&socket);
+        let got = rustix::net::sockopt::socket_recv_buffer_size(&socket).unwrap_or(0);
+        let max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(QUIC_RECEIVE_BUFFER);
+        let want = 2 * QUIC_RECEIVE_BUFFER.min(max);
+        assert!(
+            got >= want,
+            "receive buffer {got} bytes, want at least {want}"
+        );
     }
 }
