@@ -2,6 +2,7 @@
 //! them down on SIGINT or SIGTERM.
 
 pub mod https;
+pub mod memory;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -115,6 +116,18 @@ impl quinn::ConnectionIdGenerator for AnyInstanceCids {
 /// Runs the aggregator until a shutdown signal.
 pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     crate::api::status::started();
+    // Resident memory follows the live heap, not its largest peak (serve/memory.rs).
+    if !memory::configure() {
+        tracing::debug!("the allocator's mmap threshold is not adjustable here");
+    }
+    tokio::spawn(async {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(30));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let _ = tokio::task::spawn_blocking(memory::trim).await;
+        }
+    });
     let tls = TlsPaths {
         ca: cfg.tls_dir.join(CaFiles::CA_CERT),
         cert: cfg.tls_dir.join(CaFiles::SERVER_CERT),

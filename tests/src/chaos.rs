@@ -129,6 +129,8 @@ pub struct NetReport {
     pub connects: u64,
     /// What the proxy did.
     pub proxy: ProxyStats,
+    /// The agent's log lines about its connection and backlog (for a failing run).
+    pub agent_log: Vec<String>,
 }
 
 /// One agent at 1 s through the fault proxy: loss, then a partition, then high latency, then
@@ -201,6 +203,16 @@ pub fn network(plan: &NetPlan, seed: u64) -> anyhow::Result<NetReport> {
             .filter(|l| l.contains(" connected") && l.contains("backlog="))
             .count() as u64,
         proxy: proxy.stats(),
+        agent_log: agent
+            .log()
+            .lines()
+            .filter(|l| {
+                ["connect", "backlog", "gave up", "giving up", "session", "adaptive"]
+                    .iter()
+                    .any(|w| l.contains(w))
+            })
+            .map(String::from)
+            .collect(),
     })
 }
 

@@ -195,8 +195,15 @@ pub fn start_aggregator(
 /// waits until it listens.
 pub fn start_aggregator_command(cmd: Command) -> anyhow::Result<Aggregator> {
     let (proc, stdout) = Proc::spawn(cmd, "aggregator")?;
+    // The first line with `http=` (a wrapper such as heaptrack prints lines of its own first).
+    let mut reader = BufReader::new(stdout);
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
+    for _ in 0..20 {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 || line.contains("http=") {
+            break;
+        }
+    }
     let parse = |key: &str| -> anyhow::Result<SocketAddr> {
         line.split_whitespace()
             .find_map(|w| w.strip_prefix(key))

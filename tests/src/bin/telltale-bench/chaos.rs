@@ -1,4 +1,5 @@
-//! `telltale-bench chaos [--scale ci|full] [--cycles N] [--seed N]`: the reliability suite
+//! `telltale-bench chaos [--scale ci|full] [--cycles N] [--seed N] [--loss D] [--partition D]
+//! [--latency D] [--only network]`: the reliability suite
 //! (`telltale_tests::chaos`) with its counted figures as the README's table. `ci` is the size
 //! the tests run (network phases of 40 s / 30 s / 25 s, 10 kill cycles); `full` is the issue's
 //! size (10 minutes at 10 % loss, a 5-minute partition, 5 minutes at 500 ms, 100 cycles).
@@ -33,6 +34,22 @@ pub fn bench_chaos(args: &[String]) -> anyhow::Result<()> {
         other => bail!("--scale ci|full, not {other}"),
     };
     let cycles: usize = arg(args, "--cycles", cycles);
+    // `--loss D --partition D --latency D` override the network phases; `--only network`
+    // runs that scenario alone.
+    let phase = |flag: &str, d: Duration| -> anyhow::Result<Duration> {
+        let v: String = arg(args, flag, String::new());
+        Ok(if v.is_empty() {
+            d
+        } else {
+            humantime::parse_duration(&v)?
+        })
+    };
+    let plan = NetPlan {
+        loss: phase("--loss", plan.loss)?,
+        partition: phase("--partition", plan.partition)?,
+        latency: phase("--latency", plan.latency)?,
+    };
+    let only: String = arg(args, "--only", String::new());
     let seed: u64 = arg(args, "--seed", telltale_common::model::now_ms() as u64);
     eprintln!("seed {seed}, scale {scale}");
     let started = Instant::now();
@@ -57,6 +74,16 @@ pub fn bench_chaos(args: &[String]) -> anyhow::Result<()> {
         n.proxy.reordered
     ));
     eprintln!("{}", rows.last().map(String::as_str).unwrap_or(""));
+    if n.missing > 0 || n.drain_s.is_none() || only == "network" {
+        eprintln!("the agent's connection and backlog log:");
+        for l in n.agent_log.iter().take(60) {
+            eprintln!("  {l}");
+        }
+    }
+    if only == "network" {
+        println!("{}", rows.join("\n"));
+        return Ok(());
+    }
     let r = chaos::aggregator_crash_loop(cycles, seed)?;
     rows.push(crash_row(
         "SIGKILL the aggregator (agent at 1 s + remote_write)",
