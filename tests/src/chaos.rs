@@ -97,7 +97,9 @@ impl NetPlan {
         NetPlan {
             loss: Duration::from_secs(40),
             partition: Duration::from_secs(30),
-            latency: Duration::from_secs(25),
+            // Long enough to reconnect (a retry every 5–10 s) and drain the partition's
+            // backlog at a 1 s round trip, which the run checks before healing.
+            latency: Duration::from_secs(40),
         }
     }
     /// The size: 10 minutes of loss, a 5-minute partition, 5 minutes at 500 ms.
@@ -119,6 +121,9 @@ pub struct NetReport {
     pub expected: u64,
     /// Of them, missing after the drain.
     pub missing: u64,
+    /// Intervals up to 5 s before healing that were not stored when the latency phase ended
+    /// (the backlog of the partition must drain at 500 ms, not wait for a healed path).
+    pub missing_before_heal: u64,
     /// Samples stored onto an existing timestamp (a batch stored twice).
     pub overwritten: u64,
     /// Replayed batches the aggregator recognised and did not store again.
@@ -170,6 +175,19 @@ pub fn network(plan: &NetPlan, seed: u64) -> anyhow::Result<NetReport> {
         ..Faults::default()
     });
     std::thread::sleep(plan.latency);
+    // Still at 500 ms: the backlog must have drained through the slow path, not wait for
+    // healing (the last 5 s may still be on their way).
+    let before_heal = telltale_common::model::now_ms();
+    let missing_before_heal = collection_times(agg.http, "netagent", t0.elapsed().as_secs() + 60)
+        .map(|ts| {
+            let ts: Vec<i64> = ts
+                .into_iter()
+                .filter(|&t| t >= first && t <= before_heal - 5000)
+                .collect();
+            let tail = ts.last().map_or(before_heal - first, |&l| before_heal - 5000 - l);
+            missing_intervals(&ts, 1000) + (tail.max(0) / 1000) as u64
+        })
+        .unwrap_or(u64::MAX);
     proxy.set(Faults::default());
     let healed = telltale_common::model::now_ms();
     let healed_at = Instant::now();
@@ -194,6 +212,7 @@ pub fn network(plan: &NetPlan, seed: u64) -> anyhow::Result<NetReport> {
         seed,
         expected,
         missing: missing_intervals(&ts, 1000),
+        missing_before_heal,
         overwritten: counter(agg.http, "telltale_aggregator_samples_overwritten_total") as u64,
         deduplicated: counter(agg.http, "telltale_aggregator_duplicate_batches_total") as u64,
         drain_s,

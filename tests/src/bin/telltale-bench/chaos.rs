@@ -59,13 +59,18 @@ pub fn bench_chaos(args: &[String]) -> anyhow::Result<()> {
     ];
     let n = chaos::network(&plan, seed)?;
     rows.push(format!(
-        "| network: 10 % loss (+2 % duplicated, 5 % reordered), partition, 500 ms latency | {} s + {} s + {} s at 1 s collection | {} of {} intervals missing, {} stored twice; drained {} after healing; {} connections; proxy dropped {} of {} packets, duplicated {}, reordered {} |",
+        "| network: 10 % loss (+2 % duplicated, 5 % reordered), partition, 500 ms latency | {} s + {} s + {} s at 1 s collection | {} of {} intervals missing, {} stored twice; backlog drained at 500 ms: {}; drained {} after healing; {} connections; proxy dropped {} of {} packets, duplicated {}, reordered {} |",
         plan.loss.as_secs(),
         plan.partition.as_secs(),
         plan.latency.as_secs(),
         n.missing,
         n.expected,
         n.overwritten,
+        if n.missing_before_heal == 0 {
+            "yes".to_string()
+        } else {
+            format!("no, {} intervals missing at the end of it", n.missing_before_heal)
+        },
         n.drain_s.map_or("never".into(), |s| format!("in {s:.1} s")),
         n.connects,
         n.proxy.dropped,
