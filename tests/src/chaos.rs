@@ -184,7 +184,9 @@ pub fn network(plan: &NetPlan, seed: u64) -> anyhow::Result<NetReport> {
                 .into_iter()
                 .filter(|&t| t >= first && t <= before_heal - 5000)
                 .collect();
-            let tail = ts.last().map_or(before_heal - first, |&l| before_heal - 5000 - l);
+            let tail = ts
+                .last()
+                .map_or(before_heal - first, |&l| before_heal - 5000 - l);
             missing_intervals(&ts, 1000) + (tail.max(0) / 1000) as u64
         })
         .unwrap_or(u64::MAX);
@@ -226,9 +228,16 @@ pub fn network(plan: &NetPlan, seed: u64) -> anyhow::Result<NetReport> {
             .log()
             .lines()
             .filter(|l| {
-                ["connect", "backlog", "gave up", "giving up", "session", "adaptive"]
-                    .iter()
-                    .any(|w| l.contains(w))
+                [
+                    "connect",
+                    "backlog",
+                    "gave up",
+                    "giving up",
+                    "session",
+                    "adaptive",
+                ]
+                .iter()
+                .any(|w| l.contains(w))
             })
             .map(String::from)
             .collect(),

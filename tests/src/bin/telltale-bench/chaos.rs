@@ -1,7 +1,7 @@
 //! `telltale-bench chaos [--scale ci|full] [--cycles N] [--seed N] [--loss D] [--partition D]
 //! [--latency D] [--only network]`: the reliability suite
 //! (`telltale_tests::chaos`) with its counted figures as the README's table. `ci` is the size
-//! the tests run (network phases of 40 s / 30 s / 25 s, 10 kill cycles); `full` is the issue's
+//! the tests run (network phases of 40 s / 30 s / 40 s, 10 kill cycles); `full` is the issue's
 //! size (10 minutes at 10 % loss, a 5-minute partition, 5 minutes at 500 ms, 100 cycles).
 //! Full disks need root (a tmpfs); clock jumps need Debian's `faketime`.
 

@@ -5,10 +5,11 @@
 //! memory, open descriptors and data directory size sampled every `every`. Reported: growth of
 //! RSS and descriptors from the sample at minute 10 (a sixth of the run when shorter) to the
 //! end, and between the means of the first and the last fifth of that stretch (the goal,
-//! ≤ 5 %: a single pair of samples compares phases of maintenance's saw-tooth), the data directory's growth per minute in the first and second half
-//! after that sample (equal when the disk grows as retention predicts: linearly, nothing
-//! deleted within an hour of the default 15 days), and `soak.csv` + `soak.svg` (three panels over time) in `--out` (default
-//! `target/soak`).
+//! ≤ 5 %: a single pair of samples compares phases of maintenance's saw-tooth), the data
+//! directory's growth per minute in the first and second half after that sample (equal when
+//! the disk grows as retention predicts: linearly, nothing deleted within an hour of the
+//! default 15 days), and `soak.csv` + `soak.svg` (three panels over time) in `--out` (default
+//! `target/soak`). `--wrap heaptrack` runs the aggregator under a heap profiler.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -66,7 +67,12 @@ pub fn bench_soak(args: &[String]) -> anyhow::Result<()> {
             .arg(&s.tls)
             .arg("--data-dir")
             .arg(&data)
-            .args(["--http-listen", "127.0.0.1:0", "--quic-listen", "127.0.0.1:0"])
+            .args([
+                "--http-listen",
+                "127.0.0.1:0",
+                "--quic-listen",
+                "127.0.0.1:0",
+            ])
             .args(&extra);
         start_aggregator_command(cmd)?
     };
@@ -225,7 +231,9 @@ fn stop_children(parent: u32) {
         })
         .collect();
     for pid in &children {
-        let _ = std::process::Command::new("kill").args(["-TERM", pid]).status();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", pid])
+            .status();
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline
