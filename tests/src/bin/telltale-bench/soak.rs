@@ -209,6 +209,20 @@ pub fn bench_soak(args: &[String]) -> anyhow::Result<()> {
         b.0,
         rate(&mid, &last)
     );
+    // The data directory has its own saw-tooth (WAL segments truncated at head cuts, level-0
+    // blocks merged): the same rates between the means of the first, middle and last fifth.
+    let disk = |from: f64, to: f64| mean(from, to, |r| r.3 as f64 / 1048576.0);
+    let middle = (b.0 + last.0) / 2.0;
+    let (d_a, d_m, d_z) = (
+        disk(b.0, b.0 + span),
+        disk(middle - span / 2.0, middle + span / 2.0),
+        disk(last.0 - span, last.0),
+    );
+    println!(
+        "disk, means of fifths: {d_a:.1} → {d_m:.1} → {d_z:.1} MiB, growing {:.2} then {:.2} MiB/min",
+        (d_m - d_a) / (middle - b.0 - span / 2.0).max(1e-9),
+        (d_z - d_m) / (last.0 - middle - span / 2.0).max(1e-9)
+    );
     println!(
         "agents still running: {alive} of {agents}; plot and data: {}",
         out.display()
