@@ -180,6 +180,17 @@ pub fn start_aggregator(
     quic: &str,
     extra: &[&str],
 ) -> anyhow::Result<Aggregator> {
+    start_aggregator_command(aggregator_command(tls_dir, data_dir, http, quic, extra)?)
+}
+
+/// The `telltale-aggregator serve` command [`start_aggregator`] starts.
+pub fn aggregator_command(
+    tls_dir: &Path,
+    data_dir: &Path,
+    http: &str,
+    quic: &str,
+    extra: &[&str],
+) -> anyhow::Result<Command> {
     let mut cmd = Command::new(bin("telltale-aggregator")?);
     cmd.arg("serve")
         .arg("--tls-dir")
@@ -188,7 +199,7 @@ pub fn start_aggregator(
         .arg(data_dir)
         .args(["--http-listen", http, "--quic-listen", quic])
         .args(extra);
-    start_aggregator_command(cmd)
+    Ok(cmd)
 }
 
 /// Starts an aggregator from a prepared `serve` command (extra environment, for example) and

@@ -169,18 +169,8 @@ fn a_second_aggregator_on_one_data_dir_exits_2_naming_the_first() {
     let data = dir.path().join("agg");
     let segments = |d: &std::path::Path| std::fs::read_dir(d.join("log")).unwrap().count();
     let before = segments(&data);
-    let out = Command::new(bin("telltale-aggregator").unwrap())
-        .arg("serve")
-        .arg("--tls-dir")
-        .arg(&tls)
-        .arg("--data-dir")
-        .arg(&data)
-        .args([
-            "--http-listen",
-            "127.0.0.1:0",
-            "--quic-listen",
-            "127.0.0.1:0",
-        ])
+    let out = aggregator_command(&tls, &data, "127.0.0.1:0", "127.0.0.1:0", &[])
+        .unwrap()
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -60,20 +60,9 @@ pub fn bench_soak(args: &[String]) -> anyhow::Result<()> {
     let agg = if wrap.is_empty() {
         start_aggregator(&s.tls, &data, "127.0.0.1:0", "127.0.0.1:0", &extra)?
     } else {
+        let serve = aggregator_command(&s.tls, &data, "127.0.0.1:0", "127.0.0.1:0", &extra)?;
         let mut cmd = std::process::Command::new(&wrap);
-        cmd.arg(bin("telltale-aggregator")?)
-            .arg("serve")
-            .arg("--tls-dir")
-            .arg(&s.tls)
-            .arg("--data-dir")
-            .arg(&data)
-            .args([
-                "--http-listen",
-                "127.0.0.1:0",
-                "--quic-listen",
-                "127.0.0.1:0",
-            ])
-            .args(&extra);
+        cmd.arg(serve.get_program()).args(serve.get_args());
         start_aggregator_command(cmd)?
     };
     let mut procs = Vec::new();
