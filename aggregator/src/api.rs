@@ -56,6 +56,8 @@ pub struct ApiState {
     pub corrupt_records: u64,
     /// Set once start-up recovery is done.
     pub ready: AtomicBool,
+    /// `[storage] mode = "forward"`: no samples are kept, so reads of them are refused.
+    pub forward_only: bool,
     /// Bearer token for state-changing calls; `None`: accepted from loopback only.
     pub api_token: Option<String>,
     /// Bearer token for reads (the API token works too); `None`: reads are open.
@@ -491,8 +493,30 @@ async fn guard(
     if let Err(e) = checked {
         return e.into_response();
     }
+    let path = req.uri().path();
+    if st.forward_only && (SAMPLE_READS.contains(&path) || path.starts_with("/api/v1/label/")) {
+        // An empty answer would read as "no data": say why there is none.
+        return ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            error_type: "unavailable",
+            message: "this aggregator keeps no samples ([storage] mode = \"forward\"): query \
+                      the store its [[remote_write]] sends them to"
+                .into(),
+        }
+        .into_response();
+    }
     next.run(req).await
 }
+
+/// The Prometheus API's reads of stored samples and series, refused in forward-only mode.
+const SAMPLE_READS: &[&str] = &[
+    "/api/v1/query",
+    "/api/v1/query_range",
+    "/api/v1/series",
+    "/api/v1/labels",
+    "/api/v1/query_exemplars",
+    "/api/v1/metadata",
+];
 
 /// Reads open to anyone even with a read token: the probes a load balancer or an init
 /// system sends, which say nothing about the data.

@@ -226,6 +226,9 @@ pub struct StorageSection {
     /// How often maintenance (cut, compaction, retention) runs (default `10s`).
     #[serde(default, deserialize_with = "humantime_duration_opt")]
     pub maintenance_interval: Option<Duration>,
+    /// `store` (default) or `forward`: log and forward to `[[remote_write]]` only (see
+    /// [`crate::forward::options::check_forward_only`]).
+    pub mode: Option<crate::forward::options::StorageMode>,
 }
 
 fn opt_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -381,6 +384,7 @@ impl Config {
                 .unwrap_or(d.max_new_series_per_remote_write),
             maintenance_interval: st.maintenance_interval.unwrap_or(d.maintenance_interval),
             chunk_cache_bytes: st.chunk_cache.unwrap_or(d.chunk_cache_bytes),
+            forward_only: st.mode == Some(crate::forward::options::StorageMode::Forward),
             ..d
         };
         for (key, v, min) in [
@@ -537,6 +541,18 @@ impl Config {
             .transpose()?;
         let mut traces = traces::validate(where_, &file.traces)?;
         traces.pool = trace_pool.as_ref().map(|p| p.owners.clone());
+        if storage.forward_only {
+            crate::forward::options::check_forward_only(
+                where_,
+                &remote_write,
+                &[
+                    ("rules.files (or --rules)", !rule_files.is_empty()),
+                    ("anomaly.files (or --detectors)", !detector_files.is_empty()),
+                    ("slo.files (or --slos)", !slo_files.is_empty()),
+                    ("[[report]]", !reports.is_empty()),
+                ],
+            )?;
+        }
         Ok(Config {
             remote_write,
             clickhouse,
@@ -544,7 +560,8 @@ impl Config {
             rule_files,
             detector_files,
             slo_files,
-            golden_signals: file.rules.golden_signals.unwrap_or(true),
+            // Built in, so not refused in forward mode: there they would only record nothing.
+            golden_signals: file.rules.golden_signals.unwrap_or(!storage.forward_only),
             reports,
             dashboards: o.dashboards.clone().or(file.ui.dashboards.clone()),
             log_rule_files,
@@ -740,5 +757,50 @@ mod tests {
         std::fs::write(&p, "max_frame_bytes = \"1B\"\n").unwrap();
         let e = Config::load(Some(&p), &o).unwrap_err().to_string();
         assert!(e.contains("max_frame_bytes"), "{e}");
+    }
+
+    #[test]
+    fn forward_mode_needs_a_queue_and_nothing_that_reads_samples() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.toml");
+        let rw = "[[remote_write]]\nurl = \"http://127.0.0.1:1/api/v1/write\"\n";
+        let load = |text: &str, o: &Overrides| {
+            std::fs::write(&p, text).unwrap();
+            Config::load(Some(&p), o)
+        };
+        let o = Overrides::default();
+        let c = load(&format!("[storage]\nmode = \"forward\"\n{rw}"), &o).unwrap();
+        assert!(c.storage.forward_only && !c.golden_signals);
+        let c = load(&format!("[storage]\nmode = \"store\"\n{rw}"), &o).unwrap();
+        assert!(!c.storage.forward_only && c.golden_signals);
+        let e = load("[storage]\nmode = \"forward\"\n", &o)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("storage.mode") && e.contains("[[remote_write]]"),
+            "{e}"
+        );
+        let e = load("[storage]\nmode = \"agent\"\n", &o)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mode"), "{e}");
+        let with_rules = Overrides {
+            rules: vec!["/r/*.yml".into()],
+            ..Default::default()
+        };
+        let e = load(&format!("[storage]\nmode = \"forward\"\n{rw}"), &with_rules)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("storage.mode") && e.contains("rules.files"),
+            "{e}"
+        );
+        let e = load(
+            &format!("[slo]\nfiles = [\"/s.yml\"]\n[storage]\nmode = \"forward\"\n{rw}"),
+            &o,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("slo.files"), "{e}");
     }
 }

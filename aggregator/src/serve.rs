@@ -179,6 +179,12 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
         .await
         .context("storage recovery panicked")??;
     forward.start(store.wal_feed());
+    if cfg.storage.forward_only {
+        tracing::info!(
+            queues = cfg.remote_write.len(),
+            "forward-only: samples are logged and sent to the remote_write queues, not stored"
+        );
+    }
     let r = &store.recovery;
     tracing::info!(
         segments = r.segments, records = r.records, corrupt = r.corrupt,
@@ -327,6 +333,7 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     let sampler = Arc::new(crate::pipeline::sampler::Sampler::new(metrics.clone()));
     tokio::spawn(sampler.clone().run());
     let state = Arc::new(ApiState {
+        forward_only: cfg.storage.forward_only,
         storage: storage.clone(),
         engine,
         rules: std::sync::RwLock::new(rules),

@@ -112,6 +112,39 @@ fn vm_export(port: u16) -> HashMap<String, Vec<(i64, f64)>> {
     out
 }
 
+/// (lost, stored twice) at VictoriaMetrics of what `all` had acknowledged, once it has them
+/// all or after a minute.
+fn lost_and_twice_at_vm(vm_port: u16, all: &telltale_tests::chaos::Acked) -> (u64, u64) {
+    let total = all.total();
+    let ok = wait_for(Duration::from_secs(60), || {
+        let got = vm_export(vm_port);
+        let n: usize = got.values().map(Vec::len).sum();
+        (n as u64 >= total).then_some(got)
+    });
+    let got = ok.unwrap_or_else(|| vm_export(vm_port));
+    let mut stats = (0u64, 0u64);
+    for n in 0..RW_SERIES {
+        let samples = got
+            .get(&format!("chaos_rw_{n}"))
+            .cloned()
+            .unwrap_or_default();
+        let mut count: HashMap<i64, (u32, f64)> = HashMap::new();
+        for (t, v) in samples {
+            let e = count.entry(t).or_insert((0, v));
+            e.0 += 1;
+        }
+        for &(a, b) in &all.ranges {
+            for i in a..b {
+                match count.get(&(all.base + i)) {
+                    Some((k, v)) if *v == i as f64 => stats.1 += u64::from(*k - 1),
+                    _ => stats.0 += 1,
+                }
+            }
+        }
+    }
+    stats
+}
+
 #[test]
 fn everything_acknowledged_reaches_victoria_metrics_and_prometheus_across_an_outage_and_a_restart()
 {
@@ -196,35 +229,8 @@ batch_send_deadline = "200ms"
     assert!(total > 10_000, "only {total} samples were written");
 
     // Every acknowledged sample arrives at VictoriaMetrics, once.
-    let want: Vec<(i64, i64)> = all.ranges.clone();
-    let ok = wait_for(Duration::from_secs(60), || {
-        let got = vm_export(vm_port);
-        let n: usize = got.values().map(Vec::len).sum();
-        (n as u64 >= total).then_some(got)
-    });
-    let got = ok.unwrap_or_else(|| vm_export(vm_port));
-    let mut stats = (0u64, 0u64);
-    for n in 0..RW_SERIES {
-        let samples = got
-            .get(&format!("chaos_rw_{n}"))
-            .cloned()
-            .unwrap_or_default();
-        let mut count: HashMap<i64, (u32, f64)> = HashMap::new();
-        for (t, v) in samples {
-            let e = count.entry(t).or_insert((0, v));
-            e.0 += 1;
-        }
-        for &(a, b) in &want {
-            for i in a..b {
-                match count.get(&(all.base + i)) {
-                    Some((k, v)) if *v == i as f64 => stats.1 += u64::from(*k - 1),
-                    _ => stats.0 += 1,
-                }
-            }
-        }
-    }
     assert_eq!(
-        stats,
+        lost_and_twice_at_vm(vm_port, &all),
         (0, 0),
         "(lost, twice) at VictoriaMetrics of {total} acknowledged"
     );
@@ -351,4 +357,93 @@ fn a_queue_authenticates_with_a_client_certificate_and_a_bearer_token() {
         acked.total(),
         agg.proc.log()
     );
+}
+
+/// `[storage] mode = "forward"`: an aggregator that keeps nothing forwards everything a
+/// remote_write client and an agent send to VictoriaMetrics — across a receiver outage with
+/// a SIGKILL of the aggregator in it — and refuses queries with a reason.
+#[test]
+fn a_forward_only_aggregator_loses_nothing_across_an_outage_and_a_crash() {
+    let (Some(_), Some(_)) = (
+        peer(VICTORIA, "victoria-metrics"),
+        peer("/usr/bin/curl", "curl"),
+    ) else {
+        return;
+    };
+    let (dir, tls) = scratch_with_ca().unwrap();
+    let vm_port = free_port();
+    let vm_dir = dir.path().join("vm");
+    let mut vm = start_vm(&vm_dir, vm_port);
+    let cfg = dir.path().join("agg.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[storage]\nmode = \"forward\"\n\n[[remote_write]]\nname = \"vm\"\nurl = \"http://127.0.0.1:{vm_port}/api/v1/write\"\n[remote_write.basic_auth]\nusername = \"telltale\"\npassword = \"s3cret\"\n[remote_write.queue]\nbatch_send_deadline = \"200ms\"\nmax_backoff = \"1s\"\n"
+        ),
+    )
+    .unwrap();
+    let c = cfg.display().to_string();
+    let data = dir.path().join("agg");
+    let mut agg =
+        start_aggregator(&tls, &data, "127.0.0.1:0", "127.0.0.1:0", &["--config", &c]).unwrap();
+    certs_issue(&tls, "fwd-agent").unwrap();
+    let _agent = start_agent(&tls, "fwd-agent", agg.quic, &dir.path().join("agent"), "1s").unwrap();
+    let writer = RwWriter::paced(agg.http, Duration::from_millis(20), None);
+    std::thread::sleep(Duration::from_secs(3));
+    // Nothing is kept to query, and the answer says so.
+    for path in [
+        "/api/v1/query?query=up",
+        "/api/v1/query_range?query=up&start=0&end=60&step=15",
+        "/api/v1/label/__name__/values",
+    ] {
+        let (status, body) = http_get(agg.http, path).unwrap();
+        assert_eq!(status, 422, "{path}: {body}");
+        assert!(body.contains("mode = \\\"forward\\\""), "{path}: {body}");
+    }
+    vm.terminate(Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(8));
+    agg.proc.kill();
+    agg = start_aggregator(
+        &tls,
+        &data,
+        &agg.http.to_string(),
+        &agg.quic.to_string(),
+        &["--config", &c],
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(8));
+    let _vm = start_vm(&vm_dir, vm_port);
+    std::thread::sleep(Duration::from_secs(2));
+    let all = writer.stop();
+    let total = all.total();
+    assert!(total > 2_000, "only {total} samples were written");
+    assert_eq!(
+        lost_and_twice_at_vm(vm_port, &all),
+        (0, 0),
+        "(lost, twice) at VictoriaMetrics of {total} acknowledged"
+    );
+    // The agent's series (and the aggregator's `up` for it) went out too.
+    let vm: SocketAddr = ([127, 0, 0, 1], vm_port).into();
+    let agent = wait_for(Duration::from_secs(30), || {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "-u", "telltale:s3cret"])
+            .arg(format!(
+                "http://{vm}/api/v1/series?match[]={}",
+                enc("{instance=\"fwd-agent\"}")
+            ))
+            .output()
+            .ok()?;
+        let body = String::from_utf8_lossy(&out.stdout).to_string();
+        (body.matches("__name__").count() > 10 && body.contains("\"up\"")).then_some(())
+    });
+    assert!(
+        agent.is_some(),
+        "the agent's series never reached VictoriaMetrics"
+    );
+    let v = metric(
+        agg.http,
+        "telltale_aggregator_remote_write_samples_dropped_total{remote=\"vm\"}",
+    )
+    .unwrap();
+    assert_eq!(v, 0.0, "dropped");
 }

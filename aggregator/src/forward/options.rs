@@ -151,6 +151,50 @@ pub struct RemoteWriteOptions {
     pub max_wal_bytes: u64,
 }
 
+/// `[storage] mode`: what the aggregator does with the samples it acknowledges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageMode {
+    /// Store them (WAL, head, blocks), answer queries on them and forward them.
+    Store,
+    /// Forward them only, like Prometheus' agent mode and vmagent: each is logged to the WAL
+    /// (acknowledged once durable, as always) and sent to every `[[remote_write]]` from
+    /// there; the WAL is deleted once sent. Nothing is kept to query: the query API answers
+    /// with an error naming this setting, and what needs stored samples (rule, detector and
+    /// SLO files, reports) is a configuration error — they run where the samples go (vmalert
+    /// on VictoriaMetrics, Mimir's ruler, or a storing aggregator). Logs, traces, agents,
+    /// `up`, alert routing and remediation work as in `store`.
+    Forward,
+}
+
+/// The checks of `mode = "forward"`: at least one `[[remote_write]]` (else every sample
+/// would be dropped once acknowledged), and none of `needs_samples` — (what, set) pairs of
+/// the features that read stored samples.
+pub fn check_forward_only(
+    file: &Path,
+    queues: &[RemoteWriteOptions],
+    needs_samples: &[(&str, bool)],
+) -> Result<(), ConfigError> {
+    if queues.is_empty() {
+        return Err(ConfigError::invalid(
+            file,
+            "storage.mode",
+            "\"forward\" needs at least one [[remote_write]]: samples are kept only until sent",
+        ));
+    }
+    if let Some((what, _)) = needs_samples.iter().find(|(_, set)| *set) {
+        return Err(ConfigError::invalid(
+            file,
+            "storage.mode",
+            format!(
+                "\"forward\" keeps no samples to evaluate {what} on: run them where the \
+                 samples are forwarded, or use mode = \"store\""
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Validates every `[[remote_write]]` (names unique).
 pub fn validate(
     file: &Path,

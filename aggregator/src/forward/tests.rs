@@ -287,3 +287,69 @@ async fn the_wal_reader_finds_every_record_whatever_its_size() {
         );
     }
 }
+
+/// Forward only (`[storage] mode = "forward"`): every acknowledged sample reaches the
+/// receiver once across an outage, size-triggered rolls and a restart; nothing is kept (no
+/// head samples, no blocks); the WAL the outage held is deleted once sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_only_sends_everything_once_keeps_nothing_and_frees_the_wal() {
+    let r = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = queue_opts(&r.url, "");
+    let o = Options {
+        maintenance_interval: Duration::from_secs(3600),
+        forward_only: true,
+        forward_segment_bytes: 4096,
+        ..Options::default()
+    };
+    let start = |o: &Options| {
+        let f = Arc::new(Forwarders::prepare(dir.path(), &opts, o.wal_hold.clone()).unwrap());
+        let db = Arc::new(Tsdb::open_with(dir.path(), o.clone()).unwrap());
+        f.start(db.wal_feed());
+        (db, f)
+    };
+    let segments = || std::fs::read_dir(dir.path().join("log")).unwrap().count();
+    let flush = |db: &Arc<Tsdb>| {
+        let d = db.clone();
+        tokio::task::spawn_blocking(move || d.flush_and_compact(now()))
+    };
+    let t0 = now() - 600_000;
+    let (db, f) = start(&o);
+    let mut total = put(&db, "a", 10, 5, t0).await;
+    wait_for(&r.got, total).await;
+    r.status.store(503, Ordering::SeqCst);
+    for i in 0..6 {
+        // Each request's record is past 4 KiB: the WAL rolls after every one.
+        total += put(&db, &format!("b{i}-"), 150, 4, t0).await;
+    }
+    flush(&db).await.unwrap().unwrap();
+    let held = segments();
+    assert!(held >= 6, "the outage's segments are kept: {held}");
+    r.status.store(204, Ordering::SeqCst);
+    wait_for(&r.got, total).await;
+    acknowledged(&f).await;
+    // The position is persisted at most once a second; then a cut lets the sent go.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    total += put(&db, "c", 2, 2, t0).await;
+    wait_for(&r.got, total).await;
+    flush(&db).await.unwrap().unwrap();
+    let after = segments();
+    assert!(after <= 2, "sent segments deleted: {held} → {after}");
+    assert_eq!(db.head_samples(), 0);
+    assert!(db.block_summary().is_empty(), "{:?}", db.block_summary());
+    acknowledged(&f).await;
+    f.shutdown();
+    drop((f, db));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (db, f) = start(&o);
+    total += put(&db, "d", 3, 4, t0).await;
+    wait_for(&r.got, total).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = r.got.lock().unwrap().clone();
+    assert_eq!(got.len(), total);
+    let twice: Vec<_> = got.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "sent twice: {twice:?}");
+    assert_eq!(counter(&f, "samples_dropped_total"), 0.0);
+    assert_eq!(db.head_samples(), 0);
+    assert!(db.block_summary().is_empty());
+}

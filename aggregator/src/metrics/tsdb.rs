@@ -117,6 +117,16 @@ pub struct Options {
     /// WAL segments at or above this number are kept even once blocks cover them: readers
     /// of the log (remote_write queues, see `forward`) have not sent them yet.
     pub wal_hold: WalHold,
+    /// Forward only (`[storage] mode = "forward"`, like Prometheus' agent mode): appends are
+    /// logged and acknowledged as always, and series resolved and counted, but no sample
+    /// goes to the head, so no block is ever written and queries find nothing. The WAL is
+    /// rolled every `forward_segment_bytes` (or `head_max_age`) and its segments deleted
+    /// once every remote_write queue has sent them.
+    pub forward_only: bool,
+    /// Forward only: the WAL continues in a new segment (and the segments before it become
+    /// deletable once sent) past this size (16 MiB), so disk use stays a few segments beyond
+    /// what the queues have not sent.
+    pub forward_segment_bytes: u64,
 }
 
 /// The owner of series created by remote_write (all senders together); `<` cannot appear
@@ -142,6 +152,8 @@ impl Default for Options {
             maintenance_interval: Duration::from_secs(10),
             chunk_cache_bytes: 128 << 20,
             wal_hold: WalHold::default(),
+            forward_only: false,
+            forward_segment_bytes: 16 << 20,
         }
     }
 }
@@ -486,6 +498,7 @@ impl Tsdb {
         let segs = wal::list_segments(&wal_dir).map_err(|e| open_err(&wal_dir, e))?;
         let mut events = load_events(data_dir);
         let mut replayed_events = Vec::new();
+        let mut replayed_unheld = false;
         progress.phase(
             Phase::Wal,
             segs.iter().filter(|(n, _)| *n >= cp.wal_segment).count() as u64,
@@ -527,7 +540,13 @@ impl Tsdb {
                         },
                     );
                 }
-                head.apply(&points, None, 0);
+                if opts.forward_only {
+                    // Nothing goes to the head; the segment is cut (and then deleted once
+                    // sent) like one written since.
+                    replayed_unheld |= !points.is_empty();
+                } else {
+                    head.apply(&points, None, 0);
+                }
                 progress.samples(points.len() as u64);
                 replayed_events.extend(evs);
                 replayed_events.extend(rec.events);
@@ -569,7 +588,11 @@ impl Tsdb {
             pending_events: Mutex::new(replayed_events),
             next_seq: AtomicU64::new(next_seq),
             persisted_series: AtomicU64::new(persisted),
-            head_since_ms: AtomicU64::new(if head_samples > 0 { now_ms() as u64 } else { 0 }),
+            head_since_ms: AtomicU64::new(if head_samples > 0 || replayed_unheld {
+                now_ms() as u64
+            } else {
+                0
+            }),
             counters: Counters::default(),
             write_error: Mutex::new(None),
             cutting: Mutex::new(()),

@@ -480,7 +480,11 @@ pub(super) fn run_writer(
                                 done,
                                 ..
                             } => {
-                                let a = h.apply(&points, Some(limits), now_s);
+                                let a = if inner.opts.forward_only {
+                                    h.touch(&points, now_s)
+                                } else {
+                                    h.apply(&points, Some(limits), now_s)
+                                };
                                 stored += a.stored;
                                 too_old += a.too_old;
                                 too_new += a.too_new;
@@ -505,7 +509,13 @@ pub(super) fn run_writer(
                     }
                     // Cut when asked to, or at once when the head reaches its budget (the
                     // cutter thread writes the frozen set into a block).
-                    let over = h.head_samples >= inner.head_budget(h.active_total);
+                    // (Forward only: when the segment reaches its size, so that what was
+                    // sent can be deleted.)
+                    let over = if inner.opts.forward_only {
+                        w.synced_len() >= inner.opts.forward_segment_bytes
+                    } else {
+                        h.head_samples >= inner.head_budget(h.active_total)
+                    };
                     if cut.is_some() || over {
                         // Everything before the new segment is in this head: move it out.
                         let r = w

@@ -146,8 +146,10 @@ pub(super) fn cut_round(
         .unwrap_or_else(|e| e.into_inner())
         .head_samples;
     let since = inner.head_since_ms.load(Ordering::Relaxed) as i64;
-    let due =
-        head_samples > 0 && (force || (since > 0 && now - since >= ms(inner.opts.head_max_age)));
+    // Forward only, the head keeps no samples: the segments written since the last cut are
+    // what is due (`head_since_ms` is set by the first append after a cut).
+    let written = head_samples > 0 || (inner.opts.forward_only && since > 0);
+    let due = written && (force || (since > 0 && now - since >= ms(inner.opts.head_max_age)));
     if due {
         let (done, rx) = oneshot::channel();
         tx.blocking_send(Job::Cut { done })

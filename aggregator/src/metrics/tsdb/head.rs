@@ -376,6 +376,19 @@ impl Head {
         a
     }
 
+    /// Forward-only mode's [`Head::apply`]: marks the series written (for the active-series
+    /// counts and caps) without keeping any sample. Every point counts as stored.
+    pub fn touch(&mut self, points: &[(u32, Sample)], now_s: u32) -> Applied {
+        let mut a = Applied::default();
+        for &(id, _) in points {
+            if let Some(ms) = self.series.get_mut(id as usize) {
+                ms.last_write_s = now_s;
+                a.stored += 1;
+            }
+        }
+        a
+    }
+
     /// Moves every series' head samples out (sorted by id), leaving the head empty.
     pub fn take_samples(&mut self) -> Vec<(u32, Vec<Sample>)> {
         let mut out = Vec::new();
