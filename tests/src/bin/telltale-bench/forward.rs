@@ -1,14 +1,18 @@
 //! `telltale-bench forward [--hosts 100] [--hours 2] [--senders 4] [--per-body 2000]
-//! [--only telltale|vmagent]`: remote_write forwarding, Telltale next to vmagent (from the
+//! [--only telltale|forward|vmagent]`: remote_write forwarding, Telltale (storing, and
+//! forward-only) next to vmagent (from the
 //! victoria-metrics package), each in front of its own fresh VictoriaMetrics. The same
 //! real-sender-shaped remote_write traffic as `telltale-bench tsdb` (node_exporter-like hosts
 //! at 10 s, slices of 5 minutes, stale markers, resets) is pushed to the forwarder as fast as
 //! it accepts; measured until the receiver has inserted every sample: end-to-end samples/s,
 //! the forwarder's CPU (utime + stime) per million samples and its peak RSS.
 //!
-//! Not the same work: Telltale also stores every sample (WAL with fsync, head, blocks) and
-//! answers queries on it, then forwards from its WAL; vmagent forwards from memory (its
-//! on-disk queue is used only while the receiver lags). Both run with default settings.
+//! Not the same work for the storing aggregator: it also stores every sample (WAL with
+//! fsync, head, blocks, compaction) and answers queries on it, then forwards from its WAL.
+//! The forward-only one (`[storage] mode = "forward"`) does vmagent's job: it logs each
+//! request to its WAL (fsync'ed before the answer) and forwards from there; vmagent forwards
+//! from memory (its on-disk queue is used only while the receiver lags). All run with
+//! default settings otherwise.
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -67,8 +71,13 @@ pub fn bench_forward(args: &[String]) -> anyhow::Result<()> {
     );
     let bodies = Arc::new(bodies);
     let mut rows = Vec::new();
-    for name in ["Telltale", "vmagent"] {
-        if !only.is_empty() && !name.to_lowercase().starts_with(&only) {
+    for name in ["Telltale", "Telltale forward-only", "vmagent"] {
+        let key = if name == "Telltale forward-only" {
+            "forward"
+        } else {
+            name
+        };
+        if !only.is_empty() && !key.to_lowercase().starts_with(&only) {
             continue;
         }
         let dir = tempfile::tempdir()?;
@@ -89,11 +98,16 @@ pub fn bench_forward(args: &[String]) -> anyhow::Result<()> {
         let url = format!("http://{vm_addr}/api/v1/write");
         // The forwarder: (its address, pid, what keeps it running).
         let (addr, pid, _keep): (SocketAddr, u32, Box<dyn std::any::Any>) = match name {
-            "Telltale" => {
+            "Telltale" | "Telltale forward-only" => {
                 let tls = dir.path().join("tls");
                 certs_init(&tls)?;
                 let cfg = dir.path().join("agg.toml");
-                std::fs::write(&cfg, format!("[[remote_write]]\nurl = \"{url}\"\n"))?;
+                let mode = if name == "Telltale" {
+                    ""
+                } else {
+                    "[storage]\nmode = \"forward\"\n"
+                };
+                std::fs::write(&cfg, format!("{mode}[[remote_write]]\nurl = \"{url}\"\n"))?;
                 let c = cfg.display().to_string();
                 let agg = start_aggregator(
                     &tls,
@@ -173,12 +187,15 @@ pub fn bench_forward(args: &[String]) -> anyhow::Result<()> {
             mib(r.peak_rss)
         );
     }
-    if let [t, v] = rows.as_slice() {
-        println!(
-            "Telltale ÷ vmagent: throughput {:.2}×, CPU per sample {:.2}×",
-            v.done_s / t.done_s,
-            t.cpu_s / v.cpu_s
-        );
+    if let Some(v) = rows.iter().find(|r| r.name == "vmagent") {
+        for t in rows.iter().filter(|r| r.name != "vmagent") {
+            println!(
+                "{} ÷ vmagent: throughput {:.2}×, CPU per sample {:.2}×",
+                t.name,
+                v.done_s / t.done_s,
+                t.cpu_s / v.cpu_s
+            );
+        }
     }
     Ok(())
 }
