@@ -23,7 +23,7 @@
 //!
 //! [remote_write.queue]
 //! shards = 4                              # requests in flight at once
-//! max_samples_per_send = 5000
+//! max_samples_per_send = 20000
 //! batch_send_deadline = "1s"              # a partial batch waits at most this long
 //! min_backoff = "30ms"                    # retries of 5xx, 429 and network errors double
 //! max_backoff = "5s"                      # from min to max, without end
@@ -103,7 +103,10 @@ pub struct TlsSection {
 pub struct QueueSection {
     /// Requests in flight at once (default 4, 1 to 64).
     pub shards: Option<usize>,
-    /// Samples per request (default 5000, 1 to 1 000 000).
+    /// Samples per request (default 20000, 1 to 1 000 000). Larger requests cost every
+    /// side less per sample: from 5000 to 20000, VictoriaMetrics' CPU per million samples
+    /// fell from 0.91 to 0.60 s and the queue's own by a tenth (`telltale-bench forward
+    /// --queue`); the body is still about 0.5 MB before compression.
     pub max_samples_per_send: Option<usize>,
     /// Longest a partial batch waits (default `1s`, as vmagent's flush interval).
     #[serde(default, deserialize_with = "humantime_duration_opt")]
@@ -263,7 +266,7 @@ fn one(
     if !(1..=64).contains(&shards) {
         return Err(bad("queue.shards", format!("{shards}: use 1 to 64")));
     }
-    let max_samples_per_send = q.max_samples_per_send.unwrap_or(5000);
+    let max_samples_per_send = q.max_samples_per_send.unwrap_or(20_000);
     if !(1..=1_000_000).contains(&max_samples_per_send) {
         return Err(bad(
             "queue.max_samples_per_send",
@@ -488,7 +491,7 @@ mod tests {
     fn defaults_and_errors_name_the_key() {
         let o = parse("[[remote_write]]\nurl = \"http://127.0.0.1:8428/api/v1/write\"\n").unwrap();
         assert_eq!(o[0].name, "127.0.0.1:8428");
-        assert_eq!((o[0].shards, o[0].max_samples_per_send), (4, 5000));
+        assert_eq!((o[0].shards, o[0].max_samples_per_send), (4, 20_000));
         assert_eq!(o[0].authorization, None);
         let o = parse("[[remote_write]]\nurl = \"http://a/w\"\n[remote_write.basic_auth]\nusername = \"u\"\npassword = \"p\"\n").unwrap();
         assert_eq!(o[0].authorization.as_deref(), Some("Basic dTpw"));

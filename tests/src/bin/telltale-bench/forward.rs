@@ -44,6 +44,8 @@ struct Figures {
     done_s: f64,
     cpu_s: f64,
     peak_rss: u64,
+    /// The receiver's CPU over the same time.
+    vm_cpu_s: f64,
 }
 
 pub fn bench_forward(args: &[String]) -> anyhow::Result<()> {
@@ -61,6 +63,9 @@ pub fn bench_forward(args: &[String]) -> anyhow::Result<()> {
     let senders: usize = arg(args, "--senders", 4);
     let per_body: usize = arg(args, "--per-body", 2000);
     let only: String = arg(args, "--only", String::new());
+    // Settings for Telltale's `[remote_write.queue]` (TOML lines, `;` between them), for
+    // trying others than the defaults.
+    let queue: String = arg(args, "--queue", String::new()).replace(';', "\n");
     let end = telltale_common::model::now_ms() / 10_000 * 10_000 - 60_000;
     let start = end - hours * 3_600_000;
     eprintln!("encoding {hosts} hosts × {hours} h...");
@@ -83,7 +88,7 @@ pub fn bench_forward(args: &[String]) -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let vm_port = free_port()?;
         let vm_addr: SocketAddr = format!("127.0.0.1:{vm_port}").parse()?;
-        let _vm = Command::new(VICTORIA)
+        let vm = Command::new(VICTORIA)
             .arg(format!(
                 "-storageDataPath={}",
                 dir.path().join("vm").display()
@@ -107,7 +112,12 @@ pub fn bench_forward(args: &[String]) -> anyhow::Result<()> {
                 } else {
                     "[storage]\nmode = \"forward\"\n"
                 };
-                std::fs::write(&cfg, format!("{mode}[[remote_write]]\nurl = \"{url}\"\n"))?;
+                std::fs::write(
+                    &cfg,
+                    format!(
+                        "{mode}[[remote_write]]\nurl = \"{url}\"\n[remote_write.queue]\n{queue}\n"
+                    ),
+                )?;
                 let c = cfg.display().to_string();
                 let agg = start_aggregator(
                     &tls,
@@ -140,6 +150,7 @@ pub fn bench_forward(args: &[String]) -> anyhow::Result<()> {
         };
         std::thread::sleep(Duration::from_secs(2));
         let (cpu0, _, _) = proc_usage(pid)?;
+        let (vm0, _, _) = proc_usage(vm.0.id())?;
         let t0 = Instant::now();
         eprintln!("{name}: pushing...");
         let accept_s = send_all(addr, &bodies, senders)?;
@@ -152,6 +163,7 @@ pub fn bench_forward(args: &[String]) -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(100));
         }
         let (cpu1, peak, _) = proc_usage(pid)?;
+        let (vm1, _, _) = proc_usage(vm.0.id())?;
         let done_s = done.with_context(|| {
             format!(
                 "{name}: the receiver had {} of {samples} samples after 15 minutes",
@@ -168,23 +180,25 @@ pub fn bench_forward(args: &[String]) -> anyhow::Result<()> {
             done_s,
             cpu_s: cpu1 - cpu0,
             peak_rss: peak,
+            vm_cpu_s: vm1 - vm0,
         });
     }
     println!(
         "remote_write forwarding: {samples} samples ({series} series, {hosts} hosts × {hours} h at 10 s, bodies of {per_body}, {senders} senders), each forwarder in front of a fresh VictoriaMetrics"
     );
     println!(
-        "| forwarder | samples/s end to end | accepted in | CPU s per 1M samples | peak RSS |"
+        "| forwarder | samples/s end to end | accepted in | CPU s per 1M samples | peak RSS | receiver's CPU s per 1M |"
     );
-    println!("| --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- |");
     for r in &rows {
         println!(
-            "| {} | {:.0} | {:.1} s | {:.2} | {:.0} MiB |",
+            "| {} | {:.0} | {:.1} s | {:.2} | {:.0} MiB | {:.2} |",
             r.name,
             samples as f64 / r.done_s,
             r.accept_s,
             r.cpu_s / samples as f64 * 1e6,
-            mib(r.peak_rss)
+            mib(r.peak_rss),
+            r.vm_cpu_s / samples as f64 * 1e6
         );
     }
     if let Some(v) = rows.iter().find(|r| r.name == "vmagent") {
