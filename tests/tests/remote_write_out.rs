@@ -112,6 +112,19 @@ fn vm_export(port: u16) -> HashMap<String, Vec<(i64, f64)>> {
     out
 }
 
+/// A new aggregator on `old`'s data directory and addresses (the agent and the writer find
+/// it again), once `old` is stopped.
+fn restart(tls: &Path, data: &Path, old: &Aggregator, config: &str) -> Aggregator {
+    start_aggregator(
+        tls,
+        data,
+        &old.http.to_string(),
+        &old.quic.to_string(),
+        &["--config", config],
+    )
+    .unwrap()
+}
+
 /// (lost, stored twice) at VictoriaMetrics of what `all` had acknowledged, once it has them
 /// all or after a minute.
 fn lost_and_twice_at_vm(vm_port: u16, all: &telltale_tests::chaos::Acked) -> (u64, u64) {
@@ -204,14 +217,7 @@ batch_send_deadline = "200ms"
     // Meanwhile the aggregator restarts, cleanly; its queues resume where they were (the
     // writer's requests during the restart fail and are not counted as acknowledged).
     agg.proc.terminate(Duration::from_secs(30));
-    agg = start_aggregator(
-        &tls,
-        &data,
-        &agg.http.to_string(),
-        &agg.quic.to_string(),
-        &["--config", &c],
-    )
-    .unwrap();
+    agg = restart(&tls, &data, &agg, &c);
     std::thread::sleep(Duration::from_secs(30));
     let retries = metric(
         agg.http,
@@ -403,14 +409,7 @@ fn a_forward_only_aggregator_loses_nothing_across_an_outage_and_a_crash() {
     vm.terminate(Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(8));
     agg.proc.kill();
-    agg = start_aggregator(
-        &tls,
-        &data,
-        &agg.http.to_string(),
-        &agg.quic.to_string(),
-        &["--config", &c],
-    )
-    .unwrap();
+    agg = restart(&tls, &data, &agg, &c);
     std::thread::sleep(Duration::from_secs(8));
     let _vm = start_vm(&vm_dir, vm_port);
     std::thread::sleep(Duration::from_secs(2));

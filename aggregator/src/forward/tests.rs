@@ -71,10 +71,22 @@ fn open(dir: &Path, opts: &[RemoteWriteOptions]) -> (Arc<Tsdb>, Arc<Forwarders>)
         maintenance_interval: Duration::from_secs(3600),
         ..Options::default()
     };
+    open_with(dir, opts, o)
+}
+
+fn open_with(dir: &Path, opts: &[RemoteWriteOptions], o: Options) -> (Arc<Tsdb>, Arc<Forwarders>) {
     let f = Arc::new(Forwarders::prepare(dir, opts, o.wal_hold.clone()).unwrap());
     let db = Arc::new(Tsdb::open_with(dir, o).unwrap());
     f.start(db.wal_feed());
     (db, f)
+}
+
+/// Asserts that the receiver got `total` samples, none twice.
+fn assert_once(got: &Got, total: usize) {
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got.len(), total);
+    let twice: Vec<_> = got.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "sent twice: {twice:?}");
 }
 
 /// `n` series × `k` samples from `t0`, stored.
@@ -171,10 +183,7 @@ async fn every_sample_arrives_once_across_outages_cuts_and_restarts() {
     total += put(&db, "d", 3, 4, t0).await;
     wait_for(&r.got, total).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let got = r.got.lock().unwrap().clone();
-    assert_eq!(got.len(), total);
-    let twice: Vec<_> = got.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "sent twice: {twice:?}");
+    assert_once(&r.got, total);
     assert_eq!(counter(&f, "samples_dropped_total"), 0.0);
     drop(db);
 }
@@ -300,14 +309,10 @@ async fn forward_only_sends_everything_once_keeps_nothing_and_frees_the_wal() {
         maintenance_interval: Duration::from_secs(3600),
         forward_only: true,
         forward_segment_bytes: 4096,
+        max_series: 1000,
         ..Options::default()
     };
-    let start = |o: &Options| {
-        let f = Arc::new(Forwarders::prepare(dir.path(), &opts, o.wal_hold.clone()).unwrap());
-        let db = Arc::new(Tsdb::open_with(dir.path(), o.clone()).unwrap());
-        f.start(db.wal_feed());
-        (db, f)
-    };
+    let start = |o: &Options| open_with(dir.path(), &opts, o.clone());
     let segments = || std::fs::read_dir(dir.path().join("log")).unwrap().count();
     let flush = |db: &Arc<Tsdb>| {
         let d = db.clone();
@@ -337,6 +342,12 @@ async fn forward_only_sends_everything_once_keeps_nothing_and_frees_the_wal() {
     assert!(after <= 2, "sent segments deleted: {held} → {after}");
     assert_eq!(db.head_samples(), 0);
     assert!(db.block_summary().is_empty(), "{:?}", db.block_summary());
+    // Series are still resolved and capped: 10 + 900 + 2 are active, 88 more fit.
+    let refused = || db.counters().series_refused_total.load(Ordering::Relaxed);
+    assert_eq!(refused(), 0);
+    total += put(&db, "e", 150, 1, t0).await - 62;
+    assert_eq!(refused(), 62);
+    wait_for(&r.got, total).await;
     acknowledged(&f).await;
     f.shutdown();
     drop((f, db));
@@ -345,10 +356,7 @@ async fn forward_only_sends_everything_once_keeps_nothing_and_frees_the_wal() {
     total += put(&db, "d", 3, 4, t0).await;
     wait_for(&r.got, total).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let got = r.got.lock().unwrap().clone();
-    assert_eq!(got.len(), total);
-    let twice: Vec<_> = got.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "sent twice: {twice:?}");
+    assert_once(&r.got, total);
     assert_eq!(counter(&f, "samples_dropped_total"), 0.0);
     assert_eq!(db.head_samples(), 0);
     assert!(db.block_summary().is_empty());
