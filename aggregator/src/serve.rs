@@ -489,24 +489,51 @@ fn startup_server(
         .route("/-/ready", axum::routing::get(ready))
         .fallback(rest);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let acceptor = tls.map(|t| tokio_rustls::TlsAcceptor::from(Arc::new(t)));
+    // Stopping ends the accepting only: a connection already accepted gets its answer (one
+    // request each, then closed). hyper's graceful shutdown would close one whose request
+    // it had not read yet, and the client would see a reset at the hand-over to the real
+    // router, which takes the next connections from the same socket.
     let done = tokio::spawn(async move {
-        let stopped = async {
-            let _ = stopped.await;
-        };
-        // With HTTPS configured, the start-up answers are HTTPS too.
-        let r = match tls {
-            Some(tls) => {
-                https::serve(clone, app, tls, stopped).await;
-                Ok(())
-            }
-            None => {
-                axum::serve(clone, app)
-                    .with_graceful_shutdown(stopped)
-                    .await
-            }
-        };
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "the start-up HTTP answers stopped");
+        let mut stopped = std::pin::pin!(stopped);
+        loop {
+            let tcp = tokio::select! {
+                a = clone.accept() => match a {
+                    Ok((tcp, _)) => tcp,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "start-up HTTP accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                _ = &mut stopped => break,
+            };
+            let (app, acceptor) = (app.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let http = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(std::time::Duration::from_secs(10))
+                    .keep_alive(false)
+                    .clone();
+                // With HTTPS configured, the start-up answers are HTTPS too.
+                let _ = match acceptor {
+                    Some(a) => {
+                        let handshake = a.accept(tcp);
+                        match tokio::time::timeout(https::HANDSHAKE_TIMEOUT, handshake).await {
+                            Ok(Ok(s)) => {
+                                let io = hyper_util::rt::TokioIo::new(s);
+                                http.serve_connection(io, service).await
+                            }
+                            _ => return,
+                        }
+                    }
+                    None => {
+                        let io = hyper_util::rt::TokioIo::new(tcp);
+                        http.serve_connection(io, service).await
+                    }
+                };
+            });
         }
     });
     Ok((listener, Startup { stop, done }))
