@@ -469,9 +469,88 @@ fn writer<'a>(
     }
 }
 
+/// Merges `inputs` (all of one kind) into the target windows, keeping newest-write-wins
+/// across every block of the kind.
+///
+/// Which of two samples at the same time wins goes by block sequence number, and the blocks
+/// written here get new, higher ones. So a block of the kind that overlaps the inputs in time
+/// is merged with them when its sequence number lies among theirs (the merge keeps their
+/// order), and rewritten afterwards, in ascending order, when it is newer than all of them
+/// (so it still outranks what they became). Without this an older write read back in place
+/// of a newer one at the same timestamp (found by `tombstone_tests`). A crash between the
+/// two steps can leave the older value winning for such timestamps — only for a sample
+/// written twice with different values, which Prometheus refuses outright.
+fn merge_write(
+    inner: &Inner,
+    mut inputs: Vec<Arc<Block>>,
+    kind: Kind,
+    target: &dyn Fn(i64) -> (u8, i64),
+) -> Result<(), MaintenanceError> {
+    let Some(lo) = inputs.iter().map(|b| b.seq).min() else {
+        return Ok(());
+    };
+    let hi = inputs.iter().map(|b| b.seq).max().unwrap_or(lo);
+    let others = |inputs: &[Arc<Block>]| -> Vec<Arc<Block>> {
+        snapshot(inner)
+            .into_iter()
+            .filter(|b| b.kind == kind && !inputs.iter().any(|i| Arc::ptr_eq(i, b)))
+            .collect()
+    };
+    // Among the inputs' sequence numbers: merged with them.
+    loop {
+        let between: Vec<Arc<Block>> = others(&inputs)
+            .into_iter()
+            .filter(|b| lo < b.seq && b.seq < hi && inputs.iter().any(|i| overlaps(i, b)))
+            .collect();
+        if between.is_empty() {
+            break;
+        }
+        inputs.extend(between);
+    }
+    let seeds: Vec<(u64, i64, i64)> = inputs.iter().map(|b| (b.seq, b.min_t, b.max_t)).collect();
+    // Blocks numbered from here on are the merge's own (or a cut's, which hold the newest
+    // samples anyway).
+    let fresh = inner.next_seq.load(Ordering::Relaxed);
+    merge_exact(inner, inputs, kind, target)?;
+    // Newer than all of them: rewritten, oldest first, so their order is kept and they end
+    // above the blocks just written. A block joins when it is newer than one that overlaps
+    // it: an input (by its old number) or one already joining.
+    let candidates = others(&[]);
+    let mut join: Vec<&Arc<Block>> = Vec::new();
+    loop {
+        let more: Vec<&Arc<Block>> = candidates
+            .iter()
+            .filter(|b| b.seq > hi && b.seq < fresh && !join.iter().any(|j| Arc::ptr_eq(j, b)))
+            .filter(|b| {
+                seeds
+                    .iter()
+                    .any(|&(q, a, z)| q < b.seq && a <= b.max_t && b.min_t <= z)
+                    || join.iter().any(|j| j.seq < b.seq && overlaps(j, b))
+            })
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        join.extend(more);
+    }
+    join.sort_by_key(|b| b.seq);
+    for b in join {
+        let (level, w) = (b.level, window_of_level(b.level));
+        merge_exact(inner, vec![Arc::clone(b)], kind, &move |t| {
+            (level, window_end(t, w))
+        })?;
+    }
+    Ok(())
+}
+
+/// Whether two blocks share time.
+fn overlaps(a: &Block, b: &Block) -> bool {
+    a.min_t <= b.max_t && b.min_t <= a.max_t
+}
+
 /// Merges `inputs` (all of one kind) series by series, splits the rows into the target
 /// windows, writes the blocks, then swaps them in for the inputs.
-fn merge_write(
+fn merge_exact(
     inner: &Inner,
     mut inputs: Vec<Arc<Block>>,
     kind: Kind,
@@ -634,23 +713,63 @@ fn deletions(inner: &Inner, ids: &[u32]) -> HashMap<u32, tombstones::Intervals> 
 
 /// Rewrites every block holding samples that a deletion in force covers (same kind, level
 /// and window), without them. Returns the number of blocks rewritten.
+///
+/// A rewritten block gets a new (higher) sequence number, and newest-write-wins goes by
+/// sequence: rewritten alone, an old block's samples would outrank those a newer block holds
+/// for the same timestamps. So every newer block of the kind that overlaps a rewritten one in
+/// time is rewritten too (transitively), one by one in ascending sequence order: their order
+/// among themselves is kept, and the blocks left alone share no time with any of them.
 pub(super) fn rewrite_deleted(inner: &Inner) -> Result<usize, MaintenanceError> {
     let _serial = inner.compacting.lock().unwrap_or_else(|e| e.into_inner());
-    let mut n = 0;
-    for b in snapshot(inner) {
-        let ids: Vec<u32> = b.entries().iter().map(|e| e.series).collect();
-        let hit = deletions(inner, &ids)
-            .values()
-            .any(|iv| tombstones::meets(iv, b.min_t, b.max_t));
-        if hit {
-            let (level, w) = (b.level, window_of_level(b.level));
-            merge_write(inner, vec![b.clone()], b.kind, &move |t| {
-                (level, window_end(t, w))
-            })?;
-            n += 1;
+    let blocks = snapshot(inner);
+    let hit: Vec<bool> = blocks
+        .iter()
+        .map(|b| {
+            let ids: Vec<u32> = b.entries().iter().map(|e| e.series).collect();
+            deletions(inner, &ids)
+                .values()
+                .any(|iv| tombstones::meets(iv, b.min_t, b.max_t))
+        })
+        .collect();
+    let chosen = with_newer_overlapping(&blocks, hit);
+    let mut todo: Vec<&Arc<Block>> = blocks
+        .iter()
+        .zip(&chosen)
+        .filter_map(|(b, &c)| c.then_some(b))
+        .collect();
+    todo.sort_by_key(|b| b.seq);
+    for b in &todo {
+        let (level, w) = (b.level, window_of_level(b.level));
+        merge_exact(inner, vec![Arc::clone(b)], b.kind, &move |t| {
+            (level, window_end(t, w))
+        })?;
+    }
+    Ok(todo.len())
+}
+
+/// `chosen`, grown by every block of the same kind with a higher sequence number that
+/// overlaps a chosen one in time, until nothing more is added.
+fn with_newer_overlapping(blocks: &[Arc<Block>], mut chosen: Vec<bool>) -> Vec<bool> {
+    loop {
+        let mut grew = false;
+        for i in 0..blocks.len() {
+            if chosen[i] {
+                continue;
+            }
+            let b = &blocks[i];
+            let pulled = blocks
+                .iter()
+                .zip(&chosen)
+                .any(|(c, &on)| on && c.kind == b.kind && c.seq < b.seq && overlaps(c, b));
+            if pulled {
+                chosen[i] = true;
+                grew = true;
+            }
+        }
+        if !grew {
+            return chosen;
         }
     }
-    Ok(n)
 }
 
 /// The series any of the blocks holds, ascending.
