@@ -159,6 +159,33 @@ fn corrupt(path: &Path, message: impl Into<String>) -> BlockError {
     }
 }
 
+/// Reads and checks the index of a block file of `bytes` bytes; returns it and its offset.
+fn read_index(file: &File, path: &Path, bytes: u64) -> Result<(IndexFile, u64), BlockError> {
+    let mut foot = [0u8; FOOTER];
+    file.read_exact_at(&mut foot, bytes - FOOTER as u64)
+        .map_err(io_err(path))?;
+    if &foot[16..] != TRAILER {
+        return Err(corrupt(path, "bad trailer (the file was cut short)"));
+    }
+    let idx_off = u64::from_le_bytes(foot[0..8].try_into().unwrap_or_default());
+    let idx_len = u64::from(u32::from_le_bytes(
+        foot[8..12].try_into().unwrap_or_default(),
+    ));
+    let idx_crc = u32::from_le_bytes(foot[12..16].try_into().unwrap_or_default());
+    if idx_len > MAX_INDEX || idx_off.checked_add(idx_len) != Some(bytes - FOOTER as u64) {
+        return Err(corrupt(path, "index offset and length do not fit the file"));
+    }
+    let mut idx = vec![0u8; idx_len as usize];
+    file.read_exact_at(&mut idx, idx_off)
+        .map_err(io_err(path))?;
+    if crc32fast::hash(&idx) != idx_crc {
+        return Err(corrupt(path, "index checksum mismatch"));
+    }
+    let index: IndexFile = rmp_serde::from_slice(&idx)
+        .map_err(|e| corrupt(path, format!("index does not decode: {e}")))?;
+    Ok((index, idx_off))
+}
+
 /// An open block.
 #[derive(Debug)]
 pub struct Block {
@@ -200,28 +227,7 @@ impl Block {
         if &magic != MAGIC {
             return Err(corrupt(path, "bad magic (not a block, or another version)"));
         }
-        let mut foot = [0u8; FOOTER];
-        file.read_exact_at(&mut foot, bytes - FOOTER as u64)
-            .map_err(io_err(path))?;
-        if &foot[16..] != TRAILER {
-            return Err(corrupt(path, "bad trailer (the file was cut short)"));
-        }
-        let idx_off = u64::from_le_bytes(foot[0..8].try_into().unwrap_or_default());
-        let idx_len = u64::from(u32::from_le_bytes(
-            foot[8..12].try_into().unwrap_or_default(),
-        ));
-        let idx_crc = u32::from_le_bytes(foot[12..16].try_into().unwrap_or_default());
-        if idx_len > MAX_INDEX || idx_off.checked_add(idx_len) != Some(bytes - FOOTER as u64) {
-            return Err(corrupt(path, "index offset and length do not fit the file"));
-        }
-        let mut idx = vec![0u8; idx_len as usize];
-        file.read_exact_at(&mut idx, idx_off)
-            .map_err(io_err(path))?;
-        if crc32fast::hash(&idx) != idx_crc {
-            return Err(corrupt(path, "index checksum mismatch"));
-        }
-        let index: IndexFile = rmp_serde::from_slice(&idx)
-            .map_err(|e| corrupt(path, format!("index does not decode: {e}")))?;
+        let (index, idx_off) = read_index(&file, path, bytes)?;
         let mut rows = 0u64;
         let mut last = None;
         for e in &index.entries {
@@ -273,6 +279,17 @@ impl Block {
     /// The entries, sorted by series id.
     pub fn entries(&self) -> &[Entry] {
         &self.entries
+    }
+
+    /// Every series' time range in this block, `(series, min_t, max_t)` by series id, read
+    /// from the file's index (kept out of memory: compaction alone asks for it).
+    pub fn series_ranges(&self) -> Result<Vec<(u32, i64, i64)>, BlockError> {
+        let (index, _) = read_index(&self.file, &self.path, self.bytes)?;
+        Ok(index
+            .entries
+            .iter()
+            .map(|e| (e.series, e.min_t, e.max_t))
+            .collect())
     }
 
     /// Reads and checks one chunk.

@@ -473,8 +473,8 @@ fn writer<'a>(
 /// across every block of the kind.
 ///
 /// Which of two samples at the same time wins goes by block sequence number, and the blocks
-/// written here get new, higher ones. So a block of the kind that overlaps the inputs in time
-/// is merged with them when its sequence number lies among theirs (the merge keeps their
+/// written here get new, higher ones. So a block of the kind that shares times of a series
+/// with the inputs is merged with them when its sequence number lies among theirs (the merge keeps their
 /// order), and rewritten afterwards, in ascending order, when it is newer than all of them
 /// (so it still outranks what they became). Without this an older write read back in place
 /// of a newer one at the same timestamp (found by `tombstone_tests`). A crash between the
@@ -490,62 +490,116 @@ fn merge_write(
         return Ok(());
     };
     let hi = inputs.iter().map(|b| b.seq).max().unwrap_or(lo);
-    let others = |inputs: &[Arc<Block>]| -> Vec<Arc<Block>> {
-        snapshot(inner)
-            .into_iter()
-            .filter(|b| b.kind == kind && !inputs.iter().any(|i| Arc::ptr_eq(i, b)))
-            .collect()
-    };
+    let mut shared = SharedTimes::default();
     // Among the inputs' sequence numbers: merged with them.
     loop {
-        let between: Vec<Arc<Block>> = others(&inputs)
+        let between: Vec<Arc<Block>> = snapshot(inner)
             .into_iter()
-            .filter(|b| lo < b.seq && b.seq < hi && inputs.iter().any(|i| overlaps(i, b)))
+            .filter(|b| b.kind == kind && lo < b.seq && b.seq < hi)
+            .filter(|b| !inputs.iter().any(|i| Arc::ptr_eq(i, b)))
+            .filter(|b| inputs.iter().any(|i| shared.check(i, b)))
             .collect();
         if between.is_empty() {
             break;
         }
         inputs.extend(between);
     }
-    let seeds: Vec<(u64, i64, i64)> = inputs.iter().map(|b| (b.seq, b.min_t, b.max_t)).collect();
+    // The inputs stay readable after the merge deletes their files (each holds its file).
+    let seeds = inputs.clone();
     // Blocks numbered from here on are the merge's own (or a cut's, which hold the newest
     // samples anyway).
     let fresh = inner.next_seq.load(Ordering::Relaxed);
     merge_exact(inner, inputs, kind, target)?;
     // Newer than all of them: rewritten, oldest first, so their order is kept and they end
-    // above the blocks just written. A block joins when it is newer than one that overlaps
-    // it: an input (by its old number) or one already joining.
-    let candidates = others(&[]);
-    let mut join: Vec<&Arc<Block>> = Vec::new();
-    loop {
-        let more: Vec<&Arc<Block>> = candidates
-            .iter()
-            .filter(|b| b.seq > hi && b.seq < fresh && !join.iter().any(|j| Arc::ptr_eq(j, b)))
-            .filter(|b| {
-                seeds
-                    .iter()
-                    .any(|&(q, a, z)| q < b.seq && a <= b.max_t && b.min_t <= z)
-                    || join.iter().any(|j| j.seq < b.seq && overlaps(j, b))
-            })
-            .collect();
-        if more.is_empty() {
-            break;
-        }
-        join.extend(more);
-    }
-    join.sort_by_key(|b| b.seq);
+    // above the blocks just written. A block joins when it is newer than one that shares
+    // times with it: an input or one already joining.
+    let candidates: Vec<Arc<Block>> = snapshot(inner)
+        .into_iter()
+        .filter(|b| b.kind == kind && b.seq > hi && b.seq < fresh)
+        .collect();
+    let join = with_newer_sharing(&mut shared, &seeds, &candidates);
     for b in join {
         let (level, w) = (b.level, window_of_level(b.level));
-        merge_exact(inner, vec![Arc::clone(b)], kind, &move |t| {
-            (level, window_end(t, w))
-        })?;
+        merge_exact(inner, vec![b], kind, &move |t| (level, window_end(t, w)))?;
     }
     Ok(())
 }
 
-/// Whether two blocks share time.
-fn overlaps(a: &Block, b: &Block) -> bool {
-    a.min_t <= b.max_t && b.min_t <= a.max_t
+/// The `candidates` that are newer than a block of `seeds`, or than a candidate already
+/// chosen, and share times with it, repeated until none is added; by ascending sequence.
+fn with_newer_sharing(
+    shared: &mut SharedTimes,
+    seeds: &[Arc<Block>],
+    candidates: &[Arc<Block>],
+) -> Vec<Arc<Block>> {
+    let mut chosen: Vec<Arc<Block>> = Vec::new();
+    loop {
+        let mut more = Vec::new();
+        for b in candidates {
+            if chosen.iter().any(|c| Arc::ptr_eq(c, b)) {
+                continue;
+            }
+            let pulled = seeds
+                .iter()
+                .chain(&chosen)
+                .any(|s| s.seq < b.seq && shared.check(s, b));
+            if pulled {
+                more.push(Arc::clone(b));
+            }
+        }
+        if more.is_empty() {
+            chosen.sort_by_key(|b| b.seq);
+            return chosen;
+        }
+        chosen.extend(more);
+    }
+}
+
+/// Whether two blocks share times of a series, from their indexes (read once per block).
+/// Blocks cut one after the other overlap as a whole (the ingest lag), but a series'
+/// samples in them follow each other; only a write at times a series already has in an
+/// older block makes two blocks share them. A block whose index cannot be read counts as
+/// sharing (rewriting it finds out whether it is damaged).
+#[derive(Default)]
+struct SharedTimes {
+    ranges: HashMap<u64, Option<Vec<(u32, i64, i64)>>>,
+}
+
+impl SharedTimes {
+    fn check(&mut self, a: &Block, b: &Block) -> bool {
+        if a.kind != b.kind || a.min_t > b.max_t || b.min_t > a.max_t {
+            return false;
+        }
+        for x in [a, b] {
+            self.ranges
+                .entry(x.seq)
+                .or_insert_with(|| x.series_ranges().ok());
+        }
+        match (&self.ranges[&a.seq], &self.ranges[&b.seq]) {
+            (Some(x), Some(y)) => series_overlap(x, y),
+            _ => true,
+        }
+    }
+}
+
+/// Whether some series has overlapping time ranges in both lists (each sorted by series).
+fn series_overlap(x: &[(u32, i64, i64)], y: &[(u32, i64, i64)]) -> bool {
+    let (mut i, mut j) = (0, 0);
+    while i < x.len() && j < y.len() {
+        let (a, b) = (x[i], y[j]);
+        match a.0.cmp(&b.0) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                if a.1 <= b.2 && b.1 <= a.2 {
+                    return true;
+                }
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    false
 }
 
 /// Merges `inputs` (all of one kind) series by series, splits the rows into the target
@@ -716,60 +770,29 @@ fn deletions(inner: &Inner, ids: &[u32]) -> HashMap<u32, tombstones::Intervals> 
 ///
 /// A rewritten block gets a new (higher) sequence number, and newest-write-wins goes by
 /// sequence: rewritten alone, an old block's samples would outrank those a newer block holds
-/// for the same timestamps. So every newer block of the kind that overlaps a rewritten one in
-/// time is rewritten too (transitively), one by one in ascending sequence order: their order
-/// among themselves is kept, and the blocks left alone share no time with any of them.
+/// for the same timestamps. So every newer block that shares times of a series with a
+/// rewritten one is rewritten too (transitively), one by one in ascending sequence order:
+/// their order among themselves is kept, and the blocks left alone share no times with any
+/// of them.
 pub(super) fn rewrite_deleted(inner: &Inner) -> Result<usize, MaintenanceError> {
     let _serial = inner.compacting.lock().unwrap_or_else(|e| e.into_inner());
     let blocks = snapshot(inner);
-    let hit: Vec<bool> = blocks
-        .iter()
-        .map(|b| {
-            let ids: Vec<u32> = b.entries().iter().map(|e| e.series).collect();
-            deletions(inner, &ids)
-                .values()
-                .any(|iv| tombstones::meets(iv, b.min_t, b.max_t))
-        })
-        .collect();
-    let chosen = with_newer_overlapping(&blocks, hit);
-    let mut todo: Vec<&Arc<Block>> = blocks
-        .iter()
-        .zip(&chosen)
-        .filter_map(|(b, &c)| c.then_some(b))
-        .collect();
+    let (hit, rest): (Vec<Arc<Block>>, Vec<Arc<Block>>) = blocks.into_iter().partition(|b| {
+        let ids: Vec<u32> = b.entries().iter().map(|e| e.series).collect();
+        deletions(inner, &ids)
+            .values()
+            .any(|iv| tombstones::meets(iv, b.min_t, b.max_t))
+    });
+    let joined = with_newer_sharing(&mut SharedTimes::default(), &hit, &rest);
+    let mut todo = hit;
+    todo.extend(joined);
     todo.sort_by_key(|b| b.seq);
-    for b in &todo {
-        let (level, w) = (b.level, window_of_level(b.level));
-        merge_exact(inner, vec![Arc::clone(b)], b.kind, &move |t| {
-            (level, window_end(t, w))
-        })?;
+    let n = todo.len();
+    for b in todo {
+        let (kind, level, w) = (b.kind, b.level, window_of_level(b.level));
+        merge_exact(inner, vec![b], kind, &move |t| (level, window_end(t, w)))?;
     }
-    Ok(todo.len())
-}
-
-/// `chosen`, grown by every block of the same kind with a higher sequence number that
-/// overlaps a chosen one in time, until nothing more is added.
-fn with_newer_overlapping(blocks: &[Arc<Block>], mut chosen: Vec<bool>) -> Vec<bool> {
-    loop {
-        let mut grew = false;
-        for i in 0..blocks.len() {
-            if chosen[i] {
-                continue;
-            }
-            let b = &blocks[i];
-            let pulled = blocks
-                .iter()
-                .zip(&chosen)
-                .any(|(c, &on)| on && c.kind == b.kind && c.seq < b.seq && overlaps(c, b));
-            if pulled {
-                chosen[i] = true;
-                grew = true;
-            }
-        }
-        if !grew {
-            return chosen;
-        }
-    }
+    Ok(n)
 }
 
 /// The series any of the blocks holds, ascending.
