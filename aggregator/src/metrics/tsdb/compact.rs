@@ -562,7 +562,7 @@ fn with_newer_sharing(
 /// sharing (rewriting it finds out whether it is damaged).
 #[derive(Default)]
 struct SharedTimes {
-    ranges: HashMap<u64, Option<Vec<(u32, i64, i64)>>>,
+    ranges: HashMap<u64, Option<Vec<SeriesRange>>>,
 }
 
 impl SharedTimes {
@@ -582,8 +582,11 @@ impl SharedTimes {
     }
 }
 
+/// A series' time range in a block: `(series, min_t, max_t)`.
+type SeriesRange = (u32, i64, i64);
+
 /// Whether some series has overlapping time ranges in both lists (each sorted by series).
-fn series_overlap(x: &[(u32, i64, i64)], y: &[(u32, i64, i64)]) -> bool {
+fn series_overlap(x: &[SeriesRange], y: &[SeriesRange]) -> bool {
     let (mut i, mut j) = (0, 0);
     while i < x.len() && j < y.len() {
         let (a, b) = (x[i], y[j]);
