@@ -74,6 +74,8 @@ pub const AGG_WAL_BYTES: &str = "telltale_aggregator_wal_bytes_total";
 pub const AGG_HEAD_CUTS: &str = "telltale_aggregator_head_cuts_total";
 /// Compactions.
 pub const AGG_COMPACTIONS: &str = "telltale_aggregator_compactions_total";
+/// Blocks merged or rewritten out of turn to keep newest-write-wins.
+pub const AGG_RESEQUENCED: &str = "telltale_aggregator_blocks_resequenced_total";
 /// Blocks deleted by retention.
 pub const AGG_EXPIRED_BLOCKS: &str = "telltale_aggregator_blocks_expired_total";
 /// Storage maintenance rounds that failed.

@@ -181,6 +181,9 @@ pub struct Counters {
     pub cuts: AtomicU64,
     /// Compactions run.
     pub compactions: AtomicU64,
+    /// Blocks merged or rewritten out of turn so that a newer write at a timestamp keeps
+    /// outranking an older one (only samples written again at times a series had).
+    pub resequenced: AtomicU64,
     /// Blocks deleted by retention.
     pub expired_blocks: AtomicU64,
     /// Maintenance steps that failed (logged).

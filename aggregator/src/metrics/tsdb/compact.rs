@@ -502,6 +502,10 @@ fn merge_write(
         if between.is_empty() {
             break;
         }
+        inner
+            .counters
+            .resequenced
+            .fetch_add(between.len() as u64, Ordering::Relaxed);
         inputs.extend(between);
     }
     // The inputs stay readable after the merge deletes their files (each holds its file).
@@ -518,6 +522,10 @@ fn merge_write(
         .filter(|b| b.kind == kind && b.seq > hi && b.seq < fresh)
         .collect();
     let join = with_newer_sharing(&mut shared, &seeds, &candidates);
+    inner
+        .counters
+        .resequenced
+        .fetch_add(join.len() as u64, Ordering::Relaxed);
     for b in join {
         let (level, w) = (b.level, window_of_level(b.level));
         merge_exact(inner, vec![b], kind, &move |t| (level, window_end(t, w)))?;

@@ -722,6 +722,11 @@ impl Admin for Tsdb {
             ),
             (n::AGG_COMPACTIONS, "Compactions.", l(&c.compactions)),
             (
+                n::AGG_RESEQUENCED,
+                "Blocks merged or rewritten out of turn so that a newer write at a timestamp keeps outranking an older one.",
+                l(&c.resequenced),
+            ),
+            (
                 n::AGG_EXPIRED_BLOCKS,
                 "Blocks deleted by retention.",
                 l(&c.expired_blocks),

@@ -358,6 +358,90 @@ fn open_windows_are_merged_in_sub_windows_that_keep_chunks_small() {
     assert!(db.inner.cache.usage().0 > 0, "{:?}", db.block_summary());
 }
 
+/// Steady ingest — series sampled at their own phases, each batch a little late, cuts every
+/// two minutes with the maintenance rounds between — overlaps consecutive blocks as a whole
+/// but never a series' own times: no block is rewritten out of turn (that would multiply
+/// compaction's cost). A sample written again at a time its series had, after that time is
+/// in a compacted block, reads back as the newer value through the later compactions.
+#[test]
+fn steady_ingest_rewrites_nothing_out_of_turn_and_an_overwrite_wins() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let db = Tsdb::open_with(dir.path(), opts()).unwrap();
+    let t0 = (now_ms() / (2 * H) - 4) * 2 * H;
+    let names: Vec<String> = (0..40).map(|i| format!("s{i}")).collect();
+    // Five simulated hours at 10 s; each round arrives in two halves (two agents), and a
+    // cut (every 70 s, across the 30-minute sub-windows' ends) falls between them, so
+    // consecutive blocks share times as a whole.
+    let mut overlapping = 0;
+    for round in 0..(5 * 360) {
+        let at = t0 + round * 10_000;
+        for half in 0..2 {
+            let batch: Vec<SeriesSamples> = names
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % 2 == half)
+                .map(|(i, n)| {
+                    series(
+                        n,
+                        "x",
+                        vec![Sample(at + (i as i64 * 97) % 9_000, round as f64)],
+                    )
+                })
+                .collect();
+            put(&rt, &db, batch);
+            let now = at + 13_000;
+            if half == 0 && round % 7 == 3 {
+                compact::cut_round(&db.inner, &db.tx, now, true).unwrap();
+                let l0: Vec<Arc<Block>> = db
+                    .inner
+                    .blocks
+                    .read()
+                    .unwrap()
+                    .iter()
+                    .filter(|b| b.level == 0)
+                    .cloned()
+                    .collect();
+                if l0.iter().any(|a| {
+                    l0.iter()
+                        .any(|b| a.seq < b.seq && a.min_t <= b.max_t && b.min_t <= a.max_t)
+                }) {
+                    overlapping += 1;
+                }
+                compact::compact_round(&db.inner, now, false).unwrap();
+            }
+        }
+    }
+    assert!(
+        overlapping > 100,
+        "the test's blocks share times as a whole: {overlapping} cuts"
+    );
+    let c = &db.inner.counters;
+    assert!(c.compactions.load(Ordering::Relaxed) > 20, "compaction ran");
+    assert_eq!(c.resequenced.load(Ordering::Relaxed), 0);
+    assert_eq!(all(&db, "s7").len(), 5 * 360);
+    // An overwrite of a sample 40 minutes old (within the out-of-order hour), in a block by
+    // now.
+    let old = t0 + 1560 * 10_000 + 7 * 97;
+    assert_eq!(
+        all(&db, "s7").iter().find(|s| s.0 == old).map(|s| s.1),
+        Some(1560.0)
+    );
+    let out = put(&rt, &db, vec![series("s7", "x", vec![Sample(old, -1.0)])]);
+    assert!(matches!(out, AppendOutcome::Stored { .. }), "{out:?}");
+    db.flush_and_compact(t0 + 5 * H + 13_000).unwrap();
+    assert_eq!(
+        all(&db, "s7").iter().find(|s| s.0 == old).map(|s| s.1),
+        Some(-1.0)
+    );
+    db.flush_and_compact(t0 + 12 * H).unwrap();
+    assert_eq!(
+        all(&db, "s7").iter().find(|s| s.0 == old).map(|s| s.1),
+        Some(-1.0)
+    );
+    assert_eq!(all(&db, "s7").len(), 5 * 360);
+}
+
 #[test]
 fn retention_frees_disk_and_keeps_rollups() {
     let rt = rt();
