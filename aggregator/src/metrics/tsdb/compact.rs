@@ -454,15 +454,53 @@ fn compact(inner: &Inner, now: i64, force: bool) -> Result<(), MaintenanceError>
 
 type Writers = BTreeMap<(Kind, u8, i64), BlockWriter>;
 
+/// Sequence numbers for the blocks a merge writes: from a range reserved beforehand (so the
+/// merge's place in the order is fixed before anything is written), then fresh ones.
+struct Seqs {
+    next: u64,
+    end: u64,
+}
+
+impl Seqs {
+    /// No reservation: every block gets the next fresh number.
+    fn fresh() -> Seqs {
+        Seqs { next: 0, end: 0 }
+    }
+
+    /// Reserves enough numbers for the blocks merging `blocks` can write: one per window of
+    /// the narrowest width a merge cuts into (the 30-minute sub-window) that each touches.
+    fn reserve(inner: &Inner, blocks: &[Arc<Block>]) -> Seqs {
+        let n: u64 = blocks
+            .iter()
+            .map(|b| (b.max_t.saturating_sub(b.min_t) / OPEN_SUB_WINDOW).max(0) as u64 + 2)
+            .sum();
+        let next = inner.next_seq.fetch_add(n, Ordering::Relaxed);
+        Seqs {
+            next,
+            end: next + n,
+        }
+    }
+
+    fn take(&mut self, inner: &Inner) -> u64 {
+        if self.next < self.end {
+            self.next += 1;
+            self.next - 1
+        } else {
+            inner.next_seq.fetch_add(1, Ordering::Relaxed)
+        }
+    }
+}
+
 fn writer<'a>(
     inner: &Inner,
     ws: &'a mut Writers,
     key: (Kind, u8, i64),
+    seqs: &mut Seqs,
 ) -> Result<&'a mut BlockWriter, MaintenanceError> {
     match ws.entry(key) {
         std::collections::btree_map::Entry::Occupied(e) => Ok(e.into_mut()),
         std::collections::btree_map::Entry::Vacant(v) => {
-            let seq = inner.next_seq.fetch_add(1, Ordering::Relaxed);
+            let seq = seqs.take(inner);
             let w = BlockWriter::create(&blocks_dir(inner), key.0, key.1, seq)?;
             Ok(v.insert(w))
         }
@@ -474,12 +512,15 @@ fn writer<'a>(
 ///
 /// Which of two samples at the same time wins goes by block sequence number, and the blocks
 /// written here get new, higher ones. So a block of the kind that shares times of a series
-/// with the inputs is merged with them when its sequence number lies among theirs (the merge keeps their
-/// order), and rewritten afterwards, in ascending order, when it is newer than all of them
-/// (so it still outranks what they became). Without this an older write read back in place
-/// of a newer one at the same timestamp (found by `tombstone_tests`). A crash between the
-/// two steps can leave the older value winning for such timestamps — only for a sample
-/// written twice with different values, which Prometheus refuses outright.
+/// with the inputs is merged with them when its sequence number lies among theirs (the merge
+/// keeps their order), and rewritten above the merge's blocks when it is newer than all of
+/// them (so it still outranks what they became). Without this an older write read back in
+/// place of a newer one at the same timestamp (found by `tombstone_tests`).
+///
+/// Crash-safe order: the merge's numbers are reserved first, then one range per newer block
+/// above them; the newer blocks are rewritten newest first, then the merge is written. At any
+/// point a crash leaves every pair of blocks sharing times in their original order (an
+/// original and its copy hold the same samples).
 fn merge_write(
     inner: &Inner,
     mut inputs: Vec<Arc<Block>>,
@@ -508,27 +549,41 @@ fn merge_write(
             .fetch_add(between.len() as u64, Ordering::Relaxed);
         inputs.extend(between);
     }
-    // The inputs stay readable after the merge deletes their files (each holds its file).
-    let seeds = inputs.clone();
-    // Blocks numbered from here on are the merge's own (or a cut's, which hold the newest
-    // samples anyway).
-    let fresh = inner.next_seq.load(Ordering::Relaxed);
-    merge_exact(inner, inputs, kind, target)?;
-    // Newer than all of them: rewritten, oldest first, so their order is kept and they end
-    // above the blocks just written. A block joins when it is newer than one that shares
-    // times with it: an input or one already joining.
+    let mut own = Seqs::reserve(inner, &inputs);
+    // Newer than all of them (a cut's block made meanwhile included): a block joins when it
+    // is newer than one that shares times with it, an input or one already joining.
     let candidates: Vec<Arc<Block>> = snapshot(inner)
         .into_iter()
-        .filter(|b| b.kind == kind && b.seq > hi && b.seq < fresh)
+        .filter(|b| b.kind == kind && b.seq > hi)
+        .filter(|b| !inputs.iter().any(|i| Arc::ptr_eq(i, b)))
         .collect();
-    let join = with_newer_sharing(&mut shared, &seeds, &candidates);
+    let join = with_newer_sharing(&mut shared, &inputs, &candidates);
     inner
         .counters
         .resequenced
         .fetch_add(join.len() as u64, Ordering::Relaxed);
-    for b in join {
-        let (level, w) = (b.level, window_of_level(b.level));
-        merge_exact(inner, vec![b], kind, &move |t| (level, window_end(t, w)))?;
+    rewrite_in_order(inner, join)?;
+    merge_exact(inner, inputs, kind, target, &mut own)
+}
+
+/// Rewrites `blocks` (ascending by sequence), each alone in its own level's windows, keeping
+/// their order above everything numbered before: ranges are reserved oldest first, and the
+/// blocks rewritten newest first, so a crash part-way leaves the rewritten ones (the newest)
+/// above the rest.
+fn rewrite_in_order(inner: &Inner, blocks: Vec<Arc<Block>>) -> Result<(), MaintenanceError> {
+    let ranges: Vec<Seqs> = blocks
+        .iter()
+        .map(|b| Seqs::reserve(inner, std::slice::from_ref(b)))
+        .collect();
+    for (b, mut seqs) in blocks.into_iter().zip(ranges).rev() {
+        let (kind, level, w) = (b.kind, b.level, window_of_level(b.level));
+        merge_exact(
+            inner,
+            vec![b],
+            kind,
+            &move |t| (level, window_end(t, w)),
+            &mut seqs,
+        )?;
     }
     Ok(())
 }
@@ -620,6 +675,7 @@ fn merge_exact(
     mut inputs: Vec<Arc<Block>>,
     kind: Kind,
     target: &dyn Fn(i64) -> (u8, i64),
+    seqs: &mut Seqs,
 ) -> Result<(), MaintenanceError> {
     inputs.sort_by_key(|b| b.seq);
     let ids = series_ids(&inputs);
@@ -674,7 +730,7 @@ fn merge_exact(
                 let part = &rows[i..j];
                 let (level, end) = target(part[0].0);
                 let (ts, vs): (Vec<i64>, Vec<f64>) = part.iter().map(|s| (s.0, s.1)).unzip();
-                writer(inner, &mut ws, (Kind::Raw, level, end))?.add(
+                writer(inner, &mut ws, (Kind::Raw, level, end), seqs)?.add(
                     id,
                     ts[0],
                     ts[ts.len() - 1],
@@ -690,7 +746,7 @@ fn merge_exact(
             for (i, j) in groups(&rows, |b| target(b.end)) {
                 let part = &rows[i..j];
                 let (level, end) = target(part[0].end);
-                writer(inner, &mut ws, (kind, level, end))?.add(
+                writer(inner, &mut ws, (kind, level, end), seqs)?.add(
                     id,
                     part[0].end,
                     part[part.len() - 1].end,
@@ -746,7 +802,7 @@ fn materialize_rollups(inner: &Inner, raw: &[Arc<Block>]) -> Result<(), Maintena
                 let bk = buckets(&samples, rk.resolution_ms().unwrap_or(HOUR));
                 if let (Some(f), Some(l)) = (bk.first(), bk.last()) {
                     let (lo, hi) = (f.end, l.end);
-                    writer(inner, &mut ws, (rk, b.level, end))?.add(
+                    writer(inner, &mut ws, (rk, b.level, end), &mut Seqs::fresh())?.add(
                         id,
                         lo,
                         hi,
@@ -782,9 +838,8 @@ fn deletions(inner: &Inner, ids: &[u32]) -> HashMap<u32, tombstones::Intervals> 
 /// A rewritten block gets a new (higher) sequence number, and newest-write-wins goes by
 /// sequence: rewritten alone, an old block's samples would outrank those a newer block holds
 /// for the same timestamps. So every newer block that shares times of a series with a
-/// rewritten one is rewritten too (transitively), one by one in ascending sequence order:
-/// their order among themselves is kept, and the blocks left alone share no times with any
-/// of them.
+/// rewritten one is rewritten too (transitively), in [`rewrite_in_order`]: their order among
+/// themselves is kept, and the blocks left alone share no times with any of them.
 pub(super) fn rewrite_deleted(inner: &Inner) -> Result<usize, MaintenanceError> {
     let _serial = inner.compacting.lock().unwrap_or_else(|e| e.into_inner());
     let blocks = snapshot(inner);
@@ -799,10 +854,7 @@ pub(super) fn rewrite_deleted(inner: &Inner) -> Result<usize, MaintenanceError> 
     todo.extend(joined);
     todo.sort_by_key(|b| b.seq);
     let n = todo.len();
-    for b in todo {
-        let (kind, level, w) = (b.kind, b.level, window_of_level(b.level));
-        merge_exact(inner, vec![b], kind, &move |t| (level, window_end(t, w)))?;
-    }
+    rewrite_in_order(inner, todo)?;
     Ok(n)
 }
 
