@@ -10,7 +10,6 @@ pub fn format_value(v: f64) -> String {
 
 /// Writes a sample value as Prometheus does (`NaN`, `+Inf`, `-Inf`, shortest decimal).
 pub fn write_value(out: &mut String, v: f64) {
-    use std::fmt::Write;
     if v.is_nan() {
         out.push_str("NaN");
     } else if v == f64::INFINITY {
@@ -22,7 +21,50 @@ pub fn write_value(out: &mut String, v: f64) {
         // the float formatting machinery.
         push_int(out, v as i64);
     } else {
-        let _ = write!(out, "{v}");
+        push_shortest(out, v);
+    }
+}
+
+/// Appends a finite `v` as the shortest digits that read back as `v`, positional, never an
+/// exponent (as Go's `FormatFloat(v, 'f', -1, 64)` in Prometheus and Rust's `Display` write
+/// it), from Ryū's digits, which cost a third of the standard formatter's (a range query's
+/// answer is mostly these). Where two shortest forms are equally near `v` (a value exactly
+/// halfway), Ryū's last digit is the even one and `Display`'s may be the other: both read
+/// back as `v`.
+fn push_shortest(out: &mut String, v: f64) {
+    let mut buf = ryu::Buffer::new();
+    let s = buf.format_finite(v);
+    let Some(e) = s.find('e') else {
+        // Positional already; Ryū writes integral values with a ".0" that Display does not.
+        out.push_str(s.strip_suffix(".0").unwrap_or(s));
+        return;
+    };
+    let (mantissa, exp) = (&s[..e], &s[e + 1..]);
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => ("-", m),
+        None => ("", mantissa),
+    };
+    // The digits, and where the point goes among them.
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits: String = [int, frac].concat();
+    let point = int.len() as i32 + exp;
+    out.push_str(sign);
+    if point <= 0 {
+        out.push_str("0.");
+        for _ in 0..-point {
+            out.push('0');
+        }
+        out.push_str(&digits);
+    } else if point as usize >= digits.len() {
+        out.push_str(&digits);
+        for _ in 0..(point as usize - digits.len()) {
+            out.push('0');
+        }
+    } else {
+        out.push_str(&digits[..point as usize]);
+        out.push('.');
+        out.push_str(&digits[point as usize..]);
     }
 }
 
@@ -44,5 +86,83 @@ pub fn push_int(out: &mut String, n: i64) {
     }
     for b in &buf[i..] {
         out.push(char::from(*b));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn display(v: f64) -> String {
+        if v.is_nan() {
+            "NaN".into()
+        } else if v.is_infinite() {
+            if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+        } else {
+            format!("{v}")
+        }
+    }
+
+    /// `format_value(v)` is `Display`'s text, or (a value halfway between two shortest forms)
+    /// as short, positional, and read back as `v`.
+    fn check(v: f64) -> Result<(), String> {
+        let (got, want) = (format_value(v), display(v));
+        if got == want {
+            return Ok(());
+        }
+        let back: f64 = got.parse().map_err(|e| format!("{got}: {e}"))?;
+        if back.to_bits() == v.to_bits() && got.len() == want.len() && !got.contains('e') {
+            Ok(())
+        } else {
+            Err(format!("{v:e}: {got} (Display: {want})"))
+        }
+    }
+
+    #[test]
+    fn values_read_as_display_prints_them_at_the_edges() {
+        for v in [
+            0.0,
+            -0.0,
+            1.0,
+            -1.5,
+            0.1,
+            0.30000000000000004,
+            1e-7,
+            -1.2345e-7,
+            5e-324,
+            f64::MIN_POSITIVE,
+            9.0e15,
+            1e16,
+            1.5e16,
+            123456789012345680.0,
+            1e21,
+            -1e300,
+            f64::MAX,
+            f64::MIN,
+            f64::EPSILON,
+            0.083_424_769_873_455_23,
+            -120_893_894_872_327.625,
+        ] {
+            check(v).unwrap();
+        }
+        assert_eq!(format_value(1e-7), "0.0000001");
+        assert_eq!(format_value(-1.5e16), "-15000000000000000");
+        assert_eq!(format_value(0.25), "0.25");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+        #[test]
+        fn any_value_reads_as_display_prints_it(bits in any::<u64>()) {
+            let v = f64::from_bits(bits);
+            prop_assert!(check(v).is_ok(), "{:?}", check(v));
+        }
+
+        #[test]
+        fn values_of_every_magnitude_read_as_display_prints_them(m in -1.0f64..1.0, e in -330i32..310) {
+            let v = m * 10f64.powi(e);
+            prop_assert!(check(v).is_ok(), "{:?}", check(v));
+        }
     }
 }
