@@ -142,7 +142,8 @@ mod tests {
             f64::MIN,
             f64::EPSILON,
             0.083_424_769_873_455_23,
-            -120_893_894_872_327.625,
+            // Exactly halfway between two shortest forms (…27.62 and …27.63).
+            f64::from_bits(14_040_953_648_158_294_504),
         ] {
             check(v).unwrap();
         }
