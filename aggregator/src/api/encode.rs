@@ -67,6 +67,9 @@ pub(super) fn push_value(out: &mut String, v: f64) {
 }
 
 pub(super) fn push_matrix(out: &mut String, m: &[SeriesData]) {
+    // A range answer's series share the steps' timestamps: each is formatted once, with the
+    // point's opening around it (`[1796502582,"`), and copied for every series.
+    let mut opening: rustc_hash::FxHashMap<i64, String> = Default::default();
     out.push('[');
     for (i, s) in m.iter().enumerate() {
         if i > 0 {
@@ -79,7 +82,16 @@ pub(super) fn push_matrix(out: &mut String, m: &[SeriesData]) {
             if j > 0 {
                 out.push(',');
             }
-            push_point(out, p);
+            let open = opening.entry(p.0).or_insert_with(|| {
+                let mut o = String::with_capacity(20);
+                o.push('[');
+                push_timestamp(&mut o, p.0);
+                o.push_str(",\"");
+                o
+            });
+            out.push_str(open);
+            write_value(out, p.1);
+            out.push_str("\"]");
         }
         out.push_str("]}");
     }

@@ -453,6 +453,18 @@ impl<'a> Evaluator<'a> {
         self.deadline = Some(deadline);
     }
 
+    /// Fails with [`QueryError::Timeout`] once the deadline has passed (for loops that run
+    /// outside [`Evaluator::eval`]).
+    pub(super) fn check_deadline(&self) -> Result<(), QueryError> {
+        if self
+            .deadline
+            .is_some_and(|d| std::time::Instant::now() >= d)
+        {
+            return Err(QueryError::Timeout("expression evaluation"));
+        }
+        Ok(())
+    }
+
     pub(super) fn at_time(&self, at: &Option<AtModifier>) -> Option<i64> {
         match at {
             // Prometheus 2.42 resolves `start()` and `end()` in a pass that does not visit an
