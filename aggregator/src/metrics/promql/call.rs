@@ -1,10 +1,12 @@
 //! Function calls.
 
+use std::sync::Arc;
+
 use promql_parser::parser::{Call, Expr};
 use telltale_common::model::{Labels, METRIC_NAME, Sample, valid_label_name};
 
 use super::QueryError;
-use super::eval::{Cursor, Elem, Evaluator, Val, matchers, offset_ms, window};
+use super::eval::{Cursor, Elem, Evaluator, RateTable, Val, matchers, offset_ms, window};
 use super::functions as f;
 use crate::metrics::storage::{MatchOp, SeriesData};
 
@@ -151,6 +153,9 @@ impl Evaluator<'_> {
         range: i64,
         rate: bool,
     ) -> Result<Val, QueryError> {
+        if let Some(v) = self.rate_from_table(ms, t, range, rate)? {
+            return Ok(v);
+        }
         let te = self.at_time(&ms.vs.at).unwrap_or(t) - offset_ms(&ms.vs.offset);
         let data = self.data(&ms.vs)?;
         let stale = self.stale_flags(&ms.vs, &data);
@@ -248,6 +253,79 @@ impl Evaluator<'_> {
         }
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(Some(out))
+    }
+
+    /// [`Self::counter_rate`] at a step of the range query from the selector's table: the
+    /// first step computes every step, series by series (a value depends on the step's time
+    /// only, so a subquery's inner step on the grid reads the same table). Untabled — `None`
+    /// — off the grid, when names collide once dropped (checked point by point there), or
+    /// past `RATE_TABLE_MAX` values.
+    fn rate_from_table(
+        &mut self,
+        ms: &promql_parser::parser::MatrixSelector,
+        t: i64,
+        range: i64,
+        rate: bool,
+    ) -> Result<Option<Val>, QueryError> {
+        let Some(k) = self.step_index(t) else {
+            return Ok(None);
+        };
+        let key = (ms as *const _ as usize, rate);
+        let table = match self.rate_tables.get(&key) {
+            Some(t) => t.clone(),
+            None => {
+                let t = self.rate_table(ms, range, rate)?.map(Arc::new);
+                self.rate_tables.insert(key, t.clone());
+                t
+            }
+        };
+        let Some(table) = table else {
+            return Ok(None);
+        };
+        let data = self.data(&ms.vs)?;
+        let names = self.unnamed_all(&ms.vs, &data);
+        let row = &table.values[k * table.width..(k + 1) * table.width];
+        let out = row
+            .iter()
+            .zip(names.iter())
+            .filter_map(|(v, l)| {
+                v.map(|v| Elem {
+                    labels: l.clone(),
+                    t,
+                    v,
+                })
+            })
+            .collect();
+        Ok(Some(Val::Vector(out)))
+    }
+
+    fn rate_table(
+        &mut self,
+        ms: &promql_parser::parser::MatrixSelector,
+        range: i64,
+        rate: bool,
+    ) -> Result<Option<RateTable>, QueryError> {
+        let data = self.data(&ms.vs)?;
+        let names = self.unnamed_all(&ms.vs, &data);
+        let (steps, width) = (self.steps(), data.len());
+        if self.names_collide(&ms.vs, &names) || steps.saturating_mul(width) > RATE_TABLE_MAX {
+            return Ok(None);
+        }
+        let stale = self.stale_flags(&ms.vs, &data);
+        let (at, off) = (self.at_time(&ms.vs.at), offset_ms(&ms.vs.offset));
+        let (first, step) = (self.first_step(), self.step());
+        let mut values = vec![None; steps * width];
+        for (i, (s, has_stale)) in data.iter().zip(stale.iter()).enumerate() {
+            self.check_deadline()?;
+            let prefix = f::reset_prefix(&s.samples);
+            let mut cur: Cursor = (i64::MIN, 0, 0);
+            for k in 0..steps {
+                let te = at.unwrap_or(first + k as i64 * step) - off;
+                values[k * width + i] =
+                    rate_point(&s.samples, *has_stale, &prefix, &mut cur, te, range, rate);
+            }
+        }
+        Ok(Some(RateTable { width, values }))
     }
 
     fn over_time(
@@ -710,6 +788,10 @@ impl Evaluator<'_> {
         }
     }
 }
+
+/// The most values a range query tables per `rate` / `increase` (steps × series: 16 bytes
+/// each, so 128 MiB at most).
+const RATE_TABLE_MAX: usize = 8_000_000;
 
 /// `rate` / `increase` of one series' window ending at `te` (see [`Evaluator::counter_rate`]).
 fn rate_point(

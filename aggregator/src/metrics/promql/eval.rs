@@ -175,6 +175,18 @@ pub struct Evaluator<'a> {
     /// Per selector, each series' labels without the name, by position: range functions look
     /// them up by index at every step instead of hashing.
     unnamed_by_selector: FxHashMap<usize, Arc<Vec<Labels>>>,
+    /// `rate` / `increase` of a range selector at every step of the range query, computed
+    /// series by series on first use, by (selector, rate?); `None`: not tabled (see
+    /// `rate_table`).
+    pub(super) rate_tables: FxHashMap<(usize, bool), Option<Arc<RateTable>>>,
+}
+
+/// A range function's value for every step (rows) and series (columns) of a range query.
+pub(super) struct RateTable {
+    /// Series per step.
+    pub(super) width: usize,
+    /// `width` values per step; `None` where the series has no value at that step.
+    pub(super) values: Vec<Option<f64>>,
 }
 
 /// A series' window at the last evaluation time: `(te, lo, hi)`.
@@ -250,6 +262,7 @@ impl<'a> Evaluator<'a> {
             interned: Default::default(),
             cursors: FxHashMap::default(),
             unnamed_by_selector: FxHashMap::default(),
+            rate_tables: FxHashMap::default(),
             step: 0,
             rollups: FxHashMap::default(),
         }
@@ -400,6 +413,26 @@ impl<'a> Evaluator<'a> {
 
     pub(super) fn step(&self) -> i64 {
         self.step
+    }
+
+    /// The index of `t` among the range query's steps, if it is one.
+    pub(super) fn step_index(&self, t: i64) -> Option<usize> {
+        let step = self.step;
+        (step > 0 && t >= self.start && t <= self.end && (t - self.start) % step == 0)
+            .then(|| ((t - self.start) / step) as usize)
+    }
+
+    /// The range query's steps.
+    pub(super) fn steps(&self) -> usize {
+        if self.step <= 0 || self.end < self.start {
+            return 0;
+        }
+        ((self.end - self.start) / self.step) as usize + 1
+    }
+
+    /// The range query's first step.
+    pub(super) fn first_step(&self) -> i64 {
+        self.start
     }
 
     pub(super) fn start_ms(&self) -> i64 {
