@@ -789,9 +789,9 @@ impl Evaluator<'_> {
     }
 }
 
-/// The most values a range query tables per `rate` / `increase` (steps × series: 16 bytes
-/// each, so 128 MiB at most).
-const RATE_TABLE_MAX: usize = 8_000_000;
+/// The most values a range query tables per `rate` / `increase` (steps × series, 16 bytes
+/// each: 64 MiB at most; 7 320 series × 361 steps is 2.6 M).
+const RATE_TABLE_MAX: usize = 4_000_000;
 
 /// `rate` / `increase` of one series' window ending at `te` (see [`Evaluator::counter_rate`]).
 fn rate_point(
