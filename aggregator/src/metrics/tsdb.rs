@@ -46,6 +46,7 @@ pub mod check;
 pub mod chunk;
 mod compact;
 mod feed;
+mod precedence;
 pub use crate::durable::frames as files;
 pub mod head;
 pub mod progress;
