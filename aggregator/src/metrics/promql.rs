@@ -864,6 +864,30 @@ mod tests {
         exec_err("a + on(job) {job=\"demo\"}", "many-to-many");
     }
 
+    /// A subquery whose window holds no step of its grid evaluates nothing of its own, but
+    /// Prometheus still evaluates the subqueries nested in it over their ranges — so a
+    /// failing function there fails the query (found by the differential fuzzer:
+    /// `holt_winters` with a smoothing factor of 1 two subqueries down).
+    #[tokio::test]
+    async fn a_subquery_without_steps_still_runs_the_subqueries_inside_it() {
+        let samples: Vec<(i64, f64)> = (0..40).map(|i| (i * 10_000, i as f64)).collect();
+        let (e, _d) = engine(vec![ss(&[("__name__", "c")], &samples)]).await;
+        // [125 s, 135 s] holds no multiple of 1m: the outer subquery has no step.
+        let q = |sf: &str| {
+            format!(
+                "count_over_time((sum_over_time((holt_winters(c[1m], {sf}, 0.5))[5m:1m]))[10s:1m])"
+            )
+        };
+        let err = e
+            .instant(&q("1"), 135_000)
+            .expect_err("the nested subquery runs");
+        assert!(
+            err.to_string().contains("invalid smoothing factor"),
+            "{err}"
+        );
+        assert_eq!(vec_of(e.instant(&q("0.5"), 135_000).unwrap()), vec![]);
+    }
+
     /// `rate` / `increase` of a selector answer a range query series by series; in
     /// parentheses the same query goes step by step. Both give the same series and the same
     /// points, bit for bit — with offsets, `@`, resets, gaps, stale markers, a series that

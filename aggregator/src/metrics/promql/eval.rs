@@ -650,57 +650,17 @@ impl<'a> Evaluator<'a> {
     fn subquery(&mut self, sq: &SubqueryExpr, t: i64) -> Result<Val, QueryError> {
         let off = offset_ms(&sq.offset);
         let range = dur_ms(sq.range);
-        let step = sq.step.map(dur_ms).filter(|s| *s > 0).unwrap_or(60_000);
-        let align_up = |from: i64| {
-            let ts = from.div_euclid(step).saturating_mul(step);
-            if ts < from {
-                ts.saturating_add(step)
-            } else {
-                ts
-            }
-        };
+        let step = subquery_step(sq);
         let key = sq as *const SubqueryExpr as usize;
         let no_labels = Labels::default();
-        // As Prometheus does, the inner expression is evaluated once for the whole range the
-        // subquery covers — from the first window's start to the last window's end (`@` pins
-        // both), on a grid of multiples of the step — the first time the subquery is met;
-        // every window then reads its steps. Steps no window covers are evaluated too, so a
-        // query fails where Prometheus' does.
-        if !self.subquery_grids.contains_key(&key) {
-            let (ps, pe) = match self.at_time(&sq.at) {
-                Some(at) => (at, at),
-                None => (self.range_start, self.range_end),
-            };
-            let (gs, ge) = (
-                align_up(ps.saturating_sub(off).saturating_sub(range)),
-                pe.saturating_sub(off),
-            );
-            // The number of inner steps is known before anything is allocated: more than
-            // the query may hold is refused at once (`sum_over_time(vector(1)[100y:1ms])`).
-            let steps = (ge as i128 - gs as i128) / step as i128 + 1;
-            if steps > self.max_samples as i128 {
-                return Err(self.too_many_samples());
-            }
-            self.subquery_grids
-                .insert(key, steps == 1 || step_invariant(&sq.expr));
-            let outer = (self.range_start, self.range_end);
-            (self.range_start, self.range_end) = (gs, ge);
-            // A step-invariant inner expression is evaluated once even with no step at all.
-            let result = if gs > ge && step_invariant(&sq.expr) {
-                self.eval(&sq.expr, gs).map(|_| ())
-            } else {
-                self.subquery_steps_into(sq, key, gs, ge, step, None, &no_labels)
-            };
-            (self.range_start, self.range_end) = outer;
-            result?;
-        }
+        self.subquery_grid(sq)?;
         // This window: the steps in [te - range, te] (closed on the left as in Prometheus 2.x).
         let te = self.at_time(&sq.at).unwrap_or(t) - off;
         let mut series = Assembly::default();
         self.subquery_steps_into(
             sq,
             key,
-            align_up(te.saturating_sub(range)),
+            align_up(te.saturating_sub(range), step),
             te,
             step,
             Some(&mut series),
@@ -715,6 +675,56 @@ impl<'a> Evaluator<'a> {
             return Ok(Val::Matrix(series.in_order()));
         }
         Ok(Val::Matrix(series.finish()))
+    }
+
+    /// As Prometheus does, the inner expression is evaluated once for the whole range the
+    /// subquery covers — from the first window's start to the last window's end (`@` pins
+    /// both), on a grid of multiples of the step — the first time the subquery is met; every
+    /// window then reads its steps. Steps no window covers are evaluated too, so a query fails
+    /// where Prometheus' does.
+    fn subquery_grid(&mut self, sq: &SubqueryExpr) -> Result<(), QueryError> {
+        let off = offset_ms(&sq.offset);
+        let range = dur_ms(sq.range);
+        let step = subquery_step(sq);
+        let key = sq as *const SubqueryExpr as usize;
+        if self.subquery_grids.contains_key(&key) {
+            return Ok(());
+        }
+        let no_labels = Labels::default();
+        let (ps, pe) = match self.at_time(&sq.at) {
+            Some(at) => (at, at),
+            None => (self.range_start, self.range_end),
+        };
+        let (gs, ge) = (
+            align_up(ps.saturating_sub(off).saturating_sub(range), step),
+            pe.saturating_sub(off),
+        );
+        // The number of inner steps is known before anything is allocated: more than the
+        // query may hold is refused at once (`sum_over_time(vector(1)[100y:1ms])`).
+        let steps = (ge as i128 - gs as i128) / step as i128 + 1;
+        if steps > self.max_samples as i128 {
+            return Err(self.too_many_samples());
+        }
+        self.subquery_grids
+            .insert(key, steps == 1 || step_invariant(&sq.expr));
+        let outer = (self.range_start, self.range_end);
+        (self.range_start, self.range_end) = (gs, ge);
+        // A step-invariant inner expression is evaluated once even with no step at all.
+        // Otherwise a grid without a step evaluates nothing — except that Prometheus
+        // evaluates every argument of every node over the range before stepping through it,
+        // so a subquery nested inside still covers its own, non-empty range (and fails the
+        // query where it fails: `holt_winters` with a smoothing factor of 1).
+        let result = if gs > ge && step_invariant(&sq.expr) {
+            self.eval(&sq.expr, gs).map(|_| ())
+        } else if gs > ge {
+            let mut nested = Vec::new();
+            nested_subqueries(&sq.expr, &mut nested);
+            nested.into_iter().try_for_each(|n| self.subquery_grid(n))
+        } else {
+            self.subquery_steps_into(sq, key, gs, ge, step, None, &no_labels)
+        };
+        (self.range_start, self.range_end) = outer;
+        result
     }
 
     /// The subquery's steps from `ts` to `te`, evaluated unless cached, into `series` if given.
@@ -839,6 +849,42 @@ impl Assembly {
 /// Whether `e` has the same value at every evaluation time, by Prometheus' rule: selectors
 /// and subqueries pinned with `@`, literals, and what is built only from those (functions
 /// that read the evaluation time excepted).
+/// A subquery's step: its own, else the default evaluation interval (1m, as Prometheus').
+fn subquery_step(sq: &SubqueryExpr) -> i64 {
+    sq.step.map(dur_ms).filter(|s| *s > 0).unwrap_or(60_000)
+}
+
+/// The first multiple of `step` at or after `from`.
+fn align_up(from: i64, step: i64) -> i64 {
+    let ts = from.div_euclid(step).saturating_mul(step);
+    if ts < from {
+        ts.saturating_add(step)
+    } else {
+        ts
+    }
+}
+
+/// The subqueries inside `e` that are not inside another subquery of `e`.
+fn nested_subqueries<'e>(e: &'e Expr, out: &mut Vec<&'e SubqueryExpr>) {
+    match e {
+        Expr::Subquery(sq) => out.push(sq),
+        Expr::Paren(p) => nested_subqueries(&p.expr, out),
+        Expr::Unary(u) => nested_subqueries(&u.expr, out),
+        Expr::Binary(b) => {
+            nested_subqueries(&b.lhs, out);
+            nested_subqueries(&b.rhs, out);
+        }
+        Expr::Aggregate(a) => {
+            if let Some(p) = &a.param {
+                nested_subqueries(p, out);
+            }
+            nested_subqueries(&a.expr, out);
+        }
+        Expr::Call(c) => c.args.args.iter().for_each(|a| nested_subqueries(a, out)),
+        _ => {}
+    }
+}
+
 fn step_invariant(e: &Expr) -> bool {
     match e {
         Expr::NumberLiteral(_) | Expr::StringLiteral(_) => true,
