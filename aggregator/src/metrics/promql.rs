@@ -856,6 +856,15 @@ mod tests {
             "holt_winters(a[1m], 0.5, 0)",
             "invalid trend factor. Expected: 0 < tf < 1, got: 0.000000",
         );
+        // Checked where a series' window is computed: with no sample in any window, bad
+        // factors are no error (as in Prometheus).
+        assert_eq!(
+            vec_of(
+                e.instant("holt_winters(nothing_here[1m], 1, 0.5)", 45_000)
+                    .unwrap()
+            ),
+            vec![]
+        );
         // Duplicates on one side of a match are no error while the other side is empty.
         let dup_right = "nothing_here + on(job) {job=\"demo\"}";
         assert_eq!(vec_of(e.instant(dup_right, 45_000).unwrap()), vec![]);

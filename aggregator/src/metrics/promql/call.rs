@@ -568,18 +568,32 @@ impl Evaluator<'_> {
             "holt_winters" | "double_exponential_smoothing" => {
                 let sf = self.scalar(&args[1], t)?;
                 let tf = self.scalar(&args[2], t)?;
-                // Prometheus' messages, its `%f` formatting included.
-                if !(sf > 0.0 && sf < 1.0) {
-                    return Err(QueryError::Execution(format!(
+                // Prometheus checks the factors where it computes a series' window (one with
+                // a sample), so with no such window bad factors are no error; its messages,
+                // `%f` formatting included.
+                let bad = if !(sf > 0.0 && sf < 1.0) {
+                    Some(format!(
                         "invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:.6}"
-                    )));
-                }
-                if !(tf > 0.0 && tf < 1.0) {
-                    return Err(QueryError::Execution(format!(
+                    ))
+                } else if !(tf > 0.0 && tf < 1.0) {
+                    Some(format!(
                         "invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}"
-                    )));
+                    ))
+                } else {
+                    None
+                };
+                let met = std::cell::Cell::new(false);
+                let v = self.over_time(c, t, 0, false, |p| {
+                    if bad.is_some() {
+                        met.set(true);
+                        return None;
+                    }
+                    f::holt_winters(p, sf, tf)
+                })?;
+                match bad {
+                    Some(m) if met.get() => Err(QueryError::Execution(m)),
+                    _ => Ok(v),
                 }
-                self.over_time(c, t, 0, false, |p| f::holt_winters(p, sf, tf))
             }
             "quantile_over_time" => {
                 let q = self.scalar(&args[0], t)?;
