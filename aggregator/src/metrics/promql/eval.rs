@@ -846,9 +846,6 @@ impl Assembly {
     }
 }
 
-/// Whether `e` has the same value at every evaluation time, by Prometheus' rule: selectors
-/// and subqueries pinned with `@`, literals, and what is built only from those (functions
-/// that read the evaluation time excepted).
 /// A subquery's step: its own, else the default evaluation interval (1m, as Prometheus').
 fn subquery_step(sq: &SubqueryExpr) -> i64 {
     sq.step.map(dur_ms).filter(|s| *s > 0).unwrap_or(60_000)
@@ -885,6 +882,9 @@ fn nested_subqueries<'e>(e: &'e Expr, out: &mut Vec<&'e SubqueryExpr>) {
     }
 }
 
+/// Whether `e` has the same value at every evaluation time, by Prometheus' rule: selectors
+/// and subqueries pinned with `@`, literals, and what is built only from those (functions
+/// that read the evaluation time excepted).
 fn step_invariant(e: &Expr) -> bool {
     match e {
         Expr::NumberLiteral(_) | Expr::StringLiteral(_) => true,
