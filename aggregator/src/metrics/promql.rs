@@ -15,6 +15,7 @@ pub mod eval;
 pub mod format;
 pub mod functions;
 pub mod limits;
+mod rate;
 mod rollups;
 pub mod script;
 
