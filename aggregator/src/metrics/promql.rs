@@ -222,7 +222,7 @@ impl Engine {
         let expr = Self::parse(q)?;
         let mut ev = self.evaluator(start, end, &expr, timeout);
         ev.set_step(step);
-        if let Some(series) = ev.counter_rate_range(&expr, start, end, step)? {
+        if let Some(series) = ev.counter_rate_range(&expr)? {
             return Ok(series);
         }
         let mut out = Assembly::default();
@@ -898,92 +898,18 @@ mod tests {
         assert_eq!(vec_of(e.instant(&q("0.5"), 135_000).unwrap()), vec![]);
     }
 
-    /// `rate` / `increase` of a selector answer a range query series by series; in
-    /// parentheses the same query goes step by step. Both give the same series and the same
-    /// points, bit for bit — with offsets, `@`, resets, gaps, stale markers, a series that
-    /// starts late, and names that collide once dropped (which the fast path leaves to the
-    /// general one).
-    #[tokio::test]
-    async fn series_by_series_rate_equals_step_by_step() {
-        let mut series = Vec::new();
-        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    /// Six counters at 15 s with jitter and random resets, from `seed`: a gap in `i3`, `i4`
+    /// starting late, a stale marker in `i2`, and `d{instance="i0"}` with the labels of
+    /// `c{instance="i0"}` but the name (the two collide once the name is dropped).
+    fn jittered_counters(seed: u64) -> Vec<SeriesSamples> {
+        let mut rng = seed;
         let mut next = move || {
             rng ^= rng << 13;
             rng ^= rng >> 7;
             rng ^= rng << 17;
             rng
         };
-        for s in 0..6 {
-            let (mut v, mut samples) = (0.0f64, Vec::new());
-            for i in 0..300i64 {
-                if (s == 3 && (80..100).contains(&i)) || (s == 4 && i < 150) {
-                    continue; // a gap; a series that starts late
-                }
-                v = if next() % 23 == 0 {
-                    0.0
-                } else {
-                    v + (next() % 1000) as f64 / 100.0
-                };
-                samples.push((i * 15_000 + (next() % 51) as i64 - 25, v));
-                if s == 2 && i == 120 {
-                    samples.push((i * 15_000 + 7_000, f64::from_bits(STALE_NAN_BITS)));
-                }
-            }
-            let name = if s == 5 { "d" } else { "c" };
-            let inst = format!("i{}", s % 5);
-            series.push(ss(
-                &[("__name__", name), ("instance", inst.as_str())],
-                &samples,
-            ));
-        }
-        let (e, _d) = engine(series).await;
-        for q in [
-            "rate(c[2m])",
-            "increase(c[1m])",
-            "rate(c[30s])",
-            "rate(c[5m] offset 3m)",
-            "increase(c[2m] @ 2000)",
-            "rate(c{instance=~\"i[12]\"}[1m])",
-            "rate({__name__=~\"c|d\"}[1m])",
-            "rate(nothing[1m])",
-        ] {
-            for step in [15_000i64, 20_000, 60_000, 3_600_000] {
-                let (start, end) = (0i64, 4_600_000i64);
-                let fast = e.range(q, start, end, step).map_err(|x| x.to_string());
-                let slow = e
-                    .range(&format!("({q})"), start, end, step)
-                    .map_err(|x| x.to_string());
-                let bits = |r: &Result<Vec<SeriesData>, String>| {
-                    r.clone().map(|v| {
-                        v.iter()
-                            .map(|s| {
-                                let pts: Vec<(i64, u64)> =
-                                    s.samples.iter().map(|p| (p.0, p.1.to_bits())).collect();
-                                (s.labels.clone(), pts)
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                };
-                assert_eq!(bits(&fast), bits(&slow), "{q} step {step}");
-            }
-        }
-    }
-
-    /// Inside expressions a range query reads `rate` / `increase` from a table computed on
-    /// first use; an instant query computes them on the spot. At every step both give the
-    /// same series with the same values, bit for bit — in aggregations, arithmetic,
-    /// comparisons, subqueries (whose inner steps fall on and off the grid), with offsets
-    /// and `@`, and with names that collide once dropped (not tabled).
-    #[tokio::test]
-    async fn tabled_rate_equals_instant_queries_inside_expressions() {
         let mut series = Vec::new();
-        let mut rng = 0xD1B5_4A32_D192_ED03u64;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
         for s in 0..6 {
             let (mut v, mut samples) = (0.0f64, Vec::new());
             for i in 0..300i64 {
@@ -1002,7 +928,6 @@ mod tests {
             }
             let name = if s == 5 { "d" } else { "c" };
             let inst = format!("i{}", s % 5);
-            // `d` has `c{instance="i0"}`'s labels: the two collide once the name is dropped.
             let job = if s % 5 % 2 == 0 { "a" } else { "b" };
             series.push(ss(
                 &[
@@ -1013,8 +938,28 @@ mod tests {
                 &samples,
             ));
         }
-        let (e, _d) = engine(series).await;
+        series
+    }
+
+    /// A range query computes `rate` / `increase` of a selector series by series — alone
+    /// into the answer, inside expressions into a table read at each step; an instant query
+    /// computes them on the spot. At every step both give the same series with the same
+    /// values, bit for bit — alone, in aggregations, arithmetic, comparisons, subqueries
+    /// (whose inner steps fall on and off the grid), with offsets, `@`, resets, gaps, stale
+    /// markers, and names that collide once dropped (left to the step-by-step path, which
+    /// fails where both series have a value).
+    #[tokio::test]
+    async fn tabled_rate_equals_instant_queries_inside_expressions() {
+        let (e, _d) = engine(jittered_counters(0xD1B5_4A32_D192_ED03)).await;
         for q in [
+            "rate(c[2m])",
+            "increase(c[1m])",
+            "rate(c[30s])",
+            "rate(c[5m] offset 3m)",
+            "increase(c[2m] @ 2000)",
+            "rate(c{instance=~\"i[12]\"}[1m])",
+            "rate(nothing[1m])",
+            "rate({__name__=~\"c|d\"}[1m])",
             "sum by (job) (rate(c[2m]))",
             "rate(c[1m]) * 2 > 0.1",
             "increase(c[5m] offset 3m) / on(instance, job) rate(c[5m])",
@@ -1023,7 +968,7 @@ mod tests {
             "topk(2, increase(c[2m] @ 2000))",
             "sum(rate({__name__=~\"c|d\"}[1m]))",
         ] {
-            for step in [15_000i64, 30_000, 60_000] {
+            for step in [15_000i64, 20_000, 30_000, 60_000, 3_600_000] {
                 let (start, end) = (0i64, 4_600_000i64);
                 let range = e.range(q, start, end, step).map_err(|x| x.to_string());
                 assert_eq!(

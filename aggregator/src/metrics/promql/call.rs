@@ -152,7 +152,7 @@ impl Evaluator<'_> {
         range: i64,
         rate: bool,
     ) -> Result<Val, QueryError> {
-        if let Some(v) = self.rate_from_table(ms, t, range, rate)? {
+        if let Some(v) = self.rate_from_table(ms, t, rate)? {
             return Ok(v);
         }
         let te = self.at_time(&ms.vs.at).unwrap_or(t) - offset_ms(&ms.vs.offset);

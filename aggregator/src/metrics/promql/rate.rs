@@ -23,9 +23,6 @@ impl Evaluator<'_> {
     pub(crate) fn counter_rate_range(
         &mut self,
         e: &Expr,
-        start: i64,
-        end: i64,
-        step: i64,
     ) -> Result<Option<Vec<SeriesData>>, QueryError> {
         let Expr::Call(c) = e else {
             return Ok(None);
@@ -38,46 +35,26 @@ impl Evaluator<'_> {
         let Some(Expr::MatrixSelector(ms)) = c.args.args.first().map(|a| a.as_ref()) else {
             return Ok(None);
         };
-        if step <= 0 {
-            return Ok(None);
-        }
-        let range = ms.range.as_millis() as i64;
-        let (at, off) = (self.at_time(&ms.vs.at), offset_ms(&ms.vs.offset));
         let data = self.data(&ms.vs)?;
-        let stale = self.stale_flags(&ms.vs, &data);
         let names = self.unnamed_all(&ms.vs, &data);
-        if self.names_collide(&ms.vs, &names) {
+        if self.steps() == 0 || self.names_collide(&ms.vs, &names) {
             return Ok(None);
         }
-        let mut out = Vec::new();
-        for (i, (s, has_stale)) in data.iter().zip(stale.iter()).enumerate() {
-            self.check_deadline()?;
-            // One series' prefix sums at a time (the step-by-step path keeps every series'
-            // for the whole query: as many values as samples were read).
-            let prefix = f::reset_prefix(&s.samples);
-            let mut cur: Cursor = (i64::MIN, 0, 0);
-            let mut points = Vec::new();
-            let mut t = start;
-            while t <= end {
-                let te = at.unwrap_or(t) - off;
-                if let Some(v) =
-                    rate_point(&s.samples, *has_stale, &prefix, &mut cur, te, range, rate)
-                {
-                    points.push(Sample(t, v));
-                }
-                t = match t.checked_add(step) {
-                    Some(n) => n,
-                    None => break,
-                };
-            }
-            if !points.is_empty() {
-                self.count_points(points.len())?;
-                out.push(SeriesData {
-                    labels: names[i].clone(),
-                    samples: points,
-                });
-            }
-        }
+        let (first, step) = (self.first_step(), self.step());
+        let mut points: Vec<Vec<Sample>> = vec![Vec::new(); data.len()];
+        self.sweep(ms, rate, |i, k, v| {
+            points[i].push(Sample(first + k as i64 * step, v));
+        })?;
+        self.count_points(points.iter().map(Vec::len).sum())?;
+        let mut out: Vec<SeriesData> = points
+            .into_iter()
+            .zip(names.iter())
+            .filter(|(p, _)| !p.is_empty())
+            .map(|(samples, l)| SeriesData {
+                labels: l.clone(),
+                samples,
+            })
+            .collect();
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(Some(out))
     }
@@ -91,7 +68,6 @@ impl Evaluator<'_> {
         &mut self,
         ms: &promql_parser::parser::MatrixSelector,
         t: i64,
-        range: i64,
         rate: bool,
     ) -> Result<Option<Val>, QueryError> {
         let Some(k) = self.step_index(t) else {
@@ -101,7 +77,7 @@ impl Evaluator<'_> {
         let table = match self.rate_tables.get(&key) {
             Some(t) => t.clone(),
             None => {
-                let t = self.rate_table(ms, range, rate)?.map(Arc::new);
+                let t = self.rate_table(ms, rate)?.map(Arc::new);
                 self.rate_tables.insert(key, t.clone());
                 t
             }
@@ -129,7 +105,6 @@ impl Evaluator<'_> {
     fn rate_table(
         &mut self,
         ms: &promql_parser::parser::MatrixSelector,
-        range: i64,
         rate: bool,
     ) -> Result<Option<RateTable>, QueryError> {
         let data = self.data(&ms.vs)?;
@@ -138,21 +113,40 @@ impl Evaluator<'_> {
         if self.names_collide(&ms.vs, &names) || steps.saturating_mul(width) > RATE_TABLE_MAX {
             return Ok(None);
         }
+        let mut values = vec![None; steps * width];
+        self.sweep(ms, rate, |i, k, v| values[k * width + i] = Some(v))?;
+        Ok(Some(RateTable { width, values }))
+    }
+
+    /// Sweeps each series of `ms` once through every step of the range query, handing
+    /// `emit(series, step, value)` the steps where it has a value.
+    fn sweep(
+        &mut self,
+        ms: &promql_parser::parser::MatrixSelector,
+        rate: bool,
+        mut emit: impl FnMut(usize, usize, f64),
+    ) -> Result<(), QueryError> {
+        let range = ms.range.as_millis() as i64;
+        let data = self.data(&ms.vs)?;
         let stale = self.stale_flags(&ms.vs, &data);
         let (at, off) = (self.at_time(&ms.vs.at), offset_ms(&ms.vs.offset));
-        let (first, step) = (self.first_step(), self.step());
-        let mut values = vec![None; steps * width];
+        let (first, step, steps) = (self.first_step(), self.step(), self.steps());
         for (i, (s, has_stale)) in data.iter().zip(stale.iter()).enumerate() {
             self.check_deadline()?;
+            // One series' prefix sums at a time (the step-by-step path keeps every series'
+            // for the whole query: as many values as samples were read).
             let prefix = f::reset_prefix(&s.samples);
             let mut cur: Cursor = (i64::MIN, 0, 0);
             for k in 0..steps {
                 let te = at.unwrap_or(first + k as i64 * step) - off;
-                values[k * width + i] =
-                    rate_point(&s.samples, *has_stale, &prefix, &mut cur, te, range, rate);
+                if let Some(v) =
+                    rate_point(&s.samples, *has_stale, &prefix, &mut cur, te, range, rate)
+                {
+                    emit(i, k, v);
+                }
             }
         }
-        Ok(Some(RateTable { width, values }))
+        Ok(())
     }
 }
 
