@@ -388,7 +388,10 @@ mod tests {
         let day: Vec<f64> = (1..=24).map(|h| f.at(h)).collect();
         let spread = day.iter().copied().fold(f64::MIN, f64::max)
             - day.iter().copied().fold(f64::MAX, f64::min);
-        assert!(spread < 2.0, "a profile of noise: the day spans {spread:.1}");
+        assert!(
+            spread < 2.0,
+            "a profile of noise: the day spans {spread:.1}"
+        );
         let hw = mape(actual, &day).expect("mape");
         let lin: Vec<f64> = (1..=24)
             .map(|h| linear(&history[history.len() - 6..], h).expect("line"))
