@@ -83,12 +83,51 @@ async fn forecast(
     let t = p.time_or("time", now)? / step * step;
     let start = t - history / step * step;
     let engine = st.engine.clone();
-    let series = tokio::task::spawn_blocking(move || engine.range(&query, start, t, step))
-        .await
-        .map_err(|e| ApiError::bad_data(format!("forecast stopped: {e}")))??;
     let (m, h) = ((season / step) as usize, (horizon / step).max(1) as usize);
+    // The fits run beside the query, off the async workers, under the query's time limit:
+    // 54 candidates × up to 5 runs over every series' history is real CPU.
+    let out =
+        tokio::task::spawn_blocking(move || fit_all(&engine, &query, start, t, step, m, h, limit))
+            .await
+            .map_err(|e| ApiError::bad_data(format!("forecast stopped: {e}")))??;
+    Ok(success(json!(out)))
+}
+
+/// Forecast points answered at most (series × horizon steps): the answer is built in memory.
+const MAX_FORECAST_POINTS: usize = 5_000_000;
+
+/// Refuses an answer of more than [`MAX_FORECAST_POINTS`] points.
+fn within_answer_bound(series: usize, h: usize) -> Result<(), ApiError> {
+    if series.saturating_mul(h) > MAX_FORECAST_POINTS {
+        return Err(ApiError::bad_data(format!(
+            "{series} series × {h} forecast steps is over {MAX_FORECAST_POINTS} points: narrow the query or use a larger step"
+        )));
+    }
+    Ok(())
+}
+
+/// The forecast of every series `query` gives over `start..=t`, as the answer's list.
+#[allow(clippy::too_many_arguments)]
+fn fit_all(
+    engine: &crate::metrics::promql::Engine,
+    query: &str,
+    start: i64,
+    t: i64,
+    step: i64,
+    m: usize,
+    h: usize,
+    limit: Option<f64>,
+) -> Result<Vec<serde_json::Value>, ApiError> {
+    let began = std::time::Instant::now();
+    let series = engine.range(query, start, t, step)?;
+    within_answer_bound(series.len(), h)?;
     let mut out = Vec::new();
     for s in series {
+        if let Some(limit) = engine.timeout()
+            && began.elapsed() > limit
+        {
+            return Err(crate::metrics::promql::QueryError::Timeout("forecast fitting").into());
+        }
         let values = forecast::on_grid(&s.samples, start, t, step);
         let Some(fit) = forecast::fit_for(&values, m, h) else {
             continue;
@@ -111,7 +150,7 @@ async fn forecast(
             "rmse": fit.rmse,
         }));
     }
-    Ok(success(json!(out)))
+    Ok(out)
 }
 
 /// The routes of this module.
@@ -120,4 +159,18 @@ pub fn routes(
 ) -> Router<std::sync::Arc<super::ApiState>> {
     r.route("/api/v1/anomaly", get(detectors))
         .route("/api/v1/forecast", get(forecast).post(forecast))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_over_the_point_bound_is_refused_by_name() {
+        assert!(within_answer_bound(500, 10_000).is_ok());
+        assert!(within_answer_bound(0, usize::MAX).is_ok());
+        let e = within_answer_bound(501, 10_000).expect_err("over");
+        assert!(format!("{e:?}").contains("501 series"), "{e:?}");
+        assert!(within_answer_bound(usize::MAX, 2).is_err());
+    }
 }
