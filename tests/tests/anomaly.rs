@@ -103,6 +103,31 @@ fn detectors_score_live_series_and_rebuild_their_models_after_a_restart() {
         http_get(agg.http, "/api/v1/forecast?query=node_load1&horizon=-3600").unwrap();
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("positive"), "{body}");
+    // Hostile parameters: each gets a 400 naming what is wrong, and the server goes on.
+    for (q, says) in [
+        ("step=1e300", "100 years"),
+        ("history=1e300&step=1e299", "100 years"),
+        ("time=-1e300&history=1e300&step=1e12", "100 years"),
+        ("season=1e300", "100 years"),
+        ("season=NaN", "season"),
+        ("step=soon", "step"),
+        ("limit=abc", "limit"),
+        ("horizon=1e9&step=1", "10 000 steps"),
+        ("history=1e9&step=1", "50 000 steps"),
+    ] {
+        let (code, body) =
+            http_get(agg.http, &format!("/api/v1/forecast?query=node_load1&{q}")).unwrap();
+        assert_eq!(code, 400, "{q}: {body}");
+        assert!(body.contains(says), "{q}: {body}");
+    }
+    let (code, body) = http_get(agg.http, "/api/v1/forecast?query=%7B").unwrap();
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = http_get(
+        agg.http,
+        "/api/v1/forecast?query=node_load1&history=20s&step=1s&horizon=10s&season=0",
+    )
+    .unwrap();
+    assert_eq!(code, 200, "after the hostile requests: {body}");
     // Restart: the models are rebuilt from the history stored so far.
     let Aggregator { mut proc, .. } = agg;
     assert_eq!(

@@ -67,6 +67,16 @@ async fn forecast(
             "history, horizon and season must be positive durations",
         ));
     }
+    // Bounded so that no time computed from them can overflow (times are within ±2^61 ms).
+    const CENTURY_MS: i64 = 100 * 366 * 86_400_000;
+    if [step, history, horizon, season]
+        .iter()
+        .any(|d| *d > CENTURY_MS)
+    {
+        return Err(ApiError::bad_data(
+            "step, history, horizon and season must be at most 100 years",
+        ));
+    }
     if history / step > 50_000 || horizon / step > 10_000 {
         return Err(ApiError::bad_data(
             "history over 50 000 steps or horizon over 10 000 steps: use a larger step",
