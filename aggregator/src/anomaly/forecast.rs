@@ -5,7 +5,7 @@
 //! The smoothing weights are fitted per series: a small grid (level, trend, season weights
 //! and damping, including no trend and no season) judged by a backtest over the history's
 //! last horizons ([`fit_for`]) — cheap enough to refit at every evaluation (2 016 points of a
-//! week at 5 minutes, 54 candidates, 2 folds of 2-day horizons: about 0.2 M smoothing steps),
+//! week at 5 minutes, 54 candidates, 2 folds of 2-day horizons: about 0.13 M smoothing steps),
 //! so a forecast holds no state of its own and survives restarts with the data it reads.
 //!
 //! The baseline it is measured against is PromQL's `predict_linear` ([`linear`]): a least
