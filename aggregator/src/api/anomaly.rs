@@ -116,6 +116,15 @@ fn within_answer_bound(series: usize, h: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A forecast point as Prometheus writes a sample: `[seconds, "value"]`, the value as
+/// PromQL formats it (`+Inf`, not Rust's `inf`: a trend past the largest float overflows).
+fn point(t_ms: i64, v: f64) -> serde_json::Value {
+    json!([
+        t_ms as f64 / 1000.0,
+        crate::metrics::promql::format::format_value(v)
+    ])
+}
+
 /// The forecast of every series `query` gives over `start..=t`, as the answer's list.
 #[allow(clippy::too_many_arguments)]
 fn fit_all(
@@ -148,7 +157,7 @@ fn fit_all(
             .map(|(k, v)| (k.to_string(), json!(v)))
             .collect();
         let points: Vec<serde_json::Value> = (1..=h)
-            .map(|i| json!([(t + i as i64 * step) as f64 / 1000.0, fit.at(i).to_string()]))
+            .map(|i| point(t + i as i64 * step, fit.at(i)))
             .collect();
         let until = limit
             .and_then(|l| fit.steps_until(l, h))
@@ -182,5 +191,18 @@ mod tests {
         let e = within_answer_bound(501, 10_000).expect_err("over");
         assert!(format!("{e:?}").contains("501 series"), "{e:?}");
         assert!(within_answer_bound(usize::MAX, 2).is_err());
+    }
+
+    #[test]
+    fn forecast_points_are_written_as_prometheus_writes_samples() {
+        assert_eq!(point(1_500, 0.25), json!([1.5, "0.25"]));
+        assert_eq!(point(0, f64::INFINITY), json!([0.0, "+Inf"]));
+        assert_eq!(point(0, f64::NEG_INFINITY), json!([0.0, "-Inf"]));
+        // A steep rise near the largest float: the forecast overflows, and reads as +Inf.
+        let rising: Vec<f64> = (0..40)
+            .map(|i| f64::MAX / 2.0 + f64::from(i) * 1e306)
+            .collect();
+        let fit = forecast::fit_for(&rising, 0, 10_000).expect("fits");
+        assert_eq!(point(0, fit.at(10_000)), json!([0.0, "+Inf"]));
     }
 }
