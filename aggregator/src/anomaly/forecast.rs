@@ -370,43 +370,60 @@ mod tests {
 
     #[test]
     fn noise_without_a_cycle_is_forecast_flat_and_a_real_cycle_is_kept() {
+        use rand::{Rng, SeedableRng};
         // Spiky CPU-like noise around a level (a spike of +40 on about one point in ten), 14
-        // days of 24 points: a daily profile fitted to it is yesterday's noise, repeated.
-        let mut seed = 0x9e37_79b9_u64;
-        let mut noise = move || {
-            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-            (seed >> 33) as f64 / f64::from(1u32 << 31)
+        // days of 24 points, over several seeds: a daily profile fitted to it is yesterday's
+        // noise, repeated.
+        let span = |day: &[f64]| {
+            day.iter().copied().fold(f64::MIN, f64::max)
+                - day.iter().copied().fold(f64::MAX, f64::min)
         };
-        let flat: Vec<f64> = (0..24 * 15)
-            .map(|_| {
-                let spike = if noise() < 0.1 { 40.0 } else { 0.0 };
-                20.0 + 4.0 * noise() + spike
-            })
-            .collect();
-        let (history, actual) = flat.split_at(24 * 14);
-        let f = fit_for(history, 24, 24).expect("fits");
-        let day: Vec<f64> = (1..=24).map(|h| f.at(h)).collect();
-        let spread = day.iter().copied().fold(f64::MIN, f64::max)
-            - day.iter().copied().fold(f64::MAX, f64::min);
+        let (mut flat_days, mut hw_better, seeds) = (0usize, 0usize, 20u64);
+        for seed in 0..seeds {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let flat: Vec<f64> = (0..24 * 15)
+                .map(|_| {
+                    let spike = if rng.random_bool(0.1) { 40.0 } else { 0.0 };
+                    20.0 + rng.random_range(0.0..4.0) + spike
+                })
+                .collect();
+            let (history, actual) = flat.split_at(24 * 14);
+            let f = fit_for(history, 24, 24).expect("fits");
+            let day: Vec<f64> = (1..=24).map(|h| f.at(h)).collect();
+            flat_days += usize::from(span(&day) < 2.0);
+            let lin: Vec<f64> = (1..=24)
+                .map(|h| linear(&history[history.len() - 6..], h).expect("line"))
+                .collect();
+            hw_better += usize::from(mape(actual, &day) < mape(actual, &lin));
+            // The same noise on a daily cycle of ±15: the forecast day follows the cycle (its
+            // deviations from its own mean correlate with the cycle's; how far they are off
+            // depends on the spikes the profile has learnt, so that is not asserted).
+            let cycle = |i: usize| 15.0 * (i as f64 / 24.0 * std::f64::consts::TAU).sin();
+            let seasonal: Vec<f64> = flat.iter().enumerate().map(|(i, v)| v + cycle(i)).collect();
+            let (history, _) = seasonal.split_at(24 * 14);
+            let f = fit_for(history, 24, 24).expect("fits");
+            let n = history.len();
+            let day: Vec<f64> = (1..=24).map(|h| f.at(h)).collect();
+            let mean = day.iter().sum::<f64>() / 24.0;
+            let dev: Vec<f64> = day.iter().map(|x| x - mean).collect();
+            let c: Vec<f64> = (1..=24).map(|h| cycle(n + h - 1)).collect();
+            let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            let dot: f64 = dev.iter().zip(&c).map(|(a, b)| a * b).sum();
+            let corr = dot / norm(&dev) / norm(&c);
+            assert!(
+                corr > 0.8,
+                "seed {seed}: the forecast day's correlation with the cycle is {corr:.2}"
+            );
+        }
+        // A backtest on 4 horizons can still pick a profile of noise by chance (2 of these 20
+        // seeds; without the no-season candidate, every one).
         assert!(
-            spread < 2.0,
-            "a profile of noise: the day spans {spread:.1}"
+            flat_days * 4 >= seeds as usize * 3,
+            "noise forecast flat on only {flat_days} of {seeds} seeds"
         );
-        let hw = mape(actual, &day).expect("mape");
-        let lin: Vec<f64> = (1..=24)
-            .map(|h| linear(&history[history.len() - 6..], h).expect("line"))
-            .collect();
-        let pl = mape(actual, &lin).expect("mape");
-        assert!(hw < pl, "holt-winters {hw:.1} %, predict_linear {pl:.1} %");
-        // The same noise on a daily cycle of ±15: the cycle is forecast.
-        let cycle = |i: usize| 15.0 * (i as f64 / 24.0 * std::f64::consts::TAU).sin();
-        let seasonal: Vec<f64> = flat.iter().enumerate().map(|(i, v)| v + cycle(i)).collect();
-        let (history, _) = seasonal.split_at(24 * 14);
-        let f = fit_for(history, 24, 24).expect("fits");
-        let n = history.len();
-        let err = (1..=24)
-            .map(|h| (f.at(h) - 20.0 - 6.0 - cycle(n + h - 1)).abs())
-            .fold(0.0, f64::max);
-        assert!(err < 8.0, "the cycle is off by up to {err:.1}");
+        assert!(
+            hw_better * 4 >= seeds as usize * 3,
+            "flat forecasts beat predict_linear on only {hw_better} of {seeds} seeds"
+        );
     }
 }
