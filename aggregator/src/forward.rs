@@ -7,9 +7,11 @@
 //!
 //! Each queue keeps its position in `DATA_DIR/remote_write/<name>.pos` (persisted at most
 //! once a second and at a clean shutdown): a restart resumes there, so after a clean
-//! shutdown nothing is sent twice, and after a crash at most the last second is (receivers
-//! keep one sample per series and timestamp: Prometheus ignores an identical duplicate,
-//! VictoriaMetrics drops it with `-dedup.minScrapeInterval`). A new queue starts at the
+//! shutdown nothing is sent twice, and after a crash at most what was delivered in the
+//! second before it is (a queue waiting on a receiver that is down keeps persisting, so a
+//! crash during an outage resends nothing delivered before the outage). Receivers keep one
+//! sample per series and timestamp: Prometheus ignores an identical duplicate,
+//! VictoriaMetrics drops it with `-dedup.minScrapeInterval`. A new queue starts at the
 //! WAL's end: it forwards what arrives from then on.
 //!
 //! The WAL holds every sample the engine was asked to store, including the few the head then

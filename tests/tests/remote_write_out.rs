@@ -125,37 +125,39 @@ fn restart(tls: &Path, data: &Path, old: &Aggregator, config: &str) -> Aggregato
     .unwrap()
 }
 
-/// (lost, stored twice) at VictoriaMetrics of what `all` had acknowledged, once it has them
-/// all or after a minute.
+/// (lost, stored twice) at VictoriaMetrics of what `all` had acknowledged, once nothing is
+/// missing or after a minute. (Waiting for as many samples as were acknowledged would end
+/// early when some arrived twice while others were still on their way.)
 fn lost_and_twice_at_vm(vm_port: u16, all: &telltale_tests::chaos::Acked) -> (u64, u64) {
-    let total = all.total();
-    let ok = wait_for(Duration::from_secs(60), || {
+    let count = || {
         let got = vm_export(vm_port);
-        let n: usize = got.values().map(Vec::len).sum();
-        (n as u64 >= total).then_some(got)
-    });
-    let got = ok.unwrap_or_else(|| vm_export(vm_port));
-    let mut stats = (0u64, 0u64);
-    for n in 0..RW_SERIES {
-        let samples = got
-            .get(&format!("chaos_rw_{n}"))
-            .cloned()
-            .unwrap_or_default();
-        let mut count: HashMap<i64, (u32, f64)> = HashMap::new();
-        for (t, v) in samples {
-            let e = count.entry(t).or_insert((0, v));
-            e.0 += 1;
-        }
-        for &(a, b) in &all.ranges {
-            for i in a..b {
-                match count.get(&(all.base + i)) {
-                    Some((k, v)) if *v == i as f64 => stats.1 += u64::from(*k - 1),
-                    _ => stats.0 += 1,
+        let mut stats = (0u64, 0u64);
+        for n in 0..RW_SERIES {
+            let samples = got
+                .get(&format!("chaos_rw_{n}"))
+                .cloned()
+                .unwrap_or_default();
+            let mut count: HashMap<i64, (u32, f64)> = HashMap::new();
+            for (t, v) in samples {
+                let e = count.entry(t).or_insert((0, v));
+                e.0 += 1;
+            }
+            for &(a, b) in &all.ranges {
+                for i in a..b {
+                    match count.get(&(all.base + i)) {
+                        Some((k, v)) if *v == i as f64 => stats.1 += u64::from(*k - 1),
+                        _ => stats.0 += 1,
+                    }
                 }
             }
         }
-    }
-    stats
+        stats
+    };
+    wait_for(Duration::from_secs(60), || {
+        let s = count();
+        (s.0 == 0).then_some(s)
+    })
+    .unwrap_or_else(count)
 }
 
 #[test]

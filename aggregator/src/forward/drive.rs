@@ -2,8 +2,9 @@
 //! forwarder): read from its position up to the durable tip in batches (a partial batch waits
 //! up to a deadline for more), hand each batch to the exporter's `send` (which returns only
 //! once the receiver has it, or it is given up and counted), move the position past it,
-//! persist the position at most once a second and move the WAL hold with it; past the byte
-//! cap, skip the oldest segments and count what they held.
+//! persist the position at most once a second (and at once when a send waits longer, so a
+//! crash during a receiver's outage resends nothing delivered before it) and move the WAL
+//! hold with it; past the byte cap, skip the oldest segments and count what they held.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -119,7 +120,20 @@ pub async fn run<E: Exporter>(e: Arc<E>, feed: StoreFeed) {
         }
         e.note(0, batch.corrupt(), false);
         if batch.items() > 0 {
-            e.send(batch).await;
+            let mut send = std::pin::pin!(e.send(batch));
+            if tokio::time::timeout(Duration::from_secs(1), &mut send)
+                .await
+                .is_err()
+            {
+                // A long send (the receiver is down, `send` retries): the position of what
+                // was delivered before it is persisted now, so a crash during the outage
+                // sends none of that again.
+                if e.cursor().persist() {
+                    last_persist = Instant::now();
+                    e.move_hold();
+                }
+                send.await;
+            }
         }
         if to != pos {
             e.cursor().set(to);

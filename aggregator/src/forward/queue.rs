@@ -192,18 +192,7 @@ pub async fn run(q: Arc<Queue>, feed: WalFeed, on_move: Arc<dyn Fn() + Send + Sy
     let mut draining = false;
     let mut next_round = 0u64;
     loop {
-        if let Some(p) = flight.finished() {
-            pos = p;
-            q.set(pos);
-        }
-        // Persist the acknowledged position at most once a second (a clean shutdown
-        // persists it too, see `Forwarders::shutdown`); the WAL hold follows it.
-        if persisted_at.elapsed() >= Duration::from_secs(1) {
-            persisted_at = Instant::now();
-            if q.persist() {
-                on_move();
-            }
-        }
+        settle(&q, &flight, &mut pos, &mut persisted_at, &on_move);
         // Past the byte cap: abandon what is in flight, drop (and count) the oldest
         // segments, read the rest again.
         let cap_pos = enforce_cap(&q, &feed, pos).await;
@@ -272,9 +261,12 @@ pub async fn run(q: Arc<Queue>, feed: WalFeed, on_move: Arc<dyn Fn() + Send + Sy
             let epoch = flight.epoch.load(Ordering::Relaxed);
             'bodies: for (shard, body, n) in bodies {
                 // Waits while the shard's worker is busy (its channel holds two bodies);
-                // while it waits long (a receiver down), the byte cap is watched.
+                // while it waits long (a receiver down), the rounds acknowledged before are
+                // still persisted (a crash in an outage resends none of them) and the byte
+                // cap is watched.
+                let mut waited = 0u32;
                 loop {
-                    match tokio::time::timeout(Duration::from_secs(5), workers[shard].reserve())
+                    match tokio::time::timeout(Duration::from_millis(250), workers[shard].reserve())
                         .await
                     {
                         Ok(Ok(permit)) => {
@@ -282,15 +274,19 @@ pub async fn run(q: Arc<Queue>, feed: WalFeed, on_move: Arc<dyn Fn() + Send + Sy
                             break;
                         }
                         Ok(Err(_)) => break 'bodies,
-                        Err(_) if over_cap(&q, &feed, pos).await => {
-                            tracing::warn!(remote = %q.opts.name,
-                                "remote_write: the receiver is unreachable and the WAL byte cap is reached; abandoning what is in flight");
-                            flight.epoch.fetch_add(1, Ordering::Relaxed);
-                            flight.lock().clear();
-                            read_to = pos;
-                            break 'bodies;
+                        Err(_) => {
+                            settle(&q, &flight, &mut pos, &mut persisted_at, &on_move);
+                            waited += 1;
                         }
-                        Err(_) => {}
+                    }
+                    // Every 5 s of waiting: past the byte cap, abandon what is in flight.
+                    if waited > 0 && waited % 20 == 0 && over_cap(&q, &feed, pos).await {
+                        tracing::warn!(remote = %q.opts.name,
+                            "remote_write: the receiver is unreachable and the WAL byte cap is reached; abandoning what is in flight");
+                        flight.epoch.fetch_add(1, Ordering::Relaxed);
+                        flight.lock().clear();
+                        read_to = pos;
+                        break 'bodies;
                     }
                 }
             }
@@ -308,6 +304,27 @@ pub async fn run(q: Arc<Queue>, feed: WalFeed, on_move: Arc<dyn Fn() + Send + Sy
                 _ = flight.done.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             }
+        }
+    }
+}
+
+/// Moves `pos` past the rounds acknowledged wholly, and persists it at most once a second
+/// (a clean shutdown persists it too, see `Forwarders::shutdown`); the WAL hold follows it.
+fn settle(
+    q: &Queue,
+    flight: &Flight,
+    pos: &mut Position,
+    persisted_at: &mut Instant,
+    on_move: &Arc<dyn Fn() + Send + Sync>,
+) {
+    if let Some(p) = flight.finished() {
+        *pos = p;
+        q.set(p);
+    }
+    if persisted_at.elapsed() >= Duration::from_secs(1) {
+        *persisted_at = Instant::now();
+        if q.persist() {
+            on_move();
         }
     }
 }

@@ -361,3 +361,43 @@ async fn forward_only_sends_everything_once_keeps_nothing_and_frees_the_wal() {
     assert_eq!(db.head_samples(), 0);
     assert!(db.block_summary().is_empty());
 }
+
+/// A crash in a receiver's outage resends nothing acknowledged before it: while the queue
+/// waits on its stuck shards, the position of the rounds acknowledged before the outage is
+/// still persisted (what a restart resumes from), not left a second behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_position_before_an_outage_is_persisted_while_the_queue_waits() {
+    let r = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = queue_opts(&r.url, "");
+    let t0 = now() - 600_000;
+    let (db, f) = open(dir.path(), &opts);
+    let mut total = 0;
+    for round in 0..5 {
+        total += put(&db, &format!("a{round}-"), 10, 5, t0).await;
+        wait_for(&r.got, total).await;
+        acknowledged(&f).await;
+        let before = f.queues[0].position().unwrap();
+        // The receiver goes down with far more coming, in many records, than the shards'
+        // channels hold (3 shards × 3 bodies of a 21-sample round): the reader waits.
+        r.status.store(503, Ordering::SeqCst);
+        for k in 0..30 {
+            total += put(&db, &format!("b{round}-{k}-"), 10, 2, t0).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        assert!(counter(&f, "retries_total") > 0.0);
+        let saved =
+            cursor::Cursor::load(positions_dir(dir.path()).join("t.pos"), "t".into()).position();
+        assert_eq!(
+            saved,
+            Some(before),
+            "round {round}: the persisted position lags the acknowledged one"
+        );
+        // The outage ends; what waited goes out.
+        r.status.store(204, Ordering::SeqCst);
+        wait_for(&r.got, total).await;
+        acknowledged(&f).await;
+    }
+    assert_once(&r.got, total);
+    drop(db);
+}
