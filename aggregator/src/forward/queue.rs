@@ -280,7 +280,7 @@ pub async fn run(q: Arc<Queue>, feed: WalFeed, on_move: Arc<dyn Fn() + Send + Sy
                         }
                     }
                     // Every 5 s of waiting: past the byte cap, abandon what is in flight.
-                    if waited > 0 && waited % 20 == 0 && over_cap(&q, &feed, pos).await {
+                    if waited > 0 && waited.is_multiple_of(20) && over_cap(&q, &feed, pos).await {
                         tracing::warn!(remote = %q.opts.name,
                             "remote_write: the receiver is unreachable and the WAL byte cap is reached; abandoning what is in flight");
                         flight.epoch.fetch_add(1, Ordering::Relaxed);
