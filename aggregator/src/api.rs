@@ -767,7 +767,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::promql::format::format_value;
+    use crate::metrics::promql::format::format_sample;
 
     #[test]
     fn points_are_written_as_prometheus_writes_them() {
@@ -785,11 +785,13 @@ mod tests {
             (4, 0.0),
             (5, 2.5e20),
             (6, 8.9e15),
+            (7, 1e21),
+            (8, -1.5e-9),
         ] {
             push_point(&mut out, &telltale_common::model::Sample(t, v));
             out.push(' ');
             assert_eq!(
-                format_value(v),
+                format_sample(v),
                 out.rsplit('"').nth(1).unwrap_or_default(),
                 "{v}"
             );
@@ -800,7 +802,7 @@ mod tests {
              [1700000000.02,\"+Inf\"] [-1.5,\"-Inf\"] [-0.5,\"-2.25\"] \
              [0.001,\"123456789012\"] [0.002,\"-7\"] [0.003,\"-0\"] [0.004,\"0\"] \
              [0.005,\"250000000000000000000\"] \
-             [0.006,\"8900000000000000\"] "
+             [0.006,\"8900000000000000\"] [0.007,\"1e+21\"] [0.008,\"-1.5e-09\"] "
         );
     }
 }

@@ -271,7 +271,7 @@ pub fn query(rng: &mut Rng, depth: u32) -> String {
         };
     }
     let sub = |rng: &mut Rng| query(rng, depth - 1);
-    match (rng.uniform() * 15.0) as u32 {
+    match (rng.uniform() * 16.0) as u32 {
         0 | 1 => {
             let f = pick(
                 rng,
@@ -516,6 +516,77 @@ pub fn query(rng: &mut Rng, depth: u32) -> String {
             // told from `timestamp(x)` (Prometheus answers the evaluation time for the first,
             // the sample's for the second) — a known difference, in the README.
             _ => format!("-({})", sub(rng)),
+        },
+        // The grammar's corners: literal spellings, matchers that match the empty value or
+        // exclude, negative offsets and compound durations, grouping written after the
+        // aggregation, `absent` of what does not exist, string results, `clamp_max`.
+        14 => match (rng.uniform() * 16.0) as u32 {
+            0 => pick(
+                rng,
+                &["Inf", "-Inf", "NaN", "0x1F", "1e3", ".5", "5.", "-0", "+3"],
+            )
+            .to_string(),
+            1 => format!("\"{}\"", pick(rng, &["hello", "", "a\\\"b"])),
+            2 => format!("{}{{job!~\"a.*\"}}{}", pick(rng, GAUGES), modifier(rng)),
+            3 => format!(
+                "{}{{method=\"\"}}",
+                pick(rng, &[COUNTERS[0], GAUGES[0], HISTOGRAM])
+            ),
+            4 => "{__name__=~\"(node|queue)_.*\",__name__!=\"node_load1\",job=~\".+\"}".to_string(),
+            5 => format!(
+                "{}({}[{}] offset -{}m)",
+                pick(rng, &["rate", "avg_over_time", "count_over_time"]),
+                counter(rng),
+                pick(rng, &["1m30s", "90s", "2m15s"]),
+                1 + (rng.uniform() * 3.0) as u32
+            ),
+            6 => format!(
+                "absent({}{{job=\"api\",instance=~\"x.*\",method!=\"get\"}})",
+                pick(rng, &["nonexistent_metric", GAUGES[0]])
+            ),
+            7 => format!(
+                "absent_over_time({}{{job=\"db\"}}[{}])",
+                pick(rng, &["nonexistent_metric", GAUGES[1]]),
+                range(rng)
+            ),
+            8 => format!(
+                "{}({}) {}",
+                pick(rng, &["sum", "max", "count", "avg"]),
+                sub(rng),
+                pick(rng, &["by (job)", "without (instance, method)", "by ()"])
+            ),
+            9 => format!("clamp_max({}, {})", sub(rng), number(rng)),
+            10 => format!(
+                "({}) {} bool ({})",
+                sub(rng),
+                pick(rng, &[">", "<=", "=="]),
+                number(rng)
+            ),
+            11 => format!("- - ({})", sub(rng)),
+            12 => format!(
+                "label_replace({}, \"dst\", \"${{1}}-$0\", \"job\", \"(a)(.*)\")",
+                sub(rng)
+            ),
+            13 => format!(
+                "timestamp({}{})",
+                metric(rng),
+                pick(rng, &[" offset 1m", " @ start()", " offset -30s"])
+            ),
+            14 => format!(
+                "{}(({})[{}:])",
+                pick(
+                    rng,
+                    &["last_over_time", "absent_over_time", "stddev_over_time"]
+                ),
+                sub(rng),
+                range(rng)
+            ),
+            _ => format!(
+                "quantile_over_time({}, {}[{}])",
+                pick(rng, &["NaN", "0.25", "Inf"]),
+                metric(rng),
+                range(rng)
+            ),
         },
         // Ill-typed or invalid on purpose: both must refuse.
         _ => match (rng.uniform() * 7.0) as u32 {

@@ -121,7 +121,7 @@ fn within_answer_bound(series: usize, h: usize) -> Result<(), ApiError> {
 fn point(t_ms: i64, v: f64) -> serde_json::Value {
     json!([
         t_ms as f64 / 1000.0,
-        crate::metrics::promql::format::format_value(v)
+        crate::metrics::promql::format::format_sample(v)
     ])
 }
 

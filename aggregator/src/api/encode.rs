@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use telltale_common::model::{Labels, Sample};
 
 use crate::metrics::promql::Value;
-use crate::metrics::promql::format::{push_int, write_value};
+use crate::metrics::promql::format::{push_int, write_sample};
 use crate::metrics::storage::SeriesData;
 
 /// Appends `s` as a JSON string.
@@ -58,11 +58,11 @@ pub(super) fn push_point(out: &mut String, s: &Sample) {
     out.push(']');
 }
 
-/// Appends a sample value as Prometheus writes it, quoted: what [`format_value`](crate::metrics::promql::format::format_value) returns,
-/// without the temporary string (this runs for every point of a range query's result).
+/// Appends a sample value as Prometheus writes it, quoted
+/// ([`write_sample`]: this runs for every point of a range query's result).
 pub(super) fn push_value(out: &mut String, v: f64) {
     out.push('"');
-    write_value(out, v);
+    write_sample(out, v);
     out.push('"');
 }
 
@@ -90,7 +90,7 @@ pub(super) fn push_matrix(out: &mut String, m: &[SeriesData]) {
                 o
             });
             out.push_str(open);
-            write_value(out, p.1);
+            write_sample(out, p.1);
             out.push_str("\"]");
         }
         out.push_str("]}");

@@ -43,7 +43,7 @@ pub async fn query_exemplars(
                         .collect();
                     json!({
                         "labels": el,
-                        "value": crate::metrics::promql::format::format_value(e.value),
+                        "value": crate::metrics::promql::format::format_sample(e.value),
                         "timestamp": e.t_ms as f64 / 1000.0,
                     })
                 })

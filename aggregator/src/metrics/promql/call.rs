@@ -297,10 +297,10 @@ impl Evaluator<'_> {
             "abs" => Some(math(f64::abs)),
             "ceil" => Some(math(f64::ceil)),
             "floor" => Some(math(f64::floor)),
-            "exp" => Some(math(f64::exp)),
+            "exp" => Some(math(f::go_exp)),
             "ln" => Some(math(f64::ln)),
-            "log2" => Some(math(f64::log2)),
-            "log10" => Some(math(f64::log10)),
+            "log2" => Some(math(f::go_log2)),
+            "log10" => Some(math(f::go_log10)),
             "sqrt" => Some(math(f64::sqrt)),
             "sgn" => Some(|v: f64| {
                 if v > 0.0 {
@@ -323,8 +323,10 @@ impl Evaluator<'_> {
             "asinh" => Some(math(f64::asinh)),
             "acosh" => Some(math(f64::acosh)),
             "atanh" => Some(math(f64::atanh)),
-            "deg" => Some(math(f64::to_degrees)),
-            "rad" => Some(math(f64::to_radians)),
+            // Prometheus' order of operations (`to_degrees` multiplies by 180/π, one rounding
+            // fewer, and differs in the last bit for a quarter of values).
+            "deg" => Some(|v: f64| v * 180.0 / std::f64::consts::PI),
+            "rad" => Some(|v: f64| v * std::f64::consts::PI / 180.0),
             _ => None,
         };
         if let Some(u) = unary {

@@ -1,14 +1,16 @@
-//! Sample values as Prometheus writes them: in query results, in labels PromQL makes from
-//! values (`count_values`, `label_replace` of a value) and in the exposition format.
+//! Sample values as Prometheus writes them: in query results ([`write_sample`]: an exponent
+//! at the extremes) and in labels PromQL makes from values (`count_values`: [`write_value`],
+//! always positional).
 
-/// Formats a value as Prometheus does (`NaN`, `+Inf`, `-Inf`, shortest decimal otherwise).
+/// Formats a value as Prometheus does in a label (`NaN`, `+Inf`, `-Inf`, shortest decimal
+/// otherwise, never an exponent: Go's `FormatFloat(v, 'f', -1, 64)`).
 pub fn format_value(v: f64) -> String {
     let mut s = String::new();
     write_value(&mut s, v);
     s
 }
 
-/// Writes a sample value as Prometheus does (`NaN`, `+Inf`, `-Inf`, shortest decimal).
+/// Writes a value as [`format_value`] formats it.
 pub fn write_value(out: &mut String, v: f64) {
     if v.is_nan() {
         out.push_str("NaN");
@@ -26,29 +28,19 @@ pub fn write_value(out: &mut String, v: f64) {
 }
 
 /// Appends a finite `v` as the shortest digits that read back as `v`, positional, never an
-/// exponent (as Go's `FormatFloat(v, 'f', -1, 64)` in Prometheus and Rust's `Display` write
-/// it), from Ryū's digits, which cost a third of the standard formatter's (a range query's
-/// answer is mostly these). Where two shortest forms are equally near `v` (a value exactly
-/// halfway), Ryū's last digit is the even one and `Display`'s may be the other: both read
-/// back as `v`.
+/// exponent (as Go's `FormatFloat(v, 'f', -1, 64)` and Rust's `Display` write it), from
+/// Ryū's digits, which cost a third of the standard formatter's (a range query's answer is
+/// mostly these). Where two shortest forms are equally near `v` (a value exactly halfway),
+/// Ryū's last digit is the even one and `Display`'s may be the other: both read back as `v`.
 fn push_shortest(out: &mut String, v: f64) {
     let mut buf = ryu::Buffer::new();
     let s = buf.format_finite(v);
-    let Some(e) = s.find('e') else {
+    if !s.contains('e') {
         // Positional already; Ryū writes integral values with a ".0" that Display does not.
         out.push_str(s.strip_suffix(".0").unwrap_or(s));
         return;
-    };
-    let (mantissa, exp) = (&s[..e], &s[e + 1..]);
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let (sign, mantissa) = match mantissa.strip_prefix('-') {
-        Some(m) => ("-", m),
-        None => ("", mantissa),
-    };
-    // The digits, and where the point goes among them.
-    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let digits: String = [int, frac].concat();
-    let point = int.len() as i32 + exp;
+    }
+    let (sign, digits, point) = shortest_digits(s);
     out.push_str(sign);
     if point <= 0 {
         out.push_str("0.");
@@ -66,6 +58,62 @@ fn push_shortest(out: &mut String, v: f64) {
         out.push('.');
         out.push_str(&digits[point as usize..]);
     }
+}
+
+/// Ryū's text of a value split into its sign, its significant digits and where the decimal
+/// point goes among them (`1.5e-7` → `("", "15", -6)`).
+fn shortest_digits(s: &str) -> (&'static str, String, i32) {
+    let (mantissa, exp) = match s.find('e') {
+        Some(e) => (&s[..e], s[e + 1..].parse::<i32>().unwrap_or(0)),
+        None => (s, 0),
+    };
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => ("-", m),
+        None => ("", mantissa),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let mut digits: String = [int, frac].concat();
+    let mut point = int.len() as i32 + exp;
+    // "0.0001" (positional) and "1.0" carry zeros that are not significant digits.
+    let lead = digits.len() - digits.trim_start_matches('0').len();
+    if lead == digits.len() {
+        return (sign, "0".into(), 1);
+    }
+    digits.drain(..lead);
+    point -= lead as i32;
+    digits.truncate(digits.trim_end_matches('0').len());
+    (sign, digits, point)
+}
+
+/// Writes a sample value as Prometheus' HTTP API writes it (its `jsonutil.MarshalFloat`):
+/// positional like [`write_value`], except below 1e-6 and from 1e21 on in magnitude, where it
+/// is Go's shortest exponent form — `1e-07`, `1.2345678901234569e+23`, `5e-324`.
+pub fn write_sample(out: &mut String, v: f64) {
+    let a = v.abs();
+    if !v.is_finite() || a == 0.0 || (1e-6..1e21).contains(&a) {
+        return write_value(out, v);
+    }
+    let mut buf = ryu::Buffer::new();
+    let (sign, digits, point) = shortest_digits(buf.format_finite(v));
+    out.push_str(sign);
+    out.push_str(&digits[..1]);
+    if digits.len() > 1 {
+        out.push('.');
+        out.push_str(&digits[1..]);
+    }
+    let e = point - 1;
+    out.push_str(if e < 0 { "e-" } else { "e+" });
+    if e.abs() < 10 {
+        out.push('0');
+    }
+    push_int(out, i64::from(e.abs()));
+}
+
+/// [`write_sample`] into a new string.
+pub fn format_sample(v: f64) -> String {
+    let mut s = String::new();
+    write_sample(&mut s, v);
+    s
 }
 
 /// Appends an integer in decimal.
@@ -152,12 +200,56 @@ mod tests {
         assert_eq!(format_value(0.25), "0.25");
     }
 
+    /// Values as Prometheus 2.42's HTTP API wrote them (read off its answers to
+    /// `vector(...)` and `exp(...)` queries).
+    #[test]
+    fn samples_are_written_as_prometheus_api_writes_them() {
+        for (v, want) in [
+            (1e-7, "1e-07"),
+            (0.000001, "0.000001"),
+            (1e21, "1e+21"),
+            (1e20, "100000000000000000000"),
+            (123456789012345678901234.0, "1.2345678901234569e+23"),
+            (-1.5e-9, "-1.5e-09"),
+            (5e-324, "5e-324"),
+            (8.133182074637612e275, "8.133182074637612e+275"),
+            (1.270983941812912e308, "1.270983941812912e+308"),
+            (3.307553003638408e-308, "3.307553003638408e-308"),
+            (4.2e-322, "4.2e-322"),
+            (0.0, "0"),
+            (-0.0, "-0"),
+            (0.5, "0.5"),
+            (f64::INFINITY, "+Inf"),
+            (f64::NAN, "NaN"),
+        ] {
+            assert_eq!(format_sample(v), want, "{v:e}");
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(20_000))]
         #[test]
         fn any_value_reads_as_display_prints_it(bits in any::<u64>()) {
             let v = f64::from_bits(bits);
             prop_assert!(check(v).is_ok(), "{:?}", check(v));
+        }
+
+        /// At every magnitude a sample reads back as the value, positional where Prometheus
+        /// is, with Go's exponent (a sign, at least two digits) where it is not.
+        #[test]
+        fn samples_of_every_magnitude_read_back(m in -1.0f64..1.0, e in -330i32..310) {
+            let v = m * 10f64.powi(e);
+            prop_assume!(v.is_finite());
+            let s = format_sample(v);
+            let back: f64 = s.parse().map_err(|e| TestCaseError::fail(format!("{s}: {e}")))?;
+            prop_assert_eq!(back.to_bits(), v.to_bits(), "{}", s);
+            let a = v.abs();
+            if a != 0.0 && !(1e-6..1e21).contains(&a) {
+                let (_, exp) = s.split_once('e').ok_or_else(|| TestCaseError::fail(s.clone()))?;
+                prop_assert!(exp.len() >= 3 && (exp.starts_with('+') || exp.starts_with('-')), "{}", s);
+            } else {
+                prop_assert_eq!(s, format_value(v));
+            }
         }
 
         #[test]

@@ -438,27 +438,72 @@ pub fn go_pow(x: f64, y: f64) -> f64 {
     ldexp(a1, ae)
 }
 
+/// Go's `math.Exp` as Prometheus runs it (amd64): its assembly scales by 2^k with k the
+/// nearest integer to x·log2(e), and returns +Inf once k reaches 1024 — from x ≈ 709.4361,
+/// where the true value is finite up to 709.7827 (`exp(709.5)` is +Inf in Prometheus,
+/// 1.35e308 in glibc). Elsewhere the library's `exp`.
+pub fn go_exp(x: f64) -> f64 {
+    if (x * std::f64::consts::LOG2_E).round_ties_even() >= 1024.0 {
+        return f64::INFINITY;
+    }
+    x.exp()
+}
+
+/// Go's `math.Log10`: the natural logarithm times 1/ln(10) — Go's constant `1 / Ln10` is
+/// exact before it is rounded, so `LOG10_E`, not `1.0 / LN_10` (glibc's `log10` is
+/// correctly rounded and differs from this in the last bit for about a quarter of values).
+pub fn go_log10(x: f64) -> f64 {
+    x.ln() * std::f64::consts::LOG10_E
+}
+
+/// Go's `math.Log2`: exponent and fraction apart, so a power of two is exact.
+pub fn go_log2(x: f64) -> f64 {
+    let (frac, exp) = frexp(x);
+    if frac == 0.5 {
+        return (exp - 1) as f64;
+    }
+    frac.ln() * std::f64::consts::LOG2_E + exp as f64
+}
+
 /// Go's `math.Cosh`: from `exp`, as Go computes it (glibc's differs in the last bit, which
 /// `%` or `sin` of the result would magnify).
 pub fn go_cosh(x: f64) -> f64 {
     let x = x.abs();
     if x > 21.0 {
-        return x.exp() * 0.5;
+        return go_exp(x) * 0.5;
     }
-    let ex = x.exp();
+    let ex = go_exp(x);
     (ex + 1.0 / ex) * 0.5
 }
 
-/// Go's `math.Sinh` beyond 0.5 (from `exp`); below, where Go uses a polynomial, the library's.
+/// Go's `math.Sinh`: from `exp` beyond 0.5, below it the rational approximation Go takes
+/// from Hart & Cheney's *Computer Approximations* (index 2029).
 pub fn go_sinh(x: f64) -> f64 {
     let z = x.abs();
     let r = if z > 21.0 {
-        z.exp() * 0.5
+        go_exp(z) * 0.5
     } else if z > 0.5 {
-        let ex = z.exp();
+        let ex = go_exp(z);
         (ex - 1.0 / ex) * 0.5
     } else {
-        return x.sinh();
+        // The published coefficients, written as published: rounded once to f64 here as
+        // Go's compiler rounds them.
+        #[allow(clippy::excessive_precision)]
+        const P: [f64; 4] = [
+            -0.630_767_364_049_771_699_118_478_725_1e6,
+            -0.899_127_202_203_950_935_539_801_351_1e5,
+            -0.289_421_135_598_956_380_728_466_036_6e4,
+            -0.263_056_321_339_749_706_281_948_9e2,
+        ];
+        #[allow(clippy::excessive_precision)]
+        const Q: [f64; 3] = [
+            -0.630_767_364_049_771_699_121_207_727_7e6,
+            0.152_151_737_879_001_907_069_648_517_6e5,
+            -0.173_678_953_558_233_699_533_450_911e3,
+        ];
+        let sq = x * x;
+        let p = (((P[3] * sq + P[2]) * sq + P[1]) * sq + P[0]) * x;
+        return p / (((sq + Q[2]) * sq + Q[1]) * sq + Q[0]);
     };
     if x < 0.0 { -r } else { r }
 }
@@ -621,6 +666,61 @@ pub fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
 
 #[cfg(test)]
 mod tests {
+
+    /// `sinh` below 0.5, `log10`, `log2`, `deg` and `rad` give Prometheus' last bits (values
+    /// read off Prometheus 2.42's answers; glibc's `sinh(0.1)`, `log10(3.3)` and Rust's
+    /// `to_degrees(3.2)` differ from them).
+    #[test]
+    fn math_functions_give_prometheus_last_bits() {
+        for (x, want) in [
+            (0.1, 0.10016675001984404),
+            (0.3, 0.3045202934471426),
+            (-0.45, -0.46534201693419774),
+            (0.0123, 0.012300310146846098),
+        ] {
+            assert_eq!(go_sinh(x), want, "sinh({x})");
+        }
+        assert_eq!(go_log10(3.3), 0.5185139398778875);
+        assert_eq!(go_log10(0.07), -1.154901959985743);
+        assert_eq!(go_log2(7.1), 2.8278190246173196);
+        assert_eq!(go_log2(1024.0), 10.0);
+        assert_eq!(go_log2(0.0), f64::NEG_INFINITY);
+        assert!(go_log2(-1.0).is_nan() && go_log10(-1.0).is_nan());
+        let deg = |v: f64| v * 180.0 / std::f64::consts::PI;
+        assert_eq!(deg(3.2), 183.34649444186343);
+        assert_ne!(3.2f64.to_degrees(), 183.34649444186343);
+    }
+
+    /// `exp`, `sinh` and `cosh` overflow where Prometheus' (Go's amd64 `math.Exp`) do, and
+    /// agree with it elsewhere (values read off Prometheus 2.42's answers).
+    #[test]
+    fn exp_overflows_where_prometheus_does() {
+        assert_eq!(go_exp(709.436), 1.270983941812912e308);
+        assert_eq!(go_exp(709.43), 1.2633808701860083e308);
+        for x in [709.4365, 709.437, 709.5, 709.7, 710.0, 1e6] {
+            assert_eq!(go_exp(x), f64::INFINITY, "exp({x})");
+            assert_eq!(go_sinh(x), f64::INFINITY, "sinh({x})");
+            assert_eq!(go_sinh(-x), f64::NEG_INFINITY, "sinh(-{x})");
+            assert_eq!(go_cosh(-x), f64::INFINITY, "cosh(-{x})");
+        }
+        for (x, want) in [
+            (-708.0, 3.307553003638408e-308),
+            (-709.0, 1.216780750623423e-308),
+            (-709.5, 7.38014831401258e-309),
+            (-720.0, 2.0322308024e-313),
+            (-740.0, 4.2e-322),
+            (-745.0, 5e-324),
+            (-745.1, 5e-324),
+            (-745.2, 0.0),
+            (709.08, 8.90289451998625e307),
+            (709.1, 9.082744919406668e307),
+        ] {
+            assert_eq!(go_exp(x), want, "exp({x})");
+        }
+        assert!(go_exp(f64::NAN).is_nan());
+        assert_eq!(go_exp(f64::NEG_INFINITY), 0.0);
+    }
+
     use super::*;
 
     fn pts(v: &[(i64, f64)]) -> Vec<Sample> {
