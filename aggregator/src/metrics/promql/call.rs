@@ -311,9 +311,9 @@ impl Evaluator<'_> {
                     v
                 }
             }),
-            "sin" => Some(math(f64::sin)),
-            "cos" => Some(math(f64::cos)),
-            "tan" => Some(math(f64::tan)),
+            "sin" => Some(math(f::go_sin)),
+            "cos" => Some(math(f::go_cos)),
+            "tan" => Some(math(f::go_tan)),
             "asin" => Some(math(f64::asin)),
             "acos" => Some(math(f64::acos)),
             "atan" => Some(math(f64::atan)),

@@ -465,6 +465,145 @@ pub fn go_log2(x: f64) -> f64 {
     frac.ln() * std::f64::consts::LOG2_E + exp as f64
 }
 
+/// Go's `math.Sin`, `Cos` and `Tan` below 2^29 (Cephes' polynomials after a Cody–Waite
+/// reduction by π/4 in three parts, as Go computes them): glibc's differ in the last bit for
+/// a quarter of values, and `atanh(cos(x))` near ±1 magnifies that into the sixth digit.
+/// Above 2^29 (where Go reduces by Payne–Hanek) the library's.
+#[allow(clippy::excessive_precision)]
+mod trig {
+    const PI4A: f64 = 7.85398125648498535156e-1;
+    const PI4B: f64 = 3.77489470793079817668e-8;
+    const PI4C: f64 = 2.69515142907905952645e-15;
+    const SIN: [f64; 6] = [
+        1.58962301576546568060e-10,
+        -2.50507477628578072866e-8,
+        2.75573136213857245213e-6,
+        -1.98412698295895385996e-4,
+        8.33333333332211858878e-3,
+        -1.66666666666666307295e-1,
+    ];
+    const COS: [f64; 6] = [
+        -1.13585365213876817300e-11,
+        2.08757008419747316778e-9,
+        -2.75573141792967388112e-7,
+        2.48015872888517045348e-5,
+        -1.38888888888730564116e-3,
+        4.16666666666665929218e-2,
+    ];
+    const TAN_P: [f64; 3] = [
+        -1.30936939181383777646e4,
+        1.15351664838587416140e6,
+        -1.79565251976484877988e7,
+    ];
+    const TAN_Q: [f64; 5] = [
+        1.0,
+        1.36812963470692954678e4,
+        -1.32089234440210967447e6,
+        2.50083801823357915839e7,
+        -5.38695755929454629881e7,
+    ];
+    /// Where Go stops reducing by Cody–Waite.
+    pub const REDUCE: f64 = (1u64 << 29) as f64;
+
+    /// The octant of a non-negative `x` below [`REDUCE`] (zeros mapped to the origin) and
+    /// the remainder.
+    pub fn reduce(x: f64) -> (u64, f64) {
+        let mut j = (x * (2.0 * std::f64::consts::FRAC_2_PI)) as u64;
+        let mut y = j as f64;
+        if j & 1 == 1 {
+            j += 1;
+            y += 1.0;
+        }
+        (j & 7, ((x - y * PI4A) - y * PI4B) - y * PI4C)
+    }
+
+    pub fn sin_poly(z: f64) -> f64 {
+        let zz = z * z;
+        z + z
+            * zz
+            * (((((SIN[0] * zz + SIN[1]) * zz + SIN[2]) * zz + SIN[3]) * zz + SIN[4]) * zz + SIN[5])
+    }
+
+    pub fn cos_poly(z: f64) -> f64 {
+        let zz = z * z;
+        1.0 - 0.5 * zz
+            + zz * zz
+                * (((((COS[0] * zz + COS[1]) * zz + COS[2]) * zz + COS[3]) * zz + COS[4]) * zz
+                    + COS[5])
+    }
+
+    pub fn tan_poly(z: f64) -> f64 {
+        let zz = z * z;
+        if zz > 1e-14 {
+            z + z
+                * (zz * ((TAN_P[0] * zz + TAN_P[1]) * zz + TAN_P[2])
+                    / ((((zz + TAN_Q[1]) * zz + TAN_Q[2]) * zz + TAN_Q[3]) * zz + TAN_Q[4]))
+        } else {
+            z
+        }
+    }
+}
+
+/// Go's `math.Sin` (see [`trig`]).
+pub fn go_sin(x: f64) -> f64 {
+    if x == 0.0 || x.is_nan() {
+        return x;
+    }
+    if x.is_infinite() || x.abs() >= trig::REDUCE {
+        return x.sin();
+    }
+    let (mut j, z) = trig::reduce(x.abs());
+    let mut neg = x < 0.0;
+    if j > 3 {
+        neg = !neg;
+        j -= 4;
+    }
+    let y = if j == 1 || j == 2 {
+        trig::cos_poly(z)
+    } else {
+        trig::sin_poly(z)
+    };
+    if neg { -y } else { y }
+}
+
+/// Go's `math.Cos` (see [`trig`]).
+pub fn go_cos(x: f64) -> f64 {
+    if x.is_nan() || x.is_infinite() || x.abs() >= trig::REDUCE {
+        return x.cos();
+    }
+    let (mut j, z) = trig::reduce(x.abs());
+    let mut neg = false;
+    if j > 3 {
+        j -= 4;
+        neg = !neg;
+    }
+    if j > 1 {
+        neg = !neg;
+    }
+    let y = if j == 1 || j == 2 {
+        trig::sin_poly(z)
+    } else {
+        trig::cos_poly(z)
+    };
+    if neg { -y } else { y }
+}
+
+/// Go's `math.Tan` (see [`trig`]).
+pub fn go_tan(x: f64) -> f64 {
+    if x == 0.0 || x.is_nan() {
+        return x;
+    }
+    if x.is_infinite() || x.abs() >= trig::REDUCE {
+        return x.tan();
+    }
+    let (j, z) = trig::reduce(x.abs());
+    let mut y = trig::tan_poly(z);
+    if j & 2 == 2 {
+        y = -1.0 / y;
+    }
+    if x < 0.0 { -y } else { y }
+}
+
 /// Go's `math.Cosh`: from `exp`, as Go computes it (glibc's differs in the last bit, which
 /// `%` or `sin` of the result would magnify).
 pub fn go_cosh(x: f64) -> f64 {
@@ -689,6 +828,36 @@ mod tests {
         let deg = |v: f64| v * 180.0 / std::f64::consts::PI;
         assert_eq!(deg(3.2), 183.34649444186343);
         assert_ne!(3.2f64.to_degrees(), 183.34649444186343);
+    }
+
+    /// `sin`, `cos` and `tan` give Prometheus' last bits below 2^29 (values read off
+    /// Prometheus 2.42's answers; glibc's `sin(1000)`, `cos(3.3)` and `tan(-2.1)` differ).
+    #[test]
+    fn trigonometry_gives_prometheus_last_bits() {
+        assert_eq!(go_sin(1000.0), 0.8268795405320026);
+        assert_eq!(go_cos(3.3), -0.987479769908865);
+        assert_eq!(go_tan(1.5), 14.101419947171719);
+        assert_eq!(go_cos(-987.6), 0.4176792114956889);
+        assert_eq!(go_sin(0.5), 0.479425538604203);
+        assert_eq!(go_tan(-2.1), 1.7098465429045075);
+        assert_eq!(go_cos(123456.789), 0.05167253271870138);
+        assert_eq!(go_tan(1e-8), 1e-8);
+        assert_eq!(go_sin(-0.0).to_bits(), (-0.0f64).to_bits());
+        assert_eq!(go_cos(0.0), 1.0);
+        assert!(go_sin(f64::INFINITY).is_nan() && go_cos(f64::NAN).is_nan());
+        assert!(go_tan(f64::NEG_INFINITY).is_nan());
+        // Odd and even as Go's are, at every octant.
+        for k in 0..64 {
+            let x = k as f64 * 0.41 + 0.013;
+            assert_eq!(go_sin(-x), -go_sin(x), "sin(-{x})");
+            assert_eq!(go_cos(-x), go_cos(x), "cos(-{x})");
+            assert!((go_sin(x) - x.sin()).abs() < 1e-15, "sin({x})");
+            assert!((go_cos(x) - x.cos()).abs() < 1e-15, "cos({x})");
+            assert!(
+                (go_tan(x) - x.tan()).abs() <= 1e-15 * x.tan().abs().max(1.0),
+                "tan({x})"
+            );
+        }
     }
 
     /// `exp`, `sinh` and `cosh` overflow where Prometheus' (Go's amd64 `math.Exp`) do, and
