@@ -319,10 +319,10 @@ impl Evaluator<'_> {
             "atan" => Some(math(f64::atan)),
             "sinh" => Some(math(f::go_sinh)),
             "cosh" => Some(math(f::go_cosh)),
-            "tanh" => Some(math(f64::tanh)),
-            "asinh" => Some(math(f64::asinh)),
-            "acosh" => Some(math(f64::acosh)),
-            "atanh" => Some(math(f64::atanh)),
+            "tanh" => Some(math(f::go_tanh)),
+            "asinh" => Some(math(f::go_asinh)),
+            "acosh" => Some(math(f::go_acosh)),
+            "atanh" => Some(math(f::go_atanh)),
             // Prometheus' order of operations (`to_degrees` multiplies by 180/π, one rounding
             // fewer, and differs in the last bit for a quarter of values).
             "deg" => Some(|v: f64| v * 180.0 / std::f64::consts::PI),

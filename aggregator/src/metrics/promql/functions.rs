@@ -604,6 +604,96 @@ pub fn go_tan(x: f64) -> f64 {
     if x < 0.0 { -y } else { y }
 }
 
+/// Go's `math.Atanh` (fdlibm's, on |x| with the sign put back). Rust's `f64::atanh` takes
+/// `ln_1p` of a value near -1 for x near -1 and loses digits there: `atanh(-0.9999989133337436)`
+/// came out as -7.212771333056566 for -7.212771333002955.
+pub fn go_atanh(x: f64) -> f64 {
+    if !(-1.0..=1.0).contains(&x) || x.is_nan() {
+        return f64::NAN;
+    }
+    if x.abs() == 1.0 {
+        return f64::INFINITY.copysign(x);
+    }
+    let a = x.abs();
+    if a < 1.0 / (1u64 << 28) as f64 {
+        return x;
+    }
+    let t = if a < 0.5 {
+        let t = a + a;
+        0.5 * (t + t * a / (1.0 - a)).ln_1p()
+    } else {
+        0.5 * ((a + a) / (1.0 - a)).ln_1p()
+    };
+    if x < 0.0 { -t } else { t }
+}
+
+/// Go's `math.Asinh` (fdlibm's, on |x| with the sign put back).
+pub fn go_asinh(x: f64) -> f64 {
+    if x.is_nan() || x.is_infinite() {
+        return x;
+    }
+    let a = x.abs();
+    let t = if a > (1u64 << 28) as f64 {
+        a.ln() + std::f64::consts::LN_2
+    } else if a > 2.0 {
+        (2.0 * a + 1.0 / ((a * a + 1.0).sqrt() + a)).ln()
+    } else if a < 1.0 / (1u64 << 28) as f64 {
+        return x;
+    } else {
+        (a + a * a / (1.0 + (1.0 + a * a).sqrt())).ln_1p()
+    };
+    if x < 0.0 { -t } else { t }
+}
+
+/// Go's `math.Acosh` (fdlibm's).
+pub fn go_acosh(x: f64) -> f64 {
+    if x < 1.0 || x.is_nan() {
+        return f64::NAN;
+    }
+    if x == 1.0 {
+        return 0.0;
+    }
+    if x >= (1u64 << 28) as f64 {
+        return x.ln() + std::f64::consts::LN_2;
+    }
+    if x > 2.0 {
+        return (2.0 * x - 1.0 / (x + (x * x - 1.0).sqrt())).ln();
+    }
+    let t = x - 1.0;
+    (t + (2.0 * t + t * t).sqrt()).ln_1p()
+}
+
+/// Go's `math.Tanh`: Cephes' rational approximation below 0.625, from `exp` above, ±1 past
+/// half of log(2^127).
+#[allow(clippy::excessive_precision)]
+pub fn go_tanh(x: f64) -> f64 {
+    const P: [f64; 3] = [
+        -9.64399179425052238628e-1,
+        -9.92877231001918586564e1,
+        -1.61468768441708447952e3,
+    ];
+    const Q: [f64; 3] = [
+        1.12811678491632931402e2,
+        2.23548839060100448583e3,
+        4.84406305325125486048e3,
+    ];
+    const MAXLOG: f64 = 8.8029691931113054295988e+01;
+    let z = x.abs();
+    if z > 0.5 * MAXLOG {
+        return 1.0f64.copysign(x);
+    }
+    if z >= 0.625 {
+        let s = go_exp(2.0 * z);
+        let z = 1.0 - 2.0 / (s + 1.0);
+        return if x < 0.0 { -z } else { z };
+    }
+    if x == 0.0 || x.is_nan() {
+        return x;
+    }
+    let s = x * x;
+    x + x * s * ((P[0] * s + P[1]) * s + P[2]) / (((s + Q[0]) * s + Q[1]) * s + Q[2])
+}
+
 /// Go's `math.Cosh`: from `exp`, as Go computes it (glibc's differs in the last bit, which
 /// `%` or `sin` of the result would magnify).
 pub fn go_cosh(x: f64) -> f64 {
@@ -856,6 +946,42 @@ mod tests {
             assert!(
                 (go_tan(x) - x.tan()).abs() <= 1e-15 * x.tan().abs().max(1.0),
                 "tan({x})"
+            );
+        }
+    }
+
+    /// `atanh` keeps its digits near -1 (Rust's `f64::atanh` lost 11 of them there: the value
+    /// is Prometheus' and glibc's), and the other inverse hyperbolic functions follow Go's.
+    #[test]
+    fn inverse_hyperbolic_functions_keep_their_digits() {
+        assert_eq!(go_atanh(-0.9999989133337436), -7.212771333002955);
+        assert_ne!((-0.9999989133337436f64).atanh(), -7.212771333002955);
+        assert_eq!(go_atanh(0.9999989133337436), 7.212771333002955);
+        assert_eq!(go_atanh(1.0), f64::INFINITY);
+        assert_eq!(go_atanh(-1.0), f64::NEG_INFINITY);
+        assert!(go_atanh(1.5).is_nan() && go_acosh(0.5).is_nan());
+        assert_eq!(go_acosh(1.0), 0.0);
+        assert_eq!(go_asinh(-0.0).to_bits(), (-0.0f64).to_bits());
+        for k in 1..200 {
+            let x = k as f64 * 0.0049;
+            assert!(
+                (go_atanh(x) - x.atanh()).abs() <= 1e-15 * x.atanh().abs(),
+                "atanh({x})"
+            );
+            assert_eq!(go_atanh(-x), -go_atanh(x));
+            let y = k as f64 * 0.37 - 20.0;
+            assert!(
+                (go_asinh(y) - y.asinh()).abs() <= 1e-15 * y.asinh().abs(),
+                "asinh({y})"
+            );
+            assert!(
+                (go_tanh(y) - y.tanh()).abs() <= 1e-15 * y.tanh().abs().max(1e-300),
+                "tanh({y})"
+            );
+            let z = 1.0 + k as f64 * 0.3;
+            assert!(
+                (go_acosh(z) - z.acosh()).abs() <= 1e-15 * z.acosh(),
+                "acosh({z})"
             );
         }
     }
