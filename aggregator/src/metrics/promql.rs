@@ -14,6 +14,7 @@ mod call;
 pub mod eval;
 pub mod format;
 pub mod functions;
+pub mod gomath;
 pub mod limits;
 mod rate;
 mod rollups;

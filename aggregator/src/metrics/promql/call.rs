@@ -6,6 +6,7 @@ use telltale_common::model::{Labels, METRIC_NAME, Sample, valid_label_name};
 use super::QueryError;
 use super::eval::{Elem, Evaluator, Val, matchers, offset_ms, window};
 use super::functions as f;
+use super::gomath as g;
 use super::rate::rate_point;
 use crate::metrics::storage::MatchOp;
 
@@ -297,10 +298,10 @@ impl Evaluator<'_> {
             "abs" => Some(math(f64::abs)),
             "ceil" => Some(math(f64::ceil)),
             "floor" => Some(math(f64::floor)),
-            "exp" => Some(math(f::go_exp)),
+            "exp" => Some(math(g::go_exp)),
             "ln" => Some(math(f64::ln)),
-            "log2" => Some(math(f::go_log2)),
-            "log10" => Some(math(f::go_log10)),
+            "log2" => Some(math(g::go_log2)),
+            "log10" => Some(math(g::go_log10)),
             "sqrt" => Some(math(f64::sqrt)),
             "sgn" => Some(|v: f64| {
                 if v > 0.0 {
@@ -311,18 +312,18 @@ impl Evaluator<'_> {
                     v
                 }
             }),
-            "sin" => Some(math(f::go_sin)),
-            "cos" => Some(math(f::go_cos)),
-            "tan" => Some(math(f::go_tan)),
+            "sin" => Some(math(g::go_sin)),
+            "cos" => Some(math(g::go_cos)),
+            "tan" => Some(math(g::go_tan)),
             "asin" => Some(math(f64::asin)),
             "acos" => Some(math(f64::acos)),
             "atan" => Some(math(f64::atan)),
-            "sinh" => Some(math(f::go_sinh)),
-            "cosh" => Some(math(f::go_cosh)),
-            "tanh" => Some(math(f::go_tanh)),
-            "asinh" => Some(math(f::go_asinh)),
-            "acosh" => Some(math(f::go_acosh)),
-            "atanh" => Some(math(f::go_atanh)),
+            "sinh" => Some(math(g::go_sinh)),
+            "cosh" => Some(math(g::go_cosh)),
+            "tanh" => Some(math(g::go_tanh)),
+            "asinh" => Some(math(g::go_asinh)),
+            "acosh" => Some(math(g::go_acosh)),
+            "atanh" => Some(math(g::go_atanh)),
             // Prometheus' order of operations (`to_degrees` multiplies by 180/π, one rounding
             // fewer, and differs in the last bit for a quarter of values).
             "deg" => Some(|v: f64| v * 180.0 / std::f64::consts::PI),
