@@ -34,7 +34,7 @@ pub fn go_log2(x: f64) -> f64 {
 
 /// Go's `math.Sin`, `Cos` and `Tan` below 2^29 (Cephes' polynomials after a Cody–Waite
 /// reduction by π/4 in three parts, as Go computes them): glibc's differ in the last bit for
-/// a quarter of values, and `atanh(cos(x))` near ±1 magnifies that into the sixth digit.
+/// a quarter of values, which a steep function of the result (`atanh` near ±1) magnifies.
 /// Above 2^29 (where Go reduces by Payne–Hanek) the library's.
 #[allow(clippy::excessive_precision)]
 mod trig {
