@@ -119,38 +119,27 @@ pub fn go_sin(x: f64) -> f64 {
     if x.is_infinite() || x.abs() >= trig::REDUCE {
         return x.sin();
     }
-    let (mut j, z) = trig::reduce(x.abs());
-    let mut neg = x < 0.0;
-    if j > 3 {
-        neg = !neg;
-        j -= 4;
-    }
-    let y = if j == 1 || j == 2 {
-        trig::cos_poly(z)
-    } else {
-        trig::sin_poly(z)
-    };
-    if neg { -y } else { y }
+    let (j, z) = trig::reduce(x.abs());
+    octant(j, z, x < 0.0)
 }
 
-/// Go's `math.Cos` (see [`trig`]).
+/// Go's `math.Cos` (see [`trig`]): the sine a quarter turn on — two octants — which is the
+/// polynomial and the sign Go's `Cos` picks in each octant.
 pub fn go_cos(x: f64) -> f64 {
     if x.is_nan() || x.is_infinite() || x.abs() >= trig::REDUCE {
         return x.cos();
     }
-    let (mut j, z) = trig::reduce(x.abs());
-    let mut neg = false;
-    if j > 3 {
-        j -= 4;
-        neg = !neg;
-    }
-    if j > 1 {
-        neg = !neg;
-    }
+    let (j, z) = trig::reduce(x.abs());
+    octant((j + 2) & 7, z, false)
+}
+
+/// The sine in octant `j` (0..8) of the remainder `z`, negated when `neg`.
+fn octant(j: u64, z: f64, neg: bool) -> f64 {
+    let (j, neg) = if j > 3 { (j - 4, !neg) } else { (j, neg) };
     let y = if j == 1 || j == 2 {
-        trig::sin_poly(z)
-    } else {
         trig::cos_poly(z)
+    } else {
+        trig::sin_poly(z)
     };
     if neg { -y } else { y }
 }
