@@ -146,12 +146,13 @@ impl ApiState {
         old.stop();
         new.start();
         *self.rules.write().unwrap_or_else(|e| e.into_inner()) = new;
+        let old = self.anomaly();
         let detectors = crate::anomaly::live::Detectors::new(
             self.engine.clone(),
             self.storage.clone(),
             alerting.detectors,
+            old.budget(),
         );
-        let old = self.anomaly();
         old.stop();
         detectors.inherit(&old);
         detectors.start();

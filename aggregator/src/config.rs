@@ -105,6 +105,11 @@ pub struct SloSection {
     pub files: Vec<String>,
 }
 
+/// The default `[anomaly] max_model_bytes`: 2 GiB, room for 10 000 series of the default
+/// `context` method at their largest (80 KiB each, 0.8 GiB) more than twice over, an eighth
+/// of a 16 GiB server.
+pub const DEFAULT_ANOMALY_MAX_MODEL_BYTES: u64 = 2 << 30;
+
 /// `[anomaly]`: detector files (YAML, see config/detectors.yml).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,6 +118,10 @@ pub struct AnomalySection {
     /// more.
     #[serde(default)]
     pub files: Vec<String>,
+    /// The memory budget of all detectors' models together (default `2GiB`; see
+    /// [`crate::anomaly::live::budget`]); read at start.
+    #[serde(default, deserialize_with = "opt_bytes")]
+    pub max_model_bytes: Option<u64>,
 }
 
 /// `[logs]`: the log store's retention and query bounds.
@@ -274,6 +283,8 @@ pub struct Config {
     pub rule_files: Vec<String>,
     /// Detector file patterns (`[anomaly] files`, then `--detectors`).
     pub detector_files: Vec<String>,
+    /// `[anomaly] max_model_bytes`.
+    pub anomaly_max_model_bytes: u64,
     /// SLO file patterns (`[slo] files`, then `--slos`).
     pub slo_files: Vec<String>,
     /// `[rules] golden_signals`: evaluate the built-in golden-signal rules.
@@ -559,6 +570,10 @@ impl Config {
             trace_pool,
             rule_files,
             detector_files,
+            anomaly_max_model_bytes: file
+                .anomaly
+                .max_model_bytes
+                .unwrap_or(DEFAULT_ANOMALY_MAX_MODEL_BYTES),
             slo_files,
             // Built in, so not refused in forward mode: there they would only record nothing.
             golden_signals: file.rules.golden_signals.unwrap_or(!storage.forward_only),
@@ -652,6 +667,23 @@ mod tests {
     }
 
     #[test]
+    fn the_anomaly_budget_takes_a_size_and_names_a_bad_one() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.toml");
+        std::fs::write(&p, "[anomaly]\nmax_model_bytes = \"64MiB\"\n").unwrap();
+        let c = Config::load(Some(&p), &Overrides::default()).unwrap();
+        assert_eq!(c.anomaly_max_model_bytes, 64 << 20);
+        std::fs::write(&p, "[anomaly]\nmax_model_bytes = \"lots\"\n").unwrap();
+        let e = Config::load(Some(&p), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("max_model_bytes") && e.contains("invalid size"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn the_example_config_parses() {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/aggregator.toml");
         let c = Config::load(Some(&p), &Overrides::default()).unwrap();
@@ -659,6 +691,7 @@ mod tests {
         assert_eq!(c.eager_min_interval, Duration::from_millis(50));
         assert_eq!(c.external_url, "http://127.0.0.1:9470");
         assert!(c.golden_signals);
+        assert_eq!(c.anomaly_max_model_bytes, DEFAULT_ANOMALY_MAX_MODEL_BYTES);
         // The commented [[report]] example, uncommented, is a valid schedule.
         let text = std::fs::read_to_string(&p).unwrap();
         let example: String = text

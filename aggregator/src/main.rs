@@ -651,6 +651,12 @@ fn main() -> ExitCode {
                 per_point * 1000.0 / 1e6 * 100.0,
                 bytes as f64 / series.max(1) as f64 * 10_000.0 / 1048576.0
             );
+            let most = method.max_bytes();
+            println!(
+                "  the most one model holds (set aside from [anomaly] max_model_bytes): {:.1} KiB; 10 000 series: {:.0} MiB",
+                most as f64 / 1024.0,
+                most as f64 * 10_000.0 / 1048576.0
+            );
             ExitCode::SUCCESS
         }
         Cmd::Anomaly {

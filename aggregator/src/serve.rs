@@ -306,8 +306,12 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     rules.start();
     tracing::info!(rules = rule_count, "rules loaded");
     let slos = alerting.slos;
-    let detectors =
-        crate::anomaly::live::Detectors::new(engine.clone(), storage.clone(), alerting.detectors);
+    let detectors = crate::anomaly::live::Detectors::new(
+        engine.clone(),
+        storage.clone(),
+        alerting.detectors,
+        crate::anomaly::live::budget::Budget::new(cfg.anomaly_max_model_bytes),
+    );
     detectors.start();
     let metrics = Arc::new(SelfMetrics::default());
     let ingest = Arc::new(Ingest {

@@ -75,6 +75,16 @@ fn detectors_score_live_series_and_rebuild_their_models_after_a_restart() {
     assert_eq!(api[0]["health"], "ok", "{api:?}");
     assert_eq!(api[0]["series"], 1);
     assert!(api[0]["modelBytes"].as_u64().unwrap() > 0);
+    // The model's share of the memory budget is its method's most, not less than it holds.
+    assert!(
+        api[0]["reservedBytes"].as_u64().unwrap() >= api[0]["modelBytes"].as_u64().unwrap(),
+        "{api:?}"
+    );
+    assert_eq!(api[0]["overBudgetSeries"], 0);
+    let (_, body) = http_get(agg.http, "/api/v1/anomaly").unwrap();
+    let budget = &serde_json::from_str::<Value>(&body).unwrap()["data"]["budget"];
+    assert_eq!(budget["bytes"], 2u64 << 30, "the default budget: {body}");
+    assert_eq!(budget["reservedBytes"], api[0]["reservedBytes"], "{body}");
     assert_eq!(api[1]["method"], "peer");
     assert_eq!(api[1]["series"], 3);
     let (_, metrics) = http_get(agg.http, "/metrics").unwrap();

@@ -145,6 +145,24 @@ impl Calibrator {
     pub fn bytes(&self) -> usize {
         self.past.capacity() * 4
     }
+
+    /// The most heap bytes a calibrator with frame `f` holds, whatever it is fed (the past
+    /// novelties are kept only when ranking).
+    pub fn max_bytes(f: &Frame) -> usize {
+        if f.rank {
+            grown(f.calibration.saturating_add(1)).saturating_mul(4)
+        } else {
+            0
+        }
+    }
+}
+
+/// The largest capacity a `Vec` or `VecDeque` reaches holding at most `n` elements pushed one
+/// at a time: the standard library grows them by doubling from 4 (its growth is not a
+/// documented promise, so the bound is checked against `bytes()` by
+/// `method::tests::no_model_outgrows_its_bound`).
+pub fn grown(n: usize) -> usize {
+    n.max(4).checked_next_power_of_two().unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]

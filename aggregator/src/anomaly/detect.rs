@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 
-use super::calibrate::{Calibrator, Frame};
+use super::calibrate::{Calibrator, Frame, grown};
 use super::params::{ParamsError, split};
 
 /// The detector's parameters (one set for every series).
@@ -119,6 +119,22 @@ impl Detector {
             + self.vectors.capacity() * 4
             + self.scales.capacity() * 16
             + self.calibrator.bytes()
+    }
+
+    /// The most heap bytes a detector with parameters `p` holds, whatever it is fed: the
+    /// ring grows `window` values at a time, so by doubling from one vector (from 4 values
+    /// when a vector is shorter).
+    pub fn max_bytes(p: &Params) -> usize {
+        if p.memory == 0 {
+            return grown(p.window.saturating_add(1)).saturating_mul(8)
+                + Calibrator::max_bytes(&p.frame);
+        }
+        let slots = grown(p.memory);
+        grown(p.window.saturating_add(1))
+            .saturating_mul(8)
+            .saturating_add(slots.saturating_mul(p.window.max(4)).saturating_mul(4))
+            .saturating_add(slots.saturating_mul(16))
+            .saturating_add(Calibrator::max_bytes(&p.frame))
     }
 
     fn novelty(&mut self, v: f64) -> f64 {

@@ -17,9 +17,12 @@
 //! `cut` of them (3.5 by default), so `telltale_anomaly` stays 1 while a host stays unlike
 //! its peers.
 //!
-//! **Cost bounds**: at most [`MAX_SERIES`] models per detector (more series are counted and
-//! skipped); a model not fed for `history` (at least an hour) is dropped.
+//! **Cost bounds**: at most [`MAX_SERIES`] models per detector, and the models of all
+//! detectors within one memory budget ([`budget`]: each model sets aside its method's most
+//! before it is made); more series are counted and skipped. A model not fed for `history`
+//! (at least an hour) is dropped.
 
+pub mod budget;
 pub mod spec;
 
 use std::collections::{HashMap, HashSet};
@@ -34,6 +37,7 @@ use crate::anomaly::forecast;
 use crate::anomaly::method::Model;
 use crate::metrics::promql::{Engine, Value};
 use crate::metrics::storage::{AppendData, AppendRequest, Storage};
+use budget::{Budget, Reservation};
 use spec::{Detector, Kind};
 
 /// The score series' name.
@@ -50,6 +54,8 @@ pub const MAX_SERIES: usize = 20_000;
 struct Entry {
     model: Box<dyn Model>,
     last_seen: i64,
+    /// The model's share of the budget, given back when the entry is dropped.
+    reserved: Reservation,
 }
 
 #[derive(Default)]
@@ -61,6 +67,8 @@ struct Run {
     eval_seconds: f64,
     last_error: String,
     skipped: u64,
+    /// New series not modelled because the budget was spent (total).
+    over_budget: u64,
     warm_points: u64,
     /// Series scored at the last evaluation.
     scored: usize,
@@ -87,8 +95,13 @@ pub struct View {
     pub models: usize,
     /// Heap bytes of the models.
     pub bytes: usize,
+    /// Bytes the models set aside from the budget (their most: models × the method's bound).
+    pub reserved: usize,
     /// Series over the limit, skipped (total).
     pub skipped: u64,
+    /// Times a new series was not modelled because the budget was spent (total; a series
+    /// refused at every evaluation counts at every evaluation, like `skipped`).
+    pub over_budget: u64,
     /// Points fed from stored history at start.
     pub warm_points: u64,
     /// Last evaluation (ms).
@@ -104,14 +117,21 @@ pub struct Detectors {
     engine: Engine,
     storage: Arc<dyn Storage>,
     detectors: Vec<(Detector, Mutex<Run>)>,
+    budget: Arc<Budget>,
     points: AtomicU64,
     failures: AtomicU64,
     stopped: AtomicBool,
 }
 
 impl Detectors {
-    /// Detectors reading through `engine` and writing to `storage`.
-    pub fn new(engine: Engine, storage: Arc<dyn Storage>, detectors: Vec<Detector>) -> Arc<Self> {
+    /// Detectors reading through `engine` and writing to `storage`, their models within
+    /// `budget` (the same one across reloads: the models a reload keeps keep their share).
+    pub fn new(
+        engine: Engine,
+        storage: Arc<dyn Storage>,
+        detectors: Vec<Detector>,
+        budget: Arc<Budget>,
+    ) -> Arc<Self> {
         Arc::new(Detectors {
             engine,
             storage,
@@ -119,6 +139,7 @@ impl Detectors {
                 .into_iter()
                 .map(|d| (d, Mutex::new(Run::default())))
                 .collect(),
+            budget,
             points: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
@@ -146,6 +167,11 @@ impl Detectors {
         for (new, old) in [(&self.points, &old.points), (&self.failures, &old.failures)] {
             new.fetch_add(old.load(Ordering::Relaxed), Ordering::Relaxed);
         }
+    }
+
+    /// The models' memory budget.
+    pub fn budget(&self) -> Arc<Budget> {
+        self.budget.clone()
     }
 
     /// Starts a task per detector.
@@ -206,7 +232,20 @@ impl Detectors {
             Ok(v) => v,
             Err(e) => return self.finish(d, &mut run, t, Err(e), rt, started),
         };
-        let scores = step(d, &mut run, t, values);
+        let refused = run.over_budget;
+        let scores = step(d, &mut run, t, values, &self.budget);
+        if run.over_budget > refused {
+            tracing::warn!(
+                detector = %d.name,
+                series = run.over_budget - refused,
+                budget_bytes = self.budget.limit(),
+                model_bytes = match &d.kind {
+                    Kind::Series(m) => m.max_bytes(),
+                    _ => 0,
+                },
+                "anomaly model budget spent: new series not modelled (raise [anomaly] max_model_bytes)"
+            );
+        }
         run.scored = scores.len();
         self.points
             .fetch_add(scores.len() as u64, Ordering::Relaxed);
@@ -342,7 +381,7 @@ impl Detectors {
         for s in series {
             let mut l = s.labels;
             l.remove("__name__");
-            if let Some(e) = model_for(run, &l, t, method) {
+            if let Some(e) = model_for(run, &l, t, method, &self.budget) {
                 for p in &s.samples {
                     e.model.update(p.0, p.1);
                     e.last_seen = p.0;
@@ -374,7 +413,9 @@ impl Detectors {
                     series: run.scored,
                     models: run.models.len(),
                     bytes: run.models.values().map(|e| e.model.bytes()).sum(),
+                    reserved: run.models.values().map(|e| e.reserved.bytes()).sum(),
                     skipped: run.skipped,
+                    over_budget: run.over_budget,
                     warm_points: run.warm_points,
                     last_eval_ms: run.last_eval_ms,
                     eval_seconds: run.eval_seconds,
@@ -404,6 +445,11 @@ impl Detectors {
             &|v| v.bytes as f64,
         );
         gauge(
+            "telltale_aggregator_anomaly_model_bytes_reserved",
+            "Bytes an anomaly detector's models set aside from the budget (their most).",
+            &|v| v.reserved as f64,
+        );
+        gauge(
             "telltale_aggregator_anomaly_eval_seconds",
             "Seconds the last evaluation of an anomaly detector took.",
             &|v| v.eval_seconds,
@@ -420,6 +466,20 @@ impl Detectors {
             "Anomaly detector evaluations whose query failed.",
             self.failures.load(Ordering::Relaxed),
         );
+        for (n, help, v) in [
+            (
+                "telltale_aggregator_anomaly_budget_bytes",
+                "The anomaly models' memory budget ([anomaly] max_model_bytes).",
+                self.budget.limit(),
+            ),
+            (
+                "telltale_aggregator_anomaly_budget_reserved_bytes",
+                "Bytes of the budget every anomaly detector's models set aside together.",
+                self.budget.reserved(),
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {n} {help}\n# TYPE {n} gauge\n{n} {v}");
+        }
     }
 }
 
@@ -436,25 +496,31 @@ fn output(d: &Detector, l: &Labels, name: &str) -> Labels {
     out
 }
 
-/// The model of series `l`, made at `t` if it is new and the detector is under
-/// [`MAX_SERIES`] (`None`, counted as skipped, when it is not).
+/// The model of series `l`, made at `t` if it is new, the detector is under [`MAX_SERIES`]
+/// and the method's most fits in `budget` (`None`, counted, when not).
 fn model_for<'a>(
     run: &'a mut Run,
     l: &Labels,
     t: i64,
     method: &crate::anomaly::method::Method,
+    budget: &Arc<Budget>,
 ) -> Option<&'a mut Entry> {
     if !run.models.contains_key(l) {
         if run.models.len() >= MAX_SERIES {
             run.skipped += 1;
             return None;
         }
+        let Some(reserved) = budget.reserve(method.max_bytes()) else {
+            run.over_budget += 1;
+            return None;
+        };
         let model = method.build();
         run.models.insert(
             l.clone(),
             Entry {
                 model,
                 last_seen: t,
+                reserved,
             },
         );
     }
@@ -462,13 +528,19 @@ fn model_for<'a>(
 }
 
 /// Scores one instant's values (ms `t`), creating models for new series up to the limit.
-fn step(d: &Detector, run: &mut Run, t: i64, values: Vec<(Labels, f64)>) -> Vec<(Labels, f64)> {
+fn step(
+    d: &Detector,
+    run: &mut Run,
+    t: i64,
+    values: Vec<(Labels, f64)>,
+    budget: &Arc<Budget>,
+) -> Vec<(Labels, f64)> {
     let mut out = Vec::with_capacity(values.len());
     match &d.kind {
         Kind::Series(method) => {
             for (mut l, v) in values {
                 l.remove("__name__");
-                if let Some(e) = model_for(run, &l, t, method) {
+                if let Some(e) = model_for(run, &l, t, method, budget) {
                     e.last_seen = t;
                     out.push((l, e.model.update(t, v)));
                 }
@@ -578,6 +650,11 @@ mod tests {
             .expect("append");
     }
 
+    /// A budget no test reaches.
+    fn roomy() -> Arc<Budget> {
+        Budget::new(1 << 40)
+    }
+
     async fn eval(d: &Arc<Detectors>, i: usize, t: i64) {
         let d = d.clone();
         let h = tokio::runtime::Handle::current();
@@ -632,7 +709,7 @@ mod tests {
         for i in 0..400 {
             write(&storage, t0, i).await;
         }
-        let first = Detectors::new(engine.clone(), storage.clone(), specs.clone());
+        let first = Detectors::new(engine.clone(), storage.clone(), specs.clone(), roomy());
         for i in 400..650 {
             write(&storage, t0, i).await;
             for d in 0..2 {
@@ -664,7 +741,7 @@ mod tests {
         // A restart: a new set of detectors rebuilds its models from stored history and
         // scores the next point exactly as the running one does.
         write(&storage, t0, 650).await;
-        let second = Detectors::new(engine.clone(), storage.clone(), specs.clone());
+        let second = Detectors::new(engine.clone(), storage.clone(), specs.clone(), roomy());
         let t = t0 + 650 * STEP;
         eval(&first, 0, t).await;
         let continued = at(&engine, "telltale_anomaly_score{detector=\"shape\"}", t);
@@ -695,7 +772,7 @@ mod tests {
         // A reload keeps the models of unchanged detectors and drops changed ones.
         let mut changed = specs.clone();
         changed[1].interval = Duration::from_secs(20);
-        let third = Detectors::new(engine.clone(), storage.clone(), changed);
+        let third = Detectors::new(engine.clone(), storage.clone(), changed, second.budget());
         second.stop();
         third.inherit(&second);
         let v = third.views();
@@ -712,9 +789,74 @@ mod tests {
             "detectors:\n  - name: b\n    expr: 'load + on(job) load'\n    method: ewma\n",
         )
         .expect("spec");
-        let b = Detectors::new(engine.clone(), storage.clone(), bad);
+        let b = Detectors::new(engine.clone(), storage.clone(), bad, roomy());
         eval(&b, 0, t0 + 719 * STEP).await;
         assert!(!b.views()[0].last_error.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_budget_models_the_series_it_fits_and_gets_their_share_back_when_they_go() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage: Arc<dyn Storage> = Arc::new(Tsdb::open(dir.path()).expect("open"));
+        let engine = Engine::new(storage.clone(), Duration::from_secs(300), 10_000_000);
+        let t0 = t0();
+        for i in 0..3 {
+            write(&storage, t0, i).await;
+        }
+        let yaml = |m: &str| {
+            format!("detectors:\n  - name: d\n    expr: load\n    method: {m}\n    history: 1h\n")
+        };
+        let specs = spec::parse("d.yml", &yaml("context")).expect("spec");
+        let Kind::Series(method) = &specs[0].kind else {
+            panic!("a series method")
+        };
+        let each = method.max_bytes();
+        // Room for three of the five hosts' models (and not quite a fourth). The other two
+        // are refused twice: reading history back, then at the evaluation.
+        let budget = Budget::new(4 * each as u64 - 1);
+        let first = Detectors::new(
+            engine.clone(),
+            storage.clone(),
+            specs.clone(),
+            budget.clone(),
+        );
+        eval(&first, 0, t0 + 2 * STEP).await;
+        let v = &first.views()[0];
+        assert_eq!((v.series, v.models, v.over_budget), (3, 3, 4), "{v:?}");
+        assert_eq!(v.reserved, 3 * each);
+        assert!(v.bytes <= v.reserved, "{v:?}");
+        assert_eq!(budget.reserved(), 3 * each);
+        // The next evaluation scores the same three; the other two stay out and are counted.
+        write(&storage, t0, 3).await;
+        eval(&first, 0, t0 + 3 * STEP).await;
+        let v = &first.views()[0];
+        assert_eq!((v.series, v.models, v.over_budget), (3, 3, 6), "{v:?}");
+        let mut m = String::new();
+        first.render_metrics(&mut m);
+        assert!(
+            m.contains(&format!(
+                "telltale_aggregator_anomaly_budget_reserved_bytes {}",
+                3 * each
+            )),
+            "{m}"
+        );
+        // A reload that changes the method drops the old models: their share comes back and
+        // the new method's models take it (ewma's are small: all five fit).
+        let changed = spec::parse("d.yml", &yaml("ewma")).expect("spec");
+        let second = Detectors::new(engine.clone(), storage.clone(), changed, first.budget());
+        first.stop();
+        second.inherit(&first);
+        drop(first);
+        assert_eq!(budget.reserved(), 0);
+        write(&storage, t0, 4).await;
+        eval(&second, 0, t0 + 4 * STEP).await;
+        let v = &second.views()[0];
+        assert_eq!((v.models, v.over_budget), (5, 0), "{v:?}");
+        assert_eq!(budget.reserved(), v.reserved);
+        // Series that stop reporting are forgotten after the history (an hour here): their
+        // share comes back too.
+        eval(&second, 0, t0 + 4 * STEP + 3_700_000).await;
+        assert_eq!((second.views()[0].models, budget.reserved()), (0, 0));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -746,7 +888,7 @@ mod tests {
             "detectors:\n  - name: fill\n    expr: avail\n    method: forecast\n    history: 1h\n    params: {step: 10s, season: 0, horizon: 1h, limit: 700}\n",
         )
         .expect("spec");
-        let d = Detectors::new(engine.clone(), storage.clone(), specs);
+        let d = Detectors::new(engine.clone(), storage.clone(), specs, roomy());
         let t = t0 + 199 * STEP;
         eval(&d, 0, t).await;
         let q = |q: &str| by(&engine, q, t, "device");

@@ -113,6 +113,47 @@ impl Method {
         }
     }
 
+    /// The most heap bytes one model of this method holds, whatever it is fed: what the
+    /// memory budget (`[anomaly] max_model_bytes`) sets aside for each series it models.
+    pub fn max_bytes(&self) -> usize {
+        fn single<N>(heap: usize, f: &Frame) -> usize {
+            std::mem::size_of::<Single<N>>()
+                .saturating_add(heap)
+                .saturating_add(Calibrator::max_bytes(f))
+        }
+        match self {
+            Method::Knn(p) => std::mem::size_of::<Knn>() + detect::Detector::max_bytes(p),
+            Method::Ewma(p) => single::<EwmaState>(0, &p.frame),
+            Method::Seasonal(p) => single::<SeasonalState>(self.novelty_max_bytes(), &p.frame),
+            Method::Changepoint(p) => single::<CusumState>(0, &p.frame),
+            Method::Context(p) => single::<ContextState>(self.novelty_max_bytes(), &p.frame),
+            Method::Ensemble(e) => {
+                e.members
+                    .iter()
+                    .fold(std::mem::size_of::<EnsembleState>(), |acc, m| {
+                        // A member is always ranked, whatever its own frame says.
+                        let ranked = Frame {
+                            rank: true,
+                            ..m.frame()
+                        };
+                        acc.saturating_add(m.novelty_max_bytes())
+                            .saturating_add(Calibrator::max_bytes(&ranked))
+                            .saturating_add(64)
+                    })
+            }
+        }
+    }
+
+    /// [`Method::max_bytes`] of the bare novelty (an ensemble member's).
+    fn novelty_max_bytes(&self) -> usize {
+        match self {
+            Method::Knn(p) => detect::Detector::max_bytes(p),
+            Method::Seasonal(p) => p.buckets * std::mem::size_of::<Robust>(),
+            Method::Context(p) => ContextState::max_bytes(p),
+            Method::Ewma(_) | Method::Changepoint(_) | Method::Ensemble(_) => 0,
+        }
+    }
+
     fn novelty(&self) -> Option<Box<dyn Novelty>> {
         Some(match self {
             Method::Ewma(p) => Box::new(EwmaState::new(*p)),
@@ -754,6 +795,82 @@ mod tests {
                 assert_eq!(e.frame.hold, 7);
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_model_outgrows_its_bound() {
+        use rand::{Rng, SeedableRng};
+        // Shapes that grow each kind of state: noise fills the transition table and the knn
+        // ring, a rising counter with resets widens the range at every point, a spiky random
+        // walk mixes both, a constant and a NaN-riddled series grow little.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let n = 5000;
+        let noise: Vec<f64> = (0..n).map(|_| rng.random_range(0.0..100.0)).collect();
+        let counter: Vec<f64> = (0..n).map(|i| ((i % 1700) * (i % 1700)) as f64).collect();
+        let mut walk = 0.0;
+        let spiky: Vec<f64> = (0..n)
+            .map(|_| {
+                walk += rng.random_range(-1.0..1.0);
+                walk + if rng.random_bool(0.02) { 1e6 } else { 0.0 }
+            })
+            .collect();
+        let flat = vec![3.0; n];
+        let gappy: Vec<f64> = (0..n)
+            .map(|i| {
+                if i % 3 == 0 {
+                    f64::NAN
+                } else {
+                    rng.random_range(-5.0..5.0)
+                }
+            })
+            .collect();
+        let methods = [
+            ("context", ""),
+            ("context", "cap=100,relearn=0"),
+            ("context", "bins=50,order=10,grids=3,relearn=777"),
+            ("knn", ""),
+            ("knn", "window=3,memory=4"),
+            ("knn", "window=17,memory=300,calibration=33"),
+            ("knn", "memory=0"),
+            ("ewma", ""),
+            ("seasonal", "period=1h,buckets=7"),
+            ("changepoint", ""),
+            ("ensemble", ""),
+            ("ensemble", "members=context+ewma,context.cap=500"),
+        ];
+        for (m, params) in methods {
+            let method = Method::parse(m, params).expect("parses");
+            let bound = method.max_bytes();
+            let mut most = 0;
+            for (shape, values) in [
+                ("noise", &noise),
+                ("counter", &counter),
+                ("spiky", &spiky),
+                ("flat", &flat),
+                ("gappy", &gappy),
+            ] {
+                let mut model = method.build();
+                for (i, v) in values.iter().enumerate() {
+                    model.update(i as i64 * MIN, *v);
+                    if i % 97 == 0 || i == n - 1 {
+                        let b = model.bytes();
+                        assert!(
+                            b <= bound,
+                            "{m} {params:?} on {shape}: {b} bytes at point {i}, bound {bound}"
+                        );
+                        most = most.max(b);
+                    }
+                }
+            }
+            // The bound is what the budget sets aside per series: it must not be far above
+            // what a model can reach, or the budget admits too few series.
+            if m == "context" || m == "knn" && !params.contains("memory=0") {
+                assert!(
+                    most * 2 >= bound,
+                    "{m} {params:?}: the largest model held {most} bytes, the bound is {bound}"
+                );
+            }
         }
     }
 }

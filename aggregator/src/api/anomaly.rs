@@ -10,8 +10,9 @@ use super::{ApiError, St, success};
 use crate::anomaly::forecast;
 
 async fn detectors(State(st): St) -> axum::response::Response {
-    let list: Vec<serde_json::Value> = st
-        .anomaly()
+    let anomaly = st.anomaly();
+    let budget = anomaly.budget();
+    let list: Vec<serde_json::Value> = anomaly
         .views()
         .into_iter()
         .map(|v| {
@@ -24,7 +25,9 @@ async fn detectors(State(st): St) -> axum::response::Response {
                 "threshold": v.threshold,
                 "series": v.series,
                 "modelBytes": v.bytes,
+                "reservedBytes": v.reserved,
                 "skippedSeries": v.skipped,
+                "overBudgetSeries": v.over_budget,
                 "historyPoints": v.warm_points,
                 "lastEvaluation": v.last_eval_ms as f64 / 1000.0,
                 "evaluationSeconds": v.eval_seconds,
@@ -33,7 +36,10 @@ async fn detectors(State(st): St) -> axum::response::Response {
             })
         })
         .collect();
-    success(json!({ "detectors": list }))
+    success(json!({
+        "detectors": list,
+        "budget": {"bytes": budget.limit(), "reservedBytes": budget.reserved()},
+    }))
 }
 
 /// `/api/v1/forecast?query=&history=7d&step=5m&horizon=1d&season=1d[&limit=][&time=]`:

@@ -29,7 +29,7 @@ use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap;
 
-use super::super::calibrate::Frame;
+use super::super::calibrate::{Frame, grown};
 use super::super::params::{Kv, ParamsError};
 use super::Novelty;
 
@@ -263,9 +263,20 @@ impl Novelty for ContextState {
     fn bytes(&self) -> usize {
         // A hash table slot: the (key, count) pair and a control byte, at the table's size.
         let slots = (self.counts.capacity() * 8 / 7).next_power_of_two();
-        slots * (std::mem::size_of::<(u32, u16)>() + 1)
-            + self.p.grids * (self.p.order + 1)
-            + self.raw.capacity() * 4
+        slots * SLOT + self.p.grids * (self.p.order + 1) + self.raw.capacity() * 4
+    }
+}
+
+/// Bytes of one slot of the transition table: the (key, count) pair and a control byte.
+const SLOT: usize = std::mem::size_of::<(u32, u16)>() + 1;
+
+impl ContextState {
+    /// The most heap bytes a model with parameters `p` holds, whatever it is fed: a table
+    /// of `cap` transitions (a hash table keeps at most 7/8 of its slots full, and has a
+    /// power of two of them) and `relearn` kept values.
+    pub(super) fn max_bytes(p: &Context) -> usize {
+        let slots = (p.cap.max(1) * 8).div_ceil(7).next_power_of_two().max(4);
+        slots * SLOT + p.grids * (p.order + 1) + grown(p.relearn + 1) * 4
     }
 }
 
