@@ -37,6 +37,10 @@ for burst in 0 5 10 30; do
     one "context-burst$burst-creep$creep" context "burst=$burst,creep=$creep"
   done
 done
+# The escape from a hold for a value far past the range (0: none).
+for escape in 0 0.1 0.25 1; do
+  one "context-escape$escape" context "escape=$escape"
+done
 one ewma ewma ""
 one seasonal seasonal ""
 one changepoint changepoint ""

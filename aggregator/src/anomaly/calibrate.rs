@@ -97,6 +97,14 @@ impl Calibrator {
         self.hold(s)
     }
 
+    /// The score of a point whose novelty no hold may halve (a method says which: `context`'s
+    /// value far beyond everything seen): scored as [`Calibrator::score`] would outside a
+    /// hold, and an alarm starts a new hold.
+    pub fn escape(&mut self, novelty: f64) -> f64 {
+        self.held = 0;
+        self.score(novelty)
+    }
+
     /// Applies the hold to a score: after one at `alarm` or more, the next `hold` are halved.
     pub fn hold(&mut self, s: f64) -> f64 {
         if self.held > 0 {

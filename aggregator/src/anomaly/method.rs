@@ -187,6 +187,10 @@ impl Method {
 trait Novelty: Send {
     fn novelty(&mut self, t_ms: i64, v: f64) -> f64;
     fn bytes(&self) -> usize;
+    /// Whether the last point is an event no hold may hide (see [`Calibrator::escape`]).
+    fn escapes(&self) -> bool {
+        false
+    }
 }
 
 /// A novelty and its calibration.
@@ -210,7 +214,11 @@ impl<N: Novelty> Model for Single<N> {
             return 0.0;
         }
         let x = self.n.novelty(t_ms, v);
-        self.c.score(x)
+        if self.n.escapes() {
+            self.c.escape(x)
+        } else {
+            self.c.score(x)
+        }
     }
 
     fn bytes(&self) -> usize {
@@ -796,6 +804,51 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_value_far_past_everything_seen_is_reported_inside_a_hold() {
+        // A repeating pattern, then a small new high that alarms and starts a hold; inside
+        // it, a spike twice the range is reported at full score, a second small new high
+        // (past the range by less than `escape` of it) is halved.
+        let method = Method::parse("context", "warmup=0").expect("parses");
+        let pattern = |i: usize| f64::from((i % 16) as u32);
+        let run = |tail: &[f64]| {
+            let mut m = method.build();
+            for i in 0..3000 {
+                m.update(i as i64 * MIN, pattern(i));
+            }
+            let first = m.update(3000 * MIN, 16.0);
+            let rest: Vec<f64> = tail
+                .iter()
+                .enumerate()
+                .map(|(i, v)| m.update((3001 + i as i64) * MIN, *v))
+                .collect();
+            (first, rest)
+        };
+        let (first, rest) = run(&[pattern(1), pattern(2), 40.0]);
+        assert!(
+            first >= method.alarm(),
+            "the first new high alarms: {first}"
+        );
+        assert!(
+            rest[2] >= method.alarm(),
+            "the spike inside the hold: {rest:?}"
+        );
+        let (_, rest) = run(&[pattern(1), pattern(2), 17.0]);
+        assert!(
+            rest[2] < method.alarm(),
+            "a creeping new high inside the hold: {rest:?}"
+        );
+        // escape=0: the hold halves the spike too.
+        let method = Method::parse("context", "warmup=0,escape=0").expect("parses");
+        let mut m = method.build();
+        for i in 0..3000 {
+            m.update(i as i64 * MIN, pattern(i));
+        }
+        m.update(3000 * MIN, 16.0);
+        let s = m.update(3001 * MIN, 40.0);
+        assert!(s <= 0.5, "without the escape the hold halves it: {s}");
     }
 
     #[test]

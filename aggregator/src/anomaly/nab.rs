@@ -528,15 +528,16 @@ mod tests {
 
     /// The CI-sized guard: the default method (`context`) and the kNN over two categories
     /// (13 files, 25 274 points, the same code path as `anomaly nab --only
-    /// realTraffic,realAdExchange --method M`). They score 71.98 and 43.67 (standard); a
+    /// realTraffic,realAdExchange --method M`). They score 75.31 and 43.67 (standard); a
     /// change that lowers either fails here. (context scored 74.23 before the growth that
     /// bounds its re-learning on rising series, which raised the whole corpus from 66.00 to
-    /// 68.00 and lowered these two categories.)
+    /// 68.00 and lowered these two categories to 71.98; the escape from a hold raised them
+    /// to 75.31, the corpus to 68.81.)
     #[test]
     fn the_detectors_keep_their_scores_on_a_nab_subset() {
         let Some(nab) = nab_dir() else { return };
         let keep = |f: &str| f.starts_with("realTraffic/") || f.starts_with("realAdExchange/");
-        for (name, floor) in [("context", 71.0), ("knn", 43.0)] {
+        for (name, floor) in [("context", 74.5), ("knn", 43.0)] {
             let out = tempfile::tempdir().expect("tempdir");
             let method = Method::parse(name, "").expect("defaults");
             let rows = run(&nab, out.path(), "telltale", &method, &keep).expect("run");

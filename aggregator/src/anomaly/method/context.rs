@@ -20,6 +20,9 @@
 //! log(1 + min(`creep`, `grow`)) times over its life — a counter that grows a million-fold,
 //! about 280 times at the defaults.
 //!
+//! A value past the range by at least `escape` of it is an event no hold hides: a spike far
+//! above everything seen, right after a smaller alarm, is reported too.
+//!
 //! The idea is that of sequence-memory detectors (HTM, Contextual Anomaly Detector): learn
 //! which orders of coarse events occur, report the ones that never did. The range is causal —
 //! the minimum and maximum seen so far, not the whole series' — so a live series and a
@@ -55,6 +58,9 @@ pub struct Context {
     pub burst: usize,
     /// A widening that passes the range by less than this share of it is creeping.
     pub creep: f64,
+    /// A value past the range by at least this share of it is reported even inside a hold
+    /// (0: never).
+    pub escape: f64,
     /// Scoring frame.
     pub frame: Frame,
 }
@@ -77,6 +83,10 @@ impl Context {
             grow: 0.1,
             burst: 10,
             creep: 0.05,
+            // A spike far past everything seen, right after a smaller alarm, is its own event
+            // (NAB: one more window found and no more false positives at every value from 0.1
+            // to 4; tests/nab/search-context.log).
+            escape: 0.25,
             frame: Frame {
                 rank: false,
                 alarm: 0.75,
@@ -95,6 +105,7 @@ impl Context {
                 "grow" => p.grow = kv.float()?.clamp(0.0, 10.0),
                 "burst" => p.burst = range(kv, 0, 1_000_000)?,
                 "creep" => p.creep = kv.float()?.clamp(0.0, 10.0),
+                "escape" => p.escape = kv.float()?.max(0.0),
                 _ if p.frame.take(kv)? => {}
                 _ => return Err(kv.unknown("context")),
             }
@@ -133,6 +144,8 @@ pub(super) struct ContextState {
     rescales: u64,
     /// Values since the range last widened.
     quiet: usize,
+    /// The last value passed the range by at least `escape` of it.
+    escaped: bool,
 }
 
 impl ContextState {
@@ -148,6 +161,7 @@ impl ContextState {
             counts: FxHashMap::default(),
             rescales: 0,
             quiet: usize::MAX,
+            escaped: false,
         }
     }
 
@@ -246,6 +260,12 @@ fn key(len: usize, context: &[u8], next: u8) -> u32 {
 impl Novelty for ContextState {
     fn novelty(&mut self, _t_ms: i64, v: f64) -> f64 {
         let out = self.level(v, 0) >= OUT;
+        let past = (v - self.hi).max(self.lo - v);
+        // Not before there is a range to pass (the first values widen an empty one).
+        self.escaped = out
+            && self.p.escape > 0.0
+            && self.hi > self.lo
+            && past >= self.p.escape * (self.hi - self.lo);
         let new = self.learn(v);
         self.raw.push_back(v as f32);
         if self.raw.len() > self.p.relearn {
@@ -258,6 +278,10 @@ impl Novelty for ContextState {
             self.rescale(v);
         }
         new as f64 / (self.p.grids * (self.p.order + 1)) as f64
+    }
+
+    fn escapes(&self) -> bool {
+        self.escaped
     }
 
     fn bytes(&self) -> usize {
