@@ -69,6 +69,9 @@ struct Run {
     skipped: u64,
     /// New series not modelled because the budget was spent (total).
     over_budget: u64,
+    /// When the log last said so (ms; at most once an hour, the API and the counts say it
+    /// at every evaluation).
+    over_budget_logged: Option<i64>,
     warm_points: u64,
     /// Series scored at the last evaluation.
     scored: usize,
@@ -234,7 +237,9 @@ impl Detectors {
         };
         let refused = run.over_budget;
         let scores = step(d, &mut run, t, values, &self.budget);
-        if run.over_budget > refused {
+        let quiet = run.over_budget_logged.is_some_and(|at| t - at < 3_600_000);
+        if run.over_budget > refused && !quiet {
+            run.over_budget_logged = Some(t);
             tracing::warn!(
                 detector = %d.name,
                 series = run.over_budget - refused,
@@ -243,7 +248,7 @@ impl Detectors {
                     Kind::Series(m) => m.max_bytes(),
                     _ => 0,
                 },
-                "anomaly model budget spent: new series not modelled (raise [anomaly] max_model_bytes)"
+                "anomaly model budget spent: new series not modelled (raise [anomaly] max_model_bytes; logged at most hourly)"
             );
         }
         run.scored = scores.len();
