@@ -793,6 +793,19 @@ fn main() -> ExitCode {
                                 humantime::format_duration(d.interval),
                                 humantime::format_duration(d.history)
                             );
+                            if let telltale_aggregator::anomaly::live::spec::Kind::Series(m) =
+                                &d.kind
+                            {
+                                let most = m.max_bytes().max(1);
+                                let budget =
+                                    telltale_aggregator::config::DEFAULT_ANOMALY_MAX_MODEL_BYTES;
+                                println!(
+                                    "      at most {:.1} KiB per series set aside from [anomaly] max_model_bytes (the default {} MiB holds {} such series)",
+                                    most as f64 / 1024.0,
+                                    budget >> 20,
+                                    budget / most as u64
+                                );
+                            }
                         }
                     }
                     Err(e) => {

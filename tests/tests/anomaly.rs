@@ -176,6 +176,13 @@ fn detector_files_are_checked_before_anything_runs() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("SUCCESS: 4 detectors found"), "{text}");
+    // Each per-series detector says what it sets aside from the memory budget per series
+    // (the two series detectors of the shipped file; peers and forecasts keep no model).
+    assert_eq!(
+        text.matches("KiB per series set aside").count(),
+        2,
+        "{text}"
+    );
     // A bad one is named, with the detector and the key.
     let bad = dir.path().join("bad.yml");
     std::fs::write(
