@@ -126,8 +126,9 @@ impl Detector {
     /// when a vector is shorter).
     pub fn max_bytes(p: &Params) -> usize {
         if p.memory == 0 {
-            return grown(p.window.saturating_add(1)).saturating_mul(8)
-                + Calibrator::max_bytes(&p.frame);
+            return grown(p.window.saturating_add(1))
+                .saturating_mul(8)
+                .saturating_add(Calibrator::max_bytes(&p.frame));
         }
         let slots = grown(p.memory);
         grown(p.window.saturating_add(1))

@@ -122,7 +122,9 @@ impl Method {
                 .saturating_add(Calibrator::max_bytes(f))
         }
         match self {
-            Method::Knn(p) => std::mem::size_of::<Knn>() + detect::Detector::max_bytes(p),
+            Method::Knn(p) => {
+                std::mem::size_of::<Knn>().saturating_add(detect::Detector::max_bytes(p))
+            }
             Method::Ewma(p) => single::<EwmaState>(0, &p.frame),
             Method::Seasonal(p) => single::<SeasonalState>(self.novelty_max_bytes(), &p.frame),
             Method::Changepoint(p) => single::<CusumState>(0, &p.frame),
@@ -892,6 +894,11 @@ mod tests {
             ("ensemble", ""),
             ("ensemble", "members=context+ewma,context.cap=500"),
         ];
+        // A parameter too large for memory is not an overflow: its bound saturates, and no
+        // budget admits it.
+        let huge = Method::parse("knn", "memory=1000000000000000000,window=1000000000000")
+            .expect("parses");
+        assert_eq!(huge.max_bytes(), usize::MAX);
         for (m, params) in methods {
             let method = Method::parse(m, params).expect("parses");
             let bound = method.max_bytes();

@@ -84,8 +84,8 @@ impl Context {
             burst: 10,
             creep: 0.05,
             // A spike far past everything seen, right after a smaller alarm, is its own event
-            // (NAB: one more window found and no more false positives at every value from 0.1
-            // to 4; tests/nab/search-context.log).
+            // (NAB: one more window found and no more false positives at every value from
+            // 0.25 to 4, a little less below; tests/nab/search-context.log).
             escape: 0.25,
             frame: Frame {
                 rank: false,
