@@ -840,7 +840,21 @@ mod tests {
             "topk(scalar(vector(NaN)), a)",
             "Scalar value NaN overflows int64",
         );
-        exec_err("bottomk(1e300, a)", "overflows int64");
+        exec_err("bottomk(1e300, a)", "Scalar value 1e+300 overflows int64");
+        // The value as Go's %v writes it, as Prometheus 2.42 answered each of these.
+        for (k, shown) in [
+            ("1e19", "1e+19"),
+            ("-1e19", "-1e+19"),
+            ("12345678901234567890", "1.2345678901234567e+19"),
+            ("9.3e18", "9.3e+18"),
+            ("123456789012345678901234", "1.2345678901234569e+23"),
+            ("Inf", "+Inf"),
+        ] {
+            exec_err(
+                &format!("topk({k}, a)"),
+                &format!("Scalar value {shown} overflows int64"),
+            );
+        }
         // Where the name stays, or the sets differ, it answers.
         assert!(e.instant("{job=\"demo\"} > 0", 45_000).is_ok());
         assert!(e.instant("-a", 45_000).is_ok());

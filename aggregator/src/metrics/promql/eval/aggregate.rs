@@ -168,7 +168,7 @@ impl Evaluator<'_> {
         {
             return Err(exec(format!(
                 "Scalar value {} overflows int64",
-                crate::metrics::promql::format::format_value(*k)
+                crate::metrics::promql::format::format_go_v(*k)
             )));
         }
         let mut index: FxHashMap<usize, usize> = FxHashMap::default();
