@@ -299,7 +299,7 @@ impl Evaluator<'_> {
             "ceil" => Some(math(f64::ceil)),
             "floor" => Some(math(f64::floor)),
             "exp" => Some(math(g::go_exp)),
-            "ln" => Some(math(f64::ln)),
+            "ln" => Some(math(g::go_ln)),
             "log2" => Some(math(g::go_log2)),
             "log10" => Some(math(g::go_log10)),
             "sqrt" => Some(math(f64::sqrt)),

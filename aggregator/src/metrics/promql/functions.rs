@@ -410,7 +410,7 @@ pub fn go_pow(x: f64, y: f64) -> f64 {
             yf -= 1.0;
             yi += 1.0;
         }
-        a1 = (yf * x.ln()).exp();
+        a1 = super::gomath::go_exp(yf * super::gomath::go_ln(x));
     }
     let (mut x1, mut xe) = frexp(x);
     let mut i = yi as i64;
