@@ -836,6 +836,17 @@ mod tests {
         );
         exec_err("-{job=\"demo\"}", "same labelset");
         exec_err("{job=\"demo\"} - 100", "same labelset");
+        // A subquery without a step in its window (10s back from 45s, steps at multiples of
+        // 1m) still evaluates a step-invariant part once, as Prometheus does, and fails with
+        // it; without the `@` nothing is evaluated and the answer is empty.
+        exec_err(
+            "count_over_time((a + (-{job=\"demo\"} @ 45))[10s:1m])",
+            "same labelset",
+        );
+        match e.instant("count_over_time((a + (-{job=\"demo\"}))[10s:1m])", 45_000) {
+            Ok(Value::Vector(v)) => assert!(v.is_empty(), "{v:?}"),
+            other => panic!("{other:?}"),
+        }
         exec_err(
             "topk(scalar(vector(NaN)), a)",
             "Scalar value NaN overflows int64",

@@ -713,13 +713,18 @@ impl<'a> Evaluator<'a> {
         // Otherwise a grid without a step evaluates nothing — except that Prometheus
         // evaluates every argument of every node over the range before stepping through it,
         // so a subquery nested inside still covers its own, non-empty range (and fails the
-        // query where it fails: `holt_winters` with a smoothing factor of 1).
+        // query where it fails: `holt_winters` with a smoothing factor of 1), and a
+        // step-invariant part (`label_replace(x @ end(), …)` on one side of an operator) is
+        // still evaluated once (and fails the query where it fails: duplicate label sets).
         let result = if gs > ge && step_invariant(&sq.expr) {
             self.eval(&sq.expr, gs).map(|_| ())
         } else if gs > ge {
             let mut nested = Vec::new();
-            nested_subqueries(&sq.expr, &mut nested);
-            nested.into_iter().try_for_each(|n| self.subquery_grid(n))
+            empty_range_work(&sq.expr, &mut nested);
+            nested.into_iter().try_for_each(|n| match n {
+                EmptyRange::Grid(n) => self.subquery_grid(n),
+                EmptyRange::Once(e) => self.eval(e, gs).map(|_| ()),
+            })
         } else {
             self.subquery_steps_into(sq, key, gs, ge, step, None, &no_labels)
         };
@@ -861,23 +866,39 @@ fn align_up(from: i64, step: i64) -> i64 {
     }
 }
 
-/// The subqueries inside `e` that are not inside another subquery of `e`.
-fn nested_subqueries<'e>(e: &'e Expr, out: &mut Vec<&'e SubqueryExpr>) {
+/// What Prometheus still evaluates of an expression over a range without a step.
+enum EmptyRange<'e> {
+    /// A subquery (not inside another): over its own range.
+    Grid(&'e SubqueryExpr),
+    /// A step-invariant part: once, at the range's start.
+    Once(&'e Expr),
+}
+
+/// The parts of `e` Prometheus evaluates over a range without a step, in its order (every
+/// argument of every node, left to right): subqueries, and the largest step-invariant parts
+/// that are not literals.
+fn empty_range_work<'e>(e: &'e Expr, out: &mut Vec<EmptyRange<'e>>) {
+    if step_invariant(e) {
+        if !matches!(e, Expr::NumberLiteral(_) | Expr::StringLiteral(_)) {
+            out.push(EmptyRange::Once(e));
+        }
+        return;
+    }
     match e {
-        Expr::Subquery(sq) => out.push(sq),
-        Expr::Paren(p) => nested_subqueries(&p.expr, out),
-        Expr::Unary(u) => nested_subqueries(&u.expr, out),
+        Expr::Subquery(sq) => out.push(EmptyRange::Grid(sq)),
+        Expr::Paren(p) => empty_range_work(&p.expr, out),
+        Expr::Unary(u) => empty_range_work(&u.expr, out),
         Expr::Binary(b) => {
-            nested_subqueries(&b.lhs, out);
-            nested_subqueries(&b.rhs, out);
+            empty_range_work(&b.lhs, out);
+            empty_range_work(&b.rhs, out);
         }
         Expr::Aggregate(a) => {
             if let Some(p) = &a.param {
-                nested_subqueries(p, out);
+                empty_range_work(p, out);
             }
-            nested_subqueries(&a.expr, out);
+            empty_range_work(&a.expr, out);
         }
-        Expr::Call(c) => c.args.args.iter().for_each(|a| nested_subqueries(a, out)),
+        Expr::Call(c) => c.args.args.iter().for_each(|a| empty_range_work(a, out)),
         _ => {}
     }
 }
