@@ -170,10 +170,10 @@ pub fn go_log2(x: f64) -> f64 {
     go_ln(frac) * std::f64::consts::LOG2_E + exp as f64
 }
 
-/// Go's `math.Sin`, `Cos` and `Tan` below 2^29 (Cephes' polynomials after a Cody–Waite
-/// reduction by π/4 in three parts, as Go computes them): glibc's differ in the last bit for
-/// a quarter of values, which a steep function of the result (`atanh` near ±1) magnifies.
-/// Above 2^29 (where Go reduces by Payne–Hanek) the library's.
+/// Go's `math.Sin`, `Cos` and `Tan` (Cephes' polynomials after a reduction by π/4 as Go
+/// computes it: Cody–Waite in three parts below 2^29, Payne–Hanek from there on): glibc's
+/// differ in the last bit for a quarter of values, which a steep function of the result
+/// (`atanh` near ±1) magnifies; from 2^29 on (a byte counter's size), for half of them.
 #[allow(clippy::excessive_precision)]
 mod trig {
     const PI4A: f64 = 7.85398125648498535156e-1;
@@ -212,7 +212,7 @@ mod trig {
 
     /// The octant of a non-negative `x` below [`REDUCE`] (zeros mapped to the origin) and
     /// the remainder.
-    pub fn reduce(x: f64) -> (u64, f64) {
+    fn reduce(x: f64) -> (u64, f64) {
         let mut j = (x * (2.0 * std::f64::consts::FRAC_2_PI)) as u64;
         let mut y = j as f64;
         if j & 1 == 1 {
@@ -220,6 +220,86 @@ mod trig {
             y += 1.0;
         }
         (j & 7, ((x - y * PI4A) - y * PI4B) - y * PI4C)
+    }
+
+    /// 4/π in binary, 64 bits a word, the integer part first (computed from Machin's formula
+    /// in big integers): enough digits for the exponent of the largest finite double.
+    const FOUR_OVER_PI: [u64; 20] = [
+        0x0000000000000001,
+        0x45f306dc9c882a53,
+        0xf84eafa3ea69bb81,
+        0xb6c52b3278872083,
+        0xfca2c757bd778ac3,
+        0x6e48dc74849ba5c0,
+        0x0c925dd413a32439,
+        0xfc3bd63962534e7d,
+        0xd1046bea5d768909,
+        0xd338e04d68befc82,
+        0x7323ac7306a673e9,
+        0x3908bf177bf25076,
+        0x3ff12fffbc0b301f,
+        0xde5e2316b414da3e,
+        0xda6cfd9e4f96136e,
+        0x9e8c7ecd3cbfd45a,
+        0xea4f758fd7cbe2f6,
+        0x7a0e73ef14a525d4,
+        0xd7f6bf623f1aba10,
+        0xac06608df8f6d757,
+    ];
+
+    /// Shifts as Go's do: by 64 or more, nothing is left.
+    fn shl(a: u64, n: u32) -> u64 {
+        a.checked_shl(n).unwrap_or(0)
+    }
+    fn shr(a: u64, n: u32) -> u64 {
+        a.checked_shr(n).unwrap_or(0)
+    }
+
+    /// [`reduce`] for a finite `x` ≥ [`REDUCE`] (Payne–Hanek): x = m·2^e with a 53-bit
+    /// integer m, so x·4/π mod 8 needs only the 192 bits of 4/π that sit at 2^-e; the
+    /// product's top 3 bits are the octant, the next 125 the remainder (a turn's eighth),
+    /// rounded down to a double and scaled by π/4 as Go does.
+    fn reduce_large(x: f64) -> (u64, f64) {
+        let bits = x.to_bits();
+        let e = ((bits >> 52) & 0x7ff) as i64 - 1023 - 52;
+        let m = (bits & ((1u64 << 52) - 1)) | (1u64 << 52);
+        // x ≥ 2^29 makes e ≥ -23, so the offset is never negative.
+        let at = (e + 61).max(0) as usize;
+        let (word, shift) = (at / 64, (at % 64) as u32);
+        let digit = |k: usize| {
+            let a = FOUR_OVER_PI.get(word + k).copied().unwrap_or(0);
+            let b = FOUR_OVER_PI.get(word + k + 1).copied().unwrap_or(0);
+            shl(a, shift) | shr(b, 64 - shift)
+        };
+        let (z0, z1, z2) = (digit(0), digit(1), digit(2));
+        let z2hi = ((z2 as u128 * m as u128) >> 64) as u64;
+        let p1 = z1 as u128 * m as u128;
+        let (z1hi, z1lo) = ((p1 >> 64) as u64, p1 as u64);
+        let (lo, carry) = z1lo.overflowing_add(z2hi);
+        let hi = z0
+            .wrapping_mul(m)
+            .wrapping_add(z1hi)
+            .wrapping_add(u64::from(carry));
+        let mut j = hi >> 61;
+        let frac = (hi << 3) | (lo >> 61);
+        let lz = frac.leading_zeros() + 1;
+        let exp = (1023 - lz as i64) as u64;
+        let mant = shr(shl(frac, lz) | shr(lo, 64u32.wrapping_sub(lz)), 12);
+        let mut z = f64::from_bits((mant & ((1u64 << 52) - 1)) | (exp << 52));
+        if j & 1 == 1 {
+            j = (j + 1) & 7;
+            z -= 1.0;
+        }
+        (j, z * std::f64::consts::FRAC_PI_4)
+    }
+
+    /// The octant and remainder of a finite non-negative `x`, as Go reduces it.
+    pub fn reduce_any(x: f64) -> (u64, f64) {
+        if x >= REDUCE {
+            reduce_large(x)
+        } else {
+            reduce(x)
+        }
     }
 
     pub fn sin_poly(z: f64) -> f64 {
@@ -254,20 +334,20 @@ pub fn go_sin(x: f64) -> f64 {
     if x == 0.0 || x.is_nan() {
         return x;
     }
-    if x.is_infinite() || x.abs() >= trig::REDUCE {
-        return x.sin();
+    if x.is_infinite() {
+        return f64::NAN;
     }
-    let (j, z) = trig::reduce(x.abs());
+    let (j, z) = trig::reduce_any(x.abs());
     octant(j, z, x < 0.0)
 }
 
 /// Go's `math.Cos` (see [`trig`]): the sine a quarter turn on — two octants — which is the
 /// polynomial and the sign Go's `Cos` picks in each octant.
 pub fn go_cos(x: f64) -> f64 {
-    if x.is_nan() || x.is_infinite() || x.abs() >= trig::REDUCE {
-        return x.cos();
+    if x.is_nan() || x.is_infinite() {
+        return f64::NAN;
     }
-    let (j, z) = trig::reduce(x.abs());
+    let (j, z) = trig::reduce_any(x.abs());
     octant((j + 2) & 7, z, false)
 }
 
@@ -287,10 +367,10 @@ pub fn go_tan(x: f64) -> f64 {
     if x == 0.0 || x.is_nan() {
         return x;
     }
-    if x.is_infinite() || x.abs() >= trig::REDUCE {
-        return x.tan();
+    if x.is_infinite() {
+        return f64::NAN;
     }
-    let (j, z) = trig::reduce(x.abs());
+    let (j, z) = trig::reduce_any(x.abs());
     let mut y = trig::tan_poly(z);
     if j & 2 == 2 {
         y = -1.0 / y;
@@ -556,6 +636,96 @@ mod tests {
                 (go_tan(x) - x.tan()).abs() <= 1e-15 * x.tan().abs().max(1.0),
                 "tan({x})"
             );
+        }
+    }
+
+    /// From 2^29 on, `sin`, `cos` and `tan` reduce as Go does (Payne–Hanek, with 4/π's
+    /// digits at the argument's exponent) and give Prometheus 2.42's answers, read off it
+    /// (a probe of 1716 arguments from 2^29 to the largest double found all 5148 identical;
+    /// glibc's differed on 2774). The arguments span the exponents, so every word of the
+    /// 4/π table is used.
+    #[test]
+    fn trigonometry_of_huge_arguments_gives_prometheus_answers() {
+        let cases: [(f64, [f64; 3]); 15] = [
+            (
+                536870912.0,
+                [0.3265676630185634, -0.9451738260608966, -0.3455106923343039],
+            ),
+            (
+                536870913.0,
+                [-0.6188910888792107, -0.7854768106735582, 0.787917708669849],
+            ),
+            (
+                1e10,
+                [-0.48750602508751073, 0.873119622676856, -0.5583496378112419],
+            ),
+            (
+                1e22,
+                [-0.8522008497671889, 0.5232147853951389, -1.6287782256068992],
+            ),
+            (
+                f64::MAX,
+                [
+                    0.004961954789184084,
+                    -0.9999876894265599,
+                    -0.004962015874444917,
+                ],
+            ),
+            (
+                -6283185307.179586,
+                [
+                    6.640282584587732e-08,
+                    0.9999999999999978,
+                    6.640282584587737e-08,
+                ],
+            ),
+            (
+                1e300,
+                [-0.8178819121159087, -0.5753861119575491, 1.4214488238747243],
+            ),
+            (
+                4.89061891709601e+105,
+                [-0.9374786169241075, -0.3480428749594832, 2.6935722130017528],
+            ),
+            (
+                3.4303478522271686e+203,
+                [0.9683654583459324, -0.2495362480331714, -3.880660489121426],
+            ),
+            (
+                1.8313369460320567e+26,
+                [-0.638939183187518, 0.7692572522814897, -0.8305923425388972],
+            ),
+            (
+                7.275726845037833e+45,
+                [-0.5537512215148407, 0.8326821630555213, -0.6650211161997928],
+            ),
+            (
+                1.0153214753877902e+63,
+                [0.8327211122269258, 0.5536926487244992, 1.5039410657613095],
+            ),
+            (
+                1.0418972163562034e+136,
+                [-0.5288237267958333, -0.848731680790676, 0.6230752766329903],
+            ),
+            (
+                5.182460397922566e+265,
+                [0.3557271442896425, 0.9345898559344286, 0.3806238020141753],
+            ),
+            (
+                1.1748844049296312e+302,
+                [
+                    -0.9999763971785915,
+                    -0.006870595732808488,
+                    145.54435103836798,
+                ],
+            ),
+        ];
+        for (x, [s, c, t]) in cases {
+            for (sign, x) in [(1.0, x), (-1.0, -x)] {
+                assert_eq!(go_sin(x), sign * s, "sin({x})");
+                assert_eq!(go_cos(x), c, "cos({x})");
+                assert_eq!(go_tan(x), sign * t, "tan({x})");
+            }
         }
     }
 
