@@ -2,6 +2,7 @@
 //! them down on SIGINT or SIGTERM.
 
 pub mod https;
+pub mod lenient;
 pub mod memory;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -422,8 +423,10 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     println!("listening http={} quic={}", running.http, running.quic);
     match http_tls {
         Some(tls) => https::serve(listener, api::router(state), tls, shutdown_signal(term)).await,
+        // Targets written without percent-encoding are taken as Prometheus takes them
+        // (`lenient`); the no-op tap gives its connections the peer's address.
         None => axum::serve(
-            listener,
+            axum::serve::ListenerExt::tap_io(lenient::Listener(listener), |_| {}),
             api::router(state).into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown_signal(term))
@@ -526,14 +529,14 @@ fn startup_server(
                         let handshake = a.accept(tcp);
                         match tokio::time::timeout(https::HANDSHAKE_TIMEOUT, handshake).await {
                             Ok(Ok(s)) => {
-                                let io = hyper_util::rt::TokioIo::new(s);
+                                let io = hyper_util::rt::TokioIo::new(lenient::Lenient::new(s));
                                 http.serve_connection(io, service).await
                             }
                             _ => return,
                         }
                     }
                     None => {
-                        let io = hyper_util::rt::TokioIo::new(tcp);
+                        let io = hyper_util::rt::TokioIo::new(lenient::Lenient::new(tcp));
                         http.serve_connection(io, service).await
                     }
                 };

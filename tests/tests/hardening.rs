@@ -65,6 +65,60 @@ fn post_with(
     )
 }
 
+/// Responses read off one connection: status and body of each, in order (bodies have a
+/// Content-Length).
+fn responses(mut raw: &str) -> Vec<(u16, String)> {
+    let mut out = Vec::new();
+    while let Some((head, rest)) = raw.split_once("\r\n\r\n") {
+        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().unwrap())
+            })
+            .unwrap_or_else(|| panic!("no Content-Length: {head}"));
+        out.push((status, rest[..len].to_string()));
+        raw = &rest[len..];
+    }
+    out
+}
+
+/// A query written into the URL without percent-encoding (`curl -g`, a URL formatted by
+/// hand) is answered as Prometheus answers it: `"`, `<`, `>`, `` ` `` and `#` in the target
+/// are taken as written, on a kept-alive connection with a POST and its body in between.
+#[test]
+fn unencoded_query_targets_are_answered_as_prometheus_answers_them() {
+    let (dir, tls) = setup();
+    let mut agg = start_fresh_aggregator(&tls, dir.path()).unwrap();
+    let mut s = TcpStream::connect(agg.http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let body = "query=label_replace(vector(2),\"b\",\"<#>\",\"\",\"\")";
+    let requests = format!(
+        "GET /api/v1/query?query=label_replace(vector(1)>0,\"a\",\"<`x`>\",\"\",\"\")#c&time=100 HTTP/1.1\r\nHost: x\r\n\r\n\
+         POST /api/v1/query?time=100 HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}\
+         GET /api/v1/query?query=\"s\"&time=100 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(requests.as_bytes()).unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let r = responses(&raw);
+    assert_eq!(r.len(), 3, "{raw}");
+    for (st, b) in &r {
+        assert_eq!(*st, 200, "{b}");
+    }
+    // The `#` and what follows it are the query's (a PromQL comment) and the next parameter.
+    let v = json(&r[0].1);
+    assert_eq!(v["data"]["result"][0]["metric"]["a"], "<`x`>", "{v}");
+    assert_eq!(v["data"]["result"][0]["value"][0], 100);
+    let v = json(&r[1].1);
+    assert_eq!(v["data"]["result"][0]["metric"]["b"], "<#>", "{v}");
+    assert_eq!(json(&r[2].1)["data"]["result"][1], "s");
+    alive(&mut agg);
+}
+
 /// Point 1 and 2: queries that crashed the process or grew without bound get a clear error,
 /// and the server keeps serving.
 #[test]

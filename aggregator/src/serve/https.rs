@@ -110,7 +110,7 @@ pub async fn serve(
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(30))
-                .serve_connection(TokioIo::new(tls), service)
+                .serve_connection(TokioIo::new(super::lenient::Lenient::new(tls)), service)
                 .with_upgrades();
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
