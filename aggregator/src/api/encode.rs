@@ -26,7 +26,7 @@ pub(super) fn push_labels(out: &mut String, l: &Labels) {
 }
 
 pub(super) fn push_timestamp(out: &mut String, t_ms: i64) {
-    // Whole milliseconds, printed as seconds with up to 3 decimals.
+    // Whole milliseconds, printed as seconds with 3 decimals when there is a fraction.
     if t_ms < 0 {
         out.push('-');
     }
@@ -34,18 +34,10 @@ pub(super) fn push_timestamp(out: &mut String, t_ms: i64) {
     let (secs, ms) = (a / 1000, a % 1000);
     push_int(out, secs as i64);
     if ms != 0 {
-        // Three digits without trailing zeros, written without a temporary string.
-        let digits = [ms / 100, ms / 10 % 10, ms % 10];
-        let keep = if digits[2] != 0 {
-            3
-        } else if digits[1] != 0 {
-            2
-        } else {
-            1
-        };
+        // Always three digits, as Prometheus writes them (`1.500`, `1.050`).
         out.push('.');
-        for d in &digits[..keep] {
-            out.push(char::from(b'0' + *d as u8));
+        for d in [ms / 100, ms / 10 % 10, ms % 10] {
+            out.push(char::from(b'0' + d as u8));
         }
     }
 }

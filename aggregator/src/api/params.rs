@@ -1,5 +1,7 @@
-//! Request parameters as Prometheus reads them: from the URL query and, for POST, from a
-//! form-encoded body; repeated keys (`match[]`) are kept.
+//! Request parameters as Prometheus reads them (Go's `Request.FormValue`): from a
+//! form-encoded body first, then from the URL query; repeated keys (`match[]`) are kept. A
+//! pair Go cannot decode — a `%` not followed by two hexadecimal digits, a raw `;` — is left
+//! out, as Go leaves it out, so `query=up%zz` is a missing query, not the query `up%zz`.
 
 use telltale_common::config::Invalid;
 
@@ -9,13 +11,13 @@ use super::ApiError;
 pub struct Params(Vec<(String, String)>);
 
 impl Params {
-    /// Parses the URL query and (if form-encoded) the body.
+    /// Parses the (form-encoded) body and the URL query.
     pub fn parse(query: Option<&str>, body: &[u8]) -> Params {
         let mut v: Vec<(String, String)> = Vec::new();
+        decode_into(body, &mut v);
         if let Some(q) = query {
-            v.extend(form_urlencoded::parse(q.as_bytes()).into_owned());
+            decode_into(q.as_bytes(), &mut v);
         }
-        v.extend(form_urlencoded::parse(body).into_owned());
         Params(v)
     }
 
@@ -53,6 +55,70 @@ impl Params {
     }
 }
 
+/// Appends the pairs of a form-encoded `src` that decode as Go's `url.ParseQuery` decodes
+/// them (`+` is a space), skipping the ones it skips.
+fn decode_into(src: &[u8], out: &mut Vec<(String, String)>) {
+    for pair in src.split(|&b| b == b'&') {
+        if pair.is_empty() || pair.contains(&b';') {
+            continue;
+        }
+        let (k, v) = match pair.iter().position(|&b| b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &b""[..]),
+        };
+        if let (Some(k), Some(v)) = (unescape(k), unescape(v)) {
+            out.push((k, v));
+        }
+    }
+}
+
+/// Percent-decoding with `+` as a space; `None` for a `%` without two hex digits after it.
+fn unescape(s: &[u8]) -> Option<String> {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'%' => {
+                let hi = hex(*s.get(i + 1)?)?;
+                let lo = hex(*s.get(i + 2)?)?;
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// A trailing RFC 3339 numeric offset (`+01:00`, `-05:30`) in milliseconds east of UTC, and
+/// the time before it.
+fn utc_offset(s: &str) -> Option<(&str, i64)> {
+    let b = s.as_bytes();
+    let n = b.len();
+    if n < 7 || b[n - 3] != b':' || !s.get(..n - 6).is_some_and(|t| t.contains('T')) {
+        return None;
+    }
+    let sign = match b[n - 6] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let h: i64 = s.get(n - 5..n - 3)?.parse().ok()?;
+    let m: i64 = s.get(n - 2..)?.parse().ok()?;
+    if !(0..24).contains(&h) || !(0..60).contains(&m) {
+        return None;
+    }
+    Some((s.get(..n - 6)?, sign * (h * 3_600_000 + m * 60_000)))
+}
+
 /// Parses a Prometheus time: Unix seconds with optional fraction, or RFC 3339.
 pub fn parse_time(s: &str) -> Result<i64, Invalid> {
     if let Ok(f) = s.parse::<f64>() {
@@ -64,11 +130,19 @@ pub fn parse_time(s: &str) -> Result<i64, Invalid> {
             (f * 1000.0).round() as i128
         ));
     }
-    humantime::parse_rfc3339_weak(s)
-        .or_else(|_| humantime::parse_rfc3339(s))
-        .map(|t| match t.duration_since(std::time::UNIX_EPOCH) {
-            Ok(d) => crate::metrics::promql::clamp_time(d.as_millis() as i128),
-            Err(e) => crate::metrics::promql::clamp_time(-(e.duration().as_millis() as i128)),
+    // RFC 3339 with `Z` or a numeric offset (humantime reads only `Z`).
+    let (utc, east) = match utc_offset(s) {
+        Some((t, east)) => (format!("{t}Z"), east),
+        None => (s.to_string(), 0),
+    };
+    humantime::parse_rfc3339_weak(&utc)
+        .or_else(|_| humantime::parse_rfc3339(&utc))
+        .map(|t| {
+            let ms = match t.duration_since(std::time::UNIX_EPOCH) {
+                Ok(d) => d.as_millis() as i128,
+                Err(e) => -(e.duration().as_millis() as i128),
+            };
+            crate::metrics::promql::clamp_time(ms - i128::from(east))
         })
         .map_err(|_| Invalid(format!("cannot parse {s:?} to a valid timestamp")))
 }
@@ -97,6 +171,24 @@ mod tests {
             parse_time("2015-07-01T20:10:51.781Z"),
             Ok(1_435_781_451_781)
         );
+        // Numeric offsets, as Go's RFC 3339 reads them (checked against Prometheus 2.42).
+        assert_eq!(
+            parse_time("2026-12-06T15:00:00.123+01:00"),
+            Ok(1_796_565_600_123)
+        );
+        assert_eq!(
+            parse_time("2026-12-06T15:00:00-05:30"),
+            Ok(1_796_589_000_000)
+        );
+        assert!(parse_time("2026-12-06T15:00:00+25:00").is_err());
+        for odd in [
+            "2026-12-06T15:00:0é+1:00",
+            "éé+01:00",
+            "T€€€:00",
+            "2026-12-06T15:00:00+0€:0",
+        ] {
+            assert!(parse_time(odd).is_err(), "{odd}");
+        }
         assert!(parse_time("yesterday").is_err());
         assert!(parse_time("NaN").is_err());
         assert_eq!(parse_step("15"), Ok(15_000));
@@ -109,5 +201,24 @@ mod tests {
         let p = Params::parse(Some("match[]=a&match[]=b"), b"start=1");
         assert_eq!(p.all("match[]"), vec!["a", "b"]);
         assert_eq!(p.get("start"), Some("1"));
+    }
+
+    /// As Go's `FormValue`: the body's value before the URL's, `+` a space, and a pair with a
+    /// bad escape or a raw `;` left out (Prometheus 2.42 then answers "no expression found").
+    #[test]
+    fn parameters_decode_as_go_decodes_them() {
+        let p = Params::parse(Some("query=vector(1)&time=5"), b"query=vector(2)");
+        assert_eq!(p.get("query"), Some("vector(2)"));
+        assert_eq!(p.get("time"), Some("5"));
+        let p = Params::parse(
+            Some("query=up%zz&a=1+%2B+1&b=%41%e2%82%ac&c=x;y&d=%4&&e"),
+            b"",
+        );
+        assert_eq!(p.get("query"), None);
+        assert_eq!(p.get("a"), Some("1 + 1"));
+        assert_eq!(p.get("b"), Some("A€"));
+        assert_eq!(p.get("c"), None);
+        assert_eq!(p.get("d"), None);
+        assert_eq!(p.get("e"), Some(""));
     }
 }
