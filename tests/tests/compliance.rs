@@ -89,6 +89,31 @@ fn promql_matches_prometheus_on_the_compliance_suite() {
         "{passed} cases pass, fewer than the recorded {RECORDED_PASSES}"
     );
 
+    // Grafana's "Format query" (`/api/v1/format_query`): every case Prometheus formats is
+    // written alike, but for a `\xff` escape (Prometheus keeps the byte it stands for,
+    // promql-parser reads U+00FF).
+    let mut formatted = 0;
+    for c in cases.iter().filter(|c| !c.query.contains("\\x")) {
+        let path = format!("/api/v1/format_query?query={}", enc(&c.query));
+        let get = |addr| {
+            let (_, b) = http_get(addr, &path).unwrap();
+            serde_json::from_str::<serde_json::Value>(&b).unwrap()
+        };
+        let reference = get(peers.prometheus_addr);
+        if reference["status"] != "success" {
+            continue;
+        }
+        assert_eq!(
+            reference["data"],
+            get(peers.telltale.http)["data"],
+            "format_query {}",
+            c.query
+        );
+        formatted += 1;
+    }
+    println!("format_query: {formatted} cases written as Prometheus writes them");
+    assert!(formatted > 400, "{formatted}");
+
     // promtool, a real client, prints the same for both servers.
     let t = (qe / 1000).to_string();
     let promtool = |addr: std::net::SocketAddr, args: &[&str]| {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::OnceLock;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -334,9 +335,26 @@ async fn am_status(State(st): St) -> Response {
     .into_response()
 }
 
+/// `/api/v1/format_query?query=`: the query as Prometheus' formatter writes it (Grafana's
+/// "Format query" button), after the same checks as a query.
+async fn format_query(RawQuery(q): RawQuery, body: Bytes) -> Result<Response, ApiError> {
+    let p = Params::parse(q.as_deref(), &body);
+    let expr = crate::metrics::promql::Engine::parse(p.get("query").unwrap_or(""))?;
+    Ok(success(Json::String(
+        crate::metrics::promql::format::format_query(&expr),
+    )))
+}
+
+/// `/api/v1/targets/metadata`: metric metadata of scrape targets; agents send none yet.
+async fn targets_metadata() -> Response {
+    success(json!([]))
+}
+
 /// The routes of this module.
 pub fn routes(r: Router<Arc<ApiState>>) -> Router<Arc<ApiState>> {
     r.route("/api/v1/status/buildinfo", get(buildinfo))
+        .route("/api/v1/format_query", get(format_query).post(format_query))
+        .route("/api/v1/targets/metadata", get(targets_metadata))
         .route("/api/v1/status/config", get(config))
         .route("/api/v1/status/flags", get(flags_handler))
         .route("/api/v1/status/runtimeinfo", get(runtimeinfo))

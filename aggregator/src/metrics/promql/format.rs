@@ -156,10 +156,92 @@ pub fn push_int(out: &mut String, n: i64) {
     }
 }
 
+/// A query as Prometheus' formatter (`/api/v1/format_query`) writes it. promql-parser's
+/// printer is Prometheus' with two differences this evens out on a copy of the tree: an
+/// `on()`/`ignoring()` next to a scalar is dropped by Prometheus' parser (so not printed),
+/// and numbers are written as Go's `%v` writes them (`1e+12`, `+Inf`). Left alone:
+/// Prometheus does not indent a subquery that is a split call's argument, and keeps a `\xff`
+/// escape as the byte it stands for (promql-parser reads it as U+00FF).
+pub fn format_query(e: &promql_parser::parser::Expr) -> String {
+    let mut e = e.clone();
+    as_prometheus_prints(&mut e);
+    e.prettify()
+}
+
+fn as_prometheus_prints(e: &mut promql_parser::parser::Expr) {
+    use promql_parser::label::Matchers;
+    use promql_parser::parser::value::ValueType;
+    use promql_parser::parser::{Expr, VectorSelector};
+    match e {
+        Expr::Binary(b) => {
+            // Typed before the numbers in it become selectors.
+            let vectors =
+                b.lhs.value_type() == ValueType::Vector && b.rhs.value_type() == ValueType::Vector;
+            as_prometheus_prints(&mut b.lhs);
+            as_prometheus_prints(&mut b.rhs);
+            if let (false, Some(m)) = (vectors, b.modifier.as_mut()) {
+                m.matching = None;
+            }
+        }
+        // A number as Go's `%v` writes it (`1e+12`, `+Inf`), printed through a selector of
+        // that name: the same width, so lines split where Prometheus splits them.
+        Expr::NumberLiteral(n) => {
+            let shown = format_go_v(n.val);
+            *e = Expr::VectorSelector(VectorSelector::new(Some(shown), Matchers::empty()));
+        }
+        Expr::Aggregate(a) => {
+            as_prometheus_prints(&mut a.expr);
+            if let Some(p) = a.param.as_mut() {
+                as_prometheus_prints(p);
+            }
+        }
+        Expr::Unary(u) => as_prometheus_prints(&mut u.expr),
+        Expr::Paren(p) => as_prometheus_prints(&mut p.expr),
+        Expr::Subquery(s) => as_prometheus_prints(&mut s.expr),
+        Expr::Call(c) => {
+            for a in c.args.args.iter_mut() {
+                as_prometheus_prints(a);
+            }
+        }
+        Expr::StringLiteral(_)
+        | Expr::VectorSelector(_)
+        | Expr::MatrixSelector(_)
+        | Expr::Extension(_) => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// `/api/v1/format_query` as Prometheus 2.42 answered these (a probe of the 539
+    /// compliance queries and 3000 fuzzer queries found 3529 of 3539 alike; the rest are the
+    /// two differences `format_query` names).
+    #[test]
+    fn queries_are_formatted_as_prometheus_formats_them() {
+        let f = |q: &str| format_query(&promql_parser::parser::parse(q).expect(q));
+        assert_eq!(f("sum(x)by(y)"), "sum by (y) (x)");
+        assert_eq!(
+            f("(delta(process_cpu_seconds_total[5m])) == on() (0.76)"),
+            "(delta(process_cpu_seconds_total[5m])) == (0.76)"
+        );
+        assert_eq!(f("a + on() b"), "a + on () b");
+        assert_eq!(
+            f("clamp(demo_memory_usage_bytes, 0, 1000000000000)"),
+            "clamp(demo_memory_usage_bytes, 0, 1e+12)"
+        );
+        assert_eq!(
+            f("-(quantile_over_time(Inf, queue_depth{job=\"api\"}[15s]))"),
+            "-(quantile_over_time(+Inf, queue_depth{job=\"api\"}[15s]))"
+        );
+        assert_eq!(
+            f(
+                "(deriv(((pi()) ^ on() (queue_depth))[10m:] offset 6m)) + (predict_linear(process_cpu_seconds_total[10m], 0))"
+            ),
+            "  (deriv(((pi()) ^ (queue_depth))[10m:] offset 6m))\n+\n  (predict_linear(process_cpu_seconds_total[10m], 0))"
+        );
+    }
 
     fn display(v: f64) -> String {
         if v.is_nan() {
