@@ -1216,6 +1216,58 @@ mod tests {
         assert_eq!(one("timestamp(-(x offset 1m))"), 65.0);
     }
 
+    /// A store where a new sample lands between any two reads, as an agent's does while a
+    /// query runs (the value is the number of reads before it).
+    struct Arriving(std::sync::atomic::AtomicUsize);
+
+    impl crate::metrics::storage::Querier for Arriving {
+        fn select(
+            &self,
+            _: &[crate::metrics::storage::Matcher],
+            _: i64,
+            _: i64,
+            _: usize,
+        ) -> Result<Vec<crate::metrics::storage::SeriesData>, crate::metrics::storage::StorageError>
+        {
+            let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(vec![crate::metrics::storage::SeriesData {
+                labels: Labels::from_pairs([("__name__", "x")]),
+                samples: vec![Sample(0, n as f64)],
+            }])
+        }
+
+        fn series(&self, _: &[crate::metrics::storage::Matcher], _: i64, _: i64) -> Vec<Labels> {
+            Vec::new()
+        }
+    }
+
+    /// One query sees one state of a selector it names several times, however samples
+    /// arrive meanwhile (found by the live peer detector: `x or label_replace(x * 0.99, …)`
+    /// once compared a host with its own older value), and reads it once.
+    #[test]
+    fn a_selector_named_twice_is_one_read() {
+        let store = Arc::new(Arriving(std::sync::atomic::AtomicUsize::new(0)));
+        let e = Engine::new(store.clone(), Duration::from_secs(300), 1_000_000);
+        assert_eq!(vec_of(e.instant("x - x", 0).unwrap())[0].1, 0.0);
+        let v = vec_of(
+            e.instant("x or label_replace(x * 2, \"i\", \"b\", \"\", \"\")", 0)
+                .unwrap(),
+        );
+        assert_eq!(v.iter().map(|x| x.1).collect::<Vec<_>>(), vec![1.0, 2.0]);
+        assert_eq!(
+            store.0.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "one read a query"
+        );
+        // Different selectors are different reads.
+        assert_eq!(
+            vec_of(e.instant("x - x offset 1s", 1000).unwrap())[0]
+                .1
+                .abs(),
+            1.0
+        );
+    }
+
     /// With both `@` and `offset`, `timestamp()` reads the sample at the `@` time among those
     /// of the offset's window, as Prometheus 2.42 does (probed there: 122 of 122 answers
     /// alike): a negative offset is not a look into the future, a positive one shortens

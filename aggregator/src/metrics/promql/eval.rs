@@ -140,6 +140,10 @@ pub struct Evaluator<'a> {
     /// Selector data by the selector node's address (the AST outlives the evaluator), shared
     /// by every step instead of copied.
     cache: FxHashMap<usize, Arc<Vec<SeriesData>>>,
+    /// The same by the selector's text: one read for every occurrence of a selector, so
+    /// `x or x * 2` sees one state of `x` even while samples arrive (two reads could differ
+    /// by a sample appended between them), and reads it once.
+    by_text: HashMap<String, Arc<Vec<SeriesData>>>,
     loaded: usize,
     deadline: Option<std::time::Instant>,
     /// Nodes evaluated so far (the deadline is checked every 64).
@@ -249,6 +253,7 @@ impl<'a> Evaluator<'a> {
             sources: FxHashMap::default(),
             extra: lookback + reach(root),
             cache: FxHashMap::default(),
+            by_text: HashMap::new(),
             loaded: 0,
             deadline: None,
             evals: 0,
@@ -521,6 +526,14 @@ impl<'a> Evaluator<'a> {
         if let Some(d) = self.cache.get(&key) {
             return Ok(d.clone());
         }
+        // The window below depends only on the text (its `@` and offset) and on the query's
+        // range and reach, which one evaluator never changes.
+        let text = vs.to_string();
+        if let Some(d) = self.by_text.get(&text) {
+            let d = d.clone();
+            self.cache.insert(key, d.clone());
+            return Ok(d);
+        }
         let off = offset_ms(&vs.offset);
         let (lo, hi) = match self.at_time(&vs.at) {
             Some(at) => (at - off - self.extra, at - off),
@@ -534,6 +547,7 @@ impl<'a> Evaluator<'a> {
         d.sort_by(|a, b| a.labels.cmp(&b.labels));
         let d = Arc::new(d);
         self.cache.insert(key, d.clone());
+        self.by_text.insert(text, d.clone());
         Ok(d)
     }
 
