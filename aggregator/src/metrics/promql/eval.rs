@@ -12,6 +12,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use telltale_common::model::{Labels, METRIC_NAME, Sample, is_stale_marker};
 
 mod aggregate;
+mod select;
 
 use super::QueryError;
 use super::functions as f;
@@ -521,36 +522,6 @@ impl<'a> Evaluator<'a> {
     }
 
     /// The series of a selector over everything this query can read, loaded once.
-    pub(super) fn data(&mut self, vs: &VectorSelector) -> Result<Arc<Vec<SeriesData>>, QueryError> {
-        let key = vs as *const VectorSelector as usize;
-        if let Some(d) = self.cache.get(&key) {
-            return Ok(d.clone());
-        }
-        // The window below depends only on the text (its `@` and offset) and on the query's
-        // range and reach, which one evaluator never changes.
-        let text = vs.to_string();
-        if let Some(d) = self.by_text.get(&text) {
-            let d = d.clone();
-            self.cache.insert(key, d.clone());
-            return Ok(d);
-        }
-        let off = offset_ms(&vs.offset);
-        let (lo, hi) = match self.at_time(&vs.at) {
-            Some(at) => (at - off - self.extra, at - off),
-            None => (self.start - off - self.extra, self.end - off),
-        };
-        let budget = self.max_samples.saturating_sub(self.loaded);
-        let mut d = self.storage.select(&matchers(vs)?, lo, hi, budget)?;
-        self.loaded += d.iter().map(|s| s.samples.len()).sum::<usize>();
-        // In label order, as Prometheus hands series to its engine: the order decides which
-        // of equal values `topk` keeps and in what order sums add up.
-        d.sort_by(|a, b| a.labels.cmp(&b.labels));
-        let d = Arc::new(d);
-        self.cache.insert(key, d.clone());
-        self.by_text.insert(text, d.clone());
-        Ok(d)
-    }
-
     /// Evaluates `e` at `t` (ms).
     pub fn eval(&mut self, e: &Expr, t: i64) -> Result<Val, QueryError> {
         // Reading the clock costs about as much as evaluating a small node, so it is read at
