@@ -111,8 +111,13 @@ fn utc_offset(s: &str) -> Option<(&str, i64)> {
         b'-' => -1,
         _ => return None,
     };
-    let h: i64 = s.get(n - 5..n - 3)?.parse().ok()?;
-    let m: i64 = s.get(n - 2..)?.parse().ok()?;
+    let digits = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        t.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| t.parse().ok())?
+    };
+    let (h, m) = (digits(n - 5..n - 3)?, digits(n - 2..n)?);
     if !(0..24).contains(&h) || !(0..60).contains(&m) {
         return None;
     }
@@ -186,6 +191,8 @@ mod tests {
             "éé+01:00",
             "T€€€:00",
             "2026-12-06T15:00:00+0€:0",
+            "2026-12-06T15:00:00++1:00",
+            "2026-12-06T15:00:00+01:+5",
         ] {
             assert!(parse_time(odd).is_err(), "{odd}");
         }
