@@ -501,9 +501,14 @@ fn startup_server(
     // request each, then closed). hyper's graceful shutdown would close one whose request
     // it had not read yet, and the client would see a reset at the hand-over to the real
     // router, which takes the next connections from the same socket.
+    //
+    // Stopping also waits (up to 2 s) for those answers, so none is computed after the phase
+    // turns "ready": the start-up server never answers "not ready: ready".
     let done = tokio::spawn(async move {
         let mut stopped = std::pin::pin!(stopped);
+        let mut conns = tokio::task::JoinSet::new();
         loop {
+            while conns.try_join_next().is_some() {}
             let tcp = tokio::select! {
                 a = clone.accept() => match a {
                     Ok((tcp, _)) => tcp,
@@ -516,7 +521,7 @@ fn startup_server(
                 _ = &mut stopped => break,
             };
             let (app, acceptor) = (app.clone(), acceptor.clone());
-            tokio::spawn(async move {
+            conns.spawn(async move {
                 let service = hyper_util::service::TowerToHyperService::new(app);
                 let http = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
@@ -541,6 +546,12 @@ fn startup_server(
                     }
                 };
             });
+        }
+        let wait = std::time::Duration::from_secs(2);
+        let all = async { while conns.join_next().await.is_some() {} };
+        if tokio::time::timeout(wait, all).await.is_err() {
+            // A client that has not sent its request in 2 s is answered when it does.
+            conns.detach_all();
         }
     });
     Ok((listener, Startup { stop, done }))
