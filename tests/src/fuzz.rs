@@ -492,7 +492,7 @@ pub fn query(rng: &mut Rng, depth: u32) -> String {
             4 => format!("clamp({}, {}, {})", sub(rng), number(rng), number(rng)),
             _ => format!("clamp_min({}, {})", sub(rng), number(rng)),
         },
-        13 => match (rng.uniform() * 4.0) as u32 {
+        13 => match (rng.uniform() * 7.0) as u32 {
             0 => format!(
                 "histogram_quantile({}, sum by (le) (rate({HISTOGRAM}[{}])))",
                 pick(rng, &["0.9", "0.5", "0", "1", "1.5", "NaN"]),
@@ -502,10 +502,32 @@ pub fn query(rng: &mut Rng, depth: u32) -> String {
                 "histogram_quantile(0.9, rate({HISTOGRAM}{{job=\"api\"}}[{}]))",
                 range(rng)
             ),
-            // Not unary `+`: promql-parser drops it from the tree, so `timestamp(+x)` cannot be
-            // told from `timestamp(x)` (Prometheus answers the evaluation time for the first,
-            // the sample's for the second) — a known difference, in the README.
-            _ => format!("-({})", sub(rng)),
+            2 => format!("-({})", sub(rng)),
+            // Unary `+`, which promql-parser drops (`promql/prepare.rs` puts back what it
+            // means): on anything, on a range vector (a type error), and where the argument's
+            // shape shows (`timestamp(+x)` is the evaluation time, `absent(+x{job="a"})` has
+            // no labels).
+            3 => format!("+{}", sub(rng)),
+            4 => match (rng.uniform() * 3.0) as u32 {
+                0 => format!("+{}[{}]", metric(rng), range(rng)),
+                1 => format!("timestamp(+{}{})", metric(rng), modifier(rng)),
+                _ => format!("absent(+{})", metric(rng)),
+            },
+            // Parentheses around arguments, which Prometheus removes before a call
+            // (`rate((x[5m]))`, `absent((x{job="a"}))`).
+            _ => match (rng.uniform() * 5.0) as u32 {
+                0 => format!("rate(({}[{}]))", counter(rng), range(rng)),
+                1 => format!(
+                    "{}(({}[{}]{}))",
+                    pick(rng, &["absent_over_time", "max_over_time", "changes"]),
+                    metric(rng),
+                    range(rng),
+                    modifier(rng)
+                ),
+                2 => format!("absent((({})))", metric(rng)),
+                3 => format!("timestamp(({}{}))", metric(rng), modifier(rng)),
+                _ => format!("round(({}), ({}))", sub(rng), number(rng)),
+            },
         },
         // The grammar's corners: literal spellings, matchers that match the empty value or
         // exclude, negative offsets and compound durations, grouping written after the

@@ -306,7 +306,15 @@ impl Shipper {
                     Ok(Some(c)) => client.receive(&c.bytes)?,
                     Ok(None) => return Ok(None),
                     // With TLS 1.3 a refused client certificate shows here, as the
-                    // connection's close.
+                    // connection's close: said by the aggregator, or by QUIC (a timeout);
+                    // the reason is the connection's, not the stream's bare "connection lost".
+                    Err(quinn::ReadError::ConnectionLost(
+                        e @ (quinn::ConnectionError::ApplicationClosed(_)
+                        | quinn::ConnectionError::ConnectionClosed(_)),
+                    )) => return Err(ShipError::Refused(e.to_string())),
+                    Err(quinn::ReadError::ConnectionLost(e)) => {
+                        return Err(ShipError::Lost(format!("before the welcome: {e}")));
+                    }
                     Err(e) => return Err(ShipError::Refused(e.to_string())),
                 }
             }

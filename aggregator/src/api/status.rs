@@ -339,7 +339,7 @@ async fn am_status(State(st): St) -> Response {
 /// "Format query" button), after the same checks as a query.
 async fn format_query(RawQuery(q): RawQuery, body: Bytes) -> Result<Response, ApiError> {
     let p = Params::parse(q.as_deref(), &body);
-    let expr = crate::metrics::promql::Engine::parse(p.get("query").unwrap_or(""))?;
+    let expr = crate::metrics::promql::Engine::parse_syntax(p.get("query").unwrap_or(""))?;
     Ok(success(Json::String(
         crate::metrics::promql::format::format_query(&expr),
     )))

@@ -16,6 +16,7 @@ pub mod format;
 pub mod functions;
 pub mod gomath;
 pub mod limits;
+mod prepare;
 mod rate;
 mod rollups;
 pub mod script;
@@ -103,6 +104,10 @@ pub struct Engine {
     stack_budget: usize,
 }
 
+fn query_param(e: QueryError) -> QueryError {
+    QueryError::BadData(format!("invalid parameter \"query\": {e}"))
+}
+
 impl Engine {
     /// An engine with a lookback (Prometheus: 5 minutes) and a per-query sample limit.
     pub fn new(storage: Arc<dyn Querier>, lookback: Duration, max_samples: usize) -> Engine {
@@ -160,8 +165,13 @@ impl Engine {
 
     /// Parses a query, with Prometheus-like messages.
     pub fn parse(q: &str) -> Result<Expr, QueryError> {
-        limits::parse(q)
-            .map_err(|e| QueryError::BadData(format!("invalid parameter \"query\": {e}")))
+        limits::parse(q).map_err(query_param)
+    }
+
+    /// Parses a query for printing it ([`limits::parse_syntax`]), with Prometheus-like
+    /// messages.
+    pub fn parse_syntax(q: &str) -> Result<Expr, QueryError> {
+        limits::parse_syntax(q).map_err(query_param)
     }
 
     /// Evaluates `q` at `t_ms`.

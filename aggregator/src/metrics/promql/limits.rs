@@ -50,10 +50,23 @@ fn register_functions() {
 /// Parses `q` within the bounds: [`check_text`], the parser, then [`check_depth`]. The error
 /// is [`QueryError::BadData`] with the bare message (callers say which parameter or rule it
 /// concerns).
+///
+/// The tree is the one to evaluate: shaped as Prometheus' engine sees it (see
+/// [`super::prepare`]).
 pub fn parse(q: &str) -> Result<Expr, QueryError> {
     register_functions();
     check_text(q)?;
-    let e = parse_guarded(q)?;
+    let mut e = super::prepare::parse(q, true)?;
+    check_depth(&e)?;
+    super::prepare::unwrap_argument_parens(&mut e);
+    Ok(e)
+}
+
+/// [`parse`] for printing: the same checks, and the tree of the text as written.
+pub fn parse_syntax(q: &str) -> Result<Expr, QueryError> {
+    register_functions();
+    check_text(q)?;
+    let e = super::prepare::parse(q, false)?;
     check_depth(&e)?;
     Ok(e)
 }
