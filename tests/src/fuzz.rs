@@ -248,8 +248,10 @@ pub fn query(rng: &mut Rng, depth: u32) -> String {
         }
     };
     let number = |rng: &mut Rng| -> String {
-        match (rng.uniform() * 6.0) as u32 {
+        match (rng.uniform() * 7.0) as u32 {
             0 => "0".into(),
+            // The values Go's and Rust's functions treat differently (`math.Max(x, NaN)`).
+            6 => pick(rng, &["NaN", "Inf", "-Inf", "-0"]).to_string(),
             1 => format!("{:.2}", rng.uniform() * 2.0 - 1.0),
             _ => format!("{}", (rng.uniform() * 100.0).round()),
         }

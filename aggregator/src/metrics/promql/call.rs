@@ -543,8 +543,12 @@ impl Evaluator<'_> {
                 if lo > hi {
                     return Ok(Val::Vector(Vec::new()));
                 }
-                // Go's math.Min and math.Max return NaN for a NaN (Rust's ignore it).
-                Ok(self.map_values(v, t, |x| if x.is_nan() { x } else { x.max(lo).min(hi) }))
+                // `math.Max(min, math.Min(max, v))`, with Go's NaN and signed-zero rules
+                // (`clamp_min(x, NaN)` is NaN; Rust's ignore a NaN bound). Against the infinite
+                // bound of `clamp_min`/`clamp_max` Go's functions return `v` itself.
+                Ok(self.map_values(v, t, |x| {
+                    super::gomath::go_max(lo, super::gomath::go_min(hi, x))
+                }))
             }
             "round" => {
                 let v = self.vector(&args[0], t)?;

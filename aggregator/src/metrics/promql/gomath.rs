@@ -581,6 +581,37 @@ pub fn go_sinh(x: f64) -> f64 {
     if x < 0.0 { -r } else { r }
 }
 
+/// Go's `math.Max`: +Inf wins over NaN, then NaN wins over the rest, and +0 over -0 (Rust's
+/// `f64::max` ignores a NaN and may pick either zero).
+pub fn go_max(x: f64, y: f64) -> f64 {
+    if x == f64::INFINITY || y == f64::INFINITY {
+        f64::INFINITY
+    } else if x.is_nan() || y.is_nan() {
+        f64::NAN
+    } else if x == 0.0 && x == y {
+        if x.is_sign_negative() { y } else { x }
+    } else if x > y {
+        x
+    } else {
+        y
+    }
+}
+
+/// Go's `math.Min`: -Inf wins over NaN, then NaN over the rest, and -0 over +0.
+pub fn go_min(x: f64, y: f64) -> f64 {
+    if x == f64::NEG_INFINITY || y == f64::NEG_INFINITY {
+        f64::NEG_INFINITY
+    } else if x.is_nan() || y.is_nan() {
+        f64::NAN
+    } else if x == 0.0 && x == y {
+        if x.is_sign_negative() { x } else { y }
+    } else if x < y {
+        x
+    } else {
+        y
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -914,5 +945,24 @@ mod tests {
         }
         assert!(go_exp(f64::NAN).is_nan());
         assert_eq!(go_exp(f64::NEG_INFINITY), 0.0);
+    }
+
+    #[test]
+    fn max_and_min_treat_nan_infinities_and_zeros_as_go_does() {
+        let (inf, nan) = (f64::INFINITY, f64::NAN);
+        let bits = |x: f64| x.to_bits();
+        assert!(go_max(1.0, nan).is_nan() && go_max(nan, 1.0).is_nan());
+        assert!(go_min(1.0, nan).is_nan() && go_min(nan, 1.0).is_nan());
+        assert_eq!(go_max(nan, inf), inf);
+        assert!(go_max(-inf, nan).is_nan());
+        assert_eq!(go_min(nan, -inf), -inf);
+        assert!(go_min(inf, nan).is_nan());
+        assert_eq!(bits(go_max(-0.0, 0.0)), bits(0.0));
+        assert_eq!(bits(go_max(0.0, -0.0)), bits(0.0));
+        assert_eq!(bits(go_min(-0.0, 0.0)), bits(-0.0));
+        assert_eq!(bits(go_min(0.0, -0.0)), bits(-0.0));
+        assert_eq!(bits(go_max(-0.0, -0.0)), bits(-0.0));
+        assert_eq!((go_max(1.0, 2.0), go_min(1.0, 2.0)), (2.0, 1.0));
+        assert_eq!((go_max(-inf, 3.0), go_min(inf, 3.0)), (3.0, 3.0));
     }
 }
