@@ -375,6 +375,9 @@ impl Shipper {
             }
         }
         let (mut low, mut fresh_turn) = (0u64, false);
+        // A backlog found at connecting is logged when it has been sent and acknowledged:
+        // how long a drain takes (after a partition, at a long round trip) is in the log.
+        let mut backlog = Some(self.buffer.len()).filter(|&n| n > 2);
         loop {
             while client.room() > 0 {
                 let Some(b) = pick(
@@ -407,6 +410,12 @@ impl Shipper {
                     }
                     while let Some(ev) = client.poll(now())? {
                         self.on_event(ev, &mut send).await?;
+                    }
+                    if let Some(n) = backlog
+                        && self.buffer.len() <= 1
+                    {
+                        tracing::info!(backlog = n, took = ?start.elapsed(), "backlog sent");
+                        backlog = None;
                     }
                 }
                 _ = self.notify.notified() => {}
