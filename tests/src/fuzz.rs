@@ -500,9 +500,16 @@ pub fn query(rng: &mut Rng, depth: u32) -> String {
                 pick(rng, &["0.9", "0.5", "0", "1", "1.5", "NaN"]),
                 range(rng)
             ),
-            1 => format!(
+            1 if rng.uniform() < 0.5 => format!(
                 "histogram_quantile(0.9, rate({HISTOGRAM}{{job=\"api\"}}[{}]))",
                 range(rng)
+            ),
+            // Buckets with and without the metric name: Prometheus groups by the name too,
+            // and two groups apart only by it are one label set twice (an error).
+            1 => format!(
+                "histogram_quantile({}, {HISTOGRAM}{{le!=\"0.5\"}} or {HISTOGRAM}{{le=\"0.5\"}} * {})",
+                pick(rng, &["0.5", "0.9"]),
+                number(rng)
             ),
             2 => format!("-({})", sub(rng)),
             // Unary `+`, which promql-parser drops (`promql/prepare.rs` puts back what it

@@ -652,23 +652,26 @@ impl Evaluator<'_> {
                     let Some(le) = x.labels.get("le").and_then(|s| s.parse::<f64>().ok()) else {
                         continue;
                     };
+                    // Buckets group by every label but `le`, the name included (Prometheus'
+                    // key), and the result drops the name: two groups apart only by name give
+                    // one label set twice, which the call's check refuses, as Prometheus does.
                     let key = self.derive(node, 1, &x.labels, |l| {
-                        Labels::from_pairs(
-                            l.iter().filter(|(k, _)| *k != "le" && *k != METRIC_NAME),
-                        )
+                        Labels::from_pairs(l.iter().filter(|(k, _)| *k != "le"))
                     });
                     groups.entry(key).or_default().push((le, x.v));
                 }
-                Ok(Val::Vector(
-                    groups
-                        .into_iter()
-                        .map(|(labels, mut b)| Elem {
-                            labels,
-                            t,
-                            v: f::bucket_quantile(q, &mut b),
-                        })
-                        .collect(),
-                ))
+                let mut out = Vec::with_capacity(groups.len());
+                for (key, mut b) in groups {
+                    let labels = self.derive(node, 2, &key, |l| {
+                        Labels::from_pairs(l.iter().filter(|(k, _)| *k != METRIC_NAME))
+                    });
+                    out.push(Elem {
+                        labels,
+                        t,
+                        v: f::bucket_quantile(q, &mut b),
+                    });
+                }
+                Ok(Val::Vector(out))
             }
             other => Err(QueryError::BadData(format!(
                 "function {other}() is not supported yet"
