@@ -94,7 +94,7 @@ fn days_in_month(y: i64, m: i64) -> i64 {
 
 /// Labels for `absent`: the equality matchers of a selector argument. Parentheses around it
 /// do not hide it: Prometheus unwraps every function argument's parentheses before calling
-/// (`absent((x{job="a"}))` is `{job="a"}`), but a unary `+` does (see `limits::unary_plus`).
+/// (`absent((x{job="a"}))` is `{job="a"}`), but a unary `+` does (see `promql/prepare.rs`).
 fn absent_labels(mut e: &Expr) -> Labels {
     while let Expr::Paren(p) = e {
         e = &p.expr;
