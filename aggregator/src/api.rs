@@ -7,6 +7,7 @@ mod alerting;
 mod anomaly;
 mod encode;
 mod exemplars;
+mod federate;
 mod golden;
 mod gzip;
 mod jaeger;
@@ -416,6 +417,7 @@ fn same_secret(given: &str, secret: &str) -> bool {
 /// POST endpoints that only read (Prometheus accepts form-encoded POSTs for long queries):
 /// every other method but GET and HEAD changes state.
 const READ_ONLY_POSTS: &[&str] = &[
+    "/federate",
     "/api/v1/query",
     "/api/v1/query_range",
     "/api/v1/series",
@@ -748,6 +750,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route(
             "/api/v1/query_exemplars",
             get(exemplars::query_exemplars).post(exemplars::query_exemplars),
+        )
+        .route(
+            "/federate",
+            get(federate::federate).post(federate::federate),
         )
         .route("/api/v1/agents", get(agents))
         .route("/api/v1/events", get(events))

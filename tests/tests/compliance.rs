@@ -1,6 +1,7 @@
 //! PromQL compliance: the compliance tester's 539 cases against a real Prometheus (Debian's
 //! `prometheus` 2.42) and Telltale holding the very same samples, compared as the tester does;
-//! then promtool and a Grafana-style datasource check against both.
+//! then promtool and a Grafana-style datasource check against both, and a Prometheus that
+//! federates from Telltale.
 //! CI fails when fewer cases pass than the count recorded here and in the README.
 
 #![allow(clippy::unwrap_used)]
@@ -181,4 +182,114 @@ fn promql_matches_prometheus_on_the_compliance_suite() {
         2,
         "a scalar is [time, value]"
     );
+}
+
+/// A real Prometheus scrapes Telltale's `/federate` (`honor_labels: true`, as federation is
+/// configured) and holds the same newest samples: the text format parses, labels with
+/// escapes survive, a series without `instance` keeps none, and `match[]` selects.
+#[test]
+fn prometheus_federates_from_telltale() {
+    if !have_peers() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    certs_init(&tls).unwrap();
+    let tt = start_fresh_aggregator(&tls, dir.path()).unwrap();
+    let now = telltale_common::model::now_ms();
+    let series = |name: &str, pairs: &[(&str, &str)], v: f64| {
+        let mut l = vec![("__name__".to_string(), name.to_string())];
+        l.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        telltale_common::model::SeriesSamples {
+            labels: telltale_common::model::Labels::from_pairs(l),
+            samples: vec![
+                telltale_common::model::Sample(now - 20_000, v - 1.0),
+                telltale_common::model::Sample(now - 10_000, v),
+            ],
+        }
+    };
+    let data = [
+        series("fed_up", &[("job", "a"), ("instance", "h:1")], 1.0),
+        series("fed_up", &[("job", "a"), ("instance", "h:2")], 1.5e6),
+        series("fed_bytes", &[("job", "b"), ("path", "c:\\\"d\"\nx")], 42.0),
+        series("other_metric", &[("job", "a")], 7.0),
+    ];
+    let body = telltale_aggregator::api::remote_write::encode(&data);
+    let (status, _) = http_post(tt.http, "/api/v1/write", "application/x-protobuf", &body).unwrap();
+    assert_eq!(status / 100, 2);
+    let (status, text) =
+        http_get(tt.http, "/federate?match[]=%7B__name__%3D~%22fed_.*%22%7D").unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("# TYPE fed_up untyped\n"), "{text}");
+    assert!(!text.contains("other_metric"), "{text}");
+
+    let cfg = dir.path().join("federate.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "scrape_configs:\n  - job_name: federate\n    scrape_interval: 1s\n    honor_labels: true\n    metrics_path: /federate\n    params:\n      'match[]': ['{{__name__=~\"fed_.*\"}}']\n    static_configs:\n      - targets: ['{}']\n",
+            tt.http
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut prom = Command::new(PROMETHEUS)
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("prom").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let query = |q: &str| -> Option<serde_json::Value> {
+        let (s, b) = http_get(addr, &format!("/api/v1/query?query={}", enc(q))).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&b).ok()?;
+        (s == 200).then(|| v["data"]["result"].clone())
+    };
+    let got = wait_for(std::time::Duration::from_secs(60), || {
+        let r = query("{__name__=~\"fed_.*\"}")?;
+        (r.as_array()?.len() == 3).then_some(r)
+    });
+    let up = query("up{job=\"federate\"}");
+    let _ = prom.kill();
+    let _ = prom.wait();
+    let got = got.unwrap_or_else(|| panic!("Prometheus did not federate 3 series; up: {up:?}"));
+    let mut seen: Vec<(serde_json::Value, String)> = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["metric"].clone(),
+                s["value"][1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    seen.sort_by_key(|(m, _)| m.to_string());
+    let want = [
+        (
+            serde_json::json!({"__name__": "fed_bytes", "job": "b", "path": "c:\\\"d\"\nx"}),
+            "42",
+        ),
+        (
+            serde_json::json!({"__name__": "fed_up", "job": "a", "instance": "h:1"}),
+            "1",
+        ),
+        (
+            serde_json::json!({"__name__": "fed_up", "job": "a", "instance": "h:2"}),
+            "1500000",
+        ),
+    ];
+    assert_eq!(seen.len(), want.len(), "{seen:?}");
+    for ((m, v), (wm, wv)) in seen.iter().zip(want.iter()) {
+        assert_eq!((m, v.as_str()), (wm, *wv), "{seen:?}");
+    }
 }

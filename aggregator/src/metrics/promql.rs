@@ -132,6 +132,16 @@ impl Engine {
         self
     }
 
+    /// How far back an instant selector looks for a sample (ms).
+    pub fn lookback_ms(&self) -> i64 {
+        self.lookback_ms
+    }
+
+    /// The most samples one query may load.
+    pub fn max_samples(&self) -> usize {
+        self.max_samples
+    }
+
     /// The engine's per-query time limit, if any.
     pub fn timeout(&self) -> Option<Duration> {
         self.timeout
