@@ -78,3 +78,36 @@ fn compliance_cases_agree_on_scrape_shaped_data() {
     assert_eq!(report.total(), 539);
     check(&report, "compliance cases on scrape-shaped data", seed);
 }
+
+/// `/federate` on the fuzzer's data (NaNs, stale markers, series that end and begin) is the
+/// text Prometheus' own `/federate` writes for the same samples, line for line (the order of
+/// series within a family is unspecified there, so lines are compared sorted).
+#[test]
+fn federation_is_prometheus_own_text() {
+    if !have_prometheus() {
+        return;
+    }
+    let seed = seed();
+    let pair = Pair::start(seed).unwrap();
+    for m in [
+        "%7B__name__%3D~%22.%2B%22%7D",
+        "http_requests_total%7Bjob%3D%22api%22%7D&match[]=node_load1",
+        "%7Bjob%3D%22db%22%7D&match[]=%7Bjob%3D~%22d.*%22%7D",
+        "nonexistent",
+    ] {
+        let path = format!("/federate?match[]={m}");
+        let lines = |addr| {
+            let (status, body) = telltale_tests::http_get(addr, &path).unwrap();
+            assert_eq!(status, 200, "{path}: {body}");
+            let mut l: Vec<String> = body.lines().map(String::from).collect();
+            l.sort();
+            l
+        };
+        let (theirs, ours) = (lines(pair.prometheus_addr), lines(pair.telltale.http));
+        assert!(
+            m == "nonexistent" || !theirs.is_empty(),
+            "{path}: the reference federated nothing"
+        );
+        assert_eq!(ours, theirs, "{path} (seed {seed})");
+    }
+}
