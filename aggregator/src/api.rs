@@ -389,6 +389,9 @@ async fn label_values(
     q: RawQuery,
 ) -> Result<Response, ApiError> {
     count(&st);
+    if !telltale_common::model::valid_label_name(&name) {
+        return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
+    }
     let p = params(&q, &Bytes::new());
     let (start, end) = range_params(&p)?;
     let sets = selectors(&p, false)?;
@@ -611,9 +614,15 @@ async fn write(
     }
 }
 
-async fn metadata() -> Response {
+async fn metadata(q: RawQuery) -> Result<Response, ApiError> {
+    let p = params(&q, &Bytes::new());
+    if p.get("limit")
+        .is_some_and(|l| !l.is_empty() && l.parse::<i64>().is_err())
+    {
+        return Err(ApiError::bad_data("limit must be a number"));
+    }
     // Agents send no metric metadata yet: an empty map, as Prometheus answers without any.
-    success(json!({}))
+    Ok(success(json!({})))
 }
 
 async fn agents(State(st): St) -> Response {

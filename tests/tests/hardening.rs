@@ -177,6 +177,27 @@ fn hostile_queries_get_a_clear_error_and_the_server_keeps_serving() {
     .unwrap();
     assert_eq!(st, 400, "{body}");
     assert!(body.contains("11,000 points"), "{body}");
+    // Parameters Prometheus refuses, refused alike (found by probing it side by side).
+    for (path, want) in [
+        ("/api/v1/label/1bad/values", "invalid label name"),
+        ("/api/v1/metadata?limit=abc", "limit must be a number"),
+        (
+            "/api/v1/series?match[]=rate(x%5B5m%5D)",
+            "invalid parameter \"match[]\"",
+        ),
+        ("/federate?match[]=bad%7B", "invalid parameter \"match[]\""),
+    ] {
+        let (st, body) = http_get(agg.http, path).unwrap();
+        assert_eq!(st, 400, "{path}: {body}");
+        let error = json(&body)["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(error.contains(want), "{path}: {body}");
+    }
+    // Exemplars of a query without a selector: no content, as Prometheus answers.
+    let (st, body) = http_get(agg.http, "/api/v1/query_exemplars?query=1%2B1").unwrap();
+    assert_eq!(st, 204, "{body}");
     alive(&mut agg);
 }
 

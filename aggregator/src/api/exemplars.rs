@@ -1,7 +1,7 @@
 //! Prometheus' exemplar API over the exemplar store.
 
 use axum::extract::{RawQuery, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value as Json, json};
 
 use super::{ApiError, Params, St, range_params, success};
@@ -15,12 +15,16 @@ pub async fn query_exemplars(
 ) -> Result<Response, ApiError> {
     let p = Params::parse(q.as_deref(), &body);
     let query = p.required("query")?;
-    let sets = crate::metrics::promql::query_selectors(query)?;
     let (start, end) = range_params(&p)?;
     if start > end {
         return Err(ApiError::bad_data(
             "invalid parameter \"end\": end timestamp must not be before start time",
         ));
+    }
+    let sets = crate::metrics::promql::query_selectors(query)?;
+    if sets.is_empty() {
+        // No selector (`1+1`): Prometheus answers 204 No Content.
+        return Ok(axum::http::StatusCode::NO_CONTENT.into_response());
     }
     let store = st.exemplars.clone();
     let found = tokio::task::spawn_blocking(move || store.query(&sets, start, end))

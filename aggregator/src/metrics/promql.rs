@@ -280,7 +280,9 @@ impl Engine {
 
 /// Parses a series selector (as in `match[]`) into matchers.
 pub fn selector_matchers(s: &str) -> Result<Vec<Matcher>, QueryError> {
-    match Engine::parse(s)? {
+    let e = limits::parse(s)
+        .map_err(|e| QueryError::BadData(format!("invalid parameter \"match[]\": {e}")))?;
+    match e {
         Expr::VectorSelector(vs) => eval::matchers(&vs),
         _ => Err(QueryError::BadData(format!(
             "invalid parameter \"match[]\": {s:?} is not a series selector"
