@@ -150,8 +150,18 @@ pub fn spawn_prometheus(
     tsdb: &Path,
     extra: &[&str],
 ) -> anyhow::Result<(Child, SocketAddr)> {
+    spawn_prometheus_with(dir, tsdb, "global:\n  scrape_interval: 1h\n", extra)
+}
+
+/// [`spawn_prometheus`] with the configuration file's text.
+pub fn spawn_prometheus_with(
+    dir: &Path,
+    tsdb: &Path,
+    config: &str,
+    extra: &[&str],
+) -> anyhow::Result<(Child, SocketAddr)> {
     let cfg = dir.join("prometheus.yml");
-    std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n")?;
+    std::fs::write(&cfg, config)?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();

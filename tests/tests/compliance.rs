@@ -223,32 +223,17 @@ fn prometheus_federates_from_telltale() {
     assert!(text.contains("# TYPE fed_up untyped\n"), "{text}");
     assert!(!text.contains("other_metric"), "{text}");
 
-    let cfg = dir.path().join("federate.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "scrape_configs:\n  - job_name: federate\n    scrape_interval: 1s\n    honor_labels: true\n    metrics_path: /federate\n    params:\n      'match[]': ['{{__name__=~\"fed_.*\"}}']\n    static_configs:\n      - targets: ['{}']\n",
-            tt.http
-        ),
+    let config = format!(
+        "scrape_configs:\n  - job_name: federate\n    scrape_interval: 1s\n    honor_labels: true\n    metrics_path: /federate\n    params:\n      'match[]': ['{{__name__=~\"fed_.*\"}}']\n    static_configs:\n      - targets: ['{}']\n",
+        tt.http
+    );
+    let (mut prom, addr) = telltale_tests::compliance::spawn_prometheus_with(
+        dir.path(),
+        &dir.path().join("prom"),
+        &config,
+        &[],
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut prom = Command::new(PROMETHEUS)
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("prom").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let query = |q: &str| -> Option<serde_json::Value> {
         let (s, b) = http_get(addr, &format!("/api/v1/query?query={}", enc(q))).ok()?;
         let v: serde_json::Value = serde_json::from_str(&b).ok()?;
