@@ -88,8 +88,12 @@ fn unary_pluses(q: &str) -> Option<Vec<(usize, bool)>> {
                 let shape = j < i
                     && j > 0
                     && tokens[j - 1].0 == T_IDENTIFIER
-                    && SHAPE_FUNCTIONS.contains(&&q[tokens[j - 1].1..tokens[j - 1].2]);
-                found.push((start, shape));
+                    && q.get(tokens[j - 1].1..tokens[j - 1].2)
+                        .is_some_and(|name| SHAPE_FUNCTIONS.contains(&name));
+                // Spans are byte offsets; the check keeps a surprise from slicing mid-character.
+                if q.as_bytes().get(start) == Some(&b'+') {
+                    found.push((start, shape));
+                }
             }
         }
         if tok == T_LEFT_PAREN {
@@ -225,6 +229,14 @@ mod tests {
         assert_eq!(offsets("absent(+x)"), vec![(7, true)]);
         assert_eq!(offsets("timestamp(x + +y)"), vec![(14, false)]);
         assert_eq!(offsets("clamp(+x, 1, +2)"), vec![(6, false), (13, false)]);
+        // Offsets are bytes, past multi-byte characters too.
+        assert_eq!(offsets("x{a=\"é€\"} + +y"), vec![(15, false)]);
+        assert_eq!(offsets("timestamp(+x{a=\"é\"})"), vec![(10, true)]);
+        let e = format!(
+            "{}",
+            parse("timestamp(+x{a=\"é\"}) + +y{b=\"€\"}", true).expect("parses")
+        );
+        assert!(e.starts_with("timestamp(--x{"), "{e}");
     }
 
     fn eval_tree(q: &str) -> Result<Expr, QueryError> {
