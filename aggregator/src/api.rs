@@ -522,6 +522,7 @@ const SAMPLE_READS: &[&str] = &[
     "/api/v1/labels",
     "/api/v1/query_exemplars",
     "/api/v1/metadata",
+    "/federate",
 ];
 
 /// Reads open to anyone even with a read token: the probes a load balancer or an init

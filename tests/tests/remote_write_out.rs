@@ -403,6 +403,7 @@ fn a_forward_only_aggregator_loses_nothing_across_an_outage_and_a_crash() {
         "/api/v1/query?query=up",
         "/api/v1/query_range?query=up&start=0&end=60&step=15",
         "/api/v1/label/__name__/values",
+        "/federate?match[]=up",
     ] {
         let (status, body) = http_get(agg.http, path).unwrap();
         assert_eq!(status, 422, "{path}: {body}");
