@@ -131,6 +131,9 @@ pub struct NetReport {
     pub overwritten: u64,
     /// Replayed batches the aggregator recognised and did not store again.
     pub deduplicated: u64,
+    /// The gaps behind `missing_before_heal`: the stored collections each lies between, in
+    /// seconds before healing.
+    pub gaps_before_heal: Vec<(i64, i64)>,
     /// Seconds from healing until every interval was present (`None`: not within the wait).
     pub drain_s: Option<f64>,
     /// Connections the agent opened (the first and every reconnection).
@@ -181,18 +184,28 @@ pub fn network(plan: &NetPlan, seed: u64) -> anyhow::Result<NetReport> {
     // Still at 500 ms: the backlog must have drained through the slow path, not wait for
     // healing (the last 5 s may still be on their way).
     let before_heal = telltale_common::model::now_ms();
-    let missing_before_heal = collection_times(agg.http, "netagent", t0.elapsed().as_secs() + 60)
-        .map(|ts| {
-            let ts: Vec<i64> = ts
-                .into_iter()
-                .filter(|&t| t >= first && t <= before_heal - 5000)
-                .collect();
-            let tail = ts
-                .last()
-                .map_or(before_heal - first, |&l| before_heal - 5000 - l);
-            missing_intervals(&ts, 1000) + (tail.max(0) / 1000) as u64
-        })
-        .unwrap_or(u64::MAX);
+    let (missing_before_heal, gaps_before_heal) =
+        collection_times(agg.http, "netagent", t0.elapsed().as_secs() + 60)
+            .map(|ts| {
+                let mut ts: Vec<i64> = ts
+                    .into_iter()
+                    .filter(|&t| t >= first && t <= before_heal - 5000)
+                    .collect();
+                let tail = ts
+                    .last()
+                    .map_or(before_heal - first, |&l| before_heal - 5000 - l);
+                let missing = missing_intervals(&ts, 1000) + (tail.max(0) / 1000) as u64;
+                // Where they were: a stalled drain leaves the partition's span empty, a
+                // late fresh batch the last seconds.
+                ts.push(before_heal - 4000);
+                let gaps = ts
+                    .windows(2)
+                    .filter(|w| (w[1] - w[0]) * 2 > 3000)
+                    .map(|w| ((w[0] - before_heal) / 1000, (w[1] - before_heal) / 1000))
+                    .collect();
+                (missing, gaps)
+            })
+            .unwrap_or((u64::MAX, Vec::new()));
     proxy.set(Faults::default());
     let healed = telltale_common::model::now_ms();
     let healed_at = Instant::now();
@@ -218,6 +231,7 @@ pub fn network(plan: &NetPlan, seed: u64) -> anyhow::Result<NetReport> {
         expected,
         missing: missing_intervals(&ts, 1000),
         missing_before_heal,
+        gaps_before_heal,
         overwritten: counter(agg.http, "telltale_aggregator_samples_overwritten_total") as u64,
         deduplicated: counter(agg.http, "telltale_aggregator_duplicate_batches_total") as u64,
         drain_s,

@@ -376,8 +376,12 @@ impl Shipper {
         }
         let (mut low, mut fresh_turn) = (0u64, false);
         // A backlog found at connecting is logged when it has been sent and acknowledged:
-        // how long a drain takes (after a partition, at a long round trip) is in the log.
-        let mut backlog = Some(self.buffer.len()).filter(|&n| n > 2);
+        // how long a drain takes (after a partition, at a long round trip) is in the log. It
+        // is the batches up to the newest buffered now; the buffer's size says nothing of it,
+        // since at a round trip near the interval fresh batches keep one or two in flight.
+        let mut backlog = Some(self.buffer.len())
+            .filter(|&n| n > 2)
+            .zip(self.buffer.last()?);
         loop {
             while client.room() > 0 {
                 let Some(b) = pick(
@@ -411,10 +415,21 @@ impl Shipper {
                     while let Some(ev) = client.poll(now())? {
                         self.on_event(ev, &mut send).await?;
                     }
-                    if let Some(n) = backlog
-                        && self.buffer.len() <= 1
+                    if let Some((n, newest)) = backlog
+                        && self.buffer.next_from(0, |_| false)?.is_none_or(|s| s > newest)
                     {
-                        tracing::info!(backlog = n, took = ?start.elapsed(), "backlog sent");
+                        // The path's figures say whether a slow drain was the round trip,
+                        // losses, or a congestion window kept small.
+                        let path = conn.stats().path;
+                        tracing::info!(
+                            backlog = n,
+                            took = ?start.elapsed(),
+                            rtt = ?path.rtt,
+                            cwnd = path.cwnd,
+                            lost_packets = path.lost_packets,
+                            congestion_events = path.congestion_events,
+                            "backlog sent"
+                        );
                         backlog = None;
                     }
                 }
