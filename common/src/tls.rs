@@ -263,8 +263,8 @@ pub const QUIC_PACKET_THRESHOLD: u32 = 1 << 20;
 /// acknowledgement a busy host delays by a few milliseconds more. Each such "loss" shrinks
 /// the congestion window, which at a one-second round trip grows back slowly. Draining a
 /// partition's backlog at that latency with three busy loops beside it, the agent counted 11
-/// losses and 11 congestion events at 9/8, and 4 and 2 at 3/2 (those packets went out before
-/// the partition ended). 3/2 tolerates ±25 % of the round trip (Linux's RACK widens its
+/// losses and 11 congestion events at 9/8, and 4 and 2 at 3/2 (probably the handshake's first
+/// packets, sent into the partition). 3/2 tolerates ±25 % of the round trip (Linux's RACK widens its
 /// reordering window likewise, up to a whole round trip); a real loss is found 3/8 of a round
 /// trip later than at 9/8, which a stream acknowledged per batch does not notice.
 pub const QUIC_TIME_THRESHOLD: f32 = 1.5;
