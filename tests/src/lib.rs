@@ -13,6 +13,7 @@ pub mod decoders;
 pub mod exposition;
 pub mod faultproxy;
 pub mod fuzz;
+pub mod hostile;
 pub mod peers;
 pub mod webdriver;
 pub mod websocket;
