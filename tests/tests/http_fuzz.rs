@@ -166,7 +166,7 @@ fn random_requests_to_every_route_get_an_answer_and_never_a_server_error() {
     let n: usize = std::env::var("TT_HTTP_FUZZ_N")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1500);
+        .unwrap_or(5000);
     eprintln!("TT_HTTP_FUZZ_SEED={seed} TT_HTTP_FUZZ_N={n}");
     let routes = routes();
     assert!(
