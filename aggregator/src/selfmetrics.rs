@@ -76,6 +76,13 @@ impl SelfMetrics {
         );
         counter(
             &mut out,
+            names::AGG_REJECTED_BATCHES,
+            "Agent batches refused for good (undecodable, or an invalid name): the agent drops \
+             them; the reason is in the aggregator's log and the agent's.",
+            l(&self.rejected_batches),
+        );
+        counter(
+            &mut out,
             names::AGG_SAMPLES,
             "Samples stored.",
             l(&self.samples),

@@ -28,7 +28,7 @@ pub const AGENT_CONNECTED: &str = "telltale_agent_connected";
 pub const AGG_BATCHES: &str = "telltale_aggregator_batches_total";
 /// Batches received again after they were stored (replays), acknowledged but not stored twice.
 pub const AGG_DUPLICATE_BATCHES: &str = "telltale_aggregator_duplicate_batches_total";
-/// Batches refused because they do not decode.
+/// Batches refused for good: they do not decode, or they name a series invalidly.
 pub const AGG_REJECTED_BATCHES: &str = "telltale_aggregator_rejected_batches_total";
 /// Samples stored by the aggregator.
 pub const AGG_SAMPLES: &str = "telltale_aggregator_samples_ingested_total";

@@ -198,7 +198,10 @@ impl Tsdb {
         let keys: Vec<&[u8]> = raw.series.iter().map(|(k, _)| *k).collect();
         let decode = |key| {
             let mut p = batch_scan::pairs(key).ok_or("undecodable labels")?;
-            Ok(stamp_agent_labels(&mut p, agent).then_some(p))
+            if !stamp_agent_labels(&mut p, agent) {
+                return Ok(None);
+            }
+            invalid_names(&p).map_or(Ok(Some(p)), Err)
         };
         let cap = self.inner.opts.max_series_per_agent;
         let (ids, mut metric_names) =
@@ -341,6 +344,11 @@ impl Tsdb {
     ) -> Result<Resolved, String> {
         let agent = req.origin.as_ref().map(|o| o.agent.as_str());
         let (prepared, events) = prepare(agent, wire, series).map_err(|e| e.to_string())?;
+        if agent.is_some()
+            && let Some(reason) = prepared.iter().find_map(|(p, _)| invalid_names(p))
+        {
+            return Err(reason);
+        }
         let mut metric_names: Vec<Arc<str>> = Vec::new();
         if names {
             let mut seen: Vec<&str> = prepared
@@ -617,4 +625,21 @@ impl Appender for Tsdb {
     fn set_append_hook(&self, hook: AppendHook) {
         *self.hook.write().unwrap_or_else(|e| e.into_inner()) = Some(hook);
     }
+}
+
+/// Why an agent's series cannot be stored: a label or metric name Prometheus' rules do not
+/// allow. The agent's sources only make valid names, so a batch with one is refused whole
+/// (as remote_write refuses a request with one) with this reason, rather than stored where
+/// selectors cannot name it and `/federate` would write a page its scrapers cannot parse.
+/// Replaying the write-ahead log does not check: what was once stored stays readable.
+pub(super) fn invalid_names(pairs: &[(&str, &str)]) -> Option<String> {
+    use telltale_common::model::{METRIC_NAME, valid_label_name, valid_metric_name};
+    let short = |s: &str| s.chars().take(100).collect::<String>();
+    pairs.iter().find_map(|(k, v)| {
+        if *k == METRIC_NAME {
+            (!valid_metric_name(v)).then(|| format!("invalid metric name {:?}", short(v)))
+        } else {
+            (!valid_label_name(k)).then(|| format!("invalid label name {:?}", short(k)))
+        }
+    })
 }

@@ -81,6 +81,62 @@ fn agent_req(agent: &str, seq: u64, t: i64, names: &[String]) -> AppendRequest {
     }
 }
 
+/// An agent batch naming a series invalidly (a label name, a metric name) is refused whole,
+/// with the name in the reason; its sequence is not taken, so the same sequence with valid
+/// names is stored afterwards, and the valid series sent with the bad one are not stored.
+#[test]
+fn an_agent_batch_with_an_invalid_name_is_refused_whole() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let db = Tsdb::open_with(dir.path(), opts()).unwrap();
+    for (names, word) in [
+        (
+            vec!["ok".to_string(), "bad name".to_string()],
+            "invalid metric name \"bad name\"",
+        ),
+        (
+            vec!["ok".to_string(), "1x".to_string()],
+            "invalid metric name \"1x\"",
+        ),
+    ] {
+        let r = rt
+            .block_on(db.append(agent_req("a", 1, 1000, &names)))
+            .unwrap();
+        match r {
+            AppendOutcome::Invalid { reason } => assert!(reason.contains(word), "{reason}"),
+            other => panic!("{names:?}: {other:?}"),
+        }
+    }
+    let mut req = agent_req("a", 1, 1000, &["ok".to_string()]);
+    if let AppendData::Encoded(e) = &mut req.data {
+        let batch = ClientMessage::Batch(Batch {
+            sequence: 1,
+            created_ms: 1000,
+            series: vec![SeriesSamples {
+                labels: Labels::from_pairs([("__name__", "ok"), ("a-b", "x")]),
+                samples: vec![Sample(1000, 1.0)],
+            }],
+            events: Vec::new(),
+            spans: Vec::new(),
+            exemplars: Vec::new(),
+            logs: Vec::new(),
+        });
+        *e = codec::encode_payload(&batch).unwrap();
+    }
+    match rt.block_on(db.append(req)).unwrap() {
+        AppendOutcome::Invalid { reason } => {
+            assert!(reason.contains("invalid label name \"a-b\""), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(all(&db, "ok").is_empty());
+    let r = rt
+        .block_on(db.append(agent_req("a", 1, 1000, &["ok".to_string()])))
+        .unwrap();
+    assert_eq!(r, AppendOutcome::Stored { samples: 1 });
+    assert_eq!(all(&db, "ok"), vec![Sample(1000, 1.0)]);
+}
+
 /// Where each record of an intact segment starts.
 fn record_offsets(seg: &[u8]) -> Vec<usize> {
     let mut at = Vec::new();
