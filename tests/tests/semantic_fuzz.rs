@@ -59,15 +59,24 @@ fn text(r: &mut Rng) -> String {
     }
 }
 
-/// Label pairs: half of the time with valid names (so that the hostile values, times and
-/// counts reach the stores rather than being refused at the door).
+thread_local! {
+    /// Whether the request being made is tame: valid names and times, so that its hostile
+    /// values and sizes reach the stores rather than being refused at the door.
+    static TAME: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn tame() -> bool {
+    TAME.with(|t| t.get())
+}
+
+/// Label pairs: half of the time (always in a tame request) with valid names.
 fn pairs(r: &mut Rng) -> Vec<(String, String)> {
     let n = if r.chance(0.02) {
         r.below(3000)
     } else {
         r.below(6)
     };
-    let valid = r.chance(0.5);
+    let valid = tame() || r.chance(0.5);
     (0..n)
         .map(|_| {
             let k = if valid {
@@ -223,6 +232,148 @@ fn batch(r: &mut Rng, now: i64) -> Batch {
     }
 }
 
+const RFC3339: &[&str] = &[
+    "",
+    "now",
+    "0001-01-01T00:00:00Z",
+    "9999-12-31T23:59:59.999999999Z",
+    "2026-02-30T00:00:00Z",
+    "2026-12-31T23:59:60Z",
+    "2026-06-01T00:00:00+14:00",
+    "2026-06-01T00:00:00-23:59",
+    "1970-01-01T00:00:00Z",
+    "2026-06-01",
+    "2026-06-01T00:00:00.123456789012Z",
+];
+
+/// A start and an end: in a tame request the start within the last hour and the end after
+/// it, else each anything.
+fn window(r: &mut Rng) -> (String, String) {
+    if tame() {
+        let start = now_ms() / 1000 - r.below(3600) as i64;
+        (at(start), at(start + 1 + r.below(7200) as i64))
+    } else {
+        (rfc3339(r), rfc3339(r))
+    }
+}
+
+fn at(t: i64) -> String {
+    let (y, mo, d) = telltale_common::model::civil_from_days(t.div_euclid(86_400));
+    let s = t.rem_euclid(86_400);
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+fn rfc3339(r: &mut Rng) -> String {
+    if r.chance(0.5) {
+        at(now_ms() / 1000 + r.below(7200) as i64 - 3600)
+    } else {
+        r.pick(RFC3339).to_string()
+    }
+}
+
+fn object(p: Vec<(String, String)>) -> serde_json::Value {
+    serde_json::Value::Object(
+        p.into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect(),
+    )
+}
+
+/// Alerts as another Prometheus posts them, with hostile labels and times.
+fn alerts(r: &mut Rng) -> String {
+    let a: Vec<serde_json::Value> = (0..1 + r.below(5))
+        .map(|_| {
+            let mut l = pairs(r);
+            if r.chance(0.8) {
+                l.push(("alertname".into(), format!("Fuzz{}", r.below(20))));
+            }
+            let (start, end) = window(r);
+            serde_json::json!({
+                "labels": object(l),
+                "annotations": object(pairs(r)),
+                "startsAt": start,
+                "endsAt": end,
+                "generatorURL": text(r),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(a).to_string()
+}
+
+/// A silence with hostile matchers (regular expressions included) and times.
+fn silence(r: &mut Rng) -> String {
+    const REGEX: &[&str] = &[
+        "(a+)+$",
+        "[",
+        "(?P<x>",
+        ".*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*",
+        "\\",
+        "a{1000000}",
+        "(?i)fuzz.*",
+        "",
+    ];
+    let m: Vec<serde_json::Value> = (0..r.below(5))
+        .map(|_| {
+            let value = if r.chance(0.5) {
+                r.pick(REGEX).to_string()
+            } else {
+                text(r)
+            };
+            serde_json::json!({
+                "name": if tame() { "alertname".to_string() } else { name(r) },
+                "value": value,
+                "isRegex": r.chance(0.5),
+                "isEqual": r.chance(0.7),
+            })
+        })
+        .collect();
+    let (start, end) = window(r);
+    serde_json::json!({
+        "matchers": m,
+        "startsAt": start,
+        "endsAt": end,
+        "createdBy": text(r),
+        "comment": text(r),
+    })
+    .to_string()
+}
+
+/// A Loki push with hostile labels, times and metadata.
+fn loki_push(r: &mut Rng) -> String {
+    let streams: Vec<serde_json::Value> = (0..1 + r.below(3))
+        .map(|_| {
+            let mut l = pairs(r);
+            l.push(("job".into(), "fuzzpush".into()));
+            let values: Vec<serde_json::Value> = (0..r.below(20))
+                .map(|_| {
+                    let t = match if tame() { 7 } else { r.below(8) } {
+                        0 => "-1".to_string(),
+                        1 => "9223372036854775807".into(),
+                        2 => "99999999999999999999".into(),
+                        3 => "1e18".into(),
+                        4 => String::new(),
+                        _ => {
+                            ((now_ms() - r.below(3_600_000) as i64) as i128 * 1_000_000).to_string()
+                        }
+                    };
+                    if r.chance(0.3) {
+                        serde_json::json!([t, text(r), object(pairs(r))])
+                    } else {
+                        serde_json::json!([t, text(r)])
+                    }
+                })
+                .collect();
+            serde_json::json!({"stream": object(l), "values": values})
+        })
+        .collect();
+    serde_json::json!({ "streams": streams }).to_string()
+}
+
 /// An authenticated connection as agent `name` that has said hello.
 async fn connect(
     tls: &std::path::Path,
@@ -293,6 +444,18 @@ fn reads_answer(agg: &Aggregator, seed: u64, when: &str) {
         "/loki/api/v1/labels".into(),
         "/loki/api/v1/series".into(),
         "/api/services".into(),
+        "/api/v2/alerts".into(),
+        "/api/v2/silences".into(),
+        "/api/v1/alerts".into(),
+        "/api/v1/incidents".into(),
+        format!(
+            "/loki/api/v1/query_range?query={}&limit=5000",
+            enc("{job=\"fuzzpush\"}")
+        ),
+        format!(
+            "/loki/api/v1/query?query={}",
+            enc("sum by (level) (rate({job=\"fuzzpush\"} | logfmt [1h]))")
+        ),
         "/api/traces?service=x&limit=100".into(),
         "/metrics".into(),
     ] {
@@ -379,6 +542,31 @@ fn hostile_contents_in_well_formed_batches_and_remote_writes_are_stored_or_refus
         );
         *rw.entry(status).or_insert(0) += 1;
     }
+    let mut api = std::collections::BTreeMap::new();
+    for i in 0..120 {
+        TAME.with(|t| t.set(i % 2 == 0));
+        let (path, body) = match i % 3 {
+            0 => ("/api/v2/alerts", alerts(&mut r)),
+            1 => ("/api/v2/silences", silence(&mut r)),
+            _ => ("/loki/api/v1/push", loki_push(&mut r)),
+        };
+        let (status, text) = http_post_auth(
+            agg.http,
+            path,
+            "application/json",
+            body.as_bytes(),
+            Some(token),
+        )
+        .unwrap();
+        assert!(
+            status < 500,
+            "{path} answered {status} (seed {seed}): {text}\n{}\n{}",
+            body.chars().take(1000).collect::<String>(),
+            agg.proc.log()
+        );
+        *api.entry(format!("{path} {status}")).or_insert(0) += 1;
+    }
+    eprintln!("API answers {api:?}");
     let refused = metric(agg.http, "telltale_aggregator_rejected_batches_total").unwrap();
     eprintln!(
         "{sent} batches sent ({skipped} too large to frame), {reconnects} reconnections, \
