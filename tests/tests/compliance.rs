@@ -182,6 +182,17 @@ fn promql_matches_prometheus_on_the_compliance_suite() {
         2,
         "a scalar is [time, value]"
     );
+    // A Prometheus without an `alerting` section lists no Alertmanagers; neither does
+    // Telltale, whose rules go to its own routing.
+    let alertmanagers = |addr| {
+        let (status, body) = http_get(addr, "/api/v1/alertmanagers").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        (status, v["data"].clone())
+    };
+    assert_eq!(
+        alertmanagers(peers.prometheus_addr),
+        alertmanagers(peers.telltale.http)
+    );
 }
 
 /// A real Prometheus scrapes Telltale's `/federate` (`honor_labels: true`, as federation is

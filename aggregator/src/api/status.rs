@@ -350,9 +350,18 @@ async fn targets_metadata() -> Response {
     success(json!([]))
 }
 
+/// `/api/v1/alertmanagers`: the Alertmanagers rule evaluation sends alerts to. None: firing
+/// rules go to the aggregator's own routing (`/api/v2/...`, the `--routes` file), which
+/// reaches an external Alertmanager, where one is wanted, as a webhook receiver — so the list
+/// is empty, as Prometheus answers without an `alerting` section.
+async fn alertmanagers() -> Response {
+    success(json!({"activeAlertmanagers": [], "droppedAlertmanagers": []}))
+}
+
 /// The routes of this module.
 pub fn routes(r: Router<Arc<ApiState>>) -> Router<Arc<ApiState>> {
     r.route("/api/v1/status/buildinfo", get(buildinfo))
+        .route("/api/v1/alertmanagers", get(alertmanagers))
         .route("/api/v1/format_query", get(format_query).post(format_query))
         .route("/api/v1/targets/metadata", get(targets_metadata))
         .route("/api/v1/status/config", get(config))
