@@ -491,3 +491,50 @@ pub fn raw_samples(
     out.sort_by_key(|p| p.0);
     Ok(out)
 }
+
+/// An authenticated QUIC connection to the aggregator at `addr` as agent `name` (its
+/// certificate issued in `tls`), with the hello (`epoch`) sent on its stream: for tests that
+/// speak the protocol by hand.
+pub async fn rogue_agent(
+    tls: &Path,
+    name: &str,
+    addr: SocketAddr,
+    epoch: u64,
+) -> anyhow::Result<(
+    quinn::Endpoint,
+    quinn::Connection,
+    quinn::SendStream,
+    quinn::RecvStream,
+)> {
+    use telltale_common::wire::{ClientMessage, Hello};
+    let paths = telltale_common::tls::TlsPaths {
+        ca: tls.join("ca.crt"),
+        cert: tls.join(format!("agents/{name}.crt")),
+        key: tls.join(format!("agents/{name}.key")),
+    };
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    ep.set_default_client_config(paths.load()?.client_config()?);
+    let conn = ep.connect(addr, "localhost")?.await?;
+    let (mut send, recv) = conn.open_bi().await?;
+    let hello = telltale_common::codec::encode_frame(&ClientMessage::Hello(Hello {
+        protocol_version: telltale_common::PROTOCOL_VERSION,
+        agent_version: "test".into(),
+        epoch,
+        capabilities: Vec::new(),
+        actions: Vec::new(),
+        sources: Vec::new(),
+    }))?;
+    send.write_all(&hello).await?;
+    Ok((ep, conn, send, recv))
+}
+
+/// A seed for a randomised test: `var` from the environment (to replay a failure), else the
+/// clock; printed, so a failing run's output says how to replay it.
+pub fn seed_from_env(var: &str) -> u64 {
+    let s = std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| telltale_common::model::now_ms() as u64 | 1);
+    eprintln!("{var}={s}");
+    s
+}

@@ -6,12 +6,7 @@
 use telltale_tests::chaos::{self, NetPlan};
 
 fn seed() -> u64 {
-    let s = std::env::var("TT_CHAOS_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| telltale_common::model::now_ms() as u64);
-    eprintln!("TT_CHAOS_SEED={s}");
-    s
+    telltale_tests::seed_from_env("TT_CHAOS_SEED")
 }
 
 /// 40 s of 10 % loss (with duplication and reordering), a 30 s partition, 40 s at 500 ms

@@ -159,15 +159,12 @@ fn request(r: &mut Rng, routes: &[String]) -> Request {
 
 #[test]
 fn random_requests_to_every_route_get_an_answer_and_never_a_server_error() {
-    let seed: u64 = std::env::var("TT_HTTP_FUZZ_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| now_ms() as u64 | 1);
+    let seed = seed_from_env("TT_HTTP_FUZZ_SEED");
     let n: usize = std::env::var("TT_HTTP_FUZZ_N")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5000);
-    eprintln!("TT_HTTP_FUZZ_SEED={seed} TT_HTTP_FUZZ_N={n}");
+    eprintln!("TT_HTTP_FUZZ_N={n}");
     let routes = routes();
     assert!(
         routes.len() >= 60 && routes.iter().any(|r| r == "/api/v1/query"),

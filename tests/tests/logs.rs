@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use telltale_common::codec;
-use telltale_common::tls::TlsPaths;
-use telltale_common::wire::{Batch, ClientMessage, Hello, LogEntry, LogStream, ServerMessage};
+use telltale_common::wire::{Batch, ClientMessage, LogEntry, LogStream, ServerMessage};
 use telltale_tests::*;
 
 const NS: i64 = 1_000_000_000;
@@ -278,25 +277,7 @@ async fn connect(
     name: &str,
     addr: std::net::SocketAddr,
 ) -> (quinn::Endpoint, quinn::SendStream, quinn::RecvStream) {
-    let paths = TlsPaths {
-        ca: tls.join("ca.crt"),
-        cert: tls.join(format!("agents/{name}.crt")),
-        key: tls.join(format!("agents/{name}.key")),
-    };
-    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    ep.set_default_client_config(paths.load().unwrap().client_config().unwrap());
-    let conn = ep.connect(addr, "localhost").unwrap().await.unwrap();
-    let (mut send, recv) = conn.open_bi().await.unwrap();
-    let hello = codec::encode_frame(&ClientMessage::Hello(Hello {
-        protocol_version: telltale_common::PROTOCOL_VERSION,
-        agent_version: "test".into(),
-        epoch: 9,
-        capabilities: Vec::new(),
-        actions: Vec::new(),
-        sources: Vec::new(),
-    }))
-    .unwrap();
-    send.write_all(&hello).await.unwrap();
+    let (ep, _conn, send, recv) = rogue_agent(tls, name, addr, 9).await.unwrap();
     (ep, send, recv)
 }
 

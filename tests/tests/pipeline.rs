@@ -6,8 +6,6 @@
 use std::time::{Duration, Instant};
 
 use telltale_common::codec;
-use telltale_common::tls::TlsPaths;
-use telltale_common::wire::{ClientMessage, Hello};
 use telltale_tests::*;
 
 fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
@@ -239,25 +237,7 @@ async fn rogue(
     name: &str,
     addr: std::net::SocketAddr,
 ) -> (quinn::Connection, quinn::SendStream, quinn::RecvStream) {
-    let paths = TlsPaths {
-        ca: tls.join("ca.crt"),
-        cert: tls.join(format!("agents/{name}.crt")),
-        key: tls.join(format!("agents/{name}.key")),
-    };
-    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    ep.set_default_client_config(paths.load().unwrap().client_config().unwrap());
-    let conn = ep.connect(addr, "localhost").unwrap().await.unwrap();
-    let (mut send, recv) = conn.open_bi().await.unwrap();
-    let hello = codec::encode_frame(&ClientMessage::Hello(Hello {
-        protocol_version: telltale_common::PROTOCOL_VERSION,
-        agent_version: "test".into(),
-        epoch: 1,
-        capabilities: Vec::new(),
-        actions: Vec::new(),
-        sources: Vec::new(),
-    }))
-    .unwrap();
-    send.write_all(&hello).await.unwrap();
+    let (_ep, conn, send, recv) = rogue_agent(tls, name, addr, 1).await.unwrap();
     (conn, send, recv)
 }
 

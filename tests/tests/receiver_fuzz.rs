@@ -180,11 +180,7 @@ fn loki_lines(agg: &Aggregator, q: &str) -> usize {
 
 #[test]
 fn hostile_input_to_every_agent_receiver_leaves_it_collecting_and_receiving() {
-    let seed: u64 = std::env::var("TT_RECEIVER_FUZZ_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| now_ms() as u64 | 1);
-    eprintln!("TT_RECEIVER_FUZZ_SEED={seed}");
+    let seed = seed_from_env("TT_RECEIVER_FUZZ_SEED");
     let (dir, tls) = scratch_with_ca().unwrap();
     certs_issue(&tls, "rcv-1").unwrap();
     let agg = start_fresh_aggregator(&tls, dir.path()).unwrap();

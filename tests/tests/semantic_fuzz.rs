@@ -14,10 +14,9 @@ use std::time::Duration;
 
 use telltale_common::codec;
 use telltale_common::model::{Labels, Sample, SeriesSamples, now_ms};
-use telltale_common::tls::TlsPaths;
 use telltale_common::trace::{Span, SpanEvent, SpanKind, SpanStatus};
 use telltale_common::wire::{
-    Batch, ClientMessage, Event, Exemplar, ExemplarSeries, Hello, LogEntry, LogStream,
+    Batch, ClientMessage, Event, Exemplar, ExemplarSeries, LogEntry, LogStream,
 };
 use telltale_tests::compliance::Rng;
 use telltale_tests::hostile::{Pick, value};
@@ -374,32 +373,14 @@ fn loki_push(r: &mut Rng) -> String {
     serde_json::json!({ "streams": streams }).to_string()
 }
 
-/// An authenticated connection as agent `name` that has said hello.
+/// An authenticated connection as agent `name` that has said hello; acknowledgements are
+/// read and dropped, so the aggregator is never blocked on them.
 async fn connect(
     tls: &std::path::Path,
     name: &str,
     addr: std::net::SocketAddr,
 ) -> (quinn::Endpoint, quinn::Connection, quinn::SendStream) {
-    let paths = TlsPaths {
-        ca: tls.join("ca.crt"),
-        cert: tls.join(format!("agents/{name}.crt")),
-        key: tls.join(format!("agents/{name}.key")),
-    };
-    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    ep.set_default_client_config(paths.load().unwrap().client_config().unwrap());
-    let conn = ep.connect(addr, "localhost").unwrap().await.unwrap();
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    let hello = codec::encode_frame(&ClientMessage::Hello(Hello {
-        protocol_version: telltale_common::PROTOCOL_VERSION,
-        agent_version: "fuzz".into(),
-        epoch: 1,
-        capabilities: Vec::new(),
-        actions: Vec::new(),
-        sources: Vec::new(),
-    }))
-    .unwrap();
-    send.write_all(&hello).await.unwrap();
-    // Acknowledgements are read and dropped, so the aggregator is never blocked on them.
+    let (ep, conn, send, mut recv) = rogue_agent(tls, name, addr, 1).await.unwrap();
     tokio::spawn(async move { while let Ok(Some(_)) = recv.read_chunk(1 << 16, true).await {} });
     (ep, conn, send)
 }
@@ -476,11 +457,7 @@ fn reads_answer(agg: &Aggregator, seed: u64, when: &str) {
 
 #[test]
 fn hostile_contents_in_well_formed_batches_and_remote_writes_are_stored_or_refused() {
-    let seed: u64 = std::env::var("TT_SEMANTIC_FUZZ_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| now_ms() as u64 | 1);
-    eprintln!("TT_SEMANTIC_FUZZ_SEED={seed}");
+    let seed = seed_from_env("TT_SEMANTIC_FUZZ_SEED");
     let (dir, tls) = scratch_with_ca().unwrap();
     for n in ["fuzzer", "bystander"] {
         certs_issue(&tls, n).unwrap();
@@ -583,34 +560,30 @@ fn hostile_contents_in_well_formed_batches_and_remote_writes_are_stored_or_refus
     reads_answer(&agg, seed, "after the fuzzing");
     // Nothing stored under a name Prometheus' rules do not allow: selectors could not name
     // it, and `/federate` would write a page its scrapers cannot parse.
-    for path in ["/api/v1/labels", "/loki/api/v1/labels"] {
+    let invalid = |path: &str, valid: fn(&str) -> bool| -> Vec<String> {
         let (_, body) = http_get(agg.http, path).unwrap();
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let bad: Vec<&str> = v["data"]
+        v["data"]
             .as_array()
             .unwrap()
             .iter()
             .filter_map(|n| n.as_str())
-            .filter(|n| !telltale_common::model::valid_label_name(n))
-            .collect();
+            .filter(|n| !valid(n))
+            .map(String::from)
+            .collect()
+    };
+    use telltale_common::model::{valid_label_name, valid_metric_name};
+    for (path, valid) in [
+        ("/api/v1/labels", valid_label_name as fn(&str) -> bool),
+        ("/loki/api/v1/labels", valid_label_name),
+        ("/api/v1/label/__name__/values", valid_metric_name),
+    ] {
+        let bad = invalid(path, valid);
         assert!(
             bad.is_empty(),
             "{path} lists invalid names (seed {seed}): {bad:?}"
         );
     }
-    let (_, body) = http_get(agg.http, "/api/v1/label/__name__/values").unwrap();
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let bad: Vec<&str> = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|n| n.as_str())
-        .filter(|n| !telltale_common::model::valid_metric_name(n))
-        .collect();
-    assert!(
-        bad.is_empty(),
-        "invalid metric names stored (seed {seed}): {bad:?}"
-    );
     let bystander_now = |agg: &Aggregator| {
         query(
             agg.http,

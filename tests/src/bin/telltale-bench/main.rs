@@ -42,8 +42,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use telltale_common::codec::{self, FrameDecoder};
 use telltale_common::model::{Labels, Sample, SeriesSamples};
-use telltale_common::tls::TlsPaths;
-use telltale_common::wire::{Batch, ClientMessage, Hello, ServerMessage};
+use telltale_common::wire::{Batch, ClientMessage, ServerMessage};
 use telltale_tests::*;
 
 const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
@@ -253,24 +252,7 @@ async fn connect_sim(
     addr: SocketAddr,
     epoch: u64,
 ) -> anyhow::Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream)> {
-    let paths = TlsPaths {
-        ca: tls.join("ca.crt"),
-        cert: tls.join(format!("agents/{name}.crt")),
-        key: tls.join(format!("agents/{name}.key")),
-    };
-    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-    ep.set_default_client_config(paths.load()?.client_config()?);
-    let conn = ep.connect(addr, "localhost")?.await?;
-    let (mut send, recv) = conn.open_bi().await?;
-    send.write_all(&codec::encode_frame(&ClientMessage::Hello(Hello {
-        protocol_version: telltale_common::PROTOCOL_VERSION,
-        agent_version: "bench".into(),
-        epoch,
-        capabilities: Vec::new(),
-        actions: Vec::new(),
-        sources: Vec::new(),
-    }))?)
-    .await?;
+    let (_ep, conn, send, recv) = telltale_tests::rogue_agent(tls, name, addr, epoch).await?;
     Ok((conn, send, recv))
 }
 
