@@ -29,6 +29,14 @@ pub struct FileConfig {
     pub http_tls_key: Option<PathBuf>,
     /// PEM CA certificates: with it, HTTPS clients must present a certificate it signed.
     pub http_client_ca: Option<PathBuf>,
+    /// How long an HTTP client may take to send a request's head, and a kept-alive
+    /// connection may stay idle (default `2m`: past the 90 s Go clients keep idle connections,
+    /// so they close first and never race the server's close).
+    #[serde(default, deserialize_with = "humantime_duration_opt")]
+    pub http_header_timeout: Option<Duration>,
+    /// Most HTTP connections served at once (default 4096, and at most a quarter of the
+    /// open-files limit, so storage keeps the rest); past it, new ones wait to be accepted.
+    pub http_max_connections: Option<usize>,
     /// Largest frame an agent may send (default `16MiB`); bigger frames close the connection.
     #[serde(default, deserialize_with = "opt_bytes")]
     pub max_frame_bytes: Option<u64>,
@@ -240,6 +248,9 @@ pub struct StorageSection {
     pub mode: Option<crate::forward::options::StorageMode>,
 }
 
+/// See [`FileConfig::http_header_timeout`].
+pub const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(120);
+
 fn opt_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     byte_size(d).map(Some)
 }
@@ -255,6 +266,10 @@ pub struct Config {
     pub http_listen: SocketAddr,
     /// HTTPS on the HTTP address: `(certificate chain, key, client CA)`.
     pub http_tls: Option<(PathBuf, PathBuf, Option<PathBuf>)>,
+    /// See [`FileConfig::http_header_timeout`].
+    pub http_header_timeout: Duration,
+    /// See [`FileConfig::http_max_connections`] (`None`: the default).
+    pub http_max_connections: Option<usize>,
     /// QUIC address.
     pub quic_listen: SocketAddr,
     /// Largest frame payload.
@@ -427,6 +442,11 @@ impl Config {
                 Duration::from_millis(1),
             ),
             (
+                "http_header_timeout",
+                file.http_header_timeout.unwrap_or(HTTP_HEADER_TIMEOUT),
+                Duration::from_secs(1),
+            ),
+            (
                 "lookback_delta",
                 file.lookback_delta.unwrap_or(Duration::from_secs(300)),
                 Duration::from_millis(1),
@@ -439,6 +459,13 @@ impl Config {
                     format!("must be at least {}", humantime::format_duration(min)),
                 ));
             }
+        }
+        if file.http_max_connections == Some(0) {
+            return Err(ConfigError::invalid(
+                where_,
+                "http_max_connections",
+                "must be at least 1",
+            ));
         }
         let ld = crate::logs::engine::LogOptions::default();
         let logs = crate::logs::engine::LogOptions {
@@ -624,6 +651,8 @@ impl Config {
             lookback_delta: file.lookback_delta.unwrap_or(Duration::from_secs(300)),
             query_max_samples: file.query_max_samples.unwrap_or(50_000_000),
             query_timeout: file.query_timeout.unwrap_or(Duration::from_secs(120)),
+            http_header_timeout: file.http_header_timeout.unwrap_or(HTTP_HEADER_TIMEOUT),
+            http_max_connections: file.http_max_connections,
             up_interval,
             api_token: o
                 .api_token
@@ -654,6 +683,8 @@ mod tests {
             ),
             ("query_timeout = \"0s\"\n", "query_timeout"),
             ("lookback_delta = \"0s\"\n", "lookback_delta"),
+            ("http_header_timeout = \"0s\"\n", "http_header_timeout"),
+            ("http_max_connections = 0\n", "http_max_connections"),
         ] {
             std::fs::write(&p, text).unwrap();
             let e = Config::load(Some(&p), &Overrides::default())

@@ -1,6 +1,7 @@
 //! Wiring: opens storage, starts QUIC ingest, the `up` ticker and the HTTP API, and shuts
 //! them down on SIGINT or SIGTERM.
 
+pub mod http;
 pub mod https;
 pub mod lenient;
 pub mod memory;
@@ -421,18 +422,17 @@ pub async fn serve(cfg: Config, alerting: Alerting) -> anyhow::Result<()> {
     tracing::info!(%http, %quic, "telltale-aggregator listening");
     let running = Running { http, quic };
     println!("listening http={} quic={}", running.http, running.quic);
-    match http_tls {
-        Some(tls) => https::serve(listener, api::router(state), tls, shutdown_signal(term)).await,
-        // Targets written without percent-encoding are taken as Prometheus takes them
-        // (`lenient`); the no-op tap gives its connections the peer's address.
-        None => axum::serve(
-            axum::serve::ListenerExt::tap_io(lenient::Listener(listener), |_| {}),
-            api::router(state).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown_signal(term))
-        .await
-        .context("HTTP server failed")?,
-    }
+    let nofile = http::raise_nofile();
+    let max_conns = http::max_connections(cfg.http_max_connections, nofile);
+    tracing::info!(nofile, max_conns, header_timeout = ?cfg.http_header_timeout, "HTTP limits");
+    http::serve(
+        listener,
+        api::router(state),
+        http_tls,
+        (max_conns, cfg.http_header_timeout),
+        shutdown_signal(term),
+    )
+    .await;
     tracing::info!("shutting down");
     alerts_for_shutdown.persist().await;
     forward.shutdown();

@@ -816,3 +816,121 @@ fn a_read_token_guards_every_read_but_the_probes() {
     }
     alive(&mut agg);
 }
+
+fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// Slowloris: connections that never finish a request's head take at most the connection cap
+/// (a quarter of the descriptor limit, at least 64) and are closed after the header timeout
+/// (`http_header_timeout`, 5 s here), so the storage engine keeps its descriptors — an
+/// agent's samples are stored throughout, second by second — and the server answers again
+/// once they are gone. Run under a limit of 128 descriptors: 120 slow connections beside the
+/// store's own files would have taken them all.
+#[test]
+fn slow_clients_cannot_hold_the_descriptors_storage_needs() {
+    let (dir, tls) = setup();
+    certs_issue(&tls, "steady").unwrap();
+    let mut cmd = Command::new("prlimit");
+    cmd.arg("--nofile=128:128")
+        .arg("--")
+        .arg(bin("telltale-aggregator").unwrap())
+        .arg("serve")
+        .arg("--tls-dir")
+        .arg(&tls)
+        .arg("--data-dir")
+        .arg(dir.path().join("agg"))
+        .args([
+            "--http-listen",
+            "127.0.0.1:0",
+            "--quic-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--config")
+        .arg(dir.path().join("agg.toml"));
+    std::fs::write(
+        dir.path().join("agg.toml"),
+        "http_header_timeout = \"5s\"\n",
+    )
+    .unwrap();
+    let mut agg = start_aggregator_command(cmd).unwrap();
+    let pid = agg.proc.child.id();
+    let _agent = start_agent(&tls, "steady", agg.quic, &dir.path().join("agent"), "1s").unwrap();
+    wait_for(Duration::from_secs(20), || {
+        (newest_time_sample(&agg, "steady") > 0).then_some(())
+    })
+    .expect("the agent's samples arrive");
+    let base = open_descriptors(pid);
+    let attack = telltale_common::model::now_ms();
+    let mut slow: Vec<TcpStream> = (0..120)
+        .map(|_| {
+            let mut s = TcpStream::connect(agg.http).unwrap();
+            s.write_all(b"GET /api/v1/query?query=up HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    let mut peak = 0;
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(500));
+        peak = peak.max(open_descriptors(pid));
+    }
+    assert!(
+        agg.proc.child.try_wait().unwrap().is_none(),
+        "the aggregator exited:\n{}",
+        agg.proc.log()
+    );
+    assert!(
+        peak <= base + 64 + 8,
+        "{peak} descriptors open under attack ({base} before): more than the cap of 64 connections"
+    );
+    // Answered once the first slow connections are closed (5 s), not never.
+    let t = Instant::now();
+    let (status, _) = http_get(agg.http, "/-/healthy").unwrap();
+    assert_eq!(status, 200);
+    assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
+    std::thread::sleep(Duration::from_secs(6));
+    // The slow connections were closed by the server.
+    let mut closed = 0;
+    for s in slow.iter_mut().take(64) {
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let mut b = [0u8; 512];
+        // A 408 then the end, or the end at once, or a reset: the server let it go. A
+        // timeout means it still holds the connection open.
+        let over = match s.read(&mut b) {
+            Ok(_) => true,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        };
+        closed += usize::from(over);
+    }
+    assert!(
+        closed >= 60,
+        "only {closed} of the first 64 slow connections were closed"
+    );
+    // Every second of the attack was stored.
+    let (_, body) = http_get(
+        agg.http,
+        &format!(
+            "/api/v1/query?query={}",
+            enc("node_time_seconds{instance=\"steady\"}[2m]")
+        ),
+    )
+    .unwrap();
+    let v = json(&body);
+    let ts: Vec<i64> = v["data"]["result"][0]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_f64().unwrap() * 1000.0) as i64)
+        .filter(|&t| t >= attack)
+        .collect();
+    let gaps = ts.windows(2).filter(|w| w[1] - w[0] > 1500).count();
+    assert!(
+        ts.len() >= 8 && gaps == 0,
+        "samples during the attack: {} with {gaps} gaps",
+        ts.len()
+    );
+}

@@ -14,12 +14,10 @@
 //! read: the rewriting can only ever touch a request line, never a body.
 
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
 
 /// The longest header line followed; a longer one turns the rewriting off.
 const MAX_HEADER_LINE: usize = 64 * 1024;
@@ -300,35 +298,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Lenient<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-/// A TCP listener whose connections are [`Lenient`] (for `axum::serve`).
-pub struct Listener(pub TcpListener);
-
-impl axum::serve::Listener for Listener {
-    type Io = Lenient<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.0.accept().await {
-                Ok((s, peer)) => {
-                    // As Go's server does: small answers go out at once.
-                    let _ = s.set_nodelay(true);
-                    return (Lenient::new(s), peer);
-                }
-                Err(e) => {
-                    // Out of descriptors and the like: wait, do not spin.
-                    tracing::warn!(error = %e, "HTTP accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.0.local_addr()
     }
 }
 
