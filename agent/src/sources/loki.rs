@@ -176,7 +176,7 @@ pub async fn run(
         tokio::select! {
             a = tcp.accept() => {
                 if let Ok((s, _)) = a && conns.len() < 256 {
-                    super::serve_http1(&mut conns, s, ctx.clone(), handle);
+                    super::serve_http1(&mut conns, s, (ctx.clone(), super::HEADER_TIMEOUT), handle);
                 }
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}

@@ -508,7 +508,7 @@ pub async fn run(
         tokio::select! {
             a = accept(&http) => {
                 if let Ok(s) = a && conns.len() < 256 {
-                    super::serve_http1(&mut conns, s, sh.clone(), handle);
+                    super::serve_http1(&mut conns, s, (sh.clone(), super::HEADER_TIMEOUT), handle);
                 }
             }
             a = accept(&grpc) => {
