@@ -3,10 +3,10 @@
 //!
 //! - **Header timeout** (`http_header_timeout`, 2 minutes): a client has that long to send a
 //!   request's head, and an idle kept-alive connection is closed after as long without a new
-//!   request. It bounds the head only, so a large upload or a long query is not cut. Without it (as
-//!   `axum::serve` runs hyper, with no timer) a connection that never finishes its head —
-//!   slowloris — holds a descriptor forever, and a few thousand of them leave none for the
-//!   storage engine's files.
+//!   request. It bounds the head only, so a large upload or a long query is not cut. Without
+//!   it (as `axum::serve` runs hyper, with no timer) a connection that never finishes its
+//!   head — slowloris — holds a descriptor forever, and a few thousand of them leave none for
+//!   the storage engine's files.
 //! - **A cap on connections** ([`max_connections`]): past it, new connections wait in the
 //!   kernel's listen queue until one closes, so descriptors stay for storage whatever clients
 //!   do. Prometheus does the same (`--web.max-connections`, 512 by default).
