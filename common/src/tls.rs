@@ -257,16 +257,18 @@ pub const QUIC_PACKET_THRESHOLD: u32 = 1 << 20;
 /// How much longer than the round trip an earlier packet may take, once a later one is
 /// acknowledged, before it counts as lost: 3/2 (QUIC's default is 9/8).
 ///
-/// With loss decided by time alone, 9/8 is too tight for per-packet jitter. At 500 ± 50 ms
-/// each way, round trips range from 900 to 1100 ms, so a packet acknowledged after 1100 ms
-/// counts as lost once one sent with it came back in 900 ms — and so does any packet whose
-/// acknowledgement a busy host delays by a few milliseconds more. Each such "loss" shrinks
-/// the congestion window, which at a one-second round trip grows back slowly. Draining a
-/// partition's backlog at that latency with three busy loops beside it, the agent counted 11
-/// losses and 11 congestion events at 9/8, and 4 and 2 at 3/2 (probably the handshake's first
-/// packets, sent into the partition). 3/2 tolerates ±25 % of the round trip (Linux's RACK widens its
-/// reordering window likewise, up to a whole round trip); a real loss is found 3/8 of a round
-/// trip later than at 9/8, which a stream acknowledged per batch does not notice.
+/// With loss decided by time alone, 9/8 is too tight for per-packet jitter. An earlier packet
+/// counts as lost once 9/8 of the larger of the smoothed and the latest round trip has passed
+/// since it was sent: about 1125 ms at 500 ± 50 ms each way, where round trips reach 1100 ms
+/// before the peer's acknowledgement delay (up to 25 ms) — so packets at the tail of the
+/// jitter cross it, and so does any packet whose acknowledgement a busy host delays a little
+/// more. Each such "loss" shrinks the congestion window, which at a one-second round trip
+/// grows back slowly. Draining a partition's backlog at that latency with three busy loops
+/// beside it, the agent counted 11 losses and 11 congestion events at 9/8, and 4 and 2 at 3/2
+/// (probably the handshake's first packets, sent into the partition). 3/2 tolerates ±25 % of
+/// the round trip (Linux's RACK widens its reordering window likewise, up to a whole round
+/// trip); a real loss is found 3/8 of a round trip later than at 9/8, which a stream
+/// acknowledged per batch does not notice.
 pub const QUIC_TIME_THRESHOLD: f32 = 1.5;
 
 fn quic_transport(idle: std::time::Duration) -> Arc<quinn::TransportConfig> {
