@@ -1,5 +1,5 @@
 //! Hostile input for the black-box fuzzers of the network surfaces (`tests/tests/http_fuzz.rs`,
-//! `tests/tests/receiver_fuzz.rs`): seeded choices, parameter values past every range, random
+//! `receiver_fuzz.rs`, `semantic_fuzz.rs`): seeded choices, parameter values past every range, random
 //! JSON, bodies with and without (bomb-sized, truncated) compression, and a raw HTTP/1.1
 //! client that reads an answer to its end.
 
@@ -364,16 +364,4 @@ pub fn send(addr: SocketAddr, req: &Request) -> Result<(u16, Duration), String> 
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| format!("no status line in {} bytes", raw.len()))?;
     Ok((status, t.elapsed()))
-}
-
-/// A process's resident memory.
-pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
 }

@@ -817,10 +817,6 @@ fn a_read_token_guards_every_read_but_the_probes() {
     alive(&mut agg);
 }
 
-fn open_descriptors(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
-
 /// Slowloris: connections that never finish a request's head take at most the connection cap
 /// (a quarter of the descriptor limit, at least 64) and are closed after the header timeout
 /// (`http_header_timeout`, 5 s here), so the storage engine keeps its descriptors — an
@@ -854,13 +850,12 @@ fn slow_clients_cannot_hold_the_descriptors_storage_needs() {
     )
     .unwrap();
     let mut agg = start_aggregator_command(cmd).unwrap();
-    let pid = agg.proc.child.id();
     let _agent = start_agent(&tls, "steady", agg.quic, &dir.path().join("agent"), "1s").unwrap();
     wait_for(Duration::from_secs(20), || {
         (newest_time_sample(&agg, "steady") > 0).then_some(())
     })
     .expect("the agent's samples arrive");
-    let base = open_descriptors(pid);
+    let base = telltale_tests::chaos::rss_and_fds(&agg.proc).1;
     let attack = telltale_common::model::now_ms();
     let mut slow: Vec<TcpStream> = (0..120)
         .map(|_| {
@@ -873,7 +868,7 @@ fn slow_clients_cannot_hold_the_descriptors_storage_needs() {
     let mut peak = 0;
     for _ in 0..8 {
         std::thread::sleep(Duration::from_millis(500));
-        peak = peak.max(open_descriptors(pid));
+        peak = peak.max(telltale_tests::chaos::rss_and_fds(&agg.proc).1);
     }
     assert!(
         agg.proc.child.try_wait().unwrap().is_none(),

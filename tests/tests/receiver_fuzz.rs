@@ -13,8 +13,9 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use telltale_common::model::now_ms;
+use telltale_tests::chaos::rss_and_fds;
 use telltale_tests::compliance::Rng;
-use telltale_tests::hostile::{Pick, Request, body, json, rss_kib, send, value};
+use telltale_tests::hostile::{Pick, Request, body, json, send, value};
 use telltale_tests::*;
 
 fn bytes(r: &mut Rng, max: usize) -> Vec<u8> {
@@ -336,11 +337,11 @@ fn hostile_input_to_every_agent_receiver_leaves_it_collecting_and_receiving() {
     )
     .unwrap();
     assert_eq!(fresh.len(), 1, "host collection stalled (seed {seed})");
-    let rss = rss_kib(agent.child.id());
-    eprintln!("agent RSS {} MiB", rss / 1024);
+    let rss = rss_and_fds(&agent).0;
+    eprintln!("agent RSS {} MiB", rss >> 20);
     assert!(
-        rss < 512 << 10,
+        rss < 512 << 20,
         "the agent grew to {} MiB (seed {seed})",
-        rss / 1024
+        rss >> 20
     );
 }

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, watch};
@@ -72,13 +73,12 @@ pub async fn serve(
         let (acceptor, router, stop) = (acceptor.clone(), router.clone(), stop_rx.clone());
         conns.spawn(async move {
             let _permit = permit;
-            let app = router.layer(axum::Extension(ConnectInfo(peer)));
             match acceptor {
-                None => connection(tcp, app, peer, header_timeout, stop).await,
+                None => connection(tcp, router, peer, header_timeout, stop).await,
                 Some(a) => {
                     match tokio::time::timeout(super::https::HANDSHAKE_TIMEOUT, a.accept(tcp)).await
                     {
-                        Ok(Ok(s)) => connection(s, app, peer, header_timeout, stop).await,
+                        Ok(Ok(s)) => connection(s, router, peer, header_timeout, stop).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "HTTPS handshake refused"),
                         Err(_) => tracing::debug!(%peer, "HTTPS handshake timed out"),
                     }
@@ -95,17 +95,23 @@ pub async fn serve(
     .await;
 }
 
-/// Serves one connection until it ends, or gracefully once `stop` changes.
+/// Serves one connection with `router` until it ends, or gracefully once `stop` changes.
 async fn connection<S>(
     io: S,
-    app: Router,
+    router: Router,
     peer: SocketAddr,
     header_timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = hyper_util::service::TowerToHyperService::new(app);
+    // Each request learns its peer here (what `ConnectInfo` extracts): cheaper than layering
+    // the router anew for every connection.
+    let inner = hyper_util::service::TowerToHyperService::new(router);
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        hyper::service::Service::call(&inner, req)
+    });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(header_timeout)
