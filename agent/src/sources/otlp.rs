@@ -35,7 +35,6 @@ use std::time::Duration;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use telltale_common::lokipush;
 use telltale_common::model::{Labels, Sample, SeriesSamples, now_ms};
 use telltale_common::otlp::{self, Format};
@@ -513,19 +512,7 @@ pub async fn run(
             }
             a = accept(&grpc) => {
                 if let Ok(s) = a && conns.len() < 256 {
-                    let sh = sh.clone();
-                    conns.spawn(async move {
-                        let svc = hyper::service::service_fn(move |req| {
-                            let sh = sh.clone();
-                            async move { Ok::<_, std::convert::Infallible>(grpc::handle(sh, req).await) }
-                        });
-                        let _ = hyper::server::conn::http2::Builder::new(
-                            hyper_util::rt::TokioExecutor::new(),
-                        )
-                        .max_concurrent_streams(64)
-                        .serve_connection(TokioIo::new(s), svc)
-                        .await;
-                    });
+                    super::serve_http2(&mut conns, s, (sh.clone(), super::HEADER_TIMEOUT), grpc::handle);
                 }
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
