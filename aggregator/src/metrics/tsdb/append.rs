@@ -216,6 +216,9 @@ impl Tsdb {
             metric_names.sort_unstable();
             metric_names.dedup();
         }
+        if let Some(reason) = invalid_event_names(&raw.events) {
+            return Err(reason);
+        }
         let mut events = raw.events;
         stamp_events(&mut events, Some(agent));
         Ok((points, events, metric_names))
@@ -345,7 +348,10 @@ impl Tsdb {
         let agent = req.origin.as_ref().map(|o| o.agent.as_str());
         let (prepared, events) = prepare(agent, wire, series).map_err(|e| e.to_string())?;
         if agent.is_some()
-            && let Some(reason) = prepared.iter().find_map(|(p, _)| invalid_names(p))
+            && let Some(reason) = prepared
+                .iter()
+                .find_map(|(p, _)| invalid_names(p))
+                .or_else(|| invalid_event_names(&events))
         {
             return Err(reason);
         }
@@ -632,6 +638,21 @@ impl Appender for Tsdb {
 /// (as remote_write refuses a request with one) with this reason, rather than stored where
 /// selectors cannot name it and `/federate` would write a page its scrapers cannot parse.
 /// Replaying the write-ahead log does not check: what was once stored stays readable.
+/// Why an agent's events cannot be stored, if they cannot: a label name no selector could
+/// name (events are matched by selectors in `/api/v1/events` and by correlation), as for
+/// its series.
+fn invalid_event_names(events: &[telltale_common::wire::Event]) -> Option<String> {
+    events.iter().find_map(|e| {
+        e.labels
+            .iter()
+            .find(|(k, _)| !telltale_common::model::valid_label_name(k))
+            .map(|(k, _)| {
+                let k: String = k.chars().take(100).collect();
+                format!("invalid label name {k:?} in an event")
+            })
+    })
+}
+
 pub(super) fn invalid_names(pairs: &[(&str, &str)]) -> Option<String> {
     use telltale_common::model::{METRIC_NAME, valid_label_name, valid_metric_name};
     let short = |s: &str| s.chars().take(100).collect::<String>();

@@ -129,6 +129,40 @@ fn an_agent_batch_with_an_invalid_name_is_refused_whole() {
         }
         other => panic!("{other:?}"),
     }
+    // An event whose label no selector could name refuses the batch as well.
+    let mut req = agent_req("a", 1, 1000, &["ok".to_string()]);
+    if let AppendData::Encoded(e) = &mut req.data {
+        let batch = ClientMessage::Batch(Batch {
+            sequence: 1,
+            created_ms: 1000,
+            series: vec![SeriesSamples {
+                labels: Labels::from_pairs([("__name__", "ok")]),
+                samples: vec![Sample(1000, 1.0)],
+            }],
+            events: vec![telltale_common::wire::Event {
+                t_ms: 1000,
+                kind: "check_state".into(),
+                labels: vec![
+                    ("check".into(), "db".into()),
+                    ("bad name".into(), "x".into()),
+                ],
+                message: "down".into(),
+            }],
+            spans: Vec::new(),
+            exemplars: Vec::new(),
+            logs: Vec::new(),
+        });
+        *e = codec::encode_payload(&batch).unwrap();
+    }
+    match rt.block_on(db.append(req)).unwrap() {
+        AppendOutcome::Invalid { reason } => {
+            assert!(
+                reason.contains("invalid label name \"bad name\" in an event"),
+                "{reason}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(all(&db, "ok").is_empty());
     let r = rt
         .block_on(db.append(agent_req("a", 1, 1000, &["ok".to_string()])))
