@@ -26,18 +26,7 @@ use crate::metrics::storage::{
 use crate::selfmetrics::{LATENCY, SelfMetrics};
 
 /// QUIC application error codes used when the aggregator closes a connection.
-pub mod close_code {
-    /// Normal shutdown.
-    pub const SHUTDOWN: u32 = 0;
-    /// The certificate did not name a valid agent.
-    pub const BAD_IDENTITY: u32 = 1;
-    /// A frame was oversized, corrupt or not a valid message.
-    pub const BAD_FRAME: u32 = 2;
-    /// The handshake failed (wrong version, missing hello).
-    pub const HANDSHAKE: u32 = 3;
-    /// A newer connection of the same agent (the same certificate) replaced this one.
-    pub const REPLACED: u32 = 4;
-}
+pub use telltale_common::wire::aggregator_close as close_code;
 
 /// Whether the agent closed `conn` with the application code `code`.
 fn closed_with(conn: &quinn::Connection, code: u32) -> bool {
@@ -209,7 +198,7 @@ impl Ingest {
             }
             Err(e @ SessionError::Storage(_)) => {
                 tracing::error!(agent = %name, %addr, error = %e, "closing agent connection: storage failed");
-                (close_code::SHUTDOWN, e.to_string())
+                (close_code::STORAGE, e.to_string())
             }
         };
         conn.close(code.into(), reason.as_bytes());

@@ -38,6 +38,23 @@ pub enum ClientMessage {
 /// The capability an agent announces when it can take commands.
 pub const CAP_REMEDIATION: &str = "remediation";
 
+/// QUIC application codes the aggregator closes agent connections with.
+pub mod aggregator_close {
+    /// Normal shutdown.
+    pub const SHUTDOWN: u32 = 0;
+    /// The certificate did not name a valid agent.
+    pub const BAD_IDENTITY: u32 = 1;
+    /// A frame was oversized, corrupt or not a valid message.
+    pub const BAD_FRAME: u32 = 2;
+    /// The handshake failed (wrong version, missing hello).
+    pub const HANDSHAKE: u32 = 3;
+    /// A newer connection of the same agent (the same certificate) replaced this one.
+    pub const REPLACED: u32 = 4;
+    /// The aggregator cannot store what it is sent (a full or failing disk): the agent keeps
+    /// its data and waits its longest backoff before trying again.
+    pub const STORAGE: u32 = 5;
+}
+
 /// QUIC application codes an agent closes its connections with (beside 0, a shutdown or a
 /// reconnection).
 pub mod agent_close {

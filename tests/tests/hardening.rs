@@ -724,9 +724,13 @@ fn a_full_disk_makes_the_aggregator_unready_and_agents_back_off() {
     let before = connects(&agg.proc.log());
     std::thread::sleep(Duration::from_secs(6));
     let during = connects(&agg.proc.log()) - before;
+    eprintln!("{during} reconnections in 6 s while the disk is full");
+    // The aggregator closes with the storage code, and the agent then waits 2.5 to 5 s:
+    // at most three attempts fit in 6 s.
     assert!(
-        during <= 6,
-        "{during} reconnections in 6 s while the disk is full"
+        during <= 3,
+        "{during} reconnections in 6 s while the disk is full:\n{}",
+        agg.proc.log()
     );
     // Space again: the next write succeeds and readiness comes back.
     std::fs::remove_file(&filler).unwrap();

@@ -5,7 +5,10 @@
 //! outage the backlog drains oldest-first, but every other send slot goes to the newest batch,
 //! so fresh data keeps flowing while the backlog drains. A batch leaves the buffer only when
 //! its acknowledgement arrives. Reconnects back off exponentially (0.5 s doubling to 5 s) with
-//! full jitter, so a fleet does not reconnect in lockstep after an aggregator restart.
+//! full jitter, so a fleet does not reconnect in lockstep after an aggregator restart. An
+//! aggregator that closes the connection because it cannot store data
+//! ([`aggregator_close::STORAGE`](telltale_common::wire::aggregator_close::STORAGE), a full
+//! disk) is tried again after 2.5 to 5 s, however much it stored before.
 //!
 //! With several aggregators (`aggregators`, in this agent's order of preference), a failed
 //! connection attempt or a lost session moves on to the next one at once (the backoff applies
@@ -65,6 +68,15 @@ pub struct Target {
     pub client: quinn::ClientConfig,
     /// Most unacknowledged batches at once.
     pub max_in_flight: usize,
+}
+
+/// Whether the aggregator closed `conn` because it cannot store data (its disk is full).
+fn refused_storage(conn: &quinn::Connection) -> bool {
+    matches!(
+        conn.close_reason(),
+        Some(quinn::ConnectionError::ApplicationClosed(c))
+            if c.error_code == quinn::VarInt::from_u32(telltale_common::wire::aggregator_close::STORAGE)
+    )
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -178,6 +190,10 @@ impl Shipper {
         };
         endpoint.set_default_client_config(self.target.client.clone());
         let mut backoff = BACKOFF_MIN;
+        // The shortest wait before the next attempt: half the longest backoff after an
+        // aggregator said it cannot store data, so the full jitter cannot bring the attempts
+        // close together while its disk stays full.
+        let mut floor = Duration::from_millis(100);
         let n = self.target.aggregators.len().max(1);
         // The aggregator tried next, and connection attempts failed in a row.
         let (mut idx, mut failed) = (0usize, 0usize);
@@ -237,7 +253,12 @@ impl Shipper {
                             // reconnecting several times a second: an aggregator whose disk is
                             // full closes it at the first batch it cannot write, and may still
                             // have written one small batch into the bytes a failed write freed.
-                            if self.stats.batches.load(Ordering::Relaxed) > acked_before + 1
+                            floor = Duration::from_millis(100);
+                            if refused_storage(&conn) {
+                                // Said outright: wait the longest, however much was stored.
+                                backoff = BACKOFF_MAX;
+                                floor = BACKOFF_MAX / 2;
+                            } else if self.stats.batches.load(Ordering::Relaxed) > acked_before + 1
                                 || since.elapsed() > Duration::from_secs(30)
                             {
                                 backoff = BACKOFF_MIN;
@@ -261,7 +282,7 @@ impl Shipper {
                     }
                 }
             }
-            let wait = jitter(backoff).max(Duration::from_millis(100));
+            let wait = jitter(backoff).max(floor);
             backoff = (backoff * 2).min(BACKOFF_MAX);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
