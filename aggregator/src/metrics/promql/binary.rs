@@ -44,7 +44,7 @@ fn arith(op: &str, a: f64, b: f64) -> Option<f64> {
         "/" => a / b,
         "%" => a % b,
         "^" => f::go_pow(a, b),
-        "atan2" => a.atan2(b),
+        "atan2" => super::gomath::go_atan2(a, b),
         _ => return None,
     })
 }
