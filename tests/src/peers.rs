@@ -19,6 +19,8 @@ use crate::{Proc, http_get, wait_for};
 pub const NATS_SERVER: &str = "/usr/sbin/nats-server";
 /// `prometheus-alertmanager` from Debian's package.
 pub const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
+/// `prometheus-node-exporter` from Debian's package.
+pub const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
 /// `amtool` from the same package.
 pub const AMTOOL: &str = "/usr/bin/amtool";
 
@@ -447,4 +449,56 @@ pub fn rules_test_on_both(test: &Path) {
         String::from_utf8_lossy(&theirs.stdout),
         String::from_utf8_lossy(&theirs.stderr)
     );
+}
+
+/// A running node_exporter on a free loopback port, killed when dropped.
+pub struct NodeExporter {
+    child: std::process::Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl NodeExporter {
+    /// Starts it with `args` after the listen address; `None` (test skipped) where it is not
+    /// installed outside CI.
+    pub fn start(args: &[String]) -> Option<NodeExporter> {
+        if !Path::new(NODE_EXPORTER).exists() {
+            assert!(
+                std::env::var("CI").is_err(),
+                "{NODE_EXPORTER} is missing in CI: .ci/run must install prometheus-node-exporter"
+            );
+            eprintln!(
+                "skipped: {NODE_EXPORTER} not installed (apt-get install prometheus-node-exporter)"
+            );
+            return None;
+        }
+        let port = free_tcp_port();
+        let child = Command::new(NODE_EXPORTER)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        Some(NodeExporter { child, addr })
+    }
+
+    /// Its `/metrics` page, waiting for it to listen.
+    ///
+    /// # Panics
+    /// When it does not answer within 10 s.
+    pub fn scrape(&self) -> String {
+        wait_for(Duration::from_secs(10), || {
+            http_get(self.addr, "/metrics").ok().map(|r| r.1)
+        })
+        .expect("node_exporter answers /metrics within 10 s")
+    }
+}
+
+impl Drop for NodeExporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

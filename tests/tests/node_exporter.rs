@@ -7,15 +7,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use telltale_tests::exposition::{Family, families};
+use telltale_tests::peers::NodeExporter;
 use telltale_tests::*;
-
-const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
 
 /// Metrics the agent emits from node_exporter collectors that are off by default
 /// (`tcpstat`, `processes`), so a default node_exporter does not show them.
@@ -89,58 +86,6 @@ fn upstream_defaults() -> Vec<String> {
         "--collector.netdev.device-exclude=".into(),
         "--collector.filesystem.mount-points-exclude=^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)".into(),
     ]
-}
-
-/// A running node_exporter on a free loopback port, killed when dropped.
-struct NodeExporter {
-    child: std::process::Child,
-    addr: std::net::SocketAddr,
-}
-
-impl NodeExporter {
-    /// Starts it with `args` after the listen address; `None` (test skipped) where it is not
-    /// installed outside CI.
-    fn start(args: &[String]) -> Option<NodeExporter> {
-        if !Path::new(NODE_EXPORTER).exists() {
-            assert!(
-                std::env::var("CI").is_err(),
-                "{NODE_EXPORTER} is missing in CI: .ci/run must install prometheus-node-exporter"
-            );
-            eprintln!(
-                "skipped: {NODE_EXPORTER} not installed (apt-get install prometheus-node-exporter)"
-            );
-            return None;
-        }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(NODE_EXPORTER)
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let addr = format!("127.0.0.1:{port}").parse().unwrap();
-        Some(NodeExporter { child, addr })
-    }
-
-    /// Its `/metrics` page, waiting for it to listen.
-    fn scrape(&self) -> String {
-        wait_for(Duration::from_secs(10), || {
-            http_get(self.addr, "/metrics").ok().map(|r| r.1)
-        })
-        .unwrap()
-    }
-}
-
-impl Drop for NodeExporter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
