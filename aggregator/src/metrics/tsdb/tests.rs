@@ -107,61 +107,48 @@ fn an_agent_batch_with_an_invalid_name_is_refused_whole() {
             other => panic!("{names:?}: {other:?}"),
         }
     }
-    let mut req = agent_req("a", 1, 1000, &["ok".to_string()]);
-    if let AppendData::Encoded(e) = &mut req.data {
-        let batch = ClientMessage::Batch(Batch {
-            sequence: 1,
-            created_ms: 1000,
-            series: vec![SeriesSamples {
-                labels: Labels::from_pairs([("__name__", "ok"), ("a-b", "x")]),
-                samples: vec![Sample(1000, 1.0)],
-            }],
-            events: Vec::new(),
-            spans: Vec::new(),
-            exemplars: Vec::new(),
-            logs: Vec::new(),
-        });
-        *e = codec::encode_payload(&batch).unwrap();
-    }
-    match rt.block_on(db.append(req)).unwrap() {
-        AppendOutcome::Invalid { reason } => {
-            assert!(reason.contains("invalid label name \"a-b\""), "{reason}")
+    // A label name no selector could name, on a series or on an event, refuses the batch.
+    let event = |labels: &[(&str, &str)]| telltale_common::wire::Event {
+        t_ms: 1000,
+        kind: "check_state".into(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        message: "down".into(),
+    };
+    for (series_labels, events, word) in [
+        (
+            vec![("__name__", "ok"), ("a-b", "x")],
+            Vec::new(),
+            "invalid label name \"a-b\"",
+        ),
+        (
+            vec![("__name__", "ok")],
+            vec![event(&[("check", "db"), ("bad name", "x")])],
+            "invalid label name \"bad name\" in an event",
+        ),
+    ] {
+        let mut req = agent_req("a", 1, 1000, &["ok".to_string()]);
+        if let AppendData::Encoded(e) = &mut req.data {
+            let batch = ClientMessage::Batch(Batch {
+                sequence: 1,
+                created_ms: 1000,
+                series: vec![SeriesSamples {
+                    labels: Labels::from_pairs(series_labels),
+                    samples: vec![Sample(1000, 1.0)],
+                }],
+                events,
+                spans: Vec::new(),
+                exemplars: Vec::new(),
+                logs: Vec::new(),
+            });
+            *e = codec::encode_payload(&batch).unwrap();
         }
-        other => panic!("{other:?}"),
-    }
-    // An event whose label no selector could name refuses the batch as well.
-    let mut req = agent_req("a", 1, 1000, &["ok".to_string()]);
-    if let AppendData::Encoded(e) = &mut req.data {
-        let batch = ClientMessage::Batch(Batch {
-            sequence: 1,
-            created_ms: 1000,
-            series: vec![SeriesSamples {
-                labels: Labels::from_pairs([("__name__", "ok")]),
-                samples: vec![Sample(1000, 1.0)],
-            }],
-            events: vec![telltale_common::wire::Event {
-                t_ms: 1000,
-                kind: "check_state".into(),
-                labels: vec![
-                    ("check".into(), "db".into()),
-                    ("bad name".into(), "x".into()),
-                ],
-                message: "down".into(),
-            }],
-            spans: Vec::new(),
-            exemplars: Vec::new(),
-            logs: Vec::new(),
-        });
-        *e = codec::encode_payload(&batch).unwrap();
-    }
-    match rt.block_on(db.append(req)).unwrap() {
-        AppendOutcome::Invalid { reason } => {
-            assert!(
-                reason.contains("invalid label name \"bad name\" in an event"),
-                "{reason}"
-            )
+        match rt.block_on(db.append(req)).unwrap() {
+            AppendOutcome::Invalid { reason } => assert!(reason.contains(word), "{reason}"),
+            other => panic!("{word}: {other:?}"),
         }
-        other => panic!("{other:?}"),
     }
     assert!(all(&db, "ok").is_empty());
     let r = rt
