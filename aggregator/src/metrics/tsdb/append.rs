@@ -633,11 +633,6 @@ impl Appender for Tsdb {
     }
 }
 
-/// Why an agent's series cannot be stored: a label or metric name Prometheus' rules do not
-/// allow. The agent's sources only make valid names, so a batch with one is refused whole
-/// (as remote_write refuses a request with one) with this reason, rather than stored where
-/// selectors cannot name it and `/federate` would write a page its scrapers cannot parse.
-/// Replaying the write-ahead log does not check: what was once stored stays readable.
 /// Why an agent's events cannot be stored, if they cannot: a label name no selector could
 /// name (events are matched by selectors in `/api/v1/events` and by correlation), as for
 /// its series.
@@ -653,6 +648,11 @@ fn invalid_event_names(events: &[telltale_common::wire::Event]) -> Option<String
     })
 }
 
+/// Why an agent's series cannot be stored: a label or metric name Prometheus' rules do not
+/// allow. The agent's sources only make valid names, so a batch with one is refused whole
+/// (as remote_write refuses a request with one) with this reason, rather than stored where
+/// selectors cannot name it and `/federate` would write a page its scrapers cannot parse.
+/// Replaying the write-ahead log does not check: what was once stored stays readable.
 pub(super) fn invalid_names(pairs: &[(&str, &str)]) -> Option<String> {
     use telltale_common::model::{METRIC_NAME, valid_label_name, valid_metric_name};
     let short = |s: &str| s.chars().take(100).collect::<String>();
