@@ -110,12 +110,94 @@ fn up_time(now: i64) -> i64 {
     now.max(prev.saturating_add(1))
 }
 
+/// Handshakes in progress past which a client whose address QUIC has not validated is sent a
+/// Retry first (stateless, one round trip): a flood from spoofed addresses then costs no TLS
+/// work, while agents connect without the extra round trip the rest of the time.
+const RETRY_ABOVE: usize = 64;
+/// Handshakes in progress past which new connections are refused outright (agents back off
+/// and try again): a flood of handshakes cannot take the memory the agents' sessions need.
+const MAX_HANDSHAKES: usize = 4096;
+
+/// Lines about refused handshakes logged per [`LogBudget::WINDOW`]; past them they are only
+/// counted, and the next line logged says how many were left out. A flood of bad handshakes
+/// (a scan, a misconfigured fleet, an attack) must not fill the disk with log lines; the
+/// counter `telltale_aggregator_handshake_errors_total` still counts every one.
+struct LogBudget {
+    /// When the window began, lines logged in it, lines left out since the last logged.
+    state: std::sync::Mutex<(Option<std::time::Instant>, u32, u64)>,
+}
+
+/// The budget of the process's lines about refused handshakes.
+static HANDSHAKE_LOG: LogBudget = LogBudget::new();
+
+impl LogBudget {
+    const WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+    const LINES: u32 = 20;
+
+    const fn new() -> Self {
+        LogBudget {
+            state: std::sync::Mutex::new((None, 0, 0)),
+        }
+    }
+
+    /// `Some(lines left out before this one)` when a line may be logged now.
+    fn take(&self) -> Option<u64> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.0.is_none_or(|t| t.elapsed() >= Self::WINDOW) {
+            st.0 = Some(std::time::Instant::now());
+            st.1 = 0;
+        }
+        if st.1 < Self::LINES {
+            st.1 += 1;
+            Some(std::mem::take(&mut st.2))
+        } else {
+            st.2 += 1;
+            None
+        }
+    }
+}
+
+/// Counts a handshake in progress until dropped.
+struct Handshaking(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Handshaking {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 impl Ingest {
     /// Accepts connections until the endpoint closes.
     pub async fn run(self: Arc<Self>, endpoint: quinn::Endpoint) {
+        let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         while let Some(incoming) = endpoint.accept().await {
+            let now = pending.load(std::sync::atomic::Ordering::Acquire);
+            if now >= MAX_HANDSHAKES {
+                SelfMetrics::inc(&self.metrics.handshake_errors, 1);
+                Self::refused(incoming.remote_address(), "too many handshakes in progress");
+                incoming.refuse();
+                continue;
+            }
+            if now >= RETRY_ABOVE && !incoming.remote_address_validated() && incoming.may_retry() {
+                SelfMetrics::inc(&self.metrics.handshake_retries, 1);
+                let _ = incoming.retry();
+                continue;
+            }
+            pending.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            let counted = Handshaking(pending.clone());
             let me = self.clone();
-            tokio::spawn(async move { me.handle(incoming).await });
+            tokio::spawn(async move { me.handle(incoming, counted).await });
+        }
+    }
+
+    /// Logs a refused handshake within the log budget.
+    fn refused(addr: std::net::SocketAddr, error: &str) {
+        if let Some(left_out) = HANDSHAKE_LOG.take() {
+            if left_out > 0 {
+                tracing::warn!(%addr, error, left_out, "QUIC/TLS handshake refused (and {left_out} more not logged)");
+            } else {
+                tracing::warn!(%addr, error, "QUIC/TLS handshake refused");
+            }
         }
     }
 
@@ -155,13 +237,15 @@ impl Ingest {
         }
     }
 
-    async fn handle(self: Arc<Self>, incoming: quinn::Incoming) {
+    async fn handle(self: Arc<Self>, incoming: quinn::Incoming, counted: Handshaking) {
         let addr = incoming.remote_address();
-        let conn = match incoming.await {
+        let conn = incoming.await;
+        drop(counted);
+        let conn = match conn {
             Ok(c) => c,
             Err(e) => {
                 SelfMetrics::inc(&self.metrics.handshake_errors, 1);
-                tracing::warn!(%addr, error = %e, "QUIC/TLS handshake refused");
+                Self::refused(addr, &e.to_string());
                 return;
             }
         };
@@ -169,7 +253,7 @@ impl Ingest {
             Ok(n) => n,
             Err(e) => {
                 SelfMetrics::inc(&self.metrics.handshake_errors, 1);
-                tracing::warn!(%addr, error = %e, "refusing connection");
+                Self::refused(addr, &format!("refusing connection: {e}"));
                 conn.close(close_code::BAD_IDENTITY.into(), e.to_string().as_bytes());
                 return;
             }

@@ -21,6 +21,9 @@ pub struct SelfMetrics {
     pub frame_errors: AtomicU64,
     /// Handshakes refused.
     pub handshake_errors: AtomicU64,
+    /// Connection attempts sent a QUIC Retry (address validation) because many handshakes
+    /// were in progress.
+    pub handshake_retries: AtomicU64,
     /// Agent connections closed because a newer one of the same agent arrived.
     pub connections_replaced: AtomicU64,
     /// HTTP API requests.
@@ -98,6 +101,12 @@ impl SelfMetrics {
             names::AGG_HANDSHAKE_ERRORS,
             "Agent connections refused during the handshake.",
             l(&self.handshake_errors),
+        );
+        counter(
+            &mut out,
+            names::AGG_HANDSHAKE_RETRIES,
+            "Connection attempts asked to validate their address (a QUIC Retry) first, because many handshakes were in progress.",
+            l(&self.handshake_retries),
         );
         counter(
             &mut out,

@@ -36,6 +36,8 @@ pub const AGG_SAMPLES: &str = "telltale_aggregator_samples_ingested_total";
 pub const AGG_FRAME_ERRORS: &str = "telltale_aggregator_frame_errors_total";
 /// Connections refused in the handshake.
 pub const AGG_HANDSHAKE_ERRORS: &str = "telltale_aggregator_handshake_errors_total";
+/// Connection attempts sent a QUIC Retry first because many handshakes were in progress.
+pub const AGG_HANDSHAKE_RETRIES: &str = "telltale_aggregator_handshake_retries_total";
 /// Agent connections replaced by a newer connection of the same agent (counter).
 pub const AGG_CONNECTIONS_REPLACED: &str = "telltale_aggregator_connections_replaced_total";
 /// Agents connected now.

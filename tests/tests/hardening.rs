@@ -933,3 +933,80 @@ fn slow_clients_cannot_hold_the_descriptors_storage_needs() {
         ts.len()
     );
 }
+
+/// A flood of handshakes with certificates from another CA (300, 100 at a time) is refused,
+/// counted one by one, and logged within the budget (20 lines per 10 s, then a count of the
+/// lines left out), and an agent connected meanwhile is served throughout.
+#[test]
+fn a_flood_of_foreign_handshakes_is_counted_logged_within_a_budget_and_serves_agents() {
+    let (dir, tls) = setup();
+    let other = dir.path().join("other-ca");
+    certs_init(&other).unwrap();
+    certs_issue(&other, "intruder").unwrap();
+    std::fs::copy(tls.join("ca.crt"), other.join("ca.crt")).unwrap();
+    certs_issue(&tls, "good").unwrap();
+    let agg = start_fresh_aggregator(&tls, dir.path()).unwrap();
+    let _good = start_agent(&tls, "good", agg.quic, &dir.path().join("good"), "200ms").unwrap();
+    assert!(
+        wait_for(Duration::from_secs(15), || {
+            (newest_time_sample(&agg, "good") > 0).then_some(())
+        })
+        .is_some()
+    );
+    let paths = telltale_common::tls::TlsPaths {
+        ca: other.join("ca.crt"),
+        cert: other.join("agents/intruder.crt"),
+        key: other.join("agents/intruder.key"),
+    };
+    let client = paths.load().unwrap().client_config().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let refused = rt.block_on(async {
+        let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        ep.set_default_client_config(client);
+        let mut refused = 0;
+        for _ in 0..3 {
+            let mut tries = tokio::task::JoinSet::new();
+            for _ in 0..100 {
+                let connecting = ep.connect(agg.quic, "localhost").unwrap();
+                tries.spawn(async move {
+                    // With TLS 1.3 the server checks the client's certificate after the
+                    // client's handshake is done: the refusal shows as the connection's close.
+                    match connecting.await {
+                        Err(_) => true,
+                        Ok(c) => {
+                            let closed = tokio::time::timeout(Duration::from_secs(10), c.closed());
+                            matches!(
+                                closed.await,
+                                Ok(quinn::ConnectionError::ConnectionClosed(_)
+                                    | quinn::ConnectionError::ApplicationClosed(_))
+                            )
+                        }
+                    }
+                });
+            }
+            while let Some(r) = tries.join_next().await {
+                refused += usize::from(r.unwrap());
+            }
+        }
+        refused
+    });
+    assert_eq!(refused, 300, "every foreign handshake is refused");
+    let t = telltale_common::model::now_ms();
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            (newest_time_sample(&agg, "good") > t).then_some(())
+        })
+        .is_some(),
+        "the agent is served after the flood"
+    );
+    let counted = metric(agg.http, "telltale_aggregator_handshake_errors_total").unwrap();
+    assert!(counted >= 300.0, "{counted} handshake errors counted");
+    let retries = metric(agg.http, "telltale_aggregator_handshake_retries_total").unwrap_or(0.0);
+    let log = agg.proc.log();
+    let lines = log.matches("QUIC/TLS handshake refused").count();
+    eprintln!("{counted} refused handshakes counted, {lines} logged, {retries} sent a Retry");
+    assert!(
+        (1..=40).contains(&lines),
+        "{lines} log lines for 300 refused handshakes"
+    );
+}
