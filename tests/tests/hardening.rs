@@ -1010,3 +1010,100 @@ fn a_flood_of_foreign_handshakes_is_counted_logged_within_a_budget_and_serves_ag
         "{lines} log lines for 300 refused handshakes"
     );
 }
+
+/// An agent whose preferred aggregator's disk fills moves to the next one at once, and does
+/// not move back while that disk stays full: the full aggregator's handshake still works,
+/// but the failback probes leave it out for a minute after it said it cannot store data.
+#[test]
+fn an_agent_leaves_an_aggregator_with_a_full_disk_for_the_next_and_stays() {
+    let (dir, tls) = setup();
+    let small = dir.path().join("small");
+    let Some(_fs) = telltale_tests::chaos::Tmpfs::mount(&small, "24m") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must be able to mount a tmpfs (it runs as root)"
+        );
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let full =
+        start_aggregator(&tls, &small.join("agg"), "127.0.0.1:0", "127.0.0.1:0", &[]).unwrap();
+    let spare = start_fresh_aggregator(&tls, dir.path()).unwrap();
+    certs_issue(&tls, "mover").unwrap();
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "aggregators = [\"localhost:{}\", \"localhost:{}\"]\nmode = \"failover\"\n",
+            full.quic.port(),
+            spare.quic.port()
+        ),
+    )
+    .unwrap();
+    // Without `--aggregator`, which would replace the list.
+    let mut cmd = Command::new(bin("telltale-agent").unwrap());
+    cmd.arg("run")
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--name", "mover", "--interval", "200ms"])
+        .arg("--data-dir")
+        .arg(dir.path().join("agent"))
+        .arg("--ca")
+        .arg(tls.join("ca.crt"))
+        .arg("--cert")
+        .arg(tls.join("agents/mover.crt"))
+        .arg("--key")
+        .arg(tls.join("agents/mover.key"));
+    let agent = Proc::spawn(cmd, "mover").unwrap().0;
+    assert!(
+        wait_for(Duration::from_secs(15), || {
+            (newest_time_sample(&full, "mover") > 0).then_some(())
+        })
+        .is_some()
+    );
+    let filler = small.join("filler");
+    {
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 1 << 16];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let unready = wait_for(Duration::from_secs(20), || {
+        (http_get(full.http, "/-/ready").unwrap().0 == 503).then_some(Instant::now())
+    })
+    .expect("the full aggregator says it is not ready");
+    let moved = wait_for(Duration::from_secs(15), || {
+        (newest_time_sample(&spare, "mover") > 0).then_some(Instant::now())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the agent's samples never reached the next aggregator:\n{}",
+            agent.log()
+        )
+    });
+    eprintln!(
+        "samples at the next aggregator {:?} after the first was unready",
+        moved - unready
+    );
+    assert!(
+        moved - unready < Duration::from_secs(8),
+        "moved after {:?}",
+        moved - unready
+    );
+    // Three failback probes' worth: the agent stays.
+    let before = full.proc.log().matches("agent connected").count();
+    std::thread::sleep(Duration::from_secs(25));
+    let back = full.proc.log().matches("agent connected").count() - before;
+    assert!(
+        back == 0,
+        "{back} moves back to the full aggregator in 25 s:\n{}\n{}",
+        agent.log(),
+        full.proc.log()
+    );
+    let t = telltale_common::model::now_ms() - 2_000;
+    assert!(
+        newest_time_sample(&spare, "mover") > t,
+        "samples still arrive"
+    );
+    std::fs::remove_file(&filler).unwrap();
+}

@@ -8,7 +8,9 @@
 //! full jitter, so a fleet does not reconnect in lockstep after an aggregator restart. An
 //! aggregator that closes the connection because it cannot store data
 //! ([`aggregator_close::STORAGE`](telltale_common::wire::aggregator_close::STORAGE), a full
-//! disk) is tried again after 2.5 to 5 s, however much it stored before.
+//! disk) is tried again after 2.5 to 5 s, however much it stored before; with several, the
+//! next one is tried at once, the wait comes when all of them said so in a row, and the
+//! failback probes leave it out for a minute.
 //!
 //! With several aggregators (`aggregators`, in this agent's order of preference), a failed
 //! connection attempt or a lost session moves on to the next one at once (the backoff applies
@@ -70,10 +72,18 @@ pub struct Target {
     pub max_in_flight: usize,
 }
 
-/// Whether the aggregator closed `conn` because it cannot store data (its disk is full).
-fn refused_storage(conn: &quinn::Connection) -> bool {
+/// Whether the aggregator closed `conn` because it cannot store data (its disk is full). The
+/// aggregator ends the stream and then closes the connection, and the stream's end can arrive
+/// first: the close is awaited briefly.
+async fn refused_storage(conn: &quinn::Connection) -> bool {
+    let reason = match conn.close_reason() {
+        Some(r) => Some(r),
+        None => tokio::time::timeout(Duration::from_millis(250), conn.closed())
+            .await
+            .ok(),
+    };
     matches!(
-        conn.close_reason(),
+        reason,
         Some(quinn::ConnectionError::ApplicationClosed(c))
             if c.error_code == quinn::VarInt::from_u32(telltale_common::wire::aggregator_close::STORAGE)
     )
@@ -98,6 +108,10 @@ const WELCOME_TIMEOUT: Duration = ACK_TIMEOUT;
 /// the default `AgentDown` rule's minute, so an aggregator back from a restart has its agents
 /// back before it would call them down.
 pub const FAILBACK_PROBE: Duration = Duration::from_secs(10);
+/// How long an aggregator that ended a session because it cannot store data is left out of
+/// the failback probes: its handshake still works, and moving back to it every probe would
+/// only have it refuse again.
+const FULL_HOLD: Duration = Duration::from_secs(60);
 /// How long a move waits for acknowledgements in flight (the rest are sent again, to the
 /// aggregator moved to).
 const MOVE_DRAIN: Duration = Duration::from_secs(2);
@@ -197,6 +211,10 @@ impl Shipper {
         let n = self.target.aggregators.len().max(1);
         // The aggregator tried next, and connection attempts failed in a row.
         let (mut idx, mut failed) = (0usize, 0usize);
+        // Sessions in a row that the aggregator ended because it cannot store data, and until
+        // when each such aggregator is left out of the failback probes.
+        let mut full = 0usize;
+        let mut held: Vec<Option<Instant>> = vec![None; n];
         loop {
             if *shutdown.borrow() {
                 break;
@@ -218,6 +236,7 @@ impl Shipper {
                         AbortOnDrop(tokio::spawn(probe(
                             endpoint.clone(),
                             self.target.aggregators[..idx].to_vec(),
+                            held[..idx].to_vec(),
                             moves_tx,
                         )))
                     });
@@ -232,6 +251,7 @@ impl Shipper {
                             break;
                         }
                         Ok(End::Moved(j)) => {
+                            full = 0;
                             let to = self
                                 .target
                                 .aggregators
@@ -254,10 +274,13 @@ impl Shipper {
                             // full closes it at the first batch it cannot write, and may still
                             // have written one small batch into the bytes a failed write freed.
                             floor = Duration::from_millis(100);
-                            if refused_storage(&conn) {
+                            let refused = refused_storage(&conn).await;
+                            if refused {
                                 // Said outright: wait the longest, however much was stored.
                                 backoff = BACKOFF_MAX;
                                 floor = BACKOFF_MAX / 2;
+                                full += 1;
+                                held[idx] = Some(Instant::now() + FULL_HOLD);
                             } else if self.stats.batches.load(Ordering::Relaxed) > acked_before + 1
                                 || since.elapsed() > Duration::from_secs(30)
                             {
@@ -269,6 +292,13 @@ impl Shipper {
                             // peer costs a handshake timeout to find again), and if it was a
                             // blip the probes bring the agent back within seconds.
                             idx = (idx + 1) % n;
+                            if !refused {
+                                full = 0;
+                            } else if !full.is_multiple_of(n) {
+                                // Another aggregator may have room: it is tried at once, and
+                                // the wait comes when every one of them said it has none.
+                                continue;
+                            }
                         }
                     }
                 }
@@ -643,12 +673,26 @@ async fn handshake(
     .map_err(|_| ShipError::Connect("timed out".into()))?
 }
 
-/// Every [`FAILBACK_PROBE`] (with jitter), tries the `preferred` aggregators in order; sends
-/// the index of the first that completes a handshake, then stops.
-async fn probe(endpoint: quinn::Endpoint, preferred: Vec<Peer>, found: mpsc::Sender<usize>) {
+/// Every [`FAILBACK_PROBE`] (with jitter), tries the `preferred` aggregators in order, but
+/// not one `held` until a time still to come (it said it cannot store data); sends the index
+/// of the first that completes a handshake, then stops.
+async fn probe(
+    endpoint: quinn::Endpoint,
+    preferred: Vec<Peer>,
+    held: Vec<Option<Instant>>,
+    found: mpsc::Sender<usize>,
+) {
     loop {
         tokio::time::sleep(FAILBACK_PROBE / 2 + jitter(FAILBACK_PROBE / 2)).await;
         for (j, p) in preferred.iter().enumerate() {
+            if held
+                .get(j)
+                .copied()
+                .flatten()
+                .is_some_and(|t| Instant::now() < t)
+            {
+                continue;
+            }
             if let Ok(conn) = handshake(&endpoint, p).await {
                 conn.close(agent_close::PROBE.into(), b"probe");
                 let _ = found.send(j).await;
