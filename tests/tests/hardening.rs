@@ -684,6 +684,16 @@ fn a_second_connection_with_one_certificate_replaces_the_first_and_is_counted() 
     assert!(agg.proc.log().contains("replaces its older one"));
 }
 
+/// Fills the filesystem under `dir` with one file, returned (removing it gives the space back).
+fn fill(dir: &std::path::Path) -> std::path::PathBuf {
+    let filler = dir.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let block = vec![0u8; 1 << 16];
+    while f.write_all(&block).is_ok() {}
+    let _ = f.sync_all();
+    filler
+}
+
 /// Point 10: with the aggregator's disk full, `/-/ready` says so and agents back off instead
 /// of reconnecting several times a second; once space is back, writes resume by themselves.
 #[test]
@@ -707,14 +717,7 @@ fn a_full_disk_makes_the_aggregator_unready_and_agents_back_off() {
         })
         .is_some()
     );
-    // Fill the disk.
-    let filler = data.join("filler");
-    {
-        let mut f = std::fs::File::create(&filler).unwrap();
-        let block = vec![0u8; 1 << 16];
-        while f.write_all(&block).is_ok() {}
-        let _ = f.sync_all();
-    }
+    let filler = fill(&data);
     let unready = wait_for(Duration::from_secs(20), || {
         let (st, body) = http_get(agg.http, "/-/ready").unwrap();
         (st == 503 && body.contains("cannot write")).then_some(())
@@ -1061,13 +1064,7 @@ fn an_agent_leaves_an_aggregator_with_a_full_disk_for_the_next_and_stays() {
         })
         .is_some()
     );
-    let filler = small.join("filler");
-    {
-        let mut f = std::fs::File::create(&filler).unwrap();
-        let block = vec![0u8; 1 << 16];
-        while f.write_all(&block).is_ok() {}
-        let _ = f.sync_all();
-    }
+    let filler = fill(&small);
     let unready = wait_for(Duration::from_secs(20), || {
         (http_get(full.http, "/-/ready").unwrap().0 == 503).then_some(Instant::now())
     })
