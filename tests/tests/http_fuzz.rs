@@ -310,3 +310,82 @@ fn a_form_encoded_post_to_a_read_is_answered_without_a_token() {
         }
     }
 }
+
+/// Times at the ends of what they can be (i64's ends as nanoseconds, seconds and floats,
+/// ±1e300, dates of year 1 and 9999), as `start`/`end` pairs and as every other time or
+/// duration parameter, on every route with a PromQL, LogQL and metric LogQL query: never a
+/// server error. (CI's random run found `end=-9223372036854775808` overflowing a Loki
+/// route's arithmetic; a sweep of this shape then found LogQL's range evaluation doing the
+/// same, both fixed with saturating arithmetic.)
+#[test]
+fn extreme_times_on_every_route_are_answered_without_a_server_error() {
+    const EXTREMES: &[&str] = &[
+        "-9223372036854775808",
+        "9223372036854775807",
+        "-9223372036854775.808",
+        "-1e300",
+        "1e300",
+        "-1",
+        "0",
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59Z",
+    ];
+    const OTHERS: &[&str] = &["time", "since", "step", "range", "limit", "delay_for"];
+    let (dir, tls) = scratch_with_ca().unwrap();
+    let agg = start_quick_aggregator(&tls, dir.path(), TOKEN, &[]).unwrap();
+    let mut asked = 0;
+    let mut failed = Vec::new();
+    for route in routes() {
+        let route: String = route
+            .split('/')
+            .map(|s| {
+                if s.starts_with('{') || s.starts_with(':') {
+                    "abc"
+                } else {
+                    s
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        for q in [
+            "",
+            "query=up&",
+            "query=%7Bjob%3D%22a%22%7D&",
+            "query=count_over_time(%7Bjob%3D%22a%22%7D%5B1h%5D)&",
+        ] {
+            let mut paths: Vec<String> = Vec::new();
+            for a in EXTREMES {
+                for b in EXTREMES {
+                    paths.push(format!(
+                        "{route}?{q}start={}&end={}&step=15",
+                        enc(a),
+                        enc(b)
+                    ));
+                }
+                for p in OTHERS {
+                    paths.push(format!("{route}?{q}{p}={}", enc(a)));
+                }
+            }
+            for path in paths {
+                asked += 1;
+                match http_get(agg.http, &path) {
+                    Ok((st, _)) if st < 500 => {}
+                    Ok((st, body)) => {
+                        failed.push(format!("{st} {path}: {}", &body[..body.len().min(200)]))
+                    }
+                    Err(e) => failed.push(format!("no answer {path}: {e}")),
+                }
+            }
+        }
+    }
+    eprintln!(
+        "{asked} requests with extreme times, {} server errors",
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{}\n{}",
+        failed.join("\n"),
+        agg.proc.log()
+    );
+}

@@ -97,7 +97,7 @@ async fn forecast(
     };
     let now = telltale_common::model::now_ms();
     let t = p.time_or("time", now)? / step * step;
-    let start = t - history / step * step;
+    let start = t.saturating_sub(history / step * step);
     let engine = st.engine.clone();
     let (m, h) = ((season / step) as usize, (horizon / step).max(1) as usize);
     // The fits run beside the query, off the async workers, under the query's time limit:

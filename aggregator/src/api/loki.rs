@@ -112,8 +112,9 @@ fn range(p: &Params) -> Result<(i64, i64), LokiError> {
     };
     let start = match (p.get("start").filter(|v| !v.is_empty()), p.get("since")) {
         (Some(v), _) => time_ns(v)?,
-        (None, Some(s)) => end - duration_param(s)?,
-        (None, None) => end - 3_600_000_000_000,
+        // Saturating: `end` may be any i64 a client sends (i64::MIN panicked here in debug).
+        (None, Some(s)) => end.saturating_sub(duration_param(s)?),
+        (None, None) => end.saturating_sub(3_600_000_000_000),
     };
     if end < start {
         return Err(bad("end timestamp must not be before start time"));
@@ -211,7 +212,7 @@ async fn query_range(State(st): St, q: RawQuery) -> Result<Response, LokiError> 
     let step = match p.get("step").filter(|v| !v.is_empty()) {
         Some(s) => duration_param(s)?,
         // Loki's default: about 250 points, at least a second.
-        None => (((end - start) / 250) / 1_000_000_000).max(1) * 1_000_000_000,
+        None => ((end.saturating_sub(start) / 250) / 1_000_000_000).max(1) * 1_000_000_000,
     };
     let lim = limits(&st);
     let store = st.logs.clone();
@@ -361,7 +362,7 @@ async fn patterns(State(st): St, q: RawQuery) -> Result<Response, LokiError> {
     }
     let step = match p.get("step").filter(|v| !v.is_empty()) {
         Some(s) => duration_param(s)? / 1_000_000,
-        None => ((end - start) / 250 / 1_000_000).max(10_000),
+        None => (end.saturating_sub(start) / 250 / 1_000_000).max(10_000),
     };
     let limit = match p.get("limit").filter(|v| !v.is_empty()) {
         Some(v) => v

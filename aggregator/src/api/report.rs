@@ -135,7 +135,7 @@ fn request(p: &Params) -> Result<(Kind, i64, i64), ApiError> {
             "invalid parameter \"range\": from 1m to 400d",
         ));
     }
-    Ok((kind, end - range, end))
+    Ok((kind, end.saturating_sub(range), end))
 }
 
 async fn made(st: Arc<ApiState>, kind: Kind, start: i64, end: i64) -> Result<Report, ApiError> {

@@ -489,14 +489,17 @@ pub fn range_metric(
     limits: &Limits,
 ) -> Result<Vec<Series>, EvalError> {
     let step_ns = step_ns.max(1);
-    let points = ((end_ns - start_ns) / step_ns).saturating_add(1);
+    // Saturating: the times are whatever a client sent (i64's ends panicked in debug).
+    let points = (end_ns.saturating_sub(start_ns) / step_ns).saturating_add(1);
     if end_ns < start_ns || points as usize > limits.max_points {
         return Err(EvalError::Limit(format!(
             "exceeded maximum resolution of {} points per time series: try a larger step",
             limits.max_points
         )));
     }
-    let steps: Vec<i64> = (0..points).map(|k| start_ns + k * step_ns).collect();
+    let steps: Vec<i64> = (0..points)
+        .map(|k| start_ns.saturating_add(k.saturating_mul(step_ns)))
+        .collect();
     let per_step = eval_steps(store, e, &steps, limits)?;
     let mut out: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
     for (t, vals) in steps.iter().zip(per_step) {
@@ -566,7 +569,7 @@ fn operands(
                 log,
                 *func,
                 grouping.as_ref(),
-                first - range_ns + 1,
+                first.saturating_sub(*range_ns).saturating_add(1),
                 last.saturating_add(1),
                 limits,
             )?;
@@ -577,7 +580,7 @@ fn operands(
                     while hi < pts.len() && pts[hi].0 <= t {
                         hi += 1;
                     }
-                    while lo < hi && pts[lo].0 <= t - range_ns {
+                    while lo < hi && pts[lo].0 <= t.saturating_sub(*range_ns) {
                         lo += 1;
                     }
                     if let Some(v) = range_value(*func, &pts[lo..hi], *range_ns) {
