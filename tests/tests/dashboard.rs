@@ -47,7 +47,6 @@ fn steady(name: &str) -> bool {
     ]
     .iter()
     .any(|s| name.ends_with(s))
-        || name.contains("_info")
 }
 
 /// The history of every `node_*` counter, gauge and untyped series of `text` for both
