@@ -827,4 +827,41 @@ mod tests {
              [0.006,\"8900000000000000\"] [0.007,\"1e+21\"] [0.008,\"-1.5e-09\"] "
         );
     }
+
+    #[test]
+    fn scalars_and_strings_are_written_as_go_encoding_json_writes_them() {
+        let body = |v: &crate::metrics::promql::Value| {
+            let r = encode::value_response(v);
+            let bytes = futures_body(r);
+            String::from_utf8(bytes).unwrap_or_default()
+        };
+        use crate::metrics::promql::Value;
+        use telltale_common::model::Sample;
+        // Prometheus 2.42's answers: `1e-7`, `1e21` and `time()` at a fractional second.
+        for (t, v, want) in [
+            (1_796_619_000_050, 1e-7, "[1796619000.05,\"0.0000001\"]"),
+            (1_796_619_000_000, 1e21, "[1796619000,\"1000000000000000000000\"]"),
+            (1_796_619_000_500, 1_796_619_000.5, "[1796619000.5,\"1796619000.5\"]"),
+            (-1_500, f64::NEG_INFINITY, "[-1.5,\"-Inf\"]"),
+            (7, -0.0, "[0.007,\"-0\"]"),
+        ] {
+            let got = body(&Value::Scalar(Sample(t, v)));
+            assert!(got.contains(&format!("\"scalar\",\"result\":{want}")), "{got}");
+        }
+        let got = body(&Value::String(1_796_619_000_050, "a".into()));
+        assert!(got.contains("\"string\",\"result\":[1796619000.05,\"a\"]"), "{got}");
+    }
+
+    fn futures_body(r: axum::response::Response) -> Vec<u8> {
+        let rt = tokio::runtime::Builder::new_current_thread().build();
+        match rt {
+            Ok(rt) => rt.block_on(async {
+                axum::body::to_bytes(r.into_body(), usize::MAX)
+                    .await
+                    .map(|b| b.to_vec())
+                    .unwrap_or_default()
+            }),
+            Err(_) => Vec::new(),
+        }
+    }
 }

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use telltale_common::model::{Labels, Sample};
 
 use crate::metrics::promql::Value;
-use crate::metrics::promql::format::{push_int, write_sample};
+use crate::metrics::promql::format::{push_int, write_sample, write_value};
 use crate::metrics::storage::SeriesData;
 
 /// Appends `s` as a JSON string.
@@ -135,13 +135,19 @@ pub(super) fn value_response(v: &Value) -> Response {
             out.push_str("\"matrix\",\"result\":");
             push_matrix(&mut out, m);
         }
+        // Prometheus writes a scalar or a string with Go's `encoding/json`, not its point
+        // encoder: the time as a float (`1.05`, not `1.050`), a scalar's value positional
+        // however large or small (`0.0000001`, `1000000000000000000000`).
         Value::Scalar(s) => {
-            out.push_str("\"scalar\",\"result\":");
-            push_point(&mut out, s);
+            out.push_str("\"scalar\",\"result\":[");
+            write_value(&mut out, s.0 as f64 / 1000.0);
+            out.push_str(",\"");
+            write_value(&mut out, s.1);
+            out.push_str("\"]");
         }
         Value::String(t, s) => {
             out.push_str("\"string\",\"result\":[");
-            push_timestamp(&mut out, *t);
+            write_value(&mut out, *t as f64 / 1000.0);
             out.push(',');
             push_json_str(&mut out, s);
             out.push(']');

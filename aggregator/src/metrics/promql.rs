@@ -395,6 +395,93 @@ mod tests {
         );
     }
 
+    /// A gauge every 15 s for 4 hours: a value that moves (the step's index squared, mod 97).
+    async fn four_hours() -> (Engine, ()) {
+        let samples: Vec<(i64, f64)> = (0..=960)
+            .map(|k| (k * 15_000, ((k * k) % 97) as f64))
+            .collect();
+        engine(vec![ss(&[("__name__", "m"), ("job", "a")], &samples)]).await
+    }
+
+    fn one_value(v: Value) -> Option<f64> {
+        match v {
+            Value::Vector(v) => v.first().map(|x| x.1 .1),
+            Value::Scalar(s) => Some(s.1),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn selectors_are_read_wherever_a_subquery_moves_them() {
+        let (e, _d) = four_hours().await;
+        let h = 3_600_000;
+        let at = |q: &str, t: i64| one_value(e.instant(q, t).unwrap());
+        // `@` on a subquery pins its inner steps, before or after the query's own time: the
+        // inner selector must be read there (it was read around the query's time only).
+        let pinned = "max_over_time(m[10m:1m] @ 9000)";
+        let want = at(pinned, 9_000_000);
+        assert!(want.is_some());
+        for t in [0, h, 2 * h + 1234, 4 * h] {
+            assert_eq!(at(pinned, t), want, "{pinned} at {t}");
+        }
+        // A negative offset on a subquery reads after the query's time.
+        assert_eq!(
+            at("min_over_time(m[5m:30s] offset -1h)", h),
+            at("min_over_time(m[5m:30s])", 2 * h)
+        );
+        // Inside a subquery whose inner steps fall on rollup boundaries (a range query at a
+        // 5-minute step may read rollups): every step as the instant query answers it.
+        for q in [
+            "max_over_time(avg_over_time(m[5m])[1h:5m])",
+            "sum_over_time(max_over_time(m[10m])[30m:5m] offset -30m)",
+        ] {
+            let r = e.range(q, 2 * h, 3 * h, 300_000).unwrap();
+            assert_eq!(r.len(), 1, "{q}");
+            assert_eq!(r[0].samples.len(), 13, "{q}");
+            for p in &r[0].samples {
+                // Rollups add bucket sums: alike to the last bits, not in them.
+                let want = at(q, p.0).unwrap_or(f64::NAN);
+                assert!((p.1 - want).abs() <= 1e-9 * want.abs(), "{q} at {}: {} vs {want}", p.0, p.1);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_at_range_argument_slides_only_where_prometheus_2_42_slides_it() {
+        let (e, _d) = four_hours().await;
+        let at = |q: &str, t: i64| one_value(e.instant(q, t).unwrap());
+        let (s, step) = (3_600_000, 60_000);
+        // Step-invariant calls read the window at `@` at every step.
+        for q in ["quantile_over_time(0.5, m[5m] @ 9000)", "holt_winters(m[5m] @ 9000, 0.5, 0.5)"] {
+            let r = e.range(q, s, s + 10 * step, step).unwrap();
+            let want = at(q, s);
+            assert!(r[0].samples.iter().all(|p| Some(p.1) == want), "{q}: {r:?}");
+        }
+        // The others (Prometheus 2.42's answers, measured): at step k the window still ends at
+        // `@` but starts k steps later — an instant query over a range k steps shorter — and
+        // is empty once k steps pass the range.
+        for (q, short) in [
+            ("predict_linear(m[5m] @ 9000, 60)", "predict_linear(m[{r}s] @ 9000, 60)"),
+            (
+                "quantile_over_time(scalar(m), m[5m] @ 9000)",
+                "quantile_over_time(scalar(m), m[{r}s] @ 9000)",
+            ),
+        ] {
+            let r = e.range(q, s, s + 10 * step, step).unwrap();
+            let got: Vec<(i64, f64)> = r[0].samples.iter().map(|p| (p.0, p.1)).collect();
+            let want: Vec<(i64, f64)> = (0..5)
+                .filter_map(|k| {
+                    let shorter = short.replace("{r}", &(300 - 60 * k).to_string());
+                    let t = s + k * step;
+                    at(&shorter, t).map(|v| (t, v))
+                })
+                .collect();
+            // Step 5's window is the one sample at `@`; later ones are empty.
+            assert!(got.len() <= 6 && got.iter().all(|p| p.0 <= s + 5 * step), "{q}: {got:?}");
+            assert_eq!(got[..5], want[..5], "{q}");
+        }
+    }
+
     #[tokio::test]
     async fn functions_refuse_results_with_equal_label_sets() {
         let (e, _d) = counters().await;

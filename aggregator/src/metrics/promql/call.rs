@@ -211,7 +211,9 @@ impl Evaluator<'_> {
         // A plain range selector: compute on the cached samples in place instead of copying
         // every window at every step.
         if let Expr::MatrixSelector(ms) = c.args.args[arg].as_ref() {
-            let te = self.at_time(&ms.vs.at).unwrap_or(t) - offset_ms(&ms.vs.offset);
+            let Some((te, window_range)) = self.call_window(c, ms, t) else {
+                return Ok(Val::Vector(Vec::new()));
+            };
             let range = ms.range.as_millis() as i64;
             let data = self.data(&ms.vs)?;
             let stale = self.stale_flags(&ms.vs, &data);
@@ -234,7 +236,13 @@ impl Evaluator<'_> {
                 .zip(cursors.iter_mut())
                 .enumerate()
             {
-                let (lo, hi) = window(cur, &s.samples, te, range);
+                // A slid window is found afresh: the cursors only move forward.
+                let (lo, hi) = if window_range == range {
+                    window(cur, &s.samples, te, range)
+                } else {
+                    let lo = s.samples.partition_point(|x| x.0 < te - window_range);
+                    (lo, s.samples.partition_point(|x| x.0 <= te).max(lo))
+                };
                 let mut window = &s.samples[lo..hi];
                 if *has_stale
                     && window

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::{
-    AggregateExpr, AtModifier, Expr, LabelModifier, Offset, SubqueryExpr, VectorSelector,
+    AggregateExpr, AtModifier, Call, Expr, LabelModifier, MatrixSelector, Offset, SubqueryExpr,
+    VectorSelector,
 };
 use rustc_hash::{FxHashMap, FxHashSet};
 use telltale_common::model::{Labels, METRIC_NAME, Sample, is_stale_marker};
@@ -138,6 +139,8 @@ pub struct Evaluator<'a> {
     /// Per node and output label set: the series it came from (see [`Evaluator::one_source`]).
     sources: FxHashMap<(usize, Labels), Labels>,
     extra: i64,
+    /// Per selector text, the span of sample times the query may read ([`select::read_spans`]).
+    spans: HashMap<String, (i64, i64)>,
     /// Selector data by the selector node's address (the AST outlives the evaluator), shared
     /// by every step instead of copied.
     cache: FxHashMap<usize, Arc<Vec<SeriesData>>>,
@@ -253,6 +256,7 @@ impl<'a> Evaluator<'a> {
             name_collisions: FxHashMap::default(),
             sources: FxHashMap::default(),
             extra: lookback + reach(root),
+            spans: select::read_spans(root, start, end, lookback),
             cache: FxHashMap::default(),
             by_text: HashMap::new(),
             loaded: 0,
@@ -441,6 +445,35 @@ impl<'a> Evaluator<'a> {
         self.start
     }
 
+    /// The window `(te, range)` — samples in `[te - range, te]` — a call `c` reads of its range
+    /// selector argument `ms` at `t`; `None` when it reads nothing.
+    ///
+    /// Prometheus 2.42 turns an `@` into an offset from the first step of the range being
+    /// evaluated (the query's, or a subquery's). A step-invariant call is evaluated once, at
+    /// that step, so its window sits at `@`. Any other call with an `@` range argument
+    /// (`predict_linear`, or a parameter that is not constant, as in
+    /// `quantile_over_time(scalar(y), x[5m] @ t)`) slides the window on with every step, over
+    /// series read only up to `@`: the window keeps its end at `@`, loses `t - first step`
+    /// from its start, and is empty once that passes the range. Instant queries never see it.
+    pub(super) fn call_window(&self, c: &Call, ms: &MatrixSelector, t: i64) -> Option<(i64, i64)> {
+        let range = dur_ms(ms.range);
+        let off = offset_ms(&ms.vs.offset);
+        let Some(at) = self.at_time(&ms.vs.at) else {
+            return Some((t.saturating_sub(off), range));
+        };
+        let te = at.saturating_sub(off);
+        if call_step_invariant(c) {
+            return Some((te, range));
+        }
+        let slid = range.saturating_sub(t.saturating_sub(self.range_start).max(0));
+        (slid >= 0).then_some((te, slid))
+    }
+
+    /// The span of sample times the query may read for `vs` ([`select::read_spans`]).
+    pub(super) fn read_span(&self, vs: &VectorSelector) -> Option<(i64, i64)> {
+        self.spans.get(&vs.to_string()).copied()
+    }
+
     pub(super) fn start_ms(&self) -> i64 {
         self.start
     }
@@ -505,23 +538,9 @@ impl<'a> Evaluator<'a> {
     }
 
     pub(super) fn at_time(&self, at: &Option<AtModifier>) -> Option<i64> {
-        match at {
-            // Prometheus 2.42 resolves `start()` and `end()` in a pass that does not visit an
-            // aggregation's parameter: there they are ignored, as if absent.
-            Some(AtModifier::Start | AtModifier::End) if self.in_param > 0 => None,
-            Some(AtModifier::Start) => Some(self.start),
-            Some(AtModifier::End) => Some(self.end),
-            Some(AtModifier::At(t)) => Some(super::clamp_time(
-                match t.duration_since(std::time::UNIX_EPOCH) {
-                    Ok(d) => i128::try_from(d.as_millis()).unwrap_or(i128::MAX),
-                    Err(e) => -i128::try_from(e.duration().as_millis()).unwrap_or(i128::MAX),
-                },
-            )),
-            None => None,
-        }
+        select::resolve_at(at, self.start, self.end, self.in_param > 0)
     }
 
-    /// The series of a selector over everything this query can read, loaded once.
     /// Evaluates `e` at `t` (ms).
     pub fn eval(&mut self, e: &Expr, t: i64) -> Result<Val, QueryError> {
         // Reading the clock costs about as much as evaluating a small node, so it is read at
@@ -902,23 +921,27 @@ fn step_invariant(e: &Expr) -> bool {
         Expr::Binary(b) => step_invariant(&b.lhs) && step_invariant(&b.rhs),
         // The parameter does not count (Prometheus 2.42 looks at the expression only).
         Expr::Aggregate(a) => step_invariant(&a.expr),
-        Expr::Call(c) => {
-            !matches!(
-                c.func.name,
-                "days_in_month"
-                    | "day_of_month"
-                    | "day_of_week"
-                    | "day_of_year"
-                    | "hour"
-                    | "minute"
-                    | "month"
-                    | "year"
-                    | "predict_linear"
-                    | "time"
-            ) && c.args.args.iter().all(|a| step_invariant(a))
-        }
+        Expr::Call(c) => call_step_invariant(c),
         _ => false,
     }
+}
+
+/// Whether Prometheus 2.42 evaluates the call once for a whole range: its function is `@`-safe
+/// (not one that reads the evaluation time) and every argument is step-invariant.
+fn call_step_invariant(c: &Call) -> bool {
+    !matches!(
+        c.func.name,
+        "days_in_month"
+            | "day_of_month"
+            | "day_of_week"
+            | "day_of_year"
+            | "hour"
+            | "minute"
+            | "month"
+            | "year"
+            | "predict_linear"
+            | "time"
+    ) && c.args.args.iter().all(|a| step_invariant(a))
 }
 
 /// The labels without the metric name.

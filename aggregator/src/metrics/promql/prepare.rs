@@ -10,14 +10,18 @@
 //!   (`rate((x[5m]))` is `rate(x[5m])`, `absent((x{job="a"}))` names `job="a"`), so they are
 //!   removed here, once, instead of in every function that looks at its argument's shape.
 //!
+//! - **Numbers out of range.** Prometheus reads a number with Go's `strconv`, which refuses
+//!   one past the largest double (`1e400`: "value out of range") where promql-parser reads
+//!   +Inf, and refuses an `@` time of 2^63 seconds or more, which promql-parser saturates.
+//!
 //! `/api/v1/format_query` prints the tree [`super::limits::parse_syntax`] gives, without these
 //! changes: the text the user wrote, as Prometheus prints it.
 
 use lrpar::{Lexeme as _, Lexer as _};
 use promql_parser::parser::token::{
-    T_ADD, T_ATAN2, T_BOOL, T_COMMA, T_DIV, T_EQLC, T_GROUP_LEFT, T_GROUP_RIGHT, T_GTE, T_GTR,
+    T_ADD, T_AT, T_ATAN2, T_BOOL, T_COMMA, T_DIV, T_EQLC, T_GROUP_LEFT, T_GROUP_RIGHT, T_GTE, T_GTR,
     T_IDENTIFIER, T_IGNORING, T_LAND, T_LEFT_PAREN, T_LOR, T_LSS, T_LTE, T_LUNLESS, T_MOD, T_MUL,
-    T_NEQ, T_ON, T_POW, T_RIGHT_PAREN, T_SUB,
+    T_NEQ, T_NUMBER, T_ON, T_POW, T_RIGHT_PAREN, T_SUB,
 };
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{Expr, NumberLiteral};
@@ -105,6 +109,59 @@ fn unary_pluses(q: &str) -> Option<Vec<(usize, bool)>> {
     (!found.is_empty()).then_some(found)
 }
 
+/// Refuses the numbers Prometheus' parser refuses and promql-parser reads (see the module's
+/// documentation), with Prometheus' messages.
+fn check_numbers(q: &str) -> Result<(), QueryError> {
+    // A number past the largest double has an exponent or over 300 digits; an `@` time needs
+    // an `@`: most queries need no lexing here.
+    let long_digits = || q.as_bytes().windows(300).any(|w| w.iter().all(u8::is_ascii_digit));
+    if !q.contains(['e', 'E', '@']) && !long_digits() {
+        return Ok(());
+    }
+    let Ok(lexer) = promql_parser::parser::lexer(q) else {
+        return Ok(());
+    };
+    let tokens: Vec<(u16, usize, usize)> = lexer
+        .iter()
+        .filter_map(|l| l.ok())
+        .map(|l| (l.tok_id(), l.span().start(), l.span().end()))
+        .collect();
+    for (i, &(tok, start, end)) in tokens.iter().enumerate() {
+        let Some(text) = q.get(start..end).filter(|_| tok == T_NUMBER) else {
+            continue;
+        };
+        // Hexadecimal integers and `Inf`/`NaN` are the parser's to judge.
+        let Ok(v) = text.parse::<f64>() else {
+            continue;
+        };
+        let lower = text.to_ascii_lowercase();
+        if v.is_infinite() && !lower.contains("inf") {
+            return Err(QueryError::BadData(format!(
+                "parse error: error parsing number: strconv.ParseFloat: parsing {text:?}: value out of range"
+            )));
+        }
+        // `@ n`, `@ -n`, `@ +n`.
+        let before = |k: usize| i.checked_sub(k).map(|j| tokens[j].0);
+        let sign = match before(1) {
+            Some(t) if t == T_SUB => Some(-1.0),
+            Some(t) if t == T_ADD => Some(1.0),
+            _ => None,
+        };
+        let at = match sign {
+            Some(s) if before(2) == Some(T_AT) => Some(s * v),
+            None if before(1) == Some(T_AT) => Some(v),
+            _ => None,
+        };
+        // Go converts the seconds to int64 milliseconds only below float64(MaxInt64) seconds.
+        if let Some(secs) = at.filter(|s| s.abs() >= 9.223_372_036_854_775_807e18) {
+            return Err(QueryError::BadData(format!(
+                "parse error: timestamp out of bounds for @ modifier: {secs:.6}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// `q` with the unary `+` at the offsets `at` written as `- -`.
 fn as_double_negation(q: &str, at: impl Iterator<Item = usize>) -> String {
     let mut out = String::with_capacity(q.len() + 8);
@@ -144,6 +201,7 @@ fn check_unary(e: &Expr) -> Result<(), QueryError> {
 /// `for_evaluation` also writes the unary `+` that begin a [`SHAPE_FUNCTIONS`] argument as
 /// `- -` (see the module's documentation).
 pub fn parse(q: &str, for_evaluation: bool) -> Result<Expr, QueryError> {
+    check_numbers(q)?;
     let Some(pluses) = unary_pluses(q) else {
         let e = parse_guarded(q)?;
         check_unary(&e)?;
@@ -263,6 +321,43 @@ mod tests {
             );
         }
         for q in ["+x", "+1", "1 + +x", "+-1"] {
+            eval_tree(q).unwrap_or_else(|e| panic!("{q}: {e}"));
+        }
+    }
+
+    #[test]
+    fn numbers_past_a_double_and_at_times_past_int64_are_refused_as_prometheus_does() {
+        // Prometheus 2.42's answers (strconv.ParseFloat's range error; the @ bound).
+        for (q, why) in [
+            ("1e400", "value out of range"),
+            ("-1.8e308", "value out of range"),
+            ("1.7976931348623159e308", "value out of range"),
+            ("topk(1e400, x)", "value out of range"),
+            ("x @ 1e400", "value out of range"),
+            ("x @ 9.3e18", "timestamp out of bounds"),
+            ("x @ -9.3e18", "timestamp out of bounds"),
+            ("x[5m:1m] @ +1e19", "timestamp out of bounds"),
+            ("x @ 1e20 offset 1m", "timestamp out of bounds"),
+        ] {
+            let e = eval_tree(q).expect_err(q).to_string();
+            assert!(e.contains(why), "{q}: {e}");
+            // format_query refuses them too.
+            assert!(parse(q, false).is_err(), "{q}");
+        }
+        for q in [
+            "1e308",
+            "1.7976931348623158e308",
+            "1e-400",
+            "Inf",
+            "-inf",
+            "x @ 9.2e18",
+            "x @ -9.2e18",
+            "x offset 1m @ 1e10",
+            "x{a=\"1e400\"}",
+            "label_replace(x, \"a\", \"1e400\", \"b\", \"\")",
+            "123456789012345678901234567890",
+            "x # 1e400",
+        ] {
             eval_tree(q).unwrap_or_else(|e| panic!("{q}: {e}"));
         }
     }

@@ -82,7 +82,11 @@ impl Evaluator<'_> {
         if let Some(d) = self.rollup_cache().get(&key) {
             return Ok(d.clone());
         }
-        let (lo, hi) = (self.start_ms() - off - range, self.end_ms() - off);
+        // Every time the selector can be read at: a subquery's inner steps reach back past
+        // the query's start by its range (and an offset or `@` on it moves them).
+        let (lo, hi) = self
+            .read_span(&ms.vs)
+            .unwrap_or((self.start_ms() - off - range, self.end_ms() - off));
         let budget = self.sample_budget();
         let d = self
             .storage()
