@@ -840,16 +840,30 @@ mod tests {
         // Prometheus 2.42's answers: `1e-7`, `1e21` and `time()` at a fractional second.
         for (t, v, want) in [
             (1_796_619_000_050, 1e-7, "[1796619000.05,\"0.0000001\"]"),
-            (1_796_619_000_000, 1e21, "[1796619000,\"1000000000000000000000\"]"),
-            (1_796_619_000_500, 1_796_619_000.5, "[1796619000.5,\"1796619000.5\"]"),
+            (
+                1_796_619_000_000,
+                1e21,
+                "[1796619000,\"1000000000000000000000\"]",
+            ),
+            (
+                1_796_619_000_500,
+                1_796_619_000.5,
+                "[1796619000.5,\"1796619000.5\"]",
+            ),
             (-1_500, f64::NEG_INFINITY, "[-1.5,\"-Inf\"]"),
             (7, -0.0, "[0.007,\"-0\"]"),
         ] {
             let got = body(&Value::Scalar(Sample(t, v)));
-            assert!(got.contains(&format!("\"scalar\",\"result\":{want}")), "{got}");
+            assert!(
+                got.contains(&format!("\"scalar\",\"result\":{want}")),
+                "{got}"
+            );
         }
         let got = body(&Value::String(1_796_619_000_050, "a".into()));
-        assert!(got.contains("\"string\",\"result\":[1796619000.05,\"a\"]"), "{got}");
+        assert!(
+            got.contains("\"string\",\"result\":[1796619000.05,\"a\"]"),
+            "{got}"
+        );
     }
 
     fn futures_body(r: axum::response::Response) -> Vec<u8> {

@@ -405,7 +405,7 @@ mod tests {
 
     fn one_value(v: Value) -> Option<f64> {
         match v {
-            Value::Vector(v) => v.first().map(|x| x.1 .1),
+            Value::Vector(v) => v.first().map(|x| x.1.1),
             Value::Scalar(s) => Some(s.1),
             other => panic!("{other:?}"),
         }
@@ -441,7 +441,12 @@ mod tests {
             for p in &r[0].samples {
                 // Rollups add bucket sums: alike to the last bits, not in them.
                 let want = at(q, p.0).unwrap_or(f64::NAN);
-                assert!((p.1 - want).abs() <= 1e-9 * want.abs(), "{q} at {}: {} vs {want}", p.0, p.1);
+                assert!(
+                    (p.1 - want).abs() <= 1e-9 * want.abs(),
+                    "{q} at {}: {} vs {want}",
+                    p.0,
+                    p.1
+                );
             }
         }
     }
@@ -452,7 +457,10 @@ mod tests {
         let at = |q: &str, t: i64| one_value(e.instant(q, t).unwrap());
         let (s, step) = (3_600_000, 60_000);
         // Step-invariant calls read the window at `@` at every step.
-        for q in ["quantile_over_time(0.5, m[5m] @ 9000)", "holt_winters(m[5m] @ 9000, 0.5, 0.5)"] {
+        for q in [
+            "quantile_over_time(0.5, m[5m] @ 9000)",
+            "holt_winters(m[5m] @ 9000, 0.5, 0.5)",
+        ] {
             let r = e.range(q, s, s + 10 * step, step).unwrap();
             let want = at(q, s);
             assert!(r[0].samples.iter().all(|p| Some(p.1) == want), "{q}: {r:?}");
@@ -461,7 +469,10 @@ mod tests {
         // `@` but starts k steps later — an instant query over a range k steps shorter — and
         // is empty once k steps pass the range.
         for (q, short) in [
-            ("predict_linear(m[5m] @ 9000, 60)", "predict_linear(m[{r}s] @ 9000, 60)"),
+            (
+                "predict_linear(m[5m] @ 9000, 60)",
+                "predict_linear(m[{r}s] @ 9000, 60)",
+            ),
             (
                 "quantile_over_time(scalar(m), m[5m] @ 9000)",
                 "quantile_over_time(scalar(m), m[{r}s] @ 9000)",
@@ -477,9 +488,36 @@ mod tests {
                 })
                 .collect();
             // Step 5's window is the one sample at `@`; later ones are empty.
-            assert!(got.len() <= 6 && got.iter().all(|p| p.0 <= s + 5 * step), "{q}: {got:?}");
+            assert!(
+                got.len() <= 6 && got.iter().all(|p| p.0 <= s + 5 * step),
+                "{q}: {got:?}"
+            );
             assert_eq!(got[..5], want[..5], "{q}");
         }
+    }
+
+    #[tokio::test]
+    async fn an_at_selector_in_an_aggregation_parameter_slides_as_in_prometheus_2_42() {
+        let (e, _d) = four_hours().await;
+        let (s, step) = (3_600_000, 60_000);
+        // The parameter's selector keeps its value while the slide stays within the lookback
+        // (5 minutes), then has none: `scalar` is NaN and `topk` refuses it (measured on 2.42).
+        let q = "topk(scalar(m @ 9000), m)";
+        assert!(e.range(q, s, s + 5 * step, step).is_ok());
+        let err = e.range(q, s, s + 10 * step, step).expect_err(q);
+        assert!(err.to_string().contains("NaN"), "{err}");
+        // An instant query, and a parameter of an aggregation over a step-invariant
+        // expression (taken at the first step), never slide.
+        assert!(e.instant(q, s + 10 * step).is_ok());
+        assert!(
+            e.range("topk(scalar(m @ 9000), m @ 9000)", s, s + 10 * step, step)
+                .is_ok()
+        );
+        // A range argument in a parameter slides too: `rate` over a minute has two samples
+        // left at the first step and one a minute later (no rate: NaN, refused).
+        let q = "topk(scalar(sum(rate(m[1m] @ 9000))), m)";
+        assert!(e.range(q, s, s, step).is_ok());
+        assert!(e.range(q, s, s + step, step).is_err());
     }
 
     #[tokio::test]

@@ -372,17 +372,21 @@ impl Evaluator<'_> {
         // The end of the window rate, increase and delta extrapolate to: the end of the window
         // the argument's data comes from (`@` time or evaluation time, minus the offset), as
         // in Prometheus.
+        // A slid window (`Evaluator::call_window`) extrapolates to where it has slid to, as
+        // Prometheus 2.42 does from the offset it made of the `@`.
         let end = match args.first().map(|a| a.as_ref()) {
-            Some(Expr::MatrixSelector(ms)) => {
-                self.at_time(&ms.vs.at).unwrap_or(t) - offset_ms(&ms.vs.offset)
-            }
+            Some(Expr::MatrixSelector(ms)) => (self.at_time(&ms.vs.at).unwrap_or(t)
+                - offset_ms(&ms.vs.offset))
+            .saturating_add(self.slide(c, &ms.vs.at, t).unwrap_or(0)),
             Some(Expr::Subquery(sq)) => self.at_time(&sq.at).unwrap_or(t) - offset_ms(&sq.offset),
             _ => t,
         };
         match name {
             "rate" | "increase" => {
                 let rate = name == "rate";
-                if let Expr::MatrixSelector(ms) = args[0].as_ref() {
+                if let Expr::MatrixSelector(ms) = args[0].as_ref()
+                    && self.slide(c, &ms.vs.at, t).is_none()
+                {
                     return self.counter_rate(ms, t, range, rate);
                 }
                 self.over_time(c, t, 0, false, |p| {

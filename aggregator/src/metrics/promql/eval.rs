@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::{
-    AggregateExpr, AtModifier, Call, Expr, LabelModifier, MatrixSelector, Offset, SubqueryExpr,
-    VectorSelector,
+    AggregateExpr, AtModifier, Call, Expr, LabelModifier, Offset, SubqueryExpr, VectorSelector,
 };
 use rustc_hash::{FxHashMap, FxHashSet};
 use telltale_common::model::{Labels, METRIC_NAME, Sample, is_stale_marker};
@@ -445,30 +444,6 @@ impl<'a> Evaluator<'a> {
         self.start
     }
 
-    /// The window `(te, range)` — samples in `[te - range, te]` — a call `c` reads of its range
-    /// selector argument `ms` at `t`; `None` when it reads nothing.
-    ///
-    /// Prometheus 2.42 turns an `@` into an offset from the first step of the range being
-    /// evaluated (the query's, or a subquery's). A step-invariant call is evaluated once, at
-    /// that step, so its window sits at `@`. Any other call with an `@` range argument
-    /// (`predict_linear`, or a parameter that is not constant, as in
-    /// `quantile_over_time(scalar(y), x[5m] @ t)`) slides the window on with every step, over
-    /// series read only up to `@`: the window keeps its end at `@`, loses `t - first step`
-    /// from its start, and is empty once that passes the range. Instant queries never see it.
-    pub(super) fn call_window(&self, c: &Call, ms: &MatrixSelector, t: i64) -> Option<(i64, i64)> {
-        let range = dur_ms(ms.range);
-        let off = offset_ms(&ms.vs.offset);
-        let Some(at) = self.at_time(&ms.vs.at) else {
-            return Some((t.saturating_sub(off), range));
-        };
-        let te = at.saturating_sub(off);
-        if call_step_invariant(c) {
-            return Some((te, range));
-        }
-        let slid = range.saturating_sub(t.saturating_sub(self.range_start).max(0));
-        (slid >= 0).then_some((te, slid))
-    }
-
     /// The span of sample times the query may read for `vs` ([`select::read_spans`]).
     pub(super) fn read_span(&self, vs: &VectorSelector) -> Option<(i64, i64)> {
         self.spans.get(&vs.to_string()).copied()
@@ -589,6 +564,15 @@ impl<'a> Evaluator<'a> {
             Expr::VectorSelector(vs) => {
                 let te = self.at_time(&vs.at).unwrap_or(t) - offset_ms(&vs.offset);
                 let lookback = self.lookback;
+                // In an aggregation's parameter Prometheus 2.42 slides an `@` selector on with
+                // the steps (see `call_window`): the lookback shrinks by the step's distance
+                // from the range's first.
+                let reach = match self.at_time(&vs.at) {
+                    Some(_) if self.in_param > 0 => {
+                        lookback.saturating_sub(t.saturating_sub(self.range_start).max(0))
+                    }
+                    _ => lookback,
+                };
                 let data = self.data(vs)?;
                 let mut cursors = self.take_cursors(vs, lookback, data.len());
                 let out = Val::Vector(
@@ -599,10 +583,12 @@ impl<'a> Evaluator<'a> {
                             let x = *s.samples.get(idx.checked_sub(1)?)?;
                             // [te - lookback, te], closed on the left as in Prometheus 2.x, the
                             // compliance reference (3.x opened it).
-                            (x.0 >= te - lookback && !is_stale_marker(x.1)).then(|| Elem {
-                                labels: s.labels.clone(),
-                                t: x.0,
-                                v: x.1,
+                            (reach >= 0 && x.0 >= te - reach && !is_stale_marker(x.1)).then(|| {
+                                Elem {
+                                    labels: s.labels.clone(),
+                                    t: x.0,
+                                    v: x.1,
+                                }
                             })
                         })
                         .collect(),

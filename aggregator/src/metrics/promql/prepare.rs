@@ -19,9 +19,9 @@
 
 use lrpar::{Lexeme as _, Lexer as _};
 use promql_parser::parser::token::{
-    T_ADD, T_AT, T_ATAN2, T_BOOL, T_COMMA, T_DIV, T_EQLC, T_GROUP_LEFT, T_GROUP_RIGHT, T_GTE, T_GTR,
-    T_IDENTIFIER, T_IGNORING, T_LAND, T_LEFT_PAREN, T_LOR, T_LSS, T_LTE, T_LUNLESS, T_MOD, T_MUL,
-    T_NEQ, T_NUMBER, T_ON, T_POW, T_RIGHT_PAREN, T_SUB,
+    T_ADD, T_AT, T_ATAN2, T_BOOL, T_COMMA, T_DIV, T_EQLC, T_GROUP_LEFT, T_GROUP_RIGHT, T_GTE,
+    T_GTR, T_IDENTIFIER, T_IGNORING, T_LAND, T_LEFT_PAREN, T_LOR, T_LSS, T_LTE, T_LUNLESS, T_MOD,
+    T_MUL, T_NEQ, T_NUMBER, T_ON, T_POW, T_RIGHT_PAREN, T_SUB,
 };
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{Expr, NumberLiteral};
@@ -114,7 +114,11 @@ fn unary_pluses(q: &str) -> Option<Vec<(usize, bool)>> {
 fn check_numbers(q: &str) -> Result<(), QueryError> {
     // A number past the largest double has an exponent or over 300 digits; an `@` time needs
     // an `@`: most queries need no lexing here.
-    let long_digits = || q.as_bytes().windows(300).any(|w| w.iter().all(u8::is_ascii_digit));
+    let long_digits = || {
+        q.as_bytes()
+            .windows(300)
+            .any(|w| w.iter().all(u8::is_ascii_digit))
+    };
     if !q.contains(['e', 'E', '@']) && !long_digits() {
         return Ok(());
     }
@@ -152,8 +156,9 @@ fn check_numbers(q: &str) -> Result<(), QueryError> {
             None if before(1) == Some(T_AT) => Some(v),
             _ => None,
         };
-        // Go converts the seconds to int64 milliseconds only below float64(MaxInt64) seconds.
-        if let Some(secs) = at.filter(|s| s.abs() >= 9.223_372_036_854_775_807e18) {
+        // Go converts the seconds to int64 milliseconds only below float64(MaxInt64) (2^63)
+        // seconds.
+        if let Some(secs) = at.filter(|s| s.abs() >= i64::MAX as f64) {
             return Err(QueryError::BadData(format!(
                 "parse error: timestamp out of bounds for @ modifier: {secs:.6}"
             )));

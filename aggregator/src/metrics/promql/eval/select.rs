@@ -3,9 +3,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use promql_parser::parser::{AtModifier, Expr, VectorSelector};
+use promql_parser::parser::{AtModifier, Call, Expr, MatrixSelector, VectorSelector};
 
-use super::{Evaluator, QueryError, SeriesData, dur_ms, matchers, offset_ms, subquery_step};
+use super::{
+    Evaluator, QueryError, SeriesData, call_step_invariant, dur_ms, matchers, offset_ms,
+    subquery_step,
+};
 
 /// Per selector text, the span of sample times a query over `[start, end]` may read for it:
 /// every evaluation time the selector can be met at (an enclosing subquery moves them back by
@@ -35,7 +38,10 @@ pub(in crate::metrics::promql) fn read_spans(
         if let Some((vs, back)) = selector {
             let (a, b) = pinned(&vs.at, span, param);
             let off = offset_ms(&vs.offset);
-            let (lo, hi) = (a.saturating_sub(off).saturating_sub(back), b.saturating_sub(off));
+            let (lo, hi) = (
+                a.saturating_sub(off).saturating_sub(back),
+                b.saturating_sub(off),
+            );
             let hull = out.entry(vs.to_string()).or_insert((lo, hi));
             *hull = (hull.0.min(lo), hull.1.max(hi));
             continue;
@@ -96,6 +102,53 @@ pub(in crate::metrics::promql) fn resolve_at(
 }
 
 impl Evaluator<'_> {
+    /// The window `(te, range)` — samples in `[te - range, te]` — a call `c` reads of its range
+    /// selector argument `ms` at `t`; `None` when it reads nothing.
+    ///
+    /// Prometheus 2.42 turns an `@` into an offset from the first step of the range being
+    /// evaluated (the query's, or a subquery's). A step-invariant call is evaluated once, at
+    /// that step, so its window sits at `@`. Any other call with an `@` range argument
+    /// (`predict_linear`, or a parameter that is not constant, as in
+    /// `quantile_over_time(scalar(y), x[5m] @ t)`), and any call inside an aggregation's
+    /// parameter (a part of the tree 2.42's step-invariance pass does not visit), slides the
+    /// window on with every step, over
+    /// series read only up to `@`: the window keeps its end at `@`, loses `t - first step`
+    /// from its start, and is empty once that passes the range. Instant queries never see it.
+    pub(in crate::metrics::promql) fn call_window(
+        &self,
+        c: &Call,
+        ms: &MatrixSelector,
+        t: i64,
+    ) -> Option<(i64, i64)> {
+        let range = dur_ms(ms.range);
+        let te = self
+            .at_time(&ms.vs.at)
+            .unwrap_or(t)
+            .saturating_sub(offset_ms(&ms.vs.offset));
+        match self.slide(c, &ms.vs.at, t) {
+            None => Some((te, range)),
+            Some(by) => {
+                let slid = range.saturating_sub(by);
+                (slid >= 0).then_some((te, slid))
+            }
+        }
+    }
+
+    /// How far a call's `@` range argument has slid at `t` ([`Evaluator::call_window`]);
+    /// `None` where it does not slide (no `@`, or a step-invariant call outside a parameter).
+    pub(in crate::metrics::promql) fn slide(
+        &self,
+        c: &Call,
+        at: &Option<AtModifier>,
+        t: i64,
+    ) -> Option<i64> {
+        self.at_time(at)?;
+        if call_step_invariant(c) && self.in_param == 0 {
+            return None;
+        }
+        Some(t.saturating_sub(self.range_start).max(0))
+    }
+
     /// The series of `vs` with their samples over every time the query can read them at
     /// ([`read_spans`]), read once per selector text and shared.
     pub(in crate::metrics::promql) fn data(
