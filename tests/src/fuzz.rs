@@ -920,6 +920,72 @@ pub fn run(pair: &Pair, seed: u64, n: usize) -> Report {
     report
 }
 
+/// `q` with every `{end}`, `{end-100}`, `{end+300.5}` written as Unix seconds from `end_s`.
+pub fn place_times(q: &str, end_s: i64) -> String {
+    let mut out = String::with_capacity(q.len() + 16);
+    let mut rest = q;
+    while let Some(i) = rest.find("{end") {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i + 4..];
+        let Some(close) = tail.find('}') else {
+            out.push_str(&rest[i..]);
+            return out;
+        };
+        let delta: f64 = tail[..close].parse().unwrap_or(0.0);
+        let t = end_s as f64 + delta;
+        out.push_str(&if t.fract() == 0.0 {
+            format!("{t:.0}")
+        } else {
+            format!("{t:.3}")
+        });
+        rest = &tail[close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The corner queries of `tests/data/promql-corners.txt` (times placed by [`place_times`]) on
+/// `pair`, each as instant queries at four times (a fraction of a second among them) and
+/// as range queries at nine steps from 0.75 s to an hour, from aligned and unaligned
+/// starts; a query counts as agreeing when every one of its 13 answers does.
+pub fn run_corners(pair: &Pair, queries: &[String]) -> Report {
+    let end = pair.end;
+    let aligned = |step: i64| end.div_euclid(step) * step;
+    // (time, step, span) in ms.
+    let mut shapes: Vec<(i64, Option<i64>, i64)> = [0, 123_456, 600_500, 1_799_999]
+        .iter()
+        .map(|d| (end - d, None, 0))
+        .collect();
+    shapes.extend([
+        (end, Some(15_000), 1_800_000),
+        (end - 1_700, Some(7_000), 1_798_600),
+        (end, Some(13_500), 900_000),
+        (end, Some(750), 600_000),
+        (end + 60_000, Some(60_000), 3_060_000),
+        (aligned(300_000), Some(300_000), 2_700_000),
+        (aligned(900_000) + 900_000, Some(900_000), 3_600_000),
+        (aligned(600_000), Some(600_000), 3_000_000),
+        (aligned(3_600_000) + 3_600_000, Some(3_600_000), 7_200_000),
+    ]);
+    let mut report = Report::default();
+    for q in queries {
+        let q = place_times(q, end / 1000);
+        let mut verdict = Verdict::Agree;
+        for &(at, step, span) in &shapes {
+            let v = pair.judge_over(&q, at, step, span);
+            if !matches!(v, Verdict::Agree) {
+                verdict = match v {
+                    Verdict::Differ(e) => Verdict::Differ(format!("[at {at} step {step:?}] {e}")),
+                    v => v,
+                };
+                break;
+            }
+        }
+        report.add(&q, None, verdict);
+    }
+    report
+}
+
 /// The compliance cases on `pair` (holding [`rough_demo_data`]): each as a range query over
 /// the last hour at a 10 s step and as instant queries at three times, as the compliance
 /// test runs them. A case that should fail must fail on both.

@@ -111,3 +111,29 @@ fn federation_is_prometheus_own_text() {
         assert_eq!(ours, theirs, "{path} (seed {seed})");
     }
 }
+
+#[test]
+fn corner_queries_agree_with_prometheus() {
+    if !have_prometheus() {
+        return;
+    }
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/promql-corners.txt");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let queries: Vec<String> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("# "))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        queries.len() > 700,
+        "{}: {} queries",
+        file.display(),
+        queries.len()
+    );
+    let seed = seed();
+    println!("data seed {seed} (replay: TT_FUZZ_SEED={seed})");
+    let pair = Pair::start(seed).unwrap();
+    let report = fuzz::run_corners(&pair, &queries);
+    assert_eq!(report.total(), queries.len());
+    check(&report, "corner queries", seed);
+}
