@@ -411,9 +411,20 @@ impl Querier for Tsdb {
         parts
             .into_iter()
             .filter_map(|p| match p.3 {
-                None => (!p.1.is_empty() || !p.2.is_empty()).then_some(p.0),
+                // In-memory runs are cut to the range already; a block whose window lies in
+                // the range holds only series with samples there. A block reaching past the
+                // range may hold a series only outside it (a host gone an hour before the
+                // range ends, which Grafana's variable would still list): its chunk is read.
+                None if !p.1.is_empty()
+                    || p.2
+                        .iter()
+                        .any(|(b, _)| b.min_t >= start_ms && b.max_t <= end_ms) =>
+                {
+                    Some(p.0)
+                }
+                None if p.2.is_empty() => None,
                 // A series with deletions is listed only if a sample is left in the range.
-                Some(_) => self
+                _ => self
                     .read_part(p, start_ms, end_ms, &total, usize::MAX)
                     .ok()
                     .flatten()

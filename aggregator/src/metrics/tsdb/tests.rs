@@ -303,6 +303,42 @@ fn a_bad_record_header_loses_that_record_only() {
 }
 
 #[test]
+fn the_series_api_lists_a_series_only_where_it_has_samples() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let db = Tsdb::open_with(dir.path(), opts()).unwrap();
+    let t0 = 100 * 24 * H;
+    // "gone" stops after 20 minutes, "live" goes on for 3 hours; both flushed into blocks.
+    put(
+        &rt,
+        &db,
+        vec![
+            series("m", "gone", ramp(t0, t0 + 20 * 60_000, 15_000)),
+            series("m", "live", ramp(t0, t0 + 3 * H, 15_000)),
+        ],
+    );
+    db.flush_and_compact(t0 + 5 * H).unwrap();
+    assert!(!db.block_summary().is_empty());
+    let listed = |from: i64, to: i64| -> Vec<String> {
+        let mut v: Vec<String> = db
+            .series(&[Matcher::equal("__name__", "m")], from, to)
+            .iter()
+            .filter_map(|l| l.get("instance").map(str::to_string))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(listed(t0, t0 + 3 * H), ["gone", "live"]);
+    assert_eq!(listed(t0 + 10 * 60_000, t0 + 11 * 60_000), ["gone", "live"]);
+    // An hour after "gone" stopped, inside the same block window: only "live".
+    assert_eq!(listed(t0 + H, t0 + 2 * H), ["live"]);
+    assert_eq!(listed(t0 + 2 * H, t0 + 2 * H), ["live"]);
+    assert!(listed(t0 + 4 * H, t0 + 5 * H).is_empty());
+    // From the whole of time, both.
+    assert_eq!(listed(i64::MIN, i64::MAX), ["gone", "live"]);
+}
+
+#[test]
 fn compaction_keeps_every_sample_and_rollups_equal_raw() {
     let rt = rt();
     let dir = tempfile::tempdir().unwrap();
