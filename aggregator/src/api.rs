@@ -828,15 +828,14 @@ mod tests {
         );
     }
 
-    #[test]
-    fn scalars_and_strings_are_written_as_go_encoding_json_writes_them() {
-        let body = |v: &crate::metrics::promql::Value| {
-            let r = encode::value_response(v);
-            let bytes = futures_body(r);
-            String::from_utf8(bytes).unwrap_or_default()
-        };
+    #[tokio::test]
+    async fn scalars_and_strings_are_written_as_go_encoding_json_writes_them() {
         use crate::metrics::promql::Value;
         use telltale_common::model::Sample;
+        async fn body(v: &Value) -> String {
+            let b = axum::body::to_bytes(encode::value_response(v).into_body(), usize::MAX);
+            String::from_utf8(b.await.unwrap_or_default().to_vec()).unwrap_or_default()
+        }
         // Prometheus 2.42's answers: `1e-7`, `1e21` and `time()` at a fractional second.
         for (t, v, want) in [
             (1_796_619_000_050, 1e-7, "[1796619000.05,\"0.0000001\"]"),
@@ -853,29 +852,16 @@ mod tests {
             (-1_500, f64::NEG_INFINITY, "[-1.5,\"-Inf\"]"),
             (7, -0.0, "[0.007,\"-0\"]"),
         ] {
-            let got = body(&Value::Scalar(Sample(t, v)));
+            let got = body(&Value::Scalar(Sample(t, v))).await;
             assert!(
                 got.contains(&format!("\"scalar\",\"result\":{want}")),
                 "{got}"
             );
         }
-        let got = body(&Value::String(1_796_619_000_050, "a".into()));
+        let got = body(&Value::String(1_796_619_000_050, "a".into())).await;
         assert!(
             got.contains("\"string\",\"result\":[1796619000.05,\"a\"]"),
             "{got}"
         );
-    }
-
-    fn futures_body(r: axum::response::Response) -> Vec<u8> {
-        let rt = tokio::runtime::Builder::new_current_thread().build();
-        match rt {
-            Ok(rt) => rt.block_on(async {
-                axum::body::to_bytes(r.into_body(), usize::MAX)
-                    .await
-                    .map(|b| b.to_vec())
-                    .unwrap_or_default()
-            }),
-            Err(_) => Vec::new(),
-        }
     }
 }

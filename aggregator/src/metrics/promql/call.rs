@@ -236,12 +236,12 @@ impl Evaluator<'_> {
                 .zip(cursors.iter_mut())
                 .enumerate()
             {
-                // A slid window is found afresh: the cursors only move forward.
+                // A slid window is found afresh (a cursor of its own): the series' cursor only
+                // moves forward.
                 let (lo, hi) = if window_range == range {
                     window(cur, &s.samples, te, range)
                 } else {
-                    let lo = s.samples.partition_point(|x| x.0 < te - window_range);
-                    (lo, s.samples.partition_point(|x| x.0 <= te).max(lo))
+                    window(&mut (i64::MIN, 0, 0), &s.samples, te, window_range)
                 };
                 let mut window = &s.samples[lo..hi];
                 if *has_stale
