@@ -435,6 +435,29 @@ fn series_key(metric: &Value) -> String {
     Value::Object(out).to_string()
 }
 
+/// The order of two instant vector answers' series (labels only; [`compare`] checks the
+/// values): `Err` names the first place they differ.
+pub fn compare_order(a: &Value, b: &Value) -> Result<(), String> {
+    let keys = |v: &Value| -> Vec<String> {
+        match v["data"]["result"].as_array() {
+            Some(items) if v["data"]["resultType"] == "vector" => {
+                items.iter().map(|s| series_key(&s["metric"])).collect()
+            }
+            _ => Vec::new(),
+        }
+    };
+    let (ka, kb) = (keys(a), keys(b));
+    match ka.iter().zip(&kb).position(|(x, y)| x != y) {
+        None => Ok(()),
+        Some(i) => Err(format!(
+            "order differs at {i} of {}: {} vs {}",
+            ka.len(),
+            ka[i],
+            kb[i]
+        )),
+    }
+}
+
 /// Compares two Prometheus API responses as the compliance tester does.
 pub fn compare(a: &Value, b: &Value) -> Result<(), String> {
     let status = |v: &Value| v["status"].as_str().unwrap_or("").to_string();

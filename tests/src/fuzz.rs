@@ -798,7 +798,8 @@ impl Pair {
     /// [`Pair::judge`] with a range query spanning `span` ms before `at`.
     pub fn judge_over(&self, q: &str, at: i64, step: Option<i64>, span: i64) -> Verdict {
         let path = self.path(q, at, step, span);
-        let Err(first) = self.compare_path(&path) else {
+        let ordered = step.is_none() && sorts(q);
+        let Err(first) = self.compare_path(&path, ordered) else {
             return Verdict::Agree;
         };
         let Ok(reference) = self.get(self.prometheus_addr, &path) else {
@@ -810,7 +811,14 @@ impl Pair {
         for _ in 0..63 {
             match self.get(self.prometheus_addr, &path) {
                 Ok(again) => {
-                    if let Err(e) = crate::compliance::compare(&reference, &again) {
+                    let same = crate::compliance::compare(&reference, &again).and_then(|_| {
+                        if ordered {
+                            crate::compliance::compare_order(&reference, &again)
+                        } else {
+                            Ok(())
+                        }
+                    });
+                    if let Err(e) = same {
                         return Verdict::Undecided(format!(
                             "the reference differs from itself: {e}"
                         ));
@@ -843,15 +851,79 @@ impl Pair {
     /// Runs `q` as an instant query at `at` (ms) or, with a `step`, as a range query over the
     /// last 30 minutes of data, on both; `Err` names the difference.
     pub fn compare(&self, q: &str, at: i64, step: Option<i64>) -> Result<(), String> {
-        self.compare_path(&self.path(q, at, step, 30 * 60_000))
+        let ordered = step.is_none() && sorts(q);
+        self.compare_path(&self.path(q, at, step, 30 * 60_000), ordered)
     }
 
-    fn compare_path(&self, path: &str) -> Result<(), String> {
+    /// Compares the answers to `path`; with `ordered`, the order of an instant vector's
+    /// series too (what `sort` and `sort_desc` promise a client).
+    fn compare_path(&self, path: &str, ordered: bool) -> Result<(), String> {
         let (a, b) = (
             self.get(self.prometheus_addr, path)?,
             self.get(self.telltale.http, path)?,
         );
-        crate::compliance::compare(&a, &b)
+        crate::compliance::compare(&a, &b)?;
+        if ordered {
+            crate::compliance::compare_order(&a, &b)?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `q`'s outermost operation is one whose instant answer Prometheus orders: `sort`
+/// and `sort_desc` (their promise to a client) and `topk`/`bottomk` (each group best first,
+/// groups in first-seen order). A range query sorts its series by labels instead.
+pub fn sorts(q: &str) -> bool {
+    let mut q = q.trim();
+    while let Some(inner) = q.strip_prefix('(').and_then(|r| r.strip_suffix(')')) {
+        q = inner.trim();
+    }
+    let Some(rest) = ["sort_desc", "sort", "topk", "bottomk"]
+        .iter()
+        .find_map(|f| q.strip_prefix(f))
+    else {
+        return false;
+    };
+    let mut rest = rest.trim_start();
+    for clause in ["by", "without"] {
+        if let Some(r) = rest.strip_prefix(clause)
+            && let Some(i) = r.find(')')
+        {
+            rest = r[i + 1..].trim_start();
+        }
+    }
+    // One call spanning the whole query: its parenthesis closes at the end.
+    rest.starts_with('(') && {
+        let mut depth = 0i32;
+        let mut close = None;
+        let mut quote: Option<char> = None;
+        let mut escaped = false;
+        for (i, c) in rest.char_indices() {
+            match quote {
+                Some(qc) => {
+                    if escaped {
+                        escaped = false;
+                    } else if c == '\\' {
+                        escaped = true;
+                    } else if c == qc {
+                        quote = None;
+                    }
+                }
+                None => match c {
+                    '"' | '\'' | '`' => quote = Some(c),
+                    '(' => depth += 1,
+                    ')' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            close = Some(i);
+                            break;
+                        }
+                    }
+                    _ => {}
+                },
+            }
+        }
+        close == Some(rest.len() - 1)
     }
 }
 
@@ -903,12 +975,18 @@ impl Report {
 }
 
 /// `n` random queries from `seed` against `pair`: odd ones as range queries (15 s, 30 s or
-/// 1 m steps over 30 minutes), even ones as instant queries, at times in the last 15 minutes.
+/// 1 m steps over 30 minutes), even ones as instant queries (a fifth of them sorted, their
+/// order compared), at times in the last 15 minutes.
 pub fn run(pair: &Pair, seed: u64, n: usize) -> Report {
     let mut rng = Rng(seed ^ 0x5DEE_CE66_D1CE_4E5B);
     let mut report = Report::default();
     for i in 0..n {
-        let q = query(&mut rng, TOP_DEPTH, pair.end / 1000);
+        let mut q = query(&mut rng, TOP_DEPTH, pair.end / 1000);
+        // One instant query in five is sorted, and its order compared: ties and NaNs come
+        // out where Go's unstable sort leaves them, from the order the inner parts produce.
+        if i % 10 == 0 || i % 10 == 4 {
+            q = format!("{}({q})", if i % 10 == 0 { "sort" } else { "sort_desc" });
+        }
         let at = pair.end - (rng.uniform() * 15.0 * 60_000.0) as i64 / 1000 * 1000;
         let step = (i % 2 == 1).then(|| [15_000, 30_000, 60_000][i % 3]);
         let verdict = match pair.judge(&q, at, step) {
@@ -1008,4 +1086,33 @@ pub fn run_cases(pair: &Pair, cases: &[crate::compliance::Case]) -> Report {
         report.add(&c.query, None, verdict);
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sorts;
+
+    #[test]
+    fn only_a_whole_query_under_an_ordering_call_is_compared_in_order() {
+        for q in [
+            "sort(x)",
+            " ( sort_desc(rate(x[5m])) ) ",
+            "topk(3, x)",
+            "bottomk by (job) (2, x)",
+            "topk without (le) (2, x)",
+            r#"sort(label_replace(x, "a", ")", "b", "("))"#,
+        ] {
+            assert!(sorts(q), "{q}");
+        }
+        for q in [
+            "sort(x) + 1",
+            "sum(sort(x))",
+            "(sort(x)) + (sort(y))",
+            "sorted_thing",
+            "topk(3, x) by (job) + 1",
+            "x",
+        ] {
+            assert!(!sorts(q), "{q}");
+        }
+    }
 }

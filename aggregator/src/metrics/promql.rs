@@ -15,6 +15,7 @@ pub mod eval;
 pub mod format;
 pub mod functions;
 pub mod gomath;
+pub mod gosort;
 pub mod limits;
 mod prepare;
 mod rate;

@@ -573,12 +573,12 @@ impl Evaluator<'_> {
             }
             "sort" | "sort_desc" => {
                 let mut v = self.vector(&args[0], t)?;
-                v.sort_by(|a, b| {
-                    if name == "sort" {
-                        a.v.total_cmp(&b.v)
-                    } else {
-                        b.v.total_cmp(&a.v)
-                    }
+                // Prometheus: sort.Sort(sort.Reverse(heap)), where the heap's Less(i, j) is
+                // "v[i] is NaN, or v[i] > v[j]" for `sort` (< for `sort_desc`), so NaNs sink
+                // to the bottom and ties come out in Go's (unstable) order.
+                let desc = name == "sort_desc";
+                super::gosort::sort(&mut v, |a, b| {
+                    b.v.is_nan() || if desc { b.v < a.v } else { b.v > a.v }
                 });
                 Ok(Val::Vector(v))
             }

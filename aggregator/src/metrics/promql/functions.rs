@@ -268,7 +268,7 @@ pub fn incremental_mean(mean: f64, count: usize, v: f64) -> f64 {
 /// Prometheus selects them: a binary heap of at most `k` elements in Go's `container/heap`
 /// discipline (NaN ranks lowest for both), an element replacing the root only when strictly
 /// better, so of equal values the earlier ones stay; the kept elements are then ordered best
-/// first as Go's insertion sort orders them (ties in heap order).
+/// first as Go's `sort.Sort` orders them (ties in its order).
 pub fn top_k<T>(items: Vec<T>, k: usize, bottom: bool, value: impl Fn(&T) -> f64) -> Vec<T> {
     if k == 0 {
         return Vec::new();
@@ -329,14 +329,8 @@ pub fn top_k<T>(items: Vec<T>, k: usize, bottom: bool, value: impl Fn(&T) -> f64
             up(&mut h, last);
         }
     }
-    // sort.Sort(sort.Reverse(heap)) on a handful of elements: an insertion sort.
-    for i in 1..h.len() {
-        let mut j = i;
-        while j > 0 && less(value(&h[j - 1]), value(&h[j])) {
-            h.swap(j, j - 1);
-            j -= 1;
-        }
-    }
+    // sort.Sort(sort.Reverse(heap)): Go's unstable sort, so ties come out in its order.
+    super::gosort::sort(&mut h, |a, b| less(value(b), value(a)));
     h
 }
 

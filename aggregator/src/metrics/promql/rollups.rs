@@ -88,9 +88,12 @@ impl Evaluator<'_> {
             .read_span(&ms.vs)
             .unwrap_or((self.start_ms() - off - range, self.end_ms() - off));
         let budget = self.sample_budget();
-        let d = self
+        let mut d = self
             .storage()
             .select_rollup(&matchers(&ms.vs)?, lo, hi, res, budget)?;
+        // In label order, as raw series are read: which of equal values `topk` keeps, or
+        // `sort` puts first, follows this order.
+        d.sort_by(|a, b| a.labels.cmp(&b.labels));
         self.count_loaded(d.iter().map(|s| s.buckets.len()).sum());
         let d = Arc::new(d);
         self.rollup_cache().insert(key, d.clone());
