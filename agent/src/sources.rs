@@ -29,6 +29,7 @@ pub mod loki;
 pub mod otlp;
 pub mod scrape;
 pub mod statsd;
+pub mod streams;
 pub mod syslog;
 pub mod textfile;
 

@@ -713,6 +713,85 @@ fn syslog_from_util_linux_logger_over_udp_and_tcp() {
     );
 }
 
+/// Connections that say nothing (more than the listener serves at once) and connections
+/// holding unfinished frames near the size limit do not lock a sender out: the newcomer
+/// displaces the connection idle longest, the connection whose unfinished frame would take
+/// the source past its buffer budget is closed, and `logger` over TCP still gets through.
+#[test]
+fn idle_and_unfinished_syslog_connections_do_not_lock_a_sender_out() {
+    use std::io::{Read, Write};
+    let (dir, tls) = scratch_with_ca().unwrap();
+    let agg = start_fresh_aggregator(&tls, dir.path()).unwrap();
+    let port = free_port();
+    let config = format!(
+        "[[log]]\nname = \"sys\"\ntype = \"syslog\"\nlisten = \"127.0.0.1:{port}\"\nmax_line_bytes = \"16MiB\"\n"
+    );
+    let agent = log_agent(
+        dir.path(),
+        &tls,
+        &agg,
+        "sys-1",
+        &config,
+        "syslog listener started",
+    );
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    // Five octet-counted frames of 16 MB announced, 15 MB of each sent: 75 MB unfinished,
+    // past the 64 MiB the source's connections may hold together.
+    let mut heavy = Vec::new();
+    let body = vec![b'x'; 15 << 20];
+    for _ in 0..5 {
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.write_all(b"16000000 <13>1 - h app - - - ").unwrap();
+        // A closed connection may refuse part of the body: that is the point.
+        let _ = c.write_all(&body);
+        heavy.push(c);
+    }
+    let is_closed = |c: &mut std::net::TcpStream| -> bool {
+        c.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        match c.read(&mut [0u8; 1]) {
+            Ok(n) => n == 0,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
+    };
+    let closed = wait_for(Duration::from_secs(20), || {
+        let n = heavy.iter_mut().map(is_closed).filter(|&c| c).count();
+        (n >= 1).then_some(n)
+    });
+    assert!(
+        closed.is_some(),
+        "a connection past the buffer budget is closed"
+    );
+    let (rss, _) = telltale_tests::chaos::rss_and_fds(&agent);
+    assert!(rss < 400 << 20, "the agent holds {rss} bytes");
+    // Then more silent connections than the listener serves at once.
+    let idle: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let st = std::process::Command::new("logger")
+        .args([
+            "-n",
+            "127.0.0.1",
+            "-P",
+            &port.to_string(),
+            "-T",
+            "--rfc3164",
+        ])
+        .args(["-t", "billing", "-p", "user.err", "through the crowd"])
+        .status()
+        .expect("util-linux logger is installed");
+    assert!(st.success());
+    let got = wait_for(Duration::from_secs(20), || {
+        let l = lines_of(&agg, r#"{source="sys"}"#);
+        l.iter().any(|x| x == "through the crowd").then_some(l)
+    });
+    assert!(got.is_some(), "the sender got through 300 idle connections");
+    drop(idle);
+}
+
 #[test]
 fn syslog_forwarded_by_a_real_rsyslog() {
     let rsyslogd = std::path::Path::new("/usr/sbin/rsyslogd");

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use telltale_common::model::now_ms;
 use telltale_common::wire::LogEntry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 use super::logbatch::{Admission, BadMessage, Gate, LogBatcher};
@@ -372,12 +372,13 @@ fn ack(id: &str) -> Vec<u8> {
     out
 }
 
+/// Reads one connection's messages, acknowledging each whole one that asks; bounded by
+/// [`super::streams`] (idle time, the source's buffer budget).
 async fn connection(
     mut s: tokio::net::TcpStream,
-    cfg: Arc<ForwardSource>,
-    stats: Arc<LogStats>,
-    gate: Arc<Mutex<Gate>>,
-    batch: Arc<Mutex<LogBatcher>>,
+    (cfg, stats, gate, batch): super::streams::Shared<ForwardSource>,
+    activity: super::streams::Activity,
+    mut held: super::streams::Reservation,
 ) {
     // A message may hold many entries: bound it well above one line.
     let max = (cfg.max_line_bytes * 64).max(8 << 20);
@@ -411,9 +412,14 @@ async fn connection(
                 }
             }
         }
-        match s.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        if !held.hold(buf.len()) {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(source = %cfg.name, bytes = buf.len(), "forward senders together hold more unfinished messages than the source's buffer budget: connection closed (the sender resends what was not acknowledged)");
+            return;
+        }
+        match super::streams::read(&mut s, &mut chunk, &activity).await {
+            0 => return,
+            n => buf.extend_from_slice(&chunk[..n]),
         }
     }
 }
@@ -436,13 +442,16 @@ pub async fn run(
     let cfg = Arc::new(cfg);
     let batch = Arc::new(Mutex::new(LogBatcher::default()));
     let gate = Arc::new(Mutex::new(Gate::new(&cfg.name, cfg.admission.clone())));
-    let mut conns = tokio::task::JoinSet::new();
+    let mut conns = super::streams::Conns::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         let flush = tokio::select! {
             a = tcp.accept() => {
-                if let Ok((s, _)) = a && conns.len() < 256 {
-                    conns.spawn(connection(s, cfg.clone(), stats.clone(), gate.clone(), batch.clone()));
+                if let Ok((s, _)) = a {
+                    let shared = (cfg.clone(), stats.clone(), gate.clone(), batch.clone());
+                    if conns.spawn(|act, held| connection(s, shared, act, held)) {
+                        tracing::info!(source = %cfg.name, "forward connections at their limit: the one idle longest was closed");
+                    }
                 }
                 batch.lock().map(|b| b.full()).unwrap_or(false)
             }

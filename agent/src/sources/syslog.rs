@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use telltale_common::model::now_ms;
 use telltale_common::wire::LogEntry;
-use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
 use super::logbatch::{BadMessage, Gate, LogBatcher};
@@ -249,12 +248,13 @@ fn take(
 
 /// Reads one TCP connection: octet-counted frames (`LEN SP MSG`) or newline-separated
 /// messages, told apart by the first byte of each.
+/// Bounded by [`super::streams`]: closed after its idle time, and when its unfinished
+/// message would take the source past its buffer budget.
 async fn connection(
     mut s: tokio::net::TcpStream,
-    cfg: Arc<SyslogSource>,
-    stats: Arc<LogStats>,
-    gate: Arc<Mutex<Gate>>,
-    batch: Arc<Mutex<LogBatcher>>,
+    (cfg, stats, gate, batch): super::streams::Shared<SyslogSource>,
+    activity: super::streams::Activity,
+    mut held: super::streams::Reservation,
 ) {
     let max = cfg.max_line_bytes + 64;
     let mut buf: Vec<u8> = Vec::with_capacity(8192);
@@ -298,14 +298,19 @@ async fn connection(
                 break;
             }
         }
-        match s.read(&mut chunk).await {
-            Ok(0) | Err(_) => {
+        if !held.hold(buf.len()) {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(source = %cfg.name, bytes = buf.len(), "syslog senders together hold more unfinished messages than the source's buffer budget: connection closed");
+            return;
+        }
+        match super::streams::read(&mut s, &mut chunk, &activity).await {
+            0 => {
                 if !buf.is_empty() && !buf[0].is_ascii_digit() {
                     take(&cfg, &stats, &gate, &batch, &buf);
                 }
                 return;
             }
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            n => buf.extend_from_slice(&chunk[..n]),
         }
     }
 }
@@ -338,7 +343,7 @@ pub async fn run(
     let cfg = Arc::new(cfg);
     let batch = Arc::new(Mutex::new(LogBatcher::default()));
     let gate = Arc::new(Mutex::new(Gate::new(&cfg.name, cfg.admission.clone())));
-    let mut conns = tokio::task::JoinSet::new();
+    let mut conns = super::streams::Conns::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut dgram = vec![0u8; 65_536];
     loop {
@@ -351,15 +356,9 @@ pub async fn run(
             }
             a = tcp.accept() => {
                 if let Ok((s, _)) = a {
-                    // Bounded: a flood of connections cannot grow the agent without limit.
-                    if conns.len() < 256 {
-                        conns.spawn(connection(
-                            s,
-                            cfg.clone(),
-                            stats.clone(),
-                            gate.clone(),
-                            batch.clone(),
-                        ));
+                    let shared = (cfg.clone(), stats.clone(), gate.clone(), batch.clone());
+                    if conns.spawn(|act, held| connection(s, shared, act, held)) {
+                        tracing::info!(source = %cfg.name, "syslog connections at their limit: the one idle longest was closed");
                     }
                 }
                 false
