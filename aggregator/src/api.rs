@@ -289,20 +289,14 @@ async fn query_range(State(st): St, q: RawQuery, body: Bytes) -> Result<Response
     count(&st);
     let p = params(&q, &body);
     let expr = p.required("query")?.to_string();
-    let start = p.time_or("start", i64::MIN)?;
-    let end = p.time_or("end", i64::MIN)?;
-    if start == i64::MIN {
-        return Err(ApiError::bad_data("invalid parameter \"start\": missing"));
-    }
-    if end == i64::MIN {
-        return Err(ApiError::bad_data("invalid parameter \"end\": missing"));
-    }
+    let start = p.time("start")?;
+    let end = p.time("end")?;
     if end < start {
         return Err(ApiError::bad_data(
             "invalid parameter \"end\": end timestamp must not be before start time",
         ));
     }
-    let step = parse_step(p.required("step")?)
+    let step = parse_step(p.get("step").unwrap_or(""))
         .map_err(|e| ApiError::bad_data(format!("invalid parameter \"step\": {e}")))?;
     if step <= 0 {
         return Err(ApiError::bad_data(

@@ -6,6 +6,7 @@
 //! uses them. `cargo test --workspace` builds them (the agent and aggregator packages have
 //! integration tests of their own, which makes cargo build their binaries first).
 
+pub mod apidiff;
 pub mod cascade;
 pub mod chaos;
 pub mod compliance;

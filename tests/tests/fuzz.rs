@@ -137,3 +137,26 @@ fn corner_queries_agree_with_prometheus() {
     assert_eq!(report.total(), queries.len());
     check(&report, "corner queries", seed);
 }
+
+/// The query API's parameters — times and steps in every spelling, missing, inverted,
+/// overflowing and unparsable ones, result types a range query refuses, the metadata
+/// endpoints' `match[]`, `start` and `end` — get Prometheus' HTTP status, error type, error
+/// text and data (`telltale_tests::apidiff`, which lists what is left out).
+#[test]
+fn api_parameters_are_answered_as_prometheus_answers_them() {
+    if !have_prometheus() {
+        return;
+    }
+    let seed = seed();
+    let pair = Pair::start(seed).unwrap();
+    let diffs = telltale_tests::apidiff::compare(&pair).unwrap();
+    for (path, what) in &diffs {
+        println!("DIFFER {path}\n    {what}");
+    }
+    assert!(
+        diffs.is_empty(),
+        "{} of {} requests answered unlike Prometheus (seed {seed})",
+        diffs.len(),
+        telltale_tests::apidiff::requests(pair.end).len()
+    );
+}

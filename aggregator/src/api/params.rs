@@ -45,13 +45,24 @@ impl Params {
             .ok_or_else(|| ApiError::bad_data(format!("invalid parameter \"{key}\": missing")))
     }
 
-    /// A time parameter (RFC 3339 or Unix seconds), or `default` when absent.
+    /// A time parameter (RFC 3339 or Unix seconds), or `default` when absent; an error
+    /// reads as Prometheus' `parseTimeParam` words it.
     pub fn time_or(&self, key: &str, default: i64) -> Result<i64, ApiError> {
         match self.get(key).filter(|v| !v.is_empty()) {
             None => Ok(default),
-            Some(v) => parse_time(v)
-                .map_err(|e| ApiError::bad_data(format!("invalid parameter \"{key}\": {e}"))),
+            Some(v) => parse_time(v).map_err(|e| {
+                ApiError::bad_data(format!(
+                    "invalid parameter \"{key}\": Invalid time value for '{key}': {e}"
+                ))
+            }),
         }
+    }
+
+    /// A required time parameter, worded as Prometheus' `query_range` words it (an absent
+    /// one is the empty text it cannot parse).
+    pub fn time(&self, key: &str) -> Result<i64, ApiError> {
+        parse_time(self.get(key).unwrap_or(""))
+            .map_err(|e| ApiError::bad_data(format!("invalid parameter \"{key}\": {e}")))
     }
 }
 
@@ -155,8 +166,11 @@ pub fn parse_time(s: &str) -> Result<i64, Invalid> {
 /// Parses a Prometheus duration parameter: seconds with optional fraction, or `5m`, `1h30m`.
 pub fn parse_step(s: &str) -> Result<i64, Invalid> {
     if let Ok(f) = s.parse::<f64>() {
-        if !f.is_finite() {
-            return Err(format!("cannot parse {s:?} to a valid duration").into());
+        // Go's `time.Duration` holds nanoseconds in an int64.
+        if f.is_nan() || (f * 1e9).abs() > 9.223_372_036_854_776e18 {
+            return Err(
+                format!("cannot parse {s:?} to a valid duration. It overflows int64").into(),
+            );
         }
         return Ok((f * 1000.0).round() as i64);
     }
@@ -197,6 +211,12 @@ mod tests {
             assert!(parse_time(odd).is_err(), "{odd}");
         }
         assert!(parse_time("yesterday").is_err());
+        // Prometheus' words for a step past a Go duration (checked against 2.42).
+        assert_eq!(
+            parse_step("1e10").map_err(|e| e.to_string()),
+            Err("cannot parse \"1e10\" to a valid duration. It overflows int64".into())
+        );
+        assert_eq!(parse_step("9e9"), Ok(9_000_000_000_000));
         assert!(parse_time("NaN").is_err());
         assert_eq!(parse_step("15"), Ok(15_000));
         assert_eq!(parse_step("1m30s"), Ok(90_000));

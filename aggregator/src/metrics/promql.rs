@@ -264,10 +264,14 @@ impl Engine {
                         out.push(e.labels, Sample(t, e.v));
                     }
                 }
-                Val::Matrix(_) | Val::Str(_) => {
-                    return Err(QueryError::BadData(
-                        "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector".into(),
-                    ));
+                other @ (Val::Matrix(_) | Val::Str(_)) => {
+                    let kind = match other {
+                        Val::Str(_) => "string",
+                        _ => "range vector",
+                    };
+                    return Err(QueryError::BadData(format!(
+                        "invalid expression type \"{kind}\" for range query, must be Scalar or instant Vector"
+                    )));
                 }
             }
             t = match t.checked_add(step) {
@@ -281,8 +285,14 @@ impl Engine {
 
 /// Parses a series selector (as in `match[]`) into matchers.
 pub fn selector_matchers(s: &str) -> Result<Vec<Matcher>, QueryError> {
-    let e = limits::parse(s)
-        .map_err(|e| QueryError::BadData(format!("invalid parameter \"match[]\": {e}")))?;
+    let e = limits::parse(s).map_err(|e| {
+        // Prometheus' API words the empty selector its own way.
+        let e = e.to_string().replace(
+            "vector selector must contain at least one non-empty matcher",
+            "match[] must contain at least one non-empty matcher",
+        );
+        QueryError::BadData(format!("invalid parameter \"match[]\": {e}"))
+    })?;
     match e {
         Expr::VectorSelector(vs) => eval::matchers(&vs),
         _ => Err(QueryError::BadData(format!(
