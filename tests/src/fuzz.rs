@@ -19,10 +19,28 @@ use telltale_common::model::{Labels, STALE_NAN_BITS, Sample, SeriesSamples};
 use crate::compliance::{Rng, spawn_prometheus};
 use crate::{Aggregator, certs_init, enc, http_get, http_post, start_fresh_aggregator, wait_for};
 
-/// Counters, as the generator makes them.
-pub const COUNTERS: &[&str] = &["http_requests_total", "process_cpu_seconds_total"];
-/// Gauges.
-pub const GAUGES: &[&str] = &["node_load1", "queue_depth"];
+/// Counters, as the generator makes them (the last one starts near 3e13, as a network
+/// interface's byte counter does, so rates subtract large numbers).
+pub const COUNTERS: &[&str] = &[
+    "http_requests_total",
+    "process_cpu_seconds_total",
+    "node_network_receive_bytes_total",
+];
+/// Gauges (the last one, `sensor_reading`, goes negative and now and then holds ±Inf, ±1.8e308,
+/// a subnormal, -0 or 2^53 + 2: the values functions and aggregations treat specially).
+pub const GAUGES: &[&str] = &["node_load1", "queue_depth", "sensor_reading"];
+/// The special values `sensor_reading` takes now and then.
+const EXTREMES: &[f64] = &[
+    f64::INFINITY,
+    f64::NEG_INFINITY,
+    f64::MAX,
+    -f64::MAX,
+    5e-324,
+    -0.0,
+    9_007_199_254_740_994.0,
+    -1e-300,
+    1e300,
+];
 /// Histogram buckets (`le`), a counter family.
 pub const HISTOGRAM: &str = "request_duration_seconds_bucket";
 
@@ -72,7 +90,13 @@ pub fn data(seed: u64, start: i64, end: i64) -> Vec<SeriesSamples> {
                 Labels::from_pairs(pairs)
             };
             let mut series = |labels: Labels, rng: &mut Rng, counter: bool, rate: f64| {
-                let mut v = if counter { 0.0 } else { rate };
+                let name = labels.metric_name().unwrap_or("").to_string();
+                let (base, extreme) = match name.as_str() {
+                    "node_network_receive_bytes_total" => (3e13 * (1.0 + rng.uniform()), false),
+                    "sensor_reading" => (0.0, true),
+                    _ => (0.0, false),
+                };
+                let mut v = if counter { base } else { rate };
                 let mut samples = Vec::with_capacity(times.len() + 1);
                 for &t in &times {
                     if counter {
@@ -83,6 +107,11 @@ pub fn data(seed: u64, start: i64, end: i64) -> Vec<SeriesSamples> {
                         samples.push(Sample(t, v));
                     } else if rng.uniform() < 0.02 {
                         samples.push(Sample(t, f64::NAN));
+                    } else if extreme && rng.uniform() < 0.05 {
+                        samples.push(Sample(t, *pick(rng, EXTREMES)));
+                    } else if extreme {
+                        v += (rng.uniform() - 0.5) * rate;
+                        samples.push(Sample(t, (v * 100.0).round() / 100.0));
                     } else {
                         v = (v + (rng.uniform() - 0.5) * rate).max(0.0);
                         samples.push(Sample(t, (v * 100.0).round() / 100.0));
@@ -98,12 +127,8 @@ pub fn data(seed: u64, start: i64, end: i64) -> Vec<SeriesSamples> {
             };
             for (i, name) in COUNTERS.iter().enumerate() {
                 for method in ["GET", "POST"] {
-                    series(
-                        base(name, &[("method", method)]),
-                        &mut rng,
-                        true,
-                        10.0 * (i + 1) as f64,
-                    );
+                    let rate = if i == 2 { 1e6 } else { 10.0 * (i + 1) as f64 };
+                    series(base(name, &[("method", method)]), &mut rng, true, rate);
                 }
             }
             for (i, name) in GAUGES.iter().enumerate() {
