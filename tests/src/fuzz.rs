@@ -474,10 +474,9 @@ pub fn query(rng: &mut Rng, depth: u32, anchor: i64) -> String {
             format!("({}) {op}{matching} ({})", sub(rng), sub(rng))
         }
         10 => {
-            // `sort` and `sort_desc` only at the top: inside an expression the order they
-            // give is not part of PromQL's meaning (Go's sort puts NaN elements in an order
-            // that then decides which NaN `topk` keeps).
-            if depth == TOP_DEPTH && rng.uniform() < 0.15 {
+            // `sort` and `sort_desc` anywhere: inside an expression the order they give
+            // decides which of equal values (or NaNs) a `topk` above keeps.
+            if rng.uniform() < 0.15 {
                 return format!("{}({})", pick(rng, &["sort", "sort_desc"]), sub(rng));
             }
             let f = pick(
