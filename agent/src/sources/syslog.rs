@@ -247,8 +247,7 @@ fn take(
 }
 
 /// Reads one TCP connection: octet-counted frames (`LEN SP MSG`) or newline-separated
-/// messages, told apart by the first byte of each.
-/// Bounded by [`super::streams`]: closed after its idle time, and when its unfinished
+/// messages, told apart by the first byte of each. Bounded by [`super::streams`]: closed after its idle time, and when its unfinished
 /// message would take the source past its buffer budget.
 async fn connection(
     mut s: tokio::net::TcpStream,
