@@ -165,6 +165,107 @@ impl Reader<'_> {
     }
 }
 
+/// Where the first MessagePack value of a growing buffer ends, found without building it and
+/// resumably: each call goes on from where the last one stopped, so a message that arrives
+/// in many reads is scanned once in all (decoding it again on every read costs the square
+/// of its size: a 16 MiB array of small entries sent 64 KiB at a time was 256 decodes).
+/// It accepts and refuses exactly what [`decode`] does (same depth limit, same markers).
+#[derive(Default)]
+pub struct Scan {
+    pos: usize,
+    /// Items still to read at each open array or map, outermost first.
+    open: Vec<usize>,
+    started: bool,
+}
+
+impl Scan {
+    /// `Ok(Some(end))` once the first value of `b` is whole (it is `b[..end]`), `Ok(None)`
+    /// while it is not; `b` may only have grown since the last call.
+    pub fn advance(&mut self, b: &[u8]) -> Result<Option<usize>, DecodeError> {
+        loop {
+            if self.started && self.open.is_empty() {
+                return Ok(Some(self.pos));
+            }
+            if self.open.len() > 32 {
+                return Err(DecodeError::Malformed);
+            }
+            let rest = &b[self.pos.min(b.len())..];
+            let Some((size, children)) = item(rest)? else {
+                return Ok(None);
+            };
+            if rest.len() < size {
+                return Ok(None);
+            }
+            self.pos += size;
+            self.started = true;
+            if let Some(top) = self.open.last_mut() {
+                *top -= 1;
+            }
+            if children > 0 {
+                self.open.push(children);
+            }
+            while self.open.last() == Some(&0) {
+                self.open.pop();
+            }
+        }
+    }
+}
+
+/// The bytes of the item at the front of `b` without its children, and how many child values
+/// follow it; `None` while its header is incomplete.
+fn item(b: &[u8]) -> Result<Option<(usize, usize)>, DecodeError> {
+    let Some(&m) = b.first() else {
+        return Ok(None);
+    };
+    // A big-endian length of `n` bytes after the marker (and after `skip` more).
+    let len = |n: usize| -> Result<Option<usize>, DecodeError> {
+        let Some(x) = b.get(1..1 + n) else {
+            return Ok(None);
+        };
+        let v = x.iter().fold(0u64, |a, &y| (a << 8) | u64::from(y));
+        usize::try_from(v)
+            .map(Some)
+            .map_err(|_| DecodeError::Malformed)
+    };
+    let add = |a: usize, b: usize| a.checked_add(b).ok_or(DecodeError::Malformed);
+    Ok(Some(match m {
+        0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (1, 0),
+        0x80..=0x8f => (1, 2 * usize::from(m & 0x0f)),
+        0x90..=0x9f => (1, usize::from(m & 0x0f)),
+        0xa0..=0xbf => (1 + usize::from(m & 0x1f), 0),
+        0xc4..=0xc6 | 0xd9..=0xdb => {
+            let n = if m <= 0xc6 {
+                1 << (m - 0xc4)
+            } else {
+                1 << (m - 0xd9)
+            };
+            let Some(l) = len(n)? else { return Ok(None) };
+            (add(1 + n, l)?, 0)
+        }
+        0xc7..=0xc9 => {
+            let n = 1 << (m - 0xc7);
+            let Some(l) = len(n)? else { return Ok(None) };
+            (add(2 + n, l)?, 0)
+        }
+        0xca => (5, 0),
+        0xcb => (9, 0),
+        0xcc..=0xcf => (1 + (1 << (m - 0xcc)), 0),
+        0xd0..=0xd3 => (1 + (1 << (m - 0xd0)), 0),
+        0xd4..=0xd8 => (2 + (1 << (m - 0xd4)), 0),
+        0xdc | 0xdd => {
+            let n = 2 << (m - 0xdc);
+            let Some(l) = len(n)? else { return Ok(None) };
+            (1 + n, l)
+        }
+        0xde | 0xdf => {
+            let n = 2 << (m - 0xde);
+            let Some(l) = len(n)? else { return Ok(None) };
+            (1 + n, l.checked_mul(2).ok_or(DecodeError::Malformed)?)
+        }
+        _ => return Err(DecodeError::Malformed),
+    }))
+}
+
 /// Reads one value from the front of `b`; returns it and the bytes it took.
 pub fn decode(b: &[u8]) -> Result<(Value, usize), DecodeError> {
     let mut r = Reader { b, pos: 0 };
@@ -384,11 +485,18 @@ async fn connection(
     let max = (cfg.max_line_bytes * 64).max(8 << 20);
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
+    let mut scan = Scan::default();
     loop {
         loop {
-            match decode(&buf) {
+            // Decoded only once whole: the scan goes on from where it stopped.
+            let whole = scan
+                .advance(&buf)
+                .and_then(|end| end.ok_or(DecodeError::Incomplete))
+                .and_then(|end| decode(&buf[..end]));
+            match whole {
                 Ok((v, n)) => {
                     buf.drain(..n);
+                    scan = Scan::default();
                     match entries(&v) {
                         Ok((tag, es, id)) => {
                             take(&cfg, &stats, &gate, &batch, &tag, es);
@@ -553,5 +661,105 @@ mod tests {
             }
         }
         assert!(entries(&Value::Int(1)).is_err());
+    }
+
+    /// By hand (`cargo test --release -p telltale-agent --lib forward_message_cost -- --ignored
+    /// --nocapture`): the CPU a 16 MiB Forward-mode message costs when it arrives 64 KiB at a
+    /// time, decoding every prefix (before) and scanning resumably (now).
+    #[test]
+    #[ignore]
+    fn forward_message_cost() {
+        let entry = mp(&serde_json::json!([1_700_000_000u32, {"log": "GET /x 200", "n": 1}]));
+        let count = (16 << 20) / entry.len();
+        let mut msg = vec![0x92, 0xa1, b't', 0xdd];
+        msg.extend_from_slice(&(count as u32).to_be_bytes());
+        for _ in 0..count {
+            msg.extend_from_slice(&entry);
+        }
+        let cuts: Vec<usize> = (1..=msg.len().div_ceil(64 << 10))
+            .map(|k| (k * (64 << 10)).min(msg.len()))
+            .collect();
+        let t = std::time::Instant::now();
+        let mut found = None;
+        for &c in &cuts {
+            if let Ok((_, n)) = decode(&msg[..c]) {
+                found = Some(n);
+            }
+        }
+        let before = t.elapsed();
+        assert_eq!(found, Some(msg.len()));
+        let t = std::time::Instant::now();
+        let mut scan = Scan::default();
+        let mut end = None;
+        for &c in &cuts {
+            if let Ok(Some(n)) = scan.advance(&msg[..c]) {
+                end = Some(n);
+            }
+        }
+        let (_, n) = decode(&msg[..end.expect("whole")]).expect("decodes");
+        let now = t.elapsed();
+        assert_eq!(n, msg.len());
+        println!(
+            "{} entries, {} reads: decoding every prefix {before:?}, scanning then decoding once {now:?} ({:.0}x)",
+            count,
+            cuts.len(),
+            before.as_secs_f64() / now.as_secs_f64()
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+        /// The resumable scan finds, at every prefix of any bytes — real messages of every
+        /// MessagePack type, nested ones, garbage after them, pure garbage — what decoding
+        /// that prefix finds: the same end, incomplete where it is incomplete, malformed where
+        /// it is malformed; fed the prefixes one after another, as reads arrive.
+        #[test]
+        fn the_scan_agrees_with_decoding_at_every_prefix(
+            kind in 0u8..4,
+            junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..48),
+            depth in 0usize..40,
+            n in 0usize..300,
+        ) {
+            let mut bytes = match kind {
+                0 => mp(&serde_json::json!(["tag", [[1_700_000_000u32, {"m": "x".repeat(n), "n": -5, "f": 1.5}], [2, {"a": [1, 2, {"b": null}]}]], {"chunk": "c"}])),
+                1 => {
+                    // Every marker family: bin, ext, fixext, float32, ints of each width, str8-32.
+                    let mut v = vec![0x9f];
+                    v.extend([0xc4, 2, 1, 2, 0xc5, 0, 1, 9, 0xc7, 1, 0, 7, 0xd4, 0, 1, 0xd8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+                    v.extend([0xca, 0, 0, 0, 0, 0xcb, 0, 0, 0, 0, 0, 0, 0, 0, 0xcc, 1, 0xcd, 0, 1, 0xce, 0, 0, 0, 1, 0xcf, 0, 0, 0, 0, 0, 0, 0, 1]);
+                    v.extend([0xd0, 0xff, 0xd1, 0, 1, 0xd2, 0, 0, 0, 1, 0xd3, 0, 0, 0, 0, 0, 0, 0, 1, 0xd9, 1, b'a', 0xda, 0, 1, b'b', 0xdb, 0, 0, 0, 1, b'c']);
+                    v.extend([0xc0, 0xc2, 0xde, 0, 1, 0xc3, 0xdc, 0, 0]);
+                    v
+                }
+                2 => {
+                    // Nested arrays around one map: past the depth limit from 33 levels.
+                    let mut v = vec![0x91; depth];
+                    v.extend([0x81, 0xa1, b'k', 0x05]);
+                    v
+                }
+                _ => Vec::new(),
+            };
+            bytes.extend(&junk);
+            let mut scan = Scan::default();
+            let mut failed = false;
+            for cut in 0..=bytes.len() {
+                let want = decode(&bytes[..cut]).map(|(_, n)| n);
+                let got = if failed {
+                    Err(DecodeError::Malformed)
+                } else {
+                    scan.advance(&bytes[..cut])
+                };
+                failed |= got.is_err();
+                match (&want, &got) {
+                    (Ok(n), Ok(Some(m))) => proptest::prop_assert_eq!(n, m, "cut {}", cut),
+                    (Err(DecodeError::Incomplete), Ok(None)) => {}
+                    (Err(DecodeError::Malformed), Err(DecodeError::Malformed)) => {}
+                    _ => proptest::prop_assert!(false, "cut {}: decode {:?}, scan {:?}", cut, want, got),
+                }
+                if want.is_ok() {
+                    break;
+                }
+            }
+        }
     }
 }
