@@ -999,8 +999,9 @@ impl Report {
 }
 
 /// `n` random queries from `seed` against `pair`: odd ones as range queries (15 s, 30 s or
-/// 1 m steps over 30 minutes), even ones as instant queries (a fifth of them sorted, their
-/// order compared), at times in the last 15 minutes.
+/// 1 m steps over 30 minutes; one in five at 5 minutes over 45, aligned, where rollups
+/// answer), even ones as instant queries (a fifth of them sorted, their order compared), at
+/// times in the last 15 minutes.
 pub fn run(pair: &Pair, seed: u64, n: usize) -> Report {
     let mut rng = Rng(seed ^ 0x5DEE_CE66_D1CE_4E5B);
     let mut report = Report::default();
@@ -1011,9 +1012,19 @@ pub fn run(pair: &Pair, seed: u64, n: usize) -> Report {
         if i % 10 == 0 || i % 10 == 4 {
             q = format!("{}({q})", if i % 10 == 0 { "sort" } else { "sort_desc" });
         }
-        let at = pair.end - (rng.uniform() * 15.0 * 60_000.0) as i64 / 1000 * 1000;
-        let step = (i % 2 == 1).then(|| [15_000, 30_000, 60_000][i % 3]);
-        let verdict = match pair.judge(&q, at, step) {
+        let mut at = pair.end - (rng.uniform() * 15.0 * 60_000.0) as i64 / 1000 * 1000;
+        let mut step = (i % 2 == 1).then(|| [15_000, 30_000, 60_000][i % 3]);
+        let mut span = 30 * 60_000;
+        // One query in ten (a range query in five) at a 5-minute step from an aligned start, where
+        // `*_over_time` calls are answered from rollups.
+        if i % 10 == 5 {
+            (at, step, span) = (
+                pair.end.div_euclid(300_000) * 300_000,
+                Some(300_000),
+                2_700_000,
+            );
+        }
+        let verdict = match pair.judge_over(&q, at, step, span) {
             Verdict::Differ(e) => Verdict::Differ(format!("[at {}] {e}", at / 1000)),
             v => v,
         };
