@@ -82,6 +82,30 @@ pub fn requests(end_ms: i64) -> Vec<String> {
         format!("/api/v1/label/job/values?match[]={sel}&start={s}&end={e}"),
         "/api/v1/label/__name__/values".into(),
         "/api/v1/label/job/values?start=abc".into(),
+        format!("/api/v1/series?match[]={sel}"),
+        format!(
+            "/api/v1/series?match[]={sel}&match[]={}&start={s}&end={e}",
+            enc("http_requests_total{job=\"api\"}")
+        ),
+        format!("/api/v1/series?match[]={sel}&start={rs}&end={re}"),
+        "/api/v1/labels".into(),
+        format!(
+            "/api/v1/labels?match[]={sel}&match[]={}",
+            enc("{__name__=~\"http.*\"}")
+        ),
+        format!("/api/v1/label/instance/values?match[]={sel}&start={rs}"),
+        format!("/api/v1/label/nonexistent/values?start={s}&end={e}"),
+        format!("/api/v1/query_exemplars?query={sel}&start={s}&end={e}"),
+        format!("/api/v1/query_exemplars?query={sel}"),
+        q(
+            "node_load1",
+            &format!("&time={}", rfc(e).replace('Z', "+00:00")),
+        ),
+        q("node_load1", &format!("&time={e}&lookback_delta=1m")),
+        r(
+            "node_load1",
+            &format!("&start={s}&end={e}&step=60&timeout=5s"),
+        ),
         "/api/v1/label/job/values?end=abc".into(),
     ];
     out.dedup();
