@@ -107,6 +107,15 @@ pub fn requests(end_ms: i64) -> Vec<String> {
             &format!("&start={s}&end={e}&step=60&timeout=5s"),
         ),
         "/api/v1/label/job/values?end=abc".into(),
+        // Half milliseconds: Prometheus rounds the fraction apart and truncates nanoseconds.
+        q("time()", &format!("&time={}.0005", e as i64)),
+        q("time()", &format!("&time={}.0015", e as i64)),
+        q("time()", &format!("&time={}.0235", e as i64)),
+        r(
+            "time()",
+            &format!("&start={}.0005&end={e}&step=15.5", s as i64),
+        ),
+        r("time()", &format!("&start={s}&end={e}&step=0.0015")),
     ];
     out.dedup();
     out

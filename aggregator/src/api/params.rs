@@ -142,9 +142,7 @@ pub fn parse_time(s: &str) -> Result<i64, Invalid> {
             return Err(format!("cannot parse {s:?} to a valid timestamp").into());
         }
         // Clamped, so that differences of two times cannot overflow.
-        return Ok(crate::metrics::promql::clamp_time(
-            (f * 1000.0).round() as i128
-        ));
+        return Ok(crate::metrics::promql::clamp_time(unix_ms_as_go(f)));
     }
     // RFC 3339 with `Z` or a numeric offset (humantime reads only `Z`).
     let (utc, east) = match utc_offset(s) {
@@ -163,6 +161,24 @@ pub fn parse_time(s: &str) -> Result<i64, Invalid> {
         .map_err(|_| Invalid(format!("cannot parse {s:?} to a valid timestamp")))
 }
 
+/// Unix seconds `f` in milliseconds as Prometheus' `parseTime` and `timestamp.FromTime` make
+/// them: the fraction rounded to milliseconds apart from the whole seconds, then turned into
+/// whole nanoseconds (truncated) and back into milliseconds (floored). So `…725.0005` is
+/// `…725000`, not `…725001` (`f * 1000` rounded): the fraction of a double that large is a
+/// little under a half.
+fn unix_ms_as_go(f: f64) -> i128 {
+    if f.abs() >= 1e15 {
+        // Past any time a query can mean (and past i128 once in milliseconds for the
+        // largest doubles): saturated, then clamped by the caller.
+        return (f * 1000.0) as i128;
+    }
+    let (secs, frac) = (f.trunc(), f - f.trunc());
+    let ns = ((frac * 1000.0).round() / 1000.0 * 1e9) as i128;
+    // time.Unix normalises the nanoseconds into [0, 1 s).
+    let secs = secs as i128 + ns.div_euclid(1_000_000_000);
+    secs * 1000 + ns.rem_euclid(1_000_000_000) / 1_000_000
+}
+
 /// Parses a Prometheus duration parameter: seconds with optional fraction, or `5m`, `1h30m`.
 pub fn parse_step(s: &str) -> Result<i64, Invalid> {
     if let Ok(f) = s.parse::<f64>() {
@@ -172,7 +188,8 @@ pub fn parse_step(s: &str) -> Result<i64, Invalid> {
                 format!("cannot parse {s:?} to a valid duration. It overflows int64").into(),
             );
         }
-        return Ok((f * 1000.0).round() as i64);
+        // Whole nanoseconds (Go's `time.Duration`), then whole milliseconds, both truncated.
+        return Ok(((f * 1e9) as i64) / 1_000_000);
     }
     promql_parser::util::parse_duration(s)
         .map(|d| d.as_millis() as i64)
@@ -211,6 +228,15 @@ mod tests {
             assert!(parse_time(odd).is_err(), "{odd}");
         }
         assert!(parse_time("yesterday").is_err());
+        // Half milliseconds as Prometheus 2.42 reads them (measured: `time()` at these times).
+        assert_eq!(parse_time("1796632725.0005"), Ok(1_796_632_725_000));
+        assert_eq!(parse_time("1796632725.0015"), Ok(1_796_632_725_001));
+        assert_eq!(parse_time("1796632725.023"), Ok(1_796_632_725_023));
+        assert_eq!(parse_time("-1.5"), Ok(-1_500));
+        assert_eq!(parse_step("0.0015"), Ok(1));
+        for huge in ["1e300", "-1.7976931348623157e308", "1e15", "-9.3e18"] {
+            assert!(parse_time(huge).is_ok(), "{huge}");
+        }
         // Prometheus' words for a step past a Go duration (checked against 2.42).
         assert_eq!(
             parse_step("1e10").map_err(|e| e.to_string()),
