@@ -7,8 +7,8 @@
 //!
 //! Left out, and listed in the README: a parse error's text (Prometheus prefixes the position,
 //! `1:12: parse error: `; Telltale's parser does not give one), `time=NaN`/`Inf` (Prometheus
-//! reads them as a wrapped int64 time, Telltale refuses them), the metadata endpoints with
-//! `start` after `end` (Prometheus answers as if unbounded).
+//! reads them as a wrapped int64 time, Telltale refuses them), label values with `start`
+//! after `end` (Prometheus answers as if unbounded, Telltale with nothing).
 
 use serde_json::Value;
 
