@@ -115,10 +115,15 @@ fn detectors_score_live_series_and_rebuild_their_models_after_a_restart() {
     assert!(body.contains("positive"), "{body}");
     // Hostile parameters: each gets a 400 naming what is wrong, and the server goes on.
     for (q, says) in [
-        ("step=1e300", "100 years"),
-        ("history=1e300&step=1e299", "100 years"),
-        ("time=-1e300&history=1e300&step=1e12", "100 years"),
-        ("season=1e300", "100 years"),
+        // Past a Go duration (292 years): refused as Prometheus refuses such a step.
+        ("step=1e300", "overflows int64"),
+        ("history=1e300&step=1e299", "overflows int64"),
+        ("time=-1e300&history=1e300&step=1e12", "overflows int64"),
+        ("season=1e300", "overflows int64"),
+        // Within one, but past the forecast's bound.
+        ("step=5e9", "100 years"),
+        ("history=6e9", "100 years"),
+        ("season=4e9", "100 years"),
         ("season=NaN", "season"),
         ("step=soon", "step"),
         ("limit=abc", "limit"),
