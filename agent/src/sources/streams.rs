@@ -125,7 +125,8 @@ impl Conns {
     }
 
     /// Bytes the connections hold now.
-    pub fn held(&self) -> usize {
+    #[cfg(test)]
+    fn held(&self) -> usize {
         self.held.load(Ordering::Relaxed)
     }
 }
