@@ -50,6 +50,27 @@ impl Labels {
         Labels(Arc::new(v))
     }
 
+    /// Like [`Labels::from_pairs`] but keeping empty values: an alert's annotations, which
+    /// Prometheus keeps (and sends) even when their template renders to nothing.
+    pub fn from_pairs_keeping_empty<I, K, V>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let mut v: Vec<(String, String)> = Vec::new();
+        for (k, val) in pairs {
+            let (k, val) = (k.into(), val.into());
+            if let Some(slot) = v.iter_mut().find(|(n, _)| *n == k) {
+                slot.1 = val;
+            } else {
+                v.push((k, val));
+            }
+        }
+        v.sort();
+        Labels(Arc::new(v))
+    }
+
     /// The value of label `name`, if present.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0

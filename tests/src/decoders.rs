@@ -187,6 +187,7 @@ pub fn rule_files(data: &[u8]) {
         let q =
             |_: &str| -> Result<Vec<(Labels, f64)>, String> { Ok(vec![(Labels::default(), 1.0)]) };
         let _ = t.render(telltale_aggregator::alert::template::Data {
+            name: "fuzz",
             labels: &labels,
             external: &labels,
             value: 1.5,

@@ -25,9 +25,14 @@ use std::fmt::Write;
 use telltale_common::model::Labels;
 
 mod exec;
+mod ftoa;
 mod funcs;
+mod gofmt;
 mod parse;
-use funcs::{go_g4, humanize, humanize_duration, title};
+pub(crate) use ftoa::format_float;
+use ftoa::go_float;
+use funcs::{go_g4, humanize, humanize_duration, humanize_timestamp, title};
+use gofmt::GoArg;
 
 /// A parsed template.
 #[derive(Debug, Clone)]
@@ -83,6 +88,19 @@ enum CmpOp {
     Ge,
 }
 
+impl CmpOp {
+    fn name(self) -> &'static str {
+        match self {
+            CmpOp::Eq => "eq",
+            CmpOp::Ne => "ne",
+            CmpOp::Lt => "lt",
+            CmpOp::Le => "le",
+            CmpOp::Gt => "gt",
+            CmpOp::Ge => "ge",
+        }
+    }
+}
+
 impl Func {
     fn by_name(n: &str) -> Option<Func> {
         Some(match n {
@@ -125,6 +143,62 @@ impl Func {
     }
 }
 
+impl Func {
+    /// Go's name for it, its fixed parameters and whether more may follow (the signatures
+    /// of Prometheus 2.42's functions and Go's builtins).
+    fn signature(self) -> (&'static str, usize, bool) {
+        match self {
+            Func::Humanize => ("humanize", 1, false),
+            Func::Humanize1024 => ("humanize1024", 1, false),
+            Func::HumanizePercentage => ("humanizePercentage", 1, false),
+            Func::HumanizeDuration => ("humanizeDuration", 1, false),
+            Func::HumanizeTimestamp => ("humanizeTimestamp", 1, false),
+            Func::Printf => ("printf", 1, true),
+            Func::ToUpper => ("toUpper", 1, false),
+            Func::ToLower => ("toLower", 1, false),
+            Func::Title => ("title", 1, false),
+            Func::ReReplaceAll => ("reReplaceAll", 3, false),
+            Func::Match => ("match", 2, false),
+            Func::StripPort => ("stripPort", 1, false),
+            Func::Cmp(CmpOp::Eq) => ("eq", 1, true),
+            Func::Cmp(op) => (op.name(), 2, false),
+            Func::And => ("and", 1, true),
+            Func::Or => ("or", 1, true),
+            Func::Not => ("not", 1, false),
+            Func::Len => ("len", 1, false),
+            Func::Index => ("index", 1, true),
+            Func::Query => ("query", 1, false),
+            Func::First => ("first", 1, false),
+            Func::Label => ("label", 2, false),
+            Func::Value => ("value", 1, false),
+            Func::SortByLabel => ("sortByLabel", 2, false),
+            Func::StrValue => ("strvalue", 1, false),
+            Func::Args => ("args", 0, true),
+            Func::SafeHtml => ("safeHtml", 1, false),
+            Func::ParseDuration => ("parseDuration", 1, false),
+            Func::ExternalUrl => ("externalURL", 0, false),
+            Func::PathPrefix => ("pathPrefix", 0, false),
+        }
+    }
+
+    /// Go's check before a call: `args` written, `piped` when the pipeline adds one.
+    fn check_arity(self, args: usize, piped: bool) -> Result<(), String> {
+        let (name, fixed, variadic) = self.signature();
+        let n = args + usize::from(piped);
+        if variadic && n < fixed {
+            return Err(format!(
+                "wrong number of args for {name}: want at least {fixed} got {args}"
+            ));
+        }
+        if !variadic && n != fixed {
+            return Err(format!(
+                "wrong number of args for {name}: want {fixed} got {n}"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Runs a PromQL instant query for `query` (at the rule's evaluation time): the samples, a
 /// scalar as one sample without labels, or the error.
 pub type QueryFn<'a> = dyn Fn(&str) -> Result<Vec<(Labels, f64)>, String> + 'a;
@@ -132,6 +206,8 @@ pub type QueryFn<'a> = dyn Fn(&str) -> Result<Vec<(Labels, f64)>, String> + 'a;
 /// What a template sees: the alert's labels, its value and the external labels.
 #[derive(Clone, Copy)]
 pub struct Data<'a> {
+    /// The template's name in error texts (Prometheus: `__alert_` and the alert's name).
+    pub name: &'a str,
     /// `$labels` / `.Labels`.
     pub labels: &'a Labels,
     /// `$externalLabels`.
@@ -147,7 +223,10 @@ pub struct Data<'a> {
 #[derive(Debug, Clone)]
 enum V {
     Str(String),
+    /// A float64.
     Num(f64),
+    /// An int (number literals without `.`/`e`, `len`, range indexes).
+    Int(i64),
     Map(Labels),
     Bool(bool),
     /// The template's data (the top-level dot and `$`).
@@ -163,6 +242,7 @@ impl V {
         match self {
             V::Str(s) => !s.is_empty(),
             V::Num(n) => *n != 0.0,
+            V::Int(n) => *n != 0,
             V::Map(m) => !m.is_empty(),
             V::Bool(b) => *b,
             V::Data | V::Sample(..) => true,
@@ -174,6 +254,7 @@ impl V {
         match self {
             V::Str(s) => s.clone(),
             V::Num(n) => go_float(*n),
+            V::Int(n) => n.to_string(),
             V::Bool(b) => b.to_string(),
             // Go prints a map as map[k:v k2:v2], keys sorted.
             V::Map(m) => {
@@ -200,6 +281,7 @@ impl V {
         match self {
             V::Str(_) => "string",
             V::Num(_) => "float64",
+            V::Int(_) => "int",
             V::Map(_) => "map",
             V::Bool(_) => "bool",
             V::Data => "template data",
@@ -212,12 +294,19 @@ impl V {
     fn num(&self) -> Result<f64, String> {
         match self {
             V::Num(n) => Ok(*n),
-            V::Str(s) => s
-                .trim()
-                .parse::<f64>()
-                .map_err(|_| format!("can't convert {s:?} to float")),
+            V::Int(n) => Ok(*n as f64),
+            // Prometheus' convertToFloat: strconv.ParseFloat for a string.
+            V::Str(s) => {
+                let bad = |why: &str| format!("strconv.ParseFloat: parsing {s:?}: {why}");
+                let v = s.parse::<f64>().map_err(|_| bad("invalid syntax"))?;
+                let named = s.trim_start_matches(['+', '-']).to_ascii_lowercase();
+                if v.is_infinite() && !matches!(named.as_str(), "inf" | "infinity") {
+                    return Err(bad("value out of range"));
+                }
+                Ok(v)
+            }
             V::Sample(_, v) => Ok(*v),
-            other => Err(format!("expected a number, got {}", other.kind())),
+            other => Err(format!("can't convert {} to float", other.kind())),
         }
     }
 
@@ -229,40 +318,6 @@ impl V {
                 other.kind()
             )),
         }
-    }
-}
-
-/// Go's exponent form: Rust's `1.5e-7` / `1e21` written `1.5e-07` / `1e+21`.
-pub fn go_exponent(rust_e: &str) -> String {
-    match rust_e.split_once('e') {
-        Some((m, e)) => {
-            let (sign, digits) = match e.strip_prefix('-') {
-                Some(d) => ('-', d),
-                None => ('+', e),
-            };
-            format!("{m}e{sign}{digits:0>2}")
-        }
-        None => rust_e.to_string(),
-    }
-}
-
-/// Go's `%v` for a float64 (strconv 'g' with the shortest representation).
-fn go_float(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".into();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
-    }
-    let exp = if v == 0.0 {
-        0
-    } else {
-        v.abs().log10().floor() as i32
-    };
-    if !(-4..21).contains(&exp) {
-        go_exponent(&format!("{v:e}"))
-    } else {
-        format!("{v}")
     }
 }
 
@@ -302,9 +357,35 @@ impl Template {
         let mut x = exec::Exec::new(data, &self.defines);
         match x.render(&self.nodes, &V::Data, &mut out) {
             Ok(()) => out,
-            Err(e) => format!("<error expanding template: {}>", e.0),
+            Err(e) => format!(
+                "<error expanding template: error executing template {}: {}>",
+                data.name,
+                go_exec_error(data.name, &self.source, e)
+            ),
         }
     }
+}
+
+/// What Prometheus puts before every alert template: the variables it predefines.
+const PRELUDE: &str = "{{$labels := .Labels}}{{$externalLabels := .ExternalLabels}}{{$externalURL := .ExternalURL}}{{$value := .Value}}";
+
+/// Go's text of an execution error: `template: NAME:LINE:COL: executing "NAME" at <CMD>:
+/// MSG`, the line and column counted in the source behind Prometheus' prelude.
+fn go_exec_error(name: &str, source: &str, e: exec::Fail) -> String {
+    let Some((pos, context)) = e.at else {
+        return format!("template: {name}: {}", e.msg);
+    };
+    let before = format!("{PRELUDE}{}", source.get(..pos).unwrap_or(source));
+    let line = 1 + before.matches('\n').count();
+    let col = match before.rfind('\n') {
+        Some(nl) => before.len() - nl - 1,
+        None => before.len(),
+    };
+    format!(
+        "template: {name}:{line}:{col}: executing {} at <{context}>: {}",
+        gofmt::quote(name, false),
+        e.msg
+    )
 }
 
 impl std::fmt::Debug for Data<'_> {
@@ -336,20 +417,14 @@ fn call(f: Func, a: &[V], x: &mut exec::Exec<'_, '_>) -> Result<V, String> {
             go_g4(one("humanizePercentage", a)?.num()? * 100.0)
         )),
         Func::HumanizeDuration => V::Str(humanize_duration(one("humanizeDuration", a)?.num()?)),
-        Func::HumanizeTimestamp => {
-            let v = one("humanizeTimestamp", a)?.num()?;
-            if !v.is_finite() {
-                V::Str(go_g4(v))
-            } else {
-                let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(v.max(0.0));
-                V::Str(humantime::format_rfc3339_millis(t).to_string())
-            }
-        }
+        Func::HumanizeTimestamp => V::Str(
+            humanize_timestamp(one("humanizeTimestamp", a)?.num()?).map_err(|e| e.to_string())?,
+        ),
         Func::Printf => {
             let (fmt, rest) = a
                 .split_first()
                 .ok_or_else(|| "printf: missing format".to_string())?;
-            V::Str(printf(&fmt.text(), rest)?)
+            V::Str(printf(&fmt.text(), rest))
         }
         Func::ToUpper => V::Str(one("toUpper", a)?.text().to_uppercase()),
         Func::ToLower => V::Str(one("toLower", a)?.text().to_lowercase()),
@@ -395,10 +470,10 @@ fn call(f: Func, a: &[V], x: &mut exec::Exec<'_, '_>) -> Result<V, String> {
             .cloned()
             .ok_or_else(|| "or: want at least 1 argument".to_string())?,
         Func::Not => V::Bool(!one("not", a)?.truthy()),
-        Func::Len => V::Num(match one("len", a)? {
-            V::Str(s) => s.len() as f64,
-            V::Map(m) => m.len() as f64,
-            V::List(l) => l.len() as f64,
+        Func::Len => V::Int(match one("len", a)? {
+            V::Str(s) => s.len() as i64,
+            V::Map(m) => m.len() as i64,
+            V::List(l) => l.len() as i64,
             other => return Err(format!("len of {}", other.kind())),
         }),
         Func::Index => match a {
@@ -509,121 +584,117 @@ fn call(f: Func, a: &[V], x: &mut exec::Exec<'_, '_>) -> Result<V, String> {
     })
 }
 
-/// Go's `eq`/`ne`/`lt`/`le`/`gt`/`ge`: numbers with numbers (a number-like string counts as
-/// a number, as `$value` and literals mix), strings with strings, booleans for `eq`/`ne`;
+/// Go's `eq`/`ne`/`lt`/`le`/`gt`/`ge` (text/template, Go 1.19): operands of one basic kind
+/// only (an int literal against `$value`, a float64, is "incompatible types for
+/// comparison"); `le` is `lt` or `eq`, `gt` is not `le` (so NaN is greater than anything);
 /// `eq` takes several right-hand sides (true if any is equal).
 fn compare(op: CmpOp, a: &[V]) -> Result<V, String> {
-    use std::cmp::Ordering;
-    let ord = |x: &V, y: &V| -> Result<Option<Ordering>, String> {
-        match (x, y) {
-            (V::Num(p), q) | (q, V::Num(p)) if matches!(q, V::Num(_) | V::Str(_)) => {
-                let (l, r) = if matches!(x, V::Num(_)) {
-                    (*p, q.num()?)
-                } else {
-                    (q.num()?, *p)
-                };
-                Ok(l.partial_cmp(&r))
+    #[derive(PartialEq)]
+    enum K {
+        Bool,
+        Int,
+        Float,
+        Str,
+        Nil,
+        Other,
+    }
+    let kind = |v: &V| match v {
+        V::Bool(_) => K::Bool,
+        V::Int(_) => K::Int,
+        V::Num(_) => K::Float,
+        V::Str(_) => K::Str,
+        V::Nil => K::Nil,
+        _ => K::Other,
+    };
+    const BAD_TYPE: &str = "invalid type for comparison";
+    const INCOMPATIBLE: &str = "incompatible types for comparison";
+    let eq = |x: &V, ys: &[V]| -> Result<bool, String> {
+        if kind(x) == K::Other {
+            return Err(BAD_TYPE.into());
+        }
+        if ys.is_empty() {
+            return Err("missing argument for comparison".into());
+        }
+        for y in ys {
+            let truth = if kind(x) != kind(y) {
+                if kind(x) != K::Nil && kind(y) != K::Nil {
+                    return Err(INCOMPATIBLE.into());
+                }
+                false
+            } else {
+                match (x, y) {
+                    (V::Bool(p), V::Bool(q)) => p == q,
+                    (V::Int(p), V::Int(q)) => p == q,
+                    (V::Num(p), V::Num(q)) => p == q,
+                    (V::Str(p), V::Str(q)) => p == q,
+                    (V::Nil, V::Nil) => true,
+                    _ => return Err(BAD_TYPE.into()),
+                }
+            };
+            if truth {
+                return Ok(true);
             }
-            (V::Str(l), V::Str(r)) => Ok(Some(l.cmp(r))),
-            (V::Bool(l), V::Bool(r)) if matches!(op, CmpOp::Eq | CmpOp::Ne) => Ok(Some(l.cmp(r))),
-            _ => Err(format!(
-                "incompatible types for comparison: {} and {}",
-                x.kind(),
-                y.kind()
-            )),
+        }
+        Ok(false)
+    };
+    let lt = |x: &V, y: &V| -> Result<bool, String> {
+        if matches!(kind(x), K::Other | K::Nil) || matches!(kind(y), K::Other | K::Nil) {
+            return Err(BAD_TYPE.into());
+        }
+        if kind(x) != kind(y) {
+            return Err(INCOMPATIBLE.into());
+        }
+        match (x, y) {
+            (V::Int(p), V::Int(q)) => Ok(p < q),
+            (V::Num(p), V::Num(q)) => Ok(p < q),
+            (V::Str(p), V::Str(q)) => Ok(p < q),
+            _ => Err(BAD_TYPE.into()),
         }
     };
     let (first, rest) = a
         .split_first()
         .ok_or_else(|| "missing argument for comparison".to_string())?;
-    if rest.is_empty() {
-        return Err("missing argument for comparison".into());
+    if op == CmpOp::Eq {
+        return Ok(V::Bool(eq(first, rest)?));
     }
-    if op != CmpOp::Eq && rest.len() > 1 {
-        return Err("wrong number of args for comparison: want 2".into());
-    }
-    let mut any = false;
-    for r in rest {
-        let o = ord(first, r)?;
-        any |= match op {
-            CmpOp::Eq => o == Some(Ordering::Equal),
-            CmpOp::Ne => o != Some(Ordering::Equal),
-            CmpOp::Lt => o == Some(Ordering::Less),
-            CmpOp::Le => matches!(o, Some(Ordering::Less | Ordering::Equal)),
-            CmpOp::Gt => o == Some(Ordering::Greater),
-            CmpOp::Ge => matches!(o, Some(Ordering::Greater | Ordering::Equal)),
-        };
-    }
-    Ok(V::Bool(any))
+    let [second] = rest else {
+        return Err(format!(
+            "wrong number of args for {}: want 2 got {}",
+            op.name(),
+            a.len()
+        ));
+    };
+    Ok(V::Bool(match op {
+        CmpOp::Eq => eq(first, rest)?,
+        CmpOp::Ne => !eq(first, rest)?,
+        CmpOp::Lt => lt(first, second)?,
+        CmpOp::Le => lt(first, second)? || eq(first, rest)?,
+        CmpOp::Gt => !(lt(first, second)? || eq(first, rest)?),
+        CmpOp::Ge => !lt(first, second)?,
+    }))
 }
 
-/// Go's `printf` for the verbs rule files use: `%s %v %d %f %e %g %q %x %%`, with width and
-/// precision.
-fn printf(fmt: &str, args: &[V]) -> Result<String, String> {
-    let mut out = String::new();
-    let mut it = fmt.chars().peekable();
-    let mut next = 0usize;
-    while let Some(c) = it.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        let mut spec = String::new();
-        let verb = loop {
-            match it.next() {
-                Some(ch) if "0123456789.-+ #".contains(ch) => spec.push(ch),
-                Some(ch) => break ch,
-                None => return Err("printf: format ends inside a verb".into()),
-            }
-        };
-        if verb == '%' {
-            out.push('%');
-            continue;
-        }
-        let Some(arg) = args.get(next) else {
-            let _ = write!(out, "%!{verb}(MISSING)");
-            continue;
-        };
-        next += 1;
-        let (width, prec) = match spec.split_once('.') {
-            Some((w, p)) => (w.to_string(), p.parse::<usize>().ok()),
-            None => (spec.clone(), None),
-        };
-        let left = width.contains('-');
-        let zero = width.starts_with('0');
-        let width: usize = width
-            .trim_start_matches(['-', '+', ' ', '#', '0'])
-            .parse()
-            .unwrap_or(0);
-        let body = match verb {
-            'd' => format!("{}", arg.num()?.trunc() as i64),
-            'f' | 'F' => format!("{:.*}", prec.unwrap_or(6), arg.num()?),
-            'e' => go_exponent(&format!("{:.*e}", prec.unwrap_or(6), arg.num()?)),
-            'g' => match prec {
-                Some(_) | None => go_float(arg.num()?),
-            },
-            'q' => format!("{:?}", arg.text()),
-            'x' => format!("{:x}", arg.num()?.trunc() as i64),
-            's' | 'v' => match prec {
-                Some(p) => arg.text().chars().take(p).collect(),
-                None => arg.text(),
-            },
-            other => format!("%!{other}({})", arg.text()),
-        };
-        if body.len() < width {
-            let pad = width - body.len();
-            if left {
-                out.push_str(&body);
-                out.extend(std::iter::repeat_n(' ', pad));
-            } else {
-                out.extend(std::iter::repeat_n(if zero { '0' } else { ' ' }, pad));
-                out.push_str(&body);
-            }
-        } else {
-            out.push_str(&body);
-        }
+/// A template value as Go's `fmt` sees it.
+fn go_arg(v: &V) -> GoArg {
+    match v {
+        V::Str(s) => GoArg::Str(s.clone()),
+        V::Num(n) => GoArg::Float(*n),
+        V::Int(n) => GoArg::Int(*n),
+        V::Bool(b) => GoArg::Bool(*b),
+        V::Map(m) => GoArg::Map(
+            m.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
+        V::Nil => GoArg::Nil,
+        other => GoArg::Str(other.text()),
     }
-    Ok(out)
+}
+
+/// Go's `printf`: `fmt.Sprintf` over the template's values.
+fn printf(fmt: &str, args: &[V]) -> String {
+    let args: Vec<GoArg> = args.iter().map(go_arg).collect();
+    gofmt::sprintf(fmt, &args)
 }
 
 #[cfg(test)]
@@ -634,6 +705,7 @@ mod tests {
         let labels = Labels::from_pairs([("instance", "db-1:9100"), ("device", "sda")]);
         let ext = Labels::from_pairs([("cluster", "eu")]);
         Template::parse(src).expect("parses").render(Data {
+            name: "t",
             labels: &labels,
             external: &ext,
             value,
@@ -656,7 +728,15 @@ mod tests {
                 10.0,
                 "ok",
             ),
-            ("{{ if le $value 3 }}a{{ end }}", 3.0, "a"),
+            ("{{ if le $value 3.0 }}a{{ end }}", 3.0, "a"),
+            // An int literal against a float64 is Go's error, NaN is greater than all.
+            (
+                "{{ if le $value 3 }}a{{ end }}",
+                3.0,
+                "<error expanding template: incompatible types for comparison",
+            ),
+            ("{{ if gt $value 1e300 }}nan{{ end }}", f64::NAN, "nan"),
+            ("{{ if lt 2 10 }}ints{{ end }}", 0.0, "ints"),
             (
                 "{{ if eq $labels.instance \"web-1\" \"db-1:9100\" }}mine{{ end }}",
                 0.0,
@@ -700,7 +780,14 @@ mod tests {
             ("{{ eq $value }}", 0.0, "<error expanding template"),
         ] {
             let got = render(src, v);
-            assert!(got.starts_with(want), "{src} with {v}: {got}");
+            match want.strip_prefix("<error expanding template") {
+                Some(msg) => assert!(
+                    got.starts_with("<error expanding template")
+                        && got.contains(msg.trim_start_matches(": ")),
+                    "{src} with {v}: {got}"
+                ),
+                None => assert!(got.starts_with(want), "{src} with {v}: {got}"),
+            }
         }
     }
 
@@ -726,7 +813,19 @@ mod tests {
             "map[device:sda instance:db-1:9100]"
         );
         assert_eq!(render("{{ $value }}", 1e21), "1e+21");
-        assert_eq!(render("{{ printf \"%d\" $value }}", 42.9), "42");
+        // $value is a float64: %d is Go's in-band error, int literals print as ints.
+        assert_eq!(
+            render("{{ printf \"%d\" $value }}", 42.9),
+            "%!d(float64=42.9)"
+        );
+        assert_eq!(render("{{ printf \"%d/%v\" 42 1e3 }}", 0.0), "42/1000");
+        assert_eq!(render("{{ $value }}", 1234567.0), "1.234567e+06");
+        assert_eq!(render("{{ humanize 1e-27 }}", 0.0), "0.001y");
+        assert_eq!(render("{{ humanizeDuration 1.5e-10 }}", 0.0), "150ps");
+        assert_eq!(
+            render("{{ humanizeTimestamp 1.5 }}", 0.0),
+            "1970-01-01 00:00:01.5 +0000 UTC"
+        );
     }
 
     #[test]
@@ -763,6 +862,7 @@ mod tests {
             }
         };
         Template::parse(src).expect("parses").render(Data {
+            name: "t",
             labels: &labels,
             external: &ext,
             value: 1.0,
@@ -785,13 +885,10 @@ mod tests {
             ("{{ (query \"up\" | first).Labels.job }}", "b"),
             ("{{ index (query \"up\") 1 | value }}", "0"),
             ("{{ query \"up\" | first }}", "{map[job:b] 1}"),
-            (
-                "{{ query \"bad\" }}",
-                "<error expanding template: parse error>",
-            ),
+            ("{{ query \"bad\" }}", "error calling query: parse error>"),
             (
                 "{{ range 30 }}{{ query \"up\" }}{{ end }}",
-                "<error expanding template: query: more than 20 queries>",
+                "error calling query: query: more than 20 queries>",
             ),
             (
                 "{{ define \"r\" }}{{ template \"r\" . }}{{ end }}{{ template \"r\" 1 }}",
@@ -823,19 +920,33 @@ mod tests {
             ("{{ range query \"none\" }}x{{ end }}", ""),
             (
                 "{{ first (query \"none\") }}",
-                "<error expanding template: first() called on vector with no elements>",
+                "error calling first: first() called on vector with no elements>",
             ),
             (
                 "{{ .Labels.x.y }}",
                 "<error expanding template: can't evaluate field y in type string>",
             ),
         ] {
-            assert_eq!(render_q(src), want, "{src}");
+            let got = render_q(src);
+            if want.ends_with('>') && !want.starts_with('<') {
+                assert!(got.ends_with(want), "{src}: {got}");
+            } else if want.starts_with("<error") {
+                let msg = want.trim_start_matches("<error expanding template: ");
+                assert!(
+                    got.starts_with(
+                        "<error expanding template: error executing template t: template: t:"
+                    ),
+                    "{src}: {got}"
+                );
+                assert!(got.ends_with(msg), "{src}: {got}");
+            } else {
+                assert_eq!(got, want, "{src}");
+            }
         }
         // Without a query engine (runbook parameters), `query` is an error, not a panic.
-        assert_eq!(
-            render("{{ query \"up\" }}", 0.0),
-            "<error expanding template: query: no query engine here>"
+        assert!(
+            render("{{ query \"up\" }}", 0.0)
+                .ends_with("error calling query: query: no query engine here>")
         );
     }
 
@@ -849,6 +960,7 @@ mod tests {
                 let labels = Labels::default();
                 let q = |_: &str| -> Result<Vec<(Labels, f64)>, String> { Ok(vec![(Labels::default(), 1.0)]) };
                 let _ = t.render(Data {
+            name: "t",
                     labels: &labels,
                     external: &labels,
                     value: f64::NAN,
@@ -899,9 +1011,23 @@ mod tests {
         assert!(Template::parse("{{ if $value }}x").is_err());
         assert!(Template::parse("{{ $value ").is_err());
         assert!(Template::parse("{{ $bogus }}").is_err());
+        // Go's text: the template, line and column behind Prometheus' prelude, the command.
         assert_eq!(
             render("{{ $labels.device | humanize }}", 0.0),
-            "<error expanding template: can't convert \"sda\" to float>"
+            "<error expanding template: error executing template t: template: t:1:132: \
+             executing \"t\" at <humanize>: error calling humanize: strconv.ParseFloat: \
+             parsing \"sda\": invalid syntax>"
+        );
+        assert_eq!(
+            render("x\n {{ humanize 1 2 }}", 0.0),
+            "<error expanding template: error executing template t: template: t:2:4: \
+             executing \"t\" at <humanize>: wrong number of args for humanize: want 1 got 2>"
+        );
+        assert_eq!(
+            render("{{ if gt (len $labels)  1.5 }}{{ end }}", 0.0),
+            "<error expanding template: error executing template t: template: t:1:118: \
+             executing \"t\" at <gt (len $labels) 1.5>: error calling gt: incompatible types \
+             for comparison>"
         );
     }
 }

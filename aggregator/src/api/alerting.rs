@@ -26,13 +26,7 @@ use crate::rules::manager::GroupView;
 
 /// Go's `strconv.FormatFloat(v, 'e', -1, 64)`, as Prometheus prints alert values.
 fn go_exp(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".into();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
-    }
-    crate::alert::template::go_exponent(&format!("{v:e}"))
+    crate::alert::template::format_float(v, b'e', -1)
 }
 
 fn template_labels(l: &[(String, crate::alert::template::Template)]) -> Json {

@@ -236,10 +236,12 @@ impl Engine {
             }
             let mut params = Vec::new();
             let ext = Labels::default();
+            let name = format!("__runbook_{}", rb.name);
             for (k, t) in &rb.params {
                 params.push((
                     k.clone(),
                     t.render(Data {
+                        name: &name,
                         labels: &alert.labels,
                         external: &ext,
                         value: 0.0,

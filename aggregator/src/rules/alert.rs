@@ -116,10 +116,12 @@ impl AlertSet {
         let keep = spec.keep_firing_for.as_millis() as i64;
         let restore = self.restore.take();
         let mut seen: HashMap<Labels, (Labels, f64)> = HashMap::with_capacity(result.len());
+        let name = format!("__alert_{}", spec.name);
         for (metric, v) in result {
             // Templates see the result's labels as they are (with `__name__`, as Prometheus'
             // `$labels`); the alert's labels go without it.
             let data = Data {
+                name: &name,
                 labels: &metric,
                 external,
                 value: v,
@@ -132,7 +134,8 @@ impl AlertSet {
                 set_or_remove(&mut labels, k, &t.render(data));
             }
             labels.set("alertname", spec.name);
-            let annotations = Labels::from_pairs(
+            // Annotations that render empty are kept, as Prometheus keeps them.
+            let annotations = Labels::from_pairs_keeping_empty(
                 spec.annotations
                     .iter()
                     .map(|(k, t)| (k.clone(), t.render(data))),
@@ -152,7 +155,7 @@ impl AlertSet {
                 _ => {
                     let active_at = restore
                         .as_ref()
-                        .and_then(|r| r.get(labels).copied())
+                        .and_then(|r| r.get(&stored_labels(spec.labels, labels)).copied())
                         .filter(|t| *t <= now)
                         .unwrap_or(now);
                     self.active.insert(
@@ -248,18 +251,20 @@ impl AlertSet {
     }
 
     /// `ALERTS` (value 1, `alertstate` label) and `ALERTS_FOR_STATE` (value `active_at` in
-    /// seconds) samples at `now` for every pending or firing alert.
-    pub fn series(&self, now: i64) -> Vec<SeriesSamples> {
+    /// seconds) samples at `now` for every pending or firing alert, labelled as
+    /// [`stored_labels`] says.
+    pub fn series(&self, now: i64, rule_labels: &[(String, Template)]) -> Vec<SeriesSamples> {
         let mut out = Vec::new();
         for a in self.active.values().filter(|a| a.state != State::Inactive) {
-            let mut l = a.labels.clone();
+            let stored = stored_labels(rule_labels, &a.labels);
+            let mut l = stored.clone();
             l.set("__name__", "ALERTS");
             l.set("alertstate", a.state.as_str());
             out.push(SeriesSamples {
                 labels: l,
                 samples: vec![Sample(now, 1.0)],
             });
-            let mut f = a.labels.clone();
+            let mut f = stored;
             f.set("__name__", "ALERTS_FOR_STATE");
             out.push(SeriesSamples {
                 labels: f,
@@ -315,6 +320,22 @@ pub fn set_or_remove(labels: &mut Labels, name: &str, value: &str) {
     } else {
         labels.set(name, value);
     }
+}
+
+/// The labels of an alert's `ALERTS` and `ALERTS_FOR_STATE` series, as Prometheus builds
+/// them (`sample`, `forStateSample` in rules/alerting.go): the rule's labels *as written*,
+/// then the alert's over them. A templated label that rendered empty (so the alert has none)
+/// stays in the series with its template text, as in Prometheus.
+pub fn stored_labels(rule_labels: &[(String, Template)], alert: &Labels) -> Labels {
+    let mut l = Labels::from_pairs(
+        rule_labels
+            .iter()
+            .map(|(k, t)| (k.clone(), t.source().to_string())),
+    );
+    for (k, v) in alert.iter() {
+        l.set(k, v);
+    }
+    l
 }
 
 #[cfg(test)]
@@ -397,7 +418,7 @@ mod tests {
             1,
             "re-sent after 1m"
         );
-        let series = s.series(61_000);
+        let series = s.series(61_000, &[]);
         assert_eq!(series.len(), 2);
         // Gone: resolved, sent once with ends_at = resolution time, kept 15 minutes.
         s.apply(&sp, 130_000, vec![], &ext).expect("ok");
@@ -405,7 +426,7 @@ mod tests {
         assert_eq!((a.state, a.resolved_at), (State::Inactive, 130_000));
         let sent = s.to_send(130_000, Duration::from_secs(1), "");
         assert_eq!(sent[0].ends_at, 130_000);
-        assert!(s.series(130_000).is_empty());
+        assert!(s.series(130_000, &[]).is_empty());
         s.apply(&sp, 130_000 + RESOLVED_RETENTION_MS + 1, vec![], &ext)
             .expect("ok");
         assert_eq!(s.alerts().count(), 0);
@@ -448,6 +469,41 @@ mod tests {
         s.apply(&sp, 70_000, res(1.0), &ext).expect("ok");
         let a = only(&s);
         assert_eq!((a.state, a.active_at), (State::Firing, 5_000));
+    }
+
+    /// A label template that renders empty leaves the alert without that label, but its
+    /// `ALERTS` series keep the template text (Prometheus builds them from the rule's labels
+    /// as written); an empty annotation stays. A restart finds the alert by those labels.
+    #[test]
+    fn alerts_series_keep_the_text_of_a_label_that_rendered_empty() {
+        let lab = [(
+            "zone".to_string(),
+            Template::parse("{{ $labels.zone }}").expect("t"),
+        )];
+        let ann = [(
+            "empty".to_string(),
+            Template::parse("{{ $labels.zone }}").expect("t"),
+        )];
+        let sp = spec(&lab, &ann, 60, 0);
+        let ext = Labels::default();
+        let mut s = AlertSet::default();
+        s.apply(&sp, 0, res(1.0), &ext).expect("ok");
+        let a = only(&s);
+        assert_eq!(a.labels.get("zone"), None);
+        assert_eq!(a.annotations.get("empty"), Some(""));
+        let series = s.series(0, &lab);
+        for x in &series {
+            assert_eq!(x.labels.get("zone"), Some("{{ $labels.zone }}"), "{x:?}");
+        }
+        let mut stored = series[0].labels.clone();
+        if stored.get("__name__") == Some("ALERTS") {
+            stored = series[1].labels.clone();
+        }
+        stored.remove("__name__");
+        let mut after = AlertSet::default();
+        after.restore_from(HashMap::from([(stored, 0)]));
+        after.apply(&sp, 70_000, res(1.0), &ext).expect("ok");
+        assert_eq!(only(&after).state, State::Firing);
     }
 
     #[test]

@@ -529,7 +529,7 @@ impl RuleManager {
                 if eager && rs.alerts.states() == before {
                     return Ok(None);
                 }
-                Ok(Some(rs.alerts.series(t)))
+                Ok(Some(rs.alerts.series(t, &rule.labels)))
             }
         }
     }

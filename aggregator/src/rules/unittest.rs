@@ -3,7 +3,9 @@
 //! file's alert timeline is Prometheus' and Telltale's alike.
 //!
 //! Read: `rule_files` (relative to the test file), `evaluation_interval` (default 1m),
-//! `group_eval_order` (accepted; groups run in file order), and per test `interval`,
+//! `group_eval_order` (groups named there run in that order, those not named share the first
+//! one's place, as promtool sorts them; without it promtool's order is Go's map order, so a file whose rules
+//! read another group's output should give one), and per test `interval`,
 //! `input_series` (values in the expanding notation: `0+10x5`, `1x3`, `_`, `_x2`, `stale`),
 //! `alert_rule_test` (`eval_time`, `alertname`, `exp_alerts` with `exp_labels` and
 //! `exp_annotations`: the alerts *firing* then, compared as sets), `promql_expr_test`
@@ -116,8 +118,11 @@ fn ms(s: &str) -> Result<i64, String> {
         .map_err(|e| e.0)
 }
 
-/// An alert as compared: labels without `alertname`, and annotations.
-type Got = (BTreeMap<String, String>, BTreeMap<String, String>);
+/// An instant query's samples, labels as a map, or why it failed.
+pub type ExprResult = Result<Vec<(BTreeMap<String, String>, f64)>, String>;
+
+/// An alert as compared (and observed): labels without `alertname`, and annotations.
+pub type Got = (BTreeMap<String, String>, BTreeMap<String, String>);
 
 fn pairs(l: &Labels) -> BTreeMap<String, String> {
     l.iter()
@@ -125,12 +130,34 @@ fn pairs(l: &Labels) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Runs one test file; `Ok` holds the failures (none: it passed), `Err` why it could not run.
-pub fn run(file: &Path) -> Result<Vec<String>, Invalid> {
+/// What Telltale's rule manager and engine give for one test group: for each
+/// `alert_rule_test` the alerts firing then, for each `promql_expr_test` the samples or the
+/// error, in the file's order. A fuzzer writes these as the expectations of a file that
+/// `promtool test rules` then checks (tests/src/rulefuzz.rs).
+pub struct Observed {
+    /// Per `alert_rule_test`: the alerts firing at its `eval_time`, sorted.
+    pub alerts: Vec<Vec<Got>>,
+    /// Per `promql_expr_test`: the samples at its `eval_time`, or the query's error.
+    pub exprs: Vec<ExprResult>,
+}
+
+/// A parsed test file with its rule files found.
+struct Loaded {
+    spec: TestFile,
+    every: i64,
+    rule_files: Vec<PathBuf>,
+    rt: tokio::runtime::Runtime,
+}
+
+fn load(file: &Path) -> Result<Loaded, Invalid> {
     let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read: {e}"))?;
     let spec: TestFile = serde_saphyr::from_str(&text).map_err(|e| e.to_string())?;
-    let _ = spec.group_eval_order;
     let every = ms(spec.evaluation_interval.as_deref().unwrap_or("1m"))?.max(1);
+    for (i, g) in spec.group_eval_order.iter().enumerate() {
+        if spec.group_eval_order[..i].contains(g) {
+            return Err(format!("group name repeated in evaluation order: {g}").into());
+        }
+    }
     let dir = file.parent().unwrap_or(Path::new("."));
     let mut rule_files: Vec<PathBuf> = Vec::new();
     for f in &spec.rule_files {
@@ -142,26 +169,55 @@ pub fn run(file: &Path) -> Result<Vec<String>, Invalid> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    Ok(Loaded {
+        spec,
+        every,
+        rule_files,
+        rt,
+    })
+}
+
+fn name(t: &TestGroup, i: usize) -> String {
+    if t.name.is_empty() {
+        format!("test {i}")
+    } else {
+        t.name.clone()
+    }
+}
+
+/// Runs one test file; `Ok` holds the failures (none: it passed), `Err` why it could not run.
+pub fn run(file: &Path) -> Result<Vec<String>, Invalid> {
+    let l = load(file)?;
     let mut failures = Vec::new();
-    for (i, t) in spec.tests.iter().enumerate() {
-        let name = if t.name.is_empty() {
-            format!("test {i}")
-        } else {
-            t.name.clone()
-        };
-        for f in group(t, &rule_files, every, &rt).map_err(|e| format!("{name}: {e}"))? {
-            failures.push(format!("{name}: {f}"));
+    for (i, t) in l.spec.tests.iter().enumerate() {
+        let name = name(t, i);
+        let seen = group(t, &l, &l.rt).map_err(|e| format!("{name}: {e}"))?;
+        for (a, got) in t.alert_rule_test.iter().zip(seen.alerts) {
+            if let Some(f) = check_alerts(a, got) {
+                failures.push(format!("{name}: {f}"));
+            }
+        }
+        for (e, got) in t.promql_expr_test.iter().zip(seen.exprs) {
+            if let Some(f) = check_expr(e, got).map_err(|e| format!("{name}: {e}"))? {
+                failures.push(format!("{name}: {f}"));
+            }
         }
     }
     Ok(failures)
 }
 
-fn group(
-    t: &TestGroup,
-    rule_files: &[PathBuf],
-    every: i64,
-    rt: &tokio::runtime::Runtime,
-) -> Result<Vec<String>, String> {
+/// Runs one test file's groups without comparing: what Telltale observes, group by group.
+pub fn observe(file: &Path) -> Result<Vec<Observed>, Invalid> {
+    let l = load(file)?;
+    let mut out = Vec::new();
+    for (i, t) in l.spec.tests.iter().enumerate() {
+        out.push(group(t, &l, &l.rt).map_err(|e| format!("{}: {e}", name(t, i)))?);
+    }
+    Ok(out)
+}
+
+fn group(t: &TestGroup, l: &Loaded, rt: &tokio::runtime::Runtime) -> Result<Observed, String> {
+    let every = l.every;
     let interval = t.interval.as_deref().map_or(Ok(every), ms)?.max(1);
     let storage: Arc<dyn Storage> = Arc::new(MemStorage::new());
     let mut series = Vec::new();
@@ -181,12 +237,14 @@ fn group(
     }))
     .map_err(|e| format!("cannot load the input series: {e}"))?;
     let mut groups = Vec::new();
-    for f in rule_files {
+    for f in &l.rule_files {
         groups.extend(
             super::file::load(f, Duration::from_millis(every as u64), Lang::PromQL)
                 .map_err(|e| e.to_string())?,
         );
     }
+    let order = &l.spec.group_eval_order;
+    groups.sort_by_key(|g| order.iter().position(|n| *n == g.name).unwrap_or(0));
     let engine = Engine::new(storage.clone(), Duration::from_secs(300), 50_000_000);
     let manager = RuleManager::new(
         engine.clone(),
@@ -199,7 +257,8 @@ fn group(
             external_url: t
                 .external_url
                 .clone()
-                .unwrap_or_else(|| "http://localhost:9090".into()),
+                // promtool's default: none.
+                .unwrap_or_default(),
         },
         groups,
     );
@@ -213,7 +272,7 @@ fn group(
     for e in &t.promql_expr_test {
         last = last.max(ms(&e.eval_time)?);
     }
-    let mut failures = Vec::new();
+    let mut alerts = vec![Vec::new(); t.alert_rule_test.len()];
     let mut next = checks.iter().peekable();
     let mut now = 0;
     while now <= last {
@@ -225,25 +284,23 @@ fn group(
                 break;
             }
             next.next();
-            if let Some(f) = check_alerts(&manager, &t.alert_rule_test[i]) {
-                failures.push(f);
-            }
+            alerts[i] = firing(&manager, &t.alert_rule_test[i].alertname);
         }
         now += every;
     }
+    let mut exprs = Vec::new();
     for e in &t.promql_expr_test {
-        if let Some(f) = check_expr(&engine, e)? {
-            failures.push(f);
-        }
+        exprs.push(eval_expr(&engine, e)?);
     }
-    Ok(failures)
+    Ok(Observed { alerts, exprs })
 }
 
-fn check_alerts(manager: &RuleManager, a: &AlertTest) -> Option<String> {
+/// The alerts of rules named `alertname` firing now, sorted.
+fn firing(manager: &RuleManager, alertname: &str) -> Vec<Got> {
     let mut got: Vec<Got> = Vec::new();
     for g in manager.groups() {
         for r in &g.rules {
-            if r.rule.name != a.alertname || !matches!(r.rule.kind, RuleKind::Alerting { .. }) {
+            if r.rule.name != alertname || !matches!(r.rule.kind, RuleKind::Alerting { .. }) {
                 continue;
             }
             for al in &r.alerts {
@@ -255,12 +312,16 @@ fn check_alerts(manager: &RuleManager, a: &AlertTest) -> Option<String> {
             }
         }
     }
+    got.sort();
+    got
+}
+
+fn check_alerts(a: &AlertTest, got: Vec<Got>) -> Option<String> {
     let mut exp: Vec<Got> = a
         .exp_alerts
         .iter()
         .map(|e| (e.exp_labels.clone(), e.exp_annotations.clone()))
         .collect();
-    got.sort();
     exp.sort();
     if got == exp {
         return None;
@@ -284,12 +345,19 @@ fn check_alerts(manager: &RuleManager, a: &AlertTest) -> Option<String> {
     ))
 }
 
-fn check_expr(engine: &Engine, e: &ExprTest) -> Result<Option<String>, String> {
+fn eval_expr(engine: &Engine, e: &ExprTest) -> Result<ExprResult, String> {
     let t = ms(&e.eval_time)?;
-    let got: Vec<(BTreeMap<String, String>, f64)> = match engine.instant(&e.expr, t) {
-        Ok(Value::Vector(v)) => v.into_iter().map(|(l, s)| (pairs(&l), s.1)).collect(),
-        Ok(Value::Scalar(s)) => vec![(BTreeMap::new(), s.1)],
-        Ok(_) => return Ok(Some(format!("expr: {:?}: not a vector or scalar", e.expr))),
+    Ok(match engine.instant(&e.expr, t) {
+        Ok(Value::Vector(v)) => Ok(v.into_iter().map(|(l, s)| (pairs(&l), s.1)).collect()),
+        Ok(Value::Scalar(s)) => Ok(vec![(BTreeMap::new(), s.1)]),
+        Ok(_) => Err("not a vector or scalar".to_string()),
+        Err(err) => Err(err.to_string()),
+    })
+}
+
+fn check_expr(e: &ExprTest, got: ExprResult) -> Result<Option<String>, String> {
+    let got = match got {
+        Ok(got) => got,
         Err(err) => {
             return Ok(Some(format!(
                 "expr: {:?}, time: {}: {err}",

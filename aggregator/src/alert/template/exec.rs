@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use telltale_common::model::Labels;
 
-use super::parse::{Arg, Command, Node, Pipe};
+use super::parse::{Arg, Command, Node, Pipe, Site};
 use super::{Data, V, call};
 
 /// How deep `template` may call itself (Go stops runaway recursion too).
@@ -15,9 +15,39 @@ const MAX_DEPTH: usize = 100;
 /// How many `query` calls one rendering may make.
 pub(super) const MAX_QUERIES: usize = 20;
 
-/// Why a rendering stopped (Go's message; shown as `<error expanding template: …>`).
+/// Why a rendering stopped (Go's message) and, where Go names one, the command it stopped
+/// at: its byte offset in the source and its text (`<error expanding template: …>` then
+/// reads as Prometheus' does).
 #[derive(Debug)]
-pub(super) struct ExecError(pub String);
+pub(super) struct Fail {
+    pub msg: String,
+    pub at: Option<(usize, String)>,
+}
+
+impl From<String> for Fail {
+    fn from(msg: String) -> Fail {
+        Fail { msg, at: None }
+    }
+}
+
+impl From<&str> for Fail {
+    fn from(msg: &str) -> Fail {
+        Fail {
+            msg: msg.to_string(),
+            at: None,
+        }
+    }
+}
+
+impl Fail {
+    /// Located at `site` unless already located deeper.
+    fn at(mut self, site: &Site) -> Fail {
+        if self.at.is_none() {
+            self.at = Some((site.pos, site.text.clone()));
+        }
+        self
+    }
+}
 
 /// Control flow out of a list of nodes.
 enum Flow {
@@ -55,11 +85,11 @@ impl<'a, 'd> Exec<'a, 'd> {
         }
     }
 
-    pub fn render(&mut self, nodes: &[Node], dot: &V, out: &mut String) -> Result<(), ExecError> {
-        self.nodes(nodes, dot, out).map(|_| ()).map_err(ExecError)
+    pub fn render(&mut self, nodes: &[Node], dot: &V, out: &mut String) -> Result<(), Fail> {
+        self.nodes(nodes, dot, out).map(|_| ())
     }
 
-    fn nodes(&mut self, nodes: &[Node], dot: &V, out: &mut String) -> Result<Flow, String> {
+    fn nodes(&mut self, nodes: &[Node], dot: &V, out: &mut String) -> Result<Flow, Fail> {
         for n in nodes {
             match n {
                 Node::Text(t) => out.push_str(t),
@@ -98,7 +128,7 @@ impl<'a, 'd> Exec<'a, 'd> {
                         None => V::Nil,
                     };
                     if self.depth >= MAX_DEPTH {
-                        return Err(format!("template {name:?}: exceeded maximum depth"));
+                        return Err(format!("template {name:?}: exceeded maximum depth").into());
                     }
                     // A definition sees only `$`, set to the dot it is given.
                     let saved =
@@ -123,7 +153,7 @@ impl<'a, 'd> Exec<'a, 'd> {
         els: &[Node],
         dot: &V,
         out: &mut String,
-    ) -> Result<(), String> {
+    ) -> Result<(), Fail> {
         // The pipeline's value, without declaring: the variables take each element.
         let plain = Pipe {
             decl: Vec::new(),
@@ -135,18 +165,16 @@ impl<'a, 'd> Exec<'a, 'd> {
             V::List(l) => l
                 .into_iter()
                 .enumerate()
-                .map(|(i, e)| (V::Num(i as f64), e))
+                .map(|(i, e)| (V::Int(i as i64), e))
                 .collect(),
             // Go ranges over a map in key order.
             V::Map(m) => m
                 .iter()
                 .map(|(k, v)| (V::Str(k.to_string()), V::Str(v.to_string())))
                 .collect(),
-            V::Num(n) if n >= 0.0 && n.fract() == 0.0 => (0..n as u64)
-                .map(|i| (V::Num(i as f64), V::Num(i as f64)))
-                .collect(),
+            V::Int(n) if n >= 0 => (0..n).map(|i| (V::Int(i), V::Int(i))).collect(),
             V::Nil => Vec::new(),
-            other => return Err(format!("range can't iterate over {}", other.text())),
+            other => return Err(format!("range can't iterate over {}", other.text()).into()),
         };
         if items.is_empty() {
             self.nodes(els, dot, out)?;
@@ -186,33 +214,42 @@ impl<'a, 'd> Exec<'a, 'd> {
         Ok(())
     }
 
-    fn pipe(&mut self, p: &Pipe, dot: &V) -> Result<V, String> {
+    fn pipe(&mut self, p: &Pipe, dot: &V) -> Result<V, Fail> {
         let mut prev: Option<V> = None;
         for c in &p.cmds {
             prev = Some(match c {
-                Command::Arg(a) => self.arg(a, dot)?,
-                Command::Call(f, args) => {
+                Command::Arg(a, site) => self.arg(a, dot).map_err(|e| e.at(site))?,
+                Command::Call(f, args, site) => {
+                    // Go checks the count first, at the function's name.
+                    f.check_arity(args.len(), prev.is_some())
+                        .map_err(|m| Fail {
+                            msg: m,
+                            at: Some((site.pos, f.signature().0.to_string())),
+                        })?;
                     let mut vals = Vec::with_capacity(args.len() + 1);
                     for a in args {
-                        vals.push(self.arg(a, dot)?);
+                        vals.push(self.arg(a, dot).map_err(|e| e.at(site))?);
                     }
                     if let Some(p) = prev.take() {
                         vals.push(p);
                     }
-                    call(*f, &vals, self)?
+                    call(*f, &vals, self).map_err(|m| Fail {
+                        msg: format!("error calling {}: {m}", f.signature().0),
+                        at: Some((site.pos, site.text.clone())),
+                    })?
                 }
             });
         }
-        let v = prev.ok_or_else(|| "empty pipeline".to_string())?;
+        let v = prev.ok_or("empty pipeline")?;
         if let [name] = p.decl.as_slice() {
             self.declare(name, v.clone(), p.assign)?;
         }
         Ok(v)
     }
 
-    fn arg(&mut self, a: &Arg, dot: &V) -> Result<V, String> {
+    fn arg(&mut self, a: &Arg, dot: &V) -> Result<V, Fail> {
         match a {
-            Arg::Dot(f) => self.fields(dot.clone(), f),
+            Arg::Dot(f) => Ok(self.fields(dot.clone(), f)?),
             Arg::Var(name, f) => {
                 let v = self
                     .vars
@@ -221,15 +258,16 @@ impl<'a, 'd> Exec<'a, 'd> {
                     .find(|(n, _)| n == name)
                     .map(|(_, v)| v.clone())
                     .ok_or_else(|| format!("undefined variable {name:?}"))?;
-                self.fields(v, f)
+                Ok(self.fields(v, f)?)
             }
             Arg::Str(s) => Ok(V::Str(s.clone())),
             Arg::Num(n) => Ok(V::Num(*n)),
+            Arg::Int(n) => Ok(V::Int(*n)),
             Arg::Bool(b) => Ok(V::Bool(*b)),
             Arg::Nil => Ok(V::Nil),
             Arg::Pipe(p, f) => {
                 let v = self.pipe(p, dot)?;
-                self.fields(v, f)
+                Ok(self.fields(v, f)?)
             }
         }
     }

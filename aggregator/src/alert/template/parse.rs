@@ -33,8 +33,23 @@ pub(super) struct Pipe {
 #[derive(Debug, Clone)]
 pub(super) enum Command {
     /// A function with its arguments; the previous command's value is appended as the last.
-    Call(Func, Vec<Arg>),
-    Arg(Arg),
+    Call(Func, Vec<Arg>, Site),
+    Arg(Arg, Site),
+}
+
+/// Where a command is, for Go's error text: its first word's byte offset in the template
+/// source and the command as Go prints it (`eq $value 48`, `(query "x" | first).Value`).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Site {
+    pub pos: usize,
+    pub text: String,
+}
+
+/// A token's byte offset in the template source and its text as written.
+#[derive(Debug, Clone)]
+struct Meta {
+    pos: usize,
+    raw: String,
 }
 
 /// An operand, with the fields chained after it (`.Labels.instance`, `$x.Value`).
@@ -43,7 +58,10 @@ pub(super) enum Arg {
     Dot(Vec<String>),
     Var(String, Vec<String>),
     Str(String),
+    /// A literal with `.`, `e` or `p` (float64 to Go).
     Num(f64),
+    /// Any other number literal (int to Go).
+    Int(i64),
     Bool(bool),
     Nil,
     Pipe(Box<Pipe>, Vec<String>),
@@ -85,7 +103,13 @@ fn err(m: impl Into<String>) -> TemplateError {
 
 enum Item {
     Text(String),
-    Action(String),
+    /// An action's text and its byte offset in the source.
+    Action(String, usize),
+}
+
+/// The byte offset of `part`, a slice of `whole`, within it.
+fn offset(whole: &str, part: &str) -> usize {
+    (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize)
 }
 
 /// Splits text and actions, applying trim markers and dropping comments.
@@ -118,7 +142,7 @@ fn split(src: &str) -> Result<Vec<Item>, TemplateError> {
         }
         let body = body.trim();
         if !(body.starts_with("/*") && body.ends_with("*/")) {
-            items.push(Item::Action(body.to_string()));
+            items.push(Item::Action(body.to_string(), offset(src, body)));
         }
         rest = &after[close + 2..];
     }
@@ -164,6 +188,7 @@ fn find_close(s: &str) -> Option<usize> {
 enum Tok {
     Str(String),
     Num(f64),
+    Int(i64),
     Ident(String),
     /// `$name` (or `$`) and its fields.
     Var(String, Vec<String>),
@@ -179,8 +204,12 @@ enum Tok {
 }
 
 /// Splits an action into tokens.
-fn tokens(s: &str) -> Result<Vec<Tok>, TemplateError> {
+fn tokens(s: &str, base: usize) -> Result<(Vec<Tok>, Vec<Meta>), TemplateError> {
     let b: Vec<char> = s.chars().collect();
+    // Byte offsets of the characters (and of the end).
+    let mut at: Vec<usize> = s.char_indices().map(|(k, _)| k).collect();
+    at.push(s.len());
+    let mut meta: Vec<Meta> = Vec::new();
     let mut out = Vec::new();
     let mut i = 0;
     let fields = |i: &mut usize| -> Vec<String> {
@@ -201,6 +230,8 @@ fn tokens(s: &str) -> Result<Vec<Tok>, TemplateError> {
     };
     while i < b.len() {
         let c = b[i];
+        let start = i;
+        let before = out.len();
         match c {
             c if c.is_whitespace() => i += 1,
             '|' => {
@@ -281,14 +312,33 @@ fn tokens(s: &str) -> Result<Vec<Tok>, TemplateError> {
                 {
                     let n = parse_number(&word)
                         .ok_or_else(|| err(format!("bad number syntax: {word:?}")))?;
-                    out.push(Tok::Num(n));
+                    // Go's ideal constants: a float64 when written with `.`, `e` or `p`
+                    // (not a hex integer's `e`), else an int.
+                    let hex_int = word.trim_start_matches(['-', '+']).starts_with("0x")
+                        || word.trim_start_matches(['-', '+']).starts_with("0X");
+                    let float = if hex_int {
+                        word.contains(['p', 'P'])
+                    } else {
+                        word.contains(['.', 'e', 'E', 'p', 'P'])
+                    };
+                    if !float && n.fract() == 0.0 && n.abs() < 9.2e18 {
+                        out.push(Tok::Int(n as i64));
+                    } else {
+                        out.push(Tok::Num(n));
+                    }
                 } else {
                     out.push(Tok::Ident(word));
                 }
             }
         }
+        if out.len() > before {
+            meta.push(Meta {
+                pos: base + at[start],
+                raw: s[at[start]..at[i.min(b.len())]].to_string(),
+            });
+        }
     }
-    Ok(out)
+    Ok((out, meta))
 }
 
 fn parse_number(w: &str) -> Option<f64> {
@@ -310,7 +360,7 @@ fn parse_number(w: &str) -> Option<f64> {
 enum End {
     End,
     /// `{{ else }}`, or `{{ else if … }}` / `{{ else with … }}` with the rest of the action.
-    Else(Option<String>),
+    Else(Option<(String, usize)>),
 }
 
 impl End {
@@ -344,21 +394,24 @@ impl Parser {
                     nodes.push(Node::Text(t.clone()));
                     continue;
                 }
-                Item::Action(a) => a.clone(),
+                Item::Action(a, at) => (a.clone(), *at),
             };
+            let (a, base) = a;
             let (kw, rest) = match a.split_once(char::is_whitespace) {
                 Some((k, r)) => (k, r.trim()),
                 None => (a.as_str(), ""),
             };
+            // Where `rest` starts in the source.
+            let rest_at = base + offset(&a, rest);
             match kw {
                 "end" if rest.is_empty() => return Ok((nodes, Some(End::End))),
                 "else" => {
-                    let chain = (!rest.is_empty()).then(|| rest.to_string());
+                    let chain = (!rest.is_empty()).then(|| (rest.to_string(), rest_at));
                     return Ok((nodes, Some(End::Else(chain))));
                 }
-                "if" | "with" | "range" => nodes.push(self.control(kw, rest)?),
+                "if" | "with" | "range" => nodes.push(self.control(kw, rest, rest_at)?),
                 "define" | "block" => {
-                    let (name, pipe) = self.name_and_pipe(kw, rest)?;
+                    let (name, pipe) = self.name_and_pipe(kw, rest, rest_at)?;
                     let saved = std::mem::replace(&mut self.scope, vec!["$".to_string()]);
                     let body = self.list();
                     self.scope = saved;
@@ -373,7 +426,7 @@ impl Parser {
                     }
                 }
                 "template" => {
-                    let (name, pipe) = self.name_and_pipe(kw, rest)?;
+                    let (name, pipe) = self.name_and_pipe(kw, rest, rest_at)?;
                     nodes.push(Node::Template(name, pipe));
                 }
                 "break" | "continue" if rest.is_empty() => {
@@ -387,7 +440,7 @@ impl Parser {
                     });
                 }
                 _ => {
-                    let p = self.pipe(&a, false)?;
+                    let p = self.pipe(&a, base, false)?;
                     nodes.push(Node::Action(p));
                 }
             }
@@ -399,24 +452,25 @@ impl Parser {
         &mut self,
         kw: &str,
         rest: &str,
+        at: usize,
     ) -> Result<(String, Option<Pipe>), TemplateError> {
-        let toks = tokens(rest)?;
+        let (toks, meta) = tokens(rest, at)?;
         let Some((Tok::Str(name), more)) = toks.split_first() else {
             return Err(err(format!("{kw} needs a quoted name (in {rest:?})")));
         };
         let pipe = if more.is_empty() {
             None
         } else {
-            Some(self.pipe_tokens(more, false, rest)?)
+            Some(self.pipe_tokens(more, &meta[1..], false, rest)?)
         };
         Ok((name.clone(), pipe))
     }
 
     /// `if`, `with` or `range`, its body, its `else` (or `else if`/`else with` chain) and
     /// `end`. Variables declared in it are in scope until its end.
-    fn control(&mut self, kw: &str, rest: &str) -> Result<Node, TemplateError> {
+    fn control(&mut self, kw: &str, rest: &str, at: usize) -> Result<Node, TemplateError> {
         let mark = self.scope.len();
-        let cond = self.pipe(rest, kw == "range")?;
+        let cond = self.pipe(rest, at, kw == "range")?;
         if kw == "range" {
             self.loops += 1;
         }
@@ -431,16 +485,17 @@ impl Parser {
                 (e, Some(End::End)) => e,
                 _ => return Err(err(format!("missing {{{{end}}}} for {kw}"))),
             },
-            Some(End::Else(Some(chain))) => {
+            Some(End::Else(Some((chain, chain_at)))) => {
                 let (kw2, rest2) = chain
                     .split_once(char::is_whitespace)
-                    .map(|(k, r)| (k.to_string(), r.trim().to_string()))
-                    .unwrap_or((chain.clone(), String::new()));
+                    .map(|(k, r)| (k, r.trim()))
+                    .unwrap_or((chain.as_str(), ""));
                 if !(kw2 == "if" || kw2 == "with") || kw == "range" {
                     return Err(err(format!("unexpected {{{{else {chain}}}}}")));
                 }
+                let rest2_at = chain_at + offset(&chain, rest2);
                 // The chained structure ends with this one's {{end}}.
-                vec![self.control(&kw2, &rest2)?]
+                vec![self.control(kw2, rest2, rest2_at)?]
             }
             None => return Err(err(format!("missing {{{{end}}}} for {kw}"))),
         };
@@ -452,12 +507,18 @@ impl Parser {
         })
     }
 
-    fn pipe(&mut self, s: &str, range: bool) -> Result<Pipe, TemplateError> {
-        let toks = tokens(s)?;
-        self.pipe_tokens(&toks, range, s)
+    fn pipe(&mut self, s: &str, at: usize, range: bool) -> Result<Pipe, TemplateError> {
+        let (toks, meta) = tokens(s, at)?;
+        self.pipe_tokens(&toks, &meta, range, s)
     }
 
-    fn pipe_tokens(&mut self, toks: &[Tok], range: bool, src: &str) -> Result<Pipe, TemplateError> {
+    fn pipe_tokens(
+        &mut self,
+        toks: &[Tok],
+        meta: &[Meta],
+        range: bool,
+        src: &str,
+    ) -> Result<Pipe, TemplateError> {
         // Declarations: `$x :=`, `$x =`, and in range `$i, $e :=`.
         let mut decl = Vec::new();
         let mut assign = false;
@@ -487,7 +548,8 @@ impl Parser {
                 }
             }
         }
-        let cmds = self.commands(rest, src)?;
+        let skipped = toks.len() - rest.len();
+        let cmds = self.commands(rest, &meta[skipped..], src)?;
         if assign {
             if let Some(v) = decl.iter().find(|v| !self.scope.contains(v)) {
                 return Err(err(format!("undefined variable {v:?}")));
@@ -501,12 +563,19 @@ impl Parser {
         Ok(Pipe { decl, assign, cmds })
     }
 
-    fn commands(&mut self, toks: &[Tok], src: &str) -> Result<Vec<Command>, TemplateError> {
+    fn commands(
+        &mut self,
+        toks: &[Tok],
+        meta: &[Meta],
+        src: &str,
+    ) -> Result<Vec<Command>, TemplateError> {
         let mut cmds = Vec::new();
         let mut i = 0;
         loop {
             let mut words: Vec<Arg> = Vec::new();
+            let mut texts: Vec<String> = Vec::new();
             let mut func: Option<Func> = None;
+            let pos = meta.get(i).map_or(0, |m| m.pos);
             while i < toks.len() && toks[i] != Tok::Bar {
                 if let (Tok::Ident(name), true) = (&toks[i], words.is_empty() && func.is_none()) {
                     match name.as_str() {
@@ -515,18 +584,25 @@ impl Parser {
                             func = Some(Func::by_name(name).ok_or_else(|| {
                                 err(format!("function {name:?} not defined (in {src:?})"))
                             })?);
+                            texts.push(name.clone());
                             i += 1;
                             continue;
                         }
                     }
                 }
-                words.push(self.arg(toks, &mut i, src)?);
+                let (w, text) = self.arg(toks, meta, &mut i, src)?;
+                words.push(w);
+                texts.push(text);
             }
+            let site = Site {
+                pos,
+                text: texts.join(" "),
+            };
             cmds.push(match func {
-                Some(f) => Command::Call(f, words),
+                Some(f) => Command::Call(f, words, site),
                 None => match words.len() {
                     0 => return Err(err(format!("missing value for command in {src:?}"))),
-                    1 => Command::Arg(words.remove(0)),
+                    1 => Command::Arg(words.remove(0), site),
                     _ => {
                         return Err(err(format!(
                             "can't give arguments to a non-function (in {src:?})"
@@ -546,12 +622,21 @@ impl Parser {
         Ok(cmds)
     }
 
-    fn arg(&mut self, toks: &[Tok], i: &mut usize, src: &str) -> Result<Arg, TemplateError> {
+    /// One operand and its text as Go prints it.
+    fn arg(
+        &mut self,
+        toks: &[Tok],
+        meta: &[Meta],
+        i: &mut usize,
+        src: &str,
+    ) -> Result<(Arg, String), TemplateError> {
         let t = toks[*i].clone();
+        let raw = meta.get(*i).map(|m| m.raw.clone()).unwrap_or_default();
         *i += 1;
-        Ok(match t {
+        let arg = match t {
             Tok::Str(s) => Arg::Str(s),
             Tok::Num(n) => Arg::Num(n),
+            Tok::Int(n) => Arg::Int(n),
             Tok::Ident(w) if w == "true" || w == "false" => Arg::Bool(w == "true"),
             Tok::Ident(w) if w == "nil" => Arg::Nil,
             Tok::Ident(w) => {
@@ -586,14 +671,27 @@ impl Parser {
                 let Some(Tok::Close(fields)) = toks.get(*i).cloned() else {
                     return Err(err(format!("unclosed left paren in {src:?}")));
                 };
-                let inner = self.pipe_tokens(&toks[start..*i], false, src)?;
+                let inner = self.pipe_tokens(&toks[start..*i], &meta[start..*i], false, src)?;
                 *i += 1;
-                Arg::Pipe(Box::new(inner), fields)
+                let cmds: Vec<&str> = inner
+                    .cmds
+                    .iter()
+                    .map(|c| match c {
+                        Command::Call(_, _, s) | Command::Arg(_, s) => s.text.as_str(),
+                    })
+                    .collect();
+                let mut text = format!("({})", cmds.join(" | "));
+                for f in &fields {
+                    text.push('.');
+                    text.push_str(f);
+                }
+                return Ok((Arg::Pipe(Box::new(inner), fields), text));
             }
             Tok::Close(_) => return Err(err(format!("unexpected right paren in {src:?}"))),
             Tok::Bar | Tok::Declare | Tok::Assign | Tok::Comma => {
                 return Err(err(format!("unexpected {t:?} in {src:?}")));
             }
-        })
+        };
+        Ok((arg, raw))
     }
 }

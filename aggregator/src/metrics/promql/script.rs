@@ -102,17 +102,22 @@ pub fn expand(values: &str) -> Result<Vec<Option<f64>>, Invalid> {
         } else if let Some((ab, n)) = tok.split_once('x') {
             let n: i64 = n.parse().map_err(|e| format!("bad {tok:?}: {e}"))?;
             // `a+b` or `a-b`; `a` may itself be negative; `axN` is `a+0xN`.
-            let split = ab
-                .char_indices()
-                .skip(1)
-                .find(|(_, c)| *c == '+' || *c == '-')
-                .map(|(i, _)| i);
+            // A sign right after an exponent's `e` belongs to that number (`1e-5+1e-6x3`).
+            let bytes = ab.as_bytes();
+            let split = (1..bytes.len())
+                .find(|&i| matches!(bytes[i], b'+' | b'-') && !matches!(bytes[i - 1], b'e' | b'E'));
             let (a, b) = match split {
                 Some(split) => (num(&ab[..split])?, num(&ab[split..])?),
                 None => (num(ab)?, 0.0),
             };
+            // Summed step by step, as Prometheus' parser does: `a + b * i` differs in the
+            // last bit for steps like 0.1.
+            let mut v = a;
             for i in 0..=n {
-                out.push(Some(a + b * i as f64));
+                if i > 0 {
+                    v += b;
+                }
+                out.push(Some(v));
             }
         } else {
             out.push(Some(num(tok)?));
@@ -330,6 +335,21 @@ mod tests {
         );
         assert!(expand("stale").unwrap()[0].is_some_and(|v| v.to_bits() == STALE_NAN_BITS));
         assert!(expand("1+x").is_err());
+        // Exponents keep their sign; steps are summed one by one (0.1 + 0.1 + 0.1 is not
+        // 0.1 * 3 in the last bit at every length).
+        assert_eq!(
+            expand("1e-5+1e-6x1 2E+3-1x1").unwrap(),
+            vec![Some(1e-5), Some(1e-5 + 1e-6), Some(2e3), Some(1999.0)]
+        );
+        let summed = expand("0+0.1x30").unwrap();
+        let mut v = 0.0;
+        for (i, got) in summed.iter().enumerate() {
+            if i > 0 {
+                v += 0.1;
+            }
+            assert_eq!(*got, Some(v), "{i}");
+        }
+        assert!((0..=30).any(|i| summed[i] != Some(0.1 * i as f64)));
         assert_eq!(
             split_series(r#"m{a="x y", b="z"} 1 2"#),
             (r#"m{a="x y", b="z"}"#, "1 2")
