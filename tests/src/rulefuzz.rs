@@ -424,6 +424,47 @@ impl Case {
         }
     }
 
+    /// One alert whose annotations are `templates`, over two series that fire it, checked
+    /// at two times: for comparing how templates render.
+    pub fn annotations(templates: &[String]) -> Case {
+        let mut rules = String::from(
+            "groups:\n  - name: g0\n    rules:\n      - alert: T\n        expr: 'm_a > 0'\n        annotations:\n",
+        );
+        for (i, t) in templates.iter().enumerate() {
+            let _ = writeln!(
+                rules,
+                "          a{i}: {}",
+                serde_json::to_string(t).unwrap_or_default()
+            );
+        }
+        let series = vec![
+            (
+                "m_a{instance=\"h1:9100\",job=\"node\"}".to_string(),
+                "1 2.5 1234567 0.001".to_string(),
+            ),
+            (
+                "m_a{instance=\"db-1.example.com:5432\",job=\"db\"}".to_string(),
+                "3 -4 1e21 NaN".to_string(),
+            ),
+            (
+                "up{instance=\"h1:9100\",job=\"node\"}".to_string(),
+                "1 1 0 1".to_string(),
+            ),
+        ];
+        Case {
+            rules,
+            order: vec!["g0".into()],
+            every_s: 60,
+            groups: vec![Group {
+                interval_s: 60,
+                series,
+                alerts: vec![(60, "T".into()), (120, "T".into()), (180, "T".into())],
+                exprs: Vec::new(),
+                external: vec![("region".into(), "eu-1".into())],
+            }],
+        }
+    }
+
     /// The test file; with `seen`, the observations as its expectations.
     fn test_file(&self, seen: Option<&[Observed]>, skipped: &mut usize) -> String {
         let mut out = format!(
@@ -464,10 +505,13 @@ impl Case {
                 }
                 let _ = writeln!(out, "        exp_alerts:");
                 for (labels, annotations) in got {
+                    // JSON strings are YAML double-quoted scalars: newlines survive.
                     let map = |m: &BTreeMap<String, String>| {
                         let parts: Vec<String> = m
                             .iter()
-                            .map(|(k, v)| format!("{k}: {}", quoted(v)))
+                            .map(|(k, v)| {
+                                format!("{k}: {}", serde_json::to_string(v).unwrap_or_default())
+                            })
                             .collect();
                         format!("{{{}}}", parts.join(", "))
                     };
@@ -554,4 +598,194 @@ impl Case {
         }
         Ok(o)
     }
+}
+
+/// Words templates are made of: actions and their keywords, operands of every kind Go's
+/// lexer knows (strings raw and quoted, char constants, numbers in every base and form),
+/// fields and variables, functions, and pieces that break the syntax.
+const SOUP: &[&str] = &[
+    "{{",
+    "{{",
+    "{{",
+    "}}",
+    "}}",
+    "}}",
+    "{{- ",
+    " -}}",
+    " ",
+    " ",
+    " ",
+    "$value",
+    "$labels",
+    "$labels.instance",
+    ".Labels",
+    ".Labels.job",
+    ".Value",
+    "$x",
+    "$x := ",
+    "$x = ",
+    " | ",
+    "(",
+    ")",
+    "if ",
+    "else ",
+    "end",
+    "range ",
+    "with ",
+    "define \"d\"",
+    "template \"d\"",
+    "block \"b\" .",
+    "\"s\"",
+    "`raw`",
+    "'c'",
+    "1",
+    "1.5",
+    "-2",
+    "0x1F",
+    "0b101",
+    "0o17",
+    "1_000",
+    ".5",
+    "1e3",
+    "+1",
+    "true",
+    "nil",
+    "humanize ",
+    "printf \"%v\" ",
+    "eq ",
+    "gt ",
+    "and ",
+    "len ",
+    "index ",
+    ", ",
+    "break",
+    "continue",
+    ".",
+    "$",
+    "/* c */",
+    "\n",
+    "x",
+    "toUpper ",
+    "query \"up\"",
+    "first",
+    "$externalLabels",
+    "$externalURL",
+    "else if ",
+    "else with ",
+    "1i",
+    "0x1p-2",
+    "..",
+    ".Labels.x.y",
+    "$x.Value",
+    "not ",
+    "or ",
+    "$i, $e := ",
+    ":=",
+    "=",
+];
+
+/// Valid templates of every construct Go's parser knows, to mutate.
+const VALID: &[&str] = &[
+    "{{ if gt $value 1.0 }}a{{ else if lt $value 0.0 }}b{{ else }}c{{ end }}",
+    "{{ range $i, $e := query \"up\" }}{{ $i }}={{ $e.Value }}{{ else }}none{{ end }}",
+    "{{ with $labels.instance }}{{ . }}{{ else }}-{{ end }}",
+    "{{ define \"d\" }}<{{ . }}>{{ end }}{{ template \"d\" $value }}",
+    "{{ block \"b\" . }}x{{ end }}",
+    "{{/* a comment */}}",
+    "{{- /* trimmed */ -}}",
+    "{{- $value -}}",
+    "{{ printf \"%v %v %v %v %v %v %v\" 0x1F 0o17 0b101 1_000 0x1p-2 'c' 1e3 }}",
+    "{{ printf \"%v\" '\\n' }}",
+    "{{ (query \"up\" | first).Labels.job }}",
+    "{{ $x := 1 }}{{ $x = 2 }}{{ $x }}",
+    "{{ index $labels \"job\" }}",
+    "{{ and 1 0 }}{{ or 0 \"\" }}{{ not true }}",
+    "{{ printf \"%s\" (toUpper \"x\") }}",
+    "{{ range query \"up\" }}{{ if eq .Value 1.0 }}{{ break }}{{ end }}{{ continue }}{{ end }}",
+    "{{ $labels.instance | stripPort | toUpper }}",
+    "{{ len $labels | printf \"%d\" }}",
+    "{{ `raw {{ text` }}",
+    "{{ \"quoted \\\" }}\" }}",
+    "{{ eq $labels.job \"a\" \"b\" }}",
+    "{{ 1i }}",
+    "{{ -2 }} {{ +3 }} {{ .5 }}",
+    "{{ $ }}{{ $.Value }}{{ .Labels }}",
+    "{{ with $x := 3 }}{{ $x }}{{ end }}",
+    "{{ print 1 2 \"a\" 3 }}{{ println $value \"x\" }}",
+    "{{ html \"<a href='x'>&</a>\" }}{{ js \"it's <b>\" }}{{ urlquery \"a b&c\" }}",
+    "{{ slice \"abcdef\" 1 3 }}{{ slice (query \"up\") 0 1 | len }}",
+    "{{ toTime 1.5e9 }}{{ stripDomain \"db-1.example.com:9100\" }}",
+];
+
+/// A valid template, mutated once half of the time (a character dropped or doubled, a word
+/// inserted): texts on both sides of the line Go's parser draws.
+pub fn template_near_valid(r: &mut Rng) -> String {
+    let mut t: Vec<char> = VALID[r.below(VALID.len())].chars().collect();
+    if r.chance(0.3) {
+        t.extend(template(r, false).chars());
+    }
+    if r.chance(0.5) && !t.is_empty() {
+        let k = r.below(t.len());
+        match r.below(3) {
+            0 => {
+                t.remove(k);
+            }
+            1 => t.insert(k, t[k]),
+            _ => {
+                let w: Vec<char> = SOUP[r.below(SOUP.len())].chars().collect();
+                for (n, c) in w.into_iter().enumerate() {
+                    t.insert(k + n, c);
+                }
+            }
+        }
+    }
+    t.into_iter().collect()
+}
+
+/// A random piece of template text: actions of one to six words, text between them, and
+/// now and then a stray word outside an action.
+pub fn template_soup(r: &mut Rng) -> String {
+    let mut out = String::new();
+    for _ in 0..(1 + r.below(4)) {
+        if r.chance(0.3) {
+            out.push_str(["x", " ", "\n", "}}", "{{"][r.below(5)]);
+        }
+        out.push_str(if r.chance(0.2) { "{{- " } else { "{{ " });
+        for _ in 0..(1 + r.below(6)) {
+            out.push_str(SOUP[r.below(SOUP.len())]);
+            if r.chance(0.7) {
+                out.push(' ');
+            }
+        }
+        out.push_str(if r.chance(0.2) { " -}}" } else { " }}" });
+    }
+    out
+}
+
+/// Whether promtool's `check rules` accepts each of `files` (its report, file by file).
+pub fn promtool_accepts(
+    promtool: &Path,
+    files: &[std::path::PathBuf],
+) -> Result<Vec<bool>, String> {
+    let out = Command::new(promtool)
+        .args(["check", "rules"])
+        .args(files)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut verdicts = Vec::new();
+    let mut lines = text.lines().peekable();
+    while let Some(l) = lines.next() {
+        if l.starts_with("Checking ") {
+            verdicts.push(lines.peek().is_some_and(|n| n.contains("SUCCESS")));
+        }
+    }
+    if verdicts.len() != files.len() {
+        return Err(format!(
+            "promtool reported {} of {} files:\n{text}",
+            verdicts.len(),
+            files.len()
+        ));
+    }
+    Ok(verdicts)
 }

@@ -28,6 +28,7 @@ mod exec;
 mod ftoa;
 mod funcs;
 mod gofmt;
+mod lex;
 mod parse;
 pub(crate) use ftoa::format_float;
 use ftoa::go_float;
@@ -76,6 +77,16 @@ enum Func {
     ParseDuration,
     ExternalUrl,
     PathPrefix,
+    ToTime,
+    StripDomain,
+    /// Go's `print`, `println`, `html`, `js`, `urlquery`, `slice`, `call`.
+    Print,
+    Println,
+    Html,
+    Js,
+    UrlQuery,
+    Slice,
+    Call,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -138,6 +149,15 @@ impl Func {
             "parseDuration" => Func::ParseDuration,
             "externalURL" => Func::ExternalUrl,
             "pathPrefix" => Func::PathPrefix,
+            "toTime" => Func::ToTime,
+            "stripDomain" => Func::StripDomain,
+            "print" => Func::Print,
+            "println" => Func::Println,
+            "html" => Func::Html,
+            "js" => Func::Js,
+            "urlquery" => Func::UrlQuery,
+            "slice" => Func::Slice,
+            "call" => Func::Call,
             _ => return None,
         })
     }
@@ -178,6 +198,39 @@ impl Func {
             Func::ParseDuration => ("parseDuration", 1, false),
             Func::ExternalUrl => ("externalURL", 0, false),
             Func::PathPrefix => ("pathPrefix", 0, false),
+            Func::ToTime => ("toTime", 1, false),
+            Func::StripDomain => ("stripDomain", 1, false),
+            Func::Print => ("print", 0, true),
+            Func::Println => ("println", 0, true),
+            Func::Html => ("html", 0, true),
+            Func::Js => ("js", 0, true),
+            Func::UrlQuery => ("urlquery", 0, true),
+            Func::Slice => ("slice", 1, true),
+            Func::Call => ("call", 1, true),
+        }
+    }
+
+    /// The Go type of parameter `i` where it is not `interface{}`: what Go checks an
+    /// argument against before the call.
+    fn param(self, i: usize) -> Option<&'static str> {
+        match (self, i) {
+            (
+                Func::ToUpper
+                | Func::ToLower
+                | Func::Title
+                | Func::StripPort
+                | Func::StripDomain
+                | Func::ReReplaceAll
+                | Func::Match
+                | Func::Query
+                | Func::SafeHtml
+                | Func::ParseDuration,
+                _,
+            )
+            | (Func::Label | Func::SortByLabel | Func::Printf, 0) => Some("string"),
+            (Func::First, 0) | (Func::SortByLabel, 1) => Some("template.queryResult"),
+            (Func::Label, 1) | (Func::Value | Func::StrValue, 0) => Some("*template.sample"),
+            _ => None,
         }
     }
 
@@ -227,6 +280,8 @@ enum V {
     Num(f64),
     /// An int (number literals without `.`/`e`, `len`, range indexes).
     Int(i64),
+    /// A complex128 from an imaginary literal, as Go prints it (`(0+1i)`).
+    Complex(String),
     Map(Labels),
     Bool(bool),
     /// The template's data (the top-level dot and `$`).
@@ -243,6 +298,7 @@ impl V {
             V::Str(s) => !s.is_empty(),
             V::Num(n) => *n != 0.0,
             V::Int(n) => *n != 0,
+            V::Complex(c) => c != "(0+0i)",
             V::Map(m) => !m.is_empty(),
             V::Bool(b) => *b,
             V::Data | V::Sample(..) => true,
@@ -255,6 +311,7 @@ impl V {
             V::Str(s) => s.clone(),
             V::Num(n) => go_float(*n),
             V::Int(n) => n.to_string(),
+            V::Complex(c) => c.clone(),
             V::Bool(b) => b.to_string(),
             // Go prints a map as map[k:v k2:v2], keys sorted.
             V::Map(m) => {
@@ -273,7 +330,8 @@ impl V {
                 let items: Vec<String> = l.iter().map(V::text).collect();
                 format!("[{}]", items.join(" "))
             }
-            V::Data => "{…}".into(),
+            // Go prints Prometheus' template data struct field by field.
+            V::Data => "{DATA}".into(),
             V::Nil => "<no value>".into(),
         }
     }
@@ -282,12 +340,16 @@ impl V {
             V::Str(_) => "string",
             V::Num(_) => "float64",
             V::Int(_) => "int",
-            V::Map(_) => "map",
+            V::Complex(_) => "complex128",
+            V::Map(_) => "map[string]string",
             V::Bool(_) => "bool",
-            V::Data => "template data",
-            V::Sample(..) => "sample",
-            V::List(_) => "query result",
-            V::Nil => "nil",
+            V::Data => {
+                "struct { Labels map[string]string; ExternalLabels map[string]string; \
+                 ExternalURL string; Value float64 }"
+            }
+            V::Sample(..) => "*template.sample",
+            V::List(_) => "template.queryResult",
+            V::Nil => "<nil>",
         }
     }
 
@@ -330,7 +392,9 @@ impl Template {
     /// Parses `src`.
     pub fn parse(src: &str) -> Result<Template, TemplateError> {
         let parsed = parse::parse(src)?;
+        // Text only (a comment is not: it renders as nothing).
         let plain = parsed.defines.is_empty()
+            && !src.contains("{{")
             && parsed
                 .nodes
                 .iter()
@@ -383,7 +447,7 @@ fn go_exec_error(name: &str, source: &str, e: exec::Fail) -> String {
     };
     format!(
         "template: {name}:{line}:{col}: executing {} at <{context}>: {}",
-        gofmt::quote(name, false),
+        gofmt::quote(e.within.as_deref().unwrap_or(name), false),
         e.msg
     )
 }
@@ -424,7 +488,7 @@ fn call(f: Func, a: &[V], x: &mut exec::Exec<'_, '_>) -> Result<V, String> {
             let (fmt, rest) = a
                 .split_first()
                 .ok_or_else(|| "printf: missing format".to_string())?;
-            V::Str(printf(&fmt.text(), rest))
+            V::Str(printf(&fmt.text(), rest, x))
         }
         Func::ToUpper => V::Str(one("toUpper", a)?.text().to_uppercase()),
         Func::ToLower => V::Str(one("toLower", a)?.text().to_lowercase()),
@@ -440,7 +504,8 @@ fn call(f: Func, a: &[V], x: &mut exec::Exec<'_, '_>) -> Result<V, String> {
         }
         Func::ReReplaceAll => match a {
             [re, repl, text] => {
-                let re = regex::Regex::new(&re.text()).map_err(|e| e.to_string())?;
+                let re =
+                    regex::Regex::new(&funcs::go_regex(&re.text())).map_err(|e| e.to_string())?;
                 V::Str(
                     re.replace_all(&text.text(), repl.text().as_str())
                         .into_owned(),
@@ -450,12 +515,14 @@ fn call(f: Func, a: &[V], x: &mut exec::Exec<'_, '_>) -> Result<V, String> {
         },
         Func::Match => match a {
             [re, text] => {
-                let re = regex::Regex::new(&re.text()).map_err(|e| e.to_string())?;
+                let re =
+                    regex::Regex::new(&funcs::go_regex(&re.text())).map_err(|e| e.to_string())?;
                 V::Bool(re.is_match(&text.text()))
             }
             _ => return Err("match: wrong number of args: want 2".into()),
         },
         Func::Cmp(op) => compare(op, a)?,
+        // Answered by the executor, which evaluates their arguments lazily as Go does.
         // Go's and/or: the first falsy (truthy) argument, else the last.
         Func::And => a
             .iter()
@@ -474,20 +541,9 @@ fn call(f: Func, a: &[V], x: &mut exec::Exec<'_, '_>) -> Result<V, String> {
             V::Str(s) => s.len() as i64,
             V::Map(m) => m.len() as i64,
             V::List(l) => l.len() as i64,
-            other => return Err(format!("len of {}", other.kind())),
+            other => return Err(format!("len of type {}", other.kind())),
         }),
-        Func::Index => match a {
-            [V::Map(m), key] => V::Str(m.get(&key.text()).unwrap_or("").to_string()),
-            [V::List(l), i] => {
-                let i = i.num()?;
-                l.get(i as usize)
-                    .filter(|_| i >= 0.0)
-                    .cloned()
-                    .ok_or_else(|| format!("index out of range: {i}"))?
-            }
-            [other, _] => return Err(format!("can't index item of type {}", other.kind())),
-            _ => return Err("index: wrong number of args: want 2".into()),
-        },
+        Func::Index => index(a)?,
         Func::Query => {
             let q = one("query", a)?.text();
             let run = x
@@ -581,6 +637,22 @@ fn call(f: Func, a: &[V], x: &mut exec::Exec<'_, '_>) -> Result<V, String> {
                 .map_or(u, |(_, rest)| rest.find('/').map_or("", |i| &rest[i..]));
             V::Str(path.trim_end_matches('/').to_string())
         }
+        Func::ToTime => {
+            V::Str(humanize_timestamp(one("toTime", a)?.num()?).map_err(|e| e.to_string())?)
+        }
+        Func::StripDomain => V::Str(funcs::strip_domain(&one("stripDomain", a)?.text())),
+        Func::Print => V::Str(gofmt::sprint(&go_args(a, x))),
+        Func::Println => V::Str(gofmt::sprintln(&go_args(a, x))),
+        Func::Html => V::Str(funcs::html_escape(&eval_args(a))),
+        Func::Js => V::Str(funcs::js_escape(&eval_args(a))),
+        Func::UrlQuery => V::Str(funcs::query_escape(&eval_args(a))),
+        Func::Slice => funcs::slice(a).map_err(|e| e.0)?,
+        Func::Call => {
+            return Err(format!(
+                "non-function of type {}",
+                a.first().map_or("<nil>", V::kind)
+            ));
+        }
     })
 }
 
@@ -609,9 +681,6 @@ fn compare(op: CmpOp, a: &[V]) -> Result<V, String> {
     const BAD_TYPE: &str = "invalid type for comparison";
     const INCOMPATIBLE: &str = "incompatible types for comparison";
     let eq = |x: &V, ys: &[V]| -> Result<bool, String> {
-        if kind(x) == K::Other {
-            return Err(BAD_TYPE.into());
-        }
         if ys.is_empty() {
             return Err("missing argument for comparison".into());
         }
@@ -628,7 +697,7 @@ fn compare(op: CmpOp, a: &[V]) -> Result<V, String> {
                     (V::Num(p), V::Num(q)) => p == q,
                     (V::Str(p), V::Str(q)) => p == q,
                     (V::Nil, V::Nil) => true,
-                    _ => return Err(BAD_TYPE.into()),
+                    _ => return Err(format!("non-comparable type {}", y.kind())),
                 }
             };
             if truth {
@@ -674,6 +743,46 @@ fn compare(op: CmpOp, a: &[V]) -> Result<V, String> {
     }))
 }
 
+/// Go's `index item i j …`: a label map by key (missing: empty), a query result or a string
+/// (a byte, as an int) by position; no index is the item itself.
+fn index(a: &[V]) -> Result<V, String> {
+    let (item, idx) = a.split_first().ok_or("missing argument")?;
+    let mut v = item.clone();
+    for i in idx {
+        let pos = |len: usize| -> Result<usize, String> {
+            match i {
+                V::Int(n) if *n >= 0 && (*n as usize) < len => Ok(*n as usize),
+                V::Int(n) => Err(format!("index out of range: {n}")),
+                other => Err(format!(
+                    "cannot index slice/array with type {}",
+                    other.kind()
+                )),
+            }
+        };
+        v = match &v {
+            V::Map(m) => match i {
+                V::Str(k) => V::Str(m.get(k).unwrap_or("").to_string()),
+                other => {
+                    return Err(format!("value has type {}; should be string", other.kind()));
+                }
+            },
+            V::List(l) => l[pos(l.len())?].clone(),
+            V::Str(s) => V::Int(i64::from(s.as_bytes()[pos(s.len())?])),
+            V::Nil => return Err("index of untyped nil".into()),
+            other => return Err(format!("can't index item of type {}", other.kind())),
+        };
+    }
+    Ok(v)
+}
+
+/// Go's `evalArgs` for `html`, `js` and `urlquery`: one string as it is, else `fmt.Sprint`.
+fn eval_args(a: &[V]) -> String {
+    match a {
+        [V::Str(s)] => s.clone(),
+        _ => gofmt::sprint(&a.iter().map(go_arg).collect::<Vec<_>>()),
+    }
+}
+
 /// A template value as Go's `fmt` sees it.
 fn go_arg(v: &V) -> GoArg {
     match v {
@@ -687,14 +796,23 @@ fn go_arg(v: &V) -> GoArg {
                 .collect(),
         ),
         V::Nil => GoArg::Nil,
-        other => GoArg::Str(other.text()),
+        other => GoArg::Other(other.kind(), other.text()),
     }
 }
 
+/// The arguments of a print function as Go sees them; the data printed as its struct.
+fn go_args(a: &[V], x: &exec::Exec<'_, '_>) -> Vec<GoArg> {
+    a.iter()
+        .map(|v| match v {
+            V::Data => GoArg::Other(v.kind(), x.show(v)),
+            other => go_arg(other),
+        })
+        .collect()
+}
+
 /// Go's `printf`: `fmt.Sprintf` over the template's values.
-fn printf(fmt: &str, args: &[V]) -> String {
-    let args: Vec<GoArg> = args.iter().map(go_arg).collect();
-    gofmt::sprintf(fmt, &args)
+fn printf(fmt: &str, args: &[V], x: &exec::Exec<'_, '_>) -> String {
+    gofmt::sprintf(fmt, &go_args(args, x))
 }
 
 #[cfg(test)]
@@ -821,6 +939,18 @@ mod tests {
         assert_eq!(render("{{ printf \"%d/%v\" 42 1e3 }}", 0.0), "42/1000");
         assert_eq!(render("{{ $value }}", 1234567.0), "1.234567e+06");
         assert_eq!(render("{{ humanize 1e-27 }}", 0.0), "0.001y");
+        // Go's regexp: `[` inside a class is a `[`, POSIX classes work, `&&` is literal.
+        assert_eq!(
+            render(r#"{{ reReplaceAll "b([[0-9])" "<$1>" "db[1" }}"#, 0.0),
+            "d<[>1"
+        );
+        assert_eq!(
+            render(
+                r#"{{ reReplaceAll "[[:digit:]]+" "N" "db-12" }}|{{ match "^[a&&b]$" "&" }}"#,
+                0.0
+            ),
+            "db-N|true"
+        );
         assert_eq!(render("{{ humanizeDuration 1.5e-10 }}", 0.0), "150ps");
         assert_eq!(
             render("{{ humanizeTimestamp 1.5 }}", 0.0),
@@ -896,7 +1026,7 @@ mod tests {
             ),
             (
                 "{{ template \"nope\" }}",
-                "<error expanding template: no such template \"nope\">",
+                "<error expanding template: template \"nope\" not defined>",
             ),
             (
                 "{{ block \"b\" $labels.device }}[{{ . }}]{{ end }}",
@@ -915,7 +1045,10 @@ mod tests {
                 "{{ range $i, $e := 5 }}{{ if eq $i 3 }}{{ break }}{{ end }}{{ $e }}{{ end }}",
                 "012",
             ),
-            ("{{ . }}", "{…}"),
+            (
+                "{{ . }}",
+                "{map[device:sda instance:db-1:9100] map[] http://telltale.example:9470 1}",
+            ),
             ("{{ .Labels.device }}{{ $.Value }}", "sda1"),
             ("{{ range query \"none\" }}x{{ end }}", ""),
             (

@@ -1,6 +1,7 @@
 //! The template functions that format numbers and text: `title` and Prometheus' humanize
 //! family (Go's `%.4g` included).
 
+use super::V;
 use super::gofmt::{GoArg, sprintf};
 
 pub(super) fn title(s: &str) -> String {
@@ -160,4 +161,208 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     (y, m, d)
+}
+
+/// Prometheus' `stripDomain`: the host's first label, the port kept; IP addresses as they are.
+pub(super) fn strip_domain(host_port: &str) -> String {
+    let (host, port) = match split_host_port(host_port) {
+        Some((h, p)) => (h, Some(p)),
+        None => (host_port, None),
+    };
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return host_port.to_string();
+    }
+    let host = host.split('.').next().unwrap_or("");
+    match port {
+        Some(p) if !p.is_empty() => {
+            if host.contains(':') {
+                format!("[{host}]:{p}")
+            } else {
+                format!("{host}:{p}")
+            }
+        }
+        _ => host.to_string(),
+    }
+}
+
+/// Go's `net.SplitHostPort`, for the forms label values hold: `host:port`, `[v6]:port`.
+fn split_host_port(s: &str) -> Option<(&str, &str)> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let (h, after) = rest.split_once(']')?;
+        let p = after.strip_prefix(':')?;
+        return (!p.contains(':')).then_some((h, p));
+    }
+    let (h, p) = s.rsplit_once(':')?;
+    (!h.contains(':')).then_some((h, p))
+}
+
+/// Go's `template.HTMLEscapeString`.
+pub(super) fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("&#34;"),
+            '\'' => out.push_str("&#39;"),
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\0' => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Go's `template.JSEscapeString`.
+pub(super) fn js_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '"' => out.push_str("\\\""),
+            '<' => out.push_str("\\u003C"),
+            '>' => out.push_str("\\u003E"),
+            '&' => out.push_str("\\u0026"),
+            '=' => out.push_str("\\u003D"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c if c.is_ascii() || !c.is_control() => out.push(c),
+            c => out.push_str(&format!("\\u{:04X}", c as u32)),
+        }
+    }
+    out
+}
+
+/// Go's `url.QueryEscape`: spaces as `+`, unreserved bytes kept, the rest `%XX`.
+pub(super) fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b' ' => out.push('+'),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char);
+            }
+            b => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Go's `slice`: `slice x 1 2` is `x[1:2]` of a string (by bytes) or a query result.
+pub(super) fn slice(a: &[V]) -> Result<V, SliceError> {
+    slice_of(a).map_err(SliceError)
+}
+
+/// Why `slice` failed (Go's text).
+#[derive(Debug)]
+pub(super) struct SliceError(pub String);
+
+fn slice_of(a: &[V]) -> Result<V, String> {
+    let (item, idx) = a.split_first().ok_or("missing argument")?;
+    if idx.len() > 3 {
+        return Err(format!("too many slice indexes: {}", idx.len()));
+    }
+    let len = match item {
+        V::Str(s) => s.len(),
+        V::List(l) => l.len(),
+        other => return Err(format!("can't slice item of type {}", other.kind())),
+    };
+    if idx.len() == 3 && matches!(item, V::Str(_)) {
+        return Err("cannot 3-index slice a string".into());
+    }
+    let mut at = [0usize, len, len];
+    for (k, v) in idx.iter().enumerate() {
+        let n = match v {
+            V::Int(n) => *n,
+            other => {
+                return Err(format!(
+                    "cannot index slice/array with type {}",
+                    other.kind()
+                ));
+            }
+        };
+        if n < 0 || n as usize > len {
+            return Err(format!("index out of range: {n}"));
+        }
+        at[k] = n as usize;
+    }
+    if at[0] > at[1] {
+        return Err(format!("invalid slice index: {} > {}", at[0], at[1]));
+    }
+    Ok(match item {
+        V::Str(s) => V::Str(
+            s.as_bytes()
+                .get(at[0]..at[1])
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default(),
+        ),
+        V::List(l) => V::List(l.get(at[0]..at[1]).map(<[V]>::to_vec).unwrap_or_default()),
+        _ => V::Nil,
+    })
+}
+
+/// A Go (RE2) pattern as Rust's regex reads it: inside a class, Go takes `[` (unless it
+/// opens `[:name:]`) and doubled `&` and `~` literally where Rust would nest a class or
+/// apply a set operation (`--` is a range in both, and an invalid one in both).
+pub(super) fn go_regex(p: &str) -> String {
+    let b: Vec<char> = p.chars().collect();
+    let mut out = String::with_capacity(p.len());
+    let mut in_class = false;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == '\\' {
+            out.push(c);
+            if let Some(&n) = b.get(i + 1) {
+                out.push(n);
+            }
+            i += 2;
+            continue;
+        }
+        if !in_class {
+            if c == '[' {
+                in_class = true;
+                out.push(c);
+                i += 1;
+                // A `^` and a leading `]` belong to the class.
+                if b.get(i) == Some(&'^') {
+                    out.push('^');
+                    i += 1;
+                }
+                if b.get(i) == Some(&']') {
+                    out.push_str("\\]");
+                    i += 1;
+                }
+                continue;
+            }
+            out.push(c);
+        } else if c == '[' && b.get(i + 1) == Some(&':') {
+            // A POSIX class: copied to its `:]`.
+            let end = (i + 2..b.len().saturating_sub(1)).find(|&k| b[k] == ':' && b[k + 1] == ']');
+            match end {
+                Some(k) => {
+                    out.extend(&b[i..k + 2]);
+                    i = k + 2;
+                    continue;
+                }
+                None => out.push_str("\\["),
+            }
+        } else if c == '[' {
+            out.push_str("\\[");
+        } else if matches!(c, '&' | '~') && b.get(i + 1) == Some(&c) {
+            out.push('\\');
+            out.push(c);
+            out.push('\\');
+            out.push(c);
+            i += 2;
+            continue;
+        } else {
+            if c == ']' {
+                in_class = false;
+            }
+            out.push(c);
+        }
+        i += 1;
+    }
+    out
 }

@@ -17,6 +17,8 @@ pub(crate) enum GoArg {
     /// `map[string]string` (a label set), in key order as Go prints maps.
     Map(Vec<(String, String)>),
     Nil,
+    /// Any other value: its Go type and its `%v` text.
+    Other(&'static str, String),
 }
 
 impl GoArg {
@@ -28,6 +30,7 @@ impl GoArg {
             GoArg::Bool(_) => "bool",
             GoArg::Map(_) => "map[string]string",
             GoArg::Nil => "<nil>",
+            GoArg::Other(t, _) => t,
         }
     }
 }
@@ -159,6 +162,10 @@ impl Printer {
                 let t = arg.type_name();
                 self.string(t, 's');
             }
+            GoArg::Other(_, text) => match verb {
+                'v' => self.pad(text),
+                _ => self.bad_verb(verb, arg),
+            },
             GoArg::Bool(b) => match verb {
                 't' | 'v' => self.pad(if *b { "true" } else { "false" }),
                 _ => self.bad_verb(verb, arg),
@@ -460,6 +467,40 @@ fn parse_num(fmt: &[u8], i: &mut usize) -> Option<usize> {
         *i += 1;
     }
     (*i > start).then_some(n)
+}
+
+/// Go's `fmt.Sprint`: operands printed with `%v`, a space between two that are not strings.
+pub(crate) fn sprint(args: &[GoArg]) -> String {
+    let mut p = Printer {
+        out: String::new(),
+        f: Flags::default(),
+    };
+    let mut prev_string = false;
+    for (i, a) in args.iter().enumerate() {
+        let is_string = matches!(a, GoArg::Str(_));
+        if i > 0 && !is_string && !prev_string {
+            p.out.push(' ');
+        }
+        p.print(a, 'v');
+        prev_string = is_string;
+    }
+    p.out
+}
+
+/// Go's `fmt.Sprintln`: operands printed with `%v`, spaces between all, a newline after.
+pub(crate) fn sprintln(args: &[GoArg]) -> String {
+    let mut p = Printer {
+        out: String::new(),
+        f: Flags::default(),
+    };
+    for (i, a) in args.iter().enumerate() {
+        if i > 0 {
+            p.out.push(' ');
+        }
+        p.print(a, 'v');
+    }
+    p.out.push('\n');
+    p.out
 }
 
 /// Go's `fmt.Sprintf(format, args...)`.

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use super::lex::{Item, Meta, Tok, offset, split, tokens};
 use super::{Func, TemplateError};
 
 /// A node of the tree.
@@ -15,8 +16,8 @@ pub(super) enum Node {
     If(Pipe, Vec<Node>, Vec<Node>),
     With(Pipe, Vec<Node>, Vec<Node>),
     Range(Pipe, Vec<Node>, Vec<Node>),
-    /// `{{ template "name" pipeline }}`.
-    Template(String, Option<Pipe>),
+    /// `{{ template "name" pipeline }}`, placed (for Go's error text) at its name.
+    Template(String, Option<Pipe>, Site),
     Break,
     Continue,
 }
@@ -35,6 +36,9 @@ pub(super) enum Command {
     /// A function with its arguments; the previous command's value is appended as the last.
     Call(Func, Vec<Arg>, Site),
     Arg(Arg, Site),
+    /// Arguments given to what is not a function (`"s" nil`): Go's parser takes it, running
+    /// it fails. The first word, the command's site, the first word's site.
+    NotAFunction(Arg, Site, Site),
 }
 
 /// Where a command is, for Go's error text: its first word's byte offset in the template
@@ -43,28 +47,33 @@ pub(super) enum Command {
 pub(super) struct Site {
     pub pos: usize,
     pub text: String,
-}
-
-/// A token's byte offset in the template source and its text as written.
-#[derive(Debug, Clone)]
-struct Meta {
-    pos: usize,
-    raw: String,
+    /// The node Go's executor last stands at after running the command (its last argument,
+    /// else the function's name): where a failure after it is placed.
+    pub last: (usize, String),
+    /// Each argument's node (where Go checks its type): a literal, a field or variable, or
+    /// the last node of a parenthesised pipeline.
+    pub args: Vec<(usize, String)>,
 }
 
 /// An operand, with the fields chained after it (`.Labels.instance`, `$x.Value`).
 #[derive(Debug, Clone)]
 pub(super) enum Arg {
-    Dot(Vec<String>),
-    Var(String, Vec<String>),
+    /// `.A.B` and where Go places it (its errors' location).
+    Dot(Vec<String>, Site),
+    Var(String, Vec<String>, Site),
     Str(String),
     /// A literal with `.`, `e` or `p` (float64 to Go).
     Num(f64),
     /// Any other number literal (int to Go).
     Int(i64),
+    /// An imaginary literal, as Go prints its complex128 (`(0+1i)`).
+    Imag(String),
     Bool(bool),
     Nil,
     Pipe(Box<Pipe>, Vec<String>),
+    /// A function named as an argument: Go calls it with no arguments (`printf "%s"
+    /// externalURL`), then takes the fields chained to it; its byte offset for Go's error text.
+    Func(Func, usize, Vec<String>),
 }
 
 /// A template's main tree and its `define`d ones.
@@ -97,263 +106,34 @@ pub(super) fn parse(src: &str) -> Result<Parsed, TemplateError> {
     })
 }
 
-fn err(m: impl Into<String>) -> TemplateError {
+pub(super) fn err(m: impl Into<String>) -> TemplateError {
     TemplateError(m.into())
 }
 
-enum Item {
-    Text(String),
-    /// An action's text and its byte offset in the source.
-    Action(String, usize),
-}
-
-/// The byte offset of `part`, a slice of `whole`, within it.
-fn offset(whole: &str, part: &str) -> usize {
-    (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize)
-}
-
-/// Splits text and actions, applying trim markers and dropping comments.
-fn split(src: &str) -> Result<Vec<Item>, TemplateError> {
-    let mut items = Vec::new();
-    let mut rest = src;
-    let mut trim_next = false;
-    while let Some(i) = rest.find("{{") {
-        let mut text = &rest[..i];
-        if trim_next {
-            text = text.trim_start();
-        }
-        let after = &rest[i + 2..];
-        let (after, trim_before) = match after.strip_prefix("- ") {
-            Some(a) => (a, true),
-            None => (after, false),
-        };
-        if trim_before {
-            text = text.trim_end();
-        }
-        if !text.is_empty() {
-            items.push(Item::Text(text.to_string()));
-        }
-        let close = find_close(after).ok_or_else(|| err(format!("unclosed action in {src:?}")))?;
-        let mut body = &after[..close];
-        trim_next = false;
-        if let Some(b) = body.strip_suffix(" -") {
-            body = b;
-            trim_next = true;
-        }
-        let body = body.trim();
-        if !(body.starts_with("/*") && body.ends_with("*/")) {
-            items.push(Item::Action(body.to_string(), offset(src, body)));
-        }
-        rest = &after[close + 2..];
+/// A pipeline as Go prints it: `$x := a | b`.
+pub(super) fn pipe_text(p: &Pipe) -> String {
+    let cmds: Vec<&str> = p.cmds.iter().map(|c| c.site().text.as_str()).collect();
+    let mut out = String::new();
+    if !p.decl.is_empty() {
+        out.push_str(&p.decl.join(", "));
+        out.push_str(if p.assign { " = " } else { " := " });
     }
-    let text = if trim_next { rest.trim_start() } else { rest };
-    if !text.is_empty() {
-        items.push(Item::Text(text.to_string()));
-    }
-    Ok(items)
+    out.push_str(&cmds.join(" | "));
+    out
 }
 
-/// The `}}` closing an action, skipping quoted strings and comments.
-fn find_close(s: &str) -> Option<usize> {
-    let b = s.as_bytes();
-    let mut i = 0;
-    let mut quote: Option<u8> = None;
-    if s.trim_start().starts_with("/*") {
-        let end = s.find("*/")?;
-        return s[end..].find("}}").map(|j| end + j);
-    }
-    while i < b.len() {
-        match quote {
-            Some(q) => {
-                if b[i] == b'\\' && q == b'"' {
-                    i += 1;
-                } else if b[i] == q {
-                    quote = None;
-                }
-            }
-            None => {
-                if b[i] == b'"' || b[i] == b'`' {
-                    quote = Some(b[i]);
-                } else if b[i] == b'}' && b.get(i + 1) == Some(&b'}') {
-                    return Some(i);
-                }
-            }
-        }
-        i += 1;
-    }
-    None
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Tok {
-    Str(String),
-    Num(f64),
-    Int(i64),
-    Ident(String),
-    /// `$name` (or `$`) and its fields.
-    Var(String, Vec<String>),
-    /// `.A.B` (`.` alone: no fields).
-    Field(Vec<String>),
-    Bar,
-    Open,
-    /// `)` and the fields chained right after it.
-    Close(Vec<String>),
-    Declare,
-    Assign,
-    Comma,
-}
-
-/// Splits an action into tokens.
-fn tokens(s: &str, base: usize) -> Result<(Vec<Tok>, Vec<Meta>), TemplateError> {
-    let b: Vec<char> = s.chars().collect();
-    // Byte offsets of the characters (and of the end).
-    let mut at: Vec<usize> = s.char_indices().map(|(k, _)| k).collect();
-    at.push(s.len());
-    let mut meta: Vec<Meta> = Vec::new();
-    let mut out = Vec::new();
-    let mut i = 0;
-    let fields = |i: &mut usize| -> Vec<String> {
-        let mut f = Vec::new();
-        while *i < b.len() && b[*i] == '.' {
-            let start = *i + 1;
-            let mut j = start;
-            while j < b.len() && (b[j].is_alphanumeric() || b[j] == '_') {
-                j += 1;
-            }
-            if j == start {
-                break;
-            }
-            f.push(b[start..j].iter().collect());
-            *i = j;
-        }
-        f
-    };
-    while i < b.len() {
-        let c = b[i];
-        let start = i;
-        let before = out.len();
-        match c {
-            c if c.is_whitespace() => i += 1,
-            '|' => {
-                out.push(Tok::Bar);
-                i += 1;
-            }
-            '(' => {
-                out.push(Tok::Open);
-                i += 1;
-            }
-            ')' => {
-                i += 1;
-                out.push(Tok::Close(fields(&mut i)));
-            }
-            ',' => {
-                out.push(Tok::Comma);
-                i += 1;
-            }
-            ':' if b.get(i + 1) == Some(&'=') => {
-                out.push(Tok::Declare);
-                i += 2;
-            }
-            '=' => {
-                out.push(Tok::Assign);
-                i += 1;
-            }
-            '"' | '`' => {
-                let mut j = i + 1;
-                let mut text = String::new();
-                loop {
-                    let Some(&d) = b.get(j) else {
-                        return Err(err(format!("unterminated string in {s:?}")));
-                    };
-                    j += 1;
-                    if d == c {
-                        break;
-                    }
-                    if d == '\\' && c == '"' {
-                        match b.get(j) {
-                            Some('n') => text.push('\n'),
-                            Some('t') => text.push('\t'),
-                            Some(&o) => text.push(o),
-                            None => return Err(err(format!("unterminated string in {s:?}"))),
-                        }
-                        j += 1;
-                    } else {
-                        text.push(d);
-                    }
-                }
-                out.push(Tok::Str(text));
-                i = j;
-            }
-            '$' => {
-                let mut j = i + 1;
-                while j < b.len() && (b[j].is_alphanumeric() || b[j] == '_') {
-                    j += 1;
-                }
-                let name: String = b[i..j].iter().collect();
-                i = j;
-                out.push(Tok::Var(name, fields(&mut i)));
-            }
-            '.' if !b.get(i + 1).is_some_and(|d| d.is_ascii_digit()) => {
-                let f = fields(&mut i);
-                if f.is_empty() {
-                    i += 1;
-                }
-                out.push(Tok::Field(f));
-            }
-            _ => {
-                let mut j = i;
-                while j < b.len() && !b[j].is_whitespace() && !"|(),=".contains(b[j]) {
-                    j += 1;
-                }
-                let word: String = b[i..j].iter().collect();
-                i = j;
-                if word
-                    .starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '+' || c == '.')
-                {
-                    let n = parse_number(&word)
-                        .ok_or_else(|| err(format!("bad number syntax: {word:?}")))?;
-                    // Go's ideal constants: a float64 when written with `.`, `e` or `p`
-                    // (not a hex integer's `e`), else an int.
-                    let hex_int = word.trim_start_matches(['-', '+']).starts_with("0x")
-                        || word.trim_start_matches(['-', '+']).starts_with("0X");
-                    let float = if hex_int {
-                        word.contains(['p', 'P'])
-                    } else {
-                        word.contains(['.', 'e', 'E', 'p', 'P'])
-                    };
-                    if !float && n.fract() == 0.0 && n.abs() < 9.2e18 {
-                        out.push(Tok::Int(n as i64));
-                    } else {
-                        out.push(Tok::Num(n));
-                    }
-                } else {
-                    out.push(Tok::Ident(word));
-                }
-            }
-        }
-        if out.len() > before {
-            meta.push(Meta {
-                pos: base + at[start],
-                raw: s[at[start]..at[i.min(b.len())]].to_string(),
-            });
+impl Command {
+    /// The command's place and text.
+    pub(super) fn site(&self) -> &Site {
+        match self {
+            Command::Call(_, _, s) | Command::Arg(_, s) | Command::NotAFunction(_, s, _) => s,
         }
     }
-    Ok((out, meta))
-}
 
-fn parse_number(w: &str) -> Option<f64> {
-    let (neg, digits) = match w.strip_prefix('-') {
-        Some(d) => (true, d),
-        None => (false, w.strip_prefix('+').unwrap_or(w)),
-    };
-    let v = match digits
-        .strip_prefix("0x")
-        .or_else(|| digits.strip_prefix("0X"))
-    {
-        Some(h) => i64::from_str_radix(h, 16).ok()? as f64,
-        None => digits.replace('_', "").parse::<f64>().ok()?,
-    };
-    Some(if neg { -v } else { v })
+    /// Where Go's executor last stood after running the command.
+    pub(super) fn last_node(&self) -> (usize, String) {
+        self.site().last.clone()
+    }
 }
 
 /// What ended a list of nodes.
@@ -397,10 +177,12 @@ impl Parser {
                 Item::Action(a, at) => (a.clone(), *at),
             };
             let (a, base) = a;
-            let (kw, rest) = match a.split_once(char::is_whitespace) {
-                Some((k, r)) => (k, r.trim()),
-                None => (a.as_str(), ""),
-            };
+            // A keyword ends where Go's lexer ends a word: at a space or a terminator
+            // (`if.Value` is `if` then `.Value`).
+            let cut = a
+                .find(|c: char| c.is_whitespace() || ".,|:)(".contains(c))
+                .unwrap_or(a.len());
+            let (kw, rest) = (&a[..cut], a[cut..].trim());
             // Where `rest` starts in the source.
             let rest_at = base + offset(&a, rest);
             match kw {
@@ -411,7 +193,7 @@ impl Parser {
                 }
                 "if" | "with" | "range" => nodes.push(self.control(kw, rest, rest_at)?),
                 "define" | "block" => {
-                    let (name, pipe) = self.name_and_pipe(kw, rest, rest_at)?;
+                    let (name, pipe, site) = self.name_and_pipe(kw, rest, rest_at)?;
                     let saved = std::mem::replace(&mut self.scope, vec!["$".to_string()]);
                     let body = self.list();
                     self.scope = saved;
@@ -422,12 +204,12 @@ impl Parser {
                         _ => return Err(err(format!("missing {{{{end}}}} for {kw} {name:?}"))),
                     }
                     if kw == "block" {
-                        nodes.push(Node::Template(name, pipe));
+                        nodes.push(Node::Template(name, pipe, site));
                     }
                 }
                 "template" => {
-                    let (name, pipe) = self.name_and_pipe(kw, rest, rest_at)?;
-                    nodes.push(Node::Template(name, pipe));
+                    let (name, pipe, site) = self.name_and_pipe(kw, rest, rest_at)?;
+                    nodes.push(Node::Template(name, pipe, site));
                 }
                 "break" | "continue" if rest.is_empty() => {
                     if self.loops == 0 {
@@ -453,17 +235,35 @@ impl Parser {
         kw: &str,
         rest: &str,
         at: usize,
-    ) -> Result<(String, Option<Pipe>), TemplateError> {
+    ) -> Result<(String, Option<Pipe>, Site), TemplateError> {
         let (toks, meta) = tokens(rest, at)?;
         let Some((Tok::Str(name), more)) = toks.split_first() else {
             return Err(err(format!("{kw} needs a quoted name (in {rest:?})")));
         };
+        if kw == "define" && !more.is_empty() {
+            let next = meta.get(1).map_or("", |m| m.raw.as_str());
+            return Err(err(format!("unexpected {next:?} in define clause")));
+        }
         let pipe = if more.is_empty() {
+            if kw == "block" {
+                return Err(err(format!("missing value for block (in {rest:?})")));
+            }
             None
         } else {
             Some(self.pipe_tokens(more, &meta[1..], false, rest)?)
         };
-        Ok((name.clone(), pipe))
+        // Go's TemplateNode: at its name, printed `{{template "name" pipeline}}`.
+        let quoted = super::gofmt::quote(name, false);
+        let text = match &pipe {
+            Some(p) => format!("{{{{template {quoted} {}}}}}", pipe_text(p)),
+            None => format!("{{{{template {quoted}}}}}"),
+        };
+        let site = Site {
+            pos: meta.first().map_or(at, |m| m.pos),
+            text,
+            ..Site::default()
+        };
+        Ok((name.clone(), pipe, site))
     }
 
     /// `if`, `with` or `range`, its body, its `else` (or `else if`/`else with` chain) and
@@ -525,9 +325,13 @@ impl Parser {
         let mut rest = toks;
         let is_decl = |t: &[Tok]| match t {
             [Tok::Var(_, f), Tok::Declare | Tok::Assign, ..] => f.is_empty(),
-            [Tok::Var(_, f), Tok::Comma, Tok::Var(_, g), Tok::Declare, ..] => {
-                range && f.is_empty() && g.is_empty()
-            }
+            [
+                Tok::Var(_, f),
+                Tok::Comma,
+                Tok::Var(_, g),
+                Tok::Declare | Tok::Assign,
+                ..,
+            ] => range && f.is_empty() && g.is_empty(),
             _ => false,
         };
         if is_decl(rest) {
@@ -548,17 +352,19 @@ impl Parser {
                 }
             }
         }
+        // Go's parser knows a declared variable from here on, within its own pipeline too.
+        if !assign {
+            self.scope.extend(decl.iter().cloned());
+        }
         let skipped = toks.len() - rest.len();
         let cmds = self.commands(rest, &meta[skipped..], src)?;
         if assign {
-            if let Some(v) = decl.iter().find(|v| !self.scope.contains(v)) {
-                return Err(err(format!("undefined variable {v:?}")));
+            // Go's parser takes an assignment to an undeclared variable; running it fails.
+            for v in &decl {
+                if !self.scope.contains(v) {
+                    self.scope.push(v.clone());
+                }
             }
-        } else {
-            if decl.iter().any(|d| d == "$") {
-                return Err(err("cannot declare $"));
-            }
-            self.scope.extend(decl.iter().cloned());
         }
         Ok(Pipe { decl, assign, cmds })
     }
@@ -576,8 +382,18 @@ impl Parser {
             let mut texts: Vec<String> = Vec::new();
             let mut func: Option<Func> = None;
             let pos = meta.get(i).map_or(0, |m| m.pos);
+            let mut last: (usize, String) = (pos, String::new());
+            let mut arg_nodes: Vec<(usize, String)> = Vec::new();
             while i < toks.len() && toks[i] != Tok::Bar {
-                if let (Tok::Ident(name), true) = (&toks[i], words.is_empty() && func.is_none()) {
+                // Go's parser: an operand is followed by a space, `|`, `)` or the end.
+                if (!words.is_empty() || func.is_some()) && !meta.get(i).is_some_and(|m| m.spaced) {
+                    let raw = meta.get(i).map_or("", |m| m.raw.as_str());
+                    return Err(err(format!("unexpected {raw:?} in operand")));
+                }
+                if let (Tok::Ident(name, fields), true) =
+                    (&toks[i], words.is_empty() && func.is_none())
+                    && fields.is_empty()
+                {
                     match name.as_str() {
                         "true" | "false" | "nil" => {}
                         _ => {
@@ -585,28 +401,74 @@ impl Parser {
                                 err(format!("function {name:?} not defined (in {src:?})"))
                             })?);
                             texts.push(name.clone());
+                            last = (pos, name.clone());
                             i += 1;
                             continue;
                         }
                     }
                 }
+                let at = meta.get(i).map_or(pos, |m| m.pos);
                 let (w, text) = self.arg(toks, meta, &mut i, src)?;
+                last = match &w {
+                    Arg::Dot(_, s) | Arg::Var(_, _, s) => s.last.clone(),
+                    Arg::Pipe(p, _) => p
+                        .cmds
+                        .last()
+                        .map_or((at, text.clone()), |c| c.site().last.clone()),
+                    Arg::Func(f, fpos, _) => (*fpos, f.signature().0.to_string()),
+                    _ => (at, text.clone()),
+                };
+                arg_nodes.push(last.clone());
                 words.push(w);
                 texts.push(text);
             }
             let site = Site {
                 pos,
                 text: texts.join(" "),
+                last,
+                args: arg_nodes,
             };
+            // Go's checkPipeline: a literal or `.` cannot take the value of a stage before.
+            if !cmds.is_empty()
+                && func.is_none()
+                && matches!(
+                    words.first(),
+                    Some(
+                        Arg::Str(_)
+                            | Arg::Imag(_)
+                            | Arg::Num(_)
+                            | Arg::Int(_)
+                            | Arg::Bool(_)
+                            | Arg::Nil
+                    )
+                        | Some(Arg::Dot(..))
+                        if !matches!(words.first(), Some(Arg::Dot(f, _)) if !f.is_empty())
+                )
+            {
+                return Err(err(format!(
+                    "non executable command in pipeline stage {}",
+                    cmds.len() + 1
+                )));
+            }
             cmds.push(match func {
                 Some(f) => Command::Call(f, words, site),
                 None => match words.len() {
                     0 => return Err(err(format!("missing value for command in {src:?}"))),
                     1 => Command::Arg(words.remove(0), site),
                     _ => {
-                        return Err(err(format!(
-                            "can't give arguments to a non-function (in {src:?})"
-                        )));
+                        let first = words.remove(0);
+                        let at = match &first {
+                            Arg::Dot(_, s) | Arg::Var(_, _, s) => s.clone(),
+                            // Go stands at the whole pipeline there.
+                            Arg::Pipe(..) => site.clone(),
+                            _ => Site {
+                                pos,
+                                text: texts[0].clone(),
+                                last: (pos, texts[0].clone()),
+                                args: Vec::new(),
+                            },
+                        };
+                        Command::NotAFunction(first, site, at)
                     }
                 },
             });
@@ -637,20 +499,47 @@ impl Parser {
             Tok::Str(s) => Arg::Str(s),
             Tok::Num(n) => Arg::Num(n),
             Tok::Int(n) => Arg::Int(n),
-            Tok::Ident(w) if w == "true" || w == "false" => Arg::Bool(w == "true"),
-            Tok::Ident(w) if w == "nil" => Arg::Nil,
-            Tok::Ident(w) => {
-                return Err(err(format!(
-                    "function {w:?} used as an argument: put it in parentheses (in {src:?})"
-                )));
+            // Go prints a complex128 as (re+imi).
+            Tok::Imag(x) => Arg::Imag(format!(
+                "(0{}{}i)",
+                if x.is_sign_negative() { "" } else { "+" },
+                super::go_float(x)
+            )),
+            Tok::Ident(w, f) if matches!(w.as_str(), "true" | "false" | "nil") && !f.is_empty() => {
+                return Err(err(format!("unexpected . after term {w:?}")));
             }
+            Tok::Ident(w, _) if w == "true" || w == "false" => Arg::Bool(w == "true"),
+            Tok::Ident(w, _) if w == "nil" => Arg::Nil,
+            Tok::Ident(w, fields) => match Func::by_name(&w) {
+                Some(f) => Arg::Func(f, meta.get(*i - 1).map_or(0, |m| m.pos), fields),
+                None => return Err(err(format!("function {w:?} not defined (in {src:?})"))),
+            },
             Tok::Var(name, fields) => {
                 if !self.scope.contains(&name) {
                     return Err(err(format!("undefined variable {name:?}")));
                 }
-                Arg::Var(name, fields)
+                // Go lexes each `.x` apart and places the node at the first one chained.
+                let m = meta.get(*i - 1);
+                let pos = m.map_or(0, |m| m.pos) + if fields.is_empty() { 0 } else { name.len() };
+                let site = Site {
+                    pos,
+                    text: raw.clone(),
+                    last: (pos, raw.clone()),
+                    args: Vec::new(),
+                };
+                Arg::Var(name, fields, site)
             }
-            Tok::Field(f) => Arg::Dot(f),
+            Tok::Field(f) => {
+                let m = meta.get(*i - 1);
+                let pos = m.map_or(0, |m| m.pos) + if f.len() > 1 { 1 + f[0].len() } else { 0 };
+                let site = Site {
+                    pos,
+                    text: raw.clone(),
+                    last: (pos, raw.clone()),
+                    args: Vec::new(),
+                };
+                Arg::Dot(f, site)
+            }
             Tok::Open => {
                 // Up to the matching `)`.
                 let start = *i;
@@ -677,7 +566,9 @@ impl Parser {
                     .cmds
                     .iter()
                     .map(|c| match c {
-                        Command::Call(_, _, s) | Command::Arg(_, s) => s.text.as_str(),
+                        Command::Call(_, _, s)
+                        | Command::Arg(_, s)
+                        | Command::NotAFunction(_, s, _) => s.text.as_str(),
                     })
                     .collect();
                 let mut text = format!("({})", cmds.join(" | "));
