@@ -12,9 +12,10 @@
 //! `toUpper`, `toLower`, `title`, `reReplaceAll`, `match`, `stripPort`, `safeHtml`,
 //! `parseDuration`, `externalURL`, `pathPrefix`, `query` (a PromQL instant query at the
 //! rule's evaluation time; at most 20 per rendering), `first`, `label`, `value`,
-//! `sortByLabel`, `strvalue`, `args`, and Go's `eq`/`ne`/`lt`/`le`/`gt`/`ge`/`and`/`or`/
-//! `not`/`len`/`index`. Not supported: `tmpl`, `toTime`, `toDuration`, `now`, `urlquery`,
-//! `html`, `js`, `call`, `slice`, method calls.
+//! `sortByLabel`, `strvalue`, `args`, `toTime`, `stripDomain`, and Go's `eq`/`ne`/`lt`/`le`/
+//! `gt`/`ge`/`and`/`or`/`not`/`len`/`index`/`slice`/`print`/`println`/`html`/`js`/
+//! `urlquery`/`call`. Not supported, as promtool 2.42 refuses them: `tmpl`, `toDuration`,
+//! `now`; method calls.
 //!
 //! Templates are parsed when the rule file loads, so an unknown function, an undefined
 //! variable or a syntax error is a load error naming the rule; errors while rendering produce
@@ -541,6 +542,7 @@ fn call(f: Func, a: &[V], x: &mut exec::Exec<'_, '_>) -> Result<V, String> {
             V::Str(s) => s.len() as i64,
             V::Map(m) => m.len() as i64,
             V::List(l) => l.len() as i64,
+            V::Nil => return Err("reflect: call of reflect.Value.Type on zero Value".into()),
             other => return Err(format!("len of type {}", other.kind())),
         }),
         Func::Index => index(a)?,
@@ -747,6 +749,9 @@ fn compare(op: CmpOp, a: &[V]) -> Result<V, String> {
 /// (a byte, as an int) by position; no index is the item itself.
 fn index(a: &[V]) -> Result<V, String> {
     let (item, idx) = a.split_first().ok_or("missing argument")?;
+    if matches!(item, V::Nil) {
+        return Err("index of untyped nil".into());
+    }
     let mut v = item.clone();
     for i in idx {
         let pos = |len: usize| -> Result<usize, String> {

@@ -240,12 +240,9 @@ impl<'a, 'd> Exec<'a, 'd> {
                     });
                 }
                 Command::Arg(a, site) => {
+                    // A value piped into what is not a function: Go's error for an argument.
                     if prev.is_some() {
-                        return Err(Fail {
-                            msg: format!("can't give argument to non-function {}", site.text),
-                            at: Some((site.pos, site.text.clone())),
-                            within: None,
-                        });
+                        return Err(self.not_a_function(a, site, dot));
                     }
                     self.arg(a, dot).map_err(|e| e.at(site))?
                 }
@@ -387,7 +384,12 @@ impl<'a, 'd> Exec<'a, 'd> {
                     .rev()
                     .find(|(n, _)| n == name)
                     .map(|(_, v)| v.clone())
-                    .ok_or_else(|| Fail::from(format!("undefined variable {name:?}")));
+                    .ok_or_else(|| {
+                        located(
+                            format!("undefined variable: {name}"),
+                            (s.pos, s.text.clone()),
+                        )
+                    });
                 (v, f, (s.pos, s.text.clone()))
             }
             Arg::Pipe(p, f) if !f.is_empty() => {
@@ -397,8 +399,8 @@ impl<'a, 'd> Exec<'a, 'd> {
                     .map_or((at.pos, at.text.clone()), Command::last_node);
                 (self.pipe(p, dot), f, place)
             }
-            // A function with fields (`eq.Labels`): called first, with no arguments.
-            Arg::Func(..) => {
+            // A function with fields (`eq.Labels`), or a variable: evaluated first.
+            Arg::Func(..) | Arg::Var(..) => {
                 if let Err(e) = self.arg(first, dot) {
                     return e;
                 }

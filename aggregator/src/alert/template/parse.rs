@@ -116,7 +116,8 @@ pub(super) fn pipe_text(p: &Pipe) -> String {
     let mut out = String::new();
     if !p.decl.is_empty() {
         out.push_str(&p.decl.join(", "));
-        out.push_str(if p.assign { " = " } else { " := " });
+        // Go 1.19 prints `:=` for an assignment too.
+        out.push_str(" := ");
     }
     out.push_str(&cmds.join(" | "));
     out
@@ -286,10 +287,10 @@ impl Parser {
                 _ => return Err(err(format!("missing {{{{end}}}} for {kw}"))),
             },
             Some(End::Else(Some((chain, chain_at)))) => {
-                let (kw2, rest2) = chain
-                    .split_once(char::is_whitespace)
-                    .map(|(k, r)| (k, r.trim()))
-                    .unwrap_or((chain.as_str(), ""));
+                let cut = chain
+                    .find(|c: char| c.is_whitespace() || ".,|:)(".contains(c))
+                    .unwrap_or(chain.len());
+                let (kw2, rest2) = (&chain[..cut], chain[cut..].trim());
                 if !(kw2 == "if" || kw2 == "with") || kw == "range" {
                     return Err(err(format!("unexpected {{{{else {chain}}}}}")));
                 }
@@ -353,8 +354,11 @@ impl Parser {
             }
         }
         // Go's parser knows a declared variable from here on, within its own pipeline too.
-        if !assign {
-            self.scope.extend(decl.iter().cloned());
+        // (An assignment's variable too: only running it finds it undeclared.)
+        for v in &decl {
+            if !self.scope.contains(v) {
+                self.scope.push(v.clone());
+            }
         }
         let skipped = toks.len() - rest.len();
         let cmds = self.commands(rest, &meta[skipped..], src)?;
