@@ -181,7 +181,14 @@ impl<'a, 'd> Exec<'a, 'd> {
                 .collect(),
             V::Int(n) if n >= 0 => (0..n).map(|i| (V::Int(i), V::Int(i))).collect(),
             V::Nil => Vec::new(),
-            other => return Err(format!("range can't iterate over {}", other.text()).into()),
+            other => {
+                // Go stands at the pipeline's last node.
+                return Err(Fail {
+                    msg: format!("range can't iterate over {}", other.text()),
+                    at: p.cmds.last().map(Command::last_node),
+                    within: None,
+                });
+            }
         };
         if items.is_empty() {
             self.nodes(els, dot, out)?;
@@ -230,6 +237,7 @@ impl<'a, 'd> Exec<'a, 'd> {
 
     fn pipe(&mut self, p: &Pipe, dot: &V) -> Result<V, Fail> {
         let mut prev: Option<V> = None;
+        let mut prev_node: Option<(usize, String)> = None;
         for c in &p.cmds {
             prev = Some(match c {
                 Command::Arg(Arg::Nil, site) => {
@@ -242,7 +250,13 @@ impl<'a, 'd> Exec<'a, 'd> {
                 Command::Arg(a, site) => {
                     // A value piped into what is not a function: Go's error for an argument.
                     if prev.is_some() {
-                        return Err(self.not_a_function(a, site, dot));
+                        let mut e = self.not_a_function(a, site, dot);
+                        // A parenthesised pipeline: Go still stands where the stage before
+                        // left it.
+                        if matches!(a, Arg::Pipe(_, f) if f.is_empty()) {
+                            e.at = prev_node.clone().or(e.at);
+                        }
+                        return Err(e);
                     }
                     self.arg(a, dot).map_err(|e| e.at(site))?
                 }
@@ -294,6 +308,7 @@ impl<'a, 'd> Exec<'a, 'd> {
                     }
                 }
             });
+            prev_node = Some(c.last_node());
         }
         let v = prev.ok_or("empty pipeline")?;
         if let [name] = p.decl.as_slice() {
