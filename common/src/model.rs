@@ -36,18 +36,11 @@ impl Labels {
         K: Into<String>,
         V: Into<String>,
     {
-        let mut v: Vec<(String, String)> = Vec::new();
-        for (k, val) in pairs {
-            let (k, val) = (k.into(), val.into());
-            if let Some(slot) = v.iter_mut().find(|(n, _)| *n == k) {
-                slot.1 = val;
-            } else {
-                v.push((k, val));
-            }
+        let mut l = Labels::from_pairs_keeping_empty(pairs);
+        if l.0.iter().any(|(_, val)| val.is_empty()) {
+            Arc::make_mut(&mut l.0).retain(|(_, val)| !val.is_empty());
         }
-        v.retain(|(_, val)| !val.is_empty());
-        v.sort();
-        Labels(Arc::new(v))
+        l
     }
 
     /// Like [`Labels::from_pairs`] but keeping empty values: an alert's annotations, which

@@ -330,17 +330,11 @@ impl<'a, 'd> Exec<'a, 'd> {
                 within: None,
             }),
             Arg::Var(name, f, site) => {
-                let v = self
-                    .vars
-                    .iter()
-                    .rev()
-                    .find(|(n, _)| n == name)
-                    .map(|(_, v)| v.clone())
-                    .ok_or_else(|| Fail {
-                        msg: format!("undefined variable: {name}"),
-                        at: Some((site.pos, site.text.clone())),
-                        within: None,
-                    })?;
+                let v = self.var(name).ok_or_else(|| Fail {
+                    msg: format!("undefined variable: {name}"),
+                    at: Some((site.pos, site.text.clone())),
+                    within: None,
+                })?;
                 self.fields(v, f).map_err(|m| Fail {
                     msg: m,
                     at: Some((site.pos, site.text.clone())),
@@ -393,18 +387,12 @@ impl<'a, 'd> Exec<'a, 'd> {
         let (owner, fields, place) = match first {
             Arg::Dot(f, s) if !f.is_empty() => (Ok(dot.clone()), f, (s.pos, s.text.clone())),
             Arg::Var(name, f, s) if !f.is_empty() => {
-                let v = self
-                    .vars
-                    .iter()
-                    .rev()
-                    .find(|(n, _)| n == name)
-                    .map(|(_, v)| v.clone())
-                    .ok_or_else(|| {
-                        located(
-                            format!("undefined variable: {name}"),
-                            (s.pos, s.text.clone()),
-                        )
-                    });
+                let v = self.var(name).ok_or_else(|| {
+                    located(
+                        format!("undefined variable: {name}"),
+                        (s.pos, s.text.clone()),
+                    )
+                });
                 (v, f, (s.pos, s.text.clone()))
             }
             Arg::Pipe(p, f) if !f.is_empty() => {
@@ -463,6 +451,15 @@ impl<'a, 'd> Exec<'a, 'd> {
             },
         };
         located(msg, place)
+    }
+
+    /// The innermost variable `name` in scope.
+    fn var(&self, name: &str) -> Option<V> {
+        self.vars
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
     }
 
     /// A value as Go prints it; the data as Prometheus' struct: `{labels external url value}`.

@@ -136,8 +136,9 @@ fn fmt_f(out: &mut String, d: &[u8], dp: i64, prec: i64) {
     }
 }
 
-/// `%b`: the mantissa and binary exponent in decimal, `-123p-45`.
-fn binary_float(v: f64) -> String {
+/// A finite float's sign, its 53-bit mantissa (the implicit bit set unless subnormal) and
+/// its binary exponent for a mantissa read as 1.xxx, as Go's genericFtoa splits it.
+fn parts(v: f64) -> (bool, u64, i64) {
     let bits = v.to_bits();
     let mut exp = ((bits >> 52) & 0x7ff) as i64;
     let mut mant = bits & ((1u64 << 52) - 1);
@@ -146,24 +147,21 @@ fn binary_float(v: f64) -> String {
     } else {
         mant |= 1u64 << 52;
     }
-    exp -= 1023 + 52;
-    let sign = if bits >> 63 != 0 { "-" } else { "" };
+    (bits >> 63 != 0, mant, exp - 1023)
+}
+
+/// `%b`: the mantissa and binary exponent in decimal, `-123p-45`.
+fn binary_float(v: f64) -> String {
+    let (neg, mant, exp) = parts(v);
+    let exp = exp - 52;
+    let sign = if neg { "-" } else { "" };
     let esign = if exp >= 0 { "+" } else { "" };
     format!("{sign}{mant}p{esign}{exp}")
 }
 
 /// `%x`: `-0x1.yyyyp±dd`, the mantissa in hex, the binary exponent in decimal.
 fn hex_float(v: f64, fmt: u8, prec: i64) -> String {
-    let bits = v.to_bits();
-    let neg = bits >> 63 != 0;
-    let mut exp = ((bits >> 52) & 0x7ff) as i64;
-    let mut mant = bits & ((1u64 << 52) - 1);
-    if exp == 0 {
-        exp += 1;
-    } else {
-        mant |= 1u64 << 52;
-    }
-    exp -= 1023;
+    let (neg, mut mant, mut exp) = parts(v);
     if mant == 0 {
         exp = 0;
     }

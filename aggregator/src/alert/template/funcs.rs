@@ -45,15 +45,22 @@ pub(super) fn humanize(v: f64, base: f64) -> String {
             v /= base;
         }
     } else {
-        for p in SMALL {
-            if v.abs() >= 1.0 {
-                break;
-            }
-            prefix = p;
-            v *= 1000.0;
-        }
+        (v, prefix) = small(v);
     }
     format!("{}{prefix}", go_g4(v))
+}
+
+/// Prometheus' loop for values below 1: times 1000 per prefix, m to y, until 1 or more.
+fn small(mut v: f64) -> (f64, &'static str) {
+    let mut prefix = "";
+    for p in SMALL {
+        if v.abs() >= 1.0 {
+            break;
+        }
+        prefix = p;
+        v *= 1000.0;
+    }
+    (v, prefix)
 }
 
 const SMALL: [&str; 8] = ["m", "u", "n", "p", "f", "a", "z", "y"];
@@ -91,15 +98,7 @@ pub(super) fn humanize_duration(v: f64) -> String {
             format!("{sign}{}s", go_g4(v))
         };
     }
-    let mut v = v;
-    let mut prefix = "";
-    for p in SMALL {
-        if v.abs() >= 1.0 {
-            break;
-        }
-        prefix = p;
-        v *= 1000.0;
-    }
+    let (v, prefix) = small(v);
     format!("{}{prefix}s", go_g4(v))
 }
 
