@@ -5,7 +5,7 @@
 //! (`{{ $x := … }}`, `{{ $x = … }}`, scoped to the enclosing structure) besides the predefined
 //! `$labels`, `$value`, `$externalLabels`, `$externalURL` and `$`; fields (`.Labels.name`,
 //! `.Value`, `.ExternalLabels`, `.ExternalURL`, and `.Labels`/`.Value` of a query sample);
-//! string, number, `true`/`false`/`nil` literals; `if`/`else if`/`else`, `with`/`else with`,
+//! string, number, `true`/`false`/`nil` literals; `if`/`else if`/`else`, `with`/`else`,
 //! `range` (over query results, label maps in key order and integers; `$i, $e :=`; `else`;
 //! `break`/`continue`), `define`, `template` and `block`; and the functions `humanize`,
 //! `humanize1024`, `humanizePercentage`, `humanizeDuration`, `humanizeTimestamp`, `printf`,

@@ -184,7 +184,7 @@ impl<'a, 'd> Exec<'a, 'd> {
             other => {
                 // Go stands at the pipeline's last node.
                 return Err(Fail {
-                    msg: format!("range can't iterate over {}", other.text()),
+                    msg: format!("range can't iterate over {}", self.show(&other)),
                     at: p.cmds.last().map(Command::last_node),
                     within: None,
                 });

@@ -291,7 +291,8 @@ impl Parser {
                     .find(|c: char| c.is_whitespace() || ".,|:)(".contains(c))
                     .unwrap_or(chain.len());
                 let (kw2, rest2) = (&chain[..cut], chain[cut..].trim());
-                if !(kw2 == "if" || kw2 == "with") || kw == "range" {
+                // Go 1.19 (Prometheus 2.42's) knows `else if` only; `else with` came in 1.23.
+                if kw2 != "if" || kw == "range" {
                     return Err(err(format!("unexpected {{{{else {chain}}}}}")));
                 }
                 let rest2_at = chain_at + offset(&chain, rest2);
