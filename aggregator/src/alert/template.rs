@@ -645,9 +645,9 @@ fn call(f: Func, a: &[V], x: &mut exec::Exec<'_, '_>) -> Result<V, String> {
         Func::StripDomain => V::Str(funcs::strip_domain(&one("stripDomain", a)?.text())),
         Func::Print => V::Str(gofmt::sprint(&go_args(a, x))),
         Func::Println => V::Str(gofmt::sprintln(&go_args(a, x))),
-        Func::Html => V::Str(funcs::html_escape(&eval_args(a))),
-        Func::Js => V::Str(funcs::js_escape(&eval_args(a))),
-        Func::UrlQuery => V::Str(funcs::query_escape(&eval_args(a))),
+        Func::Html => V::Str(funcs::html_escape(&eval_args(a, x))),
+        Func::Js => V::Str(funcs::js_escape(&eval_args(a, x))),
+        Func::UrlQuery => V::Str(funcs::query_escape(&eval_args(a, x))),
         Func::Slice => funcs::slice(a).map_err(|e| e.0)?,
         Func::Call => {
             return Err(format!(
@@ -781,10 +781,10 @@ fn index(a: &[V]) -> Result<V, String> {
 }
 
 /// Go's `evalArgs` for `html`, `js` and `urlquery`: one string as it is, else `fmt.Sprint`.
-fn eval_args(a: &[V]) -> String {
+fn eval_args(a: &[V], x: &exec::Exec<'_, '_>) -> String {
     match a {
         [V::Str(s)] => s.clone(),
-        _ => gofmt::sprint(&a.iter().map(go_arg).collect::<Vec<_>>()),
+        _ => gofmt::sprint(&go_args(a, x)),
     }
 }
 
