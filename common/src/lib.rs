@@ -9,6 +9,8 @@
 //! - [`tls`]: certificate authority, issuing, and the rustls/quinn configurations for mutual TLS.
 //! - [`config`]: primitives for strict TOML configuration (humantime durations, errors that name
 //!   the key and the file).
+//! - [`goregex`]: Go's regular expressions (RE2 syntax, as Prometheus, Alertmanager and Loki read
+//!   them) written for Rust's `regex` and `regex-lite`.
 //! - [`logfmt`]: the logfmt reader the agent's log parser and LogQL share;
 //! - [`logging`]: the tracing set-up both binaries use;
 //! - [`lokipush`]: Loki's push format (protobuf + snappy, JSON).
@@ -21,6 +23,7 @@
 pub mod cli;
 pub mod codec;
 pub mod config;
+pub mod goregex;
 pub mod histogram;
 pub mod lockfile;
 pub mod logfmt;
