@@ -1,7 +1,35 @@
 //! Label matching, shared by every signal's queries and by alert routing, silences,
 //! inhibitions and runbooks: a matcher such as `job="node"` or `path=~"/api/.*"`.
 
+use telltale_common::goregex::{self, Flavor, GoRegexError};
 use telltale_common::model::Labels;
+
+/// The largest compiled program a Go regex may become here. Go's own limit is higher
+/// (`\pL{1000}` compiles there, and past `regex`'s default 10 MiB here); this one still bounds
+/// what one query or matcher can cost.
+const REGEX_SIZE_LIMIT: usize = 64 << 20;
+
+/// A regex as Prometheus 2.42, Alertmanager and Loki compile a matcher's: Go's syntax and
+/// meaning (`telltale_common::goregex`), anchored at both ends (`^(?:pattern)$`).
+pub fn anchored_regex(pattern: &str) -> Result<regex::Regex, GoRegexError> {
+    compile(goregex::anchored(pattern, Flavor::Regex)?)
+}
+
+/// A Go regex searched anywhere in the text (templates' `reReplaceAll`, LogQL line filters).
+pub fn go_regex(pattern: &str) -> Result<regex::Regex, GoRegexError> {
+    compile(goregex::translate(pattern, Flavor::Regex)?)
+}
+
+fn compile(rust: String) -> Result<regex::Regex, GoRegexError> {
+    regex::RegexBuilder::new(&rust)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| GoRegexError {
+            // Go's code for a program past its size limit; Rust's text says which.
+            code: "expression too large",
+            expr: e.to_string(),
+        })
+}
 
 /// How a label matcher compares.
 #[derive(Debug, Clone)]

@@ -77,8 +77,13 @@ impl Rule {
             }
         };
         let pattern = c.regex.as_deref().unwrap_or("(.*)");
-        let regex = Regex::new(&format!("^(?s:{pattern})$"))
-            .map_err(|e| format!("regex {pattern:?}: {e}"))?;
+        // Go's syntax (RE2, read by `goregex`), anchored; `.` matches a newline too, as in
+        // Prometheus 3 (2.x stopped there, which its maintainers called a bug).
+        let regex =
+            crate::goregex::translate(&format!("^(?s:{pattern})$"), crate::goregex::Flavor::Lite)
+                .map_err(|e| e.to_string())
+                .and_then(|t| Regex::new(&t).map_err(|e| e.to_string()))
+                .map_err(|e| format!("regex {pattern:?}: {e}"))?;
         let target_label = c.target_label.clone().unwrap_or_default();
         let needs_target = matches!(
             action,

@@ -16,6 +16,7 @@ pub mod faultproxy;
 pub mod fuzz;
 pub mod hostile;
 pub mod peers;
+pub mod routefuzz;
 pub mod rulefuzz;
 pub mod webdriver;
 pub mod websocket;

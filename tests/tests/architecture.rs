@@ -206,6 +206,8 @@ const COMMON: &[(&str, &[&str])] = &[
     ("cli", &[]),
     ("codec", &[]),
     ("config", &[]),
+    // Go's regular expressions written for Rust's engines (no dependencies: text to text).
+    ("goregex", &[]),
     ("histogram", &[]),
     ("lockfile", &[]),
     ("logfmt", &[]),
@@ -214,7 +216,7 @@ const COMMON: &[(&str, &[&str])] = &[
     ("model", &[]),
     ("names", &[]),
     // Prometheus' relabelling (the agent's sources, the aggregator's remote_write queues).
-    ("relabel", &["config", "model"]),
+    ("relabel", &["config", "model", "goregex"]),
     // Rendezvous hashing: an agent's aggregator in a pool, a trace's aggregator.
     ("rendezvous", &[]),
     // OTLP's three signals: spans, series (metrics) and log records.

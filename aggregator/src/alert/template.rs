@@ -505,8 +505,7 @@ fn call(f: Func, a: &[V], x: &mut exec::Exec<'_, '_>) -> Result<V, String> {
         }
         Func::ReReplaceAll => match a {
             [re, repl, text] => {
-                let re =
-                    regex::Regex::new(&funcs::go_regex(&re.text())).map_err(|e| e.to_string())?;
+                let re = crate::labels::go_regex(&re.text()).map_err(|e| e.to_string())?;
                 V::Str(
                     re.replace_all(&text.text(), repl.text().as_str())
                         .into_owned(),
@@ -516,8 +515,7 @@ fn call(f: Func, a: &[V], x: &mut exec::Exec<'_, '_>) -> Result<V, String> {
         },
         Func::Match => match a {
             [re, text] => {
-                let re =
-                    regex::Regex::new(&funcs::go_regex(&re.text())).map_err(|e| e.to_string())?;
+                let re = crate::labels::go_regex(&re.text()).map_err(|e| e.to_string())?;
                 V::Bool(re.is_match(&text.text()))
             }
             _ => return Err("match: wrong number of args: want 2".into()),

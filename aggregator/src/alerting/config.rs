@@ -367,6 +367,11 @@ fn legacy(
     list: &[String],
 ) -> Result<Vec<Matcher>, String> {
     let mut out = Vec::new();
+    for k in eq.keys().chain(re.keys()) {
+        if !legacy_label_name(k) {
+            return Err(format!("invalid label name {k:?}"));
+        }
+    }
     for (k, v) in eq {
         out.push(matchers::build(k, "=", v)?);
     }
@@ -379,6 +384,13 @@ fn legacy(
     Ok(out)
 }
 
+/// Alertmanager 0.25's label names in `match`, `match_re` and `group_by`
+/// (`[a-zA-Z_][a-zA-Z0-9_]*`; `matchers` also take colons).
+fn legacy_label_name(n: &str) -> bool {
+    n.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 struct Inherit {
     receiver: String,
     group_by: GroupBy,
@@ -389,8 +401,18 @@ struct Inherit {
 
 fn build_route(spec: RouteSpec, id: String, parent: &Inherit) -> Result<Route, String> {
     let at = |m: String| format!("route {id}: {m}");
+    if let Some(bad) = spec
+        .group_by
+        .iter()
+        .flatten()
+        .find(|x| *x != "..." && !legacy_label_name(x))
+    {
+        return Err(at(format!("invalid label name {bad:?} in group_by list")));
+    }
     let group_by = match &spec.group_by {
+        // An empty list inherits, as in Alertmanager (it sets nothing).
         None => parent.group_by.clone(),
+        Some(v) if v.is_empty() => parent.group_by.clone(),
         Some(v) if v.iter().any(|x| x == "...") => {
             if v.len() > 1 {
                 return Err(at(
@@ -414,7 +436,12 @@ fn build_route(spec: RouteSpec, id: String, parent: &Inherit) -> Result<Route, S
         None => Ok(def),
     };
     let me = Inherit {
-        receiver: spec.receiver.clone().unwrap_or(parent.receiver.clone()),
+        // An empty receiver inherits, as in Alertmanager.
+        receiver: spec
+            .receiver
+            .clone()
+            .filter(|r| !r.is_empty())
+            .unwrap_or(parent.receiver.clone()),
         group_by,
         group_wait: d(&spec.group_wait, parent.group_wait, "group_wait")?,
         group_interval: d(
@@ -628,7 +655,7 @@ impl RoutingConfig {
         if !root.matchers.is_empty() || !root.match_eq.is_empty() || !root.match_re.is_empty() {
             return Err("root route must not have any matchers".into());
         }
-        if root.receiver.is_none() {
+        if root.receiver.as_deref().is_none_or(str::is_empty) {
             return Err("root route must specify a default receiver".into());
         }
         if !root.mute_time_intervals.is_empty() || !root.active_time_intervals.is_empty() {

@@ -19,6 +19,7 @@ pub mod gosort;
 pub mod limits;
 mod prepare;
 mod rate;
+mod regexes;
 mod rollups;
 pub mod script;
 

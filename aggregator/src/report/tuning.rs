@@ -46,7 +46,7 @@ fn silences(s: &Value, labels: &Labels, t: i64) -> bool {
             let v = labels.get(m["name"].as_str().unwrap_or("")).unwrap_or("");
             let want = m["value"].as_str().unwrap_or("");
             let hit = if m["isRegex"].as_bool().unwrap_or(false) {
-                regex::Regex::new(&format!("^(?:{want})$")).is_ok_and(|r| r.is_match(v))
+                crate::labels::anchored_regex(want).is_ok_and(|r| r.is_match(v))
             } else {
                 v == want
             };

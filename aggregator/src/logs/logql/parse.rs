@@ -243,7 +243,10 @@ impl Parser<'_> {
     }
 
     fn regex(&self, s: &str) -> Result<regex::Regex, ParseError> {
-        regex::RegexBuilder::new(s)
+        // Loki's regexes are Go's.
+        let s = telltale_common::goregex::translate(s, telltale_common::goregex::Flavor::Regex)
+            .map_err(|e| self.err(format!("invalid regex {s:?}: {e}")))?;
+        regex::RegexBuilder::new(&s)
             .size_limit(1 << 20)
             .build()
             .map_err(|e| self.err(format!("invalid regex {s:?}: {e}")))

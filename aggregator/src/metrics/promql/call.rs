@@ -598,7 +598,9 @@ impl Evaluator<'_> {
                 let re = match self.regexes.get(&re) {
                     Some(r) => r.clone(),
                     None => {
-                        let compiled = regex::Regex::new(&format!("^(?s:{re})$")).map_err(|e| {
+                        // Prometheus 2.42 anchors with `(?:` (`.` stops at a newline; 3.0
+                        // made it `(?s:`), in Go's syntax.
+                        let compiled = crate::labels::anchored_regex(&re).map_err(|e| {
                             QueryError::BadData(format!(
                                 "invalid regular expression in label_replace(): {re}: {e}"
                             ))

@@ -14,6 +14,8 @@
 //!   one past the largest double (`1e400`: "value out of range") where promql-parser reads
 //!   +Inf, and refuses an `@` time of 2^63 seconds or more, which promql-parser saturates.
 //!
+//! - **Regular expressions** are Go's (`super::regexes`).
+//!
 //! `/api/v1/format_query` prints the tree [`super::limits::parse_syntax`] gives, without these
 //! changes: the text the user wrote, as Prometheus prints it.
 
@@ -202,11 +204,23 @@ fn check_unary(e: &Expr) -> Result<(), QueryError> {
     Ok(())
 }
 
-/// Parses `q` as Prometheus' parser would, with the unary-operator type check.
-/// `for_evaluation` also writes the unary `+` that begin a [`SHAPE_FUNCTIONS`] argument as
-/// `- -` (see the module's documentation).
+/// Parses `q` as Prometheus' parser would, with the unary-operator type check and Go's
+/// regular expressions (`super::regexes`). `for_evaluation` also writes the unary `+` that
+/// begin a [`SHAPE_FUNCTIONS`] argument as `- -` (see the module's documentation).
 pub fn parse(q: &str, for_evaluation: bool) -> Result<Expr, QueryError> {
     check_numbers(q)?;
+    let swapped = super::regexes::placeholders(q)?;
+    let text = swapped.as_ref().map_or(q, |(t, _)| t.as_str());
+    let mut e = parse_unary(text, for_evaluation)?;
+    if q.contains("=~") || q.contains("!~") {
+        let values = swapped.as_ref().map_or(&[][..], |(_, v)| v.as_slice());
+        super::regexes::compile_as_go(&mut e, values)?;
+    }
+    Ok(e)
+}
+
+/// The parse with unary `+` handled (see the module's documentation).
+fn parse_unary(q: &str, for_evaluation: bool) -> Result<Expr, QueryError> {
     let Some(pluses) = unary_pluses(q) else {
         let e = parse_guarded(q)?;
         check_unary(&e)?;
