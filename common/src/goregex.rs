@@ -389,11 +389,20 @@ impl<'a> Parser<'a> {
         };
         if min >= 0 {
             let m = if max < 0 { min } else { max };
-            let reps = Reps(vec![(m, std::mem::take(&mut atom.reps))]);
-            if (min >= 2 || max >= 2) && !reps.valid(1000) {
-                return Err(err(INVALID_REPEAT_SIZE, op));
+            // A count of 1 divides nothing and one of 0 ends Go's check, so only counts of 2
+            // or more nest (at most ten deep under the limit: hostile `((a{1}){1})…` stays
+            // flat).
+            match m {
+                0 => atom.reps = Reps::default(),
+                1 => {}
+                _ => {
+                    let reps = Reps(vec![(m, std::mem::take(&mut atom.reps))]);
+                    if !reps.valid(1000) {
+                        return Err(err(INVALID_REPEAT_SIZE, op));
+                    }
+                    atom.reps = reps;
+                }
             }
-            atom.reps = reps;
         }
         self.out.push_str(op);
         Ok(after)

@@ -161,3 +161,20 @@ fn the_differences_that_matter_most() {
     );
     assert!(m(r"\<a\>", "<a>"), "\\< is a literal in Go");
 }
+
+#[test]
+fn hostile_nesting_is_neither_recursion_nor_a_crash() {
+    let deep = format!("{}a{}", "(".repeat(100_000), "){1}".repeat(100_000));
+    let t = translate(&deep, Flavor::Regex).expect("Go reads it");
+    assert!(t.len() > 100_000);
+    assert!(translate(&"(".repeat(100_000), Flavor::Regex).is_err());
+    assert!(translate(&format!("{}a", "(?i:".repeat(50_000)), Flavor::Regex).is_err());
+    // Counts of 2 and more multiply: ten levels of {2} are 1024 copies, past Go's limit.
+    let ten = format!("{}a{}", "(".repeat(10), "){2}".repeat(10));
+    assert_eq!(
+        translate(&ten, Flavor::Regex).unwrap_err().code,
+        "invalid repeat count"
+    );
+    let nine = format!("{}a{}", "(".repeat(9), "){2}".repeat(9));
+    assert!(translate(&nine, Flavor::Regex).is_ok());
+}
