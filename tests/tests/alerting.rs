@@ -950,3 +950,206 @@ fn an_alert_that_ends_while_the_aggregator_is_down_is_announced_resolved() {
     .unwrap_or_else(|| panic!("{}", get_json(&agg2, "/api/v1/incidents")));
     assert_eq!(resolved["data"][0]["rootCause"]["alertname"], "External");
 }
+
+/// Random silences and alerts posted to a real Alertmanager 0.25 and to Telltale, both with
+/// the same inhibition rules: each silence is accepted or refused by both, and every alert
+/// ends up with the same state, the same silences and the same inhibiting alerts.
+#[test]
+fn silences_and_inhibitions_mute_as_alertmanager_does() {
+    use std::collections::{BTreeMap, BTreeSet};
+    use telltale_tests::compliance::Rng;
+    use telltale_tests::hostile::Pick;
+    let Some(am_bin) = peer(ALERTMANAGER, "prometheus-alertmanager") else {
+        return;
+    };
+    let config = r#"
+route: {receiver: r0, group_wait: 1h, group_interval: 1h, repeat_interval: 4h}
+receivers: [{name: r0}]
+inhibit_rules:
+  - source_matchers: ['severity="critical"']
+    target_matchers: ['severity="info"']
+    equal: [team]
+  - source_match: {alertname: NodeDown}
+    source_match_re: {instance: '.+'}
+    target_match_re: {alertname: 'High.*'}
+    equal: [instance]
+  - source_matchers: ['a=~"\\d+"', 'alertname!="DiskFull"']
+    target_matchers: ['b="x"']
+"#;
+    let am = Alertmanager::start(&am_bin, config).expect("alertmanager starts");
+    let dir = tempfile::tempdir().unwrap();
+    certs_init(&dir.path().join("tls")).unwrap();
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(&rules, "groups: []\n").unwrap();
+    let routes = dir.path().join("routes.yml");
+    std::fs::write(&routes, config).unwrap();
+    let agg = serve(dir.path(), &rules, Some(&routes));
+    let seed = std::env::var("TT_SILENCE_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x511e_7ce5_u64);
+    let mut r = Rng(seed | 1);
+    let values: &[(&str, &[&str])] = &[
+        ("alertname", &["NodeDown", "HighLoad", "DiskFull"]),
+        ("severity", &["critical", "warning", "info", ""]),
+        ("team", &["a", "b", ""]),
+        ("instance", &["i1", "i2", ""]),
+        ("a", &["1", "12", "٣", "x", ""]),
+        ("b", &["x", "", ""]),
+    ];
+    let now = now_ms();
+    let time = telltale_aggregator::alerting::rfc3339;
+    // Silences, each posted to both.
+    let regexes = [
+        r"\d+",
+        "i1",
+        "(?i)NODEDOWN",
+        "[[0-9]",
+        "crit.*",
+        "(",
+        "x|",
+        ".*",
+    ];
+    let mut silence_ids: Vec<(String, String)> = Vec::new();
+    const SILENCES: usize = 6;
+    let post = |addr, path: &str, body: &str| {
+        http_post_auth(addr, path, "application/json", body.as_bytes(), Some(TOKEN)).unwrap()
+    };
+    for i in 0..SILENCES {
+        let n = 1 + r.below(2);
+        let matchers: Vec<Value> = (0..n)
+            .map(|_| {
+                let (name, vals) = *r.pick(values);
+                let is_regex = r.chance(0.3);
+                let value = if is_regex {
+                    r.pick(&regexes).to_string()
+                } else if r.chance(0.05) {
+                    String::new()
+                } else {
+                    r.pick(&vals[..vals.len().min(3)]).to_string()
+                };
+                serde_json::json!({"name": name, "value": value, "isRegex": is_regex,
+                    "isEqual": !r.chance(0.1)})
+            })
+            .collect();
+        let ends = if r.chance(0.05) {
+            now - 60_000
+        } else {
+            now + 3_600_000
+        };
+        let body = serde_json::json!({
+            "matchers": matchers, "startsAt": time(now - 60_000), "endsAt": time(ends),
+            "createdBy": "fuzz", "comment": format!("silence {i}"),
+        })
+        .to_string();
+        let (st_am, b_am) = post(am.addr, "/api/v2/silences", &body);
+        let (st_tt, b_tt) = post(agg.http, "/api/v2/silences", &body);
+        assert_eq!(
+            st_am == 200,
+            st_tt == 200,
+            "silence {body}: Alertmanager {st_am} {b_am}, Telltale {st_tt} {b_tt}"
+        );
+        if st_am == 200 {
+            let id = |b: &str| {
+                serde_json::from_str::<Value>(b).unwrap()["silenceID"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            };
+            silence_ids.push((id(&b_am), id(&b_tt)));
+        }
+    }
+    // Alerts, one label set each.
+    let mut sets: BTreeSet<BTreeMap<String, String>> = BTreeSet::new();
+    while sets.len() < 40 {
+        let set: BTreeMap<String, String> = values
+            .iter()
+            .map(|(k, vals)| (k.to_string(), r.pick(vals).to_string()))
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+        sets.insert(set);
+    }
+    let alerts: Vec<Value> = sets
+        .iter()
+        .map(|l| serde_json::json!({"labels": l, "startsAt": time(now), "endsAt": time(now + 3_600_000)}))
+        .collect();
+    let body = Value::Array(alerts).to_string();
+    assert_eq!(post(am.addr, "/api/v2/alerts", &body).0, 200);
+    assert_eq!(post(agg.http, "/api/v2/alerts", &body).0, 200);
+    // Each alert's state, silences (by their index) and inhibiting alerts (by labels).
+    // Inhibitors are counted, not named: Alertmanager names one source alert per muting rule,
+    // the first in Go's map order (it changes from run to run).
+    type View = BTreeMap<BTreeMap<String, String>, (String, Vec<usize>, usize)>;
+    let view = |addr, am_side: bool| -> Option<View> {
+        let (_, b) = http_get(addr, "/api/v2/alerts").ok()?;
+        let list: Vec<Value> = serde_json::from_str(&b).ok()?;
+        let labels = |a: &Value| -> BTreeMap<String, String> {
+            serde_json::from_value(a["labels"].clone()).unwrap_or_default()
+        };
+        let by_fp: BTreeMap<String, BTreeMap<String, String>> = list
+            .iter()
+            .map(|a| {
+                (
+                    a["fingerprint"].as_str().unwrap_or("").to_string(),
+                    labels(a),
+                )
+            })
+            .collect();
+        let out: View = list
+            .iter()
+            .map(|a| {
+                let st = &a["status"];
+                let mut silenced: Vec<usize> = st["silencedBy"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|id| {
+                        silence_ids.iter().position(|(x, y)| {
+                            id.as_str() == Some(if am_side { x.as_str() } else { y.as_str() })
+                        })
+                    })
+                    .collect();
+                silenced.sort();
+                let inhibited = st["inhibitedBy"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|fp| by_fp.contains_key(fp.as_str().unwrap_or("")))
+                    .count();
+                (
+                    labels(a),
+                    (
+                        st["state"].as_str().unwrap_or("").to_string(),
+                        silenced,
+                        inhibited,
+                    ),
+                )
+            })
+            .collect();
+        (out.len() == sets.len()).then_some(out)
+    };
+    let theirs =
+        wait_for(Duration::from_secs(20), || view(am.addr, true)).expect("Alertmanager lists them");
+    let ours =
+        wait_for(Duration::from_secs(20), || view(agg.http, false)).expect("Telltale lists them");
+    let differ: Vec<String> = theirs
+        .iter()
+        .filter(|(l, v)| ours.get(*l) != Some(*v))
+        .map(|(l, v)| format!("{l:?}: Alertmanager {v:?}, Telltale {:?}", ours.get(l)))
+        .collect();
+    let silenced = theirs.values().filter(|v| !v.1.is_empty()).count();
+    let inhibited = theirs.values().filter(|v| v.2 > 0).count();
+    let active = theirs.values().filter(|v| v.0 == "active").count();
+    println!(
+        "seed {seed}: {} silences accepted of {SILENCES}, {} alerts: {silenced} silenced, \
+         {inhibited} inhibited, {active} active; {} differ",
+        silence_ids.len(),
+        sets.len(),
+        differ.len()
+    );
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+    assert!(
+        silenced > 0 && inhibited > 0 && active > 0,
+        "the case says little: {silenced} silenced, {inhibited} inhibited, {active} active"
+    );
+}

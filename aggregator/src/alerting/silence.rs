@@ -7,7 +7,7 @@ use telltale_common::config::Invalid;
 use telltale_common::model::Labels;
 
 use crate::alert::{matchers, parse_rfc3339, rfc3339};
-use crate::labels::Matcher;
+use crate::labels::{MatchOp, Matcher};
 
 /// A matcher of a silence (API shape).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,6 +79,13 @@ impl PostableSilence {
             comment: self.comment,
         };
         s.validate()?;
+        // The v2 API's own checks, with its texts.
+        if s.starts_at >= s.ends_at {
+            return Err("Failed to create silence: start time must be before end time".into());
+        }
+        if s.ends_at < now {
+            return Err("Failed to create silence: end time can't be in the past".into());
+        }
         Ok(s)
     }
 }
@@ -128,7 +135,15 @@ impl Silence {
             }
         }
         let compiled = self.compile()?;
-        if compiled.iter().all(|m| m.matches("")) {
+        // Alertmanager 0.25 counts an equality with "" and a regex that matches "" as
+        // matching the empty string; a negative matcher never does (`a!~"x"` is accepted
+        // alone), though it matches an alert without the label.
+        let matches_empty = |m: &Matcher| match &m.op {
+            MatchOp::Equal(v) => v.is_empty(),
+            MatchOp::Regex(r) => r.is_match(""),
+            MatchOp::NotEqual(_) | MatchOp::NotRegex(_) => false,
+        };
+        if compiled.iter().all(matches_empty) {
             return Err("at least one matcher must not match the empty string".into());
         }
         if self.ends_at <= self.starts_at {
