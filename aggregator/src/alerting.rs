@@ -18,6 +18,7 @@
 //! and [`service`], the driver, which keeps silences, the notification log, pending
 //! deliveries and incidents in sled so a restart neither loses nor repeats a notification.
 
+pub mod apiquery;
 pub mod config;
 pub mod core;
 pub mod correlate;

@@ -24,10 +24,17 @@ fn compile(rust: String) -> Result<regex::Regex, GoRegexError> {
     regex::RegexBuilder::new(&rust)
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
-        .map_err(|e| GoRegexError {
-            // Go's code for a program past its size limit; Rust's text says which.
-            code: "expression too large",
-            expr: e.to_string(),
+        .map_err(|e| {
+            let text = e.to_string();
+            // Go's codes where Go has a limit too; Rust's text says which.
+            let code = if text.contains("size limit") {
+                "expression too large"
+            } else if text.contains("nest") {
+                "expression nests too deeply"
+            } else {
+                "not supported by Rust's regex engine"
+            };
+            GoRegexError { code, expr: text }
         })
 }
 

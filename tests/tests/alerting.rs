@@ -963,8 +963,15 @@ fn silences_and_inhibitions_mute_as_alertmanager_does() {
         return;
     };
     let config = r#"
-route: {receiver: r0, group_wait: 1h, group_interval: 1h, repeat_interval: 4h}
-receivers: [{name: r0}]
+route:
+  receiver: r0
+  group_wait: 1h
+  group_interval: 1h
+  repeat_interval: 4h
+  routes:
+    - {matchers: ['severity=~"critical|warning"'], receiver: pager, continue: true}
+    - {matchers: ['team="a"'], receiver: team-a}
+receivers: [{name: r0}, {name: pager}, {name: team-a}]
 inhibit_rules:
   - source_matchers: ['severity="critical"']
     target_matchers: ['severity="info"']
@@ -1152,4 +1159,115 @@ inhibit_rules:
         silenced > 0 && inhibited > 0 && active > 0,
         "the case says little: {silenced} silenced, {inhibited} inhibited, {active} active"
     );
+
+    // The list's query parameters, as `amtool alert query` and Grafana send them: the same
+    // status, and the same alerts in the same order (both by fingerprint).
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    let flags = [
+        "true", "false", "0", "1", "yes", "no", "garbage", "", "TRUE",
+    ];
+    let filters = [
+        r#"severity="critical""#,
+        r#"team=~"a|b""#,
+        r#"instance!="""#,
+        r#"b="""#,
+        r#"a=~"\d+""#,
+        r#"alertname!~"High.*""#,
+        "team=a",
+        "instance=~\"\"",
+        "foo",
+        "1a=b",
+        r#"a=~"(""#,
+    ];
+    let receivers = ["pager", "team-.*", "r0|pager", "(", "nobody"];
+    let list = |addr, query: &str| -> (u16, Vec<BTreeMap<String, String>>) {
+        let (st, b) = http_get(addr, &format!("/api/v2/alerts?{query}")).unwrap();
+        let labels = serde_json::from_str::<Vec<Value>>(&b)
+            .unwrap_or_default()
+            .iter()
+            .map(|a| serde_json::from_value(a["labels"].clone()).unwrap_or_default())
+            .collect();
+        (st, labels)
+    };
+    let mut compared = 0;
+    for _ in 0..40 {
+        let mut parts: Vec<String> = Vec::new();
+        for flag in ["active", "silenced", "inhibited"] {
+            if r.chance(0.4) {
+                parts.push(format!("{flag}={}", enc(flags[r.below(flags.len())])));
+            }
+        }
+        for _ in 0..r.below(3) {
+            parts.push(format!("filter={}", enc(filters[r.below(filters.len())])));
+        }
+        if r.chance(0.3) {
+            parts.push(format!(
+                "receiver={}",
+                enc(receivers[r.below(receivers.len())])
+            ));
+        }
+        let query = parts.join("&");
+        let (st_am, l_am) = list(am.addr, &query);
+        let (st_tt, l_tt) = list(agg.http, &query);
+        assert_eq!(st_am, st_tt, "GET /api/v2/alerts?{query}: status");
+        assert_eq!(l_am, l_tt, "GET /api/v2/alerts?{query}");
+        compared += usize::from(!l_am.is_empty());
+    }
+    assert!(compared > 10, "{compared} queries listed alerts");
+
+    // Silences by filter (a filter names a silence's matcher exactly): the same ones.
+    let listed = |addr, query: &str, am_side: bool| -> (u16, BTreeSet<usize>) {
+        let (st, b) = http_get(addr, &format!("/api/v2/silences?{query}")).unwrap();
+        let ids = serde_json::from_str::<Vec<Value>>(&b)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|s| {
+                let id = s["id"].as_str()?;
+                silence_ids
+                    .iter()
+                    .position(|(x, y)| id == if am_side { x } else { y })
+            })
+            .collect();
+        (st, ids)
+    };
+    let posted: Vec<Value> =
+        serde_json::from_str(&http_get(am.addr, "/api/v2/silences").unwrap().1).unwrap();
+    for i in 0..20 {
+        let f = match (posted.get(i % posted.len().max(1)), i % 4) {
+            (Some(s), 0..=2) => {
+                let m = &s["matchers"][0];
+                let op = match (m["isRegex"].as_bool(), m["isEqual"].as_bool()) {
+                    (Some(false), Some(false)) => "!=",
+                    (Some(true), Some(true)) => "=~",
+                    (Some(true), Some(false)) => "!~",
+                    _ => "=",
+                };
+                let v = m["value"]
+                    .as_str()
+                    .unwrap_or("")
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"");
+                format!("{}{op}\"{v}\"", m["name"].as_str().unwrap_or(""))
+            }
+            _ => r.pick(&filters).to_string(),
+        };
+        let query = format!("filter={}", enc(&f));
+        let (st_am, s_am) = listed(am.addr, &query, true);
+        let (st_tt, s_tt) = listed(agg.http, &query, false);
+        assert_eq!(
+            (st_am, &s_am),
+            (st_tt, &s_tt),
+            "GET /api/v2/silences?{query} ({f})"
+        );
+    }
 }

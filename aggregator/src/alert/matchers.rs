@@ -34,6 +34,12 @@ fn go_space(c: char) -> bool {
 
 /// Parses one matcher such as `severity="critical"`.
 pub fn parse_one(s: &str) -> Result<Matcher, Invalid> {
+    let (name, op, value) = parse_parts(s)?;
+    build(&name, op, &value)
+}
+
+/// One matcher's name, operator and (unescaped) value, unchecked beyond the syntax.
+pub fn parse_parts(s: &str) -> Result<(String, &'static str, String), Invalid> {
     let bad = || Invalid::from(format!("bad matcher format: {s}"));
     let t = s.trim_start_matches(go_space);
     let name_end = t
@@ -88,7 +94,7 @@ pub fn parse_one(s: &str) -> Result<Matcher, Invalid> {
     if expect_quote {
         return Err(unescaped_quote());
     }
-    build(name, op, &value)
+    Ok((name.to_string(), op, value))
 }
 
 /// Parses a matcher list: one matcher, or several separated by commas outside quotes,

@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 use telltale_common::model::Labels;
 
+use super::apiquery::{AlertQuery, SilenceQuery, sort_silences};
 use super::config::{Integration, RoutingConfig};
 use super::correlate::{Change, Correlator, Incident};
 use super::dispatch::{Dispatcher, Flush, NflogEntry, needs_update};
@@ -652,9 +653,11 @@ impl Core {
 
     // ----- requests -----
 
-    /// All silences, as the v2 API lists them.
-    pub fn silences(&self, now: i64) -> Vec<Value> {
-        self.silences.values().map(|s| s.to_json(now)).collect()
+    /// The silences `q` lists, in the v2 API's order.
+    pub fn silences(&self, now: i64, q: &SilenceQuery) -> Vec<Value> {
+        let mut v: Vec<&Silence> = self.silences.values().filter(|s| q.lists(s)).collect();
+        sort_silences(&mut v, now);
+        v.into_iter().map(|s| s.to_json(now)).collect()
     }
 
     /// One silence.
@@ -721,13 +724,13 @@ impl Core {
     }
 
     /// Alerts as Alertmanager's `GET /api/v2/alerts` lists them.
-    pub fn alerts_v2(&self, routing: &Routing, now: i64) -> Vec<Value> {
+    pub fn alerts_v2(&self, routing: &Routing, now: i64, q: &AlertQuery) -> Vec<Value> {
         let firing: Vec<&Alert> = self
             .alerts
             .values()
             .filter(|a| !a.resolved_at(now))
             .collect();
-        let mut out: Vec<(u8, i64, Value)> = Vec::new();
+        let mut out: Vec<(u64, Value)> = Vec::new();
         for a in &firing {
             let silenced = self.compiled.silenced_by(&a.labels, now);
             let inhibited: Vec<String> =
@@ -740,16 +743,22 @@ impl Core {
             } else {
                 "suppressed"
             };
-            let receivers: Vec<Value> = routing
-                .cfg
-                .route
-                .matching(&a.labels)
+            let routes = routing.cfg.route.matching(&a.labels);
+            let names: Vec<&str> = routes.iter().map(|r| r.receiver.as_str()).collect();
+            if !q.lists(
+                &names,
+                &a.labels,
+                !silenced.is_empty(),
+                !inhibited.is_empty(),
+            ) {
+                continue;
+            }
+            let receivers: Vec<Value> = names
                 .iter()
-                .map(|r| serde_json::json!({"name": r.receiver}))
+                .map(|r| serde_json::json!({"name": r}))
                 .collect();
             out.push((
-                a.priority(),
-                a.starts_at,
+                a.fingerprint(),
                 serde_json::json!({
                     "labels": labels_json(&a.labels),
                     "annotations": labels_json(&a.annotations),
@@ -763,8 +772,9 @@ impl Core {
                 }),
             ));
         }
-        out.sort_by_key(|(p, t, _)| (*p, *t));
-        out.into_iter().map(|(_, _, v)| v).collect()
+        // Alertmanager's order: by fingerprint.
+        out.sort_by_key(|(fp, _)| *fp);
+        out.into_iter().map(|(_, v)| v).collect()
     }
 
     /// Notifications counted as undeliverable, by (receiver, integration).

@@ -29,6 +29,7 @@ use telltale_common::model::{now_ms, until};
 use telltale_common::names;
 use tokio::sync::{Notify, Semaphore, mpsc};
 
+use super::apiquery::{AlertQuery, SilenceQuery};
 use super::config::{Integration, RoutingConfig};
 use super::core::{Core, Effect, Routing, Stored};
 use super::deliver::{Deliverer, SendError};
@@ -527,9 +528,9 @@ impl AlertingService {
 
     // ----- API -----
 
-    /// All silences, as the v2 API lists them.
-    pub fn silences(&self) -> Vec<Value> {
-        self.lock().silences(now_ms())
+    /// The silences `q` lists, as the v2 API lists them.
+    pub fn silences(&self, q: &SilenceQuery) -> Vec<Value> {
+        self.lock().silences(now_ms(), q)
     }
 
     /// One silence.
@@ -555,9 +556,9 @@ impl AlertingService {
         Ok(())
     }
 
-    /// Alerts as Alertmanager's `GET /api/v2/alerts` lists them.
-    pub fn alerts_v2(&self) -> Vec<Value> {
-        self.lock().alerts_v2(&self.routing(), now_ms())
+    /// The alerts `q` lists, as Alertmanager's `GET /api/v2/alerts` lists them.
+    pub fn alerts_v2(&self, q: &AlertQuery) -> Vec<Value> {
+        self.lock().alerts_v2(&self.routing(), now_ms(), q)
     }
 
     /// Incidents, newest first (`state`: `open`, `resolved` or anything else for all).

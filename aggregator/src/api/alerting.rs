@@ -20,6 +20,7 @@ use super::{ApiError, ApiState, St, authorize, count, params, success};
 use crate::alert::RequestError;
 use crate::alert::labels_json;
 use crate::alert::{Alert, parse_rfc3339, rfc3339};
+use crate::alerting::apiquery::{AlertQuery, SilenceQuery};
 use crate::alerting::silence::PostableSilence;
 use crate::rules::file::{Lang, RuleKind};
 use crate::rules::manager::GroupView;
@@ -277,9 +278,15 @@ fn v2_error(e: RequestError) -> Response {
     (code, axum::Json(Json::String(m))).into_response()
 }
 
-async fn v2_alerts(State(st): St) -> Response {
+/// `GET /api/v2/alerts[?active=&silenced=&inhibited=&filter=…&receiver=]`, read as
+/// Alertmanager 0.25 reads them (`alerting::apiquery`).
+async fn v2_alerts(State(st): St, q: RawQuery) -> Response {
     count(&st);
-    axum::Json(Json::Array(st.alerts.alerts_v2())).into_response()
+    let p = params(&q, &Bytes::new());
+    match AlertQuery::parse(|k| p.get(k), &p.all("filter")) {
+        Ok(query) => axum::Json(Json::Array(st.alerts.alerts_v2(&query))).into_response(),
+        Err(e) => v2_error(RequestError::Invalid(e.0)),
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -344,9 +351,14 @@ async fn v2_post_alerts(
     StatusCode::OK.into_response()
 }
 
-async fn v2_silences(State(st): St) -> Response {
+/// `GET /api/v2/silences[?filter=…]`, in Alertmanager's order.
+async fn v2_silences(State(st): St, q: RawQuery) -> Response {
     count(&st);
-    axum::Json(Json::Array(st.alerts.silences())).into_response()
+    let p = params(&q, &Bytes::new());
+    match SilenceQuery::parse(&p.all("filter")) {
+        Ok(query) => axum::Json(Json::Array(st.alerts.silences(&query))).into_response(),
+        Err(e) => v2_error(RequestError::Invalid(e.0)),
+    }
 }
 
 async fn v2_silence(State(st): St, Path(id): Path<String>) -> Response {

@@ -69,7 +69,8 @@ pub fn make(
         incidents,
         remediations,
         silences: if tuning {
-            st.alerts.silences()
+            st.alerts
+                .silences(&crate::alerting::apiquery::SilenceQuery::all())
         } else {
             Vec::new()
         },

@@ -244,9 +244,9 @@ impl Parser<'_> {
 
     fn regex(&self, s: &str) -> Result<regex::Regex, ParseError> {
         // Loki's regexes are Go's.
-        let s = telltale_common::goregex::translate(s, telltale_common::goregex::Flavor::Regex)
+        let rust = telltale_common::goregex::translate(s, telltale_common::goregex::Flavor::Regex)
             .map_err(|e| self.err(format!("invalid regex {s:?}: {e}")))?;
-        regex::RegexBuilder::new(&s)
+        regex::RegexBuilder::new(&rust)
             .size_limit(1 << 20)
             .build()
             .map_err(|e| self.err(format!("invalid regex {s:?}: {e}")))
