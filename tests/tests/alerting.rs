@@ -1270,4 +1270,71 @@ inhibit_rules:
             "GET /api/v2/silences?{query} ({f})"
         );
     }
+
+    // The real client: `amtool alert query` and `amtool silence query` against each.
+    let Some(amtool) = peer(AMTOOL, "prometheus-alertmanager") else {
+        return;
+    };
+    let amtool_run = |addr: std::net::SocketAddr, args: &[&str]| {
+        let out = Command::new(&amtool)
+            .arg(format!("--alertmanager.url=http://{addr}"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let alert_queries: [&[&str]; 9] = [
+        &[],
+        &["-s"],
+        &["-i"],
+        &["-a", "-s", "-i"],
+        &["severity=critical"],
+        &["-s", "team=~a|b"],
+        &["-a", "-s", "-i", "-r", "pager"],
+        &["-i", "NodeDown"],
+        &["-s", "-i", r#"instance!="""#, "b="],
+    ];
+    let labels = |out: &str| -> Vec<BTreeMap<String, String>> {
+        serde_json::from_str::<Vec<Value>>(out)
+            .unwrap_or_default()
+            .iter()
+            .map(|a| serde_json::from_value(a["labels"].clone()).unwrap_or_default())
+            .collect()
+    };
+    let mut listed = 0;
+    for args in alert_queries {
+        let mut full = vec!["alert", "query", "-o", "json"];
+        full.extend_from_slice(args);
+        let (ok_am, out_am) = amtool_run(am.addr, &full);
+        let (ok_tt, out_tt) = amtool_run(agg.http, &full);
+        assert!(ok_am && ok_tt, "amtool {full:?}: {out_am} / {out_tt}");
+        assert_eq!(labels(&out_am), labels(&out_tt), "amtool {full:?}");
+        listed += labels(&out_am).len();
+    }
+    assert!(listed > 20, "amtool listed {listed} alerts in all");
+    for args in [
+        &[][..],
+        &["severity=critical"],
+        &["--expired"],
+        &["--within", "2h"],
+    ] {
+        let mut full = vec!["silence", "query", "-q"];
+        full.extend_from_slice(args);
+        let ids = |out: &str, am_side: bool| -> BTreeSet<usize> {
+            out.lines()
+                .filter_map(|id| {
+                    silence_ids
+                        .iter()
+                        .position(|(x, y)| id.trim() == if am_side { x } else { y })
+                })
+                .collect()
+        };
+        let (ok_am, out_am) = amtool_run(am.addr, &full);
+        let (ok_tt, out_tt) = amtool_run(agg.http, &full);
+        assert!(ok_am && ok_tt, "amtool {full:?}: {out_am} / {out_tt}");
+        assert_eq!(ids(&out_am, true), ids(&out_tt, false), "amtool {full:?}");
+    }
 }

@@ -45,8 +45,8 @@ impl Default for AlertQuery {
 }
 
 impl AlertQuery {
-    /// From the request's first value of each flag (`get`) and every `filter` value; the
-    /// error is Alertmanager's text.
+    /// From the request's last value of each parameter (`get`; go-openapi takes the last)
+    /// and every `filter` value; the error is Alertmanager's text.
     pub fn parse<'a>(
         get: impl Fn(&str) -> Option<&'a str>,
         filters: &[&str],
@@ -58,7 +58,8 @@ impl AlertQuery {
                 Ok((matchers::build(&name, op, &value)?, value.is_empty()))
             })
             .collect::<Result<Vec<_>, Invalid>>()?;
-        let receiver = match get("receiver") {
+        // An empty value is no filter (go-openapi skips empty values).
+        let receiver = match get("receiver").filter(|r| !r.is_empty()) {
             None => None,
             Some(r) => Some(
                 anchored_regex(r)

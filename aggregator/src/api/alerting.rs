@@ -283,7 +283,7 @@ fn v2_error(e: RequestError) -> Response {
 async fn v2_alerts(State(st): St, q: RawQuery) -> Response {
     count(&st);
     let p = params(&q, &Bytes::new());
-    match AlertQuery::parse(|k| p.get(k), &p.all("filter")) {
+    match AlertQuery::parse(|k| p.all(k).last().copied(), &p.all("filter")) {
         Ok(query) => axum::Json(Json::Array(st.alerts.alerts_v2(&query))).into_response(),
         Err(e) => v2_error(RequestError::Invalid(e.0)),
     }
