@@ -969,7 +969,7 @@ route:
   group_interval: 1h
   repeat_interval: 4h
   routes:
-    - {matchers: ['severity=~"critical|warning"'], receiver: pager, continue: true}
+    - {matchers: ['severity=~"critical|warning"'], receiver: pager, continue: true, group_by: [team]}
     - {matchers: ['team="a"'], receiver: team-a}
 receivers: [{name: r0}, {name: pager}, {name: team-a}]
 inhibit_rules:
@@ -1224,6 +1224,69 @@ inhibit_rules:
         compared += usize::from(!l_am.is_empty());
     }
     assert!(compared > 10, "{compared} queries listed alerts");
+
+    // The aggregation groups (Grafana's Alertmanager data source): the same groups in the same
+    // order, each with the same alerts in the same order, each alert naming the same receivers.
+    type Group = (
+        BTreeMap<String, String>,
+        String,
+        Vec<(BTreeMap<String, String>, Vec<String>)>,
+    );
+    let groups = |addr, query: &str| -> (u16, Vec<Group>) {
+        let (st, b) = http_get(addr, &format!("/api/v2/alerts/groups?{query}")).unwrap();
+        let map = |v: &Value| serde_json::from_value(v.clone()).unwrap_or_default();
+        let list = serde_json::from_str::<Vec<Value>>(&b)
+            .unwrap_or_default()
+            .iter()
+            .map(|g| {
+                let alerts = g["alerts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|a| {
+                        let names = a["receivers"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|r| r["name"].as_str().unwrap_or("").to_string())
+                            .collect();
+                        (map(&a["labels"]), names)
+                    })
+                    .collect();
+                (
+                    map(&g["labels"]),
+                    g["receiver"]["name"].as_str().unwrap_or("").to_string(),
+                    alerts,
+                )
+            })
+            .collect();
+        (st, list)
+    };
+    let mut grouped = 0;
+    for _ in 0..15 {
+        let mut parts: Vec<String> = Vec::new();
+        for flag in ["active", "silenced", "inhibited"] {
+            if r.chance(0.3) {
+                parts.push(format!("{flag}={}", enc(flags[r.below(flags.len())])));
+            }
+        }
+        if r.chance(0.4) {
+            parts.push(format!("filter={}", enc(filters[r.below(filters.len())])));
+        }
+        if r.chance(0.3) {
+            parts.push(format!(
+                "receiver={}",
+                enc(receivers[r.below(receivers.len())])
+            ));
+        }
+        let query = parts.join("&");
+        let (st_am, g_am) = groups(am.addr, &query);
+        let (st_tt, g_tt) = groups(agg.http, &query);
+        assert_eq!(st_am, st_tt, "GET /api/v2/alerts/groups?{query}: status");
+        assert_eq!(g_am, g_tt, "GET /api/v2/alerts/groups?{query}");
+        grouped += g_am.len();
+    }
+    assert!(grouped > 10, "{grouped} groups listed in all");
 
     // Silences by filter (a filter names a silence's matcher exactly): the same ones.
     let listed = |addr, query: &str, am_side: bool| -> (u16, BTreeSet<usize>) {

@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 use telltale_common::model::Labels;
 
-use super::apiquery::{AlertQuery, SilenceQuery, sort_silences};
+use super::apiquery::{SilenceQuery, V2View, sort_silences};
 use super::config::{Integration, RoutingConfig};
 use super::correlate::{Change, Correlator, Incident};
 use super::dispatch::{Dispatcher, Flush, NflogEntry, needs_update};
@@ -24,9 +24,7 @@ use super::inhibit::inhibited_by;
 use super::payload::{alertmanager_v2, incident_json, page_v4, webhook_v4};
 use super::route::Route;
 use super::silence::{PostableSilence, Silence, Silences};
-use crate::alert::{
-    Alert, RemediationNews, RequestError, fingerprint_hex, labels_json, priority_of, rfc3339,
-};
+use crate::alert::{Alert, RemediationNews, RequestError, priority_of};
 
 /// Resolved alerts are forgotten this long after they resolved.
 const RESOLVED_KEEP_MS: i64 = 15 * 60 * 1000;
@@ -723,58 +721,15 @@ impl Core {
         Ok(out)
     }
 
-    /// Alerts as Alertmanager's `GET /api/v2/alerts` lists them.
-    pub fn alerts_v2(&self, routing: &Routing, now: i64, q: &AlertQuery) -> Vec<Value> {
-        let firing: Vec<&Alert> = self
-            .alerts
-            .values()
-            .filter(|a| !a.resolved_at(now))
-            .collect();
-        let mut out: Vec<(u64, Value)> = Vec::new();
-        for a in &firing {
-            let silenced = self.compiled.silenced_by(&a.labels, now);
-            let inhibited: Vec<String> =
-                inhibited_by(&routing.cfg.inhibit_rules, &a.labels, &firing)
-                    .map(fingerprint_hex)
-                    .into_iter()
-                    .collect();
-            let state = if silenced.is_empty() && inhibited.is_empty() {
-                "active"
-            } else {
-                "suppressed"
-            };
-            let routes = routing.cfg.route.matching(&a.labels);
-            let names: Vec<&str> = routes.iter().map(|r| r.receiver.as_str()).collect();
-            if !q.lists(
-                &names,
-                &a.labels,
-                !silenced.is_empty(),
-                !inhibited.is_empty(),
-            ) {
-                continue;
-            }
-            let receivers: Vec<Value> = names
-                .iter()
-                .map(|r| serde_json::json!({"name": r}))
-                .collect();
-            out.push((
-                a.fingerprint(),
-                serde_json::json!({
-                    "labels": labels_json(&a.labels),
-                    "annotations": labels_json(&a.annotations),
-                    "startsAt": rfc3339(a.starts_at),
-                    "endsAt": rfc3339(a.ends_at),
-                    "updatedAt": rfc3339(now),
-                    "generatorURL": a.generator_url,
-                    "fingerprint": fingerprint_hex(a.fingerprint()),
-                    "receivers": receivers,
-                    "status": {"state": state, "silencedBy": silenced, "inhibitedBy": inhibited},
-                }),
-            ));
+    /// What the v2 API's alert and group lists read (`apiquery::V2View`).
+    pub fn v2_view<'a>(&'a self, routing: &'a Routing, now: i64) -> V2View<'a> {
+        V2View {
+            alerts: &self.alerts,
+            silences: &self.compiled,
+            groups: self.dispatcher.groups(),
+            routing,
+            now,
         }
-        // Alertmanager's order: by fingerprint.
-        out.sort_by_key(|(fp, _)| *fp);
-        out.into_iter().map(|(_, v)| v).collect()
     }
 
     /// Notifications counted as undeliverable, by (receiver, integration).

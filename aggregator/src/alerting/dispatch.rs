@@ -159,6 +159,20 @@ impl Dispatcher {
         self.groups.values().map(|g| g.next_flush).min()
     }
 
+    /// Every group: its receiver, group labels and alerts' fingerprints.
+    pub fn groups(&self) -> Vec<(&str, &Labels, Vec<u64>)> {
+        self.groups
+            .values()
+            .map(|g| {
+                (
+                    g.receiver.as_str(),
+                    &g.group_labels,
+                    g.alerts.keys().copied().collect(),
+                )
+            })
+            .collect()
+    }
+
     /// How many groups exist.
     pub fn len(&self) -> usize {
         self.groups.len()

@@ -558,7 +558,14 @@ impl AlertingService {
 
     /// The alerts `q` lists, as Alertmanager's `GET /api/v2/alerts` lists them.
     pub fn alerts_v2(&self, q: &AlertQuery) -> Vec<Value> {
-        self.lock().alerts_v2(&self.routing(), now_ms(), q)
+        let routing = self.routing();
+        self.lock().v2_view(&routing, now_ms()).alerts(q)
+    }
+
+    /// The aggregation groups `q` lists, as Alertmanager's `GET /api/v2/alerts/groups`.
+    pub fn alert_groups(&self, q: &AlertQuery) -> Vec<Value> {
+        let routing = self.routing();
+        self.lock().v2_view(&routing, now_ms()).groups(q)
     }
 
     /// Incidents, newest first (`state`: `open`, `resolved` or anything else for all).

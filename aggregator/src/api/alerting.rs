@@ -351,6 +351,17 @@ async fn v2_post_alerts(
     StatusCode::OK.into_response()
 }
 
+/// `GET /api/v2/alerts/groups[?active=&silenced=&inhibited=&filter=…&receiver=]`: the
+/// aggregation groups, as Alertmanager lists them (Grafana's Alertmanager data source).
+async fn v2_alert_groups(State(st): St, q: RawQuery) -> Response {
+    count(&st);
+    let p = params(&q, &Bytes::new());
+    match AlertQuery::parse(|k| p.all(k).last().copied(), &p.all("filter")) {
+        Ok(query) => axum::Json(Json::Array(st.alerts.alert_groups(&query))).into_response(),
+        Err(e) => v2_error(RequestError::Invalid(e.0)),
+    }
+}
+
 /// `GET /api/v2/silences[?filter=…]`, in Alertmanager's order.
 async fn v2_silences(State(st): St, q: RawQuery) -> Response {
     count(&st);
@@ -563,6 +574,7 @@ pub fn routes(r: Router<Arc<ApiState>>) -> Router<Arc<ApiState>> {
         .route("/api/v1/incidents/{id}", get(incident))
         .route("/api/v1/incidents/{id}/ack", post(ack_incident))
         .route("/api/v2/alerts", get(v2_alerts).post(v2_post_alerts))
+        .route("/api/v2/alerts/groups", get(v2_alert_groups))
         .route("/api/v2/silences", get(v2_silences).post(v2_post_silence))
         .route(
             "/api/v2/silence/{id}",
