@@ -1199,8 +1199,8 @@ inhibit_rules:
             .collect();
         (st, labels)
     };
-    let mut compared = 0;
-    for _ in 0..40 {
+    // A random query string of the list's parameters.
+    let random_query = |r: &mut Rng| -> String {
         let mut parts: Vec<String> = Vec::new();
         for flag in ["active", "silenced", "inhibited"] {
             if r.chance(0.4) {
@@ -1216,7 +1216,11 @@ inhibit_rules:
                 enc(receivers[r.below(receivers.len())])
             ));
         }
-        let query = parts.join("&");
+        parts.join("&")
+    };
+    let mut compared = 0;
+    for _ in 0..40 {
+        let query = random_query(&mut r);
         let (st_am, l_am) = list(am.addr, &query);
         let (st_tt, l_tt) = list(agg.http, &query);
         assert_eq!(st_am, st_tt, "GET /api/v2/alerts?{query}: status");
@@ -1264,22 +1268,7 @@ inhibit_rules:
     };
     let mut grouped = 0;
     for _ in 0..15 {
-        let mut parts: Vec<String> = Vec::new();
-        for flag in ["active", "silenced", "inhibited"] {
-            if r.chance(0.3) {
-                parts.push(format!("{flag}={}", enc(flags[r.below(flags.len())])));
-            }
-        }
-        if r.chance(0.4) {
-            parts.push(format!("filter={}", enc(filters[r.below(filters.len())])));
-        }
-        if r.chance(0.3) {
-            parts.push(format!(
-                "receiver={}",
-                enc(receivers[r.below(receivers.len())])
-            ));
-        }
-        let query = parts.join("&");
+        let query = random_query(&mut r);
         let (st_am, g_am) = groups(am.addr, &query);
         let (st_tt, g_tt) = groups(agg.http, &query);
         assert_eq!(st_am, st_tt, "GET /api/v2/alerts/groups?{query}: status");

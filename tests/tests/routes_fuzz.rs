@@ -7,12 +7,7 @@ use telltale_tests::compliance::Rng;
 use telltale_tests::peers::{AMTOOL, peer};
 use telltale_tests::routefuzz::Case;
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use telltale_tests::env_u64 as env;
 
 #[test]
 fn random_routing_files_load_and_route_as_alertmanager_does() {

@@ -9,12 +9,7 @@ use telltale_tests::hostile::Pick;
 use telltale_tests::peers::peer;
 use telltale_tests::rulefuzz::Case;
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use telltale_tests::env_u64 as env;
 
 #[test]
 fn random_rules_fire_and_render_as_prometheus_does() {
