@@ -1323,6 +1323,13 @@ inhibit_rules:
         );
     }
 
+    // The receivers, in the file's order.
+    assert_eq!(
+        http_get(am.addr, "/api/v2/receivers").unwrap().1.trim(),
+        http_get(agg.http, "/api/v2/receivers").unwrap().1.trim(),
+        "GET /api/v2/receivers"
+    );
+
     // The real client: `amtool alert query` and `amtool silence query` against each.
     let Some(amtool) = peer(AMTOOL, "prometheus-alertmanager") else {
         return;

@@ -322,6 +322,8 @@ pub struct RoutingConfig {
     pub route: Route,
     /// Receivers by name.
     pub receivers: HashMap<String, Vec<Integration>>,
+    /// Receivers' names in the file's order (`GET /api/v2/receivers`).
+    pub receiver_names: Vec<String>,
     /// Per receiver, the Alertmanager integrations it names that Telltale does not deliver
     /// (`slack_configs`…): what would have gone to them is counted as undeliverable.
     pub unsupported: HashMap<String, Vec<&'static str>>,
@@ -519,6 +521,7 @@ impl RoutingConfig {
         }
         let mut receivers = HashMap::new();
         let mut unsupported_by: HashMap<String, Vec<&'static str>> = HashMap::new();
+        let receiver_names: Vec<String> = spec.receivers.iter().map(|r| r.name.clone()).collect();
         for r in spec.receivers {
             let mut ints = Vec::new();
             for w in r.webhook_configs {
@@ -750,6 +753,7 @@ impl RoutingConfig {
             resolve_timeout,
             route,
             receivers,
+            receiver_names,
             unsupported: unsupported_by,
             inhibit_rules,
             time_intervals,

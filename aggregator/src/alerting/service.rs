@@ -562,6 +562,11 @@ impl AlertingService {
         self.lock().v2_view(&routing, now_ms()).alerts(q)
     }
 
+    /// The receivers' names in the routing file's order (`GET /api/v2/receivers`).
+    pub fn receivers(&self) -> Vec<String> {
+        self.routing().cfg.receiver_names.clone()
+    }
+
     /// The aggregation groups `q` lists, as Alertmanager's `GET /api/v2/alerts/groups`.
     pub fn alert_groups(&self, q: &AlertQuery) -> Vec<Value> {
         let routing = self.routing();

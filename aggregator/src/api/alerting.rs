@@ -362,6 +362,18 @@ async fn v2_alert_groups(State(st): St, q: RawQuery) -> Response {
     }
 }
 
+/// `GET /api/v2/receivers`: the routing file's receivers, in its order.
+async fn v2_receivers(State(st): St) -> Response {
+    count(&st);
+    let names: Vec<Json> = st
+        .alerts
+        .receivers()
+        .into_iter()
+        .map(|n| json!({"name": n}))
+        .collect();
+    axum::Json(Json::Array(names)).into_response()
+}
+
 /// `GET /api/v2/silences[?filter=…]`, in Alertmanager's order.
 async fn v2_silences(State(st): St, q: RawQuery) -> Response {
     count(&st);
@@ -575,6 +587,7 @@ pub fn routes(r: Router<Arc<ApiState>>) -> Router<Arc<ApiState>> {
         .route("/api/v1/incidents/{id}/ack", post(ack_incident))
         .route("/api/v2/alerts", get(v2_alerts).post(v2_post_alerts))
         .route("/api/v2/alerts/groups", get(v2_alert_groups))
+        .route("/api/v2/receivers", get(v2_receivers))
         .route("/api/v2/silences", get(v2_silences).post(v2_post_silence))
         .route(
             "/api/v2/silence/{id}",
