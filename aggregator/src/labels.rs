@@ -20,7 +20,8 @@ pub fn go_regex(pattern: &str) -> Result<regex::Regex, GoRegexError> {
     compile(goregex::translate(pattern, Flavor::Regex)?)
 }
 
-fn compile(rust: String) -> Result<regex::Regex, GoRegexError> {
+/// Compiles a pattern `goregex` wrote, within the size limit.
+pub fn compile(rust: String) -> Result<regex::Regex, GoRegexError> {
     regex::RegexBuilder::new(&rust)
         .size_limit(REGEX_SIZE_LIMIT)
         .build()

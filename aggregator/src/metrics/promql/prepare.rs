@@ -209,13 +209,19 @@ fn check_unary(e: &Expr) -> Result<(), QueryError> {
 /// begin a [`SHAPE_FUNCTIONS`] argument as `- -` (see the module's documentation).
 pub fn parse(q: &str, for_evaluation: bool) -> Result<Expr, QueryError> {
     check_numbers(q)?;
-    let swapped = super::regexes::placeholders(q)?;
-    let text = swapped.as_ref().map_or(q, |(t, _)| t.as_str());
-    let mut e = parse_unary(text, for_evaluation)?;
-    if q.contains("=~") || q.contains("!~") {
-        let values = swapped.as_ref().map_or(&[][..], |(_, v)| v.as_slice());
-        super::regexes::compile_as_go(&mut e, values)?;
+    if !q.contains("=~") && !q.contains("!~") {
+        return parse_unary(q, for_evaluation);
     }
+    // promql-parser compiles regexes with Rust's syntax: only when it refuses the text are
+    // they swapped for placeholders (`super::regexes`).
+    let (mut e, values) = match parse_unary(q, for_evaluation) {
+        Ok(e) => (e, Vec::new()),
+        Err(err) => match super::regexes::placeholders(q)? {
+            Some((text, values)) => (parse_unary(&text, for_evaluation)?, values),
+            None => return Err(err),
+        },
+    };
+    super::regexes::compile_as_go(&mut e, &values)?;
     Ok(e)
 }
 

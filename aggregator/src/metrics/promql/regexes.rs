@@ -14,19 +14,19 @@ use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::Expr;
 use promql_parser::parser::token::{T_EQL_REGEX, T_NEQ_REGEX, T_STRING};
 
+use telltale_common::goregex::Flavor;
+
 use super::QueryError;
 use super::limits::parse_guarded;
 
 /// Starts and ends a placeholder's number (a private-use character no query needs).
 const MARK: char = '\u{E000}';
 
-/// `q` with each regex literal that Go reads and Rust's regex refuses replaced by a
-/// placeholder, and the values the placeholders stand for; `None` when nothing is replaced.
-/// A regex Go refuses is Prometheus' parse error, given here with Go's text.
+/// `q` with every regex literal replaced by a placeholder, and the values the placeholders
+/// stand for; `None` when there is none. Only called when promql-parser refused `q` (its
+/// regexes are Rust's), so it costs nothing on the queries it reads. A regex Go refuses is
+/// Prometheus' parse error, given here with Go's text.
 pub(super) fn placeholders(q: &str) -> Result<Option<(String, Vec<String>)>, QueryError> {
-    if !q.contains("=~") && !q.contains("!~") {
-        return Ok(None);
-    }
     let Ok(lexer) = promql_parser::parser::lexer(q) else {
         return Ok(None);
     };
@@ -48,13 +48,14 @@ pub(super) fn placeholders(q: &str) -> Result<Option<(String, Vec<String>)>, Que
         let Some(value) = q.get(*start..*end).and_then(unquote) else {
             continue;
         };
-        telltale_common::goregex::anchored(&value, telltale_common::goregex::Flavor::Regex)
-            .map_err(|e| QueryError::BadData(format!("parse error: {e}")))?;
-        if regex::Regex::new(&format!("^(?:{value})$")).is_ok() {
-            continue;
-        }
+        let bad = |e| QueryError::BadData(format!("parse error: {e}"));
+        let go = telltale_common::goregex::anchored(&value, Flavor::Regex).map_err(bad)?;
+        // The placeholder matches the empty string when the regex does, so promql-parser's
+        // "at least one non-empty matcher" check judges it the same.
+        let empty = crate::labels::compile(go).map_err(bad)?.is_match("");
         out.push_str(&q[from..*start]);
-        out.push_str(&format!("\"{MARK}{}{MARK}\"", values.len()));
+        let tail = if empty { "|" } else { "" };
+        out.push_str(&format!("\"{MARK}{}{MARK}{tail}\"", values.len()));
         values.push(value);
         from = *end;
     }
@@ -125,11 +126,18 @@ pub(super) fn compile_as_go(e: &mut Expr, values: &[String]) -> Result<(), Query
             if !matches!(m.op, PMatchOp::Re(_) | PMatchOp::NotRe(_)) {
                 continue;
             }
-            if let Some(v) = placeholder(&m.value).and_then(|i| values.get(i)) {
+            let swapped = placeholder(&m.value).and_then(|i| values.get(i));
+            if let Some(v) = swapped {
                 m.value = v.clone();
             }
-            let re = crate::labels::anchored_regex(&m.value)
-                .map_err(|e| QueryError::BadData(format!("parse error: {e}")))?;
+            let bad = |e| QueryError::BadData(format!("parse error: {e}"));
+            let go = telltale_common::goregex::anchored(&m.value, Flavor::Regex).map_err(bad)?;
+            // Where Go's reading is written as the text itself, promql-parser's regex is
+            // already Go's: no second compile on the query path.
+            if swapped.is_none() && go == format!("^(?:{})$", m.value) {
+                continue;
+            }
+            let re = crate::labels::compile(go).map_err(bad)?;
             m.op = match m.op {
                 PMatchOp::Re(_) => PMatchOp::Re(re),
                 _ => PMatchOp::NotRe(re),
@@ -139,7 +147,7 @@ pub(super) fn compile_as_go(e: &mut Expr, values: &[String]) -> Result<(), Query
     Ok(())
 }
 
-/// The number of a placeholder value.
+/// The number of a placeholder value (`MARK n MARK`, then `|` when it matches "").
 fn placeholder(v: &str) -> Option<usize> {
-    v.strip_prefix(MARK)?.strip_suffix(MARK)?.parse().ok()
+    v.strip_prefix(MARK)?.split(MARK).next()?.parse().ok()
 }
