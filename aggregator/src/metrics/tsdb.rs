@@ -369,13 +369,22 @@ pub fn merge_runs(mut runs: Vec<Vec<Sample>>) -> Vec<Sample> {
     if runs.len() <= 1 {
         return runs.pop().unwrap_or_default();
     }
-    let ordered = runs
+    // Runs that do not overlap in time (chunks of different windows, then the head) share no
+    // timestamp, so which write is newer decides nothing: they are laid end to end in time
+    // order, whatever order the blocks were listed in.
+    let mut order: Vec<usize> = (0..runs.len()).collect();
+    order.sort_by_key(|&i| runs[i].first().map(|s| s.0));
+    let disjoint = order
         .windows(2)
-        .all(|w| w[0].last().map(|s| s.0) < w[1].first().map(|s| s.0));
-    let mut all: Vec<(i64, usize, f64)> = Vec::new();
-    if ordered {
-        return runs.concat();
+        .all(|w| runs[w[0]].last().map(|s| s.0) < runs[w[1]].first().map(|s| s.0));
+    if disjoint {
+        let mut out = Vec::with_capacity(runs.iter().map(Vec::len).sum());
+        for i in order {
+            out.extend_from_slice(&runs[i]);
+        }
+        return out;
     }
+    let mut all: Vec<(i64, usize, f64)> = Vec::new();
     for (i, r) in runs.iter().enumerate() {
         all.extend(r.iter().map(|s| (s.0, i, s.1)));
     }

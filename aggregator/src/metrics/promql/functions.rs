@@ -42,15 +42,25 @@ pub fn extrapolated(
 /// values before every reset among samples `1..=i`, so the correction inside a window
 /// `[lo, hi]` is `out[hi] - out[lo]` — `rate()` then costs the same for any window length.
 pub fn reset_prefix(samples: &[Sample]) -> Vec<f64> {
-    let mut out = Vec::with_capacity(samples.len());
+    let mut out = Vec::new();
+    reset_prefix_into(samples, &mut out);
+    out
+}
+
+/// [`reset_prefix`] into `out` (cleared first), so a sweep over many series reuses one buffer.
+pub fn reset_prefix_into(samples: &[Sample], out: &mut Vec<f64>) {
+    out.clear();
+    out.reserve(samples.len());
     let mut acc = 0.0;
-    for (i, p) in samples.iter().enumerate() {
-        if i > 0 && p.1 < samples[i - 1].1 {
-            acc += samples[i - 1].1;
+    let mut prev = f64::NAN;
+    for p in samples {
+        // NaN before the first sample: no comparison holds, as for the first sample.
+        if p.1 < prev {
+            acc += prev;
         }
+        prev = p.1;
         out.push(acc);
     }
-    out
 }
 
 /// Prometheus' extrapolation of `result` (the increase between `first` and `last`, `n`

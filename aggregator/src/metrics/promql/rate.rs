@@ -131,11 +131,12 @@ impl Evaluator<'_> {
         let stale = self.stale_flags(&ms.vs, &data);
         let (at, off) = (self.at_time(&ms.vs.at), offset_ms(&ms.vs.offset));
         let (first, step, steps) = (self.first_step(), self.step(), self.steps());
+        let mut prefix = Vec::new();
         for (i, (s, has_stale)) in data.iter().zip(stale.iter()).enumerate() {
             self.check_deadline()?;
             // One series' prefix sums at a time (the step-by-step path keeps every series'
-            // for the whole query: as many values as samples were read).
-            let prefix = f::reset_prefix(&s.samples);
+            // for the whole query: as many values as samples were read), in one buffer.
+            f::reset_prefix_into(&s.samples, &mut prefix);
             let mut cur: Cursor = (i64::MIN, 0, 0);
             for k in 0..steps {
                 let te = at.unwrap_or(first + k as i64 * step) - off;
@@ -166,7 +167,13 @@ pub(super) fn rate_point(
 ) -> Option<f64> {
     // Prometheus extrapolates to the window the data comes from: `[te - range, te]`.
     let (lo, hi) = window(cur, samples, te, range);
-    if has_stale {
+    // A series with stale markers somewhere has them in few of its windows: only those are
+    // copied without them (the prefix sums hold for a window without one).
+    let stale_here = has_stale
+        && samples[lo..hi]
+            .iter()
+            .any(|x| telltale_common::model::is_stale_marker(x.1));
+    if stale_here {
         let window: Vec<Sample> = samples[lo..hi]
             .iter()
             .copied()

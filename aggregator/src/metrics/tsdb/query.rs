@@ -122,17 +122,37 @@ impl Tsdb {
             } else {
                 None
             };
-            let chunk = match cached {
-                Some(c) => c,
+            let count = |lo: usize, hi: usize| {
+                let n = total.fetch_add((hi - lo) as u64, Ordering::Relaxed) as usize;
+                if n + hi - lo > max_samples {
+                    return Err(StorageError::TooManySamples { limit: max_samples });
+                }
+                Ok(())
+            };
+            let mut run = match cached {
+                Some(chunk) => {
+                    let lo = chunk.partition_point(|s| s.0 < start);
+                    let hi = chunk.partition_point(|s| s.0 <= end).max(lo);
+                    count(lo, hi)?;
+                    chunk[lo..hi].to_vec()
+                }
                 None => match b.read_columns(&e) {
                     Ok(c) => {
                         let (ts, vs) = (&c.ints[0], &c.floats[0]);
-                        let decoded: Arc<Vec<Sample>> =
-                            Arc::new(ts.iter().zip(vs).map(|(&t, &v)| Sample(t, v)).collect());
                         if cacheable {
-                            self.inner.cache.insert(key, decoded.clone());
+                            let decoded: Arc<Vec<Sample>> =
+                                Arc::new(ts.iter().zip(vs).map(|(&t, &v)| Sample(t, v)).collect());
+                            self.inner.cache.insert(key, decoded);
                         }
-                        decoded
+                        // Only the range, straight from the columns.
+                        let lo = ts.partition_point(|&t| t < start);
+                        let hi = ts.partition_point(|&t| t <= end).max(lo);
+                        count(lo, hi)?;
+                        ts[lo..hi]
+                            .iter()
+                            .zip(&vs[lo..])
+                            .map(|(&t, &v)| Sample(t, v))
+                            .collect()
                     }
                     Err(err) => {
                         self.note_corrupt(&err);
@@ -140,13 +160,6 @@ impl Tsdb {
                     }
                 },
             };
-            let lo = chunk.partition_point(|s| s.0 < start);
-            let hi = chunk.partition_point(|s| s.0 <= end).max(lo);
-            let n = total.fetch_add((hi - lo) as u64, Ordering::Relaxed) as usize;
-            if n + hi - lo > max_samples {
-                return Err(StorageError::TooManySamples { limit: max_samples });
-            }
-            let mut run = chunk[lo..hi].to_vec();
             if let Some(iv) = &deleted {
                 tombstones::drop_samples(iv, &mut run);
             }

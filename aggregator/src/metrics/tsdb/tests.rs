@@ -978,6 +978,64 @@ mod fuzz {
     use super::*;
     use proptest::prelude::*;
 
+    /// What merging means, the slow way: every sample with its write's rank, by time, the
+    /// newest write at a timestamp winning unless it is a stale marker.
+    fn merged_by_sorting(runs: &[Vec<Sample>]) -> Vec<Sample> {
+        let mut all: Vec<(i64, usize, f64)> = Vec::new();
+        for (i, r) in runs.iter().enumerate() {
+            all.extend(r.iter().map(|s| (s.0, i, s.1)));
+        }
+        all.sort_by_key(|x| (x.0, x.1));
+        let mut out: Vec<Sample> = Vec::new();
+        for (t, _, v) in all {
+            match out.last_mut() {
+                Some(last) if last.0 == t => {
+                    if !telltale_common::model::is_stale_marker(v) {
+                        last.1 = v;
+                    }
+                }
+                _ => out.push(Sample(t, v)),
+            }
+        }
+        out
+    }
+
+    /// Sorted runs of distinct timestamps: overlapping ones, and disjoint ones in any order
+    /// (blocks of several windows are listed in the order they were written, not by time).
+    fn runs() -> impl Strategy<Value = Vec<Vec<Sample>>> {
+        let run = (
+            0i64..40,
+            proptest::collection::btree_set(0i64..30, 0..12),
+            0u8..4,
+        )
+            .prop_map(|(base, ts, stale)| {
+                ts.into_iter()
+                    .map(|t| {
+                        let v = if t % 4 == i64::from(stale) {
+                            f64::from_bits(telltale_common::model::STALE_NAN_BITS)
+                        } else {
+                            (base * 100 + t) as f64
+                        };
+                        Sample(base * 10 + t, v)
+                    })
+                    .collect::<Vec<_>>()
+            });
+        proptest::collection::vec(run, 0..6)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn runs_merge_as_sorting_every_sample_would(runs in runs()) {
+            let want = merged_by_sorting(&runs);
+            let got = merge_runs(runs);
+            prop_assert_eq!(
+                got.iter().map(|s| (s.0, s.1.to_bits())).collect::<Vec<_>>(),
+                want.iter().map(|s| (s.0, s.1.to_bits())).collect::<Vec<_>>()
+            );
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
         /// Whatever bytes a WAL segment, a block, series.log or the checkpoint hold, start-up
