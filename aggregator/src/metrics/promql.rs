@@ -1589,4 +1589,64 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+
+    /// A range query's `rate` / `increase` (swept series by series, split across threads past
+    /// a few hundred thousand samples) gives, at every step, what an instant query there does
+    /// — on counters with resets, gaps, NaNs and stale markers.
+    #[tokio::test]
+    async fn rates_swept_across_threads_are_the_instant_rates() {
+        let stale = f64::from_bits(STALE_NAN_BITS);
+        let mut series = Vec::new();
+        let mut x: u64 = 7;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % 1000
+        };
+        for i in 0..300 {
+            let (mut v, mut samples) = (0.0, Vec::new());
+            for k in 0..1000i64 {
+                let r = next();
+                if r < 5 {
+                    continue; // a missed scrape
+                }
+                v = if r < 8 { 0.0 } else { v + r as f64 / 10.0 }; // a reset now and then
+                let value = match r {
+                    8 if i % 3 == 0 => stale,
+                    9 => f64::NAN,
+                    _ => v,
+                };
+                samples.push((k * 10_000 + (r as i64 % 25), value));
+            }
+            let name = i.to_string();
+            series.push(ss(&[("__name__", "c"), ("i", &name)], &samples));
+        }
+        let (e, _d) = engine(series).await;
+        for q in ["rate(c[5m])", "increase(c[2m])", "rate(c[1m]) * 2"] {
+            let r = e.range(q, 0, 10_000_000, 60_000).unwrap();
+            let mut by_step: std::collections::BTreeMap<(i64, String), u64> = Default::default();
+            for s in &r {
+                for p in &s.samples {
+                    by_step.insert((p.0, s.labels.get("i").unwrap_or("").into()), p.1.to_bits());
+                }
+            }
+            let mut want: std::collections::BTreeMap<(i64, String), u64> = Default::default();
+            for t in (0..=10_000_000).step_by(60_000) {
+                match e.instant(q, t).unwrap() {
+                    Value::Vector(v) => {
+                        for (l, p) in v {
+                            want.insert((t, l.get("i").unwrap_or("").into()), p.1.to_bits());
+                        }
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert!(want.len() > 40_000, "{q}: {} points", want.len());
+            assert!(
+                by_step == want,
+                "{q}: the range query differs from the instant ones"
+            );
+        }
+    }
 }

@@ -199,6 +199,16 @@ pub(super) struct RateTable {
 /// A series' window at the last evaluation time: `(te, lo, hi)`.
 pub(super) type Cursor = (i64, usize, usize);
 
+/// A timeout once `deadline` has passed.
+pub(super) fn check_deadline(deadline: Option<std::time::Instant>) -> Result<(), QueryError> {
+    match deadline {
+        Some(d) if std::time::Instant::now() >= d => {
+            Err(QueryError::Timeout("expression evaluation"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Advances `i` while `pred` holds: a few steps one by one (a range query's next step usually
 /// moves a window by a sample or two), then a binary search for long jumps.
 fn advance(s: &[Sample], mut i: usize, pred: impl Fn(&Sample) -> bool) -> usize {
@@ -502,14 +512,9 @@ impl<'a> Evaluator<'a> {
 
     /// Fails with [`QueryError::Timeout`] once the deadline has passed (for loops that run
     /// outside [`Evaluator::eval`]).
-    pub(super) fn check_deadline(&self) -> Result<(), QueryError> {
-        if self
-            .deadline
-            .is_some_and(|d| std::time::Instant::now() >= d)
-        {
-            return Err(QueryError::Timeout("expression evaluation"));
-        }
-        Ok(())
+    /// When the query must have finished, if it has a limit.
+    pub(super) fn deadline(&self) -> Option<std::time::Instant> {
+        self.deadline
     }
 
     pub(super) fn at_time(&self, at: &Option<AtModifier>) -> Option<i64> {

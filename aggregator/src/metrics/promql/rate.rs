@@ -8,7 +8,7 @@ use promql_parser::parser::Expr;
 use telltale_common::model::Sample;
 
 use super::QueryError;
-use super::eval::{Cursor, Elem, Evaluator, RateTable, Val, offset_ms, window};
+use super::eval::{Cursor, Elem, Evaluator, RateTable, Val, check_deadline, offset_ms, window};
 use super::functions as f;
 use crate::metrics::storage::SeriesData;
 
@@ -119,35 +119,121 @@ impl Evaluator<'_> {
     }
 
     /// Sweeps each series of `ms` once through every step of the range query, handing
-    /// `emit(series, step, value)` the steps where it has a value.
+    /// `emit(series, step, value)` the steps where it has a value. Series are split across
+    /// the cores when there are many (the sweep is pure arithmetic over samples already
+    /// read); `emit` is called in series order either way.
     fn sweep(
         &mut self,
         ms: &promql_parser::parser::MatrixSelector,
         rate: bool,
         mut emit: impl FnMut(usize, usize, f64),
     ) -> Result<(), QueryError> {
-        let range = ms.range.as_millis() as i64;
         let data = self.data(&ms.vs)?;
         let stale = self.stale_flags(&ms.vs, &data);
         let (at, off) = (self.at_time(&ms.vs.at), offset_ms(&ms.vs.offset));
-        let (first, step, steps) = (self.first_step(), self.step(), self.steps());
-        let mut prefix = Vec::new();
-        for (i, (s, has_stale)) in data.iter().zip(stale.iter()).enumerate() {
-            self.check_deadline()?;
-            // One series' prefix sums at a time (the step-by-step path keeps every series'
-            // for the whole query: as many values as samples were read), in one buffer.
-            f::reset_prefix_into(&s.samples, &mut prefix);
-            let mut cur: Cursor = (i64::MIN, 0, 0);
-            for k in 0..steps {
-                let te = at.unwrap_or(first + k as i64 * step) - off;
-                if let Some(v) =
-                    rate_point(&s.samples, *has_stale, &prefix, &mut cur, te, range, rate)
-                {
-                    emit(i, k, v);
-                }
+        let grid = Grid {
+            first: self.first_step(),
+            step: self.step(),
+            steps: self.steps(),
+            range: ms.range.as_millis() as i64,
+            at,
+            off,
+            rate,
+        };
+        let deadline = self.deadline();
+        let check = || check_deadline(deadline);
+        // (series, step, value) of series `lo..hi` (indices as u32: a point is 16 bytes).
+        let part = |lo: usize, hi: usize| -> Result<Vec<Swept>, QueryError> {
+            let mut out = Vec::new();
+            // One series' prefix sums at a time (the step-by-step path keeps every
+            // series' for the whole query: as many values as samples were read), in one
+            // buffer.
+            let mut prefix = Vec::new();
+            for i in lo..hi {
+                check()?;
+                grid.series(&data[i], stale[i], &mut prefix, |k, v| {
+                    out.push((i as u32, k as u32, v));
+                });
+            }
+            Ok(out)
+        };
+        let samples: usize = data.iter().map(|s| s.samples.len()).sum();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8);
+        if threads <= 1 || samples < SWEEP_SPLIT || data.len() > u32::MAX as usize {
+            // No buffer in between: emitted as computed.
+            let mut prefix = Vec::new();
+            for (i, s) in data.iter().enumerate() {
+                check()?;
+                grid.series(s, stale[i], &mut prefix, |k, v| emit(i, k, v));
+            }
+            return Ok(());
+        }
+        let (n, per) = (data.len(), data.len().div_ceil(threads));
+        let parts: Vec<Result<Vec<Swept>, QueryError>> = std::thread::scope(|sc| {
+            let handles: Vec<_> = (0..n)
+                .step_by(per)
+                .map(|lo| {
+                    let part = &part;
+                    sc.spawn(move || part(lo, (lo + per).min(n)))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(QueryError::Execution("a rate thread panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        for p in parts {
+            for (i, k, v) in p? {
+                emit(i as usize, k as usize, v);
             }
         }
         Ok(())
+    }
+}
+
+/// A point a sweep's thread found: (series, step, value).
+type Swept = (u32, u32, f64);
+
+/// Samples past which a sweep is split across threads (a thread's start costs about what
+/// sweeping a few thousand samples does).
+const SWEEP_SPLIT: usize = 200_000;
+
+/// The steps a sweep visits and the window it reads at each.
+struct Grid {
+    first: i64,
+    step: i64,
+    steps: usize,
+    range: i64,
+    at: Option<i64>,
+    off: i64,
+    rate: bool,
+}
+
+impl Grid {
+    /// One series through every step: `emit(step, value)` where it has one.
+    fn series(
+        &self,
+        s: &SeriesData,
+        has_stale: bool,
+        prefix: &mut Vec<f64>,
+        mut emit: impl FnMut(usize, f64),
+    ) {
+        f::reset_prefix_into(&s.samples, prefix);
+        let mut cur: Cursor = (i64::MIN, 0, 0);
+        for k in 0..self.steps {
+            let te = self.at.unwrap_or(self.first + k as i64 * self.step) - self.off;
+            if let Some(v) = rate_point(
+                &s.samples, has_stale, prefix, &mut cur, te, self.range, self.rate,
+            ) {
+                emit(k, v);
+            }
+        }
     }
 }
 
