@@ -32,6 +32,7 @@ pub mod lokipush;
 pub mod model;
 pub mod names;
 pub mod otlp;
+pub mod parallel;
 pub mod relabel;
 pub mod rendezvous;
 pub mod session;

@@ -221,6 +221,8 @@ const COMMON: &[(&str, &[&str])] = &[
     ("rendezvous", &[]),
     // OTLP's three signals: spans, series (metrics) and log records.
     ("otlp", &["trace", "model"]),
+    // Scoped threads over consecutive ranges (the query path's reads and sweeps).
+    ("parallel", &[]),
     // The protocol's state machines: frames and messages only, no I/O.
     ("session", &["codec", "model", "wire"]),
     ("store", &["model"]),

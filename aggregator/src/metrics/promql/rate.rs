@@ -142,14 +142,14 @@ impl Evaluator<'_> {
         };
         let deadline = self.deadline();
         let check = || check_deadline(deadline);
-        // (series, step, value) of series `lo..hi` (indices as u32: a point is 16 bytes).
-        let part = |lo: usize, hi: usize| -> Result<Vec<Swept>, QueryError> {
+        // (series, step, value) of the series `run` (indices as u32: a point is 16 bytes).
+        let part = |run: Vec<usize>| -> Result<Vec<Swept>, QueryError> {
             let mut out = Vec::new();
             // One series' prefix sums at a time (the step-by-step path keeps every
             // series' for the whole query: as many values as samples were read), in one
             // buffer.
             let mut prefix = Vec::new();
-            for i in lo..hi {
+            for i in run {
                 check()?;
                 grid.series(&data[i], stale[i], &mut prefix, |k, v| {
                     out.push((i as u32, k as u32, v));
@@ -158,9 +158,7 @@ impl Evaluator<'_> {
             Ok(out)
         };
         let samples: usize = data.iter().map(|s| s.samples.len()).sum();
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(8);
+        let threads = telltale_common::parallel::threads();
         if threads <= 1 || samples < SWEEP_SPLIT || data.len() > u32::MAX as usize {
             // No buffer in between: emitted as computed.
             let mut prefix = Vec::new();
@@ -170,24 +168,10 @@ impl Evaluator<'_> {
             }
             return Ok(());
         }
-        let (n, per) = (data.len(), data.len().div_ceil(threads));
-        let parts: Vec<Result<Vec<Swept>, QueryError>> = std::thread::scope(|sc| {
-            let handles: Vec<_> = (0..n)
-                .step_by(per)
-                .map(|lo| {
-                    let part = &part;
-                    sc.spawn(move || part(lo, (lo + per).min(n)))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(QueryError::Execution("a rate thread panicked".into()))
-                    })
-                })
-                .collect()
-        });
+        let parts =
+            telltale_common::parallel::split((0..data.len()).collect(), threads, part, || {
+                QueryError::Execution("a rate thread panicked".into())
+            });
         for p in parts {
             for (i, k, v) in p? {
                 emit(i as usize, k as usize, v);

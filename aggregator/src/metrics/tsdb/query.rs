@@ -281,29 +281,13 @@ impl Querier for Tsdb {
             }
             Ok(out)
         };
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(8);
+        let threads = telltale_common::parallel::threads();
         let chunks: usize = parts.iter().map(|p| p.2.len()).sum();
         if threads <= 1 || chunks < 512 {
             return read(parts);
         }
-        let per = parts.len().div_ceil(threads);
-        let mut groups: Vec<Vec<SeriesParts>> = Vec::new();
-        let mut it = parts.into_iter().peekable();
-        while it.peek().is_some() {
-            groups.push(it.by_ref().take(per).collect());
-        }
-        let results: Vec<Result<Vec<SeriesData>, StorageError>> = std::thread::scope(|sc| {
-            let handles: Vec<_> = groups.into_iter().map(|g| sc.spawn(|| read(g))).collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(StorageError::Write("a read thread panicked".into()))
-                    })
-                })
-                .collect()
+        let results = telltale_common::parallel::split(parts, threads, read, || {
+            StorageError::Write("a read thread panicked".into())
         });
         let mut out = Vec::new();
         for r in results {
