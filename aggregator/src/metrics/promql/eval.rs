@@ -199,7 +199,8 @@ pub(super) struct RateTable {
 /// A series' window at the last evaluation time: `(te, lo, hi)`.
 pub(super) type Cursor = (i64, usize, usize);
 
-/// A timeout once `deadline` has passed.
+/// Fails with [`QueryError::Timeout`] once `deadline` has passed (for loops that run outside
+/// [`Evaluator::eval`], on its thread or others).
 pub(super) fn check_deadline(deadline: Option<std::time::Instant>) -> Result<(), QueryError> {
     match deadline {
         Some(d) if std::time::Instant::now() >= d => {
@@ -510,8 +511,6 @@ impl<'a> Evaluator<'a> {
         self.deadline = Some(deadline);
     }
 
-    /// Fails with [`QueryError::Timeout`] once the deadline has passed (for loops that run
-    /// outside [`Evaluator::eval`]).
     /// When the query must have finished, if it has a limit.
     pub(super) fn deadline(&self) -> Option<std::time::Instant> {
         self.deadline
